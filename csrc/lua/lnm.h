@@ -1,0 +1,61 @@
+/*
+** lnm.h: shared helpers of the neuromic Lua binding (one file per Lua
+** type: ltensor.c, lrandom.c, lio.c, ...).
+*/
+#ifndef LNM_H
+#define LNM_H
+
+#include "lua.h"
+#include "lauxlib.h"
+#include "../nm_tensor.h"
+
+#define NM_TENSOR_T "neuromic.Tensor"
+
+/* The Tensor userdata: a header plus, in user value 1, the storage
+** userdata that owns the bytes (shared by every view of it). A closed
+** tensor has data == NULL and no storage. */
+typedef struct nm_ltensor {
+  nm_tensor t;
+} nm_ltensor;
+
+/* Checked cast: raises "bad argument #i (neuromic.Tensor expected...)" or
+** "tensor is closed". */
+nm_tensor *nm_checktensor(lua_State *L, int arg);
+/* NULL when the value at arg is not a live tensor. */
+nm_tensor *nm_totensor(lua_State *L, int arg);
+
+/* Pushes a fresh contiguous tensor whose storage is a full userdata, so
+** the garbage collector sees its size. Contents are zeroed. Allocates. */
+nm_tensor *nm_newtensor(lua_State *L, nm_dtype dt, int ndim, const int64_t *size);
+/* Same, shaped like `like` (contents zeroed). */
+nm_tensor *nm_newtensor_like(lua_State *L, const nm_tensor *like, nm_dtype dt);
+/* Pushes a new header sharing the storage of the tensor at `parent`
+** (a view); the caller then narrows/selects/transposes the header. */
+nm_tensor *nm_pushview(lua_State *L, int parent);
+
+/* Argument checks that raise Lua errors naming the shapes or dtypes:
+**   bad argument #2 to 'add' (size mismatch, [3 x 4] vs [5 x 2]) */
+void nm_check_same_shape(lua_State *L, int arg, const nm_tensor *a, const nm_tensor *b);
+void nm_check_same_dtype(lua_State *L, int arg, const nm_tensor *a, const nm_tensor *b);
+void nm_check_dim(lua_State *L, int arg, const nm_tensor *a, int ndim);
+/* Accepts "float32"/"float"/"float64"/"double" at arg, or def if absent. */
+nm_dtype nm_optdtype(lua_State *L, int arg, nm_dtype def);
+/* Reads a dtype from field "dtype" of an options table at arg (or def). */
+nm_dtype nm_dtype_field(lua_State *L, int arg, nm_dtype def);
+/* Turns a core status code into a Lua error ("interrupted!" for NM_EINTR). */
+int nm_status_error(lua_State *L, int status, const char *what);
+
+/* Submodule openers: each adds its functions to the module table at
+** absolute index `module` and its Tensor methods to the table at
+** absolute index `methods`. Listed in lneuromic.c. */
+void nm_open_tensor(lua_State *L, int module, int methods);
+void nm_open_tensor_math(lua_State *L, int module, int methods);
+void nm_open_random(lua_State *L, int module, int methods);
+void nm_open_io(lua_State *L, int module, int methods);
+void nm_open_sys(lua_State *L, int module, int methods);
+void nm_open_nk(lua_State *L, int module, int methods);
+void nm_open_synth(lua_State *L, int module, int methods);
+
+int luaopen_neuromic(lua_State *L);
+
+#endif

@@ -1,0 +1,66 @@
+/*
+** nm_tensor.h: the neuromic tensor core, dense strided float32/float64
+** arrays and the kernels over them. Never includes lua.h: storage is
+** owned by the caller (the Lua binding keeps it inside full userdata).
+*/
+#ifndef NM_TENSOR_H
+#define NM_TENSOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <signal.h>
+
+#define NM_MAXDIM 4
+
+typedef enum { NM_FLOAT32 = 0, NM_FLOAT64 = 1 } nm_dtype;
+
+/* A tensor header: `data` points at element (0,..,0); strides are in
+** elements, not bytes, and may be any non-negative values (views). */
+typedef struct nm_tensor {
+  nm_dtype dtype;
+  int ndim;                      /* 0..NM_MAXDIM; 0 means a scalar */
+  int64_t size[NM_MAXDIM];
+  int64_t stride[NM_MAXDIM];
+  void *data;
+} nm_tensor;
+
+/* Status codes returned by core functions that can fail. */
+enum {
+  NM_OK = 0,
+  NM_EINTR = 1,       /* interrupted by the user (see nm_interrupted) */
+  NM_ENOMEM = 2,
+  NM_EINVAL = 3,
+  NM_ENONFINITE = 4
+};
+
+/* Set from a SIGINT handler by the interpreter; long kernels poll it and
+** return NM_EINTR. A C global because a signal handler can reach nothing
+** else; it is the only global state in the core. */
+extern volatile sig_atomic_t nm_interrupted;
+
+size_t nm_dtype_size(nm_dtype t);
+const char *nm_dtype_name(nm_dtype t);       /* "float32" / "float64" */
+
+int64_t nm_numel(const nm_tensor *t);
+int nm_is_contiguous(const nm_tensor *t);
+int nm_same_shape(const nm_tensor *a, const nm_tensor *b);
+/* Writes "[3 x 4]" (or "[]" for a scalar) into buf; returns buf. */
+char *nm_shape_str(const nm_tensor *t, char *buf, size_t len);
+/* Fills size/stride for a fresh contiguous tensor; data left untouched. */
+void nm_init_contiguous(nm_tensor *t, nm_dtype dt, int ndim, const int64_t *size);
+/* Pointer to element at (0-based) index idx[0..ndim-1]. */
+void *nm_elem_ptr(const nm_tensor *t, const int64_t *idx);
+double nm_get(const nm_tensor *t, const int64_t *idx);
+void nm_set(const nm_tensor *t, const int64_t *idx, double v);
+
+/* Views: modify the header only (the caller keeps the storage alive). */
+void nm_view_narrow(nm_tensor *t, int dim, int64_t first, int64_t len);
+void nm_view_select(nm_tensor *t, int dim, int64_t index);   /* drops dim */
+void nm_view_transpose(nm_tensor *t, int d1, int d2);
+
+/* Strided copy with dtype cast between same-numel tensors (row-major
+** element order) and fill; both allocate nothing. */
+void nm_tensor_copy(const nm_tensor *dst, const nm_tensor *src);
+void nm_tensor_fill(const nm_tensor *t, double v);
+
+#endif
