@@ -66,6 +66,16 @@ FUZZ_SECONDS ?= 60
 fuzz: deps
 	@sh tools/fuzz.sh $(FUZZ_SECONDS)
 
+# `make install` (used by `luarocks make`): the C module and the Lua modules.
+PREFIX ?= /usr/local
+LUADIR ?= $(PREFIX)/share/lua/5.4
+LIBDIR ?= $(PREFIX)/lib/lua/5.4
+install: neuromic.so
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LUADIR)/nm $(DESTDIR)$(LUADIR)/rules
+	install -m 644 neuromic.so $(DESTDIR)$(LIBDIR)/
+	install -m 644 lua/nm/*.lua $(DESTDIR)$(LUADIR)/nm/
+	install -m 644 rules/*.lua $(DESTDIR)$(LUADIR)/rules/
+
 clean:
 	rm -rf build build-asan build-fuzz neuromic neuromic.so
 
@@ -78,4 +88,4 @@ help:
 	@echo "make sanitize ASan+UBSan build and the whole suite"
 	@echo "make fuzz     libFuzzer runs of the IDX and .npy readers"
 
-.PHONY: all deps data test demo bench sanitize fuzz clean help
+.PHONY: all deps data test demo bench sanitize fuzz install clean help
