@@ -1,0 +1,188 @@
+-- Tensor basics: construction, views, access, copy, printing, memory.
+local nm = require "neuromic"
+
+local function naive_table(rows, cols, f)
+  local t = {}
+  for i = 1, rows do
+    t[i] = {}
+    for j = 1, cols do t[i][j] = f(i, j) end
+  end
+  return t
+end
+
+describe("tensor construction", function()
+  it("zeros/ones/full/eye have the right values and dtype", function()
+    local z = nm.zeros(2, 3)
+    assert.equal("float32", z:dtype())
+    assert.same({2, 3}, z:size())
+    assert.same({{0, 0, 0}, {0, 0, 0}}, z:totable())
+    assert.same({{1, 1}, {1, 1}}, nm.ones(2, 2, "float64"):totable())
+    assert.equal("float64", nm.ones({2, 2}, "float64"):dtype())
+    assert.same({2.5, 2.5, 2.5}, nm.full(2.5, 3):totable())
+    assert.same({{1, 0, 0}, {0, 1, 0}}, nm.eye(2, 3):totable())
+    assert.same({1, 3, 5}, nm.range(1, 5, 2):totable())
+  end)
+
+  it("builds from nested tables and rejects ragged ones", function()
+    local t = nm.tensor({{1, 2}, {3, 4}, {5, 6}}, "float64")
+    assert.same({3, 2}, t:size())
+    assert.equal(6, t:get(3, 2))
+    assert.has_error(function() nm.tensor{{1, 2}, {3}} end)
+    assert.has_error(function() nm.tensor{{1, "x"}} end)
+  end)
+
+  it("rejects bad sizes and dtypes", function()
+    assert.has_error(function() nm.zeros(-1) end)
+    assert.has_error(function() nm.zeros(1, 2, 3, 4, 5) end)
+    assert.has_error(function() nm.zeros(2, "float16") end)
+  end)
+
+  it("float32 rounds, float64 keeps the value", function()
+    local v = 0.1
+    assert.equal(v, nm.full(v, 1, "float64"):get(1))
+    assert.not_equal(v, nm.full(v, 1):get(1))
+    assert.is_true(math.abs(nm.full(v, 1):get(1) - v) < 1e-8)
+  end)
+end)
+
+describe("tensor access", function()
+  it("get/set are 1-based and range-checked", function()
+    local t = nm.zeros(2, 3)
+    t:set(2, 3, 7)
+    assert.equal(7, t:get(2, 3))
+    assert.has_error(function() t:get(3, 1) end, nil)
+    local ok, msg = pcall(t.get, t, 3, 1)
+    assert.is_false(ok)
+    assert.truthy(msg:find("out of range", 1, true))
+    assert.truthy(msg:find("[2 x 3]", 1, true))
+    assert.has_error(function() t:get(1) end)
+    assert.has_error(function() t:set(0, 1, 1) end)
+    assert.equal(2, #t)
+    assert.equal(6, t:numel())
+  end)
+
+  it("rejects non-tensors with a type error", function()
+    local ok, msg = pcall(nm.Tensor.get, {}, 1)
+    assert.is_false(ok)
+    assert.truthy(msg:find("neuromic.Tensor expected", 1, true))
+  end)
+end)
+
+describe("views", function()
+  local ref = naive_table(4, 5, function(i, j) return 10 * i + j end)
+
+  it("narrow, select, row, col and t share storage", function()
+    local a = nm.tensor(ref)
+    local n = a:narrow(2, 2, 3)
+    assert.same({4, 3}, n:size())
+    for i = 1, 4 do for j = 1, 3 do assert.equal(ref[i][j + 1], n:get(i, j)) end end
+    n:set(1, 1, -1)
+    assert.equal(-1, a:get(1, 2))
+    assert.same({41, 42, 43, 44, 45}, a:row(4):totable())
+    assert.same({13, 23, 33, 43}, a:col(3):totable())
+    assert.same(a:select(1, 2):totable(), a:row(2):totable())
+    local at = a:t()
+    assert.same({5, 4}, at:size())
+    for i = 1, 4 do for j = 1, 5 do assert.equal(a:get(i, j), at:get(j, i)) end end
+    assert.is_false(at:is_contiguous())
+    assert.is_true(at:contiguous():is_contiguous())
+  end)
+
+  it("range-checks views", function()
+    local a = nm.tensor(ref)
+    assert.has_error(function() a:narrow(2, 4, 3) end)
+    assert.has_error(function() a:narrow(3, 1, 1) end)
+    assert.has_error(function() a:row(5) end)
+    assert.has_error(function() nm.zeros(3):t() end)
+  end)
+
+  it("view and reshape keep row-major order", function()
+    local a = nm.tensor(ref)
+    local v = a:view(20)
+    assert.equal(ref[2][1], v:get(6))
+    assert.has_error(function() a:view(3, 7) end)
+    assert.has_error(function() a:t():view(20) end)
+    local r = a:t():reshape(20)
+    assert.equal(ref[1][2], r:get(5))
+  end)
+
+  it("a view keeps its parent's storage alive", function()
+    local v
+    do
+      local a = nm.tensor(ref)
+      v = a:narrow(1, 3, 1)
+    end
+    collectgarbage(); collectgarbage()
+    assert.same({{31, 32, 33, 34, 35}}, v:totable())
+  end)
+end)
+
+describe("copy, clone, cast, bytes", function()
+  it("copy between strided views and dtypes", function()
+    local a = nm.tensor({{1, 2, 3}, {4, 5, 6}}, "float64")
+    local b = nm.zeros(3, 2)
+    b:copy(a:t())
+    assert.same({{1, 4}, {2, 5}, {3, 6}}, b:totable())
+    local c = nm.zeros(6)
+    c:copy(a)
+    assert.same({1, 2, 3, 4, 5, 6}, c:totable())
+    assert.has_error(function() nm.zeros(5):copy(a) end)
+  end)
+
+  it("clone is independent, cast changes dtype", function()
+    local a = nm.tensor{1, 2, 3}
+    local c = a:clone()
+    c:set(1, 9)
+    assert.equal(1, a:get(1))
+    assert.equal("float64", a:double():dtype())
+    assert.same({1, 2, 3}, a:double():totable())
+  end)
+
+  it("tobytes/frombytes round trip bit for bit", function()
+    local a = nm.tensor({{0.1, -2.5e-30}, {1e30, 3}}, "float64")
+    local b = nm.frombytes(a:tobytes(), "float64", 2, 2)
+    assert.same(a:totable(), b:totable())
+    assert.has_error(function() nm.frombytes("abc", "float32", 1) end)
+  end)
+
+  it("fill and zero work on views", function()
+    local a = nm.zeros(3, 3)
+    a:col(2):fill(4)
+    assert.same({{0, 4, 0}, {0, 4, 0}, {0, 4, 0}}, a:totable())
+    a:zero()
+    assert.same({0, 0, 0}, a:row(1):totable())
+  end)
+end)
+
+describe("printing and lifetime", function()
+  it("tostring shows values and a footer", function()
+    local s = tostring(nm.tensor{{1, 2}, {3, 4}})
+    assert.truthy(s:find("[neuromic.FloatTensor of size 2x2]", 1, true))
+    assert.truthy(s:find("4", 1, true))
+    assert.truthy(tostring(nm.zeros(2, "float64")):find("DoubleTensor of size 2", 1, true))
+    local big = tostring(nm.zeros(100, 100))
+    assert.truthy(#big < 5000)
+  end)
+
+  it("close releases and makes the tensor unusable", function()
+    local t = nm.ones(3)
+    do local c <close> = t end
+    assert.is_true(t:is_closed())
+    assert.has_error(function() t:get(1) end)
+    assert.truthy(tostring(t):find("closed", 1, true))
+  end)
+
+  it("the collector sees tensor memory: 10^6 temporaries run in flat memory", function()
+    local function rss_kib()
+      local f = assert(io.open("/proc/self/statm"))
+      local _, resident = f:read("n", "n")
+      f:close()
+      return resident * 4
+    end
+    collectgarbage()
+    local before = rss_kib()
+    for _ = 1, 1000000 do local _ = nm.zeros(256) end
+    -- 10^6 x 1 KiB would be 1 GB if the collector could not see the storage.
+    assert.truthy(rss_kib() - before < 64 * 1024)
+  end)
+end)
