@@ -1,0 +1,222 @@
+/*
+** lsys.c: the operating-system functions of the experiment harness
+** (nm.atomic_write, nm.crc32, nm.clock, the stop flag, worker processes)
+** over nm_sys.c.
+*/
+#include "lnm.h"
+#include "../nm_sys.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+/* nm.atomic_write(path, data [, backup]): replaces the file crash-safely;
+** with backup, the old file (if any) is kept under that name. */
+static int sys_atomic_write(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  const char *backup = luaL_optstring(L, 3, NULL);
+  const char *step = "open";
+  int err = nm_atomic_write(path, data, len, backup, &step);
+  if (err != 0)
+    return luaL_error(L, "atomic_write: cannot write '%s' (%s failed: %s)",
+                      path, step, strerror(err));
+  return 0;
+}
+
+/* nm.crc32(data [, crc]): CRC-32 as an integer in [0, 2^32). */
+static int sys_crc32(lua_State *L) {
+  size_t len;
+  const char *data = luaL_checklstring(L, 1, &len);
+  lua_Integer init = luaL_optinteger(L, 2, 0);
+  luaL_argcheck(L, init >= 0 && init <= 0xffffffffLL, 2, "must be in [0, 2^32)");
+  lua_pushinteger(L, (lua_Integer)nm_crc32((uint32_t)init, data, len));
+  return 1;
+}
+
+static int sys_clock(lua_State *L) {
+  lua_pushnumber(L, nm_clock_monotonic());
+  return 1;
+}
+
+static int sys_isatty(lua_State *L) {
+  lua_Integer fd = luaL_optinteger(L, 1, 2);
+  luaL_argcheck(L, fd >= 0 && fd <= 1024, 1, "not a file descriptor");
+  lua_pushboolean(L, nm_isatty((int)fd));
+  return 1;
+}
+
+static int sys_getpid(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)getpid());
+  return 1;
+}
+
+/* nm.sleep(seconds) -> seconds left when a signal cut it short (else 0). */
+static int sys_sleep(lua_State *L) {
+  lua_Number s = luaL_checknumber(L, 1);
+  luaL_argcheck(L, s >= 0 && s < 1e9, 1, "must be a non-negative number of seconds");
+  lua_pushnumber(L, nm_sleep(s));
+  return 1;
+}
+
+static const char *signal_name(int sig) {
+  switch (sig) {
+    case SIGINT: return "SIGINT";
+    case SIGTERM: return "SIGTERM";
+    case SIGKILL: return "SIGKILL";
+    case SIGHUP: return "SIGHUP";
+    case SIGQUIT: return "SIGQUIT";
+    case SIGSEGV: return "SIGSEGV";
+    case SIGABRT: return "SIGABRT";
+    case SIGBUS: return "SIGBUS";
+    case SIGFPE: return "SIGFPE";
+    case SIGPIPE: return "SIGPIPE";
+    default: return "signal";
+  }
+}
+
+static int sys_install_stop_handler(lua_State *L) {
+  int err = nm_stop_install();
+  if (err != 0)
+    return luaL_error(L, "install_stop_handler: sigaction failed (%s)", strerror(err));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int sys_remove_stop_handler(lua_State *L) {
+  (void)L;
+  nm_stop_uninstall();
+  return 0;
+}
+
+/* nm.stop_requested() -> false | true, "SIGINT"|"SIGTERM", signal number */
+static int sys_stop_requested(lua_State *L) {
+  int sig = nm_stop_signal();
+  if (sig == 0) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lua_pushboolean(L, 1);
+  lua_pushstring(L, signal_name(sig));
+  lua_pushinteger(L, sig);
+  return 3;
+}
+
+static int sys_clear_stop(lua_State *L) {
+  (void)L;
+  nm_stop_clear();
+  return 0;
+}
+
+/* nm.mkdir(path [, parents = true]) */
+static int sys_mkdir(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  int parents = lua_isnoneornil(L, 2) ? 1 : lua_toboolean(L, 2);
+  int err = nm_mkdir(path, parents);
+  if (err != 0)
+    return luaL_error(L, "mkdir: cannot create directory '%s' (%s)", path, strerror(err));
+  return 0;
+}
+
+/* nm.spawn({prog, arg1, ...} [, log_path]) -> pid */
+static int sys_spawn(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  const char *log_path = luaL_optstring(L, 2, NULL);
+  lua_Integer n = luaL_len(L, 1);
+  luaL_argcheck(L, n >= 1 && n < 100000, 1, "needs a program and its arguments");
+  /* The argv array is a userdata, so an error below frees it with the GC;
+  ** the strings stay on the stack (numbers converted there) until the
+  ** child has started. */
+  const char **argv = lua_newuserdatauv(L, (size_t)(n + 1) * sizeof *argv, 0);
+  luaL_checkstack(L, (int)n, "too many arguments to spawn");
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_geti(L, 1, i);
+    if (!lua_isstring(L, -1))
+      return luaL_error(L, "spawn: argument %d of the command is not a string", (int)i);
+    argv[i - 1] = lua_tostring(L, -1);
+  }
+  argv[n] = NULL;
+  pid_t pid;
+  int err = nm_spawn(argv, log_path, &pid);
+  if (err != 0)
+    return luaL_error(L, "spawn: cannot start '%s' (%s)", argv[0], strerror(err));
+  lua_pushinteger(L, (lua_Integer)pid);
+  return 1;
+}
+
+/* nm.wait([pid [, nohang]]) -> pid, exit status, signal name | nil when
+** nohang and nothing finished | nil, "interrupted" | nil, "no child" */
+static int sys_wait(lua_State *L) {
+  lua_Integer pid = luaL_optinteger(L, 1, -1);
+  int nohang = lua_toboolean(L, 2);
+  pid_t done;
+  int status, killed_by;
+  int err = nm_wait((pid_t)pid, nohang, &done, &status, &killed_by);
+  if (err == EINTR) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "interrupted");
+    return 2;
+  }
+  if (err == ECHILD) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "no child");
+    return 2;
+  }
+  if (err != 0) return luaL_error(L, "wait: %s", strerror(err));
+  if (done == 0) {
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_pushinteger(L, (lua_Integer)done);
+  lua_pushinteger(L, status);
+  if (killed_by) lua_pushstring(L, signal_name(killed_by));
+  else lua_pushnil(L);
+  return 3;
+}
+
+/* nm.kill(pid [, "TERM"|"INT"|"KILL"|number]) -> true | nil, message */
+static int sys_kill(lua_State *L) {
+  lua_Integer pid = luaL_checkinteger(L, 1);
+  int sig = SIGTERM;
+  luaL_argcheck(L, pid > 0, 1, "must be a process id");
+  if (lua_type(L, 2) == LUA_TNUMBER) sig = (int)luaL_checkinteger(L, 2);
+  else if (!lua_isnoneornil(L, 2)) {
+    static const char *const names[] = {"TERM", "INT", "KILL", "SIGTERM", "SIGINT", "SIGKILL", NULL};
+    static const int sigs[] = {SIGTERM, SIGINT, SIGKILL, SIGTERM, SIGINT, SIGKILL};
+    sig = sigs[luaL_checkoption(L, 2, NULL, names)];
+  }
+  if (kill((pid_t)pid, sig) != 0) {
+    lua_pushnil(L);
+    lua_pushstring(L, strerror(errno));
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static const luaL_Reg sys_funcs[] = {
+  {"atomic_write", sys_atomic_write},
+  {"crc32", sys_crc32},
+  {"clock", sys_clock},
+  {"isatty", sys_isatty},
+  {"getpid", sys_getpid},
+  {"sleep", sys_sleep},
+  {"install_stop_handler", sys_install_stop_handler},
+  {"remove_stop_handler", sys_remove_stop_handler},
+  {"stop_requested", sys_stop_requested},
+  {"clear_stop", sys_clear_stop},
+  {"mkdir", sys_mkdir},
+  {"spawn", sys_spawn},
+  {"wait", sys_wait},
+  {"kill", sys_kill},
+  {NULL, NULL}
+};
+
+void nm_open_sys(lua_State *L, int module, int methods) {
+  (void)methods;
+  lua_pushvalue(L, module);
+  luaL_setfuncs(L, sys_funcs, 0);
+  lua_pop(L, 1);
+}

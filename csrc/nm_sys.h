@@ -1,0 +1,68 @@
+/*
+** nm_sys.h: operating-system services of the experiment harness:
+** crash-safe file replacement, CRC32, a monotonic clock, a stop flag set
+** by SIGINT/SIGTERM, and worker processes. Never includes lua.h.
+*/
+#ifndef NM_SYS_H
+#define NM_SYS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Replaces `path` with `len` bytes so that a crash at any moment leaves
+** either the old or the new contents, never a mix: writes a temporary
+** file in the same directory, fsyncs it, renames it over `path` and
+** fsyncs the directory. When `backup` is not NULL an existing `path` is
+** first renamed to `backup` (after the new data is safely on disk).
+** Returns 0 or an errno value; *step names the failing operation
+** ("open", "write", "fsync", "rename", ...). No temporary file is left
+** behind on failure. */
+int nm_atomic_write(const char *path, const void *data, size_t len,
+                    const char *backup, const char **step);
+
+/* CRC-32 (zlib's polynomial) of len bytes, continuing from crc (0 to
+** start). */
+uint32_t nm_crc32(uint32_t crc, const void *data, size_t len);
+
+/* Seconds from an arbitrary fixed point, never going backwards. */
+double nm_clock_monotonic(void);
+
+/* 1 when fd refers to a terminal. */
+int nm_isatty(int fd);
+
+/* Sleeps for `seconds`; returns the seconds left when a signal cut the
+** sleep short (0 when it ran to the end). */
+double nm_sleep(double seconds);
+
+/* The stop flag. nm_stop_install() sets handlers for SIGINT and SIGTERM
+** that only record the signal, so a long run can checkpoint and exit at
+** a safe point; a second signal while a stop is pending restores the
+** default action and re-raises it (a second Ctrl-C kills at once).
+** Blocking calls are not restarted (no SA_RESTART), so nm_wait and
+** nm_sleep return early. Returns 0 or an errno value. */
+int nm_stop_install(void);
+/* Restores the handlers that were there before nm_stop_install. */
+void nm_stop_uninstall(void);
+/* The signal number that requested a stop, or 0. */
+int nm_stop_signal(void);
+void nm_stop_clear(void);
+
+/* Creates directory `path` and, if `parents`, its missing parents
+** (mkdir -p). An existing directory is not an error. Returns 0 or an
+** errno value. */
+int nm_mkdir(const char *path, int parents);
+
+/* Starts argv[0] (searched in PATH) with arguments argv (NULL-ended),
+** stdout and stderr appended to `log_path` (inherited when NULL).
+** Returns 0 and sets *pid, or an errno value. */
+int nm_spawn(const char *const *argv, const char *log_path, pid_t *pid);
+
+/* Waits for child `pid` (any child when pid <= 0); with `nohang`, returns
+** at once. Returns 0 and sets *done (0 when nothing finished yet), *exit
+** (exit status, or 128 + signal number when killed by a signal) and
+** *killed_by (signal number or 0); or an errno value (EINTR when a
+** signal arrived, ECHILD when there is no such child). */
+int nm_wait(pid_t pid, int nohang, pid_t *done, int *exit_status, int *killed_by);
+
+#endif

@@ -1,0 +1,339 @@
+-- nm/cli.lua: command-line options of experiment scripts, from a
+-- declarative spec. Every experiment gets the common options --help,
+-- --seed, --quick, --out, --resume, --jobs and --shard; bad input is a
+-- clear message on stderr and exit status 2.
+--
+--   local opts = cli.parse(arg, {
+--     name = "baselines", description = "BP, FA and DFA on Fashion-MNIST",
+--     options = {
+--       {"epochs", "int", 10, "training epochs", quick = 1},
+--       {"lr", "number", 0.05, "learning rate", min = 0},
+--       {"rule", "string", "bp", "learning rule", choices = {"bp", "fa", "dfa"}},
+--       {"hidden", "list", {256}, "hidden layer sizes", item = "int"},
+--       {"plot", "bool", true, "write plots"},
+--     }})
+--
+-- An option is {name, type, default, help, quick = value for --quick,
+-- choices = {...}, min =, max =, item = type of list items, multi = true
+-- to collect repeated uses in a list, metavar = "DIR"}, or the same
+-- with named fields (name =, type =, default =, help =). Names may use
+-- '-' or '_'; opts keys use '_'. Types: number, int, string, bool, list
+-- (comma-separated). Extra fields in opts: _name (experiment name), _argv
+-- (the arguments), _explicit (set of options given on the command line),
+-- _args (positional arguments, when spec.positional allows them) and
+-- _rest (everything after "--", when spec.passthrough is set).
+
+local cli = {}
+
+local format, concat = string.format, table.concat
+
+local TYPES = {number = true, int = true, string = true, bool = true, list = true}
+
+local function key_of(name)
+  return (name:gsub("%-", "_"))
+end
+
+local function flag_of(name)
+  return (name:gsub("_", "-"))
+end
+
+-- Spec entries to a uniform form; errors here are the script's bugs.
+local function normalise(o)
+  local n = {
+    name = o.name or o[1], type = o.type or o[2], default = o.default,
+    help = o.help or o[4] or "", quick = o.quick, choices = o.choices,
+    min = o.min, max = o.max, item = o.item, metavar = o.metavar, multi = o.multi,
+  }
+  if n.default == nil then n.default = o[3] end
+  if type(n.name) ~= "string" or not n.name:match("^[%a][%w_%-]*$") then
+    error("cli: option without a valid name: " .. tostring(n.name), 3)
+  end
+  if not TYPES[n.type] then
+    error(format("cli: option '%s' has unknown type '%s' (number, int, string, bool, list)",
+                 n.name, tostring(n.type)), 3)
+  end
+  if n.multi and n.default == nil then n.default = {} end
+  if n.type == "list" and n.item == nil then
+    local first = type(n.default) == "table" and n.default[1]
+    n.item = (math.type(first) == "integer" and "int") or
+             (type(first) == "number" and "number") or "string"
+  end
+  n.key = key_of(n.name)
+  return n
+end
+
+local function builtin_options(spec, name)
+  return {
+    normalise{"seed", "int", spec.seed or 1, "seed of every random generator"},
+    normalise{"quick", "bool", false, "small version that finishes in seconds"},
+    normalise{"out", "string", "results/" .. name, "output directory", metavar = "DIR"},
+    normalise{"resume", "bool", false, "continue from the checkpoint in --out, if there is one"},
+    normalise{"jobs", "int", 1, "parallel worker processes", min = 1},
+    normalise{"shard", "string", nil, "run only slice I of N (cells with index % N == I-1)",
+              metavar = "I/N"},
+  }
+end
+
+local function value_text(v)
+  if type(v) == "table" then
+    local parts = {}
+    for i, x in ipairs(v) do parts[i] = tostring(x) end
+    return concat(parts, ",")
+  end
+  return tostring(v)
+end
+
+-- Converts the text s for option o; returns value or nil, message.
+local function convert(o, s, typ)
+  typ = typ or o.type
+  if typ == "string" then return s end
+  if typ == "number" then
+    local v = tonumber(s)
+    if v == nil or v ~= v then return nil, "expects a number" end
+    return v + 0.0
+  end
+  if typ == "int" then
+    local v = math.tointeger(tonumber(s))
+    if v == nil then return nil, "expects an integer" end
+    return v
+  end
+  if typ == "bool" then
+    local b = ({["true"] = true, ["1"] = true, yes = true, on = true,
+                ["false"] = false, ["0"] = false, no = false, off = false})[s:lower()]
+    if b == nil then return nil, "expects true or false" end
+    return b
+  end
+  -- list
+  local items = {}
+  if s ~= "" then
+    for part in (s .. ","):gmatch("([^,]*),") do
+      local v, err = convert(o, part, o.item)
+      if v == nil then return nil, format("item '%s' %s", part, err) end
+      items[#items + 1] = v
+    end
+  end
+  return items
+end
+
+local function check_value(o, v)
+  local function check1(x)
+    if o.choices then
+      local ok = false
+      for _, c in ipairs(o.choices) do if c == x then ok = true end end
+      if not ok then return format("must be one of %s", value_text(o.choices)) end
+    end
+    if o.min and type(x) == "number" and x < o.min then return format("must be >= %s", o.min) end
+    if o.max and type(x) == "number" and x > o.max then return format("must be <= %s", o.max) end
+  end
+  if o.type == "list" then
+    for _, x in ipairs(v) do
+      local err = check1(x)
+      if err then return err end
+    end
+    return nil
+  end
+  return check1(v)
+end
+
+local function metavar(o)
+  if o.metavar then return o.metavar end
+  return ({number = "X", int = "N", string = "S", list = "A,B,..."})[o.type]
+end
+
+local function option_lines(list)
+  local lines, width = {}, 0
+  local heads = {}
+  for i, o in ipairs(list) do
+    local head
+    if o.type == "bool" and o.default == true then head = "--[no-]" .. flag_of(o.name)
+    elseif o.type == "bool" then head = "--" .. flag_of(o.name)
+    else head = "--" .. flag_of(o.name) .. " " .. metavar(o) end
+    heads[i] = head
+    if #head > width then width = #head end
+  end
+  for i, o in ipairs(list) do
+    local help = o.help
+    if o.choices then help = help .. format(" (one of %s)", value_text(o.choices)) end
+    local extra = {}
+    if o.default ~= nil and not (o.type == "bool" and o.default == false) then
+      extra[#extra + 1] = "default " .. value_text(o.default)
+    end
+    if o.quick ~= nil then extra[#extra + 1] = "--quick: " .. value_text(o.quick) end
+    if #extra > 0 then help = help .. " [" .. concat(extra, "; ") .. "]" end
+    lines[#lines + 1] = format("  %-" .. width .. "s  %s", heads[i], help)
+  end
+  return lines
+end
+
+-- The usage text built from the spec.
+function cli.usage(spec, name)
+  name = name or spec.name or "experiment"
+  local script = spec.script or (arg and arg[0]) or (name .. ".lua")
+  local lines = {}
+  local pos = spec.positional and (" " .. spec.positional) or ""
+  local pass = spec.passthrough and (" [-- " .. spec.passthrough .. "]") or ""
+  lines[#lines + 1] = format("usage: ./neuromic %s [options]%s%s", script, pos, pass)
+  if spec.description then
+    lines[#lines + 1] = ""
+    lines[#lines + 1] = spec.description
+  end
+  local own = {}
+  for i, o in ipairs(spec.options or {}) do own[i] = normalise(o) end
+  if #own > 0 then
+    lines[#lines + 1] = ""
+    lines[#lines + 1] = "options:"
+    for _, l in ipairs(option_lines(own)) do lines[#lines + 1] = l end
+  end
+  lines[#lines + 1] = ""
+  lines[#lines + 1] = "common options:"
+  local common = builtin_options(spec, name)
+  common[#common + 1] = normalise{"help", "bool", false, "print this help and exit"}
+  for _, l in ipairs(option_lines(common)) do lines[#lines + 1] = l end
+  if spec.epilog then
+    lines[#lines + 1] = ""
+    lines[#lines + 1] = spec.epilog
+  end
+  return concat(lines, "\n") .. "\n"
+end
+
+local function script_name(spec)
+  if spec.name then return spec.name end
+  local a0 = arg and arg[0]
+  if type(a0) == "string" then
+    return (a0:match("([^/]+)%.lua$") or a0:match("([^/]+)$"))
+  end
+  return "experiment"
+end
+
+-- cli.try_parse(args, spec) -> opts | nil, message, exit code (0 after
+-- --help with the usage as message, 2 for errors). Never exits.
+function cli.try_parse(args, spec)
+  spec = spec or {}
+  local name = script_name(spec)
+  local list, by_key = {}, {}
+  for _, o in ipairs(builtin_options(spec, name)) do list[#list + 1] = o end
+  for _, raw in ipairs(spec.options or {}) do
+    local o = normalise(raw)
+    if by_key[o.key] then error("cli: option '" .. o.name .. "' declared twice", 2) end
+    for _, b in ipairs(list) do
+      if b.key == o.key then error("cli: option '" .. o.name .. "' is a common option", 2) end
+    end
+    list[#list + 1] = o
+  end
+  for _, o in ipairs(list) do by_key[o.key] = o end
+
+  local opts, explicit, positional, rest = {}, {}, {}, nil
+  local argv = {}
+  for i = 1, #args do argv[i] = args[i] end
+  local function fail(msg)
+    return nil, format("%s: %s (try --help)", name, msg), 2
+  end
+
+  local i = 1
+  while i <= #argv do
+    local a = argv[i]
+    if type(a) ~= "string" then a = tostring(a) end
+    if a == "--" then
+      if not spec.passthrough then return fail("unexpected '--'") end
+      rest = {}
+      for j = i + 1, #argv do rest[#rest + 1] = argv[j] end
+      break
+    elseif a == "-h" or a == "--help" then
+      return nil, cli.usage(spec, name), 0
+    elseif a:sub(1, 2) == "--" then
+      local flag, value = a:match("^%-%-([^=]+)=(.*)$")
+      if not flag then flag = a:sub(3) end
+      local key, o = key_of(flag), nil
+      o = by_key[key]
+      local negated = false
+      if not o and key:sub(1, 3) == "no_" and by_key[key:sub(4)] and by_key[key:sub(4)].type == "bool" then
+        o, negated = by_key[key:sub(4)], true
+        if value ~= nil then return fail(format("option '--%s' takes no value", flag)) end
+      end
+      if not o then return fail(format("unknown option '--%s'", flag)) end
+      local v, err
+      if o.type == "bool" then
+        if negated then v = false
+        elseif value == nil then v = true
+        else v, err = convert(o, value) end
+      else
+        if value == nil then
+          value = argv[i + 1]
+          if value == nil then return fail(format("option '--%s' needs a value", flag)) end
+          i = i + 1
+        end
+        v, err = convert(o, value)
+      end
+      if v == nil then return fail(format("option '--%s' %s, got '%s'", flag, err, value)) end
+      err = check_value(o, v)
+      if err then return fail(format("option '--%s' %s, got '%s'", flag, err, value or value_text(v))) end
+      if o.key == "shard" then
+        local si, sn = v:match("^(%d+)/(%d+)$")
+        si, sn = math.tointeger(tonumber(si)), math.tointeger(tonumber(sn))
+        if not si or sn < 1 or si < 1 or si > sn then
+          return fail(format("option '--shard' expects I/N with 1 <= I <= N, got '%s'", v))
+        end
+        v = {index = si, count = sn}
+      end
+      if o.multi then
+        opts[o.key] = opts[o.key] or {}
+        table.insert(opts[o.key], v)
+      else
+        opts[o.key] = v
+      end
+      explicit[o.key] = true
+    elseif a:sub(1, 1) == "-" and #a > 1 and not tonumber(a) then
+      return fail(format("unknown option '%s'", a))
+    else
+      if not spec.positional then return fail(format("unexpected argument '%s'", a)) end
+      positional[#positional + 1] = a
+    end
+    i = i + 1
+  end
+
+  for _, o in ipairs(list) do
+    if not explicit[o.key] then
+      local v = o.default
+      if opts.quick and o.quick ~= nil then v = o.quick end
+      if type(v) == "table" then   -- a copy, so scripts may modify it
+        local c = {}
+        for j, x in ipairs(v) do c[j] = x end
+        v = c
+      end
+      opts[o.key] = v
+    end
+  end
+  opts._name = name
+  opts._argv = argv
+  opts._explicit = explicit
+  if spec.positional then opts._args = positional end
+  if spec.passthrough then opts._rest = rest or {} end
+  return opts
+end
+
+-- cli.parse(args, spec) -> opts. Prints usage and exits 0 for --help;
+-- prints the error and exits 2 for bad input.
+function cli.parse(args, spec)
+  local opts, msg, code = cli.try_parse(args or {}, spec)
+  if opts then return opts end
+  if code == 0 then
+    io.stdout:write(msg)
+    io.stdout:flush()
+  else
+    io.stderr:write(msg, "\n")
+    io.stderr:flush()
+  end
+  os.exit(code)
+end
+
+-- The options of opts as a plain table for results files: every declared
+-- and common option, without the bookkeeping fields starting with '_'.
+function cli.plain(opts)
+  local t = {}
+  for k, v in pairs(opts) do
+    if type(k) == "string" and k:sub(1, 1) ~= "_" then t[k] = v end
+  end
+  return t
+end
+
+return cli
