@@ -1,0 +1,118 @@
+/*
+** lplastic.c: Tensor methods for the fused plasticity kernels of
+** nm_plastic.c (gated outer-product update, Oja's subspace rule).
+*/
+#include <stdint.h>
+
+#include "lnm.h"
+#include "../nm_plastic.h"
+
+/* Scratch memory lives in one userdata kept in upvalue 1 (a table), and
+** is replaced only when a call needs more: steady-state loops allocate
+** nothing. */
+static void *scratch(lua_State *L, size_t elems, nm_dtype dt) {
+  size_t bytes = elems * nm_dtype_size(dt);
+  if (bytes == 0) return NULL;
+  lua_rawgeti(L, lua_upvalueindex(1), 1);
+  void *p = lua_touserdata(L, -1);
+  size_t have = p != NULL ? lua_rawlen(L, -1) : 0;
+  lua_pop(L, 1);
+  if (have >= bytes) return p;
+  p = lua_newuserdatauv(L, bytes, 0);
+  lua_rawseti(L, lua_upvalueindex(1), 1);
+  return p;
+}
+
+static const nm_tensor *opttensor(lua_State *L, int arg) {
+  return lua_isnoneornil(L, arg) ? NULL : nm_checktensor(L, arg);
+}
+
+/* Raises "bad argument #arg to 'name' (msg, W [m x n], ...)". */
+static int operand_error(lua_State *L, int arg, const char *msg, int n,
+                         const char *const *names, const nm_tensor *const *ts) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, msg);
+  for (int i = 0; i < n; i++) {
+    char shape[96];
+    if (ts[i] == NULL) continue;
+    luaL_addstring(&b, i == 0 ? ": " : ", ");
+    luaL_addstring(&b, names[i]);
+    luaL_addchar(&b, ' ');
+    luaL_addstring(&b, nm_shape_str(ts[i], shape, sizeof shape));
+  }
+  luaL_pushresult(&b);
+  return luaL_argerror(L, arg, lua_tostring(L, -1));
+}
+
+/* W:plastic_outer(alpha, post, pre [, gate [, mask [, bias]]]) -> W
+** W += alpha ((post .* gate)^T pre) .* mask; bias += alpha colsum(post .* gate).
+** Rows of 2-D post/pre are samples (summed); 1-D is one sample.
+** Allocates nothing once its scratch is large enough. */
+static int m_plastic_outer(lua_State *L) {
+  const nm_tensor *W = nm_checktensor(L, 1);
+  double alpha = luaL_checknumber(L, 2);
+  const nm_tensor *post = nm_checktensor(L, 3);
+  const nm_tensor *pre = nm_checktensor(L, 4);
+  const nm_tensor *gate = opttensor(L, 5);
+  const nm_tensor *mask = opttensor(L, 6);
+  const nm_tensor *b = opttensor(L, 7);
+  int which;
+  const char *msg = nm_plastic_outer_check(W, post, gate, pre, mask, b, &which);
+  if (msg != NULL) {
+    static const int argof[6] = {1, 3, 5, 4, 6, 7};
+    static const char *const names[6] = {"W", "post", "gate", "pre", "mask", "bias"};
+    const nm_tensor *ts[6] = {W, post, gate, pre, mask, b};
+    return operand_error(L, argof[which], msg, 6, names, ts);
+  }
+  void *s = scratch(L, nm_plastic_outer_scratch(W, post, gate, mask), W->dtype);
+  int st = nm_plastic_outer(W, alpha, post, gate, pre, mask, b, s);
+  if (st != NM_OK) return nm_status_error(L, st, "plastic_outer");
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* W:plastic_oja(alpha, y, x [, mask]) -> W
+** Oja's subspace rule summed over rows: W += alpha (Y^T X - Y^T Y W) .* mask.
+** Allocates nothing once its scratch is large enough. */
+static int m_plastic_oja(lua_State *L) {
+  const nm_tensor *W = nm_checktensor(L, 1);
+  double alpha = luaL_checknumber(L, 2);
+  const nm_tensor *Y = nm_checktensor(L, 3);
+  const nm_tensor *X = nm_checktensor(L, 4);
+  const nm_tensor *mask = opttensor(L, 5);
+  int which;
+  const char *msg = nm_plastic_oja_check(W, Y, X, mask, &which);
+  if (msg != NULL) {
+    static const int argof[4] = {1, 3, 4, 5};
+    static const char *const names[4] = {"W", "y", "x", "mask"};
+    const nm_tensor *ts[4] = {W, Y, X, mask};
+    return operand_error(L, argof[which], msg, 4, names, ts);
+  }
+  void *s = scratch(L, nm_plastic_oja_scratch(W, Y), W->dtype);
+  int st = nm_plastic_oja(W, alpha, Y, X, mask, s);
+  if (st != NM_OK) return nm_status_error(L, st, "plastic_oja");
+  lua_settop(L, 1);
+  return 1;
+}
+
+static const luaL_Reg plastic_methods[] = {
+  {"plastic_outer", m_plastic_outer},
+  {"plastic_oja", m_plastic_oja},
+  {NULL, NULL}
+};
+
+/* The kernels are Tensor methods (W:plastic_outer(...)) and module
+** functions (nm.plastic_outer(W, ...)), sharing one scratch holder. */
+void nm_open_plastic(lua_State *L, int module, int methods) {
+  lua_newtable(L);                      /* the scratch holder */
+  int holder = lua_gettop(L);
+  int targets[2] = {methods, module};
+  for (int i = 0; i < 2; i++) {
+    lua_pushvalue(L, targets[i]);
+    lua_pushvalue(L, holder);
+    luaL_setfuncs(L, plastic_methods, 1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
