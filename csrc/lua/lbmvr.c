@@ -1,0 +1,407 @@
+/*
+** lbmvr.c: the nm.bmvr table: fused BMVR and backprop training loops over
+** a whole epoch, forward pass, evaluation, the gain-control and
+** teaching-signal measures, symeig and the exact reduced-rank-regression
+** solver (C core in nm_bmvr.c).
+**
+** A network is a Lua table with tensor fields W1 [k x n], W2T [k x m],
+** Q [k x k], R [k x k] (decoupled variant), zbar [k] (ReLU) and work
+** (scratch, created on first use and kept in the table). Options come from
+** an options table, or from the network table itself when none is given:
+**   relu (false), gate ("u" | "z", "u"), decoupled (false),
+**   track_mean (true), mean_eps (1e-4), eta_w1, eta_w2, eta_q,
+**   t0 (0: no decay; else eta / (1 + t/t0)), t (samples seen so far, 0).
+*/
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "lnm.h"
+#include "../nm_bmvr.h"
+
+/* Pushes field `name` of the table at `tab` and returns it as a live
+** tensor, or NULL when the field is nil and !required. The value stays
+** on the stack, so the tensor lives at least as long as this call. */
+static nm_tensor *tensor_field(lua_State *L, int arg, int tab, const char *name,
+                               int required) {
+  lua_getfield(L, tab, name);
+  if (lua_isnil(L, -1) && !required) return NULL;
+  nm_tensor *t = nm_totensor(L, -1);
+  if (t == NULL) {
+    lua_pushfstring(L, "field '%s' must be a tensor, got %s", name, luaL_typename(L, -1));
+    luaL_argerror(L, arg, lua_tostring(L, -1));
+  }
+  return t;
+}
+
+static double number_field(lua_State *L, int arg, int tab, const char *name, double def,
+                           int required) {
+  lua_getfield(L, tab, name);
+  int isnum = 0;
+  double v = lua_tonumberx(L, -1, &isnum);
+  if (!isnum) {
+    if (!lua_isnil(L, -1) || required) {
+      lua_pushfstring(L, "option '%s' must be a number, got %s", name, luaL_typename(L, -1));
+      luaL_argerror(L, arg, lua_tostring(L, -1));
+    }
+    v = def;
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static int bool_field(lua_State *L, int tab, const char *name, int def) {
+  lua_getfield(L, tab, name);
+  int v = lua_isnil(L, -1) ? def : lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+/* Options from the table at `tab` (the options argument, or the network
+** when that is absent). `rates`: 0 none required, 1 eta_w1/eta_w2, 2 also
+** eta_q. */
+static void read_opts(lua_State *L, int arg, int tab, nm_bmvr_opts *o, int64_t *t, int rates) {
+  memset(o, 0, sizeof *o);
+  o->relu = bool_field(L, tab, "relu", 0);
+  o->decoupled = bool_field(L, tab, "decoupled", 0);
+  o->track_mean = bool_field(L, tab, "track_mean", 1);
+  lua_getfield(L, tab, "gate");
+  const char *gate = lua_isnil(L, -1) ? "u" : lua_tostring(L, -1);
+  if (gate != NULL && strcmp(gate, "u") == 0) o->gate = NM_BMVR_GATE_U;
+  else if (gate != NULL && strcmp(gate, "z") == 0) o->gate = NM_BMVR_GATE_Z;
+  else luaL_argerror(L, arg, "option 'gate' must be \"u\" or \"z\"");
+  lua_pop(L, 1);
+  o->mean_eps = number_field(L, arg, tab, "mean_eps", 1e-4, 0);
+  o->eta_w1 = number_field(L, arg, tab, "eta_w1", 0, rates >= 1);
+  o->eta_w2 = number_field(L, arg, tab, "eta_w2", 0, rates >= 1);
+  o->eta_q = number_field(L, arg, tab, "eta_q", 0, rates >= 2);
+  o->t0 = number_field(L, arg, tab, "t0", 0, 0);
+  double tt = number_field(L, arg, tab, "t", 0, 0);
+  if (!(tt >= 0 && tt < 9e15)) luaL_argerror(L, arg, "option 't' must be a count >= 0");
+  if (t != NULL) *t = (int64_t)tt;
+  if (!(o->mean_eps >= 0 && o->mean_eps <= 1))
+    luaL_argerror(L, arg, "option 'mean_eps' must be in [0, 1]");
+  if (!isfinite(o->eta_w1) || !isfinite(o->eta_w2) || !isfinite(o->eta_q) || !isfinite(o->t0))
+    luaL_argerror(L, arg, "learning rates and t0 must be finite");
+}
+
+static void shape_error(lua_State *L, int arg, const char *name, const nm_tensor *t,
+                        const char *expect) {
+  char s[96];
+  nm_shape_str(t, s, sizeof s);
+  lua_pushfstring(L, "%s is %s %s, expected %s", name, nm_dtype_name(t->dtype), s, expect);
+  luaL_argerror(L, arg, lua_tostring(L, -1));
+}
+
+static void check_weight(lua_State *L, int arg, const char *name, const nm_tensor *t,
+                         int64_t rows, int64_t cols, nm_dtype dt) {
+  if (t->ndim != 2 || t->size[0] != rows || t->size[1] != cols || t->dtype != dt ||
+      !nm_is_contiguous(t)) {
+    char expect[96];
+    snprintf(expect, sizeof expect, "a contiguous %s [%lld x %lld]", nm_dtype_name(dt),
+             (long long)rows, (long long)cols);
+    shape_error(L, arg, name, t, expect);
+  }
+}
+
+/* Reads the network at `arg` (need_q: Q, and R when decoupled), checking
+** every shape against W1 and W2T. Creates net.work when missing. */
+static void read_net(lua_State *L, int arg, nm_bmvr_net *net, const nm_bmvr_opts *o,
+                     int need_q) {
+  luaL_checktype(L, arg, LUA_TTABLE);
+  luaL_checkstack(L, 16, "bmvr");
+  memset(net, 0, sizeof *net);
+  net->W1 = tensor_field(L, arg, arg, "W1", 1);
+  net->W2T = tensor_field(L, arg, arg, "W2T", 1);
+  const nm_tensor *W1 = net->W1, *W2T = net->W2T;
+  if (W1->ndim != 2 || !nm_is_contiguous(W1)) shape_error(L, arg, "W1", W1, "a contiguous matrix");
+  const nm_dtype dt = W1->dtype;
+  const int64_t k = W1->size[0], n = W1->size[1];
+  if (k < 1 || n < 1 || k > 1 << 20 || n > 1 << 24)
+    shape_error(L, arg, "W1", W1, "a non-empty matrix");
+  if (W2T->ndim != 2 || W2T->size[0] < 1)
+    shape_error(L, arg, "W2T", W2T, "a matrix with W1's rows");
+  const int64_t m = W2T->size[1];
+  if (m < 1 || m > 1 << 20) shape_error(L, arg, "W2T", W2T, "a non-empty matrix");
+  check_weight(L, arg, "W2T", W2T, k, m, dt);
+  if (need_q) {
+    net->Q = tensor_field(L, arg, arg, "Q", 1);
+    check_weight(L, arg, "Q", net->Q, k, k, dt);
+    if (o->decoupled) {
+      net->R = tensor_field(L, arg, arg, "R", 1);
+      check_weight(L, arg, "R", net->R, k, k, dt);
+    }
+  }
+  if (o->relu) {
+    net->zbar = tensor_field(L, arg, arg, "zbar", 1);
+    const nm_tensor *zb = net->zbar;
+    if (zb->ndim != 1 || zb->size[0] != k || zb->dtype != dt || !nm_is_contiguous(zb)) {
+      char expect[64];
+      snprintf(expect, sizeof expect, "a %s vector of size %lld", nm_dtype_name(dt),
+               (long long)k);
+      shape_error(L, arg, "zbar", zb, expect);
+    }
+  }
+  const nm_tensor *w = tensor_field(L, arg, arg, "work", 0);
+  int64_t need = nm_bmvr_work_size(k, m);
+  if (w == NULL || w->dtype != dt || !nm_is_contiguous(w) || nm_numel(w) < need) {
+    lua_pop(L, 1);
+    w = nm_newtensor(L, dt, 1, &need);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, arg, "work");
+  }
+  net->work = w;
+}
+
+/* Data rows: 2-D, dtype of the weights, `cols` columns, unit column stride. */
+static const nm_tensor *check_data(lua_State *L, int arg, const char *name, int64_t cols,
+                                   nm_dtype dt, int64_t rows) {
+  const nm_tensor *t = nm_checktensor(L, arg);
+  char expect[128];
+  snprintf(expect, sizeof expect, "a %s [T x %lld] matrix with contiguous rows",
+           nm_dtype_name(dt), (long long)cols);
+  if (rows >= 0)
+    snprintf(expect, sizeof expect, "a %s [%lld x %lld] matrix with contiguous rows",
+             nm_dtype_name(dt), (long long)rows, (long long)cols);
+  if (t->ndim != 2 || t->dtype != dt || t->size[1] != cols ||
+      (rows >= 0 && t->size[0] != rows) || (t->size[1] > 1 && t->stride[1] != 1) ||
+      (t->size[0] > 1 && t->stride[0] < cols) || t->stride[0] > INT32_MAX)
+    shape_error(L, arg, name, t, expect);
+  return t;
+}
+
+/* The options table: argument `arg` when it is a table, else the net. */
+static int opts_index(lua_State *L, int arg, int net_arg) {
+  if (lua_istable(L, arg)) return arg;
+  if (!lua_isnoneornil(L, arg)) luaL_typeerror(L, arg, "table of options");
+  return net_arg;
+}
+
+/* train(net, X, Y[, opts[, order[, count]]]) and backprop(...) ->
+** t (samples seen, to store back in opts.t), finite (false when a weight
+** became NaN or infinite; the network is then unusable). */
+static int train_common(lua_State *L, int backprop, const char *fname) {
+  nm_bmvr_opts o;
+  nm_bmvr_net net;
+  int64_t t;
+  int oi = opts_index(L, 4, 1);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  read_opts(L, oi, oi, &o, &t, backprop ? 1 : 2);
+  if (backprop) o.decoupled = 0;
+  const nm_tensor *X = nm_checktensor(L, 2), *Y = nm_checktensor(L, 3);
+  const nm_tensor *order = lua_isnoneornil(L, 5) ? NULL : nm_checktensor(L, 5);
+  lua_settop(L, 6);
+  read_net(L, 1, &net, &o, !backprop);
+  const int64_t k = net.W1->size[0], n = net.W1->size[1], m = net.W2T->size[1];
+  (void)k;
+  X = check_data(L, 2, "X", n, net.W1->dtype, -1);
+  Y = check_data(L, 3, "Y", m, net.W1->dtype, X->size[0]);
+  const int64_t T = X->size[0];
+  int64_t count;
+  if (order != NULL && order->ndim != 1) shape_error(L, 5, "order", order, "a 1-D tensor of row numbers");
+  int64_t avail = order != NULL ? order->size[0] : T;
+  lua_Integer c = luaL_optinteger(L, 6, (lua_Integer)avail);
+  if (c < 0 || c > avail) {
+    lua_pushfstring(L, "count %I out of range [0, %I]", (LUAI_UACINT)c, (LUAI_UACINT)avail);
+    return luaL_argerror(L, 6, lua_tostring(L, -1));
+  }
+  count = (int64_t)c;
+  if (order != NULL)
+    for (int64_t s = 0; s < count; s++) {
+      int64_t idx = s;
+      double v = nm_get(order, &idx);
+      if (!(v >= 1 && v <= (double)T && v == floor(v))) {
+        lua_pushfstring(L, "order[%I] = %f is not a row number in [1, %I]",
+                        (LUAI_UACINT)(s + 1), (lua_Number)v, (LUAI_UACINT)T);
+        return luaL_argerror(L, 5, lua_tostring(L, -1));
+      }
+    }
+  int st = backprop ? nm_bmvr_backprop_train(&net, &o, X, Y, order, count, &t)
+                    : nm_bmvr_train(&net, &o, X, Y, order, count, &t);
+  if (st != NM_OK && st != NM_ENONFINITE) return nm_status_error(L, st, fname);
+  lua_pushinteger(L, (lua_Integer)t);
+  lua_pushboolean(L, st == NM_OK);
+  return 2;
+}
+
+static int l_train(lua_State *L) { return train_common(L, 0, "bmvr.train"); }
+static int l_backprop(lua_State *L) { return train_common(L, 1, "bmvr.backprop"); }
+
+/* forward(net, X[, opts]) -> Yhat [T x m], Z [T x k]. Allocates both. */
+static int l_forward(lua_State *L) {
+  nm_bmvr_opts o;
+  nm_bmvr_net net;
+  int oi = opts_index(L, 3, 1);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  read_opts(L, oi, oi, &o, NULL, 0);
+  nm_checktensor(L, 2);
+  lua_settop(L, 3);
+  read_net(L, 1, &net, &o, 0);
+  const nm_tensor *X = check_data(L, 2, "X", net.W1->size[1], net.W1->dtype, -1);
+  int64_t zs[2] = {X->size[0], net.W1->size[0]}, ys[2] = {X->size[0], net.W2T->size[1]};
+  nm_tensor *Yhat = nm_newtensor(L, net.W1->dtype, 2, ys);
+  nm_tensor *Z = nm_newtensor(L, net.W1->dtype, 2, zs);
+  int st = nm_bmvr_forward(&net, &o, X, Z, Yhat);
+  if (st != NM_OK) return nm_status_error(L, st, "bmvr.forward");
+  return 2;
+}
+
+/* evaluate(net, X, Y[, opts]) -> mean ||y - yhat||^2, accuracy (argmax
+** of yhat equal to argmax of y), number correct. */
+static int l_evaluate(lua_State *L) {
+  nm_bmvr_opts o;
+  nm_bmvr_net net;
+  int oi = opts_index(L, 4, 1);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  read_opts(L, oi, oi, &o, NULL, 0);
+  nm_checktensor(L, 2);
+  nm_checktensor(L, 3);
+  lua_settop(L, 4);
+  read_net(L, 1, &net, &o, 0);
+  const nm_tensor *X = check_data(L, 2, "X", net.W1->size[1], net.W1->dtype, -1);
+  const nm_tensor *Y = check_data(L, 3, "Y", net.W2T->size[1], net.W1->dtype, X->size[0]);
+  double sq = 0;
+  int64_t correct = 0;
+  int st = nm_bmvr_evaluate(&net, &o, X, Y, &sq, &correct);
+  if (st != NM_OK) return nm_status_error(L, st, "bmvr.evaluate");
+  lua_pushnumber(L, sq);
+  lua_pushnumber(L, X->size[0] > 0 ? (double)correct / (double)X->size[0] : 0);
+  lua_pushinteger(L, (lua_Integer)correct);
+  return 3;
+}
+
+/* hidden_cov(net, X[, opts]) -> C = (1/T) sum z z^T, float64 [k x k]. */
+static int l_hidden_cov(lua_State *L) {
+  nm_bmvr_opts o;
+  nm_bmvr_net net;
+  int oi = opts_index(L, 3, 1);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  read_opts(L, oi, oi, &o, NULL, 0);
+  nm_checktensor(L, 2);
+  lua_settop(L, 3);
+  read_net(L, 1, &net, &o, 0);
+  const nm_tensor *X = check_data(L, 2, "X", net.W1->size[1], net.W1->dtype, -1);
+  int64_t cs[2] = {net.W1->size[0], net.W1->size[0]};
+  nm_tensor *C = nm_newtensor(L, NM_FLOAT64, 2, cs);
+  int st = nm_bmvr_hidden_cov(&net, &o, X, C);
+  if (st != NM_OK) return nm_status_error(L, st, "bmvr.hidden_cov");
+  return 1;
+}
+
+/* alignment(net, X, Y[, opts]) -> mean per-sample cos(c, d), cos of the
+** summed W1 updates (c = BMVR teaching signal, d = backprop error). */
+static int l_alignment(lua_State *L) {
+  nm_bmvr_opts o;
+  nm_bmvr_net net;
+  int oi = opts_index(L, 4, 1);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  read_opts(L, oi, oi, &o, NULL, 0);
+  nm_checktensor(L, 2);
+  nm_checktensor(L, 3);
+  lua_settop(L, 4);
+  read_net(L, 1, &net, &o, 1);
+  const nm_tensor *X = check_data(L, 2, "X", net.W1->size[1], net.W1->dtype, -1);
+  const nm_tensor *Y = check_data(L, 3, "Y", net.W2T->size[1], net.W1->dtype, X->size[0]);
+  double mean_cos = 0, update_cos = 0;
+  int st = nm_bmvr_alignment(&net, &o, X, Y, &mean_cos, &update_cos);
+  if (st != NM_OK) return nm_status_error(L, st, "bmvr.alignment");
+  lua_pushnumber(L, mean_cos);
+  lua_pushnumber(L, update_cos);
+  return 2;
+}
+
+/* A float64 copy of the tensor at arg when it is float32; else itself. */
+static const nm_tensor *as_float64(lua_State *L, int arg) {
+  const nm_tensor *t = nm_checktensor(L, arg);
+  if (t->dtype == NM_FLOAT64) return t;
+  nm_tensor *d = nm_newtensor(L, NM_FLOAT64, t->ndim, t->size);
+  nm_tensor_copy(d, t);
+  lua_replace(L, arg);
+  return d;
+}
+
+/* symeig(A[, vectors]) -> eigenvalues ascending (float64 [p]) and, when
+** `vectors` is true, V (float64 [p x p]) whose column i is eigenvector i.
+** A must be symmetric (only its upper triangle is read). */
+static int l_symeig(lua_State *L) {
+  int want = lua_toboolean(L, 2);
+  const nm_tensor *A = as_float64(L, 1);
+  if (A->ndim != 2 || A->size[0] != A->size[1] || A->size[0] < 1)
+    shape_error(L, 1, "A", A, "a non-empty square matrix");
+  int64_t p = A->size[0], vs[2] = {p, p};
+  nm_tensor *w = nm_newtensor(L, NM_FLOAT64, 1, &p);
+  nm_tensor *V = want ? nm_newtensor(L, NM_FLOAT64, 2, vs) : NULL;
+  int st = nm_symeig(A, w, V);
+  if (st == NM_ENONFINITE) return luaL_error(L, "symeig: matrix has non-finite entries or did not converge");
+  if (st != NM_OK) return nm_status_error(L, st, "symeig");
+  return want ? 2 : 1;
+}
+
+/* rrr(X, Y, k[, rtol]) -> table { objective, ols_objective, trace_cyy,
+** rank, B [m x n], W1 [k x n], W2T [k x m], mu [m] } (tensors float64). */
+static int l_rrr(lua_State *L) {
+  const nm_tensor *X = nm_checktensor(L, 1), *Y = nm_checktensor(L, 2);
+  lua_Integer k = luaL_checkinteger(L, 3);
+  double rtol = luaL_optnumber(L, 4, 0);
+  if (X->ndim != 2 || X->size[0] < 1 || (X->size[1] > 1 && X->stride[1] != 1))
+    shape_error(L, 1, "X", X, "a non-empty [T x n] matrix with contiguous rows");
+  if (Y->ndim != 2 || Y->size[0] != X->size[0] || (Y->size[1] > 1 && Y->stride[1] != 1)) {
+    char expect[96];
+    snprintf(expect, sizeof expect, "a [%lld x m] matrix with contiguous rows",
+             (long long)X->size[0]);
+    shape_error(L, 2, "Y", Y, expect);
+  }
+  const int64_t n = X->size[1], m = Y->size[1];
+  if (n > 20000 || m > 20000) return luaL_error(L, "rrr: at most 20000 columns");
+  if (k < 1 || k > m) {
+    lua_pushfstring(L, "rank %I out of range [1, %I]", (LUAI_UACINT)k, (LUAI_UACINT)m);
+    return luaL_argerror(L, 3, lua_tostring(L, -1));
+  }
+  lua_settop(L, 4);
+  lua_createtable(L, 0, 8);
+  int res_t = lua_gettop(L);
+  int64_t bs[2] = {m, n}, ws[2] = {k, n}, vs[2] = {k, m};
+  nm_tensor *B = nm_newtensor(L, NM_FLOAT64, 2, bs);
+  lua_setfield(L, res_t, "B");
+  nm_tensor *W1 = nm_newtensor(L, NM_FLOAT64, 2, ws);
+  lua_setfield(L, res_t, "W1");
+  nm_tensor *W2T = nm_newtensor(L, NM_FLOAT64, 2, vs);
+  lua_setfield(L, res_t, "W2T");
+  nm_tensor *mu = nm_newtensor(L, NM_FLOAT64, 1, &bs[0]);
+  lua_setfield(L, res_t, "mu");
+  nm_rrr_result r;
+  memset(&r, 0, sizeof r);
+  int st = nm_rrr_solve(X, Y, (int64_t)k, rtol, &r, B, W1, W2T, mu);
+  if (st == NM_EINVAL)
+    return luaL_error(L, "rrr: rank %d exceeds the rank of the problem (rank of X^T X: %d)",
+                      (int)k, (int)r.rank);
+  if (st == NM_ENONFINITE) return luaL_error(L, "rrr: data contain non-finite values");
+  if (st != NM_OK) return nm_status_error(L, st, "rrr");
+  lua_pushnumber(L, r.objective);
+  lua_setfield(L, res_t, "objective");
+  lua_pushnumber(L, r.ols_objective);
+  lua_setfield(L, res_t, "ols_objective");
+  lua_pushnumber(L, r.trace_cyy);
+  lua_setfield(L, res_t, "trace_cyy");
+  lua_pushinteger(L, (lua_Integer)r.rank);
+  lua_setfield(L, res_t, "rank");
+  return 1;
+}
+
+static const luaL_Reg bmvr_funcs[] = {
+  {"train", l_train},
+  {"backprop", l_backprop},
+  {"forward", l_forward},
+  {"evaluate", l_evaluate},
+  {"hidden_cov", l_hidden_cov},
+  {"alignment", l_alignment},
+  {"symeig", l_symeig},
+  {"rrr", l_rrr},
+  {NULL, NULL}
+};
+
+void nm_open_bmvr(lua_State *L, int module, int methods) {
+  (void)methods;
+  luaL_newlib(L, bmvr_funcs);
+  lua_setfield(L, module, "bmvr");
+}
