@@ -1,0 +1,392 @@
+/*
+** nm_math_gen.h: the typed kernels of nm_math.c, written once and included
+** once per element type. The includer defines
+**   real        the element type (float or double)
+**   NM_T(name)  the per-type name of a kernel (name##_f32, name##_f64)
+**   NM_M(fn)    the libm function for real (expf or exp)
+**   NM_BLAS(fn) the BLAS routine for real (cblas_sgemm or cblas_dgemm)
+** and the loop machinery (nm_iter, NM_LOOP, EL0..EL2, NM_FLAT).
+** No include guard on purpose.
+*/
+
+/* ---------------------------------------------------------------------- */
+/* Elementwise */
+
+static int NM_T(fill)(const nm_iter *it, real *r, real v) {
+  NM_LOOP(it, real, r, real, r, real, r, EL0 = v;);
+  return NM_OK;
+}
+
+static int NM_T(binary)(const nm_iter *it, real *r, const real *a, const real *b,
+                        nm_binop op) {
+  switch (op) {
+    case NM_ADD: NM_LOOP(it, real, r, const real, a, const real, b, EL0 = EL1 + EL2;); break;
+    case NM_SUB: NM_LOOP(it, real, r, const real, a, const real, b, EL0 = EL1 - EL2;); break;
+    case NM_MUL: NM_LOOP(it, real, r, const real, a, const real, b, EL0 = EL1 * EL2;); break;
+    case NM_DIV: NM_LOOP(it, real, r, const real, a, const real, b, EL0 = EL1 / EL2;); break;
+    default: return NM_EINVAL;
+  }
+  return NM_OK;
+}
+
+static int NM_T(binary_scalar)(const nm_iter *it, real *r, const real *a, real s,
+                               nm_binop op) {
+  switch (op) {
+    case NM_ADD: NM_LOOP(it, real, r, const real, a, const real, a, EL0 = EL1 + s;); break;
+    case NM_SUB: NM_LOOP(it, real, r, const real, a, const real, a, EL0 = EL1 - s;); break;
+    case NM_MUL: NM_LOOP(it, real, r, const real, a, const real, a, EL0 = EL1 * s;); break;
+    case NM_DIV: NM_LOOP(it, real, r, const real, a, const real, a, EL0 = EL1 / s;); break;
+    case NM_RSUB: NM_LOOP(it, real, r, const real, a, const real, a, EL0 = s - EL1;); break;
+    case NM_RDIV: NM_LOOP(it, real, r, const real, a, const real, a, EL0 = s / EL1;); break;
+  }
+  return NM_OK;
+}
+
+/* The logistic function without overflow: exp of a non-positive number. */
+static inline real NM_T(sigmoid)(real x) {
+  if (x >= 0) return (real)1 / ((real)1 + NM_M(exp)(-x));
+  real e = NM_M(exp)(x);
+  return e / ((real)1 + e);
+}
+
+/* log(1 + exp(bx)) / b as log1p(exp(-|bx|)) + max(bx, 0): never overflows. */
+static inline real NM_T(softplus)(real x, real beta) {
+  real bx = beta * x;
+  real pos = bx > 0 ? bx : 0;
+  return (NM_M(log1p)(NM_M(exp)(-NM_M(fabs)(bx))) + pos) / beta;
+}
+
+static int NM_T(pow)(const nm_iter *it, real *r, const real *a, real p) {
+  /* Common exponents exactly and faster than pow(). */
+  if (p == 2) NM_LOOP(it, real, r, const real, a, const real, a, real x = EL1; EL0 = x * x;);
+  else if (p == 1) NM_LOOP(it, real, r, const real, a, const real, a, EL0 = EL1;);
+  else if (p == (real)0.5) NM_LOOP(it, real, r, const real, a, const real, a, EL0 = NM_M(sqrt)(EL1););
+  else if (p == -1) NM_LOOP(it, real, r, const real, a, const real, a, EL0 = (real)1 / EL1;);
+  else NM_LOOP(it, real, r, const real, a, const real, a, EL0 = NM_M(pow)(EL1, p););
+  return NM_OK;
+}
+
+static int NM_T(unary)(const nm_iter *it, real *r, const real *a, nm_unop op,
+                       real p, real q) {
+#define U_(...) NM_LOOP(it, real, r, const real, a, const real, a, real x = EL1; __VA_ARGS__)
+  switch (op) {
+    case NM_NEG:      U_(EL0 = -x;); break;
+    case NM_ABS:      U_(EL0 = NM_M(fabs)(x);); break;
+    case NM_SIGN:     U_(EL0 = x > 0 ? (real)1 : x < 0 ? (real)-1 : x;); break;
+    case NM_EXP:      U_(EL0 = NM_M(exp)(x);); break;
+    case NM_LOG:      U_(EL0 = NM_M(log)(x);); break;
+    case NM_SQRT:     U_(EL0 = NM_M(sqrt)(x);); break;
+    case NM_TANH:     U_(EL0 = NM_M(tanh)(x);); break;
+    case NM_SIGMOID:  U_(EL0 = NM_T(sigmoid)(x);); break;
+    /* NaN stays NaN (x > 0 is false for it) */
+    case NM_RELU:     U_(EL0 = x > 0 ? x : (x != x ? x : (real)0);); break;
+    case NM_DTANH:    U_(real t = NM_M(tanh)(x); EL0 = (real)1 - t * t;); break;
+    case NM_DSIGMOID: U_(real s = NM_T(sigmoid)(x); EL0 = s * ((real)1 - s);); break;
+    case NM_DRELU:    U_(EL0 = x > 0 ? (real)1 : (x != x ? x : (real)0);); break;
+    case NM_SOFTPLUS: U_(EL0 = NM_T(softplus)(x, p);); break;
+    case NM_DSOFTPLUS: U_(EL0 = NM_T(sigmoid)(p * x);); break;
+    case NM_POW:      return NM_T(pow)(it, r, a, p);
+    case NM_CLAMP:    U_(EL0 = x < p ? p : (x > q ? q : x);); break;
+    case NM_SCALE:    U_(EL0 = x * p;); break;
+    default: return NM_EINVAL;
+  }
+#undef U_
+  return NM_OK;
+}
+
+static int NM_T(axpy)(const nm_iter *it, real *y, real alpha, const real *x) {
+  /* One strided line long enough to amortise the call: BLAS. */
+  if (it->ndim == 1 && it->size[0] >= 64 && it->size[0] <= INT_MAX &&
+      it->stride[0][0] >= 1 && it->stride[0][0] <= INT_MAX &&
+      it->stride[1][0] >= 1 && it->stride[1][0] <= INT_MAX) {
+    NM_BLAS(axpy)((int)it->size[0], alpha, x, (int)it->stride[1][0], y,
+                  (int)it->stride[0][0]);
+    return NM_OK;
+  }
+  NM_LOOP(it, real, y, const real, x, const real, x, EL0 += alpha * EL1;);
+  return NM_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Comparisons and masks */
+
+static int NM_T(compare)(const nm_iter *it, real *r, const real *a, const real *b,
+                         nm_cmpop op) {
+#define C_(OP) NM_LOOP(it, real, r, const real, a, const real, b, \
+                       EL0 = (EL1 OP EL2) ? (real)1 : (real)0;)
+  switch (op) {
+    case NM_GT: C_(>); break;
+    case NM_LT: C_(<); break;
+    case NM_GE: C_(>=); break;
+    case NM_LE: C_(<=); break;
+    case NM_EQ: C_(==); break;
+    case NM_NE: C_(!=); break;
+    default: return NM_EINVAL;
+  }
+#undef C_
+  return NM_OK;
+}
+
+static int NM_T(compare_scalar)(const nm_iter *it, real *r, const real *a, real s,
+                                nm_cmpop op) {
+#define C_(OP) NM_LOOP(it, real, r, const real, a, const real, a, \
+                       EL0 = (EL1 OP s) ? (real)1 : (real)0;)
+  switch (op) {
+    case NM_GT: C_(>); break;
+    case NM_LT: C_(<); break;
+    case NM_GE: C_(>=); break;
+    case NM_LE: C_(<=); break;
+    case NM_EQ: C_(==); break;
+    case NM_NE: C_(!=); break;
+    default: return NM_EINVAL;
+  }
+#undef C_
+  return NM_OK;
+}
+
+static int NM_T(masked_fill)(const nm_iter *it, real *r, const real *mask, real v) {
+  NM_LOOP(it, real, r, const real, mask, const real, mask, if (EL1 != 0) EL0 = v;);
+  return NM_OK;
+}
+
+static int NM_T(masked_copy)(const nm_iter *it, real *r, const real *mask,
+                             const real *src) {
+  NM_LOOP(it, real, r, const real, mask, const real, src, if (EL1 != 0) EL0 = EL2;);
+  return NM_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Reductions */
+
+/* Folds one line of n elements (stride sd) into *value (and *index for
+** max/min: the first extreme position; NaN wins and stays). */
+static void NM_T(reduce_line)(const real *v, int64_t n, int64_t sd, nm_redop op,
+                              double p, double *value, int64_t *index) {
+  double acc = 0;
+  int64_t best = 0;
+  switch (op) {
+    case NM_RSUM: case NM_RMEAN:
+      if (sd == 1) for (int64_t k = 0; k < n; k++) acc += v[k];
+      else for (int64_t k = 0; k < n; k++) acc += v[k * sd];
+      if (op == NM_RMEAN) acc /= (double)n;
+      break;
+    case NM_RMAX: case NM_RMIN: {
+      real m = v[0];
+      for (int64_t k = 1; k < n && m == m; k++) {
+        real x = v[k * sd];
+        if ((op == NM_RMAX ? x > m : x < m) || x != x) { m = x; best = k; }
+      }
+      acc = m;
+      break;
+    }
+    case NM_RNORM:
+      if (p == 2) {
+        for (int64_t k = 0; k < n; k++) { double x = v[k * sd]; acc += x * x; }
+        acc = sqrt(acc);
+      } else if (p == 1) {
+        for (int64_t k = 0; k < n; k++) acc += fabs((double)v[k * sd]);
+      } else if (isinf(p)) {
+        for (int64_t k = 0; k < n; k++) {
+          double x = fabs((double)v[k * sd]);
+          if (x > acc || x != x) acc = x;
+          if (acc != acc) break;
+        }
+      } else if (p == 0) {
+        for (int64_t k = 0; k < n; k++) acc += v[k * sd] != 0;
+      } else {
+        for (int64_t k = 0; k < n; k++) acc += pow(fabs((double)v[k * sd]), p);
+        acc = pow(acc, 1.0 / p);
+      }
+      break;
+  }
+  *value = acc;
+  if (index) *index = best;
+}
+
+static int NM_T(reduce_all)(const nm_iter *it, const real *a, nm_redop op, double p,
+                            double *value, int64_t *index) {
+  double acc = 0;
+  int64_t best = -1;
+  switch (op) {
+    case NM_RSUM: case NM_RMEAN:
+      NM_LOOP(it, const real, a, const real, a, const real, a, acc += EL0;);
+      break;
+    case NM_RMAX: case NM_RMIN: {
+      real m = 0;
+      int ismax = op == NM_RMAX;
+      NM_LOOP(it, const real, a, const real, a, const real, a,
+        real x = EL0;
+        if (best < 0 || (m == m && ((ismax ? x > m : x < m) || x != x))) {
+          m = x; best = NM_FLAT;
+        });
+      acc = m;
+      break;
+    }
+    case NM_RNORM:
+      if (p == 2) NM_LOOP(it, const real, a, const real, a, const real, a,
+                          double x = EL0; acc += x * x;);
+      else if (p == 1) NM_LOOP(it, const real, a, const real, a, const real, a,
+                               acc += fabs((double)EL0););
+      else if (isinf(p)) NM_LOOP(it, const real, a, const real, a, const real, a,
+                                 double x = fabs((double)EL0);
+                                 if (x > acc || (x != x && acc == acc)) acc = x;);
+      else if (p == 0) NM_LOOP(it, const real, a, const real, a, const real, a,
+                               acc += EL0 != 0;);
+      else NM_LOOP(it, const real, a, const real, a, const real, a,
+                   acc += pow(fabs((double)EL0), p););
+      if (p == 2) acc = sqrt(acc);
+      else if (!(p == 1 || isinf(p) || p == 0)) acc = pow(acc, 1.0 / p);
+      break;
+  }
+  *value = acc;
+  if (index) *index = best;
+  return NM_OK;
+}
+
+/* The iterator runs over r's slots: operand 0 = r (values), 1 = the first
+** element of each line of a, 2 = ri (float64 indices). */
+static int NM_T(reduce_dim)(const nm_iter *it, real *r, const real *a, double *ri,
+                            int64_t n, int64_t sd, nm_redop op, double p,
+                            int64_t index_base) {
+  int64_t work = 0;
+  NM_LOOP(it, real, r, const real, a, double, ri,
+    double value;
+    int64_t index;
+    NM_T(reduce_line)(&EL1, n, sd, op, p, &value, &index);
+    EL0 = (real)value;
+    EL2 = (double)(index + index_base);
+    /* Lines can be long: poll by elements read, not by slots. */
+    if ((work += n) >= NM_CHUNK) { work = 0; if (nm_interrupted) return NM_EINTR; });
+  return NM_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Softmax over rows */
+
+static int NM_T(softmax)(real *r, int64_t rs0, int64_t rs1, const real *a,
+                         int64_t as0, int64_t as1, int64_t rows, int64_t cols,
+                         int take_log) {
+  int64_t work = 0;
+  if (cols == 0) return NM_OK;
+  for (int64_t i = 0; i < rows; i++) {
+    const real *x = a + i * as0;
+    real *y = r + i * rs0;
+    real m = x[0];
+    for (int64_t j = 1; j < cols; j++) if (x[j * as1] > m || x[j * as1] != x[j * as1]) m = x[j * as1];
+    double sum = 0;
+    for (int64_t j = 0; j < cols; j++) sum += NM_M(exp)(x[j * as1] - m);
+    if (take_log) {
+      real shift = m + (real)NM_M(log)((real)sum);
+      for (int64_t j = 0; j < cols; j++) y[j * rs1] = x[j * as1] - shift;
+    } else {
+      double inv = 1.0 / sum;
+      for (int64_t j = 0; j < cols; j++) y[j * rs1] = (real)(NM_M(exp)(x[j * as1] - m) * inv);
+    }
+    if ((work += cols) >= NM_CHUNK) { work = 0; if (nm_interrupted) return NM_EINTR; }
+  }
+  return NM_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Products: plain loops for operands BLAS cannot take, and BLAS calls */
+
+static int NM_T(gemm_loops)(int64_t m, int64_t n, int64_t k, real alpha,
+                            const real *A, int64_t as0, int64_t as1,
+                            const real *B, int64_t bs0, int64_t bs1, real beta,
+                            real *C, int64_t cs0, int64_t cs1) {
+  for (int64_t i = 0; i < m; i++) {
+    for (int64_t j = 0; j < n; j++) {
+      double acc = 0;
+      for (int64_t l = 0; l < k; l++) acc += (double)A[i * as0 + l * as1] * B[l * bs0 + j * bs1];
+      real *c = &C[i * cs0 + j * cs1];
+      *c = beta == 0 ? (real)(alpha * acc) : (real)(alpha * acc) + beta * *c;
+    }
+    if (nm_interrupted) return NM_EINTR;
+  }
+  return NM_OK;
+}
+
+static void NM_T(gemm_blas)(int m, int n, int k, real alpha, nm_blasmat a, const real *A,
+                            nm_blasmat b, const real *B, real beta, nm_blasmat c, real *C) {
+  NM_BLAS(gemm)(CblasRowMajor, a.trans ? CblasTrans : CblasNoTrans,
+                b.trans ? CblasTrans : CblasNoTrans, m, n, k, alpha, A, a.ld, B, b.ld,
+                beta, C, c.ld);
+}
+
+static int NM_T(gemv_loops)(int64_t m, int64_t n, real alpha, const real *A,
+                            int64_t as0, int64_t as1, const real *x, int64_t xs,
+                            real beta, real *y, int64_t ys) {
+  for (int64_t i = 0; i < m; i++) {
+    double acc = 0;
+    for (int64_t j = 0; j < n; j++) acc += (double)A[i * as0 + j * as1] * x[j * xs];
+    real *t = &y[i * ys];
+    *t = beta == 0 ? (real)(alpha * acc) : (real)(alpha * acc) + beta * *t;
+    if ((i & 1023) == 1023 && nm_interrupted) return NM_EINTR;
+  }
+  return NM_OK;
+}
+
+static void NM_T(gemv_blas)(int m, int n, real alpha, nm_blasmat a, const real *A,
+                            const real *x, int incx, real beta, real *y, int incy) {
+  /* a.trans: the storage is A^T [n x m] row-major. */
+  if (a.trans)
+    NM_BLAS(gemv)(CblasRowMajor, CblasTrans, n, m, alpha, A, a.ld, x, incx, beta, y, incy);
+  else
+    NM_BLAS(gemv)(CblasRowMajor, CblasNoTrans, m, n, alpha, A, a.ld, x, incx, beta, y, incy);
+}
+
+static int NM_T(ger_loops)(int64_t m, int64_t n, real alpha, const real *x, int64_t xs,
+                           const real *y, int64_t ys, real *A, int64_t as0, int64_t as1) {
+  for (int64_t i = 0; i < m; i++) {
+    real ax = alpha * x[i * xs];
+    real *row = A + i * as0;
+    if (as1 == 1 && ys == 1) for (int64_t j = 0; j < n; j++) row[j] += ax * y[j];
+    else for (int64_t j = 0; j < n; j++) row[j * as1] += ax * y[j * ys];
+    if ((i & 1023) == 1023 && nm_interrupted) return NM_EINTR;
+  }
+  return NM_OK;
+}
+
+static void NM_T(ger_blas)(int m, int n, real alpha, const real *x, int incx,
+                           const real *y, int incy, nm_blasmat a, real *A) {
+  /* A^T += alpha y x^T when the storage is the transpose. */
+  if (a.trans) NM_BLAS(ger)(CblasRowMajor, n, m, alpha, y, incy, x, incx, A, a.ld);
+  else NM_BLAS(ger)(CblasRowMajor, m, n, alpha, x, incx, y, incy, A, a.ld);
+}
+
+static int NM_T(ger_masked)(int64_t m, int64_t n, real alpha, const real *x, int64_t xs,
+                            const real *y, int64_t ys, real *A, int64_t as0, int64_t as1,
+                            const real *M, int64_t ms0, int64_t ms1) {
+  int64_t work = 0;
+  for (int64_t i = 0; i < m; i++) {
+    real ax = alpha * x[i * xs];
+    real *row = A + i * as0;
+    const real *mrow = M + i * ms0;
+    /* A select, not a product with the mask: 0 * inf would be NaN. */
+    if (as1 == 1 && ys == 1 && ms1 == 1)
+      for (int64_t j = 0; j < n; j++) {
+        real mk = mrow[j];
+        row[j] += mk != 0 ? ax * y[j] * mk : (real)0;
+      }
+    else
+      for (int64_t j = 0; j < n; j++) {
+        real mk = mrow[j * ms1];
+        row[j * as1] += mk != 0 ? ax * y[j * ys] * mk : (real)0;
+      }
+    if ((work += n) >= NM_CHUNK) { work = 0; if (nm_interrupted) return NM_EINTR; }
+  }
+  return NM_OK;
+}
+
+static int NM_T(dot)(const nm_iter *it, const real *x, const real *y, double *out) {
+  if (it->ndim == 1 && it->size[0] <= INT_MAX &&
+      it->stride[0][0] >= 1 && it->stride[0][0] <= INT_MAX &&
+      it->stride[1][0] >= 1 && it->stride[1][0] <= INT_MAX) {
+    *out = NM_DOT((int)it->size[0], x, (int)it->stride[0][0], y, (int)it->stride[1][0]);
+    return NM_OK;
+  }
+  double acc = 0;
+  NM_LOOP(it, const real, x, const real, y, const real, y, acc += (double)EL0 * EL1;);
+  *out = acc;
+  return NM_OK;
+}
