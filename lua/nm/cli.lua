@@ -80,6 +80,7 @@ local function value_text(v)
     for i, x in ipairs(v) do parts[i] = tostring(x) end
     return concat(parts, ",")
   end
+  if v == "" then return '""' end
   return tostring(v)
 end
 

@@ -1,0 +1,466 @@
+-- nm/sweep.lua: runs any experiment over a grid of options x seeds as
+-- parallel worker processes, one per cell:
+--
+--   ./neuromic <experiment> --<name> <value>... --seed S --out DIR/cells/<id>
+--
+-- at most `jobs` at a time. Each finished cell is appended as one JSON
+-- line (options, seed, the cell's results.json) to DIR/sweep.jsonl, so an
+-- interrupted sweep resumes without redoing finished cells (unfinished
+-- ones continue from their own checkpoints: workers get --resume). A
+-- shard I/N runs the cells whose 0-based index % N == I-1; merge()
+-- gathers the shards' files into one. See doc/sweeps.md.
+
+local nm = require "neuromic"
+local json = require "nm.json"
+local cli = require "nm.cli"
+local progress = require "nm.progress"
+
+local sweep = {}
+
+local format, concat = string.format, table.concat
+
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+local function say(msg)
+  io.stderr:write(msg, "\n")
+  io.stderr:flush()
+end
+
+-- "1-5" / "1,3,7" / "1-3,10" -> {1, 2, ...}
+function sweep.parse_seeds(s)
+  local seeds = {}
+  for part in tostring(s):gmatch("[^,]+") do
+    local a, b = part:match("^%s*(%-?%d+)%s*%-%s*(%-?%d+)%s*$")
+    if a then
+      a, b = math.tointeger(tonumber(a)), math.tointeger(tonumber(b))
+      if b < a then error(format("bad seed range '%s'", part), 0) end
+      for x = a, b do seeds[#seeds + 1] = x end
+    else
+      local x = math.tointeger(tonumber(part))
+      if not x then error(format("bad seed '%s' (use 1-20 or 1,2,5)", part), 0) end
+      seeds[#seeds + 1] = x
+    end
+  end
+  if #seeds == 0 then error("no seeds", 0) end
+  return seeds
+end
+
+-- "name=v1,v2" (or "name=v1;v2" when values hold commas) -> {name=, values=}
+function sweep.parse_set(s)
+  local name, rest = s:match("^%-*([%w_%-]+)=(.*)$")
+  if not name then error(format("bad --set '%s' (use NAME=V1,V2,...)", s), 0) end
+  local sep = rest:find(";", 1, true) and ";" or ","
+  local values = {}
+  for v in (rest .. sep):gmatch("([^" .. sep .. "]*)" .. sep) do
+    if v ~= "" then values[#values + 1] = v end
+  end
+  if #values == 0 then error(format("--set '%s' has no values", s), 0) end
+  return {name = name:gsub("_", "-"), values = values}
+end
+
+local function cell_id(options_list, seed)
+  local parts = {}
+  for i, kv in ipairs(options_list) do parts[i] = kv[1] .. "=" .. kv[2] end
+  parts[#parts + 1] = "seed=" .. seed
+  local id = concat(parts, ","):gsub("[^%w%.%+%-_=,]", "_")
+  if #id > 96 then
+    id = format("%s~%08x", id:sub(1, 80), nm.crc32(concat(parts, ",")))
+  end
+  return id
+end
+
+-- sweep.cells(grid) -> list of {index (0-based), id, key, options (list of
+-- {name, value} in grid order), seed}. grid: {sets = {{name=, values=}},
+-- seeds = {...}}. Options vary slowest first, seeds fastest.
+function sweep.cells(grid)
+  local cells = {}
+  local sets = grid.sets or {}
+  local function rec(i, acc)
+    if i > #sets then
+      for _, s in ipairs(grid.seeds) do
+        local opts = {}
+        for j, kv in ipairs(acc) do opts[j] = kv end
+        local keyt = {seed = s, options = {}}
+        for _, kv in ipairs(opts) do keyt.options[kv[1]] = kv[2] end
+        cells[#cells + 1] = {index = #cells, id = cell_id(opts, s), key = json.encode(keyt),
+                             options = opts, seed = s}
+      end
+      return
+    end
+    for _, v in ipairs(sets[i].values) do
+      acc[#acc + 1] = {sets[i].name, v}
+      rec(i + 1, acc)
+      acc[#acc] = nil
+    end
+  end
+  rec(1, {})
+  return cells
+end
+
+-- The interpreter running this script (arg[-n]), for the workers.
+function sweep.interpreter()
+  local interp = os.getenv("NEUROMIC")
+  if interp and interp ~= "" then return interp end
+  if arg then
+    local i = -1
+    while arg[i - 1] ~= nil do i = i - 1 end
+    if arg[i] ~= nil and i < 0 then return arg[i] end
+  end
+  return "./neuromic"
+end
+
+local function read_lines_tolerant(path)
+  if not exists(path) then return {} end
+  local rows, warning = json.read_lines(path)
+  if warning then say("warning: " .. warning) end
+  return rows
+end
+
+-- sweep.read(dir) -> rows of dir/sweep.jsonl
+function sweep.read(dir)
+  return read_lines_tolerant(dir .. "/sweep.jsonl")
+end
+
+local function options_table(cell)
+  local t = json.object()
+  for _, kv in ipairs(cell.options) do t[kv[1]] = kv[2] end
+  return t
+end
+
+-- Writes dir/sweep.csv from rows: cell, index, options, seed, status and
+-- the numeric/string final figures of each cell's results.json.
+local function write_csv(dir, rows)
+  local cols, seen = {"index", "cell", "seed"}, {}
+  local opt_cols, fin_cols = {}, {}
+  for _, r in ipairs(rows) do
+    for k in pairs(r.options or {}) do
+      if not seen["o." .. k] then seen["o." .. k] = true; opt_cols[#opt_cols + 1] = k end
+    end
+    local final = r.results and r.results.final or {}
+    for k, v in pairs(final) do
+      if type(v) ~= "table" and not seen["f." .. k] then
+        seen["f." .. k] = true
+        fin_cols[#fin_cols + 1] = k
+      end
+    end
+  end
+  table.sort(opt_cols)
+  table.sort(fin_cols)
+  local taken = {index = true, cell = true, seed = true}
+  for _, k in ipairs(opt_cols) do cols[#cols + 1] = k; taken[k] = true end
+  for _, k in ipairs(fin_cols) do   -- a figure named like an option gets a prefix
+    cols[#cols + 1] = taken[k] and ("final." .. k) or k
+  end
+  local function cell_text(v)
+    if v == nil or v == json.null then return "" end
+    if type(v) == "number" then return json.number_text(v) end
+    local s = tostring(v)
+    if s:find('[,"\r\n]') then s = '"' .. s:gsub('"', '""') .. '"' end
+    return s
+  end
+  local lines = {concat(cols, ",")}
+  for _, r in ipairs(rows) do
+    local vals = {cell_text(r.index), cell_text(r.cell), cell_text(r.seed)}
+    for _, k in ipairs(opt_cols) do vals[#vals + 1] = cell_text((r.options or {})[k]) end
+    local final = r.results and r.results.final or {}
+    for _, k in ipairs(fin_cols) do vals[#vals + 1] = cell_text(final[k]) end
+    lines[#lines + 1] = concat(vals, ",")
+  end
+  nm.atomic_write(dir .. "/sweep.csv", concat(lines, "\n") .. "\n")
+end
+sweep.write_csv = write_csv
+
+local function cell_command(cfg, cell, dir)
+  local cmd = {cfg.interpreter or sweep.interpreter(), cfg.experiment}
+  for _, kv in ipairs(cell.options) do
+    cmd[#cmd + 1] = "--" .. kv[1]
+    cmd[#cmd + 1] = kv[2]
+  end
+  cmd[#cmd + 1] = "--seed"
+  cmd[#cmd + 1] = tostring(cell.seed)
+  cmd[#cmd + 1] = "--out"
+  cmd[#cmd + 1] = dir
+  if cfg.resume then cmd[#cmd + 1] = "--resume" end
+  if cfg.quick then cmd[#cmd + 1] = "--quick" end
+  for _, a in ipairs(cfg.args or {}) do cmd[#cmd + 1] = a end
+  return cmd
+end
+
+-- sweep.run(cfg) -> summary {done =, ran =, failed =, stopped = signal
+-- name or nil, total =}. cfg: experiment (script path), sets, seeds, args
+-- (extra arguments for every cell), quick, out (directory), jobs, shard
+-- = {index =, count =}, resume, interpreter, quiet.
+function sweep.run(cfg)
+  local dir = assert(cfg.out, "sweep.run: cfg.out is required")
+  local jobs = cfg.jobs or 1
+  local manifest_path = dir .. "/sweep.json"
+  if not cfg.resume and (exists(manifest_path) or exists(dir .. "/sweep.jsonl")) then
+    error(format("%s already holds a sweep; continue it with --resume or choose another --out", dir), 0)
+  end
+  nm.mkdir(dir .. "/cells")
+  local shard_text = cfg.shard and format("%d/%d", cfg.shard.index, cfg.shard.count) or nil
+  nm.atomic_write(manifest_path, json.encode({
+    experiment = cfg.experiment, sets = cfg.sets or {}, seeds = cfg.seeds,
+    args = cfg.args or {}, quick = cfg.quick or false, shard = shard_text,
+  }, {indent = 2}) .. "\n")
+
+  local all = sweep.cells(cfg)
+  local mine = {}
+  for _, c in ipairs(all) do
+    if not cfg.shard or c.index % cfg.shard.count == cfg.shard.index - 1 then mine[#mine + 1] = c end
+  end
+  local done = {}
+  for _, r in ipairs(sweep.read(dir)) do
+    if type(r) == "table" and r.key then done[r.key] = true end
+  end
+  local pending = {}
+  for _, c in ipairs(mine) do
+    if not done[c.key] then pending[#pending + 1] = c end
+  end
+  local summary = {total = #mine, done = #mine - #pending, ran = 0, failed = 0}
+  if not cfg.quiet then
+    say(format("sweep %s: %d cells%s, %d already done, %d to run with %d jobs",
+               dir, #mine, shard_text and (" in shard " .. shard_text) or "",
+               summary.done, #pending, jobs))
+  end
+
+  nm.install_stop_handler()
+  local bar = progress.new{total = #mine, label = "sweep"}
+  bar:update(summary.done)
+  local running, nrunning = {}, 0
+  local next_cell = 1
+  local stopping = nil
+
+  local function finish_cell(pid, status, signame)
+    local r = running[pid]
+    running[pid] = nil
+    nrunning = nrunning - 1
+    local c = r.cell
+    local elapsed = nm.clock() - r.start
+    if status == 0 then
+      local ok, res = pcall(json.read_file, r.dir .. "/results.json")
+      if ok then
+        local line = json.encode({
+          index = c.index, cell = c.id, key = c.key, experiment = cfg.experiment,
+          options = options_table(c), seed = c.seed, dir = r.dir, results = res,
+          elapsed_s = elapsed,
+        })
+        local f = assert(io.open(dir .. "/sweep.jsonl", "ab"))
+        f:write(line, "\n")
+        f:close()
+        summary.done = summary.done + 1
+        summary.ran = summary.ran + 1
+        if not cfg.quiet and not bar.enabled then
+          say(format("[%d/%d] %s done in %.1fs", summary.done, summary.total, c.id, elapsed))
+        end
+        bar:update(summary.done, c.id)
+        return
+      end
+      status = -1
+      signame = "unreadable results.json: " .. tostring(res)
+    end
+    if stopping then return end   -- interrupted on purpose; resumable
+    summary.failed = summary.failed + 1
+    local f = assert(io.open(dir .. "/failures.jsonl", "ab"))
+    f:write(json.encode({index = c.index, cell = c.id, key = c.key, exit = status,
+                         signal = signame, log = r.dir .. "/log.txt"}), "\n")
+    f:close()
+    say(format("sweep: cell %s failed (%s); see %s/log.txt", c.id,
+               signame or ("exit status " .. status), r.dir))
+  end
+
+  while true do
+    local stop, signame = nm.stop_requested()
+    if stop and not stopping then
+      stopping = signame
+      say(format("sweep: %s, asking %d running cells to checkpoint and stop", signame, nrunning))
+      for pid in pairs(running) do nm.kill(pid, "TERM") end
+    end
+    while not stopping and nrunning < jobs and next_cell <= #pending do
+      local c = pending[next_cell]
+      next_cell = next_cell + 1
+      local cdir = dir .. "/cells/" .. c.id
+      nm.mkdir(cdir)
+      local cmd = cell_command(cfg, c, cdir)
+      local ok, pid = pcall(nm.spawn, cmd, cdir .. "/log.txt")
+      if not ok then
+        nm.remove_stop_handler()
+        error(pid, 0)
+      end
+      running[pid] = {cell = c, dir = cdir, start = nm.clock()}
+      nrunning = nrunning + 1
+    end
+    if nrunning == 0 then break end
+    local pid, status, sig = nm.wait(-1, true)
+    if pid then
+      if running[pid] then finish_cell(pid, status, sig) end
+    else
+      nm.sleep(0.02)
+    end
+  end
+  nm.remove_stop_handler()
+  bar:finish()
+  write_csv(dir, sweep.read(dir))
+  summary.stopped = stopping
+  if not cfg.quiet then
+    if stopping then
+      say(format("sweep stopped by %s after %d of %d cells; continue with:\n  %s %s --resume --out %s",
+                 stopping, summary.done, summary.total, sweep.interpreter(),
+                 (arg and arg[0]) or "experiments/sweep.lua", dir))
+    else
+      say(format("sweep %s: %d of %d cells done, %d failed; results in %s/sweep.jsonl",
+                 dir, summary.done, summary.total, summary.failed, dir))
+    end
+  end
+  return summary
+end
+
+-- sweep.merge(dirs, out) -> rows, missing ids. Gathers sweep.jsonl of
+-- each shard directory, one line per cell (first seen wins), ordered by
+-- cell index, into out/sweep.jsonl and out/sweep.csv. Cells of the grid
+-- that no shard finished are listed in `missing`.
+function sweep.merge(dirs, out)
+  local by_key, rows = {}, {}
+  local manifest
+  for _, d in ipairs(dirs) do
+    local mpath = d .. "/sweep.json"
+    if not exists(mpath) and not exists(d .. "/sweep.jsonl") then
+      error(format("%s holds no sweep (no sweep.json or sweep.jsonl)", d), 0)
+    end
+    if exists(mpath) then
+      local m = json.read_file(mpath)
+      m.shard = nil
+      if manifest == nil then manifest = m
+      elseif json.encode(m) ~= json.encode(manifest) then
+        say(format("warning: %s describes a different grid than %s", mpath, dirs[1] .. "/sweep.json"))
+      end
+    end
+    for _, r in ipairs(sweep.read(d)) do
+      if type(r) == "table" and r.key and not by_key[r.key] then
+        by_key[r.key] = true
+        rows[#rows + 1] = r
+      end
+    end
+  end
+  table.sort(rows, function(a, b)
+    if a.index ~= b.index then return (a.index or 0) < (b.index or 0) end
+    return a.key < b.key
+  end)
+  nm.mkdir(out)
+  local lines = {}
+  for i, r in ipairs(rows) do lines[i] = json.encode(r) .. "\n" end
+  nm.atomic_write(out .. "/sweep.jsonl", concat(lines))
+  write_csv(out, rows)
+  local missing = {}
+  if manifest then
+    nm.atomic_write(out .. "/sweep.json", json.encode(manifest, {indent = 2}) .. "\n")
+    for _, c in ipairs(sweep.cells(manifest)) do
+      if not by_key[c.key] then missing[#missing + 1] = c.id end
+    end
+  end
+  return rows, missing
+end
+
+local SPEC = {
+  name = "sweep",
+  script = "experiments/sweep.lua",
+  description = [[
+Runs EXPERIMENT over a grid of options x seeds, each cell a worker process
+(./neuromic EXPERIMENT --NAME VALUE... --seed S --out DIR/cells/ID), at most
+--jobs at a time. Finished cells are appended to DIR/sweep.jsonl (summary
+in DIR/sweep.csv); --resume continues an interrupted sweep without redoing
+finished cells. --shard I/N runs the cells with index % N == I-1, and
+  ./neuromic experiments/sweep.lua merge DIR1 DIR2 ... --out DIR
+gathers the shards. --quick is passed on to every cell, and so is
+everything after "--". Recipes for Slurm and GNU parallel: doc/sweeps.md.]],
+  positional = "EXPERIMENT | merge DIR...",
+  passthrough = "ARGS for every cell",
+  options = {
+    {name = "set", type = "string", multi = true, metavar = "NAME=V1,V2",
+     help = "values of one experiment option (repeat for a grid; ';' separates values that hold commas)"},
+    {name = "seeds", type = "string", metavar = "LIST",
+     help = "seeds of every grid point, as 1-20 or 1,2,5 [default: --seed]"},
+    {name = "list", type = "bool", default = false, help = "print the cells of this shard and exit"},
+  },
+}
+
+local function experiment_name(path)
+  return (tostring(path):match("([^/]+)%.lua$") or tostring(path):match("([^/]+)$") or "sweep")
+end
+
+-- sweep.main(argv) -> exit status: the command line of experiments/sweep.lua.
+function sweep.main(argv)
+  local spec = {}
+  for k, v in pairs(SPEC) do spec[k] = v end
+  local opts, msg, code = cli.try_parse(argv, spec)
+  if not opts then
+    if code == 0 then io.stdout:write(msg) else say(msg) end
+    return code
+  end
+  local ok, result = pcall(function()
+    local pos = opts._args
+    if pos[1] == "merge" then
+      if #pos < 2 then error("merge needs one or more sweep directories", 0) end
+      if not opts._explicit.out then error("merge needs --out DIR", 0) end
+      local dirs = {table.unpack(pos, 2)}
+      local rows, missing = sweep.merge(dirs, opts.out)
+      say(format("merged %d cells from %d directories into %s/sweep.jsonl", #rows, #dirs, opts.out))
+      if #missing > 0 then
+        say(format("warning: %d cells of the grid have no result: %s", #missing,
+                   concat(missing, " ", 1, math.min(#missing, 20)) .. (#missing > 20 and " ..." or "")))
+        return 1
+      end
+      return 0
+    end
+    if #pos > 1 then error("one experiment at a time (got " .. concat(pos, " ") .. ")", 0) end
+    local cfg = {
+      experiment = pos[1], jobs = opts.jobs, shard = opts.shard, resume = opts.resume,
+      quick = opts.quick, args = opts._rest,
+    }
+    local out_default = cfg.experiment and ("results/sweep-" .. experiment_name(cfg.experiment))
+    cfg.out = opts._explicit.out and opts.out or out_default
+    -- `--resume --out DIR` alone continues the sweep described in DIR.
+    if cfg.experiment == nil then
+      if not (opts.resume and opts._explicit.out) then
+        error("which experiment? (usage: sweep.lua EXPERIMENT --set NAME=V1,V2 ... or --resume --out DIR)", 0)
+      end
+      local m = json.read_file(cfg.out .. "/sweep.json")
+      cfg.experiment, cfg.sets, cfg.seeds = m.experiment, m.sets, m.seeds
+      cfg.args = (#opts._rest > 0) and opts._rest or m.args
+      cfg.quick = opts.quick or m.quick
+      if not opts._explicit.shard and m.shard then
+        local i, n = m.shard:match("^(%d+)/(%d+)$")
+        cfg.shard = {index = tonumber(i), count = tonumber(n)}
+      end
+    else
+      if not exists(cfg.experiment) then error("no such experiment script: " .. cfg.experiment, 0) end
+      cfg.sets = {}
+      for _, s in ipairs(opts.set) do cfg.sets[#cfg.sets + 1] = sweep.parse_set(s) end
+      cfg.seeds = opts.seeds and sweep.parse_seeds(opts.seeds) or {opts.seed}
+    end
+    if opts.list then
+      for _, c in ipairs(sweep.cells(cfg)) do
+        if not cfg.shard or c.index % cfg.shard.count == cfg.shard.index - 1 then
+          print(c.index, c.id, concat(cell_command(cfg, c, cfg.out .. "/cells/" .. c.id), " "))
+        end
+      end
+      return 0
+    end
+    local summary = sweep.run(cfg)
+    if summary.stopped then
+      return summary.stopped == "SIGINT" and 130 or 143
+    end
+    return summary.failed > 0 and 1 or 0
+  end)
+  if not ok then
+    say("sweep: " .. tostring(result))
+    return 2
+  end
+  return result
+end
+
+return sweep
