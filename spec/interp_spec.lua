@@ -1,0 +1,310 @@
+-- The bundled interpreter ./neuromic, driven as a subprocess: options,
+-- script arguments, exit status, package paths from other working
+-- directories, the REPL (piped, and through a pseudo-terminal made by
+-- script(1) for readline, history and Ctrl-C). Also assert.tensor_near.
+
+local root = NEUROMIC_ROOT or "."
+local exe = root .. "/neuromic"
+
+-- Single-quotes s for sh.
+local function q(s)
+  return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
+end
+
+-- Runs a shell command; returns stdout+stderr and the exit code.
+local function run(cmd)
+  local p = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"@rc=$?\""))
+  local out = p:read("a")
+  p:close()
+  local body, rc = out:match("^(.-)@rc=(%d+)%s*$")
+  return body, tonumber(rc)
+end
+
+-- Runs ./neuromic with the given shell-quoted argument string.
+local function nm(args, opts)
+  opts = opts or {}
+  local cmd = exe .. " " .. args
+  if opts.stdin then cmd = "printf '%s' " .. q(opts.stdin) .. " | " .. cmd end
+  if opts.env then cmd = opts.env .. " " .. cmd end
+  if opts.cwd then cmd = "cd " .. q(opts.cwd) .. " && " .. cmd end
+  return run(cmd)
+end
+
+local tmpdir
+local function tmpfile(name, contents)
+  local path = tmpdir .. "/" .. name
+  local f = assert(io.open(path, "w"))
+  f:write(contents)
+  f:close()
+  return path
+end
+
+setup(function()
+  local p = assert(io.popen("mktemp -d /tmp/nm_interp_XXXXXX"))
+  tmpdir = p:read("l")
+  p:close()
+  assert.truthy(tmpdir and #tmpdir > 0)
+end)
+
+teardown(function()
+  if tmpdir then os.execute("rm -rf " .. q(tmpdir)) end
+end)
+
+describe("neuromic command line", function()
+  it("-v prints the neuromic and Lua versions", function()
+    local out, rc = nm("-v")
+    local version = require("neuromic").version
+    assert.equal(0, rc)
+    assert.truthy(out:find("neuromic " .. version, 1, true))
+    assert.truthy(out:find("Lua 5.4", 1, true))
+  end)
+
+  it("--help prints the usage and exits 0; a bad option fails", function()
+    local out, rc = nm("--help")
+    assert.equal(0, rc)
+    assert.truthy(out:find("usage:", 1, true))
+    assert.truthy(out:find("-e stat", 1, true))
+    out, rc = nm("-Q")
+    assert.not_equal(0, rc)
+    assert.truthy(out:find("unrecognized option '-Q'", 1, true))
+    out, rc = nm("-e")
+    assert.not_equal(0, rc)
+    assert.truthy(out:find("'-e' needs argument", 1, true))
+  end)
+
+  it("-e runs statements in order, with -l in between", function()
+    local out, rc = nm([[-e 'x = 20' -l nm=neuromic -e 'print(x + 1, type(nm.zeros))']])
+    assert.equal(0, rc)
+    assert.equal("21\tfunction\n", out)
+    out, rc = nm([[-l nm.cli -e 'print(type(cli), package.loaded["nm.cli"] == cli)']])
+    assert.equal(0, rc)
+    assert.equal("table\ttrue\n", out)
+  end)
+
+  it("gives a script its arguments in arg and ...", function()
+    local script = tmpfile("args.lua", [[
+      print(arg[0], #arg, arg[1], arg[2], select("#", ...), (...))
+      print(arg[-1] ~= nil)
+    ]])
+    local out, rc = nm(q(script) .. " one 'two words'")
+    assert.equal(0, rc)
+    assert.equal(script .. "\t2\tone\ttwo words\t2\tone\ntrue\n", out)
+  end)
+
+  it("leaves script options such as --help to the script", function()
+    local script = tmpfile("opt.lua", "print(arg[1])\n")
+    local out, rc = nm(q(script) .. " --help")
+    assert.equal(0, rc)
+    assert.equal("--help\n", out)
+  end)
+
+  it("exits non-zero with a traceback when a script fails", function()
+    local script = tmpfile("fail.lua", [[
+      local function inner() error("boom at depth") end
+      local function outer() inner() end
+      outer()
+    ]])
+    local out, rc = nm(q(script))
+    assert.equal(1, rc)
+    assert.truthy(out:find("fail.lua:1: boom at depth", 1, true))
+    assert.truthy(out:find("stack traceback:", 1, true))
+    assert.truthy(out:find("in upvalue 'inner'", 1, true)
+                  or out:find("in local 'inner'", 1, true)
+                  or out:find("'inner'", 1, true))
+  end)
+
+  it("exits non-zero for -e errors, syntax errors and missing scripts", function()
+    local out, rc = nm([[-e 'error({})']])
+    assert.equal(1, rc)
+    assert.truthy(out:find("error object is a table value", 1, true))
+    out, rc = nm(q(tmpfile("syntax.lua", "x = = 1\n")))
+    assert.equal(1, rc)
+    assert.truthy(out:find("syntax.lua:1:", 1, true))
+    out, rc = nm(q(tmpdir .. "/missing.lua"))
+    assert.equal(1, rc)
+    assert.truthy(out:find("cannot open", 1, true))
+  end)
+
+  it("runs stdin as a script with '-' and when stdin is not a terminal", function()
+    local out, rc = nm("- a b", { stdin = "print(...)\n" })
+    assert.equal(0, rc)
+    assert.equal("a\tb\n", out)
+    out, rc = nm("", { stdin = "print(6 * 7)\n" })
+    assert.equal(0, rc)
+    assert.equal("42\n", out)
+  end)
+
+  it("honours LUA_INIT unless -E is given", function()
+    local out, rc = nm([[-e 'print(INIT_X)']], { env = "LUA_INIT='INIT_X = 7'" })
+    assert.equal(0, rc)
+    assert.equal("7\n", out)
+    local init = tmpfile("init.lua", "INIT_Y = 'from file'\n")
+    out = nm([[-e 'print(INIT_Y)']], { env = "LUA_INIT=" .. q("@" .. init) })
+    assert.equal("from file\n", out)
+    out = nm([[-E -e 'print(INIT_X)']], { env = "LUA_INIT='INIT_X = 7'" })
+    assert.equal("nil\n", out)
+  end)
+end)
+
+describe("neuromic package paths", function()
+  it("requires the module and lua/ packages from another directory", function()
+    local out, rc = nm([[-e 'local nm = require "neuromic"
+      print(nm.zeros(2, 3):numel(), package.searchpath("nm.cli", package.path))']],
+      { cwd = "/tmp" })
+    assert.equal(0, rc)
+    assert.equal("6\t" .. root .. "/lua/nm/cli.lua\n", out)
+  end)
+
+  it("sets NEUROMIC_ROOT and puts the project dirs before the defaults", function()
+    local out, rc = nm([[-e 'print(NEUROMIC_ROOT); print(package.path)']],
+                       { cwd = "/" })
+    assert.equal(0, rc)
+    local got_root, path = out:match("^([^\n]*)\n([^\n]*)\n$")
+    assert.equal(root, got_root)
+    local want = root .. "/lua/?.lua;" .. root .. "/lua/?/init.lua;"
+                 .. root .. "/rules/?.lua;" .. root .. "/experiments/?.lua;"
+    assert.equal(want, path:sub(1, #want))
+    assert.truthy(path:find("/usr/share/lua/5.4/?.lua", 1, true))
+  end)
+
+  it("finds the root through a symbolic link to the executable", function()
+    assert.truthy(os.execute("ln -s " .. q(exe) .. " " .. q(tmpdir .. "/nmlink")))
+    local out, rc = run("cd " .. q(tmpdir) .. " && ./nmlink -e 'print(NEUROMIC_ROOT)'")
+    assert.equal(0, rc)
+    assert.equal(root .. "\n", out)
+  end)
+
+  it("loads the C modules busted needs (lfs, system, term)", function()
+    local out, rc = nm([[-e 'require "lfs"; require "system"; require "term"; print "ok"']],
+                       { cwd = "/tmp" })
+    assert.equal(0, rc)
+    assert.equal("ok\n", out)
+  end)
+end)
+
+describe("neuromic REPL on piped input", function()
+  it("prints expression values without '=' and runs statements", function()
+    local out, rc = nm("-i", { stdin = table.concat({
+      "1 + 1", "x = 5", "x * 2, 'two'", "nil", "print('side effect')",
+      "local y = 3", "y", "",
+    }, "\n") })
+    assert.equal(0, rc)
+    local body = out:gsub("^neuromic [^\n]*\n", "")   -- the -i banner
+    assert.equal("2\n10\ttwo\nnil\nside effect\nnil\n", body)
+  end)
+
+  it("reads multi-line chunks and keeps going after errors", function()
+    local out, rc = nm("-i", { stdin = table.concat({
+      "function f(a)", "  return a * 3", "end", "f(14)",
+      "for i = 1, 2 do", "print(i)", "end",
+      "error('oops')", "'still here'", "",
+    }, "\n") })
+    assert.equal(0, rc)
+    assert.truthy(out:find("\n42\n1\n2\n", 1, true))
+    assert.truthy(out:find("stdin:1: oops", 1, true))
+    assert.truthy(out:find("still here\n", 1, true))
+  end)
+
+  it("prints tensors with their __tostring", function()
+    local out, rc = nm("-i", { stdin = "require('neuromic').zeros(2, 3)\n" })
+    assert.equal(0, rc)
+    assert.truthy(out:find("of size 2x3]", 1, true))
+  end)
+
+  it("reports a chunk left unfinished at the end of input", function()
+    local out, rc = nm("-i", { stdin = "if true then\nprint(1)\n" })
+    assert.equal(0, rc)
+    assert.truthy(out:find("'end' expected", 1, true))
+    assert.falsy(out:find("\n1\n", 1, true))
+  end)
+end)
+
+-- readline needs a terminal: script(1) (util-linux) runs the REPL on a
+-- pseudo-terminal fed from a shell pipeline.
+local have_script = os.execute("command -v script >/dev/null 2>&1")
+
+describe("neuromic REPL on a terminal", function()
+  -- Strips the terminal control sequences readline writes.
+  local function clean(s)
+    return (s:gsub("\27%[[%d;?]*[%a]", ""):gsub("\r", ""))
+  end
+
+  local function repl(feed, histfile)
+    local cmd = "(" .. feed .. ") | NEUROMIC_HISTORY=" .. q(histfile)
+      .. " timeout 30 script -qec " .. q(exe) .. " /dev/null"
+    local out, rc = run(cmd)
+    return clean(out), rc
+  end
+
+  it("interrupts a running loop with Ctrl-C and returns to the prompt", function()
+    if not have_script then pending("script(1) not installed") return end
+    local started = tmpdir .. "/started"
+    local feed = table.concat({
+      "printf '%s\\n' " .. q("io.open('" .. started .. "', 'w'):close() while true do end"),
+      "i=0; while [ ! -e " .. q(started) .. " ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done",
+      "sleep 0.2", [[printf '\003']], "sleep 0.3",
+      [[printf '"after " .. 1 + 1\n']], "sleep 0.3",
+      [[printf 'do\n']], "sleep 0.2", [[printf '\003']], "sleep 0.2",
+      [[printf '"fresh"\n']], "sleep 0.3", [[printf '\004']],
+    }, "; ")
+    local out, rc = repl(feed, tmpdir .. "/hist1")
+    assert.equal(0, rc)
+    assert.truthy(out:find("interrupted!", 1, true))
+    assert.truthy(out:find("\nafter 2\n", 1, true))
+    -- Ctrl-C at the continuation prompt dropped the unfinished 'do'.
+    assert.truthy(out:find(">> ^C\n", 1, true))
+    assert.truthy(out:find("\nfresh\n", 1, true))
+  end)
+
+  it("keeps history across sessions, bounded in length", function()
+    if not have_script then pending("script(1) not installed") return end
+    local hist = tmpdir .. "/hist2"
+    local f = assert(io.open(hist, "w"))
+    for i = 1, 1500 do f:write("old_line_", i, "\n") end
+    f:close()
+    local out, rc = repl([[printf 'answer = 40 + 2\n'; sleep 0.3; printf '\004']], hist)
+    assert.equal(0, rc)
+    local lines = {}
+    for l in io.lines(hist) do lines[#lines + 1] = l end
+    assert.equal(1000, #lines)
+    assert.equal("answer = 40 + 2", lines[#lines])
+    -- A new session recalls the line with the Up arrow.
+    out, rc = repl([[printf '\033[A\n'; sleep 0.3; printf 'answer\n'; sleep 0.3; printf '\004']], hist)
+    assert.equal(0, rc)
+    assert.truthy(out:find("\n42\n", 1, true))
+  end)
+end)
+
+describe("assert.tensor_near", function()
+  local nm = require "neuromic"
+
+  it("accepts values within the tolerance, tensors or tables", function()
+    local t = nm.tensor({{1, 2}, {3, 4}}, "float64")
+    assert.tensor_near({{1, 2}, {3, 4.05}}, t, 0.1)
+    assert.tensor_near(t, {{1.01, 2}, {3, 4}}, 0.02)
+    assert.tensor_near(t, t:clone(), 0)
+    assert.tensor_near({0 / 0, math.huge}, {0 / 0, math.huge}, 0)
+    assert.is_not.tensor_near({{1, 2}, {3, 5}}, t, 0.1)
+  end)
+
+  it("names the first differing index and both values", function()
+    local t = nm.tensor({{1, 2, 3}, {4, 5, 6}}, "float64")
+    local ok, err = pcall(assert.tensor_near, {{1, 2, 3}, {4, 5.5, 7}}, t, 0.1)
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("first difference at [2, 2]: expected 5.5, got 5", 1, true))
+  end)
+
+  it("reports shape mismatches and rejects a bad tolerance", function()
+    local ok, err = pcall(assert.tensor_near, {1, 2, 3}, nm.zeros(2), 1)
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("shape mismatch: expected [3], got [2]", 1, true))
+    ok, err = pcall(assert.tensor_near, {{1, 2}, {3, 4}}, {{1, 2}, {3}}, 1)
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("shape mismatch at [2]: expected [2], got [1]", 1, true))
+    assert.is_false(pcall(assert.tensor_near, {1, 2}, {{1, 2}}, 1))
+    ok, err = pcall(assert.tensor_near, {1}, {1})
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("tolerance", 1, true))
+    assert.is_false(pcall(assert.tensor_near, {0 / 0}, {1}, 1))
+  end)
+end)
