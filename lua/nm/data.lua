@@ -103,17 +103,27 @@ end
 
 -- ---------------------------------------------------------------- cache
 
--- Files as nm.load_idx returned them, per path, for the life of the
--- process (the raw values; every data.load copies from them).
+-- Files as nm.load_idx returned them, for the life of the process (the
+-- raw values; every data.load copies from them). Keyed by path and byte
+-- size, so a file replaced by one of another size is read again.
 local cache = {}
 
+local function file_size(path)
+  local f = io.open(path, "rb")
+  if not f then return -1 end
+  local size = f:seek("end")
+  f:close()
+  return size or -1
+end
+
 local function load_file(path)
-  local t = cache[path]
+  local key = path .. "\0" .. file_size(path)
+  local t = cache[key]
   if t == nil then
     local ok, res = pcall(nm.load_idx, path)
-    if not ok then fail(tostring(res):gsub("^data: ", ""), 3) end
+    if not ok then fail(tostring(res), 3) end
     t = res
-    cache[path] = t
+    cache[key] = t
   end
   return t
 end
@@ -204,12 +214,12 @@ local function select_subset(spec, labels, ncls, g, what)
   local n = #labels
   if spec == nil then return range(n) end
   if math.type(spec) == "integer" then spec = {n = spec} end
-  if type(spec) ~= "table" then fail(what .. " must be a count or a table", 4) end
+  if type(spec) ~= "table" then fail(what .. " must be a count or a table", 3) end
   local order = spec.random and shuffle(g, range(n)) or range(n)
   local keep = {}
   if spec.per_class ~= nil then
     local k = spec.per_class
-    if math.type(k) ~= "integer" or k < 1 then fail(what .. ".per_class must be a positive integer", 4) end
+    if math.type(k) ~= "integer" or k < 1 then fail(what .. ".per_class must be a positive integer", 3) end
     local count = {}
     for c = 1, ncls do count[c] = 0 end
     for _, r in ipairs(order) do
@@ -218,13 +228,13 @@ local function select_subset(spec, labels, ncls, g, what)
     end
     for c = 1, ncls do
       if count[c] < k then
-        fail(format("%s.per_class = %d but class %d has only %d samples", what, k, c, count[c]), 4)
+        fail(format("%s.per_class = %d but class %d has only %d samples", what, k, c, count[c]), 3)
       end
     end
   else
     local k = spec.n
     if math.type(k) ~= "integer" or k < 1 or k > n then
-      fail(format("%s.n must be an integer in [1, %d], got %s", what, n, tostring(k)), 4)
+      fail(format("%s.n must be an integer in [1, %d], got %s", what, n, tostring(k)), 3)
     end
     table.move(order, 1, k, 1, keep)
   end
@@ -305,7 +315,7 @@ local function class_list(t, base, path)
     local c = math.tointeger(v - base + 1)
     if c == nil or c < 1 then
       fail(format("%s: label %d is %s, not an integer >= %d (label_base)", path, i,
-                  tostring(v), base), 3)
+                  tostring(math.tointeger(v) or v), base), 3)
     end
     list[i] = c
     if c > top then top = c end
@@ -314,20 +324,30 @@ local function class_list(t, base, path)
 end
 
 -- Column means and standard deviations (population) of X [n x D], as
--- float64 [D] tensors, accumulated in double.
+-- float64 [D] tensors: two passes over blocks of rows copied into a
+-- float64 buffer, so memory stays small whatever n.
 local function column_stats(X)
   local n, d = X:size(1), X:size(2)
-  local ones = nm.ones(n, "float64")
-  local Xd = X:dtype() == "float64" and X or X:double()
-  local mean = nm.zeros(d, "float64")
-  mean:mv(Xd:t(), ones)
-  mean:mul(1 / n)
-  local sq = Xd:clone()
-  sq:addr(-1, ones, mean)           -- centre
-  sq:mul(sq)
-  local var = nm.zeros(d, "float64")
-  var:mv(sq:t(), ones)
-  var:mul(1 / n)
+  local block = math.min(n, 4096)
+  local buf, ones = nm.zeros(block, d, "float64"), nm.ones(block, "float64")
+  local mean, var = nm.zeros(d, "float64"), nm.zeros(d, "float64")
+  for pass = 1, 2 do
+    for first = 1, n, block do
+      local len = math.min(block, n - first + 1)
+      local b = len == block and buf or buf:narrow(1, 1, len)
+      local o = len == block and ones or ones:narrow(1, 1, len)
+      b:copy(X:narrow(1, first, len))
+      if pass == 1 then
+        mean:addmv(b:t(), o)
+      else
+        b:addr(-1, o, mean)
+        b:mul(b)
+        var:addmv(b:t(), o)
+      end
+    end
+    if pass == 1 then mean:div(n) end
+  end
+  var:div(n)
   return mean, var:sqrt()
 end
 
@@ -431,14 +451,15 @@ function data.load(name, opts)
   local splits = {ds.train, ds.val, ds.test}
 
   -- Scaling.
-  local factor = 1
-  if o.scale == "unit" then factor = 1 / 255
+  local divisor = 1
+  if o.scale == "unit" then divisor = 255
   elseif o.scale == "max" then
     local m = ds.train.n > 0 and ds.train.X:max() or 0
-    factor = m > 0 and 1 / m or 1
+    divisor = m > 0 and m or 1
   end
-  if factor ~= 1 then
-    for _, s in pairs(splits) do s.X:mul(factor) end
+  ds.divisor = divisor
+  if divisor ~= 1 then
+    for _, s in pairs(splits) do s.X:div(divisor) end
   end
   if o.normalize == "l2" then
     for _, s in pairs(splits) do rows_unit_norm(s.X) end
