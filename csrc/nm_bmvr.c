@@ -22,6 +22,15 @@ extern void dsyevd_(const char *jobz, const char *uplo, const int *n, double *a,
                     int *iwork, const int *liwork, int *info, size_t jobz_len,
                     size_t uplo_len);
 
+/* The fused row kernel is compiled for AVX2+FMA as well as the baseline
+** and picked at load time (GCC ifunc), since the build targets x86-64-v2
+** while OpenBLAS, which it competes with, picks AVX2 kernels itself. */
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
+#define NM_BMVR_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define NM_BMVR_CLONES
+#endif
+
 /* The kernels, once per element type. */
 #define real float
 #define FN(name) name##_f32
@@ -152,20 +161,21 @@ int nm_bmvr_alignment(const nm_bmvr_net *net, const nm_bmvr_opts *o,
   return alignment_f32(net, o, X, Y, mean_cos, update_cos);
 }
 
-/* dsyevd on a p x p row-major symmetric matrix `a` (overwritten: row i
-** becomes eigenvector i, since LAPACK's column-major columns are our
-** rows), eigenvalues ascending into w. */
+/* dsyevd on a p x p row-major symmetric matrix `a` of which the upper
+** triangle is read (LAPACK sees the transpose: its lower triangle).
+** Overwrites a: row i becomes eigenvector i, since LAPACK's column-major
+** columns are our rows. Eigenvalues ascending into w. */
 static int syevd(int p, double *a, double *w) {
   int info = 0, lwork = -1, liwork = -1, iwork_query = 0;
   double work_query = 0;
-  dsyevd_("V", "U", &p, a, &p, w, &work_query, &lwork, &iwork_query, &liwork, &info, 1, 1);
+  dsyevd_("V", "L", &p, a, &p, w, &work_query, &lwork, &iwork_query, &liwork, &info, 1, 1);
   if (info != 0) return NM_EINVAL;
   lwork = (int)work_query + 1;
   liwork = iwork_query + 1;
   double *work = malloc((size_t)lwork * sizeof(double));
   int *iwork = malloc((size_t)liwork * sizeof(int));
   if (work == NULL || iwork == NULL) { free(work); free(iwork); return NM_ENOMEM; }
-  dsyevd_("V", "U", &p, a, &p, w, work, &lwork, iwork, &liwork, &info, 1, 1);
+  dsyevd_("V", "L", &p, a, &p, w, work, &lwork, iwork, &liwork, &info, 1, 1);
   free(work);
   free(iwork);
   return info == 0 ? NM_OK : NM_ENONFINITE;
