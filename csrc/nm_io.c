@@ -255,9 +255,8 @@ static int read_exact(nm_reader *r, void *buf, size_t n, const char *what,
                 "truncated gzip stream in the %s (%zu of %zu bytes read)", what, got, n);
   if (errnum != Z_OK && errnum != Z_STREAM_END)
     return fail(err, errlen, r->path, at, "corrupt gzip data in the %s (%s)", what, msg);
-  return fail(err, errlen, r->path, at,
-              "truncated %s: expected %zu more bytes, the file ends after %zu",
-              what, n, got);
+  return fail(err, errlen, r->path, at, "truncated %s (%zu of %zu bytes present)",
+              what, got, n);
 }
 
 /* Checks the declared payload against what the file can hold, before
@@ -415,22 +414,21 @@ static int parse_string(header_parser *p, char *out, size_t outlen) {
   int quote = peek(p);
   if (quote != '\'' && quote != '"')
     return header_error(p, "expected a quoted string");
-  size_t start = ++p->pos, n = 0;
-  while (p->pos < p->len && p->s[p->pos] != quote) {
+  size_t start = p->pos + 1, end = start;
+  while (end < p->len && p->s[end] != quote)
+    end++;
+  if (end >= p->len)
+    return header_error(p, "unterminated string");
+  p->pos = start;
+  if (end - start >= outlen)
+    return header_error(p, "string too long");
+  for (; p->pos < end; p->pos++) {
     if (p->s[p->pos] == '\\')
       return header_error(p, "escape sequences are not supported in strings");
-    if (n + 1 >= outlen) {
-      p->pos = start;
-      return header_error(p, "string too long");
-    }
-    out[n++] = p->s[p->pos++];
+    out[p->pos - start] = p->s[p->pos];
   }
-  if (p->pos >= p->len) {
-    p->pos = start - 1;
-    return header_error(p, "unterminated string");
-  }
-  p->pos++;
-  out[n] = '\0';
+  out[end - start] = '\0';
+  p->pos = end + 1;
   return NM_OK;
 }
 
