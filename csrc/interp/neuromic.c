@@ -128,22 +128,20 @@ static void stop_hook(lua_State *L, lua_Debug *ar) {
 ** instruction and tell long C kernels (which poll nm_interrupted) to
 ** return early. Only a count hook: a call hook would also fire on the
 ** message handler of a kernel's "interrupted!" error and replace it.
-** The handler is one-shot (SA_RESETHAND), so a second Ctrl-C kills a
-** process stuck in code that checks neither.
+** The handler is one-shot, so a second Ctrl-C kills a process stuck in
+** code that checks neither.
 */
 static void on_sigint_running(int sig) {
-  (void)sig;
+  signal(sig, SIG_DFL);             /* one-shot: a second Ctrl-C kills */
   nm_interrupted = 1;
   lua_sethook(globalL, stop_hook, LUA_MASKCOUNT, 1);
 }
 
 /* Installs handler for sig, saving the previous action in old if given. */
-static void set_signal(int sig, void (*handler)(int), int flags,
-                       struct sigaction *old) {
+static void set_signal(int sig, void (*handler)(int), struct sigaction *old) {
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = handler;
-  sa.sa_flags = flags;
   sigemptyset(&sa.sa_mask);
   sigaction(sig, &sa, old);
 }
@@ -157,7 +155,7 @@ static int docall(lua_State *L, int narg, int nres) {
   lua_pushcfunction(L, message_handler);
   lua_insert(L, base);
   globalL = L;
-  set_signal(SIGINT, on_sigint_running, SA_RESETHAND, &saved);
+  set_signal(SIGINT, on_sigint_running, &saved);
   status = lua_pcall(L, narg, nres, base);
   sigaction(SIGINT, &saved, NULL);
   /* An error raised by a kernel (NM_EINTR) leaves the hook armed. */
@@ -360,29 +358,19 @@ static int collect_args(char **argv, int *first) {
         return flags;
       case '\0':                    /* "-": stdin is the script */
         return flags;
-      case 'E':
+      case 'E': case 'W': case 'i': case 'v':   /* flags without argument */
         if (argv[i][2] != '\0')
           return HAS_ERROR;
-        flags |= HAS_BIG_E;
+        if (argv[i][1] == 'E')
+          flags |= HAS_BIG_E;
+        else if (argv[i][1] == 'i')
+          flags |= HAS_I | HAS_V;   /* -i implies -v */
+        else if (argv[i][1] == 'v')
+          flags |= HAS_V;
         break;
-      case 'W':
-        if (argv[i][2] != '\0')
-          return HAS_ERROR;
-        break;
-      case 'i':
-        flags |= HAS_I;
-        /* -i implies -v */
-        /* FALLTHROUGH */
-      case 'v':
-        if (argv[i][2] != '\0')
-          return HAS_ERROR;
-        flags |= HAS_V;
-        break;
-      case 'e':
-        flags |= HAS_E;
-        /* both take an argument */
-        /* FALLTHROUGH */
-      case 'l':
+      case 'e': case 'l':           /* options with an argument */
+        if (argv[i][1] == 'e')
+          flags |= HAS_E;
         if (argv[i][2] == '\0') {   /* argument in the next word */
           i++;
           if (argv[i] == NULL || argv[i][0] == '-')
@@ -469,10 +457,10 @@ static const int prompt_signals[] = { SIGINT, SIGWINCH, SIGTSTP, SIGTERM,
 ** restored for the shell meanwhile and re-prepared on return. */
 static void suspend_at_prompt(const sigset_t *waitmask) {
   rl_cleanup_after_signal();
-  set_signal(SIGTSTP, SIG_DFL, 0, NULL);
+  set_signal(SIGTSTP, SIG_DFL, NULL);
   sigprocmask(SIG_SETMASK, waitmask, NULL);   /* SIGTSTP now unblocked */
   raise(SIGTSTP);                   /* stopped here until SIGCONT */
-  set_signal(SIGTSTP, on_prompt_signal, 0, NULL);
+  set_signal(SIGTSTP, on_prompt_signal, NULL);
   rl_reset_after_signal();
   rl_forced_update_display();
 }
@@ -496,7 +484,7 @@ static int read_terminal_line(const char *prompt, char **line) {
   sigprocmask(SIG_BLOCK, NULL, &blocked);
   prompt_sigint = prompt_sigtstp = 0;
   for (i = 0; i < NPROMPT_SIGNALS; i++)
-    set_signal(prompt_signals[i], on_prompt_signal, 0, &saved[i]);
+    set_signal(prompt_signals[i], on_prompt_signal, &saved[i]);
   readline_done = 0;
   readline_result = NULL;
   if (rl_instream != NULL && rl_outstream != NULL)
@@ -509,7 +497,7 @@ static int read_terminal_line(const char *prompt, char **line) {
       rl_callback_handler_remove();
       rl_cleanup_after_signal();
       close_history();
-      set_signal(sig, SIG_DFL, 0, NULL);
+      set_signal(sig, SIG_DFL, NULL);
       sigprocmask(SIG_UNBLOCK, &block, NULL);
       raise(sig);
       exit(EXIT_FAILURE);           /* if the signal did not kill us */
