@@ -644,9 +644,12 @@ function data.teacher(opts)
   end
   local phi = opts.phi or "softplus"
   if not PHIS[phi] then fail("teacher: unknown phi '" .. tostring(phi) .. "'", 2) end
-  local default_gains = (#sizes == 3 and opts.sizes == nil) and {2, 10} or {}
+  local gains = {}
+  for l = 1, #sizes - 1 do
+    gains[l] = (opts.gains and opts.gains[l]) or (opts.sizes == nil and ({2, 10})[l]) or 1
+  end
   local self = setmetatable({
-    sizes = sizes, gains = opts.gains or default_gains, dtype = opts.dtype or "float32",
+    sizes = sizes, gains = gains, dtype = opts.dtype or "float32",
     generator = opts.generator or nm.generator(opts.seed or 1), W = {}, work = {},
     spec = {
       phi = phi,
@@ -656,10 +659,7 @@ function data.teacher(opts)
       input = opts.input or "uniform", a = opts.a, b = opts.b,
     },
   }, Teacher)
-  for l = 1, #sizes - 1 do
-    if self.gains[l] == nil then self.gains[l] = 1 end
-  end
-  self.spec.gains = self.gains
+  self.spec.gains = gains
   local wkind = opts.weights or "uniform"
   for l = 2, #sizes do
     local W = nm.zeros(sizes[l], sizes[l - 1], self.dtype)
