@@ -151,25 +151,28 @@ static int blas_inc(const nm_tensor *v) {
 #define NM_T(name) name##_f32
 #define NM_M(fn) fn##f
 #define NM_BLAS(fn) cblas_s##fn
-#define NM_DOT cblas_dsdot              /* float data, double accumulation */
+/* No BLAS for float dot products: cblas_sdot sums in float, and OpenBLAS's
+** dsdot was measured to lose float-level precision too; the loop sums in
+** double. */
+#define NM_DOT_BLAS 0
 #include "nm_math_gen.h"
 #undef real
 #undef NM_T
 #undef NM_M
 #undef NM_BLAS
-#undef NM_DOT
+#undef NM_DOT_BLAS
 
 #define real double
 #define NM_T(name) name##_f64
 #define NM_M(fn) fn
 #define NM_BLAS(fn) cblas_d##fn
-#define NM_DOT cblas_ddot
+#define NM_DOT_BLAS 1
 #include "nm_math_gen.h"
 #undef real
 #undef NM_T
 #undef NM_M
 #undef NM_BLAS
-#undef NM_DOT
+#undef NM_DOT_BLAS
 
 /* Calls the kernel for the dtype dt. */
 #define TYPED(dt, fn, ...) \

@@ -5,6 +5,7 @@
 **   NM_T(name)  the per-type name of a kernel (name##_f32, name##_f64)
 **   NM_M(fn)    the libm function for real (expf or exp)
 **   NM_BLAS(fn) the BLAS routine for real (cblas_sgemm or cblas_dgemm)
+**   NM_DOT_BLAS 1 when dot products may go to BLAS (its sum is in real)
 ** and the loop machinery (nm_iter, NM_LOOP, EL0..EL2, NM_FLAT).
 ** No include guard on purpose.
 */
@@ -379,10 +380,10 @@ static int NM_T(ger_masked)(int64_t m, int64_t n, real alpha, const real *x, int
 }
 
 static int NM_T(dot)(const nm_iter *it, const real *x, const real *y, double *out) {
-  if (it->ndim == 1 && it->size[0] <= INT_MAX &&
+  if (NM_DOT_BLAS && it->ndim == 1 && it->size[0] <= INT_MAX &&
       it->stride[0][0] >= 1 && it->stride[0][0] <= INT_MAX &&
       it->stride[1][0] >= 1 && it->stride[1][0] <= INT_MAX) {
-    *out = NM_DOT((int)it->size[0], x, (int)it->stride[0][0], y, (int)it->stride[1][0]);
+    *out = NM_BLAS(dot)((int)it->size[0], x, (int)it->stride[0][0], y, (int)it->stride[1][0]);
     return NM_OK;
   }
   double acc = 0;
