@@ -1,0 +1,647 @@
+-- nm/nn.lua: network topologies: populations, connections (weights,
+-- optional biases and masks, a plasticity rule), activations with their
+-- derivatives, losses, and layered networks with explicit error pathways
+-- for backprop (BP), feedback alignment (FA) and direct feedback
+-- alignment (DFA).
+--
+--   local nn = require "nm.nn"
+--   local net = nn.mlp{sizes = {784, 256, 10}, act = "relu", out = "softmax",
+--                      loss = "xent", rule = "fa", params = {eta = 0.05},
+--                      gen = nm.generator(1), dtype = "float32"}
+--   net:forward(X)          -- X [B x 784] (rows are samples) or x [784]
+--   net:backward(T)         -- T one-hot [B x 10] (or [10]): errors e_l
+--   net:update()            -- each connection's rule changes its weights
+--   net:train_batch(X, T)   -- the three above
+--
+-- Conventions (../shared/models/baselines.md): W_l maps layer l-1 to
+-- layer l and has shape n_l x n_{l-1}; a minibatch is stored as rows, so
+-- A_l = Y_{l-1} W_l^T + 1 b_l^T is one GEMM per layer. e_l = dLoss/da_l
+-- per sample; rules use batch means. Every buffer is allocated once per
+-- batch size and reused: forward, backward and update allocate nothing
+-- after the first call with a given batch size (spec/nn_spec.lua checks
+-- collectgarbage("count")).
+
+local nm = require "neuromic"
+local rule = require "nm.rule"
+
+local nn = {}
+
+local format, sqrt = string.format, math.sqrt
+
+-- ---------------------------------------------------------------- activations
+
+-- Each activation: f(y, a, beta) writes y = f(a); df(d, a, y, beta)
+-- writes d = f'(a) elementwise. softmax is not elementwise: its backward
+-- is a Jacobian-vector product (see softmax_vjp). All allocate nothing.
+nn.activations = {
+  identity = {
+    f = function(y, a) if y ~= a then y:copy(a) end end,
+    df = function(d) d:fill(1) end,
+  },
+  sigmoid = {
+    f = function(y, a) y:sigmoid(a) end,
+    df = function(d, a) d:dsigmoid(a) end,
+  },
+  tanh = {
+    f = function(y, a) y:tanh(a) end,
+    df = function(d, a) d:dtanh(a) end,
+  },
+  relu = {
+    f = function(y, a) y:relu(a) end,
+    df = function(d, a) d:drelu(a) end,
+  },
+  softplus = {   -- log(1 + exp(beta a)) / beta
+    f = function(y, a, beta) y:softplus(a, beta or 1) end,
+    df = function(d, a, _, beta) d:dsoftplus(a, beta or 1) end,
+  },
+  softmax = {
+    f = function(y, a) y:softmax(a) end,
+    elementwise = false,
+  },
+}
+
+-- An activation spec: "relu" or {"softplus", beta = 2}.
+local function activation(spec, what)
+  local name, beta = spec, nil
+  if type(spec) == "table" then name, beta = spec[1] or spec.name, spec.beta end
+  local act = nn.activations[name]
+  if not act then
+    local names = {}
+    for k in pairs(nn.activations) do names[#names + 1] = k end
+    table.sort(names)
+    error(format("nn: unknown %s activation '%s' (one of %s)", what, tostring(name),
+                 table.concat(names, ", ")), 3)
+  end
+  return {name = name, f = act.f, df = act.df, beta = beta,
+          elementwise = act.elementwise ~= false}
+end
+nn.activation = activation
+
+-- ---------------------------------------------------------------- losses
+
+-- Squared error, L = 1/2 sum_k (y_k - t_k)^2 per sample; softmax cross-
+-- entropy on the output pre-activation a, L = -sum_k t_k log softmax(a)_k.
+-- The network reports the mean over the batch.
+nn.losses = {mse = true, xent = true}
+
+-- ---------------------------------------------------------------- weights
+
+-- Fills W (n_post x n_pre) and b by an init scheme:
+--   "pytorch" (default): W, b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (as torch.nn.Linear)
+--   "xavier": W ~ U(+-sqrt(6/(fan_in+fan_out))), b = 0
+--   "he":     W ~ N(0, 2/fan_in), b = 0
+--   "normal": W ~ N(0, std^2) (opts.std, default 0.01), b = 0
+--   "zeros":  W = 0, b = 0
+--   a function(W, b, gen, fan_in, fan_out)
+-- opts.scale multiplies W afterwards.
+function nn.init_weights(W, b, scheme, gen, opts)
+  opts = opts or {}
+  local fan_out, fan_in = W:size(1), W:size(2)
+  scheme = scheme or "pytorch"
+  local function need_gen()
+    if not gen then error("nn.init_weights: init '" .. tostring(scheme) .. "' needs gen (nm.generator)", 3) end
+  end
+  if type(scheme) == "function" then
+    scheme(W, b, gen, fan_in, fan_out)
+  elseif scheme == "pytorch" then
+    need_gen()
+    local r = 1 / sqrt(math.max(fan_in, 1))
+    W:uniform(gen, -r, r)
+    if b then b:uniform(gen, -r, r) end
+  elseif scheme == "xavier" then
+    need_gen()
+    local r = sqrt(6 / math.max(fan_in + fan_out, 1))
+    W:uniform(gen, -r, r)
+    if b then b:zero() end
+  elseif scheme == "he" then
+    need_gen()
+    W:normal(gen, 0, sqrt(2 / math.max(fan_in, 1)))
+    if b then b:zero() end
+  elseif scheme == "normal" then
+    need_gen()
+    W:normal(gen, 0, opts.std or 0.01)
+    if b then b:zero() end
+  elseif scheme == "zeros" then
+    W:zero()
+    if b then b:zero() end
+  else
+    error(format("nn.init_weights: unknown init '%s' (pytorch, xavier, he, normal, zeros, " ..
+                 "or a function)", tostring(scheme)), 2)
+  end
+  if opts.scale and opts.scale ~= 1 then W:scale(opts.scale) end
+end
+
+-- ---------------------------------------------------------------- populations
+
+-- nn.population{n = 256, act = "relu", name = "hidden"}: a group of units
+-- with an activation (a spec as for nn.mlp's act).
+function nn.population(o)
+  if type(o) ~= "table" or math.type(o.n) ~= "integer" or o.n < 1 then
+    error("nn.population: {n = positive integer, act = name} expected", 2)
+  end
+  return {n = o.n, act = activation(o.act or "identity", "population"), name = o.name}
+end
+
+-- ---------------------------------------------------------------- connections
+
+local Connection = {}
+Connection.__index = Connection
+nn.Connection = Connection
+
+local function size_of(x, what)
+  if type(x) == "table" and x.n then return x.n end
+  if math.type(x) == "integer" and x > 0 then return x end
+  error(format("nn.connection: %s must be a positive integer or a population", what), 3)
+end
+
+-- nn.connection{pre = n_pre | population, post = n_post | population,
+--   bias = true, mask = tensor [n_post x n_pre] of 0/1 | nil,
+--   density = p (a random Bernoulli(p) mask drawn from gen), gen = generator,
+--   dtype = "float32", init = scheme, init_scale = 1, std = (for "normal"),
+--   rule = name | rule instance, params = {...} (for a rule name),
+--   plastic = true, name = "W1"}
+-- Fields: W, Wt (= W:t(), a view made once), b, mask, rule, state,
+-- plastic, n_pre, n_post. Masked weights are 0 and stay so under every
+-- rule (rule.apply multiplies the change by the mask).
+function nn.connection(o)
+  if type(o) ~= "table" then error("nn.connection: options table expected", 2) end
+  local n_pre, n_post = size_of(o.pre or o.n_pre, "pre"), size_of(o.post or o.n_post, "post")
+  local dtype = o.dtype or "float32"
+  local c = setmetatable({n_pre = n_pre, n_post = n_post, dtype = dtype, name = o.name,
+                          plastic = o.plastic ~= false}, Connection)
+  c.W = nm.zeros(n_post, n_pre, dtype)
+  if o.bias ~= false then c.b = nm.zeros(n_post, dtype) end
+  nn.init_weights(c.W, c.b, o.init, o.gen, {std = o.std, scale = o.init_scale})
+  if o.mask then
+    if not nm.is_tensor(o.mask) or not o.mask:same_shape(c.W) then
+      error(format("nn.connection: mask must be a tensor of shape [%d x %d]", n_post, n_pre), 2)
+    end
+    c.mask = nm.zeros(n_post, n_pre, dtype):copy(o.mask)
+    c.mask:ne(0)                       -- any non-zero entry is a synapse
+  elseif o.density then
+    if not o.gen then error("nn.connection: density needs gen (nm.generator)", 2) end
+    c.mask = nm.zeros(n_post, n_pre, dtype):bernoulli(o.gen, o.density)
+  end
+  if c.mask then c.W:mul(c.mask) end
+  c.Wt = c.W:t()
+  if o.rule then c:set_rule(o.rule, o.params) end
+  return c
+end
+
+-- Sets the plasticity rule (a name or an instance) and its state.
+function Connection:set_rule(r, params)
+  if not rule.is_rule(r) then r = rule.new(r, params) end
+  self.rule = r
+  self.state = r:init_state(self)
+  return self
+end
+
+-- A = Y W^T + 1 b^T for a batch Y [B x n_pre] (ones: a vector of B ones),
+-- or a = W y + b for one sample. Allocates nothing.
+function Connection:forward(A, Y, ones)
+  if Y:dim() == 1 then
+    A:addmv(1, self.W, Y, 0)
+    if self.b then A:add(self.b) end
+  else
+    A:addmm(1, Y, self.Wt, 0)
+    if self.b then A:addr(1, ones, self.b) end
+  end
+  return A
+end
+
+-- The weights, bias, rule state (tensors: a checkpoint tree).
+function Connection:state_table()
+  return {W = self.W, b = self.b, mask = self.mask, state = self.state}
+end
+
+local function copy_tree(dst, src, what)
+  for k, v in pairs(src) do
+    local d = dst[k]
+    if nm.is_tensor(v) then
+      if not nm.is_tensor(d) then error(format("nn: state %s.%s has no tensor to load into", what, k), 3) end
+      d:copy(v)
+    elseif type(v) == "table" and type(d) == "table" then
+      copy_tree(d, v, what .. "." .. tostring(k))
+    elseif type(d) ~= "table" then
+      dst[k] = v
+    end
+  end
+end
+
+-- Loads what state_table returned into the existing tensors (views of
+-- them stay valid).
+function Connection:load_state_table(st)
+  copy_tree(self, {W = st.W, b = st.b, mask = st.mask}, self.name or "connection")
+  if st.state then
+    if type(self.state) == "table" then copy_tree(self.state, st.state, "rule state")
+    else self.state = st.state end
+  end
+end
+
+-- ---------------------------------------------------------------- layered networks
+
+local MLP = {}
+MLP.__index = MLP
+nn.MLP = MLP
+
+local FEEDBACK = {bp = true, fa = true, dfa = true}
+
+-- nn.mlp{sizes = {n_0, ..., n_L}, act = "relu" | {"softplus", beta = 2} (hidden
+--   layers; acts = {...} gives one per hidden layer), out = "softmax" | "identity" | "sigmoid" | ..., loss = "xent" | "mse",
+--   rule = "backprop" | "fa" | "dfa" | instance (or a list per layer),
+--   params = {eta = ...} (for rule names), feedback = "bp" | "fa" | "dfa"
+--   (default: the rule's), gen = generator (required for random inits),
+--   dtype = "float32", init = "pytorch", init_scale = 1, bias = true,
+--   feedback_init = (default: init), feedback_scale = 1,
+--   masks = {[l] = tensor}, density = {[l] = p}}
+-- Fields: L, sizes, conns[1..L], acts[1..L], loss, feedback, B[2..L]
+-- (FA matrices, shapes of W_l), D[1..L-1] (DFA matrices, n_l x n_L),
+-- optim (optional: see MLP:set_optimiser), mod (modulator for rules).
+-- FA and DFA matrices are always drawn (after the weights, from the same
+-- generator), so BP, FA and DFA runs with one seed start from the same W.
+function nn.mlp(o)
+  if type(o) ~= "table" or type(o.sizes) ~= "table" or #o.sizes < 2 then
+    error("nn.mlp: {sizes = {n_in, ..., n_out}, ...} expected", 2)
+  end
+  local sizes, L = o.sizes, #o.sizes - 1
+  for i, n in ipairs(sizes) do
+    if math.type(n) ~= "integer" or n < 1 then
+      error(format("nn.mlp: sizes[%d] must be a positive integer", i), 2)
+    end
+  end
+  local net = setmetatable({L = L, sizes = {}, dtype = o.dtype or "float32", conns = {},
+                            acts = {}, B = {}, Bt = {}, D = {}, Dt = {}, bufs = {}}, MLP)
+  for l = 0, L do net.sizes[l] = sizes[l + 1] end
+  net.loss = o.loss or "xent"
+  if not nn.losses[net.loss] then
+    error(format("nn.mlp: unknown loss '%s' (xent, mse)", tostring(net.loss)), 2)
+  end
+  for l = 1, L - 1 do
+    net.acts[l] = activation(o.acts and o.acts[l] or o.act or "relu", "hidden")
+  end
+  net.acts[L] = activation(o.out or (net.loss == "xent" and "softmax" or "identity"), "output")
+  if net.loss == "xent" and net.acts[L].name ~= "softmax" then
+    error("nn.mlp: loss 'xent' (softmax cross-entropy) needs out = 'softmax'", 2)
+  end
+  for l = 1, L do
+    local r = o.rule or "backprop"
+    if type(r) == "table" and not rule.is_rule(r) then r = r[l] end
+    net.conns[l] = nn.connection{
+      pre = net.sizes[l - 1], post = net.sizes[l], bias = o.bias, dtype = net.dtype,
+      gen = o.gen, init = o.init, init_scale = o.init_scale, std = o.std,
+      mask = o.masks and o.masks[l], density = o.density and o.density[l],
+      rule = r, params = o.params, name = "W" .. l}
+  end
+  local fb = o.feedback
+  if fb == nil then
+    for l = 1, L do
+      local f = net.conns[l].rule.def.feedback
+      if f and fb and f ~= fb then
+        error(format("nn.mlp: layers use rules with different error pathways (%s, %s); " ..
+                     "set feedback explicitly", fb, f), 2)
+      end
+      fb = fb or f
+    end
+  end
+  net.feedback = fb or "bp"
+  if not FEEDBACK[net.feedback] then
+    error(format("nn.mlp: unknown feedback '%s' (bp, fa, dfa)", tostring(net.feedback)), 2)
+  end
+  -- Fixed random feedback: B_l like W_l (FA), D_l [n_l x n_L] (DFA).
+  local finit = o.feedback_init or o.init
+  local fscale = {std = o.std, scale = o.feedback_scale or o.init_scale}
+  for l = 2, L do
+    net.B[l] = nm.zeros(net.sizes[l], net.sizes[l - 1], net.dtype)
+    nn.init_weights(net.B[l], nil, finit, o.gen, fscale)
+    net.Bt[l] = net.B[l]:t()
+  end
+  for l = 1, L - 1 do
+    -- D_l plays the part of a weight from the output layer to layer l.
+    local Dt = nm.zeros(net.sizes[L], net.sizes[l], net.dtype)
+    nn.init_weights(Dt:t(), nil, finit, o.gen, fscale)
+    net.D[l] = Dt:t()
+    net.Dt[l] = Dt
+  end
+  net.params, net.deltas, net.active = {}, {}, {}
+  for l = 1, L do
+    local c = net.conns[l]
+    net.params[#net.params + 1] = c.W
+    if c.b then net.params[#net.params + 1] = c.b end
+  end
+  return net
+end
+
+-- Buffers for batch size B, made on first use and kept: activations A,
+-- outputs Y (Y[0] is the input), errors E, derivative scratch Dv, target
+-- buffer T, a vector of ones, transposed views, and the rule quantities
+-- q[l] of every connection. B == 1 also gets 1-D views (x1, a1, y1, e1).
+function MLP:buffers(B)
+  local bs = self.bufs[B]
+  if bs then return bs end
+  local dt, L, n = self.dtype, self.L, self.sizes
+  bs = {B = B, A = {}, Y = {}, E = {}, Dv = {}, Yt = {}, Et = {}, q = {}}
+  bs.X = nm.zeros(B, n[0], dt)
+  bs.Y[0], bs.Yt[0] = bs.X, bs.X:t()
+  bs.ones = nm.ones(B, dt)
+  for l = 1, L do
+    bs.A[l] = nm.zeros(B, n[l], dt)
+    bs.Y[l] = self.acts[l].name == "identity" and bs.A[l] or nm.zeros(B, n[l], dt)
+    bs.E[l] = nm.zeros(B, n[l], dt)
+    bs.Dv[l] = nm.zeros(B, n[l], dt)
+    bs.Yt[l], bs.Et[l] = bs.Y[l]:t(), bs.E[l]:t()
+  end
+  bs.T = nm.zeros(B, n[L], dt)
+  bs.LS = nm.zeros(B, n[L], dt)          -- loss scratch
+  bs.rows = nm.zeros(B, dt)              -- per-row sums (softmax backward)
+  bs.onesn = {}                          -- ones per layer width (softmax backward)
+  for l = 1, L do
+    if not self.acts[l].elementwise then bs.onesn[l] = nm.ones(n[l], dt) end
+  end
+  bs.pred = nm.zeros(B, "float64")       -- argmax indices (accuracy)
+  bs.tpred = nm.zeros(B, "float64")
+  if B == 1 then
+    bs.x1, bs.t1 = bs.X:select(1, 1), bs.T:select(1, 1)
+    bs.a1, bs.y1, bs.e1 = {}, {}, {}
+    bs.y1[0] = bs.x1
+    for l = 1, L do
+      bs.a1[l], bs.y1[l], bs.e1[l] = bs.A[l]:select(1, 1), bs.Y[l]:select(1, 1), bs.E[l]:select(1, 1)
+    end
+  end
+  for l = 1, L do
+    local q = rule.quantities(self.conns[l])
+    q.pre, q.pre_t = bs.Y[l - 1], bs.Yt[l - 1]
+    q.post, q.post_t, q.a = bs.Y[l], bs.Yt[l], bs.A[l]
+    q.error, q.error_t = bs.E[l], bs.Et[l]
+    q.batch, q.ones = B, bs.ones
+    bs.q[l] = q
+  end
+  self.bufs[B] = bs
+  return bs
+end
+
+local function check_input(self, X)
+  if not nm.is_tensor(X) then error("nn: input must be a tensor", 3) end
+  local n0 = self.sizes[0]
+  local d = X:dim()
+  if (d == 1 and X:size(1) ~= n0) or (d == 2 and X:size(2) ~= n0) or d < 1 or d > 2 then
+    local s = X:size()
+    error(format("nn: input of size [%s] does not fit the input layer (%d units): " ..
+                 "expected [B x %d] or [%d]", table.concat(s, " x "), n0, n0, n0), 3)
+  end
+end
+
+-- Forward pass. X: [B x n_0] (rows are samples) or [n_0] (one sample,
+-- using matrix-vector products). Returns the output buffer Y_L ([B x n_L],
+-- or a [n_L] view for one sample), valid until the next forward with this
+-- batch size. The input is copied into the buffers (so the rules' views
+-- stay fixed). Allocates nothing after the first call per batch size.
+function MLP:forward(X)
+  check_input(self, X)
+  local L, conns, acts = self.L, self.conns, self.acts
+  local bs
+  if X:dim() == 1 then
+    bs = self:buffers(1)
+    bs.x1:copy(X)
+    local a1, y1 = bs.a1, bs.y1
+    for l = 1, L do
+      local c, act = conns[l], acts[l]
+      a1[l]:addmv(1, c.W, y1[l - 1], 0)
+      if c.b then a1[l]:add(c.b) end
+      act.f(bs.Y[l], bs.A[l], act.beta)
+    end
+    self.cur = bs
+    return y1[L]
+  end
+  bs = self:buffers(X:size(1))
+  bs.X:copy(X)
+  local A, Y, ones = bs.A, bs.Y, bs.ones
+  for l = 1, L do
+    local c, act = conns[l], acts[l]
+    A[l]:addmm(1, Y[l - 1], c.Wt, 0)
+    if c.b then A[l]:addr(1, ones, c.b) end
+    act.f(Y[l], A[l], act.beta)
+  end
+  self.cur = bs
+  return Y[L]
+end
+
+-- e = J_softmax^T g for each row, given y = softmax(a) and g = dL/dy in E:
+-- e = y .* (g - <g, y>).
+local function softmax_vjp(bs, E, Y, S, ones_n)
+  S:mul(E, Y)
+  bs.rows:addmv(1, S, ones_n, 0)
+  E:addr(-1, bs.rows, ones_n)
+  E:mul(Y)
+end
+
+local function targets_of(self, bs, T)
+  if not nm.is_tensor(T) then error("nn: targets must be a tensor", 3) end
+  if T:dim() == 1 then
+    if bs.B ~= 1 or T:size(1) ~= self.sizes[self.L] then
+      error(format("nn: targets [%d] do not fit the output (%d units, batch %d)",
+                   T:size(1), self.sizes[self.L], bs.B), 3)
+    end
+    bs.t1:copy(T)
+    return bs.T
+  end
+  if T:size(1) ~= bs.B or T:size(2) ~= self.sizes[self.L] then
+    error(format("nn: targets [%d x %d] do not fit the output [%d x %d]", T:size(1), T:size(2),
+                 bs.B, self.sizes[self.L]), 3)
+  end
+  if T:dtype() ~= self.dtype then bs.T:copy(T); return bs.T end
+  return T
+end
+
+-- Backward pass for the targets of the last forward: the output error
+-- e_L = dLoss/da_L (softmax + xent: y - t), then the hidden errors through
+-- the pathway `feedback` (default self.feedback):
+--   bp:  e_l = (W_{l+1}^T e_{l+1}) .* f'(a_l)
+--   fa:  e_l = (B_{l+1}^T e_{l+1}) .* f'(a_l)
+--   dfa: e_l = (D_l e_L) .* f'(a_l)
+-- T: one-hot or real targets [B x n_L] ([n_L] for one sample). Errors are
+-- per sample (not divided by B). Allocates nothing.
+function MLP:backward(T, feedback)
+  local bs = self.cur
+  if not bs then error("nn: backward before forward", 2) end
+  feedback = feedback or self.feedback
+  if not FEEDBACK[feedback] then
+    error(format("nn: unknown feedback '%s' (bp, fa, dfa)", tostring(feedback)), 2)
+  end
+  T = targets_of(self, bs, T)
+  local L, E, A, Y, Dv, acts = self.L, bs.E, bs.A, bs.Y, bs.Dv, self.acts
+  local EL = E[L]
+  EL:sub(Y[L], T)                                  -- xent: softmax(a) - t; mse: dL/dy
+  if self.loss == "mse" then
+    local act = acts[L]
+    if act.elementwise then
+      if act.name ~= "identity" then
+        act.df(Dv[L], A[L], Y[L], act.beta)
+        EL:mul(Dv[L])
+      end
+    else
+      softmax_vjp(bs, EL, Y[L], Dv[L], bs.onesn[L])
+    end
+  end
+  local single = bs.B == 1
+  for l = L - 1, 1, -1 do
+    if single then
+      local e1 = bs.e1
+      if feedback == "dfa" then e1[l]:addmv(1, self.D[l], e1[L], 0)
+      elseif feedback == "fa" then e1[l]:addmv(1, self.Bt[l + 1], e1[l + 1], 0)
+      else e1[l]:addmv(1, self.conns[l + 1].Wt, e1[l + 1], 0) end
+    else
+      if feedback == "dfa" then E[l]:addmm(1, EL, self.Dt[l], 0)
+      elseif feedback == "fa" then E[l]:addmm(1, E[l + 1], self.B[l + 1], 0)
+      else E[l]:addmm(1, E[l + 1], self.conns[l + 1].W, 0) end
+    end
+    local act = acts[l]
+    if act.elementwise then
+      if act.name ~= "identity" then
+        act.df(Dv[l], A[l], Y[l], act.beta)
+        E[l]:mul(Dv[l])
+      end
+    else
+      softmax_vjp(bs, E[l], Y[l], Dv[l], bs.onesn[l])
+    end
+  end
+  return E
+end
+
+-- Applies each connection's rule to it (in layer order) with the
+-- quantities of the last forward/backward. With an optimiser, rules write
+-- their changes (deferred) and the optimiser applies them. Respects
+-- rule.set_learning and conn.plastic. Allocates nothing.
+function MLP:update()
+  local bs = self.cur
+  if not bs then error("nn: update before forward", 2) end
+  if not rule.learning() then return end
+  local opt, mod = self.optim, self.mod
+  local k, active, deltas = 0, self.active, self.deltas
+  for l = 1, self.L do
+    local c, q = self.conns[l], bs.q[l]
+    q.defer, q.mod, q.state = opt ~= nil, mod, c.state
+    local changed = rule.apply(c.rule, c, q)
+    if opt then
+      k = k + 1
+      active[k], deltas[k] = changed, c.dW
+      if c.b then k = k + 1; active[k], deltas[k] = changed, c.db end
+    end
+  end
+  if opt then opt:apply(self.params, deltas, active) end
+end
+
+-- forward + backward + update on one batch (or one sample).
+function MLP:train_batch(X, T)
+  self:forward(X)
+  self:backward(T)
+  self:update()
+end
+
+-- An optimiser (nm.optim) that consumes the rules' changes; nil removes it.
+function MLP:set_optimiser(opt)
+  self.optim = opt
+  return self
+end
+
+-- Mean loss over the batch of the last forward, for targets T.
+-- Allocates nothing.
+function MLP:loss_value(T)
+  local bs = self.cur
+  if not bs then error("nn: loss before forward", 2) end
+  T = targets_of(self, bs, T)
+  local L, LS = self.L, bs.LS
+  if self.loss == "xent" then
+    LS:logsoftmax(bs.A[L])
+    LS:mul(T)
+    return -LS:sum() / bs.B
+  end
+  LS:sub(bs.Y[L], T)
+  return 0.5 * LS:dot(LS) / bs.B
+end
+
+-- Number of rows of the last forward whose output argmax matches the
+-- label: labels is a Lua list of 1-based classes, or one-hot/score
+-- targets [B x n_L] (compared by argmax). Allocates nothing.
+function MLP:correct(labels)
+  local bs = self.cur
+  if not bs then error("nn: correct before forward", 2) end
+  local pred = bs.pred
+  pred:argmax(bs.Y[self.L], 2)
+  local n = 0
+  if nm.is_tensor(labels) then
+    local tp = bs.tpred
+    tp:argmax(labels, 2)
+    for i = 1, bs.B do if pred:get(i) == tp:get(i) then n = n + 1 end end
+  else
+    for i = 1, bs.B do if pred:get(i) == labels[i] then n = n + 1 end end
+  end
+  return n
+end
+
+-- Loss and accuracy over a whole data set (X [N x n_0], T [N x n_L],
+-- labels optional), in batches of `batch` rows; learning untouched.
+function MLP:evaluate(X, T, batch, labels)
+  batch = batch or 1000
+  local N = X:size(1)
+  local loss, correct = 0, 0
+  local first = 1
+  while first <= N do
+    local rows = math.min(batch, N - first + 1)
+    local xb, tb = X:narrow(1, first, rows), T:narrow(1, first, rows)
+    self:forward(xb)
+    loss = loss + self:loss_value(tb) * rows
+    if labels then
+      local lb = self._lab or {}
+      self._lab = lb
+      for i = 1, rows do lb[i] = labels[first + i - 1] end
+      for i = rows + 1, #lb do lb[i] = nil end
+      correct = correct + self:correct(lb)
+    else
+      correct = correct + self:correct(tb)
+    end
+    first = first + rows
+  end
+  return loss / N, correct / N
+end
+
+-- The state of the network as a checkpoint tree (tensors are the live
+-- ones: checkpoint.save copies their bytes).
+function MLP:state()
+  local st = {conns = {}, B = {}, D = {}}
+  for l = 1, self.L do st.conns[l] = self.conns[l]:state_table() end
+  for l, B in pairs(self.B) do st.B[l] = B end
+  for l, D in pairs(self.D) do st.D[l] = D end
+  return st
+end
+
+-- Loads a state from MLP:state (through a checkpoint) into this network.
+function MLP:load_state(st)
+  if type(st) ~= "table" or type(st.conns) ~= "table" or #st.conns ~= self.L then
+    error("nn: state does not belong to a network with " .. self.L .. " layers", 2)
+  end
+  for l = 1, self.L do
+    local s = st.conns[l]
+    if not s.W:same_shape(self.conns[l].W) then
+      error(format("nn: state layer %d has weights of another shape", l), 2)
+    end
+    self.conns[l]:load_state_table(s)
+  end
+  for l, B in pairs(st.B or {}) do self.B[l]:copy(B) end
+  for l, D in pairs(st.D or {}) do self.D[l]:copy(D) end
+end
+
+-- Switches learning of every connection (per-connection switch).
+function MLP:set_plastic(on)
+  for l = 1, self.L do self.conns[l].plastic = not not on end
+end
+
+-- A one-line description: "784-256-10 relu/softmax xent, fa".
+function MLP:describe()
+  local s = {}
+  for l = 0, self.L do s[#s + 1] = tostring(self.sizes[l]) end
+  local hidden = self.L > 1 and self.acts[1].name or "-"
+  return format("%s %s/%s %s, feedback %s, rule %s", table.concat(s, "-"), hidden,
+                self.acts[self.L].name, self.loss, self.feedback, self.conns[1].rule.name)
+end
+
+return nn

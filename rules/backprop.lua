@@ -1,0 +1,25 @@
+-- rules/backprop.lua: the delta rule over the explicit backward pass of
+-- error backpropagation (nn.lua computes the errors e_l with W^T).
+--
+--   e_L = dLoss/da_L,  e_l = (W_{l+1}^T e_{l+1}) .* f'_l(a_l)
+--   dW_l = -eta <e_l y_{l-1}^T>,  db_l = -eta <e_l>      (<.> = batch mean)
+return {
+  name = "backprop",
+  equation = "dW = -eta <e y_pre^T>, db = -eta <e>, e_l = (W_{l+1}^T e_{l+1}) .* f'(a_l)",
+  paper = "Rumelhart, Hinton & Williams 1986, Learning representations by " ..
+          "back-propagating errors, Nature 323:533-536",
+  feedback = "bp",
+  bias = true,
+  needs = {"pre", "error"},
+  params = {
+    eta = {default = 0.1, doc = "learning rate (per batch mean)"},
+  },
+  update = function(q, p)
+    local step = -p.eta / q.batch
+    q.dW:addmm(step, q.error_t, q.pre, 0)          -- dW = -eta/B E^T Y_pre
+    if q.db then q.db:addmv(step, q.error_t, q.ones, 0) end  -- db = -eta/B E^T 1
+  end,
+  fused = function(q, p)
+    q.W:plastic_outer(-p.eta / q.batch, q.error, q.pre, nil, q.mask, q.b)
+  end,
+}

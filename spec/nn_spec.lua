@@ -1,0 +1,307 @@
+-- spec/nn_spec.lua: networks (nm.nn): backprop gradients against central
+-- finite differences, FA with B = W against BP, DFA on a hand-computed
+-- case, single-sample against batch passes, allocation-free training
+-- loops, masks, plasticity switches, state round trips, errors; and
+-- checkpoint/resume of a short baselines run.
+
+local nm = require "neuromic"
+local nn = require "nm.nn"
+local rule = require "nm.rule"
+local optim = require "nm.optim"
+local checkpoint = require "nm.checkpoint"
+
+local function onehot(B, C, seed, dtype)
+  local T = nm.zeros(B, C, dtype or "float64")
+  for i = 1, B do T:set(i, (i * 7 + seed) % C + 1, 1) end
+  return T
+end
+
+-- Analytic gradients from the explicit backward pass: dL/dW_l =
+-- E_l^T Y_{l-1} / B, dL/db_l = column means of E_l.
+local function analytic_grads(net)
+  local bs, G = net.cur, {}
+  for l = 1, net.L do
+    local gw = nm.zeros(net.sizes[l], net.sizes[l - 1], "float64")
+    gw:addmm(1 / bs.B, bs.E[l]:t(), bs.Y[l - 1], 0)
+    local gb = nm.zeros(net.sizes[l], "float64")
+    gb:addmv(1 / bs.B, bs.E[l]:t(), bs.ones, 0)
+    G[l] = {W = gw, b = gb}
+  end
+  return G
+end
+
+-- Largest |analytic - central difference| over every weight and bias.
+local function max_fd_error(net, X, T)
+  net:forward(X)
+  net:backward(T, "bp")
+  local G = analytic_grads(net)
+  local h, worst = 1e-6, 0
+  local function loss()
+    net:forward(X)
+    return net:loss_value(T)
+  end
+  for l = 1, net.L do
+    local c = net.conns[l]
+    for i = 1, c.n_post do
+      for j = 1, c.n_pre do
+        local w = c.W:get(i, j)
+        c.W:set(i, j, w + h); local lp = loss()
+        c.W:set(i, j, w - h); local lm = loss()
+        c.W:set(i, j, w)
+        worst = math.max(worst, math.abs((lp - lm) / (2 * h) - G[l].W:get(i, j)))
+      end
+      local b = c.b:get(i)
+      c.b:set(i, b + h); local lp = loss()
+      c.b:set(i, b - h); local lm = loss()
+      c.b:set(i, b)
+      worst = math.max(worst, math.abs((lp - lm) / (2 * h) - G[l].b:get(i)))
+    end
+  end
+  return worst
+end
+
+-- Bytes allocated by n calls of f after a warm-up call (collector stopped).
+local function allocated(f, n)
+  f()
+  collectgarbage("collect")
+  collectgarbage("stop")
+  local before = collectgarbage("count")
+  for _ = 1, n do f() end
+  local after = collectgarbage("count")
+  collectgarbage("restart")
+  return (after - before) * 1024
+end
+
+describe("nn.mlp", function()
+  describe("backprop gradients equal central finite differences (float64)", function()
+    local cases = {
+      {act = "sigmoid", out = "softmax", loss = "xent"},
+      {act = "tanh", out = "identity", loss = "mse"},
+      {act = "relu", out = "sigmoid", loss = "mse"},
+      {act = {"softplus", beta = 2}, out = "softmax", loss = "mse"},
+      {act = "identity", out = "tanh", loss = "mse"},
+      {act = "softmax", out = "softmax", loss = "xent"},
+      {acts = {"tanh", "relu"}, out = "softplus", loss = "mse"},
+    }
+    for k, c in ipairs(cases) do
+      local actname = type(c.act) == "table" and c.act[1] or c.act or table.concat(c.acts, "+")
+      it(string.format("%s hidden, %s output, %s loss", actname, c.out, c.loss), function()
+        local g = nm.generator(100 + k)
+        local net = nn.mlp{sizes = {4, 5, 3, 3}, act = c.act, acts = c.acts, out = c.out,
+                           loss = c.loss, gen = g, dtype = "float64"}
+        local X = nm.randn(g, 6, 4, "float64")
+        local T = c.loss == "xent" and onehot(6, 3, k) or nm.rand(g, 6, 3, "float64")
+        assert.is_true(max_fd_error(net, X, T) < 1e-7)
+      end)
+    end
+  end)
+
+  it("FA with B = W gives exactly the BP errors and updates", function()
+    local g = nm.generator(7)
+    local bp = nn.mlp{sizes = {6, 5, 4, 3}, act = "tanh", gen = g, dtype = "float64",
+                      rule = "backprop", params = {eta = 0.3}}
+    local fa = nn.mlp{sizes = {6, 5, 4, 3}, act = "tanh", gen = nm.generator(99),
+                      dtype = "float64", rule = "fa", params = {eta = 0.3}}
+    fa:load_state(bp:state())
+    for l = 2, 3 do fa.B[l]:copy(bp.conns[l].W) end
+    assert.equal("fa", fa.feedback)
+    local X, T = nm.randn(g, 8, 6, "float64"), onehot(8, 3, 1)
+    bp:forward(X); bp:backward(T)
+    fa:forward(X); fa:backward(T)
+    for l = 1, 3 do assert.same(bp.cur.E[l]:totable(), fa.cur.E[l]:totable()) end
+    bp:update(); fa:update()
+    for l = 1, 3 do
+      assert.same(bp.conns[l].W:totable(), fa.conns[l].W:totable())
+      assert.same(bp.conns[l].b:totable(), fa.conns[l].b:totable())
+    end
+  end)
+
+  it("DFA, FA and BP errors match a hand computation on a small case", function()
+    local net = nn.mlp{sizes = {3, 2, 2}, act = "tanh", out = "softmax", loss = "xent",
+                       gen = nm.generator(1), dtype = "float64"}
+    local W1 = {{0.5, -0.2, 0.1}, {0.3, 0.8, -0.5}}
+    local b1 = {0.1, -0.1}
+    local W2 = {{1.0, -1.5}, {0.7, 0.2}}
+    local b2 = {0.05, 0.0}
+    local B2 = {{-0.4, 0.9}, {0.6, 0.3}}
+    local D1 = {{0.2, -0.7}, {1.1, 0.4}}     -- n_1 x n_L
+    net.conns[1].W:copy(nm.tensor(W1, "float64")); net.conns[1].b:copy(nm.tensor(b1, "float64"))
+    net.conns[2].W:copy(nm.tensor(W2, "float64")); net.conns[2].b:copy(nm.tensor(b2, "float64"))
+    net.B[2]:copy(nm.tensor(B2, "float64")); net.D[1]:copy(nm.tensor(D1, "float64"))
+    local x, t = {1.0, -2.0, 0.5}, {0, 1}
+    -- naive reference
+    local a1, y1 = {}, {}
+    for i = 1, 2 do
+      a1[i] = b1[i]
+      for j = 1, 3 do a1[i] = a1[i] + W1[i][j] * x[j] end
+      y1[i] = math.tanh(a1[i])
+    end
+    local a2, z = {}, 0
+    for i = 1, 2 do
+      a2[i] = b2[i]
+      for j = 1, 2 do a2[i] = a2[i] + W2[i][j] * y1[j] end
+      z = z + math.exp(a2[i])
+    end
+    local e2 = {}
+    for i = 1, 2 do e2[i] = math.exp(a2[i]) / z - t[i] end
+    local function hidden(M, transpose)
+      local e = {}
+      for i = 1, 2 do
+        local s = 0
+        for k = 1, 2 do s = s + (transpose and M[k][i] or M[i][k]) * e2[k] end
+        e[i] = s * (1 - math.tanh(a1[i]) ^ 2)
+      end
+      return e
+    end
+    local X, T = nm.tensor({x, x}, "float64"), nm.tensor({t, t}, "float64")
+    net:forward(X)
+    for _, case in ipairs{{"bp", hidden(W2, true)}, {"fa", hidden(B2, true)},
+                          {"dfa", hidden(D1, false)}} do
+      net:backward(T, case[1])
+      assert.tensor_near({e2, e2}, net.cur.E[2], 1e-14)
+      assert.tensor_near({case[2], case[2]}, net.cur.E[1], 1e-14)
+    end
+  end)
+
+  it("DFA matrices are n_l x n_L and deliver e_L to every hidden layer", function()
+    local g = nm.generator(3)
+    local net = nn.mlp{sizes = {5, 4, 3, 2}, act = "relu", gen = g, dtype = "float64",
+                       rule = "dfa"}
+    assert.equal("dfa", net.feedback)
+    assert.same({4, 2}, net.D[1]:size())
+    assert.same({3, 2}, net.D[2]:size())
+    local X, T = nm.randn(g, 7, 5, "float64"), onehot(7, 2, 0)
+    net:forward(X)
+    net:backward(T)
+    local E = net.cur.E
+    for l = 1, 2 do
+      local expect = nm.mm(E[3], net.D[l]:t())
+      local d = net.cur.A[l]:clone():drelu()
+      expect:mul(d)
+      assert.tensor_near(expect, E[l], 1e-14)
+      assert.same({7, net.sizes[l]}, E[l]:size())
+    end
+  end)
+
+  it("single-sample passes equal the rows of batch passes", function()
+    local g = nm.generator(11)
+    local net = nn.mlp{sizes = {6, 5, 4, 3}, act = "sigmoid", gen = g, dtype = "float64",
+                       rule = "fa"}
+    local X, T = nm.randn(g, 4, 6, "float64"), onehot(4, 3, 2)
+    net:forward(X)
+    net:backward(T)
+    local Y = net.cur.Y[3]:clone()
+    local E1 = net.cur.E[1]:clone()
+    for i = 1, 4 do
+      local y = net:forward(X:row(i))
+      assert.tensor_near(Y:row(i), y, 1e-14)
+      net:backward(T:row(i))
+      assert.tensor_near(E1:row(i), net.cur.E[1]:row(1), 1e-14)
+    end
+  end)
+
+  it("trains without allocating (batch, single sample, with Adam)", function()
+    local g = nm.generator(5)
+    local net = nn.mlp{sizes = {20, 16, 8, 4}, act = "relu", gen = g, rule = "fa",
+                       params = {eta = 0.05}}
+    local X, T = nm.randn(g, 10, 20), onehot(10, 4, 3, "float32")
+    assert.equal(0, allocated(function() net:train_batch(X, T) end, 20))
+    local x, t = X:row(1):clone(), T:row(1):clone()
+    assert.equal(0, allocated(function() net:train_batch(x, t) end, 20))
+    net:set_optimiser(optim.adam{lr = 1e-3})
+    assert.equal(0, allocated(function() net:train_batch(X, T) end, 20))
+    local dfa = nn.mlp{sizes = {20, 16, 8, 4}, act = "tanh", out = "identity", loss = "mse",
+                       gen = g, rule = "dfa"}
+    assert.equal(0, allocated(function() dfa:train_batch(X, T) end, 20))
+  end)
+
+  it("learns a small classification task (loss falls)", function()
+    local g = nm.generator(21)
+    local net = nn.mlp{sizes = {8, 16, 3}, act = "relu", gen = g, rule = "backprop",
+                       params = {eta = 0.5}, dtype = "float64"}
+    local X = nm.randn(g, 60, 8, "float64")
+    local T = nm.zeros(60, 3, "float64")
+    for i = 1, 60 do   -- class = sign pattern of two inputs
+      local c = (X:get(i, 1) > 0 and 1 or 0) + (X:get(i, 2) > 0 and 1 or 0) + 1
+      T:set(i, c, 1)
+    end
+    net:forward(X)
+    local first = net:loss_value(T)
+    for _ = 1, 300 do net:train_batch(X, T) end
+    net:forward(X)
+    assert.is_true(net:loss_value(T) < 0.3 * first)
+    assert.is_true(net:correct(T) >= 55)
+  end)
+
+  it("masked weights stay zero under training (Lua and fused forms)", function()
+    for _, fused in ipairs{true, false} do
+      local g = nm.generator(8)
+      local mask = nm.zeros(6, 10):bernoulli(g, 0.5)
+      local net = nn.mlp{sizes = {10, 6, 3}, act = "tanh", gen = g, rule = "backprop",
+                         masks = {mask}, params = {eta = 0.2}}
+      net.conns[1].rule.use_fused = fused
+      local X, T = nm.randn(g, 5, 10), onehot(5, 3, 0, "float32")
+      for _ = 1, 10 do net:train_batch(X, T) end
+      local W = net.conns[1].W
+      local moved = 0
+      for i = 1, 6 do
+        for j = 1, 10 do
+          if mask:get(i, j) == 0 then assert.equal(0, W:get(i, j)) else moved = moved + 1 end
+        end
+      end
+      assert.is_true(moved > 0)
+    end
+  end)
+
+  it("respects per-connection and global plasticity switches", function()
+    local g = nm.generator(9)
+    local net = nn.mlp{sizes = {5, 4, 3}, gen = g, rule = "backprop", params = {eta = 0.5}}
+    local X, T = nm.randn(g, 6, 5), onehot(6, 3, 1, "float32")
+    local W1, W2 = net.conns[1].W:clone(), net.conns[2].W:clone()
+    net.conns[1].plastic = false
+    net:train_batch(X, T)
+    assert.same(W1:totable(), net.conns[1].W:totable())
+    assert.are_not.same(W2:totable(), net.conns[2].W:totable())
+    net.conns[1].plastic = true
+    W2 = net.conns[2].W:clone()
+    rule.set_learning(false)
+    net:train_batch(X, T)
+    rule.set_learning(true)
+    assert.same(W1:totable(), net.conns[1].W:totable())
+    assert.same(W2:totable(), net.conns[2].W:totable())
+    -- with an optimiser (momentum), a switched-off connection stays put too
+    net:set_optimiser(optim.sgd{momentum = 0.9})
+    net:train_batch(X, T)
+    W1 = net.conns[1].W:clone()
+    net.conns[1].plastic = false
+    net:train_batch(X, T)
+    assert.same(W1:totable(), net.conns[1].W:totable())
+  end)
+
+  it("state survives a checkpoint round trip", function()
+    local g = nm.generator(12)
+    local net = nn.mlp{sizes = {5, 4, 3}, gen = g, rule = "oja", feedback = "bp"}
+    local other = nn.mlp{sizes = {5, 4, 3}, gen = nm.generator(13), rule = "oja", feedback = "bp"}
+    local st = checkpoint.decode(checkpoint.encode(net:state()))
+    other:load_state(st)
+    local X = nm.randn(g, 3, 5)
+    assert.same(net:forward(X):totable(), other:forward(X):totable())
+    assert.same(net.B[2]:totable(), other.B[2]:totable())
+    assert.same(net.D[1]:totable(), other.D[1]:totable())
+  end)
+
+  it("reports misuse as errors naming the shapes", function()
+    local net = nn.mlp{sizes = {5, 4, 3}, gen = nm.generator(1)}
+    assert.has_error(function() net:forward(nm.zeros(2, 6)) end,
+      "nn: input of size [2 x 6] does not fit the input layer (5 units): expected [B x 5] or [5]")
+    net:forward(nm.zeros(2, 5))
+    assert.has_error(function() net:backward(nm.zeros(3, 3)) end,
+      "nn: targets [3 x 3] do not fit the output [2 x 3]")
+    assert.has_error(function() nn.mlp{sizes = {2, 2}, out = "identity", loss = "xent", gen = nm.generator(1)} end,
+      "nn.mlp: loss 'xent' (softmax cross-entropy) needs out = 'softmax'")
+    assert.has_error(function() nn.mlp{sizes = {2, 2, 2}, act = "swish", gen = nm.generator(1)} end)
+    assert.has_error(function() nn.mlp{sizes = {2, 2}, rule = "nosuchrule", gen = nm.generator(1)} end)
+    assert.has_error(function() nn.mlp{sizes = {2, 2}} end,
+      "nn.init_weights: init 'pytorch' needs gen (nm.generator)")
+  end)
+end)
