@@ -95,8 +95,14 @@ int nm_atomic_write(const char *path, const void *data, size_t len,
     err = errno;
   }
   if (err == 0 && backup != NULL) {
+    struct stat st;
     *step = "rename to backup";
-    if (rename(path, backup) != 0 && errno != ENOENT) err = errno;
+    /* No old file, no backup; any other failure keeps the old file. */
+    if (stat(path, &st) == 0) {
+      if (rename(path, backup) != 0) err = errno;
+    } else if (errno != ENOENT) {
+      err = errno;
+    }
   }
   if (err == 0) {
     *step = "rename";

@@ -18,8 +18,10 @@ local format, concat = string.format, table.concat
 
 local available, terminal_png   -- probed once per process
 
+local quiet = false   -- o.quiet of the call in progress
+
 local function warn(msg)
-  io.stderr:write("warning: ", msg, "\n")
+  if not quiet then io.stderr:write("warning: ", msg, "\n") end
   return {}, msg
 end
 
@@ -119,9 +121,10 @@ end
 -- run directory / .jsonl path). o: out (path or list of paths), x (key;
 -- default "step"), y (key or list of keys), group (key whose values split
 -- the rows into series), logy, logx, title, xlabel, ylabel, size = {w, h},
--- keep_script (path to keep the gnuplot script at).
+-- keep_script (path to keep the gnuplot script at), quiet (no warning on
+-- stderr, only the return value).
 -- Rows lacking x or y (or non-finite, or <= 0 on a log axis) are skipped.
-function plot.curves(rows, o)
+local function curves(rows, o)
   rows = read_rows(rows)
   local paths = as_list(o.out)
   assert(#paths > 0, "plot.curves: o.out (a .png or .svg path) is required")
@@ -203,7 +206,7 @@ end
 -- |value| to [-1, 1], the default; "all": one scale; false: as they are,
 -- with o.range = {lo, hi}), title, pixel (screen pixels per value; 4),
 -- keep_script.
-function plot.images(patches, o)
+local function images(patches, o)
   local paths = as_list(o.out)
   assert(#paths > 0, "plot.images: o.out (a .png or .svg path) is required")
   local bad = bad_extension(paths)
@@ -291,5 +294,18 @@ function plot.images(patches, o)
   local size = {math.max(W * px, 64), math.max(H * px + (o.title and 24 or 0), 64)}
   return run_script(concat(lines, "\n"), paths, size, o.keep_script)
 end
+
+-- Runs f(x, o) with warnings silenced when o.quiet.
+local function with_quiet(f)
+  return function(x, o)
+    quiet = o and o.quiet or false
+    local r = table.pack(pcall(f, x, o))
+    quiet = false
+    if not r[1] then error(r[2], 2) end
+    return table.unpack(r, 2, r.n)
+  end
+end
+plot.curves = with_quiet(curves)
+plot.images = with_quiet(images)
 
 return plot

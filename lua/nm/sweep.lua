@@ -1,7 +1,7 @@
 -- nm/sweep.lua: runs any experiment over a grid of options x seeds as
 -- parallel worker processes, one per cell:
 --
---   ./neuromic <experiment> --<name> <value>... --seed S --out DIR/cells/<id>
+--   ./neuromic <experiment> --<name>=<value>... --seed=S --out=DIR/cells/<id>
 --
 -- at most `jobs` at a time. Each finished cell is appended as one JSON
 -- line (options, seed, the cell's results.json) to DIR/sweep.jsonl, so an
@@ -131,9 +131,13 @@ local function options_table(cell)
   return t
 end
 
--- Writes dir/sweep.csv from rows: cell, index, options, seed, status and
--- the numeric/string final figures of each cell's results.json.
+-- Writes dir/sweep.csv from rows, ordered by cell index: index, cell,
+-- seed, the options and the scalar final figures of each results.json.
 local function write_csv(dir, rows)
+  local sorted = {}
+  for i, r in ipairs(rows) do sorted[i] = r end
+  table.sort(sorted, function(a, b) return (a.index or 0) < (b.index or 0) end)
+  rows = sorted
   local cols, seen = {"index", "cell", "seed"}, {}
   local opt_cols, fin_cols = {}, {}
   for _, r in ipairs(rows) do
@@ -176,14 +180,10 @@ sweep.write_csv = write_csv
 
 local function cell_command(cfg, cell, dir)
   local cmd = {cfg.interpreter or sweep.interpreter(), cfg.experiment}
-  for _, kv in ipairs(cell.options) do
-    cmd[#cmd + 1] = "--" .. kv[1]
-    cmd[#cmd + 1] = kv[2]
-  end
-  cmd[#cmd + 1] = "--seed"
-  cmd[#cmd + 1] = tostring(cell.seed)
-  cmd[#cmd + 1] = "--out"
-  cmd[#cmd + 1] = dir
+  -- --name=value, so booleans and values starting with '-' pass as given
+  for _, kv in ipairs(cell.options) do cmd[#cmd + 1] = "--" .. kv[1] .. "=" .. kv[2] end
+  cmd[#cmd + 1] = "--seed=" .. cell.seed
+  cmd[#cmd + 1] = "--out=" .. dir
   if cfg.resume then cmd[#cmd + 1] = "--resume" end
   if cfg.quick then cmd[#cmd + 1] = "--quick" end
   for _, a in ipairs(cfg.args or {}) do cmd[#cmd + 1] = a end
@@ -370,7 +370,7 @@ local SPEC = {
   script = "experiments/sweep.lua",
   description = [[
 Runs EXPERIMENT over a grid of options x seeds, each cell a worker process
-(./neuromic EXPERIMENT --NAME VALUE... --seed S --out DIR/cells/ID), at most
+(./neuromic EXPERIMENT --NAME=VALUE... --seed=S --out=DIR/cells/ID), at most
 --jobs at a time. Finished cells are appended to DIR/sweep.jsonl (summary
 in DIR/sweep.csv); --resume continues an interrupted sweep without redoing
 finished cells. --shard I/N runs the cells with index % N == I-1, and
