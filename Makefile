@@ -13,14 +13,14 @@ WARN    = -Wall -Wextra -Wpedantic -Wshadow -Wmissing-prototypes -Wstrict-protot
           -Wold-style-definition -Wvla
 OPT     ?= -O2 -march=x86-64-v2
 CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -g -fPIC $(WARN) \
-           $(LUA_INC) $(BLAS_INC) -DNM_VERSION='"$(VERSION)"'
+           $(LUA_INC) $(BLAS_INC)
 LDLIBS  = $(BLAS_LIB) -lz -lm
 
 BUILD   ?= build
 CORE_SRC = $(wildcard csrc/*.c)
 BIND_SRC = $(wildcard csrc/lua/*.c)
 MAIN_SRC = csrc/interp/neuromic.c
-CORE_OBJ = $(CORE_SRC:csrc/%.c=$(BUILD)/%.o)
+CORE_OBJ = $(CORE_SRC:csrc/%.c=$(BUILD)/%.o) $(BUILD)/version.o
 BIND_OBJ = $(BIND_SRC:csrc/lua/%.c=$(BUILD)/lua/%.o)
 MAIN_OBJ = $(BUILD)/interp/neuromic.o
 HEADERS  = $(wildcard csrc/*.h csrc/lua/*.h)
@@ -31,10 +31,21 @@ $(BUILD)/%.o: csrc/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
 
+# The version string lives in one generated file, rewritten only when
+# `git describe` changes, so every binary reports the same version.
+$(BUILD)/version.c: FORCE
+	@mkdir -p $(BUILD)
+	@echo 'const char nm_version[] = "$(VERSION)";' > $@.tmp
+	@cmp -s $@.tmp $@ || mv $@.tmp $@; rm -f $@.tmp
+
+$(BUILD)/version.o: $(BUILD)/version.c
+	$(CC) $(CFLAGS) -Wno-missing-variable-declarations -include csrc/nm_tensor.h -c $< -o $@
+
 neuromic.so: $(CORE_OBJ) $(BIND_OBJ)
 	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-neuromic: $(CORE_OBJ) $(BIND_OBJ) $(MAIN_OBJ)
+EXE ?= neuromic
+$(EXE): $(CORE_OBJ) $(BIND_OBJ) $(MAIN_OBJ)
 	$(CC) $(LDFLAGS) -rdynamic -o $@ $^ $(LUA_LIB) -lreadline $(LDLIBS)
 
 # Debian packages the project needs; installs only the missing ones.
@@ -56,10 +67,9 @@ bench: all
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build of everything, then the suite.
 sanitize: deps
-	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
-	  LDFLAGS="-fsanitize=address,undefined" neuromic
-	ASAN_OPTIONS=detect_leaks=0 ./neuromic tools/busted.lua $(BUSTED_ARGS)
-	$(MAKE) all
+	$(MAKE) BUILD=build-asan EXE=neuromic-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	  LDFLAGS="-fsanitize=address,undefined" neuromic-asan
+	ASAN_OPTIONS=detect_leaks=0 NEUROMIC_EXE=./neuromic-asan ./neuromic-asan tools/busted.lua $(BUSTED_ARGS)
 
 # libFuzzer targets for the binary readers (IDX, .npy), bounded in time.
 FUZZ_SECONDS ?= 60
@@ -77,7 +87,7 @@ install: neuromic.so
 	install -m 644 rules/*.lua $(DESTDIR)$(LUADIR)/rules/
 
 clean:
-	rm -rf build build-asan build-fuzz neuromic neuromic.so
+	rm -rf build build-asan build-fuzz neuromic neuromic-asan neuromic.so
 
 help:
 	@echo "make          build ./neuromic and neuromic.so"
@@ -88,4 +98,4 @@ help:
 	@echo "make sanitize ASan+UBSan build and the whole suite"
 	@echo "make fuzz     libFuzzer runs of the IDX and .npy readers"
 
-.PHONY: all deps data test demo bench sanitize fuzz install clean help
+.PHONY: FORCE all deps data test demo bench sanitize fuzz install clean help

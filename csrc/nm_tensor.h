@@ -38,6 +38,9 @@ enum {
 ** else; it is the only global state in the core. */
 extern volatile sig_atomic_t nm_interrupted;
 
+/* The code version (git describe), generated at build time. */
+extern const char nm_version[];
+
 size_t nm_dtype_size(nm_dtype t);
 const char *nm_dtype_name(nm_dtype t);       /* "float32" / "float64" */
 

@@ -26,9 +26,7 @@
 #include "../nm_tensor.h"
 #include "../lua/lnm.h"
 
-#ifndef NM_VERSION
-#define NM_VERSION "unknown"
-#endif
+/* nm_version (from the generated build/version.c) */
 
 #define PROMPT1       "> "
 #define PROMPT2       ">> "
@@ -165,7 +163,7 @@ static int docall(lua_State *L, int narg, int nres) {
 }
 
 static void print_version(void) {
-  printf("neuromic %s  (%s)\n", NM_VERSION, LUA_COPYRIGHT);
+  printf("neuromic %s  (%s)\n", nm_version, LUA_COPYRIGHT);
   fflush(stdout);
 }
 
@@ -199,7 +197,8 @@ static void push_root(lua_State *L) {
 */
 static void setup_paths(lua_State *L) {
   static const char *const dirs[] = {
-    "lua/?.lua", "lua/?/init.lua", "rules/?.lua", "experiments/?.lua", NULL
+    "lua/?.lua", "lua/?/init.lua", "rules/?.lua", "experiments/?.lua",
+    "?.lua", "?/init.lua", NULL
   };
   luaL_Buffer b;
   int i;

@@ -4,9 +4,6 @@
 */
 #include "lnm.h"
 
-#ifndef NM_VERSION
-#define NM_VERSION "unknown"
-#endif
 
 int luaopen_neuromic(lua_State *L) {
   lua_newtable(L);                      /* module */
@@ -24,7 +21,7 @@ int luaopen_neuromic(lua_State *L) {
   nm_open_bmvr(L, module, methods);
   lua_pushvalue(L, methods);
   lua_setfield(L, module, "Tensor");
-  lua_pushliteral(L, NM_VERSION);
+  lua_pushstring(L, nm_version);
   lua_setfield(L, module, "version");
   lua_settop(L, module);
   return 1;
