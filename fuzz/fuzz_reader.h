@@ -1,0 +1,152 @@
+/*
+** fuzz_reader.h: the body shared by the libFuzzer targets of the binary
+** readers. Each input is written to a per-process temporary file (the
+** readers work on files, through zlib, exactly as in use), opened, and
+** read when the header is accepted; small accepted arrays are written
+** back, re-read and compared, so writer and reader must agree. Any
+** broken invariant aborts, which libFuzzer reports as a crash.
+*/
+#ifndef FUZZ_READER_H
+#define FUZZ_READER_H
+
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "nm_io.h"
+
+/* The core's only global (defined by nm_tensor.c, which is not linked). */
+volatile sig_atomic_t nm_interrupted;
+
+typedef int (*fuzz_open_fn)(nm_reader *r, const char *path, char *err, size_t errlen);
+typedef int (*fuzz_write_fn)(const char *path, const nm_tensor *t, nm_io_type type,
+                             char *err, size_t errlen);
+
+#define FUZZ_CHECK(cond) \
+  do { if (!(cond)) { fprintf(stderr, "invariant failed: %s (%s:%d)\n", #cond, \
+                              __FILE__, __LINE__); abort(); } } while (0)
+
+static char fuzz_in[96], fuzz_out[96], fuzz_out_gz[96];
+
+static void fuzz_paths(const char *tag) {
+  if (fuzz_in[0] != '\0')
+    return;
+  const char *tmp = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+  snprintf(fuzz_in, sizeof fuzz_in, "%s/nm_fuzz_%s_%ld.in", tmp, tag, (long)getpid());
+  snprintf(fuzz_out, sizeof fuzz_out, "%s/nm_fuzz_%s_%ld.out", tmp, tag, (long)getpid());
+  snprintf(fuzz_out_gz, sizeof fuzz_out_gz, "%s/nm_fuzz_%s_%ld.out.gz", tmp, tag, (long)getpid());
+}
+
+static void fuzz_write_input(const uint8_t *data, size_t size) {
+  int fd = open(fuzz_in, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  FUZZ_CHECK(fd >= 0);
+  size_t done = 0;
+  while (done < size) {
+    ssize_t k = write(fd, data + done, size - done);
+    FUZZ_CHECK(k > 0);
+    done += (size_t)k;
+  }
+  close(fd);
+}
+
+/* A failed call must leave a message that names the file. */
+static void fuzz_check_message(const char *err, const char *path) {
+  FUZZ_CHECK(strncmp(err, path, strlen(path)) == 0);
+  FUZZ_CHECK(strlen(err) > strlen(path) + 2);
+}
+
+static int same_values(const void *a, const void *b, int64_t n, nm_dtype dt) {
+  for (int64_t i = 0; i < n; i++) {
+    double x = dt == NM_FLOAT32 ? ((const float *)a)[i] : ((const double *)a)[i];
+    double y = dt == NM_FLOAT32 ? ((const float *)b)[i] : ((const double *)b)[i];
+    if (!(x == y || (isnan(x) && isnan(y))))
+      return 0;
+  }
+  return 1;
+}
+
+/* Writes what was read with the file's own element type, reads it back
+** and compares. Values decoded exactly (the exact dtype) must survive. */
+static void fuzz_round_trip(const nm_reader *r, const void *values, nm_dtype dt,
+                            fuzz_open_fn opener, fuzz_write_fn writer, int gz) {
+  const char *out = gz ? fuzz_out_gz : fuzz_out;
+  char err[NM_IO_ERRLEN];
+  nm_tensor t;
+  memset(&t, 0, sizeof t);
+  t.dtype = dt;
+  t.ndim = r->ndim;
+  int64_t stride = 1;
+  for (int d = r->ndim - 1; d >= 0; d--) {
+    t.size[d] = r->dims[d];
+    t.stride[d] = stride;
+    stride *= r->dims[d] > 0 ? r->dims[d] : 1;
+  }
+  t.data = (void *)(uintptr_t)values;
+  int status = writer(out, &t, r->type, err, sizeof err);
+  if (status != NM_OK) {
+    /* Only 64-bit integers can decode to a double that does not convert
+    ** back (2^63 and 2^64 after rounding). */
+    FUZZ_CHECK(r->type == NM_IO_U64 || r->type == NM_IO_I64);
+    fuzz_check_message(err, out);
+    return;
+  }
+  nm_reader back;
+  status = opener(&back, out, err, sizeof err);
+  FUZZ_CHECK(status == NM_OK);
+  FUZZ_CHECK(back.type == r->type && back.ndim == r->ndim && back.count == r->count);
+  for (int d = 0; d < r->ndim; d++)
+    FUZZ_CHECK(back.dims[d] == r->dims[d]);
+  size_t bytes = (size_t)r->count * (dt == NM_FLOAT32 ? sizeof(float) : sizeof(double));
+  void *again = malloc(bytes + 1);
+  FUZZ_CHECK(again != NULL);
+  status = nm_reader_read(&back, again, dt, err, sizeof err);
+  nm_reader_close(&back);
+  FUZZ_CHECK(status == NM_OK);
+  FUZZ_CHECK(same_values(values, again, r->count, dt));
+  free(again);
+  remove(out);
+}
+
+static int fuzz_one(const uint8_t *data, size_t size, const char *tag,
+                    fuzz_open_fn opener, fuzz_write_fn writer) {
+  char err[NM_IO_ERRLEN];
+  nm_reader r;
+  fuzz_paths(tag);
+  fuzz_write_input(data, size);
+  int status = opener(&r, fuzz_in, err, sizeof err);
+  if (status != NM_OK) {
+    FUZZ_CHECK(r.gz == NULL);
+    fuzz_check_message(err, fuzz_in);
+    return 0;
+  }
+  FUZZ_CHECK(r.ndim >= 0 && r.ndim <= NM_MAXDIM);
+  int64_t count = 1;
+  for (int d = 0; d < r.ndim; d++) {
+    FUZZ_CHECK(r.dims[d] >= 0);
+    count *= r.dims[d];
+  }
+  FUZZ_CHECK(count == r.count);
+  /* The size guards bound the payload by the input: plain files exactly,
+  ** gzip by deflate's maximal ratio. */
+  FUZZ_CHECK(r.count * (int64_t)nm_io_type_size(r.type) <= 1032 * (int64_t)size + 1024);
+  nm_dtype dt = (size & 1) ? nm_io_exact_dtype(r.type)
+                           : (nm_io_exact_dtype(r.type) == NM_FLOAT32 ? NM_FLOAT64 : NM_FLOAT32);
+  size_t bytes = (size_t)r.count * (dt == NM_FLOAT32 ? sizeof(float) : sizeof(double));
+  void *values = malloc(bytes + 1);
+  FUZZ_CHECK(values != NULL);
+  status = nm_reader_read(&r, values, dt, err, sizeof err);
+  nm_reader_close(&r);
+  nm_reader_close(&r);                   /* idempotent */
+  if (status != NM_OK) {
+    fuzz_check_message(err, fuzz_in);
+  } else if (dt == nm_io_exact_dtype(r.type) && r.count <= 4096) {
+    fuzz_round_trip(&r, values, dt, opener, writer, (size >> 1) & 1);
+  }
+  free(values);
+  return 0;
+}
+
+#endif
