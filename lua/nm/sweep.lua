@@ -295,12 +295,20 @@ function sweep.run(cfg)
       nrunning = nrunning + 1
     end
     if nrunning == 0 then break end
-    local pid, status, sig = nm.wait(-1, true)
-    if pid then
-      if running[pid] then finish_cell(pid, status, sig) end
-    else
-      nm.sleep(0.02)
+    -- Poll our own workers only (never reap a child someone else owns);
+    -- polling also notices a stop request within 20 ms.
+    local reaped = false
+    local pids = {}
+    for pid in pairs(running) do pids[#pids + 1] = pid end
+    table.sort(pids)
+    for _, pid in ipairs(pids) do
+      local done, status, sig = nm.wait(pid, true)
+      if done then
+        finish_cell(done, status, sig)
+        reaped = true
+      end
     end
+    if not reaped then nm.sleep(0.02) end
   end
   nm.remove_stop_handler()
   bar:finish()
