@@ -9,6 +9,8 @@
 #include "lnm.h"
 #include "../nm_random.h"
 
+/* The userdata is a bare nm_rng, so other bindings may take a generator
+** with luaL_checkudata(L, i, "neuromic.Generator") and use it directly. */
 #define GENERATOR_T "neuromic.Generator"
 
 #define checkgen(L, i) ((nm_rng *)luaL_checkudata(L, i, GENERATOR_T))
