@@ -138,6 +138,9 @@ static int blas_layout(const nm_tensor *t, nm_blasmat *out) {
   return 0;
 }
 
+/* Outer products with at most this many elements skip BLAS. */
+#define NM_SMALL_GER 1024
+
 /* A BLAS increment for a vector of n elements, 0 when BLAS can't take it. */
 static int blas_inc(const nm_tensor *v) {
   int64_t inc = v->size[0] > 1 ? v->stride[0] : 1;
@@ -466,7 +469,9 @@ int nm_ger(nm_tensor *A, double alpha, const nm_tensor *x, const nm_tensor *y) {
   if (m == 0 || n == 0) return NM_OK;
   nm_blasmat la;
   int incx = blas_inc(x), incy = blas_inc(y);
-  if (blas_layout(A, &la) && incx && incy) {
+  /* Small updates (the per-step Hebbian case) are faster in the plain
+  ** loop, which the compiler vectorises, than through the BLAS call. */
+  if (m * n > NM_SMALL_GER && blas_layout(A, &la) && incx && incy) {
     TYPED(A->dtype, ger_blas, (int)m, (int)n, alpha, x->data, incx, y->data, incy, la,
           A->data);
     return NM_OK;
