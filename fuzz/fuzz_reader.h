@@ -31,9 +31,16 @@ typedef int (*fuzz_write_fn)(const char *path, const nm_tensor *t, nm_io_type ty
 
 static char fuzz_in[96], fuzz_out[96], fuzz_out_gz[96];
 
+static void fuzz_cleanup(void) {
+  remove(fuzz_in);
+  remove(fuzz_out);
+  remove(fuzz_out_gz);
+}
+
 static void fuzz_paths(const char *tag) {
   if (fuzz_in[0] != '\0')
     return;
+  atexit(fuzz_cleanup);
   const char *tmp = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
   snprintf(fuzz_in, sizeof fuzz_in, "%s/nm_fuzz_%s_%ld.in", tmp, tag, (long)getpid());
   snprintf(fuzz_out, sizeof fuzz_out, "%s/nm_fuzz_%s_%ld.out", tmp, tag, (long)getpid());
