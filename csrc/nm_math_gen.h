@@ -244,12 +244,38 @@ static int NM_T(reduce_all)(const nm_iter *it, const real *a, nm_redop op, doubl
   return NM_OK;
 }
 
+/* Sums across lines whose starts are adjacent in memory (the column sums
+** of a row-major matrix): walking each column alone would touch a new
+** cache line per element, so a block of columns is summed together, row
+** by row. Same order of additions per column as reduce_line. */
+static int NM_T(sum_across)(const nm_iter *it, real *r, const real *a, int64_t n,
+                            int64_t sd, int mean) {
+  enum { BLOCK = 256 };
+  double acc[BLOCK];
+  int64_t slots = it->size[0], rs = it->stride[0][0], work = 0;
+  for (int64_t j0 = 0; j0 < slots; j0 += BLOCK) {
+    int64_t len = slots - j0 < BLOCK ? slots - j0 : BLOCK;
+    for (int64_t j = 0; j < len; j++) acc[j] = 0;
+    for (int64_t k = 0; k < n; k++) {
+      const real *row = a + k * sd + j0;
+      for (int64_t j = 0; j < len; j++) acc[j] += row[j];
+    }
+    for (int64_t j = 0; j < len; j++)
+      r[(j0 + j) * rs] = (real)(mean ? acc[j] / (double)n : acc[j]);
+    if ((work += n * len) >= NM_CHUNK) { work = 0; if (nm_interrupted) return NM_EINTR; }
+  }
+  return NM_OK;
+}
+
 /* The iterator runs over r's slots: operand 0 = r (values), 1 = the first
 ** element of each line of a, 2 = ri (float64 indices). */
 static int NM_T(reduce_dim)(const nm_iter *it, real *r, const real *a, double *ri,
                             int64_t n, int64_t sd, nm_redop op, double p,
                             int64_t index_base) {
   int64_t work = 0;
+  if ((op == NM_RSUM || op == NM_RMEAN) && it->ndim == 1 && it->stride[1][0] == 1 &&
+      it->stride[2][0] == 0 && sd != 1)
+    return NM_T(sum_across)(it, r, a, n, sd, op == NM_RMEAN);
   NM_LOOP(it, real, r, const real, a, double, ri,
     double value;
     int64_t index;
