@@ -1,0 +1,822 @@
+/*
+** nm_nk.c: NK-model regression data and the random hill climber of
+** neuron autoencoder networks (NN, NAN, ANN), incremental and naive.
+*/
+#include <math.h>
+#include <string.h>
+
+#include "nm_nk.h"
+
+/* The hot loops are written to vectorise. GCC at -O2 only vectorises
+** them at -O3's cost model and once told that floating-point exceptions
+** are not observed (the clamps in nk_exp are branches otherwise); on
+** x86-64 the hot functions are also cloned for AVX2 and AVX-512 and
+** picked at load time. None of this changes a result: the same IEEE
+** operations run in the same order on each element, and contraction into
+** fused multiply-adds stays off, so every clone and the naive oracle
+** compute the same bits (the spec checks it). */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("O3", "no-trapping-math", "fp-contract=off")
+#if defined(__x86_64__) && defined(__linux__)
+#define NK_HOT __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+#endif
+#ifndef NK_HOT
+#define NK_HOT
+#endif
+
+/* ----------------------------------------------------------- NK model */
+
+const char *nm_nk_check(int n, int k) {
+  if (n < 1 || n > NM_NK_MAXN)
+    return "N must be in [1, 16383]";
+  if (k < 0 || k > NM_NK_MAXK)
+    return "K must be in [0, 31]";
+  if (k > n - 1)
+    return "K must be at most N - 1";
+  return NULL;
+}
+
+size_t nm_nk_table_entries(int n, int k) {
+  return (size_t)n << (k + 1);
+}
+
+static uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+  z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+  return z ^ (z >> 31);
+}
+
+double nm_nk_hash_entry(uint64_t seed, int gene, uint32_t pattern) {
+  uint64_t z = mix64(seed + UINT64_C(0x9e3779b97f4a7c15) * ((uint64_t)gene + 1));
+  z = mix64(z ^ (((uint64_t)pattern + 1) * UINT64_C(0xd1342543de82ef95)));
+  return (double)(z >> 11) * 0x1p-53;
+}
+
+void nm_nk_init(nm_nk *m, int n, int k, int adjacent, nm_rng *g,
+                int32_t *partners, double *table) {
+  m->n = n;
+  m->k = k;
+  m->adjacent = adjacent;
+  m->partners = partners;
+  m->table = table;
+  m->seed = nm_rng_next(g);
+  for (int i = 0; i < n; i++) {
+    int32_t *p = partners + (size_t)i * k;
+    for (int j = 0; j < k; j++) {
+      if (adjacent) {
+        p[j] = (int32_t)((i + 1 + j) % n);
+        continue;
+      }
+      for (;;) {   /* a gene other than i, not drawn before (k <= 31) */
+        int32_t cand = (int32_t)nm_rng_below(g, (uint64_t)n - 1);
+        if (cand >= i)
+          cand++;
+        int seen = 0;
+        for (int q = 0; q < j; q++)
+          seen |= (p[q] == cand);
+        if (!seen) {
+          p[j] = cand;
+          break;
+        }
+      }
+    }
+  }
+  if (table) {
+    size_t per = (size_t)1 << (k + 1);
+    for (int i = 0; i < n; i++)
+      for (size_t pat = 0; pat < per; pat++)
+        table[(size_t)i * per + pat] = nm_nk_hash_entry(m->seed, i, (uint32_t)pat);
+  }
+}
+
+double nm_nk_entry(const nm_nk *m, int gene, uint32_t pattern) {
+  if (m->table)
+    return m->table[((size_t)gene << (m->k + 1)) + pattern];
+  return nm_nk_hash_entry(m->seed, gene, pattern);
+}
+
+uint32_t nm_nk_pattern(const nm_nk *m, const unsigned char *bits, int gene) {
+  const int32_t *p = m->partners + (size_t)gene * m->k;
+  uint32_t pat = bits[gene] ? 1u : 0u;
+  for (int j = 0; j < m->k; j++)
+    pat = (pat << 1) | (bits[p[j]] ? 1u : 0u);
+  return pat;
+}
+
+double nm_nk_fitness(const nm_nk *m, const unsigned char *bits) {
+  double sum = 0.0;
+  for (int i = 0; i < m->n; i++)
+    sum += nm_nk_entry(m, i, nm_nk_pattern(m, bits, i));
+  return sum / m->n;
+}
+
+static void put(const nm_tensor *t, int64_t offset, double v) {
+  if (t->dtype == NM_FLOAT64)
+    ((double *)t->data)[offset] = v;
+  else
+    ((float *)t->data)[offset] = (float)v;
+}
+
+int nm_nk_dataset(const nm_nk *m, nm_rng *g, const nm_tensor *x,
+                  const nm_tensor *f, unsigned char *bits) {
+  int64_t samples = x->size[0];
+  for (int64_t s = 0; s < samples; s++) {
+    if (nm_interrupted)
+      return NM_EINTR;
+    uint64_t word = 0;
+    for (int j = 0; j < m->n; j++) {
+      if (j % 64 == 0)
+        word = nm_rng_next(g);
+      bits[j] = (unsigned char)((word >> (j % 64)) & 1u);
+      put(x, s * x->stride[0] + j * x->stride[1], bits[j] ? 1.0 : -1.0);
+    }
+    put(f, s * f->stride[0], nm_nk_fitness(m, bits));
+  }
+  return NM_OK;
+}
+
+/* ----------------------------------------------------------- sigmoid */
+
+/* exp(x) by Cody-Waite reduction and a degree-13 Taylor polynomial (a few
+** ulp), written as straight-line arithmetic so that loops calling it
+** vectorise, and so that every path of the climber (incremental, naive,
+** scalar, vectorised) computes the same bits: no FMA contraction happens
+** under -std=c11. */
+static inline double nk_exp(double x) {
+  x = x < -708.0 ? -708.0 : x;
+  x = x > 708.0 ? 708.0 : x;
+  const double shifter = 0x1.8p52;
+  double t = x * 0x1.71547652b82fep0 + shifter;     /* round(x / ln 2) */
+  double n = t - shifter;
+  double r = x - n * 0x1.62e42fee00000p-1;           /* ln 2, high part */
+  r = r - n * 0x1.a39ef35793c76p-33;                 /* ln 2, low part */
+  double p = 1.0 / 6227020800.0;
+  p = p * r + 1.0 / 479001600.0;
+  p = p * r + 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  uint64_t bits;
+  memcpy(&bits, &t, sizeof bits);
+  bits = (bits + 1023) << 52;                        /* 2^n */
+  double scale;
+  memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+static inline double nk_sigmoid(double z) {
+  return 1.0 / (1.0 + nk_exp(-z));
+}
+
+/* A hidden pre-activation in quanta to its activation. */
+static inline double nk_hidden_act(int64_t u) {
+  return nk_sigmoid((double)u * 0x1p-32);
+}
+
+/* ----------------------------------------------------------- networks */
+
+const char *nm_nkhc_check(int kind, int n, int h, int s) {
+  if (kind < NM_NK_NN || kind > NM_NK_ANN)
+    return "network must be NN, NAN or ANN";
+  if (n < 1 || n > NM_NK_MAXN)
+    return "N must be in [1, 16383]";
+  if (h < 1 || h > 4096)
+    return "H must be in [1, 4096]";
+  if (s < 1 || s > (1 << 24))
+    return "the training set must hold 1 to 2^24 samples";
+  return NULL;
+}
+
+static size_t dec_count(int kind, int n, int h) {
+  if (kind == NM_NK_NAN)
+    return (size_t)h * 2 * n;
+  if (kind == NM_NK_ANN)
+    return (size_t)(h + 1) * n;
+  return 0;
+}
+
+static size_t col_count(int kind, int n, int h) {
+  if (kind == NM_NK_NAN)
+    return (size_t)h * n;
+  if (kind == NM_NK_ANN)
+    return (size_t)n;
+  return 0;
+}
+
+static size_t rec_count(int kind, int h) {
+  return kind == NM_NK_NAN ? (size_t)h : kind == NM_NK_ANN ? 1 : 0;
+}
+
+/* Every array is 8-byte elements: counts them in one place. */
+#define NK_ARRAYS(X) \
+  X(hid, int64_t, (size_t)h * (n + 1)) \
+  X(out, double, (size_t)h + 1) \
+  X(dec, double, dec_count(kind, n, h)) \
+  X(x, double, (size_t)s * n) \
+  X(f, double, (size_t)s) \
+  X(u, int64_t, (size_t)h * s) \
+  X(a, double, (size_t)h * s) \
+  X(y, double, (size_t)s) \
+  X(col, double, col_count(kind, n, h)) \
+  X(rec, double, rec_count(kind, h)) \
+  X(u_save, int64_t, (size_t)s) \
+  X(a_save, double, (size_t)s) \
+  X(y_new, double, (size_t)s) \
+  X(zbuf, double, (size_t)s) \
+  X(terms, double, (size_t)s) \
+  X(col_new, double, (size_t)n) \
+  X(row, double, (size_t)n) \
+  X(nk_a, double, (size_t)h) \
+  X(nk_col, double, col_count(kind, n, h))
+
+size_t nm_nkhc_bytes(int kind, int n, int h, int s) {
+  size_t total = 0;
+#define COUNT(name, type, count) total += (count) * sizeof(type);
+  NK_ARRAYS(COUNT)
+#undef COUNT
+  return total;
+}
+
+void nm_nkhc_layout(nm_nkhc *c, int kind, int n, int h, int s, void *mem) {
+  memset(c, 0, sizeof *c);
+  c->kind = kind;
+  c->n = n;
+  c->h = h;
+  c->s = s;
+  c->range = 1.0;
+  c->t_scale = 1.0;
+  c->t_shift = 0.0;
+  c->dirty = 1;
+  char *p = mem;
+  memset(mem, 0, nm_nkhc_bytes(kind, n, h, s));
+#define PLACE(name, type, count) c->name = (type *)(void *)p; p += (count) * sizeof(type);
+  NK_ARRAYS(PLACE)
+#undef PLACE
+}
+
+static int64_t quantize(double w) {
+  double q = nearbyint(w * 0x1p32);
+  if (q > (double)NM_NK_QMAX)
+    return NM_NK_QMAX;
+  if (q < -(double)NM_NK_QMAX)
+    return -NM_NK_QMAX;
+  return (int64_t)q;
+}
+
+static double uniform_pm1(nm_rng *g) {
+  return 2.0 * nm_rng_uniform(g) - 1.0;
+}
+
+void nm_nkhc_init_weights(nm_nkhc *c, nm_rng *g) {
+  size_t nh = (size_t)c->h * (c->n + 1);
+  for (size_t i = 0; i < nh; i++)
+    c->hid[i] = quantize(uniform_pm1(g));
+  for (int i = 0; i <= c->h; i++)
+    c->out[i] = uniform_pm1(g);
+  size_t nd = dec_count(c->kind, c->n, c->h);
+  for (size_t i = 0; i < nd; i++)
+    c->dec[i] = uniform_pm1(g);
+  c->dirty = 1;
+}
+
+static double get(const nm_tensor *t, int64_t offset) {
+  if (t->dtype == NM_FLOAT64)
+    return ((const double *)t->data)[offset];
+  return ((const float *)t->data)[offset];
+}
+
+int nm_nkhc_set_data(nm_nkhc *c, const nm_tensor *x, const nm_tensor *f) {
+  for (int s = 0; s < c->s; s++)
+    for (int i = 0; i < c->n; i++) {
+      double v = get(x, s * x->stride[0] + i * x->stride[1]);
+      if (v != 1.0 && v != -1.0)
+        return NM_EINVAL;
+    }
+  for (int s = 0; s < c->s; s++) {
+    for (int i = 0; i < c->n; i++)
+      c->x[(size_t)s * c->n + i] = get(x, s * x->stride[0] + i * x->stride[1]);
+    c->f[s] = get(f, s * f->stride[0]);
+  }
+  c->dirty = 1;
+  return NM_OK;
+}
+
+/* ----------------------------------------------- cached forward pieces */
+
+/* Pre-activations of hidden neuron h over the training set. */
+static void hidden_pre(const nm_nkhc *c, int h, int64_t *u) {
+  int n = c->n;
+  const int64_t *w = c->hid + (size_t)h * (n + 1);
+  for (int s = 0; s < c->s; s++) {
+    const double *xs = c->x + (size_t)s * n;
+    int64_t acc = w[n];
+    for (int i = 0; i < n; i++)
+      acc += xs[i] > 0 ? w[i] : -w[i];
+    u[s] = acc;
+  }
+}
+
+/* Outputs from the cached activations into y; returns the training MSE.
+** Each output sums bias, then weight h times a_h for h = 0..H-1. */
+NK_HOT static double output_pass(nm_nkhc *c, double *y) {
+  int S = c->s, H = c->h;
+  double *z = c->zbuf;
+  for (int s = 0; s < S; s++)
+    z[s] = c->out[H];
+  for (int h = 0; h < H; h++) {
+    double w = c->out[h];
+    const double *ah = c->a + (size_t)h * S;
+    for (int s = 0; s < S; s++)
+      z[s] += w * ah[s];
+  }
+  for (int s = 0; s < S; s++) {
+    y[s] = nk_sigmoid(z[s]);
+    double d = y[s] - c->f[s];
+    c->terms[s] = d * d;
+  }
+  double sum = 0.0;
+  for (int s = 0; s < S; s++)
+    sum += c->terms[s];
+  return sum / S;
+}
+
+/* NAN: every decoder column of neuron h into cols (N sums over s). */
+NK_HOT static void nan_columns(nm_nkhc *c, int h, double *cols) {
+  int S = c->s, N = c->n;
+  const double *w = c->dec + (size_t)h * 2 * N, *b = w + N;
+  const double *ah = c->a + (size_t)h * S;
+  double ts = c->t_scale, tb = c->t_shift;
+  for (int i = 0; i < N; i++)
+    cols[i] = 0.0;
+  for (int s = 0; s < S; s++) {
+    const double *xs = c->x + (size_t)s * N;
+    double act = ah[s];
+    for (int i = 0; i < N; i++) {
+      double d = (ts * xs[i] + tb) - nk_sigmoid(w[i] * act + b[i]);
+      cols[i] += d * d;
+    }
+  }
+}
+
+/* NAN: one decoder column (h, i). */
+NK_HOT static double nan_column(nm_nkhc *c, int h, int i) {
+  int S = c->s, N = c->n;
+  double w = c->dec[(size_t)h * 2 * N + i], b = c->dec[(size_t)h * 2 * N + N + i];
+  const double *ah = c->a + (size_t)h * S;
+  double ts = c->t_scale, tb = c->t_shift;
+  for (int s = 0; s < S; s++) {
+    double d = (ts * c->x[(size_t)s * N + i] + tb) - nk_sigmoid(w * ah[s] + b);
+    c->terms[s] = d * d;
+  }
+  double sum = 0.0;
+  for (int s = 0; s < S; s++)
+    sum += c->terms[s];
+  return sum;
+}
+
+/* ANN: every decoder column into cols. Node i sums bias, then weight j
+** times a_j for j = 0..H-1. */
+NK_HOT static void ann_columns(nm_nkhc *c, double *cols) {
+  int S = c->s, N = c->n, H = c->h;
+  const double *bias = c->dec + (size_t)H * N;
+  double ts = c->t_scale, tb = c->t_shift;
+  double *v = c->row;
+  for (int i = 0; i < N; i++)
+    cols[i] = 0.0;
+  for (int s = 0; s < S; s++) {
+    for (int i = 0; i < N; i++)
+      v[i] = bias[i];
+    for (int j = 0; j < H; j++) {
+      const double *wj = c->dec + (size_t)j * N;
+      double act = c->a[(size_t)j * S + s];
+      for (int i = 0; i < N; i++)
+        v[i] += wj[i] * act;
+    }
+    const double *xs = c->x + (size_t)s * N;
+    for (int i = 0; i < N; i++) {
+      double d = (ts * xs[i] + tb) - nk_sigmoid(v[i]);
+      cols[i] += d * d;
+    }
+  }
+}
+
+/* ANN: one decoder column i. */
+NK_HOT static double ann_column(nm_nkhc *c, int i) {
+  int S = c->s, N = c->n, H = c->h;
+  double ts = c->t_scale, tb = c->t_shift;
+  double *z = c->zbuf;
+  for (int s = 0; s < S; s++)
+    z[s] = c->dec[(size_t)H * N + i];
+  for (int j = 0; j < H; j++) {
+    double w = c->dec[(size_t)j * N + i];
+    const double *aj = c->a + (size_t)j * S;
+    for (int s = 0; s < S; s++)
+      z[s] += w * aj[s];
+  }
+  for (int s = 0; s < S; s++) {
+    double d = (ts * c->x[(size_t)s * N + i] + tb) - nk_sigmoid(z[s]);
+    c->terms[s] = d * d;
+  }
+  double sum = 0.0;
+  for (int s = 0; s < S; s++)
+    sum += c->terms[s];
+  return sum;
+}
+
+/* Reconstruction error from N column sums, optionally with column i
+** replaced by `value` (i < 0: none). */
+static double rec_error(const nm_nkhc *c, const double *cols, int i, double value) {
+  double sum = 0.0;
+  for (int q = 0; q < c->n; q++)
+    sum += q == i ? value : cols[q];
+  return sum / ((double)c->s * c->n);
+}
+
+void nm_nkhc_refresh(nm_nkhc *c) {
+  int S = c->s, N = c->n;
+  for (int h = 0; h < c->h; h++) {
+    int64_t *uh = c->u + (size_t)h * S;
+    double *ah = c->a + (size_t)h * S;
+    hidden_pre(c, h, uh);
+    for (int s = 0; s < S; s++)
+      ah[s] = nk_hidden_act(uh[s]);
+  }
+  c->task = output_pass(c, c->y);
+  if (c->kind == NM_NK_NAN) {
+    for (int h = 0; h < c->h; h++) {
+      double *cols = c->col + (size_t)h * N;
+      nan_columns(c, h, cols);
+      c->rec[h] = rec_error(c, cols, -1, 0.0);
+    }
+  } else if (c->kind == NM_NK_ANN) {
+    ann_columns(c, c->col);
+    c->rec[0] = rec_error(c, c->col, -1, 0.0);
+  }
+  c->dirty = 0;
+}
+
+/* ------------------------------------------------------ parameters */
+
+void nm_nkhc_group_shape(const nm_nkhc *c, int group, int *rows, int *cols) {
+  switch (group) {
+    case NM_NK_HIDDEN: *rows = c->h; *cols = c->n + 1; break;
+    case NM_NK_OUTPUT: *rows = 1; *cols = c->h + 1; break;
+    default:
+      if (c->kind == NM_NK_NAN) { *rows = c->h; *cols = 2 * c->n; }
+      else if (c->kind == NM_NK_ANN) { *rows = c->n; *cols = c->h + 1; }
+      else { *rows = 0; *cols = 0; }
+  }
+}
+
+/* Address of a double parameter (output or decoder). */
+static double *dparam(const nm_nkhc *c, int group, int i, int j) {
+  if (group == NM_NK_OUTPUT)
+    return c->out + j;
+  if (c->kind == NM_NK_NAN)
+    return c->dec + (size_t)i * 2 * c->n + j;
+  return c->dec + (size_t)j * c->n + i;   /* ANN: stored transposed */
+}
+
+double nm_nkhc_get(const nm_nkhc *c, int group, int i, int j) {
+  if (group == NM_NK_HIDDEN)
+    return (double)c->hid[(size_t)i * (c->n + 1) + j] * 0x1p-32;
+  return *dparam(c, group, i, j);
+}
+
+void nm_nkhc_set(nm_nkhc *c, int group, int i, int j, double v) {
+  if (group == NM_NK_HIDDEN)
+    c->hid[(size_t)i * (c->n + 1) + j] = quantize(v);
+  else
+    *dparam(c, group, i, j) = v;
+  c->dirty = 1;
+}
+
+static int64_t mutated_quanta(int64_t q, double delta) {
+  double dq = nearbyint(delta * 0x1p32);   /* |delta| <= range: no overflow */
+  double v = (double)q + dq;               /* exact: both below 2^53 */
+  if (v > (double)NM_NK_QMAX)
+    return NM_NK_QMAX;
+  if (v < -(double)NM_NK_QMAX)
+    return -NM_NK_QMAX;
+  return (int64_t)v;
+}
+
+double nm_nkhc_mutated(const nm_nkhc *c, int group, int i, int j, double delta) {
+  if (group == NM_NK_HIDDEN)
+    return (double)mutated_quanta(c->hid[(size_t)i * (c->n + 1) + j], delta) * 0x1p-32;
+  return *dparam(c, group, i, j) + delta;
+}
+
+/* --------------------------------------------------------- one cycle */
+
+typedef struct choice {
+  int autoenc, group, i, j;
+  double delta;
+} choice;
+
+/* Draws the cycle type, the parameter and the change (see nm_nk.h). */
+static choice draw(const nm_nkhc *c, nm_rng *g) {
+  choice ch;
+  int N = c->n, H = c->h;
+  ch.autoenc = nm_rng_uniform(g) < 0.5;
+  if (!ch.autoenc) {
+    ch.group = NM_NK_OUTPUT;
+    ch.i = 0;
+    ch.j = (int)nm_rng_integer(g, 0, H);
+  } else if (c->kind == NM_NK_NAN) {
+    ch.i = (int)nm_rng_integer(g, 0, H - 1);
+    int j = (int)nm_rng_integer(g, 0, 3 * (int64_t)N);
+    if (j <= N) {
+      ch.group = NM_NK_HIDDEN;
+      ch.j = j;
+    } else {
+      ch.group = NM_NK_DECODER;
+      ch.j = j - N - 1;
+    }
+  } else {
+    int64_t nhid = (int64_t)H * (N + 1);
+    int64_t total = nhid + (c->kind == NM_NK_ANN ? (int64_t)N * (H + 1) : 0);
+    int64_t k = nm_rng_integer(g, 0, total - 1);
+    if (k < nhid) {
+      ch.group = NM_NK_HIDDEN;
+      ch.i = (int)(k / (N + 1));
+      ch.j = (int)(k % (N + 1));
+    } else {
+      k -= nhid;
+      ch.group = NM_NK_DECODER;
+      ch.i = (int)(k / (H + 1));
+      ch.j = (int)(k % (H + 1));
+    }
+  }
+  ch.delta = c->range * uniform_pm1(g);
+  return ch;
+}
+
+/* Keep when lower; on a tie keep with probability 0.5. */
+static int decide(nm_nkhc *c, nm_rng *g, double before, double after) {
+  c->last_tie = 0;
+  if (after < before)
+    return 1;
+  if (after > before)
+    return 0;
+  c->last_tie = 1;
+  c->ties++;
+  return nm_rng_uniform(g) < 0.5;
+}
+
+static void record(nm_nkhc *c, const choice *ch, double before, double after, int keep) {
+  c->cycles++;
+  c->accepted += keep;
+  c->last_group = ch->group;
+  c->last_i = ch->i;
+  c->last_j = ch->j;
+  c->last_autoenc = ch->autoenc;
+  c->last_delta = ch->delta;
+  c->last_before = before;
+  c->last_after = after;
+  c->last_accepted = keep;
+}
+
+static void swap_ptr(double **p, double **q) {
+  double *t = *p;
+  *p = *q;
+  *q = t;
+}
+
+/* Adds dq quanta times input j (j == N: the bias) to the pre-activations
+** uh and recomputes the activations ah. */
+NK_HOT static void hidden_update(const nm_nkhc *c, int j, int64_t dq,
+                                 int64_t *uh, double *ah) {
+  int S = c->s, N = c->n;
+  for (int s = 0; s < S; s++) {
+    int64_t step = j == N ? dq : (c->x[(size_t)s * N + j] > 0 ? dq : -dq);
+    uh[s] += step;
+    ah[s] = nk_hidden_act(uh[s]);
+  }
+}
+
+static void cycle_hidden(nm_nkhc *c, nm_rng *g, const choice *ch) {
+  int S = c->s, N = c->n, h = ch->i, j = ch->j;
+  int64_t *w = c->hid + (size_t)h * (N + 1) + j;
+  int64_t old = *w, neu = mutated_quanta(old, ch->delta), dq = neu - old;
+  int64_t *uh = c->u + (size_t)h * S;
+  double *ah = c->a + (size_t)h * S;
+  /* apply in place, keeping the old row to revert */
+  memcpy(c->u_save, uh, (size_t)S * sizeof *uh);
+  memcpy(c->a_save, ah, (size_t)S * sizeof *ah);
+  *w = neu;
+  hidden_update(c, j, dq, uh, ah);
+  double before, after;
+  if (c->kind == NM_NK_NN) {
+    before = c->task;
+    after = output_pass(c, c->y_new);
+  } else if (c->kind == NM_NK_NAN) {
+    before = c->rec[h];
+    nan_columns(c, h, c->col_new);
+    after = rec_error(c, c->col_new, -1, 0.0);
+  } else {
+    before = c->rec[0];
+    ann_columns(c, c->col_new);
+    after = rec_error(c, c->col_new, -1, 0.0);
+  }
+  int keep = decide(c, g, before, after);
+  if (keep) {
+    if (c->kind == NM_NK_NN) {
+      swap_ptr(&c->y, &c->y_new);
+      c->task = after;
+    } else {
+      double *cols = c->kind == NM_NK_NAN ? c->col + (size_t)h * N : c->col;
+      memcpy(cols, c->col_new, (size_t)N * sizeof *cols);
+      c->rec[c->kind == NM_NK_NAN ? h : 0] = after;
+      c->task = output_pass(c, c->y);
+    }
+  } else {
+    *w = old;
+    memcpy(uh, c->u_save, (size_t)S * sizeof *uh);
+    memcpy(ah, c->a_save, (size_t)S * sizeof *ah);
+  }
+  record(c, ch, before, after, keep);
+}
+
+static void cycle_output(nm_nkhc *c, nm_rng *g, const choice *ch) {
+  double *w = c->out + ch->j, old = *w;
+  *w = old + ch->delta;
+  double before = c->task, after = output_pass(c, c->y_new);
+  int keep = decide(c, g, before, after);
+  if (keep) {
+    swap_ptr(&c->y, &c->y_new);
+    c->task = after;
+  } else {
+    *w = old;
+  }
+  record(c, ch, before, after, keep);
+}
+
+static void cycle_decoder(nm_nkhc *c, nm_rng *g, const choice *ch) {
+  double *w = dparam(c, NM_NK_DECODER, ch->i, ch->j), old = *w;
+  *w = old + ch->delta;
+  double before, after, column;
+  double *cols;
+  int i;
+  if (c->kind == NM_NK_NAN) {
+    i = ch->j % c->n;
+    cols = c->col + (size_t)ch->i * c->n;
+    before = c->rec[ch->i];
+    column = nan_column(c, ch->i, i);
+  } else {
+    i = ch->i;
+    cols = c->col;
+    before = c->rec[0];
+    column = ann_column(c, i);
+  }
+  after = rec_error(c, cols, i, column);
+  int keep = decide(c, g, before, after);
+  if (keep) {
+    cols[i] = column;
+    c->rec[c->kind == NM_NK_NAN ? ch->i : 0] = after;
+  } else {
+    *w = old;
+  }
+  record(c, ch, before, after, keep);
+}
+
+int nm_nkhc_step(nm_nkhc *c, nm_rng *g, int64_t cycles) {
+  if (c->dirty)
+    nm_nkhc_refresh(c);
+  for (int64_t k = 0; k < cycles; k++) {
+    if (nm_interrupted)
+      return NM_EINTR;
+    choice ch = draw(c, g);
+    if (ch.group == NM_NK_HIDDEN)
+      cycle_hidden(c, g, &ch);
+    else if (ch.group == NM_NK_OUTPUT)
+      cycle_output(c, g, &ch);
+    else
+      cycle_decoder(c, g, &ch);
+  }
+  return NM_OK;
+}
+
+/* ------------------------------------------------------ naive oracle */
+
+void nm_nkhc_naive(nm_nkhc *c, double *task, double *rec) {
+  int S = c->s, N = c->n, H = c->h;
+  double ts = c->t_scale, tb = c->t_shift;
+  double *act = c->nk_a;
+  size_t ncol = col_count(c->kind, N, H);
+  for (size_t q = 0; q < ncol; q++)
+    c->nk_col[q] = 0.0;
+  double sq = 0.0;
+  for (int s = 0; s < S; s++) {
+    const double *xs = c->x + (size_t)s * N;
+    for (int h = 0; h < H; h++) {
+      const int64_t *w = c->hid + (size_t)h * (N + 1);
+      int64_t u = w[N];
+      for (int i = 0; i < N; i++)
+        u += xs[i] > 0 ? w[i] : -w[i];
+      act[h] = nk_hidden_act(u);
+    }
+    double z = c->out[H];
+    for (int h = 0; h < H; h++)
+      z += c->out[h] * act[h];
+    double d = nk_sigmoid(z) - c->f[s];
+    sq += d * d;
+    if (c->kind == NM_NK_NAN) {
+      for (int h = 0; h < H; h++) {
+        const double *w = c->dec + (size_t)h * 2 * N, *b = w + N;
+        double *cols = c->nk_col + (size_t)h * N;
+        for (int i = 0; i < N; i++) {
+          double e = (ts * xs[i] + tb) - nk_sigmoid(w[i] * act[h] + b[i]);
+          cols[i] += e * e;
+        }
+      }
+    } else if (c->kind == NM_NK_ANN) {
+      for (int i = 0; i < N; i++) {
+        double v = c->dec[(size_t)H * N + i];
+        for (int h = 0; h < H; h++)
+          v += c->dec[(size_t)h * N + i] * act[h];
+        double e = (ts * xs[i] + tb) - nk_sigmoid(v);
+        c->nk_col[i] += e * e;
+      }
+    }
+  }
+  *task = sq / S;
+  for (size_t r = 0; r < rec_count(c->kind, H); r++) {
+    double sum = 0.0;
+    for (int i = 0; i < N; i++)
+      sum += c->nk_col[r * N + i];
+    rec[r] = sum / ((double)S * N);
+  }
+}
+
+/* The error a cycle is judged by, from a naive pass. */
+static double judged(const nm_nkhc *c, const choice *ch, double task, const double *rec) {
+  if (!ch->autoenc || c->kind == NM_NK_NN)
+    return task;
+  return c->kind == NM_NK_NAN ? rec[ch->i] : rec[0];
+}
+
+int nm_nkhc_step_naive(nm_nkhc *c, nm_rng *g, int64_t cycles) {
+  double task, rec[4096];
+  nm_nkhc_naive(c, &task, rec);
+  for (int64_t k = 0; k < cycles; k++) {
+    if (nm_interrupted)
+      return NM_EINTR;
+    choice ch = draw(c, g);
+    double before = judged(c, &ch, task, rec);
+    double old = nm_nkhc_get(c, ch.group, ch.i, ch.j);
+    double neu = nm_nkhc_mutated(c, ch.group, ch.i, ch.j, ch.delta);
+    nm_nkhc_set(c, ch.group, ch.i, ch.j, neu);
+    double task2, rec2[4096];
+    nm_nkhc_naive(c, &task2, rec2);
+    double after = judged(c, &ch, task2, rec2);
+    int keep = decide(c, g, before, after);
+    if (keep) {
+      task = task2;
+      memcpy(rec, rec2, rec_count(c->kind, c->h) * sizeof *rec);
+    } else {
+      nm_nkhc_set(c, ch.group, ch.i, ch.j, old);
+    }
+    record(c, &ch, before, after, keep);
+  }
+  c->dirty = 1;
+  return NM_OK;
+}
+
+int nm_nkhc_task_error(const nm_nkhc *c, const nm_tensor *x,
+                       const nm_tensor *f, double *mse, double *work_h) {
+  int N = c->n, H = c->h;
+  int64_t S = x->size[0];
+  for (int64_t s = 0; s < S; s++)
+    for (int i = 0; i < N; i++) {
+      double v = get(x, s * x->stride[0] + i * x->stride[1]);
+      if (v != 1.0 && v != -1.0)
+        return NM_EINVAL;
+    }
+  double sq = 0.0;
+  for (int64_t s = 0; s < S; s++) {
+    for (int h = 0; h < H; h++) {
+      const int64_t *w = c->hid + (size_t)h * (N + 1);
+      int64_t u = w[N];
+      for (int i = 0; i < N; i++)
+        u += get(x, s * x->stride[0] + i * x->stride[1]) > 0 ? w[i] : -w[i];
+      work_h[h] = nk_hidden_act(u);
+    }
+    double z = c->out[H];
+    for (int h = 0; h < H; h++)
+      z += c->out[h] * work_h[h];
+    double d = nk_sigmoid(z) - get(f, s * f->stride[0]);
+    sq += d * d;
+  }
+  *mse = sq / (double)S;
+  return NM_OK;
+}
