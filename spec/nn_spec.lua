@@ -305,3 +305,50 @@ describe("nn.mlp", function()
       "nn.init_weights: init 'pytorch' needs gen (nm.generator)")
   end)
 end)
+
+describe("experiments/baselines.lua", function()
+  local json = require "nm.json"
+  local root = NEUROMIC_ROOT or "."
+  local exe = root .. "/neuromic"
+  local tmp = os.tmpname()
+  os.remove(tmp)
+
+  local function run(args)
+    local cmd = string.format("cd %q && %q experiments/baselines.lua %s >%q 2>&1", root, exe,
+                              args, tmp .. ".log")
+    local ok, _, code = os.execute(cmd)
+    return ok and 0 or code
+  end
+
+  local function rows(dir)
+    local out = {}
+    for _, r in ipairs(json.read_lines(dir .. "/metrics.jsonl")) do
+      r.time_s = nil                                   -- wall-clock: differs
+      out[#out + 1] = r
+    end
+    return out
+  end
+
+  it("resumes after SIGTERM to the same metrics and weights as an uninterrupted run", function()
+    local common = "--quick --dataset mnist --arch 256 --rules bp,dfa --epochs 2 " ..
+                   "--train-subset 1000 --test-subset 300 --probe 100 --no-plot " ..
+                   "--checkpoint-every 7 --stop-after 33"
+    local a, b = tmp .. "-a", tmp .. "-b"
+    -- uninterrupted: --stop-after past the end never fires
+    assert.equal(0, run(common:gsub("%-%-stop%-after 33", "--stop-after 1000") .. " --out " .. a))
+    assert.equal(143, run(common .. " --out " .. b))         -- stopped by SIGTERM
+    local stopped = json.read_file(b .. "/results.json")
+    assert.equal("stopped", stopped.status)
+    assert.equal(0, run(common .. " --resume --out " .. b))
+    local ra, rb = json.read_file(a .. "/results.json"), json.read_file(b .. "/results.json")
+    assert.equal("finished", rb.status)
+    assert.equal(1, rb.resumed)
+    assert.same(rows(a), rows(b))
+    assert.equal(#ra.final.cells, #rb.final.cells)
+    for i, c in ipairs(ra.final.cells) do
+      assert.equal(c.weights_crc32, rb.final.cells[i].weights_crc32)
+      assert.equal(c.test_accuracy, rb.final.cells[i].test_accuracy)
+    end
+    os.execute(string.format("rm -rf %q %q %q", a, b, tmp .. ".log"))
+  end)
+end)

@@ -1,8 +1,11 @@
 /*
 ** lplastic.c: Tensor methods for the fused plasticity kernels of
-** nm_plastic.c (gated outer-product update, Oja's subspace rule).
+** nm_plastic.c (gated outer-product update, Oja's subspace rule), and
+** nm.blas_threads.
 */
 #include <stdint.h>
+
+#include <cblas.h>
 
 #include "lnm.h"
 #include "../nm_plastic.h"
@@ -96,6 +99,18 @@ static int m_plastic_oja(lua_State *L) {
   return 1;
 }
 
+/* nm.blas_threads([n]) -> the number of OpenBLAS threads (after setting
+** it to n, when given). Benchmarks use it to match other libraries. */
+static int f_blas_threads(lua_State *L) {
+  if (!lua_isnoneornil(L, 1)) {
+    lua_Integer n = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, n >= 1 && n <= 1024, 1, "thread count must be in 1..1024");
+    openblas_set_num_threads((int)n);
+  }
+  lua_pushinteger(L, openblas_get_num_threads());
+  return 1;
+}
+
 static const luaL_Reg plastic_methods[] = {
   {"plastic_outer", m_plastic_outer},
   {"plastic_oja", m_plastic_oja},
@@ -115,4 +130,6 @@ void nm_open_plastic(lua_State *L, int module, int methods) {
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
+  lua_pushcfunction(L, f_blas_threads);
+  lua_setfield(L, module, "blas_threads");
 }

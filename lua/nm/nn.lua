@@ -390,18 +390,20 @@ local function check_input(self, X)
   end
 end
 
--- Forward pass. X: [B x n_0] (rows are samples) or [n_0] (one sample,
--- using matrix-vector products). Returns the output buffer Y_L ([B x n_L],
--- or a [n_L] view for one sample), valid until the next forward with this
+-- Forward pass. X: [B x n_0] (rows are samples) or [n_0] (one sample;
+-- one sample, [1 x n_0] too, uses matrix-vector products). Returns the
+-- output buffer Y_L ([B x n_L], or a [n_L] view for a 1-D input), valid
+-- until the next forward with this
 -- batch size. The input is copied into the buffers (so the rules' views
 -- stay fixed). Allocates nothing after the first call per batch size.
 function MLP:forward(X)
   check_input(self, X)
   local L, conns, acts = self.L, self.conns, self.acts
   local bs
-  if X:dim() == 1 then
+  local vector = X:dim() == 1
+  if vector or X:size(1) == 1 then     -- one sample: matrix-vector products
     bs = self:buffers(1)
-    bs.x1:copy(X)
+    if vector then bs.x1:copy(X) else bs.X:copy(X) end
     local a1, y1 = bs.a1, bs.y1
     for l = 1, L do
       local c, act = conns[l], acts[l]
@@ -410,7 +412,7 @@ function MLP:forward(X)
       act.f(bs.Y[l], bs.A[l], act.beta)
     end
     self.cur = bs
-    return y1[L]
+    return vector and y1[L] or bs.Y[L]
   end
   bs = self:buffers(X:size(1))
   bs.X:copy(X)

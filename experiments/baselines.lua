@@ -1,0 +1,284 @@
+-- experiments/baselines.lua: the reference learners every bio-plausible
+-- rule is judged against (../shared/models/baselines.md): backprop (BP),
+-- feedback alignment (FA) and direct feedback alignment (DFA), on
+-- Fashion-MNIST and the MNIST 10,000-digit subset, with 784-256-10 and
+-- 784-256-256-10 networks. Logs learning curves (loss, accuracy, train
+-- and test), the angle between each rule's hidden-layer update and BP's on
+-- a fixed probe batch, and the alignment angle between feedback and
+-- forward weights; plots them; prints a summary.
+--
+--   ./neuromic experiments/baselines.lua --help
+--   ./neuromic experiments/baselines.lua --quick            # seconds
+--   ./neuromic experiments/baselines.lua --dataset fashion --arch 256 --rules bp,fa --epochs 5
+--
+-- Every cell (dataset x arch x rule) starts from the same weights for a
+-- given seed (FA/DFA matrices are drawn after them) and sees the same
+-- batch order. Checkpoints every --checkpoint-every batches and on
+-- SIGINT/SIGTERM; --resume continues bit-identically.
+
+local nm = require "neuromic"
+local cli = require "nm.cli"
+local results = require "nm.results"
+local progress = require "nm.progress"
+local plot = require "nm.plot"
+local data = require "nm.data"
+local nn = require "nm.nn"
+local optim = require "nm.optim"
+local measures = require "nm.measures"
+
+local format = string.format
+
+local RULE_FILE = {bp = "backprop", fa = "fa", dfa = "dfa"}
+
+local opts = cli.parse(arg, {
+  name = "baselines",
+  description = "Backprop, feedback alignment and direct feedback alignment on " ..
+                "Fashion-MNIST and the MNIST subset (784-256-10, 784-256-256-10).",
+  options = {
+    {"dataset", "list", {"fashion", "mnist"}, "data sets: fashion, mnist (the 10,000-digit " ..
+     "subset), or folders/prefixes of IDX files", item = "string", metavar = "LIST"},
+    {"arch", "list", {"256", "256-256"}, "hidden layer sizes per network, '-' between layers",
+     item = "string", metavar = "LIST"},
+    {"rules", "list", {"bp", "fa", "dfa"}, "learning rules (bp, fa, dfa)", item = "string"},
+    {"epochs", "int", 10, "training epochs per cell", quick = 1, min = 1},
+    {"batch", "int", 100, "minibatch size", min = 1},
+    {"lr", "number", 0.01, "learning rate (the rule's eta; Adam's lr with --optim adam)", min = 0},
+    {"optim", "string", "momentum", "optimiser", choices = {"sgd", "momentum", "adam"}},
+    {"momentum", "number", 0.9, "momentum of --optim momentum", min = 0, max = 0.999},
+    {"t0", "number", 0, "learning-rate decay lr/(1 + t/t0) over batches (0: none)", min = 0},
+    {"act", "string", "relu", "hidden activation",
+     choices = {"relu", "tanh", "sigmoid", "softplus", "identity"}},
+    {"init", "string", "pytorch", "weight init (pytorch, xavier, he); FA/DFA matrices alike",
+     choices = {"pytorch", "xavier", "he"}},
+    {"feedback-scale", "number", 1, "scale of the FA/DFA feedback matrices", min = 0},
+    {"dtype", "string", "float32", "float32 or float64", choices = {"float32", "float64"}},
+    {"train-subset", "int", 0, "train on the first N training images (0: all)", quick = 2000, min = 0},
+    {"test-subset", "int", 0, "test on the first N test images (0: all)", quick = 1000, min = 0},
+    {"validation", "int", 0, "hold out N training images as a validation set (0: none)", min = 0},
+    {"probe", "int", 1000, "training images in the fixed batch for update angles", quick = 200, min = 1},
+    {"eval-every", "int", 0, "batches between evaluations (0: once per epoch)", min = 0},
+    {"checkpoint-every", "int", 1000, "batches between checkpoints (0: only on a signal)",
+     quick = 0, min = 0},
+    {"stop-after", "int", 0, "send SIGTERM to itself after N batches (tests resume)", min = 0},
+    {"plot", "bool", true, "write plots (gnuplot)"},
+    {"threads", "int", 0, "OpenBLAS threads (0: leave as is)", min = 0},
+  },
+})
+
+for _, r in ipairs(opts.rules) do
+  if not RULE_FILE[r] then
+    io.stderr:write(format("baselines: unknown rule '%s' (bp, fa, dfa)\n", r))
+    os.exit(2)
+  end
+end
+local archs = {}
+for i, a in ipairs(opts.arch) do
+  local sizes = {}
+  for n in a:gmatch("[^%-]+") do
+    local v = math.tointeger(tonumber(n))
+    if not v or v < 1 then
+      io.stderr:write(format("baselines: bad --arch entry '%s' (e.g. 256 or 256-256)\n", a))
+      os.exit(2)
+    end
+    sizes[#sizes + 1] = v
+  end
+  archs[i] = {name = a, hidden = sizes}
+end
+if opts.threads > 0 then nm.blas_threads(opts.threads) end
+
+local run = results.open(opts, {
+  dataset = table.concat(opts.dataset, ","),
+  columns = {"dataset", "arch", "rule", "epoch", "step"},
+  checkpoint_every = opts.checkpoint_every,
+})
+
+-- The grid, dataset-major so each data set is loaded once.
+local cells = {}
+for _, d in ipairs(opts.dataset) do
+  for _, a in ipairs(archs) do
+    for _, r in ipairs(opts.rules) do cells[#cells + 1] = {dataset = d, arch = a, rule = r} end
+  end
+end
+
+local loaded = {}
+local function load_data(name)
+  if loaded.name ~= name then
+    loaded = {name = name, ds = data.load(name, {
+      dtype = opts.dtype, seed = opts.seed,
+      subset = opts.train_subset > 0 and opts.train_subset or nil,
+      test_subset = opts.test_subset > 0 and opts.test_subset or nil,
+      validation = opts.validation,
+    })}
+  end
+  return loaded.ds
+end
+
+local function build(cell, ds)
+  local sizes = {ds.dim}
+  for _, h in ipairs(cell.arch.hidden) do sizes[#sizes + 1] = h end
+  sizes[#sizes + 1] = ds.classes
+  local adam = opts.optim == "adam"
+  local net = nn.mlp{
+    sizes = sizes, act = opts.act, out = "softmax", loss = "xent",
+    rule = RULE_FILE[cell.rule], params = {eta = adam and 1 or opts.lr},
+    gen = nm.generator(opts.seed), dtype = opts.dtype, init = opts.init,
+    feedback_scale = opts.feedback_scale,
+  }
+  local t0 = opts.t0 > 0 and opts.t0 or nil
+  local opt
+  if adam then opt = optim.adam{lr = opts.lr, t0 = t0}
+  elseif opts.optim == "momentum" then opt = optim.sgd{lr = 1, momentum = opts.momentum, t0 = t0}
+  elseif t0 then opt = optim.sgd{lr = 1, t0 = t0} end
+  net:set_optimiser(opt)          -- plain SGD without decay: the fused rule kernels
+  return net, opt
+end
+
+-- One evaluation row: loss and accuracy on train (and validation) and
+-- test, angles for rules with a feedback pathway.
+local function evaluate(cell, net, ds, epoch, step, seconds)
+  local row = {dataset = cell.dataset, arch = cell.arch.name, rule = cell.rule, epoch = epoch,
+               step = step, samples = step * opts.batch, time_s = seconds}
+  row.train_loss, row.train_accuracy = net:evaluate(ds.train.X, ds.train.Y, 1000)
+  if ds.val then row.val_loss, row.val_accuracy = net:evaluate(ds.val.X, ds.val.Y, 1000) end
+  row.test_loss, row.test_accuracy = net:evaluate(ds.test.X, ds.test.Y, 1000)
+  if cell.rule ~= "bp" then
+    local n = math.min(opts.probe, ds.train.X:size(1))
+    local X, T = ds.train.X:narrow(1, 1, n), ds.train.Y:narrow(1, 1, n)
+    local ua = measures.update_angles(net, X, T)
+    local fa = measures.feedback_angles(net)
+    for l = 1, net.L - 1 do
+      row["update_angle_" .. l] = ua[l]
+      row["feedback_angle_" .. l] = fa[l]
+    end
+  end
+  return row
+end
+
+local s = run:resume()
+local resumed = s ~= nil
+if not s then s = {cell = 1, step = 0, summary = {}} end
+local summary = s.summary
+
+if opts.quick then
+  io.stderr:write(format("baselines: --quick (%d training and %d test images, %d epoch%s)\n",
+                         opts.train_subset, opts.test_subset, opts.epochs, opts.epochs > 1 and "s" or ""))
+end
+
+for ci = s.cell, #cells do
+  local cell = cells[ci]
+  local ds = load_data(cell.dataset)
+  local net, opt = build(cell, ds)
+  local order = nm.generator(opts.seed + 1)
+  local batches = data.batches(ds.train, opts.batch, {generator = order})
+  local nb = #batches
+  local first_epoch, skip, train_time = 1, 0, 0
+  local label = format("%s %s %s", cell.dataset, cell.arch.name, cell.rule)
+  if resumed and ci == s.cell and s.net then
+    net:load_state(s.net)
+    if opt then opt:load_state(s.opt) end
+    first_epoch, skip, train_time = s.epoch, s.batch, s.train_time
+    order:set_state(s.order_state)
+  else
+    run:log(evaluate(cell, net, ds, 0, 0, 0))
+  end
+  resumed = false
+  -- What a checkpoint holds (read through these upvalues).
+  local epoch, done, order_state = first_epoch, skip, nil
+  local function state()
+    return {cell = ci, epoch = epoch, batch = done, step = s.step, order_state = order_state,
+            net = net:state(), opt = opt and opt:state() or nil, summary = summary,
+            train_time = train_time}
+  end
+  local bar = progress.new{total = nb * opts.epochs, label = label}
+  for e = first_epoch, opts.epochs do
+    epoch, order_state = e, order:state()
+    done = e == first_epoch and skip or 0
+    local t0 = nm.clock()
+    for b in batches:epoch(done) do
+      net:train_batch(b.X, b.Y)
+      done = done + 1
+      s.step = s.step + 1
+      bar:update((e - 1) * nb + done)
+      if opts.eval_every > 0 and done % opts.eval_every == 0 and done < nb then
+        train_time = train_time + (nm.clock() - t0)
+        run:log(evaluate(cell, net, ds, e - 1 + done / nb, s.step, train_time))
+        t0 = nm.clock()
+      end
+      if s.step == opts.stop_after then nm.kill(nm.getpid(), "TERM") end
+      run:poll(s.step, state)
+    end
+    train_time = train_time + (nm.clock() - t0)
+    run:log(evaluate(cell, net, ds, e, s.step, train_time))
+  end
+  bar:finish()
+  local last = run:metrics()[#run:metrics()]
+  local fin = {dataset = cell.dataset, arch = cell.arch.name, rule = cell.rule,
+               network = net:describe(), test_accuracy = last.test_accuracy,
+               test_loss = last.test_loss, train_accuracy = last.train_accuracy,
+               train_loss = last.train_loss, seconds_per_epoch = train_time / opts.epochs}
+  for l = 1, net.L - 1 do
+    fin["update_angle_" .. l] = last["update_angle_" .. l]
+    fin["feedback_angle_" .. l] = last["feedback_angle_" .. l]
+  end
+  -- A fingerprint of the final weights (resume checks compare it).
+  local crc = 0
+  for l = 1, net.L do crc = nm.crc32(net.conns[l].W:tobytes(), crc) end
+  fin.weights_crc32 = crc
+  summary[#summary + 1] = fin
+  if opts.plot and ci <= #opts.rules then   -- receptive fields of the first data set/arch
+    local W1 = net.conns[1].W
+    local side = math.floor(math.sqrt(ds.dim) + 0.5)
+    if side * side == ds.dim then
+      plot.images(W1:narrow(1, 1, math.min(64, W1:size(1))),
+                  {out = run:path(format("fields_%s_%s_%s.png", cell.dataset, cell.arch.name,
+                                         cell.rule)), shape = {side, side}, quiet = true,
+                   title = "first-layer weights, " .. label})
+    end
+  end
+  s.cell, s.net = ci + 1, nil
+end
+
+-- Plots per data set and architecture: accuracy and angles against epochs.
+if opts.plot then
+  for _, d in ipairs(opts.dataset) do
+    for _, a in ipairs(archs) do
+      local rows = {}
+      for _, r in ipairs(run:metrics()) do
+        if r.dataset == d and r.arch == a.name then rows[#rows + 1] = r end
+      end
+      local tag = format("%s_%s", d:gsub("[^%w]", "_"), a.name)
+      plot.curves(rows, {out = run:path("accuracy_" .. tag .. ".png"), x = "epoch",
+                         y = "test_accuracy", group = "rule", quiet = true,
+                         title = format("test accuracy, %s, 784-%s-10", d, a.name)})
+      plot.curves(rows, {out = run:path("loss_" .. tag .. ".png"), x = "epoch",
+                         y = "train_loss", group = "rule", logy = true, quiet = true,
+                         title = format("training loss, %s, 784-%s-10", d, a.name)})
+      for l = 1, #a.hidden do
+        plot.curves(rows, {out = run:path(format("angles_%s_layer%d.png", tag, l)), x = "epoch",
+                           y = {"update_angle_" .. l, "feedback_angle_" .. l}, group = "rule",
+                           quiet = true, ylabel = "degrees",
+                           title = format("angles to backprop, hidden layer %d, %s, 784-%s-10",
+                                          l, d, a.name)})
+      end
+    end
+  end
+end
+
+-- Summary on stdout.
+print(format("%-8s %-8s %-4s %9s %9s %9s %s", "dataset", "arch", "rule", "test_acc", "train_acc",
+             "s/epoch", "angles (update, feedback; per hidden layer)"))
+for _, f in ipairs(summary) do
+  local ang = {}
+  for l = 1, 2 do
+    if f["update_angle_" .. l] then
+      ang[#ang + 1] = format("L%d %.1f/%.1f", l, f["update_angle_" .. l], f["feedback_angle_" .. l] or 0 / 0)
+    end
+  end
+  print(format("%-8s %-8s %-4s %9.4f %9.4f %9.2f %s", f.dataset, f.arch, f.rule, f.test_accuracy,
+               f.train_accuracy, f.seconds_per_epoch, table.concat(ang, "  ")))
+end
+
+run:finish{cells = summary, optimiser = opts.optim, blas_threads = nm.blas_threads(),
+           variant = "feedback matrices drawn like W (init " .. opts.init .. ", scale " ..
+                     opts.feedback_scale .. "); update angles on the first " .. opts.probe ..
+                     " training images; DFA alignment against (W_L...W_{l+1})^T"}
