@@ -73,7 +73,8 @@ sanitize: deps
 
 # libFuzzer targets for the binary readers (IDX, .npy), bounded in time.
 FUZZ_SECONDS ?= 60
-fuzz: deps
+fuzz:
+	@sh tools/deps.sh clang libclang-rt-14-dev
 	@sh tools/fuzz.sh $(FUZZ_SECONDS)
 
 # `make install` (used by `luarocks make`): the C module and the Lua modules.
