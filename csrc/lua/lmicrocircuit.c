@@ -1,0 +1,438 @@
+/*
+** lmicrocircuit.c: the neuromic.Microcircuit Lua type, a compiled view of
+** a dendritic-microcircuit network (C core in nm_microcircuit.c) whose
+** Euler steps run in C, many per call.
+**
+**   local mc = nm.microcircuit{
+**     sizes = {n0, n1, ..., nN},
+**     dt, g_lk, g_B, g_A, g_D, g_som, sigma, tau_in, tau_w, gamma, beta, theta
+**       (numbers), noise = "sqrt_dt" | "dt", rate = "softplus" | "logistic",
+**     r0 = [n0], ut = [nN],
+**     layers = {{u, r, vB, W_up, D_up, [b_up, Db_up], eta_up,
+**                vA, vD, uI, rI, vI, W_down, D_down, W_pi, D_pi, W_ip, D_ip,
+**                [b_ip, Db_ip], eta_down, eta_pi, eta_ip}, ..., {output layer}}}
+**   mc:run(steps, x [, target [, gen [, learn]]])
+**   mc:refresh();  mc:set{sigma = 0, ...};  mc:set_eta(k, "up", eta);  mc:params()
+**
+** Every tensor must be a contiguous float64 tensor of the shape the layer
+** sizes give. The object keeps the tensors' storage alive and works on it
+** in place: change weights and state with t:copy(...), never by binding a
+** new tensor to the Lua field (the object would not see it).
+*/
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "lnm.h"
+#include "../nm_microcircuit.h"
+
+#define MICROCIRCUIT_T "neuromic.Microcircuit"
+#define GENERATOR_T "neuromic.Generator"
+
+#define checkmc(L, i) ((nm_mc_net *)luaL_checkudata(L, i, MICROCIRCUIT_T))
+
+/* ------------------------------------------------------------ spec reading */
+
+/* Raises "bad argument #1 to 'microcircuit' (<where>field '<name>' ...)". */
+static int field_error(lua_State *L, const char *where, const char *name, const char *msg) {
+  lua_pushfstring(L, "%sfield '%s' %s", where, name, msg);
+  return luaL_argerror(L, 1, lua_tostring(L, -1));
+}
+
+static double num_field(lua_State *L, int tab, const char *name, const char *where) {
+  lua_getfield(L, tab, name);
+  int ok = 0;
+  double v = lua_tonumberx(L, -1, &ok);
+  if (!ok || !isfinite(v)) field_error(L, where, name, "must be a finite number");
+  lua_pop(L, 1);
+  return v;
+}
+
+static int choice_field(lua_State *L, int tab, const char *name, const char *where,
+                        const char *const names[], const char *expect) {
+  lua_getfield(L, tab, name);
+  const char *s = lua_tostring(L, -1);
+  for (int i = 0; s && names[i]; i++)
+    if (strcmp(s, names[i]) == 0) { lua_pop(L, 1); return i; }
+  field_error(L, where, name, expect);
+  return 0;
+}
+
+/* A float64 tensor field of shape [rows] (cols < 0) or [rows x cols];
+** NULL when absent and optional. Its storage goes into the table at
+** `keep` (one more reference), so the memory outlives a t:close(). */
+static double *tensor_field(lua_State *L, int tab, const char *name, const char *where,
+                            int64_t rows, int64_t cols, int required, int keep) {
+  lua_getfield(L, tab, name);
+  if (lua_isnil(L, -1) && !required) { lua_pop(L, 1); return NULL; }
+  nm_tensor *t = nm_totensor(L, -1);
+  int ndim = cols < 0 ? 1 : 2;
+  int ok = t != NULL && t->dtype == NM_FLOAT64 && t->ndim == ndim && nm_is_contiguous(t) &&
+           t->size[0] == rows && (ndim == 1 || t->size[1] == cols);
+  if (!ok) {
+    char want[64], got[96];
+    if (ndim == 1) snprintf(want, sizeof want, "[%lld]", (long long)rows);
+    else snprintf(want, sizeof want, "[%lld x %lld]", (long long)rows, (long long)cols);
+    if (t) {
+      char shape[80];
+      nm_shape_str(t, shape, sizeof shape);
+      snprintf(got, sizeof got, "%s %s%s", nm_dtype_name(t->dtype), shape,
+               nm_is_contiguous(t) ? "" : " (strided)");
+    } else {
+      snprintf(got, sizeof got, "%s", luaL_typename(L, -1));
+    }
+    lua_pushfstring(L, "must be a contiguous float64 tensor %s, got %s", want, got);
+    field_error(L, where, name, lua_tostring(L, -1));
+  }
+  lua_getiuservalue(L, -1, 1);                  /* the storage */
+  lua_rawseti(L, keep, (lua_Integer)lua_rawlen(L, keep) + 1);
+  lua_pop(L, 1);
+  return (double *)t->data;
+}
+
+static void read_params(lua_State *L, int tab, nm_mc_params *p, const char *where) {
+  static const char *const noises[] = {"sqrt_dt", "dt", NULL};
+  static const char *const rates[] = {"softplus", "logistic", NULL};
+  p->dt = num_field(L, tab, "dt", where);
+  p->g_lk = num_field(L, tab, "g_lk", where);
+  p->g_B = num_field(L, tab, "g_B", where);
+  p->g_A = num_field(L, tab, "g_A", where);
+  p->g_D = num_field(L, tab, "g_D", where);
+  p->g_som = num_field(L, tab, "g_som", where);
+  p->sigma = num_field(L, tab, "sigma", where);
+  p->tau_in = num_field(L, tab, "tau_in", where);
+  p->tau_w = num_field(L, tab, "tau_w", where);
+  p->gamma = num_field(L, tab, "gamma", where);
+  p->beta = num_field(L, tab, "beta", where);
+  p->theta = num_field(L, tab, "theta", where);
+  p->noise = (nm_mc_noise)choice_field(L, tab, "noise", where, noises,
+                                       "must be \"sqrt_dt\" or \"dt\"");
+  p->rate = (nm_mc_rate)choice_field(L, tab, "rate", where, rates,
+                                     "must be \"softplus\" or \"logistic\"");
+}
+
+static void check_params(lua_State *L, const nm_mc_params *p, int arg) {
+  const char *what = "?";
+  if (nm_mc_check_params(p, &what) != NM_OK) {
+    lua_pushfstring(L, "bad value of '%s' (dt, tau_w, beta > 0; conductances, sigma, "
+                    "tau_in >= 0)", what);
+    luaL_argerror(L, arg, lua_tostring(L, -1));
+  }
+}
+
+/* nm.microcircuit(spec) -> a Microcircuit bound to the spec's tensors. */
+static int l_new(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_newtable(L);                              /* 2: storages kept alive */
+  int keep = 2;
+  nm_mc_net net;
+  memset(&net, 0, sizeof net);
+  int64_t size[NM_MC_MAXLAYERS + 1];
+
+  lua_getfield(L, 1, "sizes");
+  if (!lua_istable(L, -1)) field_error(L, "", "sizes", "must be a list of layer sizes");
+  int nsizes = (int)lua_rawlen(L, -1);
+  if (nsizes < 2 || nsizes > NM_MC_MAXLAYERS + 1) {
+    lua_pushfstring(L, "must list 2 to %d layer sizes, got %d", NM_MC_MAXLAYERS + 1, nsizes);
+    field_error(L, "", "sizes", lua_tostring(L, -1));
+  }
+  for (int k = 0; k < nsizes; k++) {
+    lua_rawgeti(L, -1, k + 1);
+    int isint = 0;
+    lua_Integer v = lua_tointegerx(L, -1, &isint);
+    if (!isint || v < 1 || v > (1 << 24)) field_error(L, "", "sizes", "must hold positive integers");
+    size[k] = v;
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  net.N = nsizes - 1;
+  net.n0 = size[0];
+  int N = net.N;
+
+  read_params(L, 1, &net.p, "");
+  check_params(L, &net.p, 1);
+  net.r0 = tensor_field(L, 1, "r0", "", size[0], -1, 1, keep);
+  net.ut = tensor_field(L, 1, "ut", "", size[N], -1, 1, keep);
+
+  lua_getfield(L, 1, "layers");
+  if (!lua_istable(L, -1) || (int)lua_rawlen(L, -1) != N) {
+    lua_pushfstring(L, "must be a list of %d layer tables", N);
+    field_error(L, "", "layers", lua_tostring(L, -1));
+  }
+  int layers = lua_gettop(L);
+  for (int k = 1; k <= N; k++) {
+    char where[32];
+    snprintf(where, sizeof where, "layers[%d] ", k);
+    lua_rawgeti(L, layers, k);
+    if (!lua_istable(L, -1)) field_error(L, "", "layers", "must hold tables");
+    int tab = lua_gettop(L);
+    nm_mc_layer *Lk = &net.layer[k];
+    int64_t n = size[k], npre = size[k - 1];
+    Lk->n = n;
+    Lk->u = tensor_field(L, tab, "u", where, n, -1, 1, keep);
+    Lk->r = tensor_field(L, tab, "r", where, n, -1, 1, keep);
+    Lk->vB = tensor_field(L, tab, "vB", where, n, -1, 1, keep);
+    Lk->W_up = tensor_field(L, tab, "W_up", where, n, npre, 1, keep);
+    Lk->D_up = tensor_field(L, tab, "D_up", where, n, npre, 1, keep);
+    Lk->b_up = tensor_field(L, tab, "b_up", where, n, -1, 0, keep);
+    if (Lk->b_up) Lk->Db_up = tensor_field(L, tab, "Db_up", where, n, -1, 1, keep);
+    Lk->eta_up = num_field(L, tab, "eta_up", where);
+    if (k < N) {
+      int64_t nn = size[k + 1];
+      Lk->vA = tensor_field(L, tab, "vA", where, n, -1, 1, keep);
+      Lk->vD = tensor_field(L, tab, "vD", where, n, -1, 1, keep);
+      Lk->uI = tensor_field(L, tab, "uI", where, nn, -1, 1, keep);
+      Lk->rI = tensor_field(L, tab, "rI", where, nn, -1, 1, keep);
+      Lk->vI = tensor_field(L, tab, "vI", where, nn, -1, 1, keep);
+      Lk->W_down = tensor_field(L, tab, "W_down", where, n, nn, 1, keep);
+      Lk->D_down = tensor_field(L, tab, "D_down", where, n, nn, 1, keep);
+      Lk->W_pi = tensor_field(L, tab, "W_pi", where, n, nn, 1, keep);
+      Lk->D_pi = tensor_field(L, tab, "D_pi", where, n, nn, 1, keep);
+      Lk->W_ip = tensor_field(L, tab, "W_ip", where, nn, n, 1, keep);
+      Lk->D_ip = tensor_field(L, tab, "D_ip", where, nn, n, 1, keep);
+      Lk->b_ip = tensor_field(L, tab, "b_ip", where, nn, -1, 0, keep);
+      if (Lk->b_ip) Lk->Db_ip = tensor_field(L, tab, "Db_ip", where, nn, -1, 1, keep);
+      Lk->eta_down = num_field(L, tab, "eta_down", where);
+      Lk->eta_pi = num_field(L, tab, "eta_pi", where);
+      Lk->eta_ip = num_field(L, tab, "eta_ip", where);
+    }
+    lua_settop(L, layers);
+  }
+  lua_settop(L, keep);
+
+  /* The scratch lives in the same userdata, after the struct. */
+  int64_t work = nm_mc_work_size(&net);
+  nm_mc_net *obj = (nm_mc_net *)lua_newuserdatauv(
+      L, sizeof(nm_mc_net) + (size_t)work * sizeof(double), 1);
+  memcpy(obj, &net, sizeof net);
+  obj->work = (double *)(void *)(obj + 1);
+  memset(obj->work, 0, (size_t)work * sizeof(double));
+  lua_pushvalue(L, keep);
+  lua_setiuservalue(L, -2, 1);
+  luaL_setmetatable(L, MICROCIRCUIT_T);
+  nm_mc_refresh(obj);
+  return 1;
+}
+
+/* ------------------------------------------------------------ methods */
+
+/* A contiguous float64 vector of n elements at arg (or NULL when nil and
+** optional). */
+static const double *checkvec(lua_State *L, int arg, int64_t n, int optional) {
+  if (optional && lua_isnoneornil(L, arg)) return NULL;
+  nm_tensor *t = nm_checktensor(L, arg);
+  if (t->dtype != NM_FLOAT64 || t->ndim != 1 || t->size[0] != n || !nm_is_contiguous(t)) {
+    char shape[80];
+    nm_shape_str(t, shape, sizeof shape);
+    lua_pushfstring(L, "contiguous float64 tensor [%I] expected, got %s %s%s", (lua_Integer)n,
+                    nm_dtype_name(t->dtype), shape, nm_is_contiguous(t) ? "" : " (strided)");
+    luaL_argerror(L, arg, lua_tostring(L, -1));
+  }
+  return (const double *)t->data;
+}
+
+/* mc:run(steps, x [, target [, gen [, learn]]]): `steps` Euler steps with
+** input x [n0] and target potentials [nN] (nil: no nudging); gen draws the
+** noise (required when sigma > 0); learn (default true) switches the
+** plasticity. Allocates nothing. */
+static int m_run(lua_State *L) {
+  nm_mc_net *net = checkmc(L, 1);
+  lua_Integer steps = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, steps >= 0, 2, "number of steps must be >= 0");
+  const double *x = checkvec(L, 3, net->n0, 0);
+  const double *target = checkvec(L, 4, net->layer[net->N].n, 1);
+  nm_rng *g = NULL;
+  if (!lua_isnoneornil(L, 5)) g = (nm_rng *)luaL_checkudata(L, 5, GENERATOR_T);
+  if (g == NULL && net->p.sigma > 0)
+    luaL_argerror(L, 5, "a generator is needed when sigma > 0");
+  int learn = lua_isnoneornil(L, 6) ? 1 : lua_toboolean(L, 6);
+  int status = nm_mc_run(net, (int64_t)steps, x, target, g, learn);
+  if (status == NM_ENONFINITE)
+    return luaL_error(L, "microcircuit: a membrane potential became NaN or infinite "
+                         "(learning rates or weights too large?)");
+  if (status != NM_OK) return nm_status_error(L, status, "microcircuit");
+  return 0;
+}
+
+/* mc:refresh(): rates and dendritic potentials from the present state. */
+static int m_refresh(lua_State *L) {
+  nm_mc_refresh(checkmc(L, 1));
+  return 0;
+}
+
+/* mc:set{name = value, ...}: changes constants (the names of the spec);
+** all or nothing. */
+static int m_set(lua_State *L) {
+  nm_mc_net *net = checkmc(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  nm_mc_params p = net->p;
+  static const char *const names[] = {"dt", "g_lk", "g_B", "g_A", "g_D", "g_som", "sigma",
+                                      "tau_in", "tau_w", "gamma", "beta", "theta", NULL};
+  double *slots[] = {&p.dt, &p.g_lk, &p.g_B, &p.g_A, &p.g_D, &p.g_som, &p.sigma,
+                     &p.tau_in, &p.tau_w, &p.gamma, &p.beta, &p.theta};
+  lua_pushnil(L);
+  while (lua_next(L, 2)) {
+    const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    int found = 0;
+    for (int i = 0; key && names[i]; i++) {
+      if (strcmp(key, names[i]) == 0) {
+        int ok = 0;
+        double v = lua_tonumberx(L, -1, &ok);
+        if (!ok) {
+          lua_pushfstring(L, "'%s' must be a number", key);
+          luaL_argerror(L, 2, lua_tostring(L, -1));
+        }
+        *slots[i] = v;
+        found = 1;
+      }
+    }
+    if (key && strcmp(key, "noise") == 0) {
+      const char *s = lua_tostring(L, -1);
+      if (s && strcmp(s, "sqrt_dt") == 0) p.noise = NM_MC_NOISE_SQRT_DT;
+      else if (s && strcmp(s, "dt") == 0) p.noise = NM_MC_NOISE_DT;
+      else luaL_argerror(L, 2, "'noise' must be \"sqrt_dt\" or \"dt\"");
+      found = 1;
+    } else if (key && strcmp(key, "rate") == 0) {
+      const char *s = lua_tostring(L, -1);
+      if (s && strcmp(s, "softplus") == 0) p.rate = NM_MC_SOFTPLUS;
+      else if (s && strcmp(s, "logistic") == 0) p.rate = NM_MC_LOGISTIC;
+      else luaL_argerror(L, 2, "'rate' must be \"softplus\" or \"logistic\"");
+      found = 1;
+    }
+    if (!found) {
+      lua_pushfstring(L, "unknown constant '%s'", key ? key : luaL_typename(L, -2));
+      luaL_argerror(L, 2, lua_tostring(L, -1));
+    }
+    lua_pop(L, 1);
+  }
+  check_params(L, &p, 2);
+  net->p = p;
+  return 0;
+}
+
+/* mc:set_eta(k, "up" | "ip" | "pi" | "down", eta) */
+static int m_set_eta(lua_State *L) {
+  nm_mc_net *net = checkmc(L, 1);
+  lua_Integer k = luaL_checkinteger(L, 2);
+  static const char *const kinds[] = {"up", "ip", "pi", "down", NULL};
+  int kind = luaL_checkoption(L, 3, NULL, kinds);
+  double eta = luaL_checknumber(L, 4);
+  if (k < 1 || k > net->N) {
+    lua_pushfstring(L, "layer %I out of range [1, %d]", k, net->N);
+    luaL_argerror(L, 2, lua_tostring(L, -1));
+  }
+  if (kind > 0 && k == net->N) luaL_argerror(L, 2, "the output layer has only W_up");
+  luaL_argcheck(L, isfinite(eta), 4, "learning rate must be finite");
+  nm_mc_layer *Lk = &net->layer[k];
+  double *slot[] = {&Lk->eta_up, &Lk->eta_ip, &Lk->eta_pi, &Lk->eta_down};
+  *slot[kind] = eta;
+  return 0;
+}
+
+/* mc:params() -> table of the constants and the learning rates. */
+static int m_params(lua_State *L) {
+  nm_mc_net *net = checkmc(L, 1);
+  const nm_mc_params *p = &net->p;
+  lua_createtable(L, 0, 20);
+  const char *names[] = {"dt", "g_lk", "g_B", "g_A", "g_D", "g_som", "sigma",
+                         "tau_in", "tau_w", "gamma", "beta", "theta"};
+  double vals[] = {p->dt, p->g_lk, p->g_B, p->g_A, p->g_D, p->g_som, p->sigma,
+                   p->tau_in, p->tau_w, p->gamma, p->beta, p->theta};
+  for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
+    lua_pushnumber(L, vals[i]);
+    lua_setfield(L, -2, names[i]);
+  }
+  lua_pushstring(L, p->noise == NM_MC_NOISE_DT ? "dt" : "sqrt_dt");
+  lua_setfield(L, -2, "noise");
+  lua_pushstring(L, p->rate == NM_MC_LOGISTIC ? "logistic" : "softplus");
+  lua_setfield(L, -2, "rate");
+  lua_createtable(L, net->N, 0);
+  for (int k = 1; k <= net->N; k++) {
+    const nm_mc_layer *Lk = &net->layer[k];
+    lua_createtable(L, 0, 4);
+    lua_pushnumber(L, Lk->eta_up);
+    lua_setfield(L, -2, "up");
+    if (k < net->N) {
+      lua_pushnumber(L, Lk->eta_ip);
+      lua_setfield(L, -2, "ip");
+      lua_pushnumber(L, Lk->eta_pi);
+      lua_setfield(L, -2, "pi");
+      lua_pushnumber(L, Lk->eta_down);
+      lua_setfield(L, -2, "down");
+    }
+    lua_rawseti(L, -2, k);
+  }
+  lua_setfield(L, -2, "eta");
+  return 1;
+}
+
+/* nm.mc_phi(r, u, spec): r = phi(u) for float64 tensors with the rate
+** function of spec (rate, gamma, beta, theta), as the C dynamics use it. */
+static int l_phi(lua_State *L) {
+  nm_tensor *r = nm_checktensor(L, 1), *u = nm_checktensor(L, 2);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  if (r->dtype != NM_FLOAT64 || u->dtype != NM_FLOAT64 || !nm_is_contiguous(r) ||
+      !nm_is_contiguous(u))
+    luaL_argerror(L, 1, "contiguous float64 tensors expected");
+  nm_check_same_shape(L, 2, r, u);
+  nm_mc_params p;
+  memset(&p, 0, sizeof p);
+  static const char *const rates[] = {"softplus", "logistic", NULL};
+  p.rate = (nm_mc_rate)choice_field(L, 3, "rate", "", rates, "must be \"softplus\" or \"logistic\"");
+  p.gamma = num_field(L, 3, "gamma", "");
+  p.beta = num_field(L, 3, "beta", "");
+  p.theta = num_field(L, 3, "theta", "");
+  luaL_argcheck(L, p.beta > 0, 3, "beta must be > 0");
+  nm_mc_phi(&p, (double *)r->data, (const double *)u->data, nm_numel(u));
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int m_tostring(lua_State *L) {
+  nm_mc_net *net = checkmc(L, 1);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, MICROCIRCUIT_T " ");
+  lua_pushfstring(L, "%I", (lua_Integer)net->n0);
+  luaL_addvalue(&b);
+  for (int k = 1; k <= net->N; k++) {
+    lua_pushfstring(L, "-%I", (lua_Integer)net->layer[k].n);
+    luaL_addvalue(&b);
+  }
+  luaL_pushresult(&b);
+  return 1;
+}
+
+static const luaL_Reg mc_methods[] = {
+  {"run", m_run},
+  {"refresh", m_refresh},
+  {"set", m_set},
+  {"set_eta", m_set_eta},
+  {"params", m_params},
+  {NULL, NULL}
+};
+
+static const luaL_Reg mc_metamethods[] = {
+  {"__tostring", m_tostring},
+  {"__index", NULL},
+  {NULL, NULL}
+};
+
+static const luaL_Reg mc_functions[] = {
+  {"microcircuit", l_new},
+  {"mc_phi", l_phi},
+  {NULL, NULL}
+};
+
+void nm_open_microcircuit(lua_State *L, int module, int methods) {
+  (void)methods;
+  luaL_newmetatable(L, MICROCIRCUIT_T);
+  luaL_setfuncs(L, mc_metamethods, 0);
+  luaL_newlib(L, mc_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  lua_pushvalue(L, module);
+  luaL_setfuncs(L, mc_functions, 0);
+  lua_pop(L, 1);
+}
