@@ -18,7 +18,11 @@
 #include <stdint.h>
 #include "nm_tensor.h"
 
-typedef enum { NM_BMVR_GATE_U = 0, NM_BMVR_GATE_Z = 1 } nm_bmvr_gate;
+/* Which units' proximal weights W1 learn (ReLU networks): where the
+** ReLU's derivative is 1 ("u": u = W1 x > 0, or u > zbar when the mean is
+** subtracted before the ReLU), where z > 0, or everywhere ("none", a
+** straight-through variant the paper does not use). */
+typedef enum { NM_BMVR_GATE_U = 0, NM_BMVR_GATE_Z = 1, NM_BMVR_GATE_NONE = 2 } nm_bmvr_gate;
 
 /* The network. Q is unused by backprop; R is used only when the options
 ** ask for the decoupled variant; zbar only for ReLU networks. `work` is
@@ -30,9 +34,11 @@ typedef struct nm_bmvr_net {
 
 typedef struct nm_bmvr_opts {
   int relu;          /* 0: linear z = W1 x; 1: z = relu(W1 x) - zbar */
-  nm_bmvr_gate gate; /* ReLU: W1 learns where u = W1 x > 0 ("u") or z > 0 */
+  int mean_before;   /* ReLU: z = relu(W1 x - zbar), zbar the running mean of u */
+  nm_bmvr_gate gate; /* ReLU: which units' W1 learn (see nm_bmvr_gate) */
   int decoupled;     /* n = R z with R learnt by its own Hebbian rule */
-  int track_mean;    /* ReLU: update zbar += mean_eps (relu(u) - zbar) */
+  int track_mean;    /* ReLU: update zbar += mean_eps (relu(u) - zbar), or
+                     ** zbar += mean_eps (u - zbar) when mean_before */
   double mean_eps;
   double eta_w1, eta_w2, eta_q;
   double t0;         /* eta(t) = eta / (1 + t / t0); t0 <= 0: constant */
@@ -53,7 +59,7 @@ int nm_bmvr_check(const nm_bmvr_net *net, const nm_bmvr_opts *o,
 ** taken before any update:
 **   z = W1 x  (ReLU: u = W1 x, zbar += eps (relu(u) - zbar), z = relu(u) - zbar)
 **   a = W2T y, n = Q^T z (decoupled: n = R z)
-**   W1  += eta_w1 [g ⊙ (a - Q n)] x^T   (g = 1(u > 0) or 1(z > 0) for ReLU, else 1)
+**   W1  += eta_w1 [g ⊙ (a - Q n)] x^T   (g: the gate, nm_bmvr_gate; 1 for linear)
 **   W2T += eta_w2 (z y^T - W2T)
 **   Q   += eta_q  (z n^T - Q)
 **   R   += eta_q  (n z^T - R)                (decoupled only)
@@ -68,7 +74,7 @@ int nm_bmvr_train(const nm_bmvr_net *net, const nm_bmvr_opts *o,
 /* The same loop for per-sample backprop on the same network and the
 ** squared loss 1/2 ||y - W2T^T z||^2 (ReLU: zbar tracked the same way and
 ** treated as a constant):
-**   e = y - W2T^T z, d = W2T e (ReLU: d ⊙= 1(u > 0))
+**   e = y - W2T^T z, d = W2T e (ReLU: d ⊙= relu', i.e. 1(u > 0) or 1(z > 0))
 **   W1 += eta_w1 d x^T, W2T += eta_w2 z e^T. Q, R, gate, eta_q unused. */
 int nm_bmvr_backprop_train(const nm_bmvr_net *net, const nm_bmvr_opts *o,
                            const nm_tensor *X, const nm_tensor *Y,

@@ -41,8 +41,9 @@ static void FN(update_forward)(int k, int n, real *W1, real eta, const real *c,
 }
 
 /* u = W1 x and z = u (linear) or relu(u) - zbar (ReLU, zbar first moved
-** towards relu(u) when tracking). Returns the sum of z, whose finiteness
-** tells whether the weights are still finite. */
+** towards relu(u) when tracking), or relu(u - zbar) with zbar tracking u
+** (mean_before). Returns the sum of z, whose finiteness tells whether the
+** weights are still finite. */
 static double FN(hidden_step)(const nm_bmvr_opts *o, int k, int n, const real *W1,
                               real *zbar, const real *x, real *u, real *z, int have_u) {
   double sum = 0;
@@ -52,6 +53,15 @@ static double FN(hidden_step)(const nm_bmvr_opts *o, int k, int n, const real *W
     return sum;
   }
   const real eps = (real)o->mean_eps;
+  if (o->mean_before) {
+    for (int j = 0; j < k; j++) {
+      if (o->track_mean) zbar[j] += eps * (u[j] - zbar[j]);
+      real v = u[j] - zbar[j];
+      z[j] = v > 0 ? v : 0;
+      sum += z[j];
+    }
+    return sum;
+  }
   for (int j = 0; j < k; j++) {
     real h = u[j] > 0 ? u[j] : 0;
     if (o->track_mean) zbar[j] += eps * (h - zbar[j]);
@@ -109,8 +119,10 @@ static int FN(train)(const nm_bmvr_net *net, const nm_bmvr_opts *o,
       GEMV(CblasRowMajor, CblasTrans, k, m, -1, W2T, m, z, 1, 1, e, 1);
       GEMV(CblasRowMajor, CblasNoTrans, k, m, 1, W2T, m, e, 1, 0, c, 1);
     }
-    if (o->relu) {
-      const real *g = (backprop || o->gate == NM_BMVR_GATE_U) ? u : z;
+    if (o->relu && (backprop || o->gate != NM_BMVR_GATE_NONE)) {
+      /* the ReLU's derivative is 1(u > 0), or 1(z > 0) when the mean
+      ** comes before the ReLU */
+      const real *g = ((backprop || o->gate == NM_BMVR_GATE_U) && !o->mean_before) ? u : z;
       for (int j = 0; j < k; j++) if (!(g[j] > 0)) c[j] = 0;
     }
     for (int j = 0; j < k; j++) check += c[j];
@@ -138,7 +150,7 @@ static int FN(train)(const nm_bmvr_net *net, const nm_bmvr_opts *o,
   return status;
 }
 
-/* U = X W1^T and Z = U or relu(U) - zbar (zbar frozen) for `rows` rows
+/* U = X W1^T and Z = U, relu(U) - zbar or relu(U - zbar) (zbar frozen) for `rows` rows
 ** starting at x0, into row-major buffers with k columns. */
 static void FN(hidden_block)(const nm_bmvr_net *net, const nm_bmvr_opts *o,
                              const real *x0, int64_t ldx, int rows, real *U, real *Z) {
@@ -149,7 +161,9 @@ static void FN(hidden_block)(const nm_bmvr_net *net, const nm_bmvr_opts *o,
   for (int i = 0; i < rows; i++)
     for (int j = 0; j < k; j++) {
       real v = U[i * k + j];
-      Z[i * k + j] = o->relu ? (v > 0 ? v : 0) - zbar[j] : v;
+      if (!o->relu) Z[i * k + j] = v;
+      else if (o->mean_before) Z[i * k + j] = v - zbar[j] > 0 ? v - zbar[j] : 0;
+      else Z[i * k + j] = (v > 0 ? v : 0) - zbar[j];
     }
 }
 
@@ -276,8 +290,10 @@ static int FN(alignment)(const nm_bmvr_net *net, const nm_bmvr_opts *o, const nm
       for (int j = 0; j < k; j++) {
         int ix = i * k + j;
         if (o->relu) {
-          if (!((o->gate == NM_BMVR_GATE_U ? U[ix] : Zb[ix]) > 0)) Cb[ix] = 0;
-          if (!(U[ix] > 0)) D[ix] = 0;
+          const real deriv = o->mean_before ? Zb[ix] : U[ix];
+          if (o->gate != NM_BMVR_GATE_NONE &&
+              !((o->gate == NM_BMVR_GATE_U ? deriv : Zb[ix]) > 0)) Cb[ix] = 0;
+          if (!(deriv > 0)) D[ix] = 0;
         }
         cc += (double)Cb[ix] * Cb[ix];
         dd += (double)D[ix] * D[ix];

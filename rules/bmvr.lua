@@ -13,17 +13,22 @@
 --   z = W1 x                     (ReLU: u = W1 x, zbar += eps (relu(u) - zbar),
 --                                       z = relu(u) - zbar)
 --   a = W2T y,  n = Q^T z        (decoupled: n = R z)
---   W1  += eta_w1 g .* (a - Q n) x^T    g = 1(u > 0) (gate "u") or 1(z > 0)
---   W2T += eta_w2 (z y^T - W2T)          (gate "z"); g = 1 for linear nets
+--   W1  += eta_w1 g .* (a - Q n) x^T    g = relu'(u) = 1(u > 0) (gate "u"),
+--   W2T += eta_w2 (z y^T - W2T)          1(z > 0) (gate "z"); 1 for linear nets
 --   Q   += eta_q  (z n^T - Q)
 --   R   += eta_q  (n z^T - R)            (decoupled only)
+--
+-- Variants the paper leaves open: mean = "before" subtracts the running
+-- mean of u before the ReLU (zbar += eps (u - zbar), z = relu(u - zbar),
+-- relu' = 1(z > 0)); gate = "none" lets every unit's W1 learn (a
+-- straight-through variant, not in the paper).
 --
 -- Neither the prediction y_hat = W2T^T z nor an error is computed: the
 -- plateau signal a - Q n replaces W2T (y - y_hat). Every rate is divided by
 -- 1 + t/t0 (t = samples seen; t0 = 0 keeps it constant). The backprop
 -- baseline on the same network (squared loss 1/2 ||y - W2T^T z||^2):
 --
---   e = y - W2T^T z,  d = W2T e .* 1(u > 0)
+--   e = y - W2T^T z,  d = W2T e .* relu'(u)
 --   W1 += eta_w1 d x^T,  W2T += eta_w2 z e^T
 --
 -- This is a circuit rule (three weight matrices and a running mean), not
@@ -50,7 +55,10 @@ local bmvr = {
     eta_q = {default = 0.005, doc = "rate of the interneuron weights Q (and R)"},
     t0 = {default = 1000, doc = "rate decay eta / (1 + t/t0); 0 for constant rates"},
     relu = {default = false, doc = "mean-subtracted ReLU hidden layer (Eq. 9, 24)"},
-    gate = {default = "u", doc = "ReLU: W1 learns where u = W1 x > 0 (\"u\") or z > 0 (\"z\")"},
+    gate = {default = "u", doc = "ReLU: W1 learns where relu'(u) = 1 (\"u\"), z > 0 (\"z\") " ..
+                                 "or everywhere (\"none\", not in the paper)"},
+    mean = {default = "after", doc = "ReLU: z = relu(u) - zbar (\"after\", Eq. 24) or " ..
+                                     "relu(u - zbar) with zbar the mean of u (\"before\")"},
     decoupled = {default = false, doc = "n = R z with R learnt by its own rule (App. D)"},
     mean_eps = {default = 1e-4, doc = "rate of the running mean zbar (Eq. 24)"},
     track_mean = {default = true, doc = "update zbar while training (false: frozen)"},
@@ -58,8 +66,11 @@ local bmvr = {
 }
 
 local function check_params(p)
-  if p.gate ~= "u" and p.gate ~= "z" then
-    error("bmvr: parameter gate must be \"u\" or \"z\", got " .. tostring(p.gate), 3)
+  if p.gate ~= "u" and p.gate ~= "z" and p.gate ~= "none" then
+    error("bmvr: parameter gate must be \"u\", \"z\" or \"none\", got " .. tostring(p.gate), 3)
+  end
+  if p.mean ~= "after" and p.mean ~= "before" then
+    error("bmvr: parameter mean must be \"after\" or \"before\", got " .. tostring(p.mean), 3)
   end
 end
 
@@ -83,7 +94,7 @@ function bmvr.scratch(net)
   local dt = net.W1:dtype()
   local v = function(size) return nm.zeros(size, dt) end
   return {
-    u = v(k), h = v(k), z = v(k), a = v(k), n = v(k), qn = v(k), c = v(k), g = v(k),
+    u = v(k), h = v(k), z = v(k), a = v(k), n = v(k), qn = v(k), c = v(k), g = v(k), d = v(k),
     dz = v(k), yhat = v(m), e = v(m), Qt = net.Q and net.Q:t() or nil, W2 = net.W2T:t(),
     opts = {},                                -- options table of the fused calls
   }
@@ -95,13 +106,25 @@ local function rates(net, p)
 end
 
 -- The hidden layer: u = W1 x and z (ReLU: zbar moved first, then z =
--- relu(u) - zbar).
+-- relu(u) - zbar, or relu(u - zbar) when the mean comes first). Leaves
+-- the ReLU's derivative relu'(u) in s.d.
 local function hidden(net, x, p, s)
   s.u:mv(net.W1, x)                               -- u = W1 x
   if not p.relu then
     s.z:copy(s.u)
     return
   end
+  if p.mean == "before" then
+    if p.track_mean then
+      s.dz:sub(s.u, net.zbar)
+      net.zbar:axpy(p.mean_eps, s.dz)             -- zbar += eps (u - zbar)
+    end
+    s.dz:sub(s.u, net.zbar)
+    s.z:relu(s.dz)                                -- z = relu(u - zbar)
+    s.d:gt(s.z, 0)
+    return
+  end
+  s.d:gt(s.u, 0)
   s.h:relu(s.u)                                   -- h = relu(u)
   if p.track_mean then
     s.dz:sub(s.h, net.zbar)
@@ -122,9 +145,9 @@ function bmvr.step(net, x, y, p, s)
   end
   s.qn:mv(net.Q, s.n)
   s.c:sub(s.a, s.qn)                              -- c = a - Q n
-  if p.relu then
-    s.g:gt(p.gate == "u" and s.u or s.z, 0)       -- g = 1(u > 0) or 1(z > 0)
-    s.c:mul(s.g)
+  if p.relu and p.gate ~= "none" then
+    if p.gate == "u" then s.c:mul(s.d)            -- g = relu'(u)
+    else s.g:gt(s.z, 0); s.c:mul(s.g) end         -- g = 1(z > 0)
   end
   net.W1:addr(eta_w1, s.c, x)                     -- W1 += eta_w1 c x^T
   net.W2T:mul(1 - eta_w2):addr(eta_w2, s.z, y)    -- W2T += eta_w2 (z y^T - W2T)
@@ -142,10 +165,7 @@ function bmvr.backprop_step(net, x, y, p, s)
   s.yhat:mv(s.W2, s.z)                            -- y_hat = W2T^T z
   s.e:sub(y, s.yhat)                              -- e = y - y_hat
   s.c:mv(net.W2T, s.e)                            -- d = W2T e
-  if p.relu then
-    s.g:gt(s.u, 0)
-    s.c:mul(s.g)                                  -- d .*= 1(u > 0)
-  end
+  if p.relu then s.c:mul(s.d) end                 -- d .*= relu'(u)
   net.W1:addr(eta_w1, s.c, x)                     -- W1 += eta_w1 d x^T
   net.W2T:addr(eta_w2, s.z, s.e)                  -- W2T += eta_w2 z e^T
   net.t = net.t + 1

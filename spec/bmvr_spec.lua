@@ -244,7 +244,8 @@ end
 describe("bmvr fused step", function()
   local configs = {
     {}, {relu = true}, {relu = true, gate = "z"}, {decoupled = true},
-    {relu = true, decoupled = true, track_mean = false},
+    {relu = true, decoupled = true, track_mean = false}, {relu = true, gate = "none"},
+    {relu = true, mean = "before"}, {relu = true, mean = "before", gate = "none"},
   }
   for _, dt in ipairs{"float64", "float32"} do
     for ci, cfg in ipairs(configs) do
@@ -359,13 +360,13 @@ end)
 
 describe("bmvr backprop step", function()
   -- L = 1/2 ||y - W2T^T z||^2 in plain Lua, zbar frozen.
-  local function loss(W1, W2T, zbar, x, y, relu)
+  local function loss(W1, W2T, zbar, x, y, relu, before)
     local k, n, m = #W1, #x, #y
     local z = {}
     for j = 1, k do
       local u = 0
       for i = 1, n do u = u + W1[j][i] * x[i] end
-      z[j] = relu and (math.max(u, 0) - zbar[j]) or u
+      z[j] = relu and (before and math.max(u - zbar[j], 0) or (math.max(u, 0) - zbar[j])) or u
     end
     local L = 0
     for i = 1, m do
@@ -376,18 +377,20 @@ describe("bmvr backprop step", function()
     return L
   end
 
-  for _, relu in ipairs{false, true} do
+  for _, case in ipairs{{false, "after"}, {true, "after"}, {true, "before"}} do
+    local relu, mean = case[1], case[2]
     it("is a gradient step on the squared loss (finite differences, relu = " ..
-       tostring(relu) .. ")", function()
+       tostring(relu) .. ", mean " .. mean .. ")", function()
       local k, n, m = 3, 5, 4
-      local net = make_net(k, n, m, "float64", 21, {relu = relu, track_mean = false})
+      local net = make_net(k, n, m, "float64", 21, {relu = relu, track_mean = false, mean = mean})
       local g = nm.generator(22)
       local x = nm.zeros(1, n, "float64"):normal(g, 0, 1)
       local y = nm.zeros(1, m, "float64"):normal(g, 0, 1)
       local W1, W2T, zbar = net.W1:totable(), net.W2T:totable(), net.zbar:totable()
       local xt, yt = x:totable()[1], y:totable()[1]
       local eta1, eta2 = 0.1, 0.05
-      nm.bmvr.backprop(net, x, y, {relu = relu, track_mean = false, eta_w1 = eta1, eta_w2 = eta2})
+      nm.bmvr.backprop(net, x, y, {relu = relu, mean = mean, track_mean = false,
+                                   eta_w1 = eta1, eta_w2 = eta2})
       local h = 1e-6
       for _, which in ipairs{{"W1", W1, eta1}, {"W2T", W2T, eta2}} do
         local name, W, eta = which[1], which[2], which[3]
@@ -395,9 +398,9 @@ describe("bmvr backprop step", function()
           for j = 1, #W[1] do
             local keep = W[i][j]
             W[i][j] = keep + h
-            local lp = loss(W1, W2T, zbar, xt, yt, relu)
+            local lp = loss(W1, W2T, zbar, xt, yt, relu, mean == "before")
             W[i][j] = keep - h
-            local lm = loss(W1, W2T, zbar, xt, yt, relu)
+            local lm = loss(W1, W2T, zbar, xt, yt, relu, mean == "before")
             W[i][j] = keep
             local expected = keep - eta * (lp - lm) / (2 * h)
             assert.is_true(math.abs(net[name]:get(i, j) - expected) < 1e-7,
@@ -517,7 +520,7 @@ describe("bmvr errors", function()
     assert.has_error(function() nm.bmvr.train(net(), X, Y, {eta_w1 = 0.1, eta_w2 = 0.1}) end,
       "bad argument #4 to 'train' (option 'eta_q' must be a number, got nil)")
     assert.has_error(function() nm.bmvr.train(net(), X, Y, {eta_w1 = 0.1, eta_w2 = 0.1, eta_q = 0, gate = "x"}) end,
-      "bad argument #4 to 'train' (option 'gate' must be \"u\" or \"z\")")
+      "bad argument #4 to 'train' (option 'gate' must be \"u\", \"z\" or \"none\")")
     assert.has_error(function() nm.bmvr.train(net(), X, Y, p, nm.tensor({1, 6})) end,
       "bad argument #5 to 'train' (order[2] = 6.0 is not a row number in [1, 5])")
     assert.has_error(function() nm.bmvr.train(net(), X, Y, p, nil, 6) end,

@@ -8,7 +8,8 @@
 ** Q [k x k], R [k x k] (decoupled variant), zbar [k] (ReLU) and work
 ** (scratch, created on first use and kept in the table). Options come from
 ** an options table, or from the network table itself when none is given:
-**   relu (false), gate ("u" | "z", "u"), decoupled (false),
+**   relu (false), gate ("u" | "z" | "none", "u"), mean ("after" | "before",
+**   "after": z = relu(u) - zbar or relu(u - zbar)), decoupled (false),
 **   track_mean (true), mean_eps (1e-4), eta_w1, eta_w2, eta_q,
 **   t0 (0: no decay; else eta / (1 + t/t0)), t (samples seen so far, 0).
 */
@@ -69,7 +70,14 @@ static void read_opts(lua_State *L, int arg, int tab, nm_bmvr_opts *o, int64_t *
   const char *gate = lua_isnil(L, -1) ? "u" : lua_tostring(L, -1);
   if (gate != NULL && strcmp(gate, "u") == 0) o->gate = NM_BMVR_GATE_U;
   else if (gate != NULL && strcmp(gate, "z") == 0) o->gate = NM_BMVR_GATE_Z;
-  else luaL_argerror(L, arg, "option 'gate' must be \"u\" or \"z\"");
+  else if (gate != NULL && strcmp(gate, "none") == 0) o->gate = NM_BMVR_GATE_NONE;
+  else luaL_argerror(L, arg, "option 'gate' must be \"u\", \"z\" or \"none\"");
+  lua_pop(L, 1);
+  lua_getfield(L, tab, "mean");
+  const char *mean = lua_isnil(L, -1) ? "after" : lua_tostring(L, -1);
+  if (mean != NULL && strcmp(mean, "after") == 0) o->mean_before = 0;
+  else if (mean != NULL && strcmp(mean, "before") == 0) o->mean_before = 1;
+  else luaL_argerror(L, arg, "option 'mean' must be \"after\" or \"before\"");
   lua_pop(L, 1);
   o->mean_eps = number_field(L, arg, tab, "mean_eps", 1e-4, 0);
   o->eta_w1 = number_field(L, arg, tab, "eta_w1", 0, rates >= 1);
