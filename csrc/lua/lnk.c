@@ -122,6 +122,13 @@ static int model_stored(lua_State *L) {
   return 1;
 }
 
+/* m:seed(): the key of the table entries' hash (an integer). */
+static int model_seed(lua_State *L) {
+  uint64_t v = checkmodel(L, 1)->seed;
+  lua_pushinteger(L, v <= (uint64_t)LUA_MAXINTEGER ? (lua_Integer)v : -(lua_Integer)(~v) - 1);
+  return 1;
+}
+
 /* m:partners(i): gene i's partners (1-based) as a list. */
 static int model_partners(lua_State *L) {
   nm_nk *m = checkmodel(L, 1);
@@ -632,7 +639,7 @@ static int net_tostring(lua_State *L) {
 /* ------------------------------------------------------------ opener */
 
 static const luaL_Reg model_meth[] = {
-  {"n", model_n}, {"k", model_k}, {"stored", model_stored}, {"partners", model_partners},
+  {"n", model_n}, {"k", model_k}, {"stored", model_stored}, {"seed", model_seed}, {"partners", model_partners},
   {"entry", model_entry}, {"hash_entry", model_hash_entry}, {"fitness", model_fitness},
   {"dataset", model_dataset}, {NULL, NULL}
 };
