@@ -3,6 +3,7 @@
 ** outer-product update and Oja's subspace rule (see nm_plastic.h).
 */
 #include <limits.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -360,5 +361,43 @@ int nm_plastic_oja(const nm_tensor *W, double alpha, const nm_tensor *Y,
   gemm(dt, m, n, m, -1.0, &C, 0, W, 0, 1.0, &S);   /* S -= C W  */
   if (dt == NM_FLOAT32) add_masked_f(W, alpha, (const float *)S.data, mask);
   else add_masked_d(W, alpha, (const double *)S.data, mask);
+  return NM_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Adam */
+
+#define DEFINE_ADAM(T, SUF, SQRT)                                                 \
+  static void adam_##SUF(T *p, const T *d, T *m, T *v, int64_t n, T sign, T b1,  \
+                         T b2, T eps, T step, T inv_sqrt_bc2) {                  \
+    T c1 = (T)1 - b1, c2 = (T)1 - b2;                                            \
+    for (int64_t i = 0; i < n; i++) {                                            \
+      T g = d[i];                                                                \
+      T mi = b1 * m[i] + c1 * sign * g;                                          \
+      T vi = b2 * v[i] + c2 * g * g;                                             \
+      m[i] = mi;                                                                 \
+      v[i] = vi;                                                                 \
+      p[i] += step * mi / (SQRT(vi) * inv_sqrt_bc2 + eps);                       \
+    }                                                                            \
+  }
+
+DEFINE_ADAM(float, f, sqrtf)
+DEFINE_ADAM(double, d, sqrt)
+
+int nm_adam_update(const nm_tensor *p, const nm_tensor *d, const nm_tensor *m,
+                   const nm_tensor *v, double sign, double b1, double b2, double eps,
+                   double step, double inv_sqrt_bc2) {
+  const nm_tensor *all[4] = {p, d, m, v};
+  for (int i = 0; i < 4; i++) {
+    if (!nm_same_shape(all[i], p) || all[i]->dtype != p->dtype || !nm_is_contiguous(all[i]))
+      return NM_EINVAL;
+  }
+  int64_t n = nm_numel(p);
+  if (p->dtype == NM_FLOAT32)
+    adam_f((float *)p->data, (const float *)d->data, (float *)m->data, (float *)v->data, n,
+           (float)sign, (float)b1, (float)b2, (float)eps, (float)step, (float)inv_sqrt_bc2);
+  else
+    adam_d((double *)p->data, (const double *)d->data, (double *)m->data, (double *)v->data, n,
+           sign, b1, b2, eps, step, inv_sqrt_bc2);
   return NM_OK;
 }

@@ -38,6 +38,16 @@ int nm_plastic_oja(const nm_tensor *W, double alpha, const nm_tensor *Y,
                    const nm_tensor *X, const nm_tensor *mask, void *scratch);
 size_t nm_plastic_oja_scratch(const nm_tensor *W, const nm_tensor *Y);
 
+/* One Adam step over same-shaped contiguous tensors (the optimiser's hot
+** loop in one pass), with d the ascent direction scaled by sign:
+**   m = b1 m + (1 - b1) sign d;   v = b2 v + (1 - b2) d^2
+**   p += step m / (sqrt(v) inv_sqrt_bc2 + eps)
+** where step = lr / (1 - b1^k) and inv_sqrt_bc2 = 1 / sqrt(1 - b2^k).
+** Returns NM_EINVAL when shapes, dtypes or contiguity do not fit. */
+int nm_adam_update(const nm_tensor *p, const nm_tensor *d, const nm_tensor *m,
+                   const nm_tensor *v, double sign, double b1, double b2, double eps,
+                   double step, double inv_sqrt_bc2);
+
 /* Check the operands of a call; return NULL when they fit, or a message
 ** naming what is wrong (static text; the binding adds the shapes) and set
 ** *which to the offending operand's position in the call's parameter

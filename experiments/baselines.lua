@@ -42,8 +42,8 @@ local opts = cli.parse(arg, {
     {"rules", "list", {"bp", "fa", "dfa"}, "learning rules (bp, fa, dfa)", item = "string"},
     {"epochs", "int", 10, "training epochs per cell", quick = 1, min = 1},
     {"batch", "int", 100, "minibatch size", min = 1},
-    {"lr", "number", 0.01, "learning rate (the rule's eta; Adam's lr with --optim adam)", min = 0},
-    {"optim", "string", "momentum", "optimiser", choices = {"sgd", "momentum", "adam"}},
+    {"lr", "number", 0.001, "learning rate (Adam's lr; the rule's eta with sgd/momentum)", min = 0},
+    {"optim", "string", "adam", "optimiser", choices = {"sgd", "momentum", "adam"}},
     {"momentum", "number", 0.9, "momentum of --optim momentum", min = 0, max = 0.999},
     {"t0", "number", 0, "learning-rate decay lr/(1 + t/t0) over batches (0: none)", min = 0},
     {"act", "string", "relu", "hidden activation",
@@ -55,6 +55,8 @@ local opts = cli.parse(arg, {
     {"train-subset", "int", 0, "train on the first N training images (0: all)", quick = 2000, min = 0},
     {"test-subset", "int", 0, "test on the first N test images (0: all)", quick = 1000, min = 0},
     {"validation", "int", 0, "hold out N training images as a validation set (0: none)", min = 0},
+    {"normalize", "string", "standardize", "input scaling after x/255: none, center, standardize " ..
+     "(per pixel, from the training set)", choices = {"none", "center", "standardize"}},
     {"probe", "int", 1000, "training images in the fixed batch for update angles", quick = 200, min = 1},
     {"eval-every", "int", 0, "batches between evaluations (0: once per epoch)", min = 0},
     {"checkpoint-every", "int", 1000, "batches between checkpoints (0: only on a signal)",
@@ -107,7 +109,7 @@ local function load_data(name)
       dtype = opts.dtype, seed = opts.seed,
       subset = opts.train_subset > 0 and opts.train_subset or nil,
       test_subset = opts.test_subset > 0 and opts.test_subset or nil,
-      validation = opts.validation,
+      validation = opts.validation, normalize = opts.normalize,
     })}
   end
   return loaded.ds

@@ -332,6 +332,23 @@ describe("optimisers", function()
     end
   end)
 
+  it("Adam's fused C step equals its Lua form", function()
+    for _, dtype in ipairs{"float64", "float32"} do
+      local g = nm.generator(3)
+      local pf, pl = nm.randn(g, 4, 5, dtype), nil
+      pl = pf:clone()
+      local fused, plain = optim.adam{lr = 0.01, t0 = 5}, optim.adam{lr = 0.01, t0 = 5, fused = false}
+      for _ = 1, 5 do
+        local d = nm.randn(g, 4, 5, dtype)
+        fused:apply({pf}, {d})
+        plain:apply({pl}, {d})
+      end
+      assert.tensor_near(pl, pf, dtype == "float64" and 1e-14 or 1e-6)
+      assert.tensor_near(plain.m[1], fused.m[1], dtype == "float64" and 1e-15 or 1e-6)
+      assert.tensor_near(plain.v[1], fused.v[1], dtype == "float64" and 1e-15 or 1e-6)
+    end
+  end)
+
   it("apply(deltas) is step(-deltas); inactive entries are skipped", function()
     for _, make in ipairs{function() return optim.adam{lr = 0.1} end,
                           function() return optim.sgd{lr = 0.5, momentum = 0.5} end} do

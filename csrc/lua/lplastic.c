@@ -99,6 +99,30 @@ static int m_plastic_oja(lua_State *L) {
   return 1;
 }
 
+/* p:adam_update(d, m, v, sign, beta1, beta2, eps, step, inv_sqrt_bc2) -> p
+** One fused Adam step (see nm_adam_update); all four tensors contiguous,
+** of one shape and dtype. Allocates nothing. nm.optim uses it. */
+static int m_adam_update(lua_State *L) {
+  const nm_tensor *p = nm_checktensor(L, 1);
+  const nm_tensor *d = nm_checktensor(L, 2);
+  const nm_tensor *m = nm_checktensor(L, 3);
+  const nm_tensor *v = nm_checktensor(L, 4);
+  double sign = luaL_checknumber(L, 5), b1 = luaL_checknumber(L, 6);
+  double b2 = luaL_checknumber(L, 7), eps = luaL_checknumber(L, 8);
+  double step = luaL_checknumber(L, 9), ibc2 = luaL_checknumber(L, 10);
+  const nm_tensor *ops[3] = {d, m, v};
+  for (int i = 0; i < 3; i++) {
+    nm_check_same_shape(L, i + 2, p, ops[i]);
+    nm_check_same_dtype(L, i + 2, p, ops[i]);
+    luaL_argcheck(L, nm_is_contiguous(ops[i]), i + 2, "tensor must be contiguous");
+  }
+  luaL_argcheck(L, nm_is_contiguous(p), 1, "tensor must be contiguous");
+  int st = nm_adam_update(p, d, m, v, sign, b1, b2, eps, step, ibc2);
+  if (st != NM_OK) return nm_status_error(L, st, "adam_update");
+  lua_settop(L, 1);
+  return 1;
+}
+
 /* nm.blas_threads([n]) -> the number of OpenBLAS threads (after setting
 ** it to n, when given). Benchmarks use it to match other libraries. */
 static int f_blas_threads(lua_State *L) {
@@ -114,6 +138,7 @@ static int f_blas_threads(lua_State *L) {
 static const luaL_Reg plastic_methods[] = {
   {"plastic_outer", m_plastic_outer},
   {"plastic_oja", m_plastic_oja},
+  {"adam_update", m_adam_update},
   {NULL, NULL}
 };
 

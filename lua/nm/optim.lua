@@ -104,10 +104,12 @@ end
 local Adam = {}
 Adam.__index = Adam
 
--- optim.adam{lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, t0 = nil}
+-- optim.adam{lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, t0 = nil,
+--   fused = true (one C pass per tensor, p:adam_update; false: the Lua form)}
 function optim.adam(o)
   o = o or {}
-  local self = setmetatable({kind = "adam", t = 0, m = {}, v = {}, k = {}, tmp = {}}, Adam)
+  local self = setmetatable({kind = "adam", t = 0, m = {}, v = {}, k = {}, tmp = {},
+                             fused = o.fused ~= false}, Adam)
   self.lr = check_number(o, "lr", 0, 1e-3)
   self.beta1 = check_number(o, "beta1", 0, 0.9)
   self.beta2 = check_number(o, "beta2", 0, 0.999)
@@ -128,20 +130,24 @@ local function adam_update(self, params, ds, active, sign)
         m, v = d:clone():zero(), d:clone():zero()
         self.m[i], self.v[i], self.k[i] = m, v, 0
       end
-      if not tmp then tmp = d:clone(); self.tmp[i] = tmp end
       local k = self.k[i] + 1
       self.k[i] = k
-      m:scale(b1)
-      m:axpy(sign * (1 - b1), d)
-      tmp:mul(d, d)
-      v:scale(b2)
-      v:axpy(1 - b2, tmp)
       local bc1, bc2 = 1 - b1 ^ k, 1 - b2 ^ k
-      tmp:sqrt(v)
-      tmp:scale(1 / sqrt(bc2))
-      tmp:add(eps)
-      tmp:div(m, tmp)                    -- m / (sqrt(v_hat) + eps)
-      p:axpy(lr / bc1, tmp)
+      if self.fused and p:is_contiguous() and d:is_contiguous() then
+        p:adam_update(d, m, v, sign, b1, b2, eps, lr / bc1, 1 / sqrt(bc2))   -- one C pass
+      else
+        if not tmp then tmp = d:clone(); self.tmp[i] = tmp end
+        m:scale(b1)
+        m:axpy(sign * (1 - b1), d)
+        tmp:mul(d, d)
+        v:scale(b2)
+        v:axpy(1 - b2, tmp)
+        tmp:sqrt(v)
+        tmp:scale(1 / sqrt(bc2))
+        tmp:add(eps)
+        tmp:div(m, tmp)                  -- m / (sqrt(v_hat) + eps)
+        p:axpy(lr / bc1, tmp)
+      end
     end
   end
   self.t = self.t + 1
