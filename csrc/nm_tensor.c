@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "nm_tensor.h"
+#include "nm_math.h"
 
 volatile sig_atomic_t nm_interrupted = 0;
 
@@ -104,53 +105,15 @@ void nm_view_transpose(nm_tensor *t, int d1, int d2) {
   t->size[d2] = s; t->stride[d2] = st;
 }
 
-/* Walks the elements of t in row-major order, calling back with the
-** element offset (in elements); used by copy and fill, which must handle
-** any view. */
-#define NM_FOR_EACH_OFFSET(t, off, body) do {                          \
-    int64_t idx_[NM_MAXDIM] = {0, 0, 0, 0};                           \
-    int64_t n_ = nm_numel(t);                                         \
-    int64_t off = 0;                                                  \
-    for (int64_t k_ = 0; k_ < n_; k_++) {                             \
-      body;                                                           \
-      for (int d_ = (t)->ndim - 1; d_ >= 0; d_--) {                   \
-        off += (t)->stride[d_];                                       \
-        if (++idx_[d_] < (t)->size[d_]) break;                        \
-        off -= (t)->stride[d_] * (t)->size[d_];                       \
-        idx_[d_] = 0;                                                 \
-      }                                                               \
-    }                                                                 \
-  } while (0)
-
+/* Kept for callers that cannot report an interrupt: the kernels in
+** nm_math.c poll nm_interrupted, and a stopped copy leaves the flag set, so
+** the next polling kernel raises it. */
 void nm_tensor_copy(const nm_tensor *dst, const nm_tensor *src) {
-  int64_t n = nm_numel(dst);
-  if (dst->dtype == src->dtype && nm_is_contiguous(dst) && nm_is_contiguous(src)) {
-    memmove(dst->data, src->data, (size_t)n * nm_dtype_size(dst->dtype));
-    return;
-  }
-  /* General case: gather src in order, scatter into dst in order. */
-  int64_t didx[NM_MAXDIM] = {0, 0, 0, 0};
-  int64_t doff = 0;
-  NM_FOR_EACH_OFFSET(src, soff, {
-    double v = src->dtype == NM_FLOAT64 ? ((const double *)src->data)[soff]
-                                        : (double)((const float *)src->data)[soff];
-    if (dst->dtype == NM_FLOAT64) ((double *)dst->data)[doff] = v;
-    else ((float *)dst->data)[doff] = (float)v;
-    for (int d = dst->ndim - 1; d >= 0; d--) {
-      doff += dst->stride[d];
-      if (++didx[d] < dst->size[d]) break;
-      doff -= dst->stride[d] * dst->size[d];
-      didx[d] = 0;
-    }
-  });
+  nm_tensor d = *dst;
+  (void)nm_copy(&d, src);
 }
 
 void nm_tensor_fill(const nm_tensor *t, double v) {
-  if (t->dtype == NM_FLOAT64) {
-    double x = v;
-    NM_FOR_EACH_OFFSET(t, off, ((double *)t->data)[off] = x);
-  } else {
-    float x = (float)v;
-    NM_FOR_EACH_OFFSET(t, off, ((float *)t->data)[off] = x);
-  }
+  nm_tensor d = *t;
+  (void)nm_fill(&d, v);
 }

@@ -61,8 +61,8 @@ void nm_view_narrow(nm_tensor *t, int dim, int64_t first, int64_t len);
 void nm_view_select(nm_tensor *t, int dim, int64_t index);   /* drops dim */
 void nm_view_transpose(nm_tensor *t, int d1, int d2);
 
-/* Strided copy with dtype cast between same-numel tensors (row-major
-** element order) and fill; both allocate nothing. */
+/* nm_copy and nm_fill (nm_math.h) without a status: for callers that
+** have no way to report an interrupt. */
 void nm_tensor_copy(const nm_tensor *dst, const nm_tensor *src);
 void nm_tensor_fill(const nm_tensor *t, double v);
 

@@ -146,6 +146,28 @@ describe("neuromic command line", function()
   end)
 end)
 
+describe("neuromic interrupts", function()
+  -- Regression: a Ctrl-C that stopped a C kernel inside pcall used to raise
+  -- "interrupted!" a second time, outside the pcall, from the pending hook.
+  it("one SIGINT gives one error, caught by the pcall around the kernel", function()
+    local script = tmpfile("interrupt.lua", [[
+      local nm = require "neuromic"
+      local t = nm.zeros(3000, 3000)
+      os.execute("(sleep 0.3; kill -INT " .. nm.getpid() .. ") &")
+      local ok, err = pcall(function()
+        for _ = 1, 100000 do t:norm(3.7) end
+      end)
+      print("caught", ok, err)
+      for _ = 1, 1000 do local _ = t:numel() end
+      print("after")
+    ]])
+    local out, rc = nm(q(script))
+    assert.equal(0, rc, out)
+    assert.truthy(out:find("caught\tfalse\t[^\n]*interrupted!"), out)
+    assert.truthy(out:find("after", 1, true), out)
+  end)
+end)
+
 describe("neuromic package paths", function()
   it("requires the module and lua/ packages from another directory", function()
     local out, rc = nm([[-e 'local nm = require "neuromic"

@@ -113,10 +113,13 @@ static int message_handler(lua_State *L) {
   return 1;
 }
 
-/* The hook that stops a running chunk: removes itself, then raises. */
+/* The hook that stops a running chunk: removes itself, then raises --
+** unless a C kernel already raised "interrupted!" for this Ctrl-C (it
+** clears nm_interrupted), so one Ctrl-C gives one error even inside pcall. */
 static void stop_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   lua_sethook(L, NULL, 0, 0);
+  if (!nm_interrupted) return;
   nm_interrupted = 0;               /* consumed by this error */
   luaL_error(L, "interrupted!");
 }

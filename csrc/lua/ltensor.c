@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "lnm.h"
+#include "../nm_math.h"
 
 /* Storage is a bare full userdata, so the collector counts its bytes; the
 ** tensor header keeps it in user value 1. Over-allocated by NM_ALIGN so
@@ -519,19 +520,22 @@ static int m_double(lua_State *L) {
 static int m_copy(lua_State *L) {
   nm_tensor *dst = nm_checktensor(L, 1), *src = nm_checktensor(L, 2);
   if (nm_numel(dst) != nm_numel(src)) nm_check_same_shape(L, 2, dst, src);
-  nm_tensor_copy(dst, src);
+  int status = nm_copy(dst, src);
+  if (status != NM_OK) return nm_status_error(L, status, "copy");
   lua_settop(L, 1);
   return 1;
 }
 
 static int m_fill(lua_State *L) {
-  nm_tensor_fill(nm_checktensor(L, 1), luaL_checknumber(L, 2));
+  int status = nm_fill(nm_checktensor(L, 1), luaL_checknumber(L, 2));
+  if (status != NM_OK) return nm_status_error(L, status, "fill");
   lua_settop(L, 1);
   return 1;
 }
 
 static int m_zero(lua_State *L) {
-  nm_tensor_fill(nm_checktensor(L, 1), 0.0);
+  int status = nm_fill(nm_checktensor(L, 1), 0.0);
+  if (status != NM_OK) return nm_status_error(L, status, "zero");
   lua_settop(L, 1);
   return 1;
 }
