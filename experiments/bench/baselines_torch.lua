@@ -31,6 +31,7 @@ local opts = cli.parse(arg, {
     {"batch", "int", 100, "minibatch size", min = 2},
     {"lr", "number", 0.1, "learning rate (both)", min = 0},
     {"rules", "list", {"bp", "fa"}, "rules to time (bp, fa)", item = "string"},
+    {"repeats", "int", 3, "timed runs per job and side; the fastest counts", quick = 1, min = 1},
     {"python", "string", "/usr/bin/python3", "python with torch"},
     {"torch", "bool", true, "run the PyTorch side"},
   },
@@ -45,17 +46,21 @@ local Xtr, Ytr = ds.train.X, ds.train.Y
 
 -- neuromic: seconds to train on n images in batches of `batch`.
 local function ours(rule, batch, n)
-  local net = nn.mlp{sizes = {784, 256, 10}, act = "relu", out = "softmax", loss = "xent",
-                     rule = RULE[rule], params = {eta = opts.lr}, gen = nm.generator(1)}
   local X, Y = Xtr:narrow(1, 1, n), Ytr:narrow(1, 1, n)
   local split = {X = X, Y = Y, n = n}
-  local batches = data.batches(split, batch, {generator = nm.generator(2), shuffle = batch > 1})
-  collectgarbage("collect")
-  local t0 = nm.clock()
-  for b in batches:epoch() do net:train_batch(b.X, b.Y) end
-  local seconds = nm.clock() - t0
-  local _, acc = net:evaluate(ds.test.X, ds.test.Y, 1000)
-  return {seconds = seconds, test_accuracy = acc}
+  local best, acc = math.huge, nil
+  for _ = 1, opts.repeats do
+    local net = nn.mlp{sizes = {784, 256, 10}, act = "relu", out = "softmax", loss = "xent",
+                       rule = RULE[rule], params = {eta = opts.lr}, gen = nm.generator(1)}
+    local batches = data.batches(split, batch, {generator = nm.generator(2), shuffle = batch > 1})
+    collectgarbage("collect")
+    local t0 = nm.clock()
+    for b in batches:epoch() do net:train_batch(b.X, b.Y) end
+    best = math.min(best, nm.clock() - t0)
+    local _
+    _, acc = net:evaluate(ds.test.X, ds.test.Y, 1000)
+  end
+  return {seconds = best, test_accuracy = acc}
 end
 
 local function shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
@@ -64,10 +69,10 @@ local function shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'
 local function torch(rule, batch, n)
   if not opts.torch then return {error = "skipped (--no-torch)"} end
   local cmd = format("OPENBLAS_NUM_THREADS=%d OMP_NUM_THREADS=%d MKL_NUM_THREADS=%d %s %s " ..
-                     "--threads %d --rule %s --batch %d --samples %d --lr %s --data %s 2>&1",
+                     "--threads %d --rule %s --batch %d --samples %d --lr %s --repeats %d --data %s 2>&1",
                      opts.threads, opts.threads, opts.threads, shell_quote(opts.python),
                      shell_quote(here .. "/torch_mlp.py"), opts.threads, rule, batch, n,
-                     format("%.17g", opts.lr), shell_quote(data.fashion_dir))
+                     format("%.17g", opts.lr), opts.repeats, shell_quote(data.fashion_dir))
   local p = io.popen(cmd)
   local out = p:read("a")
   p:close()

@@ -45,6 +45,7 @@ def main():
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
+    ap.add_argument("--repeats", type=int, default=1, help="timed runs; the fastest counts")
     a = ap.parse_args()
 
     try:
@@ -75,33 +76,35 @@ def main():
             x, B = ctx.saved_tensors
             return g.mm(B), g.t().mm(x), g.sum(0), None
 
-    l1 = torch.nn.Linear(784, 256)
-    l2 = torch.nn.Linear(256, 10)
     B2 = torch.empty(10, 256).uniform_(-1 / 16, 1 / 16)   # like l2's init: U(+-1/sqrt(256))
-
-    def forward(x):
-        h = torch.relu(l1(x))
-        if a.rule == "fa":
-            return FALinear.apply(h, l2.weight, l2.bias, B2)
-        return l2(h)
-
-    params = list(l1.parameters()) + list(l2.parameters())
-    opt = torch.optim.SGD(params, lr=a.lr)
     lossf = torch.nn.CrossEntropyLoss()
     perm = torch.randperm(X.shape[0])[:n] if a.batch > 1 else torch.arange(n)
+    best, acc = float("inf"), None
+    for _ in range(max(a.repeats, 1)):
+        l1 = torch.nn.Linear(784, 256)
+        l2 = torch.nn.Linear(256, 10)
 
-    t0 = time.perf_counter()
-    for i in range(0, n, a.batch):
-        idx = perm[i:i + a.batch]
-        xb, yb = (X[idx], y[idx]) if a.batch > 1 else (X[i:i + 1], y[i:i + 1])
-        opt.zero_grad(set_to_none=True)
-        loss = lossf(forward(xb), yb)
-        loss.backward()
-        opt.step()
-    seconds = time.perf_counter() - t0
+        def forward(x):
+            h = torch.relu(l1(x))
+            if a.rule == "fa":
+                return FALinear.apply(h, l2.weight, l2.bias, B2)
+            return l2(h)
 
-    with torch.no_grad():
-        acc = (forward(Xt).argmax(1) == yt).float().mean().item()
+        params = list(l1.parameters()) + list(l2.parameters())
+        opt = torch.optim.SGD(params, lr=a.lr)
+        t0 = time.perf_counter()
+        for i in range(0, n, a.batch):
+            idx = perm[i:i + a.batch]
+            xb, yb = (X[idx], y[idx]) if a.batch > 1 else (X[i:i + 1], y[i:i + 1])
+            opt.zero_grad(set_to_none=True)
+            loss = lossf(forward(xb), yb)
+            loss.backward()
+            opt.step()
+        best = min(best, time.perf_counter() - t0)
+        with torch.no_grad():
+            acc = (forward(Xt).argmax(1) == yt).float().mean().item()
+    seconds = best
+
     print(json.dumps({"seconds": seconds, "samples": n, "batch": a.batch, "rule": a.rule,
                       "threads": torch.get_num_threads(), "test_accuracy": acc,
                       "torch": torch.__version__}))
