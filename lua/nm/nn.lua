@@ -81,8 +81,27 @@ nn.activation = activation
 
 -- Squared error, L = 1/2 sum_k (y_k - t_k)^2 per sample; softmax cross-
 -- entropy on the output pre-activation a, L = -sum_k t_k log softmax(a)_k.
--- The network reports the mean over the batch.
-nn.losses = {mse = true, xent = true}
+-- For rows of samples (or one sample as a vector):
+--   value(A, Y, T, S) -> the mean loss over the rows (S: scratch shaped
+--     like T); grad(E, Y, T) writes E = dL/dy for mse and dL/da for xent
+--     (with Y = softmax(A): E = Y - T). Both allocate nothing.
+local function rows_of(T) return T:dim() == 2 and T:size(1) or 1 end
+nn.losses = {
+  mse = {
+    value = function(_, Y, T, S)
+      S:sub(Y, T)
+      return 0.5 * S:dot(S) / rows_of(T)
+    end,
+    grad = function(E, Y, T) E:sub(Y, T) end,
+  },
+  xent = {
+    value = function(A, _, T, S)
+      S:logsoftmax(A)
+      return -S:dot(T) / rows_of(T)
+    end,
+    grad = function(E, Y, T) E:sub(Y, T) end,
+  },
+}
 
 -- ---------------------------------------------------------------- weights
 
@@ -472,7 +491,7 @@ function MLP:backward(T, feedback)
   T = targets_of(self, bs, T)
   local L, E, A, Y, Dv, acts = self.L, bs.E, bs.A, bs.Y, bs.Dv, self.acts
   local EL = E[L]
-  EL:sub(Y[L], T)                                  -- xent: softmax(a) - t; mse: dL/dy
+  nn.losses[self.loss].grad(EL, Y[L], T)           -- xent: softmax(a) - t; mse: dL/dy
   if self.loss == "mse" then
     local act = acts[L]
     if act.elementwise then
@@ -551,14 +570,8 @@ function MLP:loss_value(T)
   local bs = self.cur
   if not bs then error("nn: loss before forward", 2) end
   T = targets_of(self, bs, T)
-  local L, LS = self.L, bs.LS
-  if self.loss == "xent" then
-    LS:logsoftmax(bs.A[L])
-    LS:mul(T)
-    return -LS:sum() / bs.B
-  end
-  LS:sub(bs.Y[L], T)
-  return 0.5 * LS:dot(LS) / bs.B
+  local L = self.L
+  return nn.losses[self.loss].value(bs.A[L], bs.Y[L], T, bs.LS)
 end
 
 -- Number of rows of the last forward whose output argmax matches the
