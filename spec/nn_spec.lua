@@ -197,6 +197,9 @@ describe("nn.mlp", function()
       assert.tensor_near(Y:row(i), y, 1e-14)
       net:backward(T:row(i))
       assert.tensor_near(E1:row(i), net.cur.E[1]:row(1), 1e-14)
+      local y2 = net:forward(X:narrow(1, i, 1))        -- [1 x n]: the same vector path
+      assert.same({1, 3}, y2:size())
+      assert.tensor_near(Y:row(i), y2:row(1), 1e-14)
     end
   end)
 
