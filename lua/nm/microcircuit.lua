@@ -183,10 +183,12 @@ function mc.new(o)
   return net
 end
 
--- Attenuation factors and nudging strengths of the steady state.
+-- Attenuation factors and nudging strengths of the steady state (a table
+-- kept until the constants change).
 function Net:factors()
+  if self.f then return self.f end
   local p = self.p
-  return {
+  self.f = {
     cB = p.g_B / (p.g_lk + p.g_B + p.g_A),          -- hidden basal
     cB_out = p.g_B / (p.g_lk + p.g_B),              -- output basal
     cD = p.g_D / (p.g_lk + p.g_D),                  -- interneuron dendrite
@@ -194,6 +196,7 @@ function Net:factors()
     lambda_out = p.g_som / (p.g_lk + p.g_B + p.g_som),
     lambda_I = p.g_som / (p.g_lk + p.g_D + p.g_som),
   }
+  return self.f
 end
 
 -- The analytic self-predicting state: W_pi[k] = -W_down[k] and
@@ -272,6 +275,7 @@ function Net:set(o)
   end
   if self.mc then self.mc:set(o) end
   for k, v in pairs(o) do self.p[k] = v end
+  self.f = nil
   for _, kind in ipairs(KINDS) do
     for _, c in pairs(self[kind]) do
       c.rule.p.dt = self.p.dt
@@ -341,9 +345,10 @@ end
 function Net:interneuron_mismatch()
   local out, sum = {}, 0
   for k = 1, self.N - 1 do
-    local a, b = self.pyr[k + 1].u, self.int[k].u
-    local d = a:dot(a) - 2 * a:dot(b) + b:dot(b)
-    out[k] = math.max(d, 0)
+    local it = self.int[k]
+    it.diff = it.diff or it.u:clone()
+    it.diff:sub(self.pyr[k + 1].u, it.u)
+    out[k] = it.diff:dot(it.diff)
     sum = sum + out[k]
   end
   return sum, out

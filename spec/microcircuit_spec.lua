@@ -1,0 +1,619 @@
+-- spec/microcircuit_spec.lua: dendritic cortical microcircuits
+-- (nm.microcircuit, rules/microcircuit.lua, csrc/nm_microcircuit.c):
+-- the analytic self-predicting state keeps apical potentials at zero; the
+-- steady-state solution is the long-run fixed point of the full dynamics;
+-- the C Euler step equals a naive Lua transcription of the equations
+-- (noise, low-pass input and target, all four rules with traces, biases);
+-- the rules against hand computation; the small-lambda theory (W_up
+-- changes follow BP with symmetric and FA with random top-down weights);
+-- allocation-free loops; errors for bad arguments.
+
+local nm = require "neuromic"
+local mc = require "nm.microcircuit"
+local rule = require "nm.rule"
+
+local exp, log, sqrt = math.exp, math.log, math.sqrt
+
+local function max_abs_diff(a, b)
+  local d = a:clone():sub(b):abs()
+  return (d:max())
+end
+
+-- ------------------------------------------------------------ naive reference
+
+-- The network as plain Lua tables, copied from a net.
+local function snapshot(net)
+  local function tab(t) return t and t:totable() or nil end
+  local S = {p = {}, N = net.N, n = {}, r0 = tab(net.r0), ut = tab(net.ut),
+             u = {}, uI = {}, C = {up = {}, down = {}, ip = {}, pi = {}}}
+  for k, v in pairs(net.p) do S.p[k] = v end
+  for k = 0, net.N do S.n[k] = net.sizes[k] end
+  for k = 1, net.N do
+    S.u[k] = tab(net.pyr[k].u)
+    if k < net.N then S.uI[k] = tab(net.int[k].u) end
+  end
+  for kind, list in pairs(S.C) do
+    for k, c in pairs(net[kind]) do
+      list[k] = {W = tab(c.W), b = tab(c.b), D = tab(c.state.D), Db = tab(c.state.Db),
+                 eta = c.plastic == false and 0 or c.rule.p.eta}
+    end
+  end
+  return S
+end
+
+local function naive_phi(p, u)
+  local x = p.beta * (u - p.theta)
+  if p.rate == "softplus" then return p.gamma * log(1 + exp(x)) end
+  return p.gamma / (1 + exp(-x))
+end
+
+local function matvec(W, x, b)
+  local y = {}
+  for i = 1, #W do
+    local s = b and b[i] or 0
+    for j = 1, #x do s = s + W[i][j] * x[j] end
+    y[i] = s
+  end
+  return y
+end
+
+-- W += dt eta D; D += dt/tau_w (e pre^T - D) (biases: pre = 1).
+local function naive_lowpass(C, e, pre, p)
+  local a, c = p.dt / p.tau_w, p.dt * C.eta
+  for i = 1, #C.W do
+    for j = 1, #pre do
+      local d = C.D[i][j]
+      C.W[i][j] = C.W[i][j] + c * d
+      C.D[i][j] = d + a * (e[i] * pre[j] - d)
+    end
+    if C.b then
+      local d = C.Db[i]
+      C.b[i] = C.b[i] + c * d
+      C.Db[i] = d + a * (e[i] - d)
+    end
+  end
+end
+
+-- `steps` Euler steps, every line one equation of ../shared/models/microcircuit.md.
+local function naive_run(S, steps, x, target, g, learn)
+  local p, N, n = S.p, S.N, S.n
+  local s = 0
+  if p.sigma > 0 then s = p.sigma * (p.noise == "dt" and p.dt or sqrt(p.dt)) end
+  local function lowpass(y, v)
+    for j = 1, #y do
+      if p.tau_in > 0 then y[j] = y[j] + p.dt / p.tau_in * (v[j] - y[j]) else y[j] = v[j] end
+    end
+  end
+  for _ = 1, steps do
+    lowpass(S.r0, x)
+    if target then lowpass(S.ut, target) end
+    local r, rI, vB, vA, vD, vI = {[0] = S.r0}, {}, {}, {}, {}, {}
+    for k = 1, N do
+      r[k] = {}
+      for i = 1, n[k] do r[k][i] = naive_phi(p, S.u[k][i]) end
+      if k < N then
+        rI[k] = {}
+        for j = 1, n[k + 1] do rI[k][j] = naive_phi(p, S.uI[k][j]) end
+      end
+    end
+    for k = 1, N do
+      vB[k] = matvec(S.C.up[k].W, r[k - 1], S.C.up[k].b)
+      if k < N then
+        vD[k] = matvec(S.C.down[k].W, r[k + 1])
+        local lat = matvec(S.C.pi[k].W, rI[k])
+        vA[k] = {}
+        for i = 1, n[k] do vA[k][i] = vD[k][i] + lat[i] end
+        vI[k] = matvec(S.C.ip[k].W, r[k], S.C.ip[k].b)
+      end
+    end
+    if learn then
+      local cD = p.g_D / (p.g_lk + p.g_D)
+      for k = 1, N do
+        local C = S.C.up[k]
+        if C.eta ~= 0 then
+          local cB = p.g_B / (p.g_lk + p.g_B + (k < N and p.g_A or 0))
+          local e = {}
+          for i = 1, n[k] do e[i] = r[k][i] - naive_phi(p, cB * vB[k][i]) end
+          naive_lowpass(C, e, r[k - 1], p)
+        end
+        if k < N then
+          C = S.C.ip[k]
+          if C.eta ~= 0 then
+            local e = {}
+            for j = 1, n[k + 1] do e[j] = rI[k][j] - naive_phi(p, cD * vI[k][j]) end
+            naive_lowpass(C, e, r[k], p)
+          end
+          C = S.C.pi[k]
+          if C.eta ~= 0 then
+            local e = {}
+            for i = 1, n[k] do e[i] = -vA[k][i] end
+            naive_lowpass(C, e, rI[k], p)
+          end
+          C = S.C.down[k]
+          if C.eta ~= 0 then
+            local e = {}
+            for i = 1, n[k] do e[i] = r[k][i] - naive_phi(p, vD[k][i]) end
+            naive_lowpass(C, e, r[k + 1], p)
+          end
+        end
+      end
+    end
+    -- interneurons first (they read u_{k+1} at time t), then pyramidal cells
+    for k = 1, N - 1 do
+      for j = 1, n[k + 1] do
+        local v = S.uI[k][j]
+        local du = -p.g_lk * v + p.g_D * (vI[k][j] - v) + p.g_som * (S.u[k + 1][j] - v)
+        v = v + p.dt * du
+        if s > 0 then v = v + s * g:normal() end
+        S.uI[k][j] = v
+      end
+    end
+    for k = 1, N do
+      for i = 1, n[k] do
+        local v = S.u[k][i]
+        local du = -p.g_lk * v + p.g_B * (vB[k][i] - v)
+        if k < N then du = du + p.g_A * (vA[k][i] - v)
+        elseif target then du = du + p.g_som * (S.ut[i] - v) end
+        v = v + p.dt * du
+        if s > 0 then v = v + s * g:normal() end
+        S.u[k][i] = v
+      end
+    end
+  end
+end
+
+local function worst_vs_naive(net, S)
+  local worst = 0
+  local function cmp(t, ref)
+    if ref == nil then return end
+    local d = max_abs_diff(t, nm.tensor(ref, "float64"))
+    if d > worst then worst = d end
+  end
+  cmp(net.r0, S.r0); cmp(net.ut, S.ut)
+  for k = 1, net.N do
+    cmp(net.pyr[k].u, S.u[k])
+    if k < net.N then cmp(net.int[k].u, S.uI[k]) end
+  end
+  for kind, list in pairs(S.C) do
+    for k, C in pairs(list) do
+      local c = net[kind][k]
+      cmp(c.W, C.W); cmp(c.state.D, C.D)
+      if C.b then cmp(c.b, C.b); cmp(c.state.Db, C.Db) end
+    end
+  end
+  return worst
+end
+
+-- ------------------------------------------------------------ specs
+
+describe("microcircuit full dynamics", function()
+  it("in the analytic self-predicting state (sigma = 0, no target) keeps vA at zero", function()
+    -- One hidden layer: interneurons and output cells obey the same
+    -- equation, so vA is zero at every step, through every transient.
+    for _, rate in ipairs{"softplus", "logistic"} do
+      local g = nm.generator(11)
+      local net = mc.new{sizes = {5, 7, 4}, gen = g, sigma = 0, rate = rate, bias = true}
+      net.up[2].b:uniform(g, -0.5, 0.5)
+      net:self_predicting()                       -- b_ip follows b_up
+      local x = nm.zeros(5, "float64")
+      local worst, mism = 0, 0
+      for _ = 1, 8 do                             -- 8 patterns of 100 ms back to back
+        x:uniform(g, -1, 1)
+        for _ = 1, 100 do
+          net:run(x, 10, nil, {learn = false})
+          worst = math.max(worst, (net:apical_energy()))
+          mism = math.max(mism, (net:interneuron_mismatch()))
+        end
+      end
+      -- potentials are O(1): vA vanishes to rounding, not approximately
+      assert.is_true(worst < 1e-24, rate .. ": ||vA||^2 = " .. worst)
+      assert.is_true(mism < 1e-24, rate .. ": ||u - uI||^2 = " .. mism)
+      -- and is far from zero out of that state
+      net.pi[1].W:scale(0.5)
+      net:run(x, 100, nil, {learn = false})
+      assert.is_true(net:apical_energy() > 1e-6)
+    end
+  end)
+
+  it("deeper networks: vA returns to zero (to rounding) at the end of each pattern", function()
+    local g = nm.generator(13)
+    local net = mc.new{sizes = {5, 7, 6, 4}, gen = g, sigma = 0, self_predicting = true}
+    local x = nm.zeros(5, "float64")
+    local during, after = 0, 0
+    for _ = 1, 5 do
+      x:uniform(g, -1, 1)
+      net:run(x, 30, nil, {learn = false})
+      during = math.max(during, (net:apical_energy()))
+      net:run(x, 970, nil, {learn = false})
+      after = math.max(after, (net:apical_energy()), (net:interneuron_mismatch()))
+    end
+    assert.is_true(after < 1e-24, "end of pattern: " .. after)
+    assert.is_true(during > after)                -- transients of the hidden layer above
+  end)
+
+  it("stays self-predicting while W_ip, W_pi learn without a target", function()
+    local g = nm.generator(12)
+    local net = mc.new{sizes = {4, 6, 5, 3}, gen = g, sigma = 0, self_predicting = true,
+                       eta = {ip = 0.01, pi = 0.01}}
+    local x = nm.zeros(4, "float64"):uniform(g, -1, 1)
+    net:run(x, 2000, nil, {learn = false})      -- settle at the fixed point
+    local Wip, Wpi = net.ip[1].W:clone(), net.pi[2].W:clone()
+    net:run(x, 2000)
+    assert.is_true(net:apical_energy() < 1e-24)
+    assert.is_true(max_abs_diff(Wip, net.ip[1].W) < 1e-12)   -- nothing to learn
+    assert.is_true(max_abs_diff(Wpi, net.pi[2].W) < 1e-12)
+  end)
+
+  for _, case in ipairs{
+    {rate = "softplus", noise = "sqrt_dt", bias = true},
+    {rate = "logistic", noise = "dt", bias = false},
+  } do
+    it(("C Euler step equals a naive Lua reference (" .. case.rate .. ", noise " ..
+       case.noise .. ", bias " .. tostring(case.bias) .. ")"), function()
+      local g = nm.generator(21)
+      local net = mc.new{sizes = {3, 5, 4, 2}, gen = g, sigma = 0.3, noise = case.noise,
+                         rate = case.rate, bias = case.bias, tau_in = 0.4, tau_w = 0.5,
+                         eta = {up = {0.3, 0.2, 0.4}, ip = {0.2, 0.3}, pi = {0.25, 0.15},
+                                down = {0.1, 0.35}}}
+      if case.bias then
+        for _, c in ipairs(net.up) do c.b:uniform(g, -0.3, 0.3) end
+        for _, c in ipairs(net.ip) do c.b:uniform(g, -0.3, 0.3) end
+      end
+      for k = 1, 3 do net.pyr[k].u:uniform(g, -1, 1) end
+      for k = 1, 2 do net.int[k].u:uniform(g, -1, 1) end
+      for _, kind in ipairs{"up", "down", "ip", "pi"} do
+        for _, c in pairs(net[kind]) do
+          c.state.D:uniform(g, -0.2, 0.2)
+          if c.state.Db then c.state.Db:uniform(g, -0.2, 0.2) end
+        end
+      end
+      net.down[2].plastic = false                 -- a switched-off connection
+      local x, t = nm.tensor({0.5, -0.7, 0.9}, "float64"), nm.tensor({1.5, -0.5}, "float64")
+      local S = snapshot(net)
+      local gc = nm.generator(99)
+      local gr = gc:clone()
+      net:run(x, 17, t, {gen = gc})               -- target shown
+      naive_run(S, 17, x:totable(), t:totable(), gr, true)
+      assert.is_true(worst_vs_naive(net, S) < 1e-12, "with target: " .. worst_vs_naive(net, S))
+      net:run(x, 9, nil, {gen = gc})              -- target off
+      naive_run(S, 9, x:totable(), nil, gr, true)
+      assert.is_true(worst_vs_naive(net, S) < 1e-12, "without target")
+      net:run(x, 5, t, {gen = gc, learn = false})  -- plasticity off
+      naive_run(S, 5, x:totable(), t:totable(), gr, false)
+      assert.is_true(worst_vs_naive(net, S) < 1e-12, "learning off")
+      assert.equal(gc:uniform(), gr:uniform())     -- the same number of draws
+      -- the switched-off connection kept weights and trace
+      assert.same(S.C.down[2].W, net.down[2].W:totable())
+    end)
+  end
+
+  it("follows the global learning switch and resumes bit-identically from a state", function()
+    local g = nm.generator(5)
+    local net = mc.new{sizes = {3, 4, 2}, gen = g, sigma = 0.1, eta = {up = 0.01, ip = 0.01, pi = 0.01}}
+    local x = nm.tensor({0.2, -0.4, 0.6}, "float64")
+    local W = net.up[1].W:clone()
+    rule.set_learning(false)
+    local ok, err = pcall(function() net:run(x, 50) end)
+    rule.set_learning(true)
+    assert.is_true(ok, err)
+    assert.same(W:totable(), net.up[1].W:totable())
+    net:run(x, 50, nm.tensor({0.3, 0.1}, "float64"))
+    assert.is_false(max_abs_diff(W, net.up[1].W) == 0)
+    -- state round trip into a second network
+    local net2 = mc.new{sizes = {3, 4, 2}, gen = nm.generator(77), sigma = 0.1,
+                        eta = {up = 0.01, ip = 0.01, pi = 0.01}}
+    net2:load_state(net:state())
+    net2.noise_gen = net.noise_gen:clone()
+    net:run(x, 30); net2:run(x, 30)
+    assert.same(net.up[1].W:totable(), net2.up[1].W:totable())
+    assert.same(net.pyr[2].u:totable(), net2.pyr[2].u:totable())
+  end)
+
+  it("allocates nothing per run call", function()
+    local g = nm.generator(3)
+    local net = mc.new{sizes = {6, 8, 3}, gen = g, sigma = 0.2, eta = {up = 0.001, ip = 0.001, pi = 0.001}}
+    local x, t = nm.zeros(6, "float64"):uniform(g, 0, 1), nm.zeros(3, "float64")
+    net:run(x, 10, t)
+    collectgarbage("collect"); collectgarbage("stop")
+    local before = collectgarbage("count")
+    for _ = 1, 2000 do net:run(x, 2, t) end
+    local grown = collectgarbage("count") - before
+    collectgarbage("restart")
+    assert.is_true(grown < 4, "grew by " .. grown .. " KiB")
+  end)
+end)
+
+describe("microcircuit steady state", function()
+  it("equals the long-run fixed point of the full dynamics", function()
+    for _, rate in ipairs{"softplus", "logistic"} do
+      local g = nm.generator(31)
+      local net = mc.new{sizes = {4, 6, 5, 3}, gen = g, sigma = 0, rate = rate, bias = true,
+                         init = 0.5}
+      for _, c in ipairs(net.up) do c.b:uniform(g, -0.5, 0.5) end
+      local x = nm.zeros(4, "float64"):uniform(g, -1, 1)
+      local t = nm.tensor({0.8, -0.6, 0.3}, "float64")
+      net:run(x, 40000, t, {learn = false})      -- 4 s of model time
+      local bs = net:steady_state(x:view(1, 4), t:view(1, 3), 60)
+      for k = 1, 3 do
+        local d = max_abs_diff(net.pyr[k].u, bs.U[k]:select(1, 1))
+        assert.is_true(d < 1e-9, rate .. " layer " .. k .. ": " .. d)
+        if k < 3 then
+          assert.is_true(max_abs_diff(net.int[k].u, bs.UI[k]:select(1, 1)) < 1e-9)
+          assert.is_true(max_abs_diff(net.pyr[k].vA, bs.VA[k]:select(1, 1)) < 1e-9)
+        end
+      end
+      -- the single sweep of the paper is close (O(lambda^2)) but not exact here
+      bs = net:steady_state(x:view(1, 4), t:view(1, 3), 1)
+      local d1 = max_abs_diff(net.pyr[1].u, bs.U[1]:select(1, 1))
+      assert.is_true(d1 < 0.05 and d1 > 1e-12, "one sweep: " .. d1)
+    end
+  end)
+
+  it("is exact in one sweep in the self-predicting state without a target", function()
+    local g = nm.generator(32)
+    local net = mc.new{sizes = {4, 6, 5, 3}, gen = g, sigma = 0, self_predicting = true}
+    local x = nm.zeros(4, "float64"):uniform(g, -1, 1)
+    net:run(x, 40000, nil, {learn = false})
+    local bs = net:steady_state(x:view(1, 4), nil, 1)
+    for k = 1, 3 do assert.is_true(max_abs_diff(net.pyr[k].u, bs.U[k]:select(1, 1)) < 1e-10) end
+    local va, mm = net:steady_measures()
+    assert.is_true(va < 1e-28 and mm < 1e-28)
+    -- the forward pass gives the same output
+    local Y = net:forward(x:view(1, 4))
+    assert.is_true(max_abs_diff(Y:select(1, 1), net.pyr[3].r) < 1e-10)
+  end)
+
+  it("batch rows are independent and float32 follows float64", function()
+    local X, T
+    local outs = {}
+    for _, dtype in ipairs{"float64", "float32"} do
+      local net = mc.new{sizes = {5, 4, 3}, gen = nm.generator(8), dtype = dtype, mode = "steady",
+                         rate = "logistic", bias = true, self_predicting = true,
+                         eta = {up = {0.5, 0.3}, ip = 0.2}}
+      X = nm.zeros(6, 5, dtype):uniform(nm.generator(9), 0, 1)
+      T = nm.zeros(6, 3, dtype):uniform(nm.generator(10), -1, 1)
+      local bs = net:steady_state(X, T)
+      local U1 = bs.U[1]:clone()
+      local row = net:steady_state(X:narrow(1, 3, 1), T:narrow(1, 3, 1))
+      assert.is_true(max_abs_diff(U1:narrow(1, 3, 1), row.U[1]) < (dtype == "float32" and 1e-6 or 1e-14))
+      net:train_batch(X, T)
+      outs[dtype] = net.up[1].W:clone()
+    end
+    assert.is_true(max_abs_diff(outs.float64, outs.float32:double()) < 1e-5)
+  end)
+
+  it("updates W_up, W_ip, W_pi, W_down as the rules say (batch means)", function()
+    local g = nm.generator(41)
+    local net = mc.new{sizes = {3, 4, 2}, gen = g, mode = "steady", bias = true,
+                       eta = {up = {0.7, 0.4}, ip = 0.3, pi = 0.2, down = 0.6}}
+    local X = nm.zeros(5, 3, "float64"):uniform(g, -1, 1)
+    local T = nm.zeros(5, 2, "float64"):uniform(g, -1, 1)
+    local bs = net:steady_state(X, T)
+    local p, f = net.p, net:factors()
+    local function phi(u) return naive_phi(p, u) end
+    -- expected changes from the buffers, by plain loops
+    local function expected(post_fn, pre, eta, rows, cols)
+      local dW = {}
+      for i = 1, rows do
+        dW[i] = {}
+        for j = 1, cols do
+          local s = 0
+          for b = 1, 5 do s = s + post_fn(b, i) * pre:get(b, j) end
+          dW[i][j] = eta * s / 5
+        end
+      end
+      return dW
+    end
+    local U, VB, R = bs.U, bs.VB, bs.R
+    local e_up1 = expected(function(b, i) return phi(U[1]:get(b, i)) - phi(f.cB * VB[1]:get(b, i)) end,
+                           R[0], 0.7, 4, 3)
+    local e_up2 = expected(function(b, i) return phi(U[2]:get(b, i)) - phi(f.cB_out * VB[2]:get(b, i)) end,
+                           R[1], 0.4, 2, 4)
+    local e_ip = expected(function(b, j) return phi(bs.UI[1]:get(b, j)) - phi(f.cD * bs.VI[1]:get(b, j)) end,
+                          R[1], 0.3, 2, 4)
+    local e_pi = expected(function(b, i) return -bs.VA[1]:get(b, i) end, bs.RI[1], 0.2, 4, 2)
+    local e_dn = expected(function(b, i) return phi(U[1]:get(b, i)) - phi(bs.VD[1]:get(b, i)) end,
+                          R[2], 0.6, 4, 2)
+    local e_b1 = {}
+    for i = 1, 4 do
+      local s = 0
+      for b = 1, 5 do s = s + phi(U[1]:get(b, i)) - phi(f.cB * VB[1]:get(b, i)) end
+      e_b1[i] = 0.7 * s / 5
+    end
+    local before = {}
+    for _, c in ipairs{net.up[1], net.up[2], net.ip[1], net.pi[1], net.down[1]} do
+      before[c] = c.W:clone()
+    end
+    local b1 = net.up[1].b:clone()
+    net:steady_update()
+    local function change(c) return c.W:clone():sub(before[c]) end
+    assert.tensor_near(e_up1, change(net.up[1]), 1e-13)
+    assert.tensor_near(e_up2, change(net.up[2]), 1e-13)
+    assert.tensor_near(e_ip, change(net.ip[1]), 1e-13)
+    assert.tensor_near(e_pi, change(net.pi[1]), 1e-13)
+    assert.tensor_near(e_dn, change(net.down[1]), 1e-13)
+    assert.tensor_near(e_b1, net.up[1].b:clone():sub(b1), 1e-13)
+  end)
+
+  it("allocates nothing per minibatch", function()
+    local g = nm.generator(4)
+    local net = mc.new{sizes = {8, 6, 4}, gen = g, dtype = "float32", mode = "steady",
+                       rate = "logistic", bias = true, self_predicting = true,
+                       eta = {up = {0.1, 0.05}, ip = 0.05}}
+    local X, T = nm.zeros(10, 8):uniform(g, 0, 1), nm.zeros(10, 4):uniform(g, -2, 2)
+    net:train_batch(X, T)
+    collectgarbage("collect"); collectgarbage("stop")
+    local before = collectgarbage("count")
+    for _ = 1, 300 do net:train_batch(X, T) end
+    local grown = collectgarbage("count") - before
+    collectgarbage("restart")
+    assert.is_true(grown < 4, "grew by " .. grown .. " KiB")
+  end)
+end)
+
+describe("microcircuit theory (small lambda)", function()
+  -- cos between the W_up[1] change of the steady state and the update of
+  -- the error e_N = phi'(uhat_N) (u_trgt - uhat_N) sent back through
+  -- W_up[2]^T (BP) or W_down[1] (FA).
+  local function cosine(net, X, T, feedback)
+    local bs = net:steady_state(X, T)
+    local f = net:factors()
+    local W0 = net.up[1].W:clone()
+    net:steady_update()
+    local dW = net.up[1].W:clone():sub(W0)
+    net.up[1].W:copy(W0)
+    local B = X:size(1)
+    local Uhat2 = nm.zeros(B, 2, "float64"):scale(bs.VB[2], f.cB_out)
+    local E2 = nm.zeros(B, 2, "float64"):sub(T, Uhat2):mul(net:dphi(Uhat2:clone(), Uhat2))
+    local E1 = nm.zeros(B, 4, "float64")
+    if feedback == "bp" then E1:mm(E2, net.up[2].W) else E1:mm(E2, net.down[1].W:t()) end
+    local Uhat1 = nm.zeros(B, 4, "float64"):scale(bs.VB[1], f.cB)
+    E1:mul(net:dphi(Uhat1:clone(), Uhat1))
+    local G = nm.zeros(4, 3, "float64"):mm(E1:t(), X)
+    return dW:dot(G) / (dW:norm() * G:norm())
+  end
+
+  it("W_up follows BP with symmetric top-down weights and FA with random ones", function()
+    local X = nm.zeros(8, 3, "float64"):uniform(nm.generator(2), -1, 1)
+    local T = nm.zeros(8, 2, "float64"):uniform(nm.generator(3), -1, 1)
+    for _, fb in ipairs{"bp", "fa"} do
+      local cos = {}
+      for i, g_small in ipairs{0.5, 0.01} do
+        local net = mc.new{sizes = {3, 4, 2}, gen = nm.generator(7), mode = "steady",
+                           g_A = g_small, g_som = g_small, eta = {up = 1}}
+        if fb == "bp" then net.down[1].W:copy(net.up[2].W:t()) end
+        net:self_predicting()
+        cos[i] = cosine(net, X, T, fb)
+      end
+      assert.is_true(cos[2] > 0.9999, fb .. ": cos = " .. cos[2])
+      assert.is_true(cos[2] > cos[1], fb)
+    end
+  end)
+end)
+
+describe("microcircuit rules", function()
+  local function quantities(conn, o)
+    local q = rule.quantities(conn)
+    q.pre, q.pre_t = o.pre, o.pre:t()
+    q.error = nm.zeros(o.pre:size(1), conn.W:size(1), "float64")
+    q.error_t, q.batch, q.ones = q.error:t(), o.pre:size(1), nm.ones(o.pre:size(1), "float64")
+    q.post, q.pred, q.apical, q.state = o.post, o.pred, o.apical, conn.state
+    return q
+  end
+
+  local nn = require "nm.nn"
+  local function conn(pathway, params, bias)
+    params.pathway = pathway
+    return nn.connection{pre = 2, post = 2, bias = bias, dtype = "float64", init = "zeros",
+                         rule = rule.new("microcircuit", params)}
+  end
+
+  it("documents itself and rejects bad parameters", function()
+    local def = rule.definition("microcircuit")
+    assert.truthy(def.paper:match("2018"))
+    assert.truthy(rule.describe("microcircuit"):find("tau_w"))
+    assert.has_error(function() rule.new("microcircuit", {pathway = "sideways"}) end,
+      "rule 'microcircuit': parameter 'pathway' must be 'up', 'ip', 'pi' or 'down'")
+    assert.has_error(function() rule.new("microcircuit", {tau_w = -1}) end,
+      "rule 'microcircuit': parameter 'tau_w' must be >= 0")
+    assert.has_error(function() rule.new("microcircuit", {tau_w = 1, dt = 2}) end,
+      "rule 'microcircuit': parameter 'dt' must be in (0, tau_w]")
+  end)
+
+  it("without low-pass: W += eta <(post - pred) pre^T>, b += eta <post - pred>", function()
+    local c = conn("up", {eta = 0.5, tau_w = 0}, true)
+    local q = quantities(c, {
+      pre = nm.tensor({{1, 2}, {3, -1}}, "float64"),
+      post = nm.tensor({{0.5, 0.25}, {1, 0}}, "float64"),
+      pred = nm.tensor({{0.25, 0.5}, {0, 0.5}}, "float64")})
+    rule.apply(c.rule, c, q)
+    -- errors: row 1 (0.25, -0.25), row 2 (1, -0.5); <e pre^T> = ((0.25 + 3)/2, (0.5 - 1)/2; ...)
+    assert.tensor_near({{0.5 * 3.25 / 2, 0.5 * -0.5 / 2}, {0.5 * -1.75 / 2, 0.5 * 0 / 2}}, c.W, 1e-15)
+    assert.tensor_near({0.5 * 1.25 / 2, 0.5 * -0.75 / 2}, c.b, 1e-15)
+  end)
+
+  it("pi: W += eta <(0 - vA) rI^T>", function()
+    local c = conn("pi", {eta = 2, tau_w = 0}, false)
+    local q = quantities(c, {pre = nm.tensor({{1, 0.5}}, "float64"),
+                             apical = nm.tensor({{0.1, -0.2}}, "float64")})
+    rule.apply(c.rule, c, q)
+    assert.tensor_near({{-0.2, -0.1}, {0.4, 0.2}}, c.W, 1e-15)
+  end)
+
+  it("with low-pass: W += dt eta D, then D += dt/tau_w (T - D), step after step", function()
+    local c = conn("ip", {eta = 0.5, tau_w = 2, dt = 0.5}, false)
+    local q = quantities(c, {pre = nm.tensor({{1, 2}}, "float64"),
+                             post = nm.tensor({{1, 0}}, "float64"),
+                             pred = nm.tensor({{0, 0}}, "float64")})
+    -- T = [[1, 2], [0, 0]]; a = 0.25, c = 0.25
+    rule.apply(c.rule, c, q)
+    assert.tensor_near({{0, 0}, {0, 0}}, c.W, 0)             -- D was 0
+    assert.tensor_near({{0.25, 0.5}, {0, 0}}, c.state.D, 1e-15)
+    rule.apply(c.rule, c, q)
+    assert.tensor_near({{0.0625, 0.125}, {0, 0}}, c.W, 1e-15)
+    assert.tensor_near({{0.4375, 0.875}, {0, 0}}, c.state.D, 1e-15)
+  end)
+end)
+
+describe("microcircuit errors", function()
+  it("mc.new checks its options", function()
+    local g = nm.generator(1)
+    assert.has_error(function() mc.new{} end)
+    assert.has_error(function() mc.new{sizes = {3, 0, 2}, gen = g} end,
+      "microcircuit: sizes[2] must be a positive integer")
+    assert.has_error(function() mc.new{sizes = {3, 2}} end,
+      "microcircuit: gen (nm.generator) is required to draw the weights")
+    assert.has_error(function() mc.new{sizes = {3, 2}, gen = g, rate = "tanh"} end,
+      "microcircuit: unknown rate function 'tanh' (softplus, logistic)")
+    assert.has_error(function() mc.new{sizes = {3, 4, 2}, gen = g, eta = {up = {1}}} end,
+      "microcircuit: eta.up needs 2 value(s), got 1")
+    assert.has_error(function() mc.new{sizes = {3, 4, 2}, gen = g, eta = {side = 1}} end,
+      "microcircuit: eta has no pathway 'side' (up, ip, pi, down)")
+    assert.has_error(function() mc.new{sizes = {3, 2}, gen = g, noise = "pink"} end,
+      "microcircuit: noise must be 'sqrt_dt' or 'dt'")
+  end)
+
+  it("full dynamics reject float32 networks, bad inputs and bad constants", function()
+    local g = nm.generator(1)
+    local net32 = mc.new{sizes = {3, 4, 2}, gen = g, dtype = "float32"}
+    assert.has_error(function() net32:run(nm.zeros(3, "float64"), 1) end,
+      "microcircuit: the full dynamics need dtype = 'float64' (float32 networks run the steady state only)")
+    local net = mc.new{sizes = {3, 4, 2}, gen = g}
+    assert.has_error(function() net:run(nm.zeros(4, "float64"), 1) end)
+    assert.has_error(function() net:run(nm.zeros(3, "float64"), 1, nm.zeros(3, "float64")) end)
+    assert.has_error(function() net:run(nm.zeros(3, "float64"), -1) end,
+      "bad argument #1 to 'run' (number of steps must be >= 0)")
+    assert.has_error(function() net:set{dt = -1} end)
+    assert.has_error(function() net:set{nope = 1} end, "microcircuit: set: unknown constant 'nope'")
+    net.noise_gen = nil
+    assert.has_error(function() net:run(nm.zeros(3, "float64"), 1) end,
+      "bad argument #4 to 'run' (a generator is needed when sigma > 0)")
+    net:set{sigma = 0}
+    net:run(nm.zeros(3, "float64"), 1)            -- fine without noise
+    local h = net:handle()
+    assert.has_error(function() h:set_eta(3, "up", 1) end,
+      "bad argument #1 to 'set_eta' (layer 3 out of range [1, 2])")
+    assert.has_error(function() h:set_eta(2, "ip", 1) end,
+      "bad argument #1 to 'set_eta' (the output layer has only W_up)")
+    assert.has_error(function() net:steady_state(nm.zeros(2, 4, "float64")) end,
+      "microcircuit: input must be a [B x 3] tensor, got [2 x 4]")
+  end)
+
+  it("nm.microcircuit names the field with the wrong tensor", function()
+    local net = mc.new{sizes = {3, 4, 2}, gen = nm.generator(1)}
+    net:handle()
+    local spec = {sizes = {3, 4, 2}, r0 = net.r0, ut = net.ut, layers = {}}
+    for k, v in pairs(net.p) do spec[k] = v end
+    spec.layers[1] = {u = net.pyr[1].u, r = net.pyr[1].r, vB = net.pyr[1].vB,
+                      W_up = nm.zeros(3, 4, "float64")}
+    spec.layers[2] = {}
+    assert.has_error(function() nm.microcircuit(spec) end,
+      "bad argument #1 to 'microcircuit' (layers[1] field 'W_up' must be a contiguous " ..
+      "float64 tensor [4 x 3], got float64 [3 x 4])")
+    spec.dt = 0
+    assert.has_error(function() nm.microcircuit(spec) end)
+    spec.dt, spec.layers = 0.1, {{}}
+    assert.has_error(function() nm.microcircuit(spec) end,
+      "bad argument #1 to 'microcircuit' (field 'layers' must be a list of 2 layer tables)")
+  end)
+end)
