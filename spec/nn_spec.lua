@@ -312,7 +312,7 @@ end)
 describe("experiments/baselines.lua", function()
   local json = require "nm.json"
   local root = NEUROMIC_ROOT or "."
-  local exe = root .. "/neuromic"
+  local exe = os.getenv("NEUROMIC_EXE") or (root .. "/neuromic")   -- make sanitize sets it
   local tmp = os.tmpname()
   os.remove(tmp)
 
