@@ -20,6 +20,7 @@ int luaopen_neuromic(lua_State *L) {
   nm_open_plastic(L, module, methods);
   nm_open_bmvr(L, module, methods);
   nm_open_microcircuit(L, module, methods);
+  nm_open_meta(L, module, methods);
   lua_pushvalue(L, methods);
   lua_setfield(L, module, "Tensor");
   lua_pushstring(L, nm_version);

@@ -1,0 +1,127 @@
+/*
+** nm_meta.c: the fused motif plasticity rule, its adjoint and the query
+** loss (see nm_meta.h), for float and double networks.
+*/
+#include <math.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "nm_meta.h"
+
+/* The row kernels are compiled for AVX2+FMA as well as the baseline and
+** picked at load time (GCC ifunc), as in nm_bmvr.c. */
+#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
+#define NM_META_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define NM_META_CLONES
+#endif
+
+/* What a trace holds, one vector per layer each: activations y, errors e,
+** s = 1 - exp(-beta y) (the softplus derivative), r = B^T e (the error
+** before the derivative), pre-activations z, q = W^T y_l (length n_{l-1}),
+** and the two update vectors a, b; then 3 (L + 1) scalars. */
+enum { TR_Y, TR_E, TR_S, TR_R, TR_Z, TR_Q, TR_A, TR_B, TR_KINDS };
+
+static void trace_layout(const nm_motif_net *net, int64_t off[TR_KINDS][NM_META_MAXLAYERS + 1],
+                         int64_t *scal) {
+  int64_t pos = 0;
+  for (int k = 0; k < TR_KINDS; k++) {
+    for (int l = 0; l <= net->layers; l++) {
+      int64_t len = net->sizes[l];
+      if (k == TR_Q) len = l > 0 ? net->sizes[l - 1] : 0;
+      if ((k == TR_Z || k == TR_A || k == TR_B) && l == 0) len = 0;
+      off[k][l] = pos;
+      pos += len;
+    }
+  }
+  *scal = pos;
+}
+
+int64_t nm_motif_trace_size(const nm_motif_net *net) {
+  int64_t off[TR_KINDS][NM_META_MAXLAYERS + 1], scal;
+  trace_layout(net, off, &scal);
+  return scal + 3 * (net->layers + 1);
+}
+
+int64_t nm_motif_work_size(const nm_motif_net *net) {
+  int64_t total = 0, maxn = 0;
+  for (int l = 0; l <= net->layers; l++) {
+    total += 4 * net->sizes[l] + (l > 0 ? net->sizes[l - 1] : 0);
+    if (net->sizes[l] > maxn) maxn = net->sizes[l];
+  }
+  return total + 6 * maxn;
+}
+
+int64_t nm_motif_query_work_size(const nm_motif_net *net, int64_t m) {
+  int64_t total = 0, maxn = 0;
+  for (int l = 1; l <= net->layers; l++) {
+    total += m * net->sizes[l];
+    if (net->sizes[l] > maxn) maxn = net->sizes[l];
+  }
+  return total + 2 * m * maxn;
+}
+
+int nm_motif_check(const nm_motif_net *net) {
+  if (net->layers < 1 || net->layers > NM_META_MAXLAYERS) return NM_EINVAL;
+  if (!(net->beta > 0) || !isfinite(net->beta)) return NM_EINVAL;
+  if (net->dtype != NM_FLOAT32 && net->dtype != NM_FLOAT64) return NM_EINVAL;
+  if (net->feedback < NM_FEEDBACK_FA || net->feedback > NM_FEEDBACK_BP_DETACHED) return NM_EINVAL;
+  for (int l = 0; l <= net->layers; l++)
+    if (net->sizes[l] < 1 || net->sizes[l] > (1 << 24)) return NM_EINVAL;
+  return NM_OK;
+}
+
+/* The kernels, once per element type. */
+#define real float
+#define FN(name) name##_f32
+#define GEMV cblas_sgemv
+#define GEMM cblas_sgemm
+#define GER cblas_sger
+#include "nm_meta_gen.h"
+#undef real
+#undef FN
+#undef GEMV
+#undef GEMM
+#undef GER
+
+#define real double
+#define FN(name) name##_f64
+#define GEMV cblas_dgemv
+#define GEMM cblas_dgemm
+#define GER cblas_dger
+#include "nm_meta_gen.h"
+#undef real
+#undef FN
+#undef GEMV
+#undef GEMM
+#undef GER
+
+int nm_motif_forward(const nm_motif_net *net, const nm_tensor *const *W_out,
+                     const nm_tensor *const *W_in, const nm_tensor *const *B,
+                     const nm_tensor *x, int64_t label, const double *theta, void *trace) {
+  if (nm_motif_check(net) != NM_OK || label < 0 || label >= net->sizes[net->layers])
+    return NM_EINVAL;
+  if (net->dtype == NM_FLOAT64) return forward_f64(net, W_out, W_in, B, x, label, theta, trace);
+  return forward_f32(net, W_out, W_in, B, x, label, theta, trace);
+}
+
+int nm_motif_backward(const nm_motif_net *net, const nm_tensor *const *G,
+                      const nm_tensor *const *W_in, const nm_tensor *const *B, void *trace,
+                      const double *theta, const int *need, double *theta_bar,
+                      const nm_tensor *const *Bbar, void *work) {
+  if (nm_motif_check(net) != NM_OK) return NM_EINVAL;
+  if (net->dtype == NM_FLOAT64)
+    return backward_f64(net, G, W_in, B, trace, theta, need, theta_bar, Bbar, work);
+  return backward_f32(net, G, W_in, B, trace, theta, need, theta_bar, Bbar, work);
+}
+
+int nm_motif_query(const nm_motif_net *net, const nm_tensor *const *W, const nm_tensor *X,
+                   const int64_t *labels, double *loss, int64_t *correct,
+                   const nm_tensor *const *G, void *work) {
+  if (nm_motif_check(net) != NM_OK || X->ndim != 2 || X->size[0] < 1) return NM_EINVAL;
+  for (int64_t i = 0; i < X->size[0]; i++)
+    if (labels[i] < 0 || labels[i] >= net->sizes[net->layers]) return NM_EINVAL;
+  if (net->dtype == NM_FLOAT64) return query_f64(net, W, X, labels, loss, correct, G, work);
+  return query_f32(net, W, X, labels, loss, correct, G, work);
+}

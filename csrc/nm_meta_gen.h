@@ -1,0 +1,408 @@
+/*
+** nm_meta_gen.h: the motif-rule step, its adjoint and the query loss,
+** written once over an element type; nm_meta.c includes this file twice,
+** defining `real`, FN(name) and the BLAS names for float and for double.
+** The equations are in nm_meta.h; the adjoint's derivation in
+** doc/autograd.md ("The fused motif step").
+*/
+
+/* Pointers into a trace buffer (layout from trace_layout, nm_meta.c). */
+typedef struct {
+  real *y[NM_META_MAXLAYERS + 1], *e[NM_META_MAXLAYERS + 1], *s[NM_META_MAXLAYERS + 1];
+  real *r[NM_META_MAXLAYERS + 1], *z[NM_META_MAXLAYERS + 1], *q[NM_META_MAXLAYERS + 1];
+  real *a[NM_META_MAXLAYERS + 1], *b[NM_META_MAXLAYERS + 1];
+  real *scal;          /* layer l: S, c, d at 3 l .. 3 l + 2; at 0: 1 when q is filled */
+} FN(trace_ptrs);
+
+static void FN(trace_map)(const nm_motif_net *net, real *base, FN(trace_ptrs) *p) {
+  int64_t off[TR_KINDS][NM_META_MAXLAYERS + 1], scal;
+  trace_layout(net, off, &scal);
+  for (int l = 0; l <= net->layers; l++) {
+    p->y[l] = base + off[TR_Y][l];
+    p->e[l] = base + off[TR_E][l];
+    p->s[l] = base + off[TR_S][l];
+    p->r[l] = base + off[TR_R][l];
+    p->z[l] = base + off[TR_Z][l];
+    p->q[l] = base + off[TR_Q][l];
+    p->a[l] = base + off[TR_A][l];
+    p->b[l] = base + off[TR_B][l];
+  }
+  p->scal = base + scal;
+}
+
+static real *FN(data)(const nm_tensor *t) { return (real *)t->data; }
+
+/* Numerically stable softplus with sharpness beta. */
+static real FN(softplus)(real z, real beta) {
+  double bz = (double)beta * (double)z;
+  double m = bz > 0 ? bz : 0;
+  return (real)((m + log1p(exp(-fabs(bz)))) / (double)beta);
+}
+
+/* out = alpha in + sum_{k < nk} coef_k u_k v_k^T over an n x m row-major
+** matrix; out may be in. One sweep over the matrix whatever nk is. */
+NM_META_CLONES
+static void FN(rank_update)(int64_t n, int64_t m, real *out, const real *in, real alpha,
+                            int nk, const real *coef, const real *const *u,
+                            const real *const *v) {
+  const real *v0 = nk > 0 ? v[0] : NULL, *v1 = nk > 1 ? v[1] : NULL;
+  const real *v2 = nk > 2 ? v[2] : NULL, *v3 = nk > 3 ? v[3] : NULL;
+  for (int64_t i = 0; i < n; i++) {
+    real *o = out + i * m;
+    const real *w = in + i * m;
+    const real c0 = nk > 0 ? coef[0] * u[0][i] : 0, c1 = nk > 1 ? coef[1] * u[1][i] : 0;
+    const real c2 = nk > 2 ? coef[2] * u[2][i] : 0, c3 = nk > 3 ? coef[3] * u[3][i] : 0;
+    switch (nk) {
+      case 0:
+        for (int64_t j = 0; j < m; j++) o[j] = alpha * w[j];
+        break;
+      case 1:
+        for (int64_t j = 0; j < m; j++) o[j] = alpha * w[j] + c0 * v0[j];
+        break;
+      case 2:
+        for (int64_t j = 0; j < m; j++) o[j] = alpha * w[j] + c0 * v0[j] + c1 * v1[j];
+        break;
+      case 3:
+        for (int64_t j = 0; j < m; j++)
+          o[j] = alpha * w[j] + c0 * v0[j] + c1 * v1[j] + c2 * v2[j];
+        break;
+      default:
+        for (int64_t j = 0; j < m; j++)
+          o[j] = alpha * w[j] + c0 * v0[j] + c1 * v1[j] + c2 * v2[j] + c3 * v3[j];
+    }
+  }
+}
+
+/* One sweep over G (n x m, row-major) for everything the adjoint reads
+** from it: gk = G vk (length n) for k = 0, 1 and, when v2 is not NULL, 2;
+** hk = G^T uk (length m, overwritten) for k = 0..2; *gw = <G, W> when W is
+** not NULL. Eight partial sums per dot product let the compiler
+** vectorise without reassociating. */
+NM_META_CLONES
+static void FN(adjoint_sweep)(int64_t n, int64_t m, const real *G, const real *W,
+                              const real *v0, const real *v1, const real *v2,
+                              const real *u0, const real *u1, const real *u2,
+                              real *g0, real *g1, real *g2, real *h0, real *h1, real *h2,
+                              double *gw) {
+  for (int64_t j = 0; j < m; j++) h0[j] = h1[j] = h2[j] = 0;
+  double gwsum = 0;
+  for (int64_t i = 0; i < n; i++) {
+    const real *g = G + i * m;
+    const real *w = W != NULL ? W + i * m : NULL;
+    const real a0 = u0[i], a1 = u1[i], a2 = u2[i];
+    real s0[8] = {0}, s1[8] = {0}, s2[8] = {0}, sw[8] = {0};
+    int64_t j = 0;
+    for (; j + 8 <= m; j += 8) {
+      for (int k = 0; k < 8; k++) {
+        const real x = g[j + k];
+        s0[k] += x * v0[j + k];
+        s1[k] += x * v1[j + k];
+        h0[j + k] += a0 * x;
+        h1[j + k] += a1 * x;
+        h2[j + k] += a2 * x;
+      }
+      if (v2 != NULL)
+        for (int k = 0; k < 8; k++) s2[k] += g[j + k] * v2[j + k];
+      if (w != NULL)
+        for (int k = 0; k < 8; k++) sw[k] += g[j + k] * w[j + k];
+    }
+    for (; j < m; j++) {
+      const real x = g[j];
+      s0[0] += x * v0[j];
+      s1[0] += x * v1[j];
+      if (v2 != NULL) s2[0] += x * v2[j];
+      if (w != NULL) sw[0] += x * w[j];
+      h0[j] += a0 * x;
+      h1[j] += a1 * x;
+      h2[j] += a2 * x;
+    }
+    real t0 = 0, t1 = 0, t2 = 0, tw = 0;
+    for (int k = 0; k < 8; k++) { t0 += s0[k]; t1 += s1[k]; t2 += s2[k]; tw += sw[k]; }
+    g0[i] = t0;
+    g1[i] = t1;
+    if (v2 != NULL) g2[i] = t2;
+    gwsum += tw;
+  }
+  if (gw != NULL) *gw = gwsum;
+}
+
+static double FN(dot)(int64_t n, const real *a, const real *b) {
+  double s = 0;
+  for (int64_t i = 0; i < n; i++) s += (double)a[i] * (double)b[i];
+  return s;
+}
+
+static double FN(sum)(int64_t n, const real *a) {
+  double s = 0;
+  for (int64_t i = 0; i < n; i++) s += a[i];
+  return s;
+}
+
+/* The feedback matrix of layer l (1-based): B_l, or W_l in backprop modes. */
+static const real *FN(feedback)(const nm_motif_net *net, const nm_tensor *const *W,
+                                const nm_tensor *const *B, int l) {
+  return net->feedback == NM_FEEDBACK_FA ? FN(data)(B[l - 1]) : FN(data)(W[l - 1]);
+}
+
+/* Softmax of n values into y (y may be z); returns log(sum exp(z - max)) + max. */
+static double FN(softmax)(int64_t n, const real *z, real *y) {
+  real mx = z[0];
+  for (int64_t i = 1; i < n; i++) if (z[i] > mx) mx = z[i];
+  double sum = 0;
+  for (int64_t i = 0; i < n; i++) sum += exp((double)(z[i] - mx));
+  double lse = log(sum) + (double)mx;
+  for (int64_t i = 0; i < n; i++) y[i] = (real)exp((double)z[i] - lse);
+  return lse;
+}
+
+/* q_l = W_l^T y_l and c_l = q_l . e_{l-1} for every layer, into the trace. */
+static void FN(fill_q)(const nm_motif_net *net, const nm_tensor *const *W_in, FN(trace_ptrs) *T) {
+  const int64_t *n = net->sizes;
+  for (int l = 1; l <= net->layers; l++) {
+    GEMV(CblasRowMajor, CblasTrans, (int)n[l], (int)n[l - 1], 1, FN(data)(W_in[l - 1]),
+         (int)n[l - 1], T->y[l], 1, 0, T->q[l], 1);
+    T->scal[3 * l + 1] = (real)FN(dot)(n[l - 1], T->q[l], T->e[l - 1]);
+  }
+  T->scal[0] = 1;
+}
+
+static int FN(forward)(const nm_motif_net *net, const nm_tensor *const *W_out,
+                       const nm_tensor *const *W_in, const nm_tensor *const *B,
+                       const nm_tensor *x, int64_t label, const double *th, void *trace) {
+  const int L = net->layers;
+  const int64_t *n = net->sizes;
+  const real beta = (real)net->beta;
+  FN(trace_ptrs) T;
+  FN(trace_map)(net, (real *)trace, &T);
+
+  /* Forward pass. */
+  const real *xp = (const real *)x->data;
+  const int64_t xs = x->ndim == 1 ? x->stride[0] : 1;
+  for (int64_t j = 0; j < n[0]; j++) T.y[0][j] = xp[j * xs];
+  for (int l = 1; l <= L; l++) {
+    GEMV(CblasRowMajor, CblasNoTrans, (int)n[l], (int)n[l - 1], 1, FN(data)(W_in[l - 1]),
+         (int)n[l - 1], T.y[l - 1], 1, 0, T.z[l], 1);
+    if (l < L) {
+      for (int64_t i = 0; i < n[l]; i++) {
+        real y = FN(softplus)(T.z[l][i], beta);
+        T.y[l][i] = y;
+        T.s[l][i] = (real)-expm1(-(double)beta * (double)y);     /* 1 - exp(-beta y) */
+      }
+    } else {
+      FN(softmax)(n[L], T.z[L], T.y[L]);
+      for (int64_t i = 0; i < n[L]; i++) T.s[L][i] = 0;
+    }
+  }
+  for (int64_t j = 0; j < n[0]; j++) T.s[0][j] = (real)-expm1(-(double)beta * (double)T.y[0][j]);
+  if (nm_interrupted) return NM_EINTR;
+
+  /* Errors through the feedback pathway. */
+  for (int64_t i = 0; i < n[L]; i++) T.e[L][i] = T.y[L][i];
+  T.e[L][label] -= 1;
+  for (int64_t i = 0; i < n[L]; i++) T.r[L][i] = 0;
+  for (int l = L - 1; l >= 0; l--) {
+    GEMV(CblasRowMajor, CblasTrans, (int)n[l + 1], (int)n[l], 1,
+         FN(feedback)(net, W_in, B, l + 1), (int)n[l], T.e[l + 1], 1, 0, T.r[l], 1);
+    for (int64_t i = 0; i < n[l]; i++) T.e[l][i] = T.r[l][i] * T.s[l][i];
+  }
+
+  /* The updates, each from the pre-update weights of its own layer. */
+  const int need_q = th[6] != 0 || th[7] != 0 || th[9] != 0;
+  if (need_q) FN(fill_q)(net, W_in, &T);
+  else T.scal[0] = 0;
+  for (int l = 1; l <= L; l++) {
+    const double S = FN(sum)(n[l], T.y[l]);
+    const double d = FN(dot)(n[l], T.e[l], T.z[l]);
+    const double c = need_q ? (double)T.scal[3 * l + 1] : 0;
+    T.scal[3 * l] = (real)S;
+    T.scal[3 * l + 1] = (real)c;
+    T.scal[3 * l + 2] = (real)d;
+    const real ca = (real)(-(th[0] + th[5] * S + th[7] * c)), c9 = (real)th[9];
+    const real cb = (real)(-(th[1] + th[6] * c + th[8] * d)), c2 = (real)th[2];
+    const real c4 = (real)th[4];
+    for (int64_t i = 0; i < n[l]; i++) {
+      T.a[l][i] = ca * T.e[l][i] + c9 * T.y[l][i];
+      T.b[l][i] = cb * T.y[l][i] - c2 * T.e[l][i] - c4;
+    }
+    const real *u[3], *v[3];
+    real coef[3];
+    int nk = 0;
+    coef[nk] = 1; u[nk] = T.a[l]; v[nk++] = T.y[l - 1];
+    coef[nk] = 1; u[nk] = T.b[l]; v[nk++] = T.e[l - 1];
+    if (th[9] != 0) { coef[nk] = -c9; u[nk] = T.y[l]; v[nk++] = T.q[l]; }
+    FN(rank_update)(n[l], n[l - 1], FN(data)(W_out[l - 1]), FN(data)(W_in[l - 1]),
+                    (real)(1 - th[3]), nk, coef, u, v);
+  }
+  return NM_OK;
+}
+
+static int FN(backward)(const nm_motif_net *net, const nm_tensor *const *G,
+                        const nm_tensor *const *W_in, const nm_tensor *const *B, void *trace,
+                        const double *th, const int *need, double *theta_bar,
+                        const nm_tensor *const *Bbar, void *work) {
+  const int L = net->layers;
+  const int64_t *n = net->sizes;
+  const double beta = net->beta;
+  int nd[NM_META_MOTIFS];
+  for (int r = 0; r < NM_META_MOTIFS; r++) nd[r] = need == NULL || need[r] != 0;
+  FN(trace_ptrs) T;
+  FN(trace_map)(net, (real *)trace, &T);
+
+  /* Work: adjoints of y, e (l = 0..L), z, q (l = 1..L), r (l = 0..L-1),
+  ** then six scratch vectors of the largest width. */
+  real *p = (real *)work;
+  real *yb[NM_META_MAXLAYERS + 1], *eb[NM_META_MAXLAYERS + 1], *zb[NM_META_MAXLAYERS + 1];
+  real *qb[NM_META_MAXLAYERS + 1], *rb[NM_META_MAXLAYERS + 1];
+  int64_t maxn = 0;
+  for (int l = 0; l <= L; l++) {
+    if (n[l] > maxn) maxn = n[l];
+    yb[l] = p; p += n[l];
+    eb[l] = p; p += n[l];
+    zb[l] = p; p += n[l];
+    rb[l] = p; p += n[l];
+    qb[l] = p; p += l > 0 ? n[l - 1] : 0;
+  }
+  memset(work, 0, (size_t)(p - (real *)work) * sizeof(real));
+  real *g0 = p, *g1 = p + maxn, *g2 = p + 2 * maxn;
+  real *h0 = p + 3 * maxn, *h1 = p + 4 * maxn, *h2 = p + 5 * maxn;
+
+  const int hasq_needed = nd[6] || nd[7] || nd[9];
+  if (T.scal[0] == 0 && hasq_needed) FN(fill_q)(net, W_in, &T);
+  const int hasq = T.scal[0] != 0;
+  const double t9 = th[9];
+
+  /* 1. The update expressions of every layer. */
+  for (int l = 1; l <= L; l++) {
+    const int64_t nl = n[l], m = n[l - 1];
+    const real *Gl = FN(data)(G[l - 1]), *W = FN(data)(W_in[l - 1]);
+    const double S = T.scal[3 * l], c = T.scal[3 * l + 1], d = T.scal[3 * l + 2];
+    double gw = 0;
+    FN(adjoint_sweep)(nl, m, Gl, nd[3] ? W : NULL, T.y[l - 1], T.e[l - 1],
+                      (hasq && t9 != 0) ? T.q[l] : NULL, T.a[l], T.b[l], T.y[l],
+                      g0, g1, g2, h0, h1, h2, &gw);
+    const double ey = FN(dot)(nl, T.e[l], g0), yg = FN(dot)(nl, T.y[l], g1);
+    const double eg = FN(dot)(nl, T.e[l], g1), sg = FN(sum)(nl, g1);
+    const double yy = FN(dot)(nl, T.y[l], g0), hq = hasq ? FN(dot)(m, h2, T.q[l]) : 0;
+    const double tb[NM_META_MOTIFS] = {-ey, -yg, -eg, -gw, -sg, -S * ey, -c * yg, -c * ey,
+                                       -d * yg, yy - hq};
+    for (int r = 0; r < NM_META_MOTIFS; r++) if (nd[r]) theta_bar[r] += tb[r];
+
+    if (l >= 2) for (int64_t j = 0; j < m; j++) yb[l - 1][j] += h0[j];
+    for (int64_t j = 0; j < m; j++) eb[l - 1][j] += h1[j];
+    const real ca = (real)(-(th[0] + th[5] * S + th[7] * c));
+    const real cb = (real)(-(th[1] + th[6] * c + th[8] * d));
+    const real c2 = (real)th[2], c9 = (real)t9;
+    const real Sb = (real)(-th[5] * ey);
+    const double cbar = -th[7] * ey - th[6] * yg, dbar = -th[8] * yg;
+    for (int64_t i = 0; i < nl; i++) {
+      eb[l][i] += ca * g0[i] - c2 * g1[i] + (real)dbar * T.z[l][i];
+      yb[l][i] += c9 * g0[i] + cb * g1[i] + Sb - (t9 != 0 ? c9 * g2[i] : 0);
+      zb[l][i] += (real)dbar * T.e[l][i];
+    }
+    for (int64_t j = 0; j < m; j++) qb[l][j] = -c9 * h2[j] + (real)cbar * T.e[l - 1][j];
+    if (cbar != 0 && hasq)
+      for (int64_t j = 0; j < m; j++) eb[l - 1][j] += (real)cbar * T.q[l][j];
+    if (t9 != 0 || cbar != 0)
+      GEMV(CblasRowMajor, CblasNoTrans, (int)nl, (int)m, 1, W, (int)m, qb[l], 1, 1, yb[l], 1);
+  }
+  if (nm_interrupted) return NM_EINTR;
+
+  /* 2. The error pathway, from e_0 upwards. */
+  for (int l = 0; l < L; l++) {
+    for (int64_t i = 0; i < n[l]; i++) {
+      rb[l][i] = eb[l][i] * T.s[l][i];
+      if (l >= 1) yb[l][i] += (real)(eb[l][i] * T.r[l][i] * beta * (1 - T.s[l][i]));
+    }
+    GEMV(CblasRowMajor, CblasNoTrans, (int)n[l + 1], (int)n[l], 1,
+         FN(feedback)(net, W_in, B, l + 1), (int)n[l], rb[l], 1, 1, eb[l + 1], 1);
+    if (net->feedback == NM_FEEDBACK_FA && Bbar != NULL && Bbar[l] != NULL)
+      GER(CblasRowMajor, (int)n[l + 1], (int)n[l], 1, T.e[l + 1], 1, rb[l], 1,
+          FN(data)(Bbar[l]), (int)n[l]);
+  }
+  /* 3. e_L = y_L - onehot. */
+  for (int64_t i = 0; i < n[L]; i++) yb[L][i] += eb[L][i];
+
+  /* 4. The forward pass, from the top. */
+  for (int l = L; l >= 1; l--) {
+    if (l == L) {
+      const double py = FN(dot)(n[L], T.y[L], yb[L]);
+      for (int64_t i = 0; i < n[L]; i++) zb[L][i] += T.y[L][i] * (yb[L][i] - (real)py);
+    } else {
+      for (int64_t i = 0; i < n[l]; i++) zb[l][i] += yb[l][i] * T.s[l][i];
+    }
+    if (l >= 2)
+      GEMV(CblasRowMajor, CblasTrans, (int)n[l], (int)n[l - 1], 1, FN(data)(W_in[l - 1]),
+           (int)n[l - 1], zb[l], 1, 1, yb[l - 1], 1);
+  }
+
+  /* 5. dLoss/dW_in = (1 - theta_3) G + y q^T + dz y_{l-1}^T (+ e r^T: BP). */
+  for (int l = 1; l <= L; l++) {
+    const real *u[3], *v[3];
+    real coef[3] = {1, 1, 1};
+    int nk = 0;
+    u[nk] = zb[l]; v[nk++] = T.y[l - 1];
+    u[nk] = T.y[l]; v[nk++] = qb[l];
+    if (net->feedback == NM_FEEDBACK_BP) { u[nk] = T.e[l]; v[nk++] = rb[l - 1]; }
+    real *Gl = FN(data)(G[l - 1]);
+    FN(rank_update)(n[l], n[l - 1], Gl, Gl, (real)(1 - th[3]), nk, coef, u, v);
+  }
+  return NM_OK;
+}
+
+/* Mean cross-entropy of the network on the rows of X, its gradient. */
+static int FN(query)(const nm_motif_net *net, const nm_tensor *const *W, const nm_tensor *X,
+                     const int64_t *labels, double *loss, int64_t *correct,
+                     const nm_tensor *const *G, void *work) {
+  const int L = net->layers;
+  const int64_t *n = net->sizes, m = X->size[0];
+  const int ldx = (int)(m > 1 ? X->stride[0] : n[0]);
+  const real beta = (real)net->beta;
+  real *Y[NM_META_MAXLAYERS + 1];
+  real *p = (real *)work;
+  int64_t maxn = 0;
+  Y[0] = (real *)X->data;
+  for (int l = 1; l <= L; l++) {
+    Y[l] = p;
+    p += m * n[l];
+    if (n[l] > maxn) maxn = n[l];
+  }
+  real *D = p, *D2 = p + m * maxn;
+  for (int l = 1; l <= L; l++) {
+    const int lda = l == 1 ? ldx : (int)n[l - 1];
+    GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n[l], (int)n[l - 1], 1, Y[l - 1],
+         lda, FN(data)(W[l - 1]), (int)n[l - 1], 0, Y[l], (int)n[l]);
+    if (l < L)
+      for (int64_t k = 0; k < m * n[l]; k++) Y[l][k] = FN(softplus)(Y[l][k], beta);
+  }
+  double total = 0;
+  int64_t right = 0;
+  for (int64_t i = 0; i < m; i++) {
+    real *row = Y[L] + i * n[L];
+    int64_t best = 0;
+    for (int64_t k = 1; k < n[L]; k++) if (row[k] > row[best]) best = k;
+    if (best == labels[i]) right++;
+    const double zl = row[labels[i]];
+    total += FN(softmax)(n[L], row, row) - zl;      /* -log softmax(z)[label] */
+  }
+  *loss = total / (double)m;
+  if (correct != NULL) *correct = right;
+  if (nm_interrupted) return NM_EINTR;
+  if (G == NULL) return NM_OK;
+  for (int64_t i = 0; i < m; i++) {
+    for (int64_t k = 0; k < n[L]; k++) D[i * n[L] + k] = Y[L][i * n[L] + k] / (real)m;
+    D[i * n[L] + labels[i]] -= (real)1 / (real)m;
+  }
+  for (int l = L; l >= 1; l--) {
+    const int lda = l == 1 ? ldx : (int)n[l - 1];
+    GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)n[l], (int)n[l - 1], (int)m, 1, D,
+         (int)n[l], Y[l - 1], lda, 0, FN(data)(G[l - 1]), (int)n[l - 1]);
+    if (l >= 2) {
+      GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n[l - 1], (int)n[l], 1, D,
+           (int)n[l], FN(data)(W[l - 1]), (int)n[l - 1], 0, D2, (int)n[l - 1]);
+      for (int64_t k = 0; k < m * n[l - 1]; k++)
+        D2[k] *= (real)-expm1(-(double)beta * (double)Y[l - 1][k]);
+      real *t = D; D = D2; D2 = t;
+    }
+  }
+  return NM_OK;
+}
