@@ -1,0 +1,100 @@
+-- experiments/bench/nk.lua: cycles per second of the neuron-autoencoder
+-- hill climber (nm.nk, csrc/nm_nk.c) scoring candidates incrementally
+-- from cached activations vs by a naive full forward pass, at N = 100 and
+-- N = 1000 (H = 10, S = 1000), for NN, NAN and ANN; with --grid, the wall
+-- time of the whole Fig. 6 grid (6 N x 4 K x 20 runs x NAN, ANN x 10,000
+-- cycles) run by experiments/nan_nk.lua with --jobs workers. A benchmark,
+-- not a test: it prints figures and checks nothing (spec/nk_spec.lua
+-- checks that both scorings decide alike).
+--
+--   ./neuromic experiments/bench/nk.lua [--quick] [--grid [--jobs 2]]
+--
+-- Both scorings run the same cycles (twin networks, the same seed), so
+-- the ratio compares equal work; the incremental rate is also measured
+-- over a longer run.
+
+local nm = require "neuromic"
+local cli = require "nm.cli"
+
+local opts = cli.parse(arg, {
+  name = "bench_nk",
+  description = "Incremental vs naive hill-climbing cycles per second on NK regression; " ..
+                "optionally the wall time of the full Fig. 6 grid.",
+  options = {
+    {"n", "list", {100, 1000}, "genome lengths N", item = "int", quick = {100}},
+    {"k", "int", 5, "NK partners per gene"},
+    {"h", "int", 10, "hidden neurons H"},
+    {"samples", "int", 1000, "training set size S"},
+    {"nets", "list", {"NN", "NAN", "ANN"}, "networks", item = "string"},
+    {"seconds", "number", 2.0, "minimum time per naive measurement", quick = 0.3},
+    {"grid", "bool", false, "also time the full Fig. 6 grid (minutes)"},
+    {"grid-out", "string", "results/bench_nk_grid", "run directory of the grid"},
+  },
+})
+
+local clock = nm.clock
+
+local function twins(kind, n)
+  local gm = nm.generator(opts.seed)
+  local model = nm.nk.model{n = n, k = opts.k, generator = gm}
+  local X, F = model:dataset(opts.samples, gm)
+  local a = nm.nk.network{kind = kind, x = X, f = F, h = opts.h, generator = nm.generator(7)}
+  local b = nm.nk.network{kind = kind, x = X, f = F, h = opts.h, generator = nm.generator(7)}
+  return a, b
+end
+
+-- Seconds for `cycles` cycles of step (the method name) from a fresh net.
+local function timed(net, method, cycles, seed)
+  local g = nm.generator(seed)
+  net:refresh()
+  local t0 = clock()
+  net[method](net, cycles, g)
+  return clock() - t0
+end
+
+print(string.format("NK hill climber, H = %d, S = %d, K = %d (cycles/s; same cycles for both)",
+                    opts.h, opts.samples, opts.k))
+print(string.format("%-4s %6s %8s %14s %14s %10s %18s", "net", "N", "cycles", "naive",
+                    "incremental", "speedup", "incremental (long)"))
+for _, n in ipairs(opts.n) do
+  for _, kind in ipairs(opts.nets) do
+    local a, b = twins(kind, n)
+    -- enough naive cycles to last opts.seconds, from a short probe
+    local probe = timed(b, "step_naive", 2, 99)
+    local cycles = math.max(4, math.floor(opts.seconds / math.max(probe / 2, 1e-6)))
+    a, b = twins(kind, n)
+    local t_naive = timed(b, "step_naive", cycles, 1)
+    local t_inc = timed(a, "step", cycles, 1)
+    local na, ka = a:counts()
+    local nb, kb = b:counts()
+    assert(na == nb and ka == kb, "the two scorings diverged")
+    -- a longer incremental run (about opts.seconds), for a steadier rate
+    local long = math.max(cycles, math.floor(opts.seconds / math.max(t_inc / cycles, 1e-7)))
+    local c = twins(kind, n)
+    local t_long = timed(c, "step", long, 1)
+    print(string.format("%-4s %6d %8d %14.1f %14.1f %9.1fx %12.1f (%d)", kind, n, cycles,
+                        cycles / t_naive, cycles / t_inc, t_naive / t_inc, long / t_long, long))
+  end
+end
+
+if opts.grid then
+  local jobs = opts.jobs or 2
+  local grid_dir = opts.grid_out .. "/grid"
+  local f = io.open(grid_dir .. "/sweep.json", "rb")
+  if f then
+    f:close()
+    print(string.format("\n%s already holds a grid: finished cells would not run again; " ..
+                        "remove it (or choose --grid-out) to time the grid", grid_dir))
+    os.exit(1)
+  end
+  nm.mkdir(opts.grid_out)
+  local log = opts.grid_out .. "/bench.log"
+  local cmd = string.format("%s experiments/nan_nk.lua --nets NAN,ANN --jobs %d --out %s",
+                            require("nm.sweep").interpreter(), jobs, opts.grid_out)
+  print("\nFig. 6 grid: " .. cmd)
+  local t0 = clock()
+  local ok = os.execute(cmd .. " > " .. log .. " 2>&1")
+  local dt = clock() - t0
+  print(string.format("grid %s in %.0f s (%.1f min) with %d jobs; log %s",
+                      ok and "finished" or "FAILED", dt, dt / 60, jobs, log))
+end
