@@ -14,7 +14,7 @@ local plot = require "nm.plot"
 local sweep = require "nm.sweep"
 
 local root = NEUROMIC_ROOT or "."
-local exe = root .. "/neuromic"
+local exe = os.getenv("NEUROMIC_EXE") or (root .. "/neuromic")   -- make sanitize sets it
 local echo = root .. "/spec/fixtures/echo_experiment.lua"
 local sweep_script = root .. "/experiments/sweep.lua"
 

@@ -4,7 +4,7 @@
 -- script(1) for readline, history and Ctrl-C). Also assert.tensor_near.
 
 local root = NEUROMIC_ROOT or "."
-local exe = root .. "/neuromic"
+local exe = os.getenv("NEUROMIC_EXE") or (root .. "/neuromic")   -- make sanitize sets it
 
 -- Single-quotes s for sh.
 local function q(s)
