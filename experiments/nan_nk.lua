@@ -107,11 +107,11 @@ local function run_cell()
   local g = nm.generator(base + 1)
   local net = hillclimb.network(opts.net, Xtr, Ftr, g, p)
   local s = run:resume()
-  local done, elapsed0 = 0, 0
+  local done, elapsed0, cpu0 = 0, 0, 0
   if s then
     net:set_state(s.net)
     g = s.g
-    done, elapsed0 = s.cycle, s.elapsed
+    done, elapsed0, cpu0 = s.cycle, s.elapsed, s.cpu
   end
   local t0 = nm.clock()
   local function log(cycle)
@@ -131,14 +131,15 @@ local function run_cell()
     if done % opts.eval_every == 0 or done == opts.cycles then log(done) end
     bar:update(done)
     run:poll(done, function()
-      return {net = net:state(), g = g, cycle = done, elapsed = elapsed0 + nm.clock() - t0}
+      return {net = net:state(), g = g, cycle = done, elapsed = elapsed0 + nm.clock() - t0,
+              cpu = cpu0 + os.clock()}
     end)
   end
   bar:finish()
   local task, rec, test = log(done)
   local cycles, kept = net:counts()
   run:finish{test = test, train = task, rec = rec, kept = kept, cycles = cycles,
-             train_s = elapsed0 + nm.clock() - t0}
+             train_s = elapsed0 + nm.clock() - t0, cpu_s = cpu0 + os.clock()}
 end
 
 if opts.figure == "cell" then
@@ -207,6 +208,7 @@ local summary = sweep.run{
 local grid_s = nm.clock() - t_grid
 if summary.stopped then
   run:write("stopped")
+  io.stderr:write("nan_nk: stopped; run the same command again to continue the grid\n")
   os.exit(summary.stopped == "SIGINT" and 130 or 143)
 end
 if summary.failed > 0 then
@@ -241,10 +243,14 @@ for _, row in ipairs(sweep.read(grid_dir)) do
     list = early[o.net][n][k]
     list[#list + 1] = f.early_test
     dirs[concat({o.net, n, k, row.seed}, "/")] = row.dir
-    cell_seconds[o.net] = (cell_seconds[o.net] or 0) + (f.train_s or 0)
+    cell_seconds[o.net] = (cell_seconds[o.net] or 0) + (f.cpu_s or 0)
   end
 end
-for net, secs in pairs(cell_seconds) do run:set("train_s_" .. net, secs) end
+local cpu_total = 0
+for net, secs in pairs(cell_seconds) do
+  run:set("cpu_s_" .. net, secs)
+  cpu_total = cpu_total + secs
+end
 
 local function group(t, net, n, k)
   local v = t[net] and t[net][n] and t[net][n][k]
@@ -419,10 +425,11 @@ end
 local head = {format("# NAN vs ANN vs NN on NK regression (%s)", opts.quick and "--quick" or "full grid"),
               "",
               format("%d runs per point, %d cycles, H = %d, R = %g, S = %d, %s partners, " ..
-                     "%s reconstruction targets; seeds %d-%d. Grid time %.0f s with --jobs %d " ..
-                     "(%d cells run now).", opts.runs, opts.cycles, opts.h, opts.range,
+                     "%s reconstruction targets; seeds %d-%d. Grid wall time %.0f s with --jobs %d " ..
+                     "(%d cells run now); %.0f CPU seconds in all the cells' processes.",
+                     opts.runs, opts.cycles, opts.h, opts.range,
                      opts.samples, opts.partners, opts.target, seeds[1], seeds[#seeds],
-                     grid_s, opts.jobs or 1, summary.ran),
+                     grid_s, opts.jobs or 1, summary.ran, cpu_total),
               "", "## Findings of the paper", "",
               "| finding | tested as | here | detail |", "|---|---|---|---|"}
 for _, f in ipairs(findings) do
