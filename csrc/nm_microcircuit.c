@@ -5,16 +5,48 @@
 */
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 #include <cblas.h>
 
 #include "nm_microcircuit.h"
 
+/* The per-element loops (rates, plasticity) are written to vectorise:
+** GCC at -O2 only does so with -O3's cost model and once told that
+** floating-point exceptions are not observed (the selects below evaluate
+** both sides); on x86-64 they are also cloned for AVX2 and AVX-512 and
+** picked at load time. Contraction into fused multiply-adds stays off, so
+** every clone computes the same bits. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("O3", "no-trapping-math", "fp-contract=off")
+#if defined(__x86_64__) && defined(__linux__)
+#define MC_HOT __attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+#endif
+#ifndef MC_HOT
+#define MC_HOT
+#endif
+
+/* Noisy units: every interneuron and pyramidal cell. */
+static int64_t noisy_units(const nm_mc_net *net) {
+  int64_t total = 0;
+  for (int k = 1; k <= net->N; k++) {
+    total += net->layer[k].n;
+    if (k < net->N) total += net->layer[k + 1].n;
+  }
+  return total;
+}
+
+/* Scratch layout: the induction factor e (largest population), then the
+** step's normal deviates (noisy units, rounded up to pairs), then the
+** uniforms they come from (two per pair). */
 int64_t nm_mc_work_size(const nm_mc_net *net) {
   int64_t m = net->n0;
   for (int k = 1; k <= net->N; k++)
     if (net->layer[k].n > m) m = net->layer[k].n;
-  return m;
+  int64_t pairs = (noisy_units(net) + 1) / 2;
+  return m + 2 * pairs + 2 * pairs;
 }
 
 int nm_mc_check_params(const nm_mc_params *p, const char **what) {
@@ -40,16 +72,87 @@ int nm_mc_check_params(const nm_mc_params *p, const char **what) {
   return NM_OK;
 }
 
-/* phi of one potential; the soft-plus form never overflows. */
-static inline double phi1(const nm_mc_params *p, double u) {
-  double x = p->beta * (u - p->theta);
-  if (p->rate == NM_MC_SOFTPLUS)
-    return p->gamma * (x > 0 ? x + log1p(exp(-x)) : log1p(exp(x)));
-  return x >= 0 ? p->gamma / (1 + exp(-x)) : p->gamma * exp(x) / (1 + exp(x));
+/* sum of w^k / (2k + 1), k = 0..11, for w = z^2 <= 0.0296 (the last
+** term is below 1e-19): atanh(z) = z times this. Estrin's scheme. */
+static inline double atanh_series(double w) {
+  double w2 = w * w, w4 = w2 * w2, w8 = w4 * w4;
+  double a = (1.0 + w * (1.0 / 3.0)) + w2 * (1.0 / 5.0 + w * (1.0 / 7.0));
+  double b = (1.0 / 9.0 + w * (1.0 / 11.0)) + w2 * (1.0 / 13.0 + w * (1.0 / 15.0));
+  double c = (1.0 / 17.0 + w * (1.0 / 19.0)) + w2 * (1.0 / 21.0 + w * (1.0 / 23.0));
+  return a + w4 * b + w8 * c;
+}
+
+/* exp(x) for x <= 0, branch-free so that loops over it vectorise:
+** x = n ln2 + r with |r| <= ln2/2 (ln 2 in two parts, so r is exact),
+** exp(r) by its Taylor series to r^14 (about 1 ulp), times 2^n
+** built in the exponent bits. Below -708 the result is about 2^-1022. */
+static inline double exp_nonpositive(double x) {
+  x = x < -708.0 ? -708.0 : x;
+  const double shifter = 0x1.8p52;                  /* rounds to an integer */
+  double t = x * 0x1.71547652b82fep0 + shifter;     /* x / ln 2 */
+  double n = t - shifter;
+  double r = x - n * 0x1.62e42fee00000p-1;
+  r = r - n * 0x1.a39ef35793c76p-33;
+  /* sum of r^k / k!, k = 0..14, by Estrin's scheme (short dependency chains) */
+  double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
+  double p01 = 1.0 + r, p23 = 0.5 + r * (1.0 / 6.0);
+  double p45 = 1.0 / 24.0 + r * (1.0 / 120.0), p67 = 1.0 / 720.0 + r * (1.0 / 5040.0);
+  double p89 = 1.0 / 40320.0 + r * (1.0 / 362880.0);
+  double p1011 = 1.0 / 3628800.0 + r * (1.0 / 39916800.0);
+  double p1213 = 1.0 / 479001600.0 + r * (1.0 / 6227020800.0);
+  double p14 = 1.0 / 87178291200.0;
+  double q = (p01 + r2 * p23) + r4 * (p45 + r2 * p67) +
+             r8 * ((p89 + r2 * p1011) + r4 * (p1213 + r2 * p14));
+  int64_t bits;
+  memcpy(&bits, &t, sizeof bits);
+  bits = (bits - (int64_t)0x4338000000000000 + 1023) << 52;   /* 2^n, n in [-1022, 0] */
+  double scale;
+  memcpy(&scale, &bits, sizeof scale);
+  return q * scale;
+}
+
+/* log(1 + y) for y in [0, 1], branch-free: w = 1 + y is m 2^e with
+** m in [sqrt(1/2), sqrt(2)), e in {0, 1}; log m = 2 atanh(z),
+** z = (m - 1)/(m + 1), |z| < 0.172, by its odd series; the last term
+** restores what rounding 1 + y lost (so tiny y keep full precision). */
+static inline double log1p_unit(double y) {
+  double w = 1.0 + y;
+  double big = w >= 1.41421356237309504880 ? 1.0 : 0.0;
+  double m = big != 0.0 ? 0.5 * w : w;
+  double z = (m - 1.0) / (m + 1.0);
+  double z2 = z * z;
+  double q = atanh_series(z2);
+  const double LN2_HI = 6.93147180369123816490e-01;
+  const double LN2_LO = 1.90821492927058770002e-10;
+  return big * LN2_HI + (big * LN2_LO + 2.0 * z * q) - ((w - 1.0) - y) / w;
+}
+
+/* r[i] = phi(c u[i]) for the rate function of p; r may be u. Soft-plus:
+** gamma (max(x, 0) + log(1 + exp(-|x|))); logistic: gamma / (1 + exp(-x))
+** as exp(-|x|) over 1 + exp(-|x|) for x < 0; both without overflow. */
+MC_HOT
+static void phi_scaled(const nm_mc_params *p, double *r, const double *u, double c, int64_t n) {
+  double beta = p->beta, theta = p->theta, gamma = p->gamma;
+  if (p->rate == NM_MC_SOFTPLUS) {
+    for (int64_t i = 0; i < n; i++) {
+      double x = beta * (c * u[i] - theta);
+      double ax = x < 0 ? -x : x;
+      double pos = x > 0 ? x : 0.0;
+      r[i] = gamma * (pos + log1p_unit(exp_nonpositive(-ax)));
+    }
+  } else {
+    for (int64_t i = 0; i < n; i++) {
+      double x = beta * (c * u[i] - theta);
+      double ax = x < 0 ? -x : x;
+      double y = exp_nonpositive(-ax);
+      double num = x >= 0 ? 1.0 : y;
+      r[i] = gamma * num / (1.0 + y);
+    }
+  }
 }
 
 void nm_mc_phi(const nm_mc_params *p, double *r, const double *u, int64_t n) {
-  for (int64_t i = 0; i < n; i++) r[i] = phi1(p, u[i]);
+  phi_scaled(p, r, u, 1.0, n);
 }
 
 /* y = A x (+ b): A [m x n] row-major. */
@@ -65,6 +168,7 @@ static void matvec(double *y, const double *A, const double *x, const double *b,
 
 /* One low-pass plasticity step of an m x n connection, forward Euler:
 ** W += c D, then D += a (e pre^T - D), element by element in one sweep. */
+MC_HOT
 static void lowpass_outer(double *restrict W, double *restrict D, const double *e,
                           const double *pre, int64_t m, int64_t n, double a, double c) {
   for (int64_t i = 0; i < m; i++) {
@@ -126,7 +230,8 @@ static void plasticity(nm_mc_net *net) {
     int64_t npre = k == 1 ? net->n0 : net->layer[k - 1].n;
     if (L->eta_up != 0) {
       double cB = p->g_B / (p->g_lk + p->g_B + (k < N ? p->g_A : 0.0));
-      for (int64_t i = 0; i < L->n; i++) e[i] = L->r[i] - phi1(p, cB * L->vB[i]);
+      phi_scaled(p, e, L->vB, cB, L->n);                 /* phi(vhatB) */
+      for (int64_t i = 0; i < L->n; i++) e[i] = L->r[i] - e[i];
       double c = p->dt * L->eta_up;
       lowpass_outer(L->W_up, L->D_up, e, pre, L->n, npre, a, c);
       if (L->b_up) lowpass_bias(L->b_up, L->Db_up, e, L->n, a, c);
@@ -135,7 +240,8 @@ static void plasticity(nm_mc_net *net) {
     nm_mc_layer *up = &net->layer[k + 1];
     int64_t nI = up->n;
     if (L->eta_ip != 0) {
-      for (int64_t j = 0; j < nI; j++) e[j] = L->rI[j] - phi1(p, cD * L->vI[j]);
+      phi_scaled(p, e, L->vI, cD, nI);                   /* phi(vhatI) */
+      for (int64_t j = 0; j < nI; j++) e[j] = L->rI[j] - e[j];
       double c = p->dt * L->eta_ip;
       lowpass_outer(L->W_ip, L->D_ip, e, L->r, nI, L->n, a, c);
       if (L->b_ip) lowpass_bias(L->b_ip, L->Db_ip, e, nI, a, c);
@@ -145,10 +251,82 @@ static void plasticity(nm_mc_net *net) {
       lowpass_outer(L->W_pi, L->D_pi, e, L->rI, L->n, nI, a, p->dt * L->eta_pi);
     }
     if (L->eta_down != 0) {
-      for (int64_t i = 0; i < L->n; i++) e[i] = L->r[i] - phi1(p, L->vD[i]);
+      phi_scaled(p, e, L->vD, 1.0, L->n);                /* phi(W_down r_{k+1}) */
+      for (int64_t i = 0; i < L->n; i++) e[i] = L->r[i] - e[i];
       lowpass_outer(L->W_down, L->D_down, e, up->r, L->n, nI, a, p->dt * L->eta_down);
     }
   }
+}
+
+/* log(x) for x in (0, 1], branch-free: x = m 2^e with m in
+** [sqrt(1/2), sqrt(2)) from the exponent bits, log m = 2 atanh(z) as in
+** log1p_unit. x must be normal (here x >= 2^-53). */
+static inline double log_unit(double x) {
+  int64_t bits;
+  memcpy(&bits, &x, sizeof bits);
+  /* the biased exponent as a double without an integer conversion (which
+  ** AVX2 lacks): the bits of 2^52 + field, minus 2^52 */
+  int64_t ebits = (bits >> 52) | (int64_t)0x4330000000000000;
+  double e;
+  memcpy(&e, &ebits, sizeof e);
+  e -= 4503599627370496.0 + 1023.0;
+  bits = (bits & (int64_t)0x000fffffffffffff) | (int64_t)0x3ff0000000000000;   /* m in [1, 2) */
+  double m;
+  memcpy(&m, &bits, sizeof m);
+  double big = m >= 1.41421356237309504880 ? 1.0 : 0.0;
+  m = big != 0.0 ? 0.5 * m : m;
+  e += big;
+  double z = (m - 1.0) / (m + 1.0);
+  double z2 = z * z;
+  double q = atanh_series(z2);
+  const double LN2_HI = 6.93147180369123816490e-01;
+  const double LN2_LO = 1.90821492927058770002e-10;
+  return e * LN2_HI + (e * LN2_LO + 2.0 * z * q);
+}
+
+/* Box-Muller on pairs (a, b) of uniforms in [0, 1): radius
+** sqrt(-2 log(1 - a)), angle 2 pi b; out[2i] = radius cos, out[2i+1] =
+** radius sin. The angle is reduced exactly to a quarter turn q plus
+** f in [-1/8, 1/8] of a turn, whose sine and cosine are Taylor series. */
+MC_HOT
+static void box_muller(double *out, const double *a, const double *b, int64_t pairs) {
+  const double TWO_PI = 6.28318530717958647693;
+  for (int64_t i = 0; i < pairs; i++) {
+    double radius = sqrt(-2.0 * log_unit(1.0 - a[i]));
+    const double shifter = 0x1.8p52;
+    double q = (4.0 * b[i] + shifter) - shifter;        /* nearest quarter, 0..4 */
+    double t = TWO_PI * (b[i] - 0.25 * q);               /* |t| <= pi/4 */
+    double t2 = t * t;
+    /* Taylor series to t^17 (sine) and t^16 (cosine), Estrin's scheme */
+    double t4 = t2 * t2, t8 = t4 * t4;
+    double sn = ((1.0 - t2 * (1.0 / 6.0)) + t4 * (1.0 / 120.0 - t2 * (1.0 / 5040.0))) +
+                t8 * ((1.0 / 362880.0 - t2 * (1.0 / 39916800.0)) +
+                      t4 * (1.0 / 6227020800.0 - t2 * (1.0 / 1307674368000.0)) +
+                      t8 * (1.0 / 355687428096000.0));
+    sn = sn * t;
+    double cs = ((1.0 - t2 * 0.5) + t4 * (1.0 / 24.0 - t2 * (1.0 / 720.0))) +
+                t8 * ((1.0 / 40320.0 - t2 * (1.0 / 3628800.0)) +
+                      t4 * (1.0 / 479001600.0 - t2 * (1.0 / 87178291200.0)) +
+                      t8 * (1.0 / 20922789888000.0));
+    /* rotate by q quarter turns: (cos, sin) -> (-sin, cos) -> ... */
+    double quarter = q == 4.0 ? 0.0 : q;                 /* q mod 4 */
+    double c = quarter == 0.0 ? cs : quarter == 1.0 ? -sn : quarter == 2.0 ? -cs : sn;
+    double s = quarter == 0.0 ? sn : quarter == 1.0 ? cs : quarter == 2.0 ? -sn : -cs;
+    out[2 * i] = radius * c;
+    out[2 * i + 1] = radius * s;
+  }
+}
+
+/* The step's deviates into out[0..count-1] (count rounded up to pairs):
+** uniforms drawn as a, b, a, b, ... then transformed together. */
+static void step_normals(nm_rng *g, double *out, double *uniforms, int64_t count) {
+  int64_t pairs = (count + 1) / 2;
+  double *a = uniforms, *b = uniforms + pairs;
+  for (int64_t i = 0; i < pairs; i++) {
+    a[i] = nm_rng_uniform(g);
+    b[i] = nm_rng_uniform(g);
+  }
+  box_muller(out, a, b, pairs);
 }
 
 /* Somatic potentials, interneurons first: they read u_{k+1} at time t. */
@@ -156,7 +334,14 @@ static void voltages(nm_mc_net *net, int nudged, nm_rng *g) {
   const nm_mc_params *p = &net->p;
   int N = net->N;
   double dt = p->dt, s = 0;
-  if (p->sigma > 0) s = p->sigma * (p->noise == NM_MC_NOISE_DT ? dt : sqrt(dt));
+  const double *xi = NULL;
+  if (p->sigma > 0) {
+    s = p->sigma * (p->noise == NM_MC_NOISE_DT ? dt : sqrt(dt));
+    int64_t m = nm_mc_work_size(net), count = noisy_units(net), pairs = (count + 1) / 2;
+    double *noise = net->work + (m - 4 * pairs);
+    step_normals(g, noise, noise + 2 * pairs, count);
+    xi = noise;
+  }
   for (int k = 1; k < N; k++) {
     nm_mc_layer *L = &net->layer[k];
     const double *unext = net->layer[k + 1].u;
@@ -165,7 +350,7 @@ static void voltages(nm_mc_net *net, int nudged, nm_rng *g) {
       double v = L->uI[j];
       double du = -p->g_lk * v + p->g_D * (L->vI[j] - v) + p->g_som * (unext[j] - v);
       v += dt * du;
-      if (s > 0) v += s * nm_rng_normal(g);
+      if (xi) v += s * *xi++;
       L->uI[j] = v;
     }
   }
@@ -177,7 +362,7 @@ static void voltages(nm_mc_net *net, int nudged, nm_rng *g) {
       if (k < N) du += p->g_A * (L->vA[i] - v);
       else if (nudged) du += p->g_som * (net->ut[i] - v);
       v += dt * du;
-      if (s > 0) v += s * nm_rng_normal(g);
+      if (xi) v += s * *xi++;
       L->u[i] = v;
     }
   }

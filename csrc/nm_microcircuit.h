@@ -77,7 +77,8 @@ typedef struct nm_mc_net {
   double *work;                   /* nm_mc_work_size(net) doubles of scratch */
 } nm_mc_net;
 
-/* Doubles of scratch a network needs (the largest population). */
+/* Doubles of scratch a network needs (the largest population, plus the
+** deviates of one step and their uniforms). */
 int64_t nm_mc_work_size(const nm_mc_net *net);
 
 /* Checks the constants (NM_EINVAL for dt <= 0, negative conductances,
@@ -113,10 +114,13 @@ void nm_mc_refresh(nm_mc_net *net);
 **   pyramidal cells k = 1..N-1:
 **     u_k += dt (-g_lk u + g_B (vB - u) + g_A (vA - u)) + noise
 **   output: u_N += dt (-g_lk u + g_B (vB - u) [+ g_som (ut - u)]) + noise
-** noise = sigma sqrt(dt) xi (or sigma dt xi), xi ~ N(0, 1) drawn from g in
-** the order of the updates above (interneurons of layers 1..N-1, then
-** pyramidal cells of layers 1..N, each in index order); g may be NULL
-** only when sigma == 0. A connection with eta == 0 keeps its weights and
+** noise = sigma sqrt(dt) xi (or sigma dt xi), xi ~ N(0, 1) taken in the
+** order of the updates above (interneurons of layers 1..N-1, then
+** pyramidal cells of layers 1..N, each in index order). Each step draws
+** ceil(units / 2) pairs of uniforms (a, b) from g, in that order, and
+** turns pair i into xi_{2i} = rho cos(2 pi b), xi_{2i+1} = rho sin(2 pi b),
+** rho = sqrt(-2 log(1 - a)) (Box-Muller, vectorised; an odd last deviate
+** is dropped). g may be NULL only when sigma == 0. A connection with eta == 0 keeps its weights and
 ** its trace. After the last step the rates and potentials are refreshed
 ** (nm_mc_refresh), so they describe the final state. Polls nm_interrupted
 ** after every step (NM_EINTR leaves a consistent state); returns

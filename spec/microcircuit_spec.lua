@@ -84,7 +84,22 @@ local function naive_run(S, steps, x, target, g, learn)
       if p.tau_in > 0 then y[j] = y[j] + p.dt / p.tau_in * (v[j] - y[j]) else y[j] = v[j] end
     end
   end
+  local units = 0
+  for k = 1, N do units = units + n[k] + (k < N and n[k + 1] or 0) end
   for _ = 1, steps do
+    -- this step's deviates: Box-Muller on pairs of uniforms (a, b)
+    local xi, next_xi = {}, 0
+    if s > 0 then
+      for i = 1, (units + 1) // 2 do
+        local a, b = g:uniform(), g:uniform()
+        local rho = sqrt(-2 * log(1 - a))
+        xi[2 * i - 1], xi[2 * i] = rho * math.cos(2 * math.pi * b), rho * math.sin(2 * math.pi * b)
+      end
+    end
+    local function normal()
+      next_xi = next_xi + 1
+      return xi[next_xi]
+    end
     lowpass(S.r0, x)
     if target then lowpass(S.ut, target) end
     local r, rI, vB, vA, vD, vI = {[0] = S.r0}, {}, {}, {}, {}, {}
@@ -144,7 +159,7 @@ local function naive_run(S, steps, x, target, g, learn)
         local v = S.uI[k][j]
         local du = -p.g_lk * v + p.g_D * (vI[k][j] - v) + p.g_som * (S.u[k + 1][j] - v)
         v = v + p.dt * du
-        if s > 0 then v = v + s * g:normal() end
+        if s > 0 then v = v + s * normal() end
         S.uI[k][j] = v
       end
     end
@@ -155,7 +170,7 @@ local function naive_run(S, steps, x, target, g, learn)
         if k < N then du = du + p.g_A * (vA[k][i] - v)
         elseif target then du = du + p.g_som * (S.ut[i] - v) end
         v = v + p.dt * du
-        if s > 0 then v = v + s * g:normal() end
+        if s > 0 then v = v + s * normal() end
         S.u[k][i] = v
       end
     end
