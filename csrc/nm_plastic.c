@@ -401,3 +401,52 @@ int nm_adam_update(const nm_tensor *p, const nm_tensor *d, const nm_tensor *m,
            sign, b1, b2, eps, step, inv_sqrt_bc2);
   return NM_OK;
 }
+
+/* ---------------------------------------------------------------------- */
+/* Activation derivatives */
+
+/* sigmoid and tanh use the forward output (y (1 - y), 1 - y^2): no exp;
+** NaN inputs stay NaN, as in the elementwise derivative kernels. */
+#define DEFINE_DACT(T, SUF, EXP)                                                  \
+  static void dact_##SUF(T *e, const T *a, const T *y, int64_t n, int act,       \
+                         T beta) {                                                \
+    switch (act) {                                                               \
+      case NM_ACT_RELU:                                                          \
+        for (int64_t i = 0; i < n; i++)                                          \
+          e[i] = a[i] > 0 ? e[i] : (a[i] != a[i] ? a[i] : (T)0);                 \
+        break;                                                                   \
+      case NM_ACT_SIGMOID:                                                       \
+        for (int64_t i = 0; i < n; i++) e[i] *= y[i] * ((T)1 - y[i]);           \
+        break;                                                                   \
+      case NM_ACT_TANH:                                                          \
+        for (int64_t i = 0; i < n; i++) e[i] *= (T)1 - y[i] * y[i];              \
+        break;                                                                   \
+      case NM_ACT_SOFTPLUS:                                                      \
+        for (int64_t i = 0; i < n; i++) e[i] *= (T)1 / ((T)1 + EXP(-beta * a[i])); \
+        break;                                                                   \
+      default:                                                                   \
+        break;                                                                   \
+    }                                                                            \
+  }
+
+DEFINE_DACT(float, f, expf)
+DEFINE_DACT(double, d, exp)
+
+int nm_mul_dact(const nm_tensor *E, const nm_tensor *A, const nm_tensor *Y, int act,
+                double beta) {
+  int needs_y = act == NM_ACT_SIGMOID || act == NM_ACT_TANH;
+  if (act < NM_ACT_IDENTITY || act > NM_ACT_SOFTPLUS || (needs_y && Y == NULL)) return NM_EINVAL;
+  const nm_tensor *all[3] = {E, A, Y};
+  for (int i = 0; i < 3; i++) {
+    if (all[i] == NULL) continue;
+    if (!nm_same_shape(all[i], E) || all[i]->dtype != E->dtype || !nm_is_contiguous(all[i]))
+      return NM_EINVAL;
+  }
+  int64_t n = nm_numel(E);
+  const void *y = Y != NULL ? Y->data : NULL;
+  if (E->dtype == NM_FLOAT32)
+    dact_f((float *)E->data, (const float *)A->data, (const float *)y, n, act, (float)beta);
+  else
+    dact_d((double *)E->data, (const double *)A->data, (const double *)y, n, act, beta);
+  return NM_OK;
+}

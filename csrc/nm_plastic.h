@@ -48,6 +48,15 @@ int nm_adam_update(const nm_tensor *p, const nm_tensor *d, const nm_tensor *m,
                    const nm_tensor *v, double sign, double b1, double b2, double eps,
                    double step, double inv_sqrt_bc2);
 
+/* Backward through an elementwise activation, in place:
+**   E .*= f'(A)   (Y = f(A), from the forward pass)
+** in one pass without a derivative buffer. act: NM_ACT_* below; beta is
+** softplus's. E, A, Y contiguous and of one shape and dtype (Y may be
+** NULL for relu, softplus and identity). Returns NM_EINVAL otherwise. */
+enum { NM_ACT_IDENTITY = 0, NM_ACT_RELU, NM_ACT_SIGMOID, NM_ACT_TANH, NM_ACT_SOFTPLUS };
+int nm_mul_dact(const nm_tensor *E, const nm_tensor *A, const nm_tensor *Y, int act,
+                double beta);
+
 /* Check the operands of a call; return NULL when they fit, or a message
 ** naming what is wrong (static text; the binding adds the shapes) and set
 ** *which to the offending operand's position in the call's parameter

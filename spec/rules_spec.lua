@@ -177,6 +177,31 @@ describe("fused kernels equal their Lua rules", function()
     end
   end)
 
+  it("mul_dact (fused activation backward) equals the derivative kernels", function()
+    local g = nm.generator(6)
+    for _, dtype in ipairs{"float64", "float32"} do
+      for _, c in ipairs{{"relu", "drelu"}, {"sigmoid", "dsigmoid"}, {"tanh", "dtanh"},
+                         {"softplus", "dsoftplus", 2.5}} do
+        local A = nm.randn(g, 7, 9, dtype)
+        local Y = A:clone()
+        if c[1] == "softplus" then Y:softplus(A, c[3]) else Y[c[1]](Y, A) end
+        local E = nm.randn(g, 7, 9, dtype)
+        local D = A:clone()
+        if c[3] then D[c[2]](D, A, c[3]) else D[c[2]](D, A) end
+        local expect = E * 1
+        expect:mul(D)
+        E:mul_dact(A, Y, c[1], c[3])
+        assert.tensor_near(expect, E, dtype == "float64" and 1e-14 or 1e-6)
+      end
+      local E = nm.randn(g, 3, 3, dtype)
+      local E0 = E:clone()
+      E:mul_dact(E0, E0, "identity")
+      assert.same(E0:totable(), E:totable())
+    end
+    assert.has_error(function() nm.zeros(2, 3):mul_dact(nm.zeros(3, 2), nm.zeros(2, 3), "relu") end)
+    assert.has_error(function() nm.zeros(2, 3):mul_dact(nm.zeros(2, 3), nm.zeros(2, 3), "swish") end)
+  end)
+
   it("reports bad operands naming the shapes", function()
     local W = nm.zeros(3, 4)
     assert.has_error(function() W:plastic_outer(1, nm.zeros(5, 3), nm.zeros(5, 5)) end,

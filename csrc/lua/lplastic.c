@@ -123,6 +123,31 @@ static int m_adam_update(lua_State *L) {
   return 1;
 }
 
+/* E:mul_dact(A, Y, act [, beta]) -> E
+** E .*= f'(A) for act "identity", "relu", "sigmoid", "tanh", "softplus"
+** (beta, default 1), Y = f(A) from the forward pass (sigmoid and tanh
+** read it). Contiguous tensors of one shape. Allocates nothing. */
+static int m_mul_dact(lua_State *L) {
+  static const char *const acts[] = {"identity", "relu", "sigmoid", "tanh", "softplus", NULL};
+  const nm_tensor *E = nm_checktensor(L, 1);
+  const nm_tensor *A = nm_checktensor(L, 2);
+  const nm_tensor *Y = nm_checktensor(L, 3);
+  int act = luaL_checkoption(L, 4, NULL, acts);
+  double beta = luaL_optnumber(L, 5, 1.0);
+  luaL_argcheck(L, beta > 0, 5, "beta must be positive");
+  const nm_tensor *ops[2] = {A, Y};
+  for (int i = 0; i < 2; i++) {
+    nm_check_same_shape(L, i + 2, E, ops[i]);
+    nm_check_same_dtype(L, i + 2, E, ops[i]);
+    luaL_argcheck(L, nm_is_contiguous(ops[i]), i + 2, "tensor must be contiguous");
+  }
+  luaL_argcheck(L, nm_is_contiguous(E), 1, "tensor must be contiguous");
+  int st = nm_mul_dact(E, A, Y, act, beta);
+  if (st != NM_OK) return nm_status_error(L, st, "mul_dact");
+  lua_settop(L, 1);
+  return 1;
+}
+
 /* nm.blas_threads([n]) -> the number of OpenBLAS threads (after setting
 ** it to n, when given). Benchmarks use it to match other libraries. */
 static int f_blas_threads(lua_State *L) {
@@ -139,6 +164,7 @@ static const luaL_Reg plastic_methods[] = {
   {"plastic_outer", m_plastic_outer},
   {"plastic_oja", m_plastic_oja},
   {"adam_update", m_adam_update},
+  {"mul_dact", m_mul_dact},
   {NULL, NULL}
 };
 

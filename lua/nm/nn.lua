@@ -409,12 +409,29 @@ local function check_input(self, X)
   end
 end
 
+-- A batch input of the network's dtype that BLAS can read is used in
+-- place (no copy); the views the rules read are remade only when the
+-- input tensor changes (data.batches serves one buffer throughout).
+-- Anything else is copied into the buffer set's own X.
+local function bind_input(bs, X, dtype)
+  local src = X
+  if X:dtype() ~= dtype or not X:is_contiguous() then
+    bs.X:copy(X)
+    src = bs.X
+  end
+  if bs.Y[0] ~= src then
+    bs.Y[0], bs.Yt[0] = src, src:t()
+    bs.q[1].pre, bs.q[1].pre_t = src, bs.Yt[0]
+  end
+end
+
 -- Forward pass. X: [B x n_0] (rows are samples) or [n_0] (one sample;
 -- one sample, [1 x n_0] too, uses matrix-vector products). Returns the
 -- output buffer Y_L ([B x n_L], or a [n_L] view for a 1-D input), valid
--- until the next forward with this
--- batch size. The input is copied into the buffers (so the rules' views
--- stay fixed). Allocates nothing after the first call per batch size.
+-- until the next forward with this batch size. A batch input is read in
+-- place (not copied) by this pass and by backward/update: do not change
+-- it before update. One sample is copied. Allocates nothing after the
+-- first call per batch size and input tensor.
 function MLP:forward(X)
   check_input(self, X)
   local L, conns, acts = self.L, self.conns, self.acts
@@ -434,7 +451,7 @@ function MLP:forward(X)
     return vector and y1[L] or bs.Y[L]
   end
   bs = self:buffers(X:size(1))
-  bs.X:copy(X)
+  bind_input(bs, X, self.dtype)
   local A, Y, ones = bs.A, bs.Y, bs.ones
   for l = 1, L do
     local c, act = conns[l], acts[l]
@@ -453,6 +470,21 @@ local function softmax_vjp(bs, E, Y, S, ones_n)
   bs.rows:addmv(1, S, ones_n, 0)
   E:addr(-1, bs.rows, ones_n)
   E:mul(Y)
+end
+
+-- E .*= f'(A): one fused pass for the built-in elementwise activations
+-- (E:mul_dact), the activation's df into scratch D then a product for
+-- others (activations added to nn.activations).
+local FUSED_DACT = {relu = true, sigmoid = true, tanh = true, softplus = true}
+local function backprop_act(act, E, A, Y, D)
+  local name = act.name
+  if name == "identity" then return end
+  if FUSED_DACT[name] and nn.activations[name].df == act.df then
+    E:mul_dact(A, Y, name, act.beta or 1)
+  else
+    act.df(D, A, Y, act.beta)
+    E:mul(D)
+  end
 end
 
 local function targets_of(self, bs, T)
@@ -495,10 +527,7 @@ function MLP:backward(T, feedback)
   if self.loss == "mse" then
     local act = acts[L]
     if act.elementwise then
-      if act.name ~= "identity" then
-        act.df(Dv[L], A[L], Y[L], act.beta)
-        EL:mul(Dv[L])
-      end
+      backprop_act(act, EL, A[L], Y[L], Dv[L])
     else
       softmax_vjp(bs, EL, Y[L], Dv[L], bs.onesn[L])
     end
@@ -517,10 +546,7 @@ function MLP:backward(T, feedback)
     end
     local act = acts[l]
     if act.elementwise then
-      if act.name ~= "identity" then
-        act.df(Dv[l], A[l], Y[l], act.beta)
-        E[l]:mul(Dv[l])
-      end
+      backprop_act(act, E[l], A[l], Y[l], Dv[l])
     else
       softmax_vjp(bs, E[l], Y[l], Dv[l], bs.onesn[l])
     end
