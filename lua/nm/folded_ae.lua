@@ -309,7 +309,9 @@ local function evaluate(self, bs, c)
   for i = 0, N do rates(self, bs, i, free[i]) end
   local E = 0
   for i = 1, N do
-    PW[i]:addmm(1, R[i - 1], self.Wt[i], 0)          -- basal prediction W_i r_{i-1}
+    if i > 1 or free[0] or not c.input_fixed then  -- W_1 x is constant under a hard clamp
+      PW[i]:addmm(1, R[i - 1], self.Wt[i], 0)        -- basal prediction W_i r_{i-1}
+    end
     EW[i]:sub(U[i], PW[i])
     E = E + 0.5 * lam * EW[i]:dot(EW[i])
   end
@@ -432,6 +434,7 @@ local function resolve(self, o)
   if c.clamp == "hard" then c.free[0] = false end
   c.top = o and o.top or nil
   if c.top then c.free[self.N] = false end
+  c.input_fixed = false                                 -- W_1 x to be computed
   return c
 end
 
@@ -480,25 +483,32 @@ function Net:settle(X, o)
   if heavy then for i = 0, N do M[i]:zero() end end
   local dt, m, tol = c.dt, c.momentum, c.tol
   local slack = self.dtype == "float32" and 1e-6 or 1e-12
-  local E_prev, rises, halvings = huge, 0, 0
+  local E_prev, last_rise, halvings = huge, -huge, 0
   local iters, E, res = 0, 0, 0
+  local fixed = c.schedule ~= "continuous"            -- W changes along the way otherwise
   while true do
     E = evaluate(self, bs, c)
+    c.input_fixed = fixed
     if trace then trace[#trace + 1] = E / B end
     if on_eval then c.step = dt; on_eval(self, bs, c) end
     res = residual(self, bs, c)
     if res <= tol or iters >= c.max_iter then break end
     if c.adapt and E > E_prev + slack * abs(E_prev) then
       -- The energy rose: the step is too long for the current curvature
-      -- (Euler), or the momentum overshot (restart it; halve dt when it
-      -- happens twice in a row).
-      rises = rises + 1
+      -- (Euler), or the momentum overshot: restart it, and halve dt when
+      -- the previous restart was less than 10 steps ago.
       if heavy then for i = 0, N do M[i]:zero() end end
-      if not heavy or rises >= 2 then dt = dt * 0.5; halvings = halvings + 1 end
-    else
-      rises = 0
+      if not heavy or iters - last_rise <= 10 then dt = dt * 0.5; halvings = halvings + 1 end
+      last_rise = iters
     end
     E_prev = E
+    if heavy then
+      -- Gradient restart (O'Donoghue & Candes 2015): drop the momentum when
+      -- it points uphill.
+      local d = 0
+      for i = 0, N do if c.free[i] then d = d + M[i]:dot(V[i]) end end
+      if d < 0 then for i = 0, N do M[i]:zero() end end
+    end
     for i = 0, N do
       if c.free[i] then
         if heavy then
