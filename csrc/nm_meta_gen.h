@@ -11,7 +11,8 @@ typedef struct {
   real *y[NM_META_MAXLAYERS + 1], *e[NM_META_MAXLAYERS + 1], *s[NM_META_MAXLAYERS + 1];
   real *r[NM_META_MAXLAYERS + 1], *z[NM_META_MAXLAYERS + 1], *q[NM_META_MAXLAYERS + 1];
   real *a[NM_META_MAXLAYERS + 1], *b[NM_META_MAXLAYERS + 1];
-  real *scal;          /* layer l: S, c, d at 3 l .. 3 l + 2; at 0: 1 when q is filled */
+  real *scal;          /* layer l >= 1: S, c, d at 3 l .. 3 l + 2; at 0 and 1: flags,
+                          1 when q and when e_0 were computed */
 } FN(trace_ptrs);
 
 static void FN(trace_map)(const nm_motif_net *net, real *base, FN(trace_ptrs) *p) {
@@ -73,55 +74,45 @@ static void FN(rank_update)(int64_t n, int64_t m, real *out, const real *in, rea
   }
 }
 
+/* Dot product of two rows with eight partial sums, so that the compiler
+** vectorises without reassociating. */
+static inline real FN(row_dot)(int64_t m, const real *a, const real *b) {
+  real s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= m; j += 8)
+    for (int k = 0; k < 8; k++) s[k] += a[j + k] * b[j + k];
+  for (; j < m; j++) s[0] += a[j] * b[j];
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+static inline void FN(row_axpy)(int64_t m, real alpha, const real *x, real *y) {
+  for (int64_t j = 0; j < m; j++) y[j] += alpha * x[j];
+}
+
 /* One sweep over G (n x m, row-major) for everything the adjoint reads
-** from it: gk = G vk (length n) for k = 0, 1 and, when v2 is not NULL, 2;
-** hk = G^T uk (length m, overwritten) for k = 0..2; *gw = <G, W> when W is
-** not NULL. Eight partial sums per dot product let the compiler
-** vectorise without reassociating. */
+** from it: gk = G vk (length n) and hk = G^T uk (length m, overwritten),
+** and *gw = <G, W>. Every input but v0 may be NULL, and its output is
+** then skipped. Row by row, so each row of G is read from memory once and
+** the several products reuse it from cache. */
 NM_META_CLONES
 static void FN(adjoint_sweep)(int64_t n, int64_t m, const real *G, const real *W,
                               const real *v0, const real *v1, const real *v2,
                               const real *u0, const real *u1, const real *u2,
                               real *g0, real *g1, real *g2, real *h0, real *h1, real *h2,
                               double *gw) {
-  for (int64_t j = 0; j < m; j++) h0[j] = h1[j] = h2[j] = 0;
+  if (u0 != NULL) for (int64_t j = 0; j < m; j++) h0[j] = 0;
+  if (u1 != NULL) for (int64_t j = 0; j < m; j++) h1[j] = 0;
+  if (u2 != NULL) for (int64_t j = 0; j < m; j++) h2[j] = 0;
   double gwsum = 0;
   for (int64_t i = 0; i < n; i++) {
     const real *g = G + i * m;
-    const real *w = W != NULL ? W + i * m : NULL;
-    const real a0 = u0[i], a1 = u1[i], a2 = u2[i];
-    real s0[8] = {0}, s1[8] = {0}, s2[8] = {0}, sw[8] = {0};
-    int64_t j = 0;
-    for (; j + 8 <= m; j += 8) {
-      for (int k = 0; k < 8; k++) {
-        const real x = g[j + k];
-        s0[k] += x * v0[j + k];
-        s1[k] += x * v1[j + k];
-        h0[j + k] += a0 * x;
-        h1[j + k] += a1 * x;
-        h2[j + k] += a2 * x;
-      }
-      if (v2 != NULL)
-        for (int k = 0; k < 8; k++) s2[k] += g[j + k] * v2[j + k];
-      if (w != NULL)
-        for (int k = 0; k < 8; k++) sw[k] += g[j + k] * w[j + k];
-    }
-    for (; j < m; j++) {
-      const real x = g[j];
-      s0[0] += x * v0[j];
-      s1[0] += x * v1[j];
-      if (v2 != NULL) s2[0] += x * v2[j];
-      if (w != NULL) sw[0] += x * w[j];
-      h0[j] += a0 * x;
-      h1[j] += a1 * x;
-      h2[j] += a2 * x;
-    }
-    real t0 = 0, t1 = 0, t2 = 0, tw = 0;
-    for (int k = 0; k < 8; k++) { t0 += s0[k]; t1 += s1[k]; t2 += s2[k]; tw += sw[k]; }
-    g0[i] = t0;
-    g1[i] = t1;
-    if (v2 != NULL) g2[i] = t2;
-    gwsum += tw;
+    g0[i] = FN(row_dot)(m, g, v0);
+    if (v1 != NULL) g1[i] = FN(row_dot)(m, g, v1);
+    if (v2 != NULL) g2[i] = FN(row_dot)(m, g, v2);
+    if (W != NULL) gwsum += FN(row_dot)(m, g, W + i * m);
+    if (u0 != NULL && u0[i] != 0) FN(row_axpy)(m, u0[i], g, h0);
+    if (u1 != NULL && u1[i] != 0) FN(row_axpy)(m, u1[i], g, h1);
+    if (u2 != NULL && u2[i] != 0) FN(row_axpy)(m, u2[i], g, h2);
   }
   if (gw != NULL) *gw = gwsum;
 }
@@ -155,9 +146,23 @@ static double FN(softmax)(int64_t n, const real *z, real *y) {
   return lse;
 }
 
-/* q_l = W_l^T y_l and c_l = q_l . e_{l-1} for every layer, into the trace. */
-static void FN(fill_q)(const nm_motif_net *net, const nm_tensor *const *W_in, FN(trace_ptrs) *T) {
+/* The synthetic input error e_0 = (B_1^T e_1) .* (1 - exp(-beta x)), into
+** the trace. Only motifs with e_{l-1} need it, so the forward skips this
+** sweep over the largest matrix when theta does not use them. */
+static void FN(fill_e0)(const nm_motif_net *net, const nm_tensor *const *W_in,
+                        const nm_tensor *const *B, FN(trace_ptrs) *T) {
   const int64_t *n = net->sizes;
+  GEMV(CblasRowMajor, CblasTrans, (int)n[1], (int)n[0], 1, FN(feedback)(net, W_in, B, 1),
+       (int)n[0], T->e[1], 1, 0, T->r[0], 1);
+  for (int64_t i = 0; i < n[0]; i++) T->e[0][i] = T->r[0][i] * T->s[0][i];
+  T->scal[1] = 1;
+}
+
+/* q_l = W_l^T y_l and c_l = q_l . e_{l-1} for every layer, into the trace. */
+static void FN(fill_q)(const nm_motif_net *net, const nm_tensor *const *W_in,
+                       const nm_tensor *const *B, FN(trace_ptrs) *T) {
+  const int64_t *n = net->sizes;
+  if (T->scal[1] == 0) FN(fill_e0)(net, W_in, B, T);
   for (int l = 1; l <= net->layers; l++) {
     GEMV(CblasRowMajor, CblasTrans, (int)n[l], (int)n[l - 1], 1, FN(data)(W_in[l - 1]),
          (int)n[l - 1], T->y[l], 1, 0, T->q[l], 1);
@@ -200,7 +205,7 @@ static int FN(forward)(const nm_motif_net *net, const nm_tensor *const *W_out,
   for (int64_t i = 0; i < n[L]; i++) T.e[L][i] = T.y[L][i];
   T.e[L][label] -= 1;
   for (int64_t i = 0; i < n[L]; i++) T.r[L][i] = 0;
-  for (int l = L - 1; l >= 0; l--) {
+  for (int l = L - 1; l >= 1; l--) {
     GEMV(CblasRowMajor, CblasTrans, (int)n[l + 1], (int)n[l], 1,
          FN(feedback)(net, W_in, B, l + 1), (int)n[l], T.e[l + 1], 1, 0, T.r[l], 1);
     for (int64_t i = 0; i < n[l]; i++) T.e[l][i] = T.r[l][i] * T.s[l][i];
@@ -208,8 +213,10 @@ static int FN(forward)(const nm_motif_net *net, const nm_tensor *const *W_out,
 
   /* The updates, each from the pre-update weights of its own layer. */
   const int need_q = th[6] != 0 || th[7] != 0 || th[9] != 0;
-  if (need_q) FN(fill_q)(net, W_in, &T);
-  else T.scal[0] = 0;
+  const int b_used = th[1] != 0 || th[2] != 0 || th[4] != 0 || th[6] != 0 || th[8] != 0;
+  T.scal[0] = T.scal[1] = 0;
+  if (b_used || need_q) FN(fill_e0)(net, W_in, B, &T);
+  if (need_q) FN(fill_q)(net, W_in, B, &T);
   for (int l = 1; l <= L; l++) {
     const double S = FN(sum)(n[l], T.y[l]);
     const double d = FN(dot)(n[l], T.e[l], T.z[l]);
@@ -228,7 +235,7 @@ static int FN(forward)(const nm_motif_net *net, const nm_tensor *const *W_out,
     real coef[3];
     int nk = 0;
     coef[nk] = 1; u[nk] = T.a[l]; v[nk++] = T.y[l - 1];
-    coef[nk] = 1; u[nk] = T.b[l]; v[nk++] = T.e[l - 1];
+    if (b_used) { coef[nk] = 1; u[nk] = T.b[l]; v[nk++] = T.e[l - 1]; }
     if (th[9] != 0) { coef[nk] = -c9; u[nk] = T.y[l]; v[nk++] = T.q[l]; }
     FN(rank_update)(n[l], n[l - 1], FN(data)(W_out[l - 1]), FN(data)(W_in[l - 1]),
                     (real)(1 - th[3]), nk, coef, u, v);
@@ -267,9 +274,12 @@ static int FN(backward)(const nm_motif_net *net, const nm_tensor *const *G,
   real *h0 = p + 3 * maxn, *h1 = p + 4 * maxn, *h2 = p + 5 * maxn;
 
   const int hasq_needed = nd[6] || nd[7] || nd[9];
-  if (T.scal[0] == 0 && hasq_needed) FN(fill_q)(net, W_in, &T);
+  const int g1_needed = nd[1] || nd[2] || nd[4] || nd[6] || nd[8];
+  if (T.scal[1] == 0 && g1_needed) FN(fill_e0)(net, W_in, B, &T);
+  if (T.scal[0] == 0 && hasq_needed) FN(fill_q)(net, W_in, B, &T);
   const int hasq = T.scal[0] != 0;
   const double t9 = th[9];
+  const int b_used = th[1] != 0 || th[2] != 0 || th[4] != 0 || th[6] != 0 || th[8] != 0;
 
   /* 1. The update expressions of every layer. */
   for (int l = 1; l <= L; l++) {
@@ -277,9 +287,17 @@ static int FN(backward)(const nm_motif_net *net, const nm_tensor *const *G,
     const real *Gl = FN(data)(G[l - 1]), *W = FN(data)(W_in[l - 1]);
     const double S = T.scal[3 * l], c = T.scal[3 * l + 1], d = T.scal[3 * l + 2];
     double gw = 0;
-    FN(adjoint_sweep)(nl, m, Gl, nd[3] ? W : NULL, T.y[l - 1], T.e[l - 1],
-                      (hasq && t9 != 0) ? T.q[l] : NULL, T.a[l], T.b[l], T.y[l],
-                      g0, g1, g2, h0, h1, h2, &gw);
+    /* G e_{l-1} serves b's motifs; G^T y_l and G q the Oja motif. */
+    const int want_g1 = b_used || nd[1] || nd[2] || nd[4] || nd[6] || nd[8];
+    const int want_h2 = t9 != 0 || (nd[9] && hasq);
+    /* G^T a is dLoss/dy_{l-1} through the update: none for the input x. */
+    FN(adjoint_sweep)(nl, m, Gl, nd[3] ? W : NULL, T.y[l - 1], want_g1 ? T.e[l - 1] : NULL,
+                      (hasq && t9 != 0) ? T.q[l] : NULL, l >= 2 ? T.a[l] : NULL,
+                      b_used ? T.b[l] : NULL, want_h2 ? T.y[l] : NULL, g0, g1, g2, h0, h1, h2,
+                      &gw);
+    if (!want_g1) for (int64_t i = 0; i < nl; i++) g1[i] = 0;
+    if (!b_used) for (int64_t j = 0; j < m; j++) h1[j] = 0;
+    if (!want_h2) for (int64_t j = 0; j < m; j++) h2[j] = 0;
     const double ey = FN(dot)(nl, T.e[l], g0), yg = FN(dot)(nl, T.y[l], g1);
     const double eg = FN(dot)(nl, T.e[l], g1), sg = FN(sum)(nl, g1);
     const double yy = FN(dot)(nl, T.y[l], g0), hq = hasq ? FN(dot)(m, h2, T.q[l]) : 0;
@@ -307,8 +325,14 @@ static int FN(backward)(const nm_motif_net *net, const nm_tensor *const *G,
   }
   if (nm_interrupted) return NM_EINTR;
 
-  /* 2. The error pathway, from e_0 upwards. */
+  /* 2. The error pathway, from e_0 upwards (e_0 is skipped when nothing
+  ** depends on it: then the forward may not have computed it either). */
   for (int l = 0; l < L; l++) {
+    if (l == 0) {
+      int any = 0;
+      for (int64_t i = 0; i < n[0] && !any; i++) any = eb[0][i] != 0;
+      if (!any) { for (int64_t i = 0; i < n[0]; i++) rb[0][i] = 0; continue; }
+    }
     for (int64_t i = 0; i < n[l]; i++) {
       rb[l][i] = eb[l][i] * T.s[l][i];
       if (l >= 1) yb[l][i] += (real)(eb[l][i] * T.r[l][i] * beta * (1 - T.s[l][i]));

@@ -216,6 +216,7 @@ local function fused_forward(ctx, net, B, x, label, theta, ...)
   local trace = k:new_trace()
   k:forward(out, W, B, x, label, theta, trace)
   ctx.net, ctx.B, ctx.W, ctx.theta, ctx.trace = net, B, W, theta, trace
+  ctx.need = net.need             -- which theta gradients to compute (nil: all)
   return out
 end
 
@@ -264,6 +265,118 @@ end
 function motifs.fused_step_into(net, out, W, theta, x, label, B)
   net.kernel:forward(out, W, B, x, label, theta)
   return out
+end
+
+-- ---------------------------------------------------------------- unroll
+
+-- The buffers of motifs.unroll for T steps in segments of S, allocated once
+-- per (net, T, S) and reused by every meta-step: ceil(T / S) stored weight
+-- sets (segment starts), S weight sets and S traces for the segment being
+-- recomputed.
+local function workspace(net, T, S)
+  net.workspaces = net.workspaces or {}
+  local key = T .. ":" .. S
+  local ws = net.workspaces[key]
+  -- A workspace still held by a recorded unroll whose backward has not
+  -- run (its result variables alive) is not shared: a fresh one is made.
+  if ws and ws.holder[1] == nil then return ws end
+  local function wset()
+    local w = {}
+    for l = 1, net.layers do w[l] = nm.zeros(net.sizes[l + 1], net.sizes[l], net.dtype) end
+    return w
+  end
+  local nseg = math.max(1, math.ceil(T / S))
+  ws = {snaps = {}, seg = {}, traces = {}, nseg = nseg, S = S, T = T,
+        holder = setmetatable({}, {__mode = "v"})}
+  for k = 1, nseg do ws.snaps[k] = wset() end
+  for j = 1, math.min(S, math.max(T, 1)) do
+    ws.seg[j] = wset()
+    ws.traces[j] = net.kernel:new_trace()
+  end
+  if not net.workspaces[key] or net.workspaces[key].holder[1] == nil then
+    net.workspaces[key] = ws
+  end
+  return ws
+end
+
+local function copy_set(dst, src)
+  for l = 1, #src do dst[l]:copy(src[l]) end
+end
+
+-- motifs.unroll(net, W0, B, X, labels, theta, T [, opts]) -> W_T (a list):
+-- the whole inner loop, W_t = step(W_{t-1}, x_t = X:row(t), labels[t]),
+-- as one tape operation when theta (or W0 entries) are variables. It is
+-- ag.scan specialised to the fused step: the same checkpointing (segment
+-- starts stored every S = opts.segment or ceil(sqrt(T)) steps, each segment
+-- recomputed once during backward, with its traces), but in buffers that
+-- are allocated once per (net, T, S) and reused, so a meta-step allocates
+-- only its result. Memory: (ceil(T/S) + S) weight sets + S traces, i.e.
+-- about 2 sqrt(T) weight sets. opts.stats receives snapshots, segment,
+-- state_bytes, workspace_bytes. The result's gradients flow to theta
+-- (net.need selects which of its 10 entries) and to W0.
+function motifs.unroll(net, W0, B, X, labels, theta, T, opts)
+  opts = opts or {}
+  local L = net.layers
+  local S = opts.segment or math.max(1, math.ceil(math.sqrt(T)))
+  local ws = workspace(net, T, S)
+  local k = net.kernel
+  local esize = net.dtype == "float64" and 8 or 4
+  if opts.stats then
+    local bytes = 0
+    for l = 1, L do bytes = bytes + net.sizes[l + 1] * net.sizes[l] * esize end
+    opts.stats.snapshots, opts.stats.segment, opts.stats.state_bytes = ws.nseg, S, bytes
+    opts.stats.workspace_bytes = (ws.nseg + #ws.seg) * bytes +
+      #ws.seg * k:info().trace_size * esize
+  end
+  local function run_forward(th, W0v)
+    local out = {}
+    for l = 1, L do out[l] = nm.zeros(net.sizes[l + 1], net.sizes[l], net.dtype) end
+    if T == 0 then copy_set(out, W0v) return out end
+    copy_set(ws.snaps[1], W0v)
+    for s = 1, ws.nseg do
+      local t0 = (s - 1) * S
+      local len = math.min(S, T - t0)
+      for j = 1, len do
+        local src = j == 1 and ws.snaps[s] or ws.seg[j - 1]
+        local dst = ws.seg[j]
+        if j == len then dst = s < ws.nseg and ws.snaps[s + 1] or out end
+        k:forward(dst, src, B, X:row(t0 + j), labels[t0 + j], th)
+      end
+    end
+    return out
+  end
+  local tracked = ag.is_var(theta)
+  for l = 1, L do if ag.is_var(W0[l]) then tracked = true end end
+  if not tracked then return run_forward(ag.value(theta), W0) end
+
+  local op = ag.def("motif_unroll", function(ctx, th, ...)
+    ctx.theta = th
+    return run_forward(th, {...})
+  end, function(ctx, gouts)
+    local th = ctx.theta
+    local G = {}
+    for l = 1, L do G[l] = gouts[l] or nm.zeros(net.sizes[l + 1], net.sizes[l], net.dtype) end
+    local tb = nm.zeros(10, "float64")
+    for s = ws.nseg, 1, -1 do
+      local t0 = (s - 1) * S
+      local len = math.min(S, T - t0)
+      for j = 1, len do
+        local src = j == 1 and ws.snaps[s] or ws.seg[j - 1]
+        k:forward(ws.seg[j], src, B, X:row(t0 + j), labels[t0 + j], th, ws.traces[j])
+      end
+      for j = len, 1, -1 do
+        local src = j == 1 and ws.snaps[s] or ws.seg[j - 1]
+        k:backward(G, src, B, ws.traces[j], th, tb, net.need)
+      end
+    end
+    ws.holder[1] = nil
+    local grads = {tb}
+    for l = 1, L do grads[1 + l] = G[l] end
+    return table.unpack(grads, 1, 1 + L)
+  end, L)
+  local res = op(theta, table.unpack(W0, 1, L))
+  ws.holder[1] = res[1]
+  return res
 end
 
 -- ---------------------------------------------------------------- loss

@@ -698,7 +698,11 @@ function ag.scan(step, init, params, T, opts)
           local b = sub:bytes()
           if b > (stats.peak_tape_bytes or 0) then stats.peak_tape_bytes = b end
         end
-        if opts.collect then collectgarbage("collect") end
+        if opts.collect then
+          -- twice: tensors have finalizers, so garbage is freed one cycle late
+          collectgarbage("collect")
+          collectgarbage("collect")
+        end
         local kb = collectgarbage("count")
         if kb > (stats.peak_kb or 0) then stats.peak_kb = kb end
       end

@@ -1,0 +1,453 @@
+-- spec/meta_spec.lua: the motif rule and its meta-gradient (rules/motifs.lua,
+-- nm_meta.c, lua/nm/meta.lua). Meta-gradients equal central finite
+-- differences (float64, small network, short inner loop) for every motif
+-- and feedback mode; the fused C step and its hand-derived adjoint equal
+-- the generic autograd rule; theta_0 alone with BP feedback is SGD; a
+-- 250-step meta-gradient stays within the stated memory bound; tasks,
+-- guards and errors.
+
+local nm = require "neuromic"
+local ag = require "nm.autograd"
+local motifs = require "rules.motifs"
+local meta = require "nm.meta"
+
+-- A small episode: network 6-5-4-3, T steps on random inputs in [0, 1].
+local function episode(feedback, T, seed, dtype)
+  local g = nm.generator(seed or 1)
+  local net = motifs.net{sizes = {6, 5, 4, 3}, feedback = feedback, dtype = dtype or "float64"}
+  local W, B = motifs.init(net, g)
+  local X = nm.zeros(T, 6, net.dtype):uniform(g, 0, 1)
+  local labels = {}
+  for t = 1, T do labels[t] = g:integer(1, 3) end
+  local Xq = nm.zeros(7, 6, net.dtype):uniform(g, 0, 1)
+  local labels_q = {}
+  for i = 1, 7 do labels_q[i] = g:integer(1, 3) end
+  return {net = net, W = W, B = B, X = X, labels = labels, Xq = Xq, labels_q = labels_q, T = T}
+end
+
+-- The meta-loss of theta, untracked (for finite differences).
+local function meta_loss(ep, theta)
+  local W = ep.W
+  for t = 1, ep.T do W = motifs.step(ep.net, W, theta, ep.X:row(t), ep.labels[t], ep.B) end
+  return ag.value(motifs.query_loss(ep.net, W, ep.Xq, ep.labels_q))
+end
+
+-- The meta-gradient (theta and W0) by one of the mechanisms.
+local function meta_grad(ep, theta, how, need)
+  local tape = ag.tape()
+  local th = tape:leaf(theta)
+  local W0 = {}
+  for l = 1, ep.net.layers do W0[l] = tape:leaf(ep.W[l]) end
+  ep.net.need = need
+  local WT
+  if how == "unroll" then
+    WT = motifs.unroll(ep.net, W0, ep.B, ep.X, ep.labels, th, ep.T, {segment = 2})
+  else
+    local stepper = how == "generic" and motifs.step or motifs.fused_step
+    WT = ag.scan(function(s, p, t) return stepper(ep.net, s, p[1], ep.X:row(t), ep.labels[t], ep.B) end,
+                 W0, {th}, ep.T, {segment = 2})
+  end
+  local loss = how == "generic" and motifs.query_loss(ep.net, WT, ep.Xq, ep.labels_q)
+    or motifs.fused_query_loss(ep.net, WT, ep.Xq, ep.labels_q)
+  tape:backward(loss)
+  ep.net.need = nil
+  local gw = {}
+  for l = 1, ep.net.layers do gw[l] = W0[l].grad end
+  return th.grad, gw, ag.value(loss)
+end
+
+-- A theta using the motifs of `list` (0-based): theta_0 = 0.05 keeps the
+-- network learning; the others get values large enough to matter.
+local function theta_of(list, g)
+  local t = nm.zeros(10, "float64")
+  t:set(1, 0.05)
+  for _, r in ipairs(list) do
+    if r ~= 0 then t:set(r + 1, (g:uniform() - 0.5) * 0.06) end
+  end
+  return t
+end
+
+describe("motif rule meta-gradients", function()
+  for _, fb in ipairs{"fa", "bp"} do
+    it("equal central finite differences for every motif (" .. fb .. ")", function()
+      local g = nm.generator(21)
+      local ep = episode(fb, 5, 3)
+      for r = 0, 9 do
+        local theta = theta_of({r}, g)
+        local grad = meta_grad(ep, theta, "unroll")
+        local h = 1e-6
+        local tp, tm = theta:clone(), theta:clone()
+        tp:set(r + 1, theta:get(r + 1) + h)
+        tm:set(r + 1, theta:get(r + 1) - h)
+        local fd = (meta_loss(ep, tp) - meta_loss(ep, tm)) / (2 * h)
+        local got = grad:get(r + 1)
+        assert.is_true(math.abs(got - fd) <= 1e-7 * math.max(1, math.abs(fd)),
+                       string.format("%s motif %d: meta-gradient %.10g, differences %.10g", fb, r, got, fd))
+      end
+    end)
+  end
+
+  it("equal central finite differences for all ten at once, and for W0", function()
+    local g = nm.generator(8)
+    local ep = episode("fa", 4, 5)
+    local all = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
+    local theta = theta_of(all, g)
+    local grad, gw = meta_grad(ep, theta, "unroll")
+    local fd = ag.numgrad(function() return meta_loss(ep, theta) end, theta)
+    assert.tensor_near(fd, grad, 1e-7)
+    local W1 = ep.W[1]
+    local fdw = ag.numgrad(function() return meta_loss(ep, theta) end, W1)
+    assert.tensor_near(fdw, gw[1], 1e-7)
+  end)
+
+  it("fused adjoint = generic tape = scan over the fused step, for sparse and full theta", function()
+    local g = nm.generator(4)
+    for _, fb in ipairs{"fa", "bp", "bp_detached"} do
+      local ep = episode(fb, 6, 9)
+      for _, list in ipairs{{0}, {0, 2}, {0, 9}, {0, 2, 9}, {0, 3}, {0, 6, 7}, {0, 8},
+                            {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}} do
+        local theta = theta_of(list, g)
+        local need = {}
+        for r = 1, 10 do need[r] = false end
+        for _, r in ipairs(list) do need[r + 1] = true end
+        local g1, w1, l1 = meta_grad(ep, theta, "generic")
+        local g2, w2, l2 = meta_grad(ep, theta, "unroll", need)
+        local g3, w3 = meta_grad(ep, theta, "scan")
+        local what = fb .. " {" .. table.concat(list, ",") .. "}"
+        assert.is_true(math.abs(l1 - l2) < 1e-13, what)
+        for _, r in ipairs(list) do
+          assert.is_true(math.abs(g1:get(r + 1) - g2:get(r + 1)) < 1e-11, what .. " theta " .. r)
+        end
+        assert.tensor_near(g1, g3, 1e-11, what)
+        for l = 1, 3 do
+          assert.tensor_near(w1[l], w2[l], 1e-11, what .. " W" .. l)
+          assert.tensor_near(w1[l], w3[l], 1e-11, what .. " W" .. l)
+        end
+      end
+    end
+  end)
+
+  it("bp_detached holds the feedback copy constant (differs from bp in W0's gradient)", function()
+    local g = nm.generator(2)
+    local ep_bp, ep_det = episode("bp", 4, 7), episode("bp_detached", 4, 7)
+    local theta = theta_of({0, 2}, g)
+    local _, wb = meta_grad(ep_bp, theta, "unroll")
+    local _, wd = meta_grad(ep_det, theta, "unroll")
+    assert.is_true((wb[2] - wd[2]):abs():max() > 1e-6)
+  end)
+
+  it("float32 kernels agree with float64 ones", function()
+    local g = nm.generator(6)
+    local theta = theta_of({0, 2, 9}, g)
+    local e64, e32 = episode("fa", 5, 11, "float64"), episode("fa", 5, 11, "float32")
+    local a = meta_grad(e64, theta, "unroll")
+    local b = meta_grad(e32, theta, "unroll")
+    assert.tensor_near(a, b, 1e-4 * a:norm(math.huge))
+  end)
+end)
+
+describe("motif rule steps", function()
+  it("theta_0 alone with BP feedback is SGD on the cross-entropy", function()
+    local ep = episode("bp", 8, 13)
+    local theta = motifs.theta{[0] = 0.3}
+    local W, V = ep.W, ep.W
+    for t = 1, ep.T do
+      local x, c = ep.X:row(t), ep.labels[t]
+      W = motifs.fused_step(ep.net, W, theta, x, c)
+      -- SGD: the gradient of -log softmax(z_L)[c] by an independent tape
+      local tape = ag.tape()
+      local vars = {}
+      for l = 1, 3 do vars[l] = tape:leaf(V[l]) end
+      local y = x
+      for l = 1, 3 do
+        local z = ag.mv(vars[l], y)
+        y = l < 3 and ag.softplus(z, 10) or z
+      end
+      tape:backward(ag.cross_entropy(y, c))
+      local nv = {}
+      for l = 1, 3 do nv[l] = V[l]:clone():axpy(-0.3, vars[l].grad) end
+      V = nv
+      for l = 1, 3 do assert.tensor_near(V[l], W[l], 1e-13, "step " .. t .. " W" .. l) end
+    end
+  end)
+
+  it("the fused step equals the literal motif forms, in place or not", function()
+    local g = nm.generator(3)
+    for _, fb in ipairs{"fa", "bp"} do
+      local ep = episode(fb, 3, 17)
+      local theta = theta_of({0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, g)
+      local a = motifs.step(ep.net, ep.W, theta, ep.X:row(1), 2, ep.B)
+      local b = motifs.fused_step(ep.net, ep.W, theta, ep.X:row(1), 2, ep.B)
+      local c = {}
+      for l = 1, 3 do c[l] = ep.W[l]:clone() end
+      motifs.fused_step_into(ep.net, c, c, theta, ep.X:row(1), 2, ep.B)
+      for l = 1, 3 do
+        assert.tensor_near(a[l], b[l], 1e-14)
+        assert.tensor_near(a[l], c[l], 1e-14)
+      end
+    end
+  end)
+
+  it("each motif has its tabulated form", function()
+    -- F^r from the signals, computed here with plain tensor methods.
+    local ep = episode("fa", 1, 23)
+    local net, W = ep.net, ep.W
+    local x, c = ep.X:row(1), 3
+    local y, e = motifs.signals(net, W, ep.B, x, c)
+    local l = 2
+    local Wl, yp, yq, ep_, eq = W[l], y[l - 1], y[l], e[l - 1], e[l]
+    local function outer(a, b) return nm.outer(a, b) end
+    local cval = yq:dot(nm.mv(Wl, ep_))
+    local dval = eq:dot(nm.mv(Wl, yp))
+    local want = {
+      [0] = outer(eq, yp):scale(-1), outer(yq, ep_):scale(-1), outer(eq, ep_):scale(-1),
+      Wl:clone():scale(-1), outer(nm.ones(4, "float64"), ep_):scale(-1),
+      outer(eq, yp):scale(-yq:sum()), outer(yq, ep_):scale(-cval), outer(eq, yp):scale(-cval),
+      outer(yq, ep_):scale(-dval), outer(yq, yp) - nm.mm(outer(yq, yq), Wl),
+    }
+    local F = motifs.terms(Wl, yp, yq, ep_, eq)
+    for r = 0, 9 do assert.tensor_near(want[r], F[r], 1e-14, "motif " .. r) end
+    -- and the step adds sum_r theta_r F^r
+    for r = 0, 9 do
+      local th = nm.zeros(10, "float64")
+      th:set(r + 1, 0.1)
+      local Wn = motifs.fused_step(net, W, th, x, c, ep.B)
+      assert.tensor_near(W[l] + want[r]:scale(0.1), Wn[l], 1e-14, "step with motif " .. r)
+    end
+  end)
+
+  it("the fused query loss and its gradient equal the generic ones", function()
+    local ep = episode("fa", 1, 31)
+    local loss1, correct = ep.net.kernel:query(ep.W, ep.Xq, ep.labels_q)
+    local tape = ag.tape()
+    local vars = {}
+    for l = 1, 3 do vars[l] = tape:leaf(ep.W[l]) end
+    local Z = motifs.logits(ep.net, vars, ep.Xq)
+    local loss2 = ag.cross_entropy(Z, ep.labels_q)
+    tape:backward(loss2)
+    assert.is_true(math.abs(loss1 - ag.value(loss2)) < 1e-13)
+    local right = 0
+    local pred = ag.value(Z):argmax(2)
+    for i = 1, 7 do if pred:get(i) == ep.labels_q[i] then right = right + 1 end end
+    assert.are.equal(right, correct)
+    local G = {}
+    for l = 1, 3 do G[l] = nm.zeros(ep.W[l]:size(), "float64") end
+    ep.net.kernel:query(ep.W, ep.Xq, ep.labels_q, G)
+    for l = 1, 3 do assert.tensor_near(vars[l].grad, G[l], 1e-14) end
+  end)
+
+  it("Xavier draws have the stated range", function()
+    local net = motifs.net{sizes = {30, 20, 10}, dtype = "float64"}
+    local W, B = motifs.init(net, nm.generator(1))
+    local a = math.sqrt(6 / 50)
+    assert.is_true(W[1]:abs():max() <= a and W[1]:abs():max() > 0.9 * a)
+    assert.is_true(B[1]:abs():max() <= a)
+    assert.is_nil(select(2, motifs.init(motifs.net{sizes = {3, 2}, feedback = "bp"}, nm.generator(1))))
+  end)
+end)
+
+describe("meta-gradient memory", function()
+  -- The stated bound: checkpoints of ceil(T/S) weight sets, one segment
+  -- of S weight sets (and S traces) being recomputed: with S = ceil(sqrt(T))
+  -- about 2 sqrt(T) + O(1) weight sets, against T for a stored unroll.
+  local T = 250
+  local net = motifs.net{feedback = "fa", dtype = "float32"}     -- 784-170-130-100-70-10
+  local g = nm.generator(1)
+  local task = {X = nm.zeros(T, 784, "float32"):uniform(g, 0, 1), labels = {},
+                Xq = nm.zeros(20, 784, "float32"):uniform(g, 0, 1), labels_q = {}, steps = T}
+  for t = 1, T do task.labels[t] = (t % 10) + 1 end
+  for i = 1, 20 do task.labels_q[i] = (i % 10) + 1 end
+  local state_kb = 0
+  for l = 1, net.layers do state_kb = state_kb + net.sizes[l] * net.sizes[l + 1] * 4 / 1024 end
+  local S = math.ceil(math.sqrt(T))
+  local bound_kb = (2 * S + 6) * state_kb
+
+  it("unroll: everything one 250-step meta-gradient allocates fits the bound", function()
+    local learner = meta.learner{net = net, motifs = {0, 2, 9},
+                                 theta0 = {[0] = 1e-3, [2] = 1e-5, [9] = 1e-5}}
+    collectgarbage("collect")
+    collectgarbage("collect")              -- tensors are finalised: freed a cycle late
+    collectgarbage("stop")                 -- count every allocation, garbage included
+    local kb0 = collectgarbage("count")
+    local stats = {}
+    local loss, _, _, grad = learner:meta_gradient(task, nm.generator(2), stats)
+    local grown = collectgarbage("count") - kb0
+    collectgarbage("restart")
+    assert.is_true(meta.finite(loss) and meta.finite(grad:norm()))
+    assert.are.equal(S, stats.segment)
+    assert.are.equal(math.ceil(T / S), stats.snapshots)
+    assert.is_true(grown < bound_kb, string.format("allocated %.0f KB, bound %.0f KB (T states: %.0f KB)",
+                                                   grown, bound_kb, T * state_kb))
+    assert.is_true(stats.workspace_bytes / 1024 <= (2 * S + 1) * state_kb + 1)
+  end)
+
+  it("scan: the live memory at the peak (a recorded segment) fits the bound", function()
+    local learner = meta.learner{net = net, motifs = {0}, mode = "scan"}
+    collectgarbage("collect")
+    collectgarbage("collect")
+    local kb0 = collectgarbage("count")
+    local stats = {}
+    learner:meta_gradient(task, nm.generator(2), stats, {collect = true})
+    local peak = stats.peak_kb - kb0
+    assert.is_true(peak < bound_kb, string.format("peak %.0f KB, bound %.0f KB", peak, bound_kb))
+    assert.is_true(peak > S * state_kb * 0.9)         -- it does hold one segment
+  end)
+end)
+
+describe("meta-learning", function()
+  -- A synthetic split: 4 classes of 40 rows each.
+  local function split()
+    local g = nm.generator(9)
+    local n = 160
+    local X = nm.zeros(n, 6, "float64"):uniform(g, 0, 1)
+    local labels = {}
+    for i = 1, n do labels[i] = (i - 1) % 4 + 1 end
+    return {X = X, labels = labels, classes = 4, n = n}
+  end
+
+  it("samples tasks of M classes with K + Q distinct images each", function()
+    local s = split()
+    local sampler = meta.sampler(s, {M = 3, K = 5, Q = 2})
+    local task = sampler:sample(nm.generator(3))
+    assert.are.equal(15, task.X:size(1))
+    assert.are.equal(6, task.Xq:size(1))
+    assert.are.equal(15, task.steps)
+    local classes = {}
+    for _, c in ipairs(task.classes) do classes[c] = true end
+    local count = 0
+    for _ in pairs(classes) do count = count + 1 end
+    assert.are.equal(3, count)
+    -- every row is an image of its label, none in both sets
+    local seen = {}
+    local function find(row, label)
+      for i = 1, s.n do
+        if s.labels[i] == label and (s.X:row(i) - row):abs():max() == 0 then return i end
+      end
+    end
+    for i = 1, 15 do
+      assert.is_true(classes[task.labels[i]])
+      local r = find(task.X:row(i), task.labels[i])
+      assert.is_not_nil(r)
+      assert.is_nil(seen[r])
+      seen[r] = true
+    end
+    for i = 1, 6 do
+      local r = find(task.Xq:row(i), task.labels_q[i])
+      assert.is_not_nil(r)
+      assert.is_nil(seen[r])
+      seen[r] = true
+    end
+    assert.has_error(function() meta.sampler(s, {M = 5}) end,
+                     "meta: sampler: M = 5 classes requested, the split has 4")
+  end)
+
+  it("a meta-step moves only the active motifs, by about the learning rate", function()
+    local s = split()
+    local sampler = meta.sampler(s, {M = 3, K = 4, Q = 2})
+    local net = motifs.net{sizes = {6, 5, 4}, dtype = "float64"}
+    local learner = meta.learner{net = net, motifs = {0, 2}, lr = 1e-3, theta0 = {[0] = 0.05}}
+    local g = nm.generator(1)
+    local info = learner:meta_step(sampler:sample(g), g)
+    assert.are.equal("update", info.action)
+    local th = info.theta
+    assert.is_true(math.abs(math.abs(th:get(1) - 0.05) - 1e-3) < 1e-6)   -- Adam's first step
+    assert.is_true(math.abs(math.abs(th:get(3)) - 1e-3) < 1e-6)
+    for r = 0, 9 do
+      if r ~= 0 and r ~= 2 then assert.are.equal(0, th:get(r + 1)) end
+    end
+  end)
+
+  it("guards: non-finite meta-gradients are skipped or rolled back, and counted", function()
+    local s = split()
+    local sampler = meta.sampler(s, {M = 3, K = 4, Q = 2})
+    local net = motifs.net{sizes = {6, 5, 4}, dtype = "float64"}
+    for _, guard in ipairs{"skip", "rollback"} do
+      local learner = meta.learner{net = net, motifs = {0, 3}, guard = guard,
+                                   theta0 = {[0] = 0.05}}
+      local g = nm.generator(1)
+      learner:meta_step(sampler:sample(g), g)
+      local before = learner.phi:clone()
+      learner.phi:set(4, -1e100)               -- decay of -1e100: the weights overflow
+      local info = learner:meta_step(sampler:sample(g), g)
+      assert.is_false(info.finite)
+      assert.are.equal(guard, info.action)
+      if guard == "skip" then
+        assert.are.equal(1, learner.skipped)
+        assert.are.equal(-1e100, learner.phi:get(4))
+      else
+        assert.are.equal(1, learner.rollbacks)
+        -- back to the state before the previous update
+        assert.tensor_near(motifs.theta{[0] = 0.05}, learner.phi, 0)
+        assert.is_true((before - learner.phi):abs():max() > 0)
+      end
+    end
+  end)
+
+  it("clips the meta-gradient and scales motifs", function()
+    local s = split()
+    local sampler = meta.sampler(s, {M = 3, K = 4, Q = 2})
+    local net = motifs.net{sizes = {6, 5, 4}, dtype = "float64"}
+    local learner = meta.learner{net = net, motifs = {0, 5}, scale = {[5] = 0.01},
+                                 theta0 = {[0] = 0.05, [5] = 0.001}, clip = 1e-3}
+    assert.is_true(math.abs(learner.phi:get(6) - 0.1) < 1e-15)       -- phi = theta / s
+    assert.is_true(math.abs(learner:theta():get(6) - 0.001) < 1e-15)
+    local g = nm.generator(1)
+    local task = sampler:sample(g)
+    local _, _, _, grad = learner:meta_gradient(task, g:clone())
+    local norm = grad:norm()
+    -- d loss / d phi_5 = s_5 d loss / d theta_5: compare with a learner without scaling
+    local plain = meta.learner{net = net, motifs = {0, 5}, theta0 = {[0] = 0.05, [5] = 0.001}}
+    local _, _, _, g2 = plain:meta_gradient(task, g:clone())
+    assert.is_true(math.abs(grad:get(6) - 0.01 * g2:get(6)) < 1e-12 * math.max(1, math.abs(g2:get(6))))
+    local info = learner:meta_step(task, g:clone())
+    assert.are.equal(norm, info.grad_norm)
+  end)
+
+  it("the learner's state survives a checkpoint round trip", function()
+    local net = motifs.net{sizes = {6, 5, 4}, dtype = "float64"}
+    local s = split()
+    local sampler = meta.sampler(s, {M = 3, K = 4, Q = 2})
+    local a = meta.learner{net = net, motifs = {0, 2}}
+    local g = nm.generator(5)
+    a:meta_step(sampler:sample(g), g)
+    local b = meta.learner{net = net, motifs = {0, 2}}
+    b:load_state(require("nm.checkpoint").decode(require("nm.checkpoint").encode(a:state())))
+    local g1, g2 = g:clone(), g:clone()
+    local t1, t2 = sampler:sample(g1), nil
+    local i1 = a:meta_step(t1, g1)
+    t2 = sampler:sample(g2)
+    local i2 = b:meta_step(t2, g2)
+    assert.tensor_near(i1.theta, i2.theta, 0)
+  end)
+end)
+
+describe("motif kernel errors", function()
+  it("names the shapes and the values", function()
+    local net = motifs.net{sizes = {4, 3, 2}, dtype = "float64"}
+    local W, B = motifs.init(net, nm.generator(1))
+    local x = nm.zeros(4, "float64")
+    local th = motifs.theta{[0] = 0.1}
+    local k = net.kernel
+    assert.has_error(function() k:forward(W, {W[2], W[1]}, B, x, 1, th) end,
+      "bad argument #2 to 'forward' (W_in[1] must be a contiguous float64 [3 x 4] tensor, got float64 [2 x 3])")
+    assert.has_error(function() k:forward(W, W, B, nm.zeros(5, "float64"), 1, th) end,
+      "bad argument #4 to 'forward' (x must be a 1-D float64 tensor of 4 values, got float64 [5])")
+    assert.has_error(function() k:forward(W, W, B, x, 3, th) end,
+      "bad argument #5 to 'forward' (label 3 is not a class in 1..2)")
+    assert.has_error(function() k:forward(W, W, nil, x, 1, th) end,
+      "bad argument #3 to 'forward' (feedback matrices B expected (FA mode))")
+    assert.has_error(function() k:forward(W, W, B, x, 1, {1, 2}) end,
+      "bad argument #6 to 'forward' (theta must hold 10 values)")
+    assert.has_error(function() k:forward(W, W, B, x, 1, motifs.theta{[3] = 0 / 0}) end,
+      "bad argument #6 to 'forward' (theta must be finite)")
+    assert.has_error(function() k:backward(W, W, B, nil, th, nm.zeros(10, "float64")) end,
+      "bad argument #4 to 'backward' (the trace of the forward step expected)")
+    assert.has_error(function() k:query(W, nm.zeros(2, 4, "float64"), {1}) end,
+      "bad argument #3 to 'query' (1 labels for 2 rows)")
+    assert.has_error(function() motifs.net{sizes = {4}} end,
+      "motifs.net: sizes must list at least 2 layer widths")
+    assert.has_error(function() motifs.net{sizes = {4, 2}, feedback = "dfa"} end)
+    assert.has_error(function() meta.learner{net = net, motifs = {10}} end,
+      "meta: learner: motif indices are 0..9")
+  end)
+end)
