@@ -1,0 +1,297 @@
+-- experiments/metaplasticity.lua: Figs. 3-4 of Shervani-Tabar & Rosenbaum,
+-- "Meta-learning biologically plausible plasticity rules with random
+-- feedback pathways", Nat. Commun. 14, 1805 (2023), on the data here.
+--
+-- Meta-trains the coefficients theta of W_l += sum_r theta_r F^r_l
+-- (rules/motifs.lua) on 5-way few-shot tasks (K = 50 training images per
+-- class seen once each, online, by a fresh 784-170-130-100-70-10 softplus
+-- network; Q = 10 query images per class score the adapted network), with
+-- exact meta-gradients through the 250 inner steps (nm.meta, nm.autograd)
+-- and Adam. Runs (--runs):
+--   fa_lr         FA feedback, theta_0 (the learning rate) only
+--   bp_lr         BP feedback, theta_0 only
+--   pool          all ten motifs, FA, exactly as specified (no guards)
+--   pool_guarded  all ten motifs, FA, with the guards: rollback of
+--                 non-finite steps, gradient clipping, F5 scaled down,
+--                 a smaller meta learning rate, best theta by held-out accuracy
+--   bio           F_bio = theta_0 F0 + theta_2 F2 + theta_9 F9
+--   ehebb, oja    theta_0 with the error-Hebbian F2, or with Oja's F9
+-- Every --eval-every episodes each run's theta is scored on fixed held-out
+-- episodes drawn from the test images (meta-test: theta fixed), with the
+-- alignment angles of the rule's errors and updates to backprop's; the
+-- best theta by held-out accuracy is kept. At the end the final and best
+-- theta are scored on --test-episodes fresh held-out episodes.
+-- The paper used EMNIST (47 classes); here tasks come from Fashion-MNIST
+-- (--data fashion, default) or the MNIST subset (--data mnist), labels are
+-- the data set's 10 classes and the network has --outputs (10) outputs.
+--
+--   ./neuromic experiments/metaplasticity.lua --quick          # seconds
+--   ./neuromic experiments/metaplasticity.lua --out results/metaplasticity
+--   ./neuromic experiments/metaplasticity.lua --runs fa_lr,bp_lr,bio --episodes 300
+
+local nm = require "neuromic"
+local cli = require "nm.cli"
+local results = require "nm.results"
+local progress = require "nm.progress"
+local plot = require "nm.plot"
+local data = require "nm.data"
+local meta = require "nm.meta"
+local motifs = require "rules.motifs"
+
+local format = string.format
+
+local ALL = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
+
+-- paper: what the paper reports on EMNIST (Figs. 3-4), as text.
+local RUNS = {
+  fa_lr = {title = "FA, learning rate only", feedback = "fa", motifs = {0},
+           lambda = 0, paper = "~25%"},
+  bp_lr = {title = "BP, learning rate only", feedback = "bp", motifs = {0},
+           lambda = 0, paper = "~70%"},
+  pool = {title = "10-motif pool, as specified", feedback = "fa", motifs = ALL, guard = "none",
+          paper = "approaches BP (~70%) by ~300 episodes"},
+  pool_guarded = {title = "10-motif pool, with guards", feedback = "fa", motifs = ALL,
+                  guarded = true, paper = "approaches BP (~70%) by ~300 episodes"},
+  bio = {title = "F_bio (theta 0, 2, 9)", feedback = "fa", motifs = {0, 2, 9},
+         paper = "about as well as the pool"},
+  ehebb = {title = "eHebb subset (theta 0, 2)", feedback = "fa", motifs = {0, 2}},
+  oja = {title = "Oja subset (theta 0, 9)", feedback = "fa", motifs = {0, 9}},
+}
+local ORDER = {"fa_lr", "bp_lr", "pool", "pool_guarded", "bio", "ehebb", "oja"}
+
+local opts = cli.parse(arg, {
+  name = "metaplasticity",
+  description = "Meta-learned plasticity rules from 10 motifs (Shervani-Tabar & Rosenbaum " ..
+                "2023, Figs. 3-4): FA and BP with the learning rate only, the motif pool, " ..
+                "F_bio, eHebb and Oja subsets, exact meta-gradients through the inner loop.",
+  options = {
+    data.cli_option("fashion"),
+    {"runs", "list", ORDER, "runs: " .. table.concat(ORDER, ", "), item = "string"},
+    {"episodes", "int", 600, "meta-training episodes per run", quick = 4, min = 1},
+    {"M", "int", 5, "classes per task", min = 2},
+    {"K", "int", 50, "training images per class (inner steps = M K)", quick = 6, min = 1},
+    {"Q", "int", 10, "query images per class", quick = 4, min = 1},
+    {"outputs", "int", 10, "output units (>= the data set's classes; EMNIST had 47)", min = 2},
+    {"lr", "number", 1e-3, "Adam learning rate of the meta-parameters", min = 0},
+    {"lr-guarded", "number", 3e-4, "Adam learning rate of the guarded pool", min = 0},
+    {"lambda", "number", 5e-4, "L1 penalty on theta (runs with several motifs)", min = 0},
+    {"theta0", "number", 1e-3, "initial theta_0 (the others start at 0)"},
+    {"clip", "number", 1, "guarded pool: meta-gradient norm clip", min = 0},
+    {"scale5", "number", 0.05, "guarded pool: scale of F5 (theta_5 = scale phi_5)", min = 0},
+    {"eval-every", "int", 25, "episodes between held-out evaluations", quick = 2, min = 1},
+    {"heldout", "int", 20, "held-out episodes per evaluation", quick = 2, min = 1},
+    {"test-episodes", "int", 100, "held-out episodes scoring the final and best theta",
+     quick = 2, min = 1},
+    {"align", "int", 10, "query images for the alignment angles", quick = 3, min = 1},
+    {"smooth", "int", 25, "episodes in the running mean of the query accuracy", quick = 2, min = 1},
+    {"dtype", "string", "float32", "network element type", choices = {"float32", "float64"}},
+    {"threads", "int", 1, "OpenBLAS threads", min = 1},
+    {"checkpoint-every", "int", 50, "episodes between checkpoints", quick = 0, min = 0},
+  },
+})
+
+nm.blas_threads(opts.threads)
+for _, name in ipairs(opts.runs) do
+  if not RUNS[name] then
+    io.stderr:write(format("metaplasticity: unknown run '%s' (choose from %s)\n", name,
+                           table.concat(ORDER, ", ")))
+    os.exit(2)
+  end
+end
+
+local ds = data.load(opts.data, {validation = 0, dtype = opts.dtype})
+if opts.outputs < ds.classes then
+  io.stderr:write(format("metaplasticity: --outputs %d is below the %d classes of %s\n",
+                         opts.outputs, ds.classes, ds.name))
+  os.exit(2)
+end
+local steps = opts.M * opts.K
+local sizes = {ds.dim, 170, 130, 100, 70, opts.outputs}
+
+local run = results.open(opts, {
+  dataset = format("%s: %d-way tasks, K = %d, Q = %d from the training images; held-out " ..
+                   "episodes from the test images; %d outputs", ds.name, opts.M, opts.K, opts.Q,
+                   opts.outputs),
+  columns = {"run", "episode"},
+  checkpoint_every = opts.checkpoint_every,
+})
+io.stderr:write(format("metaplasticity: %s, network %s (%s), %d inner steps, %d outputs " ..
+                       "(EMNIST in the paper: 47)\n", ds.name, table.concat(sizes, "-"),
+                       opts.dtype, steps, opts.outputs))
+
+local train_tasks = meta.sampler(ds.train, {M = opts.M, K = opts.K, Q = opts.Q})
+local test_tasks = meta.sampler(ds.test, {M = opts.M, K = opts.K, Q = opts.Q})
+
+-- Fixed held-out episodes: copies of the tasks, each with its own seed
+-- for the initial weights, the same for every evaluation and run.
+local function heldout_set(count, seed)
+  local g = nm.generator(seed)
+  local set = {}
+  for i = 1, count do
+    local t = test_tasks:sample(g)
+    set[i] = {X = t.X:clone(), labels = t.labels, Xq = t.Xq:clone(), labels_q = t.labels_q,
+              steps = t.steps, seed = seed * 1000 + i}
+  end
+  return set
+end
+local heldout = heldout_set(opts.heldout, opts.seed + 7919)
+
+local function evaluate(learner, set, theta)
+  local acc, loss = 0, 0
+  for _, t in ipairs(set) do
+    local a, l = learner:evaluate(t, nm.generator(t.seed), theta)
+    acc, loss = acc + a, loss + l
+  end
+  return acc / #set, loss / #set
+end
+
+local function make_learner(cfg)
+  local net = motifs.net{sizes = sizes, feedback = cfg.feedback, dtype = opts.dtype}
+  local o = {net = net, motifs = cfg.motifs, theta0 = {[0] = opts.theta0}, lr = opts.lr,
+             lambda = cfg.lambda or opts.lambda, guard = cfg.guard or "skip"}
+  if cfg.guarded then
+    o.guard, o.lr, o.clip, o.scale = "rollback", opts.lr_guarded, opts.clip, {[5] = opts.scale5}
+  end
+  return meta.learner(o)
+end
+
+local function theta_row(row, theta)
+  for r = 0, 9 do row["theta_" .. r] = theta:get(r + 1) end
+end
+
+-- State of the whole experiment (what a checkpoint holds).
+local s = run:resume()
+if not s then
+  s = {index = 1, finished = {}}
+end
+local total = #opts.runs * opts.episodes
+local bar = progress.new{total = total, label = "meta-training"}
+local step_count = (s.index - 1) * opts.episodes + (s.current and s.current.episode or 0)
+
+while s.index <= #opts.runs do
+  local name = opts.runs[s.index]
+  local cfg = RUNS[name]
+  local learner = make_learner(cfg)
+  local cur = s.current
+  if not cur then
+    cur = {name = name, episode = 0, g = nm.generator(opts.seed * 100 + s.index), recent = {},
+           best_acc = -1, best_theta = learner:theta(), best_episode = 0}
+    s.current = cur
+  else
+    learner:load_state(cur.learner)
+  end
+  local t_run = nm.clock()
+  for ep = cur.episode + 1, opts.episodes do
+    local task = train_tasks:sample(cur.g)
+    local info = learner:meta_step(task, cur.g)
+    local recent = cur.recent
+    recent[#recent + 1] = info.accuracy
+    if #recent > opts.smooth then table.remove(recent, 1) end
+    local mean = 0
+    for _, a in ipairs(recent) do mean = mean + a end
+    mean = mean / #recent
+    local row = {run = name, episode = ep, loss = info.loss, ce = info.ce,
+                 accuracy = info.accuracy, accuracy_smooth = mean, grad_norm = info.grad_norm,
+                 action = info.action, skipped = learner.skipped, rollbacks = learner.rollbacks}
+    theta_row(row, info.theta)
+    if ep % opts.eval_every == 0 or ep == opts.episodes then
+      local theta = learner:theta()
+      local acc, loss = evaluate(learner, heldout, theta)
+      row.heldout_accuracy, row.heldout_loss = acc, loss
+      if acc > cur.best_acc then
+        cur.best_acc, cur.best_theta, cur.best_episode = acc, theta, ep
+      end
+      -- alignment angles on the first held-out episode's adapted weights
+      local t1 = heldout[1]
+      local W, B = learner:episode(t1, nm.generator(t1.seed), theta)
+      if meta.finite(W[1]:sum()) then
+        local al = meta.alignment(learner.net, W, B, theta, t1.Xq, t1.labels_q, opts.align)
+        for l = 1, learner.net.layers do
+          row["angle_e" .. l] = al.e[l]
+          row["angle_dW" .. l] = al.dW[l]
+        end
+      end
+    end
+    run:log(row)
+    cur.episode = ep
+    step_count = step_count + 1
+    bar:update(step_count, format("%s ep %d acc %.2f", name, ep, mean))
+    run:poll(step_count, function()
+      cur.learner = learner:state()
+      return s
+    end)
+  end
+  -- Meta-test of the final and the best theta on fresh held-out episodes.
+  local test_set = heldout_set(opts.test_episodes, opts.seed + 104729 + s.index)
+  local final_theta = learner:theta()
+  local fa, fl = evaluate(learner, test_set, final_theta)
+  local ba, bl = evaluate(learner, test_set, cur.best_theta)
+  local last = cur.recent
+  local mean = 0
+  for _, a in ipairs(last) do mean = mean + a end
+  s.finished[name] = {
+    title = cfg.title, final_accuracy = fa, final_loss = fl, best_accuracy = ba, best_loss = bl,
+    best_episode = cur.best_episode, train_accuracy = mean / math.max(#last, 1),
+    final_theta = final_theta:totable(), best_theta = cur.best_theta:totable(),
+    skipped = learner.skipped, rollbacks = learner.rollbacks, seconds = nm.clock() - t_run,
+    paper = cfg.paper,
+  }
+  io.stderr:write(format("\n%-14s meta-test accuracy: final theta %.1f%%, best theta %.1f%% " ..
+                         "(episode %d); theta %s\n", name, 100 * fa, 100 * ba, cur.best_episode,
+                         motifs.describe(final_theta)))
+  s.index = s.index + 1
+  s.current = nil
+end
+bar:finish()
+
+-- Plots.
+local rows = run:metrics()
+local out_plots = {}
+local function add(paths) for _, p in ipairs(paths or {}) do out_plots[#out_plots + 1] = p end end
+add(plot.curves(rows, {out = run:path("query_accuracy.png"), x = "episode", y = "accuracy_smooth",
+                       group = "run", ylabel = "query accuracy (running mean)",
+                       title = format("Meta-training: query accuracy (%s, %d-way, K = %d)",
+                                      ds.name, opts.M, opts.K)}))
+add(plot.curves(rows, {out = run:path("heldout_accuracy.png"), x = "episode",
+                       y = "heldout_accuracy", group = "run", ylabel = "held-out query accuracy",
+                       title = "Meta-test on held-out episodes (theta fixed)"}))
+for _, name in ipairs(opts.runs) do
+  if #RUNS[name].motifs > 1 then
+    local sub, ys = {}, {}
+    for _, r in ipairs(rows) do if r.run == name then sub[#sub + 1] = r end end
+    for _, m in ipairs(RUNS[name].motifs) do ys[#ys + 1] = "theta_" .. m end
+    add(plot.curves(sub, {out = run:path("theta_" .. name .. ".png"), x = "episode", y = ys,
+                          ylabel = "theta_r", title = "theta trajectories: " .. RUNS[name].title}))
+  end
+end
+do
+  local sub = {}
+  for _, r in ipairs(rows) do if r.angle_e1 then sub[#sub + 1] = r end end
+  local ys = {}
+  for l = 1, #sizes - 2 do ys[#ys + 1] = "angle_e" .. l end
+  add(plot.curves(sub, {out = run:path("alignment_e.png"), x = "episode", y = ys, group = "run",
+                        ylabel = "angle(e_l, delta_l) (degrees)",
+                        title = "Alignment of the rule's errors with backprop's"}))
+end
+
+-- Table.
+local summary = {}
+print(format("\n%-30s %10s %10s %10s %8s   %s", "run (" .. ds.name .. ")", "final", "best",
+             "train", "guards", "paper (EMNIST)"))
+for _, name in ipairs(opts.runs) do
+  local f = s.finished[name]
+  if f then
+    print(format("%-30s %9.1f%% %9.1f%% %9.1f%% %8s   %s", f.title, 100 * f.final_accuracy,
+                 100 * f.best_accuracy, 100 * f.train_accuracy,
+                 format("%d/%d", f.skipped, f.rollbacks), f.paper or "-"))
+    summary[#summary + 1] = {label = f.title .. ": meta-test query accuracy (final theta)",
+                             ours = f.final_accuracy, paper = f.paper, unit = "%",
+                             note = opts.quick and "quick run" or
+                               format("%d episodes, %s; best theta %.1f%%", opts.episodes, ds.name,
+                                      100 * f.best_accuracy)}
+  end
+end
+print("(final/best: meta-test accuracy of the final theta and of the theta with the best " ..
+      "held-out accuracy; train: running mean of the meta-training query accuracy; " ..
+      "guards: skipped/rolled-back steps)")
+run:finish{runs = s.finished, summary = summary, plots = out_plots}
