@@ -572,13 +572,15 @@ function Net:learn()
   if not rule.learning() then return end
   local opt = self.optim
   local k, active, deltas = 0, self.active, self.deltas
-  local function apply(conn, q)
+  -- In the order of self.params: W_1..W_N, then G_0..G_{N-1}.
+  for j = 1, 2 * self.N do
+    local conn, q
+    if j <= self.N then conn, q = self.cW[j], bs.qW[j]
+    else conn, q = self.cG[j - self.N - 1], bs.qG[j - self.N - 1] end
     q.defer = opt ~= nil
     local changed = rule.apply(conn.rule, conn, q)
     if opt then k = k + 1; active[k], deltas[k] = changed, conn.dW end
   end
-  for i = 1, self.N do apply(self.cW[i], bs.qW[i]) end
-  for i = 0, self.N - 1 do apply(self.cG[i], bs.qG[i]) end
   if opt then opt:apply(self.params, deltas, active) end
 end
 
