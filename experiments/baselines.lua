@@ -95,10 +95,16 @@ local run = results.open(opts, {
 })
 
 -- The grid, dataset-major so each data set is loaded once.
-local cells = {}
+-- --shard I/N keeps the cells whose grid index k has k % N == I - 1.
+local cells, k = {}, 0
 for _, d in ipairs(opts.dataset) do
   for _, a in ipairs(archs) do
-    for _, r in ipairs(opts.rules) do cells[#cells + 1] = {dataset = d, arch = a, rule = r} end
+    for _, r in ipairs(opts.rules) do
+      k = k + 1
+      if not opts.shard or (k - 1) % opts.shard.count == opts.shard.index - 1 then
+        cells[#cells + 1] = {dataset = d, arch = a, rule = r}
+      end
+    end
   end
 end
 
@@ -227,7 +233,8 @@ for ci = s.cell, #cells do
   for l = 1, net.L do crc = nm.crc32(net.conns[l].W:tobytes(), crc) end
   fin.weights_crc32 = crc
   summary[#summary + 1] = fin
-  if opts.plot and ci <= #opts.rules then   -- receptive fields of the first data set/arch
+  if opts.plot and cell.dataset == opts.dataset[1] and cell.arch == archs[1] then
+    -- first-layer weights of the first data set and architecture
     local W1 = net.conns[1].W
     local side = math.floor(math.sqrt(ds.dim) + 0.5)
     if side * side == ds.dim then
@@ -251,15 +258,15 @@ if opts.plot then
       local tag = format("%s_%s", d:gsub("[^%w]", "_"), a.name)
       plot.curves(rows, {out = run:path("accuracy_" .. tag .. ".png"), x = "epoch",
                          y = "test_accuracy", group = "rule", quiet = true,
-                         title = format("test accuracy, %s, 784-%s-10", d, a.name)})
+                         title = format("test accuracy, %s, hidden %s", d, a.name)})
       plot.curves(rows, {out = run:path("loss_" .. tag .. ".png"), x = "epoch",
                          y = "train_loss", group = "rule", logy = true, quiet = true,
-                         title = format("training loss, %s, 784-%s-10", d, a.name)})
+                         title = format("training loss, %s, hidden %s", d, a.name)})
       for l = 1, #a.hidden do
         plot.curves(rows, {out = run:path(format("angles_%s_layer%d.png", tag, l)), x = "epoch",
                            y = {"update_angle_" .. l, "feedback_angle_" .. l}, group = "rule",
                            quiet = true, ylabel = "degrees",
-                           title = format("angles to backprop, hidden layer %d, %s, 784-%s-10",
+                           title = format("angles to backprop, hidden layer %d, %s, hidden %s",
                                           l, d, a.name)})
       end
     end
