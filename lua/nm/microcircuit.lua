@@ -92,8 +92,9 @@ end
 --     (tau_w = 0: W += eta <term> once per pattern, eta per pattern)
 --   eta = {up = {N values} | x, ip = {N-1} | x, pi = ..., down = ...}
 --     (absent: 0); down > 0 makes the top-down weights plastic
---   init = a (all weights U(-a, a)) or {up =, down =, ip =, pi =}; default 1
---     for up and down, and ip, pi as up, down unless given
+--   init = a (all weights U(-a, a)) or {up =, down =, ip =, pi =}, each a
+--     number, a list per layer, or "fan_in" (a = 1/sqrt(presynaptic cells));
+--     default 1 for up and down, and ip, pi as up, down unless given
 --   bias = false: basal biases b_up (pyramidal) and b_ip (interneurons),
 --     learnt with the same rules (a presynaptic rate of 1)
 --   self_predicting = false: start in the analytic self-predicting state
@@ -135,9 +136,20 @@ function mc.new(o)
   for _, kind in ipairs{"ip", "pi", "down"} do eta[kind] = per_layer(e[kind] or 0, N - 1, "eta." .. kind) end
 
   local init = o.init or 1
-  if type(init) == "number" then init = {up = init, down = init} end
+  if type(init) ~= "table" then init = {up = init, down = init} end
   init = {up = init.up or 1, down = init.down or 1, ip = init.ip, pi = init.pi}
+  if init.ip == nil and type(init.up) == "table" then   -- W_ip[k] stands for W_up[k+1]
+    init.ip = {}
+    for k = 2, #init.up do init.ip[k - 1] = init.up[k] end
+  end
   init.ip, init.pi = init.ip or init.up, init.pi or init.down
+  for kind, a in pairs(init) do
+    if type(a) == "table" then
+      init[kind] = per_layer(a, kind == "up" and N or N - 1, "init." .. kind)
+    elseif type(a) ~= "number" and a ~= "fan_in" then
+      fail(format("init.%s must be a number, a list per layer or 'fan_in'", kind), 2)
+    end
+  end
 
   local net = setmetatable({N = N, sizes = sizes, dtype = dtype, mode = mode, p = p, eta = eta,
                             bias = not not o.bias, gen = o.gen, noise_gen = o.noise_gen or o.gen,
@@ -146,6 +158,7 @@ function mc.new(o)
 
   local function connection(kind, k, pre, post, bias)
     local a = init[kind]
+    if type(a) == "table" then a = a[k] elseif a == "fan_in" then a = 1 / math.sqrt(pre) end
     return nn.connection{
       pre = pre, post = post, bias = bias, dtype = dtype, gen = o.gen, name = format("W_%s%d", kind, k),
       init = function(W, b, gen)
