@@ -338,6 +338,51 @@ describe("microcircuit full dynamics", function()
   end)
 end)
 
+describe("microcircuit rate functions (vectorised exp and log in C)", function()
+  -- log(1 + y) for y in [0, 1]: 2 atanh(z), z = y / (2 + y) <= 1/3, by
+  -- 25 terms of its series (the last below 1e-24).
+  local function log1p_ref(y)
+    local z = y / (2 + y)
+    local s, t, z2 = 0, z, z * z
+    for k = 0, 24 do s = s + t / (2 * k + 1); t = t * z2 end
+    return 2 * s
+  end
+
+  it("nm.mc_phi matches softplus and logistic references to ~1e-15 relative", function()
+    local u = {}
+    for i = 0, 4000 do u[#u + 1] = -60 + 120 * i / 4000 end
+    for _, x in ipairs{-800, -745, -708.5, -300, 0, 1e-300, 300, 800} do u[#u + 1] = x end
+    local U = nm.tensor(u, "float64")
+    local R = U:clone()
+    for _, spec in ipairs{{rate = "softplus", gamma = 0.1, beta = 1, theta = 3},
+                          {rate = "softplus", gamma = 1, beta = 2.5, theta = -1},
+                          {rate = "logistic", gamma = 1, beta = 1, theta = 0},
+                          {rate = "logistic", gamma = 0.5, beta = 0.3, theta = 2}} do
+      nm.mc_phi(R, U, spec)
+      local worst, worst_at = 0, nil
+      for i, v in ipairs(u) do
+        local x = spec.beta * (v - spec.theta)
+        local ref
+        if spec.rate == "softplus" then
+          ref = spec.gamma * ((x > 0 and x or 0) + log1p_ref(exp(-math.abs(x))))
+        else
+          local y = exp(-math.abs(x))
+          ref = spec.gamma * (x >= 0 and 1 / (1 + y) or y / (1 + y))
+        end
+        local got = R:get(i)
+        local err
+        if math.abs(ref) < 1e-290 then     -- underflow: below 2^-1022 C flushes towards 0
+          err = math.abs(got) < 1e-290 and 0 or 1
+        else
+          err = math.abs(got - ref) / math.abs(ref)
+        end
+        if err > worst then worst, worst_at = err, v end
+      end
+      assert.is_true(worst < 4e-15, spec.rate .. ": worst relative error " .. worst .. " at " .. worst_at)
+    end
+  end)
+end)
+
 describe("microcircuit steady state", function()
   it("equals the long-run fixed point of the full dynamics", function()
     for _, rate in ipairs{"softplus", "logistic"} do
