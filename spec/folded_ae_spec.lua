@@ -238,6 +238,40 @@ describe("folded_ae", function()
       assert.are.equal(0, net.stats.nonconverged)
     end)
 
+    it("gives the same states with the fused C kernels as with tensor operations", function()
+      local g = nm.generator(24)
+      for _, phi in ipairs{"tanh", "sigmoid", {"softplus", beta = 2}, "relu", "identity"} do
+        for _, o in ipairs{{clamp = "hard", solver = "momentum"},
+                           {clamp = "soft", beta = 0.5, solver = "euler", lambda = 0.3}} do
+          local X = rand(g, 3, 6)
+          local a = small_net{phi = phi, fused = true}
+          local b = small_net{phi = phi, fused = false}
+          assert.is_true(a.fused and not b.fused)
+          o.max_iter, o.tol = 25, 0
+          local ia = a:settle(X, o)
+          local Ea, ra = ia.energy, ia.residual
+          local ib = b:settle(X, o)
+          assert.is_true(math.abs(Ea - ib.energy) <= 1e-12 * math.abs(Ea))
+          assert.is_true(math.abs(ra - ib.residual) <= 1e-12 * math.max(1, ra))
+          for i = 0, 3 do assert.tensor_near(a.cur.U[i], b.cur.U[i], 1e-12) end
+        end
+      end
+      -- The kernels' errors name the operands.
+      local r = nm.zeros(2, 3)
+      assert.has_error(function() nm.folded.rates(r, nil, nm.zeros(3, 2), "tanh") end,
+                       "bad argument #3 to 'rates' (size mismatch, [2 x 3] vs [3 x 2])")
+      assert.has_error(function() nm.folded.rates(r, nil, nm.zeros(2, 3, "float64"), "tanh") end,
+                       "bad argument #3 to 'rates' (dtype mismatch, float32 vs float64)")
+      assert.has_error(function() nm.folded.rates(r, nil, r, "cosh") end,
+                       "bad argument #4 to 'rates' (invalid option 'cosh')")
+      assert.has_error(function() nm.folded.velocity(r, nil, 1, nil, 1, nil, 1, r, nil, 1) end,
+                       "bad argument #9 to 'velocity' (d and back must be given together)")
+      assert.has_error(function() nm.folded.step(nm.zeros(2, 2, 2), nil, nm.zeros(2, 2, 2), 1) end,
+                       "bad argument #1 to 'step' (1-D or 2-D tensor expected, got [2 x 2 x 2])")
+      local d = nm.zeros(2, 3)
+      assert.are.equal(0, nm.folded.velocity(d, nil, 1, nil, 1, nil, 1, nil, nil, 1))
+    end)
+
     it("halves the step when the energy rises (adapt) and still converges", function()
       local g = nm.generator(9)
       local net = small_net{init_scale = 3}

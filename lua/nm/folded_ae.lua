@@ -50,6 +50,10 @@ local nm = require "neuromic"
 local rule = require "nm.rule"
 local nn = require "nm.nn"
 
+local folded = nm.folded             -- fused kernels (csrc/nm_folded.c)
+-- Rate functions the fused kernel (nm.folded.rates) knows.
+local FUSED_PHI = {identity = true, tanh = true, sigmoid = true, softplus = true, relu = true}
+
 local fae = {}
 
 local format, huge, sqrt, max, abs = string.format, math.huge, math.sqrt, math.max, math.abs
@@ -80,6 +84,7 @@ fae.defaults = {
   eta_W = 0.01, eta_G = 0.01,
   init = "pytorch", init_scale = 1,
   dtype = "float32",
+  fused = true,            -- C kernels (nm.folded) for rates, mismatches, velocities, steps
 }
 
 local CHOICES = {
@@ -176,6 +181,7 @@ function fae.new(o)
   end
   local N = #sizes - 1
   local net = setmetatable({N = N, sizes = {}, o = s, dtype = s.dtype, acts = {}, W = {}, G = {},
+                            fused = s.fused and FUSED_PHI[act.name] and FUSED_PHI[act0.name] or false,
                             Wt = {}, Gt = {}, cW = {}, cG = {}, bufs = {}, optim = o.optim,
                             info = {}, params = {}, deltas = {}, active = {}}, Net)
   for i = 0, N do net.sizes[i] = sizes[i + 1] end
@@ -237,6 +243,7 @@ function Net:buffers(B)
   bs = {B = B, U = {}, R = {}, D = {}, PW = {}, PG = {}, EW = {}, EWt = {}, EG = {}, EGt = {},
         V = {}, T = {}, M = {}, Rt = {}, rowmax = {}, qW = {}, qG = {}}
   bs.X = nm.zeros(B, n[0], dt)
+  bs.NX = nm.zeros(B, n[0], dt)                       -- u_0 - x (soft clamp)
   for i = 0, N do
     bs.U[i] = nm.zeros(B, n[i], dt)
     local lin = self.acts[i].name == "identity"
@@ -291,20 +298,32 @@ end
 -- Rates and their derivatives of area i from its potentials.
 local function rates(self, bs, i, deriv)
   local act = self.acts[i]
-  if act.name == "identity" then return end
+  if act.name == "identity" then return end          -- R, D set at allocation
+  if self.fused then
+    folded.rates(bs.R[i], deriv and bs.D[i] or nil, bs.U[i], act.name, act.beta or 1)
+    return
+  end
   act.f(bs.R[i], bs.U[i], act.beta)
   if deriv then act.df(bs.D[i], bs.U[i], bs.R[i], act.beta) end
 end
 
 -- ---------------------------------------------------------------- energy and dynamics
 
+-- e = u - p; returns ||e||^2.
+local function mismatch(self, E, U, P)
+  if self.fused then return folded.mismatch(E, U, P) end
+  E:sub(U, P)
+  return E:dot(E)
+end
+
 -- One evaluation at the current potentials U: rates, predictions,
 -- mismatches, the energy (summed over the batch) and the velocities
 -- V_i = du_i/dt of the free areas. c: resolved settings; c.free[i] says
--- whether area i moves. Returns E. Allocates nothing.
+-- whether area i moves. Returns E and max |V| over the free areas.
+-- Allocates nothing.
 local function evaluate(self, bs, c)
   local N, U, R, D, V, T = self.N, bs.U, bs.R, bs.D, bs.V, bs.T
-  local PW, PG, EW, EG = bs.PW, bs.PG, bs.EW, bs.EG
+  local PW, PG, EW, EG, NX = bs.PW, bs.PG, bs.EW, bs.EG, bs.NX
   local lam, free = c.lambda, c.free
   for i = 0, N do rates(self, bs, i, free[i]) end
   local E = 0
@@ -312,18 +331,15 @@ local function evaluate(self, bs, c)
     if i > 1 or free[0] or not c.input_fixed then  -- W_1 x is constant under a hard clamp
       PW[i]:addmm(1, R[i - 1], self.Wt[i], 0)        -- basal prediction W_i r_{i-1}
     end
-    EW[i]:sub(U[i], PW[i])
-    E = E + 0.5 * lam * EW[i]:dot(EW[i])
+    E = E + 0.5 * lam * mismatch(self, EW[i], U[i], PW[i])
   end
   for i = 0, N - 1 do
     PG[i]:addmm(1, R[i + 1], self.Gt[i], 0)          -- apical prediction G_i r_{i+1}
-    EG[i]:sub(U[i], PG[i])
-    E = E + 0.5 * (1 - lam) * EG[i]:dot(EG[i])
+    E = E + 0.5 * (1 - lam) * mismatch(self, EG[i], U[i], PG[i])
   end
   local soft = c.clamp == "soft"
   if soft then                                       -- beta C, C = ||u_0 - x||^2
-    T[0]:sub(U[0], bs.X)
-    E = E + c.beta * T[0]:dot(T[0])
+    E = E + c.beta * mismatch(self, NX, U[0], bs.X)
   end
   local comp = c.form == "compartments"
   if comp then
@@ -334,23 +350,34 @@ local function evaluate(self, bs, c)
     if c.clamp ~= "hard" then E = E + 0.5 * lam * U[0]:dot(U[0]) end
   end
   local inv_tau = 1 / c.tau
+  local vmax = 0
   for i = 0, N do
     if free[i] then
       local Vi, Ti = V[i], T[i]
       if not comp then
         -- -dE/du_i = -lambda e^W_i - (1-lambda) e^G_i + phi'(u_i) .* (lambda W_{i+1}^T e^W_{i+1}
         --            + (1-lambda) G_{i-1}^T e^G_{i-1})   [- 2 beta (u_0 - x)]
-        if i >= 1 then Vi:scale(EW[i], -lam) else Vi:zero() end
-        if i <= N - 1 then Vi:axpy(lam - 1, EG[i]) end
-        if i == 0 and soft then Vi:axpy(-2 * c.beta, T[0]) end
         local back = false
         if i <= N - 1 then Ti:addmm(lam, EW[i + 1], self.W[i + 1], 0); back = true end
         if i >= 1 then Ti:addmm(1 - lam, EG[i - 1], self.G[i - 1], back and 1 or 0); back = true end
-        if back then
-          Ti:mul(D[i])
-          Vi:add(Ti)
+        local nudge = (i == 0 and soft) and NX or nil
+        if self.fused then
+          local m = folded.velocity(Vi, i >= 1 and EW[i] or nil, -lam, i <= N - 1 and EG[i] or nil,
+                                    lam - 1, nudge, -2 * c.beta, back and D[i] or nil,
+                                    back and Ti or nil, inv_tau)
+          if m > vmax or m ~= m then vmax = m end
+        else
+          if i >= 1 then Vi:scale(EW[i], -lam) else Vi:zero() end
+          if i <= N - 1 then Vi:axpy(lam - 1, EG[i]) end
+          if nudge then Vi:axpy(-2 * c.beta, nudge) end
+          if back then
+            Ti:mul(D[i])
+            Vi:add(Ti)
+          end
+          if inv_tau ~= 1 then Vi:scale(inv_tau) end
+          local m = Vi:norm(huge)
+          if m > vmax or m ~= m then vmax = m end
         end
-        if inv_tau ~= 1 then Vi:scale(inv_tau) end
       else
         -- Poster's five compartments: soma u, basal v_B = W_i r_{i-1}, apical
         -- v_A = G_i r_{i+1}, and the error compartments
@@ -363,7 +390,7 @@ local function evaluate(self, bs, c)
         local gamma = 1 + ge / gl
         Vi:scale(U[i], -(gl + ge))                   -- the four leaks towards 0 together
         if i == 0 and soft then                      -- nudging towards the data (ours)
-          Vi:axpy(-2 * c.beta * (gl + ge), T[0])
+          Vi:axpy(-2 * c.beta * (gl + ge), NX)
         end
         if i >= 1 then Vi:axpy(lam * gl * gamma, PW[i]) end
         if i <= N - 1 then Vi:axpy((1 - lam) * gl * gamma, PG[i]) end
@@ -378,25 +405,18 @@ local function evaluate(self, bs, c)
           Vi:axpy((1 - lam) * ge * gamma, Ti)
         end
         Vi:scale(inv_tau)
+        local m = Vi:norm(huge)
+        if m > vmax or m ~= m then vmax = m end
       end
     end
   end
-  return E
+  return E, vmax
 end
 
 -- The speed factor between velocity and -dE/du: du/dt = -(k / tau) dE/du.
 local function speed(c)
   if c.form == "compartments" then return c.g_l + c.g_e end
   return 1
-end
-
--- Largest |dE/du| over the free areas (whole batch).
-local function residual(self, bs, c)
-  local r = 0
-  for i = 0, self.N do
-    if c.free[i] then r = max(r, bs.V[i]:norm(huge)) end
-  end
-  return r * c.tau / speed(c)
 end
 
 -- Number of samples whose own max |dE/du| exceeds tol.
@@ -484,14 +504,16 @@ function Net:settle(X, o)
   local dt, m, tol = c.dt, c.momentum, c.tol
   local slack = self.dtype == "float32" and 1e-6 or 1e-12
   local E_prev, last_rise, halvings = huge, -huge, 0
-  local iters, E, res = 0, 0, 0
+  local iters, E, res, vmax = 0, 0, 0, 0
   local fixed = c.schedule ~= "continuous"            -- W changes along the way otherwise
+  local to_grad = c.tau / speed(c)                     -- |du/dt| -> |dE/du|
+  local fused = self.fused
   while true do
-    E = evaluate(self, bs, c)
+    E, vmax = evaluate(self, bs, c)
     c.input_fixed = fixed
     if trace then trace[#trace + 1] = E / B end
     if on_eval then c.step = dt; on_eval(self, bs, c) end
-    res = residual(self, bs, c)
+    res = vmax * to_grad
     if res <= tol or iters >= c.max_iter then break end
     if c.adapt and E > E_prev + slack * abs(E_prev) then
       -- The energy rose: the step is too long for the current curvature
@@ -511,7 +533,9 @@ function Net:settle(X, o)
     end
     for i = 0, N do
       if c.free[i] then
-        if heavy then
+        if fused then
+          folded.step(U[i], heavy and M[i] or nil, V[i], dt, m)
+        elseif heavy then
           M[i]:scale(m)
           M[i]:axpy(dt, V[i])
           U[i]:add(M[i])
