@@ -62,6 +62,8 @@ local opts = cli.parse(arg, {
     {"fig2-every", "int", 500, "Fig. 2: patterns between evaluations", quick = 50, min = 1},
     {"fig2-test", "int", 500, "Fig. 2: unseen test inputs", quick = 100, min = 1},
     {"fig2-sigma", "number", 0.3, "Fig. 2: noise amplitude", min = 0},
+    {"fig2-eta-scale", "number", 300, "Fig. 2: learning rates as the paper's times this (the " ..
+     "paper's own rates barely move the soft rectifier's small rates in 20,000 patterns)", min = 0},
     {"fig2-bp-lr", "number", 20, "Fig. 2: learning rate of BP and FA (online, per pattern)", min = 0},
     {"fig2-models", "list", {"microcircuit", "shallow", "bp", "fa"}, "Fig. 2: models", item = "string"},
     -- theory
@@ -327,8 +329,9 @@ local function fig2()
   end
 
   local function microcircuit(name, shallow)
-    local eta = {up = {shallow and 0 or FIG2_ETA.up[1], FIG2_ETA.up[2]}, ip = FIG2_ETA.ip,
-                 pi = FIG2_ETA.pi}
+    local k = opts.fig2_eta_scale
+    local eta = {up = {shallow and 0 or FIG2_ETA.up[1] * k, FIG2_ETA.up[2] * k}, ip = FIG2_ETA.ip * k,
+                 pi = FIG2_ETA.pi * k}
     local net = mc.new{sizes = {30, 50, 10}, gen = nm.generator(opts.seed), sigma = opts.fig2_sigma,
                        eta = eta, noise_gen = nm.generator(opts.seed + 400)}
     local next_pattern = stream()
@@ -485,7 +488,7 @@ local function layer_init()
   local l = 0
   return function(W, b, g)
     l = l + 1
-    local a = opts.init_up[l]
+    local a = opts.init_up[l] or opts.init_up[#opts.init_up]   -- (then FA matrices, unused by BP)
     W:uniform(g, -a, a)
     if b then b:zero() end
   end
