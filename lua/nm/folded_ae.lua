@@ -793,6 +793,42 @@ function Net:forward_mismatch()
   return den > 0 and num / den or 0 / 0
 end
 
+-- Largest singular value of a matrix (float64, exact: the largest
+-- eigenvalue of the smaller Gram matrix, LAPACK).
+local function spectral_norm(V)
+  local A = nm.zeros(V:size(1), V:size(2), "float64"):copy(V)
+  local gram = A:size(1) <= A:size(2) and nm.mm(A, A:t()) or nm.mm(A:t(), A)
+  local w = nm.bmvr.symeig(gram)
+  return sqrt(max(0, w:get(w:size(1))))
+end
+fae.spectral_norm = spectral_norm
+
+-- Largest |phi'| of the rate functions.
+local DPHI_MAX = {identity = 1, tanh = 1, sigmoid = 0.25, relu = 1}
+
+-- An upper bound L on the curvature of the settling dynamics: the largest
+-- eigenvalue of the Gauss-Newton part of the Hessian of E (of E_c for the
+-- compartments, times (g_l + g_e)), divided by tau, from
+-- ||J||^2 <= sum over the squared-error terms of ||J_term||^2. Euler steps
+-- with dt < 2 / L lower the energy near a fixed point (where the
+-- phi'' e terms vanish); fae's experiment uses dt = 1 / L for the plain
+-- dynamics. o overrides lambda, beta, clamp, form, g_l, g_e, tau.
+function Net:curvature_bound(o)
+  local c = resolve(self, o)
+  local lam = c.lambda
+  local function dmax(i)
+    local a = self.acts[i]
+    if a.name == "softplus" then return 1 end
+    return DPHI_MAX[a.name] or 1
+  end
+  local L = 0
+  for i = 1, self.N do L = L + lam * (1 + dmax(i - 1) * spectral_norm(self.W[i])) ^ 2 end
+  for i = 0, self.N - 1 do L = L + (1 - lam) * (1 + dmax(i + 1) * spectral_norm(self.G[i])) ^ 2 end
+  if c.clamp == "soft" then L = L + 2 * c.beta end
+  if c.form == "compartments" then L = (L + 1) * (c.g_l + c.g_e) end
+  return L / c.tau
+end
+
 -- ---------------------------------------------------------------- state
 
 function Net:state()
