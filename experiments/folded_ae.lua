@@ -378,6 +378,9 @@ for ci = s.cell, #cells do
     fin.settled_probe_mse, fin.encoded_probe_mse = m.settled_probe_mse, m.encoded_probe_mse
     fin.code_mismatch = m.code_mismatch
     fin.network = net:describe()
+    local crc = 0                                     -- a fingerprint of the final weights
+    for _, t in ipairs(net.params) do crc = nm.crc32(t:tobytes(), crc) end
+    fin.folded_weights_crc32 = crc
     local _ = st
     if opts.plot then
       -- Originals, folded AE, backprop AE, PCA: one row of each.

@@ -182,6 +182,36 @@ describe("folded_ae", function()
       end
     end)
 
+    it("lowers the energy at every Euler step of dt = 1/L (curvature bound)", function()
+      local g = nm.generator(25)
+      -- spectral_norm against power iteration
+      local A = rand(g, 7, 4)
+      local v = nm.ones(4, "float64")
+      for _ = 1, 500 do
+        v = nm.mv(A:t(), nm.mv(A, v))
+        v:scale(1 / v:norm())
+      end
+      assert.is_true(math.abs(fae.spectral_norm(A) - nm.mv(A, v):norm()) < 1e-9)
+      for _, o in ipairs{{lambda = 0.1}, {lambda = 0.7, clamp = "soft", beta = 2},
+                         {lambda = 0.3, form = "compartments", g_e = 0.5}} do
+        local net = small_net{seed = 26, init_scale = 2}
+        local X = rand(g, 5, 6)
+        local L = net:curvature_bound(o)
+        local trace = {}
+        o.solver, o.adapt, o.dt, o.trace, o.max_iter, o.tol = "euler", false, 1 / L, trace, 6000, 1e-6
+        local info = net:settle(X, o)
+        assert.is_true(info.converged)
+        for k = 2, #trace do assert.is_true(trace[k] <= trace[k - 1] + 1e-13 * trace[k - 1]) end
+        -- ... while a step far above 2/L makes it rise.
+        trace = {}
+        o.dt, o.max_iter, o.trace = 40 / L, 30, trace
+        net:settle(X, o)
+        local rose = false
+        for k = 2, #trace do rose = rose or trace[k] > trace[k - 1] end
+        assert.is_true(rose)
+      end
+    end)
+
     it("reaches the same fixed point with both solvers", function()
       local g = nm.generator(6)
       local net = small_net{lambda = 0.2}
@@ -590,5 +620,56 @@ describe("folded_ae", function()
       assert.has_error(function() fae.pca(nm.zeros(3, 4), 5) end,
         "bad argument #2 to 'pca' (k must be an integer in [1, 4])")
     end)
+  end)
+end)
+
+describe("experiments/folded_ae.lua", function()
+  local json = require "nm.json"
+  local root = NEUROMIC_ROOT or "."
+  local exe = os.getenv("NEUROMIC_EXE") or (root .. "/neuromic")   -- make sanitize sets it
+  local tmp = os.tmpname()
+  os.remove(tmp)
+
+  local function run(args)
+    local cmd = string.format("cd %q && %q experiments/folded_ae.lua %s >%q 2>&1", root, exe,
+                              args, tmp .. ".log")
+    local ok, _, code = os.execute(cmd)
+    return ok and 0 or code
+  end
+
+  local function rows(dir)
+    local out = {}
+    for _, r in ipairs(json.read_lines(dir .. "/metrics.jsonl")) do
+      r.time_s = nil                                   -- wall-clock: differs
+      out[#out + 1] = r
+    end
+    return out
+  end
+
+  it("resumes after SIGTERM to the same metrics and weights as an uninterrupted run", function()
+    local common = "--quick --dataset mnist --hidden 24,6 --epochs 2 --batch 20 " ..
+                   "--train-subset 200 --test-subset 100 --probe 16 --lambdas 0.1 " ..
+                   "--align-iter 100 --no-plot --checkpoint-every 3 --stop-after 13"
+    local a, b = tmp .. "-a", tmp .. "-b"
+    assert.equal(0, run(common:gsub("%-%-stop%-after 13", "--stop-after 1000") .. " --out " .. a))
+    assert.equal(143, run(common .. " --out " .. b))         -- stopped by SIGTERM in the folded cell
+    assert.equal("stopped", json.read_file(b .. "/results.json").status)
+    assert.equal(0, run(common .. " --resume --out " .. b))
+    local ra, rb = json.read_file(a .. "/results.json"), json.read_file(b .. "/results.json")
+    assert.equal("finished", rb.status)
+    assert.equal(1, rb.resumed)
+    assert.same(rows(a), rows(b))
+    local fa, fb = ra.final.datasets.mnist, rb.final.datasets.mnist
+    assert.equal(fa.folded_weights_crc32, fb.folded_weights_crc32)
+    assert.equal(fa.folded_test_mse, fb.folded_test_mse)
+    assert.equal(fa.bp_test_mse, fb.bp_test_mse)
+    -- the demo's summary: labelled figures with units
+    assert.is_true(#ra.final.summary >= 4)
+    for _, e in ipairs(ra.final.summary) do
+      assert.is_string(e.label)
+      assert.is_number(e.ours)
+      assert.is_string(e.unit)
+    end
+    os.execute(string.format("rm -rf %q %q %q", a, b, tmp .. ".log"))
   end)
 end)
