@@ -21,6 +21,7 @@ int luaopen_neuromic(lua_State *L) {
   nm_open_bmvr(L, module, methods);
   nm_open_microcircuit(L, module, methods);
   nm_open_meta(L, module, methods);
+  nm_open_rcn(L, module, methods);
   nm_open_folded(L, module, methods);
   lua_pushvalue(L, methods);
   lua_setfield(L, module, "Tensor");

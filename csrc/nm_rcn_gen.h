@@ -1,0 +1,465 @@
+/*
+** nm_rcn_gen.h: the RCN step and its adjoint written once over an element
+** type; nm_rcn.c includes this file twice, defining `real`, FN(name),
+** GEMV and TANH_ROW for float and for double. Equations in nm_rcn.h.
+*/
+
+/* Pointers into a trace buffer (layout from rtrace_layout). */
+typedef struct {
+  real *y[NM_META_MAXLAYERS + 1], *e[NM_META_MAXLAYERS + 1], *s[NM_META_MAXLAYERS + 1];
+  real *r[NM_META_MAXLAYERS + 1], *z[NM_META_MAXLAYERS + 1], *q[NM_META_MAXLAYERS + 1];
+  real *scal;                       /* layer l: S, c, d at 3 l .. 3 l + 2 */
+} FN(rtrace);
+
+static void FN(rtrace_map)(const nm_motif_net *net, real *base, FN(rtrace) *p) {
+  int64_t off[RT_KINDS][NM_META_MAXLAYERS + 1], scal;
+  rtrace_layout(net, off, &scal);
+  for (int l = 0; l <= net->layers; l++) {
+    p->y[l] = base + off[RT_Y][l];
+    p->e[l] = base + off[RT_E][l];
+    p->s[l] = base + off[RT_S][l];
+    p->r[l] = base + off[RT_R][l];
+    p->z[l] = base + off[RT_Z][l];
+    p->q[l] = base + off[RT_Q][l];
+  }
+  p->scal = base + scal;
+}
+
+static real *FN(rdata)(const nm_tensor *t) { return (real *)t->data; }
+
+static real FN(rsoftplus)(real z, real beta) {
+  double bz = (double)beta * (double)z;
+  double m = bz > 0 ? bz : 0;
+  return (real)((m + log1p(exp(-fabs(bz)))) / (double)beta);
+}
+
+static double FN(rdot)(int64_t n, const real *a, const real *b) {
+  double s = 0;
+  for (int64_t i = 0; i < n; i++) s += (double)a[i] * (double)b[i];
+  return s;
+}
+
+static double FN(rsum)(int64_t n, const real *a) {
+  double s = 0;
+  for (int64_t i = 0; i < n; i++) s += a[i];
+  return s;
+}
+
+/* Row dot product with eight partial sums (vectorises without
+** reassociation). */
+static inline real FN(row_dot)(int64_t m, const real *a, const real *b) {
+  real s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= m; j += 8)
+    for (int k = 0; k < 8; k++) s[k] += a[j + k] * b[j + k];
+  for (; j < m; j++) s[0] += a[j] * b[j];
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+static inline real FN(row_sum)(int64_t m, const real *a) {
+  real s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t j = 0;
+  for (; j + 8 <= m; j += 8)
+    for (int k = 0; k < 8; k++) s[k] += a[j + k];
+  for (; j < m; j++) s[0] += a[j];
+  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+static inline void FN(row_axpy)(int64_t m, real alpha, const real *restrict x,
+                                real *restrict y) {
+  for (int64_t j = 0; j < m; j++) y[j] += alpha * x[j];
+}
+
+static const real *FN(rfeedback)(const nm_motif_net *net, const nm_tensor *const *W,
+                                 const nm_tensor *const *B, int l) {
+  return net->feedback == NM_FEEDBACK_FA ? FN(rdata)(B[l - 1]) : FN(rdata)(W[l - 1]);
+}
+
+/* The network's signals for one sample with the weights W: activations,
+** errors, e_0 and q when the motifs need them, and S, c, d per layer. */
+static void FN(signals)(const nm_rcn *rcn, const nm_tensor *const *W, const nm_tensor *const *B,
+                        const nm_tensor *x, int64_t label, FN(rtrace) *T) {
+  const nm_motif_net *net = &rcn->net;
+  const int NL = net->layers;
+  const int64_t *n = net->sizes;
+  const real beta = (real)net->beta;
+  const motif_needs nd = needs_of(rcn);
+
+  const real *xp = (const real *)x->data;
+  const int64_t xs = x->ndim == 1 ? x->stride[0] : 1;
+  for (int64_t j = 0; j < n[0]; j++) {
+    T->y[0][j] = xp[j * xs];
+    T->s[0][j] = (real)-expm1(-(double)beta * (double)T->y[0][j]);
+  }
+  for (int l = 1; l <= NL; l++) {
+    GEMV(CblasRowMajor, CblasNoTrans, (int)n[l], (int)n[l - 1], 1, FN(rdata)(W[l - 1]),
+         (int)n[l - 1], T->y[l - 1], 1, 0, T->z[l], 1);
+    if (l < NL) {
+      for (int64_t i = 0; i < n[l]; i++) {
+        const real y = FN(rsoftplus)(T->z[l][i], beta);
+        T->y[l][i] = y;
+        T->s[l][i] = (real)-expm1(-(double)beta * (double)y);
+      }
+    } else {
+      const real *z = T->z[NL];
+      real mx = z[0];
+      for (int64_t i = 1; i < n[NL]; i++) if (z[i] > mx) mx = z[i];
+      double sum = 0;
+      for (int64_t i = 0; i < n[NL]; i++) sum += exp((double)(z[i] - mx));
+      const double lse = log(sum) + (double)mx;
+      for (int64_t i = 0; i < n[NL]; i++) {
+        T->y[NL][i] = (real)exp((double)z[i] - lse);
+        T->s[NL][i] = 0;
+      }
+    }
+  }
+  for (int64_t i = 0; i < n[NL]; i++) {
+    T->e[NL][i] = T->y[NL][i];
+    T->r[NL][i] = 0;
+  }
+  T->e[NL][label] -= 1;
+  for (int l = NL - 1; l >= 0; l--) {
+    if (l == 0 && !nd.b && !nd.q) {
+      for (int64_t j = 0; j < n[0]; j++) T->e[0][j] = T->r[0][j] = 0;
+      break;
+    }
+    GEMV(CblasRowMajor, CblasTrans, (int)n[l + 1], (int)n[l], 1, FN(rfeedback)(net, W, B, l + 1),
+         (int)n[l], T->e[l + 1], 1, 0, T->r[l], 1);
+    for (int64_t i = 0; i < n[l]; i++) T->e[l][i] = T->r[l][i] * T->s[l][i];
+  }
+  for (int l = 1; l <= NL; l++) {
+    double c = 0;
+    if (nd.q) {
+      GEMV(CblasRowMajor, CblasTrans, (int)n[l], (int)n[l - 1], 1, FN(rdata)(W[l - 1]),
+           (int)n[l - 1], T->y[l], 1, 0, T->q[l], 1);
+      c = FN(rdot)(n[l - 1], T->q[l], T->e[l - 1]);
+    } else {
+      for (int64_t j = 0; j < n[l - 1]; j++) T->q[l][j] = 0;
+    }
+    T->scal[3 * l] = (real)FN(rsum)(n[l], T->y[l]);
+    T->scal[3 * l + 1] = (real)c;
+    T->scal[3 * l + 2] = (real)FN(rdot)(n[l], T->e[l], T->z[l]);
+  }
+}
+
+/* The coefficient vectors of every chemical of layer l: A[c n + i] = a_c[i]
+** and Bv[c n + i] = b_c[i] (nm_rcn.h). */
+static void FN(coef_vectors)(const nm_rcn *rcn, const layer_coef *lc, const FN(rtrace) *T, int l,
+                             real *A, real *Bv) {
+  const int64_t n = rcn->net.sizes[l];
+  const double S = T->scal[3 * l], c = T->scal[3 * l + 1], d = T->scal[3 * l + 2];
+  for (int ch = 0; ch < rcn->chemicals; ch++) {
+    const double *P = lc->P[ch];
+    const real ca = (real)(-(P[0] + P[5] * S + P[7] * c)), c9 = (real)P[9];
+    const real cb = (real)(-(P[1] + P[6] * c + P[8] * d)), c2 = (real)P[2], c4 = (real)P[4];
+    for (int64_t i = 0; i < n; i++) {
+      A[ch * n + i] = ca * T->e[l][i] + c9 * T->y[l][i];
+      Bv[ch * n + i] = cb * T->y[l][i] - c2 * T->e[l][i] - c4;
+    }
+  }
+}
+
+/* t[c m + j] = tanh(pre_c) on row i of layer l: the chemical mixing, the
+** motif combination and the bias. H: the layer's L x n x m chemicals. */
+NM_RCN_CLONES
+static void FN(pre_row)(const nm_rcn *rcn, const layer_coef *lc, int l, int64_t i,
+                        const real *H, const real *Wrow, const real *bias, const FN(rtrace) *T,
+                        const real *A, const real *Bv, real *t) {
+  const int L = rcn->chemicals;
+  const int64_t n = rcn->net.sizes[l], m = rcn->net.sizes[l - 1], nm_ = n * m;
+  const motif_needs nd = needs_of(rcn);
+  const real *yp = T->y[l - 1], *ep = T->e[l - 1], *q = T->q[l];
+  const real yi = T->y[l][i];
+  for (int c = 0; c < L; c++) {
+    real *restrict tc = t + c * m;
+    const real ac = A[c * n + i], b0 = (real)lc->b[c];
+    for (int64_t j = 0; j < m; j++) tc[j] = ac * yp[j] + b0;
+    if (nd.b) {
+      const real bc = Bv[c * n + i];
+      for (int64_t j = 0; j < m; j++) tc[j] += bc * ep[j];
+    }
+    if (nd.oja && lc->P[c][9] != 0) {
+      const real qc = (real)(-lc->P[c][9]) * yi;
+      for (int64_t j = 0; j < m; j++) tc[j] += qc * q[j];
+    }
+    if (nd.w && lc->P[c][3] != 0) {
+      const real wc = (real)(-lc->P[c][3]);
+      for (int64_t j = 0; j < m; j++) tc[j] += wc * Wrow[j];
+    }
+    for (int k = 0; k < L; k++) {
+      if (lc->K[c][k] == 0) continue;
+      const real kc = (real)lc->K[c][k];
+      const real *restrict hk = H + k * nm_ + i * m;
+      for (int64_t j = 0; j < m; j++) tc[j] += kc * hk[j];
+    }
+    if (bias != NULL) {
+      const real *restrict bc = bias + c * nm_ + i * m;
+      for (int64_t j = 0; j < m; j++) tc[j] += bc[j];
+    }
+    TANH_ROW(m, tc);
+  }
+}
+
+/* The chemical update of layer l, row by row (in place allowed: a row is
+** read whole before it is written). */
+NM_RCN_CLONES
+static void FN(update_layer)(const nm_rcn *rcn, const layer_coef *lc, int l, real *Hout,
+                             real *Wout, const real *Hin, const real *Win, const real *bias,
+                             const FN(rtrace) *T, const real *A, const real *Bv, real *t) {
+  const int L = rcn->chemicals;
+  const int64_t n = rcn->net.sizes[l], m = rcn->net.sizes[l - 1], nm_ = n * m;
+  for (int64_t i = 0; i < n; i++) {
+    FN(pre_row)(rcn, lc, l, i, Hin, Win + i * m, bias, T, A, Bv, t);
+    real *restrict wo = Wout + i * m;
+    const real *wi = Win + i * m;
+    if (rcn->momentum) {
+      if (wo != wi) for (int64_t j = 0; j < m; j++) wo[j] = wi[j];
+    } else {
+      for (int64_t j = 0; j < m; j++) wo[j] = 0;
+    }
+    for (int c = 0; c < L; c++) {
+      const real yd = (real)rcn->decay[c], zg = (real)rcn->gain[c], vc = (real)lc->v[c];
+      const real *hi = Hin + c * nm_ + i * m, *tc = t + c * m;
+      real *ho = Hout + c * nm_ + i * m;
+      for (int64_t j = 0; j < m; j++) {
+        const real h = yd * hi[j] + zg * tc[j];
+        ho[j] = h;
+        wo[j] += vc * h;
+      }
+    }
+  }
+}
+
+static int FN(rcn_forward)(const nm_rcn *rcn, const nm_tensor *const *H_out,
+                           const nm_tensor *const *W_out, const nm_tensor *const *H_in,
+                           const nm_tensor *const *W_in, const nm_tensor *const *B,
+                           const nm_tensor *x, int64_t label, const nm_rcn_params *p,
+                           void *trace, void *work) {
+  const nm_motif_net *net = &rcn->net;
+  const int64_t mx = max_width(net), L = rcn->chemicals;
+  FN(rtrace) T;
+  FN(rtrace_map)(net, (real *)trace, &T);
+  FN(signals)(rcn, W_in, B, x, label, &T);
+  if (nm_interrupted) return NM_EINTR;
+  real *A = (real *)work, *Bv = A + L * mx, *t = Bv + L * mx;
+  layer_coef lc;
+  for (int l = 1; l <= net->layers; l++) {
+    load_layer(rcn, p, l - 1, &lc);
+    FN(coef_vectors)(rcn, &lc, &T, l, A, Bv);
+    const real *bias = rcn->neuron_bias && p->bias != NULL ? FN(rdata)(p->bias[l - 1]) : NULL;
+    FN(update_layer)(rcn, &lc, l, FN(rdata)(H_out[l - 1]), FN(rdata)(W_out[l - 1]),
+                     FN(rdata)(H_in[l - 1]), FN(rdata)(W_in[l - 1]), bias, &T, A, Bv, t);
+    if (nm_interrupted) return NM_EINTR;
+  }
+  return NM_OK;
+}
+
+/* The row sweep of the adjoint for layer l: from dLoss/dH_out and
+** dLoss/dW_out (Hb, Wb, overwritten with the parts of dLoss/dH_in and
+** dLoss/dW_in that the chemical update gives), the sums the rest of the
+** adjoint needs: g0_c = D_c y_{l-1}, g1_c = D_c e_{l-1}, g2_c = D_c q
+** (length n, per chemical), h0 = sum_c D_c^T a_c, h1 = sum_c D_c^T b_c,
+** h2 = sum_c P[c,9] D_c^T y_l (length m), gw_c = <D_c, W>, and the
+** gradients of K, v and the bias, where D_c = dLoss/dpre_c. */
+NM_RCN_CLONES
+static void FN(adjoint_layer)(const nm_rcn *rcn, const layer_coef *lc, int l, real *Hb, real *Wb,
+                              const real *H, const real *W, const real *bias, real *bias_bar,
+                              const FN(rtrace) *T, const real *A, const real *Bv, real *t,
+                              real *G, real *D, real *g0, real *g1, real *g2, real *h0,
+                              real *h1, real *h2, double *gw, double Kb[][NM_RCN_MAXCHEM],
+                              double *vb, double *bb) {
+  const int L = rcn->chemicals;
+  const int64_t n = rcn->net.sizes[l], m = rcn->net.sizes[l - 1], nm_ = n * m;
+  const motif_needs nd = needs_of(rcn);
+  const real *yp = T->y[l - 1], *ep = T->e[l - 1], *q = T->q[l];
+  for (int64_t j = 0; j < m; j++) h0[j] = h1[j] = h2[j] = 0;
+  for (int64_t i = 0; i < n; i++) {
+    FN(pre_row)(rcn, lc, l, i, H, W + i * m, bias, T, A, Bv, t);
+    real *restrict wb = Wb + i * m;
+    for (int c = 0; c < L; c++) {
+      const real yd = (real)rcn->decay[c], zg = (real)rcn->gain[c], vc = (real)lc->v[c];
+      real *restrict tc = t + c * m, *restrict Gc = G + c * m, *restrict Dc = D + c * m;
+      const real *hb = Hb + c * nm_ + i * m, *hc = H + c * nm_ + i * m;
+      for (int64_t j = 0; j < m; j++) {
+        const real gg = hb[j] + vc * wb[j];
+        Gc[j] = gg;
+        Dc[j] = gg * zg * (1 - tc[j] * tc[j]);
+        tc[j] = yd * hc[j] + zg * tc[j];            /* now h_c' */
+      }
+      vb[c] += FN(row_dot)(m, wb, tc);
+    }
+    for (int k = 0; k < L; k++) {
+      const real yd = (real)rcn->decay[k];
+      real *restrict hb = Hb + k * nm_ + i * m;
+      const real *Gk = G + k * m, *hk = H + k * nm_ + i * m;
+      for (int64_t j = 0; j < m; j++) hb[j] = yd * Gk[j];
+      for (int c = 0; c < L; c++) {
+        if (lc->K[c][k] != 0) FN(row_axpy)(m, (real)lc->K[c][k], D + c * m, hb);
+        Kb[c][k] += FN(row_dot)(m, D + c * m, hk);
+      }
+    }
+    for (int c = 0; c < L; c++) {
+      const real *Dc = D + c * m;
+      if (bias_bar != NULL) FN(row_axpy)(m, 1, Dc, bias_bar + c * nm_ + i * m);
+      else bb[c] += FN(row_sum)(m, Dc);
+      g0[c * n + i] = FN(row_dot)(m, Dc, yp);
+      if (nd.b) g1[c * n + i] = FN(row_dot)(m, Dc, ep);
+      if (nd.oja) g2[c * n + i] = FN(row_dot)(m, Dc, q);
+      if (nd.w) gw[c] += FN(row_dot)(m, Dc, W + i * m);
+      if (l >= 2 && A[c * n + i] != 0) FN(row_axpy)(m, A[c * n + i], Dc, h0);
+      if (nd.b && Bv[c * n + i] != 0) FN(row_axpy)(m, Bv[c * n + i], Dc, h1);
+      if (nd.oja && lc->P[c][9] != 0) FN(row_axpy)(m, (real)lc->P[c][9] * T->y[l][i], Dc, h2);
+    }
+    if (!rcn->momentum) for (int64_t j = 0; j < m; j++) wb[j] = 0;
+    if (nd.w)
+      for (int c = 0; c < L; c++)
+        if (lc->P[c][3] != 0) FN(row_axpy)(m, (real)(-lc->P[c][3]), D + c * m, wb);
+  }
+}
+
+static int FN(rcn_backward)(const nm_rcn *rcn, const nm_tensor *const *Hbar,
+                            const nm_tensor *const *Wbar, const nm_tensor *const *H_in,
+                            const nm_tensor *const *W_in, const nm_tensor *const *B,
+                            const void *trace, const nm_rcn_params *p, const nm_rcn_grads *g,
+                            void *work) {
+  const nm_motif_net *net = &rcn->net;
+  const int NL = net->layers, L = rcn->chemicals;
+  const int64_t *n = net->sizes, mx = max_width(net);
+  const double beta = net->beta;
+  const motif_needs nd = needs_of(rcn);
+  FN(rtrace) T;
+  FN(rtrace_map)(net, (real *)(uintptr_t)trace, &T);
+
+  real *A = (real *)work, *Bv = A + L * mx, *t = Bv + L * mx, *G = t + L * mx, *D = G + L * mx;
+  real *g0 = D + L * mx, *g1 = g0 + L * mx, *g2 = g1 + L * mx;
+  real *h0 = g2 + L * mx, *h1 = h0 + mx, *h2 = h1 + mx;
+  real *p_ = h2 + mx;
+  real *yb[NM_META_MAXLAYERS + 1], *eb[NM_META_MAXLAYERS + 1], *zb[NM_META_MAXLAYERS + 1];
+  real *rb[NM_META_MAXLAYERS + 1], *qb[NM_META_MAXLAYERS + 1];
+  real *adj0 = p_;
+  for (int l = 0; l <= NL; l++) {
+    yb[l] = p_; p_ += n[l];
+    eb[l] = p_; p_ += n[l];
+    zb[l] = p_; p_ += n[l];
+    rb[l] = p_; p_ += n[l];
+    qb[l] = p_; p_ += l > 0 ? n[l - 1] : 0;
+  }
+  memset(adj0, 0, (size_t)(p_ - adj0) * sizeof(real));
+  for (int64_t k = 0; k < 3 * L * mx; k++) g0[k] = 0;
+
+  /* 1. The chemical update of every layer. */
+  layer_coef lc;
+  for (int l = 1; l <= NL; l++) {
+    const int64_t nl = n[l], m = n[l - 1];
+    load_layer(rcn, p, l - 1, &lc);
+    FN(coef_vectors)(rcn, &lc, &T, l, A, Bv);
+    const real *bias = rcn->neuron_bias && p->bias != NULL ? FN(rdata)(p->bias[l - 1]) : NULL;
+    real *bias_bar = NULL;
+    if (rcn->neuron_bias && g->bias != NULL && g->bias[l - 1] != NULL)
+      bias_bar = FN(rdata)(g->bias[l - 1]);
+    double gw[NM_RCN_MAXCHEM] = {0}, vb[NM_RCN_MAXCHEM] = {0}, bb[NM_RCN_MAXCHEM] = {0};
+    double Kb[NM_RCN_MAXCHEM][NM_RCN_MAXCHEM];
+    memset(Kb, 0, sizeof Kb);
+    real *W = FN(rdata)(W_in[l - 1]);
+    /* Without a bias gradient tensor, neuron biases still route D through
+    ** a throwaway: bb collects the sums, which nobody reads. */
+    FN(adjoint_layer)(rcn, &lc, l, FN(rdata)(Hbar[l - 1]), FN(rdata)(Wbar[l - 1]),
+                      FN(rdata)(H_in[l - 1]), W, bias, bias_bar, &T, A, Bv, t, G, D, g0, g1, g2,
+                      h0, h1, h2, gw, Kb, vb, bb);
+    if (nm_interrupted) return NM_EINTR;
+
+    /* Gradients of the meta-parameters, and the adjoints of the signals. */
+    const double S = T.scal[3 * l], cc = T.scal[3 * l + 1], d = T.scal[3 * l + 2];
+    double cbar_sum = 0;
+    for (int c = 0; c < L; c++) {
+      const real *G0 = g0 + c * nl, *G1 = g1 + c * nl, *G2 = g2 + c * nl;
+      const double ey = FN(rdot)(nl, T.e[l], G0), yy = FN(rdot)(nl, T.y[l], G0);
+      const double yg = nd.b ? FN(rdot)(nl, T.y[l], G1) : 0;
+      const double eg = nd.b ? FN(rdot)(nl, T.e[l], G1) : 0;
+      const double sg = nd.b ? FN(rsum)(nl, G1) : 0;
+      const double hq = nd.oja ? FN(rdot)(nl, T.y[l], G2) : 0;
+      const double tb[NM_META_MOTIFS] = {-ey, -yg, -eg, -gw[c], -sg, -S * ey, -cc * yg,
+                                         -cc * ey, -d * yg, yy - hq};
+      if (g->P != NULL) {
+        double *gP = g->P + (l - 1) * g->P_stride + c * NM_META_MOTIFS;
+        for (int r = 0; r < NM_META_MOTIFS; r++) if (rcn->use[r]) gP[r] += tb[r];
+      }
+      const double *P = lc.P[c];
+      const real ca = (real)(-(P[0] + P[5] * S + P[7] * cc));
+      const real cb = (real)(-(P[1] + P[6] * cc + P[8] * d));
+      const real c2 = (real)P[2], c9 = (real)P[9], Sb = (real)(-P[5] * ey);
+      const double cbar = -P[7] * ey - P[6] * yg, dbar = -P[8] * yg;
+      cbar_sum += cbar;
+      for (int64_t i = 0; i < nl; i++) {
+        eb[l][i] += ca * G0[i] - c2 * G1[i] + (real)dbar * T.z[l][i];
+        yb[l][i] += c9 * G0[i] + cb * G1[i] + Sb - c9 * G2[i];
+        zb[l][i] += (real)dbar * T.e[l][i];
+      }
+    }
+    if (g->K != NULL) {
+      double *gK = g->K + (l - 1) * g->K_stride;
+      for (int c = 0; c < L; c++) for (int k = 0; k < L; k++) gK[c * L + k] += Kb[c][k];
+    }
+    if (g->v != NULL) {
+      double *gv = g->v + (l - 1) * g->v_stride;
+      for (int c = 0; c < L; c++) gv[c] += vb[c];
+    }
+    if (g->b != NULL && !rcn->neuron_bias) {
+      double *gb = g->b + (l - 1) * g->b_stride;
+      for (int c = 0; c < L; c++) gb[c] += bb[c];
+    }
+    for (int64_t j = 0; j < m; j++) qb[l][j] = -h2[j] + (real)cbar_sum * T.e[l - 1][j];
+    if (l >= 2) for (int64_t j = 0; j < m; j++) yb[l - 1][j] += h0[j];
+    if (nd.b) for (int64_t j = 0; j < m; j++) eb[l - 1][j] += h1[j];
+    if (nd.q && cbar_sum != 0)
+      for (int64_t j = 0; j < m; j++) eb[l - 1][j] += (real)cbar_sum * T.q[l][j];
+    if (nd.oja || cbar_sum != 0)
+      GEMV(CblasRowMajor, CblasNoTrans, (int)nl, (int)m, 1, W, (int)m, qb[l], 1, 1, yb[l], 1);
+  }
+
+  /* 2. The error pathway, from e_0 upwards (e_0 only when something
+  ** depends on it). */
+  for (int l = 0; l < NL; l++) {
+    if (l == 0) {
+      int any = 0;
+      for (int64_t i = 0; i < n[0] && !any; i++) any = eb[0][i] != 0;
+      if (!any) continue;
+    }
+    for (int64_t i = 0; i < n[l]; i++) {
+      rb[l][i] = eb[l][i] * T.s[l][i];
+      if (l >= 1) yb[l][i] += (real)(eb[l][i] * T.r[l][i] * beta * (1 - T.s[l][i]));
+    }
+    GEMV(CblasRowMajor, CblasNoTrans, (int)n[l + 1], (int)n[l], 1,
+         FN(rfeedback)(net, W_in, B, l + 1), (int)n[l], rb[l], 1, 1, eb[l + 1], 1);
+  }
+  /* 3. e_L = y_L - onehot. */
+  for (int64_t i = 0; i < n[NL]; i++) yb[NL][i] += eb[NL][i];
+
+  /* 4. The forward pass, from the top. */
+  for (int l = NL; l >= 1; l--) {
+    if (l == NL) {
+      const double py = FN(rdot)(n[NL], T.y[NL], yb[NL]);
+      for (int64_t i = 0; i < n[NL]; i++) zb[NL][i] += T.y[NL][i] * (yb[NL][i] - (real)py);
+    } else {
+      for (int64_t i = 0; i < n[l]; i++) zb[l][i] += yb[l][i] * T.s[l][i];
+    }
+    if (l >= 2)
+      GEMV(CblasRowMajor, CblasTrans, (int)n[l], (int)n[l - 1], 1, FN(rdata)(W_in[l - 1]),
+           (int)n[l - 1], zb[l], 1, 1, yb[l - 1], 1);
+  }
+
+  /* 5. dLoss/dW_in += dz y_{l-1}^T + y_l dq^T (+ e_l dr_{l-1}^T in BP mode). */
+  for (int l = 1; l <= NL; l++) {
+    const int64_t nl = n[l], m = n[l - 1];
+    real *Wb = FN(rdata)(Wbar[l - 1]);
+    const int bp = net->feedback == NM_FEEDBACK_BP;
+    const real *yp = T.y[l - 1], *q_ = qb[l], *r_ = rb[l - 1];
+    for (int64_t i = 0; i < nl; i++) {
+      real *restrict w = Wb + i * m;
+      const real a = zb[l][i], b = T.y[l][i], c = bp ? T.e[l][i] : 0;
+      if (bp) for (int64_t j = 0; j < m; j++) w[j] += a * yp[j] + b * q_[j] + c * r_[j];
+      else for (int64_t j = 0; j < m; j++) w[j] += a * yp[j] + b * q_[j];
+    }
+  }
+  return NM_OK;
+}
