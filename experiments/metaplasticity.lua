@@ -184,6 +184,9 @@ while s.index <= #opts.runs do
   for ep = cur.episode + 1, opts.episodes do
     local task = train_tasks:sample(cur.g)
     local info = learner:meta_step(task, cur.g)
+    if not info.finite and not cur.died and not meta.finite(info.theta:sum()) then
+      cur.died = ep                        -- theta itself is lost (guard "none")
+    end
     local recent = cur.recent
     recent[#recent + 1] = info.accuracy
     if #recent > opts.smooth then table.remove(recent, 1) end
@@ -234,7 +237,7 @@ while s.index <= #opts.runs do
     best_episode = cur.best_episode, train_accuracy = mean / math.max(#last, 1),
     final_theta = final_theta:totable(), best_theta = cur.best_theta:totable(),
     skipped = learner.skipped, rollbacks = learner.rollbacks, seconds = nm.clock() - t_run,
-    paper = cfg.paper,
+    paper = cfg.paper, died = cur.died,
   }
   io.stderr:write(format("\n%-14s meta-test accuracy: final theta %.1f%%, best theta %.1f%% " ..
                          "(episode %d); theta %s\n", name, 100 * fa, 100 * ba, cur.best_episode,
@@ -281,17 +284,21 @@ print(format("\n%-30s %10s %10s %10s %8s   %s", "run (" .. ds.name .. ")", "fina
 for _, name in ipairs(opts.runs) do
   local f = s.finished[name]
   if f then
-    print(format("%-30s %9.1f%% %9.1f%% %9.1f%% %8s   %s", f.title, 100 * f.final_accuracy,
-                 100 * f.best_accuracy, 100 * f.train_accuracy,
+    local function pct(v) return meta.finite(v) and format("%.1f%%", 100 * v) or "-" end
+    print(format("%-30s %10s %10s %10s %8s   %s", f.title,
+                 f.died and format("died@%d", f.died) or pct(f.final_accuracy),
+                 pct(f.best_accuracy), pct(f.train_accuracy),
                  format("%d/%d", f.skipped, f.rollbacks), f.paper or "-"))
-    summary[#summary + 1] = {label = f.title .. ": meta-test query accuracy (final theta)",
-                             ours = f.final_accuracy, paper = f.paper, unit = "%",
-                             note = opts.quick and "quick run" or
-                               format("%d episodes, %s; best theta %.1f%%", opts.episodes, ds.name,
-                                      100 * f.best_accuracy)}
+    summary[#summary + 1] = {label = f.title .. ": meta-test query accuracy (best theta)",
+                             ours = meta.finite(f.best_accuracy) and f.best_accuracy or nil,
+                             paper = f.paper, unit = "%",
+                             note = (opts.quick and "quick run; " or
+                                     format("%d episodes, %s; ", opts.episodes, ds.name)) ..
+                               (f.died and format("theta diverged at episode %d", f.died)
+                                or format("final theta %.1f%%", 100 * f.final_accuracy))}
   end
 end
 print("(final/best: meta-test accuracy of the final theta and of the theta with the best " ..
-      "held-out accuracy; train: running mean of the meta-training query accuracy; " ..
-      "guards: skipped/rolled-back steps)")
+      "held-out accuracy; died@k: theta became non-finite at episode k; train: running mean " ..
+      "of the meta-training query accuracy; guards: skipped/rolled-back steps)")
 run:finish{runs = s.finished, summary = summary, plots = out_plots}

@@ -194,8 +194,11 @@ function Learner:episode(task, g, theta)
 end
 
 -- learner:evaluate(task, g [, theta]) -> query accuracy, query loss of
--- one episode with theta fixed (held-out meta-test).
+-- one episode with theta fixed (held-out meta-test); NaN for a non-finite
+-- theta.
 function Learner:evaluate(task, g, theta)
+  theta = theta or self:theta()
+  if not finite(theta:sum()) then return 0 / 0, 0 / 0 end
   local W = self:episode(task, g, theta)
   local loss, correct = self.net.kernel:query(W, task.Xq, task.labels_q)
   return correct / #task.labels_q, loss
@@ -206,6 +209,10 @@ end
 -- the learner). stats: a table for ag.scan's memory figures.
 function Learner:meta_gradient(task, g, stats, scan_opts)
   local net = self.net
+  if not finite(self:theta():sum()) then   -- a run that already diverged (guard "none")
+    self.grad:fill(0 / 0)
+    return 0 / 0, 0 / 0, 0 / 0, self.grad
+  end
   local W0, B = motifs.init(net, g)
   local tape = ag.tape()
   local phi = tape:leaf(self.phi)
