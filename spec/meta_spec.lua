@@ -136,6 +136,30 @@ describe("motif rule meta-gradients", function()
     assert.is_true((wb[2] - wd[2]):abs():max() > 1e-6)
   end)
 
+  it("the adjoint also gives the gradient with respect to the FA feedback matrices", function()
+    local g = nm.generator(12)
+    local ep = episode("fa", 1, 19)
+    local theta = theta_of({0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, g)
+    local G0 = {}
+    for l = 1, 3 do G0[l] = nm.zeros(ep.W[l]:size(), "float64"):normal(g, 0, 1) end
+    local function loss()          -- <G0, W'> after one step
+      local Wn = motifs.fused_step(ep.net, ep.W, theta, ep.X:row(1), ep.labels[1], ep.B)
+      local s = 0
+      for l = 1, 3 do s = s + Wn[l]:dot(G0[l]) end
+      return s
+    end
+    local k = ep.net.kernel
+    local out, trace = {}, k:new_trace()
+    for l = 1, 3 do out[l] = ep.W[l]:clone() end
+    k:forward(out, ep.W, ep.B, ep.X:row(1), ep.labels[1], theta, trace)
+    local G, Bbar = {}, {}
+    for l = 1, 3 do G[l], Bbar[l] = G0[l]:clone(), nm.zeros(ep.W[l]:size(), "float64") end
+    k:backward(G, ep.W, ep.B, trace, theta, nm.zeros(10, "float64"), nil, Bbar)
+    for l = 1, 3 do
+      assert.tensor_near(ag.numgrad(loss, ep.B[l]), Bbar[l], 1e-8, "B" .. l)
+    end
+  end)
+
   it("float32 kernels agree with float64 ones", function()
     local g = nm.generator(6)
     local theta = theta_of({0, 2, 9}, g)
