@@ -595,12 +595,6 @@ end
 
 local ceil = math.ceil
 
--- Zeros like a value (a number or a tensor).
-local function zero_like(v)
-  if type(v) == "number" then return 0 end
-  return new_like(v)
-end
-
 -- ag.scan(step, init, params, T [, opts]) -> list of the states after T steps.
 --
 -- Unrolls state_t = step(state_{t-1}, params, t) for t = 1..T, where init
@@ -765,7 +759,5 @@ function ag.numgrad(f, x, h)
   end
   return g:view(x:size())
 end
-
-ag.zero_like = zero_like
 
 return ag

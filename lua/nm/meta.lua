@@ -31,7 +31,7 @@ local motifs = require "rules.motifs"
 
 local meta = {}
 
-local format, sqrt, huge = string.format, math.sqrt, math.huge
+local format, huge = string.format, math.huge
 
 local function fail(msg, level) error("meta: " .. msg, (level or 1) + 1) end
 
