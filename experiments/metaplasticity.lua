@@ -206,8 +206,9 @@ while s.index <= #opts.runs do
       end
       -- alignment angles on the first held-out episode's adapted weights
       local t1 = heldout[1]
-      local W, B = learner:episode(t1, nm.generator(t1.seed), theta)
-      if meta.finite(W[1]:sum()) then
+      local W, B
+      if meta.finite(theta:sum()) then W, B = learner:episode(t1, nm.generator(t1.seed), theta) end
+      if W and meta.finite(W[1]:sum()) then
         local al = meta.alignment(learner.net, W, B, theta, t1.Xq, t1.labels_q, opts.align)
         for l = 1, learner.net.layers do
           row["angle_e" .. l] = al.e[l]
