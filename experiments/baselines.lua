@@ -223,7 +223,8 @@ for ci = s.cell, #cells do
   local fin = {dataset = cell.dataset, arch = cell.arch.name, rule = cell.rule,
                network = net:describe(), test_accuracy = last.test_accuracy,
                test_loss = last.test_loss, train_accuracy = last.train_accuracy,
-               train_loss = last.train_loss, seconds_per_epoch = train_time / opts.epochs}
+               train_loss = last.train_loss, seconds_per_epoch = train_time / opts.epochs,
+               train_n = ds.train.n}
   for l = 1, net.L - 1 do
     fin["update_angle_" .. l] = last["update_angle_" .. l]
     fin["feedback_angle_" .. l] = last["feedback_angle_" .. l]
@@ -287,7 +288,28 @@ for _, f in ipairs(summary) do
                f.train_accuracy, f.seconds_per_epoch, table.concat(ang, "  ")))
 end
 
-run:finish{cells = summary, optimiser = opts.optim, blas_threads = nm.blas_threads(),
+-- Headline figures for `make demo` (one per cell) and the plots written.
+local expected = {bp = "88-89% (Fashion)", fa = "a few points below BP", dfa = "a few points below BP"}
+local headline = {}
+for _, f in ipairs(summary) do
+  headline[#headline + 1] = {
+    label = format("%s test accuracy, %s, 784-%s-10", f.rule:upper(), f.dataset,
+                   f.arch:gsub(",", "-")),
+    ours = f.test_accuracy, unit = "%",
+    paper = (f.dataset == "fashion" or f.rule ~= "bp") and expected[f.rule] or nil,
+    note = format("%d epoch%s, %d training images%s", opts.epochs, opts.epochs == 1 and "" or "s",
+                  f.train_n or 0,
+                  f.update_angle_1 and format("; angle to BP update %.0f deg", f.update_angle_1) or ""),
+  }
+end
+local plots = {}
+local ls = io.popen("ls " .. run:path("") .. "*.png 2>/dev/null")
+if ls then
+  for line in ls:lines() do plots[#plots + 1] = line end
+  ls:close()
+end
+
+run:finish{cells = summary, summary = headline, plots = plots, optimiser = opts.optim, blas_threads = nm.blas_threads(),
            variant = "feedback matrices drawn like W (init " .. opts.init .. ", scale " ..
                      opts.feedback_scale .. "); update angles on the first " .. opts.probe ..
                      " training images; DFA alignment against (W_L...W_{l+1})^T"}

@@ -20,7 +20,8 @@ local exe = root .. "/neuromic"
 -- The steps, in the order a visitor should see them: the reference learners
 -- first, then each model family. `args` are added to --quick.
 local steps = {
-  {name = "baselines", script = "baselines.lua", title = "Backprop, feedback alignment, DFA"},
+  {name = "baselines", script = "baselines.lua", title = "Backprop, feedback alignment, DFA",
+   args = {"--dataset", "fashion", "--arch", "256", "--train-subset", "10000", "--epochs", "2"}},
   {name = "nan_nk", script = "nan_nk.lua", title = "Neurons as autoencoders on NK-model regression"},
   {name = "folded_ae", script = "folded_ae.lua", title = "Energy-based folded autoencoder"},
   {name = "bmvr", script = "bmvr.lua", title = "BMVR gain-control networks"},
@@ -65,9 +66,12 @@ for _, step in ipairs(steps) do
       io.stderr:write("   not built yet: experiments/" .. step.script .. " is missing\n")
       ran[#ran + 1] = {step = step, status = "missing"}
     else
+      os.execute("rm -rf " .. quote(out))   -- no stale plots from an earlier demo
       local t0 = nm.clock()
-      local cmd = table.concat({quote(exe), quote(script), "--quick", "--seed", tostring(opts.seed),
-                                "--out", quote(out)}, " ")
+      local argv = {quote(exe), quote(script), "--quick", "--seed", tostring(opts.seed),
+                    "--out", quote(out)}
+      for _, a in ipairs(step.args or {}) do argv[#argv + 1] = quote(a) end
+      local cmd = table.concat(argv, " ")
       local ok = os.execute(cmd .. " >" .. quote(out .. ".log") .. " 2>&1")
       local secs = nm.clock() - t0
       local res
