@@ -15,10 +15,11 @@
 #pragma GCC optimize("O3", "no-trapping-math")
 #endif
 
-/* Row kernels are compiled for AVX2+FMA as well as the baseline and
-** picked at load time (GCC ifunc), as in nm_meta.c. */
+/* Row kernels are compiled for AVX-512 and AVX2 as well as the baseline
+** and picked at load time (GCC ifunc) by CPU feature, not by CPU model
+** (an "arch=" clone is only picked on that maker's model). */
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
-#define NM_RCN_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#define NM_RCN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define NM_RCN_CLONES
 #endif

@@ -254,6 +254,21 @@ static int FN(rcn_forward)(const nm_rcn *rcn, const nm_tensor *const *H_out,
   return NM_OK;
 }
 
+/* One row of one chemical: G = dLoss/dh' (= hb + v wb), D = dLoss/dpre =
+** G z (1 - t^2), and t (tanh(pre) on entry) becomes h' = y h + z t. */
+static inline void FN(adjoint_row)(int64_t m, real yd, real zg, real vc,
+                                   const real *restrict hb, const real *restrict wb,
+                                   const real *restrict h, real *restrict t,
+                                   real *restrict G, real *restrict D) {
+  for (int64_t j = 0; j < m; j++) {
+    const real gg = hb[j] + vc * wb[j];
+    const real tj = t[j];
+    G[j] = gg;
+    D[j] = gg * zg * (1 - tj * tj);
+    t[j] = yd * h[j] + zg * tj;
+  }
+}
+
 /* The row sweep of the adjoint for layer l: from dLoss/dH_out and
 ** dLoss/dW_out (Hb, Wb, overwritten with the parts of dLoss/dH_in and
 ** dLoss/dW_in that the chemical update gives), the sums the rest of the
@@ -277,15 +292,9 @@ static void FN(adjoint_layer)(const nm_rcn *rcn, const layer_coef *lc, int l, re
     FN(pre_row)(rcn, lc, l, i, H, W + i * m, bias, T, A, Bv, t);
     real *restrict wb = Wb + i * m;
     for (int c = 0; c < L; c++) {
-      const real yd = (real)rcn->decay[c], zg = (real)rcn->gain[c], vc = (real)lc->v[c];
-      real *restrict tc = t + c * m, *restrict Gc = G + c * m, *restrict Dc = D + c * m;
-      const real *hb = Hb + c * nm_ + i * m, *hc = H + c * nm_ + i * m;
-      for (int64_t j = 0; j < m; j++) {
-        const real gg = hb[j] + vc * wb[j];
-        Gc[j] = gg;
-        Dc[j] = gg * zg * (1 - tc[j] * tc[j]);
-        tc[j] = yd * hc[j] + zg * tc[j];            /* now h_c' */
-      }
+      real *tc = t + c * m;
+      FN(adjoint_row)(m, (real)rcn->decay[c], (real)rcn->gain[c], (real)lc->v[c],
+                      Hb + c * nm_ + i * m, wb, H + c * nm_ + i * m, tc, G + c * m, D + c * m);
       vb[c] += FN(row_dot)(m, wb, tc);
     }
     for (int k = 0; k < L; k++) {

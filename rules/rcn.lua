@@ -234,22 +234,36 @@ function rcn.count(net)
   return n
 end
 
+-- One element of a tensor of any rank as a tape operation. (ag.index's
+-- backward passes only the first of several indices to set, so it serves
+-- vectors only; this one writes the element of a matrix or 3-D tensor.)
+local index = ag.def("rcn_index", function(ctx, v, ...)
+  ctx.v, ctx.i = v, table.pack(...)
+  return v:get(...)
+end, function(ctx, g)
+  local r = ag.new_like(ctx.v)
+  local args = {table.unpack(ctx.i, 1, ctx.i.n)}
+  args[ctx.i.n + 1] = g
+  r:set(table.unpack(args, 1, ctx.i.n + 1))
+  return r
+end)
+
 -- Meta-parameter accessors (1-based chemical c, 0-based motif r, layer l).
 local function Pget(net, P, l, c, r)
-  if net.share == "layer" then return ag.index(P, l, c, r + 1) end
-  return ag.index(P, c, r + 1)
+  if net.share == "layer" then return index(P, l, c, r + 1) end
+  return index(P, c, r + 1)
 end
 local function Kget(net, K, l, c, k)
-  if net.share == "layer" then return ag.index(K, l, c, k) end
-  return ag.index(K, c, k)
+  if net.share == "layer" then return index(K, l, c, k) end
+  return index(K, c, k)
 end
 local function vget(net, v, l, c)
-  if net.share == "layer" then return ag.index(v, l, c) end
-  return ag.index(v, c)
+  if net.share == "layer" then return index(v, l, c) end
+  return index(v, c)
 end
 local function bget(net, b, l, c)
-  if net.bias == "shared" then return ag.index(b, c) end
-  return ag.index(b, l, c)
+  if net.bias == "shared" then return index(b, c) end
+  return index(b, l, c)
 end
 
 -- ---------------------------------------------------------------- state
@@ -744,8 +758,8 @@ local function grad_norm(grads, active)
 end
 
 local function clone_tree(st)
-  if type(st) ~= "table" then return st end
   if nm.is_tensor(st) then return st:clone() end
+  if type(st) ~= "table" then return st end
   local c = {}
   for k, v in pairs(st) do c[k] = clone_tree(v) end
   return c
