@@ -84,7 +84,9 @@ local opts = cli.parse(arg, {
     {"init-up", "list", {1.0, 0.2, 0.2}, "Fig. 3: W_up ~ U(-a, a), a per layer (BP alike)",
      item = "number"},
     {"init-down", "number", 0.42, "Fig. 3: W_down ~ U(-a, a)", min = 0},
-    {"eta-down", "number", 0.02, "Fig. 3 topdown: W_down (and W_pi) learning rate", min = 0},
+    {"eta-down", "number", 0.0005, "Fig. 3 topdown: W_down learning rate", min = 0},
+    {"eta-pi", "number", 0.1, "Fig. 3 topdown: W_pi learning rate (keeps vA silent as W_down " ..
+     "changes)", min = 0},
     {"bp-lr", "number", 0.3, "Fig. 3: BP learning rate (batch mean)", min = 0},
   },
 })
@@ -524,7 +526,7 @@ local function fig3()
         elseif variant == "frozen" then eta.up[2] = 0
         elseif variant == "topdown" then
           sizes = {784, 1000, 10}
-          eta = {up = {up[1], up[3]}, ip = {ip[2]}, down = opts.eta_down, pi = opts.eta_down}
+          eta = {up = {up[1], up[3]}, ip = {ip[2]}, down = opts.eta_down, pi = opts.eta_pi}
         end
         local init = {up = {opts.init_up[1], opts.init_up[2], opts.init_up[3]}, down = opts.init_down}
         if #sizes == 3 then init.up = {opts.init_up[1], opts.init_up[3]} end
