@@ -11,9 +11,11 @@
 --   fa_lr         FA feedback, theta_0 (the learning rate) only
 --   bp_lr         BP feedback, theta_0 only
 --   pool          all ten motifs, FA, exactly as specified (no guards)
---   pool_guarded  all ten motifs, FA, with the guards: rollback of
---                 non-finite steps, gradient clipping, F5 scaled down,
---                 a smaller meta learning rate, best theta by held-out accuracy
+--   pool_guarded  all ten motifs, FA, with the guards: non-finite steps
+--                 rolled back to the best theta so far (halving the meta
+--                 learning rate), the same when the held-out accuracy falls
+--                 --revert-drop below the best, gradient clipping, F5 scaled
+--                 down, a smaller meta learning rate
 --   bio           F_bio = theta_0 F0 + theta_2 F2 + theta_9 F9
 --   ehebb, oja    theta_0 with the error-Hebbian F2, or with Oja's F9
 -- Every --eval-every episodes each run's theta is scored on fixed held-out
@@ -78,6 +80,8 @@ local opts = cli.parse(arg, {
     {"theta0", "number", 1e-3, "initial theta_0 (the others start at 0)"},
     {"clip", "number", 1, "guarded pool: meta-gradient norm clip", min = 0},
     {"scale5", "number", 0.05, "guarded pool: scale of F5 (theta_5 = scale phi_5)", min = 0},
+    {"revert-drop", "number", 0.15, "guarded pool: roll back to the best theta (and halve the " ..
+     "meta learning rate) when the held-out accuracy falls this far below the best", min = 0},
     {"eval-every", "int", 25, "episodes between held-out evaluations", quick = 2, min = 1},
     {"heldout", "int", 20, "held-out episodes per evaluation", quick = 2, min = 1},
     {"test-episodes", "int", 100, "held-out episodes scoring the final and best theta",
@@ -203,6 +207,11 @@ while s.index <= #opts.runs do
       row.heldout_accuracy, row.heldout_loss = acc, loss
       if acc > cur.best_acc then
         cur.best_acc, cur.best_theta, cur.best_episode = acc, theta, ep
+        learner:mark_good()
+      elseif cfg.guarded and not (acc >= cur.best_acc - opts.revert_drop) then
+        learner:rollback()                 -- the network died or diverged: back to the best
+        row.action = "revert"
+        row.rollbacks = learner.rollbacks
       end
       -- alignment angles on the first held-out episode's adapted weights
       local t1 = heldout[1]

@@ -407,6 +407,29 @@ describe("meta-learning", function()
     end
   end)
 
+  it("rolls back to the state marked good and halves the learning rate", function()
+    local s = split()
+    local sampler = meta.sampler(s, {M = 3, K = 4, Q = 2})
+    local net = motifs.net{sizes = {6, 5, 4}, dtype = "float64"}
+    local learner = meta.learner{net = net, motifs = {0, 3}, theta0 = {[0] = 0.05}, lr = 1e-3}
+    local g = nm.generator(2)
+    learner:meta_step(sampler:sample(g), g)
+    learner:mark_good()
+    local good = learner.phi:clone()
+    learner:meta_step(sampler:sample(g), g)
+    learner:meta_step(sampler:sample(g), g)
+    learner.phi:set(4, -1e100)
+    local info = learner:meta_step(sampler:sample(g), g)
+    assert.are.equal("rollback", info.action)
+    assert.tensor_near(good, learner.phi, 0)
+    assert.are.equal(5e-4, learner.opt.lr)
+    assert.is_true(learner:rollback())             -- by hand too (a held-out collapse)
+    assert.are.equal(2.5e-4, learner.opt.lr)
+    assert.are.equal(2, learner.rollbacks)
+    local fresh = meta.learner{net = net, motifs = {0}}
+    assert.is_false(fresh:rollback())              -- nothing to go back to
+  end)
+
   it("clips the meta-gradient and scales motifs", function()
     local s = split()
     local sampler = meta.sampler(s, {M = 3, K = 4, Q = 2})

@@ -127,8 +127,11 @@ Learner.__index = Learner
 --   clip       clip the meta-gradient (of phi) to this Euclidean norm (nil: off)
 --   guard      "none" (a non-finite loss or gradient still updates, as
 --              plain meta-training would), "skip" (no update, counted),
---              "rollback" (default: no update and phi/Adam go back to the
---              state before the previous update, counted)
+--              "rollback" (default: no update; phi and Adam's state go back
+--              to the last state marked good by learner:mark_good(), or
+--              without one to the state before the previous update, and
+--              the learning rate is multiplied by rollback_decay; counted)
+--   rollback_decay  learning-rate factor per rollback (0.5)
 --   segment    checkpoint segment length (default ceil(sqrt(steps)))
 --   mode       how the inner loop is differentiated: "unroll" (default:
 --              motifs.unroll, the fused C step and its adjoint in reused
@@ -162,7 +165,9 @@ function meta.learner(o)
   if self.mode ~= "unroll" and self.mode ~= "scan" and self.mode ~= "generic" then
     fail("learner: mode must be 'unroll', 'scan' or 'generic'", 2)
   end
-  self.opt = optim.adam{lr = o.lr or 1e-3, beta1 = o.beta1, beta2 = o.beta2, eps = o.eps}
+  self.base_lr, self.lr_scale = o.lr or 1e-3, 1
+  self.rollback_decay = o.rollback_decay or 0.5
+  self.opt = optim.adam{lr = self.base_lr, beta1 = o.beta1, beta2 = o.beta2, eps = o.eps}
   self.episodes, self.skipped, self.rollbacks = 0, 0, 0
   self.grad = nm.zeros(10, "float64")
   return self
@@ -262,10 +267,7 @@ function Learner:meta_step(task, g)
   local info = {loss = loss, ce = ce, accuracy = acc, grad_norm = norm, finite = ok}
   self.episodes = self.episodes + 1
   if not ok and self.guard ~= "none" then
-    if self.guard == "rollback" and self.prev then
-      self.phi:copy(self.prev.phi)
-      self.opt:load_state(clone_state(self.prev.opt))
-      self.rollbacks = self.rollbacks + 1
+    if self.guard == "rollback" and self:rollback() then
       info.action = "rollback"
     else
       self.skipped = self.skipped + 1
@@ -284,18 +286,46 @@ function Learner:meta_step(task, g)
   return info
 end
 
+-- learner:mark_good(): remembers phi and Adam's state as the target of
+-- later rollbacks (meta-training marks the state of its best held-out
+-- accuracy).
+function Learner:mark_good()
+  self.good = {phi = self.phi:clone(), opt = clone_state(self.opt:state())}
+end
+
+-- learner:rollback() -> true | false: phi and Adam's state back to the last
+-- good mark (or to the state before the previous update), the learning
+-- rate multiplied by rollback_decay; counted. false when there is nothing
+-- to go back to.
+function Learner:rollback()
+  local target = self.good or self.prev
+  if not target then return false end
+  self.phi:copy(target.phi)
+  self.opt:load_state(clone_state(target.opt))
+  self.lr_scale = self.lr_scale * self.rollback_decay
+  self.opt.lr = self.base_lr * self.lr_scale
+  self.rollbacks = self.rollbacks + 1
+  return true
+end
+
+local function copy_mark(m)
+  return m and {phi = m.phi:clone(), opt = clone_state(m.opt)} or nil
+end
+
 -- Checkpoint state of a learner (a tree nm.checkpoint can save).
 function Learner:state()
   return {phi = self.phi, opt = self.opt:state(), episodes = self.episodes,
-          skipped = self.skipped, rollbacks = self.rollbacks,
-          prev = self.prev}
+          skipped = self.skipped, rollbacks = self.rollbacks, lr_scale = self.lr_scale,
+          prev = self.prev, good = self.good}
 end
 
 function Learner:load_state(st)
   self.phi:copy(st.phi)
   self.opt:load_state(st.opt)
   self.episodes, self.skipped, self.rollbacks = st.episodes, st.skipped, st.rollbacks
-  self.prev = st.prev and {phi = st.prev.phi:clone(), opt = clone_state(st.prev.opt)} or nil
+  self.lr_scale = st.lr_scale or 1
+  self.opt.lr = self.base_lr * self.lr_scale
+  self.prev, self.good = copy_mark(st.prev), copy_mark(st.good)
 end
 
 -- ---------------------------------------------------------------- measures
