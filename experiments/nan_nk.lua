@@ -92,6 +92,24 @@ local function point_seed(seed, n, k)
   return (seed * 1000003 + n) * 1009 + k
 end
 
+-- The model and the training and test sets of a grid point.
+local function point_data(seed, n, k)
+  local gm = nm.generator(point_seed(seed, n, k))
+  local model = nm.nk.model{n = n, k = k, generator = gm, partners = opts.partners}
+  local Xtr, Ftr = model:dataset(opts.samples, gm)
+  local Xte, Fte = model:dataset(opts.samples, gm)
+  return Xtr, Ftr, Xte, Fte
+end
+
+-- Test MSE of the constant predictor mean(F_train): what a network that
+-- learnt nothing but the mean would score.
+local function mean_predictor_mse(Ftr, Fte)
+  local mean = Ftr:mean()
+  local se = 0
+  for i = 1, Fte:size(1) do se = se + (Fte:get(i) - mean) ^ 2 end
+  return se / Fte:size(1)
+end
+
 -- ------------------------------------------------------------- one cell
 
 local function run_cell()
@@ -99,10 +117,7 @@ local function run_cell()
                                                   opts.n, opts.k, opts.partners),
                                   columns = {"cycle", "net"}})
   local base = point_seed(opts.seed, opts.n, opts.k)
-  local gm = nm.generator(base)
-  local model = nm.nk.model{n = opts.n, k = opts.k, generator = gm, partners = opts.partners}
-  local Xtr, Ftr = model:dataset(opts.samples, gm)
-  local Xte, Fte = model:dataset(opts.samples, gm)
+  local Xtr, Ftr, Xte, Fte = point_data(opts.seed, opts.n, opts.k)
   local p = {h = opts.h, range = opts.range, target = opts.target}
   local g = nm.generator(base + 1)
   local net = hillclimb.network(opts.net, Xtr, Ftr, g, p)
@@ -252,6 +267,19 @@ for net, secs in pairs(cell_seconds) do
   cpu_total = cpu_total + secs
 end
 
+-- The mean predictor's test MSE per grid point, averaged over the seeds.
+local baseline = {}
+for _, n in ipairs(opts.grid_n) do
+  for _, k in ipairs(opts.grid_k) do
+    local sum = 0
+    for _, seed in ipairs(seeds) do
+      local _, Ftr, _, Fte = point_data(seed, n, k)
+      sum = sum + mean_predictor_mse(Ftr, Fte)
+    end
+    baseline[n .. "/" .. k] = sum / #seeds
+  end
+end
+
 local function group(t, net, n, k)
   local v = t[net] and t[net][n] and t[net][n][k]
   if not v or #v ~= opts.runs then
@@ -291,18 +319,19 @@ for _, pr in ipairs(pairs_to_test) do
   local a, b = pr[1], pr[2]
   out(format("\n### %s vs %s: test MSE after %d cycles (%d runs; mean [min, max])\n",
              a, b, opts.cycles, opts.runs))
-  out(format("| N | K | %s | %s | SW p %s | SW p %s | Student p | Welch p | better (p < %g) |",
-             a, b, a, b, opts.alpha))
-  out("|---|---|---|---|---|---|---|---|---|")
+  out(format("| N | K | %s | %s | mean predictor | SW p %s | SW p %s | Student p | Welch p | " ..
+             "better (p < %g) |", a, b, a, b, opts.alpha))
+  out("|---|---|---|---|---|---|---|---|---|---|")
   for _, n in ipairs(opts.grid_n) do
     for _, k in ipairs(opts.grid_k) do
       local c = compare(group(final, a, n, k), group(final, b, n, k))
       fig6[concat({a, b, n, k}, "/")] = c
       local better = "-"
       if c.student < opts.alpha then better = c.a.mean < c.b.mean and a or b end
-      out(format("| %d | %d | %s [%s, %s] | %s [%s, %s] | %s | %s | %s | %s | %s |", n, k,
+      out(format("| %d | %d | %s [%s, %s] | %s [%s, %s] | %s | %s | %s | %s | %s | %s |", n, k,
                  g4(c.a.mean), g4(c.a.min), g4(c.a.max), g4(c.b.mean), g4(c.b.min),
-                 g4(c.b.max), pfmt(c.sw_a), pfmt(c.sw_b), pfmt(c.student), pfmt(c.welch), better))
+                 g4(c.b.max), g4(baseline[n .. "/" .. k]), pfmt(c.sw_a), pfmt(c.sw_b),
+                 pfmt(c.student), pfmt(c.welch), better))
     end
   end
 end
