@@ -71,7 +71,8 @@ int nm_rcn_check(const nm_rcn *rcn) {
   if (nm_motif_check(&rcn->net) != NM_OK) return NM_EINVAL;
   if (rcn->chemicals < 1 || rcn->chemicals > NM_RCN_MAXCHEM) return NM_EINVAL;
   for (int c = 0; c < rcn->chemicals; c++)
-    if (!isfinite(rcn->decay[c]) || !isfinite(rcn->gain[c])) return NM_EINVAL;
+    if (!isfinite(rcn->decay[c]) || !isfinite(rcn->gain[c]) || rcn->gain[c] == 0)
+      return NM_EINVAL;
   return NM_OK;
 }
 
@@ -192,10 +193,11 @@ int nm_rcn_forward(const nm_rcn *rcn, const nm_tensor *const *H_out,
 
 int nm_rcn_backward(const nm_rcn *rcn, const nm_tensor *const *Hbar,
                     const nm_tensor *const *Wbar, const nm_tensor *const *H_in,
-                    const nm_tensor *const *W_in, const nm_tensor *const *B, const void *trace,
-                    const nm_rcn_params *p, const nm_rcn_grads *g, void *work) {
+                    const nm_tensor *const *W_in, const nm_tensor *const *H_out,
+                    const nm_tensor *const *B, const void *trace, const nm_rcn_params *p,
+                    const nm_rcn_grads *g, void *work) {
   if (nm_rcn_check(rcn) != NM_OK) return NM_EINVAL;
   if (rcn->net.dtype == NM_FLOAT64)
-    return rcn_backward_f64(rcn, Hbar, Wbar, H_in, W_in, B, trace, p, g, work);
-  return rcn_backward_f32(rcn, Hbar, Wbar, H_in, W_in, B, trace, p, g, work);
+    return rcn_backward_f64(rcn, Hbar, Wbar, H_in, W_in, H_out, B, trace, p, g, work);
+  return rcn_backward_f32(rcn, Hbar, Wbar, H_in, W_in, H_out, B, trace, p, g, work);
 }

@@ -42,7 +42,7 @@ typedef struct nm_rcn {
   int neuron_bias;                /* bias per synapse instead of per layer */
   int use[NM_META_MOTIFS];        /* motifs taking part */
   double decay[NM_RCN_MAXCHEM];   /* y_c, fixed */
-  double gain[NM_RCN_MAXCHEM];    /* z_c, fixed */
+  double gain[NM_RCN_MAXCHEM];    /* z_c, fixed, not 0 */
 } nm_rcn;
 
 /* Meta-parameters: layer l reads P + l P_stride (L x 10, row-major: P[c
@@ -81,10 +81,14 @@ int nm_rcn_forward(const nm_rcn *rcn, const nm_tensor *const *H_out,
 /* The adjoint of that step. On entry Hbar[l], Wbar[l] hold dLoss/dH_out,
 ** dLoss/dW_out; on exit dLoss/dH_in, dLoss/dW_in (in place). The
 ** meta-parameter gradients are added into *g. H_in, W_in, B, p and the
-** trace must be those of the forward. */
+** trace must be those of the forward. H_out (may be NULL) are the step's
+** output chemicals: with them tanh(pre_c) = (h_c' - y_c h_c) / z_c is read
+** off instead of recomputed (no chemical mixing, no tanh); without, it is
+** recomputed from H_in. */
 int nm_rcn_backward(const nm_rcn *rcn, const nm_tensor *const *Hbar,
                     const nm_tensor *const *Wbar, const nm_tensor *const *H_in,
-                    const nm_tensor *const *W_in, const nm_tensor *const *B, const void *trace,
-                    const nm_rcn_params *p, const nm_rcn_grads *g, void *work);
+                    const nm_tensor *const *W_in, const nm_tensor *const *H_out,
+                    const nm_tensor *const *B, const void *trace, const nm_rcn_params *p,
+                    const nm_rcn_grads *g, void *work);
 
 #endif

@@ -269,18 +269,66 @@ static inline void FN(adjoint_row)(int64_t m, real yd, real zg, real vc,
   }
 }
 
+/* The same from the step's output h' (ho): tanh(pre) = (h' - y h) / z, so
+** the adjoint needs neither the chemical mixing nor a tanh again. */
+static inline void FN(adjoint_row_out)(int64_t m, real yd, real zg, real vc,
+                                       const real *restrict hb, const real *restrict wb,
+                                       const real *restrict h, const real *restrict ho,
+                                       real *restrict G, real *restrict D) {
+  const real iz = 1 / zg;
+  for (int64_t j = 0; j < m; j++) {
+    const real gg = hb[j] + vc * wb[j];
+    const real tj = (ho[j] - yd * h[j]) * iz;
+    G[j] = gg;
+    D[j] = gg * zg * (1 - tj * tj);
+  }
+}
+
+/* out = {d.a, d.b, d.c, d.e, sum d} in one pass over the row, each with
+** eight partial sums (vectorises without reassociation). */
+static inline void FN(row_dots)(int64_t m, const real *restrict d, const real *restrict a,
+                                const real *restrict b, const real *restrict c,
+                                const real *restrict e, real *out) {
+  real s0[8] = {0}, s1[8] = {0}, s2[8] = {0}, s3[8] = {0}, s4[8] = {0};
+  int64_t j = 0;
+  for (; j + 8 <= m; j += 8) {
+    for (int k = 0; k < 8; k++) {
+      const real x = d[j + k];
+      s0[k] += x * a[j + k];
+      s1[k] += x * b[j + k];
+      s2[k] += x * c[j + k];
+      s3[k] += x * e[j + k];
+      s4[k] += x;
+    }
+  }
+  for (; j < m; j++) {
+    const real x = d[j];
+    s0[0] += x * a[j];
+    s1[0] += x * b[j];
+    s2[0] += x * c[j];
+    s3[0] += x * e[j];
+    s4[0] += x;
+  }
+  real *const acc[5] = {s0, s1, s2, s3, s4};
+  for (int q = 0; q < 5; q++) {
+    const real *s = acc[q];
+    out[q] = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+  }
+}
+
 /* The row sweep of the adjoint for layer l: from dLoss/dH_out and
 ** dLoss/dW_out (Hb, Wb, overwritten with the parts of dLoss/dH_in and
 ** dLoss/dW_in that the chemical update gives), the sums the rest of the
 ** adjoint needs: g0_c = D_c y_{l-1}, g1_c = D_c e_{l-1}, g2_c = D_c q
 ** (length n, per chemical), h0 = sum_c D_c^T a_c, h1 = sum_c D_c^T b_c,
 ** h2 = sum_c P[c,9] D_c^T y_l (length m), gw_c = <D_c, W>, and the
-** gradients of K, v and the bias, where D_c = dLoss/dpre_c. */
+** gradients of K, v and the bias, where D_c = dLoss/dpre_c. Hout: the
+** step's output chemicals, or NULL to recompute tanh(pre). */
 NM_RCN_CLONES
 static void FN(adjoint_layer)(const nm_rcn *rcn, const layer_coef *lc, int l, real *Hb, real *Wb,
-                              const real *H, const real *W, const real *bias, real *bias_bar,
-                              const FN(rtrace) *T, const real *A, const real *Bv, real *t,
-                              real *G, real *D, real *g0, real *g1, real *g2, real *h0,
+                              const real *H, const real *Hout, const real *W, const real *bias,
+                              real *bias_bar, const FN(rtrace) *T, const real *A, const real *Bv,
+                              real *t, real *G, real *D, real *g0, real *g1, real *g2, real *h0,
                               real *h1, real *h2, double *gw, double Kb[][NM_RCN_MAXCHEM],
                               double *vb, double *bb) {
   const int L = rcn->chemicals;
@@ -289,13 +337,22 @@ static void FN(adjoint_layer)(const nm_rcn *rcn, const layer_coef *lc, int l, re
   const real *yp = T->y[l - 1], *ep = T->e[l - 1], *q = T->q[l];
   for (int64_t j = 0; j < m; j++) h0[j] = h1[j] = h2[j] = 0;
   for (int64_t i = 0; i < n; i++) {
-    FN(pre_row)(rcn, lc, l, i, H, W + i * m, bias, T, A, Bv, t);
+    const real *Wrow = W + i * m;
     real *restrict wb = Wb + i * m;
+    if (Hout == NULL) FN(pre_row)(rcn, lc, l, i, H, Wrow, bias, T, A, Bv, t);
     for (int c = 0; c < L; c++) {
-      real *tc = t + c * m;
-      FN(adjoint_row)(m, (real)rcn->decay[c], (real)rcn->gain[c], (real)lc->v[c],
-                      Hb + c * nm_ + i * m, wb, H + c * nm_ + i * m, tc, G + c * m, D + c * m);
-      vb[c] += FN(row_dot)(m, wb, tc);
+      const real *hc = H + c * nm_ + i * m, *hbc = Hb + c * nm_ + i * m;
+      if (Hout != NULL) {
+        const real *ho = Hout + c * nm_ + i * m;
+        FN(adjoint_row_out)(m, (real)rcn->decay[c], (real)rcn->gain[c], (real)lc->v[c], hbc, wb,
+                            hc, ho, G + c * m, D + c * m);
+        vb[c] += FN(row_dot)(m, wb, ho);
+      } else {
+        real *tc = t + c * m;
+        FN(adjoint_row)(m, (real)rcn->decay[c], (real)rcn->gain[c], (real)lc->v[c], hbc, wb, hc,
+                        tc, G + c * m, D + c * m);
+        vb[c] += FN(row_dot)(m, wb, tc);
+      }
     }
     for (int k = 0; k < L; k++) {
       const real yd = (real)rcn->decay[k];
@@ -309,12 +366,15 @@ static void FN(adjoint_layer)(const nm_rcn *rcn, const layer_coef *lc, int l, re
     }
     for (int c = 0; c < L; c++) {
       const real *Dc = D + c * m;
+      real d5[5];
+      /* unused operands read y_{l-1} instead: their sums are not used */
+      FN(row_dots)(m, Dc, yp, nd.b ? ep : yp, nd.oja ? q : yp, Wrow, d5);
+      g0[c * n + i] = d5[0];
+      if (nd.b) g1[c * n + i] = d5[1];
+      if (nd.oja) g2[c * n + i] = d5[2];
+      if (nd.w) gw[c] += d5[3];
       if (bias_bar != NULL) FN(row_axpy)(m, 1, Dc, bias_bar + c * nm_ + i * m);
-      else bb[c] += FN(row_sum)(m, Dc);
-      g0[c * n + i] = FN(row_dot)(m, Dc, yp);
-      if (nd.b) g1[c * n + i] = FN(row_dot)(m, Dc, ep);
-      if (nd.oja) g2[c * n + i] = FN(row_dot)(m, Dc, q);
-      if (nd.w) gw[c] += FN(row_dot)(m, Dc, W + i * m);
+      else bb[c] += d5[4];
       if (l >= 2 && A[c * n + i] != 0) FN(row_axpy)(m, A[c * n + i], Dc, h0);
       if (nd.b && Bv[c * n + i] != 0) FN(row_axpy)(m, Bv[c * n + i], Dc, h1);
       if (nd.oja && lc->P[c][9] != 0) FN(row_axpy)(m, (real)lc->P[c][9] * T->y[l][i], Dc, h2);
@@ -328,7 +388,8 @@ static void FN(adjoint_layer)(const nm_rcn *rcn, const layer_coef *lc, int l, re
 
 static int FN(rcn_backward)(const nm_rcn *rcn, const nm_tensor *const *Hbar,
                             const nm_tensor *const *Wbar, const nm_tensor *const *H_in,
-                            const nm_tensor *const *W_in, const nm_tensor *const *B,
+                            const nm_tensor *const *W_in, const nm_tensor *const *H_out,
+                            const nm_tensor *const *B,
                             const void *trace, const nm_rcn_params *p, const nm_rcn_grads *g,
                             void *work) {
   const nm_motif_net *net = &rcn->net;
@@ -373,8 +434,8 @@ static int FN(rcn_backward)(const nm_rcn *rcn, const nm_tensor *const *Hbar,
     /* Without a bias gradient tensor, neuron biases still route D through
     ** a throwaway: bb collects the sums, which nobody reads. */
     FN(adjoint_layer)(rcn, &lc, l, FN(rdata)(Hbar[l - 1]), FN(rdata)(Wbar[l - 1]),
-                      FN(rdata)(H_in[l - 1]), W, bias, bias_bar, &T, A, Bv, t, G, D, g0, g1, g2,
-                      h0, h1, h2, gw, Kb, vb, bb);
+                      FN(rdata)(H_in[l - 1]), H_out != NULL ? FN(rdata)(H_out[l - 1]) : NULL, W,
+                      bias, bias_bar, &T, A, Bv, t, G, D, g0, g1, g2, h0, h1, h2, gw, Kb, vb, bb);
     if (nm_interrupted) return NM_EINTR;
 
     /* Gradients of the meta-parameters, and the adjoints of the signals. */

@@ -463,6 +463,7 @@ function rcn.fused_step(net, H, W, params, x, label, B)
       local trace = n_.kernel:new_trace()
       n_.kernel:forward(s.H, s.W, Hin, Win, B_, x_, label_, param_table(n_, pv), trace)
       ctx.net, ctx.B, ctx.pv, ctx.H, ctx.W, ctx.trace = n_, B_, pv, Hin, Win, trace
+      ctx.Hout = s.H
       local out = {}
       for l = 1, NL do out[l], out[NL + l] = s.H[l], s.W[l] end
       return out
@@ -475,7 +476,7 @@ function rcn.fused_step(net, H, W, params, x, label, B)
       end
       local gp = zeros_like_params(ctx.pv)
       n_.kernel:backward(GH, GW, ctx.H, ctx.W, ctx.B, ctx.trace, param_table(n_, ctx.pv),
-                         param_table(n_, gp))
+                         param_table(n_, gp), ctx.Hout)
       local res = {nil, nil, nil, nil}
       for i = 1, np do res[4 + i] = gp[i] end
       for l = 1, NL do res[4 + np + l], res[4 + np + NL + l] = GH[l], GW[l] end
@@ -631,7 +632,7 @@ function rcn.unroll(net, H0, W0, B, X, labels, params, T, opts)
       end
       for j = len, 1, -1 do
         local src = j == 1 and ws.snaps[s] or ws.seg[j - 1]
-        k:backward(GH, GW, src.H, src.W, B, ws.traces[j], pt, gt)
+        k:backward(GH, GW, src.H, src.W, B, ws.traces[j], pt, gt, ws.seg[j].H)
       end
     end
     ws.holder[1] = nil

@@ -425,16 +425,18 @@ static int m_forward(lua_State *L) {
   return 0;
 }
 
-/* rcn:backward(Hbar, Wbar, H_in, W_in, B, trace, params, grads): the
-** adjoint of forward. Hbar and Wbar hold dLoss/dH_out, dLoss/dW_out and
-** become dLoss/dH_in, dLoss/dW_in (in place). grads = {P =, K =, v =, b =}
-** shaped like params (shared or per layer; any may be nil) receive the
-** meta-parameter gradients, added. Allocates nothing. */
+/* rcn:backward(Hbar, Wbar, H_in, W_in, B, trace, params, grads [, H_out]):
+** the adjoint of forward. Hbar and Wbar hold dLoss/dH_out, dLoss/dW_out
+** and become dLoss/dH_in, dLoss/dW_in (in place). grads = {P =, K =, v =,
+** b =} shaped like params (shared or per layer; any may be nil) receive
+** the meta-parameter gradients, added. H_out: the forward's output
+** chemicals, which spare the adjoint recomputing the tanh (optional).
+** Allocates nothing. */
 static int m_backward(lua_State *L) {
   const nm_rcn *rcn = checkrcn(L, 1);
   const nm_tensor *Hb[NM_META_MAXLAYERS], *Wb[NM_META_MAXLAYERS], *Hin[NM_META_MAXLAYERS];
   const nm_tensor *Win[NM_META_MAXLAYERS], *B[NM_META_MAXLAYERS], *bias[NM_META_MAXLAYERS];
-  const nm_tensor *gbias[NM_META_MAXLAYERS];
+  const nm_tensor *gbias[NM_META_MAXLAYERS], *Hout[NM_META_MAXLAYERS];
   get_list(L, 2, "Hbar", rcn, 1, Hb);
   get_list(L, 3, "Wbar", rcn, 0, Wb);
   get_list(L, 4, "H_in", rcn, 1, Hin);
@@ -457,13 +459,16 @@ static int m_backward(lua_State *L) {
   g.v_stride = gp.v_stride;
   g.b_stride = gp.b_stride;
   g.bias = gp.bias;
+  int have_out = !lua_isnoneornil(L, 10);
+  if (have_out) get_list(L, 10, "H_out", rcn, 1, Hout);
   for (int l = 0; l < rcn->net.layers; l++) {
     if (nm_overlap(Hb[l], Hin[l]) || nm_overlap(Hb[l], Win[l]) || nm_overlap(Wb[l], Hin[l]) ||
-        nm_overlap(Wb[l], Win[l]) || nm_overlap(Hb[l], Wb[l]))
+        nm_overlap(Wb[l], Win[l]) || nm_overlap(Hb[l], Wb[l]) ||
+        (have_out && (nm_overlap(Hb[l], Hout[l]) || nm_overlap(Wb[l], Hout[l]))))
       return luaL_argerror(L, 2, "the adjoints must not share memory with the inputs or each other");
   }
   void *work = buffer(L, 2, (size_t)nm_rcn_work_size(rcn) * nm_dtype_size(rcn->net.dtype));
-  int st = nm_rcn_backward(rcn, Hb, Wb, Hin, Win, B, trace, &p, &g, work);
+  int st = nm_rcn_backward(rcn, Hb, Wb, Hin, Win, have_out ? Hout : NULL, B, trace, &p, &g, work);
   if (st != NM_OK) return nm_status_error(L, st, "backward");
   return 0;
 }
