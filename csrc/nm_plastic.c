@@ -254,6 +254,8 @@ int nm_plastic_outer(const nm_tensor *W, double alpha, const nm_tensor *post,
   nm_dtype dt = W->dtype;
   size_t es = nm_dtype_size(dt);
   int64_t B = nrows(post), m = W->size[0], n = W->size[1];
+  /* No samples: nothing to add (and the scratch may be absent). */
+  if (B == 0) return NM_OK;
   char *mem = (char *)scratch;
   /* G: the (gated) postsynaptic factor, B x m, with its strides. */
   const void *G = post->data;

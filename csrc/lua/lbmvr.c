@@ -178,6 +178,22 @@ static const nm_tensor *check_data(lua_State *L, int arg, const char *name, int6
   return t;
 }
 
+/* Raises when a buffer the loops write (the work buffer; the weights and
+** zbar when `trains`) shares memory with any other operand (it would be
+** read after it was overwritten), or when an operand was closed while the
+** options were read (through metamethods). The net is argument 1, X 2,
+** Y 3, order 5. */
+static void check_operands(lua_State *L, const nm_bmvr_net *net, const nm_tensor *X,
+                           const nm_tensor *Y, const nm_tensor *order, int trains) {
+  static const int args[9] = {1, 1, 1, 1, 1, 1, 2, 3, 5};
+  static const char *const names[9] = {"field 'work'", "W1", "W2T", "Q", "R", "zbar",
+                                       "X", "Y", "order"};
+  const nm_tensor *ts[9] = {net->work, net->W1, net->W2T, net->Q, net->R, net->zbar,
+                            X, Y, order};
+  nm_check_disjoint(L, trains ? 6 : 1, 9, args, names, ts);
+  nm_check_open(L, 9, args, names, ts);
+}
+
 /* The options table: argument `arg` when it is a table, else the net. */
 static int opts_index(lua_State *L, int arg, int net_arg) {
   if (lua_istable(L, arg)) return arg;
@@ -214,6 +230,9 @@ static int train_common(lua_State *L, int backprop, const char *fname) {
     return luaL_argerror(L, 6, lua_tostring(L, -1));
   }
   count = (int64_t)c;
+  /* Fetched again: reading the net may have run metamethods. */
+  order = lua_isnoneornil(L, 5) ? NULL : nm_checktensor(L, 5);
+  check_operands(L, &net, X, Y, order, 1);
   if (order != NULL)
     for (int64_t s = 0; s < count; s++) {
       int64_t idx = s;
@@ -246,6 +265,7 @@ static int l_forward(lua_State *L) {
   lua_settop(L, 3);
   read_net(L, 1, &net, &o, 0);
   const nm_tensor *X = check_data(L, 2, "X", net.W1->size[1], net.W1->dtype, -1);
+  check_operands(L, &net, X, NULL, NULL, 0);
   int64_t zs[2] = {X->size[0], net.W1->size[0]}, ys[2] = {X->size[0], net.W2T->size[1]};
   nm_tensor *Yhat = nm_newtensor(L, net.W1->dtype, 2, ys);
   nm_tensor *Z = nm_newtensor(L, net.W1->dtype, 2, zs);
@@ -268,6 +288,7 @@ static int l_evaluate(lua_State *L) {
   read_net(L, 1, &net, &o, 0);
   const nm_tensor *X = check_data(L, 2, "X", net.W1->size[1], net.W1->dtype, -1);
   const nm_tensor *Y = check_data(L, 3, "Y", net.W2T->size[1], net.W1->dtype, X->size[0]);
+  check_operands(L, &net, X, Y, NULL, 0);
   double sq = 0;
   int64_t correct = 0;
   int st = nm_bmvr_evaluate(&net, &o, X, Y, &sq, &correct);
@@ -289,6 +310,7 @@ static int l_hidden_cov(lua_State *L) {
   lua_settop(L, 3);
   read_net(L, 1, &net, &o, 0);
   const nm_tensor *X = check_data(L, 2, "X", net.W1->size[1], net.W1->dtype, -1);
+  check_operands(L, &net, X, NULL, NULL, 0);
   int64_t cs[2] = {net.W1->size[0], net.W1->size[0]};
   nm_tensor *C = nm_newtensor(L, NM_FLOAT64, 2, cs);
   int st = nm_bmvr_hidden_cov(&net, &o, X, C);
@@ -310,6 +332,7 @@ static int l_alignment(lua_State *L) {
   read_net(L, 1, &net, &o, 1);
   const nm_tensor *X = check_data(L, 2, "X", net.W1->size[1], net.W1->dtype, -1);
   const nm_tensor *Y = check_data(L, 3, "Y", net.W2T->size[1], net.W1->dtype, X->size[0]);
+  check_operands(L, &net, X, Y, NULL, 0);
   double mean_cos = 0, update_cos = 0;
   int st = nm_bmvr_alignment(&net, &o, X, Y, &mean_cos, &update_cos);
   if (st != NM_OK) return nm_status_error(L, st, "bmvr.alignment");

@@ -38,6 +38,17 @@ nm_tensor *nm_pushview(lua_State *L, int parent);
 void nm_check_same_shape(lua_State *L, int arg, const nm_tensor *a, const nm_tensor *b);
 void nm_check_same_dtype(lua_State *L, int arg, const nm_tensor *a, const nm_tensor *b);
 void nm_check_dim(lua_State *L, int arg, const nm_tensor *a, int ndim);
+/* Raises "bad argument #args[j] (names[i] shares memory with names[j])"
+** when one of the first nout tensors of ts (the ones a kernel writes)
+** overlaps any other of the n (NULL entries are skipped): kernels that
+** read while they write would otherwise give silently wrong values. */
+void nm_check_disjoint(lua_State *L, int nout, int n, const int *args,
+                       const char *const *names, const nm_tensor *const *ts);
+/* Raises "bad argument #args[i] (names[i] was closed during the call)"
+** for a closed tensor among ts[0..n-1] (NULL entries skipped): for the
+** last check before a kernel when reading options ran metamethods. */
+void nm_check_open(lua_State *L, int n, const int *args, const char *const *names,
+                   const nm_tensor *const *ts);
 /* Accepts "float32"/"float"/"float64"/"double" at arg, or def if absent. */
 nm_dtype nm_optdtype(lua_State *L, int arg, nm_dtype def);
 /* Reads a dtype from field "dtype" of an options table at arg (or def). */

@@ -68,6 +68,12 @@ static int m_plastic_outer(lua_State *L) {
     const nm_tensor *ts[6] = {W, post, gate, pre, mask, b};
     return operand_error(L, argof[which], msg, 6, names, ts);
   }
+  {
+    static const int args[6] = {1, 7, 3, 4, 5, 6};
+    static const char *const names[6] = {"W", "bias", "post", "pre", "gate", "mask"};
+    const nm_tensor *ts[6] = {W, b, post, pre, gate, mask};
+    nm_check_disjoint(L, 2, 6, args, names, ts);
+  }
   void *s = scratch(L, nm_plastic_outer_scratch(W, post, gate, mask), W->dtype);
   int st = nm_plastic_outer(W, alpha, post, gate, pre, mask, b, s);
   if (st != NM_OK) return nm_status_error(L, st, "plastic_outer");
@@ -91,6 +97,12 @@ static int m_plastic_oja(lua_State *L) {
     static const char *const names[4] = {"W", "y", "x", "mask"};
     const nm_tensor *ts[4] = {W, Y, X, mask};
     return operand_error(L, argof[which], msg, 4, names, ts);
+  }
+  {
+    static const int args[4] = {1, 3, 4, 5};
+    static const char *const names[4] = {"W", "y", "x", "mask"};
+    const nm_tensor *ts[4] = {W, Y, X, mask};
+    nm_check_disjoint(L, 1, 4, args, names, ts);
   }
   void *s = scratch(L, nm_plastic_oja_scratch(W, Y), W->dtype);
   int st = nm_plastic_oja(W, alpha, Y, X, mask, s);
@@ -117,6 +129,14 @@ static int m_adam_update(lua_State *L) {
     luaL_argcheck(L, nm_is_contiguous(ops[i]), i + 2, "tensor must be contiguous");
   }
   luaL_argcheck(L, nm_is_contiguous(p), 1, "tensor must be contiguous");
+  {
+    /* d is read at each element before that element is written, so it
+    ** may be any of the others; p, m and v are all written. */
+    static const int args[3] = {1, 3, 4};
+    static const char *const names[3] = {"p", "m", "v"};
+    const nm_tensor *ts[3] = {p, m, v};
+    nm_check_disjoint(L, 3, 3, args, names, ts);
+  }
   int st = nm_adam_update(p, d, m, v, sign, b1, b2, eps, step, ibc2);
   if (st != NM_OK) return nm_status_error(L, st, "adam_update");
   lua_settop(L, 1);

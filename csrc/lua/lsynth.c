@@ -4,6 +4,7 @@
 ** method index_rows that fills minibatch buffers.
 */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "lnm.h"
@@ -138,6 +139,10 @@ static int synth_teacher(lua_State *L) {
                   "option 'gains' must be a table of numbers");
   } else lua_pushnil(L);
   int gains_idx = lua_gettop(L);
+  /* Every weight and hidden buffer stays on the stack until the return:
+  ** a list with an __index metamethod may hand out tensors it keeps
+  ** nowhere else. */
+  luaL_checkstack(L, 2 * MAX_LAYERS + 8, "synth_teacher");
   for (int l = 0; l < (int)nlayers; l++) {
     lua_geti(L, 4, l + 1);
     nm_tensor *w = nm_totensor(L, -1);
@@ -145,7 +150,6 @@ static int synth_teacher(lua_State *L) {
       lua_pushfstring(L, "weight %d is not a tensor", l + 1);
       luaL_argerror(L, 4, lua_tostring(L, -1));
     }
-    lua_pop(L, 1);  /* the list keeps it alive */
     if (w->ndim != 2 || !nm_is_contiguous(w) || w->dtype != X->dtype || w->size[1] != width) {
       lua_pushfstring(L, "weight %d is %s %s, expected a contiguous %s [n x %d]", l + 1,
                       pushshape(L, w), nm_dtype_name(w->dtype), nm_dtype_name(X->dtype),
@@ -170,7 +174,6 @@ static int synth_teacher(lua_State *L) {
     if (hidden_idx) {
       lua_geti(L, hidden_idx, l + 1);
       h = nm_totensor(L, -1);
-      lua_pop(L, 1);
       if (h == NULL || h->ndim != 2 || !nm_is_contiguous(h) || h->dtype != X->dtype ||
           h->size[0] != X->size[0] || h->size[1] != width) {
         lua_pushfstring(L, "hidden buffer %d must be a contiguous %s [%d x %d]", l + 1,
@@ -193,8 +196,32 @@ static int synth_teacher(lua_State *L) {
   phi.gamma = optnumber(L, opts, "gamma", 1.0);
   phi.beta = optnumber(L, opts, "beta", 1.0);
   phi.theta = optnumber(L, opts, "theta", 0.0);
+  nm_dist dist = {NM_DIST_UNIFORM, -1.0, 1.0};
+  if (g != NULL) dist = optdist(L, opts);
+  {
+    /* Written: the hidden buffers, Y, and X when it is drawn; each layer
+    ** reads its weights and input while it writes its output. */
+    const nm_tensor *ts[2 * MAX_LAYERS + 1];
+    const char *names[2 * MAX_LAYERS + 1];
+    int args[2 * MAX_LAYERS + 1], n = 0;
+    char labels[2 * MAX_LAYERS][24];
+    for (int l = 0; l + 1 < (int)nlayers; l++) {
+      snprintf(labels[l], sizeof labels[l], "hidden[%d]", l + 1);
+      ts[n] = hidden[l]; names[n] = labels[l]; args[n++] = opts;
+    }
+    ts[n] = Y; names[n] = "Y"; args[n++] = 3;
+    ts[n] = X; names[n] = "X"; args[n++] = 2;
+    int nout = g != NULL ? n : n - 1;
+    for (int l = 0; l < (int)nlayers; l++) {
+      snprintf(labels[MAX_LAYERS + l], sizeof labels[0], "weight %d", l + 1);
+      ts[n] = W[l]; names[n] = labels[MAX_LAYERS + l]; args[n++] = 4;
+    }
+    nm_check_disjoint(L, nout, n, args, names, ts);
+    /* The options were read through metamethods, which may close tensors. */
+    nm_check_open(L, n, args, names, ts);
+  }
   if (g != NULL) {
-    int status = nm_synth_draw(g, X, optdist(L, opts));
+    int status = nm_synth_draw(g, X, dist);
     if (status != NM_OK) return nm_status_error(L, status, "synth_teacher");
   }
   int status = nm_synth_teacher_forward((int)nlayers, W, gain, &phi, X, hidden, Y);
@@ -219,8 +246,8 @@ static int synth_lowrank(lua_State *L) {
   check_matrix(L, 2, A, "A");
   int64_t m = A->size[0], n = A->size[1];
   if (k < 1 || k > m || k > n) {
-    lua_pushfstring(L, "rank %d out of range [1, %d] for A %s", (int)k,
-                    (int)(m < n ? m : n), pushshape(L, A));
+    lua_pushfstring(L, "rank %I out of range [1, %I] for A %s", k,
+                    (lua_Integer)(m < n ? m : n), pushshape(L, A));
     luaL_argerror(L, 3, lua_tostring(L, -1));
   }
   /* Singular values live in a userdata so an error cannot leak them. */
@@ -266,6 +293,13 @@ static int synth_lowrank(lua_State *L) {
     }
     fidx[f] = lua_gettop(L);
   }
+  {
+    static const int args[3] = {2, 4, 4};
+    static const char *const who[3] = {"A", "U", "V"};
+    const nm_tensor *ts[3] = {A, F[0], F[1]};
+    nm_check_disjoint(L, 3, 3, args, who, ts);
+    nm_check_open(L, 3, args, who, ts);
+  }
   int status = nm_synth_lowrank_matrix(g, A, k, sv, F[0], F[1]);
   if (status != NM_OK) return nm_status_error(L, status, "synth_lowrank");
   lua_pushvalue(L, 2);
@@ -297,7 +331,15 @@ static int synth_lowrank_sample(lua_State *L) {
   }
   double noise = optnumber(L, opts, "noise", 0.0);
   luaL_argcheck(L, noise >= 0, opts, "option 'noise' must be >= 0");
-  int status = nm_synth_lowrank_sample(g, A, optdist(L, opts), noise, X, Y);
+  nm_dist dist = optdist(L, opts);
+  {
+    static const int args[3] = {3, 4, 2};
+    static const char *const names[3] = {"X", "Y", "A"};
+    const nm_tensor *ts[3] = {X, Y, A};
+    nm_check_disjoint(L, 2, 3, args, names, ts);
+    nm_check_open(L, 3, args, names, ts);
+  }
+  int status = nm_synth_lowrank_sample(g, A, dist, noise, X, Y);
   if (status != NM_OK) return nm_status_error(L, status, "synth_lowrank_sample");
   lua_pushvalue(L, 3);
   lua_pushvalue(L, 4);
@@ -359,14 +401,25 @@ static int m_index_rows(lua_State *L) {
     lua_pushfstring(L, "row size mismatch, %s vs %s", pushshape(L, B), pushshape(L, X));
     return luaL_argerror(L, 2, lua_tostring(L, -1));
   }
+  {
+    /* Rows are copied one by one: B must not hold rows still to be read. */
+    static const int args[2] = {1, 2};
+    static const char *const names[2] = {"B", "X"};
+    const nm_tensor *ts[2] = {B, X};
+    nm_check_disjoint(L, 1, 2, args, names, ts);
+  }
   int64_t rows = B->size[0];
-  if (first < 1 || first - 1 + rows > len) {
-    lua_pushfstring(L, "%d rows from position %I need %I indices, the list has %I",
-                    (int)rows, first, first - 1 + (lua_Integer)rows, len);
+  /* Written so that no sum can overflow, whatever first is. */
+  if (first < 1 || first - 1 > len || rows > len - (first - 1)) {
+    lua_pushfstring(L, "%I rows from position %I need more than the %I indices of the list",
+                    (lua_Integer)rows, first, len);
     return luaL_argerror(L, 3, lua_tostring(L, -1));
   }
   for (int64_t i = 0; i < rows; i++) {
     lua_Integer j = index_at(L, 3, it, first + i);
+    /* Reading a list index may run an __index metamethod. */
+    if (B->data == NULL || X->data == NULL)
+      return luaL_error(L, "index_rows: a tensor was closed during the call");
     if (j < 1 || j > X->size[0]) {
       lua_pushfstring(L, "index %I at position %I out of range [1, %I]", j, first + i,
                       (lua_Integer)X->size[0]);

@@ -7,6 +7,7 @@
 #include "../nm_sys.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
@@ -150,6 +151,8 @@ static int sys_spawn(lua_State *L) {
 ** nohang and nothing finished | nil, "interrupted" | nil, "no child" */
 static int sys_wait(lua_State *L) {
   lua_Integer pid = luaL_optinteger(L, 1, -1);
+  /* Checked before the cast: 2^32 - 1 must not become -1 (any child). */
+  luaL_argcheck(L, pid >= -INT_MAX && pid <= INT_MAX, 1, "not a process id");
   int nohang = lua_toboolean(L, 2);
   pid_t done;
   int status, killed_by;
@@ -180,8 +183,13 @@ static int sys_wait(lua_State *L) {
 static int sys_kill(lua_State *L) {
   lua_Integer pid = luaL_checkinteger(L, 1);
   int sig = SIGTERM;
-  luaL_argcheck(L, pid > 0, 1, "must be a process id");
-  if (lua_type(L, 2) == LUA_TNUMBER) sig = (int)luaL_checkinteger(L, 2);
+  /* Checked before the cast: 2^32 - 1 must not become -1 (every process). */
+  luaL_argcheck(L, pid > 0 && pid <= INT_MAX, 1, "must be a process id");
+  if (lua_type(L, 2) == LUA_TNUMBER) {
+    lua_Integer s = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, s >= 0 && s <= 64, 2, "not a signal number");
+    sig = (int)s;
+  }
   else if (!lua_isnoneornil(L, 2)) {
     static const char *const names[] = {"TERM", "INT", "KILL", "SIGTERM", "SIGINT", "SIGKILL", NULL};
     static const int sigs[] = {SIGTERM, SIGINT, SIGKILL, SIGTERM, SIGINT, SIGKILL};

@@ -37,14 +37,22 @@ static nm_ltensor *newheader(lua_State *L) {
   return lt;
 }
 
-nm_tensor *nm_newtensor(lua_State *L, nm_dtype dt, int ndim, const int64_t *size) {
+/* The number of elements of a tensor of these sizes; raises when a size is
+** negative or the count (in bytes, too) would overflow. */
+static int64_t checked_numel(lua_State *L, int ndim, const int64_t *size) {
   int64_t n = 1;
+  for (int d = 0; d < ndim; d++)
+    if (size[d] < 0) luaL_error(L, "negative tensor size %I", (lua_Integer)size[d]);
   for (int d = 0; d < ndim; d++) {
-    if (size[d] < 0) luaL_error(L, "negative tensor size %d", (int)size[d]);
-    if (size[d] > 0 && n > (INT64_MAX / 16) / size[d])
-      luaL_error(L, "tensor too large");
+    if (size[d] == 0) return 0;
+    if (n > (INT64_MAX / 16) / size[d]) luaL_error(L, "tensor too large");
     n *= size[d];
   }
+  return n;
+}
+
+nm_tensor *nm_newtensor(lua_State *L, nm_dtype dt, int ndim, const int64_t *size) {
+  int64_t n = checked_numel(L, ndim, size);
   size_t nbytes = (size_t)n * nm_dtype_size(dt);
   nm_ltensor *lt = newheader(L);
   void *raw = lua_newuserdatauv(L, nbytes + NM_ALIGN, 0);
@@ -94,6 +102,27 @@ void nm_check_dim(lua_State *L, int arg, const nm_tensor *a, int ndim) {
     nm_shape_str(a, sa, sizeof sa);
     lua_pushfstring(L, "%d-D tensor expected, got %s", ndim, sa);
     luaL_argerror(L, arg, lua_tostring(L, -1));
+  }
+}
+
+void nm_check_disjoint(lua_State *L, int nout, int n, const int *args,
+                       const char *const *names, const nm_tensor *const *ts) {
+  for (int i = 0; i < nout; i++) {
+    if (ts[i] == NULL) continue;
+    for (int j = 0; j < n; j++) {
+      if (j == i || ts[j] == NULL || !nm_overlap(ts[i], ts[j])) continue;
+      lua_pushfstring(L, "%s shares memory with %s", names[i], names[j]);
+      luaL_argerror(L, args[j], lua_tostring(L, -1));
+    }
+  }
+}
+
+void nm_check_open(lua_State *L, int n, const int *args, const char *const *names,
+                   const nm_tensor *const *ts) {
+  for (int i = 0; i < n; i++) {
+    if (ts[i] == NULL || ts[i]->data != NULL) continue;
+    lua_pushfstring(L, "%s was closed during the call", names[i]);
+    luaL_argerror(L, args[i], lua_tostring(L, -1));
   }
 }
 
@@ -216,8 +245,12 @@ static int t_range(lua_State *L) {
   double a = luaL_checknumber(L, 1), b = luaL_checknumber(L, 2);
   double step = lua_isnumber(L, 3) ? lua_tonumber(L, 3) : 1.0;
   nm_dtype dt = nm_optdtype(L, lua_type(L, 3) == LUA_TSTRING ? 3 : 4, NM_FLOAT32);
+  luaL_argcheck(L, isfinite(a), 1, "finite number expected");
+  luaL_argcheck(L, isfinite(b), 2, "finite number expected");
   luaL_argcheck(L, step != 0 && isfinite(step), 3, "step must be finite and non-zero");
   double count = floor((b - a) / step + 1e-9) + 1;
+  /* (b - a) / step may overflow to inf: no int64_t holds such a count. */
+  if (!(count < 0x1p62)) return luaL_error(L, "range: too many elements");
   int64_t n = count > 0 ? (int64_t)count : 0;
   nm_tensor *t = nm_newtensor(L, dt, 1, &n);
   for (int64_t i = 0; i < n; i++) nm_set(t, &i, a + (double)i * step);
@@ -281,11 +314,10 @@ static int t_frombytes(lua_State *L) {
   nm_dtype ignored;
   lua_settop(L, lua_gettop(L));
   int ndim = checkdims(L, 3, size, &ignored);
-  int64_t n = 1;
-  for (int d = 0; d < ndim; d++) n *= size[d];
+  int64_t n = checked_numel(L, ndim, size);
   if ((size_t)n * nm_dtype_size(dt) != len)
-    return luaL_error(L, "frombytes: %d bytes do not hold %d %s values", (int)len, (int)n,
-                      nm_dtype_name(dt));
+    return luaL_error(L, "frombytes: %I bytes do not hold %I %s values", (lua_Integer)len,
+                      (lua_Integer)n, nm_dtype_name(dt));
   nm_tensor *t = nm_newtensor(L, dt, ndim, size);
   memcpy(t->data, s, len);
   return 1;
@@ -366,7 +398,7 @@ static void checkindex(lua_State *L, int arg, const nm_tensor *t, int64_t *idx) 
     if (i < 1 || i > t->size[d]) {
       char s[96];
       nm_shape_str(t, s, sizeof s);
-      lua_pushfstring(L, "index %d out of range for dimension %d of %s", (int)i, d + 1, s);
+      lua_pushfstring(L, "index %I out of range for dimension %d of %s", i, d + 1, s);
       luaL_argerror(L, arg + d, lua_tostring(L, -1));
     }
     idx[d] = i - 1;
@@ -401,9 +433,10 @@ static int m_narrow(lua_State *L) {
   nm_tensor *t = nm_checktensor(L, 1);
   int d = checkdimarg(L, 2, t);
   lua_Integer first = luaL_checkinteger(L, 3), len = luaL_checkinteger(L, 4);
-  if (first < 1 || len < 0 || first - 1 + len > t->size[d])
-    return luaL_error(L, "narrow: range %d..%d out of bounds for dimension %d of size %d",
-                      (int)first, (int)(first + len - 1), d + 1, (int)t->size[d]);
+  /* Written so that no sum can overflow, whatever first and len are. */
+  if (first < 1 || len < 0 || first - 1 > t->size[d] || len > t->size[d] - (first - 1))
+    return luaL_error(L, "narrow: %I elements from index %I out of bounds for dimension %d "
+                      "of size %I", len, first, d + 1, (lua_Integer)t->size[d]);
   nm_view_narrow(nm_pushview(L, 1), d, first - 1, len);
   return 1;
 }
@@ -413,8 +446,8 @@ static int m_select(lua_State *L) {
   int d = checkdimarg(L, 2, t);
   lua_Integer i = luaL_checkinteger(L, 3);
   if (i < 1 || i > t->size[d])
-    return luaL_error(L, "select: index %d out of range for dimension %d of size %d", (int)i,
-                      d + 1, (int)t->size[d]);
+    return luaL_error(L, "select: index %I out of range for dimension %d of size %I", i,
+                      d + 1, (lua_Integer)t->size[d]);
   nm_view_select(nm_pushview(L, 1), d, i - 1);
   return 1;
 }
@@ -424,7 +457,7 @@ static int rowcol(lua_State *L, int d, const char *name) {
   nm_check_dim(L, 1, t, 2);
   lua_Integer i = luaL_checkinteger(L, 2);
   if (i < 1 || i > t->size[d])
-    return luaL_error(L, "%s: index %d out of range 1..%d", name, (int)i, (int)t->size[d]);
+    return luaL_error(L, "%s: index %I out of range 1..%I", name, i, (lua_Integer)t->size[d]);
   nm_view_select(nm_pushview(L, 1), d, i - 1);
   return 1;
 }
@@ -452,13 +485,12 @@ static int m_view(lua_State *L) {
   int64_t size[NM_MAXDIM];
   nm_dtype ignored;
   int ndim = checkdims(L, 2, size, &ignored);
-  int64_t n = 1;
-  for (int d = 0; d < ndim; d++) n *= size[d];
+  int64_t n = checked_numel(L, ndim, size);
   if (n != nm_numel(t)) {
     char s[96];
     nm_shape_str(t, s, sizeof s);
-    return luaL_error(L, "view: %d elements requested, tensor %s has %d", (int)n, s,
-                      (int)nm_numel(t));
+    return luaL_error(L, "view: %I elements requested, tensor %s has %I", (lua_Integer)n, s,
+                      (lua_Integer)nm_numel(t));
   }
   if (!nm_is_contiguous(t))
     return luaL_error(L, "view: tensor is not contiguous (use reshape or contiguous)");
@@ -520,6 +552,15 @@ static int m_double(lua_State *L) {
 static int m_copy(lua_State *L) {
   nm_tensor *dst = nm_checktensor(L, 1), *src = nm_checktensor(L, 2);
   if (nm_numel(dst) != nm_numel(src)) nm_check_same_shape(L, 2, dst, src);
+  /* An overlapping source (a shifted or transposed view of dst) would be
+  ** overwritten before it is read: copy it aside first (allocates only
+  ** then). The very same view copies onto itself harmlessly. */
+  if (nm_overlap(dst, src) && !(dst->data == src->data && nm_same_shape(dst, src) &&
+                                memcmp(dst->stride, src->stride, sizeof dst->stride) == 0)) {
+    nm_tensor *tmp = nm_newtensor_like(L, src, src->dtype);
+    nm_tensor_copy(tmp, src);
+    src = tmp;
+  }
   int status = nm_copy(dst, src);
   if (status != NM_OK) return nm_status_error(L, status, "copy");
   lua_settop(L, 1);

@@ -312,6 +312,8 @@ static void reduce_into(lua_State *L, nm_tensor *r, int r_arg, nm_tensor *ri, in
   }
   if (ri != NULL) {
     if (ri->dtype != NM_FLOAT64) luaL_argerror(L, ri_arg, "indices must be float64");
+    if (r != NULL && nm_overlap(r, ri))
+      luaL_argerror(L, ri_arg, "the values and the indices must not share memory");
     check_reduced(L, ri_arg, ri, a, dim);
     a = unalias(L, ri, a, 0);
   }
