@@ -658,6 +658,10 @@ Learner.__index = Learner
 --   net      rcn.net{...} (required)
 --   P0       initial P[:,0] (1e-3)
 --   lr       Adam learning rate (1e-3); beta1, beta2, eps as in nm.optim
+--   lr_scale per-group factors of lr, {P =, K =, v =, b =} (default 1
+--            each): Adam moves every parameter by about its rate, so a
+--            group whose every element acts on all synapses at once (the
+--            bias, K) may need a smaller one than P
 --   lambda   L1 penalty on P (0)
 --   learn    which meta-parameters move: a set of "P", "K", "v", "b"
 --            (default all four; "b" never with bias = "none")
@@ -687,7 +691,22 @@ function rcn.learner(o)
     fail("learner: guard must be 'none', 'skip' or 'rollback'", 2)
   end
   self.segment = o.segment
-  self.opt = optim.adam{lr = o.lr or 1e-3, beta1 = o.beta1, beta2 = o.beta2, eps = o.eps}
+  -- one Adam per group (its own rate); list entry i belongs to group[i]
+  self.group = {"P", "K", "v"}
+  for i = 4, #self.list do self.group[i] = "b" end
+  self.lr = o.lr or 1e-3
+  self.lr_scale = {P = 1, K = 1, v = 1, b = 1}
+  for key, f in pairs(o.lr_scale or {}) do
+    if self.lr_scale[key] == nil or type(f) ~= "number" or not (f >= 0) then
+      fail("learner: lr_scale is a table {P =, K =, v =, b =} of non-negative numbers", 2)
+    end
+    self.lr_scale[key] = f
+  end
+  self.opts = {}
+  for _, key in ipairs{"P", "K", "v", "b"} do
+    self.opts[key] = optim.adam{lr = self.lr * self.lr_scale[key], beta1 = o.beta1,
+                                beta2 = o.beta2, eps = o.eps}
+  end
   self.episodes, self.skipped, self.rollbacks = 0, 0, 0
   self.grads = zeros_like_params(self.list)
   -- P columns of motifs not in use stay at 0 and get no gradient
@@ -777,7 +796,7 @@ function Learner:meta_step(task, g)
   if not ok and self.guard ~= "none" then
     if self.guard == "rollback" and self.prev then
       for i, p in ipairs(self.list) do p:copy(self.prev.list[i]) end
-      self.opt:load_state(clone_tree(self.prev.opt))
+      self:load_opt_state(clone_tree(self.prev.opt))
       self.rollbacks = self.rollbacks + 1
       info.action = "rollback"
     else
@@ -787,12 +806,18 @@ function Learner:meta_step(task, g)
     return info
   end
   if self.guard == "rollback" then
-    self.prev = {list = clone_tree(self.list), opt = clone_tree(self.opt:state())}
+    self.prev = {list = clone_tree(self.list), opt = clone_tree(self:opt_state())}
   end
   if self.clip and norm > self.clip then
     for _, gr in ipairs(grads) do gr:scale(self.clip / norm) end
   end
-  self.opt:step(self.list, grads, self.active)
+  for key, opt in pairs(self.opts) do
+    local ps, gs = {}, {}
+    for i, p in ipairs(self.list) do
+      if self.group[i] == key and self.active[i] then ps[#ps + 1], gs[#gs + 1] = p, grads[i] end
+    end
+    if #ps > 0 then opt:step(ps, gs) end
+  end
   self.p.P:mul(self.Pmask)
   info.action = "update"
   return info
@@ -813,15 +838,26 @@ function Learner:snapshot()
   return s
 end
 
+-- The optimisers' states, by group, and their restore.
+function Learner:opt_state()
+  local st = {}
+  for key, opt in pairs(self.opts) do st[key] = opt:state() end
+  return st
+end
+
+function Learner:load_opt_state(st)
+  for key, opt in pairs(self.opts) do opt:load_state(st[key]) end
+end
+
 -- Checkpoint state (a tree nm.checkpoint can save) and its restore.
 function Learner:state()
-  return {list = self.list, opt = self.opt:state(), episodes = self.episodes,
+  return {list = self.list, opt = self:opt_state(), episodes = self.episodes,
           skipped = self.skipped, rollbacks = self.rollbacks, prev = self.prev}
 end
 
 function Learner:load_state(st)
   for i, p in ipairs(self.list) do p:copy(st.list[i]) end
-  self.opt:load_state(st.opt)
+  self:load_opt_state(st.opt)
   self.episodes, self.skipped, self.rollbacks = st.episodes, st.skipped, st.rollbacks
   self.prev = st.prev and clone_tree(st.prev) or nil
 end

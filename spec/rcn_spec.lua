@@ -397,6 +397,25 @@ describe("RCN learner", function()
     assert.are.equal(3 * (4 * 2 + 16 + 4) + 4 * 3, rcn.count(net))
   end)
 
+  it("moves each group at its own rate (lr_scale), and restores its state", function()
+    local g = nm.generator(3)
+    local net = rcn.net{sizes = SIZES, chemicals = 2}
+    local a = rcn.learner{net = net, lr_scale = {K = 0, b = 0.5}}
+    local b = rcn.learner{net = net, lr_scale = {K = 0, b = 0.5}}
+    local t1, t2 = task(g, 6), task(g, 6)
+    a:meta_step(t1, nm.generator(1))
+    b:load_state(a:state())
+    a:meta_step(t2, nm.generator(2))
+    b:meta_step(t2, nm.generator(2))
+    assert.are.equal(0, a.p.K:norm(math.huge))
+    assert.is_true(a.p.P:norm(math.huge) > 1e-3)
+    -- Adam's first step moves every element by about its rate
+    local db = a.p.b:norm(math.huge)
+    assert.is_true(db > 0.4e-3 and db < 1.1e-3, "bias moved " .. db)
+    for i = 1, #a.list do assert.tensor_near(a.list[i], b.list[i], 0) end
+    assert.has_error(function() rcn.learner{net = net, lr_scale = {theta = 1}} end)
+  end)
+
   it("skips or rolls back non-finite meta-steps", function()
     local g = nm.generator(2)
     for _, guard in ipairs{"skip", "rollback"} do
