@@ -228,6 +228,7 @@ local function measures(net, L, cell)
   out.energy = {}
   local rows = {}
   local L_bound = net:curvature_bound()
+  local emin = math.huge
   for _, solver in ipairs{"euler", "momentum"} do
     local trace = {}
     local o = {solver = solver, trace = trace, tol = opts.tol, max_iter = opts.align_iter}
@@ -246,14 +247,18 @@ local function measures(net, L, cell)
     for k = 1, #trace do
       rows[#rows + 1] = {evaluation = k, solver = solver, energy = trace[k]}
     end
+    emin = math.min(emin, trace[#trace])
     out.energy[solver] = {first = trace[1], last = trace[#trace], iterations = info.iterations,
                           rises = rises, largest_rise = biggest, converged = info.converged,
                           dt = o.dt or opts.dt, curvature_bound = L_bound}
   end
   if opts.plot then
+    -- E - E(end) on a log scale, floored at float32 resolution.
+    local floor = 1e-6 * math.abs(emin)
+    for _, r in ipairs(rows) do r.energy = math.max(r.energy - emin, floor) end
     plot.curves(rows, {out = run:path("settling_energy_" .. cell.dataset .. ".png"),
                        x = "evaluation", y = "energy", group = "solver", logy = true, logx = true,
-                       quiet = true, ylabel = "E per sample",
+                       quiet = true, ylabel = "E - E(fixed point), per sample",
                        title = format("energy during settling, %s, lambda %g (Euler dt = 1/L = %.3g)",
                                       cell.dataset, opts.lambda, out.energy.euler.dt)})
   end

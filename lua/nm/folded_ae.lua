@@ -38,13 +38,19 @@
 --     and its constants g_l, g_e, gamma = 1 + g_e/g_l, the test (encode with
 --     W at lambda = 1, decode with G at lambda = 0).
 --   ours: which areas carry which terms at the ends of the hierarchy (area 0
---     has no W term, the top area no G term: E above), the linear input area
---     (phi_input = "identity"), the hard clamp u_0 = x as the beta -> infinity
---     limit (clamp = "hard", default), the initial state (the W-path sweep),
---     the numerical solvers (Euler steps of the dynamics, or the same
---     gradient with heavy-ball momentum, which reaches the same fixed
---     points faster), the tolerance and iteration cap, minibatches, the
---     weight initialisation, the optional optimiser on the rules' changes.
+--     has no W term, the top area no G term: E above); in the compartment
+--     form a dendrite without input is a compartment at potential 0, which
+--     adds a leak of the top code, (1-lambda)/2 ||u_N||^2, to E, and the
+--     nudging enters as a conductance 2 beta (g_l + g_e) towards x; the
+--     linear input area (phi_input = "identity"), the hard clamp u_0 = x as
+--     the beta -> infinity limit (clamp = "hard", default), the initial
+--     state (the W-path sweep), the numerical solvers (Euler steps of the
+--     dynamics, or the same gradient with heavy-ball momentum and restarts,
+--     which reaches the same fixed points faster; dt halved when the energy
+--     rises), the tolerance and iteration cap, minibatches, the weight
+--     initialisation, the optional optimiser on the rules' changes, the
+--     measures (reconstruction_grad, g_alignment, forward_mismatch,
+--     curvature_bound).
 
 local nm = require "neuromic"
 local rule = require "nm.rule"
@@ -628,31 +634,45 @@ function Net:rule_changes()
   return out
 end
 
+-- The continuous schedule's plasticity, run after every evaluation of a
+-- settle: the rules with eta dt / tau.
+local function continuous_step(net, bs, c)
+  net.cur = bs
+  local f = c.step / c.tau
+  for i = 1, net.N do net.cW[i].rule.p.eta = net.o.eta_W * f end
+  for i = 0, net.N - 1 do net.cG[i].rule.p.eta = net.o.eta_G * f end
+  net:learn()
+end
+
 -- Settle on X, then learn: the default schedule (plasticity at the fixed
 -- point). With schedule = "continuous" the rules act at every Euler step,
--- with eta dt / tau, while the state settles. Returns settle's info.
+-- with eta dt / tau, while the state settles. With adapt (and no dt in o),
+-- a settle starts at min(dt, twice the step the previous training settle
+-- ended with), so that a network whose dynamics have grown stiff does not
+-- overshoot at every batch (ours; the carried step is part of net:state()).
+-- Returns settle's info.
 function Net:train_batch(X, o)
   local c = resolve(self, o)
-  if c.schedule == "continuous" then
-    local so = self.cont_opts or {}
-    self.cont_opts = so
-    for k, v in pairs(o or {}) do so[k] = v end
-    so.on_eval = self.cont_step or function(net, bs, cc)
-      net.cur = bs
-      local f = cc.step / cc.tau
-      for i = 1, net.N do net.cW[i].rule.p.eta = net.o.eta_W * f end
-      for i = 0, net.N - 1 do net.cG[i].rule.p.eta = net.o.eta_G * f end
-      net:learn()
-    end
-    self.cont_step = so.on_eval
-    local ok, info = pcall(self.settle, self, X, so)
+  local so = self.train_opts or {}
+  self.train_opts = so
+  for k in pairs(so) do so[k] = nil end
+  if o then for k, v in pairs(o) do so[k] = v end end
+  local continuous = c.schedule == "continuous"
+  local carry = c.adapt and not continuous and not (o and o.dt)
+  if carry and self.dt_next then so.dt = math.min(c.dt, self.dt_next) end
+  local info
+  if continuous then
+    so.on_eval = continuous_step
+    local ok, res = pcall(self.settle, self, X, so)
     for i = 1, self.N do self.cW[i].rule.p.eta = self.o.eta_W end
     for i = 0, self.N - 1 do self.cG[i].rule.p.eta = self.o.eta_G end
-    if not ok then error(info, 2) end
-    return info
+    if not ok then error(res, 2) end
+    info = res
+  else
+    info = self:settle(X, so)
+    self:learn()
   end
-  local info = self:settle(X, o)
-  self:learn()
+  if carry then self.dt_next = math.min(c.dt, 2 * info.dt) end
   return info
 end
 
@@ -832,7 +852,7 @@ end
 -- ---------------------------------------------------------------- state
 
 function Net:state()
-  local st = {W = {}, G = {}}
+  local st = {W = {}, G = {}, dt_next = self.dt_next}
   for i = 1, self.N do st.W[i] = self.W[i] end
   for i = 0, self.N - 1 do st.G[i + 1] = self.G[i] end   -- 1-based for checkpoints
   if self.optim then st.optim = self.optim:state() end
@@ -851,6 +871,7 @@ function Net:load_state(st)
     self.G[i - 1]:copy(st.G[i])
   end
   if st.optim and self.optim then self.optim:load_state(st.optim) end
+  self.dt_next = st.dt_next
 end
 
 function Net:describe()
