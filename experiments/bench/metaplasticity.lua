@@ -125,12 +125,14 @@ for _, name in ipairs(opts.configs) do
   end
   local generic
   if opts.generic then
-    learner.mode = "generic"
+    -- short segments: a step of the generic rule records some 40 weight-
+    -- sized tensors, so sqrt(T)-step segments would hold about 1 GB
+    learner.mode, learner.segment = "generic", 5
     collectgarbage("collect")
     local c0 = os.clock()
     learner:meta_gradient(task, g:clone())
     generic = os.clock() - c0
-    learner.mode = "unroll"
+    learner.mode, learner.segment = "unroll", nil
   end
   local tr = torch_side(cfg)
   local rel

@@ -615,7 +615,8 @@ local ceil = math.ceil
 -- price is one more forward pass. step must not modify its arguments
 -- (stored states are referenced, not copied).
 --
--- opts: segment (steps per segment), stats (a table that receives
+-- opts: segment (steps per segment), gc (default true: a full garbage
+-- collection after each segment's backward), stats (a table that receives
 -- snapshots, segment, segments, peak_tape_nodes, peak_tape_bytes (with
 -- measure = true), peak_kb = the largest collectgarbage("count") seen
 -- with a segment's tape fully recorded (after a full collection when
@@ -673,6 +674,7 @@ function ag.scan(step, init, params, T, opts)
   end
   local function backward(_, gouts)
     if ns == 1 then gouts = {gouts} end
+    if opts.gc ~= false then collectgarbage("collect") end   -- the forward's garbage
     local adj = {}
     for i = 1, ns do adj[i] = gouts[i] end
     local pgrad = {}
@@ -710,6 +712,7 @@ function ag.scan(step, init, params, T, opts)
       end
       sub:backward(roots, seeds)
       for i = 1, ns do adj[i] = svars[i].grad end
+      svars, cur, sub = nil, nil, nil
       for i = 1, np do
         local g = pvars[i].grad
         if g ~= nil then
@@ -718,6 +721,10 @@ function ag.scan(step, init, params, T, opts)
           else pgrad[i]:add(g) end
         end
       end
+      -- The segment's tape is garbage now: free it before the next one is
+      -- recorded, so that two segments never coexist (the incremental
+      -- collector would otherwise let the heap grow to several segments).
+      if opts.gc ~= false then collectgarbage("collect") end
     end
     local out = {}
     for i = 1, ns do out[i] = adj[i] end
