@@ -60,7 +60,10 @@ local opts = cli.parse(arg, {
     {"outputs", "int", 10, "output units (>= the data set's classes; EMNIST had 47)", min = 2},
     {"motifs", "list", {0, 2, 9}, "motifs (0-based) of the baseline and of every RCN", item = "int"},
     {"feedback", "string", "fa", "feedback pathway", choices = {"fa", "bp"}},
-    {"lr", "number", 1e-3, "Adam learning rate of the meta-parameters", min = 0},
+    {"lr", "number", 3e-4, "Adam learning rate of the meta-parameters (1e-3, the paper's, " ..
+     "collapses the baseline here within ~30 episodes)", min = 0},
+    {"lr-scale", "list", {1, 0.1, 1, 0.01}, "RCN: factors of --lr for P, K, v, b (the bias and " ..
+     "K push every synapse at once)", item = "number"},
     {"lambda", "number", 0, "L1 penalty on theta (baseline) and on P (RCN)", min = 0},
     {"exponent", "string", "L-1", "timescale exponent c/(L-1) or c/L", choices = {"L-1", "L"}},
     {"tau-max", "number", 50, "slowest timescale (tau_min = 1)", min = 1},
@@ -109,6 +112,10 @@ for _, name in ipairs(opts.runs) do
     os.exit(2)
   end
   CONFIGS[name] = cfg
+end
+if #opts.lr_scale ~= 4 then
+  io.stderr:write("rcn: --lr-scale takes four factors (P, K, v, b)\n")
+  os.exit(2)
 end
 for _, r in ipairs(opts.motifs) do
   if r < 0 or r > 9 then
@@ -166,7 +173,9 @@ local function make_learner(cfg)
                       chemicals = cfg.chemicals, share = cfg.share, bias = cfg.bias,
                       momentum = cfg.momentum, motifs = opts.motifs, exponent = opts.exponent,
                       tau_max = opts.tau_max}
-  local o = {net = net, lr = opts.lr, lambda = opts.lambda, guard = guard, clip = clip}
+  local f = opts.lr_scale
+  local o = {net = net, lr = opts.lr, lambda = opts.lambda, guard = guard, clip = clip,
+             lr_scale = {P = f[1], K = f[2], v = f[3], b = f[4]}}
   if cfg.kind == "biasonly" then o.P0, o.learn = 0, {b = true} end
   return rcn.learner(o)
 end
