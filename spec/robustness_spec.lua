@@ -855,3 +855,13 @@ describe("robustness: zero-size operands run the kernels without touching memory
     raises("non-empty", nm.bmvr.rrr, Z(0, 3), Z(0, 2), 1)
   end)
 end)
+
+-- The scratch directory goes when the file is done (os.remove takes only
+-- files and empty directories, so everything written is listed).
+teardown(function()
+  for _, name in ipairs{"a.npy", "a.idx", "w", "w.bak", "s", "v.npy", "huge.npy", "neg.npy",
+                        "trunc.npy", "empty.npy", "fortran.npy", "huge.idx", "trunc.idx",
+                        "gz.idx.gz", "d/e/f", "d/e", "d", ""} do
+    os.remove(tmp(name))
+  end
+end)
