@@ -69,7 +69,7 @@ bench: all
 sanitize: deps
 	$(MAKE) BUILD=build-asan EXE=neuromic-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	  LDFLAGS="-fsanitize=address,undefined" neuromic-asan
-	ASAN_OPTIONS=detect_leaks=0 NEUROMIC_EXE=$(CURDIR)/neuromic-asan ./neuromic-asan tools/busted.lua $(BUSTED_ARGS)
+	ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 NEUROMIC_EXE=$(CURDIR)/neuromic-asan ./neuromic-asan tools/busted.lua $(BUSTED_ARGS)
 
 # libFuzzer targets for the binary readers (IDX, .npy), bounded in time.
 FUZZ_SECONDS ?= 60
