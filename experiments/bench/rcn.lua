@@ -18,6 +18,9 @@
 --     (the episode's Xavier draws 2, initial chemicals L and weights 1,
 --     final state L + 1, chemical adjoints L, bias gradient L, query
 --     gradient 1, readout gradient L, rollback copies 3 L)
+--   plus scratch: traces, work buffers, the query's buffers and Lua tables
+--   (well under 1 MiB here), and a tensor header per step for the sample's
+--   row view (a few hundred bytes per step, garbage)
 -- so memory grows like sqrt(T), through the checkpoints only: the
 -- per-synapse bias gradient is accumulated in place over the T steps,
 -- never stored per step. Printed: what one meta-step allocates (garbage
@@ -138,9 +141,10 @@ for _, T in ipairs(opts.memory_steps) do
   local NE = state / (L + 1)
   local unroll = rcn.memory(net, T)
   local params = rcn.param_bytes(net) / 4                -- one copy of the meta-parameters
+  local MiB = 1024 * 1024
   mem[#mem + 1] = {T = T, allocated = allocated, kept = kept, unroll = unroll, state = state,
-                   params = params, kept_bound = unroll + 7 * params,
-                   step_bound = (5 + 8 * L) * NE}
+                   params = params, kept_bound = unroll + 7 * params + MiB,
+                   step_bound = (5 + 8 * L) * NE + MiB}
   ln, net = nil, nil
 end
 
@@ -155,8 +159,8 @@ for _, m in ipairs(mem) do
 end
 print("(state: chemicals + weights of all layers; unroll: the reused checkpoint buffers; kept: " ..
       "what the learner keeps alive between meta-steps, against unroll + 7 copies of the " ..
-      "meta-parameters; allocated: what one meta-step allocates (garbage afterwards), against " ..
-      "(5 + 8 L) N E)")
+      "meta-parameters + 1 MiB; allocated: what one meta-step allocates (garbage afterwards), " ..
+      "against (5 + 8 L) N E + 1 MiB)")
 local out = os.getenv("NEUROMIC_BENCH_JSON")
 if out then
   local f = assert(io.open(out, "w"))
