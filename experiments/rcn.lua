@@ -306,29 +306,35 @@ local function heatmap(panels, path, title)
   if not plot.gnuplot() then return nil end
   local lines = {"set termoption noenhanced"}
   local n = #panels
-  local width = 0
-  for _, p in ipairs(panels) do width = width + 90 + 60 * #p.cols end
-  lines[#lines + 1] = format("set terminal %s size %d,%d", "pngcairo", math.max(width, 500),
-                             math.max(140 + 28 * #panels[1].rows, 260))
+  local width, rows = 0, 0
+  for _, p in ipairs(panels) do
+    width = width + 230 + 72 * #p.cols
+    rows = math.max(rows, #p.rows)
+  end
+  lines[#lines + 1] = format("set terminal pngcairo size %d,%d font ',10'", math.max(width, 500),
+                             math.max(150 + 30 * rows, 300))
   lines[#lines + 1] = format("set output '%s'", path:gsub("'", ""))
   lines[#lines + 1] = format("set multiplot layout 1,%d title '%s'", n, title:gsub("'", ""))
   lines[#lines + 1] = "set palette defined (-1 '#2166ac', 0 '#f7f7f7', 1 '#b2182b')"
   lines[#lines + 1] = "unset key"
+  lines[#lines + 1] = "set rmargin 12"
   for _, p in ipairs(panels) do
     local mx = 0
     for _, row in ipairs(p.values) do
       for _, v in ipairs(row) do if v == v and math.abs(v) > mx then mx = math.abs(v) end end
     end
     if mx == 0 then mx = 1 end
+    -- values written in the cells in units of a power of ten
+    local unit = 10 ^ math.floor(math.log(mx, 10))
     lines[#lines + 1] = "$m << EOD"
     for i, row in ipairs(p.values) do
       for j, v in ipairs(row) do
-        lines[#lines + 1] = format("%d %d %.17g", j - 1, i - 1, v)
+        lines[#lines + 1] = format("%d %d %.17g %.2f", j - 1, i - 1, v, v / unit)
       end
       lines[#lines + 1] = ""
     end
     lines[#lines + 1] = "EOD"
-    lines[#lines + 1] = format("set title '%s'", p.title)
+    lines[#lines + 1] = format("set title '%s (cells in units of %g)'", p.title, unit)
     lines[#lines + 1] = format("set cbrange [%.6g:%.6g]", -mx, mx)
     local xt, yt = {}, {}
     for j, c in ipairs(p.cols) do xt[#xt + 1] = format("'%s' %d", c, j - 1) end
@@ -337,8 +343,8 @@ local function heatmap(panels, path, title)
     lines[#lines + 1] = "set ytics (" .. table.concat(yt, ", ") .. ")"
     lines[#lines + 1] = format("set xrange [-0.5:%d.5]", #p.cols - 1)
     lines[#lines + 1] = format("set yrange [%d.5:-0.5]", #p.rows - 1)
-    lines[#lines + 1] = "plot $m using 1:2:3 with image, $m using 1:2:(sprintf('%.2g', $3)) " ..
-                        "with labels font ',8'"
+    lines[#lines + 1] = "plot $m using 1:2:3 with image, $m using 1:2:(sprintf('%.2f', $4)) " ..
+                        "with labels font ',9'"
   end
   lines[#lines + 1] = "unset multiplot"
   local script = os.tmpname()
