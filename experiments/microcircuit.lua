@@ -21,12 +21,19 @@
 --   ./neuromic experiments/microcircuit.lua --help
 --   ./neuromic experiments/microcircuit.lua --quick                 # all, seconds
 --   ./neuromic experiments/microcircuit.lua --figure fig2 --out results/mc
+--   ./neuromic experiments/microcircuit.lua --figure fig2 --out results/mc --resume
 --
 -- Each figure writes OUT/<figure>/ (metrics.jsonl/.csv, results.json,
--- plots). Runs are not resumable (no checkpoints); Ctrl-C stops a run.
+-- plots); OUT/results.json gathers the headline figures of every figure
+-- run (final.summary, final.plots). Fig. S1, 2 and 3 checkpoint every
+-- --checkpoint-every patterns (minibatches in Fig. 3) and on SIGINT/SIGTERM
+-- (exit 130/143); --resume skips the figures that finished and continues
+-- the others bit-identically (same weights, same metrics except timings).
+-- Fig. 1 and the theory check take a second and start over.
 
 local nm = require "neuromic"
 local cli = require "nm.cli"
+local json = require "nm.json"
 local results = require "nm.results"
 local progress = require "nm.progress"
 local plot = require "nm.plot"
@@ -39,6 +46,7 @@ local format = string.format
 
 local FIGURES = {"fig1", "figS1", "fig2", "theory", "fig3"}
 local VARIANTS = {microcircuit = true, bp = true, shallow = true, frozen = true, topdown = true}
+local FIG2_MODELS = {microcircuit = true, shallow = true, bp = true, fa = true}
 
 local opts = cli.parse(arg, {
   name = "microcircuit",
@@ -47,8 +55,14 @@ local opts = cli.parse(arg, {
   options = {
     {"figure", "list", {"all"}, "figures: fig1, figS1, fig2, theory, fig3 or all", item = "string"},
     {"plot", "bool", true, "write plots (gnuplot)"},
+    {"checkpoint-every", "int", 2000, "patterns (Fig. S1, 2) or minibatches (Fig. 3) between " ..
+     "checkpoints (0: only on SIGINT/SIGTERM)", quick = 0, min = 0},
+    {"threads", "int", 1, "OpenBLAS threads (0: leave as is; more than one only pays on an idle " ..
+     "machine: the minibatch products are small)", min = 0},
+    {"stop-after", "int", 0, "send SIGTERM to itself after N patterns or minibatches of each " ..
+     "checkpointed figure (tests --resume)", min = 0},
     -- Fig. 1
-    {"fig1-learn-ms", "number", 3000, "Fig. 1: ms with the target shown", quick = 500, min = 1},
+    {"fig1-learn-ms", "number", 3000, "Fig. 1: ms with the target shown", min = 1},
     {"fig1-eta-scale", "number", 1000, "Fig. 1: W_up learning rates as Fig. 2's times this " ..
      "(W_ip, W_pi stay in the analytic self-predicting state)", min = 0},
     -- Fig. S1
@@ -58,8 +72,8 @@ local opts = cli.parse(arg, {
      "0.0005 per ms) times this", min = 0},
     {"s1-theta", "number", 0, "Fig. S1: threshold theta of the soft rectifier (Fig. 2: 3)"},
     -- Fig. 2
-    {"fig2-patterns", "int", 20000, "Fig. 2: training patterns of 100 ms", quick = 200, min = 1},
-    {"fig2-every", "int", 500, "Fig. 2: patterns between evaluations", quick = 50, min = 1},
+    {"fig2-patterns", "int", 20000, "Fig. 2: training patterns of 100 ms", quick = 100, min = 1},
+    {"fig2-every", "int", 500, "Fig. 2: patterns between evaluations", quick = 25, min = 1},
     {"fig2-test", "int", 500, "Fig. 2: unseen test inputs", quick = 100, min = 1},
     {"fig2-sigma", "number", 0.3, "Fig. 2: noise amplitude", min = 0},
     {"fig2-eta-scale", "number", 300, "Fig. 2: learning rates as the paper's times this (the " ..
@@ -70,10 +84,10 @@ local opts = cli.parse(arg, {
     {"theory-batch", "int", 200, "theory: inputs in the probe batch", quick = 50, min = 1},
     -- Fig. 3
     {"datasets", "list", {"mnist", "fashion"}, "Fig. 3: data sets (mnist = the 10,000-digit subset)",
-     item = "string"},
+     item = "string", quick = {"mnist"}},
     {"variants", "list", {"microcircuit", "bp", "shallow", "frozen", "topdown"},
      "Fig. 3: learners (microcircuit, bp, shallow, frozen, topdown)", item = "string"},
-    {"epochs", "int", 20, "Fig. 3: epochs on the MNIST subset", quick = 1, min = 1},
+    {"epochs", "int", 20, "Fig. 3: epochs on the MNIST subset", quick = 2, min = 1},
     {"fashion-epochs", "int", 4, "Fig. 3: epochs on Fashion-MNIST", quick = 1, min = 1},
     {"train-subset", "int", 0, "Fig. 3: first N training images (0: all)", quick = 1000, min = 0},
     {"test-subset", "int", 0, "Fig. 3: first N test images (0: all)", quick = 500, min = 0},
@@ -91,6 +105,34 @@ local opts = cli.parse(arg, {
   },
 })
 
+-- The options each figure's run depends on (its results.json records
+-- them; a checkpoint or a finished figure is reused only when they are
+-- the same), besides the shared ones.
+local SHARED_OPTIONS = {"seed", "quick", "plot", "checkpoint_every", "stop_after", "threads", "out",
+                        "resume", "jobs", "shard"}
+local FIGURE_OPTIONS = {
+  fig1 = {"fig1_learn_ms", "fig1_eta_scale"},
+  figS1 = {"s1_patterns", "s1_every", "s1_eta_scale", "s1_theta"},
+  fig2 = {"fig2_patterns", "fig2_every", "fig2_test", "fig2_sigma", "fig2_eta_scale", "fig2_bp_lr",
+          "fig2_models"},
+  theory = {"theory_batch"},
+  fig3 = {"datasets", "variants", "epochs", "fashion_epochs", "train_subset", "test_subset", "batch",
+          "eta_up", "eta_ip", "init_up", "init_down", "eta_down", "eta_pi", "bp_lr"},
+}
+do   -- every option belongs somewhere (a new option must be listed above)
+  local known = {figure = true}
+  for _, k in ipairs(SHARED_OPTIONS) do known[k] = true end
+  for _, list in pairs(FIGURE_OPTIONS) do for _, k in ipairs(list) do known[k] = true end end
+  for k in pairs(cli.plain(opts)) do
+    assert(known[k], "microcircuit.lua: option '" .. k .. "' is in no figure's list")
+  end
+end
+
+local function usage_error(msg)
+  io.stderr:write("microcircuit: ", msg, "\n")
+  os.exit(2)
+end
+
 local wanted = {}
 for _, f in ipairs(opts.figure) do
   if f == "all" then
@@ -98,39 +140,114 @@ for _, f in ipairs(opts.figure) do
   else
     local ok = false
     for _, g in ipairs(FIGURES) do ok = ok or g == f end
-    if not ok then
-      io.stderr:write(format("microcircuit: unknown figure '%s' (fig1, figS1, fig2, theory, fig3, all)\n", f))
-      os.exit(2)
-    end
+    if not ok then usage_error(format("unknown figure '%s' (fig1, figS1, fig2, theory, fig3, all)", f)) end
     wanted[f] = true
   end
 end
 for _, v in ipairs(opts.variants) do
-  if not VARIANTS[v] then
-    io.stderr:write(format("microcircuit: unknown variant '%s'\n", v))
-    os.exit(2)
-  end
+  if not VARIANTS[v] then usage_error(format("unknown variant '%s'", v)) end
 end
+for _, m in ipairs(opts.fig2_models) do
+  if not FIG2_MODELS[m] then usage_error(format("unknown Fig. 2 model '%s' (microcircuit, shallow, bp, fa)", m)) end
+end
+
+if opts.threads > 0 then nm.blas_threads(opts.threads) end
+
+-- The run of the whole invocation: OUT/results.json with every figure's
+-- headline numbers. With --resume after a finished run, nothing to do.
+local top = results.open(opts, {name = "microcircuit", dataset = "see OUT/<figure>/results.json"})
 
 -- The paper's Fig. 2 rates (1/ms) and the microcircuit softplus.
 local FIG2_ETA = {up = {0.0011875, 0.0005}, ip = 0.0011875, pi = 0.0059375}
 
--- A run directory per figure, under --out.
+local VOLATILE = {resume = true, jobs = true, out = true}
+
+-- open_run(fig, info) -> run, or nil and the final figures of a finished
+-- run of this figure with the same options (--resume). The figure's run
+-- directory is OUT/<fig>.
 local function open_run(fig, info)
-  local o = {}
-  for k, v in pairs(opts) do o[k] = v end
+  local o = {_name = opts._name, _argv = opts._argv}
+  for _, k in ipairs(SHARED_OPTIONS) do o[k] = opts[k] end
+  for _, k in ipairs(FIGURE_OPTIONS[fig]) do o[k] = opts[k] end
   o.out = opts.out .. "/" .. fig
+  if opts.resume then
+    local ok, old = pcall(json.read_file, o.out .. "/results.json")
+    if ok and type(old) == "table" and old.status == "finished" then
+      local was, now = type(old.options) == "table" and old.options or {}, cli.plain(o)
+      if now.shard then now.shard = format("%d/%d", now.shard.index, now.shard.count) end
+      local diffs = {}
+      for _, t in ipairs{was, now} do
+        for k in pairs(t) do
+          if not VOLATILE[k] and json.encode(was[k]) ~= json.encode(now[k]) and not diffs[k] then
+            diffs[k] = true
+            diffs[#diffs + 1] = format("--%s %s then, %s now", k:gsub("_", "-"), json.encode(was[k]),
+                                       json.encode(now[k]))
+          end
+        end
+      end
+      if #diffs > 0 then
+        table.sort(diffs)
+        error(format("%s/results.json holds a finished run with other options (%s); start " ..
+                     "without --resume to replace it", o.out, table.concat(diffs, "; ")), 0)
+      end
+      io.stderr:write(format("%s: finished before; kept\n", o.out))
+      return nil, old.final or {}
+    end
+  end
   info = info or {}
   info.name = "microcircuit-" .. fig
+  info.checkpoint_every = opts.checkpoint_every
   return results.open(o, info)
 end
 
-local function maybe_plot(kind, rows, o)
-  if not opts.plot then return {} end
-  return plot[kind](rows, o)
+-- Once per pattern or minibatch of a checkpointed loop: checkpoints every
+-- --checkpoint-every steps; on SIGINT/SIGTERM saves one and exits (and
+-- marks OUT/results.json stopped too). --stop-after N sends SIGTERM at
+-- step N (after the handler is in place: run:poll installs it).
+local function poll(run, step, get_state)
+  if nm.stop_requested() then top:write("stopped") end
+  run:poll(step, get_state)
+  if step == opts.stop_after then
+    nm.kill(nm.getpid(), "TERM")
+    local t0 = nm.clock()
+    while not nm.stop_requested() and nm.clock() - t0 < 10 do nm.sleep(0.001) end
+    top:write("stopped")
+    run:poll(step, get_state)
+  end
 end
 
-local summary = {}     -- lines printed at the end
+local function maybe_plot(plots, kind, rows, o)
+  if not opts.plot then return end
+  for _, p in ipairs(plot[kind](rows, o)) do plots[#plots + 1] = p end
+end
+
+-- CRC-32 of the bytes of a list of tensors: a fingerprint of final
+-- weights (resumed runs must end with the same).
+local function weights_crc(list)
+  local crc = 0
+  for _, W in ipairs(list) do crc = nm.crc32(W:tobytes(), crc) end
+  return crc
+end
+
+local function mc_weights(net)
+  local list = {}
+  for _, kind in ipairs{"up", "down", "ip", "pi"} do
+    for k = 1, #net[kind] do
+      list[#list + 1] = net[kind][k].W
+      if net[kind][k].b then list[#list + 1] = net[kind][k].b end
+    end
+  end
+  return list
+end
+
+local function mlp_weights(net)
+  local list = {}
+  for l = 1, net.L do
+    list[#list + 1] = net.conns[l].W
+    if net.conns[l].b then list[#list + 1] = net.conns[l].b end
+  end
+  return list
+end
 
 -- ------------------------------------------------------------ the teacher
 
@@ -153,9 +270,8 @@ end
 
 -- ------------------------------------------------------------ Fig. 1
 
-local function fig1()
-  local run = open_run("fig1", {dataset = "one association: x ~ U(-1, 1), u_trgt ~ U(1, 5)",
-                                columns = {"t_ms", "phase"}})
+local function fig1(run)
+  run:resume()                                   -- (no checkpoints: starts over)
   local s = opts.fig1_eta_scale
   local net = mc.new{sizes = {30, 50, 10}, gen = nm.generator(opts.seed), sigma = 0.1,
                      self_predicting = true,
@@ -168,10 +284,8 @@ local function fig1()
   local x1, ut1 = x:select(1, 1), ut:select(1, 1)
   local out = net.pyr[2]
   local t_ms, rows = 0, {}
-  local marks = {}
   local function phase(name, ms, target)
     local steps = math.floor(ms / net.p.dt + 0.5)
-    marks[#marks + 1] = {name = name, from = t_ms}
     for _ = 1, steps // 10 do
       net:run(x1, 10, target)
       t_ms = t_ms + 10 * net.p.dt
@@ -207,28 +321,23 @@ local function fig1()
     output_error_onset = mean_of("output_error", 200, 250),
     output_error_end = mean_of("output_error", 150 + T, 200 + T),
     output_error_after = mean_of("output_error", 300 + T, 500 + T),
+    plots = {},
   }
-  maybe_plot("curves", rows, {out = run:path("traces_output.png"), x = "t_ms",
+  maybe_plot(final.plots, "curves", rows, {out = run:path("traces_output.png"), x = "t_ms",
     y = {"u_out1", "u_trgt1", "u_out2", "u_trgt2"}, title = "Fig. 1: output potentials and targets",
     xlabel = "time (ms)", ylabel = "potential"})
-  maybe_plot("curves", rows, {out = run:path("traces_apical.png"), x = "t_ms",
+  maybe_plot(final.plots, "curves", rows, {out = run:path("traces_apical.png"), x = "t_ms",
     y = {"vA1", "vA2", "vA3"}, title = "Fig. 1: apical potentials of hidden cells",
     xlabel = "time (ms)", ylabel = "vA"})
-  maybe_plot("curves", rows, {out = run:path("apical_energy.png"), x = "t_ms",
+  maybe_plot(final.plots, "curves", rows, {out = run:path("apical_energy.png"), x = "t_ms",
     y = {"apical_energy", "output_error"}, logy = true,
     title = "Fig. 1: ||vA||^2 and ||u_out - u_trgt||^2", xlabel = "time (ms)"})
-  run:finish(final)
-  summary[#summary + 1] = format(
-    "Fig. 1: ||vA||^2 before %.2e, target onset %.2e, end of learning %.2e, target removed %.2e; " ..
-    "||u_N - u_trgt||^2 onset %.3f -> end %.3f", final.apical_before, final.apical_target_onset,
-    final.apical_target_end, final.apical_after, final.output_error_onset, final.output_error_end)
+  return final
 end
 
 -- ------------------------------------------------------------ Fig. S1
 
-local function figS1()
-  local run = open_run("figS1", {dataset = "random inputs U(-1, 1), no target",
-                                 columns = {"pattern"}})
+local function figS1(run)
   local rate = {"softplus", theta = opts.s1_theta}
   local k = opts.s1_eta_scale
   local net = mc.new{sizes = {30, 50, 10}, gen = nm.generator(opts.seed), sigma = 0.1, rate = rate,
@@ -239,25 +348,40 @@ local function figS1()
   local c = p.g_B * (p.g_lk + p.g_D) / (p.g_D * (p.g_lk + p.g_B))
   local ip_target = net.up[2].W:clone():scale(c)
   local minus_down = net.down[1].W:clone():scale(-1)
+  -- the checkpointed state: position, accumulators, weights and traces,
+  -- the input and noise streams
+  local s = run:resume()
+  if s then
+    net:load_state(s.net)
+    net.noise_gen:set_state(s.noise)
+    g:set_state(s.input)
+  else
+    s = {pattern = 0, va_acc = 0, mm_acc = 0, n_acc = 0}
+  end
+  local function state()
+    s.net, s.noise, s.input = net:state(), net.noise_gen:state(), g:state()
+    return s
+  end
   local bar = progress.new{total = opts.s1_patterns, label = "Fig. S1"}
-  local va_acc, mm_acc, n_acc = 0, 0, 0
-  local last
-  for pat = 1, opts.s1_patterns do
+  for pat = s.pattern + 1, opts.s1_patterns do
     x:uniform(g, -1, 1)
     net:run(x, 500)
     for _ = 1, 10 do                               -- second half: sample every 5 ms
       net:run(x, 50)
       local va, mm = net:apical_energy(), net:interneuron_mismatch()
-      va_acc, mm_acc, n_acc = va_acc + va, mm_acc + mm, n_acc + 1
+      s.va_acc, s.mm_acc, s.n_acc = s.va_acc + va, s.mm_acc + mm, s.n_acc + 1
     end
     if pat % opts.s1_every == 0 or pat == 1 then
-      last = {pattern = pat, apical_energy = va_acc / n_acc, interneuron_mismatch = mm_acc / n_acc,
-              angle_pi = measures.angle(net.pi[1].W, minus_down),
-              angle_ip = measures.angle(net.ip[1].W, ip_target)}
-      run:log(last)
-      va_acc, mm_acc, n_acc = 0, 0, 0
+      s.last = {pattern = pat, apical_energy = s.va_acc / s.n_acc,
+                interneuron_mismatch = s.mm_acc / s.n_acc,
+                angle_pi = measures.angle(net.pi[1].W, minus_down),
+                angle_ip = measures.angle(net.ip[1].W, ip_target)}
+      run:log(s.last)
+      s.va_acc, s.mm_acc, s.n_acc = 0, 0, 0
     end
+    s.pattern = pat
     bar:update(pat)
+    poll(run, pat, state)
   end
   bar:finish()
   -- the same measures in the analytic state, for reference (same noise level)
@@ -270,23 +394,19 @@ local function figS1()
     va_ref, mm_ref = va_ref + ref:apical_energy() / 20, mm_ref + ref:interneuron_mismatch() / 20
   end
   local rows = run:metrics()
-  local first = rows[1]
-  maybe_plot("curves", rows, {out = run:path("self_predicting.png"), x = "pattern",
-    y = {"apical_energy", "interneuron_mismatch"}, logy = true,
-    title = "Fig. S1: learning the self-predicting state", xlabel = "pattern (100 ms each)"})
-  maybe_plot("curves", rows, {out = run:path("angles.png"), x = "pattern",
-    y = {"angle_pi", "angle_ip"}, title = "Fig. S1: angle to the analytic weights (degrees)",
-    xlabel = "pattern"})
+  local first, last = rows[1], s.last
   local final = {apical_first = first.apical_energy, apical_last = last.apical_energy,
                  mismatch_first = first.interneuron_mismatch, mismatch_last = last.interneuron_mismatch,
                  angle_pi_last = last.angle_pi, angle_ip_last = last.angle_ip,
-                 apical_analytic_state = va_ref, mismatch_analytic_state = mm_ref}
-  run:finish(final)
-  summary[#summary + 1] = format(
-    "Fig. S1: ||vA||^2 %.3g -> %.3g (analytic state with the same noise: %.3g); " ..
-    "||u2 - uI||^2 %.3g -> %.3g (%.3g); angles to -W_down %.1f deg, to c W_up %.1f deg",
-    final.apical_first, final.apical_last, va_ref, final.mismatch_first, final.mismatch_last, mm_ref,
-    final.angle_pi_last, final.angle_ip_last)
+                 apical_analytic_state = va_ref, mismatch_analytic_state = mm_ref,
+                 weights_crc32 = weights_crc(mc_weights(net)), plots = {}}
+  maybe_plot(final.plots, "curves", rows, {out = run:path("self_predicting.png"), x = "pattern",
+    y = {"apical_energy", "interneuron_mismatch"}, logy = true,
+    title = "Fig. S1: learning the self-predicting state", xlabel = "pattern (100 ms each)"})
+  maybe_plot(final.plots, "curves", rows, {out = run:path("angles.png"), x = "pattern",
+    y = {"angle_pi", "angle_ip"}, title = "Fig. S1: angle to the analytic weights (degrees)",
+    xlabel = "pattern"})
+  return final
 end
 
 -- ------------------------------------------------------------ Fig. 2
@@ -298,11 +418,7 @@ nn.activations.microcircuit_softplus = {
   df = function(d, a) d:sub(a, 3):sigmoid():scale(0.1) end,
 }
 
-local function fig2()
-  local run = open_run("fig2", {dataset = "teacher 30-20-10 (Sacramento et al. Fig. 2)",
-                                columns = {"model", "pattern"}})
-  local models = {}
-  for _, m in ipairs(opts.fig2_models) do models[m] = true end
+local function fig2(run)
   local probe = mc.new{sizes = {30, 50, 10}, gen = nm.generator(1)}
   local teacher = teacher_of(opts.seed + 100, probe)
   -- a fixed test set and its target rates
@@ -315,102 +431,122 @@ local function fig2()
     D:sub(R, Rtest)
     return D:dot(D) / opts.fig2_test
   end
-  local final = {}
   local P, every = opts.fig2_patterns, opts.fig2_every
 
-  -- the training stream: the same inputs for every model
-  local function stream()
-    local g = nm.generator(opts.seed + 300)
-    local x = nm.zeros(1, 30, "float64")
-    local u = nm.zeros(1, 10, "float64")
-    return function()
-      x:uniform(g, -1, 1)
-      teacher.potential(u, x)
-      return x, u
-    end
+  -- The training stream, the same inputs for every model: x ~ U(-1, 1)
+  -- and the teacher's output potentials.
+  local stream_gen = nm.generator(1)
+  local x, u = nm.zeros(1, 30, "float64"), nm.zeros(1, 10, "float64")
+  local function next_pattern()
+    x:uniform(stream_gen, -1, 1)
+    teacher.potential(u, x)
+    return x, u
   end
 
-  local function microcircuit(name, shallow)
+  -- Each learner: train(x, u) on one pattern, evaluate(pattern) -> a
+  -- logged row, state()/load(st) for checkpoints, weights() for the CRC.
+  local function microcircuit(name)
     local k = opts.fig2_eta_scale
-    local eta = {up = {shallow and 0 or FIG2_ETA.up[1] * k, FIG2_ETA.up[2] * k}, ip = FIG2_ETA.ip * k,
-                 pi = FIG2_ETA.pi * k}
+    local eta = {up = {name == "shallow" and 0 or FIG2_ETA.up[1] * k, FIG2_ETA.up[2] * k},
+                 ip = FIG2_ETA.ip * k, pi = FIG2_ETA.pi * k}
+    local noise = nm.generator(opts.seed + 400)
     local net = mc.new{sizes = {30, 50, 10}, gen = nm.generator(opts.seed), sigma = opts.fig2_sigma,
-                       eta = eta, noise_gen = nm.generator(opts.seed + 400)}
-    local next_pattern = stream()
-    local function evaluate(pat)
-      local bs = net:steady_state(Xtest, nil, 30)   -- the noise-free fixed point, no target
-      local e_fix = test_error(bs.R[2])
-      local e_ff = test_error(net:forward(Xtest))    -- the feed-forward (self-predicting) output
-      local row = {model = name, pattern = pat, test_error = e_fix, test_error_ff = e_ff,
-                   angle = measures.angle(net.up[2].W, net.down[1].W:t())}
-      run:log(row)
-      return row
-    end
-    evaluate(0)
-    local bar = progress.new{total = P, label = "Fig. 2 " .. name}
-    local t0 = nm.clock()
-    local last
-    for pat = 1, P do
-      local x, u = next_pattern()
-      net:run(x:select(1, 1), 1000, u:select(1, 1))
-      if pat % every == 0 or pat == P then last = evaluate(pat) end
-      bar:update(pat)
-    end
-    bar:finish()
-    final[name] = {test_error = last.test_error, test_error_ff = last.test_error_ff,
-                   angle = last.angle, seconds = nm.clock() - t0}
+                       eta = eta, noise_gen = noise}
+    return {
+      train = function(xp, up) net:run(xp:select(1, 1), 1000, up:select(1, 1)) end,
+      evaluate = function(pat)
+        local bs = net:steady_state(Xtest, nil, 30)   -- the noise-free fixed point, no target
+        return {model = name, pattern = pat, test_error = test_error(bs.R[2]),
+                test_error_ff = test_error(net:forward(Xtest)),   -- the feed-forward output
+                angle = measures.angle(net.up[2].W, net.down[1].W:t())}
+      end,
+      state = function() return {net = net:state(), noise = noise:state()} end,
+      load = function(st) net:load_state(st.net); noise:set_state(st.noise) end,
+      weights = function() return mc_weights(net) end,
+    }
   end
 
-  local function backprop(name, rulename)
+  local function backprop(name)
+    local rulename = name == "bp" and "backprop" or "fa"
     local net = nn.mlp{sizes = {30, 50, 10}, act = "microcircuit_softplus", out = "microcircuit_softplus",
                        loss = "mse", rule = rulename, params = {eta = opts.fig2_bp_lr}, bias = false,
                        gen = nm.generator(opts.seed), dtype = "float64",
                        init = function(W, _, g) W:uniform(g, -1, 1) end}
-    local next_pattern = stream()
     local R = nm.zeros(1, 10, "float64")
-    local function evaluate(pat)
-      local row = {model = name, pattern = pat, test_error = test_error(net:forward(Xtest))}
-      if rulename == "fa" then row.angle = measures.feedback_angles(net, "fa")[1] end
-      run:log(row)
-      return row
-    end
-    evaluate(0)
-    local last
-    for pat = 1, P do
-      local x, u = next_pattern()
-      R:copy(u)
-      probe:phi(R, R)
-      net:train_batch(x, R)
-      if pat % every == 0 or pat == P then last = evaluate(pat) end
-    end
-    final[name] = {test_error = last.test_error, angle = last.angle}
+    return {
+      train = function(xp, up)
+        R:copy(up)
+        probe:phi(R, R)
+        net:train_batch(xp, R)
+      end,
+      evaluate = function(pat)
+        local row = {model = name, pattern = pat, test_error = test_error(net:forward(Xtest))}
+        if rulename == "fa" then row.angle = measures.feedback_angles(net, "fa")[1] end
+        return row
+      end,
+      state = function() return {net = net:state()} end,
+      load = function(st) net:load_state(st.net) end,
+      weights = function() return mlp_weights(net) end,
+    }
   end
 
-  if models.microcircuit then microcircuit("microcircuit", false) end
-  if models.shallow then microcircuit("shallow", true) end
-  if models.bp then backprop("bp", "backprop") end
-  if models.fa then backprop("fa", "fa") end
+  -- The checkpointed state: the model in progress and the pattern in it,
+  -- its learner state, the stream, the last evaluation, the figures of the
+  -- models done. s.step counts patterns over all models.
+  local s = run:resume()
+  local resumed = s ~= nil
+  if not s then s = {model = 1, pattern = 0, step = 0, final = {}} end
+  local final = s.final
+  local models = opts.fig2_models
+  for mi = s.model, #models do
+    local name = models[mi]
+    local learner = (name == "microcircuit" or name == "shallow") and microcircuit(name) or backprop(name)
+    local seconds = 0
+    if resumed then
+      learner.load(s.learner)
+      stream_gen:set_state(s.stream)
+      seconds = s.seconds
+      resumed = false
+    else
+      stream_gen:set_state(nm.generator(opts.seed + 300):state())
+      s.pattern, s.last = 0, learner.evaluate(0)
+      run:log(s.last)
+    end
+    s.model = mi
+    local function state()
+      s.learner, s.stream, s.seconds = learner.state(), stream_gen:state(), seconds
+      return s
+    end
+    local bar = progress.new{total = P, label = "Fig. 2 " .. name}
+    for pat = s.pattern + 1, P do
+      local t0 = nm.clock()
+      learner.train(next_pattern())
+      seconds = seconds + (nm.clock() - t0)
+      if pat % every == 0 or pat == P then
+        s.last = learner.evaluate(pat)
+        run:log(s.last)
+      end
+      s.pattern, s.step = pat, s.step + 1
+      bar:update(pat)
+      poll(run, s.step, state)
+    end
+    bar:finish()
+    final[name] = {test_error = s.last.test_error, test_error_ff = s.last.test_error_ff,
+                   angle = s.last.angle, seconds = seconds,
+                   weights_crc32 = weights_crc(learner.weights())}
+    s.learner, s.model, s.pattern = nil, mi + 1, 0
+  end
+  final.test_error_initial = run:metrics()[1] and run:metrics()[1].test_error
+  final.patterns = P
+  final.plots = {}
   local rows = run:metrics()
-  maybe_plot("curves", rows, {out = run:path("test_error.png"), x = "pattern", y = "test_error",
-    group = "model", logy = true, title = "Fig. 2: test error ||r_N - r_trgt||^2 (noise-free)",
-    xlabel = "pattern (100 ms each)"})
-  maybe_plot("curves", rows, {out = run:path("alignment.png"), x = "pattern", y = "angle",
+  maybe_plot(final.plots, "curves", rows, {out = run:path("test_error.png"), x = "pattern",
+    y = "test_error", group = "model", logy = true,
+    title = "Fig. 2: test error ||r_N - r_trgt||^2 (noise-free)", xlabel = "pattern (100 ms each)"})
+  maybe_plot(final.plots, "curves", rows, {out = run:path("alignment.png"), x = "pattern", y = "angle",
     group = "model", title = "Fig. 2: angle between W_up[2]^T and W_down[1] (B for FA), degrees",
     xlabel = "pattern"})
-  run:finish(final)
-  local parts = {}
-  for _, m in ipairs{"microcircuit", "shallow", "bp", "fa"} do
-    local f = final[m]
-    if f then
-      parts[#parts + 1] = format("%s %.4g%s", m, f.test_error,
-                                 f.angle and format(" (angle %.0f deg)", f.angle) or "")
-    end
-  end
-  summary[#summary + 1] = "Fig. 2 test error after " .. P .. " patterns: " .. table.concat(parts, ", ")
-  if final.microcircuit then
-    summary[#summary + 1] = format("Fig. 2: the microcircuit run took %.0f s (%d patterns x 1000 steps)",
-                                   final.microcircuit.seconds, P)
-  end
+  return final
 end
 
 -- ------------------------------------------------------------ theory
@@ -441,16 +577,17 @@ local function update_cosines(net, X, UT, feedback)
   return out
 end
 
-local function theory()
-  local run = open_run("theory", {dataset = "random inputs, teacher targets", columns = {"g"}})
+local THEORY_G = {0.8, 0.4, 0.2, 0.1, 0.05, 0.02, 0.01, 0.001}
+
+local function theory(run)
+  run:resume()                                   -- (no checkpoints: starts over)
   local sizes = {30, 50, 50, 10}
   local g = nm.generator(opts.seed + 1)
   local probe = mc.new{sizes = {30, 50, 10}, gen = nm.generator(1)}
   local teacher = teacher_of(opts.seed + 100, probe)
   local X = nm.zeros(opts.theory_batch, 30, "float64"):uniform(g, -1, 1)
   local UT = teacher.potential(nm.zeros(opts.theory_batch, 10, "float64"), X)
-  local lines = {}
-  for _, gval in ipairs{0.8, 0.4, 0.2, 0.1, 0.05, 0.02, 0.01, 0.001} do
+  for _, gval in ipairs(THEORY_G) do
     local function make()
       return mc.new{sizes = sizes, gen = nm.generator(opts.seed), mode = "steady", g_A = gval,
                     g_som = gval, eta = {up = 1}}
@@ -463,27 +600,31 @@ local function theory()
     local cf = update_cosines(rnd, X, UT, "fa")
     local cfb = update_cosines(rnd, X, UT, "bp")
     local f = sym:factors()
-    local row = {g = gval, lambda = f.lambda, lambda_out = f.lambda_out,
-                 cos_bp_1 = cb[1], cos_bp_2 = cb[2], cos_bp_3 = cb[3],
-                 cos_fa_1 = cf[1], cos_fa_2 = cf[2], cos_fa_vs_bp_1 = cfb[1], cos_fa_vs_bp_2 = cfb[2]}
-    run:log(row)
-    lines[#lines + 1] = format("  %6.3f %8.4f %8.4f | %8.5f %8.5f %8.5f | %8.5f %8.5f | %8.4f %8.4f",
-      gval, f.lambda, f.lambda_out, cb[1], cb[2], cb[3], cf[1], cf[2], cfb[1], cfb[2])
+    run:log{g = gval, lambda = f.lambda, lambda_out = f.lambda_out,
+            cos_bp_1 = cb[1], cos_bp_2 = cb[2], cos_bp_3 = cb[3],
+            cos_fa_1 = cf[1], cos_fa_2 = cf[2], cos_fa_vs_bp_1 = cfb[1], cos_fa_vs_bp_2 = cfb[2]}
   end
-  maybe_plot("curves", run:metrics(), {out = run:path("cosines.png"), x = "lambda", logx = true,
+  local rows = run:metrics()
+  local final = {rows = rows, plots = {}}
+  for _, key in ipairs{"cos_bp_1", "cos_bp_2", "cos_fa_1", "cos_fa_2", "lambda"} do
+    final[key] = rows[#rows][key]
+  end
+  -- the smallest g whose first-layer change still resolves above rounding
+  for _, r in ipairs(rows) do
+    if r.g == 0.01 then final.at_001 = {cos_bp_1 = r.cos_bp_1, cos_fa_1 = r.cos_fa_1, lambda = r.lambda} end
+  end
+  maybe_plot(final.plots, "curves", rows, {out = run:path("cosines.png"), x = "lambda", logx = true,
     y = {"cos_bp_1", "cos_bp_2", "cos_fa_1", "cos_fa_2"},
     title = "W_up change vs BP (symmetric W_down) and FA (random W_down)", xlabel = "lambda (hidden)"})
-  local last = run:metrics()[#run:metrics()]
-  run:finish{cos_bp_1 = last.cos_bp_1, cos_bp_2 = last.cos_bp_2, cos_fa_1 = last.cos_fa_1,
-             cos_fa_2 = last.cos_fa_2, lambda = last.lambda}
-  summary[#summary + 1] = "Theory check (30-50-50-10, g_A = g_som = g; cos of W_up changes, layers 1..3):\n" ..
-    "       g   lambda  lam_out |   BP: 1        2        3 |   FA: 1        2 | FA vs BP: 1   2\n" ..
-    table.concat(lines, "\n")
+  return final
 end
 
 -- ------------------------------------------------------------ Fig. 3
 
 local PAPER = {microcircuit = 1.96, bp = 1.53, shallow = 8.4, frozen = 2.11, topdown = 2.48}
+local VARIANT_NAMES = {microcircuit = "784-500-500-10 microcircuit", bp = "784-500-500-10 backprop",
+                       shallow = "shallow (output only)", frozen = "hidden-to-hidden frozen",
+                       topdown = "784-1000-10, learned W_down"}
 
 -- BP's weights drawn as the microcircuit's W_up: U(-a_l, a_l).
 local function layer_init()
@@ -496,117 +637,263 @@ local function layer_init()
   end
 end
 
-local function fig3()
-  local run = open_run("fig3", {dataset = table.concat(opts.datasets, ", "),
-                                columns = {"dataset", "variant", "epoch"}})
-  local final = {}
-  for _, dname in ipairs(opts.datasets) do
+-- A Fig. 3 learner: train(batch), errors(split) -> fraction wrong,
+-- apical() (microcircuits), state()/load(st), weights().
+local function fig3_learner(variant, ds)
+  local gen = nm.generator(opts.seed)
+  if variant == "bp" then
+    local net = nn.mlp{sizes = {784, 500, 500, 10}, act = "sigmoid", out = "sigmoid", loss = "mse",
+                       rule = "backprop", params = {eta = opts.bp_lr}, gen = gen, init = layer_init()}
+    return {
+      train = function(b) net:train_batch(b.X, b.Y) end,
+      errors = function(split)
+        local _, acc = net:evaluate(split.X, split.Y, 1000, split.labels)
+        return 1 - acc
+      end,
+      state = function() return net:state() end,
+      load = function(st) net:load_state(st) end,
+      weights = function() return mlp_weights(net) end,
+    }
+  end
+  local up, ip = opts.eta_up, opts.eta_ip
+  local sizes, eta = {784, 500, 500, 10}, {up = {up[1], up[2], up[3]}, ip = {ip[1], ip[2]}}
+  if variant == "shallow" then eta = {up = {0, 0, up[3]}, ip = {0, 0}}
+  elseif variant == "frozen" then eta.up[2] = 0
+  elseif variant == "topdown" then
+    sizes = {784, 1000, 10}
+    eta = {up = {up[1], up[3]}, ip = {ip[2]}, down = opts.eta_down, pi = opts.eta_pi}
+  end
+  local init = {up = {opts.init_up[1], opts.init_up[2], opts.init_up[3]}, down = opts.init_down}
+  if #sizes == 3 then init.up = {opts.init_up[1], opts.init_up[3]} end
+  local net = mc.new{sizes = sizes, gen = gen, dtype = "float32", mode = "steady",
+                     rate = "logistic", bias = true, init = init, self_predicting = true, eta = eta}
+  local UT = {}
+  local probe_X = ds.test.X:narrow(1, 1, math.min(100, ds.test.n))
+  return {
+    train = function(b)
+      local U = UT[b.n]
+      if not U then U = nm.zeros(b.n, 10); UT[b.n] = U end
+      net:phi_inverse(U, b.Y)
+      net:train_batch(b.X, U)
+    end,
+    errors = function(split) return 1 - net:correct(split.X, split.labels) / split.n end,
+    -- the self-predicting state without nudging: mean ||vA||^2 on test images
+    apical = function()
+      net:steady_state(probe_X)
+      return (net:steady_measures())
+    end,
+    state = function() return net:state() end,
+    load = function(st) net:load_state(st) end,
+    weights = function() return mc_weights(net) end,
+  }
+end
+
+local function fig3(run)
+  -- The checkpointed state: data set and variant in progress, the epoch
+  -- and minibatch in it, the batch order's generator at the start of the
+  -- epoch, the learner, the figures so far. s.step counts minibatches
+  -- over all data sets and variants.
+  local s = run:resume()
+  local resumed = s ~= nil
+  if not s then s = {dataset = 1, variant = 1, step = 0, final = {}} end
+  local final = s.final
+  for di = s.dataset, #opts.datasets do
+    local dname = opts.datasets[di]
     local ds = data.load(dname, {on = 0.8, off = 0.1,
                                  subset = opts.train_subset > 0 and opts.train_subset or nil,
                                  test_subset = opts.test_subset > 0 and opts.test_subset or nil})
     local epochs = dname == "fashion" and opts.fashion_epochs or opts.epochs
-    final[dname] = {}
-    for _, variant in ipairs(opts.variants) do
-      local gen = nm.generator(opts.seed)
-      local learner
-      if variant == "bp" then
-        local net = nn.mlp{sizes = {784, 500, 500, 10}, act = "sigmoid", out = "sigmoid", loss = "mse",
-                           rule = "backprop", params = {eta = opts.bp_lr}, gen = gen, init = layer_init()}
-        learner = {
-          train = function(b) net:train_batch(b.X, b.Y) end,
-          errors = function(split)
-            local _, acc = net:evaluate(split.X, split.Y, 1000, split.labels)
-            return 1 - acc
-          end,
-        }
-      else
-        local up, ip = opts.eta_up, opts.eta_ip
-        local sizes, eta = {784, 500, 500, 10}, {up = {up[1], up[2], up[3]}, ip = {ip[1], ip[2]}}
-        if variant == "shallow" then eta = {up = {0, 0, up[3]}, ip = {0, 0}}
-        elseif variant == "frozen" then eta.up[2] = 0
-        elseif variant == "topdown" then
-          sizes = {784, 1000, 10}
-          eta = {up = {up[1], up[3]}, ip = {ip[2]}, down = opts.eta_down, pi = opts.eta_pi}
-        end
-        local init = {up = {opts.init_up[1], opts.init_up[2], opts.init_up[3]}, down = opts.init_down}
-        if #sizes == 3 then init.up = {opts.init_up[1], opts.init_up[3]} end
-        local net = mc.new{sizes = sizes, gen = gen, dtype = "float32", mode = "steady",
-                           rate = "logistic", bias = true, init = init, self_predicting = true, eta = eta}
-        local UT = {}
-        local probe_X = ds.test.X:narrow(1, 1, math.min(100, ds.test.n))
-        learner = {
-          net = net,
-          train = function(b)
-            local U = UT[b.n]
-            if not U then U = nm.zeros(b.n, 10); UT[b.n] = U end
-            net:phi_inverse(U, b.Y)
-            net:train_batch(b.X, U)
-          end,
-          errors = function(split) return 1 - net:correct(split.X, split.labels) / split.n end,
-          -- the self-predicting state without nudging: mean ||vA||^2 on test images
-          apical = function()
-            net:steady_state(probe_X)
-            return (net:steady_measures())
-          end,
-        }
+    final[dname] = final[dname] or {}
+    for vi = (di == s.dataset and s.variant or 1), #opts.variants do
+      local variant = opts.variants[vi]
+      local learner = fig3_learner(variant, ds)
+      local order = nm.generator(opts.seed + 1)
+      local batches = data.batches(ds.train, opts.batch, {generator = order})
+      local nb = #batches
+      local first_epoch, skip, seconds = 1, 0, 0
+      if resumed then
+        learner.load(s.learner)
+        order:set_state(s.order)
+        first_epoch, skip, seconds = s.epoch, s.batch, s.seconds
+        resumed = false
       end
-      local batches = data.batches(ds.train, opts.batch, {generator = nm.generator(opts.seed + 1)})
-      local bar = progress.new{total = epochs * #batches, label = dname .. " " .. variant}
-      local t0, done = nm.clock(), 0
-      local last
-      for epoch = 1, epochs do
-        for b in batches:epoch() do
+      s.dataset, s.variant = di, vi
+      local epoch, done, order_state, t0
+      local function state()
+        s.epoch, s.batch, s.order, s.learner = epoch, done, order_state, learner.state()
+        s.seconds = seconds + (nm.clock() - t0)
+        return s
+      end
+      local bar = progress.new{total = epochs * nb, label = dname .. " " .. variant}
+      for e = first_epoch, epochs do
+        epoch, order_state = e, order:state()
+        done = e == first_epoch and skip or 0
+        t0 = nm.clock()
+        for b in batches:epoch(done) do
           learner.train(b)
           done = done + 1
-          bar:update(done)
+          s.step = s.step + 1
+          bar:update((e - 1) * nb + done)
+          poll(run, s.step, state)
         end
-        last = {dataset = dname, variant = variant, epoch = epoch,
-                test_error = learner.errors(ds.test), seconds = nm.clock() - t0}
-        if learner.apical then last.apical_energy_free = learner.apical() end
-        run:log(last)
+        seconds = seconds + (nm.clock() - t0)
+        local row = {dataset = dname, variant = variant, epoch = e,
+                     test_error = learner.errors(ds.test), seconds = seconds}
+        if learner.apical then row.apical_energy_free = learner.apical() end
+        run:log(row)
       end
       bar:finish()
+      local last = run:metrics()[#run:metrics()]
       final[dname][variant] = {test_error = last.test_error, train_error = learner.errors(ds.train),
-                               epochs = epochs, seconds = nm.clock() - t0}
+                               epochs = epochs, seconds = seconds, train_n = ds.train.n,
+                               test_n = ds.test.n, weights_crc32 = weights_crc(learner.weights())}
+      s.learner = nil
     end
   end
+  final.plots = {}
   local rows = run:metrics()
   for _, dname in ipairs(opts.datasets) do
     local sel = {}
     for _, r in ipairs(rows) do if r.dataset == dname then sel[#sel + 1] = r end end
-    maybe_plot("curves", sel, {out = run:path("test_error_" .. dname .. ".png"), x = "epoch",
-      y = "test_error", group = "variant", title = "Fig. 3: test error, " .. dname, xlabel = "epoch"})
+    maybe_plot(final.plots, "curves", sel, {out = run:path("test_error_" .. dname .. ".png"),
+      x = "epoch", y = "test_error", group = "variant", title = "Fig. 3: test error, " .. dname,
+      xlabel = "epoch"})
   end
-  run:finish(final)
-  local lines = {"Fig. 3 test error (%):  variant        paper (full MNIST)" ..
-                 table.concat((function()
-                   local h = {}
-                   for _, d in ipairs(opts.datasets) do h[#h + 1] = format("  %12s", d) end
-                   return h
-                 end)())}
-  local names = {microcircuit = "784-500-500-10 microcircuit", bp = "784-500-500-10 backprop",
-                 shallow = "shallow (output only)", frozen = "hidden-to-hidden frozen",
-                 topdown = "784-1000-10, learned W_down"}
+  return final
+end
+
+-- ------------------------------------------------------------ reports
+
+-- Text for stdout and headline rows for OUT/results.json (final.summary:
+-- {label, ours, paper, unit, note}), from a figure's final figures
+-- (fresh, or read back from a finished run's results.json).
+local REPORT = {}
+
+local function num(v) return type(v) == "number" and v or 0 / 0 end
+
+function REPORT.fig1(f)
+  local text = format(
+    "Fig. 1: ||vA||^2 before %.2e, target onset %.2e, end of learning %.2e, target removed %.2e; " ..
+    "||u_N - u_trgt||^2 onset %.3f -> end %.3f", num(f.apical_before), num(f.apical_target_onset),
+    num(f.apical_target_end), num(f.apical_after), num(f.output_error_onset), num(f.output_error_end))
+  return text, {
+    {label = "Fig. 1 ||u_N - u_trgt||^2, end of learning (one association)", ours = f.output_error_end,
+     paper = "~0 (output reaches the target)", unit = "mse",
+     note = format("%.3g at target onset, %g ms of learning", num(f.output_error_onset), opts.fig1_learn_ms)},
+    {label = "Fig. 1 apical ||vA||^2 after the target is removed", ours = f.apical_after,
+     paper = "~0 (silent again)", unit = "mV^2",
+     note = format("%.2g at target onset, %.2g before (noise)", num(f.apical_target_onset),
+                   num(f.apical_before))},
+  }
+end
+
+function REPORT.figS1(f)
+  local text = format(
+    "Fig. S1: ||vA||^2 %.3g -> %.3g (analytic state with the same noise: %.3g); " ..
+    "||u2 - uI||^2 %.3g -> %.3g (%.3g); angles to -W_down %.1f deg, to c W_up %.1f deg",
+    num(f.apical_first), num(f.apical_last), num(f.apical_analytic_state), num(f.mismatch_first),
+    num(f.mismatch_last), num(f.mismatch_analytic_state), num(f.angle_pi_last), num(f.angle_ip_last))
+  return text, {
+    {label = "Fig. S1 ||vA||^2 after learning the self-predicting state", ours = f.apical_last,
+     paper = "-> 0 (noise floor)", unit = "mV^2",
+     note = format("from %.3g; analytic state %.2g; %d patterns", num(f.apical_first),
+                   num(f.apical_analytic_state), opts.s1_patterns)},
+  }
+end
+
+function REPORT.fig2(f)
+  local parts, rows = {}, {}
+  for _, m in ipairs{"microcircuit", "shallow", "bp", "fa"} do
+    local r = f[m]
+    if type(r) == "table" then
+      parts[#parts + 1] = format("%s %.4g%s", m, num(r.test_error),
+                                 type(r.angle) == "number" and format(" (angle %.0f deg)", r.angle) or "")
+      rows[#rows + 1] = {label = format("Fig. 2 test ||r_N - r_trgt||^2, 30-50-10, %s", m),
+                         ours = r.test_error, unit = "mse",
+                         paper = m == "microcircuit" and "below shallow" or nil,
+                         note = format("%d patterns, from %.3g", num(f.patterns), num(f.test_error_initial))}
+    end
+  end
+  local text = "Fig. 2 test error after " .. tostring(f.patterns) .. " patterns: " .. table.concat(parts, ", ")
+  local m = f.microcircuit
+  if type(m) == "table" then
+    rows[#rows + 1] = {label = "Fig. 2 angle W_up[2]^T vs W_down[1], microcircuit", ours = m.angle,
+                       paper = "< ~45 deg", unit = "deg", note = "from ~90 deg"}
+    text = text .. format("\nFig. 2: the microcircuit trained for %.0f s (%s patterns x 1000 steps)",
+                          num(m.seconds), tostring(f.patterns))
+  end
+  return text, rows
+end
+
+function REPORT.theory(f)
+  local lines = {"Theory check (30-50-50-10, g_A = g_som = g; cos of W_up changes, layers 1..3):",
+                 "       g   lambda  lam_out |   BP: 1        2        3 |   FA: 1        2 | FA vs BP: 1   2"}
+  for _, r in ipairs(type(f.rows) == "table" and f.rows or {}) do
+    lines[#lines + 1] = format("  %6.3f %8.4f %8.4f | %8.5f %8.5f %8.5f | %8.5f %8.5f | %8.4f %8.4f",
+      num(r.g), num(r.lambda), num(r.lambda_out), num(r.cos_bp_1), num(r.cos_bp_2), num(r.cos_bp_3),
+      num(r.cos_fa_1), num(r.cos_fa_2), num(r.cos_fa_vs_bp_1), num(r.cos_fa_vs_bp_2))
+  end
+  local a = type(f.at_001) == "table" and f.at_001 or {}
+  return table.concat(lines, "\n"), {
+    {label = "Theory: cos(W_up change, BP update), layer 1, symmetric top-down", ours = a.cos_bp_1,
+     paper = "-> 1 as lambda -> 0", unit = "cos", note = format("lambda %.3g", num(a.lambda))},
+    {label = "Theory: cos(W_up change, FA update), layer 1, random top-down", ours = a.cos_fa_1,
+     paper = "-> 1 as lambda -> 0", unit = "cos", note = format("lambda %.3g", num(a.lambda))},
+  }
+end
+
+function REPORT.fig3(f)
+  local head = {"Fig. 3 test error (%):  variant        paper (full MNIST)"}
+  for _, d in ipairs(opts.datasets) do head[#head + 1] = format("  %12s", d) end
+  local lines, rows = {table.concat(head)}, {}
   for _, v in ipairs(opts.variants) do
     local cells = {}
     for _, d in ipairs(opts.datasets) do
-      local f = final[d][v]
-      cells[#cells + 1] = format("  %12s", f and format("%.2f", 100 * f.test_error) or "-")
+      local r = type(f[d]) == "table" and f[d][v]
+      cells[#cells + 1] = format("  %12s", type(r) == "table" and format("%.2f", 100 * num(r.test_error)) or "-")
+      if type(r) == "table" then
+        rows[#rows + 1] = {label = format("Fig. 3 test error, %s, %s", VARIANT_NAMES[v],
+                                          d == "mnist" and "MNIST subset" or d),
+                           ours = r.test_error, unit = "%",
+                           paper = d == "mnist" and format("%.2f%% (full MNIST)", PAPER[v]) or nil,
+                           note = format("%s epoch%s, %s training images", tostring(r.epochs),
+                                         r.epochs == 1 and "" or "s", tostring(r.train_n))}
+      end
     end
-    lines[#lines + 1] = format("  %-30s %6.2f%s", names[v], PAPER[v], table.concat(cells))
+    lines[#lines + 1] = format("  %-30s %6.2f%s", VARIANT_NAMES[v], PAPER[v], table.concat(cells))
   end
   lines[#lines + 1] = "  (mnist = the 8,000/2,000 subset; epochs: mnist " .. opts.epochs ..
                       ", fashion " .. opts.fashion_epochs .. "; the paper trained on 60,000 MNIST digits)"
-  summary[#summary + 1] = table.concat(lines, "\n")
+  return table.concat(lines, "\n"), rows
 end
 
 -- ------------------------------------------------------------ main
 
+local RUNNERS = {fig1 = fig1, figS1 = figS1, fig2 = fig2, theory = theory, fig3 = fig3}
+local INFO = {
+  fig1 = {dataset = "one association: x ~ U(-1, 1), u_trgt ~ U(1, 5)", columns = {"t_ms", "phase"}},
+  figS1 = {dataset = "random inputs U(-1, 1), no target", columns = {"pattern"}},
+  fig2 = {dataset = "teacher 30-20-10 (Sacramento et al. Fig. 2)", columns = {"model", "pattern"}},
+  theory = {dataset = "random inputs, teacher targets", columns = {"g"}},
+  fig3 = {dataset = table.concat(opts.datasets, ", "), columns = {"dataset", "variant", "epoch"}},
+}
+
 local t_start = nm.clock()
-if wanted.fig1 then fig1() end
-if wanted.figS1 then figS1() end
-if wanted.fig2 then fig2() end
-if wanted.theory then theory() end
-if wanted.fig3 then fig3() end
-print(table.concat(summary, "\n"))
+local texts, summary, plots, figures = {}, {}, {}, {}
+for _, fig in ipairs(FIGURES) do
+  if wanted[fig] then
+    local run, final = open_run(fig, INFO[fig])
+    if run then
+      final = RUNNERS[fig](run)
+      run:finish(final)
+    end
+    figures[fig] = final
+    local text, rows = REPORT[fig](final)
+    texts[#texts + 1] = text
+    for _, r in ipairs(rows) do summary[#summary + 1] = r end
+    for _, p in ipairs(type(final.plots) == "table" and final.plots or {}) do plots[#plots + 1] = p end
+  end
+end
+print(table.concat(texts, "\n"))
 print(format("results in %s/ (%.0f s)", opts.out, nm.clock() - t_start))
+top:finish{summary = summary, plots = plots, figures = figures}

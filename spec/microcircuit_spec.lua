@@ -677,3 +677,94 @@ describe("microcircuit errors", function()
       "bad argument #1 to 'microcircuit' (field 'layers' must be a list of 2 layer tables)")
   end)
 end)
+
+describe("experiments/microcircuit.lua", function()
+  local json = require "nm.json"
+  local root = NEUROMIC_ROOT or "."
+  local exe = os.getenv("NEUROMIC_EXE") or (root .. "/neuromic")   -- make sanitize sets it
+  local tmp = os.tmpname()
+  os.remove(tmp)
+
+  local function run(args)
+    local cmd = string.format("cd %q && %q experiments/microcircuit.lua %s >%q 2>&1", root, exe,
+                              args, tmp .. ".log")
+    local ok, _, code = os.execute(cmd)
+    return ok and 0 or code
+  end
+
+  local function rows(dir)
+    local out = {}
+    for _, r in ipairs(json.read_lines(dir .. "/metrics.jsonl")) do
+      r.seconds = nil                                  -- wall-clock: differs
+      out[#out + 1] = r
+    end
+    return out
+  end
+
+  -- final figures without timings and plot paths
+  local function figures(dir)
+    local function strip(t)
+      if type(t) ~= "table" then return t end
+      local out = {}
+      for k, v in pairs(t) do
+        if k ~= "seconds" and k ~= "plots" then out[k] = strip(v) end
+      end
+      return out
+    end
+    local res = json.read_file(dir .. "/results.json")
+    return strip(res.final), res
+  end
+
+  it("resumes Fig. S1, 2 and 3 after SIGTERM to the same metrics and weights", function()
+    -- --stop-after 27 stops each figure once: Fig. S1 at pattern 27 of 30,
+    -- Fig. 2 at pattern 7 of the shallow learner (20 patterns per model),
+    -- Fig. 3 in the second epoch of the microcircuit (20 minibatches an epoch)
+    local common = "--quick --figure figS1,fig2,fig3 --no-plot --s1-patterns 30 --s1-every 5 " ..
+                   "--fig2-patterns 20 --fig2-every 5 --fig2-test 20 --datasets mnist " ..
+                   "--variants microcircuit,bp --train-subset 200 --test-subset 100 --epochs 2 " ..
+                   "--checkpoint-every 5 --stop-after 27"
+    local a, b = tmp .. "-a", tmp .. "-b"
+    -- uninterrupted: --stop-after past the end never fires
+    assert.equal(0, run(common:gsub("%-%-stop%-after 27", "--stop-after 1000") .. " --out " .. a))
+    assert.equal(143, run(common .. " --out " .. b))         -- in Fig. S1
+    assert.equal("stopped", json.read_file(b .. "/results.json").status)
+    assert.equal("stopped", json.read_file(b .. "/figS1/results.json").status)
+    assert.equal(143, run(common .. " --resume --out " .. b))   -- Fig. S1 done, stopped in Fig. 2
+    assert.equal("finished", json.read_file(b .. "/figS1/results.json").status)
+    -- resume Fig. 2 from the periodic checkpoint at step 25 (as after a
+    -- crash), not the one the signal wrote at 27: it replays steps 26, 27
+    -- and so stops at 27 again
+    assert.truthy(os.rename(b .. "/fig2/checkpoint.nmc.1", b .. "/fig2/checkpoint.nmc"))
+    assert.equal(143, run(common .. " --resume --out " .. b))
+    assert.equal("stopped", json.read_file(b .. "/fig2/results.json").status)
+    assert.equal(143, run(common .. " --resume --out " .. b))   -- Fig. 2 done, stopped in Fig. 3
+    assert.equal("finished", json.read_file(b .. "/fig2/results.json").status)
+    assert.equal(0, run(common .. " --resume --out " .. b))
+    for _, fig in ipairs{"figS1", "fig2", "fig3"} do
+      local fa = figures(a .. "/" .. fig)
+      local fb, res = figures(b .. "/" .. fig)
+      assert.equal("finished", res.status)
+      assert.equal(fig == "fig2" and 2 or 1, res.resumed)
+      assert.same(rows(a .. "/" .. fig), rows(b .. "/" .. fig))
+      assert.same(fa, fb)
+    end
+    local fa = figures(a .. "/fig2")
+    for _, m in ipairs{"microcircuit", "shallow", "bp", "fa"} do
+      assert.is_number(fa[m].weights_crc32)
+      assert.is_number(fa[m].test_error)
+    end
+    assert.is_number(figures(a .. "/fig3").mnist.microcircuit.weights_crc32)
+    -- OUT/results.json: the demo's headline figures, labelled, with units
+    local top, res = figures(b)
+    assert.equal("finished", res.status)
+    assert.is_true(#top.summary >= 7)
+    for _, e in ipairs(top.summary) do
+      assert.is_string(e.label)
+      assert.is_number(e.ours)
+      assert.is_string(e.unit)
+    end
+    -- with everything finished, --resume has nothing to do
+    assert.equal(0, run(common .. " --resume --out " .. b))
+    os.execute(string.format("rm -rf %q %q %q", a, b, tmp .. ".log"))
+  end)
+end)
