@@ -226,6 +226,9 @@ while s.index <= #opts.runs do
       end
     end
     run:log(row)
+    -- Evaluations allocate in bursts that the incremental collector lets
+    -- pile up (gigabytes over a run): collect after each.
+    if row.heldout_accuracy then collectgarbage("collect") end
     cur.episode = ep
     step_count = step_count + 1
     bar:update(step_count, format("%s ep %d acc %.2f", name, ep, mean))

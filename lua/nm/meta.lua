@@ -349,7 +349,7 @@ function meta.alignment(net, W, B, theta, X, labels, n)
     local x, label = X:row(i), labels[i]
     local y, e = motifs.signals(net, W, B, x, label)
     local _, d = motifs.signals(bp, W, nil, x, label)
-    local Wn = motifs.step(net, W, theta, x, label, B)
+    local Wn = motifs.fused_step(net, W, theta, x, label, B)
     for l = 1, L do
       if l < L then
         local a = measures.angle(e[l], d[l])
