@@ -646,33 +646,23 @@ end
 
 -- Settle on X, then learn: the default schedule (plasticity at the fixed
 -- point). With schedule = "continuous" the rules act at every Euler step,
--- with eta dt / tau, while the state settles. With adapt (and no dt in o),
--- a settle starts at min(dt, twice the step the previous training settle
--- ended with), so that a network whose dynamics have grown stiff does not
--- overshoot at every batch (ours; the carried step is part of net:state()).
--- Returns settle's info.
+-- with eta dt / tau, while the state settles. Returns settle's info.
 function Net:train_batch(X, o)
   local c = resolve(self, o)
-  local so = self.train_opts or {}
+  if c.schedule ~= "continuous" then
+    local info = self:settle(X, o)
+    self:learn()
+    return info
+  end
+  local so = self.train_opts or {}                    -- o plus the plasticity hook
   self.train_opts = so
   for k in pairs(so) do so[k] = nil end
   if o then for k, v in pairs(o) do so[k] = v end end
-  local continuous = c.schedule == "continuous"
-  local carry = c.adapt and not continuous and not (o and o.dt)
-  if carry and self.dt_next then so.dt = math.min(c.dt, self.dt_next) end
-  local info
-  if continuous then
-    so.on_eval = continuous_step
-    local ok, res = pcall(self.settle, self, X, so)
-    for i = 1, self.N do self.cW[i].rule.p.eta = self.o.eta_W end
-    for i = 0, self.N - 1 do self.cG[i].rule.p.eta = self.o.eta_G end
-    if not ok then error(res, 2) end
-    info = res
-  else
-    info = self:settle(X, so)
-    self:learn()
-  end
-  if carry then self.dt_next = math.min(c.dt, 2 * info.dt) end
+  so.on_eval = continuous_step
+  local ok, info = pcall(self.settle, self, X, so)
+  for i = 1, self.N do self.cW[i].rule.p.eta = self.o.eta_W end
+  for i = 0, self.N - 1 do self.cG[i].rule.p.eta = self.o.eta_G end
+  if not ok then error(info, 2) end
   return info
 end
 
@@ -852,7 +842,7 @@ end
 -- ---------------------------------------------------------------- state
 
 function Net:state()
-  local st = {W = {}, G = {}, dt_next = self.dt_next}
+  local st = {W = {}, G = {}}
   for i = 1, self.N do st.W[i] = self.W[i] end
   for i = 0, self.N - 1 do st.G[i + 1] = self.G[i] end   -- 1-based for checkpoints
   if self.optim then st.optim = self.optim:state() end
@@ -871,7 +861,6 @@ function Net:load_state(st)
     self.G[i - 1]:copy(st.G[i])
   end
   if st.optim and self.optim then self.optim:load_state(st.optim) end
-  self.dt_next = st.dt_next
 end
 
 function Net:describe()
