@@ -103,9 +103,11 @@ static inline double exp_nonpositive(double x) {
   double p14 = 1.0 / 87178291200.0;
   double q = (p01 + r2 * p23) + r4 * (p45 + r2 * p67) +
              r8 * ((p89 + r2 * p1011) + r4 * (p1213 + r2 * p14));
-  int64_t bits;
+  /* unsigned: a NaN x gives meaningless bits (the result is NaN anyway)
+  ** but no signed overflow */
+  uint64_t bits;
   memcpy(&bits, &t, sizeof bits);
-  bits = (bits - (int64_t)0x4338000000000000 + 1023) << 52;   /* 2^n, n in [-1022, 0] */
+  bits = (bits - UINT64_C(0x4338000000000000) + 1023) << 52;   /* 2^n, n in [-1022, 0] */
   double scale;
   memcpy(&scale, &bits, sizeof scale);
   return q * scale;

@@ -678,6 +678,118 @@ describe("microcircuit errors", function()
   end)
 end)
 
+describe("microcircuit misuse (errors, never crashes; run under make sanitize too)", function()
+  local SP = {rate = "softplus", gamma = 1, beta = 1, theta = 0}
+  local function D(n) return nm.zeros(n, "float64") end
+
+  -- The spec table nm.microcircuit gets from the Lua layer, captured.
+  local function spec_of(net)
+    local real, captured = nm.microcircuit, nil
+    nm.microcircuit = function(spec) captured = spec; return real(spec) end
+    local ok, err = pcall(net.handle, net)
+    nm.microcircuit = real
+    assert(ok, err)
+    return captured
+  end
+  local function copy(t)
+    local out = {}
+    for k, v in pairs(t) do out[k] = type(v) == "table" and copy(v) or v end
+    return out
+  end
+
+  it("nm.mc_phi reads its spec before the tensors (a metamethod that closes one)", function()
+    for _, which in ipairs{1, 2} do
+      local r, u = D(4), D(4)
+      local spec = setmetatable({}, {__index = function(_, k)
+        if which == 1 then r:close() else u:close() end
+        return SP[k]
+      end})
+      assert.has_error(function() nm.mc_phi(r, u, spec) end,
+        "bad argument #" .. which .. " to 'mc_phi' (attempt to use a closed tensor)")
+    end
+  end)
+
+  it("nm.mc_phi: in place is fine, shifted overlap and bad specs are errors", function()
+    local t = nm.tensor({-2, -1, 0, 1, 2}, "float64")
+    local ref = D(5)
+    nm.mc_phi(ref, t, SP)
+    nm.mc_phi(t, t, SP)
+    assert.equal(0, max_abs_diff(ref, t))
+    assert.has_error(function() nm.mc_phi(t:narrow(1, 2, 4), t:narrow(1, 1, 4), SP) end,
+      "bad argument #2 to 'mc_phi' (r shares memory with u)")
+    assert.has_error(function() nm.mc_phi(D(4), D(4), {rate = "softplus", gamma = 1, beta = 0 / 0, theta = 0}) end,
+      "bad argument #3 to 'mc_phi' (field 'beta' must be a finite number)")
+    assert.has_error(function() nm.mc_phi(D(4), D(4), {rate = "tanh", gamma = 1, beta = 1, theta = 0}) end,
+      "bad argument #3 to 'mc_phi' (field 'rate' must be \"softplus\" or \"logistic\")")
+    assert.has_error(function() nm.mc_phi(nm.zeros(4), nm.zeros(4), SP) end,
+      "bad argument #1 to 'mc_phi' (contiguous float64 tensors expected)")
+  end)
+
+  it("non-finite potentials give NaN rates (no undefined behaviour in the fast exp)", function()
+    local u = nm.tensor({0 / 0, math.huge, -math.huge, 0 / 0}, "float64")
+    for _, rate in ipairs{"softplus", "logistic"} do
+      local r = D(4)
+      nm.mc_phi(r, u, {rate = rate, gamma = 1, beta = 1, theta = 0})
+      assert.is_true(r:get(1) ~= r:get(1))
+      assert.is_true(r:get(4) ~= r:get(4))
+      assert.equal(rate == "softplus" and math.huge or 1, r:get(2))
+      assert.is_true(r:get(3) >= 0 and r:get(3) < 1e-300)
+    end
+  end)
+
+  it("run: a NaN or infinite input, target or weight is an error, not garbage", function()
+    local function fresh() return mc.new{sizes = {3, 4, 2}, gen = nm.generator(1)} end
+    local msg = "microcircuit: a membrane potential became NaN or infinite " ..
+                "(learning rates or weights too large?)"
+    assert.has_error(function() fresh():run(nm.tensor({0 / 0, 0, 0}, "float64"), 5) end, msg)
+    assert.has_error(function() fresh():run(D(3), 5, nm.tensor({math.huge, 0}, "float64")) end, msg)
+    local net = fresh()
+    net.up[1].W:fill(0 / 0)
+    assert.has_error(function() net:run(D(3), 5) end, msg)
+  end)
+
+  it("run: inputs that share memory with the network's state are errors", function()
+    local net = mc.new{sizes = {3, 4, 2}, gen = nm.generator(1)}
+    local h = net:handle()
+    assert.has_error(function() h:run(1, net.r0, nil, net.noise_gen) end,
+      "bad argument #2 to 'run' (x shares memory with the network's field 'r0')")
+    assert.has_error(function() h:run(1, net.pyr[1].vA:narrow(1, 2, 3), nil, net.noise_gen) end,
+      "bad argument #2 to 'run' (x shares memory with the network's layers[1] field 'vA')")
+    assert.has_error(function() h:run(1, D(3), net.pyr[2].u, net.noise_gen) end,
+      "bad argument #3 to 'run' (target shares memory with the network's layers[2] field 'u')")
+    h:run(1, D(3), D(2), net.noise_gen)             -- separate tensors are fine
+  end)
+
+  it("nm.microcircuit rejects specs whose arrays share memory", function()
+    local spec = spec_of(mc.new{sizes = {3, 4, 2}, gen = nm.generator(1)})
+    nm.microcircuit(copy(spec))
+    local c = copy(spec)
+    c.layers[1].D_up = c.layers[1].W_up
+    assert.has_error(function() nm.microcircuit(c) end,
+      "bad argument #1 to 'microcircuit' (layers[1] field 'D_up' shares memory with layers[1] field 'W_up')")
+    c = copy(spec)
+    c.layers[2].u = c.r0:narrow(1, 2, 2)
+    assert.has_error(function() nm.microcircuit(c) end,
+      "bad argument #1 to 'microcircuit' (layers[2] field 'u' shares memory with field 'r0')")
+  end)
+
+  it("keeps the memory of its tensors alive when they are closed", function()
+    local function make() return mc.new{sizes = {3, 4, 2}, gen = nm.generator(1), eta = {up = 0.1}} end
+    local a, b = make(), make()
+    local x, t = nm.tensor({0.5, -0.2, 0.9}, "float64"), nm.tensor({1, 2}, "float64")
+    a:run(x, 20, t)
+    local h = b:handle()
+    for _, kind in ipairs{"up", "down", "ip", "pi"} do
+      for _, c in pairs(b[kind]) do c.W:close(); c.state.D:close() end
+    end
+    for k = 1, 2 do b.pyr[k].u:close() end
+    collectgarbage(); collectgarbage()
+    h:run(20, x, t, b.noise_gen)                      -- on the memory the object kept
+    assert.equal(0, max_abs_diff(a.pyr[2].r, b.pyr[2].r))
+    assert.equal(0, max_abs_diff(a.pyr[1].vA, b.pyr[1].vA))
+  end)
+end)
+
 describe("experiments/microcircuit.lua", function()
   local json = require "nm.json"
   local root = NEUROMIC_ROOT or "."

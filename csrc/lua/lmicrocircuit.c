@@ -33,28 +33,31 @@
 
 /* ------------------------------------------------------------ spec reading */
 
-/* Raises "bad argument #1 to 'microcircuit' (<where>field '<name>' ...)". */
-static int field_error(lua_State *L, const char *where, const char *name, const char *msg) {
+/* Raises "bad argument #<arg> to '<function>' (<where>field '<name>' ...)":
+** arg is the spec's argument, tab (a stack index) the table read, the spec
+** itself or one of its layer tables. */
+static int field_error(lua_State *L, int arg, const char *where, const char *name,
+                       const char *msg) {
   lua_pushfstring(L, "%sfield '%s' %s", where, name, msg);
-  return luaL_argerror(L, 1, lua_tostring(L, -1));
+  return luaL_argerror(L, arg, lua_tostring(L, -1));
 }
 
-static double num_field(lua_State *L, int tab, const char *name, const char *where) {
+static double num_field(lua_State *L, int arg, int tab, const char *name, const char *where) {
   lua_getfield(L, tab, name);
   int ok = 0;
   double v = lua_tonumberx(L, -1, &ok);
-  if (!ok || !isfinite(v)) field_error(L, where, name, "must be a finite number");
+  if (!ok || !isfinite(v)) field_error(L, arg, where, name, "must be a finite number");
   lua_pop(L, 1);
   return v;
 }
 
-static int choice_field(lua_State *L, int tab, const char *name, const char *where,
+static int choice_field(lua_State *L, int arg, int tab, const char *name, const char *where,
                         const char *const names[], const char *expect) {
   lua_getfield(L, tab, name);
   const char *s = lua_tostring(L, -1);
   for (int i = 0; s && names[i]; i++)
     if (strcmp(s, names[i]) == 0) { lua_pop(L, 1); return i; }
-  field_error(L, where, name, expect);
+  field_error(L, arg, where, name, expect);
   return 0;
 }
 
@@ -82,7 +85,7 @@ static double *tensor_field(lua_State *L, int tab, const char *name, const char 
       snprintf(got, sizeof got, "%s", luaL_typename(L, -1));
     }
     lua_pushfstring(L, "must be a contiguous float64 tensor %s, got %s", want, got);
-    field_error(L, where, name, lua_tostring(L, -1));
+    field_error(L, 1, where, name, lua_tostring(L, -1));
   }
   lua_getiuservalue(L, -1, 1);                  /* the storage */
   lua_rawseti(L, keep, (lua_Integer)lua_rawlen(L, keep) + 1);
@@ -93,21 +96,21 @@ static double *tensor_field(lua_State *L, int tab, const char *name, const char 
 static void read_params(lua_State *L, int tab, nm_mc_params *p, const char *where) {
   static const char *const noises[] = {"sqrt_dt", "dt", NULL};
   static const char *const rates[] = {"softplus", "logistic", NULL};
-  p->dt = num_field(L, tab, "dt", where);
-  p->g_lk = num_field(L, tab, "g_lk", where);
-  p->g_B = num_field(L, tab, "g_B", where);
-  p->g_A = num_field(L, tab, "g_A", where);
-  p->g_D = num_field(L, tab, "g_D", where);
-  p->g_som = num_field(L, tab, "g_som", where);
-  p->sigma = num_field(L, tab, "sigma", where);
-  p->tau_in = num_field(L, tab, "tau_in", where);
-  p->tau_w = num_field(L, tab, "tau_w", where);
-  p->gamma = num_field(L, tab, "gamma", where);
-  p->beta = num_field(L, tab, "beta", where);
-  p->theta = num_field(L, tab, "theta", where);
-  p->noise = (nm_mc_noise)choice_field(L, tab, "noise", where, noises,
+  p->dt = num_field(L, 1, tab, "dt", where);
+  p->g_lk = num_field(L, 1, tab, "g_lk", where);
+  p->g_B = num_field(L, 1, tab, "g_B", where);
+  p->g_A = num_field(L, 1, tab, "g_A", where);
+  p->g_D = num_field(L, 1, tab, "g_D", where);
+  p->g_som = num_field(L, 1, tab, "g_som", where);
+  p->sigma = num_field(L, 1, tab, "sigma", where);
+  p->tau_in = num_field(L, 1, tab, "tau_in", where);
+  p->tau_w = num_field(L, 1, tab, "tau_w", where);
+  p->gamma = num_field(L, 1, tab, "gamma", where);
+  p->beta = num_field(L, 1, tab, "beta", where);
+  p->theta = num_field(L, 1, tab, "theta", where);
+  p->noise = (nm_mc_noise)choice_field(L, 1, tab, "noise", where, noises,
                                        "must be \"sqrt_dt\" or \"dt\"");
-  p->rate = (nm_mc_rate)choice_field(L, tab, "rate", where, rates,
+  p->rate = (nm_mc_rate)choice_field(L, 1, tab, "rate", where, rates,
                                      "must be \"softplus\" or \"logistic\"");
 }
 
@@ -118,6 +121,103 @@ static void check_params(lua_State *L, const nm_mc_params *p, int arg) {
                     "tau_in >= 0)", what);
     luaL_argerror(L, arg, lua_tostring(L, -1));
   }
+}
+
+/* ------------------------------------------------------------ aliasing */
+
+/* The arrays a network works on, as byte ranges with the spec field that
+** gave them (layer 0: r0, ut). The kernels write most of them while they
+** read the others, so two that share memory would give silently wrong
+** numbers (and break the restrict promises of the plasticity loops). */
+typedef struct mc_array {
+  const char *name;
+  int layer;
+  uintptr_t lo, hi;
+} mc_array;
+
+#define MC_MAX_ARRAYS (2 + 20 * NM_MC_MAXLAYERS)
+
+static void add_array(mc_array *a, int *n, const char *name, int layer, const double *p,
+                      int64_t count) {
+  if (p == NULL) return;
+  a[*n].name = name;
+  a[*n].layer = layer;
+  a[*n].lo = (uintptr_t)p;
+  a[*n].hi = (uintptr_t)(p + count);
+  (*n)++;
+}
+
+static int mc_arrays(const nm_mc_net *net, mc_array *a) {
+  int n = 0, N = net->N;
+  add_array(a, &n, "r0", 0, net->r0, net->n0);
+  add_array(a, &n, "ut", 0, net->ut, net->layer[N].n);
+  for (int k = 1; k <= N; k++) {
+    const nm_mc_layer *Lk = &net->layer[k];
+    int64_t m = Lk->n, pre = k == 1 ? net->n0 : net->layer[k - 1].n;
+    add_array(a, &n, "u", k, Lk->u, m);
+    add_array(a, &n, "r", k, Lk->r, m);
+    add_array(a, &n, "vB", k, Lk->vB, m);
+    add_array(a, &n, "W_up", k, Lk->W_up, m * pre);
+    add_array(a, &n, "D_up", k, Lk->D_up, m * pre);
+    add_array(a, &n, "b_up", k, Lk->b_up, m);
+    add_array(a, &n, "Db_up", k, Lk->Db_up, m);
+    if (k == N) break;
+    int64_t next = net->layer[k + 1].n;
+    add_array(a, &n, "vA", k, Lk->vA, m);
+    add_array(a, &n, "vD", k, Lk->vD, m);
+    add_array(a, &n, "uI", k, Lk->uI, next);
+    add_array(a, &n, "rI", k, Lk->rI, next);
+    add_array(a, &n, "vI", k, Lk->vI, next);
+    add_array(a, &n, "W_down", k, Lk->W_down, m * next);
+    add_array(a, &n, "D_down", k, Lk->D_down, m * next);
+    add_array(a, &n, "W_pi", k, Lk->W_pi, m * next);
+    add_array(a, &n, "D_pi", k, Lk->D_pi, m * next);
+    add_array(a, &n, "W_ip", k, Lk->W_ip, next * m);
+    add_array(a, &n, "D_ip", k, Lk->D_ip, next * m);
+    add_array(a, &n, "b_ip", k, Lk->b_ip, next);
+    add_array(a, &n, "Db_ip", k, Lk->Db_ip, next);
+  }
+  return n;
+}
+
+/* Pushes "layers[k] field 'name'" (or "field 'name'" for layer 0). */
+static void push_array_name(lua_State *L, const mc_array *a) {
+  if (a->layer == 0) lua_pushfstring(L, "field '%s'", a->name);
+  else lua_pushfstring(L, "layers[%d] field '%s'", a->layer, a->name);
+}
+
+static int ranges_overlap(uintptr_t lo1, uintptr_t hi1, uintptr_t lo2, uintptr_t hi2) {
+  return lo1 < hi2 && lo2 < hi1;
+}
+
+/* Raises an argument error at arg when two arrays of the network share
+** memory. */
+static void check_arrays_disjoint(lua_State *L, const nm_mc_net *net, int arg) {
+  mc_array a[MC_MAX_ARRAYS];
+  int n = mc_arrays(net, a);
+  for (int i = 0; i < n; i++)
+    for (int j = i + 1; j < n; j++)
+      if (ranges_overlap(a[i].lo, a[i].hi, a[j].lo, a[j].hi)) {
+        push_array_name(L, &a[j]);
+        push_array_name(L, &a[i]);
+        lua_pushfstring(L, "%s shares memory with %s", lua_tostring(L, -2), lua_tostring(L, -1));
+        luaL_argerror(L, arg, lua_tostring(L, -1));
+      }
+}
+
+/* Raises an argument error at arg when the input vector v (n doubles, read
+** at every step) shares memory with an array the network writes. */
+static void check_input_disjoint(lua_State *L, const nm_mc_net *net, int arg, const char *what,
+                                 const double *v, int64_t n) {
+  mc_array a[MC_MAX_ARRAYS];
+  int count = mc_arrays(net, a);
+  uintptr_t lo = (uintptr_t)v, hi = (uintptr_t)(v + n);
+  for (int i = 0; i < count; i++)
+    if (ranges_overlap(lo, hi, a[i].lo, a[i].hi)) {
+      push_array_name(L, &a[i]);
+      lua_pushfstring(L, "%s shares memory with the network's %s", what, lua_tostring(L, -1));
+      luaL_argerror(L, arg, lua_tostring(L, -1));
+    }
 }
 
 /* nm.microcircuit(spec) -> a Microcircuit bound to the spec's tensors. */
@@ -131,17 +231,17 @@ static int l_new(lua_State *L) {
   int64_t size[NM_MC_MAXLAYERS + 1];
 
   lua_getfield(L, 1, "sizes");
-  if (!lua_istable(L, -1)) field_error(L, "", "sizes", "must be a list of layer sizes");
+  if (!lua_istable(L, -1)) field_error(L, 1, "", "sizes", "must be a list of layer sizes");
   int nsizes = (int)lua_rawlen(L, -1);
   if (nsizes < 2 || nsizes > NM_MC_MAXLAYERS + 1) {
     lua_pushfstring(L, "must list 2 to %d layer sizes, got %d", NM_MC_MAXLAYERS + 1, nsizes);
-    field_error(L, "", "sizes", lua_tostring(L, -1));
+    field_error(L, 1, "", "sizes", lua_tostring(L, -1));
   }
   for (int k = 0; k < nsizes; k++) {
     lua_rawgeti(L, -1, k + 1);
     int isint = 0;
     lua_Integer v = lua_tointegerx(L, -1, &isint);
-    if (!isint || v < 1 || v > (1 << 24)) field_error(L, "", "sizes", "must hold positive integers");
+    if (!isint || v < 1 || v > (1 << 24)) field_error(L, 1, "", "sizes", "must hold positive integers");
     size[k] = v;
     lua_pop(L, 1);
   }
@@ -158,14 +258,14 @@ static int l_new(lua_State *L) {
   lua_getfield(L, 1, "layers");
   if (!lua_istable(L, -1) || (int)lua_rawlen(L, -1) != N) {
     lua_pushfstring(L, "must be a list of %d layer tables", N);
-    field_error(L, "", "layers", lua_tostring(L, -1));
+    field_error(L, 1, "", "layers", lua_tostring(L, -1));
   }
   int layers = lua_gettop(L);
   for (int k = 1; k <= N; k++) {
     char where[32];
     snprintf(where, sizeof where, "layers[%d] ", k);
     lua_rawgeti(L, layers, k);
-    if (!lua_istable(L, -1)) field_error(L, "", "layers", "must hold tables");
+    if (!lua_istable(L, -1)) field_error(L, 1, "", "layers", "must hold tables");
     int tab = lua_gettop(L);
     nm_mc_layer *Lk = &net.layer[k];
     int64_t n = size[k], npre = size[k - 1];
@@ -177,7 +277,7 @@ static int l_new(lua_State *L) {
     Lk->D_up = tensor_field(L, tab, "D_up", where, n, npre, 1, keep);
     Lk->b_up = tensor_field(L, tab, "b_up", where, n, -1, 0, keep);
     if (Lk->b_up) Lk->Db_up = tensor_field(L, tab, "Db_up", where, n, -1, 1, keep);
-    Lk->eta_up = num_field(L, tab, "eta_up", where);
+    Lk->eta_up = num_field(L, 1, tab, "eta_up", where);
     if (k < N) {
       int64_t nn = size[k + 1];
       Lk->vA = tensor_field(L, tab, "vA", where, n, -1, 1, keep);
@@ -193,13 +293,14 @@ static int l_new(lua_State *L) {
       Lk->D_ip = tensor_field(L, tab, "D_ip", where, nn, n, 1, keep);
       Lk->b_ip = tensor_field(L, tab, "b_ip", where, nn, -1, 0, keep);
       if (Lk->b_ip) Lk->Db_ip = tensor_field(L, tab, "Db_ip", where, nn, -1, 1, keep);
-      Lk->eta_down = num_field(L, tab, "eta_down", where);
-      Lk->eta_pi = num_field(L, tab, "eta_pi", where);
-      Lk->eta_ip = num_field(L, tab, "eta_ip", where);
+      Lk->eta_down = num_field(L, 1, tab, "eta_down", where);
+      Lk->eta_pi = num_field(L, 1, tab, "eta_pi", where);
+      Lk->eta_ip = num_field(L, 1, tab, "eta_ip", where);
     }
     lua_settop(L, layers);
   }
   lua_settop(L, keep);
+  check_arrays_disjoint(L, &net, 1);
 
   /* The scratch lives in the same userdata, after the struct. */
   int64_t work = nm_mc_work_size(&net);
@@ -247,6 +348,8 @@ static int m_run(lua_State *L) {
   if (g == NULL && net->p.sigma > 0)
     luaL_argerror(L, 5, "a generator is needed when sigma > 0");
   int learn = lua_isnoneornil(L, 6) ? 1 : lua_toboolean(L, 6);
+  check_input_disjoint(L, net, 3, "x", x, net->n0);
+  if (target) check_input_disjoint(L, net, 4, "target", target, net->layer[net->N].n);
   int status = nm_mc_run(net, (int64_t)steps, x, target, g, learn);
   if (status == NM_ENONFINITE)
     return luaL_error(L, "microcircuit: a membrane potential became NaN or infinite "
@@ -370,20 +473,28 @@ static int m_params(lua_State *L) {
 /* nm.mc_phi(r, u, spec): r = phi(u) for float64 tensors with the rate
 ** function of spec (rate, gamma, beta, theta), as the C dynamics use it. */
 static int l_phi(lua_State *L) {
-  nm_tensor *r = nm_checktensor(L, 1), *u = nm_checktensor(L, 2);
+  /* The spec first: reading it may run metamethods (that could close r or
+  ** u); the tensors are checked after, right before the kernel. */
   luaL_checktype(L, 3, LUA_TTABLE);
+  nm_mc_params p;
+  memset(&p, 0, sizeof p);
+  static const char *const rates[] = {"softplus", "logistic", NULL};
+  p.rate = (nm_mc_rate)choice_field(L, 3, 3, "rate", "", rates, "must be \"softplus\" or \"logistic\"");
+  p.gamma = num_field(L, 3, 3, "gamma", "");
+  p.beta = num_field(L, 3, 3, "beta", "");
+  p.theta = num_field(L, 3, 3, "theta", "");
+  luaL_argcheck(L, p.beta > 0, 3, "beta must be > 0");
+  nm_tensor *r = nm_checktensor(L, 1), *u = nm_checktensor(L, 2);
   if (r->dtype != NM_FLOAT64 || u->dtype != NM_FLOAT64 || !nm_is_contiguous(r) ||
       !nm_is_contiguous(u))
     luaL_argerror(L, 1, "contiguous float64 tensors expected");
   nm_check_same_shape(L, 2, r, u);
-  nm_mc_params p;
-  memset(&p, 0, sizeof p);
-  static const char *const rates[] = {"softplus", "logistic", NULL};
-  p.rate = (nm_mc_rate)choice_field(L, 3, "rate", "", rates, "must be \"softplus\" or \"logistic\"");
-  p.gamma = num_field(L, 3, "gamma", "");
-  p.beta = num_field(L, 3, "beta", "");
-  p.theta = num_field(L, 3, "theta", "");
-  luaL_argcheck(L, p.beta > 0, 3, "beta must be > 0");
+  if (r->data != u->data) {         /* in place is fine; a shifted overlap is not */
+    const int args[] = {1, 2};
+    const char *const names[] = {"r", "u"};
+    const nm_tensor *const ts[] = {r, u};
+    nm_check_disjoint(L, 1, 2, args, names, ts);
+  }
   nm_mc_phi(&p, (double *)r->data, (const double *)u->data, nm_numel(u));
   lua_settop(L, 1);
   return 1;
