@@ -187,8 +187,17 @@ local function evaluate(cell, net, L, epoch, step, seconds, acc)
   if cell.model == "folded" and opts.phi == "identity" then
     local E, D = net:linear_maps()
     local P = L.pca.components:t()
-    local ad, ae = fae.principal_angles(D, P), fae.principal_angles(E:t(), P)
-    row.max_angle_decoder, row.max_angle_encoder = ad[#ad], ae[#ae]
+    -- Principal angles to the PCA subspace: the largest, the median, and the
+    -- overlap sum cos^2 / k (1 = the same subspace). PCA's last directions
+    -- have nearly equal variances, so the largest angle converges slowly.
+    for name, ang in pairs{decoder = fae.principal_angles(D, P),
+                           encoder = fae.principal_angles(E:t(), P)} do
+      local c2 = 0
+      for _, a in ipairs(ang) do c2 = c2 + math.cos(math.rad(a)) ^ 2 end
+      row["max_angle_" .. name] = ang[#ang]
+      row["median_angle_" .. name] = ang[(#ang + 1) // 2]
+      row["overlap_" .. name] = c2 / #ang
+    end
   end
   return row
 end
@@ -377,7 +386,10 @@ for ci = s.cell, #cells do
         fin.forward_mismatch_last = r.forward_mismatch
       end
     end
-    fin.max_angle_decoder, fin.max_angle_encoder = last.max_angle_decoder, last.max_angle_encoder
+    for _, k in ipairs{"max_angle_decoder", "max_angle_encoder", "median_angle_decoder",
+                       "median_angle_encoder", "overlap_decoder", "overlap_encoder"} do
+      fin[k] = last[k]
+    end
     local m = measures(net, L, cell)
     fin.g_alignment, fin.energy = m.g_alignment, m.energy
     fin.settled_probe_mse, fin.encoded_probe_mse = m.settled_probe_mse, m.encoded_probe_mse
