@@ -494,6 +494,47 @@ local f = assert(io.open(mdpath, "wb"))
 f:write(concat(md, "\n"), "\n")
 f:close()
 print(concat(md, "\n"))
+-- Headline figures for `make demo`, beside the paper's where it gives one.
+local paper_test = {  -- Table 1, MNIST (full); the second column is k = 16 or 256
+  [64] = {backprop = "94.0%", bmvr = "93.6%"},
+  [256] = {backprop = "95.5% (k 16 or 256)", bmvr = "95.2% (k 16 or 256)"},
+  [16] = {backprop = "95.5% (k 16 or 256)", bmvr = "95.2% (k 16 or 256)"},
+}
+local summary = {}
+for _, d in ipairs({"fashion", "mnist"}) do
+  local opt = final[format("fig3_%s_optimum", d)]
+  for _, m in ipairs({"bmvr", "backprop"}) do
+    local v = final[format("fig3_%s_%s", d, m)]
+    if v then
+      summary[#summary + 1] = {label = format("Fig. 3 linear objective, %s, %s", d, m), ours = v,
+                               paper = d == "fashion" and "~0.72 (reaches the optimum)" or
+                                       "reaches the optimum",
+                               note = opt and format("exact RRR optimum %.4f", opt) or nil}
+    end
+  end
+end
+for _, d in ipairs({"mnist", "fashion"}) do
+  for _, k in ipairs({16, 64, 256}) do
+    for _, m in ipairs({"bmvr", "backprop"}) do
+      local v = final[format("table1_%s_k%d_%s_test", d, k, m)]
+      if v then
+        summary[#summary + 1] = {
+          label = format("Table 1 test accuracy, %s, k = %d, %s", d, k, m), ours = v, unit = "%",
+          paper = d == "mnist" and paper_test[k][m] or nil,
+          note = format("train %.1f%%%s", final[format("table1_%s_k%d_%s_train", d, k, m)] or 0,
+                        opts.quick and "; quick run" or ""),
+        }
+      end
+    end
+  end
+end
+final.summary = summary
+final.plots = {}
+local ls = io.popen("ls " .. run:path("") .. "*.png 2>/dev/null")
+if ls then
+  for line in ls:lines() do final.plots[#final.plots + 1] = line end
+  ls:close()
+end
 final.elapsed_s = run:elapsed()
 local path = run:finish(final)
 print(format("\nwrote %s, %s (%.1f s)", path, mdpath, final.elapsed_s))
