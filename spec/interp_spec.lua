@@ -215,6 +215,16 @@ describe("neuromic REPL on piped input", function()
     assert.equal("2\n10\ttwo\nnil\nside effect\nnil\n", body)
   end)
 
+  it("has the module as the global nm, as the README's first session uses it", function()
+    local out, rc = nm("-i", { stdin = table.concat({
+      "W = nm.zeros(3, 4)", "g = nm.generator(42)", "x, y = nm.randn(g, 4), nm.randn(g, 3)",
+      "W:addr(0.1, y, x) == W", "(W:t() * y):size(1)", "",
+    }, "\n") })
+    assert.equal(0, rc, out)
+    local body = out:gsub("^neuromic [^\n]*\n", "")
+    assert.equal("true\n4\n", body)
+  end)
+
   it("reads multi-line chunks and keeps going after errors", function()
     local out, rc = nm("-i", { stdin = table.concat({
       "function f(a)", "  return a * 3", "end", "f(14)",

@@ -882,9 +882,22 @@ static void close_history(void) {
   free_completions();
 }
 
+/* The REPL is for prototyping: the module is there as the global `nm`
+** unless something already took that name. */
+static void set_nm_global(lua_State *L) {
+  if (lua_getglobal(L, "nm") == LUA_TNIL) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "neuromic");
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK) lua_setglobal(L, "nm");
+    else lua_pop(L, 1);             /* the error shows up on first use */
+  }
+  lua_pop(L, 1);
+}
+
 static void do_repl(lua_State *L) {
   int status;
   const char *oldprogname = progname;
+  set_nm_global(L);
   progname = NULL;                  /* errors without a "neuromic:" prefix */
   use_readline = isatty(STDIN_FILENO);
   if (use_readline) {
