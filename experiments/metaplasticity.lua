@@ -10,14 +10,18 @@
 -- and Adam. Runs (--runs):
 --   fa_lr         FA feedback, theta_0 (the learning rate) only
 --   bp_lr         BP feedback, theta_0 only
---   pool          all ten motifs, FA, exactly as specified (no guards)
---   pool_guarded  all ten motifs, FA, with the guards: non-finite steps
---                 rolled back to the best theta so far (halving the meta
---                 learning rate), the same when the held-out accuracy falls
---                 --revert-drop below the best, gradient clipping, F5 scaled
---                 down, a smaller meta learning rate
+--   pool          all ten motifs, FA, exactly as specified (never guarded)
+--   pool_guarded  all ten motifs, FA, guarded, with F5 scaled down
+--                 (--scale5) and a smaller meta learning rate (--lr-guarded)
 --   bio           F_bio = theta_0 F0 + theta_2 F2 + theta_9 F9
 --   ehebb, oja    theta_0 with the error-Hebbian F2, or with Oja's F9
+-- Guards (--guards, default on; every run but pool): the meta-gradient is
+-- clipped to norm --clip (unrolled inner loops have meta-gradients that
+-- explode now and then, up to 1e20 here, and one of them freezes Adam for
+-- the rest of the run); a non-finite step rolls theta (and Adam's state)
+-- back to the best theta so far and halves the meta learning rate; so
+-- does a held-out accuracy --revert-drop below the best. With --no-guards
+-- non-finite steps are only skipped (pool: not even that).
 -- Every --eval-every episodes each run's theta is scored on fixed held-out
 -- episodes drawn from the test images (meta-test: theta fixed), with the
 -- alignment angles of the rule's errors and updates to backprop's; the
@@ -53,7 +57,8 @@ local RUNS = {
   pool = {title = "10-motif pool, as specified", feedback = "fa", motifs = ALL, guard = "none",
           paper = "approaches BP (~70%) by ~300 episodes"},
   pool_guarded = {title = "10-motif pool, with guards", feedback = "fa", motifs = ALL,
-                  guarded = true, paper = "approaches BP (~70%) by ~300 episodes"},
+                  always_guarded = true, scale5 = true,
+                  paper = "approaches BP (~70%) by ~300 episodes"},
   bio = {title = "F_bio (theta 0, 2, 9)", feedback = "fa", motifs = {0, 2, 9},
          paper = "about as well as the pool"},
   ehebb = {title = "eHebb subset (theta 0, 2)", feedback = "fa", motifs = {0, 2}},
@@ -78,9 +83,10 @@ local opts = cli.parse(arg, {
     {"lr-guarded", "number", 3e-4, "Adam learning rate of the guarded pool", min = 0},
     {"lambda", "number", 5e-4, "L1 penalty on theta (runs with several motifs)", min = 0},
     {"theta0", "number", 1e-3, "initial theta_0 (the others start at 0)"},
-    {"clip", "number", 1, "guarded pool: meta-gradient norm clip", min = 0},
+    {"guards", "bool", true, "guard every run but pool (clipping, rollback, revert)"},
+    {"clip", "number", 1, "guarded runs: meta-gradient norm clip", min = 0},
     {"scale5", "number", 0.05, "guarded pool: scale of F5 (theta_5 = scale phi_5)", min = 0},
-    {"revert-drop", "number", 0.15, "guarded pool: roll back to the best theta (and halve the " ..
+    {"revert-drop", "number", 0.15, "guarded runs: roll back to the best theta (and halve the " ..
      "meta learning rate) when the held-out accuracy falls this far below the best", min = 0},
     {"eval-every", "int", 25, "episodes between held-out evaluations", quick = 2, min = 1},
     {"heldout", "int", 20, "held-out episodes per evaluation", quick = 2, min = 1},
@@ -149,13 +155,17 @@ local function evaluate(learner, set, theta)
   return acc / #set, loss / #set
 end
 
+-- Whether a run is guarded (see the header).
+local function guarded(cfg)
+  return cfg.always_guarded or (opts.guards and cfg.guard ~= "none")
+end
+
 local function make_learner(cfg)
   local net = motifs.net{sizes = sizes, feedback = cfg.feedback, dtype = opts.dtype}
   local o = {net = net, motifs = cfg.motifs, theta0 = {[0] = opts.theta0}, lr = opts.lr,
              lambda = cfg.lambda or opts.lambda, guard = cfg.guard or "skip"}
-  if cfg.guarded then
-    o.guard, o.lr, o.clip, o.scale = "rollback", opts.lr_guarded, opts.clip, {[5] = opts.scale5}
-  end
+  if guarded(cfg) then o.guard, o.clip = "rollback", opts.clip end
+  if cfg.scale5 then o.lr, o.scale = opts.lr_guarded, {[5] = opts.scale5} end
   return meta.learner(o)
 end
 
@@ -208,7 +218,7 @@ while s.index <= #opts.runs do
       if acc > cur.best_acc then
         cur.best_acc, cur.best_theta, cur.best_episode = acc, theta, ep
         learner:mark_good()
-      elseif cfg.guarded and not (acc >= cur.best_acc - opts.revert_drop) then
+      elseif guarded(cfg) and not (acc >= cur.best_acc - opts.revert_drop) then
         learner:rollback()                 -- the network died or diverged: back to the best
         row.action = "revert"
         row.rollbacks = learner.rollbacks
@@ -250,7 +260,7 @@ while s.index <= #opts.runs do
     best_episode = cur.best_episode, train_accuracy = mean / math.max(#last, 1),
     final_theta = final_theta:totable(), best_theta = cur.best_theta:totable(),
     skipped = learner.skipped, rollbacks = learner.rollbacks, seconds = nm.clock() - t_run,
-    paper = cfg.paper, died = cur.died,
+    paper = cfg.paper, died = cur.died, guarded = guarded(cfg),
   }
   io.stderr:write(format("\n%-14s meta-test accuracy: final theta %.1f%%, best theta %.1f%% " ..
                          "(episode %d); theta %s\n", name, 100 * fa, 100 * ba, cur.best_episode,
@@ -301,7 +311,8 @@ for _, name in ipairs(opts.runs) do
     print(format("%-30s %10s %10s %10s %8s   %s", f.title,
                  f.died and format("died@%d", f.died) or pct(f.final_accuracy),
                  pct(f.best_accuracy), pct(f.train_accuracy),
-                 format("%d/%d", f.skipped, f.rollbacks), f.paper or "-"))
+                 f.guarded and format("on %d/%d", f.skipped, f.rollbacks) or
+                   format("off %d/%d", f.skipped, f.rollbacks), f.paper or "-"))
     summary[#summary + 1] = {label = f.title .. ": meta-test query accuracy (best theta)",
                              ours = meta.finite(f.best_accuracy) and f.best_accuracy or nil,
                              paper = f.paper, unit = "%",
@@ -313,5 +324,5 @@ for _, name in ipairs(opts.runs) do
 end
 print("(final/best: meta-test accuracy of the final theta and of the theta with the best " ..
       "held-out accuracy; died@k: theta became non-finite at episode k; train: running mean " ..
-      "of the meta-training query accuracy; guards: skipped/rolled-back steps)")
+      "of the meta-training query accuracy; guards: on/off, skipped/rolled-back steps)")
 run:finish{runs = s.finished, summary = summary, plots = out_plots}
