@@ -39,6 +39,12 @@ static int f_rates(lua_State *L) {
   check_like(L, 2, r, d);
   check_like(L, 3, r, u);
   luaL_argcheck(L, beta > 0, 5, "beta must be > 0");
+  {  /* r and d are both written: one would overwrite the other */
+    static const int args[] = {1, 2};
+    static const char *const outs[] = {"r", "d"};
+    const nm_tensor *ts[] = {r, d};
+    nm_check_disjoint(L, 2, 2, args, outs, ts);
+  }
   int st = nm_folded_rates(r, d, u, (nm_folded_phi)phi, beta);
   if (st != NM_OK) return nm_status_error(L, st, "rates");
   lua_settop(L, 1);
@@ -102,6 +108,12 @@ static int f_step(lua_State *L) {
   check_rank(L, 1, u);
   check_like(L, 2, u, m);
   check_like(L, 3, u, v);
+  {  /* u and m are both written */
+    static const int args[] = {1, 2};
+    static const char *const names[] = {"u", "m"};
+    const nm_tensor *ts[] = {u, m};
+    nm_check_disjoint(L, 2, 2, args, names, ts);
+  }
   int st = nm_folded_step(u, m, v, dt, mom);
   if (st != NM_OK) return nm_status_error(L, st, "step");
   lua_settop(L, 1);
