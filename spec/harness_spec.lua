@@ -364,6 +364,15 @@ describe("nm.results", function()
     assert.same({"metrics.csv", "metrics.jsonl", "results.json"}, listdir(dir))   -- checkpoint removed
   end)
 
+  it("run:info sets a top-level field of results.json (was hidden by a field)", function()
+    local dir = tmp .. "/run_info"
+    local opts = cli.try_parse({"--out", dir}, {name = "inproc"})
+    local run = results.open(opts, {quiet = true, dataset = "before"})
+    run:info("dataset", "after")
+    run:finish()
+    assert.equal("after", json.read_file(dir .. "/results.json").dataset)
+  end)
+
   it("grows the CSV header when a later row brings a new key", function()
     local dir = tmp .. "/run2"
     local opts = cli.try_parse({"--out", dir}, {name = "inproc"})

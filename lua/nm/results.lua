@@ -112,7 +112,7 @@ function results.open(opts, info)
   local dir = assert(opts.out, "results.open: opts.out (the run directory) is missing")
   nm.mkdir(dir)
   local self = setmetatable({
-    dir = dir, opts = opts, info = info, rows = {}, columns = {}, column_set = {},
+    dir = dir, opts = opts, config = info, rows = {}, columns = {}, column_set = {},
     final = {}, resumed = 0, elapsed_before = 0, clock0 = nm.clock(),
     checkpoint_every = info.checkpoint_every or opts.checkpoint_every,
     ckpt_path = dir .. "/checkpoint.nmc",
@@ -288,12 +288,12 @@ function Run:resume()
   if not self.opts.resume then return nil end
   local saved, from = checkpoint.load(self.ckpt_path)
   if saved == nil then
-    if not self.info.quiet then
+    if not self.config.quiet then
       io.stderr:write(format("%s: no checkpoint, starting from the beginning\n", self.dir))
     end
     self.rows = {}
     self.columns, self.column_set = {}, {}
-    for _, c in ipairs(self.info.columns or {}) do self:_add_column(c) end
+    for _, c in ipairs(self.config.columns or {}) do self:_add_column(c) end
     self.jsonl:close()
     nm.atomic_write(self:path("metrics.jsonl"), "")
     self.jsonl = assert(io.open(self:path("metrics.jsonl"), "ab"))
@@ -320,7 +320,7 @@ function Run:resume()
   self:_rewrite_csv()
   self.final = saved.final or {}
   self.resumed = self.resumed + 1
-  if not self.info.quiet then
+  if not self.config.quiet then
     io.stderr:write(format("%s: resuming from %s\n", self.dir, from))
   end
   self:write("running")
@@ -366,7 +366,7 @@ function Run:finish(final)
   self.meta.finished = iso_now()
   self:write("finished")
   self:close()
-  if not self.info.keep_checkpoint then checkpoint.remove(self.ckpt_path) end
+  if not self.config.keep_checkpoint then checkpoint.remove(self.ckpt_path) end
   if self.stop_installed then nm.remove_stop_handler() end
   return self:path("results.json")
 end
