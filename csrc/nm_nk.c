@@ -793,9 +793,10 @@ int nm_nkhc_step_naive(nm_nkhc *c, nm_rng *g, int64_t cycles) {
 }
 
 int nm_nkhc_task_error(const nm_nkhc *c, const nm_tensor *x,
-                       const nm_tensor *f, double *mse, double *work_h) {
+                       const nm_tensor *f, double *mse, double *work) {
   int N = c->n, H = c->h;
   int64_t S = x->size[0];
+  double *row = work, *act = work + N;
   for (int64_t s = 0; s < S; s++)
     for (int i = 0; i < N; i++) {
       double v = get(x, s * x->stride[0] + i * x->stride[1]);
@@ -804,16 +805,18 @@ int nm_nkhc_task_error(const nm_nkhc *c, const nm_tensor *x,
     }
   double sq = 0.0;
   for (int64_t s = 0; s < S; s++) {
+    for (int i = 0; i < N; i++)
+      row[i] = get(x, s * x->stride[0] + i * x->stride[1]);
     for (int h = 0; h < H; h++) {
       const int64_t *w = c->hid + (size_t)h * (N + 1);
       int64_t u = w[N];
       for (int i = 0; i < N; i++)
-        u += get(x, s * x->stride[0] + i * x->stride[1]) > 0 ? w[i] : -w[i];
-      work_h[h] = nk_hidden_act(u);
+        u += row[i] > 0 ? w[i] : -w[i];
+      act[h] = nk_hidden_act(u);
     }
     double z = c->out[H];
     for (int h = 0; h < H; h++)
-      z += c->out[h] * work_h[h];
+      z += c->out[h] * act[h];
     double d = nk_sigmoid(z) - get(f, s * f->stride[0]);
     sq += d * d;
   }

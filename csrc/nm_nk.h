@@ -165,9 +165,10 @@ int nm_nkhc_step_naive(nm_nkhc *c, nm_rng *g, int64_t cycles);
 ** values, ANN: 1, NN: none), bit-identical to what the incremental
 ** path keeps. */
 void nm_nkhc_naive(nm_nkhc *c, double *task, double *rec);
-/* MSE of the output on another data set (x S2 x N of +-1, f S2);
-** returns NM_EINVAL (and *mse untouched) for an input that is not +-1. */
+/* MSE of the output on another data set (x S2 x N of +-1, f S2), with
+** N + H doubles of workspace; returns NM_EINVAL (and *mse untouched) for
+** an input that is not +-1. */
 int nm_nkhc_task_error(const nm_nkhc *c, const nm_tensor *x,
-                       const nm_tensor *f, double *mse, double *work_h);
+                       const nm_tensor *f, double *mse, double *work);
 
 #endif
