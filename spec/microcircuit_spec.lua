@@ -792,26 +792,9 @@ end)
 
 describe("experiments/microcircuit.lua", function()
   local json = require "nm.json"
-  local root = NEUROMIC_ROOT or "."
-  local exe = os.getenv("NEUROMIC_EXE") or (root .. "/neuromic")   -- make sanitize sets it
-  local tmp = os.tmpname()
-  os.remove(tmp)
-
-  local function run(args)
-    local cmd = string.format("cd %q && %q experiments/microcircuit.lua %s >%q 2>&1", root, exe,
-                              args, tmp .. ".log")
-    local ok, _, code = os.execute(cmd)
-    return ok and 0 or code
-  end
-
-  local function rows(dir)
-    local out = {}
-    for _, r in ipairs(json.read_lines(dir .. "/metrics.jsonl")) do
-      r.seconds = nil                                  -- wall-clock: differs
-      out[#out + 1] = r
-    end
-    return out
-  end
+  local support = require "spec.support"
+  local run, tmp = support.experiment("microcircuit.lua")
+  local function rows(dir) return support.metric_rows(dir) end
 
   -- final figures without timings and plot paths
   local function figures(dir)

@@ -311,26 +311,9 @@ end)
 
 describe("experiments/baselines.lua", function()
   local json = require "nm.json"
-  local root = NEUROMIC_ROOT or "."
-  local exe = os.getenv("NEUROMIC_EXE") or (root .. "/neuromic")   -- make sanitize sets it
-  local tmp = os.tmpname()
-  os.remove(tmp)
-
-  local function run(args)
-    local cmd = string.format("cd %q && %q experiments/baselines.lua %s >%q 2>&1", root, exe,
-                              args, tmp .. ".log")
-    local ok, _, code = os.execute(cmd)
-    return ok and 0 or code
-  end
-
-  local function rows(dir)
-    local out = {}
-    for _, r in ipairs(json.read_lines(dir .. "/metrics.jsonl")) do
-      r.time_s = nil                                   -- wall-clock: differs
-      out[#out + 1] = r
-    end
-    return out
-  end
+  local support = require "spec.support"
+  local run, tmp = support.experiment("baselines.lua")
+  local function rows(dir) return support.metric_rows(dir) end
 
   it("resumes after SIGTERM to the same metrics and weights as an uninterrupted run", function()
     local common = "--quick --dataset mnist --arch 256 --rules bp,dfa --epochs 2 " ..
