@@ -97,6 +97,7 @@ local opts = cli.parse(arg, {
     {"dtype", "string", "float32", "network element type", choices = {"float32", "float64"}},
     {"threads", "int", 1, "OpenBLAS threads", min = 1},
     {"checkpoint-every", "int", 50, "episodes between checkpoints", quick = 0, min = 0},
+    {"replot", "bool", false, "only redraw the plots and the table of the finished run in --out"},
   },
 })
 
@@ -107,6 +108,85 @@ for _, name in ipairs(opts.runs) do
                            table.concat(ORDER, ", ")))
     os.exit(2)
   end
+end
+
+-- Plots, from the metric rows; paths made by outpath(name).
+local function draw(rows, outpath, dsname)
+  local out_plots = {}
+  local function add(paths) for _, p in ipairs(paths or {}) do out_plots[#out_plots + 1] = p end end
+  add(plot.curves(rows, {out = outpath("query_accuracy.png"), x = "episode", y = "accuracy_smooth",
+                         group = "run", ylabel = "query accuracy (running mean)",
+                         title = format("Meta-training: query accuracy (%s, %d-way, K = %d)",
+                                        dsname, opts.M, opts.K)}))
+  add(plot.curves(rows, {out = outpath("heldout_accuracy.png"), x = "episode",
+                         y = "heldout_accuracy", group = "run", ylabel = "held-out query accuracy",
+                         title = "Meta-test on held-out episodes (theta fixed)"}))
+  for _, name in ipairs(opts.runs) do
+    if #RUNS[name].motifs > 1 then
+      local sub, ys = {}, {}
+      for _, r in ipairs(rows) do if r.run == name then sub[#sub + 1] = r end end
+      for _, m in ipairs(RUNS[name].motifs) do ys[#ys + 1] = "theta_" .. m end
+      add(plot.curves(sub, {out = outpath("theta_" .. name .. ".png"), x = "episode", y = ys,
+                            ylabel = "theta_r", title = "theta trajectories: " .. RUNS[name].title}))
+    end
+  end
+  -- one plot per hidden layer, a line per run
+  local layer = 1
+  while true do
+    local key, sub = "angle_e" .. layer, {}
+    for _, r in ipairs(rows) do if r[key] then sub[#sub + 1] = r end end
+    if #sub == 0 then break end
+    add(plot.curves(sub, {out = outpath(format("alignment_e%d.png", layer)), x = "episode",
+                          y = key, group = "run", ylabel = "degrees",
+                          title = format("Angle between the rule's error e_%d and backprop's " ..
+                                         "delta_%d (held-out episode)", layer, layer)}))
+    layer = layer + 1
+  end
+  return out_plots
+end
+
+-- The table of results; returns the summary for results.json.
+local function table_of(finished, dsname)
+  local summary = {}
+  print(format("\n%-30s %10s %10s %10s %8s   %s", "run (" .. dsname .. ")", "final", "best",
+               "train", "guards", "paper (EMNIST)"))
+  -- (values read back from results.json may be json.null)
+  local function ok(v) return type(v) == "number" and meta.finite(v) end
+  local function pct(v) return ok(v) and format("%.1f%%", 100 * v) or "-" end
+  for _, name in ipairs(opts.runs) do
+    local f = finished[name]
+    if f then
+      print(format("%-30s %10s %10s %10s %8s   %s", f.title,
+                   ok(f.died) and format("died@%d", f.died) or pct(f.final_accuracy),
+                   pct(f.best_accuracy), pct(f.train_accuracy),
+                   f.guarded and format("on %d/%d", f.skipped, f.rollbacks) or
+                     format("off %d/%d", f.skipped, f.rollbacks), f.paper or "-"))
+      summary[#summary + 1] = {label = f.title .. ": meta-test query accuracy (best theta)",
+                               ours = ok(f.best_accuracy) and f.best_accuracy or nil,
+                               paper = f.paper, unit = "%",
+                               note = (opts.quick and "quick run; " or
+                                       format("%d episodes, %s; ", opts.episodes, dsname)) ..
+                                 (ok(f.died) and format("theta diverged at episode %d", f.died)
+                                  or "final theta " .. pct(f.final_accuracy))}
+    end
+  end
+  print("(final/best: meta-test accuracy of the final theta and of the theta with the best " ..
+        "held-out accuracy; died@k: theta became non-finite at episode k; train: running mean " ..
+        "of the meta-training query accuracy; guards: on/off, skipped/rolled-back steps)")
+  return summary
+end
+
+if opts.replot then
+  local info, rows = results.read(opts.out)
+  local finished = info.final and info.final.runs or {}
+  local plots = draw(rows, function(name) return opts.out .. "/" .. name end, opts.data)
+  table_of(finished, opts.data)
+  for _, p in ipairs(plots) do print("plot: " .. p) end
+  if info.final then                      -- the plot list in results.json follows
+    info.final.plots = plots
+    nm.atomic_write(opts.out .. "/results.json", require("nm.json").encode(info, {indent = 2}) .. "\n")
+  end
+  os.exit(0)
 end
 
 local ds = data.load(opts.data, {validation = 0, dtype = opts.dtype})
@@ -270,59 +350,6 @@ while s.index <= #opts.runs do
 end
 bar:finish()
 
--- Plots.
-local rows = run:metrics()
-local out_plots = {}
-local function add(paths) for _, p in ipairs(paths or {}) do out_plots[#out_plots + 1] = p end end
-add(plot.curves(rows, {out = run:path("query_accuracy.png"), x = "episode", y = "accuracy_smooth",
-                       group = "run", ylabel = "query accuracy (running mean)",
-                       title = format("Meta-training: query accuracy (%s, %d-way, K = %d)",
-                                      ds.name, opts.M, opts.K)}))
-add(plot.curves(rows, {out = run:path("heldout_accuracy.png"), x = "episode",
-                       y = "heldout_accuracy", group = "run", ylabel = "held-out query accuracy",
-                       title = "Meta-test on held-out episodes (theta fixed)"}))
-for _, name in ipairs(opts.runs) do
-  if #RUNS[name].motifs > 1 then
-    local sub, ys = {}, {}
-    for _, r in ipairs(rows) do if r.run == name then sub[#sub + 1] = r end end
-    for _, m in ipairs(RUNS[name].motifs) do ys[#ys + 1] = "theta_" .. m end
-    add(plot.curves(sub, {out = run:path("theta_" .. name .. ".png"), x = "episode", y = ys,
-                          ylabel = "theta_r", title = "theta trajectories: " .. RUNS[name].title}))
-  end
-end
-do
-  local sub = {}
-  for _, r in ipairs(rows) do if r.angle_e1 then sub[#sub + 1] = r end end
-  local ys = {}
-  for l = 1, #sizes - 2 do ys[#ys + 1] = "angle_e" .. l end
-  add(plot.curves(sub, {out = run:path("alignment_e.png"), x = "episode", y = ys, group = "run",
-                        ylabel = "angle(e_l, delta_l) (degrees)",
-                        title = "Alignment of the rule's errors with backprop's"}))
-end
-
--- Table.
-local summary = {}
-print(format("\n%-30s %10s %10s %10s %8s   %s", "run (" .. ds.name .. ")", "final", "best",
-             "train", "guards", "paper (EMNIST)"))
-for _, name in ipairs(opts.runs) do
-  local f = s.finished[name]
-  if f then
-    local function pct(v) return meta.finite(v) and format("%.1f%%", 100 * v) or "-" end
-    print(format("%-30s %10s %10s %10s %8s   %s", f.title,
-                 f.died and format("died@%d", f.died) or pct(f.final_accuracy),
-                 pct(f.best_accuracy), pct(f.train_accuracy),
-                 f.guarded and format("on %d/%d", f.skipped, f.rollbacks) or
-                   format("off %d/%d", f.skipped, f.rollbacks), f.paper or "-"))
-    summary[#summary + 1] = {label = f.title .. ": meta-test query accuracy (best theta)",
-                             ours = meta.finite(f.best_accuracy) and f.best_accuracy or nil,
-                             paper = f.paper, unit = "%",
-                             note = (opts.quick and "quick run; " or
-                                     format("%d episodes, %s; ", opts.episodes, ds.name)) ..
-                               (f.died and format("theta diverged at episode %d", f.died)
-                                or format("final theta %.1f%%", 100 * f.final_accuracy))}
-  end
-end
-print("(final/best: meta-test accuracy of the final theta and of the theta with the best " ..
-      "held-out accuracy; died@k: theta became non-finite at episode k; train: running mean " ..
-      "of the meta-training query accuracy; guards: on/off, skipped/rolled-back steps)")
+local out_plots = draw(run:metrics(), function(name) return run:path(name) end, ds.name)
+local summary = table_of(s.finished, ds.name)
 run:finish{runs = s.finished, summary = summary, plots = out_plots}
