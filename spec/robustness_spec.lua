@@ -865,3 +865,19 @@ teardown(function()
     os.remove(tmp(name))
   end
 end)
+
+describe("robustness: list arguments are read raw, so metamethods cannot pull tensors away", function()
+  -- Regression: net:query read its labels through __index, which could close
+  -- X after X was checked: sgemm then read freed memory (segfault).
+  it("motif net query with a proxy labels table is an error, not a crash", function()
+    local g = nm.generator(1)
+    local net = nm.motif_net{sizes = {4, 3, 2}}
+    local X = nm.randn(g, 2, 4)
+    local proxy = setmetatable({}, {__len = function() return 2 end,
+                                    __index = function() X:close() return 1 end})
+    local ok, msg = pcall(net.query, net, {nm.randn(g, 3, 4), nm.randn(g, 2, 3)}, X, proxy)
+    assert.is_false(ok)
+    assert.truthy(msg:find("0 labels for 2 rows", 1, true))
+    assert.is_false(X:is_closed())
+  end)
+end)

@@ -51,7 +51,7 @@ static int l_motif_net(lua_State *L) {
   }
   net.layers = (int)count - 1;
   for (int l = 0; l <= net.layers; l++) {
-    lua_geti(L, -1, l + 1);
+    lua_rawgeti(L, -1, l + 1);
     int isnum;
     lua_Integer v = lua_tointegerx(L, -1, &isnum);
     if (!isnum || v < 1 || v > (1 << 24)) {
@@ -146,7 +146,7 @@ static void get_list(lua_State *L, int arg, const char *what, const nm_motif_net
     luaL_argerror(L, arg, lua_tostring(L, -1));
   }
   for (int l = 1; l <= net->layers; l++) {
-    lua_geti(L, arg, l);
+    lua_rawgeti(L, arg, l);
     if (allow_nil_entries && lua_isnil(L, -1)) {
       out[l - 1] = NULL;
       lua_pop(L, 1);
@@ -181,12 +181,12 @@ static void get_theta(lua_State *L, int arg, double *theta) {
     }
     for (int64_t r = 0; r < NM_META_MOTIFS; r++) theta[r] = nm_get(t, &r);
   } else if (lua_istable(L, arg)) {
-    if (luaL_len(L, arg) != NM_META_MOTIFS) {
+    if ((lua_Integer)lua_rawlen(L, arg) != NM_META_MOTIFS) {
       lua_pushfstring(L, "theta must hold %d values", NM_META_MOTIFS);
       luaL_argerror(L, arg, lua_tostring(L, -1));
     }
     for (int r = 0; r < NM_META_MOTIFS; r++) {
-      lua_geti(L, arg, r + 1);
+      lua_rawgeti(L, arg, r + 1);
       int isnum;
       theta[r] = lua_tonumberx(L, -1, &isnum);
       if (!isnum) luaL_argerror(L, arg, "theta must hold numbers");
@@ -282,7 +282,7 @@ static int m_backward(lua_State *L) {
   if (!lua_isnoneornil(L, 8)) {
     luaL_checktype(L, 8, LUA_TTABLE);
     for (int r = 0; r < NM_META_MOTIFS; r++) {
-      lua_geti(L, 8, r + 1);
+      lua_rawgeti(L, 8, r + 1);
       need[r] = lua_toboolean(L, -1);
       lua_pop(L, 1);
     }
@@ -324,15 +324,15 @@ static int m_query(lua_State *L) {
   }
   int64_t m = X->size[0];
   luaL_checktype(L, 4, LUA_TTABLE);
-  if (luaL_len(L, 4) != m) {
-    lua_pushfstring(L, "%d labels for %d rows", (int)luaL_len(L, 4), (int)m);
+  if ((lua_Integer)lua_rawlen(L, 4) != m) {
+    lua_pushfstring(L, "%d labels for %d rows", (int)(lua_Integer)lua_rawlen(L, 4), (int)m);
     return luaL_argerror(L, 4, lua_tostring(L, -1));
   }
   int have_g = !lua_isnoneornil(L, 5);
   if (have_g) get_list(L, 5, "G", net, G, 0);
   int64_t *labels = (int64_t *)buffer(L, 4, (size_t)m * sizeof(int64_t));
   for (int64_t i = 0; i < m; i++) {
-    lua_geti(L, 4, i + 1);
+    lua_rawgeti(L, 4, i + 1);
     int isnum;
     lua_Integer c = lua_tointegerx(L, -1, &isnum);
     lua_pop(L, 1);
