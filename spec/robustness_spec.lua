@@ -881,3 +881,23 @@ describe("robustness: list arguments are read raw, so metamethods cannot pull te
     assert.is_false(X:is_closed())
   end)
 end)
+
+describe("robustness: options tables whose metamethods close tensors", function()
+  -- Regression: nm.nk.network checked x, then read more options through
+  -- __index, which could close x: the copy of the data set read freed memory.
+  it("nm.nk.network reads its tensors last", function()
+    local X = nm.tensor({{1, -1, 1}, {-1, -1, 1}}, "float64")
+    local F = nm.tensor({0.2, 0.7}, "float64")
+    local o = {kind = "NAN", x = X, f = F, h = 2, generator = nm.generator(1)}
+    local proxy = setmetatable({}, {__index = function(_, k)
+      if k == "target" then X:close() end
+      return o[k]
+    end})
+    local ok, msg = pcall(nm.nk.network, proxy)
+    assert.is_false(ok)
+    assert.truthy(msg:find("must be tensors", 1, true))
+    -- the same options as a plain table still build a network
+    o.x = nm.tensor({{1, -1, 1}, {-1, -1, 1}}, "float64")
+    assert.truthy(nm.nk.network(o))
+  end)
+end)

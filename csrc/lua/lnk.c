@@ -272,13 +272,27 @@ static int net_new(lua_State *L) {
   if (kind < 0)
     return luaL_argerror(L, 1, "option 'kind' must be \"NN\", \"NAN\" or \"ANN\"");
   lua_pop(L, 1);
+  /* Plain options first, tensors and the generator last, kept on the stack:
+  ** reading a field may run a metamethod that closes or drops a tensor. */
+  lua_Integer h = int_field(L, 1, "h", 10, 0);
+  double range = range_field(L, 1);
+  lua_getfield(L, 1, "target");
+  const char *target = lua_isnil(L, -1) ? "input" : lua_tostring(L, -1);
+  int binary;
+  if (target != NULL && strcmp(target, "input") == 0) binary = 0;
+  else if (target != NULL && strcmp(target, "binary") == 0) binary = 1;
+  else return luaL_argerror(L, 1, "option 'target' must be \"input\" or \"binary\"");
+  lua_pop(L, 1);
+  lua_getfield(L, 1, "generator");
+  nm_rng *g = (nm_rng *)luaL_testudata(L, -1, GENERATOR_T);
+  if (g == NULL)
+    return luaL_argerror(L, 1, "option 'generator' must be a neuromic.Generator");
   lua_getfield(L, 1, "x");
-  nm_tensor *x = nm_totensor(L, -1);
   lua_getfield(L, 1, "f");
+  nm_tensor *x = nm_totensor(L, -2);
   nm_tensor *f = nm_totensor(L, -1);
   if (x == NULL || f == NULL)
     return luaL_argerror(L, 1, "options 'x' and 'f' must be tensors");
-  lua_Integer h = int_field(L, 1, "h", 10, 0);
   if (x->ndim != 2) {
     char buf[64];
     lua_pushfstring(L, "inputs must be a matrix [S x N], got %s", nm_shape_str(x, buf, sizeof buf));
@@ -290,15 +304,6 @@ static int net_new(lua_State *L) {
                                   x->size[0] > (1 << 24) ? 0 : (int)x->size[0]);
   if (why != NULL)
     return luaL_argerror(L, 1, why);
-  double range = range_field(L, 1);
-  lua_getfield(L, 1, "target");
-  const char *target = lua_isnil(L, -1) ? "input" : lua_tostring(L, -1);
-  int binary;
-  if (target != NULL && strcmp(target, "input") == 0) binary = 0;
-  else if (target != NULL && strcmp(target, "binary") == 0) binary = 1;
-  else return luaL_argerror(L, 1, "option 'target' must be \"input\" or \"binary\"");
-  lua_pop(L, 1);
-  nm_rng *g = gen_field(L, 1);
   int s = (int)x->size[0];
   size_t bytes = nm_nkhc_bytes(kind, n, (int)h, s);
   lnet *ln = (lnet *)lua_newuserdatauv(L, sizeof(lnet) + bytes, 0);
