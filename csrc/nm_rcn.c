@@ -141,9 +141,9 @@ static void tanh_row_f32(int64_t m, float *x) {
     const float r = (y - n * 0.693359375f) + n * 2.12194440e-4f;
     const float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.6666667e-1f + r * (4.1666668e-2f +
                     r * (8.3333338e-3f + r * 1.3888889e-3f)))));
-    int32_t bits;
+    uint32_t bits;                                     /* unsigned: NaN must not overflow */
     memcpy(&bits, &t, sizeof bits);
-    bits = (bits - 0x4B400000 + 127) * (1 << 23);      /* 2^n, n in [-58, 0] */
+    bits = (bits - 0x4B400000u + 127u) << 23;          /* 2^n, n in [-58, 0] */
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     const float e = p * scale;

@@ -901,3 +901,22 @@ describe("robustness: options tables whose metamethods close tensors", function(
     assert.truthy(nm.nk.network(o))
   end)
 end)
+
+describe("robustness: RCN kernel arguments are read raw", function()
+  -- Regression: a params table whose __index closed H[1] after the lists
+  -- were checked made the chemical update read freed memory (segfault).
+  it("net:forward with a proxy params table is an error, not a crash", function()
+    local g = nm.generator(1)
+    local net = nm.rcn_net{sizes = {4, 3, 2}, chemicals = 2, decay = {0.5, 0.9}, gain = {1, 1}}
+    local H = {nm.randn(g, 2, 3, 4), nm.randn(g, 2, 2, 3)}
+    local W = {nm.randn(g, 3, 4), nm.randn(g, 2, 3)}
+    local B = {nm.randn(g, 3, 4), nm.randn(g, 2, 3)}
+    local P = {P = nm.zeros(2, 10, "float64"), K = nm.zeros(2, 2, "float64"),
+               v = nm.zeros(2, "float64")}
+    local proxy = setmetatable({}, {__index = function(_, k) H[1]:close() return P[k] end})
+    local ok, msg = pcall(net.forward, net, H, W, H, W, B, nm.randn(g, 4), 1, proxy)
+    assert.is_false(ok)
+    assert.equal("string", type(msg))
+    assert.is_false(H[1]:is_closed())
+  end)
+end)

@@ -234,7 +234,7 @@ static void get_list(lua_State *L, int arg, const char *what, const nm_rcn *rcn,
     luaL_argerror(L, arg, lua_tostring(L, -1));
   }
   for (int l = 1; l <= net->layers; l++) {
-    lua_geti(L, arg, l);
+    lua_rawgeti(L, arg, l);   /* raw: no metamethod may close a checked tensor */
     const nm_tensor *t = nm_totensor(L, -1);
     int ok = t != NULL && t->dtype == net->dtype && nm_is_contiguous(t);
     if (ok && chem)
@@ -270,7 +270,8 @@ static void get_list(lua_State *L, int arg, const char *what, const nm_rcn *rcn,
 static double *get_param(lua_State *L, int arg, const char *table, const char *key,
                          const nm_rcn *rcn, int64_t rows, int64_t cols, int64_t *stride,
                          int optional) {
-  lua_getfield(L, arg, key);
+  lua_pushstring(L, key);    /* raw: no metamethod may close a checked tensor */
+  lua_rawget(L, arg);
   if (lua_isnil(L, -1) && optional) {
     lua_pop(L, 1);
     *stride = 0;
@@ -322,7 +323,8 @@ static void get_params(lua_State *L, int arg, const char *table, const nm_rcn *r
   p->b_stride = 0;
   p->bias = NULL;
   if (rcn->neuron_bias) {
-    lua_getfield(L, arg, "b");
+    lua_pushliteral(L, "b");
+    lua_rawget(L, arg);
     if (!lua_isnil(L, -1)) {
       int top = lua_gettop(L);
       char what[32];
