@@ -65,6 +65,9 @@ local opts = cli.parse(arg, {
     {"lr-scale", "list", {1, 0.1, 1, 0.01}, "RCN: factors of --lr for P, K, v, b (the bias and " ..
      "K push every synapse at once)", item = "number"},
     {"lambda", "number", 0, "L1 penalty on theta (baseline) and on P (RCN)", min = 0},
+    {"P0", "number", 1e-3, "initial theta_0 and P[:,0]"},
+    {"P0-momentum", "number", 5e-5, "initial P[:,0] of the momentum RCN (its slowest chemical " ..
+     "integrates, and W integrates the chemicals: 1e-3 makes the first episodes explode)"},
     {"exponent", "string", "L-1", "timescale exponent c/(L-1) or c/L", choices = {"L-1", "L"}},
     {"tau-max", "number", 50, "slowest timescale (tau_min = 1)", min = 1},
     {"clip", "number", 0, "meta-gradient norm clip (0: off)", min = 0},
@@ -166,7 +169,7 @@ local function make_learner(cfg)
   local clip = opts.clip > 0 and opts.clip or nil
   if cfg.kind == "motif" then
     local net = motifs.net{sizes = sizes, feedback = opts.feedback, dtype = opts.dtype}
-    return meta.learner{net = net, motifs = opts.motifs, theta0 = {[0] = 1e-3}, lr = opts.lr,
+    return meta.learner{net = net, motifs = opts.motifs, theta0 = {[0] = opts.P0}, lr = opts.lr,
                         lambda = opts.lambda, guard = guard, clip = clip}
   end
   local net = rcn.net{sizes = sizes, feedback = opts.feedback, dtype = opts.dtype,
@@ -175,7 +178,8 @@ local function make_learner(cfg)
                       tau_max = opts.tau_max}
   local f = opts.lr_scale
   local o = {net = net, lr = opts.lr, lambda = opts.lambda, guard = guard, clip = clip,
-             lr_scale = {P = f[1], K = f[2], v = f[3], b = f[4]}}
+             lr_scale = {P = f[1], K = f[2], v = f[3], b = f[4]},
+             P0 = cfg.momentum and opts.P0_momentum or opts.P0}
   if cfg.kind == "biasonly" then o.P0, o.learn = 0, {b = true} end
   return rcn.learner(o)
 end
