@@ -80,6 +80,8 @@ local opts = cli.parse(arg, {
     {"dtype", "string", "float32", "network element type", choices = {"float32", "float64"}},
     {"threads", "int", 1, "OpenBLAS threads", min = 1},
     {"checkpoint-every", "int", 25, "episodes between checkpoints", quick = 0, min = 0},
+    {"replot", "bool", false, "redraw the plots, table and summary of the finished run in " ..
+     "--out (no training)"},
   },
 })
 
@@ -136,7 +138,32 @@ end
 local steps = opts.M * opts.K
 local sizes = {ds.dim, 170, 130, 100, 70, opts.outputs}
 
-local run = results.open(opts, {
+local json = require "nm.json"
+
+-- --replot: the finished run's figures and metrics, read back; a stand-in
+-- for the run object that writes beside them.
+local s, run, rows
+if opts.replot then
+  local ok, res, rrows = pcall(results.read, opts.out)
+  if not ok or type(res) ~= "table" or type(res.final) ~= "table" or not res.final.runs then
+    io.stderr:write(format("rcn: --replot: no finished run in %s\n", opts.out))
+    os.exit(2)
+  end
+  s, rows = {finished = res.final.runs}, rrows
+  opts.runs, opts.motifs, opts.episodes = res.options.runs, res.options.motifs, res.options.episodes
+  opts.quick = res.options.quick
+  run = {
+    path = function(_, name) return opts.out .. "/" .. name end,
+    finish = function(_, final)
+      for k, v in pairs(final) do res.final[k] = v end
+      nm.atomic_write(opts.out .. "/results.json", json.encode(res, {indent = "  "}) .. "\n")
+    end,
+  }
+  for _, name in ipairs(opts.runs) do CONFIGS[name] = parse_run(name) end
+end
+
+if not opts.replot then
+run = results.open(opts, {
   dataset = format("%s: %d-way tasks, K = %d, Q = %d from the training images; held-out " ..
                    "episodes from the test images; %d outputs", ds.name, opts.M, opts.K, opts.Q,
                    opts.outputs),
@@ -223,7 +250,7 @@ local function count_params(learner, cfg)
 end
 
 -- State of the whole experiment (what a checkpoint holds).
-local s = run:resume()
+s = run:resume()
 if not s then s = {index = 1, finished = {}} end
 local total = #opts.runs * opts.episodes
 local bar = progress.new{total = total, label = "meta-training"}
@@ -300,6 +327,8 @@ while s.index <= #opts.runs do
   s.current = nil
 end
 bar:finish()
+rows = run:metrics()
+end   -- not opts.replot
 
 -- ---------------------------------------------------------------- heat maps
 
@@ -389,7 +418,6 @@ end
 
 -- ---------------------------------------------------------------- plots
 
-local rows = run:metrics()
 local out_plots = {}
 local function add(paths) for _, p in ipairs(paths or {}) do out_plots[#out_plots + 1] = p end end
 add(plot.curves(rows, {out = run:path("query_accuracy.png"), x = "episode", y = "accuracy_smooth",
