@@ -459,7 +459,10 @@ ag.index = def("index", function(ctx, v, ...)
 end, function(ctx, g)
   local r = new_like(ctx.v)
   local i = ctx.i
-  r:set(table.unpack(i, 1, i.n), g)
+  -- set(i1, ..., in, value): the value goes after every index
+  local args = {table.unpack(i, 1, i.n)}
+  args[i.n + 1] = g
+  r:set(table.unpack(args, 1, i.n + 1))
   return r
 end)
 
