@@ -49,6 +49,10 @@ void nm_check_disjoint(lua_State *L, int nout, int n, const int *args,
 ** last check before a kernel when reading options ran metamethods. */
 void nm_check_open(lua_State *L, int n, const int *args, const char *const *names,
                    const nm_tensor *const *ts);
+/* Scratch memory of at least `bytes` bytes kept in user value `slot` of
+** the userdata at `owner`; replaced only when too small, so steady-state
+** loops allocate nothing. The collector sees it like any tensor. */
+void *nm_scratch(lua_State *L, int owner, int slot, size_t bytes);
 /* Accepts "float32"/"float"/"float64"/"double" at arg, or def if absent. */
 nm_dtype nm_optdtype(lua_State *L, int arg, nm_dtype def);
 /* Reads a dtype from field "dtype" of an options table at arg (or def). */

@@ -24,14 +24,7 @@ static const char *const feedback_names[] = {"fa", "bp", "bp_detached", NULL};
 /* A buffer kept in user value `slot` of the RCN at index 1, of at least
 ** `bytes` bytes (replaced only when too small). */
 static void *buffer(lua_State *L, int slot, size_t bytes) {
-  lua_getiuservalue(L, 1, slot);
-  void *p = lua_touserdata(L, -1);
-  size_t have = p != NULL ? lua_rawlen(L, -1) : 0;
-  lua_pop(L, 1);
-  if (p != NULL && have >= bytes) return p;
-  p = lua_newuserdatauv(L, bytes > 0 ? bytes : 1, 0);
-  lua_setiuservalue(L, 1, slot);
-  return p;
+  return nm_scratch(L, 1, slot, bytes);
 }
 
 /* Raises "bad argument #1 to 'rcn_net' (msg)" with a formatted message. */

@@ -126,6 +126,18 @@ void nm_check_open(lua_State *L, int n, const int *args, const char *const *name
   }
 }
 
+void *nm_scratch(lua_State *L, int owner, int slot, size_t bytes) {
+  owner = lua_absindex(L, owner);
+  lua_getiuservalue(L, owner, slot);
+  void *p = lua_touserdata(L, -1);
+  size_t have = p != NULL ? lua_rawlen(L, -1) : 0;
+  lua_pop(L, 1);
+  if (p != NULL && have >= bytes) return p;
+  p = lua_newuserdatauv(L, bytes > 0 ? bytes : 1, 0);
+  lua_setiuservalue(L, owner, slot);
+  return p;
+}
+
 static int parsedtype(const char *s, nm_dtype *out) {
   if (strcmp(s, "float32") == 0 || strcmp(s, "float") == 0) *out = NM_FLOAT32;
   else if (strcmp(s, "float64") == 0 || strcmp(s, "double") == 0) *out = NM_FLOAT64;
