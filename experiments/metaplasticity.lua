@@ -212,18 +212,7 @@ io.stderr:write(format("metaplasticity: %s, network %s (%s), %d inner steps, %d 
 local train_tasks = meta.sampler(ds.train, {M = opts.M, K = opts.K, Q = opts.Q})
 local test_tasks = meta.sampler(ds.test, {M = opts.M, K = opts.K, Q = opts.Q})
 
--- Fixed held-out episodes: copies of the tasks, each with its own seed
--- for the initial weights, the same for every evaluation and run.
-local function heldout_set(count, seed)
-  local g = nm.generator(seed)
-  local set = {}
-  for i = 1, count do
-    local t = test_tasks:sample(g)
-    set[i] = {X = t.X:clone(), labels = t.labels, Xq = t.Xq:clone(), labels_q = t.labels_q,
-              steps = t.steps, seed = seed * 1000 + i}
-  end
-  return set
-end
+local function heldout_set(count, seed) return meta.heldout(test_tasks, count, seed) end
 local heldout = heldout_set(opts.heldout, opts.seed + 7919)
 
 local function evaluate(learner, set, theta)

@@ -177,18 +177,7 @@ io.stderr:write(format("rcn: %s, network %s (%s), %s feedback, %d inner steps, m
 local train_tasks = meta.sampler(ds.train, {M = opts.M, K = opts.K, Q = opts.Q})
 local test_tasks = meta.sampler(ds.test, {M = opts.M, K = opts.K, Q = opts.Q})
 
--- Fixed held-out episodes: copies of tasks, each with its own seed for
--- the initial weights; the same for every evaluation and every run.
-local function heldout_set(count, seed)
-  local g = nm.generator(seed)
-  local set = {}
-  for i = 1, count do
-    local t = test_tasks:sample(g)
-    set[i] = {X = t.X:clone(), labels = t.labels, Xq = t.Xq:clone(), labels_q = t.labels_q,
-              steps = t.steps, seed = seed * 1000 + i}
-  end
-  return set
-end
+local function heldout_set(count, seed) return meta.heldout(test_tasks, count, seed) end
 local heldout = heldout_set(opts.heldout, opts.seed + 7919)
 
 local function make_learner(cfg)

@@ -115,6 +115,20 @@ end
 local Learner = {}
 Learner.__index = Learner
 
+-- meta.heldout(sampler, count, seed) -> a list of fixed episodes: copies of
+-- sampled tasks, each with its own seed for the initial weights, so every
+-- evaluation and every run sees the same episodes. Allocates the copies.
+function meta.heldout(sampler, count, seed)
+  local g = nm.generator(seed)
+  local set = {}
+  for i = 1, count do
+    local t = sampler:sample(g)
+    set[i] = {X = t.X:clone(), labels = t.labels, Xq = t.Xq:clone(), labels_q = t.labels_q,
+              steps = t.steps, seed = seed * 1000 + i}
+  end
+  return set
+end
+
 -- meta.learner(o) -> learner. Options:
 --   net        motifs.net{...} (required): sizes, beta, feedback, dtype
 --   motifs     0-based indices of the motifs whose theta is meta-learned
