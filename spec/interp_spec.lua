@@ -261,9 +261,12 @@ describe("neuromic REPL on a terminal", function()
     return (s:gsub("\27%[[%d;?]*[%a]", ""):gsub("\r", ""))
   end
 
+  -- "exec": script(1) runs its command through $SHELL -c; a shell that
+  -- stays as parent (dash, CI's /bin/sh) is killed by the Ctrl-C meant for
+  -- the REPL and script then exits 130.
   local function repl(feed, histfile)
     local cmd = "(" .. feed .. ") | NEUROMIC_HISTORY=" .. q(histfile)
-      .. " timeout 30 script -qec " .. q(exe) .. " /dev/null"
+      .. " timeout 30 script -qec " .. q("exec " .. q(exe)) .. " /dev/null"
     local out, rc = run(cmd)
     return clean(out), rc
   end
