@@ -32,6 +32,7 @@ local RULE_FILE = {bp = "backprop", fa = "fa", dfa = "dfa"}
 
 local opts = cli.parse(arg, {
   name = "baselines",
+  shard = true,
   description = "Backprop, feedback alignment and direct feedback alignment on " ..
                 "Fashion-MNIST and the MNIST subset (784-256-10, 784-256-256-10).",
   options = {

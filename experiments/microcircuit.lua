@@ -109,7 +109,7 @@ local opts = cli.parse(arg, {
 -- them; a checkpoint or a finished figure is reused only when they are
 -- the same), besides the shared ones.
 local SHARED_OPTIONS = {"seed", "quick", "plot", "checkpoint_every", "stop_after", "threads", "out",
-                        "resume", "jobs", "shard"}
+                        "resume"}
 local FIGURE_OPTIONS = {
   fig1 = {"fig1_learn_ms", "fig1_eta_scale"},
   figS1 = {"s1_patterns", "s1_every", "s1_eta_scale", "s1_theta"},
@@ -181,7 +181,6 @@ local function open_run(fig, info)
     local ok, old = pcall(json.read_file, o.out .. "/results.json")
     if ok and type(old) == "table" and old.status == "finished" then
       local was, now = type(old.options) == "table" and old.options or {}, cli.plain(o)
-      if now.shard then now.shard = format("%d/%d", now.shard.index, now.shard.count) end
       local diffs = {}
       for _, t in ipairs{was, now} do
         for k in pairs(t) do

@@ -32,6 +32,7 @@ local format, concat = string.format, table.concat
 
 local opts = cli.parse(arg, {
   name = "nan_nk",
+  jobs = true,
   description = "Neuron autoencoders (NAN), layer autoencoders (ANN) and plain MLPs (NN) " ..
                 "trained by random hill climbing on NK-model regression (Bull 2024, " ..
                 "Figs. 5-7 with significance tests).",

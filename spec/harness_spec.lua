@@ -246,6 +246,7 @@ describe("nm.cli", function()
   local spec = {
     name = "demo",
     description = "A demo.",
+    jobs = true, shard = true,
     options = {
       {"epochs", "int", 10, "training epochs", quick = 1},
       {"lr", "number", 0.05, "learning rate", min = 0},
@@ -302,6 +303,27 @@ describe("nm.cli", function()
       assert.equal(c[2], msg)
       assert.equal(2, code)
     end
+  end)
+
+  -- Regression: every script used to accept --jobs and --shard, and most
+  -- ignored them.
+  it("offers --jobs and --shard only to scripts that declare them", function()
+    local plain = {name = "plain", options = {{"epochs", "int", 10, "training epochs"}}}
+    local o = cli.try_parse({}, plain)
+    assert.same({epochs = 10, out = "results/plain", quick = false, resume = false, seed = 1},
+                cli.plain(o))
+    for _, args in ipairs{{"--jobs", "2"}, {"--shard", "1/2"}} do
+      local none, msg, code = cli.try_parse(args, plain)
+      assert.is_nil(none)
+      assert.equal("plain: unknown option '" .. args[1] .. "' (try --help)", msg)
+      assert.equal(2, code)
+    end
+    local _, usage = cli.try_parse({"--help"}, plain)
+    assert.falsy(usage:find("--jobs", 1, true))
+    assert.falsy(usage:find("--shard", 1, true))
+    o = cli.try_parse({"--jobs", "3"}, {name = "j", jobs = true})
+    assert.equal(3, o.jobs)
+    assert.is_nil(cli.try_parse({"--shard", "1/2"}, {name = "j", jobs = true}))
   end)
 
   it("builds --help from the spec", function()

@@ -18,6 +18,7 @@ local cli = require "nm.cli"
 
 local opts = cli.parse(arg, {
   name = "bench_nk",
+  jobs = true,          -- workers of the --grid run
   description = "Incremental vs naive hill-climbing cycles per second on NK regression; " ..
                 "optionally the wall time of the full Fig. 6 grid.",
   options = {
@@ -86,7 +87,7 @@ for _, n in ipairs(opts.n) do
 end
 
 if opts.grid then
-  local jobs = opts.jobs or 2
+  local jobs = opts.jobs
   local grid_dir = opts.grid_out .. "/grid"
   local f = io.open(grid_dir .. "/sweep.json", "rb")
   if f then

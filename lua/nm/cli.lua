@@ -1,7 +1,9 @@
 -- nm/cli.lua: command-line options of experiment scripts, from a
 -- declarative spec. Every experiment gets the common options --help,
--- --seed, --quick, --out, --resume, --jobs and --shard; bad input is a
--- clear message on stderr and exit status 2.
+-- --seed, --quick, --out, --resume; --jobs and --shard only when the spec
+-- says it honours them (jobs = true, shard = true), so that no script
+-- offers an option it ignores. Bad input is a clear message on stderr
+-- and exit status 2.
 --
 --   local opts = cli.parse(arg, {
 --     name = "baselines", description = "BP, FA and DFA on Fashion-MNIST",
@@ -63,15 +65,21 @@ local function normalise(o)
 end
 
 local function builtin_options(spec, name)
-  return {
+  local list = {
     normalise{"seed", "int", spec.seed or 1, "seed of every random generator"},
     normalise{"quick", "bool", false, "small version that finishes in seconds"},
     normalise{"out", "string", "results/" .. name, "output directory", metavar = "DIR"},
     normalise{"resume", "bool", false, "continue from the checkpoint in --out, if there is one"},
-    normalise{"jobs", "int", 1, "parallel worker processes", min = 1},
-    normalise{"shard", "string", nil, "run only slice I of N (cells with index % N == I-1)",
-              metavar = "I/N"},
   }
+  if spec.jobs then
+    list[#list + 1] = normalise{"jobs", "int", 1, "parallel worker processes", min = 1}
+  end
+  if spec.shard then
+    list[#list + 1] = normalise{"shard", "string", nil,
+                                "run only slice I of N (cells with index % N == I-1)",
+                                metavar = "I/N"}
+  end
+  return list
 end
 
 local function value_text(v)

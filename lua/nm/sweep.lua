@@ -375,6 +375,7 @@ end
 
 local SPEC = {
   name = "sweep",
+  jobs = true, shard = true,
   script = "experiments/sweep.lua",
   description = [[
 Runs EXPERIMENT over a grid of options x seeds, each cell a worker process
