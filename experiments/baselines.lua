@@ -213,7 +213,6 @@ for ci = s.cell, #cells do
         run:log(evaluate(cell, net, ds, e - 1 + done / nb, s.step, train_time))
         t0 = nm.clock()
       end
-      if s.step == opts.stop_after then nm.kill(nm.getpid(), "TERM") end
       run:poll(s.step, state)
     end
     train_time = train_time + (nm.clock() - t0)

@@ -358,7 +358,6 @@ for ci = s.cell, #cells do
         reset_acc()
         t0 = nm.clock()
       end
-      if s.step == opts.stop_after then nm.kill(nm.getpid(), "TERM") end
       run:poll(s.step, state)
     end
     train_time = train_time + (nm.clock() - t0)

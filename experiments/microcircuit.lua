@@ -203,24 +203,12 @@ local function open_run(fig, info)
   info = info or {}
   info.name = "microcircuit-" .. fig
   info.checkpoint_every = opts.checkpoint_every
+  -- A stopped figure (SIGINT/SIGTERM, or --stop-after N: run:poll sends
+  -- SIGTERM at step N) marks OUT/results.json stopped too.
+  info.on_stop = function() top:write("stopped") end
   return results.open(o, info)
 end
 
--- Once per pattern or minibatch of a checkpointed loop: checkpoints every
--- --checkpoint-every steps; on SIGINT/SIGTERM saves one and exits (and
--- marks OUT/results.json stopped too). --stop-after N sends SIGTERM at
--- step N (after the handler is in place: run:poll installs it).
-local function poll(run, step, get_state)
-  if nm.stop_requested() then top:write("stopped") end
-  run:poll(step, get_state)
-  if step == opts.stop_after then
-    nm.kill(nm.getpid(), "TERM")
-    local t0 = nm.clock()
-    while not nm.stop_requested() and nm.clock() - t0 < 10 do nm.sleep(0.001) end
-    top:write("stopped")
-    run:poll(step, get_state)
-  end
-end
 
 local function maybe_plot(plots, kind, rows, o)
   if not opts.plot then return end
@@ -387,7 +375,7 @@ local function figS1(run)
     end
     s.pattern = pat
     bar:update(pat)
-    poll(run, pat, state)
+    run:poll(pat, state)
   end
   bar:finish()
   -- the same measures in the analytic state, for reference (same noise level)
@@ -534,7 +522,7 @@ local function fig2(run)
       end
       s.pattern, s.step = pat, s.step + 1
       bar:update(pat)
-      poll(run, s.step, state)
+      run:poll(s.step, state)
     end
     bar:finish()
     final[name] = {test_error = s.last.test_error, test_error_ff = s.last.test_error_ff,
@@ -740,7 +728,7 @@ local function fig3(run)
           done = done + 1
           s.step = s.step + 1
           bar:update((e - 1) * nb + done)
-          poll(run, s.step, state)
+          run:poll(s.step, state)
         end
         seconds = seconds + (nm.clock() - t0)
         local row = {dataset = dname, variant = variant, epoch = e,

@@ -337,4 +337,22 @@ describe("experiments/baselines.lua", function()
     end
     os.execute(string.format("rm -rf %q %q %q", a, b, tmp .. ".log"))
   end)
+
+  -- Regression: --stop-after 1 sent SIGTERM before run:poll had installed
+  -- the stop handler, so the process died with no checkpoint.
+  it("stops at the very first batch with a checkpoint and resumes from it", function()
+    local common = "--quick --dataset mnist --arch 256 --rules fa --epochs 1 " ..
+                   "--train-subset 300 --test-subset 100 --probe 50 --no-plot --stop-after 1"
+    local a, b = tmp .. "-a1", tmp .. "-b1"
+    assert.equal(0, run(common:gsub("%-%-stop%-after 1", "--stop-after 1000") .. " --out " .. a))
+    assert.equal(143, run(common .. " --out " .. b))
+    assert.equal("stopped", json.read_file(b .. "/results.json").status)
+    assert.truthy(io.open(b .. "/checkpoint.nmc", "rb"), "no checkpoint written")
+    assert.equal(0, run(common .. " --resume --out " .. b))
+    local ra, rb = json.read_file(a .. "/results.json"), json.read_file(b .. "/results.json")
+    assert.equal(1, rb.resumed)
+    assert.same(rows(a), rows(b))
+    assert.equal(ra.final.cells[1].weights_crc32, rb.final.cells[1].weights_crc32)
+    os.execute(string.format("rm -rf %q %q %q", a, b, tmp .. ".log"))
+  end)
 end)

@@ -104,7 +104,11 @@ end
 -- results.open(opts [, info]) -> run. opts: the table from cli.parse
 -- (or any table with out, seed, ...). info: dataset, columns (leading
 -- CSV columns), checkpoint_every (steps; default opts.checkpoint_every),
--- keep_checkpoint (keep the checkpoint after finish), name, quiet.
+-- keep_checkpoint (keep the checkpoint after finish), name, quiet,
+-- stop_after (default opts.stop_after: at that step run:poll sends the
+-- process SIGTERM, after its handler is in place -- the tests' way to
+-- interrupt a run at a known point), on_stop (called before a stopped
+-- run exits, e.g. to mark an enclosing run stopped too).
 -- Without --resume the directory starts afresh; with --resume and a
 -- finished results.json the script has nothing to do and exits 0.
 function results.open(opts, info)
@@ -115,6 +119,7 @@ function results.open(opts, info)
     dir = dir, opts = opts, config = info, rows = {}, columns = {}, column_set = {},
     final = {}, resumed = 0, elapsed_before = 0, clock0 = nm.clock(),
     checkpoint_every = info.checkpoint_every or opts.checkpoint_every,
+    stop_after = info.stop_after or opts.stop_after,
     ckpt_path = dir .. "/checkpoint.nmc",
   }, Run)
   for _, c in ipairs(info.columns or {}) do self:_add_column(c) end
@@ -336,6 +341,12 @@ function Run:poll(step, get_state)
     nm.install_stop_handler()
     self.stop_installed = true
   end
+  if step == self.stop_after then
+    nm.kill(nm.getpid(), "TERM")
+    -- Another thread (OpenBLAS's) may take the signal: wait for its flag.
+    local t0 = nm.clock()
+    while not nm.stop_requested() and nm.clock() - t0 < 10 do nm.sleep(0.001) end
+  end
   local stop = nm.stop_requested()
   local every = self.checkpoint_every
   if stop or (every and every > 0 and step % every == 0) then
@@ -347,6 +358,7 @@ end
 -- run:stop(): records the stop in results.json and exits 128 + signal.
 function Run:stop()
   local _, name, sig = nm.stop_requested()
+  if self.config.on_stop then self.config.on_stop(self) end
   self:write("stopped")
   self:close()
   io.stderr:write(format("%s: stopped by %s; continue with --resume\n", self.dir, name or "request"))
