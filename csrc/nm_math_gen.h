@@ -79,8 +79,9 @@ static int NM_T(unary)(const nm_iter *it, real *r, const real *a, nm_unop op,
     case NM_SQRT:     U_(EL0 = NM_M(sqrt)(x);); break;
     case NM_TANH:     U_(EL0 = NM_M(tanh)(x);); break;
     case NM_SIGMOID:  U_(EL0 = NM_T(sigmoid)(x);); break;
-    /* NaN stays NaN (x > 0 is false for it) */
-    case NM_RELU:     U_(EL0 = x > 0 ? x : (x != x ? x : (real)0);); break;
+    /* NaN stays NaN (x <= 0 is false for it); a select, not a branch:
+    ** the sign of activations is a coin flip the predictor cannot learn. */
+    case NM_RELU:     U_(EL0 = x <= 0 ? (real)0 : x;); break;
     case NM_DTANH:    U_(real t = NM_M(tanh)(x); EL0 = (real)1 - t * t;); break;
     case NM_DSIGMOID: U_(real s = NM_T(sigmoid)(x); EL0 = s * ((real)1 - s);); break;
     case NM_DRELU:    U_(EL0 = x > 0 ? (real)1 : (x != x ? x : (real)0);); break;

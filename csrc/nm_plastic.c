@@ -32,6 +32,8 @@ typedef struct {
 
 static int layout_of(const nm_tensor *t, blas_layout *out) {
   int64_t r = t->size[0], c = t->size[1];
+  out->trans = CblasNoTrans;        /* defined even when t does not fit */
+  out->ld = 0;
   int64_t s0 = t->stride[0], s1 = t->stride[1];
   if ((s1 == 1 || c <= 1) && (r <= 1 || s0 >= (c > 1 ? c : 1))) {
     out->trans = CblasNoTrans;
@@ -413,9 +415,11 @@ int nm_adam_update(const nm_tensor *p, const nm_tensor *d, const nm_tensor *m,
   static void dact_##SUF(T *e, const T *a, const T *y, int64_t n, int act,       \
                          T beta) {                                                \
     switch (act) {                                                               \
-      case NM_ACT_RELU:                                                          \
-        for (int64_t i = 0; i < n; i++)                                          \
-          e[i] = a[i] > 0 ? e[i] : (a[i] != a[i] ? a[i] : (T)0);                 \
+      case NM_ACT_RELU: /* selects, not branches (signs are unpredictable) */   \
+        for (int64_t i = 0; i < n; i++) {                                        \
+          T ai = a[i], kept = ai > 0 ? e[i] : (T)0;                              \
+          e[i] = ai != ai ? ai : kept;                                           \
+        }                                                                        \
         break;                                                                   \
       case NM_ACT_SIGMOID:                                                       \
         for (int64_t i = 0; i < n; i++) e[i] *= y[i] * ((T)1 - y[i]);           \

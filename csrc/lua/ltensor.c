@@ -147,7 +147,7 @@ static int parsedtype(const char *s, nm_dtype *out) {
 
 nm_dtype nm_optdtype(lua_State *L, int arg, nm_dtype def) {
   if (lua_isnoneornil(L, arg)) return def;
-  nm_dtype dt;
+  nm_dtype dt = def;
   if (!parsedtype(luaL_checkstring(L, arg), &dt))
     luaL_argerror(L, arg, "dtype must be 'float32' or 'float64'");
   return dt;
@@ -286,6 +286,10 @@ static int tableshape(lua_State *L, int idx, int depth, int64_t *size) {
 static void tablefill(lua_State *L, int idx, int depth, int ndim, nm_tensor *t,
                       int64_t *pos) {
   int64_t n = (int64_t)lua_rawlen(L, idx);
+  if (depth >= NM_MAXDIM) {
+    luaL_error(L, "tensor: nesting deeper than 4");
+    return;
+  }
   if (n != t->size[depth])
     luaL_error(L, "tensor: ragged table at depth %d (%d vs %d elements)", depth + 1,
                (int)n, (int)t->size[depth]);
@@ -596,6 +600,10 @@ static int m_zero(lua_State *L) {
 static void pushtable(lua_State *L, const nm_tensor *t, int depth, int64_t *idx) {
   if (t->ndim == 0) {
     lua_pushnumber(L, nm_get(t, idx));
+    return;
+  }
+  if (depth >= NM_MAXDIM) {         /* cannot happen: ndim <= NM_MAXDIM */
+    luaL_error(L, "totable: more than 4 dimensions");
     return;
   }
   lua_createtable(L, (int)t->size[depth], 0);
