@@ -268,6 +268,36 @@ static int NM_T(sum_across)(const nm_iter *it, real *r, const real *a, int64_t n
   return NM_OK;
 }
 
+/* Max or min across lines whose starts are adjacent in memory (column
+** maxima of a row-major matrix), a block of columns at a time like
+** sum_across; per column the same comparisons as reduce_line: the first
+** extreme wins, and a NaN wins and stays. Indices go to ri (stride ris,
+** 0 when nobody reads them). */
+static int NM_T(extreme_across)(const nm_iter *it, real *r, const real *a, double *ri,
+                                int64_t n, int64_t sd, int ismax, int64_t index_base) {
+  enum { BLOCK = 256 };
+  real m[BLOCK];
+  int64_t best[BLOCK];
+  int64_t slots = it->size[0], rs = it->stride[0][0], ris = it->stride[2][0], work = 0;
+  for (int64_t j0 = 0; j0 < slots; j0 += BLOCK) {
+    int64_t len = slots - j0 < BLOCK ? slots - j0 : BLOCK;
+    for (int64_t j = 0; j < len; j++) { m[j] = a[j0 + j]; best[j] = 0; }
+    for (int64_t k = 1; k < n; k++) {
+      const real *row = a + k * sd + j0;
+      for (int64_t j = 0; j < len; j++) {
+        real x = row[j];
+        if (m[j] == m[j] && ((ismax ? x > m[j] : x < m[j]) || x != x)) { m[j] = x; best[j] = k; }
+      }
+    }
+    for (int64_t j = 0; j < len; j++) {
+      r[(j0 + j) * rs] = m[j];
+      ri[(j0 + j) * ris] = (double)(best[j] + index_base);
+    }
+    if ((work += n * len) >= NM_CHUNK) { work = 0; if (nm_interrupted) return NM_EINTR; }
+  }
+  return NM_OK;
+}
+
 /* The iterator runs over r's slots: operand 0 = r (values), 1 = the first
 ** element of each line of a, 2 = ri (float64 indices). */
 static int NM_T(reduce_dim)(const nm_iter *it, real *r, const real *a, double *ri,
@@ -277,6 +307,8 @@ static int NM_T(reduce_dim)(const nm_iter *it, real *r, const real *a, double *r
   if ((op == NM_RSUM || op == NM_RMEAN) && it->ndim == 1 && it->stride[1][0] == 1 &&
       it->stride[2][0] == 0 && sd != 1)
     return NM_T(sum_across)(it, r, a, n, sd, op == NM_RMEAN);
+  if ((op == NM_RMAX || op == NM_RMIN) && it->ndim == 1 && it->stride[1][0] == 1 && sd != 1)
+    return NM_T(extreme_across)(it, r, a, ri, n, sd, op == NM_RMAX, index_base);
   NM_LOOP(it, real, r, const real, a, double, ri,
     double value;
     int64_t index;

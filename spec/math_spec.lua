@@ -596,6 +596,43 @@ describe("reductions", function()
     assert.same({ 2, 1 }, mi:totable())
   end)
 
+  -- Column maxima/minima of a row-major matrix run a block of columns at
+  -- a time; 300 columns span two blocks. Ties, NaN first, NaN later.
+  it("max/min along dim 1 across column blocks match a naive loop", function()
+    local rows, cols = 7, 300
+    for _, dt in ipairs(DTYPES) do
+      local t = nm.zeros(rows, cols, dt)
+      for i = 1, rows do
+        for j = 1, cols do
+          local v = ((i * 31 + j * 17) % 11) - 5          -- many ties
+          if j % 37 == 0 and i == 1 then v = nan end       -- NaN in the first row
+          if j % 41 == 0 and i == 5 then v = nan end       -- NaN further down
+          t:set(i, j, v)
+        end
+      end
+      for _, op in ipairs{"max", "min"} do
+        local v, idx = t[op](t, 1)
+        local r, ri = nm.zeros(cols, dt), nm.zeros(cols, "float64")
+        r[op](r, ri, t, 1)
+        for j = 1, cols do
+          local m, best = t:get(1, j), 1
+          for i = 2, rows do
+            local x = t:get(i, j)
+            if m == m and ((op == "max" and x > m) or (op == "min" and x < m) or x ~= x) then
+              m, best = x, i
+            end
+          end
+          local got = v:get(j)
+          if m ~= m then assert.is_true(got ~= got, op .. " NaN at column " .. j)
+          else assert.equal(m, got) end
+          assert.equal(best, idx:get(j))
+          assert.equal(best, ri:get(j))
+          assert.equal(best, t["arg" .. op](t, 1):get(j))
+        end
+      end
+    end
+  end)
+
   it("a reduction into a view of its own input is right", function()
     local gen = lcg(31)
     local a = random({ 3, 3 }, "float64", "contig", gen)
