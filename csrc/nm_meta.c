@@ -17,33 +17,6 @@
 #define NM_META_CLONES
 #endif
 
-/* What a trace holds, one vector per layer each: activations y, errors e,
-** s = 1 - exp(-beta y) (the softplus derivative), r = B^T e (the error
-** before the derivative), pre-activations z, q = W^T y_l (length n_{l-1}),
-** and the two update vectors a, b; then 3 (L + 1) scalars. */
-enum { TR_Y, TR_E, TR_S, TR_R, TR_Z, TR_Q, TR_A, TR_B, TR_KINDS };
-
-static void trace_layout(const nm_motif_net *net, int64_t off[TR_KINDS][NM_META_MAXLAYERS + 1],
-                         int64_t *scal) {
-  int64_t pos = 0;
-  for (int k = 0; k < TR_KINDS; k++) {
-    for (int l = 0; l <= net->layers; l++) {
-      int64_t len = net->sizes[l];
-      if (k == TR_Q) len = l > 0 ? net->sizes[l - 1] : 0;
-      if ((k == TR_Z || k == TR_A || k == TR_B) && l == 0) len = 0;
-      off[k][l] = pos;
-      pos += len;
-    }
-  }
-  *scal = pos;
-}
-
-int64_t nm_motif_trace_size(const nm_motif_net *net) {
-  int64_t off[TR_KINDS][NM_META_MAXLAYERS + 1], scal;
-  trace_layout(net, off, &scal);
-  return scal + 3 * (net->layers + 1);
-}
-
 int64_t nm_motif_work_size(const nm_motif_net *net) {
   int64_t total = 0, maxn = 0;
   for (int l = 0; l <= net->layers; l++) {
@@ -78,6 +51,7 @@ int nm_motif_check(const nm_motif_net *net) {
 #define GEMV cblas_sgemv
 #define GEMM cblas_sgemm
 #define GER cblas_sger
+#include "nm_motif_gen.h"
 #include "nm_meta_gen.h"
 #undef real
 #undef FN
@@ -90,12 +64,15 @@ int nm_motif_check(const nm_motif_net *net) {
 #define GEMV cblas_dgemv
 #define GEMM cblas_dgemm
 #define GER cblas_dger
+#include "nm_motif_gen.h"
 #include "nm_meta_gen.h"
 #undef real
 #undef FN
 #undef GEMV
 #undef GEMM
 #undef GER
+
+int64_t nm_motif_trace_size(const nm_motif_net *net) { return trace_size(net, TR_KINDS); }
 
 int nm_motif_forward(const nm_motif_net *net, const nm_tensor *const *W_out,
                      const nm_tensor *const *W_in, const nm_tensor *const *B,

@@ -2,43 +2,10 @@
 ** nm_meta_gen.h: the motif-rule step, its adjoint and the query loss,
 ** written once over an element type; nm_meta.c includes this file twice,
 ** defining `real`, FN(name) and the BLAS names for float and for double.
-** The equations are in nm_meta.h; the adjoint's derivation in
+** The pieces shared with the RCN kernels are in nm_motif_gen.h. The
+** equations are in nm_meta.h; the adjoint's derivation in
 ** doc/autograd.md ("The fused motif step").
 */
-
-/* Pointers into a trace buffer (layout from trace_layout, nm_meta.c). */
-typedef struct {
-  real *y[NM_META_MAXLAYERS + 1], *e[NM_META_MAXLAYERS + 1], *s[NM_META_MAXLAYERS + 1];
-  real *r[NM_META_MAXLAYERS + 1], *z[NM_META_MAXLAYERS + 1], *q[NM_META_MAXLAYERS + 1];
-  real *a[NM_META_MAXLAYERS + 1], *b[NM_META_MAXLAYERS + 1];
-  real *scal;          /* layer l >= 1: S, c, d at 3 l .. 3 l + 2; at 0 and 1: flags,
-                          1 when q and when e_0 were computed */
-} FN(trace_ptrs);
-
-static void FN(trace_map)(const nm_motif_net *net, real *base, FN(trace_ptrs) *p) {
-  int64_t off[TR_KINDS][NM_META_MAXLAYERS + 1], scal;
-  trace_layout(net, off, &scal);
-  for (int l = 0; l <= net->layers; l++) {
-    p->y[l] = base + off[TR_Y][l];
-    p->e[l] = base + off[TR_E][l];
-    p->s[l] = base + off[TR_S][l];
-    p->r[l] = base + off[TR_R][l];
-    p->z[l] = base + off[TR_Z][l];
-    p->q[l] = base + off[TR_Q][l];
-    p->a[l] = base + off[TR_A][l];
-    p->b[l] = base + off[TR_B][l];
-  }
-  p->scal = base + scal;
-}
-
-static real *FN(data)(const nm_tensor *t) { return (real *)t->data; }
-
-/* Numerically stable softplus with sharpness beta. */
-static real FN(softplus)(real z, real beta) {
-  double bz = (double)beta * (double)z;
-  double m = bz > 0 ? bz : 0;
-  return (real)((m + log1p(exp(-fabs(bz)))) / (double)beta);
-}
 
 /* out = alpha in + sum_{k < nk} coef_k u_k v_k^T over an n x m row-major
 ** matrix; out may be in. One sweep over the matrix whatever nk is. */
@@ -74,21 +41,6 @@ static void FN(rank_update)(int64_t n, int64_t m, real *out, const real *in, rea
   }
 }
 
-/* Dot product of two rows with eight partial sums, so that the compiler
-** vectorises without reassociating. */
-static inline real FN(row_dot)(int64_t m, const real *a, const real *b) {
-  real s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t j = 0;
-  for (; j + 8 <= m; j += 8)
-    for (int k = 0; k < 8; k++) s[k] += a[j + k] * b[j + k];
-  for (; j < m; j++) s[0] += a[j] * b[j];
-  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-}
-
-static inline void FN(row_axpy)(int64_t m, real alpha, const real *x, real *y) {
-  for (int64_t j = 0; j < m; j++) y[j] += alpha * x[j];
-}
-
 /* One sweep over G (n x m, row-major) for everything the adjoint reads
 ** from it: gk = G vk (length n) and hk = G^T uk (length m, overwritten),
 ** and *gw = <G, W>. Every input but v0 may be NULL, and its output is
@@ -117,44 +69,13 @@ static void FN(adjoint_sweep)(int64_t n, int64_t m, const real *G, const real *W
   if (gw != NULL) *gw = gwsum;
 }
 
-static double FN(dot)(int64_t n, const real *a, const real *b) {
-  double s = 0;
-  for (int64_t i = 0; i < n; i++) s += (double)a[i] * (double)b[i];
-  return s;
-}
-
-static double FN(sum)(int64_t n, const real *a) {
-  double s = 0;
-  for (int64_t i = 0; i < n; i++) s += a[i];
-  return s;
-}
-
-/* The feedback matrix of layer l (1-based): B_l, or W_l in backprop modes. */
-static const real *FN(feedback)(const nm_motif_net *net, const nm_tensor *const *W,
-                                const nm_tensor *const *B, int l) {
-  return net->feedback == NM_FEEDBACK_FA ? FN(data)(B[l - 1]) : FN(data)(W[l - 1]);
-}
-
-/* Softmax of n values into y (y may be z); returns log(sum exp(z - max)) + max. */
-static double FN(softmax)(int64_t n, const real *z, real *y) {
-  real mx = z[0];
-  for (int64_t i = 1; i < n; i++) if (z[i] > mx) mx = z[i];
-  double sum = 0;
-  for (int64_t i = 0; i < n; i++) sum += exp((double)(z[i] - mx));
-  double lse = log(sum) + (double)mx;
-  for (int64_t i = 0; i < n; i++) y[i] = (real)exp((double)z[i] - lse);
-  return lse;
-}
-
-/* The synthetic input error e_0 = (B_1^T e_1) .* (1 - exp(-beta x)), into
-** the trace. Only motifs with e_{l-1} need it, so the forward skips this
-** sweep over the largest matrix when theta does not use them. */
+/* The input error e_0 (FN(input_error)), once per trace: only motifs with
+** e_{l-1} need it, so the forward skips this sweep over the largest matrix
+** when theta does not use them. T->scal[0] and T->scal[1] (layer 0 has no
+** S, c, d) flag whether q and e_0 were computed. */
 static void FN(fill_e0)(const nm_motif_net *net, const nm_tensor *const *W_in,
                         const nm_tensor *const *B, FN(trace_ptrs) *T) {
-  const int64_t *n = net->sizes;
-  GEMV(CblasRowMajor, CblasTrans, (int)n[1], (int)n[0], 1, FN(feedback)(net, W_in, B, 1),
-       (int)n[0], T->e[1], 1, 0, T->r[0], 1);
-  for (int64_t i = 0; i < n[0]; i++) T->e[0][i] = T->r[0][i] * T->s[0][i];
+  FN(input_error)(net, W_in, B, T);
   T->scal[1] = 1;
 }
 
@@ -176,40 +97,10 @@ static int FN(forward)(const nm_motif_net *net, const nm_tensor *const *W_out,
                        const nm_tensor *x, int64_t label, const double *th, void *trace) {
   const int L = net->layers;
   const int64_t *n = net->sizes;
-  const real beta = (real)net->beta;
   FN(trace_ptrs) T;
-  FN(trace_map)(net, (real *)trace, &T);
-
-  /* Forward pass. */
-  const real *xp = (const real *)x->data;
-  const int64_t xs = x->ndim == 1 ? x->stride[0] : 1;
-  for (int64_t j = 0; j < n[0]; j++) T.y[0][j] = xp[j * xs];
-  for (int l = 1; l <= L; l++) {
-    GEMV(CblasRowMajor, CblasNoTrans, (int)n[l], (int)n[l - 1], 1, FN(data)(W_in[l - 1]),
-         (int)n[l - 1], T.y[l - 1], 1, 0, T.z[l], 1);
-    if (l < L) {
-      for (int64_t i = 0; i < n[l]; i++) {
-        real y = FN(softplus)(T.z[l][i], beta);
-        T.y[l][i] = y;
-        T.s[l][i] = (real)-expm1(-(double)beta * (double)y);     /* 1 - exp(-beta y) */
-      }
-    } else {
-      FN(softmax)(n[L], T.z[L], T.y[L]);
-      for (int64_t i = 0; i < n[L]; i++) T.s[L][i] = 0;
-    }
-  }
-  for (int64_t j = 0; j < n[0]; j++) T.s[0][j] = (real)-expm1(-(double)beta * (double)T.y[0][j]);
+  FN(trace_map)(net, TR_KINDS, (real *)trace, &T);
+  FN(forward_signals)(net, W_in, B, x, label, &T);
   if (nm_interrupted) return NM_EINTR;
-
-  /* Errors through the feedback pathway. */
-  for (int64_t i = 0; i < n[L]; i++) T.e[L][i] = T.y[L][i];
-  T.e[L][label] -= 1;
-  for (int64_t i = 0; i < n[L]; i++) T.r[L][i] = 0;
-  for (int l = L - 1; l >= 1; l--) {
-    GEMV(CblasRowMajor, CblasTrans, (int)n[l + 1], (int)n[l], 1,
-         FN(feedback)(net, W_in, B, l + 1), (int)n[l], T.e[l + 1], 1, 0, T.r[l], 1);
-    for (int64_t i = 0; i < n[l]; i++) T.e[l][i] = T.r[l][i] * T.s[l][i];
-  }
 
   /* The updates, each from the pre-update weights of its own layer. */
   const int need_q = th[6] != 0 || th[7] != 0 || th[9] != 0;
@@ -224,13 +115,8 @@ static int FN(forward)(const nm_motif_net *net, const nm_tensor *const *W_out,
     T.scal[3 * l] = (real)S;
     T.scal[3 * l + 1] = (real)c;
     T.scal[3 * l + 2] = (real)d;
-    const real ca = (real)(-(th[0] + th[5] * S + th[7] * c)), c9 = (real)th[9];
-    const real cb = (real)(-(th[1] + th[6] * c + th[8] * d)), c2 = (real)th[2];
-    const real c4 = (real)th[4];
-    for (int64_t i = 0; i < n[l]; i++) {
-      T.a[l][i] = ca * T.e[l][i] + c9 * T.y[l][i];
-      T.b[l][i] = cb * T.y[l][i] - c2 * T.e[l][i] - c4;
-    }
+    FN(update_vectors)(n[l], th, S, c, d, T.e[l], T.y[l], T.a[l], T.b[l]);
+    const real c9 = (real)th[9];
     const real *u[3], *v[3];
     real coef[3];
     int nk = 0;
@@ -249,11 +135,10 @@ static int FN(backward)(const nm_motif_net *net, const nm_tensor *const *G,
                         const nm_tensor *const *Bbar, void *work) {
   const int L = net->layers;
   const int64_t *n = net->sizes;
-  const double beta = net->beta;
   int nd[NM_META_MOTIFS];
   for (int r = 0; r < NM_META_MOTIFS; r++) nd[r] = need == NULL || need[r] != 0;
   FN(trace_ptrs) T;
-  FN(trace_map)(net, (real *)trace, &T);
+  FN(trace_map)(net, TR_KINDS, (real *)trace, &T);
 
   /* Work: adjoints of y, e (l = 0..L), z, q (l = 1..L), r (l = 0..L-1),
   ** then six scratch vectors of the largest width. */
@@ -325,41 +210,10 @@ static int FN(backward)(const nm_motif_net *net, const nm_tensor *const *G,
   }
   if (nm_interrupted) return NM_EINTR;
 
-  /* 2. The error pathway, from e_0 upwards (e_0 is skipped when nothing
-  ** depends on it: then the forward may not have computed it either). */
-  for (int l = 0; l < L; l++) {
-    if (l == 0) {
-      int any = 0;
-      for (int64_t i = 0; i < n[0] && !any; i++) any = eb[0][i] != 0;
-      if (!any) { for (int64_t i = 0; i < n[0]; i++) rb[0][i] = 0; continue; }
-    }
-    for (int64_t i = 0; i < n[l]; i++) {
-      rb[l][i] = eb[l][i] * T.s[l][i];
-      if (l >= 1) yb[l][i] += (real)(eb[l][i] * T.r[l][i] * beta * (1 - T.s[l][i]));
-    }
-    GEMV(CblasRowMajor, CblasNoTrans, (int)n[l + 1], (int)n[l], 1,
-         FN(feedback)(net, W_in, B, l + 1), (int)n[l], rb[l], 1, 1, eb[l + 1], 1);
-    if (net->feedback == NM_FEEDBACK_FA && Bbar != NULL && Bbar[l] != NULL)
-      GER(CblasRowMajor, (int)n[l + 1], (int)n[l], 1, T.e[l + 1], 1, rb[l], 1,
-          FN(data)(Bbar[l]), (int)n[l]);
-  }
-  /* 3. e_L = y_L - onehot. */
-  for (int64_t i = 0; i < n[L]; i++) yb[L][i] += eb[L][i];
+  /* 2. The error pathway and the forward pass. */
+  FN(signals_adjoint)(net, W_in, B, &T, yb, eb, zb, rb, Bbar);
 
-  /* 4. The forward pass, from the top. */
-  for (int l = L; l >= 1; l--) {
-    if (l == L) {
-      const double py = FN(dot)(n[L], T.y[L], yb[L]);
-      for (int64_t i = 0; i < n[L]; i++) zb[L][i] += T.y[L][i] * (yb[L][i] - (real)py);
-    } else {
-      for (int64_t i = 0; i < n[l]; i++) zb[l][i] += yb[l][i] * T.s[l][i];
-    }
-    if (l >= 2)
-      GEMV(CblasRowMajor, CblasTrans, (int)n[l], (int)n[l - 1], 1, FN(data)(W_in[l - 1]),
-           (int)n[l - 1], zb[l], 1, 1, yb[l - 1], 1);
-  }
-
-  /* 5. dLoss/dW_in = (1 - theta_3) G + y q^T + dz y_{l-1}^T (+ e r^T: BP). */
+  /* 3. dLoss/dW_in = (1 - theta_3) G + y q^T + dz y_{l-1}^T (+ e r^T: BP). */
   for (int l = 1; l <= L; l++) {
     const real *u[3], *v[3];
     real coef[3] = {1, 1, 1};

@@ -24,33 +24,6 @@
 #define NM_RCN_CLONES
 #endif
 
-/* A trace holds, per layer l = 0..L: activations y, errors e, the
-** softplus derivative s = 1 - exp(-beta y), r = B^T e (the error before
-** the derivative), pre-activations z (l >= 1) and q = W_l^T y_l (length
-** n_{l-1}, l >= 1); then S, c, d of every layer (3 (L + 1) numbers). */
-enum { RT_Y, RT_E, RT_S, RT_R, RT_Z, RT_Q, RT_KINDS };
-
-static void rtrace_layout(const nm_motif_net *net, int64_t off[RT_KINDS][NM_META_MAXLAYERS + 1],
-                          int64_t *scal) {
-  int64_t pos = 0;
-  for (int k = 0; k < RT_KINDS; k++) {
-    for (int l = 0; l <= net->layers; l++) {
-      int64_t len = net->sizes[l];
-      if (k == RT_Q) len = l > 0 ? net->sizes[l - 1] : 0;
-      if (k == RT_Z && l == 0) len = 0;
-      off[k][l] = pos;
-      pos += len;
-    }
-  }
-  *scal = pos;
-}
-
-int64_t nm_rcn_trace_size(const nm_rcn *rcn) {
-  int64_t off[RT_KINDS][NM_META_MAXLAYERS + 1], scal;
-  rtrace_layout(&rcn->net, off, &scal);
-  return scal + 3 * (rcn->net.layers + 1);
-}
-
 static int64_t max_width(const nm_motif_net *net) {
   int64_t mx = 0;
   for (int l = 0; l <= net->layers; l++) if (net->sizes[l] > mx) mx = net->sizes[l];
@@ -162,22 +135,32 @@ static void tanh_row_f64(int64_t m, double *x) {
 #define real float
 #define FN(name) name##_f32
 #define GEMV cblas_sgemv
+#define GER cblas_sger
 #define TANH_ROW tanh_row_f32
+#include "nm_motif_gen.h"
 #include "nm_rcn_gen.h"
 #undef real
 #undef FN
 #undef GEMV
+#undef GER
 #undef TANH_ROW
 
 #define real double
 #define FN(name) name##_f64
 #define GEMV cblas_dgemv
+#define GER cblas_dger
 #define TANH_ROW tanh_row_f64
+#include "nm_motif_gen.h"
 #include "nm_rcn_gen.h"
 #undef real
 #undef FN
 #undef GEMV
+#undef GER
 #undef TANH_ROW
+
+/* The RCN trace: the motif network's signals, without the motif rule's
+** update vectors (nm_motif_gen.h). */
+int64_t nm_rcn_trace_size(const nm_rcn *rcn) { return trace_size(&rcn->net, TR_A); }
 
 int nm_rcn_forward(const nm_rcn *rcn, const nm_tensor *const *H_out,
                    const nm_tensor *const *W_out, const nm_tensor *const *H_in,

@@ -1,170 +1,55 @@
 /*
 ** nm_rcn_gen.h: the RCN step and its adjoint written once over an element
 ** type; nm_rcn.c includes this file twice, defining `real`, FN(name),
-** GEMV and TANH_ROW for float and for double. Equations in nm_rcn.h.
+** GEMV, GER and TANH_ROW for float and for double; the pieces shared with
+** the motif rule are in nm_motif_gen.h. Equations in nm_rcn.h.
 */
-
-/* Pointers into a trace buffer (layout from rtrace_layout). */
-typedef struct {
-  real *y[NM_META_MAXLAYERS + 1], *e[NM_META_MAXLAYERS + 1], *s[NM_META_MAXLAYERS + 1];
-  real *r[NM_META_MAXLAYERS + 1], *z[NM_META_MAXLAYERS + 1], *q[NM_META_MAXLAYERS + 1];
-  real *scal;                       /* layer l: S, c, d at 3 l .. 3 l + 2 */
-} FN(rtrace);
-
-static void FN(rtrace_map)(const nm_motif_net *net, real *base, FN(rtrace) *p) {
-  int64_t off[RT_KINDS][NM_META_MAXLAYERS + 1], scal;
-  rtrace_layout(net, off, &scal);
-  for (int l = 0; l <= net->layers; l++) {
-    p->y[l] = base + off[RT_Y][l];
-    p->e[l] = base + off[RT_E][l];
-    p->s[l] = base + off[RT_S][l];
-    p->r[l] = base + off[RT_R][l];
-    p->z[l] = base + off[RT_Z][l];
-    p->q[l] = base + off[RT_Q][l];
-  }
-  p->scal = base + scal;
-}
-
-static real *FN(rdata)(const nm_tensor *t) { return (real *)t->data; }
-
-static real FN(rsoftplus)(real z, real beta) {
-  double bz = (double)beta * (double)z;
-  double m = bz > 0 ? bz : 0;
-  return (real)((m + log1p(exp(-fabs(bz)))) / (double)beta);
-}
-
-static double FN(rdot)(int64_t n, const real *a, const real *b) {
-  double s = 0;
-  for (int64_t i = 0; i < n; i++) s += (double)a[i] * (double)b[i];
-  return s;
-}
-
-static double FN(rsum)(int64_t n, const real *a) {
-  double s = 0;
-  for (int64_t i = 0; i < n; i++) s += a[i];
-  return s;
-}
-
-/* Row dot product with eight partial sums (vectorises without
-** reassociation). */
-static inline real FN(row_dot)(int64_t m, const real *a, const real *b) {
-  real s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t j = 0;
-  for (; j + 8 <= m; j += 8)
-    for (int k = 0; k < 8; k++) s[k] += a[j + k] * b[j + k];
-  for (; j < m; j++) s[0] += a[j] * b[j];
-  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-}
-
-static inline real FN(row_sum)(int64_t m, const real *a) {
-  real s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t j = 0;
-  for (; j + 8 <= m; j += 8)
-    for (int k = 0; k < 8; k++) s[k] += a[j + k];
-  for (; j < m; j++) s[0] += a[j];
-  return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-}
-
-static inline void FN(row_axpy)(int64_t m, real alpha, const real *restrict x,
-                                real *restrict y) {
-  for (int64_t j = 0; j < m; j++) y[j] += alpha * x[j];
-}
-
-static const real *FN(rfeedback)(const nm_motif_net *net, const nm_tensor *const *W,
-                                 const nm_tensor *const *B, int l) {
-  return net->feedback == NM_FEEDBACK_FA ? FN(rdata)(B[l - 1]) : FN(rdata)(W[l - 1]);
-}
 
 /* The network's signals for one sample with the weights W: activations,
 ** errors, e_0 and q when the motifs need them, and S, c, d per layer. */
 static void FN(signals)(const nm_rcn *rcn, const nm_tensor *const *W, const nm_tensor *const *B,
-                        const nm_tensor *x, int64_t label, FN(rtrace) *T) {
+                        const nm_tensor *x, int64_t label, FN(trace_ptrs) *T) {
   const nm_motif_net *net = &rcn->net;
   const int NL = net->layers;
   const int64_t *n = net->sizes;
-  const real beta = (real)net->beta;
   const motif_needs nd = needs_of(rcn);
-
-  const real *xp = (const real *)x->data;
-  const int64_t xs = x->ndim == 1 ? x->stride[0] : 1;
-  for (int64_t j = 0; j < n[0]; j++) {
-    T->y[0][j] = xp[j * xs];
-    T->s[0][j] = (real)-expm1(-(double)beta * (double)T->y[0][j]);
-  }
-  for (int l = 1; l <= NL; l++) {
-    GEMV(CblasRowMajor, CblasNoTrans, (int)n[l], (int)n[l - 1], 1, FN(rdata)(W[l - 1]),
-         (int)n[l - 1], T->y[l - 1], 1, 0, T->z[l], 1);
-    if (l < NL) {
-      for (int64_t i = 0; i < n[l]; i++) {
-        const real y = FN(rsoftplus)(T->z[l][i], beta);
-        T->y[l][i] = y;
-        T->s[l][i] = (real)-expm1(-(double)beta * (double)y);
-      }
-    } else {
-      const real *z = T->z[NL];
-      real mx = z[0];
-      for (int64_t i = 1; i < n[NL]; i++) if (z[i] > mx) mx = z[i];
-      double sum = 0;
-      for (int64_t i = 0; i < n[NL]; i++) sum += exp((double)(z[i] - mx));
-      const double lse = log(sum) + (double)mx;
-      for (int64_t i = 0; i < n[NL]; i++) {
-        T->y[NL][i] = (real)exp((double)z[i] - lse);
-        T->s[NL][i] = 0;
-      }
-    }
-  }
-  for (int64_t i = 0; i < n[NL]; i++) {
-    T->e[NL][i] = T->y[NL][i];
-    T->r[NL][i] = 0;
-  }
-  T->e[NL][label] -= 1;
-  for (int l = NL - 1; l >= 0; l--) {
-    if (l == 0 && !nd.b && !nd.q) {
-      for (int64_t j = 0; j < n[0]; j++) T->e[0][j] = T->r[0][j] = 0;
-      break;
-    }
-    GEMV(CblasRowMajor, CblasTrans, (int)n[l + 1], (int)n[l], 1, FN(rfeedback)(net, W, B, l + 1),
-         (int)n[l], T->e[l + 1], 1, 0, T->r[l], 1);
-    for (int64_t i = 0; i < n[l]; i++) T->e[l][i] = T->r[l][i] * T->s[l][i];
+  FN(forward_signals)(net, W, B, x, label, T);
+  if (nd.b || nd.q) {
+    FN(input_error)(net, W, B, T);
+  } else {
+    for (int64_t j = 0; j < n[0]; j++) T->e[0][j] = T->r[0][j] = 0;
   }
   for (int l = 1; l <= NL; l++) {
     double c = 0;
     if (nd.q) {
-      GEMV(CblasRowMajor, CblasTrans, (int)n[l], (int)n[l - 1], 1, FN(rdata)(W[l - 1]),
+      GEMV(CblasRowMajor, CblasTrans, (int)n[l], (int)n[l - 1], 1, FN(data)(W[l - 1]),
            (int)n[l - 1], T->y[l], 1, 0, T->q[l], 1);
-      c = FN(rdot)(n[l - 1], T->q[l], T->e[l - 1]);
+      c = FN(dot)(n[l - 1], T->q[l], T->e[l - 1]);
     } else {
       for (int64_t j = 0; j < n[l - 1]; j++) T->q[l][j] = 0;
     }
-    T->scal[3 * l] = (real)FN(rsum)(n[l], T->y[l]);
+    T->scal[3 * l] = (real)FN(sum)(n[l], T->y[l]);
     T->scal[3 * l + 1] = (real)c;
-    T->scal[3 * l + 2] = (real)FN(rdot)(n[l], T->e[l], T->z[l]);
+    T->scal[3 * l + 2] = (real)FN(dot)(n[l], T->e[l], T->z[l]);
   }
 }
 
 /* The coefficient vectors of every chemical of layer l: A[c n + i] = a_c[i]
 ** and Bv[c n + i] = b_c[i] (nm_rcn.h). */
-static void FN(coef_vectors)(const nm_rcn *rcn, const layer_coef *lc, const FN(rtrace) *T, int l,
-                             real *A, real *Bv) {
+static void FN(coef_vectors)(const nm_rcn *rcn, const layer_coef *lc, const FN(trace_ptrs) *T,
+                             int l, real *A, real *Bv) {
   const int64_t n = rcn->net.sizes[l];
   const double S = T->scal[3 * l], c = T->scal[3 * l + 1], d = T->scal[3 * l + 2];
-  for (int ch = 0; ch < rcn->chemicals; ch++) {
-    const double *P = lc->P[ch];
-    const real ca = (real)(-(P[0] + P[5] * S + P[7] * c)), c9 = (real)P[9];
-    const real cb = (real)(-(P[1] + P[6] * c + P[8] * d)), c2 = (real)P[2], c4 = (real)P[4];
-    for (int64_t i = 0; i < n; i++) {
-      A[ch * n + i] = ca * T->e[l][i] + c9 * T->y[l][i];
-      Bv[ch * n + i] = cb * T->y[l][i] - c2 * T->e[l][i] - c4;
-    }
-  }
+  for (int ch = 0; ch < rcn->chemicals; ch++)
+    FN(update_vectors)(n, lc->P[ch], S, c, d, T->e[l], T->y[l], A + ch * n, Bv + ch * n);
 }
 
 /* t[c m + j] = tanh(pre_c) on row i of layer l: the chemical mixing, the
 ** motif combination and the bias. H: the layer's L x n x m chemicals. */
 NM_RCN_CLONES
 static void FN(pre_row)(const nm_rcn *rcn, const layer_coef *lc, int l, int64_t i,
-                        const real *H, const real *Wrow, const real *bias, const FN(rtrace) *T,
-                        const real *A, const real *Bv, real *t) {
+                        const real *H, const real *Wrow, const real *bias,
+                        const FN(trace_ptrs) *T, const real *A, const real *Bv, real *t) {
   const int L = rcn->chemicals;
   const int64_t n = rcn->net.sizes[l], m = rcn->net.sizes[l - 1], nm_ = n * m;
   const motif_needs nd = needs_of(rcn);
@@ -205,7 +90,7 @@ static void FN(pre_row)(const nm_rcn *rcn, const layer_coef *lc, int l, int64_t 
 NM_RCN_CLONES
 static void FN(update_layer)(const nm_rcn *rcn, const layer_coef *lc, int l, real *Hout,
                              real *Wout, const real *Hin, const real *Win, const real *bias,
-                             const FN(rtrace) *T, const real *A, const real *Bv, real *t) {
+                             const FN(trace_ptrs) *T, const real *A, const real *Bv, real *t) {
   const int L = rcn->chemicals;
   const int64_t n = rcn->net.sizes[l], m = rcn->net.sizes[l - 1], nm_ = n * m;
   for (int64_t i = 0; i < n; i++) {
@@ -237,8 +122,8 @@ static int FN(rcn_forward)(const nm_rcn *rcn, const nm_tensor *const *H_out,
                            void *trace, void *work) {
   const nm_motif_net *net = &rcn->net;
   const int64_t mx = max_width(net), L = rcn->chemicals;
-  FN(rtrace) T;
-  FN(rtrace_map)(net, (real *)trace, &T);
+  FN(trace_ptrs) T;
+  FN(trace_map)(net, TR_A, (real *)trace, &T);
   FN(signals)(rcn, W_in, B, x, label, &T);
   if (nm_interrupted) return NM_EINTR;
   real *A = (real *)work, *Bv = A + L * mx, *t = Bv + L * mx;
@@ -246,9 +131,9 @@ static int FN(rcn_forward)(const nm_rcn *rcn, const nm_tensor *const *H_out,
   for (int l = 1; l <= net->layers; l++) {
     load_layer(rcn, p, l - 1, &lc);
     FN(coef_vectors)(rcn, &lc, &T, l, A, Bv);
-    const real *bias = rcn->neuron_bias && p->bias != NULL ? FN(rdata)(p->bias[l - 1]) : NULL;
-    FN(update_layer)(rcn, &lc, l, FN(rdata)(H_out[l - 1]), FN(rdata)(W_out[l - 1]),
-                     FN(rdata)(H_in[l - 1]), FN(rdata)(W_in[l - 1]), bias, &T, A, Bv, t);
+    const real *bias = rcn->neuron_bias && p->bias != NULL ? FN(data)(p->bias[l - 1]) : NULL;
+    FN(update_layer)(rcn, &lc, l, FN(data)(H_out[l - 1]), FN(data)(W_out[l - 1]),
+                     FN(data)(H_in[l - 1]), FN(data)(W_in[l - 1]), bias, &T, A, Bv, t);
     if (nm_interrupted) return NM_EINTR;
   }
   return NM_OK;
@@ -327,10 +212,10 @@ static inline void FN(row_dots)(int64_t m, const real *restrict d, const real *r
 NM_RCN_CLONES
 static void FN(adjoint_layer)(const nm_rcn *rcn, const layer_coef *lc, int l, real *Hb, real *Wb,
                               const real *H, const real *Hout, const real *W, const real *bias,
-                              real *bias_bar, const FN(rtrace) *T, const real *A, const real *Bv,
-                              real *t, real *G, real *D, real *g0, real *g1, real *g2, real *h0,
-                              real *h1, real *h2, double *gw, double Kb[][NM_RCN_MAXCHEM],
-                              double *vb, double *bb) {
+                              real *bias_bar, const FN(trace_ptrs) *T, const real *A,
+                              const real *Bv, real *t, real *G, real *D, real *g0, real *g1,
+                              real *g2, real *h0, real *h1, real *h2, double *gw,
+                              double Kb[][NM_RCN_MAXCHEM], double *vb, double *bb) {
   const int L = rcn->chemicals;
   const int64_t n = rcn->net.sizes[l], m = rcn->net.sizes[l - 1], nm_ = n * m;
   const motif_needs nd = needs_of(rcn);
@@ -395,10 +280,9 @@ static int FN(rcn_backward)(const nm_rcn *rcn, const nm_tensor *const *Hbar,
   const nm_motif_net *net = &rcn->net;
   const int NL = net->layers, L = rcn->chemicals;
   const int64_t *n = net->sizes, mx = max_width(net);
-  const double beta = net->beta;
   const motif_needs nd = needs_of(rcn);
-  FN(rtrace) T;
-  FN(rtrace_map)(net, (real *)(uintptr_t)trace, &T);
+  FN(trace_ptrs) T;
+  FN(trace_map)(net, TR_A, (real *)(uintptr_t)trace, &T);
 
   real *A = (real *)work, *Bv = A + L * mx, *t = Bv + L * mx, *G = t + L * mx, *D = G + L * mx;
   real *g0 = D + L * mx, *g1 = g0 + L * mx, *g2 = g1 + L * mx;
@@ -423,18 +307,18 @@ static int FN(rcn_backward)(const nm_rcn *rcn, const nm_tensor *const *Hbar,
     const int64_t nl = n[l], m = n[l - 1];
     load_layer(rcn, p, l - 1, &lc);
     FN(coef_vectors)(rcn, &lc, &T, l, A, Bv);
-    const real *bias = rcn->neuron_bias && p->bias != NULL ? FN(rdata)(p->bias[l - 1]) : NULL;
+    const real *bias = rcn->neuron_bias && p->bias != NULL ? FN(data)(p->bias[l - 1]) : NULL;
     real *bias_bar = NULL;
     if (rcn->neuron_bias && g->bias != NULL && g->bias[l - 1] != NULL)
-      bias_bar = FN(rdata)(g->bias[l - 1]);
+      bias_bar = FN(data)(g->bias[l - 1]);
     double gw[NM_RCN_MAXCHEM] = {0}, vb[NM_RCN_MAXCHEM] = {0}, bb[NM_RCN_MAXCHEM] = {0};
     double Kb[NM_RCN_MAXCHEM][NM_RCN_MAXCHEM];
     memset(Kb, 0, sizeof Kb);
-    real *W = FN(rdata)(W_in[l - 1]);
+    real *W = FN(data)(W_in[l - 1]);
     /* Without a bias gradient tensor, neuron biases still route D through
     ** a throwaway: bb collects the sums, which nobody reads. */
-    FN(adjoint_layer)(rcn, &lc, l, FN(rdata)(Hbar[l - 1]), FN(rdata)(Wbar[l - 1]),
-                      FN(rdata)(H_in[l - 1]), H_out != NULL ? FN(rdata)(H_out[l - 1]) : NULL, W,
+    FN(adjoint_layer)(rcn, &lc, l, FN(data)(Hbar[l - 1]), FN(data)(Wbar[l - 1]),
+                      FN(data)(H_in[l - 1]), H_out != NULL ? FN(data)(H_out[l - 1]) : NULL, W,
                       bias, bias_bar, &T, A, Bv, t, G, D, g0, g1, g2, h0, h1, h2, gw, Kb, vb, bb);
     if (nm_interrupted) return NM_EINTR;
 
@@ -443,11 +327,11 @@ static int FN(rcn_backward)(const nm_rcn *rcn, const nm_tensor *const *Hbar,
     double cbar_sum = 0;
     for (int c = 0; c < L; c++) {
       const real *G0 = g0 + c * nl, *G1 = g1 + c * nl, *G2 = g2 + c * nl;
-      const double ey = FN(rdot)(nl, T.e[l], G0), yy = FN(rdot)(nl, T.y[l], G0);
-      const double yg = nd.b ? FN(rdot)(nl, T.y[l], G1) : 0;
-      const double eg = nd.b ? FN(rdot)(nl, T.e[l], G1) : 0;
-      const double sg = nd.b ? FN(rsum)(nl, G1) : 0;
-      const double hq = nd.oja ? FN(rdot)(nl, T.y[l], G2) : 0;
+      const double ey = FN(dot)(nl, T.e[l], G0), yy = FN(dot)(nl, T.y[l], G0);
+      const double yg = nd.b ? FN(dot)(nl, T.y[l], G1) : 0;
+      const double eg = nd.b ? FN(dot)(nl, T.e[l], G1) : 0;
+      const double sg = nd.b ? FN(sum)(nl, G1) : 0;
+      const double hq = nd.oja ? FN(dot)(nl, T.y[l], G2) : 0;
       const double tb[NM_META_MOTIFS] = {-ey, -yg, -eg, -gw[c], -sg, -S * ey, -cc * yg,
                                          -cc * ey, -d * yg, yy - hq};
       if (g->P != NULL) {
@@ -487,41 +371,13 @@ static int FN(rcn_backward)(const nm_rcn *rcn, const nm_tensor *const *Hbar,
       GEMV(CblasRowMajor, CblasNoTrans, (int)nl, (int)m, 1, W, (int)m, qb[l], 1, 1, yb[l], 1);
   }
 
-  /* 2. The error pathway, from e_0 upwards (e_0 only when something
-  ** depends on it). */
-  for (int l = 0; l < NL; l++) {
-    if (l == 0) {
-      int any = 0;
-      for (int64_t i = 0; i < n[0] && !any; i++) any = eb[0][i] != 0;
-      if (!any) continue;
-    }
-    for (int64_t i = 0; i < n[l]; i++) {
-      rb[l][i] = eb[l][i] * T.s[l][i];
-      if (l >= 1) yb[l][i] += (real)(eb[l][i] * T.r[l][i] * beta * (1 - T.s[l][i]));
-    }
-    GEMV(CblasRowMajor, CblasNoTrans, (int)n[l + 1], (int)n[l], 1,
-         FN(rfeedback)(net, W_in, B, l + 1), (int)n[l], rb[l], 1, 1, eb[l + 1], 1);
-  }
-  /* 3. e_L = y_L - onehot. */
-  for (int64_t i = 0; i < n[NL]; i++) yb[NL][i] += eb[NL][i];
+  /* 2. The error pathway and the forward pass. */
+  FN(signals_adjoint)(net, W_in, B, &T, yb, eb, zb, rb, NULL);
 
-  /* 4. The forward pass, from the top. */
-  for (int l = NL; l >= 1; l--) {
-    if (l == NL) {
-      const double py = FN(rdot)(n[NL], T.y[NL], yb[NL]);
-      for (int64_t i = 0; i < n[NL]; i++) zb[NL][i] += T.y[NL][i] * (yb[NL][i] - (real)py);
-    } else {
-      for (int64_t i = 0; i < n[l]; i++) zb[l][i] += yb[l][i] * T.s[l][i];
-    }
-    if (l >= 2)
-      GEMV(CblasRowMajor, CblasTrans, (int)n[l], (int)n[l - 1], 1, FN(rdata)(W_in[l - 1]),
-           (int)n[l - 1], zb[l], 1, 1, yb[l - 1], 1);
-  }
-
-  /* 5. dLoss/dW_in += dz y_{l-1}^T + y_l dq^T (+ e_l dr_{l-1}^T in BP mode). */
+  /* 3. dLoss/dW_in += dz y_{l-1}^T + y_l dq^T (+ e_l dr_{l-1}^T in BP mode). */
   for (int l = 1; l <= NL; l++) {
     const int64_t nl = n[l], m = n[l - 1];
-    real *Wb = FN(rdata)(Wbar[l - 1]);
+    real *Wb = FN(data)(Wbar[l - 1]);
     const int bp = net->feedback == NM_FEEDBACK_BP;
     const real *yp = T.y[l - 1], *q_ = qb[l], *r_ = rb[l - 1];
     for (int64_t i = 0; i < nl; i++) {
