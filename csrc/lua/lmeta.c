@@ -20,12 +20,153 @@ typedef struct lmotifnet {
 
 #define checknet(L, i) (&((lmotifnet *)luaL_checkudata(L, i, MOTIFNET_T))->net)
 
-static const char *const feedback_names[] = {"fa", "bp", "bp_detached", NULL};
-
 /* A buffer kept in user value `slot` of the net at index 1, of at least
 ** `bytes` bytes (replaced only when too small). */
 static void *buffer(lua_State *L, int slot, size_t bytes) {
   return nm_scratch(L, 1, slot, bytes);
+}
+
+static const char *const feedback_names[] = {"fa", "bp", "bp_detached", NULL};
+
+const char *nm_feedback_name(nm_feedback fb) { return feedback_names[fb]; }
+
+void nm_read_motif_net(lua_State *L, int arg, nm_motif_net *net) {
+  memset(net, 0, sizeof *net);
+  lua_getfield(L, arg, "sizes");
+  if (!lua_istable(L, -1)) luaL_argerror(L, arg, "field 'sizes' must be a list of layer widths");
+  lua_Integer count = luaL_len(L, -1);
+  if (count < 2 || count > NM_META_MAXLAYERS + 1) {
+    lua_pushfstring(L, "'sizes' must list 2 to %d layer widths, got %d", NM_META_MAXLAYERS + 1,
+                    (int)count);
+    luaL_argerror(L, arg, lua_tostring(L, -1));
+  }
+  net->layers = (int)count - 1;
+  for (int l = 0; l <= net->layers; l++) {
+    lua_geti(L, -1, l + 1);
+    int isnum;
+    lua_Integer v = lua_tointegerx(L, -1, &isnum);
+    if (!isnum || v < 1 || v > (1 << 24)) {
+      lua_pushfstring(L, "sizes[%d] must be an integer in 1..16777216", l + 1);
+      luaL_argerror(L, arg, lua_tostring(L, -1));
+    }
+    net->sizes[l] = v;
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, arg, "beta");
+  net->beta = luaL_optnumber(L, -1, 10.0);
+  lua_pop(L, 1);
+  if (!(net->beta > 0) || net->beta > 1e6) luaL_argerror(L, arg, "'beta' must be positive");
+  lua_getfield(L, arg, "feedback");
+  const char *fb = luaL_optstring(L, -1, "fa");
+  int which = -1;
+  for (int i = 0; feedback_names[i] != NULL; i++)
+    if (strcmp(fb, feedback_names[i]) == 0) which = i;
+  lua_pop(L, 1);
+  if (which < 0) luaL_argerror(L, arg, "'feedback' must be \"fa\", \"bp\" or \"bp_detached\"");
+  net->feedback = (nm_feedback)which;
+  net->dtype = nm_dtype_field(L, arg, NM_FLOAT32);
+}
+
+void nm_push_motif_sizes(lua_State *L, const nm_motif_net *net) {
+  lua_createtable(L, net->layers + 1, 0);
+  for (int l = 0; l <= net->layers; l++) {
+    lua_pushinteger(L, net->sizes[l]);
+    lua_rawseti(L, -2, l + 1);
+  }
+}
+
+void nm_add_motif_sizes(lua_State *L, luaL_Buffer *b, const nm_motif_net *net) {
+  for (int l = 0; l <= net->layers; l++) {
+    if (l > 0) luaL_addchar(b, '-');
+    lua_pushinteger(L, net->sizes[l]);
+    luaL_addvalue(b);
+  }
+}
+
+void nm_motif_weight_list(lua_State *L, int arg, const char *what, const nm_motif_net *net,
+                          int chemicals, int allow_nil, const nm_tensor **out) {
+  if (!lua_istable(L, arg)) {
+    lua_pushfstring(L, "%s must be a list of %d tensors, got %s", what, net->layers,
+                    luaL_typename(L, arg));
+    luaL_argerror(L, arg, lua_tostring(L, -1));
+  }
+  for (int l = 1; l <= net->layers; l++) {
+    lua_rawgeti(L, arg, l);   /* raw: no metamethod may close a checked tensor */
+    if (allow_nil && lua_isnil(L, -1)) {
+      out[l - 1] = NULL;
+      lua_pop(L, 1);
+      continue;
+    }
+    const nm_tensor *t = nm_totensor(L, -1);
+    int ok = t != NULL && t->dtype == net->dtype && nm_is_contiguous(t);
+    if (ok && chemicals > 0)
+      ok = t->ndim == 3 && t->size[0] == chemicals && t->size[1] == net->sizes[l] &&
+           t->size[2] == net->sizes[l - 1];
+    else if (ok)
+      ok = t->ndim == 2 && t->size[0] == net->sizes[l] && t->size[1] == net->sizes[l - 1];
+    if (!ok) {
+      char got[96];
+      if (t != NULL) nm_shape_str(t, got, sizeof got);
+      const char *got_dtype = t != NULL ? nm_dtype_name(t->dtype) : luaL_typename(L, -1);
+      if (chemicals > 0)
+        lua_pushfstring(L, "%s[%d] must be a contiguous %s [%d x %d x %d] tensor, got %s%s%s",
+                        what, l, nm_dtype_name(net->dtype), chemicals, (int)net->sizes[l],
+                        (int)net->sizes[l - 1], got_dtype, t != NULL ? " " : "",
+                        t != NULL ? got : "");
+      else
+        lua_pushfstring(L, "%s[%d] must be a contiguous %s [%d x %d] tensor, got %s%s%s", what,
+                        l, nm_dtype_name(net->dtype), (int)net->sizes[l], (int)net->sizes[l - 1],
+                        got_dtype, t != NULL ? " " : "", t != NULL ? got : "");
+      luaL_argerror(L, arg, lua_tostring(L, -1));
+    }
+    out[l - 1] = t;
+    lua_pop(L, 1);
+  }
+}
+
+void nm_motif_feedback_list(lua_State *L, int arg, const nm_motif_net *net,
+                            const nm_tensor **B) {
+  if (net->feedback == NM_FEEDBACK_FA) {
+    if (lua_isnoneornil(L, arg)) luaL_argerror(L, arg, "feedback matrices B expected (FA mode)");
+    nm_motif_weight_list(L, arg, "B", net, 0, 0, B);
+  } else {
+    for (int l = 0; l < net->layers; l++) B[l] = NULL;
+  }
+}
+
+void *nm_motif_trace(lua_State *L, int arg, const nm_motif_net *net, int64_t need,
+                     const char *maker) {
+  if (lua_isnoneornil(L, arg)) return nm_scratch(L, 1, 1, (size_t)need * nm_dtype_size(net->dtype));
+  nm_tensor *t = nm_checktensor(L, arg);
+  if (t->ndim != 1 || t->dtype != net->dtype || !nm_is_contiguous(t) || t->size[0] < need) {
+    lua_pushfstring(L, "trace must be a contiguous 1-D %s tensor of at least %d elements (%s)",
+                    nm_dtype_name(net->dtype), (int)need, maker);
+    luaL_argerror(L, arg, lua_tostring(L, -1));
+  }
+  return t->data;
+}
+
+const nm_tensor *nm_motif_input(lua_State *L, int arg, const nm_motif_net *net) {
+  const nm_tensor *x = nm_checktensor(L, arg);
+  if (x->ndim != 1 || x->size[0] != net->sizes[0] || x->dtype != net->dtype) {
+    char s[96];
+    lua_pushfstring(L, "x must be a 1-D %s tensor of %d values, got %s %s",
+                    nm_dtype_name(net->dtype), (int)net->sizes[0], nm_dtype_name(x->dtype),
+                    nm_shape_str(x, s, sizeof s));
+    luaL_argerror(L, arg, lua_tostring(L, -1));
+  }
+  return x;
+}
+
+int64_t nm_motif_label(lua_State *L, int arg, const nm_motif_net *net) {
+  lua_Integer label = luaL_checkinteger(L, arg);
+  const int64_t classes = net->sizes[net->layers];
+  if (label < 1 || label > classes) {
+    lua_pushfstring(L, "label %d is not a class in 1..%d", (int)label, (int)classes);
+    luaL_argerror(L, arg, lua_tostring(L, -1));
+  }
+  return label - 1;
 }
 
 /* nm.motif_net{sizes = {n0, ..., nL}, beta = 10, feedback = "fa"|"bp"|
@@ -33,41 +174,7 @@ static void *buffer(lua_State *L, int slot, size_t bytes) {
 static int l_motif_net(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   nm_motif_net net;
-  memset(&net, 0, sizeof net);
-  lua_getfield(L, 1, "sizes");
-  if (!lua_istable(L, -1)) return luaL_argerror(L, 1, "field 'sizes' must be a list of layer widths");
-  lua_Integer count = luaL_len(L, -1);
-  if (count < 2 || count > NM_META_MAXLAYERS + 1) {
-    lua_pushfstring(L, "'sizes' must list 2 to %d layer widths, got %d", NM_META_MAXLAYERS + 1,
-                    (int)count);
-    return luaL_argerror(L, 1, lua_tostring(L, -1));
-  }
-  net.layers = (int)count - 1;
-  for (int l = 0; l <= net.layers; l++) {
-    lua_rawgeti(L, -1, l + 1);
-    int isnum;
-    lua_Integer v = lua_tointegerx(L, -1, &isnum);
-    if (!isnum || v < 1 || v > (1 << 24)) {
-      lua_pushfstring(L, "sizes[%d] must be an integer in 1..16777216", l + 1);
-      return luaL_argerror(L, 1, lua_tostring(L, -1));
-    }
-    net.sizes[l] = v;
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 1);
-  lua_getfield(L, 1, "beta");
-  net.beta = luaL_optnumber(L, -1, 10.0);
-  lua_pop(L, 1);
-  if (!(net.beta > 0) || net.beta > 1e6) return luaL_argerror(L, 1, "'beta' must be positive");
-  lua_getfield(L, 1, "feedback");
-  const char *fb = luaL_optstring(L, -1, "fa");
-  int which = -1;
-  for (int i = 0; feedback_names[i] != NULL; i++)
-    if (strcmp(fb, feedback_names[i]) == 0) which = i;
-  lua_pop(L, 1);
-  if (which < 0) return luaL_argerror(L, 1, "'feedback' must be \"fa\", \"bp\" or \"bp_detached\"");
-  net.feedback = (nm_feedback)which;
-  net.dtype = nm_dtype_field(L, 1, NM_FLOAT32);
+  nm_read_motif_net(L, 1, &net);
   if (nm_motif_check(&net) != NM_OK) return luaL_argerror(L, 1, "invalid network description");
   lmotifnet *u = (lmotifnet *)lua_newuserdatauv(L, sizeof(lmotifnet), 4);
   u->net = net;
@@ -77,23 +184,18 @@ static int l_motif_net(lua_State *L) {
 
 /* The layer widths as a table. */
 static int m_sizes(lua_State *L) {
-  const nm_motif_net *net = checknet(L, 1);
-  lua_createtable(L, net->layers + 1, 0);
-  for (int l = 0; l <= net->layers; l++) {
-    lua_pushinteger(L, net->sizes[l]);
-    lua_rawseti(L, -2, l + 1);
-  }
+  nm_push_motif_sizes(L, checknet(L, 1));
   return 1;
 }
 
 static int m_info(lua_State *L) {
   const nm_motif_net *net = checknet(L, 1);
   lua_createtable(L, 0, 5);
-  m_sizes(L);
+  nm_push_motif_sizes(L, net);
   lua_setfield(L, -2, "sizes");
   lua_pushnumber(L, net->beta);
   lua_setfield(L, -2, "beta");
-  lua_pushstring(L, feedback_names[net->feedback]);
+  lua_pushstring(L, nm_feedback_name(net->feedback));
   lua_setfield(L, -2, "feedback");
   lua_pushstring(L, nm_dtype_name(net->dtype));
   lua_setfield(L, -2, "dtype");
@@ -115,51 +217,12 @@ static int m_tostring(lua_State *L) {
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   luaL_addstring(&b, "neuromic.MotifNet(");
-  for (int l = 0; l <= net->layers; l++) {
-    if (l > 0) luaL_addchar(&b, '-');
-    lua_pushinteger(L, net->sizes[l]);
-    luaL_addvalue(&b);
-  }
-  lua_pushfstring(L, ", %s, %s, beta %f)", feedback_names[net->feedback],
+  nm_add_motif_sizes(L, &b, net);
+  lua_pushfstring(L, ", %s, %s, beta %f)", nm_feedback_name(net->feedback),
                   nm_dtype_name(net->dtype), net->beta);
   luaL_addvalue(&b);
   luaL_pushresult(&b);
   return 1;
-}
-
-/* Reads a list of L weight-shaped tensors at arg into out[]. Entries are
-** referenced by the table, which the caller keeps on the stack. Raises
-** "bad argument #arg to 'fn' (what[l] must be a contiguous float32
-** [170 x 784] tensor, got ...)". */
-static void get_list(lua_State *L, int arg, const char *what, const nm_motif_net *net,
-                     const nm_tensor **out, int allow_nil_entries) {
-  if (!lua_istable(L, arg)) {
-    lua_pushfstring(L, "%s must be a list of %d tensors, got %s", what, net->layers,
-                    luaL_typename(L, arg));
-    luaL_argerror(L, arg, lua_tostring(L, -1));
-  }
-  for (int l = 1; l <= net->layers; l++) {
-    lua_rawgeti(L, arg, l);
-    if (allow_nil_entries && lua_isnil(L, -1)) {
-      out[l - 1] = NULL;
-      lua_pop(L, 1);
-      continue;
-    }
-    const nm_tensor *t = nm_totensor(L, -1);
-    int ok = t != NULL && t->ndim == 2 && t->dtype == net->dtype && nm_is_contiguous(t) &&
-             t->size[0] == net->sizes[l] && t->size[1] == net->sizes[l - 1];
-    if (!ok) {
-      char got[96];
-      if (t != NULL) nm_shape_str(t, got, sizeof got);
-      lua_pushfstring(L, "%s[%d] must be a contiguous %s [%d x %d] tensor, got %s%s%s", what, l,
-                      nm_dtype_name(net->dtype), (int)net->sizes[l], (int)net->sizes[l - 1],
-                      t != NULL ? nm_dtype_name(t->dtype) : luaL_typename(L, -1),
-                      t != NULL ? " " : "", t != NULL ? got : "");
-      luaL_argerror(L, arg, lua_tostring(L, -1));
-    }
-    out[l - 1] = t;
-    lua_pop(L, 1);
-  }
 }
 
 /* theta at arg: a tensor of 10 numbers or a list of 10 numbers. */
@@ -195,25 +258,7 @@ static void get_theta(lua_State *L, int arg, double *theta) {
 /* The trace at arg (a tensor from net:new_trace()), or the net's own
 ** scratch when absent. */
 static void *get_trace(lua_State *L, int arg, const nm_motif_net *net) {
-  int64_t need = nm_motif_trace_size(net);
-  if (lua_isnoneornil(L, arg))
-    return buffer(L, 1, (size_t)need * nm_dtype_size(net->dtype));
-  nm_tensor *t = nm_checktensor(L, arg);
-  if (t->ndim != 1 || t->dtype != net->dtype || !nm_is_contiguous(t) || t->size[0] < need) {
-    lua_pushfstring(L, "trace must be a contiguous 1-D %s tensor of at least %d elements "
-                    "(net:new_trace())", nm_dtype_name(net->dtype), (int)need);
-    luaL_argerror(L, arg, lua_tostring(L, -1));
-  }
-  return t->data;
-}
-
-static void check_feedback(lua_State *L, int arg, const nm_motif_net *net, const nm_tensor **B) {
-  if (net->feedback == NM_FEEDBACK_FA) {
-    if (lua_isnoneornil(L, arg)) luaL_argerror(L, arg, "feedback matrices B expected (FA mode)");
-    get_list(L, arg, "B", net, B, 0);
-  } else {
-    for (int l = 0; l < net->layers; l++) B[l] = NULL;
-  }
+  return nm_motif_trace(L, arg, net, nm_motif_trace_size(net), "net:new_trace()");
 }
 
 /* net:forward(W_out, W_in, B, x, label, theta [, trace]): one online
@@ -223,22 +268,11 @@ static void check_feedback(lua_State *L, int arg, const nm_motif_net *net, const
 static int m_forward(lua_State *L) {
   const nm_motif_net *net = checknet(L, 1);
   const nm_tensor *Wout[NM_META_MAXLAYERS], *Win[NM_META_MAXLAYERS], *B[NM_META_MAXLAYERS];
-  get_list(L, 2, "W_out", net, Wout, 0);
-  get_list(L, 3, "W_in", net, Win, 0);
-  check_feedback(L, 4, net, B);
-  const nm_tensor *x = nm_checktensor(L, 5);
-  if (x->ndim != 1 || x->size[0] != net->sizes[0] || x->dtype != net->dtype) {
-    char s[96];
-    lua_pushfstring(L, "x must be a 1-D %s tensor of %d values, got %s %s",
-                    nm_dtype_name(net->dtype), (int)net->sizes[0], nm_dtype_name(x->dtype),
-                    nm_shape_str(x, s, sizeof s));
-    return luaL_argerror(L, 5, lua_tostring(L, -1));
-  }
-  lua_Integer label = luaL_checkinteger(L, 6);
-  if (label < 1 || label > net->sizes[net->layers]) {
-    lua_pushfstring(L, "label %d is not a class in 1..%d", (int)label, (int)net->sizes[net->layers]);
-    return luaL_argerror(L, 6, lua_tostring(L, -1));
-  }
+  nm_motif_weight_list(L, 2, "W_out", net, 0, 0, Wout);
+  nm_motif_weight_list(L, 3, "W_in", net, 0, 0, Win);
+  nm_motif_feedback_list(L, 4, net, B);
+  const nm_tensor *x = nm_motif_input(L, 5, net);
+  int64_t label = nm_motif_label(L, 6, net);
   double theta[NM_META_MOTIFS];
   get_theta(L, 7, theta);
   for (int l = 0; l < net->layers; l++) {
@@ -246,7 +280,7 @@ static int m_forward(lua_State *L) {
       return luaL_argerror(L, 2, "W_out overlaps W_in other than in place");
   }
   void *trace = get_trace(L, 8, net);
-  int st = nm_motif_forward(net, Wout, Win, B, x, label - 1, theta, trace);
+  int st = nm_motif_forward(net, Wout, Win, B, x, label, theta, trace);
   if (st != NM_OK) return nm_status_error(L, st, "forward");
   return 0;
 }
@@ -260,9 +294,9 @@ static int m_backward(lua_State *L) {
   const nm_motif_net *net = checknet(L, 1);
   const nm_tensor *G[NM_META_MAXLAYERS], *Win[NM_META_MAXLAYERS], *B[NM_META_MAXLAYERS];
   const nm_tensor *Bbar[NM_META_MAXLAYERS];
-  get_list(L, 2, "G", net, G, 0);
-  get_list(L, 3, "W_in", net, Win, 0);
-  check_feedback(L, 4, net, B);
+  nm_motif_weight_list(L, 2, "G", net, 0, 0, G);
+  nm_motif_weight_list(L, 3, "W_in", net, 0, 0, Win);
+  nm_motif_feedback_list(L, 4, net, B);
   if (lua_isnoneornil(L, 5)) return luaL_argerror(L, 5, "the trace of the forward step expected");
   void *trace = get_trace(L, 5, net);
   double theta[NM_META_MOTIFS];
@@ -284,7 +318,7 @@ static int m_backward(lua_State *L) {
   if (have_bbar) {
     if (net->feedback != NM_FEEDBACK_FA)
       return luaL_argerror(L, 9, "Bbar only exists with FA feedback");
-    get_list(L, 9, "Bbar", net, Bbar, 1);
+    nm_motif_weight_list(L, 9, "Bbar", net, 0, 1, Bbar);
   }
   for (int l = 0; l < net->layers; l++)
     if (nm_overlap(G[l], Win[l])) return luaL_argerror(L, 2, "G must not share memory with W_in");
@@ -304,7 +338,7 @@ static int m_backward(lua_State *L) {
 static int m_query(lua_State *L) {
   const nm_motif_net *net = checknet(L, 1);
   const nm_tensor *W[NM_META_MAXLAYERS], *G[NM_META_MAXLAYERS];
-  get_list(L, 2, "W", net, W, 0);
+  nm_motif_weight_list(L, 2, "W", net, 0, 0, W);
   const nm_tensor *X = nm_checktensor(L, 3);
   if (X->ndim != 2 || X->size[1] != net->sizes[0] || X->dtype != net->dtype ||
       X->size[0] < 1 || (X->size[1] > 1 && X->stride[1] != 1) ||
@@ -322,7 +356,7 @@ static int m_query(lua_State *L) {
     return luaL_argerror(L, 4, lua_tostring(L, -1));
   }
   int have_g = !lua_isnoneornil(L, 5);
-  if (have_g) get_list(L, 5, "G", net, G, 0);
+  if (have_g) nm_motif_weight_list(L, 5, "G", net, 0, 0, G);
   int64_t *labels = (int64_t *)buffer(L, 4, (size_t)m * sizeof(int64_t));
   for (int64_t i = 0; i < m; i++) {
     lua_rawgeti(L, 4, i + 1);

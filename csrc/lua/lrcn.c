@@ -19,8 +19,6 @@ typedef struct lrcn {
 
 #define checkrcn(L, i) (&((lrcn *)luaL_checkudata(L, i, RCN_T))->rcn)
 
-static const char *const feedback_names[] = {"fa", "bp", "bp_detached", NULL};
-
 /* A buffer kept in user value `slot` of the RCN at index 1, of at least
 ** `bytes` bytes (replaced only when too small). */
 static void *buffer(lua_State *L, int slot, size_t bytes) {
@@ -64,42 +62,7 @@ static int l_rcn_net(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   nm_rcn rcn;
   memset(&rcn, 0, sizeof rcn);
-  nm_motif_net *net = &rcn.net;
-  lua_getfield(L, 1, "sizes");
-  if (!lua_istable(L, -1)) return opt_error(L, "field 'sizes' must be a list of layer widths");
-  lua_Integer count = luaL_len(L, -1);
-  if (count < 2 || count > NM_META_MAXLAYERS + 1) {
-    lua_pushfstring(L, "'sizes' must list 2 to %d layer widths, got %d", NM_META_MAXLAYERS + 1,
-                    (int)count);
-    return opt_error(L, lua_tostring(L, -1));
-  }
-  net->layers = (int)count - 1;
-  for (int l = 0; l <= net->layers; l++) {
-    lua_geti(L, -1, l + 1);
-    int isnum;
-    lua_Integer v = lua_tointegerx(L, -1, &isnum);
-    if (!isnum || v < 1 || v > (1 << 24)) {
-      lua_pushfstring(L, "sizes[%d] must be an integer in 1..16777216", l + 1);
-      return opt_error(L, lua_tostring(L, -1));
-    }
-    net->sizes[l] = v;
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 1);
-  lua_getfield(L, 1, "beta");
-  net->beta = luaL_optnumber(L, -1, 10.0);
-  lua_pop(L, 1);
-  if (!(net->beta > 0) || net->beta > 1e6) return opt_error(L, "'beta' must be positive");
-  lua_getfield(L, 1, "feedback");
-  const char *fb = luaL_optstring(L, -1, "fa");
-  int which = -1;
-  for (int i = 0; feedback_names[i] != NULL; i++)
-    if (strcmp(fb, feedback_names[i]) == 0) which = i;
-  lua_pop(L, 1);
-  if (which < 0) return opt_error(L, "'feedback' must be \"fa\", \"bp\" or \"bp_detached\"");
-  net->feedback = (nm_feedback)which;
-  net->dtype = nm_dtype_field(L, 1, NM_FLOAT32);
-
+  nm_read_motif_net(L, 1, &rcn.net);
   lua_getfield(L, 1, "chemicals");
   int isnum;
   lua_Integer chem = lua_tointegerx(L, -1, &isnum);
@@ -143,15 +106,11 @@ static int m_info(lua_State *L) {
   const nm_rcn *rcn = checkrcn(L, 1);
   const nm_motif_net *net = &rcn->net;
   lua_createtable(L, 0, 12);
-  lua_createtable(L, net->layers + 1, 0);
-  for (int l = 0; l <= net->layers; l++) {
-    lua_pushinteger(L, net->sizes[l]);
-    lua_rawseti(L, -2, l + 1);
-  }
+  nm_push_motif_sizes(L, net);
   lua_setfield(L, -2, "sizes");
   lua_pushnumber(L, net->beta);
   lua_setfield(L, -2, "beta");
-  lua_pushstring(L, feedback_names[net->feedback]);
+  lua_pushstring(L, nm_feedback_name(net->feedback));
   lua_setfield(L, -2, "feedback");
   lua_pushstring(L, nm_dtype_name(net->dtype));
   lua_setfield(L, -2, "dtype");
@@ -201,58 +160,20 @@ static int m_tostring(lua_State *L) {
   luaL_Buffer b;
   luaL_buffinit(L, &b);
   luaL_addstring(&b, "neuromic.RCN(");
-  for (int l = 0; l <= net->layers; l++) {
-    if (l > 0) luaL_addchar(&b, '-');
-    lua_pushinteger(L, net->sizes[l]);
-    luaL_addvalue(&b);
-  }
+  nm_add_motif_sizes(L, &b, net);
   lua_pushfstring(L, ", %d chemicals%s%s, %s, %s)", rcn->chemicals,
                   rcn->momentum ? ", momentum" : "", rcn->neuron_bias ? ", neuron bias" : "",
-                  feedback_names[net->feedback], nm_dtype_name(net->dtype));
+                  nm_feedback_name(net->feedback), nm_dtype_name(net->dtype));
   luaL_addvalue(&b);
   luaL_pushresult(&b);
   return 1;
 }
 
-/* Reads a list of tensors at arg, one per layer, each contiguous, of the
-** net's dtype and of shape [L x n_l x n_{l-1}] (chem = 1) or [n_l x
-** n_{l-1}] (chem = 0), into out[]. The table stays referenced by the
-** stack slot arg. */
+/* A list of tensors at arg, one per layer, of shape [L x n_l x n_{l-1}]
+** (chem = 1) or [n_l x n_{l-1}] (chem = 0). */
 static void get_list(lua_State *L, int arg, const char *what, const nm_rcn *rcn, int chem,
                      const nm_tensor **out) {
-  const nm_motif_net *net = &rcn->net;
-  if (!lua_istable(L, arg)) {
-    lua_pushfstring(L, "%s must be a list of %d tensors, got %s", what, net->layers,
-                    luaL_typename(L, arg));
-    luaL_argerror(L, arg, lua_tostring(L, -1));
-  }
-  for (int l = 1; l <= net->layers; l++) {
-    lua_rawgeti(L, arg, l);   /* raw: no metamethod may close a checked tensor */
-    const nm_tensor *t = nm_totensor(L, -1);
-    int ok = t != NULL && t->dtype == net->dtype && nm_is_contiguous(t);
-    if (ok && chem)
-      ok = t->ndim == 3 && t->size[0] == rcn->chemicals && t->size[1] == net->sizes[l] &&
-           t->size[2] == net->sizes[l - 1];
-    else if (ok)
-      ok = t->ndim == 2 && t->size[0] == net->sizes[l] && t->size[1] == net->sizes[l - 1];
-    if (!ok) {
-      char got[96];
-      if (t != NULL) nm_shape_str(t, got, sizeof got);
-      if (chem)
-        lua_pushfstring(L, "%s[%d] must be a contiguous %s [%d x %d x %d] tensor, got %s%s%s",
-                        what, l, nm_dtype_name(net->dtype), rcn->chemicals, (int)net->sizes[l],
-                        (int)net->sizes[l - 1], t != NULL ? nm_dtype_name(t->dtype) :
-                        luaL_typename(L, -1), t != NULL ? " " : "", t != NULL ? got : "");
-      else
-        lua_pushfstring(L, "%s[%d] must be a contiguous %s [%d x %d] tensor, got %s%s%s", what,
-                        l, nm_dtype_name(net->dtype), (int)net->sizes[l], (int)net->sizes[l - 1],
-                        t != NULL ? nm_dtype_name(t->dtype) : luaL_typename(L, -1),
-                        t != NULL ? " " : "", t != NULL ? got : "");
-      luaL_argerror(L, arg, lua_tostring(L, -1));
-    }
-    out[l - 1] = t;
-    lua_pop(L, 1);
-  }
+  nm_motif_weight_list(L, arg, what, &rcn->net, chem ? rcn->chemicals : 0, 0, out);
 }
 
 /* A float64 meta-parameter field `key` of the table at arg, shared
@@ -334,27 +255,9 @@ static void get_params(lua_State *L, int arg, const char *table, const nm_rcn *r
   }
 }
 
-static void check_feedback(lua_State *L, int arg, const nm_rcn *rcn, const nm_tensor **B) {
-  if (rcn->net.feedback == NM_FEEDBACK_FA) {
-    if (lua_isnoneornil(L, arg)) luaL_argerror(L, arg, "feedback matrices B expected (FA mode)");
-    get_list(L, arg, "B", rcn, 0, B);
-  } else {
-    for (int l = 0; l < rcn->net.layers; l++) B[l] = NULL;
-  }
-}
-
 /* The trace at arg (a tensor from rcn:new_trace()), or the net's scratch. */
 static void *get_trace(lua_State *L, int arg, const nm_rcn *rcn) {
-  int64_t need = nm_rcn_trace_size(rcn);
-  if (lua_isnoneornil(L, arg))
-    return buffer(L, 1, (size_t)need * nm_dtype_size(rcn->net.dtype));
-  nm_tensor *t = nm_checktensor(L, arg);
-  if (t->ndim != 1 || t->dtype != rcn->net.dtype || !nm_is_contiguous(t) || t->size[0] < need) {
-    lua_pushfstring(L, "trace must be a contiguous 1-D %s tensor of at least %d elements "
-                    "(rcn:new_trace())", nm_dtype_name(rcn->net.dtype), (int)need);
-    luaL_argerror(L, arg, lua_tostring(L, -1));
-  }
-  return t->data;
+  return nm_motif_trace(L, arg, &rcn->net, nm_rcn_trace_size(rcn), "rcn:new_trace()");
 }
 
 /* Checks that the parameters are finite (a NaN would only spread). */
@@ -386,21 +289,9 @@ static int m_forward(lua_State *L) {
   get_list(L, 3, "W_out", rcn, 0, Wout);
   get_list(L, 4, "H_in", rcn, 1, Hin);
   get_list(L, 5, "W_in", rcn, 0, Win);
-  check_feedback(L, 6, rcn, B);
-  const nm_tensor *x = nm_checktensor(L, 7);
-  if (x->ndim != 1 || x->size[0] != rcn->net.sizes[0] || x->dtype != rcn->net.dtype) {
-    char s[96];
-    lua_pushfstring(L, "x must be a 1-D %s tensor of %d values, got %s %s",
-                    nm_dtype_name(rcn->net.dtype), (int)rcn->net.sizes[0],
-                    nm_dtype_name(x->dtype), nm_shape_str(x, s, sizeof s));
-    return luaL_argerror(L, 7, lua_tostring(L, -1));
-  }
-  lua_Integer label = luaL_checkinteger(L, 8);
-  const int64_t classes = rcn->net.sizes[rcn->net.layers];
-  if (label < 1 || label > classes) {
-    lua_pushfstring(L, "label %d is not a class in 1..%d", (int)label, (int)classes);
-    return luaL_argerror(L, 8, lua_tostring(L, -1));
-  }
+  nm_motif_feedback_list(L, 6, &rcn->net, B);
+  const nm_tensor *x = nm_motif_input(L, 7, &rcn->net);
+  int64_t label = nm_motif_label(L, 8, &rcn->net);
   nm_rcn_params p;
   get_params(L, 9, "params", rcn, &p, bias, 0);
   check_finite(L, 9, rcn, &p);
@@ -415,7 +306,7 @@ static int m_forward(lua_State *L) {
   }
   void *trace = get_trace(L, 10, rcn);
   void *work = buffer(L, 2, (size_t)nm_rcn_work_size(rcn) * nm_dtype_size(rcn->net.dtype));
-  int st = nm_rcn_forward(rcn, Hout, Wout, Hin, Win, B, x, label - 1, &p, trace, work);
+  int st = nm_rcn_forward(rcn, Hout, Wout, Hin, Win, B, x, label, &p, trace, work);
   if (st != NM_OK) return nm_status_error(L, st, "forward");
   return 0;
 }
@@ -436,7 +327,7 @@ static int m_backward(lua_State *L) {
   get_list(L, 3, "Wbar", rcn, 0, Wb);
   get_list(L, 4, "H_in", rcn, 1, Hin);
   get_list(L, 5, "W_in", rcn, 0, Win);
-  check_feedback(L, 6, rcn, B);
+  nm_motif_feedback_list(L, 6, &rcn->net, B);
   if (lua_isnoneornil(L, 7)) return luaL_argerror(L, 7, "the trace of the forward step expected");
   const void *trace = get_trace(L, 7, rcn);
   nm_rcn_params p;
