@@ -254,18 +254,32 @@ static int train_common(lua_State *L, int backprop, const char *fname) {
 static int l_train(lua_State *L) { return train_common(L, 0, "bmvr.train"); }
 static int l_backprop(lua_State *L) { return train_common(L, 1, "bmvr.backprop"); }
 
+/* The arguments of the measures below, f(net, X[, Y][, opts]) (Y when
+** the Y pointer is not NULL): reads the options, the network (need_q: Q,
+** and R when decoupled) and the data, and checks them all. The tables and
+** tensors stay on the stack. */
+static const nm_tensor *measure_args(lua_State *L, int need_q, nm_bmvr_net *net,
+                                     nm_bmvr_opts *o, const nm_tensor **Y) {
+  const int with_y = Y != NULL, opts_arg = with_y ? 4 : 3;
+  int oi = opts_index(L, opts_arg, 1);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  read_opts(L, oi, oi, o, NULL, 0);
+  nm_checktensor(L, 2);
+  if (with_y) nm_checktensor(L, 3);
+  lua_settop(L, opts_arg);
+  read_net(L, 1, net, o, need_q);
+  const nm_tensor *X = check_data(L, 2, "X", net->W1->size[1], net->W1->dtype, -1);
+  const nm_tensor *Yd = NULL;
+  if (with_y) *Y = Yd = check_data(L, 3, "Y", net->W2T->size[1], net->W1->dtype, X->size[0]);
+  check_operands(L, net, X, Yd, NULL, 0);
+  return X;
+}
+
 /* forward(net, X[, opts]) -> Yhat [T x m], Z [T x k]. Allocates both. */
 static int l_forward(lua_State *L) {
   nm_bmvr_opts o;
   nm_bmvr_net net;
-  int oi = opts_index(L, 3, 1);
-  luaL_checktype(L, 1, LUA_TTABLE);
-  read_opts(L, oi, oi, &o, NULL, 0);
-  nm_checktensor(L, 2);
-  lua_settop(L, 3);
-  read_net(L, 1, &net, &o, 0);
-  const nm_tensor *X = check_data(L, 2, "X", net.W1->size[1], net.W1->dtype, -1);
-  check_operands(L, &net, X, NULL, NULL, 0);
+  const nm_tensor *X = measure_args(L, 0, &net, &o, NULL);
   int64_t zs[2] = {X->size[0], net.W1->size[0]}, ys[2] = {X->size[0], net.W2T->size[1]};
   nm_tensor *Yhat = nm_newtensor(L, net.W1->dtype, 2, ys);
   nm_tensor *Z = nm_newtensor(L, net.W1->dtype, 2, zs);
@@ -279,16 +293,8 @@ static int l_forward(lua_State *L) {
 static int l_evaluate(lua_State *L) {
   nm_bmvr_opts o;
   nm_bmvr_net net;
-  int oi = opts_index(L, 4, 1);
-  luaL_checktype(L, 1, LUA_TTABLE);
-  read_opts(L, oi, oi, &o, NULL, 0);
-  nm_checktensor(L, 2);
-  nm_checktensor(L, 3);
-  lua_settop(L, 4);
-  read_net(L, 1, &net, &o, 0);
-  const nm_tensor *X = check_data(L, 2, "X", net.W1->size[1], net.W1->dtype, -1);
-  const nm_tensor *Y = check_data(L, 3, "Y", net.W2T->size[1], net.W1->dtype, X->size[0]);
-  check_operands(L, &net, X, Y, NULL, 0);
+  const nm_tensor *Y;
+  const nm_tensor *X = measure_args(L, 0, &net, &o, &Y);
   double sq = 0;
   int64_t correct = 0;
   int st = nm_bmvr_evaluate(&net, &o, X, Y, &sq, &correct);
@@ -303,14 +309,7 @@ static int l_evaluate(lua_State *L) {
 static int l_hidden_cov(lua_State *L) {
   nm_bmvr_opts o;
   nm_bmvr_net net;
-  int oi = opts_index(L, 3, 1);
-  luaL_checktype(L, 1, LUA_TTABLE);
-  read_opts(L, oi, oi, &o, NULL, 0);
-  nm_checktensor(L, 2);
-  lua_settop(L, 3);
-  read_net(L, 1, &net, &o, 0);
-  const nm_tensor *X = check_data(L, 2, "X", net.W1->size[1], net.W1->dtype, -1);
-  check_operands(L, &net, X, NULL, NULL, 0);
+  const nm_tensor *X = measure_args(L, 0, &net, &o, NULL);
   int64_t cs[2] = {net.W1->size[0], net.W1->size[0]};
   nm_tensor *C = nm_newtensor(L, NM_FLOAT64, 2, cs);
   int st = nm_bmvr_hidden_cov(&net, &o, X, C);
@@ -323,16 +322,8 @@ static int l_hidden_cov(lua_State *L) {
 static int l_alignment(lua_State *L) {
   nm_bmvr_opts o;
   nm_bmvr_net net;
-  int oi = opts_index(L, 4, 1);
-  luaL_checktype(L, 1, LUA_TTABLE);
-  read_opts(L, oi, oi, &o, NULL, 0);
-  nm_checktensor(L, 2);
-  nm_checktensor(L, 3);
-  lua_settop(L, 4);
-  read_net(L, 1, &net, &o, 1);
-  const nm_tensor *X = check_data(L, 2, "X", net.W1->size[1], net.W1->dtype, -1);
-  const nm_tensor *Y = check_data(L, 3, "Y", net.W2T->size[1], net.W1->dtype, X->size[0]);
-  check_operands(L, &net, X, Y, NULL, 0);
+  const nm_tensor *Y;
+  const nm_tensor *X = measure_args(L, 1, &net, &o, &Y);
   double mean_cos = 0, update_cos = 0;
   int st = nm_bmvr_alignment(&net, &o, X, Y, &mean_cos, &update_cos);
   if (st != NM_OK) return nm_status_error(L, st, "bmvr.alignment");
