@@ -189,19 +189,15 @@ if opts.replot then
   os.exit(0)
 end
 
-local ds = data.load(opts.data, {validation = 0, dtype = opts.dtype})
-if opts.outputs < ds.classes then
-  io.stderr:write(format("metaplasticity: --outputs %d is below the %d classes of %s\n",
-                         opts.outputs, ds.classes, ds.name))
+local setup, err = meta.fewshot(opts)
+if not setup then
+  io.stderr:write("metaplasticity: ", err, "\n")
   os.exit(2)
 end
-local steps = opts.M * opts.K
-local sizes = {ds.dim, 170, 130, 100, 70, opts.outputs}
+local ds, sizes, steps = setup.ds, setup.sizes, setup.steps
 
 local run = results.open(opts, {
-  dataset = format("%s: %d-way tasks, K = %d, Q = %d from the training images; held-out " ..
-                   "episodes from the test images; %d outputs", ds.name, opts.M, opts.K, opts.Q,
-                   opts.outputs),
+  dataset = setup.dataset,
   columns = {"run", "episode"},
   checkpoint_every = opts.checkpoint_every,
 })
@@ -209,8 +205,7 @@ io.stderr:write(format("metaplasticity: %s, network %s (%s), %d inner steps, %d 
                        "(EMNIST in the paper: 47)\n", ds.name, table.concat(sizes, "-"),
                        opts.dtype, steps, opts.outputs))
 
-local train_tasks = meta.sampler(ds.train, {M = opts.M, K = opts.K, Q = opts.Q})
-local test_tasks = meta.sampler(ds.test, {M = opts.M, K = opts.K, Q = opts.Q})
+local train_tasks, test_tasks = setup.train, setup.test
 
 local function heldout_set(count, seed) return meta.heldout(test_tasks, count, seed) end
 local heldout = heldout_set(opts.heldout, opts.seed + 7919)
@@ -270,15 +265,8 @@ while s.index <= #opts.runs do
     if not info.finite and not cur.died and not meta.finite(info.theta:sum()) then
       cur.died = ep                        -- theta itself is lost (guard "none")
     end
-    local recent = cur.recent
-    recent[#recent + 1] = info.accuracy
-    if #recent > opts.smooth then table.remove(recent, 1) end
-    local mean = 0
-    for _, a in ipairs(recent) do mean = mean + a end
-    mean = mean / #recent
-    local row = {run = name, episode = ep, loss = info.loss, ce = info.ce,
-                 accuracy = info.accuracy, accuracy_smooth = mean, grad_norm = info.grad_norm,
-                 action = info.action, skipped = learner.skipped, rollbacks = learner.rollbacks}
+    local mean = meta.running_mean(cur.recent, info.accuracy, opts.smooth)
+    local row = meta.step_row(name, ep, info, mean, learner)
     theta_row(row, info.theta)
     if ep % opts.eval_every == 0 or ep == opts.episodes then
       local theta = learner:theta()
@@ -321,12 +309,9 @@ while s.index <= #opts.runs do
   local final_theta = learner:theta()
   local fa, fl = evaluate(learner, test_set, final_theta)
   local ba, bl = evaluate(learner, test_set, cur.best_theta)
-  local last = cur.recent
-  local mean = 0
-  for _, a in ipairs(last) do mean = mean + a end
   s.finished[name] = {
     title = cfg.title, final_accuracy = fa, final_loss = fl, best_accuracy = ba, best_loss = bl,
-    best_episode = cur.best_episode, train_accuracy = mean / math.max(#last, 1),
+    best_episode = cur.best_episode, train_accuracy = meta.mean(cur.recent),
     final_theta = final_theta:totable(), best_theta = cur.best_theta:totable(),
     skipped = learner.skipped, rollbacks = learner.rollbacks, seconds = nm.clock() - t_run,
     paper = cfg.paper, died = cur.died, guarded = guarded(cfg),

@@ -129,14 +129,12 @@ for _, r in ipairs(opts.motifs) do
   end
 end
 
-local ds = data.load(opts.data, {validation = 0, dtype = opts.dtype})
-if opts.outputs < ds.classes then
-  io.stderr:write(format("rcn: --outputs %d is below the %d classes of %s\n", opts.outputs,
-                         ds.classes, ds.name))
+local setup, err = meta.fewshot(opts)
+if not setup then
+  io.stderr:write("rcn: ", err, "\n")
   os.exit(2)
 end
-local steps = opts.M * opts.K
-local sizes = {ds.dim, 170, 130, 100, 70, opts.outputs}
+local ds, sizes, steps = setup.ds, setup.sizes, setup.steps
 
 local json = require "nm.json"
 
@@ -164,9 +162,7 @@ end
 
 if not opts.replot then
 run = results.open(opts, {
-  dataset = format("%s: %d-way tasks, K = %d, Q = %d from the training images; held-out " ..
-                   "episodes from the test images; %d outputs", ds.name, opts.M, opts.K, opts.Q,
-                   opts.outputs),
+  dataset = setup.dataset,
   columns = {"run", "episode"},
   checkpoint_every = opts.checkpoint_every,
 })
@@ -174,8 +170,7 @@ io.stderr:write(format("rcn: %s, network %s (%s), %s feedback, %d inner steps, m
                        ds.name, table.concat(sizes, "-"), opts.dtype, opts.feedback, steps,
                        table.concat(opts.motifs, ",")))
 
-local train_tasks = meta.sampler(ds.train, {M = opts.M, K = opts.K, Q = opts.Q})
-local test_tasks = meta.sampler(ds.test, {M = opts.M, K = opts.K, Q = opts.Q})
+local train_tasks, test_tasks = setup.train, setup.test
 
 local function heldout_set(count, seed) return meta.heldout(test_tasks, count, seed) end
 local heldout = heldout_set(opts.heldout, opts.seed + 7919)
@@ -262,15 +257,8 @@ while s.index <= #opts.runs do
     -- every run sees the same tasks and initial weights (one seed)
     local task = train_tasks:sample(cur.g)
     local info = learner:meta_step(task, cur.g)
-    local recent = cur.recent
-    recent[#recent + 1] = info.accuracy
-    if #recent > opts.smooth then table.remove(recent, 1) end
-    local mean = 0
-    for _, a in ipairs(recent) do mean = mean + a end
-    mean = mean / #recent
-    local row = {run = name, episode = ep, loss = info.loss, ce = info.ce,
-                 accuracy = info.accuracy, accuracy_smooth = mean, grad_norm = info.grad_norm,
-                 action = info.action, skipped = learner.skipped, rollbacks = learner.rollbacks}
+    local mean = meta.running_mean(cur.recent, info.accuracy, opts.smooth)
+    local row = meta.step_row(name, ep, info, mean, learner)
     if ep % opts.eval_every == 0 or ep == opts.episodes then
       local acc, loss = evaluate(learner, heldout, learner.phi and learner:theta() or nil)
       row.heldout_accuracy, row.heldout_loss = acc, loss
@@ -294,11 +282,9 @@ while s.index <= #opts.runs do
   local test_set = heldout_set(opts.test_episodes, opts.seed + 104729)
   local fa, fl = evaluate(learner, test_set, learner.phi and learner:theta() or nil)
   local ba, bl = evaluate(learner, test_set, cur.best)
-  local mean = 0
-  for _, a in ipairs(cur.recent) do mean = mean + a end
   local f = {title = cfg.title, kind = cfg.kind, chemicals = cfg.chemicals,
              final_accuracy = fa, final_loss = fl, best_accuracy = ba, best_loss = bl,
-             best_episode = cur.best_episode, train_accuracy = mean / math.max(#cur.recent, 1),
+             best_episode = cur.best_episode, train_accuracy = meta.mean(cur.recent),
              meta_parameters = count_params(learner, cfg), skipped = learner.skipped,
              rollbacks = learner.rollbacks, seconds = cur.seconds,
              seconds_per_episode = cur.seconds / math.max(opts.episodes, 1)}

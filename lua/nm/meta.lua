@@ -383,6 +383,56 @@ function meta.alignment(net, W, B, theta, X, labels, n)
   return res
 end
 
+-- ---------------------------------------------------------------- experiments
+
+-- What the few-shot experiments (experiments/metaplasticity.lua, rcn.lua)
+-- share.
+
+-- meta.fewshot(opts) -> setup, or nil and a message when opts.outputs is
+-- below the data set's classes. From the options data, dtype, M, K, Q and
+-- outputs: the data set (ds), the network widths of the paper (sizes:
+-- input, 170, 130, 100, 70, outputs), the inner steps (steps = M K), task
+-- samplers over the training and the test images (train, test) and a line
+-- describing the tasks (dataset).
+function meta.fewshot(opts)
+  local ds = data.load(opts.data, {validation = 0, dtype = opts.dtype})
+  if opts.outputs < ds.classes then
+    return nil, format("--outputs %d is below the %d classes of %s", opts.outputs, ds.classes,
+                       ds.name)
+  end
+  local o = {M = opts.M, K = opts.K, Q = opts.Q}
+  return {
+    ds = ds, sizes = {ds.dim, 170, 130, 100, 70, opts.outputs}, steps = opts.M * opts.K,
+    train = meta.sampler(ds.train, o), test = meta.sampler(ds.test, o),
+    dataset = format("%s: %d-way tasks, K = %d, Q = %d from the training images; held-out " ..
+                     "episodes from the test images; %d outputs", ds.name, opts.M, opts.K,
+                     opts.Q, opts.outputs),
+  }
+end
+
+-- meta.mean(list) -> the mean of a list of numbers (0 when empty).
+function meta.mean(list)
+  local sum = 0
+  for _, a in ipairs(list) do sum = sum + a end
+  return sum / math.max(#list, 1)
+end
+
+-- meta.running_mean(recent, x, n) -> the mean of the last n values: x is
+-- appended to the list recent, which keeps at most n.
+function meta.running_mean(recent, x, n)
+  recent[#recent + 1] = x
+  if #recent > n then table.remove(recent, 1) end
+  return meta.mean(recent)
+end
+
+-- meta.step_row(run, episode, info, accuracy_smooth, learner) -> the
+-- metrics row of one meta-step (info from learner:meta_step).
+function meta.step_row(run, episode, info, accuracy_smooth, learner)
+  return {run = run, episode = episode, loss = info.loss, ce = info.ce, accuracy = info.accuracy,
+          accuracy_smooth = accuracy_smooth, grad_norm = info.grad_norm, action = info.action,
+          skipped = learner.skipped, rollbacks = learner.rollbacks}
+end
+
 meta.finite = finite
 
 return meta
