@@ -105,6 +105,11 @@ local opts = cli.parse(arg, {
 })
 
 nm.blas_threads(opts.threads)
+if not (opts.scale5 > 0) then
+  io.stderr:write("metaplasticity: --scale5 must be > 0 (theta_5 = scale phi_5; a tiny scale " ..
+                  "such as 1e-9 switches F5 off)\n")
+  os.exit(2)
+end
 for _, name in ipairs(opts.runs) do
   if not RUNS[name] then
     io.stderr:write(format("metaplasticity: unknown run '%s' (choose from %s)\n", name,
@@ -255,7 +260,10 @@ while s.index <= #opts.runs do
   local learner = make_learner(cfg)
   local cur = s.current
   if not cur then
-    cur = {name = name, episode = 0, g = nm.generator(opts.seed * 100 + s.index), recent = {},
+    -- Every run sees the same task stream and is tested on the same
+    -- episodes, whatever its place in --runs: a paired comparison, and
+    -- `--runs X` alone reproduces X of the full list.
+    cur = {name = name, episode = 0, g = nm.generator(opts.seed * 100 + 1), recent = {},
            best_acc = -1, best_theta = learner:theta(), best_episode = 0}
     s.current = cur
   else
@@ -308,7 +316,7 @@ while s.index <= #opts.runs do
     end)
   end
   -- Meta-test of the final and the best theta on fresh held-out episodes.
-  local test_set = heldout_set(opts.test_episodes, opts.seed + 104729 + s.index)
+  local test_set = heldout_set(opts.test_episodes, opts.seed + 104729)
   local final_theta = learner:theta()
   local fa, fl = evaluate(learner, test_set, final_theta)
   local ba, bl = evaluate(learner, test_set, cur.best_theta)

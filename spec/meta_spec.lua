@@ -498,3 +498,39 @@ describe("motif kernel errors", function()
       "meta: learner: motif indices are 0..9")
   end)
 end)
+
+describe("experiments/metaplasticity.lua", function()
+  local json = require "nm.json"
+  local support = require "spec.support"
+  local run, tmp = support.experiment("metaplasticity.lua")
+
+  -- Regression: each run's task stream and test episodes were seeded by its
+  -- position in --runs, so `--runs bio` alone gave other numbers than bio
+  -- in the full list, and the runs of one table were scored on different
+  -- test episodes.
+  it("gives a run the same result alone as within the full list", function()
+    local all, one = tmp .. "-all", tmp .. "-one"
+    assert.equal(0, run("--quick --out " .. all))
+    assert.equal(0, run("--quick --runs bio --out " .. one))
+    local ra = json.read_file(all .. "/results.json").final.runs
+    local ro = json.read_file(one .. "/results.json").final.runs
+    assert.same(ra.bio.final_theta, ro.bio.final_theta)
+    assert.equal(ra.bio.final_accuracy, ro.bio.final_accuracy)
+    assert.equal(ra.bio.best_loss, ro.bio.best_loss)
+    os.execute(string.format("rm -rf %q %q %q", all, one, tmp .. ".log"))
+  end)
+
+  it("refuses --scale5 0 (phi_5 would be 0/0) with exit status 2", function()
+    assert.equal(2, run("--quick --scale5 0 --out " .. tmp .. "-s0"))
+    local f = assert(io.open(tmp .. ".log"))
+    local log = f:read("a")
+    f:close()
+    assert.truthy(log:find("--scale5 must be > 0", 1, true))
+    local motifs = require "rules.motifs"
+    local net = motifs.net{sizes = {4, 3, 2}, feedback = "fa", dtype = "float64"}
+    assert.has_error(function() require("nm.meta").learner{net = net, motifs = {0, 5}, scale = {[5] = 0}} end,
+      "meta: learner: scale of motif 5 must be a positive finite number, got 0 " ..
+      "(a tiny scale such as 1e-9 switches the motif off)")
+    os.execute(string.format("rm -rf %q %q", tmp .. "-s0", tmp .. ".log"))
+  end)
+end)

@@ -165,7 +165,15 @@ function meta.learner(o)
   self.need = {}
   for r = 0, 9 do self.need[r + 1] = self.active[r] or false end
   self.scale = nm.ones(10, "float64")
-  for r, s in pairs(o.scale or {}) do self.scale:set(r + 1, s) end
+  for r, s in pairs(o.scale or {}) do
+    -- phi = theta / s: a zero scale would make phi 0/0 and the run NaN.
+    if math.type(r) ~= "integer" or r < 0 or r > 9 then fail("learner: scale keys are motifs 0..9", 2) end
+    if type(s) ~= "number" or not (s > 0 and s < math.huge) then
+      fail(string.format("learner: scale of motif %d must be a positive finite number, got %s " ..
+                         "(a tiny scale such as 1e-9 switches the motif off)", r, tostring(s)), 2)
+    end
+    self.scale:set(r + 1, s)
+  end
   local theta = motifs.theta(o.theta0 or {[0] = 1e-3})
   self.phi = nm.zeros(10, "float64"):div(theta, self.scale)
   self.lambda = o.lambda or 0
