@@ -327,8 +327,9 @@ while s.index <= #opts.runs do
     skipped = learner.skipped, rollbacks = learner.rollbacks, seconds = nm.clock() - t_run,
     paper = cfg.paper, died = cur.died, guarded = guarded(cfg),
   }
-  io.stderr:write(format("\n%-14s meta-test accuracy: final theta %.1f%%, best theta %.1f%% " ..
-                         "(episode %d); theta %s\n", name, 100 * fa, 100 * ba, cur.best_episode,
+  local function pct(a) return a == a and format("%.1f%%", 100 * a) or "none (theta not finite)" end
+  io.stderr:write(format("\n%-14s meta-test accuracy: final theta %s, best theta %s " ..
+                         "(episode %d); theta %s\n", name, pct(fa), pct(ba), cur.best_episode,
                          motifs.describe(final_theta)))
   s.index = s.index + 1
   s.current = nil
