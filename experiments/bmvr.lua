@@ -48,6 +48,8 @@ local opts = cli.parse(arg, {
      item = "string", quick = {"mnist"}},
     {"ks", "list", {16, 64, 256}, "Table 1: hidden units", item = "int", quick = {16}},
     {"epochs", "int", 20, "Table 1: training passes", quick = 1, min = 1},
+    {"table1-t0", "number", 0, "Table 1: rates decay as eta/(1 + t/t0) over samples t (0: constant, " ..
+     "as in the paper)", min = 0},
     {"search", "bool", false, "Table 1: choose rates by the validation search (else RATES)"},
     {"search-epochs", "int", 8, "search: passes per candidate", quick = 1, min = 1},
     {"validation", "int", 1000, "search: training images held out", min = 1},
@@ -239,7 +241,7 @@ local function table1_run(name, k, method, rates, o)
   local seed = o.seed or opts.seed
   local net = bmvr.new{n = X:size(2), m = Y:size(2), k = k, method = method, relu = true,
                        gate = o.gate, decoupled = o.decoupled, eta_w1 = rates[1],
-                       eta_w2 = rates[2], eta_q = rates[3] or 0, t0 = 0, seed = seed}
+                       eta_w2 = rates[2], eta_q = rates[3] or 0, t0 = opts.table1_t0, seed = seed}
   local g = nm.generator(seed + 2000)
   local epochs = o.epochs or opts.epochs
   local ok, err = pcall(function()
