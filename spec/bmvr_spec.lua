@@ -548,3 +548,35 @@ describe("bmvr errors", function()
     assert.has_error(function() model:train(Xb, Yb) end)
   end)
 end)
+
+describe("experiments/bmvr.lua --table1-t0", function()
+  local json = require "nm.json"
+  local support = require "spec.support"
+  local run, tmp = support.experiment("bmvr.lua")
+
+  -- The decaying-rate option reaches the network: the experiment's k = 16
+  -- MNIST row equals a network trained here with the same rates and t0.
+  it("trains Table 1 with eta/(1 + t/t0), as a direct nm.bmvr run does", function()
+    local nm = require "neuromic"
+    local data = require "nm.data"
+    local bmvr = require "nm.bmvr"
+    local function accuracy(t0)
+      local dir = tmp .. "-t0-" .. t0
+      assert.equal(0, run("--quick --parts table1 --no-plot --table1-t0 " .. t0 .. " --out " .. dir))
+      local r = json.read_file(dir .. "/results.json")
+      os.execute(string.format("rm -rf %q", dir))
+      assert.equal(t0, r.options.table1_t0)
+      return r.final.table1_mnist_k16_bmvr_test
+    end
+    local ds = data.load("mnist", {seed = 1})
+    local X, Y = ds.train.X, ds.train.Y
+    local net = bmvr.new{n = X:size(2), m = Y:size(2), k = 16, method = "bmvr", relu = true,
+                         eta_w1 = 1e-2, eta_w2 = 1e-4, eta_q = 1e-3, t0 = 500, seed = 1}
+    net:train(X, Y, {order = nm.generator(1 + 2000):permutation(X:size(1))})
+    local _, te = net:evaluate(ds.test.X, ds.test.Y)
+    local decayed = accuracy(500)
+    assert.equal(100 * te, decayed)
+    assert.are_not.equal(accuracy(0), decayed)
+    os.execute(string.format("rm -f %q", tmp .. ".log"))
+  end)
+end)
