@@ -551,3 +551,26 @@ describe("RCN errors", function()
     assert.has_error(function() rcn.learner{net = net, learn = {theta = true}} end)
   end)
 end)
+
+describe("experiments/rcn.lua", function()
+  local json = require "nm.json"
+  local support = require "spec.support"
+  local run, tmp = support.experiment("rcn.lua")
+
+  it("runs --quick to a finished results.json; a run alone equals it within the list; --replot", function()
+    local all, one = tmp .. "-all", tmp .. "-one"
+    assert.equal(0, run("--quick --out " .. all))
+    local ra = json.read_file(all .. "/results.json")
+    assert.equal("finished", ra.status)
+    for _, name in ipairs{"motif", "rcn1", "rcn2", "layer2", "neuron2", "momentum2"} do
+      assert.is_table(ra.final.runs[name], name)
+    end
+    -- Every run meets the same tasks and test episodes (a paired comparison).
+    assert.equal(0, run("--quick --runs rcn2 --out " .. one))
+    local ro = json.read_file(one .. "/results.json")
+    assert.same(ra.final.runs.rcn2.params, ro.final.runs.rcn2.params)
+    assert.equal(ra.final.runs.rcn2.final_loss, ro.final.runs.rcn2.final_loss)
+    assert.equal(0, run("--replot --out " .. all))
+    os.execute(string.format("rm -rf %q %q %q", all, one, tmp .. ".log"))
+  end)
+end)
