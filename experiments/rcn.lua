@@ -80,6 +80,7 @@ local opts = cli.parse(arg, {
     {"dtype", "string", "float32", "network element type", choices = {"float32", "float64"}},
     {"threads", "int", 1, "OpenBLAS threads", min = 1},
     {"checkpoint-every", "int", 25, "episodes between checkpoints", quick = 0, min = 0},
+    {"stop-after", "int", 0, "send SIGTERM to itself after N episodes in all (tests resume)", min = 0},
     {"replot", "bool", false, "redraw the plots, table and summary of the finished run in " ..
      "--out (no training)"},
   },

@@ -534,3 +534,36 @@ describe("experiments/metaplasticity.lua", function()
     os.execute(string.format("rm -rf %q %q", tmp .. "-s0", tmp .. ".log"))
   end)
 end)
+
+describe("experiments/metaplasticity.lua and rcn.lua resume", function()
+  local json = require "nm.json"
+  local support = require "spec.support"
+
+  for _, c in ipairs{{"metaplasticity.lua", "bp_lr,bio"}, {"rcn.lua", "motif,rcn2"}} do
+    it(c[1] .. " resumes after SIGTERM to the same results as an uninterrupted run", function()
+      local run, tmp = support.experiment(c[1])
+      -- 2 runs x 6 episodes; the stop falls inside the second run
+      local common = "--quick --runs " .. c[2] .. " --episodes 6 --checkpoint-every 2 --stop-after 9"
+      local a, b = tmp .. "-a", tmp .. "-b"
+      assert.equal(0, run(common:gsub("%-%-stop%-after 9", "--stop-after 1000") .. " --out " .. a))
+      assert.equal(143, run(common .. " --out " .. b))
+      assert.equal("stopped", json.read_file(b .. "/results.json").status)
+      assert.equal(0, run(common .. " --resume --out " .. b))
+      local ra, rb = json.read_file(a .. "/results.json"), json.read_file(b .. "/results.json")
+      assert.equal("finished", rb.status)
+      assert.equal(1, rb.resumed)
+      for name, r in pairs(ra.final.runs) do
+        local s = rb.final.runs[name]
+        assert.equal(r.final_loss, s.final_loss, name)
+        assert.equal(r.best_loss, s.best_loss, name)
+        assert.same(r.final_theta or r.params, s.final_theta or s.params, name)
+      end
+      local strip = function(rows)
+        for _, row in ipairs(rows) do row.time_s, row.seconds = nil, nil end
+        return rows
+      end
+      assert.same(strip(support.metric_rows(a)), strip(support.metric_rows(b)))
+      os.execute(string.format("rm -rf %q %q %q", a, b, tmp .. ".log"))
+    end)
+  end
+end)
