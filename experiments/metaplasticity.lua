@@ -155,28 +155,34 @@ local function draw(rows, outpath, dsname)
 end
 
 -- The table of results; returns the summary for results.json.
+-- (values read back from results.json may be json.null)
+local function finite_number(v) return type(v) == "number" and meta.finite(v) end
+
+-- v as a percentage, or `missing` (default "-") when it is not a finite number.
+local function percent(v, missing)
+  return finite_number(v) and format("%.1f%%", 100 * v) or missing or "-"
+end
+
 local function table_of(finished, dsname)
   local summary = {}
   print(format("\n%-30s %10s %10s %10s %8s   %s", "run (" .. dsname .. ")", "final", "best",
                "train", "guards", "paper (EMNIST)"))
-  -- (values read back from results.json may be json.null)
-  local function ok(v) return type(v) == "number" and meta.finite(v) end
-  local function pct(v) return ok(v) and format("%.1f%%", 100 * v) or "-" end
   for _, name in ipairs(opts.runs) do
     local f = finished[name]
     if f then
       print(format("%-30s %10s %10s %10s %8s   %s", f.title,
-                   ok(f.died) and format("died@%d", f.died) or pct(f.final_accuracy),
-                   pct(f.best_accuracy), pct(f.train_accuracy),
+                   finite_number(f.died) and format("died@%d", f.died) or percent(f.final_accuracy),
+                   percent(f.best_accuracy), percent(f.train_accuracy),
                    f.guarded and format("on %d/%d", f.skipped, f.rollbacks) or
                      format("off %d/%d", f.skipped, f.rollbacks), f.paper or "-"))
       summary[#summary + 1] = {label = f.title .. ": meta-test query accuracy (best theta)",
-                               ours = ok(f.best_accuracy) and f.best_accuracy or nil,
+                               ours = finite_number(f.best_accuracy) and f.best_accuracy or nil,
                                paper = f.paper, unit = "%",
                                note = (opts.quick and "quick run; " or
                                        format("%d episodes, %s; ", opts.episodes, dsname)) ..
-                                 (ok(f.died) and format("theta diverged at episode %d", f.died)
-                                  or "final theta " .. pct(f.final_accuracy))}
+                                 (finite_number(f.died)
+                                    and format("theta diverged at episode %d", f.died)
+                                    or "final theta " .. percent(f.final_accuracy))}
     end
   end
   print("(final/best: meta-test accuracy of the final theta and of the theta with the best " ..
@@ -328,10 +334,10 @@ while s.index <= #opts.runs do
     skipped = learner.skipped, rollbacks = learner.rollbacks, seconds = nm.clock() - t_run,
     paper = cfg.paper, died = cur.died, guarded = guarded(cfg),
   }
-  local function pct(a) return a == a and format("%.1f%%", 100 * a) or "none (theta not finite)" end
+  local lost = "none (theta not finite)"
   io.stderr:write(format("\n%-14s meta-test accuracy: final theta %s, best theta %s " ..
-                         "(episode %d); theta %s\n", name, pct(fa), pct(ba), cur.best_episode,
-                         motifs.describe(final_theta)))
+                         "(episode %d); theta %s\n", name, percent(fa, lost), percent(ba, lost),
+                         cur.best_episode, motifs.describe(final_theta)))
   s.index = s.index + 1
   s.current = nil
 end

@@ -213,7 +213,6 @@ local function open_run(fig, info)
   return results.open(o, info)
 end
 
-
 local function maybe_plot(plots, kind, rows, o)
   if not opts.plot then return end
   for _, p in ipairs(plot[kind](rows, o)) do plots[#plots + 1] = p end
