@@ -15,17 +15,21 @@ WARN    = -Wall -Wextra -Wpedantic -Wshadow -Wmissing-prototypes -Wstrict-protot
 # trip counts); no -ffast-math, so every result is what the scalar code gives.
 OPT     ?= -O3 -march=x86-64-v2
 CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -g -fPIC $(WARN) \
-           $(LUA_INC) $(BLAS_INC)
+           -Icsrc/core -Icsrc/models -Icsrc/lua $(LUA_INC) $(BLAS_INC)
 LDLIBS  = $(BLAS_LIB) -lz -lm
 
 BUILD   ?= build
-CORE_SRC = $(wildcard csrc/*.c)
+# Layers: csrc/core (tensors, math, random, I/O, OS; no model, no lua.h),
+# csrc/models (one kernel file pair per model, over core tensors), csrc/lua
+# (the binding, one file per Lua type), csrc/interp (the interpreter).
+CORE_SRC = $(wildcard csrc/core/*.c)
+MODEL_SRC = $(wildcard csrc/models/*.c)
 BIND_SRC = $(wildcard csrc/lua/*.c)
 MAIN_SRC = csrc/interp/neuromic.c
-CORE_OBJ = $(CORE_SRC:csrc/%.c=$(BUILD)/%.o) $(BUILD)/version.o
+CORE_OBJ = $(CORE_SRC:csrc/%.c=$(BUILD)/%.o) $(MODEL_SRC:csrc/%.c=$(BUILD)/%.o) $(BUILD)/version.o
 BIND_OBJ = $(BIND_SRC:csrc/lua/%.c=$(BUILD)/lua/%.o)
 MAIN_OBJ = $(BUILD)/interp/neuromic.o
-HEADERS  = $(wildcard csrc/*.h csrc/lua/*.h)
+HEADERS  = $(wildcard csrc/*/*.h)
 
 all: neuromic neuromic.so
 
@@ -41,7 +45,7 @@ $(BUILD)/version.c: FORCE
 	@cmp -s $@.tmp $@ || mv $@.tmp $@; rm -f $@.tmp
 
 $(BUILD)/version.o: $(BUILD)/version.c
-	$(CC) $(CFLAGS) -Wno-missing-variable-declarations -include csrc/nm_tensor.h -c $< -o $@
+	$(CC) $(CFLAGS) -Wno-missing-variable-declarations -include csrc/core/nm_tensor.h -c $< -o $@
 
 neuromic.so: $(CORE_OBJ) $(BIND_OBJ)
 	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -84,9 +88,10 @@ PREFIX ?= /usr/local
 LUADIR ?= $(PREFIX)/share/lua/5.4
 LIBDIR ?= $(PREFIX)/lib/lua/5.4
 install: neuromic.so
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LUADIR)/nm $(DESTDIR)$(LUADIR)/rules
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LUADIR)/nm/models $(DESTDIR)$(LUADIR)/rules
 	install -m 644 neuromic.so $(DESTDIR)$(LIBDIR)/
 	install -m 644 lua/nm/*.lua $(DESTDIR)$(LUADIR)/nm/
+	install -m 644 lua/nm/models/*.lua $(DESTDIR)$(LUADIR)/nm/models/
 	install -m 644 rules/*.lua $(DESTDIR)$(LUADIR)/rules/
 
 clean:

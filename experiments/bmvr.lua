@@ -31,7 +31,7 @@ local results = require "nm.results"
 local progress = require "nm.progress"
 local plot = require "nm.plot"
 local data = require "nm.data"
-local bmvr = require "nm.bmvr"
+local bmvr = require "nm.models.bmvr"
 
 local format, concat = string.format, table.concat
 

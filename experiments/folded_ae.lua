@@ -31,7 +31,7 @@ local plot = require "nm.plot"
 local data = require "nm.data"
 local nn = require "nm.nn"
 local optim = require "nm.optim"
-local fae = require "nm.folded_ae"
+local fae = require "nm.models.folded_ae"
 
 local format = string.format
 

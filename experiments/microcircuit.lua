@@ -40,7 +40,7 @@ local plot = require "nm.plot"
 local data = require "nm.data"
 local nn = require "nm.nn"
 local measures = require "nm.measures"
-local mc = require "nm.microcircuit"
+local mc = require "nm.models.microcircuit"
 
 local format = string.format
 

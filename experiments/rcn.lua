@@ -34,7 +34,7 @@ local results = require "nm.results"
 local progress = require "nm.progress"
 local plot = require "nm.plot"
 local data = require "nm.data"
-local meta = require "nm.meta"
+local meta = require "nm.models.meta"
 local motifs = require "rules.motifs"
 local rcn = require "rules.rcn"
 

@@ -35,7 +35,7 @@
 -- a per-connection rule of nm.rule: its quantities q are a network
 -- (W1, W2T, Q, R, zbar, t), a sample x, y and the scratch of
 -- bmvr.scratch. The Lua forms below are the reference; `fused` runs the
--- same step in C (nm.bmvr.train, csrc/nm_bmvr.c), as does
+-- same step in C (nm.bmvr.train, csrc/models/nm_bmvr.c), as does
 -- bmvr.epoch(..., {fused = true}) for a whole pass without leaving C.
 -- spec/bmvr_spec.lua tests the two equal.
 local nm = require "neuromic"
@@ -222,7 +222,7 @@ end
 local function circuit_only(q)
   if q.net == nil or q.x == nil or q.y == nil then
     error("rule 'bmvr' is a circuit rule: call it with q = {net, x, y, state} " ..
-          "(rules.bmvr.step) or use nm.bmvr (lua/nm/bmvr.lua), not on a connection", 3)
+          "(rules.bmvr.step) or use nm.bmvr (lua/nm/models/bmvr.lua), not on a connection", 3)
   end
 end
 

@@ -28,12 +28,12 @@
 --
 -- cycle() below is the reference, written with the naive evaluator
 -- (net:naive(), a full forward pass). fused() runs the same cycles in C
--- (net:step, csrc/nm_nk.c), scoring each candidate in O(S) from cached
+-- (net:step, csrc/models/nm_nk.c), scoring each candidate in O(S) from cached
 -- activations (O(S N) when a hidden neuron's decoder must be re-read).
 -- Both draw the same numbers from the generator in the same order, so
 -- they take the same decisions; spec/nk_spec.lua checks it cycle by
 -- cycle. Hidden-layer weights live on a 2^-32 grid so that the cached
--- pre-activations are exact (see csrc/nm_nk.h); net:perturb applies a
+-- pre-activations are exact (see csrc/models/nm_nk.h); net:perturb applies a
 -- mutation exactly as the kernel does.
 local nm = require "neuromic"
 

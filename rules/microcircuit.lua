@@ -25,9 +25,9 @@
 -- [B x n_pre]; post [B x n] (phi(u), the somatic rate) and pred [B x n]
 -- (the rate the dendrite predicts) for up/ip/down; apical [B x n] (vA) for
 -- pi; error [B x n] and error_t (scratch the rule writes: post - pred, or
--- -vA); ones [B] (biases). The network (lua/nm/microcircuit.lua) fills
+-- -vA); ones [B] (biases). The network (lua/nm/models/microcircuit.lua) fills
 -- them. In the full dynamics the four rules run fused inside the C Euler
--- step (nm.microcircuit, csrc/nm_microcircuit.c) on the same traces D;
+-- step (nm.microcircuit, csrc/models/nm_microcircuit.c) on the same traces D;
 -- spec/microcircuit_spec.lua checks that step against a plain-Lua
 -- transcription of these equations and these functions against hand
 -- computation.

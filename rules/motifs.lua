@@ -37,7 +37,7 @@
 --   motifs.fused_step(net, W, theta, x, label) -- one C kernel (nm_meta.c)
 --                                          -- with a hand-derived adjoint
 -- Both take plain tensors (fast untracked forward) or autograd variables
--- (recorded for the meta-gradient). See lua/nm/meta.lua for episodes and
+-- (recorded for the meta-gradient). See lua/nm/models/meta.lua for episodes and
 -- meta-training, doc/autograd.md for the mechanism.
 
 local nm = require "neuromic"

@@ -1,4 +1,4 @@
--- BMVR (rules/bmvr.lua, nm.bmvr, lua/nm/bmvr.lua) against independent
+-- BMVR (rules/bmvr.lua, nm.bmvr, lua/nm/models/bmvr.lua) against independent
 -- references: the RRR solver against alternating least squares in plain
 -- Lua and against the problem with redundant columns removed; the
 -- online rules against that optimum; the gain-control constraint; the
@@ -6,7 +6,7 @@
 -- against finite differences; the measures against Lua loops; errors.
 local nm = require "neuromic"
 local rule = require "rules.bmvr"
-local bmvr = require "nm.bmvr"
+local bmvr = require "nm.models.bmvr"
 
 -- ------------------------------------------------------ plain-Lua linear algebra
 
@@ -559,7 +559,7 @@ describe("experiments/bmvr.lua --table1-t0", function()
   it("trains Table 1 with eta/(1 + t/t0), as a direct nm.bmvr run does", function()
     local nm = require "neuromic"
     local data = require "nm.data"
-    local bmvr = require "nm.bmvr"
+    local bmvr = require "nm.models.bmvr"
     local function accuracy(t0)
       local dir = tmp .. "-t0-" .. t0
       assert.equal(0, run("--quick --parts table1 --no-plot --table1-t0 " .. t0 .. " --out " .. dir))

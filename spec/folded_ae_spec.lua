@@ -9,7 +9,7 @@
 -- and errors.
 
 local nm = require "neuromic"
-local fae = require "nm.folded_ae"
+local fae = require "nm.models.folded_ae"
 local rule = require "nm.rule"
 local optim = require "nm.optim"
 

@@ -1,4 +1,4 @@
--- Tensor math (csrc/nm_math.c, csrc/lua/ltensor_math.c) against independent
+-- Tensor math (csrc/core/nm_math.c, csrc/lua/ltensor_math.c) against independent
 -- references: naive Lua loops over t:get, closed forms and finite
 -- differences. Both dtypes; contiguous, transposed, narrowed and strided
 -- views as inputs and as results; aliasing; the error messages.

@@ -1,5 +1,5 @@
 -- spec/meta_spec.lua: the motif rule and its meta-gradient (rules/motifs.lua,
--- nm_meta.c, lua/nm/meta.lua). Meta-gradients equal central finite
+-- nm_meta.c, lua/nm/models/meta.lua). Meta-gradients equal central finite
 -- differences (float64, small network, short inner loop) for every motif
 -- and feedback mode; the fused C step and its hand-derived adjoint equal
 -- the generic autograd rule; theta_0 alone with BP feedback is SGD; a
@@ -9,7 +9,7 @@
 local nm = require "neuromic"
 local ag = require "nm.autograd"
 local motifs = require "rules.motifs"
-local meta = require "nm.meta"
+local meta = require "nm.models.meta"
 
 -- A small episode: network 6-5-4-3, T steps on random inputs in [0, 1].
 local function episode(feedback, T, seed, dtype)
@@ -528,7 +528,7 @@ describe("experiments/metaplasticity.lua", function()
     assert.truthy(log:find("--scale5 must be > 0", 1, true))
     local motifs = require "rules.motifs"
     local net = motifs.net{sizes = {4, 3, 2}, feedback = "fa", dtype = "float64"}
-    assert.has_error(function() require("nm.meta").learner{net = net, motifs = {0, 5}, scale = {[5] = 0}} end,
+    assert.has_error(function() require("nm.models.meta").learner{net = net, motifs = {0, 5}, scale = {[5] = 0}} end,
       "meta: learner: scale of motif 5 must be a positive finite number, got 0 " ..
       "(a tiny scale such as 1e-9 switches the motif off)")
     os.execute(string.format("rm -rf %q %q", tmp .. "-s0", tmp .. ".log"))

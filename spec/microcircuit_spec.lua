@@ -1,5 +1,5 @@
 -- spec/microcircuit_spec.lua: dendritic cortical microcircuits
--- (nm.microcircuit, rules/microcircuit.lua, csrc/nm_microcircuit.c):
+-- (nm.microcircuit, rules/microcircuit.lua, csrc/models/nm_microcircuit.c):
 -- the analytic self-predicting state keeps apical potentials at zero; the
 -- steady-state solution is the long-run fixed point of the full dynamics;
 -- the C Euler step equals a naive Lua transcription of the equations
@@ -9,7 +9,7 @@
 -- allocation-free loops; errors for bad arguments.
 
 local nm = require "neuromic"
-local mc = require "nm.microcircuit"
+local mc = require "nm.models.microcircuit"
 local rule = require "nm.rule"
 
 local exp, log, sqrt = math.exp, math.log, math.sqrt

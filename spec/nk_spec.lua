@@ -1,4 +1,4 @@
--- NK models and the neuron-autoencoder hill climber (nm.nk, csrc/nm_nk.c,
+-- NK models and the neuron-autoencoder hill climber (nm.nk, csrc/models/nm_nk.c,
 -- rules/hillclimb.lua) against independent references: the hash and the
 -- fitness recomputed in plain Lua, stored tables against on-demand
 -- entries, forward passes computed by hand, the incremental kernel

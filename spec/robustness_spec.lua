@@ -45,7 +45,7 @@ end
 
 local function closed() local t = T(2, 3); t:close(); return t end
 
-local mc_module = require "nm.microcircuit"
+local mc_module = require "nm.models.microcircuit"
 local function mc_handle()
   return mc_module.new{sizes = {3, 4, 2}, gen = gen()}:handle()
 end

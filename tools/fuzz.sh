@@ -13,11 +13,11 @@ mkdir -p "$out/seeds_idx" "$out/seeds_npy" "$out/corpus_idx" "$out/corpus_npy"
 
 flags="-std=c11 -D_POSIX_C_SOURCE=200809L -g -O1 -fno-omit-frame-pointer \
   -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-  -Wall -Wextra -Wpedantic -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wvla -Icsrc"
+  -Wall -Wextra -Wpedantic -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wvla -Icsrc/core"
 for t in idx npy; do
   echo "== building $out/fuzz_$t"
   # shellcheck disable=SC2086
-  $cc $flags "fuzz/fuzz_$t.c" csrc/nm_io.c -lz -lm -o "$out/fuzz_$t"
+  $cc $flags "fuzz/fuzz_$t.c" csrc/core/nm_io.c -lz -lm -o "$out/fuzz_$t"
 done
 
 # Seeds: one small valid file per element type, plus gzip copies.

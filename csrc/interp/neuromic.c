@@ -23,8 +23,8 @@
 #include "lauxlib.h"
 #include "lualib.h"
 
-#include "../nm_tensor.h"
-#include "../lua/lnm.h"
+#include "nm_tensor.h"
+#include "lnm.h"
 
 /* nm_version (from the generated build/version.c) */
 

@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "lnm.h"
-#include "../nm_bmvr.h"
+#include "nm_bmvr.h"
 
 /* Pushes field `name` of the table at `tab` and returns it as a live
 ** tensor, or NULL when the field is nil and !required. The value stays

@@ -1,9 +1,9 @@
 /*
 ** lfolded.c: nm.folded, the fused kernels of the energy-based folded
-** autoencoder (nm_folded.c) for lua/nm/folded_ae.lua.
+** autoencoder (nm_folded.c) for lua/nm/models/folded_ae.lua.
 */
 #include "lnm.h"
-#include "../nm_folded.h"
+#include "nm_folded.h"
 
 static const nm_tensor *opttensor(lua_State *L, int arg) {
   return lua_isnoneornil(L, arg) ? NULL : nm_checktensor(L, arg);

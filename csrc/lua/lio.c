@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "lnm.h"
-#include "../nm_io.h"
+#include "nm_io.h"
 
 /* An open reader lives in a userdata whose __gc closes the file, so an
 ** error between open and close (a failed allocation) leaks nothing. */

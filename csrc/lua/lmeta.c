@@ -1,14 +1,14 @@
 /*
 ** lmeta.c: the neuromic.MotifNet type, the fused motif plasticity step of
 ** nm_meta.c (forward, adjoint, query loss) for rules/motifs.lua and
-** lua/nm/meta.lua.
+** lua/nm/models/meta.lua.
 */
 #include <math.h>
 #include <string.h>
 
 #include "lnm.h"
-#include "../nm_math.h"
-#include "../nm_meta.h"
+#include "nm_math.h"
+#include "nm_meta.h"
 
 #define MOTIFNET_T "neuromic.MotifNet"
 

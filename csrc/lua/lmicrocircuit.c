@@ -24,7 +24,7 @@
 #include <string.h>
 
 #include "lnm.h"
-#include "../nm_microcircuit.h"
+#include "nm_microcircuit.h"
 
 #define MICROCIRCUIT_T "neuromic.Microcircuit"
 #define GENERATOR_T "neuromic.Generator"

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "lnm.h"
-#include "../nm_nk.h"
+#include "nm_nk.h"
 
 #define MODEL_T "neuromic.NKModel"
 #define NET_T "neuromic.NKNet"

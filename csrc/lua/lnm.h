@@ -7,8 +7,8 @@
 
 #include "lua.h"
 #include "lauxlib.h"
-#include "../nm_tensor.h"
-#include "../nm_meta.h"
+#include "nm_tensor.h"
+#include "nm_meta.h"
 
 #define NM_TENSOR_T "neuromic.Tensor"
 

@@ -8,7 +8,7 @@
 #include <cblas.h>
 
 #include "lnm.h"
-#include "../nm_plastic.h"
+#include "nm_plastic.h"
 
 /* Scratch memory lives in one userdata kept in upvalue 1 (a table), and
 ** is replaced only when a call needs more: steady-state loops allocate

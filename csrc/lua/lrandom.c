@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "lnm.h"
-#include "../nm_random.h"
+#include "nm_random.h"
 
 /* The userdata is a bare nm_rng, so other bindings may take a generator
 ** with luaL_checkudata(L, i, "neuromic.Generator") and use it directly. */

@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "lnm.h"
-#include "../nm_math.h"
-#include "../nm_rcn.h"
+#include "nm_math.h"
+#include "nm_rcn.h"
 
 #define RCN_T "neuromic.RCN"
 

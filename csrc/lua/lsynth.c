@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "lnm.h"
-#include "../nm_synth.h"
+#include "nm_synth.h"
 
 #define MAX_LAYERS 16
 

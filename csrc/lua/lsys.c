@@ -4,7 +4,7 @@
 ** over nm_sys.c.
 */
 #include "lnm.h"
-#include "../nm_sys.h"
+#include "nm_sys.h"
 
 #include <errno.h>
 #include <limits.h>

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "lnm.h"
-#include "../nm_math.h"
+#include "nm_math.h"
 
 /* Storage is a bare full userdata, so the collector counts its bytes; the
 ** tensor header keeps it in user value 1. Over-allocated by NM_ALIGN so

@@ -15,7 +15,7 @@
 #include <cblas.h>
 
 #include "lnm.h"
-#include "../nm_math.h"
+#include "nm_math.h"
 
 #define checkt(L, i) nm_checktensor(L, i)
 

@@ -10,7 +10,7 @@
 local nm = require "neuromic"
 local cli = require "nm.cli"
 local data = require "nm.data"
-local bmvr = require "nm.bmvr"
+local bmvr = require "nm.models.bmvr"
 local json = require "nm.json"
 
 local opts = cli.parse(arg, {

@@ -15,7 +15,7 @@ local nm = require "neuromic"
 local cli = require "nm.cli"
 local json = require "nm.json"
 local data = require "nm.data"
-local meta = require "nm.meta"
+local meta = require "nm.models.meta"
 local motifs = require "rules.motifs"
 
 local format = string.format

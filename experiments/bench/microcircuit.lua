@@ -11,7 +11,7 @@
 
 local nm = require "neuromic"
 local cli = require "nm.cli"
-local mc = require "nm.microcircuit"
+local mc = require "nm.models.microcircuit"
 local json = require "nm.json"
 
 local opts = cli.parse(arg, {

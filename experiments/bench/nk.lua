@@ -1,5 +1,5 @@
 -- experiments/bench/nk.lua: cycles per second of the neuron-autoencoder
--- hill climber (nm.nk, csrc/nm_nk.c) scoring candidates incrementally
+-- hill climber (nm.nk, csrc/models/nm_nk.c) scoring candidates incrementally
 -- from cached activations vs by a naive full forward pass, at N = 100 and
 -- N = 1000 (H = 10, S = 1000), for NN, NAN and ANN; with --grid, the wall
 -- time of the whole Fig. 6 grid (6 N x 4 K x 20 runs x NAN, ANN x 10,000

@@ -7,7 +7,7 @@
 -- back, gradient clipping, per-motif scaling, best theta kept by held-out
 -- accuracy).
 --
---   local meta = require "nm.meta"
+--   local meta = require "nm.models.meta"
 --   local motifs = require "rules.motifs"
 --   local ds = require("nm.data").load("fashion")
 --   local tasks = meta.sampler(ds.train, {M = 5, K = 50, Q = 10})

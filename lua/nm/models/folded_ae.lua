@@ -20,7 +20,7 @@
 -- Once the state has settled to a fixed point, the weights learn by
 -- rules/folded_ae.lua: dW_i = eta_W e^W_i r_{i-1}^T, dG_i = eta_G e^G_i r_{i+1}^T.
 --
---   local fae = require "nm.folded_ae"
+--   local fae = require "nm.models.folded_ae"
 --   local net = fae.new{sizes = {784, 256, 64}, lambda = 0.1, gen = nm.generator(1)}
 --   local info = net:train_batch(X)        -- X [B x 784]: settle, then learn
 --   local Z = net:encode(X)                -- W path (lambda = 1): top code [B x 64]
@@ -56,7 +56,7 @@ local nm = require "neuromic"
 local rule = require "nm.rule"
 local nn = require "nm.nn"
 
-local folded = nm.folded             -- fused kernels (csrc/nm_folded.c)
+local folded = nm.folded             -- fused kernels (csrc/models/nm_folded.c)
 -- Rate functions the fused kernel (nm.folded.rates) knows.
 local FUSED_PHI = {identity = true, tanh = true, sigmoid = true, softplus = true, relu = true}
 

@@ -4,7 +4,7 @@
 **   W_l += sum_r theta_r F^r_l      (r = 0..9, l = 1..L)
 ** on a softplus network with feedback-alignment (or backprop) errors, and
 ** its hand-derived adjoint (reverse-mode derivative), used for exact
-** meta-gradients through an unrolled inner loop (lua/nm/meta.lua,
+** meta-gradients through an unrolled inner loop (lua/nm/models/meta.lua,
 ** rules/motifs.lua, doc/autograd.md).
 **
 ** Network: y_0 = x, z_l = W_l y_{l-1}, y_l = softplus_beta(z_l) for l < L,

@@ -1,9 +1,9 @@
 -- nm/bmvr.lua: a BMVR network (or its backprop twin) as one object:
 -- initialisation, training passes, prediction, the linear objective and
 -- the measures of Golkar et al. 2020 (rules in rules/bmvr.lua, kernels in
--- csrc/nm_bmvr.c).
+-- csrc/models/nm_bmvr.c).
 --
---   local bmvr = require "nm.bmvr"
+--   local bmvr = require "nm.models.bmvr"
 --   local net = bmvr.new{n = 784, m = 10, k = 64, relu = true,
 --                        eta_w1 = 1e-3, eta_w2 = 2e-4, eta_q = 1e-3, seed = 1}
 --   net:train(X, Y, {order = g:permutation(X:size(1))})   -- one pass, in C

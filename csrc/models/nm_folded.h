@@ -1,6 +1,6 @@
 /*
 ** nm_folded.h: fused kernels of the energy-based folded autoencoder
-** (lua/nm/folded_ae.lua): rates with their derivatives in one pass,
+** (lua/nm/models/folded_ae.lua): rates with their derivatives in one pass,
 ** dendritic mismatches with their squared norm, the velocity of the
 ** energy form with its largest magnitude, and the settling step. Never
 ** includes lua.h.

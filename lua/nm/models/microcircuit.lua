@@ -13,7 +13,7 @@
 --     pattern, averaged over a minibatch (net:train_batch); float32 or
 --     float64, every product one GEMM.
 --
---   local mc = require "nm.microcircuit"
+--   local mc = require "nm.models.microcircuit"
 --   local net = mc.new{sizes = {30, 50, 10}, gen = nm.generator(1), sigma = 0.3,
 --                      eta = {up = {0.0011875, 0.0005}, ip = 0.0011875, pi = 0.0059375}}
 --   net:run(x, 1000, u_target)          -- 100 ms of one pattern, target shown
