@@ -27,6 +27,13 @@
 --   ./neuromic experiments/rcn.lua --quick                      # seconds
 --   ./neuromic experiments/rcn.lua --out results/rcn --episodes 200
 --   ./neuromic experiments/rcn.lua --runs motif,rcn1,rcn2,layer2,neuron2
+--   ./neuromic experiments/rcn.lua --rules motifs,rcn,./my_rcn.lua --quick
+--
+-- --rules: the meta rules the runs are made with: the motif run with every
+-- rule of model motif_net, the RCN runs with every rule of model rcn (a
+-- user's rule takes the RCN parameters chemicals, share, bias, momentum,
+-- motifs, exponent, tau_min, tau_max and gives timescales(L, p)); a run of
+-- a rule other than motifs and rcn is named <run>-<rule>.
 
 local nm = require "neuromic"
 local cli = require "nm.cli"
@@ -35,8 +42,9 @@ local progress = require "nm.progress"
 local plot = require "nm.plot"
 local data = require "nm.data"
 local meta = require "nm.models.meta"
-local motifs = require "rules.motifs"
-local rcn = require "rules.rcn"
+local motif_net = require "nm.models.motif_net"
+local rcn = require "nm.models.rcn"
+local fewshot = require "lib.fewshot"
 
 local format = string.format
 
@@ -53,6 +61,8 @@ local opts = cli.parse(arg, {
     {"runs", "list", DEFAULT_RUNS, "runs: motif, rcnL, layerL, neuronL, momentumL, biasonlyL " ..
      "(L = chemicals)", item = "string",
      quick = {"motif", "rcn1", "rcn2", "layer2", "neuron2", "momentum2"}},
+    {"rules", "list", {"motifs", "rcn"}, "meta rules (models motif_net and rcn): names from " ..
+     "rules/ or paths (./my_rule.lua)", item = "string"},
     {"episodes", "int", 600, "meta-training episodes per run", quick = 3, min = 1},
     {"M", "int", 5, "classes per task", min = 2},
     {"K", "int", 50, "training images per class (inner steps = M K)", quick = 6, min = 1},
@@ -110,15 +120,39 @@ local function parse_run(name)
   return cfg
 end
 
-local CONFIGS = {}
-for _, name in ipairs(opts.runs) do
-  local cfg, err = parse_run(name)
-  if not cfg then
-    io.stderr:write("rcn: ", err, "\n")
-    os.exit(2)
-  end
-  CONFIGS[name] = cfg
+-- The rules of each model, from --rules.
+local RULES = {motif_net = {}, rcn = {}}
+for _, def in ipairs(fewshot.rules(opts.rules, {"motif_net", "rcn"}, "rcn")) do
+  local list = RULES[def.model]
+  list[#list + 1] = def
 end
+
+-- Every (rule, run) pair of a fitting model is a run of its own; the
+-- built-in rules keep the plain run names.
+local CONFIGS = {}
+local function expand_runs(names)
+  local out = {}
+  for _, name in ipairs(names) do
+    local cfg, err = parse_run(name)
+    if not cfg then
+      io.stderr:write("rcn: ", err, "\n")
+      os.exit(2)
+    end
+    for _, def in ipairs(RULES[cfg.kind == "motif" and "motif_net" or "rcn"]) do
+      local c = {}
+      for k, v in pairs(cfg) do c[k] = v end
+      c.rule, c.name = def, name
+      if def.name ~= "motifs" and def.name ~= "rcn" then
+        c.name = name .. "-" .. def.name
+        c.title = c.title .. " [" .. def.name .. "]"
+      end
+      CONFIGS[c.name] = c
+      out[#out + 1] = c.name
+    end
+  end
+  return out
+end
+opts.runs = expand_runs(opts.runs)
 if #opts.lr_scale ~= 4 then
   io.stderr:write("rcn: --lr-scale takes four factors (P, K, v, b)\n")
   os.exit(2)
@@ -130,7 +164,7 @@ for _, r in ipairs(opts.motifs) do
   end
 end
 
-local setup, err = meta.fewshot(opts)
+local setup, err = fewshot.setup(opts)
 if not setup then
   io.stderr:write("rcn: ", err, "\n")
   os.exit(2)
@@ -158,7 +192,10 @@ if opts.replot then
       nm.atomic_write(opts.out .. "/results.json", json.encode(res, {indent = "  "}) .. "\n")
     end,
   }
-  for _, name in ipairs(opts.runs) do CONFIGS[name] = parse_run(name) end
+  for _, name in ipairs(opts.runs) do
+    local base = name:match("^(.-)%-") or name
+    CONFIGS[name] = parse_run(base)
+  end
 end
 
 if not opts.replot then
@@ -180,11 +217,12 @@ local function make_learner(cfg)
   local guard = opts.guard
   local clip = opts.clip > 0 and opts.clip or nil
   if cfg.kind == "motif" then
-    local net = motifs.net{sizes = sizes, feedback = opts.feedback, dtype = opts.dtype}
-    return meta.learner{net = net, motifs = opts.motifs, theta0 = {[0] = opts.P0}, lr = opts.lr,
-                        lambda = opts.lambda, guard = guard, clip = clip}
+    local net = motif_net.new{rule = cfg.rule, sizes = sizes, feedback = opts.feedback,
+                              dtype = opts.dtype}
+    return motif_net.learner{net = net, motifs = opts.motifs, theta0 = {[0] = opts.P0},
+                             lr = opts.lr, lambda = opts.lambda, guard = guard, clip = clip}
   end
-  local net = rcn.net{sizes = sizes, feedback = opts.feedback, dtype = opts.dtype,
+  local net = rcn.new{rule = cfg.rule, sizes = sizes, feedback = opts.feedback, dtype = opts.dtype,
                       chemicals = cfg.chemicals, share = cfg.share, bias = cfg.bias,
                       momentum = cfg.momentum, motifs = opts.motifs, exponent = opts.exponent,
                       tau_max = opts.tau_max}
@@ -258,8 +296,8 @@ while s.index <= #opts.runs do
     -- every run sees the same tasks and initial weights (one seed)
     local task = train_tasks:sample(cur.g)
     local info = learner:meta_step(task, cur.g)
-    local mean = meta.running_mean(cur.recent, info.accuracy, opts.smooth)
-    local row = meta.step_row(name, ep, info, mean, learner)
+    local mean = fewshot.running_mean(cur.recent, info.accuracy, opts.smooth)
+    local row = fewshot.step_row(name, ep, info, mean, learner)
     if ep % opts.eval_every == 0 or ep == opts.episodes then
       local acc, loss = evaluate(learner, heldout, learner.phi and learner:theta() or nil)
       row.heldout_accuracy, row.heldout_loss = acc, loss
@@ -285,7 +323,7 @@ while s.index <= #opts.runs do
   local ba, bl = evaluate(learner, test_set, cur.best)
   local f = {title = cfg.title, kind = cfg.kind, chemicals = cfg.chemicals,
              final_accuracy = fa, final_loss = fl, best_accuracy = ba, best_loss = bl,
-             best_episode = cur.best_episode, train_accuracy = meta.mean(cur.recent),
+             best_episode = cur.best_episode, train_accuracy = fewshot.mean(cur.recent),
              meta_parameters = count_params(learner, cfg), skipped = learner.skipped,
              rollbacks = learner.rollbacks, seconds = cur.seconds,
              seconds_per_episode = cur.seconds / math.max(opts.episodes, 1)}

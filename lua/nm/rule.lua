@@ -94,7 +94,11 @@ function rule.validate(def, where)
   if type(def.paper) ~= "string" or def.paper == "" then
     bad("field 'paper' (the citation) is missing")
   end
-  if type(def.update) ~= "function" then bad("field 'update' (function(q, p)) is missing") end
+  if def.kind == "meta" then      -- (interim, until the kind system lands)
+    if type(def.model) ~= "string" then bad("field 'model' (a string) is missing") end
+    if type(def.coefficients) ~= "table" then bad("field 'coefficients' (a table) is missing") end
+    if type(def.step) ~= "function" then bad("field 'step' (a function) is missing") end
+  elseif type(def.update) ~= "function" then bad("field 'update' (function(q, p)) is missing") end
   if def.fused ~= nil and type(def.fused) ~= "function" then bad("field 'fused' must be a function") end
   if def.init ~= nil and type(def.init) ~= "function" then bad("field 'init' must be a function") end
   if def.check ~= nil and type(def.check) ~= "function" then bad("field 'check' must be a function") end
