@@ -6,7 +6,11 @@ LUA_INC ?= $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include
 LUA_LIB ?= $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 BLAS_INC ?= $(shell pkg-config --cflags openblas 2>/dev/null)
 BLAS_LIB ?= $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+# The version string: `git describe`, unless VERSION is given (a build
+# outside the git checkout, such as the install spec's copy, passes it).
+ifndef VERSION
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+endif
 
 WARN    = -Wall -Wextra -Wpedantic -Wshadow -Wmissing-prototypes -Wstrict-prototypes \
           -Wpointer-arith -Wcast-qual -Wwrite-strings -Wundef -Wformat=2 \
