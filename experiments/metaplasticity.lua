@@ -41,7 +41,8 @@
 -- --rules: the meta rules (of model motif_net: rules/motifs.lua, or a
 -- user's file) every run is made with; a run of a rule other than motifs
 -- is named <run>-<rule>. A run's coefficient indices are the rule's
--- (pool: all of them).
+-- (pool: all of them). --pathway: the error pathway of every run but bp_lr
+-- (a pathway without C form runs the rule's Lua step: slower).
 
 local nm = require "neuromic"
 local cli = require "nm.cli"
@@ -85,6 +86,8 @@ local opts = cli.parse(arg, {
     {"runs", "list", ORDER, "runs: " .. table.concat(ORDER, ", "), item = "string"},
     {"rules", "list", {"motifs"}, "meta rules of model motif_net: names from rules/ or " ..
      "paths (./my_rule.lua)", item = "string"},
+    {"pathway", "string", "fa", "error pathway of the runs with random feedback (all but " ..
+     "bp_lr): fa, dfa, sign_symmetry, or a connection rule defining one (name or path)"},
     {"episodes", "int", 600, "meta-training episodes per run", quick = 4, min = 1},
     {"M", "int", 5, "classes per task", min = 2},
     {"K", "int", 50, "training images per class (inner steps = M K)", quick = 6, min = 1},
@@ -130,6 +133,14 @@ end
 
 -- Every (rule, run) pair is a run of its own: RUNS gets an entry per pair
 -- (the motif rule keeps the plain run names) and opts.runs lists them.
+if opts.pathway ~= "fa" then
+  local ok, err = pcall(require("nm.rule").pathway, opts.pathway)
+  if not ok then
+    io.stderr:write("metaplasticity: --pathway: ", (tostring(err):gsub("\n.*", "")), "\n")
+    os.exit(2)
+  end
+end
+
 local function expand_runs()
   local names = {}
   for _, def in ipairs(fewshot.rules(opts.rules, {"motif_net"}, "metaplasticity")) do
@@ -154,6 +165,10 @@ local function expand_runs()
         end
       end
       cfg.rule, cfg.count = def, n
+      if cfg.feedback == "fa" and opts.pathway ~= "fa" then
+        cfg.feedback = opts.pathway
+        cfg.title = cfg.title .. " [" .. opts.pathway .. "]"
+      end
       local name = base
       if def.name ~= "motifs" then
         name = base .. "-" .. def.name
@@ -213,12 +228,17 @@ end
 
 local function table_of(finished, dsname)
   local summary = {}
-  print(format("\n%-30s %10s %10s %10s %8s   %s", "run (" .. dsname .. ")", "final", "best",
-               "train", "guards", "paper (EMNIST)"))
+  local width = 30                          -- the title column fits every title
+  for _, name in ipairs(opts.runs) do
+    if finished[name] then width = math.max(width, #finished[name].title) end
+  end
+  local row = "%-" .. width .. "s %10s %10s %10s %8s   %s"
+  print(format("\n" .. row, "run (" .. dsname .. ")", "final", "best", "train", "guards",
+               "paper (EMNIST)"))
   for _, name in ipairs(opts.runs) do
     local f = finished[name]
     if f then
-      print(format("%-30s %10s %10s %10s %8s   %s", f.title,
+      print(format(row, f.title,
                    finite_number(f.died) and format("died@%d", f.died) or percent(f.final_accuracy),
                    percent(f.best_accuracy), percent(f.train_accuracy),
                    f.guarded and format("on %d/%d", f.skipped, f.rollbacks) or

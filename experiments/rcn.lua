@@ -69,7 +69,8 @@ local opts = cli.parse(arg, {
     {"Q", "int", 10, "query images per class", quick = 4, min = 1},
     {"outputs", "int", 10, "output units (>= the data set's classes; EMNIST had 47)", min = 2},
     {"motifs", "list", {0, 2, 9}, "motifs (0-based) of the baseline and of every RCN", item = "int"},
-    {"feedback", "string", "fa", "feedback pathway", choices = {"fa", "bp"}},
+    {"feedback", "string", "fa", "error pathway: fa, bp, dfa, sign_symmetry, or a connection " ..
+     "rule defining one (name or path; without C form the rules' Lua steps run: slower)"},
     {"lr", "number", 3e-4, "Adam learning rate of the meta-parameters (1e-3, the paper's, " ..
      "collapses the baseline here within ~30 episodes)", min = 0},
     {"lr-scale", "list", {1, 0.1, 1, 0.01}, "RCN: factors of --lr for P, K, v, b (the bias and " ..
@@ -118,6 +119,14 @@ local function parse_run(name)
                   momentum = "momentum RCN", biasonly = "per-synapse bias only (P = 0)"}
   cfg.title = format("%s, %d chemical%s", titles[kind], L, L > 1 and "s" or "")
   return cfg
+end
+
+do
+  local ok, err = pcall(require("nm.rule").pathway, opts.feedback)
+  if not ok then
+    io.stderr:write("rcn: --feedback: ", (tostring(err):gsub("\n.*", "")), "\n")
+    os.exit(2)
+  end
 end
 
 -- The rules of each model, from --rules.
@@ -456,12 +465,17 @@ end
 
 local summary = {}
 local base = s.finished.motif
-print(format("\n%-40s %8s %9s %9s %9s %8s %9s", "run (" .. ds.name .. ")", "params", "final",
-             "best", "train", "guards", "s/episode"))
+local width = 40                            -- the title column fits every title
+for _, name in ipairs(opts.runs) do
+  if s.finished[name] then width = math.max(width, #s.finished[name].title) end
+end
+print(format("\n%-" .. width .. "s %8s %9s %9s %9s %8s %9s", "run (" .. ds.name .. ")", "params",
+             "final", "best", "train", "guards", "s/episode"))
 for _, name in ipairs(opts.runs) do
   local f = s.finished[name]
   if f then
-    print(format("%-40s %8d %8.1f%% %8.1f%% %8.1f%% %8s %9.2f", f.title, f.meta_parameters,
+    print(format("%-" .. width .. "s %8d %8.1f%% %8.1f%% %8.1f%% %8s %9.2f", f.title,
+                 f.meta_parameters,
                  100 * f.final_accuracy, 100 * f.best_accuracy, 100 * f.train_accuracy,
                  format("%d/%d", f.skipped, f.rollbacks), f.seconds_per_episode))
     local paper

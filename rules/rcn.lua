@@ -34,8 +34,7 @@ local function v(net, th, l, c)
   return ag.index(th[3], c)
 end
 local function b(net, th, l, c)
-  local L = net.chemicals
-  if net.bias == "neuron" then return th[3 + (l - 1) * L + c] end
+  if net.bias == "neuron" then return ag.select(th[3 + l], 1, c) end
   if net.bias == "shared" then return ag.index(th[4], c) end
   return ag.index(th[4], l, c)
 end
@@ -93,7 +92,7 @@ return {
   end,
   -- step(net, S, theta, x, label, B) -> S': the Lua reference. S = {W_1..W_NL,
   -- h_{1,1}..h_{1,L}, h_{2,1}, ...}; theta = {P, K, v, b} (neuron biases:
-  -- {P, K, v, b_{1,1}..b_{1,L}, b_{2,1}, ...}). Entries may be variables.
+  -- {P, K, v, b_1..b_NL}, b_l [L x n_l x n_{l-1}]). Entries may be variables.
   step = function(net, S, theta, x, label, B)
     local NL, L = net.layers, net.chemicals
     local W = {}

@@ -271,6 +271,68 @@ describe("motif rule steps", function()
   end)
 end)
 
+describe("motif network error pathways from rule files", function()
+  -- e_{l} by hand: (M^T e_src) .* (1 - exp(-beta y_l)), plain tensors.
+  local function naive_errors(net, W, M, y, label, output)
+    local L = net.layers
+    local e = {}
+    e[L] = y[L]:clone()
+    e[L]:set(label, e[L]:get(label) - 1)
+    for l = L - 1, 0, -1 do
+      local src = output and L or l + 1
+      local v = nm.mv(M[l + 1]:t(), e[src])
+      local s = y[l]:clone():scale(-net.beta):exp():scale(-1):add(1)
+      e[l] = v:mul(v, s)
+    end
+    return e
+  end
+
+  it("sign_symmetry: e_l = (sign(W_{l+1})^T e_{l+1}) .* f'; dfa: (D_l^T e_L) .* f'", function()
+    for _, fb in ipairs{"sign_symmetry", "dfa"} do
+      local ep = episode(fb, 1, 41)
+      local net, W = ep.net, ep.W
+      assert.is_false(net.fused)                       -- no C form: the Lua path
+      assert.are.equal(fb, net.pathway.name)
+      local y, e = net:signals(W, ep.B, ep.X:row(1), 2)
+      local M = {}
+      for l = 1, net.layers do
+        if fb == "dfa" then
+          M[l] = ep.B[l].Dt
+          assert.are.same({3, net.sizes[l]}, M[l]:size())
+        else
+          M[l] = W[l]:clone():sign(W[l])
+        end
+      end
+      local want = naive_errors(net, W, M, y, 2, fb == "dfa")
+      for l = 0, net.layers do assert.tensor_near(want[l], e[l], 1e-14, fb .. " e_" .. l) end
+    end
+  end)
+
+  it("meta-gradients through a pathway without C form equal finite differences", function()
+    local ep = episode("sign_symmetry", 3, 43)
+    local theta = theta_of({0, 2, 9}, nm.generator(44))
+    local gt = meta_grad(ep, theta, "unroll")          -- falls back to the rule's Lua step
+    local num = ag.numgrad(function() return meta_loss(ep, theta) end, theta)
+    assert.tensor_near(num, gt, 1e-7)
+  end)
+
+  it("a meta rule without kernel runs the Lua step and equals the fused one", function()
+    local lua_only = {}
+    for k, v in pairs(motifs) do lua_only[k] = v end
+    lua_only.kernel, lua_only.name = nil, "motifs_lua"
+    local ep = episode("fa", 4, 45)
+    local net2 = motif_net.new{rule = lua_only, sizes = {6, 5, 4, 3}, dtype = "float64"}
+    assert.is_false(net2.fused)
+    local theta = theta_of({0, 2, 9}, nm.generator(46))
+    local a = motif_net.unroll(ep.net, ep.W, ep.B, ep.X, ep.labels, theta, ep.T)
+    local b = motif_net.unroll(net2, ep.W, ep.B, ep.X, ep.labels, theta, ep.T)
+    for l = 1, 3 do assert.tensor_near(a[l], b[l], 1e-13) end
+    assert.has_error(function() motif_net.new{rule = motifs, feedback = "nope"} end)
+    assert.has_error(function() motif_net.new{rule = require("nm.rule").definition("rcn")} end,
+                     "motif_net.new: rule 'rcn' is for model 'rcn', not 'motif_net'")
+  end)
+end)
+
 describe("meta-gradient memory", function()
   -- The stated bound: checkpoints of ceil(T/S) weight sets, one segment
   -- of S weight sets (and S traces) being recomputed: with S = ceil(sqrt(T))
@@ -519,6 +581,43 @@ describe("experiments/metaplasticity.lua", function()
     assert.equal(ra.bio.final_accuracy, ro.bio.final_accuracy)
     assert.equal(ra.bio.best_loss, ro.bio.best_loss)
     os.execute(string.format("rm -rf %q %q %q", all, one, tmp .. ".log"))
+  end)
+
+  it("takes a user's meta rule file in --rules: same tables as the built-in rule", function()
+    -- the motif rule without its C kernel: the Lua step, float64 to rounding
+    local dir = tmp .. "-rules"
+    os.execute(string.format("mkdir -p %q", dir))
+    local f = assert(io.open(dir .. "/my_motifs.lua", "w"))
+    f:write('local m = require("nm.rule").definition("motifs")\n',
+            'local d = {}\nfor k, v in pairs(m) do d[k] = v end\n',
+            'd.name, d.kernel = "my_motifs", nil\nreturn d\n')
+    f:close()
+    f = assert(io.open(dir .. "/bad.lua", "w"))
+    f:write('return {kind = "meta", name = "bad", equation = "W += 0", params = {p = {default = 1}}}\n')
+    f:close()
+    local out = tmp .. "-user"
+    assert.equal(0, run("--quick --runs bp_lr --episodes 2 --dtype float64 --rules motifs," ..
+                        dir .. "/my_motifs.lua --out " .. out))
+    local r = json.read_file(out .. "/results.json").final.runs
+    local a, b = r.bp_lr, r["bp_lr-my_motifs"]
+    assert.is_true(math.abs(a.best_loss - b.best_loss) < 1e-12)
+    for i = 1, 10 do assert.is_true(math.abs(a.final_theta[i] - b.final_theta[i]) < 1e-15) end
+    assert.truthy(b.title:find("[my_motifs]", 1, true))
+    -- an invalid rule file: one line per problem, exit status 2
+    assert.equal(2, run("--quick --rules " .. dir .. "/bad.lua --out " .. out .. "-bad"))
+    f = assert(io.open(tmp .. ".log"))
+    local log = f:read("a")
+    f:close()
+    assert.truthy(log:find("bad.lua: meta rule 'bad': field 'paper'", 1, true))
+    assert.truthy(log:find("parameter 'p' has no doc string", 1, true))
+    assert.truthy(log:find("field 'step' (the Lua reference of one step) is missing", 1, true))
+    -- a rule of another kind
+    assert.equal(2, run("--quick --rules hebb --out " .. out .. "-bad"))
+    f = assert(io.open(tmp .. ".log"))
+    log = f:read("a")
+    f:close()
+    assert.truthy(log:find("not a meta rule for model motif_net", 1, true))
+    os.execute(string.format("rm -rf %q %q %q %q", dir, out, out .. "-bad", tmp .. ".log"))
   end)
 
   it("refuses --scale5 0 (phi_5 would be 0/0) with exit status 2", function()

@@ -59,17 +59,6 @@ local function setup(cfg, T, seed)
           labels_q = labels_q, T = T, g = g}
 end
 
--- The generic rule's parameter list (neuron biases as one matrix per
--- layer and chemical).
-local function generic_params(net, list)
-  if net.bias ~= "neuron" then return {list[1], list[2], list[3], list[4]} end
-  local out = {list[1], list[2], list[3]}
-  for l = 1, net.layers do
-    for c = 1, net.chemicals do out[#out + 1] = list[3 + l]:select(1, c):clone() end
-  end
-  return out
-end
-
 -- The meta-loss with the parameters' current values, untracked.
 local function meta_loss(ep)
   local H0, W0 = rcn.initial_state(ep.net, ep.Wx, ep.list[3])
@@ -89,10 +78,6 @@ local function meta_grad(ep, how, segment)
   local H0, W0 = rcn.initial_state(net, ep.Wx, vars[3])
   local WT = {}
   if how == "generic" then
-    local gp = generic_params(net, ep.list)
-    local gvars = {vars[1], vars[2], vars[3]}
-    for i = 4, #gp do gvars[i] = tape:leaf(gp[i]) end
-    if net.bias ~= "neuron" then gvars[4] = vars[4] end
     local state = {}
     for l = 1, NL do state[l] = W0[l] end
     for l = 1, NL do
@@ -102,23 +87,12 @@ local function meta_grad(ep, how, segment)
     end
     local final = ag.scan(function(s, p, t)
       return rcn.step(net, s, p, ep.X:row(t), ep.labels[t], ep.B)
-    end, state, gvars, ep.T, {segment = segment or 2})
+    end, state, vars, ep.T, {segment = segment or 2})
     for l = 1, NL do WT[l] = final[l] end
     local loss = motif_net.query_loss(net.mnet, WT, ep.Xq, ep.labels_q)
     tape:backward(loss)
-    local grads = {vars[1].grad, vars[2].grad, vars[3].grad}
-    if net.bias == "neuron" then
-      for l = 1, NL do
-        local gb = nm.zeros(ep.list[3 + l]:size(), "float64")
-        for c = 1, net.chemicals do
-          local v = gvars[3 + (l - 1) * net.chemicals + c]
-          if v.grad then gb:select(1, c):copy(v.grad) end
-        end
-        grads[3 + l] = gb
-      end
-    else
-      grads[4] = vars[4].grad or nm.zeros(ep.list[4]:size(), "float64")
-    end
+    local grads = {}
+    for i, v in ipairs(vars) do grads[i] = v.grad or nm.zeros(ep.list[i]:size(), "float64") end
     return grads, ag.value(loss)
   end
   local res = rcn.unroll(net, H0, W0, ep.B, ep.X, ep.labels, vars, ep.T, {segment = segment or 3})
@@ -247,7 +221,7 @@ describe("RCN step", function()
         if not net.momentum then W = rcn.readout(net, H, ep.list[3]) end
         local x = ep.X:row(1)
         local H1, W1 = rcn.fused_step(net, H, W, ep.list, x, 2, ep.B)
-        local s = rcn.step(net, rcn.flatten(net, H, W), generic_params(net, ep.list), x, 2, ep.B)
+        local s = rcn.step(net, rcn.flatten(net, H, W), ep.list, x, 2, ep.B)
         local H2, W2 = rcn.unflatten(net, s)
         local H3, W3 = {}, {}
         for l = 1, 3 do H3[l], W3[l] = H[l]:clone(), W[l]:clone() end
@@ -581,5 +555,26 @@ describe("experiments/rcn.lua", function()
     assert.equal(ra.final.runs.rcn2.final_loss, ro.final.runs.rcn2.final_loss)
     assert.equal(0, run("--replot --out " .. all))
     os.execute(string.format("rm -rf %q %q %q", all, one, tmp .. ".log"))
+  end)
+
+  it("takes a user's RCN rule file in --rules: same table as the built-in rule", function()
+    -- rules/rcn.lua without its C kernel: the Lua step, float64 to rounding
+    local dir = tmp .. "-rules"
+    os.execute(string.format("mkdir -p %q", dir))
+    local f = assert(io.open(dir .. "/my_rcn.lua", "w"))
+    f:write('local m = require("nm.rule").definition("rcn")\n',
+            'local d = {}\nfor k, v in pairs(m) do d[k] = v end\n',
+            'd.name, d.kernel = "my_rcn", nil\nreturn d\n')
+    f:close()
+    local out = tmp .. "-user"
+    assert.equal(0, run("--quick --runs rcn2 --episodes 1 --K 2 --eval-every 1 --dtype float64 " ..
+                        "--rules rcn," .. dir .. "/my_rcn.lua --out " .. out))
+    local r = json.read_file(out .. "/results.json").final.runs
+    local a, b = r.rcn2, r["rcn2-my_rcn"]
+    assert.is_true(math.abs(a.final_loss - b.final_loss) < 1e-12)
+    assert.is_true(math.abs(a.params.P[1][1] - b.params.P[1][1]) < 1e-15)
+    assert.equal(0, run("--replot --out " .. out))
+    assert.equal(2, run("--quick --rules motifs,hebb --out " .. out .. "-bad"))
+    os.execute(string.format("rm -rf %q %q %q %q", dir, out, out .. "-bad", tmp .. ".log"))
   end)
 end)

@@ -466,6 +466,17 @@ end, function(ctx, g)
   return r
 end)
 
+-- ag.select(v, dim, i): the slice i of v along dim (a copy), e.g. one
+-- chemical of a [L x n x m] tensor.
+ag.select = def("select", function(ctx, v, dim, i)
+  ctx.v, ctx.dim, ctx.i = v, dim, i
+  return v:select(dim, i):clone()
+end, function(ctx, g)
+  local r = new_like(ctx.v)
+  r:select(ctx.dim, ctx.i):copy(g)
+  return r
+end)
+
 -- ag.t(A): the transpose (a view; no copy).
 ag.t = def("t", function(_, A) return A:t() end,
            function(_, g) return g:t() end)

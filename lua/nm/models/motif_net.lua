@@ -11,7 +11,13 @@
 --   e_l = (B_{l+1}^T e_{l+1}) .* (1 - exp(-beta y_l))  for l = L-1..1,
 --   e_0 = (B_1^T e_1) .* (1 - exp(-beta x))          (synthetic input error),
 -- with fixed random B_l (FA) or B_l = W_l (BP; "bp_detached" holds the
--- copy constant in the meta-gradient, as in the authors' code). 1 -
+-- copy constant in the meta-gradient, as in the authors' code), or any
+-- other error pathway defined by a rule file (nm.rule.pathway: "dfa",
+-- "sign_symmetry", a user's rule): e_l = (M_l^T e_src) .* (1 - exp(-beta
+-- y_l)) with M_l = pathway.matrix(W_src, state_l), e_src = e_{l+1} and
+-- W_src = W_{l+1} (source "next") or e_L and W_L ("output"); M_l is held
+-- constant in the meta-gradient; its state (pathway.init) is drawn per
+-- episode after the weights, Xavier-uniform by shape. 1 -
 -- exp(-beta y) is the softplus derivative written through y, so the
 -- meta-gradient differentiates softplus twice.
 --
@@ -22,6 +28,7 @@
 --                 adjoint, csrc/models/nm_meta.c) for the pathways C knows
 --                 ("fa", "bp", "bp_detached"); with another pathway, or a
 --                 rule without kernel, the inner loop runs the Lua step.
+-- The query loss always runs in C (it does not depend on the pathway).
 --
 --   local net = motif_net.new{rule = rule.definition("motifs"), feedback = "fa"}
 --   local W, B = net:init(nm.generator(1))
@@ -29,6 +36,7 @@
 
 local nm = require "neuromic"
 local ag = require "nm.autograd"
+local rule = require "nm.rule"
 local meta = require "nm.models.meta"
 local measures = require "nm.measures"
 
@@ -42,7 +50,9 @@ motif_net.options = {
   beta = {default = 10, doc = "softplus sharpness"},
   feedback = {default = "fa", doc = "'fa' (fixed random B), 'bp' (B = W, exact derivative " ..
                                     "through both uses), 'bp_detached' (B = W held constant " ..
-                                    "in the meta-gradient, as in the authors' code)"},
+                                    "in the meta-gradient, as in the authors' code), or " ..
+                                    "another error pathway: 'dfa', 'sign_symmetry', a " ..
+                                    "connection rule defining one (name or path)"},
   dtype = {default = "float32", doc = "network element type"},
 }
 
@@ -85,13 +95,16 @@ function motif_net.new(o)
   net.layers = #net.sizes - 1
   if net.layers < 1 then fail("new: sizes must list at least 2 layer widths", 2) end
   if not C_FEEDBACK[net.feedback] then
-    fail(format("new: feedback must be 'fa', 'bp' or 'bp_detached', got %s",
-                tostring(net.feedback)), 2)
+    local okp, pw = pcall(rule.pathway, net.feedback)
+    if not okp then fail("new: feedback: " .. tostring(pw), 2) end
+    net.feedback = pw.name
+    if not C_FEEDBACK[pw.name] then net.pathway = pw end
   end
-  local ok, k = pcall(nm.motif_net, net)
+  local ok, k = pcall(nm.motif_net, {sizes = net.sizes, beta = net.beta, dtype = net.dtype,
+                                     feedback = net.pathway and "bp" or net.feedback})
   if not ok then fail("new: " .. tostring(k):gsub("^.-%(", "("), 2) end
   net.kernel = k
-  if net.rule.kernel then
+  if net.rule.kernel and not net.pathway then
     local okr, rk = pcall(net.rule.kernel, net)
     if not okr then fail("new: rule '" .. net.rule.name .. "' kernel: " .. tostring(rk), 2) end
     net.step_kernel = rk
@@ -101,19 +114,34 @@ function motif_net.new(o)
   return net
 end
 
+-- The shape of pathway matrix l (it carries e_l back to layer l - 1).
+local function pathway_shape(net, l)
+  if net.pathway.source == "output" then return net.sizes[net.layers + 1], net.sizes[l] end
+  return net.sizes[l + 1], net.sizes[l]
+end
+
 -- net:init(g [, W, B]) -> W, B: Xavier-uniform draws U(-a, a),
 -- a = sqrt(6 / (fan_in + fan_out)), for the weights and (FA) the feedback
--- matrices, each of shape n_l x n_{l-1}. B is nil in the BP modes.
+-- matrices, each of shape n_l x n_{l-1}. B is nil in the BP modes; with
+-- another pathway B lists its states (pathway.init, drawn the same way).
 function Net:init(g, W, B)
   W = W or {}
-  if self.feedback == "fa" then B = B or {} else B = nil end
+  if self.feedback == "fa" or self.pathway then B = B or {} else B = nil end
   for l = 1, self.layers do
     local n, m = self.sizes[l + 1], self.sizes[l]
     local a = math.sqrt(6 / (n + m))
     W[l] = W[l] or nm.zeros(n, m, self.dtype)
     W[l]:uniform(g, -a, a)
   end
-  if B then
+  if self.pathway then
+    local init = self.pathway.init
+    for l = 1, self.layers do
+      local rows, cols = pathway_shape(self, l)
+      local a = math.sqrt(6 / (rows + cols))
+      B[l] = init and init(rows, cols, self.dtype, function(t) return t:uniform(g, -a, a) end)
+             or false
+    end
+  elseif B then
     for l = 1, self.layers do
       local n, m = self.sizes[l + 1], self.sizes[l]
       local a = math.sqrt(6 / (n + m))
@@ -133,8 +161,8 @@ end
 
 -- net:signals(W, B, x, label) -> y, e, z: activations y[0..L], errors
 -- e[0..L] and pre-activations z[1..L] of one sample, written with
--- nm.autograd operations (W entries may be variables; B is used in FA
--- mode only).
+-- nm.autograd operations (W entries may be variables; B: the feedback
+-- matrices (FA) or the pathway's states).
 function Net:signals(W, B, x, label)
   local L, beta = self.layers, self.beta
   local y, z, e = {[0] = x}, {}, {}
@@ -149,9 +177,17 @@ function Net:signals(W, B, x, label)
     for l = 1, L do fb[l] = ag.value(W[l]) end
   end
   e[L] = ag.sub(y[L], onehot(self.classes, label, self.dtype))
+  local pw = self.pathway
   for l = L - 1, 0, -1 do
     local s = ag.sub(1, ag.exp(ag.scale(y[l], -beta)))      -- 1 - exp(-beta y_l)
-    e[l] = ag.mul(ag.mv(ag.t(fb[l + 1]), e[l + 1]), s)
+    if pw then
+      local src = pw.source == "output" and L or l + 1
+      -- a copy: the pathway may return a buffer that its next call overwrites
+      local M = pw.matrix(ag.value(W[src]), B[l + 1] or nil):clone()
+      e[l] = ag.mul(ag.mv(ag.t(M), e[src]), s)
+    else
+      e[l] = ag.mul(ag.mv(ag.t(fb[l + 1]), e[l + 1]), s)
+    end
   end
   return y, e, z
 end
@@ -507,7 +543,7 @@ function motif_net.alignment(net, W, B, theta, X, labels, n)
   n = math.min(n or X:size(1), X:size(1))
   local bp = setmetatable({}, Net)
   for k, v in pairs(net) do bp[k] = v end
-  bp.feedback = "bp"
+  bp.feedback, bp.pathway = "bp", nil
   local L = net.layers
   local sum_e, cnt_e, sum_w, cnt_w = {}, {}, {}, {}
   for l = 1, L do sum_e[l], cnt_e[l], sum_w[l], cnt_w[l] = 0, 0, 0, 0 end

@@ -32,7 +32,8 @@ local FIELDS = {"chemicals", "share", "bias", "momentum", "motifs", "exponent", 
 -- rcn.new{rule, sizes, feedback, beta, dtype, and the rule's parameters
 -- chemicals, share, bias, momentum, motifs, exponent, tau_min, tau_max}
 -- -> a network with its fused kernel (net.kernel, the rule's C step when
--- it has one: net.fused) and the motif network of the same shape (net.mnet:
+-- it has one and C knows the error pathway: net.fused; otherwise the
+-- rule's Lua step runs) and the motif network of the same shape (net.mnet:
 -- Xavier draws, error pathway, query loss). rule: a meta rule of model
 -- "rcn" (definition or instance: its parameters are the defaults).
 function rcn.new(o)
@@ -79,7 +80,7 @@ function rcn.new(o)
   net.mnet = mnet
   net.layers = mnet.layers
   net.classes = mnet.classes
-  if def.kernel then
+  if def.kernel and not mnet.pathway then   -- the C step knows the pathways fa, bp
     local okk, k = pcall(def.kernel, net)
     if not okk then fail("new: " .. tostring(k):gsub("^.-%(", "("), 2) end
     net.kernel = k
@@ -274,9 +275,8 @@ function rcn.unflatten(net, s)
 end
 
 -- rcn.step(net, state, params, x, label [, B]) -> state': the rule's Lua
--- step (the reference) on rcn.flatten's state; params: {P, K, v, b} (with
--- neuron biases: {P, K, v, b_{1,1}..b_{1,L}, b_{2,1}, ...}, one
--- [n_l x n_{l-1}] matrix per layer and chemical). Entries may be variables.
+-- step (the reference) on rcn.flatten's state; params: rcn.param_list's
+-- list. Entries may be variables.
 function rcn.step(net, state, params, x, label, B)
   return net.rule.step(net, state, params, x, label, B)
 end
