@@ -133,13 +133,7 @@ end
 
 -- Every (rule, run) pair is a run of its own: RUNS gets an entry per pair
 -- (the motif rule keeps the plain run names) and opts.runs lists them.
-if opts.pathway ~= "fa" then
-  local ok, err = pcall(require("nm.rule").pathway, opts.pathway)
-  if not ok then
-    io.stderr:write("metaplasticity: --pathway: ", (tostring(err):gsub("\n.*", "")), "\n")
-    os.exit(2)
-  end
-end
+fewshot.pathway(opts.pathway, "metaplasticity", "--pathway")
 
 local function expand_runs()
   local names = {}

@@ -121,13 +121,7 @@ local function parse_run(name)
   return cfg
 end
 
-do
-  local ok, err = pcall(require("nm.rule").pathway, opts.feedback)
-  if not ok then
-    io.stderr:write("rcn: --feedback: ", (tostring(err):gsub("\n.*", "")), "\n")
-    os.exit(2)
-  end
-end
+fewshot.pathway(opts.feedback, "rcn", "--feedback")
 
 -- The rules of each model, from --rules.
 local RULES = {motif_net = {}, rcn = {}}

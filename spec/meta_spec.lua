@@ -556,7 +556,10 @@ describe("motif kernel errors", function()
       "bad argument #3 to 'query' (1 labels for 2 rows)")
     assert.has_error(function() motif_net.new{rule = motifs, sizes = {4}} end,
       "motif_net: new: sizes must list at least 2 layer widths")
-    assert.has_error(function() motif_net.new{rule = motifs, sizes = {4, 2}, feedback = "dfa"} end)
+    -- dfa is a pathway now (the Lua path); an unknown one is an error
+    local ok, e = pcall(motif_net.new, {rule = motifs, sizes = {4, 2}, feedback = "nope"})
+    assert.is_false(ok)
+    assert.truthy(e:find("motif_net: new: feedback: no error pathway 'nope'", 1, true))
     assert.has_error(function() motif_net.learner{net = net, motifs = {10}} end,
       "motif_net: learner: motif indices are 0..9")
   end)
@@ -586,18 +589,13 @@ describe("experiments/metaplasticity.lua", function()
   it("takes a user's meta rule file in --rules: same tables as the built-in rule", function()
     -- the motif rule without its C kernel: the Lua step, float64 to rounding
     local dir = tmp .. "-rules"
-    os.execute(string.format("mkdir -p %q", dir))
-    local f = assert(io.open(dir .. "/my_motifs.lua", "w"))
-    f:write('local m = require("nm.rule").definition("motifs")\n',
-            'local d = {}\nfor k, v in pairs(m) do d[k] = v end\n',
-            'd.name, d.kernel = "my_motifs", nil\nreturn d\n')
-    f:close()
-    f = assert(io.open(dir .. "/bad.lua", "w"))
+    local path = support.user_rule(dir, "motifs", "my_motifs")
+    local f = assert(io.open(dir .. "/bad.lua", "w"))
     f:write('return {kind = "meta", name = "bad", equation = "W += 0", params = {p = {default = 1}}}\n')
     f:close()
     local out = tmp .. "-user"
     assert.equal(0, run("--quick --runs bp_lr --episodes 2 --dtype float64 --rules motifs," ..
-                        dir .. "/my_motifs.lua --out " .. out))
+                        path .. " --out " .. out))
     local r = json.read_file(out .. "/results.json").final.runs
     local a, b = r.bp_lr, r["bp_lr-my_motifs"]
     assert.is_true(math.abs(a.best_loss - b.best_loss) < 1e-12)

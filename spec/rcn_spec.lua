@@ -560,15 +560,10 @@ describe("experiments/rcn.lua", function()
   it("takes a user's RCN rule file in --rules: same table as the built-in rule", function()
     -- rules/rcn.lua without its C kernel: the Lua step, float64 to rounding
     local dir = tmp .. "-rules"
-    os.execute(string.format("mkdir -p %q", dir))
-    local f = assert(io.open(dir .. "/my_rcn.lua", "w"))
-    f:write('local m = require("nm.rule").definition("rcn")\n',
-            'local d = {}\nfor k, v in pairs(m) do d[k] = v end\n',
-            'd.name, d.kernel = "my_rcn", nil\nreturn d\n')
-    f:close()
+    local path = support.user_rule(dir, "rcn", "my_rcn")
     local out = tmp .. "-user"
     assert.equal(0, run("--quick --runs rcn2 --episodes 1 --K 2 --eval-every 1 --dtype float64 " ..
-                        "--rules rcn," .. dir .. "/my_rcn.lua --out " .. out))
+                        "--rules rcn," .. path .. " --out " .. out))
     local r = json.read_file(out .. "/results.json").final.runs
     local a, b = r.rcn2, r["rcn2-my_rcn"]
     assert.is_true(math.abs(a.final_loss - b.final_loss) < 1e-12)

@@ -82,4 +82,15 @@ function fewshot.rules(list, models, who)
   return defs
 end
 
+-- fewshot.pathway(name, who, option): checks an error pathway named on the
+-- command line (nm.rule.pathway); one line on stderr and exit status 2
+-- when there is none.
+function fewshot.pathway(name, who, option)
+  local ok, err = pcall(rule.pathway, name)
+  if not ok then
+    io.stderr:write(who, ": ", option, ": ", (tostring(err):gsub("\n.*", "")), "\n")
+    os.exit(2)
+  end
+end
+
 return fewshot

@@ -630,6 +630,27 @@ local function scan_buffers(k, T, S)
   return ws
 end
 
+-- Records an unroll as one node of the tape: arguments init..., params...,
+-- results the ns final states (a list); backward returns their gradients
+-- through scan_grads.
+local function scan_node(forward, backward, init, params)
+  local ns, np = #init, #params
+  local op = def("scan", forward, backward, ns)
+  local args = {}
+  for i = 1, ns do args[i] = init[i] end
+  for i = 1, np do args[ns + i] = params[i] end
+  local res = op(table.unpack(args, 1, ns + np))
+  if ns == 1 then return {res} end
+  return res
+end
+
+local function scan_grads(adj, pgrad, ns, np)
+  local out = {}
+  for i = 1, ns do out[i] = adj[i] end
+  for i = 1, np do out[ns + i] = pgrad[i] end
+  return table.unpack(out, 1, ns + np)
+end
+
 local function copy_list(dst, src)
   for i = 1, #dst do dst[i]:copy(value(src[i])) end
 end
@@ -692,17 +713,9 @@ local function fused_scan(k, init, params, T, S, opts, tape)
       end
     end
     ws.holder[1] = nil
-    local out = {}
-    for i = 1, ns do out[i] = adj[i] end
-    for i = 1, np do out[ns + i] = pgrad[i] end
-    return table.unpack(out, 1, ns + np)
+    return scan_grads(adj, pgrad, ns, np)
   end
-  local op = def("scan", forward, backward, ns)
-  local args = {}
-  for i = 1, ns do args[i] = init[i] end
-  for i = 1, np do args[ns + i] = params[i] end
-  local res = op(table.unpack(args, 1, ns + np))
-  if ns == 1 then res = {res} end
+  local res = scan_node(forward, backward, init, params)
   ws.holder[1] = res[1]
   return res
 end
@@ -863,18 +876,9 @@ function ag.scan(step, init, params, T, opts)
       -- collector would otherwise let the heap grow to several segments).
       if opts.gc ~= false then collectgarbage("collect") end
     end
-    local out = {}
-    for i = 1, ns do out[i] = adj[i] end
-    for i = 1, np do out[ns + i] = pgrad[i] end
-    return table.unpack(out, 1, ns + np)
+    return scan_grads(adj, pgrad, ns, np)
   end
-  local op = def("scan", forward, backward, ns)
-  local args = {}
-  for i = 1, ns do args[i] = init[i] end
-  for i = 1, np do args[ns + i] = params[i] end
-  local res = op(table.unpack(args, 1, ns + np))
-  if ns == 1 then return {res} end
-  return res
+  return scan_node(forward, backward, init, params)
 end
 
 -- ag.checkpoint(fn, args, params) -> the list fn(args, params) returns,

@@ -120,36 +120,39 @@ local function pathway_shape(net, l)
   return net.sizes[l + 1], net.sizes[l]
 end
 
+-- t drawn U(-a, a), a = sqrt(6 / (rows + cols)) (Xavier-uniform).
+local function xavier(t, g, rows, cols)
+  local a = math.sqrt(6 / (rows + cols))
+  return t:uniform(g, -a, a)
+end
+
+-- A list of n_l x n_{l-1} matrices drawn by xavier (into W's when given).
+local function draw_layers(net, g, W)
+  for l = 1, net.layers do
+    local n, m = net.sizes[l + 1], net.sizes[l]
+    W[l] = xavier(W[l] or nm.zeros(n, m, net.dtype), g, n, m)
+  end
+  return W
+end
+
 -- net:init(g [, W, B]) -> W, B: Xavier-uniform draws U(-a, a),
 -- a = sqrt(6 / (fan_in + fan_out)), for the weights and (FA) the feedback
 -- matrices, each of shape n_l x n_{l-1}. B is nil in the BP modes; with
 -- another pathway B lists its states (pathway.init, drawn the same way).
 function Net:init(g, W, B)
-  W = W or {}
-  if self.feedback == "fa" or self.pathway then B = B or {} else B = nil end
-  for l = 1, self.layers do
-    local n, m = self.sizes[l + 1], self.sizes[l]
-    local a = math.sqrt(6 / (n + m))
-    W[l] = W[l] or nm.zeros(n, m, self.dtype)
-    W[l]:uniform(g, -a, a)
-  end
+  W = draw_layers(self, g, W or {})
   if self.pathway then
+    B = B or {}
     local init = self.pathway.init
     for l = 1, self.layers do
       local rows, cols = pathway_shape(self, l)
-      local a = math.sqrt(6 / (rows + cols))
-      B[l] = init and init(rows, cols, self.dtype, function(t) return t:uniform(g, -a, a) end)
+      B[l] = init and init(rows, cols, self.dtype, function(t) return xavier(t, g, rows, cols) end)
              or false
     end
-  elseif B then
-    for l = 1, self.layers do
-      local n, m = self.sizes[l + 1], self.sizes[l]
-      local a = math.sqrt(6 / (n + m))
-      B[l] = B[l] or nm.zeros(n, m, self.dtype)
-      B[l]:uniform(g, -a, a)
-    end
+    return W, B
   end
-  return W, B
+  if self.feedback == "fa" then return W, draw_layers(self, g, B or {}) end
+  return W, nil
 end
 
 -- A one-hot vector (constant) for a 1-based label.
@@ -284,29 +287,34 @@ local function weight_bytes(net)
   return bytes
 end
 
+-- motif_net.scan_kernel(net, k, state_bytes) -> the fields of an ag.scan
+-- kernel over the C object k (a rule's step) that every model shares: the
+-- buffers' cache on the network, the traces; the model adds state,
+-- forward and backward.
+function motif_net.scan_kernel(net, k, state_bytes)
+  net.workspaces = net.workspaces or {}
+  return {cache = net.workspaces, state_bytes = state_bytes,
+          trace_bytes = k:info().trace_size * (net.dtype == "float64" and 8 or 4),
+          trace = function() return k:new_trace() end}
+end
+
 -- The rule's C step as an ag.scan kernel over the weights (state W_1..W_L,
 -- parameters {theta}) on the samples X:row(t), labels[t].
 local function scan_kernel(net, B, X, labels)
   local k = net.step_kernel
-  local esize = net.dtype == "float64" and 8 or 4
-  net.workspaces = net.workspaces or {}
-  return {
-    cache = net.workspaces,
-    state_bytes = weight_bytes(net),
-    trace_bytes = k:info().trace_size * esize,
-    state = function()
-      local w = {}
-      for l = 1, net.layers do w[l] = nm.zeros(net.sizes[l + 1], net.sizes[l], net.dtype) end
-      return w
-    end,
-    trace = function() return k:new_trace() end,
-    forward = function(dst, src, p, t, trace)
-      k:forward(dst, src, B, X:row(t), labels[t], p[1], trace)
-    end,
-    backward = function(adj, src, _, p, gp, _, trace)
-      k:backward(adj, src, B, trace, p[1], gp[1], net.need)
-    end,
-  }
+  local sk = motif_net.scan_kernel(net, k, weight_bytes(net))
+  function sk.state()
+    local w = {}
+    for l = 1, net.layers do w[l] = nm.zeros(net.sizes[l + 1], net.sizes[l], net.dtype) end
+    return w
+  end
+  function sk.forward(dst, src, p, t, trace)
+    k:forward(dst, src, B, X:row(t), labels[t], p[1], trace)
+  end
+  function sk.backward(adj, src, _, p, gp, _, trace)
+    k:backward(adj, src, B, trace, p[1], gp[1], net.need)
+  end
+  return sk
 end
 
 -- motif_net.unroll(net, W0, B, X, labels, theta, T [, opts]) -> W_T (a list):

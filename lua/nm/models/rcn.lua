@@ -370,23 +370,17 @@ end
 
 local function scan_kernel(net, B, X, labels)
   local k = net.kernel
-  local esize = net.dtype == "float64" and 8 or 4
-  net.workspaces = net.workspaces or {}
-  return {
-    cache = net.workspaces,
-    state_bytes = rcn.state_bytes(net),
-    trace_bytes = k:info().trace_size * esize,
-    state = function() return new_state(net) end,
-    trace = function() return k:new_trace() end,
-    prepare = function(list) return param_table(net, list) end,
-    view = function(adj) return views(net, adj) end,
-    forward = function(dst, src, p, t, trace)
-      k:forward(dst.H, dst.W, src.H, src.W, B, X:row(t), labels[t], p, trace)
-    end,
-    backward = function(adj, src, dst, p, gp, _, trace)
-      k:backward(adj.H, adj.W, src.H, src.W, B, trace, p, gp, dst.H)
-    end,
-  }
+  local sk = motif_net.scan_kernel(net, k, rcn.state_bytes(net))
+  function sk.state() return new_state(net) end
+  function sk.prepare(list) return param_table(net, list) end
+  function sk.view(adj) return views(net, adj) end
+  function sk.forward(dst, src, p, t, trace)
+    k:forward(dst.H, dst.W, src.H, src.W, B, X:row(t), labels[t], p, trace)
+  end
+  function sk.backward(adj, src, dst, p, gp, _, trace)
+    k:backward(adj.H, adj.W, src.H, src.W, B, trace, p, gp, dst.H)
+  end
+  return sk
 end
 
 -- rcn.unroll(net, H0, W0, B, X, labels, params, T [, opts]) -> list
