@@ -49,7 +49,16 @@ int nm_is_contiguous(const nm_tensor *t);
 int nm_same_shape(const nm_tensor *a, const nm_tensor *b);
 /* Writes "[3 x 4]" (or "[]" for a scalar) into buf; returns buf. */
 char *nm_shape_str(const nm_tensor *t, char *buf, size_t len);
-/* Fills size/stride for a fresh contiguous tensor; data left untouched. */
+/* Bound on the product of a shape's sizes, zeros counted as ones: every
+** element count, byte count (x 8) and stride of a tensor fits in int64_t,
+** also for empty tensors with huge other dimensions. */
+#define NM_MAX_SPAN (INT64_MAX / 16)
+/* The element count of a shape, or -1 (with *bad, when given, the first
+** offending dimension) when a size is negative or the sizes pass
+** NM_MAX_SPAN. */
+int64_t nm_shape_numel(int ndim, const int64_t *size, int *bad);
+/* Fills size/stride for a fresh contiguous tensor; data left untouched.
+** The shape must pass nm_shape_numel, so no stride overflows. */
 void nm_init_contiguous(nm_tensor *t, nm_dtype dt, int ndim, const int64_t *size);
 /* Pointer to element at (0-based) index idx[0..ndim-1]. */
 void *nm_elem_ptr(const nm_tensor *t, const int64_t *idx);
