@@ -52,20 +52,6 @@ char *nm_shape_str(const nm_tensor *t, char *buf, size_t len) {
   return buf;
 }
 
-int64_t nm_shape_numel(int ndim, const int64_t *size, int *bad) {
-  int64_t span = 1, n = 1;
-  for (int d = 0; d < ndim; d++) {
-    int64_t s = size[d] > 0 ? size[d] : 1;
-    if (size[d] < 0 || span > NM_MAX_SPAN / s) {
-      if (bad != NULL) *bad = d;
-      return -1;
-    }
-    span *= s;
-    n = size[d] == 0 ? 0 : n * size[d];
-  }
-  return n;
-}
-
 void nm_init_contiguous(nm_tensor *t, nm_dtype dt, int ndim, const int64_t *size) {
   int64_t stride = 1;
   t->dtype = dt;
