@@ -40,11 +40,14 @@ static nm_kernel *checkkernel(lua_State *L, int arg) {
   return k;
 }
 
-static int kernel_release(lua_State *L) {
-  nm_kernel *k = (nm_kernel *)luaL_checkudata(L, 1, KERNEL_T);
+static void release(nm_kernel *k) {
   if (k->handle) nm_dl_close(k->handle);
   k->handle = NULL;
   k->fn = NULL;
+}
+
+static int kernel_release(lua_State *L) {
+  release((nm_kernel *)luaL_checkudata(L, 1, KERNEL_T));
   return 0;
 }
 
@@ -96,14 +99,14 @@ static int kernel_load(lua_State *L) {
   k->handle = h;                            /* from here __gc closes it */
   const char *have = (const char *)nm_dl_sym(h, "nm_kernel_key");
   if (have == NULL || strcmp(have, key) != 0) {
-    kernel_release(L);
+    release(k);
     luaL_pushfail(L);
     lua_pushfstring(L, "%s: not the kernel expected (key %s)", path, have ? "differs" : "missing");
     return 2;
   }
   k->fn = (nm_kernel_fn)nm_dl_function(h, symbol);
   if (k->fn == NULL) {
-    kernel_release(L);
+    release(k);
     luaL_pushfail(L);
     lua_pushfstring(L, "%s: no function '%s'", path, symbol);
     return 2;

@@ -127,7 +127,7 @@ local function build(source, symbol, layout, label)
     if k then
       compile.stats.loaded = compile.stats.loaded + 1
       compile.stats.load_seconds = compile.stats.load_seconds + (nm.clock() - t0)
-      return k
+      return k, nil, key
     end
     os.remove(so)                          -- corrupt or stale: rebuild it
   end
@@ -165,7 +165,7 @@ local function build(source, symbol, layout, label)
   if not k then error("rule compiler: cannot load the kernel just built: " .. tostring(lerr), 0) end
   compile.stats.compiled = compile.stats.compiled + 1
   compile.stats.compile_seconds = compile.stats.compile_seconds + (nm.clock() - t0)
-  return k
+  return k, nil, key
 end
 
 -- ---------------------------------------------------------------- kernels
@@ -191,7 +191,8 @@ local function make_kernel(g, outputs, label, comment, mode)
   for i, o in ipairs(outputs) do lay.outputs[i] = numel(o.shape) end
   self.kernel_layout = lay
   if mode ~= "interpret" then
-    local k, why = build(self.source, "nm_rule_kernel", lay, label)
+    local k, why, key = build(self.source, "nm_rule_kernel", lay, label)
+    self.key = key
     if k then
       self.kernel = k
       if lay.scratch > 0 then self.scratch = nm.zeros(lay.scratch, g.dtype) end

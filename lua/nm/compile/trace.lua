@@ -23,6 +23,7 @@ local function user_line()
     if not info then return nil end
     local src = info.source or ""
     if src:sub(1, 1) == "@" and not src:find("nm/autograd%.lua$") and not src:find("nm/compile/")
+       and not src:find("nm/compile%.lua$")
        and info.currentline and info.currentline > 0 then
       return src:sub(2) .. ":" .. info.currentline
     end
