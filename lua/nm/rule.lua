@@ -106,15 +106,17 @@ end
 -- ---------------------------------------------------------------- loading
 
 -- Where rule files are searched, in package.path syntax: ./rules, then
--- rules/ at the repository root this file belongs to; NEUROMIC_RULES
--- (a path list) comes first when set.
+-- rules/ beside the modules this file was loaded with: at the repository
+-- root (lua/nm/rule.lua in a checkout) or in the Lua directory of an
+-- installed rock (<luadir>/nm/rule.lua, rules in <luadir>/rules);
+-- NEUROMIC_RULES (a path list) comes first when set.
 local function default_path()
   local parts = {}
   local env = os.getenv("NEUROMIC_RULES")
   if env and env ~= "" then parts[#parts + 1] = env end
   parts[#parts + 1] = "./rules/?.lua"
   local src = debug.getinfo(1, "S").source
-  local root = src:match("^@(.-)lua/nm/rule%.lua$")
+  local root = src:match("^@(.-)lua/nm/rule%.lua$") or src:match("^@(.-)nm/rule%.lua$")
   if root and root ~= "" and root ~= "./" then parts[#parts + 1] = root .. "rules/?.lua" end
   return concat(parts, ";")
 end
