@@ -430,17 +430,7 @@ describe("experiments/baselines.lua", function()
   -- A rule file of the user's: a copy of fa.lua under another name must
   -- give exactly fa's cell (same loop, angles, weights); an invalid one
   -- is one line per problem and exit status 2; a diverging one stops.
-  local function write(path, text)
-    local f = assert(io.open(path, "w"))
-    f:write(text)
-    f:close()
-  end
-  local function read(path)
-    local f = assert(io.open(path))
-    local text = f:read("a")
-    f:close()
-    return text
-  end
+  local write, read = support.write_file, support.read_file
 
   it("runs a user's rule file like a built-in rule", function()
     local dir = tmp .. "-rules"
