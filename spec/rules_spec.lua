@@ -142,6 +142,14 @@ describe("rule files", function()
                  "shapes, initial values) is missing"},
                 rule.problems({kind = "meta", name = "m", equation = "e", paper = "p", params = {},
                                model = "rcn", step = function() end}, "m.lua"))
+    assert.same({"connection rule 'u': field 'update' (function(q, p)) is missing",
+                 "connection rule 'u': field 'feedbak' is not a field of connection rules " ..
+                 "(did you mean 'feedback'?)",
+                 "connection rule 'u': field 'updat' is not a field of connection rules " ..
+                 "(did you mean 'update'?)",
+                 "connection rule 'u': field 'zzzzzz' is not a field of connection rules"},
+                rule.problems({kind = "connection", name = "u", equation = "e", paper = "p",
+                               params = {}, updat = function() end, feedbak = "fa", zzzzzz = 1}))
     assert.same({"a rule file must return one rule definition table, got nil"}, rule.problems(nil))
     local err = select(2, pcall(rule.validate, {kind = "connection", name = "z"}, "z.lua"))
     assert.equal(4, #rule.problems({kind = "connection", name = "z"}, "z.lua"))
