@@ -494,6 +494,33 @@ end
 
 describe("reductions", function()
   for _, dt in ipairs(DTYPES) do
+    it("all_finite finds one NaN or inf anywhere, in every layout, " .. dt, function()
+      local gen = lcg(29)
+      for _, shape in ipairs(SHAPES) do
+        for _, k in ipairs(kinds(shape)) do
+          local t = random(shape, dt, k, gen)
+          local n = #all_values(t)
+          assert.is_true(t:all_finite())
+          for _, bad in ipairs{0 / 0, inf, -inf} do
+            for _, at in ipairs{1, (n + 1) // 2, n} do
+              local idx, rest = {}, at - 1               -- row-major position in t
+              for d = t:dim(), 1, -1 do
+                idx[d] = rest % t:size(d) + 1
+                rest = rest // t:size(d)
+              end
+              local old = t:get(table.unpack(idx))
+              idx[#idx + 1] = bad
+              t:set(table.unpack(idx))
+              assert.is_false(t:all_finite(), table.concat(shape, "x") .. " " .. k .. " at " .. at)
+              idx[#idx] = old
+              t:set(table.unpack(idx))
+              assert.is_true(t:all_finite())
+            end
+          end
+        end
+      end
+    end)
+
     it("sum mean max min norm argmax argmin over everything, " .. dt, function()
       local gen = lcg(23)
       for _, shape in ipairs(SHAPES) do
@@ -705,6 +732,24 @@ describe("softmax", function()
       assert.near(-math.log(d), l:get(1, 1), TOL[dt] * 100)
       assert.near(-math.log(3), l:get(2, 2), TOL[dt] * 100)
       assert.equal(0, l:get(3, 1))
+    end)
+
+    -- issue 18: m + log(sum) rounded log(sum) away before the subtraction
+    it("logsoftmax is exact for rows with a large maximum, " .. dt, function()
+      local function as_dt(v) return nm.tensor({ v }, dt):get(1) end
+      for _, big in ipairs { 1e4, -1e4, 3e5, 1e30 } do
+        local l = nm.zeros(2, dt):logsoftmax(nm.tensor({ big, big }, dt))
+        assert.equal(as_dt(-math.log(2)), l:get(1))
+        assert.equal(as_dt(-math.log(2)), l:get(2))
+        -- x - m is exact here (Sterbenz), so the result is one rounding of
+        -- the closed form: -log(1 + e) and -1 - log(1 + e^-1)
+        local r = nm.zeros(2, 2, dt):logsoftmax(nm.tensor({ { big, big + 1 }, { big, big } }, dt))
+        if as_dt(big + 1) - as_dt(big) == 1 then
+          assert.near(-math.log(1 + math.exp(1)), r:get(1, 1), TOL[dt])
+          assert.near(-math.log(1 + math.exp(-1)), r:get(1, 2), TOL[dt])
+        end
+        assert.equal(as_dt(-math.log(2)), r:get(2, 1))
+      end
     end)
   end
 

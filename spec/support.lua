@@ -33,17 +33,30 @@ function support.metric_rows(dir, clock_fields)
   return out
 end
 
+-- The bytes of a file (an error when it cannot be read), and a file
+-- written with bytes.
+function support.read_file(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function support.write_file(path, s)
+  local f = assert(io.open(path, "wb"))
+  assert(f:write(s))
+  assert(f:close())
+end
+
 -- support.user_rule(dir, base, name) -> path: writes DIR/NAME.lua, a user's
 -- rule file that is the built-in rule BASE without its C kernel (so its Lua
 -- step runs), as a user would copy it.
 function support.user_rule(dir, base, name)
   os.execute(string.format("mkdir -p %q", dir))
   local path = dir .. "/" .. name .. ".lua"
-  local f = assert(io.open(path, "w"))
-  assert(f:write(string.format('local base = require("nm.rule").definition(%q)\n', base),
-                 'local def = {}\nfor k, v in pairs(base) do def[k] = v end\n',
-                 string.format('def.name, def.kernel = %q, nil\nreturn def\n', name)))
-  assert(f:close())
+  support.write_file(path, string.format('local base = require("nm.rule").definition(%q)\n', base) ..
+                           'local def = {}\nfor k, v in pairs(base) do def[k] = v end\n' ..
+                           string.format('def.name, def.kernel = %q, nil\nreturn def\n', name))
   return path
 end
 

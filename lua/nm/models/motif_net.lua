@@ -155,13 +155,6 @@ function Net:init(g, W, B)
   return W, nil
 end
 
--- A one-hot vector (constant) for a 1-based label.
-local function onehot(n, label, dtype)
-  local t = nm.zeros(n, dtype)
-  t:set(label, 1)
-  return t
-end
-
 -- net:signals(W, B, x, label) -> y, e, z: activations y[0..L], errors
 -- e[0..L] and pre-activations z[1..L] of one sample, written with
 -- nm.autograd operations (W entries may be variables; B: the feedback
@@ -179,7 +172,7 @@ function Net:signals(W, B, x, label)
     fb = {}
     for l = 1, L do fb[l] = ag.value(W[l]) end
   end
-  e[L] = ag.sub(y[L], onehot(self.classes, label, self.dtype))
+  e[L] = ag.sub(y[L], ag.onehot(self.classes, label, self.dtype))
   local pw = self.pathway
   for l = L - 1, 0, -1 do
     local s = ag.sub(1, ag.exp(ag.scale(y[l], -beta)))      -- 1 - exp(-beta y_l)
