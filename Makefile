@@ -90,7 +90,8 @@ fuzz:
 # `make install` (what `luarocks make` runs): the C module, the Lua modules
 # (nm.*, nm.models.*), the rules (required as rules.*, and found by
 # nm.rule next to nm/), the experiments (nm/experiments/, which the
-# interpreter runs by name) and the interpreter.
+# interpreter runs by name), the reference (nm/doc/, read by help() in the
+# REPL) and the interpreter.
 PREFIX ?= /usr/local
 LUADIR ?= $(PREFIX)/share/lua/5.4
 LIBDIR ?= $(PREFIX)/lib/lua/5.4
@@ -104,6 +105,8 @@ install: neuromic.so $(EXE)
 	install -m 644 rules/*.lua $(DESTDIR)$(LUADIR)/rules/
 	install -m 644 experiments/*.lua $(DESTDIR)$(LUADIR)/nm/experiments/
 	install -m 755 $(EXE) $(DESTDIR)$(BINDIR)/
+	install -d $(DESTDIR)$(LUADIR)/nm/doc
+	install -m 644 doc/*.md $(DESTDIR)$(LUADIR)/nm/doc/
 
 clean:
 	rm -rf build build-asan build-fuzz neuromic neuromic-asan neuromic.so
