@@ -118,21 +118,47 @@ function emit.c(g, outputs, opts)
   local name = opts.name or "nm_rule_kernel"
   local dtype = g.dtype
   local is_float = dtype == "float32"
+  outputs = graph.strip_detach(g, outputs)
   local order, uses, strong = analyse(g, outputs)
 
   -- Buffers: leaves read from in[], stored values in scratch or out[].
   local ptr = {}          -- node -> C expression of its array
   local scalar_name = {}  -- scalar node -> C expression
   local mat = {}          -- node -> true when stored
+  -- C names: the rule's own names for its inputs, t<id> for stored values.
+  local decls, used_names = {}, {}
+  local function cname(base)
+    base = base:gsub("%[(%d+)%]", "_%1"):gsub("[^%w_]", "_")
+    if base:match("^%d") then base = "v" .. base end
+    local name, k = base, 1
+    while used_names[name] do k = k + 1; name = base .. "_" .. k end
+    used_names[name] = true
+    return name
+  end
+  for _, w in ipairs{"in", "out", "scratch", "sc", "i", "j", "m", "s", "real"} do used_names[w] = true end
   local slot = 0
   for _, n in ipairs(g.inputs) do
-    if n.kind == "tensor" then ptr[n] = format("in[%d]", slot); slot = slot + 1 end
+    if n.kind == "tensor" then
+      ptr[n] = cname(n.name)
+      decls[#decls + 1] = format("const real *const %s = in[%d];   /* %s */", ptr[n], slot,
+                                 graph.shape_str(n.shape))
+      slot = slot + 1
+    end
   end
-  for _, n in ipairs(g.captured) do ptr[n] = format("in[%d]", slot); slot = slot + 1 end
+  for _, n in ipairs(g.captured) do
+    ptr[n] = cname("const" .. n.slot)
+    decls[#decls + 1] = format("const real *const %s = in[%d];   /* a constant %s */", ptr[n],
+                               slot, graph.shape_str(n.shape))
+    slot = slot + 1
+  end
   local ntensor_in = slot
   local sslot = 0
   for _, n in ipairs(g.inputs) do
-    if n.kind == "scalar" then scalar_name[n] = format("sc[%d]", sslot); sslot = sslot + 1 end
+    if n.kind == "scalar" then
+      scalar_name[n] = cname(n.name)
+      decls[#decls + 1] = format("const double %s = sc[%d];", scalar_name[n], sslot)
+      sslot = sslot + 1
+    end
   end
 
   -- Inline cost of a node's expression (stopping at stored values).
@@ -174,11 +200,16 @@ function emit.c(g, outputs, opts)
   for _, n in ipairs(order) do
     if mat[n] and not ptr[n] then
       local k = output_of[n]
-      if k then ptr[n] = format("out[%d]", k - 1)
+      local name = cname(k and ("out" .. k) or ("t" .. n.id))
+      if k then
+        decls[#decls + 1] = format("real *const %s = out[%d];   /* output %d: %s */", name, k - 1,
+                                   k, graph.shape_str(n.shape))
       else
-        ptr[n] = format("(scratch + %d)", scratch)
+        decls[#decls + 1] = format("real *const %s = scratch + %d;   /* %s %s */", name, scratch,
+                                   n.op, graph.shape_str(n.shape))
         scratch = scratch + numel(n.shape)
       end
+      ptr[n] = name
     end
   end
 
@@ -247,7 +278,7 @@ function emit.c(g, outputs, opts)
       local d = {}
       if o.op ~= "const" and o.op ~= "input" then d[o] = true end
       stmts[#stmts + 1] = {kind = "scalar_out", node = o, k = k, deps = d}
-    elseif ptr[o] ~= format("out[%d]", k - 1) then
+    elseif output_of[o] ~= k or not mat[o] then
       local d = {}
       if mat[o] and #o.args > 0 then d[o] = true else deps_of(o, d) end
       stmts[#stmts + 1] = {kind = "loop", mode = "copy", node = o, k = k, domain = o.shape, deps = d}
@@ -386,6 +417,7 @@ function emit.c(g, outputs, opts)
   src[#src + 1] = format("int %s(real *const *in, real *const *out, real *scratch, const double *sc);", name)
   src[#src + 1] = format("int %s(real *const *in, real *const *out, real *scratch, const double *sc) {", name)
   src[#src + 1] = "  (void)in; (void)out; (void)scratch; (void)sc;"
+  for _, l in ipairs(decls) do src[#src + 1] = "  " .. l end
   for _, l in ipairs(body) do src[#src + 1] = l end
   src[#src + 1] = "  return 0;"
   src[#src + 1] = "}"

@@ -52,7 +52,7 @@ graph.BINARY = {add = true, sub = true, mul = true, div = true}
 -- Operations computed elementwise, so a loop over their shape can inline them.
 graph.ELEMENTWISE = {
   add = true, sub = true, mul = true, div = true, outer = true, t = true,
-  bcast = true, unit = true, onehot = true,
+  bcast = true, unit = true, onehot = true, detach = true,
 }
 for k in pairs(graph.UNARY) do graph.ELEMENTWISE[k] = true end
 
@@ -206,6 +206,35 @@ end
 function Graph:onehot(n, label)
   if not is_scalar(label) then fail(self, "onehot: the label must be a number") end
   return self:node("onehot", {label}, {n})
+end
+
+-- The same value without gradient (ag.value of a traced symbol).
+function Graph:detach(x)
+  if x.op == "detach" or x.op == "const" or x.op == "captured" then return x end
+  return self:node("detach", {x}, x.shape)
+end
+
+-- graph.strip_detach(g, outputs) -> the outputs with every detach node
+-- replaced by its argument: forward code does not need them (they only
+-- stop gradients, which adjoint.grad has already formed).
+function graph.strip_detach(g, outputs)
+  local map = {}
+  local nforward = #g.nodes
+  for id = 1, nforward do
+    local n = g.nodes[id]
+    if n.op == "detach" then map[n] = map[n.args[1]] or n.args[1]
+    elseif #n.args > 0 then
+      local changed, args = false, {}
+      for i, a in ipairs(n.args) do
+        args[i] = map[a] or a
+        if args[i] ~= a then changed = true end
+      end
+      if changed then map[n] = g:node(n.op, args, n.shape, n.k) end
+    end
+  end
+  local out = {}
+  for i, o in ipairs(outputs) do out[i] = map[o] or o end
+  return out
 end
 
 -- ---------------------------------------------------------------- linear algebra
