@@ -118,7 +118,7 @@ function emit.c(g, outputs, opts)
   local name = opts.name or "nm_rule_kernel"
   local dtype = g.dtype
   local is_float = dtype == "float32"
-  outputs = graph.strip_detach(g, outputs)
+  outputs = graph.combine(g, graph.strip_detach(g, outputs))
   local order, uses, strong = analyse(g, outputs)
 
   -- Buffers: leaves read from in[], stored values in scratch or out[].

@@ -237,6 +237,56 @@ function graph.strip_detach(g, outputs)
   return out
 end
 
+-- graph.combine(g, outputs) -> the outputs with every sum of tensor terms
+-- rewritten as one linear combination: terms with the same tensor share
+-- one coefficient (a scalar computed once), so W - t0 e x^T - t5 s e x^T
+-- - t3 W becomes (1 - t3) W + (-t0 - t5 s) e x^T: fewer operations per
+-- element in the loop the emitter makes of it.
+function graph.combine(g, outputs)
+  local map = {}
+  local nforward = #g.nodes
+  local function m(x) return map[x] or x end
+  for id = 1, nforward do
+    local n = g.nodes[id]
+    if (n.op == "add" or n.op == "sub") and not is_scalar(n) then
+      local order, coef = {}, {}
+      local function term(x, c)
+        if coef[x] == nil then order[#order + 1] = x; coef[x] = c
+        else coef[x] = g:binary("add", coef[x], c) end
+      end
+      local function flatten(x, c)
+        local a = x.args
+        if (x.op == "add" or x.op == "sub") and not is_scalar(a[1]) and not is_scalar(a[2]) then
+          flatten(m(a[1]), c)
+          flatten(m(a[2]), x.op == "sub" and g:unary("neg", c) or c)
+        elseif x.op == "neg" then flatten(m(a[1]), g:unary("neg", c))
+        elseif x.op == "mul" and is_scalar(a[1]) and not is_scalar(a[2]) then
+          flatten(m(a[2]), g:binary("mul", c, m(a[1])))
+        else
+          term(x, c)
+        end
+      end
+      flatten(n, g:const(1))
+      local r
+      for _, x in ipairs(order) do
+        local t = g:binary("mul", coef[x], x)
+        r = r and g:binary("add", r, t) or t
+      end
+      if r ~= n then map[n] = r end
+    elseif #n.args > 0 then
+      local changed, args = false, {}
+      for i, a in ipairs(n.args) do
+        args[i] = m(a)
+        if args[i] ~= a then changed = true end
+      end
+      if changed then map[n] = g:node(n.op, args, n.shape, n.k) end
+    end
+  end
+  local out = {}
+  for i, o in ipairs(outputs) do out[i] = m(o) end
+  return out
+end
+
 -- ---------------------------------------------------------------- linear algebra
 
 -- Splits a scalar factor off x: s * X -> s, X; -X -> -1, X; else nil, x.
