@@ -416,4 +416,51 @@ function Fn:record(...)
   return self.op(wrt, scal, table.unpack(flat, 1, nt))
 end
 
+-- Fn:scan_kernel(o) -> a fused kernel for ag.scan (see there) that runs
+-- this compiled step and its generated adjoint, for a step whose first
+-- argument is the state (a list of tensors) and whose second is the
+-- parameter vector (e.g. a meta rule's theta, any dtype: converted to the
+-- step's dtype once per unroll, its gradient accumulated in the caller's).
+-- o.state() -> a fresh state list; o.args(src, theta, t) -> the step's
+-- arguments for step t (in spec order); o.cache: where ag.scan keeps the
+-- buffers; o.state_bytes for its statistics.
+function Fn:scan_kernel(o)
+  local me = self
+  local ns = #self.spec[1].list
+  local wrt = {}
+  for i = 1, ns + 1 do wrt[i] = true end           -- the state and theta
+  local sk = {cache = o.cache, state = o.state, state_bytes = o.state_bytes,
+              trace = function() return {} end}
+  local grads, tin, sin, gtheta64
+  function sk.prepare(list)
+    local th = list[1]
+    if th:dtype() ~= me.dtype then th = nm.zeros(th:size(), me.dtype):copy(th) end
+    return {th, list[1]}
+  end
+  function sk.forward(dst, src, p, t)
+    me:call_into(dst, o.args(src, p[1], t))
+  end
+  function sk.backward(adj, src, _, p, gp, t)
+    local a = me:adjoint_kernel(wrt)
+    tin, sin = me:flatten(tin or {}, sin or {}, o.args(src, p[1], t))
+    local n = #tin
+    for i = 1, ns do tin[n + i] = adj[i] end
+    if not grads then
+      grads = {}
+      for i, x in ipairs(a.outputs) do grads[i] = nm.zeros(x.shape, me.dtype) end
+    end
+    a:run(tin, sin, grads)
+    for i = n + 1, #tin do tin[i] = nil end
+    for i = 1, ns do adj[i]:copy(grads[i]) end
+    local g = grads[ns + 1]
+    if gp[2]:dtype() ~= me.dtype then
+      gtheta64 = gtheta64 or nm.zeros(g:size(), gp[2]:dtype())
+      gp[2]:add(gtheta64:copy(g))
+    else
+      gp[2]:add(g)
+    end
+  end
+  return sk
+end
+
 return compile
