@@ -63,8 +63,10 @@ function compile.toolchain()
   if want == "none" then cc = nil
   else cc = search_path(want and want ~= "" and want or nm.build.cc) end
   if not cc then toolchain = false return nil end
-  local flags = {"-O3", "-march=native", "-ffp-contract=off", "-fPIC", "-shared", "-std=c11",
-                 "-w"}
+  -- -fassociative-math lets GCC vectorise the sums (only their order of
+  -- summation changes); no contraction into FMA, NaN and infinities kept.
+  local flags = {"-O3", "-march=native", "-ffp-contract=off", "-fassociative-math",
+                 "-fno-signed-zeros", "-fno-trapping-math", "-fPIC", "-shared", "-std=c11", "-w"}
   for f in nm.build.blas_cflags:gmatch("%S+") do flags[#flags + 1] = f end
   local libs = {}
   for f in nm.build.blas_libs:gmatch("%S+") do libs[#libs + 1] = f end

@@ -99,7 +99,11 @@ local function analyse(g, outputs)
     for _, a in ipairs(n.args) do
       uses[a] = (uses[a] or 0) + 1
       -- consumers that read the value as a stored array
-      if n.op == "mv" or n.op == "mm" or n.op == "softmax" then strong[a] = true end
+      -- consumers that read the value as a stored array (a product's
+      -- matrix may be an inline expression: mv loops are fused nests)
+      if n.op == "mm" or n.op == "softmax" or (n.op == "mv" and a == n.args[2]) then
+        strong[a] = true
+      end
       -- a vector inside a matrix loop would be recomputed per element
       if n.op == "outer" and #a.args > 0 and a.op ~= "onehot" and a.op ~= "unit" then
         strong[a] = true
@@ -188,10 +192,14 @@ function emit.c(g, outputs, opts)
   end
   -- Arguments of products must be arrays (or transposes of arrays).
   for _, n in ipairs(order) do
-    if n.op == "mv" or n.op == "mm" or n.op == "softmax" then
-      for _, a in ipairs(n.args) do
-        local base = a.op == "t" and a.args[1] or a
-        if not (ptr[base] or mat[base]) then mat[base] = true end
+    if n.op == "mm" or n.op == "softmax" or n.op == "mv" then
+      for i, a in ipairs(n.args) do
+        if n.op == "mv" and i == 1 then goto inline end
+        do
+          local base = a.op == "t" and a.args[1] or a
+          if not (ptr[base] or mat[base]) then mat[base] = true end
+        end
+        ::inline::
       end
     end
   end
@@ -267,6 +275,14 @@ function emit.c(g, outputs, opts)
       if graph.ELEMENTWISE[n.op] then
         stmts[#stmts + 1] = {kind = "loop", mode = "store", node = n, domain = n.shape,
                              target = n, deps = deps_of(n)}
+      elseif n.op == "mv" then
+        -- y = A x as a loop nest over A (or over E for A = E^T), so that
+        -- products with one matrix, and the loops over it, share a pass
+        local A = n.args[1]
+        local trans = A.op == "t" and not mat[A]
+        local M = trans and A.args[1] or A
+        stmts[#stmts + 1] = {kind = "loop", mode = trans and "mvt" or "mv", node = n,
+                             matrix = M, domain = M.shape, deps = deps_of(n)}
       else
         stmts[#stmts + 1] = {kind = n.op, node = n, deps = deps_of(n)}
       end
@@ -299,9 +315,15 @@ function emit.c(g, outputs, opts)
     return true
   end
   local nacc = 0
+  local blas_mv
   local function emit_loop(group)
     local dom = group[1].domain
+    if #group == 1 and (group[1].mode == "mv" or group[1].mode == "mvt")
+       and (ptr[group[1].matrix] and (mat[group[1].matrix] or #group[1].matrix.args == 0)) then
+      return blas_mv(group[1])                 -- alone over a stored matrix: cblas
+    end
     local pre, inner, post = {}, {}, {}
+    local row_pre, row_post = {}, {}
     local I, J = "i", (#dom == 2) and "j" or nil
     local function flat() return J and format("i * %d + j", dom[2]) or "i" end
     for _, st in ipairs(group) do
@@ -313,6 +335,15 @@ function emit.c(g, outputs, opts)
         inner[#inner + 1] = format("%s += %s;", acc, expr(n.args[1], I, J))
         scalar_name[n] = "s" .. n.id
         post[#post + 1] = format("const double s%d = %s;", n.id, acc)
+      elseif st.mode == "mv" then                -- y[i] = sum_j M[i,j] x[j]
+        nacc = nacc + 1
+        local acc = "acc" .. nacc
+        row_pre[#row_pre + 1] = format("double %s = 0;", acc)
+        inner[#inner + 1] = format("%s += %s * %s[j];", acc, expr(st.matrix, I, J), ptr[n.args[2]])
+        row_post[#row_post + 1] = format("%s[i] = (real)%s;", ptr[n], acc)
+      elseif st.mode == "mvt" then               -- y[j] = sum_i M[i,j] x[i]
+        pre[#pre + 1] = format("for (int64_t j = 0; j < %d; j++) %s[j] = 0;", dom[2], ptr[n])
+        inner[#inner + 1] = format("%s[j] += %s * %s[i];", ptr[n], expr(st.matrix, I, J), ptr[n.args[2]])
       elseif st.mode == "store" then
         -- stored values are written through their own array
         local p = ptr[n]
@@ -331,11 +362,19 @@ function emit.c(g, outputs, opts)
     for _, s in ipairs(pre) do line("%s", s) end
     line("for (int64_t i = 0; i < %d; i++) {", dom[1])
     local ind = "  "
+    for _, s in ipairs(row_pre) do line("  %s", s) end
     if J then line("  for (int64_t j = 0; j < %d; j++) {", dom[2]); ind = "    " end
     for _, s in ipairs(inner) do line("%s%s", ind, s) end
     if J then line("  }") end
+    for _, s in ipairs(row_post) do line("  %s", s) end
     line("}")
     for _, s in ipairs(post) do line("%s", s) end
+  end
+  blas_mv = function(st)
+    local n, base = st.node, st.matrix
+    line("cblas_%sgemv(CblasRowMajor, %s, %d, %d, 1, %s, %d, %s, 1, 0, %s, 1);",
+         is_float and "s" or "d", st.mode == "mvt" and "CblasTrans" or "CblasNoTrans",
+         base.shape[1], base.shape[2], ptr[base], base.shape[2], ptr[n.args[2]], ptr[n])
   end
   local function emit_stmt(st)
     local n = st.node
@@ -354,12 +393,7 @@ function emit.c(g, outputs, opts)
     elseif st.kind == "scalar_out" then
       line("out[%d][0] = (real)%s;", st.k - 1, sexpr(n))
     elseif st.kind == "mv" then
-      local A, x = n.args[1], n.args[2]
-      local trans, base = "CblasNoTrans", A
-      if A.op == "t" and not mat[A] then trans, base = "CblasTrans", A.args[1] end
-      line("cblas_%sgemv(CblasRowMajor, %s, %d, %d, 1, %s, %d, %s, 1, 0, %s, 1);",
-           is_float and "s" or "d", trans, base.shape[1], base.shape[2], ptr[base],
-           base.shape[2], ptr[x], ptr[n])
+      blas_mv(st)
     elseif st.kind == "mm" then
       local A, B = n.args[1], n.args[2]
       local ta, tb, a, b = "CblasNoTrans", "CblasNoTrans", A, B
