@@ -4,7 +4,8 @@
 --
 -- The generated function
 --   int <name>(real *const *in, real *const *out, real *scratch, const double *sc)
--- reads the graph's tensor inputs (in[], in the order of g.inputs, then the
+-- reads its tensor inputs (in[], in the order of opts.inputs (default
+-- g.inputs), then the
 -- captured constants), its scalar inputs (sc[]), and writes every output
 -- (out[], contiguous, shaped like the output node; a scalar output is one
 -- element). It allocates nothing: intermediate vectors and matrices live in
@@ -140,8 +141,9 @@ function emit.c(g, outputs, opts)
     return name
   end
   for _, w in ipairs{"in", "out", "scratch", "sc", "i", "j", "m", "s", "real"} do used_names[w] = true end
+  local inputs = opts.inputs or g.inputs
   local slot = 0
-  for _, n in ipairs(g.inputs) do
+  for _, n in ipairs(inputs) do
     if n.kind == "tensor" then
       ptr[n] = cname(n.name)
       decls[#decls + 1] = format("const real *const %s = in[%d];   /* %s */", ptr[n], slot,
@@ -157,7 +159,7 @@ function emit.c(g, outputs, opts)
   end
   local ntensor_in = slot
   local sslot = 0
-  for _, n in ipairs(g.inputs) do
+  for _, n in ipairs(inputs) do
     if n.kind == "scalar" then
       scalar_name[n] = cname(n.name)
       decls[#decls + 1] = format("const double %s = sc[%d];", scalar_name[n], sslot)

@@ -237,6 +237,30 @@ function graph.strip_detach(g, outputs)
   return out
 end
 
+-- graph.substitute(g, outputs, map) -> the outputs with the nodes that are
+-- keys of map replaced by their values (nodes are rebuilt as needed).
+function graph.substitute(g, outputs, map)
+  local memo = {}
+  local function sub(n)
+    if map[n] then return map[n] end
+    if memo[n] then return memo[n] end
+    local r = n
+    if #n.args > 0 then
+      local changed, args = false, {}
+      for i, a in ipairs(n.args) do
+        args[i] = sub(a)
+        if args[i] ~= a then changed = true end
+      end
+      if changed then r = g:node(n.op, args, n.shape, n.k) end
+    end
+    memo[n] = r
+    return r
+  end
+  local out = {}
+  for i, o in ipairs(outputs) do out[i] = sub(o) end
+  return out
+end
+
 -- graph.combine(g, outputs) -> the outputs with every sum of tensor terms
 -- rewritten as one linear combination: terms with the same tensor share
 -- one coefficient (a scalar computed once), so W - t0 e x^T - t5 s e x^T
