@@ -37,7 +37,7 @@ local TRANSCENDENTAL = {
 }
 
 -- C spelling of a double constant.
-local function lit(v)
+local function lit_(v)
   if v ~= v then return "NAN" end
   if v == math.huge then return "INFINITY" end
   if v == -math.huge then return "(-INFINITY)" end
@@ -46,6 +46,8 @@ local function lit(v)
   if not s:find("[%.eEn]") then s = s .. ".0" end
   return s
 end
+
+local lit = lit_
 
 local function numel(shape)
   local n = 1
@@ -230,7 +232,9 @@ function emit.c(g, outputs, opts)
     return scalar_name[n] or error("emit: scalar #" .. n.id .. " used before it is computed")
   end
   expr = function(n, I, J)
-    if is_scalar(n) then return sexpr(n) end
+    -- scalars are double: in an element's expression they are converted
+    -- to real first, so float kernels compute in float (full vector width)
+    if is_scalar(n) then return is_float and ("(real)" .. sexpr(n)) or sexpr(n) end
     local p = ptr[n]
     if p and (mat[n] or #n.args == 0) then
       if #n.shape == 1 then return format("%s[%s]", p, I) end
@@ -239,7 +243,7 @@ function emit.c(g, outputs, opts)
     local op, a = n.op, n.args
     if op == "t" then return expr(a[1], J, I)
     elseif op == "outer" then return format("(%s * %s)", expr(a[1], I), expr(a[2], J))
-    elseif op == "bcast" then return sexpr(a[1])
+    elseif op == "bcast" then return is_float and ("(real)" .. sexpr(a[1])) or sexpr(a[1])
     elseif op == "unit" then return format("((%s) == %d ? (real)%s : (real)0)", I, n.k - 1, sexpr(a[1]))
     elseif op == "onehot" then
       return format("((%s) == (int64_t)%s - 1 ? (real)1 : (real)0)", I, sexpr(a[1]))
@@ -466,6 +470,7 @@ end
 function emit.unary(op, x, k, scalar)
   local function m(f) return scalar and f or format("M_(%s)", f) end
   local d = scalar and "_d" or ""
+  local function lit(v) return scalar and lit_(v) or "(real)" .. lit_(v) end
   if op == "exp" or op == "log" or op == "sqrt" or op == "tanh" then
     return format("%s(%s)", m(op), x)
   elseif op == "abs" then return format("%s(%s)", m("fabs"), x)
