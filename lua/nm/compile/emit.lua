@@ -231,7 +231,21 @@ function emit.c(g, outputs, opts)
     if n.op == "const" then return lit(n.k) end
     return scalar_name[n] or error("emit: scalar #" .. n.id .. " used before it is computed")
   end
+  local expr_memo = {}
+  local raw_expr
   expr = function(n, I, J)
+    local key = I .. "|" .. (J or "")
+    local m = expr_memo[n]
+    if m and m[key] and not (m.mat ~= mat[n] or m.ptr ~= ptr[n]) then return m[key] end
+    local e = raw_expr(n, I, J)
+    if not m or m.mat ~= mat[n] or m.ptr ~= ptr[n] then
+      m = {mat = mat[n], ptr = ptr[n]}
+      expr_memo[n] = m
+    end
+    m[key] = e
+    return e
+  end
+  raw_expr = function(n, I, J)
     -- scalars are double: in an element's expression they are converted
     -- to real first, so float kernels compute in float (full vector width)
     if is_scalar(n) then return is_float and ("(real)" .. sexpr(n)) or sexpr(n) end
@@ -259,13 +273,33 @@ function emit.c(g, outputs, opts)
 
   -- Statements.
   local stmts = {}
-  local function deps_of(n, acc, top)
+  -- The computed values (stored arrays, scalars) an inline expression
+  -- reads: what must be done before a statement that uses it.
+  local frontier = {}
+  local function inline_deps(n)           -- n: an inline (not stored) node
+    local f = frontier[n]
+    if f then return f end
+    f = {}
+    for _, a in ipairs(n.args) do
+      if is_scalar(a) then
+        if a.op ~= "const" and a.op ~= "input" then f[a] = true end
+      elseif mat[a] and #a.args > 0 then f[a] = true
+      elseif #a.args > 0 then
+        for d in pairs(inline_deps(a)) do f[d] = true end
+      end
+    end
+    frontier[n] = f
+    return f
+  end
+  local function deps_of(n, acc)
     acc = acc or {}
     for _, a in ipairs(n.args) do
       if is_scalar(a) then
-        if a.op ~= "const" and not (a.op == "input") then acc[a] = true end
-      elseif mat[a] and not (#a.args == 0) then acc[a] = true
-      elseif #a.args > 0 then deps_of(a, acc) end
+        if a.op ~= "const" and a.op ~= "input" then acc[a] = true end
+      elseif mat[a] and #a.args > 0 then acc[a] = true
+      elseif #a.args > 0 then
+        for d in pairs(inline_deps(a)) do acc[d] = true end
+      end
     end
     return acc
   end
