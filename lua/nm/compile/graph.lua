@@ -270,9 +270,28 @@ function graph.combine(g, outputs)
   local map = {}
   local nforward = #g.nodes
   local function m(x) return map[x] or x end
+  -- Sums inside a larger linear expression are flattened with their root
+  -- only (once), not each on its own.
+  local interior = {}
   for id = 1, nforward do
     local n = g.nodes[id]
-    if (n.op == "add" or n.op == "sub") and not is_scalar(n) then
+    local op, a = n.op, n.args
+    if not is_scalar(n) then
+      if op == "add" or op == "sub" then
+        if not is_scalar(a[1]) and not is_scalar(a[2]) then interior[a[1]] = true; interior[a[2]] = true end
+      elseif op == "neg" then interior[a[1]] = true
+      elseif op == "mul" and is_scalar(a[1]) then interior[a[2]] = true end
+    end
+  end
+  local uses = {}
+  for id = 1, nforward do
+    for _, a in ipairs(g.nodes[id].args) do uses[a] = (uses[a] or 0) + 1 end
+  end
+  for id = 1, nforward do
+    local n = g.nodes[id]
+    if (n.op == "add" or n.op == "sub") and not is_scalar(n) and interior[n] and uses[n] == 1 then
+      -- flattened with its root
+    elseif (n.op == "add" or n.op == "sub") and not is_scalar(n) then
       local order, coef = {}, {}
       local function term(x, c)
         if coef[x] == nil then order[#order + 1] = x; coef[x] = c
