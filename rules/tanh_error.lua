@@ -19,7 +19,7 @@ return {
   kind = "meta",
   name = "tanh_error",
   model = "motif_net",
-  paper = "none: a rule written for neuromic's rule compiler (doc/compiler.md)",
+  paper = "neuromic 2026: written for the rule compiler (doc/compiler.md); no paper",
   equation = "W_l += -theta_1 e_l y_{l-1}^T - theta_2 (tanh(" .. GAMMA .. " e_l) .* y_l) y_{l-1}^T " ..
              "- theta_3 (e_l .* e_l) 1^T .* W_l",
   params = {},
