@@ -238,7 +238,7 @@ function rcn.initial_state(net, Wx, v)
 end
 
 -- rcn.init(net, g, params) -> H0, W0, B: an episode's fresh state (the
--- Xavier draws of motifs.init, so a motif rule and an RCN given the same
+-- Xavier draws of net.mnet:init, so a motif rule and an RCN given the same
 -- generator start from the same weights and feedback).
 function rcn.init(net, g, p)
   local Wx, B = net.mnet:init(g)
