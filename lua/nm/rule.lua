@@ -94,7 +94,24 @@ function rule.validate(def, where)
   if type(def.paper) ~= "string" or def.paper == "" then
     bad("field 'paper' (the citation) is missing")
   end
-  if type(def.update) ~= "function" then bad("field 'update' (function(q, p)) is missing") end
+  if def.kind == "circuit" then
+    -- a circuit rule: one plasticity step over a model's named state
+    -- (see lua/nm/models/<model>.lua for the state each model gives)
+    if type(def.model) ~= "string" then bad("circuit rule: field 'model' (a string) is missing") end
+    local list = def.pathways or {def.pathway}
+    if type(list) ~= "table" or #list == 0 then
+      bad("circuit rule: field 'pathway' (a string) or 'pathways' (a list) is missing")
+    end
+    for _, name in ipairs(list) do
+      if type(name) ~= "string" then bad("circuit rule: pathways must be strings") end
+    end
+    if type(def.step) ~= "function" then bad("circuit rule: field 'step' (function(s, p)) is missing") end
+    if def.kernel ~= nil and type(def.kernel) ~= "function" then
+      bad("circuit rule: field 'kernel' must be a function")
+    end
+  elseif type(def.update) ~= "function" then
+    bad("field 'update' (function(q, p)) is missing")
+  end
   if def.fused ~= nil and type(def.fused) ~= "function" then bad("field 'fused' must be a function") end
   if def.init ~= nil and type(def.init) ~= "function" then bad("field 'init' must be a function") end
   if def.check ~= nil and type(def.check) ~= "function" then bad("field 'check' must be a function") end
@@ -124,6 +141,18 @@ function rule.definition(name)
     error("rule.definition: rule name (string) or definition (table) expected", 2)
   end
   if cache[name] then return cache[name] end
+  if name:find("/", 1, true) or name:match("%.lua$") then     -- a path
+    local chunk, lerr = loadfile(name)
+    if not chunk then error("rule.definition: " .. lerr, 2) end
+    local def = rule.validate(chunk(), name)
+    local base = name:match("([^/]+)%.lua$")
+    if def.name ~= base then
+      error(format("rule.definition: %s defines rule '%s', expected '%s'", name, def.name,
+                   tostring(base)), 2)
+    end
+    cache[name] = def
+    return def
+  end
   if not name:match("^[%w_%-]+$") then
     error(format("rule.definition: bad rule name '%s'", name), 2)
   end
