@@ -684,7 +684,9 @@ describe("microcircuit rules", function()
     assert.has_error(function() mc.new{sizes = {3, 4, 2}, gen = g, rules = {up = "apical_silencing"}} end,
       "microcircuit: rule 'apical_silencing' drives pathway pi, not 'up'")
     assert.has_error(function() mc.new{sizes = {3, 4, 2}, gen = g, rules = {ip = "hebb"}} end,
-      "microcircuit: rule 'hebb' is not a circuit rule of the microcircuit (kind = nil, model = nil)")
+      "microcircuit: rule 'hebb' is a connection rule; the microcircuit takes circuit rules")
+    assert.has_error(function() mc.new{sizes = {3, 4, 2}, gen = g, rules = {up = "bmvr"}} end,
+      "microcircuit: rule 'bmvr' is a circuit rule of the model 'bmvr', not of the microcircuit")
     assert.has_error(function() mc.new{sizes = {3, 4, 2}, gen = g, rules = {sideways = "hebb"}} end,
       "microcircuit: rules has no pathway 'sideways' (up, ip, pi, down)")
     local nokernel = lua_rules({"up"}).up
@@ -1009,8 +1011,8 @@ describe("experiments/microcircuit.lua", function()
     for _, case in ipairs{
       {"up=apical_silencing", "microcircuit: --rules: rule 'apical_silencing' drives pathway pi, not 'up'"},
       {"sideways=hebb", "microcircuit: --rules: no pathway 'sideways' (up, ip, pi, down)"},
-      {"ip=hebb", "microcircuit: --rules: rule 'hebb' is not a circuit rule of the microcircuit " ..
-                  "(kind = nil, model = nil)"},
+      {"ip=hebb", "microcircuit: --rules: rule 'hebb' is a connection rule; the microcircuit " ..
+                  "takes circuit rules"},
       {"up", "microcircuit: --rules: 'up' is not pathway=rule (up, ip, pi, down)"},
     } do
       assert.equal(2, run(common .. " --rules " .. case[1] .. " --out " .. dir .. "/bad"))

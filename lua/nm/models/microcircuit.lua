@@ -129,9 +129,12 @@ function mc.circuit_rule(pathway, spec)
     spec = spec.def
   end
   local def = rule.definition(spec)
-  if def.kind ~= "circuit" or def.model ~= "microcircuit" then
-    fail(format("rule '%s' is not a circuit rule of the microcircuit (kind = %s, model = %s)",
-                def.name, tostring(def.kind), tostring(def.model)), 2)
+  if def.kind ~= "circuit" then
+    fail(format("rule '%s' is a %s rule; the microcircuit takes circuit rules", def.name,
+                tostring(def.kind)), 2)
+  elseif def.model ~= "microcircuit" then
+    fail(format("rule '%s' is a circuit rule of the model '%s', not of the microcircuit", def.name,
+                tostring(def.model)), 2)
   end
   local list = def.pathways or {def.pathway}
   local ok = false
