@@ -616,6 +616,23 @@ describe("robustness: regressions", function()
     assert.equal(15, c:sum())
   end)
 
+  it("a microcircuit whose storages were taken away by the debug library refuses to run", function()
+    for _, how in ipairs{"replace", "empty"} do
+      local h = mc_handle()
+      assert.truthy(pcall(h.run, h, 1, D(3), D(2), gen(), true))
+      if how == "replace" then
+        debug.setuservalue(h, {}, 1)
+      else
+        local keep = debug.getuservalue(h, 1)
+        for i = #keep, 1, -1 do keep[i] = nil end
+      end
+      collectgarbage()
+      collectgarbage()
+      raises("the storage of the network's tensors was replaced", h.run, h, 1, D(3), D(2), gen(), true)
+      raises("the storage of the network's tensors was replaced", h.set, h, {dt = 0.05})
+    end
+  end)
+
   it("sizes whose product overflows are errors, not signed overflow", function()
     raises("tensor too large", T(2, 3).view, T(2, 3), 2 ^ 62, 4)
     raises("tensor too large", nm.frombytes, "", "float32", 2 ^ 62, 4)
