@@ -185,7 +185,7 @@ if has_part("fig3") then
     local cfg = FIG3[name]
     job("fig3 optimum " .. name, function()
       local ds = load(name)
-      local opt = nm.bmvr.rrr(ds.train.X, centred(ds.train.Y), cfg.k)
+      local opt = nm.rrr(ds.train.X, centred(ds.train.Y), cfg.k)
       state.fig3[name] = state.fig3[name] or {}
       state.fig3[name].optimum = opt.objective
       state.fig3[name].rank = opt.rank

@@ -130,12 +130,12 @@ local function rel(a, b) return math.abs(a - b) / math.max(math.abs(b), 1e-300) 
 
 -- ------------------------------------------------------------------- RRR
 
-describe("bmvr rrr solver", function()
+describe("nm.rrr, the RRR solver (csrc/core/nm_linalg.c)", function()
   local X, Y = problem(120, 6, 4, 11)
 
   it("matches alternating least squares and its own B", function()
     for k = 1, 3 do
-      local r = nm.bmvr.rrr(nm.tensor(X, "float64"), nm.tensor(Y, "float64"), k)
+      local r = nm.rrr(nm.tensor(X, "float64"), nm.tensor(Y, "float64"), k)
       local als = rrr_als(X, Y, k, 400)
       assert.is_true(rel(r.objective, als) < 1e-9, ("k=%d: %.15g vs ALS %.15g"):format(k, r.objective, als))
       assert.is_true(rel(objective(X, Y, to_table(r.B)), r.objective) < 1e-10)
@@ -148,7 +148,7 @@ describe("bmvr rrr solver", function()
   end)
 
   it("gives the unconstrained optimum at full rank and trace Cyy", function()
-    local r = nm.bmvr.rrr(nm.tensor(X, "float64"), nm.tensor(Y, "float64"), 4)
+    local r = nm.rrr(nm.tensor(X, "float64"), nm.tensor(Y, "float64"), 4)
     local Xt = transpose(X)
     local Bols = transpose(matmul(inverse(matmul(Xt, X)), matmul(Xt, Y)))
     assert.is_true(rel(r.ols_objective, objective(X, Y, Bols)) < 1e-10)
@@ -165,8 +165,8 @@ describe("bmvr rrr solver", function()
       Xs[t][7] = 0                        -- a pixel that is never on
       Xs[t][8] = X[t][2]                  -- a copy of column 2
     end
-    local full = nm.bmvr.rrr(nm.tensor(X, "float64"), nm.tensor(Y, "float64"), 2)
-    local sing = nm.bmvr.rrr(nm.tensor(Xs, "float64"), nm.tensor(Y, "float64"), 2)
+    local full = nm.rrr(nm.tensor(X, "float64"), nm.tensor(Y, "float64"), 2)
+    local sing = nm.rrr(nm.tensor(Xs, "float64"), nm.tensor(Y, "float64"), 2)
     assert.equal(6, sing.rank)
     assert.is_true(rel(sing.objective, full.objective) < 1e-8)
     assert.is_true(rel(objective(Xs, Y, to_table(sing.B)), full.objective) < 1e-8)
@@ -176,31 +176,31 @@ describe("bmvr rrr solver", function()
     local big = nm.tensor(X, "float64")
     local wide = nm.zeros(#X, 9, "float32")
     wide:narrow(2, 2, 6):copy(big)
-    local r32 = nm.bmvr.rrr(wide:narrow(2, 2, 6), nm.tensor(Y, "float32"), 2)
-    local r64 = nm.bmvr.rrr(big, nm.tensor(Y, "float64"), 2)
+    local r32 = nm.rrr(wide:narrow(2, 2, 6), nm.tensor(Y, "float32"), 2)
+    local r64 = nm.rrr(big, nm.tensor(Y, "float64"), 2)
     assert.is_true(rel(r32.objective, r64.objective) < 1e-5)
   end)
 
   it("rejects bad ranks and shapes", function()
     local Xt, Yt = nm.tensor(X, "float64"), nm.tensor(Y, "float64")
-    assert.has_error(function() nm.bmvr.rrr(Xt, Yt, 0) end,
+    assert.has_error(function() nm.rrr(Xt, Yt, 0) end,
                      "bad argument #3 to 'rrr' (rank 0 out of range [1, 4])")
-    assert.has_error(function() nm.bmvr.rrr(Xt, Yt, 5) end)
-    assert.has_error(function() nm.bmvr.rrr(Xt, Yt:narrow(1, 1, 10), 1) end)
-    local ok, err = pcall(nm.bmvr.rrr, nm.zeros(5, 3, "float64"), nm.zeros(5, 2, "float64"), 1)
+    assert.has_error(function() nm.rrr(Xt, Yt, 5) end)
+    assert.has_error(function() nm.rrr(Xt, Yt:narrow(1, 1, 10), 1) end)
+    local ok, err = pcall(nm.rrr, nm.zeros(5, 3, "float64"), nm.zeros(5, 2, "float64"), 1)
     assert.is_false(ok)
     assert.matches("rank", err)
   end)
 end)
 
-describe("bmvr symeig", function()
+describe("nm.symeig and Tensor:symeig (csrc/core/nm_linalg.c)", function()
   it("finds the eigenvalues of V diag V^T", function()
     -- V: a rotation in the (1,2) plane and a reflection of axis 3
     local c, s = math.cos(0.3), math.sin(0.3)
     local V = {{c, -s, 0}, {s, c, 0}, {0, 0, -1}}
     local D = {{3, 0, 0}, {0, -1, 0}, {0, 0, 0.5}}
     local A = nm.tensor(matmul(matmul(V, D), transpose(V)), "float64")
-    local w, E = nm.bmvr.symeig(A, true)
+    local w, E = nm.symeig(A, true)
     assert.tensor_near({-1, 0.5, 3}, w, 1e-12)
     -- A E = E diag(w)
     local AE = A * E
@@ -208,14 +208,17 @@ describe("bmvr symeig", function()
       for i = 1, 3 do assert.is_true(math.abs(AE:get(i, j) - E:get(i, j) * w:get(j)) < 1e-12) end
     end
     assert.tensor_near(nm.eye(3, 3, "float64"), E:t():contiguous() * E, 1e-12)
-    assert.tensor_near({-1, 0.5, 3}, nm.bmvr.symeig(A:float()), 1e-6)
+    assert.tensor_near({-1, 0.5, 3}, nm.symeig(A:float()), 1e-6)
+    local w2, E2 = A:symeig(true)                 -- the method is the same function
+    assert.tensor_near(w, w2, 0)
+    assert.tensor_near(E, E2, 0)
   end)
 
   it("rejects non-square and non-finite matrices", function()
-    assert.has_error(function() nm.bmvr.symeig(nm.zeros(2, 3, "float64")) end)
+    assert.has_error(function() nm.symeig(nm.zeros(2, 3, "float64")) end)
     local A = nm.zeros(2, 2, "float64")
     A:set(1, 1, 0 / 0)
-    assert.has_error(function() nm.bmvr.symeig(A) end)
+    assert.has_error(function() nm.symeig(A) end)
   end)
 end)
 
@@ -304,7 +307,7 @@ describe("bmvr linear rules", function()
                             dtype = "float64", seed = 5}
   local T = 1000
   local X, Y = task:sample(T, nm.generator(6))
-  local opt = nm.bmvr.rrr(X, Y, 2)
+  local opt = nm.rrr(X, Y, 2)
 
   it("converge to the RRR optimum within 1% and saturate the constraint", function()
     local net = bmvr.new{n = 10, m = 6, k = 2, dtype = "float64", seed = 3,

@@ -112,7 +112,7 @@ end
 -- Eigenvalues of the hidden covariance (1/T) sum z z^T, descending, as a
 -- Lua array: the gain-control constraint asks for all of them <= 1.
 function Net:constraint(X)
-  local w = nm.bmvr.symeig(nm.bmvr.hidden_cov(self, X)):totable()
+  local w = nm.symeig(nm.bmvr.hidden_cov(self, X)):totable()
   local out = {}
   for i = #w, 1, -1 do out[#out + 1] = w[i] end
   return out
@@ -152,7 +152,7 @@ function Net:__tostring()
                 self.m, self.k, tostring(self.relu), self.t)
 end
 
--- bmvr.rrr(X, Y, k): the exact rank-k regression optimum (nm.bmvr.rrr).
-bmvr.rrr = function(X, Y, k, rtol) return nm.bmvr.rrr(X, Y, k, rtol) end
+-- bmvr.rrr(X, Y, k): the exact rank-k regression optimum (nm.rrr).
+bmvr.rrr = function(X, Y, k, rtol) return nm.rrr(X, Y, k, rtol) end
 
 return bmvr

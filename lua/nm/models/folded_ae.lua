@@ -808,7 +808,7 @@ end
 local function spectral_norm(V)
   local A = nm.zeros(V:size(1), V:size(2), "float64"):copy(V)
   local gram = A:size(1) <= A:size(2) and nm.mm(A, A:t()) or nm.mm(A:t(), A)
-  local w = nm.bmvr.symeig(gram)
+  local w = nm.symeig(gram)
   return sqrt(max(0, w:get(w:size(1))))
 end
 fae.spectral_norm = spectral_norm
@@ -872,12 +872,12 @@ end
 
 -- ---------------------------------------------------------------- PCA
 
-local symeig = nm.bmvr and nm.bmvr.symeig
+local symeig = nm.symeig
 
 -- fae.pca(X, k [, block]) -> {mean [d] float64, components [k x d] float64
 -- (orthonormal rows, largest variance first), eigenvalues (Lua list, all d,
 -- descending), k}. The covariance (1/n) Xc^T Xc is accumulated in float64 in
--- blocks of rows and diagonalised by LAPACK dsyevd (nm.bmvr.symeig). PCA of
+-- blocks of rows and diagonalised by LAPACK dsyevd (nm.symeig). PCA of
 -- size k is the optimal linear autoencoder with a k-dimensional code.
 function fae.pca(X, k, block)
   if not nm.is_tensor(X) or X:dim() ~= 2 then error("bad argument #1 to 'pca' (a 2-D tensor expected)", 2) end
