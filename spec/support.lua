@@ -33,4 +33,18 @@ function support.metric_rows(dir, clock_fields)
   return out
 end
 
+-- The bytes of a file, and a file written with text (both raise on failure).
+function support.read(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function support.write(path, text)
+  local f = assert(io.open(path, "wb"))
+  assert(f:write(text))
+  assert(f:close())
+end
+
 return support
