@@ -630,9 +630,9 @@ describe("experiments/bmvr.lua and folded_ae.lua --rules", function()
     for _, x in ipairs{{"bmvr.lua", "bmvr"}, {"folded_ae.lua", "folded_ae"}} do
       local run, tmp = support.experiment(x[1])
       local bad = tmp .. "-bad.lua"
-      support.write(bad, 'return {kind = "circuit", name = "x", model = "' .. x[2] .. '", params = {}}')
+      support.write_file(bad, 'return {kind = "circuit", name = "x", model = "' .. x[2] .. '", params = {}}')
       assert.equal(2, run("--quick --rules " .. bad .. " --out " .. tmp))
-      local log = support.read(tmp .. ".log")
+      local log = support.read_file(tmp .. ".log")
       local lines = {}
       for line in log:gmatch("[^\n]+") do lines[#lines + 1] = line end
       assert.equal(5, #lines, log)
@@ -640,7 +640,7 @@ describe("experiments/bmvr.lua and folded_ae.lua --rules", function()
         assert.equal(1, line:find(x[2] .. ": " .. bad .. ": circuit rule 'x': ", 1, true), log)
       end
       assert.equal(2, run("--quick --rules hillclimb --out " .. tmp))
-      log = support.read(tmp .. ".log")
+      log = support.read_file(tmp .. ".log")
       assert.equal(x[2] .. ": hillclimb: rule 'hillclimb' is a circuit rule of model 'nk', not of " ..
                    "model '" .. x[2] .. "'\n", log)
       os.remove(bad)

@@ -476,7 +476,7 @@ describe("experiments/nan_nk.lua --rules", function()
   local support = require "spec.support"
   local json = require "nm.json"
   local run, tmp = support.experiment("nan_nk.lua")
-  local read, write = support.read, support.write
+  local read, write = support.read_file, support.write_file
 
   -- The hill climber copied into a user's file without its kernel: the
   -- grid runs it through its Lua step and finds the same test errors.

@@ -390,6 +390,7 @@ local SKIP = {
   ["nm.atomic_write"] = "writes files", ["nm.save_idx"] = "writes files",
   ["nm.save_npy"] = "writes files", ["nm.install_stop_handler"] = "signal handlers",
   ["nm.remove_stop_handler"] = "signal handlers", ["nm.bench_direct_gemm"] = "long gemm loops",
+  ["nm.load_kernel"] = "loads shared objects (spec/compile_spec.lua tests it)",
 }
 
 -- Arguments that are repeat counts: a huge valid value would run for hours
