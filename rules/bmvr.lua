@@ -3,8 +3,8 @@
 --
 -- Golkar, Lipshutz, Bahroun, Sengupta & Chklovskii 2020, "A biologically
 -- plausible neural network for local supervision in cortical
--- microcircuits" (arXiv 2011.15031), Eqs. (5)-(7), (21)-(22);
--- spec: ../shared/models/bmvr.md.
+-- microcircuits" (arXiv 2011.15031), Eqs. (5)-(7), (21)-(22); the model:
+-- doc/models/bmvr.md.
 --
 -- The model (lua/nm/models/bmvr.lua) computes the hidden layer z = W1 x
 -- (ReLU: z = relu(u) - zbar and its derivative d) for the sample x, y;

@@ -2,7 +2,7 @@
 -- networks (proposal and acceptance), one learning cycle per step.
 --
 -- L. Bull 2024, "Toward neuromic computing: neurons as autoencoders"
--- (arXiv 2403.02331); spec: ../shared/models/nk-hillclimb.md. Networks
+-- (arXiv 2403.02331); the model: doc/models/nk.md. Networks
 -- (NN, NAN, ANN) and their errors: lua/nm/models/nk.lua, doc/nk.md.
 --
 -- Proposal: with probability 0.5 an autoencoding cycle, else a task
