@@ -531,4 +531,53 @@ function Fn:scan_kernel(o)
   return sk
 end
 
+-- ---------------------------------------------------------------- meta rules
+
+-- compile.meta_step(net, B [, opts]) -> the compiled step of the network's
+-- meta rule: a Fn over (W list, theta, x, label, B list) for a network of
+-- nm.models.motif_net (net.rule.step(net, W, theta, x, label, B)), traced
+-- for net's sizes and dtype and the shapes of B (nil without one).
+function compile.meta_step(net, B, opts)
+  opts = opts or {}
+  local def = net.rule
+  local W = {}
+  for l = 1, net.layers do W[l] = {net.sizes[l + 1], net.sizes[l]} end
+  local nc = def.coefficients and def.coefficients.theta and def.coefficients.theta.size
+  if math.type(nc) ~= "integer" then
+    error(format("rule compiler: meta rule '%s' declares no coefficients.theta.size", def.name), 2)
+  end
+  local spec = {{name = "W", list = W}, {name = "theta", shape = {nc}},
+                {name = "x", shape = {net.sizes[1]}}, {name = "label", scalar = true}}
+  if B then
+    local shapes = {}
+    for l = 1, #B do shapes[l] = B[l]:size() end
+    spec[#spec + 1] = {name = "B", list = shapes}
+  end
+  return compile.fn(function(W_, theta, x, label, B_)
+    return def.step(net, W_, theta, x, label, B_)
+  end, spec, {dtype = net.dtype, name = def.name, source = debug.getinfo(def.step, "S").short_src,
+              equation = def.equation, mode = opts.mode})
+end
+
+-- compile.emit_main(rule) prints the C generated for a rule file (its
+-- step and adjoint), for `neuromic --emit rule`. Errors are one line.
+function compile.emit_main(path)
+  local rule = require "nm.rule"
+  local ok, def = pcall(rule.definition, path)
+  if not ok then error(tostring(def):gsub("^[^:]*:%d+: ", ""), 0) end
+  if def.kind ~= "meta" or def.model ~= "motif_net" then
+    error(format("--emit: rule '%s' is a %s rule%s; the compiler takes meta rules of the " ..
+                 "motif network so far (connection and circuit rules are written with in-place " ..
+                 "tensor methods it cannot trace yet)", def.name, def.kind,
+                 def.model and (" of model '" .. def.model .. "'") or ""), 0)
+  end
+  local motif_net = require "nm.models.motif_net"
+  local net = motif_net.new{rule = def, dtype = "float64"}
+  local _, B = net:init(nm.generator(1))
+  local f = compile.meta_step(net, B, {mode = "interpret"})
+  local wrt = {}
+  for i = 1, net.layers + 1 do wrt[i] = true end
+  io.stdout:write(f:source(), "\n", f:source(wrt))
+end
+
 return compile
