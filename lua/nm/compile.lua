@@ -290,6 +290,12 @@ function Fn:source(adj)
   return self.forward.source
 end
 
+-- Kernels read contiguous arrays: a strided view is copied (allocates).
+local function dense(t)
+  if nm.is_tensor(t) and not t:is_contiguous() then return t:contiguous() end
+  return t
+end
+
 -- Flattens call arguments (in spec order) into tensors and scalars.
 function Fn:flatten(tensors, scalars, ...)
   local nt, ns = 0, 0
@@ -300,9 +306,9 @@ function Fn:flatten(tensors, scalars, ...)
       if type(v) ~= "table" or #v ~= #s.list then
         error(format("%s: argument '%s' must be a list of %d tensors", self.label, s.name, #s.list), 3)
       end
-      for k = 1, #s.list do nt = nt + 1; tensors[nt] = ag.value(v[k]) end
+      for k = 1, #s.list do nt = nt + 1; tensors[nt] = dense(ag.value(v[k])) end
     elseif s.scalar then ns = ns + 1; scalars[ns] = ag.value(v)
-    else nt = nt + 1; tensors[nt] = ag.value(v) end
+    else nt = nt + 1; tensors[nt] = dense(ag.value(v)) end
   end
   for i = nt + 1, #tensors do tensors[i] = nil end
   for i = ns + 1, #scalars do scalars[i] = nil end
@@ -446,6 +452,7 @@ function Fn:record(...)
   local me = self
   self.op = self.op or ag.def("compiled:" .. self.name, function(ctx, flags, sc, ...)
     ctx.wrt, ctx.sc, ctx.t = flags, sc, {...}
+    for i, x in ipairs(ctx.t) do ctx.t[i] = dense(x) end
     local outs = new_outputs(me.outputs, me.dtype)
     me.forward:run(ctx.t, sc, outs)
     if #outs == 1 then return outs[1] end
@@ -459,7 +466,7 @@ function Fn:record(...)
       local gi = gout[i]
       if gi == nil then gi = nm.zeros(#o.shape > 0 and o.shape or {1}, me.dtype)
       elseif type(gi) == "number" then gi = nm.tensor({gi}, me.dtype) end
-      ins[#ins + 1] = gi
+      ins[#ins + 1] = dense(gi)
     end
     local outs = new_outputs(a.outputs, me.dtype)
     a:run(ins, ctx.sc, outs)
@@ -487,6 +494,11 @@ function Fn:scan_kernel(o)
   for i = 1, ns + 1 do wrt[i] = true end           -- the state and theta
   local fwd, adj = self:traced_pair(wrt)
   local sk = {cache = o.cache, state = o.state, state_bytes = o.state_bytes}
+  -- the adjoints arrive as the loss's gradients (maybe strided views)
+  function sk.view(list)
+    for i = 1, #list do list[i] = dense(list[i]) end
+    return list
+  end
   function sk.trace()
     local t = {}
     for i, n in ipairs(fwd.trace_nodes) do t[i] = nm.zeros(#n.shape > 0 and n.shape or {1}, me.dtype) end
