@@ -58,7 +58,7 @@ local function meta_gradient(net, W, B, X, labels, Xq, labels_q, theta, unroll)
   local tape = ag.tape()
   local th = tape:leaf(theta)
   local WT = unroll(th)
-  local loss = motif_net.query_loss(net, WT, Xq, labels_q)
+  local loss = motif_net.fused_query_loss(net, WT, Xq, labels_q)   -- as the learner does
   tape:backward(loss)
   return ag.value(loss), th.grad
 end
