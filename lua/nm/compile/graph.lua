@@ -208,6 +208,21 @@ function Graph:onehot(n, label)
   return self:node("onehot", {label}, {n})
 end
 
+-- graph.signature(g) -> a string that names the graph's structure (every
+-- node's operation, arguments, shape and attributes, the inputs' names
+-- and kinds): equal signatures give equal generated code, so it keys the
+-- kernel cache without generating anything.
+function graph.signature(g)
+  local parts = {g.dtype}
+  for i, n in ipairs(g.nodes) do
+    local a = {}
+    for j, x in ipairs(n.args) do a[j] = x.id end
+    parts[i + 1] = format("%s(%s)[%s]%s%s%s", n.op, concat(a, ","), concat(n.shape, "x"),
+                          n.k ~= nil and format("%.17g", n.k) or "", n.name or "", n.kind or "")
+  end
+  return concat(parts, ";")
+end
+
 -- Graph:rebuild(n, args) -> node n's operation on other arguments, through
 -- the simplifying constructors (the passes below rewrite subgraphs).
 function Graph:rebuild(n, args)
