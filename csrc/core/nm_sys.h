@@ -25,6 +25,9 @@ int nm_atomic_write(const char *path, const void *data, size_t len,
 ** start). */
 uint32_t nm_crc32(uint32_t crc, const void *data, size_t len);
 
+/* FNV-1a, 64 bits, of len bytes (the rule compiler's cache keys). */
+uint64_t nm_fnv1a64(const void *data, size_t len);
+
 /* Seconds from an arbitrary fixed point, never going backwards. */
 double nm_clock_monotonic(void);
 

@@ -89,15 +89,8 @@ function compile.cache_dir()
   return base .. "/neuromic"
 end
 
--- FNV-1a, 64 bits, over the string s: the cache key.
-local function hash64(s)
-  local h = -3750763034362895579          -- 14695981039346656037 as a signed integer
-  for i = 1, #s do
-    h = h ~ s:byte(i)
-    h = h * 1099511628211
-  end
-  return format("%016x", h)
-end
+-- FNV-1a, 64 bits, over the string s: the cache key (16 hex digits).
+local hash64 = nm.hash64
 compile.hash = hash64
 
 local notice_given = false
