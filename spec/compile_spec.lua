@@ -197,6 +197,12 @@ describe("nm.compile", function()
     assert.truthy(err:find("not the kernel expected", 1, true), err)
   end)
 
+  it("keys the cache with FNV-1a 64 (known values)", function()
+    assert.are.equal("cbf29ce484222325", nm.hash64(""))
+    assert.are.equal("af63dc4c8601ec8c", nm.hash64("a"))
+    assert.are.equal("85944171f73967e8", nm.hash64("foobar"))
+  end)
+
   it("checks what a kernel is called with", function()
     local W, theta, x = problem("float32")
     assert.has_error(function() f64:call(W, theta, x, 1) end)        -- float32 into float64
