@@ -4,6 +4,7 @@
 local nm = require "neuromic"
 local cli = require "nm.cli"
 local json = require "nm.json"
+local process = require "nm.process"
 
 local opts = cli.parse(arg, {
   name = "demo",
@@ -38,8 +39,6 @@ end
 local wanted = {}
 for _, n in ipairs(opts.only) do wanted[n] = true end
 
-local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
 local function exists(path)
   local f = io.open(path, "r")
   if f then f:close() return true end
@@ -54,7 +53,7 @@ local function fmt(v, unit)
   return string.format("%.4g", v)
 end
 
-os.execute("mkdir -p " .. quote(opts.out))
+cli.guard(nm.mkdir, opts.out)
 local rows, plots, ran = {}, {}, {}
 local t_start = nm.clock()
 for _, step in ipairs(steps) do
@@ -66,13 +65,13 @@ for _, step in ipairs(steps) do
       io.stderr:write("   not built yet: experiments/" .. step.script .. " is missing\n")
       ran[#ran + 1] = {step = step, status = "missing"}
     else
-      os.execute("rm -rf " .. quote(out))   -- no stale plots from an earlier demo
       local t0 = nm.clock()
-      local argv = {quote(exe), quote(script), "--quick", "--seed", tostring(opts.seed),
-                    "--out", quote(out)}
-      for _, a in ipairs(step.args or {}) do argv[#argv + 1] = quote(a) end
-      local cmd = table.concat(argv, " ")
-      local ok = os.execute(cmd .. " >" .. quote(out .. ".log") .. " 2>&1")
+      -- --overwrite: an earlier demo's run (and its plots) is replaced
+      local argv = {exe, script, "--quick", "--seed", tostring(opts.seed), "--out", out,
+                    "--overwrite"}
+      for _, a in ipairs(step.args or {}) do argv[#argv + 1] = a end
+      os.remove(out .. ".log")
+      local ok = process.run(argv, out .. ".log")
       local secs = nm.clock() - t0
       local res
       local f = io.open(out .. "/results.json")

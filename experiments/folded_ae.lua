@@ -80,7 +80,8 @@ local opts = cli.parse(arg, {
   },
 })
 
-if opts.threads > 0 then nm.blas_threads(opts.threads) end
+if opts.threads > 0 then cli.guard("--threads " .. opts.threads, nm.blas_threads, opts.threads) end
+for _, d in ipairs(opts.dataset) do cli.guard("--dataset " .. d, data.files, d) end
 
 local run = results.open(opts, {
   dataset = table.concat(opts.dataset, ","),
@@ -105,7 +106,7 @@ end
 local loaded = {}
 local function load_data(name)
   if loaded.name ~= name then
-    local ds = data.load(name, {
+    local ds = cli.guard("--dataset " .. name, data.load, name, {
       seed = opts.seed, normalize = "center",
       subset = opts.train_subset > 0 and opts.train_subset or nil,
       test_subset = opts.test_subset > 0 and opts.test_subset or nil,

@@ -129,8 +129,8 @@ function rule.definition(name)
   end
   local file, err = package.searchpath(name, rule.path)
   if not file then
-    error(format("rule.definition: no rule '%s' (known rules: %s)%s", name,
-                 concat(rule.list(), ", "), err), 2)
+    error(format("rule.definition: no rule '%s' (known rules: %s); %s", name,
+                 concat(rule.list(), ", "), err:gsub("^%s+", ""):gsub("\n%s*", "; ")), 2)
   end
   local chunk, lerr = loadfile(file)
   if not chunk then error("rule.definition: " .. lerr, 2) end
@@ -148,13 +148,9 @@ function rule.list()
   for pattern in rule.path:gmatch("[^;]+") do
     local dir = pattern:match("^(.*)/%?%.lua$")
     if dir then
-      local p = io.popen('ls "' .. dir:gsub('"', '\\"') .. '" 2>/dev/null')
-      if p then
-        for f in p:lines() do
-          local n = f:match("^([%w_%-]+)%.lua$")
-          if n and not seen[n] then seen[n] = true; out[#out + 1] = n end
-        end
-        p:close()
+      for _, f in ipairs(require("neuromic").listdir(dir) or {}) do   -- no shell
+        local n = f:match("^([%w_%-]+)%.lua$")
+        if n and not seen[n] then seen[n] = true; out[#out + 1] = n end
       end
     end
   end

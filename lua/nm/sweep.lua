@@ -196,6 +196,7 @@ end
 -- = {index =, count =}, resume, interpreter, quiet.
 function sweep.run(cfg)
   local dir = assert(cfg.out, "sweep.run: cfg.out is required")
+  if dir == "" then error("--out needs a folder name, got ''", 0) end
   local jobs = cfg.jobs or 1
   local manifest_path = dir .. "/sweep.json"
   if not cfg.resume and (exists(manifest_path) or exists(dir .. "/sweep.jsonl")) then
