@@ -103,7 +103,7 @@ describe("nn.mlp", function()
     local fa = nn.mlp{sizes = {6, 5, 4, 3}, act = "tanh", gen = nm.generator(99),
                       dtype = "float64", rule = "fa", params = {eta = 0.3}}
     fa:load_state(bp:state())
-    for l = 2, 3 do fa.B[l]:copy(bp.conns[l].W) end
+    for l = 2, 3 do fa.paths.fa.state[l - 1].B:copy(bp.conns[l].W) end
     assert.equal("fa", fa.feedback)
     local X, T = nm.randn(g, 8, 6, "float64"), onehot(8, 3, 1)
     bp:forward(X); bp:backward(T)
@@ -127,7 +127,8 @@ describe("nn.mlp", function()
     local D1 = {{0.2, -0.7}, {1.1, 0.4}}     -- n_1 x n_L
     net.conns[1].W:copy(nm.tensor(W1, "float64")); net.conns[1].b:copy(nm.tensor(b1, "float64"))
     net.conns[2].W:copy(nm.tensor(W2, "float64")); net.conns[2].b:copy(nm.tensor(b2, "float64"))
-    net.B[2]:copy(nm.tensor(B2, "float64")); net.D[1]:copy(nm.tensor(D1, "float64"))
+    net.paths.fa.state[1].B:copy(nm.tensor(B2, "float64"))
+    net.paths.dfa.state[1].Dt:t():copy(nm.tensor(D1, "float64"))
     local x, t = {1.0, -2.0, 0.5}, {0, 1}
     -- naive reference
     local a1, y1 = {}, {}
@@ -168,14 +169,15 @@ describe("nn.mlp", function()
     local net = nn.mlp{sizes = {5, 4, 3, 2}, act = "relu", gen = g, dtype = "float64",
                        rule = "dfa"}
     assert.equal("dfa", net.feedback)
-    assert.same({4, 2}, net.D[1]:size())
-    assert.same({3, 2}, net.D[2]:size())
+    local D = {net.paths.dfa.state[1].Dt:t(), net.paths.dfa.state[2].Dt:t()}
+    assert.same({4, 2}, D[1]:size())
+    assert.same({3, 2}, D[2]:size())
     local X, T = nm.randn(g, 7, 5, "float64"), onehot(7, 2, 0)
     net:forward(X)
     net:backward(T)
     local E = net.cur.E
     for l = 1, 2 do
-      local expect = nm.mm(E[3], net.D[l]:t())
+      local expect = nm.mm(E[3], D[l]:t())
       local d = net.cur.A[l]:clone():drelu()
       expect:mul(d)
       assert.tensor_near(expect, E[l], 1e-14)
@@ -289,8 +291,8 @@ describe("nn.mlp", function()
     other:load_state(st)
     local X = nm.randn(g, 3, 5)
     assert.same(net:forward(X):totable(), other:forward(X):totable())
-    assert.same(net.B[2]:totable(), other.B[2]:totable())
-    assert.same(net.D[1]:totable(), other.D[1]:totable())
+    assert.same(net.paths.fa.state[1].B:totable(), other.paths.fa.state[1].B:totable())
+    assert.same(net.paths.dfa.state[1].Dt:totable(), other.paths.dfa.state[1].Dt:totable())
   end)
 
   it("reports misuse as errors naming the shapes", function()

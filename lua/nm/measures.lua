@@ -70,7 +70,7 @@ end
 
 -- Angles in degrees, per hidden layer l = 1..L-1, between the weight
 -- update of the pathway `feedback` (default net.feedback) and the
--- backprop update on the batch X, T (one forward; both backward passes
+-- backprop update (the pathway "bp") on the batch X, T (one forward; both backward passes
 -- start from the same activations; weights unchanged). Returns a list.
 function measures.update_angles(net, X, T, feedback)
   feedback = feedback or net.feedback
@@ -88,24 +88,23 @@ function measures.update_angles(net, X, T, feedback)
 end
 
 -- Alignment angles in degrees, per hidden layer l = 1..L-1, between the
--- feedback that reaches layer l and what backprop would use:
---   fa:  B_{l+1} vs W_{l+1}
---   dfa: D_l vs (W_L ... W_{l+1})^T   (the linear part of the BP path)
---   bp:  0
+-- matrix M_l errors travel through on the pathway `feedback` (default
+-- net.feedback; see nm.rule) and what backprop would use:
+--   source "next":   M_l vs W_{l+1}              (fa: B_{l+1}; bp: 0)
+--   source "output": M_l vs W_L ... W_{l+1}      (dfa: D_l^T, the linear
+--                                                 part of the BP path)
 -- Returns a list.
 function measures.feedback_angles(net, feedback)
-  feedback = feedback or net.feedback
+  local pw, st = net:path(feedback)
   local out = {}
   for l = 1, net.L - 1 do
-    if feedback == "fa" then
-      out[l] = measures.angle(net.B[l + 1], net.conns[l + 1].W)
-    elseif feedback == "dfa" then
-      local P = net.conns[net.L].W:clone()        -- n_L x n_{L-1}
+    local M = net:feedback_matrix(pw, st, l)
+    local P = net.conns[l + 1].W
+    if pw.source == "output" then
+      P = net.conns[net.L].W:clone()              -- n_L x n_{L-1}
       for k = net.L - 1, l + 1, -1 do P = nm.mm(P, net.conns[k].W) end
-      out[l] = measures.angle(net.Dt[l], P)       -- D_l^T is n_L x n_l
-    else
-      out[l] = 0
     end
+    out[l] = rawequal(M, P) and 0 or measures.angle(M, P)
   end
   return out
 end
