@@ -210,7 +210,7 @@ for ci = s.cell, #cells do
     done = e == first_epoch and skip or 0
     local t0 = nm.clock()
     for b in batches:epoch(done) do
-      net:train_batch(b.X, b.Y)
+      run:guard(net.train_batch, net, b.X, b.Y)   -- diverged: the run fails, in one line
       done = done + 1
       s.step = s.step + 1
       bar:update((e - 1) * nb + done)

@@ -348,7 +348,7 @@ for ci = s.cell, #cells do
         acc.energy = acc.energy + info.energy
         acc.mismatch = acc.mismatch + net:forward_mismatch()
       else
-        net:train_batch(b.X, b.X)
+        run:guard(net.train_batch, net, b.X, b.X)
       end
       done = done + 1
       s.step, cstep = s.step + 1, cstep + 1

@@ -714,7 +714,7 @@ local function fig3(run)
         done = e == first_epoch and skip or 0
         t0 = nm.clock()
         for b in batches:epoch(done) do
-          learner.train(b)
+          run:guard(learner.train, b)
           done = done + 1
           s.step = s.step + 1
           bar:update((e - 1) * nb + done)

@@ -62,6 +62,11 @@ local function without_position(msg)
   return msg:match("^bad argument #%d+ to '[^']*' %((.*)%)$") or msg
 end
 
+-- cli.message(e) -> e as one line without "file.lua:12: " in front.
+function cli.message(e)
+  return one_line(without_position(e))
+end
+
 -- cli.is_error(e) -> true when e is an error object from cli.error.
 function cli.is_error(e)
   return getmetatable(e) == UserError

@@ -319,6 +319,18 @@ function Run:fail(msg, status)
                             "the cause is fixed" or ""), status or 1)
 end
 
+-- run:guard(fn, a, b, c, d) -> fn(a, b, c, d) (up to 4 arguments and 3
+-- results; nothing allocated, for training steps): an error of fn -- a
+-- rule that made the weights non-finite, say -- stops the run as failed,
+-- in one line, its files and last checkpoint kept. User errors pass
+-- through; with --debug every error keeps its traceback.
+function Run:guard(fn, a, b, c, d)
+  local ok, r1, r2, r3 = pcall(fn, a, b, c, d)
+  if ok then return r1, r2, r3 end
+  if cli.is_error(r1) or cli.debug then error(r1, 0) end
+  self:fail(cli.message(r1))
+end
+
 -- Runs fn(...) for a write; a failure stops the run.
 function Run:_checked(fn, ...)
   local ok, err = pcall(fn, ...)
