@@ -484,10 +484,7 @@ if has_part("table1") then
   end
 end
 
-local mdpath = run:path("table1.md")
-local f = assert(io.open(mdpath, "wb"))
-f:write(concat(md, "\n"), "\n")
-f:close()
+local mdpath = run:save("table1.md", concat(md, "\n") .. "\n")
 print(concat(md, "\n"))
 -- Headline figures for `make demo`, beside the paper's where it gives one.
 local paper_test = {  -- Table 1, MNIST (full); the second column is k = 16 or 256

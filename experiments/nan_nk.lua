@@ -467,9 +467,7 @@ for _, f in ipairs(findings) do
 end
 head[#head + 1] = "\n## Tables"
 local report = concat(head, "\n") .. "\n" .. concat(lines, "\n") .. "\n"
-local fh = assert(io.open(run:path("findings.md"), "wb"))
-fh:write(report)
-fh:close()
+run:save("findings.md", report)
 io.write(report)
 
 -- ------------------------------------------------------------------ plots

@@ -341,6 +341,15 @@ function Run:path(name)
   return self.dir .. "/" .. name
 end
 
+-- run:save(name, text) -> path: writes a file of the run's own (a
+-- report, a table) into its folder atomically; a failure stops the run
+-- like any other write.
+function Run:save(name, text)
+  local path = self:path(name)
+  self:_checked(nm.atomic_write, path, text)
+  return path
+end
+
 -- run:files(pattern) -> sorted paths of the files in the run's folder
 -- whose names match the Lua pattern (e.g. "%.png$": the plots written).
 function Run:files(pattern)

@@ -250,9 +250,7 @@ function sweep.run(cfg)
           options = options_table(c), seed = c.seed, dir = r.dir, results = res,
           elapsed_s = elapsed,
         })
-        local f = assert(io.open(dir .. "/sweep.jsonl", "ab"))
-        f:write(line, "\n")
-        f:close()
+        nm.append_file(dir .. "/sweep.jsonl", line .. "\n")   -- whole or not at all
         summary.done = summary.done + 1
         summary.ran = summary.ran + 1
         if not cfg.quiet and not bar.enabled then
@@ -266,10 +264,8 @@ function sweep.run(cfg)
     end
     if stopping then return end   -- interrupted on purpose; resumable
     summary.failed = summary.failed + 1
-    local f = assert(io.open(dir .. "/failures.jsonl", "ab"))
-    f:write(json.encode({index = c.index, cell = c.id, key = c.key, exit = status,
-                         signal = signame, log = r.dir .. "/log.txt"}), "\n")
-    f:close()
+    nm.append_file(dir .. "/failures.jsonl", json.encode({index = c.index, cell = c.id,
+                   key = c.key, exit = status, signal = signame, log = r.dir .. "/log.txt"}) .. "\n")
     say(format("sweep: cell %s failed (%s); see %s/log.txt", c.id,
                signame or ("exit status " .. status), r.dir))
   end
