@@ -45,7 +45,10 @@ $(BUILD)/%.o: csrc/%.c $(HEADERS)
 # `git describe` changes, so every binary reports the same version.
 $(BUILD)/version.c: FORCE
 	@mkdir -p $(BUILD)
-	@echo 'const char nm_version[] = "$(VERSION)";' > $@.tmp
+	@{ echo 'const char nm_version[] = "$(VERSION)";'; \
+	   echo 'const char nm_build_cc[] = "$(shell command -v $(CC) || echo $(CC))";'; \
+	   echo 'const char nm_build_blas_cflags[] = "$(strip $(BLAS_INC))";'; \
+	   echo 'const char nm_build_blas_libs[] = "$(strip $(BLAS_LIB))";'; } > $@.tmp
 	@cmp -s $@.tmp $@ || mv $@.tmp $@; rm -f $@.tmp
 
 $(BUILD)/version.o: $(BUILD)/version.c

@@ -391,6 +391,7 @@ local SKIP = {
   ["nm.remove_stop_handler"] = "signal handlers", ["nm.bench_direct_gemm"] = "long gemm loops",
   ["nm.append_file"] = "writes files", ["nm.lock"] = "creates files",
   ["nm.unlock"] = "closes descriptors", ["nm.listdir"] = "reads directories",
+  ["nm.load_kernel"] = "loads shared objects (spec/compile_spec.lua tests it)",
 }
 
 -- Arguments that are repeat counts: a huge valid value would run for hours

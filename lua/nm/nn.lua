@@ -274,7 +274,8 @@ nn.MLP = MLP
 --   table; default: the rules'), gen = generator (required for random
 --   inits), dtype = "float32", init = "pytorch", init_scale = 1, bias = true,
 --   feedback_init = (default: init), feedback_scale = 1,
---   masks = {[l] = tensor}, density = {[l] = p}, keep_going = false}
+--   masks = {[l] = tensor}, density = {[l] = p}, keep_going = false,
+--   check_every = 64 (samples between checks of the weights for NaN/inf)}
 -- Fields: L, sizes, conns[1..L], acts[1..L], loss, feedback (the pathway's
 -- name), pathway (its table), paths[name] = {pathway, state[1..L-1]} (the
 -- state of every pathway drawn), updates (updates applied), keep_going,
@@ -283,8 +284,9 @@ nn.MLP = MLP
 -- The state of every built-in pathway (rule.pathways(): the FA and DFA
 -- matrices) is drawn after the weights, in that order, from the same
 -- generator with the weights' scheme, then the network's own pathway if
--- it is not built in: runs with one seed start from the same W and the
--- same feedback matrices whichever rule they use.
+-- it is not built in (a pathway named like a built-in one takes its
+-- place): runs with one seed start from the same W and the same feedback
+-- matrices whichever rule they use.
 function nn.mlp(o)
   if type(o) ~= "table" or type(o.sizes) ~= "table" or #o.sizes < 2 then
     error("nn.mlp: {sizes = {n_in, ..., n_out}, ...} expected", 2)
@@ -296,8 +298,9 @@ function nn.mlp(o)
     end
   end
   local net = setmetatable({L = L, sizes = {}, dtype = o.dtype or "float32", conns = {},
-                            acts = {}, paths = {}, tcache = setmetatable({}, {__mode = "k"}),
-                            bufs = {}, updates = 0, keep_going = o.keep_going == true}, MLP)
+                            acts = {}, paths = {}, tcache = {},
+                            bufs = {}, updates = 0, keep_going = o.keep_going == true,
+                            check_every = o.check_every or 64, checked = 0, unchecked = 0}, MLP)
   for l = 0, L do net.sizes[l] = sizes[l + 1] end
   net.loss = o.loss or "xent"
   if not nn.losses[net.loss] then
@@ -340,7 +343,9 @@ function nn.mlp(o)
   local function draw(T) nn.init_weights(T, nil, finit, o.gen, draw_opts) end
   local list = rule.pathways()
   local own = true
-  for _, p in ipairs(list) do own = own and p ~= pw end
+  for i, p in ipairs(list) do
+    if p.name == pw.name then list[i], own = pw, false end   -- takes a built-in's place
+  end
   if own then list[#list + 1] = pw end
   for _, p in ipairs(list) do net:add_pathway(p, draw) end
   net.params, net.deltas, net.active = {}, {}, {}
@@ -570,11 +575,13 @@ function MLP:backward(T, feedback)
       softmax_vjp(bs, EL, Y[L], Dv[L], bs.onesn[L])
     end
   end
-  local single, from_output = bs.B == 1, pw.source == "output"
+  local single, from_output, matrix, tcache = bs.B == 1, pw.source == "output", pw.matrix, self.tcache
   for l = L - 1, 1, -1 do
-    local M, Mt = self:feedback_matrix(pw, st, l)
     local src = from_output and L or l + 1
+    local M = matrix(self.conns[from_output and L or l + 1].W, st[l])
     if single then
+      local Mt = tcache[M]
+      if not Mt then Mt = M:t(); tcache[M] = Mt end
       bs.e1[l]:addmv(1, Mt, bs.e1[src], 0)
     else
       E[l]:addmm(1, E[src], M, 0)
@@ -595,15 +602,23 @@ local function finite(x) return x == x and x ~= huge and x ~= -huge end
 -- Stops the run (an error, one line) when a weight or bias became NaN or
 -- infinite, naming the rule, the connection and the update; with
 -- keep_going, records the first such line in self.nonfinite instead.
+-- MLP:update calls it once at least self.check_every samples have been
+-- trained on since the last check (a pass over every weight, so small
+-- batches do not pay it each time); the line then names the updates
+-- since the last check.
 function MLP:check_finite()
   if self.nonfinite then return end
+  local from = self.checked + 1
+  self.checked, self.unchecked = self.updates, 0
   for l = 1, self.L do
     local c = self.conns[l]
-    local what = not finite(c.W:sum()) and "weights" or
-                 (c.b and not finite(c.b:sum()) and "biases") or nil
+    local what = not c.W:all_finite() and "weights" or
+                 (c.b and not c.b:all_finite() and "biases") or nil
     if what then
-      local msg = format("nn: rule '%s' made the %s of connection %s non-finite at update %d",
-                         c.rule.name, what, c.name or tostring(l), self.updates)
+      local at = from >= self.updates and format("at update %d", self.updates) or
+                 format("between updates %d and %d", from, self.updates)
+      local msg = format("nn: rule '%s' made the %s of connection %s non-finite %s",
+                         c.rule.name, what, c.name or tostring(l), at)
       if not self.keep_going then error(msg, 0) end
       self.nonfinite = msg
       return
@@ -634,7 +649,8 @@ function MLP:update()
   end
   if opt then opt:apply(self.params, deltas, active) end
   self.updates = self.updates + 1
-  self:check_finite()
+  self.unchecked = self.unchecked + bs.B
+  if self.unchecked >= self.check_every then self:check_finite() end
 end
 
 -- forward + backward + update on one batch (or one sample).
@@ -683,6 +699,7 @@ end
 -- labels optional), in batches of `batch` rows; learning untouched. A
 -- non-finite loss stops the run as non-finite weights do (check_finite).
 function MLP:evaluate(X, T, batch, labels)
+  if self.unchecked > 0 then self:check_finite() end
   batch = batch or 1000
   local N = X:size(1)
   local loss, correct = 0, 0
@@ -739,6 +756,7 @@ function MLP:load_state(st)
     copy_tree(entry.state, s, "pathway " .. name)
   end
   self.updates = st.updates or self.updates
+  self.checked = self.updates
 end
 
 -- Switches learning of every connection (per-connection switch).
