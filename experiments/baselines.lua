@@ -125,6 +125,7 @@ local run = results.open(opts, {
   dataset = table.concat(opts.dataset, ","),
   columns = {"dataset", "arch", "rule", "epoch", "step"},
   checkpoint_every = opts.checkpoint_every,
+  nonfinite = opts.keep_going,   -- rows may then hold NaN (null)
 })
 
 -- The grid, dataset-major so each data set is loaded once.
@@ -239,7 +240,7 @@ local function run_cell(ci)
     done = e == first_epoch and skip or 0
     local t0 = nm.clock()
     for b in batches:epoch(done) do
-      run:guard(net.train_batch, net, b.X, b.Y)   -- diverged: the run fails, in one line
+      net:train_batch(b.X, b.Y)
       done = done + 1
       s.step = s.step + 1
       bar:update((e - 1) * nb + done)
@@ -297,9 +298,7 @@ for ci = s.cell, #cells do
     if cli.is_error(err) then error(err, 0) end   -- a user error or a failed run: one line
     if nonfinite(err) then
       local c = cells[ci]
-      io.stderr:write(format("baselines: %s %s %s: %s (--keep-going to go on)\n", c.dataset,
-                             c.arch.name, c.rule, err))
-      os.exit(1)
+      run:fail(format("%s %s %s: %s (--keep-going to go on)", c.dataset, c.arch.name, c.rule, err))
     end
     io.stderr:write("baselines: ", err, "\n")
     os.exit(1)

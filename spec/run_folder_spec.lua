@@ -373,6 +373,23 @@ describe("a diverging run", function()
 end)
 
 describe("writes", function()
+  it("a torn last metrics line (a crash mid-write) is cut on resume", function()
+    local eargs = {"--steps", "30", "--seed", "6", "--checkpoint-every", "2", "--sleep", "0.02"}
+    local ref, dir = tmp .. "/torn-ref", tmp .. "/torn"
+    local status, text = run{echo, "--out", ref, table.unpack(eargs)}
+    assert.equal(0, status, text)
+    local pid = start({echo, "--out", dir, table.unpack(eargs)}, tmp .. "/torn.log")
+    assert.is_true(wait_until(function() return count_lines(dir .. "/metrics.jsonl") >= 5 end, 20))
+    nm.kill(pid, "TERM")
+    assert.equal(143, wait(pid))
+    nm.append_file(dir .. "/metrics.jsonl", '{"step":6,"sum":')     -- half a row
+    status, text = run{echo, "--out", dir, "--resume", table.unpack(eargs)}
+    assert.equal(0, status, text)
+    assert.truthy(text:find("incomplete last line", 1, true), text)
+    assert.equal(read(ref .. "/metrics.jsonl"), read(dir .. "/metrics.jsonl"))
+    assert.equal(read(ref .. "/metrics.csv"), read(dir .. "/metrics.csv"))
+  end)
+
   it("nm.append_file appends whole or not at all", function()
     local path = tmp .. "/append.txt"
     nm.append_file(path, "one\n")

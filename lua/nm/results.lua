@@ -289,6 +289,7 @@ end
 -- Stops the run as failed: results.json says so (when it can still be
 -- written) and the script ends with one line (status 1).
 function Run:fail(msg, status)
+  if not self.begun then pcall(self._begin, self) end   -- (a write failing here fails again)
   self.meta.status = "failed"
   self.meta.error = msg
   if self.begun then
