@@ -17,13 +17,26 @@
 
 #define totensorud(L, i) ((nm_ltensor *)luaL_testudata(L, i, NM_TENSOR_T))
 
+/* The storage in user value 1 is the one the header was made with: the
+** debug library can replace or remove it (debug.setuservalue), and the
+** collector then frees the bytes the header points into. A header whose
+** storage is gone is closed here, before anyone reads through it. */
+static nm_ltensor *live(lua_State *L, int arg, nm_ltensor *lt) {
+  if (lt == NULL || lt->t.data == NULL) return lt;
+  lua_getiuservalue(L, arg, 1);
+  int same = lua_touserdata(L, -1) == lt->storage && lua_rawlen(L, -1) == lt->storage_len;
+  lua_pop(L, 1);
+  if (!same) lt->t.data = NULL;
+  return lt;
+}
+
 nm_tensor *nm_totensor(lua_State *L, int arg) {
-  nm_ltensor *lt = totensorud(L, arg);
+  nm_ltensor *lt = live(L, arg, totensorud(L, arg));
   return (lt != NULL && lt->t.data != NULL) ? &lt->t : NULL;
 }
 
 nm_tensor *nm_checktensor(lua_State *L, int arg) {
-  nm_ltensor *lt = (nm_ltensor *)luaL_checkudata(L, arg, NM_TENSOR_T);
+  nm_ltensor *lt = live(L, arg, (nm_ltensor *)luaL_checkudata(L, arg, NM_TENSOR_T));
   if (lt->t.data == NULL)
     luaL_argerror(L, arg, "attempt to use a closed tensor");
   return &lt->t;
@@ -38,16 +51,13 @@ static nm_ltensor *newheader(lua_State *L) {
 }
 
 /* The number of elements of a tensor of these sizes; raises when a size is
-** negative or the count (in bytes, too) would overflow. */
+** negative or the count, the byte count or a stride would overflow (zero
+** sizes do not exempt the others: an empty tensor has strides too). */
 static int64_t checked_numel(lua_State *L, int ndim, const int64_t *size) {
-  int64_t n = 1;
   for (int d = 0; d < ndim; d++)
     if (size[d] < 0) luaL_error(L, "negative tensor size %I", (lua_Integer)size[d]);
-  for (int d = 0; d < ndim; d++) {
-    if (size[d] == 0) return 0;
-    if (n > (INT64_MAX / 16) / size[d]) luaL_error(L, "tensor too large");
-    n *= size[d];
-  }
+  int64_t n = nm_shape_numel(ndim, size, NULL);
+  if (n < 0) luaL_error(L, "tensor too large");
   return n;
 }
 
@@ -61,6 +71,8 @@ nm_tensor *nm_newtensor(lua_State *L, nm_dtype dt, int ndim, const int64_t *size
   lua_setiuservalue(L, -2, 1);
   nm_init_contiguous(&lt->t, dt, ndim, size);
   lt->t.data = data;
+  lt->storage = raw;
+  lt->storage_len = nbytes + NM_ALIGN;
   return &lt->t;
 }
 
@@ -69,12 +81,12 @@ nm_tensor *nm_newtensor_like(lua_State *L, const nm_tensor *like, nm_dtype dt) {
 }
 
 nm_tensor *nm_pushview(lua_State *L, int parent) {
-  nm_tensor *p = nm_checktensor(L, parent);
+  nm_checktensor(L, parent);
   parent = lua_absindex(L, parent);
   nm_ltensor *lt = newheader(L);
   lua_getiuservalue(L, parent, 1);
   lua_setiuservalue(L, -2, 1);
-  lt->t = *p;
+  *lt = *(nm_ltensor *)lua_touserdata(L, parent);
   return &lt->t;
 }
 
@@ -606,7 +618,7 @@ static void pushtable(lua_State *L, const nm_tensor *t, int depth, int64_t *idx)
     luaL_error(L, "totable: more than 4 dimensions");
     return;
   }
-  lua_createtable(L, (int)t->size[depth], 0);
+  lua_createtable(L, t->size[depth] < INT32_MAX ? (int)t->size[depth] : 0, 0);
   for (int64_t i = 0; i < t->size[depth]; i++) {
     idx[depth] = i;
     if (depth + 1 == t->ndim) lua_pushnumber(L, nm_get(t, idx));
@@ -615,9 +627,22 @@ static void pushtable(lua_State *L, const nm_tensor *t, int depth, int64_t *idx)
   }
 }
 
+/* An empty tensor's table holds no number but one table per index of
+** the sizes before its first zero: refused past this many. */
+#define TOTABLE_MAX_EMPTY (INT64_C(1) << 24)
+
 static int m_totable(lua_State *L) {
   nm_tensor *t = nm_checktensor(L, 1);
-  int64_t idx[NM_MAXDIM] = {0, 0, 0, 0};
+  int64_t idx[NM_MAXDIM] = {0, 0, 0, 0}, tables = 1;
+  for (int d = 0; d < t->ndim - 1 && t->size[d] > 0 && nm_numel(t) == 0; d++) {
+    tables *= t->size[d];      /* < NM_MAX_SPAN: no overflow */
+    if (tables > TOTABLE_MAX_EMPTY) {
+      char s[96];
+      return luaL_error(L, "totable: the empty tensor %s would become %I nested empty "
+                        "tables (at most %I)", nm_shape_str(t, s, sizeof s),
+                        (lua_Integer)tables, (lua_Integer)TOTABLE_MAX_EMPTY);
+    }
+  }
   luaL_checkstack(L, NM_MAXDIM + 4, "totable");
   pushtable(L, t, 0, idx);
   return 1;
@@ -665,7 +690,7 @@ static void addrow(luaL_Buffer *b, const nm_tensor *t, int64_t *idx, int dim) {
 }
 
 static int m_tostring(lua_State *L) {
-  nm_ltensor *lt = (nm_ltensor *)luaL_checkudata(L, 1, NM_TENSOR_T);
+  nm_ltensor *lt = live(L, 1, (nm_ltensor *)luaL_checkudata(L, 1, NM_TENSOR_T));
   nm_tensor *t = &lt->t;
   const char *type = t->dtype == NM_FLOAT64 ? "DoubleTensor" : "FloatTensor";
   if (t->data == NULL) {
@@ -735,7 +760,7 @@ static int m_release(lua_State *L) {
 }
 
 static int m_isclosed(lua_State *L) {
-  nm_ltensor *lt = (nm_ltensor *)luaL_checkudata(L, 1, NM_TENSOR_T);
+  nm_ltensor *lt = live(L, 1, (nm_ltensor *)luaL_checkudata(L, 1, NM_TENSOR_T));
   lua_pushboolean(L, lt->t.data == NULL);
   return 1;
 }
