@@ -170,6 +170,8 @@ for _, m in ipairs{"size", "stride"} do base("Tensor." .. m, function() return {
 base("Tensor.size", function() return {t23(), 2} end, function() return {t23()} end)
 base("Tensor.same_shape", function() return {t23(), t23()} end)
 base("Tensor.get", function() return {t23(), 1, 2} end)
+base("Tensor.__index", function() return {t23(), 2} end, function() return {t23(), "dim"} end)
+base("Tensor.__newindex", function() return {t23(), 2, 0.5} end, function() return {t23(), 1, T(3)} end)
 base("Tensor.set", function() return {t23(), 1, 2, 0.5} end)
 base("Tensor.narrow", function() return {t23(), 2, 1, 2} end)
 base("Tensor.select", function() return {t23(), 1, 2} end)

@@ -35,6 +35,7 @@
 #define LINE_MAX_NR   4096          /* line buffer when stdin is no terminal */
 #define EOF_MARK      "<eof>"       /* how the parser ends an incomplete chunk */
 #define NOENV_KEY     "LUA_NOENV"   /* registry flag read by the package library */
+#define REPL_SHOW_KEY "neuromic.repl.show"   /* registry: how results print */
 
 /*
 ** The one lua_State and the signal flags live in C globals because a
@@ -57,7 +58,7 @@ static int error_for_user = 0;    /* the last error is a message for the user */
 
 static void print_usage(const char *badoption) {
   if (badoption != NULL) {
-    if (badoption[1] == 'e' || badoption[1] == 'l')
+    if (badoption[1] == 'e' || badoption[1] == 'l' || strcmp(badoption, "--emit") == 0)
       fprintf(stderr, "%s: '%s' needs argument\n", progname, badoption);
     else
       fprintf(stderr, "%s: unrecognized option '%s'\n", progname, badoption);
@@ -74,6 +75,8 @@ static void print_usage(const char *badoption) {
     "  -v        show version information\n"
     "  -E        ignore environment variables (LUA_INIT, LUA_PATH, ...)\n"
     "  -W        turn warnings on\n"
+    "  --emit rule  print the C the rule compiler generates for a rule file\n"
+    "            (its step and adjoint) and exit\n"
     "  --help    show this help and exit\n"
     "  --        stop handling options\n"
     "  -         stop handling options and execute stdin\n"
@@ -408,7 +411,12 @@ static int handle_luainit(lua_State *L) {
 ** ======================================================= */
 
 enum { HAS_ERROR = 1, HAS_I = 2, HAS_V = 4, HAS_E = 8, HAS_BIG_E = 16,
-       HAS_HELP = 32 };
+       HAS_HELP = 32, HAS_EMIT = 64 };
+
+/* --emit RULE: the rule file whose generated C is printed. */
+static const char *emit_rule = NULL;
+/* An exit status decided by the interpreter itself (-1: none). */
+static int exit_status = -1;
 
 /*
 ** Scans the options; returns the flags and stores in *first the index
@@ -424,6 +432,13 @@ static int collect_args(char **argv, int *first) {
       return flags;                 /* the script */
     if (strcmp(argv[i], "--help") == 0) {
       flags |= HAS_HELP;
+      continue;
+    }
+    if (strcmp(argv[i], "--emit") == 0) {
+      if (argv[i + 1] == NULL)
+        return HAS_ERROR;
+      flags |= HAS_EMIT;
+      emit_rule = argv[++i];
       continue;
     }
     switch (argv[i][1]) {
@@ -468,6 +483,10 @@ static int run_args(lua_State *L, char **argv, int n) {
     int option = argv[i][1];
     if (strcmp(argv[i], "--help") == 0)
       continue;
+    if (strcmp(argv[i], "--emit") == 0) {
+      i++;
+      continue;
+    }
     switch (option) {
       case 'e':
       case 'l': {
@@ -768,6 +787,11 @@ static int collect_completions(lua_State *L) {
       break;
     lua_pushliteral(L, "__index");
     lua_rawget(L, -2);
+    if (lua_type(L, -1) != LUA_TTABLE) {  /* a function (tensors): the */
+      lua_pop(L, 1);                      /* methods it reads, if given */
+      lua_pushliteral(L, "__methods");
+      lua_rawget(L, -2);
+    }
     lua_remove(L, -2);              /* metatable */
     lua_remove(L, -2);              /* previous object */
     if (lua_type(L, -1) != LUA_TTABLE)
@@ -862,8 +886,25 @@ static int load_chunk(lua_State *L) {
     if (status == READ_LINE)
       break;
   }
-  save_line(line);
+  if (line[strspn(line, " \t")] == '?') {  /* ?x is help "x" */
+    const char *topic = line + strspn(line, " \t") + 1;
+    size_t len;
+    save_line(line);
+    lua_getglobal(L, "string");     /* code: help(<topic quoted by %q>) */
+    lua_getfield(L, -1, "format");
+    lua_remove(L, -2);
+    lua_pushliteral(L, "help(%q)");
+    lua_pushstring(L, topic);
+    free(line);
+    if (lua_pcall(L, 2, 1, 0) != LUA_OK)
+      return LUA_ERRRUN;            /* the message is on the stack */
+    const char *code = lua_tolstring(L, -1, &len);
+    status = luaL_loadbuffer(L, code, len, "=stdin");
+    lua_remove(L, -2);
+    return status;
+  }
   if (try_as_expression(L, line) == LUA_OK) {
+    save_line(line);
     free(line);
     return LUA_OK;
   }
@@ -876,7 +917,8 @@ static int load_chunk(lua_State *L) {
     if (!is_incomplete(L, status))
       break;
     int got = read_line(PROMPT2, &line);
-    if (got == READ_INTERRUPT) {
+    if (got == READ_INTERRUPT) {    /* the lines so far stay recallable */
+      save_line(lua_tostring(L, 1));
       lua_settop(L, 0);
       return load_chunk(L);         /* start afresh */
     }
@@ -885,12 +927,12 @@ static int load_chunk(lua_State *L) {
       status = luaL_loadbuffer(L, code, len, "=stdin");
       break;
     }
-    save_line(line);
     lua_pushliteral(L, "\n");
     lua_pushstring(L, line);
     free(line);
     lua_concat(L, 3);
   }
+  save_line(lua_tostring(L, 1));    /* the whole chunk: one history entry */
   lua_remove(L, 1);                 /* the source text */
   return status;
 }
@@ -899,9 +941,20 @@ static int load_chunk(lua_State *L) {
 ** (tensors show their values and a footer). */
 static int print_values(lua_State *L) {
   int n = lua_gettop(L), i;
+  int show = lua_getfield(L, LUA_REGISTRYINDEX, REPL_SHOW_KEY) == LUA_TFUNCTION;
+  lua_pop(L, 1);
   for (i = 1; i <= n; i++) {
     size_t len;
-    const char *s = luaL_tolstring(L, i, &len);
+    const char *s;
+    if (show) {                     /* nm.repl.show: readable tables */
+      lua_getfield(L, LUA_REGISTRYINDEX, REPL_SHOW_KEY);
+      lua_pushvalue(L, i);
+      lua_call(L, 1, 1);
+      s = luaL_tolstring(L, -1, &len);
+      lua_remove(L, -2);
+    }
+    else
+      s = luaL_tolstring(L, i, &len);
     if (i > 1)
       fputc('\t', stdout);
     fwrite(s, 1, len, stdout);
@@ -931,6 +984,11 @@ static void open_history(void) {
   const char *home = getenv("HOME");
   using_history();
   stifle_history(HISTORY_MAX);
+  /* a "#<time>" line before each entry lets a multi-line chunk come back
+  ** from the file as one entry */
+  history_comment_char = '#';
+  history_write_timestamps = 1;
+  history_multiline_entries = 1;
   if (env != NULL)
     history_path = env[0] ? strdup(env) : NULL;
   else if (home != NULL && home[0] != '\0') {
@@ -968,9 +1026,31 @@ static void set_nm_global(lua_State *L) {
   lua_pop(L, 1);
 }
 
+/* The REPL's Lua side (nm.repl): the global help, unless something took
+** the name, and the printer of results; without it, plain tostring. */
+static void load_repl_module(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "nm.repl");
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    report_message(progname, lua_pushfstring(L, "help is not available (%s)",
+                                             lua_tostring(L, -1)));
+    lua_pop(L, 2);
+    return;
+  }
+  if (lua_getglobal(L, "help") == LUA_TNIL) {
+    lua_getfield(L, -2, "help");
+    lua_setglobal(L, "help");
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, -1, "show");
+  lua_setfield(L, LUA_REGISTRYINDEX, REPL_SHOW_KEY);
+  lua_pop(L, 1);
+}
+
 static void do_repl(lua_State *L) {
   int status;
   const char *oldprogname = progname;
+  load_repl_module(L);
   progname = NULL;                  /* errors without a "neuromic:" prefix */
   use_readline = isatty(STDIN_FILENO);
   if (use_readline) {
@@ -1008,6 +1088,24 @@ static void do_repl(lua_State *L) {
 ** Main
 ** ======================================================= */
 
+/* --emit: nm.compile.emit_main(rule) prints the generated C; a rule that
+** cannot be compiled is a user error: one line, exit status 2. */
+static int emit_main(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "nm.compile");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "emit_main");
+  lua_pushstring(L, emit_rule);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {     /* no traceback: one line */
+    const char *msg = lua_tostring(L, -1);
+    report_message(progname, msg ? msg : "(error object is not a string)");
+    exit_status = 2;
+    return 0;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* Runs in protected mode: the whole interpreter, as in lua.c's pmain. */
 static int protected_main(lua_State *L) {
   int argc = (int)lua_tointeger(L, 1);
@@ -1043,6 +1141,8 @@ static int protected_main(lua_State *L) {
     return 0;
   if (!run_args(L, argv, script))
     return 0;
+  if (flags & HAS_EMIT)
+    return emit_main(L);
   if (script < argc && handle_script(L, argv + script) != LUA_OK)
     return 0;
   if (flags & HAS_I)
@@ -1074,6 +1174,8 @@ int main(int argc, char **argv) {
   ok = lua_toboolean(L, -1);
   report(L, status);
   lua_close(L);
+  if (exit_status >= 0)
+    return exit_status;
   return (ok && status == LUA_OK) ? EXIT_SUCCESS : error_exit_status;
 }
 
