@@ -24,7 +24,7 @@ local opts = cli.parse(arg, {
 
 local root = NEUROMIC_ROOT or "."
 local exe = root .. "/neuromic"
-local format, concat = string.format, table.concat
+local format = string.format
 
 local function has(...)
   local words = {...}

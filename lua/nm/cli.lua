@@ -18,11 +18,12 @@
 -- An option is {name, type, default, help, quick = value for --quick,
 -- choices = {...}, min =, max =, item = type of list items, multi = true
 -- to collect repeated uses in a list, empty = true for a list that may
--- be empty (default: only when the default list is), metavar = "DIR"}, or the same
--- with named fields (name =, type =, default =, help =). Names may use
--- '-' or '_'; opts keys use '_'. Types: number (decimal, finite), int
--- (decimal), string, bool, list (comma-separated, no empty items). Extra fields in opts: _name (experiment name), _argv
--- (the arguments), _explicit (set of options given on the command line),
+-- be empty (default: only when the default list is), metavar = "DIR"},
+-- or the same with named fields (name =, type =, default =, help =).
+-- Names may use '-' or '_'; opts keys use '_'. Types: number (decimal,
+-- finite), int (decimal), string, bool, list (comma-separated, no empty
+-- items). Extra fields in opts: _name (experiment name), _argv (the
+-- arguments), _explicit (set of options given on the command line),
 -- _args (positional arguments, when spec.positional allows them) and
 -- _rest (everything after "--", when spec.passthrough is set).
 
@@ -86,35 +87,28 @@ function cli.error(msg, status, traceback)
   error(setmetatable({message = msg, exit_status = status or 2}, UserError), 0)
 end
 
--- cli.guard([context,] fn, ...) -> fn(...): any error of fn is a user
--- error (for calls whose failures come from the command line: loading a
--- --data set, building a network of the --arch asked for), its message
--- after `context` (e.g. "--arch 4096-4096") when given. Errors that
--- already are user errors pass through unchanged.
-function cli.guard(fn, ...)
-  local context
-  if type(fn) == "string" then
-    context = fn
-    return (function(f, ...)
-      local r = table.pack(pcall(cli.guard, f, ...))
-      if r[1] then return table.unpack(r, 2, r.n) end
-      local e = r[2]
-      local prefix = cli.program and (cli.program .. ": ") or ""
-      local msg = e.message
-      if msg:sub(1, #prefix) == prefix then msg = msg:sub(#prefix + 1) end
-      e.message = prefix .. context .. ": " .. msg
-      error(e, 0)
-    end)(...)
-  end
+-- Runs fn(...); an error that is not a user error becomes one, after
+-- `context` when given.
+local function guarded(context, fn, ...)
   local trace
   local r = table.pack(xpcall(fn, function(e)
     if cli.debug then trace = debug.traceback("", 2):gsub("^\n", "") end
     return e
   end, ...))
   if r[1] then return table.unpack(r, 2, r.n) end
-  local e = r[2]
-  if cli.is_error(e) then error(e, 0) end
-  cli.error(without_position(e), 2, trace)   -- (no handler ran for "not enough memory")
+  if cli.is_error(r[2]) then error(r[2], 0) end
+  local msg = without_position(r[2])   -- (no handler runs for "not enough memory")
+  cli.error(context and (context .. ": " .. msg) or msg, 2, trace)
+end
+
+-- cli.guard([context,] fn, ...) -> fn(...): any error of fn is a user
+-- error (for calls whose failures come from the command line: loading a
+-- --data set, building a network of the --arch asked for), its message
+-- after `context` (e.g. "--arch 4096-4096") when given. Errors that
+-- already are user errors pass through unchanged.
+function cli.guard(fn, ...)
+  if type(fn) == "string" then return guarded(fn, ...) end
+  return guarded(nil, fn, ...)
 end
 
 local function key_of(name)
