@@ -14,7 +14,7 @@
 --   net:update()            -- each connection's rule changes its weights
 --   net:train_batch(X, T)   -- the three above
 --
--- Conventions (../shared/models/baselines.md): W_l maps layer l-1 to
+-- Conventions (doc/models/baselines.md): W_l maps layer l-1 to
 -- layer l and has shape n_l x n_{l-1}; a minibatch is stored as rows, so
 -- A_l = Y_{l-1} W_l^T + 1 b_l^T is one GEMM per layer. e_l = dLoss/da_l
 -- per sample; rules use batch means. Every buffer is allocated once per
