@@ -609,6 +609,22 @@ describe("io", function()
       assert.truthy(msg:find("max_bytes must be a non-negative integer", 1, true), msg)
     end)
 
+    it("a FIFO with no writer waits, as cat does, and Ctrl-C ends the wait", function()
+      if not sh("command -v mkfifo >/dev/null 2>&1") then pending("no mkfifo") return end
+      local exe = os.getenv("NEUROMIC_EXE") or "./neuromic"
+      local fifo, out = path("fifo"), path("fifo.out")
+      assert(sh("mkfifo '" .. fifo .. "'"))
+      local script = string.format([[%q -l nm=neuromic -e 'print(pcall(nm.load_idx, %q))' > %q 2>&1 &
+pid=$!; sleep 1; kill -INT $pid; i=0
+while kill -0 $pid 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+kill -0 $pid 2>/dev/null && { kill -9 $pid; exit 1; }; exit 0]], exe, fifo, out)
+      assert.is_true(sh(script), "still waiting 5 s after Ctrl-C")
+      assert.truthy(slurp(out):find("false\tinterrupted!", 1, true), slurp(out))
+      -- with a writer it reads like any stream
+      assert(sh(string.format("printf '\\0\\0\\010\\001\\0\\0\\0\\002\\007\\011' > %q &", fifo)))
+      assert.same({7, 9}, nm.load_idx(fifo):totable())
+    end)
+
     it("refuses data after the gzip stream; reads concatenated gzip members", function()
       if not have_gzip then pending("no gzip command") return end
       local p = write("tail.idx", idx_bytes("ubyte", {4}, {1, 2, 3, 4}))
