@@ -569,14 +569,21 @@ describe("io", function()
       end
       local exe = os.getenv("NEUROMIC_EXE") or "./neuromic"
       local out = path("pipe.out")
-      -- 800 MB of address space: the interpreter fits, a 2 GiB tensor does not
-      local cmd = string.format("printf '\\0\\0\\010\\002\\0\\0\\200\\0\\0\\0\\100\\0' | "
-        .. "sh -c 'ulimit -v 800000; %q -l nm=neuromic -e \"print(pcall(nm.load_idx, [[/dev/stdin]]))\"' > %q 2>&1",
-        exe, out)
-      sh(cmd)
-      local got = slurp(out)
+      -- 800 MB of address space: the interpreter fits, a 2 GiB tensor does not;
+      -- the cap (max_bytes) raised out of the way: streaming alone must do it
+      local function run(opts)
+        local cmd = string.format("printf '\\0\\0\\010\\002\\0\\0\\200\\0\\0\\0\\100\\0' | "
+          .. "sh -c 'ulimit -v 800000; %q -l nm=neuromic -e \"print(pcall(nm.load_idx, [[/dev/stdin]], %s))\"' > %q 2>&1",
+          exe, opts, out)
+        sh(cmd)
+        return slurp(out)
+      end
+      local got = run("{max_bytes = 1 << 40}")
       assert.truthy(got:find("truncated payload: the header declares 32768 x 16384 uint8", 1, true), got)
       assert.truthy(got:find("the stream ends after 0 of them", 1, true), got)
+      -- by default the 2 GiB request is over the cap and refused at once
+      got = run("nil")
+      assert.truthy(got:find("2147483648 bytes as float32, over the limit of 1073741824 bytes", 1, true), got)
     end)
 
     it("a gzip stream is read before allocating, and truncation is found first", function()
