@@ -592,6 +592,12 @@ describe("io", function()
       assert(sh("gzip -f '" .. p .. "'"))
       expect_error(nm.load_idx, p .. ".gz", 512, "truncated payload", "100 x 100 uint8",
                    "gzip stream ends after 500 of them")
+      -- the 29-byte gzip that crashed both fuzz targets (issue 18): an empty
+      -- shape whose other sizes overflowed the strides
+      local z = write("z.idx", "\0\0\8\3\0\0\0\0\255\255\255\255\255\255\255\255")
+      assert(sh("gzip -n -f '" .. z .. "'"))
+      assert.equal(29, #slurp(z .. ".gz"))
+      expect_error(nm.load_idx, z .. ".gz", 12, "makes the shape 0 x 4294967295 x 4294967295 too large")
     end)
 
     it("caps what a header may request (max_bytes, NEUROMIC_LOAD_MAX_BYTES)", function()
