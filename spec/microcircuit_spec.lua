@@ -481,6 +481,29 @@ describe("microcircuit rate functions (vectorised exp and log in C)", function()
   end)
 end)
 
+describe("microcircuit as an nn activation", function()
+  it("f = phi(c a) and df its derivative (finite differences), both rate functions", function()
+    for _, rate in ipairs{"softplus", "logistic"} do
+      local net = mc.new{sizes = {2, 3, 2}, gen = nm.generator(1), rate = rate}
+      for _, c in ipairs{1, 0.526} do
+        local act = net:activation(c)
+        local A = nm.tensor({{-2, 0.5, 3}, {4.5, -0.25, 7}}, "float64")
+        local Y, D = A:clone(), A:clone()
+        act.f(Y, A)
+        act.df(D, A)
+        local want = net:phi(A:clone():scale(c), A:clone():scale(c))
+        assert.tensor_near(want, Y, 1e-15)
+        local h = 1e-6
+        local Yp, Ym = A:clone(), A:clone()
+        act.f(Yp, A:clone():add(h))
+        act.f(Ym, A:clone():sub(h))
+        local fd = Yp:sub(Ym):scale(1 / (2 * h))
+        assert.tensor_near(fd, D, 1e-8)
+      end
+    end
+  end)
+end)
+
 describe("microcircuit steady state", function()
   it("equals the long-run fixed point of the full dynamics", function()
     for _, rate in ipairs{"softplus", "logistic"} do
@@ -984,6 +1007,43 @@ describe("experiments/microcircuit.lua", function()
     if f then f:close() end
     return text
   end
+
+  it("Fig. 2: per-pathway rates and the noise form reach the network; FA with attenuation", function()
+    local dir = tmp .. "-fig2"
+    local common = "--quick --figure fig2 --no-plot --fig2-patterns 6 --fig2-every 3 --fig2-test 10"
+    local function final(args, name)
+      assert.equal(0, run(common .. " " .. args .. " --out " .. dir .. "/" .. name))
+      return figures(dir .. "/" .. name .. "/fig2"), rows(dir .. "/" .. name .. "/fig2")
+    end
+    -- W_pi fixed (and W_down fixed): its angle to -W_down never moves; it does at scale 3
+    local _, fixed = final("--fig2-models microcircuit --fig2-scale-pi 0", "pi0")
+    local _, moving = final("--fig2-models microcircuit --fig2-scale-pi 3", "pi3")
+    assert.equal(fixed[1].sp_angle_pi, fixed[#fixed].sp_angle_pi)
+    assert.are_not.equal(moving[1].sp_angle_pi, moving[#moving].sp_angle_pi)
+    -- W_ip and W_up[2] fixed: so is their angle; W_up alone moving changes it
+    local _, ipfix = final("--fig2-models microcircuit --fig2-scale-ip 0 --fig2-scale-up 0", "ip0")
+    assert.equal(ipfix[1].sp_angle_ip, ipfix[#ipfix].sp_angle_ip)
+    local _, upmov = final("--fig2-models microcircuit --fig2-scale-ip 0", "up300")
+    assert.are_not.equal(upmov[1].sp_angle_ip, upmov[#upmov].sp_angle_ip)
+    -- the noise form: the same run with sigma dt and sigma sqrt(dt) differs;
+    -- noise-free it is the same
+    local dt = final("--fig2-models microcircuit --noise dt", "dt")
+    local sq = final("--fig2-models microcircuit --noise sqrt_dt", "sq")
+    assert.are_not.equal(dt.microcircuit.weights_crc32, sq.microcircuit.weights_crc32)
+    local dt0 = final("--fig2-models microcircuit --noise dt --fig2-sigma 0", "dt0")
+    local sq0 = final("--fig2-models microcircuit --noise sqrt_dt --fig2-sigma 0", "sq0")
+    assert.equal(dt0.microcircuit.weights_crc32, sq0.microcircuit.weights_crc32)
+    assert.equal(2, run(common .. " --noise pink --out " .. dir .. "/bad"))
+    -- FA with the microcircuit's attenuation: its own learner, measured like FA
+    local f = final("--fig2-models fa,fa_att", "fa")
+    assert.is_number(f.fa_att.test_error)
+    assert.is_number(f.fa_att.angle)
+    assert.are_not.equal(f.fa.weights_crc32, f.fa_att.weights_crc32)
+    for _, key in ipairs{"apical_free", "mismatch_free", "sp_angle_pi", "sp_angle_ip"} do
+      assert.is_number(dt.microcircuit[key], key)
+    end
+    os.execute(string.format("rm -rf %q %q", dir, tmp .. ".log"))
+  end)
 
   it("--rules gives a pathway a user's rule; a bad one is one line and status 2", function()
     local dir = tmp .. "-rules"
