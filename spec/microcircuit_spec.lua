@@ -563,58 +563,61 @@ describe("microcircuit steady state", function()
     assert.is_true(max_abs_diff(outs.float64, outs.float32:double()) < 1e-5)
   end)
 
-  it("updates W_up, W_ip, W_pi, W_down as the rules say (batch means)", function()
-    local g = nm.generator(41)
-    local net = mc.new{sizes = {3, 4, 2}, gen = g, mode = "steady", bias = true,
-                       eta = {up = {0.7, 0.4}, ip = 0.3, pi = 0.2, down = 0.6}}
-    local X = nm.zeros(5, 3, "float64"):uniform(g, -1, 1)
-    local T = nm.zeros(5, 2, "float64"):uniform(g, -1, 1)
-    local bs = net:steady_state(X, T)
-    local p, f = net.p, net:factors()
-    local function phi(u) return naive_phi(p, u) end
-    -- expected changes from the buffers, by plain loops
-    local function expected(post_fn, pre, eta, rows, cols)
-      local dW = {}
-      for i = 1, rows do
-        dW[i] = {}
-        for j = 1, cols do
-          local s = 0
-          for b = 1, 5 do s = s + post_fn(b, i) * pre:get(b, j) end
-          dW[i][j] = eta * s / 5
+  for _, dtype in ipairs{"float64", "float32"} do
+    it("updates W_up, W_ip, W_pi, W_down as the rules say (batch means, " .. dtype .. ")", function()
+      local g = nm.generator(41)
+      local tol = dtype == "float64" and 1e-13 or 2e-6
+      local net = mc.new{sizes = {3, 4, 2}, gen = g, mode = "steady", bias = true, dtype = dtype,
+                         eta = {up = {0.7, 0.4}, ip = 0.3, pi = 0.2, down = 0.6}}
+      local X = nm.zeros(5, 3, dtype):uniform(g, -1, 1)
+      local T = nm.zeros(5, 2, dtype):uniform(g, -1, 1)
+      local bs = net:steady_state(X, T)
+      local p, f = net.p, net:factors()
+      local function phi(u) return naive_phi(p, u) end
+      -- expected changes from the buffers, by plain loops
+      local function expected(post_fn, pre, eta, rows, cols)
+        local dW = {}
+        for i = 1, rows do
+          dW[i] = {}
+          for j = 1, cols do
+            local s = 0
+            for b = 1, 5 do s = s + post_fn(b, i) * pre:get(b, j) end
+            dW[i][j] = eta * s / 5
+          end
         end
+        return dW
       end
-      return dW
-    end
-    local U, VB, R = bs.U, bs.VB, bs.R
-    local e_up1 = expected(function(b, i) return phi(U[1]:get(b, i)) - phi(f.cB * VB[1]:get(b, i)) end,
-                           R[0], 0.7, 4, 3)
-    local e_up2 = expected(function(b, i) return phi(U[2]:get(b, i)) - phi(f.cB_out * VB[2]:get(b, i)) end,
-                           R[1], 0.4, 2, 4)
-    local e_ip = expected(function(b, j) return phi(bs.UI[1]:get(b, j)) - phi(f.cD * bs.VI[1]:get(b, j)) end,
-                          R[1], 0.3, 2, 4)
-    local e_pi = expected(function(b, i) return -bs.VA[1]:get(b, i) end, bs.RI[1], 0.2, 4, 2)
-    local e_dn = expected(function(b, i) return phi(U[1]:get(b, i)) - phi(bs.VD[1]:get(b, i)) end,
-                          R[2], 0.6, 4, 2)
-    local e_b1 = {}
-    for i = 1, 4 do
-      local s = 0
-      for b = 1, 5 do s = s + phi(U[1]:get(b, i)) - phi(f.cB * VB[1]:get(b, i)) end
-      e_b1[i] = 0.7 * s / 5
-    end
-    local before = {}
-    for _, c in ipairs{net.up[1], net.up[2], net.ip[1], net.pi[1], net.down[1]} do
-      before[c] = c.W:clone()
-    end
-    local b1 = net.up[1].b:clone()
-    net:steady_update()
-    local function change(c) return c.W:clone():sub(before[c]) end
-    assert.tensor_near(e_up1, change(net.up[1]), 1e-13)
-    assert.tensor_near(e_up2, change(net.up[2]), 1e-13)
-    assert.tensor_near(e_ip, change(net.ip[1]), 1e-13)
-    assert.tensor_near(e_pi, change(net.pi[1]), 1e-13)
-    assert.tensor_near(e_dn, change(net.down[1]), 1e-13)
-    assert.tensor_near(e_b1, net.up[1].b:clone():sub(b1), 1e-13)
-  end)
+      local U, VB, R = bs.U, bs.VB, bs.R
+      local e_up1 = expected(function(b, i) return phi(U[1]:get(b, i)) - phi(f.cB * VB[1]:get(b, i)) end,
+                             R[0], 0.7, 4, 3)
+      local e_up2 = expected(function(b, i) return phi(U[2]:get(b, i)) - phi(f.cB_out * VB[2]:get(b, i)) end,
+                             R[1], 0.4, 2, 4)
+      local e_ip = expected(function(b, j) return phi(bs.UI[1]:get(b, j)) - phi(f.cD * bs.VI[1]:get(b, j)) end,
+                            R[1], 0.3, 2, 4)
+      local e_pi = expected(function(b, i) return -bs.VA[1]:get(b, i) end, bs.RI[1], 0.2, 4, 2)
+      local e_dn = expected(function(b, i) return phi(U[1]:get(b, i)) - phi(bs.VD[1]:get(b, i)) end,
+                            R[2], 0.6, 4, 2)
+      local e_b1 = {}
+      for i = 1, 4 do
+        local s = 0
+        for b = 1, 5 do s = s + phi(U[1]:get(b, i)) - phi(f.cB * VB[1]:get(b, i)) end
+        e_b1[i] = 0.7 * s / 5
+      end
+      local before = {}
+      for _, c in ipairs{net.up[1], net.up[2], net.ip[1], net.pi[1], net.down[1]} do
+        before[c] = c.W:clone()
+      end
+      local b1 = net.up[1].b:clone()
+      net:steady_update()
+      local function change(c) return c.W:clone():sub(before[c]) end
+      assert.tensor_near(e_up1, change(net.up[1]), tol)
+      assert.tensor_near(e_up2, change(net.up[2]), tol)
+      assert.tensor_near(e_ip, change(net.ip[1]), tol)
+      assert.tensor_near(e_pi, change(net.pi[1]), tol)
+      assert.tensor_near(e_dn, change(net.down[1]), tol)
+      assert.tensor_near(e_b1, net.up[1].b:clone():sub(b1), tol)
+    end)
+  end
 
   it("allocates nothing per minibatch", function()
     local g = nm.generator(4)
