@@ -31,7 +31,33 @@
 #define MICROCIRCUIT_T "neuromic.Microcircuit"
 #define GENERATOR_T "neuromic.Generator"
 
-#define checkmc(L, i) ((nm_mc_net *)luaL_checkudata(L, i, MICROCIRCUIT_T))
+/* The userdata: the network, then its scratch (net.work), then the
+** identities of the tensor storages it works on, which user value 1 (a
+** list) keeps alive. */
+typedef struct lmc {
+  nm_mc_net net;
+  lua_Integer nkeep;
+  const void **keep;
+} lmc;
+
+/* The network at i, once its storages are checked to be still the ones
+** it was built on: the debug library can replace or empty the list
+** (debug.setuservalue, debug.getuservalue), and the collector would then
+** free memory the network writes to. */
+static nm_mc_net *checkmc(lua_State *L, int i) {
+  lmc *m = (lmc *)luaL_checkudata(L, i, MICROCIRCUIT_T);
+  int ok = lua_getiuservalue(L, i, 1) == LUA_TTABLE && lua_rawlen(L, -1) == (lua_Unsigned)m->nkeep;
+  for (lua_Integer k = 0; ok && k < m->nkeep; k++) {
+    lua_rawgeti(L, -1, k + 1);
+    ok = lua_touserdata(L, -1) == m->keep[k];
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  if (!ok)
+    luaL_error(L, "microcircuit: the storage of the network's tensors was replaced "
+               "(debug.setuservalue); the network cannot be used");
+  return &m->net;
+}
 
 /* ------------------------------------------------------------ spec reading */
 
@@ -304,13 +330,23 @@ static int l_new(lua_State *L) {
   lua_settop(L, keep);
   check_arrays_disjoint(L, &net, 1);
 
-  /* The scratch lives in the same userdata, after the struct. */
+  /* The scratch lives in the same userdata, after the struct, then the
+  ** storages' identities. */
   int64_t work = nm_mc_work_size(&net);
-  nm_mc_net *obj = (nm_mc_net *)lua_newuserdatauv(
-      L, sizeof(nm_mc_net) + (size_t)work * sizeof(double), 1);
+  lua_Integer nkeep = (lua_Integer)lua_rawlen(L, keep);
+  lmc *m = (lmc *)lua_newuserdatauv(L, sizeof(lmc) + (size_t)work * sizeof(double) +
+                                           (size_t)nkeep * sizeof(void *), 1);
+  nm_mc_net *obj = &m->net;
   memcpy(obj, &net, sizeof net);
-  obj->work = (double *)(void *)(obj + 1);
+  obj->work = (double *)(void *)(m + 1);
   memset(obj->work, 0, (size_t)work * sizeof(double));
+  m->nkeep = nkeep;
+  m->keep = (const void **)(void *)(obj->work + work);
+  for (lua_Integer k = 0; k < nkeep; k++) {
+    lua_rawgeti(L, keep, k + 1);
+    m->keep[k] = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+  }
   lua_pushvalue(L, keep);
   lua_setiuservalue(L, -2, 1);
   luaL_setmetatable(L, MICROCIRCUIT_T);
