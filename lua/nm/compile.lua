@@ -312,10 +312,12 @@ function compile.fn(f, spec, opts)
   return self
 end
 
--- One of this function's kernels (what: "step", "adjoint 1101", ...).
-function Fn:kernel(what, make)
-  return make_kernel{g = self.g, key = self.signature .. "|" .. what, label = self.label,
-                     comment = self:comment(what), mode = self.mode, make = make}
+-- One of this function's kernels (what: "step", "adjoint", ...; which:
+-- the gradients' flags, part of its key).
+function Fn:kernel(what, make, which)
+  return make_kernel{g = self.g, key = self.signature .. "|" .. what .. "|" .. (which or ""),
+                     label = self.label, comment = self:comment(what), mode = self.mode,
+                     make = make}
 end
 
 function Fn:comment(what)
@@ -414,12 +416,12 @@ function Fn:adjoint_kernel(wrt)
   local key = mask_of(wrt)
   local a = self.adjoints[key]
   if a then return a end
-  a = self:kernel("adjoint " .. key, function()
+  a = self:kernel("adjoint", function()
     local grads = self:grads(wrt)
     local ins = {table.unpack(self.inputs)}
     for _, sd in ipairs(self.seeds) do ins[#ins + 1] = sd end
     return grads, ins
-  end)
+  end, key)
   self.adjoints[key] = a
   return a
 end
@@ -468,19 +470,19 @@ function Fn:traced_pair(wrt)
   self.pairs = self.pairs or {}
   local p = self.pairs[key]
   if p then return p[1], p[2] end
-  local fwd = self:kernel("step with its trace " .. key, function()
+  local fwd = self:kernel("step with its trace", function()
     local plan = self:trace_plan(wrt)
     local fouts = {table.unpack(self.outputs)}
     for _, n in ipairs(plan.trace) do fouts[#fouts + 1] = n end
     return fouts, self.inputs, {trace_shapes = shapes_of(plan.trace)}
-  end)
-  local adj = self:kernel("adjoint from the trace " .. key, function()
+  end, key)
+  local adj = self:kernel("adjoint from the trace", function()
     local plan = self:trace_plan(wrt)
     local ins = {table.unpack(self.inputs)}
     for _, sd in ipairs(self.seeds) do ins[#ins + 1] = sd end
     for _, t in ipairs(plan.tin) do ins[#ins + 1] = t end
     return plan.adj_out, ins
-  end)
+  end, key)
   self.pairs[key] = {fwd, adj}
   return fwd, adj
 end
