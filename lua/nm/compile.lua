@@ -33,6 +33,7 @@ local emit = require "nm.compile.emit"
 local interp = require "nm.compile.interp"
 local graph = require "nm.compile.graph"
 local json = require "nm.json"
+local process = require "nm.process"
 
 local compile = {}
 
@@ -127,16 +128,13 @@ local function build(tc, source, key, label)
   argv[#argv + 1] = tmp
   argv[#argv + 1] = src
   for _, f in ipairs(tc.libs) do argv[#argv + 1] = f end
-  local pid = nm.spawn(argv, log)
-  local _, status, signal
-  repeat _, status, signal = nm.wait(pid) until status ~= nil or signal ~= nil
-  if status ~= 0 then
+  local ok_cc, why = process.run(argv, log)
+  if not ok_cc then
     local out = read_all(log)
     os.remove(log)
     os.remove(tmp)
     error(format("rule compiler: %s failed on the generated kernel of %s (%s); this is a " ..
-                 "neuromic bug, please report it with %s:\n%s", tc.cc, label,
-                 signal and ("signal " .. tostring(signal)) or ("exit " .. tostring(status)), src, out), 0)
+                 "neuromic bug, please report it with %s:\n%s", tc.cc, label, why, src, out), 0)
   end
   os.remove(log)
   local ok, err = os.rename(tmp, so)
