@@ -214,3 +214,45 @@ describe("sweep merge", function()
     assert.equal(6, #sweep.read(out))
   end)
 end)
+
+describe("doc/sweeps.md", function()
+  local doc = support.read_file(root .. "/doc/sweeps.md")
+
+  it("shows experiments/nk-sweep.sbatch as it is", function()
+    local shown = doc:match("with `experiments/nk%-sweep%.sbatch`:\n\n```sh\n(.-)```")
+    assert.is_string(shown)
+    assert.equal(support.read_file(root .. "/experiments/nk-sweep.sbatch"), shown)
+  end)
+
+  it("runs its first recipe: one nan_nk network per cell (D1)", function()
+    local recipe = doc:match("```sh\n(%./neuromic experiments/sweep%.lua experiments/nan_nk%.lua.-)\n```")
+    assert.is_string(recipe)
+    local args = {}
+    for w in recipe:gsub("\\\n", " "):gmatch("%S+") do args[#args + 1] = w end
+    assert.equal("./neuromic", table.remove(args, 1))
+    args[1] = root .. "/" .. args[1]
+    args[2] = root .. "/" .. args[2]
+    local out = tmp .. "/doc-nk"
+    local with = {}
+    for i, a in ipairs(args) do
+      if args[i - 1] == "--out" then a = out elseif args[i - 1] == "--seeds" then a = "1" end
+      if a == "--" then with[#with + 1] = "--quick" end   -- a small grid: one seed, quick cells
+      with[#with + 1] = a
+    end
+    local _, err, rc = run_nm(with)
+    assert.equal(0, rc, err)
+    local rows = sweep.read(out)
+    assert.equal(12, #rows)
+    local tests = {}
+    for _, r in ipairs(rows) do
+      -- one network trained: its own test error, not the whole grid's findings
+      assert.is_number(r.results.final.test, r.cell)
+      tests[#tests + 1] = r.results.final.test
+    end
+    local distinct = {}
+    for _, t in ipairs(tests) do distinct[t] = true end
+    local n = 0
+    for _ in pairs(distinct) do n = n + 1 end
+    assert.is_true(n > 1)
+  end)
+end)
