@@ -122,7 +122,7 @@ local opts = cli.parse(arg, {
 -- them; a checkpoint or a finished figure is reused only when they are
 -- the same), besides the shared ones.
 local SHARED_OPTIONS = {"seed", "quick", "plot", "checkpoint_every", "stop_after", "threads", "out",
-                        "resume", "rules"}
+                        "resume", "overwrite", "rules"}
 local FIGURE_OPTIONS = {
   fig1 = {"fig1_learn_ms", "fig1_eta_scale"},
   figS1 = {"s1_patterns", "s1_every", "s1_eta_scale", "s1_theta"},
@@ -182,7 +182,7 @@ for _, item in ipairs(opts.rules) do
   RULES[pathway] = spec
 end
 
-if opts.threads > 0 then nm.blas_threads(opts.threads) end
+if opts.threads > 0 then cli.guard("--threads " .. opts.threads, nm.blas_threads, opts.threads) end
 
 -- The run of the whole invocation: OUT/results.json with the headline
 -- numbers of every figure asked for, written afresh each time (with
@@ -191,14 +191,12 @@ local top
 do
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
-  o.resume = false
+  o.resume, o.overwrite = false, opts.overwrite or opts.resume   -- afresh on --resume too
   top = results.open(o, {name = "microcircuit", dataset = "see OUT/<figure>/results.json"})
 end
 
 -- The paper's Fig. 2 rates (1/ms) and the microcircuit softplus.
 local FIG2_ETA = {up = {0.0011875, 0.0005}, ip = 0.0011875, pi = 0.0059375}
-
-local VOLATILE = {resume = true, jobs = true, out = true}
 
 -- open_run(fig, info) -> run, or nil and the final figures of a finished
 -- run of this figure with the same options (--resume). The figure's run
@@ -211,21 +209,10 @@ local function open_run(fig, info)
   if opts.resume then
     local ok, old = pcall(json.read_file, o.out .. "/results.json")
     if ok and type(old) == "table" and old.status == "finished" then
-      local was, now = type(old.options) == "table" and old.options or {}, cli.plain(o)
-      local diffs = {}
-      for _, t in ipairs{was, now} do
-        for k in pairs(t) do
-          if not VOLATILE[k] and json.encode(was[k]) ~= json.encode(now[k]) and not diffs[k] then
-            diffs[k] = true
-            diffs[#diffs + 1] = format("--%s %s then, %s now", k:gsub("_", "-"), json.encode(was[k]),
-                                       json.encode(now[k]))
-          end
-        end
-      end
-      if #diffs > 0 then
-        table.sort(diffs)
-        error(format("%s/results.json holds a finished run with other options (%s); start " ..
-                     "without --resume to replace it", o.out, table.concat(diffs, "; ")), 0)
+      local diff = results.options_diff(type(old.options) == "table" and old.options or {}, o)
+      if diff then
+        cli.error(format("%s/results.json holds a finished run with other options (%s); " ..
+                         "use --overwrite to replace it", o.out, diff))
       end
       io.stderr:write(format("%s: finished before; kept\n", o.out))
       return nil, old.final or {}
@@ -725,7 +712,7 @@ local function fig3(run)
   local final = s.final
   for di = s.dataset, #opts.datasets do
     local dname = opts.datasets[di]
-    local ds = data.load(dname, {on = 0.8, off = 0.1,
+    local ds = cli.guard("--datasets " .. dname, data.load, dname, {on = 0.8, off = 0.1,
                                  subset = opts.train_subset > 0 and opts.train_subset or nil,
                                  test_subset = opts.test_subset > 0 and opts.test_subset or nil})
     local epochs = dname == "fashion" and opts.fashion_epochs or opts.epochs
@@ -756,7 +743,7 @@ local function fig3(run)
         done = e == first_epoch and skip or 0
         t0 = nm.clock()
         for b in batches:epoch(done) do
-          learner.train(b)
+          run:guard(learner.train, b)
           done = done + 1
           s.step = s.step + 1
           bar:update((e - 1) * nb + done)

@@ -98,11 +98,12 @@ if opts.grid then
   end
   nm.mkdir(opts.grid_out)
   local log = opts.grid_out .. "/bench.log"
-  local cmd = string.format("%s experiments/nan_nk.lua --nets NAN,ANN --jobs %d --out %s",
-                            require("nm.sweep").interpreter(), jobs, opts.grid_out)
-  print("\nFig. 6 grid: " .. cmd)
+  local argv = {require("nm.sweep").interpreter(), "experiments/nan_nk.lua", "--nets", "NAN,ANN",
+                "--jobs", tostring(jobs), "--out", opts.grid_out}
+  print("\nFig. 6 grid: " .. table.concat(argv, " "))
   local t0 = clock()
-  local ok = os.execute(cmd .. " > " .. log .. " 2>&1")
+  os.remove(log)
+  local ok = require("nm.process").run(argv, log)   -- no shell: --grid-out is a plain path
   local dt = clock() - t0
   print(string.format("grid %s in %.0f s (%.1f min) with %d jobs; log %s",
                       ok and "finished" or "FAILED", dt, dt / 60, jobs, log))

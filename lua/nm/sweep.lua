@@ -220,70 +220,23 @@ local function manifest_differences(saved, given, saved_name, given_name)
 end
 sweep.manifest_differences = manifest_differences
 
--- This process's start time (clock ticks since boot, /proc/self/stat
--- field 22), so that a lock left by a dead runner whose pid was reused is
--- still recognised as stale; nil where /proc is missing.
-local function start_time(pid)
-  local f = io.open(format("/proc/%s/stat", pid), "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  local after = s and s:match("^.*%)%s+(.*)$")   -- the name may hold spaces and ')'
-  if not after then return nil end
-  local fields = {}
-  for w in after:gmatch("%S+") do fields[#fields + 1] = w end
-  return fields[20]                               -- field 22 counted from pid
-end
-
-local function hostname()
-  local f = io.open("/proc/sys/kernel/hostname", "rb")
-  local h = f and f:read("l")
-  if f then f:close() end
-  return h or os.getenv("HOSTNAME") or "?"
-end
-
--- sweep.lock(dir) -> release function. DIR/lock is a directory holding
--- `owner` (pid, start time, host), made under a temporary name and
--- renamed into place: rename(2) of a directory onto an existing non-empty
--- one fails, so of two runners exactly one gets it. A lock whose runner
--- is gone (same host, pid dead or its start time changed) is taken over.
+-- sweep.lock(dir) -> release function. DIR/sweep.lock is held with
+-- nm.lock (flock: the kernel frees it when its runner dies, however it
+-- dies) and names its holder; a second runner on DIR fails naming it.
 function sweep.lock(dir)
-  local path = dir .. "/lock"
-  local me = {pid = nm.getpid(), start = start_time("self"), host = hostname()}
-  local tmp = format("%s/.lock-%d", dir, me.pid)
-  for _ = 1, 3 do
-    nm.mkdir(tmp)
-    nm.atomic_write(tmp .. "/owner", json.encode(me) .. "\n")
-    if os.rename(tmp, path) then
-      return function()
-        os.remove(path .. "/owner")
-        os.remove(path)
-      end
-    end
-    os.remove(tmp .. "/owner")
-    os.remove(tmp)
-    local ok, owner = pcall(json.read_file, path .. "/owner")
-    if not ok or type(owner) ~= "table" then
-      error(format("%s exists but its owner file is unreadable; if no runner uses %s, remove %s", path, dir, path), 0)
-    end
-    local alive = true
-    if owner.host == me.host then
-      local pid = math.tointeger(owner.pid)
-      local _, why = nil, nil
-      if pid and pid > 0 then _, why = nm.kill(pid, 0) end
-      if not pid or why == "No such process" then alive = false
-      elseif owner.start and start_time(pid) and start_time(pid) ~= owner.start then alive = false end
-    end
-    if alive then
-      error(format("%s is in use by another runner (pid %s on %s, started at tick %s); "
-                   .. "if it is gone, remove %s", dir, tostring(owner.pid), tostring(owner.host),
-                   tostring(owner.start), path), 0)
-    end
-    say(format("sweep: taking over the lock of runner %s on %s, which is gone", tostring(owner.pid), owner.host))
-    os.remove(path .. "/owner")
-    os.remove(path)
+  local path = dir .. "/sweep.lock"
+  local f = io.open("/proc/sys/kernel/hostname", "rb")
+  local host = f and f:read("l") or os.getenv("HOSTNAME") or "?"
+  if f then f:close() end
+  local fd, why, holder = nm.lock(path, format("pid %d on %s since %s\n", nm.getpid(), host, os.date("!%Y-%m-%dT%H:%M:%SZ")))
+  if fd then
+    return function() nm.unlock(path, fd) end
   end
-  error(format("could not take the lock %s", path), 0)
+  if why == "busy" then
+    error(format("%s is in use by another runner (%s); wait for it to end or choose another --out",
+                 dir, ((holder or ""):gsub("%s+$", ""))), 0)
+  end
+  error(format("cannot lock %s (%s)", path, tostring(why)), 0)
 end
 
 -- Cuts a torn last line (no newline: the runner was killed mid-write) off
@@ -308,6 +261,7 @@ sweep.cut_torn_line = cut_torn_line
 -- shard or arguments is refused, and so is a second runner.
 function sweep.run(cfg)
   local dir = assert(cfg.out, "sweep.run: cfg.out is required")
+  if dir == "" then error("--out needs a folder name, got ''", 0) end
   local release = nil
   local ok, res = pcall(function()
     local manifest_path = dir .. "/sweep.json"
@@ -378,9 +332,7 @@ function sweep.run_locked(cfg, dir)
           options = options_table(c), seed = c.seed, dir = r.dir, results = res,
           elapsed_s = elapsed,
         })
-        local f = assert(io.open(dir .. "/sweep.jsonl", "ab"))
-        f:write(line, "\n")
-        f:close()
+        nm.append_file(dir .. "/sweep.jsonl", line .. "\n")   -- whole or not at all
         summary.done = summary.done + 1
         summary.ran = summary.ran + 1
         if not cfg.quiet and not bar.enabled then
@@ -394,10 +346,8 @@ function sweep.run_locked(cfg, dir)
     end
     if stopping then return end   -- interrupted on purpose; resumable
     summary.failed = summary.failed + 1
-    local f = assert(io.open(dir .. "/failures.jsonl", "ab"))
-    f:write(json.encode({index = c.index, cell = c.id, key = c.key, exit = status,
-                         signal = signame, log = r.dir .. "/log.txt"}), "\n")
-    f:close()
+    nm.append_file(dir .. "/failures.jsonl", json.encode({index = c.index, cell = c.id,
+                   key = c.key, exit = status, signal = signame, log = r.dir .. "/log.txt"}) .. "\n")
     say(format("sweep: cell %s failed (%s); see %s/log.txt", c.id,
                signame or ("exit status " .. status), r.dir))
   end
