@@ -32,7 +32,7 @@ static int sys_atomic_write(lua_State *L) {
 /* nm.append_file(path, data): appends data whole or not at all (a
 ** failed write cuts the file back). */
 static int sys_append_file(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = nm_checkpath(L, 1);
   size_t len;
   const char *data = luaL_checklstring(L, 2, &len);
   const char *step = "open";
@@ -46,7 +46,7 @@ static int sys_append_file(lua_State *L) {
 /* nm.lock(path, text) -> fd | nil, "busy", text of the holder | nil,
 ** message. The lock lives until nm.unlock(path, fd) or the process ends. */
 static int sys_lock(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = nm_checkpath(L, 1);
   size_t len;
   const char *text = luaL_checklstring(L, 2, &len);
   int fd;
@@ -75,7 +75,7 @@ static int sys_lock(lua_State *L) {
 }
 
 static int sys_unlock(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = nm_checkpath(L, 1);
   lua_Integer fd = luaL_checkinteger(L, 2);
   luaL_argcheck(L, fd >= 0 && fd <= INT_MAX, 2, "not a file descriptor");
   nm_unlock(path, (int)fd);
@@ -91,7 +91,7 @@ static int add_name(void *ctx, const char *name) {
 
 /* nm.listdir(path) -> sorted list of entry names | nil, message */
 static int sys_listdir(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = nm_checkpath(L, 1);
   lua_newtable(L);
   int err = nm_listdir(path, add_name, L);
   if (err != 0) {
