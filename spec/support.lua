@@ -48,4 +48,16 @@ function support.write_file(path, s)
   assert(f:close())
 end
 
+-- support.user_rule(dir, base, name) -> path: writes DIR/NAME.lua, a user's
+-- rule file that is the built-in rule BASE without its C kernel (so its Lua
+-- step runs), as a user would copy it.
+function support.user_rule(dir, base, name)
+  os.execute(string.format("mkdir -p %q", dir))
+  local path = dir .. "/" .. name .. ".lua"
+  support.write_file(path, string.format('local base = require("nm.rule").definition(%q)\n', base) ..
+                           'local def = {}\nfor k, v in pairs(base) do def[k] = v end\n' ..
+                           string.format('def.name, def.kernel = %q, nil\nreturn def\n', name))
+  return path
+end
+
 return support
