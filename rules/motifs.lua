@@ -47,11 +47,12 @@ local function terms(Wl, ypre, ypost, epre, epost)
   return F
 end
 
--- The motifs whose theta is not zero (plain theta); on a tape all ten.
+-- The motifs whose theta is not zero (plain theta); on a tape or traced
+-- by the rule compiler, all ten.
 local function active(theta)
   local list = {}
   for r = 0, 9 do
-    if ag.is_var(theta) or ag.value(theta):get(r + 1) ~= 0 then list[#list + 1] = r end
+    if ag.is_tracked(theta) or ag.value(theta):get(r + 1) ~= 0 then list[#list + 1] = r end
   end
   return list
 end
