@@ -307,7 +307,7 @@ describe("nm.compile on meta rules of the motif network", function()
   end
 
   local function compiled(net, W, B, X, labels, T)
-    local f = compile.meta_step(net, B)
+    local f = motif_net.compiled_step(net, B)
     local sk = f:scan_kernel{cache = {}, state = function()
         local w = {}
         for l = 1, net.layers do w[l] = nm.zeros(net.sizes[l + 1], net.sizes[l], "float64") end

@@ -1089,13 +1089,13 @@ static void do_repl(lua_State *L) {
 ** Main
 ** ======================================================= */
 
-/* --emit: nm.compile.emit_main(rule) prints the generated C; a rule that
+/* --emit: nm.models.motif_net.emit(rule) prints the generated C; a rule that
 ** cannot be compiled is a user error: one line, exit status 2. */
 static int emit_main(lua_State *L) {
   lua_getglobal(L, "require");
-  lua_pushliteral(L, "nm.compile");
+  lua_pushliteral(L, "nm.models.motif_net");   /* the model whose rules compile */
   lua_call(L, 1, 1);
-  lua_getfield(L, -1, "emit_main");
+  lua_getfield(L, -1, "emit");
   lua_pushstring(L, emit_rule);
   if (lua_pcall(L, 1, 0, 0) != LUA_OK) {     /* no traceback: one line */
     const char *msg = lua_tostring(L, -1);

@@ -119,7 +119,7 @@ local results = {}
 
 -- The compiled step of a network's rule, as an ag.scan kernel over X, labels.
 local function compiled_unroll(net, W, B, X, labels, T)
-  local f = compile.meta_step(net, B)
+  local f = motif_net.compiled_step(net, B)
   local sk = f:scan_kernel{cache = {}, state = function()
       local w = {}
       for l = 1, net.layers do w[l] = nm.zeros(net.sizes[l + 1], net.sizes[l], net.dtype) end
@@ -193,10 +193,10 @@ do
   local wrt = {}
   for i = 1, net.layers + 1 do wrt[i] = true end
   local t0 = nm.clock()
-  compile.meta_step(net, B):traced_pair(wrt)
+  motif_net.compiled_step(net, B):traced_pair(wrt)
   local first = nm.clock() - t0
   t0 = nm.clock()
-  compile.meta_step(net, B):traced_pair(wrt)
+  motif_net.compiled_step(net, B):traced_pair(wrt)
   local hit = nm.clock() - t0
   compile.cache_dir = saved
   results.compile = {first_use = first, cache_hit = hit}

@@ -311,12 +311,59 @@ local function scan_kernel(net, B, X, labels)
   return sk
 end
 
+
+-- motif_net.compiled_step(net, B [, opts]) -> the network's meta rule
+-- compiled by nm.compile: a function over (W list, theta, x, label, B list)
+-- (net.rule.step(net, W, theta, x, label, B)), traced for net's sizes and
+-- dtype and the shapes of B (nil without one). opts.mode as compile.fn's.
+function motif_net.compiled_step(net, B, opts)
+  opts = opts or {}
+  local def = net.rule
+  local W = {}
+  for l = 1, net.layers do W[l] = {net.sizes[l + 1], net.sizes[l]} end
+  local nc = def.coefficients and def.coefficients.theta and def.coefficients.theta.size
+  if math.type(nc) ~= "integer" then
+    error(format("rule compiler: meta rule '%s' declares no coefficients.theta.size", def.name), 2)
+  end
+  local spec = {{name = "W", list = W}, {name = "theta", shape = {nc}},
+                {name = "x", shape = {net.sizes[1]}}, {name = "label", scalar = true}}
+  if B then
+    local shapes = {}
+    for l = 1, #B do shapes[l] = B[l]:size() end
+    spec[#spec + 1] = {name = "B", list = shapes}
+  end
+  return compile.fn(function(W_, theta, x, label, B_)
+    return def.step(net, W_, theta, x, label, B_)
+  end, spec, {dtype = net.dtype, name = def.name, source = debug.getinfo(def.step, "S").short_src,
+              equation = def.equation, mode = opts.mode})
+end
+
+-- motif_net.emit(rule) prints the C that nm.compile generates for a meta
+-- rule file of this network (its step and adjoint): `neuromic --emit rule`.
+-- Errors are one line.
+function motif_net.emit(path)
+  local ok, def = pcall(rule.definition, path)
+  if not ok then error(tostring(def):gsub("^[^:]*:%d+: ", ""), 0) end
+  if def.kind ~= "meta" or def.model ~= "motif_net" then
+    error(format("--emit: rule '%s' is a %s rule%s; the compiler takes meta rules of the " ..
+                 "motif network so far (connection and circuit rules are written with in-place " ..
+                 "tensor methods it cannot trace yet)", def.name, def.kind,
+                 def.model and (" of model '" .. def.model .. "'") or ""), 0)
+  end
+  local net = motif_net.new{rule = def, dtype = "float64"}
+  local _, B = net:init(nm.generator(1))
+  local f = motif_net.compiled_step(net, B, {mode = "interpret"})
+  local wrt = {}
+  for i = 1, net.layers + 1 do wrt[i] = true end
+  io.stdout:write(f:source(), "\n", f:source(wrt))
+end
+
 -- The rule's step compiled by nm.compile, as an ag.scan kernel: a rule
 -- without a hand-written C kernel (a user's meta rule) runs so at C speed
 -- with its generated adjoint (interpreted, with a notice, without a C
 -- compiler). Its buffers are kept apart from the hand kernel's.
 local function compiled_kernel(net, B, X, labels)
-  net.compiled = net.compiled or compile.meta_step(net, B)
+  net.compiled = net.compiled or motif_net.compiled_step(net, B)
   net.compiled_workspaces = net.compiled_workspaces or {}
   return net.compiled:scan_kernel{
     cache = net.compiled_workspaces, state_bytes = weight_bytes(net),
