@@ -78,8 +78,9 @@ demo: deps all data
 bench: all
 	@for b in experiments/bench/*.lua; do echo "== $$b"; ./neuromic $$b || exit 1; done
 
-# AddressSanitizer + UndefinedBehaviorSanitizer build of everything, then the suite.
-sanitize: deps
+# AddressSanitizer + UndefinedBehaviorSanitizer build of everything, then the suite
+# (./neuromic is built too: scripts a user runs, such as the Slurm job script, call it).
+sanitize: deps all
 	$(MAKE) BUILD=build-asan EXE=neuromic-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	  LDFLAGS="-fsanitize=address,undefined" neuromic-asan
 	ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 NEUROMIC_EXE=$(CURDIR)/neuromic-asan ./neuromic-asan tools/busted.lua $(BUSTED_ARGS)
