@@ -389,6 +389,7 @@ local SKIP = {
   ["nm.atomic_write"] = "writes files", ["nm.save_idx"] = "writes files",
   ["nm.save_npy"] = "writes files", ["nm.install_stop_handler"] = "signal handlers",
   ["nm.remove_stop_handler"] = "signal handlers", ["nm.bench_direct_gemm"] = "long gemm loops",
+  ["nm.ulp_scan"] = "long scans (its arguments: spec/vmath_spec.lua)",
 }
 
 -- Arguments that are repeat counts: a huge valid value would run for hours

@@ -11,6 +11,8 @@
 #include <cblas.h>
 
 #include "nm_math.h"
+#include "nm_simd.h"
+#include "nm_vmath.h"
 
 /* ---------------------------------------------------------------------- */
 /* Iteration over up to three operands of one shape */

@@ -8,11 +8,12 @@
 #include <cblas.h>
 
 #include "nm_meta.h"
+#include "nm_simd.h"
 
-/* The row kernels are compiled for AVX2+FMA as well as the baseline and
-** picked at load time (GCC ifunc), as in nm_bmvr.c. */
+/* The row kernels are compiled per ISA level (nm_simd.h) and picked at load
+** time by CPU feature. */
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
-#define NM_META_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#define NM_META_CLONES NM_HOT   /* nm_simd.h: the one multiversioning rule */
 #else
 #define NM_META_CLONES
 #endif

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "nm_nk.h"
+#include "nm_simd.h"
 
 /* The hot loops are written to vectorise. GCC at -O2 only vectorises
 ** them at -O3's cost model and once told that floating-point exceptions
@@ -18,7 +19,7 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("O3", "no-trapping-math", "fp-contract=off")
 #if defined(__x86_64__) && defined(__linux__)
-#define NK_HOT __attribute__((target_clones("avx512f", "avx2", "default")))
+#define NK_HOT NM_HOT   /* nm_simd.h: the one multiversioning rule */
 #endif
 #endif
 #ifndef NK_HOT
