@@ -6,7 +6,11 @@ LUA_INC ?= $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include
 LUA_LIB ?= $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 BLAS_INC ?= $(shell pkg-config --cflags openblas 2>/dev/null)
 BLAS_LIB ?= $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+# The version string: `git describe`, unless VERSION is given (a build
+# outside the git checkout, such as the install spec's copy, passes it).
+ifndef VERSION
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+endif
 
 WARN    = -Wall -Wextra -Wpedantic -Wshadow -Wmissing-prototypes -Wstrict-prototypes \
           -Wpointer-arith -Wcast-qual -Wwrite-strings -Wundef -Wformat=2 \
@@ -48,7 +52,10 @@ $(BUILD)/%.o: csrc/%.c $(HEADERS)
 # `git describe` changes, so every binary reports the same version.
 $(BUILD)/version.c: FORCE
 	@mkdir -p $(BUILD)
-	@echo 'const char nm_version[] = "$(VERSION)";' > $@.tmp
+	@{ echo 'const char nm_version[] = "$(VERSION)";'; \
+	   echo 'const char nm_build_cc[] = "$(shell command -v $(CC) || echo $(CC))";'; \
+	   echo 'const char nm_build_blas_cflags[] = "$(strip $(BLAS_INC))";'; \
+	   echo 'const char nm_build_blas_libs[] = "$(strip $(BLAS_LIB))";'; } > $@.tmp
 	@cmp -s $@.tmp $@ || mv $@.tmp $@; rm -f $@.tmp
 
 $(BUILD)/version.o: $(BUILD)/version.c
@@ -90,16 +97,23 @@ fuzz:
 	@sh tools/deps.sh clang libclang-rt-14-dev
 	@sh tools/fuzz.sh $(FUZZ_SECONDS)
 
-# `make install` (used by `luarocks make`): the C module and the Lua modules.
+# `make install` (what `luarocks make` runs): the C module, the Lua modules
+# (nm.*, nm.models.*), the rules (required as rules.*, and found by
+# nm.rule next to nm/), the experiments (nm/experiments/, which the
+# interpreter runs by name) and the interpreter.
 PREFIX ?= /usr/local
 LUADIR ?= $(PREFIX)/share/lua/5.4
 LIBDIR ?= $(PREFIX)/lib/lua/5.4
-install: neuromic.so
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LUADIR)/nm/models $(DESTDIR)$(LUADIR)/rules
+BINDIR ?= $(PREFIX)/bin
+install: neuromic.so $(EXE)
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LUADIR)/nm/models $(DESTDIR)$(LUADIR)/rules \
+	  $(DESTDIR)$(LUADIR)/nm/experiments $(DESTDIR)$(BINDIR)
 	install -m 644 neuromic.so $(DESTDIR)$(LIBDIR)/
 	install -m 644 lua/nm/*.lua $(DESTDIR)$(LUADIR)/nm/
 	install -m 644 lua/nm/models/*.lua $(DESTDIR)$(LUADIR)/nm/models/
 	install -m 644 rules/*.lua $(DESTDIR)$(LUADIR)/rules/
+	install -m 644 experiments/*.lua $(DESTDIR)$(LUADIR)/nm/experiments/
+	install -m 755 $(EXE) $(DESTDIR)$(BINDIR)/
 
 clean:
 	rm -rf build build-asan build-fuzz neuromic neuromic-asan neuromic.so

@@ -1,12 +1,21 @@
+-- Install from a checkout: luarocks --lua-version 5.4 make
+-- (add --local or --tree DIR for a private tree). `luarocks make` builds the
+-- checkout it runs in: the source below is used only by `luarocks build`
+-- or `install` of this file, which clone it.
 rockspec_format = "3.0"
 package = "neuromic"
 version = "scm-1"
-source = { url = "git+file:///work/main" }
+source = {
+  -- git+file: a repository on this machine or a mounted share, relative to
+  -- where luarocks is run; a published copy names its own git URL here.
+  url = "git+file://neuromic",
+}
 description = {
   summary = "Tensors on OpenBLAS and biologically plausible learning rules for Lua 5.4",
   detailed = [[
 neuromic is a C tensor core on OpenBLAS exposed as a Lua 5.4 module, with
-network topologies, plasticity rules and experiment protocols in Lua.]],
+network topologies, plasticity rules and experiment protocols in Lua, and
+its own interpreter (neuromic) with a REPL.]],
   license = "MIT",
 }
 dependencies = { "lua >= 5.4, < 5.5" }
@@ -16,7 +25,7 @@ external_dependencies = {
 }
 build = {
   type = "make",
-  build_target = "neuromic.so",
+  build_target = "all",
   build_variables = {
     LUA_INC = "-I$(LUA_INCDIR)",
   },
@@ -24,5 +33,6 @@ build = {
   install_variables = {
     LUADIR = "$(LUADIR)",
     LIBDIR = "$(LIBDIR)",
+    BINDIR = "$(BINDIR)",
   },
 }

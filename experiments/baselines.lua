@@ -5,16 +5,22 @@
 -- 784-256-256-10 networks. Logs learning curves (loss, accuracy, train
 -- and test), the angle between each rule's hidden-layer update and BP's on
 -- a fixed probe batch, and the alignment angle between feedback and
--- forward weights; plots them; prints a summary.
+-- forward weights; plots them; prints a summary. --rules takes any
+-- connection rule: a name from rules/ (sign_symmetry, hebb, ...) or a
+-- file path (./my_rule.lua), run through the same loop, tables, angles,
+-- plots and checkpoints as the built-in ones.
 --
 --   ./neuromic experiments/baselines.lua --help
 --   ./neuromic experiments/baselines.lua --quick            # seconds
 --   ./neuromic experiments/baselines.lua --dataset fashion --arch 256 --rules bp,fa --epochs 5
+--   ./neuromic experiments/baselines.lua --quick --rules bp,fa,dfa,sign_symmetry,./my_rule.lua
 --
 -- Every cell (dataset x arch x rule) starts from the same weights for a
--- given seed (FA/DFA matrices are drawn after them) and sees the same
--- batch order. Checkpoints every --checkpoint-every batches and on
--- SIGINT/SIGTERM; --resume continues bit-identically.
+-- given seed (the feedback matrices of every pathway are drawn after
+-- them) and sees the same batch order. Checkpoints every
+-- --checkpoint-every batches and on SIGINT/SIGTERM; --resume continues
+-- bit-identically. Non-finite weights or loss stop the run with one line
+-- naming the rule, the connection and the update (--keep-going goes on).
 
 local nm = require "neuromic"
 local cli = require "nm.cli"
@@ -25,10 +31,12 @@ local data = require "nm.data"
 local nn = require "nm.nn"
 local optim = require "nm.optim"
 local measures = require "nm.measures"
+local rule = require "nm.rule"
 
 local format = string.format
 
-local RULE_FILE = {bp = "backprop", fa = "fa", dfa = "dfa"}
+-- "bp" is the name results and tables have always used for backprop.
+local ALIAS = {bp = "backprop"}
 
 local opts = cli.parse(arg, {
   name = "baselines",
@@ -40,7 +48,8 @@ local opts = cli.parse(arg, {
      "subset), or folders/prefixes of IDX files", item = "string", metavar = "LIST"},
     {"arch", "list", {"256", "256-256"}, "hidden layer sizes per network, '-' between layers",
      item = "string", metavar = "LIST"},
-    {"rules", "list", {"bp", "fa", "dfa"}, "learning rules (bp, fa, dfa)", item = "string"},
+    {"rules", "list", {"bp", "fa", "dfa"}, "connection rules: bp (backprop), fa, dfa, " ..
+     "sign_symmetry, any name from rules/ or a file path (./my_rule.lua)", item = "string"},
     {"epochs", "int", 10, "training epochs per cell", quick = 1, min = 1},
     {"batch", "int", 100, "minibatch size", min = 1},
     {"lr", "number", 0.001, "learning rate (Adam's lr; the rule's eta with sgd/momentum)", min = 0},
@@ -63,16 +72,33 @@ local opts = cli.parse(arg, {
     {"checkpoint-every", "int", 1000, "batches between checkpoints (0: only on a signal)",
      quick = 0, min = 0},
     {"stop-after", "int", 0, "send SIGTERM to itself after N batches (tests resume)", min = 0},
+    {"keep-going", "bool", false, "go on when weights or loss become non-finite (default: stop)"},
     {"plot", "bool", true, "write plots (gnuplot)"},
     {"threads", "int", 0, "OpenBLAS threads (0: leave as is)", min = 0},
   },
 })
 
-for _, r in ipairs(opts.rules) do
-  if not RULE_FILE[r] then
-    io.stderr:write(format("baselines: unknown rule '%s' (bp, fa, dfa)\n", r))
-    os.exit(2)
+-- A user's mistake: one line each, exit status 2.
+local function fail(msg)
+  for line in tostring(msg):gmatch("[^\n]+") do io.stderr:write("baselines: ", line, "\n") end
+  os.exit(2)
+end
+
+-- Each --rules entry: its label in tables and results (the entry for
+-- names, the rule's name for paths) and what nn.mlp is given.
+local rule_of, seen = {}, {}
+for i, r in ipairs(opts.rules) do
+  local ok, def = pcall(rule.definition, ALIAS[r] or r)
+  if not ok then fail(def) end
+  if def.kind ~= "connection" then
+    fail(format("rule '%s' is a %s rule; --rules takes connection rules (%s)", def.name, def.kind,
+                table.concat(rule.list("connection"), ", ")))
   end
+  local label = r:find("/", 1, true) and def.name or r:gsub("%.lua$", "")
+  if seen[label] then fail(format("--rules names '%s' twice", label)) end
+  seen[label] = true
+  opts.rules[i] = label
+  rule_of[label] = ALIAS[r] or r
 end
 local archs = {}
 for i, a in ipairs(opts.arch) do
@@ -127,11 +153,13 @@ local function build(cell, ds)
   for _, h in ipairs(cell.arch.hidden) do sizes[#sizes + 1] = h end
   sizes[#sizes + 1] = ds.classes
   local adam = opts.optim == "adam"
+  local r = rule_of[cell.rule]
+  local eta = rule.definition(r).params.eta
   local net = nn.mlp{
     sizes = sizes, act = opts.act, out = "softmax", loss = "xent",
-    rule = RULE_FILE[cell.rule], params = {eta = adam and 1 or opts.lr},
+    rule = r, params = eta and {eta = adam and 1 or opts.lr} or nil,
     gen = nm.generator(opts.seed), dtype = opts.dtype, init = opts.init,
-    feedback_scale = opts.feedback_scale,
+    feedback_scale = opts.feedback_scale, keep_going = opts.keep_going,
   }
   local t0 = opts.t0 > 0 and opts.t0 or nil
   local opt
@@ -173,7 +201,8 @@ if opts.quick then
                          opts.train_subset, opts.test_subset, opts.epochs, opts.epochs > 1 and "s" or ""))
 end
 
-for ci = s.cell, #cells do
+-- Trains and evaluates one cell (ci: its index in cells).
+local function run_cell(ci)
   local cell = cells[ci]
   local ds = load_data(cell.dataset)
   local net, opt = build(cell, ds)
@@ -233,6 +262,10 @@ for ci = s.cell, #cells do
   local crc = 0
   for l = 1, net.L do crc = nm.crc32(net.conns[l].W:tobytes(), crc) end
   fin.weights_crc32 = crc
+  if net.nonfinite then
+    fin.nonfinite = net.nonfinite
+    io.stderr:write(format("baselines: %s: %s (--keep-going: went on)\n", label, net.nonfinite))
+  end
   summary[#summary + 1] = fin
   if opts.plot and cell.dataset == opts.dataset[1] and cell.arch == archs[1] then
     -- first-layer weights of the first data set and architecture
@@ -246,6 +279,23 @@ for ci = s.cell, #cells do
     end
   end
   s.cell, s.net = ci + 1, nil
+end
+
+for ci = s.cell, #cells do
+  local function nonfinite(e) return type(e) == "string" and e:match("^nn: .*non%-finite") end
+  local ok, err = xpcall(run_cell, function(e)
+    return nonfinite(e) and e or debug.traceback(tostring(e), 2)
+  end, ci)
+  if not ok then
+    if nonfinite(err) then
+      local c = cells[ci]
+      io.stderr:write(format("baselines: %s %s %s: %s (--keep-going to go on)\n", c.dataset,
+                             c.arch.name, c.rule, err))
+      os.exit(1)
+    end
+    io.stderr:write("baselines: ", err, "\n")
+    os.exit(1)
+  end
 end
 
 -- Plots per data set and architecture: accuracy and angles against epochs.
@@ -275,8 +325,10 @@ if opts.plot then
 end
 
 -- Summary on stdout.
-print(format("%-8s %-8s %-4s %9s %9s %9s %s", "dataset", "arch", "rule", "test_acc", "train_acc",
-             "s/epoch", "angles (update, feedback; per hidden layer)"))
+local rw = 4
+for _, r in ipairs(opts.rules) do rw = math.max(rw, #r) end
+print(format("%-8s %-8s %-" .. rw .. "s %9s %9s %9s %s", "dataset", "arch", "rule", "test_acc",
+             "train_acc", "s/epoch", "angles (update, feedback; per hidden layer)"))
 for _, f in ipairs(summary) do
   local ang = {}
   for l = 1, 2 do
@@ -284,7 +336,7 @@ for _, f in ipairs(summary) do
       ang[#ang + 1] = format("L%d %.1f/%.1f", l, f["update_angle_" .. l], f["feedback_angle_" .. l] or 0 / 0)
     end
   end
-  print(format("%-8s %-8s %-4s %9.4f %9.4f %9.2f %s", f.dataset, f.arch, f.rule, f.test_accuracy,
+  print(format("%-8s %-8s %-" .. rw .. "s %9.4f %9.4f %9.2f %s", f.dataset, f.arch, f.rule, f.test_accuracy,
                f.train_accuracy, f.seconds_per_epoch, table.concat(ang, "  ")))
 end
 

@@ -1,14 +1,21 @@
 -- rules/backprop.lua: the delta rule over the explicit backward pass of
--- error backpropagation (nn.lua computes the errors e_l with W^T).
+-- error backpropagation. Defines the pathway "bp": errors travel back
+-- through the transposed forward weights.
 --
 --   e_L = dLoss/da_L,  e_l = (W_{l+1}^T e_{l+1}) .* f'_l(a_l)
 --   dW_l = -eta <e_l y_{l-1}^T>,  db_l = -eta <e_l>      (<.> = batch mean)
 return {
+  kind = "connection",
   name = "backprop",
   equation = "dW = -eta <e y_pre^T>, db = -eta <e>, e_l = (W_{l+1}^T e_{l+1}) .* f'(a_l)",
   paper = "Rumelhart, Hinton & Williams 1986, Learning representations by " ..
           "back-propagating errors, Nature 323:533-536",
-  feedback = "bp",
+  pathway = {
+    name = "bp",
+    doc = "W_{l+1}^T: the forward weights, transposed",
+    source = "next",
+    matrix = function(W) return W end,
+  },
   bias = true,
   needs = {"pre", "error"},
   params = {

@@ -41,6 +41,9 @@
 local nm = require "neuromic"
 
 local bmvr = {
+  kind = "circuit",
+  model = "bmvr",
+  pathways = {"W1", "W2T", "Q", "R"},
   name = "bmvr",
   equation = "W1 += eta_w1 g.*(a - Q n) x^T, W2T += eta_w2 (z y^T - W2T), " ..
              "Q += eta_q (z n^T - Q); z = W1 x, a = W2T y, n = Q^T z",

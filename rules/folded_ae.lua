@@ -21,6 +21,7 @@
 -- The fused form is one GEMM in C (W:plastic_outer); the Lua form writes
 -- dW for an optimiser or a measure (q.defer).
 return {
+  kind = "connection",
   name = "folded_ae",
   equation = "dV = eta <(u_post - V r_pre) r_pre^T>  (V = W_i, r_pre = r_{i-1}; " ..
              "V = G_i, r_pre = r_{i+1})",

@@ -4,6 +4,7 @@
 --
 --   dW = eta <y x^T>        (y = post, x = pre, <.> = batch mean)
 return {
+  kind = "connection",
   name = "hebb",
   equation = "dW = eta <post pre^T>",
   paper = "Hebb 1949, The Organization of Behavior, Wiley",

@@ -38,6 +38,9 @@
 local nm = require "neuromic"
 
 local hillclimb = {
+  kind = "circuit",
+  model = "nk",
+  pathway = "weights",
   name = "hillclimb",
   equation = "w += U[-R, R] for one random weight; keep if E decreases, " ..
              "p = 0.5 on ties (E: the changed neuron's reconstruction MSE " ..
@@ -142,5 +145,8 @@ function hillclimb.run(net, g, p, cycles)
   end
   return kept
 end
+
+-- The circuit rule's step: one learning cycle.
+hillclimb.step = hillclimb.cycle
 
 return hillclimb

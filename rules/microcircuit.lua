@@ -44,6 +44,7 @@ local function mismatch(q, p)
 end
 
 return {
+  kind = "connection",
   name = "microcircuit",
   equation = "dW = eta (phi(u) - phi(vhat)) r_pre^T  (pi: dW = eta (0 - vA) rI^T), " ..
              "low-pass: tau_w dD/dt = -D + that term, dW/dt = eta D",

@@ -44,10 +44,15 @@ local nm = require "neuromic"
 local ag = require "nm.autograd"
 
 local motifs = {
+  kind = "meta",
+  model = "motif_net",
   name = "motifs",
   paper = "Shervani-Tabar & Rosenbaum, Nat. Commun. 14, 1805 (2023)",
   equation = "W_l += sum_{r=0}^{9} theta_r F^r_l (motifs from y_{l-1}, y_l, e_{l-1}, e_l, W_l)",
   count = 10,
+  coefficients = {
+    theta = {shape = {10}, init = 0, doc = "the motifs' coefficients theta_0..theta_9"},
+  },
   names = {
     [0] = "-e_l y_{l-1}^T", "-y_l e_{l-1}^T", "-e_l e_{l-1}^T", "-W_l", "-1 e_{l-1}^T",
     "-(sum y_l) e_l y_{l-1}^T", "-(y_l^T W e_{l-1}) y_l e_{l-1}^T",

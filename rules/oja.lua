@@ -6,6 +6,7 @@
 local nm = require "neuromic"
 
 return {
+  kind = "connection",
   name = "oja",
   equation = "dW = eta <y x^T - y y^T W>",
   paper = "Oja 1989, Neural networks, principal components, and subspaces, " ..

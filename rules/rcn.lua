@@ -44,6 +44,13 @@ local optim = require "nm.optim"
 local motifs = require "rules.motifs"
 
 local rcn = {
+  kind = "meta",
+  model = "rcn",
+  -- the meta-parameters (shapes set by chemicals, share, bias: rcn.meta_params)
+  coefficients = {
+    P = {doc = "motif weights per chemical"}, K = {doc = "chemical coupling"},
+    b = {doc = "chemical biases"}, v = {doc = "readout of the chemicals into W"},
+  },
   name = "rcn",
   paper = "McMillan (Cambridge IB report, seed 003), after Shervani-Tabar & Rosenbaum, " ..
           "Nat. Commun. 14, 1805 (2023)",

@@ -8,6 +8,7 @@
 --
 -- Use a negative eta with factor = "error" for error-correcting rules.
 return {
+  kind = "connection",
   name = "three_factor",
   equation = "dW = eta <(m .* f) pre^T>, f = post or error, m = modulator",
   paper = "Fremaux & Gerstner 2016, Neuromodulated spike-timing-dependent plasticity, " ..

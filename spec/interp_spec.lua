@@ -51,6 +51,32 @@ teardown(function()
 end)
 
 describe("neuromic command line", function()
+  it("-e and scripts see the module as the global nm, as the REPL does", function()
+    local out, rc = nm([[-e 'io.write(tostring(nm == require "neuromic"), " ", nm.zeros(2):numel())']])
+    assert.equal(0, rc, out)
+    assert.equal("true 2", out)
+    local script = tmpfile("uses_nm.lua", "print(nm.ones(3):sum())\n")
+    out, rc = nm(q(script))
+    assert.equal(0, rc, out)
+    assert.equal("3.0\n", out)
+  end)
+
+  it("runs a bundled experiment by name from any folder", function()
+    local out, rc = nm("echo_experiment.lua --help", {cwd = tmpdir})
+    assert.are_not.equal(0, rc)       -- no such experiment: loadfile's message
+    assert.truthy(out:find("cannot open echo_experiment.lua", 1, true), out)
+    for _, name in ipairs{"nan_nk.lua", "nan_nk", "experiments/nan_nk.lua"} do
+      out, rc = nm(name .. " --help", {cwd = tmpdir})
+      assert.equal(0, rc, out)
+      assert.truthy(out:find("usage: ", 1, true), out)
+      assert.truthy(out:find("NK-model", 1, true), out)
+    end
+    -- a file of that name in the working folder wins
+    tmpfile("nan_nk.lua", "print('mine')\n")
+    out, rc = nm("nan_nk.lua", {cwd = tmpdir})
+    assert.equal("mine\n", out)
+  end)
+
   it("-v prints the neuromic and Lua versions", function()
     local out, rc = nm("-v")
     local version = require("neuromic").version

@@ -494,6 +494,33 @@ end
 
 describe("reductions", function()
   for _, dt in ipairs(DTYPES) do
+    it("all_finite finds one NaN or inf anywhere, in every layout, " .. dt, function()
+      local gen = lcg(29)
+      for _, shape in ipairs(SHAPES) do
+        for _, k in ipairs(kinds(shape)) do
+          local t = random(shape, dt, k, gen)
+          local n = #all_values(t)
+          assert.is_true(t:all_finite())
+          for _, bad in ipairs{0 / 0, inf, -inf} do
+            for _, at in ipairs{1, (n + 1) // 2, n} do
+              local idx, rest = {}, at - 1               -- row-major position in t
+              for d = t:dim(), 1, -1 do
+                idx[d] = rest % t:size(d) + 1
+                rest = rest // t:size(d)
+              end
+              local old = t:get(table.unpack(idx))
+              idx[#idx + 1] = bad
+              t:set(table.unpack(idx))
+              assert.is_false(t:all_finite(), table.concat(shape, "x") .. " " .. k .. " at " .. at)
+              idx[#idx] = old
+              t:set(table.unpack(idx))
+              assert.is_true(t:all_finite())
+            end
+          end
+        end
+      end
+    end)
+
     it("sum mean max min norm argmax argmin over everything, " .. dt, function()
       local gen = lcg(23)
       for _, shape in ipairs(SHAPES) do

@@ -9,6 +9,7 @@ local nn = require "nm.nn"
 local rule = require "nm.rule"
 local optim = require "nm.optim"
 local checkpoint = require "nm.checkpoint"
+local measures = require "nm.measures"
 
 local function onehot(B, C, seed, dtype)
   local T = nm.zeros(B, C, dtype or "float64")
@@ -61,10 +62,13 @@ local function max_fd_error(net, X, T)
 end
 
 -- Bytes allocated by n calls of f after a warm-up call (collector stopped).
+-- (One call after the collection too: a full collection shrinks the Lua
+-- stack, and the next deep call grows it back, which is not the code's.)
 local function allocated(f, n)
   f()
   collectgarbage("collect")
   collectgarbage("stop")
+  f()
   local before = collectgarbage("count")
   for _ = 1, n do f() end
   local after = collectgarbage("count")
@@ -103,7 +107,7 @@ describe("nn.mlp", function()
     local fa = nn.mlp{sizes = {6, 5, 4, 3}, act = "tanh", gen = nm.generator(99),
                       dtype = "float64", rule = "fa", params = {eta = 0.3}}
     fa:load_state(bp:state())
-    for l = 2, 3 do fa.B[l]:copy(bp.conns[l].W) end
+    for l = 2, 3 do fa.paths.fa.state[l - 1].B:copy(bp.conns[l].W) end
     assert.equal("fa", fa.feedback)
     local X, T = nm.randn(g, 8, 6, "float64"), onehot(8, 3, 1)
     bp:forward(X); bp:backward(T)
@@ -127,7 +131,8 @@ describe("nn.mlp", function()
     local D1 = {{0.2, -0.7}, {1.1, 0.4}}     -- n_1 x n_L
     net.conns[1].W:copy(nm.tensor(W1, "float64")); net.conns[1].b:copy(nm.tensor(b1, "float64"))
     net.conns[2].W:copy(nm.tensor(W2, "float64")); net.conns[2].b:copy(nm.tensor(b2, "float64"))
-    net.B[2]:copy(nm.tensor(B2, "float64")); net.D[1]:copy(nm.tensor(D1, "float64"))
+    net.paths.fa.state[1].B:copy(nm.tensor(B2, "float64"))
+    net.paths.dfa.state[1].Dt:t():copy(nm.tensor(D1, "float64"))
     local x, t = {1.0, -2.0, 0.5}, {0, 1}
     -- naive reference
     local a1, y1 = {}, {}
@@ -155,12 +160,95 @@ describe("nn.mlp", function()
     end
     local X, T = nm.tensor({x, x}, "float64"), nm.tensor({t, t}, "float64")
     net:forward(X)
+    local S2 = {{1, -1}, {1, 1}}             -- sign(W2)
     for _, case in ipairs{{"bp", hidden(W2, true)}, {"fa", hidden(B2, true)},
-                          {"dfa", hidden(D1, false)}} do
+                          {"dfa", hidden(D1, false)}, {"sign_symmetry", hidden(S2, true)}} do
       net:backward(T, case[1])
       assert.tensor_near({e2, e2}, net.cur.E[2], 1e-14)
       assert.tensor_near({case[2], case[2]}, net.cur.E[1], 1e-14)
     end
+  end)
+
+  it("takes an error pathway defined by a user's rule file", function()
+    local pw = {name = "half_bp", doc = "W_{l+1}^T / 2", source = "next",
+                init = function(rows, cols, dtype) return {M = nm.zeros(rows, cols, dtype)} end,
+                matrix = function(W, st) return st.M:scale(W, 0.5) end}
+    local def = {kind = "connection", name = "half", equation = "delta rule, e through W/2",
+                 paper = "spec 2026", params = {eta = {default = 0.1, doc = "rate"}},
+                 pathway = pw, bias = true, update = rule.definition("backprop").update}
+    local g = nm.generator(5)
+    local net = nn.mlp{sizes = {4, 3, 2}, act = "tanh", gen = nm.generator(8), dtype = "float64",
+                       rule = rule.new(def)}
+    local ref = nn.mlp{sizes = {4, 3, 2}, act = "tanh", gen = nm.generator(8), dtype = "float64"}
+    assert.equal("half_bp", net.feedback)
+    assert.same(ref.conns[1].W:totable(), net.conns[1].W:totable())
+    local X, T = nm.randn(g, 5, 4, "float64"), onehot(5, 2, 1)
+    net:forward(X); net:backward(T)
+    ref:forward(X); ref:backward(T)
+    assert.tensor_near(ref.cur.E[1] * 0.5, net.cur.E[1], 1e-15)
+    assert.near(0, measures.feedback_angles(net)[1], 1e-6)  -- W/2 is parallel to W
+    assert.equal(0, measures.feedback_angles(ref)[1])
+  end)
+
+  it("sign_symmetry's feedback angle is the angle between sign(W) and W", function()
+    local net = nn.mlp{sizes = {3, 2, 2}, act = "tanh", gen = nm.generator(1), dtype = "float64",
+                       rule = "sign_symmetry"}
+    net.conns[2].W:copy(nm.tensor({{3, -1}, {0.5, 0.5}}, "float64"))
+    -- <sign(W), W> = 3 + 1 + 0.5 + 0.5 = 5; |sign W| = 2, |W| = sqrt(10.5)
+    local expect = math.deg(math.acos(5 / (2 * math.sqrt(10.5))))
+    assert.near(expect, measures.feedback_angles(net)[1], 1e-12)
+  end)
+
+  it("clears dW between updates: a rule that adds 1 moves W[1][1] by 1 per batch", function()
+    local def = {kind = "connection", name = "plus_one", equation = "dW = 1", paper = "issue 2026",
+                 params = {}, update = function(q) q.dW:add(1) end}
+    local net = nn.mlp{sizes = {3, 2}, gen = nm.generator(1), dtype = "float64", rule = rule.new(def),
+                       out = "identity", loss = "mse"}
+    local w0 = net.conns[1].W:get(1, 1)
+    local X, T = nm.ones(4, 3, "float64"), nm.zeros(4, 2, "float64")
+    for k = 1, 4 do
+      net:train_batch(X, T)
+      assert.near(w0 + k, net.conns[1].W:get(1, 1), 1e-12)
+    end
+  end)
+
+  it("stops on non-finite weights or loss naming the rule, the connection and the update", function()
+    local calls = 0
+    local def = {kind = "connection", name = "blowup", equation = "dW = NaN after 3 updates",
+                 paper = "issue 2026", params = {},
+                 update = function(q) calls = calls + 1; if calls == 3 then q.dW:fill(0 / 0) end end}
+    local X, T = nm.ones(4, 3, "float64"), onehot(4, 2, 0)
+    local net = nn.mlp{sizes = {3, 4, 2}, gen = nm.generator(1), dtype = "float64", rule = rule.new(def),
+                       check_every = 1}
+    net:train_batch(X, T)
+    local ok, err = pcall(net.train_batch, net, X, T)     -- calls 3 (layer 1) and 4
+    assert.is_false(ok)
+    assert.equal("nn: rule 'blowup' made the weights of connection W1 non-finite at update 2", err)
+    calls = 0
+    local going = nn.mlp{sizes = {3, 4, 2}, gen = nm.generator(1), dtype = "float64",
+                         rule = rule.new(def), keep_going = true}
+    for _ = 1, 3 do going:train_batch(X, T) end       -- 12 samples: not checked yet
+    assert.is_nil(going.nonfinite)
+    for _ = 1, 13 do going:train_batch(X, T) end      -- 64 samples: checked
+    assert.equal("nn: rule 'blowup' made the weights of connection W1 non-finite between " ..
+                 "updates 1 and 16", going.nonfinite)
+    local loss = going:evaluate(X, T)
+    assert.is_true(loss ~= loss)
+    calls = 0
+    local eval = nn.mlp{sizes = {3, 4, 2}, gen = nm.generator(1), dtype = "float64",
+                        rule = rule.new(def)}
+    for _ = 1, 3 do eval:train_batch(X, T) end
+    ok, err = pcall(eval.evaluate, eval, X, T)          -- evaluation checks first
+    assert.is_false(ok)
+    assert.equal("nn: rule 'blowup' made the weights of connection W1 non-finite between " ..
+                 "updates 1 and 3", err)
+    -- a loss that overflows with finite weights
+    local big = nn.mlp{sizes = {3, 2}, gen = nm.generator(1), dtype = "float64", out = "identity",
+                       loss = "mse"}
+    big.conns[1].W:fill(1e200)
+    ok, err = pcall(big.evaluate, big, X, nm.zeros(4, 2, "float64"))
+    assert.is_false(ok)
+    assert.equal("nn: the loss of rule 'backprop' is non-finite (inf) at update 0", err)
   end)
 
   it("DFA matrices are n_l x n_L and deliver e_L to every hidden layer", function()
@@ -168,14 +256,15 @@ describe("nn.mlp", function()
     local net = nn.mlp{sizes = {5, 4, 3, 2}, act = "relu", gen = g, dtype = "float64",
                        rule = "dfa"}
     assert.equal("dfa", net.feedback)
-    assert.same({4, 2}, net.D[1]:size())
-    assert.same({3, 2}, net.D[2]:size())
+    local D = {net.paths.dfa.state[1].Dt:t(), net.paths.dfa.state[2].Dt:t()}
+    assert.same({4, 2}, D[1]:size())
+    assert.same({3, 2}, D[2]:size())
     local X, T = nm.randn(g, 7, 5, "float64"), onehot(7, 2, 0)
     net:forward(X)
     net:backward(T)
     local E = net.cur.E
     for l = 1, 2 do
-      local expect = nm.mm(E[3], net.D[l]:t())
+      local expect = nm.mm(E[3], D[l]:t())
       local d = net.cur.A[l]:clone():drelu()
       expect:mul(d)
       assert.tensor_near(expect, E[l], 1e-14)
@@ -289,8 +378,8 @@ describe("nn.mlp", function()
     other:load_state(st)
     local X = nm.randn(g, 3, 5)
     assert.same(net:forward(X):totable(), other:forward(X):totable())
-    assert.same(net.B[2]:totable(), other.B[2]:totable())
-    assert.same(net.D[1]:totable(), other.D[1]:totable())
+    assert.same(net.paths.fa.state[1].B:totable(), other.paths.fa.state[1].B:totable())
+    assert.same(net.paths.dfa.state[1].Dt:totable(), other.paths.dfa.state[1].Dt:totable())
   end)
 
   it("reports misuse as errors naming the shapes", function()
@@ -336,6 +425,54 @@ describe("experiments/baselines.lua", function()
       assert.equal(c.test_accuracy, rb.final.cells[i].test_accuracy)
     end
     os.execute(string.format("rm -rf %q %q %q", a, b, tmp .. ".log"))
+  end)
+
+  -- A rule file of the user's: a copy of fa.lua under another name must
+  -- give exactly fa's cell (same loop, angles, weights); an invalid one
+  -- is one line per problem and exit status 2; a diverging one stops.
+  local write, read = support.write_file, support.read_file
+
+  it("runs a user's rule file like a built-in rule", function()
+    local dir = tmp .. "-rules"
+    os.execute(string.format("mkdir -p %q", dir))
+    write(dir .. "/my_fa.lua", (read(support.root .. "/rules/fa.lua"):gsub('name = "fa"', 'name = "my_fa"', 1)))
+    local common = "--quick --dataset mnist --arch 256-256 --epochs 1 --train-subset 300 " ..
+                   "--test-subset 100 --probe 50 --no-plot"
+    local out = tmp .. "-user"
+    assert.equal(0, run(common .. " --rules fa," .. dir .. "/my_fa.lua,sign_symmetry --out " .. out))
+    local cells = json.read_file(out .. "/results.json").final.cells
+    assert.same({"fa", "my_fa", "sign_symmetry"}, {cells[1].rule, cells[2].rule, cells[3].rule})
+    for _, k in ipairs{"weights_crc32", "test_accuracy", "train_loss", "update_angle_1",
+                       "update_angle_2", "feedback_angle_1", "feedback_angle_2"} do
+      assert.is_not_nil(cells[1][k], k)
+      assert.equal(cells[1][k], cells[2][k], k)
+    end
+    assert.are_not.equal(cells[1].weights_crc32, cells[3].weights_crc32)
+    assert.truthy(read(tmp .. ".log"):find("my_fa", 1, true))
+
+    write(dir .. "/bad.lua", [[return {kind = "connection", name = "bad", paper = "p",
+      params = {eta = {default = 1}}, update = 3}]])
+    assert.equal(2, run(common .. " --rules bp," .. dir .. "/bad.lua --out " .. out .. "2"))
+    local lines = {}
+    for line in read(tmp .. ".log"):gmatch("[^\n]+") do lines[#lines + 1] = line end
+    assert.same({
+      "baselines: " .. dir .. "/bad.lua: connection rule 'bad': field 'equation' (the rule as text) is missing",
+      "baselines: " .. dir .. "/bad.lua: connection rule 'bad': parameter 'eta' has no doc string",
+      "baselines: " .. dir .. "/bad.lua: connection rule 'bad': field 'update' must be function(q, p), got number",
+    }, lines)
+    assert.equal(2, run(common .. " --rules bmvr --out " .. out .. "2"))
+    assert.truthy(read(tmp .. ".log"):find("rule 'bmvr' is a circuit rule", 1, true))
+
+    write(dir .. "/nan.lua", [[return {kind = "connection", name = "nan", equation = "dW = NaN",
+      paper = "spec 2026", params = {}, update = function(q) q.dW:fill(0 / 0) end}]])
+    assert.equal(1, run(common .. " --rules " .. dir .. "/nan.lua --out " .. out .. "3"))
+    assert.equal("baselines: mnist 256-256 nan: nn: rule 'nan' made the weights of connection W1 " ..
+                 "non-finite at update 1 (--keep-going to go on)\n",
+                 read(tmp .. ".log"):gsub("^baselines: %-%-quick[^\n]*\n", ""))
+    assert.equal(0, run(common .. " --keep-going --rules " .. dir .. "/nan.lua --out " .. out .. "3"))
+    assert.truthy(json.read_file(out .. "3/results.json").final.cells[1].nonfinite:find("update 1", 1, true))
+    os.execute(string.format("rm -rf %q %q %q %q %q %q", dir, out, out .. "2", out .. "3", tmp .. ".log",
+                             tmp))
   end)
 
   -- Regression: --stop-after 1 sent SIGTERM before run:poll had installed

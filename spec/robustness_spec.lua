@@ -390,6 +390,7 @@ local SKIP = {
   ["nm.save_npy"] = "writes files", ["nm.install_stop_handler"] = "signal handlers",
   ["nm.remove_stop_handler"] = "signal handlers", ["nm.bench_direct_gemm"] = "long gemm loops",
   ["nm.ulp_scan"] = "long scans (its arguments: spec/vmath_spec.lua)",
+  ["nm.load_kernel"] = "loads shared objects (spec/compile_spec.lua tests it)",
 }
 
 -- Arguments that are repeat counts: a huge valid value would run for hours

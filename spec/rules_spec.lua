@@ -9,8 +9,6 @@ local rule = require "nm.rule"
 local optim = require "nm.optim"
 local checkpoint = require "nm.checkpoint"
 
-local BUILTIN = {"backprop", "fa", "dfa", "hebb", "oja", "three_factor"}
-
 -- A connection and a quantities table with random activity.
 local function setup(name, params, o)
   local dtype = o.dtype or "float64"
@@ -29,11 +27,43 @@ local function setup(name, params, o)
   return conn, q
 end
 
+-- A temporary directory holding rule files (name -> source); removed by
+-- the returned function.
+local function rule_dir(files)
+  local dir = os.tmpname()
+  os.remove(dir)
+  nm.mkdir(dir)
+  local paths = {}
+  for name, src in pairs(files) do
+    paths[name] = dir .. "/" .. name .. ".lua"
+    local f = assert(io.open(paths[name], "w"))
+    f:write(src)
+    f:close()
+  end
+  return dir, paths, function()
+    for _, path in pairs(paths) do os.remove(path) end
+    os.remove(dir)
+  end
+end
+
 describe("rule files", function()
-  for _, name in ipairs(BUILTIN) do
-    it(name .. " documents its equation, paper and parameters", function()
+  local names = rule.list()
+
+  it("rules/ holds every shipped rule (the list is read from the directory)", function()
+    local set = {}
+    for _, n in ipairs(names) do set[n] = true end
+    for _, n in ipairs{"backprop", "fa", "dfa", "sign_symmetry", "hebb", "oja", "three_factor",
+                       "bmvr", "folded_ae", "hillclimb", "microcircuit", "motifs", "rcn"} do
+      assert.is_true(set[n], n)
+    end
+  end)
+
+  for _, name in ipairs(names) do
+    it(name .. " validates and documents its kind, equation, paper and parameters", function()
       local def = rule.definition(name)
+      assert.same({}, rule.problems(def, name .. ".lua"))
       assert.equal(name, def.name)
+      assert.truthy(({connection = true, circuit = true, meta = true})[def.kind])
       assert.is_true(#def.equation > 5)
       assert.truthy(def.paper:match("%d%d%d%d"))   -- a year in the citation
       for k, spec in pairs(def.params) do
@@ -43,13 +73,24 @@ describe("rule files", function()
       local text = rule.describe(name)
       assert.truthy(text:find(def.equation, 1, true))
       assert.truthy(text:find(def.paper, 1, true))
+      assert.truthy(text:find(def.kind, 1, true))
+      assert.equal(def, rule.new(name).def)
     end)
   end
 
-  it("lists the rules in rules/", function()
-    local names = {}
-    for _, n in ipairs(rule.list()) do names[n] = true end
-    for _, n in ipairs(BUILTIN) do assert.is_true(names[n], n) end
+  it("lists by kind", function()
+    local seen = {}
+    for _, kind in ipairs{"connection", "circuit", "meta"} do
+      for _, n in ipairs(rule.list(kind)) do
+        assert.equal(kind, rule.definition(n).kind)
+        assert.is_nil(seen[n])
+        seen[n] = kind
+      end
+    end
+    for _, n in ipairs(names) do assert.is_not_nil(seen[n], n) end
+    assert.equal("connection", seen.fa)
+    assert.has_error(function() rule.list("synapse") end,
+      "rule.list: unknown kind 'synapse' (connection, circuit, meta)")
   end)
 
   it("rejects unknown parameters, wrong types and bad values", function()
@@ -60,26 +101,116 @@ describe("rule files", function()
     assert.has_error(function() rule.new("three_factor", {factor = "pre"}) end,
       "rule 'three_factor': parameter 'factor' must be 'post' or 'error'")
     assert.has_error(function() rule.new("no_such_rule") end)
+    assert.has_error(function() rule.definition("../evil") end)
   end)
 
-  it("rejects definitions without equation, paper or update", function()
-    local ok = {name = "r", equation = "dW = 0", paper = "none 2000", params = {},
-                update = function() end}
+  it("reports every problem of a definition at once, one line each", function()
+    local ok = {kind = "connection", name = "r", equation = "dW = 0", paper = "none 2000",
+                params = {}, update = function() end}
     assert.equal(ok, rule.validate(ok))
-    for _, field in ipairs{"equation", "paper", "update", "params"} do
+    for _, field in ipairs{"kind", "equation", "paper", "update", "params"} do
       local d = {}
       for k, v in pairs(ok) do d[k] = v end
       d[field] = nil
+      local problems = rule.problems(d)
+      assert.equal(1, #problems, field)
+      assert.truthy(problems[1]:find("'" .. field .. "'", 1, true), problems[1])
       assert.has_error(function() rule.validate(d) end)
     end
-    assert.has_error(function()
-      rule.validate{name = "r", equation = "e", paper = "p", update = function() end,
-                    params = {eta = {default = 1}}}
-    end, "rule 'r': parameter 'eta' has no doc string")
+    local lines = rule.problems({kind = "connection", name = "x", paper = "p 2000",
+                                 params = {eta = {default = 1}, mu = 3}, update = 1,
+                                 needs = {"pre", "spikes"}}, "rules/x.lua")
+    assert.same({
+      "rules/x.lua: connection rule 'x': field 'equation' (the rule as text) is missing",
+      "rules/x.lua: connection rule 'x': parameter 'eta' has no doc string",
+      "rules/x.lua: connection rule 'x': parameter 'mu' needs {default = ..., doc = ...}",
+      "rules/x.lua: connection rule 'x': field 'update' must be function(q, p), got number",
+      "rules/x.lua: connection rule 'x': field 'needs' names an unknown quantity 'spikes'",
+    }, lines)
+    assert.same({"rules/y.lua: rule 'x': field 'kind' must be \"connection\", \"circuit\" or " ..
+                 "\"meta\", got synapse",
+                 "rules/y.lua: rule 'x': field 'name' must be the file's base name 'y'"},
+                rule.problems({kind = "synapse", name = "x", equation = "e", paper = "p",
+                               params = {}}, "rules/y.lua"))
+    assert.same({"c.lua: circuit rule 'c': field 'model' (the model whose state it reads) is missing",
+                 "c.lua: circuit rule 'c': field 'step' (function(s, p)) is missing",
+                 "c.lua: circuit rule 'c': give exactly one of field 'pathway' (the plastic " ..
+                 "pathway it drives, a string) or 'pathways' (a list of them)"},
+                rule.problems({kind = "circuit", name = "c", equation = "e", paper = "p",
+                               params = {}}, "c.lua"))
+    assert.same({"m.lua: meta rule 'm': field 'coefficients' (the meta-parameters' names, " ..
+                 "shapes, initial values) is missing"},
+                rule.problems({kind = "meta", name = "m", equation = "e", paper = "p", params = {},
+                               model = "rcn", step = function() end}, "m.lua"))
+    assert.same({"a rule file must return one rule definition table, got nil"}, rule.problems(nil))
+    local err = select(2, pcall(rule.validate, {kind = "connection", name = "z"}, "z.lua"))
+    assert.equal(4, #rule.problems({kind = "connection", name = "z"}, "z.lua"))
+    assert.equal(table.concat(rule.problems({kind = "connection", name = "z"}, "z.lua"), "\n"), err)
+  end)
+
+  it("checks a rule's error pathway", function()
+    local base = {kind = "connection", name = "p", equation = "e", paper = "p 2000", params = {},
+                  update = function() end}
+    local function with(k, v)
+      local d = {}
+      for key, val in pairs(base) do d[key] = val end
+      d[k] = v
+      return rule.problems(d)
+    end
+    assert.same({}, with("feedback", "fa"))
+    assert.same({}, with("feedback", "backprop"))
+    assert.same(1, #with("feedback", "zigzag"))
+    assert.truthy(with("feedback", "zigzag")[1]:find("no error pathway 'zigzag'", 1, true))
+    assert.same({"connection rule 'p': field 'pathway': 'source' must be \"next\" (from " ..
+                 "e_{l+1}) or \"output\" (from e_L)",
+                 "connection rule 'p': field 'pathway': 'matrix' (function(W, state) returning M) " ..
+                 "is missing"},
+                with("pathway", {name = "q", doc = "d"}))
+  end)
+
+  it("loads a rule by name or path through one cache; require is not a second way", function()
+    local dir, paths, done = rule_dir{
+      mine = [[return {kind = "connection", name = "mine", equation = "dW = 0",
+                       paper = "none 2024", params = {}, update = function() end}]],
+      broken = [[return {kind = "connection", name = "broken", paper = "none 2024",
+                         params = {eta = {default = 1}}}]],
+      syntax = "return {",
+    }
+    local a = rule.definition(paths.mine)
+    assert.equal("mine", a.name)
+    assert.equal(a, rule.definition(dir .. "/./mine.lua"))
+    local old = rule.path
+    rule.path = dir .. "/?.lua;" .. old
+    assert.equal(a, rule.definition("mine"))
+    local set = {}
+    for _, n in ipairs(rule.list()) do set[n] = true end
+    assert.is_true(set.mine and set.broken and set.syntax and set.fa)
+    rule.path = old
+    local ok, err = pcall(rule.definition, paths.broken)
+    assert.is_false(ok)
+    assert.equal(paths.broken .. ": connection rule 'broken': field 'equation' (the rule as " ..
+                 "text) is missing\n" ..
+                 paths.broken .. ": connection rule 'broken': parameter 'eta' has no doc string\n" ..
+                 paths.broken .. ": connection rule 'broken': field 'update' (function(q, p)) is " ..
+                 "missing", err)
+    ok, err = pcall(rule.definition, paths.syntax)
+    assert.is_false(ok)
+    assert.truthy(err:find(paths.syntax, 1, true))
+    assert.has_error(function() rule.definition(dir .. "/none.lua") end,
+      dir .. "/none.lua: no such rule file")
+    done()
+  end)
+
+  it("a connection takes only connection rules", function()
+    assert.has_error(function() nn.connection{pre = 2, post = 2, gen = nm.generator(1), rule = "bmvr"} end,
+      "rule 'bmvr' is a circuit rule of model bmvr, not a connection rule")
+    assert.has_error(function() rule.require_kind(rule.new("motifs"), "meta", "rcn") end,
+      "rule 'motifs' is a meta rule of model 'motif_net', not of model 'rcn'")
   end)
 
   it("a new rule is a plain table: dW = eta <post pre^T> - decay W", function()
     local def = {
+      kind = "connection",
       name = "hebb_decay", equation = "dW = eta <post pre^T> - lambda W", paper = "spec 2024",
       params = {eta = {default = 0.1, doc = "rate"}, lambda = {default = 0.01, doc = "decay"}},
       update = function(q, p)
@@ -94,11 +225,28 @@ describe("rule files", function()
     expect:addmm(0.1 / 3, q.post:t(), q.pre, 1)
     assert.tensor_near(expect, conn.W, 1e-12)
   end)
+
+  it("clears dW and db before each update: a rule that adds 1 moves W by 1 per batch", function()
+    local def = {kind = "connection", name = "plus_one", equation = "dW = 1", paper = "spec 2026",
+                 params = {}, bias = true,
+                 update = function(q) q.dW:add(1); q.db:add(1) end}
+    for _, defer in ipairs{false, true} do
+      local conn, q = setup(rule.new(def), nil, {batch = 2})
+      local w0, b0 = conn.W:get(1, 1), conn.b:get(1)
+      q.defer = defer
+      for k = 1, 4 do
+        rule.apply(conn.rule, conn, q)
+        if defer then conn.W:add(conn.dW); conn.b:add(conn.db) end
+        assert.near(w0 + k, conn.W:get(1, 1), 1e-12)
+        assert.near(b0 + k, conn.b:get(1), 1e-12)
+      end
+    end
+  end)
 end)
 
 describe("fused kernels equal their Lua rules", function()
   local cases = {
-    {"backprop"}, {"fa"}, {"dfa"}, {"hebb"}, {"oja"},
+    {"backprop"}, {"fa"}, {"dfa"}, {"sign_symmetry"}, {"hebb"}, {"oja"},
     {"three_factor", nil, 0.7}, {"three_factor", {factor = "error", eta = -0.05}, "tensor"},
     {"three_factor", nil, "tensor"},
   }

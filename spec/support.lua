@@ -33,4 +33,19 @@ function support.metric_rows(dir, clock_fields)
   return out
 end
 
+-- The bytes of a file (an error when it cannot be read), and a file
+-- written with bytes.
+function support.read_file(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function support.write_file(path, s)
+  local f = assert(io.open(path, "wb"))
+  assert(f:write(s))
+  assert(f:close())
+end
+
 return support

@@ -340,6 +340,12 @@ int nm_reduce_all(const nm_tensor *a, nm_redop op, double p, double *value,
   return st;
 }
 
+int nm_all_finite(const nm_tensor *a, int *finite) {
+  nm_iter it;
+  iter_init(&it, a, a, a);
+  return TYPED(a->dtype, all_finite, &it, a->data, finite);
+}
+
 /* Shapes `res` as a with size 1 at dim, into out; 0 when res fits neither
 ** accepted shape. */
 static int reduced_view(nm_tensor *out, const nm_tensor *res, const nm_tensor *a, int dim) {

@@ -93,6 +93,9 @@ typedef enum {
 int nm_reduce_all(const nm_tensor *a, nm_redop op, double p, double *value,
                   int64_t *index);
 
+/* *finite = 1 when no element of a is NaN or infinite (1 for an empty a). */
+int nm_all_finite(const nm_tensor *a, int *finite);
+
 /* Reduces a along dimension `dim` (0-based). r (values, a's dtype) and ri
 ** (positions along dim plus index_base, float64) are each either shaped
 ** like a without dimension dim, or like a with size 1 at dim; either may be

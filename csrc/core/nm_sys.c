@@ -6,6 +6,7 @@
 #include "nm_sys.h"
 #include "nm_simd.h"
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -310,4 +311,31 @@ int nm_wait(pid_t pid, int nohang, pid_t *done, int *exit_status, int *killed_by
     *exit_status = 128 + *killed_by;
   }
   return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Shared objects */
+
+void *nm_dl_open(const char *path, char *err, size_t errlen) {
+  void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    const char *msg = dlerror();
+    snprintf(err, errlen, "%s", msg ? msg : "cannot load");
+  }
+  return h;
+}
+
+void *nm_dl_sym(void *handle, const char *name) {
+  return dlsym(handle, name);
+}
+
+nm_dl_func nm_dl_function(void *handle, const char *name) {
+  void *p = dlsym(handle, name);
+  nm_dl_func f = NULL;
+  if (p) memcpy(&f, &p, sizeof f);
+  return f;
+}
+
+void nm_dl_close(void *handle) {
+  if (handle) dlclose(handle);
 }

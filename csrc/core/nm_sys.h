@@ -65,4 +65,15 @@ int nm_spawn(const char *const *argv, const char *log_path, pid_t *pid);
 ** signal arrived, ECHILD when there is no such child). */
 int nm_wait(pid_t pid, int nohang, pid_t *done, int *exit_status, int *killed_by);
 
+/* Shared objects (compiled rule kernels). nm_dl_open loads `path`
+** (symbols resolved now, kept local to it) and returns a handle, or NULL
+** with the loader's message in err. nm_dl_sym returns the address of
+** `name` in it or NULL. nm_dl_close unloads it. */
+void *nm_dl_open(const char *path, char *err, size_t errlen);
+void *nm_dl_sym(void *handle, const char *name);
+/* The same for a function (ISO C has no object-to-function pointer cast). */
+typedef void (*nm_dl_func)(void);
+nm_dl_func nm_dl_function(void *handle, const char *name);
+void nm_dl_close(void *handle);
+
 #endif

@@ -40,6 +40,10 @@ extern volatile sig_atomic_t nm_interrupted;
 
 /* The code version (git describe), generated at build time. */
 extern const char nm_version[];
+/* The compiler and BLAS flags of this build (build/version.c). */
+extern const char nm_build_cc[];
+extern const char nm_build_blas_cflags[];
+extern const char nm_build_blas_libs[];
 
 size_t nm_dtype_size(nm_dtype t);
 const char *nm_dtype_name(nm_dtype t);       /* "float32" / "float64" */

@@ -62,7 +62,8 @@ static void print_usage(const char *badoption) {
   }
   fprintf(badoption ? stderr : stdout,
     "usage: %s [options] [script [args]]\n"
-    "Lua 5.4 with the neuromic module preloaded (require \"neuromic\").\n"
+    "Lua 5.4 with the neuromic module preloaded: the global nm is\n"
+    "require \"neuromic\" in scripts, -e and the REPL.\n"
     "Available options are:\n"
     "  -e stat   execute string 'stat'\n"
     "  -i        enter interactive mode after executing 'script'\n"
@@ -75,7 +76,9 @@ static void print_usage(const char *badoption) {
     "  --        stop handling options\n"
     "  -         stop handling options and execute stdin\n"
     "Package paths include lua/, rules/ and experiments/ next to the\n"
-    "executable, from any working directory. REPL history is kept in\n"
+    "executable (or the installed modules), from any working directory;\n"
+    "a script that is no file here is looked up among the experiments\n"
+    "(neuromic bmvr.lua --quick). REPL history is kept in\n"
     "$NEUROMIC_HISTORY (default ~/" HISTORY_NAME "; empty: none).\n",
     progname);
 }
@@ -193,6 +196,10 @@ static void push_root(lua_State *L) {
   free(exe);
 }
 
+/* Where an installed interpreter (<tree>/bin/neuromic, from `make install`
+** or `luarocks make`) finds the Lua modules, relative to its directory. */
+#define INSTALLED_LUADIR "../share/lua/" LUA_VERSION_MAJOR "." LUA_VERSION_MINOR
+
 /*
 ** Prepends the project directories to package.path, keeping the
 ** system defaults (and LUA_PATH) after them so busted and the Debian
@@ -201,7 +208,8 @@ static void push_root(lua_State *L) {
 static void setup_paths(lua_State *L) {
   static const char *const dirs[] = {
     "lua/?.lua", "lua/?/init.lua", "rules/?.lua", "experiments/?.lua",
-    "?.lua", "?/init.lua", NULL
+    "?.lua", "?/init.lua", INSTALLED_LUADIR "/?.lua", INSTALLED_LUADIR "/?/init.lua",
+    NULL
   };
   luaL_Buffer b;
   int i;
@@ -298,12 +306,48 @@ static int push_script_args(lua_State *L) {
   return n;
 }
 
+/*
+** A script named experiments/X.lua, X.lua or X that is no file here is
+** looked up among the bundled experiments: experiments/ next to the
+** executable (a checkout) or nm/experiments/ of an installed tree. Pushes
+** the file name to load (fname itself when nothing else matches).
+*/
+static const char *find_script(lua_State *L, const char *fname) {
+  static const char *const dirs[] = {
+    "experiments/", INSTALLED_LUADIR "/nm/experiments/", NULL
+  };
+  const char *base = fname;
+  int i;
+  if (access(fname, F_OK) == 0 || fname[0] == '/')
+    return lua_pushstring(L, fname);
+  if (strncmp(base, "experiments/", 12) == 0)
+    base += 12;
+  if (strchr(base, '/') != NULL || base[0] == '\0' || base[0] == '.')
+    return lua_pushstring(L, fname);
+  size_t blen = strlen(base);
+  int has_ext = blen > 4 && strcmp(base + blen - 4, ".lua") == 0;
+  for (i = 0; dirs[i] != NULL; i++) {
+    push_root(L);
+    const char *path = lua_pushfstring(L, "%s/%s%s%s", lua_tostring(L, -1), dirs[i],
+                                       base, has_ext ? "" : ".lua");
+    lua_remove(L, -2);
+    if (access(path, R_OK) == 0)
+      return path;
+    lua_pop(L, 1);
+  }
+  return lua_pushstring(L, fname);
+}
+
 static int handle_script(lua_State *L, char **argv) {
   const char *fname = argv[0];
   int status;
   if (strcmp(fname, "-") == 0 && strcmp(argv[-1], "--") != 0)
-    fname = NULL;                   /* stdin */
-  status = luaL_loadfile(L, fname);
+    status = luaL_loadfile(L, NULL);   /* stdin */
+  else {
+    find_script(L, fname);
+    status = luaL_loadfile(L, lua_tostring(L, -1));
+    lua_remove(L, -2);              /* the file name */
+  }
   if (status == LUA_OK) {
     int n = push_script_args(L);
     status = docall(L, n, LUA_MULTRET);
@@ -897,7 +941,6 @@ static void set_nm_global(lua_State *L) {
 static void do_repl(lua_State *L) {
   int status;
   const char *oldprogname = progname;
-  set_nm_global(L);
   progname = NULL;                  /* errors without a "neuromic:" prefix */
   use_readline = isatty(STDIN_FILENO);
   if (use_readline) {
@@ -963,6 +1006,7 @@ static int protected_main(lua_State *L) {
   preload_module(L);
   setup_paths(L);
   create_arg_table(L, argv, argc, script);
+  set_nm_global(L);
   lua_gc(L, LUA_GCRESTART);
   lua_gc(L, LUA_GCGEN, 0, 0);
   if (!(flags & HAS_BIG_E) && handle_luainit(L) != LUA_OK)

@@ -23,10 +23,20 @@ int luaopen_neuromic(lua_State *L) {
   nm_open_meta(L, module, methods);
   nm_open_rcn(L, module, methods);
   nm_open_folded(L, module, methods);
+  nm_open_kernel(L, module, methods);
   lua_pushvalue(L, methods);
   lua_setfield(L, module, "Tensor");
   lua_pushstring(L, nm_version);
   lua_setfield(L, module, "version");
+  /* How this build was compiled: the rule compiler builds kernels alike. */
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, nm_build_cc);
+  lua_setfield(L, -2, "cc");
+  lua_pushstring(L, nm_build_blas_cflags);
+  lua_setfield(L, -2, "blas_cflags");
+  lua_pushstring(L, nm_build_blas_libs);
+  lua_setfield(L, -2, "blas_libs");
+  lua_setfield(L, module, "build");
   lua_settop(L, module);
   return 1;
 }

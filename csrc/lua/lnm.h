@@ -108,6 +108,7 @@ void nm_open_microcircuit(lua_State *L, int module, int methods);
 void nm_open_meta(lua_State *L, int module, int methods);
 void nm_open_rcn(lua_State *L, int module, int methods);
 void nm_open_folded(lua_State *L, int module, int methods);
+void nm_open_kernel(lua_State *L, int module, int methods);
 
 int luaopen_neuromic(lua_State *L);
 

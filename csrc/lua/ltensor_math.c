@@ -406,6 +406,15 @@ static int m_arglike(lua_State *L) {
   return 1;
 }
 
+/* t:all_finite() -> true when no element is NaN or infinite. */
+static int m_all_finite(lua_State *L) {
+  const nm_tensor *t = checkt(L, 1);
+  int finite;
+  check_status(L, nm_all_finite(t, &finite), "all_finite");
+  lua_pushboolean(L, finite);
+  return 1;
+}
+
 /* t:norm([p]) -> number (p = 2 by default, math.huge for the max norm,
 ** 0 counts non-zeros); t:norm(p, dim) -> new tensor; r:norm(a, p, dim). */
 static int m_norm(lua_State *L) {
@@ -757,7 +766,7 @@ static const luaL_Reg plain_methods[] = {
   {"axpy", m_axpy}, {"maskedfill", m_maskedfill}, {"maskedcopy", m_maskedcopy},
   {"norm", m_norm}, {"mm", m_mm}, {"addmm", m_addmm}, {"mv", m_mv},
   {"addmv", m_addmv}, {"addr", m_addr}, {"addr_masked", m_addr_masked},
-  {"dot", m_dot},
+  {"dot", m_dot}, {"all_finite", m_all_finite},
   {NULL, NULL}
 };
 

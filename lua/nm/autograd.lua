@@ -215,6 +215,18 @@ end
 --     at most one argument; all other gradients must be fresh tensors.
 -- Arguments that are variables of a tape are tracked; if there are none,
 -- the function only computes (ctx is then thrown away).
+-- Symbols (nm.compile's traced values) are handed to the tracer instead:
+-- the same rule code then builds an expression graph (see
+-- ag.set_tracer).
+local Sym, tracer
+
+-- ag.set_tracer(sym_metatable, trace) makes every operation called with
+-- an argument whose metatable is sym_metatable return trace(name, ...)
+-- instead of computing (nm.compile's tracer; one per process).
+function ag.set_tracer(mt, fn)
+  Sym, tracer = mt, fn
+end
+
 function ag.def(name, forward, backward, nout)
   nout = nout or 1
   local op = {name = name, backward = backward}
@@ -223,11 +235,14 @@ function ag.def(name, forward, backward, nout)
     local tape
     for i = 1, nin do
       local a = select(i, ...)
-      if getmetatable(a) == Var then
+      local mt = getmetatable(a)
+      if mt == Var then
         if tape and a.tape ~= tape then
           error(format("autograd: '%s': arguments from two different tapes", name), 2)
         end
         tape = a.tape
+      elseif mt == Sym and mt ~= nil then
+        return tracer(name, ...)
       end
     end
     if not tape then
@@ -465,6 +480,21 @@ end, function(ctx, g)
   r:set(table.unpack(args, 1, i.n + 1))
   return r
 end)
+
+-- ag.onehot(n, label [, dtype]) -> a vector of n zeros with a 1 at the
+-- (1-based) label: a constant (no gradient), written as an operation so a
+-- traced rule step receives the label at call time.
+ag.onehot = def("onehot", function(_, n, label, dtype)
+  if math.type(n) ~= "integer" or n < 1 then
+    error("autograd: 'onehot': size must be a positive integer, got " .. tostring(n), 3)
+  end
+  if math.type(label) ~= "integer" or label < 1 or label > n then
+    error(format("autograd: 'onehot': label %s is not in 1..%d", tostring(label), n), 3)
+  end
+  local t = nm.zeros(n, dtype or "float64")
+  t:set(label, 1)
+  return t
+end, function() return nil end)
 
 -- ag.t(A): the transpose (a view; no copy).
 ag.t = def("t", function(_, A) return A:t() end,

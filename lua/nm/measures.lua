@@ -1,11 +1,12 @@
 -- nm/measures.lua: what every learner reports (../shared/models/
 -- baselines.md): accuracy, loss, MSE, and the angles that show how well a
--- rule with a feedback pathway follows backprop: between its hidden-layer
--- updates and BP's on the same batch, and between feedback and forward
+-- rule follows backprop: between its hidden-layer updates and BP's on the
+-- same batch, and between its error pathway's feedback and the forward
 -- weights. Angles are in degrees. These run at evaluation time and may
 -- allocate.
 
 local nm = require "neuromic"
+local rule = require "nm.rule"
 
 local measures = {}
 
@@ -58,54 +59,75 @@ function measures.loss(net, X, T, labels)
   return net:evaluate(X, T, nil, labels)
 end
 
--- Hidden-layer weight gradients E_l^T Y_{l-1} of net's current buffers
--- into G[l] (l = 1..L-1), allocating G on first use.
-local function hidden_grads(net, G)
-  local bs = net.cur
-  for l = 1, net.L - 1 do
-    G[l] = G[l] or net.conns[l].W:clone()
-    G[l]:addmm(1, bs.Et[l], bs.Y[l - 1], 0)
+-- A copy of a rule state (tensors cloned), and its restoration in place.
+local function snapshot(x)
+  if nm.is_tensor(x) then return x:clone() end
+  if type(x) ~= "table" then return x end
+  local t = {}
+  for k, v in pairs(x) do t[k] = snapshot(v) end
+  return t
+end
+
+local function restore(dst, src)
+  for k, v in pairs(src) do
+    local d = dst[k]
+    if nm.is_tensor(v) and nm.is_tensor(d) and d:same_shape(v) then d:copy(v)
+    elseif type(v) == "table" and not nm.is_tensor(v) and type(d) == "table" then restore(d, v)
+    else dst[k] = v end
   end
 end
 
 -- Angles in degrees, per hidden layer l = 1..L-1, between the weight
--- update of the pathway `feedback` (default net.feedback) and the
--- backprop update on the batch X, T (one forward; both backward passes
--- start from the same activations; weights unchanged). Returns a list.
+-- change each connection's rule makes on the batch X, T (errors through
+-- the pathway `feedback`, default net.feedback) and backprop's change
+-- -E_l^T Y_{l-1} (errors through the pathway "bp"). One forward; both
+-- backward passes start from the same activations; the rules run
+-- deferred, so weights and rule states are left as they were (nil for a
+-- layer whose rule or connection is switched off). Returns a list.
 function measures.update_angles(net, X, T, feedback)
-  feedback = feedback or net.feedback
-  net._angle_rule, net._angle_bp = net._angle_rule or {}, net._angle_bp or {}
+  local R, G = net._angle_rule or {}, net._angle_bp or {}
+  net._angle_rule, net._angle_bp = R, G
   net:forward(X)
   net:backward(T, feedback)
-  hidden_grads(net, net._angle_rule)
+  local bs, changed = net.cur, {}
+  for l = 1, net.L - 1 do
+    local c, q = net.conns[l], bs.q[l]
+    local saved, defer = snapshot(c.state), q.defer
+    q.defer, q.mod, q.state = true, net.mod, c.state
+    changed[l] = rule.apply(c.rule, c, q)
+    R[l] = R[l] or c.W:clone()
+    R[l]:copy(c.dW)
+    q.defer = defer
+    if type(saved) == "table" then restore(c.state, saved) end
+  end
   net:backward(T, "bp")
-  hidden_grads(net, net._angle_bp)
   local out = {}
   for l = 1, net.L - 1 do
-    out[l] = measures.angle(net._angle_rule[l], net._angle_bp[l])
+    G[l] = G[l] or net.conns[l].W:clone()
+    G[l]:addmm(-1, bs.Et[l], bs.Y[l - 1], 0)
+    if changed[l] then out[l] = measures.angle(R[l], G[l]) end
   end
   return out
 end
 
 -- Alignment angles in degrees, per hidden layer l = 1..L-1, between the
--- feedback that reaches layer l and what backprop would use:
---   fa:  B_{l+1} vs W_{l+1}
---   dfa: D_l vs (W_L ... W_{l+1})^T   (the linear part of the BP path)
---   bp:  0
+-- matrix M_l errors travel through on the pathway `feedback` (default
+-- net.feedback; see nm.rule) and what backprop would use:
+--   source "next":   M_l vs W_{l+1}              (fa: B_{l+1}; bp: 0)
+--   source "output": M_l vs W_L ... W_{l+1}      (dfa: D_l^T, the linear
+--                                                 part of the BP path)
 -- Returns a list.
 function measures.feedback_angles(net, feedback)
-  feedback = feedback or net.feedback
+  local pw, st = net:path(feedback)
   local out = {}
   for l = 1, net.L - 1 do
-    if feedback == "fa" then
-      out[l] = measures.angle(net.B[l + 1], net.conns[l + 1].W)
-    elseif feedback == "dfa" then
-      local P = net.conns[net.L].W:clone()        -- n_L x n_{L-1}
+    local M = net:feedback_matrix(pw, st, l)
+    local P = net.conns[l + 1].W
+    if pw.source == "output" then
+      P = net.conns[net.L].W:clone()              -- n_L x n_{L-1}
       for k = net.L - 1, l + 1, -1 do P = nm.mm(P, net.conns[k].W) end
-      out[l] = measures.angle(net.Dt[l], P)       -- D_l^T is n_L x n_l
-    else
-      out[l] = 0
     end
+    out[l] = rawequal(M, P) and 0 or measures.angle(M, P)
   end
   return out
 end

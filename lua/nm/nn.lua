@@ -1,8 +1,9 @@
 -- nm/nn.lua: network topologies: populations, connections (weights,
 -- optional biases and masks, a plasticity rule), activations with their
--- derivatives, losses, and layered networks with explicit error pathways
--- for backprop (BP), feedback alignment (FA) and direct feedback
--- alignment (DFA).
+-- derivatives, losses, and layered networks whose errors travel back
+-- through an error pathway defined by a rule file (rules/backprop.lua:
+-- W^T, fa.lua: fixed random B, dfa.lua: direct D, sign_symmetry.lua:
+-- sign(W); see nm.rule).
 --
 --   local nn = require "nm.nn"
 --   local net = nn.mlp{sizes = {784, 256, 10}, act = "relu", out = "softmax",
@@ -207,9 +208,11 @@ function nn.connection(o)
   return c
 end
 
--- Sets the plasticity rule (a name or an instance) and its state.
+-- Sets the plasticity rule (a name, path or instance; a connection
+-- rule) and its state.
 function Connection:set_rule(r, params)
   if not rule.is_rule(r) then r = rule.new(r, params) end
+  rule.require_kind(r, "connection", nil, 2)
   self.rule = r
   self.state = r:init_state(self)
   return self
@@ -263,21 +266,27 @@ local MLP = {}
 MLP.__index = MLP
 nn.MLP = MLP
 
-local FEEDBACK = {bp = true, fa = true, dfa = true}
-
 -- nn.mlp{sizes = {n_0, ..., n_L}, act = "relu" | {"softplus", beta = 2} (hidden
 --   layers; acts = {...} gives one per hidden layer), out = "softmax" | "identity" | "sigmoid" | ..., loss = "xent" | "mse",
---   rule = "backprop" | "fa" | "dfa" | instance (or a list per layer),
---   params = {eta = ...} (for rule names), feedback = "bp" | "fa" | "dfa"
---   (default: the rule's), gen = generator (required for random inits),
---   dtype = "float32", init = "pytorch", init_scale = 1, bias = true,
+--   rule = "backprop" | "fa" | "dfa" | a path | instance (or a list per
+--   layer), params = {eta = ...} (for rule names), feedback = a pathway
+--   ("bp", "fa", "dfa", "sign_symmetry", a rule defining one, or a pathway
+--   table; default: the rules'), gen = generator (required for random
+--   inits), dtype = "float32", init = "pytorch", init_scale = 1, bias = true,
 --   feedback_init = (default: init), feedback_scale = 1,
---   masks = {[l] = tensor}, density = {[l] = p}}
--- Fields: L, sizes, conns[1..L], acts[1..L], loss, feedback, B[2..L]
--- (FA matrices, shapes of W_l), D[1..L-1] (DFA matrices, n_l x n_L),
--- optim (optional: see MLP:set_optimiser), mod (modulator for rules).
--- FA and DFA matrices are always drawn (after the weights, from the same
--- generator), so BP, FA and DFA runs with one seed start from the same W.
+--   masks = {[l] = tensor}, density = {[l] = p}, keep_going = false,
+--   check_every = 64 (samples between checks of the weights for NaN/inf)}
+-- Fields: L, sizes, conns[1..L], acts[1..L], loss, feedback (the pathway's
+-- name), pathway (its table), paths[name] = {pathway, state[1..L-1]} (the
+-- state of every pathway drawn), updates (updates applied), keep_going,
+-- nonfinite (the first non-finite report with keep_going), optim
+-- (optional: see MLP:set_optimiser), mod (modulator for rules).
+-- The state of every built-in pathway (rule.pathways(): the FA and DFA
+-- matrices) is drawn after the weights, in that order, from the same
+-- generator with the weights' scheme, then the network's own pathway if
+-- it is not built in (a pathway named like a built-in one takes its
+-- place): runs with one seed start from the same W and the same feedback
+-- matrices whichever rule they use.
 function nn.mlp(o)
   if type(o) ~= "table" or type(o.sizes) ~= "table" or #o.sizes < 2 then
     error("nn.mlp: {sizes = {n_in, ..., n_out}, ...} expected", 2)
@@ -289,7 +298,9 @@ function nn.mlp(o)
     end
   end
   local net = setmetatable({L = L, sizes = {}, dtype = o.dtype or "float32", conns = {},
-                            acts = {}, B = {}, Bt = {}, D = {}, Dt = {}, bufs = {}}, MLP)
+                            acts = {}, paths = {}, tcache = {},
+                            bufs = {}, updates = 0, keep_going = o.keep_going == true,
+                            check_every = o.check_every or 64, checked = 0, unchecked = 0}, MLP)
   for l = 0, L do net.sizes[l] = sizes[l + 1] end
   net.loss = o.loss or "xent"
   if not nn.losses[net.loss] then
@@ -314,33 +325,29 @@ function nn.mlp(o)
   local fb = o.feedback
   if fb == nil then
     for l = 1, L do
-      local f = net.conns[l].rule.def.feedback
+      local def = net.conns[l].rule.def
+      local f = (def.pathway or def.feedback) and rule.pathway(def)
       if f and fb and f ~= fb then
         error(format("nn.mlp: layers use rules with different error pathways (%s, %s); " ..
-                     "set feedback explicitly", fb, f), 2)
+                     "set feedback explicitly", fb.name, f.name), 2)
       end
       fb = fb or f
     end
   end
-  net.feedback = fb or "bp"
-  if not FEEDBACK[net.feedback] then
-    error(format("nn.mlp: unknown feedback '%s' (bp, fa, dfa)", tostring(net.feedback)), 2)
-  end
-  -- Fixed random feedback: B_l like W_l (FA), D_l [n_l x n_L] (DFA).
+  local ok, pw = pcall(rule.pathway, fb or "bp")
+  if not ok then error("nn.mlp: " .. tostring(pw), 2) end
+  net.pathway, net.feedback = pw, pw.name
+  -- Every pathway's state, built-in ones first (see above).
+  local draw_opts = {std = o.std, scale = o.feedback_scale or o.init_scale}
   local finit = o.feedback_init or o.init
-  local fscale = {std = o.std, scale = o.feedback_scale or o.init_scale}
-  for l = 2, L do
-    net.B[l] = nm.zeros(net.sizes[l], net.sizes[l - 1], net.dtype)
-    nn.init_weights(net.B[l], nil, finit, o.gen, fscale)
-    net.Bt[l] = net.B[l]:t()
+  local function draw(T) nn.init_weights(T, nil, finit, o.gen, draw_opts) end
+  local list = rule.pathways()
+  local own = true
+  for i, p in ipairs(list) do
+    if p.name == pw.name then list[i], own = pw, false end   -- takes a built-in's place
   end
-  for l = 1, L - 1 do
-    -- D_l plays the part of a weight from the output layer to layer l.
-    local Dt = nm.zeros(net.sizes[L], net.sizes[l], net.dtype)
-    nn.init_weights(Dt:t(), nil, finit, o.gen, fscale)
-    net.D[l] = Dt:t()
-    net.Dt[l] = Dt
-  end
+  if own then list[#list + 1] = pw end
+  for _, p in ipairs(list) do net:add_pathway(p, draw) end
   net.params, net.deltas, net.active = {}, {}, {}
   for l = 1, L do
     local c = net.conns[l]
@@ -348,6 +355,45 @@ function nn.mlp(o)
     if c.b then net.params[#net.params + 1] = c.b end
   end
   return net
+end
+
+-- Draws the state of pathway p (a table) for every hidden layer, with
+-- draw(T) filling a tensor; kept in self.paths[p.name].
+function MLP:add_pathway(p, draw)
+  local L, n = self.L, self.sizes
+  local st = {}
+  if p.init then
+    for l = 1, L - 1 do
+      st[l] = p.init(p.source == "output" and n[L] or n[l + 1], n[l], self.dtype, draw)
+    end
+  end
+  self.paths[p.name] = {pathway = p, state = st}
+  return self
+end
+
+-- The pathway table and its state for name (a pathway, or the network's).
+function MLP:path(name)
+  if name == nil then name = self.feedback end
+  local entry = self.paths[type(name) == "table" and name.name or name]
+  if not entry then
+    local ok, p = pcall(rule.pathway, name)
+    if not ok then error("nn: " .. tostring(p), 3) end
+    entry = self.paths[p.name]
+    if not entry then
+      error(format("nn: this network has no state for error pathway '%s'", p.name), 3)
+    end
+  end
+  return entry.pathway, entry.state
+end
+
+-- The matrix errors travel through to hidden layer l on pathway p with
+-- state st (see nm.rule), and its transposed view (made once).
+function MLP:feedback_matrix(p, st, l)
+  local W = self.conns[p.source == "output" and self.L or l + 1].W
+  local M = p.matrix(W, st[l])
+  local Mt = self.tcache[M]
+  if not Mt then Mt = M:t(); self.tcache[M] = Mt end
+  return M, Mt
 end
 
 -- Buffers for batch size B, made on first use and kept: activations A,
@@ -507,19 +553,16 @@ end
 
 -- Backward pass for the targets of the last forward: the output error
 -- e_L = dLoss/da_L (softmax + xent: y - t), then the hidden errors through
--- the pathway `feedback` (default self.feedback):
---   bp:  e_l = (W_{l+1}^T e_{l+1}) .* f'(a_l)
---   fa:  e_l = (B_{l+1}^T e_{l+1}) .* f'(a_l)
---   dfa: e_l = (D_l e_L) .* f'(a_l)
+-- the pathway `feedback` (a name; default self.feedback), whose matrix M_l
+-- (nm.rule) carries e_src = e_{l+1} or e_L back:
+--   e_l = (M_l^T e_src) .* f'(a_l)    (bp: M_l = W_{l+1}; fa: B_{l+1};
+--                                      dfa: D_l^T; sign_symmetry: sign(W_{l+1}))
 -- T: one-hot or real targets [B x n_L] ([n_L] for one sample). Errors are
 -- per sample (not divided by B). Allocates nothing.
 function MLP:backward(T, feedback)
   local bs = self.cur
   if not bs then error("nn: backward before forward", 2) end
-  feedback = feedback or self.feedback
-  if not FEEDBACK[feedback] then
-    error(format("nn: unknown feedback '%s' (bp, fa, dfa)", tostring(feedback)), 2)
-  end
+  local pw, st = self:path(feedback)
   T = targets_of(self, bs, T)
   local L, E, A, Y, Dv, acts = self.L, bs.E, bs.A, bs.Y, bs.Dv, self.acts
   local EL = E[L]
@@ -532,17 +575,16 @@ function MLP:backward(T, feedback)
       softmax_vjp(bs, EL, Y[L], Dv[L], bs.onesn[L])
     end
   end
-  local single = bs.B == 1
+  local single, from_output, matrix, tcache = bs.B == 1, pw.source == "output", pw.matrix, self.tcache
   for l = L - 1, 1, -1 do
+    local src = from_output and L or l + 1
+    local M = matrix(self.conns[from_output and L or l + 1].W, st[l])
     if single then
-      local e1 = bs.e1
-      if feedback == "dfa" then e1[l]:addmv(1, self.D[l], e1[L], 0)
-      elseif feedback == "fa" then e1[l]:addmv(1, self.Bt[l + 1], e1[l + 1], 0)
-      else e1[l]:addmv(1, self.conns[l + 1].Wt, e1[l + 1], 0) end
+      local Mt = tcache[M]
+      if not Mt then Mt = M:t(); tcache[M] = Mt end
+      bs.e1[l]:addmv(1, Mt, bs.e1[src], 0)
     else
-      if feedback == "dfa" then E[l]:addmm(1, EL, self.Dt[l], 0)
-      elseif feedback == "fa" then E[l]:addmm(1, E[l + 1], self.B[l + 1], 0)
-      else E[l]:addmm(1, E[l + 1], self.conns[l + 1].W, 0) end
+      E[l]:addmm(1, E[src], M, 0)
     end
     local act = acts[l]
     if act.elementwise then
@@ -554,10 +596,41 @@ function MLP:backward(T, feedback)
   return E
 end
 
+local huge = math.huge
+local function finite(x) return x == x and x ~= huge and x ~= -huge end
+
+-- Stops the run (an error, one line) when a weight or bias became NaN or
+-- infinite, naming the rule, the connection and the update; with
+-- keep_going, records the first such line in self.nonfinite instead.
+-- MLP:update calls it once at least self.check_every samples have been
+-- trained on since the last check (a pass over every weight, so small
+-- batches do not pay it each time); the line then names the updates
+-- since the last check.
+function MLP:check_finite()
+  if self.nonfinite then return end
+  local from = self.checked + 1
+  self.checked, self.unchecked = self.updates, 0
+  for l = 1, self.L do
+    local c = self.conns[l]
+    local what = not c.W:all_finite() and "weights" or
+                 (c.b and not c.b:all_finite() and "biases") or nil
+    if what then
+      local at = from >= self.updates and format("at update %d", self.updates) or
+                 format("between updates %d and %d", from, self.updates)
+      local msg = format("nn: rule '%s' made the %s of connection %s non-finite %s",
+                         c.rule.name, what, c.name or tostring(l), at)
+      if not self.keep_going then error(msg, 0) end
+      self.nonfinite = msg
+      return
+    end
+  end
+end
+
 -- Applies each connection's rule to it (in layer order) with the
 -- quantities of the last forward/backward. With an optimiser, rules write
 -- their changes (deferred) and the optimiser applies them. Respects
--- rule.set_learning and conn.plastic. Allocates nothing.
+-- rule.set_learning and conn.plastic. Then checks the weights are finite
+-- (MLP:check_finite). Allocates nothing.
 function MLP:update()
   local bs = self.cur
   if not bs then error("nn: update before forward", 2) end
@@ -575,6 +648,9 @@ function MLP:update()
     end
   end
   if opt then opt:apply(self.params, deltas, active) end
+  self.updates = self.updates + 1
+  self.unchecked = self.unchecked + bs.B
+  if self.unchecked >= self.check_every then self:check_finite() end
 end
 
 -- forward + backward + update on one batch (or one sample).
@@ -620,8 +696,10 @@ function MLP:correct(labels)
 end
 
 -- Loss and accuracy over a whole data set (X [N x n_0], T [N x n_L],
--- labels optional), in batches of `batch` rows; learning untouched.
+-- labels optional), in batches of `batch` rows; learning untouched. A
+-- non-finite loss stops the run as non-finite weights do (check_finite).
 function MLP:evaluate(X, T, batch, labels)
+  if self.unchecked > 0 then self:check_finite() end
   batch = batch or 1000
   local N = X:size(1)
   local loss, correct = 0, 0
@@ -642,16 +720,21 @@ function MLP:evaluate(X, T, batch, labels)
     end
     first = first + rows
   end
+  if not finite(loss) and not self.nonfinite then
+    local msg = format("nn: the loss of rule '%s' is non-finite (%s) at update %d",
+                       self.conns[1].rule.name, tostring(loss), self.updates)
+    if not self.keep_going then error(msg, 0) end
+    self.nonfinite = msg
+  end
   return loss / N, correct / N
 end
 
 -- The state of the network as a checkpoint tree (tensors are the live
 -- ones: checkpoint.save copies their bytes).
 function MLP:state()
-  local st = {conns = {}, B = {}, D = {}}
+  local st = {conns = {}, paths = {}, updates = self.updates}
   for l = 1, self.L do st.conns[l] = self.conns[l]:state_table() end
-  for l, B in pairs(self.B) do st.B[l] = B end
-  for l, D in pairs(self.D) do st.D[l] = D end
+  for name, entry in pairs(self.paths) do st.paths[name] = entry.state end
   return st
 end
 
@@ -667,8 +750,13 @@ function MLP:load_state(st)
     end
     self.conns[l]:load_state_table(s)
   end
-  for l, B in pairs(st.B or {}) do self.B[l]:copy(B) end
-  for l, D in pairs(st.D or {}) do self.D[l]:copy(D) end
+  for name, s in pairs(st.paths or {}) do
+    local entry = self.paths[name]
+    if not entry then error(format("nn: state has error pathway '%s', this network has not", name), 2) end
+    copy_tree(entry.state, s, "pathway " .. name)
+  end
+  self.updates = st.updates or self.updates
+  self.checked = self.updates
 end
 
 -- Switches learning of every connection (per-connection switch).

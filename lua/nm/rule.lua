@@ -1,13 +1,29 @@
--- nm/rule.lua: plasticity rules. A rule is a Lua file in rules/ that
--- returns a plain table: its name, its equation as text, the paper it
--- comes from, its parameters (defaults and docs), an optional state
--- initialiser, and a plain function of named quantities that writes the
--- weight change; optionally a fused form that calls a C kernel, and a
--- check(p) -> ok, message for parameter values.
+-- nm/rule.lua: plasticity rules. A rule is a Lua file in rules/ (or any
+-- path) that returns one plain table: its kind, its name (the file's base
+-- name), its equation as text, the paper it comes from, its parameters
+-- (defaults and docs), an optional check(p) -> ok, message, and the
+-- fields of its kind:
+--
+--   kind = "connection"  a per-connection rule (pre, post, error, W, ...):
+--     update(q, p)   writes q.dW (q.db when bias = true); apply zeroes both
+--                    first, so a rule writes its change, never accumulates
+--     fused(q, p)    optional C fast path that changes q.W directly
+--     init(conn, p)  optional rule state; needs = {...} quantities it reads;
+--     bias = true    it changes biases too
+--     feedback = "fa"  the error pathway a network computes for it: the name
+--                    of a pathway or of a connection rule that defines one;
+--     pathway = {...}  or the pathway it defines itself (see "Error pathways")
+--   kind = "circuit"     one plasticity step over a model's named state:
+--     model = "microcircuit" | "bmvr" | "folded_ae" | "nk" | ...
+--     pathway = "up" (the plastic pathway it drives) or pathways = {...}
+--     step(s, p)     the Lua reference; init(s, p), kernel optional
+--   kind = "meta"        a parametrised family learned in an outer loop:
+--     model = "motif_net" | "rcn" | ...; coefficients = {...};
+--     step(...)      the Lua reference; kernel optional
 --
 --   -- rules/hebb.lua
 --   return {
---     name = "hebb",
+--     kind = "connection", name = "hebb",
 --     equation = "dW = eta <post pre^T>",
 --     paper = "Hebb 1949, The Organization of Behavior",
 --     params = {eta = {default = 0.01, doc = "learning rate"}},
@@ -18,6 +34,14 @@
 --       q.W:plastic_outer(p.eta / q.batch, q.post, q.pre, nil, q.mask)
 --     end,
 --   }
+--
+-- Loading: rule.definition(name_or_path) is the one loader. A string with
+-- a '/' or ending in ".lua" is a file path; any other is a name searched
+-- on rule.path (NEUROMIC_RULES, ./rules, the repository's rules/, then
+-- rules/<name>.lua on package.path). Definitions are cached by file path;
+-- rule.validate reports every problem of a definition at once, one line
+-- each, naming the file, the kind and the field. Library and model code
+-- never require rules.*: they receive definitions or instances.
 --
 -- The quantities table q (built once per connection and batch size by
 -- whoever owns the connection, nn.lua for networks; see rule.quantities):
@@ -31,12 +55,38 @@
 --
 -- Applying a rule (rule.apply) respects the global switch
 -- (rule.set_learning) and the connection's own (conn.plastic = false):
--- the weights of a switched-off connection never change. After update,
--- dW is multiplied by the mask, so masked weights never change, then
--- added to W (and db to b), unless q.defer is set: then the caller takes
--- dW/db (an optimiser, or a measure comparing updates). When the rule
--- has a fused form and nothing is deferred, the fused form runs instead;
--- the two are tested equal (spec/rules_spec.lua).
+-- the weights of a switched-off connection never change. dW and db are
+-- zeroed, update writes them, dW is multiplied by the mask (masked
+-- weights never change), then added to W (and db to b), unless q.defer is
+-- set: then the caller takes dW/db (an optimiser, or a measure comparing
+-- updates). When the rule has a fused form and nothing is deferred, the
+-- fused form runs instead; the two are tested equal (spec/rules_spec.lua).
+--
+-- Error pathways. How errors travel back to hidden layer l, written once,
+-- in the connection rule that defines the pathway (rules/backprop.lua:
+-- W^T, rules/fa.lua: fixed random B, rules/dfa.lua: direct D,
+-- rules/sign_symmetry.lua: sign(W)):
+--
+--   pathway = {
+--     name = "fa",          -- what networks and results call it
+--     doc = "...",
+--     source = "next",      -- e_l comes from e_{l+1} ("next") or from the
+--                           -- output error e_L ("output")
+--     init = function(rows, cols, dtype, draw) return state end,
+--         -- optional, once per hidden layer; rows x cols is the matrix's
+--         -- shape: n_{l+1} x n_l ("next", like W_{l+1}) or n_L x n_l
+--         -- ("output"); draw(T) fills a tensor from the network's
+--         -- generator like its weights
+--     matrix = function(W, state) return M end,
+--         -- M [rows x cols]: e_l = (M^T e_src) .* f'(a_l), in rows
+--         -- E_l = E_src M; W is W_{l+1} ("next") or W_L ("output"), a
+--         -- plain tensor; called every backward pass, allocates nothing
+--   }
+--
+-- rule.pathway(x) resolves a pathway name, a rule name, path, definition
+-- or instance to its pathway table; rule.pathways() lists the built-in
+-- ones in the order networks draw their state (PATHWAY_RULES below).
+-- nn.mlp and the motif network (nm.models.meta) both use them.
 
 local rule = {}
 
@@ -56,20 +106,27 @@ end
 -- ---------------------------------------------------------------- loading
 
 -- Where rule files are searched, in package.path syntax: ./rules, then
--- rules/ at the repository root this file belongs to; NEUROMIC_RULES
--- (a path list) comes first when set.
+-- rules/ beside the modules this file was loaded with: at the repository
+-- root (lua/nm/rule.lua in a checkout) or in the Lua directory of an
+-- installed rock (<luadir>/nm/rule.lua, rules in <luadir>/rules);
+-- NEUROMIC_RULES (a path list) comes first when set.
 local function default_path()
   local parts = {}
   local env = os.getenv("NEUROMIC_RULES")
   if env and env ~= "" then parts[#parts + 1] = env end
   parts[#parts + 1] = "./rules/?.lua"
   local src = debug.getinfo(1, "S").source
-  local root = src:match("^@(.-)lua/nm/rule%.lua$")
+  local root = src:match("^@(.-)lua/nm/rule%.lua$") or src:match("^@(.-)nm/rule%.lua$")
   if root and root ~= "" and root ~= "./" then parts[#parts + 1] = root .. "rules/?.lua" end
   return concat(parts, ";")
 end
 
 rule.path = default_path()
+
+-- The rule files that define the built-in error pathways, in the order
+-- networks draw their random state (so one seed gives the same B and D
+-- whichever of them a network uses).
+local PATHWAY_RULES = {"backprop", "fa", "dfa", "sign_symmetry"}
 
 local QUANTITIES = {
   pre = true, post = true, a = true, error = true, W = true, b = true, mask = true,
@@ -77,95 +134,301 @@ local QUANTITIES = {
   error_t = true, dW = true, db = true,
 }
 
-local FEEDBACK = {bp = true, fa = true, dfa = true}
+local KINDS = {connection = true, circuit = true, meta = true}
+local SOURCES = {next = true, output = true}
 
--- Checks a definition table; errors name the rule and the field.
-function rule.validate(def, where)
-  where = where or "rule"
-  local function bad(msg)
-    error(format("%s: %s", where, msg), 3)
-  end
-  if type(def) ~= "table" then bad("a rule file must return a table") end
-  if type(def.name) ~= "string" or def.name == "" then bad("field 'name' (a string) is missing") end
-  where = format("rule '%s'", def.name)
-  if type(def.equation) ~= "string" or def.equation == "" then
-    bad("field 'equation' (the rule as text) is missing")
-  end
-  if type(def.paper) ~= "string" or def.paper == "" then
-    bad("field 'paper' (the citation) is missing")
-  end
-  if type(def.update) ~= "function" then bad("field 'update' (function(q, p)) is missing") end
-  if def.fused ~= nil and type(def.fused) ~= "function" then bad("field 'fused' must be a function") end
-  if def.init ~= nil and type(def.init) ~= "function" then bad("field 'init' must be a function") end
-  if def.check ~= nil and type(def.check) ~= "function" then bad("field 'check' must be a function") end
-  if def.feedback ~= nil and not FEEDBACK[def.feedback] then
-    bad("field 'feedback' must be 'bp', 'fa' or 'dfa'")
-  end
-  if type(def.params) ~= "table" then bad("field 'params' (a table, may be empty) is missing") end
-  for k, spec in pairs(def.params) do
-    if type(k) ~= "string" then bad("parameter names must be strings") end
-    if type(spec) ~= "table" or spec.default == nil then
-      bad(format("parameter '%s' needs {default = ..., doc = ...}", k))
-    end
-    if type(spec.doc) ~= "string" then bad(format("parameter '%s' has no doc string", k)) end
-  end
-  for _, k in ipairs(def.needs or {}) do
-    if not QUANTITIES[k] then bad(format("field 'needs' names an unknown quantity '%s'", k)) end
-  end
-  return def
-end
+local function nonempty(s) return type(s) == "string" and s ~= "" end
 
-local cache = {}
+-- The fields each kind requires or allows beyond the common ones:
+-- {field, type, required, what (for the message)}.
+local KIND_FIELDS = {
+  connection = {
+    {"update", "function", true, "function(q, p)"},
+    {"fused", "function", false, "function(q, p)"},
+    {"init", "function", false, "function(conn, p)"},
+    {"bias", "boolean", false, "true or false"},
+    {"needs", "table", false, "a list of quantity names"},
+    {"feedback", "string", false, "the name of an error pathway"},
+    {"pathway", "table", false, "{name, doc, source, init, matrix}"},
+  },
+  circuit = {
+    {"model", "string", true, "the model whose state it reads"},
+    {"step", "function", true, "function(s, p)"},
+    {"init", "function", false, "function(s, p)"},
+    {"kernel", "function", false, "the C fast path over the same s, p"},
+  },
+  meta = {
+    {"model", "string", true, "the model it meta-learns on"},
+    {"coefficients", "table", true, "the meta-parameters' names, shapes, initial values"},
+    {"step", "function", true, "the Lua reference of one step"},
+    {"kernel", "function", false, "the fused C forward and adjoint"},
+  },
+}
 
--- The definition of a rule: a name (searched on rule.path) or a table.
-function rule.definition(name)
-  if type(name) == "table" then return rule.validate(name) end
-  if type(name) ~= "string" then
-    error("rule.definition: rule name (string) or definition (table) expected", 2)
-  end
-  if cache[name] then return cache[name] end
-  if not name:match("^[%w_%-]+$") then
-    error(format("rule.definition: bad rule name '%s'", name), 2)
-  end
-  local file, err = package.searchpath(name, rule.path)
-  if not file then
-    error(format("rule.definition: no rule '%s' (known rules: %s)%s", name,
-                 concat(rule.list(), ", "), err), 2)
-  end
-  local chunk, lerr = loadfile(file)
-  if not chunk then error("rule.definition: " .. lerr, 2) end
-  local def = rule.validate(chunk(), file)
-  if def.name ~= name then
-    error(format("rule.definition: %s defines rule '%s', expected '%s'", file, def.name, name), 2)
-  end
-  cache[name] = def
-  return def
-end
+local loading, cache, validated = {}, {}, setmetatable({}, {__mode = "k"})
 
--- Names of the rules found on rule.path, sorted.
-function rule.list()
-  local seen, out = {}, {}
-  for pattern in rule.path:gmatch("[^;]+") do
-    local dir = pattern:match("^(.*)/%?%.lua$")
-    if dir then
-      local p = io.popen('ls "' .. dir:gsub('"', '\\"') .. '" 2>/dev/null')
-      if p then
-        for f in p:lines() do
-          local n = f:match("^([%w_%-]+)%.lua$")
-          if n and not seen[n] then seen[n] = true; out[#out + 1] = n end
-        end
-        p:close()
+local Rule = {}          -- the metatable of rule instances (below)
+Rule.__index = Rule
+
+local pathway_problems   -- defined below
+
+-- rule.problems(def [, file]) -> a list of one-line problems (empty when
+-- def is a valid rule), each naming the file, the kind and the field.
+function rule.problems(def, file)
+  local out = {}
+  local where = file and (file .. ": ") or ""
+  if type(def) ~= "table" then
+    out[1] = format("%sa rule file must return one rule definition table, got %s", where, type(def))
+    return out
+  end
+  local kind = def.kind
+  local label
+  if KINDS[kind] then
+    label = format("%s%s rule '%s'", where, kind, tostring(def.name))
+  else
+    label = format("%srule '%s'", where, tostring(def.name))
+  end
+  local function bad(fmt, ...) out[#out + 1] = label .. ": " .. format(fmt, ...) end
+  if kind == nil then
+    bad("field 'kind' (\"connection\", \"circuit\" or \"meta\") is missing")
+  elseif not KINDS[kind] then
+    bad("field 'kind' must be \"connection\", \"circuit\" or \"meta\", got %s", tostring(kind))
+  end
+  if not nonempty(def.name) then bad("field 'name' (a string, the file's base name) is missing")
+  elseif file then
+    local base = file:match("([^/]+)%.lua$")
+    if base and base ~= def.name then bad("field 'name' must be the file's base name '%s'", base) end
+  end
+  if not nonempty(def.equation) then bad("field 'equation' (the rule as text) is missing") end
+  if not nonempty(def.paper) then bad("field 'paper' (the citation) is missing") end
+  if def.check ~= nil and type(def.check) ~= "function" then
+    bad("field 'check' must be a function(p) returning ok, message")
+  end
+  if type(def.params) ~= "table" then
+    bad("field 'params' (a table, may be empty) is missing")
+  else
+    local names = {}
+    for k in pairs(def.params) do names[#names + 1] = tostring(k) end
+    sort(names)
+    for _, k in ipairs(names) do
+      local spec = def.params[k]
+      if type(spec) ~= "table" or spec.default == nil then
+        bad("parameter '%s' needs {default = ..., doc = ...}", k)
+      elseif not nonempty(spec.doc) then
+        bad("parameter '%s' has no doc string", k)
       end
     end
+    for k in pairs(def.params) do
+      if type(k) ~= "string" then bad("parameter names must be strings, got %s", tostring(k)) end
+    end
   end
-  sort(out)
+  for _, f in ipairs(KIND_FIELDS[kind] or {}) do
+    local name, ty, required, what = f[1], f[2], f[3], f[4]
+    local v = def[name]
+    if v == nil then
+      if required then bad("field '%s' (%s) is missing", name, what) end
+    elseif type(v) ~= ty then
+      bad("field '%s' must be %s, got %s", name, what, type(v))
+    end
+  end
+  if kind == "connection" then
+    if type(def.needs) == "table" then
+      for _, k in ipairs(def.needs) do
+        if not QUANTITIES[k] then bad("field 'needs' names an unknown quantity '%s'", tostring(k)) end
+      end
+    end
+    if def.feedback ~= nil and def.pathway ~= nil then
+      bad("give either field 'feedback' (a pathway defined elsewhere) or 'pathway', not both")
+    elseif type(def.pathway) == "table" then
+      for _, msg in ipairs(pathway_problems(def.pathway)) do bad("field 'pathway': %s", msg) end
+    elseif type(def.feedback) == "string" then
+      local ok, err = pcall(rule.pathway, def.feedback)
+      if not ok then bad("field 'feedback': %s", tostring(err):gsub("\n.*", "")) end
+    end
+  elseif kind == "circuit" then
+    local one, many = def.pathway, def.pathways
+    if (one == nil) == (many == nil) then
+      bad("give exactly one of field 'pathway' (the plastic pathway it drives, a string) " ..
+          "or 'pathways' (a list of them)")
+    elseif one ~= nil and not nonempty(one) then
+      bad("field 'pathway' must be a non-empty string, got %s", type(one))
+    elseif many ~= nil then
+      local ok = type(many) == "table" and #many > 0
+      for _, n in ipairs(type(many) == "table" and many or {}) do ok = ok and nonempty(n) end
+      if not ok then bad("field 'pathways' must be a non-empty list of strings") end
+    end
+  end
   return out
 end
 
--- ---------------------------------------------------------------- instances
+-- rule.validate(def [, file]) -> def, or an error listing every problem,
+-- one line each.
+function rule.validate(def, file)
+  if type(def) == "table" and validated[def] then return def end
+  local problems = rule.problems(def, file)
+  if #problems > 0 then error(concat(problems, "\n"), 0) end
+  validated[def] = true
+  return def
+end
 
-local Rule = {}
-Rule.__index = Rule
+-- "a/./b//c.lua" -> "a/b/c.lua" (the cache key of a file).
+local function normalise(path)
+  path = path:gsub("/%./", "/"):gsub("//+", "/")
+  while path:sub(1, 2) == "./" and #path > 2 do path = path:sub(3) end
+  return path
+end
+
+-- The file of a rule name on rule.path, then rules/<name>.lua on
+-- package.path; nil and the places tried.
+local function find(name)
+  local file, err = package.searchpath(name, rule.path)
+  if file then return file end
+  local file2, err2 = package.searchpath("rules." .. name, package.path)
+  if file2 then return file2 end
+  return nil, (err or "") .. (err2 or "")
+end
+
+local function is_path(s)
+  return s:find("/", 1, true) ~= nil or s:sub(-4) == ".lua"
+end
+
+-- rule.definition(name | path | definition) -> the validated definition.
+-- Errors name the file and every problem, one line each.
+function rule.definition(x)
+  if type(x) == "table" then
+    if getmetatable(x) == Rule then return x.def end         -- an instance
+    return rule.validate(x)
+  end
+  if type(x) ~= "string" or x == "" then
+    error("rule.definition: rule name, file path or definition table expected", 2)
+  end
+  local file
+  if is_path(x) then
+    file = x
+  else
+    if not x:match("^[%w_%-]+$") then
+      error(format("rule.definition: bad rule name '%s' (a name from rules/ or a file path " ..
+                   "such as ./%s.lua)", x, x), 2)
+    end
+    local err
+    file, err = find(x)
+    if not file then
+      error(format("rule.definition: no rule '%s' (known rules: %s)", x, concat(rule.list(), ", ")), 2)
+    end
+  end
+  local key = normalise(file)
+  local def = cache[key]
+  if def then return def end
+  if loading[key] then error(format("%s: rule files refer to each other in a circle", key), 0) end
+  local chunk, lerr = loadfile(file)
+  if not chunk then
+    local f = io.open(file, "r")
+    if not f then error(format("%s: no such rule file", file), 0) end
+    f:close()
+    error(lerr, 0)
+  end
+  loading[key] = true
+  local ok, got = pcall(chunk)
+  if not ok then loading[key] = nil; error(format("%s: %s", file, tostring(got)), 0) end
+  local okv, verr = pcall(rule.validate, got, file)
+  loading[key] = nil
+  if not okv then error(verr, 0) end
+  cache[key] = got
+  return got
+end
+
+-- Directories named by a package.path-style list whose entries end in
+-- "/?.lua", with `sub` appended (package.path: sub = "rules/").
+local function dirs_of(path, sub, out)
+  for pattern in path:gmatch("[^;]+") do
+    local dir = pattern:match("^(.*)/%?%.lua$")
+    if dir then out[#out + 1] = dir .. sub end
+  end
+  return out
+end
+
+-- rule.list([kind]) -> the names of the rules found on rule.path (and
+-- rules/ on package.path), sorted; with kind, only the rules of that kind
+-- (which loads and validates each).
+function rule.list(kind)
+  if kind ~= nil and not KINDS[kind] then
+    error(format("rule.list: unknown kind '%s' (connection, circuit, meta)", tostring(kind)), 2)
+  end
+  local dirs = dirs_of(rule.path, "", {})
+  dirs_of(package.path, "/rules", dirs)
+  local seen, out = {}, {}
+  for _, dir in ipairs(dirs) do
+    local p = io.popen("ls '" .. dir:gsub("'", "'\\''") .. "' 2>/dev/null")
+    if p then
+      for f in p:lines() do
+        local n = f:match("^([%w_%-]+)%.lua$")
+        if n and not seen[n] then seen[n] = true; out[#out + 1] = n end
+      end
+      p:close()
+    end
+  end
+  sort(out)
+  if kind then
+    local keep = {}
+    for _, n in ipairs(out) do
+      if rule.definition(n).kind == kind then keep[#keep + 1] = n end
+    end
+    out = keep
+  end
+  return out
+end
+
+-- ---------------------------------------------------------------- error pathways
+
+function pathway_problems(pw)
+  local out = {}
+  if not nonempty(pw.name) then out[#out + 1] = "'name' (a string) is missing" end
+  if not nonempty(pw.doc) then out[#out + 1] = "'doc' (what the errors travel through) is missing" end
+  if not SOURCES[pw.source] then
+    out[#out + 1] = "'source' must be \"next\" (from e_{l+1}) or \"output\" (from e_L)"
+  end
+  if pw.init ~= nil and type(pw.init) ~= "function" then
+    out[#out + 1] = "'init' must be a function(rows, cols, dtype, draw)"
+  end
+  if type(pw.matrix) ~= "function" then
+    out[#out + 1] = "'matrix' (function(W, state) returning M) is missing"
+  end
+  return out
+end
+
+-- The built-in pathways (tables), in PATHWAY_RULES order.
+function rule.pathways()
+  local out = {}
+  for i, n in ipairs(PATHWAY_RULES) do out[i] = rule.definition(n).pathway end
+  return out
+end
+
+-- rule.pathway(x) -> a pathway table. x: a pathway table, a pathway's
+-- name ("bp", "fa", ...), a connection rule's name or path, definition
+-- or instance (its own pathway, or the one its feedback names).
+function rule.pathway(x)
+  if type(x) == "table" and type(x.matrix) == "function" and x.source then return x end
+  if type(x) == "string" and not is_path(x) then
+    for _, n in ipairs(PATHWAY_RULES) do
+      local ok, def = pcall(rule.definition, n)
+      if ok and def.pathway and def.pathway.name == x then return def.pathway end
+    end
+  end
+  local ok, def = pcall(rule.definition, x)
+  if not ok then
+    local names = {}
+    for i, n in ipairs(PATHWAY_RULES) do
+      local okn, d = pcall(rule.definition, n)
+      names[i] = okn and d.pathway.name or n
+    end
+    error(format("no error pathway '%s' (%s, or a connection rule defining one)", tostring(x),
+                 concat(names, ", ")), 2)
+  end
+  if def.pathway then return def.pathway end
+  if def.feedback then return rule.pathway(def.feedback) end
+  error(format("rule '%s' defines no error pathway", def.name), 2)
+end
+-- ---------------------------------------------------------------- instances
 
 -- rule.new(name | definition [, params]) -> a rule instance with its
 -- parameters: defaults overridden by params; unknown names are errors.
@@ -202,8 +465,16 @@ end
 -- Text documentation of a rule: equation, paper, parameters.
 function rule.describe(name)
   local def = rule.is_rule(name) and name.def or rule.definition(name)
-  local lines = {def.name, "  " .. def.equation, "  paper: " .. def.paper}
-  if def.feedback then lines[#lines + 1] = "  error pathway: " .. def.feedback end
+  local lines = {format("%s (%s rule%s)", def.name, def.kind,
+                        def.model and (" of model " .. def.model) or ""),
+                 "  " .. def.equation, "  paper: " .. def.paper}
+  if def.pathway and type(def.pathway) == "table" then
+    lines[#lines + 1] = format("  error pathway '%s': %s", def.pathway.name, def.pathway.doc)
+  elseif def.feedback then
+    lines[#lines + 1] = "  error pathway: " .. def.feedback
+  elseif def.pathway or def.pathways then
+    lines[#lines + 1] = "  drives: " .. (def.pathway or concat(def.pathways, ", "))
+  end
   local names = {}
   for k in pairs(def.params) do names[#names + 1] = k end
   sort(names)
@@ -211,7 +482,7 @@ function rule.describe(name)
     local s = def.params[k]
     lines[#lines + 1] = format("  %s = %s  %s", k, tostring(s.default), s.doc)
   end
-  if def.fused then lines[#lines + 1] = "  (has a fused C kernel)" end
+  if def.fused or def.kernel then lines[#lines + 1] = "  (has a fused C kernel)" end
   return concat(lines, "\n")
 end
 
@@ -255,21 +526,43 @@ end
 function rule.apply(inst, conn, q)
   if not learning_on or conn.plastic == false then return false end
   local def, p = inst.def, inst.p
-  if inst.needs_checked ~= q then check_needs(inst, q); inst.needs_checked = q end
+  if inst.needs_checked ~= q then
+    rule.require_kind(inst, "connection", nil, 3)
+    check_needs(inst, q)
+    inst.needs_checked = q
+  end
   if def.fused and inst.use_fused and not q.defer then
     def.fused(q, p)
     return true
   end
-  local db = def.bias and q.db or nil
+  local db = q.db
+  q.dW:zero()              -- a rule writes its change: nothing carries over
+  if db then db:zero() end
   def.update(q, p)
   if q.mask then q.dW:mul(q.mask) end
   if not q.defer then
     q.W:add(q.dW)
-    if db and q.b then q.b:add(db) end
-  elseif q.db and not db then
-    q.db:zero()            -- the caller reads db: this rule leaves biases alone
+    if db and def.bias and q.b then q.b:add(db) end
+  elseif db and not def.bias then
+    db:zero()              -- the caller reads db: this rule leaves biases alone
   end
   return true
+end
+
+-- rule.require_kind(inst, kind [, model [, level]]) -> inst, or an error
+-- saying which kind (and model) the rule is for: models call it on the
+-- rules they are given.
+function rule.require_kind(inst, kind, model, level)
+  local def = inst.def or inst
+  if def.kind ~= kind then
+    error(format("rule '%s' is a %s rule%s, not a %s rule", def.name, tostring(def.kind),
+                 def.model and (" of model " .. def.model) or "", kind), (level or 1) + 1)
+  end
+  if model and def.model ~= model then
+    error(format("rule '%s' is a %s rule of model '%s', not of model '%s'", def.name, kind,
+                 tostring(def.model), model), (level or 1) + 1)
+  end
+  return inst
 end
 
 -- ---------------------------------------------------------------- shared pieces
@@ -284,12 +577,13 @@ function rule.lowpass(inner, params)
   if not rule.is_rule(inner) then inner = rule.new(inner) end
   local idef = inner.def
   local def = {
+    kind = "connection",
     name = idef.name .. "+lowpass",
     equation = "dWbar <- (1 - 1/tau) dWbar + (1/tau) dW; W += dWbar, where " .. idef.equation,
     paper = "low-pass filtered plasticity (Sacramento, Costa, Bengio & Senn 2018, NeurIPS 31) " ..
             "applied to: " .. idef.paper,
     params = {tau = {default = 10, doc = "filter time constant in updates (>= 1)"}},
-    bias = idef.bias, needs = idef.needs, feedback = idef.feedback,
+    bias = idef.bias, needs = idef.needs, feedback = idef.feedback, pathway = idef.pathway,
     init = function(conn)
       return {inner = inner:init_state(conn), dWbar = conn.W:clone():zero(),
               dbbar = conn.b and conn.b:clone():zero() or nil}

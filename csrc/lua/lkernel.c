@@ -1,0 +1,207 @@
+/*
+** lkernel.c: the neuromic.Kernel type, a compiled rule kernel (a function
+** in a shared object written by nm.compile) and its calling convention:
+**
+**   int f(real *const *in, real *const *out, real *scratch, const double *sc)
+**
+**   local k, err = nm.load_kernel(path, symbol, key, layout)
+**   k:call(tensors, scalars)     -- tensors: inputs, outputs, then scratch
+**
+** layout = {dtype =, inputs = {numel, ...}, outputs = {numel, ...},
+** scalars = n, scratch = numel}. Every call checks each tensor (type,
+** dtype, contiguity, element count) and that no output overlaps another
+** tensor, so a generated kernel only ever sees arrays of the sizes it was
+** generated for. Loading checks that the object exports `nm_kernel_key`
+** equal to `key` (the hash of its source and build flags): a stale or
+** foreign file in the cache is refused, and nm.compile rebuilds it.
+*/
+#include <string.h>
+
+#include "lnm.h"
+#include "nm_sys.h"
+
+#define KERNEL_T "neuromic.Kernel"
+#define KERNEL_MAXARGS 512
+
+typedef int (*nm_kernel_fn)(void *const *in, void *const *out, void *scratch, const double *sc);
+
+typedef struct {
+  void *handle;
+  nm_kernel_fn fn;
+  nm_dtype dtype;
+  int nin, nout, nscalar;
+  int64_t scratch;
+  int64_t numel[KERNEL_MAXARGS];   /* inputs then outputs */
+} nm_kernel;
+
+static nm_kernel *checkkernel(lua_State *L, int arg) {
+  nm_kernel *k = (nm_kernel *)luaL_checkudata(L, arg, KERNEL_T);
+  if (k->handle == NULL) luaL_argerror(L, arg, "attempt to use a closed kernel");
+  return k;
+}
+
+static void release(nm_kernel *k) {
+  if (k->handle) nm_dl_close(k->handle);
+  k->handle = NULL;
+  k->fn = NULL;
+}
+
+static int kernel_release(lua_State *L) {
+  release((nm_kernel *)luaL_checkudata(L, 1, KERNEL_T));
+  return 0;
+}
+
+/* Reads layout field `name` (a list of element counts) into k->numel. */
+static int read_counts(lua_State *L, int layout, const char *name, nm_kernel *k, int at) {
+  lua_getfield(L, layout, name);
+  if (!lua_istable(L, -1)) return luaL_error(L, "load_kernel: layout.%s must be a list", name);
+  int n = (int)luaL_len(L, -1);
+  if (at + n > KERNEL_MAXARGS) return luaL_error(L, "load_kernel: more than %d tensors", KERNEL_MAXARGS);
+  for (int i = 1; i <= n; i++) {
+    lua_geti(L, -1, i);
+    lua_Integer c = lua_tointeger(L, -1);
+    if (!lua_isinteger(L, -1) || c < 1)
+      return luaL_error(L, "load_kernel: layout.%s[%d] must be a positive integer", name, i);
+    k->numel[at + i - 1] = (int64_t)c;
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return n;
+}
+
+/* nm.load_kernel(path, symbol, key, layout) -> kernel | nil, message */
+static int kernel_load(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  const char *symbol = luaL_checkstring(L, 2);
+  const char *key = luaL_checkstring(L, 3);
+  luaL_checktype(L, 4, LUA_TTABLE);
+  nm_kernel *k = (nm_kernel *)lua_newuserdatauv(L, sizeof(nm_kernel), 0);
+  memset(k, 0, sizeof *k);                 /* safe empty state first */
+  luaL_setmetatable(L, KERNEL_T);
+  int ud = lua_gettop(L);
+  k->dtype = nm_dtype_field(L, 4, NM_FLOAT64);
+  k->nin = read_counts(L, 4, "inputs", k, 0);
+  k->nout = read_counts(L, 4, "outputs", k, k->nin);
+  lua_getfield(L, 4, "scalars");
+  k->nscalar = (int)luaL_optinteger(L, -1, 0);
+  lua_getfield(L, 4, "scratch");
+  k->scratch = (int64_t)luaL_optinteger(L, -1, 0);
+  lua_pop(L, 2);
+  if (k->nscalar < 0 || k->nscalar > KERNEL_MAXARGS || k->scratch < 0)
+    return luaL_error(L, "load_kernel: bad layout (scalars or scratch)");
+  char err[512];
+  void *h = nm_dl_open(path, err, sizeof err);
+  if (!h) {
+    luaL_pushfail(L);
+    lua_pushfstring(L, "%s: %s", path, err);
+    return 2;
+  }
+  k->handle = h;                            /* from here __gc closes it */
+  const char *have = (const char *)nm_dl_sym(h, "nm_kernel_key");
+  if (have == NULL || strcmp(have, key) != 0) {
+    release(k);
+    luaL_pushfail(L);
+    lua_pushfstring(L, "%s: not the kernel expected (key %s)", path, have ? "differs" : "missing");
+    return 2;
+  }
+  k->fn = (nm_kernel_fn)nm_dl_function(h, symbol);
+  if (k->fn == NULL) {
+    release(k);
+    luaL_pushfail(L);
+    lua_pushfstring(L, "%s: no function '%s'", path, symbol);
+    return 2;
+  }
+  lua_settop(L, ud);
+  return 1;
+}
+
+static const char *const DTYPE_NAME[] = {"float32", "float64"};
+
+/* k:call(tensors, scalars): tensors = {inputs..., outputs..., scratch?} */
+static int kernel_call(lua_State *L) {
+  nm_kernel *k = checkkernel(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  int nt = k->nin + k->nout + (k->scratch > 0);
+  void *ptr[KERNEL_MAXARGS + 1];
+  const nm_tensor *ts[KERNEL_MAXARGS + 1];
+  double sc[KERNEL_MAXARGS];
+  if ((int)luaL_len(L, 2) != nt)
+    return luaL_error(L, "kernel: %d tensors expected (%d inputs, %d outputs%s), got %d", nt,
+                      k->nin, k->nout, k->scratch > 0 ? ", scratch" : "", (int)luaL_len(L, 2));
+  for (int i = 0; i < nt; i++) {
+    lua_geti(L, 2, i + 1);
+    const nm_tensor *t = nm_totensor(L, -1);
+    int64_t want = i < k->nin + k->nout ? k->numel[i] : k->scratch;
+    const char *role = i < k->nin ? "input" : i < k->nin + k->nout ? "output" : "scratch";
+    int idx = i < k->nin ? i + 1 : i < k->nin + k->nout ? i - k->nin + 1 : 1;
+    if (t == NULL) return luaL_error(L, "kernel: %s %d is not a tensor", role, idx);
+    if (t->dtype != k->dtype)
+      return luaL_error(L, "kernel: %s %d is %s, the kernel is %s", role, idx,
+                        DTYPE_NAME[t->dtype], DTYPE_NAME[k->dtype]);
+    if (!nm_is_contiguous(t))
+      return luaL_error(L, "kernel: %s %d is not contiguous", role, idx);
+    if (nm_numel(t) != want)
+      return luaL_error(L, "kernel: %s %d has %I elements, %I expected", role, idx,
+                        (lua_Integer)nm_numel(t), (lua_Integer)want);
+    ptr[i] = t->data;
+    ts[i] = t;
+    lua_pop(L, 1);                          /* the table keeps it alive */
+  }
+  /* Outputs and scratch are written: they must not overlap anything. */
+  size_t esize = k->dtype == NM_FLOAT64 ? sizeof(double) : sizeof(float);
+  for (int i = k->nin; i < nt; i++) {
+    const char *a0 = (const char *)ts[i]->data, *a1 = a0 + (size_t)nm_numel(ts[i]) * esize;
+    for (int j = 0; j < nt; j++) {
+      if (j == i) continue;
+      const char *b0 = (const char *)ts[j]->data, *b1 = b0 + (size_t)nm_numel(ts[j]) * esize;
+      if (a0 < b1 && b0 < a1)
+        return luaL_error(L, "kernel: tensor %d overlaps tensor %d (outputs must be distinct)",
+                          i + 1, j + 1);
+    }
+  }
+  if (k->nscalar > 0) {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    for (int i = 0; i < k->nscalar; i++) {
+      lua_geti(L, 3, i + 1);
+      int ok;
+      sc[i] = (double)lua_tonumberx(L, -1, &ok);
+      if (!ok) return luaL_error(L, "kernel: scalar %d is not a number", i + 1);
+      lua_pop(L, 1);
+    }
+  }
+  int status = k->fn(ptr, ptr + k->nin, k->scratch > 0 ? ptr[nt - 1] : NULL, sc);
+  if (status != 0) return luaL_error(L, "kernel: failed with status %d", status);
+  return 0;
+}
+
+static int kernel_tostring(lua_State *L) {
+  nm_kernel *k = (nm_kernel *)luaL_checkudata(L, 1, KERNEL_T);
+  lua_pushfstring(L, "neuromic.Kernel (%s, %d inputs, %d outputs%s)", DTYPE_NAME[k->dtype],
+                  k->nin, k->nout, k->handle ? "" : ", closed");
+  return 1;
+}
+
+static const luaL_Reg kernel_meth[] = {
+  {"call", kernel_call}, {"close", kernel_release}, {NULL, NULL}
+};
+
+static const luaL_Reg kernel_metameth[] = {
+  {"__gc", kernel_release}, {"__close", kernel_release}, {"__tostring", kernel_tostring},
+  {"__index", NULL}, {NULL, NULL}
+};
+
+static const luaL_Reg kernel_funcs[] = {
+  {"load_kernel", kernel_load}, {NULL, NULL}
+};
+
+void nm_open_kernel(lua_State *L, int module, int methods) {
+  (void)methods;
+  luaL_newmetatable(L, KERNEL_T);
+  luaL_setfuncs(L, kernel_metameth, 0);
+  luaL_newlib(L, kernel_meth);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  lua_pushvalue(L, module);
+  luaL_setfuncs(L, kernel_funcs, 0);
+  lua_pop(L, 1);
+}

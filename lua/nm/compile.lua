@@ -1,0 +1,419 @@
+-- nm/compile.lua: the rule compiler. A rule's step written with
+-- nm.autograd operations is traced once into an expression graph
+-- (nm.compile.trace), its adjoint derived on the same graph by reverse
+-- mode (nm.compile.adjoint), both turned into C (nm.compile.emit),
+-- compiled with the compiler that built neuromic into a shared object,
+-- cached, and loaded. Without a compiler the same graph runs through the
+-- tensor operations (nm.compile.interp), with a one-line notice.
+--
+--   local compile = require "nm.compile"
+--   local step = compile.fn(function(W, theta, x, label) ... end, {
+--     {name = "W", list = {{5, 4}, {3, 5}}}, {name = "theta", shape = {3}},
+--     {name = "x", shape = {4}}, {name = "label", scalar = true},
+--   }, {dtype = "float64", name = "my rule", source = "rules/my_rule.lua"})
+--   local W2 = step:call(W, theta, x, 2)       -- fresh outputs
+--   step:call_into(out, W, theta, x, 2)        -- into preallocated outputs
+--   -- on autograd variables, step:call records one node whose backward is
+--   -- the generated adjoint (ag.scan unrolls it with checkpointing)
+--
+-- The cache (NEUROMIC_CACHE, default $XDG_CACHE_HOME/neuromic or
+-- ~/.cache/neuromic) holds <key>.so and <key>.c, key = a 64-bit hash of
+-- the generated source, the compiler and its flags. Concurrent compiles
+-- of one key (a sweep, several cluster tasks on a shared folder) each
+-- write a temporary file and rename it; the object exports its key, so a
+-- corrupt or foreign file is detected when loaded and rebuilt.
+-- NEUROMIC_CC names another compiler; NEUROMIC_CC=none forces the
+-- interpreted path.
+
+local nm = require "neuromic"
+local ag = require "nm.autograd"
+local trace = require "nm.compile.trace"
+local adjoint = require "nm.compile.adjoint"
+local emit = require "nm.compile.emit"
+local interp = require "nm.compile.interp"
+
+local compile = {}
+
+local format, concat = string.format, table.concat
+
+-- ---------------------------------------------------------------- toolchain
+
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() return true end
+  return false
+end
+
+local function search_path(prog)
+  if prog:find("/", 1, true) then return exists(prog) and prog or nil end
+  for dir in (os.getenv("PATH") or ""):gmatch("[^:]+") do
+    local p = dir .. "/" .. prog
+    if exists(p) then return p end
+  end
+  return nil
+end
+
+local toolchain
+-- compile.toolchain() -> {cc =, flags = {...}, libs = {...}} or nil when
+-- there is no compiler.
+function compile.toolchain()
+  if toolchain ~= nil then return toolchain or nil end
+  local want = os.getenv("NEUROMIC_CC")
+  local cc
+  if want == "none" then cc = nil
+  else cc = search_path(want and want ~= "" and want or nm.build.cc) end
+  if not cc then toolchain = false return nil end
+  local flags = {"-O3", "-march=native", "-ffp-contract=off", "-fPIC", "-shared", "-std=c11",
+                 "-w"}
+  for f in nm.build.blas_cflags:gmatch("%S+") do flags[#flags + 1] = f end
+  local libs = {}
+  for f in nm.build.blas_libs:gmatch("%S+") do libs[#libs + 1] = f end
+  libs[#libs + 1] = "-lm"
+  toolchain = {cc = cc, flags = flags, libs = libs}
+  return toolchain
+end
+
+-- Resets the toolchain choice (tests change NEUROMIC_CC through a child
+-- process; this is for the REPL).
+function compile.reset_toolchain() toolchain = nil end
+
+function compile.cache_dir()
+  local dir = os.getenv("NEUROMIC_CACHE")
+  if dir and dir ~= "" then return dir end
+  local base = os.getenv("XDG_CACHE_HOME")
+  if not base or base == "" then base = (os.getenv("HOME") or "/tmp") .. "/.cache" end
+  return base .. "/neuromic"
+end
+
+-- FNV-1a, 64 bits, over the string s: the cache key.
+local function hash64(s)
+  local h = -3750763034362895579          -- 14695981039346656037 as a signed integer
+  for i = 1, #s do
+    h = h ~ s:byte(i)
+    h = h * 1099511628211
+  end
+  return format("%016x", h)
+end
+compile.hash = hash64
+
+local notice_given = false
+local function notice(msg)
+  if notice_given then return end
+  notice_given = true
+  io.stderr:write("neuromic: ", msg, "\n")
+end
+
+local function read_all(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read("a") or ""
+  f:close()
+  return s
+end
+
+compile.stats = {compiled = 0, loaded = 0, interpreted = 0, compile_seconds = 0, load_seconds = 0}
+
+-- Builds (or finds in the cache) the object of `source`; returns the
+-- loaded kernel, or nil and why when there is no compiler.
+local function build(source, symbol, layout, label)
+  local tc = compile.toolchain()
+  if not tc then return nil, "no C compiler" end
+  local key = hash64(concat({source, tc.cc, concat(tc.flags, " "), concat(tc.libs, " ")}, "\0"))
+  local dir = compile.cache_dir()
+  local so = dir .. "/" .. key .. ".so"
+  local t0 = nm.clock()
+  if exists(so) then
+    local k = nm.load_kernel(so, symbol, key, layout)
+    if k then
+      compile.stats.loaded = compile.stats.loaded + 1
+      compile.stats.load_seconds = compile.stats.load_seconds + (nm.clock() - t0)
+      return k, nil, key
+    end
+    os.remove(so)                          -- corrupt or stale: rebuild it
+  end
+  nm.mkdir(dir)
+  local full = source .. format('const char nm_kernel_key[] = "%s";\n', key)
+  local src = dir .. "/" .. key .. ".c"
+  nm.atomic_write(src, full)
+  local tag = format("%d.%d", nm.getpid(), math.random(1 << 30))
+  local tmp = format("%s.tmp.%s", so, tag)
+  local log = format("%s/%s.log.%s", dir, key, tag)
+  local argv = {tc.cc}
+  for _, f in ipairs(tc.flags) do argv[#argv + 1] = f end
+  argv[#argv + 1] = "-o"
+  argv[#argv + 1] = tmp
+  argv[#argv + 1] = src
+  for _, f in ipairs(tc.libs) do argv[#argv + 1] = f end
+  local pid = nm.spawn(argv, log)
+  local _, status, signal
+  repeat _, status, signal = nm.wait(pid) until status ~= nil or signal ~= nil
+  if status ~= 0 then
+    local out = read_all(log)
+    os.remove(log)
+    os.remove(tmp)
+    error(format("rule compiler: %s failed on the generated kernel of %s (%s); this is a " ..
+                 "neuromic bug, please report it with %s:\n%s", tc.cc, label,
+                 signal and ("signal " .. tostring(signal)) or ("exit " .. tostring(status)), src, out), 0)
+  end
+  os.remove(log)
+  local ok, err = os.rename(tmp, so)
+  if not ok then
+    os.remove(tmp)
+    error("rule compiler: cannot store the kernel in the cache: " .. tostring(err), 0)
+  end
+  local k, lerr = nm.load_kernel(so, symbol, key, layout)
+  if not k then error("rule compiler: cannot load the kernel just built: " .. tostring(lerr), 0) end
+  compile.stats.compiled = compile.stats.compiled + 1
+  compile.stats.compile_seconds = compile.stats.compile_seconds + (nm.clock() - t0)
+  return k, nil, key
+end
+
+-- ---------------------------------------------------------------- kernels
+
+local Kernel = {}
+Kernel.__index = Kernel
+
+-- A runnable form of (graph, outputs): compiled, or interpreted.
+local function make_kernel(g, outputs, label, comment, mode)
+  local self = setmetatable({g = g, outputs = outputs, label = label}, Kernel)
+  self.source, self.layout = emit.c(g, outputs, {name = "nm_rule_kernel", comment = comment})
+  local lay = {dtype = g.dtype, inputs = {}, outputs = {}, scalars = self.layout.scalars,
+               scratch = self.layout.scratch}
+  local function numel(shape)
+    local n = 1
+    for _, d in ipairs(shape) do n = n * d end
+    return n
+  end
+  for _, n in ipairs(g.inputs) do
+    if n.kind == "tensor" then lay.inputs[#lay.inputs + 1] = numel(n.shape) end
+  end
+  for _, n in ipairs(g.captured) do lay.inputs[#lay.inputs + 1] = numel(n.shape) end
+  for i, o in ipairs(outputs) do lay.outputs[i] = numel(o.shape) end
+  self.kernel_layout = lay
+  if mode ~= "interpret" then
+    local k, why, key = build(self.source, "nm_rule_kernel", lay, label)
+    self.key = key
+    if k then
+      self.kernel = k
+      if lay.scratch > 0 then self.scratch = nm.zeros(lay.scratch, g.dtype) end
+    elseif mode == "compile" then
+      error("rule compiler: " .. why, 0)
+    else
+      notice("no C compiler found (" .. (os.getenv("NEUROMIC_CC") or nm.build.cc) ..
+             "): rules run interpreted through the tensor operations")
+    end
+  end
+  if not self.kernel then compile.stats.interpreted = compile.stats.interpreted + 1 end
+  self.targs, self.sargs = {}, {}
+  return self
+end
+
+function Kernel:compiled() return self.kernel ~= nil end
+
+-- Runs with flat inputs: tensors (in g.inputs order, tensor kind),
+-- scalars (scalar kind), into the output tensors outs.
+function Kernel:run(tensors, scalars, outs)
+  if self.kernel then
+    local a, n = self.targs, 0
+    for i = 1, #tensors do n = n + 1; a[n] = tensors[i] end
+    for _, c in ipairs(self.g.captured) do n = n + 1; a[n] = c.value end
+    for i = 1, #outs do n = n + 1; a[n] = outs[i] end
+    if self.scratch then n = n + 1; a[n] = self.scratch end
+    for i = n + 1, #a do a[i] = nil end
+    self.kernel:call(a, scalars)
+    return outs
+  end
+  local env, ti, si = {}, 0, 0
+  for _, node in ipairs(self.g.inputs) do
+    if node.kind == "tensor" then ti = ti + 1; env[node] = tensors[ti]
+    else si = si + 1; env[node] = scalars[si] end
+  end
+  local vals = interp.run(self.g, self.outputs, env)
+  for i, v in ipairs(vals) do
+    if type(v) == "number" then outs[i]:fill(v) else outs[i]:copy(v) end
+  end
+  return outs
+end
+
+-- ---------------------------------------------------------------- compiled functions
+
+local Fn = {}
+Fn.__index = Fn
+
+-- compile.fn(f, spec, opts) -> a compiled function (see the header).
+-- opts: dtype ("float64"), name and source (for messages and the
+-- generated comment), equation (its text, put in the C as a comment),
+-- mode ("auto": compile when a compiler exists; "compile": fail without
+-- one; "interpret").
+function compile.fn(f, spec, opts)
+  opts = opts or {}
+  local dtype = opts.dtype or "float64"
+  local g, outputs, args = trace.run(dtype, spec, f)
+  local self = setmetatable({g = g, outputs = outputs, spec = spec, args = args,
+                             name = opts.name or "rule", source_file = opts.source,
+                             equation = opts.equation, mode = opts.mode or "auto",
+                             adjoints = {}, dtype = dtype}, Fn)
+  self.label = self.name .. (opts.source and (" (" .. opts.source .. ")") or "")
+  self.tensor_inputs = {}
+  for _, n in ipairs(g.inputs) do
+    if n.kind == "tensor" then self.tensor_inputs[#self.tensor_inputs + 1] = n end
+  end
+  self.forward = make_kernel(g, outputs, self.label, self:comment("step"), self.mode)
+  self.tin, self.sin = {}, {}
+  return self
+end
+
+function Fn:comment(what)
+  local lines = {format("%s of %s", what, self.label)}
+  if self.equation then lines[#lines + 1] = self.equation end
+  local shapes = {}
+  for _, n in ipairs(self.g.inputs) do
+    shapes[#shapes + 1] = n.name .. (#n.shape > 0 and ("[" .. concat(n.shape, "x") .. "]") or "")
+  end
+  lines[#lines + 1] = "inputs: " .. concat(shapes, ", ")
+  return concat(lines, "\n")
+end
+
+function Fn:compiled() return self.forward:compiled() end
+
+-- The C source of the step (and, with wrt, of its adjoint).
+function Fn:source(adj)
+  if adj then return self:adjoint_kernel(adj).source end
+  return self.forward.source
+end
+
+-- Flattens call arguments (in spec order) into tensors and scalars.
+function Fn:flatten(tensors, scalars, ...)
+  local nt, ns = 0, 0
+  for i, s in ipairs(self.spec) do
+    local v = select(i, ...)
+    if s.value ~= nil then -- passed through
+    elseif s.list then
+      if type(v) ~= "table" or #v ~= #s.list then
+        error(format("%s: argument '%s' must be a list of %d tensors", self.label, s.name, #s.list), 3)
+      end
+      for k = 1, #s.list do nt = nt + 1; tensors[nt] = ag.value(v[k]) end
+    elseif s.scalar then ns = ns + 1; scalars[ns] = ag.value(v)
+    else nt = nt + 1; tensors[nt] = ag.value(v) end
+  end
+  for i = nt + 1, #tensors do tensors[i] = nil end
+  for i = ns + 1, #scalars do scalars[i] = nil end
+  return tensors, scalars
+end
+
+local function new_outputs(outputs, dtype)
+  local outs = {}
+  for i, o in ipairs(outputs) do outs[i] = nm.zeros(#o.shape > 0 and o.shape or {1}, dtype) end
+  return outs
+end
+
+-- Fn:call_into(outs, ...) writes the step's outputs into outs (a list of
+-- tensors shaped like the outputs; must not overlap the inputs).
+function Fn:call_into(outs, ...)
+  local t, s = self:flatten(self.tin, self.sin, ...)
+  return self.forward:run(t, s, outs)
+end
+
+-- The adjoint kernel for the tensor inputs flagged in wrt (a list of
+-- booleans in flat tensor-input order): inputs = the step's inputs, then
+-- one seed per output; outputs = one gradient per flagged input.
+function Fn:adjoint_kernel(wrt)
+  local key = concat((function()
+    local k = {}
+    for i, w in ipairs(wrt) do k[i] = w and "1" or "0" end
+    return k
+  end)())
+  local a = self.adjoints[key]
+  if a then return a end
+  local g = self.g
+  if not self.seeds then
+    self.seeds = {}
+    for i, o in ipairs(self.outputs) do self.seeds[i] = g:input("seed" .. i, o.shape) end
+  end
+  local seeds = self.seeds
+  local targets = {}
+  for i, n in ipairs(self.tensor_inputs) do
+    if wrt[i] then targets[#targets + 1] = n end
+  end
+  local grads = adjoint.grad(g, self.outputs, seeds, targets)
+  for i, gr in ipairs(grads) do
+    if gr == nil then grads[i] = g:bcast(g:const(0), targets[i].shape) end
+    if #targets[i].shape > 0 and #grads[i].shape == 0 then
+      grads[i] = g:bcast(grads[i], targets[i].shape)
+    end
+  end
+  a = make_kernel(g, grads, self.label, self:comment("adjoint"), self.mode)
+  a.targets, a.nseeds = targets, #seeds
+  self.adjoints[key] = a
+  return a
+end
+
+-- Fn:call(...) -> outputs (a list when the step returns several values).
+-- On autograd variables it records one node on their tape, whose
+-- backward runs the generated adjoint.
+function Fn:call(...)
+  local n = select("#", ...)
+  local tracked = false
+  for i = 1, n do
+    local v = select(i, ...)
+    if ag.is_var(v) then tracked = true break end
+    if type(v) == "table" and not nm.is_tensor(v) and not ag.is_var(v) then
+      for _, x in ipairs(v) do if ag.is_var(x) then tracked = true break end end
+    end
+  end
+  if not tracked then
+    local outs = new_outputs(self.outputs, self.dtype)
+    self:call_into(outs, ...)
+    return self:shape_result(outs)
+  end
+  return self:record(...)
+end
+
+function Fn:shape_result(outs)
+  if #self.outputs == 1 then return outs[1] end
+  return outs
+end
+
+-- Records the step on a tape as one node over its flat tensor arguments;
+-- backward runs the adjoint kernel for the arguments that are variables.
+function Fn:record(...)
+  local flat, scal, nt, ns = {}, {}, 0, 0
+  for i, s in ipairs(self.spec) do
+    local v = select(i, ...)
+    if s.value ~= nil then -- passed through
+    elseif s.list then for k = 1, #s.list do nt = nt + 1; flat[nt] = v[k] end
+    elseif s.scalar then ns = ns + 1; scal[ns] = ag.value(v)
+    else nt = nt + 1; flat[nt] = v end
+  end
+  local wrt = {}
+  for i = 1, nt do wrt[i] = ag.is_var(flat[i]) end
+  local me = self
+  self.op = self.op or ag.def("compiled:" .. self.name, function(ctx, flags, sc, ...)
+    ctx.wrt, ctx.sc, ctx.t = flags, sc, {...}
+    local outs = new_outputs(me.outputs, me.dtype)
+    me.forward:run(ctx.t, sc, outs)
+    if #outs == 1 then return outs[1] end
+    return outs
+  end, function(ctx, gout)
+    if #me.outputs == 1 then gout = {gout} end
+    local a = me:adjoint_kernel(ctx.wrt)
+    local ins = {}
+    for i, x in ipairs(ctx.t) do ins[i] = x end
+    for i, o in ipairs(me.outputs) do
+      local gi = gout[i]
+      if gi == nil then gi = nm.zeros(#o.shape > 0 and o.shape or {1}, me.dtype)
+      elseif type(gi) == "number" then gi = nm.tensor({gi}, me.dtype) end
+      ins[#ins + 1] = gi
+    end
+    local outs = new_outputs(a.outputs, me.dtype)
+    a:run(ins, ctx.sc, outs)
+    local res, k = {}, 0
+    for i = 1, #ctx.t do
+      if ctx.wrt[i] then k = k + 1; res[i + 2] = outs[k] end
+    end
+    return table.unpack(res, 1, #ctx.t + 2)
+  end, #self.outputs)
+  return self.op(wrt, scal, table.unpack(flat, 1, nt))
+end
+
+return compile

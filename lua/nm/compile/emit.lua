@@ -1,0 +1,420 @@
+-- nm/compile/emit.lua: C source from an expression graph.
+--
+-- emit.c(g, outputs, opts) -> source, layout
+--
+-- The generated function
+--   int <name>(real *const *in, real *const *out, real *scratch, const double *sc)
+-- reads the graph's tensor inputs (in[], in the order of g.inputs, then the
+-- captured constants), its scalar inputs (sc[]), and writes every output
+-- (out[], contiguous, shaped like the output node; a scalar output is one
+-- element). It allocates nothing: intermediate vectors and matrices live in
+-- scratch (layout.scratch elements, given by the caller).
+--
+-- How the graph becomes loops:
+-- - Elementwise operations (arithmetic, activation functions, broadcasts,
+--   outer products a b^T, transposes) are inlined into the loop nest of
+--   the value that consumes them, so W + t0 e y^T + t1 y e^T ... is one
+--   pass over W. A value is stored (materialized) only when a product
+--   (mv, mm) or softmax reads it, when it is an output, or when several
+--   consumers would otherwise recompute something costly.
+-- - Sums are loop nests that accumulate in double; loops over the same
+--   shape whose inputs are ready are fused into one nest.
+-- - Matrix-vector and matrix-matrix products call cblas (transposes as
+--   flags, never copies); softmax is a three-pass loop as the core's.
+-- Scalars are double locals; elements are `real` (float or double).
+
+local graph = require "nm.compile.graph"
+
+local emit = {}
+
+local format, concat = string.format, table.concat
+local is_scalar = graph.is_scalar
+
+local TRANSCENDENTAL = {
+  exp = true, log = true, sqrt = true, tanh = true, sigmoid = true, softplus = true,
+  dsoftplus = true, pow = true, div = true,
+}
+
+-- C spelling of a double constant.
+local function lit(v)
+  if v ~= v then return "NAN" end
+  if v == math.huge then return "INFINITY" end
+  if v == -math.huge then return "(-INFINITY)" end
+  if math.type(v) == "integer" then v = v + 0.0 end
+  local s = format("%.17g", v)
+  if not s:find("[%.eEn]") then s = s .. ".0" end
+  return s
+end
+
+local function numel(shape)
+  local n = 1
+  for _, d in ipairs(shape) do n = n * d end
+  return n
+end
+
+local PRELUDE = [[
+#include <math.h>
+#include <stdint.h>
+#include <cblas.h>
+
+typedef %s real;
+#define M_(fn) %s
+
+/* The element functions, as neuromic's tensor kernels define them. */
+static inline real nm_sigmoid(real x) {
+  if (x >= 0) return (real)1 / ((real)1 + M_(exp)(-x));
+  real e = M_(exp)(x);
+  return e / ((real)1 + e);
+}
+static inline real nm_softplus(real x, real beta) {
+  real bx = beta * x;
+  real pos = bx > 0 ? bx : 0;
+  return (M_(log1p)(M_(exp)(-M_(fabs)(bx))) + pos) / beta;
+}
+/* Scalars are double whatever real is. */
+static inline double nm_sigmoid_d(double x) {
+  if (x >= 0) return 1 / (1 + exp(-x));
+  double e = exp(x);
+  return e / (1 + e);
+}
+static inline double nm_softplus_d(double x, double beta) {
+  double bx = beta * x;
+  return (log1p(exp(-fabs(bx))) + (bx > 0 ? bx : 0)) / beta;
+}
+]]
+
+-- ---------------------------------------------------------------- analysis
+
+local function analyse(g, outputs)
+  local need, order = {}, {}
+  local function visit(n)
+    if need[n] then return end
+    need[n] = true
+    for _, a in ipairs(n.args) do visit(a) end
+  end
+  for _, o in ipairs(outputs) do visit(o) end
+  for _, n in ipairs(g.nodes) do if need[n] then order[#order + 1] = n end end
+  local uses, strong = {}, {}
+  for _, n in ipairs(order) do
+    for _, a in ipairs(n.args) do
+      uses[a] = (uses[a] or 0) + 1
+      -- consumers that read the value as a stored array
+      if n.op == "mv" or n.op == "mm" or n.op == "softmax" then strong[a] = true end
+      -- a vector inside a matrix loop would be recomputed per element
+      if n.op == "outer" and #a.args > 0 and a.op ~= "onehot" and a.op ~= "unit" then
+        strong[a] = true
+      end
+      if n.op == "index" and #a.args > 0 then strong[a] = true end
+    end
+  end
+  for _, o in ipairs(outputs) do uses[o] = (uses[o] or 0) + 1 end
+  return order, uses, strong
+end
+
+-- ---------------------------------------------------------------- emitter
+
+function emit.c(g, outputs, opts)
+  opts = opts or {}
+  local name = opts.name or "nm_rule_kernel"
+  local dtype = g.dtype
+  local is_float = dtype == "float32"
+  local order, uses, strong = analyse(g, outputs)
+
+  -- Buffers: leaves read from in[], stored values in scratch or out[].
+  local ptr = {}          -- node -> C expression of its array
+  local scalar_name = {}  -- scalar node -> C expression
+  local mat = {}          -- node -> true when stored
+  local slot = 0
+  for _, n in ipairs(g.inputs) do
+    if n.kind == "tensor" then ptr[n] = format("in[%d]", slot); slot = slot + 1 end
+  end
+  for _, n in ipairs(g.captured) do ptr[n] = format("in[%d]", slot); slot = slot + 1 end
+  local ntensor_in = slot
+  local sslot = 0
+  for _, n in ipairs(g.inputs) do
+    if n.kind == "scalar" then scalar_name[n] = format("sc[%d]", sslot); sslot = sslot + 1 end
+  end
+
+  -- Inline cost of a node's expression (stopping at stored values).
+  local weight = {}
+  local function wt(n)
+    if ptr[n] or mat[n] or is_scalar(n) or #n.args == 0 then return 0 end
+    return weight[n] or 0
+  end
+  local output_of = {}
+  for k, o in ipairs(outputs) do
+    if output_of[o] == nil and not ptr[o] and not is_scalar(o) then output_of[o] = k end
+  end
+  for _, n in ipairs(order) do
+    if not is_scalar(n) and not ptr[n] then
+      if graph.ELEMENTWISE[n.op] then
+        local w = TRANSCENDENTAL[n.op] and 8 or 1
+        for _, a in ipairs(n.args) do w = w + wt(a) end
+        weight[n] = w
+        if output_of[n] or strong[n] or (uses[n] > 1 and w > 2) then mat[n] = true end
+        if n.op == "t" and (ptr[n.args[1]] or mat[n.args[1]]) and not output_of[n] then
+          mat[n] = nil                 -- a transposed view: no copy
+        end
+      else
+        mat[n] = true                  -- mv, mm, softmax
+      end
+    end
+  end
+  -- Arguments of products must be arrays (or transposes of arrays).
+  for _, n in ipairs(order) do
+    if n.op == "mv" or n.op == "mm" or n.op == "softmax" then
+      for _, a in ipairs(n.args) do
+        local base = a.op == "t" and a.args[1] or a
+        if not (ptr[base] or mat[base]) then mat[base] = true end
+      end
+    end
+  end
+
+  local scratch = 0
+  for _, n in ipairs(order) do
+    if mat[n] and not ptr[n] then
+      local k = output_of[n]
+      if k then ptr[n] = format("out[%d]", k - 1)
+      else
+        ptr[n] = format("(scratch + %d)", scratch)
+        scratch = scratch + numel(n.shape)
+      end
+    end
+  end
+
+  -- Expression of node n at element (I [, J]).
+  local expr
+  local function sexpr(n)                       -- a scalar
+    if n.op == "const" then return lit(n.k) end
+    return scalar_name[n] or error("emit: scalar #" .. n.id .. " used before it is computed")
+  end
+  expr = function(n, I, J)
+    if is_scalar(n) then return sexpr(n) end
+    local p = ptr[n]
+    if p and (mat[n] or #n.args == 0) then
+      if #n.shape == 1 then return format("%s[%s]", p, I) end
+      return format("%s[(%s) * %d + (%s)]", p, I, n.shape[2], J)
+    end
+    local op, a = n.op, n.args
+    if op == "t" then return expr(a[1], J, I)
+    elseif op == "outer" then return format("(%s * %s)", expr(a[1], I), expr(a[2], J))
+    elseif op == "bcast" then return sexpr(a[1])
+    elseif op == "unit" then return format("((%s) == %d ? (real)%s : (real)0)", I, n.k - 1, sexpr(a[1]))
+    elseif op == "onehot" then
+      return format("((%s) == (int64_t)%s - 1 ? (real)1 : (real)0)", I, sexpr(a[1]))
+    elseif op == "add" then return format("(%s + %s)", expr(a[1], I, J), expr(a[2], I, J))
+    elseif op == "sub" then return format("(%s - %s)", expr(a[1], I, J), expr(a[2], I, J))
+    elseif op == "mul" then return format("(%s * %s)", expr(a[1], I, J), expr(a[2], I, J))
+    elseif op == "div" then return format("(%s / %s)", expr(a[1], I, J), expr(a[2], I, J))
+    elseif op == "neg" then return format("(-%s)", expr(a[1], I, J))
+    end
+    local x = expr(a[1], I, J)
+    return emit.unary(op, x, n.k)
+  end
+
+  -- Statements.
+  local stmts = {}
+  local function deps_of(n, acc, top)
+    acc = acc or {}
+    for _, a in ipairs(n.args) do
+      if is_scalar(a) then
+        if a.op ~= "const" and not (a.op == "input") then acc[a] = true end
+      elseif mat[a] and not (#a.args == 0) then acc[a] = true
+      elseif #a.args > 0 then deps_of(a, acc) end
+    end
+    return acc
+  end
+  for _, n in ipairs(order) do
+    if is_scalar(n) then
+      if n.op == "sum" then
+        stmts[#stmts + 1] = {kind = "loop", mode = "reduce", node = n, domain = n.args[1].shape,
+                             deps = deps_of(n)}
+      elseif n.op ~= "const" and n.op ~= "input" then
+        stmts[#stmts + 1] = {kind = "scalar", node = n, deps = deps_of(n)}
+      end
+    elseif mat[n] and #n.args > 0 then
+      if graph.ELEMENTWISE[n.op] then
+        stmts[#stmts + 1] = {kind = "loop", mode = "store", node = n, domain = n.shape,
+                             target = n, deps = deps_of(n)}
+      else
+        stmts[#stmts + 1] = {kind = n.op, node = n, deps = deps_of(n)}
+      end
+    end
+  end
+  -- Outputs that are not stored in their own out[] slot: copies.
+  for k, o in ipairs(outputs) do
+    if is_scalar(o) then
+      local d = {}
+      if o.op ~= "const" and o.op ~= "input" then d[o] = true end
+      stmts[#stmts + 1] = {kind = "scalar_out", node = o, k = k, deps = d}
+    elseif ptr[o] ~= format("out[%d]", k - 1) then
+      local d = {}
+      if mat[o] and #o.args > 0 then d[o] = true else deps_of(o, d) end
+      stmts[#stmts + 1] = {kind = "loop", mode = "copy", node = o, k = k, domain = o.shape, deps = d}
+    end
+  end
+
+  -- Code.
+  local body = {}
+  local function line(s, ...) body[#body + 1] = "  " .. format(s, ...) end
+  local done = {}
+  local function ready(st)
+    for d in pairs(st.deps) do if not done[d] then return false end end
+    return true
+  end
+  local function same(a, b)
+    if #a ~= #b then return false end
+    for i = 1, #a do if a[i] ~= b[i] then return false end end
+    return true
+  end
+  local nacc = 0
+  local function emit_loop(group)
+    local dom = group[1].domain
+    local pre, inner, post = {}, {}, {}
+    local I, J = "i", (#dom == 2) and "j" or nil
+    local function flat() return J and format("i * %d + j", dom[2]) or "i" end
+    for _, st in ipairs(group) do
+      local n = st.node
+      if st.mode == "reduce" then
+        nacc = nacc + 1
+        local acc = "acc" .. nacc
+        pre[#pre + 1] = format("double %s = 0;", acc)
+        inner[#inner + 1] = format("%s += %s;", acc, expr(n.args[1], I, J))
+        scalar_name[n] = "s" .. n.id
+        post[#post + 1] = format("const double s%d = %s;", n.id, acc)
+      elseif st.mode == "store" then
+        -- stored values are written through their own array
+        local p = ptr[n]
+        local e
+        do
+          local keep = mat[n]; mat[n] = nil
+          local saved = ptr[n]; ptr[n] = nil
+          e = expr(n, I, J)
+          mat[n], ptr[n] = keep, saved
+        end
+        inner[#inner + 1] = format("%s[%s] = %s;", p, flat(), e)
+      else -- copy into an output slot
+        inner[#inner + 1] = format("out[%d][%s] = %s;", st.k - 1, flat(), expr(n, I, J))
+      end
+    end
+    for _, s in ipairs(pre) do line("%s", s) end
+    line("for (int64_t i = 0; i < %d; i++) {", dom[1])
+    local ind = "  "
+    if J then line("  for (int64_t j = 0; j < %d; j++) {", dom[2]); ind = "    " end
+    for _, s in ipairs(inner) do line("%s%s", ind, s) end
+    if J then line("  }") end
+    line("}")
+    for _, s in ipairs(post) do line("%s", s) end
+  end
+  local function emit_stmt(st)
+    local n = st.node
+    if st.kind == "scalar" then
+      scalar_name[n] = "s" .. n.id
+      local e
+      local a = n.args
+      if n.op == "index" then
+        e = expr(a[1], tostring(n.k - 1))
+      elseif graph.BINARY[n.op] then
+        local sym = ({add = "+", sub = "-", mul = "*", div = "/"})[n.op]
+        e = format("%s %s %s", sexpr(a[1]), sym, sexpr(a[2]))
+      elseif n.op == "neg" then e = "-" .. sexpr(a[1])
+      else e = emit.unary(n.op, sexpr(a[1]), n.k, true) end
+      line("const double s%d = %s;", n.id, e)
+    elseif st.kind == "scalar_out" then
+      line("out[%d][0] = (real)%s;", st.k - 1, sexpr(n))
+    elseif st.kind == "mv" then
+      local A, x = n.args[1], n.args[2]
+      local trans, base = "CblasNoTrans", A
+      if A.op == "t" and not mat[A] then trans, base = "CblasTrans", A.args[1] end
+      line("cblas_%sgemv(CblasRowMajor, %s, %d, %d, 1, %s, %d, %s, 1, 0, %s, 1);",
+           is_float and "s" or "d", trans, base.shape[1], base.shape[2], ptr[base],
+           base.shape[2], ptr[x], ptr[n])
+    elseif st.kind == "mm" then
+      local A, B = n.args[1], n.args[2]
+      local ta, tb, a, b = "CblasNoTrans", "CblasNoTrans", A, B
+      if A.op == "t" and not mat[A] then ta, a = "CblasTrans", A.args[1] end
+      if B.op == "t" and not mat[B] then tb, b = "CblasTrans", B.args[1] end
+      line("cblas_%sgemm(CblasRowMajor, %s, %s, %d, %d, %d, 1, %s, %d, %s, %d, 0, %s, %d);",
+           is_float and "s" or "d", ta, tb, n.shape[1], n.shape[2], A.shape[2],
+           ptr[a], a.shape[2], ptr[b], b.shape[2], ptr[n], n.shape[2])
+    elseif st.kind == "softmax" then
+      local x, y, len = ptr[n.args[1]], ptr[n], n.shape[1]
+      line("{")
+      line("  real m = %s[0];", x)
+      line("  for (int64_t i = 1; i < %d; i++) if (%s[i] > m) m = %s[i];", len, x, x)
+      line("  double s = 0;")
+      line("  for (int64_t i = 0; i < %d; i++) { %s[i] = M_(exp)(%s[i] - m); s += %s[i]; }",
+           len, y, x, y)
+      line("  for (int64_t i = 0; i < %d; i++) %s[i] = (real)(%s[i] / s);", len, y, y)
+      line("}")
+    end
+  end
+  local pending = {}
+  for i, st in ipairs(stmts) do pending[i] = st end
+  while #pending > 0 do
+    local pick
+    for i, st in ipairs(pending) do if ready(st) then pick = i break end end
+    if not pick then error("emit: no statement is ready (cyclic graph?)") end
+    local st = table.remove(pending, pick)
+    if st.kind == "loop" then
+      local group = {st}
+      local i = 1
+      while i <= #pending do
+        local o = pending[i]
+        if o.kind == "loop" and same(o.domain, st.domain) and ready(o) then
+          group[#group + 1] = table.remove(pending, i)
+        else
+          i = i + 1
+        end
+      end
+      emit_loop(group)
+      for _, s in ipairs(group) do done[s.node] = true end
+    else
+      emit_stmt(st)
+      done[st.node] = true
+    end
+  end
+
+  local src = {}
+  src[#src + 1] = format("/* Generated by neuromic's rule compiler: do not edit. */")
+  if opts.comment then
+    for l in (opts.comment .. "\n"):gmatch("(.-)\n") do
+      src[#src + 1] = "/* " .. l:gsub("%*/", "* /") .. " */"
+    end
+  end
+  src[#src + 1] = format(PRELUDE, is_float and "float" or "double", is_float and "fn##f" or "fn")
+  src[#src + 1] = format("int %s(real *const *in, real *const *out, real *scratch, const double *sc);", name)
+  src[#src + 1] = format("int %s(real *const *in, real *const *out, real *scratch, const double *sc) {", name)
+  src[#src + 1] = "  (void)in; (void)out; (void)scratch; (void)sc;"
+  for _, l in ipairs(body) do src[#src + 1] = l end
+  src[#src + 1] = "  return 0;"
+  src[#src + 1] = "}"
+  local layout = {inputs = ntensor_in, scalars = sslot, outputs = #outputs, scratch = scratch}
+  return concat(src, "\n") .. "\n", layout
+end
+
+-- C expression of an elementwise function of x (k: its parameter).
+-- scalar: x is a double scalar (double functions), else an element (real).
+function emit.unary(op, x, k, scalar)
+  local function m(f) return scalar and f or format("M_(%s)", f) end
+  local d = scalar and "_d" or ""
+  if op == "exp" or op == "log" or op == "sqrt" or op == "tanh" then
+    return format("%s(%s)", m(op), x)
+  elseif op == "abs" then return format("%s(%s)", m("fabs"), x)
+  elseif op == "sigmoid" then return format("nm_sigmoid%s(%s)", d, x)
+  elseif op == "relu" then return format("(%s > 0 ? %s : 0)", x, x)
+  elseif op == "drelu" then return format("(%s > 0 ? 1 : 0)", x)
+  elseif op == "sign" then return format("((%s > 0) - (%s < 0))", x, x)
+  elseif op == "softplus" then return format("nm_softplus%s(%s, %s)", d, x, lit(k))
+  elseif op == "dsoftplus" then
+    return format("nm_sigmoid%s(%s * %s)", d, lit(k), x)
+  elseif op == "pow" then
+    if k == 2 then return format("(%s * %s)", x, x)
+    elseif k == 0.5 then return format("%s(%s)", m("sqrt"), x)
+    elseif k == -1 then return format("(1 / %s)", x) end
+    return format("%s(%s, %s)", m("pow"), x, lit(k))
+  end
+  error("emit: no C form for operation '" .. op .. "'")
+end
+
+return emit

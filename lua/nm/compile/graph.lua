@@ -1,0 +1,350 @@
+-- nm/compile/graph.lua: the expression graph of a traced rule step.
+--
+-- A rule's step is written with nm.autograd operations (ag.mv, ag.outer,
+-- ag.softplus, ...). Called with symbols instead of tensors it is traced:
+-- every operation becomes a node of a graph (a symbol), built through
+-- smart constructors that fold constants, drop identities, pull scalars
+-- out of linear operations and share equal subexpressions, so the graph
+-- is already simplified when the code generator (nm.compile.emit) or the
+-- interpreter (nm.compile.interp) sees it. nm.compile.adjoint adds the
+-- reverse-mode gradient nodes to the same graph.
+--
+-- Shapes: {} (scalar), {n} (vector), {m, n} (matrix). Node fields: op,
+-- args (nodes), shape, k (a number attribute: a constant's value, an
+-- exponent, softplus's beta, an index), name (inputs), id (creation
+-- order, so ids are a topological order), where (the rule's file:line
+-- that created it, for messages).
+
+local graph = {}
+
+local format, concat = string.format, table.concat
+
+local Sym = {}
+Sym.__index = Sym
+Sym.__name = "nm.compile.Sym"
+graph.Sym = Sym
+
+local Graph = {}
+Graph.__index = Graph
+
+function graph.is_sym(x) return getmetatable(x) == Sym end
+
+local function shape_str(s)
+  if #s == 0 then return "scalar" end
+  return "[" .. concat(s, " x ") .. "]"
+end
+graph.shape_str = shape_str
+
+local function same_shape(a, b)
+  if #a ~= #b then return false end
+  for i = 1, #a do if a[i] ~= b[i] then return false end end
+  return true
+end
+graph.same_shape = same_shape
+
+-- Elementwise operations of one argument and their C/ag names.
+graph.UNARY = {
+  neg = true, exp = true, log = true, sqrt = true, tanh = true, sigmoid = true,
+  relu = true, abs = true, softplus = true, dsoftplus = true, pow = true,
+  drelu = true, sign = true,
+}
+graph.BINARY = {add = true, sub = true, mul = true, div = true}
+-- Operations computed elementwise, so a loop over their shape can inline them.
+graph.ELEMENTWISE = {
+  add = true, sub = true, mul = true, div = true, outer = true, t = true,
+  bcast = true, unit = true, onehot = true,
+}
+for k in pairs(graph.UNARY) do graph.ELEMENTWISE[k] = true end
+
+-- graph.new(dtype) -> an empty graph whose tensors are of dtype.
+function graph.new(dtype)
+  return setmetatable({nodes = {}, memo = {}, dtype = dtype or "float64", inputs = {},
+                       captured = {}, captured_node = setmetatable({}, {__mode = "k"}),
+                       where = nil}, Graph)
+end
+
+-- Where in the user's code the current operation comes from (set by the
+-- tracer before each operation, read by error messages).
+local function fail(g, msg)
+  error(format("rule compiler: %s%s", g.where and (g.where .. ": ") or "", msg), 0)
+end
+graph.fail = fail
+
+local function key_of(op, args, k)
+  local parts = {op}
+  for i = 1, #args do parts[#parts + 1] = args[i].id end
+  if k ~= nil then parts[#parts + 1] = "k" .. format("%.17g", k) end
+  return concat(parts, "|")
+end
+
+-- The one place nodes are made: shares an equal node if one exists.
+function Graph:node(op, args, shape, k, extra)
+  local key = extra == nil and key_of(op, args, k) or nil
+  if key then
+    local old = self.memo[key]
+    if old then return old end
+  end
+  local n = setmetatable({op = op, args = args, shape = shape, k = k, g = self,
+                          id = #self.nodes + 1, where = self.where}, Sym)
+  if extra then for f, v in pairs(extra) do n[f] = v end end
+  self.nodes[n.id] = n
+  if key then self.memo[key] = n end
+  return n
+end
+
+-- ---------------------------------------------------------------- leaves
+
+function Graph:const(v)
+  if math.type(v) == "integer" then v = v + 0.0 end
+  return self:node("const", {}, {}, v)
+end
+
+-- Graph:input(name, shape [, kind]) -> a symbol standing for an argument:
+-- kind "tensor" (default) or "scalar" (a number passed at call time, e.g.
+-- a label or a learning rate).
+function Graph:input(name, shape, kind)
+  local n = self:node("input", {}, shape, nil, {name = name, kind = kind or "tensor",
+                                               slot = #self.inputs + 1})
+  self.inputs[#self.inputs + 1] = n
+  return n
+end
+
+-- A tensor the traced code used as a constant (e.g. a vector of ones): it
+-- is passed to the kernel at every call, never copied into the source.
+function Graph:captured_tensor(t)
+  local n = self.captured_node[t]
+  if n then return n end
+  if t:dtype() ~= self.dtype then
+    fail(self, format("a constant tensor of %s in a %s rule", t:dtype(), self.dtype))
+  end
+  n = self:node("captured", {}, t:size(), nil, {value = t, slot = #self.captured + 1})
+  self.captured[#self.captured + 1] = n
+  self.captured_node[t] = n
+  return n
+end
+
+local function is_const(x, v)
+  return x.op == "const" and (v == nil or x.k == v)
+end
+
+local function is_scalar(x) return #x.shape == 0 end
+graph.is_scalar = is_scalar
+
+-- ---------------------------------------------------------------- elementwise
+
+local FOLD = {
+  add = function(a, b) return a + b end, sub = function(a, b) return a - b end,
+  mul = function(a, b) return a * b end, div = function(a, b) return a / b end,
+}
+
+-- Result shape of a broadcasting binary operation (equal shapes or a scalar).
+local function bshape(g, op, a, b)
+  if is_scalar(a) then return b.shape end
+  if is_scalar(b) then return a.shape end
+  if not same_shape(a.shape, b.shape) then
+    fail(g, format("'%s': shapes differ, %s vs %s", op, shape_str(a.shape), shape_str(b.shape)))
+  end
+  return a.shape
+end
+
+function Graph:binary(op, a, b)
+  local shape = bshape(self, op, a, b)
+  if is_const(a) and is_const(b) then return self:const(FOLD[op](a.k, b.k)) end
+  if op == "add" then
+    if is_const(a, 0) and #b.shape == #shape then return b end
+    if is_const(b, 0) and #a.shape == #shape then return a end
+    if b.op == "neg" then return self:binary("sub", a, b.args[1]) end
+  elseif op == "sub" then
+    if is_const(b, 0) and #a.shape == #shape then return a end
+    if is_const(a, 0) and #b.shape == #shape then return self:unary("neg", b) end
+    if b.op == "neg" then return self:binary("add", a, b.args[1]) end
+  elseif op == "mul" then
+    if is_const(a, 1) and #b.shape == #shape then return b end
+    if is_const(b, 1) and #a.shape == #shape then return a end
+    if is_const(a, -1) and #b.shape == #shape then return self:unary("neg", b) end
+    if is_const(b, -1) and #a.shape == #shape then return self:unary("neg", a) end
+    -- Scalars first, so that s * (t * X) and t * (s * X) share nodes.
+    if is_scalar(b) and not is_scalar(a) then a, b = b, a end
+    if is_scalar(a) and b.op == "neg" then return self:unary("neg", self:binary("mul", a, b.args[1])) end
+    if is_scalar(a) and b.op == "mul" and is_scalar(b.args[1]) then
+      return self:binary("mul", self:binary("mul", a, b.args[1]), b.args[2])
+    end
+  elseif op == "div" then
+    if is_const(b, 1) and #a.shape == #shape then return a end
+  end
+  -- Commutative operations in a canonical order (exact in IEEE arithmetic).
+  if (op == "add" or op == "mul") and #a.shape == #b.shape and a.id > b.id then a, b = b, a end
+  return self:node(op, {a, b}, shape)
+end
+
+local UNARY_FOLD = {
+  neg = function(x) return -x end, exp = math.exp, log = math.log, sqrt = math.sqrt,
+  abs = math.abs,
+}
+
+function Graph:unary(op, x, k)
+  if op == "neg" then
+    if x.op == "neg" then return x.args[1] end
+  end
+  if is_const(x) and UNARY_FOLD[op] then return self:const(UNARY_FOLD[op](x.k)) end
+  if op == "pow" and k == 1 then return x end
+  return self:node(op, {x}, x.shape, k)
+end
+
+-- A scalar broadcast to a shape.
+function Graph:bcast(s, shape)
+  if #shape == 0 then return s end
+  return self:node("bcast", {s}, shape)
+end
+
+-- A vector of a shape, zero but for element k (1-based), which is s.
+function Graph:unit(s, k, shape)
+  return self:node("unit", {s}, shape, k)
+end
+
+-- onehot(n, label): 1 at the (1-based) label, 0 elsewhere.
+function Graph:onehot(n, label)
+  if not is_scalar(label) then fail(self, "onehot: the label must be a number") end
+  return self:node("onehot", {label}, {n})
+end
+
+-- ---------------------------------------------------------------- linear algebra
+
+-- Splits a scalar factor off x: s * X -> s, X; -X -> -1, X; else nil, x.
+local function split_scalar(g, x)
+  if x.op == "mul" and is_scalar(x.args[1]) and not is_scalar(x.args[2]) then
+    return x.args[1], x.args[2]
+  end
+  if x.op == "neg" then return g:const(-1), x.args[1] end
+  return nil, x
+end
+
+local function scaled(g, s, x)
+  if s == nil then return x end
+  return g:binary("mul", s, x)
+end
+
+function Graph:t(A)
+  if #A.shape ~= 2 then fail(self, "t: a matrix expected, got " .. shape_str(A.shape)) end
+  if A.op == "t" then return A.args[1] end
+  local s, X = split_scalar(self, A)
+  if s then return scaled(self, s, self:t(X)) end
+  if A.op == "outer" then return self:outer(A.args[2], A.args[1]) end
+  return self:node("t", {A}, {A.shape[2], A.shape[1]})
+end
+
+function Graph:outer(a, b)
+  if #a.shape ~= 1 or #b.shape ~= 1 then
+    fail(self, format("outer: two vectors expected, got %s and %s", shape_str(a.shape), shape_str(b.shape)))
+  end
+  local s, x = split_scalar(self, a)
+  if s then return scaled(self, s, self:outer(x, b)) end
+  local r, y = split_scalar(self, b)
+  if r then return scaled(self, r, self:outer(a, y)) end
+  return self:node("outer", {a, b}, {a.shape[1], b.shape[1]})
+end
+
+function Graph:sum(x)
+  if is_scalar(x) then return x end
+  local s, X = split_scalar(self, x)
+  if s then return self:binary("mul", s, self:sum(X)) end
+  if x.op == "bcast" then return self:binary("mul", self:const(self:numel(x)), x.args[1]) end
+  if x.op == "outer" then return self:binary("mul", self:sum(x.args[1]), self:sum(x.args[2])) end
+  if x.op == "mul" and #x.args[1].shape == 2 then
+    -- sum(A .* a b^T) = a^T (A b): a matrix-vector product instead of a pass
+    local A, o = x.args[1], x.args[2]
+    if A.op == "outer" then A, o = o, A end
+    if o.op == "outer" and A.op ~= "outer" then
+      return self:dot(o.args[1], self:mv(A, o.args[2]))
+    end
+  end
+  if x.op == "add" or x.op == "sub" then
+    -- sum is linear: split so the rewrites above reach each term
+    local a, b = x.args[1], x.args[2]
+    if not is_scalar(a) and not is_scalar(b) then
+      return self:binary(x.op, self:sum(a), self:sum(b))
+    end
+  end
+  return self:node("sum", {x}, {})
+end
+
+function Graph:numel(x)
+  local n = 1
+  for _, d in ipairs(x.shape) do n = n * d end
+  return n
+end
+
+function Graph:dot(a, b)
+  if not same_shape(a.shape, b.shape) then
+    fail(self, format("dot: shapes differ, %s vs %s", shape_str(a.shape), shape_str(b.shape)))
+  end
+  return self:sum(self:binary("mul", a, b))
+end
+
+function Graph:mv(A, x)
+  if #A.shape ~= 2 or #x.shape ~= 1 or A.shape[2] ~= x.shape[1] then
+    fail(self, format("mv: size mismatch, %s times %s", shape_str(A.shape), shape_str(x.shape)))
+  end
+  local s, X = split_scalar(self, A)
+  if s then return scaled(self, s, self:mv(X, x)) end
+  local r, y = split_scalar(self, x)
+  if r then return scaled(self, r, self:mv(A, y)) end
+  if A.op == "outer" then                        -- (a b^T) x = a (b^T x)
+    return self:binary("mul", self:dot(A.args[2], x), A.args[1])
+  end
+  if A.op == "add" or A.op == "sub" then
+    local a, b = A.args[1], A.args[2]
+    if a.op == "outer" or b.op == "outer" then
+      return self:binary(A.op, self:mv(a, x), self:mv(b, x))
+    end
+  end
+  return self:node("mv", {A, x}, {A.shape[1]})
+end
+
+function Graph:mm(A, B)
+  if #A.shape ~= 2 or #B.shape ~= 2 or A.shape[2] ~= B.shape[1] then
+    fail(self, format("mm: size mismatch, %s times %s", shape_str(A.shape), shape_str(B.shape)))
+  end
+  local s, X = split_scalar(self, A)
+  if s then return scaled(self, s, self:mm(X, B)) end
+  local r, Y = split_scalar(self, B)
+  if r then return scaled(self, r, self:mm(A, Y)) end
+  return self:node("mm", {A, B}, {A.shape[1], B.shape[2]})
+end
+
+function Graph:softmax(x)
+  if #x.shape ~= 1 then fail(self, "softmax: a vector expected, got " .. shape_str(x.shape)) end
+  return self:node("softmax", {x}, x.shape)
+end
+
+function Graph:index(v, i)
+  if #v.shape ~= 1 then fail(self, "index: a vector expected, got " .. shape_str(v.shape)) end
+  if math.type(i) ~= "integer" or i < 1 or i > v.shape[1] then
+    fail(self, format("index: %s out of 1..%d", tostring(i), v.shape[1]))
+  end
+  if v.op == "unit" then
+    return v.k == i and v.args[1] or self:const(0)
+  end
+  return self:node("index", {v}, {}, i)
+end
+
+-- ---------------------------------------------------------------- symbols as values
+
+-- The methods rule code calls on values (sizes and types), so a step that
+-- asks a tensor its size runs unchanged on a symbol.
+function Sym:size(d)
+  if d then return self.shape[d] end
+  return {table.unpack(self.shape)}
+end
+function Sym:dim() return #self.shape end
+function Sym:numel() return self.g:numel(self) end
+function Sym:dtype() return self.g.dtype end
+function Sym:get()
+  fail(self.g, "a traced value has no fixed elements: the rule reads a value (get) where " ..
+               "it must compute with it (use ag.index)")
+end
+function Sym:__tostring()
+  return format("Sym(%s %s #%d)", self.op, shape_str(self.shape), self.id)
+end
+
+return graph

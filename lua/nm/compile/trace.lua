@@ -1,0 +1,145 @@
+-- nm/compile/trace.lua: runs a rule step on symbols and records its graph.
+--
+-- The step is ordinary Lua written with nm.autograd operations. Each
+-- operation that receives a symbol is routed here (ag.set_tracer) and
+-- becomes a node; numbers become constants, tensors the step creates
+-- (e.g. a vector of ones) become captured constants passed at every call.
+-- Errors name the rule's own file and line, and the operation with the
+-- shapes of its arguments, never the generated C.
+
+local nm = require "neuromic"
+local ag = require "nm.autograd"
+local graph = require "nm.compile.graph"
+
+local trace = {}
+
+local format = string.format
+local is_sym, fail = graph.is_sym, graph.fail
+
+-- The first stack frame outside neuromic's own library: the rule's line.
+local function user_line()
+  for level = 3, 40 do
+    local info = debug.getinfo(level, "Sl")
+    if not info then return nil end
+    local src = info.source or ""
+    if src:sub(1, 1) == "@" and not src:find("nm/autograd%.lua$") and not src:find("nm/compile/")
+       and not src:find("nm/compile%.lua$")
+       and info.currentline and info.currentline > 0 then
+      return src:sub(2) .. ":" .. info.currentline
+    end
+  end
+  return nil
+end
+
+local current      -- the graph being traced (one trace at a time)
+
+local function operand(g, x, name, i)
+  if is_sym(x) then
+    if x.g ~= g then fail(g, format("'%s': argument #%d comes from another trace", name, i)) end
+    return x
+  end
+  if type(x) == "number" then return g:const(x) end
+  if nm.is_tensor(x) then return g:captured_tensor(x) end
+  fail(g, format("'%s': argument #%d must be a value, got %s", name, i, type(x)))
+end
+
+local UNARY_P = {softplus = 1, dsoftplus = 1}
+
+local function record(name, ...)
+  local g = current
+  if not g then error("rule compiler: a symbol was used outside its trace", 2) end
+  g.where = user_line()
+  local n = select("#", ...)
+  local a = {...}
+  local function arg(i) return operand(g, a[i], name, i) end
+  if graph.BINARY[name] or name == "scale" then
+    return g:binary(name == "scale" and "mul" or name, arg(1), arg(2))
+  elseif name == "neg" then
+    return g:unary("neg", arg(1))
+  elseif graph.UNARY[name] then
+    local x = arg(1)
+    local k = a[2]
+    if UNARY_P[name] then k = k or 1 end
+    if name == "pow" and type(k) ~= "number" then fail(g, "pow: the exponent must be a number") end
+    if #x.shape == 0 and x.op == "const" then
+      -- a function of a constant: compute it now with the tensor kernels
+      local t = nm.tensor({x.k}, "float64")
+      local y = ag[name](t, k)
+      return g:const(y:get(1))
+    end
+    return g:unary(name, x, k)
+  elseif name == "sum" then return g:sum(arg(1))
+  elseif name == "mean" then
+    local x = arg(1)
+    return g:binary("mul", g:const(1 / g:numel(x)), g:sum(x))
+  elseif name == "dot" then return g:dot(arg(1), arg(2))
+  elseif name == "t" then return g:t(arg(1))
+  elseif name == "mv" then return g:mv(arg(1), arg(2))
+  elseif name == "mm" then return g:mm(arg(1), arg(2))
+  elseif name == "outer" then return g:outer(arg(1), arg(2))
+  elseif name == "softmax" then return g:softmax(arg(1))
+  elseif name == "index" then
+    if n ~= 2 then fail(g, "index: one index into a vector is supported") end
+    return g:index(arg(1), a[2])
+  elseif name == "onehot" then
+    if math.type(a[1]) ~= "integer" then fail(g, "onehot: the size must be an integer") end
+    return g:onehot(a[1], arg(2))
+  end
+  fail(g, format("operation '%s' cannot be compiled yet (supported: elementwise arithmetic, " ..
+                 "exp, log, sqrt, tanh, sigmoid, relu, abs, softplus, dsoftplus, pow, sum, " ..
+                 "mean, dot, index, t, mv, mm, outer, softmax, onehot)", name))
+end
+
+ag.set_tracer(graph.Sym, record)
+
+-- Operators on symbols, as on autograd variables.
+local Sym = graph.Sym
+Sym.__add = function(a, b) return ag.add(a, b) end
+Sym.__sub = function(a, b) return ag.sub(a, b) end
+Sym.__unm = function(a) return ag.neg(a) end
+Sym.__mul = function(a, b)
+  if type(a) == "number" or type(b) == "number" or #a.shape == 0 or #b.shape == 0 then
+    return ag.mul(a, b)
+  end
+  fail(current, "'*' of two tensors is ambiguous: use ag.mul (elementwise) or ag.mm / ag.mv")
+end
+Sym.__div = function(a, b) return ag.div(a, b) end
+
+-- trace.run(dtype, spec, fn) -> graph, outputs, inputs
+--   spec: a list of argument descriptions, in the order fn takes them:
+--     {name = "W", shape = {n, m}}            a tensor
+--     {name = "W", list = {{n1, m1}, ...}}    a list of tensors (fn gets a list)
+--     {name = "label", scalar = true}         a number given at call time
+--     {name = "net", value = v}               passed through as it is
+--   fn returns a symbol or a list of symbols (the outputs).
+function trace.run(dtype, spec, fn)
+  local g = graph.new(dtype)
+  local args = {}
+  for i, s in ipairs(spec) do
+    if s.value ~= nil then args[i] = s.value
+    elseif s.list then
+      local l = {}
+      for k, shape in ipairs(s.list) do l[k] = g:input(s.name .. "[" .. k .. "]", shape) end
+      args[i] = l
+    elseif s.scalar then args[i] = g:input(s.name, {}, "scalar")
+    else args[i] = g:input(s.name, s.shape) end
+  end
+  if current then error("rule compiler: traces cannot nest", 2) end
+  current = g
+  local ok, out = pcall(fn, table.unpack(args, 1, #spec))
+  current = nil
+  if not ok then error(out, 0) end
+  if is_sym(out) then out = {out} end
+  if type(out) ~= "table" or #out == 0 then
+    error("rule compiler: the traced step must return a value or a list of values", 2)
+  end
+  for i, o in ipairs(out) do
+    if not is_sym(o) then
+      error(format("rule compiler: output %d of the step does not depend on its inputs " ..
+                   "(a %s)", i, type(o)), 2)
+    end
+  end
+  return g, out, args
+end
+
+return trace

@@ -1,0 +1,255 @@
+-- spec/compile_spec.lua: the rule compiler (nm.compile). A step written with
+-- nm.autograd operations, compiled to C, gives the numbers of the same step
+-- run on plain tensors (float64 to 1e-12 relative) and through the
+-- interpreter; its generated adjoint equals central finite differences and
+-- the generic tape, also through a checkpointed unroll; the cache is keyed,
+-- detects corrupt and foreign entries and survives concurrent builds; the
+-- no-compiler path gives the same numbers with a one-line notice; errors in
+-- a rule name the rule's file and line.
+local nm = require "neuromic"
+local ag = require "nm.autograd"
+local compile = require "nm.compile"
+local support = require "spec.support"
+
+local format = string.format
+
+-- Each spec run builds its kernels afresh in its own cache folder.
+local cache = os.tmpname()
+os.remove(cache)
+nm.mkdir(cache)
+local real_cache_dir = compile.cache_dir
+
+local function rm_rf(path) os.execute(format("rm -rf %q", path)) end
+
+-- A step touching every operation the compiler knows, on a 2-layer net.
+local function step(W, theta, x, label)
+  local z1 = ag.mv(W[1], x)
+  local y1 = ag.softplus(z1, 3)
+  local z2 = ag.mv(W[2], y1)
+  local p = ag.softmax(z2)
+  local e2 = ag.sub(p, ag.onehot(3, label, ag.value(x):dtype()))
+  local e1 = ag.mul(ag.mv(ag.t(W[2]), e2), ag.dsoftplus(z1, 3))
+  local t1, t2, t3, t4 = ag.index(theta, 1), ag.index(theta, 2), ag.index(theta, 3), ag.index(theta, 4)
+  local c = ag.dot(y1, ag.mv(ag.t(W[2]), ag.tanh(e2)))          -- a scalar of the state
+  local g = ag.add(ag.sigmoid(e1), ag.div(ag.relu(ag.neg(e1)), ag.add(ag.exp(ag.abs(e1)), 1)))
+  local h = ag.add(ag.sqrt(ag.add(ag.pow(y1, 2), 1)), ag.log(ag.add(y1, 1)))
+  local W1 = ag.add(W[1], ag.add(ag.scale(ag.outer(e1, x), ag.neg(t1)),
+                                 ag.scale(ag.outer(ag.mul(g, h), x), ag.mul(t3, ag.mean(y1)))))
+  local M = ag.mm(ag.t(W[2]), W[2])                              -- [5 x 5]
+  local W2 = ag.add(W[2], ag.add(ag.scale(ag.outer(e2, y1), ag.neg(t1)),
+                                 ag.add(ag.scale(W[2], ag.mul(ag.neg(t2), ag.sum(ag.mv(M, y1)))),
+                                        ag.scale(ag.outer(ag.tanh(e2), y1), ag.mul(t4, c)))))
+  return {W1, W2}
+end
+
+local function spec_for(dtype)
+  return {{name = "W", list = {{5, 4}, {3, 5}}}, {name = "theta", shape = {4}},
+          {name = "x", shape = {4}}, {name = "label", scalar = true}}
+end
+
+local function problem(dtype, seed)
+  local g = nm.generator(seed or 7)
+  local W = {nm.zeros(5, 4, dtype):normal(g, 0, 0.5), nm.zeros(3, 5, dtype):normal(g, 0, 0.5)}
+  local theta = nm.tensor({0.1, 0.02, 0.05, -0.03}, dtype)
+  local x = nm.zeros(4, dtype):uniform(g, 0, 1)
+  return W, theta, x
+end
+
+-- max |a - b| / max(1, max |b|)
+local function rel(a, b)
+  local d = (a - b):abs():max()
+  return d / math.max(1, b:clone():abs():max())
+end
+
+describe("nm.compile", function()
+  setup(function() compile.cache_dir = function() return cache end end)
+  teardown(function()
+    compile.cache_dir = real_cache_dir
+    rm_rf(cache)
+  end)
+
+  local f64
+  setup(function() f64 = compile.fn(step, spec_for("float64"), {name = "test", source = "spec"}) end)
+
+  it("compiles when the build's compiler is present", function()
+    assert.is_not_nil(compile.toolchain(), "this machine has the compiler that built neuromic")
+    assert.is_true(f64:compiled())
+    assert.truthy(f64:source():find("cblas_dgemv", 1, true))
+  end)
+
+  it("forward equals the step on plain tensors (float64) for several labels", function()
+    local W, theta, x = problem("float64")
+    for label = 1, 3 do
+      local out, ref = f64:call(W, theta, x, label), step(W, theta, x, label)
+      for l = 1, 2 do assert.is_true(rel(out[l], ref[l]) < 1e-12, "layer " .. l) end
+    end
+  end)
+
+  it("the interpreted graph equals the step on plain tensors", function()
+    local fi = compile.fn(step, spec_for("float64"), {name = "test", mode = "interpret"})
+    assert.is_false(fi:compiled())
+    local W, theta, x = problem("float64", 3)
+    local out, ref = fi:call(W, theta, x, 2), step(W, theta, x, 2)
+    for l = 1, 2 do assert.is_true(rel(out[l], ref[l]) < 1e-12) end
+  end)
+
+  it("float32 kernels agree with float32 tensors", function()
+    local f32 = compile.fn(step, spec_for("float32"), {name = "test32", dtype = "float32"})
+    local W, theta, x = problem("float32", 5)
+    local out, ref = f32:call(W, theta, x, 1), step(W, theta, x, 1)
+    for l = 1, 2 do assert.is_true(rel(out[l], ref[l]) < 1e-5) end
+  end)
+
+  it("call_into writes preallocated outputs and allocates no result", function()
+    local W, theta, x = problem("float64")
+    local out = {nm.zeros(5, 4, "float64"), nm.zeros(3, 5, "float64")}
+    local r = f64:call_into(out, W, theta, x, 3)
+    assert.are.equal(out, r)
+    local ref = step(W, theta, x, 3)
+    assert.is_true(rel(out[1], ref[1]) < 1e-12)
+    assert.has_error(function() f64:call_into({W[1], out[2]}, W, theta, x, 3) end)  -- overlap
+  end)
+
+  -- loss(theta, W1) = <W1', C1> + <W2', C2>
+  local function loss(fn, theta, W, x, C)
+    local o = fn(W, theta, x, 2)
+    return ag.add(ag.sum(ag.mul(o[1], C[1])), ag.sum(ag.mul(o[2], C[2])))
+  end
+
+  it("the generated adjoint equals central finite differences and the tape", function()
+    local W, theta, x = problem("float64", 11)
+    local g = nm.generator(2)
+    local C = {nm.zeros(5, 4, "float64"):normal(g, 0, 1), nm.zeros(3, 5, "float64"):normal(g, 0, 1)}
+    local tape = ag.tape()
+    local th, w1, w2 = tape:leaf(theta), tape:leaf(W[1]), tape:leaf(W[2])
+    tape:backward(loss(function(...) return f64:call(...) end, th, {w1, w2}, x, C))
+    local num_theta = ag.numgrad(function() return loss(step, theta, W, x, C) end, theta)
+    local num_w1 = ag.numgrad(function() return loss(step, theta, W, x, C) end, W[1])
+    assert.tensor_near(num_theta, th.grad, 1e-7)
+    assert.tensor_near(num_w1, w1.grad, 1e-7)
+    local tape2 = ag.tape()
+    local th2, v1, v2 = tape2:leaf(theta), tape2:leaf(W[1]), tape2:leaf(W[2])
+    tape2:backward(loss(step, th2, {v1, v2}, x, C))
+    assert.is_true(rel(th.grad, th2.grad) < 1e-12)
+    assert.is_true(rel(w1.grad, v1.grad) < 1e-12)
+    assert.is_true(rel(w2.grad, v2.grad) < 1e-12)
+  end)
+
+  it("meta-gradients through a checkpointed unroll of the compiled step equal finite differences",
+     function()
+    local W, theta, x = problem("float64", 13)
+    local xs, labels = {}, {}
+    local g = nm.generator(4)
+    for t = 1, 6 do xs[t] = nm.zeros(4, "float64"):uniform(g, 0, 1); labels[t] = (t % 3) + 1 end
+    local function unrolled(fn, th)
+      local final = ag.scan(function(state, p, t) return fn({state[1], state[2]}, p[1], xs[t], labels[t]) end,
+                            {W[1], W[2]}, {th}, 6, {segment = 2})
+      return ag.add(ag.sum(ag.pow(final[1], 2)), ag.sum(final[2]))
+    end
+    local tape = ag.tape()
+    local th = tape:leaf(theta)
+    tape:backward(unrolled(function(...) return f64:call(...) end, th))
+    local num = ag.numgrad(function() return unrolled(step, theta) end, theta)
+    assert.tensor_near(num, th.grad, 1e-6)
+  end)
+
+  it("caches kernels by key: a second build loads, a corrupt entry is rebuilt", function()
+    local function tiny(W, x) return ag.add(W, ag.outer(ag.exp(ag.mv(W, x)), x)) end
+    local spec = {{name = "W", shape = {2, 3}}, {name = "x", shape = {3}}}
+    local first = compile.fn(tiny, spec, {name = "tiny"})
+    local compiled, loaded = compile.stats.compiled, compile.stats.loaded
+    local again = compile.fn(tiny, spec, {name = "tiny"})
+    assert.is_true(again:compiled())
+    assert.are.equal(compiled, compile.stats.compiled)         -- found in the cache
+    assert.are.equal(loaded + 1, compile.stats.loaded)
+    -- unload it, then corrupt it on disk: detected when loaded, rebuilt
+    first.forward.kernel:close()
+    again.forward.kernel:close()
+    collectgarbage()
+    local so = cache .. "/" .. first.forward.key .. ".so"
+    local h = assert(io.open(so .. ".bad", "wb"))
+    h:write("not an object")
+    h:close()
+    assert(os.rename(so .. ".bad", so))
+    local rebuilt = compile.fn(tiny, spec, {name = "tiny"})
+    assert.is_true(rebuilt:compiled())
+    assert.are.equal(compiled + 1, compile.stats.compiled)
+    local W = nm.tensor({{1, 2, 0}, {0.5, -1, 1}}, "float64")
+    local x = nm.tensor({0.1, 0.2, 0.3}, "float64")
+    assert.is_true(rel(rebuilt:call(W, x), tiny(W, x)) < 1e-12)
+    -- an object whose key differs (stale or foreign) is refused
+    local k, err = nm.load_kernel(so, "nm_rule_kernel", "0000000000000000",
+                                  {dtype = "float64", inputs = {6, 3}, outputs = {6}})
+    assert.is_nil(k)
+    assert.truthy(err:find("not the kernel expected", 1, true), err)
+  end)
+
+  it("checks what a kernel is called with", function()
+    local W, theta, x = problem("float32")
+    assert.has_error(function() f64:call(W, theta, x, 1) end)        -- float32 into float64
+    local W64, theta64, x64 = problem("float64")
+    assert.has_error(function() f64:call({W64[1]}, theta64, x64, 1) end)
+    assert.has_error(function() f64:call(W64, nm.zeros(3, "float64"), x64, 1) end)
+  end)
+
+  it("names the rule's file and line and the operation when a step is wrong", function()
+    local file = os.tmpname() .. ".lua"
+    local h = assert(io.open(file, "w"))
+    h:write('local ag = require "nm.autograd"\n',
+            'return function(W, x)\n',
+            '  local y = ag.mv(W, x)\n',
+            '  local z = ag.mv(W, y)\n',       -- line 4: [3 x 4] times [3]
+            '  return z\n',
+            'end\n')
+    h:close()
+    local bad = dofile(file)
+    local ok, err = pcall(compile.fn, bad, {{name = "W", shape = {3, 4}}, {name = "x", shape = {4}}})
+    os.remove(file)
+    assert.is_false(ok)
+    assert.truthy(err:find(file .. ":4", 1, true), err)
+    assert.truthy(err:find("mv: size mismatch, [3 x 4] times [3]", 1, true), err)
+    local ok2, err2 = pcall(compile.fn, function(x) return ag.logsoftmax(x) end,
+                            {{name = "x", shape = {3}}})
+    assert.is_false(ok2)
+    assert.truthy(err2:find("operation 'logsoftmax' cannot be compiled", 1, true), err2)
+  end)
+
+  it("runs interpreted with a one-line notice when there is no compiler, same numbers", function()
+    local script = os.tmpname() .. ".lua"
+    local h = assert(io.open(script, "w"))
+    h:write([[
+local nm = require "neuromic"
+local ag = require "nm.autograd"
+local compile = require "nm.compile"
+local f = compile.fn(function(W, x) return ag.add(W, ag.outer(ag.tanh(ag.mv(W, x)), x)) end,
+                     {{name = "W", shape = {3, 4}}, {name = "x", shape = {4}}})
+local W = nm.tensor({{1, 2, 3, 4}, {0.5, -1, 0, 2}, {0, 0, 1, -1}}, "float64")
+local x = nm.tensor({0.1, 0.2, 0.3, 0.4}, "float64")
+local o = f:call(W, x)
+print(f:compiled(), string.format("%.17g %.17g", o:get(1, 1), o:get(3, 4)))
+]])
+    h:close()
+    local function run(env)
+      local out = os.tmpname()
+      local cmd = format("cd %q && %s NEUROMIC_CACHE=%q %q %q >%q 2>&1", support.root, env, cache,
+                         support.exe, script, out)
+      os.execute(cmd)
+      local f = assert(io.open(out))
+      local s = f:read("a")
+      f:close()
+      os.remove(out)
+      return s
+    end
+    local without = run("NEUROMIC_CC=none")
+    local with = run("")
+    os.remove(script)
+    local lines = {}
+    for l in without:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.are.equal(2, #lines, without)
+    assert.truthy(lines[1]:find("^neuromic: no C compiler found"), without)
+    local vals_without = lines[2]:match("^false%s(.*)$")
+    local vals_with = with:match("true%s(.*)\n$")
+    assert.is_not_nil(vals_without, without)
+    assert.are.equal(vals_with, vals_without)
+  end)
+end)
