@@ -132,6 +132,18 @@ int nm_ger_masked(nm_tensor *A, double alpha, const nm_tensor *x, const nm_tenso
 /* *out = sum of x .* y over all elements (same shapes), in double. */
 int nm_dot(const nm_tensor *x, const nm_tensor *y, double *out);
 
+/* Small products on one OpenBLAS thread. OpenBLAS splits even a batch-1
+** gemv over its threads, and waking and spinning the pool costs more than
+** the product: a product of fewer than NM_BLAS_SERIAL_MADDS multiply-adds
+** runs on one thread, the count set with openblas_set_num_threads (or
+** nm.blas_threads) coming back after. Results do not depend on it (OpenBLAS
+** splits products over output blocks, each summed in the same order).
+** nm_blas_serial_begin returns what nm_blas_serial_end restores (0:
+** nothing changed). nm_gemm, nm_gemv, nm_ger and the model kernels use it. */
+#define NM_BLAS_SERIAL_MADDS 1048576.0
+int nm_blas_serial_begin(double madds);
+void nm_blas_serial_end(int saved);
+
 /* 1 when the matrix can be handed to BLAS without a copy. */
 int nm_blas_matrix_ok(const nm_tensor *m);
 /* 1 when the memory spans of a and b intersect (a conservative test on

@@ -10,6 +10,7 @@
 #include <cblas.h>
 
 #include "nm_plastic.h"
+#include "nm_math.h"
 #include "nm_simd.h"
 #include "nm_vmath.h"
 
@@ -79,6 +80,7 @@ static void gemm(nm_dtype dt, int64_t M, int64_t N, int64_t K, double alpha,
   layout_of(B, &lb);
   layout_of(C, &lc);
   CBLAS_TRANSPOSE opa = flip(la.trans, ta), opb = flip(lb.trans, tb);
+  int saved = nm_blas_serial_begin((double)M * (double)N * (double)K);
   if (lc.trans == CblasNoTrans) {
     if (dt == NM_FLOAT32)
       cblas_sgemm(CblasRowMajor, opa, opb, (int)M, (int)N, (int)K, (float)alpha,
@@ -100,6 +102,7 @@ static void gemm(nm_dtype dt, int64_t M, int64_t N, int64_t K, double alpha,
                   (const double *)B->data, (int)lb.ld, (const double *)A->data, (int)la.ld,
                   beta, (double *)C->data, (int)lc.ld);
   }
+  nm_blas_serial_end(saved);
 }
 
 /* W (m x n) += alpha x y^T for vectors given by pointer and stride. */
@@ -116,12 +119,14 @@ static void ger(nm_dtype dt, const nm_tensor *W, double alpha, const void *x, in
     int64_t ti = incx; incx = incy; incy = ti;
     int64_t tm = m; m = n; n = tm;
   }
+  int saved = nm_blas_serial_begin((double)m * (double)n);
   if (dt == NM_FLOAT32)
     cblas_sger(CblasRowMajor, (int)m, (int)n, (float)alpha, (const float *)x, (int)incx,
                (const float *)y, (int)incy, (float *)W->data, (int)lw.ld);
   else
     cblas_dger(CblasRowMajor, (int)m, (int)n, alpha, (const double *)x, (int)incx,
                (const double *)y, (int)incy, (double *)W->data, (int)lw.ld);
+  nm_blas_serial_end(saved);
 }
 
 /* A scratch matrix header over `mem`, contiguous rows x cols. */

@@ -9,6 +9,7 @@
 
 #include "nm_rcn.h"
 #include "nm_simd.h"
+#include "nm_vmath.h"
 
 /* The row loops need the vectoriser (-O3); trapping math off lets it
 ** compute both branches of the tanh and select, as nm_microcircuit.c. */
