@@ -98,22 +98,25 @@ fuzz:
 	@sh tools/fuzz.sh $(FUZZ_SECONDS)
 
 # `make install` (what `luarocks make` runs): the C module, the Lua modules
-# (nm.*, nm.models.*), the rules (required as rules.*, and found by
+# (everything under lua/nm), the rules (required as rules.*, and found by
 # nm.rule next to nm/), the experiments (nm/experiments/, which the
-# interpreter runs by name) and the interpreter.
+# interpreter runs by name), the reference (nm/doc/, read by help() in the
+# REPL) and the interpreter.
 PREFIX ?= /usr/local
 LUADIR ?= $(PREFIX)/share/lua/5.4
 LIBDIR ?= $(PREFIX)/lib/lua/5.4
 BINDIR ?= $(PREFIX)/bin
 install: neuromic.so $(EXE)
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LUADIR)/nm/models $(DESTDIR)$(LUADIR)/rules \
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LUADIR)/rules \
 	  $(DESTDIR)$(LUADIR)/nm/experiments $(DESTDIR)$(BINDIR)
 	install -m 644 neuromic.so $(DESTDIR)$(LIBDIR)/
-	install -m 644 lua/nm/*.lua $(DESTDIR)$(LUADIR)/nm/
-	install -m 644 lua/nm/models/*.lua $(DESTDIR)$(LUADIR)/nm/models/
+	cd lua && for f in $$(find nm -name '*.lua'); do \
+	  install -D -m 644 $$f $(DESTDIR)$(LUADIR)/$$f || exit 1; done
 	install -m 644 rules/*.lua $(DESTDIR)$(LUADIR)/rules/
 	install -m 644 experiments/*.lua $(DESTDIR)$(LUADIR)/nm/experiments/
 	install -m 755 $(EXE) $(DESTDIR)$(BINDIR)/
+	install -d $(DESTDIR)$(LUADIR)/nm/doc
+	install -m 644 doc/*.md $(DESTDIR)$(LUADIR)/nm/doc/
 
 clean:
 	rm -rf build build-asan build-fuzz neuromic neuromic-asan neuromic.so

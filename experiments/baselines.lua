@@ -171,7 +171,8 @@ local function build(cell, ds)
 end
 
 -- One evaluation row: loss and accuracy on train (and validation) and
--- test, angles for rules with a feedback pathway.
+-- test; for every rule but BP the angle of its update to BP's, and for
+-- rules with an error pathway other than BP's the feedback angle.
 local function evaluate(cell, net, ds, epoch, step, seconds)
   local row = {dataset = cell.dataset, arch = cell.arch.name, rule = cell.rule, epoch = epoch,
                step = step, samples = step * opts.batch, time_s = seconds}
@@ -182,7 +183,7 @@ local function evaluate(cell, net, ds, epoch, step, seconds)
     local n = math.min(opts.probe, ds.train.X:size(1))
     local X, T = ds.train.X:narrow(1, 1, n), ds.train.Y:narrow(1, 1, n)
     local ua = measures.update_angles(net, X, T)
-    local fa = measures.feedback_angles(net)
+    local fa = net.feedback ~= "bp" and measures.feedback_angles(net) or {}
     for l = 1, net.L - 1 do
       row["update_angle_" .. l] = ua[l]
       row["feedback_angle_" .. l] = fa[l]
@@ -333,7 +334,8 @@ for _, f in ipairs(summary) do
   local ang = {}
   for l = 1, 2 do
     if f["update_angle_" .. l] then
-      ang[#ang + 1] = format("L%d %.1f/%.1f", l, f["update_angle_" .. l], f["feedback_angle_" .. l] or 0 / 0)
+      local fb = f["feedback_angle_" .. l]
+      ang[#ang + 1] = format("L%d %.1f/%s", l, f["update_angle_" .. l], fb and format("%.1f", fb) or "-")
     end
   end
   print(format("%-8s %-8s %-" .. rw .. "s %9.4f %9.4f %9.2f %s", f.dataset, f.arch, f.rule, f.test_accuracy,

@@ -7,6 +7,11 @@
 --   dW = eta <(m .* f) x^T>,   f = post (default) or error,  x = pre
 --
 -- Use a negative eta with factor = "error" for error-correcting rules.
+-- The gated factor's scratch, per quantities table (one per connection and
+-- batch size), kept out of the rule state: a checkpoint copies the state,
+-- and a copied transposed view would no longer be a view.
+local scratch = setmetatable({}, {__mode = "k"})
+
 return {
   kind = "connection",
   name = "three_factor",
@@ -24,17 +29,16 @@ return {
     end
     return true
   end,
-  init = function() return {} end,
   update = function(q, p)
     local f, m = q[p.factor], q.mod
     if type(m) ~= "userdata" then
       q.dW:addmm(p.eta * (m or 1) / q.batch, q[p.factor .. "_t"], q.pre, 0)
       return
     end
-    local st = q.state
-    if not st.G or not st.G:same_shape(f) then st.G = f:clone(); st.Gt = st.G:t() end
-    st.G:mul(f, m)                                   -- gated factor m .* f
-    q.dW:addmm(p.eta / q.batch, st.Gt, q.pre, 0)
+    local s = scratch[q]
+    if not s then s = {G = f:clone()}; s.Gt = s.G:t(); scratch[q] = s end
+    s.G:mul(f, m)                                    -- gated factor m .* f
+    q.dW:addmm(p.eta / q.batch, s.Gt, q.pre, 0)
   end,
   fused = function(q, p)
     local f, m = q[p.factor], q.mod

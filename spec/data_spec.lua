@@ -297,6 +297,19 @@ describe("data sets", function()
     local lb = data.load(dir .. "/letters", {scale = "raw", label_base = 1})
     assert.same({1, 2, 3, 4}, lb.train.labels)
     assert.equal(4, lb.classes)
+    -- issue 18: a label of 10^7 would make a one-hot of 4 x 10^7 values
+    local big = string.pack(">BBBBI4I4I4I4I4", 0, 0, 0x0C, 1, 4, 0, 10000000, 1, 2)
+    for _, set in ipairs{"train", "t10k"} do
+      write_file(dir .. "/big-" .. set .. "-images-idx3-ubyte", limg)
+      write_file(dir .. "/big-" .. set .. "-labels-idx1-ubyte", big)
+    end
+    assert.has_error(function() data.load(dir .. "/big") end,
+      "data: " .. dir .. "/big-train-labels-idx1-ubyte: label 2 is 10000000, class 10000001 of at "
+      .. "most 1000 (data option max_classes; the one-hot targets take samples x classes values)")
+    assert.has_error(function() data.load(dir .. "/big", {max_classes = 0}) end,
+      "data: option max_classes must be a positive integer, got 0")
+    assert.equal(10000001, data.load(dir .. "/big", {max_classes = 10000001, subset = 1,
+                                                        test_subset = 1}).classes)
     os.execute("rm -rf '" .. dir .. "'")
   end)
 

@@ -85,6 +85,7 @@ describe("luarocks install", function()
     assert.equal(0, rc, out)
     for _, f in ipairs{"bin/neuromic", "lib/lua/5.4/neuromic.so", "share/lua/5.4/nm/nn.lua",
                        "share/lua/5.4/nm/models/bmvr.lua", "share/lua/5.4/rules/backprop.lua",
+                       "share/lua/5.4/nm/compile/graph.lua", "share/lua/5.4/nm/doc/tensor.md",
                        "share/lua/5.4/nm/experiments/nan_nk.lua"} do
       assert.truthy(io.open(tree .. "/" .. f), "missing " .. f)
     end

@@ -325,14 +325,89 @@ describe("neuromic REPL on a terminal", function()
     f:close()
     local out, rc = repl([[printf 'answer = 40 + 2\n'; sleep 0.3; printf '\004']], hist)
     assert.equal(0, rc)
+    -- entries are kept with a "#<time>" line before each new one
     local lines = {}
-    for l in io.lines(hist) do lines[#lines + 1] = l end
+    for l in io.lines(hist) do
+      if not l:match("^#%d+$") then lines[#lines + 1] = l end
+    end
     assert.equal(1000, #lines)
     assert.equal("answer = 40 + 2", lines[#lines])
     -- A new session recalls the line with the Up arrow.
     out, rc = repl([[printf '\033[A\n'; sleep 0.3; printf 'answer\n'; sleep 0.3; printf '\004']], hist)
     assert.equal(0, rc)
     assert.truthy(out:find("\n42\n", 1, true))
+  end)
+end)
+
+describe("neuromic REPL help and printing, on a terminal", function()
+  local function clean(s)
+    return (s:gsub("\27%[[%d;?]*[%a]", ""):gsub("\r", ""))
+  end
+  -- Types each line (a pause after each), then Ctrl-D; returns the screen.
+  local function session(lines, histfile)
+    local feed = {}
+    for _, l in ipairs(lines) do
+      feed[#feed + 1] = "printf '%s\\n' " .. q(l)
+      feed[#feed + 1] = "sleep 0.15"
+    end
+    feed[#feed + 1] = [[printf '\004']]
+    local cmd = "(" .. table.concat(feed, "; ") .. ") | NEUROMIC_HISTORY=" .. q(histfile or "")
+      .. " timeout 60 script -qec " .. q("exec " .. q(exe)) .. " /dev/null"
+    local out, rc = run(cmd)
+    return clean(out), rc
+  end
+
+  it("help(x) and ?x print the signature and doc of functions, methods, rules and options", function()
+    if not have_script then pending("script(1) not installed") return end
+    local out, rc = session{"help(nm.zeros)", "?t:addmm", "?nn.mlp", "?backprop", "?bmvr --runs",
+                            "?no_such_thing"}
+    assert.equal(0, rc, out)
+    assert.truthy(out:find("nm.zeros(d1, ..., [dtype])", 1, true), out)
+    assert.truthy(out:find("(doc/tensor.md, Constructors", 1, true), out)
+    assert.truthy(out:find("C:addmm([alpha,] A, B[, beta])", 1, true), out)
+    assert.truthy(out:find("C = beta C + alpha A B", 1, true), out)
+    assert.truthy(out:find("nn.mlp{sizes,", 1, true), out)
+    assert.truthy(out:find("backprop (connection rule)", 1, true), out)
+    assert.truthy(out:find("paper: Rumelhart", 1, true), out)
+    assert.truthy(out:find("--runs N%s+Fig%. 3: runs per curve"), out)
+    assert.truthy(out:find("no help for 'no_such_thing'", 1, true), out)
+  end)
+
+  it("prints sizes as [3 x 4], lists and tables readably, tensors aligned", function()
+    if not have_script then pending("script(1) not installed") return end
+    local out, rc = session{"x = nm.zeros(3, 4)", "x:size()", "require('nm.rule').list()",
+                            "{eta = 0.1, sizes = {4, 3}, W = x}", "nm.tensor{-0.7681, -0.0004659}"}
+    assert.equal(0, rc, out)
+    assert.truthy(out:find("\n[3 x 4]\n", 1, true), out)
+    assert.truthy(out:find('{"backprop", ', 1, true), out)
+    assert.falsy(out:find("table: 0x", 1, true), out)
+    assert.truthy(out:find("{W = FloatTensor[3 x 4], eta = 0.1, sizes = {4, 3}}", 1, true), out)
+    assert.truthy(out:find("\n -0.7681 -0.0005\n", 1, true), out)
+  end)
+
+  it("t[i] is a row, t[i][j] an element, t[i] = x assigns", function()
+    if not have_script then pending("script(1) not installed") return end
+    local out, rc = session{"A = nm.tensor{{1, 2}, {3, 4}}", "A[1]", "A[2][1]", "A[2] = 9", "A",
+                            "A[3]"}
+    assert.equal(0, rc, out)
+    assert.truthy(out:find("\n 1 2\n[neuromic.FloatTensor of size 2]", 1, true), out)
+    assert.truthy(out:find("\n3.0\n", 1, true), out)
+    assert.truthy(out:find("\n 1 2\n 9 9\n[neuromic.FloatTensor of size 2x2]", 1, true), out)
+    assert.truthy(out:find("index 3 out of range for dimension 1 of [2 x 2]", 1, true), out)
+  end)
+
+  it("stores a multi-line chunk as one history entry, recalled whole", function()
+    if not have_script then pending("script(1) not installed") return end
+    local hist = tmpdir .. "/hist_multi"
+    local out, rc = session({"for i = 1, 2 do", "io.write('row', i, ' ')", "end"}, hist)
+    assert.equal(0, rc, out)
+    local text = assert(io.open(hist)):read("a")
+    assert.truthy(text:find("for i = 1, 2 do\nio.write('row', i, ' ')\nend\n", 1, true), text)
+    -- a new session: one Up arrow brings the whole loop back
+    out, rc = run("(printf '\\033[A\\n'; sleep 0.4; printf '\\004') | NEUROMIC_HISTORY=" .. q(hist) ..
+                  " timeout 30 script -qec " .. q("exec " .. q(exe)) .. " /dev/null")
+    assert.equal(0, rc, out)
+    assert.truthy(clean(out):find("row1 row2", 1, true), out)
   end)
 end)
 

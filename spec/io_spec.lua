@@ -236,7 +236,10 @@ describe("io", function()
        "only 4 bytes after the 12-byte header"},
       {"trailing bytes", good .. "\0\0", 18, "2 unexpected bytes after the payload"},
       {"overflowing dims", string.pack(">BBBBI4I4I4", 0, 0, 0x0E, 3, 0xFFFFFFFF, 0xFFFFFFFF, 2),
-       8, "dimension 2 (4294967295) makes the element count overflow"},
+       8, "dimension 2 (4294967295) makes the shape 4294967295 x 4294967295 x 2 too large"},
+      -- issue 18: an empty shape whose other sizes overflow the strides
+      {"empty with huge dims", "\0\0\8\3\0\0\0\0\255\255\255\255\255\255\255\255", 12,
+       "dimension 3 (4294967295) makes the shape 0 x 4294967295 x 4294967295 too large"},
       {"huge dims, no data", string.pack(">BBBBI4I4I4", 0, 0, 8, 3, 60000, 28, 28), 16,
        "truncated payload", "60000 x 28 x 28 uint8 (47040000 bytes)"},
       {"wrong dims for the data", idx_bytes("ubyte", {3, 3}, {1, 2, 3, 4, 5, 6}), 18,
@@ -270,12 +273,16 @@ describe("io", function()
       local cut = write("cut.idx.gz", gz:sub(1, #gz // 2))
       local msg = expect_error(nm.load_idx, cut, nil, "load_idx", "truncated gzip stream in the payload")
       assert.truthy(msg:find(": byte %d+:"), msg)
-      -- a flipped CRC byte is caught once the payload has been read
+      -- a flipped CRC byte: reported as a checksum error at the end of the
+      -- data (4008 bytes) and the CRC's own compressed byte (issue 18)
       local crc = #gz - 7
       local bad = gz:sub(1, crc - 1) .. string.char(gz:byte(crc) ~ 0xFF) .. gz:sub(crc + 1)
-      -- (zlib inflates ahead of the reader, so the offset is where reading stood)
-      expect_error(nm.load_idx, write("crc.idx.gz", bad), nil, "corrupt gzip data",
-                   "incorrect data check")
+      expect_error(nm.load_idx, write("crc.idx.gz", bad), 4008, "gzip checksum error",
+                   "compressed byte " .. (crc - 1))
+      -- corrupt deflate data (block type 3 right after a 10-byte gzip header)
+      local broken = "\31\139\8\0\0\0\0\0\0\3\7" .. string.rep("\0", 20)
+      expect_error(nm.load_idx, write("broken.idx.gz", broken), 0, "corrupt gzip data",
+                   "at compressed byte 11", "invalid block type")
       -- trailing bytes inside the compressed stream
       local extra = write("extra.idx", idx_bytes("ubyte", {2}, {1, 2}) .. "xyz")
       assert(sh("gzip -f '" .. extra .. "'"))
@@ -315,9 +322,20 @@ describe("io", function()
       end)
     end
 
-    it("reads <u8 with values above 2^63", function()
-      local bytes = npy_bytes(npy_dict("<u8", "(2,)"), string.pack("<i8<i8", -1, 5))
-      assert.same({2.0 ^ 64, 5}, nm.load_npy(write("u8.npy", bytes)):totable())
+    it("reads 64-bit integers exactly or refuses them (issue 18)", function()
+      -- exact in float64: kept, whatever the magnitude (2^63, -2^63, 2^53 + 2)
+      local ok = npy_bytes(npy_dict("<u8", "(3,)"), string.pack("<I8<I8<I8", 1 << 63, 5,
+                                                                (1 << 53) + 2))
+      assert.same({2.0 ^ 63, 5, 2.0 ^ 53 + 2}, nm.load_npy(write("u8.npy", ok)):totable())
+      -- 2^64 - 1 and 2^53 + 1 have no float64: refused, naming element and byte
+      local big = npy_bytes(npy_dict("<u8", "(2,)"), string.pack("<i8<i8", 5, -1))
+      expect_error(nm.load_npy, write("u8big.npy", big), 136, "element 2 = 18446744073709551615",
+                   "no exact float64", "refused rather than rounded")
+      local odd = npy_bytes(npy_dict("<i8", "(1,)"), string.pack("<i8", -((1 << 53) + 1)))
+      expect_error(nm.load_npy, write("i8odd.npy", odd), 128, "element 1 = -9007199254740993")
+      -- whatever the dtype asked for
+      expect_error(function(p) return nm.load_npy(p, "float32") end, path("u8big.npy"), 136,
+                   "no exact float64")
     end)
 
     it("reads versions 2.0 and 3.0, any key order, quotes, spacing and Python 2 longs", function()
@@ -436,6 +454,11 @@ describe("io", function()
       {"shape disagrees with data", npy_bytes(npy_dict("<f4", "(2, 2)"), pay),
        #npy_bytes(npy_dict("<f4", "(2, 2)")) + 16,
        "unexpected bytes"},
+      -- issue 18: a NUL (or any control byte) inside a string is no dtype
+      {"NUL in dtype", npy_bytes(npy_dict("<f4\0", "(2, 3)"), pay),
+       at(npy_dict("<f4\0", "(2, 3)"), "\0"), "control byte 0x00 in a string"},
+      {"NUL in key", npy_bytes("{'descr\0': '<f4', 'fortran_order': False, 'shape': (6,)}", pay),
+       17, "control byte 0x00"},
       {"implausible header length", "\x93NUMPY\2\0" .. string.pack("<I4", 1 << 30), 8,
        "implausible"},
     }
@@ -445,6 +468,162 @@ describe("io", function()
         expect_error(nm.load_npy, p, c[3], "load_npy", table.unpack(c, 4))
       end)
     end
+  end)
+
+  describe("saving without losing the old file (issue 18)", function()
+    local function is_root()
+      local f = io.popen("id -u 2>/dev/null")
+      local uid = f and f:read("l")
+      if f then f:close() end
+      return uid == "0"
+    end
+
+    local function leftovers(folder, name)
+      local f = assert(io.popen("ls -a '" .. folder .. "'"))
+      local found = {}
+      for line in f:lines() do
+        if line:find(name, 1, true) and line ~= name then found[#found + 1] = line end
+      end
+      f:close()
+      return found
+    end
+
+    it("a save that fails on a full disk keeps the old file whole and leaves no temp file", function()
+      if not is_root() then pending("needs root to mount a small tmpfs") return end
+      local mnt = path("full")
+      assert(sh("mkdir -p '" .. mnt .. "'"))
+      if not sh("mount -t tmpfs -o size=64k tmpfs '" .. mnt .. "' 2>/dev/null") then
+        pending("mount -t tmpfs failed (no privilege in this container)") return
+      end
+      local ok, err = pcall(function()
+        local small = nm.tensor{{1, 2, 3}, {4, 5, 6}}
+        local big = nm.zeros(40000):fill(7)          -- 160 KB, over the 64 KB disk
+        for _, c in ipairs{{"a.npy", nm.save_npy, nm.load_npy}, {"a.idx", nm.save_idx, nm.load_idx},
+                           {"a.idx.gz", nm.save_idx, nm.load_idx}} do
+          local p = mnt .. "/" .. c[1]
+          c[2](p, small)
+          local before = slurp(p)
+          local big_one = c[1]:find("gz", 1, true) and nm.rand(nm.generator(1), 40000) or big
+          local ok2, msg = pcall(c[2], p, big_one)
+          assert.is_false(ok2)
+          assert.truthy(msg:find(p, 1, true), msg)
+          assert.truthy(msg:find("No space left on device", 1, true), msg)
+          assert.equal(before, slurp(p))
+          assert.same(small:totable(), c[3](p):totable())
+          assert.same({}, leftovers(mnt, c[1]))
+        end
+      end)
+      sh("umount '" .. mnt .. "'")
+      assert(ok, err)
+    end)
+
+    it("saving to a device writes it in place and never removes it", function()
+      if not exists("/dev/full") then pending("no /dev/full") return end
+      local ok, msg = pcall(nm.save_npy, "/dev/full", nm.zeros(100000))
+      assert.is_false(ok)
+      assert.truthy(msg:find("/dev/full: byte %d+: write error %(No space left on device%)"), msg)
+      assert.is_true(sh("test -c /dev/full"))
+    end)
+
+    it("replaces the file atomically, keeps its mode, follows a symbolic link", function()
+      local p = path("mode.npy")
+      nm.save_npy(p, nm.tensor{1})
+      assert(sh("chmod 640 '" .. p .. "'"))
+      nm.save_npy(p, nm.tensor{2, 3})
+      assert.same({2, 3}, nm.load_npy(p):totable())
+      local f = io.popen("stat -c %a '" .. p .. "'")
+      assert.equal("640", f:read("l"))
+      f:close()
+      local link = path("link.npy")
+      assert(sh("ln -sf mode.npy '" .. link .. "'"))
+      nm.save_npy(link, nm.tensor{4})
+      assert.is_true(sh("test -L '" .. link .. "'"))
+      assert.same({4}, nm.load_npy(p):totable())
+      assert.same({}, leftovers(dir, "mode.npy"))
+      -- a value the type cannot hold: the old file stays as it was
+      assert.is_false(pcall(nm.save_npy, p, nm.tensor{300}, "uint8"))
+      assert.same({4}, nm.load_npy(p):totable())
+    end)
+
+    it("refuses a path with a NUL byte instead of cutting it short", function()
+      local p = path("nul.npy")
+      for _, f in ipairs{nm.save_npy, nm.save_idx} do
+        local ok, msg = pcall(f, p .. "\0.x", nm.tensor{1})
+        assert.is_false(ok)
+        assert.truthy(msg:find("path contains a NUL byte", 1, true), msg)
+        assert.is_false(exists(p))
+      end
+      nm.save_npy(p, nm.tensor{1})
+      for _, f in ipairs{nm.load_npy, nm.load_idx} do
+        local ok, msg = pcall(f, p .. "\0garbage")
+        assert.is_false(ok)
+        assert.truthy(msg:find("path contains a NUL byte (at byte " .. (#p + 1) .. ")", 1, true), msg)
+      end
+    end)
+  end)
+
+  describe("hostile headers and streams (issue 18)", function()
+    it("a 12-byte header through a pipe allocates nothing for its 512 MB", function()
+      if (os.getenv("NEUROMIC_EXE") or ""):find("asan") then
+        pending("ulimit -v cannot bound a sanitizer build's address space") return
+      end
+      local exe = os.getenv("NEUROMIC_EXE") or "./neuromic"
+      local out = path("pipe.out")
+      -- 800 MB of address space: the interpreter fits, a 2 GiB tensor does not
+      local cmd = string.format("printf '\\0\\0\\010\\002\\0\\0\\200\\0\\0\\0\\100\\0' | "
+        .. "sh -c 'ulimit -v 800000; %q -l nm=neuromic -e \"print(pcall(nm.load_idx, [[/dev/stdin]]))\"' > %q 2>&1",
+        exe, out)
+      sh(cmd)
+      local got = slurp(out)
+      assert.truthy(got:find("truncated payload: the header declares 32768 x 16384 uint8", 1, true), got)
+      assert.truthy(got:find("the stream ends after 0 of them", 1, true), got)
+    end)
+
+    it("a gzip stream is read before allocating, and truncation is found first", function()
+      if not have_gzip then pending("no gzip command") return end
+      local p = write("short.idx", string.pack(">BBBBI4I4", 0, 0, 8, 2, 100, 100) .. string.rep("\1", 500))
+      assert(sh("gzip -f '" .. p .. "'"))
+      expect_error(nm.load_idx, p .. ".gz", 512, "truncated payload", "100 x 100 uint8",
+                   "gzip stream ends after 500 of them")
+    end)
+
+    it("caps what a header may request (max_bytes, NEUROMIC_LOAD_MAX_BYTES)", function()
+      local p = path("cap.npy")
+      nm.save_npy(p, nm.zeros(100, 10), "uint8")             -- 4000 bytes as float32
+      assert.same({100, 10}, nm.load_npy(p, {max_bytes = 4000}):size())
+      local ok, msg = pcall(nm.load_npy, p, {max_bytes = 3999})
+      assert.is_false(ok)
+      assert.truthy(msg:find("100 x 10 uint8 elements, 4000 bytes as float32, over the limit "
+                             .. "of 3999 bytes", 1, true), msg)
+      ok, msg = pcall(nm.load_npy, p, "float64", {max_bytes = 4000})
+      assert.is_false(ok)
+      assert.truthy(msg:find("8000 bytes as float64", 1, true), msg)
+      assert.equal("float64", nm.load_npy(p, {dtype = "float64"}):dtype())
+      local exe = os.getenv("NEUROMIC_EXE") or "./neuromic"
+      local out = path("cap.out")
+      sh(string.format("NEUROMIC_LOAD_MAX_BYTES=100 %q -l nm=neuromic -e 'print(pcall(nm.load_npy, %q))' > %q 2>&1",
+                       exe, p, out))
+      assert.truthy(slurp(out):find("over the limit of 100 bytes", 1, true), slurp(out))
+      ok, msg = pcall(nm.load_npy, p, {max_bytes = -1})
+      assert.is_false(ok)
+      assert.truthy(msg:find("max_bytes must be a non-negative integer", 1, true), msg)
+    end)
+
+    it("refuses data after the gzip stream; reads concatenated gzip members", function()
+      if not have_gzip then pending("no gzip command") return end
+      local p = write("tail.idx", idx_bytes("ubyte", {4}, {1, 2, 3, 4}))
+      assert(sh("gzip -n -f '" .. p .. "'"))
+      local gz = slurp(p .. ".gz")
+      local junk = write("junk.idx.gz", gz .. "garbage")
+      expect_error(nm.load_idx, junk, 12, "unexpected data after the end of the gzip stream",
+                   "compressed byte " .. #gz)
+      -- two members, split inside the payload: one stream, as gzip(1) reads it
+      local a = write("part1", idx_bytes("ubyte", {4}, {1, 2}))
+      local b = write("part2", string.char(3, 4))
+      assert(sh("gzip -n -f '" .. a .. "' '" .. b .. "'"))
+      local two = write("two.idx.gz", slurp(a .. ".gz") .. slurp(b .. ".gz"))
+      assert.same({1, 2, 3, 4}, nm.load_idx(two):totable())
+    end)
   end)
 
   describe("NumPy cross-check", function()

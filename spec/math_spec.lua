@@ -733,6 +733,24 @@ describe("softmax", function()
       assert.near(-math.log(3), l:get(2, 2), TOL[dt] * 100)
       assert.equal(0, l:get(3, 1))
     end)
+
+    -- issue 18: m + log(sum) rounded log(sum) away before the subtraction
+    it("logsoftmax is exact for rows with a large maximum, " .. dt, function()
+      local function as_dt(v) return nm.tensor({ v }, dt):get(1) end
+      for _, big in ipairs { 1e4, -1e4, 3e5, 1e30 } do
+        local l = nm.zeros(2, dt):logsoftmax(nm.tensor({ big, big }, dt))
+        assert.equal(as_dt(-math.log(2)), l:get(1))
+        assert.equal(as_dt(-math.log(2)), l:get(2))
+        -- x - m is exact here (Sterbenz), so the result is one rounding of
+        -- the closed form: -log(1 + e) and -1 - log(1 + e^-1)
+        local r = nm.zeros(2, 2, dt):logsoftmax(nm.tensor({ { big, big + 1 }, { big, big } }, dt))
+        if as_dt(big + 1) - as_dt(big) == 1 then
+          assert.near(-math.log(1 + math.exp(1)), r:get(1, 1), TOL[dt])
+          assert.near(-math.log(1 + math.exp(-1)), r:get(1, 2), TOL[dt])
+        end
+        assert.equal(as_dt(-math.log(2)), r:get(2, 1))
+      end
+    end)
   end
 
   it("in place through a transposed view of itself", function()

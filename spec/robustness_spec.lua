@@ -170,6 +170,8 @@ for _, m in ipairs{"size", "stride"} do base("Tensor." .. m, function() return {
 base("Tensor.size", function() return {t23(), 2} end, function() return {t23()} end)
 base("Tensor.same_shape", function() return {t23(), t23()} end)
 base("Tensor.get", function() return {t23(), 1, 2} end)
+base("Tensor.__index", function() return {t23(), 2} end, function() return {t23(), "dim"} end)
+base("Tensor.__newindex", function() return {t23(), 2, 0.5} end, function() return {t23(), 1, T(3)} end)
 base("Tensor.set", function() return {t23(), 1, 2, 0.5} end)
 base("Tensor.narrow", function() return {t23(), 2, 1, 2} end)
 base("Tensor.select", function() return {t23(), 1, 2} end)
@@ -576,6 +578,47 @@ end
 -- Each case below crashed, tripped the sanitizers or gave wrong values
 -- before it was fixed.
 describe("robustness: regressions", function()
+  -- issue 18, item 8: the strides of an empty tensor overflowed, and
+  -- totable of [2^40 x 0] made 2^40 empty tables (a hang)
+  it("empty tensors with huge other sizes: no stride overflow, no endless totable", function()
+    raises("tensor too large", nm.zeros, 0, 2 ^ 32 - 1, 2 ^ 32 - 1)
+    raises("tensor too large", nm.zeros, 2 ^ 62, 0)
+    raises("tensor too large", T(0).view, T(0), 0, 2 ^ 40, 2 ^ 40)
+    local e = nm.zeros(2 ^ 40, 0)
+    assert.same({2 ^ 40, 0}, e:size())
+    assert.same({1, 1}, {e:stride(1), e:stride(2)})
+    raises("would become 1099511627776 nested empty tables", e.totable, e)
+    assert.same({{}, {}, {}}, nm.zeros(3, 0, 5):totable())
+    assert.same({}, nm.zeros(0, 2 ^ 40):totable())
+    assert.equal(0, e:sum())
+  end)
+
+  -- issue 18, item 13: with its storage replaced or removed through the
+  -- debug library a tensor pointed into freed memory (ASan: use after free)
+  it("a tensor whose storage was taken away by debug.setuservalue is closed", function()
+    local t = nm.zeros(1000):fill(3)
+    local v = t:narrow(1, 1, 10)
+    debug.setuservalue(t, nil, 1)
+    collectgarbage()
+    collectgarbage()
+    local filler = {}
+    for i = 1, 50 do filler[i] = nm.zeros(1000):fill(i) end
+    raises("closed tensor", t.sum, t)
+    assert.is_true(t:is_closed())
+    assert.truthy(tostring(t):find("closed", 1, true))
+    assert.equal(30, v:sum())                 -- the view keeps its own reference
+    -- another tensor's storage in its place is no substitute
+    local a, b = nm.zeros(4):fill(1), nm.zeros(100000):fill(2)
+    debug.setuservalue(a, debug.getuservalue(b, 1), 1)
+    raises("closed tensor", a.sum, a)
+    raises("closed tensor", nm.zeros(4).add, nm.zeros(4), a)
+    -- its own storage back: still the same bytes, so it is still open
+    local c = nm.zeros(3):fill(5)
+    local keep = debug.getuservalue(c, 1)
+    debug.setuservalue(c, keep, 1)
+    assert.equal(15, c:sum())
+  end)
+
   it("sizes whose product overflows are errors, not signed overflow", function()
     raises("tensor too large", T(2, 3).view, T(2, 3), 2 ^ 62, 4)
     raises("tensor too large", nm.frombytes, "", "float32", 2 ^ 62, 4)

@@ -142,6 +142,14 @@ describe("rule files", function()
                  "shapes, initial values) is missing"},
                 rule.problems({kind = "meta", name = "m", equation = "e", paper = "p", params = {},
                                model = "rcn", step = function() end}, "m.lua"))
+    assert.same({"connection rule 'u': field 'update' (function(q, p)) is missing",
+                 "connection rule 'u': field 'feedbak' is not a field of connection rules " ..
+                 "(did you mean 'feedback'?)",
+                 "connection rule 'u': field 'updat' is not a field of connection rules " ..
+                 "(did you mean 'update'?)",
+                 "connection rule 'u': field 'zzzzzz' is not a field of connection rules"},
+                rule.problems({kind = "connection", name = "u", equation = "e", paper = "p",
+                               params = {}, updat = function() end, feedbak = "fa", zzzzzz = 1}))
     assert.same({"a rule file must return one rule definition table, got nil"}, rule.problems(nil))
     local err = select(2, pcall(rule.validate, {kind = "connection", name = "z"}, "z.lua"))
     assert.equal(4, #rule.problems({kind = "connection", name = "z"}, "z.lua"))
@@ -398,6 +406,28 @@ describe("rule.apply", function()
     q.error, q.error_t = nil, nil
     assert.has_error(function() rule.apply(conn.rule, conn, q) end,
       "rule 'backprop' needs quantity 'error', which this connection does not provide")
+  end)
+
+  -- Regression: three_factor kept its scratch (and a transposed view of
+  -- it) in the rule state, so a checkpoint held them and loading it into a
+  -- fresh connection failed ("has no tensor to load into").
+  it("three_factor with a tensor modulator resumes from a checkpoint to the same weights", function()
+    local a, qa = setup("three_factor", nil, {batch = 3, mod = "tensor"})
+    local g = nm.generator(77)
+    a.rule.use_fused = false                 -- the Lua form (as under an optimiser)
+    rule.apply(a.rule, a, qa)
+    local saved = checkpoint.decode(checkpoint.encode(a:state_table()))
+    local b, qb = setup("three_factor", nil, {batch = 3, mod = "tensor", seed = 9})
+    b.rule.use_fused = false
+    b:load_state_table(saved)                -- into a fresh connection, as a resumed run does
+    qb.pre, qb.pre_t, qb.post, qb.post_t = qa.pre, qa.pre_t, qa.post, qa.post_t
+    for _ = 1, 2 do
+      local m = nm.rand(g, 3, 5, "float64")
+      qa.mod, qb.mod = m, m
+      rule.apply(a.rule, a, qa)
+      rule.apply(b.rule, b, qb)
+      assert.same(a.W:totable(), b.W:totable())
+    end
   end)
 
   it("low-pass filters a rule's change", function()

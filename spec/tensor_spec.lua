@@ -164,6 +164,75 @@ describe("printing and lifetime", function()
     assert.truthy(#big < 5000)
   end)
 
+  -- The body of tostring(t) without the footer.
+  local function body(t) return (tostring(t):gsub("\n%[neuromic%.%a+ of size [^%]]*%]$", "")) end
+
+  it("separates every value, so negative numbers never run together", function()
+    -- regression: this printed "-0.7681-0.0004659"
+    assert.equal(" -0.7681 -0.0005", body(nm.tensor{-0.7681, -0.0004659}))
+    assert.equal("   1   2\n   3 -40", body(nm.tensor{{1, 2}, {3, -40}}))
+  end)
+
+  it("aligns the columns of one format for the whole tensor", function()
+    assert.equal("  0.5000  2.2500\n -3.1250 10.0000", body(nm.tensor{{0.5, 2.25}, {-3.125, 10}}))
+    assert.equal(" 0", body(nm.tensor{-0.0}))      -- no "-0"
+  end)
+
+  it("puts a shared scale factor above values far from 1, and uses e-notation across decades", function()
+    assert.equal("1e-05 *\n  1.0000  2.0000\n  3.5000 -1.0000",
+                 body(nm.tensor({{1e-5, 2e-5}, {3.5e-5, -1e-5}}, "float64")))
+    assert.equal("1e+03 *\n 1.2345 2.0000", body(nm.tensor({1234.5, 2000}, "float64")))
+    assert.equal(" 1.0000e-08 1.0000e+00", body(nm.tensor({1e-8, 1}, "float64")))
+  end)
+
+  it("prints nan (never -nan) and signed infinities", function()
+    local t = nm.tensor{0, 1, 2}
+    t:set(1, 0 / 0)
+    t:set(2, -(0 / 0))
+    t:set(3, -1 / 0)
+    assert.equal("  nan  nan -inf", body(t))
+  end)
+
+  it("elides long rows, columns and blocks and gives the size", function()
+    local s = tostring(nm.range(1, 20))
+    assert.equal("  1  2  3  4  5  6 ... 15 16 17 18 19 20\n[neuromic.FloatTensor of size 20]", s)
+    s = tostring(nm.zeros(30, 4))
+    local lines = select(2, s:gsub("\n", ""))
+    assert.equal(13 + 1 - 1, lines)            -- 12 rows, "...", then the footer line
+    s = tostring(nm.zeros(10, 2, 2))
+    assert.truthy(s:find("(3,.,.)", 1, true) and s:find("(8,.,.)", 1, true))
+    assert.falsy(s:find("(5,.,.)", 1, true))
+    assert.truthy(s:find("[neuromic.FloatTensor of size 10x2x2]", 1, true))
+  end)
+
+  it("t[i] is a row view (an element of a 1-D tensor), t[i] = x assigns", function()
+    local A = nm.tensor{{1, 2}, {3, 4}}
+    assert.same({1, 2}, A[1]:totable())
+    assert.equal(3, A[2][1])
+    A[1][2] = 5                                  -- a view: writes A
+    assert.equal(5, A:get(1, 2))
+    A[1] = 7                                     -- a number fills the row
+    A[2] = nm.tensor{8, 9}                       -- a tensor is copied in
+    assert.same({{7, 7}, {8, 9}}, A:totable())
+    local B = nm.zeros(2, 3, 4)
+    B[2][3][4] = 1
+    assert.equal(1, B:get(2, 3, 4))
+    assert.same({3, 4}, B[1]:size())
+    assert.equal(A:numel(), 4)                   -- methods still found
+    assert.is_nil(A.no_such_method)
+  end)
+
+  it("t[i] out of range, not an integer, or a field set is an error naming the shape", function()
+    local A = nm.tensor{{1, 2}, {3, 4}}
+    assert.has_error(function() return A[3] end, "index: index 3 out of range for dimension 1 of [2 x 2]")
+    assert.has_error(function() return A[0] end, "index: index 0 out of range for dimension 1 of [2 x 2]")
+    assert.has_error(function() return A[1.5] end, "index: index 1.5 is not an integer")
+    assert.has_error(function() A[3] = 1 end, "newindex: index 3 out of range for dimension 1 of [2 x 2]")
+    assert.has_error(function() A[1] = nm.zeros(3) end)
+    assert.has_error(function() A[1] = "x" end, "newindex: t[1] = x needs a number or a tensor, got string")
+    assert.has_error(function() A.x = 1 end, "cannot set field 'x' of a tensor (only t[i] = x)")
+  end)
+
   it("close releases and makes the tensor unusable", function()
     local t = nm.ones(3)
     do local c <close> = t end

@@ -31,6 +31,22 @@ printf '\000\000\016\000\077\360\000\000\000\000\000\000' > "$s/double"
 printf '\000\000\010\003\000\000\000\002\000\000\000\002\000\000\000\002\001\002\003\004\005\006\007\010' > "$s/cube"
 gzip -c "$s/ubyte" > "$s/ubyte.gz"
 gzip -c "$s/cube" > "$s/cube.gz"
+# Inputs that crashed or misled the readers (issue 18): an empty shape
+# whose other dimensions overflowed the strides (plain, and gzip of odd
+# and even size), a 12-byte header declaring 512 MB (read through a pipe
+# it allocated 2 GB), gzip followed by garbage, a flipped CRC, a truncated
+# gzip stream and two gzip members.
+printf '\000\000\010\003\000\000\000\000\377\377\377\377\377\377\377\377' > "$s/empty_huge"
+gzip -n -c "$s/empty_huge" > "$s/empty_huge.gz"
+{ cat "$s/empty_huge.gz"; printf 'x'; } > "$s/empty_huge_odd.gz"
+printf '\000\000\010\002\000\000\200\000\000\000\100\000' > "$s/declares_512m"
+gzip -n -c "$s/declares_512m" > "$s/declares_512m.gz"
+{ cat "$s/ubyte.gz"; printf 'garbage'; } > "$s/trailing_garbage.gz"
+head -c $(( $(wc -c < "$s/cube.gz") - 8 )) "$s/cube.gz" > "$s/bad_crc.gz"
+printf '\377\377\377\377' >> "$s/bad_crc.gz"
+tail -c 4 "$s/cube.gz" >> "$s/bad_crc.gz"
+head -c 20 "$s/cube.gz" > "$s/truncated.gz"
+{ printf '\000\000\010\001\000\000\000\004\001\002' | gzip -n -c; printf '\003\004' | gzip -n -c; } > "$s/two_members.gz"
 
 # .npy seed: npy FILE DESCR SHAPE PAYLOAD (printf format)
 npy() {
@@ -53,6 +69,14 @@ npy "$s/i4" '<i4' '(1, 2)' '\001\000\000\000\377\377\377\377'
 npy "$s/i8" '<i8' '(1,)' '\377\377\377\377\377\377\377\377'
 npy "$s/b1" '|b1' '(1, 1, 1, 2)' '\001\000'
 gzip -c "$s/u1" > "$s/u1.gz"
+# issue 18: a NUL inside the dtype string, 64-bit values with and without
+# an exact float64, an empty shape with huge other sizes, gzip + garbage.
+npy "$s/f4_x" '<f4X' '(2,)' '\000\000\200\077\000\000\000\300'
+tr 'X' '\000' < "$s/f4_x" > "$s/f4_nul" && rm "$s/f4_x"
+npy "$s/u8_big" '<u8' '(2,)' '\000\000\000\000\000\000\000\200\377\377\377\377\377\377\377\377'
+npy "$s/i8_odd" '<i8' '(1,)' '\001\000\000\000\000\000\040\000'
+npy "$s/empty_huge" '<f8' '(0, 4294967295, 4294967295)' ''
+{ cat "$s/u1.gz"; printf 'garbage'; } > "$s/u1_garbage.gz"
 cat > "$out/npy.dict" <<'DICT'
 "\x93NUMPY"
 "'descr'"

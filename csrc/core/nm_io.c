@@ -2,10 +2,12 @@
 ** nm_io.c: IDX and NumPy .npy files, read through zlib (plain or gzip)
 ** into caller buffers and written from strided tensors.
 */
+#define _XOPEN_SOURCE 700           /* realpath */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,26 +185,189 @@ static void encode(unsigned char *p, double v, nm_io_type t, int big_endian) {
 
 /* ------------------------------------------------------------- reading */
 
+/* The bytes under a reader: a file descriptor, inflated when the file
+** starts with the gzip magic. Our own inflate loop (not gzread) so that
+** checksum errors, truncation and data after the last gzip member are
+** reported at the byte where they happen. */
+typedef struct source {
+  int fd;
+  int gzip;                 /* inflating */
+  int z_live;               /* z initialised (inflateEnd due) */
+  int fd_end;               /* read() returned 0 */
+  int stream_end;           /* gzip: the last member ended, nothing follows */
+  int end_checked;          /* the file was seen to end after the payload */
+  int64_t file_size;        /* regular file: its size; else -1 */
+  int64_t raw;              /* bytes read from fd */
+  z_stream z;
+  unsigned char *mem;       /* the payload of a stream, read by nm_reader_load */
+  size_t mem_len, mem_pos;
+  size_t in_pos, in_len;    /* unread input: in[in_pos .. in_len) */
+  unsigned char in[CHUNK];
+} source;
+
 void nm_reader_init(nm_reader *r) {
   memset(r, 0, sizeof *r);
-  r->gz = NULL;
+  r->src = NULL;
   r->path = "";
 }
 
 void nm_reader_close(nm_reader *r) {
-  if (r->gz != NULL) {
-    gzclose_r((gzFile)r->gz);
-    r->gz = NULL;
+  source *s = r->src;
+  if (s == NULL)
+    return;
+  if (s->z_live)
+    inflateEnd(&s->z);
+  close(s->fd);
+  free(s->mem);
+  free(s);
+  r->src = NULL;
+}
+
+/* One read(2) of at most n bytes into buf; *got = 0 at the end. Retries
+** when a signal interrupts it, unless the user asked to stop. */
+static int sys_read(nm_reader *r, void *buf, size_t n, size_t *got, int64_t at,
+                    const char *what, char *err, size_t errlen) {
+  source *s = r->src;
+  for (;;) {
+    ssize_t k = read(s->fd, buf, n > (1u << 30) ? (1u << 30) : n);
+    if (k >= 0) {
+      *got = (size_t)k;
+      s->raw += k;
+      if (k == 0)
+        s->fd_end = 1;
+      return NM_OK;
+    }
+    if (errno == EINTR && !nm_interrupted)
+      continue;
+    if (errno == EINTR) {
+      fail(err, errlen, r->path, at, "interrupted while reading the %s", what);
+      return NM_EINTR;
+    }
+    return fail(err, errlen, r->path, at, "read error in the %s (%s)", what, strerror(errno));
   }
 }
 
-/* Opens path for reading through zlib; *file_size is the on-disk size of
-** a regular file, -1 for anything else (a pipe). */
+/* Tops up the input buffer (keeping unread bytes) until it holds `want`
+** bytes or the file ends. */
+static int fill_input(nm_reader *r, size_t want, int64_t at, const char *what,
+                      char *err, size_t errlen) {
+  source *s = r->src;
+  if (s->in_pos > 0) {
+    memmove(s->in, s->in + s->in_pos, s->in_len - s->in_pos);
+    s->in_len -= s->in_pos;
+    s->in_pos = 0;
+  }
+  while (s->in_len < want && !s->fd_end) {
+    size_t k = 0;
+    int status = sys_read(r, s->in + s->in_len, CHUNK - s->in_len, &k, at, what, err, errlen);
+    if (status != NM_OK)
+      return status;
+    s->in_len += k;
+  }
+  return NM_OK;
+}
+
+/* After a gzip member: another member follows, or the file ends. */
+static int gzip_member_end(nm_reader *r, int64_t at, char *err, size_t errlen) {
+  source *s = r->src;
+  int status = fill_input(r, 2, at, "gzip stream", err, errlen);
+  if (status != NM_OK)
+    return status;
+  size_t left = s->in_len - s->in_pos;
+  if (left == 0) {
+    s->stream_end = 1;
+    return NM_OK;
+  }
+  if (left >= 2 && s->in[s->in_pos] == 0x1f && s->in[s->in_pos + 1] == 0x8b) {
+    inflateReset(&s->z);
+    return NM_OK;
+  }
+  return fail(err, errlen, r->path, at, "unexpected data after the end of the gzip stream "
+              "(compressed byte %lld; not another gzip member)",
+              (long long)(s->raw - (int64_t)left));
+}
+
+/* Up to n bytes of the stream into buf; *got < n only at its end. */
+static int source_read(nm_reader *r, unsigned char *buf, size_t n, size_t *got,
+                       const char *what, char *err, size_t errlen) {
+  source *s = r->src;
+  *got = 0;
+  if (!s->gzip) {
+    size_t have = s->in_len - s->in_pos, k = have < n ? have : n;
+    memcpy(buf, s->in + s->in_pos, k);
+    s->in_pos += k;
+    *got = k;
+    while (*got < n && !s->fd_end) {
+      int status = sys_read(r, buf + *got, n - *got, &k, r->offset + (int64_t)*got, what,
+                            err, errlen);
+      if (status != NM_OK)
+        return status;
+      *got += k;
+    }
+    return NM_OK;
+  }
+  while (*got < n && !s->stream_end) {
+    int64_t at = r->offset + (int64_t)*got;
+    int status;
+    if (s->in_pos == s->in_len && !s->fd_end &&
+        (status = fill_input(r, 1, at, what, err, errlen)) != NM_OK)
+      return status;
+    size_t room = n - *got;
+    s->z.next_in = s->in + s->in_pos;
+    s->z.avail_in = (uInt)(s->in_len - s->in_pos);
+    s->z.next_out = buf + *got;
+    s->z.avail_out = room > (1u << 30) ? (1u << 30) : (uInt)room;
+    uInt before = s->z.avail_out;
+    int ret = inflate(&s->z, Z_NO_FLUSH);
+    s->in_pos = s->in_len - s->z.avail_in;
+    *got += before - s->z.avail_out;
+    at = r->offset + (int64_t)*got;
+    int64_t zat = s->raw - (int64_t)(s->in_len - s->in_pos);
+    if (ret == Z_STREAM_END) {
+      if ((status = gzip_member_end(r, at, err, errlen)) != NM_OK)
+        return status;
+    } else if (ret == Z_OK) {
+      continue;
+    } else if (ret == Z_BUF_ERROR) {
+      if (s->in_pos == s->in_len && s->fd_end)
+        return fail(err, errlen, r->path, at, "truncated gzip stream in the %s (the "
+                    "compressed data ends at compressed byte %lld)", what, (long long)zat);
+    } else if (ret == Z_MEM_ERROR) {
+      snprintf(err, errlen, "%s: out of memory inflating the %s", r->path, what);
+      return NM_ENOMEM;
+    } else if (ret == Z_DATA_ERROR && s->z.msg != NULL &&      /* inflate has just */
+               strcmp(s->z.msg, "incorrect data check") == 0) {  /* read the 4 bytes */
+      return fail(err, errlen, r->path, at, "gzip checksum error: the CRC-32 stored at "
+                  "compressed byte %lld does not match the data (the file is corrupt)",
+                  (long long)(zat >= 4 ? zat - 4 : 0));
+    } else if (ret == Z_DATA_ERROR && s->z.msg != NULL &&
+               strcmp(s->z.msg, "incorrect length check") == 0) {
+      return fail(err, errlen, r->path, at, "gzip length error: the size stored at "
+                  "compressed byte %lld does not match the data (the file is corrupt)",
+                  (long long)(zat >= 4 ? zat - 4 : 0));
+    } else {
+      return fail(err, errlen, r->path, at, "corrupt gzip data in the %s at compressed "
+                  "byte %lld (%s)", what, (long long)zat,
+                  s->z.msg != NULL ? s->z.msg : "zlib error");
+    }
+  }
+  return NM_OK;
+}
+
+/* Opens path for reading; *file_size is the size of a regular file, -1
+** for anything else (a pipe). Opening a FIFO waits for a writer, as
+** cat(1) does; Ctrl-C (nm_interrupted) ends the wait. */
 static int reader_open(nm_reader *r, const char *path, int64_t *file_size,
                        char *err, size_t errlen) {
   nm_reader_init(r);
   r->path = path;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  int fd;
+  while ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0 && errno == EINTR && !nm_interrupted)
+    ;
+  if (fd < 0 && errno == EINTR) {
+    fail_file(err, errlen, path, "interrupted while opening");
+    return NM_EINTR;
+  }
   if (fd < 0)
     return fail_file(err, errlen, path, "cannot open (%s)", strerror(errno));
   struct stat st;
@@ -215,48 +380,129 @@ static int reader_open(nm_reader *r, const char *path, int64_t *file_size,
     close(fd);
     return fail_file(err, errlen, path, "is a directory");
   }
-  *file_size = S_ISREG(st.st_mode) ? (int64_t)st.st_size : -1;
-  gzFile gz = gzdopen(fd, "rb");
-  if (gz == NULL) {
+  source *s = malloc(sizeof *s);
+  if (s == NULL) {
     close(fd);
     snprintf(err, errlen, "%s: out of memory opening the file", path);
     return NM_ENOMEM;
   }
-  gzbuffer(gz, 128 * 1024);
-  r->gz = gz;
-  return NM_OK;
+  memset(s, 0, offsetof(source, in));
+  s->fd = fd;
+  s->file_size = *file_size = S_ISREG(st.st_mode) ? (int64_t)st.st_size : -1;
+  r->src = s;
+  int status = fill_input(r, 2, 0, "header", err, errlen);
+  if (status == NM_OK && s->in_len >= 2 && s->in[0] == 0x1f && s->in[1] == 0x8b) {
+    if (inflateInit2(&s->z, 16 + MAX_WBITS) != Z_OK) {
+      snprintf(err, errlen, "%s: out of memory opening the file", path);
+      status = NM_ENOMEM;
+    } else {
+      s->z_live = 1;
+      s->gzip = 1;
+    }
+  }
+  if (status != NM_OK)
+    nm_reader_close(r);
+  return status;
 }
 
 /* Reads exactly n bytes or reports why not; `what` names the part of the
 ** file ("header", "payload"). */
 static int read_exact(nm_reader *r, void *buf, size_t n, const char *what,
                       char *err, size_t errlen) {
-  gzFile gz = (gzFile)r->gz;
+  source *s = r->src;
   size_t got = 0;
-  while (got < n) {
-    unsigned int want = (unsigned int)((n - got) > (1u << 30) ? (1u << 30) : (n - got));
-    int k = gzread(gz, (unsigned char *)buf + got, want);
-    if (k <= 0)
-      break;
-    got += (size_t)k;
+  if (s->mem != NULL) {
+    got = s->mem_len - s->mem_pos < n ? s->mem_len - s->mem_pos : n;
+    memcpy(buf, s->mem + s->mem_pos, got);
+    s->mem_pos += got;
+  } else {
+    int status = source_read(r, buf, n, &got, what, err, errlen);
+    if (status != NM_OK)
+      return status;
   }
-  if (got == n) {
-    r->offset += (int64_t)n;
+  r->offset += (int64_t)got;
+  if (got == n)
     return NM_OK;
-  }
-  int64_t at = r->offset + (int64_t)got;
-  int errnum = Z_OK;
-  const char *msg = gzerror(gz, &errnum);
-  r->offset = at;
-  if (errnum == Z_ERRNO)
-    return fail(err, errlen, r->path, at, "read error in the %s (%s)", what, strerror(errno));
-  if (errnum == Z_BUF_ERROR)
-    return fail(err, errlen, r->path, at,
-                "truncated gzip stream in the %s (%zu of %zu bytes read)", what, got, n);
-  if (errnum != Z_OK && errnum != Z_STREAM_END)
-    return fail(err, errlen, r->path, at, "corrupt gzip data in the %s (%s)", what, msg);
-  return fail(err, errlen, r->path, at, "truncated %s (%zu of %zu bytes present)",
+  if (s->gzip)
+    return fail(err, errlen, r->path, r->offset, "truncated %s: the gzip stream ends after "
+                "%zu of %zu bytes", what, got, n);
+  return fail(err, errlen, r->path, r->offset, "truncated %s (%zu of %zu bytes present)",
               what, got, n);
+}
+
+/* The file must end right after the payload. */
+static int check_end(nm_reader *r, char *err, size_t errlen) {
+  source *s = r->src;
+  unsigned char extra;
+  size_t got;
+  if (s->end_checked)
+    return NM_OK;
+  int status = source_read(r, &extra, 1, &got, "payload", err, errlen);
+  if (status != NM_OK)
+    return status;
+  if (got > 0)
+    return fail(err, errlen, r->path, r->offset,
+                "unexpected bytes after the payload (the header's shape disagrees "
+                "with the data)");
+  s->end_checked = 1;
+  return NM_OK;
+}
+
+int nm_reader_load(nm_reader *r, char *err, size_t errlen) {
+  source *s = r->src;
+  if (s == NULL) {
+    snprintf(err, errlen, "%s: file is closed", r->path);
+    return NM_EINVAL;
+  }
+  if ((!s->gzip && s->file_size >= 0) || s->mem != NULL)
+    return NM_OK;                   /* the size was checked against the file */
+  size_t bytes = (size_t)r->count * nm_io_type_size(r->type), cap = 0, len = 0;
+  unsigned char *mem = NULL;
+  int status = NM_OK;
+  while (len < bytes) {
+    if (len == cap) {                /* grow with the data actually present */
+      size_t next = cap == 0 ? CHUNK : 2 * cap;
+      next = next < bytes ? next : bytes;
+      unsigned char *grown = realloc(mem, next);
+      if (grown == NULL) {
+        snprintf(err, errlen, "%s: out of memory reading the payload (%zu bytes)", r->path, next);
+        status = NM_ENOMEM;
+        break;
+      }
+      mem = grown;
+      cap = next;
+    }
+    size_t got, want = cap - len;
+    status = source_read(r, mem + len, want, &got, "payload", err, errlen);
+    if (status != NM_OK)
+      break;
+    r->offset += (int64_t)got;
+    len += got;
+    if (got < want) {                /* the stream ended early */
+      char dims[160];
+      status = fail(err, errlen, r->path, r->offset, "truncated payload: the header declares "
+                    "%s %s (%zu bytes) but the %s ends after %zu of them",
+                    dims_str(r->dims, r->ndim, dims, sizeof dims), nm_io_type_name(r->type),
+                    bytes, s->gzip ? "gzip stream" : "stream", len);
+      break;
+    }
+    if (nm_interrupted) {
+      fail(err, errlen, r->path, r->offset, "interrupted");
+      status = NM_EINTR;
+      break;
+    }
+  }
+  if (status == NM_OK)
+    status = check_end(r, err, errlen);
+  if (status != NM_OK) {
+    free(mem);
+    return status;
+  }
+  s->mem = mem;
+  s->mem_len = len;
+  s->mem_pos = 0;
+  r->offset = r->payload_offset;
+  return NM_OK;
 }
 
 /* Checks the declared payload against what the file can hold, before
@@ -296,19 +542,19 @@ static int check_payload_size(nm_reader *r, int64_t file_size, char *err, size_t
   return NM_OK;
 }
 
-/* Sets r->count from r->dims, refusing products that overflow the byte
-** count; `dim_offset(i)` gives where dimension i sits in the header. */
+/* Sets r->count from r->dims, refusing shapes whose sizes (zeros counted
+** as ones, so the strides of an empty tensor fit as well) multiply past
+** NM_MAX_SPAN; `dim_offsets[i]` gives where dimension i sits in the header. */
 static int set_count(nm_reader *r, const int64_t *dim_offsets, char *err, size_t errlen) {
-  int64_t limit = INT64_MAX / (int64_t)nm_io_type_size(r->type);
-  int64_t count = 1;
-  for (int d = 0; d < r->ndim; d++) {
-    int64_t n = r->dims[d];
-    if (n != 0 && count > limit / n)
-      return fail(err, errlen, r->path, dim_offsets[d],
-                  "dimension %d (%lld) makes the element count overflow", d + 1, (long long)n);
-    count *= n;
+  int bad = 0;
+  int64_t count = nm_shape_numel(r->ndim, r->dims, &bad);
+  if (count < 0) {
+    char dims[160];
+    return fail(err, errlen, r->path, dim_offsets[bad],
+                "dimension %d (%lld) makes the shape %s too large (more than 2^59 "
+                "elements or strides)", bad + 1, (long long)r->dims[bad],
+                dims_str(r->dims, r->ndim, dims, sizeof dims));
   }
-  /* A zero dimension empties the payload but later ones must still fit. */
   r->count = count;
   return NM_OK;
 }
@@ -353,7 +599,7 @@ static int idx_header(nm_reader *r, int64_t file_size, char *err, size_t errlen)
     offsets[d] = 4 + 4 * d;
   }
   r->payload_offset = r->offset;
-  r->compressed = !gzdirect((gzFile)r->gz);
+  r->compressed = ((source *)r->src)->gzip;
   status = set_count(r, offsets, err, errlen);
   if (status != NM_OK)
     return status;
@@ -425,6 +671,9 @@ static int parse_string(header_parser *p, char *out, size_t outlen) {
   for (; p->pos < end; p->pos++) {
     if (p->s[p->pos] == '\\')
       return header_error(p, "escape sequences are not supported in strings");
+    if ((unsigned char)p->s[p->pos] < 0x20 || p->s[p->pos] == 0x7f)
+      return header_error(p, "control byte 0x%02x in a string",
+                          (unsigned)(unsigned char)p->s[p->pos]);
     out[p->pos - start] = p->s[p->pos];
   }
   out[end - start] = '\0';
@@ -622,7 +871,7 @@ static int npy_header(nm_reader *r, int64_t file_size, char *err, size_t errlen)
   if (hlen > (1u << 20))
     return fail(err, errlen, r->path, 8, "header length %llu is implausible "
                 "(more than 1 MiB)", (unsigned long long)hlen);
-  if (gzdirect((gzFile)r->gz) && file_size >= 0 && r->offset + (int64_t)hlen > file_size)
+  if (!((source *)r->src)->gzip && file_size >= 0 && r->offset + (int64_t)hlen > file_size)
     return fail(err, errlen, r->path, file_size,
                 "truncated header: it declares %llu bytes from byte %lld, "
                 "the file ends at byte %lld", (unsigned long long)hlen,
@@ -632,7 +881,7 @@ static int npy_header(nm_reader *r, int64_t file_size, char *err, size_t errlen)
     return status;
   r->big_endian = 0;
   r->payload_offset = r->offset;
-  r->compressed = !gzdirect((gzFile)r->gz);
+  r->compressed = ((source *)r->src)->gzip;
   status = set_count(r, offsets, err, errlen);
   if (status != NM_OK)
     return status;
@@ -647,6 +896,36 @@ int nm_npy_open(nm_reader *r, const char *path, char *err, size_t errlen) {
   return status;
 }
 
+/* Whether float64 holds the magnitude m exactly: at most 53 significant
+** bits (so 2^53 + 1 is refused, 2^63 is not). */
+static int exact_in_double(uint64_t m) {
+  while (m > (UINT64_C(1) << 53) && (m & 1) == 0)
+    m >>= 1;
+  return m <= (UINT64_C(1) << 53);
+}
+
+/* 64-bit integers that float64 cannot hold exactly (beyond 2^53 with more
+** than 53 significant bits) are refused rather than rounded. NM_OK or a
+** message naming the element and its byte. */
+static int check_exact64(const nm_reader *r, const unsigned char *buf, int64_t n,
+                         int64_t first, char *err, size_t errlen) {
+  for (int64_t i = 0; i < n; i++) {
+    uint64_t u = load_uint(buf + 8 * i, 8, r->big_endian), m = u;
+    int negative = r->type == NM_IO_I64 && (u >> 63) != 0;
+    if (negative)
+      m = ~u + 1;                       /* |v|, 2^63 for INT64_MIN */
+    if (exact_in_double(m))
+      continue;
+    char value[32];
+    snprintf(value, sizeof value, negative ? "-%llu" : "%llu", (unsigned long long)m);
+    return fail(err, errlen, r->path, r->payload_offset + 8 * (first + i),
+                "element %lld = %s has no exact float64 value (beyond 2^53 with more "
+                "than 53 significant bits); %s values are refused rather than rounded",
+                (long long)(first + i + 1), value, nm_io_type_name(r->type));
+  }
+  return NM_OK;
+}
+
 int nm_reader_read(nm_reader *r, void *dst, nm_dtype dt, char *err, size_t errlen) {
   unsigned char buf[CHUNK];
   size_t esize = nm_io_type_size(r->type);
@@ -654,7 +933,7 @@ int nm_reader_read(nm_reader *r, void *dst, nm_dtype dt, char *err, size_t errle
   int direct = host_is_little_endian() == !r->big_endian &&
                ((dt == NM_FLOAT32 && r->type == NM_IO_F32) ||
                 (dt == NM_FLOAT64 && r->type == NM_IO_F64));
-  if (r->gz == NULL) {
+  if (r->src == NULL) {
     snprintf(err, errlen, "%s: file is closed", r->path);
     return NM_EINVAL;
   }
@@ -666,6 +945,8 @@ int nm_reader_read(nm_reader *r, void *dst, nm_dtype dt, char *err, size_t errle
       status = read_exact(r, out, (size_t)n * esize, "payload", err, errlen);
     } else {
       status = read_exact(r, buf, (size_t)n * esize, "payload", err, errlen);
+      if (status == NM_OK && (r->type == NM_IO_U64 || r->type == NM_IO_I64))
+        status = check_exact64(r, buf, n, done, err, errlen);
       if (status == NM_OK) {
         if (dt == NM_FLOAT32) {
           float *out = (float *)dst + done;
@@ -687,19 +968,7 @@ int nm_reader_read(nm_reader *r, void *dst, nm_dtype dt, char *err, size_t errle
     }
   }
   /* The file must end here; reading on also makes zlib verify the CRC. */
-  unsigned char extra;
-  int k = gzread((gzFile)r->gz, &extra, 1);
-  int errnum = Z_OK;
-  const char *msg = gzerror((gzFile)r->gz, &errnum);
-  if (k > 0)
-    return fail(err, errlen, r->path, r->offset,
-                "unexpected bytes after the payload (the header's shape disagrees "
-                "with the data)");
-  if (errnum == Z_BUF_ERROR)
-    return fail(err, errlen, r->path, r->offset, "truncated gzip stream after the payload");
-  if (k < 0 || (errnum != Z_OK && errnum != Z_STREAM_END))
-    return fail(err, errlen, r->path, r->offset, "corrupt gzip data (%s)", msg);
-  return NM_OK;
+  return check_end(r, err, errlen);
 }
 
 /* ------------------------------------------------------------- writing */
@@ -780,26 +1049,77 @@ int nm_io_check_values(const nm_tensor *t, nm_io_type type, char *err, size_t er
 }
 
 typedef struct writer {
-  gzFile gz;
+  int fd;
+  int gzip;                 /* deflating into zout */
+  z_stream z;
   const char *path;
   nm_io_type type;
   int big_endian;
-  unsigned char buf[CHUNK];
   size_t used;
-  int64_t written;
+  int64_t written;          /* uncompressed bytes handed on */
   char *err;
   size_t errlen;
+  unsigned char buf[CHUNK];
+  unsigned char zout[CHUNK];
 } writer;
+
+/* Writes n bytes to fd, retrying after signals unless the user asked to
+** stop; 0 or an errno value (EINTR when interrupted). */
+static int sys_write(int fd, const unsigned char *p, size_t n) {
+  while (n > 0) {
+    ssize_t k = write(fd, p, n > (1u << 30) ? (1u << 30) : n);
+    if (k < 0 && errno == EINTR && !nm_interrupted)
+      continue;
+    if (k < 0)
+      return errno;
+    if (k == 0)
+      return ENOSPC;
+    p += k;
+    n -= (size_t)k;
+  }
+  return 0;
+}
+
+static int write_error(writer *w, int e) {
+  if (e == EINTR) {
+    fail(w->err, w->errlen, w->path, w->written, "interrupted");
+    return NM_EINTR;
+  }
+  return fail(w->err, w->errlen, w->path, w->written, "write error (%s)", strerror(e));
+}
+
+/* Deflates what z holds (finishing the stream when `finish`) and writes
+** the compressed bytes. */
+static int writer_deflate(writer *w, int finish) {
+  for (;;) {
+    w->z.next_out = w->zout;
+    w->z.avail_out = CHUNK;
+    int ret = deflate(&w->z, finish ? Z_FINISH : Z_NO_FLUSH);
+    if (ret == Z_STREAM_ERROR)
+      return fail(w->err, w->errlen, w->path, w->written, "zlib error while compressing");
+    int e = sys_write(w->fd, w->zout, CHUNK - w->z.avail_out);
+    if (e != 0)
+      return write_error(w, e);
+    if (finish ? ret == Z_STREAM_END : (w->z.avail_in == 0 && w->z.avail_out > 0))
+      return NM_OK;
+  }
+}
 
 static int writer_flush(writer *w) {
   if (w->used == 0)
     return NM_OK;
-  if (gzwrite(w->gz, w->buf, (unsigned int)w->used) != (int)w->used) {
-    int errnum;
-    const char *msg = gzerror(w->gz, &errnum);
-    return fail(w->err, w->errlen, w->path, w->written, "write error (%s)",
-                errnum == Z_ERRNO ? strerror(errno) : msg);
+  int status = NM_OK;
+  if (w->gzip) {
+    w->z.next_in = w->buf;
+    w->z.avail_in = (uInt)w->used;
+    status = writer_deflate(w, 0);
+  } else {
+    int e = sys_write(w->fd, w->buf, w->used);
+    if (e != 0)
+      status = write_error(w, e);
   }
+  if (status != NM_OK)
+    return status;
   w->written += (int64_t)w->used;
   w->used = 0;
   if (nm_interrupted) {
@@ -839,43 +1159,116 @@ static int ends_with(const char *s, const char *suffix) {
   return n >= k && strcmp(s + n - k, suffix) == 0;
 }
 
-/* Opens path (gzip when it ends in .gz), writes header then payload,
-** closes; removes the file on any failure. */
-static int write_file(const char *path, const nm_tensor *t, nm_io_type type,
-                      int big_endian, const unsigned char *header, size_t hlen,
-                      char *err, size_t errlen) {
-  writer *w = malloc(sizeof *w);
-  if (w == NULL) {
-    snprintf(err, errlen, "%s: out of memory", path);
-    return NM_ENOMEM;
-  }
-  errno = 0;
-  w->gz = gzopen(path, ends_with(path, ".gz") ? "wb6" : "wbT");
-  if (w->gz == NULL) {
-    int e = errno;
-    free(w);
-    return fail_file(err, errlen, path, "cannot open for writing (%s)",
-                     e ? strerror(e) : "out of memory");
-  }
-  w->path = path;
-  w->type = type;
-  w->big_endian = big_endian;
-  w->used = 0;
-  w->written = 0;
-  w->err = err;
-  w->errlen = errlen;
+/* Header, payload and (gzip) trailer of t into w->fd. */
+static int write_stream(writer *w, const nm_tensor *t, const unsigned char *header,
+                        size_t hlen) {
   int status = writer_put(w, header, hlen);
   if (status == NM_OK)
     status = for_each(t, write_one, w);
   if (status == NM_OK)
     status = writer_flush(w);
-  int closed = gzclose_w(w->gz);
-  if (status == NM_OK && closed != Z_OK)
-    status = fail(err, errlen, path, w->written, "write error on close (%s)",
-                  closed == Z_ERRNO ? strerror(errno) : "zlib error");
+  if (status == NM_OK && w->gzip)
+    status = writer_deflate(w, 1);
+  return status;
+}
+
+/* Where the bytes go: a regular file (or a new one) is replaced
+** atomically: written to "<target>.tmp-<pid>-<k>" in its folder, fsync'd,
+** renamed over it, so a failure or a kill leaves the old file whole (at
+** worst a temp file beside it); a symbolic link is followed, so the file
+** it names is replaced. A device or FIFO (/dev/stdout) is written in
+** place and never removed. */
+static int write_file(const char *path, const nm_tensor *t, nm_io_type type,
+                      int big_endian, const unsigned char *header, size_t hlen,
+                      char *err, size_t errlen) {
+  struct stat st;
+  int exists = stat(path, &st) == 0;
+  if (exists && S_ISDIR(st.st_mode))
+    return fail_file(err, errlen, path, "cannot write: is a directory");
+  int in_place = exists && !S_ISREG(st.st_mode);
+  char *target = NULL, *tmp = NULL;
+  if (!in_place) {
+    target = exists ? realpath(path, NULL) : strdup(path);
+    tmp = target != NULL ? malloc(strlen(target) + 64) : NULL;
+    if (tmp == NULL) {
+      free(target);
+      snprintf(err, errlen, "%s: out of memory", path);
+      return NM_ENOMEM;
+    }
+  }
+  int fd = -1;
+  for (int k = 0; fd < 0; k++) {
+    if (in_place) {
+      fd = open(path, O_WRONLY | O_CLOEXEC);
+    } else {
+      snprintf(tmp, strlen(target) + 64, "%s.tmp-%ld-%d", target, (long)getpid(), k);
+      fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                exists ? (st.st_mode & 07777) : 0666);
+    }
+    if (fd < 0 && !(errno == EINTR && !nm_interrupted) && !(errno == EEXIST && k < 100)) {
+      int e = errno;
+      free(target);
+      free(tmp);
+      if (e == EINTR) {
+        fail_file(err, errlen, path, "interrupted");
+        return NM_EINTR;
+      }
+      return fail_file(err, errlen, path, "cannot open for writing (%s%s)", strerror(e),
+                       in_place ? "" : ", creating a temporary file in its folder");
+    }
+  }
+  int status = NM_OK;
+  writer *w = malloc(sizeof *w);
+  if (w == NULL) {
+    snprintf(err, errlen, "%s: out of memory", path);
+    status = NM_ENOMEM;
+  } else {
+    memset(w, 0, offsetof(writer, buf));
+    w->fd = fd;
+    w->path = path;
+    w->type = type;
+    w->big_endian = big_endian;
+    w->err = err;
+    w->errlen = errlen;
+    w->gzip = ends_with(path, ".gz");
+    if (w->gzip && deflateInit2(&w->z, 6, Z_DEFLATED, 16 + MAX_WBITS, 8,
+                                Z_DEFAULT_STRATEGY) != Z_OK) {
+      snprintf(err, errlen, "%s: out of memory", path);
+      status = NM_ENOMEM;
+      w->gzip = 0;
+    }
+    if (status == NM_OK)
+      status = write_stream(w, t, header, hlen);
+    if (w->gzip)
+      deflateEnd(&w->z);
+    if (status == NM_OK && !in_place && fsync(fd) != 0)
+      status = fail(err, errlen, path, w->written, "write error on fsync (%s)", strerror(errno));
+  }
+  if (close(fd) != 0 && status == NM_OK)
+    status = fail(err, errlen, path, w ? w->written : 0, "write error on close (%s)",
+                  strerror(errno));
   free(w);
-  if (status != NM_OK)
-    remove(path);
+  if (!in_place) {
+    if (status == NM_OK && rename(tmp, target) != 0)
+      status = fail_file(err, errlen, path, "cannot rename the temporary file %s over it (%s)",
+                         tmp, strerror(errno));
+    if (status != NM_OK) {
+      unlink(tmp);                      /* never the target */
+    } else {
+      /* Make the rename itself durable; best effort (not every file
+      ** system can sync a folder). */
+      char *slash = strrchr(target, '/');
+      if (slash != NULL)
+        slash[slash == target ? 1 : 0] = '\0';
+      int dfd = open(slash != NULL ? target : ".", O_RDONLY | O_CLOEXEC);
+      if (dfd >= 0) {
+        (void)fsync(dfd);
+        close(dfd);
+      }
+    }
+  }
+  free(target);
+  free(tmp);
   return status;
 }
 

@@ -31,12 +31,15 @@ nm_dtype nm_io_exact_dtype(nm_io_type t);
 /* Upper bound on the uncompressed payload of a gzip file or a file of
 ** unknown size (a pipe): 4 GiB. */
 #define NM_IO_MAX_STREAM_BYTES (INT64_C(4) << 30)
+/* Default bound on the bytes of a tensor loaded from a file (the Lua
+** binding's max_bytes option): 2 GiB. */
+#define NM_IO_DEFAULT_MAX_BYTES (INT64_C(2) << 30)
 /* Suggested size of error buffers. */
 #define NM_IO_ERRLEN 512
 
 /* An open file, positioned at the start of its payload. */
 typedef struct nm_reader {
-  void *gz;                 /* gzFile; NULL when closed */
+  void *src;                /* the open file (nm_io.c); NULL when closed */
   const char *path;         /* the caller's string, used in messages */
   int compressed;           /* gzip stream (offsets count uncompressed bytes) */
   int big_endian;           /* IDX: 1, npy: 0 */
@@ -61,9 +64,18 @@ int nm_idx_open(nm_reader *r, const char *path, char *err, size_t errlen);
 /* Same for NumPy .npy, format versions 1.0, 2.0 and 3.0: little-endian or
 ** byte-sized dtypes among u1 i1 u2 i2 u4 i4 u8 i8 f4 f8, C order only. */
 int nm_npy_open(nm_reader *r, const char *path, char *err, size_t errlen);
+/* For a pipe or a gzip file, whose real payload size a header cannot be
+** checked against before reading, reads the payload into memory that
+** grows with the bytes actually present (never to more than the header
+** declares) and checks that the file ends there; so a caller that calls
+** it before allocating r->count elements allocates only for data that
+** exists. A no-op for plain regular files, checked at open. */
+int nm_reader_load(nm_reader *r, char *err, size_t errlen);
 /* Reads the r->count elements of the payload into dst (contiguous, dtype
 ** dt), converting, and checks that the file ends right after them. Polls
-** nm_interrupted (NM_EINTR). The reader stays open; close it after. */
+** nm_interrupted (NM_EINTR). 64-bit integers beyond 2^53 in magnitude
+** are refused (no float64 holds them exactly). The reader stays open;
+** close it after. */
 int nm_reader_read(nm_reader *r, void *dst, nm_dtype dt, char *err, size_t errlen);
 /* Closes the file if open; idempotent. */
 void nm_reader_close(nm_reader *r);

@@ -342,8 +342,10 @@ static int NM_T(softmax)(real *r, int64_t rs0, int64_t rs1, const real *a,
     double sum = 0;
     for (int64_t j = 0; j < cols; j++) sum += NM_T(vexp)(x[j * as1] - m);
     if (take_log) {
-      real shift = m + (real)NM_M(log)((real)sum);
-      for (int64_t j = 0; j < cols; j++) y[j * rs1] = x[j * as1] - shift;
+      /* (x - m) - log(sum), never x - (m + log(sum)): m + log(sum) rounds
+      ** away log(sum) when m is large. */
+      real lse = (real)NM_M(log)((real)sum);
+      for (int64_t j = 0; j < cols; j++) y[j * rs1] = (x[j * as1] - m) - lse;
     } else {
       double inv = 1.0 / sum;
       for (int64_t j = 0; j < cols; j++) y[j * rs1] = (real)(NM_T(vexp)(x[j * as1] - m) * inv);

@@ -53,7 +53,29 @@ int nm_is_contiguous(const nm_tensor *t);
 int nm_same_shape(const nm_tensor *a, const nm_tensor *b);
 /* Writes "[3 x 4]" (or "[]" for a scalar) into buf; returns buf. */
 char *nm_shape_str(const nm_tensor *t, char *buf, size_t len);
-/* Fills size/stride for a fresh contiguous tensor; data left untouched. */
+/* Bound on the product of a shape's sizes, zeros counted as ones: every
+** element count, byte count (x 8) and stride of a tensor fits in int64_t,
+** also for empty tensors with huge other dimensions. */
+#define NM_MAX_SPAN (INT64_MAX / 16)
+/* The element count of a shape, or -1 (with *bad, when given, the first
+** offending dimension) when a size is negative or the sizes pass
+** NM_MAX_SPAN. Inline so that the file readers (nm_io.c, and the fuzz
+** targets built from it alone) need nothing else. */
+static inline int64_t nm_shape_numel(int ndim, const int64_t *size, int *bad) {
+  int64_t span = 1, n = 1;
+  for (int d = 0; d < ndim; d++) {
+    int64_t s = size[d] > 0 ? size[d] : 1;
+    if (size[d] < 0 || span > NM_MAX_SPAN / s) {
+      if (bad != NULL) *bad = d;
+      return -1;
+    }
+    span *= s;
+    n = size[d] == 0 ? 0 : n * size[d];
+  }
+  return n;
+}
+/* Fills size/stride for a fresh contiguous tensor; data left untouched.
+** The shape must pass nm_shape_numel, so no stride overflows. */
 void nm_init_contiguous(nm_tensor *t, nm_dtype dt, int ndim, const int64_t *size);
 /* Pointer to element at (0-based) index idx[0..ndim-1]. */
 void *nm_elem_ptr(const nm_tensor *t, const int64_t *idx);

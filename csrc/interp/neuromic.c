@@ -35,6 +35,7 @@
 #define LINE_MAX_NR   4096          /* line buffer when stdin is no terminal */
 #define EOF_MARK      "<eof>"       /* how the parser ends an incomplete chunk */
 #define NOENV_KEY     "LUA_NOENV"   /* registry flag read by the package library */
+#define REPL_SHOW_KEY "neuromic.repl.show"   /* registry: how results print */
 
 /*
 ** The one lua_State and the signal flags live in C globals because a
@@ -738,6 +739,11 @@ static int collect_completions(lua_State *L) {
       break;
     lua_pushliteral(L, "__index");
     lua_rawget(L, -2);
+    if (lua_type(L, -1) != LUA_TTABLE) {  /* a function (tensors): the */
+      lua_pop(L, 1);                      /* methods it reads, if given */
+      lua_pushliteral(L, "__methods");
+      lua_rawget(L, -2);
+    }
     lua_remove(L, -2);              /* metatable */
     lua_remove(L, -2);              /* previous object */
     if (lua_type(L, -1) != LUA_TTABLE)
@@ -832,8 +838,25 @@ static int load_chunk(lua_State *L) {
     if (status == READ_LINE)
       break;
   }
-  save_line(line);
+  if (line[strspn(line, " \t")] == '?') {  /* ?x is help "x" */
+    const char *topic = line + strspn(line, " \t") + 1;
+    size_t len;
+    save_line(line);
+    lua_getglobal(L, "string");     /* code: help(<topic quoted by %q>) */
+    lua_getfield(L, -1, "format");
+    lua_remove(L, -2);
+    lua_pushliteral(L, "help(%q)");
+    lua_pushstring(L, topic);
+    free(line);
+    if (lua_pcall(L, 2, 1, 0) != LUA_OK)
+      return LUA_ERRRUN;            /* the message is on the stack */
+    const char *code = lua_tolstring(L, -1, &len);
+    status = luaL_loadbuffer(L, code, len, "=stdin");
+    lua_remove(L, -2);
+    return status;
+  }
   if (try_as_expression(L, line) == LUA_OK) {
+    save_line(line);
     free(line);
     return LUA_OK;
   }
@@ -846,7 +869,8 @@ static int load_chunk(lua_State *L) {
     if (!is_incomplete(L, status))
       break;
     int got = read_line(PROMPT2, &line);
-    if (got == READ_INTERRUPT) {
+    if (got == READ_INTERRUPT) {    /* the lines so far stay recallable */
+      save_line(lua_tostring(L, 1));
       lua_settop(L, 0);
       return load_chunk(L);         /* start afresh */
     }
@@ -855,12 +879,12 @@ static int load_chunk(lua_State *L) {
       status = luaL_loadbuffer(L, code, len, "=stdin");
       break;
     }
-    save_line(line);
     lua_pushliteral(L, "\n");
     lua_pushstring(L, line);
     free(line);
     lua_concat(L, 3);
   }
+  save_line(lua_tostring(L, 1));    /* the whole chunk: one history entry */
   lua_remove(L, 1);                 /* the source text */
   return status;
 }
@@ -869,9 +893,20 @@ static int load_chunk(lua_State *L) {
 ** (tensors show their values and a footer). */
 static int print_values(lua_State *L) {
   int n = lua_gettop(L), i;
+  int show = lua_getfield(L, LUA_REGISTRYINDEX, REPL_SHOW_KEY) == LUA_TFUNCTION;
+  lua_pop(L, 1);
   for (i = 1; i <= n; i++) {
     size_t len;
-    const char *s = luaL_tolstring(L, i, &len);
+    const char *s;
+    if (show) {                     /* nm.repl.show: readable tables */
+      lua_getfield(L, LUA_REGISTRYINDEX, REPL_SHOW_KEY);
+      lua_pushvalue(L, i);
+      lua_call(L, 1, 1);
+      s = luaL_tolstring(L, -1, &len);
+      lua_remove(L, -2);
+    }
+    else
+      s = luaL_tolstring(L, i, &len);
     if (i > 1)
       fputc('\t', stdout);
     fwrite(s, 1, len, stdout);
@@ -901,6 +936,11 @@ static void open_history(void) {
   const char *home = getenv("HOME");
   using_history();
   stifle_history(HISTORY_MAX);
+  /* a "#<time>" line before each entry lets a multi-line chunk come back
+  ** from the file as one entry */
+  history_comment_char = '#';
+  history_write_timestamps = 1;
+  history_multiline_entries = 1;
   if (env != NULL)
     history_path = env[0] ? strdup(env) : NULL;
   else if (home != NULL && home[0] != '\0') {
@@ -938,9 +978,31 @@ static void set_nm_global(lua_State *L) {
   lua_pop(L, 1);
 }
 
+/* The REPL's Lua side (nm.repl): the global help, unless something took
+** the name, and the printer of results; without it, plain tostring. */
+static void load_repl_module(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "nm.repl");
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    report_message(progname, lua_pushfstring(L, "help is not available (%s)",
+                                             lua_tostring(L, -1)));
+    lua_pop(L, 2);
+    return;
+  }
+  if (lua_getglobal(L, "help") == LUA_TNIL) {
+    lua_getfield(L, -2, "help");
+    lua_setglobal(L, "help");
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, -1, "show");
+  lua_setfield(L, LUA_REGISTRYINDEX, REPL_SHOW_KEY);
+  lua_pop(L, 1);
+}
+
 static void do_repl(lua_State *L) {
   int status;
   const char *oldprogname = progname;
+  load_repl_module(L);
   progname = NULL;                  /* errors without a "neuromic:" prefix */
   use_readline = isatty(STDIN_FILENO);
   if (use_readline) {

@@ -2,6 +2,9 @@
 ** lio.c: nm.load_idx / nm.save_idx / nm.load_npy / nm.save_npy, the Lua
 ** face of nm_io (IDX, optionally gzip-compressed, and NumPy .npy).
 */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lnm.h"
@@ -40,23 +43,92 @@ static nm_io_type checkiotype(lua_State *L, int arg, const nm_tensor *t) {
   return (nm_io_type)luaL_argerror(L, arg, lua_tostring(L, -1));
 }
 
-/* Shared body of load_idx and load_npy: (path[, dtype]) -> tensor. The
-** default dtype is the one that holds the file's values exactly. */
+/* The path at arg; a Lua string with a NUL byte would name another file
+** to the C library, so it is refused. */
+static const char *checkpath(lua_State *L, int arg) {
+  size_t len;
+  const char *path = luaL_checklstring(L, arg, &len);
+  if (strlen(path) != len) {
+    lua_pushfstring(L, "path contains a NUL byte (at byte %d)", (int)strlen(path) + 1);
+    luaL_argerror(L, arg, lua_tostring(L, -1));
+  }
+  return path;
+}
+
+/* The most bytes a loaded tensor may take: opts.max_bytes at arg, else
+** the environment variable NEUROMIC_LOAD_MAX_BYTES, else
+** NM_IO_DEFAULT_MAX_BYTES. */
+static int64_t load_limit(lua_State *L, int arg) {
+  if (lua_istable(L, arg)) {
+    lua_getfield(L, arg, "max_bytes");
+    if (!lua_isnil(L, -1)) {
+      int ok;
+      lua_Integer v = lua_tointegerx(L, -1, &ok);
+      if (!ok || v < 0) luaL_argerror(L, arg, "max_bytes must be a non-negative integer");
+      lua_pop(L, 1);
+      return (int64_t)v;
+    }
+    lua_pop(L, 1);
+  }
+  const char *env = getenv("NEUROMIC_LOAD_MAX_BYTES");
+  if (env != NULL && *env != '\0') {
+    char *end;
+    errno = 0;
+    long long v = strtoll(env, &end, 10);
+    if (errno != 0 || *end != '\0' || v < 0)
+      luaL_error(L, "NEUROMIC_LOAD_MAX_BYTES='%s' is not a byte count", env);
+    return (int64_t)v;
+  }
+  return NM_IO_DEFAULT_MAX_BYTES;
+}
+
+/* Shared body of load_idx and load_npy: (path[, dtype][, opts]) ->
+** tensor. The default dtype is the one that holds the file's values
+** exactly. */
 static int load(lua_State *L, open_fn opener, const char *name) {
-  const char *path = luaL_checkstring(L, 1);
-  int given = !lua_isnoneornil(L, 2);
-  nm_dtype dt = nm_optdtype(L, 2, NM_FLOAT32);
+  const char *path = checkpath(L, 1);
+  int opts = lua_istable(L, 2) ? 2 : 3, given = 0;
+  nm_dtype dt = NM_FLOAT32;
+  if (!lua_isnoneornil(L, opts) && !lua_istable(L, opts))
+    luaL_argerror(L, opts, "options table expected");
+  if (opts == 3 && !lua_isnoneornil(L, 2)) {
+    dt = nm_optdtype(L, 2, NM_FLOAT32);
+    given = 1;
+  } else if (lua_istable(L, opts)) {
+    given = lua_getfield(L, opts, "dtype") != LUA_TNIL;
+    lua_pop(L, 1);
+    dt = nm_dtype_field(L, opts, NM_FLOAT32);
+  }
+  int64_t limit = load_limit(L, opts);
   char err[NM_IO_ERRLEN];
   nm_reader *r = (nm_reader *)lua_newuserdatauv(L, sizeof(nm_reader), 0);
   nm_reader_init(r);
   luaL_setmetatable(L, READER_T);
   int status = opener(r, path, err, sizeof err);
+  if (status == NM_EINTR)
+    return nm_status_error(L, status, name);
   if (status != NM_OK)
     return luaL_error(L, "%s: %s", name, err);
   if (!given)
     dt = nm_io_exact_dtype(r->type);
-  nm_tensor *t = nm_newtensor(L, dt, r->ndim, r->dims);
-  status = nm_reader_read(r, t->data, dt, err, sizeof err);
+  if (r->count > limit / (int64_t)nm_dtype_size(dt)) {
+    char dims[160] = "";
+    for (int d = 0, used = 0; d < r->ndim && used < (int)sizeof dims; d++)
+      used += snprintf(dims + used, sizeof dims - (size_t)used, d ? " x %lld" : "%lld",
+                       (long long)r->dims[d]);
+    return luaL_error(L, "%s: %s: the header declares %s %s elements, %I bytes as %s, over "
+                      "the limit of %I bytes (raise it with {max_bytes = n} or the "
+                      "environment variable NEUROMIC_LOAD_MAX_BYTES)", name, path, dims,
+                      nm_io_type_name(r->type), (lua_Integer)(r->count * (int64_t)nm_dtype_size(dt)),
+                      nm_dtype_name(dt), (lua_Integer)limit);
+  }
+  /* A pipe or a gzip file: read before allocating, so only data that
+  ** exists costs memory. */
+  status = nm_reader_load(r, err, sizeof err);
+  if (status == NM_OK) {
+    nm_tensor *t = nm_newtensor(L, dt, r->ndim, r->dims);
+    status = nm_reader_read(r, t->data, dt, err, sizeof err);
+  }
   nm_reader_close(r);
   if (status == NM_EINTR)
     return nm_status_error(L, status, name);
@@ -65,17 +137,18 @@ static int load(lua_State *L, open_fn opener, const char *name) {
   return 1;
 }
 
-/* nm.load_idx(path[, dtype]): the IDX file (plain or gzip) as a tensor of
-** its shape (MNIST images: N x rows x cols), values as stored. dtype
-** defaults to float32 for byte, short and float files, float64 for int
-** and double. Allocates. */
+/* nm.load_idx(path[, dtype][, opts]): the IDX file (plain or gzip) as a
+** tensor of its shape (MNIST images: N x rows x cols), values as stored.
+** dtype (or opts.dtype) defaults to float32 for byte, short and float
+** files, float64 for int and double; opts.max_bytes caps the tensor's
+** size. Allocates. */
 static int io_load_idx(lua_State *L) {
   return load(L, nm_idx_open, "load_idx");
 }
 
-/* nm.load_npy(path[, dtype]): the .npy array as a tensor; dtype defaults
-** to float32 for f4 and 1- or 2-byte integers, float64 otherwise.
-** Allocates. */
+/* nm.load_npy(path[, dtype][, opts]): the .npy array as a tensor; dtype
+** defaults to float32 for f4 and 1- or 2-byte integers, float64
+** otherwise; opts as for load_idx. Allocates. */
 static int io_load_npy(lua_State *L) {
   return load(L, nm_npy_open, "load_npy");
 }
@@ -84,7 +157,7 @@ typedef int (*write_fn)(const char *path, const nm_tensor *t, nm_io_type type,
                         char *err, size_t errlen);
 
 static int save(lua_State *L, write_fn writer, const char *name) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = checkpath(L, 1);
   nm_tensor *t = nm_checktensor(L, 2);
   nm_io_type type = checkiotype(L, 3, t);
   char err[NM_IO_ERRLEN];

@@ -17,6 +17,8 @@
 ** tensor has data == NULL and no storage. */
 typedef struct nm_ltensor {
   nm_tensor t;
+  const void *storage;        /* the userdata in user value 1, and its length: */
+  size_t storage_len;         /* nm_checktensor closes the tensor if it changed */
 } nm_ltensor;
 
 /* Checked cast: raises "bad argument #i (neuromic.Tensor expected...)" or

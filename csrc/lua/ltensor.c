@@ -15,15 +15,30 @@
 ** the data can start on a cache line (BLAS likes it). */
 #define NM_ALIGN 64
 
+#define NM_SIZE_T "neuromic.Size"
+
 #define totensorud(L, i) ((nm_ltensor *)luaL_testudata(L, i, NM_TENSOR_T))
 
+/* The storage in user value 1 is the one the header was made with: the
+** debug library can replace or remove it (debug.setuservalue), and the
+** collector then frees the bytes the header points into. A header whose
+** storage is gone is closed here, before anyone reads through it. */
+static nm_ltensor *live(lua_State *L, int arg, nm_ltensor *lt) {
+  if (lt == NULL || lt->t.data == NULL) return lt;
+  lua_getiuservalue(L, arg, 1);
+  int same = lua_touserdata(L, -1) == lt->storage && lua_rawlen(L, -1) == lt->storage_len;
+  lua_pop(L, 1);
+  if (!same) lt->t.data = NULL;
+  return lt;
+}
+
 nm_tensor *nm_totensor(lua_State *L, int arg) {
-  nm_ltensor *lt = totensorud(L, arg);
+  nm_ltensor *lt = live(L, arg, totensorud(L, arg));
   return (lt != NULL && lt->t.data != NULL) ? &lt->t : NULL;
 }
 
 nm_tensor *nm_checktensor(lua_State *L, int arg) {
-  nm_ltensor *lt = (nm_ltensor *)luaL_checkudata(L, arg, NM_TENSOR_T);
+  nm_ltensor *lt = live(L, arg, (nm_ltensor *)luaL_checkudata(L, arg, NM_TENSOR_T));
   if (lt->t.data == NULL)
     luaL_argerror(L, arg, "attempt to use a closed tensor");
   return &lt->t;
@@ -38,16 +53,13 @@ static nm_ltensor *newheader(lua_State *L) {
 }
 
 /* The number of elements of a tensor of these sizes; raises when a size is
-** negative or the count (in bytes, too) would overflow. */
+** negative or the count, the byte count or a stride would overflow (zero
+** sizes do not exempt the others: an empty tensor has strides too). */
 static int64_t checked_numel(lua_State *L, int ndim, const int64_t *size) {
-  int64_t n = 1;
   for (int d = 0; d < ndim; d++)
     if (size[d] < 0) luaL_error(L, "negative tensor size %I", (lua_Integer)size[d]);
-  for (int d = 0; d < ndim; d++) {
-    if (size[d] == 0) return 0;
-    if (n > (INT64_MAX / 16) / size[d]) luaL_error(L, "tensor too large");
-    n *= size[d];
-  }
+  int64_t n = nm_shape_numel(ndim, size, NULL);
+  if (n < 0) luaL_error(L, "tensor too large");
   return n;
 }
 
@@ -61,6 +73,8 @@ nm_tensor *nm_newtensor(lua_State *L, nm_dtype dt, int ndim, const int64_t *size
   lua_setiuservalue(L, -2, 1);
   nm_init_contiguous(&lt->t, dt, ndim, size);
   lt->t.data = data;
+  lt->storage = raw;
+  lt->storage_len = nbytes + NM_ALIGN;
   return &lt->t;
 }
 
@@ -69,12 +83,12 @@ nm_tensor *nm_newtensor_like(lua_State *L, const nm_tensor *like, nm_dtype dt) {
 }
 
 nm_tensor *nm_pushview(lua_State *L, int parent) {
-  nm_tensor *p = nm_checktensor(L, parent);
+  nm_checktensor(L, parent);
   parent = lua_absindex(L, parent);
   nm_ltensor *lt = newheader(L);
   lua_getiuservalue(L, parent, 1);
   lua_setiuservalue(L, -2, 1);
-  lt->t = *p;
+  *lt = *(nm_ltensor *)lua_touserdata(L, parent);
   return &lt->t;
 }
 
@@ -367,6 +381,25 @@ static int m_size(lua_State *L) {
     lua_pushinteger(L, t->size[d]);
     lua_rawseti(L, -2, d + 1);
   }
+  luaL_setmetatable(L, NM_SIZE_T);  /* prints as [3 x 4]; a plain list otherwise */
+  return 1;
+}
+
+/* tostring of a t:size() table: "[3 x 4]", as the error messages write shapes. */
+static int size_tostring(lua_State *L) {
+  luaL_Buffer b;
+  lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
+  luaL_buffinit(L, &b);
+  luaL_addchar(&b, '[');
+  for (lua_Integer i = 1; i <= n; i++) {
+    if (i > 1) luaL_addstring(&b, " x ");
+    lua_rawgeti(L, 1, i);
+    luaL_tolstring(L, -1, NULL);    /* whatever a user put there */
+    lua_remove(L, -2);
+    luaL_addvalue(&b);
+  }
+  luaL_addchar(&b, ']');
+  luaL_pushresult(&b);
   return 1;
 }
 
@@ -606,7 +639,7 @@ static void pushtable(lua_State *L, const nm_tensor *t, int depth, int64_t *idx)
     luaL_error(L, "totable: more than 4 dimensions");
     return;
   }
-  lua_createtable(L, (int)t->size[depth], 0);
+  lua_createtable(L, t->size[depth] < INT32_MAX ? (int)t->size[depth] : 0, 0);
   for (int64_t i = 0; i < t->size[depth]; i++) {
     idx[depth] = i;
     if (depth + 1 == t->ndim) lua_pushnumber(L, nm_get(t, idx));
@@ -615,9 +648,22 @@ static void pushtable(lua_State *L, const nm_tensor *t, int depth, int64_t *idx)
   }
 }
 
+/* An empty tensor's table holds no number but one table per index of
+** the sizes before its first zero: refused past this many. */
+#define TOTABLE_MAX_EMPTY (INT64_C(1) << 24)
+
 static int m_totable(lua_State *L) {
   nm_tensor *t = nm_checktensor(L, 1);
-  int64_t idx[NM_MAXDIM] = {0, 0, 0, 0};
+  int64_t idx[NM_MAXDIM] = {0, 0, 0, 0}, tables = 1;
+  for (int d = 0; d < t->ndim - 1 && t->size[d] > 0 && nm_numel(t) == 0; d++) {
+    tables *= t->size[d];      /* < NM_MAX_SPAN: no overflow */
+    if (tables > TOTABLE_MAX_EMPTY) {
+      char s[96];
+      return luaL_error(L, "totable: the empty tensor %s would become %I nested empty "
+                        "tables (at most %I)", nm_shape_str(t, s, sizeof s),
+                        (lua_Integer)tables, (lua_Integer)TOTABLE_MAX_EMPTY);
+    }
+  }
   luaL_checkstack(L, NM_MAXDIM + 4, "totable");
   pushtable(L, t, 0, idx);
   return 1;
@@ -638,34 +684,139 @@ static int m_tobytes(lua_State *L) {
 }
 
 /* ---------------------------------------------------------------------- */
-/* Printing */
+/* Printing, in the manner of Torch7: one format for the whole tensor, so the
+** columns line up -- integers when every value is one, else four decimals
+** under a shared "1e-05 *" scale when all magnitudes are far from 1, or
+** scientific notation when they span more than four decades. Rows and
+** columns past PRINT_MAX and 2-D blocks past PRINT_BLOCKS are elided; the
+** footer gives the size. NaN prints as nan (never -nan), infinities as
+** inf and -inf. */
 
-static void fmtvalue(char *buf, size_t len, double v) {
-  if (v == floor(v) && fabs(v) < 1e9) snprintf(buf, len, "%.0f", v);
-  else snprintf(buf, len, "%.4g", v);
+#define PRINT_MAX 12     /* rows/cols shown before eliding the middle */
+#define PRINT_BLOCKS 6   /* 2-D blocks of a 3-D/4-D tensor shown likewise */
+
+enum { FMT_INT, FMT_FIXED, FMT_SCI };
+enum { PASS_STATS, PASS_WIDTH, PASS_PRINT };
+
+typedef struct {
+  int pass, mode, width;
+  int any, all_int;               /* PASS_STATS: a finite value seen; all integers */
+  double maxabs, minabs;          /* over finite nonzero values */
+  double scale;
+  luaL_Buffer *b;
+} printfmt;
+
+static void format_cell(char *buf, size_t len, const printfmt *f, double v) {
+  if (isnan(v)) snprintf(buf, len, "nan");
+  else if (isinf(v)) snprintf(buf, len, v < 0 ? "-inf" : "inf");
+  else if (f->mode == FMT_INT) snprintf(buf, len, "%.0f", v + 0.0);   /* +0.0: no "-0" */
+  else if (f->mode == FMT_SCI) snprintf(buf, len, "%.4e", v);
+  else snprintf(buf, len, "%.4f", v / f->scale + 0.0);
 }
 
-#define PRINT_MAX 12   /* rows/cols shown before eliding the middle */
+static void cell(printfmt *f, double v) {
+  char s[64];
+  if (f->pass == PASS_STATS) {
+    if (!isfinite(v)) return;
+    if (v != floor(v) || fabs(v) >= 1e15) f->all_int = 0;
+    double a = fabs(v);
+    if (a > 0) {
+      if (!f->any || a > f->maxabs) f->maxabs = a;
+      if (!f->any || a < f->minabs) f->minabs = a;
+      f->any = 1;
+    }
+    return;
+  }
+  format_cell(s, sizeof s, f, v);
+  int n = (int)strlen(s);
+  if (f->pass == PASS_WIDTH) {
+    if (n > f->width) f->width = n;
+    return;
+  }
+  char padded[96];
+  snprintf(padded, sizeof padded, " %*s", f->width, s);
+  luaL_addstring(f->b, padded);
+}
 
-static void addrow(luaL_Buffer *b, const nm_tensor *t, int64_t *idx, int dim) {
+static void text(printfmt *f, const char *s) {
+  if (f->pass == PASS_PRINT) luaL_addstring(f->b, s);
+}
+
+static void visit_row(printfmt *f, const nm_tensor *t, int64_t *idx, int dim) {
   int64_t n = t->size[dim];
-  char s[40];
   for (int64_t j = 0; j < n; j++) {
     if (n > PRINT_MAX && j == PRINT_MAX / 2) {
-      luaL_addstring(b, "       ...");
+      text(f, " ...");
       j = n - PRINT_MAX / 2;
     }
     idx[dim] = j;
-    fmtvalue(s, sizeof s, nm_get(t, idx));
-    char cell[48];
-    snprintf(cell, sizeof cell, "%10s", s);
-    luaL_addstring(b, cell);
+    cell(f, nm_get(t, idx));
   }
-  luaL_addchar(b, '\n');
+  text(f, "\n");
+}
+
+/* Every shown value, in print order; structure only in PASS_PRINT. */
+static void visit(printfmt *f, const nm_tensor *t) {
+  int64_t idx[NM_MAXDIM] = {0, 0, 0, 0};
+  char s[48];
+  if (t->ndim == 0) {
+    cell(f, nm_get(t, idx));
+    text(f, "\n");
+    return;
+  }
+  if (t->ndim == 1) {
+    visit_row(f, t, idx, 0);
+    return;
+  }
+  /* Leading dims become "(i,j,.,.)" blocks of 2-D slices, as Torch does. */
+  int64_t outer = 1;
+  for (int d = 0; d < t->ndim - 2; d++) outer *= t->size[d];
+  if (nm_numel(t) == 0) return;
+  for (int64_t o = 0; o < outer; o++) {
+    if (outer > PRINT_BLOCKS && o == PRINT_BLOCKS / 2) {
+      text(f, "...\n");
+      o = outer - PRINT_BLOCKS / 2;
+    }
+    int64_t rem = o;
+    for (int d = t->ndim - 3; d >= 0; d--) {
+      idx[d] = rem % t->size[d];
+      rem /= t->size[d];
+    }
+    if (t->ndim > 2) {
+      text(f, "(");
+      for (int d = 0; d < t->ndim - 2; d++) {
+        snprintf(s, sizeof s, "%lld,", (long long)idx[d] + 1);
+        text(f, s);
+      }
+      text(f, ".,.)\n");
+    }
+    int64_t rows = t->size[t->ndim - 2];
+    for (int64_t i = 0; i < rows; i++) {
+      if (rows > PRINT_MAX && i == PRINT_MAX / 2) {
+        text(f, " ...\n");
+        i = rows - PRINT_MAX / 2;
+      }
+      idx[t->ndim - 2] = i;
+      visit_row(f, t, idx, t->ndim - 1);
+    }
+  }
+}
+
+/* Chooses the one format of the tensor from its shown values. */
+static void choose_format(printfmt *f) {
+  f->mode = FMT_FIXED;
+  f->scale = 1;
+  if (!f->any || (f->all_int && f->maxabs < 1e9)) {   /* zeros, integers */
+    f->mode = f->all_int ? FMT_INT : FMT_FIXED;
+    return;
+  }
+  int emax = (int)floor(log10(f->maxabs)), emin = (int)floor(log10(f->minabs));
+  if (emax - emin > 4) f->mode = FMT_SCI;
+  else if (emax >= 3 || emax <= -3) f->scale = pow(10.0, emax);
 }
 
 static int m_tostring(lua_State *L) {
-  nm_ltensor *lt = (nm_ltensor *)luaL_checkudata(L, 1, NM_TENSOR_T);
+  nm_ltensor *lt = live(L, 1, (nm_ltensor *)luaL_checkudata(L, 1, NM_TENSOR_T));
   nm_tensor *t = &lt->t;
   const char *type = t->dtype == NM_FLOAT64 ? "DoubleTensor" : "FloatTensor";
   if (t->data == NULL) {
@@ -673,44 +824,23 @@ static int m_tostring(lua_State *L) {
     return 1;
   }
   luaL_Buffer b;
-  luaL_buffinit(L, &b);
-  int64_t idx[NM_MAXDIM] = {0, 0, 0, 0};
+  printfmt f;
   char s[48];
-  if (t->ndim == 0) {
-    fmtvalue(s, sizeof s, nm_get(t, idx));
+  memset(&f, 0, sizeof f);
+  f.all_int = 1;
+  f.pass = PASS_STATS;
+  visit(&f, t);
+  choose_format(&f);
+  f.pass = PASS_WIDTH;
+  visit(&f, t);
+  luaL_buffinit(L, &b);
+  f.b = &b;
+  f.pass = PASS_PRINT;
+  if (f.scale != 1) {
+    snprintf(s, sizeof s, "%.0e *\n", f.scale);
     luaL_addstring(&b, s);
-    luaL_addchar(&b, '\n');
-  } else if (t->ndim == 1) {
-    addrow(&b, t, idx, 0);
-  } else {
-    /* Leading dims become "(i,j,.,.)" blocks of 2-D slices, as Torch does. */
-    int64_t outer = 1;
-    for (int d = 0; d < t->ndim - 2; d++) outer *= t->size[d];
-    for (int64_t o = 0; o < outer && nm_numel(t) > 0; o++) {
-      int64_t rem = o;
-      for (int d = t->ndim - 3; d >= 0; d--) {
-        idx[d] = rem % t->size[d];
-        rem /= t->size[d];
-      }
-      if (t->ndim > 2) {
-        luaL_addchar(&b, '(');
-        for (int d = 0; d < t->ndim - 2; d++) {
-          snprintf(s, sizeof s, "%lld,", (long long)idx[d] + 1);
-          luaL_addstring(&b, s);
-        }
-        luaL_addstring(&b, ".,.)\n");
-      }
-      int64_t rows = t->size[t->ndim - 2];
-      for (int64_t i = 0; i < rows; i++) {
-        if (rows > PRINT_MAX && i == PRINT_MAX / 2) {
-          luaL_addstring(&b, "  ...\n");
-          i = rows - PRINT_MAX / 2;
-        }
-        idx[t->ndim - 2] = i;
-        addrow(&b, t, idx, t->ndim - 1);
-      }
-    }
   }
+  visit(&f, t);
   luaL_addstring(&b, "[neuromic.");
   luaL_addstring(&b, type);
   luaL_addstring(&b, " of size ");
@@ -735,9 +865,76 @@ static int m_release(lua_State *L) {
 }
 
 static int m_isclosed(lua_State *L) {
-  nm_ltensor *lt = (nm_ltensor *)luaL_checkudata(L, 1, NM_TENSOR_T);
+  nm_ltensor *lt = live(L, 1, (nm_ltensor *)luaL_checkudata(L, 1, NM_TENSOR_T));
   lua_pushboolean(L, lt->t.data == NULL);
   return 1;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Indexing as in Torch7: t[i] is row i (a view) of a 2-D or larger tensor
+** and element i of a 1-D one, so t[i][j] is an element; t[i] = x fills row
+** i with a number or copies a tensor of as many elements into it. Any
+** other key reads the methods (upvalue 1). */
+
+static int64_t checkrowindex(lua_State *L, const nm_tensor *t, const char *what) {
+  lua_Integer i = 0;
+  if (!lua_isinteger(L, 2)) {
+    lua_Number x = lua_tonumber(L, 2);
+    if (x != floor(x) || !lua_numbertointeger(x, &i))
+      luaL_error(L, "%s: index %s is not an integer", what, lua_tostring(L, 2));
+  }
+  else i = lua_tointeger(L, 2);
+  char s[96];
+  nm_shape_str(t, s, sizeof s);
+  if (t->ndim == 0) luaL_error(L, "%s: a %s tensor has no rows", what, s);
+  if (i < 1 || i > t->size[0])
+    luaL_error(L, "%s: index %I out of range for dimension 1 of %s", what, i, s);
+  return (int64_t)i - 1;
+}
+
+static int m_index(lua_State *L) {
+  if (lua_type(L, 2) != LUA_TNUMBER) {
+    lua_settop(L, 2);
+    lua_rawget(L, lua_upvalueindex(1));
+    return 1;
+  }
+  nm_tensor *t = nm_checktensor(L, 1);
+  int64_t i = checkrowindex(L, t, "index");
+  if (t->ndim == 1) {
+    int64_t idx[NM_MAXDIM] = {i, 0, 0, 0};
+    lua_pushnumber(L, nm_get(t, idx));
+  }
+  else nm_view_select(nm_pushview(L, 1), 0, i);
+  return 1;
+}
+
+static int m_newindex(lua_State *L) {
+  if (lua_type(L, 2) != LUA_TNUMBER)
+    return luaL_error(L, "cannot set field '%s' of a tensor (only t[i] = x)",
+                      luaL_tolstring(L, 2, NULL));
+  nm_tensor *t = nm_checktensor(L, 1);
+  int64_t i = checkrowindex(L, t, "newindex");
+  if (t->ndim == 1) {
+    int64_t idx[NM_MAXDIM] = {i, 0, 0, 0};
+    nm_set(t, idx, luaL_checknumber(L, 3));
+    return 0;
+  }
+  if (lua_type(L, 3) != LUA_TNUMBER && totensorud(L, 3) == NULL)
+    return luaL_error(L, "newindex: t[%I] = x needs a number or a tensor, got %s",
+                      (lua_Integer)i + 1, luaL_typename(L, 3));
+  nm_tensor *row = nm_pushview(L, 1);
+  nm_view_select(row, 0, i);
+  int r = lua_gettop(L);
+  if (lua_type(L, 3) == LUA_TNUMBER) {
+    int status = nm_fill(row, lua_tonumber(L, 3));
+    if (status != NM_OK) return nm_status_error(L, status, "newindex");
+    return 0;
+  }
+  lua_pushcfunction(L, m_copy);     /* same rules and messages as row:copy(x) */
+  lua_pushvalue(L, r);
+  lua_pushvalue(L, 3);
+  lua_call(L, 2, 0);
+  return 0;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -767,14 +964,22 @@ static const luaL_Reg tensor_meth[] = {
 static const luaL_Reg tensor_metameth[] = {
   {"__tostring", m_tostring}, {"__len", m_len},
   {"__gc", m_release},        {"__close", m_release},
-  {"__index", NULL},          {NULL, NULL}
+  {"__newindex", m_newindex}, {"__index", NULL},
+  {"__methods", NULL},        {NULL, NULL}
 };
 
 void nm_open_tensor(lua_State *L, int module, int methods) {
+  luaL_newmetatable(L, NM_SIZE_T);
+  lua_pushcfunction(L, size_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
   luaL_newmetatable(L, NM_TENSOR_T);
   luaL_setfuncs(L, tensor_metameth, 0);
   lua_pushvalue(L, methods);
+  lua_pushcclosure(L, m_index, 1);
   lua_setfield(L, -2, "__index");
+  lua_pushvalue(L, methods);        /* the methods, for the REPL's completion */
+  lua_setfield(L, -2, "__methods");
   lua_pop(L, 1);
   lua_pushvalue(L, methods);
   luaL_setfuncs(L, tensor_meth, 0);

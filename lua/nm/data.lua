@@ -147,6 +147,7 @@ local DEFAULTS = {
   swap = false,            -- train on the test file and test on the train file
   transpose = nil,         -- swap image axes (EMNIST); default: path names emnist
   label_base = 0,          -- the raw label value that becomes class 1
+  max_classes = 1000,      -- a larger label is an error (one-hot Y is n x classes)
   on = 1, off = 0,         -- one-hot target values
   std_floor = 1e-8,        -- standardize: features with smaller std keep scale 1
 }
@@ -176,6 +177,9 @@ local function resolve_options(opts)
       fail(format("option %s = '%s' (expected one of %s)", k, tostring(o[k]),
                   table.concat(names, ", ")), 3)
     end
+  end
+  if math.type(o.max_classes) ~= "integer" or o.max_classes < 1 then
+    fail("option max_classes must be a positive integer, got " .. tostring(o.max_classes), 3)
   end
   local v = o.validation
   if type(v) ~= "number" or v < 0 or (v >= 1 and math.type(v) ~= "integer") then
@@ -303,8 +307,9 @@ local function make_split(images, labels, rows, ncls, o)
   return {X = X, Y = Y, y = y, labels = lab, rows = rows, n = n, classes = ncls}
 end
 
--- Labels tensor -> list of 1-based classes, checked.
-local function class_list(t, base, path)
+-- Labels tensor -> list of 1-based classes, checked: a stray label of
+-- 10^7 would otherwise make a one-hot Y of n x 10^7 values.
+local function class_list(t, base, max_classes, path)
   if t:dim() ~= 1 then
     fail(format("%s: labels must be a 1-D IDX file, got %d dimensions", path, t:dim()), 3)
   end
@@ -316,6 +321,11 @@ local function class_list(t, base, path)
     if c == nil or c < 1 then
       fail(format("%s: label %d is %s, not an integer >= %d (label_base)", path, i,
                   tostring(math.tointeger(v) or v), base), 3)
+    end
+    if c > max_classes then
+      fail(format("%s: label %d is %s, class %d of at most %d (data option max_classes; "
+                  .. "the one-hot targets take samples x classes values)", path, i,
+                  tostring(math.tointeger(v) or v), c, max_classes), 3)
     end
     list[i] = c
     if c > top then top = c end
@@ -408,7 +418,7 @@ function data.load(name, opts)
     if images:dim() < 2 then
       fail(format("%s: images must have at least 2 dimensions (N x D), got %d", s[2], images:dim()), 2)
     end
-    local list, top = class_list(labels, o.label_base, s[3])
+    local list, top = class_list(labels, o.label_base, o.max_classes, s[3])
     if images:size(1) ~= #list then
       fail(format("%s has %d images but %s has %d labels", s[2], images:size(1), s[3], #list), 2)
     end

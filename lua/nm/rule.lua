@@ -172,6 +172,23 @@ Rule.__index = Rule
 
 local pathway_problems   -- defined below
 
+local COMMON = {kind = true, name = true, equation = true, paper = true, params = true, check = true}
+
+-- Edit distance of two short strings (for "did you mean").
+local function distance(a, b)
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = {[0] = i}
+    for j = 1, #b do
+      local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
 -- rule.problems(def [, file]) -> a list of one-line problems (empty when
 -- def is a valid rule), each naming the file, the kind and the field.
 function rule.problems(def, file)
@@ -232,6 +249,31 @@ function rule.problems(def, file)
     end
   end
   if kind == "connection" then
+    -- A misspelt field would otherwise pass silently (or show up as a
+    -- missing one): name it, with the field it probably meant.
+    local known = {}
+    for k in pairs(COMMON) do known[#known + 1] = k end
+    for _, f in ipairs(KIND_FIELDS.connection) do known[#known + 1] = f[1] end
+    sort(known)
+    local extra = {}
+    for k in pairs(def) do
+      if type(k) ~= "string" then extra[#extra + 1] = tostring(k)
+      elseif not COMMON[k] then
+        local ok = false
+        for _, f in ipairs(KIND_FIELDS.connection) do ok = ok or f[1] == k end
+        if not ok then extra[#extra + 1] = k end
+      end
+    end
+    sort(extra)
+    for _, k in ipairs(extra) do
+      local best, bd = nil, 3
+      for _, n in ipairs(known) do
+        local d = distance(k, n)
+        if d < bd then best, bd = n, d end
+      end
+      bad("field '%s' is not a field of connection rules%s", k,
+          best and format(" (did you mean '%s'?)", best) or "")
+    end
     if type(def.needs) == "table" then
       for _, k in ipairs(def.needs) do
         if not QUANTITIES[k] then bad("field 'needs' names an unknown quantity '%s'", tostring(k)) end
