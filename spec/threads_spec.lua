@@ -1,7 +1,9 @@
--- BLAS threads: results do not depend on the thread count (batch-1 and
--- minibatch training of an MLP, BP and FA, and the products behind it, at
--- 1 and 2 OpenBLAS threads give the same bits), and small products run on
--- one thread without changing the count a caller set (nm_blas_serial_begin).
+-- BLAS threads. Small products (below 2^20 multiply-adds: all of batch-1
+-- training) run on one thread whatever the count (nm_blas_serial_begin), so
+-- batch-1 results are the same bits at 1 and 2 threads, and the count a
+-- caller set is back afterwards. Larger products go to OpenBLAS's threads,
+-- whose multi-threaded sgemm/dgemm sums in another order than its
+-- one-thread kernels: minibatch results agree to rounding, not bit for bit.
 local nm = require "neuromic"
 local nn = require "nm.nn"
 
@@ -29,30 +31,35 @@ describe("BLAS threads", function()
     {1, "backprop", "softplus", "float32"}, {1, "fa", "sigmoid", "float64"},
     {200, "backprop", "sigmoid", "float32"}, {200, "fa", "relu", "float32"},
   } do
-    it(string.format("batch %d, %s, %s, %s: the same bits at 1 and 2 threads", table.unpack(c)),
+    it(string.format("batch %d, %s, %s, %s: %s at 1 and 2 threads", c[1], c[2], c[3], c[4],
+                     c[1] == 1 and "the same bits" or "the same to rounding"),
        function()
       local one, after1 = train(1, table.unpack(c))
       local two, after2 = train(2, table.unpack(c))
       assert.equal(1, after1)
       assert.equal(2, after2)          -- small products left the count as it was
+      local exact = c[1] == 1
       for l = 1, #one do
         for k = 1, 2 do
           local d = (one[l][k] - two[l][k]):abs():max()
-          assert.equal(0, d, string.format("layer %d %s", l, k == 1 and "W" or "b"))
+          local what = string.format("layer %d %s", l, k == 1 and "W" or "b")
+          if exact then assert.equal(0, d, what)
+          else assert.is_true(d <= 1e-5 * math.max(1, one[l][k]:abs():max()), what) end
         end
       end
     end)
   end
 
-  it("a large product at 2 threads equals the 1-thread product", function()
+  it("a small product leaves the thread count as the caller set it", function()
     local saved = nm.blas_threads()
     local g = nm.generator(9)
-    local A, B = nm.randn(g, 300, 400), nm.randn(g, 400, 500)
+    local W, x = nm.randn(g, 300, 400), nm.randn(g, 400)
     nm.blas_threads(1)
-    local C1 = nm.zeros(300, 500):mm(A, B)
+    local y1 = nm.zeros(300):mv(W, x)
     nm.blas_threads(2)
-    local C2 = nm.zeros(300, 500):mm(A, B)
+    local y2 = nm.zeros(300):mv(W, x)
+    assert.equal(2, nm.blas_threads())
     nm.blas_threads(saved)
-    assert.equal(0, (C1 - C2):abs():max())
+    assert.equal(0, (y1 - y2):abs():max())
   end)
 end)
