@@ -1,14 +1,14 @@
 -- Install from a checkout: luarocks --lua-version 5.4 make
 -- (add --local or --tree DIR for a private tree). `luarocks make` builds the
--- checkout it runs in: the source below is used only by `luarocks build`
--- or `install` of this file, which clone it.
+-- checkout it runs in and never reads `source`.
 rockspec_format = "3.0"
 package = "neuromic"
 version = "scm-1"
 source = {
-  -- git+file: a repository on this machine or a mounted share, relative to
-  -- where luarocks is run; a published copy names its own git URL here.
-  url = "git+file://neuromic",
+  -- Used only by `luarocks build` or `install` of this file alone, which
+  -- clone it. The project has no public address yet: ".invalid" is the
+  -- domain reserved never to resolve; a published copy puts its git URL here.
+  url = "git+https://neuromic.invalid/neuromic.git",
 }
 description = {
   summary = "Tensors on OpenBLAS and biologically plausible learning rules for Lua 5.4",

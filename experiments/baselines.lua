@@ -1,5 +1,5 @@
 -- experiments/baselines.lua: the reference learners every bio-plausible
--- rule is judged against (../shared/models/baselines.md): backprop (BP),
+-- rule is judged against (doc/models/baselines.md): backprop (BP),
 -- feedback alignment (FA) and direct feedback alignment (DFA), on
 -- Fashion-MNIST and the MNIST 10,000-digit subset, with 784-256-10 and
 -- 784-256-256-10 networks. Logs learning curves (loss, accuracy, train

@@ -1,4 +1,4 @@
--- experiments/bmvr.lua: Golkar et al. 2020 (BMVR, seed 002) reproduced.
+-- experiments/bmvr.lua: Golkar et al. 2020 (BMVR) reproduced.
 --
 -- Fig. 3: the linear objective (1/T) sum ||y - W2 W1 x||^2 against training
 -- steps for BMVR and backprop, --runs runs (mean and standard deviation),

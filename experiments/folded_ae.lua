@@ -1,5 +1,5 @@
 -- experiments/folded_ae.lua: the energy-based folded autoencoder (Dold et
--- al., seed 001; ../shared/models/folded-autoencoder.md) learning without
+-- al., poster; doc/models/folded_ae.md) learning without
 -- labels on Fashion-MNIST and the MNIST subset (784-256-64 by default).
 --
 -- The poster's test: encode with the discriminative path (W, lambda = 1),

@@ -1,5 +1,5 @@
 -- experiments/microcircuit.lua: dendritic cortical microcircuits
--- (Sacramento, Costa, Bengio & Senn 2018, NeurIPS; ../shared/models/
+-- (Sacramento, Costa, Bengio & Senn 2018, NeurIPS; doc/models/
 -- microcircuit.md), figure by figure:
 --
 --   fig1    one association: voltage traces of output, target and apical

@@ -1,6 +1,6 @@
 -- experiments/nan_nk.lua: neuron autoencoders on NK-model regression
 -- (Bull 2024, "Toward neuromic computing: neurons as autoencoders",
--- arXiv 2403.02331; ../shared/models/nk-hillclimb.md). Reproduces
+-- arXiv 2403.02331; doc/models/nk.md). Reproduces
 --   Fig. 5  training errors over time (task and reconstruction), NAN vs ANN;
 --   Fig. 6  test error of the best solution after the last cycle over the
 --           N x K grid, mean with min/max bars over the runs, NAN vs ANN;

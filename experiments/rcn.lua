@@ -1,4 +1,4 @@
--- experiments/rcn.lua: recurrent chemical networks (seed 003, part 2: K.
+-- experiments/rcn.lua: recurrent chemical networks (K.
 -- McMillan's Cambridge IB report) against the motif baseline of
 -- Shervani-Tabar & Rosenbaum (2023), meta-trained on the same few-shot
 -- tasks with exact meta-gradients through the whole inner loop.

@@ -5,7 +5,7 @@
 -- Golkar, Lipshutz, Bahroun, Sengupta & Chklovskii 2020, "A biologically
 -- plausible neural network for local supervision in cortical
 -- microcircuits" (NeurIPS workshop, arXiv 2011.15031), Eqs. (5)-(7), (9),
--- (21)-(22), (24); spec: ../shared/models/bmvr.md.
+-- (21)-(22), (24); the model: doc/models/bmvr.md.
 --
 -- x [n] reaches the proximal dendrites of k pyramidal neurons, the label
 -- y [m] their apical tufts; k interneurons n = Q^T z inhibit the tufts:

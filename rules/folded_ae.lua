@@ -1,5 +1,5 @@
 -- rules/folded_ae.lua: the plasticity of the energy-based folded
--- autoencoder (Dold et al., seed 001). Both paths of an area learn by the
+-- autoencoder (Dold et al., poster). Both paths of an area learn by the
 -- same dendritic-prediction rule (Urbanczik & Senn 2014): a dendrite's
 -- weights move so that its prediction V r_pre matches the somatic
 -- potential u_post, at the fixed point of the neuronal dynamics:

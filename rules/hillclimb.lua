@@ -2,7 +2,7 @@
 -- networks, one learning cycle at a time.
 --
 -- L. Bull 2024, "Toward neuromic computing: neurons as autoencoders"
--- (arXiv 2403.02331); spec: ../shared/models/nk-hillclimb.md.
+-- (arXiv 2403.02331); the model: doc/models/nk.md.
 --
 -- Networks (nm.nk.network): N inputs (+-1) -> H sigmoid hidden neurons ->
 -- 1 sigmoid output, every node with a bias, weights U[-1, 1]; plus

@@ -1,7 +1,7 @@
 -- rules/rcn.lua: recurrent chemical networks (RCN), synapses made of L
 -- chemicals with fixed timescales whose dynamics are meta-learned. After
 -- K. McMillan, "Efficient learning in biological neural networks" (Cambridge
--- IB technical milestone report, supervisor Y. Ahmadian; seed 003), which
+-- IB technical milestone report, supervisor Y. Ahmadian), which
 -- extends the motif rule of Shervani-Tabar & Rosenbaum, Nat. Commun. 14,
 -- 1805 (2023) (rules/motifs.lua).
 --
@@ -52,7 +52,7 @@ local rcn = {
     b = {doc = "chemical biases"}, v = {doc = "readout of the chemicals into W"},
   },
   name = "rcn",
-  paper = "McMillan (Cambridge IB report, seed 003), after Shervani-Tabar & Rosenbaum, " ..
+  paper = "McMillan (Cambridge IB report), after Shervani-Tabar & Rosenbaum, " ..
           "Nat. Commun. 14, 1805 (2023)",
   equation = "h_c <- y_c h_c + z_c tanh(sum_i K[c,i] h_i + sum_r P[c,r] F^r + b_c); " ..
              "W = sum_c v_c h_c (momentum: W += sum_c v_c h_c)",

@@ -74,7 +74,7 @@ local function naive_lowpass(C, e, pre, p)
   end
 end
 
--- `steps` Euler steps, every line one equation of ../shared/models/microcircuit.md.
+-- `steps` Euler steps, every line one equation of the paper's dynamics (doc/models/microcircuit.md).
 local function naive_run(S, steps, x, target, g, learn)
   local p, N, n = S.p, S.N, S.n
   local s = 0

@@ -56,7 +56,7 @@ static volatile sig_atomic_t prompt_fatal = 0;    /* SIGTERM, SIGHUP */
 
 static void print_usage(const char *badoption) {
   if (badoption != NULL) {
-    if (badoption[1] == 'e' || badoption[1] == 'l')
+    if (badoption[1] == 'e' || badoption[1] == 'l' || strcmp(badoption, "--emit") == 0)
       fprintf(stderr, "%s: '%s' needs argument\n", progname, badoption);
     else
       fprintf(stderr, "%s: unrecognized option '%s'\n", progname, badoption);
@@ -73,6 +73,8 @@ static void print_usage(const char *badoption) {
     "  -v        show version information\n"
     "  -E        ignore environment variables (LUA_INIT, LUA_PATH, ...)\n"
     "  -W        turn warnings on\n"
+    "  --emit rule  print the C the rule compiler generates for a rule file\n"
+    "            (its step and adjoint) and exit\n"
     "  --help    show this help and exit\n"
     "  --        stop handling options\n"
     "  -         stop handling options and execute stdin\n"
@@ -379,7 +381,12 @@ static int handle_luainit(lua_State *L) {
 ** ======================================================= */
 
 enum { HAS_ERROR = 1, HAS_I = 2, HAS_V = 4, HAS_E = 8, HAS_BIG_E = 16,
-       HAS_HELP = 32 };
+       HAS_HELP = 32, HAS_EMIT = 64 };
+
+/* --emit RULE: the rule file whose generated C is printed. */
+static const char *emit_rule = NULL;
+/* An exit status decided by the interpreter itself (-1: none). */
+static int exit_status = -1;
 
 /*
 ** Scans the options; returns the flags and stores in *first the index
@@ -395,6 +402,13 @@ static int collect_args(char **argv, int *first) {
       return flags;                 /* the script */
     if (strcmp(argv[i], "--help") == 0) {
       flags |= HAS_HELP;
+      continue;
+    }
+    if (strcmp(argv[i], "--emit") == 0) {
+      if (argv[i + 1] == NULL)
+        return HAS_ERROR;
+      flags |= HAS_EMIT;
+      emit_rule = argv[++i];
       continue;
     }
     switch (argv[i][1]) {
@@ -439,6 +453,10 @@ static int run_args(lua_State *L, char **argv, int n) {
     int option = argv[i][1];
     if (strcmp(argv[i], "--help") == 0)
       continue;
+    if (strcmp(argv[i], "--emit") == 0) {
+      i++;
+      continue;
+    }
     switch (option) {
       case 'e':
       case 'l': {
@@ -1040,6 +1058,24 @@ static void do_repl(lua_State *L) {
 ** Main
 ** ======================================================= */
 
+/* --emit: nm.compile.emit_main(rule) prints the generated C; a rule that
+** cannot be compiled is a user error: one line, exit status 2. */
+static int emit_main(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "nm.compile");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "emit_main");
+  lua_pushstring(L, emit_rule);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {     /* no traceback: one line */
+    const char *msg = lua_tostring(L, -1);
+    report_message(progname, msg ? msg : "(error object is not a string)");
+    exit_status = 2;
+    return 0;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* Runs in protected mode: the whole interpreter, as in lua.c's pmain. */
 static int protected_main(lua_State *L) {
   int argc = (int)lua_tointeger(L, 1);
@@ -1075,6 +1111,8 @@ static int protected_main(lua_State *L) {
     return 0;
   if (!run_args(L, argv, script))
     return 0;
+  if (flags & HAS_EMIT)
+    return emit_main(L);
   if (script < argc && handle_script(L, argv + script) != LUA_OK)
     return 0;
   if (flags & HAS_I)
@@ -1106,6 +1144,8 @@ int main(int argc, char **argv) {
   ok = lua_toboolean(L, -1);
   report(L, status);
   lua_close(L);
+  if (exit_status >= 0)
+    return exit_status;
   return (ok && status == LUA_OK) ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 

@@ -1,5 +1,5 @@
 /*
-** nm_rcn.h: recurrent chemical network (RCN) synapses (seed 003, part 2:
+** nm_rcn.h: recurrent chemical network (RCN) synapses (after
 ** McMillan, "Efficient learning in biological neural networks", Cambridge
 ** IB report, after Shervani-Tabar & Rosenbaum, Nat. Commun. 14, 1805,
 ** 2023): one online step of the chemical update on the motif network of

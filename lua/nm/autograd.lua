@@ -45,12 +45,25 @@ Tape.__name = "nm.autograd.Tape"
 local function is_var(x) return getmetatable(x) == Var end
 ag.is_var = is_var
 
--- The raw value of a variable, or x itself.
+-- The symbols of nm.compile's tracer (see ag.set_tracer).
+local Sym, tracer
+
+-- The raw value of a variable, or x itself (a traced symbol: the same
+-- value cut off from gradients).
 local function value(x)
-  if getmetatable(x) == Var then return x.value end
+  local mt = getmetatable(x)
+  if mt == Var then return x.value end
+  if mt == Sym and mt ~= nil then return tracer("value", x) end
   return x
 end
 ag.value = value
+
+-- ag.is_tracked(x): x is a variable of a tape or a traced symbol, so its
+-- elements are not known yet (a rule must not branch on them).
+function ag.is_tracked(x)
+  local mt = getmetatable(x)
+  return mt == Var or (mt == Sym and mt ~= nil)
+end
 
 function Var:__tostring()
   local v = self.value
@@ -216,10 +229,7 @@ end
 -- Arguments that are variables of a tape are tracked; if there are none,
 -- the function only computes (ctx is then thrown away).
 -- Symbols (nm.compile's traced values) are handed to the tracer instead:
--- the same rule code then builds an expression graph (see
--- ag.set_tracer).
-local Sym, tracer
-
+-- the same rule code then builds an expression graph.
 -- ag.set_tracer(sym_metatable, trace) makes every operation called with
 -- an argument whose metatable is sym_metatable return trace(name, ...)
 -- instead of computing (nm.compile's tracer; one per process).

@@ -31,6 +31,7 @@ local trace = require "nm.compile.trace"
 local adjoint = require "nm.compile.adjoint"
 local emit = require "nm.compile.emit"
 local interp = require "nm.compile.interp"
+local graph = require "nm.compile.graph"
 
 local compile = {}
 
@@ -63,8 +64,10 @@ function compile.toolchain()
   if want == "none" then cc = nil
   else cc = search_path(want and want ~= "" and want or nm.build.cc) end
   if not cc then toolchain = false return nil end
-  local flags = {"-O3", "-march=native", "-ffp-contract=off", "-fPIC", "-shared", "-std=c11",
-                 "-w"}
+  -- -fassociative-math lets GCC vectorise the sums (only their order of
+  -- summation changes); no contraction into FMA, NaN and infinities kept.
+  local flags = {"-O3", "-march=native", "-ffp-contract=off", "-fassociative-math",
+                 "-fno-signed-zeros", "-fno-trapping-math", "-fPIC", "-shared", "-std=c11", "-w"}
   for f in nm.build.blas_cflags:gmatch("%S+") do flags[#flags + 1] = f end
   local libs = {}
   for f in nm.build.blas_libs:gmatch("%S+") do libs[#libs + 1] = f end
@@ -174,9 +177,12 @@ local Kernel = {}
 Kernel.__index = Kernel
 
 -- A runnable form of (graph, outputs): compiled, or interpreted.
-local function make_kernel(g, outputs, label, comment, mode)
-  local self = setmetatable({g = g, outputs = outputs, label = label}, Kernel)
-  self.source, self.layout = emit.c(g, outputs, {name = "nm_rule_kernel", comment = comment})
+-- inputs: the input nodes in call order (tensors and scalars, each kind
+-- keeping its order).
+local function make_kernel(g, outputs, inputs, label, comment, mode)
+  local self = setmetatable({g = g, outputs = outputs, inputs = inputs, label = label}, Kernel)
+  self.source, self.layout = emit.c(g, outputs, {name = "nm_rule_kernel", comment = comment,
+                                                 inputs = inputs})
   local lay = {dtype = g.dtype, inputs = {}, outputs = {}, scalars = self.layout.scalars,
                scratch = self.layout.scratch}
   local function numel(shape)
@@ -184,7 +190,7 @@ local function make_kernel(g, outputs, label, comment, mode)
     for _, d in ipairs(shape) do n = n * d end
     return n
   end
-  for _, n in ipairs(g.inputs) do
+  for _, n in ipairs(inputs) do
     if n.kind == "tensor" then lay.inputs[#lay.inputs + 1] = numel(n.shape) end
   end
   for _, n in ipairs(g.captured) do lay.inputs[#lay.inputs + 1] = numel(n.shape) end
@@ -224,7 +230,7 @@ function Kernel:run(tensors, scalars, outs)
     return outs
   end
   local env, ti, si = {}, 0, 0
-  for _, node in ipairs(self.g.inputs) do
+  for _, node in ipairs(self.inputs) do
     if node.kind == "tensor" then ti = ti + 1; env[node] = tensors[ti]
     else si = si + 1; env[node] = scalars[si] end
   end
@@ -258,7 +264,9 @@ function compile.fn(f, spec, opts)
   for _, n in ipairs(g.inputs) do
     if n.kind == "tensor" then self.tensor_inputs[#self.tensor_inputs + 1] = n end
   end
-  self.forward = make_kernel(g, outputs, self.label, self:comment("step"), self.mode)
+  self.inputs = {table.unpack(g.inputs)}
+  self.nforward = #g.nodes
+  self.forward = make_kernel(g, outputs, self.inputs, self.label, self:comment("step"), self.mode)
   self.tin, self.sin = {}, {}
   return self
 end
@@ -342,10 +350,58 @@ function Fn:adjoint_kernel(wrt)
       grads[i] = g:bcast(grads[i], targets[i].shape)
     end
   end
-  a = make_kernel(g, grads, self.label, self:comment("adjoint"), self.mode)
-  a.targets, a.nseeds = targets, #seeds
+  local ins = {table.unpack(self.inputs)}
+  for _, sd in ipairs(seeds) do table.insert(ins, sd) end
+  a = make_kernel(g, grads, ins, self.label, self:comment("adjoint"), self.mode)
+  a.targets, a.nseeds, a.grads = targets, #seeds, grads
   self.adjoints[key] = a
   return a
+end
+
+-- Fn:traced_pair(wrt) -> forward, adjoint: the step writing, besides its
+-- outputs, the vectors and scalars its adjoint reads (a trace), and the
+-- adjoint reading that trace instead of recomputing the forward pass (the
+-- products with the weights). For a checkpointed unroll, which runs every
+-- step of a segment forward again before its backward.
+function Fn:traced_pair(wrt)
+  local plain = self:adjoint_kernel(wrt)
+  if plain.pair then return plain.pair[1], plain.pair[2] end
+  local g = self.g
+  local grads = graph.strip_detach(g, plain.grads)
+  -- the frontier: forward vectors and scalars the gradients read
+  local trace, seen = {}, {}
+  local TRIVIAL = {const = true, input = true, captured = true, index = true, onehot = true,
+                   unit = true, bcast = true, detach = true}
+  local function walk(n)
+    if seen[n] then return end
+    seen[n] = true
+    if n.id <= self.nforward and #n.shape <= 1 and not TRIVIAL[n.op] then
+      trace[#trace + 1] = n
+      return
+    end
+    for _, a in ipairs(n.args) do walk(a) end
+  end
+  for _, gr in ipairs(grads) do walk(gr) end
+  table.sort(trace, function(a, b) return a.id < b.id end)
+  local map, tin = {}, {}
+  for k, n in ipairs(trace) do
+    map[n] = g:input("trace" .. k, #n.shape > 0 and n.shape or {1})
+    tin[k] = map[n]
+    if #n.shape == 0 then map[n] = g:index(map[n], 1) end
+  end
+  local adj_out = graph.substitute(g, grads, map)
+  local fouts = {table.unpack(self.outputs)}
+  for _, n in ipairs(trace) do fouts[#fouts + 1] = n end
+  local fwd = make_kernel(g, fouts, self.inputs, self.label, self:comment("step with its trace"),
+                          self.mode)
+  local ins = {table.unpack(self.inputs)}
+  for _, sd in ipairs(self.seeds) do ins[#ins + 1] = sd end
+  for _, t in ipairs(tin) do ins[#ins + 1] = t end
+  local adj = make_kernel(g, adj_out, ins, self.label, self:comment("adjoint from the trace"),
+                          self.mode)
+  fwd.trace_nodes, adj.ntrace = trace, #trace
+  plain.pair = {fwd, adj}
+  return fwd, adj
 end
 
 -- Fn:call(...) -> outputs (a list when the step returns several values).
@@ -414,6 +470,65 @@ function Fn:record(...)
     return table.unpack(res, 1, #ctx.t + 2)
   end, #self.outputs)
   return self.op(wrt, scal, table.unpack(flat, 1, nt))
+end
+
+-- Fn:scan_kernel(o) -> a fused kernel for ag.scan (see there) that runs
+-- this compiled step and its generated adjoint, for a step whose first
+-- argument is the state (a list of tensors) and whose second is the
+-- parameter vector (e.g. a meta rule's theta, any dtype: converted to the
+-- step's dtype once per unroll, its gradient accumulated in the caller's).
+-- o.state() -> a fresh state list; o.args(src, theta, t) -> the step's
+-- arguments for step t (in spec order); o.cache: where ag.scan keeps the
+-- buffers; o.state_bytes for its statistics.
+function Fn:scan_kernel(o)
+  local me = self
+  local ns = #self.spec[1].list
+  local wrt = {}
+  for i = 1, ns + 1 do wrt[i] = true end           -- the state and theta
+  local fwd, adj = self:traced_pair(wrt)
+  local sk = {cache = o.cache, state = o.state, state_bytes = o.state_bytes}
+  function sk.trace()
+    local t = {}
+    for i, n in ipairs(fwd.trace_nodes) do t[i] = nm.zeros(#n.shape > 0 and n.shape or {1}, me.dtype) end
+    return t
+  end
+  local grads, tin, sin, gtheta64, fouts = nil, nil, nil, nil, {}
+  function sk.prepare(list)
+    local th = list[1]
+    if th:dtype() ~= me.dtype then th = nm.zeros(th:size(), me.dtype):copy(th) end
+    return {th, list[1]}
+  end
+  function sk.forward(dst, src, p, t, trace)
+    if not trace then return me:call_into(dst, o.args(src, p[1], t)) end
+    local n = #dst
+    for i = 1, n do fouts[i] = dst[i] end
+    for i, x in ipairs(trace) do fouts[n + i] = x end
+    tin, sin = me:flatten(tin or {}, sin or {}, o.args(src, p[1], t))
+    fwd:run(tin, sin, fouts)
+  end
+  function sk.backward(adjoint, src, _, p, gp, t, trace)
+    local a = adj
+    tin, sin = me:flatten(tin or {}, sin or {}, o.args(src, p[1], t))
+    local n = #tin
+    for i = 1, ns do tin[n + i] = adjoint[i] end
+    for i, x in ipairs(trace) do tin[n + ns + i] = x end
+    if not grads then
+      grads = {}
+      for i, x in ipairs(a.outputs) do grads[i] = nm.zeros(x.shape, me.dtype) end
+    end
+    a:run(tin, sin, grads)
+    for i = n + 1, #tin do tin[i] = nil end
+    local adj_ = adjoint
+    for i = 1, ns do adj_[i]:copy(grads[i]) end
+    local g = grads[ns + 1]
+    if gp[2]:dtype() ~= me.dtype then
+      gtheta64 = gtheta64 or nm.zeros(g:size(), gp[2]:dtype())
+      gp[2]:add(gtheta64:copy(g))
+    else
+      gp[2]:add(g)
+    end
+  end
+  return sk
 end
 
 return compile

@@ -1,4 +1,4 @@
--- nm/measures.lua: what every learner reports (../shared/models/
+-- nm/measures.lua: what every learner reports (doc/models/
 -- baselines.md): accuracy, loss, MSE, and the angles that show how well a
 -- rule follows backprop: between its hidden-layer updates and BP's on the
 -- same batch, and between its error pathway's feedback and the forward

@@ -14,7 +14,7 @@
 --   net:update()            -- each connection's rule changes its weights
 --   net:train_batch(X, T)   -- the three above
 --
--- Conventions (../shared/models/baselines.md): W_l maps layer l-1 to
+-- Conventions (doc/models/baselines.md): W_l maps layer l-1 to
 -- layer l and has shape n_l x n_{l-1}; a minibatch is stored as rows, so
 -- A_l = Y_{l-1} W_l^T + 1 b_l^T is one GEMM per layer. e_l = dLoss/da_l
 -- per sample; rules use batch means. Every buffer is allocated once per
@@ -575,16 +575,13 @@ function MLP:backward(T, feedback)
       softmax_vjp(bs, EL, Y[L], Dv[L], bs.onesn[L])
     end
   end
-  local single, from_output, matrix, tcache = bs.B == 1, pw.source == "output", pw.matrix, self.tcache
+  local single, src = bs.B == 1, pw.source == "output" and L or nil
   for l = L - 1, 1, -1 do
-    local src = from_output and L or l + 1
-    local M = matrix(self.conns[from_output and L or l + 1].W, st[l])
+    local M, Mt = self:feedback_matrix(pw, st, l)
     if single then
-      local Mt = tcache[M]
-      if not Mt then Mt = M:t(); tcache[M] = Mt end
-      bs.e1[l]:addmv(1, Mt, bs.e1[src], 0)
+      bs.e1[l]:addmv(1, Mt, bs.e1[src or l + 1], 0)
     else
-      E[l]:addmm(1, E[src], M, 0)
+      E[l]:addmm(1, E[src or l + 1], M, 0)
     end
     local act = acts[l]
     if act.elementwise then

@@ -79,6 +79,7 @@ end
 RULES.drelu = function() end
 RULES.sign = function() end
 RULES.onehot = function() end
+RULES.detach = function() end
 RULES.sum = function(g, n, go, add)
   add(1, g:bcast(go, n.args[1].shape))
 end

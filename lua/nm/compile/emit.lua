@@ -4,7 +4,8 @@
 --
 -- The generated function
 --   int <name>(real *const *in, real *const *out, real *scratch, const double *sc)
--- reads the graph's tensor inputs (in[], in the order of g.inputs, then the
+-- reads its tensor inputs (in[], in the order of opts.inputs (default
+-- g.inputs), then the
 -- captured constants), its scalar inputs (sc[]), and writes every output
 -- (out[], contiguous, shaped like the output node; a scalar output is one
 -- element). It allocates nothing: intermediate vectors and matrices live in
@@ -36,7 +37,7 @@ local TRANSCENDENTAL = {
 }
 
 -- C spelling of a double constant.
-local function lit(v)
+local function lit_(v)
   if v ~= v then return "NAN" end
   if v == math.huge then return "INFINITY" end
   if v == -math.huge then return "(-INFINITY)" end
@@ -45,6 +46,8 @@ local function lit(v)
   if not s:find("[%.eEn]") then s = s .. ".0" end
   return s
 end
+
+local lit = lit_
 
 local function numel(shape)
   local n = 1
@@ -99,7 +102,11 @@ local function analyse(g, outputs)
     for _, a in ipairs(n.args) do
       uses[a] = (uses[a] or 0) + 1
       -- consumers that read the value as a stored array
-      if n.op == "mv" or n.op == "mm" or n.op == "softmax" then strong[a] = true end
+      -- consumers that read the value as a stored array (a product's
+      -- matrix may be an inline expression: mv loops are fused nests)
+      if n.op == "mm" or n.op == "softmax" or (n.op == "mv" and a == n.args[2]) then
+        strong[a] = true
+      end
       -- a vector inside a matrix loop would be recomputed per element
       if n.op == "outer" and #a.args > 0 and a.op ~= "onehot" and a.op ~= "unit" then
         strong[a] = true
@@ -118,21 +125,48 @@ function emit.c(g, outputs, opts)
   local name = opts.name or "nm_rule_kernel"
   local dtype = g.dtype
   local is_float = dtype == "float32"
+  outputs = graph.combine(g, graph.strip_detach(g, outputs))
   local order, uses, strong = analyse(g, outputs)
 
   -- Buffers: leaves read from in[], stored values in scratch or out[].
   local ptr = {}          -- node -> C expression of its array
   local scalar_name = {}  -- scalar node -> C expression
   local mat = {}          -- node -> true when stored
-  local slot = 0
-  for _, n in ipairs(g.inputs) do
-    if n.kind == "tensor" then ptr[n] = format("in[%d]", slot); slot = slot + 1 end
+  -- C names: the rule's own names for its inputs, t<id> for stored values.
+  local decls, used_names = {}, {}
+  local function cname(base)
+    base = base:gsub("%[(%d+)%]", "_%1"):gsub("[^%w_]", "_")
+    if base:match("^%d") then base = "v" .. base end
+    local name, k = base, 1
+    while used_names[name] do k = k + 1; name = base .. "_" .. k end
+    used_names[name] = true
+    return name
   end
-  for _, n in ipairs(g.captured) do ptr[n] = format("in[%d]", slot); slot = slot + 1 end
+  for _, w in ipairs{"in", "out", "scratch", "sc", "i", "j", "m", "s", "real"} do used_names[w] = true end
+  local inputs = opts.inputs or g.inputs
+  local slot = 0
+  for _, n in ipairs(inputs) do
+    if n.kind == "tensor" then
+      ptr[n] = cname(n.name)
+      decls[#decls + 1] = format("const real *const %s = in[%d];   /* %s */", ptr[n], slot,
+                                 graph.shape_str(n.shape))
+      slot = slot + 1
+    end
+  end
+  for _, n in ipairs(g.captured) do
+    ptr[n] = cname("const" .. n.slot)
+    decls[#decls + 1] = format("const real *const %s = in[%d];   /* a constant %s */", ptr[n],
+                               slot, graph.shape_str(n.shape))
+    slot = slot + 1
+  end
   local ntensor_in = slot
   local sslot = 0
-  for _, n in ipairs(g.inputs) do
-    if n.kind == "scalar" then scalar_name[n] = format("sc[%d]", sslot); sslot = sslot + 1 end
+  for _, n in ipairs(inputs) do
+    if n.kind == "scalar" then
+      scalar_name[n] = cname(n.name)
+      decls[#decls + 1] = format("const double %s = sc[%d];", scalar_name[n], sslot)
+      sslot = sslot + 1
+    end
   end
 
   -- Inline cost of a node's expression (stopping at stored values).
@@ -162,10 +196,14 @@ function emit.c(g, outputs, opts)
   end
   -- Arguments of products must be arrays (or transposes of arrays).
   for _, n in ipairs(order) do
-    if n.op == "mv" or n.op == "mm" or n.op == "softmax" then
-      for _, a in ipairs(n.args) do
-        local base = a.op == "t" and a.args[1] or a
-        if not (ptr[base] or mat[base]) then mat[base] = true end
+    if n.op == "mm" or n.op == "softmax" or n.op == "mv" then
+      for i, a in ipairs(n.args) do
+        if n.op == "mv" and i == 1 then goto inline end
+        do
+          local base = a.op == "t" and a.args[1] or a
+          if not (ptr[base] or mat[base]) then mat[base] = true end
+        end
+        ::inline::
       end
     end
   end
@@ -174,11 +212,16 @@ function emit.c(g, outputs, opts)
   for _, n in ipairs(order) do
     if mat[n] and not ptr[n] then
       local k = output_of[n]
-      if k then ptr[n] = format("out[%d]", k - 1)
+      local name = cname(k and ("out" .. k) or ("t" .. n.id))
+      if k then
+        decls[#decls + 1] = format("real *const %s = out[%d];   /* output %d: %s */", name, k - 1,
+                                   k, graph.shape_str(n.shape))
       else
-        ptr[n] = format("(scratch + %d)", scratch)
+        decls[#decls + 1] = format("real *const %s = scratch + %d;   /* %s %s */", name, scratch,
+                                   n.op, graph.shape_str(n.shape))
         scratch = scratch + numel(n.shape)
       end
+      ptr[n] = name
     end
   end
 
@@ -188,8 +231,24 @@ function emit.c(g, outputs, opts)
     if n.op == "const" then return lit(n.k) end
     return scalar_name[n] or error("emit: scalar #" .. n.id .. " used before it is computed")
   end
+  local expr_memo = {}
+  local raw_expr
   expr = function(n, I, J)
-    if is_scalar(n) then return sexpr(n) end
+    local key = I .. "|" .. (J or "")
+    local m = expr_memo[n]
+    if m and m[key] and not (m.mat ~= mat[n] or m.ptr ~= ptr[n]) then return m[key] end
+    local e = raw_expr(n, I, J)
+    if not m or m.mat ~= mat[n] or m.ptr ~= ptr[n] then
+      m = {mat = mat[n], ptr = ptr[n]}
+      expr_memo[n] = m
+    end
+    m[key] = e
+    return e
+  end
+  raw_expr = function(n, I, J)
+    -- scalars are double: in an element's expression they are converted
+    -- to real first, so float kernels compute in float (full vector width)
+    if is_scalar(n) then return is_float and ("(real)" .. sexpr(n)) or sexpr(n) end
     local p = ptr[n]
     if p and (mat[n] or #n.args == 0) then
       if #n.shape == 1 then return format("%s[%s]", p, I) end
@@ -198,7 +257,7 @@ function emit.c(g, outputs, opts)
     local op, a = n.op, n.args
     if op == "t" then return expr(a[1], J, I)
     elseif op == "outer" then return format("(%s * %s)", expr(a[1], I), expr(a[2], J))
-    elseif op == "bcast" then return sexpr(a[1])
+    elseif op == "bcast" then return is_float and ("(real)" .. sexpr(a[1])) or sexpr(a[1])
     elseif op == "unit" then return format("((%s) == %d ? (real)%s : (real)0)", I, n.k - 1, sexpr(a[1]))
     elseif op == "onehot" then
       return format("((%s) == (int64_t)%s - 1 ? (real)1 : (real)0)", I, sexpr(a[1]))
@@ -214,13 +273,33 @@ function emit.c(g, outputs, opts)
 
   -- Statements.
   local stmts = {}
-  local function deps_of(n, acc, top)
+  -- The computed values (stored arrays, scalars) an inline expression
+  -- reads: what must be done before a statement that uses it.
+  local frontier = {}
+  local function inline_deps(n)           -- n: an inline (not stored) node
+    local f = frontier[n]
+    if f then return f end
+    f = {}
+    for _, a in ipairs(n.args) do
+      if is_scalar(a) then
+        if a.op ~= "const" and a.op ~= "input" then f[a] = true end
+      elseif mat[a] and #a.args > 0 then f[a] = true
+      elseif #a.args > 0 then
+        for d in pairs(inline_deps(a)) do f[d] = true end
+      end
+    end
+    frontier[n] = f
+    return f
+  end
+  local function deps_of(n, acc)
     acc = acc or {}
     for _, a in ipairs(n.args) do
       if is_scalar(a) then
-        if a.op ~= "const" and not (a.op == "input") then acc[a] = true end
-      elseif mat[a] and not (#a.args == 0) then acc[a] = true
-      elseif #a.args > 0 then deps_of(a, acc) end
+        if a.op ~= "const" and a.op ~= "input" then acc[a] = true end
+      elseif mat[a] and #a.args > 0 then acc[a] = true
+      elseif #a.args > 0 then
+        for d in pairs(inline_deps(a)) do acc[d] = true end
+      end
     end
     return acc
   end
@@ -236,6 +315,14 @@ function emit.c(g, outputs, opts)
       if graph.ELEMENTWISE[n.op] then
         stmts[#stmts + 1] = {kind = "loop", mode = "store", node = n, domain = n.shape,
                              target = n, deps = deps_of(n)}
+      elseif n.op == "mv" then
+        -- y = A x as a loop nest over A (or over E for A = E^T), so that
+        -- products with one matrix, and the loops over it, share a pass
+        local A = n.args[1]
+        local trans = A.op == "t" and not mat[A]
+        local M = trans and A.args[1] or A
+        stmts[#stmts + 1] = {kind = "loop", mode = trans and "mvt" or "mv", node = n,
+                             matrix = M, domain = M.shape, deps = deps_of(n)}
       else
         stmts[#stmts + 1] = {kind = n.op, node = n, deps = deps_of(n)}
       end
@@ -247,7 +334,7 @@ function emit.c(g, outputs, opts)
       local d = {}
       if o.op ~= "const" and o.op ~= "input" then d[o] = true end
       stmts[#stmts + 1] = {kind = "scalar_out", node = o, k = k, deps = d}
-    elseif ptr[o] ~= format("out[%d]", k - 1) then
+    elseif output_of[o] ~= k or not mat[o] then
       local d = {}
       if mat[o] and #o.args > 0 then d[o] = true else deps_of(o, d) end
       stmts[#stmts + 1] = {kind = "loop", mode = "copy", node = o, k = k, domain = o.shape, deps = d}
@@ -258,19 +345,21 @@ function emit.c(g, outputs, opts)
   local body = {}
   local function line(s, ...) body[#body + 1] = "  " .. format(s, ...) end
   local done = {}
-  local function ready(st)
-    for d in pairs(st.deps) do if not done[d] then return false end end
-    return true
-  end
   local function same(a, b)
     if #a ~= #b then return false end
     for i = 1, #a do if a[i] ~= b[i] then return false end end
     return true
   end
   local nacc = 0
+  local blas_mv
   local function emit_loop(group)
     local dom = group[1].domain
+    if #group == 1 and (group[1].mode == "mv" or group[1].mode == "mvt")
+       and (ptr[group[1].matrix] and (mat[group[1].matrix] or #group[1].matrix.args == 0)) then
+      return blas_mv(group[1])                 -- alone over a stored matrix: cblas
+    end
     local pre, inner, post = {}, {}, {}
+    local row_pre, row_post = {}, {}
     local I, J = "i", (#dom == 2) and "j" or nil
     local function flat() return J and format("i * %d + j", dom[2]) or "i" end
     for _, st in ipairs(group) do
@@ -282,6 +371,15 @@ function emit.c(g, outputs, opts)
         inner[#inner + 1] = format("%s += %s;", acc, expr(n.args[1], I, J))
         scalar_name[n] = "s" .. n.id
         post[#post + 1] = format("const double s%d = %s;", n.id, acc)
+      elseif st.mode == "mv" then                -- y[i] = sum_j M[i,j] x[j]
+        nacc = nacc + 1
+        local acc = "acc" .. nacc
+        row_pre[#row_pre + 1] = format("double %s = 0;", acc)
+        inner[#inner + 1] = format("%s += %s * %s[j];", acc, expr(st.matrix, I, J), ptr[n.args[2]])
+        row_post[#row_post + 1] = format("%s[i] = (real)%s;", ptr[n], acc)
+      elseif st.mode == "mvt" then               -- y[j] = sum_i M[i,j] x[i]
+        pre[#pre + 1] = format("for (int64_t j = 0; j < %d; j++) %s[j] = 0;", dom[2], ptr[n])
+        inner[#inner + 1] = format("%s[j] += %s * %s[i];", ptr[n], expr(st.matrix, I, J), ptr[n.args[2]])
       elseif st.mode == "store" then
         -- stored values are written through their own array
         local p = ptr[n]
@@ -300,11 +398,19 @@ function emit.c(g, outputs, opts)
     for _, s in ipairs(pre) do line("%s", s) end
     line("for (int64_t i = 0; i < %d; i++) {", dom[1])
     local ind = "  "
+    for _, s in ipairs(row_pre) do line("  %s", s) end
     if J then line("  for (int64_t j = 0; j < %d; j++) {", dom[2]); ind = "    " end
     for _, s in ipairs(inner) do line("%s%s", ind, s) end
     if J then line("  }") end
+    for _, s in ipairs(row_post) do line("  %s", s) end
     line("}")
     for _, s in ipairs(post) do line("%s", s) end
+  end
+  blas_mv = function(st)
+    local n, base = st.node, st.matrix
+    line("cblas_%sgemv(CblasRowMajor, %s, %d, %d, 1, %s, %d, %s, 1, 0, %s, 1);",
+         is_float and "s" or "d", st.mode == "mvt" and "CblasTrans" or "CblasNoTrans",
+         base.shape[1], base.shape[2], ptr[base], base.shape[2], ptr[n.args[2]], ptr[n])
   end
   local function emit_stmt(st)
     local n = st.node
@@ -323,12 +429,7 @@ function emit.c(g, outputs, opts)
     elseif st.kind == "scalar_out" then
       line("out[%d][0] = (real)%s;", st.k - 1, sexpr(n))
     elseif st.kind == "mv" then
-      local A, x = n.args[1], n.args[2]
-      local trans, base = "CblasNoTrans", A
-      if A.op == "t" and not mat[A] then trans, base = "CblasTrans", A.args[1] end
-      line("cblas_%sgemv(CblasRowMajor, %s, %d, %d, 1, %s, %d, %s, 1, 0, %s, 1);",
-           is_float and "s" or "d", trans, base.shape[1], base.shape[2], ptr[base],
-           base.shape[2], ptr[x], ptr[n])
+      blas_mv(st)
     elseif st.kind == "mm" then
       local A, B = n.args[1], n.args[2]
       local ta, tb, a, b = "CblasNoTrans", "CblasNoTrans", A, B
@@ -349,31 +450,57 @@ function emit.c(g, outputs, opts)
       line("}")
     end
   end
-  local pending = {}
-  for i, st in ipairs(stmts) do pending[i] = st end
-  while #pending > 0 do
-    local pick
-    for i, st in ipairs(pending) do if ready(st) then pick = i break end end
-    if not pick then error("emit: no statement is ready (cyclic graph?)") end
-    local st = table.remove(pending, pick)
+  -- Scheduling (Kahn's algorithm): a statement is ready when the values
+  -- it reads are computed; the earliest ready statement goes next, and
+  -- with a loop every ready loop over the same shape joins its nest.
+  local waiting, dependents, ready_list = {}, {}, {}
+  for i, st in ipairs(stmts) do
+    st.index = i
+    local n = 0
+    for d in pairs(st.deps) do
+      n = n + 1
+      dependents[d] = dependents[d] or {}
+      table.insert(dependents[d], st)
+    end
+    waiting[st] = n
+    if n == 0 then ready_list[#ready_list + 1] = st end
+  end
+  local function finish(node)
+    done[node] = true
+    for _, st in ipairs(dependents[node] or {}) do
+      waiting[st] = waiting[st] - 1
+      if waiting[st] == 0 then ready_list[#ready_list + 1] = st end
+    end
+  end
+  local emitted = 0
+  while #ready_list > 0 do
+    local pick = 1
+    for i = 2, #ready_list do
+      if ready_list[i].index < ready_list[pick].index then pick = i end
+    end
+    local st = table.remove(ready_list, pick)
     if st.kind == "loop" then
       local group = {st}
       local i = 1
-      while i <= #pending do
-        local o = pending[i]
-        if o.kind == "loop" and same(o.domain, st.domain) and ready(o) then
-          group[#group + 1] = table.remove(pending, i)
+      while i <= #ready_list do
+        local o = ready_list[i]
+        if o.kind == "loop" and same(o.domain, st.domain) then
+          group[#group + 1] = table.remove(ready_list, i)
         else
           i = i + 1
         end
       end
+      table.sort(group, function(a, b) return a.index < b.index end)
       emit_loop(group)
-      for _, s in ipairs(group) do done[s.node] = true end
+      emitted = emitted + #group
+      for _, x in ipairs(group) do finish(x.node) end
     else
       emit_stmt(st)
-      done[st.node] = true
+      emitted = emitted + 1
+      finish(st.node)
     end
   end
+  if emitted ~= #stmts then error("emit: statements left unscheduled (cyclic graph?)") end
 
   local src = {}
   src[#src + 1] = format("/* Generated by neuromic's rule compiler: do not edit. */")
@@ -386,6 +513,7 @@ function emit.c(g, outputs, opts)
   src[#src + 1] = format("int %s(real *const *in, real *const *out, real *scratch, const double *sc);", name)
   src[#src + 1] = format("int %s(real *const *in, real *const *out, real *scratch, const double *sc) {", name)
   src[#src + 1] = "  (void)in; (void)out; (void)scratch; (void)sc;"
+  for _, l in ipairs(decls) do src[#src + 1] = "  " .. l end
   for _, l in ipairs(body) do src[#src + 1] = l end
   src[#src + 1] = "  return 0;"
   src[#src + 1] = "}"
@@ -398,6 +526,7 @@ end
 function emit.unary(op, x, k, scalar)
   local function m(f) return scalar and f or format("M_(%s)", f) end
   local d = scalar and "_d" or ""
+  local function lit(v) return scalar and lit_(v) or "(real)" .. lit_(v) end
   if op == "exp" or op == "log" or op == "sqrt" or op == "tanh" then
     return format("%s(%s)", m(op), x)
   elseif op == "abs" then return format("%s(%s)", m("fabs"), x)

@@ -52,7 +52,7 @@ graph.BINARY = {add = true, sub = true, mul = true, div = true}
 -- Operations computed elementwise, so a loop over their shape can inline them.
 graph.ELEMENTWISE = {
   add = true, sub = true, mul = true, div = true, outer = true, t = true,
-  bcast = true, unit = true, onehot = true,
+  bcast = true, unit = true, onehot = true, detach = true,
 }
 for k in pairs(graph.UNARY) do graph.ELEMENTWISE[k] = true end
 
@@ -206,6 +206,128 @@ end
 function Graph:onehot(n, label)
   if not is_scalar(label) then fail(self, "onehot: the label must be a number") end
   return self:node("onehot", {label}, {n})
+end
+
+-- The same value without gradient (ag.value of a traced symbol).
+function Graph:detach(x)
+  if x.op == "detach" or x.op == "const" or x.op == "captured" then return x end
+  return self:node("detach", {x}, x.shape)
+end
+
+-- graph.strip_detach(g, outputs) -> the outputs with every detach node
+-- replaced by its argument: forward code does not need them (they only
+-- stop gradients, which adjoint.grad has already formed).
+function graph.strip_detach(g, outputs)
+  local map = {}
+  local nforward = #g.nodes
+  for id = 1, nforward do
+    local n = g.nodes[id]
+    if n.op == "detach" then map[n] = map[n.args[1]] or n.args[1]
+    elseif #n.args > 0 then
+      local changed, args = false, {}
+      for i, a in ipairs(n.args) do
+        args[i] = map[a] or a
+        if args[i] ~= a then changed = true end
+      end
+      if changed then map[n] = g:node(n.op, args, n.shape, n.k) end
+    end
+  end
+  local out = {}
+  for i, o in ipairs(outputs) do out[i] = map[o] or o end
+  return out
+end
+
+-- graph.substitute(g, outputs, map) -> the outputs with the nodes that are
+-- keys of map replaced by their values (nodes are rebuilt as needed).
+function graph.substitute(g, outputs, map)
+  local memo = {}
+  local function sub(n)
+    if map[n] then return map[n] end
+    if memo[n] then return memo[n] end
+    local r = n
+    if #n.args > 0 then
+      local changed, args = false, {}
+      for i, a in ipairs(n.args) do
+        args[i] = sub(a)
+        if args[i] ~= a then changed = true end
+      end
+      if changed then r = g:node(n.op, args, n.shape, n.k) end
+    end
+    memo[n] = r
+    return r
+  end
+  local out = {}
+  for i, o in ipairs(outputs) do out[i] = sub(o) end
+  return out
+end
+
+-- graph.combine(g, outputs) -> the outputs with every sum of tensor terms
+-- rewritten as one linear combination: terms with the same tensor share
+-- one coefficient (a scalar computed once), so W - t0 e x^T - t5 s e x^T
+-- - t3 W becomes (1 - t3) W + (-t0 - t5 s) e x^T: fewer operations per
+-- element in the loop the emitter makes of it.
+function graph.combine(g, outputs)
+  local map = {}
+  local nforward = #g.nodes
+  local function m(x) return map[x] or x end
+  -- Sums inside a larger linear expression are flattened with their root
+  -- only (once), not each on its own.
+  local interior = {}
+  for id = 1, nforward do
+    local n = g.nodes[id]
+    local op, a = n.op, n.args
+    if not is_scalar(n) then
+      if op == "add" or op == "sub" then
+        if not is_scalar(a[1]) and not is_scalar(a[2]) then interior[a[1]] = true; interior[a[2]] = true end
+      elseif op == "neg" then interior[a[1]] = true
+      elseif op == "mul" and is_scalar(a[1]) then interior[a[2]] = true end
+    end
+  end
+  local uses = {}
+  for id = 1, nforward do
+    for _, a in ipairs(g.nodes[id].args) do uses[a] = (uses[a] or 0) + 1 end
+  end
+  for id = 1, nforward do
+    local n = g.nodes[id]
+    if (n.op == "add" or n.op == "sub") and not is_scalar(n) and interior[n] and uses[n] == 1 then
+      -- flattened with its root
+    elseif (n.op == "add" or n.op == "sub") and not is_scalar(n) then
+      local order, coef = {}, {}
+      local function term(x, c)
+        if coef[x] == nil then order[#order + 1] = x; coef[x] = c
+        else coef[x] = g:binary("add", coef[x], c) end
+      end
+      local function flatten(x, c)
+        local a = x.args
+        if (x.op == "add" or x.op == "sub") and not is_scalar(a[1]) and not is_scalar(a[2]) then
+          flatten(m(a[1]), c)
+          flatten(m(a[2]), x.op == "sub" and g:unary("neg", c) or c)
+        elseif x.op == "neg" then flatten(m(a[1]), g:unary("neg", c))
+        elseif x.op == "mul" and is_scalar(a[1]) and not is_scalar(a[2]) then
+          flatten(m(a[2]), g:binary("mul", c, m(a[1])))
+        else
+          term(x, c)
+        end
+      end
+      flatten(n, g:const(1))
+      local r
+      for _, x in ipairs(order) do
+        local t = g:binary("mul", coef[x], x)
+        r = r and g:binary("add", r, t) or t
+      end
+      if r ~= n then map[n] = r end
+    elseif #n.args > 0 then
+      local changed, args = false, {}
+      for i, a in ipairs(n.args) do
+        args[i] = m(a)
+        if args[i] ~= a then changed = true end
+      end
+      if changed then map[n] = g:node(n.op, args, n.shape, n.k) end
+    end
+  end
+  local out = {}
+  for i, o in ipairs(outputs) do out[i] = m(o) end
+  return out
 end
 
 -- ---------------------------------------------------------------- linear algebra

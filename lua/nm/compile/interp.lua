@@ -29,6 +29,7 @@ end
 -- interp.run(g, outputs, env) -> list of output values; env maps input
 -- nodes to their values (tensors or numbers).
 function interp.run(g, outputs, env)
+  outputs = graph.strip_detach(g, outputs)
   local need = {}
   local function visit(n)
     if need[n] then return end

@@ -68,6 +68,7 @@ local function record(name, ...)
       return g:const(y:get(1))
     end
     return g:unary(name, x, k)
+  elseif name == "value" then return g:detach(arg(1))
   elseif name == "sum" then return g:sum(arg(1))
   elseif name == "mean" then
     local x = arg(1)

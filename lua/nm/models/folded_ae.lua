@@ -1,5 +1,5 @@
 -- nm/folded_ae.lua: the energy-based folded autoencoder (Dold, Sacramento,
--- Kungl, Senn & Petrovici, poster; ../shared/models/folded-autoencoder.md).
+-- Kungl, Senn & Petrovici, poster; doc/models/folded_ae.md).
 --
 -- Areas i = 0..N; area 0 holds the data. Every area's neurons carry both
 -- paths ("folded"): basal dendrites get the discriminative prediction

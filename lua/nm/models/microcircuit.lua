@@ -1,5 +1,5 @@
 -- nm/microcircuit.lua: dendritic cortical microcircuits (Sacramento, Costa,
--- Bengio & Senn 2018, NeurIPS 31; equations in ../shared/models/
+-- Bengio & Senn 2018, NeurIPS 31; the model in doc/models/
 -- microcircuit.md). Layers of pyramidal cells with a basal and an apical
 -- dendrite and a soma, and SST interneurons that learn to predict the
 -- layer above, so that apical potentials carry the error that the output
