@@ -22,6 +22,12 @@
 --   ./neuromic experiments/microcircuit.lua --quick                 # all, seconds
 --   ./neuromic experiments/microcircuit.lua --figure fig2 --out results/mc
 --   ./neuromic experiments/microcircuit.lua --figure fig2 --out results/mc --resume
+--   ./neuromic experiments/microcircuit.lua --figure fig2 --rules up=./my_rule.lua
+--
+-- --rules pathway=rule,... gives a plastic pathway (up, ip, pi, down) a
+-- circuit rule of the microcircuit other than the paper's (a name from
+-- rules/ or a path to a rule file); every figure then runs with it (the
+-- same tables, plots and checkpoints).
 --
 -- Each figure writes OUT/<figure>/ (metrics.jsonl/.csv, results.json,
 -- plots); OUT/results.json gathers the headline figures of the figures
@@ -59,6 +65,9 @@ local opts = cli.parse(arg, {
      "checkpoints (0: only on SIGINT/SIGTERM)", quick = 0, min = 0},
     {"threads", "int", 1, "OpenBLAS threads (0: leave as is; more than one only pays on an idle " ..
      "machine: the minibatch products are small)", min = 0},
+    {"rules", "list", {}, "circuit rules per pathway, pathway=rule (a name from rules/ or a path " ..
+     "to a rule file), e.g. up=./my_rule.lua,pi=apical_silencing; unnamed pathways keep the " ..
+     "paper's (up, ip, down: dendritic_prediction; pi: apical_silencing)", item = "string"},
     {"stop-after", "int", 0, "send SIGTERM to itself after N patterns or minibatches of each " ..
      "checkpointed figure (tests --resume)", min = 0},
     -- Fig. 1
@@ -113,7 +122,7 @@ local opts = cli.parse(arg, {
 -- them; a checkpoint or a finished figure is reused only when they are
 -- the same), besides the shared ones.
 local SHARED_OPTIONS = {"seed", "quick", "plot", "checkpoint_every", "stop_after", "threads", "out",
-                        "resume"}
+                        "resume", "rules"}
 local FIGURE_OPTIONS = {
   fig1 = {"fig1_learn_ms", "fig1_eta_scale"},
   figS1 = {"s1_patterns", "s1_every", "s1_eta_scale", "s1_theta"},
@@ -153,6 +162,24 @@ for _, v in ipairs(opts.variants) do
 end
 for _, m in ipairs(opts.fig2_models) do
   if not FIG2_MODELS[m] then usage_error(format("unknown Fig. 2 model '%s' (microcircuit, shallow, bp, fa)", m)) end
+end
+
+-- The circuit rule of each pathway named with --rules (the others: the
+-- paper's), each checked before any figure runs.
+local RULES = {}
+for _, item in ipairs(opts.rules) do
+  local pathway, spec = item:match("^(%w+)=(.+)$")
+  if not pathway then usage_error(format("--rules: '%s' is not pathway=rule (up, ip, pi, down)", item)) end
+  if not mc.default_rules[pathway] then
+    usage_error(format("--rules: no pathway '%s' (up, ip, pi, down)", pathway))
+  end
+  if RULES[pathway] then usage_error(format("--rules: pathway '%s' given twice", pathway)) end
+  local ok, err = pcall(mc.circuit_rule, pathway, spec)
+  if not ok then    -- the message's first line, without where it was raised
+    usage_error("--rules: " .. tostring(err):match("^[^\n]*"):gsub("^[^ ]-%.lua:%d+: ", "")
+                :gsub("^microcircuit: ", ""))
+  end
+  RULES[pathway] = spec
 end
 
 if opts.threads > 0 then nm.blas_threads(opts.threads) end
@@ -271,7 +298,7 @@ local function fig1(run)
   run:resume()                                   -- (no checkpoints: starts over)
   local s = opts.fig1_eta_scale
   local net = mc.new{sizes = {30, 50, 10}, gen = nm.generator(opts.seed), sigma = 0.1,
-                     self_predicting = true,
+                     self_predicting = true, rules = RULES,
                      eta = {up = {FIG2_ETA.up[1] * s, FIG2_ETA.up[2] * s}, ip = FIG2_ETA.up[2] * s}}
   local g = nm.generator(opts.seed + 1)
   local x = nm.zeros(1, 30, "float64"):uniform(g, -1, 1)
@@ -338,7 +365,7 @@ local function figS1(run)
   local rate = {"softplus", theta = opts.s1_theta}
   local k = opts.s1_eta_scale
   local net = mc.new{sizes = {30, 50, 10}, gen = nm.generator(opts.seed), sigma = 0.1, rate = rate,
-                     eta = {ip = 0.0002375 * k, pi = 0.0005 * k}}
+                     rules = RULES, eta = {ip = 0.0002375 * k, pi = 0.0005 * k}}
   local g = nm.generator(opts.seed + 1)
   local x = nm.zeros(30, "float64")
   local p = net.p
@@ -448,6 +475,7 @@ local function fig2(run)
                  ip = FIG2_ETA.ip * k, pi = FIG2_ETA.pi * k}
     local noise = nm.generator(opts.seed + 400)
     local net = mc.new{sizes = {30, 50, 10}, gen = nm.generator(opts.seed), sigma = opts.fig2_sigma,
+                       rules = RULES,
                        eta = eta, noise_gen = noise}
     return {
       train = function(xp, up) net:run(xp:select(1, 1), 1000, up:select(1, 1)) end,
@@ -587,6 +615,7 @@ local function theory(run)
   for _, gval in ipairs(THEORY_G) do
     local function make()
       return mc.new{sizes = sizes, gen = nm.generator(opts.seed), mode = "steady", g_A = gval,
+                    rules = RULES,
                     g_som = gval, eta = {up = 1}}
     end
     local sym = make()
@@ -662,7 +691,7 @@ local function fig3_learner(variant, ds)
   end
   local init = {up = {opts.init_up[1], opts.init_up[2], opts.init_up[3]}, down = opts.init_down}
   if #sizes == 3 then init.up = {opts.init_up[1], opts.init_up[3]} end
-  local net = mc.new{sizes = sizes, gen = gen, dtype = "float32", mode = "steady",
+  local net = mc.new{sizes = sizes, gen = gen, dtype = "float32", mode = "steady", rules = RULES,
                      rate = "logistic", bias = true, init = init, self_predicting = true, eta = eta}
   local UT = {}
   local probe_X = ds.test.X:narrow(1, 1, math.min(100, ds.test.n))

@@ -79,6 +79,26 @@ describe("documentation examples", function()
     assert.truthy(#all >= 10, "only " .. #all .. " lua blocks found")
   end)
 
+  it("replays README.md's first session: the REPL prints what the page shows", function()
+    local text = assert(io.open(root .. "/README.md")):read("a")
+    local session = text:match("\n```\n%$ %./neuromic\n(.-)```")
+    assert.truthy(session, "no session block starting with '$ ./neuromic'")
+    local input, expected = {}, {}
+    for line in session:gmatch("([^\n]*)\n") do
+      local typed = line:match("^> (.*)$")
+      if typed then input[#input + 1] = typed else expected[#expected + 1] = line end
+    end
+    local f = assert(io.open(tmp .. "/session.txt", "w"))
+    f:write(table.concat(input, "\n"), "\n")
+    f:close()
+    local out, rc = run(q(support.exe) .. " -i < " .. q(tmp .. "/session.txt"))
+    assert.equal(0, rc, out)
+    local got = {}
+    for line in out:gmatch("([^\n]*)\n") do got[#got + 1] = line end
+    table.remove(got, 1)                   -- the version banner
+    assert.same(expected, got)
+  end)
+
   for i, b in ipairs(all) do
     local where = b.file .. ":" .. b.line
     local fragment = b.info:match("fragment") ~= nil

@@ -113,6 +113,17 @@ describe("luarocks install", function()
     end
   end)
 
+  it("gives help from the installed docs, rules and experiments", function()
+    if skip() then return end
+    local out, rc = run("cd " .. q(away) .. " && " .. q(tree .. "/bin/neuromic") ..
+                        [[ -e 'local r = require "nm.repl" print(r.help_text(nm.zeros)) ]] ..
+                        [[print(r.help_text("backprop")) print(r.help_text("bmvr --runs"))']])
+    assert.equal(0, rc, out)
+    assert.truthy(out:find("nm.zeros(d1, ..., [dtype])", 1, true), out)
+    assert.truthy(out:find("backprop (connection rule)", 1, true), out)
+    assert.truthy(out:find("--runs N", 1, true), out)
+  end)
+
   it("runs an experiment --quick by name from another folder", function()
     if skip() then return end
     local out, rc = run("cd " .. q(away) .. " && " .. q(tree .. "/bin/neuromic") ..

@@ -379,7 +379,8 @@ describe("neuromic REPL help and printing, on a terminal", function()
                             "{eta = 0.1, sizes = {4, 3}, W = x}", "nm.tensor{-0.7681, -0.0004659}"}
     assert.equal(0, rc, out)
     assert.truthy(out:find("\n[3 x 4]\n", 1, true), out)
-    assert.truthy(out:find('{"backprop", ', 1, true), out)
+    assert.truthy(out:find('\n{"[%w_]+", "[%w_]+", '), out)   -- the rule names, one list
+    assert.truthy(out:find('"backprop", ', 1, true), out)
     assert.falsy(out:find("table: 0x", 1, true), out)
     assert.truthy(out:find("{W = FloatTensor[3 x 4], eta = 0.1, sizes = {4, 3}}", 1, true), out)
     assert.truthy(out:find("\n -0.7681 -0.0005\n", 1, true), out)

@@ -1,10 +1,12 @@
 -- spec/microcircuit_spec.lua: dendritic cortical microcircuits
--- (nm.microcircuit, rules/microcircuit.lua, csrc/models/nm_microcircuit.c):
--- the analytic self-predicting state keeps apical potentials at zero; the
--- steady-state solution is the long-run fixed point of the full dynamics;
--- the C Euler step equals a naive Lua transcription of the equations
--- (noise, low-pass input and target, all four rules with traces, biases);
--- the rules against hand computation; the small-lambda theory (W_up
+-- (nm.microcircuit, rules/dendritic_prediction.lua,
+-- rules/apical_silencing.lua, csrc/models/nm_microcircuit.c): the analytic
+-- self-predicting state keeps apical potentials at zero; the steady-state
+-- solution is the long-run fixed point of the full dynamics; the C Euler
+-- step equals a naive Lua transcription of the equations (noise, low-pass
+-- input and target, all four rules with traces, biases), and so do the
+-- rules' Lua steps run inside the C dynamics (kernels off, or mixed); a
+-- user's rule for one pathway; the rules against hand computation; the small-lambda theory (W_up
 -- changes follow BP with symmetric and FA with random top-down weights);
 -- allocation-free loops; errors for bad arguments.
 
@@ -17,6 +19,19 @@ local exp, log, sqrt = math.exp, math.log, math.sqrt
 local function max_abs_diff(a, b)
   local d = a:clone():sub(b):abs()
   return (d:max())
+end
+
+-- The paper's rule of each pathway without its C kernel (a rule written
+-- only in Lua), for the pathways listed.
+local function lua_rules(list)
+  local rules = {}
+  for _, kind in ipairs(list) do
+    local def = {}
+    for k, v in pairs(rule.definition(mc.default_rules[kind])) do def[k] = v end
+    def.kernel = nil
+    rules[kind] = def
+  end
+  return rules
 end
 
 -- ------------------------------------------------------------ naive reference
@@ -260,13 +275,18 @@ describe("microcircuit full dynamics", function()
   end)
 
   for _, case in ipairs{
-    {rate = "softplus", noise = "sqrt_dt", bias = true},
-    {rate = "logistic", noise = "dt", bias = false},
+    {rate = "softplus", noise = "sqrt_dt", bias = true, lua = {}},
+    {rate = "logistic", noise = "dt", bias = false, lua = {}},
+    {rate = "softplus", noise = "sqrt_dt", bias = true, lua = {"up", "ip", "pi", "down"}},
+    {rate = "logistic", noise = "dt", bias = false, lua = {"up", "pi"}},
   } do
-    it(("C Euler step equals a naive Lua reference (" .. case.rate .. ", noise " ..
+    local how = #case.lua == 0 and "C Euler step (fused rules)" or
+                "C Euler step with the rules of " .. table.concat(case.lua, ", ") .. " in Lua"
+    it((how .. " equals a naive Lua reference (" .. case.rate .. ", noise " ..
        case.noise .. ", bias " .. tostring(case.bias) .. ")"), function()
       local g = nm.generator(21)
       local net = mc.new{sizes = {3, 5, 4, 2}, gen = g, sigma = 0.3, noise = case.noise,
+                         rules = lua_rules(case.lua),
                          rate = case.rate, bias = case.bias, tau_in = 0.4, tau_w = 0.5,
                          eta = {up = {0.3, 0.2, 0.4}, ip = {0.2, 0.3}, pi = {0.25, 0.15},
                                 down = {0.1, 0.35}}}
@@ -302,6 +322,81 @@ describe("microcircuit full dynamics", function()
     end)
   end
 
+  it("runs the rules' kernels between the C half-steps bit for bit as the fused step", function()
+    -- a kernel that is not mc.kernel itself (so no fused run) but calls it
+    local rules = {}
+    for _, kind in ipairs(mc.pathways) do
+      local def = {}
+      for k, v in pairs(rule.definition(mc.default_rules[kind])) do def[k] = v end
+      def.kernel = function(s, p) mc.kernel(s, p) end
+      rules[kind] = def
+    end
+    local function make(r)
+      return mc.new{sizes = {4, 6, 5, 3}, gen = nm.generator(8), sigma = 0.2, bias = true, rules = r,
+                    eta = {up = 0.05, ip = 0.04, pi = 0.06, down = 0.02}}
+    end
+    local a, b = make(), make(rules)
+    local x, t = nm.tensor({0.3, -0.2, 0.8, 0.1}, "float64"), nm.tensor({0.5, 1.5, 2}, "float64")
+    a:run(x, 40, t, {gen = nm.generator(3)})
+    b:run(x, 40, t, {gen = nm.generator(3)})
+    for _, kind in ipairs(mc.pathways) do
+      for k, c in pairs(a[kind]) do
+        assert.same(c.W:totable(), b[kind][k].W:totable(), kind .. k)
+        assert.same(c.state.D:totable(), b[kind][k].state.D:totable(), kind .. k)
+      end
+    end
+    assert.same(a.pyr[1].u:totable(), b.pyr[1].u:totable())
+  end)
+
+  it("takes a user's rule for one pathway (a path), in both modes and dtypes", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    nm.mkdir(dir)
+    local file = dir .. "/hebb_up.lua"
+    local f = assert(io.open(file, "w"))
+    f:write([[
+      local mc = require "nm.models.microcircuit"
+      return {kind = "circuit", model = "microcircuit", pathway = "up", name = "hebb_up",
+              equation = "dW = eta r_post r_pre^T", paper = "Hebb 1949", init = mc.lowpass_init,
+              params = {eta = {default = 0.1, doc = "rate"}, tau_w = {default = 30, doc = "filter"},
+                        dt = {default = 0.1, doc = "step"}},
+              step = function(s, p) s.e:copy(s.post); mc.lowpass(s, p) end}
+    ]])
+    f:close()
+    local ok, err = pcall(function()
+      -- full dynamics: the trace integrates post pre^T; W_up[1] grows along r1 r0^T
+      local net = mc.new{sizes = {3, 4, 2}, gen = nm.generator(2), sigma = 0, rules = {up = file},
+                         eta = {up = {0.5, 0}}}
+      assert.equal("hebb_up", net.up[1].rule.name)
+      local x = nm.tensor({0.5, 0.2, 0.9}, "float64")
+      local W0 = net.up[1].W:clone()
+      net:run(x, 1)
+      assert.same(W0:totable(), net.up[1].W:totable())          -- D was 0
+      local T = nm.zeros(4, 3, "float64"):addr(1, net.pyr[1].r, net.r0)
+      local before = net.up[1].W:clone()
+      local D = net.up[1].state.D:clone()
+      -- the next step: W += dt eta D with the D the last step left
+      net:run(x, 1)
+      assert.tensor_near(before:clone():axpy(0.1 * 0.5, D), net.up[1].W, 1e-15)
+      assert.is_true(D:norm() > 0 and T:norm() > 0)
+      -- steady state, float32 and float64: W += eta <post pre^T> once
+      for _, dtype in ipairs{"float64", "float32"} do
+        local sn = mc.new{sizes = {3, 4, 2}, gen = nm.generator(2), mode = "steady", dtype = dtype,
+                          rules = {up = file}, eta = {up = {0.5, 0}}}
+        local X = nm.tensor({{0.5, 0.2, 0.9}, {0.1, 0.7, 0.3}}, dtype)
+        local bs = sn:steady_state(X)
+        local R1 = bs.R[1]:clone()
+        local Wb = sn.up[1].W:clone()
+        sn:steady_update()
+        local want = Wb:clone():addmm(0.5 / 2, R1:t(), X, 1)
+        assert.tensor_near(want, sn.up[1].W, dtype == "float32" and 1e-6 or 1e-15)
+      end
+    end)
+    os.remove(file)
+    os.remove(dir)
+    assert.is_true(ok, err)
+  end)
+
   it("follows the global learning switch and resumes bit-identically from a state", function()
     local g = nm.generator(5)
     local net = mc.new{sizes = {3, 4, 2}, gen = g, sigma = 0.1, eta = {up = 0.01, ip = 0.01, pi = 0.01}}
@@ -324,18 +419,21 @@ describe("microcircuit full dynamics", function()
     assert.same(net.pyr[2].u:totable(), net2.pyr[2].u:totable())
   end)
 
-  it("allocates nothing per run call", function()
-    local g = nm.generator(3)
-    local net = mc.new{sizes = {6, 8, 3}, gen = g, sigma = 0.2, eta = {up = 0.001, ip = 0.001, pi = 0.001}}
-    local x, t = nm.zeros(6, "float64"):uniform(g, 0, 1), nm.zeros(3, "float64")
-    net:run(x, 10, t)
-    collectgarbage("collect"); collectgarbage("stop")
-    local before = collectgarbage("count")
-    for _ = 1, 2000 do net:run(x, 2, t) end
-    local grown = collectgarbage("count") - before
-    collectgarbage("restart")
-    assert.is_true(grown < 4, "grew by " .. grown .. " KiB")
-  end)
+  for _, lua in ipairs{{}, {"up", "pi"}} do
+    it("allocates nothing per run call (rules in Lua: " .. table.concat(lua, ", ") .. ")", function()
+      local g = nm.generator(3)
+      local net = mc.new{sizes = {6, 8, 3}, gen = g, sigma = 0.2, rules = lua_rules(lua),
+                         eta = {up = 0.001, ip = 0.001, pi = 0.001}}
+      local x, t = nm.zeros(6, "float64"):uniform(g, 0, 1), nm.zeros(3, "float64")
+      net:run(x, 10, t)
+      collectgarbage("collect"); collectgarbage("stop")
+      local before = collectgarbage("count")
+      for _ = 1, 2000 do net:run(x, 2, t) end
+      local grown = collectgarbage("count") - before
+      collectgarbage("restart")
+      assert.is_true(grown < 4, "grew by " .. grown .. " KiB")
+    end)
+  end
 end)
 
 describe("microcircuit rate functions (vectorised exp and log in C)", function()
@@ -552,66 +650,83 @@ describe("microcircuit theory (small lambda)", function()
 end)
 
 describe("microcircuit rules", function()
-  local function quantities(conn, o)
-    local q = rule.quantities(conn)
-    q.pre, q.pre_t = o.pre, o.pre:t()
-    q.error = nm.zeros(o.pre:size(1), conn.W:size(1), "float64")
-    q.error_t, q.batch, q.ones = q.error:t(), o.pre:size(1), nm.ones(o.pre:size(1), "float64")
-    q.post, q.pred, q.apical, q.state = o.post, o.pred, o.apical, conn.state
-    return q
+  -- A state s as the model gives a rule (one connection 2 x 2), with an
+  -- identity rate function, so the prediction is c v.
+  local function state(def, o)
+    local B = o.pre:size(1)
+    local s = {W = nm.zeros(2, 2, "float64"), b = o.bias and nm.zeros(2, "float64") or nil,
+               state = {D = nm.zeros(2, 2, "float64")}, pre = o.pre, post = o.post, v = o.v,
+               c = o.c or 1, e = nm.zeros(B, 2, "float64"), batch = B, ones = nm.ones(B, "float64"),
+               phi = function(Y, U) Y:copy(U) end, pathway = o.pathway, layer = 1}
+    if s.b then s.state.Db = nm.zeros(2, "float64") end
+    s.e_t = s.e:t()
+    def.init(s)
+    return s
   end
 
-  local nn = require "nm.nn"
-  local function conn(pathway, params, bias)
-    params.pathway = pathway
-    return nn.connection{pre = 2, post = 2, bias = bias, dtype = "float64", init = "zeros",
-                         rule = rule.new("microcircuit", params)}
-  end
-
-  it("documents itself and rejects bad parameters", function()
-    local def = rule.definition("microcircuit")
-    assert.truthy(def.paper:match("2018"))
-    assert.truthy(rule.describe("microcircuit"):find("tau_w"))
-    assert.has_error(function() rule.new("microcircuit", {pathway = "sideways"}) end,
-      "rule 'microcircuit': parameter 'pathway' must be 'up', 'ip', 'pi' or 'down'")
-    assert.has_error(function() rule.new("microcircuit", {tau_w = -1}) end,
-      "rule 'microcircuit': parameter 'tau_w' must be >= 0")
-    assert.has_error(function() rule.new("microcircuit", {tau_w = 1, dt = 2}) end,
-      "rule 'microcircuit': parameter 'dt' must be in (0, tau_w]")
+  it("are circuit rules of the microcircuit that document themselves", function()
+    for _, name in ipairs{"dendritic_prediction", "apical_silencing"} do
+      local def = rule.definition(name)
+      assert.equal("circuit", def.kind)
+      assert.equal("microcircuit", def.model)
+      assert.equal(mc.kernel, def.kernel)
+      assert.truthy(def.paper:match("2018"))
+      assert.truthy(rule.describe(name):find("tau_w"))
+    end
+    assert.has_error(function() rule.new("dendritic_prediction", {tau_w = -1}) end,
+      "rule 'dendritic_prediction': parameter 'tau_w' must be >= 0")
+    assert.has_error(function() rule.new("apical_silencing", {tau_w = 1, dt = 2}) end,
+      "rule 'apical_silencing': parameter 'dt' must be in (0, tau_w]")
   end)
 
-  it("without low-pass: W += eta <(post - pred) pre^T>, b += eta <post - pred>", function()
-    local c = conn("up", {eta = 0.5, tau_w = 0}, true)
-    local q = quantities(c, {
-      pre = nm.tensor({{1, 2}, {3, -1}}, "float64"),
+  it("a rule that does not fit a pathway is an error naming both", function()
+    local g = nm.generator(1)
+    assert.has_error(function() mc.new{sizes = {3, 4, 2}, gen = g, rules = {up = "apical_silencing"}} end,
+      "microcircuit: rule 'apical_silencing' drives pathway pi, not 'up'")
+    assert.has_error(function() mc.new{sizes = {3, 4, 2}, gen = g, rules = {ip = "hebb"}} end,
+      "microcircuit: rule 'hebb' is a connection rule; the microcircuit takes circuit rules")
+    assert.has_error(function() mc.new{sizes = {3, 4, 2}, gen = g, rules = {up = "bmvr"}} end,
+      "microcircuit: rule 'bmvr' is a circuit rule of the model 'bmvr', not of the microcircuit")
+    assert.has_error(function() mc.new{sizes = {3, 4, 2}, gen = g, rules = {sideways = "hebb"}} end,
+      "microcircuit: rules has no pathway 'sideways' (up, ip, pi, down)")
+    local nokernel = lua_rules({"up"}).up
+    nokernel.params = {}
+    assert.has_error(function() mc.new{sizes = {3, 4, 2}, gen = g, rules = {up = nokernel}} end,
+      "microcircuit: rule 'dendritic_prediction' must declare the parameter eta (the learning " ..
+      "rate the model sets)")
+  end)
+
+  it("without low-pass: W += eta <(post - c v) pre^T>, b += eta <post - c v>", function()
+    local def = rule.definition("dendritic_prediction")
+    local s = state(def, {
+      pre = nm.tensor({{1, 2}, {3, -1}}, "float64"), bias = true, c = 0.5,
       post = nm.tensor({{0.5, 0.25}, {1, 0}}, "float64"),
-      pred = nm.tensor({{0.25, 0.5}, {0, 0.5}}, "float64")})
-    rule.apply(c.rule, c, q)
+      v = nm.tensor({{0.5, 1}, {0, 1}}, "float64")})          -- c v = (0.25, 0.5; 0, 0.5)
+    def.step(s, rule.new(def, {eta = 0.5, tau_w = 0}).p)
     -- errors: row 1 (0.25, -0.25), row 2 (1, -0.5); <e pre^T> = ((0.25 + 3)/2, (0.5 - 1)/2; ...)
-    assert.tensor_near({{0.5 * 3.25 / 2, 0.5 * -0.5 / 2}, {0.5 * -1.75 / 2, 0.5 * 0 / 2}}, c.W, 1e-15)
-    assert.tensor_near({0.5 * 1.25 / 2, 0.5 * -0.75 / 2}, c.b, 1e-15)
+    assert.tensor_near({{0.5 * 3.25 / 2, 0.5 * -0.5 / 2}, {0.5 * -1.75 / 2, 0.5 * 0 / 2}}, s.W, 1e-15)
+    assert.tensor_near({0.5 * 1.25 / 2, 0.5 * -0.75 / 2}, s.b, 1e-15)
   end)
 
   it("pi: W += eta <(0 - vA) rI^T>", function()
-    local c = conn("pi", {eta = 2, tau_w = 0}, false)
-    local q = quantities(c, {pre = nm.tensor({{1, 0.5}}, "float64"),
-                             apical = nm.tensor({{0.1, -0.2}}, "float64")})
-    rule.apply(c.rule, c, q)
-    assert.tensor_near({{-0.2, -0.1}, {0.4, 0.2}}, c.W, 1e-15)
+    local def = rule.definition("apical_silencing")
+    local s = state(def, {pre = nm.tensor({{1, 0.5}}, "float64"), v = nm.tensor({{0.1, -0.2}}, "float64")})
+    def.step(s, rule.new(def, {eta = 2, tau_w = 0}).p)
+    assert.tensor_near({{-0.2, -0.1}, {0.4, 0.2}}, s.W, 1e-15)
   end)
 
   it("with low-pass: W += dt eta D, then D += dt/tau_w (T - D), step after step", function()
-    local c = conn("ip", {eta = 0.5, tau_w = 2, dt = 0.5}, false)
-    local q = quantities(c, {pre = nm.tensor({{1, 2}}, "float64"),
-                             post = nm.tensor({{1, 0}}, "float64"),
-                             pred = nm.tensor({{0, 0}}, "float64")})
+    local def = rule.definition("dendritic_prediction")
+    local s = state(def, {pre = nm.tensor({{1, 2}}, "float64"), post = nm.tensor({{1, 0}}, "float64"),
+                          v = nm.tensor({{0, 0}}, "float64")})
+    local p = rule.new(def, {eta = 0.5, tau_w = 2, dt = 0.5}).p
     -- T = [[1, 2], [0, 0]]; a = 0.25, c = 0.25
-    rule.apply(c.rule, c, q)
-    assert.tensor_near({{0, 0}, {0, 0}}, c.W, 0)             -- D was 0
-    assert.tensor_near({{0.25, 0.5}, {0, 0}}, c.state.D, 1e-15)
-    rule.apply(c.rule, c, q)
-    assert.tensor_near({{0.0625, 0.125}, {0, 0}}, c.W, 1e-15)
-    assert.tensor_near({{0.4375, 0.875}, {0, 0}}, c.state.D, 1e-15)
+    def.step(s, p)
+    assert.tensor_near({{0, 0}, {0, 0}}, s.W, 0)             -- D was 0
+    assert.tensor_near({{0.25, 0.5}, {0, 0}}, s.state.D, 1e-15)
+    def.step(s, p)
+    assert.tensor_near({{0.0625, 0.125}, {0, 0}}, s.W, 1e-15)
+    assert.tensor_near({{0.4375, 0.875}, {0, 0}}, s.state.D, 1e-15)
   end)
 end)
 
@@ -861,5 +976,48 @@ describe("experiments/microcircuit.lua", function()
     -- with everything finished, --resume has nothing to do
     assert.equal(0, run(common .. " --resume --out " .. b))
     os.execute(string.format("rm -rf %q %q %q", a, b, tmp .. ".log"))
+  end)
+
+  local function log()
+    local f = io.open(tmp .. ".log")
+    local text = f and f:read("a") or ""
+    if f then f:close() end
+    return text
+  end
+
+  it("--rules gives a pathway a user's rule; a bad one is one line and status 2", function()
+    local dir = tmp .. "-rules"
+    nm.mkdir(dir)
+    local file = dir .. "/lua_up.lua"
+    local f = assert(io.open(file, "w"))
+    -- the paper's rule written only in Lua (no kernel), under another name
+    f:write([[
+      local d = {}
+      for k, v in pairs(require("nm.rule").definition("dendritic_prediction")) do d[k] = v end
+      d.kernel, d.name = nil, "lua_up"
+      return d
+    ]])
+    f:close()
+    local common = "--quick --figure fig1,theory --no-plot --fig1-learn-ms 100"
+    assert.equal(0, run(common .. " --out " .. dir .. "/paper"))
+    assert.equal(0, run(common .. " --rules up=" .. file .. " --out " .. dir .. "/user"))
+    local paper, user = figures(dir .. "/paper/fig1"), figures(dir .. "/user/fig1")
+    local _, res = figures(dir .. "/user")
+    assert.same({"up=" .. file}, res.options.rules)
+    -- the same numbers to rounding (Lua steps inside the C dynamics)
+    for _, key in ipairs{"output_error_end", "apical_after"} do
+      assert.is_true(math.abs(paper[key] - user[key]) <= 1e-9 * math.abs(paper[key]), key)
+    end
+    for _, case in ipairs{
+      {"up=apical_silencing", "microcircuit: --rules: rule 'apical_silencing' drives pathway pi, not 'up'"},
+      {"sideways=hebb", "microcircuit: --rules: no pathway 'sideways' (up, ip, pi, down)"},
+      {"ip=hebb", "microcircuit: --rules: rule 'hebb' is a connection rule; the microcircuit " ..
+                  "takes circuit rules"},
+      {"up", "microcircuit: --rules: 'up' is not pathway=rule (up, ip, pi, down)"},
+    } do
+      assert.equal(2, run(common .. " --rules " .. case[1] .. " --out " .. dir .. "/bad"))
+      assert.equal(case[2] .. "\n", log())
+    end
+    os.execute(string.format("rm -rf %q %q", dir, tmp .. ".log"))
   end)
 end)

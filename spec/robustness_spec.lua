@@ -372,6 +372,10 @@ end)
 base("Microcircuit.run", function() return {mc_handle(), 3, D(3), D(2), gen(), true} end)
 base("Microcircuit.set", function() return {mc_handle(), {dt = 0.05, sigma = 0}} end)
 base("Microcircuit.set_eta", function() return {mc_handle(), 1, "pi", 0.5} end)
+base("Microcircuit.plasticity", function() return {mc_handle(), 1, "pi", 0.5} end)
+base("Microcircuit.begin_step", function() return {mc_handle(), D(3), D(2)} end)
+base("Microcircuit.end_step", function() return {mc_handle(), true, gen()} end)
+base("Microcircuit.finish", function() return {mc_handle()} end)
 -- The spec table nm.microcircuit gets from the Lua layer, captured.
 local function mc_spec()
   local real, captured = nm.microcircuit, nil
@@ -617,6 +621,37 @@ describe("robustness: regressions", function()
     local keep = debug.getuservalue(c, 1)
     debug.setuservalue(c, keep, 1)
     assert.equal(15, c:sum())
+  end)
+
+  -- issue 18, item 11: the C library saw "a\0b" as "a"
+  it("paths and command arguments with a NUL byte are refused, not cut short", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    raises("path contains a NUL byte (at byte " .. (#dir + 2) .. ")", nm.mkdir, dir .. "/\0x")
+    raises("path contains a NUL byte", nm.atomic_write, dir .. "\0x", "data")
+    raises("path contains a NUL byte", nm.atomic_write, dir, "data", dir .. ".bak\0")
+    raises("path contains a NUL byte", nm.spawn, {"true"}, dir .. "\0.log")
+    raises("argument 2 of the command contains a NUL byte", nm.spawn, {"touch", dir .. "\0x"})
+    raises("path contains a NUL byte", nm.load_kernel, dir .. "\0.so", "f", "k")
+    local f = io.open(dir, "r")
+    assert.is_nil(f)                       -- nothing was created under the short name
+  end)
+
+  it("a microcircuit whose storages were taken away by the debug library refuses to run", function()
+    for _, how in ipairs{"replace", "empty"} do
+      local h = mc_handle()
+      assert.truthy(pcall(h.run, h, 1, D(3), D(2), gen(), true))
+      if how == "replace" then
+        debug.setuservalue(h, {}, 1)
+      else
+        local keep = debug.getuservalue(h, 1)
+        for i = #keep, 1, -1 do keep[i] = nil end
+      end
+      collectgarbage()
+      collectgarbage()
+      raises("the storage of the network's tensors was replaced", h.run, h, 1, D(3), D(2), gen(), true)
+      raises("the storage of the network's tensors was replaced", h.set, h, {dt = 0.05})
+    end
   end)
 
   it("sizes whose product overflows are errors, not signed overflow", function()

@@ -53,7 +53,8 @@ describe("rule files", function()
     local set = {}
     for _, n in ipairs(names) do set[n] = true end
     for _, n in ipairs{"backprop", "fa", "dfa", "sign_symmetry", "hebb", "oja", "three_factor",
-                       "bmvr", "folded_ae", "hillclimb", "microcircuit", "motifs", "rcn"} do
+                       "bmvr", "folded_ae", "hillclimb", "dendritic_prediction", "apical_silencing", "motifs",
+                       "rcn"} do
       assert.is_true(set[n], n)
     end
   end)

@@ -17,7 +17,7 @@ flags="-std=c11 -D_POSIX_C_SOURCE=200809L -g -O1 -fno-omit-frame-pointer \
 for t in idx npy; do
   echo "== building $out/fuzz_$t"
   # shellcheck disable=SC2086
-  $cc $flags "fuzz/fuzz_$t.c" csrc/core/nm_io.c -lz -lm -o "$out/fuzz_$t"
+  $cc $flags "fuzz/fuzz_$t.c" csrc/core/nm_io.c csrc/core/nm_sys.c -lz -lm -ldl -o "$out/fuzz_$t"
 done
 
 # Seeds: one small valid file per element type, plus gzip copies.

@@ -16,6 +16,7 @@
 #include <zlib.h>
 
 #include "nm_io.h"
+#include "nm_sys.h"
 
 #if defined(__GNUC__) || defined(__clang__)
 #define NM_PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -1173,11 +1174,12 @@ static int write_stream(writer *w, const nm_tensor *t, const unsigned char *head
 }
 
 /* Where the bytes go: a regular file (or a new one) is replaced
-** atomically: written to "<target>.tmp-<pid>-<k>" in its folder, fsync'd,
-** renamed over it, so a failure or a kill leaves the old file whole (at
-** worst a temp file beside it); a symbolic link is followed, so the file
-** it names is replaced. A device or FIFO (/dev/stdout) is written in
-** place and never removed. */
+** atomically (nm_atomic_open/commit: a temporary file in its folder,
+** fsync'd, renamed over it), so a failure or a kill leaves the old file
+** whole (at worst a temporary beside it); it keeps the old file's
+** permissions; a symbolic link is followed, so the file it names is
+** replaced. A device or FIFO (/dev/stdout) is written in place and never
+** removed. */
 static int write_file(const char *path, const nm_tensor *t, nm_io_type type,
                       int big_endian, const unsigned char *header, size_t hlen,
                       char *err, size_t errlen) {
@@ -1185,39 +1187,28 @@ static int write_file(const char *path, const nm_tensor *t, nm_io_type type,
   int exists = stat(path, &st) == 0;
   if (exists && S_ISDIR(st.st_mode))
     return fail_file(err, errlen, path, "cannot write: is a directory");
-  int in_place = exists && !S_ISREG(st.st_mode);
+  int in_place = exists && !S_ISREG(st.st_mode), fd = -1, e = 0;
   char *target = NULL, *tmp = NULL;
-  if (!in_place) {
+  if (in_place) {
+    while ((fd = open(path, O_WRONLY | O_CLOEXEC)) < 0 && errno == EINTR && !nm_interrupted)
+      ;
+    e = fd < 0 ? errno : 0;
+  } else {
     target = exists ? realpath(path, NULL) : strdup(path);
-    tmp = target != NULL ? malloc(strlen(target) + 64) : NULL;
-    if (tmp == NULL) {
-      free(target);
-      snprintf(err, errlen, "%s: out of memory", path);
-      return NM_ENOMEM;
-    }
+    e = target == NULL ? errno
+                       : nm_atomic_open(target, exists ? st.st_mode & 07777 : 0666, &tmp, &fd);
   }
-  int fd = -1;
-  for (int k = 0; fd < 0; k++) {
-    if (in_place) {
-      fd = open(path, O_WRONLY | O_CLOEXEC);
-    } else {
-      snprintf(tmp, strlen(target) + 64, "%s.tmp-%ld-%d", target, (long)getpid(), k);
-      fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
-                exists ? (st.st_mode & 07777) : 0666);
+  if (e != 0) {
+    free(target);
+    if (e == EINTR) {
+      fail_file(err, errlen, path, "interrupted");
+      return NM_EINTR;
     }
-    if (fd < 0 && !(errno == EINTR && !nm_interrupted) && !(errno == EEXIST && k < 100)) {
-      int e = errno;
-      free(target);
-      free(tmp);
-      if (e == EINTR) {
-        fail_file(err, errlen, path, "interrupted");
-        return NM_EINTR;
-      }
-      return fail_file(err, errlen, path, "cannot open for writing (%s%s)", strerror(e),
-                       in_place ? "" : ", creating a temporary file in its folder");
-    }
+    return fail_file(err, errlen, path, "cannot open for writing (%s%s)", strerror(e),
+                     in_place ? "" : ", creating a temporary file in its folder");
   }
   int status = NM_OK;
+  int64_t written = 0;
   writer *w = malloc(sizeof *w);
   if (w == NULL) {
     snprintf(err, errlen, "%s: out of memory", path);
@@ -1241,34 +1232,21 @@ static int write_file(const char *path, const nm_tensor *t, nm_io_type type,
       status = write_stream(w, t, header, hlen);
     if (w->gzip)
       deflateEnd(&w->z);
-    if (status == NM_OK && !in_place && fsync(fd) != 0)
-      status = fail(err, errlen, path, w->written, "write error on fsync (%s)", strerror(errno));
+    written = w->written;
+    free(w);
   }
-  if (close(fd) != 0 && status == NM_OK)
-    status = fail(err, errlen, path, w ? w->written : 0, "write error on close (%s)",
-                  strerror(errno));
-  free(w);
-  if (!in_place) {
-    if (status == NM_OK && rename(tmp, target) != 0)
-      status = fail_file(err, errlen, path, "cannot rename the temporary file %s over it (%s)",
-                         tmp, strerror(errno));
-    if (status != NM_OK) {
-      unlink(tmp);                      /* never the target */
-    } else {
-      /* Make the rename itself durable; best effort (not every file
-      ** system can sync a folder). */
-      char *slash = strrchr(target, '/');
-      if (slash != NULL)
-        slash[slash == target ? 1 : 0] = '\0';
-      int dfd = open(slash != NULL ? target : ".", O_RDONLY | O_CLOEXEC);
-      if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
-      }
-    }
+  if (in_place) {
+    if (close(fd) != 0 && status == NM_OK)
+      status = fail(err, errlen, path, written, "write error on close (%s)", strerror(errno));
+  } else if (status != NM_OK) {
+    nm_atomic_abort(fd, tmp);                /* never the target */
+  } else {
+    const char *step = "";
+    e = nm_atomic_commit(fd, tmp, target, NULL, &step);
+    if (e != 0)
+      status = fail(err, errlen, path, written, "write error on %s (%s)", step, strerror(e));
   }
   free(target);
-  free(tmp);
   return status;
 }
 

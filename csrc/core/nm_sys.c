@@ -68,30 +68,38 @@ static int sync_parent_dir(const char *path) {
   return err;
 }
 
-int nm_atomic_write(const char *path, const void *data, size_t len,
-                    const char *backup, const char **step) {
+int nm_atomic_open(const char *path, unsigned mode, char **tmp, int *fd) {
   size_t plen = strlen(path);
-  char *tmp = malloc(plen + 48);
-  int fd = -1, err = 0;
-  *step = "open";
-  if (tmp == NULL) return ENOMEM;
+  char *name = malloc(plen + 48);
+  *tmp = NULL;
+  *fd = -1;
+  if (name == NULL) return ENOMEM;
   /* The temporary lives next to `path` (rename is atomic only within one
   ** file system); pid and a counter make its name unique. */
-  for (unsigned n = 0; fd < 0; n++) {
-    snprintf(tmp, plen + 48, "%s.tmp-%ld-%u", path, (long)getpid(), n);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0 && (errno != EEXIST || n >= 1000)) {
-      err = errno;
-      free(tmp);
+  for (unsigned n = 0; *fd < 0; n++) {
+    snprintf(name, plen + 48, "%s.tmp-%ld-%u", path, (long)getpid(), n);
+    *fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)mode);
+    if (*fd < 0 && (errno != EEXIST || n >= 1000)) {
+      int err = errno;
+      free(name);
       return err;
     }
   }
-  *step = "write";
-  err = write_all(fd, data, len);
-  if (err == 0) {
-    *step = "fsync";
-    if (fsync(fd) != 0) err = errno;
-  }
+  *tmp = name;
+  return 0;
+}
+
+void nm_atomic_abort(int fd, char *tmp) {
+  if (fd >= 0) close(fd);
+  if (tmp != NULL) unlink(tmp);
+  free(tmp);
+}
+
+int nm_atomic_commit(int fd, char *tmp, const char *path, const char *backup,
+                     const char **step) {
+  int err = 0;
+  *step = "fsync";
+  if (fsync(fd) != 0) err = errno;
   if (close(fd) != 0 && err == 0) {
     *step = "close";
     err = errno;
@@ -111,13 +119,28 @@ int nm_atomic_write(const char *path, const void *data, size_t len,
     if (rename(tmp, path) != 0) err = errno;
   }
   if (err != 0) {
-    unlink(tmp);
-    free(tmp);
+    nm_atomic_abort(-1, tmp);
     return err;
   }
   free(tmp);
   *step = "fsync directory";
   return sync_parent_dir(path);
+}
+
+int nm_atomic_write(const char *path, const void *data, size_t len,
+                    const char *backup, const char **step) {
+  char *tmp;
+  int fd;
+  *step = "open";
+  int err = nm_atomic_open(path, 0666, &tmp, &fd);
+  if (err != 0) return err;
+  *step = "write";
+  err = write_all(fd, data, len);
+  if (err != 0) {
+    nm_atomic_abort(fd, tmp);
+    return err;
+  }
+  return nm_atomic_commit(fd, tmp, path, backup, step);
 }
 
 /* ---------------------------------------------------------------------- */

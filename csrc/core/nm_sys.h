@@ -20,6 +20,16 @@
 ** behind on failure. */
 int nm_atomic_write(const char *path, const void *data, size_t len,
                     const char *backup, const char **step);
+/* The same in steps, for writers that stream: nm_atomic_open creates the
+** temporary "<path>.tmp-<pid>-<n>" (permissions `mode`, less the umask)
+** and returns 0 with *fd and *tmp, or an errno value; then either
+** nm_atomic_commit (fsync, close, backup, rename, fsync the directory; 0
+** or an errno value with *step; removes the temporary on failure) or
+** nm_atomic_abort (close, remove the temporary). Both free *tmp. */
+int nm_atomic_open(const char *path, unsigned mode, char **tmp, int *fd);
+int nm_atomic_commit(int fd, char *tmp, const char *path, const char *backup,
+                     const char **step);
+void nm_atomic_abort(int fd, char *tmp);
 
 /* CRC-32 (zlib's polynomial) of len bytes, continuing from crc (0 to
 ** start). */

@@ -81,7 +81,8 @@ static void print_usage(const char *badoption) {
     "Package paths include lua/, rules/ and experiments/ next to the\n"
     "executable (or the installed modules), from any working directory;\n"
     "a script that is no file here is looked up among the experiments\n"
-    "(neuromic bmvr.lua --quick). REPL history is kept in\n"
+    "(neuromic bmvr.lua --quick). In the REPL, help(x) or ?x describes a\n"
+    "function, method, rule or experiment option. REPL history is kept in\n"
     "$NEUROMIC_HISTORY (default ~/" HISTORY_NAME "; empty: none).\n",
     progname);
 }

@@ -43,9 +43,7 @@ static nm_io_type checkiotype(lua_State *L, int arg, const nm_tensor *t) {
   return (nm_io_type)luaL_argerror(L, arg, lua_tostring(L, -1));
 }
 
-/* The path at arg; a Lua string with a NUL byte would name another file
-** to the C library, so it is refused. */
-static const char *checkpath(lua_State *L, int arg) {
+const char *nm_checkpath(lua_State *L, int arg) {
   size_t len;
   const char *path = luaL_checklstring(L, arg, &len);
   if (strlen(path) != len) {
@@ -53,6 +51,10 @@ static const char *checkpath(lua_State *L, int arg) {
     luaL_argerror(L, arg, lua_tostring(L, -1));
   }
   return path;
+}
+
+const char *nm_optpath(lua_State *L, int arg) {
+  return lua_isnoneornil(L, arg) ? NULL : nm_checkpath(L, arg);
 }
 
 /* The most bytes a loaded tensor may take: opts.max_bytes at arg, else
@@ -86,7 +88,7 @@ static int64_t load_limit(lua_State *L, int arg) {
 ** tensor. The default dtype is the one that holds the file's values
 ** exactly. */
 static int load(lua_State *L, open_fn opener, const char *name) {
-  const char *path = checkpath(L, 1);
+  const char *path = nm_checkpath(L, 1);
   int opts = lua_istable(L, 2) ? 2 : 3, given = 0;
   nm_dtype dt = NM_FLOAT32;
   if (!lua_isnoneornil(L, opts) && !lua_istable(L, opts))
@@ -157,7 +159,7 @@ typedef int (*write_fn)(const char *path, const nm_tensor *t, nm_io_type type,
                         char *err, size_t errlen);
 
 static int save(lua_State *L, write_fn writer, const char *name) {
-  const char *path = checkpath(L, 1);
+  const char *path = nm_checkpath(L, 1);
   nm_tensor *t = nm_checktensor(L, 2);
   nm_io_type type = checkiotype(L, 3, t);
   char err[NM_IO_ERRLEN];

@@ -71,7 +71,7 @@ static int read_counts(lua_State *L, int layout, const char *name, nm_kernel *k,
 
 /* nm.load_kernel(path, symbol, key, layout) -> kernel | nil, message */
 static int kernel_load(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = nm_checkpath(L, 1);
   const char *symbol = luaL_checkstring(L, 2);
   const char *key = luaL_checkstring(L, 3);
   luaL_checktype(L, 4, LUA_TTABLE);

@@ -13,6 +13,8 @@
 **                [b_ip, Db_ip], eta_down, eta_pi, eta_ip}, ..., {output layer}}}
 **   mc:run(steps, x [, target [, gen [, learn]]])
 **   mc:refresh();  mc:set{sigma = 0, ...};  mc:set_eta(k, "up", eta);  mc:params()
+**   mc:begin_step(x [, target]); mc:plasticity(k, "up", eta) ...;
+**     mc:end_step(nudged [, gen]); ... mc:finish()   (mc:run's steps in parts)
 **
 ** Every tensor must be a contiguous float64 tensor of the shape the layer
 ** sizes give. The object keeps the tensors' storage alive and works on it
@@ -29,7 +31,33 @@
 #define MICROCIRCUIT_T "neuromic.Microcircuit"
 #define GENERATOR_T "neuromic.Generator"
 
-#define checkmc(L, i) ((nm_mc_net *)luaL_checkudata(L, i, MICROCIRCUIT_T))
+/* The userdata: the network, then its scratch (net.work), then the
+** identities of the tensor storages it works on, which user value 1 (a
+** list) keeps alive. */
+typedef struct lmc {
+  nm_mc_net net;
+  lua_Integer nkeep;
+  const void **keep;
+} lmc;
+
+/* The network at i, once its storages are checked to be still the ones
+** it was built on: the debug library can replace or empty the list
+** (debug.setuservalue, debug.getuservalue), and the collector would then
+** free memory the network writes to. */
+static nm_mc_net *checkmc(lua_State *L, int i) {
+  lmc *m = (lmc *)luaL_checkudata(L, i, MICROCIRCUIT_T);
+  int ok = lua_getiuservalue(L, i, 1) == LUA_TTABLE && lua_rawlen(L, -1) == (lua_Unsigned)m->nkeep;
+  for (lua_Integer k = 0; ok && k < m->nkeep; k++) {
+    lua_rawgeti(L, -1, k + 1);
+    ok = lua_touserdata(L, -1) == m->keep[k];
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  if (!ok)
+    luaL_error(L, "microcircuit: the storage of the network's tensors was replaced "
+               "(debug.setuservalue); the network cannot be used");
+  return &m->net;
+}
 
 /* ------------------------------------------------------------ spec reading */
 
@@ -302,13 +330,23 @@ static int l_new(lua_State *L) {
   lua_settop(L, keep);
   check_arrays_disjoint(L, &net, 1);
 
-  /* The scratch lives in the same userdata, after the struct. */
+  /* The scratch lives in the same userdata, after the struct, then the
+  ** storages' identities. */
   int64_t work = nm_mc_work_size(&net);
-  nm_mc_net *obj = (nm_mc_net *)lua_newuserdatauv(
-      L, sizeof(nm_mc_net) + (size_t)work * sizeof(double), 1);
+  lua_Integer nkeep = (lua_Integer)lua_rawlen(L, keep);
+  lmc *m = (lmc *)lua_newuserdatauv(L, sizeof(lmc) + (size_t)work * sizeof(double) +
+                                           (size_t)nkeep * sizeof(void *), 1);
+  nm_mc_net *obj = &m->net;
   memcpy(obj, &net, sizeof net);
-  obj->work = (double *)(void *)(obj + 1);
+  obj->work = (double *)(void *)(m + 1);
   memset(obj->work, 0, (size_t)work * sizeof(double));
+  m->nkeep = nkeep;
+  m->keep = (const void **)(void *)(obj->work + work);
+  for (lua_Integer k = 0; k < nkeep; k++) {
+    lua_rawgeti(L, keep, k + 1);
+    m->keep[k] = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+  }
   lua_pushvalue(L, keep);
   lua_setiuservalue(L, -2, 1);
   luaL_setmetatable(L, MICROCIRCUIT_T);
@@ -333,6 +371,15 @@ static const double *checkvec(lua_State *L, int arg, int64_t n, int optional) {
   return (const double *)t->data;
 }
 
+/* A run's status as Lua sees it: nothing, or an error. */
+static int run_status(lua_State *L, int status) {
+  if (status == NM_ENONFINITE)
+    return luaL_error(L, "microcircuit: a membrane potential became NaN or infinite "
+                         "(learning rates or weights too large?)");
+  if (status != NM_OK) return nm_status_error(L, status, "microcircuit");
+  return 0;
+}
+
 /* mc:run(steps, x [, target [, gen [, learn]]]): `steps` Euler steps with
 ** input x [n0] and target potentials [nN] (nil: no nudging); gen draws the
 ** noise (required when sigma > 0); learn (default true) switches the
@@ -350,12 +397,7 @@ static int m_run(lua_State *L) {
   int learn = lua_isnoneornil(L, 6) ? 1 : lua_toboolean(L, 6);
   check_input_disjoint(L, net, 3, "x", x, net->n0);
   if (target) check_input_disjoint(L, net, 4, "target", target, net->layer[net->N].n);
-  int status = nm_mc_run(net, (int64_t)steps, x, target, g, learn);
-  if (status == NM_ENONFINITE)
-    return luaL_error(L, "microcircuit: a membrane potential became NaN or infinite "
-                         "(learning rates or weights too large?)");
-  if (status != NM_OK) return nm_status_error(L, status, "microcircuit");
-  return 0;
+  return run_status(L, nm_mc_run(net, (int64_t)steps, x, target, g, learn));
 }
 
 /* mc:refresh(): rates and dendritic potentials from the present state. */
@@ -414,23 +456,81 @@ static int m_set(lua_State *L) {
   return 0;
 }
 
+/* The layer (at arg) and pathway (at arg + 1) of a connection, checked
+** against the network: k in [1, N], and only "up" on the output layer. */
+static nm_mc_pathway check_connection(lua_State *L, const nm_mc_net *net, int arg, int *k) {
+  static const char *const kinds[] = {"up", "ip", "pi", "down", NULL};
+  lua_Integer layer = luaL_checkinteger(L, arg);
+  int kind = luaL_checkoption(L, arg + 1, NULL, kinds);
+  if (layer < 1 || layer > net->N) {
+    lua_pushfstring(L, "layer %I out of range [1, %d]", layer, net->N);
+    luaL_argerror(L, arg, lua_tostring(L, -1));
+  }
+  if (kind > 0 && layer == net->N) luaL_argerror(L, arg, "the output layer has only W_up");
+  *k = (int)layer;
+  return (nm_mc_pathway)kind;
+}
+
+/* A finite learning rate at arg. */
+static double check_eta(lua_State *L, int arg) {
+  double eta = luaL_checknumber(L, arg);
+  luaL_argcheck(L, isfinite(eta), arg, "learning rate must be finite");
+  return eta;
+}
+
 /* mc:set_eta(k, "up" | "ip" | "pi" | "down", eta) */
 static int m_set_eta(lua_State *L) {
   nm_mc_net *net = checkmc(L, 1);
-  lua_Integer k = luaL_checkinteger(L, 2);
-  static const char *const kinds[] = {"up", "ip", "pi", "down", NULL};
-  int kind = luaL_checkoption(L, 3, NULL, kinds);
-  double eta = luaL_checknumber(L, 4);
-  if (k < 1 || k > net->N) {
-    lua_pushfstring(L, "layer %I out of range [1, %d]", k, net->N);
-    luaL_argerror(L, 2, lua_tostring(L, -1));
-  }
-  if (kind > 0 && k == net->N) luaL_argerror(L, 2, "the output layer has only W_up");
-  luaL_argcheck(L, isfinite(eta), 4, "learning rate must be finite");
+  int k;
+  nm_mc_pathway kind = check_connection(L, net, 2, &k);
+  double eta = check_eta(L, 4);
   nm_mc_layer *Lk = &net->layer[k];
   double *slot[] = {&Lk->eta_up, &Lk->eta_ip, &Lk->eta_pi, &Lk->eta_down};
   *slot[kind] = eta;
   return 0;
+}
+
+/* mc:plasticity(k, "up" | "ip" | "pi" | "down", eta): one plasticity
+** step of that connection from the present state (the step mc:run takes
+** for it). Allocates nothing. */
+static int m_plasticity(lua_State *L) {
+  nm_mc_net *net = checkmc(L, 1);
+  int k;
+  nm_mc_pathway kind = check_connection(L, net, 2, &k);
+  nm_mc_plasticity(net, k, kind, check_eta(L, 4));
+  return 0;
+}
+
+/* mc:begin_step(x [, target]): the first part of one Euler step (input
+** low-pass, rates and potentials refreshed). */
+static int m_begin_step(lua_State *L) {
+  nm_mc_net *net = checkmc(L, 1);
+  const double *x = checkvec(L, 2, net->n0, 0);
+  const double *target = checkvec(L, 3, net->layer[net->N].n, 1);
+  check_input_disjoint(L, net, 2, "x", x, net->n0);
+  if (target) check_input_disjoint(L, net, 3, "target", target, net->layer[net->N].n);
+  nm_mc_begin_step(net, x, target);
+  return 0;
+}
+
+/* mc:end_step(nudged [, gen]): the rest of the step (the potentials). */
+static int m_end_step(lua_State *L) {
+  nm_mc_net *net = checkmc(L, 1);
+  int nudged = lua_toboolean(L, 2);
+  nm_rng *g = NULL;
+  if (!lua_isnoneornil(L, 3)) g = (nm_rng *)luaL_checkudata(L, 3, GENERATOR_T);
+  if (g == NULL && net->p.sigma > 0)
+    luaL_argerror(L, 3, "a generator is needed when sigma > 0");
+  int status = nm_mc_end_step(net, nudged, g);
+  if (status == NM_EINTR) nm_mc_refresh(net);
+  if (status != NM_OK) return nm_status_error(L, status, "microcircuit");
+  return 0;
+}
+
+/* mc:finish(): refresh after the last step; an error when a potential is
+** not finite. */
+static int m_finish(lua_State *L) {
+  return run_status(L, nm_mc_finish(checkmc(L, 1)));
 }
 
 /* mc:params() -> table of the constants and the learning rates. */
@@ -520,6 +620,10 @@ static const luaL_Reg mc_methods[] = {
   {"refresh", m_refresh},
   {"set", m_set},
   {"set_eta", m_set_eta},
+  {"plasticity", m_plasticity},
+  {"begin_step", m_begin_step},
+  {"end_step", m_end_step},
+  {"finish", m_finish},
   {"params", m_params},
   {NULL, NULL}
 };

@@ -56,6 +56,11 @@ void nm_check_open(lua_State *L, int n, const int *args, const char *const *name
 ** the userdata at `owner`; replaced only when too small, so steady-state
 ** loops allocate nothing. The collector sees it like any tensor. */
 void *nm_scratch(lua_State *L, int owner, int slot, size_t bytes);
+/* A file path at arg: a string without NUL bytes (the C library would
+** see a shorter path), else "bad argument #arg (path contains a NUL byte
+** (at byte k))". nm_optpath: NULL when absent. Defined in lio.c. */
+const char *nm_checkpath(lua_State *L, int arg);
+const char *nm_optpath(lua_State *L, int arg);
 /* Accepts "float32"/"float"/"float64"/"double" at arg, or def if absent. */
 nm_dtype nm_optdtype(lua_State *L, int arg, nm_dtype def);
 /* Reads a dtype from field "dtype" of an options table at arg (or def). */

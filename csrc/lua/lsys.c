@@ -16,10 +16,10 @@
 /* nm.atomic_write(path, data [, backup]): replaces the file crash-safely;
 ** with backup, the old file (if any) is kept under that name. */
 static int sys_atomic_write(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = nm_checkpath(L, 1);
   size_t len;
   const char *data = luaL_checklstring(L, 2, &len);
-  const char *backup = luaL_optstring(L, 3, NULL);
+  const char *backup = nm_optpath(L, 3);
   const char *step = "open";
   int err = nm_atomic_write(path, data, len, backup, &step);
   if (err != 0)
@@ -114,7 +114,7 @@ static int sys_clear_stop(lua_State *L) {
 
 /* nm.mkdir(path [, parents = true]) */
 static int sys_mkdir(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = nm_checkpath(L, 1);
   int parents = lua_isnoneornil(L, 2) ? 1 : lua_toboolean(L, 2);
   int err = nm_mkdir(path, parents);
   if (err != 0)
@@ -125,7 +125,7 @@ static int sys_mkdir(lua_State *L) {
 /* nm.spawn({prog, arg1, ...} [, log_path]) -> pid */
 static int sys_spawn(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  const char *log_path = luaL_optstring(L, 2, NULL);
+  const char *log_path = nm_optpath(L, 2);
   lua_Integer n = luaL_len(L, 1);
   luaL_argcheck(L, n >= 1 && n < 100000, 1, "needs a program and its arguments");
   /* The argv array is a userdata, so an error below frees it with the GC;
@@ -137,7 +137,10 @@ static int sys_spawn(lua_State *L) {
     lua_geti(L, 1, i);
     if (!lua_isstring(L, -1))
       return luaL_error(L, "spawn: argument %d of the command is not a string", (int)i);
-    argv[i - 1] = lua_tostring(L, -1);
+    size_t len;
+    argv[i - 1] = lua_tolstring(L, -1, &len);
+    if (strlen(argv[i - 1]) != len)      /* exec would see it cut short */
+      return luaL_error(L, "spawn: argument %d of the command contains a NUL byte", (int)i);
   }
   argv[n] = NULL;
   pid_t pid;

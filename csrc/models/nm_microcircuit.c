@@ -219,45 +219,54 @@ void nm_mc_refresh(nm_mc_net *net) {
   }
 }
 
+void nm_mc_plasticity(nm_mc_net *net, int k, nm_mc_pathway pathway, double eta) {
+  const nm_mc_params *p = &net->p;
+  int N = net->N;
+  double a = p->dt / p->tau_w, c = p->dt * eta;
+  double *e = net->work;
+  nm_mc_layer *L = &net->layer[k];
+  if (pathway == NM_MC_UP) {
+    const double *pre = k == 1 ? net->r0 : net->layer[k - 1].r;
+    int64_t npre = k == 1 ? net->n0 : net->layer[k - 1].n;
+    double cB = p->g_B / (p->g_lk + p->g_B + (k < N ? p->g_A : 0.0));
+    phi_scaled(p, e, L->vB, cB, L->n);                   /* phi(vhatB) */
+    for (int64_t i = 0; i < L->n; i++) e[i] = L->r[i] - e[i];
+    lowpass_outer(L->W_up, L->D_up, e, pre, L->n, npre, a, c);
+    if (L->b_up) lowpass_bias(L->b_up, L->Db_up, e, L->n, a, c);
+    return;
+  }
+  nm_mc_layer *up = &net->layer[k + 1];
+  int64_t nI = up->n;
+  switch (pathway) {
+    case NM_MC_IP:
+      phi_scaled(p, e, L->vI, p->g_D / (p->g_lk + p->g_D), nI);   /* phi(vhatI) */
+      for (int64_t j = 0; j < nI; j++) e[j] = L->rI[j] - e[j];
+      lowpass_outer(L->W_ip, L->D_ip, e, L->r, nI, L->n, a, c);
+      if (L->b_ip) lowpass_bias(L->b_ip, L->Db_ip, e, nI, a, c);
+      break;
+    case NM_MC_PI:
+      for (int64_t i = 0; i < L->n; i++) e[i] = -L->vA[i];
+      lowpass_outer(L->W_pi, L->D_pi, e, L->rI, L->n, nI, a, c);
+      break;
+    default:                                             /* NM_MC_DOWN */
+      phi_scaled(p, e, L->vD, 1.0, L->n);                /* phi(W_down r_{k+1}) */
+      for (int64_t i = 0; i < L->n; i++) e[i] = L->r[i] - e[i];
+      lowpass_outer(L->W_down, L->D_down, e, up->r, L->n, nI, a, c);
+      break;
+  }
+}
+
 /* The four rules of every layer, from the rates and potentials of the
 ** present state (nm_mc_refresh just ran). */
 static void plasticity(nm_mc_net *net) {
-  const nm_mc_params *p = &net->p;
   int N = net->N;
-  double a = p->dt / p->tau_w;
-  double cD = p->g_D / (p->g_lk + p->g_D);
-  double *e = net->work;
   for (int k = 1; k <= N; k++) {
     nm_mc_layer *L = &net->layer[k];
-    const double *pre = k == 1 ? net->r0 : net->layer[k - 1].r;
-    int64_t npre = k == 1 ? net->n0 : net->layer[k - 1].n;
-    if (L->eta_up != 0) {
-      double cB = p->g_B / (p->g_lk + p->g_B + (k < N ? p->g_A : 0.0));
-      phi_scaled(p, e, L->vB, cB, L->n);                 /* phi(vhatB) */
-      for (int64_t i = 0; i < L->n; i++) e[i] = L->r[i] - e[i];
-      double c = p->dt * L->eta_up;
-      lowpass_outer(L->W_up, L->D_up, e, pre, L->n, npre, a, c);
-      if (L->b_up) lowpass_bias(L->b_up, L->Db_up, e, L->n, a, c);
-    }
+    if (L->eta_up != 0) nm_mc_plasticity(net, k, NM_MC_UP, L->eta_up);
     if (k == N) break;
-    nm_mc_layer *up = &net->layer[k + 1];
-    int64_t nI = up->n;
-    if (L->eta_ip != 0) {
-      phi_scaled(p, e, L->vI, cD, nI);                   /* phi(vhatI) */
-      for (int64_t j = 0; j < nI; j++) e[j] = L->rI[j] - e[j];
-      double c = p->dt * L->eta_ip;
-      lowpass_outer(L->W_ip, L->D_ip, e, L->r, nI, L->n, a, c);
-      if (L->b_ip) lowpass_bias(L->b_ip, L->Db_ip, e, nI, a, c);
-    }
-    if (L->eta_pi != 0) {
-      for (int64_t i = 0; i < L->n; i++) e[i] = -L->vA[i];
-      lowpass_outer(L->W_pi, L->D_pi, e, L->rI, L->n, nI, a, p->dt * L->eta_pi);
-    }
-    if (L->eta_down != 0) {
-      phi_scaled(p, e, L->vD, 1.0, L->n);                /* phi(W_down r_{k+1}) */
-      for (int64_t i = 0; i < L->n; i++) e[i] = L->r[i] - e[i];
-      lowpass_outer(L->W_down, L->D_down, e, up->r, L->n, nI, a, p->dt * L->eta_down);
-    }
+    if (L->eta_ip != 0) nm_mc_plasticity(net, k, NM_MC_IP, L->eta_ip);
+    if (L->eta_pi != 0) nm_mc_plasticity(net, k, NM_MC_PI, L->eta_pi);
+    if (L->eta_down != 0) nm_mc_plasticity(net, k, NM_MC_DOWN, L->eta_down);
   }
 }
 
@@ -391,21 +400,34 @@ static int all_finite(const nm_mc_net *net) {
   return acc == 0.0;   /* inf * 0 and NaN * 0 are NaN */
 }
 
+void nm_mc_begin_step(nm_mc_net *net, const double *x, const double *target) {
+  const nm_mc_params *p = &net->p;
+  lowpass_vector(net->r0, x, net->n0, p->dt, p->tau_in);
+  if (target) lowpass_vector(net->ut, target, net->layer[net->N].n, p->dt, p->tau_in);
+  nm_mc_refresh(net);
+}
+
+int nm_mc_end_step(nm_mc_net *net, int nudged, nm_rng *g) {
+  if (net->p.sigma > 0 && g == NULL) return NM_EINVAL;
+  voltages(net, nudged, g);
+  return nm_interrupted ? NM_EINTR : NM_OK;
+}
+
+int nm_mc_finish(nm_mc_net *net) {
+  nm_mc_refresh(net);
+  return all_finite(net) ? NM_OK : NM_ENONFINITE;
+}
+
 int nm_mc_run(nm_mc_net *net, int64_t steps, const double *x, const double *target,
               nm_rng *g, int learn) {
-  const nm_mc_params *p = &net->p;
-  int64_t nout = net->layer[net->N].n;
-  if (p->sigma > 0 && g == NULL) return NM_EINVAL;
+  if (net->p.sigma > 0 && g == NULL) return NM_EINVAL;
   int status = NM_OK;
   for (int64_t t = 0; t < steps; t++) {
-    lowpass_vector(net->r0, x, net->n0, p->dt, p->tau_in);
-    if (target) lowpass_vector(net->ut, target, nout, p->dt, p->tau_in);
-    nm_mc_refresh(net);
+    nm_mc_begin_step(net, x, target);
     if (learn) plasticity(net);
-    voltages(net, target != NULL, g);
-    if (nm_interrupted) { status = NM_EINTR; break; }
+    status = nm_mc_end_step(net, target != NULL, g);
+    if (status != NM_OK) break;
   }
-  nm_mc_refresh(net);
-  if (status == NM_OK && !all_finite(net)) status = NM_ENONFINITE;
-  return status;
+  int fin = nm_mc_finish(net);
+  return status != NM_OK ? status : fin;
 }

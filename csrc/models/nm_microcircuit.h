@@ -36,6 +36,15 @@ typedef enum {
   NM_MC_NOISE_DT = 1        /* u += ... + sigma dt xi (several reimplementations) */
 } nm_mc_noise;
 
+/* The four plastic pathways of a hidden layer (the output layer has only
+** NM_MC_UP). */
+typedef enum {
+  NM_MC_UP = 0,     /* W_up: bottom-up onto the basal dendrite */
+  NM_MC_IP = 1,     /* W_ip: pyramidal -> interneuron */
+  NM_MC_PI = 2,     /* W_pi: interneuron -> apical dendrite */
+  NM_MC_DOWN = 3    /* W_down: top-down onto the apical dendrite */
+} nm_mc_pathway;
+
 /* Membrane and plasticity constants (times in ms, capacitance 1, rest 0). */
 typedef struct nm_mc_params {
   double dt;                      /* Euler step */
@@ -128,5 +137,26 @@ void nm_mc_refresh(nm_mc_net *net);
 ** nothing. */
 int nm_mc_run(nm_mc_net *net, int64_t steps, const double *x, const double *target,
               nm_rng *g, int learn);
+
+/* One plasticity step of one connection, the rule of `pathway` on layer k
+** with learning rate eta (the step nm_mc_run takes for it, from the
+** present rates and potentials): W += dt eta D; D += dt/tau_w (T - D).
+** k in 1..N, and k < N unless pathway is NM_MC_UP. Uses the scratch;
+** allocates nothing. */
+void nm_mc_plasticity(nm_mc_net *net, int k, nm_mc_pathway pathway, double eta);
+
+/* nm_mc_run's step in three parts, for a caller that runs plasticity
+** rules of its own in between (one step: begin, the rules, end; after the
+** last step, finish):
+**   begin: low-pass the input (and target) and refresh rates and potentials;
+**   end:   the potentials' Euler step (nudged: the target is shown), noise
+**          from g; NM_EINVAL when sigma > 0 and g is NULL, NM_EINTR when
+**          interrupted (the state stays consistent);
+**   finish: refresh; NM_ENONFINITE when a potential is NaN or infinite.
+** nm_mc_run is exactly these with nm_mc_plasticity for every connection
+** whose eta is not 0. */
+void nm_mc_begin_step(nm_mc_net *net, const double *x, const double *target);
+int nm_mc_end_step(nm_mc_net *net, int nudged, nm_rng *g);
+int nm_mc_finish(nm_mc_net *net);
 
 #endif

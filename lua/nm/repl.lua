@@ -22,8 +22,12 @@ local format, concat, sort = string.format, table.concat, table.sort
 local function doc_dir()
   local src = debug.getinfo(1, "S").source
   local root = src:match("^@(.-)lua/nm/repl%.lua$")
-  if root then return (root == "" and "." or root:gsub("/$", "")) .. "/doc" end
-  local dir = src:match("^@(.-)repl%.lua$")
+  if root then
+    local d = (root == "" and "." or root:gsub("/$", "")) .. "/doc"
+    local f = io.open(d .. "/tensor.md")
+    if f then f:close() return d end
+  end
+  local dir = src:match("^@(.-)repl%.lua$") or "./nm/"
   return (dir ~= "" and dir or "./") .. "doc"
 end
 repl.doc_dir = doc_dir()
@@ -278,7 +282,8 @@ function repl.help_text(x)
     return nil, "no doc for this table"
   end
   if type(x) ~= "string" then return nil, "no doc for a " .. type(x) end
-  local s = x:gsub("^%s+", ""):gsub("%s+$", "")
+  -- "?addr  -- a comment": the comment is no part of the topic ("--runs" is)
+  local s = x:gsub("%s+%-%-%s.*$", ""):gsub("^%s+", ""):gsub("%s+$", "")
   if s == "" then return GENERAL end
   -- an experiment option: "bmvr --runs"
   local exp, opt = s:match("^([%w_%./]+)%s+(%-%-[%w%-_]+)$")

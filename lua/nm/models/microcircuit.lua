@@ -19,10 +19,40 @@
 --   net:run(x, 1000, u_target)          -- 100 ms of one pattern, target shown
 --   net:apical_energy(), net:interneuron_mismatch()
 --
--- Connections are nn connections (nm.nn) with the rule "microcircuit"
--- (rules/microcircuit.lua): net.up[k] (W_up, layer k-1 -> k, k = 1..N),
--- net.down[k], net.ip[k], net.pi[k] (k = 1..N-1). conn.plastic = false or
--- rule.set_learning(false) stop learning in both modes.
+-- Connections are nn connections (nm.nn): net.up[k] (W_up, layer k-1 ->
+-- k, k = 1..N), net.down[k], net.ip[k], net.pi[k] (k = 1..N-1), each with
+-- a circuit rule (conn.rule, one instance per connection) for its pathway;
+-- conn.plastic = false or rule.set_learning(false) stop learning in both
+-- modes.
+--
+-- Circuit rules (kind = "circuit", model = "microcircuit", pathway or
+-- pathways from up, ip, pi, down; see lua/nm/rule.lua). The paper's are
+-- rules/dendritic_prediction.lua (up, ip, down) and
+-- rules/apical_silencing.lua (pi), the defaults; mc.new{rules = {up =
+-- "name" | "./path.lua" | definition | instance, ...}} takes others. A
+-- rule declares the parameter eta (the model sets it per layer from
+-- mc.new's eta, and dt, tau_w when declared). rule.step(s, p) makes one
+-- plasticity step of one connection from the state s of the network:
+--   s.W [n x n_pre], s.b [n] or nil, s.state (the connection's state:
+--     D, Db the low-pass traces, and what the rule's init(s, p) adds;
+--     checkpointed), s.pathway, s.layer (k), s.batch (B), s.ones [B];
+--   s.pre [B x n_pre] presynaptic rates: r_{k-1} (up), r_k (ip), rI_k
+--     (pi), r_{k+1} (down);
+--   s.post [B x n] postsynaptic somatic rates and s.u their potentials:
+--     r_k, u_k (up, pi, down), rI_k, uI_k (ip);
+--   s.v [B x n] the potential of the compartment the synapses end on:
+--     vB_k (up), vI_k (ip), vA_k (pi), vD_k = W_down r_{k+1} (down), and
+--     s.c its attenuation (cB_k, cD; 1 for pi and down);
+--   s.e [B x n], s.e_t = s.e:t() scratch; s.phi(Y, U) the rate function.
+-- Rows are samples: B = 1 in the full dynamics (every Euler step), the
+-- minibatch in the steady state (once per minibatch; tau_w = 0 there).
+-- mc.lowpass(s, p) applies the induction term the rule wrote into s.e as
+-- the paper does. A rule's kernel is its C fast path for the full
+-- dynamics; the paper's rules name mc.kernel (the step of
+-- csrc/models/nm_microcircuit.c), and when every plastic connection's
+-- rule does, a pattern runs as one fused C call (nm_mc_run); otherwise
+-- each Euler step runs in C up to the rules, which run in Lua (or their
+-- kernel), then the potentials in C (the same numbers to rounding).
 
 local nm = require "neuromic"
 local nn = require "nm.nn"
@@ -47,6 +77,11 @@ mc.rates = {
 }
 
 local KINDS = {"up", "down", "ip", "pi"}
+
+-- The plastic pathways and the paper's rule for each (rule files).
+mc.pathways = {"up", "ip", "pi", "down"}
+mc.default_rules = {up = "dendritic_prediction", ip = "dendritic_prediction",
+                    pi = "apical_silencing", down = "dendritic_prediction"}
 
 local Net = {}
 Net.__index = Net
@@ -82,6 +117,39 @@ local function rate_spec(r)
   return spec
 end
 
+-- mc.circuit_rule(pathway, spec) -> the definition and the parameters
+-- given with it (an instance's) of a rule for one pathway: spec a name, a
+-- path, a definition or an instance (nil: the paper's rule). Errors name
+-- the rule and what does not fit.
+function mc.circuit_rule(pathway, spec)
+  local given = {}
+  if spec == nil then spec = mc.default_rules[pathway] end
+  if rule.is_rule(spec) then
+    for k, v in pairs(spec.p) do given[k] = v end
+    spec = spec.def
+  end
+  local def = rule.definition(spec)
+  if def.kind ~= "circuit" then
+    fail(format("rule '%s' is a %s rule; the microcircuit takes circuit rules", def.name,
+                tostring(def.kind)), 2)
+  elseif def.model ~= "microcircuit" then
+    fail(format("rule '%s' is a circuit rule of the model '%s', not of the microcircuit", def.name,
+                tostring(def.model)), 2)
+  end
+  local list = def.pathways or {def.pathway}
+  local ok = false
+  for _, name in ipairs(list) do ok = ok or name == pathway end
+  if not ok then
+    fail(format("rule '%s' drives pathway%s %s, not '%s'", def.name, #list == 1 and "" or "s",
+                table.concat(list, ", "), pathway), 2)
+  end
+  if not def.params.eta then
+    fail(format("rule '%s' must declare the parameter eta (the learning rate the model sets)",
+                def.name), 2)
+  end
+  return def, given
+end
+
 -- mc.new(opts) -> network. Options:
 --   sizes = {n0, n1, ..., nN} (N >= 1; N = 1 has no hidden layer)
 --   dtype = "float64" ("float32" for the steady state only)
@@ -100,6 +168,8 @@ end
 --   self_predicting = false: start in the analytic self-predicting state
 --   gen = generator (draws the weights; required), noise_gen = generator
 --     for the noise (default: gen)
+--   rules = {up =, ip =, pi =, down =}: a circuit rule per pathway (a
+--     name, a path, a definition or an instance; default mc.default_rules)
 function mc.new(o)
   if type(o) ~= "table" or type(o.sizes) ~= "table" or #o.sizes < 2 then
     fail("mc.new{sizes = {n0, n1, ..., nN}, gen = generator, ...} expected", 2)
@@ -135,6 +205,18 @@ function mc.new(o)
   eta.up = per_layer(e.up or 0, N, "eta.up")
   for _, kind in ipairs{"ip", "pi", "down"} do eta[kind] = per_layer(e[kind] or 0, N - 1, "eta." .. kind) end
 
+  local rules = o.rules or {}
+  if type(rules) ~= "table" then fail("rules must be a table {up =, ip =, pi =, down =}", 2) end
+  local defs, given = {}, {}
+  for name in pairs(rules) do
+    if not eta[name] then fail(format("rules has no pathway '%s' (up, ip, pi, down)", tostring(name)), 2) end
+  end
+  for _, kind in ipairs(mc.pathways) do
+    local ok, def, g = pcall(mc.circuit_rule, kind, rules[kind])
+    if not ok then error(def, 2) end
+    defs[kind], given[kind] = def, g
+  end
+
   local init = o.init or 1
   if type(init) ~= "table" then init = {up = init, down = init} end
   init = {up = init.up or 1, down = init.down or 1, ip = init.ip, pi = init.pi}
@@ -154,21 +236,33 @@ function mc.new(o)
   local net = setmetatable({N = N, sizes = sizes, dtype = dtype, mode = mode, p = p, eta = eta,
                             bias = not not o.bias, gen = o.gen, noise_gen = o.noise_gen or o.gen,
                             up = {}, down = {}, ip = {}, pi = {}, pyr = {}, int = {},
-                            bufs = {}}, Net)
+                            bufs = {}, rule_states = {}}, Net)
+  net.phi_fn = function(Y, U) return net:phi(Y, U) end
 
   local function connection(kind, k, pre, post, bias)
     local a = init[kind]
     if type(a) == "table" then a = a[k] elseif a == "fan_in" then a = 1 / math.sqrt(pre) end
-    return nn.connection{
+    local c = nn.connection{
       pre = pre, post = post, bias = bias, dtype = dtype, gen = o.gen, name = format("W_%s%d", kind, k),
       init = function(W, b, gen)
         W:uniform(gen, -a, a)
         if b then b:zero() end
       end,
-      rule = rule.new("microcircuit", {pathway = kind, eta = eta[kind][k],
-                                       tau_w = mode == "steady" and 0 or p.tau_w, dt = p.dt}),
       plastic = eta[kind][k] ~= 0,
     }
+    -- the rule's parameters: an instance's, then what the model sets
+    local def, params = defs[kind], {}
+    for name, v in pairs(given[kind]) do params[name] = v end
+    params.eta = eta[kind][k]
+    if def.params.tau_w then params.tau_w = mode == "steady" and 0 or p.tau_w end
+    if def.params.dt then params.dt = p.dt end
+    c.rule = rule.new(def, params)
+    -- the state the rule keeps: the low-pass traces, and its own (init)
+    c.state = {D = c.W:clone():zero(), Db = c.b and c.b:clone():zero() or nil}
+    if def.init then
+      def.init({W = c.W, b = c.b, state = c.state, pathway = kind, layer = k, net = net}, c.rule.p)
+    end
+    return c
   end
   -- Draw order: all W_up, then per hidden layer W_down, W_ip, W_pi.
   for k = 1, N do net.up[k] = connection("up", k, sizes[k - 1], sizes[k], net.bias) end
@@ -228,6 +322,95 @@ function Net:self_predicting()
   return self
 end
 
+-- ---------------------------------------------------------------- rule states
+
+-- The attenuation of the compartment a pathway's synapses end on.
+local function attenuation(self, kind, k)
+  local f = self:factors()
+  if kind == "up" then return k < self.N and f.cB or f.cB_out end
+  if kind == "ip" then return f.cD end
+  return 1
+end
+
+-- The state s a rule step of connection (kind, k) reads (see the header):
+-- the rows of `t` (pre, post, u, v, e: tensors [B x n]) and the rest.
+local function rule_state(self, kind, k, t)
+  local c = self[kind][k]
+  local s = {W = c.W, b = c.b, state = c.state, pathway = kind, layer = k, net = self,
+             pre = t.pre, post = t.post, u = t.u, v = t.v, e = t.e, e_t = t.e:t(),
+             batch = t.e:size(1), ones = t.ones, handle = t.handle,
+             c = attenuation(self, kind, k), phi = self.phi_fn}
+  self.rule_states[#self.rule_states + 1] = s
+  return s
+end
+
+-- mc.lowpass(s, p): the plasticity of the paper's rules, from the
+-- induction term e = s.e (rows: samples) a rule wrote, T = <e pre^T> the
+-- batch mean: with tau_w > 0 one forward Euler step of the low-pass trace,
+--   W += dt eta D;   D += (dt / tau_w) (T - D)
+-- and with tau_w = 0 (the steady state) W += eta T. Biases (a presynaptic
+-- rate of 1) likewise. Needs s.state.T (and Tb) of the weights' shapes
+-- (the paper's rules make them in init). Allocates nothing.
+function mc.lowpass(s, p)
+  local st, B = s.state, s.batch
+  if p.tau_w == 0 then
+    st.T:addmm(p.eta / B, s.e_t, s.pre, 0)                   -- eta <e r_pre^T>
+    s.W:add(st.T)
+    if s.b then
+      st.Tb:addmv(p.eta / B, s.e_t, s.ones, 0)
+      s.b:add(st.Tb)
+    end
+    return
+  end
+  local a, c = p.dt / p.tau_w, p.dt * p.eta
+  st.T:addmm(1 / B, s.e_t, s.pre, 0)                         -- T = <e r_pre^T>
+  s.W:axpy(c, st.D)                                           -- W += dt eta D
+  st.T:sub(st.D)
+  st.D:axpy(a, st.T)                                          -- D += a (T - D)
+  if s.b then
+    st.Tb:addmv(1 / B, s.e_t, s.ones, 0)
+    s.b:axpy(c, st.Db)
+    st.Tb:sub(st.Db)
+    st.Db:axpy(a, st.Tb)
+  end
+end
+
+-- mc.lowpass_params(eta) -> the parameters mc.lowpass reads (eta with
+-- this default, tau_w, dt), for a rule's params.
+function mc.lowpass_params(eta)
+  return {
+    eta = {default = eta, doc = "learning rate (per ms with tau_w > 0, per pattern with " ..
+                                "tau_w = 0); set per layer by the model"},
+    tau_w = {default = mc.defaults.tau_w, doc = "low-pass time constant of the induction term " ..
+                                                "in ms; 0: none (set by the model)"},
+    dt = {default = mc.defaults.dt, doc = "Euler step in ms (set by the model)"},
+  }
+end
+
+-- mc.lowpass_check(p): the parameters mc.lowpass reads are sound (a
+-- rule's check).
+function mc.lowpass_check(p)
+  if p.tau_w < 0 then return false, "parameter 'tau_w' must be >= 0" end
+  if p.tau_w > 0 and not (p.dt > 0 and p.dt <= p.tau_w) then
+    return false, "parameter 'dt' must be in (0, tau_w]"
+  end
+  return true
+end
+
+-- mc.lowpass_init(s, p): the scratch mc.lowpass needs (T, Tb).
+function mc.lowpass_init(s)
+  s.state.T = s.W:clone():zero()
+  if s.b then s.state.Tb = s.b:clone():zero() end
+end
+
+-- mc.kernel(s, p): the C step of the paper's rule of s.pathway on layer
+-- s.layer of the full dynamics (nm_mc_plasticity), the kernel the paper's
+-- rule files name. With it on every plastic connection a pattern runs as
+-- one fused C call.
+function mc.kernel(s, p)
+  s.handle:plasticity(s.layer, s.pathway, p.eta)
+end
+
 -- ---------------------------------------------------------------- full dynamics
 
 local function effective_eta(conn)
@@ -265,6 +448,26 @@ function Net:handle()
     spec.layers[k] = L
   end
   self.mc = nm.microcircuit(spec)
+  -- the rule states of the full dynamics: rows of one sample, views of the
+  -- vectors the C object works on
+  local function row(v) return v:view(1, v:size(1)) end
+  local ones = nm.ones(1, "float64")
+  self.dyn = {}
+  for k = 1, self.N do
+    local py, below = self.pyr[k], k == 1 and self.r0 or self.pyr[k - 1].r
+    local function st(kind, t)
+      t.ones, t.handle, t.e = ones, self.mc, nm.zeros(1, t.post:size(2), "float64")
+      self.dyn[#self.dyn + 1] = {conn = self[kind][k], s = rule_state(self, kind, k, t)}
+    end
+    st("up", {pre = row(below), post = row(py.r), u = row(py.u), v = row(py.vB)})
+    if k < self.N then
+      local it, above = self.int[k], self.pyr[k + 1]
+      st("ip", {pre = row(py.r), post = row(it.r), u = row(it.u), v = row(it.v)})
+      st("pi", {pre = row(it.r), post = row(py.r), u = row(py.u), v = row(py.vA)})
+      st("down", {pre = row(above.r), post = row(py.r), u = row(py.u), v = row(py.vD)})
+    end
+  end
+  self.active = {}
   return self.mc
 end
 
@@ -291,10 +494,11 @@ function Net:set(o)
   self.f = nil
   for _, kind in ipairs(KINDS) do
     for _, c in pairs(self[kind]) do
-      c.rule.p.dt = self.p.dt
-      if self.mode == "dynamics" then c.rule.p.tau_w = self.p.tau_w end
+      if c.rule.def.params.dt then c.rule.p.dt = self.p.dt end
+      if self.mode == "dynamics" and c.rule.def.params.tau_w then c.rule.p.tau_w = self.p.tau_w end
     end
   end
+  for _, st in ipairs(self.rule_states) do st.c = attenuation(self, st.pathway, st.layer) end
   return self
 end
 
@@ -313,7 +517,34 @@ function Net:run(x, steps, target, opts)
     if target ~= self.tbuf then self.tbuf:copy(target) end
     t = self.tbuf
   end
-  h:run(steps, self.xbuf, t, opts and opts.gen or self.noise_gen, learn)
+  local g = opts and opts.gen or self.noise_gen
+  -- the connections that learn, and whether all of them use the C kernel
+  local active, fused = self.active, true
+  for i = #active, 1, -1 do active[i] = nil end
+  if learn then
+    for _, d in ipairs(self.dyn) do
+      if effective_eta(d.conn) ~= 0 then
+        active[#active + 1] = d
+        local inst = d.conn.rule
+        fused = fused and inst.use_fused ~= false and inst.def.kernel == mc.kernel
+      end
+    end
+  end
+  if fused then
+    h:run(steps, self.xbuf, t, g, learn)
+    return self
+  end
+  for _ = 1, steps do
+    h:begin_step(self.xbuf, t)
+    for i = 1, #active do
+      local d = active[i]
+      local inst = d.conn.rule
+      local f = inst.use_fused ~= false and inst.def.kernel or inst.def.step
+      f(d.s, inst.p)
+    end
+    h:end_step(t ~= nil, g)
+  end
+  h:finish()
   return self
 end
 
@@ -406,38 +637,34 @@ end
 -- ---------------------------------------------------------------- steady state
 
 -- Batch buffers (rows are samples) for batch size B, and the rule
--- quantities of every connection. Made once per batch size.
+-- states of every connection (bs.s). Made once per batch size.
 function Net:buffers(B)
   local bs = self.bufs[B]
   if bs then return bs end
   local dt, N, n = self.dtype, self.N, self.sizes
   local function z(m) return nm.zeros(B, m, dt) end
-  bs = {B = B, ones = nm.ones(B, dt), R = {}, VB = {}, U = {}, P = {}, E = {},
-        VI = {}, UI = {}, RI = {}, PI = {}, EI = {}, VA = {}, VD = {}, PD = {}, ED = {}, EA = {},
-        q = {up = {}, down = {}, ip = {}, pi = {}}}
+  bs = {B = B, ones = nm.ones(B, dt), R = {}, VB = {}, U = {}, E = {},
+        VI = {}, UI = {}, RI = {}, EI = {}, VA = {}, VD = {}, ED = {}, EA = {}, s = {}}
   bs.R[0] = z(n[0])
   bs.UT = z(n[N])
   for k = 1, N do
-    bs.VB[k], bs.U[k], bs.R[k], bs.P[k], bs.E[k] = z(n[k]), z(n[k]), z(n[k]), z(n[k]), z(n[k])
+    bs.VB[k], bs.U[k], bs.R[k], bs.E[k] = z(n[k]), z(n[k]), z(n[k]), z(n[k])
     if k < N then
       local m = n[k + 1]
-      bs.VI[k], bs.UI[k], bs.RI[k], bs.PI[k], bs.EI[k] = z(m), z(m), z(m), z(m), z(m)
-      bs.VA[k], bs.VD[k], bs.PD[k], bs.ED[k], bs.EA[k] = z(n[k]), z(n[k]), z(n[k]), z(n[k]), z(n[k])
+      bs.VI[k], bs.UI[k], bs.RI[k], bs.EI[k] = z(m), z(m), z(m), z(m)
+      bs.VA[k], bs.VD[k], bs.ED[k], bs.EA[k] = z(n[k]), z(n[k]), z(n[k]), z(n[k])
     end
   end
-  local function quantities(conn, pre, err, extra)
-    local q = rule.quantities(conn)
-    q.pre, q.pre_t, q.error, q.error_t = pre, pre:t(), err, err:t()
-    q.batch, q.ones, q.state = B, bs.ones, conn.state
-    for key, v in pairs(extra) do q[key] = v end
-    return q
-  end
   for k = 1, N do
-    bs.q.up[k] = quantities(self.up[k], bs.R[k - 1], bs.E[k], {post = bs.R[k], pred = bs.P[k]})
+    local function st(kind, t)
+      t.ones = bs.ones
+      bs.s[#bs.s + 1] = {conn = self[kind][k], s = rule_state(self, kind, k, t)}
+    end
+    st("up", {pre = bs.R[k - 1], post = bs.R[k], u = bs.U[k], v = bs.VB[k], e = bs.E[k]})
     if k < N then
-      bs.q.ip[k] = quantities(self.ip[k], bs.R[k], bs.EI[k], {post = bs.RI[k], pred = bs.PI[k]})
-      bs.q.pi[k] = quantities(self.pi[k], bs.RI[k], bs.EA[k], {apical = bs.VA[k]})
-      bs.q.down[k] = quantities(self.down[k], bs.R[k + 1], bs.ED[k], {post = bs.R[k], pred = bs.PD[k]})
+      st("ip", {pre = bs.R[k], post = bs.RI[k], u = bs.UI[k], v = bs.VI[k], e = bs.EI[k]})
+      st("pi", {pre = bs.RI[k], post = bs.R[k], u = bs.U[k], v = bs.VA[k], e = bs.EA[k]})
+      st("down", {pre = bs.R[k + 1], post = bs.R[k], u = bs.U[k], v = bs.VD[k], e = bs.ED[k]})
     end
   end
   self.bufs[B] = bs
@@ -543,34 +770,15 @@ function Net:steady_state(X, UT, sweeps)
   return bs
 end
 
--- Applies the four rules once to the state of the last steady_state call,
--- every change the batch mean (rules/microcircuit.lua). Predictions:
--- phi(cB vB) (up), phi(cD vI) (ip), phi(vD) (down). Respects plastic
+-- Applies every connection's rule once (its step) to the state of the
+-- last steady_state call, every change the batch mean. Respects plastic
 -- switches. Allocates nothing.
 function Net:steady_update()
   local bs = self.cur
   if not bs then fail("steady_update before steady_state", 2) end
   if not rule.learning() then return end
-  local f, N = self:factors(), self.N
-  for k = 1, N do
-    local c = self.up[k]
-    if c.plastic ~= false then
-      bs.P[k]:scale(bs.VB[k], k < N and f.cB or f.cB_out)
-      self:phi(bs.P[k], bs.P[k])
-      rule.apply(c.rule, c, bs.q.up[k])
-    end
-    if k < N then
-      if self.ip[k].plastic ~= false then
-        bs.PI[k]:scale(bs.VI[k], f.cD)
-        self:phi(bs.PI[k], bs.PI[k])
-        rule.apply(self.ip[k].rule, self.ip[k], bs.q.ip[k])
-      end
-      if self.pi[k].plastic ~= false then rule.apply(self.pi[k].rule, self.pi[k], bs.q.pi[k]) end
-      if self.down[k].plastic ~= false then
-        self:phi(bs.PD[k], bs.VD[k])
-        rule.apply(self.down[k].rule, self.down[k], bs.q.down[k])
-      end
-    end
+  for _, d in ipairs(bs.s) do
+    if d.conn.plastic ~= false then d.conn.rule.def.step(d.s, d.conn.rule.p) end
   end
 end
 
