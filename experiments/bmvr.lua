@@ -21,6 +21,12 @@
 --   ./neuromic experiments/bmvr.lua --quick               # seconds
 --   ./neuromic experiments/bmvr.lua                       # everything (minutes)
 --   ./neuromic experiments/bmvr.lua --parts table1 --search
+--   ./neuromic experiments/bmvr.lua --quick --rules bmvr,bmvr_backprop,./my_rule.lua
+--
+-- --rules: the circuit rules of model "bmvr" compared (names from rules/ or
+-- paths); rules/bmvr_backprop.lua is labelled "backprop" and takes the
+-- backprop rates, every other rule the BMVR rates (of the parameters
+-- eta_w1, eta_w2, eta_q it defines; the others keep their defaults).
 --
 -- Writes to --out: metrics.jsonl/csv (one row per evaluation), results.json,
 -- table1.md (beside the paper's numbers), fig3_fashion.png, fig3_mnist.png.
@@ -41,6 +47,8 @@ local opts = cli.parse(arg, {
                 "Table 1 (ReLU accuracy) against backprop.",
   options = {
     {"parts", "list", {"fig3", "table1"}, "parts to run: fig3, table1", item = "string"},
+    {"rules", "list", {"bmvr", "bmvr_backprop"}, "circuit rules of model bmvr compared " ..
+     "(names from rules/ or paths, e.g. ./my_rule.lua)", item = "string"},
     {"runs", "int", 5, "Fig. 3: runs per curve (seeds seed..seed+runs-1)", quick = 2, min = 1},
     {"fig3-epochs", "int", 10, "Fig. 3: passes over the data", quick = 1, min = 1},
     {"fig3-points", "int", 40, "Fig. 3: evaluations per run, log-spaced in steps", quick = 8, min = 2},
@@ -120,6 +128,23 @@ for _, d in ipairs(opts.datasets) do
     os.exit(2)
   end
 end
+-- The rules: METHODS their labels in order, RULE_OF[label] the name or path.
+local METHODS, RULE_OF = {}, {}
+for i, def in ipairs(cli.rules("bmvr", opts.rules, "circuit", "bmvr")) do
+  local r = opts.rules[i]
+  local label = def.name == "bmvr_backprop" and "backprop" or def.name
+  if RULE_OF[label] then
+    io.stderr:write(format("bmvr: --rules names rule '%s' twice\n", label))
+    os.exit(2)
+  end
+  METHODS[#METHODS + 1], RULE_OF[label] = label, r
+end
+local function has_method(m) return RULE_OF[m] ~= nil end
+-- The rates table of a method from one holding "bmvr" and "backprop" entries.
+local function rates_of(t, method)
+  return t[method == "backprop" and "backprop" or "bmvr"]
+end
+
 local function has_part(p)
   for _, q in ipairs(opts.parts) do if q == p then return true end end
   return false
@@ -185,22 +210,22 @@ if has_part("fig3") then
     local cfg = FIG3[name]
     job("fig3 optimum " .. name, function()
       local ds = load(name)
-      local opt = nm.bmvr.rrr(ds.train.X, centred(ds.train.Y), cfg.k)
+      local opt = nm.rrr(ds.train.X, centred(ds.train.Y), cfg.k)
       state.fig3[name] = state.fig3[name] or {}
       state.fig3[name].optimum = opt.objective
       state.fig3[name].rank = opt.rank
       run:log{part = "fig3", data = name, k = cfg.k, method = "rrr", setting = "optimum",
               objective = opt.objective, ols_objective = opt.ols_objective, rank = opt.rank}
     end)
-    for _, method in ipairs{"bmvr", "backprop"} do
+    for _, method in ipairs(METHODS) do
       for r = 1, opts.runs do
         job(format("fig3 %s %s run %d", name, method, r), function()
           local ds = load(name)
           local X, Y = ds.train.X, centred(ds.train.Y)
           local T = X:size(1)
-          local eta = method == "bmvr" and cfg.bmvr or {cfg.backprop, cfg.backprop, 0}
+          local eta = method ~= "backprop" and cfg.bmvr or {cfg.backprop, cfg.backprop, 0}
           local seed = opts.seed + r - 1
-          local net = bmvr.new{n = X:size(2), m = Y:size(2), k = cfg.k, method = method,
+          local net = bmvr.new{n = X:size(2), m = Y:size(2), k = cfg.k, rule = RULE_OF[method],
                                eta_w1 = eta[1], eta_w2 = eta[2], eta_q = eta[3], t0 = cfg.t0,
                                w1_std = FIG3_INIT.w1_std, w2_std = FIG3_INIT.w2_std,
                                q_scale = FIG3_INIT.q_scale, seed = seed}
@@ -216,7 +241,7 @@ if has_part("fig3") then
           end
           local row = {part = "fig3-final", data = name, k = cfg.k, method = method,
                        setting = "table2", run = r, step = net.t, objective = curve[#curve][2]}
-          if method == "bmvr" then
+          if method ~= "backprop" then
             row.top_eigenvalue = net:constraint(X)[1]
             row.mean_cos, row.update_cos = net:alignment(X, Y)
           end
@@ -239,7 +264,7 @@ local function table1_run(name, k, method, rates, o)
   local Y = o.centre_labels and centred(Ytrain) or Ytrain
   local eval_set = o.validation and ds.val or ds.test
   local seed = o.seed or opts.seed
-  local net = bmvr.new{n = X:size(2), m = Y:size(2), k = k, method = method, relu = true,
+  local net = bmvr.new{n = X:size(2), m = Y:size(2), k = k, rule = RULE_OF[method], relu = true,
                        gate = o.gate, decoupled = o.decoupled, eta_w1 = rates[1],
                        eta_w2 = rates[2], eta_q = rates[3] or 0, t0 = opts.table1_t0, seed = seed}
   local g = nm.generator(seed + 2000)
@@ -253,7 +278,7 @@ local function table1_run(name, k, method, rates, o)
   local _, tr = net:evaluate(X, Ytrain)
   local _, te = net:evaluate(eval_set.X, eval_set.Y)
   local out = {train = 100 * tr, test = 100 * te, samples = net.t}
-  if method == "bmvr" then
+  if method ~= "backprop" then
     out.top_eigenvalue = net:constraint(X)[1]
     out.mean_cos, out.update_cos = net:alignment(X, Y)
   end
@@ -268,10 +293,10 @@ end
 
 -- All combinations of the grid of one method, in a fixed order.
 local function grid_points(method)
-  local gr, out = GRID[method], {}
+  local gr, out = rates_of(GRID, method), {}
   for _, a in ipairs(gr.eta_w1) do
     for _, b in ipairs(gr.eta_w2) do
-      if method == "bmvr" then
+      if method ~= "backprop" then
         for _, c in ipairs(gr.eta_q) do out[#out + 1] = {a, b, c} end
       else
         out[#out + 1] = {a, b}
@@ -298,7 +323,7 @@ end
 if has_part("table1") then
   for _, name in ipairs(opts.datasets) do
     for _, k in ipairs(opts.ks) do
-      for _, method in ipairs{"bmvr", "backprop"} do
+      for _, method in ipairs(METHODS) do
         local key = format("%s/%d/%s", name, k, method)
         if opts.search then
           for i, r in ipairs(grid_points(method)) do
@@ -315,7 +340,7 @@ if has_part("table1") then
             end)
           end
         end
-        local stored = RATES[name] and RATES[name][k] and RATES[name][k][method]
+        local stored = RATES[name] and RATES[name][k] and rates_of(RATES[name][k], method)
         table1_entry(name, k, method, opts.search and "searched" or "stored", function()
           local c = state.chosen[key]
           if opts.search and c then return c.rates end
@@ -327,17 +352,17 @@ if has_part("table1") then
     if opts.variants and name == "mnist" then
       local k = 64
       local base = (RATES.mnist[k] or {}).bmvr
-      table1_entry(name, k, "bmvr", "paper rates, unit-norm x", PAPER_RATES[k].bmvr,
-                   {normalize = "l2"})
-      table1_entry(name, k, "backprop", "paper rates, unit-norm x", PAPER_RATES[k].backprop,
-                   {normalize = "l2"})
-      table1_entry(name, k, "bmvr", "paper rates, raw x", PAPER_RATES[k].bmvr)
-      table1_entry(name, k, "bmvr", "gate z", base, {gate = "z"})
-      table1_entry(name, k, "bmvr", "centred labels", base, {centre_labels = true})
-      table1_entry(name, k, "bmvr", "decoupled R", base, {decoupled = true})
-      table1_entry(name, k, "bmvr", "2x epochs", base, {epochs = 2 * opts.epochs})
-      table1_entry(name, k, "backprop", "2x epochs", (RATES.mnist[k] or {}).backprop,
-                   {epochs = 2 * opts.epochs})
+      local function entry(method, ...)
+        if has_method(method) then table1_entry(name, k, method, ...) end
+      end
+      entry("bmvr", "paper rates, unit-norm x", PAPER_RATES[k].bmvr, {normalize = "l2"})
+      entry("backprop", "paper rates, unit-norm x", PAPER_RATES[k].backprop, {normalize = "l2"})
+      entry("bmvr", "paper rates, raw x", PAPER_RATES[k].bmvr)
+      entry("bmvr", "gate z", base, {gate = "z"})
+      entry("bmvr", "centred labels", base, {centre_labels = true})
+      entry("bmvr", "decoupled R", base, {decoupled = true})
+      entry("bmvr", "2x epochs", base, {epochs = 2 * opts.epochs})
+      entry("backprop", "2x epochs", (RATES.mnist[k] or {}).backprop, {epochs = 2 * opts.epochs})
     end
   end
 end
@@ -371,7 +396,7 @@ local function fig3_plot(name, fig)
   local path = run:path("fig3_" .. name .. ".png")
   local lines = {}
   local curves = {}
-  for mi, method in ipairs{"bmvr", "backprop"} do
+  for mi, method in ipairs(METHODS) do
     local runs = fig[method] or {}
     if #runs > 0 then
       lines[#lines + 1] = format("$m%d << EOD", mi)
@@ -386,13 +411,13 @@ local function fig3_plot(name, fig)
     end
   end
   if #curves == 0 then return nil end
-  local colors = {"#1f77b4", "#d62728"}
+  local colors = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"}
   local cmds = {}
   for _, c in ipairs(curves) do
     cmds[#cmds + 1] = format("$m%d using 1:3:4 with filledcurves fs transparent solid 0.25 " ..
-                             "lc rgb '%s' notitle", c[1], colors[c[1]])
+                             "lc rgb '%s' notitle", c[1], colors[(c[1] - 1) % #colors + 1])
     cmds[#cmds + 1] = format("$m%d using 1:2 with lines lw 2 lc rgb '%s' title '%s (mean of %d, " ..
-                             "band: sd)'", c[1], colors[c[1]], c[2], c[3])
+                             "band: sd)'", c[1], colors[(c[1] - 1) % #colors + 1], c[2], c[3])
   end
   cmds[#cmds + 1] = format("%.10g with lines dt 2 lw 2 lc rgb 'black' title 'RRR optimum %.4f'",
                            fig.optimum, fig.optimum)
@@ -423,13 +448,17 @@ local md = {"# BMVR (Golkar et al. 2020) reproduced", ""}
 if has_part("fig3") then
   md[#md + 1] = "## Fig. 3: linear objective after training (mean +- sd over runs)"
   md[#md + 1] = ""
-  md[#md + 1] = "| data | k | samples | BMVR | backprop | RRR optimum | paper |"
-  md[#md + 1] = "|---|---|---|---|---|---|---|"
+  local heads = {}
+  for i, method in ipairs(METHODS) do heads[i] = method == "bmvr" and "BMVR" or method end
+  md[#md + 1] = "| data | k | samples | " .. concat(heads, " | ") .. " | RRR optimum | paper |"
+  md[#md + 1] = "|---|---|---|" .. string.rep("---|", #METHODS) .. "---|---|"
   for _, name in ipairs{"fashion", "mnist"} do
     local fig = state.fig3[name]
-    if fig and fig.bmvr and fig.backprop then
+    local complete = fig ~= nil
+    for _, method in ipairs(METHODS) do complete = complete and fig[method] ~= nil end
+    if complete then
       local cells = {}
-      for _, method in ipairs{"bmvr", "backprop"} do
+      for _, method in ipairs(METHODS) do
         local vals = {}
         for _, c in ipairs(fig[method]) do vals[#vals + 1] = c[#c][2] end
         local m, sd = mean_sd(vals)
@@ -437,9 +466,11 @@ if has_part("fig3") then
         final[format("fig3_%s_%s", name, method)] = m
       end
       final["fig3_" .. name .. "_optimum"] = fig.optimum
-      local last = fig.bmvr[1]
-      md[#md + 1] = format("| %s | %d | %d | %s | %s | %.4f | %s |", name, FIG3[name].k,
-                           last[#last][1], cells.bmvr, cells.backprop, fig.optimum,
+      local last = fig[METHODS[1]][1]
+      local row = {}
+      for i, method in ipairs(METHODS) do row[i] = cells[method] end
+      md[#md + 1] = format("| %s | %d | %d | %s | %.4f | %s |", name, FIG3[name].k,
+                           last[#last][1], concat(row, " | "), fig.optimum,
                            name == "fashion" and "both reach ~0.72 (the optimum)" or
                            "both reach the optimum")
       fig3_plot(name, fig)
@@ -505,7 +536,7 @@ local paper_test = {  -- Table 1, MNIST (full); the second column is k = 16 or 2
 local summary = {}
 for _, d in ipairs({"fashion", "mnist"}) do
   local opt = final[format("fig3_%s_optimum", d)]
-  for _, m in ipairs({"bmvr", "backprop"}) do
+  for _, m in ipairs(METHODS) do
     local v = final[format("fig3_%s_%s", d, m)]
     if v then
       summary[#summary + 1] = {label = format("Fig. 3 linear objective, %s, %s", d, m), ours = v,
@@ -517,7 +548,7 @@ for _, d in ipairs({"fashion", "mnist"}) do
 end
 for _, d in ipairs({"mnist", "fashion"}) do
   for _, k in ipairs({16, 64, 256}) do
-    for _, m in ipairs({"bmvr", "backprop"}) do
+    for _, m in ipairs(METHODS) do
       local v = final[format("table1_%s_k%d_%s_test", d, k, m)]
       if v then
         summary[#summary + 1] = {

@@ -19,6 +19,13 @@
 --   ./neuromic experiments/folded_ae.lua --quick             # seconds
 --   ./neuromic experiments/folded_ae.lua --dataset fashion --epochs 5
 --   ./neuromic experiments/folded_ae.lua --phi identity      # linear: principal angles to PCA
+--   ./neuromic experiments/folded_ae.lua --quick --rules folded_ae,./my_rule.lua
+--
+-- --rules: circuit rules of model folded_ae, one folded autoencoder each
+-- (a rule drives the pathways W, G it lists; rules/folded_ae.lua the
+-- others). The first folded_ae model is "folded"; another rule's model is
+-- "folded+<name>", with the same rows, measures and plots (file names and
+-- results under that label).
 --
 -- Images are centred per pixel with the training mean (the models have no
 -- biases; MSE is the same in the original [0, 1] pixel scale).
@@ -65,6 +72,8 @@ local opts = cli.parse(arg, {
     {"train-subset", "int", 0, "train on the first N training images (0: all)", quick = 800, min = 0},
     {"test-subset", "int", 0, "test on the first N test images (0: all)", quick = 300, min = 0},
     {"bp", "bool", true, "train the backprop autoencoder of the same shape"},
+    {"rules", "list", {"folded_ae"}, "circuit rules of model folded_ae, one folded AE each " ..
+     "(names from rules/ or paths, e.g. ./my_rule.lua)", item = "string"},
     {"probe", "int", 200, "test images in the probe batch (alignment, settling, images)",
      quick = 50, min = 8},
     {"lambdas", "list", {0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.001}, "lambdas of the G-alignment " ..
@@ -94,12 +103,30 @@ local function arch_name(dim)
   return table.concat(s, "-")
 end
 
+-- The folded models: label, rule (name or path) and the pathways it drives.
+local FOLDED = {}
+for i, def in ipairs(cli.rules("folded_ae", opts.rules, "circuit", "folded_ae")) do
+  local r = opts.rules[i]
+  local label = def.name == "folded_ae" and "folded" or "folded+" .. def.name
+  for _, f in ipairs(FOLDED) do
+    if f.label == label then
+      io.stderr:write(format("folded_ae: --rules names rule '%s' twice\n", def.name))
+      os.exit(2)
+    end
+  end
+  local drives = {}
+  for _, n in ipairs(def.pathways or {def.pathway}) do drives[n] = r end
+  FOLDED[#FOLDED + 1] = {label = label, rules = {W = drives.W, G = drives.G}}
+end
+
 -- Cells: per data set the backprop autoencoder (when asked) then the folded
--- autoencoder, whose cell also runs the measures and images.
+-- autoencoders, whose cells also run the measures and images.
 local cells = {}
 for _, d in ipairs(opts.dataset) do
   if opts.bp then cells[#cells + 1] = {dataset = d, model = "bp"} end
-  cells[#cells + 1] = {dataset = d, model = "folded"}
+  for _, f in ipairs(FOLDED) do
+    cells[#cells + 1] = {dataset = d, model = f.label, folded = true, rules = f.rules}
+  end
 end
 
 local loaded = {}
@@ -147,7 +174,7 @@ local function build(cell, ds)
   end
   local net = fae.new{sizes = sizes, phi = opts.phi, lambda = opts.lambda, clamp = opts.clamp,
                       beta = opts.beta, form = opts.form, solver = opts.solver, dt = opts.dt,
-                      tol = opts.tol, max_iter = opts.max_iter, gen = gen,
+                      tol = opts.tol, max_iter = opts.max_iter, gen = gen, rules = cell.rules,
                       eta_W = adam and 1 or opts.eta, eta_G = adam and 1 or opts.eta}
   local opt = make_optimiser()
   net:set_optimiser(opt)
@@ -156,7 +183,7 @@ end
 
 -- Mean squared error per pixel of a model's reconstructions of X.
 local function mse_of(cell, net, X)
-  if cell.model == "folded" then return net:reconstruction_mse(X, 500) end
+  if cell.folded then return net:reconstruction_mse(X, 500) end
   local n, se, first = X:size(1), 0, 1
   while first <= n do
     local rows = math.min(500, n - first + 1)
@@ -176,7 +203,7 @@ local function evaluate(cell, net, L, epoch, step, seconds, acc)
                test_mse = mse_of(cell, net, ds.test.X),
                train_mse = mse_of(cell, net, ds.train.X:narrow(1, 1, ntr)),
                pca_test_mse = L.pca_test_mse}
-  if cell.model == "folded" and acc and acc.settles > 0 then
+  if cell.folded and acc and acc.settles > 0 then
     row.iterations = acc.iterations / acc.settles
     row.nonconverged = acc.nonconverged
     row.nonconverged_fraction = acc.nonconverged / acc.samples
@@ -184,7 +211,7 @@ local function evaluate(cell, net, L, epoch, step, seconds, acc)
     row.energy = acc.energy / acc.settles
     row.forward_mismatch = acc.mismatch / acc.settles
   end
-  if cell.model == "folded" and opts.phi == "identity" then
+  if cell.folded and opts.phi == "identity" then
     local E, D = net:linear_maps()
     local P = L.pca.components:t()
     -- Principal angles to the PCA subspace: the largest, the median, and the
@@ -206,7 +233,7 @@ end
 local function probe_images(cell, net, L, n)
   local X = L.probe:narrow(1, 1, n)
   local out = nm.zeros(n, X:size(2))
-  if cell.model == "folded" then net:reconstruct(X, out)
+  if cell.folded then net:reconstruct(X, out)
   else out:copy(net:forward(X)) end
   local ones = nm.ones(n)
   out:addr(1, ones, nm.zeros(X:size(2)):copy(L.ds.stats.mean))
@@ -223,6 +250,7 @@ local function measures(net, L, cell)
                  tol = opts.tol}
       local cos, info = net:g_alignment(P, o)
       local row = {dataset = cell.dataset, model = "alignment", lambda = lam, clamp = mode,
+                   folded = cell.model ~= "folded" and cell.model or nil,
                    beta = mode == "soft" and opts.align_beta or nil, iterations = info.iterations,
                    nonconverged = info.nonconverged, forward_mismatch = net:forward_mismatch()}
       for i = 0, net.N - 1 do row["cos_G" .. i] = cos[i] end
@@ -265,7 +293,8 @@ local function measures(net, L, cell)
     -- E - E(end) on a log scale, floored at float32 resolution.
     local floor = 1e-6 * math.abs(emin)
     for _, r in ipairs(rows) do r.energy = math.max(r.energy - emin, floor) end
-    plot.curves(rows, {out = run:path("settling_energy_" .. cell.dataset .. ".png"),
+    local suffix = cell.model == "folded" and "" or "_" .. cell.model:gsub("%W", "_")
+    plot.curves(rows, {out = run:path("settling_energy_" .. cell.dataset .. suffix .. ".png"),
                        x = "evaluation", y = "energy", group = "solver", logy = true, logx = true,
                        quiet = true, ylabel = "E - E(fixed point), per sample",
                        title = format("energy during settling, %s, lambda %g (Euler dt = 1/L = %.3g)",
@@ -338,7 +367,7 @@ for ci = s.cell, #cells do
     done = e == first_epoch and skip or 0
     local t0 = nm.clock()
     for b in batches:epoch(done) do
-      if cell.model == "folded" then
+      if cell.folded then
         local info = net:train_batch(b.X)
         acc.settles, acc.samples = acc.settles + 1, acc.samples + b.n
         acc.iterations = acc.iterations + info.iterations
@@ -375,12 +404,19 @@ for ci = s.cell, #cells do
   if cell.model == "bp" then
     fin.bp_images = probe_images(cell, net, L, nimg)
   else
+    -- The first model's results go in fin itself, another rule's under its label.
+    local top = fin
+    if cell.model ~= "folded" then
+      fin = top[cell.model] or {}
+      top[cell.model] = fin
+    end
+    local suffix = cell.model == "folded" and "" or "_" .. cell.model:gsub("%W", "_")
     local st = net.stats
     fin.nonconverged = last.nonconverged
     fin.iterations_per_settle = last.iterations
     fin.forward_mismatch_first = nil
     for _, r in ipairs(run:metrics()) do
-      if r.dataset == cell.dataset and r.model == "folded" and r.forward_mismatch then
+      if r.dataset == cell.dataset and r.model == cell.model and r.forward_mismatch then
         fin.forward_mismatch_first = fin.forward_mismatch_first or r.forward_mismatch
         fin.forward_mismatch_last = r.forward_mismatch
       end
@@ -410,28 +446,29 @@ for ci = s.cell, #cells do
         local pca = nm.zeros(nimg, d):copy(fae.pca_reconstruct(L.pca, L.probe:narrow(1, 1, nimg)))
         pca:addr(1, ones, mean)
         local parts = {orig, probe_images(cell, net, L, nimg)}
-        if fin.bp_images then parts[#parts + 1] = fin.bp_images end
+        if top.bp_images then parts[#parts + 1] = top.bp_images end
         parts[#parts + 1] = pca
         local grid = nm.zeros(nimg * #parts, d)
         for p, t in ipairs(parts) do grid:narrow(1, (p - 1) * nimg + 1, nimg):copy(t) end
         grid:clamp(0, 1)
-        plot.images(grid, {out = run:path("reconstructions_" .. cell.dataset .. ".png"),
+        plot.images(grid, {out = run:path("reconstructions_" .. cell.dataset .. suffix .. ".png"),
                            shape = {side, side}, cols = nimg, normalize = false, range = {0, 1},
                            quiet = true, pixel = 3,
-                           title = format("%s: originals, folded AE%s, PCA-%d", cell.dataset,
-                                          fin.bp_images and ", backprop AE" or "",
+                           title = format("%s: originals, %s%s, PCA-%d", cell.dataset,
+                                          cell.model == "folded" and "folded AE" or cell.model,
+                                          top.bp_images and ", backprop AE" or "",
                                           opts.hidden[#opts.hidden])})
         plot.images(net.G[0]:t():narrow(1, 1, math.min(64, net.sizes[1])):contiguous(),
-                    {out = run:path("generative_fields_" .. cell.dataset .. ".png"),
+                    {out = run:path("generative_fields_" .. cell.dataset .. suffix .. ".png"),
                      shape = {side, side}, quiet = true, title = "columns of G_0"})
       end
       local rows = {}
       for _, r in ipairs(run:metrics()) do
-        if r.dataset == cell.dataset and (r.model == "folded" or r.model == "bp") then
+        if r.dataset == cell.dataset and r.model ~= "alignment" and r.test_mse then
           rows[#rows + 1] = r
         end
       end
-      plot.curves(rows, {out = run:path("test_mse_" .. cell.dataset .. ".png"), x = "epoch",
+      plot.curves(rows, {out = run:path("test_mse_" .. cell.dataset .. suffix .. ".png"), x = "epoch",
                          y = "test_mse", group = "model", logy = true, quiet = true,
                          title = format("test reconstruction MSE, %s (PCA: %.4f)", cell.dataset,
                                         L.pca_test_mse)})
@@ -442,11 +479,12 @@ for ci = s.cell, #cells do
                                curve = format("G_%d, %s clamp", i, r.clamp)}
         end
       end
-      plot.curves(arows, {out = run:path("g_alignment_" .. cell.dataset .. ".png"), x = "lambda",
+      plot.curves(arows, {out = run:path("g_alignment_" .. cell.dataset .. suffix .. ".png"), x = "lambda",
                           y = "cos", group = "curve", logx = true, quiet = true,
                           ylabel = "cos(dG, -grad_G C)",
                           title = format("G update vs backprop gradient of C, %s", cell.dataset)})
     end
+    fin = top
   end
   fin.bp_images = cell.model == "bp" and fin.bp_images or nil
   s.cell, s.net = ci + 1, nil
@@ -459,12 +497,17 @@ print(format("%-8s %-12s %10s %10s %10s %8s %8s", "dataset", "arch", "folded", "
 for _, d in ipairs(opts.dataset) do
   local f = final[d]
   f.bp_images = nil
-  print(format("%-8s %-12s %10.5f %10s %10.5f %8s %8.1f", d, f.arch, f.folded_test_mse,
-               f.bp_test_mse and format("%.5f", f.bp_test_mse) or "-", f.pca_test_mse,
-               tostring(f.nonconverged), f.iterations_per_settle or 0 / 0))
   local note = opts.quick and "quick run" or format("%d epochs", opts.epochs)
-  summary[#summary + 1] = {label = format("Folded AE test MSE (W encode, G decode), %s %s", d, f.arch),
-                           ours = f.folded_test_mse, unit = "mse", note = note}
+  for _, m in ipairs(FOLDED) do
+    local ff = m.label == "folded" and f or f[m.label]
+    print(format("%-8s %-12s %10.5f %10s %10.5f %8s %8.1f%s", d, f.arch, f[m.label .. "_test_mse"],
+                 f.bp_test_mse and format("%.5f", f.bp_test_mse) or "-", f.pca_test_mse,
+                 tostring(ff.nonconverged), ff.iterations_per_settle or 0 / 0,
+                 m.label == "folded" and "" or "  (" .. m.label .. ")"))
+    summary[#summary + 1] = {label = format("%s test MSE (W encode, G decode), %s %s",
+                                            m.label == "folded" and "Folded AE" or m.label, d, f.arch),
+                             ours = f[m.label .. "_test_mse"], unit = "mse", note = note}
+  end
   summary[#summary + 1] = {label = format("PCA-%d test MSE (linear optimum), %s", opts.hidden[#opts.hidden], d),
                            ours = f.pca_test_mse, unit = "mse", note = "exact (LAPACK)"}
   if f.bp_test_mse then
@@ -488,10 +531,13 @@ for _, d in ipairs(opts.dataset) do
                              note = format("%d steps of dt = 1/L, largest rise %.2g per sample",
                                            f.energy.euler.iterations, f.energy.euler.largest_rise)}
   end
-  for _, name in ipairs{"reconstructions_", "test_mse_", "g_alignment_", "settling_energy_"} do
-    local p = run:path(name .. d .. ".png")
-    local fh = io.open(p, "r")
-    if fh then fh:close(); plots[#plots + 1] = p end
+  for _, m in ipairs(FOLDED) do
+    local suffix = m.label == "folded" and "" or "_" .. m.label:gsub("%W", "_")
+    for _, name in ipairs{"reconstructions_", "test_mse_", "g_alignment_", "settling_energy_"} do
+      local p = run:path(name .. d .. suffix .. ".png")
+      local fh = io.open(p, "r")
+      if fh then fh:close(); plots[#plots + 1] = p end
+    end
   end
 end
 

@@ -19,6 +19,14 @@
 --   ./neuromic experiments/nan_nk.lua --quick --jobs 2        # seconds
 --   ./neuromic experiments/nan_nk.lua --jobs 2                # the paper's grid
 --   ./neuromic experiments/nan_nk.lua --figure cell --net NAN --n 100 --k 5
+--   ./neuromic experiments/nan_nk.lua --quick --rules hillclimb,./my_rule.lua
+--
+-- --rules: the learning rules (circuit rules of model nk: proposal and
+-- acceptance), names from rules/ or paths; every network of the grid runs
+-- with each. rules/hillclimb.lua's networks are NAN, ANN, NN as in the
+-- paper; another rule's are NAN+<name>, ... with the same tables (each
+-- against the hill climber on the same network, and NAN vs ANN, NAN vs NN
+-- among its own), Fig. 5 and Fig. 7 curves.
 local nm = require "neuromic"
 local cli = require "nm.cli"
 local results = require "nm.results"
@@ -26,7 +34,7 @@ local progress = require "nm.progress"
 local plot = require "nm.plot"
 local sweep = require "nm.sweep"
 local stats = require "nm.stats"
-local hillclimb = require "rules.hillclimb"
+local nk = require "nm.models.nk"
 
 local format, concat = string.format, table.concat
 
@@ -40,6 +48,9 @@ local opts = cli.parse(arg, {
     {"figure", "string", "all", "all: the grid, Figs. 5-7 and the findings; cell: one " ..
      "network on one N, K, seed (the sweep's worker)", choices = {"all", "cell"}},
     {"net", "string", "NAN", "cell: the network", choices = {"NN", "NAN", "ANN"}},
+    {"rule", "string", "hillclimb", "cell: the learning rule (a name from rules/ or a path)"},
+    {"rules", "list", {"hillclimb"}, "learning rules of the grid: circuit rules of model nk " ..
+     "(names from rules/ or paths, e.g. ./my_rule.lua)", item = "string"},
     {"n", "int", 20, "cell: genome length N", min = 2, max = 16383},
     {"k", "int", 5, "cell: partners per gene K", min = 0, max = 31},
     {"nets", "list", {"NAN", "ANN", "NN"}, "networks of the grid", item = "string"},
@@ -76,6 +87,18 @@ if opts.early % opts.eval_every ~= 0 or opts.early > opts.cycles then
                          .. "and at most --cycles (%d)\n", opts.early, opts.eval_every,
                          opts.cycles))
   os.exit(2)
+end
+
+-- The rules: each one's name by what --rules calls it; a non-default
+-- rule's networks are labelled <net>+<name>.
+local RULE_NAME = {}
+local listed = opts.figure == "cell" and {opts.rule} or opts.rules
+for i, def in ipairs(cli.rules("nan_nk", listed, "circuit", "nk")) do
+  RULE_NAME[listed[i]] = def.name
+end
+local function label_of(net, r)
+  local name = RULE_NAME[r or "hillclimb"]
+  return name == "hillclimb" and net or net .. "+" .. name
 end
 
 -- The parameters that change a run: part of every cell's key.
@@ -119,9 +142,9 @@ local function run_cell()
                                   columns = {"cycle", "net"}})
   local base = point_seed(opts.seed, opts.n, opts.k)
   local Xtr, Ftr, Xte, Fte = point_data(opts.seed, opts.n, opts.k)
-  local p = {h = opts.h, range = opts.range, target = opts.target}
   local g = nm.generator(base + 1)
-  local net = hillclimb.network(opts.net, Xtr, Ftr, g, p)
+  local net = nk.new{kind = opts.net, x = Xtr, f = Ftr, generator = g, h = opts.h,
+                     range = opts.range, target = opts.target, rule = opts.rule}
   local s = run:resume()
   local done, elapsed0, cpu0 = 0, 0, 0
   if s then
@@ -142,7 +165,7 @@ local function run_cell()
                                                               opts.n, opts.k)}
   while done < opts.cycles do
     local chunk = math.min(opts.eval_every - done % opts.eval_every, opts.cycles - done)
-    hillclimb.fused(net, g, chunk)
+    net:run(g, chunk)
     done = done + chunk
     if done % opts.eval_every == 0 or done == opts.cycles then log(done) end
     bar:update(done)
@@ -213,6 +236,13 @@ local sets = {{name = "n", values = strings(opts.grid_n)},
               {name = "k", values = strings(opts.grid_k)},
               {name = "net", values = strings(opts.nets)}}
 for _, kv in ipairs(run_params()) do sets[#sets + 1] = {name = kv[1], values = {tostring(kv[2])}} end
+local default_rules = #opts.rules == 1 and opts.rules[1] == "hillclimb"
+if not default_rules then sets[#sets + 1] = {name = "rule", values = opts.rules} end
+-- The network labels of the grid, rule by rule.
+local labels = {}
+for _, r in ipairs(opts.rules) do
+  for _, net in ipairs(opts.nets) do labels[#labels + 1] = label_of(net, r) end
+end
 
 local manifest = io.open(grid_dir .. "/sweep.json", "rb")
 if manifest then manifest:close() end
@@ -243,23 +273,25 @@ for _, kv in ipairs(run_params()) do params[kv[1]] = tostring(kv[2]) end
 local final, early, dirs, cell_seconds = {}, {}, {}, {}
 for _, row in ipairs(sweep.read(grid_dir)) do
   local o = row.options or {}
-  local same = wanted[row.seed] and member(opts.nets, o.net)
+  local same = wanted[row.seed] and member(opts.nets, o.net) and
+               member(opts.rules, o.rule or "hillclimb")
   for name, v in pairs(params) do same = same and o[name] == v end
   local n, k = tonumber(o.n), tonumber(o.k)
   same = same and member(opts.grid_n, n) and member(opts.grid_k, k)
   if same then
     local f = row.results.final
+    local net = label_of(o.net, o.rule)
     for _, t in ipairs{final, early} do
-      t[o.net] = t[o.net] or {}
-      t[o.net][n] = t[o.net][n] or {}
-      t[o.net][n][k] = t[o.net][n][k] or {}
+      t[net] = t[net] or {}
+      t[net][n] = t[net][n] or {}
+      t[net][n][k] = t[net][n][k] or {}
     end
-    local list = final[o.net][n][k]
+    local list = final[net][n][k]
     list[#list + 1] = f.test
-    list = early[o.net][n][k]
+    list = early[net][n][k]
     list[#list + 1] = f.early_test
-    dirs[concat({o.net, n, k, row.seed}, "/")] = row.dir
-    cell_seconds[o.net] = (cell_seconds[o.net] or 0) + (f.cpu_s or 0)
+    dirs[concat({net, n, k, row.seed}, "/")] = row.dir
+    cell_seconds[net] = (cell_seconds[net] or 0) + (f.cpu_s or 0)
   end
 end
 local cpu_total = 0
@@ -303,7 +335,7 @@ local function compare(a, b)
 end
 
 local has = {}
-for _, net in ipairs(opts.nets) do has[net] = true end
+for _, net in ipairs(labels) do has[net] = true end
 
 -- ----------------------------------------------------------------- Fig. 6
 
@@ -313,8 +345,17 @@ local function g4(x) return x ~= x and "n/a" or format("%.4g", x) end
 local function pfmt(x) return x ~= x and "n/a" or (x < 1e-4 and format("%.1e", x) or format("%.4f", x)) end
 
 local pairs_to_test = {}
-if has.NAN and has.ANN then pairs_to_test[#pairs_to_test + 1] = {"NAN", "ANN"} end
-if has.NAN and has.NN then pairs_to_test[#pairs_to_test + 1] = {"NAN", "NN"} end
+for _, r in ipairs(opts.rules) do
+  local NAN, ANN, NN = label_of("NAN", r), label_of("ANN", r), label_of("NN", r)
+  if has[NAN] and has[ANN] then pairs_to_test[#pairs_to_test + 1] = {NAN, ANN} end
+  if has[NAN] and has[NN] then pairs_to_test[#pairs_to_test + 1] = {NAN, NN} end
+end
+for _, r in ipairs(opts.rules) do                 -- each other rule against the hill climber
+  for _, net in ipairs(opts.nets) do
+    local a = label_of(net, r)
+    if a ~= net and has[net] then pairs_to_test[#pairs_to_test + 1] = {a, net} end
+  end
+end
 
 for _, pr in ipairs(pairs_to_test) do
   local a, b = pr[1], pr[2]
@@ -438,7 +479,7 @@ if has.NAN and has.NN then
 end
 do
   local ok, total, miss = 0, 0, {}
-  for _, net in ipairs(opts.nets) do
+  for _, net in ipairs(labels) do
     for _, n in ipairs(opts.grid_n) do
       for _, k in ipairs(opts.grid_k) do
         local r = stats.shapiro_wilk(group(final, net, n, k))
@@ -465,6 +506,12 @@ local head = {format("# NAN vs ANN vs NN on NK regression (%s)", opts.quick and 
 for _, f in ipairs(findings) do
   head[#head + 1] = format("| %s | %s | %s | %s |", f.claim, f.tested, f.verdict, f.detail)
 end
+if not default_rules then
+  local names = {}
+  for i, r in ipairs(opts.rules) do names[i] = RULE_NAME[r] end
+  head[#head + 1] = format("\nLearning rules: %s (networks of a rule other than hillclimb: " ..
+                           "<net>+<rule>).", concat(names, ", "))
+end
 head[#head + 1] = "\n## Tables"
 local report = concat(head, "\n") .. "\n" .. concat(lines, "\n") .. "\n"
 local fh = assert(io.open(run:path("findings.md"), "wb"))
@@ -482,8 +529,9 @@ end
 
 -- Fig. 5: one run's training errors, NAN vs ANN.
 local fig5 = {}
-for _, net in ipairs{"NAN", "ANN"} do
-  if has[net] then
+for _, net in ipairs(labels) do
+  local base = net:match("^[^+]*")
+  if base == "NAN" or base == "ANN" then
     for _, r in ipairs(read_metrics(net, opts.fig5_n, opts.fig5_k, seeds[1])) do
       fig5[#fig5 + 1] = {cycle = r.cycle, net = net, train = r.train, rec = r.rec}
     end
@@ -502,8 +550,9 @@ end
 
 -- Fig. 7: mean test error during learning, NAN vs NN.
 local fig7 = {}
-for _, net in ipairs{"NAN", "NN"} do
-  if has[net] then
+for _, net in ipairs(labels) do
+  local base = net:match("^[^+]*")
+  if base == "NAN" or base == "NN" then
     for _, n in ipairs(opts.fig7_n) do
       local sum, cnt = {}, {}
       for _, seed in ipairs(seeds) do

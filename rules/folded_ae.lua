@@ -4,31 +4,30 @@
 -- weights move so that its prediction V r_pre matches the somatic
 -- potential u_post, at the fixed point of the neuronal dynamics:
 --
---   forward (basal) weights:     dW_i = eta_W (u_i - W_i r_{i-1}) r_{i-1}^T
---   backward (apical) weights:   dG_i = eta_G (u_i - G_i r_{i+1}) r_{i+1}^T
+--   forward (basal) weights, pathway "W":   dW_i = eta (u_i - W_i r_{i-1}) r_{i-1}^T
+--   backward (apical) weights, pathway "G": dG_i = eta (u_i - G_i r_{i+1}) r_{i+1}^T
 --
--- Both are gradient descent on the energy E (poster, section 3:
--- dW_i/dt = -eta_W dE/dW_i, dG_i/dt = -eta_G dE/dG_i, the lambda and
--- 1 - lambda factors absorbed into eta). nm.folded_ae instantiates this
--- rule once per connection, with eta = eta_W for the W path and
--- eta = eta_G for the G path.
+-- gradient descent on the energy E (poster, section 3; the lambda and
+-- 1 - lambda factors absorbed into eta). The model (lua/nm/models/
+-- folded_ae.lua) makes one instance per pathway, eta = eta_W or eta_G.
 --
--- Quantities (rows are samples; updates use batch means <.>):
---   q.error = u_post - V r_pre, the dendritic mismatch [B x n_post]
---             (e^W_i or e^G_i, computed by the model at the fixed point),
---   q.pre   = r_pre [B x n_pre]  (r_{i-1} for W_i, r_{i+1} for G_i),
---   q.W     = V (W_i or G_i), q.dW its change.
--- The fused form is one GEMM in C (W:plastic_outer); the Lua form writes
--- dW for an optimiser or a measure (q.defer).
+-- State s of one dendrite (rows are samples, updates use batch means):
+--   e = u_post - V r_pre [B x n_post] (the mismatch at the fixed point)
+--   and its transpose view e_t, r = r_pre [B x n_pre], u = u_post, V the
+--   weights, dV the change, batch = B.
+-- step writes dV (zeroed before); the model adds it to V or hands it to
+-- its optimiser. kernel applies the same change to V in one GEMM
+-- (V:plastic_outer); spec/folded_ae_spec.lua tests the two equal.
 return {
-  kind = "connection",
+  kind = "circuit",
   name = "folded_ae",
+  model = "folded_ae",
+  pathways = {"W", "G"},
   equation = "dV = eta <(u_post - V r_pre) r_pre^T>  (V = W_i, r_pre = r_{i-1}; " ..
              "V = G_i, r_pre = r_{i+1})",
   paper = "Dold, Sacramento, Kungl, Senn & Petrovici, An energy-based model of folded " ..
           "autoencoders for unsupervised learning in cortical hierarchies (poster); " ..
           "Urbanczik & Senn 2014, Neuron 81:521-528",
-  needs = {"pre", "error"},
   params = {
     eta = {default = 0.01, doc = "learning rate (eta_W or eta_G), per batch mean"},
   },
@@ -36,10 +35,10 @@ return {
     if p.eta ~= p.eta or p.eta < 0 then return false, "parameter 'eta' must be >= 0" end
     return true
   end,
-  update = function(q, p)
-    q.dW:addmm(p.eta / q.batch, q.error_t, q.pre, 0)      -- dV = eta/B E^T R_pre
+  step = function(s, p)
+    s.dV:addmm(p.eta / s.batch, s.e_t, s.r, 0)       -- dV = eta/B E^T R_pre
   end,
-  fused = function(q, p)
-    q.W:plastic_outer(p.eta / q.batch, q.error, q.pre, nil, q.mask)
+  kernel = function(s, p)
+    s.V:plastic_outer(p.eta / s.batch, s.e, s.r)
   end,
 }

@@ -1,11 +1,12 @@
--- BMVR (rules/bmvr.lua, nm.bmvr, lua/nm/models/bmvr.lua) against independent
+-- BMVR (rules/bmvr.lua, rules/bmvr_backprop.lua, nm.bmvr,
+-- lua/nm/models/bmvr.lua, nm.rrr and nm.symeig) against independent
 -- references: the RRR solver against alternating least squares in plain
 -- Lua and against the problem with redundant columns removed; the
 -- online rules against that optimum; the gain-control constraint; the
 -- decay of Q^T - R; the fused C loop against the Lua rules; backprop
 -- against finite differences; the measures against Lua loops; errors.
 local nm = require "neuromic"
-local rule = require "rules.bmvr"
+local rule = require "nm.rule"
 local bmvr = require "nm.models.bmvr"
 
 -- ------------------------------------------------------ plain-Lua linear algebra
@@ -130,12 +131,12 @@ local function rel(a, b) return math.abs(a - b) / math.max(math.abs(b), 1e-300) 
 
 -- ------------------------------------------------------------------- RRR
 
-describe("bmvr rrr solver", function()
+describe("nm.rrr, the RRR solver (csrc/core/nm_linalg.c)", function()
   local X, Y = problem(120, 6, 4, 11)
 
   it("matches alternating least squares and its own B", function()
     for k = 1, 3 do
-      local r = nm.bmvr.rrr(nm.tensor(X, "float64"), nm.tensor(Y, "float64"), k)
+      local r = nm.rrr(nm.tensor(X, "float64"), nm.tensor(Y, "float64"), k)
       local als = rrr_als(X, Y, k, 400)
       assert.is_true(rel(r.objective, als) < 1e-9, ("k=%d: %.15g vs ALS %.15g"):format(k, r.objective, als))
       assert.is_true(rel(objective(X, Y, to_table(r.B)), r.objective) < 1e-10)
@@ -148,7 +149,7 @@ describe("bmvr rrr solver", function()
   end)
 
   it("gives the unconstrained optimum at full rank and trace Cyy", function()
-    local r = nm.bmvr.rrr(nm.tensor(X, "float64"), nm.tensor(Y, "float64"), 4)
+    local r = nm.rrr(nm.tensor(X, "float64"), nm.tensor(Y, "float64"), 4)
     local Xt = transpose(X)
     local Bols = transpose(matmul(inverse(matmul(Xt, X)), matmul(Xt, Y)))
     assert.is_true(rel(r.ols_objective, objective(X, Y, Bols)) < 1e-10)
@@ -165,8 +166,8 @@ describe("bmvr rrr solver", function()
       Xs[t][7] = 0                        -- a pixel that is never on
       Xs[t][8] = X[t][2]                  -- a copy of column 2
     end
-    local full = nm.bmvr.rrr(nm.tensor(X, "float64"), nm.tensor(Y, "float64"), 2)
-    local sing = nm.bmvr.rrr(nm.tensor(Xs, "float64"), nm.tensor(Y, "float64"), 2)
+    local full = nm.rrr(nm.tensor(X, "float64"), nm.tensor(Y, "float64"), 2)
+    local sing = nm.rrr(nm.tensor(Xs, "float64"), nm.tensor(Y, "float64"), 2)
     assert.equal(6, sing.rank)
     assert.is_true(rel(sing.objective, full.objective) < 1e-8)
     assert.is_true(rel(objective(Xs, Y, to_table(sing.B)), full.objective) < 1e-8)
@@ -176,31 +177,31 @@ describe("bmvr rrr solver", function()
     local big = nm.tensor(X, "float64")
     local wide = nm.zeros(#X, 9, "float32")
     wide:narrow(2, 2, 6):copy(big)
-    local r32 = nm.bmvr.rrr(wide:narrow(2, 2, 6), nm.tensor(Y, "float32"), 2)
-    local r64 = nm.bmvr.rrr(big, nm.tensor(Y, "float64"), 2)
+    local r32 = nm.rrr(wide:narrow(2, 2, 6), nm.tensor(Y, "float32"), 2)
+    local r64 = nm.rrr(big, nm.tensor(Y, "float64"), 2)
     assert.is_true(rel(r32.objective, r64.objective) < 1e-5)
   end)
 
   it("rejects bad ranks and shapes", function()
     local Xt, Yt = nm.tensor(X, "float64"), nm.tensor(Y, "float64")
-    assert.has_error(function() nm.bmvr.rrr(Xt, Yt, 0) end,
+    assert.has_error(function() nm.rrr(Xt, Yt, 0) end,
                      "bad argument #3 to 'rrr' (rank 0 out of range [1, 4])")
-    assert.has_error(function() nm.bmvr.rrr(Xt, Yt, 5) end)
-    assert.has_error(function() nm.bmvr.rrr(Xt, Yt:narrow(1, 1, 10), 1) end)
-    local ok, err = pcall(nm.bmvr.rrr, nm.zeros(5, 3, "float64"), nm.zeros(5, 2, "float64"), 1)
+    assert.has_error(function() nm.rrr(Xt, Yt, 5) end)
+    assert.has_error(function() nm.rrr(Xt, Yt:narrow(1, 1, 10), 1) end)
+    local ok, err = pcall(nm.rrr, nm.zeros(5, 3, "float64"), nm.zeros(5, 2, "float64"), 1)
     assert.is_false(ok)
     assert.matches("rank", err)
   end)
 end)
 
-describe("bmvr symeig", function()
+describe("nm.symeig and Tensor:symeig (csrc/core/nm_linalg.c)", function()
   it("finds the eigenvalues of V diag V^T", function()
     -- V: a rotation in the (1,2) plane and a reflection of axis 3
     local c, s = math.cos(0.3), math.sin(0.3)
     local V = {{c, -s, 0}, {s, c, 0}, {0, 0, -1}}
     local D = {{3, 0, 0}, {0, -1, 0}, {0, 0, 0.5}}
     local A = nm.tensor(matmul(matmul(V, D), transpose(V)), "float64")
-    local w, E = nm.bmvr.symeig(A, true)
+    local w, E = nm.symeig(A, true)
     assert.tensor_near({-1, 0.5, 3}, w, 1e-12)
     -- A E = E diag(w)
     local AE = A * E
@@ -208,14 +209,17 @@ describe("bmvr symeig", function()
       for i = 1, 3 do assert.is_true(math.abs(AE:get(i, j) - E:get(i, j) * w:get(j)) < 1e-12) end
     end
     assert.tensor_near(nm.eye(3, 3, "float64"), E:t():contiguous() * E, 1e-12)
-    assert.tensor_near({-1, 0.5, 3}, nm.bmvr.symeig(A:float()), 1e-6)
+    assert.tensor_near({-1, 0.5, 3}, nm.symeig(A:float()), 1e-6)
+    local w2, E2 = A:symeig(true)                 -- the method is the same function
+    assert.tensor_near(w, w2, 0)
+    assert.tensor_near(E, E2, 0)
   end)
 
   it("rejects non-square and non-finite matrices", function()
-    assert.has_error(function() nm.bmvr.symeig(nm.zeros(2, 3, "float64")) end)
+    assert.has_error(function() nm.symeig(nm.zeros(2, 3, "float64")) end)
     local A = nm.zeros(2, 2, "float64")
     A:set(1, 1, 0 / 0)
-    assert.has_error(function() nm.bmvr.symeig(A) end)
+    assert.has_error(function() nm.symeig(A) end)
   end)
 end)
 
@@ -236,49 +240,88 @@ end
 local function max_diff(a, b)
   local d = 0
   for _, f in ipairs{"W1", "W2T", "Q", "R", "zbar"} do
-    d = math.max(d, ((a[f] - b[f]):abs():max()))
+    if a[f] then d = math.max(d, ((a[f] - b[f]):abs():max())) end
   end
   return d
 end
 
-describe("bmvr fused step", function()
+-- A network of the model with make_net's weights (zbar, R random too).
+local function model_net(k, n, m, dt, o)
+  local net = bmvr.new(o)
+  local w = make_net(k, n, m, dt, 7)
+  for _, f in ipairs{"W1", "W2T", "Q", "R", "zbar"} do
+    if net[f] then net[f]:copy(w[f]) end
+  end
+  return net
+end
+
+describe("bmvr circuit rules", function()
   local configs = {
     {}, {relu = true}, {relu = true, gate = "z"}, {decoupled = true},
     {relu = true, decoupled = true, track_mean = false}, {relu = true, gate = "none"},
     {relu = true, mean = "before"}, {relu = true, mean = "before", gate = "none"},
   }
+  -- The built-in rule without its kernel: a rule written only in Lua.
+  local function lua_only(name)
+    local def = {}
+    for key, v in pairs(rule.definition(name)) do def[key] = v end
+    def.kernel, def.name = nil, name .. "_lua"
+    return def
+  end
   for _, dt in ipairs{"float64", "float32"} do
     for ci, cfg in ipairs(configs) do
-      for _, method in ipairs{"bmvr", "backprop"} do
-        it(("equals the Lua rule (%s, config %d, %s)"):format(dt, ci, method), function()
+      for _, name in ipairs{"bmvr", "bmvr_backprop"} do
+        it(("kernel equals step (%s, config %d, %s)"):format(dt, ci, name), function()
           local g = nm.generator(100 + ci)
           local T, n, m, k = 40, 7, 4, 3
           local X = nm.zeros(T, n, dt):normal(g, 0, 1)
           local Y = nm.zeros(T, m, dt):normal(g, 0, 1)
-          local p = rule.defaults(cfg)
-          p.eta_w1, p.eta_w2, p.eta_q, p.t0 = 0.05, 0.04, 0.03, 10
-          local a, b = make_net(k, n, m, dt, 7), make_net(k, n, m, dt, 7)
-          local sa, sb = rule.scratch(a), rule.scratch(b)
+          local function new(r)
+            local o = {n = n, m = m, k = k, dtype = dt, rule = r, eta_w1 = 0.05, eta_w2 = 0.04,
+                       t0 = 10}
+            for key, v in pairs(cfg) do o[key] = v end
+            if name == "bmvr" then o.eta_q = 0.03 else o.gate = nil end
+            return model_net(k, n, m, dt, o)
+          end
+          local a, b, c, d = new(name), new(name), new(name), new(lua_only(name))
           local order = g:permutation(T)
-          rule.epoch(a, X, Y, p, sa, {order = order, method = method})
-          rule.epoch(b, X, Y, p, sb, {order = order, method = method, fused = true})
+          a:train(X, Y, {order = order, fused = false})
+          b:train(X, Y, {order = order})
+          d:train(X, Y, {order = order})
           assert.equal(T, a.t)
           assert.equal(T, b.t)
-          assert.is_true(max_diff(a, b) < (dt == "float64" and 1e-12 or 1e-5))
-          -- the single-sample fused form too
-          local c = make_net(k, n, m, dt, 7)
-          local sc = rule.scratch(c)
-          for i = 1, T do
-            local r = math.tointeger(order:get(i))
-            if method == "bmvr" then rule.fused_step(c, X:row(r), Y:row(r), p, sc)
-            else rule.fused_backprop_step(c, X:row(r), Y:row(r), p, sc) end
-          end
-          assert.is_true(max_diff(a, c) < (dt == "float64" and 1e-12 or 1e-5))
+          assert.equal(T, d.t)
+          local tol = dt == "float64" and 1e-12 or 1e-5
+          assert.is_true(max_diff(a, b) < tol)
+          assert.equal(0, max_diff(a, d))          -- the Lua-only rule is the step itself
+          -- the kernel one sample at a time
+          for i = 1, T do c:train(X, Y, {order = order:narrow(1, i, 1)}) end
+          assert.is_true(max_diff(a, c) < tol)
         end)
       end
     end
   end
 
+  it("takes a rule by path, definition or instance, and only circuit rules of bmvr", function()
+    local o = {n = 3, m = 2, k = 2, eta_w1 = 0.02}
+    local by_name = bmvr.new(o)
+    assert.equal("bmvr", by_name.rule.name)
+    assert.equal(0.02, by_name.rule.p.eta_w1)
+    local dir = debug.getinfo(1, "S").source:match("^@(.*)spec/[^/]*$") or "./"
+    o.rule = dir .. "rules/bmvr_backprop.lua"
+    assert.equal("backprop", bmvr.new(o).method)
+    o.rule = rule.new("bmvr", {eta_q = 0.5})
+    assert.equal(0.5, bmvr.new(o).rule.p.eta_q)
+    o.rule = "hebb"
+    assert.has_error(function() bmvr.new(o) end,
+      "bmvr.new: rule 'hebb' is a connection rule, not a circuit rule")
+    o.rule = "folded_ae"
+    assert.has_error(function() bmvr.new(o) end,
+      "bmvr.new: rule 'folded_ae' is a circuit rule of model 'folded_ae', not of model 'bmvr'")
+  end)
+end)
+
+describe("bmvr fused step", function()
   it("changes the weights as the equations say for one sample", function()
     local n, m, k = 3, 2, 2
     local net = {W1 = nm.tensor({{1, 0, 2}, {0, -1, 1}}, "float64"),
@@ -304,7 +347,7 @@ describe("bmvr linear rules", function()
                             dtype = "float64", seed = 5}
   local T = 1000
   local X, Y = task:sample(T, nm.generator(6))
-  local opt = nm.bmvr.rrr(X, Y, 2)
+  local opt = nm.rrr(X, Y, 2)
 
   it("converge to the RRR optimum within 1% and saturate the constraint", function()
     local net = bmvr.new{n = 10, m = 6, k = 2, dtype = "float64", seed = 3,
@@ -531,9 +574,9 @@ describe("bmvr errors", function()
       "bad argument #1 to 'train' (field 'zbar' must be a tensor, got nil)")
     assert.has_error(function() bmvr.new{n = 3, m = 2} end,
       "bmvr.new: option k must be a positive integer, got nil")
-    assert.has_error(function() rule.defaults{gate = "w"} end)
-    assert.has_error(function() rule.defaults{bogus = 1} end)
-    assert.has_error(function() rule.update({pre = X}, rule.defaults()) end)
+    assert.has_error(function() bmvr.new{n = 3, m = 2, k = 2, gate = "w"} end)
+    assert.has_error(function() bmvr.new{n = 3, m = 2, k = 2, mean = "w"} end)
+    assert.has_error(function() rule.new("bmvr", {bogus = 1}) end)
   end)
 
   it("report divergence instead of crashing", function()
@@ -578,5 +621,30 @@ describe("experiments/bmvr.lua --table1-t0", function()
     assert.equal(100 * te, decayed)
     assert.are_not.equal(accuracy(0), decayed)
     os.execute(string.format("rm -f %q", tmp .. ".log"))
+  end)
+end)
+
+describe("experiments/bmvr.lua and folded_ae.lua --rules", function()
+  local support = require "spec.support"
+  it("refuse a rule that is invalid or of another kind or model: one line each, status 2", function()
+    for _, x in ipairs{{"bmvr.lua", "bmvr"}, {"folded_ae.lua", "folded_ae"}} do
+      local run, tmp = support.experiment(x[1])
+      local bad = tmp .. "-bad.lua"
+      support.write_file(bad, 'return {kind = "circuit", name = "x", model = "' .. x[2] .. '", params = {}}')
+      assert.equal(2, run("--quick --rules " .. bad .. " --out " .. tmp))
+      local log = support.read_file(tmp .. ".log")
+      local lines = {}
+      for line in log:gmatch("[^\n]+") do lines[#lines + 1] = line end
+      assert.equal(5, #lines, log)
+      for _, line in ipairs(lines) do
+        assert.equal(1, line:find(x[2] .. ": " .. bad .. ": circuit rule 'x': ", 1, true), log)
+      end
+      assert.equal(2, run("--quick --rules hillclimb --out " .. tmp))
+      log = support.read_file(tmp .. ".log")
+      assert.equal(x[2] .. ": hillclimb: rule 'hillclimb' is a circuit rule of model 'nk', not of " ..
+                   "model '" .. x[2] .. "'\n", log)
+      os.remove(bad)
+      os.remove(tmp .. ".log")
+    end
   end)
 end)

@@ -61,6 +61,12 @@ local function rel(a, b)
   return d / math.max(1, b:clone():abs():max())
 end
 
+-- The suite passes with the compiler hidden (NEUROMIC_CC=none): then the
+-- tests of compiling and caching say so and stand aside, and every other
+-- test runs on the interpreted path.
+local no_cc = "no C compiler (NEUROMIC_CC=none, or none installed): only the interpreted " ..
+              "path is tested"
+
 describe("nm.compile", function()
   setup(function() compile.cache_dir = function() return cache end end)
   teardown(function()
@@ -72,7 +78,11 @@ describe("nm.compile", function()
   setup(function() f64 = compile.fn(step, spec_for("float64"), {name = "test", source = "spec"}) end)
 
   it("compiles when the build's compiler is present", function()
-    assert.is_not_nil(compile.toolchain(), "this machine has the compiler that built neuromic")
+    if not compile.toolchain() then
+      assert.is_false(f64:compiled())
+      pending(no_cc)
+      return
+    end
     assert.is_true(f64:compiled())
     assert.truthy(f64:source():find("cblas_dgemv", 1, true))
   end)
@@ -107,7 +117,9 @@ describe("nm.compile", function()
     assert.are.equal(out, r)
     local ref = step(W, theta, x, 3)
     assert.is_true(rel(out[1], ref[1]) < 1e-12)
-    assert.has_error(function() f64:call_into({W[1], out[2]}, W, theta, x, 3) end)  -- overlap
+    if f64:compiled() then          -- the C kernel refuses outputs overlapping its inputs
+      assert.has_error(function() f64:call_into({W[1], out[2]}, W, theta, x, 3) end)
+    end
   end)
 
   -- loss(theta, W1) = <W1', C1> + <W2', C2>
@@ -154,6 +166,7 @@ describe("nm.compile", function()
   end)
 
   it("caches kernels by key: a second build loads, a corrupt entry is rebuilt", function()
+    if not compile.toolchain() then pending(no_cc) return end
     local function tiny(W, x) return ag.add(W, ag.outer(ag.exp(ag.mv(W, x)), x)) end
     local spec = {{name = "W", shape = {2, 3}}, {name = "x", shape = {3}}}
     local first = compile.fn(tiny, spec, {name = "tiny"})
@@ -182,6 +195,12 @@ describe("nm.compile", function()
                                   {dtype = "float64", inputs = {6, 3}, outputs = {6}})
     assert.is_nil(k)
     assert.truthy(err:find("not the kernel expected", 1, true), err)
+  end)
+
+  it("keys the cache with FNV-1a 64 (known values)", function()
+    assert.are.equal("cbf29ce484222325", nm.hash64(""))
+    assert.are.equal("af63dc4c8601ec8c", nm.hash64("a"))
+    assert.are.equal("85944171f73967e8", nm.hash64("foobar"))
   end)
 
   it("checks what a kernel is called with", function()
@@ -215,6 +234,7 @@ describe("nm.compile", function()
   end)
 
   it("runs interpreted with a one-line notice when there is no compiler, same numbers", function()
+    if not compile.toolchain() then pending(no_cc .. " (no compiled run to compare with)") return end
     local script = os.tmpname() .. ".lua"
     local h = assert(io.open(script, "w"))
     h:write([[

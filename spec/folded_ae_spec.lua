@@ -314,33 +314,61 @@ describe("folded_ae", function()
   end)
 
   describe("plasticity", function()
-    it("the rule file is documented and its fused form equals the Lua form and a hand loop", function()
+    it("the rule file is documented and its kernel equals its step and a hand loop", function()
       local def = rule.definition("folded_ae")
+      assert.equal("circuit", def.kind)
+      assert.equal("folded_ae", def.model)
       assert.matches("u_post %- V r_pre", def.equation)
       assert.matches("Dold", def.paper)
       assert.is_string(def.params.eta.doc)
-      local g = nm.generator(10)
-      local W = rand(g, 4, 3)
-      local Eb, R = rand(g, 5, 4), rand(g, 5, 3)
-      local want = W:clone()
-      for a = 1, 4 do
-        for b = 1, 3 do
-          local sum = 0
-          for s = 1, 5 do sum = sum + Eb:get(s, a) * R:get(s, b) end
-          want:set(a, b, want:get(a, b) + 0.3 * sum / 5)
+      for _, dt in ipairs{"float64", "float32"} do
+        local g = nm.generator(10)
+        local W = rand(g, 4, 3):cast(dt)
+        local Eb, R = rand(g, 5, 4):cast(dt), rand(g, 5, 3):cast(dt)
+        local want = W:clone()
+        for a = 1, 4 do
+          for b = 1, 3 do
+            local sum = 0
+            for s = 1, 5 do sum = sum + Eb:get(s, a) * R:get(s, b) end
+            want:set(a, b, want:get(a, b) + 0.3 * sum / 5)
+          end
         end
-      end
-      local inst = rule.new("folded_ae", {eta = 0.3})
-      for _, fused in ipairs{true, false} do
-        inst.use_fused = fused
-        local conn = {W = W:clone(), plastic = true}
-        local q = rule.quantities(conn)
-        q.error, q.error_t, q.pre, q.pre_t, q.batch = Eb, Eb:t(), R, R:t(), 5
-        rule.apply(inst, conn, q)
-        assert.tensor_near(want, conn.W, 1e-12)
+        local inst = rule.new("folded_ae", {eta = 0.3})
+        local tol = dt == "float64" and 1e-12 or 1e-5
+        local s = {V = W:clone(), dV = W:clone():fill(7), e = Eb, e_t = Eb:t(), r = R, batch = 5}
+        def.step(s, inst.p)                           -- writes dV, whatever it held
+        s.V:add(s.dV)
+        assert.tensor_near(want, s.V, tol)
+        s.V:copy(W)
+        def.kernel(s, inst.p)
+        assert.tensor_near(want, s.V, tol)
       end
       assert.has_error(function() rule.new("folded_ae", {eta = -1}) end,
                        "rule 'folded_ae': parameter 'eta' must be >= 0")
+    end)
+
+    it("takes any circuit rule of the model per pathway; a Lua-only rule gives the kernel's numbers", function()
+      local lua_only = {}
+      for k, v in pairs(rule.definition("folded_ae")) do lua_only[k] = v end
+      lua_only.kernel, lua_only.name = nil, "folded_ae_lua"
+      local g = nm.generator(14)
+      local X = rand(g, 3, 6)
+      local a = small_net{eta_W = 0.2, eta_G = 0.05}
+      local b = small_net{eta_W = 0.2, eta_G = 0.05, rules = {W = lua_only, G = lua_only}}
+      assert.equal(0.2, b.rules.W.p.eta)
+      assert.equal(0.05, b.rules.G.p.eta)
+      for _ = 1, 3 do a:train_batch(X); b:train_batch(X) end
+      for i = 1, a.N do assert.tensor_near(a.W[i], b.W[i], 1e-12) end
+      for i = 0, a.N - 1 do assert.tensor_near(a.G[i], b.G[i], 1e-12) end
+      -- an instance is used as it is; rules of another kind or model are refused
+      local c = small_net{rules = {G = rule.new("folded_ae", {eta = 0})}}
+      local G0 = c.G[0]:clone()
+      c:train_batch(X)
+      assert.tensor_near(G0, c.G[0], 0)
+      assert.has_error(function() small_net{rules = {W = "bmvr"}} end,
+        "folded_ae.new: rule 'bmvr' is a circuit rule of model 'bmvr', not of model 'folded_ae'")
+      assert.has_error(function() small_net{rules = {U = "folded_ae"}} end,
+                       "folded_ae.new: rules has no pathway 'U' (W, G)")
     end)
 
     it("learn() applies dW_i = eta_W e^W_i r_{i-1}^T and dG_i = eta_G e^G_i r_{i+1}^T at the fixed point", function()
@@ -408,7 +436,7 @@ describe("folded_ae", function()
       b:settle(X, {max_iter = 0}); b:learn()
       b:settle(X, {solver = "euler", dt = 0.1, max_iter = 1, tol = 0, start = "forward"})
       assert.is_true((a.W[1] - b.W[1]):norm() < 0.05 * (a.W[1]):norm())
-      assert.are.equal(0.5, a.cW[1].rule.p.eta)         -- restored after the settle
+      assert.are.equal(0.5, a.rules.W.p.eta)            -- restored after the settle
       assert.has_error(function() small_net{schedule = "continuous"} end,
         "folded_ae: schedule 'continuous' needs solver 'euler' (plasticity runs along the dynamics)")
     end)

@@ -1,11 +1,12 @@
 -- NK models and the neuron-autoencoder hill climber (nm.nk, csrc/models/nm_nk.c,
--- rules/hillclimb.lua) against independent references: the hash and the
+-- lua/nm/models/nk.lua, rules/hillclimb.lua) against independent references: the hash and the
 -- fitness recomputed in plain Lua, stored tables against on-demand
 -- entries, forward passes computed by hand, the incremental kernel
 -- against the naive full pass and against the Lua rule decision by
 -- decision (ties included), checkpoints, and errors.
 local nm = require "neuromic"
-local hillclimb = require "rules.hillclimb"
+local rule = require "nm.rule"
+local nk = require "nm.models.nk"
 
 -- splitmix64's finaliser and the entry hash, in Lua integers (wrapping).
 local function mix64(z)
@@ -288,7 +289,11 @@ describe("nm.nk networks", function()
     assert.has_error(function() n:set_weights{hidden = nm.zeros(2, 2)} end)
     local nn = nm.nk.network{kind = "NN", x = X, f = F, generator = g}
     assert.has_error(function() nn:get("decoder", 1, 1) end)
-    assert.has_error(function() hillclimb.defaults{rate = 1} end)
+    assert.has_error(function() rule.new("hillclimb", {rate = 1}) end)
+    assert.has_error(function() rule.new("hillclimb", {range = 0}) end,
+                     "rule 'hillclimb': parameter 'range' must be > 0")
+    assert.has_error(function() nk.new{kind = "NN", x = X, f = F, generator = g, rule = "hebb"} end,
+                     "nk.new: rule 'hebb' is a connection rule, not a circuit rule")
   end)
 end)
 
@@ -299,6 +304,26 @@ local function twins(kind, n, s, seed, k)
   local a = nm.nk.network{kind = kind, x = X, f = F, generator = nm.generator(seed + 2)}
   local b = nm.nk.network{kind = kind, x = X, f = F, generator = nm.generator(seed + 2)}
   return a, b
+end
+
+-- The same as models of nm.models.nk (rules[i]: the rule of model i).
+local function model_twins(kind, n, s, seed, k, rules)
+  local m = nm.nk.model{n = n, k = k or 3, generator = nm.generator(seed)}
+  local X, F = m:dataset(s, nm.generator(seed + 1))
+  local out = {}
+  for i = 1, 2 do
+    out[i] = nk.new{kind = kind, x = X, f = F, generator = nm.generator(seed + 2),
+                    rule = rules and rules[i]}
+  end
+  return out[1], out[2]
+end
+
+-- The hill climber written only in Lua (its kernel removed).
+local function lua_only()
+  local def = {}
+  for key, v in pairs(rule.definition("hillclimb")) do def[key] = v end
+  def.kernel, def.name = nil, "hillclimb_lua"
+  return def
 end
 
 local function same_cycle(x, y, where)
@@ -337,31 +362,33 @@ describe("the hill climber", function()
       assert.is_true(t1 < start:errors() * 0.5)
     end)
 
-    it(kind .. ": the Lua rule and the fused kernel take every decision alike", function()
-      local a, b = twins(kind, 10, 60, 50)
+    it(kind .. ": the rule's step and its kernel take every decision alike", function()
+      local a, b = model_twins(kind, 10, 60, 50)
       local ga, gb = nm.generator(5), nm.generator(5)
       for c = 1, 600 do
-        hillclimb.fused(a, ga, 1)
-        local d = hillclimb.cycle(b, gb)
+        a:run(ga, 1)
+        local d = b:cycle(gb)
         same_cycle(a:last(), d, kind .. " cycle " .. c)
+        same_cycle(b:last(), d, kind .. " cycle " .. c)
       end
       local wa, wb = a:weights(), b:weights()
       for name, t in pairs(wa) do assert.are.same(t:totable(), wb[name]:totable()) end
       assert.are.equal(ga:uniform(), gb:uniform())
+      assert.are.same({a:counts()}, {b:counts()})
     end)
   end
 
   it("keeps ties with probability 0.5, alike in both forms", function()
     -- saturated hidden neurons: changing an input weight changes nothing
-    local a, b = twins("NAN", 16, 80, 60)
+    local a, b = model_twins("NAN", 16, 80, 60)
     for _, net in ipairs{a, b} do
       for h = 1, 10 do net:set("hidden", h, 17, 60000) end
     end
     local ga, gb = nm.generator(9), nm.generator(9)
     local ties, kept = 0, 0
     for c = 1, 1500 do
-      a:step(1, ga)
-      local d = hillclimb.cycle(b, gb)
+      a:run(ga, 1)
+      local d = b:cycle(gb)
       same_cycle(a:last(), d, "cycle " .. c)
       if d.tie then
         ties = ties + 1
@@ -414,11 +441,71 @@ describe("the hill climber", function()
     assert.are.equal(500, (a:counts()))
   end)
 
-  it("runs through hillclimb.run in either form", function()
-    local a, b = twins("NN", 10, 40, 90)
-    local ka = hillclimb.run(a, nm.generator(3), {cycles = 200})
-    local kb = hillclimb.run(b, nm.generator(3), {cycles = 200, fused = false})
-    assert.are.equal(ka, kb)
-    assert.are.equal(a:errors(), (b:errors()))
+  it("runs its rule by kernel or step, and a rule written only in Lua, alike", function()
+    for _, kind in ipairs{"NN", "NAN", "ANN"} do
+      local a, b = model_twins(kind, 10, 40, 90)
+      local ka = a:run(nm.generator(3), 200)
+      local kb = b:run(nm.generator(3), 200, {fused = false})
+      assert.are.equal(ka, kb)
+      assert.are.equal(a:errors(), (b:errors()))
+      assert.are.same({a:counts()}, {b:counts()})
+      local c = model_twins(kind, 10, 40, 90, nil, {lua_only()})
+      assert.are.equal(ka, c:run(nm.generator(3), 200))
+      assert.are.same({a:counts()}, {c:counts()})
+      for name, t in pairs(a:weights()) do assert.are.same(t:totable(), c:weights()[name]:totable()) end
+    end
+  end)
+
+  it("takes the rule by name, path or instance, with its range", function()
+    local m = nm.nk.model{n = 8, k = 2, generator = nm.generator(1)}
+    local X, F = m:dataset(20, nm.generator(2))
+    local dir = debug.getinfo(1, "S").source:match("^@(.*)spec/[^/]*$") or "./"
+    local a = nk.new{kind = "NAN", x = X, f = F, generator = nm.generator(3), range = 0.25,
+                     rule = dir .. "rules/hillclimb.lua"}
+    assert.are.equal(0.25, a.rule.p.range)
+    assert.are.equal(0.25, a.net:info().range)
+    local b = nk.new{kind = "NAN", x = X, f = F, generator = nm.generator(3),
+                     rule = rule.new("hillclimb", {range = 0.5})}
+    assert.are.equal(0.5, b.net:info().range)
+    local d = b:cycle(nm.generator(4))
+    assert.is_true(math.abs(d.delta) <= 0.5)
+  end)
+end)
+
+describe("experiments/nan_nk.lua --rules", function()
+  local support = require "spec.support"
+  local json = require "nm.json"
+  local run, tmp = support.experiment("nan_nk.lua")
+  local read, write = support.read_file, support.write_file
+
+  -- The hill climber copied into a user's file without its kernel: the
+  -- grid runs it through its Lua step and finds the same test errors.
+  it("runs a user's rule file beside the hill climber, with the same tables", function()
+    os.execute(string.format("mkdir -p %q", tmp))
+    local src = read(support.root .. "/rules/hillclimb.lua")
+    src = src:gsub('name = "hillclimb"', 'name = "my_hc"')
+             :gsub("\n  kernel = function%(s, p, cycles%)\n.-\n  end,\n", "\n")
+    assert.is_nil(src:find("kernel", 1, true) and src:find("s.net:step", 1, true))
+    write(tmp .. "/my_hc.lua", src)
+    local out = tmp .. "/out"
+    local args = "--quick --nets NAN --grid-n 20 --grid-k 1 --fig5-n 20 --fig5-k 1 --fig7-n 20 " ..
+                 "--fig7-k 1 --runs 3 --cycles 100 --eval-every 50 --early 50 --samples 40 " ..
+                 "--out " .. out .. " --rules hillclimb," .. tmp .. "/my_hc.lua"
+    assert.equal(0, run(args))
+    local findings = read(out .. "/findings.md")
+    local row = findings:match("### NAN%+my_hc vs NAN.-\n| 20 | 1 | ([^\n]*)")
+    assert.is_string(row, findings)
+    local a, b = row:match("^(%S+ %[[^%]]*%]) | (%S+ %[[^%]]*%])")
+    assert.equal(a, b)
+    local r = json.read_file(out .. "/results.json")
+    assert.same({"hillclimb", tmp .. "/my_hc.lua"}, r.options.rules)
+    write(tmp .. "/bad.lua", 'return {kind = "circuit", name = "bad", model = "nk", params = {}}')
+    assert.equal(2, run("--quick --rules " .. tmp .. "/bad.lua --out " .. out .. "-bad"))
+    local log = read(tmp .. ".log")
+    assert.matches("nan_nk: " .. tmp .. "/bad.lua: circuit rule 'bad': field 'step'", log, 1, true)
+    assert.equal(2, run("--quick --rules bmvr --out " .. out .. "-bad"))
+    assert.matches("nan_nk: bmvr: rule 'bmvr' is a circuit rule of model 'bmvr', not of model 'nk'",
+                   read(tmp .. ".log"), 1, true)
+    os.execute(string.format("rm -rf %q %q", tmp, tmp .. ".log"))
   end)
 end)

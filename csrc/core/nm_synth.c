@@ -166,10 +166,3 @@ int nm_synth_lowrank_sample(nm_rng *g, const nm_tensor *A, nm_dist input, double
   }
   return NM_OK;
 }
-
-void nm_copy_row(const nm_tensor *dst, int64_t dst_row, const nm_tensor *src, int64_t src_row) {
-  nm_tensor d = *dst, s = *src;
-  nm_view_select(&d, 0, dst_row);
-  nm_view_select(&s, 0, src_row);
-  nm_tensor_copy(&d, &s);
-}

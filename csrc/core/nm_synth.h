@@ -1,8 +1,7 @@
 /*
 ** nm_synth.h: synthetic data generators (random-teacher-network
-** regression, low-rank linear regression) and the row gather that fills
-** minibatch buffers. Every draw comes from an nm_rng, so a seed gives the
-** same data everywhere. Never includes lua.h.
+** regression, low-rank linear regression). Every draw comes from an
+** nm_rng, so a seed gives the same data everywhere. Never includes lua.h.
 */
 #ifndef NM_SYNTH_H
 #define NM_SYNTH_H
@@ -61,10 +60,5 @@ int nm_synth_lowrank_matrix(nm_rng *g, const nm_tensor *A, int64_t k, const doub
 ** when noise_std is 0). Contiguous tensors of one dtype; one GEMM. */
 int nm_synth_lowrank_sample(nm_rng *g, const nm_tensor *A, nm_dist input, double noise_std,
                             const nm_tensor *X, const nm_tensor *Y);
-
-/* Copies row src_row (index along dim 0, 0-based) of src into row dst_row
-** of dst; the two rows must hold the same number of elements (row-major
-** order, dtype cast as needed). No checks: the caller validates. */
-void nm_copy_row(const nm_tensor *dst, int64_t dst_row, const nm_tensor *src, int64_t src_row);
 
 #endif

@@ -336,6 +336,16 @@ int nm_wait(pid_t pid, int nohang, pid_t *done, int *exit_status, int *killed_by
   return 0;
 }
 
+uint64_t nm_fnv1a64(const void *data, size_t len) {
+  const unsigned char *p = (const unsigned char *)data;
+  uint64_t h = 14695981039346656037ull;
+  for (size_t i = 0; i < len; i++) {
+    h ^= p[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
 /* ---------------------------------------------------------------------- */
 /* Shared objects */
 

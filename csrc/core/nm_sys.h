@@ -35,6 +35,9 @@ void nm_atomic_abort(int fd, char *tmp);
 ** start). */
 uint32_t nm_crc32(uint32_t crc, const void *data, size_t len);
 
+/* FNV-1a, 64 bits, of len bytes (the rule compiler's cache keys). */
+uint64_t nm_fnv1a64(const void *data, size_t len);
+
 /* Seconds from an arbitrary fixed point, never going backwards. */
 double nm_clock_monotonic(void);
 

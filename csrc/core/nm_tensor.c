@@ -119,3 +119,10 @@ void nm_tensor_fill(const nm_tensor *t, double v) {
   nm_tensor d = *t;
   (void)nm_fill(&d, v);
 }
+
+void nm_copy_row(const nm_tensor *dst, int64_t dst_row, const nm_tensor *src, int64_t src_row) {
+  nm_tensor d = *dst, s = *src;
+  nm_view_select(&d, 0, dst_row);
+  nm_view_select(&s, 0, src_row);
+  nm_tensor_copy(&d, &s);
+}

@@ -92,4 +92,9 @@ void nm_view_transpose(nm_tensor *t, int d1, int d2);
 void nm_tensor_copy(const nm_tensor *dst, const nm_tensor *src);
 void nm_tensor_fill(const nm_tensor *t, double v);
 
+/* Copies row src_row (index along dim 0, 0-based) of src into row dst_row
+** of dst; the two rows must hold the same number of elements (row-major
+** order, dtype cast as needed). No checks: the caller validates. */
+void nm_copy_row(const nm_tensor *dst, int64_t dst_row, const nm_tensor *src, int64_t src_row);
+
 #endif

@@ -1,8 +1,8 @@
 /*
 ** lbmvr.c: the nm.bmvr table: fused BMVR and backprop training loops over
 ** a whole epoch, forward pass, evaluation, the gain-control and
-** teaching-signal measures, symeig and the exact reduced-rank-regression
-** solver (C core in nm_bmvr.c).
+** teaching-signal measures (C core in nm_bmvr.c; the eigensolver and the
+** RRR solver are nm.symeig and nm.rrr, ltensor_linalg.c).
 **
 ** A network is a Lua table with tensor fields W1 [k x n], W2T [k x m],
 ** Q [k x k], R [k x k] (decoupled variant), zbar [k] (ReLU) and work
@@ -93,14 +93,6 @@ static void read_opts(lua_State *L, int arg, int tab, nm_bmvr_opts *o, int64_t *
     luaL_argerror(L, arg, "learning rates and t0 must be finite");
 }
 
-static void shape_error(lua_State *L, int arg, const char *name, const nm_tensor *t,
-                        const char *expect) {
-  char s[96];
-  nm_shape_str(t, s, sizeof s);
-  lua_pushfstring(L, "%s is %s %s, expected %s", name, nm_dtype_name(t->dtype), s, expect);
-  luaL_argerror(L, arg, lua_tostring(L, -1));
-}
-
 static void check_weight(lua_State *L, int arg, const char *name, const nm_tensor *t,
                          int64_t rows, int64_t cols, nm_dtype dt) {
   if (t->ndim != 2 || t->size[0] != rows || t->size[1] != cols || t->dtype != dt ||
@@ -108,7 +100,7 @@ static void check_weight(lua_State *L, int arg, const char *name, const nm_tenso
     char expect[96];
     snprintf(expect, sizeof expect, "a contiguous %s [%lld x %lld]", nm_dtype_name(dt),
              (long long)rows, (long long)cols);
-    shape_error(L, arg, name, t, expect);
+    nm_shape_argerror(L, arg, name, t, expect);
   }
 }
 
@@ -122,15 +114,15 @@ static void read_net(lua_State *L, int arg, nm_bmvr_net *net, const nm_bmvr_opts
   net->W1 = tensor_field(L, arg, arg, "W1", 1);
   net->W2T = tensor_field(L, arg, arg, "W2T", 1);
   const nm_tensor *W1 = net->W1, *W2T = net->W2T;
-  if (W1->ndim != 2 || !nm_is_contiguous(W1)) shape_error(L, arg, "W1", W1, "a contiguous matrix");
+  if (W1->ndim != 2 || !nm_is_contiguous(W1)) nm_shape_argerror(L, arg, "W1", W1, "a contiguous matrix");
   const nm_dtype dt = W1->dtype;
   const int64_t k = W1->size[0], n = W1->size[1];
   if (k < 1 || n < 1 || k > 1 << 20 || n > 1 << 24)
-    shape_error(L, arg, "W1", W1, "a non-empty matrix");
+    nm_shape_argerror(L, arg, "W1", W1, "a non-empty matrix");
   if (W2T->ndim != 2 || W2T->size[0] < 1)
-    shape_error(L, arg, "W2T", W2T, "a matrix with W1's rows");
+    nm_shape_argerror(L, arg, "W2T", W2T, "a matrix with W1's rows");
   const int64_t m = W2T->size[1];
-  if (m < 1 || m > 1 << 20) shape_error(L, arg, "W2T", W2T, "a non-empty matrix");
+  if (m < 1 || m > 1 << 20) nm_shape_argerror(L, arg, "W2T", W2T, "a non-empty matrix");
   check_weight(L, arg, "W2T", W2T, k, m, dt);
   if (need_q) {
     net->Q = tensor_field(L, arg, arg, "Q", 1);
@@ -147,7 +139,7 @@ static void read_net(lua_State *L, int arg, nm_bmvr_net *net, const nm_bmvr_opts
       char expect[64];
       snprintf(expect, sizeof expect, "a %s vector of size %lld", nm_dtype_name(dt),
                (long long)k);
-      shape_error(L, arg, "zbar", zb, expect);
+      nm_shape_argerror(L, arg, "zbar", zb, expect);
     }
   }
   const nm_tensor *w = tensor_field(L, arg, arg, "work", 0);
@@ -174,7 +166,7 @@ static const nm_tensor *check_data(lua_State *L, int arg, const char *name, int6
   if (t->ndim != 2 || t->dtype != dt || t->size[1] != cols ||
       (rows >= 0 && t->size[0] != rows) || (t->size[1] > 1 && t->stride[1] != 1) ||
       (t->size[0] > 1 && t->stride[0] < cols) || t->stride[0] > INT32_MAX)
-    shape_error(L, arg, name, t, expect);
+    nm_shape_argerror(L, arg, name, t, expect);
   return t;
 }
 
@@ -222,7 +214,7 @@ static int train_common(lua_State *L, int backprop, const char *fname) {
   Y = check_data(L, 3, "Y", m, net.W1->dtype, X->size[0]);
   const int64_t T = X->size[0];
   int64_t count;
-  if (order != NULL && order->ndim != 1) shape_error(L, 5, "order", order, "a 1-D tensor of row numbers");
+  if (order != NULL && order->ndim != 1) nm_shape_argerror(L, 5, "order", order, "a 1-D tensor of row numbers");
   int64_t avail = order != NULL ? order->size[0] : T;
   lua_Integer c = luaL_optinteger(L, 6, (lua_Integer)avail);
   if (c < 0 || c > avail) {
@@ -332,84 +324,6 @@ static int l_alignment(lua_State *L) {
   return 2;
 }
 
-/* A float64 copy of the tensor at arg when it is float32; else itself. */
-static const nm_tensor *as_float64(lua_State *L, int arg) {
-  const nm_tensor *t = nm_checktensor(L, arg);
-  if (t->dtype == NM_FLOAT64) return t;
-  nm_tensor *d = nm_newtensor(L, NM_FLOAT64, t->ndim, t->size);
-  nm_tensor_copy(d, t);
-  lua_replace(L, arg);
-  return d;
-}
-
-/* symeig(A[, vectors]) -> eigenvalues ascending (float64 [p]) and, when
-** `vectors` is true, V (float64 [p x p]) whose column i is eigenvector i.
-** A must be symmetric (only its upper triangle is read). */
-static int l_symeig(lua_State *L) {
-  int want = lua_toboolean(L, 2);
-  const nm_tensor *A = as_float64(L, 1);
-  if (A->ndim != 2 || A->size[0] != A->size[1] || A->size[0] < 1)
-    shape_error(L, 1, "A", A, "a non-empty square matrix");
-  int64_t p = A->size[0], vs[2] = {p, p};
-  nm_tensor *w = nm_newtensor(L, NM_FLOAT64, 1, &p);
-  nm_tensor *V = want ? nm_newtensor(L, NM_FLOAT64, 2, vs) : NULL;
-  int st = nm_symeig(A, w, V);
-  if (st == NM_ENONFINITE) return luaL_error(L, "symeig: matrix has non-finite entries or did not converge");
-  if (st != NM_OK) return nm_status_error(L, st, "symeig");
-  return want ? 2 : 1;
-}
-
-/* rrr(X, Y, k[, rtol]) -> table { objective, ols_objective, trace_cyy,
-** rank, B [m x n], W1 [k x n], W2T [k x m], mu [m] } (tensors float64). */
-static int l_rrr(lua_State *L) {
-  const nm_tensor *X = nm_checktensor(L, 1), *Y = nm_checktensor(L, 2);
-  lua_Integer k = luaL_checkinteger(L, 3);
-  double rtol = luaL_optnumber(L, 4, 0);
-  if (X->ndim != 2 || X->size[0] < 1 || (X->size[1] > 1 && X->stride[1] != 1))
-    shape_error(L, 1, "X", X, "a non-empty [T x n] matrix with contiguous rows");
-  if (Y->ndim != 2 || Y->size[0] != X->size[0] || (Y->size[1] > 1 && Y->stride[1] != 1)) {
-    char expect[96];
-    snprintf(expect, sizeof expect, "a [%lld x m] matrix with contiguous rows",
-             (long long)X->size[0]);
-    shape_error(L, 2, "Y", Y, expect);
-  }
-  const int64_t n = X->size[1], m = Y->size[1];
-  if (n > 20000 || m > 20000) return luaL_error(L, "rrr: at most 20000 columns");
-  if (k < 1 || k > m) {
-    lua_pushfstring(L, "rank %I out of range [1, %I]", (LUAI_UACINT)k, (LUAI_UACINT)m);
-    return luaL_argerror(L, 3, lua_tostring(L, -1));
-  }
-  lua_settop(L, 4);
-  lua_createtable(L, 0, 8);
-  int res_t = lua_gettop(L);
-  int64_t bs[2] = {m, n}, ws[2] = {k, n}, vs[2] = {k, m};
-  nm_tensor *B = nm_newtensor(L, NM_FLOAT64, 2, bs);
-  lua_setfield(L, res_t, "B");
-  nm_tensor *W1 = nm_newtensor(L, NM_FLOAT64, 2, ws);
-  lua_setfield(L, res_t, "W1");
-  nm_tensor *W2T = nm_newtensor(L, NM_FLOAT64, 2, vs);
-  lua_setfield(L, res_t, "W2T");
-  nm_tensor *mu = nm_newtensor(L, NM_FLOAT64, 1, &bs[0]);
-  lua_setfield(L, res_t, "mu");
-  nm_rrr_result r;
-  memset(&r, 0, sizeof r);
-  int st = nm_rrr_solve(X, Y, (int64_t)k, rtol, &r, B, W1, W2T, mu);
-  if (st == NM_EINVAL)
-    return luaL_error(L, "rrr: rank %d exceeds the rank of the problem (rank of X^T X: %d)",
-                      (int)k, (int)r.rank);
-  if (st == NM_ENONFINITE) return luaL_error(L, "rrr: data contain non-finite values");
-  if (st != NM_OK) return nm_status_error(L, st, "rrr");
-  lua_pushnumber(L, r.objective);
-  lua_setfield(L, res_t, "objective");
-  lua_pushnumber(L, r.ols_objective);
-  lua_setfield(L, res_t, "ols_objective");
-  lua_pushnumber(L, r.trace_cyy);
-  lua_setfield(L, res_t, "trace_cyy");
-  lua_pushinteger(L, (lua_Integer)r.rank);
-  lua_setfield(L, res_t, "rank");
-  return 1;
-}
-
 static const luaL_Reg bmvr_funcs[] = {
   {"train", l_train},
   {"backprop", l_backprop},
@@ -417,8 +331,6 @@ static const luaL_Reg bmvr_funcs[] = {
   {"evaluate", l_evaluate},
   {"hidden_cov", l_hidden_cov},
   {"alignment", l_alignment},
-  {"symeig", l_symeig},
-  {"rrr", l_rrr},
   {NULL, NULL}
 };
 

@@ -12,6 +12,7 @@ int luaopen_neuromic(lua_State *L) {
   int methods = lua_gettop(L);
   nm_open_tensor(L, module, methods);   /* first: creates the metatable */
   nm_open_tensor_math(L, module, methods);
+  nm_open_tensor_linalg(L, module, methods);
   nm_open_random(L, module, methods);
   nm_open_io(L, module, methods);
   nm_open_sys(L, module, methods);

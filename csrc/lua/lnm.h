@@ -41,6 +41,9 @@ nm_tensor *nm_pushview(lua_State *L, int parent);
 void nm_check_same_shape(lua_State *L, int arg, const nm_tensor *a, const nm_tensor *b);
 void nm_check_same_dtype(lua_State *L, int arg, const nm_tensor *a, const nm_tensor *b);
 void nm_check_dim(lua_State *L, int arg, const nm_tensor *a, int ndim);
+/* Raises "bad argument #arg (name is float32 [3 x 4], expected <expect>)". */
+void nm_shape_argerror(lua_State *L, int arg, const char *name, const nm_tensor *t,
+                       const char *expect);
 /* Raises "bad argument #args[j] (names[i] shares memory with names[j])"
 ** when one of the first nout tensors of ts (the ones a kernel writes)
 ** overlaps any other of the n (NULL entries are skipped): kernels that
@@ -104,6 +107,7 @@ int64_t nm_motif_label(lua_State *L, int arg, const nm_motif_net *net);
 ** absolute index `methods`. Listed in lneuromic.c. */
 void nm_open_tensor(lua_State *L, int module, int methods);
 void nm_open_tensor_math(lua_State *L, int module, int methods);
+void nm_open_tensor_linalg(lua_State *L, int module, int methods);
 void nm_open_random(lua_State *L, int module, int methods);
 void nm_open_io(lua_State *L, int module, int methods);
 void nm_open_sys(lua_State *L, int module, int methods);

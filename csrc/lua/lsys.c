@@ -28,6 +28,16 @@ static int sys_atomic_write(lua_State *L) {
   return 0;
 }
 
+/* nm.hash64(data): FNV-1a of the string as 16 hex digits. */
+static int sys_hash64(lua_State *L) {
+  size_t len;
+  const char *data = luaL_checklstring(L, 1, &len);
+  char hex[17];
+  snprintf(hex, sizeof hex, "%016llx", (unsigned long long)nm_fnv1a64(data, len));
+  lua_pushstring(L, hex);
+  return 1;
+}
+
 /* nm.crc32(data [, crc]): CRC-32 as an integer in [0, 2^32). */
 static int sys_crc32(lua_State *L) {
   size_t len;
@@ -255,6 +265,7 @@ static const luaL_Reg sys_funcs[] = {
   {"isa_versions", sys_isa_versions},
   {"atomic_write", sys_atomic_write},
   {"crc32", sys_crc32},
+  {"hash64", sys_hash64},
   {"clock", sys_clock},
   {"isatty", sys_isatty},
   {"getpid", sys_getpid},

@@ -119,6 +119,14 @@ void nm_check_dim(lua_State *L, int arg, const nm_tensor *a, int ndim) {
   }
 }
 
+void nm_shape_argerror(lua_State *L, int arg, const char *name, const nm_tensor *t,
+                       const char *expect) {
+  char s[96];
+  nm_shape_str(t, s, sizeof s);
+  lua_pushfstring(L, "%s is %s %s, expected %s", name, nm_dtype_name(t->dtype), s, expect);
+  luaL_argerror(L, arg, lua_tostring(L, -1));
+}
+
 void nm_check_disjoint(lua_State *L, int nout, int n, const int *args,
                        const char *const *names, const nm_tensor *const *ts) {
   for (int i = 0; i < nout; i++) {
@@ -870,6 +878,98 @@ static int m_isclosed(lua_State *L) {
   return 1;
 }
 
+/* ------------------------------------------------------------- gather */
+
+/* Shape text of t for error messages ("[3 x 4]"), pushed on the stack. */
+static const char *pushshape(lua_State *L, const nm_tensor *t) {
+  char buf[96];
+  nm_shape_str(t, buf, sizeof buf);
+  return lua_pushstring(L, buf);
+}
+
+/* One index (1-based) from a list table or a 1-D tensor at position pos. */
+static lua_Integer index_at(lua_State *L, int arg, const nm_tensor *it, lua_Integer pos) {
+  if (it != NULL) {
+    int64_t i = pos - 1;
+    double v = nm_get(it, &i);
+    if (!(v == floor(v) && fabs(v) < 9.0e15)) {
+      lua_pushfstring(L, "index at position %I is not an integer", pos);
+      return luaL_argerror(L, arg, lua_tostring(L, -1));
+    }
+    return (lua_Integer)v;
+  }
+  int isint;
+  lua_geti(L, arg, pos);
+  lua_Integer v = lua_tointegerx(L, -1, &isint);
+  lua_pop(L, 1);
+  if (!isint) {
+    lua_pushfstring(L, "index at position %I is not an integer", pos);
+    return luaL_argerror(L, arg, lua_tostring(L, -1));
+  }
+  return v;
+}
+
+/* B:index_rows(X, idx [, first]) -> B
+** Row i of B (along dim 1) = row idx[first + i - 1] of X, for every row of
+** B; idx a list or 1-D tensor of 1-based row numbers, first default 1.
+** Rows must hold the same number of elements (shapes may differ: a
+** [B x 784] buffer takes rows of an [N x 28 x 28] tensor); dtypes are
+** converted. Allocates nothing. */
+static int m_index_rows(lua_State *L) {
+  nm_tensor *B = nm_checktensor(L, 1);
+  nm_tensor *X = nm_checktensor(L, 2);
+  nm_tensor *it = NULL;
+  lua_Integer len;
+  if (lua_istable(L, 3)) len = luaL_len(L, 3);
+  else {
+    it = nm_totensor(L, 3);
+    if (it == NULL || it->ndim != 1)
+      luaL_typeerror(L, 3, "list or 1-D tensor of row indices");
+    len = it->size[0];
+  }
+  lua_Integer first = luaL_optinteger(L, 4, 1);
+  if (B->ndim < 1 || X->ndim < 1) {
+    lua_pushfstring(L, "rows of %s from %s: need tensors with at least one dimension",
+                    pushshape(L, B), pushshape(L, X));
+    return luaL_argerror(L, 2, lua_tostring(L, -1));
+  }
+  int64_t brow = 1, xrow = 1;
+  for (int d = 1; d < B->ndim; d++) brow *= B->size[d];
+  for (int d = 1; d < X->ndim; d++) xrow *= X->size[d];
+  if (brow != xrow) {
+    lua_pushfstring(L, "row size mismatch, %s vs %s", pushshape(L, B), pushshape(L, X));
+    return luaL_argerror(L, 2, lua_tostring(L, -1));
+  }
+  {
+    /* Rows are copied one by one: B must not hold rows still to be read. */
+    static const int args[2] = {1, 2};
+    static const char *const names[2] = {"B", "X"};
+    const nm_tensor *ts[2] = {B, X};
+    nm_check_disjoint(L, 1, 2, args, names, ts);
+  }
+  int64_t rows = B->size[0];
+  /* Written so that no sum can overflow, whatever first is. */
+  if (first < 1 || first - 1 > len || rows > len - (first - 1)) {
+    lua_pushfstring(L, "%I rows from position %I need more than the %I indices of the list",
+                    (lua_Integer)rows, first, len);
+    return luaL_argerror(L, 3, lua_tostring(L, -1));
+  }
+  for (int64_t i = 0; i < rows; i++) {
+    lua_Integer j = index_at(L, 3, it, first + i);
+    /* Reading a list index may run an __index metamethod. */
+    if (B->data == NULL || X->data == NULL)
+      return luaL_error(L, "index_rows: a tensor was closed during the call");
+    if (j < 1 || j > X->size[0]) {
+      lua_pushfstring(L, "index %I at position %I out of range [1, %I]", j, first + i,
+                      (lua_Integer)X->size[0]);
+      return luaL_argerror(L, 3, lua_tostring(L, -1));
+    }
+    nm_copy_row(B, i, X, j - 1);
+  }
+  lua_settop(L, 1);
+  return 1;
+}
+
 /* ---------------------------------------------------------------------- */
 /* Indexing as in Torch7: t[i] is row i (a view) of a 2-D or larger tensor
 ** and element i of a 1-D one, so t[i][j] is an element; t[i] = x fills row
@@ -958,6 +1058,7 @@ static const luaL_Reg tensor_meth[] = {
   {"double", m_double},   {"copy", m_copy},         {"fill", m_fill},
   {"zero", m_zero},       {"totable", m_totable},   {"tobytes", m_tobytes},
   {"close", m_release},   {"is_closed", m_isclosed},
+  {"index_rows", m_index_rows},
   {NULL, NULL}
 };
 

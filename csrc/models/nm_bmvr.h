@@ -2,9 +2,9 @@
 ** nm_bmvr.h: biological multivariate regression (BMVR, Golkar et al.
 ** 2020, "A biologically plausible neural network for local supervision
 ** in cortical microcircuits") and its backprop baseline on the same
-** two-layer network; the exact reduced-rank-regression (RRR) solver that
-** gives the optimum of the linear problem; measures of the gain-control
-** constraint and of the BMVR teaching signal. Never includes lua.h.
+** two-layer network; measures of the gain-control constraint and of the
+** BMVR teaching signal (the optimum of the linear problem, the RRR
+** solver, is in csrc/core/nm_linalg.h). Never includes lua.h.
 **
 ** Shapes (n inputs, m labels, k hidden units, rows are samples):
 **   X [T x n], Y [T x m], W1 [k x n], W2T [k x m] (= W2^T), Q, R [k x k],
@@ -105,32 +105,5 @@ int nm_bmvr_hidden_cov(const nm_bmvr_net *net, const nm_bmvr_opts *o,
 int nm_bmvr_alignment(const nm_bmvr_net *net, const nm_bmvr_opts *o,
                       const nm_tensor *X, const nm_tensor *Y,
                       double *mean_cos, double *update_cos);
-
-/* Eigenvalues (ascending) of the symmetric float64 matrix A [p x p]
-** into w [p] (float64); eigenvectors into the columns of V [p x p]
-** (float64) when V is not NULL. LAPACK dsyevd. A is not modified. */
-int nm_symeig(const nm_tensor *A, const nm_tensor *w, const nm_tensor *V);
-
-/* Reduced-rank regression min_{rank B <= k} (1/T) sum_t ||y_t - B x_t||^2
-** (no intercept), exactly: with Cxx = X^T X/T, Cxy = X^T Y/T, the
-** pseudo-inverse Cxx^+ (eigenvalues below rtol * largest dropped; rtol <= 0
-** picks n * DBL_EPSILON) and G = Cyx Cxx^+ Cxy with eigenpairs
-** (mu_i, u_i) descending, the optimum is tr Cyy - sum_{i<=k} mu_i and
-** B = U_k U_k^T Cyx Cxx^+. */
-typedef struct nm_rrr_result {
-  double objective;      /* the rank-k optimum */
-  double ols_objective;  /* the unconstrained least-squares optimum */
-  double trace_cyy;      /* objective of B = 0 */
-  int64_t rank;          /* numerical rank of Cxx */
-} nm_rrr_result;
-
-/* Outputs, all float64 contiguous and optional (NULL): B [m x n]; the
-** factorisation W1 [k x n], W2T [k x m] with W2T^T W1 = B and
-** W1 Cxx W1^T = I_k (the gain-control constraint saturated, as BMVR's
-** fixed point); mu [m], the eigenvalues of G in descending order.
-** k must be <= min(m, rank); NM_EINVAL otherwise. Allocates (freed). */
-int nm_rrr_solve(const nm_tensor *X, const nm_tensor *Y, int64_t k, double rtol,
-                 nm_rrr_result *res, const nm_tensor *B, const nm_tensor *W1,
-                 const nm_tensor *W2T, const nm_tensor *mu);
 
 #endif

@@ -74,11 +74,40 @@ def step(W, B, x, label, theta, beta, feedback, active):
     return out
 
 
-def meta_step(W0, B, X, labels, Xq, labels_q, theta0, beta, feedback, active):
+def step_tanh_error(W, B, x, label, theta, beta, feedback, gamma=5.0):
+    """One online step of rules/tanh_error.lua (a rule with no hand kernel):
+    W_l += -t1 e_l y_{l-1}^T - t2 (tanh(gamma e_l) .* y_l) y_{l-1}^T
+           - t3 (e_l .* e_l) 1^T .* W_l."""
+    L = len(W)
+    y = [x]
+    for l in range(L):
+        zl = torch.mv(W[l], y[-1])
+        y.append(torch.nn.functional.softplus(zl, beta=beta) if l < L - 1
+                 else torch.softmax(zl, dim=0))
+    fb = W if feedback == "bp" else B
+    e = [None] * (L + 1)
+    onehot = torch.zeros_like(y[L])
+    onehot[label] = 1
+    e[L] = y[L] - onehot
+    for l in range(L - 1, 0, -1):
+        e[l] = torch.mv(fb[l].t(), e[l + 1]) * (1 - torch.exp(-beta * y[l]))
+    out = []
+    for l in range(L):
+        Wl, yp, yq, eq = W[l], y[l], y[l + 1], e[l + 1]
+        upd = theta[0] * torch.outer(eq, yp) + theta[1] * torch.outer(torch.tanh(gamma * eq) * yq, yp) \
+            + theta[2] * (torch.outer(eq * eq, torch.ones_like(yp)) * Wl)
+        out.append(Wl - upd)
+    return out
+
+
+def meta_step(W0, B, X, labels, Xq, labels_q, theta0, beta, feedback, active, rule="motifs"):
     theta = theta0.clone().requires_grad_(True)
     W = [w.clone() for w in W0]
     for t in range(X.shape[0]):
-        W = step(W, B, X[t], int(labels[t]), theta, beta, feedback, active)
+        if rule == "tanh_error":
+            W = step_tanh_error(W, B, X[t], int(labels[t]), theta, beta, feedback)
+        else:
+            W = step(W, B, X[t], int(labels[t]), theta, beta, feedback, active)
     h = Xq
     for l, Wl in enumerate(W):
         h = h @ Wl.t()
@@ -97,6 +126,7 @@ def main():
     p.add_argument("--feedback", default="fa", choices=["fa", "bp"])
     p.add_argument("--motifs", default="0", help="comma-separated motif indices")
     p.add_argument("--beta", type=float, default=10.0)
+    p.add_argument("--rule", default="motifs", choices=["motifs", "tanh_error"])
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     layers = int(load(a.dir, "layers").item())
@@ -111,7 +141,8 @@ def main():
     best, best_cpu, loss, grad = float("inf"), float("inf"), None, None
     for _ in range(a.repeats):
         t0, c0 = time.perf_counter(), time.process_time()
-        loss, grad = meta_step(W0, B, X, labels, Xq, labels_q, theta, a.beta, a.feedback, active)
+        loss, grad = meta_step(W0, B, X, labels, Xq, labels_q, theta, a.beta, a.feedback, active,
+                               a.rule)
         best = min(best, time.perf_counter() - t0)
         best_cpu = min(best_cpu, time.process_time() - c0)
     print(json.dumps({"seconds": best, "cpu_seconds": best_cpu, "loss": loss, "theta_grad": grad,

@@ -345,4 +345,26 @@ function cli.plain(opts)
   return t
 end
 
+-- cli.rules(program, list, kind [, model]) -> the definitions of the
+-- rules a --rules list names (names from rules/ or paths), in order. A
+-- rule that does not load, is invalid, or is not of `kind` (and `model`)
+-- ends the program with exit status 2 and one line per problem on stderr,
+-- each naming the program and the file.
+function cli.rules(program, list, kind, model)
+  local rule = require "nm.rule"
+  local defs = {}
+  for i, r in ipairs(list) do
+    local ok, def = pcall(rule.definition, r)
+    if ok then ok, def = pcall(rule.require_kind, def, kind, model) end
+    if not ok then
+      for line in tostring(def):gmatch("[^\n]+") do
+        io.stderr:write(program, ": ", line:find(r, 1, true) == 1 and "" or (r .. ": "), line, "\n")
+      end
+      os.exit(2)
+    end
+    defs[i] = def
+  end
+  return defs
+end
+
 return cli

@@ -32,6 +32,7 @@ local adjoint = require "nm.compile.adjoint"
 local emit = require "nm.compile.emit"
 local interp = require "nm.compile.interp"
 local graph = require "nm.compile.graph"
+local json = require "nm.json"
 
 local compile = {}
 
@@ -88,15 +89,8 @@ function compile.cache_dir()
   return base .. "/neuromic"
 end
 
--- FNV-1a, 64 bits, over the string s: the cache key.
-local function hash64(s)
-  local h = -3750763034362895579          -- 14695981039346656037 as a signed integer
-  for i = 1, #s do
-    h = h ~ s:byte(i)
-    h = h * 1099511628211
-  end
-  return format("%016x", h)
-end
+-- FNV-1a, 64 bits, over the string s: the cache key (16 hex digits).
+local hash64 = nm.hash64
 compile.hash = hash64
 
 local notice_given = false
@@ -116,24 +110,10 @@ end
 
 compile.stats = {compiled = 0, loaded = 0, interpreted = 0, compile_seconds = 0, load_seconds = 0}
 
--- Builds (or finds in the cache) the object of `source`; returns the
--- loaded kernel, or nil and why when there is no compiler.
-local function build(source, symbol, layout, label)
-  local tc = compile.toolchain()
-  if not tc then return nil, "no C compiler" end
-  local key = hash64(concat({source, tc.cc, concat(tc.flags, " "), concat(tc.libs, " ")}, "\0"))
+-- Compiles `source` (exporting `key`) into dir/<key>.so, atomically.
+local function build(tc, source, key, label)
   local dir = compile.cache_dir()
   local so = dir .. "/" .. key .. ".so"
-  local t0 = nm.clock()
-  if exists(so) then
-    local k = nm.load_kernel(so, symbol, key, layout)
-    if k then
-      compile.stats.loaded = compile.stats.loaded + 1
-      compile.stats.load_seconds = compile.stats.load_seconds + (nm.clock() - t0)
-      return k, nil, key
-    end
-    os.remove(so)                          -- corrupt or stale: rebuild it
-  end
   nm.mkdir(dir)
   local full = source .. format('const char nm_kernel_key[] = "%s";\n', key)
   local src = dir .. "/" .. key .. ".c"
@@ -164,11 +144,22 @@ local function build(source, symbol, layout, label)
     os.remove(tmp)
     error("rule compiler: cannot store the kernel in the cache: " .. tostring(err), 0)
   end
-  local k, lerr = nm.load_kernel(so, symbol, key, layout)
-  if not k then error("rule compiler: cannot load the kernel just built: " .. tostring(lerr), 0) end
-  compile.stats.compiled = compile.stats.compiled + 1
-  compile.stats.compile_seconds = compile.stats.compile_seconds + (nm.clock() - t0)
-  return k, nil, key
+  return so
+end
+
+-- The version of the code generator: neuromic's version and a checksum of
+-- the compiler's own files, so a changed generator never reuses old objects.
+local generator_version
+local function code_version()
+  if generator_version then return generator_version end
+  local parts = {nm.version}
+  for _, m in ipairs{"nm.compile", "nm.compile.graph", "nm.compile.trace", "nm.compile.adjoint",
+                     "nm.compile.emit"} do
+    local path = package.searchpath(m, package.path)
+    parts[#parts + 1] = path and format("%08x", nm.crc32(read_all(path))) or "?"
+  end
+  generator_version = concat(parts, " ")
+  return generator_version
 end
 
 -- ---------------------------------------------------------------- kernels
@@ -176,48 +167,96 @@ end
 local Kernel = {}
 Kernel.__index = Kernel
 
--- A runnable form of (graph, outputs): compiled, or interpreted.
--- inputs: the input nodes in call order (tensors and scalars, each kind
--- keeping its order).
-local function make_kernel(g, outputs, inputs, label, comment, mode)
-  local self = setmetatable({g = g, outputs = outputs, inputs = inputs, label = label}, Kernel)
-  self.source, self.layout = emit.c(g, outputs, {name = "nm_rule_kernel", comment = comment,
-                                                 inputs = inputs})
-  local lay = {dtype = g.dtype, inputs = {}, outputs = {}, scalars = self.layout.scalars,
-               scratch = self.layout.scratch}
-  local function numel(shape)
-    local n = 1
-    for _, d in ipairs(shape) do n = n * d end
-    return n
+local function numel(shape)
+  local n = 1
+  for _, d in ipairs(shape) do n = n * d end
+  return n
+end
+
+local function shapes_of(nodes)
+  local out = {}
+  for i, n in ipairs(nodes) do out[i] = #n.shape > 0 and {table.unpack(n.shape)} or {1} end
+  return out
+end
+
+-- make_kernel(k) -> a runnable form of a graph's outputs: compiled, or
+-- interpreted. k: g, key (a string naming the graph's structure and which
+-- kernel of it: a cache hit needs no generation at all), label, comment,
+-- mode, and make() -> outputs, inputs (input nodes in call order), extra
+-- (a table of shape lists the caller needs, stored with the object).
+local function make_kernel(k)
+  local self = setmetatable({g = k.g, label = k.label, comment = k.comment, make = k.make,
+                             targs = {}}, Kernel)
+  local tc = k.mode ~= "interpret" and compile.toolchain() or nil
+  if k.mode ~= "interpret" and not tc then
+    if k.mode == "compile" then error("rule compiler: no C compiler", 0) end
+    notice("no C compiler found (" .. (os.getenv("NEUROMIC_CC") or nm.build.cc) ..
+           "): rules run interpreted through the tensor operations")
   end
-  for _, n in ipairs(inputs) do
-    if n.kind == "tensor" then lay.inputs[#lay.inputs + 1] = numel(n.shape) end
-  end
-  for _, n in ipairs(g.captured) do lay.inputs[#lay.inputs + 1] = numel(n.shape) end
-  for i, o in ipairs(outputs) do lay.outputs[i] = numel(o.shape) end
-  self.kernel_layout = lay
-  if mode ~= "interpret" then
-    local k, why, key = build(self.source, "nm_rule_kernel", lay, label)
+  if tc then
+    local key = hash64(concat({k.key, code_version(), k.g.dtype, tc.cc, concat(tc.flags, " "),
+                               concat(tc.libs, " ")}, "\0"))
     self.key = key
-    if k then
-      self.kernel = k
-      if lay.scratch > 0 then self.scratch = nm.zeros(lay.scratch, g.dtype) end
-    elseif mode == "compile" then
-      error("rule compiler: " .. why, 0)
-    else
-      notice("no C compiler found (" .. (os.getenv("NEUROMIC_CC") or nm.build.cc) ..
-             "): rules run interpreted through the tensor operations")
+    local dir = compile.cache_dir()
+    local so, meta = dir .. "/" .. key .. ".so", dir .. "/" .. key .. ".json"
+    local t0 = nm.clock()
+    if exists(so) and exists(meta) then
+      local okm, m = pcall(json.decode, read_all(meta))
+      if okm and type(m) == "table" and type(m.layout) == "table" then
+        local kern = nm.load_kernel(so, "nm_rule_kernel", key, m.layout)
+        if kern then
+          self.kernel, self.output_shapes, self.extra = kern, m.output_shapes, m.extra or {}
+          if m.layout.scratch > 0 then self.scratch = nm.zeros(m.layout.scratch, k.g.dtype) end
+          compile.stats.loaded = compile.stats.loaded + 1
+          compile.stats.load_seconds = compile.stats.load_seconds + (nm.clock() - t0)
+          return self
+        end
+      end
+      os.remove(so)                        -- corrupt or stale: rebuilt below
     end
+    self:generate()
+    local lay = {dtype = k.g.dtype, inputs = {}, outputs = {}, scalars = self.layout.scalars,
+                 scratch = self.layout.scratch}
+    for _, n in ipairs(self.inputs) do
+      if n.kind == "tensor" then lay.inputs[#lay.inputs + 1] = numel(n.shape) end
+    end
+    for _, n in ipairs(k.g.captured) do lay.inputs[#lay.inputs + 1] = numel(n.shape) end
+    for i, o in ipairs(self.outputs) do lay.outputs[i] = numel(o.shape) end
+    build(tc, self.source, key, self.label)
+    nm.atomic_write(meta, json.encode({layout = lay, output_shapes = self.output_shapes,
+                                       extra = self.extra}) .. "\n")
+    local kern, lerr = nm.load_kernel(so, "nm_rule_kernel", key, lay)
+    if not kern then error("rule compiler: cannot load the kernel just built: " .. tostring(lerr), 0) end
+    self.kernel = kern
+    if lay.scratch > 0 then self.scratch = nm.zeros(lay.scratch, k.g.dtype) end
+    compile.stats.compiled = compile.stats.compiled + 1
+    compile.stats.compile_seconds = compile.stats.compile_seconds + (nm.clock() - t0)
+    return self
   end
-  if not self.kernel then compile.stats.interpreted = compile.stats.interpreted + 1 end
-  self.targs, self.sargs = {}, {}
+  self:generate()
+  compile.stats.interpreted = compile.stats.interpreted + 1
   return self
+end
+
+-- Builds the graph of this kernel and its C (lazily: a cache hit has none).
+function Kernel:generate()
+  if self.source then return end
+  local outputs, inputs, extra = self.make()
+  self.outputs, self.inputs, self.extra = outputs, inputs, extra or {}
+  self.output_shapes = shapes_of(outputs)
+  self.source, self.layout = emit.c(self.g, outputs, {name = "nm_rule_kernel",
+                                                      comment = self.comment, inputs = inputs})
 end
 
 function Kernel:compiled() return self.kernel ~= nil end
 
--- Runs with flat inputs: tensors (in g.inputs order, tensor kind),
--- scalars (scalar kind), into the output tensors outs.
+function Kernel:get_source()
+  self:generate()
+  return self.source
+end
+
+-- Runs with flat inputs: tensors (in call order), scalars, into the
+-- output tensors outs.
 function Kernel:run(tensors, scalars, outs)
   if self.kernel then
     local a, n = self.targs, 0
@@ -266,9 +305,17 @@ function compile.fn(f, spec, opts)
   end
   self.inputs = {table.unpack(g.inputs)}
   self.nforward = #g.nodes
-  self.forward = make_kernel(g, outputs, self.inputs, self.label, self:comment("step"), self.mode)
+  self.signature = graph.signature(g)
+  self.output_shapes = shapes_of(outputs)
+  self.forward = self:kernel("step", function() return outputs, self.inputs end)
   self.tin, self.sin = {}, {}
   return self
+end
+
+-- One of this function's kernels (what: "step", "adjoint 1101", ...).
+function Fn:kernel(what, make)
+  return make_kernel{g = self.g, key = self.signature .. "|" .. what, label = self.label,
+                     comment = self:comment(what), mode = self.mode, make = make}
 end
 
 function Fn:comment(what)
@@ -286,8 +333,14 @@ function Fn:compiled() return self.forward:compiled() end
 
 -- The C source of the step (and, with wrt, of its adjoint).
 function Fn:source(adj)
-  if adj then return self:adjoint_kernel(adj).source end
-  return self.forward.source
+  if adj then return self:adjoint_kernel(adj):get_source() end
+  return self.forward:get_source()
+end
+
+-- Kernels read contiguous arrays: a strided view is copied (allocates).
+local function dense(t)
+  if nm.is_tensor(t) and not t:is_contiguous() then return t:contiguous() end
+  return t
 end
 
 -- Flattens call arguments (in spec order) into tensors and scalars.
@@ -300,18 +353,18 @@ function Fn:flatten(tensors, scalars, ...)
       if type(v) ~= "table" or #v ~= #s.list then
         error(format("%s: argument '%s' must be a list of %d tensors", self.label, s.name, #s.list), 3)
       end
-      for k = 1, #s.list do nt = nt + 1; tensors[nt] = ag.value(v[k]) end
+      for k = 1, #s.list do nt = nt + 1; tensors[nt] = dense(ag.value(v[k])) end
     elseif s.scalar then ns = ns + 1; scalars[ns] = ag.value(v)
-    else nt = nt + 1; tensors[nt] = ag.value(v) end
+    else nt = nt + 1; tensors[nt] = dense(ag.value(v)) end
   end
   for i = nt + 1, #tensors do tensors[i] = nil end
   for i = ns + 1, #scalars do scalars[i] = nil end
   return tensors, scalars
 end
 
-local function new_outputs(outputs, dtype)
+local function new_outputs(shapes, dtype)
   local outs = {}
-  for i, o in ipairs(outputs) do outs[i] = nm.zeros(#o.shape > 0 and o.shape or {1}, dtype) end
+  for i, sh in ipairs(shapes) do outs[i] = nm.zeros(sh, dtype) end
   return outs
 end
 
@@ -325,50 +378,60 @@ end
 -- The adjoint kernel for the tensor inputs flagged in wrt (a list of
 -- booleans in flat tensor-input order): inputs = the step's inputs, then
 -- one seed per output; outputs = one gradient per flagged input.
-function Fn:adjoint_kernel(wrt)
-  local key = concat((function()
-    local k = {}
-    for i, w in ipairs(wrt) do k[i] = w and "1" or "0" end
-    return k
-  end)())
-  local a = self.adjoints[key]
-  if a then return a end
+local function mask_of(wrt)
+  local k = {}
+  for i, w in ipairs(wrt) do k[i] = w and "1" or "0" end
+  return concat(k)
+end
+
+-- The gradient nodes for the flagged tensor inputs (seeds: one input per
+-- output), built once per set of flags.
+function Fn:grads(wrt)
+  local key = mask_of(wrt)
+  self.grad_nodes = self.grad_nodes or {}
+  if self.grad_nodes[key] then return self.grad_nodes[key] end
   local g = self.g
   if not self.seeds then
     self.seeds = {}
     for i, o in ipairs(self.outputs) do self.seeds[i] = g:input("seed" .. i, o.shape) end
   end
-  local seeds = self.seeds
   local targets = {}
   for i, n in ipairs(self.tensor_inputs) do
     if wrt[i] then targets[#targets + 1] = n end
   end
-  local grads = adjoint.grad(g, self.outputs, seeds, targets)
+  local grads = adjoint.grad(g, self.outputs, self.seeds, targets)
   for i, gr in ipairs(grads) do
     if gr == nil then grads[i] = g:bcast(g:const(0), targets[i].shape) end
     if #targets[i].shape > 0 and #grads[i].shape == 0 then
       grads[i] = g:bcast(grads[i], targets[i].shape)
     end
   end
-  local ins = {table.unpack(self.inputs)}
-  for _, sd in ipairs(seeds) do table.insert(ins, sd) end
-  a = make_kernel(g, grads, ins, self.label, self:comment("adjoint"), self.mode)
-  a.targets, a.nseeds, a.grads = targets, #seeds, grads
+  self.grad_nodes[key] = grads
+  return grads
+end
+
+function Fn:adjoint_kernel(wrt)
+  local key = mask_of(wrt)
+  local a = self.adjoints[key]
+  if a then return a end
+  a = self:kernel("adjoint " .. key, function()
+    local grads = self:grads(wrt)
+    local ins = {table.unpack(self.inputs)}
+    for _, sd in ipairs(self.seeds) do ins[#ins + 1] = sd end
+    return grads, ins
+  end)
   self.adjoints[key] = a
   return a
 end
 
--- Fn:traced_pair(wrt) -> forward, adjoint: the step writing, besides its
--- outputs, the vectors and scalars its adjoint reads (a trace), and the
--- adjoint reading that trace instead of recomputing the forward pass (the
--- products with the weights). For a checkpointed unroll, which runs every
--- step of a segment forward again before its backward.
-function Fn:traced_pair(wrt)
-  local plain = self:adjoint_kernel(wrt)
-  if plain.pair then return plain.pair[1], plain.pair[2] end
+-- The trace of the pair below: the forward vectors and scalars that the
+-- gradients read, replaced in them by inputs.
+function Fn:trace_plan(wrt)
+  local key = mask_of(wrt)
+  self.plans = self.plans or {}
+  if self.plans[key] then return self.plans[key] end
   local g = self.g
-  local grads = graph.strip_detach(g, plain.grads)
-  -- the frontier: forward vectors and scalars the gradients read
+  local grads = graph.strip_detach(g, self:grads(wrt))
   local trace, seen = {}, {}
   local TRIVIAL = {const = true, input = true, captured = true, index = true, onehot = true,
                    unit = true, bcast = true, detach = true}
@@ -389,18 +452,36 @@ function Fn:traced_pair(wrt)
     tin[k] = map[n]
     if #n.shape == 0 then map[n] = g:index(map[n], 1) end
   end
-  local adj_out = graph.substitute(g, grads, map)
-  local fouts = {table.unpack(self.outputs)}
-  for _, n in ipairs(trace) do fouts[#fouts + 1] = n end
-  local fwd = make_kernel(g, fouts, self.inputs, self.label, self:comment("step with its trace"),
-                          self.mode)
-  local ins = {table.unpack(self.inputs)}
-  for _, sd in ipairs(self.seeds) do ins[#ins + 1] = sd end
-  for _, t in ipairs(tin) do ins[#ins + 1] = t end
-  local adj = make_kernel(g, adj_out, ins, self.label, self:comment("adjoint from the trace"),
-                          self.mode)
-  fwd.trace_nodes, adj.ntrace = trace, #trace
-  plain.pair = {fwd, adj}
+  local plan = {trace = trace, tin = tin, adj_out = graph.substitute(g, grads, map)}
+  self.plans[key] = plan
+  return plan
+end
+
+-- Fn:traced_pair(wrt) -> forward, adjoint: the step writing, besides its
+-- outputs, the vectors and scalars its adjoint reads (a trace: shapes in
+-- forward.extra.trace_shapes), and the adjoint reading that trace instead
+-- of recomputing the forward pass (the products with the weights). For a
+-- checkpointed unroll, which runs every step of a segment forward again
+-- before its backward.
+function Fn:traced_pair(wrt)
+  local key = mask_of(wrt)
+  self.pairs = self.pairs or {}
+  local p = self.pairs[key]
+  if p then return p[1], p[2] end
+  local fwd = self:kernel("step with its trace " .. key, function()
+    local plan = self:trace_plan(wrt)
+    local fouts = {table.unpack(self.outputs)}
+    for _, n in ipairs(plan.trace) do fouts[#fouts + 1] = n end
+    return fouts, self.inputs, {trace_shapes = shapes_of(plan.trace)}
+  end)
+  local adj = self:kernel("adjoint from the trace " .. key, function()
+    local plan = self:trace_plan(wrt)
+    local ins = {table.unpack(self.inputs)}
+    for _, sd in ipairs(self.seeds) do ins[#ins + 1] = sd end
+    for _, t in ipairs(plan.tin) do ins[#ins + 1] = t end
+    return plan.adj_out, ins
+  end)
+  self.pairs[key] = {fwd, adj}
   return fwd, adj
 end
 
@@ -418,7 +499,7 @@ function Fn:call(...)
     end
   end
   if not tracked then
-    local outs = new_outputs(self.outputs, self.dtype)
+    local outs = new_outputs(self.output_shapes, self.dtype)
     self:call_into(outs, ...)
     return self:shape_result(outs)
   end
@@ -446,7 +527,8 @@ function Fn:record(...)
   local me = self
   self.op = self.op or ag.def("compiled:" .. self.name, function(ctx, flags, sc, ...)
     ctx.wrt, ctx.sc, ctx.t = flags, sc, {...}
-    local outs = new_outputs(me.outputs, me.dtype)
+    for i, x in ipairs(ctx.t) do ctx.t[i] = dense(x) end
+    local outs = new_outputs(me.output_shapes, me.dtype)
     me.forward:run(ctx.t, sc, outs)
     if #outs == 1 then return outs[1] end
     return outs
@@ -459,9 +541,9 @@ function Fn:record(...)
       local gi = gout[i]
       if gi == nil then gi = nm.zeros(#o.shape > 0 and o.shape or {1}, me.dtype)
       elseif type(gi) == "number" then gi = nm.tensor({gi}, me.dtype) end
-      ins[#ins + 1] = gi
+      ins[#ins + 1] = dense(gi)
     end
-    local outs = new_outputs(a.outputs, me.dtype)
+    local outs = new_outputs(a.output_shapes, me.dtype)
     a:run(ins, ctx.sc, outs)
     local res, k = {}, 0
     for i = 1, #ctx.t do
@@ -487,9 +569,14 @@ function Fn:scan_kernel(o)
   for i = 1, ns + 1 do wrt[i] = true end           -- the state and theta
   local fwd, adj = self:traced_pair(wrt)
   local sk = {cache = o.cache, state = o.state, state_bytes = o.state_bytes}
+  -- the adjoints arrive as the loss's gradients (maybe strided views)
+  function sk.view(list)
+    for i = 1, #list do list[i] = dense(list[i]) end
+    return list
+  end
   function sk.trace()
     local t = {}
-    for i, n in ipairs(fwd.trace_nodes) do t[i] = nm.zeros(#n.shape > 0 and n.shape or {1}, me.dtype) end
+    for i, sh in ipairs(fwd.extra.trace_shapes) do t[i] = nm.zeros(sh, me.dtype) end
     return t
   end
   local grads, tin, sin, gtheta64, fouts = nil, nil, nil, nil, {}
@@ -514,7 +601,7 @@ function Fn:scan_kernel(o)
     for i, x in ipairs(trace) do tin[n + ns + i] = x end
     if not grads then
       grads = {}
-      for i, x in ipairs(a.outputs) do grads[i] = nm.zeros(x.shape, me.dtype) end
+      for i, sh in ipairs(a.output_shapes) do grads[i] = nm.zeros(sh, me.dtype) end
     end
     a:run(tin, sin, grads)
     for i = n + 1, #tin do tin[i] = nil end
@@ -529,6 +616,55 @@ function Fn:scan_kernel(o)
     end
   end
   return sk
+end
+
+-- ---------------------------------------------------------------- meta rules
+
+-- compile.meta_step(net, B [, opts]) -> the compiled step of the network's
+-- meta rule: a Fn over (W list, theta, x, label, B list) for a network of
+-- nm.models.motif_net (net.rule.step(net, W, theta, x, label, B)), traced
+-- for net's sizes and dtype and the shapes of B (nil without one).
+function compile.meta_step(net, B, opts)
+  opts = opts or {}
+  local def = net.rule
+  local W = {}
+  for l = 1, net.layers do W[l] = {net.sizes[l + 1], net.sizes[l]} end
+  local nc = def.coefficients and def.coefficients.theta and def.coefficients.theta.size
+  if math.type(nc) ~= "integer" then
+    error(format("rule compiler: meta rule '%s' declares no coefficients.theta.size", def.name), 2)
+  end
+  local spec = {{name = "W", list = W}, {name = "theta", shape = {nc}},
+                {name = "x", shape = {net.sizes[1]}}, {name = "label", scalar = true}}
+  if B then
+    local shapes = {}
+    for l = 1, #B do shapes[l] = B[l]:size() end
+    spec[#spec + 1] = {name = "B", list = shapes}
+  end
+  return compile.fn(function(W_, theta, x, label, B_)
+    return def.step(net, W_, theta, x, label, B_)
+  end, spec, {dtype = net.dtype, name = def.name, source = debug.getinfo(def.step, "S").short_src,
+              equation = def.equation, mode = opts.mode})
+end
+
+-- compile.emit_main(rule) prints the C generated for a rule file (its
+-- step and adjoint), for `neuromic --emit rule`. Errors are one line.
+function compile.emit_main(path)
+  local rule = require "nm.rule"
+  local ok, def = pcall(rule.definition, path)
+  if not ok then error(tostring(def):gsub("^[^:]*:%d+: ", ""), 0) end
+  if def.kind ~= "meta" or def.model ~= "motif_net" then
+    error(format("--emit: rule '%s' is a %s rule%s; the compiler takes meta rules of the " ..
+                 "motif network so far (connection and circuit rules are written with in-place " ..
+                 "tensor methods it cannot trace yet)", def.name, def.kind,
+                 def.model and (" of model '" .. def.model .. "'") or ""), 0)
+  end
+  local motif_net = require "nm.models.motif_net"
+  local net = motif_net.new{rule = def, dtype = "float64"}
+  local _, B = net:init(nm.generator(1))
+  local f = compile.meta_step(net, B, {mode = "interpret"})
+  local wrt = {}
+  for i = 1, net.layers + 1 do wrt[i] = true end
+  io.stdout:write(f:source(), "\n", f:source(wrt))
 end
 
 return compile

@@ -374,7 +374,7 @@ function emit.c(g, outputs, opts)
       elseif st.mode == "mv" then                -- y[i] = sum_j M[i,j] x[j]
         nacc = nacc + 1
         local acc = "acc" .. nacc
-        row_pre[#row_pre + 1] = format("double %s = 0;", acc)
+        row_pre[#row_pre + 1] = format("real %s = 0;", acc)
         inner[#inner + 1] = format("%s += %s * %s[j];", acc, expr(st.matrix, I, J), ptr[n.args[2]])
         row_post[#row_post + 1] = format("%s[i] = (real)%s;", ptr[n], acc)
       elseif st.mode == "mvt" then               -- y[j] = sum_i M[i,j] x[i]
@@ -474,9 +474,13 @@ function emit.c(g, outputs, opts)
   end
   local emitted = 0
   while #ready_list > 0 do
+    -- cheap statements first (scalars, vectors, products by BLAS), so that
+    -- as many passes over a matrix as possible are ready to share a nest
+    local function cost(st) return (st.kind == "loop" and #st.domain == 2) and 1 or 0 end
     local pick = 1
     for i = 2, #ready_list do
-      if ready_list[i].index < ready_list[pick].index then pick = i end
+      local a, b = ready_list[i], ready_list[pick]
+      if cost(a) < cost(b) or (cost(a) == cost(b) and a.index < b.index) then pick = i end
     end
     local st = table.remove(ready_list, pick)
     if st.kind == "loop" then

@@ -208,6 +208,39 @@ function Graph:onehot(n, label)
   return self:node("onehot", {label}, {n})
 end
 
+-- graph.signature(g) -> a string that names the graph's structure (every
+-- node's operation, arguments, shape and attributes, the inputs' names
+-- and kinds): equal signatures give equal generated code, so it keys the
+-- kernel cache without generating anything.
+function graph.signature(g)
+  local parts = {g.dtype}
+  for i, n in ipairs(g.nodes) do
+    local a = {}
+    for j, x in ipairs(n.args) do a[j] = x.id end
+    parts[i + 1] = format("%s(%s)[%s]%s%s%s", n.op, concat(a, ","), concat(n.shape, "x"),
+                          n.k ~= nil and format("%.17g", n.k) or "", n.name or "", n.kind or "")
+  end
+  return concat(parts, ";")
+end
+
+-- Graph:rebuild(n, args) -> node n's operation on other arguments, through
+-- the simplifying constructors (the passes below rewrite subgraphs).
+function Graph:rebuild(n, args)
+  local op = n.op
+  if graph.BINARY[op] then return self:binary(op, args[1], args[2])
+  elseif graph.UNARY[op] then return self:unary(op, args[1], n.k)
+  elseif op == "mv" then return self:mv(args[1], args[2])
+  elseif op == "mm" then return self:mm(args[1], args[2])
+  elseif op == "outer" then return self:outer(args[1], args[2])
+  elseif op == "t" then return self:t(args[1])
+  elseif op == "sum" then return self:sum(args[1])
+  elseif op == "index" then return self:index(args[1], n.k)
+  elseif op == "bcast" then return self:bcast(args[1], n.shape)
+  elseif op == "unit" then return self:unit(args[1], n.k, n.shape)
+  end
+  return self:node(op, args, n.shape, n.k)
+end
+
 -- The same value without gradient (ag.value of a traced symbol).
 function Graph:detach(x)
   if x.op == "detach" or x.op == "const" or x.op == "captured" then return x end
@@ -229,7 +262,7 @@ function graph.strip_detach(g, outputs)
         args[i] = map[a] or a
         if args[i] ~= a then changed = true end
       end
-      if changed then map[n] = g:node(n.op, args, n.shape, n.k) end
+      if changed then map[n] = g:rebuild(n, args) end
     end
   end
   local out = {}
@@ -251,7 +284,7 @@ function graph.substitute(g, outputs, map)
         args[i] = sub(a)
         if args[i] ~= a then changed = true end
       end
-      if changed then r = g:node(n.op, args, n.shape, n.k) end
+      if changed then r = g:rebuild(n, args) end
     end
     memo[n] = r
     return r
@@ -322,7 +355,7 @@ function graph.combine(g, outputs)
         args[i] = m(a)
         if args[i] ~= a then changed = true end
       end
-      if changed then map[n] = g:node(n.op, args, n.shape, n.k) end
+      if changed then map[n] = g:rebuild(n, args) end
     end
   end
   local out = {}

@@ -17,8 +17,15 @@
 --              + phi'(u_i) .* (lambda W_{i+1}^T e^W_{i+1} + (1-lambda) G_{i-1}^T e^G_{i-1})
 --              [- 2 beta (u_0 - x) at area 0]
 --
--- Once the state has settled to a fixed point, the weights learn by
--- rules/folded_ae.lua: dW_i = eta_W e^W_i r_{i-1}^T, dG_i = eta_G e^G_i r_{i+1}^T.
+-- Once the state has settled to a fixed point, the weights learn by one
+-- circuit rule of model "folded_ae" per pathway, "W" (basal) and "G"
+-- (apical): by default rules/folded_ae.lua, dW_i = eta_W e^W_i r_{i-1}^T,
+-- dG_i = eta_G e^G_i r_{i+1}^T; option rules = {W = r, G = r} takes any
+-- other (a name from rules/, a path, a definition or an nm.rule instance;
+-- a name or definition with a parameter eta gets eta_W or eta_G). The
+-- rule's state of dendrite V (W_i or G_i) at a batch of B rows: e (the
+-- mismatch [B x n_post]), e_t (its transpose), r (presynaptic rates), u
+-- (postsynaptic potentials), V, dV (the change step writes), batch.
 --
 --   local fae = require "nm.models.folded_ae"
 --   local net = fae.new{sizes = {784, 256, 64}, lambda = 0.1, gen = nm.generator(1)}
@@ -145,6 +152,22 @@ local SETTINGS = {"lambda", "beta", "clamp", "form", "g_l", "g_e", "tau", "solve
 
 -- ---------------------------------------------------------------- construction
 
+-- The rule instance of pathway `path` ("W" or "G") from option value r.
+local function pathway_rule(r, path, eta)
+  if rule.is_rule(r) then return r end
+  local ok, def = pcall(rule.definition, r or "folded_ae")
+  if ok then ok, def = pcall(rule.require_kind, def, "circuit", "folded_ae") end
+  if not ok then error("folded_ae.new: " .. tostring(def), 3) end
+  local drives = def.pathway == path
+  for _, n in ipairs(def.pathways or {}) do drives = drives or n == path end
+  if not drives then
+    error(format("folded_ae.new: rule '%s' does not drive pathway %s", def.name, path), 3)
+  end
+  local okp, inst = pcall(rule.new, def, def.params.eta and {eta = eta} or nil)
+  if not okp then error("folded_ae.new: " .. tostring(inst), 3) end
+  return inst
+end
+
 -- fae.new{sizes = {n_0, ..., n_N}, gen = generator, ...options above}.
 -- Fields: N, sizes[0..N], W[1..N] ([n_i x n_{i-1}]), G[0..N-1]
 -- ([n_i x n_{i+1}]), o (the settings), stats (settling counts).
@@ -153,11 +176,11 @@ function fae.new(o)
   local s = {}
   for k, v in pairs(fae.defaults) do s[k] = v end
   for k, v in pairs(o) do
-    if fae.defaults[k] == nil and k ~= "gen" and k ~= "optim" then
+    if fae.defaults[k] == nil and k ~= "gen" and k ~= "optim" and k ~= "rules" then
       local names = {}
       for n in pairs(fae.defaults) do names[#names + 1] = n end
       table.sort(names)
-      error(format("folded_ae.new: unknown option '%s' (options: gen, optim, %s)", tostring(k),
+      error(format("folded_ae.new: unknown option '%s' (options: gen, optim, rules, %s)", tostring(k),
                    table.concat(names, ", ")), 2)
     end
     s[k] = v
@@ -202,16 +225,24 @@ function fae.new(o)
     net.G[i] = nm.zeros(net.sizes[i], net.sizes[i + 1], dt)
     nn.init_weights(net.G[i], nil, s.init, o.gen, {scale = s.init_scale})
   end
+  local rules = o.rules or {}
+  if type(rules) ~= "table" or rule.is_rule(rules) then
+    error("folded_ae.new: option rules must be a table {W = rule, G = rule}", 2)
+  end
+  for k in pairs(rules) do
+    if k ~= "W" and k ~= "G" then
+      error(format("folded_ae.new: rules has no pathway '%s' (W, G)", tostring(k)), 2)
+    end
+  end
+  net.rules = {W = pathway_rule(rules.W, "W", s.eta_W), G = pathway_rule(rules.G, "G", s.eta_G)}
   for i = 1, N do
     net.Wt[i] = net.W[i]:t()
-    net.cW[i] = {W = net.W[i], name = "W" .. i, plastic = true,
-                 rule = rule.new("folded_ae", {eta = s.eta_W})}
+    net.cW[i] = {V = net.W[i], name = "W" .. i, plastic = true, dV = net.W[i]:clone():zero()}
     net.params[#net.params + 1] = net.W[i]
   end
   for i = 0, N - 1 do
     net.Gt[i] = net.G[i]:t()
-    net.cG[i] = {W = net.G[i], name = "G" .. i, plastic = true,
-                 rule = rule.new("folded_ae", {eta = s.eta_G})}
+    net.cG[i] = {V = net.G[i], name = "G" .. i, plastic = true, dV = net.G[i]:clone():zero()}
     net.params[#net.params + 1] = net.G[i]
   end
   net:reset_stats()
@@ -241,7 +272,7 @@ end
 -- Buffers for batch size B: target X, potentials U, rates R, rate
 -- derivatives D, predictions PW (W_i r_{i-1}) and PG (G_i r_{i+1}),
 -- mismatches EW and EG, velocities V (du/dt), scratch T, momentum M,
--- per-row residuals, and the rule quantities.
+-- per-row residuals, and the rules' states (qW[i], qG[i]).
 function Net:buffers(B)
   local bs = self.bufs[B]
   if bs then return bs end
@@ -272,19 +303,16 @@ function Net:buffers(B)
   end
   bs.rowres, bs.rowmask = nm.zeros(B, dt), nm.zeros(B, dt)
   bs.ones = nm.ones(B, dt)
+  local function state(conn, r, e, e_t, u, inst)
+    local st = {V = conn.V, dV = conn.dV, e = e, e_t = e_t, r = r, u = u, batch = B}
+    if inst.def.init then inst.def.init(st, inst.p) end
+    return st
+  end
   for i = 1, N do
-    local q = rule.quantities(self.cW[i])
-    q.pre, q.pre_t, q.error, q.error_t, q.batch, q.ones = bs.R[i - 1], bs.Rt[i - 1], bs.EW[i],
-      bs.EWt[i], B, bs.ones
-    q.post, q.post_t = bs.U[i], bs.U[i]:t()
-    bs.qW[i] = q
+    bs.qW[i] = state(self.cW[i], bs.R[i - 1], bs.EW[i], bs.EWt[i], bs.U[i], self.rules.W)
   end
   for i = 0, N - 1 do
-    local q = rule.quantities(self.cG[i])
-    q.pre, q.pre_t, q.error, q.error_t, q.batch, q.ones = bs.R[i + 1], bs.Rt[i + 1], bs.EG[i],
-      bs.EGt[i], B, bs.ones
-    q.post, q.post_t = bs.U[i], bs.U[i]:t()
-    bs.qG[i] = q
+    bs.qG[i] = state(self.cG[i], bs.R[i + 1], bs.EG[i], bs.EGt[i], bs.U[i], self.rules.G)
   end
   self.bufs[B] = bs
   return bs
@@ -592,9 +620,18 @@ end
 
 -- ---------------------------------------------------------------- plasticity
 
--- Applies the two rules at the current state (after settle): for every W_i
--- and G_i, dV = eta <e r_pre^T>. With an optimiser the rules' changes are
--- deferred and the optimiser applies them. Respects rule.set_learning and
+-- The change of rule inst at state st into st.dV (zeroed first).
+local function change(inst, st)
+  st.dV:zero()
+  inst.def.step(st, inst.p)
+  return st.dV
+end
+
+-- Applies the two pathways' rules at the current state (after settle): for
+-- every W_i and G_i (by default dV = eta <e r_pre^T>). With an optimiser
+-- the rules' changes (step) go to the optimiser; without one a rule's
+-- kernel applies its change when it has one (and net.use_kernel is not
+-- false), else step's change is added. Respects rule.set_learning and
 -- net:set_plastic. Allocates nothing.
 function Net:learn()
   local bs = self.cur
@@ -604,34 +641,38 @@ function Net:learn()
   local k, active, deltas = 0, self.active, self.deltas
   -- In the order of self.params: W_1..W_N, then G_0..G_{N-1}.
   for j = 1, 2 * self.N do
-    local conn, q
-    if j <= self.N then conn, q = self.cW[j], bs.qW[j]
-    else conn, q = self.cG[j - self.N - 1], bs.qG[j - self.N - 1] end
-    q.defer = opt ~= nil
-    local changed = rule.apply(conn.rule, conn, q)
-    if opt then k = k + 1; active[k], deltas[k] = changed, conn.dW end
+    local conn, st, inst
+    if j <= self.N then conn, st, inst = self.cW[j], bs.qW[j], self.rules.W
+    else conn, st, inst = self.cG[j - self.N - 1], bs.qG[j - self.N - 1], self.rules.G end
+    if conn.plastic then
+      if opt or not inst.def.kernel or self.use_kernel == false then
+        change(inst, st)
+        if not opt then conn.V:add(st.dV) end
+      else
+        inst.def.kernel(st, inst.p)
+      end
+    end
+    if opt then k = k + 1; active[k], deltas[k] = conn.plastic, conn.dV end
   end
   if opt then opt:apply(self.params, deltas, active) end
 end
 
--- The rules' changes at the current state into each connection's dW
+-- The rules' changes at the current state into each connection's dV
 -- without applying them (measures): returns {W = {[i] = dW_i}, G = {[i] = dG_i}}.
 function Net:rule_changes()
   local bs = self.cur
   if not bs then error("folded_ae: rule_changes before settle", 2) end
   local out = self.changes or {W = {}, G = {}}
   self.changes = out
-  for i = 1, self.N do
-    local q = bs.qW[i]
-    self.cW[i].rule.def.update(q, self.cW[i].rule.p)
-    out.W[i] = q.dW
-  end
-  for i = 0, self.N - 1 do
-    local q = bs.qG[i]
-    self.cG[i].rule.def.update(q, self.cG[i].rule.p)
-    out.G[i] = q.dW
-  end
+  for i = 1, self.N do out.W[i] = change(self.rules.W, bs.qW[i]) end
+  for i = 0, self.N - 1 do out.G[i] = change(self.rules.G, bs.qG[i]) end
   return out
+end
+
+-- Sets the rate eta of both pathways' rules (those that have one).
+local function set_rates(net, eta_W, eta_G)
+  if net.rules.W.p.eta ~= nil then net.rules.W.p.eta = eta_W end
+  if net.rules.G.p.eta ~= nil then net.rules.G.p.eta = eta_G end
 end
 
 -- The continuous schedule's plasticity, run after every evaluation of a
@@ -639,8 +680,7 @@ end
 local function continuous_step(net, bs, c)
   net.cur = bs
   local f = c.step / c.tau
-  for i = 1, net.N do net.cW[i].rule.p.eta = net.o.eta_W * f end
-  for i = 0, net.N - 1 do net.cG[i].rule.p.eta = net.o.eta_G * f end
+  set_rates(net, net.o.eta_W * f, net.o.eta_G * f)
   net:learn()
 end
 
@@ -660,8 +700,7 @@ function Net:train_batch(X, o)
   if o then for k, v in pairs(o) do so[k] = v end end
   so.on_eval = continuous_step
   local ok, info = pcall(self.settle, self, X, so)
-  for i = 1, self.N do self.cW[i].rule.p.eta = self.o.eta_W end
-  for i = 0, self.N - 1 do self.cG[i].rule.p.eta = self.o.eta_G end
+  set_rates(self, self.o.eta_W, self.o.eta_G)
   if not ok then error(info, 2) end
   return info
 end
@@ -808,7 +847,7 @@ end
 local function spectral_norm(V)
   local A = nm.zeros(V:size(1), V:size(2), "float64"):copy(V)
   local gram = A:size(1) <= A:size(2) and nm.mm(A, A:t()) or nm.mm(A:t(), A)
-  local w = nm.bmvr.symeig(gram)
+  local w = nm.symeig(gram)
   return sqrt(max(0, w:get(w:size(1))))
 end
 fae.spectral_norm = spectral_norm
@@ -872,12 +911,12 @@ end
 
 -- ---------------------------------------------------------------- PCA
 
-local symeig = nm.bmvr and nm.bmvr.symeig
+local symeig = nm.symeig
 
 -- fae.pca(X, k [, block]) -> {mean [d] float64, components [k x d] float64
 -- (orthonormal rows, largest variance first), eigenvalues (Lua list, all d,
 -- descending), k}. The covariance (1/n) Xc^T Xc is accumulated in float64 in
--- blocks of rows and diagonalised by LAPACK dsyevd (nm.bmvr.symeig). PCA of
+-- blocks of rows and diagonalised by LAPACK dsyevd (nm.symeig). PCA of
 -- size k is the optimal linear autoencoder with a k-dimensional code.
 function fae.pca(X, k, block)
   if not nm.is_tensor(X) or X:dim() ~= 2 then error("bad argument #1 to 'pca' (a 2-D tensor expected)", 2) end

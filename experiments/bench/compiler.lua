@@ -1,0 +1,232 @@
+-- experiments/bench/compiler.lua: seconds per meta-step (an inner loop of
+-- --steps online steps on the motif network, then the exact meta-gradient of
+-- the query loss through all of them) with rules compiled by nm.compile,
+-- against, in the same run and at the same thread count:
+--   (a) the motif rule: its hand-written C kernel and adjoint;
+--   (b) rules/tanh_error.lua (no hand kernel): the generic autograd tape and
+--       PyTorch autograd on the same episode (experiments/bench/meta_torch.py);
+-- and the compiler's own costs: first-use compile time (an empty cache) and
+-- the time a cache hit adds. Fastest of --repeats alternating runs; the
+-- theta gradients are compared. A benchmark: it asserts nothing.
+--
+--   ./neuromic experiments/bench/compiler.lua [--threads 1] [--quick]
+
+local nm = require "neuromic"
+local ag = require "nm.autograd"
+local cli = require "nm.cli"
+local json = require "nm.json"
+local rule = require "nm.rule"
+local compile = require "nm.compile"
+local motif_net = require "nm.models.motif_net"
+
+local format = string.format
+
+local opts = cli.parse(arg, {
+  name = "bench_compiler",
+  description = "Seconds per meta-step of compiled rules vs hand-written C, the generic " ..
+                "tape and PyTorch autograd.",
+  options = {
+    {"threads", "int", 1, "threads for OpenBLAS and PyTorch", min = 1},
+    {"steps", "int", 100, "inner-loop steps", quick = 20, min = 1},
+    {"query", "int", 50, "query images", quick = 10, min = 1},
+    {"repeats", "int", 5, "timed meta-steps per side (alternating); the fastest counts",
+     quick = 2, min = 1},
+    {"dtype", "string", "float32", "network element type", choices = {"float32", "float64"}},
+    {"generic", "bool", true, "time the generic tape for tanh_error (slow)"},
+    {"python", "string", "/usr/bin/python3", "python with torch"},
+    {"torch", "bool", true, "run the PyTorch side"},
+  },
+})
+
+nm.blas_threads(opts.threads)
+local here = (arg[0]:match("^(.*)/[^/]*$") or ".")
+
+-- A synthetic episode (the timing does not depend on the pixels): inputs
+-- in [0, 1], labels cycling through the classes.
+local function episode(net, g, T, Q)
+  local X = nm.zeros(T, net.sizes[1], net.dtype):uniform(g, 0, 1)
+  local Xq = nm.zeros(Q, net.sizes[1], net.dtype):uniform(g, 0, 1)
+  local labels, labels_q = {}, {}
+  for t = 1, T do labels[t] = (t * 7) % net.classes + 1 end
+  for q = 1, Q do labels_q[q] = (q * 3) % net.classes + 1 end
+  return X, labels, Xq, labels_q
+end
+
+-- The meta-gradient of the query loss with respect to theta; unroll: a
+-- function (net, W, B, X, labels, theta_var, T) -> W_T.
+local function meta_gradient(net, W, B, X, labels, Xq, labels_q, theta, unroll)
+  local tape = ag.tape()
+  local th = tape:leaf(theta)
+  local WT = unroll(th)
+  local loss = motif_net.fused_query_loss(net, WT, Xq, labels_q)   -- as the learner does
+  tape:backward(loss)
+  return ag.value(loss), th.grad
+end
+
+local function best_of(fns, repeats)
+  local best, out = {}, {}
+  for _ = 1, repeats do
+    for name, fn in pairs(fns) do
+      collectgarbage("collect")
+      local t0 = nm.clock()
+      local l, gr = fn()
+      local dt = nm.clock() - t0
+      if not best[name] or dt < best[name] then best[name] = dt end
+      out[name] = {loss = l, grad = gr}
+    end
+  end
+  return best, out
+end
+
+local function rel_diff(a, b)
+  return (a - b):abs():max() / math.max(b:clone():abs():max(), 1e-300)
+end
+
+local function shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local tmp = os.tmpname()
+os.remove(tmp)
+nm.mkdir(tmp)
+
+local function save_episode(net, W, B, X, labels, Xq, labels_q, theta)
+  local function save(name, t) nm.save_npy(tmp .. "/" .. name .. ".npy", t) end
+  save("layers", nm.tensor({net.layers}, "float64"))
+  for l = 1, net.layers do save("W" .. l, W[l]); save("B" .. l, B[l]) end
+  save("X", X)
+  save("Xq", Xq)
+  local lab, labq = nm.zeros(#labels, "float64"), nm.zeros(#labels_q, "float64")
+  for i = 1, #labels do lab:set(i, labels[i] - 1) end
+  for i = 1, #labels_q do labq:set(i, labels_q[i] - 1) end
+  save("labels", lab)
+  save("labels_q", labq)
+  save("theta", theta)
+end
+
+local function torch_side(rule_name)
+  if not opts.torch then return {error = "skipped (--no-torch)"} end
+  local cmd = format("OPENBLAS_NUM_THREADS=%d OMP_NUM_THREADS=%d %s %s --dir %s --threads %d " ..
+                     "--repeats %d --feedback fa --rule %s 2>&1", opts.threads, opts.threads,
+                     shell_quote(opts.python), shell_quote(here .. "/meta_torch.py"),
+                     shell_quote(tmp), opts.threads, opts.repeats, rule_name)
+  local p = io.popen(cmd)
+  local out = p:read("a")
+  p:close()
+  local ok, res = pcall(json.decode, out:match("(%b{})%s*$") or "")
+  if not ok or type(res) ~= "table" then
+    return {error = "PyTorch side failed: " .. out:gsub("%s+$", ""):sub(-300)}
+  end
+  return res
+end
+
+local results = {}
+
+-- The compiled step of a network's rule, as an ag.scan kernel over X, labels.
+local function compiled_unroll(net, W, B, X, labels, T)
+  local f = compile.meta_step(net, B)
+  local sk = f:scan_kernel{cache = {}, state = function()
+      local w = {}
+      for l = 1, net.layers do w[l] = nm.zeros(net.sizes[l + 1], net.sizes[l], net.dtype) end
+      return w
+    end,
+    args = function(src, th, t) return src, th, X:row(t), labels[t], B end}
+  return function(th) return ag.scan(sk, W, {th}, T) end, f
+end
+
+-- (a) the motif rule: generated vs hand-written
+do
+  local net = motif_net.new{rule = rule.definition("motifs"), feedback = "fa", dtype = opts.dtype}
+  local g = nm.generator(7)
+  local W, B = net:init(g)
+  local X, labels, Xq, labels_q = episode(net, g, opts.steps, opts.query)
+  local theta = nm.zeros(10, "float64")
+  for r = 1, 10 do theta:set(r, r == 1 and 1e-3 or 1e-5) end
+  local gen = compiled_unroll(net, W, B, X, labels, opts.steps)
+  local best, out = best_of({
+    hand = function() return meta_gradient(net, W, B, X, labels, Xq, labels_q, theta, function(th)
+      return motif_net.unroll(net, W, B, X, labels, th, opts.steps, {mode = "unroll"}) end) end,
+    generated = function() return meta_gradient(net, W, B, X, labels, Xq, labels_q, theta, gen) end,
+  }, opts.repeats)
+  results.motifs = {hand = best.hand, generated = best.generated,
+                    ratio = best.generated / best.hand,
+                    grad_rel = rel_diff(out.generated.grad, out.hand.grad)}
+end
+
+-- (b) tanh_error: generated vs generic tape vs PyTorch
+do
+  local net = motif_net.new{rule = rule.definition("tanh_error"), feedback = "fa", dtype = opts.dtype}
+  local g = nm.generator(8)
+  local W, B = net:init(g)
+  local X, labels, Xq, labels_q = episode(net, g, opts.steps, opts.query)
+  local theta = nm.tensor({1e-3, 1e-4, 1e-5}, "float64")
+  local gen = compiled_unroll(net, W, B, X, labels, opts.steps)
+  local best, out = best_of({
+    generated = function() return meta_gradient(net, W, B, X, labels, Xq, labels_q, theta, gen) end,
+  }, opts.repeats)
+  local r = {generated = best.generated}
+  if opts.generic then
+    collectgarbage("collect")
+    local t0 = nm.clock()
+    local _, gr = meta_gradient(net, W, B, X, labels, Xq, labels_q, theta, function(th)
+      return motif_net.unroll(net, W, B, X, labels, th, opts.steps, {mode = "generic", segment = 5})
+    end)
+    r.generic = nm.clock() - t0
+    r.generic_ratio = r.generic / r.generated
+    r.grad_rel_generic = rel_diff(out.generated.grad, gr)
+  end
+  save_episode(net, W, B, X, labels, Xq, labels_q, theta)
+  local tr = torch_side("tanh_error")
+  if tr.seconds then
+    r.torch = tr.seconds
+    r.torch_ratio = tr.seconds / r.generated
+    local tg = nm.tensor(tr.theta_grad, "float64")
+    r.grad_rel_torch = rel_diff(out.generated.grad, tg)
+  else
+    r.torch_error = tr.error
+  end
+  results.tanh_error = r
+end
+
+-- The compiler's own costs: first use (empty cache) and a cache hit.
+do
+  local saved = compile.cache_dir
+  local dir = tmp .. "/cache"
+  compile.cache_dir = function() return dir end
+  local net = motif_net.new{rule = rule.definition("tanh_error"), feedback = "fa", dtype = opts.dtype}
+  local _, B = net:init(nm.generator(9))
+  local wrt = {}
+  for i = 1, net.layers + 1 do wrt[i] = true end
+  local t0 = nm.clock()
+  compile.meta_step(net, B):traced_pair(wrt)
+  local first = nm.clock() - t0
+  t0 = nm.clock()
+  compile.meta_step(net, B):traced_pair(wrt)
+  local hit = nm.clock() - t0
+  compile.cache_dir = saved
+  results.compile = {first_use = first, cache_hit = hit}
+end
+
+os.execute("rm -rf " .. shell_quote(tmp))
+
+local a, b, c = results.motifs, results.tanh_error, results.compile
+print(format("meta-step: %d inner steps on the motif network (784-170-130-100-70-10, %s, FA), " ..
+             "%d query images, %d thread(s); fastest of %d", opts.steps, opts.dtype, opts.query,
+             opts.threads, opts.repeats))
+print(format("%-34s %10s %10s %8s  %s", "", "generated", "reference", "ratio", "grad rel. diff"))
+print(format("%-34s %9.3fs %9.3fs %7.2fx  %.1e", "(a) motif rule vs hand-written C", a.generated,
+             a.hand, a.ratio, a.grad_rel))
+if b.generic then
+  print(format("%-34s %9.3fs %9.3fs %7.1fx  %.1e", "(b) tanh_error vs generic tape", b.generated,
+               b.generic, b.generic_ratio, b.grad_rel_generic))
+end
+if b.torch then
+  print(format("%-34s %9.3fs %9.3fs %7.1fx  %.1e", "(b) tanh_error vs PyTorch autograd",
+               b.generated, b.torch, b.torch_ratio, b.grad_rel_torch))
+else
+  print("(b) PyTorch: " .. tostring(b.torch_error))
+end
+print(format("(a) ratio = generated / hand (target <= 1.25); (b) ratio = reference / generated " ..
+             "(targets >= 20 tape, >= 5 PyTorch)"))
+print(format("compiler: first use %.2f s (trace, adjoint, C, cc for 3 kernels), cache hit %.1f ms",
+             c.first_use, c.cache_hit * 1e3))
+print(json.encode({bench = "compiler", threads = opts.threads, steps = opts.steps,
+                   dtype = opts.dtype, results = results}))
