@@ -37,6 +37,7 @@ local format = string.format
 
 -- "bp" is the name results and tables have always used for backprop.
 local ALIAS = {bp = "backprop"}
+local MAX_WIDTH = 1 << 24   -- units per hidden layer (a 784 x 2^24 matrix is 49 GiB)
 
 local opts = cli.parse(arg, {
   name = "baselines",
@@ -104,21 +105,27 @@ local archs = {}
 for i, a in ipairs(opts.arch) do
   local sizes = {}
   for n in a:gmatch("[^%-]+") do
-    local v = math.tointeger(tonumber(n))
+    local v = n:match("^%d+$") and math.tointeger(tonumber(n))
     if not v or v < 1 then
       io.stderr:write(format("baselines: bad --arch entry '%s' (e.g. 256 or 256-256)\n", a))
       os.exit(2)
+    end
+    if v > MAX_WIDTH then
+      cli.error(format("--arch %s: a hidden layer of %s units is too large (at most %d)", a, n,
+                       MAX_WIDTH))
     end
     sizes[#sizes + 1] = v
   end
   archs[i] = {name = a, hidden = sizes}
 end
-if opts.threads > 0 then nm.blas_threads(opts.threads) end
+if opts.threads > 0 then cli.guard("--threads " .. opts.threads, nm.blas_threads, opts.threads) end
+for _, d in ipairs(opts.dataset) do cli.guard("--dataset " .. d, data.files, d) end
 
 local run = results.open(opts, {
   dataset = table.concat(opts.dataset, ","),
   columns = {"dataset", "arch", "rule", "epoch", "step"},
   checkpoint_every = opts.checkpoint_every,
+  nonfinite = opts.keep_going,   -- rows may then hold NaN (null)
 })
 
 -- The grid, dataset-major so each data set is loaded once.
@@ -138,7 +145,7 @@ end
 local loaded = {}
 local function load_data(name)
   if loaded.name ~= name then
-    loaded = {name = name, ds = data.load(name, {
+    loaded = {name = name, ds = cli.guard("--dataset " .. name, data.load, name, {
       dtype = opts.dtype, seed = opts.seed,
       subset = opts.train_subset > 0 and opts.train_subset or nil,
       test_subset = opts.test_subset > 0 and opts.test_subset or nil,
@@ -206,7 +213,7 @@ end
 local function run_cell(ci)
   local cell = cells[ci]
   local ds = load_data(cell.dataset)
-  local net, opt = build(cell, ds)
+  local net, opt = cli.guard("--arch " .. cell.arch.name, build, cell, ds)
   local order = nm.generator(opts.seed + 1)
   local batches = data.batches(ds.train, opts.batch, {generator = order})
   local nb = #batches
@@ -285,14 +292,14 @@ end
 for ci = s.cell, #cells do
   local function nonfinite(e) return type(e) == "string" and e:match("^nn: .*non%-finite") end
   local ok, err = xpcall(run_cell, function(e)
-    return nonfinite(e) and e or debug.traceback(tostring(e), 2)
+    if cli.is_error(e) or nonfinite(e) then return e end
+    return debug.traceback(tostring(e), 2)
   end, ci)
   if not ok then
+    if cli.is_error(err) then error(err, 0) end   -- a user error or a failed run: one line
     if nonfinite(err) then
       local c = cells[ci]
-      io.stderr:write(format("baselines: %s %s %s: %s (--keep-going to go on)\n", c.dataset,
-                             c.arch.name, c.rule, err))
-      os.exit(1)
+      run:fail(format("%s %s %s: %s (--keep-going to go on)", c.dataset, c.arch.name, c.rule, err))
     end
     io.stderr:write("baselines: ", err, "\n")
     os.exit(1)
@@ -356,12 +363,7 @@ for _, f in ipairs(summary) do
                   f.update_angle_1 and format("; angle to BP update %.0f deg", f.update_angle_1) or ""),
   }
 end
-local plots = {}
-local ls = io.popen("ls " .. run:path("") .. "*.png 2>/dev/null")
-if ls then
-  for line in ls:lines() do plots[#plots + 1] = line end
-  ls:close()
-end
+local plots = run:files("%.png$")
 
 run:finish{cells = summary, summary = headline, plots = plots, optimiser = opts.optim, blas_threads = nm.blas_threads(),
            variant = "feedback matrices drawn like W (init " .. opts.init .. ", scale " ..

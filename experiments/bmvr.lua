@@ -68,7 +68,7 @@ local opts = cli.parse(arg, {
   },
 })
 
-nm.blas_threads(opts.threads)
+cli.guard("--threads " .. opts.threads, nm.blas_threads, opts.threads)
 
 -- ------------------------------------------------------------ settings
 
@@ -159,7 +159,7 @@ local function load(name, o)
   o = o or {}
   local key = format("%s/%s/%d", name, o.normalize or "none", o.validation or 0)
   if not cache[key] then
-    cache[key] = data.load(name, {swap = name == "fashion", normalize = o.normalize,
+    cache[key] = cli.guard("--data " .. name, data.load, name, {swap = name == "fashion", normalize = o.normalize,
                                   validation = o.validation, seed = opts.seed})
   end
   return cache[key]
@@ -421,9 +421,7 @@ local function fig3_plot(name, fig)
   end
   cmds[#cmds + 1] = format("%.10g with lines dt 2 lw 2 lc rgb 'black' title 'RRR optimum %.4f'",
                            fig.optimum, fig.optimum)
-  local script = concat(lines, "\n") .. "\n" .. concat({
-    "set terminal pngcairo size 800,520",
-    format("set output '%s'", path:gsub("'", "''")),
+  local body = concat(lines, "\n") .. "\n" .. concat({
     "set termoption noenhanced",
     format("set title 'Fig. 3, %s, k = %d: linear objective (1/T) sum |y - W2 W1 x|^2'",
            name == "fashion" and "Fashion-MNIST (10k test images)" or "MNIST subset (8k)",
@@ -432,14 +430,9 @@ local function fig3_plot(name, fig)
     "set xlabel 'samples seen'", "set ylabel 'objective'",
     format("set yrange [%.6g:*]", fig.optimum - 0.01),
     "plot " .. concat(cmds, ", \\\n     "),
-  }, "\n") .. "\n"
-  local tmp = os.tmpname()
-  local f = assert(io.open(tmp, "wb"))
-  f:write(script)
-  f:close()
-  local ok = os.execute(format("gnuplot '%s' 2>/dev/null", tmp))
-  os.remove(tmp)
-  return ok and path or nil
+  }, "\n")
+  local written = plot.script(body, {out = path, size = {800, 520}, quiet = true})
+  return written[1]
 end
 
 local final = {}
@@ -522,10 +515,7 @@ if has_part("table1") then
   end
 end
 
-local mdpath = run:path("table1.md")
-local f = assert(io.open(mdpath, "wb"))
-f:write(concat(md, "\n"), "\n")
-f:close()
+local mdpath = run:save("table1.md", concat(md, "\n") .. "\n")
 print(concat(md, "\n"))
 -- Headline figures for `make demo`, beside the paper's where it gives one.
 local paper_test = {  -- Table 1, MNIST (full); the second column is k = 16 or 256
@@ -562,12 +552,7 @@ for _, d in ipairs({"mnist", "fashion"}) do
   end
 end
 final.summary = summary
-final.plots = {}
-local ls = io.popen("ls " .. run:path("") .. "*.png 2>/dev/null")
-if ls then
-  for line in ls:lines() do final.plots[#final.plots + 1] = line end
-  ls:close()
-end
+final.plots = run:files("%.png$")
 final.elapsed_s = run:elapsed()
 local path = run:finish(final)
 print(format("\nwrote %s, %s (%.1f s)", path, mdpath, final.elapsed_s))

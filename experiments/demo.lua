@@ -11,6 +11,7 @@
 local nm = require "neuromic"
 local cli = require "nm.cli"
 local json = require "nm.json"
+local process = require "nm.process"
 
 local opts = cli.parse(arg, {
   name = "demo",
@@ -23,7 +24,7 @@ local opts = cli.parse(arg, {
 
 local root = NEUROMIC_ROOT or "."
 local exe = root .. "/neuromic"
-local format, concat = string.format, table.concat
+local format = string.format
 
 local function has(...)
   local words = {...}
@@ -81,7 +82,6 @@ end
 local wanted = {}
 for _, n in ipairs(opts.only) do wanted[n] = true end
 
-local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
 local function exists(path)
   local f = io.open(path, "r")
@@ -133,7 +133,7 @@ print("neuromic demo: a short run of each model family. Every number is from tha
 print("on the data and size stated; the paper's column is the published full-scale claim.")
 print("Full-scale results and their commands: README.md and doc/results/.")
 
-os.execute("mkdir -p " .. quote(opts.out))
+cli.guard(nm.mkdir, opts.out)
 local ran, plots = {}, {}
 local t_start = nm.clock()
 for _, step in ipairs(steps) do
@@ -143,12 +143,13 @@ for _, step in ipairs(steps) do
     io.stderr:write(format("running %s --quick ...\n", step.script))
     local status, secs, res = "missing", 0, nil
     if exists(script) then
-      os.execute("rm -rf " .. quote(out))   -- no stale plots from an earlier demo
       local t0 = nm.clock()
-      local argv = {quote(exe), quote(script), "--quick", "--seed", tostring(opts.seed),
-                    "--out", quote(out)}
-      for _, a in ipairs(step.args or {}) do argv[#argv + 1] = quote(a) end
-      local ok = os.execute(concat(argv, " ") .. " >" .. quote(out .. ".log") .. " 2>&1")
+      -- --overwrite: an earlier demo's run (and its plots) is replaced
+      local argv = {exe, script, "--quick", "--seed", tostring(opts.seed), "--out", out,
+                    "--overwrite"}
+      for _, a in ipairs(step.args or {}) do argv[#argv + 1] = a end
+      os.remove(out .. ".log")
+      local ok = process.run(argv, out .. ".log")   -- no shell
       secs = nm.clock() - t0
       status = ok and "ok" or "FAILED (see " .. out .. ".log)"
       local f = io.open(out .. "/results.json")

@@ -89,7 +89,8 @@ local opts = cli.parse(arg, {
   },
 })
 
-if opts.threads > 0 then nm.blas_threads(opts.threads) end
+if opts.threads > 0 then cli.guard("--threads " .. opts.threads, nm.blas_threads, opts.threads) end
+for _, d in ipairs(opts.dataset) do cli.guard("--dataset " .. d, data.files, d) end
 
 local run = results.open(opts, {
   dataset = table.concat(opts.dataset, ","),
@@ -132,7 +133,7 @@ end
 local loaded = {}
 local function load_data(name)
   if loaded.name ~= name then
-    local ds = data.load(name, {
+    local ds = cli.guard("--dataset " .. name, data.load, name, {
       seed = opts.seed, normalize = "center",
       subset = opts.train_subset > 0 and opts.train_subset or nil,
       test_subset = opts.test_subset > 0 and opts.test_subset or nil,
@@ -376,7 +377,7 @@ for ci = s.cell, #cells do
         acc.energy = acc.energy + info.energy
         acc.mismatch = acc.mismatch + net:forward_mismatch()
       else
-        net:train_batch(b.X, b.X)
+        run:guard(net.train_batch, net, b.X, b.X)
       end
       done = done + 1
       s.step, cstep = s.step + 1, cstep + 1

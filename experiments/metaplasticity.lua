@@ -105,7 +105,7 @@ local opts = cli.parse(arg, {
   },
 })
 
-nm.blas_threads(opts.threads)
+cli.guard("--threads " .. opts.threads, nm.blas_threads, opts.threads)
 if not (opts.scale5 > 0) then
   io.stderr:write("metaplasticity: --scale5 must be > 0 (theta_5 = scale phi_5; a tiny scale " ..
                   "such as 1e-9 switches F5 off)\n")
@@ -192,7 +192,7 @@ local function table_of(finished, dsname)
 end
 
 if opts.replot then
-  local info, rows = results.read(opts.out)
+  local info, rows = results.finished(opts.out)
   local finished = info.final and info.final.runs or {}
   local plots = draw(rows, function(name) return opts.out .. "/" .. name end, opts.data)
   table_of(finished, opts.data)
@@ -204,7 +204,7 @@ if opts.replot then
   os.exit(0)
 end
 
-local setup, err = meta.fewshot(opts)
+local setup, err = cli.guard("--data " .. opts.data, meta.fewshot, opts)
 if not setup then
   io.stderr:write("metaplasticity: ", err, "\n")
   os.exit(2)

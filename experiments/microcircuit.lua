@@ -52,7 +52,7 @@ local format = string.format
 
 local FIGURES = {"fig1", "figS1", "fig2", "theory", "fig3"}
 local VARIANTS = {microcircuit = true, bp = true, shallow = true, frozen = true, topdown = true}
-local FIG2_MODELS = {microcircuit = true, shallow = true, bp = true, fa = true}
+local FIG2_MODELS = {microcircuit = true, shallow = true, bp = true, fa = true, fa_att = true}
 
 local opts = cli.parse(arg, {
   name = "microcircuit",
@@ -61,6 +61,9 @@ local opts = cli.parse(arg, {
   options = {
     {"figure", "list", {"all"}, "figures: fig1, figS1, fig2, theory, fig3 or all", item = "string"},
     {"plot", "bool", true, "write plots (gnuplot)"},
+    {"noise", "string", "dt", "noise form of the full dynamics (Fig. 1, S1, 2): dt (sigma dt xi " ..
+     "per step, as the reimplementations) or sqrt_dt (Euler-Maruyama sigma sqrt(dt) xi)",
+     choices = {"dt", "sqrt_dt"}},
     {"checkpoint-every", "int", 2000, "patterns (Fig. S1, 2) or minibatches (Fig. 3) between " ..
      "checkpoints (0: only on SIGINT/SIGTERM)", quick = 0, min = 0},
     {"threads", "int", 1, "OpenBLAS threads (0: leave as is; more than one only pays on an idle " ..
@@ -85,10 +88,25 @@ local opts = cli.parse(arg, {
     {"fig2-every", "int", 500, "Fig. 2: patterns between evaluations", quick = 25, min = 1},
     {"fig2-test", "int", 500, "Fig. 2: unseen test inputs", quick = 100, min = 1},
     {"fig2-sigma", "number", 0.3, "Fig. 2: noise amplitude", min = 0},
-    {"fig2-eta-scale", "number", 300, "Fig. 2: learning rates as the paper's times this (the " ..
-     "paper's own rates barely move the soft rectifier's small rates in 20,000 patterns)", min = 0},
+    -- Per pathway: the paper's rates barely move the soft rectifier's small
+    -- rates in 20,000 patterns, but the interneuron pathways must stay slow
+    -- enough to track the teaching signal, not cancel it (sweep in
+    -- doc/results/microcircuit.md)
+    {"fig2-scale-up", "number", 300, "Fig. 2: W_up learning rates as the paper's (0.0011875, " ..
+     "0.0005 per ms) times this", min = 0},
+    {"fig2-scale-ip", "number", 30, "Fig. 2: W_ip learning rate as the paper's (0.0011875) " ..
+     "times this", min = 0},
+    {"fig2-scale-pi", "number", 3, "Fig. 2: W_pi learning rate as the paper's (0.0059375) " ..
+     "times this", min = 0},
+    {"fig2-eta-down", "number", 0, "Fig. 2: W_down learning rate per ms (0: fixed random " ..
+     "top-down weights, the feedback-alignment regime)", min = 0},
     {"fig2-bp-lr", "number", 20, "Fig. 2: learning rate of BP and FA (online, per pattern)", min = 0},
-    {"fig2-models", "list", {"microcircuit", "shallow", "bp", "fa"}, "Fig. 2: models", item = "string"},
+    {"fig2-att-lr", "number", 100, "Fig. 2: learning rate of FA with the microcircuit's " ..
+     "attenuation (fa_att; its gradients are smaller by the attenuation factors; 150 diverges)",
+     min = 0},
+    {"fig2-models", "list", {"microcircuit", "shallow", "bp", "fa", "fa_att"}, "Fig. 2: models " ..
+     "(microcircuit, shallow, bp, fa, fa_att: FA with the microcircuit's attenuation)",
+     item = "string"},
     -- theory
     {"theory-batch", "int", 200, "theory: inputs in the probe batch", quick = 50, min = 1},
     -- Fig. 3
@@ -122,12 +140,12 @@ local opts = cli.parse(arg, {
 -- them; a checkpoint or a finished figure is reused only when they are
 -- the same), besides the shared ones.
 local SHARED_OPTIONS = {"seed", "quick", "plot", "checkpoint_every", "stop_after", "threads", "out",
-                        "resume", "rules"}
+                        "resume", "overwrite", "rules"}
 local FIGURE_OPTIONS = {
-  fig1 = {"fig1_learn_ms", "fig1_eta_scale"},
-  figS1 = {"s1_patterns", "s1_every", "s1_eta_scale", "s1_theta"},
-  fig2 = {"fig2_patterns", "fig2_every", "fig2_test", "fig2_sigma", "fig2_eta_scale", "fig2_bp_lr",
-          "fig2_models"},
+  fig1 = {"fig1_learn_ms", "fig1_eta_scale", "noise"},
+  figS1 = {"s1_patterns", "s1_every", "s1_eta_scale", "s1_theta", "noise"},
+  fig2 = {"fig2_patterns", "fig2_every", "fig2_test", "fig2_sigma", "fig2_scale_up", "fig2_scale_ip",
+          "fig2_scale_pi", "fig2_eta_down", "fig2_bp_lr", "fig2_att_lr", "fig2_models", "noise"},
   theory = {"theory_batch"},
   fig3 = {"datasets", "variants", "epochs", "fashion_epochs", "train_subset", "test_subset", "batch",
           "eta_up", "eta_ip", "init_up", "init_down", "eta_down", "eta_pi", "bp_lr"},
@@ -161,7 +179,9 @@ for _, v in ipairs(opts.variants) do
   if not VARIANTS[v] then usage_error(format("unknown variant '%s'", v)) end
 end
 for _, m in ipairs(opts.fig2_models) do
-  if not FIG2_MODELS[m] then usage_error(format("unknown Fig. 2 model '%s' (microcircuit, shallow, bp, fa)", m)) end
+  if not FIG2_MODELS[m] then
+    usage_error(format("unknown Fig. 2 model '%s' (microcircuit, shallow, bp, fa, fa_att)", m))
+  end
 end
 
 -- The circuit rule of each pathway named with --rules (the others: the
@@ -182,7 +202,7 @@ for _, item in ipairs(opts.rules) do
   RULES[pathway] = spec
 end
 
-if opts.threads > 0 then nm.blas_threads(opts.threads) end
+if opts.threads > 0 then cli.guard("--threads " .. opts.threads, nm.blas_threads, opts.threads) end
 
 -- The run of the whole invocation: OUT/results.json with the headline
 -- numbers of every figure asked for, written afresh each time (with
@@ -191,14 +211,12 @@ local top
 do
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
-  o.resume = false
+  o.resume, o.overwrite = false, opts.overwrite or opts.resume   -- afresh on --resume too
   top = results.open(o, {name = "microcircuit", dataset = "see OUT/<figure>/results.json"})
 end
 
 -- The paper's Fig. 2 rates (1/ms) and the microcircuit softplus.
 local FIG2_ETA = {up = {0.0011875, 0.0005}, ip = 0.0011875, pi = 0.0059375}
-
-local VOLATILE = {resume = true, jobs = true, out = true}
 
 -- open_run(fig, info) -> run, or nil and the final figures of a finished
 -- run of this figure with the same options (--resume). The figure's run
@@ -211,21 +229,10 @@ local function open_run(fig, info)
   if opts.resume then
     local ok, old = pcall(json.read_file, o.out .. "/results.json")
     if ok and type(old) == "table" and old.status == "finished" then
-      local was, now = type(old.options) == "table" and old.options or {}, cli.plain(o)
-      local diffs = {}
-      for _, t in ipairs{was, now} do
-        for k in pairs(t) do
-          if not VOLATILE[k] and json.encode(was[k]) ~= json.encode(now[k]) and not diffs[k] then
-            diffs[k] = true
-            diffs[#diffs + 1] = format("--%s %s then, %s now", k:gsub("_", "-"), json.encode(was[k]),
-                                       json.encode(now[k]))
-          end
-        end
-      end
-      if #diffs > 0 then
-        table.sort(diffs)
-        error(format("%s/results.json holds a finished run with other options (%s); start " ..
-                     "without --resume to replace it", o.out, table.concat(diffs, "; ")), 0)
+      local diff = results.options_diff(type(old.options) == "table" and old.options or {}, o)
+      if diff then
+        cli.error(format("%s/results.json holds a finished run with other options (%s); " ..
+                         "use --overwrite to replace it", o.out, diff))
       end
       io.stderr:write(format("%s: finished before; kept\n", o.out))
       return nil, old.final or {}
@@ -298,7 +305,7 @@ local function fig1(run)
   run:resume()                                   -- (no checkpoints: starts over)
   local s = opts.fig1_eta_scale
   local net = mc.new{sizes = {30, 50, 10}, gen = nm.generator(opts.seed), sigma = 0.1,
-                     self_predicting = true, rules = RULES,
+                     noise = opts.noise, self_predicting = true, rules = RULES,
                      eta = {up = {FIG2_ETA.up[1] * s, FIG2_ETA.up[2] * s}, ip = FIG2_ETA.up[2] * s}}
   local g = nm.generator(opts.seed + 1)
   local x = nm.zeros(1, 30, "float64"):uniform(g, -1, 1)
@@ -365,7 +372,7 @@ local function figS1(run)
   local rate = {"softplus", theta = opts.s1_theta}
   local k = opts.s1_eta_scale
   local net = mc.new{sizes = {30, 50, 10}, gen = nm.generator(opts.seed), sigma = 0.1, rate = rate,
-                     rules = RULES, eta = {ip = 0.0002375 * k, pi = 0.0005 * k}}
+                     noise = opts.noise, rules = RULES, eta = {ip = 0.0002375 * k, pi = 0.0005 * k}}
   local g = nm.generator(opts.seed + 1)
   local x = nm.zeros(30, "float64")
   local p = net.p
@@ -410,6 +417,7 @@ local function figS1(run)
   bar:finish()
   -- the same measures in the analytic state, for reference (same noise level)
   local ref = mc.new{sizes = {30, 50, 10}, gen = nm.generator(opts.seed), sigma = 0.1, rate = rate,
+                     noise = opts.noise,
                      self_predicting = true}
   local va_ref, mm_ref = 0, 0
   for _ = 1, 20 do
@@ -435,12 +443,18 @@ end
 
 -- ------------------------------------------------------------ Fig. 2
 
--- The microcircuit's soft rectifier as an nn activation, so BP and FA run
--- on the same network function.
-nn.activations.microcircuit_softplus = {
-  f = function(y, a) y:sub(a, 3):softplus():scale(0.1) end,
-  df = function(d, a) d:sub(a, 3):sigmoid():scale(0.1) end,
-}
+-- The microcircuit's soft rectifier as nn activations, so BP and FA run on
+-- the same network function: without attenuation, and with the
+-- microcircuit's (a pyramidal soma sits at c vB, c = g_B / (g_lk + g_B +
+-- g_A) in a hidden layer, g_B / (g_lk + g_B) at the output), so that FA
+-- learns the very function the microcircuit has, from the same weights.
+do
+  local net = mc.new{sizes = {1, 1, 1}, gen = nm.generator(1)}
+  local f = net:factors()
+  nn.activations.microcircuit_softplus = net:activation(1)
+  nn.activations.microcircuit_softplus_hidden = net:activation(f.cB)
+  nn.activations.microcircuit_softplus_output = net:activation(f.cB_out)
+end
 
 local function fig2(run)
   local probe = mc.new{sizes = {30, 50, 10}, gen = nm.generator(1)}
@@ -470,20 +484,33 @@ local function fig2(run)
   -- Each learner: train(x, u) on one pattern, evaluate(pattern) -> a
   -- logged row, state()/load(st) for checkpoints, weights() for the CRC.
   local function microcircuit(name)
-    local k = opts.fig2_eta_scale
-    local eta = {up = {name == "shallow" and 0 or FIG2_ETA.up[1] * k, FIG2_ETA.up[2] * k},
-                 ip = FIG2_ETA.ip * k, pi = FIG2_ETA.pi * k}
+    local su = opts.fig2_scale_up
+    local eta = {up = {name == "shallow" and 0 or FIG2_ETA.up[1] * su, FIG2_ETA.up[2] * su},
+                 ip = FIG2_ETA.ip * opts.fig2_scale_ip, pi = FIG2_ETA.pi * opts.fig2_scale_pi,
+                 down = opts.fig2_eta_down}
     local noise = nm.generator(opts.seed + 400)
     local net = mc.new{sizes = {30, 50, 10}, gen = nm.generator(opts.seed), sigma = opts.fig2_sigma,
-                       rules = RULES,
-                       eta = eta, noise_gen = noise}
+                       noise = opts.noise, rules = RULES, eta = eta, noise_gen = noise}
+    -- the analytic self-predicting weights: W_pi = -W_down, W_ip = c W_up[2]
+    local p = net.p
+    local c_ip = p.g_B * (p.g_lk + p.g_D) / (p.g_D * (p.g_lk + p.g_B))
+    local sp_pi, sp_ip = net.down[1].W:clone(), net.up[2].W:clone()
     return {
       train = function(xp, up) net:run(xp:select(1, 1), 1000, up:select(1, 1)) end,
       evaluate = function(pat)
         local bs = net:steady_state(Xtest, nil, 30)   -- the noise-free fixed point, no target
-        return {model = name, pattern = pat, test_error = test_error(bs.R[2]),
-                test_error_ff = test_error(net:forward(Xtest)),   -- the feed-forward output
-                angle = measures.angle(net.up[2].W, net.down[1].W:t())}
+        local row = {model = name, pattern = pat, test_error = test_error(bs.R[2]),
+                     angle = measures.angle(net.up[2].W, net.down[1].W:t())}
+        -- the self-predicting state: apical potential and interneuron
+        -- mismatch without a target (means over the test inputs), angles
+        -- to the analytic weights
+        row.apical_free, row.mismatch_free = net:steady_measures()
+        sp_pi:scale(net.down[1].W, -1)
+        sp_ip:scale(net.up[2].W, c_ip)
+        row.sp_angle_pi = measures.angle(net.pi[1].W, sp_pi)
+        row.sp_angle_ip = measures.angle(net.ip[1].W, sp_ip)
+        row.test_error_ff = test_error(net:forward(Xtest))   -- the feed-forward output
+        return row
       end,
       state = function() return {net = net:state(), noise = noise:state()} end,
       load = function(st) net:load_state(st.net); noise:set_state(st.noise) end,
@@ -493,8 +520,12 @@ local function fig2(run)
 
   local function backprop(name)
     local rulename = name == "bp" and "backprop" or "fa"
-    local net = nn.mlp{sizes = {30, 50, 10}, act = "microcircuit_softplus", out = "microcircuit_softplus",
-                       loss = "mse", rule = rulename, params = {eta = opts.fig2_bp_lr}, bias = false,
+    local att = name == "fa_att"
+    local net = nn.mlp{sizes = {30, 50, 10},
+                       act = att and "microcircuit_softplus_hidden" or "microcircuit_softplus",
+                       out = att and "microcircuit_softplus_output" or "microcircuit_softplus",
+                       loss = "mse", rule = rulename, bias = false,
+                       params = {eta = att and opts.fig2_att_lr or opts.fig2_bp_lr},
                        gen = nm.generator(opts.seed), dtype = "float64",
                        init = function(W, _, g) W:uniform(g, -1, 1) end}
     local R = nm.zeros(1, 10, "float64")
@@ -558,6 +589,8 @@ local function fig2(run)
     bar:finish()
     final[name] = {test_error = s.last.test_error, test_error_ff = s.last.test_error_ff,
                    angle = s.last.angle, seconds = seconds,
+                   apical_free = s.last.apical_free, mismatch_free = s.last.mismatch_free,
+                   sp_angle_pi = s.last.sp_angle_pi, sp_angle_ip = s.last.sp_angle_ip,
                    weights_crc32 = weights_crc(learner.weights())}
     s.learner, s.model, s.pattern = nil, mi + 1, 0
   end
@@ -571,6 +604,18 @@ local function fig2(run)
   maybe_plot(final.plots, "curves", rows, {out = run:path("alignment.png"), x = "pattern", y = "angle",
     group = "model", title = "Fig. 2: angle between W_up[2]^T and W_down[1] (B for FA), degrees",
     xlabel = "pattern"})
+  local mrows = {}
+  for _, r in ipairs(rows) do if r.model == "microcircuit" then mrows[#mrows + 1] = r end end
+  if #mrows > 0 then
+    maybe_plot(final.plots, "curves", mrows, {out = run:path("self_predicting.png"), x = "pattern",
+      y = {"apical_free", "mismatch_free"}, logy = true,
+      title = "Fig. 2: without target, ||vA||^2 and ||u_2 - uI||^2 (test inputs)",
+      xlabel = "pattern (100 ms each)"})
+    maybe_plot(final.plots, "curves", mrows, {out = run:path("self_predicting_angles.png"),
+      x = "pattern", y = {"sp_angle_pi", "sp_angle_ip"},
+      title = "Fig. 2: angles of W_pi, W_ip to the self-predicting weights (degrees)",
+      xlabel = "pattern"})
+  end
   return final
 end
 
@@ -725,7 +770,7 @@ local function fig3(run)
   local final = s.final
   for di = s.dataset, #opts.datasets do
     local dname = opts.datasets[di]
-    local ds = data.load(dname, {on = 0.8, off = 0.1,
+    local ds = cli.guard("--datasets " .. dname, data.load, dname, {on = 0.8, off = 0.1,
                                  subset = opts.train_subset > 0 and opts.train_subset or nil,
                                  test_subset = opts.test_subset > 0 and opts.test_subset or nil})
     local epochs = dname == "fashion" and opts.fashion_epochs or opts.epochs
@@ -756,7 +801,7 @@ local function fig3(run)
         done = e == first_epoch and skip or 0
         t0 = nm.clock()
         for b in batches:epoch(done) do
-          learner.train(b)
+          run:guard(learner.train, b)
           done = done + 1
           s.step = s.step + 1
           bar:update((e - 1) * nb + done)
@@ -829,7 +874,7 @@ end
 
 function REPORT.fig2(f)
   local parts, rows = {}, {}
-  for _, m in ipairs{"microcircuit", "shallow", "bp", "fa"} do
+  for _, m in ipairs{"microcircuit", "shallow", "bp", "fa", "fa_att"} do
     local r = f[m]
     if type(r) == "table" then
       parts[#parts + 1] = format("%s %.4g%s", m, num(r.test_error),
@@ -847,6 +892,24 @@ function REPORT.fig2(f)
                        paper = "< ~45 deg", unit = "deg", note = "from ~90 deg"}
     text = text .. format("\nFig. 2: the microcircuit trained for %.0f s (%s patterns x 1000 steps)",
                           num(m.seconds), tostring(f.patterns))
+    if type(m.apical_free) == "number" then
+      text = text .. format("\nFig. 2 self-predicting state (no target): ||vA||^2 %.3g, " ..
+                            "||u_2 - uI||^2 %.3g; angles to -W_down %.1f deg, to c W_up %.1f deg",
+                            m.apical_free, num(m.mismatch_free), num(m.sp_angle_pi),
+                            num(m.sp_angle_ip))
+      rows[#rows + 1] = {label = "Fig. 2 apical ||vA||^2 without target, microcircuit",
+                         ours = m.apical_free, paper = "-> 0 (self-predicting)", unit = "mV^2",
+                         note = format("angle of W_pi to -W_down %.1f deg", num(m.sp_angle_pi))}
+    end
+  end
+  -- exact FA's alignment on the same task: the floor the microcircuit's
+  -- angle is to be read against
+  for _, name in ipairs{"fa", "fa_att"} do
+    local r = f[name]
+    if type(r) == "table" and type(r.angle) == "number" then
+      rows[#rows + 1] = {label = format("Fig. 2 angle W_2^T vs B, %s (the FA floor on this task)", name),
+                         ours = r.angle, paper = "~45 deg (microcircuit)", unit = "deg"}
+    end
   end
   return text, rows
 end

@@ -514,9 +514,7 @@ if not default_rules then
 end
 head[#head + 1] = "\n## Tables"
 local report = concat(head, "\n") .. "\n" .. concat(lines, "\n") .. "\n"
-local fh = assert(io.open(run:path("findings.md"), "wb"))
-fh:write(report)
-fh:close()
+run:save("findings.md", report)
 io.write(report)
 
 -- ------------------------------------------------------------------ plots
@@ -578,41 +576,33 @@ end
 
 -- Fig. 6: mean test error with min/max bars against K, one panel per N.
 if has.NAN and has.ANN and plot.gnuplot() then
-  local dat = run:path("fig6.dat")
-  local f = assert(io.open(dat, "wb"))
+  local dat = {}
   for _, n in ipairs(opts.grid_n) do
-    f:write(format("# N=%d: K mean_NAN min max mean_ANN min max\n", n))
+    dat[#dat + 1] = format("# N=%d: K mean_NAN min max mean_ANN min max", n)
     for _, k in ipairs(opts.grid_k) do
       local c = fig6["NAN/ANN/" .. n .. "/" .. k]
-      f:write(format("%d %.17g %.17g %.17g %.17g %.17g %.17g\n", k, c.a.mean, c.a.min, c.a.max,
-                     c.b.mean, c.b.min, c.b.max))
+      dat[#dat + 1] = format("%d %.17g %.17g %.17g %.17g %.17g %.17g", k, c.a.mean, c.a.min,
+                             c.a.max, c.b.mean, c.b.min, c.b.max)
     end
-    f:write("\n\n")
+    dat[#dat + 1] = "\n"
   end
-  f:close()
+  dat = concat(dat, "\n")
+  nm.atomic_write(run:path("fig6.dat"), dat)
   local cols = math.min(3, #opts.grid_n)
   local rows = math.ceil(#opts.grid_n / cols)
-  local gp = {format("set terminal pngcairo size %d,%d", 420 * cols, 320 * rows),
-              format("set output '%s'", run:path("fig6.png")),
+  local gp = {"$fig6 << EOD", dat, "EOD",
               format("set multiplot layout %d,%d title 'Fig. 6: test MSE after %d cycles " ..
                      "(mean, min/max over %d runs)'", rows, cols, opts.cycles, opts.runs),
               "set key top left", "set xlabel 'K'", "set ylabel 'test MSE'", "set offsets 0.5,0.5,0,0"}
   for i, n in ipairs(opts.grid_n) do
     gp[#gp + 1] = format("set title 'N = %d'", n)
-    gp[#gp + 1] = format("plot '%s' index %d using ($1-0.15):2:3:4 with yerrorlines title 'NAN', " ..
-                         "'' index %d using ($1+0.15):5:6:7 with yerrorlines title 'ANN'",
-                         dat, i - 1, i - 1)
+    gp[#gp + 1] = format("plot $fig6 index %d using ($1-0.15):2:3:4 with yerrorlines title 'NAN', " ..
+                         "$fig6 index %d using ($1+0.15):5:6:7 with yerrorlines title 'ANN'",
+                         i - 1, i - 1)
   end
   gp[#gp + 1] = "unset multiplot"
-  local script = run:path("fig6.gp")
-  f = assert(io.open(script, "wb"))
-  f:write(concat(gp, "\n"), "\n")
-  f:close()
-  if os.execute(format("gnuplot '%s' 2>/dev/null", script)) == true then
-    add{run:path("fig6.png")}
-  else
-    io.stderr:write("warning: gnuplot failed on ", script, "\n")
-  end
+  add(plot.script(concat(gp, "\n"), {out = run:path("fig6.png"), size = {420 * cols, 320 * rows},
+                                     keep_script = run:path("fig6.gp")}))
 end
 
 local final_fig = {}

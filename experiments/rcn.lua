@@ -86,7 +86,7 @@ local opts = cli.parse(arg, {
   },
 })
 
-nm.blas_threads(opts.threads)
+cli.guard("--threads " .. opts.threads, nm.blas_threads, opts.threads)
 
 -- A run name to its configuration, or nil and a message.
 local function parse_run(name)
@@ -130,7 +130,7 @@ for _, r in ipairs(opts.motifs) do
   end
 end
 
-local setup, err = meta.fewshot(opts)
+local setup, err = cli.guard("--data " .. opts.data, meta.fewshot, opts)
 if not setup then
   io.stderr:write("rcn: ", err, "\n")
   os.exit(2)
@@ -143,10 +143,9 @@ local json = require "nm.json"
 -- for the run object that writes beside them.
 local s, run, rows
 if opts.replot then
-  local ok, res, rrows = pcall(results.read, opts.out)
-  if not ok or type(res) ~= "table" or type(res.final) ~= "table" or not res.final.runs then
-    io.stderr:write(format("rcn: --replot: no finished run in %s\n", opts.out))
-    os.exit(2)
+  local res, rrows = results.finished(opts.out)
+  if type(res.final) ~= "table" or not res.final.runs then
+    cli.error(format("--replot: no finished run in %s (results.json has no runs)", opts.out))
   end
   s, rows = {finished = res.final.runs}, rrows
   opts.runs, opts.motifs, opts.episodes = res.options.runs, res.options.motifs, res.options.episodes
@@ -320,9 +319,6 @@ local function heatmap(panels, path, title)
     width = width + 230 + 72 * #p.cols
     rows = math.max(rows, #p.rows)
   end
-  lines[#lines + 1] = format("set terminal pngcairo size %d,%d font ',10'", math.max(width, 500),
-                             math.max(150 + 30 * rows, 300))
-  lines[#lines + 1] = format("set output '%s'", path:gsub("'", ""))
   lines[#lines + 1] = format("set multiplot layout 1,%d title '%s'", n, title:gsub("'", ""))
   lines[#lines + 1] = "set palette defined (-1 '#2166ac', 0 '#f7f7f7', 1 '#b2182b')"
   lines[#lines + 1] = "unset key"
@@ -356,13 +352,9 @@ local function heatmap(panels, path, title)
                         "with labels font ',9'"
   end
   lines[#lines + 1] = "unset multiplot"
-  local script = os.tmpname()
-  local fh = assert(io.open(script, "w"))
-  fh:write(table.concat(lines, "\n"), "\n")
-  fh:close()
-  local ok = os.execute(format("gnuplot '%s' 2>/dev/null", script))
-  os.remove(script)
-  return ok == true and path or nil
+  return plot.script(table.concat(lines, "\n"), {
+    out = path, size = {math.max(width, 500), math.max(150 + 30 * rows, 300)}, font = ",10",
+    quiet = true})[1]
 end
 
 -- The P and K panels of one finished RCN run: P rows = (layer,) chemical,

@@ -398,7 +398,7 @@ describe("nm.results", function()
   it("grows the CSV header when a later row brings a new key", function()
     local dir = tmp .. "/run2"
     local opts = cli.try_parse({"--out", dir}, {name = "inproc"})
-    local run = results.open(opts, {quiet = true})
+    local run = results.open(opts, {quiet = true, nonfinite = {loss = true}})
     run:log{epoch = 1, loss = 0.5}
     run:log{epoch = 2, loss = 0 / 0, acc = 0.75, note = 'a,"b"'}
     run:set("best", 0.75)

@@ -569,14 +569,21 @@ describe("io", function()
       end
       local exe = os.getenv("NEUROMIC_EXE") or "./neuromic"
       local out = path("pipe.out")
-      -- 800 MB of address space: the interpreter fits, a 2 GiB tensor does not
-      local cmd = string.format("printf '\\0\\0\\010\\002\\0\\0\\200\\0\\0\\0\\100\\0' | "
-        .. "sh -c 'ulimit -v 800000; %q -l nm=neuromic -e \"print(pcall(nm.load_idx, [[/dev/stdin]]))\"' > %q 2>&1",
-        exe, out)
-      sh(cmd)
-      local got = slurp(out)
+      -- 800 MB of address space: the interpreter fits, a 2 GiB tensor does not;
+      -- the cap (max_bytes) raised out of the way: streaming alone must do it
+      local function run(opts)
+        local cmd = string.format("printf '\\0\\0\\010\\002\\0\\0\\200\\0\\0\\0\\100\\0' | "
+          .. "sh -c 'ulimit -v 800000; %q -l nm=neuromic -e \"print(pcall(nm.load_idx, [[/dev/stdin]], %s))\"' > %q 2>&1",
+          exe, opts, out)
+        sh(cmd)
+        return slurp(out)
+      end
+      local got = run("{max_bytes = 1 << 40}")
       assert.truthy(got:find("truncated payload: the header declares 32768 x 16384 uint8", 1, true), got)
       assert.truthy(got:find("the stream ends after 0 of them", 1, true), got)
+      -- by default the 2 GiB request is over the cap and refused at once
+      got = run("nil")
+      assert.truthy(got:find("2147483648 bytes as float32, over the limit of 1073741824 bytes", 1, true), got)
     end)
 
     it("a gzip stream is read before allocating, and truncation is found first", function()
@@ -585,6 +592,12 @@ describe("io", function()
       assert(sh("gzip -f '" .. p .. "'"))
       expect_error(nm.load_idx, p .. ".gz", 512, "truncated payload", "100 x 100 uint8",
                    "gzip stream ends after 500 of them")
+      -- the 29-byte gzip that crashed both fuzz targets (issue 18): an empty
+      -- shape whose other sizes overflowed the strides
+      local z = write("z.idx", "\0\0\8\3\0\0\0\0\255\255\255\255\255\255\255\255")
+      assert(sh("gzip -n -f '" .. z .. "'"))
+      assert.equal(29, #slurp(z .. ".gz"))
+      expect_error(nm.load_idx, z .. ".gz", 12, "makes the shape 0 x 4294967295 x 4294967295 too large")
     end)
 
     it("caps what a header may request (max_bytes, NEUROMIC_LOAD_MAX_BYTES)", function()
@@ -607,6 +620,22 @@ describe("io", function()
       ok, msg = pcall(nm.load_npy, p, {max_bytes = -1})
       assert.is_false(ok)
       assert.truthy(msg:find("max_bytes must be a non-negative integer", 1, true), msg)
+    end)
+
+    it("a FIFO with no writer waits, as cat does, and Ctrl-C ends the wait", function()
+      if not sh("command -v mkfifo >/dev/null 2>&1") then pending("no mkfifo") return end
+      local exe = os.getenv("NEUROMIC_EXE") or "./neuromic"
+      local fifo, out = path("fifo"), path("fifo.out")
+      assert(sh("mkfifo '" .. fifo .. "'"))
+      local script = string.format([[%q -l nm=neuromic -e 'print(pcall(nm.load_idx, %q))' > %q 2>&1 &
+pid=$!; sleep 1; kill -INT $pid; i=0
+while kill -0 $pid 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+kill -0 $pid 2>/dev/null && { kill -9 $pid; exit 1; }; exit 0]], exe, fifo, out)
+      assert.is_true(sh(script), "still waiting 5 s after Ctrl-C")
+      assert.truthy(slurp(out):find("false\tinterrupted!", 1, true), slurp(out))
+      -- with a writer it reads like any stream
+      assert(sh(string.format("printf '\\0\\0\\010\\001\\0\\0\\0\\002\\007\\011' > %q &", fifo)))
+      assert.same({7, 9}, nm.load_idx(fifo):totable())
     end)
 
     it("refuses data after the gzip stream; reads concatenated gzip members", function()

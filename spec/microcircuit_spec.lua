@@ -481,6 +481,29 @@ describe("microcircuit rate functions (vectorised exp and log in C)", function()
   end)
 end)
 
+describe("microcircuit as an nn activation", function()
+  it("f = phi(c a) and df its derivative (finite differences), both rate functions", function()
+    for _, rate in ipairs{"softplus", "logistic"} do
+      local net = mc.new{sizes = {2, 3, 2}, gen = nm.generator(1), rate = rate}
+      for _, c in ipairs{1, 0.526} do
+        local act = net:activation(c)
+        local A = nm.tensor({{-2, 0.5, 3}, {4.5, -0.25, 7}}, "float64")
+        local Y, D = A:clone(), A:clone()
+        act.f(Y, A)
+        act.df(D, A)
+        local want = net:phi(A:clone():scale(c), A:clone():scale(c))
+        assert.tensor_near(want, Y, 1e-15)
+        local h = 1e-6
+        local Yp, Ym = A:clone(), A:clone()
+        act.f(Yp, A:clone():add(h))
+        act.f(Ym, A:clone():sub(h))
+        local fd = Yp:sub(Ym):scale(1 / (2 * h))
+        assert.tensor_near(fd, D, 1e-8)
+      end
+    end
+  end)
+end)
+
 describe("microcircuit steady state", function()
   it("equals the long-run fixed point of the full dynamics", function()
     for _, rate in ipairs{"softplus", "logistic"} do
@@ -540,58 +563,61 @@ describe("microcircuit steady state", function()
     assert.is_true(max_abs_diff(outs.float64, outs.float32:double()) < 1e-5)
   end)
 
-  it("updates W_up, W_ip, W_pi, W_down as the rules say (batch means)", function()
-    local g = nm.generator(41)
-    local net = mc.new{sizes = {3, 4, 2}, gen = g, mode = "steady", bias = true,
-                       eta = {up = {0.7, 0.4}, ip = 0.3, pi = 0.2, down = 0.6}}
-    local X = nm.zeros(5, 3, "float64"):uniform(g, -1, 1)
-    local T = nm.zeros(5, 2, "float64"):uniform(g, -1, 1)
-    local bs = net:steady_state(X, T)
-    local p, f = net.p, net:factors()
-    local function phi(u) return naive_phi(p, u) end
-    -- expected changes from the buffers, by plain loops
-    local function expected(post_fn, pre, eta, rows, cols)
-      local dW = {}
-      for i = 1, rows do
-        dW[i] = {}
-        for j = 1, cols do
-          local s = 0
-          for b = 1, 5 do s = s + post_fn(b, i) * pre:get(b, j) end
-          dW[i][j] = eta * s / 5
+  for _, dtype in ipairs{"float64", "float32"} do
+    it("updates W_up, W_ip, W_pi, W_down as the rules say (batch means, " .. dtype .. ")", function()
+      local g = nm.generator(41)
+      local tol = dtype == "float64" and 1e-13 or 2e-6
+      local net = mc.new{sizes = {3, 4, 2}, gen = g, mode = "steady", bias = true, dtype = dtype,
+                         eta = {up = {0.7, 0.4}, ip = 0.3, pi = 0.2, down = 0.6}}
+      local X = nm.zeros(5, 3, dtype):uniform(g, -1, 1)
+      local T = nm.zeros(5, 2, dtype):uniform(g, -1, 1)
+      local bs = net:steady_state(X, T)
+      local p, f = net.p, net:factors()
+      local function phi(u) return naive_phi(p, u) end
+      -- expected changes from the buffers, by plain loops
+      local function expected(post_fn, pre, eta, rows, cols)
+        local dW = {}
+        for i = 1, rows do
+          dW[i] = {}
+          for j = 1, cols do
+            local s = 0
+            for b = 1, 5 do s = s + post_fn(b, i) * pre:get(b, j) end
+            dW[i][j] = eta * s / 5
+          end
         end
+        return dW
       end
-      return dW
-    end
-    local U, VB, R = bs.U, bs.VB, bs.R
-    local e_up1 = expected(function(b, i) return phi(U[1]:get(b, i)) - phi(f.cB * VB[1]:get(b, i)) end,
-                           R[0], 0.7, 4, 3)
-    local e_up2 = expected(function(b, i) return phi(U[2]:get(b, i)) - phi(f.cB_out * VB[2]:get(b, i)) end,
-                           R[1], 0.4, 2, 4)
-    local e_ip = expected(function(b, j) return phi(bs.UI[1]:get(b, j)) - phi(f.cD * bs.VI[1]:get(b, j)) end,
-                          R[1], 0.3, 2, 4)
-    local e_pi = expected(function(b, i) return -bs.VA[1]:get(b, i) end, bs.RI[1], 0.2, 4, 2)
-    local e_dn = expected(function(b, i) return phi(U[1]:get(b, i)) - phi(bs.VD[1]:get(b, i)) end,
-                          R[2], 0.6, 4, 2)
-    local e_b1 = {}
-    for i = 1, 4 do
-      local s = 0
-      for b = 1, 5 do s = s + phi(U[1]:get(b, i)) - phi(f.cB * VB[1]:get(b, i)) end
-      e_b1[i] = 0.7 * s / 5
-    end
-    local before = {}
-    for _, c in ipairs{net.up[1], net.up[2], net.ip[1], net.pi[1], net.down[1]} do
-      before[c] = c.W:clone()
-    end
-    local b1 = net.up[1].b:clone()
-    net:steady_update()
-    local function change(c) return c.W:clone():sub(before[c]) end
-    assert.tensor_near(e_up1, change(net.up[1]), 1e-13)
-    assert.tensor_near(e_up2, change(net.up[2]), 1e-13)
-    assert.tensor_near(e_ip, change(net.ip[1]), 1e-13)
-    assert.tensor_near(e_pi, change(net.pi[1]), 1e-13)
-    assert.tensor_near(e_dn, change(net.down[1]), 1e-13)
-    assert.tensor_near(e_b1, net.up[1].b:clone():sub(b1), 1e-13)
-  end)
+      local U, VB, R = bs.U, bs.VB, bs.R
+      local e_up1 = expected(function(b, i) return phi(U[1]:get(b, i)) - phi(f.cB * VB[1]:get(b, i)) end,
+                             R[0], 0.7, 4, 3)
+      local e_up2 = expected(function(b, i) return phi(U[2]:get(b, i)) - phi(f.cB_out * VB[2]:get(b, i)) end,
+                             R[1], 0.4, 2, 4)
+      local e_ip = expected(function(b, j) return phi(bs.UI[1]:get(b, j)) - phi(f.cD * bs.VI[1]:get(b, j)) end,
+                            R[1], 0.3, 2, 4)
+      local e_pi = expected(function(b, i) return -bs.VA[1]:get(b, i) end, bs.RI[1], 0.2, 4, 2)
+      local e_dn = expected(function(b, i) return phi(U[1]:get(b, i)) - phi(bs.VD[1]:get(b, i)) end,
+                            R[2], 0.6, 4, 2)
+      local e_b1 = {}
+      for i = 1, 4 do
+        local s = 0
+        for b = 1, 5 do s = s + phi(U[1]:get(b, i)) - phi(f.cB * VB[1]:get(b, i)) end
+        e_b1[i] = 0.7 * s / 5
+      end
+      local before = {}
+      for _, c in ipairs{net.up[1], net.up[2], net.ip[1], net.pi[1], net.down[1]} do
+        before[c] = c.W:clone()
+      end
+      local b1 = net.up[1].b:clone()
+      net:steady_update()
+      local function change(c) return c.W:clone():sub(before[c]) end
+      assert.tensor_near(e_up1, change(net.up[1]), tol)
+      assert.tensor_near(e_up2, change(net.up[2]), tol)
+      assert.tensor_near(e_ip, change(net.ip[1]), tol)
+      assert.tensor_near(e_pi, change(net.pi[1]), tol)
+      assert.tensor_near(e_dn, change(net.down[1]), tol)
+      assert.tensor_near(e_b1, net.up[1].b:clone():sub(b1), tol)
+    end)
+  end
 
   it("allocates nothing per minibatch", function()
     local g = nm.generator(4)
@@ -984,6 +1010,43 @@ describe("experiments/microcircuit.lua", function()
     if f then f:close() end
     return text
   end
+
+  it("Fig. 2: per-pathway rates and the noise form reach the network; FA with attenuation", function()
+    local dir = tmp .. "-fig2"
+    local common = "--quick --figure fig2 --no-plot --fig2-patterns 6 --fig2-every 3 --fig2-test 10"
+    local function final(args, name)
+      assert.equal(0, run(common .. " " .. args .. " --out " .. dir .. "/" .. name))
+      return figures(dir .. "/" .. name .. "/fig2"), rows(dir .. "/" .. name .. "/fig2")
+    end
+    -- W_pi fixed (and W_down fixed): its angle to -W_down never moves; it does at scale 3
+    local _, fixed = final("--fig2-models microcircuit --fig2-scale-pi 0", "pi0")
+    local _, moving = final("--fig2-models microcircuit --fig2-scale-pi 3", "pi3")
+    assert.equal(fixed[1].sp_angle_pi, fixed[#fixed].sp_angle_pi)
+    assert.are_not.equal(moving[1].sp_angle_pi, moving[#moving].sp_angle_pi)
+    -- W_ip and W_up[2] fixed: so is their angle; W_up alone moving changes it
+    local _, ipfix = final("--fig2-models microcircuit --fig2-scale-ip 0 --fig2-scale-up 0", "ip0")
+    assert.equal(ipfix[1].sp_angle_ip, ipfix[#ipfix].sp_angle_ip)
+    local _, upmov = final("--fig2-models microcircuit --fig2-scale-ip 0", "up300")
+    assert.are_not.equal(upmov[1].sp_angle_ip, upmov[#upmov].sp_angle_ip)
+    -- the noise form: the same run with sigma dt and sigma sqrt(dt) differs;
+    -- noise-free it is the same
+    local dt = final("--fig2-models microcircuit --noise dt", "dt")
+    local sq = final("--fig2-models microcircuit --noise sqrt_dt", "sq")
+    assert.are_not.equal(dt.microcircuit.weights_crc32, sq.microcircuit.weights_crc32)
+    local dt0 = final("--fig2-models microcircuit --noise dt --fig2-sigma 0", "dt0")
+    local sq0 = final("--fig2-models microcircuit --noise sqrt_dt --fig2-sigma 0", "sq0")
+    assert.equal(dt0.microcircuit.weights_crc32, sq0.microcircuit.weights_crc32)
+    assert.equal(2, run(common .. " --noise pink --out " .. dir .. "/bad"))
+    -- FA with the microcircuit's attenuation: its own learner, measured like FA
+    local f = final("--fig2-models fa,fa_att", "fa")
+    assert.is_number(f.fa_att.test_error)
+    assert.is_number(f.fa_att.angle)
+    assert.are_not.equal(f.fa.weights_crc32, f.fa_att.weights_crc32)
+    for _, key in ipairs{"apical_free", "mismatch_free", "sp_angle_pi", "sp_angle_ip"} do
+      assert.is_number(dt.microcircuit[key], key)
+    end
+    os.execute(string.format("rm -rf %q %q", dir, tmp .. ".log"))
+  end)
 
   it("--rules gives a pathway a user's rule; a bad one is one line and status 2", function()
     local dir = tmp .. "-rules"

@@ -398,6 +398,8 @@ local SKIP = {
   ["nm.save_npy"] = "writes files", ["nm.install_stop_handler"] = "signal handlers",
   ["nm.remove_stop_handler"] = "signal handlers", ["nm.bench_direct_gemm"] = "long gemm loops",
   ["nm.ulp_scan"] = "long scans (its arguments: spec/vmath_spec.lua)",
+  ["nm.append_file"] = "writes files", ["nm.lock"] = "creates files",
+  ["nm.unlock"] = "closes descriptors", ["nm.listdir"] = "reads directories",
   ["nm.load_kernel"] = "loads shared objects (spec/compile_spec.lua tests it)",
 }
 
@@ -635,6 +637,9 @@ describe("robustness: regressions", function()
     raises("path contains a NUL byte", nm.spawn, {"true"}, dir .. "\0.log")
     raises("argument 2 of the command contains a NUL byte", nm.spawn, {"touch", dir .. "\0x"})
     raises("path contains a NUL byte", nm.load_kernel, dir .. "\0.so", "f", "k")
+    raises("path contains a NUL byte", nm.append_file, dir .. "\0x", "data")
+    raises("path contains a NUL byte", nm.lock, dir .. "\0x", "text")
+    raises("path contains a NUL byte", nm.listdir, dir .. "\0x")
     local f = io.open(dir, "r")
     assert.is_nil(f)                       -- nothing was created under the short name
   end)

@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -143,6 +145,28 @@ int nm_atomic_write(const char *path, const void *data, size_t len,
   return nm_atomic_commit(fd, tmp, path, backup, step);
 }
 
+int nm_append(const char *path, const void *data, size_t len, const char **step) {
+  struct stat st;
+  int err = 0;
+  *step = "open";
+  int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
+  if (fd < 0) return errno;
+  *step = "stat";
+  if (fstat(fd, &st) != 0) err = errno;
+  if (err == 0) {
+    *step = "write";
+    err = write_all(fd, data, len);
+    /* A short write leaves part of the data: cut the file back (a reader
+    ** drops an incomplete last line should this fail too). */
+    if (err != 0 && ftruncate(fd, st.st_size) != 0) { /* nothing more to do */ }
+  }
+  if (close(fd) != 0 && err == 0) {
+    *step = "close";
+    err = errno;
+  }
+  return err;
+}
+
 /* ---------------------------------------------------------------------- */
 /* Checksum, clock, terminal, sleep                                       */
 
@@ -264,6 +288,7 @@ static int mkdir_one(const char *path) {
 }
 
 int nm_mkdir(const char *path, int parents) {
+  if (path[0] == '\0') return ENOENT;        /* "" is no directory */
   if (!parents) return mkdir_one(path);
   size_t n = strlen(path);
   char *p = malloc(n + 1);
@@ -344,6 +369,63 @@ uint64_t nm_fnv1a64(const void *data, size_t len) {
     h *= 1099511628211ull;
   }
   return h;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Locks and directory listings                                            */
+
+int nm_lock(const char *path, const void *text, size_t len, int *fd_out) {
+  for (int tries = 0; tries < 100; tries++) {
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0) return errno;
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      int err = errno;
+      close(fd);
+      return err == EWOULDBLOCK ? EWOULDBLOCK : err;
+    }
+    /* The holder we waited for may have removed the file before we
+    ** locked it: then the lock is on a name nobody sees; start again. */
+    struct stat a, b;
+    if (fstat(fd, &a) != 0 || stat(path, &b) != 0 || a.st_ino != b.st_ino ||
+        a.st_dev != b.st_dev) {
+      close(fd);
+      continue;
+    }
+    int err = 0;
+    if (ftruncate(fd, 0) != 0) err = errno;
+    if (err == 0) err = write_all(fd, text, len);
+    if (err != 0) {
+      unlink(path);
+      close(fd);
+      return err;
+    }
+    *fd_out = fd;
+    return 0;
+  }
+  return EWOULDBLOCK;
+}
+
+void nm_unlock(const char *path, int fd) {
+  unlink(path);                  /* first, so no one locks the old file */
+  close(fd);
+}
+
+int nm_listdir(const char *path, int (*each)(void *ctx, const char *name), void *ctx) {
+  DIR *d = opendir(path);
+  if (d == NULL) return errno;
+  int err = 0;
+  for (;;) {
+    errno = 0;
+    struct dirent *e = readdir(d);
+    if (e == NULL) {
+      err = errno;
+      break;
+    }
+    if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+    if ((err = each(ctx, e->d_name)) != 0) break;
+  }
+  closedir(d);
+  return err;
 }
 
 /* ---------------------------------------------------------------------- */

@@ -31,6 +31,11 @@ int nm_atomic_commit(int fd, char *tmp, const char *path, const char *backup,
                      const char **step);
 void nm_atomic_abort(int fd, char *tmp);
 
+/* Appends `len` bytes to `path` (created if missing), whole or not at
+** all: after a failed write the file is cut back to its old size.
+** Returns 0 or an errno value; *step names the failing operation. */
+int nm_append(const char *path, const void *data, size_t len, const char **step);
+
 /* CRC-32 (zlib's polynomial) of len bytes, continuing from crc (0 to
 ** start). */
 uint32_t nm_crc32(uint32_t crc, const void *data, size_t len);
@@ -62,9 +67,23 @@ int nm_stop_signal(void);
 void nm_stop_clear(void);
 
 /* Creates directory `path` and, if `parents`, its missing parents
-** (mkdir -p). An existing directory is not an error. Returns 0 or an
-** errno value. */
+** (mkdir -p). An existing directory is not an error; "" is (ENOENT).
+** Returns 0 or an errno value. */
 int nm_mkdir(const char *path, int parents);
+
+/* An exclusive advisory lock (flock) on file `path`, created if missing,
+** held until nm_unlock or the process ends (a dead holder's lock is free
+** again). On success the file holds `text` (who holds it) and *fd_out
+** is the open descriptor. Returns 0, EWOULDBLOCK when another open file
+** holds the lock, or an errno value. */
+int nm_lock(const char *path, const void *text, size_t len, int *fd_out);
+/* Releases a lock from nm_lock and removes its file. */
+void nm_unlock(const char *path, int fd);
+
+/* Calls each(ctx, name) for every entry of directory `path` but "." and
+** "..", in the order the system gives, until it returns non-zero.
+** Returns 0, each's value or an errno value. */
+int nm_listdir(const char *path, int (*each)(void *ctx, const char *name), void *ctx);
 
 /* Starts argv[0] (searched in PATH) with arguments argv (NULL-ended),
 ** stdout and stderr appended to `log_path` (inherited when NULL).

@@ -48,6 +48,8 @@ static volatile sig_atomic_t prompt_sigint = 0;   /* Ctrl-C while reading */
 static volatile sig_atomic_t prompt_sigwinch = 0; /* terminal resized */
 static volatile sig_atomic_t prompt_sigtstp = 0;  /* Ctrl-Z */
 static volatile sig_atomic_t prompt_fatal = 0;    /* SIGTERM, SIGHUP */
+static int error_exit_status = EXIT_FAILURE;      /* see message_handler */
+static int error_for_user = 0;    /* the last error is a message for the user */
 
 
 /* {======================================================
@@ -101,14 +103,42 @@ static int report(lua_State *L, int status) {
     const char *msg = lua_tostring(L, -1);
     if (msg == NULL)
       msg = "(error object is not a string)";
-    report_message(progname, msg);
+    report_message(error_for_user ? NULL : progname, msg);
+    error_for_user = 0;
     lua_pop(L, 1);
   }
   return status;
 }
 
-/* Message handler: turns any error object into a string with a traceback. */
+/* 1 when NEUROMIC_DEBUG asks for tracebacks of every error. */
+static int debug_wanted(void) {
+  const char *d = getenv("NEUROMIC_DEBUG");
+  return d != NULL && d[0] != '\0' && strcmp(d, "0") != 0;
+}
+
+/*
+** Message handler: turns any error object into a string with a
+** traceback -- except an error that is a table {message = text,
+** exit_status = n} (nm.cli's user errors and failed runs): that is a
+** message for the user, shown alone (with the traceback only when
+** NEUROMIC_DEBUG is set), and a script ending with it exits with status n.
+*/
 static int message_handler(lua_State *L) {
+  if (lua_type(L, 1) == LUA_TTABLE) {
+    lua_getfield(L, 1, "exit_status");
+    lua_getfield(L, 1, "message");
+    if (lua_isinteger(L, -2) && lua_type(L, -1) == LUA_TSTRING) {
+      lua_Integer st = lua_tointeger(L, -2);
+      error_exit_status = (st >= 1 && st <= 125) ? (int)st : EXIT_FAILURE;
+      error_for_user = 1;         /* names its program itself */
+      if (!debug_wanted()) return 1;
+      luaL_traceback(L, L, lua_tostring(L, -1), 1);
+      return 1;
+    }
+    lua_pop(L, 2);
+  }
+  error_exit_status = EXIT_FAILURE;
+  error_for_user = 0;
   const char *msg = lua_tostring(L, 1);
   if (msg == NULL) {
     if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
@@ -1147,7 +1177,7 @@ int main(int argc, char **argv) {
   lua_close(L);
   if (exit_status >= 0)
     return exit_status;
-  return (ok && status == LUA_OK) ? EXIT_SUCCESS : EXIT_FAILURE;
+  return (ok && status == LUA_OK) ? EXIT_SUCCESS : error_exit_status;
 }
 
 /* }====================================================== */

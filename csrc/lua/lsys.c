@@ -1,6 +1,7 @@
 /*
 ** lsys.c: the operating-system functions of the experiment harness
-** (nm.atomic_write, nm.crc32, nm.clock, the stop flag, worker processes)
+** (nm.atomic_write, nm.append_file, nm.lock, nm.listdir, nm.crc32,
+** nm.clock, the stop flag, worker processes)
 ** over nm_sys.c.
 */
 #include "lnm.h"
@@ -10,6 +11,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -26,6 +28,88 @@ static int sys_atomic_write(lua_State *L) {
     return luaL_error(L, "atomic_write: cannot write '%s' (%s failed: %s)",
                       path, step, strerror(err));
   return 0;
+}
+
+/* nm.append_file(path, data): appends data whole or not at all (a
+** failed write cuts the file back). */
+static int sys_append_file(lua_State *L) {
+  const char *path = nm_checkpath(L, 1);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  const char *step = "open";
+  int err = nm_append(path, data, len, &step);
+  if (err != 0)
+    return luaL_error(L, "append_file: cannot write '%s' (%s failed: %s)",
+                      path, step, strerror(err));
+  return 0;
+}
+
+/* nm.lock(path, text) -> fd | nil, "busy", text of the holder | nil,
+** message. The lock lives until nm.unlock(path, fd) or the process ends. */
+static int sys_lock(lua_State *L) {
+  const char *path = nm_checkpath(L, 1);
+  size_t len;
+  const char *text = luaL_checklstring(L, 2, &len);
+  int fd;
+  int err = nm_lock(path, text, len, &fd);
+  if (err == 0) {
+    lua_pushinteger(L, fd);
+    return 1;
+  }
+  lua_pushnil(L);
+  if (err != EWOULDBLOCK) {
+    lua_pushstring(L, strerror(err));
+    return 2;
+  }
+  lua_pushliteral(L, "busy");
+  luaL_Buffer b;                   /* what the holder wrote, if readable */
+  FILE *f = fopen(path, "rb");
+  luaL_buffinit(L, &b);
+  if (f != NULL) {
+    char buf[256];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    luaL_addlstring(&b, buf, n);
+    fclose(f);
+  }
+  luaL_pushresult(&b);
+  return 3;
+}
+
+static int sys_unlock(lua_State *L) {
+  const char *path = nm_checkpath(L, 1);
+  lua_Integer fd = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, fd >= 0 && fd <= INT_MAX, 2, "not a file descriptor");
+  nm_unlock(path, (int)fd);
+  return 0;
+}
+
+static int add_name(void *ctx, const char *name) {
+  lua_State *L = ctx;
+  lua_pushstring(L, name);
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+  return 0;
+}
+
+/* nm.listdir(path) -> sorted list of entry names | nil, message */
+static int sys_listdir(lua_State *L) {
+  const char *path = nm_checkpath(L, 1);
+  lua_newtable(L);
+  int err = nm_listdir(path, add_name, L);
+  if (err != 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", path, strerror(err));
+    return 2;
+  }
+  /* sorted when the table library is there (it always is in neuromic) */
+  int lib = lua_getglobal(L, "table") == LUA_TTABLE;
+  if (lib && lua_getfield(L, -1, "sort") == LUA_TFUNCTION) {
+    lua_pushvalue(L, -3);
+    lua_call(L, 1, 0);
+    lua_pop(L, 1);
+  } else {
+    lua_pop(L, lib ? 2 : 1);
+  }
+  return 1;
 }
 
 /* nm.hash64(data): FNV-1a of the string as 16 hex digits. */
@@ -264,6 +348,10 @@ static int sys_isa_versions(lua_State *L) {
 static const luaL_Reg sys_funcs[] = {
   {"isa_versions", sys_isa_versions},
   {"atomic_write", sys_atomic_write},
+  {"append_file", sys_append_file},
+  {"lock", sys_lock},
+  {"unlock", sys_unlock},
+  {"listdir", sys_listdir},
   {"crc32", sys_crc32},
   {"hash64", sys_hash64},
   {"clock", sys_clock},

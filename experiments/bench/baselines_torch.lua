@@ -61,19 +61,18 @@ local function ours(rule, batch, n)
   return {seconds = seconds, test_accuracy = acc}
 end
 
-local function shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local process = require "nm.process"
 
 -- PyTorch: the same job in a child process with the same thread count.
 local function torch(rule, batch, n)
   if not opts.torch then return {error = "skipped (--no-torch)"} end
-  local cmd = format("OPENBLAS_NUM_THREADS=%d OMP_NUM_THREADS=%d MKL_NUM_THREADS=%d %s %s " ..
-                     "--threads %d --rule %s --act %s --batch %d --samples %d --lr %s --data %s 2>&1",
-                     opts.threads, opts.threads, opts.threads, shell_quote(opts.python),
-                     shell_quote(here .. "/torch_mlp.py"), opts.threads, rule, opts.act, batch, n,
-                     format("%.17g", opts.lr), shell_quote(data.fashion_dir))
-  local p = io.popen(cmd)
-  local out = p:read("a")
-  p:close()
+  local t = tostring(opts.threads)
+  local out = process.output{"env", "OPENBLAS_NUM_THREADS=" .. t, "OMP_NUM_THREADS=" .. t,
+                                   "MKL_NUM_THREADS=" .. t, opts.python, here .. "/torch_mlp.py",
+                                   "--threads", t, "--rule", rule, "--act", opts.act,
+                                   "--batch", tostring(batch),
+                                   "--samples", tostring(n), "--lr", format("%.17g", opts.lr),
+                                   "--data", data.fashion_dir}
   local line = out:match("(%b{})%s*$")
   local ok, res = pcall(json.decode, line or "")
   if not ok or type(res) ~= "table" then

@@ -57,11 +57,9 @@ local peer = {}
 local peer_error
 if opts.torch then
   local script = debug.getinfo(1, "S").source:match("^@(.*)bmvr%.lua$") .. "bmvr_torch.py"
-  local cmd = string.format("%s %s --threads %d --k %d --samples %d --repeats %d 2>&1",
-                            opts.python, script, opts.threads, opts.k, opts.samples, opts.repeats)
-  local p = io.popen(cmd)
-  local out = p:read("a")
-  p:close()
+  local out = require("nm.process").output{
+    opts.python, script, "--threads", tostring(opts.threads), "--k", tostring(opts.k),
+    "--samples", tostring(opts.samples), "--repeats", tostring(opts.repeats)}
   for line in out:gmatch("[^\n]+") do
     local ok, row = pcall(json.decode, line)
     if ok and type(row) == "table" and row.loop then peer[row.loop] = row end

@@ -18,6 +18,7 @@ local json = require "nm.json"
 local rule = require "nm.rule"
 local compile = require "nm.compile"
 local motif_net = require "nm.models.motif_net"
+local process = require "nm.process"
 
 local format = string.format
 
@@ -82,8 +83,6 @@ local function rel_diff(a, b)
   return (a - b):abs():max() / math.max(b:clone():abs():max(), 1e-300)
 end
 
-local function shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
 local tmp = os.tmpname()
 os.remove(tmp)
 nm.mkdir(tmp)
@@ -104,16 +103,14 @@ end
 
 local function torch_side(rule_name)
   if not opts.torch then return {error = "skipped (--no-torch)"} end
-  local cmd = format("OPENBLAS_NUM_THREADS=%d OMP_NUM_THREADS=%d %s %s --dir %s --threads %d " ..
-                     "--repeats %d --feedback fa --rule %s 2>&1", opts.threads, opts.threads,
-                     shell_quote(opts.python), shell_quote(here .. "/meta_torch.py"),
-                     shell_quote(tmp), opts.threads, opts.repeats, rule_name)
-  local p = io.popen(cmd)
-  local out = p:read("a")
-  p:close()
+  -- the peer's thread count is its --threads (torch.set_num_threads)
+  local out, why = process.output({opts.python, here .. "/meta_torch.py", "--dir", tmp,
+                                   "--threads", tostring(opts.threads), "--repeats",
+                                   tostring(opts.repeats), "--feedback", "fa", "--rule", rule_name})
   local ok, res = pcall(json.decode, out:match("(%b{})%s*$") or "")
   if not ok or type(res) ~= "table" then
-    return {error = "PyTorch side failed: " .. out:gsub("%s+$", ""):sub(-300)}
+    return {error = "PyTorch side failed (" .. tostring(why) .. "): " ..
+                    out:gsub("%s+$", ""):sub(-300)}
   end
   return res
 end
@@ -205,7 +202,15 @@ do
   results.compile = {first_use = first, cache_hit = hit}
 end
 
-os.execute("rm -rf " .. shell_quote(tmp))
+-- the episode's files and the cache folder of the compile timing
+local function remove_tree(path)
+  for _, name in ipairs(nm.listdir(path) or {}) do
+    local p = path .. "/" .. name
+    if not os.remove(p) then remove_tree(p) end
+  end
+  os.remove(path)
+end
+remove_tree(tmp)
 
 local a, b, c = results.motifs, results.tanh_error, results.compile
 print(format("meta-step: %d inner steps on the motif network (784-170-130-100-70-10, %s, FA), " ..

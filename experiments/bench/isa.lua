@@ -13,6 +13,7 @@
 local nm = require "neuromic"
 local cli = require "nm.cli"
 local json = require "nm.json"
+local process = require "nm.process"
 
 local format = string.format
 
@@ -52,7 +53,6 @@ print()
 
 local OPS = {"exp", "log", "tanh", "sigmoid", "softplus", "dsigmoid", "dtanh", "dsoftplus"}
 local here = (arg[0]:match("^(.*)/[^/]*$") or ".")
-local function shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
 local function ours(dtype)
   local n = opts.rows * opts.cols
@@ -75,14 +75,12 @@ end
 
 local function peers(dtype)
   if not opts.peers then return {} end
-  local cmd = format("OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 %s %s --dtype %s --rows %d " ..
-                     "--cols %d --reps %d --rounds 1 2>&1", shell_quote(opts.python),
-                     shell_quote(here .. "/vmath_peers.py"), dtype, opts.rows, opts.cols, opts.reps)
-  local p = io.popen(cmd)
-  local s = p:read("a")
-  p:close()
-  local ok, res = pcall(json.decode, s:match("(%b{})%s*$") or "")
-  return ok and type(res) == "table" and res or {error = s:sub(1, 200)}
+  local out = process.output{"env", "OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1", opts.python,
+                             here .. "/vmath_peers.py", "--dtype", dtype, "--rows",
+                             tostring(opts.rows), "--cols", tostring(opts.cols), "--reps",
+                             tostring(opts.reps), "--rounds", "1"} or ""
+  local ok, res = pcall(json.decode, out:match("(%b{})%s*$") or "")
+  return ok and type(res) == "table" and res or {error = out:sub(1, 200)}
 end
 
 local function keep_min(best, new)

@@ -53,7 +53,7 @@ local K = math.max(1, opts.steps // 5)
 local Q = math.max(1, opts.query // 5)
 local sampler = meta.sampler(ds.train, {M = 5, K = K, Q = Q})
 
-local function shell_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local process = require "nm.process"
 
 local tmp = os.tmpname()
 os.remove(tmp)
@@ -79,14 +79,12 @@ end
 
 local function torch_side(cfg)
   if not opts.torch then return {error = "skipped (--no-torch)"} end
-  local cmd = format("OPENBLAS_NUM_THREADS=%d OMP_NUM_THREADS=%d MKL_NUM_THREADS=%d %s %s " ..
-                     "--dir %s --threads %d --repeats %d --feedback %s --motifs %s 2>&1",
-                     opts.threads, opts.threads, opts.threads, shell_quote(opts.python),
-                     shell_quote(here .. "/meta_torch.py"), shell_quote(tmp), opts.threads,
-                     opts.repeats, cfg.feedback, table.concat(cfg.motifs, ","))
-  local p = io.popen(cmd)
-  local out = p:read("a")
-  p:close()
+  local n = tostring(opts.threads)
+  local out = process.output{"env", "OPENBLAS_NUM_THREADS=" .. n, "OMP_NUM_THREADS=" .. n,
+                                   "MKL_NUM_THREADS=" .. n, opts.python, here .. "/meta_torch.py",
+                                   "--dir", tmp, "--threads", n, "--repeats",
+                                   tostring(opts.repeats), "--feedback", cfg.feedback,
+                                   "--motifs", table.concat(cfg.motifs, ",")}
   local line = out:match("(%b{})%s*$")
   local ok, res = pcall(json.decode, line or "")
   if not ok or type(res) ~= "table" then
@@ -150,7 +148,7 @@ for _, name in ipairs(opts.configs) do
                      snapshots = stats.snapshots, segment = stats.segment}
 end
 
-os.execute("rm -rf " .. shell_quote(tmp))
+process.run{"rm", "-rf", "--", tmp}
 
 print(format("motif rule meta-step: %d inner steps (784-170-130-100-70-10 softplus, %s), " ..
              "%d query images, %d thread(s)", opts.steps, opts.dtype, 5 * Q, opts.threads))

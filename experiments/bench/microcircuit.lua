@@ -48,17 +48,18 @@ local files = {W_up1 = net.up[1].W, W_up2 = net.up[2].W, W_down = net.down[1].W,
                W_ip = net.ip[1].W, W_pi = net.pi[1].W, x = x, target = target}
 for name, t in pairs(files) do nm.save_npy(dir .. "/" .. name .. ".npy", t) end
 
-local function python(args)
-  local cmd = string.format("%s %smicrocircuit_numpy.py %s", opts.python, here, args)
-  local p = assert(io.popen(cmd))
-  local out = p:read("a")
-  local ok = p:close()
-  if not ok or out == "" then error("bench: failed to run: " .. cmd) end
-  return json.decode(out)
+local function python(...)
+  local argv = {opts.python, here .. "microcircuit_numpy.py", ...}
+  local out, why = require("nm.process").output(argv)
+  local j = out:match("(%b{})%s*$")
+  if why or not j then
+    error("bench: failed to run: " .. table.concat(argv, " ") .. ": " .. tostring(why) .. " " .. out)
+  end
+  return json.decode(j)
 end
 
-local py = python(string.format("--steps 100 --repeats 1 --weights %s --check %d --seed %d",
-                                dir, opts.check, opts.seed))
+local py = python("--steps", "100", "--repeats", "1", "--weights", dir, "--check",
+                 tostring(opts.check), "--seed", tostring(opts.seed))
 for name in pairs(files) do os.remove(dir .. "/" .. name .. ".npy") end
 os.remove(dir)
 
@@ -100,8 +101,8 @@ end
 
 local c_pattern, c_pattern_cpu = rate(1000, opts.steps)
 local c_step, c_step_cpu = rate(1, opts.steps // 4)
-local py = python(string.format("--steps %d --repeats %d --seed %d", opts.numpy_steps, opts.repeats,
-                                opts.seed))
+local py = python("--steps", tostring(opts.numpy_steps), "--repeats", tostring(opts.repeats),
+                 "--seed", tostring(opts.seed))
 local np_rate, np_cpu = py.steps_per_second, py.steps_per_cpu_second
 
 print(string.format("\n30-50-10 full dynamics, noise sigma = 0.3, W_up/W_ip/W_pi plastic (NumPy %s)",

@@ -18,6 +18,7 @@
 
 local nm = require "neuromic"
 local cli = require "nm.cli"
+local process = require "nm.process"
 
 local opts = cli.parse(arg, {
   name = "bench_nk",
@@ -67,13 +68,10 @@ local here = (arg[0]:match("^(.*)/[^/]*$") or ".")
 -- cycles per second of the NumPy peer (nil and a message when it fails)
 local function numpy_rate(kind, n)
   if not opts.numpy then return nil, "skipped" end
-  local cmd = string.format("OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 '%s' '%s' --net %s --n %d " ..
-                            "--h %d --samples %d --seconds %g 2>&1", opts.python:gsub("'", ""),
-                            (here .. "/nk_numpy.py"):gsub("'", ""), kind, n, opts.h,
-                            opts.samples, opts.seconds)
-  local p = io.popen(cmd)
-  local out = p:read("a")
-  p:close()
+  local out = process.output{"env", "OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1", opts.python,
+                             here .. "/nk_numpy.py", "--net", kind, "--n", tostring(n), "--h",
+                             tostring(opts.h), "--samples", tostring(opts.samples), "--seconds",
+                             string.format("%g", opts.seconds)} or ""
   local c, t = out:match('"cycles": (%d+), "seconds": ([%d.e+-]+)')
   if not c then return nil, out:sub(1, 200):gsub("\n", " ") end
   return tonumber(c) / tonumber(t)
@@ -127,11 +125,12 @@ if opts.grid then
   end
   nm.mkdir(opts.grid_out)
   local log = opts.grid_out .. "/bench.log"
-  local cmd = string.format("%s experiments/nan_nk.lua --nets NAN,ANN --jobs %d --out %s",
-                            require("nm.sweep").interpreter(), jobs, opts.grid_out)
-  print("\nFig. 6 grid: " .. cmd)
+  local argv = {require("nm.sweep").interpreter(), "experiments/nan_nk.lua", "--nets", "NAN,ANN",
+                "--jobs", tostring(jobs), "--out", opts.grid_out}
+  print("\nFig. 6 grid: " .. table.concat(argv, " "))
   local t0 = clock()
-  local ok = os.execute(cmd .. " > " .. log .. " 2>&1")
+  os.remove(log)
+  local ok = require("nm.process").run(argv, log)   -- no shell: --grid-out is a plain path
   local dt = clock() - t0
   print(string.format("grid %s in %.0f s (%.1f min) with %d jobs; log %s",
                       ok and "finished" or "FAILED", dt, dt / 60, jobs, log))

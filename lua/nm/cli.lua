@@ -17,11 +17,13 @@
 --
 -- An option is {name, type, default, help, quick = value for --quick,
 -- choices = {...}, min =, max =, item = type of list items, multi = true
--- to collect repeated uses in a list, metavar = "DIR"}, or the same
--- with named fields (name =, type =, default =, help =). Names may use
--- '-' or '_'; opts keys use '_'. Types: number, int, string, bool, list
--- (comma-separated). Extra fields in opts: _name (experiment name), _argv
--- (the arguments), _explicit (set of options given on the command line),
+-- to collect repeated uses in a list, empty = true for a list that may
+-- be empty (default: only when the default list is), metavar = "DIR"},
+-- or the same with named fields (name =, type =, default =, help =).
+-- Names may use '-' or '_'; opts keys use '_'. Types: number (decimal,
+-- finite), int (decimal), string, bool, list (comma-separated, no empty
+-- items). Extra fields in opts: _name (experiment name), _argv (the
+-- arguments), _explicit (set of options given on the command line),
 -- _args (positional arguments, when spec.positional allows them) and
 -- _rest (everything after "--", when spec.passthrough is set).
 
@@ -30,6 +32,84 @@ local cli = {}
 local format, concat = string.format, table.concat
 
 local TYPES = {number = true, int = true, string = true, bool = true, list = true}
+
+---------------------------------------------------------------------------
+-- User errors
+
+-- The experiment whose command line cli.parse read last (message prefix).
+cli.program = nil
+
+-- Tracebacks for user errors too: --debug or NEUROMIC_DEBUG=1.
+local function debug_env()
+  local d = os.getenv("NEUROMIC_DEBUG")
+  return d ~= nil and d ~= "" and d ~= "0"
+end
+cli.debug = debug_env()
+
+local UserError = {__name = "nm.cli.error"}
+UserError.__index = UserError
+UserError.__tostring = function(e) return e.message end
+
+-- One line: newlines and tabs of a message become spaces.
+local function one_line(msg)
+  return (tostring(msg):gsub("%s*\n%s*", " "):gsub("\t", " "))
+end
+
+-- Drops the "file.lua:123: " that error() puts before a message, and
+-- the "bad argument #1 to 'f'" around a C function's complaint.
+local function without_position(msg)
+  msg = tostring(msg)
+  msg = msg:match("^[^\n:]+%.lua:%d+: (.*)$") or msg:match("^%[[^\n]*%]:%d+: (.*)$") or msg
+  return msg:match("^bad argument #%d+ to '[^']*' %((.*)%)$") or msg
+end
+
+-- cli.message(e) -> e as one line without "file.lua:12: " in front.
+function cli.message(e)
+  return one_line(without_position(e))
+end
+
+-- cli.is_error(e) -> true when e is an error object from cli.error.
+function cli.is_error(e)
+  return getmetatable(e) == UserError
+end
+
+-- cli.error(msg [, status [, traceback]]): raises a user error: one
+-- line "program: msg" and exit status `status` (default 2) when it ends
+-- the script. With --debug the message carries the traceback (the one
+-- given, or where cli.error was called).
+function cli.error(msg, status, traceback)
+  msg = one_line(msg)
+  local prog = cli.program
+  if prog and msg:sub(1, #prog + 2) ~= prog .. ": " then msg = prog .. ": " .. msg end
+  if cli.debug then
+    msg = msg .. "\n" .. (traceback or debug.traceback("", 2):gsub("^\n", ""))
+  end
+  error(setmetatable({message = msg, exit_status = status or 2}, UserError), 0)
+end
+
+-- Runs fn(...); an error that is not a user error becomes one, after
+-- `context` when given.
+local function guarded(context, fn, ...)
+  local trace
+  local r = table.pack(xpcall(fn, function(e)
+    if cli.debug then trace = debug.traceback("", 2):gsub("^\n", "") end
+    return e
+  end, ...))
+  if r[1] then return table.unpack(r, 2, r.n) end
+  if cli.is_error(r[2]) then error(r[2], 0) end
+  local msg = without_position(r[2])   -- (no handler runs for "not enough memory")
+  cli.error(context and (context .. ": " .. msg) or msg, 2, trace)
+end
+
+-- cli.guard([context,] fn, ...) -> fn(...): any error of fn is a user
+-- error (for calls whose failures come from the command line: loading a
+-- --data set, building a network of the --arch asked for), its message
+-- after `context` (e.g. "--arch 4096-4096") when given. Errors that
+-- already are user errors pass through unchanged.
+function cli.guard(fn, ...)
+  if type(fn) == "string" then return guarded(fn, ...) end
+  return guarded(nil, fn, ...)
+end
 
 local function key_of(name)
   return (name:gsub("%-", "_"))
@@ -45,6 +125,7 @@ local function normalise(o)
     name = o.name or o[1], type = o.type or o[2], default = o.default,
     help = o.help or o[4] or "", quick = o.quick, choices = o.choices,
     min = o.min, max = o.max, item = o.item, metavar = o.metavar, multi = o.multi,
+    empty = o.empty,
   }
   if n.default == nil then n.default = o[3] end
   if type(n.name) ~= "string" or not n.name:match("^[%a][%w_%-]*$") then
@@ -55,6 +136,9 @@ local function normalise(o)
                  n.name, tostring(n.type)), 3)
   end
   if n.multi and n.default == nil then n.default = {} end
+  if n.type == "list" and n.empty == nil then
+    n.empty = type(n.default) == "table" and #n.default == 0
+  end
   if n.type == "list" and n.item == nil then
     local first = type(n.default) == "table" and n.default[1]
     n.item = (math.type(first) == "integer" and "int") or
@@ -70,6 +154,8 @@ local function builtin_options(spec, name)
     normalise{"quick", "bool", false, "small version that finishes in seconds"},
     normalise{"out", "string", "results/" .. name, "output directory", metavar = "DIR"},
     normalise{"resume", "bool", false, "continue from the checkpoint in --out, if there is one"},
+    normalise{"overwrite", "bool", false, "replace the run already in --out"},
+    normalise{"debug", "bool", false, "show the traceback of errors (or NEUROMIC_DEBUG=1)"},
   }
   if spec.jobs then
     list[#list + 1] = normalise{"jobs", "int", 1, "parallel worker processes", min = 1}
@@ -92,19 +178,37 @@ local function value_text(v)
   return tostring(v)
 end
 
+-- The value of decimal text ("12", "-0.5", "1e-3"), or nil.
+local function decimal(s)
+  if not (s:match("^[+-]?%d+%.?%d*$") or s:match("^[+-]?%.%d+$") or
+          s:match("^[+-]?%d+%.?%d*[eE][+-]?%d+$") or s:match("^[+-]?%.%d+[eE][+-]?%d+$")) then
+    return nil
+  end
+  return tonumber(s)
+end
+
 -- Converts the text s for option o; returns value or nil, message.
 local function convert(o, s, typ)
   typ = typ or o.type
   if typ == "string" then return s end
-  if typ == "number" then
-    local v = tonumber(s)
-    if v == nil or v ~= v then return nil, "expects a number" end
-    return v + 0.0
-  end
-  if typ == "int" then
-    local v = math.tointeger(tonumber(s))
-    if v == nil then return nil, "expects an integer" end
-    return v
+  if typ == "number" or typ == "int" then
+    -- decimal only: no hexadecimal, no inf or nan
+    local v = decimal(s)
+    if v == nil then
+      local what = typ == "int" and "an integer" or "a number"
+      if tonumber(s) then what = "a decimal " .. what:match("%S+$") .. " (no hexadecimal, inf or nan)" end
+      return nil, "expects " .. what
+    end
+    if v ~= v or v == math.huge or v == -math.huge then
+      return nil, "expects a finite number"
+    end
+    if typ == "number" then return v + 0.0 end
+    local i = math.tointeger(v)
+    if i == nil then
+      if math.abs(v) >= 2^63 then return nil, "expects an integer of at most 19 digits" end
+      return nil, "expects an integer"
+    end
+    return i
   end
   if typ == "bool" then
     local b = ({["true"] = true, ["1"] = true, yes = true, on = true,
@@ -114,12 +218,15 @@ local function convert(o, s, typ)
   end
   -- list
   local items = {}
-  if s ~= "" then
-    for part in (s .. ","):gmatch("([^,]*),") do
-      local v, err = convert(o, part, o.item)
-      if v == nil then return nil, format("item '%s' %s", part, err) end
-      items[#items + 1] = v
-    end
+  if s == "" then
+    if o.empty then return items end
+    return nil, "needs at least one item"
+  end
+  for part in (s .. ","):gmatch("([^,]*),") do
+    if part == "" then return nil, "has an empty item" end
+    local v, err = convert(o, part, o.item)
+    if v == nil then return nil, format("item '%s' %s", part, err) end
+    items[#items + 1] = v
   end
   return items
 end
@@ -324,7 +431,15 @@ end
 -- prints the error and exits 2 for bad input.
 function cli.parse(args, spec)
   local opts, msg, code = cli.try_parse(args or {}, spec)
-  if opts then return opts end
+  if opts then
+    cli.program = opts._name
+    if opts.debug then cli.debug = true end
+    if opts.resume and opts.overwrite then
+      io.stderr:write(opts._name, ": --resume and --overwrite exclude each other (try --help)\n")
+      os.exit(2)
+    end
+    return opts
+  end
   if code == 0 then
     io.stdout:write(msg)
     io.stdout:flush()
@@ -336,11 +451,13 @@ function cli.parse(args, spec)
 end
 
 -- The options of opts as a plain table for results files: every declared
--- and common option, without the bookkeeping fields starting with '_'.
+-- and common option but --overwrite and --debug (how a run was started,
+-- not what it is), without the bookkeeping fields starting with '_'.
+local NOT_RECORDED = {overwrite = true, debug = true}
 function cli.plain(opts)
   local t = {}
   for k, v in pairs(opts) do
-    if type(k) == "string" and k:sub(1, 1) ~= "_" then t[k] = v end
+    if type(k) == "string" and k:sub(1, 1) ~= "_" and not NOT_RECORDED[k] then t[k] = v end
   end
   return t
 end

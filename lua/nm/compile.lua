@@ -33,6 +33,7 @@ local emit = require "nm.compile.emit"
 local interp = require "nm.compile.interp"
 local graph = require "nm.compile.graph"
 local json = require "nm.json"
+local process = require "nm.process"
 
 local compile = {}
 
@@ -127,16 +128,13 @@ local function build(tc, source, key, label)
   argv[#argv + 1] = tmp
   argv[#argv + 1] = src
   for _, f in ipairs(tc.libs) do argv[#argv + 1] = f end
-  local pid = nm.spawn(argv, log)
-  local _, status, signal
-  repeat _, status, signal = nm.wait(pid) until status ~= nil or signal ~= nil
-  if status ~= 0 then
+  local ok_cc, why = process.run(argv, log)
+  if not ok_cc then
     local out = read_all(log)
     os.remove(log)
     os.remove(tmp)
     error(format("rule compiler: %s failed on the generated kernel of %s (%s); this is a " ..
-                 "neuromic bug, please report it with %s:\n%s", tc.cc, label,
-                 signal and ("signal " .. tostring(signal)) or ("exit " .. tostring(status)), src, out), 0)
+                 "neuromic bug, please report it with %s:\n%s", tc.cc, label, why, src, out), 0)
   end
   os.remove(log)
   local ok, err = os.rename(tmp, so)
@@ -312,10 +310,12 @@ function compile.fn(f, spec, opts)
   return self
 end
 
--- One of this function's kernels (what: "step", "adjoint 1101", ...).
-function Fn:kernel(what, make)
-  return make_kernel{g = self.g, key = self.signature .. "|" .. what, label = self.label,
-                     comment = self:comment(what), mode = self.mode, make = make}
+-- One of this function's kernels (what: "step", "adjoint", ...; which:
+-- the gradients' flags, part of its key).
+function Fn:kernel(what, make, which)
+  return make_kernel{g = self.g, key = self.signature .. "|" .. what .. "|" .. (which or ""),
+                     label = self.label, comment = self:comment(what), mode = self.mode,
+                     make = make}
 end
 
 function Fn:comment(what)
@@ -414,12 +414,12 @@ function Fn:adjoint_kernel(wrt)
   local key = mask_of(wrt)
   local a = self.adjoints[key]
   if a then return a end
-  a = self:kernel("adjoint " .. key, function()
+  a = self:kernel("adjoint", function()
     local grads = self:grads(wrt)
     local ins = {table.unpack(self.inputs)}
     for _, sd in ipairs(self.seeds) do ins[#ins + 1] = sd end
     return grads, ins
-  end)
+  end, key)
   self.adjoints[key] = a
   return a
 end
@@ -468,19 +468,19 @@ function Fn:traced_pair(wrt)
   self.pairs = self.pairs or {}
   local p = self.pairs[key]
   if p then return p[1], p[2] end
-  local fwd = self:kernel("step with its trace " .. key, function()
+  local fwd = self:kernel("step with its trace", function()
     local plan = self:trace_plan(wrt)
     local fouts = {table.unpack(self.outputs)}
     for _, n in ipairs(plan.trace) do fouts[#fouts + 1] = n end
     return fouts, self.inputs, {trace_shapes = shapes_of(plan.trace)}
-  end)
-  local adj = self:kernel("adjoint from the trace " .. key, function()
+  end, key)
+  local adj = self:kernel("adjoint from the trace", function()
     local plan = self:trace_plan(wrt)
     local ins = {table.unpack(self.inputs)}
     for _, sd in ipairs(self.seeds) do ins[#ins + 1] = sd end
     for _, t in ipairs(plan.tin) do ins[#ins + 1] = t end
     return plan.adj_out, ins
-  end)
+  end, key)
   self.pairs[key] = {fwd, adj}
   return fwd, adj
 end

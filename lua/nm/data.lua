@@ -386,23 +386,26 @@ local Dataset = {}
 Dataset.__index = Dataset
 
 -- data.load(name_or_path [, opts]) -> dataset. See doc/data.md.
+-- data.files(name) -> the four files of a data set name (fashion,
+-- mnist, ...) or path, as data.find_files; an error says what is
+-- missing. Cheap: experiments check every --data before they start.
+function data.files(name)
+  local kind = NAMED[name]
+  local dir, hint = name, ""
+  if kind == "fashion" then
+    dir, hint = data.fashion_dir, " (install dataset-fashion-mnist: make data)"
+  elseif kind == "mnist" then
+    dir, hint = data.mnist_dir, " (run make data to create it)"
+  end
+  local ok, res = pcall(data.find_files, dir)
+  if not ok then fail(tostring(res):gsub("^data: ", "") .. hint, 2) end
+  return res
+end
+
 function data.load(name, opts)
   local o = resolve_options(opts)
   local kind = NAMED[name]
-  local files
-  if kind == "fashion" then
-    local ok, res = pcall(data.find_files, data.fashion_dir)
-    if not ok then fail(tostring(res):gsub("^data: ", "") .. " (install dataset-fashion-mnist: make data)", 2) end
-    files = res
-  elseif kind == "mnist" then
-    local ok, res = pcall(data.find_files, data.mnist_dir)
-    if not ok then fail(tostring(res):gsub("^data: ", "") .. " (run make data to create it)", 2) end
-    files = res
-  else
-    local ok, res = pcall(data.find_files, name)
-    if not ok then fail(tostring(res):gsub("^data: ", ""), 2) end
-    files = res
-  end
+  local files = data.files(name)
   local g = o.generator or nm.generator(o.seed)
   local transpose = o.transpose
   if transpose == nil then transpose = type(name) == "string" and name:lower():find("emnist") ~= nil end

@@ -5,18 +5,30 @@
 -- fails it returns an empty list and a warning (also printed on stderr)
 -- instead of raising, so an experiment never dies for want of a plot.
 --
+-- gnuplot runs without a shell (nm.spawn) and never sees the paths it
+-- writes: it draws into temporary files of its own, which are then moved
+-- into place atomically; text from users (titles, labels) reaches it in
+-- single-quoted strings, which it does not expand (no `command`, no @).
+--
 --   plot.curves(run:metrics(), {out = dir .. "/accuracy.png", x = "epoch",
 --               y = {"train_accuracy", "test_accuracy"}, group = "rule"})
 --   plot.images(W, {out = dir .. "/fields.png", shape = {28, 28}})
 
 local nm = require "neuromic"
 local json = require "nm.json"
+local process = require "nm.process"
 
 local plot = {}
 
 local format, concat = string.format, table.concat
 
 local available, terminal_png   -- probed once per process
+
+local function as_list(x)
+  if x == nil then return {} end
+  if type(x) == "table" then return x end
+  return {x}
+end
 
 local quiet = false   -- o.quiet of the call in progress
 
@@ -28,18 +40,21 @@ end
 -- plot.gnuplot() -> true | false: whether gnuplot can be run.
 function plot.gnuplot()
   if available == nil then
-    available = os.execute("command -v gnuplot >/dev/null 2>&1") == true
+    available = process.run({"gnuplot", "-e", "print 1"}, "/dev/null")
     if available then
-      terminal_png = os.execute([[gnuplot -e "set terminal pngcairo" >/dev/null 2>&1]]) == true
+      terminal_png = process.run({"gnuplot", "-e", "set terminal pngcairo"}, "/dev/null")
         and "pngcairo" or "png"
     end
   end
   return available
 end
 
+-- Text as a gnuplot string that gnuplot takes literally: single quotes
+-- (no backquote or macro expansion), a quote doubled, one line.
 local function quote(s)
-  return '"' .. tostring(s):gsub('[\\"]', "\\%0"):gsub("\n", " ") .. '"'
+  return "'" .. tostring(s):gsub("[\r\n]", " "):gsub("'", "''") .. "'"
 end
+plot.quote = quote
 
 local function num(x)
   if x ~= x then return "NaN" end
@@ -48,51 +63,91 @@ local function num(x)
   return format("%.17g", x)
 end
 
-local function terminal_for(path, size)
+local function terminal_for(path, size, font)
   local ext = path:match("%.(%w+)$")
   ext = ext and ext:lower()
   local w, h = size[1], size[2]
+  font = font and (" font " .. quote(font)) or ""
   if ext == "svg" then
-    return format("set terminal svg size %d,%d dynamic enhanced background rgb 'white'", w, h)
+    return format("set terminal svg size %d,%d dynamic enhanced background rgb 'white'%s", w, h, font)
   elseif ext == "png" then
-    return format("set terminal %s size %d,%d", terminal_png, w, h)
+    return format("set terminal %s size %d,%d%s", terminal_png, w, h, font)
   end
   return nil
 end
 
+local function slurp(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local t = f:read("a") or ""
+  f:close()
+  return t
+end
+
 -- Runs a script whose first lines are `set terminal/set output` for
--- each path; returns paths, or {}, warning.
-local function run_script(body, paths, size, keep_script)
+-- each path; returns paths, or {}, warning. gnuplot writes temporary
+-- files, moved to the paths once it succeeded.
+local function run_script(body, paths, size, keep_script, font)
   if not plot.gnuplot() then
     return warn(format("gnuplot not found (apt install gnuplot-nox); skipped %s", concat(paths, ", ")))
   end
-  local parts = {}
-  for _, p in ipairs(paths) do
-    local term = terminal_for(p, size)
+  local parts, temps = {}, {}
+  for i, p in ipairs(paths) do
+    local term = terminal_for(p, size, font)
     if not term then return warn(format("plot: %s: use a .png or .svg file name", p)) end
+    temps[i] = os.tmpname()          -- /tmp/lua_XXXXXX: nothing to expand
     parts[#parts + 1] = term
-    parts[#parts + 1] = "set output " .. quote(p)
+    parts[#parts + 1] = "set output " .. quote(temps[i])
     parts[#parts + 1] = body
     parts[#parts + 1] = "unset output"
   end
-  local script = keep_script or os.tmpname()
-  local f = assert(io.open(script, "wb"))
-  f:write(concat(parts, "\n"), "\n")
-  f:close()
-  local errfile = os.tmpname()
-  local ok = os.execute(format("gnuplot %s 2>%s", quote(script), quote(errfile)))
-  local ef = io.open(errfile, "rb")
-  local err = ef and ef:read("a") or ""
-  if ef then ef:close() end
-  os.remove(errfile)
-  if not keep_script then os.remove(script) end
+  local text = concat(parts, "\n") .. "\n"
+  local script, errfile = os.tmpname(), os.tmpname()
+  local function cleanup()
+    os.remove(script)
+    os.remove(errfile)
+    for _, t in ipairs(temps) do os.remove(t) end
+  end
+  local ok, why = pcall(nm.atomic_write, script, text)
+  if ok and keep_script then
+    ok, why = pcall(nm.atomic_write, keep_script, text)
+  end
+  if not ok then
+    cleanup()
+    return warn(format("plot: %s", why))
+  end
+  local ran, reason = process.run({"gnuplot", script}, errfile)
+  local err = slurp(errfile)
   -- "matrix contains missing or undefined values" is how padding is drawn
   err = err:gsub("[^\n]*matrix contains missing or undefined values[^\n]*\n?", "")
-  if ok ~= true then
-    return warn(format("gnuplot failed for %s: %s", concat(paths, ", "), err))
+  if not ran then
+    cleanup()
+    return warn(format("gnuplot failed for %s (%s): %s", concat(paths, ", "), reason, err))
   end
   if err:find("%S") then io.stderr:write("gnuplot: ", err) end
+  for i, p in ipairs(paths) do
+    local moved, werr = pcall(nm.atomic_write, p, slurp(temps[i]))
+    if not moved then
+      cleanup()
+      return warn(format("plot: %s", werr))
+    end
+  end
+  cleanup()
   return paths
+end
+
+-- plot.script(body, o) -> paths | {}, warning: runs a gnuplot script of
+-- the caller's (everything after `set terminal` and `set output`) for
+-- o.out (a .png or .svg path or a list), o.size = {w, h} (default
+-- 800 x 500), o.font (e.g. ",10"), o.keep_script, o.quiet. The body must not name files:
+-- inline data as datablocks ($d << EOD ... EOD).
+function plot.script(body, o)
+  local paths = as_list(o.out)
+  assert(#paths > 0, "plot.script: o.out (a .png or .svg path) is required")
+  quiet = o.quiet or false
+  local r, w = run_script(body, paths, o.size or {800, 500}, o.keep_script, o.font)
+  quiet = false
+  return r, w
 end
 
 -- Nil when every path ends in .png or .svg, else the offending path.
@@ -103,11 +158,6 @@ local function bad_extension(paths)
   end
 end
 
-local function as_list(x)
-  if x == nil then return {} end
-  if type(x) == "table" then return x end
-  return {x}
-end
 
 local function read_rows(rows)
   if type(rows) == "string" then   -- a run directory or a .jsonl file

@@ -400,13 +400,9 @@ function rule.list(kind)
   dirs_of(package.path, "/rules", dirs)
   local seen, out = {}, {}
   for _, dir in ipairs(dirs) do
-    local p = io.popen("ls '" .. dir:gsub("'", "'\\''") .. "' 2>/dev/null")
-    if p then
-      for f in p:lines() do
-        local n = f:match("^([%w_%-]+)%.lua$")
-        if n and not seen[n] then seen[n] = true; out[#out + 1] = n end
-      end
-      p:close()
+    for _, f in ipairs(require("neuromic").listdir(dir) or {}) do   -- no shell
+      local n = f:match("^([%w_%-]+)%.lua$")
+      if n and not seen[n] then seen[n] = true; out[#out + 1] = n end
     end
   end
   sort(out)

@@ -196,6 +196,7 @@ end
 -- = {index =, count =}, resume, interpreter, quiet.
 function sweep.run(cfg)
   local dir = assert(cfg.out, "sweep.run: cfg.out is required")
+  if dir == "" then error("--out needs a folder name, got ''", 0) end
   local jobs = cfg.jobs or 1
   local manifest_path = dir .. "/sweep.json"
   if not cfg.resume and (exists(manifest_path) or exists(dir .. "/sweep.jsonl")) then
@@ -249,9 +250,7 @@ function sweep.run(cfg)
           options = options_table(c), seed = c.seed, dir = r.dir, results = res,
           elapsed_s = elapsed,
         })
-        local f = assert(io.open(dir .. "/sweep.jsonl", "ab"))
-        f:write(line, "\n")
-        f:close()
+        nm.append_file(dir .. "/sweep.jsonl", line .. "\n")   -- whole or not at all
         summary.done = summary.done + 1
         summary.ran = summary.ran + 1
         if not cfg.quiet and not bar.enabled then
@@ -265,10 +264,8 @@ function sweep.run(cfg)
     end
     if stopping then return end   -- interrupted on purpose; resumable
     summary.failed = summary.failed + 1
-    local f = assert(io.open(dir .. "/failures.jsonl", "ab"))
-    f:write(json.encode({index = c.index, cell = c.id, key = c.key, exit = status,
-                         signal = signame, log = r.dir .. "/log.txt"}), "\n")
-    f:close()
+    nm.append_file(dir .. "/failures.jsonl", json.encode({index = c.index, cell = c.id,
+                   key = c.key, exit = status, signal = signame, log = r.dir .. "/log.txt"}) .. "\n")
     say(format("sweep: cell %s failed (%s); see %s/log.txt", c.id,
                signame or ("exit status " .. status), r.dir))
   end

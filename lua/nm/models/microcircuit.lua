@@ -620,6 +620,22 @@ function Net:dphi(D, U)
   return D
 end
 
+-- The rate function of a soma at c times its input, phi(c a), as an nn
+-- activation {f, df} (nm.nn), so that a network trained by BP or FA
+-- computes the function of this microcircuit's feed-forward pass (c = cB,
+-- cB_out of net:factors(); 1: none). Allocates nothing.
+function Net:activation(c)
+  c = c or 1
+  local net = self
+  return {
+    f = function(y, a) net:phi(y:scale(a, c), y) end,
+    df = function(d, a)
+      net:dphi(d:scale(a, c), d)
+      if c ~= 1 then d:scale(c) end
+    end,
+  }
+end
+
 -- U = phi^-1(Y): the potentials whose rates are Y (0 < Y/gamma, and < 1
 -- for the logistic). Allocates nothing.
 function Net:phi_inverse(U, Y)
