@@ -36,6 +36,13 @@
 --   ./neuromic experiments/metaplasticity.lua --quick          # seconds
 --   ./neuromic experiments/metaplasticity.lua --out results/metaplasticity
 --   ./neuromic experiments/metaplasticity.lua --runs fa_lr,bp_lr,bio --episodes 300
+--   ./neuromic experiments/metaplasticity.lua --rules motifs,./my_rule.lua --quick
+--
+-- --rules: the meta rules (of model motif_net: rules/motifs.lua, or a
+-- user's file) every run is made with; a run of a rule other than motifs
+-- is named <run>-<rule>. A run's coefficient indices are the rule's
+-- (pool: all of them). --pathway: the error pathway of every run but bp_lr
+-- (a pathway without C form runs the rule's Lua step: slower).
 
 local nm = require "neuromic"
 local cli = require "nm.cli"
@@ -44,7 +51,8 @@ local progress = require "nm.progress"
 local plot = require "nm.plot"
 local data = require "nm.data"
 local meta = require "nm.models.meta"
-local motifs = require "rules.motifs"
+local motif_net = require "nm.models.motif_net"
+local fewshot = require "lib.fewshot"
 
 local format = string.format
 
@@ -76,6 +84,10 @@ local opts = cli.parse(arg, {
   options = {
     data.cli_option("fashion"),
     {"runs", "list", ORDER, "runs: " .. table.concat(ORDER, ", "), item = "string"},
+    {"rules", "list", {"motifs"}, "meta rules of model motif_net: names from rules/ or " ..
+     "paths (./my_rule.lua)", item = "string"},
+    {"pathway", "string", "fa", "error pathway of the runs with random feedback (all but " ..
+     "bp_lr): fa, dfa, sign_symmetry, or a connection rule defining one (name or path)"},
     {"episodes", "int", 600, "meta-training episodes per run", quick = 4, min = 1},
     {"M", "int", 5, "classes per task", min = 2},
     {"K", "int", 50, "training images per class (inner steps = M K)", quick = 6, min = 1},
@@ -118,6 +130,51 @@ for _, name in ipairs(opts.runs) do
     os.exit(2)
   end
 end
+
+-- Every (rule, run) pair is a run of its own: RUNS gets an entry per pair
+-- (the motif rule keeps the plain run names) and opts.runs lists them.
+fewshot.pathway(opts.pathway, "metaplasticity", "--pathway")
+
+local function expand_runs()
+  local names = {}
+  for _, def in ipairs(fewshot.rules(opts.rules, {"motif_net"}, "metaplasticity")) do
+    local n = def.coefficients.theta and def.coefficients.theta.size
+    if math.type(n) ~= "integer" or n < 1 then
+      io.stderr:write(format("metaplasticity: rule '%s': coefficients.theta.size (a positive " ..
+                             "integer) is missing\n", def.name))
+      os.exit(2)
+    end
+    for _, base in ipairs(opts.runs) do
+      local cfg = {}
+      for k, v in pairs(RUNS[base]) do cfg[k] = v end
+      if #cfg.motifs == 10 and n ~= 10 then           -- the pool: every coefficient
+        cfg.motifs = {}
+        for r = 0, n - 1 do cfg.motifs[r + 1] = r end
+      end
+      for _, r in ipairs(cfg.motifs) do
+        if r >= n then
+          io.stderr:write(format("metaplasticity: run '%s' uses coefficient %d, rule '%s' has " ..
+                                 "%d\n", base, r, def.name, n))
+          os.exit(2)
+        end
+      end
+      cfg.rule, cfg.count = def, n
+      if cfg.feedback == "fa" and opts.pathway ~= "fa" then
+        cfg.feedback = opts.pathway
+        cfg.title = cfg.title .. " [" .. opts.pathway .. "]"
+      end
+      local name = base
+      if def.name ~= "motifs" then
+        name = base .. "-" .. def.name
+        cfg.title = cfg.title .. " [" .. def.name .. "]"
+      end
+      RUNS[name] = cfg
+      names[#names + 1] = name
+    end
+  end
+  return names
+end
+opts.runs = expand_runs()
 
 -- Plots, from the metric rows; paths made by outpath(name).
 local function draw(rows, outpath, dsname)
@@ -165,12 +222,17 @@ end
 
 local function table_of(finished, dsname)
   local summary = {}
-  print(format("\n%-30s %10s %10s %10s %8s   %s", "run (" .. dsname .. ")", "final", "best",
-               "train", "guards", "paper (EMNIST)"))
+  local width = 30                          -- the title column fits every title
+  for _, name in ipairs(opts.runs) do
+    if finished[name] then width = math.max(width, #finished[name].title) end
+  end
+  local row = "%-" .. width .. "s %10s %10s %10s %8s   %s"
+  print(format("\n" .. row, "run (" .. dsname .. ")", "final", "best", "train", "guards",
+               "paper (EMNIST)"))
   for _, name in ipairs(opts.runs) do
     local f = finished[name]
     if f then
-      print(format("%-30s %10s %10s %10s %8s   %s", f.title,
+      print(format(row, f.title,
                    finite_number(f.died) and format("died@%d", f.died) or percent(f.final_accuracy),
                    percent(f.best_accuracy), percent(f.train_accuracy),
                    f.guarded and format("on %d/%d", f.skipped, f.rollbacks) or
@@ -204,7 +266,7 @@ if opts.replot then
   os.exit(0)
 end
 
-local setup, err = cli.guard("--data " .. opts.data, meta.fewshot, opts)
+local setup, err = cli.guard("--data " .. opts.data, fewshot.setup, opts)
 if not setup then
   io.stderr:write("metaplasticity: ", err, "\n")
   os.exit(2)
@@ -240,16 +302,17 @@ local function guarded(cfg)
 end
 
 local function make_learner(cfg)
-  local net = motifs.net{sizes = sizes, feedback = cfg.feedback, dtype = opts.dtype}
+  local net = motif_net.new{rule = cfg.rule, sizes = sizes, feedback = cfg.feedback,
+                            dtype = opts.dtype}
   local o = {net = net, motifs = cfg.motifs, theta0 = {[0] = opts.theta0}, lr = opts.lr,
              lambda = cfg.lambda or opts.lambda, guard = cfg.guard or "skip"}
   if guarded(cfg) then o.guard, o.clip = "rollback", opts.clip end
-  if cfg.scale5 then o.lr, o.scale = opts.lr_guarded, {[5] = opts.scale5} end
-  return meta.learner(o)
+  if cfg.scale5 and cfg.count > 5 then o.lr, o.scale = opts.lr_guarded, {[5] = opts.scale5} end
+  return motif_net.learner(o)
 end
 
 local function theta_row(row, theta)
-  for r = 0, 9 do row["theta_" .. r] = theta:get(r + 1) end
+  for r = 0, theta:numel() - 1 do row["theta_" .. r] = theta:get(r + 1) end
 end
 
 -- State of the whole experiment (what a checkpoint holds).
@@ -283,8 +346,8 @@ while s.index <= #opts.runs do
     if not info.finite and not cur.died and not meta.finite(info.theta:sum()) then
       cur.died = ep                        -- theta itself is lost (guard "none")
     end
-    local mean = meta.running_mean(cur.recent, info.accuracy, opts.smooth)
-    local row = meta.step_row(name, ep, info, mean, learner)
+    local mean = fewshot.running_mean(cur.recent, info.accuracy, opts.smooth)
+    local row = fewshot.step_row(name, ep, info, mean, learner)
     theta_row(row, info.theta)
     if ep % opts.eval_every == 0 or ep == opts.episodes then
       local theta = learner:theta()
@@ -303,7 +366,7 @@ while s.index <= #opts.runs do
       local W, B
       if meta.finite(theta:sum()) then W, B = learner:episode(t1, nm.generator(t1.seed), theta) end
       if W and meta.finite(W[1]:sum()) then
-        local al = meta.alignment(learner.net, W, B, theta, t1.Xq, t1.labels_q, opts.align)
+        local al = motif_net.alignment(learner.net, W, B, theta, t1.Xq, t1.labels_q, opts.align)
         for l = 1, learner.net.layers do
           row["angle_e" .. l] = al.e[l]
           row["angle_dW" .. l] = al.dW[l]
@@ -329,7 +392,7 @@ while s.index <= #opts.runs do
   local ba, bl = evaluate(learner, test_set, cur.best_theta)
   s.finished[name] = {
     title = cfg.title, final_accuracy = fa, final_loss = fl, best_accuracy = ba, best_loss = bl,
-    best_episode = cur.best_episode, train_accuracy = meta.mean(cur.recent),
+    best_episode = cur.best_episode, train_accuracy = fewshot.mean(cur.recent),
     final_theta = final_theta:totable(), best_theta = cur.best_theta:totable(),
     skipped = learner.skipped, rollbacks = learner.rollbacks, seconds = nm.clock() - t_run,
     paper = cfg.paper, died = cur.died, guarded = guarded(cfg),
@@ -337,7 +400,7 @@ while s.index <= #opts.runs do
   local lost = "none (theta not finite)"
   io.stderr:write(format("\n%-14s meta-test accuracy: final theta %s, best theta %s " ..
                          "(episode %d); theta %s\n", name, percent(fa, lost), percent(ba, lost),
-                         cur.best_episode, motifs.describe(final_theta)))
+                         cur.best_episode, motif_net.describe(final_theta)))
   s.index = s.index + 1
   s.current = nil
 end

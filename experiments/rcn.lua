@@ -27,6 +27,13 @@
 --   ./neuromic experiments/rcn.lua --quick                      # seconds
 --   ./neuromic experiments/rcn.lua --out results/rcn --episodes 200
 --   ./neuromic experiments/rcn.lua --runs motif,rcn1,rcn2,layer2,neuron2
+--   ./neuromic experiments/rcn.lua --rules motifs,rcn,./my_rcn.lua --quick
+--
+-- --rules: the meta rules the runs are made with: the motif run with every
+-- rule of model motif_net, the RCN runs with every rule of model rcn (a
+-- user's rule takes the RCN parameters chemicals, share, bias, momentum,
+-- motifs, exponent, tau_min, tau_max and gives timescales(L, p)); a run of
+-- a rule other than motifs and rcn is named <run>-<rule>.
 
 local nm = require "neuromic"
 local cli = require "nm.cli"
@@ -35,8 +42,9 @@ local progress = require "nm.progress"
 local plot = require "nm.plot"
 local data = require "nm.data"
 local meta = require "nm.models.meta"
-local motifs = require "rules.motifs"
-local rcn = require "rules.rcn"
+local motif_net = require "nm.models.motif_net"
+local rcn = require "nm.models.rcn"
+local fewshot = require "lib.fewshot"
 
 local format = string.format
 
@@ -53,13 +61,16 @@ local opts = cli.parse(arg, {
     {"runs", "list", DEFAULT_RUNS, "runs: motif, rcnL, layerL, neuronL, momentumL, biasonlyL " ..
      "(L = chemicals)", item = "string",
      quick = {"motif", "rcn1", "rcn2", "layer2", "neuron2", "momentum2"}},
+    {"rules", "list", {"motifs", "rcn"}, "meta rules (models motif_net and rcn): names from " ..
+     "rules/ or paths (./my_rule.lua)", item = "string"},
     {"episodes", "int", 600, "meta-training episodes per run", quick = 3, min = 1},
     {"M", "int", 5, "classes per task", min = 2},
     {"K", "int", 50, "training images per class (inner steps = M K)", quick = 6, min = 1},
     {"Q", "int", 10, "query images per class", quick = 4, min = 1},
     {"outputs", "int", 10, "output units (>= the data set's classes; EMNIST had 47)", min = 2},
     {"motifs", "list", {0, 2, 9}, "motifs (0-based) of the baseline and of every RCN", item = "int"},
-    {"feedback", "string", "fa", "feedback pathway", choices = {"fa", "bp"}},
+    {"feedback", "string", "fa", "error pathway: fa, bp, dfa, sign_symmetry, or a connection " ..
+     "rule defining one (name or path; without C form the rules' Lua steps run: slower)"},
     {"lr", "number", 3e-4, "Adam learning rate of the meta-parameters (1e-3, the paper's, " ..
      "collapses the baseline here within ~30 episodes)", min = 0},
     {"lr-scale", "list", {1, 0.1, 1, 0.01}, "RCN: factors of --lr for P, K, v, b (the bias and " ..
@@ -110,15 +121,41 @@ local function parse_run(name)
   return cfg
 end
 
-local CONFIGS = {}
-for _, name in ipairs(opts.runs) do
-  local cfg, err = parse_run(name)
-  if not cfg then
-    io.stderr:write("rcn: ", err, "\n")
-    os.exit(2)
-  end
-  CONFIGS[name] = cfg
+fewshot.pathway(opts.feedback, "rcn", "--feedback")
+
+-- The rules of each model, from --rules.
+local RULES = {motif_net = {}, rcn = {}}
+for _, def in ipairs(fewshot.rules(opts.rules, {"motif_net", "rcn"}, "rcn")) do
+  local list = RULES[def.model]
+  list[#list + 1] = def
 end
+
+-- Every (rule, run) pair of a fitting model is a run of its own; the
+-- built-in rules keep the plain run names.
+local CONFIGS = {}
+local function expand_runs(names)
+  local out = {}
+  for _, name in ipairs(names) do
+    local cfg, err = parse_run(name)
+    if not cfg then
+      io.stderr:write("rcn: ", err, "\n")
+      os.exit(2)
+    end
+    for _, def in ipairs(RULES[cfg.kind == "motif" and "motif_net" or "rcn"]) do
+      local c = {}
+      for k, v in pairs(cfg) do c[k] = v end
+      c.rule, c.name = def, name
+      if def.name ~= "motifs" and def.name ~= "rcn" then
+        c.name = name .. "-" .. def.name
+        c.title = c.title .. " [" .. def.name .. "]"
+      end
+      CONFIGS[c.name] = c
+      out[#out + 1] = c.name
+    end
+  end
+  return out
+end
+opts.runs = expand_runs(opts.runs)
 if #opts.lr_scale ~= 4 then
   io.stderr:write("rcn: --lr-scale takes four factors (P, K, v, b)\n")
   os.exit(2)
@@ -130,7 +167,7 @@ for _, r in ipairs(opts.motifs) do
   end
 end
 
-local setup, err = cli.guard("--data " .. opts.data, meta.fewshot, opts)
+local setup, err = cli.guard("--data " .. opts.data, fewshot.setup, opts)
 if not setup then
   io.stderr:write("rcn: ", err, "\n")
   os.exit(2)
@@ -157,7 +194,10 @@ if opts.replot then
       nm.atomic_write(opts.out .. "/results.json", json.encode(res, {indent = "  "}) .. "\n")
     end,
   }
-  for _, name in ipairs(opts.runs) do CONFIGS[name] = parse_run(name) end
+  for _, name in ipairs(opts.runs) do
+    local base = name:match("^(.-)%-") or name
+    CONFIGS[name] = parse_run(base)
+  end
 end
 
 if not opts.replot then
@@ -179,11 +219,12 @@ local function make_learner(cfg)
   local guard = opts.guard
   local clip = opts.clip > 0 and opts.clip or nil
   if cfg.kind == "motif" then
-    local net = motifs.net{sizes = sizes, feedback = opts.feedback, dtype = opts.dtype}
-    return meta.learner{net = net, motifs = opts.motifs, theta0 = {[0] = opts.P0}, lr = opts.lr,
-                        lambda = opts.lambda, guard = guard, clip = clip}
+    local net = motif_net.new{rule = cfg.rule, sizes = sizes, feedback = opts.feedback,
+                              dtype = opts.dtype}
+    return motif_net.learner{net = net, motifs = opts.motifs, theta0 = {[0] = opts.P0},
+                             lr = opts.lr, lambda = opts.lambda, guard = guard, clip = clip}
   end
-  local net = rcn.net{sizes = sizes, feedback = opts.feedback, dtype = opts.dtype,
+  local net = rcn.new{rule = cfg.rule, sizes = sizes, feedback = opts.feedback, dtype = opts.dtype,
                       chemicals = cfg.chemicals, share = cfg.share, bias = cfg.bias,
                       momentum = cfg.momentum, motifs = opts.motifs, exponent = opts.exponent,
                       tau_max = opts.tau_max}
@@ -257,8 +298,8 @@ while s.index <= #opts.runs do
     -- every run sees the same tasks and initial weights (one seed)
     local task = train_tasks:sample(cur.g)
     local info = learner:meta_step(task, cur.g)
-    local mean = meta.running_mean(cur.recent, info.accuracy, opts.smooth)
-    local row = meta.step_row(name, ep, info, mean, learner)
+    local mean = fewshot.running_mean(cur.recent, info.accuracy, opts.smooth)
+    local row = fewshot.step_row(name, ep, info, mean, learner)
     if ep % opts.eval_every == 0 or ep == opts.episodes then
       local acc, loss = evaluate(learner, heldout, learner.phi and learner:theta() or nil)
       row.heldout_accuracy, row.heldout_loss = acc, loss
@@ -284,7 +325,7 @@ while s.index <= #opts.runs do
   local ba, bl = evaluate(learner, test_set, cur.best)
   local f = {title = cfg.title, kind = cfg.kind, chemicals = cfg.chemicals,
              final_accuracy = fa, final_loss = fl, best_accuracy = ba, best_loss = bl,
-             best_episode = cur.best_episode, train_accuracy = meta.mean(cur.recent),
+             best_episode = cur.best_episode, train_accuracy = fewshot.mean(cur.recent),
              meta_parameters = count_params(learner, cfg), skipped = learner.skipped,
              rollbacks = learner.rollbacks, seconds = cur.seconds,
              seconds_per_episode = cur.seconds / math.max(opts.episodes, 1)}
@@ -410,12 +451,17 @@ end
 
 local summary = {}
 local base = s.finished.motif
-print(format("\n%-40s %8s %9s %9s %9s %8s %9s", "run (" .. ds.name .. ")", "params", "final",
-             "best", "train", "guards", "s/episode"))
+local width = 40                            -- the title column fits every title
+for _, name in ipairs(opts.runs) do
+  if s.finished[name] then width = math.max(width, #s.finished[name].title) end
+end
+print(format("\n%-" .. width .. "s %8s %9s %9s %9s %8s %9s", "run (" .. ds.name .. ")", "params",
+             "final", "best", "train", "guards", "s/episode"))
 for _, name in ipairs(opts.runs) do
   local f = s.finished[name]
   if f then
-    print(format("%-40s %8d %8.1f%% %8.1f%% %8.1f%% %8s %9.2f", f.title, f.meta_parameters,
+    print(format("%-" .. width .. "s %8d %8.1f%% %8.1f%% %8.1f%% %8s %9.2f", f.title,
+                 f.meta_parameters,
                  100 * f.final_accuracy, 100 * f.best_accuracy, 100 * f.train_accuracy,
                  format("%d/%d", f.skipped, f.rollbacks), f.seconds_per_episode))
     local paper

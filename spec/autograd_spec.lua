@@ -94,6 +94,9 @@ describe("nm.autograd operations", function()
     check(function(v) return ag.mul(ag.index(v, 2), ag.index(v, 4)) end, {x})
     -- a matrix element (its backward used to pass only the first index)
     check(function(M) return ag.mul(ag.index(M, 2, 3), ag.index(M, 1, 4)) end, {A})
+    -- a slice (one chemical of a 3-D tensor), used twice
+    local C = rand(g, 2, 3, 4)
+    check(function(T3) return ag.sum(ag.mul(ag.select(T3, 1, 2), ag.tanh(ag.select(T3, 1, 2)))) end, {C})
     check(function(M, v) return ag.dot(ag.mv(M, v), y) end, {A, x})
     check(function(M, v) return ag.dot(ag.mv(ag.t(M), v), x) end, {A, y})
     check(function(M, N) return ag.sum(ag.tanh(ag.mm(M, N))) end, {A, B})
@@ -287,6 +290,65 @@ describe("nm.autograd scan (checkpointed unroll) on a non-motif rule", function(
     local out = ag.scan(step, {w, W2}, {p}, 0)
     tape:backward(ag.sum(ag.mul(out[1], out[1])))
     assert.tensor_near(W1 * 2, w.grad, 1e-15)
+  end)
+
+  -- The same kind of unroll through a fused kernel: w_t = (1 - a) w_{t-1}
+  -- + c x_t with a hand-written adjoint, against the generic form.
+  local X = rand(g, T, 4)
+  local function generic(st, pr, t)
+    local a, c = ag.index(pr[1], 1), ag.index(pr[1], 2)
+    return {ag.add(ag.scale(st[1], ag.sub(1, a)), ag.scale(X:row(t), c))}
+  end
+  local function fused(cache)
+    return {
+      cache = cache, state_bytes = 32, trace_bytes = 0,
+      state = function() return {nm.zeros(4, "float64")} end,
+      trace = function() return {} end,
+      forward = function(dst, src, pr, t)
+        local a, c = pr[1]:get(1), pr[1]:get(2)
+        dst[1]:copy(src[1]):scale(1 - a):axpy(c, X:row(t))
+      end,
+      backward = function(adj, src, _, pr, gp, t)
+        local a = pr[1]:get(1)
+        gp[1]:set(1, gp[1]:get(1) - adj[1]:dot(src[1]))
+        gp[1]:set(2, gp[1]:get(2) + adj[1]:dot(X:row(t)))
+        adj[1]:scale(1 - a)
+      end,
+    }
+  end
+  local w0, q = rand(g, 4), nm.tensor({0.2, 0.7}, "float64")
+  local function grads(step_or_kernel, S, stats)
+    local tape = ag.tape()
+    local qv, wv = tape:leaf(q), tape:leaf(w0)
+    local out = ag.scan(step_or_kernel, {wv}, {qv}, T, {segment = S, stats = stats})
+    tape:backward(ag.sum(ag.mul(out[1], out[1])))
+    return qv.grad, wv.grad, out[1]
+  end
+
+  it("with a fused kernel equals the generic form, in reused buffers", function()
+    local cache = {}
+    for _, S in ipairs{1, 3, 4, 13} do
+      local gq0, gw0 = grads(generic, S)
+      local stats = {}
+      local gq, gw = grads(fused(cache), S, stats)
+      assert.tensor_near(gq0, gq, 1e-13, "segment " .. S)
+      assert.tensor_near(gw0, gw, 1e-13, "segment " .. S)
+      assert.are.equal(math.ceil(T / S), stats.snapshots)
+      assert.are.equal((math.ceil(T / S) + S) * 32, stats.workspace_bytes)
+    end
+    local ws = cache[T .. ":" .. 3]
+    grads(fused(cache), 3)
+    assert.are.equal(ws, cache[T .. ":" .. 3])          -- buffers reused, not reallocated
+    -- untracked and T = 0
+    local plain = ag.scan(fused(cache), {w0}, {q}, T)
+    local direct = {w0}
+    for t = 1, T do direct = generic(direct, {q}, t) end
+    assert.tensor_near(direct[1], plain[1], 1e-15)
+    local tape = ag.tape()
+    local wv = tape:leaf(w0)
+    local out = ag.scan(fused({}), {wv}, {q}, 0)
+    tape:backward(ag.sum(ag.mul(out[1], out[1])))
+    assert.tensor_near(w0 * 2, wv.grad, 1e-15)
   end)
 
   it("ag.checkpoint recomputes a function in backward", function()

@@ -273,3 +273,120 @@ print(f:compiled(), string.format("%.17g %.17g", o:get(1, 1), o:get(3, 4)))
     assert.are.equal(vals_with, vals_without)
   end)
 end)
+
+describe("nm.compile on meta rules of the motif network", function()
+  local motif_net = require "nm.models.motif_net"
+  local rule = require "nm.rule"
+  local saved
+  setup(function()
+    saved = compile.cache_dir
+    compile.cache_dir = function() return cache end
+  end)
+  teardown(function() compile.cache_dir = saved end)
+
+  -- A small network and episode, float64.
+  local function setup_net(name, feedback)
+    local net = motif_net.new{rule = rule.definition(name), sizes = {6, 5, 4, 3},
+                              feedback = feedback or "fa", dtype = "float64"}
+    local g = nm.generator(21)
+    local W, B = net:init(g)
+    local T = 5
+    local X = nm.zeros(T, 6, "float64"):uniform(g, 0, 1)
+    local labels = {}
+    for t = 1, T do labels[t] = (t % 3) + 1 end
+    return net, W, B, X, labels, T
+  end
+
+  local function loss_grad(net, W, X, labels, theta, unroll)
+    local tape = ag.tape()
+    local th = tape:leaf(theta)
+    local WT = unroll(th)
+    local loss = ag.add(ag.sum(ag.pow(WT[1], 2)), ag.sum(WT[#WT]))
+    tape:backward(loss)
+    return th.grad
+  end
+
+  local function compiled(net, W, B, X, labels, T)
+    local f = compile.meta_step(net, B)
+    local sk = f:scan_kernel{cache = {}, state = function()
+        local w = {}
+        for l = 1, net.layers do w[l] = nm.zeros(net.sizes[l + 1], net.sizes[l], "float64") end
+        return w
+      end,
+      args = function(src, th, t) return src, th, X:row(t), labels[t], B end}
+    return function(th) return ag.scan(sk, W, {th}, T, {segment = 2}) end, f
+  end
+
+  it("the motif rule's generated step and meta-gradient equal its hand-written kernel", function()
+    local net, W, B, X, labels, T = setup_net("motifs")
+    local theta = nm.zeros(10, "float64")
+    for r = 1, 10 do theta:set(r, 1e-3 * r) end
+    local unroll, f = compiled(net, W, B, X, labels, T)
+    local out = f:call(W, theta, X:row(1), labels[1], B)
+    local ref = {}
+    for l = 1, net.layers do ref[l] = nm.zeros(W[l]:size(), "float64") end
+    motif_net.step_into(net, ref, W, theta, X:row(1), labels[1], B)
+    for l = 1, net.layers do assert.is_true(rel(out[l], ref[l]) < 1e-12) end
+    local gc = loss_grad(net, W, X, labels, theta, unroll)
+    local gh = loss_grad(net, W, X, labels, theta, function(th)
+      return motif_net.unroll(net, W, B, X, labels, th, T, {mode = "unroll"}) end)
+    assert.is_true(rel(gc, gh) < 1e-12)
+  end)
+
+  it("a rule with no hand kernel (tanh_error): compiled meta-gradient = finite differences",
+     function()
+    local net, W, B, X, labels, T = setup_net("tanh_error")
+    local theta = nm.tensor({1e-2, 2e-2, 3e-2}, "float64")
+    local unroll = compiled(net, W, B, X, labels, T)
+    local gc = loss_grad(net, W, X, labels, theta, unroll)
+    local gg = loss_grad(net, W, X, labels, theta, function(th)
+      return motif_net.unroll(net, W, B, X, labels, th, T, {mode = "generic"}) end)
+    assert.is_true(rel(gc, gg) < 1e-12)
+    local num = ag.numgrad(function()
+      local WT = motif_net.unroll(net, W, B, X, labels, theta, T, {mode = "generic"})
+      return ag.add(ag.sum(ag.pow(WT[1], 2)), ag.sum(WT[#WT]))
+    end, theta)
+    assert.tensor_near(num, gc, 1e-6)
+  end)
+
+  it("bp_detached feedback: the detached pathway gets no gradient, as in the hand kernel",
+     function()
+    local net, W, B, X, labels, T = setup_net("motifs", "bp_detached")
+    local theta = nm.zeros(10, "float64")
+    for r = 1, 10 do theta:set(r, 1e-3 * r) end
+    local unroll = compiled(net, W, B, X, labels, T)
+    local gc = loss_grad(net, W, X, labels, theta, unroll)
+    local gh = loss_grad(net, W, X, labels, theta, function(th)
+      return motif_net.unroll(net, W, B, X, labels, th, T, {mode = "unroll"}) end)
+    assert.is_true(rel(gc, gh) < 1e-12)
+  end)
+
+  it("neuromic --emit prints a meta rule's C; another kind is one line and exit status 2",
+     function()
+    local function run(args)
+      local out = os.tmpname()
+      local ok, _, code = os.execute(format("cd %q && NEUROMIC_CACHE=%q %q %s >%q 2>&1",
+                                            support.root, cache, support.exe, args, out))
+      local h = assert(io.open(out))
+      local s = h:read("a")
+      h:close()
+      os.remove(out)
+      return ok and 0 or code, s
+    end
+    local code, src = run("--emit rules/tanh_error.lua")
+    assert.are.equal(0, code, src)
+    assert.truthy(src:find("step of tanh_error", 1, true), src:sub(1, 300))
+    assert.truthy(src:find("adjoint of tanh_error", 1, true))
+    assert.truthy(src:find("tanh(5 e_l)", 1, true))            -- the equation as a comment
+    assert.truthy(src:find("int nm_rule_kernel(", 1, true))
+    local code2, msg = run("--emit rules/hebb.lua")
+    assert.are.equal(2, code2)
+    local lines = 0
+    for _ in msg:gmatch("[^\n]+") do lines = lines + 1 end
+    assert.are.equal(1, lines, msg)
+    assert.truthy(msg:find("connection rule", 1, true), msg)
+    local code3, msg3 = run("--emit nosuchrule")
+    assert.are.equal(2, code3)
+    assert.truthy(msg3:find("nosuchrule", 1, true), msg3)
+  end)
+end)

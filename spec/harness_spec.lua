@@ -811,7 +811,9 @@ describe("nm.sweep", function()
     -- a missing shard is reported and the merge exits 1
     _, err, rc = run_nm{sweep_script, "merge", shard_dirs[1], shard_dirs[2], "--out", tmp .. "/partial"}
     assert.equal(1, rc)
-    assert.truthy(err:find("warning: 4 cells of the grid have no result", 1, true))
+    assert.truthy(err:find("merge: cell a=1,seed=3 (index 2) has no result; shard 3/4, not given to merge: "
+                           .. "run it with --shard 3/4\n", 1, true), err)
+    assert.truthy(err:find("merge: 4 problems; " .. tmp .. "/partial holds the 5 cells found", 1, true), err)
   end)
 
   it("records failing cells, exits 1, and retries them on resume", function()

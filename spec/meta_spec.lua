@@ -8,14 +8,15 @@
 
 local nm = require "neuromic"
 local ag = require "nm.autograd"
-local motifs = require "rules.motifs"
 local meta = require "nm.models.meta"
+local motif_net = require "nm.models.motif_net"
+local motifs = require("nm.rule").definition("motifs")
 
 -- A small episode: network 6-5-4-3, T steps on random inputs in [0, 1].
 local function episode(feedback, T, seed, dtype)
   local g = nm.generator(seed or 1)
-  local net = motifs.net{sizes = {6, 5, 4, 3}, feedback = feedback, dtype = dtype or "float64"}
-  local W, B = motifs.init(net, g)
+  local net = motif_net.new{rule = motifs, sizes = {6, 5, 4, 3}, feedback = feedback, dtype = dtype or "float64"}
+  local W, B = net:init(g)
   local X = nm.zeros(T, 6, net.dtype):uniform(g, 0, 1)
   local labels = {}
   for t = 1, T do labels[t] = g:integer(1, 3) end
@@ -28,8 +29,8 @@ end
 -- The meta-loss of theta, untracked (for finite differences).
 local function meta_loss(ep, theta)
   local W = ep.W
-  for t = 1, ep.T do W = motifs.step(ep.net, W, theta, ep.X:row(t), ep.labels[t], ep.B) end
-  return ag.value(motifs.query_loss(ep.net, W, ep.Xq, ep.labels_q))
+  for t = 1, ep.T do W = motif_net.step(ep.net, W, theta, ep.X:row(t), ep.labels[t], ep.B) end
+  return ag.value(motif_net.query_loss(ep.net, W, ep.Xq, ep.labels_q))
 end
 
 -- The meta-gradient (theta and W0) by one of the mechanisms.
@@ -41,14 +42,14 @@ local function meta_grad(ep, theta, how, need)
   ep.net.need = need
   local WT
   if how == "unroll" then
-    WT = motifs.unroll(ep.net, W0, ep.B, ep.X, ep.labels, th, ep.T, {segment = 2})
+    WT = motif_net.unroll(ep.net, W0, ep.B, ep.X, ep.labels, th, ep.T, {segment = 2})
   else
-    local stepper = how == "generic" and motifs.step or motifs.fused_step
+    local stepper = how == "generic" and motif_net.step or motif_net.fused_step
     WT = ag.scan(function(s, p, t) return stepper(ep.net, s, p[1], ep.X:row(t), ep.labels[t], ep.B) end,
                  W0, {th}, ep.T, {segment = 2})
   end
-  local loss = how == "generic" and motifs.query_loss(ep.net, WT, ep.Xq, ep.labels_q)
-    or motifs.fused_query_loss(ep.net, WT, ep.Xq, ep.labels_q)
+  local loss = how == "generic" and motif_net.query_loss(ep.net, WT, ep.Xq, ep.labels_q)
+    or motif_net.fused_query_loss(ep.net, WT, ep.Xq, ep.labels_q)
   tape:backward(loss)
   ep.net.need = nil
   local gw = {}
@@ -143,7 +144,7 @@ describe("motif rule meta-gradients", function()
     local G0 = {}
     for l = 1, 3 do G0[l] = nm.zeros(ep.W[l]:size(), "float64"):normal(g, 0, 1) end
     local function loss()          -- <G0, W'> after one step
-      local Wn = motifs.fused_step(ep.net, ep.W, theta, ep.X:row(1), ep.labels[1], ep.B)
+      local Wn = motif_net.fused_step(ep.net, ep.W, theta, ep.X:row(1), ep.labels[1], ep.B)
       local s = 0
       for l = 1, 3 do s = s + Wn[l]:dot(G0[l]) end
       return s
@@ -173,11 +174,11 @@ end)
 describe("motif rule steps", function()
   it("theta_0 alone with BP feedback is SGD on the cross-entropy", function()
     local ep = episode("bp", 8, 13)
-    local theta = motifs.theta{[0] = 0.3}
+    local theta = motif_net.theta{[0] = 0.3}
     local W, V = ep.W, ep.W
     for t = 1, ep.T do
       local x, c = ep.X:row(t), ep.labels[t]
-      W = motifs.fused_step(ep.net, W, theta, x, c)
+      W = motif_net.fused_step(ep.net, W, theta, x, c)
       -- SGD: the gradient of -log softmax(z_L)[c] by an independent tape
       local tape = ag.tape()
       local vars = {}
@@ -200,11 +201,11 @@ describe("motif rule steps", function()
     for _, fb in ipairs{"fa", "bp"} do
       local ep = episode(fb, 3, 17)
       local theta = theta_of({0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, g)
-      local a = motifs.step(ep.net, ep.W, theta, ep.X:row(1), 2, ep.B)
-      local b = motifs.fused_step(ep.net, ep.W, theta, ep.X:row(1), 2, ep.B)
+      local a = motif_net.step(ep.net, ep.W, theta, ep.X:row(1), 2, ep.B)
+      local b = motif_net.fused_step(ep.net, ep.W, theta, ep.X:row(1), 2, ep.B)
       local c = {}
       for l = 1, 3 do c[l] = ep.W[l]:clone() end
-      motifs.fused_step_into(ep.net, c, c, theta, ep.X:row(1), 2, ep.B)
+      motif_net.step_into(ep.net, c, c, theta, ep.X:row(1), 2, ep.B)
       for l = 1, 3 do
         assert.tensor_near(a[l], b[l], 1e-14)
         assert.tensor_near(a[l], c[l], 1e-14)
@@ -217,7 +218,7 @@ describe("motif rule steps", function()
     local ep = episode("fa", 1, 23)
     local net, W = ep.net, ep.W
     local x, c = ep.X:row(1), 3
-    local y, e = motifs.signals(net, W, ep.B, x, c)
+    local y, e = net:signals(W, ep.B, x, c)
     local l = 2
     local Wl, yp, yq, ep_, eq = W[l], y[l - 1], y[l], e[l - 1], e[l]
     local function outer(a, b) return nm.outer(a, b) end
@@ -235,7 +236,7 @@ describe("motif rule steps", function()
     for r = 0, 9 do
       local th = nm.zeros(10, "float64")
       th:set(r + 1, 0.1)
-      local Wn = motifs.fused_step(net, W, th, x, c, ep.B)
+      local Wn = motif_net.fused_step(net, W, th, x, c, ep.B)
       assert.tensor_near(W[l] + want[r]:scale(0.1), Wn[l], 1e-14, "step with motif " .. r)
     end
   end)
@@ -246,7 +247,7 @@ describe("motif rule steps", function()
     local tape = ag.tape()
     local vars = {}
     for l = 1, 3 do vars[l] = tape:leaf(ep.W[l]) end
-    local Z = motifs.logits(ep.net, vars, ep.Xq)
+    local Z = motif_net.logits(ep.net, vars, ep.Xq)
     local loss2 = ag.cross_entropy(Z, ep.labels_q)
     tape:backward(loss2)
     assert.is_true(math.abs(loss1 - ag.value(loss2)) < 1e-13)
@@ -261,12 +262,74 @@ describe("motif rule steps", function()
   end)
 
   it("Xavier draws have the stated range", function()
-    local net = motifs.net{sizes = {30, 20, 10}, dtype = "float64"}
-    local W, B = motifs.init(net, nm.generator(1))
+    local net = motif_net.new{rule = motifs, sizes = {30, 20, 10}, dtype = "float64"}
+    local W, B = net:init(nm.generator(1))
     local a = math.sqrt(6 / 50)
     assert.is_true(W[1]:abs():max() <= a and W[1]:abs():max() > 0.9 * a)
     assert.is_true(B[1]:abs():max() <= a)
-    assert.is_nil(select(2, motifs.init(motifs.net{sizes = {3, 2}, feedback = "bp"}, nm.generator(1))))
+    assert.is_nil(select(2, motif_net.new{rule = motifs, sizes = {3, 2}, feedback = "bp"}:init(nm.generator(1))))
+  end)
+end)
+
+describe("motif network error pathways from rule files", function()
+  -- e_{l} by hand: (M^T e_src) .* (1 - exp(-beta y_l)), plain tensors.
+  local function naive_errors(net, W, M, y, label, output)
+    local L = net.layers
+    local e = {}
+    e[L] = y[L]:clone()
+    e[L]:set(label, e[L]:get(label) - 1)
+    for l = L - 1, 0, -1 do
+      local src = output and L or l + 1
+      local v = nm.mv(M[l + 1]:t(), e[src])
+      local s = y[l]:clone():scale(-net.beta):exp():scale(-1):add(1)
+      e[l] = v:mul(v, s)
+    end
+    return e
+  end
+
+  it("sign_symmetry: e_l = (sign(W_{l+1})^T e_{l+1}) .* f'; dfa: (D_l^T e_L) .* f'", function()
+    for _, fb in ipairs{"sign_symmetry", "dfa"} do
+      local ep = episode(fb, 1, 41)
+      local net, W = ep.net, ep.W
+      assert.is_false(net.fused)                       -- no C form: the Lua path
+      assert.are.equal(fb, net.pathway.name)
+      local y, e = net:signals(W, ep.B, ep.X:row(1), 2)
+      local M = {}
+      for l = 1, net.layers do
+        if fb == "dfa" then
+          M[l] = ep.B[l].Dt
+          assert.are.same({3, net.sizes[l]}, M[l]:size())
+        else
+          M[l] = W[l]:clone():sign(W[l])
+        end
+      end
+      local want = naive_errors(net, W, M, y, 2, fb == "dfa")
+      for l = 0, net.layers do assert.tensor_near(want[l], e[l], 1e-14, fb .. " e_" .. l) end
+    end
+  end)
+
+  it("meta-gradients through a pathway without C form equal finite differences", function()
+    local ep = episode("sign_symmetry", 3, 43)
+    local theta = theta_of({0, 2, 9}, nm.generator(44))
+    local gt = meta_grad(ep, theta, "unroll")          -- falls back to the rule's Lua step
+    local num = ag.numgrad(function() return meta_loss(ep, theta) end, theta)
+    assert.tensor_near(num, gt, 1e-7)
+  end)
+
+  it("a meta rule without kernel runs the Lua step and equals the fused one", function()
+    local lua_only = {}
+    for k, v in pairs(motifs) do lua_only[k] = v end
+    lua_only.kernel, lua_only.name = nil, "motifs_lua"
+    local ep = episode("fa", 4, 45)
+    local net2 = motif_net.new{rule = lua_only, sizes = {6, 5, 4, 3}, dtype = "float64"}
+    assert.is_false(net2.fused)
+    local theta = theta_of({0, 2, 9}, nm.generator(46))
+    local a = motif_net.unroll(ep.net, ep.W, ep.B, ep.X, ep.labels, theta, ep.T)
+    local b = motif_net.unroll(net2, ep.W, ep.B, ep.X, ep.labels, theta, ep.T)
+    for l = 1, 3 do assert.tensor_near(a[l], b[l], 1e-13) end
+    assert.has_error(function() motif_net.new{rule = motifs, feedback = "nope"} end)
+    assert.has_error(function() motif_net.new{rule = require("nm.rule").definition("rcn")} end,
+                     "motif_net.new: rule 'rcn' is for model 'rcn', not 'motif_net'")
   end)
 end)
 
@@ -275,7 +338,7 @@ describe("meta-gradient memory", function()
   -- of S weight sets (and S traces) being recomputed: with S = ceil(sqrt(T))
   -- about 2 sqrt(T) + O(1) weight sets, against T for a stored unroll.
   local T = 250
-  local net = motifs.net{feedback = "fa", dtype = "float32"}     -- 784-170-130-100-70-10
+  local net = motif_net.new{rule = motifs, feedback = "fa", dtype = "float32"}     -- 784-170-130-100-70-10
   local g = nm.generator(1)
   local task = {X = nm.zeros(T, 784, "float32"):uniform(g, 0, 1), labels = {},
                 Xq = nm.zeros(20, 784, "float32"):uniform(g, 0, 1), labels_q = {}, steps = T}
@@ -287,7 +350,7 @@ describe("meta-gradient memory", function()
   local bound_kb = (2 * S + 6) * state_kb
 
   it("unroll: everything one 250-step meta-gradient allocates fits the bound", function()
-    local learner = meta.learner{net = net, motifs = {0, 2, 9},
+    local learner = motif_net.learner{net = net, motifs = {0, 2, 9},
                                  theta0 = {[0] = 1e-3, [2] = 1e-5, [9] = 1e-5}}
     collectgarbage("collect")
     collectgarbage("collect")              -- tensors are finalised: freed a cycle late
@@ -306,7 +369,7 @@ describe("meta-gradient memory", function()
   end)
 
   it("scan: the live memory at the peak (a recorded segment) fits the bound", function()
-    local learner = meta.learner{net = net, motifs = {0}, mode = "scan"}
+    local learner = motif_net.learner{net = net, motifs = {0}, mode = "scan"}
     collectgarbage("collect")
     collectgarbage("collect")
     local kb0 = collectgarbage("count")
@@ -368,8 +431,8 @@ describe("meta-learning", function()
   it("a meta-step moves only the active motifs, by about the learning rate", function()
     local s = split()
     local sampler = meta.sampler(s, {M = 3, K = 4, Q = 2})
-    local net = motifs.net{sizes = {6, 5, 4}, dtype = "float64"}
-    local learner = meta.learner{net = net, motifs = {0, 2}, lr = 1e-3, theta0 = {[0] = 0.05}}
+    local net = motif_net.new{rule = motifs, sizes = {6, 5, 4}, dtype = "float64"}
+    local learner = motif_net.learner{net = net, motifs = {0, 2}, lr = 1e-3, theta0 = {[0] = 0.05}}
     local g = nm.generator(1)
     local info = learner:meta_step(sampler:sample(g), g)
     assert.are.equal("update", info.action)
@@ -384,9 +447,9 @@ describe("meta-learning", function()
   it("guards: non-finite meta-gradients are skipped or rolled back, and counted", function()
     local s = split()
     local sampler = meta.sampler(s, {M = 3, K = 4, Q = 2})
-    local net = motifs.net{sizes = {6, 5, 4}, dtype = "float64"}
+    local net = motif_net.new{rule = motifs, sizes = {6, 5, 4}, dtype = "float64"}
     for _, guard in ipairs{"skip", "rollback"} do
-      local learner = meta.learner{net = net, motifs = {0, 3}, guard = guard,
+      local learner = motif_net.learner{net = net, motifs = {0, 3}, guard = guard,
                                    theta0 = {[0] = 0.05}}
       local g = nm.generator(1)
       learner:meta_step(sampler:sample(g), g)
@@ -401,7 +464,7 @@ describe("meta-learning", function()
       else
         assert.are.equal(1, learner.rollbacks)
         -- back to the state before the previous update
-        assert.tensor_near(motifs.theta{[0] = 0.05}, learner.phi, 0)
+        assert.tensor_near(motif_net.theta{[0] = 0.05}, learner.phi, 0)
         assert.is_true((before - learner.phi):abs():max() > 0)
       end
     end
@@ -410,8 +473,8 @@ describe("meta-learning", function()
   it("rolls back to the state marked good and halves the learning rate", function()
     local s = split()
     local sampler = meta.sampler(s, {M = 3, K = 4, Q = 2})
-    local net = motifs.net{sizes = {6, 5, 4}, dtype = "float64"}
-    local learner = meta.learner{net = net, motifs = {0, 3}, theta0 = {[0] = 0.05}, lr = 1e-3}
+    local net = motif_net.new{rule = motifs, sizes = {6, 5, 4}, dtype = "float64"}
+    local learner = motif_net.learner{net = net, motifs = {0, 3}, theta0 = {[0] = 0.05}, lr = 1e-3}
     local g = nm.generator(2)
     learner:meta_step(sampler:sample(g), g)
     learner:mark_good()
@@ -422,19 +485,19 @@ describe("meta-learning", function()
     local info = learner:meta_step(sampler:sample(g), g)
     assert.are.equal("rollback", info.action)
     assert.tensor_near(good, learner.phi, 0)
-    assert.are.equal(5e-4, learner.opt.lr)
+    assert.are.equal(5e-4, learner.opts.theta.lr)
     assert.is_true(learner:rollback())             -- by hand too (a held-out collapse)
-    assert.are.equal(2.5e-4, learner.opt.lr)
+    assert.are.equal(2.5e-4, learner.opts.theta.lr)
     assert.are.equal(2, learner.rollbacks)
-    local fresh = meta.learner{net = net, motifs = {0}}
+    local fresh = motif_net.learner{net = net, motifs = {0}}
     assert.is_false(fresh:rollback())              -- nothing to go back to
   end)
 
   it("clips the meta-gradient and scales motifs", function()
     local s = split()
     local sampler = meta.sampler(s, {M = 3, K = 4, Q = 2})
-    local net = motifs.net{sizes = {6, 5, 4}, dtype = "float64"}
-    local learner = meta.learner{net = net, motifs = {0, 5}, scale = {[5] = 0.01},
+    local net = motif_net.new{rule = motifs, sizes = {6, 5, 4}, dtype = "float64"}
+    local learner = motif_net.learner{net = net, motifs = {0, 5}, scale = {[5] = 0.01},
                                  theta0 = {[0] = 0.05, [5] = 0.001}, clip = 1e-3}
     assert.is_true(math.abs(learner.phi:get(6) - 0.1) < 1e-15)       -- phi = theta / s
     assert.is_true(math.abs(learner:theta():get(6) - 0.001) < 1e-15)
@@ -443,7 +506,7 @@ describe("meta-learning", function()
     local _, _, _, grad = learner:meta_gradient(task, g:clone())
     local norm = grad:norm()
     -- d loss / d phi_5 = s_5 d loss / d theta_5: compare with a learner without scaling
-    local plain = meta.learner{net = net, motifs = {0, 5}, theta0 = {[0] = 0.05, [5] = 0.001}}
+    local plain = motif_net.learner{net = net, motifs = {0, 5}, theta0 = {[0] = 0.05, [5] = 0.001}}
     local _, _, _, g2 = plain:meta_gradient(task, g:clone())
     assert.is_true(math.abs(grad:get(6) - 0.01 * g2:get(6)) < 1e-12 * math.max(1, math.abs(g2:get(6))))
     local info = learner:meta_step(task, g:clone())
@@ -451,13 +514,13 @@ describe("meta-learning", function()
   end)
 
   it("the learner's state survives a checkpoint round trip", function()
-    local net = motifs.net{sizes = {6, 5, 4}, dtype = "float64"}
+    local net = motif_net.new{rule = motifs, sizes = {6, 5, 4}, dtype = "float64"}
     local s = split()
     local sampler = meta.sampler(s, {M = 3, K = 4, Q = 2})
-    local a = meta.learner{net = net, motifs = {0, 2}}
+    local a = motif_net.learner{net = net, motifs = {0, 2}}
     local g = nm.generator(5)
     a:meta_step(sampler:sample(g), g)
-    local b = meta.learner{net = net, motifs = {0, 2}}
+    local b = motif_net.learner{net = net, motifs = {0, 2}}
     b:load_state(require("nm.checkpoint").decode(require("nm.checkpoint").encode(a:state())))
     local g1, g2 = g:clone(), g:clone()
     local t1, t2 = sampler:sample(g1), nil
@@ -470,10 +533,10 @@ end)
 
 describe("motif kernel errors", function()
   it("names the shapes and the values", function()
-    local net = motifs.net{sizes = {4, 3, 2}, dtype = "float64"}
-    local W, B = motifs.init(net, nm.generator(1))
+    local net = motif_net.new{rule = motifs, sizes = {4, 3, 2}, dtype = "float64"}
+    local W, B = net:init(nm.generator(1))
     local x = nm.zeros(4, "float64")
-    local th = motifs.theta{[0] = 0.1}
+    local th = motif_net.theta{[0] = 0.1}
     local k = net.kernel
     assert.has_error(function() k:forward(W, {W[2], W[1]}, B, x, 1, th) end,
       "bad argument #2 to 'forward' (W_in[1] must be a contiguous float64 [3 x 4] tensor, got float64 [2 x 3])")
@@ -485,17 +548,20 @@ describe("motif kernel errors", function()
       "bad argument #3 to 'forward' (feedback matrices B expected (FA mode))")
     assert.has_error(function() k:forward(W, W, B, x, 1, {1, 2}) end,
       "bad argument #6 to 'forward' (theta must hold 10 values)")
-    assert.has_error(function() k:forward(W, W, B, x, 1, motifs.theta{[3] = 0 / 0}) end,
+    assert.has_error(function() k:forward(W, W, B, x, 1, motif_net.theta{[3] = 0 / 0}) end,
       "bad argument #6 to 'forward' (theta must be finite)")
     assert.has_error(function() k:backward(W, W, B, nil, th, nm.zeros(10, "float64")) end,
       "bad argument #4 to 'backward' (the trace of the forward step expected)")
     assert.has_error(function() k:query(W, nm.zeros(2, 4, "float64"), {1}) end,
       "bad argument #3 to 'query' (1 labels for 2 rows)")
-    assert.has_error(function() motifs.net{sizes = {4}} end,
-      "motifs.net: sizes must list at least 2 layer widths")
-    assert.has_error(function() motifs.net{sizes = {4, 2}, feedback = "dfa"} end)
-    assert.has_error(function() meta.learner{net = net, motifs = {10}} end,
-      "meta: learner: motif indices are 0..9")
+    assert.has_error(function() motif_net.new{rule = motifs, sizes = {4}} end,
+      "motif_net: new: sizes must list at least 2 layer widths")
+    -- dfa is a pathway now (the Lua path); an unknown one is an error
+    local ok, e = pcall(motif_net.new, {rule = motifs, sizes = {4, 2}, feedback = "nope"})
+    assert.is_false(ok)
+    assert.truthy(e:find("motif_net: new: feedback: no error pathway 'nope'", 1, true))
+    assert.has_error(function() motif_net.learner{net = net, motifs = {10}} end,
+      "motif_net: learner: motif indices are 0..9")
   end)
 end)
 
@@ -520,16 +586,47 @@ describe("experiments/metaplasticity.lua", function()
     os.execute(string.format("rm -rf %q %q %q", all, one, tmp .. ".log"))
   end)
 
+  it("takes a user's meta rule file in --rules: same tables as the built-in rule", function()
+    -- the motif rule without its C kernel: the Lua step, float64 to rounding
+    local dir = tmp .. "-rules"
+    local path = support.user_rule(dir, "motifs", "my_motifs")
+    local f = assert(io.open(dir .. "/bad.lua", "w"))
+    f:write('return {kind = "meta", name = "bad", equation = "W += 0", params = {p = {default = 1}}}\n')
+    f:close()
+    local out = tmp .. "-user"
+    assert.equal(0, run("--quick --runs bp_lr --episodes 2 --dtype float64 --rules motifs," ..
+                        path .. " --out " .. out))
+    local r = json.read_file(out .. "/results.json").final.runs
+    local a, b = r.bp_lr, r["bp_lr-my_motifs"]
+    assert.is_true(math.abs(a.best_loss - b.best_loss) < 1e-12)
+    for i = 1, 10 do assert.is_true(math.abs(a.final_theta[i] - b.final_theta[i]) < 1e-15) end
+    assert.truthy(b.title:find("[my_motifs]", 1, true))
+    -- an invalid rule file: one line per problem, exit status 2
+    assert.equal(2, run("--quick --rules " .. dir .. "/bad.lua --out " .. out .. "-bad"))
+    f = assert(io.open(tmp .. ".log"))
+    local log = f:read("a")
+    f:close()
+    assert.truthy(log:find("bad.lua: meta rule 'bad': field 'paper'", 1, true))
+    assert.truthy(log:find("parameter 'p' has no doc string", 1, true))
+    assert.truthy(log:find("field 'step' (the Lua reference of one step) is missing", 1, true))
+    -- a rule of another kind
+    assert.equal(2, run("--quick --rules hebb --out " .. out .. "-bad"))
+    f = assert(io.open(tmp .. ".log"))
+    log = f:read("a")
+    f:close()
+    assert.truthy(log:find("not a meta rule for model motif_net", 1, true))
+    os.execute(string.format("rm -rf %q %q %q %q", dir, out, out .. "-bad", tmp .. ".log"))
+  end)
+
   it("refuses --scale5 0 (phi_5 would be 0/0) with exit status 2", function()
     assert.equal(2, run("--quick --scale5 0 --out " .. tmp .. "-s0"))
     local f = assert(io.open(tmp .. ".log"))
     local log = f:read("a")
     f:close()
     assert.truthy(log:find("--scale5 must be > 0", 1, true))
-    local motifs = require "rules.motifs"
-    local net = motifs.net{sizes = {4, 3, 2}, feedback = "fa", dtype = "float64"}
-    assert.has_error(function() require("nm.models.meta").learner{net = net, motifs = {0, 5}, scale = {[5] = 0}} end,
-      "meta: learner: scale of motif 5 must be a positive finite number, got 0 " ..
+    local net = motif_net.new{rule = motifs, sizes = {4, 3, 2}, feedback = "fa", dtype = "float64"}
+    assert.has_error(function() motif_net.learner{net = net, motifs = {0, 5}, scale = {[5] = 0}} end,
+      "motif_net: learner: scale of motif 5 must be a positive finite number, got 0 " ..
       "(a tiny scale such as 1e-9 switches the motif off)")
     os.execute(string.format("rm -rf %q %q", tmp .. "-s0", tmp .. ".log"))
   end)

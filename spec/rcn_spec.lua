@@ -1,4 +1,5 @@
--- spec/rcn_spec.lua: recurrent chemical networks (rules/rcn.lua, nm_rcn.c).
+-- spec/rcn_spec.lua: recurrent chemical networks (rules/rcn.lua,
+-- lua/nm/models/rcn.lua, nm_rcn.c).
 -- The chemical timescales follow their formula; with L = 1, K = 0, v = 1
 -- the step is W + tanh(motif update), so small arguments give the motif
 -- rule; the fused C step equals the literal autograd rule for every
@@ -10,8 +11,16 @@
 
 local nm = require "neuromic"
 local ag = require "nm.autograd"
-local motifs = require "rules.motifs"
-local rcn = require "rules.rcn"
+local rule = require "nm.rule"
+local motif_net = require "nm.models.motif_net"
+local rcn = require "nm.models.rcn"
+local rcn_rule = rule.definition("rcn")
+
+-- An RCN network with the rule rules/rcn.lua.
+local function new_net(o)
+  o.rule = o.rule or rcn_rule
+  return rcn.new(o)
+end
 
 local SIZES = {6, 5, 4, 3}
 
@@ -22,7 +31,7 @@ local function setup(cfg, T, seed)
   for k, v in pairs(cfg) do o[k] = v end
   o.sizes = o.sizes or SIZES
   o.dtype = o.dtype or "float64"
-  local net = rcn.net(o)
+  local net = new_net(o)
   local g = nm.generator(seed or 1)
   local p = rcn.meta_params(net)
   local list = rcn.param_list(net, p)
@@ -37,7 +46,7 @@ local function setup(cfg, T, seed)
     end
   end
   if net.bias == "none" then list[4]:zero() end
-  local Wx, B = motifs.init(net.mnet, g)
+  local Wx, B = net.mnet:init(g)
   local n0, nL = SIZES[1], SIZES[#SIZES]
   if o.sizes ~= SIZES then n0, nL = o.sizes[1], o.sizes[#o.sizes] end
   local X = nm.zeros(T, n0, net.dtype):uniform(g, 0, 1)
@@ -48,17 +57,6 @@ local function setup(cfg, T, seed)
   for i = 1, 7 do labels_q[i] = g:integer(1, nL) end
   return {net = net, p = p, list = list, Wx = Wx, B = B, X = X, labels = labels, Xq = Xq,
           labels_q = labels_q, T = T, g = g}
-end
-
--- The generic rule's parameter list (neuron biases as one matrix per
--- layer and chemical).
-local function generic_params(net, list)
-  if net.bias ~= "neuron" then return {list[1], list[2], list[3], list[4]} end
-  local out = {list[1], list[2], list[3]}
-  for l = 1, net.layers do
-    for c = 1, net.chemicals do out[#out + 1] = list[3 + l]:select(1, c):clone() end
-  end
-  return out
 end
 
 -- The meta-loss with the parameters' current values, untracked.
@@ -80,10 +78,6 @@ local function meta_grad(ep, how, segment)
   local H0, W0 = rcn.initial_state(net, ep.Wx, vars[3])
   local WT = {}
   if how == "generic" then
-    local gp = generic_params(net, ep.list)
-    local gvars = {vars[1], vars[2], vars[3]}
-    for i = 4, #gp do gvars[i] = tape:leaf(gp[i]) end
-    if net.bias ~= "neuron" then gvars[4] = vars[4] end
     local state = {}
     for l = 1, NL do state[l] = W0[l] end
     for l = 1, NL do
@@ -93,28 +87,17 @@ local function meta_grad(ep, how, segment)
     end
     local final = ag.scan(function(s, p, t)
       return rcn.step(net, s, p, ep.X:row(t), ep.labels[t], ep.B)
-    end, state, gvars, ep.T, {segment = segment or 2})
+    end, state, vars, ep.T, {segment = segment or 2})
     for l = 1, NL do WT[l] = final[l] end
-    local loss = motifs.query_loss(net.mnet, WT, ep.Xq, ep.labels_q)
+    local loss = motif_net.query_loss(net.mnet, WT, ep.Xq, ep.labels_q)
     tape:backward(loss)
-    local grads = {vars[1].grad, vars[2].grad, vars[3].grad}
-    if net.bias == "neuron" then
-      for l = 1, NL do
-        local gb = nm.zeros(ep.list[3 + l]:size(), "float64")
-        for c = 1, net.chemicals do
-          local v = gvars[3 + (l - 1) * net.chemicals + c]
-          if v.grad then gb:select(1, c):copy(v.grad) end
-        end
-        grads[3 + l] = gb
-      end
-    else
-      grads[4] = vars[4].grad or nm.zeros(ep.list[4]:size(), "float64")
-    end
+    local grads = {}
+    for i, v in ipairs(vars) do grads[i] = v.grad or nm.zeros(ep.list[i]:size(), "float64") end
     return grads, ag.value(loss)
   end
   local res = rcn.unroll(net, H0, W0, ep.B, ep.X, ep.labels, vars, ep.T, {segment = segment or 3})
   for l = 1, NL do WT[l] = res[NL + l] end
-  local loss = motifs.fused_query_loss(net.mnet, WT, ep.Xq, ep.labels_q)
+  local loss = motif_net.fused_query_loss(net.mnet, WT, ep.Xq, ep.labels_q)
   tape:backward(loss)
   local grads = {}
   for i, v in ipairs(vars) do grads[i] = v.grad end
@@ -124,7 +107,7 @@ end
 describe("RCN timescales", function()
   it("follow tau_c = (tau_max/tau_min)^(c/(L-1)), z_c = 1/(tau_min tau_c), y_c = 1 - z_c, y_0 = 1",
      function()
-    local tau, y, z = rcn.timescales(3)
+    local tau, y, z = rcn_rule.timescales(3)
     local want = {1, math.sqrt(50), 50}
     for c = 1, 3 do
       assert.is_true(math.abs(tau[c] - want[c]) < 1e-12 * want[c])
@@ -134,7 +117,7 @@ describe("RCN timescales", function()
     assert.is_true(math.abs(y[2] - (1 - 1 / math.sqrt(50))) < 1e-15)
     assert.is_true(math.abs(y[3] - 0.98) < 1e-15)
     -- the report's exponent c / L; other tau_min, tau_max
-    tau, y, z = rcn.timescales(4, {exponent = "L", tau_min = 2, tau_max = 20})
+    tau, y, z = rcn_rule.timescales(4, {exponent = "L", tau_min = 2, tau_max = 20})
     for c = 0, 3 do
       assert.is_true(math.abs(tau[c + 1] - 10 ^ (c / 4)) < 1e-12 * 10)
       assert.is_true(math.abs(z[c + 1] - 1 / (2 * 10 ^ (c / 4))) < 1e-15)
@@ -142,14 +125,14 @@ describe("RCN timescales", function()
     assert.are.equal(1, y[1])
     assert.is_true(math.abs(y[4] - (1 - z[4])) < 1e-15)
     -- one chemical: tau 1, y 1, z 1 (the motif rule's step)
-    tau, y, z = rcn.timescales(1)
+    tau, y, z = rcn_rule.timescales(1)
     assert.are.same({{1}, {1}, {1}}, {tau, y, z})
   end)
 
   it("are what the kernel uses", function()
-    local net = rcn.net{sizes = SIZES, chemicals = 5, exponent = "L", dtype = "float64"}
+    local net = new_net{sizes = SIZES, chemicals = 5, exponent = "L", dtype = "float64"}
     local info = net.kernel:info()
-    local _, y, z = rcn.timescales(5, {exponent = "L"})
+    local _, y, z = rcn_rule.timescales(5, {exponent = "L"})
     assert.are.same(y, info.decay)
     assert.are.same(z, info.gain)
     assert.are.same({0, 2, 9}, info.motifs)
@@ -168,7 +151,7 @@ describe("RCN step", function()
       local H, W = rcn.initial_state(net, ep.Wx, ep.list[3])
       local x = ep.X:row(1)
       local _, W1 = rcn.fused_step(net, H, W, ep.list, x, ep.labels[1], ep.B)
-      local Wm = motifs.step(net.mnet, W, theta, x, ep.labels[1], ep.B)
+      local Wm = motif_net.step(net.mnet, W, theta, x, ep.labels[1], ep.B)
       for l = 1, 3 do
         local want = W[l] + nm.zeros(W[l]:size(), "float64"):tanh(Wm[l] - W[l])
         assert.tensor_near(want, W1[l], 1e-15, fb .. " layer " .. l)
@@ -194,7 +177,7 @@ describe("RCN step", function()
       local Wm = ep.Wx
       for t = 1, ep.T do
         H, W = rcn.fused_step(net, H, W, ep.list, ep.X:row(t), ep.labels[t], ep.B)
-        Wm = motifs.fused_step(net.mnet, Wm, theta, ep.X:row(t), ep.labels[t], ep.B)
+        Wm = motif_net.fused_step(net.mnet, Wm, theta, ep.X:row(t), ep.labels[t], ep.B)
       end
       local d, total = 0, 0
       for l = 1, 3 do
@@ -238,7 +221,7 @@ describe("RCN step", function()
         if not net.momentum then W = rcn.readout(net, H, ep.list[3]) end
         local x = ep.X:row(1)
         local H1, W1 = rcn.fused_step(net, H, W, ep.list, x, 2, ep.B)
-        local s = rcn.step(net, rcn.flatten(net, H, W), generic_params(net, ep.list), x, 2, ep.B)
+        local s = rcn.step(net, rcn.flatten(net, H, W), ep.list, x, 2, ep.B)
         local H2, W2 = rcn.unflatten(net, s)
         local H3, W3 = {}, {}
         for l = 1, 3 do H3[l], W3[l] = H[l]:clone(), W[l]:clone() end
@@ -378,7 +361,7 @@ describe("RCN learner", function()
   end
 
   it("starts at v = 1/L, K = 0, b = 0, P[:,0] = 1e-3; moves only the learned parts", function()
-    local net = rcn.net{sizes = SIZES, chemicals = 4, share = "layer", motifs = {0, 2}}
+    local net = new_net{sizes = SIZES, chemicals = 4, share = "layer", motifs = {0, 2}}
     local ln = rcn.learner{net = net, learn = {P = true, v = true}}
     assert.are.equal(0.25, ln.p.v:get(2, 3))
     assert.are.equal(1e-3, ln.p.P:get(3, 4, 1))
@@ -399,7 +382,7 @@ describe("RCN learner", function()
 
   it("moves each group at its own rate (lr_scale), and restores its state", function()
     local g = nm.generator(3)
-    local net = rcn.net{sizes = SIZES, chemicals = 2}
+    local net = new_net{sizes = SIZES, chemicals = 2}
     local a = rcn.learner{net = net, lr_scale = {K = 0, b = 0.5}}
     local b = rcn.learner{net = net, lr_scale = {K = 0, b = 0.5}}
     local t1, t2 = task(g, 6), task(g, 6)
@@ -419,7 +402,7 @@ describe("RCN learner", function()
   it("skips or rolls back non-finite meta-steps", function()
     local g = nm.generator(2)
     for _, guard in ipairs{"skip", "rollback"} do
-      local ln = rcn.learner{net = rcn.net{sizes = SIZES, chemicals = 2}, guard = guard}
+      local ln = rcn.learner{net = new_net{sizes = SIZES, chemicals = 2}, guard = guard}
       ln:meta_step(task(g, 5), g)
       local before = ln.p.P:clone()
       local bad = task(g, 5)
@@ -439,7 +422,7 @@ describe("RCN learner", function()
 
   it("evaluate and episode agree with the meta-gradient's forward", function()
     local g = nm.generator(5)
-    local ln = rcn.learner{net = rcn.net{sizes = SIZES, chemicals = 2, dtype = "float64"}}
+    local ln = rcn.learner{net = new_net{sizes = SIZES, chemicals = 2, dtype = "float64"}}
     local t = task(g, 6)
     t.X, t.Xq = t.X:double(), t.Xq:double()
     local acc, loss = ln:evaluate(t, nm.generator(9))
@@ -457,7 +440,7 @@ describe("RCN memory", function()
     -- bias gradient accumulated in place: independent of T.
     local T = 100
     local sizes = {784, 100, 10}
-    local net = rcn.net{sizes = sizes, chemicals = 2, bias = "neuron"}
+    local net = new_net{sizes = sizes, chemicals = 2, bias = "neuron"}
     local ln = rcn.learner{net = net}
     local g = nm.generator(3)
     local t = {X = nm.zeros(T, 784, "float32"):uniform(g, 0, 1), labels = {},
@@ -492,7 +475,7 @@ end)
 
 describe("RCN errors", function()
   it("reject bad descriptions", function()
-    local function err(o) local ok, e = pcall(rcn.net, o) assert.is_false(ok) return e end
+    local function err(o) local ok, e = pcall(new_net, o) assert.is_false(ok) return e end
     assert.matches("chemicals must be an integer in 1..16", err{sizes = SIZES, chemicals = 0})
     assert.matches("chemicals must be an integer", err{sizes = SIZES, chemicals = 17})
     assert.matches("chemicals must be an integer", err{sizes = SIZES, chemicals = 1.5})
@@ -572,5 +555,21 @@ describe("experiments/rcn.lua", function()
     assert.equal(ra.final.runs.rcn2.final_loss, ro.final.runs.rcn2.final_loss)
     assert.equal(0, run("--replot --out " .. all))
     os.execute(string.format("rm -rf %q %q %q", all, one, tmp .. ".log"))
+  end)
+
+  it("takes a user's RCN rule file in --rules: same table as the built-in rule", function()
+    -- rules/rcn.lua without its C kernel: the Lua step, float64 to rounding
+    local dir = tmp .. "-rules"
+    local path = support.user_rule(dir, "rcn", "my_rcn")
+    local out = tmp .. "-user"
+    assert.equal(0, run("--quick --runs rcn2 --episodes 1 --K 2 --eval-every 1 --dtype float64 " ..
+                        "--rules rcn," .. path .. " --out " .. out))
+    local r = json.read_file(out .. "/results.json").final.runs
+    local a, b = r.rcn2, r["rcn2-my_rcn"]
+    assert.is_true(math.abs(a.final_loss - b.final_loss) < 1e-12)
+    assert.is_true(math.abs(a.params.P[1][1] - b.params.P[1][1]) < 1e-15)
+    assert.equal(0, run("--replot --out " .. out))
+    assert.equal(2, run("--quick --rules motifs,hebb --out " .. out .. "-bad"))
+    os.execute(string.format("rm -rf %q %q %q %q", dir, out, out .. "-bad", tmp .. ".log"))
   end)
 end)

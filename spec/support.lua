@@ -48,4 +48,40 @@ function support.write_file(path, s)
   assert(f:close())
 end
 
+-- support.user_rule(dir, base, name) -> path: writes DIR/NAME.lua, a user's
+-- rule file that is the built-in rule BASE without its C kernel (so its Lua
+-- step runs), as a user would copy it.
+function support.user_rule(dir, base, name)
+  os.execute(string.format("mkdir -p %q", dir))
+  local path = dir .. "/" .. name .. ".lua"
+  support.write_file(path, string.format('local base = require("nm.rule").definition(%q)\n', base) ..
+                           'local def = {}\nfor k, v in pairs(base) do def[k] = v end\n' ..
+                           string.format('def.name, def.kernel = %q, nil\nreturn def\n', name))
+  return path
+end
+
+-- A word quoted for sh, a shell command run -> stdout, stderr, exit
+-- status, and ./neuromic run with a list of arguments the same way.
+function support.q(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+function support.sh(cmd)
+  local errf = os.tmpname()
+  local p = assert(io.popen("(" .. cmd .. ") 2>" .. support.q(errf)))
+  local out = p:read("a")
+  local _, _, rc = p:close()
+  local f = assert(io.open(errf, "rb"))
+  local err = f:read("a")
+  f:close()
+  os.remove(errf)
+  return out, err, rc
+end
+
+function support.run_nm(args)
+  local parts = {}
+  for i, a in ipairs(args) do parts[i] = support.q(a) end
+  return support.sh(support.q(support.exe) .. " " .. table.concat(parts, " "))
+end
+
 return support

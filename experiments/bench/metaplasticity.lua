@@ -6,7 +6,7 @@
 -- (Fashion-MNIST images, Xavier W and B, theta) goes to PyTorch as .npy
 -- files, so both compute the same loss and theta gradient: their relative
 -- difference is printed as a check. Also reports the generic autograd tape
--- (rules/motifs.lua's motifs.step, CPU time of one repeat), and the memory
+-- (rules/motifs.lua's Lua step, CPU time of one repeat), and the memory
 -- figures of the checkpointed unroll. A benchmark: it asserts nothing.
 --
 --   ./neuromic experiments/bench/metaplasticity.lua [--threads 1] [--quick]
@@ -16,7 +16,8 @@ local cli = require "nm.cli"
 local json = require "nm.json"
 local data = require "nm.data"
 local meta = require "nm.models.meta"
-local motifs = require "rules.motifs"
+local motif_net = require "nm.models.motif_net"
+local motifs = require("nm.rule").definition("motifs")
 
 local format = string.format
 
@@ -97,17 +98,17 @@ local rows = {}
 for _, name in ipairs(opts.configs) do
   local cfg = CONFIGS[name]
   if not cfg then error("unknown configuration " .. name) end
-  local net = motifs.net{feedback = cfg.feedback, dtype = opts.dtype}
+  local net = motif_net.new{rule = motifs, feedback = cfg.feedback, dtype = opts.dtype}
   local th0 = {}
   for _, r in ipairs(cfg.motifs) do th0[r] = r == 0 and 1e-3 or 1e-5 end
   local g = nm.generator(7)
   local task = sampler:sample(g)
   task.steps = opts.steps
-  local learner = meta.learner{net = net, motifs = cfg.motifs, theta0 = th0, guard = "none"}
+  local learner = motif_net.learner{net = net, motifs = cfg.motifs, theta0 = th0, guard = "none"}
   -- The same W and B for both sides: the learner draws them from g, so
   -- draw from a clone and save that draw.
   local gW = g:clone()
-  local W, B = motifs.init(net, gW)
+  local W, B = net:init(gW)
   save_episode(net, W, B, task, learner:theta())
 
   local best, best_cpu, loss, grad = math.huge, math.huge, nil, nil

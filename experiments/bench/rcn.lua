@@ -33,9 +33,11 @@ local nm = require "neuromic"
 local cli = require "nm.cli"
 local json = require "nm.json"
 local data = require "nm.data"
+local rule = require "nm.rule"
 local meta = require "nm.models.meta"
-local motifs = require "rules.motifs"
-local rcn = require "rules.rcn"
+local motif_net = require "nm.models.motif_net"
+local rcn = require "nm.models.rcn"
+local RCN = rule.definition("rcn")
 
 local format = string.format
 
@@ -85,7 +87,8 @@ local task = task_of(opts.steps, 1)
 local rows = {}
 
 do
-  local ml = meta.learner{net = motifs.net{sizes = sizes, dtype = opts.dtype}, motifs = {0, 2, 9}}
+  local ml = motif_net.learner{net = motif_net.new{rule = rule.definition("motifs"), sizes = sizes,
+                                                 dtype = opts.dtype}, motifs = {0, 2, 9}}
   local w, c = time(function() ml:meta_gradient(task, nm.generator(2)) end, opts.repeats)
   local _, fw = time(function() ml:episode(task, nm.generator(2)) end, opts.repeats)
   rows[#rows + 1] = {name = "motif rule (theta 0,2,9)", wall = w, cpu = c, forward = fw}
@@ -93,7 +96,7 @@ end
 for _, L in ipairs(opts.chemicals) do
   for _, variant in ipairs{"shared", "layer", "neuron", "momentum"} do
     if variant == "shared" or L == 2 then
-      local net = rcn.net{sizes = sizes, dtype = opts.dtype, chemicals = L,
+      local net = rcn.new{rule = RCN, sizes = sizes, dtype = opts.dtype, chemicals = L,
                           share = variant == "layer" and "layer" or "shared",
                           bias = variant == "neuron" and "neuron" or "layer",
                           momentum = variant == "momentum"}
@@ -124,7 +127,7 @@ for _, T in ipairs(opts.memory_steps) do
   collectgarbage("collect")
   collectgarbage("collect")
   local base = collectgarbage("count") * 1024
-  local net = rcn.net{sizes = sizes, dtype = opts.dtype, chemicals = L, bias = "neuron"}
+  local net = rcn.new{rule = RCN, sizes = sizes, dtype = opts.dtype, chemicals = L, bias = "neuron"}
   local ln = rcn.learner{net = net, guard = "rollback"}
   ln:meta_step(t, nm.generator(4))                    -- buffers, Adam state, rollback copy
   collectgarbage("collect")
@@ -150,7 +153,7 @@ end
 
 local MB = 1024 * 1024
 print(format("\nmemory of meta-training, RCN L = %d with per-synapse biases (%d meta-parameters), " ..
-             "rollback guard:", L, rcn.count(rcn.net{sizes = sizes, chemicals = L, bias = "neuron"})))
+             "rollback guard:", L, rcn.count(rcn.new{rule = RCN, sizes = sizes, chemicals = L, bias = "neuron"})))
 print(format("%6s %10s %11s %10s %11s %14s %12s", "T", "state MB", "unroll MB", "kept MB",
              "bound MB", "allocated MB", "bound MB"))
 for _, m in ipairs(mem) do

@@ -491,6 +491,17 @@ end, function(ctx, g)
   return r
 end)
 
+-- ag.select(v, dim, i): the slice i of v along dim (a copy), e.g. one
+-- chemical of a [L x n x m] tensor.
+ag.select = def("select", function(ctx, v, dim, i)
+  ctx.v, ctx.dim, ctx.i = v, dim, i
+  return v:select(dim, i):clone()
+end, function(ctx, g)
+  local r = new_like(ctx.v)
+  r:select(ctx.dim, ctx.i):copy(g)
+  return r
+end)
+
 -- ag.onehot(n, label [, dtype]) -> a vector of n zeros with a 1 at the
 -- (1-based) label: a constant (no gradient), written as an operation so a
 -- traced rule step receives the label at call time.
@@ -638,6 +649,117 @@ end
 
 local ceil = math.ceil
 
+-- The buffers of a fused scan of T steps in segments of S, allocated once
+-- per (kernel.cache, T, S) and reused: ceil(T / S) stored states (segment
+-- starts), S states and S traces for the segment being recomputed. A set
+-- still held by a recorded unroll whose backward has not run (its result
+-- variables alive) is not shared: a fresh one is made.
+local function scan_buffers(k, T, S)
+  local cache = k.cache or {}
+  local key = T .. ":" .. S
+  local ws = cache[key]
+  if ws and ws.holder[1] == nil then return ws end
+  local nseg = math.max(1, ceil(T / S))
+  ws = {snaps = {}, seg = {}, traces = {}, nseg = nseg, holder = setmetatable({}, {__mode = "v"})}
+  for i = 1, nseg do ws.snaps[i] = k.state() end
+  for j = 1, math.min(S, math.max(T, 1)) do
+    ws.seg[j] = k.state()
+    ws.traces[j] = k.trace()
+  end
+  if not cache[key] or cache[key].holder[1] == nil then cache[key] = ws end
+  return ws
+end
+
+-- Records an unroll as one node of the tape: arguments init..., params...,
+-- results the ns final states (a list); backward returns their gradients
+-- through scan_grads.
+local function scan_node(forward, backward, init, params)
+  local ns, np = #init, #params
+  local op = def("scan", forward, backward, ns)
+  local args = {}
+  for i = 1, ns do args[i] = init[i] end
+  for i = 1, np do args[ns + i] = params[i] end
+  local res = op(table.unpack(args, 1, ns + np))
+  if ns == 1 then return {res} end
+  return res
+end
+
+local function scan_grads(adj, pgrad, ns, np)
+  local out = {}
+  for i = 1, ns do out[i] = adj[i] end
+  for i = 1, np do out[ns + i] = pgrad[i] end
+  return table.unpack(out, 1, ns + np)
+end
+
+local function copy_list(dst, src)
+  for i = 1, #dst do dst[i]:copy(value(src[i])) end
+end
+
+-- ag.scan with a fused kernel k (see ag.scan).
+local function fused_scan(k, init, params, T, S, opts, tape)
+  local ns, np = #init, #params
+  local ws = scan_buffers(k, T, S)
+  if opts.stats then
+    local nbuf = #ws.seg
+    opts.stats.snapshots, opts.stats.segment, opts.stats.segments = ws.nseg, S, ws.nseg
+    opts.stats.state_bytes = k.state_bytes
+    opts.stats.workspace_bytes = (ws.nseg + nbuf) * (k.state_bytes or 0) +
+      nbuf * (k.trace_bytes or 0)
+  end
+  local function prepare(list) if k.prepare then return k.prepare(list) end return list end
+  local function run_forward(pv, start)
+    local out = k.state()
+    if T == 0 then copy_list(out, start) return out end
+    local p = prepare(pv)
+    copy_list(ws.snaps[1], start)
+    for s = 1, ws.nseg do
+      local t0 = (s - 1) * S
+      local len = math.min(S, T - t0)
+      for j = 1, len do
+        local src = j == 1 and ws.snaps[s] or ws.seg[j - 1]
+        local dst = ws.seg[j]
+        if j == len then dst = s < ws.nseg and ws.snaps[s + 1] or out end
+        k.forward(dst, src, p, t0 + j)
+      end
+    end
+    return out
+  end
+  local pvals = {}
+  for i = 1, np do pvals[i] = value(params[i]) end
+  if not tape then return run_forward(pvals, init) end
+
+  local function forward(_, ...)
+    local out = run_forward(pvals, {...})
+    if ns == 1 then return out[1] end
+    return out
+  end
+  local function backward(_, gouts)
+    if ns == 1 then gouts = {gouts} end
+    local adj = {}
+    for i = 1, ns do adj[i] = gouts[i] or new_like(ws.snaps[1][i]) end   -- owned: overwritten
+    if k.view then adj = k.view(adj) end
+    local pgrad = {}
+    for i = 1, np do pgrad[i] = new_like(pvals[i]) end
+    local p, gp = prepare(pvals), prepare(pgrad)
+    for s = ws.nseg, 1, -1 do
+      local t0 = (s - 1) * S
+      local len = math.min(S, T - t0)
+      for j = 1, len do
+        k.forward(ws.seg[j], j == 1 and ws.snaps[s] or ws.seg[j - 1], p, t0 + j, ws.traces[j])
+      end
+      for j = len, 1, -1 do
+        k.backward(adj, j == 1 and ws.snaps[s] or ws.seg[j - 1], ws.seg[j], p, gp, t0 + j,
+                   ws.traces[j])
+      end
+    end
+    ws.holder[1] = nil
+    return scan_grads(adj, pgrad, ns, np)
+  end
+  local res = scan_node(forward, backward, init, params)
+  ws.holder[1] = res[1]
+  return res
+end
+
 -- ag.scan(step, init, params, T [, opts]) -> list of the states after T steps.
 --
 -- Unrolls state_t = step(state_{t-1}, params, t) for t = 1..T, where init
@@ -650,23 +772,47 @@ local ceil = math.ceil
 -- Checkpointing: the forward pass runs untracked and keeps the state at
 -- every segment boundary (every S steps, S = opts.segment or
 -- ceil(sqrt(T))). backward handles the segments from the last to the
--- first: it re-runs the segment from its stored state on a fresh tape,
--- back-propagates the adjoint of the segment's end state through it, and
--- hands the adjoint of its start state to the previous segment. Memory:
--- ceil(T / S) stored states plus one segment's tape (S steps), i.e. about
--- 2 sqrt(T) states at S = sqrt(T), instead of T for a plain tape; the
--- price is one more forward pass. step must not modify its arguments
--- (stored states are referenced, not copied).
+-- first: it re-runs the segment from its stored state, back-propagates the
+-- adjoint of the segment's end state through it, and hands the adjoint of
+-- its start state to the previous segment. Memory: ceil(T / S) stored
+-- states plus one segment (S steps), i.e. about 2 sqrt(T) states at
+-- S = sqrt(T), instead of T for a plain tape; the price is one more
+-- forward pass.
 --
--- opts: segment (steps per segment), gc (default true: a full garbage
--- collection after each segment's backward), stats (a table that receives
--- snapshots, segment, segments, peak_tape_nodes, peak_tape_bytes (with
--- measure = true), peak_kb = the largest collectgarbage("count") seen
--- with a segment's tape fully recorded (after a full collection when
--- opts.collect is set)).
+-- step is either
+--   a function (state, params, t) -> state: the generic form, recorded on
+--     a fresh tape per segment during backward. It must not modify its
+--     arguments (stored states are referenced, not copied).
+--   a fused kernel (a table): a step with its own hand-written adjoint,
+--     e.g. a C kernel. The states then live in buffers allocated once per
+--     (kernel.cache, T, S) and reused by every call, so an unroll
+--     allocates only its result (and, for the gradient, the adjoints):
+--       state()          -> a fresh state buffer: a list of tensors like init
+--                           (it may carry other fields the kernel reads)
+--       trace()          -> a fresh trace buffer (what backward needs of a step)
+--       forward(dst, src, p, t [, trace])   writes the state after step t
+--                           into dst from src; records the trace when given
+--       backward(adj, src, dst, p, gp, t, trace)   adj holds the adjoint of
+--                           dst (step t's result) and is overwritten with
+--                           that of src; adds the parameters' gradients to gp
+--       prepare(list)    -> optional: what forward/backward get as p and gp
+--                           from the list of parameter values or gradients
+--       view(list)       -> optional: the adjoint list as backward takes it
+--       cache            a table that keeps the buffers between calls
+--       state_bytes, trace_bytes   sizes, for opts.stats
+--
+-- opts: segment (steps per segment), gc (default true, generic form: a
+-- full garbage collection after each segment's backward), stats (a table
+-- that receives snapshots, segment, segments; the generic form adds
+-- peak_tape_nodes, peak_tape_bytes (with measure = true), peak_kb = the
+-- largest collectgarbage("count") seen with a segment's tape fully
+-- recorded (after a full collection when opts.collect is set); a fused
+-- kernel adds state_bytes and workspace_bytes, the size of its buffers).
 function ag.scan(step, init, params, T, opts)
   opts = opts or {}
-  if type(step) ~= "function" then error("autograd: scan: step must be a function", 2) end
+  if type(step) ~= "function" and type(step) ~= "table" then
+    error("autograd: scan: step must be a function or a fused kernel (a table)", 2)
+  end
   if type(init) ~= "table" or type(params) ~= "table" then
     error("autograd: scan: init and params must be lists", 2)
   end
@@ -688,6 +834,7 @@ function ag.scan(step, init, params, T, opts)
       end
     end
   end
+  if type(step) == "table" then return fused_scan(step, init, params, T, S, opts, tape) end
   -- Forward, untracked, keeping the segment boundaries.
   local pvals, state = {}, {}
   for i = 1, np do pvals[i] = value(params[i]) end
@@ -769,18 +916,9 @@ function ag.scan(step, init, params, T, opts)
       -- collector would otherwise let the heap grow to several segments).
       if opts.gc ~= false then collectgarbage("collect") end
     end
-    local out = {}
-    for i = 1, ns do out[i] = adj[i] end
-    for i = 1, np do out[ns + i] = pgrad[i] end
-    return table.unpack(out, 1, ns + np)
+    return scan_grads(adj, pgrad, ns, np)
   end
-  local op = def("scan", forward, backward, ns)
-  local args = {}
-  for i = 1, ns do args[i] = init[i] end
-  for i = 1, np do args[ns + i] = params[i] end
-  local res = op(table.unpack(args, 1, ns + np))
-  if ns == 1 then return {res} end
-  return res
+  return scan_node(forward, backward, init, params)
 end
 
 -- ag.checkpoint(fn, args, params) -> the list fn(args, params) returns,

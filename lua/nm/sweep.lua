@@ -190,25 +190,107 @@ local function cell_command(cfg, cell, dir)
   return cmd
 end
 
+-- What a sweep directory is bound to: written once when it is created,
+-- compared on every resume.
+local function manifest_of(cfg)
+  return {
+    experiment = cfg.experiment, sets = cfg.sets or {}, seeds = cfg.seeds,
+    args = cfg.args or {}, quick = cfg.quick or false,
+    shard = cfg.shard and format("%d/%d", cfg.shard.index, cfg.shard.count) or nil,
+  }
+end
+
+local function shown(v)
+  if v == nil then return "none" end
+  return type(v) == "table" and json.encode(v) or tostring(v)
+end
+
+-- The fields in which two manifests differ, as "name (saved X, given Y)".
+local function manifest_differences(saved, given, saved_name, given_name)
+  saved_name, given_name = saved_name or "saved", given_name or "given"
+  local diffs = {}
+  for _, k in ipairs{"experiment", "sets", "seeds", "args", "quick", "shard"} do
+    local a, b = saved[k], given[k]
+    if k == "quick" then a, b = a or false, b or false end
+    if shown(a) ~= shown(b) then
+      diffs[#diffs + 1] = format("%s (%s %s, %s %s)", k, saved_name, shown(a), given_name, shown(b))
+    end
+  end
+  return diffs
+end
+sweep.manifest_differences = manifest_differences
+
+-- sweep.lock(dir) -> release function. DIR/sweep.lock is held with
+-- nm.lock (flock: the kernel frees it when its runner dies, however it
+-- dies) and names its holder; a second runner on DIR fails naming it.
+function sweep.lock(dir)
+  local path = dir .. "/sweep.lock"
+  local f = io.open("/proc/sys/kernel/hostname", "rb")
+  local host = f and f:read("l") or os.getenv("HOSTNAME") or "?"
+  if f then f:close() end
+  local fd, why, holder = nm.lock(path, format("pid %d on %s since %s\n", nm.getpid(), host, os.date("!%Y-%m-%dT%H:%M:%SZ")))
+  if fd then
+    return function() nm.unlock(path, fd) end
+  end
+  if why == "busy" then
+    error(format("%s is in use by another runner (%s); wait for it to end or choose another --out",
+                 dir, ((holder or ""):gsub("%s+$", ""))), 0)
+  end
+  error(format("cannot lock %s (%s)", path, tostring(why)), 0)
+end
+
+-- Cuts a torn last line (no newline: the runner was killed mid-write) off
+-- DIR/sweep.jsonl, so that appending continues a readable file.
+local function cut_torn_line(path)
+  local f = io.open(path, "rb")
+  if not f then return end
+  local s = f:read("a")
+  f:close()
+  if s == "" or s:sub(-1) == "\n" then return end
+  local keep = s:match("^(.*\n)") or ""
+  say(format("sweep: cutting off a torn last line of %s (%d bytes at offset %d)", path, #s - #keep, #keep))
+  nm.atomic_write(path, keep)
+end
+sweep.cut_torn_line = cut_torn_line
+
 -- sweep.run(cfg) -> summary {done =, ran =, failed =, stopped = signal
 -- name or nil, total =}. cfg: experiment (script path), sets, seeds, args
 -- (extra arguments for every cell), quick, out (directory), jobs, shard
--- = {index =, count =}, resume, interpreter, quiet.
+-- = {index =, count =}, resume, interpreter, quiet. The directory's grid
+-- (sweep.json) is written when it is created; a resume with another grid,
+-- shard or arguments is refused, and so is a second runner.
 function sweep.run(cfg)
   local dir = assert(cfg.out, "sweep.run: cfg.out is required")
   if dir == "" then error("--out needs a folder name, got ''", 0) end
-  local jobs = cfg.jobs or 1
-  local manifest_path = dir .. "/sweep.json"
-  if not cfg.resume and (exists(manifest_path) or exists(dir .. "/sweep.jsonl")) then
-    error(format("%s already holds a sweep; continue it with --resume or choose another --out", dir), 0)
-  end
-  nm.mkdir(dir .. "/cells")
-  local shard_text = cfg.shard and format("%d/%d", cfg.shard.index, cfg.shard.count) or nil
-  nm.atomic_write(manifest_path, json.encode({
-    experiment = cfg.experiment, sets = cfg.sets or {}, seeds = cfg.seeds,
-    args = cfg.args or {}, quick = cfg.quick or false, shard = shard_text,
-  }, {indent = 2}) .. "\n")
+  local release = nil
+  local ok, res = pcall(function()
+    local manifest_path = dir .. "/sweep.json"
+    if not cfg.resume and (exists(manifest_path) or exists(dir .. "/sweep.jsonl")) then
+      error(format("%s already holds a sweep; continue it with --resume or choose another --out", dir), 0)
+    end
+    nm.mkdir(dir .. "/cells")
+    release = sweep.lock(dir)
+    local given = manifest_of(cfg)
+    if exists(manifest_path) then
+      local diffs = manifest_differences(json.read_file(manifest_path), given)
+      if #diffs > 0 then
+        error(format("%s was created for another sweep: %s; resume it as it was or use another --out",
+                     dir, concat(diffs, "; ")), 0)
+      end
+    else
+      nm.atomic_write(manifest_path, json.encode(given, {indent = 2}) .. "\n")
+    end
+    cut_torn_line(dir .. "/sweep.jsonl")
+    return sweep.run_locked(cfg, dir)
+  end)
+  if release then release() end
+  if not ok then error(res, 0) end
+  return res
+end
 
+function sweep.run_locked(cfg, dir)
+  local jobs = cfg.jobs or 1
+  local shard_text = cfg.shard and format("%d/%d", cfg.shard.index, cfg.shard.count) or nil
   local all = sweep.cells(cfg)
   local mine = {}
   for _, c in ipairs(all) do
@@ -309,7 +391,23 @@ function sweep.run(cfg)
   end
   nm.remove_stop_handler()
   bar:finish()
-  write_csv(dir, sweep.read(dir))
+  local rows = sweep.read(dir)
+  write_csv(dir, rows)
+  -- failures.jsonl lists the cells that are still failed, not those a
+  -- later run finished
+  if exists(dir .. "/failures.jsonl") then
+    local finished, last, order = {}, {}, {}
+    for _, r in ipairs(rows) do if type(r) == "table" and r.key then finished[r.key] = true end end
+    for _, r in ipairs(read_lines_tolerant(dir .. "/failures.jsonl")) do
+      if type(r) == "table" and r.key and not finished[r.key] then
+        if not last[r.key] then order[#order + 1] = r.key end
+        last[r.key] = r                           -- the latest failure of each cell
+      end
+    end
+    local kept = {}
+    for i, k in ipairs(order) do kept[i] = json.encode(last[k]) .. "\n" end
+    nm.atomic_write(dir .. "/failures.jsonl", concat(kept))
+  end
   summary.stopped = stopping
   if not cfg.quiet then
     if stopping then
@@ -324,33 +422,54 @@ function sweep.run(cfg)
   return summary
 end
 
--- sweep.merge(dirs, out) -> rows, missing ids. Gathers sweep.jsonl of
--- each shard directory, one line per cell (first seen wins), ordered by
--- cell index, into out/sweep.jsonl and out/sweep.csv. Cells of the grid
--- that no shard finished are listed in `missing`.
+-- sweep.merge(dirs, out) -> rows, problems, written. Gathers sweep.jsonl of each
+-- shard directory, one line per cell, ordered by cell index, into
+-- out/sweep.jsonl and out/sweep.csv. problems lists, one line each,
+-- shards of another grid or with other arguments, cells recorded twice
+-- with different results, and cells of the grid that no shard finished
+-- (with the shard and the command that runs them). Nothing is written
+-- when shards disagree; missing cells still leave the partial merge.
 function sweep.merge(dirs, out)
-  local by_key, rows = {}, {}
-  local manifest
+  local by_key, rows, problems = {}, {}, {}
+  local manifest, first, conflict = nil, nil, false
+  local shard_dir = {}          -- "I/N" -> directory
+  local interp = sweep.interpreter()
   for _, d in ipairs(dirs) do
     local mpath = d .. "/sweep.json"
-    if not exists(mpath) and not exists(d .. "/sweep.jsonl") then
-      error(format("%s holds no sweep (no sweep.json or sweep.jsonl)", d), 0)
+    if not exists(mpath) then
+      error(format("%s holds no sweep (no sweep.json)", d), 0)
     end
-    if exists(mpath) then
-      local m = json.read_file(mpath)
-      m.shard = nil
-      if manifest == nil then manifest = m
-      elseif json.encode(m) ~= json.encode(manifest) then
-        say(format("warning: %s describes a different grid than %s", mpath, dirs[1] .. "/sweep.json"))
+    local m = json.read_file(mpath)
+    if m.shard then shard_dir[m.shard] = d end
+    if manifest == nil then manifest, first = m, d
+    else
+      local a, b = {}, {}
+      for k, v in pairs(manifest) do a[k] = v end
+      for k, v in pairs(m) do b[k] = v end
+      local sa, sb = a.shard and a.shard:match("/(%d+)$"), b.shard and b.shard:match("/(%d+)$")
+      a.shard, b.shard = sa, sb       -- the shard count must agree, the index not
+      local diffs = manifest_differences(a, b, first, d)
+      if #diffs > 0 then
+        conflict = true
+        problems[#problems + 1] = format("%s is not a shard of the sweep in %s: %s", d, first,
+                                         concat(diffs, "; "))
       end
     end
     for _, r in ipairs(sweep.read(d)) do
-      if type(r) == "table" and r.key and not by_key[r.key] then
-        by_key[r.key] = true
-        rows[#rows + 1] = r
+      if type(r) == "table" and r.key then
+        local seen = by_key[r.key]
+        if not seen then
+          by_key[r.key] = {row = r, dir = d}
+          rows[#rows + 1] = r
+        elseif json.encode((r.results or {}).final) ~= json.encode((seen.row.results or {}).final) then
+          conflict = true
+          problems[#problems + 1] = format("cell %s has different results in %s and %s",
+                                           r.cell, seen.dir, d)
+        end
       end
     end
   end
+  if conflict then return rows, problems, false end
   table.sort(rows, function(a, b)
     if a.index ~= b.index then return (a.index or 0) < (b.index or 0) end
     return a.key < b.key
@@ -360,14 +479,26 @@ function sweep.merge(dirs, out)
   for i, r in ipairs(rows) do lines[i] = json.encode(r) .. "\n" end
   nm.atomic_write(out .. "/sweep.jsonl", concat(lines))
   write_csv(out, rows)
-  local missing = {}
-  if manifest then
-    nm.atomic_write(out .. "/sweep.json", json.encode(manifest, {indent = 2}) .. "\n")
-    for _, c in ipairs(sweep.cells(manifest)) do
-      if not by_key[c.key] then missing[#missing + 1] = c.id end
+  local m = {}
+  for k, v in pairs(manifest) do m[k] = v end
+  local count = m.shard and math.tointeger(tonumber(m.shard:match("/(%d+)$")))
+  m.shard = nil
+  nm.atomic_write(out .. "/sweep.json", json.encode(m, {indent = 2}) .. "\n")
+  for _, c in ipairs(sweep.cells(m)) do
+    if not by_key[c.key] then
+      local where
+      if count then
+        local s = format("%d/%d", c.index % count + 1, count)
+        local d = shard_dir[s]
+        where = d and format("shard %s: rerun %s experiments/sweep.lua --resume --out %s", s, interp, d)
+                  or format("shard %s, not given to merge: run it with --shard %s", s, s)
+      else
+        where = format("rerun %s experiments/sweep.lua --resume --out %s", interp, first)
+      end
+      problems[#problems + 1] = format("cell %s (index %d) has no result; %s", c.id, c.index, where)
     end
   end
-  return rows, missing
+  return rows, problems, true
 end
 
 local SPEC = {
@@ -413,13 +544,14 @@ function sweep.main(argv)
       if #pos < 2 then error("merge needs one or more sweep directories", 0) end
       if not opts._explicit.out then error("merge needs --out DIR", 0) end
       local dirs = {table.unpack(pos, 2)}
-      local rows, missing = sweep.merge(dirs, opts.out)
-      say(format("merged %d cells from %d directories into %s/sweep.jsonl", #rows, #dirs, opts.out))
-      if #missing > 0 then
-        say(format("warning: %d cells of the grid have no result: %s", #missing,
-                   concat(missing, " ", 1, math.min(#missing, 20)) .. (#missing > 20 and " ..." or "")))
+      local rows, problems, written = sweep.merge(dirs, opts.out)
+      for _, p in ipairs(problems) do say("merge: " .. p) end
+      if #problems > 0 then
+        say(format("merge: %d problems; %s", #problems, written
+                   and format("%s holds the %d cells found", opts.out, #rows) or "nothing written"))
         return 1
       end
+      say(format("merged %d cells from %d directories into %s/sweep.jsonl", #rows, #dirs, opts.out))
       return 0
     end
     if #pos > 1 then error("one experiment at a time (got " .. concat(pos, " ") .. ")", 0) end

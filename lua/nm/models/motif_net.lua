@@ -1,0 +1,600 @@
+-- nm/models/motif_net.lua: the network on which a meta rule of model
+-- "motif_net" learns (Shervani-Tabar & Rosenbaum, Nat. Commun. 14, 1805,
+-- 2023): a softplus network without biases, its error pathway, Xavier
+-- draws, the inner loop (one checkpointed ag.scan over the rule's step),
+-- the query loss, and the motif rule's meta-learner (nm.models.meta).
+--
+-- Network: y_0 = x, z_l = W_l y_{l-1},
+--   y_l = softplus_beta(z_l) = log(1 + exp(beta z_l)) / beta   (l < L),
+--   y_L = softmax(z_L); default 784-170-130-100-70-10, beta = 10.
+-- Errors: e_L = y_L - onehot(label),
+--   e_l = (B_{l+1}^T e_{l+1}) .* (1 - exp(-beta y_l))  for l = L-1..1,
+--   e_0 = (B_1^T e_1) .* (1 - exp(-beta x))          (synthetic input error),
+-- with fixed random B_l (FA) or B_l = W_l (BP; "bp_detached" holds the
+-- copy constant in the meta-gradient, as in the authors' code), or any
+-- other error pathway defined by a rule file (nm.rule.pathway: "dfa",
+-- "sign_symmetry", a user's rule): e_l = (M_l^T e_src) .* (1 - exp(-beta
+-- y_l)) with M_l = pathway.matrix(W_src, state_l), e_src = e_{l+1} and
+-- W_src = W_{l+1} (source "next") or e_L and W_L ("output"); M_l is held
+-- constant in the meta-gradient; its state (pathway.init) is drawn per
+-- episode after the weights, Xavier-uniform by shape. 1 -
+-- exp(-beta y) is the softplus derivative written through y, so the
+-- meta-gradient differentiates softplus twice.
+--
+-- The rule (rules/motifs.lua, or any meta rule of this model) gives
+--   step(net, W, theta, x, label, B) -> W'   the Lua reference (nm.autograd
+--                                            operations: runs on a tape)
+--   kernel(net)   optional: the fused C step (forward + hand-derived
+--                 adjoint, csrc/models/nm_meta.c) for the pathways C knows
+--                 ("fa", "bp", "bp_detached"); with another pathway, or a
+--                 rule without kernel, the inner loop runs the Lua step.
+-- The query loss always runs in C (it does not depend on the pathway).
+--
+--   local net = motif_net.new{rule = rule.definition("motifs"), feedback = "fa"}
+--   local W, B = net:init(nm.generator(1))
+--   local WT = motif_net.unroll(net, W, B, X, labels, theta, T)
+
+local nm = require "neuromic"
+local ag = require "nm.autograd"
+local rule = require "nm.rule"
+local meta = require "nm.models.meta"
+local compile = require "nm.compile"
+local measures = require "nm.measures"
+
+local motif_net = {}
+
+local format = string.format
+
+-- The network's options (those of the rule are the rule's params).
+motif_net.options = {
+  sizes = {default = {784, 170, 130, 100, 70, 10}, doc = "layer widths n_0..n_L"},
+  beta = {default = 10, doc = "softplus sharpness"},
+  feedback = {default = "fa", doc = "'fa' (fixed random B), 'bp' (B = W, exact derivative " ..
+                                    "through both uses), 'bp_detached' (B = W held constant " ..
+                                    "in the meta-gradient, as in the authors' code), or " ..
+                                    "another error pathway: 'dfa', 'sign_symmetry', a " ..
+                                    "connection rule defining one (name or path)"},
+  dtype = {default = "float32", doc = "network element type"},
+}
+
+-- The pathways the C kernels implement.
+local C_FEEDBACK = {fa = true, bp = true, bp_detached = true}
+
+local Net = {}
+Net.__index = Net
+
+local function fail(msg, level) error("motif_net: " .. msg, (level or 1) + 1) end
+
+-- The definition of a rule given as a definition or an instance.
+local function definition(r, model, who)
+  if type(r) == "table" and type(r.def) == "table" then r = r.def end
+  if type(r) ~= "table" or r.kind ~= "meta" or type(r.step) ~= "function" then
+    error(format("%s: option 'rule' (a meta rule definition, e.g. rule.definition('%s')) " ..
+                 "is required", who, model == "rcn" and "rcn" or "motifs"), 3)
+  end
+  if r.model ~= model then
+    error(format("%s: rule '%s' is for model '%s', not '%s'", who, tostring(r.name),
+                 tostring(r.model), model), 3)
+  end
+  return r
+end
+motif_net.definition = definition
+
+-- motif_net.new{rule =, sizes =, beta =, feedback =, dtype =} -> a network:
+-- its widths, the rule, net.kernel (the network's C kernel: query loss)
+-- and net.fused (whether the rule's C step runs the inner loop).
+function motif_net.new(o)
+  o = o or {}
+  local D = motif_net.options
+  local net = setmetatable({
+    rule = definition(o.rule, "motif_net", "motif_net.new"),
+    sizes = o.sizes or D.sizes.default,
+    beta = o.beta or D.beta.default,
+    feedback = o.feedback or D.feedback.default,
+    dtype = o.dtype or D.dtype.default,
+  }, Net)
+  net.layers = #net.sizes - 1
+  if net.layers < 1 then fail("new: sizes must list at least 2 layer widths", 2) end
+  if not C_FEEDBACK[net.feedback] then
+    local okp, pw = pcall(rule.pathway, net.feedback)
+    if not okp then fail("new: feedback: " .. tostring(pw), 2) end
+    net.feedback = pw.name
+    if not C_FEEDBACK[pw.name] then net.pathway = pw end
+  end
+  local ok, k = pcall(nm.motif_net, {sizes = net.sizes, beta = net.beta, dtype = net.dtype,
+                                     feedback = net.pathway and "bp" or net.feedback})
+  if not ok then fail("new: " .. tostring(k):gsub("^.-%(", "("), 2) end
+  net.kernel = k
+  if net.rule.kernel and not net.pathway then
+    local okr, rk = pcall(net.rule.kernel, net)
+    if not okr then fail("new: rule '" .. net.rule.name .. "' kernel: " .. tostring(rk), 2) end
+    net.step_kernel = rk
+  end
+  net.fused = net.step_kernel ~= nil
+  net.classes = net.sizes[#net.sizes]
+  return net
+end
+
+-- The shape of pathway matrix l (it carries e_l back to layer l - 1).
+local function pathway_shape(net, l)
+  if net.pathway.source == "output" then return net.sizes[net.layers + 1], net.sizes[l] end
+  return net.sizes[l + 1], net.sizes[l]
+end
+
+-- t drawn U(-a, a), a = sqrt(6 / (rows + cols)) (Xavier-uniform).
+local function xavier(t, g, rows, cols)
+  local a = math.sqrt(6 / (rows + cols))
+  return t:uniform(g, -a, a)
+end
+
+-- A list of n_l x n_{l-1} matrices drawn by xavier (into W's when given).
+local function draw_layers(net, g, W)
+  for l = 1, net.layers do
+    local n, m = net.sizes[l + 1], net.sizes[l]
+    W[l] = xavier(W[l] or nm.zeros(n, m, net.dtype), g, n, m)
+  end
+  return W
+end
+
+-- net:init(g [, W, B]) -> W, B: Xavier-uniform draws U(-a, a),
+-- a = sqrt(6 / (fan_in + fan_out)), for the weights and (FA) the feedback
+-- matrices, each of shape n_l x n_{l-1}. B is nil in the BP modes; with
+-- another pathway B lists its states (pathway.init, drawn the same way).
+function Net:init(g, W, B)
+  W = draw_layers(self, g, W or {})
+  if self.pathway then
+    B = B or {}
+    local init = self.pathway.init
+    for l = 1, self.layers do
+      local rows, cols = pathway_shape(self, l)
+      B[l] = init and init(rows, cols, self.dtype, function(t) return xavier(t, g, rows, cols) end)
+             or false
+    end
+    return W, B
+  end
+  if self.feedback == "fa" then return W, draw_layers(self, g, B or {}) end
+  return W, nil
+end
+
+-- net:signals(W, B, x, label) -> y, e, z: activations y[0..L], errors
+-- e[0..L] and pre-activations z[1..L] of one sample, written with
+-- nm.autograd operations (W entries may be variables; B: the feedback
+-- matrices (FA) or the pathway's states).
+function Net:signals(W, B, x, label)
+  local L, beta = self.layers, self.beta
+  local y, z, e = {[0] = x}, {}, {}
+  for l = 1, L do
+    z[l] = ag.mv(W[l], y[l - 1])
+    if l < L then y[l] = ag.softplus(z[l], beta) else y[l] = ag.softmax(z[l]) end
+  end
+  local fb = W
+  if self.feedback == "fa" then fb = B
+  elseif self.feedback == "bp_detached" then
+    fb = {}
+    for l = 1, L do fb[l] = ag.value(W[l]) end
+  end
+  e[L] = ag.sub(y[L], ag.onehot(self.classes, label, self.dtype))
+  local pw = self.pathway
+  for l = L - 1, 0, -1 do
+    local s = ag.sub(1, ag.exp(ag.scale(y[l], -beta)))      -- 1 - exp(-beta y_l)
+    if pw then
+      local src = pw.source == "output" and L or l + 1
+      -- a copy: the pathway may return a buffer that its next call overwrites
+      local M = pw.matrix(ag.value(W[src]), B[l + 1] or nil):clone()
+      e[l] = ag.mul(ag.mv(ag.t(M), e[src]), s)
+    else
+      e[l] = ag.mul(ag.mv(ag.t(fb[l + 1]), e[l + 1]), s)
+    end
+  end
+  return y, e, z
+end
+
+-- motif_net.step(net, W, theta, x, label [, B]) -> W': the rule's Lua step
+-- (the reference; runs on a tape).
+function motif_net.step(net, W, theta, x, label, B)
+  return net.rule.step(net, W, theta, x, label, B)
+end
+
+-- ---------------------------------------------------------------- fused
+
+-- The tape operation of one fused step: arguments (theta, W_1..W_L),
+-- results W'_1..W'_L. ctx keeps the inputs and the step's trace (vectors
+-- only: a few thousand numbers).
+local function fused_forward(ctx, net, B, x, label, theta, ...)
+  local k = net.step_kernel
+  local W = {...}
+  local out = {}
+  for l = 1, net.layers do out[l] = nm.zeros(W[l]:size(), net.dtype) end
+  local trace = k:new_trace()
+  k:forward(out, W, B, x, label, theta, trace)
+  ctx.net, ctx.B, ctx.W, ctx.theta, ctx.trace = net, B, W, theta, trace
+  ctx.need = net.need             -- which theta gradients to compute (nil: all)
+  return out
+end
+
+local function fused_backward(ctx, gouts)
+  local net, L = ctx.net, ctx.net.layers
+  local G = {}
+  for l = 1, L do
+    G[l] = gouts[l] or nm.zeros(ctx.W[l]:size(), net.dtype)   -- owned: overwritten in place
+  end
+  local tb = nm.zeros(ctx.theta:numel(), "float64")
+  net.step_kernel:backward(G, ctx.W, ctx.B, ctx.trace, ctx.theta, tb, ctx.need)
+  local res = {nil, nil, nil, nil, tb}
+  for l = 1, L do res[5 + l] = G[l] end
+  return table.unpack(res, 1, 5 + L)
+end
+
+local fused_ops = {}
+
+local function need_fused(net, who)
+  if not net.fused then
+    fail(format("%s: rule '%s' has no C kernel for feedback '%s'", who, net.rule.name,
+                net.feedback), 3)
+  end
+end
+
+-- motif_net.fused_step(net, W, theta, x, label [, B]) -> W' (a new list):
+-- the rule's step through its C kernel. With variables it records one
+-- node per step whose backward is the hand-derived adjoint. theta must be
+-- a float64 tensor (or a variable holding one).
+function motif_net.fused_step(net, W, theta, x, label, B)
+  need_fused(net, "fused_step")
+  local L = net.layers
+  if not ag.is_var(theta) then
+    local tracked = false
+    for l = 1, L do if ag.is_var(W[l]) then tracked = true end end
+    if not tracked then
+      local out = {}
+      for l = 1, L do out[l] = nm.zeros(W[l]:size(), net.dtype) end
+      net.step_kernel:forward(out, W, B, x, label, theta)
+      return out
+    end
+  end
+  local op = fused_ops[L]
+  if not op then
+    op = ag.def("motif_step", fused_forward, fused_backward, L)
+    fused_ops[L] = op
+  end
+  return op(net, B, x, label, theta, table.unpack(W, 1, L))
+end
+
+-- motif_net.step_into(net, out, W, theta, x, label [, B]): the untracked
+-- step written into the tensors of `out` (may be W: in place); through the
+-- C kernel (allocates nothing) or the rule's Lua step.
+function motif_net.step_into(net, out, W, theta, x, label, B)
+  if net.fused then
+    net.step_kernel:forward(out, W, B, x, label, theta)
+    return out
+  end
+  local Wn = net.rule.step(net, W, theta, x, label, B)
+  for l = 1, net.layers do out[l]:copy(Wn[l]) end
+  return out
+end
+
+-- ---------------------------------------------------------------- unroll
+
+local function weight_bytes(net)
+  local esize = net.dtype == "float64" and 8 or 4
+  local bytes = 0
+  for l = 1, net.layers do bytes = bytes + net.sizes[l + 1] * net.sizes[l] * esize end
+  return bytes
+end
+
+-- motif_net.scan_kernel(net, k, state_bytes) -> the fields of an ag.scan
+-- kernel over the C object k (a rule's step) that every model shares: the
+-- buffers' cache on the network, the traces; the model adds state,
+-- forward and backward.
+function motif_net.scan_kernel(net, k, state_bytes)
+  net.workspaces = net.workspaces or {}
+  return {cache = net.workspaces, state_bytes = state_bytes,
+          trace_bytes = k:info().trace_size * (net.dtype == "float64" and 8 or 4),
+          trace = function() return k:new_trace() end}
+end
+
+-- The rule's C step as an ag.scan kernel over the weights (state W_1..W_L,
+-- parameters {theta}) on the samples X:row(t), labels[t].
+local function scan_kernel(net, B, X, labels)
+  local k = net.step_kernel
+  local sk = motif_net.scan_kernel(net, k, weight_bytes(net))
+  function sk.state()
+    local w = {}
+    for l = 1, net.layers do w[l] = nm.zeros(net.sizes[l + 1], net.sizes[l], net.dtype) end
+    return w
+  end
+  function sk.forward(dst, src, p, t, trace)
+    k:forward(dst, src, B, X:row(t), labels[t], p[1], trace)
+  end
+  function sk.backward(adj, src, _, p, gp, _, trace)
+    k:backward(adj, src, B, trace, p[1], gp[1], net.need)
+  end
+  return sk
+end
+
+-- The rule's step compiled by nm.compile, as an ag.scan kernel: a rule
+-- without a hand-written C kernel (a user's meta rule) runs so at C speed
+-- with its generated adjoint (interpreted, with a notice, without a C
+-- compiler). Its buffers are kept apart from the hand kernel's.
+local function compiled_kernel(net, B, X, labels)
+  net.compiled = net.compiled or compile.meta_step(net, B)
+  net.compiled_workspaces = net.compiled_workspaces or {}
+  return net.compiled:scan_kernel{
+    cache = net.compiled_workspaces, state_bytes = weight_bytes(net),
+    state = function()
+      local w = {}
+      for l = 1, net.layers do w[l] = nm.zeros(net.sizes[l + 1], net.sizes[l], net.dtype) end
+      return w
+    end,
+    args = function(src, th, t) return src, th, X:row(t), labels[t], B end,
+  }
+end
+
+-- motif_net.unroll(net, W0, B, X, labels, theta, T [, opts]) -> W_T (a list):
+-- the whole inner loop, W_t = step(W_{t-1}, x_t = X:row(t), labels[t]),
+-- by ag.scan: one tape operation when theta (or W0 entries) are variables,
+-- checkpointed (segment starts stored every S = opts.segment or
+-- ceil(sqrt(T)) steps, each segment recomputed once during backward).
+-- opts.mode: "unroll" (default: the rule's C step and its adjoint in
+-- buffers reused across calls, about 2 sqrt(T) weight sets; the Lua step
+-- when the rule has no kernel), "scan" (ag.scan over fused_step: a tape
+-- per segment), "compiled" (the rule's step and adjoint generated by
+-- nm.compile; what "unroll" means for a rule without a C kernel, unless a
+-- pathway of the network has no compiled form) or "generic" (ag.scan over
+-- the rule's Lua step on a tape; slow, the reference). opts.stats receives ag.scan's memory figures. The result's
+-- gradients flow to theta (net.need selects which of its entries the C
+-- adjoint computes) and to W0.
+function motif_net.unroll(net, W0, B, X, labels, theta, T, opts)
+  opts = opts or {}
+  local mode = opts.mode or "unroll"
+  if mode == "unroll" and not net.fused then mode = net.pathway and "generic" or "compiled" end
+  local o = {segment = opts.segment, stats = opts.stats, collect = opts.collect,
+             measure = opts.measure, gc = opts.gc}
+  local step
+  if mode == "unroll" then
+    step = scan_kernel(net, B, X, labels)
+  elseif mode == "compiled" then
+    step = compiled_kernel(net, B, X, labels)
+  else
+    local stepper = mode == "generic" and net.rule.step or motif_net.fused_step
+    step = function(state, params, t) return stepper(net, state, params[1], X:row(t), labels[t], B) end
+  end
+  return ag.scan(step, W0, {theta}, T, o)
+end
+
+-- ---------------------------------------------------------------- loss
+
+-- motif_net.logits(net, W, X) -> Z_L: the network's output before the
+-- softmax for the rows of X (nm.autograd operations).
+function motif_net.logits(net, W, X)
+  local Y = X
+  for l = 1, net.layers do
+    local Z = ag.mm(Y, ag.t(W[l]))
+    if l < net.layers then Y = ag.softplus(Z, net.beta) else return Z end
+  end
+end
+
+-- motif_net.query_loss(net, W, X, labels) -> mean cross-entropy (a number
+-- or a variable), generic operations.
+function motif_net.query_loss(net, W, X, labels)
+  return ag.cross_entropy(motif_net.logits(net, W, X), labels)
+end
+
+-- The fused query loss as a tape operation: arguments (W_1..W_L), result
+-- the mean cross-entropy.
+local function fused_query_forward(ctx, net, X, labels, ...)
+  local W = {...}
+  local loss = net.kernel:query(W, X, labels)
+  ctx.net, ctx.W, ctx.X, ctx.labels = net, W, X, labels
+  return loss
+end
+
+local function fused_query_backward(ctx, g)
+  local net = ctx.net
+  local G = {}
+  for l = 1, net.layers do G[l] = nm.zeros(ctx.W[l]:size(), net.dtype) end
+  net.kernel:query(ctx.W, ctx.X, ctx.labels, G)
+  local res = {nil, nil, nil}
+  for l = 1, net.layers do res[3 + l] = G[l]:scale(g) end
+  return table.unpack(res, 1, 3 + net.layers)
+end
+
+local fused_query_ops = {}
+
+-- motif_net.fused_query_loss(net, W, X, labels) -> loss, correct: the same
+-- through the C kernel (correct only for plain W).
+function motif_net.fused_query_loss(net, W, X, labels)
+  local L = net.layers
+  local tracked = false
+  for l = 1, L do if ag.is_var(W[l]) then tracked = true end end
+  if not tracked then return net.kernel:query(W, X, labels) end
+  local op = fused_query_ops[L]
+  if not op then
+    op = ag.def("motif_query", fused_query_forward, fused_query_backward)
+    fused_query_ops[L] = op
+  end
+  return op(net, X, labels, table.unpack(W, 1, L))
+end
+
+-- theta as a float64 tensor from a table {[r] = value} (0-based motif
+-- indices) or a list of n numbers (n = 10 for the motif rule).
+function motif_net.theta(t, n)
+  n = n or 10
+  local th = nm.zeros(n, "float64")
+  if nm.is_tensor(t) then th:copy(t) return th end
+  for r = 0, n - 1 do
+    local v = t[r]
+    if v == nil and #t == n then v = t[r + 1] end
+    if v ~= nil then th:set(r + 1, v) end
+  end
+  return th
+end
+
+function motif_net.describe(theta)
+  local parts = {}
+  for r = 0, theta:numel() - 1 do parts[#parts + 1] = format("%d:%.3g", r, theta:get(r + 1)) end
+  return table.concat(parts, " ")
+end
+
+-- ---------------------------------------------------------------- learner
+
+local Learner = setmetatable({}, {__index = meta.Learner})
+Learner.__index = Learner
+
+-- motif_net.learner(o) -> a meta.learner of theta. Options:
+--   net        motif_net.new{...} (required)
+--   motifs     0-based indices of the coefficients that are meta-learned
+--              (default {0}); the others stay at their initial value
+--   theta0     initial theta: {[r] = value} (default the rule's
+--              coefficients.theta.init)
+--   lr, beta1, beta2, eps, clip, guard, rollback_decay   as meta.learner
+--   lambda     L1 penalty on theta (0)
+--   scale      per-coefficient scale s_r: theta_r = s_r phi_r and Adam
+--              moves phi ({[r] = s}, default 1 each)
+--   segment    checkpoint segment length (default ceil(sqrt(steps)))
+--   mode       "unroll", "scan", "compiled" or "generic" (motif_net.unroll)
+function motif_net.learner(o)
+  if type(o) ~= "table" or getmetatable(o.net) ~= Net then
+    fail("learner: option 'net' (motif_net.new{...}) is required", 2)
+  end
+  local net = o.net
+  local coef = net.rule.coefficients.theta
+  local n = coef.size
+  local active = {}
+  for _, r in ipairs(o.motifs or {0}) do
+    if math.type(r) ~= "integer" or r < 0 or r >= n then
+      fail(format("learner: motif indices are 0..%d", n - 1), 2)
+    end
+    active[r] = true
+  end
+  local scale = nm.ones(n, "float64")
+  for r, s in pairs(o.scale or {}) do
+    -- phi = theta / s: a zero scale would make phi 0/0 and the run NaN.
+    if math.type(r) ~= "integer" or r < 0 or r >= n then
+      fail(format("learner: scale keys are motifs 0..%d", n - 1), 2)
+    end
+    if type(s) ~= "number" or not (s > 0 and s < math.huge) then
+      fail(format("learner: scale of motif %d must be a positive finite number, got %s " ..
+                  "(a tiny scale such as 1e-9 switches the motif off)", r, tostring(s)), 2)
+    end
+    scale:set(r + 1, s)
+  end
+  local mode = o.mode or "unroll"
+  if mode ~= "unroll" and mode ~= "scan" and mode ~= "generic" and mode ~= "compiled" then
+    fail("learner: mode must be 'unroll', 'scan', 'compiled' or 'generic'", 2)
+  end
+  local theta = motif_net.theta(o.theta0 or coef.init, n)
+  local phi = nm.zeros(n, "float64"):div(theta, scale)
+  local mask, need = nm.zeros(n, "float64"), {}
+  for r = 0, n - 1 do
+    need[r + 1] = active[r] or false
+    if active[r] then mask:set(r + 1, 1) end
+  end
+  local self = meta.learner({params = {phi}, groups = {"theta"}, masks = {mask}, lr = o.lr,
+                             beta1 = o.beta1, beta2 = o.beta2, eps = o.eps, clip = o.clip,
+                             guard = o.guard, rollback_decay = o.rollback_decay}, Learner)
+  self.net, self.phi, self.scale, self.need, self.active_motifs = net, phi, scale, need, active
+  self.lambda, self.segment, self.mode = o.lambda or 0, o.segment, mode
+  return self
+end
+
+-- The effective theta (a new float64 tensor).
+function Learner:theta()
+  return nm.zeros(self.phi:numel(), "float64"):mul(self.phi, self.scale)
+end
+
+-- learner:episode(task, g [, theta]) -> W (adapted weights), B: the inner
+-- loop alone (no gradient), from a fresh Xavier draw by g.
+function Learner:episode(task, g, theta)
+  local net = self.net
+  theta = theta or self:theta()
+  local W, B = net:init(g)
+  for t = 1, task.steps do
+    motif_net.step_into(net, W, W, theta, task.X:row(t), task.labels[t], B)
+  end
+  return W, B
+end
+
+-- learner:evaluate(task, g [, theta]) -> query accuracy, query loss of
+-- one episode with theta fixed (held-out meta-test); NaN for a non-finite
+-- theta.
+function Learner:evaluate(task, g, theta)
+  theta = theta or self:theta()
+  if not meta.finite(theta:sum()) then return 0 / 0, 0 / 0 end
+  local W = self:episode(task, g, theta)
+  local loss, correct = self.net.kernel:query(W, task.Xq, task.labels_q)
+  return correct / #task.labels_q, loss
+end
+
+-- The meta-loss on the tape of vars = {phi}: query CE after the inner loop
+-- (+ lambda |theta|_1), the CE, the query accuracy.
+function Learner:loss(vars, task, g, stats, scan_opts)
+  local net = self.net
+  local W0, B = net:init(g)
+  local theta = ag.mul(vars[1], self.scale)
+  net.need = self.need
+  local o = {segment = self.segment, stats = stats, mode = self.mode}
+  for k, v in pairs(scan_opts or {}) do o[k] = v end
+  local WT = motif_net.unroll(net, W0, B, task.X, task.labels, theta, task.steps, o)
+  local ce
+  if self.mode ~= "generic" then ce = motif_net.fused_query_loss(net, WT, task.Xq, task.labels_q)
+  else ce = motif_net.query_loss(net, WT, task.Xq, task.labels_q) end
+  local loss = ce
+  if self.lambda > 0 then loss = ag.add(ce, ag.scale(ag.l1(theta), self.lambda)) end
+  local Wplain = {}
+  for l = 1, net.layers do Wplain[l] = ag.value(WT[l]) end
+  local _, correct = net.kernel:query(Wplain, task.Xq, task.labels_q)
+  return loss, ce, correct / #task.labels_q
+end
+
+-- learner:meta_gradient(task, g [, stats, scan_opts]) -> loss (query CE +
+-- L1), query CE, query accuracy, gradient (float64, of phi; a buffer of
+-- the learner). stats: a table for ag.scan's memory figures.
+function Learner:meta_gradient(task, g, stats, scan_opts)
+  local loss, ce, acc, grads = meta.Learner.meta_gradient(self, task, g, stats, scan_opts)
+  return loss, ce, acc, grads[1]
+end
+
+-- ---------------------------------------------------------------- measures
+
+-- motif_net.alignment(net, W, B, theta, X, labels [, n]) -> per-layer mean
+-- angles (degrees) over the first n rows of X (default all):
+--   e[l]:  between the rule's error e_l (FA) and backprop's delta_l, for
+--          hidden layers l = 1..L-1;
+--   dW[l]: between the rule's update and the SGD direction
+--          -delta_l y_{l-1}^T, l = 1..L.
+-- Angles that are undefined (a zero vector) are left out of the mean.
+function motif_net.alignment(net, W, B, theta, X, labels, n)
+  n = math.min(n or X:size(1), X:size(1))
+  local bp = setmetatable({}, Net)
+  for k, v in pairs(net) do bp[k] = v end
+  bp.feedback, bp.pathway = "bp", nil
+  local L = net.layers
+  local sum_e, cnt_e, sum_w, cnt_w = {}, {}, {}, {}
+  for l = 1, L do sum_e[l], cnt_e[l], sum_w[l], cnt_w[l] = 0, 0, 0, 0 end
+  local Wn = {}
+  for l = 1, L do Wn[l] = nm.zeros(W[l]:size(), net.dtype) end
+  for i = 1, n do
+    local x, label = X:row(i), labels[i]
+    local y, e = net:signals(W, B, x, label)
+    local _, d = bp:signals(W, nil, x, label)
+    motif_net.step_into(net, Wn, W, theta, x, label, B)
+    for l = 1, L do
+      if l < L then
+        local a = measures.angle(e[l], d[l])
+        if a then sum_e[l], cnt_e[l] = sum_e[l] + a, cnt_e[l] + 1 end
+      end
+      local dW = Wn[l] - W[l]
+      local sgd = nm.outer(d[l], y[l - 1]):scale(-1)
+      local a = measures.angle(dW, sgd)
+      if a then sum_w[l], cnt_w[l] = sum_w[l] + a, cnt_w[l] + 1 end
+    end
+  end
+  local res = {e = {}, dW = {}}
+  for l = 1, L do
+    if l < L then res.e[l] = cnt_e[l] > 0 and sum_e[l] / cnt_e[l] or nil end
+    res.dW[l] = cnt_w[l] > 0 and sum_w[l] / cnt_w[l] or nil
+  end
+  return res
+end
+
+return motif_net
