@@ -23,7 +23,9 @@ local opts = cli.parse(arg, {
 })
 
 local root = NEUROMIC_ROOT or "."
-local exe = root .. "/neuromic"
+-- the experiments run under the interpreter running the demo (the
+-- sanitizer build under `make sanitize`, the installed binary of a rock)
+local exe = require("nm.sweep").interpreter()
 local format = string.format
 
 local function has(...)
