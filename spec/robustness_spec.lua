@@ -397,6 +397,7 @@ local SKIP = {
   ["nm.atomic_write"] = "writes files", ["nm.save_idx"] = "writes files",
   ["nm.save_npy"] = "writes files", ["nm.install_stop_handler"] = "signal handlers",
   ["nm.remove_stop_handler"] = "signal handlers", ["nm.bench_direct_gemm"] = "long gemm loops",
+  ["nm.ulp_scan"] = "long scans (its arguments: spec/vmath_spec.lua)",
   ["nm.append_file"] = "writes files", ["nm.lock"] = "creates files",
   ["nm.unlock"] = "closes descriptors", ["nm.listdir"] = "reads directories",
   ["nm.load_kernel"] = "loads shared objects (spec/compile_spec.lua tests it)",

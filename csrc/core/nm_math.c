@@ -11,6 +11,8 @@
 #include <cblas.h>
 
 #include "nm_math.h"
+#include "nm_simd.h"
+#include "nm_vmath.h"
 
 /* ---------------------------------------------------------------------- */
 /* Iteration over up to three operands of one shape */
@@ -447,8 +449,10 @@ int nm_gemm(nm_tensor *C, double alpha, const nm_tensor *A, const nm_tensor *B,
   }
   if (blas_layout(&c, &lc) && !lc.trans && blas_layout(&a, &la) && blas_layout(&b, &lb) &&
       k <= INT_MAX) {
+    int saved = nm_blas_serial_begin((double)m * (double)n * (double)k);
     TYPED(C->dtype, gemm_blas, (int)m, (int)n, (int)k, alpha, la, a.data, lb, b.data,
           beta, lc, c.data);
+    nm_blas_serial_end(saved);
     return NM_OK;
   }
   return TYPED(C->dtype, gemm_loops, m, n, k, alpha, a.data, a.stride[0], a.stride[1],
@@ -466,8 +470,10 @@ int nm_gemv(nm_tensor *y, double alpha, const nm_tensor *A, const nm_tensor *x,
   nm_blasmat la;
   int incx = blas_inc(x), incy = blas_inc(y);
   if (blas_layout(A, &la) && incx && incy) {
+    int saved = nm_blas_serial_begin((double)m * (double)n);
     TYPED(y->dtype, gemv_blas, (int)m, (int)n, alpha, la, A->data, x->data, incx, beta,
           y->data, incy);
+    nm_blas_serial_end(saved);
     return NM_OK;
   }
   return TYPED(y->dtype, gemv_loops, m, n, alpha, A->data, A->stride[0], A->stride[1],
@@ -485,8 +491,10 @@ int nm_ger(nm_tensor *A, double alpha, const nm_tensor *x, const nm_tensor *y) {
   /* Small updates (the per-step Hebbian case) are faster in the plain
   ** loop, which the compiler vectorises, than through the BLAS call. */
   if (m * n > NM_SMALL_GER && blas_layout(A, &la) && incx && incy) {
+    int saved = nm_blas_serial_begin((double)m * (double)n);
     TYPED(A->dtype, ger_blas, (int)m, (int)n, alpha, x->data, incx, y->data, incy, la,
           A->data);
+    nm_blas_serial_end(saved);
     return NM_OK;
   }
   return TYPED(A->dtype, ger_loops, m, n, alpha, x->data, x->stride[0], y->data,
@@ -509,6 +517,18 @@ int nm_dot(const nm_tensor *x, const nm_tensor *y, double *out) {
   nm_iter it;
   iter_init(&it, x, y, y);
   return TYPED(x->dtype, dot, &it, x->data, y->data, out);
+}
+
+int nm_blas_serial_begin(double madds) {
+  if (madds >= NM_BLAS_SERIAL_MADDS) return 0;
+  int n = openblas_get_num_threads();
+  if (n <= 1) return 0;
+  openblas_set_num_threads(1);
+  return n;
+}
+
+void nm_blas_serial_end(int saved) {
+  if (saved > 1) openblas_set_num_threads(saved);
 }
 
 int nm_blas_matrix_ok(const nm_tensor *m) {

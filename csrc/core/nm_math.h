@@ -46,11 +46,26 @@ typedef enum {
   NM_DSOFTPLUS,       /* p = beta: sigmoid(beta x) */
   NM_POW,             /* p = exponent */
   NM_CLAMP,           /* p = lo, q = hi */
-  NM_SCALE            /* p = factor */
+  NM_SCALE,           /* p = factor */
+  NM_EXPM1,           /* exp(x) - 1 */
+  NM_LOG1P            /* log(1 + x) */
 } nm_unop;
 
-/* r = f(a) elementwise; the derivative forms take the pre-activation x. */
+/* r = f(a) elementwise; the derivative forms take the pre-activation x.
+** exp, log, expm1, log1p, tanh, sigmoid, softplus and the derivatives are
+** the branch-free vector functions of nm_vmath.h (a few ulp). */
 int nm_unary(nm_tensor *r, const nm_tensor *a, nm_unop op, double p, double q);
+
+/* The accuracy of nm_unary's op (NM_EXP .. NM_DSOFTPLUS, NM_EXPM1,
+** NM_LOG1P; parameter p) against libm's long double functions: evaluates
+** it on about `count` inputs of dtype dt evenly spaced in bit-pattern order
+** from lo to hi (finite, lo <= hi), every pattern when there are no more
+** than count, plus lo and hi. Sets *max_ulp (the largest error in units in
+** the last place of the result's type; inf where a special value is wrong:
+** NaN, inf or a sign), *worst (its input) and *n (inputs evaluated).
+** Returns NM_EINVAL for other ops or bad bounds, NM_EINTR when interrupted. */
+int nm_ulp_scan(nm_unop op, double p, nm_dtype dt, double lo, double hi, int64_t count,
+                double *max_ulp, double *worst, int64_t *n);
 
 /* y += alpha x, same shapes. */
 int nm_axpy(nm_tensor *y, double alpha, const nm_tensor *x);
@@ -116,6 +131,18 @@ int nm_ger_masked(nm_tensor *A, double alpha, const nm_tensor *x, const nm_tenso
                   const nm_tensor *mask);
 /* *out = sum of x .* y over all elements (same shapes), in double. */
 int nm_dot(const nm_tensor *x, const nm_tensor *y, double *out);
+
+/* Small products on one OpenBLAS thread. OpenBLAS splits even a batch-1
+** gemv over its threads, and waking and spinning the pool costs more than
+** the product: a product of fewer than NM_BLAS_SERIAL_MADDS multiply-adds
+** runs on one thread, the count set with openblas_set_num_threads (or
+** nm.blas_threads) coming back after. Results do not depend on it (OpenBLAS
+** splits products over output blocks, each summed in the same order).
+** nm_blas_serial_begin returns what nm_blas_serial_end restores (0:
+** nothing changed). nm_gemm, nm_gemv, nm_ger and the model kernels use it. */
+#define NM_BLAS_SERIAL_MADDS 1048576.0
+int nm_blas_serial_begin(double madds);
+void nm_blas_serial_end(int saved);
 
 /* 1 when the matrix can be handed to BLAS without a copy. */
 int nm_blas_matrix_ok(const nm_tensor *m);

@@ -18,6 +18,7 @@ static int NM_T(fill)(const nm_iter *it, real *r, real v) {
   return NM_OK;
 }
 
+NM_HOT
 static int NM_T(binary)(const nm_iter *it, real *r, const real *a, const real *b,
                         nm_binop op) {
   switch (op) {
@@ -30,6 +31,7 @@ static int NM_T(binary)(const nm_iter *it, real *r, const real *a, const real *b
   return NM_OK;
 }
 
+NM_HOT
 static int NM_T(binary_scalar)(const nm_iter *it, real *r, const real *a, real s,
                                nm_binop op) {
   switch (op) {
@@ -43,20 +45,6 @@ static int NM_T(binary_scalar)(const nm_iter *it, real *r, const real *a, real s
   return NM_OK;
 }
 
-/* The logistic function without overflow: exp of a non-positive number. */
-static inline real NM_T(sigmoid)(real x) {
-  if (x >= 0) return (real)1 / ((real)1 + NM_M(exp)(-x));
-  real e = NM_M(exp)(x);
-  return e / ((real)1 + e);
-}
-
-/* log(1 + exp(bx)) / b as log1p(exp(-|bx|)) + max(bx, 0): never overflows. */
-static inline real NM_T(softplus)(real x, real beta) {
-  real bx = beta * x;
-  real pos = bx > 0 ? bx : 0;
-  return (NM_M(log1p)(NM_M(exp)(-NM_M(fabs)(bx))) + pos) / beta;
-}
-
 static int NM_T(pow)(const nm_iter *it, real *r, const real *a, real p) {
   /* Common exponents exactly and faster than pow(). */
   if (p == 2) NM_LOOP(it, real, r, const real, a, const real, a, real x = EL1; EL0 = x * x;);
@@ -67,6 +55,7 @@ static int NM_T(pow)(const nm_iter *it, real *r, const real *a, real p) {
   return NM_OK;
 }
 
+NM_HOT
 static int NM_T(unary)(const nm_iter *it, real *r, const real *a, nm_unop op,
                        real p, real q) {
 #define U_(...) NM_LOOP(it, real, r, const real, a, const real, a, real x = EL1; __VA_ARGS__)
@@ -74,22 +63,25 @@ static int NM_T(unary)(const nm_iter *it, real *r, const real *a, nm_unop op,
     case NM_NEG:      U_(EL0 = -x;); break;
     case NM_ABS:      U_(EL0 = NM_M(fabs)(x);); break;
     case NM_SIGN:     U_(EL0 = x > 0 ? (real)1 : x < 0 ? (real)-1 : x;); break;
-    case NM_EXP:      U_(EL0 = NM_M(exp)(x);); break;
-    case NM_LOG:      U_(EL0 = NM_M(log)(x);); break;
+    /* the transcendentals are nm_vmath.h's branch-free ones: they vectorise */
+    case NM_EXP:      U_(EL0 = NM_T(vexp)(x);); break;
+    case NM_LOG:      U_(EL0 = NM_T(vlog)(x);); break;
     case NM_SQRT:     U_(EL0 = NM_M(sqrt)(x);); break;
-    case NM_TANH:     U_(EL0 = NM_M(tanh)(x);); break;
-    case NM_SIGMOID:  U_(EL0 = NM_T(sigmoid)(x);); break;
+    case NM_TANH:     U_(EL0 = NM_T(vtanh)(x);); break;
+    case NM_SIGMOID:  U_(EL0 = NM_T(vsigmoid)(x);); break;
     /* NaN stays NaN (x <= 0 is false for it); a select, not a branch:
     ** the sign of activations is a coin flip the predictor cannot learn. */
     case NM_RELU:     U_(EL0 = x <= 0 ? (real)0 : x;); break;
-    case NM_DTANH:    U_(real t = NM_M(tanh)(x); EL0 = (real)1 - t * t;); break;
-    case NM_DSIGMOID: U_(real s = NM_T(sigmoid)(x); EL0 = s * ((real)1 - s);); break;
+    case NM_DTANH:    U_(EL0 = NM_T(vdtanh)(x);); break;
+    case NM_DSIGMOID: U_(EL0 = NM_T(vdsigmoid)(x);); break;
     case NM_DRELU:    U_(EL0 = x > 0 ? (real)1 : (x != x ? x : (real)0);); break;
-    case NM_SOFTPLUS: U_(EL0 = NM_T(softplus)(x, p);); break;
-    case NM_DSOFTPLUS: U_(EL0 = NM_T(sigmoid)(p * x);); break;
+    case NM_SOFTPLUS: U_(EL0 = NM_T(vsoftplus)(x, p);); break;
+    case NM_DSOFTPLUS: U_(EL0 = NM_T(vsigmoid)(p * x);); break;
     case NM_POW:      return NM_T(pow)(it, r, a, p);
     case NM_CLAMP:    U_(EL0 = x < p ? p : (x > q ? q : x);); break;
     case NM_SCALE:    U_(EL0 = x * p;); break;
+    case NM_EXPM1:    U_(EL0 = NM_T(vexpm1)(x);); break;
+    case NM_LOG1P:    U_(EL0 = NM_T(vlog1p)(x);); break;
     default: return NM_EINVAL;
   }
 #undef U_
@@ -112,6 +104,7 @@ static int NM_T(axpy)(const nm_iter *it, real *y, real alpha, const real *x) {
 /* ---------------------------------------------------------------------- */
 /* Comparisons and masks */
 
+NM_HOT
 static int NM_T(compare)(const nm_iter *it, real *r, const real *a, const real *b,
                          nm_cmpop op) {
 #define C_(OP) NM_LOOP(it, real, r, const real, a, const real, b, \
@@ -129,6 +122,7 @@ static int NM_T(compare)(const nm_iter *it, real *r, const real *a, const real *
   return NM_OK;
 }
 
+NM_HOT
 static int NM_T(compare_scalar)(const nm_iter *it, real *r, const real *a, real s,
                                 nm_cmpop op) {
 #define C_(OP) NM_LOOP(it, real, r, const real, a, const real, a, \
@@ -259,6 +253,7 @@ static int NM_T(all_finite)(const nm_iter *it, const real *a, int *finite) {
 ** of a row-major matrix): walking each column alone would touch a new
 ** cache line per element, so a block of columns is summed together, row
 ** by row. Same order of additions per column as reduce_line. */
+NM_HOT
 static int NM_T(sum_across)(const nm_iter *it, real *r, const real *a, int64_t n,
                             int64_t sd, int mean) {
   enum { BLOCK = 256 };
@@ -333,6 +328,7 @@ static int NM_T(reduce_dim)(const nm_iter *it, real *r, const real *a, double *r
 /* ---------------------------------------------------------------------- */
 /* Softmax over rows */
 
+NM_HOT
 static int NM_T(softmax)(real *r, int64_t rs0, int64_t rs1, const real *a,
                          int64_t as0, int64_t as1, int64_t rows, int64_t cols,
                          int take_log) {
@@ -344,7 +340,7 @@ static int NM_T(softmax)(real *r, int64_t rs0, int64_t rs1, const real *a,
     real m = x[0];
     for (int64_t j = 1; j < cols; j++) if (x[j * as1] > m || x[j * as1] != x[j * as1]) m = x[j * as1];
     double sum = 0;
-    for (int64_t j = 0; j < cols; j++) sum += NM_M(exp)(x[j * as1] - m);
+    for (int64_t j = 0; j < cols; j++) sum += NM_T(vexp)(x[j * as1] - m);
     if (take_log) {
       /* (x - m) - log(sum), never x - (m + log(sum)): m + log(sum) rounds
       ** away log(sum) when m is large. */
@@ -352,7 +348,7 @@ static int NM_T(softmax)(real *r, int64_t rs0, int64_t rs1, const real *a,
       for (int64_t j = 0; j < cols; j++) y[j * rs1] = (x[j * as1] - m) - lse;
     } else {
       double inv = 1.0 / sum;
-      for (int64_t j = 0; j < cols; j++) y[j * rs1] = (real)(NM_M(exp)(x[j * as1] - m) * inv);
+      for (int64_t j = 0; j < cols; j++) y[j * rs1] = (real)(NM_T(vexp)(x[j * as1] - m) * inv);
     }
     if ((work += cols) >= NM_CHUNK) { work = 0; if (nm_interrupted) return NM_EINTR; }
   }
@@ -426,6 +422,7 @@ static void NM_T(ger_blas)(int m, int n, real alpha, const real *x, int incx,
   else NM_BLAS(ger)(CblasRowMajor, m, n, alpha, x, incx, y, incy, A, a.ld);
 }
 
+NM_HOT
 static int NM_T(ger_masked)(int64_t m, int64_t n, real alpha, const real *x, int64_t xs,
                             const real *y, int64_t ys, real *A, int64_t as0, int64_t as1,
                             const real *M, int64_t ms0, int64_t ms1) {

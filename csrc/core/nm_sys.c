@@ -4,6 +4,7 @@
 ** processes.
 */
 #include "nm_sys.h"
+#include "nm_simd.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -179,6 +180,18 @@ uint32_t nm_crc32(uint32_t crc, const void *data, size_t len) {
     len -= n;
   }
   return (uint32_t)c;
+}
+
+int nm_isa_level(int set) {
+#if NM_HAVE_CLONES
+  __builtin_cpu_init();
+  if (set >= NM_CLONES_V4 && NM_CLONES_MAX >= 4 && __builtin_cpu_supports("x86-64-v4"))
+    return 4;
+  if (set >= NM_CLONES_V3 && __builtin_cpu_supports("x86-64-v3")) return 3;
+#else
+  (void)set;
+#endif
+  return 0;
 }
 
 double nm_clock_monotonic(void) {

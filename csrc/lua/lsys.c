@@ -6,6 +6,7 @@
 */
 #include "lnm.h"
 #include "nm_sys.h"
+#include "nm_simd.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -301,7 +302,51 @@ static int sys_kill(lua_State *L) {
   return 1;
 }
 
+/* The multiversioned hot kernels (nm_simd.h) and their clone sets; a file
+** that changes its set changes its line here. */
+static const struct { const char *kernels; int set; } hot_kernels[] = {
+  {"nm_math: unary (exp, log, tanh, sigmoid, softplus, ...), binary, compare, "
+   "softmax, column sums, masked ger", NM_CLONES_V4},
+  {"nm_plastic: gate, bias, masked add, masked ger, Adam, activation derivative",
+   NM_CLONES_V4},
+  {"nm_folded: rates", NM_CLONES_V4},
+  {"nm_meta: motif row kernels", NM_CLONES_V4},
+  {"nm_rcn: motif and tanh row kernels", NM_CLONES_V4},
+  {"nm_bmvr: fused row kernel", NM_CLONES_V3},
+  {"nm_nk: hill-climber kernels", NM_CLONES_V4},
+  {"nm_microcircuit: rates and updates", NM_CLONES_V4},
+};
+
+static const char *level_name(int level) {
+  return level == 4 ? "x86-64-v4" : level == 3 ? "x86-64-v3" : "baseline";
+}
+
+/* nm.isa_versions() -> {cpu = level, kernels = {{kernels =, clones =, runs =}, ...}}:
+** which ISA version of each hot kernel runs on this CPU. */
+static int sys_isa_versions(lua_State *L) {
+  lua_createtable(L, 0, 2);
+  lua_pushstring(L, level_name(nm_isa_level(NM_CLONES_V4)));
+  lua_setfield(L, -2, "cpu");
+  int n = (int)(sizeof hot_kernels / sizeof hot_kernels[0]);
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, hot_kernels[i].kernels);
+    lua_setfield(L, -2, "kernels");
+    lua_pushstring(L, !NM_HAVE_CLONES ? "baseline"
+                      : hot_kernels[i].set >= 4 && NM_CLONES_MAX >= 4
+                      ? "x86-64-v4, x86-64-v3, baseline" : "x86-64-v3, baseline");
+    lua_setfield(L, -2, "clones");
+    lua_pushstring(L, level_name(nm_isa_level(hot_kernels[i].set)));
+    lua_setfield(L, -2, "runs");
+    lua_seti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "kernels");
+  return 1;
+}
+
 static const luaL_Reg sys_funcs[] = {
+  {"isa_versions", sys_isa_versions},
   {"atomic_write", sys_atomic_write},
   {"append_file", sys_append_file},
   {"lock", sys_lock},

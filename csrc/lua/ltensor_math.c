@@ -128,7 +128,7 @@ static int m_binary(lua_State *L) {
 
 static const char *const unop_names[] = {
   "neg", "abs", "sign", "exp", "log", "sqrt", "tanh", "sigmoid", "relu", "dtanh",
-  "dsigmoid", "drelu", "softplus", "dsoftplus", "pow", "clamp", "scale"
+  "dsigmoid", "drelu", "softplus", "dsoftplus", "pow", "clamp", "scale", "expm1", "log1p"
 };
 
 /* t:exp() in place, r:exp(a) result form; parameters follow the tensors:
@@ -752,6 +752,7 @@ static const op_reg op_methods[] = {
   {"dsigmoid", m_unary, NM_DSIGMOID}, {"drelu", m_unary, NM_DRELU},
   {"softplus", m_unary, NM_SOFTPLUS}, {"dsoftplus", m_unary, NM_DSOFTPLUS},
   {"pow", m_unary, NM_POW}, {"clamp", m_unary, NM_CLAMP}, {"scale", m_unary, NM_SCALE},
+  {"expm1", m_unary, NM_EXPM1}, {"log1p", m_unary, NM_LOG1P},
   {"gt", m_compare, NM_GT}, {"lt", m_compare, NM_LT}, {"ge", m_compare, NM_GE},
   {"le", m_compare, NM_LE}, {"eq", m_compare, NM_EQ}, {"ne", m_compare, NM_NE},
   {"sum", m_sumlike, NM_RSUM}, {"mean", m_sumlike, NM_RMEAN},
@@ -769,9 +770,36 @@ static const luaL_Reg plain_methods[] = {
   {NULL, NULL}
 };
 
+/* nm.ulp_scan(op, dtype, lo, hi, count[, beta]) -> max_ulp, worst_x, n: the
+** accuracy of t:op() against libm over about count inputs from lo to hi
+** (see nm_ulp_scan); op is "exp", "log", "expm1", "log1p", "tanh", "dtanh",
+** "sigmoid", "dsigmoid", "softplus" or "dsoftplus". */
+static int f_ulp_scan(lua_State *L) {
+  static const char *const names[] = {"exp", "log", "expm1", "log1p", "tanh", "dtanh",
+                                      "sigmoid", "dsigmoid", "softplus", "dsoftplus", NULL};
+  static const nm_unop ops[] = {NM_EXP, NM_LOG, NM_EXPM1, NM_LOG1P, NM_TANH, NM_DTANH,
+                                NM_SIGMOID, NM_DSIGMOID, NM_SOFTPLUS, NM_DSOFTPLUS};
+  nm_unop op = ops[luaL_checkoption(L, 1, NULL, names)];
+  nm_dtype dt = nm_optdtype(L, 2, NM_FLOAT32);
+  double lo = luaL_checknumber(L, 3), hi = luaL_checknumber(L, 4);
+  lua_Integer count = luaL_checkinteger(L, 5);
+  double beta = luaL_optnumber(L, 6, 1.0);
+  luaL_argcheck(L, isfinite(lo) && isfinite(hi) && lo <= hi, 4, "need finite lo <= hi");
+  luaL_argcheck(L, count >= 1 && count <= ((lua_Integer)1 << 32), 5, "count must be in 1..2^32");
+  luaL_argcheck(L, beta > 0 && isfinite(beta), 6, "beta must be positive and finite");
+  double maxe, worst;
+  int64_t n;
+  check_status(L, nm_ulp_scan(op, beta, dt, lo, hi, (int64_t)count, &maxe, &worst, &n),
+               "ulp_scan");
+  lua_pushnumber(L, maxe);
+  lua_pushnumber(L, worst);
+  lua_pushinteger(L, (lua_Integer)n);
+  return 3;
+}
+
 static const luaL_Reg module_funcs[] = {
   {"mm", f_mm}, {"mv", f_mv}, {"outer", f_outer}, {"dot", m_dot},
-  {"bench_direct_gemm", f_bench_direct_gemm},
+  {"bench_direct_gemm", f_bench_direct_gemm}, {"ulp_scan", f_ulp_scan},
   {NULL, NULL}
 };
 

@@ -10,15 +10,17 @@
 #include <cblas.h>
 
 #include "nm_bmvr.h"
+#include "nm_simd.h"
 
 /* Rows per block in the blocked (gemm) forward passes. */
 #define NM_BMVR_BLOCK 256
 
-/* The fused row kernel is compiled for AVX2+FMA as well as the baseline
-** and picked at load time (GCC ifunc), since the build targets x86-64-v2
-** while OpenBLAS, which it competes with, picks AVX2 kernels itself. */
+/* The fused row kernel is compiled for x86-64-v3 (AVX2) as well as the
+** baseline and picked at load time by CPU feature (nm_simd.h), since the
+** build targets x86-64-v2 while OpenBLAS, which it competes with, picks AVX2
+** kernels itself. Not for AVX-512: measured slower (issue 17). */
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
-#define NM_BMVR_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#define NM_BMVR_CLONES NM_HOT_V3   /* nm_simd.h: the one multiversioning rule */
 #else
 #define NM_BMVR_CLONES
 #endif

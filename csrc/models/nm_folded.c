@@ -7,6 +7,8 @@
 #include <stdint.h>
 
 #include "nm_folded.h"
+#include "nm_simd.h"
+#include "nm_vmath.h"
 
 /* A 1-D or 2-D operand as rows x cols with its two strides (a 1-D tensor
 ** is one row); p == NULL for an absent operand. */

@@ -6,6 +6,7 @@
 ** No include guard on purpose.
 */
 
+NM_HOT
 static void NM_T(rates)(int64_t rows, int64_t cols, view2 r, view2 d, view2 u,
                         nm_folded_phi phi, real beta) {
   const int want_d = d.p != NULL;
@@ -14,13 +15,11 @@ static void NM_T(rates)(int64_t rows, int64_t cols, view2 r, view2 d, view2 u,
       FOR2(AT(real, r) = AT(real, u); if (want_d) AT(real, d) = 1;);
       break;
     case NM_FOLDED_TANH:
-      FOR2(real t = NM_M(tanh)(AT(real, u)); AT(real, r) = t;
+      FOR2(real t = NM_T(vtanh)(AT(real, u)); AT(real, r) = t;
            if (want_d) AT(real, d) = (real)1 - t * t;);
       break;
     case NM_FOLDED_SIGMOID:
-      FOR2(real x = AT(real, u); real s;
-           if (x >= 0) s = (real)1 / ((real)1 + NM_M(exp)(-x));
-           else { real e = NM_M(exp)(x); s = e / ((real)1 + e); }
+      FOR2(real s = NM_T(vsigmoid)(AT(real, u));
            AT(real, r) = s;
            if (want_d) AT(real, d) = s * ((real)1 - s););
       break;
@@ -28,9 +27,9 @@ static void NM_T(rates)(int64_t rows, int64_t cols, view2 r, view2 d, view2 u,
       /* log1p(exp(-|bx|)) + max(bx, 0), never overflowing; the derivative
       ** is the logistic function of bx, from the same exponential. */
       FOR2(real bx = beta * AT(real, u);
-           real e = NM_M(exp)(-NM_M(fabs)(bx));
-           AT(real, r) = (NM_M(log1p)(e) + (bx > 0 ? bx : 0)) / beta;
-           if (want_d) AT(real, d) = bx >= 0 ? (real)1 / ((real)1 + e) : e / ((real)1 + e););
+           real e = NM_T(vexp)(-NM_M(fabs)(bx));
+           AT(real, r) = (NM_T(vlog1p)(e) + (bx > 0 ? bx : 0)) / beta;
+           if (want_d) AT(real, d) = (bx >= 0 ? (real)1 : e) / ((real)1 + e););
       break;
     case NM_FOLDED_RELU:
       FOR2(real x = AT(real, u); AT(real, r) = x > 0 ? x : (x == x ? 0 : x);

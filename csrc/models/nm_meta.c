@@ -8,11 +8,14 @@
 #include <cblas.h>
 
 #include "nm_meta.h"
+#include "nm_math.h"
+#include "nm_simd.h"
+#include "nm_vmath.h"
 
-/* The row kernels are compiled for AVX2+FMA as well as the baseline and
-** picked at load time (GCC ifunc), as in nm_bmvr.c. */
+/* The row kernels are compiled per ISA level (nm_simd.h) and picked at load
+** time by CPU feature. */
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
-#define NM_META_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#define NM_META_CLONES NM_HOT   /* nm_simd.h: the one multiversioning rule */
 #else
 #define NM_META_CLONES
 #endif
@@ -79,8 +82,12 @@ int nm_motif_forward(const nm_motif_net *net, const nm_tensor *const *W_out,
                      const nm_tensor *x, int64_t label, const double *theta, void *trace) {
   if (nm_motif_check(net) != NM_OK || label < 0 || label >= net->sizes[net->layers])
     return NM_EINVAL;
-  if (net->dtype == NM_FLOAT64) return forward_f64(net, W_out, W_in, B, x, label, theta, trace);
-  return forward_f32(net, W_out, W_in, B, x, label, theta, trace);
+  /* one sample: small products, one BLAS thread */
+  int saved = nm_blas_serial_begin(0), st;
+  if (net->dtype == NM_FLOAT64) st = forward_f64(net, W_out, W_in, B, x, label, theta, trace);
+  else st = forward_f32(net, W_out, W_in, B, x, label, theta, trace);
+  nm_blas_serial_end(saved);
+  return st;
 }
 
 int nm_motif_backward(const nm_motif_net *net, const nm_tensor *const *G,
@@ -88,9 +95,12 @@ int nm_motif_backward(const nm_motif_net *net, const nm_tensor *const *G,
                       const double *theta, const int *need, double *theta_bar,
                       const nm_tensor *const *Bbar, void *work) {
   if (nm_motif_check(net) != NM_OK) return NM_EINVAL;
+  int saved = nm_blas_serial_begin(0), st;
   if (net->dtype == NM_FLOAT64)
-    return backward_f64(net, G, W_in, B, trace, theta, need, theta_bar, Bbar, work);
-  return backward_f32(net, G, W_in, B, trace, theta, need, theta_bar, Bbar, work);
+    st = backward_f64(net, G, W_in, B, trace, theta, need, theta_bar, Bbar, work);
+  else st = backward_f32(net, G, W_in, B, trace, theta, need, theta_bar, Bbar, work);
+  nm_blas_serial_end(saved);
+  return st;
 }
 
 int nm_motif_query(const nm_motif_net *net, const nm_tensor *const *W, const nm_tensor *X,

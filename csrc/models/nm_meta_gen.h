@@ -278,7 +278,7 @@ static int FN(query)(const nm_motif_net *net, const nm_tensor *const *W, const n
       GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n[l - 1], (int)n[l], 1, D,
            (int)n[l], FN(data)(W[l - 1]), (int)n[l - 1], 0, D2, (int)n[l - 1]);
       for (int64_t k = 0; k < m * n[l - 1]; k++)
-        D2[k] *= (real)-expm1(-(double)beta * (double)Y[l - 1][k]);
+        D2[k] *= (real)-vexpm1_f64(-(double)beta * (double)Y[l - 1][k]);
       real *t = D; D = D2; D2 = t;
     }
   }

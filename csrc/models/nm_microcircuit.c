@@ -11,6 +11,7 @@
 #include <cblas.h>
 
 #include "nm_microcircuit.h"
+#include "nm_simd.h"
 
 /* The per-element loops (rates, plasticity) are written to vectorise:
 ** GCC at -O2 only does so with -O3's cost model and once told that
@@ -21,7 +22,7 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("O3", "no-trapping-math", "fp-contract=off")
 #if defined(__x86_64__) && defined(__linux__)
-#define MC_HOT __attribute__((target_clones("avx512f", "avx2", "default")))
+#define MC_HOT NM_HOT   /* nm_simd.h: the one multiversioning rule */
 #endif
 #endif
 #ifndef MC_HOT

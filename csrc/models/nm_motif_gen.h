@@ -68,11 +68,10 @@ static void FN(trace_map)(const nm_motif_net *net, int kinds, real *base, FN(tra
 
 static real *FN(data)(const nm_tensor *t) { return (real *)t->data; }
 
-/* Numerically stable softplus with sharpness beta. */
+/* Numerically stable softplus with sharpness beta, in double
+** (nm_vmath.h: branch-free, so the loops calling it vectorise). */
 static real FN(softplus)(real z, real beta) {
-  double bz = (double)beta * (double)z;
-  double m = bz > 0 ? bz : 0;
-  return (real)((m + log1p(exp(-fabs(bz)))) / (double)beta);
+  return (real)vsoftplus_f64((double)z, (double)beta);
 }
 
 static double FN(dot)(int64_t n, const real *a, const real *b) {
@@ -134,7 +133,7 @@ static void FN(forward_signals)(const nm_motif_net *net, const nm_tensor *const 
   const int64_t xs = x->ndim == 1 ? x->stride[0] : 1;
   for (int64_t j = 0; j < n[0]; j++) {
     T->y[0][j] = xp[j * xs];
-    T->s[0][j] = (real)-expm1(-(double)beta * (double)T->y[0][j]);    /* 1 - exp(-beta y) */
+    T->s[0][j] = (real)-vexpm1_f64(-(double)beta * (double)T->y[0][j]);    /* 1 - exp(-beta y) */
   }
   for (int l = 1; l <= L; l++) {
     GEMV(CblasRowMajor, CblasNoTrans, (int)n[l], (int)n[l - 1], 1, FN(data)(W[l - 1]),
@@ -143,7 +142,7 @@ static void FN(forward_signals)(const nm_motif_net *net, const nm_tensor *const 
       for (int64_t i = 0; i < n[l]; i++) {
         const real y = FN(softplus)(T->z[l][i], beta);
         T->y[l][i] = y;
-        T->s[l][i] = (real)-expm1(-(double)beta * (double)y);
+        T->s[l][i] = (real)-vexpm1_f64(-(double)beta * (double)y);
       }
     } else {
       FN(softmax)(n[L], T->z[L], T->y[L]);

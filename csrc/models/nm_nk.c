@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "nm_nk.h"
+#include "nm_simd.h"
 
 /* The hot loops are written to vectorise. GCC at -O2 only vectorises
 ** them at -O3's cost model and once told that floating-point exceptions
@@ -18,7 +19,7 @@
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("O3", "no-trapping-math", "fp-contract=off")
 #if defined(__x86_64__) && defined(__linux__)
-#define NK_HOT __attribute__((target_clones("avx512f", "avx2", "default")))
+#define NK_HOT NM_HOT   /* nm_simd.h: the one multiversioning rule */
 #endif
 #endif
 #ifndef NK_HOT
@@ -708,10 +709,14 @@ int nm_nkhc_step(nm_nkhc *c, nm_rng *g, int64_t cycles) {
 
 /* ------------------------------------------------------ naive oracle */
 
-void nm_nkhc_naive(nm_nkhc *c, double *task, double *rec) {
+/* Written to vectorise (and cloned per ISA level) like the incremental
+** kernels, with every sum in the order of the plain loops: hidden neuron h
+** sums its bias, then its weights for i = 0..N-1 (integers: exact); output
+** and ANN node i sum their bias, then weight h times a_h for h = 0..H-1. */
+NK_HOT void nm_nkhc_naive(nm_nkhc *c, double *task, double *rec) {
   int S = c->s, N = c->n, H = c->h;
   double ts = c->t_scale, tb = c->t_shift;
-  double *act = c->nk_a;
+  double *act = c->nk_a, *v = c->row;
   size_t ncol = col_count(c->kind, N, H);
   for (size_t q = 0; q < ncol; q++)
     c->nk_col[q] = 0.0;
@@ -734,18 +739,26 @@ void nm_nkhc_naive(nm_nkhc *c, double *task, double *rec) {
       for (int h = 0; h < H; h++) {
         const double *w = c->dec + (size_t)h * 2 * N, *b = w + N;
         double *cols = c->nk_col + (size_t)h * N;
+        double ah = act[h];
         for (int i = 0; i < N; i++) {
-          double e = (ts * xs[i] + tb) - nk_sigmoid(w[i] * act[h] + b[i]);
+          double e = (ts * xs[i] + tb) - nk_sigmoid(w[i] * ah + b[i]);
           cols[i] += e * e;
         }
       }
     } else if (c->kind == NM_NK_ANN) {
+      const double *bias = c->dec + (size_t)H * N;
+      for (int i = 0; i < N; i++)
+        v[i] = bias[i];
+      for (int h = 0; h < H; h++) {
+        const double *wh = c->dec + (size_t)h * N;
+        double ah = act[h];
+        for (int i = 0; i < N; i++)
+          v[i] += wh[i] * ah;
+      }
+      double *cols = c->nk_col;
       for (int i = 0; i < N; i++) {
-        double v = c->dec[(size_t)H * N + i];
-        for (int h = 0; h < H; h++)
-          v += c->dec[(size_t)h * N + i] * act[h];
-        double e = (ts * xs[i] + tb) - nk_sigmoid(v);
-        c->nk_col[i] += e * e;
+        double e = (ts * xs[i] + tb) - nk_sigmoid(v[i]);
+        cols[i] += e * e;
       }
     }
   }

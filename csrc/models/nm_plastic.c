@@ -10,6 +10,9 @@
 #include <cblas.h>
 
 #include "nm_plastic.h"
+#include "nm_math.h"
+#include "nm_simd.h"
+#include "nm_vmath.h"
 
 /* ---------------------------------------------------------------------- */
 /* Shapes */
@@ -77,6 +80,7 @@ static void gemm(nm_dtype dt, int64_t M, int64_t N, int64_t K, double alpha,
   layout_of(B, &lb);
   layout_of(C, &lc);
   CBLAS_TRANSPOSE opa = flip(la.trans, ta), opb = flip(lb.trans, tb);
+  int saved = nm_blas_serial_begin((double)M * (double)N * (double)K);
   if (lc.trans == CblasNoTrans) {
     if (dt == NM_FLOAT32)
       cblas_sgemm(CblasRowMajor, opa, opb, (int)M, (int)N, (int)K, (float)alpha,
@@ -98,6 +102,7 @@ static void gemm(nm_dtype dt, int64_t M, int64_t N, int64_t K, double alpha,
                   (const double *)B->data, (int)lb.ld, (const double *)A->data, (int)la.ld,
                   beta, (double *)C->data, (int)lc.ld);
   }
+  nm_blas_serial_end(saved);
 }
 
 /* W (m x n) += alpha x y^T for vectors given by pointer and stride. */
@@ -114,12 +119,14 @@ static void ger(nm_dtype dt, const nm_tensor *W, double alpha, const void *x, in
     int64_t ti = incx; incx = incy; incy = ti;
     int64_t tm = m; m = n; n = tm;
   }
+  int saved = nm_blas_serial_begin((double)m * (double)n);
   if (dt == NM_FLOAT32)
     cblas_sger(CblasRowMajor, (int)m, (int)n, (float)alpha, (const float *)x, (int)incx,
                (const float *)y, (int)incy, (float *)W->data, (int)lw.ld);
   else
     cblas_dger(CblasRowMajor, (int)m, (int)n, alpha, (const double *)x, (int)incx,
                (const double *)y, (int)incy, (double *)W->data, (int)lw.ld);
+  nm_blas_serial_end(saved);
 }
 
 /* A scratch matrix header over `mem`, contiguous rows x cols. */
@@ -136,7 +143,7 @@ static nm_tensor scratch_matrix(nm_dtype dt, void *mem, int64_t rows, int64_t co
 
 #define DEFINE_LOOPS(T, SUF)                                                     \
   /* G = post .* gate into contiguous B x m. */                                  \
-  static void gate_##SUF(T *G, const nm_tensor *post, const nm_tensor *gate) {  \
+  NM_HOT static void gate_##SUF(T *G, const nm_tensor *post, const nm_tensor *gate) {  \
     int64_t B = nrows(post), m = ncols(post);                                   \
     const T *p = (const T *)post->data, *g = (const T *)gate->data;             \
     int64_t pr = rstride(post), pc = cstride(post);                             \
@@ -146,7 +153,7 @@ static nm_tensor scratch_matrix(nm_dtype dt, void *mem, int64_t rows, int64_t co
         G[s * m + i] = p[s * pr + i * pc] * g[s * gr + i * gc];                  \
   }                                                                              \
   /* b += alpha * column sums of the B x m operand G. */                        \
-  static void bias_##SUF(const nm_tensor *b, double alpha, const T *G,          \
+  NM_HOT static void bias_##SUF(const nm_tensor *b, double alpha, const T *G,          \
                          int64_t B, int64_t m, int64_t gr, int64_t gc) {         \
     T *bd = (T *)b->data;                                                        \
     int64_t bs = b->stride[0];                                                   \
@@ -157,7 +164,7 @@ static nm_tensor scratch_matrix(nm_dtype dt, void *mem, int64_t rows, int64_t co
     }                                                                            \
   }                                                                              \
   /* W += alpha * S .* mask (mask may be NULL); S contiguous m x n. */          \
-  static void add_masked_##SUF(const nm_tensor *W, double alpha, const T *S,    \
+  NM_HOT static void add_masked_##SUF(const nm_tensor *W, double alpha, const T *S,    \
                                const nm_tensor *mask) {                          \
     int64_t m = W->size[0], n = W->size[1];                                      \
     T *w = (T *)W->data;                                                         \
@@ -186,7 +193,7 @@ static nm_tensor scratch_matrix(nm_dtype dt, void *mem, int64_t rows, int64_t co
     }                                                                            \
   }                                                                              \
   /* W += alpha * (x y^T) .* mask for strided vectors x (m), y (n). */          \
-  static void ger_masked_##SUF(const nm_tensor *W, double alpha, const T *x,    \
+  NM_HOT static void ger_masked_##SUF(const nm_tensor *W, double alpha, const T *x,    \
                                int64_t incx, const T *y, int64_t incy,          \
                                const nm_tensor *mask) {                          \
     int64_t m = W->size[0], n = W->size[1];                                      \
@@ -372,7 +379,7 @@ int nm_plastic_oja(const nm_tensor *W, double alpha, const nm_tensor *Y,
 /* Adam */
 
 #define DEFINE_ADAM(T, SUF, SQRT)                                                 \
-  static void adam_##SUF(T *p, const T *d, T *m, T *v, int64_t n, T sign, T b1,  \
+  NM_HOT static void adam_##SUF(T *p, const T *d, T *m, T *v, int64_t n, T sign, T b1,  \
                          T b2, T eps, T step, T inv_sqrt_bc2) {                  \
     T c1 = (T)1 - b1, c2 = (T)1 - b2;                                            \
     for (int64_t i = 0; i < n; i++) {                                            \
@@ -411,8 +418,8 @@ int nm_adam_update(const nm_tensor *p, const nm_tensor *d, const nm_tensor *m,
 
 /* sigmoid and tanh use the forward output (y (1 - y), 1 - y^2): no exp;
 ** NaN inputs stay NaN, as in the elementwise derivative kernels. */
-#define DEFINE_DACT(T, SUF, EXP)                                                  \
-  static void dact_##SUF(T *e, const T *a, const T *y, int64_t n, int act,       \
+#define DEFINE_DACT(T, SUF, SIGMOID)                                              \
+  NM_HOT static void dact_##SUF(T *e, const T *a, const T *y, int64_t n, int act,       \
                          T beta) {                                                \
     switch (act) {                                                               \
       case NM_ACT_RELU: /* selects, not branches (signs are unpredictable) */   \
@@ -428,15 +435,15 @@ int nm_adam_update(const nm_tensor *p, const nm_tensor *d, const nm_tensor *m,
         for (int64_t i = 0; i < n; i++) e[i] *= (T)1 - y[i] * y[i];              \
         break;                                                                   \
       case NM_ACT_SOFTPLUS:                                                      \
-        for (int64_t i = 0; i < n; i++) e[i] *= (T)1 / ((T)1 + EXP(-beta * a[i])); \
+        for (int64_t i = 0; i < n; i++) e[i] *= SIGMOID(beta * a[i]);           \
         break;                                                                   \
       default:                                                                   \
         break;                                                                   \
     }                                                                            \
   }
 
-DEFINE_DACT(float, f, expf)
-DEFINE_DACT(double, d, exp)
+DEFINE_DACT(float, f, vsigmoid_f32)
+DEFINE_DACT(double, d, vsigmoid_f64)
 
 int nm_mul_dact(const nm_tensor *E, const nm_tensor *A, const nm_tensor *Y, int act,
                 double beta) {

@@ -8,6 +8,8 @@
 #include <cblas.h>
 
 #include "nm_rcn.h"
+#include "nm_simd.h"
+#include "nm_vmath.h"
 
 /* The row loops need the vectoriser (-O3); trapping math off lets it
 ** compute both branches of the tanh and select, as nm_microcircuit.c. */
@@ -19,7 +21,7 @@
 ** and picked at load time (GCC ifunc) by CPU feature, not by CPU model
 ** (an "arch=" clone is only picked on that maker's model). */
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
-#define NM_RCN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define NM_RCN_CLONES NM_HOT   /* nm_simd.h: the one multiversioning rule */
 #else
 #define NM_RCN_CLONES
 #endif

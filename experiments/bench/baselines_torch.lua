@@ -1,6 +1,6 @@
 -- experiments/bench/baselines_torch.lua: neuromic against PyTorch (CPU)
 -- on the same jobs, in the same run, at the same thread count:
---   * one epoch of a 784-256-10 ReLU/softmax network, minibatch 100, on
+--   * one epoch of a 784-256-10 ReLU (or --act sigmoid)/softmax network, minibatch 100, on
 --     Fashion-MNIST's 60,000 training images, by backprop and by feedback
 --     alignment (plain SGD, softmax cross-entropy);
 --   * online learning (batch 1) of the same network on the first
@@ -11,7 +11,7 @@
 -- PyTorch runs as /usr/bin/python3 experiments/bench/torch_mlp.py; when
 -- torch is missing the PyTorch column says so and is skipped.
 --
---   ./neuromic experiments/bench/baselines_torch.lua [--threads 1] [--quick]
+--   ./neuromic experiments/bench/baselines_torch.lua [--threads 1] [--act sigmoid] [--quick]
 
 local nm = require "neuromic"
 local cli = require "nm.cli"
@@ -31,6 +31,7 @@ local opts = cli.parse(arg, {
     {"online-samples", "int", 5000, "training images for the online job", quick = 1000, min = 1},
     {"batch", "int", 100, "minibatch size", min = 2},
     {"lr", "number", 0.1, "learning rate (both)", min = 0},
+    {"act", "string", "relu", "hidden activation", choices = {"relu", "sigmoid"}},
     {"rules", "list", {"bp", "fa"}, "rules to time (bp, fa)", item = "string"},
     {"repeats", "int", 3, "timed runs per job and side; the fastest counts", quick = 1, min = 1},
     {"python", "string", "/usr/bin/python3", "python with torch"},
@@ -49,7 +50,7 @@ local Xtr, Ytr = ds.train.X, ds.train.Y
 local function ours(rule, batch, n)
   local X, Y = Xtr:narrow(1, 1, n), Ytr:narrow(1, 1, n)
   local split = {X = X, Y = Y, n = n}
-  local net = nn.mlp{sizes = {784, 256, 10}, act = "relu", out = "softmax", loss = "xent",
+  local net = nn.mlp{sizes = {784, 256, 10}, act = opts.act, out = "softmax", loss = "xent",
                      rule = RULE[rule], params = {eta = opts.lr}, gen = nm.generator(1)}
   local batches = data.batches(split, batch, {generator = nm.generator(2), shuffle = batch > 1})
   collectgarbage("collect")
@@ -68,7 +69,8 @@ local function torch(rule, batch, n)
   local t = tostring(opts.threads)
   local out = process.output{"env", "OPENBLAS_NUM_THREADS=" .. t, "OMP_NUM_THREADS=" .. t,
                                    "MKL_NUM_THREADS=" .. t, opts.python, here .. "/torch_mlp.py",
-                                   "--threads", t, "--rule", rule, "--batch", tostring(batch),
+                                   "--threads", t, "--rule", rule, "--act", opts.act,
+                                   "--batch", tostring(batch),
                                    "--samples", tostring(n), "--lr", format("%.17g", opts.lr),
                                    "--data", data.fashion_dir}
   local line = out:match("(%b{})%s*$")
@@ -79,8 +81,8 @@ local function torch(rule, batch, n)
   return res
 end
 
-print(format("neuromic %s vs PyTorch (CPU), %d thread%s, Fashion-MNIST, 784-256-10 relu/softmax, SGD lr %g",
-             nm.version, opts.threads, opts.threads > 1 and "s" or "", opts.lr))
+print(format("neuromic %s vs PyTorch (CPU), %d thread%s, Fashion-MNIST, 784-256-10 %s/softmax, SGD lr %g",
+             nm.version, opts.threads, opts.threads > 1 and "s" or "", opts.act, opts.lr))
 print(format("%-26s %-4s %10s %12s %9s %10s %12s %9s %8s", "job", "rule", "nm s", "nm samples/s",
              "nm acc", "torch s", "torch smp/s", "torch acc", "speedup"))
 local rows = {}

@@ -1,7 +1,10 @@
 -- experiments/bench/nk.lua: cycles per second of the neuron-autoencoder
 -- hill climber (nm.nk, csrc/models/nm_nk.c) scoring candidates incrementally
 -- from cached activations vs by a naive full forward pass, at N = 100 and
--- N = 1000 (H = 10, S = 1000), for NN, NAN and ANN; with --grid, the wall
+-- N = 1000 (H = 10, S = 1000), for NN, NAN and ANN, next to a straightforward
+-- NumPy loop doing the naive work (experiments/bench/nk_numpy.py, one
+-- thread, measured in the same run: ratio = neuromic naive rate / NumPy
+-- rate, > 1: neuromic faster); with --grid, the wall
 -- time of the whole Fig. 6 grid (6 N x 4 K x 20 runs x NAN, ANN x 10,000
 -- cycles) run by experiments/nan_nk.lua with --jobs workers. A benchmark,
 -- not a test: it prints figures and checks nothing (spec/nk_spec.lua
@@ -15,6 +18,7 @@
 
 local nm = require "neuromic"
 local cli = require "nm.cli"
+local process = require "nm.process"
 
 local opts = cli.parse(arg, {
   name = "bench_nk",
@@ -31,6 +35,8 @@ local opts = cli.parse(arg, {
     {"repeats", "int", 3, "measurements per case; the fastest is reported", min = 1,
      quick = 1},
     {"grid", "bool", false, "also time the full Fig. 6 grid (minutes)"},
+    {"numpy", "bool", true, "time the NumPy peer of the naive scoring"},
+    {"python", "string", "/usr/bin/python3", "python with numpy"},
     {"grid-out", "string", "results/bench_nk_grid", "run directory of the grid"},
   },
 })
@@ -57,16 +63,34 @@ end
 
 print(string.format("NK hill climber, H = %d, S = %d, K = %d: cycles/s, best of %d; both " ..
                     "scorings run the same cycles", opts.h, opts.samples, opts.k, opts.repeats))
-print(string.format("%-4s %6s %8s %12s %14s %9s %22s", "net", "N", "cycles", "naive",
-                    "incremental", "speedup", "incremental, longer"))
+local here = (arg[0]:match("^(.*)/[^/]*$") or ".")
+
+-- cycles per second of the NumPy peer (nil and a message when it fails)
+local function numpy_rate(kind, n)
+  if not opts.numpy then return nil, "skipped" end
+  local out = process.output{"env", "OMP_NUM_THREADS=1", "OPENBLAS_NUM_THREADS=1", opts.python,
+                             here .. "/nk_numpy.py", "--net", kind, "--n", tostring(n), "--h",
+                             tostring(opts.h), "--samples", tostring(opts.samples), "--seconds",
+                             string.format("%g", opts.seconds)} or ""
+  local c, t = out:match('"cycles": (%d+), "seconds": ([%d.e+-]+)')
+  if not c then return nil, out:sub(1, 200):gsub("\n", " ") end
+  return tonumber(c) / tonumber(t)
+end
+
+print(string.format("%-4s %6s %8s %12s %14s %9s %22s %12s %10s", "net", "N", "cycles", "naive",
+                    "incremental", "speedup", "incremental, longer", "numpy naive",
+                    "naive/np"))
 for _, n in ipairs(opts.n) do
   for _, kind in ipairs(opts.nets) do
     local _, b = twins(kind, n)
     -- enough naive cycles to last opts.seconds, from a short probe
     local probe = timed(b, "step_naive", 2, 99)
     local cycles = math.max(4, math.floor(opts.seconds / math.max(probe / 2, 1e-6)))
-    local t_naive, t_inc = math.huge, math.huge
+    local t_naive, t_inc, np_rate, np_err = math.huge, math.huge, nil, nil
     for _ = 1, opts.repeats do
+      local r, e = numpy_rate(kind, n)       -- alternating with ours
+      if r and (not np_rate or r > np_rate) then np_rate = r end
+      np_err = e
       local a
       a, b = twins(kind, n)
       t_naive = math.min(t_naive, timed(b, "step_naive", cycles, 1))
@@ -81,8 +105,11 @@ for _, n in ipairs(opts.n) do
     for _ = 1, opts.repeats do
       t_long = math.min(t_long, timed((twins(kind, n)), "step", long, 1))
     end
-    print(string.format("%-4s %6d %8d %12.1f %14.1f %8.1fx %14.1f (%d)", kind, n, cycles,
-                        cycles / t_naive, cycles / t_inc, t_naive / t_inc, long / t_long, long))
+    print(string.format("%-4s %6d %8d %12.1f %14.1f %8.1fx %14.1f (%d) %12s %10s", kind, n,
+                        cycles, cycles / t_naive, cycles / t_inc, t_naive / t_inc, long / t_long,
+                        long, np_rate and string.format("%.1f", np_rate) or "-",
+                        np_rate and string.format("%.2fx", cycles / t_naive / np_rate) or "-"))
+    if not np_rate and np_err ~= "skipped" then print("  numpy: " .. tostring(np_err)) end
   end
 end
 

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """experiments/bench/torch_mlp.py: the PyTorch peer of baselines_torch.lua.
 
-Trains a 784-256-10 ReLU/softmax network on Fashion-MNIST with plain SGD
+Trains a 784-256-10 ReLU (or sigmoid)/softmax network on Fashion-MNIST with plain SGD
 and softmax cross-entropy, by backprop (BP) or feedback alignment (FA: the
 backward pass of the second layer uses a fixed random matrix B instead of
 W), on the CPU with a given thread count. Prints one JSON object with the
@@ -40,6 +40,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rule", choices=["bp", "fa"], default="bp")
+    ap.add_argument("--act", choices=["relu", "sigmoid"], default="relu")
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--samples", type=int, default=60000, help="training samples (one pass)")
     ap.add_argument("--lr", type=float, default=0.1)
@@ -85,7 +86,7 @@ def main():
         l2 = torch.nn.Linear(256, 10)
 
         def forward(x):
-            h = torch.relu(l1(x))
+            h = torch.relu(l1(x)) if a.act == "relu" else torch.sigmoid(l1(x))
             if a.rule == "fa":
                 return FALinear.apply(h, l2.weight, l2.bias, B2)
             return l2(h)
