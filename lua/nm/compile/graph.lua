@@ -252,22 +252,11 @@ end
 -- stop gradients, which adjoint.grad has already formed).
 function graph.strip_detach(g, outputs)
   local map = {}
-  local nforward = #g.nodes
-  for id = 1, nforward do
-    local n = g.nodes[id]
-    if n.op == "detach" then map[n] = map[n.args[1]] or n.args[1]
-    elseif #n.args > 0 then
-      local changed, args = false, {}
-      for i, a in ipairs(n.args) do
-        args[i] = map[a] or a
-        if args[i] ~= a then changed = true end
-      end
-      if changed then map[n] = g:rebuild(n, args) end
-    end
+  for _, n in ipairs(g.nodes) do
+    if n.op == "detach" then map[n] = map[n.args[1]] or n.args[1] end
   end
-  local out = {}
-  for i, o in ipairs(outputs) do out[i] = map[o] or o end
-  return out
+  if next(map) == nil then return outputs end
+  return graph.substitute(g, outputs, map)
 end
 
 -- graph.substitute(g, outputs, map) -> the outputs with the nodes that are
