@@ -27,7 +27,7 @@ CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) -fno-trapping-math -fno-mat
            -Icsrc/core -Icsrc/models -Icsrc/lua $(LUA_INC) $(BLAS_INC)
 # make CLONES=3 (or 0) builds fewer ISA versions of the hot kernels (nm_simd.h)
 CFLAGS  += $(if $(CLONES),-DNM_CLONES_MAX=$(CLONES))
-LDLIBS  = $(BLAS_LIB) -lz -lm
+LDLIBS  = $(BLAS_LIB) -lz -lm -pthread
 
 BUILD   ?= build
 # Layers: csrc/core (tensors, math, random, I/O, OS; no model, no lua.h),

@@ -75,7 +75,6 @@ local opts = cli.parse(arg, {
     {"stop-after", "int", 0, "send SIGTERM to itself after N batches (tests resume)", min = 0},
     {"keep-going", "bool", false, "go on when weights or loss become non-finite (default: stop)"},
     {"plot", "bool", true, "write plots (gnuplot)"},
-    {"threads", "int", 0, "OpenBLAS threads (0: leave as is)", min = 0},
   },
 })
 
@@ -118,7 +117,6 @@ for i, a in ipairs(opts.arch) do
   end
   archs[i] = {name = a, hidden = sizes}
 end
-if opts.threads > 0 then cli.guard("--threads " .. opts.threads, nm.blas_threads, opts.threads) end
 for _, d in ipairs(opts.dataset) do cli.guard("--dataset " .. d, data.files, d) end
 
 local run = results.open(opts, {
@@ -365,7 +363,7 @@ for _, f in ipairs(summary) do
 end
 local plots = run:files("%.png$")
 
-run:finish{cells = summary, summary = headline, plots = plots, optimiser = opts.optim, blas_threads = nm.blas_threads(),
+run:finish{cells = summary, summary = headline, plots = plots, optimiser = opts.optim, threads = opts.threads,
            variant = "feedback matrices drawn like W (init " .. opts.init .. ", scale " ..
                      opts.feedback_scale .. "); update angles on the first " .. opts.probe ..
                      " training images; DFA alignment against (W_L...W_{l+1})^T"}

@@ -62,13 +62,11 @@ local opts = cli.parse(arg, {
     {"search-epochs", "int", 8, "search: passes per candidate", quick = 1, min = 1},
     {"validation", "int", 1000, "search: training images held out", min = 1},
     {"variants", "bool", true, "Table 1: extra MNIST k = 64 rows (see the header)", quick = false},
-    {"threads", "int", 1, "OpenBLAS threads", min = 1},
     {"plot", "bool", true, "write plots (gnuplot)"},
     {"checkpoint-every", "int", 1, "jobs between checkpoints", min = 1},
   },
 })
 
-cli.guard("--threads " .. opts.threads, nm.blas_threads, opts.threads)
 
 -- ------------------------------------------------------------ settings
 

@@ -85,11 +85,9 @@ local opts = cli.parse(arg, {
      quick = 0, min = 0},
     {"stop-after", "int", 0, "send SIGTERM to itself after N batches (tests resume)", min = 0},
     {"plot", "bool", true, "write plots (gnuplot)"},
-    {"threads", "int", 1, "OpenBLAS threads (0: leave as is)", min = 0},
   },
 })
 
-if opts.threads > 0 then cli.guard("--threads " .. opts.threads, nm.blas_threads, opts.threads) end
 for _, d in ipairs(opts.dataset) do cli.guard("--dataset " .. d, data.files, d) end
 
 local run = results.open(opts, {
@@ -542,5 +540,5 @@ for _, d in ipairs(opts.dataset) do
   end
 end
 
-run:finish{datasets = final, summary = summary, plots = plots, blas_threads = nm.blas_threads(),
+run:finish{datasets = final, summary = summary, plots = plots, threads = opts.threads,
            lambda = opts.lambda, arch = opts.hidden}

@@ -110,14 +110,12 @@ local opts = cli.parse(arg, {
     {"align", "int", 10, "query images for the alignment angles", quick = 3, min = 1},
     {"smooth", "int", 25, "episodes in the running mean of the query accuracy", quick = 2, min = 1},
     {"dtype", "string", "float32", "network element type", choices = {"float32", "float64"}},
-    {"threads", "int", 1, "OpenBLAS threads", min = 1},
     {"checkpoint-every", "int", 50, "episodes between checkpoints", quick = 0, min = 0},
     {"stop-after", "int", 0, "send SIGTERM to itself after N episodes in all (tests resume)", min = 0},
     {"replot", "bool", false, "only redraw the plots and the table of the finished run in --out"},
   },
 })
 
-cli.guard("--threads " .. opts.threads, nm.blas_threads, opts.threads)
 if not (opts.scale5 > 0) then
   io.stderr:write("metaplasticity: --scale5 must be > 0 (theta_5 = scale phi_5; a tiny scale " ..
                   "such as 1e-9 switches F5 off)\n")

@@ -66,8 +66,6 @@ local opts = cli.parse(arg, {
      choices = {"dt", "sqrt_dt"}},
     {"checkpoint-every", "int", 2000, "patterns (Fig. S1, 2) or minibatches (Fig. 3) between " ..
      "checkpoints (0: only on SIGINT/SIGTERM)", quick = 0, min = 0},
-    {"threads", "int", 1, "OpenBLAS threads (0: leave as is; more than one only pays on an idle " ..
-     "machine: the minibatch products are small)", min = 0},
     {"rules", "list", {}, "circuit rules per pathway, pathway=rule (a name from rules/ or a path " ..
      "to a rule file), e.g. up=./my_rule.lua,pi=apical_silencing; unnamed pathways keep the " ..
      "paper's (up, ip, down: dendritic_prediction; pi: apical_silencing)", item = "string"},
@@ -202,7 +200,6 @@ for _, item in ipairs(opts.rules) do
   RULES[pathway] = spec
 end
 
-if opts.threads > 0 then cli.guard("--threads " .. opts.threads, nm.blas_threads, opts.threads) end
 
 -- The run of the whole invocation: OUT/results.json with the headline
 -- numbers of every figure asked for, written afresh each time (with

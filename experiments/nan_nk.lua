@@ -16,8 +16,8 @@
 -- with the same command, and a run with more networks or seeds adds only
 -- the missing cells.
 --
---   ./neuromic experiments/nan_nk.lua --quick --jobs 2        # seconds
---   ./neuromic experiments/nan_nk.lua --jobs 2                # the paper's grid
+--   ./neuromic experiments/nan_nk.lua --quick                 # seconds
+--   ./neuromic experiments/nan_nk.lua                         # the paper's grid
 --   ./neuromic experiments/nan_nk.lua --figure cell --net NAN --n 100 --k 5
 --   ./neuromic experiments/nan_nk.lua --quick --rules hillclimb,./my_rule.lua
 --
@@ -40,7 +40,7 @@ local format, concat = string.format, table.concat
 
 local opts = cli.parse(arg, {
   name = "nan_nk",
-  jobs = true,
+  jobs = cli.cores(),         -- one cell per processor at a time
   description = "Neuron autoencoders (NAN), layer autoencoders (ANN) and plain MLPs (NN) " ..
                 "trained by random hill climbing on NK-model regression (Bull 2024, " ..
                 "Figs. 5-7 with significance tests).",
@@ -249,7 +249,7 @@ if manifest then manifest:close() end
 local t_grid = nm.clock()
 local summary = sweep.run{
   experiment = arg[0], sets = sets, seeds = seeds, args = {"--figure=cell"},
-  out = grid_dir, jobs = opts.jobs or 1, resume = manifest ~= nil,
+  out = grid_dir, jobs = opts.jobs or 1, threads = opts.threads, resume = manifest ~= nil,
 }
 local grid_s = nm.clock() - t_grid
 if summary.stopped then

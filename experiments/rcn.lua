@@ -89,7 +89,6 @@ local opts = cli.parse(arg, {
      quick = 2, min = 1},
     {"smooth", "int", 25, "episodes in the running mean of the query accuracy", quick = 2, min = 1},
     {"dtype", "string", "float32", "network element type", choices = {"float32", "float64"}},
-    {"threads", "int", 1, "OpenBLAS threads", min = 1},
     {"checkpoint-every", "int", 25, "episodes between checkpoints", quick = 0, min = 0},
     {"stop-after", "int", 0, "send SIGTERM to itself after N episodes in all (tests resume)", min = 0},
     {"replot", "bool", false, "redraw the plots, table and summary of the finished run in " ..
@@ -97,7 +96,6 @@ local opts = cli.parse(arg, {
   },
 })
 
-cli.guard("--threads " .. opts.threads, nm.blas_threads, opts.threads)
 
 -- A run name to its configuration, or nil and a message.
 local function parse_run(name)

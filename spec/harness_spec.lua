@@ -261,7 +261,13 @@ describe("nm.cli", function()
     local o = cli.try_parse({}, spec)
     assert.same({batch_size = 100, epochs = 10, hidden = {256}, jobs = 1, lr = 0.05,
                  out = "results/demo", plot = true, quick = false, resume = false,
-                 rule = "bp", seed = 1}, cli.plain(o))
+                 rule = "bp", seed = 1, threads = cli.cores()}, cli.plain(o))
+    assert.is_true(cli.cores() >= 1)
+    -- a spec may give --threads and --jobs other defaults
+    local other = {name = "other", jobs = 3, threads = 1, options = {}}
+    local o2 = cli.try_parse({}, other)
+    assert.equal(1, o2.threads)
+    assert.equal(3, o2.jobs)
     assert.equal("float", math.type(o.lr))
     assert.equal("demo", o._name)
   end)
@@ -269,10 +275,11 @@ describe("nm.cli", function()
   it("parses every form; --quick values yield to explicit ones", function()
     local o = cli.try_parse({"--quick", "--lr=0.1", "--hidden", "10,20", "--no-plot",
                              "--batch-size", "5", "--seed", "7", "--shard", "2/3",
-                             "--out", "x/y", "--resume", "--jobs=2", "--rule", "fa"}, spec)
+                             "--out", "x/y", "--resume", "--jobs=2", "--rule", "fa",
+                             "--threads", "3"}, spec)
     assert.same({batch_size = 5, epochs = 1, hidden = {10, 20}, jobs = 2, lr = 0.1,
                  out = "x/y", plot = false, quick = true, resume = true, rule = "fa",
-                 seed = 7, shard = {index = 2, count = 3}}, cli.plain(o))
+                 seed = 7, shard = {index = 2, count = 3}, threads = 3}, cli.plain(o))
     assert.is_true(o._explicit.lr)
     assert.is_nil(o._explicit.epochs)
     o = cli.try_parse({"--quick", "--epochs", "4", "--plot=false", "--lr", "-0"}, spec)
@@ -310,8 +317,8 @@ describe("nm.cli", function()
   it("offers --jobs and --shard only to scripts that declare them", function()
     local plain = {name = "plain", options = {{"epochs", "int", 10, "training epochs"}}}
     local o = cli.try_parse({}, plain)
-    assert.same({epochs = 10, out = "results/plain", quick = false, resume = false, seed = 1},
-                cli.plain(o))
+    assert.same({epochs = 10, out = "results/plain", quick = false, resume = false, seed = 1,
+                 threads = cli.cores()}, cli.plain(o))
     for _, args in ipairs{{"--jobs", "2"}, {"--shard", "1/2"}} do
       local none, msg, code = cli.try_parse(args, plain)
       assert.is_nil(none)
@@ -832,6 +839,12 @@ describe("nm.sweep", function()
     local out
     out, err, rc = run_nm{sweep_script, echo, "--list", "--set", "x=1,2", "--shard", "2/2", "--out", "o"}
     assert.equal(0, rc, err)
-    assert.equal("1\tx=2,seed=1\t" .. exe .. " " .. echo .. " --x=2 --seed=1 --out=o/cells/x=2,seed=1\n", out)
+    assert.equal("1\tx=2,seed=1\t" .. exe .. " " .. echo .. " --x=2 --seed=1 --out=o/cells/x=2,seed=1"
+                 .. " --threads=" .. cli.cores() .. "\n", out)
+    -- each cell gets the runner's threads shared among the cells running at once
+    out, err, rc = run_nm{sweep_script, echo, "--list", "--set", "x=1", "--jobs", "2", "--threads",
+                          "5", "--out", "o"}
+    assert.equal(0, rc, err)
+    assert.truthy(out:find(" --threads=2\n", 1, true), out)
   end)
 end)

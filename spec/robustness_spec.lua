@@ -274,7 +274,7 @@ base("nm.crc32", function() return {"abc", 7} end)
 base("nm.hash64", function() return {"abc"} end)
 base("nm.isatty", function() return {2} end)
 base("nm.wait", function() return {-1, true} end)
-base("nm.blas_threads", function() return {nm.blas_threads()} end)
+base("nm.threads", function() return {(nm.threads())} end)
 -- Synthetic data and gather
 base("nm.synth_teacher", function()
   return {gen(), T(5, 3), T(5, 2), {T(4, 3), T(2, 4)}, {phi = "tanh", gains = {1, 2}, hidden = {T(5, 4)}}}
@@ -561,14 +561,14 @@ describe("robustness: every function of the module", function()
   for _, g in ipairs(gnames) do
     it("raises string errors, never crashes: " .. g .. ".*", function()
       local problems, broken = {}, {}
-      local saved_threads = nm.blas_threads()
+      local saved_threads = nm.threads()
       for _, name in ipairs(groups[g]) do
         local p, b = battery(name, API[name])
         for _, x in ipairs(p) do problems[#problems + 1] = x end
         for _, x in ipairs(b) do broken[#broken + 1] = x end
         collectgarbage()
       end
-      nm.blas_threads(saved_threads)
+      nm.threads(saved_threads)
       assert.are.same({}, problems)
       assert.are.same({}, broken)
     end)

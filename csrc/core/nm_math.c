@@ -11,6 +11,7 @@
 #include <cblas.h>
 
 #include "nm_math.h"
+#include "nm_pool.h"
 #include "nm_simd.h"
 #include "nm_vmath.h"
 
@@ -278,11 +279,47 @@ int nm_binary_scalar(nm_tensor *r, const nm_tensor *a, double s, nm_binop op) {
   return TYPED(r->dtype, binary_scalar, &it, r->data, a->data, s, op);
 }
 
+/* One part of a split elementwise job: a slice of one line. */
+typedef struct unary_job {
+  nm_iter it;
+  nm_dtype dt;
+  char *r;
+  const char *a;
+  nm_unop op;
+  double p, q;
+  int64_t parts;
+  _Atomic int status;
+} unary_job;
+
+static void unary_part(void *ctx, int64_t part) {
+  unary_job *j = ctx;
+  int64_t n = j->it.size[0];
+  int64_t lo = nm_pool_bound(n, j->parts, 64, part), hi = nm_pool_bound(n, j->parts, 64, part + 1);
+  if (hi <= lo) return;
+  nm_iter it = j->it;
+  it.size[0] = hi - lo;
+  size_t es = nm_dtype_size(j->dt);
+  char *r = j->r + (size_t)(lo * it.stride[0][0]) * es;
+  const char *a = j->a + (size_t)(lo * it.stride[1][0]) * es;
+  int st = TYPED(j->dt, unary, &it, (void *)r, (const void *)a, j->op, j->p, j->q);
+  if (st != NM_OK) j->status = st;
+}
+
 int nm_unary(nm_tensor *r, const nm_tensor *a, nm_unop op, double p, double q) {
   if (!same2(r, a)) return NM_EINVAL;
   if ((op == NM_SOFTPLUS || op == NM_DSOFTPLUS) && !(p > 0)) return NM_EINVAL;
   nm_iter it;
   iter_init(&it, r, a, a);
+  /* One long line with non-negative steps (the usual case: contiguous
+  ** tensors) is cut into parts whose number depends on its length only. */
+  if (it.ndim == 1 && it.size[0] >= 2 * NM_PAR_ELEMS && it.stride[0][0] >= 0 &&
+      it.stride[1][0] >= 0) {
+    unary_job j = {it, r->dtype, r->data, a->data, op, p, q, 0, NM_OK};
+    j.parts = it.size[0] / NM_PAR_ELEMS;
+    if (j.parts > NM_PAR_PARTS) j.parts = NM_PAR_PARTS;
+    nm_pool_run(j.parts, unary_part, &j);
+    return j.status;
+  }
   return TYPED(r->dtype, unary, &it, r->data, a->data, op, p, q);
 }
 
@@ -449,10 +486,8 @@ int nm_gemm(nm_tensor *C, double alpha, const nm_tensor *A, const nm_tensor *B,
   }
   if (blas_layout(&c, &lc) && !lc.trans && blas_layout(&a, &la) && blas_layout(&b, &lb) &&
       k <= INT_MAX) {
-    int saved = nm_blas_serial_begin((double)m * (double)n * (double)k);
-    TYPED(C->dtype, gemm_blas, (int)m, (int)n, (int)k, alpha, la, a.data, lb, b.data,
-          beta, lc, c.data);
-    nm_blas_serial_end(saved);
+    nm_blas_gemm(C->dtype, la.trans, lb.trans, (int)m, (int)n, (int)k, alpha, a.data, la.ld,
+                 b.data, lb.ld, beta, c.data, lc.ld);
     return NM_OK;
   }
   return TYPED(C->dtype, gemm_loops, m, n, k, alpha, a.data, a.stride[0], a.stride[1],
@@ -470,10 +505,8 @@ int nm_gemv(nm_tensor *y, double alpha, const nm_tensor *A, const nm_tensor *x,
   nm_blasmat la;
   int incx = blas_inc(x), incy = blas_inc(y);
   if (blas_layout(A, &la) && incx && incy) {
-    int saved = nm_blas_serial_begin((double)m * (double)n);
     TYPED(y->dtype, gemv_blas, (int)m, (int)n, alpha, la, A->data, x->data, incx, beta,
           y->data, incy);
-    nm_blas_serial_end(saved);
     return NM_OK;
   }
   return TYPED(y->dtype, gemv_loops, m, n, alpha, A->data, A->stride[0], A->stride[1],
@@ -491,10 +524,8 @@ int nm_ger(nm_tensor *A, double alpha, const nm_tensor *x, const nm_tensor *y) {
   /* Small updates (the per-step Hebbian case) are faster in the plain
   ** loop, which the compiler vectorises, than through the BLAS call. */
   if (m * n > NM_SMALL_GER && blas_layout(A, &la) && incx && incy) {
-    int saved = nm_blas_serial_begin((double)m * (double)n);
     TYPED(A->dtype, ger_blas, (int)m, (int)n, alpha, x->data, incx, y->data, incy, la,
           A->data);
-    nm_blas_serial_end(saved);
     return NM_OK;
   }
   return TYPED(A->dtype, ger_loops, m, n, alpha, x->data, x->stride[0], y->data,
@@ -519,16 +550,62 @@ int nm_dot(const nm_tensor *x, const nm_tensor *y, double *out) {
   return TYPED(x->dtype, dot, &it, x->data, y->data, out);
 }
 
-int nm_blas_serial_begin(double madds) {
-  if (madds >= NM_BLAS_SERIAL_MADDS) return 0;
-  int n = openblas_get_num_threads();
-  if (n <= 1) return 0;
-  openblas_set_num_threads(1);
-  return n;
+/* One part of a split product: a block of C's rows or columns. */
+typedef struct gemm_job {
+  nm_dtype dt;
+  int ta, tb, m, n, k, lda, ldb, ldc, by_cols;
+  double alpha, beta;
+  const char *A, *B;
+  char *C;
+  int64_t parts;
+} gemm_job;
+
+static void gemm_call(const gemm_job *j, int m, int n, const char *A, const char *B, char *C) {
+  CBLAS_TRANSPOSE ta = j->ta ? CblasTrans : CblasNoTrans, tb = j->tb ? CblasTrans : CblasNoTrans;
+  if (j->dt == NM_FLOAT32)
+    cblas_sgemm(CblasRowMajor, ta, tb, m, n, j->k, (float)j->alpha, (const float *)(const void *)A,
+                j->lda, (const float *)(const void *)B, j->ldb, (float)j->beta,
+                (float *)(void *)C, j->ldc);
+  else
+    cblas_dgemm(CblasRowMajor, ta, tb, m, n, j->k, j->alpha, (const double *)(const void *)A,
+                j->lda, (const double *)(const void *)B, j->ldb, j->beta,
+                (double *)(void *)C, j->ldc);
 }
 
-void nm_blas_serial_end(int saved) {
-  if (saved > 1) openblas_set_num_threads(saved);
+static void gemm_part(void *ctx, int64_t part) {
+  const gemm_job *j = ctx;
+  size_t es = nm_dtype_size(j->dt);
+  int64_t dim = j->by_cols ? j->n : j->m;
+  int64_t lo = nm_pool_bound(dim, j->parts, 16, part), hi = nm_pool_bound(dim, j->parts, 16, part + 1);
+  if (hi <= lo) return;
+  if (j->by_cols) {     /* C[:, lo:hi] = op(A) op(B)[:, lo:hi] */
+    size_t boff = (size_t)(j->tb ? lo * j->ldb : lo) * es;
+    gemm_call(j, j->m, (int)(hi - lo), j->A, j->B + boff, j->C + (size_t)lo * es);
+  } else {              /* C[lo:hi, :] = op(A)[lo:hi, :] op(B) */
+    size_t aoff = (size_t)(j->ta ? lo : lo * j->lda) * es;
+    gemm_call(j, (int)(hi - lo), j->n, j->A + aoff, j->B, j->C + (size_t)(lo * j->ldc) * es);
+  }
+}
+
+void nm_blas_gemm(nm_dtype dt, int ta, int tb, int m, int n, int k, double alpha,
+                  const void *A, int lda, const void *B, int ldb, double beta, void *C,
+                  int ldc) {
+  gemm_job j = {dt, ta, tb, m, n, k, lda, ldb, ldc, n >= m, alpha, beta, A, B, C, 1};
+  if ((double)m * (double)n * (double)k >= NM_PAR_MADDS) {
+    /* cut the larger output dimension: the other operand is read by every
+    ** part (BLAS packs it again in each), the smaller one of the two */
+    int64_t dim = j.by_cols ? n : m;
+    j.parts = dim / 32;
+    if (j.parts > NM_PAR_PARTS) j.parts = NM_PAR_PARTS;
+    if (j.parts < 1) j.parts = 1;
+  }
+  if (j.parts == 1) gemm_call(&j, m, n, j.A, j.B, j.C);
+  else nm_pool_run(j.parts, gemm_part, &j);
+}
+
+int nm_set_threads(int n) {
+  openblas_set_num_threads(1);
+  return nm_pool_set_threads(n);
 }
 
 int nm_blas_matrix_ok(const nm_tensor *m) {

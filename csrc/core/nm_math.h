@@ -132,17 +132,25 @@ int nm_ger_masked(nm_tensor *A, double alpha, const nm_tensor *x, const nm_tenso
 /* *out = sum of x .* y over all elements (same shapes), in double. */
 int nm_dot(const nm_tensor *x, const nm_tensor *y, double *out);
 
-/* Small products on one OpenBLAS thread. OpenBLAS splits even a batch-1
-** gemv over its threads, and waking and spinning the pool costs more than
-** the product: a product of fewer than NM_BLAS_SERIAL_MADDS multiply-adds
-** runs on one thread, the count set with openblas_set_num_threads (or
-** nm.blas_threads) coming back after. Results do not depend on it (OpenBLAS
-** splits products over output blocks, each summed in the same order).
-** nm_blas_serial_begin returns what nm_blas_serial_end restores (0:
-** nothing changed). nm_gemm, nm_gemv, nm_ger and the model kernels use it. */
-#define NM_BLAS_SERIAL_MADDS 1048576.0
-int nm_blas_serial_begin(double madds);
-void nm_blas_serial_end(int saved);
+/* Threads. OpenBLAS always runs on one thread; neuromic's own pool
+** (nm_pool.h) runs the parts of large kernels: a product of at least
+** NM_PAR_MADDS multiply-adds is cut into at most NM_PAR_PARTS blocks of the
+** larger output dimension, each a one-thread BLAS call, and an elementwise
+** kernel over one line of at least 2 NM_PAR_ELEMS elements into at most
+** NM_PAR_PARTS slices. The cuts depend on the shapes only, so every output
+** element is computed by the same call whatever the thread count: results
+** are the same bits for any count. Smaller work runs in the caller. */
+#define NM_PAR_MADDS 1048576.0
+#define NM_PAR_ELEMS 32768
+#define NM_PAR_PARTS 6
+/* Sets OpenBLAS to one thread and the pool to n threads (the caller
+** included); NM_EINVAL unless 1 <= n <= NM_POOL_MAX. */
+int nm_set_threads(int n);
+/* C = alpha op(A) op(B) + beta C as cblas_?gemm takes it (row-major; ta,
+** tb: op transposes), cut into parts as above. */
+void nm_blas_gemm(nm_dtype dt, int ta, int tb, int m, int n, int k, double alpha,
+                  const void *A, int lda, const void *B, int ldb, double beta, void *C,
+                  int ldc);
 
 /* 1 when the matrix can be handed to BLAS without a copy. */
 int nm_blas_matrix_ok(const nm_tensor *m);

@@ -374,13 +374,6 @@ static int NM_T(gemm_loops)(int64_t m, int64_t n, int64_t k, real alpha,
   return NM_OK;
 }
 
-static void NM_T(gemm_blas)(int m, int n, int k, real alpha, nm_blasmat a, const real *A,
-                            nm_blasmat b, const real *B, real beta, nm_blasmat c, real *C) {
-  NM_BLAS(gemm)(CblasRowMajor, a.trans ? CblasTrans : CblasNoTrans,
-                b.trans ? CblasTrans : CblasNoTrans, m, n, k, alpha, A, a.ld, B, b.ld,
-                beta, C, c.ld);
-}
-
 static int NM_T(gemv_loops)(int64_t m, int64_t n, real alpha, const real *A,
                             int64_t as0, int64_t as1, const real *x, int64_t xs,
                             real beta, real *y, int64_t ys) {

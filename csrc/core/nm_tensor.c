@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "nm_tensor.h"
+#include "nm_pool.h"
 #include "nm_math.h"
 
 volatile sig_atomic_t nm_interrupted = 0;
@@ -125,4 +126,30 @@ void nm_copy_row(const nm_tensor *dst, int64_t dst_row, const nm_tensor *src, in
   nm_view_select(&d, 0, dst_row);
   nm_view_select(&s, 0, src_row);
   nm_tensor_copy(&d, &s);
+}
+
+typedef struct rows_job {
+  const nm_tensor *dst, *src;
+  int64_t dst_row, count, parts;
+  const int64_t *idx;
+} rows_job;
+
+static void rows_part(void *ctx, int64_t part) {
+  const rows_job *j = ctx;
+  int64_t lo = nm_pool_bound(j->count, j->parts, 1, part);
+  int64_t hi = nm_pool_bound(j->count, j->parts, 1, part + 1);
+  for (int64_t i = lo; i < hi; i++) nm_copy_row(j->dst, j->dst_row + i, j->src, j->idx[i]);
+}
+
+void nm_copy_rows(const nm_tensor *dst, int64_t dst_row, const nm_tensor *src,
+                  const int64_t *idx, int64_t count) {
+  rows_job j = {dst, src, dst_row, count, 1, idx};
+  int64_t row = 1;
+  for (int d = 1; d < src->ndim; d++) row *= src->size[d];
+  if (count >= 2 && row * count >= 2 * NM_PAR_ELEMS) {
+    j.parts = row * count / NM_PAR_ELEMS;
+    if (j.parts > NM_PAR_PARTS) j.parts = NM_PAR_PARTS;
+    if (j.parts > count) j.parts = count;
+  }
+  nm_pool_run(j.parts, rows_part, &j);
 }

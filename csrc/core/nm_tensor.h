@@ -96,5 +96,10 @@ void nm_tensor_fill(const nm_tensor *t, double v);
 ** of dst; the two rows must hold the same number of elements (row-major
 ** order, dtype cast as needed). No checks: the caller validates. */
 void nm_copy_row(const nm_tensor *dst, int64_t dst_row, const nm_tensor *src, int64_t src_row);
+/* Rows dst_row .. dst_row + count - 1 of dst = rows idx[0 .. count-1] of
+** src, as nm_copy_row; many rows are copied in parts on the pool
+** (nm_pool.h). dst must not hold rows of src. No checks. */
+void nm_copy_rows(const nm_tensor *dst, int64_t dst_row, const nm_tensor *src,
+                  const int64_t *idx, int64_t count);
 
 #endif

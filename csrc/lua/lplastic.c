@@ -1,14 +1,14 @@
 /*
 ** lplastic.c: Tensor methods for the fused plasticity kernels of
 ** nm_plastic.c (gated outer-product update, Oja's subspace rule), and
-** nm.blas_threads.
+** nm.threads.
 */
 #include <stdint.h>
 
-#include <cblas.h>
-
 #include "lnm.h"
+#include "nm_math.h"
 #include "nm_plastic.h"
+#include "nm_pool.h"
 
 /* Scratch memory lives in one userdata kept in upvalue 1 (a table), and
 ** is replaced only when a call needs more: steady-state loops allocate
@@ -168,16 +168,20 @@ static int m_mul_dact(lua_State *L) {
   return 1;
 }
 
-/* nm.blas_threads([n]) -> the number of OpenBLAS threads (after setting
-** it to n, when given). Benchmarks use it to match other libraries. */
-static int f_blas_threads(lua_State *L) {
+/* nm.threads([n]) -> the thread count (after setting it to n, when given)
+** and the processors this process may use. OpenBLAS stays at one thread;
+** the count is that of neuromic's pool (nm_math.h: results do not depend
+** on it). */
+static int f_threads(lua_State *L) {
   if (!lua_isnoneornil(L, 1)) {
     lua_Integer n = luaL_checkinteger(L, 1);
-    luaL_argcheck(L, n >= 1 && n <= 1024, 1, "thread count must be in 1..1024");
-    openblas_set_num_threads((int)n);
+    luaL_argcheck(L, n >= 1 && n <= NM_POOL_MAX, 1, "thread count must be in 1..256");
+    if (nm_set_threads((int)n) != NM_OK)
+      return luaL_error(L, "threads: cannot start %d threads", (int)n);
   }
-  lua_pushinteger(L, openblas_get_num_threads());
-  return 1;
+  lua_pushinteger(L, nm_pool_threads());
+  lua_pushinteger(L, nm_pool_cores());
+  return 2;
 }
 
 static const luaL_Reg plastic_methods[] = {
@@ -201,6 +205,7 @@ void nm_open_plastic(lua_State *L, int module, int methods) {
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
-  lua_pushcfunction(L, f_blas_threads);
-  lua_setfield(L, module, "blas_threads");
+  nm_set_threads(nm_pool_threads());   /* OpenBLAS at one thread from the start */
+  lua_pushcfunction(L, f_threads);
+  lua_setfield(L, module, "threads");
 }

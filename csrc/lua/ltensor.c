@@ -954,17 +954,24 @@ static int m_index_rows(lua_State *L) {
                     (lua_Integer)rows, first, len);
     return luaL_argerror(L, 3, lua_tostring(L, -1));
   }
-  for (int64_t i = 0; i < rows; i++) {
-    lua_Integer j = index_at(L, 3, it, first + i);
+  /* Indices are read and checked 512 at a time, then those rows copied
+  ** (on the thread pool when there are many: nm_copy_rows). */
+  int64_t idx[512];
+  for (int64_t i0 = 0; i0 < rows; i0 += 512) {
+    int64_t count = rows - i0 < 512 ? rows - i0 : 512;
+    for (int64_t i = 0; i < count; i++) {
+      lua_Integer j = index_at(L, 3, it, first + i0 + i);
+      if (j < 1 || j > X->size[0]) {
+        lua_pushfstring(L, "index %I at position %I out of range [1, %I]", j, first + i0 + i,
+                        (lua_Integer)X->size[0]);
+        return luaL_argerror(L, 3, lua_tostring(L, -1));
+      }
+      idx[i] = j - 1;
+    }
     /* Reading a list index may run an __index metamethod. */
     if (B->data == NULL || X->data == NULL)
       return luaL_error(L, "index_rows: a tensor was closed during the call");
-    if (j < 1 || j > X->size[0]) {
-      lua_pushfstring(L, "index %I at position %I out of range [1, %I]", j, first + i,
-                      (lua_Integer)X->size[0]);
-      return luaL_argerror(L, 3, lua_tostring(L, -1));
-    }
-    nm_copy_row(B, i, X, j - 1);
+    nm_copy_rows(B, i0, X, idx, count);
   }
   lua_settop(L, 1);
   return 1;

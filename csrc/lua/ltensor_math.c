@@ -654,38 +654,57 @@ static int f_outer(lua_State *L) {
   return 1;
 }
 
-/* nm.bench_direct_gemm(n, dtype, reps) -> seconds for reps calls of
-** cblas_?gemm on n x n matrices, timed in C (benchmarks only: the
-** baseline the module's mm is compared with). */
+/* nm.bench_direct_gemm(n, dtype, reps [, blas_threads]) -> seconds for reps
+** calls of cblas_?gemm on n x n matrices, timed in C (benchmarks only: the
+** baseline the module's mm is compared with); n may be a list {m, k, n}
+** for an [m x k] times [k x n] product. blas_threads (default 1) is
+** OpenBLAS's own thread count for these calls only (OpenBLAS is at one
+** thread otherwise: nm_math.h). */
 static int f_bench_direct_gemm(lua_State *L) {
-  lua_Integer n = luaL_checkinteger(L, 1);
+  lua_Integer dims[3];
+  if (lua_istable(L, 1)) {
+    for (int i = 0; i < 3; i++) {
+      lua_geti(L, 1, i + 1);
+      dims[i] = lua_tointeger(L, -1);
+      lua_pop(L, 1);
+      luaL_argcheck(L, dims[i] >= 1 && dims[i] <= 8192, 1, "sizes must be in 1..8192");
+    }
+  } else {
+    lua_Integer n = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, n >= 1 && n <= 8192, 1, "n must be in 1..8192");
+    dims[0] = dims[1] = dims[2] = n;
+  }
   nm_dtype dt = nm_optdtype(L, 2, NM_FLOAT32);
   lua_Integer reps = luaL_optinteger(L, 3, 1);
-  luaL_argcheck(L, n >= 1 && n <= 8192, 1, "n must be in 1..8192");
+  lua_Integer threads = luaL_optinteger(L, 4, 1);
   luaL_argcheck(L, reps >= 1, 3, "reps must be >= 1");
-  size_t es = nm_dtype_size(dt), count = (size_t)n * (size_t)n;
+  luaL_argcheck(L, threads >= 1 && threads <= 256, 4, "blas_threads must be in 1..256");
+  int m = (int)dims[0], k = (int)dims[1], in = (int)dims[2];
+  size_t es = nm_dtype_size(dt);
+  size_t na = (size_t)m * (size_t)k, nb = (size_t)k * (size_t)in, nc = (size_t)m * (size_t)in;
   /* Lua-owned buffers, so an error cannot leak them. */
-  char *a = lua_newuserdatauv(L, 3 * count * es, 0);
-  char *b = a + count * es, *c = b + count * es;
-  for (size_t i = 0; i < count; i++) {
-    double va = (double)(i % 7) / 7 - 0.5, vb = (double)(i % 5) / 5 - 0.5;
-    if (dt == NM_FLOAT64) { ((double *)a)[i] = va; ((double *)b)[i] = vb; }
-    else { ((float *)a)[i] = (float)va; ((float *)b)[i] = (float)vb; }
+  char *a = lua_newuserdatauv(L, (na + nb + nc) * es, 0);
+  char *b = a + na * es, *c = b + nb * es;
+  for (size_t i = 0; i < na + nb; i++) {
+    double v = i < na ? (double)(i % 7) / 7 - 0.5 : (double)(i % 5) / 5 - 0.5;
+    if (dt == NM_FLOAT64) ((double *)(void *)a)[i] = v;
+    else ((float *)(void *)a)[i] = (float)v;
   }
-  int in = (int)n;
   struct timespec t0, t1;
+  openblas_set_num_threads((int)threads);
   for (lua_Integer r = -1; r < reps; r++) {   /* r = -1: warm-up, untimed */
     if (r == 0) clock_gettime(CLOCK_MONOTONIC, &t0);
     if (dt == NM_FLOAT64)
-      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, in, in, 1.0,
-                  (const double *)(void *)a, in, (const double *)(void *)b, in, 0.0,
+      cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, in, k, 1.0,
+                  (const double *)(void *)a, k, (const double *)(void *)b, in, 0.0,
                   (double *)(void *)c, in);
     else
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, in, in, in, 1.0f,
-                  (const float *)(void *)a, in, (const float *)(void *)b, in, 0.0f,
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, in, k, 1.0f,
+                  (const float *)(void *)a, k, (const float *)(void *)b, in, 0.0f,
                   (float *)(void *)c, in);
   }
   clock_gettime(CLOCK_MONOTONIC, &t1);
+  openblas_set_num_threads(1);
   lua_pushnumber(L, (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
   return 1;
 }

@@ -82,11 +82,9 @@ int nm_motif_forward(const nm_motif_net *net, const nm_tensor *const *W_out,
                      const nm_tensor *x, int64_t label, const double *theta, void *trace) {
   if (nm_motif_check(net) != NM_OK || label < 0 || label >= net->sizes[net->layers])
     return NM_EINVAL;
-  /* one sample: small products, one BLAS thread */
-  int saved = nm_blas_serial_begin(0), st;
+  int st;
   if (net->dtype == NM_FLOAT64) st = forward_f64(net, W_out, W_in, B, x, label, theta, trace);
   else st = forward_f32(net, W_out, W_in, B, x, label, theta, trace);
-  nm_blas_serial_end(saved);
   return st;
 }
 
@@ -95,11 +93,10 @@ int nm_motif_backward(const nm_motif_net *net, const nm_tensor *const *G,
                       const double *theta, const int *need, double *theta_bar,
                       const nm_tensor *const *Bbar, void *work) {
   if (nm_motif_check(net) != NM_OK) return NM_EINVAL;
-  int saved = nm_blas_serial_begin(0), st;
+  int st;
   if (net->dtype == NM_FLOAT64)
     st = backward_f64(net, G, W_in, B, trace, theta, need, theta_bar, Bbar, work);
   else st = backward_f32(net, G, W_in, B, trace, theta, need, theta_bar, Bbar, work);
-  nm_blas_serial_end(saved);
   return st;
 }
 

@@ -11,6 +11,7 @@
 
 #include "nm_plastic.h"
 #include "nm_math.h"
+#include "nm_pool.h"
 #include "nm_simd.h"
 #include "nm_vmath.h"
 
@@ -80,29 +81,13 @@ static void gemm(nm_dtype dt, int64_t M, int64_t N, int64_t K, double alpha,
   layout_of(B, &lb);
   layout_of(C, &lc);
   CBLAS_TRANSPOSE opa = flip(la.trans, ta), opb = flip(lb.trans, tb);
-  int saved = nm_blas_serial_begin((double)M * (double)N * (double)K);
-  if (lc.trans == CblasNoTrans) {
-    if (dt == NM_FLOAT32)
-      cblas_sgemm(CblasRowMajor, opa, opb, (int)M, (int)N, (int)K, (float)alpha,
-                  (const float *)A->data, (int)la.ld, (const float *)B->data, (int)lb.ld,
-                  (float)beta, (float *)C->data, (int)lc.ld);
-    else
-      cblas_dgemm(CblasRowMajor, opa, opb, (int)M, (int)N, (int)K, alpha,
-                  (const double *)A->data, (int)la.ld, (const double *)B->data, (int)lb.ld,
-                  beta, (double *)C->data, (int)lc.ld);
-  } else {
-    /* C is stored transposed: compute C^T = op(B)^T op(A)^T. */
-    CBLAS_TRANSPOSE opbt = flip(lb.trans, !tb), opat = flip(la.trans, !ta);
-    if (dt == NM_FLOAT32)
-      cblas_sgemm(CblasRowMajor, opbt, opat, (int)N, (int)M, (int)K, (float)alpha,
-                  (const float *)B->data, (int)lb.ld, (const float *)A->data, (int)la.ld,
-                  (float)beta, (float *)C->data, (int)lc.ld);
-    else
-      cblas_dgemm(CblasRowMajor, opbt, opat, (int)N, (int)M, (int)K, alpha,
-                  (const double *)B->data, (int)lb.ld, (const double *)A->data, (int)la.ld,
-                  beta, (double *)C->data, (int)lc.ld);
-  }
-  nm_blas_serial_end(saved);
+  if (lc.trans == CblasNoTrans)
+    nm_blas_gemm(dt, opa == CblasTrans, opb == CblasTrans, (int)M, (int)N, (int)K, alpha,
+                 A->data, (int)la.ld, B->data, (int)lb.ld, beta, C->data, (int)lc.ld);
+  else   /* C is stored transposed: compute C^T = op(B)^T op(A)^T */
+    nm_blas_gemm(dt, flip(lb.trans, !tb) == CblasTrans, flip(la.trans, !ta) == CblasTrans,
+                 (int)N, (int)M, (int)K, alpha, B->data, (int)lb.ld, A->data, (int)la.ld, beta,
+                 C->data, (int)lc.ld);
 }
 
 /* W (m x n) += alpha x y^T for vectors given by pointer and stride. */
@@ -119,14 +104,12 @@ static void ger(nm_dtype dt, const nm_tensor *W, double alpha, const void *x, in
     int64_t ti = incx; incx = incy; incy = ti;
     int64_t tm = m; m = n; n = tm;
   }
-  int saved = nm_blas_serial_begin((double)m * (double)n);
   if (dt == NM_FLOAT32)
     cblas_sger(CblasRowMajor, (int)m, (int)n, (float)alpha, (const float *)x, (int)incx,
                (const float *)y, (int)incy, (float *)W->data, (int)lw.ld);
   else
     cblas_dger(CblasRowMajor, (int)m, (int)n, alpha, (const double *)x, (int)incx,
                (const double *)y, (int)incy, (double *)W->data, (int)lw.ld);
-  nm_blas_serial_end(saved);
 }
 
 /* A scratch matrix header over `mem`, contiguous rows x cols. */
@@ -445,6 +428,29 @@ int nm_adam_update(const nm_tensor *p, const nm_tensor *d, const nm_tensor *m,
 DEFINE_DACT(float, f, vsigmoid_f32)
 DEFINE_DACT(double, d, vsigmoid_f64)
 
+typedef struct dact_job {
+  nm_dtype dt;
+  void *e;
+  const void *a, *y;
+  int64_t n;
+  int act;
+  double beta;
+  int64_t parts;
+} dact_job;
+
+static void dact_part(void *ctx, int64_t part) {
+  const dact_job *j = ctx;
+  int64_t lo = nm_pool_bound(j->n, j->parts, 64, part);
+  int64_t hi = nm_pool_bound(j->n, j->parts, 64, part + 1);
+  if (hi <= lo) return;
+  if (j->dt == NM_FLOAT32)
+    dact_f((float *)j->e + lo, (const float *)j->a + lo,
+           j->y != NULL ? (const float *)j->y + lo : NULL, hi - lo, j->act, (float)j->beta);
+  else
+    dact_d((double *)j->e + lo, (const double *)j->a + lo,
+           j->y != NULL ? (const double *)j->y + lo : NULL, hi - lo, j->act, j->beta);
+}
+
 int nm_mul_dact(const nm_tensor *E, const nm_tensor *A, const nm_tensor *Y, int act,
                 double beta) {
   int needs_y = act == NM_ACT_SIGMOID || act == NM_ACT_TANH;
@@ -455,11 +461,13 @@ int nm_mul_dact(const nm_tensor *E, const nm_tensor *A, const nm_tensor *Y, int 
     if (!nm_same_shape(all[i], E) || all[i]->dtype != E->dtype || !nm_is_contiguous(all[i]))
       return NM_EINVAL;
   }
-  int64_t n = nm_numel(E);
-  const void *y = Y != NULL ? Y->data : NULL;
-  if (E->dtype == NM_FLOAT32)
-    dact_f((float *)E->data, (const float *)A->data, (const float *)y, n, act, (float)beta);
-  else
-    dact_d((double *)E->data, (const double *)A->data, (const double *)y, n, act, beta);
+  dact_job j = {E->dtype, E->data, A->data, Y != NULL ? Y->data : NULL, nm_numel(E), act,
+                beta, 1};
+  /* long ones in parts that depend on the length only (nm_math.h) */
+  if (j.n >= 2 * NM_PAR_ELEMS) {
+    j.parts = j.n / NM_PAR_ELEMS;
+    if (j.parts > NM_PAR_PARTS) j.parts = NM_PAR_PARTS;
+  }
+  nm_pool_run(j.parts, dact_part, &j);
   return NM_OK;
 }

@@ -4,10 +4,18 @@
 --     Fashion-MNIST's 60,000 training images, by backprop and by feedback
 --     alignment (plain SGD, softmax cross-entropy);
 --   * online learning (batch 1) of the same network on the first
---     --online-samples images.
--- Prints seconds, samples per second, test accuracy after training, and
--- the ratio PyTorch time / neuromic time: the fastest of --repeats runs per
--- side, the two sides alternating. A benchmark: it checks nothing.
+--     --online-samples images;
+--   * online learning (batch 1) of a deep softplus network (--deep-sizes,
+--     784-170-130-100-70-47) by feedback alignment (--deep-rules).
+-- Prints seconds (wall clock and CPU time of the process), samples per
+-- second, test accuracy after training, and the ratio PyTorch time /
+-- neuromic time in CPU time (the machine may be shared) and wall clock:
+-- the fastest of --repeats runs per side, the two sides alternating. The
+-- epoch jobs also print the sgemm-peak bound measured in the same run:
+-- the epoch's multiply-adds (2 (784 256 + 256 10) + the backward's per
+-- sample and layer) at the GFLOP/s of a direct 1024^3 cblas_sgemm on
+-- --threads OpenBLAS threads, and the share of it reached. A benchmark: it
+-- checks nothing.
 -- PyTorch runs as /usr/bin/python3 experiments/bench/torch_mlp.py; when
 -- torch is missing the PyTorch column says so and is skipped.
 --
@@ -23,55 +31,75 @@ local format = string.format
 
 local opts = cli.parse(arg, {
   name = "baselines_torch",
+  threads = 1,                 -- the common --threads: 1 unless given (peers at 1)
   description = "One epoch of 784-256-10 (batch 100) and online learning (batch 1), " ..
                 "BP and FA, neuromic vs PyTorch on the CPU.",
   options = {
-    {"threads", "int", 1, "threads for both OpenBLAS and PyTorch", min = 1},
     {"samples", "int", 60000, "training images for the minibatch job", quick = 6000, min = 100},
     {"online-samples", "int", 5000, "training images for the online job", quick = 1000, min = 1},
     {"batch", "int", 100, "minibatch size", min = 2},
     {"lr", "number", 0.1, "learning rate (both)", min = 0},
     {"act", "string", "relu", "hidden activation", choices = {"relu", "sigmoid"}},
     {"rules", "list", {"bp", "fa"}, "rules to time (bp, fa)", item = "string"},
+    {"jobs-run", "list", {"epoch", "online", "deep"}, "jobs to run (epoch, online, deep)",
+     item = "string"},
+    {"deep-sizes", "list", {784, 170, 130, 100, 70, 47}, "layer widths of the deep online job",
+     item = "int"},
+    {"deep-samples", "int", 2000, "training images of the deep online job", quick = 500, min = 1},
+    {"deep-rules", "list", {"fa"}, "rules of the deep online job (bp, fa)", item = "string"},
     {"repeats", "int", 3, "timed runs per job and side; the fastest counts", quick = 1, min = 1},
     {"python", "string", "/usr/bin/python3", "python with torch"},
     {"torch", "bool", true, "run the PyTorch side"},
   },
 })
 
-nm.blas_threads(opts.threads)
 local here = (arg[0]:match("^(.*)/[^/]*$") or ".")
 local RULE = {bp = "backprop", fa = "fa"}
 
 local ds = data.load("fashion")
 local Xtr, Ytr = ds.train.X, ds.train.Y
 
--- neuromic: seconds to train on n images in batches of `batch`.
-local function ours(rule, batch, n)
+-- neuromic: seconds (wall, CPU) to train on n images in batches of `batch`.
+local function ours(job, rule)
+  local n, batch = job.n, job.batch
   local X, Y = Xtr:narrow(1, 1, n), Ytr:narrow(1, 1, n)
+  local Xte, Yte = ds.test.X, ds.test.Y
+  local out = job.sizes[#job.sizes]
+  if out ~= Y:size(2) then      -- a wider output layer: the 10 classes and unused units
+    if out < Y:size(2) then cli.error("the output layer needs at least 10 units") end
+    local function widen(T)
+      local W = nm.zeros(T:size(1), out, T:dtype())
+      W:narrow(2, 1, T:size(2)):copy(T)
+      return W
+    end
+    Y, Yte = widen(Y), widen(Yte)
+  end
   local split = {X = X, Y = Y, n = n}
-  local net = nn.mlp{sizes = {784, 256, 10}, act = opts.act, out = "softmax", loss = "xent",
+  local net = nn.mlp{sizes = job.sizes, act = job.act, out = "softmax", loss = "xent",
                      rule = RULE[rule], params = {eta = opts.lr}, gen = nm.generator(1)}
   local batches = data.batches(split, batch, {generator = nm.generator(2), shuffle = batch > 1})
   collectgarbage("collect")
-  local t0 = nm.clock()
+  local t0, c0 = nm.clock(), os.clock()
   for b in batches:epoch() do net:train_batch(b.X, b.Y) end
-  local seconds = nm.clock() - t0
-  local _, acc = net:evaluate(ds.test.X, ds.test.Y, 1000)
-  return {seconds = seconds, test_accuracy = acc}
+  local seconds, cpu = nm.clock() - t0, os.clock() - c0
+  local _, acc = net:evaluate(Xte, Yte, 1000)
+  return {seconds = seconds, cpu_seconds = cpu, test_accuracy = acc}
 end
 
 local process = require "nm.process"
 
 -- PyTorch: the same job in a child process with the same thread count.
-local function torch(rule, batch, n)
+local function torch(job, rule)
   if not opts.torch then return {error = "skipped (--no-torch)"} end
   local t = tostring(opts.threads)
+  local sizes = {}
+  for i, v in ipairs(job.sizes) do sizes[i] = tostring(v) end
   local out = process.output{"env", "OPENBLAS_NUM_THREADS=" .. t, "OMP_NUM_THREADS=" .. t,
                                    "MKL_NUM_THREADS=" .. t, opts.python, here .. "/torch_mlp.py",
-                                   "--threads", t, "--rule", rule, "--act", opts.act,
-                                   "--batch", tostring(batch),
-                                   "--samples", tostring(n), "--lr", format("%.17g", opts.lr),
+                                   "--threads", t, "--rule", rule, "--act", job.act,
+                                   "--sizes", table.concat(sizes, ","),
+                                   "--batch", tostring(job.batch),
+                                   "--samples", tostring(job.n), "--lr", format("%.17g", opts.lr),
                                    "--data", data.fashion_dir}
   local line = out:match("(%b{})%s*$")
   local ok, res = pcall(json.decode, line or "")
@@ -81,40 +109,89 @@ local function torch(rule, batch, n)
   return res
 end
 
-print(format("neuromic %s vs PyTorch (CPU), %d thread%s, Fashion-MNIST, 784-256-10 %s/softmax, SGD lr %g",
-             nm.version, opts.threads, opts.threads > 1 and "s" or "", opts.act, opts.lr))
-print(format("%-26s %-4s %10s %12s %9s %10s %12s %9s %8s", "job", "rule", "nm s", "nm samples/s",
-             "nm acc", "torch s", "torch smp/s", "torch acc", "speedup"))
+-- multiply-adds per sample of one training step (forward, backward
+-- through every layer but the first, weight update), times 2: flops
+local function step_flops(sizes)
+  local f = 0
+  for l = 1, #sizes - 1 do
+    local mn = sizes[l] * sizes[l + 1]
+    f = f + 2 * mn * (l > 1 and 3 or 2)
+  end
+  return f
+end
+
+-- sgemm peak: GFLOP/s of a direct 1024^3 cblas_sgemm on `threads`
+-- OpenBLAS threads, the fastest of three; at one thread in CPU time (like
+-- the neuromic side's share of the bound), else wall clock.
+local function sgemm_peak(threads)
+  local best = math.huge
+  for _ = 1, 3 do
+    local c0 = os.clock()
+    local wall = nm.bench_direct_gemm(1024, "float32", 10, threads)
+    best = math.min(best, threads == 1 and (os.clock() - c0) * 10 / 11 or wall)
+  end
+  return 2 * 1024 ^ 3 * 10 / best / 1e9
+end
+
+local peak = sgemm_peak(opts.threads)
+print(format("neuromic %s vs PyTorch (CPU), %d thread%s, Fashion-MNIST, SGD lr %g; " ..
+             "sgemm peak %.1f GFLOP/s (direct 1024^3, %d OpenBLAS thread%s)",
+             nm.version, opts.threads, opts.threads > 1 and "s" or "", opts.lr, peak,
+             opts.threads, opts.threads > 1 and "s" or ""))
+print(format("%-36s %-4s %8s %8s %9s %8s %8s %9s %8s %8s %8s %7s", "job", "rule", "nm s",
+             "nm cpu", "nm us/smp", "nm acc", "torch s", "torch cpu", "torch acc", "x (cpu)",
+             "x (wall)", "%bound"))
 local rows = {}
+local act_name = opts.act
 local jobs = {
-  {name = format("epoch, batch %d", opts.batch), batch = opts.batch, n = opts.samples},
-  {name = "online, batch 1", batch = 1, n = opts.online_samples},
+  epoch = {name = format("epoch 784-256-10 %s, batch %d", act_name, opts.batch),
+           batch = opts.batch, n = opts.samples, sizes = {784, 256, 10}, act = act_name,
+           rules = opts.rules},
+  online = {name = format("online 784-256-10 %s, batch 1", act_name), batch = 1,
+            n = opts.online_samples, sizes = {784, 256, 10}, act = act_name, rules = opts.rules},
+  deep = {name = format("online %s softplus, batch 1", table.concat(opts.deep_sizes, "-")),
+          batch = 1, n = opts.deep_samples, sizes = opts.deep_sizes, act = "softplus",
+          rules = opts.deep_rules},
 }
-for _, job in ipairs(jobs) do
-  for _, rule in ipairs(opts.rules) do
-    if not RULE[rule] then error("baselines_torch: unknown rule " .. rule .. " (bp, fa)") end
+for _, key in ipairs(opts.jobs_run) do
+  local job = jobs[key]
+  if not job then cli.error("--jobs-run: unknown job '" .. key .. "' (epoch, online, deep)") end
+  for _, rule in ipairs(job.rules) do
+    if not RULE[rule] then cli.error("unknown rule " .. rule .. " (bp, fa)") end
     -- Alternate the two sides and keep each one's fastest run, so that
     -- load from other processes hits both alike.
-    local a, b = {seconds = math.huge}, {}
+    local a, b = {seconds = math.huge, cpu_seconds = math.huge}, {}
     for _ = 1, opts.repeats do
-      local ra = ours(rule, job.batch, job.n)
-      if ra.seconds < a.seconds then a = ra end
-      local rb = torch(rule, job.batch, job.n)
-      if rb.seconds and (not b.seconds or rb.seconds < b.seconds) then b = rb
-      elseif not b.seconds then b = rb end
+      local ra = ours(job, rule)
+      if ra.cpu_seconds < a.cpu_seconds then a.cpu_seconds, a.test_accuracy = ra.cpu_seconds, ra.test_accuracy end
+      a.seconds = math.min(a.seconds, ra.seconds)
+      local rb = torch(job, rule)
+      if rb.seconds then
+        b.seconds = math.min(b.seconds or math.huge, rb.seconds)
+        b.cpu_seconds = math.min(b.cpu_seconds or math.huge, rb.cpu_seconds or math.huge)
+        b.test_accuracy = rb.test_accuracy
+      elseif not b.seconds then b.error = rb.error end
     end
-    local speed = b.seconds and b.seconds / a.seconds or nil
-    print(format("%-26s %-4s %10.3f %12.0f %9.4f %10s %12s %9s %8s", job.name .. format(" (%d)", job.n),
-                 rule, a.seconds, job.n / a.seconds, a.test_accuracy,
+    local x_cpu = b.cpu_seconds and b.cpu_seconds / a.cpu_seconds or nil
+    local x_wall = b.seconds and b.seconds / a.seconds or nil
+    local bound = key == "epoch" and step_flops(job.sizes) * job.n / (peak * 1e9) or nil
+    print(format("%-36s %-4s %8.3f %8.3f %9.1f %8.4f %8s %9s %8s %8s %8s %7s",
+                 job.name .. format(" (%d)", job.n), rule, a.seconds, a.cpu_seconds,
+                 a.cpu_seconds / job.n * 1e6, a.test_accuracy,
                  b.seconds and format("%.3f", b.seconds) or "-",
-                 b.seconds and format("%.0f", job.n / b.seconds) or "-",
+                 b.cpu_seconds and format("%.3f", b.cpu_seconds) or "-",
                  b.test_accuracy and format("%.4f", b.test_accuracy) or "-",
-                 speed and format("%.2fx", speed) or "-"))
+                 x_cpu and format("%.2fx", x_cpu) or "-", x_wall and format("%.2fx", x_wall) or "-",
+                 bound and format("%.0f%%", 100 * bound /
+                                  (opts.threads == 1 and a.cpu_seconds or a.seconds)) or "-"))
     if b.error then print("  torch: " .. b.error) end
     rows[#rows + 1] = {job = job.name, rule = rule, samples = job.n, neuromic_s = a.seconds,
-                       neuromic_accuracy = a.test_accuracy, torch_s = b.seconds,
-                       torch_accuracy = b.test_accuracy, speedup = speed, torch_error = b.error}
+                       neuromic_cpu_s = a.cpu_seconds, neuromic_accuracy = a.test_accuracy,
+                       torch_s = b.seconds, torch_cpu_s = b.cpu_seconds,
+                       torch_accuracy = b.test_accuracy, speedup_cpu = x_cpu, speedup_wall = x_wall,
+                       bound_s = bound, torch_error = b.error}
   end
 end
-print("speedup = PyTorch seconds / neuromic seconds (> 1: neuromic faster)")
-print("json " .. json.encode({threads = opts.threads, rows = rows}))
+print("x = PyTorch time / neuromic time (> 1: neuromic faster); %bound = the epoch's flops at " ..
+      "the sgemm peak / neuromic's seconds (CPU time at 1 thread, wall clock at more)")
+print("json " .. json.encode({threads = opts.threads, sgemm_peak_gflops = peak, rows = rows}))

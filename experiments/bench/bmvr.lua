@@ -15,18 +15,17 @@ local json = require "nm.json"
 
 local opts = cli.parse(arg, {
   name = "bench-bmvr",
+  threads = 1,                 -- the common --threads: 1 unless given (peers at 1)
   description = "Per-sample BMVR and backprop training throughput against PyTorch.",
   options = {
     {"k", "int", 64, "hidden units", min = 1},
     {"samples", "int", 20000, "samples per measurement", quick = 3000, min = 1},
     {"repeats", "int", 3, "measurements per loop; the fastest is reported", quick = 1, min = 1},
-    {"threads", "int", 1, "BLAS threads here and torch threads in the peer", min = 1},
     {"python", "string", "/usr/bin/python3", "interpreter of the PyTorch peer"},
     {"torch", "bool", true, "run the PyTorch peer"},
   },
 })
 
-nm.blas_threads(opts.threads)
 local ds = data.load("fashion", {swap = true})   -- train = the 10,000 test images
 local X, Y = ds.train.X, ds.train.Y
 local T = X:size(1)

@@ -24,10 +24,10 @@ local format = string.format
 
 local opts = cli.parse(arg, {
   name = "bench_compiler",
+  threads = 1,                 -- the common --threads: 1 unless given (peers at 1)
   description = "Seconds per meta-step of compiled rules vs hand-written C, the generic " ..
                 "tape and PyTorch autograd.",
   options = {
-    {"threads", "int", 1, "threads for OpenBLAS and PyTorch", min = 1},
     {"steps", "int", 100, "inner-loop steps", quick = 20, min = 1},
     {"query", "int", 50, "query images", quick = 10, min = 1},
     {"repeats", "int", 5, "timed meta-steps per side (alternating); the fastest counts",
@@ -39,7 +39,6 @@ local opts = cli.parse(arg, {
   },
 })
 
-nm.blas_threads(opts.threads)
 local here = (arg[0]:match("^(.*)/[^/]*$") or ".")
 
 -- A synthetic episode (the timing does not depend on the pixels): inputs

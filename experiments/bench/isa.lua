@@ -19,6 +19,7 @@ local format = string.format
 
 local opts = cli.parse(arg, {
   name = "isa",
+  threads = 1,                 -- the common --threads: 1 unless given
   description = "ISA version of each hot kernel on this CPU; transcendentals vs PyTorch and NumPy.",
   options = {
     {"dtypes", "list", {"float32", "float64"}, "element types", item = "string"},

@@ -23,10 +23,10 @@ local format = string.format
 
 local opts = cli.parse(arg, {
   name = "bench_metaplasticity",
+  threads = 1,                 -- the common --threads: 1 unless given (peers at 1)
   description = "Seconds per meta-step (inner loop + exact meta-gradient) of the motif " ..
                 "rule: neuromic vs PyTorch autograd on the CPU.",
   options = {
-    {"threads", "int", 1, "threads for OpenBLAS and PyTorch", min = 1},
     {"steps", "int", 250, "inner-loop steps (M K)", quick = 50, min = 1},
     {"query", "int", 50, "query images", quick = 20, min = 1},
     {"configs", "list", {"fa_lr", "bp_lr", "fa_pool"}, "configurations: fa_lr, bp_lr, " ..
@@ -39,7 +39,6 @@ local opts = cli.parse(arg, {
   },
 })
 
-nm.blas_threads(opts.threads)
 local here = (arg[0]:match("^(.*)/[^/]*$") or ".")
 
 local CONFIGS = {

@@ -16,6 +16,7 @@ local json = require "nm.json"
 
 local opts = cli.parse(arg, {
   name = "bench_microcircuit",
+  threads = 1,                 -- the common --threads: 1 unless given
   description = "Euler steps/s of the 30-50-10 microcircuit: neuromic (C) vs NumPy.",
   options = {
     {"steps", "int", 200000, "steps timed for neuromic", quick = 20000, min = 1000},

@@ -22,6 +22,7 @@ local process = require "nm.process"
 
 local opts = cli.parse(arg, {
   name = "bench_nk",
+  threads = 1,                 -- the common --threads: 1 unless given
   jobs = true,          -- workers of the --grid run
   description = "Incremental vs naive hill-climbing cycles per second on NK regression; " ..
                 "optionally the wall time of the full Fig. 6 grid.",

@@ -10,6 +10,7 @@ local cli = require "nm.cli"
 
 local opts = cli.parse(arg, {
   name = "overhead",
+  threads = 1,                 -- the common --threads: 1 unless given
   description = "Per-call overhead of tiny tensor operations from Lua, in ns per call.",
   options = {
     { "calls", "int", 300000, "calls per measurement", quick = 50000, min = 1 },

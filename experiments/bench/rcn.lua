@@ -43,10 +43,10 @@ local format = string.format
 
 local opts = cli.parse(arg, {
   name = "bench_rcn",
+  threads = 1,                 -- the common --threads: 1 unless given (peers at 1)
   description = "Seconds per RCN meta-step against the number of chemicals, and the memory " ..
                 "of a meta-step with per-synapse biases against its bound.",
   options = {
-    {"threads", "int", 1, "OpenBLAS threads", min = 1},
     {"steps", "int", 250, "inner-loop steps (M K)", quick = 50, min = 5},
     {"chemicals", "list", {1, 2, 3, 4, 5}, "numbers of chemicals to time", item = "int",
      quick = {1, 2, 3}},
@@ -59,7 +59,6 @@ local opts = cli.parse(arg, {
   },
 })
 
-nm.blas_threads(opts.threads)
 local ds = data.load("fashion", {validation = 0, dtype = opts.dtype})
 local sizes = {784, 170, 130, 100, 70, 10}
 local K = math.max(1, opts.steps // 5)

@@ -1,7 +1,8 @@
 -- nm/cli.lua: command-line options of experiment scripts, from a
 -- declarative spec. Every experiment gets the common options --help,
--- --seed, --quick, --out, --resume; --jobs and --shard only when the spec
--- says it honours them (jobs = true, shard = true), so that no script
+-- --seed, --quick, --out, --resume, --threads (set by cli.parse: nm.threads;
+-- default the processors, or spec.threads); --jobs and --shard only when the spec
+-- says it honours them (jobs = true or the default count, shard = true), so that no script
 -- offers an option it ignores. Bad input is a clear message on stderr
 -- and exit status 2.
 --
@@ -148,6 +149,13 @@ local function normalise(o)
   return n
 end
 
+-- cli.cores() -> the processors this process may run on: the default of
+-- the common option --threads (a spec may give another: threads = 1).
+function cli.cores()
+  local _, cores = require("neuromic").threads()
+  return cores
+end
+
 local function builtin_options(spec, name)
   local list = {
     normalise{"seed", "int", spec.seed or 1, "seed of every random generator"},
@@ -156,9 +164,13 @@ local function builtin_options(spec, name)
     normalise{"resume", "bool", false, "continue from the checkpoint in --out, if there is one"},
     normalise{"overwrite", "bool", false, "replace the run already in --out"},
     normalise{"debug", "bool", false, "show the traceback of errors (or NEUROMIC_DEBUG=1)"},
+    normalise{"threads", "int", spec.threads or cli.cores(), "threads of the large products " ..
+              "and elementwise kernels (results are the same for any count)", min = 1, max = 256},
   }
   if spec.jobs then
-    list[#list + 1] = normalise{"jobs", "int", 1, "parallel worker processes", min = 1}
+    -- spec.jobs: true (default 1) or the default count
+    list[#list + 1] = normalise{"jobs", "int", math.type(spec.jobs) == "integer" and spec.jobs or 1,
+                                "parallel worker processes", min = 1}
   end
   if spec.shard then
     list[#list + 1] = normalise{"shard", "string", nil,
@@ -434,6 +446,7 @@ function cli.parse(args, spec)
   if opts then
     cli.program = opts._name
     if opts.debug then cli.debug = true end
+    require("neuromic").threads(opts.threads)
     if opts.resume and opts.overwrite then
       io.stderr:write(opts._name, ": --resume and --overwrite exclude each other (try --help)\n")
       os.exit(2)

@@ -186,6 +186,10 @@ local function cell_command(cfg, cell, dir)
   cmd[#cmd + 1] = "--out=" .. dir
   if cfg.resume then cmd[#cmd + 1] = "--resume" end
   if cfg.quick then cmd[#cmd + 1] = "--quick" end
+  -- the runner's threads shared among the cells running at once (results
+  -- do not depend on it; a --threads in cfg.args comes after and wins)
+  local threads = cfg.threads or cli.cores()
+  cmd[#cmd + 1] = "--threads=" .. math.max(1, threads // (cfg.jobs or 1))
   for _, a in ipairs(cfg.args or {}) do cmd[#cmd + 1] = a end
   return cmd
 end
@@ -255,7 +259,8 @@ sweep.cut_torn_line = cut_torn_line
 
 -- sweep.run(cfg) -> summary {done =, ran =, failed =, stopped = signal
 -- name or nil, total =}. cfg: experiment (script path), sets, seeds, args
--- (extra arguments for every cell), quick, out (directory), jobs, shard
+-- (extra arguments for every cell), quick, out (directory), jobs, threads
+-- (default the processors; each cell gets threads // jobs), shard
 -- = {index =, count =}, resume, interpreter, quiet. The directory's grid
 -- (sweep.json) is written when it is created; a resume with another grid,
 -- shard or arguments is refused, and so is a second runner.
@@ -557,7 +562,7 @@ function sweep.main(argv)
     if #pos > 1 then error("one experiment at a time (got " .. concat(pos, " ") .. ")", 0) end
     local cfg = {
       experiment = pos[1], jobs = opts.jobs, shard = opts.shard, resume = opts.resume,
-      quick = opts.quick, args = opts._rest,
+      quick = opts.quick, args = opts._rest, threads = opts.threads,
     }
     local out_default = cfg.experiment and ("results/sweep-" .. experiment_name(cfg.experiment))
     cfg.out = opts._explicit.out and opts.out or out_default

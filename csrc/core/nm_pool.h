@@ -1,0 +1,42 @@
+/*
+** nm_pool.h: neuromic's own worker threads. A kernel that is worth
+** splitting cuts its work into a fixed number of parts that depends on the
+** shape of the work only, never on the thread count, and hands them to
+** nm_pool_run; the calling thread and the workers take parts until none
+** is left. Each part computes its outputs exactly as it would alone, so
+** results are the same bits for any thread count (the products' parts are
+** single-threaded BLAS calls: OpenBLAS stays at one thread, see nm_math.h).
+**
+** Workers spin briefly after a job and then sleep on a condition
+** variable, so an idle pool costs nothing. nm_pool_run from inside a part
+** (or from another thread while a job runs) runs its parts in the caller.
+** Never includes lua.h.
+*/
+#ifndef NM_POOL_H
+#define NM_POOL_H
+
+#include <stdint.h>
+
+/* Most threads a pool may have (the caller included). */
+#define NM_POOL_MAX 256
+
+/* Sets the number of threads that run parts, the caller included (n - 1
+** workers), starting or stopping workers. 1 <= n <= NM_POOL_MAX, else
+** NM_EINVAL; NM_ENOMEM when a thread cannot be started (the pool keeps
+** the workers it has). */
+int nm_pool_set_threads(int n);
+/* The thread count set (1 at start). */
+int nm_pool_threads(void);
+/* Processors this process may run on (sched_getaffinity; at least 1). */
+int nm_pool_cores(void);
+
+/* Runs fn(ctx, p) for p = 0 .. parts - 1, on the pool's threads and the
+** caller, and returns when all have finished. Parts must be independent. */
+typedef void (*nm_pool_fn)(void *ctx, int64_t part);
+void nm_pool_run(int64_t parts, nm_pool_fn fn, void *ctx);
+
+/* Part p's first item when n items are cut into `parts` near-equal parts
+** whose bounds (but the last) are multiples of `align` (>= 1). */
+int64_t nm_pool_bound(int64_t n, int64_t parts, int64_t align, int64_t p);
+
+#endif
