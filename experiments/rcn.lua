@@ -205,6 +205,7 @@ run = results.open(opts, {
   dataset = setup.dataset,
   columns = {"run", "episode"},
   checkpoint_every = opts.checkpoint_every,
+  nonfinite = fewshot.nonfinite(10),
 })
 io.stderr:write(format("rcn: %s, network %s (%s), %s feedback, %d inner steps, motifs {%s}\n",
                        ds.name, table.concat(sizes, "-"), opts.dtype, opts.feedback, steps,
