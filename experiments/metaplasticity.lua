@@ -343,7 +343,8 @@ while s.index <= #opts.runs do
   else
     learner:load_state(cur.learner)
   end
-  local t_run = nm.clock()
+  local t_run, c_run = nm.clock(), os.clock()
+  cur.seconds, cur.cpu_s = cur.seconds or 0, cur.cpu_s or 0
   for ep = cur.episode + 1, opts.episodes do
     local task = train_tasks:sample(cur.g)
     local info = learner:meta_step(task, cur.g)
@@ -386,6 +387,9 @@ while s.index <= #opts.runs do
     bar:update(step_count, format("%s ep %d acc %.2f", name, ep, mean))
     run:poll(step_count, function()
       cur.learner = learner:state()
+      cur.seconds = cur.seconds + (nm.clock() - t_run)
+      cur.cpu_s = cur.cpu_s + (os.clock() - c_run)
+      t_run, c_run = nm.clock(), os.clock()
       return s
     end)
   end
@@ -398,7 +402,8 @@ while s.index <= #opts.runs do
     title = cfg.title, final_accuracy = fa, final_loss = fl, best_accuracy = ba, best_loss = bl,
     best_episode = cur.best_episode, train_accuracy = fewshot.mean(cur.recent),
     final_theta = final_theta:totable(), best_theta = cur.best_theta:totable(),
-    skipped = learner.skipped, rollbacks = learner.rollbacks, seconds = nm.clock() - t_run,
+    skipped = learner.skipped, rollbacks = learner.rollbacks,
+    seconds = cur.seconds + (nm.clock() - t_run), cpu_s = cur.cpu_s + (os.clock() - c_run),
     paper = cfg.paper, died = cur.died, guarded = guarded(cfg),
   }
   local lost = "none (theta not finite)"
