@@ -261,7 +261,7 @@ if opts.replot then
   for _, p in ipairs(plots) do print("plot: " .. p) end
   if info.final then                      -- the plot list in results.json follows
     info.final.plots = plots
-    nm.atomic_write(opts.out .. "/results.json", require("nm.json").encode(info, {indent = 2}) .. "\n")
+    nm.sys.atomic_write(opts.out .. "/results.json", require("nm.json").encode(info, {indent = 2}) .. "\n")
   end
   os.exit(0)
 end
@@ -339,7 +339,7 @@ while s.index <= #opts.runs do
   else
     learner:load_state(cur.learner)
   end
-  local t_run = nm.clock()
+  local t_run = nm.sys.clock()
   for ep = cur.episode + 1, opts.episodes do
     local task = train_tasks:sample(cur.g)
     local info = learner:meta_step(task, cur.g)
@@ -394,7 +394,7 @@ while s.index <= #opts.runs do
     title = cfg.title, final_accuracy = fa, final_loss = fl, best_accuracy = ba, best_loss = bl,
     best_episode = cur.best_episode, train_accuracy = fewshot.mean(cur.recent),
     final_theta = final_theta:totable(), best_theta = cur.best_theta:totable(),
-    skipped = learner.skipped, rollbacks = learner.rollbacks, seconds = nm.clock() - t_run,
+    skipped = learner.skipped, rollbacks = learner.rollbacks, seconds = nm.sys.clock() - t_run,
     paper = cfg.paper, died = cur.died, guarded = guarded(cfg),
   }
   local lost = "none (theta not finite)"

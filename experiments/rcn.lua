@@ -191,7 +191,7 @@ if opts.replot then
     path = function(_, name) return opts.out .. "/" .. name end,
     finish = function(_, final)
       for k, v in pairs(final) do res.final[k] = v end
-      nm.atomic_write(opts.out .. "/results.json", json.encode(res, {indent = "  "}) .. "\n")
+      nm.sys.atomic_write(opts.out .. "/results.json", json.encode(res, {indent = "  "}) .. "\n")
     end,
   }
   for _, name in ipairs(opts.runs) do
@@ -293,7 +293,7 @@ while s.index <= #opts.runs do
   else
     learner:load_state(cur.learner)
   end
-  local t_run = nm.clock()
+  local t_run = nm.sys.clock()
   for ep = cur.episode + 1, opts.episodes do
     -- every run sees the same tasks and initial weights (one seed)
     local task = train_tasks:sample(cur.g)
@@ -313,12 +313,12 @@ while s.index <= #opts.runs do
     bar:update(step_count, format("%s ep %d acc %.2f", name, ep, mean))
     run:poll(step_count, function()
       cur.learner = learner:state()
-      cur.seconds = cur.seconds + (nm.clock() - t_run)
-      t_run = nm.clock()
+      cur.seconds = cur.seconds + (nm.sys.clock() - t_run)
+      t_run = nm.sys.clock()
       return s
     end)
   end
-  cur.seconds = cur.seconds + (nm.clock() - t_run)
+  cur.seconds = cur.seconds + (nm.sys.clock() - t_run)
   -- Meta-test of the final and the best meta-parameters.
   local test_set = heldout_set(opts.test_episodes, opts.seed + 104729)
   local fa, fl = evaluate(learner, test_set, learner.phi and learner:theta() or nil)
