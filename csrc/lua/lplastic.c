@@ -1,14 +1,13 @@
 /*
-** lplastic.c: Tensor methods for the fused plasticity kernels of
-** nm_plastic.c (gated outer-product update, Oja's subspace rule), and
-** nm.threads.
+** lplastic.c: the fused plasticity kernels of nm_plastic.c (gated
+** outer-product update, Oja's subspace rule) as nm.kernels.plastic_outer
+** and nm.kernels.plastic_oja, and the Tensor methods adam_update and
+** mul_dact.
 */
 #include <stdint.h>
 
 #include "lnm.h"
-#include "nm_math.h"
 #include "nm_plastic.h"
-#include "nm_pool.h"
 
 /* Scratch memory lives in one userdata kept in upvalue 1 (a table), and
 ** is replaced only when a call needs more: steady-state loops allocate
@@ -48,7 +47,7 @@ static int operand_error(lua_State *L, int arg, const char *msg, int n,
   return luaL_argerror(L, arg, lua_tostring(L, -1));
 }
 
-/* W:plastic_outer(alpha, post, pre [, gate [, mask [, bias]]]) -> W
+/* nm.kernels.plastic_outer(W, alpha, post, pre [, gate [, mask [, bias]]]) -> W
 ** W += alpha ((post .* gate)^T pre) .* mask; bias += alpha colsum(post .* gate).
 ** Rows of 2-D post/pre are samples (summed); 1-D is one sample.
 ** Allocates nothing once its scratch is large enough. */
@@ -81,7 +80,7 @@ static int m_plastic_outer(lua_State *L) {
   return 1;
 }
 
-/* W:plastic_oja(alpha, y, x [, mask]) -> W
+/* nm.kernels.plastic_oja(W, alpha, y, x [, mask]) -> W
 ** Oja's subspace rule summed over rows: W += alpha (Y^T X - Y^T Y W) .* mask.
 ** Allocates nothing once its scratch is large enough. */
 static int m_plastic_oja(lua_State *L) {
@@ -168,44 +167,27 @@ static int m_mul_dact(lua_State *L) {
   return 1;
 }
 
-/* nm.threads([n]) -> the thread count (after setting it to n, when given)
-** and the processors this process may use. OpenBLAS stays at one thread;
-** the count is that of neuromic's pool (nm_math.h: results do not depend
-** on it). */
-static int f_threads(lua_State *L) {
-  if (!lua_isnoneornil(L, 1)) {
-    lua_Integer n = luaL_checkinteger(L, 1);
-    luaL_argcheck(L, n >= 1 && n <= NM_POOL_MAX, 1, "thread count must be in 1..256");
-    if (nm_set_threads((int)n) != NM_OK)
-      return luaL_error(L, "threads: cannot start %d threads", (int)n);
-  }
-  lua_pushinteger(L, nm_pool_threads());
-  lua_pushinteger(L, nm_pool_cores());
-  return 2;
-}
-
-static const luaL_Reg plastic_methods[] = {
+static const luaL_Reg plastic_kernels[] = {
   {"plastic_outer", m_plastic_outer},
   {"plastic_oja", m_plastic_oja},
+  {NULL, NULL}
+};
+
+static const luaL_Reg plastic_methods[] = {
   {"adam_update", m_adam_update},
   {"mul_dact", m_mul_dact},
   {NULL, NULL}
 };
 
-/* The kernels are Tensor methods (W:plastic_outer(...)) and module
-** functions (nm.plastic_outer(W, ...)), sharing one scratch holder. */
-void nm_open_plastic(lua_State *L, int module, int methods) {
+/* The plasticity kernels are model kernels (nm.kernels.plastic_outer(W,
+** ...)), sharing one scratch holder; Adam's step and the activation
+** derivative are Tensor methods (p:adam_update, E:mul_dact). */
+void nm_open_plastic(lua_State *L, int kernels, int methods) {
+  lua_pushvalue(L, kernels);
   lua_newtable(L);                      /* the scratch holder */
-  int holder = lua_gettop(L);
-  int targets[2] = {methods, module};
-  for (int i = 0; i < 2; i++) {
-    lua_pushvalue(L, targets[i]);
-    lua_pushvalue(L, holder);
-    luaL_setfuncs(L, plastic_methods, 1);
-    lua_pop(L, 1);
-  }
+  luaL_setfuncs(L, plastic_kernels, 1);
   lua_pop(L, 1);
-  nm_set_threads(nm_pool_threads());   /* OpenBLAS at one thread from the start */
-  lua_pushcfunction(L, f_threads);
-  lua_setfield(L, module, "threads");
+  lua_pushvalue(L, methods);
+  luaL_setfuncs(L, plastic_methods, 0);
+  lua_pop(L, 1);
 }

@@ -16,6 +16,7 @@
 
 #include "lnm.h"
 #include "nm_math.h"
+#include "nm_pool.h"
 
 #define checkt(L, i) nm_checktensor(L, i)
 
@@ -816,7 +817,24 @@ static int f_ulp_scan(lua_State *L) {
   return 3;
 }
 
+/* nm.threads([n]) -> the thread count (after setting it to n, when given)
+** and the processors this process may use. OpenBLAS stays at one thread;
+** the count is that of neuromic's pool (nm_math.h: results do not depend
+** on it). */
+static int f_threads(lua_State *L) {
+  if (!lua_isnoneornil(L, 1)) {
+    lua_Integer n = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, n >= 1 && n <= NM_POOL_MAX, 1, "thread count must be in 1..256");
+    if (nm_set_threads((int)n) != NM_OK)
+      return luaL_error(L, "threads: cannot start %d threads", (int)n);
+  }
+  lua_pushinteger(L, nm_pool_threads());
+  lua_pushinteger(L, nm_pool_cores());
+  return 2;
+}
+
 static const luaL_Reg module_funcs[] = {
+  {"threads", f_threads},
   {"mm", f_mm}, {"mv", f_mv}, {"outer", f_outer}, {"dot", m_dot},
   {"bench_direct_gemm", f_bench_direct_gemm}, {"ulp_scan", f_ulp_scan},
   {NULL, NULL}
@@ -844,6 +862,7 @@ void nm_open_tensor_math(lua_State *L, int module, int methods) {
   lua_pushvalue(L, module);
   luaL_setfuncs(L, module_funcs, 0);
   lua_pop(L, 1);
+  nm_set_threads(nm_pool_threads());   /* OpenBLAS at one thread from the start */
   luaL_getmetatable(L, NM_TENSOR_T);
   set_ops(L, lua_gettop(L), metamethods);
   lua_pop(L, 1);

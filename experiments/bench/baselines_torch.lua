@@ -79,9 +79,9 @@ local function ours(job, rule)
                      rule = RULE[rule], params = {eta = opts.lr}, gen = nm.generator(1)}
   local batches = data.batches(split, batch, {generator = nm.generator(2), shuffle = batch > 1})
   collectgarbage("collect")
-  local t0, c0 = nm.clock(), os.clock()
+  local t0, c0 = nm.sys.clock(), os.clock()
   for b in batches:epoch() do net:train_batch(b.X, b.Y) end
-  local seconds, cpu = nm.clock() - t0, os.clock() - c0
+  local seconds, cpu = nm.sys.clock() - t0, os.clock() - c0
   local _, acc = net:evaluate(Xte, Yte, 1000)
   return {seconds = seconds, cpu_seconds = cpu, test_accuracy = acc}
 end
