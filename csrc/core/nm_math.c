@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cblas.h>
 
@@ -601,6 +602,27 @@ void nm_blas_gemm(nm_dtype dt, int ta, int tb, int m, int n, int k, double alpha
   }
   if (j.parts == 1) gemm_call(&j, m, n, j.A, j.B, j.C);
   else nm_pool_run(j.parts, gemm_part, &j);
+}
+
+const char *nm_blas_core_hint(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  /* the cores OpenBLAS falls back to when it does not know the CPU model */
+  static const char *const fallback[] = {"prescott", "katmai", "coppermine", "northwood",
+                                         "banias", "core2", "penryn", "dunnington", "nehalem",
+                                         "atom", "nano", "sandybridge", "unknown"};
+  const char *core = openblas_get_corename();
+  int weak = core == NULL;
+  for (size_t i = 0; !weak && i < sizeof fallback / sizeof fallback[0]; i++)
+    weak = strcasecmp(core, fallback[i]) == 0;
+  if (!weak) return NULL;
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512cd"))
+    return "SKYLAKEX";
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "HASWELL";
+#endif
+  return NULL;
 }
 
 int nm_set_threads(int n) {

@@ -146,6 +146,15 @@ int nm_dot(const nm_tensor *x, const nm_tensor *y, double *out);
 /* Sets OpenBLAS to one thread and the pool to n threads (the caller
 ** included); NM_EINVAL unless 1 <= n <= NM_POOL_MAX. */
 int nm_set_threads(int n);
+/* OpenBLAS (a DYNAMIC_ARCH build) picks its kernels by CPU model when it
+** loads; on a model it does not know (a virtual machine reporting a generic
+** "Xeon Processor") it falls back to Prescott's SSE3 kernels, about 3x
+** slower than its AVX-512 ones on the minibatch products. Returns the
+** OPENBLAS_CORETYPE that names the kernels for this CPU's features
+** ("SKYLAKEX", "HASWELL") when OpenBLAS chose such a fallback, else NULL.
+** The variable is read when the library loads: the interpreter sets it and
+** runs itself again (csrc/interp/neuromic.c). */
+const char *nm_blas_core_hint(void);
 /* C = alpha op(A) op(B) + beta C as cblas_?gemm takes it (row-major; ta,
 ** tb: op transposes), cut into parts as above. */
 void nm_blas_gemm(nm_dtype dt, int ta, int tb, int m, int n, int k, double alpha,

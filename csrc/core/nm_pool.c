@@ -21,7 +21,7 @@
 
 /* Spins (pause instructions) before a worker sleeps, or before the caller
 ** yields the processor while waiting for the last parts. */
-#define SPINS 20000
+#define SPINS 4000
 
 static struct {
   pthread_mutex_t lock;

@@ -24,6 +24,7 @@
 #include "lualib.h"
 
 #include "nm_tensor.h"
+#include "nm_math.h"
 #include "lnm.h"
 
 /* nm_version (from the generated build/version.c) */
@@ -1160,8 +1161,21 @@ static int protected_main(lua_State *L) {
   return 1;
 }
 
+/* OpenBLAS reads OPENBLAS_CORETYPE when it loads, before main: when it
+** fell back to kernels far below what this CPU can run (nm_math.h) and the
+** user did not choose, name the right ones and run this program again
+** (children inherit the variable, so this happens once). */
+static void choose_blas_kernels(char **argv) {
+  if (getenv("OPENBLAS_CORETYPE") != NULL) return;
+  const char *core = nm_blas_core_hint();
+  if (core == NULL || setenv("OPENBLAS_CORETYPE", core, 1) != 0) return;
+  execv("/proc/self/exe", argv);
+  unsetenv("OPENBLAS_CORETYPE");     /* exec failed: go on as loaded */
+}
+
 int main(int argc, char **argv) {
   int status, ok;
+  choose_blas_kernels(argv);
   lua_State *L = luaL_newstate();
   if (L == NULL) {
     report_message(argv[0], "cannot create state: not enough memory");

@@ -833,8 +833,15 @@ static int f_threads(lua_State *L) {
   return 2;
 }
 
+/* nm.blas_core() -> the name of the kernels OpenBLAS runs (its
+** openblas_get_corename: "SkylakeX", "Haswell", "Prescott", ...). */
+static int f_blas_core(lua_State *L) {
+  lua_pushstring(L, openblas_get_corename());
+  return 1;
+}
+
 static const luaL_Reg module_funcs[] = {
-  {"threads", f_threads},
+  {"threads", f_threads}, {"blas_core", f_blas_core},
   {"mm", f_mm}, {"mv", f_mv}, {"outer", f_outer}, {"dot", m_dot},
   {"bench_direct_gemm", f_bench_direct_gemm}, {"ulp_scan", f_ulp_scan},
   {NULL, NULL}
