@@ -41,11 +41,12 @@ local opts = cli.parse(arg, {
     {"methods", "string", "", "metaplasticity sweep over runs=... (empty: none)", metavar = "DIR"},
     {"rcn", "string", "", "rcn sweep over runs=... (empty: none)", metavar = "DIR"},
     {"doc", "string", "", "write the report to this file as well as to stdout", metavar = "FILE"},
-    {"collapse", "number", 0.3, "a run has collapsed when a held-out evaluation at or after " ..
-     "--after scores below this accuracy (5-way chance: 0.2)", min = 0},
-    {"after", "int", 30, "first episode at which collapses count", min = 1},
-    {"spike", "number", 10, "a meta-gradient spike: a norm above this many times the run's " ..
-     "median (or not finite)", min = 1},
+    {"collapse", "number", 0.3, "a run has collapsed when a held-out evaluation scores below " ..
+     "this accuracy after one scored at least --learned (5-way chance: 0.2)", min = 0},
+    {"learned", "number", 0.5, "held-out accuracy from which a run counts as having learned",
+     min = 0},
+    {"spike", "number", 10, "a meta-gradient spike: a norm above this many times the median " ..
+     "of the 10 before it (or not finite)", min = 1},
   },
 })
 
@@ -116,8 +117,9 @@ end
 
 -- What the metric rows of one run say: meta-gradient norms (median,
 -- largest and its episode, spikes and the first one), the first collapse
--- at or after --after, the lowest held-out accuracy from then on, the
--- guards' actions.
+-- (a held-out evaluation below --collapse after one at or above
+-- --learned), the lowest held-out accuracy from the first evaluation at or
+-- above --learned on, the guards' reverts.
 local function trace(rows, run)
   local t = {norms = {}, spikes = 0, nonfinite = 0, reverts = 0}
   local sub = {}
@@ -128,19 +130,32 @@ local function trace(rows, run)
   end
   t.median = median(t.norms)
   t.max, t.max_episode = -1, nil
+  local recent, learned = {}, false
   for _, r in ipairs(sub) do
     local g = r.grad_norm
     if finite(g) and g > t.max then t.max, t.max_episode = g, r.episode end
-    if not finite(g) or g > opts.spike * t.median then
+    -- a spike: not finite, or above --spike times the median of the
+    -- (up to) 10 finite norms before it (at least 3 of them)
+    if not finite(g) or (#recent >= 3 and g > opts.spike * median(recent)) then
       t.spikes = t.spikes + 1
       t.first_spike = t.first_spike or r.episode
     end
+    if finite(g) then
+      recent[#recent + 1] = g
+      if #recent > 10 then table.remove(recent, 1) end
+    end
     if r.action == "revert" then t.reverts = t.reverts + 1 end
     local h = r.heldout_accuracy
-    if r.episode >= opts.after and h ~= nil then
+    if h ~= nil then
       local v = finite(h) and h or 0
-      t.low = math.min(t.low or 1, v)
-      if v < opts.collapse and not t.collapse then t.collapse = r.episode end
+      if learned then
+        t.low = math.min(t.low or 1, v)
+        if v < opts.collapse and not t.collapse then t.collapse = r.episode end
+      end
+      if v >= opts.learned then
+        learned = true
+        t.low = math.min(t.low or 1, v)
+      end
     end
   end
   return t
@@ -231,10 +246,13 @@ if opts.guards ~= "" then
   say(format("Guards (`--guards`, the default): the meta-gradient clipped to norm 1, a " ..
              "non-finite step rolled back to the best theta so far with the meta learning " ..
              "rate halved, and the same when a held-out evaluation falls 15 points below the " ..
-             "best. `--no-guards`: non-finite steps skipped, nothing else. Collapse: a held-out " ..
-             "evaluation at or after episode %d below %.0f%% (5-way chance: 20%%); spike: a " ..
-             "meta-gradient norm above %g times the run's median, or not finite. %s; code %s.",
-             opts.after, 100 * opts.collapse, opts.spike, time_text(cells), versions(cells)))
+             "best. `--no-guards`: non-finite steps skipped, nothing else. Norms are those of " ..
+             "the meta-gradient before clipping. Collapse: a held-out evaluation below %.0f%% " ..
+             "(5-way chance: 20%%) after one at or above %.0f%%; lowest: the lowest held-out " ..
+             "accuracy from the first evaluation at or above %.0f%% on; spike: a norm above %g " ..
+             "times the median of the 10 before it, or not finite. %s; code %s.",
+             100 * opts.collapse, 100 * opts.learned, 100 * opts.learned, opts.spike,
+             time_text(cells), versions(cells)))
   say()
   local by = {}
   for _, c in ipairs(cells) do
@@ -249,7 +267,7 @@ if opts.guards ~= "" then
     end
   end
   say("| seed | guards | final | best | median norm | largest norm (episode) | spikes (first) | " ..
-      "collapse at | lowest held-out after ep. " .. opts.after .. " | skipped / rolled back |")
+      "collapse at | lowest held-out | skipped / rolled back |")
   say("|---|---|---|---|---|---|---|---|---|---|")
   local seeds = {}
   for seed in pairs(by) do seeds[#seeds + 1] = seed end
