@@ -8,7 +8,8 @@
 --                  first collapse; over seeds mean +- 95% t interval, the
 --                  paired t-test (guards on - off, paired by seed: the same
 --                  task stream and test episodes) and Fisher's exact test
---                  on the number of collapsed runs.
+--                  on the number of failed runs (final theta below
+--                  --collapse: collapsed or never learned).
 --   --methods DIR  a metaplasticity sweep over --set runs=...: each run's
 --                  mean +- 95% interval over seeds and the paired t-test
 --                  against BP with the learning rate only (bp_lr); the
@@ -42,7 +43,8 @@ local opts = cli.parse(arg, {
     {"rcn", "string", "", "rcn sweep over runs=... (empty: none)", metavar = "DIR"},
     {"doc", "string", "", "write the report to this file as well as to stdout", metavar = "FILE"},
     {"collapse", "number", 0.3, "a run has collapsed when a held-out evaluation scores below " ..
-     "this accuracy after one scored at least --learned (5-way chance: 0.2)", min = 0},
+     "this accuracy after one scored at least --learned, and has failed when its final theta " ..
+     "scores below it (5-way chance: 0.2)", min = 0},
     {"learned", "number", 0.5, "held-out accuracy from which a run counts as having learned",
      min = 0},
     {"spike", "number", 10, "a meta-gradient spike: a norm above this many times the median " ..
@@ -284,14 +286,17 @@ if opts.guards ~= "" then
         s.n = s.n + 1
         s.final[#s.final + 1] = finite(f.final_accuracy) and f.final_accuracy or 0
         s.best[#s.best + 1] = finite(f.best_accuracy) and f.best_accuracy or 0
-        if t and t.collapse then s.collapsed = s.collapsed + 1 end
+        if not (finite(f.final_accuracy) and f.final_accuracy >= opts.collapse) then
+          s.collapsed = s.collapsed + 1
+        end
         say(format("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |", seed,
                    key == "true" and "on" or "off", pct(f.final_accuracy), pct(f.best_accuracy),
                    t and sci(t.median) or "-",
                    t and format("%s (%s)", sci(t.max), tostring(t.max_episode)) or "-",
                    t and format("%d (%s)", t.spikes, t.first_spike and tostring(t.first_spike) or "-")
                      or "-",
-                   t and (t.collapse and tostring(t.collapse) or "no") or "-",
+                   t and (t.collapse and tostring(t.collapse) or
+                          (t.low and "no" or format("never %.0f%%", 100 * opts.learned))) or "-",
                    t and pct(t.low) or "-",
                    format("%d / %d", f.skipped or 0, f.rollbacks or 0)))
       end
@@ -305,7 +310,8 @@ if opts.guards ~= "" then
     end
   end
   say()
-  say("| guards | seeds | final | best | collapsed runs |")
+  say(format("| guards | seeds | final | best | failed runs (final theta below %.0f%%) |",
+             100 * opts.collapse))
   say("|---|---|---|---|---|")
   for _, key in ipairs{"true", "false"} do
     local s = sets[key]
@@ -322,7 +328,7 @@ if opts.guards ~= "" then
                                   off.n - off.collapsed)
     say(format("Paired t-test over %d seeds (on - off), final theta: %+.1f points, 95%% " ..
                "interval [%+.1f, %+.1f], t = %.2f, df = %d, p = %s; best theta: %+.1f points " ..
-               "[%+.1f, %+.1f], p = %s. Collapsed runs, Fisher's exact test (two-sided): %d of " ..
+               "[%+.1f, %+.1f], p = %s. Failed runs, Fisher's exact test (two-sided): %d of " ..
                "%d with guards, %d of %d without, p = %s.", n, 100 * tf.mean, 100 * tf.lo,
                100 * tf.hi, tf.t, tf.df, p_text(tf.p), 100 * tb.mean, 100 * tb.lo, 100 * tb.hi,
                p_text(tb.p), on.collapsed, on.n, off.collapsed, off.n, p_text(pf)))
@@ -330,7 +336,7 @@ if opts.guards ~= "" then
     local needed = (tf.p < 0.05 and tf.mean > 0) or (pf < 0.05 and off.collapsed > on.collapsed)
     say(format("Decision (stated before the runs: the guards are needed when the paired t-test " ..
                "on the final theta's accuracy favours them at p < 0.05, or when runs without " ..
-               "them collapse significantly more often, Fisher p < 0.05): **%s**.",
+               "them fail significantly more often, Fisher p < 0.05): **%s**.",
                needed and "the guards are needed" or
                  format("not shown at n = %d (neither test below 0.05)", n)))
     say()

@@ -60,11 +60,12 @@ describe("experiments/meta_seeds.lua", function()
         runs = {bio = {title = "F_bio", final_accuracy = on[seed], best_accuracy = 0.6,
                        skipped = 0, rollbacks = 1, cpu_s = 2}},
         rows = rows("bio", {1, 1, 1, 100}, {[2] = 0.6, [4] = 0.55})}
-      -- unguarded: a non-finite norm at episode 3, collapsed at 40
-      local r = rows("bio", {2, 2, 0 / 0, 2}, {[2] = 0.6})
+      -- unguarded: a non-finite norm at episode 3, collapsed at 40 (seed 3:
+      -- never learned), final theta at 25%: failed
+      local r = rows("bio", {2, 2, 0 / 0, 2}, {[2] = seed == 3 and 0.2 or 0.6})
       r[#r + 1] = {run = "bio", episode = 40, grad_norm = 2, heldout_accuracy = 0.1}
       cells[#cells + 1] = {seed = seed, options = {runs = "bio", guards = "false"},
-        runs = {bio = {title = "F_bio", final_accuracy = 0.5, best_accuracy = 0.6 - 0.01 * seed,
+        runs = {bio = {title = "F_bio", final_accuracy = 0.25, best_accuracy = 0.6 - 0.01 * seed,
                        skipped = 1, rollbacks = 0, cpu_s = 2}},
         rows = r}
     end
@@ -81,19 +82,21 @@ describe("experiments/meta_seeds.lua", function()
     assert.truthy(text:find("| 1 | on | 60.0 | 60.0 | 1 | 1e+02 (4) | 1 (4) | no | 55.0 | 0 / 1 |",
                             1, true))
     -- the non-finite norm is a spike; the collapse at 40 (0.1 < 0.3)
-    assert.truthy(text:find("| 1 | off | 50.0 | 59.0 | 2 | 2 (1) | 1 (3) | 40 | 10.0 | 1 / 0 |",
+    assert.truthy(text:find("| 1 | off | 25.0 | 59.0 | 2 | 2 (1) | 1 (3) | 40 | 10.0 | 1 / 0 |",
                             1, true))
-    -- on - off: d = 0.1, 0.2, 0.3: mean 0.2, sd 0.1, t = 2 sqrt(3), df 2:
-    -- p = 1 - t / sqrt(2 + t^2); interval 0.2 +- t(0.975, 2) 0.1 / sqrt(3)
-    local t = 2 * math.sqrt(3)
+    assert.truthy(text:find("| 3 | off | 25.0 | 57.0 | 2 | 2 (1) | 1 (3) | never 50% | - | 1 / 0 |",
+                            1, true))
+    -- on - off: d = 0.35, 0.45, 0.55: mean 0.45, sd 0.1, t = 4.5 sqrt(3), df 2:
+    -- p = 1 - t / sqrt(2 + t^2); interval 0.45 +- t(0.975, 2) 0.1 / sqrt(3)
+    local t = 4.5 * math.sqrt(3)
     local q = (2 * 0.975 - 1) / math.sqrt(2 * 0.975 * 0.025)
     local half = q * 0.1 / math.sqrt(3)
-    assert.truthy(text:find(format("final theta: +20.0 points, 95%% interval [%+.1f, %+.1f], " ..
-                                   "t = %.2f, df = 2, p = %.4f", 100 * (0.2 - half),
-                                   100 * (0.2 + half), t, 1 - t / math.sqrt(2 + t * t)), 1, true))
-    -- 0 of 3 collapsed against 3 of 3: Fisher p = 2 / C(6, 3) = 0.1
+    assert.truthy(text:find(format("final theta: +45.0 points, 95%% interval [%+.1f, %+.1f], " ..
+                                   "t = %.2f, df = 2, p = %.4f", 100 * (0.45 - half),
+                                   100 * (0.45 + half), t, 1 - t / math.sqrt(2 + t * t)), 1, true))
+    -- 0 of 3 failed against 3 of 3: Fisher p = 2 / C(6, 3) = 0.1
     assert.truthy(text:find("0 of 3 with guards, 3 of 3 without, p = 0.1000", 1, true))
-    assert.truthy(text:find("not shown at n = 3", 1, true))
+    assert.truthy(text:find("**the guards are needed**", 1, true))       -- p = 0.016 < 0.05
     -- the means with their t intervals: on = 0.6, 0.7, 0.8 (sd 0.1)
     assert.truthy(text:find(format("| on | 3 | 70.0 ± %.1f | 60.0 ± 0.0 | 0 of 3 |", 100 * half),
                             1, true))
