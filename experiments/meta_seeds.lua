@@ -41,6 +41,9 @@ local opts = cli.parse(arg, {
      metavar = "DIR"},
     {"methods", "string", "", "metaplasticity sweep over runs=... (empty: none)", metavar = "DIR"},
     {"rcn", "string", "", "rcn sweep over runs=... (empty: none)", metavar = "DIR"},
+    {"ablation", "string", "", "with --guards: a metaplasticity sweep of the same run with the " ..
+     "guards on and one part of them switched off (e.g. --set revert-drop=1: clipping " ..
+     "alone), shown beside on and off", metavar = "DIR"},
     {"doc", "string", "", "write the report to this file as well as to stdout", metavar = "FILE"},
     {"collapse", "number", 0.3, "a run has collapsed when a held-out evaluation scores below " ..
      "this accuracy after one scored at least --learned, and has failed when its final theta " ..
@@ -228,7 +231,7 @@ say("Fashion-MNIST 5-way tasks (K = 50, Q = 10), 784-170-130-100-70-10 softplus 
     "the 95% Student t interval over seeds. A run whose theta is not finite scores 0.")
 say()
 local argv = {"./neuromic experiments/meta_seeds.lua"}
-for _, k in ipairs{"guards", "methods", "rcn"} do
+for _, k in ipairs{"guards", "ablation", "methods", "rcn"} do
   if opts[k] ~= "" then argv[#argv + 1] = format("--%s %s", k, opts[k]) end
 end
 if opts.doc ~= "" then argv[#argv + 1] = "--doc " .. opts.doc end
@@ -256,17 +259,42 @@ if opts.guards ~= "" then
              100 * opts.collapse, 100 * opts.learned, 100 * opts.learned, opts.spike,
              time_text(cells), versions(cells)))
   say()
-  local by = {}
-  for _, c in ipairs(cells) do
-    local name = c.options.runs or "bio"
-    local f = c.runs[name]
-    if f then
-      local key = tostring(c.options.guards)
-      by[c.seed] = by[c.seed] or {}
-      local rows = metric_rows(c)
-      by[c.seed][key] = {f = f, t = rows and trace(rows, name) or nil}
-      if key == "true" then guard_bio[c.seed] = f end
+  local by, conds = {}, {{key = "true", label = "on"}, {key = "false", label = "off"}}
+  local function add(list, fixed_key)
+    for _, c in ipairs(list) do
+      local name = c.options.runs or "bio"
+      local f = c.runs[name]
+      if f then
+        local key = fixed_key or tostring(c.options.guards)
+        by[c.seed] = by[c.seed] or {}
+        local rows = metric_rows(c)
+        by[c.seed][key] = {f = f, t = rows and trace(rows, name) or nil}
+        if key == "true" then guard_bio[c.seed] = f end
+      end
     end
+  end
+  add(cells)
+  if opts.ablation ~= "" then
+    local acells, agrid = read_sweep(opts.ablation)
+    local parts = {}
+    for _, set in ipairs(agrid.sets or {}) do
+      if set.name ~= "runs" then parts[#parts + 1] = set.name .. "=" .. table.concat(set.values, ",") end
+    end
+    for i = 1, #(agrid.args or {}) - 1 do
+      if agrid.args[i]:match("^%-%-") and agrid.args[i] ~= "--episodes" and
+         not agrid.args[i]:match("^%-%-eval") and agrid.args[i] ~= "--heldout" and
+         agrid.args[i] ~= "--test-episodes" then
+        parts[#parts + 1] = agrid.args[i]:sub(3) .. "=" .. agrid.args[i + 1]
+      end
+    end
+    local label = "on, " .. table.concat(parts, " ")
+    conds[3] = {key = "ablation", label = label}
+    add(acells, "ablation")
+    say(format("Ablation (`%s`): the guards on with %s. %s; code %s.", label, table.concat(parts, " "),
+               time_text(acells), versions(acells)))
+    say()
+    say("    " .. command_of(opts.ablation, agrid))
+    say()
   end
   say("| seed | guards | final | best | median norm | largest norm (episode) | spikes (first) | " ..
       "collapse at | lowest held-out | skipped / rolled back |")
@@ -274,11 +302,12 @@ if opts.guards ~= "" then
   local seeds = {}
   for seed in pairs(by) do seeds[#seeds + 1] = seed end
   table.sort(seeds)
-  local sets = {["true"] = {final = {}, best = {}, collapsed = 0, n = 0},
-                ["false"] = {final = {}, best = {}, collapsed = 0, n = 0}}
+  local sets = {}
+  for _, c in ipairs(conds) do sets[c.key] = {final = {}, best = {}, collapsed = 0, n = 0} end
   local paired = {final = {{}, {}}, best = {{}, {}}}
   for _, seed in ipairs(seeds) do
-    for _, key in ipairs{"true", "false"} do
+    for _, cond in ipairs(conds) do
+      local key = cond.key
       local e = by[seed][key]
       if e then
         local f, t = e.f, e.t
@@ -290,7 +319,7 @@ if opts.guards ~= "" then
           s.collapsed = s.collapsed + 1
         end
         say(format("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |", seed,
-                   key == "true" and "on" or "off", pct(f.final_accuracy), pct(f.best_accuracy),
+                   cond.label, pct(f.final_accuracy), pct(f.best_accuracy),
                    t and sci(t.median) or "-",
                    t and format("%s (%s)", sci(t.max), tostring(t.max_episode)) or "-",
                    t and format("%d (%s)", t.spikes, t.first_spike and tostring(t.first_spike) or "-")
@@ -313,12 +342,32 @@ if opts.guards ~= "" then
   say(format("| guards | seeds | final | best | failed runs (final theta below %.0f%%) |",
              100 * opts.collapse))
   say("|---|---|---|---|---|")
-  for _, key in ipairs{"true", "false"} do
-    local s = sets[key]
-    say(format("| %s | %d | %s | %s | %d of %d |", key == "true" and "on" or "off", s.n,
+  for _, cond in ipairs(conds) do
+    local s = sets[cond.key]
+    say(format("| %s | %d | %s | %s | %d of %d |", cond.label, s.n,
                ci_text(s.final), ci_text(s.best), s.collapsed, s.n))
   end
   say()
+  -- the ablation against off and against on, paired by seed (final theta)
+  if conds[3] then
+    for _, other in ipairs{conds[2], conds[1]} do
+      local xs, ys = {}, {}
+      for _, seed in ipairs(seeds) do
+        local a, b = by[seed].ablation, by[seed][other.key]
+        if a and b then
+          xs[#xs + 1] = finite(a.f.final_accuracy) and a.f.final_accuracy or 0
+          ys[#ys + 1] = finite(b.f.final_accuracy) and b.f.final_accuracy or 0
+        end
+      end
+      if #xs >= 2 then
+        local t = stats.paired_t_test(xs, ys)
+        say(format("Paired t-test over %d seeds (%s) - (%s), final theta: %+.1f points [%+.1f, " ..
+                   "%+.1f], p = %s.", #xs, conds[3].label, other.label, 100 * t.mean, 100 * t.lo,
+                   100 * t.hi, p_text(t.p)))
+        say()
+      end
+    end
+  end
   local n = #paired.final[1]
   if n >= 2 then
     local tf = stats.paired_t_test(paired.final[1], paired.final[2])

@@ -71,8 +71,19 @@ describe("experiments/meta_seeds.lua", function()
     end
     make_sweep(dir, {{name = "runs", values = {"bio"}}, {name = "guards", values = {"true", "false"}}},
                {"--episodes", "40"}, cells)
+    -- the ablation: guards on with revert-drop=1, final 0.3, 0.5, 0.4
+    local adir = tmp .. "-ablation"
+    local acells = {}
+    for seed = 1, 3 do
+      acells[seed] = {seed = seed, options = {runs = "bio", ["revert-drop"] = "1"},
+        runs = {bio = {title = "F_bio", final_accuracy = ({0.3, 0.5, 0.4})[seed],
+                       best_accuracy = 0.6, skipped = 0, rollbacks = 0}},
+        rows = rows("bio", {1, 1, 1, 1}, {[2] = 0.6})}
+    end
+    make_sweep(adir, {{name = "runs", values = {"bio"}}, {name = "revert-drop", values = {"1"}}},
+               {"--episodes", "40", "--clip", "2"}, acells)
     local doc = tmp .. "-guards.md"
-    assert.equal(0, run(format("--guards %s --doc %s", dir, doc)))
+    assert.equal(0, run(format("--guards %s --ablation %s --doc %s", dir, adir, doc)))
     local text = support.read_file(doc)
     -- the command rebuilt from sweep.json
     assert.truthy(text:find("experiments/sweep.lua experiments/metaplasticity.lua --set runs=bio " ..
@@ -101,7 +112,15 @@ describe("experiments/meta_seeds.lua", function()
     assert.truthy(text:find(format("| on | 3 | 70.0 ± %.1f | 60.0 ± 0.0 | 0 of 3 |", 100 * half),
                             1, true))
     assert.truthy(text:find("6 cells, 60 s of worker wall time, 12 CPU s", 1, true))
-    os.execute(format("rm -rf %q %q %q", dir, doc, tmp .. ".log"))
+    -- the ablation's rows, its summary and its paired tests: against off
+    -- d = 0.05, 0.25, 0.15 (mean 0.15, sd 0.1); against on d = -0.3, -0.2, -0.4
+    assert.truthy(text:find("| 2 | on, revert-drop=1 clip=2 | 50.0 | 60.0 |", 1, true))
+    assert.truthy(text:find(format("| on, revert-drop=1 clip=2 | 3 | 40.0 ± %.1f | 60.0 ± 0.0 | 0 of 3 |",
+                                   100 * half), 1, true))
+    assert.truthy(text:find(format("(on, revert-drop=1 clip=2) - (off), final theta: +15.0 points " ..
+                                   "[%+.1f, %+.1f]", 100 * (0.15 - half), 100 * (0.15 + half)), 1, true))
+    assert.truthy(text:find("(on, revert-drop=1 clip=2) - (on), final theta: -30.0 points", 1, true))
+    os.execute(format("rm -rf %q %q %q %q", dir, adir, doc, tmp .. ".log"))
   end)
 
   it("methods: mean +- interval per run and the paired test against the baseline", function()
