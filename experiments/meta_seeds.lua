@@ -37,8 +37,8 @@ local opts = cli.parse(arg, {
   description = "Seed statistics (mean +- 95% CI, paired t-tests, collapses, meta-gradient " ..
                 "norms) of the metaplasticity and RCN sweeps, as a Markdown report.",
   options = {
-    {"guards", "string", "", "metaplasticity sweep over guards=true,false (empty: none)",
-     metavar = "DIR"},
+    {"guards", "string", "", "metaplasticity sweep over guards=true,false (empty: none); a " ..
+     "comma-separated list joins sweeps of the same grid over other seeds", metavar = "DIR"},
     {"methods", "string", "", "metaplasticity sweep over runs=... (empty: none)", metavar = "DIR"},
     {"rcn", "string", "", "rcn sweep over runs=... (empty: none)", metavar = "DIR"},
     {"ablation", "string", "", "with --guards: a metaplasticity sweep of the same run with the " ..
@@ -67,9 +67,10 @@ local function exists(path)
   return f ~= nil
 end
 
--- The finished cells of a sweep: {seed, options, runs (results.final.runs),
--- dir, elapsed_s, version}, and its grid (sweep.json).
-local function read_sweep(dir)
+-- The finished cells of one sweep folder: {seed, options, runs
+-- (results.final.runs), dir, elapsed_s, version}, and its grid
+-- (sweep.json).
+local function read_one(dir)
   if not exists(dir .. "/sweep.json") then
     cli.error(format("%s is not a sweep folder (no sweep.json)", dir))
   end
@@ -82,7 +83,6 @@ local function read_sweep(dir)
                        dir = row.dir, elapsed_s = row.elapsed_s, version = res.version}
     end
   end
-  table.sort(out, function(a, b) return a.seed < b.seed end)
   return out, grid
 end
 
@@ -101,6 +101,21 @@ local function command_of(dir, grid)
   if grid.quick then parts[#parts + 1] = "--quick" end
   if grid.args and #grid.args > 0 then parts[#parts + 1] = "-- " .. table.concat(grid.args, " ") end
   return table.concat(parts, " ")
+end
+
+-- The finished cells of the sweep folders of a comma-separated list (the
+-- same grid over more seeds, say), ordered by seed; the first folder's
+-- grid; the commands of all, indented as a Markdown code block.
+local function read_sweep(list)
+  local cells, grid, cmds = {}, nil, {}
+  for dir in list:gmatch("[^,]+") do
+    local c, g = read_one(dir)
+    for _, cell in ipairs(c) do cells[#cells + 1] = cell end
+    grid = grid or g
+    cmds[#cmds + 1] = "    " .. command_of(dir, g)
+  end
+  table.sort(cells, function(a, b) return a.seed < b.seed end)
+  return cells, grid, table.concat(cmds, "\n")
 end
 
 -- The metric rows of a cell (metrics.jsonl), or nil when its folder is gone.
@@ -243,10 +258,10 @@ say()
 local guard_bio = {}          -- seed -> final runs entry of the guarded bio cell (joins --methods)
 
 if opts.guards ~= "" then
-  local cells, grid = read_sweep(opts.guards)
+  local cells, _, cmds = read_sweep(opts.guards)
   say("## Are the guards needed? F_bio with and without them")
   say()
-  say("    " .. command_of(opts.guards, grid))
+  say(cmds)
   say()
   say(format("Guards (`--guards`, the default): the meta-gradient clipped to norm 1, a " ..
              "non-finite step rolled back to the best theta so far with the meta learning " ..
@@ -275,7 +290,7 @@ if opts.guards ~= "" then
   end
   add(cells)
   if opts.ablation ~= "" then
-    local acells, agrid = read_sweep(opts.ablation)
+    local acells, agrid, acmds = read_sweep(opts.ablation)
     local parts = {}
     for _, set in ipairs(agrid.sets or {}) do
       if set.name ~= "runs" then parts[#parts + 1] = set.name .. "=" .. table.concat(set.values, ",") end
@@ -293,7 +308,7 @@ if opts.guards ~= "" then
     say(format("Ablation (`%s`): the guards on with %s. %s; code %s.", label, table.concat(parts, " "),
                time_text(acells), versions(acells)))
     say()
-    say("    " .. command_of(opts.ablation, agrid))
+    say(acmds)
     say()
   end
   say("| seed | guards | final | best | median norm | largest norm (episode) | spikes (first) | " ..
@@ -451,10 +466,10 @@ local function method_table(cells, extra, base, titles, order)
 end
 
 if opts.methods ~= "" then
-  local cells, grid = read_sweep(opts.methods)
+  local cells, _, cmds = read_sweep(opts.methods)
   say("## Meta-learned rules against BP with the learning rate only")
   say()
-  say("    " .. command_of(opts.methods, grid))
+  say(cmds)
   say()
   say(format("%s; code %s. F_bio's row is the guarded cells of the guards sweep above (the " ..
              "same options). Paired t-test of the best theta's accuracy against BP, learning " ..
@@ -466,10 +481,10 @@ if opts.methods ~= "" then
 end
 
 if opts.rcn ~= "" then
-  local cells, grid = read_sweep(opts.rcn)
+  local cells, _, cmds = read_sweep(opts.rcn)
   say("## Recurrent chemical networks against the motif baseline")
   say()
-  say("    " .. command_of(opts.rcn, grid))
+  say(cmds)
   say()
   say(format("%s; code %s. Paired t-test of the best meta-parameters' accuracy against the " ..
              "motif baseline (F_bio at the RCN experiment's meta learning rate 3e-4, no L1) on " ..

@@ -69,8 +69,12 @@ describe("experiments/meta_seeds.lua", function()
                        skipped = 1, rollbacks = 0, cpu_s = 2}},
         rows = r}
     end
-    make_sweep(dir, {{name = "runs", values = {"bio"}}, {name = "guards", values = {"true", "false"}}},
-               {"--episodes", "40"}, cells)
+    -- seeds 1-2 in one sweep, seed 3 in another of the same grid: joined
+    local first, second = {}, {}
+    for _, c in ipairs(cells) do table.insert(c.seed < 3 and first or second, c) end
+    local grid = {{name = "runs", values = {"bio"}}, {name = "guards", values = {"true", "false"}}}
+    make_sweep(dir, grid, {"--episodes", "40"}, first)
+    make_sweep(dir .. "b", grid, {"--episodes", "40"}, second)
     -- the ablation: guards on with revert-drop=1, final 0.3, 0.5, 0.4
     local adir = tmp .. "-ablation"
     local acells = {}
@@ -83,12 +87,14 @@ describe("experiments/meta_seeds.lua", function()
     make_sweep(adir, {{name = "runs", values = {"bio"}}, {name = "revert-drop", values = {"1"}}},
                {"--episodes", "40", "--clip", "2"}, acells)
     local doc = tmp .. "-guards.md"
-    assert.equal(0, run(format("--guards %s --ablation %s --doc %s", dir, adir, doc)))
+    assert.equal(0, run(format("--guards %s,%sb --ablation %s --doc %s", dir, dir, adir, doc)))
     local text = support.read_file(doc)
     -- the command rebuilt from sweep.json
     assert.truthy(text:find("experiments/sweep.lua experiments/metaplasticity.lua --set runs=bio " ..
-                            "--set guards=true,false --seeds 1-3 --jobs 2 --out " .. dir ..
-                            " -- --episodes 40", 1, true))
+                            "--set guards=true,false --seeds 1-2 --jobs 2 --out " .. dir ..
+                            " -- --episodes 40\n", 1, true))
+    assert.truthy(text:find("--set guards=true,false --seeds 3 --jobs 2 --out " .. dir ..
+                            "b -- --episodes 40\n", 1, true))
     -- seed 1: median norm of {1, 1, 1, 100} is 1; the spike at 4 (10 times the median before it)
     assert.truthy(text:find("| 1 | on | 60.0 | 60.0 | 1 | 1e+02 (4) | 1 (4) | no | 55.0 | 0 / 1 |",
                             1, true))
@@ -120,7 +126,7 @@ describe("experiments/meta_seeds.lua", function()
     assert.truthy(text:find(format("(on, revert-drop=1 clip=2) - (off), final theta: +15.0 points " ..
                                    "[%+.1f, %+.1f]", 100 * (0.15 - half), 100 * (0.15 + half)), 1, true))
     assert.truthy(text:find("(on, revert-drop=1 clip=2) - (on), final theta: -30.0 points", 1, true))
-    os.execute(format("rm -rf %q %q %q %q", dir, adir, doc, tmp .. ".log"))
+    os.execute(format("rm -rf %q %q %q %q %q", dir, dir .. "b", adir, doc, tmp .. ".log"))
   end)
 
   it("methods: mean +- interval per run and the paired test against the baseline", function()
