@@ -410,7 +410,7 @@ end
 -- ------------------------------------------------------------ methods
 
 -- A table of runs over seeds, paired against the cells of `base`.
-local function method_table(cells, extra, base, titles, order)
+local function method_table(cells, extra, base, claims, order)
   local by = {}                     -- run -> seed -> finished entry
   local first_title = {}
   for _, c in ipairs(cells) do
@@ -458,9 +458,9 @@ local function method_table(cells, extra, base, titles, order)
       p = p_text(t.p)
     end
     local f1 = by[name][seeds[1]]
-    say(format("| %s | %s | %s | %s | %s | %s | %s |", titles and titles[name] or first_title[name] or name,
+    say(format("| %s | %s | %s | %s | %s | %s | %s |", first_title[name] or name,
                table.concat(seeds, ","), ci_text(fin), ci_text(best), diff, p,
-               (f1.paper or "-")))
+               f1.paper or claims and claims[f1.kind] or "-"))
   end
   say()
 end
@@ -490,8 +490,13 @@ if opts.rcn ~= "" then
              "motif baseline (F_bio at the RCN experiment's meta learning rate 3e-4, no L1) on " ..
              "the same seeds.", time_text(cells), versions(cells)))
   say()
-  method_table(cells, nil, "motif", nil, {"motif", "rcn1", "rcn2", "rcn3", "layer1", "layer2",
-                                          "neuron2", "momentum2"})
+  -- what the report (curves only, EMNIST) says of each kind of run
+  local claims = {motif = "the baseline", rcn = "above the baseline; L barely matters",
+                  layer = "above shared parameters (most for L = 2-3)",
+                  neuron = "best of all variants", momentum = "slightly above the baseline",
+                  biasonly = "does not learn"}
+  method_table(cells, nil, "motif", claims, {"motif", "rcn1", "rcn2", "rcn3", "layer1", "layer2",
+                                             "neuron2", "momentum2"})
 end
 
 local text = table.concat(lines, "\n") .. "\n"
