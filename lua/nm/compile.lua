@@ -579,7 +579,12 @@ function Fn:scan_kernel(o)
     for i, sh in ipairs(fwd.extra.trace_shapes) do t[i] = nm.zeros(sh, me.dtype) end
     return t
   end
-  local grads, tin, sin, gtheta64, fouts = nil, nil, nil, nil, {}
+  local tin, sin, gtheta64, fouts = nil, nil, nil, {}
+  -- The adjoint writes the gradients of a step's source into buffers of
+  -- its own (mine), then they become the adjoint list and the list's
+  -- former tensors (the caller's, orig) the next step's outputs: no copy.
+  -- After step 1 the caller's tensors hold the result again.
+  local mine, orig, gouts = nil, {}, {}
   function sk.prepare(list)
     local th = list[1]
     if th:dtype() ~= me.dtype then th = nm.zeros(th:size(), me.dtype):copy(th) end
@@ -599,15 +604,24 @@ function Fn:scan_kernel(o)
     local n = #tin
     for i = 1, ns do tin[n + i] = adjoint[i] end
     for i, x in ipairs(trace) do tin[n + ns + i] = x end
-    if not grads then
-      grads = {}
-      for i, sh in ipairs(a.output_shapes) do grads[i] = nm.zeros(sh, me.dtype) end
+    if not mine then
+      mine = {}
+      for i, sh in ipairs(a.output_shapes) do mine[i] = nm.zeros(sh, me.dtype) end
+      gouts[ns + 1] = mine[ns + 1]
     end
-    a:run(tin, sin, grads)
+    for i = 1, ns do
+      local x = adjoint[i]
+      if x ~= mine[i] then orig[i] = x; gouts[i] = mine[i] else gouts[i] = orig[i] end
+    end
+    a:run(tin, sin, gouts)
     for i = n + 1, #tin do tin[i] = nil end
-    local adj_ = adjoint
-    for i = 1, ns do adj_[i]:copy(grads[i]) end
-    local g = grads[ns + 1]
+    for i = 1, ns do adjoint[i] = gouts[i] end
+    if t == 1 then
+      for i = 1, ns do
+        if adjoint[i] == mine[i] then orig[i]:copy(mine[i]); adjoint[i] = orig[i] end
+      end
+    end
+    local g = mine[ns + 1]
     if gp[2]:dtype() ~= me.dtype then
       gtheta64 = gtheta64 or nm.zeros(g:size(), gp[2]:dtype())
       gp[2]:add(gtheta64:copy(g))

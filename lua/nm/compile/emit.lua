@@ -132,6 +132,9 @@ function emit.c(g, outputs, opts)
   local order, uses, strong = analyse(g, outputs)
 
   -- Buffers: leaves read from in[], stored values in scratch or out[].
+  -- Every pointer is restrict: outputs and scratch slices overlap nothing
+  -- (neuromic.Kernel checks each call), inputs are only read, so the
+  -- compiler vectorises loops that write one array while reading others.
   local ptr = {}          -- node -> C expression of its array
   local scalar_name = {}  -- scalar node -> C expression
   local mat = {}          -- node -> true when stored
@@ -151,14 +154,14 @@ function emit.c(g, outputs, opts)
   for _, n in ipairs(inputs) do
     if n.kind == "tensor" then
       ptr[n] = cname(n.name)
-      decls[#decls + 1] = format("const real *const %s = in[%d];   /* %s */", ptr[n], slot,
+      decls[#decls + 1] = format("const real *const restrict %s = in[%d];   /* %s */", ptr[n], slot,
                                  graph.shape_str(n.shape))
       slot = slot + 1
     end
   end
   for _, n in ipairs(g.captured) do
     ptr[n] = cname("const" .. n.slot)
-    decls[#decls + 1] = format("const real *const %s = in[%d];   /* a constant %s */", ptr[n],
+    decls[#decls + 1] = format("const real *const restrict %s = in[%d];   /* a constant %s */", ptr[n],
                                slot, graph.shape_str(n.shape))
     slot = slot + 1
   end
@@ -217,10 +220,10 @@ function emit.c(g, outputs, opts)
       local k = output_of[n]
       local name = cname(k and ("out" .. k) or ("t" .. n.id))
       if k then
-        decls[#decls + 1] = format("real *const %s = out[%d];   /* output %d: %s */", name, k - 1,
+        decls[#decls + 1] = format("real *const restrict %s = out[%d];   /* output %d: %s */", name, k - 1,
                                    k, graph.shape_str(n.shape))
       else
-        decls[#decls + 1] = format("real *const %s = scratch + %d;   /* %s %s */", name, scratch,
+        decls[#decls + 1] = format("real *const restrict %s = scratch + %d;   /* %s %s */", name, scratch,
                                    n.op, graph.shape_str(n.shape))
         scratch = scratch + numel(n.shape)
       end
