@@ -400,8 +400,8 @@ function Fn:grads(wrt)
     if wrt[i] then targets[#targets + 1] = n end
   end
   local grads = adjoint.grad(g, self.outputs, self.seeds, targets)
-  for i, gr in ipairs(grads) do
-    if gr == nil then grads[i] = g:bcast(g:const(0), targets[i].shape) end
+  for i = 1, #targets do          -- (grads has holes: an input no output depends on)
+    if grads[i] == nil then grads[i] = g:bcast(g:const(0), targets[i].shape) end
     if #targets[i].shape > 0 and #grads[i].shape == 0 then
       grads[i] = g:bcast(grads[i], targets[i].shape)
     end
