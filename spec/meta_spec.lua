@@ -344,6 +344,11 @@ describe("meta-gradient memory", function()
   it("unroll: everything one 250-step meta-gradient allocates fits the bound", function()
     local learner = motif_net.learner{net = net, motifs = {0, 2, 9},
                                  theta0 = {[0] = 1e-3, [2] = 1e-5, [9] = 1e-5}}
+    if not require("nm.compile").toolchain() then
+      pending("no C compiler: the interpreted step allocates its intermediates at every step " ..
+              "(the bound is for the compiled kernels)")
+      return
+    end
     learner:meta_gradient(task, nm.generator(2))   -- the kernels are built (or loaded) once
     collectgarbage("collect")
     collectgarbage("collect")              -- tensors are finalised: freed a cycle late
@@ -575,7 +580,9 @@ describe("motif kernel errors", function()
     local out = {nm.zeros(3, 4, "float64"), nm.zeros(2, 3, "float64")}
     local ok, e = pcall(motif_net.step_into, net, out, W, th, nm.zeros(5, "float64"), 1, B)
     assert.is_false(ok)
-    assert.truthy(tostring(e):find("has 5 elements, 4 expected", 1, true), e)
+    -- compiled: the kernel's argument check; interpreted: the operation's
+    assert.truthy(tostring(e):find("has 5 elements, 4 expected", 1, true) or
+                  tostring(e):find("size mismatch, [3 x 4] vs [5]", 1, true), e)
     assert.has_error(function() k:query(W, nm.zeros(2, 4, "float64"), {1}) end,
       "bad argument #3 to 'query' (1 labels for 2 rows)")
     assert.has_error(function() motif_net.new{rule = motifs, sizes = {4}} end,

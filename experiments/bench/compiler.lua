@@ -89,7 +89,7 @@ end
 
 local tmp = os.tmpname()
 os.remove(tmp)
-nm.mkdir(tmp)
+nm.sys.mkdir(tmp)
 
 local function save_episode(net, W, B, X, labels, Xq, labels_q, theta)
   local function save(name, t) nm.save_npy(tmp .. "/" .. name .. ".npy", t) end
@@ -200,19 +200,19 @@ do
   local _, B = net:init(nm.generator(9))
   local wrt = {}
   for i = 1, net.layers + 1 do wrt[i] = true end
-  local t0 = nm.clock()           -- wall time: the compiler runs in a child process
+  local t0 = nm.sys.clock()       -- wall time: the compiler runs in a child process
   motif_net.compiled_step(net, B):traced_pair(wrt)
-  local first = nm.clock() - t0
-  t0 = nm.clock()
+  local first = nm.sys.clock() - t0
+  t0 = nm.sys.clock()
   motif_net.compiled_step(net, B):traced_pair(wrt)
-  local hit = nm.clock() - t0
+  local hit = nm.sys.clock() - t0
   compile.cache_dir = saved
   results.compile = {first_use = first, cache_hit = hit}
 end
 
 -- the episode's files and the cache folder of the compile timing
 local function remove_tree(path)
-  for _, name in ipairs(nm.listdir(path) or {}) do
+  for _, name in ipairs(nm.sys.listdir(path) or {}) do
     local p = path .. "/" .. name
     if not os.remove(p) then remove_tree(p) end
   end
