@@ -340,6 +340,74 @@ describe("doc/sweeps.md", function()
     end
   end)
 
+  -- The "GNU parallel" section's blocks, run by sh as they are written, in
+  -- a scratch folder holding ./neuromic, experiments/ and hosts.txt (this
+  -- machine, 2 cores); the second block, which has no merge line, is
+  -- followed by the first one's. Each merge is compared with one process;
+  -- each block's parallel command run again finds nothing left to run.
+  it("runs its GNU parallel recipes as written, each merge equal to one process", function()
+    if select(3, sh("command -v parallel")) ~= 0 then
+      pending("GNU parallel is not installed (make deps installs it)")
+      return
+    end
+    local section = doc:match("\n### GNU parallel\n(.-)\n## ")
+    local blocks = {}
+    for b in section:gmatch("```sh\n(.-)```") do blocks[#blocks + 1] = b end
+    assert.equal(3, #blocks)
+    local function final_of(rows)
+      local t = {}
+      for _, r in ipairs(rows) do
+        local f = {}
+        for k, v in pairs(r.results.final) do if k ~= "cpu_s" and k ~= "train_s" then f[k] = v end end
+        t[r.index + 1] = {key = r.key, final = f}
+      end
+      return t
+    end
+    for i, block in ipairs(blocks) do
+      local dir = tmp .. "/parallel" .. i
+      nm.mkdir(dir)
+      assert.equal(0, select(3, sh("cd " .. q(dir) .. " && ln -s " .. q(exe) .. " neuromic && ln -s " ..
+                                   q(root .. "/experiments") .. " experiments && echo 2/: > hosts.txt")))
+      local script = block
+      if i == 2 then script = script .. blocks[1]:match("\n(%./neuromic [^\n]*merge [^\n]*\n)") end
+      local _, err, rc = sh("cd " .. q(dir) .. " && sh -e -c " .. q(script))
+      assert.equal(0, rc, err)
+      -- the parallel command again: every shard is done, nothing runs
+      local again = "export OPENBLAS_NUM_THREADS=1\n" .. block:match("(parallel .-:::[^\n]*\n)")
+      local out2
+      out2, err, rc = sh("cd " .. q(dir) .. " && sh -e -c " .. q(again))
+      assert.equal(0, rc, err)
+      assert.falsy((out2 .. err):find("done in", 1, true), out2 .. err)
+      -- one process: the parallel command without its shard, --out and --resume
+      local cmd = block:gsub("\\\n", " "):match("parallel .-(%./neuromic .-) :::")
+      local words = {}
+      for w in cmd:gmatch("%S+") do words[#words + 1] = w end
+      local one, skip = {}, false
+      for _, w in ipairs(words) do
+        if skip then skip = false
+        elseif w == "--shard" or w == "--out" then skip = true
+        elseif w ~= "--resume" then
+          if w == "--" then one[#one + 1] = "--out one" end
+          one[#one + 1] = w
+        end
+      end
+      if not cmd:find(" %-%- ") then one[#one + 1] = "--out one" end
+      local out1
+      out1, err, rc = sh("cd " .. q(dir) .. " && OPENBLAS_NUM_THREADS=1 " .. table.concat(one, " "))
+      assert.equal(0, rc, err)
+      if i < 3 then
+        local merged, single = sweep.read(dir .. "/results/nk/all"), sweep.read(dir .. "/one")
+        assert.equal(24, #merged)
+        assert.same(final_of(single), final_of(merged))
+      else
+        local m = dir .. "/results/nk-quick/all"
+        assert.equal(out1:match("\n## Tables\n.*$"), support.read_file(m .. "/findings.md"):match("\n## Tables\n.*$"))
+        assert.same(json.read_file(dir .. "/one/results.json").final.findings,
+                    json.read_file(m .. "/results.json").final.findings)
+      end
+    end
+  end)
+
   it("runs its first recipe: one nan_nk network per cell (D1)", function()
     local recipe = doc:match("```sh\n(%./neuromic experiments/sweep%.lua experiments/nan_nk%.lua.-)\n```")
     assert.is_string(recipe)
