@@ -582,7 +582,7 @@ function sweep.grid(run, opts, grid)
       os.exit(summary.stopped == "SIGINT" and 130 or 143)
     end
     if summary.failed > 0 then
-      run:fail(format("%d cells of the grid failed; see %s/failures.jsonl", summary.failed, dir))
+      run:fail(format("%s of the grid failed; see %s/failures.jsonl", plural(summary.failed, "cell"), dir))
     end
   end
   run:set("grid_dir", dir)
