@@ -252,30 +252,10 @@ for _, r in ipairs(opts.rules) do
   for _, net in ipairs(opts.nets) do labels[#labels + 1] = label_of(net, r) end
 end
 
-<<<<<<< HEAD
 local t_grid = nm.sys.clock()
 local rows, summary = sweep.grid(run, opts, {experiment = arg[0], sets = sets, seeds = seeds,
                                              args = {"--figure=cell"}, dir = grid_dir})
 local grid_s = nm.sys.clock() - t_grid
-=======
-local manifest = io.open(grid_dir .. "/sweep.json", "rb")
-if manifest then manifest:close() end
-local t_grid = nm.sys.clock()
-local summary = sweep.run{
-  experiment = arg[0], sets = sets, seeds = seeds, args = {"--figure=cell"},
-  out = grid_dir, jobs = opts.jobs or 1, resume = manifest ~= nil,
-}
-local grid_s = nm.sys.clock() - t_grid
-if summary.stopped then
-  run:write("stopped")
-  io.stderr:write("nan_nk: stopped; run the same command again to continue the grid\n")
-  os.exit(summary.stopped == "SIGINT" and 130 or 143)
-end
-if summary.failed > 0 then
-  run:finish{error = format("%d cells failed; see %s/failures.jsonl", summary.failed, grid_dir)}
-  os.exit(1)
-end
->>>>>>> main
 run:set("grid_wall_s", grid_s)
 
 -- Final and early test errors: final[net][n][k] = {values over seeds}.

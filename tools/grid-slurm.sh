@@ -7,8 +7,10 @@
 # one-CPU nodes), the doc's afterany merge job, then the cluster stopped.
 # Shards in DIR/shard-I, the merged run in DIR/all, logs in DIR/logs;
 # prints each task's run time and the whole wall time, and exits with the
-# merge's status. Not part of the suite (the whole NK Fig. 6 grid takes
-# a quarter of an hour on two quiet cores):
+# merge's status. The same command again continues an interrupted run
+# (a new cluster; each task finds its shard's results.json and resumes).
+# Not part of the suite (the whole NK Fig. 6 grid takes about an hour of
+# CPU):
 #
 #   nice -n 10 tools/grid-slurm.sh /tmp/fig6 2 experiments/nan_nk.lua
 #   nice -n 10 ./neuromic experiments/nan_nk.lua --jobs 2 --out /tmp/fig6-local
