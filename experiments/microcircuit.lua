@@ -107,6 +107,12 @@ local opts = cli.parse(arg, {
      "times this", min = 0},
     {"fig2-eta-down", "number", 0, "Fig. 2: W_down learning rate per ms (0: fixed random " ..
      "top-down weights, the feedback-alignment regime)", min = 0},
+    {"fig2-decay", "number", 0, "Fig. 2: over the last fraction F of the patterns every model's " ..
+     "learning rates fall linearly to 0 (0: constant rates)", min = 0},
+    {"fig2-pi-start", "string", "random", "Fig. 2: W_pi at the start: random (U(-1, 1)) or " ..
+     "mirror (-W_down, the paper's 'top-down weights = - interneuron-to-pyramidal weights'; " ..
+     "with --fig2-scale-pi 0 it stays so, and only W_ip has to learn the self-predicting state)",
+     choices = {"random", "mirror"}},
     {"fig2-init-up", "list", {1, 1}, "Fig. 2: W_up[1], W_up[2] ~ U(-a, a), a per layer (BP and " ..
      "FA alike; W_down, FA's feedback U(-1, 1))", item = "number"},
     {"fig2-bp-lr", "number", 20, "Fig. 2: learning rate of BP and FA (online, per pattern)", min = 0},
@@ -155,7 +161,7 @@ local FIGURE_OPTIONS = {
   figS1 = {"s1_patterns", "s1_every", "s1_eta_scale", "s1_theta", "noise", "rate"},
   fig2 = {"fig2_patterns", "fig2_every", "fig2_test", "fig2_sigma", "fig2_scale_up", "fig2_scale_ip",
           "fig2_scale_pi", "fig2_eta_down", "fig2_bp_lr", "fig2_att_lr", "fig2_models",
-          "fig2_init_up", "noise", "tau_trgt"},
+          "fig2_init_up", "fig2_pi_start", "fig2_decay", "noise", "tau_trgt"},
   theory = {"theory_batch"},
   fig3 = {"datasets", "variants", "epochs", "fashion_epochs", "train_subset", "test_subset", "batch",
           "eta_up", "eta_ip", "init_up", "init_down", "eta_down", "eta_pi", "bp_lr"},
@@ -196,6 +202,7 @@ if opts.rate == "paper" then
     if not opts._explicit[k] then opts[k] = 1 end
   end
 end
+if opts.fig2_decay > 1 then usage_error("--fig2-decay must be in [0, 1]") end
 if #opts.fig2_init_up ~= 2 then
   usage_error(format("--fig2-init-up needs 2 values (W_up[1], W_up[2]), got %d", #opts.fig2_init_up))
 end
@@ -530,12 +537,20 @@ local function fig2(run)
     local net = mc.new{sizes = {30, 50, 10}, gen = nm.generator(opts.seed), sigma = opts.fig2_sigma,
                        noise = opts.noise, rules = RULES, eta = eta, noise_gen = noise,
                        tau_trgt = opts.tau_trgt, init = {up = opts.fig2_init_up, down = 1}}
+    if opts.fig2_pi_start == "mirror" then net.pi[1].W:scale(net.down[1].W, -1) end
     -- the analytic self-predicting weights: W_pi = -W_down, W_ip = c W_up[2]
     local p = net.p
     local c_ip = p.g_B * (p.g_lk + p.g_D) / (p.g_D * (p.g_lk + p.g_B))
     local sp_pi, sp_ip = net.down[1].W:clone(), net.up[2].W:clone()
     return {
       train = function(xp, up) net:run(xp:select(1, 1), 1000, up:select(1, 1)) end,
+      rules = function()
+        local list = {}
+        for _, kind in ipairs(mc.pathways) do
+          for _, c in ipairs(net[kind]) do list[#list + 1] = c.rule end
+        end
+        return list
+      end,
       evaluate = function(pat)
         local bs = net:steady_state(Xtest, nil, 30)   -- the noise-free fixed point, no target
         local row = {model = name, pattern = pat, test_error = test_error(bs.R[2]),
@@ -584,6 +599,11 @@ local function fig2(run)
         probe:phi(R, R)
         net:train_batch(xp, R)
       end,
+      rules = function()
+        local list = {}
+        for _, c in ipairs(net.conns) do list[#list + 1] = c.rule end
+        return list
+      end,
       evaluate = function(pat)
         local row = {model = name, pattern = pat, test_error = test_error(net:forward(Xtest))}
         if rulename == "fa" then row.angle = measures.feedback_angles(net, "fa")[1] end
@@ -606,6 +626,9 @@ local function fig2(run)
   for mi = s.model, #models do
     local name = models[mi]
     local learner = (name == "microcircuit" or name == "shallow") and microcircuit(name) or backprop(name)
+    -- --fig2-decay: each rule's rate times a factor of the pattern number
+    local rules, base = learner.rules(), {}
+    for i, r in ipairs(rules) do base[i] = r.p.eta end
     local seconds = 0
     if resumed then
       learner.load(s.learner)
@@ -623,7 +646,12 @@ local function fig2(run)
       return s
     end
     local bar = progress.new{total = P, label = "Fig. 2 " .. name}
+    local decay_from = P * (1 - opts.fig2_decay)
     for pat = s.pattern + 1, P do
+      if opts.fig2_decay > 0 then
+        local factor = math.min(1, (P - pat + 1) / (P - decay_from))
+        for i, r in ipairs(rules) do r.p.eta = base[i] * factor end
+      end
       local t0 = nm.clock()
       learner.train(next_pattern())
       seconds = seconds + (nm.clock() - t0)

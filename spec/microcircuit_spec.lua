@@ -1084,7 +1084,7 @@ describe("experiments/microcircuit.lua", function()
     os.execute(string.format("rm -rf %q %q", dir, tmp .. ".log"))
   end)
 
-  it("--tau-trgt and --fig2-init-up reach the network", function()
+  it("--tau-trgt, --fig2-init-up, --fig2-pi-start and --fig2-decay reach the networks", function()
     local dir = tmp .. "-trgt"
     local common = "--quick --figure fig2 --no-plot --fig2-patterns 4 --fig2-every 2 --fig2-test 20"
     local function fig2(args, name)
@@ -1107,6 +1107,21 @@ describe("experiments/microcircuit.lua", function()
     assert.are_not.equal(first(base, "fa_att", "test_error"), first(init, "fa_att", "test_error"))
     assert.equal(2, run(common .. " --fig2-init-up 1 --out " .. dir .. "/bad"))
     assert.truthy(log():find("--fig2-init-up needs 2 values", 1, true))
+    -- W_pi mirrored: -W_down from the start, and so it stays when fixed
+    local _, mirror = fig2("--fig2-models microcircuit --fig2-pi-start mirror --fig2-scale-pi 0", "mirror")
+    for _, r in ipairs(mirror) do assert.is_true(r.sp_angle_pi < 1e-5, r.sp_angle_pi) end
+    assert.is_true(base[1].sp_angle_pi > 45)
+    -- --fig2-decay 0.5 of 4 patterns: rates full up to pattern 3, halved in
+    -- pattern 4, for every model
+    local _, decay = fig2("--fig2-models microcircuit,fa_att --fig2-decay 0.5", "decay")
+    assert.equal(#base, #decay)
+    for i, r in ipairs(base) do
+      local d = decay[i]
+      assert.equal(r.model, d.model)
+      if r.pattern <= 2 then assert.equal(r.test_error, d.test_error)
+      else assert.are_not.equal(r.test_error, d.test_error) end
+    end
+    assert.equal(2, run(common .. " --fig2-decay 1.5 --out " .. dir .. "/bad2"))
     os.execute(string.format("rm -rf %q %q", dir, tmp .. ".log"))
   end)
 
