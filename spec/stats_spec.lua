@@ -145,3 +145,55 @@ describe("nm.stats t-tests", function()
     assert.has_error(function() stats.t_test({1}, {1, 2}) end)
   end)
 end)
+
+describe("confidence intervals and paired and exact tests", function()
+  it("qt inverts pt: closed forms for 1 and 2 degrees of freedom, tables, the normal limit", function()
+    for _, p in ipairs{0.6, 0.9, 0.975, 0.995, 0.025} do
+      assert.is_near(math.tan(math.pi * (p - 0.5)), stats.qt(p, 1), 1e-9 * math.max(1, math.abs(math.tan(math.pi * (p - 0.5)))))
+      assert.is_near((2 * p - 1) / math.sqrt(2 * p * (1 - p)), stats.qt(p, 2), 1e-12)
+    end
+    assert.is_near(2.776445105197793, stats.qt(0.975, 4), 1e-12)     -- closed form for even df
+    assert.is_near(2.262157162798204, stats.qt(0.975, 9), 1e-12)     -- closed form for odd df
+    assert.is_near(stats.qnorm(0.975), stats.qt(0.975, 1e7), 1e-6)
+    assert.are.equal(0, stats.qt(0.5, 3))
+    assert.has_error(function() stats.qt(1, 3) end,
+      "bad argument #1 to 'qt' (a probability in (0, 1) expected, got 1)")
+    assert.has_error(function() stats.qt(0.9, 0) end,
+      "bad argument #2 to 'qt' (degrees of freedom > 0 expected, got 0)")
+  end)
+
+  it("mean_ci is the Student t interval", function()
+    local ci = stats.mean_ci{1, 2, 3}
+    local q = (2 * 0.975 - 1) / math.sqrt(2 * 0.975 * 0.025)           -- t(0.975, 2)
+    assert.are.equal(2, ci.mean)
+    assert.is_near(q / math.sqrt(3), ci.half, 1e-12)
+    assert.is_near(2 - q / math.sqrt(3), ci.lo, 1e-12)
+    local one = stats.mean_ci{5}
+    assert.are.equal(5, one.mean)
+    assert.is_true(one.half ~= one.half)
+    assert.has_error(function() stats.mean_ci({1, 0 / 0}) end)
+  end)
+
+  it("the paired t-test is the one-sample test of the differences", function()
+    -- d = 1, 2, 4: mean 7/3, sd sqrt(7/3), t = sqrt(7); df 2: p = 1 - t / sqrt(2 + t^2)
+    local r = stats.paired_t_test({2, 3, 5}, {1, 1, 1})
+    assert.is_near(math.sqrt(7), r.t, 1e-12)
+    assert.are.equal(2, r.df)
+    assert.is_near(1 - math.sqrt(7) / 3, r.p, 1e-12)
+    assert.is_near(7 / 3, r.mean, 1e-15)
+    local q = (2 * 0.975 - 1) / math.sqrt(2 * 0.975 * 0.025)
+    assert.is_near(7 / 3 + q * math.sqrt(7 / 3) / math.sqrt(3), r.hi, 1e-12)
+    assert.are.equal(1, stats.paired_t_test({1, 2}, {1, 2}).p)
+    assert.has_error(function() stats.paired_t_test({1, 2, 3}, {1, 2}) end,
+      "bad argument to 'paired_t_test' (3 values paired with 2)")
+  end)
+
+  it("Fisher's exact test: the tea-tasting table and a complete separation", function()
+    -- margins 4, 4 of 8: P(x) = C(4,x) C(4,4-x) / 70; x = 3 observed -> (1+16+16+1)/70
+    assert.is_near(34 / 70, stats.fisher_exact(3, 1, 1, 3), 1e-12)
+    assert.is_near(2 / 252, stats.fisher_exact(5, 0, 0, 5), 1e-14)
+    assert.is_near(1, stats.fisher_exact(2, 2, 2, 2), 1e-12)
+    assert.has_error(function() stats.fisher_exact(1, -1, 0, 0) end,
+      "bad argument #2 to 'fisher_exact' (a count expected, got -1)")
+  end)
+end)
