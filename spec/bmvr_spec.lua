@@ -1,4 +1,4 @@
--- BMVR (rules/bmvr.lua, rules/bmvr_backprop.lua, nm.bmvr,
+-- BMVR (rules/bmvr.lua, rules/bmvr_backprop.lua, nm.kernels.bmvr,
 -- lua/nm/models/bmvr.lua, nm.rrr and nm.symeig) against independent
 -- references: the RRR solver against alternating least squares in plain
 -- Lua and against the problem with redundant columns removed; the
@@ -277,7 +277,7 @@ describe("bmvr circuit rules", function()
           local X = nm.zeros(T, n, dt):normal(g, 0, 1)
           local Y = nm.zeros(T, m, dt):normal(g, 0, 1)
           local function new(r)
-            local o = {n = n, m = m, k = k, dtype = dt, rule = r, eta_w1 = 0.05, eta_w2 = 0.04,
+            local o = {n = n, m = m, k = k, dtype = dt, rules = r, eta_w1 = 0.05, eta_w2 = 0.04,
                        t0 = 10}
             for key, v in pairs(cfg) do o[key] = v end
             if name == "bmvr" then o.eta_q = 0.03 else o.gate = nil end
@@ -305,19 +305,125 @@ describe("bmvr circuit rules", function()
   it("takes a rule by path, definition or instance, and only circuit rules of bmvr", function()
     local o = {n = 3, m = 2, k = 2, eta_w1 = 0.02}
     local by_name = bmvr.new(o)
-    assert.equal("bmvr", by_name.rule.name)
-    assert.equal(0.02, by_name.rule.p.eta_w1)
+    assert.equal("W1=bmvr W2T=bmvr Q=bmvr", by_name:rule_names())
+    assert.equal(0.02, by_name.rules.W1.p.eta)
+    assert.equal(0.005, by_name.rules.Q.p.eta)                -- the paper's eta_q
     local dir = debug.getinfo(1, "S").source:match("^@(.*)spec/[^/]*$") or "./"
-    o.rule = dir .. "rules/bmvr_backprop.lua"
-    assert.equal("backprop", bmvr.new(o).method)
-    o.rule = rule.new("bmvr", {eta_q = 0.5})
-    assert.equal(0.5, bmvr.new(o).rule.p.eta_q)
-    o.rule = "hebb"
-    assert.has_error(function() bmvr.new(o) end,
-      "bmvr.new: rule 'hebb' is a connection rule, not a circuit rule")
-    o.rule = "folded_ae"
-    assert.has_error(function() bmvr.new(o) end,
-      "bmvr.new: rule 'folded_ae' is a circuit rule of model 'folded_ae', not of model 'bmvr'")
+    o.rules = dir .. "rules/bmvr_backprop.lua"
+    assert.equal("W1=bmvr_backprop W2T=bmvr_backprop", bmvr.new(o):rule_names())
+    o.rules = rule.new("bmvr", {eta = 0.5})                   -- an instance keeps its eta
+    assert.equal(0.5, bmvr.new(o).rules.W1.p.eta)
+    o.rules = {Q = false, W2T = rule.definition("bmvr_backprop")}
+    assert.equal("W1=bmvr W2T=bmvr_backprop", bmvr.new(o):rule_names())
+    local errors = {
+      {"hebb", "bmvr.new: rule 'hebb' is a connection rule, not a circuit rule"},
+      {"folded_ae", "bmvr.new: rule 'folded_ae' is a circuit rule of model 'folded_ae', not of model 'bmvr'"},
+      {{Z = "bmvr"}, "bmvr.new: no pathway 'Z' (W1, W2T, Q, R)"},
+      {{Q = "bmvr_backprop"}, "bmvr.new: rule 'bmvr_backprop' drives W1, W2T, not pathway Q"},
+      {{W1 = {kind = "circuit", name = "no_eta", model = "bmvr", pathway = "W1", params = {},
+              equation = "none", paper = "none", step = function() end}},
+       "bmvr.new: rule 'no_eta' must declare the parameter eta (the rate the model sets)"},
+    }
+    for _, e in ipairs(errors) do
+      o.rules = e[1]
+      assert.has_error(function() bmvr.new(o) end, e[2])
+    end
+  end)
+
+  -- A user's rule for W1 written in Lua only, W1 += eta (v x^T - lambda W1),
+  -- beside the paper's rules for the other pathways, against a naive
+  -- transcription of the whole step in plain Lua numbers.
+  it("takes a Lua-only rule for one pathway: equal to a naive transcription", function()
+    local decay_w1 = {
+      kind = "circuit", name = "decay_w1", model = "bmvr", pathway = "W1",
+      equation = "W1 += eta (v x^T - lambda W1)", paper = "a test",
+      params = {eta = {default = 0.01, doc = "rate"}, lambda = {default = 0.1, doc = "decay"}},
+      step = function(s, p) s.W:mul(1 - p.eta * p.lambda):addr(p.eta, s.v, s.x) end,
+    }
+    local n, m, k, T = 5, 2, 3, 30
+    local g = nm.generator(5)
+    local X = nm.zeros(T, n, "float64"):normal(g, 0, 1)
+    local Y = nm.zeros(T, m, "float64"):normal(g, 0, 1)
+    for _, decoupled in ipairs{false, true} do
+      local net = bmvr.new{n = n, m = m, k = k, dtype = "float64", relu = true, decoupled = decoupled,
+                           rules = {W1 = decay_w1}, eta_w1 = 0.02, eta_w2 = 0.03, eta_q = 0.04,
+                           t0 = 10, lambda = 0.5, mean_eps = 0.1, seed = 3}
+      assert.equal("W1=decay_w1 W2T=bmvr Q=bmvr" .. (decoupled and " R=bmvr" or ""), net:rule_names())
+      local W1, W2T, Q, zbar = net.W1:totable(), net.W2T:totable(), net.Q:totable(), net.zbar:totable()
+      local R = decoupled and net.R:totable()
+      local order = g:permutation(T)
+      net:train(X, Y, {order = order})
+      for i = 1, T do                 -- the naive step
+        local r = math.tointeger(order:get(i))
+        local x, y = X:row(r):totable(), Y:row(r):totable()
+        local dec = 1 / (1 + (i - 1) / 10)
+        local u, z, d, a, nn, v = {}, {}, {}, {}, {}, {}
+        for h = 1, k do
+          u[h] = 0
+          for j = 1, n do u[h] = u[h] + W1[h][j] * x[j] end
+          d[h] = u[h] > 0 and 1 or 0
+          local relu = math.max(u[h], 0)
+          zbar[h] = zbar[h] + 0.1 * (relu - zbar[h])
+          z[h] = relu - zbar[h]
+        end
+        for h = 1, k do
+          a[h] = 0
+          for j = 1, m do a[h] = a[h] + W2T[h][j] * y[j] end
+          nn[h] = 0
+          for j = 1, k do nn[h] = nn[h] + (decoupled and R[h][j] or Q[j][h]) * z[j] end
+        end
+        for h = 1, k do
+          v[h] = a[h]
+          for j = 1, k do v[h] = v[h] - Q[h][j] * nn[j] end
+        end
+        local e1, e2, eq = 0.02, 0.03 * dec, 0.04 * dec
+        for h = 1, k do
+          for j = 1, n do W1[h][j] = W1[h][j] * (1 - e1 * 0.5) + e1 * v[h] * x[j] end
+          for j = 1, m do W2T[h][j] = W2T[h][j] * (1 - e2) + e2 * z[h] * y[j] end
+          for j = 1, k do
+            Q[h][j] = Q[h][j] * (1 - eq) + eq * z[h] * nn[j]
+            if R then R[h][j] = R[h][j] * (1 - eq) + eq * nn[h] * z[j] end
+          end
+        end
+      end
+      assert.tensor_near(W1, net.W1, 1e-12)
+      assert.tensor_near(W2T, net.W2T, 1e-12)
+      assert.tensor_near(Q, net.Q, 1e-12)
+      assert.tensor_near(zbar, net.zbar, 1e-12)
+      if R then assert.tensor_near(R, net.R, 1e-12) end
+    end
+  end)
+
+  it("runs the C pass only when every plastic pathway's rule names it; else the steps, alike", function()
+    local n, m, k, T = 6, 3, 4, 40
+    local g = nm.generator(8)
+    local X = nm.zeros(T, n, "float64"):normal(g, 0, 1)
+    local Y = nm.zeros(T, m, "float64"):normal(g, 0, 1)
+    local function new(rules)
+      return bmvr.new{n = n, m = m, k = k, dtype = "float64", relu = true, rules = rules,
+                      eta_w1 = 0.02, eta_w2 = 0.03, eta_q = 0.04, t0 = 10, seed = 4}
+    end
+    local copy = {}
+    for key, v in pairs(rule.definition("bmvr")) do copy[key] = v end
+    copy.name, copy.kernel = "bmvr_lua", nil
+    local calls, real = 0, nm.kernels.bmvr.train
+    nm.kernels.bmvr.train = function(...) calls = calls + 1; return real(...) end
+    local fused, mixed, frozen = new(), new{Q = copy}, new{Q = false}
+    local order = g:permutation(T)
+    local ok, err = pcall(function()
+      fused:train(X, Y, {order = order})
+      assert.equal(1, calls)
+      mixed:train(X, Y, {order = order})
+      frozen:train(X, Y, {order = order})
+    end)
+    nm.kernels.bmvr.train = real
+    assert(ok, err)
+    assert.equal(1, calls)                   -- neither the mixed nor the frozen network ran it
+    for _, f in ipairs{"W1", "W2T", "Q", "zbar"} do
+      assert.is_true(((fused[f] - mixed[f]):abs():max()) < 1e-12, f)
+    end
+    assert.tensor_near(new().Q:totable(), frozen.Q, 0)          -- Q does not learn
+    assert.is_true(((fused.W1 - frozen.W1):abs():max()) > 1e-3)  -- the others do
   end)
 end)
 
@@ -328,7 +434,7 @@ describe("bmvr fused step", function()
                  W2T = nm.tensor({{1, 2}, {-1, 0.5}}, "float64"),
                  Q = nm.tensor({{2, 0.5}, {0, 1}}, "float64"), t = 0}
     local x, y = nm.tensor({{1, 2, 3}}, "float64"), nm.tensor({{1, -1}}, "float64")
-    local t = nm.bmvr.train(net, x, y, {eta_w1 = 0.1, eta_w2 = 0.2, eta_q = 0.5})
+    local t = nm.kernels.bmvr.train(net, x, y, {eta_w1 = 0.1, eta_w2 = 0.2, eta_q = 0.5})
     assert.equal(1, t)
     -- z = (7, 1); a = W2T y = (-1, -1.5); n = Q^T z = (14, 4.5);
     -- Q n = (30.25, 4.5); c = a - Q n = (-31.25, -6)
@@ -432,7 +538,7 @@ describe("bmvr backprop step", function()
       local W1, W2T, zbar = net.W1:totable(), net.W2T:totable(), net.zbar:totable()
       local xt, yt = x:totable()[1], y:totable()[1]
       local eta1, eta2 = 0.1, 0.05
-      nm.bmvr.backprop(net, x, y, {relu = relu, mean = mean, track_mean = false,
+      nm.kernels.bmvr.backprop(net, x, y, {relu = relu, mean = mean, track_mean = false,
                                    eta_w1 = eta1, eta_w2 = eta2})
       local h = 1e-6
       for _, which in ipairs{{"W1", W1, eta1}, {"W2T", W2T, eta2}} do
@@ -521,15 +627,15 @@ describe("bmvr measures", function()
           end
         end
       end
-      local mse, acc, correct = nm.bmvr.evaluate(net, X, Y)
+      local mse, acc, correct = nm.kernels.bmvr.evaluate(net, X, Y)
       assert.is_true(rel(mse, sq / T) < 1e-12)
       assert.equal(hits, correct)
       assert.is_true(math.abs(acc - hits / T) < 1e-15)
-      assert.tensor_near(C, nm.bmvr.hidden_cov(net, X), 1e-12)
-      local Yhat, Zt = nm.bmvr.forward(net, X)
+      assert.tensor_near(C, nm.kernels.bmvr.hidden_cov(net, X), 1e-12)
+      local Yhat, Zt = nm.kernels.bmvr.forward(net, X)
       assert.tensor_near(Z, Zt, 1e-12)
       assert.is_true(rel(((Yhat - Y):pow(2):sum()) / T, sq / T) < 1e-12)
-      local mean_cos, update_cos = nm.bmvr.alignment(net, X, Y)
+      local mean_cos, update_cos = nm.kernels.bmvr.alignment(net, X, Y)
       assert.is_true(math.abs(mean_cos - cos_sum / cos_n) < 1e-12)
       local gg, pp, gp = 0, 0, 0
       for j = 1, k do
@@ -547,30 +653,30 @@ describe("bmvr errors", function()
   local p = {eta_w1 = 0.1, eta_w2 = 0.1, eta_q = 0.1}
 
   it("name the argument and the shapes", function()
-    assert.has_error(function() nm.bmvr.train(net(), nm.zeros(5, 4, dt), Y, p) end,
+    assert.has_error(function() nm.kernels.bmvr.train(net(), nm.zeros(5, 4, dt), Y, p) end,
       "bad argument #2 to 'train' (X is float32 [5 x 4], expected a float32 [T x 3] matrix with contiguous rows)")
-    assert.has_error(function() nm.bmvr.train(net(), X, nm.zeros(4, 2, dt), p) end,
+    assert.has_error(function() nm.kernels.bmvr.train(net(), X, nm.zeros(4, 2, dt), p) end,
       "bad argument #3 to 'train' (Y is float32 [4 x 2], expected a float32 [5 x 2] matrix with contiguous rows)")
-    assert.has_error(function() nm.bmvr.train(net(), X:double(), Y, p) end)
+    assert.has_error(function() nm.kernels.bmvr.train(net(), X:double(), Y, p) end)
     local bad = net()
     bad.Q = nm.zeros(3, 3, dt)
-    assert.has_error(function() nm.bmvr.train(bad, X, Y, p) end,
+    assert.has_error(function() nm.kernels.bmvr.train(bad, X, Y, p) end,
       "bad argument #1 to 'train' (Q is float32 [3 x 3], expected a contiguous float32 [2 x 2])")
     bad = net()
     bad.W2T = nil
-    assert.has_error(function() nm.bmvr.train(bad, X, Y, p) end,
+    assert.has_error(function() nm.kernels.bmvr.train(bad, X, Y, p) end,
       "bad argument #1 to 'train' (field 'W2T' must be a tensor, got nil)")
-    assert.has_error(function() nm.bmvr.train(net(), X, Y, {eta_w1 = 0.1, eta_w2 = 0.1}) end,
+    assert.has_error(function() nm.kernels.bmvr.train(net(), X, Y, {eta_w1 = 0.1, eta_w2 = 0.1}) end,
       "bad argument #4 to 'train' (option 'eta_q' must be a number, got nil)")
-    assert.has_error(function() nm.bmvr.train(net(), X, Y, {eta_w1 = 0.1, eta_w2 = 0.1, eta_q = 0, gate = "x"}) end,
+    assert.has_error(function() nm.kernels.bmvr.train(net(), X, Y, {eta_w1 = 0.1, eta_w2 = 0.1, eta_q = 0, gate = "x"}) end,
       "bad argument #4 to 'train' (option 'gate' must be \"u\", \"z\" or \"none\")")
-    assert.has_error(function() nm.bmvr.train(net(), X, Y, p, nm.tensor({1, 6})) end,
+    assert.has_error(function() nm.kernels.bmvr.train(net(), X, Y, p, nm.tensor({1, 6})) end,
       "bad argument #5 to 'train' (order[2] = 6.0 is not a row number in [1, 5])")
-    assert.has_error(function() nm.bmvr.train(net(), X, Y, p, nil, 6) end,
+    assert.has_error(function() nm.kernels.bmvr.train(net(), X, Y, p, nil, 6) end,
       "bad argument #6 to 'train' (count 6 out of range [0, 5])")
     local relu = net()
     relu.zbar = nil
-    assert.has_error(function() nm.bmvr.train(relu, X, Y, {eta_w1 = 0, eta_w2 = 0, eta_q = 0, relu = true}) end,
+    assert.has_error(function() nm.kernels.bmvr.train(relu, X, Y, {eta_w1 = 0, eta_w2 = 0, eta_q = 0, relu = true}) end,
       "bad argument #1 to 'train' (field 'zbar' must be a tensor, got nil)")
     assert.has_error(function() bmvr.new{n = 3, m = 2} end,
       "bmvr.new: option k must be a positive integer, got nil")
@@ -584,7 +690,7 @@ describe("bmvr errors", function()
     local Xb = nm.zeros(50, 3, dt):normal(g, 0, 10)
     local Yb = nm.zeros(50, 2, dt):normal(g, 0, 10)
     local n1 = net()
-    local t, finite = nm.bmvr.train(n1, Xb, Yb, {eta_w1 = 10, eta_w2 = 10, eta_q = 10})
+    local t, finite = nm.kernels.bmvr.train(n1, Xb, Yb, {eta_w1 = 10, eta_w2 = 10, eta_q = 10})
     assert.is_false(finite)
     assert.is_true(t < 50)
     local model = bmvr.new{n = 3, m = 2, k = 2, eta_w1 = 10, eta_w2 = 10, eta_q = 10, t0 = 0}
@@ -599,7 +705,7 @@ describe("experiments/bmvr.lua --table1-t0", function()
 
   -- The decaying-rate option reaches the network: the experiment's k = 16
   -- MNIST row equals a network trained here with the same rates and t0.
-  it("trains Table 1 with eta/(1 + t/t0), as a direct nm.bmvr run does", function()
+  it("trains Table 1 with eta/(1 + t/t0), as a direct nm.kernels.bmvr run does", function()
     local nm = require "neuromic"
     local data = require "nm.data"
     local bmvr = require "nm.models.bmvr"
@@ -613,7 +719,7 @@ describe("experiments/bmvr.lua --table1-t0", function()
     end
     local ds = data.load("mnist", {seed = 1})
     local X, Y = ds.train.X, ds.train.Y
-    local net = bmvr.new{n = X:size(2), m = Y:size(2), k = 16, method = "bmvr", relu = true,
+    local net = bmvr.new{n = X:size(2), m = Y:size(2), k = 16, relu = true,
                          eta_w1 = 1e-2, eta_w2 = 1e-4, eta_q = 1e-3, t0 = 500, seed = 1}
     net:train(X, Y, {order = nm.generator(1 + 2000):permutation(X:size(1))})
     local _, te = net:evaluate(ds.test.X, ds.test.Y)
@@ -646,5 +752,28 @@ describe("experiments/bmvr.lua and folded_ae.lua --rules", function()
       os.remove(bad)
       os.remove(tmp .. ".log")
     end
+  end)
+
+  it("bmvr.lua takes pathway=rule items: BMVR with that pathway's rule replaced, a method of its own", function()
+    local json = require "nm.json"
+    local run, tmp = support.experiment("bmvr.lua")
+    local dir = tmp .. "-rules"
+    nm.sys.mkdir(dir)
+    local mine = dir .. "/my_w1.lua"
+    support.write_file(mine, [[
+local def = {}
+for k, v in pairs(require("nm.rule").definition("bmvr")) do def[k] = v end
+def.name, def.kernel, def.pathways, def.pathway = "my_w1", nil, nil, "W1"
+return def]])
+    assert.equal(0, run("--quick --parts table1 --no-plot --rules bmvr,W1=" .. mine .. " --out " .. tmp))
+    local r = json.read_file(tmp .. "/results.json")
+    -- a Lua copy of the paper's W1 rule beside the kernel's: the same accuracy
+    assert.truthy(r.final.table1_mnist_k16_bmvr_test)
+    assert.equal(r.final.table1_mnist_k16_bmvr_test, r.final["table1_mnist_k16_bmvr+W1=my_w1_test"])
+    assert.equal(2, run("--quick --rules Q=" .. mine .. " --out " .. tmp))
+    assert.equal("bmvr: --rules: rule 'my_w1' drives W1, not pathway Q\n", support.read_file(tmp .. ".log"))
+    assert.equal(2, run("--quick --rules Z=bmvr --out " .. tmp))
+    assert.equal("bmvr: --rules: no pathway 'Z' (W1, W2T, Q, R)\n", support.read_file(tmp .. ".log"))
+    os.execute(string.format("rm -rf %q %q %q", tmp, dir, tmp .. ".log"))
   end)
 end)
