@@ -609,9 +609,9 @@ describe("experiments/bmvr.lua --table1-t0", function()
       local r = json.read_file(dir .. "/results.json")
       os.execute(string.format("rm -rf %q", dir))
       assert.equal(t0, r.options.table1_t0)
-      return r.final.table1_mnist_k16_bmvr_test
+      return r.final["table1_mnist-subset_k16_bmvr_test"]
     end
-    local ds = data.load("mnist", {seed = 1})
+    local ds = data.load("mnist-subset", {seed = 1})
     local X, Y = ds.train.X, ds.train.Y
     local net = bmvr.new{n = X:size(2), m = Y:size(2), k = 16, method = "bmvr", relu = true,
                          eta_w1 = 1e-2, eta_w2 = 1e-4, eta_q = 1e-3, t0 = 500, seed = 1}

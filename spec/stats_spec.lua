@@ -145,3 +145,66 @@ describe("nm.stats t-tests", function()
     assert.has_error(function() stats.t_test({1}, {1, 2}) end)
   end)
 end)
+
+describe("nm.stats t quantile, intervals, paired and one-sided tests", function()
+  it("qt matches published t tables and the df = 2 closed form", function()
+    assert.is_near(12.706204736174707, stats.qt(0.975, 1), 1e-9)
+    assert.is_near(2.7764451051977987, stats.qt(0.975, 4), 1e-10)
+    assert.is_near(2.093024054408263, stats.qt(0.975, 19), 1e-10)
+    assert.is_near(1.8124611228107335, stats.qt(0.95, 10), 1e-10)
+    for _, p in ipairs{0.6, 0.9, 0.975, 0.999} do     -- df = 2: t = (2p - 1) / sqrt(2p(1 - p))
+      assert.is_near((2 * p - 1) / math.sqrt(2 * p * (1 - p)), stats.qt(p, 2), 1e-9)
+    end
+    assert.are.equal(0, stats.qt(0.5, 3))
+    assert.is_near(-stats.qt(0.9, 7), stats.qt(0.1, 7), 1e-12)
+    for _, df in ipairs{1, 2.5, 9, 300} do
+      assert.is_near(0.99, stats.pt(stats.qt(0.99, df), df), 1e-12)
+    end
+    assert.has_error(function() stats.qt(1, 3) end)
+    assert.has_error(function() stats.qt(0.5, 0) end)
+  end)
+
+  it("ci is the mean plus or minus t * sd / sqrt(n)", function()
+    local r = stats.ci{1, 2, 3, 4, 5}
+    assert.are.equal(3, r.mean)
+    assert.is_near(2.7764451051977987 * math.sqrt(2.5) / math.sqrt(5), r.half, 1e-9)
+    assert.is_near(r.mean - r.half, r.low, 1e-15)
+    assert.are.equal(5, r.n)
+    local r90 = stats.ci({1, 2, 3, 4, 5}, 0.9)
+    assert.is_true(r90.half < r.half)
+    assert.has_error(function() stats.ci{1} end)
+  end)
+
+  it("paired_test is the one-sample test of the differences (df = 2 closed form)", function()
+    -- differences 1, 2, 3: mean 2, sd 1, t = 2 sqrt(3); for df = 2,
+    -- P(T > t) = 1/2 - t / (2 sqrt(t^2 + 2))
+    local r = stats.paired_test({11, 22, 33}, {10, 20, 30})
+    local t = 2 * math.sqrt(3)
+    assert.is_near(t, r.t, 1e-12)
+    assert.are.equal(2, r.df)
+    local upper = 0.5 - t / (2 * math.sqrt(t * t + 2))
+    assert.is_near(upper, r.p_greater, 1e-12)
+    assert.is_near(1 - upper, r.p_less, 1e-12)
+    assert.is_near(2 * upper, r.p, 1e-12)
+    assert.are.equal(2, r.mean_diff)
+    -- against delta: differences minus delta
+    local rd = stats.paired_test({11, 22, 33}, {10, 20, 30}, 2)
+    assert.are.equal(0, rd.t)
+    assert.is_near(0.5, rd.p_greater, 1e-12)
+    assert.has_error(function() stats.paired_test({1, 2}, {1, 2, 3}) end)
+  end)
+
+  it("welch_test's one-sided p-values split its two-sided one, also against a delta", function()
+    local xs, ys = {5.1, 4.9, 5.6, 5.8, 6.0}, {4.1, 4.5, 4.0, 4.6}
+    local r = stats.welch_test(xs, ys)
+    assert.is_true(r.t > 0)
+    assert.is_near(r.p / 2, r.p_greater, 1e-14)
+    assert.is_near(1 - r.p / 2, r.p_less, 1e-14)
+    local shifted = {}
+    for i, y in ipairs(ys) do shifted[i] = y + 1 end
+    local rd = stats.welch_test(xs, ys, 1)
+    local r1 = stats.welch_test(xs, shifted)
+    assert.is_near(r1.t, rd.t, 1e-12)
+    assert.is_near(r1.p_greater, rd.p_greater, 1e-12)
+  end)
+end)

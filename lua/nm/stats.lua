@@ -11,6 +11,11 @@
 --   stats.shapiro_wilk(xs)          --> {w = ..., p = ..., n = ...}
 --   stats.t_test(xs, ys)            --> {t, df, p, mean_x, mean_y}   (Student, pooled)
 --   stats.welch_test(xs, ys)        --> {t, df, p, mean_x, mean_y}   (Welch)
+--   stats.paired_test(xs, ys)       --> {t, df, p, mean_diff}        (paired, over xs[i] - ys[i])
+--   stats.qt(0.975, 4)              --> 2.776...  (Student t quantile)
+--   stats.ci(xs [, 0.95])           --> {mean, half, low, high, sd, n}  (t interval of the mean)
+-- The paired and Welch tests also give one-sided p-values: p_greater (the
+-- alternative mean_x - mean_y > delta) and p_less, for the delta given.
 local stats = {}
 
 local abs, exp, log, sqrt, huge = math.abs, math.exp, math.log, math.sqrt, math.huge
@@ -219,6 +224,28 @@ function stats.pt_two_sided(t, df)
   return stats.ibeta(df / (df + t * t), df / 2, 0.5)
 end
 
+-- Student t quantile: the t with P(T <= t) = p, for 0 < p < 1 and df > 0.
+-- Bisection on stats.pt over a bracket grown from the normal quantile,
+-- to within a relative 1e-12 of t.
+function stats.qt(p, df)
+  if type(p) ~= "number" or not (p > 0 and p < 1) then
+    error("bad argument #1 to 'qt' (probability in (0, 1) expected, got " .. tostring(p) .. ")", 2)
+  end
+  if type(df) ~= "number" or not (df > 0) or df == huge then
+    error("bad argument #2 to 'qt' (degrees of freedom > 0 expected, got " .. tostring(df) .. ")", 2)
+  end
+  if p == 0.5 then return 0 end
+  if p < 0.5 then return -stats.qt(1 - p, df) end
+  local lo, hi = 0, math.max(1, stats.qnorm(p))
+  while stats.pt(hi, df) < p do lo, hi = hi, hi * 2 end
+  for _ = 1, 200 do
+    local mid = 0.5 * (lo + hi)
+    if stats.pt(mid, df) < p then lo = mid else hi = mid end
+    if hi - lo <= 1e-12 * hi then break end
+  end
+  return 0.5 * (lo + hi)
+end
+
 -- --------------------------------------------------------- Shapiro-Wilk
 
 -- poly(c, x) = c[1] + c[2] x + c[3] x^2 + ...
@@ -331,6 +358,58 @@ local function moments(xs)
   return m, ss / (#xs - 1), #xs
 end
 
+-- The t confidence interval of the mean of xs (at least 2 values) at
+-- `level` (default 0.95): {mean, half (the half-width), low, high, sd, n}.
+function stats.ci(xs, level)
+  check_sample(xs, 2, "ci")
+  level = level or 0.95
+  if type(level) ~= "number" or not (level > 0 and level < 1) then
+    error("bad argument #2 to 'ci' (level in (0, 1) expected, got " .. tostring(level) .. ")", 2)
+  end
+  local n = #xs
+  local m, sd = stats.mean(xs), stats.sd(xs)
+  local half = stats.qt(0.5 + level / 2, n - 1) * sd / sqrt(n)
+  return {mean = m, half = half, low = m - half, high = m + half, sd = sd, n = n, level = level}
+end
+
+-- One-sided p-values of a t statistic: the alternative "greater" (the
+-- mean difference exceeds delta) and "less".
+local function one_sided(r)
+  local t, df = r.t, r.df
+  if t ~= t then r.p_greater, r.p_less = 1, 1
+  elseif t == huge then r.p_greater, r.p_less = 0, 1
+  elseif t == -huge then r.p_greater, r.p_less = 1, 0
+  else r.p_greater, r.p_less = 1 - stats.pt(t, df), stats.pt(t, df) end
+  return r
+end
+
+-- d / se, with the conventions of the tests here for se = 0 (constant
+-- samples): NaN when d = 0, else +-Inf.
+local function t_of(d, se)
+  if se == 0 then return d == 0 and 0 / 0 or (d > 0 and huge or -huge) end
+  return d / se
+end
+
+-- Paired t-test over xs[i] - ys[i] (same length, at least 2 pairs), of
+-- the mean difference against delta (default 0): {t, df, p (two-sided),
+-- p_greater, p_less, mean_diff, sd_diff, n}.
+function stats.paired_test(xs, ys, delta)
+  check_sample(xs, 2, "paired_test")
+  check_sample(ys, 2, "paired_test")
+  if #xs ~= #ys then
+    error(string.format("bad argument to 'paired_test' (%d values against %d: pairs expected)",
+                        #xs, #ys), 2)
+  end
+  delta = delta or 0
+  local d = {}
+  for i = 1, #xs do d[i] = xs[i] - ys[i] end
+  local md, vd, n = moments(d)
+  local t = t_of(md - delta, sqrt(vd / n))
+  local r = {t = t, df = n - 1, mean_diff = md, sd_diff = sqrt(vd), n = n, delta = delta}
+  r.p = (t ~= t) and 1 or (abs(t) == huge and 0 or stats.pt_two_sided(t, n - 1))
+  return one_sided(r)
+end
+
 -- Student's two-sample t-test (pooled variance), two-sided.
 function stats.t_test(xs, ys)
   check_sample(xs, 2, "t_test")
@@ -347,22 +426,21 @@ function stats.t_test(xs, ys)
 end
 
 -- Welch's two-sample t-test (unequal variances, Welch-Satterthwaite
--- degrees of freedom), two-sided.
-function stats.welch_test(xs, ys)
+-- degrees of freedom) of mean_x - mean_y against delta (default 0):
+-- two-sided p, and p_greater / p_less.
+function stats.welch_test(xs, ys, delta)
   check_sample(xs, 2, "welch_test")
   check_sample(ys, 2, "welch_test")
+  delta = delta or 0
   local mx, vx, nx = moments(xs)
   local my, vy, ny = moments(ys)
   local qx, qy = vx / nx, vy / ny
   local se = sqrt(qx + qy)
   local df = (qx + qy) ^ 2 / (qx * qx / (nx - 1) + qy * qy / (ny - 1))
-  local t = (mx - my) / se
-  if se == 0 then
-    t = mx == my and 0 / 0 or (mx > my and huge or -huge)
-    df = nx + ny - 2
-  end
+  if se == 0 then df = nx + ny - 2 end
+  local t = t_of(mx - my - delta, se)
   local p = (t ~= t) and 1 or (abs(t) == huge and 0 or stats.pt_two_sided(t, df))
-  return {t = t, df = df, p = p, mean_x = mx, mean_y = my}
+  return one_sided({t = t, df = df, p = p, mean_x = mx, mean_y = my, delta = delta})
 end
 
 return stats

@@ -187,6 +187,9 @@ local function cell_command(cfg, cell, dir)
   if cfg.resume then cmd[#cmd + 1] = "--resume" end
   if cfg.quick then cmd[#cmd + 1] = "--quick" end
   for _, a in ipairs(cfg.args or {}) do cmd[#cmd + 1] = a end
+  -- arguments that may change between runs of one sweep (e.g. a worker's
+  -- own --jobs): not part of sweep.json
+  for _, a in ipairs(cfg.runtime_args or {}) do cmd[#cmd + 1] = a end
   return cmd
 end
 
@@ -318,7 +321,7 @@ function sweep.run_locked(cfg, dir)
   local next_cell = 1
   local stopping = nil
 
-  local function finish_cell(pid, status, signame)
+  local function finish_cell(pid, status, signame, cpu)
     local r = running[pid]
     running[pid] = nil
     nrunning = nrunning - 1
@@ -330,7 +333,7 @@ function sweep.run_locked(cfg, dir)
         local line = json.encode({
           index = c.index, cell = c.id, key = c.key, experiment = cfg.experiment,
           options = options_table(c), seed = c.seed, dir = r.dir, results = res,
-          elapsed_s = elapsed,
+          elapsed_s = elapsed, cpu_s = cpu,
         })
         nm.append_file(dir .. "/sweep.jsonl", line .. "\n")   -- whole or not at all
         summary.done = summary.done + 1
@@ -381,9 +384,12 @@ function sweep.run_locked(cfg, dir)
     for pid in pairs(running) do pids[#pids + 1] = pid end
     table.sort(pids)
     for _, pid in ipairs(pids) do
+      -- nm.wait reaps this one worker, so the children's CPU time grows by
+      -- exactly its own (and that of the processes it waited for)
+      local cpu0 = nm.children_cpu()
       local done, status, sig = nm.wait(pid, true)
       if done then
-        finish_cell(done, status, sig)
+        finish_cell(done, status, sig, nm.children_cpu() - cpu0)
         reaped = true
       end
     end
