@@ -100,10 +100,11 @@ local opts = cli.parse(arg, {
     {"lambda", "number", 5e-4, "L1 penalty on theta (runs with several motifs)", min = 0},
     {"theta0", "number", 1e-3, "initial theta_0 (the others start at 0)"},
     {"guards", "bool", true, "guard every run but pool (clipping, rollback, revert)"},
-    {"clip", "number", 1, "guarded runs: meta-gradient norm clip", min = 0},
+    {"clip", "number", 1, "guarded runs: meta-gradient norm clip (0: no clipping)", min = 0},
     {"scale5", "number", 0.05, "guarded pool: scale of F5 (theta_5 = scale phi_5)", min = 0},
     {"revert-drop", "number", 0.15, "guarded runs: roll back to the best theta (and halve the " ..
-     "meta learning rate) when the held-out accuracy falls this far below the best", min = 0},
+     "meta learning rate) when the held-out accuracy falls this far below the best (1: never)",
+     min = 0},
     {"eval-every", "int", 25, "episodes between held-out evaluations", quick = 2, min = 1},
     {"heldout", "int", 20, "held-out episodes per evaluation", quick = 2, min = 1},
     {"test-episodes", "int", 100, "held-out episodes scoring the final and best theta",
@@ -274,10 +275,13 @@ if not setup then
 end
 local ds, sizes, steps = setup.ds, setup.sizes, setup.steps
 
+local coefficients = 0
+for _, name in ipairs(opts.runs) do coefficients = math.max(coefficients, RUNS[name].count) end
 local run = results.open(opts, {
   dataset = setup.dataset,
   columns = {"run", "episode"},
   checkpoint_every = opts.checkpoint_every,
+  nonfinite = fewshot.nonfinite(coefficients),
 })
 io.stderr:write(format("metaplasticity: %s, network %s (%s), %d inner steps, %d outputs " ..
                        "(EMNIST in the paper: 47)\n", ds.name, table.concat(sizes, "-"),
@@ -307,7 +311,7 @@ local function make_learner(cfg)
                             dtype = opts.dtype}
   local o = {net = net, motifs = cfg.motifs, theta0 = {[0] = opts.theta0}, lr = opts.lr,
              lambda = cfg.lambda or opts.lambda, guard = cfg.guard or "skip"}
-  if guarded(cfg) then o.guard, o.clip = "rollback", opts.clip end
+  if guarded(cfg) then o.guard, o.clip = "rollback", opts.clip > 0 and opts.clip or nil end
   if cfg.scale5 and cfg.count > 5 then o.lr, o.scale = opts.lr_guarded, {[5] = opts.scale5} end
   return motif_net.learner(o)
 end
@@ -340,7 +344,8 @@ while s.index <= #opts.runs do
   else
     learner:load_state(cur.learner)
   end
-  local t_run = nm.clock()
+  local t_run, c_run = nm.clock(), os.clock()
+  cur.seconds, cur.cpu_s = cur.seconds or 0, cur.cpu_s or 0
   for ep = cur.episode + 1, opts.episodes do
     local task = train_tasks:sample(cur.g)
     local info = learner:meta_step(task, cur.g)
@@ -383,6 +388,9 @@ while s.index <= #opts.runs do
     bar:update(step_count, format("%s ep %d acc %.2f", name, ep, mean))
     run:poll(step_count, function()
       cur.learner = learner:state()
+      cur.seconds = cur.seconds + (nm.clock() - t_run)
+      cur.cpu_s = cur.cpu_s + (os.clock() - c_run)
+      t_run, c_run = nm.clock(), os.clock()
       return s
     end)
   end
@@ -395,7 +403,8 @@ while s.index <= #opts.runs do
     title = cfg.title, final_accuracy = fa, final_loss = fl, best_accuracy = ba, best_loss = bl,
     best_episode = cur.best_episode, train_accuracy = fewshot.mean(cur.recent),
     final_theta = final_theta:totable(), best_theta = cur.best_theta:totable(),
-    skipped = learner.skipped, rollbacks = learner.rollbacks, seconds = nm.clock() - t_run,
+    skipped = learner.skipped, rollbacks = learner.rollbacks,
+    seconds = cur.seconds + (nm.clock() - t_run), cpu_s = cur.cpu_s + (os.clock() - c_run),
     paper = cfg.paper, died = cur.died, guarded = guarded(cfg),
   }
   local lost = "none (theta not finite)"

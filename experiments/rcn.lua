@@ -205,6 +205,7 @@ run = results.open(opts, {
   dataset = setup.dataset,
   columns = {"run", "episode"},
   checkpoint_every = opts.checkpoint_every,
+  nonfinite = fewshot.nonfinite(10),
 })
 io.stderr:write(format("rcn: %s, network %s (%s), %s feedback, %d inner steps, motifs {%s}\n",
                        ds.name, table.concat(sizes, "-"), opts.dtype, opts.feedback, steps,
@@ -288,12 +289,13 @@ while s.index <= #opts.runs do
   local cur = s.current
   if not cur then
     cur = {name = name, episode = 0, g = nm.generator(opts.seed * 100 + 1), recent = {},
-           best_acc = -1, best = current(learner), best_episode = 0, seconds = 0}
+           best_acc = -1, best = current(learner), best_episode = 0, seconds = 0, cpu_s = 0}
     s.current = cur
   else
     learner:load_state(cur.learner)
   end
-  local t_run = nm.clock()
+  local t_run, c_run = nm.clock(), os.clock()
+  cur.cpu_s = cur.cpu_s or 0
   for ep = cur.episode + 1, opts.episodes do
     -- every run sees the same tasks and initial weights (one seed)
     local task = train_tasks:sample(cur.g)
@@ -314,11 +316,13 @@ while s.index <= #opts.runs do
     run:poll(step_count, function()
       cur.learner = learner:state()
       cur.seconds = cur.seconds + (nm.clock() - t_run)
-      t_run = nm.clock()
+      cur.cpu_s = cur.cpu_s + (os.clock() - c_run)
+      t_run, c_run = nm.clock(), os.clock()
       return s
     end)
   end
   cur.seconds = cur.seconds + (nm.clock() - t_run)
+  cur.cpu_s = cur.cpu_s + (os.clock() - c_run)
   -- Meta-test of the final and the best meta-parameters.
   local test_set = heldout_set(opts.test_episodes, opts.seed + 104729)
   local fa, fl = evaluate(learner, test_set, learner.phi and learner:theta() or nil)
@@ -327,7 +331,7 @@ while s.index <= #opts.runs do
              final_accuracy = fa, final_loss = fl, best_accuracy = ba, best_loss = bl,
              best_episode = cur.best_episode, train_accuracy = fewshot.mean(cur.recent),
              meta_parameters = count_params(learner, cfg), skipped = learner.skipped,
-             rollbacks = learner.rollbacks, seconds = cur.seconds,
+             rollbacks = learner.rollbacks, seconds = cur.seconds, cpu_s = cur.cpu_s,
              seconds_per_episode = cur.seconds / math.max(opts.episodes, 1)}
   if learner.phi then
     f.theta = learner:theta():totable()

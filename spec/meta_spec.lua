@@ -513,6 +513,36 @@ describe("meta-learning", function()
     assert.are.equal(norm, info.grad_norm)
   end)
 
+  it("reports the meta-gradient per coefficient and its norm before clipping", function()
+    local s = split()
+    local sampler = meta.sampler(s, {M = 3, K = 4, Q = 2})
+    local net = motif_net.new{rule = motifs, sizes = {6, 5, 4}, dtype = "float64"}
+    local function learner_at(d2, clip)
+      return motif_net.learner{net = net, motifs = {0, 2, 5}, scale = {[5] = 0.01},
+                               theta0 = {[0] = 0.05, [2] = 0.01 + d2}, clip = clip, lambda = 1e-3}
+    end
+    local learner = learner_at(0, 1e-6)
+    local g = nm.generator(3)
+    local task = sampler:sample(g)
+    local _, _, _, grad = learner:meta_gradient(task, g:clone())
+    local want = grad:clone()                   -- of phi; theta_5 = 0.01 phi_5
+    local info = learner:meta_step(task, g:clone())
+    assert.are.equal(want:norm(), info.grad_norm)
+    assert.are.equal(want:norm(), info.grad_norms.theta)
+    assert.is_true(info.grad_norm > 1e-6)       -- measured before the clip to 1e-6
+    assert.are.equal(want:get(1), info.grad[0])
+    assert.are.equal(want:get(3), info.grad[2])
+    assert.near(want:get(6) / 0.01, info.grad[5], 1e-14 * math.abs(want:get(6) / 0.01))
+    for r = 0, 9 do
+      if r ~= 0 and r ~= 2 and r ~= 5 then assert.is_nil(info.grad[r]) end
+    end
+    -- d meta-loss / d theta_2 (the L1 term included) against a central difference
+    local h = 1e-6
+    local fd = (learner_at(h):meta_gradient(task, g:clone()) -
+                learner_at(-h):meta_gradient(task, g:clone())) / (2 * h)
+    assert.near(fd, info.grad[2], 1e-6 * math.max(1, math.abs(fd)))
+  end)
+
   it("the learner's state survives a checkpoint round trip", function()
     local net = motif_net.new{rule = motifs, sizes = {6, 5, 4}, dtype = "float64"}
     local s = split()
@@ -616,6 +646,52 @@ describe("experiments/metaplasticity.lua", function()
     f:close()
     assert.truthy(log:find("not a meta rule for model motif_net", 1, true))
     os.execute(string.format("rm -rf %q %q %q %q", dir, out, out .. "-bad", tmp .. ".log"))
+  end)
+
+  -- Regression: a meta-step whose loss is NaN (here theta_0 = 1e3 blows
+  -- the network up) stopped the run as failed ("ce is NaN"), so runs
+  -- without guards could not be measured at all.
+  it("records non-finite meta-losses and gradients, guarded or not, and logs the gradients", function()
+    for _, guards in ipairs{"--no-guards", "--guards"} do
+      local out = tmp .. "-nf" .. guards
+      assert.equal(0, run("--quick --runs bio --theta0 1e3 " .. guards .. " --out " .. out))
+      local res = json.read_file(out .. "/results.json")
+      assert.equal("finished", res.status)
+      local bio = res.final.runs.bio
+      assert.equal(guards == "--guards", bio.guarded)
+      assert.equal(4, bio.skipped + bio.rollbacks)
+      local rows = support.metric_rows(out)
+      assert.equal(json.null, rows[1].ce)
+      assert.equal(json.null, rows[1].grad_norm)
+      os.execute(string.format("rm -rf %q", out))
+    end
+    -- a finite run logs the norm per group and the components of theta 0, 2, 9
+    local out = tmp .. "-gn"
+    assert.equal(0, run("--quick --runs bio --out " .. out))
+    for _, row in ipairs(support.metric_rows(out)) do
+      assert.equal(row.grad_norm, row.grad_norm_theta)
+      local sq = row.grad_theta_0 ^ 2 + row.grad_theta_2 ^ 2 + row.grad_theta_9 ^ 2
+      assert.is_true(math.abs(math.sqrt(sq) - row.grad_norm) <= 1e-9 * row.grad_norm)
+      assert.is_nil(row.grad_theta_1)
+      assert.equal(1e-3, row.lr)
+    end
+    os.execute(string.format("rm -rf %q %q", out, tmp .. ".log"))
+  end)
+
+  -- Regression: --clip 0 clipped every meta-gradient to norm 0 (theta
+  -- never moved); it means no clipping. --revert-drop 1 never reverts, so
+  -- the guards with both switched off train exactly like --no-guards.
+  it("--clip 0 switches clipping off; with --revert-drop 1 it equals --no-guards", function()
+    local a, b = tmp .. "-c0", tmp .. "-ng"
+    assert.equal(0, run("--quick --runs bio --clip 0 --revert-drop 1 --out " .. a))
+    assert.equal(0, run("--quick --runs bio --no-guards --out " .. b))
+    local ra, rb = support.metric_rows(a), support.metric_rows(b)
+    assert.is_true(ra[1].theta_9 ~= 0)
+    for i, row in ipairs(ra) do
+      for _, r in ipairs{0, 2, 9} do assert.equal(rb[i]["theta_" .. r], row["theta_" .. r]) end
+    end
+    assert.is_true(json.read_file(a .. "/results.json").final.runs.bio.guarded)
+    os.execute(string.format("rm -rf %q %q %q", a, b, tmp .. ".log"))
   end)
 
   it("refuses --scale5 0 (phi_5 would be 0/0) with exit status 2", function()

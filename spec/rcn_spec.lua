@@ -399,6 +399,28 @@ describe("RCN learner", function()
     assert.has_error(function() rcn.learner{net = net, lr_scale = {theta = 1}} end)
   end)
 
+  it("reports the meta-gradient's norm per group (P, K, v, b) before clipping", function()
+    local g = nm.generator(4)
+    local net = new_net{sizes = SIZES, chemicals = 2}
+    local ln = rcn.learner{net = net, clip = 1e-9}
+    local t = task(g, 6)
+    local _, _, _, grads = ln:meta_gradient(t, g:clone())
+    local want, total = {}, 0
+    for i, gr in ipairs(grads) do
+      local key = ln.groups[i]
+      local n = gr:norm()
+      want[key] = (want[key] or 0) + n * n
+      total = total + n * n
+    end
+    local info = ln:meta_step(t, g:clone())
+    for _, key in ipairs{"P", "K", "v", "b"} do
+      assert.is_true(want[key] > 0, key)
+      assert.near(math.sqrt(want[key]), info.grad_norms[key], 1e-12 * math.sqrt(want[key]), key)
+    end
+    assert.near(math.sqrt(total), info.grad_norm, 1e-12 * math.sqrt(total))
+    assert.is_nil(info.grad)                     -- components: the motif learner's only
+  end)
+
   it("skips or rolls back non-finite meta-steps", function()
     local g = nm.generator(2)
     for _, guard in ipairs{"skip", "rollback"} do

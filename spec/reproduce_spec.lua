@@ -31,7 +31,7 @@ describe("nm.reproduce measures and claims", function()
 
   it("summarize gives the t interval of nm.stats", function()
     local s = reproduce.summarize{[1] = 90.5, [2] = 91.0, [3] = 89.75, [4] = 90.25, [5] = 91.5}
-    local c = stats.ci{90.5, 91.0, 89.75, 90.25, 91.5}
+    local c = stats.mean_ci{90.5, 91.0, 89.75, 90.25, 91.5}
     assert.equal(5, s.n)
     assert.is_near(c.mean, s.mean, 1e-12)
     assert.is_near(c.half, s.half, 1e-12)
@@ -47,13 +47,13 @@ describe("nm.reproduce measures and claims", function()
     -- a < b: the paired differences are all negative
     local d = reproduce.decide({a = "a", b = "b", relation = "<"}, a, b, true)
     assert.equal("holds", d.verdict)
-    assert.is_near(stats.paired_test(xs, ys).p_less, d.p, 1e-15)
+    assert.is_near(stats.paired_t_test(xs, ys).p_less, d.p, 1e-15)
     d = reproduce.decide({a = "a", b = "b", relation = ">"}, a, b, true)
     assert.equal("does not hold", d.verdict)
     -- within 1 point: both one-sided tests against -1 and +1
     d = reproduce.decide({a = "a", b = "b", relation = "within", delta = 1}, a, b, true)
     assert.equal("holds", d.verdict)
-    assert.is_near(math.max(stats.paired_test(xs, ys, -1).p_greater, stats.paired_test(xs, ys, 1).p_less),
+    assert.is_near(math.max(stats.paired_t_test(xs, ys, -1).p_greater, stats.paired_t_test(xs, ys, 1).p_less),
                    d.p, 1e-15)
     -- within 0.1: the mean difference (-0.42) is significantly beyond -0.1
     d = reproduce.decide({a = "a", b = "b", relation = "within", delta = 0.1}, a, b, true)
@@ -64,7 +64,7 @@ describe("nm.reproduce measures and claims", function()
     assert.truthy(d.test:find("Welch", 1, true))
     -- against a constant: the one-sample test of a - value
     d = reproduce.decide({a = "a", value = 93.6, relation = "<"}, a, nil, false)
-    assert.is_near(stats.paired_test(xs, {93.6, 93.6, 93.6, 93.6, 93.6}).p_less, d.p, 1e-15)
+    assert.is_near(stats.paired_t_test(xs, {93.6, 93.6, 93.6, 93.6, 93.6}).p_less, d.p, 1e-15)
     assert.equal("holds", d.verdict)
     -- noise around the same mean: neither direction is shown
     d = reproduce.decide({a = "a", b = "b", relation = ">"}, {[1] = 1, [2] = 3, [3] = 2},

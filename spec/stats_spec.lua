@@ -146,55 +146,78 @@ describe("nm.stats t-tests", function()
   end)
 end)
 
-describe("nm.stats t quantile, intervals, paired and one-sided tests", function()
-  it("qt matches published t tables and the df = 2 closed form", function()
-    assert.is_near(12.706204736174707, stats.qt(0.975, 1), 1e-9)
-    assert.is_near(2.7764451051977987, stats.qt(0.975, 4), 1e-10)
-    assert.is_near(2.093024054408263, stats.qt(0.975, 19), 1e-10)
-    assert.is_near(1.8124611228107335, stats.qt(0.95, 10), 1e-10)
-    for _, p in ipairs{0.6, 0.9, 0.975, 0.999} do     -- df = 2: t = (2p - 1) / sqrt(2p(1 - p))
-      assert.is_near((2 * p - 1) / math.sqrt(2 * p * (1 - p)), stats.qt(p, 2), 1e-9)
+describe("confidence intervals and paired and exact tests", function()
+  it("qt inverts pt: closed forms for 1 and 2 degrees of freedom, tables, the normal limit", function()
+    for _, p in ipairs{0.6, 0.9, 0.975, 0.995, 0.025} do
+      assert.is_near(math.tan(math.pi * (p - 0.5)), stats.qt(p, 1), 1e-9 * math.max(1, math.abs(math.tan(math.pi * (p - 0.5)))))
+      assert.is_near((2 * p - 1) / math.sqrt(2 * p * (1 - p)), stats.qt(p, 2), 1e-12)
     end
+    assert.is_near(2.776445105197793, stats.qt(0.975, 4), 1e-12)     -- closed form for even df
+    assert.is_near(2.262157162798204, stats.qt(0.975, 9), 1e-12)     -- closed form for odd df
+    assert.is_near(stats.qnorm(0.975), stats.qt(0.975, 1e7), 1e-6)
     assert.are.equal(0, stats.qt(0.5, 3))
-    assert.is_near(-stats.qt(0.9, 7), stats.qt(0.1, 7), 1e-12)
-    for _, df in ipairs{1, 2.5, 9, 300} do
-      assert.is_near(0.99, stats.pt(stats.qt(0.99, df), df), 1e-12)
-    end
-    assert.has_error(function() stats.qt(1, 3) end)
-    assert.has_error(function() stats.qt(0.5, 0) end)
+    assert.has_error(function() stats.qt(1, 3) end,
+      "bad argument #1 to 'qt' (a probability in (0, 1) expected, got 1)")
+    assert.has_error(function() stats.qt(0.9, 0) end,
+      "bad argument #2 to 'qt' (degrees of freedom > 0 expected, got 0)")
   end)
 
-  it("ci is the mean plus or minus t * sd / sqrt(n)", function()
-    local r = stats.ci{1, 2, 3, 4, 5}
-    assert.are.equal(3, r.mean)
-    assert.is_near(2.7764451051977987 * math.sqrt(2.5) / math.sqrt(5), r.half, 1e-9)
-    assert.is_near(r.mean - r.half, r.low, 1e-15)
-    assert.are.equal(5, r.n)
-    local r90 = stats.ci({1, 2, 3, 4, 5}, 0.9)
-    assert.is_true(r90.half < r.half)
-    assert.has_error(function() stats.ci{1} end)
+  it("mean_ci is the Student t interval", function()
+    local ci = stats.mean_ci{1, 2, 3}
+    local q = (2 * 0.975 - 1) / math.sqrt(2 * 0.975 * 0.025)           -- t(0.975, 2)
+    assert.are.equal(2, ci.mean)
+    assert.is_near(q / math.sqrt(3), ci.half, 1e-12)
+    assert.is_near(2 - q / math.sqrt(3), ci.lo, 1e-12)
+    local one = stats.mean_ci{5}
+    assert.are.equal(5, one.mean)
+    assert.is_true(one.half ~= one.half)
+    assert.has_error(function() stats.mean_ci({1, 0 / 0}) end)
   end)
 
-  it("paired_test is the one-sample test of the differences (df = 2 closed form)", function()
+  it("the paired t-test is the one-sample test of the differences", function()
+    -- d = 1, 2, 4: mean 7/3, sd sqrt(7/3), t = sqrt(7); df 2: p = 1 - t / sqrt(2 + t^2)
+    local r = stats.paired_t_test({2, 3, 5}, {1, 1, 1})
+    assert.is_near(math.sqrt(7), r.t, 1e-12)
+    assert.are.equal(2, r.df)
+    assert.is_near(1 - math.sqrt(7) / 3, r.p, 1e-12)
+    assert.is_near(7 / 3, r.mean, 1e-15)
+    local q = (2 * 0.975 - 1) / math.sqrt(2 * 0.975 * 0.025)
+    assert.is_near(7 / 3 + q * math.sqrt(7 / 3) / math.sqrt(3), r.hi, 1e-12)
+    assert.are.equal(1, stats.paired_t_test({1, 2}, {1, 2}).p)
+    assert.has_error(function() stats.paired_t_test({1, 2, 3}, {1, 2}) end,
+      "bad argument to 'paired_t_test' (3 values paired with 2)")
+  end)
+
+  it("Fisher's exact test: the tea-tasting table and a complete separation", function()
+    -- margins 4, 4 of 8: P(x) = C(4,x) C(4,4-x) / 70; x = 3 observed -> (1+16+16+1)/70
+    assert.is_near(34 / 70, stats.fisher_exact(3, 1, 1, 3), 1e-12)
+    assert.is_near(2 / 252, stats.fisher_exact(5, 0, 0, 5), 1e-14)
+    assert.is_near(1, stats.fisher_exact(2, 2, 2, 2), 1e-12)
+    assert.has_error(function() stats.fisher_exact(1, -1, 0, 0) end,
+      "bad argument #2 to 'fisher_exact' (a count expected, got -1)")
+  end)
+end)
+
+describe("nm.stats one-sided p-values and a tested difference (delta)", function()
+  it("paired_t_test: the df = 2 closed form, and against delta", function()
     -- differences 1, 2, 3: mean 2, sd 1, t = 2 sqrt(3); for df = 2,
     -- P(T > t) = 1/2 - t / (2 sqrt(t^2 + 2))
-    local r = stats.paired_test({11, 22, 33}, {10, 20, 30})
+    local r = stats.paired_t_test({11, 22, 33}, {10, 20, 30})
     local t = 2 * math.sqrt(3)
     assert.is_near(t, r.t, 1e-12)
-    assert.are.equal(2, r.df)
     local upper = 0.5 - t / (2 * math.sqrt(t * t + 2))
     assert.is_near(upper, r.p_greater, 1e-12)
     assert.is_near(1 - upper, r.p_less, 1e-12)
     assert.is_near(2 * upper, r.p, 1e-12)
-    assert.are.equal(2, r.mean_diff)
-    -- against delta: differences minus delta
-    local rd = stats.paired_test({11, 22, 33}, {10, 20, 30}, 2)
+    -- against delta = 2 the mean difference is on the bound: t = 0
+    local rd = stats.paired_t_test({11, 22, 33}, {10, 20, 30}, 2)
     assert.are.equal(0, rd.t)
     assert.is_near(0.5, rd.p_greater, 1e-12)
-    assert.has_error(function() stats.paired_test({1, 2}, {1, 2, 3}) end)
+    -- against delta = 1: t = (2 - 1) sqrt(3)
+    assert.is_near(math.sqrt(3), stats.paired_t_test({11, 22, 33}, {10, 20, 30}, 1).t, 1e-12)
   end)
 
-  it("welch_test's one-sided p-values split its two-sided one, also against a delta", function()
+  it("welch_test: the one-sided p-values split the two-sided one; delta shifts ys", function()
     local xs, ys = {5.1, 4.9, 5.6, 5.8, 6.0}, {4.1, 4.5, 4.0, 4.6}
     local r = stats.welch_test(xs, ys)
     assert.is_true(r.t > 0)
@@ -202,9 +225,11 @@ describe("nm.stats t quantile, intervals, paired and one-sided tests", function(
     assert.is_near(1 - r.p / 2, r.p_less, 1e-14)
     local shifted = {}
     for i, y in ipairs(ys) do shifted[i] = y + 1 end
-    local rd = stats.welch_test(xs, ys, 1)
-    local r1 = stats.welch_test(xs, shifted)
+    local rd, r1 = stats.welch_test(xs, ys, 1), stats.welch_test(xs, shifted)
     assert.is_near(r1.t, rd.t, 1e-12)
+    assert.is_near(r1.df, rd.df, 1e-12)
     assert.is_near(r1.p_greater, rd.p_greater, 1e-12)
+    assert.are.equal(0, stats.welch_test({1, 1}, {2, 2}).p_less)
   end)
 end)
+

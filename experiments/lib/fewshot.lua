@@ -50,11 +50,32 @@ function fewshot.running_mean(recent, x, n)
 end
 
 -- fewshot.step_row(run, episode, info, accuracy_smooth, learner) -> the
--- metrics row of one meta-step (info from learner:meta_step).
+-- metrics row of one meta-step (info from learner:meta_step): losses,
+-- accuracies, the meta-gradient's norm before clipping (grad_norm), its
+-- norm per parameter group (grad_norm_<group>), its components where the
+-- learner gives them (grad_theta_<r> for the motif rule), the guards'
+-- action and counts, and the meta learning rate in force (lr).
 function fewshot.step_row(run, episode, info, accuracy_smooth, learner)
-  return {run = run, episode = episode, loss = info.loss, ce = info.ce, accuracy = info.accuracy,
-          accuracy_smooth = accuracy_smooth, grad_norm = info.grad_norm, action = info.action,
-          skipped = learner.skipped, rollbacks = learner.rollbacks}
+  local row = {run = run, episode = episode, loss = info.loss, ce = info.ce,
+               accuracy = info.accuracy, accuracy_smooth = accuracy_smooth,
+               grad_norm = info.grad_norm, action = info.action, skipped = learner.skipped,
+               rollbacks = learner.rollbacks, lr = learner.base_lr * learner.lr_scale}
+  for group, n in pairs(info.grad_norms or {}) do row["grad_norm_" .. group] = n end
+  for r, v in pairs(info.grad or {}) do row["grad_theta_" .. r] = v end
+  return row
+end
+
+-- fewshot.nonfinite(n) -> the set of metric keys of fewshot.step_row
+-- (and of the held-out evaluations) that may be NaN or infinite for a
+-- learner of n coefficients: an exploding or undefined meta-gradient, a
+-- diverged network or theta. The runs record them (results.open's
+-- nonfinite) instead of failing: measuring such runs is the point.
+function fewshot.nonfinite(n)
+  local set = {loss = true, ce = true, accuracy = true, accuracy_smooth = true, grad_norm = true,
+               heldout_accuracy = true, heldout_loss = true}
+  for _, group in ipairs{"theta", "P", "K", "v", "b"} do set["grad_norm_" .. group] = true end
+  for r = 0, n - 1 do set["grad_theta_" .. r], set["theta_" .. r] = true, true end
+  return set
 end
 
 -- fewshot.rules(list, models, who) -> the meta rule definitions named by

@@ -327,8 +327,8 @@ local function summarize(by_seed)
   for i, s in ipairs(seeds) do xs[i] = by_seed[s] end
   local out = {n = #xs, values = xs, seeds = seeds}
   if #xs >= 2 then
-    local c = stats.ci(xs, reproduce.LEVEL)
-    out.mean, out.half, out.low, out.high, out.sd = c.mean, c.half, c.low, c.high, c.sd
+    local c = stats.mean_ci(xs, reproduce.LEVEL)
+    out.mean, out.half, out.low, out.high, out.sd = c.mean, c.half, c.lo, c.hi, c.sd
   elseif #xs == 1 then
     out.mean = xs[1]
   end
@@ -378,13 +378,13 @@ function reproduce.decide(c, a, b, paired)
     return out
   end
   local function test(d)
-    if paired or constant then return stats.paired_test(xs, ys, d) end
+    if paired or constant then return stats.paired_t_test(xs, ys, d) end
     return stats.welch_test(xs, ys, d)
   end
   local b_name = constant and fmt_num(c.value) or c.b
   if c.relation == "within" then
     local lo, hi = test(-delta), test(delta)
-    out.diff = lo.mean_diff or (lo.mean_x - lo.mean_y)
+    out.diff = lo.mean or (lo.mean_x - lo.mean_y)
     out.p = math.max(lo.p_greater, hi.p_less)
     out.test = kind .. format(", equivalence (two one-sided tests): %s - %s within ±%s", c.a, b_name, fmt_num(delta))
     out.statistic = format("t = %s, %s (df %s)", fmt_num(lo.t, 3), fmt_num(hi.t, 3), fmt_num(lo.df, 3))
@@ -393,7 +393,7 @@ function reproduce.decide(c, a, b, paired)
     else out.verdict = "not shown" end
   else
     local r = test(delta)
-    out.diff = r.mean_diff or (r.mean_x - r.mean_y)
+    out.diff = r.mean or (r.mean_x - r.mean_y)
     local holds_p = c.relation == ">" and r.p_greater or r.p_less
     local opposite_p = c.relation == ">" and r.p_less or r.p_greater
     out.p = holds_p

@@ -11,11 +11,13 @@
 --   stats.shapiro_wilk(xs)          --> {w = ..., p = ..., n = ...}
 --   stats.t_test(xs, ys)            --> {t, df, p, mean_x, mean_y}   (Student, pooled)
 --   stats.welch_test(xs, ys)        --> {t, df, p, mean_x, mean_y}   (Welch)
---   stats.paired_test(xs, ys)       --> {t, df, p, mean_diff}        (paired, over xs[i] - ys[i])
---   stats.qt(0.975, 4)              --> 2.776...  (Student t quantile)
---   stats.ci(xs [, 0.95])           --> {mean, half, low, high, sd, n}  (t interval of the mean)
--- The paired and Welch tests also give one-sided p-values: p_greater (the
--- alternative mean_x - mean_y > delta) and p_less, for the delta given.
+--   stats.paired_t_test(xs, ys)     --> {t, df, p, mean, lo, hi}     (on xs[i] - ys[i])
+-- The paired and Welch tests take an optional delta (the difference
+-- tested against, default 0) and also give one-sided p-values: p_greater
+-- (the alternative: the mean difference exceeds delta) and p_less.
+--   stats.mean_ci(xs [, level])     --> {n, mean, sd, half, lo, hi}  (Student t interval)
+--   stats.qt(p, df)                 --> the Student t quantile
+--   stats.fisher_exact(a, b, c, d)  --> two-sided p of the 2 x 2 table {{a, b}, {c, d}}
 local stats = {}
 
 local abs, exp, log, sqrt, huge = math.abs, math.exp, math.log, math.sqrt, math.huge
@@ -224,24 +226,29 @@ function stats.pt_two_sided(t, df)
   return stats.ibeta(df / (df + t * t), df / 2, 0.5)
 end
 
--- Student t quantile: the t with P(T <= t) = p, for 0 < p < 1 and df > 0.
--- Bisection on stats.pt over a bracket grown from the normal quantile,
--- to within a relative 1e-12 of t.
+-- The Student t quantile: the t with P(T <= t) = p, df > 0 degrees of
+-- freedom, 0 < p < 1 (bracketing, then bisection on stats.pt to the
+-- last bit).
 function stats.qt(p, df)
   if type(p) ~= "number" or not (p > 0 and p < 1) then
-    error("bad argument #1 to 'qt' (probability in (0, 1) expected, got " .. tostring(p) .. ")", 2)
+    error(string.format("bad argument #1 to 'qt' (a probability in (0, 1) expected, got %s)",
+                        tostring(p)), 2)
   end
-  if type(df) ~= "number" or not (df > 0) or df == huge then
-    error("bad argument #2 to 'qt' (degrees of freedom > 0 expected, got " .. tostring(df) .. ")", 2)
+  if type(df) ~= "number" or not (df > 0 and df < huge) then
+    error(string.format("bad argument #2 to 'qt' (degrees of freedom > 0 expected, got %s)",
+                        tostring(df)), 2)
   end
   if p == 0.5 then return 0 end
   if p < 0.5 then return -stats.qt(1 - p, df) end
-  local lo, hi = 0, math.max(1, stats.qnorm(p))
-  while stats.pt(hi, df) < p do lo, hi = hi, hi * 2 end
+  local lo, hi = 0, 1
+  while stats.pt(hi, df) < p do
+    lo, hi = hi, hi * 2
+    if hi == huge then return huge end
+  end
   for _ = 1, 200 do
     local mid = 0.5 * (lo + hi)
+    if mid == lo or mid == hi then break end
     if stats.pt(mid, df) < p then lo = mid else hi = mid end
-    if hi - lo <= 1e-12 * hi then break end
   end
   return 0.5 * (lo + hi)
 end
@@ -358,22 +365,8 @@ local function moments(xs)
   return m, ss / (#xs - 1), #xs
 end
 
--- The t confidence interval of the mean of xs (at least 2 values) at
--- `level` (default 0.95): {mean, half (the half-width), low, high, sd, n}.
-function stats.ci(xs, level)
-  check_sample(xs, 2, "ci")
-  level = level or 0.95
-  if type(level) ~= "number" or not (level > 0 and level < 1) then
-    error("bad argument #2 to 'ci' (level in (0, 1) expected, got " .. tostring(level) .. ")", 2)
-  end
-  local n = #xs
-  local m, sd = stats.mean(xs), stats.sd(xs)
-  local half = stats.qt(0.5 + level / 2, n - 1) * sd / sqrt(n)
-  return {mean = m, half = half, low = m - half, high = m + half, sd = sd, n = n, level = level}
-end
-
--- One-sided p-values of a t statistic: the alternative "greater" (the
--- mean difference exceeds delta) and "less".
+-- One-sided p-values of a t statistic r.t with r.df degrees of freedom:
+-- p_greater (the alternative: the difference exceeds delta) and p_less.
 local function one_sided(r)
   local t, df = r.t, r.df
   if t ~= t then r.p_greater, r.p_less = 1, 1
@@ -381,33 +374,6 @@ local function one_sided(r)
   elseif t == -huge then r.p_greater, r.p_less = 1, 0
   else r.p_greater, r.p_less = 1 - stats.pt(t, df), stats.pt(t, df) end
   return r
-end
-
--- d / se, with the conventions of the tests here for se = 0 (constant
--- samples): NaN when d = 0, else +-Inf.
-local function t_of(d, se)
-  if se == 0 then return d == 0 and 0 / 0 or (d > 0 and huge or -huge) end
-  return d / se
-end
-
--- Paired t-test over xs[i] - ys[i] (same length, at least 2 pairs), of
--- the mean difference against delta (default 0): {t, df, p (two-sided),
--- p_greater, p_less, mean_diff, sd_diff, n}.
-function stats.paired_test(xs, ys, delta)
-  check_sample(xs, 2, "paired_test")
-  check_sample(ys, 2, "paired_test")
-  if #xs ~= #ys then
-    error(string.format("bad argument to 'paired_test' (%d values against %d: pairs expected)",
-                        #xs, #ys), 2)
-  end
-  delta = delta or 0
-  local d = {}
-  for i = 1, #xs do d[i] = xs[i] - ys[i] end
-  local md, vd, n = moments(d)
-  local t = t_of(md - delta, sqrt(vd / n))
-  local r = {t = t, df = n - 1, mean_diff = md, sd_diff = sqrt(vd), n = n, delta = delta}
-  r.p = (t ~= t) and 1 or (abs(t) == huge and 0 or stats.pt_two_sided(t, n - 1))
-  return one_sided(r)
 end
 
 -- Student's two-sample t-test (pooled variance), two-sided.
@@ -437,10 +403,79 @@ function stats.welch_test(xs, ys, delta)
   local qx, qy = vx / nx, vy / ny
   local se = sqrt(qx + qy)
   local df = (qx + qy) ^ 2 / (qx * qx / (nx - 1) + qy * qy / (ny - 1))
-  if se == 0 then df = nx + ny - 2 end
-  local t = t_of(mx - my - delta, se)
+  local d = mx - my - delta
+  local t = d / se
+  if se == 0 then
+    t = d == 0 and 0 / 0 or (d > 0 and huge or -huge)
+    df = nx + ny - 2
+  end
   local p = (t ~= t) and 1 or (abs(t) == huge and 0 or stats.pt_two_sided(t, df))
   return one_sided({t = t, df = df, p = p, mean_x = mx, mean_y = my, delta = delta})
+end
+
+-- The mean of xs with its two-sided Student t confidence interval at
+-- `level` (default 0.95): {n, mean, sd, half (the half-width), lo, hi}.
+-- One value gives half = NaN (no interval).
+function stats.mean_ci(xs, level)
+  check_sample(xs, 1, "mean_ci")
+  level = level or 0.95
+  if type(level) ~= "number" or not (level > 0 and level < 1) then
+    error(string.format("bad argument #2 to 'mean_ci' (a level in (0, 1) expected, got %s)",
+                        tostring(level)), 2)
+  end
+  local n, m = #xs, stats.mean(xs)
+  if n < 2 then return {n = 1, mean = m, half = 0 / 0, lo = 0 / 0, hi = 0 / 0} end
+  local sd = stats.sd(xs)
+  local half = stats.qt(0.5 + level / 2, n - 1) * sd / sqrt(n)
+  return {n = n, mean = m, sd = sd, half = half, lo = m - half, hi = m + half}
+end
+
+-- The paired t-test of xs against ys (same length, at least 2 pairs):
+-- the one-sample t-test of the differences d_i = xs[i] - ys[i] against
+-- delta (default 0). {t, df, p (two-sided), p_greater, p_less, mean (of
+-- d), lo, hi (its 95% interval)}.
+function stats.paired_t_test(xs, ys, delta)
+  check_sample(xs, 2, "paired_t_test")
+  check_sample(ys, 2, "paired_t_test")
+  if #xs ~= #ys then
+    error(string.format("bad argument to 'paired_t_test' (%d values paired with %d)", #xs, #ys), 2)
+  end
+  local d = {}
+  for i = 1, #xs do d[i] = xs[i] - ys[i] end
+  local ci = stats.mean_ci(d)
+  local df = #d - 1
+  delta = delta or 0
+  local se = ci.sd / sqrt(#d)
+  local t = (ci.mean - delta) / se
+  if se == 0 then t = ci.mean == delta and 0 / 0 or (ci.mean > delta and huge or -huge) end
+  local p = (t ~= t) and 1 or (abs(t) == huge and 0 or stats.pt_two_sided(t, df))
+  return one_sided({t = t, df = df, p = p, mean = ci.mean, lo = ci.lo, hi = ci.hi, delta = delta})
+end
+
+-- Fisher's exact test of the 2 x 2 table {{a, b}, {c, d}} (counts),
+-- two-sided: the sum of the probabilities of every table with the same
+-- margins that is no more likely than the one observed.
+function stats.fisher_exact(a, b, c, d)
+  for i, v in ipairs{a, b, c, d} do
+    if type(v) ~= "number" or not (v >= 0 and v < huge and v == math.floor(v)) then
+      error(string.format("bad argument #%d to 'fisher_exact' (a count expected, got %s)", i,
+                          tostring(v)), 2)
+    end
+  end
+  local r1, r2, c1 = a + b, c + d, a + c
+  local n = r1 + r2
+  local function lfact(k) return stats.lgamma(k + 1) end
+  local base = lfact(r1) + lfact(r2) + lfact(c1) + lfact(n - c1) - lfact(n)
+  local function logp(x)
+    return base - lfact(x) - lfact(r1 - x) - lfact(c1 - x) - lfact(r2 - c1 + x)
+  end
+  local observed = logp(a)
+  local p = 0
+  for x = math.max(0, c1 - r2), math.min(r1, c1) do
+    local lp = logp(x)
+    if lp <= observed + 1e-7 then p = p + exp(lp) end
+  end
+  return math.min(p, 1)
 end
 
 return stats

@@ -154,7 +154,9 @@ local GUARDS = {none = true, skip = true, rollback = true}
 --   class:loss(vars, task, g, stats, scan_opts) -> loss, ce, accuracy:
 --     the meta-loss on the tape of vars (leaves holding params), its
 --     cross-entropy part and the query accuracy of the adapted network;
---   class:theta() (optional): the effective coefficients, given in info.
+--   class:theta() (optional): the effective coefficients, given in info;
+--   class:components(grads) (optional): a table of the meta-gradient's
+--     components worth logging, taken before clipping (info.grad).
 function meta.learner(o, class)
   if type(o) ~= "table" or type(o.params) ~= "table" or #o.params == 0 then
     fail("learner: option 'params' (a list of tensors) is required", 2)
@@ -228,14 +230,24 @@ function Learner:meta_gradient(task, g, stats, scan_opts)
   return ag.value(loss), ag.value(ce), acc, self.grads
 end
 
--- The Euclidean norm of the gradients of the entries that move.
-local function grad_norm(self, grads)
-  if #grads == 1 then return grads[1]:norm() end
-  local s = 0
-  for i, gr in ipairs(grads) do
-    if self.active[i] then local n = gr:norm(); s = s + n * n end
+-- The Euclidean norm of the gradients of the entries that move, and the
+-- norm of each group's ({group = norm}).
+local function grad_norms(self, grads)
+  if #grads == 1 then
+    local n = grads[1]:norm()
+    return n, {[self.groups[1]] = self.active[1] and n or 0}
   end
-  return math.sqrt(s)
+  local s, by = 0, {}
+  for _, key in ipairs(self.order) do by[key] = 0 end
+  for i, gr in ipairs(grads) do
+    if self.active[i] then
+      local n = gr:norm()
+      s = s + n * n
+      by[self.groups[i]] = by[self.groups[i]] + n * n
+    end
+  end
+  for key, v in pairs(by) do by[key] = math.sqrt(v) end
+  return math.sqrt(s), by
 end
 
 local function clone_tree(st)
@@ -264,14 +276,18 @@ local function set_rates(self)
 end
 
 -- learner:meta_step(task, g) -> info: one meta-gradient and one Adam step
--- per group (with the guards). info: loss, ce, accuracy, grad_norm,
--- finite, action ("update" | "skip" | "rollback"), theta (after the step,
--- when the class has one).
+-- per group (with the guards). info: loss, ce, accuracy, grad_norm (the
+-- Euclidean norm of the whole meta-gradient before clipping), grad_norms
+-- ({group = norm}, before clipping; a group without active entries has
+-- 0), finite, action ("update" | "skip" | "rollback"), theta (after the
+-- step, when the class has one).
 function Learner:meta_step(task, g)
   local loss, ce, acc, grads = Learner.meta_gradient(self, task, g)
-  local norm = grad_norm(self, grads)
+  local norm, norms = grad_norms(self, grads)
   local ok = finite(loss) and finite(norm)
-  local info = {loss = loss, ce = ce, accuracy = acc, grad_norm = norm, finite = ok}
+  local info = {loss = loss, ce = ce, accuracy = acc, grad_norm = norm, grad_norms = norms,
+                finite = ok}
+  if self.components then info.grad = self:components(grads) end
   self.episodes = self.episodes + 1
   if not ok and self.guard ~= "none" then
     if self.guard == "rollback" and self:rollback() then

@@ -549,6 +549,17 @@ function Learner:theta()
   return nm.zeros(self.phi:numel(), "float64"):mul(self.phi, self.scale)
 end
 
+-- learner:components(grads) -> {[r] = d meta-loss / d theta_r} for the
+-- meta-learned coefficients r (0-based; the L1 term included), from the
+-- gradient of phi (theta_r = s_r phi_r) before clipping.
+function Learner:components(grads)
+  local gr, c = grads[1], {}
+  for r = 0, gr:numel() - 1 do
+    if self.active_motifs[r] then c[r] = gr:get(r + 1) / self.scale:get(r + 1) end
+  end
+  return c
+end
+
 -- learner:episode(task, g [, theta]) -> W (adapted weights), B: the inner
 -- loop alone (no gradient), from a fresh Xavier draw by g.
 function Learner:episode(task, g, theta)
