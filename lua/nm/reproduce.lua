@@ -592,6 +592,20 @@ local function result_plot(o, fam, res)
   return name
 end
 
+-- A Markdown table of `items` (nothing when there are none), one row per
+-- item from cells(item), then a blank line.
+local function md_table(add, head, items, cells)
+  if #items == 0 then return end
+  add("| " .. concat(head, " | ") .. " |")
+  add("|" .. string.rep("---|", #head))
+  for _, item in ipairs(items) do
+    local row = {}
+    for i, v in ipairs(cells(item)) do row[i] = tostring(v) end
+    add("| " .. concat(row, " | ") .. " |")
+  end
+  add()
+end
+
 local GENERATED = "<!-- Written by ./neuromic experiments/reproduce.lua from %s: do not edit by hand;\n" ..
                   "     rerun `make reproduce ARGS=\"--only %s\"` (doc/reproduce.md). -->"
 
@@ -627,32 +641,18 @@ local function family_markdown(o, fam, summary)
                    res.done, res.cells))
         add()
       end
-      if #res.measures > 0 then
-        add("| measure | paper | ours | seeds | sd | paper in the CI |")
-        add("|---|---|---|---|---|---|")
-        for _, s in ipairs(res.measures) do
-          add(format("| %s | %s | %s | %d | %s | %s |", s.label, paper_text(s.paper), value_text(s, s.unit),
-                     s.n, fmt_num(s.sd, 3), inside(s)))
-        end
-        add()
-      end
-      if #res.claims > 0 then
-        add("| claim | test | statistic | p | verdict |")
-        add("|---|---|---|---|---|")
-        for _, c in ipairs(res.claims) do
-          add(format("| %s | %s | %s | %s | **%s** |", c.text, c.test, c.statistic or "-", fmt_p(c.p), c.verdict))
-        end
-        add()
-      end
+      md_table(add, {"measure", "paper", "ours", "seeds", "sd", "paper in the CI"}, res.measures, function(s)
+        return {s.label, paper_text(s.paper), value_text(s, s.unit), s.n, fmt_num(s.sd, 3), inside(s)}
+      end)
+      md_table(add, {"claim", "test", "statistic", "p", "verdict"}, res.claims, function(c)
+        return {c.text, c.test, c.statistic or "-", fmt_p(c.p), "**" .. c.verdict .. "**"}
+      end)
       if res.findings and #res.findings > 0 then
         add(format("Findings, each decided inside the experiment (%s):", res.findings_test or "see the experiment"))
         add()
-        add("| finding | verdict | detail |")
-        add("|---|---|---|")
-        for _, f in ipairs(res.findings) do
-          add(format("| %s | %s | %s |", tostring(f.claim), tostring(f.verdict), tostring(f.detail or "")))
-        end
-        add()
+        md_table(add, {"finding", "verdict", "detail"}, res.findings, function(f)
+          return {f.claim, f.verdict, f.detail or ""}
+        end)
       end
       if res.plot then add(format("![%s](%s)", res.figure, res.plot)); add() end
     end
