@@ -240,20 +240,20 @@ local function run_cell(ci)
   for e = first_epoch, opts.epochs do
     epoch, order_state = e, order:state()
     done = e == first_epoch and skip or 0
-    local t0 = nm.clock()
+    local t0 = nm.sys.clock()
     for b in batches:epoch(done) do
       net:train_batch(b.X, b.Y)
       done = done + 1
       s.step = s.step + 1
       bar:update((e - 1) * nb + done)
       if opts.eval_every > 0 and done % opts.eval_every == 0 and done < nb then
-        train_time = train_time + (nm.clock() - t0)
+        train_time = train_time + (nm.sys.clock() - t0)
         run:log(evaluate(cell, net, ds, e - 1 + done / nb, s.step, train_time))
-        t0 = nm.clock()
+        t0 = nm.sys.clock()
       end
       run:poll(s.step, state)
     end
-    train_time = train_time + (nm.clock() - t0)
+    train_time = train_time + (nm.sys.clock() - t0)
     run:log(evaluate(cell, net, ds, e, s.step, train_time))
   end
   bar:finish()

@@ -384,10 +384,10 @@ end
 
 local bar = progress.new{total = #jobs, label = "bmvr"}
 for i = state.done + 1, #jobs do
-  local t0 = nm.clock()
+  local t0 = nm.sys.clock()
   jobs[i].fn()
   state.done = i
-  bar:update(i, format("%s (%.1fs)", jobs[i].name, nm.clock() - t0))
+  bar:update(i, format("%s (%.1fs)", jobs[i].name, nm.sys.clock() - t0))
   run:poll(i, function() return state end)
   if i % opts.checkpoint_every == 0 and i < #jobs then run:checkpoint(state) end
 end

@@ -135,9 +135,9 @@ print("neuromic demo: a short run of each model family. Every number is from tha
 print("on the data and size stated; the paper's column is the published full-scale claim.")
 print("Full-scale results and their commands: README.md and doc/results/.")
 
-cli.guard(nm.mkdir, opts.out)
+cli.guard(nm.sys.mkdir, opts.out)
 local ran, plots = {}, {}
-local t_start = nm.clock()
+local t_start = nm.sys.clock()
 for _, step in ipairs(steps) do
   if next(wanted) == nil or wanted[step.name] then
     local script = root .. "/experiments/" .. step.script
@@ -145,14 +145,14 @@ for _, step in ipairs(steps) do
     io.stderr:write(format("running %s --quick ...\n", step.script))
     local status, secs, res = "missing", 0, nil
     if exists(script) then
-      local t0 = nm.clock()
+      local t0 = nm.sys.clock()
       -- --overwrite: an earlier demo's run (and its plots) is replaced
       local argv = {exe, script, "--quick", "--seed", tostring(opts.seed), "--out", out,
                     "--overwrite"}
       for _, a in ipairs(step.args or {}) do argv[#argv + 1] = a end
       os.remove(out .. ".log")
       local ok = process.run(argv, out .. ".log")   -- no shell
-      secs = nm.clock() - t0
+      secs = nm.sys.clock() - t0
       status = ok and "ok" or "FAILED (see " .. out .. ".log)"
       local f = io.open(out .. "/results.json")
       if f then
@@ -189,7 +189,7 @@ for _, step in ipairs(steps) do
 end
 
 print()
-print(format("%d plots written under %s/ (PNG). Total %.0f s.", #plots, opts.out, nm.clock() - t_start))
+print(format("%d plots written under %s/ (PNG). Total %.0f s.", #plots, opts.out, nm.sys.clock() - t_start))
 local failed = 0
 for _, r in ipairs(ran) do if r.status ~= "ok" then failed = failed + 1 end end
 os.exit(failed == 0 and 0 or 1)

@@ -139,13 +139,13 @@ local function load_data(name)
       subset = opts.train_subset > 0 and opts.train_subset or nil,
       test_subset = opts.test_subset > 0 and opts.test_subset or nil,
     })
-    local t0 = nm.clock()
+    local t0 = nm.sys.clock()
     local k = opts.hidden[#opts.hidden]
     local pca = fae.pca(ds.train.X, k)
     local probe = ds.test.X:narrow(1, 1, math.min(opts.probe, ds.test.n))
     loaded = {name = name, ds = ds, pca = pca, probe = probe,
               pca_test_mse = fae.pca_mse(pca, ds.test.X),
-              pca_train_mse = fae.pca_mse(pca, ds.train.X), pca_seconds = nm.clock() - t0}
+              pca_train_mse = fae.pca_mse(pca, ds.train.X), pca_seconds = nm.sys.clock() - t0}
     -- Sum of the trailing eigenvalues / d: PCA's training MSE in closed form.
     local tail = 0
     for j = k + 1, #pca.eigenvalues do tail = tail + pca.eigenvalues[j] end
@@ -367,7 +367,7 @@ for ci = s.cell, #cells do
   for e = first_epoch, opts.epochs do
     epoch, order_state = e, order:state()
     done = e == first_epoch and skip or 0
-    local t0 = nm.clock()
+    local t0 = nm.sys.clock()
     for b in batches:epoch(done) do
       if cell.folded then
         local info = net:train_batch(b.X)
@@ -384,14 +384,14 @@ for ci = s.cell, #cells do
       s.step, cstep = s.step + 1, cstep + 1
       bar:update((e - 1) * nb + done)
       if opts.eval_every > 0 and done % opts.eval_every == 0 and done < nb then
-        train_time = train_time + (nm.clock() - t0)
+        train_time = train_time + (nm.sys.clock() - t0)
         run:log(evaluate(cell, net, L, e - 1 + done / nb, cstep, train_time, acc))
         reset_acc()
-        t0 = nm.clock()
+        t0 = nm.sys.clock()
       end
       run:poll(s.step, state)
     end
-    train_time = train_time + (nm.clock() - t0)
+    train_time = train_time + (nm.sys.clock() - t0)
     run:log(evaluate(cell, net, L, e, cstep, train_time, acc))
     reset_acc()
   end

@@ -409,6 +409,6 @@ end
 local text = table.concat(lines, "\n") .. "\n"
 io.write(text)
 if opts.doc ~= "" then
-  local ok, err = pcall(nm.atomic_write, opts.doc, text)
+  local ok, err = pcall(nm.sys.atomic_write, opts.doc, text)
   if not ok then cli.error(format("cannot write --doc %s (%s)", opts.doc, tostring(err))) end
 end

@@ -263,7 +263,7 @@ if opts.replot then
   for _, p in ipairs(plots) do print("plot: " .. p) end
   if info.final then                      -- the plot list in results.json follows
     info.final.plots = plots
-    nm.atomic_write(opts.out .. "/results.json", require("nm.json").encode(info, {indent = 2}) .. "\n")
+    nm.sys.atomic_write(opts.out .. "/results.json", require("nm.json").encode(info, {indent = 2}) .. "\n")
   end
   os.exit(0)
 end
@@ -344,7 +344,7 @@ while s.index <= #opts.runs do
   else
     learner:load_state(cur.learner)
   end
-  local t_run, c_run = nm.clock(), os.clock()
+  local t_run, c_run = nm.sys.clock(), os.clock()
   cur.seconds, cur.cpu_s = cur.seconds or 0, cur.cpu_s or 0
   for ep = cur.episode + 1, opts.episodes do
     local task = train_tasks:sample(cur.g)
@@ -388,9 +388,9 @@ while s.index <= #opts.runs do
     bar:update(step_count, format("%s ep %d acc %.2f", name, ep, mean))
     run:poll(step_count, function()
       cur.learner = learner:state()
-      cur.seconds = cur.seconds + (nm.clock() - t_run)
+      cur.seconds = cur.seconds + (nm.sys.clock() - t_run)
       cur.cpu_s = cur.cpu_s + (os.clock() - c_run)
-      t_run, c_run = nm.clock(), os.clock()
+      t_run, c_run = nm.sys.clock(), os.clock()
       return s
     end)
   end
@@ -404,7 +404,7 @@ while s.index <= #opts.runs do
     best_episode = cur.best_episode, train_accuracy = fewshot.mean(cur.recent),
     final_theta = final_theta:totable(), best_theta = cur.best_theta:totable(),
     skipped = learner.skipped, rollbacks = learner.rollbacks,
-    seconds = cur.seconds + (nm.clock() - t_run), cpu_s = cur.cpu_s + (os.clock() - c_run),
+    seconds = cur.seconds + (nm.sys.clock() - t_run), cpu_s = cur.cpu_s + (os.clock() - c_run),
     paper = cfg.paper, died = cur.died, guarded = guarded(cfg),
   }
   local lost = "none (theta not finite)"

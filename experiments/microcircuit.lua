@@ -575,9 +575,9 @@ local function fig2(run)
     end
     local bar = progress.new{total = P, label = "Fig. 2 " .. name}
     for pat = s.pattern + 1, P do
-      local t0 = nm.clock()
+      local t0 = nm.sys.clock()
       learner.train(next_pattern())
-      seconds = seconds + (nm.clock() - t0)
+      seconds = seconds + (nm.sys.clock() - t0)
       if pat % every == 0 or pat == P then
         s.last = learner.evaluate(pat)
         run:log(s.last)
@@ -792,14 +792,14 @@ local function fig3(run)
       local epoch, done, order_state, t0
       local function state()
         s.epoch, s.batch, s.order, s.learner = epoch, done, order_state, learner.state()
-        s.seconds = seconds + (nm.clock() - t0)
+        s.seconds = seconds + (nm.sys.clock() - t0)
         return s
       end
       local bar = progress.new{total = epochs * nb, label = dname .. " " .. variant}
       for e = first_epoch, epochs do
         epoch, order_state = e, order:state()
         done = e == first_epoch and skip or 0
-        t0 = nm.clock()
+        t0 = nm.sys.clock()
         for b in batches:epoch(done) do
           run:guard(learner.train, b)
           done = done + 1
@@ -807,7 +807,7 @@ local function fig3(run)
           bar:update((e - 1) * nb + done)
           run:poll(s.step, state)
         end
-        seconds = seconds + (nm.clock() - t0)
+        seconds = seconds + (nm.sys.clock() - t0)
         local row = {dataset = dname, variant = variant, epoch = e,
                      test_error = learner.errors(ds.test), seconds = seconds}
         if learner.apical then row.apical_energy_free = learner.apical() end
@@ -968,7 +968,7 @@ local INFO = {
   fig3 = {dataset = table.concat(opts.datasets, ", "), columns = {"dataset", "variant", "epoch"}},
 }
 
-local t_start = nm.clock()
+local t_start = nm.sys.clock()
 local texts, summary, plots, figures = {}, {}, {}, {}
 for _, fig in ipairs(FIGURES) do
   if wanted[fig] then
@@ -985,5 +985,5 @@ for _, fig in ipairs(FIGURES) do
   end
 end
 print(table.concat(texts, "\n"))
-print(format("results in %s/ (%.0f s)", opts.out, nm.clock() - t_start))
+print(format("results in %s/ (%.0f s)", opts.out, nm.sys.clock() - t_start))
 top:finish{summary = summary, plots = plots, figures = figures}

@@ -119,7 +119,7 @@ end
 -- The model and the training and test sets of a grid point.
 local function point_data(seed, n, k)
   local gm = nm.generator(point_seed(seed, n, k))
-  local model = nm.nk.model{n = n, k = k, generator = gm, partners = opts.partners}
+  local model = nm.kernels.nk.model{n = n, k = k, generator = gm, partners = opts.partners}
   local Xtr, Ftr = model:dataset(opts.samples, gm)
   local Xte, Fte = model:dataset(opts.samples, gm)
   return Xtr, Ftr, Xte, Fte
@@ -152,7 +152,7 @@ local function run_cell()
     g = s.g
     done, elapsed0, cpu0 = s.cycle, s.elapsed, s.cpu
   end
-  local t0 = nm.clock()
+  local t0 = nm.sys.clock()
   local function log(cycle)
     local task, rec = net:errors()
     local test = net:test_error(Xte, Fte)
@@ -170,7 +170,7 @@ local function run_cell()
     if done % opts.eval_every == 0 or done == opts.cycles then log(done) end
     bar:update(done)
     run:poll(done, function()
-      return {net = net:state(), g = g, cycle = done, elapsed = elapsed0 + nm.clock() - t0,
+      return {net = net:state(), g = g, cycle = done, elapsed = elapsed0 + nm.sys.clock() - t0,
               cpu = cpu0 + os.clock()}
     end)
   end
@@ -178,7 +178,7 @@ local function run_cell()
   local task, rec, test = log(done)
   local cycles, kept = net:counts()
   run:finish{test = test, train = task, rec = rec, kept = kept, cycles = cycles,
-             train_s = elapsed0 + nm.clock() - t0, cpu_s = cpu0 + os.clock()}
+             train_s = elapsed0 + nm.sys.clock() - t0, cpu_s = cpu0 + os.clock()}
 end
 
 if opts.figure == "cell" then
@@ -246,12 +246,12 @@ end
 
 local manifest = io.open(grid_dir .. "/sweep.json", "rb")
 if manifest then manifest:close() end
-local t_grid = nm.clock()
+local t_grid = nm.sys.clock()
 local summary = sweep.run{
   experiment = arg[0], sets = sets, seeds = seeds, args = {"--figure=cell"},
   out = grid_dir, jobs = opts.jobs or 1, resume = manifest ~= nil,
 }
-local grid_s = nm.clock() - t_grid
+local grid_s = nm.sys.clock() - t_grid
 if summary.stopped then
   run:write("stopped")
   io.stderr:write("nan_nk: stopped; run the same command again to continue the grid\n")
@@ -587,7 +587,7 @@ if has.NAN and has.ANN and plot.gnuplot() then
     dat[#dat + 1] = "\n"
   end
   dat = concat(dat, "\n")
-  nm.atomic_write(run:path("fig6.dat"), dat)
+  nm.sys.atomic_write(run:path("fig6.dat"), dat)
   local cols = math.min(3, #opts.grid_n)
   local rows = math.ceil(#opts.grid_n / cols)
   local gp = {"$fig6 << EOD", dat, "EOD",

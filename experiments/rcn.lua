@@ -191,7 +191,7 @@ if opts.replot then
     path = function(_, name) return opts.out .. "/" .. name end,
     finish = function(_, final)
       for k, v in pairs(final) do res.final[k] = v end
-      nm.atomic_write(opts.out .. "/results.json", json.encode(res, {indent = "  "}) .. "\n")
+      nm.sys.atomic_write(opts.out .. "/results.json", json.encode(res, {indent = "  "}) .. "\n")
     end,
   }
   for _, name in ipairs(opts.runs) do
@@ -294,7 +294,7 @@ while s.index <= #opts.runs do
   else
     learner:load_state(cur.learner)
   end
-  local t_run, c_run = nm.clock(), os.clock()
+  local t_run, c_run = nm.sys.clock(), os.clock()
   cur.cpu_s = cur.cpu_s or 0
   for ep = cur.episode + 1, opts.episodes do
     -- every run sees the same tasks and initial weights (one seed)
@@ -315,13 +315,13 @@ while s.index <= #opts.runs do
     bar:update(step_count, format("%s ep %d acc %.2f", name, ep, mean))
     run:poll(step_count, function()
       cur.learner = learner:state()
-      cur.seconds = cur.seconds + (nm.clock() - t_run)
+      cur.seconds = cur.seconds + (nm.sys.clock() - t_run)
       cur.cpu_s = cur.cpu_s + (os.clock() - c_run)
-      t_run, c_run = nm.clock(), os.clock()
+      t_run, c_run = nm.sys.clock(), os.clock()
       return s
     end)
   end
-  cur.seconds = cur.seconds + (nm.clock() - t_run)
+  cur.seconds = cur.seconds + (nm.sys.clock() - t_run)
   cur.cpu_s = cur.cpu_s + (os.clock() - c_run)
   -- Meta-test of the final and the best meta-parameters.
   local test_set = heldout_set(opts.test_episodes, opts.seed + 104729)

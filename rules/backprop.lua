@@ -4,6 +4,9 @@
 --
 --   e_L = dLoss/da_L,  e_l = (W_{l+1}^T e_{l+1}) .* f'_l(a_l)
 --   dW_l = -eta <e_l y_{l-1}^T>,  db_l = -eta <e_l>      (<.> = batch mean)
+
+local nm = require "neuromic"
+
 return {
   kind = "connection",
   name = "backprop",
@@ -27,6 +30,6 @@ return {
     if q.db then q.db:addmv(step, q.error_t, q.ones, 0) end  -- db = -eta/B E^T 1
   end,
   fused = function(q, p)
-    q.W:plastic_outer(-p.eta / q.batch, q.error, q.pre, nil, q.mask, q.b)
+    nm.kernels.plastic_outer(q.W, -p.eta / q.batch, q.error, q.pre, nil, q.mask, q.b)
   end,
 }

@@ -20,7 +20,7 @@
 -- R (or nil), t, the sample x, y, the hidden z, d, relu (the network is
 -- ReLU) and scratch vectors a, n, qn, c, g and the view Qt = Q^T.
 -- kernel(s, p, X, Y [, order, count]) runs the same step over rows of X, Y
--- in C (nm.bmvr.train, csrc/models/nm_bmvr.c); spec/bmvr_spec.lua tests the
+-- in C (nm.kernels.bmvr.train, csrc/models/nm_bmvr.c); spec/bmvr_spec.lua tests the
 -- two equal on both dtypes.
 local nm = require "neuromic"
 
@@ -70,6 +70,6 @@ return {
   kernel = function(s, p, X, Y, order, count)
     local o = s.opts
     o.eta_w1, o.eta_w2, o.eta_q, o.t0, o.gate, o.t = p.eta_w1, p.eta_w2, p.eta_q, p.t0, p.gate, s.t
-    return nm.bmvr.train(s, X, Y, o, order, count)
+    return nm.kernels.bmvr.train(s, X, Y, o, order, count)
   end,
 }

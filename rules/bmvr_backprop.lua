@@ -7,7 +7,7 @@
 --
 -- every rate divided by 1 + t/t0. State s as for rules/bmvr.lua, plus
 -- the scratch yhat, e and the view W2 = W2T^T. kernel runs the same step
--- over rows in C (nm.bmvr.backprop); spec/bmvr_spec.lua tests them equal.
+-- over rows in C (nm.kernels.bmvr.backprop); spec/bmvr_spec.lua tests them equal.
 local nm = require "neuromic"
 
 return {
@@ -37,6 +37,6 @@ return {
   kernel = function(s, p, X, Y, order, count)
     local o = s.opts
     o.eta_w1, o.eta_w2, o.t0, o.t = p.eta_w1, p.eta_w2, p.t0, s.t
-    return nm.bmvr.backprop(s, X, Y, o, order, count)
+    return nm.kernels.bmvr.backprop(s, X, Y, o, order, count)
   end,
 }

@@ -17,7 +17,10 @@
 --   weights, dV the change, batch = B.
 -- step writes dV (zeroed before); the model adds it to V or hands it to
 -- its optimiser. kernel applies the same change to V in one GEMM
--- (V:plastic_outer); spec/folded_ae_spec.lua tests the two equal.
+-- (nm.kernels.plastic_outer); spec/folded_ae_spec.lua tests the two equal.
+
+local nm = require "neuromic"
+
 return {
   kind = "circuit",
   name = "folded_ae",
@@ -39,6 +42,6 @@ return {
     s.dV:addmm(p.eta / s.batch, s.e_t, s.r, 0)       -- dV = eta/B E^T R_pre
   end,
   kernel = function(s, p)
-    s.V:plastic_outer(p.eta / s.batch, s.e, s.r)
+    nm.kernels.plastic_outer(s.V, p.eta / s.batch, s.e, s.r)
   end,
 }

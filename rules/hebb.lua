@@ -3,6 +3,9 @@
 -- normalisation or decay, or use Oja's rule).
 --
 --   dW = eta <y x^T>        (y = post, x = pre, <.> = batch mean)
+
+local nm = require "neuromic"
+
 return {
   kind = "connection",
   name = "hebb",
@@ -16,6 +19,6 @@ return {
     q.dW:addmm(p.eta / q.batch, q.post_t, q.pre, 0)   -- dW = eta/B Y^T X
   end,
   fused = function(q, p)
-    q.W:plastic_outer(p.eta / q.batch, q.post, q.pre, nil, q.mask)
+    nm.kernels.plastic_outer(q.W, p.eta / q.batch, q.post, q.pre, nil, q.mask)
   end,
 }

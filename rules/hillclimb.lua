@@ -16,7 +16,7 @@
 -- the training MSE of the output), revert it if higher, keep it with
 -- probability 0.5 on a tie.
 --
--- State s: net (the network, nm.nk.network), info = net:info(), g (the
+-- State s: net (the network, nm.kernels.nk.network), info = net:info(), g (the
 -- generator); step writes s.last = {autoenc, group, i, j, delta, before,
 -- after, kept, tie}, as net:last() reports after the kernel. step judges
 -- by full forward passes (net:naive()); kernel(s, p, cycles) runs the

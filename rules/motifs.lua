@@ -91,7 +91,7 @@ return {
   -- the fused C step: forward(out, W, B, x, label, theta [, trace]),
   -- backward(G, W, B, trace, theta, gtheta, need), new_trace(), info()
   kernel = function(net)
-    return nm.motif_net{sizes = net.sizes, beta = net.beta, feedback = net.feedback,
+    return nm.kernels.motif_net{sizes = net.sizes, beta = net.beta, feedback = net.feedback,
                         dtype = net.dtype}
   end,
 }

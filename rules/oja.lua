@@ -27,6 +27,6 @@ return {
     q.dW:addmm(-a, q.state.C, q.W, 1)           --    - a C W
   end,
   fused = function(q, p)
-    q.W:plastic_oja(p.eta / q.batch, q.post, q.pre, q.mask)
+    nm.kernels.plastic_oja(q.W, p.eta / q.batch, q.post, q.pre, q.mask)
   end,
 }

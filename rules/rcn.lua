@@ -123,7 +123,7 @@ return {
   -- the fused C step: forward(H', W', H, W, B, x, label, p [, trace]),
   -- backward(GH, GW, H, W, B, trace, p, gp, H'), new_trace(), info()
   kernel = function(net)
-    return nm.rcn_net{sizes = net.sizes, beta = net.beta, feedback = net.feedback,
+    return nm.kernels.rcn_net{sizes = net.sizes, beta = net.beta, feedback = net.feedback,
                       dtype = net.dtype, chemicals = net.chemicals, decay = net.decay,
                       gain = net.gain, motifs = net.motifs, momentum = net.momentum,
                       neuron_bias = net.bias == "neuron"}

@@ -10,6 +10,9 @@
 -- The gated factor's scratch, per quantities table (one per connection and
 -- batch size), kept out of the rule state: a checkpoint copies the state,
 -- and a copied transposed view would no longer be a view.
+
+local nm = require "neuromic"
+
 local scratch = setmetatable({}, {__mode = "k"})
 
 return {
@@ -43,9 +46,9 @@ return {
   fused = function(q, p)
     local f, m = q[p.factor], q.mod
     if type(m) ~= "userdata" then
-      q.W:plastic_outer(p.eta * (m or 1) / q.batch, f, q.pre, nil, q.mask)
+      nm.kernels.plastic_outer(q.W, p.eta * (m or 1) / q.batch, f, q.pre, nil, q.mask)
     else
-      q.W:plastic_outer(p.eta / q.batch, f, q.pre, m, q.mask)
+      nm.kernels.plastic_outer(q.W, p.eta / q.batch, f, q.pre, m, q.mask)
     end
   end,
 }

@@ -1,4 +1,4 @@
--- BMVR (rules/bmvr.lua, rules/bmvr_backprop.lua, nm.bmvr,
+-- BMVR (rules/bmvr.lua, rules/bmvr_backprop.lua, nm.kernels.bmvr,
 -- lua/nm/models/bmvr.lua, nm.rrr and nm.symeig) against independent
 -- references: the RRR solver against alternating least squares in plain
 -- Lua and against the problem with redundant columns removed; the
@@ -328,7 +328,7 @@ describe("bmvr fused step", function()
                  W2T = nm.tensor({{1, 2}, {-1, 0.5}}, "float64"),
                  Q = nm.tensor({{2, 0.5}, {0, 1}}, "float64"), t = 0}
     local x, y = nm.tensor({{1, 2, 3}}, "float64"), nm.tensor({{1, -1}}, "float64")
-    local t = nm.bmvr.train(net, x, y, {eta_w1 = 0.1, eta_w2 = 0.2, eta_q = 0.5})
+    local t = nm.kernels.bmvr.train(net, x, y, {eta_w1 = 0.1, eta_w2 = 0.2, eta_q = 0.5})
     assert.equal(1, t)
     -- z = (7, 1); a = W2T y = (-1, -1.5); n = Q^T z = (14, 4.5);
     -- Q n = (30.25, 4.5); c = a - Q n = (-31.25, -6)
@@ -432,7 +432,7 @@ describe("bmvr backprop step", function()
       local W1, W2T, zbar = net.W1:totable(), net.W2T:totable(), net.zbar:totable()
       local xt, yt = x:totable()[1], y:totable()[1]
       local eta1, eta2 = 0.1, 0.05
-      nm.bmvr.backprop(net, x, y, {relu = relu, mean = mean, track_mean = false,
+      nm.kernels.bmvr.backprop(net, x, y, {relu = relu, mean = mean, track_mean = false,
                                    eta_w1 = eta1, eta_w2 = eta2})
       local h = 1e-6
       for _, which in ipairs{{"W1", W1, eta1}, {"W2T", W2T, eta2}} do
@@ -521,15 +521,15 @@ describe("bmvr measures", function()
           end
         end
       end
-      local mse, acc, correct = nm.bmvr.evaluate(net, X, Y)
+      local mse, acc, correct = nm.kernels.bmvr.evaluate(net, X, Y)
       assert.is_true(rel(mse, sq / T) < 1e-12)
       assert.equal(hits, correct)
       assert.is_true(math.abs(acc - hits / T) < 1e-15)
-      assert.tensor_near(C, nm.bmvr.hidden_cov(net, X), 1e-12)
-      local Yhat, Zt = nm.bmvr.forward(net, X)
+      assert.tensor_near(C, nm.kernels.bmvr.hidden_cov(net, X), 1e-12)
+      local Yhat, Zt = nm.kernels.bmvr.forward(net, X)
       assert.tensor_near(Z, Zt, 1e-12)
       assert.is_true(rel(((Yhat - Y):pow(2):sum()) / T, sq / T) < 1e-12)
-      local mean_cos, update_cos = nm.bmvr.alignment(net, X, Y)
+      local mean_cos, update_cos = nm.kernels.bmvr.alignment(net, X, Y)
       assert.is_true(math.abs(mean_cos - cos_sum / cos_n) < 1e-12)
       local gg, pp, gp = 0, 0, 0
       for j = 1, k do
@@ -547,30 +547,30 @@ describe("bmvr errors", function()
   local p = {eta_w1 = 0.1, eta_w2 = 0.1, eta_q = 0.1}
 
   it("name the argument and the shapes", function()
-    assert.has_error(function() nm.bmvr.train(net(), nm.zeros(5, 4, dt), Y, p) end,
+    assert.has_error(function() nm.kernels.bmvr.train(net(), nm.zeros(5, 4, dt), Y, p) end,
       "bad argument #2 to 'train' (X is float32 [5 x 4], expected a float32 [T x 3] matrix with contiguous rows)")
-    assert.has_error(function() nm.bmvr.train(net(), X, nm.zeros(4, 2, dt), p) end,
+    assert.has_error(function() nm.kernels.bmvr.train(net(), X, nm.zeros(4, 2, dt), p) end,
       "bad argument #3 to 'train' (Y is float32 [4 x 2], expected a float32 [5 x 2] matrix with contiguous rows)")
-    assert.has_error(function() nm.bmvr.train(net(), X:double(), Y, p) end)
+    assert.has_error(function() nm.kernels.bmvr.train(net(), X:double(), Y, p) end)
     local bad = net()
     bad.Q = nm.zeros(3, 3, dt)
-    assert.has_error(function() nm.bmvr.train(bad, X, Y, p) end,
+    assert.has_error(function() nm.kernels.bmvr.train(bad, X, Y, p) end,
       "bad argument #1 to 'train' (Q is float32 [3 x 3], expected a contiguous float32 [2 x 2])")
     bad = net()
     bad.W2T = nil
-    assert.has_error(function() nm.bmvr.train(bad, X, Y, p) end,
+    assert.has_error(function() nm.kernels.bmvr.train(bad, X, Y, p) end,
       "bad argument #1 to 'train' (field 'W2T' must be a tensor, got nil)")
-    assert.has_error(function() nm.bmvr.train(net(), X, Y, {eta_w1 = 0.1, eta_w2 = 0.1}) end,
+    assert.has_error(function() nm.kernels.bmvr.train(net(), X, Y, {eta_w1 = 0.1, eta_w2 = 0.1}) end,
       "bad argument #4 to 'train' (option 'eta_q' must be a number, got nil)")
-    assert.has_error(function() nm.bmvr.train(net(), X, Y, {eta_w1 = 0.1, eta_w2 = 0.1, eta_q = 0, gate = "x"}) end,
+    assert.has_error(function() nm.kernels.bmvr.train(net(), X, Y, {eta_w1 = 0.1, eta_w2 = 0.1, eta_q = 0, gate = "x"}) end,
       "bad argument #4 to 'train' (option 'gate' must be \"u\", \"z\" or \"none\")")
-    assert.has_error(function() nm.bmvr.train(net(), X, Y, p, nm.tensor({1, 6})) end,
+    assert.has_error(function() nm.kernels.bmvr.train(net(), X, Y, p, nm.tensor({1, 6})) end,
       "bad argument #5 to 'train' (order[2] = 6.0 is not a row number in [1, 5])")
-    assert.has_error(function() nm.bmvr.train(net(), X, Y, p, nil, 6) end,
+    assert.has_error(function() nm.kernels.bmvr.train(net(), X, Y, p, nil, 6) end,
       "bad argument #6 to 'train' (count 6 out of range [0, 5])")
     local relu = net()
     relu.zbar = nil
-    assert.has_error(function() nm.bmvr.train(relu, X, Y, {eta_w1 = 0, eta_w2 = 0, eta_q = 0, relu = true}) end,
+    assert.has_error(function() nm.kernels.bmvr.train(relu, X, Y, {eta_w1 = 0, eta_w2 = 0, eta_q = 0, relu = true}) end,
       "bad argument #1 to 'train' (field 'zbar' must be a tensor, got nil)")
     assert.has_error(function() bmvr.new{n = 3, m = 2} end,
       "bmvr.new: option k must be a positive integer, got nil")
@@ -584,7 +584,7 @@ describe("bmvr errors", function()
     local Xb = nm.zeros(50, 3, dt):normal(g, 0, 10)
     local Yb = nm.zeros(50, 2, dt):normal(g, 0, 10)
     local n1 = net()
-    local t, finite = nm.bmvr.train(n1, Xb, Yb, {eta_w1 = 10, eta_w2 = 10, eta_q = 10})
+    local t, finite = nm.kernels.bmvr.train(n1, Xb, Yb, {eta_w1 = 10, eta_w2 = 10, eta_q = 10})
     assert.is_false(finite)
     assert.is_true(t < 50)
     local model = bmvr.new{n = 3, m = 2, k = 2, eta_w1 = 10, eta_w2 = 10, eta_q = 10, t0 = 0}
@@ -599,7 +599,7 @@ describe("experiments/bmvr.lua --table1-t0", function()
 
   -- The decaying-rate option reaches the network: the experiment's k = 16
   -- MNIST row equals a network trained here with the same rates and t0.
-  it("trains Table 1 with eta/(1 + t/t0), as a direct nm.bmvr run does", function()
+  it("trains Table 1 with eta/(1 + t/t0), as a direct nm.kernels.bmvr run does", function()
     local nm = require "neuromic"
     local data = require "nm.data"
     local bmvr = require "nm.models.bmvr"

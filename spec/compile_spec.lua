@@ -16,7 +16,7 @@ local format = string.format
 -- Each spec run builds its kernels afresh in its own cache folder.
 local cache = os.tmpname()
 os.remove(cache)
-nm.mkdir(cache)
+nm.sys.mkdir(cache)
 local real_cache_dir = compile.cache_dir
 
 local function rm_rf(path) os.execute(format("rm -rf %q", path)) end
@@ -191,7 +191,7 @@ describe("nm.compile", function()
     local x = nm.tensor({0.1, 0.2, 0.3}, "float64")
     assert.is_true(rel(rebuilt:call(W, x), tiny(W, x)) < 1e-12)
     -- an object whose key differs (stale or foreign) is refused
-    local k, err = nm.load_kernel(so, "nm_rule_kernel", "0000000000000000",
+    local k, err = nm.kernels.load(so, "nm_rule_kernel", "0000000000000000",
                                   {dtype = "float64", inputs = {6, 3}, outputs = {6}})
     assert.is_nil(k)
     assert.truthy(err:find("not the kernel expected", 1, true), err)

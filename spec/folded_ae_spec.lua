@@ -288,18 +288,18 @@ describe("folded_ae", function()
       end
       -- The kernels' errors name the operands.
       local r = nm.zeros(2, 3)
-      assert.has_error(function() nm.folded.rates(r, nil, nm.zeros(3, 2), "tanh") end,
+      assert.has_error(function() nm.kernels.folded.rates(r, nil, nm.zeros(3, 2), "tanh") end,
                        "bad argument #3 to 'rates' (size mismatch, [2 x 3] vs [3 x 2])")
-      assert.has_error(function() nm.folded.rates(r, nil, nm.zeros(2, 3, "float64"), "tanh") end,
+      assert.has_error(function() nm.kernels.folded.rates(r, nil, nm.zeros(2, 3, "float64"), "tanh") end,
                        "bad argument #3 to 'rates' (dtype mismatch, float32 vs float64)")
-      assert.has_error(function() nm.folded.rates(r, nil, r, "cosh") end,
+      assert.has_error(function() nm.kernels.folded.rates(r, nil, r, "cosh") end,
                        "bad argument #4 to 'rates' (invalid option 'cosh')")
-      assert.has_error(function() nm.folded.velocity(r, nil, 1, nil, 1, nil, 1, r, nil, 1) end,
+      assert.has_error(function() nm.kernels.folded.velocity(r, nil, 1, nil, 1, nil, 1, r, nil, 1) end,
                        "bad argument #9 to 'velocity' (d and back must be given together)")
-      assert.has_error(function() nm.folded.step(nm.zeros(2, 2, 2), nil, nm.zeros(2, 2, 2), 1) end,
+      assert.has_error(function() nm.kernels.folded.step(nm.zeros(2, 2, 2), nil, nm.zeros(2, 2, 2), 1) end,
                        "bad argument #1 to 'step' (1-D or 2-D tensor expected, got [2 x 2 x 2])")
       local d = nm.zeros(2, 3)
-      assert.are.equal(0, nm.folded.velocity(d, nil, 1, nil, 1, nil, 1, nil, nil, 1))
+      assert.are.equal(0, nm.kernels.folded.velocity(d, nil, 1, nil, 1, nil, 1, nil, nil, 1))
     end)
 
     it("halves the step when the energy rises (adapt) and still converges", function()
@@ -615,14 +615,14 @@ describe("folded_ae", function()
 
     it("rejects written outputs that share memory (was silently wrong)", function()
       local r, u, m = nm.zeros(2, 3), nm.ones(2, 3), nm.zeros(2, 3)
-      local ok, msg = pcall(nm.folded.rates, r, r, u, "tanh")
+      local ok, msg = pcall(nm.kernels.folded.rates, r, r, u, "tanh")
       assert.is_false(ok)
       assert.truthy(msg:find("r shares memory with d", 1, true))
-      ok, msg = pcall(nm.folded.step, u, u, m, 0.1, 0.5)
+      ok, msg = pcall(nm.kernels.folded.step, u, u, m, 0.1, 0.5)
       assert.is_false(ok)
       assert.truthy(msg:find("u shares memory with m", 1, true))
       -- r written over its own input is fine: one read per element
-      nm.folded.rates(u, nil, u, "tanh")
+      nm.kernels.folded.rates(u, nil, u, "tanh")
       assert.tensor_near(nm.full(math.tanh(1), 2, 3), u, 1e-6)
     end)
 

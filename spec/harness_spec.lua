@@ -1,6 +1,6 @@
 -- The experiment harness: nm.json, nm.cli, nm.results, nm.checkpoint,
 -- nm.progress, nm.plot, nm.sweep and the OS functions under them
--- (nm.atomic_write, nm.crc32, nm.spawn, ...). Experiments run as
+-- (nm.sys.atomic_write, nm.crc32, nm.sys.spawn, ...). Experiments run as
 -- subprocesses of ./neuromic, with spec/fixtures/echo_experiment.lua as
 -- the experiment.
 
@@ -81,10 +81,10 @@ end)
 
 -- Waits (up to `limit` seconds) until pred() is true.
 local function wait_until(pred, limit)
-  local t0 = nm.clock()
+  local t0 = nm.sys.clock()
   while not pred() do
-    if nm.clock() - t0 > limit then return false end
-    nm.sleep(0.01)
+    if nm.sys.clock() - t0 > limit then return false end
+    nm.sys.sleep(0.01)
   end
   return true
 end
@@ -98,66 +98,66 @@ describe("nm system functions", function()
   end)
 
   it("clock is monotonic and sleep sleeps", function()
-    local t0 = nm.clock()
-    assert.equal(0, nm.sleep(0.02))
-    assert.is_true(nm.clock() - t0 >= 0.019)
-    assert.is_boolean(nm.isatty(2))
-    assert.is_true(nm.getpid() > 0)
+    local t0 = nm.sys.clock()
+    assert.equal(0, nm.sys.sleep(0.02))
+    assert.is_true(nm.sys.clock() - t0 >= 0.019)
+    assert.is_boolean(nm.sys.isatty(2))
+    assert.is_true(nm.sys.getpid() > 0)
   end)
 
   it("atomic_write replaces a file, keeps a backup on request, leaves no temporaries", function()
     local d = tmp .. "/atomic"
-    nm.mkdir(d .. "/x/y")           -- parents created
-    nm.mkdir(d .. "/x/y")           -- existing: fine
-    nm.atomic_write(d .. "/f", "one")
-    nm.atomic_write(d .. "/f", "two", d .. "/f.bak")
+    nm.sys.mkdir(d .. "/x/y")           -- parents created
+    nm.sys.mkdir(d .. "/x/y")           -- existing: fine
+    nm.sys.atomic_write(d .. "/f", "one")
+    nm.sys.atomic_write(d .. "/f", "two", d .. "/f.bak")
     assert.equal("two", read(d .. "/f"))
     assert.equal("one", read(d .. "/f.bak"))
     -- failing rename to a backup in a missing directory: an error naming
     -- the file, the old contents kept, and no temporary file left
-    local ok, err = pcall(nm.atomic_write, d .. "/f", "three", d .. "/missing/f.bak")
+    local ok, err = pcall(nm.sys.atomic_write, d .. "/f", "three", d .. "/missing/f.bak")
     assert.is_false(ok)
     assert.truthy(err:find(d .. "/f", 1, true))
     assert.equal("two", read(d .. "/f"))
     assert.same({"f", "f.bak", "x"}, listdir(d))
-    ok, err = pcall(nm.atomic_write, d .. "/nodir/f", "x")
+    ok, err = pcall(nm.sys.atomic_write, d .. "/nodir/f", "x")
     assert.is_false(ok)
     assert.truthy(err:find("cannot write '" .. d .. "/nodir/f'", 1, true))
-    assert.has_error(function() nm.mkdir(d .. "/f/sub") end)
+    assert.has_error(function() nm.sys.mkdir(d .. "/f/sub") end)
   end)
 
   it("spawn and wait report exit status and signals", function()
-    local pid = nm.spawn({"sh", "-c", "exit 7"})
-    local done, status, sig = nm.wait(pid)
+    local pid = nm.sys.spawn({"sh", "-c", "exit 7"})
+    local done, status, sig = nm.sys.wait(pid)
     assert.equal(pid, done)
     assert.equal(7, status)
     assert.is_nil(sig)
-    pid = nm.spawn({"sleep", "5"})
-    assert.is_nil((nm.wait(pid, true)))           -- still running
-    assert.is_true(nm.kill(pid, "KILL"))
-    done, status, sig = nm.wait(pid)
+    pid = nm.sys.spawn({"sleep", "5"})
+    assert.is_nil((nm.sys.wait(pid, true)))           -- still running
+    assert.is_true(nm.sys.kill(pid, "KILL"))
+    done, status, sig = nm.sys.wait(pid)
     assert.equal(128 + 9, status)
     assert.equal("SIGKILL", sig)
     local log = tmp .. "/spawn.log"
-    pid = nm.spawn({"sh", "-c", "echo out; echo err >&2"}, log)
-    nm.wait(pid)
+    pid = nm.sys.spawn({"sh", "-c", "echo out; echo err >&2"}, log)
+    nm.sys.wait(pid)
     assert.equal("out\nerr\n", read(log))
-    assert.has_error(function() nm.spawn({"/nonexistent/program"}) end,
+    assert.has_error(function() nm.sys.spawn({"/nonexistent/program"}) end,
                      "spawn: cannot start '/nonexistent/program' (No such file or directory)")
-    assert.has_error(function() nm.spawn({}) end)
+    assert.has_error(function() nm.sys.spawn({}) end)
   end)
 
   it("the stop handler records SIGTERM instead of dying", function()
-    nm.install_stop_handler()
-    assert.is_false(nm.stop_requested())
-    nm.kill(nm.getpid(), "TERM")
-    local stop, name, sig = nm.stop_requested()
-    nm.clear_stop()
-    nm.remove_stop_handler()
+    nm.sys.install_stop_handler()
+    assert.is_false(nm.sys.stop_requested())
+    nm.sys.kill(nm.sys.getpid(), "TERM")
+    local stop, name, sig = nm.sys.stop_requested()
+    nm.sys.clear_stop()
+    nm.sys.remove_stop_handler()
     assert.is_true(stop)
     assert.equal("SIGTERM", name)
     assert.equal(15, sig)
-    assert.is_false(nm.stop_requested())
+    assert.is_false(nm.sys.stop_requested())
   end)
 end)
 
@@ -420,10 +420,10 @@ describe("nm.results", function()
 
     local dir = tmp .. "/stopped"
     local cmd = {exe, echo, "--out", dir, table.unpack(args)}
-    local pid = nm.spawn(cmd, tmp .. "/stopped.log")
+    local pid = nm.sys.spawn(cmd, tmp .. "/stopped.log")
     assert.is_true(wait_until(function() return count_lines(dir .. "/metrics.jsonl") >= 3 end, 10))
-    nm.kill(pid, "TERM")
-    local _, status = nm.wait(pid)
+    nm.sys.kill(pid, "TERM")
+    local _, status = nm.sys.wait(pid)
     assert.equal(128 + 15, status)
     local res = json.read_file(dir .. "/results.json")
     assert.equal("stopped", res.status)
@@ -451,10 +451,10 @@ describe("nm.results", function()
 
   it("refuses to resume from a checkpoint written with other options", function()
     local dir = tmp .. "/other"
-    local pid = nm.spawn({exe, echo, "--out", dir, "--steps", "50", "--sleep", "0.02"}, tmp .. "/other.log")
+    local pid = nm.sys.spawn({exe, echo, "--out", dir, "--steps", "50", "--sleep", "0.02"}, tmp .. "/other.log")
     assert.is_true(wait_until(function() return count_lines(dir .. "/metrics.jsonl") >= 2 end, 10))
-    nm.kill(pid, "INT")
-    local _, status = nm.wait(pid)
+    nm.sys.kill(pid, "INT")
+    local _, status = nm.sys.wait(pid)
     assert.equal(128 + 2, status)
     local _, err, rc = run_nm{echo, "--out", dir, "--resume", "--steps", "50", "--sleep", "0.02", "--a", "2"}
     assert.are_not.equal(0, rc)
@@ -536,7 +536,7 @@ describe("nm.checkpoint", function()
 
   it("keeps the previous checkpoint and falls back to it when the latest is damaged", function()
     local d = tmp .. "/ckpt"
-    nm.mkdir(d)
+    nm.sys.mkdir(d)
     local path = d .. "/state.nmc"
     local big = nm.zeros(100, 100, "float64")       -- 80,000 bytes: many CRC blocks
     big:normal(nm.generator(3), 0, 1)
@@ -735,12 +735,12 @@ describe("nm.sweep", function()
   it("resumes an interrupted sweep without redoing finished cells", function()
     local dir = tmp .. "/swi"
     local starts = tmp .. "/starts.txt"
-    local pid = nm.spawn({exe, sweep_script, echo, "--set", "a=1,2", "--seeds", "1-4", "--jobs", "2",
+    local pid = nm.sys.spawn({exe, sweep_script, echo, "--set", "a=1,2", "--seeds", "1-4", "--jobs", "2",
                           "--out", dir, "--", "--steps", "4", "--sleep", "0.05", "--starts", starts},
                          tmp .. "/swi.log")
     assert.is_true(wait_until(function() return count_lines(dir .. "/sweep.jsonl") >= 2 end, 20))
-    nm.kill(pid, "TERM")
-    local _, status = nm.wait(pid)
+    nm.sys.kill(pid, "TERM")
+    local _, status = nm.sys.wait(pid)
     assert.equal(128 + 15, status)
     assert.truthy(read(tmp .. "/swi.log"):find("sweep stopped by SIGTERM", 1, true))
     local before = sweep_rows(dir)

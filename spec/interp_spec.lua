@@ -179,7 +179,7 @@ describe("neuromic interrupts", function()
     local script = tmpfile("interrupt.lua", [[
       local nm = require "neuromic"
       local t = nm.zeros(3000, 3000)
-      os.execute("(sleep 0.3; kill -INT " .. nm.getpid() .. ") &")
+      os.execute("(sleep 0.3; kill -INT " .. nm.sys.getpid() .. ") &")
       local ok, err = pcall(function()
         for _ = 1, 100000 do t:norm(3.7) end
       end)

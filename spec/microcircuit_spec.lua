@@ -1,5 +1,5 @@
 -- spec/microcircuit_spec.lua: dendritic cortical microcircuits
--- (nm.microcircuit, rules/dendritic_prediction.lua,
+-- (nm.kernels.microcircuit, rules/dendritic_prediction.lua,
 -- rules/apical_silencing.lua, csrc/models/nm_microcircuit.c): the analytic
 -- self-predicting state keeps apical potentials at zero; the steady-state
 -- solution is the long-run fixed point of the full dynamics; the C Euler
@@ -351,7 +351,7 @@ describe("microcircuit full dynamics", function()
   it("takes a user's rule for one pathway (a path), in both modes and dtypes", function()
     local dir = os.tmpname()
     os.remove(dir)
-    nm.mkdir(dir)
+    nm.sys.mkdir(dir)
     local file = dir .. "/hebb_up.lua"
     local f = assert(io.open(file, "w"))
     f:write([[
@@ -446,7 +446,7 @@ describe("microcircuit rate functions (vectorised exp and log in C)", function()
     return 2 * s
   end
 
-  it("nm.mc_phi matches softplus and logistic references to ~1e-15 relative", function()
+  it("nm.kernels.mc_phi matches softplus and logistic references to ~1e-15 relative", function()
     local u = {}
     for i = 0, 4000 do u[#u + 1] = -60 + 120 * i / 4000 end
     for _, x in ipairs{-800, -745, -708.5, -300, 0, 1e-300, 300, 800} do u[#u + 1] = x end
@@ -456,7 +456,7 @@ describe("microcircuit rate functions (vectorised exp and log in C)", function()
                           {rate = "softplus", gamma = 1, beta = 2.5, theta = -1},
                           {rate = "logistic", gamma = 1, beta = 1, theta = 0},
                           {rate = "logistic", gamma = 0.5, beta = 0.3, theta = 2}} do
-      nm.mc_phi(R, U, spec)
+      nm.kernels.mc_phi(R, U, spec)
       local worst, worst_at = 0, nil
       for i, v in ipairs(u) do
         local x = spec.beta * (v - spec.theta)
@@ -800,7 +800,7 @@ describe("microcircuit errors", function()
       "microcircuit: input must be a [B x 3] tensor, got [2 x 4]")
   end)
 
-  it("nm.microcircuit names the field with the wrong tensor", function()
+  it("nm.kernels.microcircuit names the field with the wrong tensor", function()
     local net = mc.new{sizes = {3, 4, 2}, gen = nm.generator(1)}
     net:handle()
     local spec = {sizes = {3, 4, 2}, r0 = net.r0, ut = net.ut, layers = {}}
@@ -808,13 +808,13 @@ describe("microcircuit errors", function()
     spec.layers[1] = {u = net.pyr[1].u, r = net.pyr[1].r, vB = net.pyr[1].vB,
                       W_up = nm.zeros(3, 4, "float64")}
     spec.layers[2] = {}
-    assert.has_error(function() nm.microcircuit(spec) end,
+    assert.has_error(function() nm.kernels.microcircuit(spec) end,
       "bad argument #1 to 'microcircuit' (layers[1] field 'W_up' must be a contiguous " ..
       "float64 tensor [4 x 3], got float64 [3 x 4])")
     spec.dt = 0
-    assert.has_error(function() nm.microcircuit(spec) end)
+    assert.has_error(function() nm.kernels.microcircuit(spec) end)
     spec.dt, spec.layers = 0.1, {{}}
-    assert.has_error(function() nm.microcircuit(spec) end,
+    assert.has_error(function() nm.kernels.microcircuit(spec) end,
       "bad argument #1 to 'microcircuit' (field 'layers' must be a list of 2 layer tables)")
   end)
 end)
@@ -823,12 +823,12 @@ describe("microcircuit misuse (errors, never crashes; run under make sanitize to
   local SP = {rate = "softplus", gamma = 1, beta = 1, theta = 0}
   local function D(n) return nm.zeros(n, "float64") end
 
-  -- The spec table nm.microcircuit gets from the Lua layer, captured.
+  -- The spec table nm.kernels.microcircuit gets from the Lua layer, captured.
   local function spec_of(net)
-    local real, captured = nm.microcircuit, nil
-    nm.microcircuit = function(spec) captured = spec; return real(spec) end
+    local real, captured = nm.kernels.microcircuit, nil
+    nm.kernels.microcircuit = function(spec) captured = spec; return real(spec) end
     local ok, err = pcall(net.handle, net)
-    nm.microcircuit = real
+    nm.kernels.microcircuit = real
     assert(ok, err)
     return captured
   end
@@ -838,31 +838,31 @@ describe("microcircuit misuse (errors, never crashes; run under make sanitize to
     return out
   end
 
-  it("nm.mc_phi reads its spec before the tensors (a metamethod that closes one)", function()
+  it("nm.kernels.mc_phi reads its spec before the tensors (a metamethod that closes one)", function()
     for _, which in ipairs{1, 2} do
       local r, u = D(4), D(4)
       local spec = setmetatable({}, {__index = function(_, k)
         if which == 1 then r:close() else u:close() end
         return SP[k]
       end})
-      assert.has_error(function() nm.mc_phi(r, u, spec) end,
+      assert.has_error(function() nm.kernels.mc_phi(r, u, spec) end,
         "bad argument #" .. which .. " to 'mc_phi' (attempt to use a closed tensor)")
     end
   end)
 
-  it("nm.mc_phi: in place is fine, shifted overlap and bad specs are errors", function()
+  it("nm.kernels.mc_phi: in place is fine, shifted overlap and bad specs are errors", function()
     local t = nm.tensor({-2, -1, 0, 1, 2}, "float64")
     local ref = D(5)
-    nm.mc_phi(ref, t, SP)
-    nm.mc_phi(t, t, SP)
+    nm.kernels.mc_phi(ref, t, SP)
+    nm.kernels.mc_phi(t, t, SP)
     assert.equal(0, max_abs_diff(ref, t))
-    assert.has_error(function() nm.mc_phi(t:narrow(1, 2, 4), t:narrow(1, 1, 4), SP) end,
+    assert.has_error(function() nm.kernels.mc_phi(t:narrow(1, 2, 4), t:narrow(1, 1, 4), SP) end,
       "bad argument #2 to 'mc_phi' (r shares memory with u)")
-    assert.has_error(function() nm.mc_phi(D(4), D(4), {rate = "softplus", gamma = 1, beta = 0 / 0, theta = 0}) end,
+    assert.has_error(function() nm.kernels.mc_phi(D(4), D(4), {rate = "softplus", gamma = 1, beta = 0 / 0, theta = 0}) end,
       "bad argument #3 to 'mc_phi' (field 'beta' must be a finite number)")
-    assert.has_error(function() nm.mc_phi(D(4), D(4), {rate = "tanh", gamma = 1, beta = 1, theta = 0}) end,
+    assert.has_error(function() nm.kernels.mc_phi(D(4), D(4), {rate = "tanh", gamma = 1, beta = 1, theta = 0}) end,
       "bad argument #3 to 'mc_phi' (field 'rate' must be \"softplus\" or \"logistic\")")
-    assert.has_error(function() nm.mc_phi(nm.zeros(4), nm.zeros(4), SP) end,
+    assert.has_error(function() nm.kernels.mc_phi(nm.zeros(4), nm.zeros(4), SP) end,
       "bad argument #1 to 'mc_phi' (contiguous float64 tensors expected)")
   end)
 
@@ -870,7 +870,7 @@ describe("microcircuit misuse (errors, never crashes; run under make sanitize to
     local u = nm.tensor({0 / 0, math.huge, -math.huge, 0 / 0}, "float64")
     for _, rate in ipairs{"softplus", "logistic"} do
       local r = D(4)
-      nm.mc_phi(r, u, {rate = rate, gamma = 1, beta = 1, theta = 0})
+      nm.kernels.mc_phi(r, u, {rate = rate, gamma = 1, beta = 1, theta = 0})
       assert.is_true(r:get(1) ~= r:get(1))
       assert.is_true(r:get(4) ~= r:get(4))
       assert.equal(rate == "softplus" and math.huge or 1, r:get(2))
@@ -901,16 +901,16 @@ describe("microcircuit misuse (errors, never crashes; run under make sanitize to
     h:run(1, D(3), D(2), net.noise_gen)             -- separate tensors are fine
   end)
 
-  it("nm.microcircuit rejects specs whose arrays share memory", function()
+  it("nm.kernels.microcircuit rejects specs whose arrays share memory", function()
     local spec = spec_of(mc.new{sizes = {3, 4, 2}, gen = nm.generator(1)})
-    nm.microcircuit(copy(spec))
+    nm.kernels.microcircuit(copy(spec))
     local c = copy(spec)
     c.layers[1].D_up = c.layers[1].W_up
-    assert.has_error(function() nm.microcircuit(c) end,
+    assert.has_error(function() nm.kernels.microcircuit(c) end,
       "bad argument #1 to 'microcircuit' (layers[1] field 'D_up' shares memory with layers[1] field 'W_up')")
     c = copy(spec)
     c.layers[2].u = c.r0:narrow(1, 2, 2)
-    assert.has_error(function() nm.microcircuit(c) end,
+    assert.has_error(function() nm.kernels.microcircuit(c) end,
       "bad argument #1 to 'microcircuit' (layers[2] field 'u' shares memory with field 'r0')")
   end)
 
@@ -1050,7 +1050,7 @@ describe("experiments/microcircuit.lua", function()
 
   it("--rules gives a pathway a user's rule; a bad one is one line and status 2", function()
     local dir = tmp .. "-rules"
-    nm.mkdir(dir)
+    nm.sys.mkdir(dir)
     local file = dir .. "/lua_up.lua"
     local f = assert(io.open(file, "w"))
     -- the paper's rule written only in Lua (no kernel), under another name

@@ -1,4 +1,4 @@
--- NK models and the neuron-autoencoder hill climber (nm.nk, csrc/models/nm_nk.c,
+-- NK models and the neuron-autoencoder hill climber (nm.kernels.nk, csrc/models/nm_nk.c,
 -- lua/nm/models/nk.lua, rules/hillclimb.lua) against independent references: the hash and the
 -- fitness recomputed in plain Lua, stored tables against on-demand
 -- entries, forward passes computed by hand, the incremental kernel
@@ -35,9 +35,9 @@ end
 
 local function sigmoid(z) return 1 / (1 + math.exp(-z)) end
 
-describe("nm.nk models", function()
+describe("nm.kernels.nk models", function()
   it("computes table entries from the documented hash", function()
-    local m = nm.nk.model{n = 6, k = 2, generator = nm.generator(3)}
+    local m = nm.kernels.nk.model{n = 6, k = 2, generator = nm.generator(3)}
     local seed = m:seed()
     for i = 1, 6 do
       for p = 0, 7 do
@@ -48,9 +48,9 @@ describe("nm.nk models", function()
   end)
 
   it("is reproducible from the generator's seed", function()
-    local a = nm.nk.model{n = 30, k = 4, generator = nm.generator(11)}
-    local b = nm.nk.model{n = 30, k = 4, generator = nm.generator(11)}
-    local c = nm.nk.model{n = 30, k = 4, generator = nm.generator(12)}
+    local a = nm.kernels.nk.model{n = 30, k = 4, generator = nm.generator(11)}
+    local b = nm.kernels.nk.model{n = 30, k = 4, generator = nm.generator(11)}
+    local c = nm.kernels.nk.model{n = 30, k = 4, generator = nm.generator(12)}
     assert.are.equal(a:seed(), b:seed())
     assert.are_not.equal(a:seed(), c:seed())
     for i = 1, 30, 7 do
@@ -60,8 +60,8 @@ describe("nm.nk models", function()
   end)
 
   it("gives the same function with a stored table and with on-demand entries", function()
-    local stored = nm.nk.model{n = 40, k = 5, generator = nm.generator(5), table = true}
-    local hashed = nm.nk.model{n = 40, k = 5, generator = nm.generator(5), table = false}
+    local stored = nm.kernels.nk.model{n = 40, k = 5, generator = nm.generator(5), table = true}
+    local hashed = nm.kernels.nk.model{n = 40, k = 5, generator = nm.generator(5), table = false}
     assert.is_true(stored:stored())
     assert.is_false(hashed:stored())
     for i = 1, 40 do
@@ -72,12 +72,12 @@ describe("nm.nk models", function()
     assert.are.same(X1:totable(), X2:totable())
     assert.are.same(F1:totable(), F2:totable())
     -- "auto" stores small tables and hashes large ones
-    assert.is_true(nm.nk.model{n = 20, k = 15, generator = nm.generator(1)}:stored())
-    assert.is_false(nm.nk.model{n = 1000, k = 15, generator = nm.generator(1)}:stored())
+    assert.is_true(nm.kernels.nk.model{n = 20, k = 15, generator = nm.generator(1)}:stored())
+    assert.is_false(nm.kernels.nk.model{n = 1000, k = 15, generator = nm.generator(1)}:stored())
   end)
 
   it("draws K distinct partners other than the gene, or the K next ones", function()
-    local m = nm.nk.model{n = 12, k = 11, generator = nm.generator(2)}
+    local m = nm.kernels.nk.model{n = 12, k = 11, generator = nm.generator(2)}
     for i = 1, 12 do
       local seen = {[i] = true}
       local ps = m:partners(i)
@@ -88,15 +88,15 @@ describe("nm.nk models", function()
         seen[p] = true
       end
     end
-    local adj = nm.nk.model{n = 5, k = 3, generator = nm.generator(2), partners = "adjacent"}
+    local adj = nm.kernels.nk.model{n = 5, k = 3, generator = nm.generator(2), partners = "adjacent"}
     assert.are.same({5, 1, 2}, adj:partners(4))
     assert.are.same({2, 3, 4}, adj:partners(1))
-    local k0 = nm.nk.model{n = 4, k = 0, generator = nm.generator(2)}
+    local k0 = nm.kernels.nk.model{n = 4, k = 0, generator = nm.generator(2)}
     assert.are.same({}, k0:partners(1))
   end)
 
   it("computes the fitness as the mean of the genes' entries", function()
-    local m = nm.nk.model{n = 9, k = 3, generator = nm.generator(4)}
+    local m = nm.kernels.nk.model{n = 9, k = 3, generator = nm.generator(4)}
     local g = nm.generator(8)
     for _ = 1, 20 do
       local genome = {}
@@ -106,7 +106,7 @@ describe("nm.nk models", function()
   end)
 
   it("makes data sets of +-1 inputs (0 -> -1) and their fitness", function()
-    local m = nm.nk.model{n = 70, k = 3, generator = nm.generator(4)}
+    local m = nm.kernels.nk.model{n = 70, k = 3, generator = nm.generator(4)}
     local X, F = m:dataset(40, nm.generator(21))
     assert.are.same({40, 70}, {X:size(1), X:size(2)})
     assert.are.equal(40, F:size(1))
@@ -132,19 +132,19 @@ describe("nm.nk models", function()
 
   it("rejects bad arguments", function()
     local g = nm.generator(1)
-    assert.has_error(function() nm.nk.model{n = 0, k = 0, generator = g} end)
-    assert.has_error(function() nm.nk.model{n = 5, k = 5, generator = g} end)
-    assert.has_error(function() nm.nk.model{n = 5, k = -1, generator = g} end)
-    assert.has_error(function() nm.nk.model{n = 5, k = 2} end)
-    assert.has_error(function() nm.nk.model{n = 5, k = 2, generator = g, partners = "near"} end)
-    assert.has_error(function() nm.nk.model{n = 5, k = 2, generator = g, table = 3} end)
-    local m = nm.nk.model{n = 5, k = 2, generator = g}
+    assert.has_error(function() nm.kernels.nk.model{n = 0, k = 0, generator = g} end)
+    assert.has_error(function() nm.kernels.nk.model{n = 5, k = 5, generator = g} end)
+    assert.has_error(function() nm.kernels.nk.model{n = 5, k = -1, generator = g} end)
+    assert.has_error(function() nm.kernels.nk.model{n = 5, k = 2} end)
+    assert.has_error(function() nm.kernels.nk.model{n = 5, k = 2, generator = g, partners = "near"} end)
+    assert.has_error(function() nm.kernels.nk.model{n = 5, k = 2, generator = g, table = 3} end)
+    local m = nm.kernels.nk.model{n = 5, k = 2, generator = g}
     assert.has_error(function() m:entry(6, 0) end)
     assert.has_error(function() m:entry(1, 8) end)
     assert.has_error(function() m:dataset(0, g) end)
     assert.has_error(function() m:dataset(3) end)
     assert.has_error(function() m:fitness({1, 0}) end)
-    local ok, msg = pcall(nm.nk.model, {n = 5, k = 9, generator = g})
+    local ok, msg = pcall(nm.kernels.nk.model, {n = 5, k = 9, generator = g})
     assert.is_false(ok)
     assert.matches("K must be at most N %- 1", msg)
   end)
@@ -154,7 +154,7 @@ end)
 local function tiny(kind, target)
   local X = nm.tensor({{1, -1, 1}, {-1, -1, 1}, {1, 1, -1}, {-1, 1, 1}}, "float64")
   local F = nm.tensor({0.2, 0.7, 0.5, 0.9}, "float64")
-  local net = nm.nk.network{kind = kind, x = X, f = F, h = 2, generator = nm.generator(1),
+  local net = nm.kernels.nk.network{kind = kind, x = X, f = F, h = 2, generator = nm.generator(1),
                             target = target}
   local W = {{0.5, -0.25, 0.75, 0.125}, {-1, 0.5, 0.25, -0.5}}       -- [H x N+1]
   local V = {{0.3, -0.7, 0.1}}                                         -- [1 x H+1]
@@ -200,7 +200,7 @@ local function hand_errors(kind, X, F, W, V, D, binary)
   return task / S, kind ~= "NN" and rec or {}
 end
 
-describe("nm.nk networks", function()
+describe("nm.kernels.nk networks", function()
   for _, kind in ipairs{"NN", "NAN", "ANN"} do
     for _, target in ipairs{"input", "binary"} do
       it(kind .. " errors (" .. target .. " targets) match a forward pass by hand", function()
@@ -243,10 +243,10 @@ describe("nm.nk networks", function()
   end)
 
   it("starts with weights U[-1, 1] drawn from the generator", function()
-    local m = nm.nk.model{n = 20, k = 2, generator = nm.generator(1)}
+    local m = nm.kernels.nk.model{n = 20, k = 2, generator = nm.generator(1)}
     local X, F = m:dataset(30, nm.generator(2))
-    local a = nm.nk.network{kind = "ANN", x = X, f = F, generator = nm.generator(3)}
-    local b = nm.nk.network{kind = "ANN", x = X, f = F, generator = nm.generator(3)}
+    local a = nm.kernels.nk.network{kind = "ANN", x = X, f = F, generator = nm.generator(3)}
+    local b = nm.kernels.nk.network{kind = "ANN", x = X, f = F, generator = nm.generator(3)}
     local wa, wb = a:weights(), b:weights()
     for _, name in ipairs{"hidden", "output", "decoder"} do
       assert.are.same(wa[name]:totable(), wb[name]:totable())
@@ -260,13 +260,13 @@ describe("nm.nk networks", function()
   end)
 
   it("rejects bad arguments", function()
-    local m = nm.nk.model{n = 8, k = 2, generator = nm.generator(1)}
+    local m = nm.kernels.nk.model{n = 8, k = 2, generator = nm.generator(1)}
     local X, F = m:dataset(10, nm.generator(2))
     local g = nm.generator(3)
     local function net(t)
       local o = {kind = "NAN", x = X, f = F, generator = g}
       for k, v in pairs(t) do o[k] = v end
-      return nm.nk.network(o)
+      return nm.kernels.nk.network(o)
     end
     assert.has_error(function() net{kind = "CNN"} end)
     assert.has_error(function() net{generator = false} end)
@@ -287,7 +287,7 @@ describe("nm.nk networks", function()
     assert.has_error(function() n:set("output", 1, 1, 0 / 0) end)
     assert.has_error(function() n:test_error(nm.zeros(3, 7, "float64"), nm.zeros(3, "float64")) end)
     assert.has_error(function() n:set_weights{hidden = nm.zeros(2, 2)} end)
-    local nn = nm.nk.network{kind = "NN", x = X, f = F, generator = g}
+    local nn = nm.kernels.nk.network{kind = "NN", x = X, f = F, generator = g}
     assert.has_error(function() nn:get("decoder", 1, 1) end)
     assert.has_error(function() rule.new("hillclimb", {rate = 1}) end)
     assert.has_error(function() rule.new("hillclimb", {range = 0}) end,
@@ -299,16 +299,16 @@ end)
 
 -- Two networks that start equal.
 local function twins(kind, n, s, seed, k)
-  local m = nm.nk.model{n = n, k = k or 3, generator = nm.generator(seed)}
+  local m = nm.kernels.nk.model{n = n, k = k or 3, generator = nm.generator(seed)}
   local X, F = m:dataset(s, nm.generator(seed + 1))
-  local a = nm.nk.network{kind = kind, x = X, f = F, generator = nm.generator(seed + 2)}
-  local b = nm.nk.network{kind = kind, x = X, f = F, generator = nm.generator(seed + 2)}
+  local a = nm.kernels.nk.network{kind = kind, x = X, f = F, generator = nm.generator(seed + 2)}
+  local b = nm.kernels.nk.network{kind = kind, x = X, f = F, generator = nm.generator(seed + 2)}
   return a, b
 end
 
 -- The same as models of nm.models.nk (rules[i]: the rule of model i).
 local function model_twins(kind, n, s, seed, k, rules)
-  local m = nm.nk.model{n = n, k = k or 3, generator = nm.generator(seed)}
+  local m = nm.kernels.nk.model{n = n, k = k or 3, generator = nm.generator(seed)}
   local X, F = m:dataset(s, nm.generator(seed + 1))
   local out = {}
   for i = 1, 2 do
@@ -457,7 +457,7 @@ describe("the hill climber", function()
   end)
 
   it("takes the rule by name, path or instance, with its range", function()
-    local m = nm.nk.model{n = 8, k = 2, generator = nm.generator(1)}
+    local m = nm.kernels.nk.model{n = 8, k = 2, generator = nm.generator(1)}
     local X, F = m:dataset(20, nm.generator(2))
     local dir = debug.getinfo(1, "S").source:match("^@(.*)spec/[^/]*$") or "./"
     local a = nk.new{kind = "NAN", x = X, f = F, generator = nm.generator(3), range = 0.25,

@@ -509,7 +509,7 @@ describe("RCN errors", function()
     assert.matches("tau_min <= tau_max", err{sizes = SIZES, tau_min = 5, tau_max = 2})
     assert.matches("sizes", err{sizes = {6}})
     local ok, e = pcall(function()
-      return nm.rcn_net{sizes = SIZES, chemicals = 2, decay = {1}, gain = {1, 1}}
+      return nm.kernels.rcn_net{sizes = SIZES, chemicals = 2, decay = {1}, gain = {1, 1}}
     end)
     assert.is_false(ok)
     assert.matches("bad argument #1 to 'rcn_net' %(field 'decay' must hold 2 numbers", e)

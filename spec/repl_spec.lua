@@ -20,6 +20,12 @@ describe("help's doc strings (doc/*.md)", function()
     for k, v in pairs(nm) do
       if type(v) == "function" and not repl.entries("nm." .. k) then missing[#missing + 1] = "nm." .. k end
     end
+    for _, ns in ipairs(repl.namespaces) do
+      for k, v in pairs(nm[ns]) do
+        local name = "nm." .. ns .. "." .. k
+        if type(v) == "function" and not repl.entries(name) then missing[#missing + 1] = name end
+      end
+    end
     for _, cls in ipairs{"Tensor", "Generator"} do
       for k in pairs(nm[cls]) do
         if not repl.entries(":" .. k) then missing[#missing + 1] = cls .. ":" .. k end
@@ -39,7 +45,11 @@ describe("help's doc strings (doc/*.md)", function()
     local unknown = {}
     for _, name in ipairs(repl.names()) do
       local mod, field = name:match("^([%w_]+)%.([%w_]+)$")
-      if mod == "nm" then
+      if name:match("^nm%.[%w_]+%.") then   -- nm.sys.spawn, nm.kernels.nk.model
+        local v = nm
+        for part in name:sub(4):gmatch("[^.]+") do v = type(v) == "table" and v[part] or nil end
+        if v == nil then unknown[#unknown + 1] = name end
+      elseif mod == "nm" then
         if nm[field] == nil then unknown[#unknown + 1] = name end
       elseif mod then
         for _, lib in ipairs(libs) do
@@ -76,7 +86,12 @@ describe("help's doc strings (doc/*.md)", function()
     none, why = repl.help_text("zzz_unknown")
     assert.is_nil(none)
     assert.equal("no help for 'zzz_unknown' (help() says what there is)", why)
-    assert.truthy(repl.help_text(nm):find("nm (the module):", 1, true))
+    assert.truthy(repl.help_text(nm):find("nm (the module: the tensor library; nm.sys, nm.kernels):", 1, true))
+    assert.truthy(repl.help_text(nm.sys):find("nm.sys:", 1, true))
+    assert.truthy(repl.help_text(nm.kernels):find("motif_net", 1, true))
+    assert.truthy(repl.help_text(nm.sys.spawn):find("nm.sys.spawn(", 1, true))
+    assert.equal(repl.help_text(nm.sys.spawn), repl.help_text("nm.sys.spawn"))
+    assert.truthy(repl.help_text(nm.kernels.plastic_outer):find("nm.kernels.plastic_outer(W,", 1, true))
   end)
 end)
 

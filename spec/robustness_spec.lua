@@ -1,6 +1,6 @@
 -- spec/robustness_spec.lua: "errors, never crashes" over the whole C API
 -- of the neuromic module (issue 2). Every function reachable from
--- require "neuromic" (module functions, nm.bmvr/nm.folded/nm.nk, the Tensor
+-- require "neuromic" (module functions, nm.sys, nm.kernels and its tables bmvr/folded/nk, the Tensor
 -- and Generator methods, the methods and metamethods of every object type
 -- the module creates) is called from a valid base call with one argument
 -- (or one field of a table argument) replaced by a battery of bad values:
@@ -50,18 +50,18 @@ local function mc_handle()
   return mc_module.new{sizes = {3, 4, 2}, gen = gen()}:handle()
 end
 
-local function nk_model() return nm.nk.model{n = 6, k = 2, generator = gen()} end
+local function nk_model() return nm.kernels.nk.model{n = 6, k = 2, generator = gen()} end
 local function nk_data()
   return nm.tensor({{1, -1, 1}, {-1, -1, 1}, {1, 1, -1}, {-1, 1, 1}}, "float64"),
          nm.tensor({0.2, 0.7, 0.5, 0.9}, "float64")
 end
 local function nk_net(kind)
   local X, F = nk_data()
-  return nm.nk.network{kind = kind or "NAN", x = X, f = F, h = 2, generator = gen()}
+  return nm.kernels.nk.network{kind = kind or "NAN", x = X, f = F, h = 2, generator = gen()}
 end
 
 local SIZES = {4, 3, 2}
-local function motif() return nm.motif_net{sizes = SIZES} end
+local function motif() return nm.kernels.motif_net{sizes = SIZES} end
 local function wlist(chem)                  -- one weight-shaped tensor per layer
   local out = {}
   for l = 1, #SIZES - 1 do
@@ -71,7 +71,7 @@ local function wlist(chem)                  -- one weight-shaped tensor per laye
 end
 local function theta() return {0.1, -0.1, 0.2, 0, 0.05, 0, 0, 0.1, 0, -0.05} end
 
-local function rcn() return nm.rcn_net{sizes = SIZES, chemicals = 2, decay = {0.5, 0.9}, gain = {1, 1}} end
+local function rcn() return nm.kernels.rcn_net{sizes = SIZES, chemicals = 2, decay = {0.5, 0.9}, gain = {1, 1}} end
 local function rcn_params() return {P = D(2, 10), K = D(2, 2), v = D(2), b = D(2)} end
 
 local function bmvr_net()
@@ -130,9 +130,11 @@ local function collect(prefix, tab)
   end
 end
 collect("nm.", nm)
-collect("bmvr.", nm.bmvr)
-collect("folded.", nm.folded)
-collect("nk.", nm.nk)
+collect("nm.sys.", nm.sys)
+collect("nm.kernels.", nm.kernels)
+collect("bmvr.", nm.kernels.bmvr)
+collect("folded.", nm.kernels.folded)
+collect("nk.", nm.kernels.nk)
 collect("Tensor.", nm.Tensor)
 collect("Generator.", nm.Generator)
 local OBJECTS = {
@@ -263,7 +265,7 @@ base("Generator.set_state", function() return {gen(), gen():state()} end)
 -- A scratch directory for the files the spec writes.
 local TMP = os.tmpname()
 os.remove(TMP)
-nm.mkdir(TMP)
+nm.sys.mkdir(TMP)
 local function tmp(name) return TMP .. "/" .. name end
 nm.save_npy(tmp("a.npy"), D(2, 3))
 nm.save_idx(tmp("a.idx"), nm.tensor{{1, 2, 3}, {4, 5, 6}}, "ubyte")
@@ -272,8 +274,8 @@ base("nm.load_idx", function() return {tmp("a.idx")} end)
 -- System (harmless ones)
 base("nm.crc32", function() return {"abc", 7} end)
 base("nm.hash64", function() return {"abc"} end)
-base("nm.isatty", function() return {2} end)
-base("nm.wait", function() return {-1, true} end)
+base("nm.sys.isatty", function() return {2} end)
+base("nm.sys.wait", function() return {-1, true} end)
 base("nm.blas_threads", function() return {nm.blas_threads()} end)
 -- Synthetic data and gather
 base("nm.synth_teacher", function()
@@ -285,18 +287,16 @@ base("nm.synth_lowrank_sample", function()
 end)
 base("Tensor.index_rows", function() return {T(2, 3), T(4, 3), {1, 3, 4}, 2} end,
      function() return {T(2, 3), T(4, 3), nm.tensor{4, 1}} end)
--- Plasticity kernels (methods and module functions)
-for _, p in ipairs{"Tensor.", "nm."} do
-  base(p .. "plastic_outer", function() return {T(3, 2), 0.1, T(3), T(2), T(3), T(3, 2), T(3)} end,
-       function() return {T(3, 2), 0.1, T(4, 3), T(4, 2), T(4, 3), T(3, 2)} end)
-  base(p .. "plastic_oja", function() return {T(3, 2), 0.1, T(3), T(2), T(3, 2)} end,
-       function() return {T(3, 2), 0.1, T(4, 3), T(4, 2)} end)
-  base(p .. "adam_update", function()
-    return {t23(), t23(), t23(), t23():abs(), 1, 0.9, 0.999, 1e-8, 0.01, 1}
-  end)
-  base(p .. "mul_dact", function() return {t23(), t23(), t23(), "softplus", 2} end)
-end
-base("nm.mc_phi", function() return {D(4), D(4), {rate = "softplus", gamma = 1, beta = 1, theta = 0}} end)
+-- Plasticity kernels, Adam's step and the activation derivative
+base("nm.kernels.plastic_outer", function() return {T(3, 2), 0.1, T(3), T(2), T(3), T(3, 2), T(3)} end,
+     function() return {T(3, 2), 0.1, T(4, 3), T(4, 2), T(4, 3), T(3, 2)} end)
+base("nm.kernels.plastic_oja", function() return {T(3, 2), 0.1, T(3), T(2), T(3, 2)} end,
+     function() return {T(3, 2), 0.1, T(4, 3), T(4, 2)} end)
+base("Tensor.adam_update", function()
+  return {t23(), t23(), t23(), t23():abs(), 1, 0.9, 0.999, 1e-8, 0.01, 1}
+end)
+base("Tensor.mul_dact", function() return {t23(), t23(), t23(), "softplus", 2} end)
+base("nm.kernels.mc_phi", function() return {D(4), D(4), {rate = "softplus", gamma = 1, beta = 1, theta = 0}} end)
 -- Folded autoencoder kernels
 base("folded.rates", function() return {T(2, 3), T(2, 3), T(2, 3), "softplus", 2} end)
 base("folded.mismatch", function() return {T(2, 3), T(2, 3), T(2, 3)} end)
@@ -365,8 +365,8 @@ base("RCN.backward", function()
   return {net, wlist(2), wlist(), H, W, B, tr, rcn_params(),
           {P = nm.zeros(2, 10, "float64"), K = nm.zeros(2, 2, "float64"), v = nm.zeros(2, "float64")}}
 end)
-base("nm.motif_net", function() return {{sizes = {4, 3, 2}, beta = 5, feedback = "bp", dtype = "float64"}} end)
-base("nm.rcn_net", function()
+base("nm.kernels.motif_net", function() return {{sizes = {4, 3, 2}, beta = 5, feedback = "bp", dtype = "float64"}} end)
+base("nm.kernels.rcn_net", function()
   return {{sizes = {4, 3, 2}, beta = 5, feedback = "fa", dtype = "float64", chemicals = 2,
            decay = {0.5, 0.9}, gain = {1, 1}, motifs = {0, 3}, momentum = true, neuron_bias = true}}
 end)
@@ -378,29 +378,29 @@ base("Microcircuit.plasticity", function() return {mc_handle(), 1, "pi", 0.5} en
 base("Microcircuit.begin_step", function() return {mc_handle(), D(3), D(2)} end)
 base("Microcircuit.end_step", function() return {mc_handle(), true, gen()} end)
 base("Microcircuit.finish", function() return {mc_handle()} end)
--- The spec table nm.microcircuit gets from the Lua layer, captured.
+-- The spec table nm.kernels.microcircuit gets from the Lua layer, captured.
 local function mc_spec()
-  local real, captured = nm.microcircuit, nil
-  nm.microcircuit = function(s) captured = s; return real(s) end
+  local real, captured = nm.kernels.microcircuit, nil
+  nm.kernels.microcircuit = function(s) captured = s; return real(s) end
   local ok, err = pcall(function() mc_module.new{sizes = {3, 4, 2}, gen = gen()}:handle() end)
-  nm.microcircuit = real
+  nm.kernels.microcircuit = real
   assert(ok, err)
   return captured
 end
-base("nm.microcircuit", function() return {mc_spec()} end)
+base("nm.kernels.microcircuit", function() return {mc_spec()} end)
 
 -- Functions left out of the battery (effects on processes, files, the
 -- signal handlers, or running time), each tested by hand below.
 local SKIP = {
-  ["nm.spawn"] = "starts processes", ["nm.kill"] = "sends signals",
-  ["nm.sleep"] = "sleeps", ["nm.mkdir"] = "creates directories",
-  ["nm.atomic_write"] = "writes files", ["nm.save_idx"] = "writes files",
-  ["nm.save_npy"] = "writes files", ["nm.install_stop_handler"] = "signal handlers",
-  ["nm.remove_stop_handler"] = "signal handlers", ["nm.bench_direct_gemm"] = "long gemm loops",
+  ["nm.sys.spawn"] = "starts processes", ["nm.sys.kill"] = "sends signals",
+  ["nm.sys.sleep"] = "sleeps", ["nm.sys.mkdir"] = "creates directories",
+  ["nm.sys.atomic_write"] = "writes files", ["nm.save_idx"] = "writes files",
+  ["nm.save_npy"] = "writes files", ["nm.sys.install_stop_handler"] = "signal handlers",
+  ["nm.sys.remove_stop_handler"] = "signal handlers", ["nm.bench_direct_gemm"] = "long gemm loops",
   ["nm.ulp_scan"] = "long scans (its arguments: spec/vmath_spec.lua)",
-  ["nm.append_file"] = "writes files", ["nm.lock"] = "creates files",
-  ["nm.unlock"] = "closes descriptors", ["nm.listdir"] = "reads directories",
-  ["nm.load_kernel"] = "loads shared objects (spec/compile_spec.lua tests it)",
+  ["nm.sys.append_file"] = "writes files", ["nm.sys.lock"] = "creates files",
+  ["nm.sys.unlock"] = "closes descriptors", ["nm.sys.listdir"] = "reads directories",
+  ["nm.kernels.load"] = "loads shared objects (spec/compile_spec.lua tests it)",
 }
 
 -- Arguments that are repeat counts: a huge valid value would run for hours
@@ -631,15 +631,15 @@ describe("robustness: regressions", function()
   it("paths and command arguments with a NUL byte are refused, not cut short", function()
     local dir = os.tmpname()
     os.remove(dir)
-    raises("path contains a NUL byte (at byte " .. (#dir + 2) .. ")", nm.mkdir, dir .. "/\0x")
-    raises("path contains a NUL byte", nm.atomic_write, dir .. "\0x", "data")
-    raises("path contains a NUL byte", nm.atomic_write, dir, "data", dir .. ".bak\0")
-    raises("path contains a NUL byte", nm.spawn, {"true"}, dir .. "\0.log")
-    raises("argument 2 of the command contains a NUL byte", nm.spawn, {"touch", dir .. "\0x"})
-    raises("path contains a NUL byte", nm.load_kernel, dir .. "\0.so", "f", "k")
-    raises("path contains a NUL byte", nm.append_file, dir .. "\0x", "data")
-    raises("path contains a NUL byte", nm.lock, dir .. "\0x", "text")
-    raises("path contains a NUL byte", nm.listdir, dir .. "\0x")
+    raises("path contains a NUL byte (at byte " .. (#dir + 2) .. ")", nm.sys.mkdir, dir .. "/\0x")
+    raises("path contains a NUL byte", nm.sys.atomic_write, dir .. "\0x", "data")
+    raises("path contains a NUL byte", nm.sys.atomic_write, dir, "data", dir .. ".bak\0")
+    raises("path contains a NUL byte", nm.sys.spawn, {"true"}, dir .. "\0.log")
+    raises("argument 2 of the command contains a NUL byte", nm.sys.spawn, {"touch", dir .. "\0x"})
+    raises("path contains a NUL byte", nm.kernels.load, dir .. "\0.so", "f", "k")
+    raises("path contains a NUL byte", nm.sys.append_file, dir .. "\0x", "data")
+    raises("path contains a NUL byte", nm.sys.lock, dir .. "\0x", "text")
+    raises("path contains a NUL byte", nm.sys.listdir, dir .. "\0x")
     local f = io.open(dir, "r")
     assert.is_nil(f)                       -- nothing was created under the short name
   end)
@@ -688,19 +688,19 @@ describe("robustness: regressions", function()
   it("process ids and signals are range-checked before the cast to pid_t / int", function()
     -- 2^32 + pid would have been pid itself; 2^32 - 1 would have been -1
     -- (every process). Signal 0 only tests for existence.
-    raises("must be a process id", nm.kill, 2 ^ 32 + nm.getpid(), 0)
-    raises("must be a process id", nm.kill, 2 ^ 32 - 1, 0)
-    raises("not a signal number", nm.kill, nm.getpid(), 2 ^ 32)
-    raises("not a signal number", nm.kill, nm.getpid(), -1)
-    raises("not a process id", nm.wait, 2 ^ 32 - 1, true)
-    assert.is_true(nm.kill(nm.getpid(), 0))
+    raises("must be a process id", nm.sys.kill, 2 ^ 32 + nm.sys.getpid(), 0)
+    raises("must be a process id", nm.sys.kill, 2 ^ 32 - 1, 0)
+    raises("not a signal number", nm.sys.kill, nm.sys.getpid(), 2 ^ 32)
+    raises("not a signal number", nm.sys.kill, nm.sys.getpid(), -1)
+    raises("not a process id", nm.sys.wait, 2 ^ 32 - 1, true)
+    assert.is_true(nm.sys.kill(nm.sys.getpid(), 0))
   end)
 
   it("a 0-sample plastic_outer with a mask changes nothing (was a NULL write in BLAS)", function()
     local W = T(3, 2)
     local W0 = W:clone()
-    W:plastic_outer(0.1, nm.zeros(0, 3), nm.zeros(0, 2), nil, T(3, 2))
-    W:plastic_outer(0.1, nm.zeros(0, 3), nm.zeros(0, 2), nm.zeros(0, 3), T(3, 2), T(3))
+    nm.kernels.plastic_outer(W, 0.1, nm.zeros(0, 3), nm.zeros(0, 2), nil, T(3, 2))
+    nm.kernels.plastic_outer(W, 0.1, nm.zeros(0, 3), nm.zeros(0, 2), nm.zeros(0, 3), T(3, 2), T(3))
     assert.are.same(W0:totable(), W:totable())
   end)
 
@@ -736,15 +736,15 @@ describe("robustness: regressions", function()
     raises("U shares memory with V", nm.synth_lowrank, gen(), A:clone(), 2, {U = U, V = U})
     raises("X shares memory with Y", nm.synth_lowrank_sample, gen(), T(3, 3), X:narrow(2, 1, 3), X:narrow(2, 1, 3))
     local W = T(3, 3)
-    raises("W shares memory with pre", W.plastic_outer, W, 0.5, T(3), W:row(1))
-    raises("bias shares memory with post", W.plastic_outer, W, 0.5, X, T(4, 3), nil, nil, X:row(2))
-    raises("W shares memory with x", W.plastic_oja, W, 0.5, T(3), W:row(1))
+    raises("W shares memory with pre", nm.kernels.plastic_outer, W, 0.5, T(3), W:row(1))
+    raises("bias shares memory with post", nm.kernels.plastic_outer, W, 0.5, X, T(4, 3), nil, nil, X:row(2))
+    raises("W shares memory with x", nm.kernels.plastic_oja, W, 0.5, T(3), W:row(1))
     local p = t23()
     raises("p shares memory with v", p.adam_update, p, t23(), t23(), p, 1, 0.9, 0.999, 1e-8, 0.1, 1)
     local r = D(2)
     raises("must not share memory", r.max, r, r, D(2, 3), 2)
     local net = bmvr_net()
-    raises("W1 shares memory with X", nm.bmvr.train, net, net.W1, T(3, 2))
+    raises("W1 shares memory with X", nm.kernels.bmvr.train, net, net.W1, T(3, 2))
   end)
 
   it("tensors closed by metamethods while options are read are errors, not NULL writes", function()
@@ -766,7 +766,7 @@ describe("robustness: regressions", function()
       if k == "work" then raw.W1:close() end
       return raw[k]
     end})
-    raises("W1 was closed during the call", nm.bmvr.train, net, T(5, 4), T(5, 2))
+    raises("W1 was closed during the call", nm.kernels.bmvr.train, net, T(5, 4), T(5, 2))
     -- A list handing out fresh tensors it keeps nowhere: they stay alive.
     local Ws = setmetatable({}, {__len = function() return 2 end, __index = function(_, k)
       collectgarbage()
@@ -777,50 +777,50 @@ describe("robustness: regressions", function()
 end)
 
 describe("robustness: functions with effects, by hand", function()
-  it("nm.spawn rejects bad commands before starting anything", function()
-    raises("table expected", nm.spawn)
-    raises("table expected", nm.spawn, "ls")
-    raises("needs a program", nm.spawn, {})
-    raises("not a string", nm.spawn, {{}})
-    raises("not a string", nm.spawn, {"true", {}})
-    raises("string expected", nm.spawn, {"true"}, {})
+  it("nm.sys.spawn rejects bad commands before starting anything", function()
+    raises("table expected", nm.sys.spawn)
+    raises("table expected", nm.sys.spawn, "ls")
+    raises("needs a program", nm.sys.spawn, {})
+    raises("not a string", nm.sys.spawn, {{}})
+    raises("not a string", nm.sys.spawn, {"true", {}})
+    raises("string expected", nm.sys.spawn, {"true"}, {})
   end)
 
-  it("nm.kill and nm.wait check their arguments", function()
-    raises("number expected", nm.kill)
-    raises("must be a process id", nm.kill, 0)
-    raises("must be a process id", nm.kill, -1)
-    raises("must be a process id", nm.kill, math.mininteger)
-    raises("invalid option", nm.kill, nm.getpid(), "HUP")
-    raises("number has no integer representation", nm.kill, 0.5)
-    raises("number has no integer representation", nm.wait, 0 / 0)
-    local pid, why = nm.wait(-1, true)
+  it("nm.sys.kill and nm.sys.wait check their arguments", function()
+    raises("number expected", nm.sys.kill)
+    raises("must be a process id", nm.sys.kill, 0)
+    raises("must be a process id", nm.sys.kill, -1)
+    raises("must be a process id", nm.sys.kill, math.mininteger)
+    raises("invalid option", nm.sys.kill, nm.sys.getpid(), "HUP")
+    raises("number has no integer representation", nm.sys.kill, 0.5)
+    raises("number has no integer representation", nm.sys.wait, 0 / 0)
+    local pid, why = nm.sys.wait(-1, true)
     assert.is_nil(pid)
     assert.are.equal("no child", why)
   end)
 
-  it("nm.sleep takes a sane number of seconds", function()
+  it("nm.sys.sleep takes a sane number of seconds", function()
     for _, v in ipairs{-1, 0 / 0, math.huge, -math.huge, 1e300} do
-      raises("must be a non-negative number of seconds", nm.sleep, v)
+      raises("must be a non-negative number of seconds", nm.sys.sleep, v)
     end
-    raises("number expected", nm.sleep, "x")
-    raises("number expected", nm.sleep)
-    assert.are.equal(0, nm.sleep(0))
+    raises("number expected", nm.sys.sleep, "x")
+    raises("number expected", nm.sys.sleep)
+    assert.are.equal(0, nm.sys.sleep(0))
   end)
 
-  it("nm.mkdir, nm.atomic_write, nm.save_* fail cleanly on bad paths and arguments", function()
-    for _, f in ipairs{nm.mkdir, nm.atomic_write, nm.save_idx, nm.save_npy} do
+  it("nm.sys.mkdir, nm.sys.atomic_write, nm.save_* fail cleanly on bad paths and arguments", function()
+    for _, f in ipairs{nm.sys.mkdir, nm.sys.atomic_write, nm.save_idx, nm.save_npy} do
       raises("expected", f)
       raises("expected", f, {})
     end
-    raises("cannot create directory", nm.mkdir, tmp("a.npy") .. "/sub")
-    nm.mkdir(tmp("d/e/f"))
-    nm.mkdir(tmp("d/e/f"))                                     -- exists: fine
-    raises("string expected", nm.atomic_write, tmp("w"), {})
-    raises("cannot write", nm.atomic_write, tmp("missing/dir/w"), "x")
-    raises("cannot write", nm.atomic_write, tmp("d"), "x")       -- a directory
-    nm.atomic_write(tmp("w"), "one")
-    nm.atomic_write(tmp("w"), "two", tmp("w.bak"))
+    raises("cannot create directory", nm.sys.mkdir, tmp("a.npy") .. "/sub")
+    nm.sys.mkdir(tmp("d/e/f"))
+    nm.sys.mkdir(tmp("d/e/f"))                                     -- exists: fine
+    raises("string expected", nm.sys.atomic_write, tmp("w"), {})
+    raises("cannot write", nm.sys.atomic_write, tmp("missing/dir/w"), "x")
+    raises("cannot write", nm.sys.atomic_write, tmp("d"), "x")       -- a directory
+    nm.sys.atomic_write(tmp("w"), "one")
+    nm.sys.atomic_write(tmp("w"), "two", tmp("w.bak"))
     assert.are.equal("one", io.open(tmp("w.bak")):read("a"))
     for _, save in ipairs{nm.save_idx, nm.save_npy} do
       raises("neuromic.Tensor expected", save, tmp("s"))
@@ -875,8 +875,8 @@ describe("robustness: functions with effects, by hand", function()
   end)
 
   it("the stop handler functions take no arguments and answer", function()
-    assert.is_false((nm.stop_requested()))
-    nm.clear_stop()
+    assert.is_false((nm.sys.stop_requested()))
+    nm.sys.clear_stop()
   end)
 
   it("objects keep their tensors' storage after the tensors are closed", function()
@@ -910,9 +910,9 @@ describe("robustness: zero-size operands run the kernels without touching memory
     function() return Z(0, 3):t():contiguous() end, function() return Z(0, 3):tobytes() end,
     function() return tostring(Z(2, 0, 3, 1)) end, function() return Z(0, 4):normal(gen()) end,
     function() return gen():permutation(0) end, function() return gen():sample(5, 0) end,
-    function() return Z(0, 3):plastic_outer(0.1, Z(0), Z(3)) end,
-    function() return Z(3, 0):plastic_oja(0.1, Z(3), Z(0)) end,
-    function() return Z(3, 2):plastic_oja(0.1, Z(0, 3), Z(0, 2), T(3, 2)) end,
+    function() return nm.kernels.plastic_outer(Z(0, 3), 0.1, Z(0), Z(3)) end,
+    function() return nm.kernels.plastic_oja(Z(3, 0), 0.1, Z(3), Z(0)) end,
+    function() return nm.kernels.plastic_oja(Z(3, 2), 0.1, Z(0, 3), Z(0, 2), T(3, 2)) end,
     function() return Z(0):adam_update(Z(0), Z(0), Z(0), 1, 0.9, 0.999, 1e-8, 0.1, 1) end,
     function() return Z(0, 3):mul_dact(Z(0, 3), Z(0, 3), "tanh") end,
     function() return Z(0, 3):index_rows(Z(4, 3), {}) end,
@@ -920,13 +920,13 @@ describe("robustness: zero-size operands run the kernels without touching memory
     function() return nm.synth_teacher(gen(), Z(0, 3), Z(0, 2), {T(4, 3), T(2, 4)}) end,
     function() return nm.synth_lowrank_sample(gen(), T(2, 3), Z(0, 3), Z(0, 2)) end,
     function() return nm.synth_lowrank_sample(gen(), Z(0, 3), T(5, 3), Z(5, 0)) end,
-    function() return nm.bmvr.train(bmvr_net(), Z(0, 4), Z(0, 2)) end,
-    function() return nm.bmvr.evaluate(bmvr_net(), Z(0, 4), Z(0, 2)) end,
-    function() return nm.bmvr.hidden_cov(bmvr_net(), Z(0, 4)) end,
-    function() return nm.bmvr.alignment(bmvr_net(), Z(0, 4), Z(0, 2)) end,
-    function() return nm.bmvr.backprop(bmvr_net(), Z(0, 4), Z(0, 2)) end,
-    function() return nm.folded.rates(Z(0, 3), Z(0, 3), Z(0, 3), "tanh") end,
-    function() return nm.folded.velocity(Z(0, 3), Z(0, 3), 1, nil, 0, nil, 0, nil, nil, 1) end,
+    function() return nm.kernels.bmvr.train(bmvr_net(), Z(0, 4), Z(0, 2)) end,
+    function() return nm.kernels.bmvr.evaluate(bmvr_net(), Z(0, 4), Z(0, 2)) end,
+    function() return nm.kernels.bmvr.hidden_cov(bmvr_net(), Z(0, 4)) end,
+    function() return nm.kernels.bmvr.alignment(bmvr_net(), Z(0, 4), Z(0, 2)) end,
+    function() return nm.kernels.bmvr.backprop(bmvr_net(), Z(0, 4), Z(0, 2)) end,
+    function() return nm.kernels.folded.rates(Z(0, 3), Z(0, 3), Z(0, 3), "tanh") end,
+    function() return nm.kernels.folded.velocity(Z(0, 3), Z(0, 3), 1, nil, 0, nil, 0, nil, nil, 1) end,
     function() return nm.frombytes("", "float32", 0, 5) end,
   }
   it("every case returns", function()
@@ -958,7 +958,7 @@ describe("robustness: list arguments are read raw, so metamethods cannot pull te
   -- X after X was checked: sgemm then read freed memory (segfault).
   it("motif net query with a proxy labels table is an error, not a crash", function()
     local g = nm.generator(1)
-    local net = nm.motif_net{sizes = {4, 3, 2}}
+    local net = nm.kernels.motif_net{sizes = {4, 3, 2}}
     local X = nm.randn(g, 2, 4)
     local proxy = setmetatable({}, {__len = function() return 2 end,
                                     __index = function() X:close() return 1 end})
@@ -970,9 +970,9 @@ describe("robustness: list arguments are read raw, so metamethods cannot pull te
 end)
 
 describe("robustness: options tables whose metamethods close tensors", function()
-  -- Regression: nm.nk.network checked x, then read more options through
+  -- Regression: nm.kernels.nk.network checked x, then read more options through
   -- __index, which could close x: the copy of the data set read freed memory.
-  it("nm.nk.network reads its tensors last", function()
+  it("nm.kernels.nk.network reads its tensors last", function()
     local X = nm.tensor({{1, -1, 1}, {-1, -1, 1}}, "float64")
     local F = nm.tensor({0.2, 0.7}, "float64")
     local o = {kind = "NAN", x = X, f = F, h = 2, generator = nm.generator(1)}
@@ -980,12 +980,12 @@ describe("robustness: options tables whose metamethods close tensors", function(
       if k == "target" then X:close() end
       return o[k]
     end})
-    local ok, msg = pcall(nm.nk.network, proxy)
+    local ok, msg = pcall(nm.kernels.nk.network, proxy)
     assert.is_false(ok)
     assert.truthy(msg:find("must be tensors", 1, true))
     -- the same options as a plain table still build a network
     o.x = nm.tensor({{1, -1, 1}, {-1, -1, 1}}, "float64")
-    assert.truthy(nm.nk.network(o))
+    assert.truthy(nm.kernels.nk.network(o))
   end)
 end)
 
@@ -994,7 +994,7 @@ describe("robustness: RCN kernel arguments are read raw", function()
   -- were checked made the chemical update read freed memory (segfault).
   it("net:forward with a proxy params table is an error, not a crash", function()
     local g = nm.generator(1)
-    local net = nm.rcn_net{sizes = {4, 3, 2}, chemicals = 2, decay = {0.5, 0.9}, gain = {1, 1}}
+    local net = nm.kernels.rcn_net{sizes = {4, 3, 2}, chemicals = 2, decay = {0.5, 0.9}, gain = {1, 1}}
     local H = {nm.randn(g, 2, 3, 4), nm.randn(g, 2, 2, 3)}
     local W = {nm.randn(g, 3, 4), nm.randn(g, 2, 3)}
     local B = {nm.randn(g, 3, 4), nm.randn(g, 2, 3)}

@@ -32,7 +32,7 @@ end
 local function rule_dir(files)
   local dir = os.tmpname()
   os.remove(dir)
-  nm.mkdir(dir)
+  nm.sys.mkdir(dir)
   local paths = {}
   for name, src in pairs(files) do
     paths[name] = dir .. "/" .. name .. ".lua"
@@ -308,7 +308,7 @@ describe("fused kernels equal their Lua rules", function()
     local W = nm.randn(g, n, m, "float64"):t()       -- a transposed view
     local b = nm.randn(g, m, "float64")
     local W0, b0 = W:clone(), b:clone()
-    W:plastic_outer(0.3, post, pre, gate, mask, b)
+    nm.kernels.plastic_outer(W, 0.3, post, pre, gate, mask, b)
     for i = 1, m do
       local sb = 0
       for s = 1, B do sb = sb + post:get(s, i) * gate:get(s, i) end
@@ -320,7 +320,7 @@ describe("fused kernels equal their Lua rules", function()
       end
     end
     W:copy(W0)
-    W:plastic_oja(0.1, post, pre)
+    nm.kernels.plastic_oja(W, 0.1, post, pre)
     for i = 1, m do
       for j = 1, n do
         local acc = 0
@@ -361,14 +361,14 @@ describe("fused kernels equal their Lua rules", function()
 
   it("reports bad operands naming the shapes", function()
     local W = nm.zeros(3, 4)
-    assert.has_error(function() W:plastic_outer(1, nm.zeros(5, 3), nm.zeros(5, 5)) end,
-      "bad argument #3 to 'plastic_outer' (pre size differs from the weight's columns: " ..
+    assert.has_error(function() nm.kernels.plastic_outer(W, 1, nm.zeros(5, 3), nm.zeros(5, 5)) end,
+      "bad argument #4 to 'plastic_outer' (pre size differs from the weight's columns: " ..
       "W [3 x 4], post [5 x 3], pre [5 x 5])")
-    assert.has_error(function() W:plastic_outer(1, nm.zeros(5, 3), nm.zeros(5, 4), nil, nm.zeros(4, 3)) end,
-      "bad argument #5 to 'plastic_outer' (mask must have the shape of the weight: " ..
+    assert.has_error(function() nm.kernels.plastic_outer(W, 1, nm.zeros(5, 3), nm.zeros(5, 4), nil, nm.zeros(4, 3)) end,
+      "bad argument #6 to 'plastic_outer' (mask must have the shape of the weight: " ..
       "W [3 x 4], post [5 x 3], pre [5 x 4], mask [4 x 3])")
-    assert.has_error(function() W:plastic_oja(1, nm.zeros(2, 3), nm.zeros(3, 4)) end)
-    assert.has_error(function() W:plastic_outer(1, nm.zeros(5, 3, "float64"), nm.zeros(5, 4)) end)
+    assert.has_error(function() nm.kernels.plastic_oja(W, 1, nm.zeros(2, 3), nm.zeros(3, 4)) end)
+    assert.has_error(function() nm.kernels.plastic_outer(W, 1, nm.zeros(5, 3, "float64"), nm.zeros(5, 4)) end)
   end)
 end)
 

@@ -34,9 +34,9 @@ local function run(argv)
   local log = os.tmpname()
   local full = {exe}
   for _, a in ipairs(argv) do full[#full + 1] = a end
-  local pid = nm.spawn(full, log)
+  local pid = nm.sys.spawn(full, log)
   local done, status
-  repeat done, status = nm.wait(pid) until done
+  repeat done, status = nm.sys.wait(pid) until done
   local text = read(log) or ""
   os.remove(log)
   return status, text
@@ -45,20 +45,20 @@ end
 local function start(argv, log)
   local full = {exe}
   for _, a in ipairs(argv) do full[#full + 1] = a end
-  return nm.spawn(full, log)
+  return nm.sys.spawn(full, log)
 end
 
 local function wait(pid)
   local done, status
-  repeat done, status = nm.wait(pid) until done
+  repeat done, status = nm.sys.wait(pid) until done
   return status
 end
 
 local function wait_until(f, seconds)
-  local t0 = nm.clock()
-  while nm.clock() - t0 < seconds do
+  local t0 = nm.sys.clock()
+  while nm.sys.clock() - t0 < seconds do
     if f() then return true end
-    nm.sleep(0.01)
+    nm.sys.sleep(0.01)
   end
   return false
 end
@@ -74,7 +74,7 @@ end
 -- Names of the files in dir and their contents (what "untouched" means).
 local function snapshot(dir)
   local t = {}
-  for _, name in ipairs(nm.listdir(dir) or {}) do t[name] = read(dir .. "/" .. name) end
+  for _, name in ipairs(nm.sys.listdir(dir) or {}) do t[name] = read(dir .. "/" .. name) end
   return t
 end
 
@@ -97,7 +97,7 @@ local tmp
 setup(function()
   tmp = os.tmpname()
   os.remove(tmp)
-  nm.mkdir(tmp)
+  nm.sys.mkdir(tmp)
 end)
 teardown(function()
   os.execute("rm -rf " .. sh_quote(tmp))
@@ -108,7 +108,7 @@ describe("user errors of experiment command lines", function()
     local file = tmp .. "/a-file"
     write(file, "not a folder\n")
     local empty = tmp .. "/no-run"
-    nm.mkdir(empty)
+    nm.sys.mkdir(empty)
     local E = function(name) return root .. "/experiments/" .. name .. ".lua" end
     local cases = {
       -- {argv, text the line must contain}
@@ -187,8 +187,8 @@ end)
 describe("an output folder", function()
   local args = {"--steps", "6", "--seed", "3"}
 
-  it("refuses --out '' (nm.mkdir('') fails)", function()
-    assert.has_error(function() nm.mkdir("") end)
+  it("refuses --out '' (nm.sys.mkdir('') fails)", function()
+    assert.has_error(function() nm.sys.mkdir("") end)
     local opts = cli.try_parse({"--out", ""}, {name = "inproc"})
     local ok, e = pcall(results.open, opts, {quiet = true})
     assert.is_false(ok)
@@ -240,7 +240,7 @@ describe("an output folder", function()
     local status, text = run{echo, "--out", dir, "--resume", "--steps", "400", "--sleep", "0.01"}
     assert.equal(2, status)
     assert.truthy(text:find("is in use by another run (pid " .. pid .. ", started ", 1, true), text)
-    nm.kill(pid, "KILL")
+    nm.sys.kill(pid, "KILL")
     wait(pid)
     -- the lock file of the killed run is still there; its lock is not
     assert.truthy(read(dir .. "/run.lock"):find("pid " .. pid, 1, true))
@@ -248,17 +248,17 @@ describe("an output folder", function()
     assert.equal(0, status, text)
     assert.equal("finished", json.read_file(dir .. "/results.json").status)
     assert.is_nil(read(dir .. "/run.lock"))              -- released at the end
-    -- nm.lock itself
+    -- nm.sys.lock itself
     local path = tmp .. "/x.lock"
-    local fd = nm.lock(path, "pid 1 started now\n")
+    local fd = nm.sys.lock(path, "pid 1 started now\n")
     assert.is_number(fd)
-    local none, why, holder = nm.lock(path, "other")
+    local none, why, holder = nm.sys.lock(path, "other")
     assert.is_nil(none)
     assert.equal("busy", why)
     assert.equal("pid 1 started now\n", holder)
-    nm.unlock(path, fd)
+    nm.sys.unlock(path, fd)
     assert.is_nil(read(path))
-    assert.is_nil(select(1, nm.lock(tmp .. "/no/such/dir/x.lock", "x")))
+    assert.is_nil(select(1, nm.sys.lock(tmp .. "/no/such/dir/x.lock", "x")))
   end)
 
   it("may be resumed with other --threads, --no-plot, --checkpoint-every, --stop-after", function()
@@ -380,9 +380,9 @@ describe("writes", function()
     assert.equal(0, status, text)
     local pid = start({echo, "--out", dir, table.unpack(eargs)}, tmp .. "/torn.log")
     assert.is_true(wait_until(function() return count_lines(dir .. "/metrics.jsonl") >= 5 end, 20))
-    nm.kill(pid, "TERM")
+    nm.sys.kill(pid, "TERM")
     assert.equal(143, wait(pid))
-    nm.append_file(dir .. "/metrics.jsonl", '{"step":6,"sum":')     -- half a row
+    nm.sys.append_file(dir .. "/metrics.jsonl", '{"step":6,"sum":')     -- half a row
     status, text = run{echo, "--out", dir, "--resume", table.unpack(eargs)}
     assert.equal(0, status, text)
     assert.truthy(text:find("incomplete last line", 1, true), text)
@@ -390,15 +390,15 @@ describe("writes", function()
     assert.equal(read(ref .. "/metrics.csv"), read(dir .. "/metrics.csv"))
   end)
 
-  it("nm.append_file appends whole or not at all", function()
+  it("nm.sys.append_file appends whole or not at all", function()
     local path = tmp .. "/append.txt"
-    nm.append_file(path, "one\n")
-    nm.append_file(path, "two\n")
+    nm.sys.append_file(path, "one\n")
+    nm.sys.append_file(path, "two\n")
     assert.equal("one\ntwo\n", read(path))
-    local ok, err = pcall(nm.append_file, "/dev/full", "x")
+    local ok, err = pcall(nm.sys.append_file, "/dev/full", "x")
     assert.is_false(ok)
     assert.truthy(err:find("No space left on device", 1, true))
-    assert.is_false((pcall(nm.append_file, tmp .. "/no/such/dir", "x")))
+    assert.is_false((pcall(nm.sys.append_file, tmp .. "/no/such/dir", "x")))
   end)
 
   -- The full-disk cases need a small file system of their own.
@@ -406,7 +406,7 @@ describe("writes", function()
   local function mount_disk(options)
     if not is_root() then return nil, "not root: cannot mount a small tmpfs" end
     local d = tmp .. "/disk"
-    nm.mkdir(d)
+    nm.sys.mkdir(d)
     if os.execute("mount -t tmpfs -o " .. (options or "size=2m") .. " tmpfs " .. sh_quote(d) ..
                   " 2>/dev/null") ~= true then
       return nil, "mount -t tmpfs failed (no CAP_SYS_ADMIN?)"
@@ -426,7 +426,7 @@ describe("writes", function()
     local path = dir .. "/filler"
     for _, size in ipairs{65536, 4096, 512, 64, 8, 1} do
       local chunk = string.rep("f", size)
-      while pcall(nm.append_file, path, chunk) do end
+      while pcall(nm.sys.append_file, path, chunk) do end
     end
     return path
   end
@@ -502,7 +502,7 @@ describe("writes", function()
     local good = read(dir .. "/checkpoint.nmc")
     assert.truthy(good)
     local filler = fill(disk)
-    nm.kill(pid, "TERM")
+    nm.sys.kill(pid, "TERM")
     status = wait(pid)
     text = read(log)
     assert.are_not.equal(0, status)

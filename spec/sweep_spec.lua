@@ -81,30 +81,30 @@ describe("sweep directories", function()
 
   it("refuse a second runner while the first is alive, and not after it died (D8)", function()
     local dir = tmp .. "/locked"
-    nm.mkdir(dir)
+    nm.sys.mkdir(dir)
     local release = sweep.lock(dir)
     local ok, msg = pcall(sweep.lock, dir)
     assert.is_false(ok)
-    assert.truthy(msg:find(dir .. " is in use by another runner (pid " .. nm.getpid() .. " on ", 1, true), msg)
+    assert.truthy(msg:find(dir .. " is in use by another runner (pid " .. nm.sys.getpid() .. " on ", 1, true), msg)
     local _, err, rc = run_nm{sweep_script, echo, "--set", "a=1,2", "--out", dir}
     assert.equal(2, rc, err)
     assert.equal(1, lines_of(err), err)
-    assert.truthy(err:find("is in use by another runner (pid " .. nm.getpid(), 1, true), err)
+    assert.truthy(err:find("is in use by another runner (pid " .. nm.sys.getpid(), 1, true), err)
     assert.is_nil(read(dir .. "/sweep.jsonl"))
     release()
     -- a runner killed with SIGKILL leaves its lock file, but not the lock
-    local pid = nm.spawn({exe, sweep_script, echo, "--set", "a=1,2", "--out", dir, "--resume",
+    local pid = nm.sys.spawn({exe, sweep_script, echo, "--set", "a=1,2", "--out", dir, "--resume",
                           "--", "--sleep=0.2", "--steps=4"}, tmp .. "/locked.log")
-    local t0 = nm.clock()
-    while not read(dir .. "/sweep.lock") and nm.clock() - t0 < 10 do nm.sleep(0.02) end
+    local t0 = nm.sys.clock()
+    while not read(dir .. "/sweep.lock") and nm.sys.clock() - t0 < 10 do nm.sys.sleep(0.02) end
     _, err, rc = run_nm{sweep_script, "--resume", "--out", dir}
     assert.equal(2, rc, err)
     assert.truthy(err:find("is in use by another runner (pid " .. pid .. " on ", 1, true), err)
-    nm.kill(pid, "KILL")
-    nm.wait(pid)
+    nm.sys.kill(pid, "KILL")
+    nm.sys.wait(pid)
     -- its worker runs on in its own process group, holding its cell's
     -- run lock; let it end (0.8 s)
-    nm.sleep(1.2)
+    nm.sys.sleep(1.2)
     _, err, rc = run_nm{sweep_script, "--resume", "--out", dir}
     assert.equal(0, rc, err)
     assert.equal(2, #sweep.read(dir))

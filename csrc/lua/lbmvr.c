@@ -1,5 +1,5 @@
 /*
-** lbmvr.c: the nm.bmvr table: fused BMVR and backprop training loops over
+** lbmvr.c: the nm.kernels.bmvr table: fused BMVR and backprop training loops over
 ** a whole epoch, forward pass, evaluation, the gain-control and
 ** teaching-signal measures (C core in nm_bmvr.c; the eigensolver and the
 ** RRR solver are nm.symeig and nm.rrr, ltensor_linalg.c).

@@ -1,5 +1,5 @@
 /*
-** lfolded.c: nm.folded, the fused kernels of the energy-based folded
+** lfolded.c: nm.kernels.folded, the fused kernels of the energy-based folded
 ** autoencoder (nm_folded.c) for lua/nm/models/folded_ae.lua.
 */
 #include "lnm.h"

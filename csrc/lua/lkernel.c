@@ -4,7 +4,7 @@
 **
 **   int f(real *const *in, real *const *out, real *scratch, const double *sc)
 **
-**   local k, err = nm.load_kernel(path, symbol, key, layout)
+**   local k, err = nm.kernels.load(path, symbol, key, layout)
 **   k:call(tensors, scalars)     -- tensors: inputs, outputs, then scratch
 **
 ** layout = {dtype =, inputs = {numel, ...}, outputs = {numel, ...},
@@ -54,14 +54,14 @@ static int kernel_release(lua_State *L) {
 /* Reads layout field `name` (a list of element counts) into k->numel. */
 static int read_counts(lua_State *L, int layout, const char *name, nm_kernel *k, int at) {
   lua_getfield(L, layout, name);
-  if (!lua_istable(L, -1)) return luaL_error(L, "load_kernel: layout.%s must be a list", name);
+  if (!lua_istable(L, -1)) return luaL_error(L, "nm.kernels.load: layout.%s must be a list", name);
   int n = (int)luaL_len(L, -1);
-  if (at + n > KERNEL_MAXARGS) return luaL_error(L, "load_kernel: more than %d tensors", KERNEL_MAXARGS);
+  if (at + n > KERNEL_MAXARGS) return luaL_error(L, "nm.kernels.load: more than %d tensors", KERNEL_MAXARGS);
   for (int i = 1; i <= n; i++) {
     lua_geti(L, -1, i);
     lua_Integer c = lua_tointeger(L, -1);
     if (!lua_isinteger(L, -1) || c < 1)
-      return luaL_error(L, "load_kernel: layout.%s[%d] must be a positive integer", name, i);
+      return luaL_error(L, "nm.kernels.load: layout.%s[%d] must be a positive integer", name, i);
     k->numel[at + i - 1] = (int64_t)c;
     lua_pop(L, 1);
   }
@@ -69,7 +69,7 @@ static int read_counts(lua_State *L, int layout, const char *name, nm_kernel *k,
   return n;
 }
 
-/* nm.load_kernel(path, symbol, key, layout) -> kernel | nil, message */
+/* nm.kernels.load(path, symbol, key, layout) -> kernel | nil, message */
 static int kernel_load(lua_State *L) {
   const char *path = nm_checkpath(L, 1);
   const char *symbol = luaL_checkstring(L, 2);
@@ -88,7 +88,7 @@ static int kernel_load(lua_State *L) {
   k->scratch = (int64_t)luaL_optinteger(L, -1, 0);
   lua_pop(L, 2);
   if (k->nscalar < 0 || k->nscalar > KERNEL_MAXARGS || k->scratch < 0)
-    return luaL_error(L, "load_kernel: bad layout (scalars or scratch)");
+    return luaL_error(L, "nm.kernels.load: bad layout (scalars or scratch)");
   char err[512];
   void *h = nm_dl_open(path, err, sizeof err);
   if (!h) {
@@ -191,7 +191,7 @@ static const luaL_Reg kernel_metameth[] = {
 };
 
 static const luaL_Reg kernel_funcs[] = {
-  {"load_kernel", kernel_load}, {NULL, NULL}
+  {"load", kernel_load}, {NULL, NULL}
 };
 
 void nm_open_kernel(lua_State *L, int module, int methods) {

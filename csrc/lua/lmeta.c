@@ -169,7 +169,7 @@ int64_t nm_motif_label(lua_State *L, int arg, const nm_motif_net *net) {
   return label - 1;
 }
 
-/* nm.motif_net{sizes = {n0, ..., nL}, beta = 10, feedback = "fa"|"bp"|
+/* nm.kernels.motif_net{sizes = {n0, ..., nL}, beta = 10, feedback = "fa"|"bp"|
 ** "bp_detached", dtype = "float32"} -> MotifNet. */
 static int l_motif_net(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);

@@ -3,7 +3,7 @@
 ** a dendritic-microcircuit network (C core in nm_microcircuit.c) whose
 ** Euler steps run in C, many per call.
 **
-**   local mc = nm.microcircuit{
+**   local mc = nm.kernels.microcircuit{
 **     sizes = {n0, n1, ..., nN},
 **     dt, g_lk, g_B, g_A, g_D, g_som, sigma, tau_in, tau_w, gamma, beta, theta
 **       (numbers), noise = "sqrt_dt" | "dt", rate = "softplus" | "logistic",
@@ -248,7 +248,7 @@ static void check_input_disjoint(lua_State *L, const nm_mc_net *net, int arg, co
     }
 }
 
-/* nm.microcircuit(spec) -> a Microcircuit bound to the spec's tensors. */
+/* nm.kernels.microcircuit(spec) -> a Microcircuit bound to the spec's tensors. */
 static int l_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
@@ -570,7 +570,7 @@ static int m_params(lua_State *L) {
   return 1;
 }
 
-/* nm.mc_phi(r, u, spec): r = phi(u) for float64 tensors with the rate
+/* nm.kernels.mc_phi(r, u, spec): r = phi(u) for float64 tensors with the rate
 ** function of spec (rate, gamma, beta, theta), as the C dynamics use it. */
 static int l_phi(lua_State *L) {
   /* The spec first: reading it may run metamethods (that could close r or

@@ -1,6 +1,9 @@
 /*
 ** lneuromic.c: luaopen_neuromic, the module opener; gathers the
-** submodules of the binding into one table.
+** submodules of the binding into one table. The module's top is the
+** tensor library (constructors, Tensor, Generator, io, products, linear
+** algebra, hashes, version, build); OS functions are in nm.sys (lsys.c)
+** and the model kernels of csrc/models in nm.kernels.
 */
 #include "lnm.h"
 
@@ -16,15 +19,18 @@ int luaopen_neuromic(lua_State *L) {
   nm_open_random(L, module, methods);
   nm_open_io(L, module, methods);
   nm_open_sys(L, module, methods);
-  nm_open_nk(L, module, methods);
   nm_open_synth(L, module, methods);
-  nm_open_plastic(L, module, methods);
-  nm_open_bmvr(L, module, methods);
-  nm_open_microcircuit(L, module, methods);
-  nm_open_meta(L, module, methods);
-  nm_open_rcn(L, module, methods);
-  nm_open_folded(L, module, methods);
-  nm_open_kernel(L, module, methods);
+  lua_newtable(L);                      /* nm.kernels: the model kernels */
+  int kernels = lua_gettop(L);
+  nm_open_nk(L, kernels, methods);
+  nm_open_plastic(L, kernels, methods);
+  nm_open_bmvr(L, kernels, methods);
+  nm_open_microcircuit(L, kernels, methods);
+  nm_open_meta(L, kernels, methods);
+  nm_open_rcn(L, kernels, methods);
+  nm_open_folded(L, kernels, methods);
+  nm_open_kernel(L, kernels, methods);
+  lua_setfield(L, module, "kernels");
   lua_pushvalue(L, methods);
   lua_setfield(L, module, "Tensor");
   lua_pushstring(L, nm_version);

@@ -1,5 +1,5 @@
 /*
-** lnk.c: the nm.nk table: NK models (neuromic.NKModel) and the networks
+** lnk.c: the nm.kernels.nk table: NK models (neuromic.NKModel) and the networks
 ** of Bull's neuron autoencoders with their random hill climber
 ** (neuromic.NKNet). C core in nm_nk.c.
 */
@@ -60,7 +60,7 @@ static nm_rng *gen_field(lua_State *L, int arg) {
 
 /* ------------------------------------------------------------ models */
 
-/* nm.nk.model{n =, k =, generator =, partners = "random"|"adjacent",
+/* nm.kernels.nk.model{n =, k =, generator =, partners = "random"|"adjacent",
 ** table = "auto"|true|false}: a new NK model; allocates. */
 static int model_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -257,7 +257,7 @@ static double range_field(lua_State *L, int arg) {
   return r;
 }
 
-/* nm.nk.network{kind = "NN"|"NAN"|"ANN", x = X [S x N], f = F [S],
+/* nm.kernels.nk.network{kind = "NN"|"NAN"|"ANN", x = X [S x N], f = F [S],
 ** generator = g, h = 10, range = 1.0, target = "input"|"binary"}: a
 ** network with weights U[-1, 1] drawn from g and a copy of the training
 ** set; allocates. */

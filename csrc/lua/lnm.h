@@ -102,9 +102,11 @@ const nm_tensor *nm_motif_input(lua_State *L, int arg, const nm_motif_net *net);
 /* A 1-based class label at arg, returned 0-based. */
 int64_t nm_motif_label(lua_State *L, int arg, const nm_motif_net *net);
 
-/* Submodule openers: each adds its functions to the module table at
-** absolute index `module` and its Tensor methods to the table at
-** absolute index `methods`. Listed in lneuromic.c. */
+/* Submodule openers: each adds its functions to the table at absolute
+** index `module` and its Tensor methods to the table at absolute index
+** `methods`. Listed in lneuromic.c, which passes the module itself to the
+** tensor library's openers (nm_open_sys adds the namespace nm.sys) and
+** the namespace nm.kernels to the openers of the model kernels. */
 void nm_open_tensor(lua_State *L, int module, int methods);
 void nm_open_tensor_math(lua_State *L, int module, int methods);
 void nm_open_tensor_linalg(lua_State *L, int module, int methods);
@@ -113,7 +115,7 @@ void nm_open_io(lua_State *L, int module, int methods);
 void nm_open_sys(lua_State *L, int module, int methods);
 void nm_open_nk(lua_State *L, int module, int methods);
 void nm_open_synth(lua_State *L, int module, int methods);
-void nm_open_plastic(lua_State *L, int module, int methods);
+void nm_open_plastic(lua_State *L, int kernels, int methods);
 void nm_open_bmvr(lua_State *L, int module, int methods);
 void nm_open_microcircuit(lua_State *L, int module, int methods);
 void nm_open_meta(lua_State *L, int module, int methods);

@@ -1,11 +1,10 @@
 /*
-** lplastic.c: Tensor methods for the fused plasticity kernels of
-** nm_plastic.c (gated outer-product update, Oja's subspace rule), and
-** nm.blas_threads.
+** lplastic.c: the fused plasticity kernels of nm_plastic.c (gated
+** outer-product update, Oja's subspace rule) as nm.kernels.plastic_outer
+** and nm.kernels.plastic_oja, and the Tensor methods adam_update and
+** mul_dact.
 */
 #include <stdint.h>
-
-#include <cblas.h>
 
 #include "lnm.h"
 #include "nm_plastic.h"
@@ -48,7 +47,7 @@ static int operand_error(lua_State *L, int arg, const char *msg, int n,
   return luaL_argerror(L, arg, lua_tostring(L, -1));
 }
 
-/* W:plastic_outer(alpha, post, pre [, gate [, mask [, bias]]]) -> W
+/* nm.kernels.plastic_outer(W, alpha, post, pre [, gate [, mask [, bias]]]) -> W
 ** W += alpha ((post .* gate)^T pre) .* mask; bias += alpha colsum(post .* gate).
 ** Rows of 2-D post/pre are samples (summed); 1-D is one sample.
 ** Allocates nothing once its scratch is large enough. */
@@ -81,7 +80,7 @@ static int m_plastic_outer(lua_State *L) {
   return 1;
 }
 
-/* W:plastic_oja(alpha, y, x [, mask]) -> W
+/* nm.kernels.plastic_oja(W, alpha, y, x [, mask]) -> W
 ** Oja's subspace rule summed over rows: W += alpha (Y^T X - Y^T Y W) .* mask.
 ** Allocates nothing once its scratch is large enough. */
 static int m_plastic_oja(lua_State *L) {
@@ -168,39 +167,27 @@ static int m_mul_dact(lua_State *L) {
   return 1;
 }
 
-/* nm.blas_threads([n]) -> the number of OpenBLAS threads (after setting
-** it to n, when given). Benchmarks use it to match other libraries. */
-static int f_blas_threads(lua_State *L) {
-  if (!lua_isnoneornil(L, 1)) {
-    lua_Integer n = luaL_checkinteger(L, 1);
-    luaL_argcheck(L, n >= 1 && n <= 1024, 1, "thread count must be in 1..1024");
-    openblas_set_num_threads((int)n);
-  }
-  lua_pushinteger(L, openblas_get_num_threads());
-  return 1;
-}
-
-static const luaL_Reg plastic_methods[] = {
+static const luaL_Reg plastic_kernels[] = {
   {"plastic_outer", m_plastic_outer},
   {"plastic_oja", m_plastic_oja},
+  {NULL, NULL}
+};
+
+static const luaL_Reg plastic_methods[] = {
   {"adam_update", m_adam_update},
   {"mul_dact", m_mul_dact},
   {NULL, NULL}
 };
 
-/* The kernels are Tensor methods (W:plastic_outer(...)) and module
-** functions (nm.plastic_outer(W, ...)), sharing one scratch holder. */
-void nm_open_plastic(lua_State *L, int module, int methods) {
+/* The plasticity kernels are model kernels (nm.kernels.plastic_outer(W,
+** ...)), sharing one scratch holder; Adam's step and the activation
+** derivative are Tensor methods (p:adam_update, E:mul_dact). */
+void nm_open_plastic(lua_State *L, int kernels, int methods) {
+  lua_pushvalue(L, kernels);
   lua_newtable(L);                      /* the scratch holder */
-  int holder = lua_gettop(L);
-  int targets[2] = {methods, module};
-  for (int i = 0; i < 2; i++) {
-    lua_pushvalue(L, targets[i]);
-    lua_pushvalue(L, holder);
-    luaL_setfuncs(L, plastic_methods, 1);
-    lua_pop(L, 1);
-  }
+  luaL_setfuncs(L, plastic_kernels, 1);
   lua_pop(L, 1);
-  lua_pushcfunction(L, f_blas_threads);
-  lua_setfield(L, module, "blas_threads");
+  lua_pushvalue(L, methods);
+  luaL_setfuncs(L, plastic_methods, 0);
+  lua_pop(L, 1);
 }

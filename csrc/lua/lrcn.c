@@ -55,7 +55,7 @@ static void number_list(lua_State *L, const char *field, int count, double *out)
   lua_pop(L, 1);
 }
 
-/* nm.rcn_net{sizes = {n0, ..., nL}, beta = 10, feedback = "fa", dtype =
+/* nm.kernels.rcn_net{sizes = {n0, ..., nL}, beta = 10, feedback = "fa", dtype =
 ** "float32", chemicals = L, decay = {y_1..y_L}, gain = {z_1..z_L},
 ** motifs = {0-based indices}, momentum = false, neuron_bias = false} -> RCN. */
 static int l_rcn_net(lua_State *L) {

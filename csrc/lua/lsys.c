@@ -1,7 +1,7 @@
 /*
 ** lsys.c: the operating-system functions of the experiment harness
-** (nm.atomic_write, nm.append_file, nm.lock, nm.listdir, nm.crc32,
-** nm.clock, the stop flag, worker processes)
+** (nm.sys.atomic_write, nm.sys.append_file, nm.sys.lock, nm.sys.listdir, nm.crc32,
+** nm.sys.clock, the stop flag, worker processes)
 ** over nm_sys.c.
 */
 #include "lnm.h"
@@ -15,7 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
-/* nm.atomic_write(path, data [, backup]): replaces the file crash-safely;
+/* nm.sys.atomic_write(path, data [, backup]): replaces the file crash-safely;
 ** with backup, the old file (if any) is kept under that name. */
 static int sys_atomic_write(lua_State *L) {
   const char *path = nm_checkpath(L, 1);
@@ -30,7 +30,7 @@ static int sys_atomic_write(lua_State *L) {
   return 0;
 }
 
-/* nm.append_file(path, data): appends data whole or not at all (a
+/* nm.sys.append_file(path, data): appends data whole or not at all (a
 ** failed write cuts the file back). */
 static int sys_append_file(lua_State *L) {
   const char *path = nm_checkpath(L, 1);
@@ -44,8 +44,8 @@ static int sys_append_file(lua_State *L) {
   return 0;
 }
 
-/* nm.lock(path, text) -> fd | nil, "busy", text of the holder | nil,
-** message. The lock lives until nm.unlock(path, fd) or the process ends. */
+/* nm.sys.lock(path, text) -> fd | nil, "busy", text of the holder | nil,
+** message. The lock lives until nm.sys.unlock(path, fd) or the process ends. */
 static int sys_lock(lua_State *L) {
   const char *path = nm_checkpath(L, 1);
   size_t len;
@@ -90,7 +90,7 @@ static int add_name(void *ctx, const char *name) {
   return 0;
 }
 
-/* nm.listdir(path) -> sorted list of entry names | nil, message */
+/* nm.sys.listdir(path) -> sorted list of entry names | nil, message */
 static int sys_listdir(lua_State *L) {
   const char *path = nm_checkpath(L, 1);
   lua_newtable(L);
@@ -137,7 +137,7 @@ static int sys_clock(lua_State *L) {
   return 1;
 }
 
-/* nm.children_cpu() -> seconds (user + system), user, system: the CPU
+/* nm.sys.children_cpu() -> seconds (user + system), user, system: the CPU
 ** time of the ended and waited-for children so far. */
 static int sys_children_cpu(lua_State *L) {
   double user, sys;
@@ -160,7 +160,7 @@ static int sys_getpid(lua_State *L) {
   return 1;
 }
 
-/* nm.sleep(seconds) -> seconds left when a signal cut it short (else 0). */
+/* nm.sys.sleep(seconds) -> seconds left when a signal cut it short (else 0). */
 static int sys_sleep(lua_State *L) {
   lua_Number s = luaL_checknumber(L, 1);
   luaL_argcheck(L, s >= 0 && s < 1e9, 1, "must be a non-negative number of seconds");
@@ -198,7 +198,7 @@ static int sys_remove_stop_handler(lua_State *L) {
   return 0;
 }
 
-/* nm.stop_requested() -> false | true, "SIGINT"|"SIGTERM", signal number */
+/* nm.sys.stop_requested() -> false | true, "SIGINT"|"SIGTERM", signal number */
 static int sys_stop_requested(lua_State *L) {
   int sig = nm_stop_signal();
   if (sig == 0) {
@@ -217,7 +217,7 @@ static int sys_clear_stop(lua_State *L) {
   return 0;
 }
 
-/* nm.mkdir(path [, parents = true]) */
+/* nm.sys.mkdir(path [, parents = true]) */
 static int sys_mkdir(lua_State *L) {
   const char *path = nm_checkpath(L, 1);
   int parents = lua_isnoneornil(L, 2) ? 1 : lua_toboolean(L, 2);
@@ -227,7 +227,7 @@ static int sys_mkdir(lua_State *L) {
   return 0;
 }
 
-/* nm.spawn({prog, arg1, ...} [, log_path]) -> pid */
+/* nm.sys.spawn({prog, arg1, ...} [, log_path]) -> pid */
 static int sys_spawn(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   const char *log_path = nm_optpath(L, 2);
@@ -256,7 +256,7 @@ static int sys_spawn(lua_State *L) {
   return 1;
 }
 
-/* nm.wait([pid [, nohang]]) -> pid, exit status, signal name | nil when
+/* nm.sys.wait([pid [, nohang]]) -> pid, exit status, signal name | nil when
 ** nohang and nothing finished | nil, "interrupted" | nil, "no child" */
 static int sys_wait(lua_State *L) {
   lua_Integer pid = luaL_optinteger(L, 1, -1);
@@ -288,7 +288,7 @@ static int sys_wait(lua_State *L) {
   return 3;
 }
 
-/* nm.kill(pid [, "TERM"|"INT"|"KILL"|number]) -> true | nil, message */
+/* nm.sys.kill(pid [, "TERM"|"INT"|"KILL"|number]) -> true | nil, message */
 static int sys_kill(lua_State *L) {
   lua_Integer pid = luaL_checkinteger(L, 1);
   int sig = SIGTERM;
@@ -332,7 +332,7 @@ static const char *level_name(int level) {
   return level == 4 ? "x86-64-v4" : level == 3 ? "x86-64-v3" : "baseline";
 }
 
-/* nm.isa_versions() -> {cpu = level, kernels = {{kernels =, clones =, runs =}, ...}}:
+/* nm.sys.isa_versions() -> {cpu = level, kernels = {{kernels =, clones =, runs =}, ...}}:
 ** which ISA version of each hot kernel runs on this CPU. */
 static int sys_isa_versions(lua_State *L) {
   lua_createtable(L, 0, 2);
@@ -363,8 +363,6 @@ static const luaL_Reg sys_funcs[] = {
   {"lock", sys_lock},
   {"unlock", sys_unlock},
   {"listdir", sys_listdir},
-  {"crc32", sys_crc32},
-  {"hash64", sys_hash64},
   {"clock", sys_clock},
   {"children_cpu", sys_children_cpu},
   {"isatty", sys_isatty},
@@ -381,9 +379,19 @@ static const luaL_Reg sys_funcs[] = {
   {NULL, NULL}
 };
 
+/* Checksums of bytes belong to the tensor library (nm.crc32, nm.hash64);
+** the rest is nm.sys. */
+static const luaL_Reg hash_funcs[] = {
+  {"crc32", sys_crc32},
+  {"hash64", sys_hash64},
+  {NULL, NULL}
+};
+
 void nm_open_sys(lua_State *L, int module, int methods) {
   (void)methods;
   lua_pushvalue(L, module);
-  luaL_setfuncs(L, sys_funcs, 0);
+  luaL_setfuncs(L, hash_funcs, 0);
   lua_pop(L, 1);
+  luaL_newlib(L, sys_funcs);
+  lua_setfield(L, module, "sys");
 }

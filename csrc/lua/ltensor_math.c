@@ -797,7 +797,20 @@ static int f_ulp_scan(lua_State *L) {
   return 3;
 }
 
+/* nm.blas_threads([n]) -> the number of OpenBLAS threads (after setting
+** it to n, when given). Benchmarks use it to match other libraries. */
+static int f_blas_threads(lua_State *L) {
+  if (!lua_isnoneornil(L, 1)) {
+    lua_Integer n = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, n >= 1 && n <= 1024, 1, "thread count must be in 1..1024");
+    openblas_set_num_threads((int)n);
+  }
+  lua_pushinteger(L, openblas_get_num_threads());
+  return 1;
+}
+
 static const luaL_Reg module_funcs[] = {
+  {"blas_threads", f_blas_threads},
   {"mm", f_mm}, {"mv", f_mv}, {"outer", f_outer}, {"dot", m_dot},
   {"bench_direct_gemm", f_bench_direct_gemm}, {"ulp_scan", f_ulp_scan},
   {NULL, NULL}

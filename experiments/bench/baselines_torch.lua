@@ -54,9 +54,9 @@ local function ours(rule, batch, n)
                      rule = RULE[rule], params = {eta = opts.lr}, gen = nm.generator(1)}
   local batches = data.batches(split, batch, {generator = nm.generator(2), shuffle = batch > 1})
   collectgarbage("collect")
-  local t0 = nm.clock()
+  local t0 = nm.sys.clock()
   for b in batches:epoch() do net:train_batch(b.X, b.Y) end
-  local seconds = nm.clock() - t0
+  local seconds = nm.sys.clock() - t0
   local _, acc = net:evaluate(ds.test.X, ds.test.Y, 1000)
   return {seconds = seconds, test_accuracy = acc}
 end

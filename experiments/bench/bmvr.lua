@@ -39,13 +39,13 @@ local function throughput(method)
     local net = bmvr.new{n = X:size(2), m = 10, k = opts.k, relu = true, method = method,
                          eta_w1 = 1e-3, eta_w2 = 1e-3, eta_q = 1e-3, t0 = 0, seed = rep}
     local left = opts.samples
-    local t0 = nm.clock()
+    local t0 = nm.sys.clock()
     while left > 0 do
       local c = math.min(left, T)
       net:train(X, Y, {count = c})
       left = left - c
     end
-    local dt = nm.clock() - t0
+    local dt = nm.sys.clock() - t0
     best = math.max(best, opts.samples / dt)
   end
   return best

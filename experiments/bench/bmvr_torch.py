@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """bmvr_torch.py: the PyTorch peer of experiments/bench/bmvr.lua.
 
-Runs the same per-sample loops as neuromic's fused nm.bmvr.train and
-nm.bmvr.backprop (linear-readout two-layer network, mean-subtracted ReLU,
+Runs the same per-sample loops as neuromic's fused nm.kernels.bmvr.train and
+nm.kernels.bmvr.backprop (linear-readout two-layer network, mean-subtracted ReLU,
 k hidden units) on Fashion-MNIST's 10,000 test images, written the way one
 would write them in PyTorch: one sample at a time, float32, no autograd,
 in-place tensor ops. Prints one JSON line per loop with samples/second.

@@ -69,9 +69,9 @@ local function best_of(fns, repeats)
   for _ = 1, repeats do
     for name, fn in pairs(fns) do
       collectgarbage("collect")
-      local t0 = nm.clock()
+      local t0 = nm.sys.clock()
       local l, gr = fn()
-      local dt = nm.clock() - t0
+      local dt = nm.sys.clock() - t0
       if not best[name] or dt < best[name] then best[name] = dt end
       out[name] = {loss = l, grad = gr}
     end
@@ -85,7 +85,7 @@ end
 
 local tmp = os.tmpname()
 os.remove(tmp)
-nm.mkdir(tmp)
+nm.sys.mkdir(tmp)
 
 local function save_episode(net, W, B, X, labels, Xq, labels_q, theta)
   local function save(name, t) nm.save_npy(tmp .. "/" .. name .. ".npy", t) end
@@ -162,11 +162,11 @@ do
   local r = {generated = best.generated}
   if opts.generic then
     collectgarbage("collect")
-    local t0 = nm.clock()
+    local t0 = nm.sys.clock()
     local _, gr = meta_gradient(net, W, B, X, labels, Xq, labels_q, theta, function(th)
       return motif_net.unroll(net, W, B, X, labels, th, opts.steps, {mode = "generic", segment = 5})
     end)
-    r.generic = nm.clock() - t0
+    r.generic = nm.sys.clock() - t0
     r.generic_ratio = r.generic / r.generated
     r.grad_rel_generic = rel_diff(out.generated.grad, gr)
   end
@@ -192,19 +192,19 @@ do
   local _, B = net:init(nm.generator(9))
   local wrt = {}
   for i = 1, net.layers + 1 do wrt[i] = true end
-  local t0 = nm.clock()
+  local t0 = nm.sys.clock()
   motif_net.compiled_step(net, B):traced_pair(wrt)
-  local first = nm.clock() - t0
-  t0 = nm.clock()
+  local first = nm.sys.clock() - t0
+  t0 = nm.sys.clock()
   motif_net.compiled_step(net, B):traced_pair(wrt)
-  local hit = nm.clock() - t0
+  local hit = nm.sys.clock() - t0
   compile.cache_dir = saved
   results.compile = {first_use = first, cache_hit = hit}
 end
 
 -- the episode's files and the cache folder of the compile timing
 local function remove_tree(path)
-  for _, name in ipairs(nm.listdir(path) or {}) do
+  for _, name in ipairs(nm.sys.listdir(path) or {}) do
     local p = path .. "/" .. name
     if not os.remove(p) then remove_tree(p) end
   end

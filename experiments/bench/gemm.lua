@@ -22,7 +22,7 @@ local opts = cli.parse(arg, {
   },
 })
 
-local clock = nm.clock
+local clock = nm.sys.clock
 
 local function module_seconds(C, A, B, reps)
   C:mm(A, B)                                   -- warm-up, untimed

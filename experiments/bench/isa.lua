@@ -1,5 +1,5 @@
 -- experiments/bench/isa.lua: which instruction-set version of each hot
--- kernel runs on this CPU (nm.isa_versions: the clones of nm_simd.h and the
+-- kernel runs on this CPU (nm.sys.isa_versions: the clones of nm_simd.h and the
 -- loader's choice), then the elementwise transcendentals (nm_vmath.h) on a
 -- rows x cols tensor next to PyTorch's kernels and NumPy's straightforward
 -- expressions on the same array, one thread, measured in the same run: ns
@@ -39,15 +39,15 @@ local function cpu_model()
   return s:match("model name%s*:%s*([^\n]+)") or "unknown"
 end
 
-if nm.isa_versions then                -- (an older build, timed for comparison, lacks it)
-  local isa = nm.isa_versions()
+if nm.sys.isa_versions then                -- (an older build, timed for comparison, lacks it)
+  local isa = nm.sys.isa_versions()
   print(format("CPU: %s; highest level the clones use here: %s", cpu_model(), isa.cpu))
   print(format("%-92s %-32s %s", "hot kernels", "versions built", "runs here"))
   for _, k in ipairs(isa.kernels) do
     print(format("%-92s %-32s %s", k.kernels, k.clones, k.runs))
   end
 else
-  print(format("CPU: %s; this build has no nm.isa_versions", cpu_model()))
+  print(format("CPU: %s; this build has no nm.sys.isa_versions", cpu_model()))
 end
 print()
 

@@ -58,7 +58,7 @@ local process = require "nm.process"
 
 local tmp = os.tmpname()
 os.remove(tmp)
-nm.mkdir(tmp)
+nm.sys.mkdir(tmp)
 
 -- Writes the episode for the PyTorch side.
 local function save_episode(net, W, B, task, theta)
@@ -116,9 +116,9 @@ for _, name in ipairs(opts.configs) do
   for _ = 1, opts.repeats do
     collectgarbage("collect")
     local gg = g:clone()
-    local t0, c0 = nm.clock(), os.clock()
+    local t0, c0 = nm.sys.clock(), os.clock()
     local l, _, _, gr = learner:meta_gradient(task, gg, stats)
-    best = math.min(best, nm.clock() - t0)
+    best = math.min(best, nm.sys.clock() - t0)
     best_cpu = math.min(best_cpu, os.clock() - c0)
     loss, grad = l, gr:clone()
   end

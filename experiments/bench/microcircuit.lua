@@ -43,7 +43,7 @@ local x = nm.zeros(sizes[1], "float64"):uniform(g, -1, 1)
 local target = nm.zeros(sizes[3], "float64"):uniform(g, -1, 1)
 local dir = os.tmpname()
 os.remove(dir)
-nm.mkdir(dir)
+nm.sys.mkdir(dir)
 local files = {W_up1 = net.up[1].W, W_up2 = net.up[2].W, W_down = net.down[1].W,
                W_ip = net.ip[1].W, W_pi = net.pi[1].W, x = x, target = target}
 for name, t in pairs(files) do nm.save_npy(dir .. "/" .. name .. ".npy", t) end
@@ -91,9 +91,9 @@ local function rate(steps_per_call, steps)
   local calls = math.max(1, steps // steps_per_call)
   local wall, cpu = math.huge, math.huge
   for _ = 1, opts.repeats do
-    local w0, c0 = nm.clock(), os.clock()
+    local w0, c0 = nm.sys.clock(), os.clock()
     for _ = 1, calls do n:run(x, steps_per_call, target) end
-    wall, cpu = math.min(wall, nm.clock() - w0), math.min(cpu, os.clock() - c0)
+    wall, cpu = math.min(wall, nm.sys.clock() - w0), math.min(cpu, os.clock() - c0)
   end
   local done = calls * steps_per_call
   return done / wall, done / cpu

@@ -1,5 +1,5 @@
 -- experiments/bench/nk.lua: cycles per second of the neuron-autoencoder
--- hill climber (nm.nk, csrc/models/nm_nk.c) scoring candidates incrementally
+-- hill climber (nm.kernels.nk, csrc/models/nm_nk.c) scoring candidates incrementally
 -- from cached activations vs by a naive full forward pass, at N = 100 and
 -- N = 1000 (H = 10, S = 1000), for NN, NAN and ANN, next to a straightforward
 -- NumPy loop doing the naive work (experiments/bench/nk_numpy.py, one
@@ -41,14 +41,14 @@ local opts = cli.parse(arg, {
   },
 })
 
-local clock = nm.clock
+local clock = nm.sys.clock
 
 local function twins(kind, n)
   local gm = nm.generator(opts.seed)
-  local model = nm.nk.model{n = n, k = opts.k, generator = gm}
+  local model = nm.kernels.nk.model{n = n, k = opts.k, generator = gm}
   local X, F = model:dataset(opts.samples, gm)
-  local a = nm.nk.network{kind = kind, x = X, f = F, h = opts.h, generator = nm.generator(7)}
-  local b = nm.nk.network{kind = kind, x = X, f = F, h = opts.h, generator = nm.generator(7)}
+  local a = nm.kernels.nk.network{kind = kind, x = X, f = F, h = opts.h, generator = nm.generator(7)}
+  local b = nm.kernels.nk.network{kind = kind, x = X, f = F, h = opts.h, generator = nm.generator(7)}
   return a, b
 end
 
@@ -123,7 +123,7 @@ if opts.grid then
                         "remove it (or choose --grid-out) to time the grid", grid_dir))
     os.exit(1)
   end
-  nm.mkdir(opts.grid_out)
+  nm.sys.mkdir(opts.grid_out)
   local log = opts.grid_out .. "/bench.log"
   local argv = {require("nm.sweep").interpreter(), "experiments/nan_nk.lua", "--nets", "NAN,ANN",
                 "--jobs", tostring(jobs), "--out", opts.grid_out}

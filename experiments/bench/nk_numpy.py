@@ -2,12 +2,12 @@
 """experiments/bench/nk_numpy.py: the NumPy peer of nk.lua's naive scoring.
 
 A straightforward NumPy hill climber on the neuron-autoencoder networks of
-nm.nk (NN, NAN, ANN; H hidden sigmoid units over N inputs of +-1, one
+nm.kernels.nk (NN, NAN, ANN; H hidden sigmoid units over N inputs of +-1, one
 sigmoid output, and for NAN per-neuron or for ANN shared sigmoid decoders of
 the inputs): every cycle mutates one weight, recomputes the whole forward
 pass over the S training samples with matrix operations and keeps the change
 when the judged error does not grow. Same work per cycle as
-nm.nk's step_naive. Prints one JSON object: {"cycles": n, "seconds": t}.
+nm.kernels.nk's step_naive. Prints one JSON object: {"cycles": n, "seconds": t}.
 
   /usr/bin/python3 experiments/bench/nk_numpy.py --net NAN --n 100 --seconds 2
 """

@@ -17,7 +17,7 @@ local opts = cli.parse(arg, {
   },
 })
 
-local clock = nm.clock
+local clock = nm.sys.clock
 
 -- ns per call of body(calls), best of `repeats`.
 local function time_ns(body)

@@ -275,7 +275,7 @@ end
 function checkpoint.save(path, state, opts)
   local bytes = checkpoint.encode(state)
   local keep = not (opts and opts.keep == false)
-  nm.atomic_write(path, bytes, keep and (path .. ".1") or nil)
+  nm.sys.atomic_write(path, bytes, keep and (path .. ".1") or nil)
   return #bytes
 end
 

@@ -115,11 +115,11 @@ compile.stats = {compiled = 0, loaded = 0, interpreted = 0, compile_seconds = 0,
 local function build(tc, source, key, label)
   local dir = compile.cache_dir()
   local so = dir .. "/" .. key .. ".so"
-  nm.mkdir(dir)
+  nm.sys.mkdir(dir)
   local full = source .. format('const char nm_kernel_key[] = "%s";\n', key)
   local src = dir .. "/" .. key .. ".c"
-  nm.atomic_write(src, full)
-  local tag = format("%d.%d", nm.getpid(), math.random(1 << 30))
+  nm.sys.atomic_write(src, full)
+  local tag = format("%d.%d", nm.sys.getpid(), math.random(1 << 30))
   local tmp = format("%s.tmp.%s", so, tag)
   local log = format("%s/%s.log.%s", dir, key, tag)
   local argv = {tc.cc}
@@ -197,16 +197,16 @@ local function make_kernel(k)
     self.key = key
     local dir = compile.cache_dir()
     local so, meta = dir .. "/" .. key .. ".so", dir .. "/" .. key .. ".json"
-    local t0 = nm.clock()
+    local t0 = nm.sys.clock()
     if exists(so) and exists(meta) then
       local okm, m = pcall(json.decode, read_all(meta))
       if okm and type(m) == "table" and type(m.layout) == "table" then
-        local kern = nm.load_kernel(so, "nm_rule_kernel", key, m.layout)
+        local kern = nm.kernels.load(so, "nm_rule_kernel", key, m.layout)
         if kern then
           self.kernel, self.output_shapes, self.extra = kern, m.output_shapes, m.extra or {}
           if m.layout.scratch > 0 then self.scratch = nm.zeros(m.layout.scratch, k.g.dtype) end
           compile.stats.loaded = compile.stats.loaded + 1
-          compile.stats.load_seconds = compile.stats.load_seconds + (nm.clock() - t0)
+          compile.stats.load_seconds = compile.stats.load_seconds + (nm.sys.clock() - t0)
           return self
         end
       end
@@ -221,14 +221,14 @@ local function make_kernel(k)
     for _, n in ipairs(k.g.captured) do lay.inputs[#lay.inputs + 1] = numel(n.shape) end
     for i, o in ipairs(self.outputs) do lay.outputs[i] = numel(o.shape) end
     build(tc, self.source, key, self.label)
-    nm.atomic_write(meta, json.encode({layout = lay, output_shapes = self.output_shapes,
+    nm.sys.atomic_write(meta, json.encode({layout = lay, output_shapes = self.output_shapes,
                                        extra = self.extra}) .. "\n")
-    local kern, lerr = nm.load_kernel(so, "nm_rule_kernel", key, lay)
+    local kern, lerr = nm.kernels.load(so, "nm_rule_kernel", key, lay)
     if not kern then error("rule compiler: cannot load the kernel just built: " .. tostring(lerr), 0) end
     self.kernel = kern
     if lay.scratch > 0 then self.scratch = nm.zeros(lay.scratch, k.g.dtype) end
     compile.stats.compiled = compile.stats.compiled + 1
-    compile.stats.compile_seconds = compile.stats.compile_seconds + (nm.clock() - t0)
+    compile.stats.compile_seconds = compile.stats.compile_seconds + (nm.sys.clock() - t0)
     return self
   end
   self:generate()

@@ -5,7 +5,7 @@
 -- fails it returns an empty list and a warning (also printed on stderr)
 -- instead of raising, so an experiment never dies for want of a plot.
 --
--- gnuplot runs without a shell (nm.spawn) and never sees the paths it
+-- gnuplot runs without a shell (nm.sys.spawn) and never sees the paths it
 -- writes: it draws into temporary files of its own, which are then moved
 -- into place atomically; text from users (titles, labels) reaches it in
 -- single-quoted strings, which it does not expand (no `command`, no @).
@@ -108,9 +108,9 @@ local function run_script(body, paths, size, keep_script, font)
     os.remove(errfile)
     for _, t in ipairs(temps) do os.remove(t) end
   end
-  local ok, why = pcall(nm.atomic_write, script, text)
+  local ok, why = pcall(nm.sys.atomic_write, script, text)
   if ok and keep_script then
-    ok, why = pcall(nm.atomic_write, keep_script, text)
+    ok, why = pcall(nm.sys.atomic_write, keep_script, text)
   end
   if not ok then
     cleanup()
@@ -126,7 +126,7 @@ local function run_script(body, paths, size, keep_script, font)
   end
   if err:find("%S") then io.stderr:write("gnuplot: ", err) end
   for i, p in ipairs(paths) do
-    local moved, werr = pcall(nm.atomic_write, p, slurp(temps[i]))
+    local moved, werr = pcall(nm.sys.atomic_write, p, slurp(temps[i]))
     if not moved then
       cleanup()
       return warn(format("plot: %s", werr))

@@ -15,13 +15,13 @@ local process = {}
 -- it. When the wait is interrupted by an error (Ctrl-C in the REPL), the
 -- program gets SIGTERM and the error goes on.
 function process.run(argv, log)
-  local ok, pid = pcall(nm.spawn, argv, log)
+  local ok, pid = pcall(nm.sys.spawn, argv, log)
   if not ok then return false, tostring(pid) end
   while true do
-    local wok, done, status, signame = pcall(nm.wait, pid)
+    local wok, done, status, signame = pcall(nm.sys.wait, pid)
     if not wok then
-      nm.kill(pid, "TERM")
-      nm.wait(pid)
+      nm.sys.kill(pid, "TERM")
+      nm.sys.wait(pid)
       error(done, 0)
     end
     if done then

@@ -36,12 +36,12 @@ end
 function progress.new(o)
   o = o or {}
   local enabled = o.enabled
-  if enabled == nil then enabled = nm.isatty(2) end
+  if enabled == nil then enabled = nm.sys.isatty(2) end
   local width = o.width or tonumber(os.getenv("COLUMNS") or "") or 80
   return setmetatable({
     total = o.total, label = o.label or "", interval = o.interval or 0.1,
     width = width, enabled = enabled, stream = o.stream or io.stderr, unit = o.unit or "",
-    start = nm.clock(), last_draw = -math.huge, done = 0, drawn = false,
+    start = nm.sys.clock(), last_draw = -math.huge, done = 0, drawn = false,
   }, Bar)
 end
 
@@ -72,7 +72,7 @@ end
 function Bar:update(done, info)
   self.done = done
   if not self.enabled then return end
-  local now = nm.clock()
+  local now = nm.sys.clock()
   local last = self.total and done >= self.total
   if now - self.last_draw < self.interval and not last then return end
   self.last_draw = now

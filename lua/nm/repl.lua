@@ -61,6 +61,7 @@ local function names_of(span)
     return name and {":" .. name} or {}
   end
   if sep == ":" then return {":" .. name} end
+  if recv:match("^nm%.") then return {recv .. "." .. name} end   -- nm.sys.spawn, nm.kernels.bmvr.train
   local last = recv:match("([%a_][%w_]*)$")
   return {last .. "." .. name}
 end
@@ -159,12 +160,18 @@ end
 
 -- ------------------------------------------------------- names of values
 
--- function -> its documented name, for the module, the tensor and generator
--- methods and the loaded nm.* libraries.
+-- The module's namespaces, besides its top (the tensor library).
+repl.namespaces = {"sys", "kernels"}
+
+-- function -> its documented name, for the module and its namespaces, the
+-- tensor and generator methods and the loaded nm.* libraries.
 local function name_of(v)
   local nm = package.loaded.neuromic
   if nm then
     for k, f in pairs(nm) do if f == v then return "nm." .. k end end
+    for _, ns in ipairs(repl.namespaces) do
+      for k, f in pairs(nm[ns] or {}) do if f == v then return "nm." .. ns .. "." .. k end end
+    end
     for _, cls in ipairs{"Tensor", "Generator"} do
       if type(nm[cls]) == "table" then
         for k, f in pairs(nm[cls]) do if f == v then return ":" .. k, cls .. ":" .. k end end
@@ -236,7 +243,8 @@ local GENERAL = [[
 help(x) or ?x describes x: a function (help(nm.zeros), ?nm.zeros), a tensor
 method (?t:addmm, ?addmm), a library function (?nn.mlp, ?rule.new), a rule
 (?backprop), an experiment and its options (?bmvr, ?bmvr --runs).
-help(nm) lists the module's functions; help(t) for a tensor its methods.
+help(nm) lists the module's functions (the tensor library), help(nm.sys) the
+OS functions, help(nm.kernels) the model kernels; help(t) a tensor's methods.
 The reference is doc/*.md; rules are in rules/, experiments in experiments/.]]
 
 -- One-line summaries of the names of a table that have docs.
@@ -271,7 +279,10 @@ function repl.help_text(x)
     return nil, format("no doc for %s", full or n or "this function")
   end
   if type(x) == "table" then
-    if x == nm then return listing("nm (the module):", x, "nm.") end
+    if x == nm then return listing("nm (the module: the tensor library; nm.sys, nm.kernels):", x, "nm.") end
+    for _, ns in ipairs(repl.namespaces) do
+      if nm and x == nm[ns] then return listing("nm." .. ns .. ":", x, "nm." .. ns .. ".") end
+    end
     for mod, t in pairs(package.loaded) do
       if t == x and type(mod) == "string" then return listing(mod .. ":", x, mod:match("([%w_]+)$") .. ".") end
     end

@@ -192,11 +192,11 @@ reproduce.check_family = check_family
 -- dir/*.lua returns one family table.
 function reproduce.load(dir)
   local files = {}
-  local p = io.popen("ls -1 '" .. dir:gsub("'", "'\\''") .. "' 2>/dev/null")
-  for line in p:lines() do
-    if line:match("^[%w_%-]+%.lua$") then files[#files + 1] = line end
+  local names, why = nm.sys.listdir(dir)
+  if not names then error(format("cannot read the registry %s: %s", dir, tostring(why)), 0) end
+  for _, name in ipairs(names) do
+    if name:match("^[%w_%-]+%.lua$") then files[#files + 1] = name end
   end
-  p:close()
   if #files == 0 then error(format("no family files (*.lua) in %s", dir), 0) end
   local families, seen = {}, {}
   for _, f in ipairs(files) do
@@ -462,9 +462,9 @@ local function result_rows(o, fam, r)
   local dir = result_dir(o, fam, r)
   local rows, problems = {}, {}
   local shards = {}
-  local p = io.popen("ls -1d '" .. dir:gsub("'", "'\\''") .. "'/shard-* 2>/dev/null")
-  for line in p:lines() do shards[#shards + 1] = line end
-  p:close()
+  for _, name in ipairs(nm.sys.listdir(dir) or {}) do
+    if name:match("^shard%-%d+$") then shards[#shards + 1] = dir .. "/" .. name end
+  end
   if #shards > 0 then
     local ok, res, probs, written = pcall(sweep.merge, shards, dir .. "/merged")
     if not ok then return {}, {tostring(res)} end
@@ -736,7 +736,7 @@ function reproduce.update_readme(path, text)
     error(format("%s has no %s ... %s markers for the results table", path, BEGIN, END), 0)
   end
   local new = s:sub(1, a + #BEGIN - 1) .. "\n" .. text .. "\n" .. s:sub(b)
-  if new ~= s then nm.atomic_write(path, new) end
+  if new ~= s then nm.sys.atomic_write(path, new) end
 end
 
 -- ------------------------------------------------------------ estimates
@@ -842,8 +842,8 @@ function reproduce.main(argv, defaults)
     if code == 0 then io.stdout:write(msg) else say(msg) end
     return code
   end
-  local t_start = nm.clock()
-  local cpu_start = nm.children_cpu()
+  local t_start = nm.sys.clock()
+  local cpu_start = nm.sys.children_cpu()
   local ok, result = pcall(function()
     local registry = opts.registry or (defaults and defaults.registry) or "experiments/reproduce"
     local families = reproduce.load(registry)
@@ -913,7 +913,7 @@ function reproduce.main(argv, defaults)
     end
 
     -- reports
-    nm.mkdir(o.doc_dir)
+    nm.sys.mkdir(o.doc_dir)
     for _, fam in ipairs(fams) do
       local summary = {family = fam.family, title = fam.title, generated = os.date("!%Y-%m-%d"),
                        version = nm.version, quick = o.quick or false, results = {}}
@@ -938,17 +938,17 @@ function reproduce.main(argv, defaults)
         end
         summary.results[#summary.results + 1] = res
       end
-      nm.atomic_write(saved_path, json.encode(summary, {indent = 1}) .. "\n")
+      nm.sys.atomic_write(saved_path, json.encode(summary, {indent = 1}) .. "\n")
       local md_path = format("%s/%s.md", o.doc_dir, fam.family)
-      nm.atomic_write(md_path, family_markdown(o, fam, summary) .. "\n")
+      nm.sys.atomic_write(md_path, family_markdown(o, fam, summary) .. "\n")
       say("reproduce: wrote " .. md_path)
     end
     if readme then
       reproduce.update_readme(readme, reproduce.readme_table(families, o.doc_dir))
       say("reproduce: updated the results table of " .. readme)
     end
-    say(format("reproduce: %s wall, %s CPU in the cells this run", hms(nm.clock() - t_start),
-               hms(nm.children_cpu() - cpu_start)))
+    say(format("reproduce: %s wall, %s CPU in the cells this run", hms(nm.sys.clock() - t_start),
+               hms(nm.sys.children_cpu() - cpu_start)))
     return failed > 0 and 1 or 0
   end)
   if not ok then

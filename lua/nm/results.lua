@@ -163,7 +163,7 @@ local held_locks = {}
 
 local function release(lk)
   if lk.fd then
-    nm.unlock(lk.path, lk.fd)
+    nm.sys.unlock(lk.path, lk.fd)
     lk.fd = nil
   end
 end
@@ -173,8 +173,8 @@ local Lock = {__gc = release}
 -- Takes the folder's lock or raises a user error naming its holder.
 local function lock(dir, started)
   local path = dir .. "/run.lock"
-  local text = format("pid %d started %s\n", nm.getpid(), started)
-  local fd, why, holder = nm.lock(path, text)
+  local text = format("pid %d started %s\n", nm.sys.getpid(), started)
+  local fd, why, holder = nm.sys.lock(path, text)
   if fd then
     local lk = setmetatable({fd = fd, path = path}, Lock)
     held_locks[lk] = true
@@ -182,7 +182,7 @@ local function lock(dir, started)
   end
   if why == "busy" then
     local pid, since = (holder or ""):match("^pid (%d+) started (%S+)")
-    if tonumber(pid) == nm.getpid() then return nil end   -- this process has it
+    if tonumber(pid) == nm.sys.getpid() then return nil end   -- this process has it
     cli.error(format("%s is in use by another run (pid %s, started %s); wait for it to end " ..
                      "or choose another --out", dir, pid or "?", since or "?"))
   end
@@ -209,7 +209,7 @@ function results.open(opts, info)
   if type(dir) ~= "string" or dir == "" or dir:find("%z") then
     cli.error(format("--out needs a folder name, got %s", dir == "" and "''" or tostring(dir)))
   end
-  local ok, err = pcall(nm.mkdir, dir)
+  local ok, err = pcall(nm.sys.mkdir, dir)
   if not ok then
     cli.error(format("cannot use --out %s (%s)", dir, tostring(err):match("%(([^()]*)%)$") or err))
   end
@@ -217,7 +217,7 @@ function results.open(opts, info)
   local lk = lock(dir, started)
   local self = setmetatable({
     dir = dir, opts = opts, config = info, rows = {}, columns = {}, column_set = {},
-    final = {}, resumed = 0, elapsed_before = 0, clock0 = nm.clock(),
+    final = {}, resumed = 0, elapsed_before = 0, clock0 = nm.sys.clock(),
     checkpoint_every = info.checkpoint_every or opts.checkpoint_every,
     stop_after = info.stop_after or opts.stop_after,
     ckpt_path = dir .. "/checkpoint.nmc",
@@ -298,7 +298,7 @@ function Run:fail(msg, status)
     self.meta.metrics_rows = #self.rows
     local path = self:path("results.json")
     local text = json.encode(self.meta, {indent = 2}) .. "\n"
-    if not pcall(nm.atomic_write, path, text) then
+    if not pcall(nm.sys.atomic_write, path, text) then
       -- A full disk has no room for a new file; the old one's blocks
       -- still take a status line that is not longer (padded with spaces).
       self.meta.error = nil
@@ -313,7 +313,7 @@ function Run:fail(msg, status)
     end
   end
   self:close()
-  if self.stop_installed then nm.remove_stop_handler() end
+  if self.stop_installed then nm.sys.remove_stop_handler() end
   local kept = exists(self.ckpt_path) or exists(self.ckpt_path .. ".1")
   cli.error(format("%s; the run in %s stopped (status failed)%s", msg, self.dir,
                    kept and "; its last checkpoint is kept: continue with --resume once " ..
@@ -347,7 +347,7 @@ end
 -- like any other write.
 function Run:save(name, text)
   local path = self:path(name)
-  self:_checked(nm.atomic_write, path, text)
+  self:_checked(nm.sys.atomic_write, path, text)
   return path
 end
 
@@ -355,7 +355,7 @@ end
 -- whose names match the Lua pattern (e.g. "%.png$": the plots written).
 function Run:files(pattern)
   local list = {}
-  for _, name in ipairs(nm.listdir(self.dir) or {}) do
+  for _, name in ipairs(nm.sys.listdir(self.dir) or {}) do
     if name:find(pattern) then list[#list + 1] = self:path(name) end
   end
   return list
@@ -389,9 +389,9 @@ function Run:_rewrite_metrics(csv_only)
   if not csv_only then
     local lines = {}
     for i, row in ipairs(self.rows) do lines[i] = json.encode(row) .. "\n" end
-    self:_checked(nm.atomic_write, self:path("metrics.jsonl"), concat(lines))
+    self:_checked(nm.sys.atomic_write, self:path("metrics.jsonl"), concat(lines))
   end
-  self:_checked(nm.atomic_write, self:path("metrics.csv"), concat(parts))
+  self:_checked(nm.sys.atomic_write, self:path("metrics.csv"), concat(parts))
 end
 
 -- Reads back the rows of the run being resumed (a torn last line, from a
@@ -434,7 +434,7 @@ function Run:log(row)
     copy[k] = v
   end
   self:_begin()
-  self:_checked(nm.append_file, self:path("metrics.jsonl"), json.encode(copy) .. "\n")
+  self:_checked(nm.sys.append_file, self:path("metrics.jsonl"), json.encode(copy) .. "\n")
   self.rows[#self.rows + 1] = copy
   local grew = false
   for _, k in ipairs(sorted_keys(copy)) do
@@ -443,7 +443,7 @@ function Run:log(row)
   if grew then
     self:_rewrite_metrics(true)
   else
-    self:_checked(nm.append_file, self:path("metrics.csv"), self:_csv_line(copy))
+    self:_checked(nm.sys.append_file, self:path("metrics.csv"), self:_csv_line(copy))
   end
 end
 
@@ -463,7 +463,7 @@ function Run:info(key, value)
 end
 
 function Run:elapsed()
-  return self.elapsed_before + (nm.clock() - self.clock0)
+  return self.elapsed_before + (nm.sys.clock() - self.clock0)
 end
 
 -- run:write([status]): replaces results.json atomically.
@@ -474,7 +474,7 @@ function Run:write(status)
   self.meta.resumed = self.resumed
   self.meta.final = json.object(self.final)
   self.meta.metrics_rows = #self.rows
-  self:_checked(nm.atomic_write, self:path("results.json"),
+  self:_checked(nm.sys.atomic_write, self:path("results.json"),
                 json.encode(self.meta, {indent = 2}) .. "\n")
 end
 
@@ -490,7 +490,7 @@ function Run:checkpoint(state)
     options = json.encode(options_key(self.opts)),
     elapsed = self:elapsed(),
   })
-  self.last_checkpoint = nm.clock()
+  self.last_checkpoint = nm.sys.clock()
 end
 
 -- run:resume() -> state | nil. With --resume and a checkpoint in the
@@ -540,16 +540,16 @@ end
 -- stop handler is installed on the first call.
 function Run:poll(step, get_state)
   if not self.stop_installed then
-    nm.install_stop_handler()
+    nm.sys.install_stop_handler()
     self.stop_installed = true
   end
   if step == self.stop_after then
-    nm.kill(nm.getpid(), "TERM")
+    nm.sys.kill(nm.sys.getpid(), "TERM")
     -- Another thread (OpenBLAS's) may take the signal: wait for its flag.
-    local t0 = nm.clock()
-    while not nm.stop_requested() and nm.clock() - t0 < 10 do nm.sleep(0.001) end
+    local t0 = nm.sys.clock()
+    while not nm.sys.stop_requested() and nm.sys.clock() - t0 < 10 do nm.sys.sleep(0.001) end
   end
-  local stop = nm.stop_requested()
+  local stop = nm.sys.stop_requested()
   local every = self.checkpoint_every
   if stop or (every and every > 0 and step % every == 0) then
     self:checkpoint(get_state())
@@ -559,7 +559,7 @@ end
 
 -- run:stop(): records the stop in results.json and exits 128 + signal.
 function Run:stop()
-  local _, name, sig = nm.stop_requested()
+  local _, name, sig = nm.sys.stop_requested()
   if self.config.on_stop then self.config.on_stop(self) end
   self:_begin()
   self:write("stopped")
@@ -591,7 +591,7 @@ function Run:finish(final)
   self:write("finished")
   self:close()
   if not self.config.keep_checkpoint then checkpoint.remove(self.ckpt_path) end
-  if self.stop_installed then nm.remove_stop_handler() end
+  if self.stop_installed then nm.sys.remove_stop_handler() end
   return self:path("results.json")
 end
 

@@ -31,7 +31,7 @@
 --       q.dW:addmm(p.eta / q.batch, q.post_t, q.pre, 0)
 --     end,
 --     fused = function(q, p)             -- optional: changes q.W directly
---       q.W:plastic_outer(p.eta / q.batch, q.post, q.pre, nil, q.mask)
+--       nm.kernels.plastic_outer(q.W, p.eta / q.batch, q.post, q.pre, nil, q.mask)
 --     end,
 --   }
 --
@@ -400,7 +400,7 @@ function rule.list(kind)
   dirs_of(package.path, "/rules", dirs)
   local seen, out = {}, {}
   for _, dir in ipairs(dirs) do
-    for _, f in ipairs(require("neuromic").listdir(dir) or {}) do   -- no shell
+    for _, f in ipairs(require("neuromic").sys.listdir(dir) or {}) do   -- no shell
       local n = f:match("^([%w_%-]+)%.lua$")
       if n and not seen[n] then seen[n] = true; out[#out + 1] = n end
     end

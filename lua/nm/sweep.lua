@@ -174,7 +174,7 @@ local function write_csv(dir, rows)
     for _, k in ipairs(fin_cols) do vals[#vals + 1] = cell_text(final[k]) end
     lines[#lines + 1] = concat(vals, ",")
   end
-  nm.atomic_write(dir .. "/sweep.csv", concat(lines, "\n") .. "\n")
+  nm.sys.atomic_write(dir .. "/sweep.csv", concat(lines, "\n") .. "\n")
 end
 sweep.write_csv = write_csv
 
@@ -224,16 +224,16 @@ end
 sweep.manifest_differences = manifest_differences
 
 -- sweep.lock(dir) -> release function. DIR/sweep.lock is held with
--- nm.lock (flock: the kernel frees it when its runner dies, however it
+-- nm.sys.lock (flock: the kernel frees it when its runner dies, however it
 -- dies) and names its holder; a second runner on DIR fails naming it.
 function sweep.lock(dir)
   local path = dir .. "/sweep.lock"
   local f = io.open("/proc/sys/kernel/hostname", "rb")
   local host = f and f:read("l") or os.getenv("HOSTNAME") or "?"
   if f then f:close() end
-  local fd, why, holder = nm.lock(path, format("pid %d on %s since %s\n", nm.getpid(), host, os.date("!%Y-%m-%dT%H:%M:%SZ")))
+  local fd, why, holder = nm.sys.lock(path, format("pid %d on %s since %s\n", nm.sys.getpid(), host, os.date("!%Y-%m-%dT%H:%M:%SZ")))
   if fd then
-    return function() nm.unlock(path, fd) end
+    return function() nm.sys.unlock(path, fd) end
   end
   if why == "busy" then
     error(format("%s is in use by another runner (%s); wait for it to end or choose another --out",
@@ -252,7 +252,7 @@ local function cut_torn_line(path)
   if s == "" or s:sub(-1) == "\n" then return end
   local keep = s:match("^(.*\n)") or ""
   say(format("sweep: cutting off a torn last line of %s (%d bytes at offset %d)", path, #s - #keep, #keep))
-  nm.atomic_write(path, keep)
+  nm.sys.atomic_write(path, keep)
 end
 sweep.cut_torn_line = cut_torn_line
 
@@ -271,7 +271,7 @@ function sweep.run(cfg)
     if not cfg.resume and (exists(manifest_path) or exists(dir .. "/sweep.jsonl")) then
       error(format("%s already holds a sweep; continue it with --resume or choose another --out", dir), 0)
     end
-    nm.mkdir(dir .. "/cells")
+    nm.sys.mkdir(dir .. "/cells")
     release = sweep.lock(dir)
     local given = manifest_of(cfg)
     if exists(manifest_path) then
@@ -281,7 +281,7 @@ function sweep.run(cfg)
                      dir, concat(diffs, "; ")), 0)
       end
     else
-      nm.atomic_write(manifest_path, json.encode(given, {indent = 2}) .. "\n")
+      nm.sys.atomic_write(manifest_path, json.encode(given, {indent = 2}) .. "\n")
     end
     cut_torn_line(dir .. "/sweep.jsonl")
     return sweep.run_locked(cfg, dir)
@@ -314,7 +314,7 @@ function sweep.run_locked(cfg, dir)
                summary.done, #pending, jobs))
   end
 
-  nm.install_stop_handler()
+  nm.sys.install_stop_handler()
   local bar = progress.new{total = #mine, label = "sweep"}
   bar:update(summary.done)
   local running, nrunning = {}, 0
@@ -326,7 +326,7 @@ function sweep.run_locked(cfg, dir)
     running[pid] = nil
     nrunning = nrunning - 1
     local c = r.cell
-    local elapsed = nm.clock() - r.start
+    local elapsed = nm.sys.clock() - r.start
     if status == 0 then
       local ok, res = pcall(json.read_file, r.dir .. "/results.json")
       if ok then
@@ -335,7 +335,7 @@ function sweep.run_locked(cfg, dir)
           options = options_table(c), seed = c.seed, dir = r.dir, results = res,
           elapsed_s = elapsed, cpu_s = cpu,
         })
-        nm.append_file(dir .. "/sweep.jsonl", line .. "\n")   -- whole or not at all
+        nm.sys.append_file(dir .. "/sweep.jsonl", line .. "\n")   -- whole or not at all
         summary.done = summary.done + 1
         summary.ran = summary.ran + 1
         if not cfg.quiet and not bar.enabled then
@@ -349,31 +349,31 @@ function sweep.run_locked(cfg, dir)
     end
     if stopping then return end   -- interrupted on purpose; resumable
     summary.failed = summary.failed + 1
-    nm.append_file(dir .. "/failures.jsonl", json.encode({index = c.index, cell = c.id,
+    nm.sys.append_file(dir .. "/failures.jsonl", json.encode({index = c.index, cell = c.id,
                    key = c.key, exit = status, signal = signame, log = r.dir .. "/log.txt"}) .. "\n")
     say(format("sweep: cell %s failed (%s); see %s/log.txt", c.id,
                signame or ("exit status " .. status), r.dir))
   end
 
   while true do
-    local stop, signame = nm.stop_requested()
+    local stop, signame = nm.sys.stop_requested()
     if stop and not stopping then
       stopping = signame
       say(format("sweep: %s, asking %d running cells to checkpoint and stop", signame, nrunning))
-      for pid in pairs(running) do nm.kill(pid, "TERM") end
+      for pid in pairs(running) do nm.sys.kill(pid, "TERM") end
     end
     while not stopping and nrunning < jobs and next_cell <= #pending do
       local c = pending[next_cell]
       next_cell = next_cell + 1
       local cdir = dir .. "/cells/" .. c.id
-      nm.mkdir(cdir)
+      nm.sys.mkdir(cdir)
       local cmd = cell_command(cfg, c, cdir)
-      local ok, pid = pcall(nm.spawn, cmd, cdir .. "/log.txt")
+      local ok, pid = pcall(nm.sys.spawn, cmd, cdir .. "/log.txt")
       if not ok then
-        nm.remove_stop_handler()
+        nm.sys.remove_stop_handler()
         error(pid, 0)
       end
-      running[pid] = {cell = c, dir = cdir, start = nm.clock()}
+      running[pid] = {cell = c, dir = cdir, start = nm.sys.clock()}
       nrunning = nrunning + 1
     end
     if nrunning == 0 then break end
@@ -384,18 +384,18 @@ function sweep.run_locked(cfg, dir)
     for pid in pairs(running) do pids[#pids + 1] = pid end
     table.sort(pids)
     for _, pid in ipairs(pids) do
-      -- nm.wait reaps this one worker, so the children's CPU time grows by
-      -- exactly its own (and that of the processes it waited for)
-      local cpu0 = nm.children_cpu()
-      local done, status, sig = nm.wait(pid, true)
+      -- nm.sys.wait reaps this one worker, so the children's CPU time grows
+      -- by exactly its own (and that of the processes it waited for)
+      local cpu0 = nm.sys.children_cpu()
+      local done, status, sig = nm.sys.wait(pid, true)
       if done then
-        finish_cell(done, status, sig, nm.children_cpu() - cpu0)
+        finish_cell(done, status, sig, nm.sys.children_cpu() - cpu0)
         reaped = true
       end
     end
-    if not reaped then nm.sleep(0.02) end
+    if not reaped then nm.sys.sleep(0.02) end
   end
-  nm.remove_stop_handler()
+  nm.sys.remove_stop_handler()
   bar:finish()
   local rows = sweep.read(dir)
   write_csv(dir, rows)
@@ -412,7 +412,7 @@ function sweep.run_locked(cfg, dir)
     end
     local kept = {}
     for i, k in ipairs(order) do kept[i] = json.encode(last[k]) .. "\n" end
-    nm.atomic_write(dir .. "/failures.jsonl", concat(kept))
+    nm.sys.atomic_write(dir .. "/failures.jsonl", concat(kept))
   end
   summary.stopped = stopping
   if not cfg.quiet then
@@ -480,16 +480,16 @@ function sweep.merge(dirs, out)
     if a.index ~= b.index then return (a.index or 0) < (b.index or 0) end
     return a.key < b.key
   end)
-  nm.mkdir(out)
+  nm.sys.mkdir(out)
   local lines = {}
   for i, r in ipairs(rows) do lines[i] = json.encode(r) .. "\n" end
-  nm.atomic_write(out .. "/sweep.jsonl", concat(lines))
+  nm.sys.atomic_write(out .. "/sweep.jsonl", concat(lines))
   write_csv(out, rows)
   local m = {}
   for k, v in pairs(manifest) do m[k] = v end
   local count = m.shard and math.tointeger(tonumber(m.shard:match("/(%d+)$")))
   m.shard = nil
-  nm.atomic_write(out .. "/sweep.json", json.encode(m, {indent = 2}) .. "\n")
+  nm.sys.atomic_write(out .. "/sweep.json", json.encode(m, {indent = 2}) .. "\n")
   for _, c in ipairs(sweep.cells(m)) do
     if not by_key[c.key] then
       local where

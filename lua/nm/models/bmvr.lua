@@ -193,22 +193,22 @@ end
 -- Mean ||y - y_hat||^2 over the rows (objective (1)) and the fraction of
 -- rows where argmax y_hat = argmax y.
 function Net:evaluate(X, Y)
-  return nm.bmvr.evaluate(self.s, X, Y, self.s.opts)
+  return nm.kernels.bmvr.evaluate(self.s, X, Y, self.s.opts)
 end
 
 function Net:objective(X, Y)
-  return (nm.bmvr.evaluate(self.s, X, Y, self.s.opts))
+  return (nm.kernels.bmvr.evaluate(self.s, X, Y, self.s.opts))
 end
 
 -- y_hat [T x m] and z [T x k] (allocated), zbar frozen.
 function Net:predict(X)
-  return nm.bmvr.forward(self.s, X, self.s.opts)
+  return nm.kernels.bmvr.forward(self.s, X, self.s.opts)
 end
 
 -- Eigenvalues of the hidden covariance (1/T) sum z z^T, descending, as a
 -- Lua array: the gain-control constraint asks for all of them <= 1.
 function Net:constraint(X)
-  local w = nm.symeig(nm.bmvr.hidden_cov(self.s, X, self.s.opts)):totable()
+  local w = nm.symeig(nm.kernels.bmvr.hidden_cov(self.s, X, self.s.opts)):totable()
   local out = {}
   for i = #w, 1, -1 do out[#out + 1] = w[i] end
   return out
@@ -218,7 +218,7 @@ end
 -- backpropagated error W2T (y - y_hat) .* 1(u > 0), and the cosine of the
 -- W1 updates they sum to over the rows.
 function Net:alignment(X, Y)
-  return nm.bmvr.alignment(self.s, X, Y, self.s.opts)
+  return nm.kernels.bmvr.alignment(self.s, X, Y, self.s.opts)
 end
 
 -- ||Q^T - R||_F (decoupled networks; App. D predicts decay (1 - eta_q)^t).

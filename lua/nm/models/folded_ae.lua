@@ -63,8 +63,8 @@ local nm = require "neuromic"
 local rule = require "nm.rule"
 local nn = require "nm.nn"
 
-local folded = nm.folded             -- fused kernels (csrc/models/nm_folded.c)
--- Rate functions the fused kernel (nm.folded.rates) knows.
+local folded = nm.kernels.folded             -- fused kernels (csrc/models/nm_folded.c)
+-- Rate functions the fused kernel (nm.kernels.folded.rates) knows.
 local FUSED_PHI = {identity = true, tanh = true, sigmoid = true, softplus = true, relu = true}
 
 local fae = {}
@@ -97,7 +97,7 @@ fae.defaults = {
   eta_W = 0.01, eta_G = 0.01,
   init = "pytorch", init_scale = 1,
   dtype = "float32",
-  fused = true,            -- C kernels (nm.folded) for rates, mismatches, velocities, steps
+  fused = true,            -- C kernels (nm.kernels.folded) for rates, mismatches, velocities, steps
 }
 
 local CHOICES = {

@@ -447,7 +447,7 @@ function Net:handle()
     end
     spec.layers[k] = L
   end
-  self.mc = nm.microcircuit(spec)
+  self.mc = nm.kernels.microcircuit(spec)
   -- the rule states of the full dynamics: rows of one sample, views of the
   -- vectors the C object works on
   local function row(v) return v:view(1, v:size(1)) end

@@ -101,7 +101,7 @@ function motif_net.new(o)
     net.feedback = pw.name
     if not C_FEEDBACK[pw.name] then net.pathway = pw end
   end
-  local ok, k = pcall(nm.motif_net, {sizes = net.sizes, beta = net.beta, dtype = net.dtype,
+  local ok, k = pcall(nm.kernels.motif_net, {sizes = net.sizes, beta = net.beta, dtype = net.dtype,
                                      feedback = net.pathway and "bp" or net.feedback})
   if not ok then fail("new: " .. tostring(k):gsub("^.-%(", "("), 2) end
   net.kernel = k

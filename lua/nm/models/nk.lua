@@ -8,10 +8,10 @@
 --   net:run(g, 10000)                   -- 10,000 cycles (the rule's C kernel)
 --   local task, rec = net:errors()
 --
--- Options of nk.new: kind, x, f, generator, h, target as nm.nk.network
+-- Options of nk.new: kind, x, f, generator, h, target as nm.kernels.nk.network
 -- takes them; rule ["hillclimb"]; the rule's parameters by name (range:
 -- the network is made with the rule's range, so the kernel's mutations
--- match the rule's). The rule's state s: net (the nm.nk.network), info
+-- match the rule's). The rule's state s: net (the nm.kernels.nk.network), info
 -- (net:info()), g (the generator of the current run); step(s, p) runs one
 -- cycle and leaves its decision in s.last; kernel(s, p, cycles) runs
 -- cycles in C and returns the changes kept.
@@ -38,7 +38,7 @@ function nk.new(o)
   end
   local range = inst.p.range
   if type(range) ~= "number" then range = o.range end
-  local handle = nm.nk.network{kind = o.kind, x = o.x, f = o.f, generator = o.generator,
+  local handle = nm.kernels.nk.network{kind = o.kind, x = o.x, f = o.f, generator = o.generator,
                                h = o.h, range = range, target = o.target}
   local s = {net = handle, info = handle:info()}
   if inst.def.init then inst.def.init(s, inst.p) end
