@@ -426,6 +426,7 @@ local function sweep_cfg(o, fam, r, dir)
     experiment = r.experiment, sets = form.sets, seeds = form.seeds, args = form.args,
     quick = o.quick or false, out = dir, jobs = r.jobs_arg and 1 or o.jobs, shard = o.shard,
     resume = exists(dir .. "/sweep.json"), interpreter = o.interpreter, runtime_args = runtime,
+    resume_command = "the same reproduce command again",
   }
 end
 

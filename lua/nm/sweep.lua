@@ -417,9 +417,9 @@ function sweep.run_locked(cfg, dir)
   summary.stopped = stopping
   if not cfg.quiet then
     if stopping then
-      say(format("sweep stopped by %s after %d of %d cells; continue with:\n  %s %s --resume --out %s",
-                 stopping, summary.done, summary.total, sweep.interpreter(),
-                 (arg and arg[0]) or "experiments/sweep.lua", dir))
+      say(format("sweep stopped by %s after %d of %d cells; continue with:\n  %s", stopping,
+                 summary.done, summary.total, cfg.resume_command or format("%s %s --resume --out %s",
+                 sweep.interpreter(), (arg and arg[0]) or "experiments/sweep.lua", dir)))
     else
       say(format("sweep %s: %d of %d cells done, %d failed; results in %s/sweep.jsonl",
                  dir, summary.done, summary.total, summary.failed, dir))
