@@ -24,11 +24,15 @@
 --   ./neuromic experiments/bmvr.lua                       # everything (minutes)
 --   ./neuromic experiments/bmvr.lua --parts table1 --search
 --   ./neuromic experiments/bmvr.lua --quick --rules bmvr,bmvr_backprop,./my_rule.lua
+--   ./neuromic experiments/bmvr.lua --quick --rules bmvr,W1=./my_w1_rule.lua
 --
--- --rules: the circuit rules of model "bmvr" compared (names from rules/ or
--- paths); rules/bmvr_backprop.lua is labelled "backprop" and takes the
--- backprop rates, every other rule the BMVR rates (of the parameters
--- eta_w1, eta_w2, eta_q it defines; the others keep their defaults).
+-- --rules: what is compared, each a method of its own: circuit rules of
+-- model "bmvr" (names from rules/ or paths), each driving the pathways it
+-- lists; and pathway=rule items (W1, W2T, Q, R), together one more method,
+-- BMVR with those pathways' rules replaced (labelled "bmvr+W1=name...").
+-- rules/bmvr_backprop.lua is labelled "backprop" and takes the backprop
+-- rates, every other method the BMVR rates (eta_w1 for W1, eta_w2 for W2T,
+-- eta_q for Q and R).
 --
 -- Writes to --out: metrics.jsonl/csv (one row per evaluation), results.json,
 -- table1.md (beside the paper's numbers), fig3_fashion.png, fig3_mnist.png.
@@ -50,7 +54,8 @@ local opts = cli.parse(arg, {
   options = {
     {"parts", "list", {"fig3", "table1"}, "parts to run: fig3, table1", item = "string"},
     {"rules", "list", {"bmvr", "bmvr_backprop"}, "circuit rules of model bmvr compared " ..
-     "(names from rules/ or paths, e.g. ./my_rule.lua)", item = "string"},
+     "(names from rules/ or paths, e.g. ./my_rule.lua), or pathway=rule items (W1, W2T, Q, R) " ..
+     "replacing BMVR's rule of that pathway", item = "string"},
     {"runs", "int", 5, "Fig. 3: runs per curve (seeds seed..seed+runs-1)", quick = 2, min = 1},
     {"fig3-epochs", "int", 10, "Fig. 3: passes over the data", quick = 1, min = 1},
     {"fig3-points", "int", 40, "Fig. 3: evaluations per run, log-spaced in steps", quick = 8, min = 2},
@@ -141,16 +146,41 @@ if not is_mnist(opts.fig3_mnist) then
   io.stderr:write(format("bmvr: --fig3-mnist must be mnist or mnist-subset, got '%s'\n", opts.fig3_mnist))
   os.exit(2)
 end
--- The rules: METHODS their labels in order, RULE_OF[label] the name or path.
+-- The methods: METHODS their labels in order, RULE_OF[label] the rules
+-- option of bmvr.new (a name or path, or a table by pathway).
 local METHODS, RULE_OF = {}, {}
-for i, def in ipairs(cli.rules("bmvr", opts.rules, "circuit", "bmvr")) do
-  local r = opts.rules[i]
-  local label = def.name == "bmvr_backprop" and "backprop" or def.name
+local function add_method(label, rules)
   if RULE_OF[label] then
     io.stderr:write(format("bmvr: --rules names rule '%s' twice\n", label))
     os.exit(2)
   end
-  METHODS[#METHODS + 1], RULE_OF[label] = label, r
+  METHODS[#METHODS + 1], RULE_OF[label] = label, rules
+end
+-- pathway=rule items first checked one by one, then the rules in one go
+local whole, variant, parts, variant_at = {}, nil, {}, nil
+for _, item in ipairs(opts.rules) do
+  local pathway, spec = item:match("^(%w+)=(.+)$")
+  if pathway then
+    local ok, inst = pcall(bmvr.circuit_rule, pathway, cli.rules("bmvr", {spec}, "circuit", "bmvr")[1])
+    if not ok then
+      io.stderr:write("bmvr: --rules: ", (tostring(inst):match("^[^\n]*"):gsub("^bmvr%.new: ", "")), "\n")
+      os.exit(2)
+    end
+    variant = variant or {}
+    if variant[pathway] then
+      io.stderr:write(format("bmvr: --rules: pathway '%s' given twice\n", pathway))
+      os.exit(2)
+    end
+    variant[pathway], parts[#parts + 1] = spec, pathway .. "=" .. inst.name
+    variant_at = variant_at or #whole + 1
+  else
+    whole[#whole + 1] = item
+  end
+end
+local defs = cli.rules("bmvr", whole, "circuit", "bmvr")
+for i = 1, #whole + 1 do         -- in the order given, the variant where it began
+  if i == variant_at then add_method("bmvr+" .. concat(parts, "+"), variant) end
+  if defs[i] then add_method(defs[i].name == "bmvr_backprop" and "backprop" or defs[i].name, whole[i]) end
 end
 local function has_method(m) return RULE_OF[m] ~= nil end
 -- The rates table of a method from one holding "bmvr" and "backprop" entries.
@@ -238,7 +268,7 @@ if has_part("fig3") then
           local T = X:size(1)
           local eta = method ~= "backprop" and cfg.bmvr or {cfg.backprop, cfg.backprop, 0}
           local seed = opts.seed + r - 1
-          local net = bmvr.new{n = X:size(2), m = Y:size(2), k = cfg.k, rule = RULE_OF[method],
+          local net = bmvr.new{n = X:size(2), m = Y:size(2), k = cfg.k, rules = RULE_OF[method],
                                eta_w1 = eta[1], eta_w2 = eta[2], eta_q = eta[3], t0 = cfg.t0,
                                w1_std = FIG3_INIT.w1_std, w2_std = FIG3_INIT.w2_std,
                                q_scale = FIG3_INIT.q_scale, seed = seed}
@@ -277,7 +307,7 @@ local function table1_run(name, k, method, rates, o)
   local Y = o.centre_labels and centred(Ytrain) or Ytrain
   local eval_set = o.validation and ds.val or ds.test
   local seed = o.seed or opts.seed
-  local net = bmvr.new{n = X:size(2), m = Y:size(2), k = k, rule = RULE_OF[method], relu = true,
+  local net = bmvr.new{n = X:size(2), m = Y:size(2), k = k, rules = RULE_OF[method], relu = true,
                        gate = o.gate, decoupled = o.decoupled, eta_w1 = rates[1],
                        eta_w2 = rates[2], eta_q = rates[3] or 0, t0 = opts.table1_t0, seed = seed}
   local g = nm.generator(seed + 2000)

@@ -277,7 +277,7 @@ describe("bmvr circuit rules", function()
           local X = nm.zeros(T, n, dt):normal(g, 0, 1)
           local Y = nm.zeros(T, m, dt):normal(g, 0, 1)
           local function new(r)
-            local o = {n = n, m = m, k = k, dtype = dt, rule = r, eta_w1 = 0.05, eta_w2 = 0.04,
+            local o = {n = n, m = m, k = k, dtype = dt, rules = r, eta_w1 = 0.05, eta_w2 = 0.04,
                        t0 = 10}
             for key, v in pairs(cfg) do o[key] = v end
             if name == "bmvr" then o.eta_q = 0.03 else o.gate = nil end
@@ -305,19 +305,125 @@ describe("bmvr circuit rules", function()
   it("takes a rule by path, definition or instance, and only circuit rules of bmvr", function()
     local o = {n = 3, m = 2, k = 2, eta_w1 = 0.02}
     local by_name = bmvr.new(o)
-    assert.equal("bmvr", by_name.rule.name)
-    assert.equal(0.02, by_name.rule.p.eta_w1)
+    assert.equal("W1=bmvr W2T=bmvr Q=bmvr", by_name:rule_names())
+    assert.equal(0.02, by_name.rules.W1.p.eta)
+    assert.equal(0.005, by_name.rules.Q.p.eta)                -- the paper's eta_q
     local dir = debug.getinfo(1, "S").source:match("^@(.*)spec/[^/]*$") or "./"
-    o.rule = dir .. "rules/bmvr_backprop.lua"
-    assert.equal("backprop", bmvr.new(o).method)
-    o.rule = rule.new("bmvr", {eta_q = 0.5})
-    assert.equal(0.5, bmvr.new(o).rule.p.eta_q)
-    o.rule = "hebb"
-    assert.has_error(function() bmvr.new(o) end,
-      "bmvr.new: rule 'hebb' is a connection rule, not a circuit rule")
-    o.rule = "folded_ae"
-    assert.has_error(function() bmvr.new(o) end,
-      "bmvr.new: rule 'folded_ae' is a circuit rule of model 'folded_ae', not of model 'bmvr'")
+    o.rules = dir .. "rules/bmvr_backprop.lua"
+    assert.equal("W1=bmvr_backprop W2T=bmvr_backprop", bmvr.new(o):rule_names())
+    o.rules = rule.new("bmvr", {eta = 0.5})                   -- an instance keeps its eta
+    assert.equal(0.5, bmvr.new(o).rules.W1.p.eta)
+    o.rules = {Q = false, W2T = rule.definition("bmvr_backprop")}
+    assert.equal("W1=bmvr W2T=bmvr_backprop", bmvr.new(o):rule_names())
+    local errors = {
+      {"hebb", "bmvr.new: rule 'hebb' is a connection rule, not a circuit rule"},
+      {"folded_ae", "bmvr.new: rule 'folded_ae' is a circuit rule of model 'folded_ae', not of model 'bmvr'"},
+      {{Z = "bmvr"}, "bmvr.new: no pathway 'Z' (W1, W2T, Q, R)"},
+      {{Q = "bmvr_backprop"}, "bmvr.new: rule 'bmvr_backprop' drives W1, W2T, not pathway Q"},
+      {{W1 = {kind = "circuit", name = "no_eta", model = "bmvr", pathway = "W1", params = {},
+              equation = "none", paper = "none", step = function() end}},
+       "bmvr.new: rule 'no_eta' must declare the parameter eta (the rate the model sets)"},
+    }
+    for _, e in ipairs(errors) do
+      o.rules = e[1]
+      assert.has_error(function() bmvr.new(o) end, e[2])
+    end
+  end)
+
+  -- A user's rule for W1 written in Lua only, W1 += eta (v x^T - lambda W1),
+  -- beside the paper's rules for the other pathways, against a naive
+  -- transcription of the whole step in plain Lua numbers.
+  it("takes a Lua-only rule for one pathway: equal to a naive transcription", function()
+    local decay_w1 = {
+      kind = "circuit", name = "decay_w1", model = "bmvr", pathway = "W1",
+      equation = "W1 += eta (v x^T - lambda W1)", paper = "a test",
+      params = {eta = {default = 0.01, doc = "rate"}, lambda = {default = 0.1, doc = "decay"}},
+      step = function(s, p) s.W:mul(1 - p.eta * p.lambda):addr(p.eta, s.v, s.x) end,
+    }
+    local n, m, k, T = 5, 2, 3, 30
+    local g = nm.generator(5)
+    local X = nm.zeros(T, n, "float64"):normal(g, 0, 1)
+    local Y = nm.zeros(T, m, "float64"):normal(g, 0, 1)
+    for _, decoupled in ipairs{false, true} do
+      local net = bmvr.new{n = n, m = m, k = k, dtype = "float64", relu = true, decoupled = decoupled,
+                           rules = {W1 = decay_w1}, eta_w1 = 0.02, eta_w2 = 0.03, eta_q = 0.04,
+                           t0 = 10, lambda = 0.5, mean_eps = 0.1, seed = 3}
+      assert.equal("W1=decay_w1 W2T=bmvr Q=bmvr" .. (decoupled and " R=bmvr" or ""), net:rule_names())
+      local W1, W2T, Q, zbar = net.W1:totable(), net.W2T:totable(), net.Q:totable(), net.zbar:totable()
+      local R = decoupled and net.R:totable()
+      local order = g:permutation(T)
+      net:train(X, Y, {order = order})
+      for i = 1, T do                 -- the naive step
+        local r = math.tointeger(order:get(i))
+        local x, y = X:row(r):totable(), Y:row(r):totable()
+        local dec = 1 / (1 + (i - 1) / 10)
+        local u, z, d, a, nn, v = {}, {}, {}, {}, {}, {}
+        for h = 1, k do
+          u[h] = 0
+          for j = 1, n do u[h] = u[h] + W1[h][j] * x[j] end
+          d[h] = u[h] > 0 and 1 or 0
+          local relu = math.max(u[h], 0)
+          zbar[h] = zbar[h] + 0.1 * (relu - zbar[h])
+          z[h] = relu - zbar[h]
+        end
+        for h = 1, k do
+          a[h] = 0
+          for j = 1, m do a[h] = a[h] + W2T[h][j] * y[j] end
+          nn[h] = 0
+          for j = 1, k do nn[h] = nn[h] + (decoupled and R[h][j] or Q[j][h]) * z[j] end
+        end
+        for h = 1, k do
+          v[h] = a[h]
+          for j = 1, k do v[h] = v[h] - Q[h][j] * nn[j] end
+        end
+        local e1, e2, eq = 0.02, 0.03 * dec, 0.04 * dec
+        for h = 1, k do
+          for j = 1, n do W1[h][j] = W1[h][j] * (1 - e1 * 0.5) + e1 * v[h] * x[j] end
+          for j = 1, m do W2T[h][j] = W2T[h][j] * (1 - e2) + e2 * z[h] * y[j] end
+          for j = 1, k do
+            Q[h][j] = Q[h][j] * (1 - eq) + eq * z[h] * nn[j]
+            if R then R[h][j] = R[h][j] * (1 - eq) + eq * nn[h] * z[j] end
+          end
+        end
+      end
+      assert.tensor_near(W1, net.W1, 1e-12)
+      assert.tensor_near(W2T, net.W2T, 1e-12)
+      assert.tensor_near(Q, net.Q, 1e-12)
+      assert.tensor_near(zbar, net.zbar, 1e-12)
+      if R then assert.tensor_near(R, net.R, 1e-12) end
+    end
+  end)
+
+  it("runs the C pass only when every plastic pathway's rule names it; else the steps, alike", function()
+    local n, m, k, T = 6, 3, 4, 40
+    local g = nm.generator(8)
+    local X = nm.zeros(T, n, "float64"):normal(g, 0, 1)
+    local Y = nm.zeros(T, m, "float64"):normal(g, 0, 1)
+    local function new(rules)
+      return bmvr.new{n = n, m = m, k = k, dtype = "float64", relu = true, rules = rules,
+                      eta_w1 = 0.02, eta_w2 = 0.03, eta_q = 0.04, t0 = 10, seed = 4}
+    end
+    local copy = {}
+    for key, v in pairs(rule.definition("bmvr")) do copy[key] = v end
+    copy.name, copy.kernel = "bmvr_lua", nil
+    local calls, real = 0, nm.kernels.bmvr.train
+    nm.kernels.bmvr.train = function(...) calls = calls + 1; return real(...) end
+    local fused, mixed, frozen = new(), new{Q = copy}, new{Q = false}
+    local order = g:permutation(T)
+    local ok, err = pcall(function()
+      fused:train(X, Y, {order = order})
+      assert.equal(1, calls)
+      mixed:train(X, Y, {order = order})
+      frozen:train(X, Y, {order = order})
+    end)
+    nm.kernels.bmvr.train = real
+    assert(ok, err)
+    assert.equal(1, calls)                   -- neither the mixed nor the frozen network ran it
+    for _, f in ipairs{"W1", "W2T", "Q", "zbar"} do
+      assert.is_true(((fused[f] - mixed[f]):abs():max()) < 1e-12, f)
+    end
+    assert.tensor_near(new().Q:totable(), frozen.Q, 0)          -- Q does not learn
+    assert.is_true(((fused.W1 - frozen.W1):abs():max()) > 1e-3)  -- the others do
   end)
 end)
 
@@ -613,7 +719,7 @@ describe("experiments/bmvr.lua --table1-t0", function()
     end
     local ds = data.load("mnist-subset", {seed = 1})
     local X, Y = ds.train.X, ds.train.Y
-    local net = bmvr.new{n = X:size(2), m = Y:size(2), k = 16, method = "bmvr", relu = true,
+    local net = bmvr.new{n = X:size(2), m = Y:size(2), k = 16, relu = true,
                          eta_w1 = 1e-2, eta_w2 = 1e-4, eta_q = 1e-3, t0 = 500, seed = 1}
     net:train(X, Y, {order = nm.generator(1 + 2000):permutation(X:size(1))})
     local _, te = net:evaluate(ds.test.X, ds.test.Y)
@@ -646,5 +752,28 @@ describe("experiments/bmvr.lua and folded_ae.lua --rules", function()
       os.remove(bad)
       os.remove(tmp .. ".log")
     end
+  end)
+
+  it("bmvr.lua takes pathway=rule items: BMVR with that pathway's rule replaced, a method of its own", function()
+    local json = require "nm.json"
+    local run, tmp = support.experiment("bmvr.lua")
+    local dir = tmp .. "-rules"
+    nm.sys.mkdir(dir)
+    local mine = dir .. "/my_w1.lua"
+    support.write_file(mine, [[
+local def = {}
+for k, v in pairs(require("nm.rule").definition("bmvr")) do def[k] = v end
+def.name, def.kernel, def.pathways, def.pathway = "my_w1", nil, nil, "W1"
+return def]])
+    assert.equal(0, run("--quick --parts table1 --no-plot --rules bmvr,W1=" .. mine .. " --out " .. tmp))
+    local r = json.read_file(tmp .. "/results.json")
+    -- a Lua copy of the paper's W1 rule beside the kernel's: the same accuracy
+    assert.truthy(r.final.table1_mnist_k16_bmvr_test)
+    assert.equal(r.final.table1_mnist_k16_bmvr_test, r.final["table1_mnist_k16_bmvr+W1=my_w1_test"])
+    assert.equal(2, run("--quick --rules Q=" .. mine .. " --out " .. tmp))
+    assert.equal("bmvr: --rules: rule 'my_w1' drives W1, not pathway Q\n", support.read_file(tmp .. ".log"))
+    assert.equal(2, run("--quick --rules Z=bmvr --out " .. tmp))
+    assert.equal("bmvr: --rules: no pathway 'Z' (W1, W2T, Q, R)\n", support.read_file(tmp .. ".log"))
+    os.execute(string.format("rm -rf %q %q %q", tmp, dir, tmp .. ".log"))
   end)
 end)

@@ -36,7 +36,8 @@ local T = X:size(1)
 local function throughput(method)
   local best = 0
   for rep = 1, opts.repeats do
-    local net = bmvr.new{n = X:size(2), m = 10, k = opts.k, relu = true, method = method,
+    local net = bmvr.new{n = X:size(2), m = 10, k = opts.k, relu = true,
+                         rules = method == "backprop" and "bmvr_backprop" or "bmvr",
                          eta_w1 = 1e-3, eta_w2 = 1e-3, eta_q = 1e-3, t0 = 0, seed = rep}
     local left = opts.samples
     local t0 = nm.sys.clock()

@@ -1,22 +1,32 @@
 -- nm/models/bmvr.lua: a BMVR network (Golkar et al. 2020) as one object:
 -- initialisation, the hidden layer, training passes driven by a circuit
--- rule of model "bmvr" (rules/bmvr.lua, or its backprop baseline
--- rules/bmvr_backprop.lua, or a user's), prediction, the linear objective
--- and the measures (kernels in csrc/models/nm_bmvr.c).
+-- rule of model "bmvr" for each plastic pathway (W1, W2T, Q, R; by
+-- default rules/bmvr.lua, or its backprop baseline rules/bmvr_backprop.lua,
+-- or a user's), prediction, the linear objective and the measures
+-- (kernels in csrc/models/nm_bmvr.c).
 --
 --   local bmvr = require "nm.models.bmvr"
 --   local net = bmvr.new{n = 784, m = 10, k = 64, relu = true,
 --                        eta_w1 = 1e-3, eta_w2 = 2e-4, eta_q = 1e-3, seed = 1}
 --   net:train(X, Y, {order = g:permutation(X:size(1))})   -- one pass, in C
 --   local mse, acc = net:evaluate(Xtest, Ytest)
+--   bmvr.new{..., rules = {W1 = "./my_rule.lua"}}         -- W1 by a user's rule
 --
 -- Options of bmvr.new (defaults in brackets):
 --   n, m, k          input, label and hidden sizes (required)
---   rule             the plasticity: a circuit rule of model "bmvr" (a name
+--   rules            the plasticity: a circuit rule of model "bmvr" per
+--                    plastic pathway, {W1 =, W2T =, Q =, R =}, each a name
 --                    from rules/, a path, a definition or an nm.rule
---                    instance) driving the pathways W1, W2T, Q, R it lists
---                    ["bmvr"]; method = "backprop" is rule "bmvr_backprop"
---   eta_w1, ...      the rule's parameters by name [its defaults]
+--                    instance, or false (the pathway does not learn); a
+--                    pathway left out keeps rules/bmvr.lua. Or one rule for
+--                    every pathway it drives (the others do not learn):
+--                    rules = "bmvr_backprop". ["bmvr": W1, W2T, Q, and R
+--                    when decoupled]
+--   eta_w1, eta_w2, eta_q   the rates of W1, W2T, and Q and R: the model
+--                    sets each pathway's parameter eta [0.013, 0.013,
+--                    0.005, the paper's Fashion-MNIST rates]; t0, gate and
+--                    any other parameter by name go to every rule that
+--                    declares it (an instance keeps its own)
 --   relu             mean-subtracted ReLU hidden layer (Eq. 9, 24) [false]
 --   mean             ReLU: z = relu(u) - zbar ("after", Eq. 24) or relu(u -
 --                    zbar) with zbar the mean of u ("before") ["after"]
@@ -31,13 +41,30 @@
 -- and y_hat = W2T^T z of order one for inputs of unit norm per pixel
 -- scale. (The Bio-RRR demo uses W1 std 0.01, W2 std 0.1, Q = I/3.)
 --
--- The rule's state s: the weights W1, W2T, Q, R (decoupled) and zbar
--- (ReLU), t (samples seen), the sample x, y, the hidden layer u, z and
--- its derivative d = relu'(u) (computed here before each step), relu,
--- scratch vectors of size k (a, n, qn, c, g, h, dz) and m (yhat, e), the
--- views Qt = Q^T and W2 = W2T^T, and opts (the options table of the C
--- kernels). A rule's kernel(s, p, X, Y [, order, count]) runs the pass in
--- C; without one (or with train{fused = false}) the pass runs step.
+-- One step, per sample: the model computes the network's quantities,
+-- then each plastic pathway's rule changes its weight, in the order W1,
+-- W2T, Q, R (every rule reads the quantities of the same weights). The
+-- state s a rule's step(s, p) gets for its pathway:
+--   s.W the pathway's weight, s.pathway its name, s.pre and s.post the
+--     activities on its two sides: W1 (k x n) x and v, W2T (k x m) y and
+--     z, Q (k x k) n and z, R (k x k) z and n;
+--   s.x [n], s.y [m] the sample; s.u, s.z [k] the hidden layer (u = W1 x;
+--     ReLU: z = relu(u) - zbar, or relu(u - zbar)), s.d = relu'(u) (or 1(z >
+--     0) when the mean comes first), s.relu;
+--   s.a = W2T y the apical input, s.n = Q^T z (R z decoupled) the
+--     interneurons, s.qn = Q n, s.v = a - Q n the apical potential (the
+--     plateau that teaches W1); s.yhat = W2T^T z, s.e = y - yhat the
+--     output error;
+--   s.W1, s.W2T, s.Q, s.R, s.zbar the weights (a rule changes only its
+--     own), the views s.Qt = Q^T, s.W2 = W2T^T, s.t samples seen, scratch
+--     vectors s.c, s.g [k] (its own; the rest is shared);
+--   s.state a table of the rule's own (its init(s, p) fills it).
+-- A rule's kernel is the C pass over every pathway it drives: when the
+-- plastic pathways' rules all name the same kernel, it runs a pass in one
+-- C call (the paper's: nm.kernels.bmvr.train), and may decline (return
+-- nil) for a network it does not cover; otherwise, or with train{fused =
+-- false}, the pass runs the steps above in Lua. The same numbers either
+-- way (spec/bmvr_spec.lua).
 local nm = require "neuromic"
 local rule = require "nm.rule"
 
@@ -46,10 +73,17 @@ local bmvr = {}
 local Net = {}
 Net.__index = Net
 
-local format = string.format
+local format, concat = string.format, table.concat
 
 local MODEL = {relu = false, mean = "after", decoupled = false, mean_eps = 1e-4,
                track_mean = true}
+
+-- The plastic pathways in the order their rules run, and the option that
+-- sets each one's rate (with its default: the paper's Fashion-MNIST rates).
+bmvr.pathways = {"W1", "W2T", "Q", "R"}
+local RATE = {W1 = "eta_w1", W2T = "eta_w2", Q = "eta_q", R = "eta_q"}
+local RATE_DEFAULT = {eta_w1 = 0.013, eta_w2 = 0.013, eta_q = 0.005}
+bmvr.default_rule = "bmvr"
 
 local function need_int(o, key)
   local v = o[key]
@@ -59,50 +93,111 @@ local function need_int(o, key)
   return v
 end
 
--- The circuit rule instance of option o.rule (or o.method), with the
--- parameters it defines taken from o.
-local function make_rule(o)
-  local r = o.rule
-  if r == nil then
-    if o.method ~= nil and o.method ~= "bmvr" and o.method ~= "backprop" then
-      error("bmvr.new: method must be \"bmvr\" or \"backprop\", got " .. tostring(o.method), 3)
-    end
-    r = o.method == "backprop" and "bmvr_backprop" or "bmvr"
+-- bmvr.circuit_rule(pathway, spec [, o]) -> the rule instance of one
+-- pathway from spec (a name, path, definition or instance), its parameters
+-- from the options o (eta from the pathway's rate). Errors name the rule
+-- and what does not fit.
+function bmvr.circuit_rule(pathway, spec, o)
+  o = o or {}
+  if not RATE[pathway] then
+    error(format("bmvr.new: no pathway '%s' (W1, W2T, Q, R)", tostring(pathway)), 2)
   end
-  if rule.is_rule(r) then return r end
-  local ok, def = pcall(rule.definition, r)
+  local given = {}
+  if rule.is_rule(spec) then
+    for key, v in pairs(spec.p) do given[key] = v end
+    spec = spec.def
+  end
+  local ok, def = pcall(rule.definition, spec)
   if ok then ok, def = pcall(rule.require_kind, def, "circuit", "bmvr") end
-  if not ok then error("bmvr.new: " .. tostring(def), 3) end
+  if not ok then error("bmvr.new: " .. tostring(def), 2) end
+  local drives = false
+  for _, name in ipairs(def.pathways or {def.pathway}) do drives = drives or name == pathway end
+  if not drives then
+    error(format("bmvr.new: rule '%s' drives %s, not pathway %s", def.name,
+                 concat(def.pathways or {def.pathway}, ", "), pathway), 2)
+  end
+  if not def.params.eta then
+    error(format("bmvr.new: rule '%s' must declare the parameter eta (the rate the model sets)",
+                 def.name), 2)
+  end
   local p = {}
-  for key in pairs(def.params) do p[key] = o[key] end
+  for key in pairs(def.params) do
+    if given[key] ~= nil then p[key] = given[key] else p[key] = o[key] end
+  end
+  if given.eta == nil then p.eta = o[RATE[pathway]] or RATE_DEFAULT[RATE[pathway]] end
   local okp, inst = pcall(rule.new, def, p)
-  if not okp then error("bmvr.new: " .. tostring(inst), 3) end
+  if not okp then error("bmvr.new: " .. tostring(inst), 2) end
   return inst
 end
 
--- The rule's state (see the header): weights shared with the net.
+-- The rule instances by pathway (absent: the pathway does not learn) of
+-- option o.rules (see the header).
+local function make_rules(o, decoupled)
+  local spec = o.rules
+  if spec == nil then spec = bmvr.default_rule end
+  local per = {}
+  if type(spec) == "table" and not rule.is_rule(spec) and spec.kind == nil then
+    for key in pairs(spec) do
+      if not RATE[key] then
+        error(format("bmvr.new: no pathway '%s' (W1, W2T, Q, R)", tostring(key)), 3)
+      end
+    end
+    for _, pw in ipairs(bmvr.pathways) do
+      local r = spec[pw]
+      if r == nil then r = bmvr.default_rule end
+      if r ~= false then per[pw] = r end
+    end
+  else                                 -- one rule for every pathway it drives
+    local def = rule.is_rule(spec) and spec.def or nil
+    if not def then
+      local ok, d = pcall(rule.definition, spec)
+      if ok then ok, d = pcall(rule.require_kind, d, "circuit", "bmvr") end
+      if not ok then error("bmvr.new: " .. tostring(d), 3) end
+      def = d
+    end
+    for _, pw in ipairs(def.pathways or {def.pathway}) do per[pw] = spec end
+  end
+  if not decoupled then per.R = nil end    -- R exists only in decoupled networks
+  local out = {}
+  for _, pw in ipairs(bmvr.pathways) do
+    if per[pw] ~= nil then out[pw] = bmvr.circuit_rule(pw, per[pw], o) end
+  end
+  return out
+end
+
+-- The network's quantities (see the header), shared by the pathways'
+-- states; their pre and post by pathway.
+local PRE_POST = {W1 = {"x", "v"}, W2T = {"y", "z"}, Q = {"n", "z"}, R = {"z", "n"}}
+
 local function make_state(self)
   local k, m, dt = self.k, self.m, self.dtype
   local v = function(size) return nm.zeros(size, dt) end
-  return {
+  local q = {
     W1 = self.W1, W2T = self.W2T, Q = self.Q, R = self.R, zbar = self.zbar, t = 0,
     relu = self.relu, u = v(k), h = v(k), z = v(k), d = v(k), dz = v(k), a = v(k), n = v(k),
-    qn = v(k), c = v(k), g = v(k), yhat = v(m), e = v(m), Qt = self.Q:t(), W2 = self.W2T:t(),
+    qn = v(k), v = v(k), yhat = v(m), e = v(m), Qt = self.Q:t(), W2 = self.W2T:t(),
     opts = {relu = self.relu, mean = self.mean, decoupled = self.decoupled,
-            mean_eps = self.mean_eps, track_mean = self.track_mean, gate = self.rule.p.gate},
+            mean_eps = self.mean_eps, track_mean = self.track_mean,
+            gate = self.rules.W1 and self.rules.W1.p.gate},
   }
+  local states = {}
+  for pw, inst in pairs(self.rules) do
+    local s = setmetatable({W = self[pw], pathway = pw, c = v(k), g = v(k), state = {},
+                            post = q[PRE_POST[pw][2]]}, {__index = q})
+    if inst.def.init then inst.def.init(s, inst.p) end
+    states[pw] = s
+  end
+  return q, states
 end
 
 -- bmvr.new(o) -> network. See the header for the options.
 function bmvr.new(o)
   if type(o) ~= "table" then error("bmvr.new: options table expected", 2) end
   local n, m, k = need_int(o, "n"), need_int(o, "m"), need_int(o, "k")
-  local r = make_rule(o)
   local dt = o.dtype or "float32"
   local g = o.generator or nm.generator(o.seed or 1)
   local self = setmetatable({
-    n = n, m = m, k = k, rule = r, dtype = dt, t = 0,
-    method = r.name == "bmvr_backprop" and "backprop" or r.name,
+    n = n, m = m, k = k, dtype = dt, t = 0,
     W1 = nm.zeros(k, n, dt):normal(g, 0, o.w1_std or 1 / math.sqrt(n)),
     W2T = nm.zeros(k, m, dt):normal(g, 0, o.w2_std or 1 / math.sqrt(k)),
     Q = nm.eye(k, k, dt):mul(o.q_scale or 1),
@@ -120,16 +215,19 @@ function bmvr.new(o)
     error("bmvr.new: option mean must be \"after\" or \"before\", got " .. tostring(self.mean), 2)
   end
   if self.decoupled then self.R = self.Q:clone() end
-  self.s = make_state(self)
-  if r.def.init then r.def.init(self.s, r.p) end
+  self.rules = make_rules(o, self.decoupled)
+  self.s, self.states = make_state(self)
   return self
 end
 
--- The rule's parameters (a copy).
-function Net:params()
-  local p = {}
-  for key, v in pairs(self.rule.p) do p[key] = v end
-  return p
+-- The rules' names by pathway ("-" for a pathway that does not learn),
+-- as "W1=bmvr W2T=bmvr Q=bmvr".
+function Net:rule_names()
+  local parts = {}
+  for _, pw in ipairs(bmvr.pathways) do
+    if self.rules[pw] then parts[#parts + 1] = pw .. "=" .. self.rules[pw].name end
+  end
+  return concat(parts, " ")
 end
 
 -- The hidden layer for s.x: u = W1 x and z (ReLU: zbar moved first, then
@@ -160,34 +258,100 @@ local function hidden(self, s)
   s.z:sub(s.h, s.zbar)                            -- z = h - zbar
 end
 
+-- The network's quantities of the sample q.x, q.y (see the header).
+local function quantities(self, q)
+  hidden(self, q)
+  q.a:mv(q.W2T, q.y)                              -- a = W2T y
+  if q.R then q.n:mv(q.R, q.z) else q.n:mv(q.Qt, q.z) end   -- n = R z or Q^T z
+  q.qn:mv(q.Q, q.n)
+  q.v:sub(q.a, q.qn)                              -- v = a - Q n
+  q.yhat:mv(q.W2, q.z)                            -- y_hat = W2T^T z
+  q.e:sub(q.y, q.yhat)                            -- e = y - y_hat
+end
+
+-- The kernel every plastic pathway's rule names (and uses: an instance
+-- with use_fused = false opts out), or nil.
+local function common_kernel(self)
+  local k
+  for _, inst in pairs(self.rules) do
+    local kk = inst.use_fused ~= false and inst.def.kernel or nil
+    if kk == nil or (k ~= nil and kk ~= k) then return nil end
+    k = kk
+  end
+  return k
+end
+
 -- net:train(X, Y [, o]): one pass over rows o.order (1-D tensor of row
--- numbers, default 1..T), o.count of them: the rule's kernel when it has
--- one, else (or with o.fused = false) hidden layer and step sample by
--- sample. Raises when the kernel reports non-finite weights. Returns the
--- number of samples seen so far.
+-- numbers, default 1..T), o.count of them: the rules' common kernel when
+-- they have one that covers the network, else (or with o.fused = false)
+-- the quantities and the pathways' steps sample by sample. Raises when
+-- the kernel reports non-finite weights. Returns the number of samples
+-- seen so far.
 function Net:train(X, Y, o)
   o = o or {}
-  local s, def, p = self.s, self.rule.def, self.rule.p
-  s.t = self.t
-  if def.kernel and o.fused ~= false then
-    local t, finite = def.kernel(s, p, X, Y, o.order, o.count)
-    self.t, s.t = t, t
-    if not finite then
-      error(format("bmvr: weights became non-finite after %d samples (rule '%s', rates too " ..
-                   "large?)", t, self.rule.name), 2)
+  local q, states = self.s, self.states
+  q.t = self.t
+  local kernel = o.fused ~= false and common_kernel(self)
+  if kernel then
+    local t, finite = kernel(self, X, Y, o.order, o.count)
+    if t then
+      self.t, q.t = t, t
+      if not finite then
+        error(format("bmvr: weights became non-finite after %d samples (rules %s; rates too " ..
+                     "large?)", t, self:rule_names()), 2)
+      end
+      return t
     end
-    return t
   end
   local count = o.count or (o.order and o.order:size(1)) or X:size(1)
   for i = 1, count do
     local r = o.order and math.tointeger(o.order:get(i)) or i
-    s.x, s.y = X:row(r), Y:row(r)
-    hidden(self, s)
-    def.step(s, p)
-    s.t = s.t + 1
+    q.x, q.y = X:row(r), Y:row(r)
+    quantities(self, q)
+    for _, pw in ipairs(bmvr.pathways) do
+      local s = states[pw]
+      if s then
+        s.pre = q[PRE_POST[pw][1]]
+        self.rules[pw].def.step(s, self.rules[pw].p)
+      end
+    end
+    q.t = q.t + 1
   end
-  self.t = s.t
+  self.t = q.t
   return self.t
+end
+
+-- The rules' instances when exactly the pathways of `list` learn, all by
+-- rules naming `kernel`, with one t0; else nil.
+local function fused_rules(self, kernel, list)
+  local r, count = self.rules, 0
+  for _ in pairs(r) do count = count + 1 end
+  if count ~= #list then return nil end
+  for _, pw in ipairs(list) do
+    if not r[pw] or r[pw].def.kernel ~= kernel or r[pw].p.t0 ~= r.W1.p.t0 then return nil end
+  end
+  return r
+end
+
+-- The paper's rules as one C pass (nm.kernels.bmvr.train): the kernel of
+-- rules/bmvr.lua, for W1, W2T, Q and (decoupled) R with R's rate Q's.
+function bmvr.fused(self, X, Y, order, count)
+  local r = fused_rules(self, bmvr.fused, self.decoupled and bmvr.pathways or {"W1", "W2T", "Q"})
+  if not r or (r.R and r.R.p.eta ~= r.Q.p.eta) then return nil end
+  local o = self.s.opts
+  o.eta_w1, o.eta_w2, o.eta_q, o.t0 = r.W1.p.eta, r.W2T.p.eta, r.Q.p.eta, r.W1.p.t0
+  o.gate, o.t = r.W1.p.gate, self.t
+  return nm.kernels.bmvr.train(self.s, X, Y, o, order, count)
+end
+
+-- Backprop as one C pass (nm.kernels.bmvr.backprop): the kernel of
+-- rules/bmvr_backprop.lua, for W1 and W2T (Q and R fixed).
+function bmvr.fused_backprop(self, X, Y, order, count)
+  local r = fused_rules(self, bmvr.fused_backprop, {"W1", "W2T"})
+  if not r then return nil end
+  local o = self.s.opts
+  o.eta_w1, o.eta_w2, o.t0, o.t = r.W1.p.eta, r.W2T.p.eta, r.W1.p.t0, self.t
+  return nm.kernels.bmvr.backprop(self.s, X, Y, o, order, count)
 end
 
 -- Mean ||y - y_hat||^2 over the rows (objective (1)) and the fraction of
@@ -244,8 +408,8 @@ function Net:set_state(st)
 end
 
 function Net:__tostring()
-  return format("bmvr.%s{n = %d, m = %d, k = %d, relu = %s, t = %d}", self.rule.name, self.n,
-                self.m, self.k, tostring(self.relu), self.t)
+  return format("bmvr{%s, n = %d, m = %d, k = %d, relu = %s, t = %d}", self:rule_names(),
+                self.n, self.m, self.k, tostring(self.relu), self.t)
 end
 
 return bmvr
