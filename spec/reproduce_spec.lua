@@ -154,7 +154,7 @@ describe("experiments/reproduce.lua", function()
     end
     -- the README table: between the markers, one link per family, the rest kept
     local text = support.read_file(readme)
-    assert.truthy(text:find("^# x\n\nbefore\n<!%-%- reproduce:begin %-%->\n| paper |"), text)
+    assert.truthy(text:find("^# x\n\nbefore\n<!%-%- reproduce:begin %-%->\n| family |"), text)
     assert.truthy(text:find("\n<!%-%- reproduce:end %-%->\nafter\n$"), text)
     assert.falsy(text:find("old table", 1, true))
     for _, fam in ipairs(registry) do
