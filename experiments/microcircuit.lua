@@ -64,6 +64,13 @@ local opts = cli.parse(arg, {
     {"noise", "string", "dt", "noise form of the full dynamics (Fig. 1, S1, 2): dt (sigma dt xi " ..
      "per step, as the reimplementations) or sqrt_dt (Euler-Maruyama sigma sqrt(dt) xi)",
      choices = {"dt", "sqrt_dt"}},
+    {"rate", "string", "scaled", "soft rectifier of Fig. 1 and S1: scaled (0.1 log(1 + " ..
+     "exp(u - theta)), as the reimplementations) or paper (log(1 + exp(u - theta)), unscaled; " ..
+     "then the initial weights are 10 times smaller, for the same potentials, and the learning " ..
+     "rates the paper's unless given: at the same weights every update grows with the square " ..
+     "of the scale)", choices = {"scaled", "paper"}},
+    {"tau-trgt", "number", 3, "ms: low-pass time constant of the target potentials (Fig. 1, 2; " ..
+     "0: the target as given, as in the paper's equations; 3: filtered like the inputs)", min = 0},
     {"checkpoint-every", "int", 2000, "patterns (Fig. S1, 2) or minibatches (Fig. 3) between " ..
      "checkpoints (0: only on SIGINT/SIGTERM)", quick = 0, min = 0},
     {"threads", "int", 1, "OpenBLAS threads (0: leave as is; more than one only pays on an idle " ..
@@ -100,6 +107,14 @@ local opts = cli.parse(arg, {
      "times this", min = 0},
     {"fig2-eta-down", "number", 0, "Fig. 2: W_down learning rate per ms (0: fixed random " ..
      "top-down weights, the feedback-alignment regime)", min = 0},
+    {"fig2-decay", "number", 0, "Fig. 2: over the last fraction F of the patterns every model's " ..
+     "learning rates fall linearly to 0 (0: constant rates)", min = 0},
+    {"fig2-pi-start", "string", "random", "Fig. 2: W_pi at the start: random (U(-1, 1)) or " ..
+     "mirror (-W_down, the paper's 'top-down weights = - interneuron-to-pyramidal weights'; " ..
+     "with --fig2-scale-pi 0 it stays so, and only W_ip has to learn the self-predicting state)",
+     choices = {"random", "mirror"}},
+    {"fig2-init-up", "list", {1, 1}, "Fig. 2: W_up[1], W_up[2] ~ U(-a, a), a per layer (BP and " ..
+     "FA alike; W_down, FA's feedback U(-1, 1))", item = "number"},
     {"fig2-bp-lr", "number", 20, "Fig. 2: learning rate of BP and FA (online, per pattern)", min = 0},
     {"fig2-att-lr", "number", 100, "Fig. 2: learning rate of FA with the microcircuit's " ..
      "attenuation (fa_att; its gradients are smaller by the attenuation factors; 150 diverges)",
@@ -142,10 +157,11 @@ local opts = cli.parse(arg, {
 local SHARED_OPTIONS = {"seed", "quick", "plot", "checkpoint_every", "stop_after", "threads", "out",
                         "resume", "overwrite", "rules"}
 local FIGURE_OPTIONS = {
-  fig1 = {"fig1_learn_ms", "fig1_eta_scale", "noise"},
-  figS1 = {"s1_patterns", "s1_every", "s1_eta_scale", "s1_theta", "noise"},
+  fig1 = {"fig1_learn_ms", "fig1_eta_scale", "noise", "rate", "tau_trgt"},
+  figS1 = {"s1_patterns", "s1_every", "s1_eta_scale", "s1_theta", "noise", "rate"},
   fig2 = {"fig2_patterns", "fig2_every", "fig2_test", "fig2_sigma", "fig2_scale_up", "fig2_scale_ip",
-          "fig2_scale_pi", "fig2_eta_down", "fig2_bp_lr", "fig2_att_lr", "fig2_models", "noise"},
+          "fig2_scale_pi", "fig2_eta_down", "fig2_bp_lr", "fig2_att_lr", "fig2_models",
+          "fig2_init_up", "fig2_pi_start", "fig2_decay", "noise", "tau_trgt"},
   theory = {"theory_batch"},
   fig3 = {"datasets", "variants", "epochs", "fashion_epochs", "train_subset", "test_subset", "batch",
           "eta_up", "eta_ip", "init_up", "init_down", "eta_down", "eta_pi", "bp_lr"},
@@ -177,6 +193,21 @@ for _, f in ipairs(opts.figure) do
 end
 for _, v in ipairs(opts.variants) do
   if not VARIANTS[v] then usage_error(format("unknown variant '%s'", v)) end
+end
+-- With the paper's unscaled rate function the paper's own learning rates
+-- (scale 1) are the defaults: the scales above make up for the 0.1 of
+-- the scaled one, which slows every rule a hundredfold.
+if opts.rate == "paper" then
+  for _, k in ipairs{"fig1_eta_scale", "s1_eta_scale"} do
+    if not opts._explicit[k] then opts[k] = 1 end
+  end
+end
+if opts.fig2_decay > 1 then usage_error("--fig2-decay must be in [0, 1]") end
+if #opts.fig2_init_up ~= 2 then
+  usage_error(format("--fig2-init-up needs 2 values (W_up[1], W_up[2]), got %d", #opts.fig2_init_up))
+end
+for _, a in ipairs(opts.fig2_init_up) do
+  if not (a >= 0) then usage_error("--fig2-init-up: every value must be >= 0") end
 end
 for _, m in ipairs(opts.fig2_models) do
   if not FIG2_MODELS[m] then
@@ -217,6 +248,19 @@ end
 
 -- The paper's Fig. 2 rates (1/ms) and the microcircuit softplus.
 local FIG2_ETA = {up = {0.0011875, 0.0005}, ip = 0.0011875, pi = 0.0059375}
+
+-- The soft rectifier of Fig. 1 and S1 (--rate): its output scale gamma,
+-- and theta as given (Fig. 1: 3; Fig. S1: --s1-theta); the initial
+-- weights' range from rates (all but W_up[1], whose inputs are given) goes
+-- with 1/gamma, so that the potentials are the same (with the paper's
+-- scale and weights U(-1, 1) the loop through the apical dendrites has a
+-- gain of ~10: the potentials diverge without learning).
+local GAMMA = {scaled = mc.rates.softplus.gamma, paper = 1}
+local function softplus(theta)
+  return {"softplus", gamma = GAMMA[opts.rate], theta = theta}
+end
+local a = mc.rates.softplus.gamma / GAMMA[opts.rate]
+local INIT = {up = {1, a}, down = a}
 
 -- open_run(fig, info) -> run, or nil and the final figures of a finished
 -- run of this figure with the same options (--resume). The figure's run
@@ -305,6 +349,7 @@ local function fig1(run)
   run:resume()                                   -- (no checkpoints: starts over)
   local s = opts.fig1_eta_scale
   local net = mc.new{sizes = {30, 50, 10}, gen = nm.generator(opts.seed), sigma = 0.1,
+                     rate = softplus(), init = INIT, tau_trgt = opts.tau_trgt,
                      noise = opts.noise, self_predicting = true, rules = RULES,
                      eta = {up = {FIG2_ETA.up[1] * s, FIG2_ETA.up[2] * s}, ip = FIG2_ETA.up[2] * s}}
   local g = nm.generator(opts.seed + 1)
@@ -369,9 +414,9 @@ end
 -- ------------------------------------------------------------ Fig. S1
 
 local function figS1(run)
-  local rate = {"softplus", theta = opts.s1_theta}
+  local rate = softplus(opts.s1_theta)
   local k = opts.s1_eta_scale
-  local net = mc.new{sizes = {30, 50, 10}, gen = nm.generator(opts.seed), sigma = 0.1, rate = rate,
+  local net = mc.new{sizes = {30, 50, 10}, gen = nm.generator(opts.seed), sigma = 0.1, rate = rate, init = INIT,
                      noise = opts.noise, rules = RULES, eta = {ip = 0.0002375 * k, pi = 0.0005 * k}}
   local g = nm.generator(opts.seed + 1)
   local x = nm.zeros(30, "float64")
@@ -416,7 +461,7 @@ local function figS1(run)
   end
   bar:finish()
   -- the same measures in the analytic state, for reference (same noise level)
-  local ref = mc.new{sizes = {30, 50, 10}, gen = nm.generator(opts.seed), sigma = 0.1, rate = rate,
+  local ref = mc.new{sizes = {30, 50, 10}, gen = nm.generator(opts.seed), sigma = 0.1, rate = rate, init = INIT,
                      noise = opts.noise,
                      self_predicting = true}
   local va_ref, mm_ref = 0, 0
@@ -490,13 +535,22 @@ local function fig2(run)
                  down = opts.fig2_eta_down}
     local noise = nm.generator(opts.seed + 400)
     local net = mc.new{sizes = {30, 50, 10}, gen = nm.generator(opts.seed), sigma = opts.fig2_sigma,
-                       noise = opts.noise, rules = RULES, eta = eta, noise_gen = noise}
+                       noise = opts.noise, rules = RULES, eta = eta, noise_gen = noise,
+                       tau_trgt = opts.tau_trgt, init = {up = opts.fig2_init_up, down = 1}}
+    if opts.fig2_pi_start == "mirror" then net.pi[1].W:scale(net.down[1].W, -1) end
     -- the analytic self-predicting weights: W_pi = -W_down, W_ip = c W_up[2]
     local p = net.p
     local c_ip = p.g_B * (p.g_lk + p.g_D) / (p.g_D * (p.g_lk + p.g_B))
     local sp_pi, sp_ip = net.down[1].W:clone(), net.up[2].W:clone()
     return {
       train = function(xp, up) net:run(xp:select(1, 1), 1000, up:select(1, 1)) end,
+      rules = function()
+        local list = {}
+        for _, kind in ipairs(mc.pathways) do
+          for _, c in ipairs(net[kind]) do list[#list + 1] = c.rule end
+        end
+        return list
+      end,
       evaluate = function(pat)
         local bs = net:steady_state(Xtest, nil, 30)   -- the noise-free fixed point, no target
         local row = {model = name, pattern = pat, test_error = test_error(bs.R[2]),
@@ -518,6 +572,17 @@ local function fig2(run)
     }
   end
 
+  -- BP's and FA's weights drawn as the microcircuit's W_up (layer l:
+  -- U(-a_l, a_l), a = --fig2-init-up), FA's feedback as W_down: U(-1, 1).
+  local function layer_uniform()
+    local l = 0
+    return function(W, _, g)
+      l = l + 1
+      local a = opts.fig2_init_up[l] or 1
+      W:uniform(g, -a, a)
+    end
+  end
+
   local function backprop(name)
     local rulename = name == "bp" and "backprop" or "fa"
     local att = name == "fa_att"
@@ -526,14 +591,18 @@ local function fig2(run)
                        out = att and "microcircuit_softplus_output" or "microcircuit_softplus",
                        loss = "mse", rule = rulename, bias = false,
                        params = {eta = att and opts.fig2_att_lr or opts.fig2_bp_lr},
-                       gen = nm.generator(opts.seed), dtype = "float64",
-                       init = function(W, _, g) W:uniform(g, -1, 1) end}
+                       gen = nm.generator(opts.seed), dtype = "float64", init = layer_uniform()}
     local R = nm.zeros(1, 10, "float64")
     return {
       train = function(xp, up)
         R:copy(up)
         probe:phi(R, R)
         net:train_batch(xp, R)
+      end,
+      rules = function()
+        local list = {}
+        for _, c in ipairs(net.conns) do list[#list + 1] = c.rule end
+        return list
       end,
       evaluate = function(pat)
         local row = {model = name, pattern = pat, test_error = test_error(net:forward(Xtest))}
@@ -557,6 +626,9 @@ local function fig2(run)
   for mi = s.model, #models do
     local name = models[mi]
     local learner = (name == "microcircuit" or name == "shallow") and microcircuit(name) or backprop(name)
+    -- --fig2-decay: each rule's rate times a factor of the pattern number
+    local rules, base = learner.rules(), {}
+    for i, r in ipairs(rules) do base[i] = r.p.eta end
     local seconds = 0
     if resumed then
       learner.load(s.learner)
@@ -574,7 +646,12 @@ local function fig2(run)
       return s
     end
     local bar = progress.new{total = P, label = "Fig. 2 " .. name}
+    local decay_from = P * (1 - opts.fig2_decay)
     for pat = s.pattern + 1, P do
+      if opts.fig2_decay > 0 then
+        local factor = math.min(1, (P - pat + 1) / (P - decay_from))
+        for i, r in ipairs(rules) do r.p.eta = base[i] * factor end
+      end
       local t0 = nm.sys.clock()
       learner.train(next_pattern())
       seconds = seconds + (nm.sys.clock() - t0)

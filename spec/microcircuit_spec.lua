@@ -94,9 +94,9 @@ local function naive_run(S, steps, x, target, g, learn)
   local p, N, n = S.p, S.N, S.n
   local s = 0
   if p.sigma > 0 then s = p.sigma * (p.noise == "dt" and p.dt or sqrt(p.dt)) end
-  local function lowpass(y, v)
+  local function lowpass(y, v, tau)
     for j = 1, #y do
-      if p.tau_in > 0 then y[j] = y[j] + p.dt / p.tau_in * (v[j] - y[j]) else y[j] = v[j] end
+      if tau > 0 then y[j] = y[j] + p.dt / tau * (v[j] - y[j]) else y[j] = v[j] end
     end
   end
   local units = 0
@@ -115,8 +115,8 @@ local function naive_run(S, steps, x, target, g, learn)
       next_xi = next_xi + 1
       return xi[next_xi]
     end
-    lowpass(S.r0, x)
-    if target then lowpass(S.ut, target) end
+    lowpass(S.r0, x, p.tau_in)
+    if target then lowpass(S.ut, target, p.tau_trgt) end
     local r, rI, vB, vA, vD, vI = {[0] = S.r0}, {}, {}, {}, {}, {}
     for k = 1, N do
       r[k] = {}
@@ -275,19 +275,21 @@ describe("microcircuit full dynamics", function()
   end)
 
   for _, case in ipairs{
-    {rate = "softplus", noise = "sqrt_dt", bias = true, lua = {}},
-    {rate = "logistic", noise = "dt", bias = false, lua = {}},
+    {rate = "softplus", noise = "sqrt_dt", bias = true, lua = {}, tau_trgt = 0.7},
+    {rate = "logistic", noise = "dt", bias = false, lua = {}, tau_trgt = 0},
     {rate = "softplus", noise = "sqrt_dt", bias = true, lua = {"up", "ip", "pi", "down"}},
-    {rate = "logistic", noise = "dt", bias = false, lua = {"up", "pi"}},
+    {rate = "logistic", noise = "dt", bias = false, lua = {"up", "pi"}, tau_trgt = 0},
   } do
     local how = #case.lua == 0 and "C Euler step (fused rules)" or
                 "C Euler step with the rules of " .. table.concat(case.lua, ", ") .. " in Lua"
     it((how .. " equals a naive Lua reference (" .. case.rate .. ", noise " ..
-       case.noise .. ", bias " .. tostring(case.bias) .. ")"), function()
+       case.noise .. ", bias " .. tostring(case.bias) .. ", tau_trgt " ..
+       tostring(case.tau_trgt or mc.defaults.tau_trgt) .. ")"), function()
       local g = nm.generator(21)
       local net = mc.new{sizes = {3, 5, 4, 2}, gen = g, sigma = 0.3, noise = case.noise,
                          rules = lua_rules(case.lua),
                          rate = case.rate, bias = case.bias, tau_in = 0.4, tau_w = 0.5,
+                         tau_trgt = case.tau_trgt,
                          eta = {up = {0.3, 0.2, 0.4}, ip = {0.2, 0.3}, pi = {0.25, 0.15},
                                 down = {0.1, 0.35}}}
       if case.bias then
@@ -785,6 +787,9 @@ describe("microcircuit errors", function()
     assert.has_error(function() net:run(nm.zeros(3, "float64"), -1) end,
       "bad argument #1 to 'run' (number of steps must be >= 0)")
     assert.has_error(function() net:set{dt = -1} end)
+    local ok, err = pcall(net.set, net, {tau_trgt = -1})
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("bad value of 'tau_trgt'", 1, true), err)
     assert.has_error(function() net:set{nope = 1} end, "microcircuit: set: unknown constant 'nope'")
     net.noise_gen = nil
     assert.has_error(function() net:run(nm.zeros(3, "float64"), 1) end,
@@ -1045,6 +1050,78 @@ describe("experiments/microcircuit.lua", function()
     for _, key in ipairs{"apical_free", "mismatch_free", "sp_angle_pi", "sp_angle_ip"} do
       assert.is_number(dt.microcircuit[key], key)
     end
+    os.execute(string.format("rm -rf %q %q", dir, tmp .. ".log"))
+  end)
+
+  it("--rate paper: the same potentials as the scaled rectifier, rules 100 times faster", function()
+    local dir = tmp .. "-rate"
+    local common = "--quick --figure figS1 --no-plot --s1-patterns 30 --s1-every 10"
+    local function s1(args, name)
+      assert.equal(0, run(common .. " " .. args .. " --out " .. dir .. "/" .. name))
+      local f, res = figures(dir .. "/" .. name .. "/figS1")
+      return f, rows(dir .. "/" .. name .. "/figS1"), res.options
+    end
+    -- learning off: phi 10 times larger, weights from rates 10 times smaller,
+    -- so every potential is the scaled network's (to rounding)
+    local _, paper0 = s1("--rate paper --s1-eta-scale 0", "paper0")
+    local _, scaled0 = s1("--rate scaled --s1-eta-scale 0", "scaled0")
+    assert.equal(#scaled0, #paper0)
+    for i, r in ipairs(scaled0) do
+      for _, key in ipairs{"apical_energy", "interneuron_mismatch"} do
+        assert.is_true(math.abs(paper0[i][key] - r[key]) <= 1e-9 * math.abs(r[key]), key)
+      end
+    end
+    -- the paper's own rates (the default with --rate paper) learn the
+    -- self-predicting state in 30 patterns; on the scaled rectifier they
+    -- barely move it
+    local paper, _, po = s1("--rate paper", "paper")
+    local scaled = s1("--rate scaled --s1-eta-scale 1", "scaled")
+    assert.equal(1, po.s1_eta_scale)
+    assert.is_true(paper.apical_last < 0.1 * paper.apical_first, paper.apical_last)
+    assert.is_true(scaled.apical_last > 0.5 * scaled.apical_first, scaled.apical_last)
+    assert.equal(2, run(common .. " --rate tanh --out " .. dir .. "/bad"))
+    assert.truthy(log():find("--rate", 1, true))
+    os.execute(string.format("rm -rf %q %q", dir, tmp .. ".log"))
+  end)
+
+  it("--tau-trgt, --fig2-init-up, --fig2-pi-start and --fig2-decay reach the networks", function()
+    local dir = tmp .. "-trgt"
+    local common = "--quick --figure fig2 --no-plot --fig2-patterns 4 --fig2-every 2 --fig2-test 20"
+    local function fig2(args, name)
+      assert.equal(0, run(common .. " " .. args .. " --out " .. dir .. "/" .. name))
+      return figures(dir .. "/" .. name .. "/fig2"), rows(dir .. "/" .. name .. "/fig2")
+    end
+    -- the target potentials filtered (3 ms) or not: other weights
+    local t3 = fig2("--fig2-models microcircuit", "t3")
+    local t0 = fig2("--fig2-models microcircuit --tau-trgt 0", "t0")
+    assert.are_not.equal(t3.microcircuit.weights_crc32, t0.microcircuit.weights_crc32)
+    -- W_up drawn at the given ranges, as FA's weights: the microcircuit's
+    -- feed-forward output before learning is FA-with-attenuation's
+    local _, init = fig2("--fig2-models microcircuit,fa_att --fig2-init-up 2,0.5", "init")
+    local _, base = fig2("--fig2-models microcircuit,fa_att", "base")
+    local function first(rs, model, key)
+      for _, r in ipairs(rs) do if r.model == model and r.pattern == 0 then return r[key] end end
+    end
+    assert.equal(first(init, "fa_att", "test_error"), first(init, "microcircuit", "test_error_ff"))
+    assert.equal(first(base, "fa_att", "test_error"), first(base, "microcircuit", "test_error_ff"))
+    assert.are_not.equal(first(base, "fa_att", "test_error"), first(init, "fa_att", "test_error"))
+    assert.equal(2, run(common .. " --fig2-init-up 1 --out " .. dir .. "/bad"))
+    assert.truthy(log():find("--fig2-init-up needs 2 values", 1, true))
+    -- W_pi mirrored: -W_down from the start, and so it stays when fixed
+    local _, mirror = fig2("--fig2-models microcircuit --fig2-pi-start mirror --fig2-scale-pi 0", "mirror")
+    for _, r in ipairs(mirror) do assert.is_true(r.sp_angle_pi < 1e-5, r.sp_angle_pi) end
+    assert.is_true(base[1].sp_angle_pi > 45)
+    -- --fig2-decay 0.5 of 4 patterns: rates full up to pattern 3, halved in
+    -- pattern 4, for every model
+    local _, decay = fig2("--fig2-models microcircuit,fa_att --fig2-decay 0.5", "decay")
+    assert.equal(#base, #decay)
+    for i, r in ipairs(base) do
+      local d = decay[i]
+      assert.equal(r.model, d.model)
+      if r.pattern <= 2 then assert.equal(r.test_error, d.test_error)
+      else assert.are_not.equal(r.test_error, d.test_error) end
+    end
+    assert.equal(2, run(common .. " --fig2-decay 1.5 --out " .. dir .. "/bad2"))
     os.execute(string.format("rm -rf %q %q", dir, tmp .. ".log"))
   end)
 

@@ -298,6 +298,29 @@ describe("an experiment's grid, sharded and merged", function()
     end
   end)
 
+  -- Regression: a stopped grid said "continue with: ./neuromic
+  -- experiments/nan_nk.lua --resume --out OUT/grid", which runs nan_nk
+  -- into the grid folder.
+  it("says how to continue an experiment's stopped grid: its own command with --resume", function()
+    local d = tmp .. "/nkstop"
+    local args = {exe, root .. "/experiments/nan_nk.lua", "--quick", "--out", d}
+    local pid = nm.sys.spawn(args, tmp .. "/nkstop.log")
+    local t0 = nm.sys.clock()
+    while not read(d .. "/grid/sweep.jsonl") and nm.sys.clock() - t0 < 30 do nm.sys.sleep(0.02) end
+    nm.sys.kill(pid, "TERM")
+    local _, status = nm.sys.wait(pid)
+    assert.equal(143, status)
+    local log = read(tmp .. "/nkstop.log")
+    assert.truthy(log:find("nan_nk: stopped; continue with the same command and --resume", 1, true), log)
+    assert.falsy(log:find("--resume --out", 1, true), log)
+    assert.equal("stopped", json.read_file(d .. "/results.json").status)
+    local cmd = {}
+    for i, a in ipairs(args) do cmd[i] = q(a) end
+    local _, err, rc = sh(table.concat(cmd, " ") .. " --resume")
+    assert.equal(0, rc, err)
+    assert.equal(48, #sweep.read(d .. "/grid"))
+  end)
+
   it("gives baselines' cells and metrics as one process does", function()
     local b = root .. "/experiments/baselines.lua"
     local base = {b, "--quick", "--dataset", "mnist-subset", "--arch", "8", "--rules", "bp,fa,dfa",

@@ -5,7 +5,8 @@
 **
 **   local mc = nm.kernels.microcircuit{
 **     sizes = {n0, n1, ..., nN},
-**     dt, g_lk, g_B, g_A, g_D, g_som, sigma, tau_in, tau_w, gamma, beta, theta
+**     dt, g_lk, g_B, g_A, g_D, g_som, sigma, tau_in, tau_trgt, tau_w, gamma, beta,
+**       theta
 **       (numbers), noise = "sqrt_dt" | "dt", rate = "softplus" | "logistic",
 **     r0 = [n0], ut = [nN],
 **     layers = {{u, r, vB, W_up, D_up, [b_up, Db_up], eta_up,
@@ -132,6 +133,7 @@ static void read_params(lua_State *L, int tab, nm_mc_params *p, const char *wher
   p->g_som = num_field(L, 1, tab, "g_som", where);
   p->sigma = num_field(L, 1, tab, "sigma", where);
   p->tau_in = num_field(L, 1, tab, "tau_in", where);
+  p->tau_trgt = num_field(L, 1, tab, "tau_trgt", where);
   p->tau_w = num_field(L, 1, tab, "tau_w", where);
   p->gamma = num_field(L, 1, tab, "gamma", where);
   p->beta = num_field(L, 1, tab, "beta", where);
@@ -146,7 +148,7 @@ static void check_params(lua_State *L, const nm_mc_params *p, int arg) {
   const char *what = "?";
   if (nm_mc_check_params(p, &what) != NM_OK) {
     lua_pushfstring(L, "bad value of '%s' (dt, tau_w, beta > 0; conductances, sigma, "
-                    "tau_in >= 0)", what);
+                    "tau_in, tau_trgt >= 0)", what);
     luaL_argerror(L, arg, lua_tostring(L, -1));
   }
 }
@@ -413,9 +415,10 @@ static int m_set(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   nm_mc_params p = net->p;
   static const char *const names[] = {"dt", "g_lk", "g_B", "g_A", "g_D", "g_som", "sigma",
-                                      "tau_in", "tau_w", "gamma", "beta", "theta", NULL};
+                                      "tau_in", "tau_trgt", "tau_w", "gamma", "beta", "theta",
+                                      NULL};
   double *slots[] = {&p.dt, &p.g_lk, &p.g_B, &p.g_A, &p.g_D, &p.g_som, &p.sigma,
-                     &p.tau_in, &p.tau_w, &p.gamma, &p.beta, &p.theta};
+                     &p.tau_in, &p.tau_trgt, &p.tau_w, &p.gamma, &p.beta, &p.theta};
   lua_pushnil(L);
   while (lua_next(L, 2)) {
     const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
@@ -539,9 +542,9 @@ static int m_params(lua_State *L) {
   const nm_mc_params *p = &net->p;
   lua_createtable(L, 0, 20);
   const char *names[] = {"dt", "g_lk", "g_B", "g_A", "g_D", "g_som", "sigma",
-                         "tau_in", "tau_w", "gamma", "beta", "theta"};
+                         "tau_in", "tau_trgt", "tau_w", "gamma", "beta", "theta"};
   double vals[] = {p->dt, p->g_lk, p->g_B, p->g_A, p->g_D, p->g_som, p->sigma,
-                   p->tau_in, p->tau_w, p->gamma, p->beta, p->theta};
+                   p->tau_in, p->tau_trgt, p->tau_w, p->gamma, p->beta, p->theta};
   for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
     lua_pushnumber(L, vals[i]);
     lua_setfield(L, -2, names[i]);

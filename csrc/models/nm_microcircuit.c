@@ -63,6 +63,7 @@ int nm_mc_check_params(const nm_mc_params *p, const char **what) {
   BAD(p->g_lk + p->g_D > 0, "g_lk + g_D");
   BAD(isfinite(p->sigma) && p->sigma >= 0, "sigma");
   BAD(isfinite(p->tau_in) && p->tau_in >= 0, "tau_in");
+  BAD(isfinite(p->tau_trgt) && p->tau_trgt >= 0, "tau_trgt");
   BAD(isfinite(p->tau_w) && p->tau_w > 0, "tau_w");
   BAD(isfinite(p->gamma), "gamma");
   BAD(isfinite(p->beta) && p->beta > 0, "beta");
@@ -403,7 +404,7 @@ static int all_finite(const nm_mc_net *net) {
 void nm_mc_begin_step(nm_mc_net *net, const double *x, const double *target) {
   const nm_mc_params *p = &net->p;
   lowpass_vector(net->r0, x, net->n0, p->dt, p->tau_in);
-  if (target) lowpass_vector(net->ut, target, net->layer[net->N].n, p->dt, p->tau_in);
+  if (target) lowpass_vector(net->ut, target, net->layer[net->N].n, p->dt, p->tau_trgt);
   nm_mc_refresh(net);
 }
 

@@ -51,7 +51,8 @@ typedef struct nm_mc_params {
   double g_lk, g_B, g_A, g_D, g_som;
   double sigma;                   /* noise amplitude */
   nm_mc_noise noise;
-  double tau_in;                  /* low-pass of input rates and target potentials; 0: none */
+  double tau_in;                  /* low-pass of the input rates; 0: none */
+  double tau_trgt;                /* low-pass of the target potentials; 0: none */
   double tau_w;                   /* low-pass of the plasticity induction terms (> 0) */
   nm_mc_rate rate;
   double gamma, beta, theta;
@@ -108,7 +109,7 @@ void nm_mc_refresh(nm_mc_net *net);
 ** target potentials target [n_N] (NULL: no target; the output layer is
 ** then not nudged). One step, with every right-hand side taken from the
 ** state at time t:
-**   r0 += dt/tau_in (x - r0);  ut += dt/tau_in (target - ut)   (tau_in 0: copies)
+**   r0 += dt/tau_in (x - r0);  ut += dt/tau_trgt (target - ut)   (tau 0: copies)
 **   rates and dendritic potentials as in nm_mc_refresh
 **   plasticity (when learn != 0), for each connection with eta != 0:
 **     W += dt eta D;  D += dt/tau_w (T - D)   with the induction term T

@@ -421,9 +421,11 @@ function sweep.run_locked(cfg, dir)
   summary.stopped = stopping
   if not cfg.quiet then
     if stopping then
-      say(format("sweep stopped by %s after %d of %d cells; continue with:\n  %s", stopping,
-                 summary.done, summary.total, cfg.resume_command or format("%s %s --resume --out %s",
-                 sweep.interpreter(), (arg and arg[0]) or "experiments/sweep.lua", dir)))
+      -- (an experiment's own grid: sweep.grid says how to continue it)
+      say(format("sweep stopped by %s after %d of %d cells%s", stopping, summary.done, summary.total,
+                 cfg.grid and "" or format("; continue with:\n  %s", cfg.resume_command or
+                   format("%s %s --resume --out %s", sweep.interpreter(), (arg and arg[0]) or
+                          "experiments/sweep.lua", dir))))
     else
       say(format("sweep %s: %d of %d cells done, %d failed; results in %s/sweep.jsonl",
                  dir, summary.done, summary.total, summary.failed, dir))
@@ -553,7 +555,7 @@ function sweep.grid(run, opts, grid)
   local name = opts._name or "experiment"
   local cfg = {experiment = grid.experiment, sets = grid.sets or {}, seeds = grid.seeds,
                args = grid.args or {}, out = dir, jobs = opts.jobs or 1, shard = opts.shard,
-               quiet = grid.quiet}
+               quiet = grid.quiet, grid = true}
   local merged_from = {}
   for i, d in ipairs(opts.merge and opts._args or {}) do merged_from[i] = grid_folder(d) end
   local summary

@@ -63,9 +63,13 @@ local mc = {}
 local format = string.format
 
 -- Constants of the paper (ms, capacitance 1, rest 0) and the reimplementations.
+-- tau_in low-pass filters the input rates (the paper's r_0); tau_trgt the
+-- target potentials the output is nudged towards (0: applied as given,
+-- as the paper's equations have it; the default filters them like the
+-- inputs, so that a new target ramps in over a few ms).
 mc.defaults = {
   dt = 0.1, g_lk = 0.1, g_B = 1, g_A = 0.8, g_D = 1, g_som = 0.8,
-  sigma = 0.1, noise = "sqrt_dt", tau_in = 3, tau_w = 30,
+  sigma = 0.1, noise = "sqrt_dt", tau_in = 3, tau_trgt = 3, tau_w = 30,
 }
 
 -- Rate functions: softplus gamma log(1 + exp(beta (u - theta))) (Fig. 2)
@@ -155,7 +159,7 @@ end
 --   dtype = "float64" ("float32" for the steady state only)
 --   rate = "softplus" | "logistic" | {"softplus", gamma =, beta =, theta =}
 --   dt, g_lk, g_B, g_A, g_D, g_som, sigma, noise ("sqrt_dt" | "dt"),
---     tau_in, tau_w: see mc.defaults
+--     tau_in, tau_trgt, tau_w: see mc.defaults
 --   mode = "dynamics" (rules low-pass filtered, eta per ms) | "steady"
 --     (tau_w = 0: W += eta <term> once per pattern, eta per pattern)
 --   eta = {up = {N values} | x, ip = {N-1} | x, pi = ..., down = ...}
@@ -482,7 +486,7 @@ local function sync_etas(self, h)
   end
 end
 
--- Changes constants (dt, conductances, sigma, noise, tau_in, tau_w; rate
+-- Changes constants (dt, conductances, sigma, noise, tau_in, tau_trgt, tau_w; rate
 -- function parameters gamma, beta, theta) for both modes.
 function Net:set(o)
   for k, v in pairs(o) do
