@@ -82,6 +82,12 @@ test: deps all data
 demo: deps all data
 	./neuromic experiments/demo.lua
 
+# Every paper result at the papers' scale, with statistics over seeds
+# (experiments/reproduce.lua, doc/reproduce.md); arguments go in ARGS:
+#   make reproduce ARGS="--list"        make reproduce ARGS="--only bmvr --jobs 2"
+reproduce: deps all data
+	./neuromic experiments/reproduce.lua $(ARGS)
+
 bench: all
 	@for b in experiments/bench/*.lua; do echo "== $$b"; ./neuromic $$b || exit 1; done
 
@@ -128,7 +134,8 @@ help:
 	@echo "make test     run the busted suite (spec/)"
 	@echo "make demo     the showcase of every model family"
 	@echo "make bench    benchmarks in experiments/bench/"
+	@echo "make reproduce [ARGS=...]  every paper result at full scale (ARGS=\"--list\", \"--only FAMILY\", \"--quick\")"
 	@echo "make sanitize ASan+UBSan build and the whole suite"
 	@echo "make fuzz     libFuzzer runs of the IDX and .npy readers"
 
-.PHONY: FORCE all deps data test demo bench sanitize fuzz install clean help
+.PHONY: FORCE all deps data test demo reproduce bench sanitize fuzz install clean help

@@ -44,12 +44,13 @@ local SPEC = {
   name = "baselines",
   grid = true,
   description = "Backprop, feedback alignment and direct feedback alignment on " ..
-                "Fashion-MNIST and the MNIST subset (784-256-10, 784-256-256-10). " ..
+                "Fashion-MNIST and MNIST (784-256-10, 784-256-256-10). " ..
                 "The grid (dataset x arch x rule) runs in this process; with --jobs > 1, " ..
                 "--shard or --merge each cell is a worker process of its own (doc/sweeps.md).",
   options = {
-    {"dataset", "list", {"fashion", "mnist"}, "data sets: fashion, mnist (the 10,000-digit " ..
-     "subset), or folders/prefixes of IDX files", item = "string", metavar = "LIST"},
+    {"dataset", "list", {"fashion", "mnist"}, "data sets: fashion, mnist (60,000 / 10,000), " ..
+     "mnist-subset (8,000 / 2,000), or folders/prefixes of IDX files", item = "string",
+     metavar = "LIST", quick = {"fashion", "mnist-subset"}},
     {"arch", "list", {"256", "256-256"}, "hidden layer sizes per network, '-' between layers",
      item = "string", metavar = "LIST"},
     {"rules", "list", {"bp", "fa", "dfa"}, "connection rules: bp (backprop), fa, dfa, " ..

@@ -44,11 +44,12 @@ local format = string.format
 
 local opts = cli.parse(arg, {
   name = "folded_ae",
-  description = "Energy-based folded autoencoder (Dold et al.) on Fashion-MNIST and the MNIST " ..
-                "subset: W-encode/G-decode reconstruction against PCA and a backprop autoencoder.",
+  description = "Energy-based folded autoencoder (Dold et al.) on Fashion-MNIST and " ..
+                "MNIST: W-encode/G-decode reconstruction against PCA and a backprop autoencoder.",
   options = {
-    {"dataset", "list", {"fashion", "mnist"}, "data sets: fashion, mnist (the 10,000-digit subset), " ..
-     "or folders/prefixes of IDX files", item = "string", metavar = "LIST"},
+    {"dataset", "list", {"fashion", "mnist"}, "data sets: fashion, mnist (60,000 / 10,000), " ..
+     "mnist-subset (8,000 / 2,000), or folders/prefixes of IDX files", item = "string",
+     metavar = "LIST", quick = {"fashion", "mnist-subset"}},
     {"hidden", "list", {256, 64}, "sizes of areas 1..N (area 0 is the image)", item = "int"},
     {"phi", "string", "tanh", "rate function of areas 1..N",
      choices = {"tanh", "sigmoid", "softplus", "relu", "identity"}},

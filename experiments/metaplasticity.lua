@@ -30,8 +30,9 @@
 -- best theta by held-out accuracy is kept. At the end the final and best
 -- theta are scored on --test-episodes fresh held-out episodes.
 -- The paper used EMNIST (47 classes); here tasks come from Fashion-MNIST
--- (--data fashion, default) or the MNIST subset (--data mnist), labels are
--- the data set's 10 classes and the network has --outputs (10) outputs.
+-- (--data fashion, default), MNIST (--data mnist) or its subset (--data
+-- mnist-subset); labels are the data set's 10 classes and the network has
+-- --outputs (10) outputs.
 --
 --   ./neuromic experiments/metaplasticity.lua --quick          # seconds
 --   ./neuromic experiments/metaplasticity.lua --out results/metaplasticity

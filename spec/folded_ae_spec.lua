@@ -671,7 +671,7 @@ describe("experiments/folded_ae.lua", function()
   local function rows(dir) return support.metric_rows(dir) end
 
   it("resumes after SIGTERM to the same metrics and weights as an uninterrupted run", function()
-    local common = "--quick --dataset mnist --hidden 24,6 --epochs 2 --batch 20 " ..
+    local common = "--quick --dataset mnist-subset --hidden 24,6 --epochs 2 --batch 20 " ..
                    "--train-subset 200 --test-subset 100 --probe 16 --lambdas 0.1 " ..
                    "--align-iter 100 --no-plot --checkpoint-every 3 --stop-after 13"
     local a, b = tmp .. "-a", tmp .. "-b"
@@ -683,7 +683,7 @@ describe("experiments/folded_ae.lua", function()
     assert.equal("finished", rb.status)
     assert.equal(1, rb.resumed)
     assert.same(rows(a), rows(b))
-    local fa, fb = ra.final.datasets.mnist, rb.final.datasets.mnist
+    local fa, fb = ra.final.datasets["mnist-subset"], rb.final.datasets["mnist-subset"]
     assert.equal(fa.folded_weights_crc32, fb.folded_weights_crc32)
     assert.equal(fa.folded_test_mse, fb.folded_test_mse)
     assert.equal(fa.bp_test_mse, fb.bp_test_mse)

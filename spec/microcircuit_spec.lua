@@ -961,7 +961,7 @@ describe("experiments/microcircuit.lua", function()
     -- Fig. 2 at pattern 7 of the shallow learner (20 patterns per model),
     -- Fig. 3 in the second epoch of the microcircuit (20 minibatches an epoch)
     local common = "--quick --figure figS1,fig2,fig3 --no-plot --s1-patterns 30 --s1-every 5 " ..
-                   "--fig2-patterns 20 --fig2-every 5 --fig2-test 20 --datasets mnist " ..
+                   "--fig2-patterns 20 --fig2-every 5 --fig2-test 20 --datasets mnist-subset " ..
                    "--variants microcircuit,bp --train-subset 200 --test-subset 100 --epochs 2 " ..
                    "--checkpoint-every 5 --stop-after 27"
     local a, b = tmp .. "-a", tmp .. "-b"
@@ -994,7 +994,7 @@ describe("experiments/microcircuit.lua", function()
       assert.is_number(fa[m].weights_crc32)
       assert.is_number(fa[m].test_error)
     end
-    assert.is_number(figures(a .. "/fig3").mnist.microcircuit.weights_crc32)
+    assert.is_number(figures(a .. "/fig3")["mnist-subset"].microcircuit.weights_crc32)
     -- OUT/results.json: the demo's headline figures, labelled, with units
     local top, res = figures(b)
     assert.equal("finished", res.status)

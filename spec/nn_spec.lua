@@ -405,7 +405,7 @@ describe("experiments/baselines.lua", function()
   local function rows(dir) return support.metric_rows(dir) end
 
   it("resumes after SIGTERM to the same metrics and weights as an uninterrupted run", function()
-    local common = "--quick --dataset mnist --arch 256 --rules bp,dfa --epochs 2 " ..
+    local common = "--quick --dataset mnist-subset --arch 256 --rules bp,dfa --epochs 2 " ..
                    "--train-subset 1000 --test-subset 300 --probe 100 --no-plot " ..
                    "--checkpoint-every 7 --stop-after 33"
     local a, b = tmp .. "-a", tmp .. "-b"
@@ -436,7 +436,7 @@ describe("experiments/baselines.lua", function()
     local dir = tmp .. "-rules"
     os.execute(string.format("mkdir -p %q", dir))
     write(dir .. "/my_fa.lua", (read(support.root .. "/rules/fa.lua"):gsub('name = "fa"', 'name = "my_fa"', 1)))
-    local common = "--quick --dataset mnist --arch 256-256 --epochs 1 --train-subset 300 " ..
+    local common = "--quick --dataset mnist-subset --arch 256-256 --epochs 1 --train-subset 300 " ..
                    "--test-subset 100 --probe 50 --no-plot"
     local out = tmp .. "-user"
     assert.equal(0, run(common .. " --rules fa," .. dir .. "/my_fa.lua,sign_symmetry --out " .. out))
@@ -480,7 +480,7 @@ describe("experiments/baselines.lua", function()
   -- Regression: --stop-after 1 sent SIGTERM before run:poll had installed
   -- the stop handler, so the process died with no checkpoint.
   it("stops at the very first batch with a checkpoint and resumes from it", function()
-    local common = "--quick --dataset mnist --arch 256 --rules fa --epochs 1 " ..
+    local common = "--quick --dataset mnist-subset --arch 256 --rules fa --epochs 1 " ..
                    "--train-subset 300 --test-subset 100 --probe 50 --no-plot --stop-after 1"
     local a, b = tmp .. "-a1", tmp .. "-b1"
     assert.equal(0, run(common:gsub("%-%-stop%-after 1", "--stop-after 1000") .. " --out " .. a))

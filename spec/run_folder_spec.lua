@@ -117,7 +117,7 @@ describe("user errors of experiment command lines", function()
       {{E"baselines", "--quick", "--out", ""}, "--out needs a folder name"},
       {{E"baselines", "--quick", "--threads", "100000", "--out", tmp .. "/u2"}, "thread count must be in 1..1024"},
       {{E"baselines", "--train-subset", "500", "--test-subset", "100", "--epochs", "1",
-        "--dataset", "mnist", "--arch", "8", "--rules", "bp", "--validation", "100000",
+        "--dataset", "mnist-subset", "--arch", "8", "--rules", "bp", "--validation", "100000",
         "--out", tmp .. "/u3"}, "validation = 100000 leaves no training samples"},
       {{E"baselines", "--quick", "--arch", "99999999999", "--out", tmp .. "/u4"},
        "a hidden layer of 99999999999 units is too large"},
@@ -210,7 +210,7 @@ describe("an output folder", function()
     assert.same(before, snapshot(dir))
     -- --overwrite with bad inputs: refused before anything changes
     local bdir = tmp .. "/kept-baselines"
-    status, text = run{root .. "/experiments/baselines.lua", "--quick", "--dataset", "mnist",
+    status, text = run{root .. "/experiments/baselines.lua", "--quick", "--dataset", "mnist-subset",
                        "--arch", "8", "--rules", "bp", "--train-subset", "300", "--test-subset", "100",
                        "--probe", "50", "--out", bdir}
     assert.equal(0, status, text)
@@ -221,7 +221,7 @@ describe("an output folder", function()
     assert.same(bbefore, snapshot(bdir))
     -- --overwrite replaces the run, and its plots
     local plots = json.read_file(bdir .. "/results.json").final.plots
-    status, text = run{root .. "/experiments/baselines.lua", "--quick", "--dataset", "mnist",
+    status, text = run{root .. "/experiments/baselines.lua", "--quick", "--dataset", "mnist-subset",
                        "--arch", "8", "--rules", "bp", "--train-subset", "300", "--test-subset", "100",
                        "--probe", "50", "--no-plot", "--out", bdir, "--overwrite"}
     assert.equal(0, status, text)
@@ -262,7 +262,7 @@ describe("an output folder", function()
   end)
 
   it("may be resumed with other --threads, --no-plot, --checkpoint-every, --stop-after", function()
-    local bargs = {root .. "/experiments/baselines.lua", "--quick", "--dataset", "mnist", "--arch", "8",
+    local bargs = {root .. "/experiments/baselines.lua", "--quick", "--dataset", "mnist-subset", "--arch", "8",
                    "--rules", "bp", "--train-subset", "400", "--test-subset", "100", "--probe", "50",
                    "--epochs", "2"}
     local ref, dir = tmp .. "/vref", tmp .. "/vol"
@@ -301,7 +301,7 @@ describe("no user string reaches a shell or gnuplot", function()
     local marker = tmp .. "/INJECTED"
     local weird = tmp .. "/in j;touch " .. marker .. ";`touch " .. marker .. "2` $(touch " ..
                   marker .. "3) 'q'"
-    local status, text = run{root .. "/experiments/baselines.lua", "--quick", "--dataset", "mnist",
+    local status, text = run{root .. "/experiments/baselines.lua", "--quick", "--dataset", "mnist-subset",
                              "--arch", "8", "--rules", "bp,fa", "--train-subset", "300",
                              "--test-subset", "100", "--probe", "50", "--out", weird}
     assert.equal(0, status, text)

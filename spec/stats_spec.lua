@@ -197,3 +197,39 @@ describe("confidence intervals and paired and exact tests", function()
       "bad argument #2 to 'fisher_exact' (a count expected, got -1)")
   end)
 end)
+
+describe("nm.stats one-sided p-values and a tested difference (delta)", function()
+  it("paired_t_test: the df = 2 closed form, and against delta", function()
+    -- differences 1, 2, 3: mean 2, sd 1, t = 2 sqrt(3); for df = 2,
+    -- P(T > t) = 1/2 - t / (2 sqrt(t^2 + 2))
+    local r = stats.paired_t_test({11, 22, 33}, {10, 20, 30})
+    local t = 2 * math.sqrt(3)
+    assert.is_near(t, r.t, 1e-12)
+    local upper = 0.5 - t / (2 * math.sqrt(t * t + 2))
+    assert.is_near(upper, r.p_greater, 1e-12)
+    assert.is_near(1 - upper, r.p_less, 1e-12)
+    assert.is_near(2 * upper, r.p, 1e-12)
+    -- against delta = 2 the mean difference is on the bound: t = 0
+    local rd = stats.paired_t_test({11, 22, 33}, {10, 20, 30}, 2)
+    assert.are.equal(0, rd.t)
+    assert.is_near(0.5, rd.p_greater, 1e-12)
+    -- against delta = 1: t = (2 - 1) sqrt(3)
+    assert.is_near(math.sqrt(3), stats.paired_t_test({11, 22, 33}, {10, 20, 30}, 1).t, 1e-12)
+  end)
+
+  it("welch_test: the one-sided p-values split the two-sided one; delta shifts ys", function()
+    local xs, ys = {5.1, 4.9, 5.6, 5.8, 6.0}, {4.1, 4.5, 4.0, 4.6}
+    local r = stats.welch_test(xs, ys)
+    assert.is_true(r.t > 0)
+    assert.is_near(r.p / 2, r.p_greater, 1e-14)
+    assert.is_near(1 - r.p / 2, r.p_less, 1e-14)
+    local shifted = {}
+    for i, y in ipairs(ys) do shifted[i] = y + 1 end
+    local rd, r1 = stats.welch_test(xs, ys, 1), stats.welch_test(xs, shifted)
+    assert.is_near(r1.t, rd.t, 1e-12)
+    assert.is_near(r1.df, rd.df, 1e-12)
+    assert.is_near(r1.p_greater, rd.p_greater, 1e-12)
+    assert.are.equal(0, stats.welch_test({1, 1}, {2, 2}).p_less)
+  end)
+end)
+

