@@ -8,7 +8,8 @@
 --                  first collapse; over seeds mean +- 95% t interval, the
 --                  paired t-test (guards on - off, paired by seed: the same
 --                  task stream and test episodes) and Fisher's exact test
---                  on the number of collapsed runs.
+--                  on the number of failed runs (final theta below
+--                  --collapse: collapsed or never learned).
 --   --methods DIR  a metaplasticity sweep over --set runs=...: each run's
 --                  mean +- 95% interval over seeds and the paired t-test
 --                  against BP with the learning rate only (bp_lr); the
@@ -36,16 +37,21 @@ local opts = cli.parse(arg, {
   description = "Seed statistics (mean +- 95% CI, paired t-tests, collapses, meta-gradient " ..
                 "norms) of the metaplasticity and RCN sweeps, as a Markdown report.",
   options = {
-    {"guards", "string", "", "metaplasticity sweep over guards=true,false (empty: none)",
-     metavar = "DIR"},
+    {"guards", "string", "", "metaplasticity sweep over guards=true,false (empty: none); a " ..
+     "comma-separated list joins sweeps of the same grid over other seeds", metavar = "DIR"},
     {"methods", "string", "", "metaplasticity sweep over runs=... (empty: none)", metavar = "DIR"},
     {"rcn", "string", "", "rcn sweep over runs=... (empty: none)", metavar = "DIR"},
+    {"ablation", "string", "", "with --guards: a metaplasticity sweep of the same run with the " ..
+     "guards on and one part of them switched off (e.g. --set revert-drop=1: clipping " ..
+     "alone), shown beside on and off", metavar = "DIR"},
     {"doc", "string", "", "write the report to this file as well as to stdout", metavar = "FILE"},
-    {"collapse", "number", 0.3, "a run has collapsed when a held-out evaluation at or after " ..
-     "--after scores below this accuracy (5-way chance: 0.2)", min = 0},
-    {"after", "int", 30, "first episode at which collapses count", min = 1},
-    {"spike", "number", 10, "a meta-gradient spike: a norm above this many times the run's " ..
-     "median (or not finite)", min = 1},
+    {"collapse", "number", 0.3, "a run has collapsed when a held-out evaluation scores below " ..
+     "this accuracy after one scored at least --learned, and has failed when its final theta " ..
+     "scores below it (5-way chance: 0.2)", min = 0},
+    {"learned", "number", 0.5, "held-out accuracy from which a run counts as having learned",
+     min = 0},
+    {"spike", "number", 10, "a meta-gradient spike: a norm above this many times the median " ..
+     "of the 10 before it (or not finite)", min = 1},
   },
 })
 
@@ -61,9 +67,10 @@ local function exists(path)
   return f ~= nil
 end
 
--- The finished cells of a sweep: {seed, options, runs (results.final.runs),
--- dir, elapsed_s, version}, and its grid (sweep.json).
-local function read_sweep(dir)
+-- The finished cells of one sweep folder: {seed, options, runs
+-- (results.final.runs), dir, elapsed_s, version}, and its grid
+-- (sweep.json).
+local function read_one(dir)
   if not exists(dir .. "/sweep.json") then
     cli.error(format("%s is not a sweep folder (no sweep.json)", dir))
   end
@@ -76,7 +83,6 @@ local function read_sweep(dir)
                        dir = row.dir, elapsed_s = row.elapsed_s, version = res.version}
     end
   end
-  table.sort(out, function(a, b) return a.seed < b.seed end)
   return out, grid
 end
 
@@ -95,6 +101,21 @@ local function command_of(dir, grid)
   if grid.quick then parts[#parts + 1] = "--quick" end
   if grid.args and #grid.args > 0 then parts[#parts + 1] = "-- " .. table.concat(grid.args, " ") end
   return table.concat(parts, " ")
+end
+
+-- The finished cells of the sweep folders of a comma-separated list (the
+-- same grid over more seeds, say), ordered by seed; the first folder's
+-- grid; the commands of all, indented as a Markdown code block.
+local function read_sweep(list)
+  local cells, grid, cmds = {}, nil, {}
+  for dir in list:gmatch("[^,]+") do
+    local c, g = read_one(dir)
+    for _, cell in ipairs(c) do cells[#cells + 1] = cell end
+    grid = grid or g
+    cmds[#cmds + 1] = "    " .. command_of(dir, g)
+  end
+  table.sort(cells, function(a, b) return a.seed < b.seed end)
+  return cells, grid, table.concat(cmds, "\n")
 end
 
 -- The metric rows of a cell (metrics.jsonl), or nil when its folder is gone.
@@ -116,8 +137,9 @@ end
 
 -- What the metric rows of one run say: meta-gradient norms (median,
 -- largest and its episode, spikes and the first one), the first collapse
--- at or after --after, the lowest held-out accuracy from then on, the
--- guards' actions.
+-- (a held-out evaluation below --collapse after one at or above
+-- --learned), the lowest held-out accuracy from the first evaluation at or
+-- above --learned on, the guards' reverts.
 local function trace(rows, run)
   local t = {norms = {}, spikes = 0, nonfinite = 0, reverts = 0}
   local sub = {}
@@ -128,19 +150,32 @@ local function trace(rows, run)
   end
   t.median = median(t.norms)
   t.max, t.max_episode = -1, nil
+  local recent, learned = {}, false
   for _, r in ipairs(sub) do
     local g = r.grad_norm
     if finite(g) and g > t.max then t.max, t.max_episode = g, r.episode end
-    if not finite(g) or g > opts.spike * t.median then
+    -- a spike: not finite, or above --spike times the median of the
+    -- (up to) 10 finite norms before it (at least 3 of them)
+    if not finite(g) or (#recent >= 3 and g > opts.spike * median(recent)) then
       t.spikes = t.spikes + 1
       t.first_spike = t.first_spike or r.episode
     end
+    if finite(g) then
+      recent[#recent + 1] = g
+      if #recent > 10 then table.remove(recent, 1) end
+    end
     if r.action == "revert" then t.reverts = t.reverts + 1 end
     local h = r.heldout_accuracy
-    if r.episode >= opts.after and h ~= nil then
+    if h ~= nil then
       local v = finite(h) and h or 0
-      t.low = math.min(t.low or 1, v)
-      if v < opts.collapse and not t.collapse then t.collapse = r.episode end
+      if learned then
+        t.low = math.min(t.low or 1, v)
+        if v < opts.collapse and not t.collapse then t.collapse = r.episode end
+      end
+      if v >= opts.learned then
+        learned = true
+        t.low = math.min(t.low or 1, v)
+      end
     end
   end
   return t
@@ -211,7 +246,7 @@ say("Fashion-MNIST 5-way tasks (K = 50, Q = 10), 784-170-130-100-70-10 softplus 
     "the 95% Student t interval over seeds. A run whose theta is not finite scores 0.")
 say()
 local argv = {"./neuromic experiments/meta_seeds.lua"}
-for _, k in ipairs{"guards", "methods", "rcn"} do
+for _, k in ipairs{"guards", "ablation", "methods", "rcn"} do
   if opts[k] ~= "" then argv[#argv + 1] = format("--%s %s", k, opts[k]) end
 end
 if opts.doc ~= "" then argv[#argv + 1] = "--doc " .. opts.doc end
@@ -223,42 +258,71 @@ say()
 local guard_bio = {}          -- seed -> final runs entry of the guarded bio cell (joins --methods)
 
 if opts.guards ~= "" then
-  local cells, grid = read_sweep(opts.guards)
+  local cells, _, cmds = read_sweep(opts.guards)
   say("## Are the guards needed? F_bio with and without them")
   say()
-  say("    " .. command_of(opts.guards, grid))
+  say(cmds)
   say()
   say(format("Guards (`--guards`, the default): the meta-gradient clipped to norm 1, a " ..
              "non-finite step rolled back to the best theta so far with the meta learning " ..
              "rate halved, and the same when a held-out evaluation falls 15 points below the " ..
-             "best. `--no-guards`: non-finite steps skipped, nothing else. Collapse: a held-out " ..
-             "evaluation at or after episode %d below %.0f%% (5-way chance: 20%%); spike: a " ..
-             "meta-gradient norm above %g times the run's median, or not finite. %s; code %s.",
-             opts.after, 100 * opts.collapse, opts.spike, time_text(cells), versions(cells)))
+             "best. `--no-guards`: non-finite steps skipped, nothing else. Norms are those of " ..
+             "the meta-gradient before clipping. Collapse: a held-out evaluation below %.0f%% " ..
+             "(5-way chance: 20%%) after one at or above %.0f%%; lowest: the lowest held-out " ..
+             "accuracy from the first evaluation at or above %.0f%% on; spike: a norm above %g " ..
+             "times the median of the 10 before it, or not finite. %s; code %s.",
+             100 * opts.collapse, 100 * opts.learned, 100 * opts.learned, opts.spike,
+             time_text(cells), versions(cells)))
   say()
-  local by = {}
-  for _, c in ipairs(cells) do
-    local name = c.options.runs or "bio"
-    local f = c.runs[name]
-    if f then
-      local key = tostring(c.options.guards)
-      by[c.seed] = by[c.seed] or {}
-      local rows = metric_rows(c)
-      by[c.seed][key] = {f = f, t = rows and trace(rows, name) or nil}
-      if key == "true" then guard_bio[c.seed] = f end
+  local by, conds = {}, {{key = "true", label = "on"}, {key = "false", label = "off"}}
+  local function add(list, fixed_key)
+    for _, c in ipairs(list) do
+      local name = c.options.runs or "bio"
+      local f = c.runs[name]
+      if f then
+        local key = fixed_key or tostring(c.options.guards)
+        by[c.seed] = by[c.seed] or {}
+        local rows = metric_rows(c)
+        by[c.seed][key] = {f = f, t = rows and trace(rows, name) or nil}
+        if key == "true" then guard_bio[c.seed] = f end
+      end
     end
   end
+  add(cells)
+  if opts.ablation ~= "" then
+    local acells, agrid, acmds = read_sweep(opts.ablation)
+    local parts = {}
+    for _, set in ipairs(agrid.sets or {}) do
+      if set.name ~= "runs" then parts[#parts + 1] = set.name .. "=" .. table.concat(set.values, ",") end
+    end
+    for i = 1, #(agrid.args or {}) - 1 do
+      if agrid.args[i]:match("^%-%-") and agrid.args[i] ~= "--episodes" and
+         not agrid.args[i]:match("^%-%-eval") and agrid.args[i] ~= "--heldout" and
+         agrid.args[i] ~= "--test-episodes" then
+        parts[#parts + 1] = agrid.args[i]:sub(3) .. "=" .. agrid.args[i + 1]
+      end
+    end
+    local label = "on, " .. table.concat(parts, " ")
+    conds[3] = {key = "ablation", label = label}
+    add(acells, "ablation")
+    say(format("Ablation (`%s`): the guards on with %s. %s; code %s.", label, table.concat(parts, " "),
+               time_text(acells), versions(acells)))
+    say()
+    say(acmds)
+    say()
+  end
   say("| seed | guards | final | best | median norm | largest norm (episode) | spikes (first) | " ..
-      "collapse at | lowest held-out after ep. " .. opts.after .. " | skipped / rolled back |")
+      "collapse at | lowest held-out | skipped / rolled back |")
   say("|---|---|---|---|---|---|---|---|---|---|")
   local seeds = {}
   for seed in pairs(by) do seeds[#seeds + 1] = seed end
   table.sort(seeds)
-  local sets = {["true"] = {final = {}, best = {}, collapsed = 0, n = 0},
-                ["false"] = {final = {}, best = {}, collapsed = 0, n = 0}}
+  local sets = {}
+  for _, c in ipairs(conds) do sets[c.key] = {final = {}, best = {}, collapsed = 0, n = 0} end
   local paired = {final = {{}, {}}, best = {{}, {}}}
   for _, seed in ipairs(seeds) do
-    for _, key in ipairs{"true", "false"} do
+    for _, cond in ipairs(conds) do
+      local key = cond.key
       local e = by[seed][key]
       if e then
         local f, t = e.f, e.t
@@ -266,14 +330,17 @@ if opts.guards ~= "" then
         s.n = s.n + 1
         s.final[#s.final + 1] = finite(f.final_accuracy) and f.final_accuracy or 0
         s.best[#s.best + 1] = finite(f.best_accuracy) and f.best_accuracy or 0
-        if t and t.collapse then s.collapsed = s.collapsed + 1 end
+        if not (finite(f.final_accuracy) and f.final_accuracy >= opts.collapse) then
+          s.collapsed = s.collapsed + 1
+        end
         say(format("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |", seed,
-                   key == "true" and "on" or "off", pct(f.final_accuracy), pct(f.best_accuracy),
+                   cond.label, pct(f.final_accuracy), pct(f.best_accuracy),
                    t and sci(t.median) or "-",
                    t and format("%s (%s)", sci(t.max), tostring(t.max_episode)) or "-",
                    t and format("%d (%s)", t.spikes, t.first_spike and tostring(t.first_spike) or "-")
                      or "-",
-                   t and (t.collapse and tostring(t.collapse) or "no") or "-",
+                   t and (t.collapse and tostring(t.collapse) or
+                          (t.low and "no" or format("never %.0f%%", 100 * opts.learned))) or "-",
                    t and pct(t.low) or "-",
                    format("%d / %d", f.skipped or 0, f.rollbacks or 0)))
       end
@@ -287,14 +354,35 @@ if opts.guards ~= "" then
     end
   end
   say()
-  say("| guards | seeds | final | best | collapsed runs |")
+  say(format("| guards | seeds | final | best | failed runs (final theta below %.0f%%) |",
+             100 * opts.collapse))
   say("|---|---|---|---|---|")
-  for _, key in ipairs{"true", "false"} do
-    local s = sets[key]
-    say(format("| %s | %d | %s | %s | %d of %d |", key == "true" and "on" or "off", s.n,
+  for _, cond in ipairs(conds) do
+    local s = sets[cond.key]
+    say(format("| %s | %d | %s | %s | %d of %d |", cond.label, s.n,
                ci_text(s.final), ci_text(s.best), s.collapsed, s.n))
   end
   say()
+  -- the ablation against off and against on, paired by seed (final theta)
+  if conds[3] then
+    for _, other in ipairs{conds[2], conds[1]} do
+      local xs, ys = {}, {}
+      for _, seed in ipairs(seeds) do
+        local a, b = by[seed].ablation, by[seed][other.key]
+        if a and b then
+          xs[#xs + 1] = finite(a.f.final_accuracy) and a.f.final_accuracy or 0
+          ys[#ys + 1] = finite(b.f.final_accuracy) and b.f.final_accuracy or 0
+        end
+      end
+      if #xs >= 2 then
+        local t = stats.paired_t_test(xs, ys)
+        say(format("Paired t-test over %d seeds (%s) - (%s), final theta: %+.1f points [%+.1f, " ..
+                   "%+.1f], p = %s.", #xs, conds[3].label, other.label, 100 * t.mean, 100 * t.lo,
+                   100 * t.hi, p_text(t.p)))
+        say()
+      end
+    end
+  end
   local n = #paired.final[1]
   if n >= 2 then
     local tf = stats.paired_t_test(paired.final[1], paired.final[2])
@@ -304,7 +392,7 @@ if opts.guards ~= "" then
                                   off.n - off.collapsed)
     say(format("Paired t-test over %d seeds (on - off), final theta: %+.1f points, 95%% " ..
                "interval [%+.1f, %+.1f], t = %.2f, df = %d, p = %s; best theta: %+.1f points " ..
-               "[%+.1f, %+.1f], p = %s. Collapsed runs, Fisher's exact test (two-sided): %d of " ..
+               "[%+.1f, %+.1f], p = %s. Failed runs, Fisher's exact test (two-sided): %d of " ..
                "%d with guards, %d of %d without, p = %s.", n, 100 * tf.mean, 100 * tf.lo,
                100 * tf.hi, tf.t, tf.df, p_text(tf.p), 100 * tb.mean, 100 * tb.lo, 100 * tb.hi,
                p_text(tb.p), on.collapsed, on.n, off.collapsed, off.n, p_text(pf)))
@@ -312,7 +400,7 @@ if opts.guards ~= "" then
     local needed = (tf.p < 0.05 and tf.mean > 0) or (pf < 0.05 and off.collapsed > on.collapsed)
     say(format("Decision (stated before the runs: the guards are needed when the paired t-test " ..
                "on the final theta's accuracy favours them at p < 0.05, or when runs without " ..
-               "them collapse significantly more often, Fisher p < 0.05): **%s**.",
+               "them fail significantly more often, Fisher p < 0.05): **%s**.",
                needed and "the guards are needed" or
                  format("not shown at n = %d (neither test below 0.05)", n)))
     say()
@@ -322,7 +410,7 @@ end
 -- ------------------------------------------------------------ methods
 
 -- A table of runs over seeds, paired against the cells of `base`.
-local function method_table(cells, extra, base, titles, order)
+local function method_table(cells, extra, base, claims, order)
   local by = {}                     -- run -> seed -> finished entry
   local first_title = {}
   for _, c in ipairs(cells) do
@@ -370,18 +458,18 @@ local function method_table(cells, extra, base, titles, order)
       p = p_text(t.p)
     end
     local f1 = by[name][seeds[1]]
-    say(format("| %s | %s | %s | %s | %s | %s | %s |", titles and titles[name] or first_title[name] or name,
+    say(format("| %s | %s | %s | %s | %s | %s | %s |", first_title[name] or name,
                table.concat(seeds, ","), ci_text(fin), ci_text(best), diff, p,
-               (f1.paper or "-")))
+               f1.paper or claims and claims[f1.kind] or "-"))
   end
   say()
 end
 
 if opts.methods ~= "" then
-  local cells, grid = read_sweep(opts.methods)
+  local cells, _, cmds = read_sweep(opts.methods)
   say("## Meta-learned rules against BP with the learning rate only")
   say()
-  say("    " .. command_of(opts.methods, grid))
+  say(cmds)
   say()
   say(format("%s; code %s. F_bio's row is the guarded cells of the guards sweep above (the " ..
              "same options). Paired t-test of the best theta's accuracy against BP, learning " ..
@@ -393,17 +481,22 @@ if opts.methods ~= "" then
 end
 
 if opts.rcn ~= "" then
-  local cells, grid = read_sweep(opts.rcn)
+  local cells, _, cmds = read_sweep(opts.rcn)
   say("## Recurrent chemical networks against the motif baseline")
   say()
-  say("    " .. command_of(opts.rcn, grid))
+  say(cmds)
   say()
   say(format("%s; code %s. Paired t-test of the best meta-parameters' accuracy against the " ..
              "motif baseline (F_bio at the RCN experiment's meta learning rate 3e-4, no L1) on " ..
              "the same seeds.", time_text(cells), versions(cells)))
   say()
-  method_table(cells, nil, "motif", nil, {"motif", "rcn1", "rcn2", "rcn3", "layer1", "layer2",
-                                          "neuron2", "momentum2"})
+  -- what the report (curves only, EMNIST) says of each kind of run
+  local claims = {motif = "the baseline", rcn = "above the baseline; L barely matters",
+                  layer = "above shared parameters (most for L = 2-3)",
+                  neuron = "best of all variants", momentum = "slightly above the baseline",
+                  biasonly = "does not learn"}
+  method_table(cells, nil, "motif", claims, {"motif", "rcn1", "rcn2", "rcn3", "layer1", "layer2",
+                                             "neuron2", "momentum2"})
 end
 
 local text = table.concat(lines, "\n") .. "\n"
