@@ -32,6 +32,7 @@ local nn = require "nm.nn"
 local optim = require "nm.optim"
 local measures = require "nm.measures"
 local rule = require "nm.rule"
+local sweep = require "nm.sweep"
 
 local format = string.format
 
@@ -39,11 +40,13 @@ local format = string.format
 local ALIAS = {bp = "backprop"}
 local MAX_WIDTH = 1 << 24   -- units per hidden layer (a 784 x 2^24 matrix is 49 GiB)
 
-local opts = cli.parse(arg, {
+local SPEC = {
   name = "baselines",
-  shard = true,
+  grid = true,
   description = "Backprop, feedback alignment and direct feedback alignment on " ..
-                "Fashion-MNIST and the MNIST subset (784-256-10, 784-256-256-10).",
+                "Fashion-MNIST and the MNIST subset (784-256-10, 784-256-256-10). " ..
+                "The grid (dataset x arch x rule) runs in this process; with --jobs > 1, " ..
+                "--shard or --merge each cell is a worker process of its own (doc/sweeps.md).",
   options = {
     {"dataset", "list", {"fashion", "mnist"}, "data sets: fashion, mnist (the 10,000-digit " ..
      "subset), or folders/prefixes of IDX files", item = "string", metavar = "LIST"},
@@ -77,7 +80,8 @@ local opts = cli.parse(arg, {
     {"plot", "bool", true, "write plots (gnuplot)"},
     {"threads", "int", 0, "OpenBLAS threads (0: leave as is)", min = 0},
   },
-})
+}
+local opts = cli.parse(arg, SPEC)
 
 -- A user's mistake: one line each, exit status 2.
 local function fail(msg)
@@ -87,8 +91,9 @@ end
 
 -- Each --rules entry: its label in tables and results (the entry for
 -- names, the rule's name for paths) and what nn.mlp is given.
-local rule_of, seen = {}, {}
+local rule_of, seen, entries = {}, {}, {}
 for i, r in ipairs(opts.rules) do
+  entries[i] = r
   local ok, def = pcall(rule.definition, ALIAS[r] or r)
   if not ok then fail(def) end
   if def.kind ~= "connection" then
@@ -129,18 +134,15 @@ local run = results.open(opts, {
 })
 
 -- The grid, dataset-major so each data set is loaded once.
--- --shard I/N keeps the cells whose grid index k has k % N == I - 1.
-local cells, k = {}, 0
+local cells = {}
 for _, d in ipairs(opts.dataset) do
   for _, a in ipairs(archs) do
-    for _, r in ipairs(opts.rules) do
-      k = k + 1
-      if not opts.shard or (k - 1) % opts.shard.count == opts.shard.index - 1 then
-        cells[#cells + 1] = {dataset = d, arch = a, rule = r}
-      end
-    end
+    for _, r in ipairs(opts.rules) do cells[#cells + 1] = {dataset = d, arch = a, rule = r} end
   end
 end
+-- With --shard, --merge or --jobs > 1 the grid is a sweep (nm.sweep's
+-- sweep.grid) whose cells are this script on one dataset, arch and rule.
+local as_sweep = opts.shard or opts.merge or (opts.jobs > 1 and #cells > 1)
 
 local loaded = {}
 local function load_data(name)
@@ -201,7 +203,7 @@ end
 
 local s = run:resume()
 local resumed = s ~= nil
-if not s then s = {cell = 1, step = 0, summary = {}} end
+if not s then s = {cell = 1, step = 0, batches = 0, summary = {}} end
 local summary = s.summary
 
 if opts.quick then
@@ -225,13 +227,15 @@ local function run_cell(ci)
     first_epoch, skip, train_time = s.epoch, s.batch, s.train_time
     order:set_state(s.order_state)
   else
+    s.step = 0                    -- the cell's own batch count (the rows' step)
     run:log(evaluate(cell, net, ds, 0, 0, 0))
   end
   resumed = false
   -- What a checkpoint holds (read through these upvalues).
   local epoch, done, order_state = first_epoch, skip, nil
   local function state()
-    return {cell = ci, epoch = epoch, batch = done, step = s.step, order_state = order_state,
+    return {cell = ci, epoch = epoch, batch = done, step = s.step, batches = s.batches,
+            order_state = order_state,
             net = net:state(), opt = opt and opt:state() or nil, summary = summary,
             train_time = train_time}
   end
@@ -243,14 +247,14 @@ local function run_cell(ci)
     for b in batches:epoch(done) do
       net:train_batch(b.X, b.Y)
       done = done + 1
-      s.step = s.step + 1
+      s.step, s.batches = s.step + 1, s.batches + 1
       bar:update((e - 1) * nb + done)
       if opts.eval_every > 0 and done % opts.eval_every == 0 and done < nb then
         train_time = train_time + (nm.sys.clock() - t0)
         run:log(evaluate(cell, net, ds, e - 1 + done / nb, s.step, train_time))
         t0 = nm.sys.clock()
       end
-      run:poll(s.step, state)
+      run:poll(s.batches, state)   -- batches of the whole run: --stop-after, checkpoints
     end
     train_time = train_time + (nm.sys.clock() - t0)
     run:log(evaluate(cell, net, ds, e, s.step, train_time))
@@ -289,7 +293,38 @@ local function run_cell(ci)
   s.cell, s.net = ci + 1, nil
 end
 
-for ci = s.cell, #cells do
+-- The cells as workers: their summaries and metric rows, in grid order,
+-- and the first data set's and architecture's weight plots.
+local function gather(rows)
+  for _, row in ipairs(rows) do
+    local res, mrows = results.read(row.dir)
+    local fin = res.final.cells[1]
+    summary[#summary + 1] = fin
+    for _, r in ipairs(mrows) do run:log(r) end
+    local name = format("fields_%s_%s_%s.png", fin.dataset, fin.arch, fin.rule)
+    local f = opts.plot and fin.dataset == opts.dataset[1] and fin.arch == archs[1].name and
+              io.open(row.dir .. "/" .. name, "rb")
+    if f then
+      local png = f:read("a")
+      f:close()
+      run:save(name, png)
+    end
+  end
+end
+
+if as_sweep then
+  local names = {}
+  for i, a in ipairs(archs) do names[i] = a.name end
+  gather(sweep.grid(run, opts, {
+    experiment = arg[0], seeds = {opts.seed},
+    sets = {{name = "dataset", values = opts.dataset}, {name = "arch", values = names},
+            {name = "rules", values = entries}},
+    -- every other option as this run has it; --stop-after is this process's
+    args = cli.argv(opts, SPEC, {dataset = true, arch = true, rules = true, stop_after = true}),
+  }))
+end
+
+for ci = as_sweep and #cells + 1 or s.cell, #cells do
   local function nonfinite(e) return type(e) == "string" and e:match("^nn: .*non%-finite") end
   local ok, err = xpcall(run_cell, function(e)
     if cli.is_error(e) or nonfinite(e) then return e end

@@ -8,18 +8,22 @@
 -- with Shapiro-Wilk tests of every group, Student and Welch t-tests, and
 -- a table of which of the paper's findings hold here (findings.md).
 --
--- The grid runs as a sweep (nm.sweep): one worker process per network,
--- N, K and seed (`--figure cell`, which trains one network and logs its
--- errors), at most --jobs at a time, every parameter of a run part of the
--- cell's key. The grid directory (--grid-dir, default OUT/grid) is reused:
--- finished cells are never run again, so an interrupted run continues
--- with the same command, and a run with more networks or seeds adds only
--- the missing cells.
+-- The grid runs as a sweep (nm.sweep's sweep.grid): one worker process
+-- per network, N, K and seed (`--figure cell`, which trains one network
+-- and logs its errors), at most --jobs at a time, every parameter of a
+-- run part of the cell's key. The grid folder (--grid-dir, default
+-- OUT/grid) is continued: an interrupted run goes on with the same
+-- command and --resume, without running finished cells again. The grid
+-- shards over machines: --shard I/N runs one shard's cells (no tables),
+-- --merge gathers the shard folders and writes the findings
+-- (doc/sweeps.md).
 --
 --   ./neuromic experiments/nan_nk.lua --quick --jobs 2        # seconds
 --   ./neuromic experiments/nan_nk.lua --jobs 2                # the paper's grid
 --   ./neuromic experiments/nan_nk.lua --figure cell --net NAN --n 100 --k 5
 --   ./neuromic experiments/nan_nk.lua --quick --rules hillclimb,./my_rule.lua
+--   ./neuromic experiments/nan_nk.lua --quick --shard 1/2 --out results/nk-1   # and 2/2
+--   ./neuromic experiments/nan_nk.lua --quick --merge results/nk-1 results/nk-2 --out results/nk
 --
 -- --rules: the learning rules (circuit rules of model nk: proposal and
 -- acceptance), names from rules/ or paths; every network of the grid runs
@@ -40,7 +44,7 @@ local format, concat = string.format, table.concat
 
 local opts = cli.parse(arg, {
   name = "nan_nk",
-  jobs = true,
+  grid = true,
   description = "Neuron autoencoders (NAN), layer autoencoders (ANN) and plain MLPs (NN) " ..
                 "trained by random hill climbing on NK-model regression (Bull 2024, " ..
                 "Figs. 5-7 with significance tests).",
@@ -182,6 +186,10 @@ local function run_cell()
 end
 
 if opts.figure == "cell" then
+  if opts.shard or opts.merge then
+    io.stderr:write("nan_nk: --shard and --merge are for the grid (--figure all), not one cell\n")
+    os.exit(2)
+  end
   run_cell()
   return
 end
@@ -244,26 +252,11 @@ for _, r in ipairs(opts.rules) do
   for _, net in ipairs(opts.nets) do labels[#labels + 1] = label_of(net, r) end
 end
 
-local manifest = io.open(grid_dir .. "/sweep.json", "rb")
-if manifest then manifest:close() end
 local t_grid = nm.sys.clock()
-local summary = sweep.run{
-  experiment = arg[0], sets = sets, seeds = seeds, args = {"--figure=cell"},
-  out = grid_dir, jobs = opts.jobs or 1, resume = manifest ~= nil,
-}
+local rows, summary = sweep.grid(run, opts, {experiment = arg[0], sets = sets, seeds = seeds,
+                                             args = {"--figure=cell"}, dir = grid_dir})
 local grid_s = nm.sys.clock() - t_grid
-if summary.stopped then
-  run:write("stopped")
-  io.stderr:write("nan_nk: stopped; run the same command again to continue the grid\n")
-  os.exit(summary.stopped == "SIGINT" and 130 or 143)
-end
-if summary.failed > 0 then
-  run:finish{error = format("%d cells failed; see %s/failures.jsonl", summary.failed, grid_dir)}
-  os.exit(1)
-end
 run:set("grid_wall_s", grid_s)
-run:set("grid_cells_run", summary.ran)
-run:set("grid_dir", grid_dir)
 
 -- Final and early test errors: final[net][n][k] = {values over seeds}.
 local wanted = {}
@@ -271,7 +264,7 @@ for _, s in ipairs(seeds) do wanted[s] = true end
 local params = {}
 for _, kv in ipairs(run_params()) do params[kv[1]] = tostring(kv[2]) end
 local final, early, dirs, cell_seconds = {}, {}, {}, {}
-for _, row in ipairs(sweep.read(grid_dir)) do
+for _, row in ipairs(rows) do
   local o = row.options or {}
   local same = wanted[row.seed] and member(opts.nets, o.net) and
                member(opts.rules, o.rule or "hillclimb")

@@ -22,8 +22,9 @@
 -- layers. No other learning rate: theta = (theta_0, 0, ..., 0) with BP
 -- feedback is SGD with rate theta_0 (spec/meta_spec.lua checks it).
 -- step is the Lua reference (nm.autograd operations: plain tensors or
--- variables); kernel the fused C step with its hand-derived adjoint
--- (csrc/models/nm_meta.c, nm_motif_gen.h), tested equal.
+-- variables); the inner loop runs it compiled by nm.compile (generated C
+-- step and adjoint, doc/compiler.md), tested equal to it and to finite
+-- differences.
 
 local nm = require "neuromic"
 local ag = require "nm.autograd"
@@ -87,11 +88,5 @@ return {
       out[l] = Wn
     end
     return out
-  end,
-  -- the fused C step: forward(out, W, B, x, label, theta [, trace]),
-  -- backward(G, W, B, trace, theta, gtheta, need), new_trace(), info()
-  kernel = function(net)
-    return nm.kernels.motif_net{sizes = net.sizes, beta = net.beta, feedback = net.feedback,
-                        dtype = net.dtype}
   end,
 }

@@ -326,6 +326,36 @@ describe("nm.cli", function()
     assert.is_nil(cli.try_parse({"--shard", "1/2"}, {name = "j", jobs = true}))
   end)
 
+  it("gives a grid script --jobs, --shard and --merge DIR..., and its own options back as arguments", function()
+    local g = {name = "g", grid = true, options = {
+      {"lr", "number", 0.1, "rate"}, {"n", "int", 3, "count", quick = 1}, {"act", "string", "relu", "act"},
+      {"plot", "bool", true, "plots"}, {"sizes", "list", {256, 128}, "sizes", item = "int"},
+      {"tag", "string", nil, "tags", multi = true}}}
+    local o = cli.try_parse({"--merge", "a", "b/c", "--out", "m", "--jobs", "2"}, g)
+    assert.same({"a", "b/c"}, o._args)
+    assert.is_true(o.merge)
+    assert.equal(2, o.jobs)
+    assert.same({index = 1, count = 3}, cli.try_parse({"--shard", "1/3"}, g).shard)
+    for _, case in ipairs{
+      {{"--merge"}, "g: --merge needs the shard folders (--merge DIR1 DIR2 ... --out DIR) (try --help)"},
+      {{"x"}, "g: unexpected argument 'x' (shard folders go after --merge) (try --help)"},
+      {{"--merge", "x", "--shard", "1/2"}, "g: --merge and --shard exclude each other (try --help)"},
+    } do
+      local none, msg, code = cli.try_parse(case[1], g)
+      assert.is_nil(none)
+      assert.same({case[2], 2}, {msg, code})
+    end
+    -- cli.argv: the values of opts, read back by the script, are the same values
+    o = cli.try_parse({"--quick", "--lr", "0.30000000000000004", "--no-plot", "--sizes", "7,8",
+                       "--tag", "x", "--tag", "y,z", "--act", "a b"}, g)
+    local argv = cli.argv(o, g, {act = true})
+    assert.same({"--lr=0.30000000000000004", "--n=1", "--plot=false", "--sizes=7,8", "--tag=x", "--tag=y,z"},
+                argv)
+    local back = cli.try_parse(argv, g)
+    for _, k in ipairs{"lr", "n", "plot", "sizes", "tag"} do assert.same(o[k], back[k], k) end
+    assert.equal("relu", back.act)
+  end)
+
   it("builds --help from the spec", function()
     local o, usage, code = cli.try_parse({"--help"}, spec)
     assert.is_nil(o)

@@ -1,10 +1,11 @@
 -- spec/meta_spec.lua: the motif rule and its meta-gradient (rules/motifs.lua,
--- nm_meta.c, lua/nm/models/meta.lua). Meta-gradients equal central finite
--- differences (float64, small network, short inner loop) for every motif
--- and feedback mode; the fused C step and its hand-derived adjoint equal
--- the generic autograd rule; theta_0 alone with BP feedback is SGD; a
--- 250-step meta-gradient stays within the stated memory bound; tasks,
--- guards and errors.
+-- lua/nm/models/motif_net.lua, lua/nm/models/meta.lua). Meta-gradients
+-- equal central finite differences (float64, small network, short inner
+-- loop) for every motif and feedback mode; the compiled step and its
+-- generated adjoint (nm.compile) equal the rule's Lua step on the generic
+-- autograd tape; theta_0 alone with BP feedback is SGD; a 250-step
+-- meta-gradient stays within the stated memory bound; tasks, guards and
+-- errors.
 
 local nm = require "neuromic"
 local ag = require "nm.autograd"
@@ -33,28 +34,29 @@ local function meta_loss(ep, theta)
   return ag.value(motif_net.query_loss(ep.net, W, ep.Xq, ep.labels_q))
 end
 
--- The meta-gradient (theta and W0) by one of the mechanisms.
-local function meta_grad(ep, theta, how, need)
+-- The meta-gradient (theta and W0): how = "unroll" (the default unroll:
+-- the compiled step) or "generic" (the rule's Lua step on the tape, with
+-- the generic query loss: an independent reference).
+local function meta_grad(ep, theta, how)
   local tape = ag.tape()
   local th = tape:leaf(theta)
   local W0 = {}
   for l = 1, ep.net.layers do W0[l] = tape:leaf(ep.W[l]) end
-  ep.net.need = need
-  local WT
-  if how == "unroll" then
-    WT = motif_net.unroll(ep.net, W0, ep.B, ep.X, ep.labels, th, ep.T, {segment = 2})
-  else
-    local stepper = how == "generic" and motif_net.step or motif_net.fused_step
-    WT = ag.scan(function(s, p, t) return stepper(ep.net, s, p[1], ep.X:row(t), ep.labels[t], ep.B) end,
-                 W0, {th}, ep.T, {segment = 2})
-  end
+  local WT = motif_net.unroll(ep.net, W0, ep.B, ep.X, ep.labels, th, ep.T,
+                              {segment = 2, mode = how})
   local loss = how == "generic" and motif_net.query_loss(ep.net, WT, ep.Xq, ep.labels_q)
     or motif_net.fused_query_loss(ep.net, WT, ep.Xq, ep.labels_q)
   tape:backward(loss)
-  ep.net.need = nil
   local gw = {}
   for l = 1, ep.net.layers do gw[l] = W0[l].grad end
   return th.grad, gw, ag.value(loss)
+end
+
+-- One untracked step of the compiled rule (a new list).
+local function compiled_step(net, W, theta, x, label, B)
+  local out = {}
+  for l = 1, net.layers do out[l] = nm.zeros(W[l]:size(), net.dtype) end
+  return motif_net.step_into(net, out, W, theta, x, label, B)
 end
 
 -- A theta using the motifs of `list` (0-based): theta_0 = 0.05 keeps the
@@ -101,29 +103,19 @@ describe("motif rule meta-gradients", function()
     assert.tensor_near(fdw, gw[1], 1e-7)
   end)
 
-  it("fused adjoint = generic tape = scan over the fused step, for sparse and full theta", function()
+  it("generated adjoint = generic tape, for sparse and full theta", function()
     local g = nm.generator(4)
     for _, fb in ipairs{"fa", "bp", "bp_detached"} do
       local ep = episode(fb, 6, 9)
       for _, list in ipairs{{0}, {0, 2}, {0, 9}, {0, 2, 9}, {0, 3}, {0, 6, 7}, {0, 8},
                             {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}} do
         local theta = theta_of(list, g)
-        local need = {}
-        for r = 1, 10 do need[r] = false end
-        for _, r in ipairs(list) do need[r + 1] = true end
         local g1, w1, l1 = meta_grad(ep, theta, "generic")
-        local g2, w2, l2 = meta_grad(ep, theta, "unroll", need)
-        local g3, w3 = meta_grad(ep, theta, "scan")
+        local g2, w2, l2 = meta_grad(ep, theta, "unroll")
         local what = fb .. " {" .. table.concat(list, ",") .. "}"
         assert.is_true(math.abs(l1 - l2) < 1e-13, what)
-        for _, r in ipairs(list) do
-          assert.is_true(math.abs(g1:get(r + 1) - g2:get(r + 1)) < 1e-11, what .. " theta " .. r)
-        end
-        assert.tensor_near(g1, g3, 1e-11, what)
-        for l = 1, 3 do
-          assert.tensor_near(w1[l], w2[l], 1e-11, what .. " W" .. l)
-          assert.tensor_near(w1[l], w3[l], 1e-11, what .. " W" .. l)
-        end
+        assert.tensor_near(g1, g2, 1e-11, what)
+        for l = 1, 3 do assert.tensor_near(w1[l], w2[l], 1e-11, what .. " W" .. l) end
       end
     end
   end)
@@ -143,21 +135,22 @@ describe("motif rule meta-gradients", function()
     local theta = theta_of({0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, g)
     local G0 = {}
     for l = 1, 3 do G0[l] = nm.zeros(ep.W[l]:size(), "float64"):normal(g, 0, 1) end
-    local function loss()          -- <G0, W'> after one step
-      local Wn = motif_net.fused_step(ep.net, ep.W, theta, ep.X:row(1), ep.labels[1], ep.B)
+    local function loss()          -- <G0, W'> after one step of the Lua rule
+      local Wn = motif_net.step(ep.net, ep.W, theta, ep.X:row(1), ep.labels[1], ep.B)
       local s = 0
       for l = 1, 3 do s = s + Wn[l]:dot(G0[l]) end
       return s
     end
-    local k = ep.net.kernel
-    local out, trace = {}, k:new_trace()
-    for l = 1, 3 do out[l] = ep.W[l]:clone() end
-    k:forward(out, ep.W, ep.B, ep.X:row(1), ep.labels[1], theta, trace)
-    local G, Bbar = {}, {}
-    for l = 1, 3 do G[l], Bbar[l] = G0[l]:clone(), nm.zeros(ep.W[l]:size(), "float64") end
-    k:backward(G, ep.W, ep.B, trace, theta, nm.zeros(10, "float64"), nil, Bbar)
+    local f = motif_net.compiled_step(ep.net, ep.B)
+    local tape = ag.tape()
+    local Bv = {}
+    for l = 1, 3 do Bv[l] = tape:leaf(ep.B[l]) end
+    local Wn = f:call(ep.W, theta, ep.X:row(1), ep.labels[1], Bv)
+    local s = ag.sum(ag.mul(Wn[1], G0[1]))
+    for l = 2, 3 do s = ag.add(s, ag.sum(ag.mul(Wn[l], G0[l]))) end
+    tape:backward(s)
     for l = 1, 3 do
-      assert.tensor_near(ag.numgrad(loss, ep.B[l]), Bbar[l], 1e-8, "B" .. l)
+      assert.tensor_near(ag.numgrad(loss, ep.B[l]), Bv[l].grad, 1e-8, "B" .. l)
     end
   end)
 
@@ -178,7 +171,7 @@ describe("motif rule steps", function()
     local W, V = ep.W, ep.W
     for t = 1, ep.T do
       local x, c = ep.X:row(t), ep.labels[t]
-      W = motif_net.fused_step(ep.net, W, theta, x, c)
+      W = compiled_step(ep.net, W, theta, x, c)
       -- SGD: the gradient of -log softmax(z_L)[c] by an independent tape
       local tape = ag.tape()
       local vars = {}
@@ -196,13 +189,13 @@ describe("motif rule steps", function()
     end
   end)
 
-  it("the fused step equals the literal motif forms, in place or not", function()
+  it("the compiled step equals the literal motif forms, in place or not", function()
     local g = nm.generator(3)
     for _, fb in ipairs{"fa", "bp"} do
       local ep = episode(fb, 3, 17)
       local theta = theta_of({0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, g)
       local a = motif_net.step(ep.net, ep.W, theta, ep.X:row(1), 2, ep.B)
-      local b = motif_net.fused_step(ep.net, ep.W, theta, ep.X:row(1), 2, ep.B)
+      local b = compiled_step(ep.net, ep.W, theta, ep.X:row(1), 2, ep.B)
       local c = {}
       for l = 1, 3 do c[l] = ep.W[l]:clone() end
       motif_net.step_into(ep.net, c, c, theta, ep.X:row(1), 2, ep.B)
@@ -236,7 +229,7 @@ describe("motif rule steps", function()
     for r = 0, 9 do
       local th = nm.zeros(10, "float64")
       th:set(r + 1, 0.1)
-      local Wn = motif_net.fused_step(net, W, th, x, c, ep.B)
+      local Wn = compiled_step(net, W, th, x, c, ep.B)
       assert.tensor_near(W[l] + want[r]:scale(0.1), Wn[l], 1e-14, "step with motif " .. r)
     end
   end)
@@ -291,7 +284,7 @@ describe("motif network error pathways from rule files", function()
     for _, fb in ipairs{"sign_symmetry", "dfa"} do
       local ep = episode(fb, 1, 41)
       local net, W = ep.net, ep.W
-      assert.is_false(net.fused)                       -- no C form: the Lua path
+      assert.truthy(net.pathway)                       -- no compiled form: the Lua path
       assert.are.equal(fb, net.pathway.name)
       local y, e = net:signals(W, ep.B, ep.X:row(1), 2)
       local M = {}
@@ -316,17 +309,16 @@ describe("motif network error pathways from rule files", function()
     assert.tensor_near(num, gt, 1e-7)
   end)
 
-  it("a meta rule without kernel runs the Lua step and equals the fused one", function()
-    local lua_only = {}
-    for k, v in pairs(motifs) do lua_only[k] = v end
-    lua_only.kernel, lua_only.name = nil, "motifs_lua"
+  it("the compiled unroll equals the rule's Lua step; a pathway has no compiled form", function()
     local ep = episode("fa", 4, 45)
-    local net2 = motif_net.new{rule = lua_only, sizes = {6, 5, 4, 3}, dtype = "float64"}
-    assert.is_false(net2.fused)
     local theta = theta_of({0, 2, 9}, nm.generator(46))
     local a = motif_net.unroll(ep.net, ep.W, ep.B, ep.X, ep.labels, theta, ep.T)
-    local b = motif_net.unroll(net2, ep.W, ep.B, ep.X, ep.labels, theta, ep.T)
+    local b = motif_net.unroll(ep.net, ep.W, ep.B, ep.X, ep.labels, theta, ep.T, {mode = "generic"})
     for l = 1, 3 do assert.tensor_near(a[l], b[l], 1e-13) end
+    local ss = episode("sign_symmetry", 1, 47)
+    assert.has_error(function()
+      motif_net.unroll(ss.net, ss.W, ss.B, ss.X, ss.labels, theta, 1, {mode = "compiled"})
+    end, "motif_net: unroll: the pathway 'sign_symmetry' has no compiled form: use mode 'generic'")
     assert.has_error(function() motif_net.new{rule = motifs, feedback = "nope"} end)
     assert.has_error(function() motif_net.new{rule = require("nm.rule").definition("rcn")} end,
                      "motif_net.new: rule 'rcn' is for model 'rcn', not 'motif_net'")
@@ -352,6 +344,12 @@ describe("meta-gradient memory", function()
   it("unroll: everything one 250-step meta-gradient allocates fits the bound", function()
     local learner = motif_net.learner{net = net, motifs = {0, 2, 9},
                                  theta0 = {[0] = 1e-3, [2] = 1e-5, [9] = 1e-5}}
+    if not require("nm.compile").toolchain() then
+      pending("no C compiler: the interpreted step allocates its intermediates at every step " ..
+              "(the bound is for the compiled kernels)")
+      return
+    end
+    learner:meta_gradient(task, nm.generator(2))   -- the kernels are built (or loaded) once
     collectgarbage("collect")
     collectgarbage("collect")              -- tensors are finalised: freed a cycle late
     collectgarbage("stop")                 -- count every allocation, garbage included
@@ -368,13 +366,24 @@ describe("meta-gradient memory", function()
     assert.is_true(stats.workspace_bytes / 1024 <= (2 * S + 1) * state_kb + 1)
   end)
 
-  it("scan: the live memory at the peak (a recorded segment) fits the bound", function()
-    local learner = motif_net.learner{net = net, motifs = {0}, mode = "scan"}
+  it("a tape per segment over the compiled step: the live memory at the peak fits the bound",
+     function()
+    local W0, B = net:init(nm.generator(2))
+    local f = motif_net.compiled_step(net, B)
+    local theta = nm.zeros(10, "float32"):copy(motif_net.theta{[0] = 1e-3})
+    local function run(stats)
+      local tape = ag.tape()
+      local th = tape:leaf(theta)
+      local WT = ag.scan(function(s, p, t) return f:call(s, p[1], task.X:row(t), task.labels[t], B) end,
+                         W0, {th}, T, {stats = stats, collect = true})
+      tape:backward(motif_net.fused_query_loss(net, WT, task.Xq, task.labels_q))
+    end
+    run({})                                        -- the kernels are built (or loaded) once
     collectgarbage("collect")
     collectgarbage("collect")
     local kb0 = collectgarbage("count")
     local stats = {}
-    learner:meta_gradient(task, nm.generator(2), stats, {collect = true})
+    run(stats)
     local peak = stats.peak_kb - kb0
     assert.is_true(peak < bound_kb, string.format("peak %.0f KB, bound %.0f KB", peak, bound_kb))
     assert.is_true(peak > S * state_kb * 0.9)         -- it does hold one segment
@@ -568,20 +577,12 @@ describe("motif kernel errors", function()
     local x = nm.zeros(4, "float64")
     local th = motif_net.theta{[0] = 0.1}
     local k = net.kernel
-    assert.has_error(function() k:forward(W, {W[2], W[1]}, B, x, 1, th) end,
-      "bad argument #2 to 'forward' (W_in[1] must be a contiguous float64 [3 x 4] tensor, got float64 [2 x 3])")
-    assert.has_error(function() k:forward(W, W, B, nm.zeros(5, "float64"), 1, th) end,
-      "bad argument #4 to 'forward' (x must be a 1-D float64 tensor of 4 values, got float64 [5])")
-    assert.has_error(function() k:forward(W, W, B, x, 3, th) end,
-      "bad argument #5 to 'forward' (label 3 is not a class in 1..2)")
-    assert.has_error(function() k:forward(W, W, nil, x, 1, th) end,
-      "bad argument #3 to 'forward' (feedback matrices B expected (FA mode))")
-    assert.has_error(function() k:forward(W, W, B, x, 1, {1, 2}) end,
-      "bad argument #6 to 'forward' (theta must hold 10 values)")
-    assert.has_error(function() k:forward(W, W, B, x, 1, motif_net.theta{[3] = 0 / 0}) end,
-      "bad argument #6 to 'forward' (theta must be finite)")
-    assert.has_error(function() k:backward(W, W, B, nil, th, nm.zeros(10, "float64")) end,
-      "bad argument #4 to 'backward' (the trace of the forward step expected)")
+    local out = {nm.zeros(3, 4, "float64"), nm.zeros(2, 3, "float64")}
+    local ok, e = pcall(motif_net.step_into, net, out, W, th, nm.zeros(5, "float64"), 1, B)
+    assert.is_false(ok)
+    -- compiled: the kernel's argument check; interpreted: the operation's
+    assert.truthy(tostring(e):find("has 5 elements, 4 expected", 1, true) or
+                  tostring(e):find("size mismatch, [3 x 4] vs [5]", 1, true), e)
     assert.has_error(function() k:query(W, nm.zeros(2, 4, "float64"), {1}) end,
       "bad argument #3 to 'query' (1 labels for 2 rows)")
     assert.has_error(function() motif_net.new{rule = motifs, sizes = {4}} end,

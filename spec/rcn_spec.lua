@@ -177,7 +177,9 @@ describe("RCN step", function()
       local Wm = ep.Wx
       for t = 1, ep.T do
         H, W = rcn.fused_step(net, H, W, ep.list, ep.X:row(t), ep.labels[t], ep.B)
-        Wm = motif_net.fused_step(net.mnet, Wm, theta, ep.X:row(t), ep.labels[t], ep.B)
+        local Wn = {}
+        for l = 1, 3 do Wn[l] = nm.zeros(Wm[l]:size(), "float64") end
+        Wm = motif_net.step_into(net.mnet, Wn, Wm, theta, ep.X:row(t), ep.labels[t], ep.B)
       end
       local d, total = 0, 0
       for l = 1, 3 do

@@ -69,7 +69,6 @@ local function wlist(chem)                  -- one weight-shaped tensor per laye
   end
   return out
 end
-local function theta() return {0.1, -0.1, 0.2, 0, 0.05, 0, 0, 0.1, 0, -0.05} end
 
 local function rcn() return nm.kernels.rcn_net{sizes = SIZES, chemicals = 2, decay = {0.5, 0.9}, gain = {1, 1}} end
 local function rcn_params() return {P = D(2, 10), K = D(2, 2), v = D(2), b = D(2)} end
@@ -343,16 +342,6 @@ base("NKNet.set_weights", function() local n = nk_net(); return {n, n:weights()}
 base("NKNet.set_counts", function() return {nk_net(), 5, 2, 1} end)
 base("NKNet.set_state", function() local n = nk_net(); return {n, n:state()} end)
 -- Meta-learning kernels
-base("MotifNet.forward", function()
-  local W = wlist()
-  return {motif(), W, W, wlist(), T(4), 2, theta(), motif():new_trace()}
-end)
-base("MotifNet.backward", function()
-  local net, W, B, tr = motif(), wlist(), wlist(), nil
-  tr = net:new_trace()
-  net:forward(wlist(), W, B, T(4), 1, theta(), tr)
-  return {net, wlist(), W, B, tr, theta(), nm.zeros(10, "float64"), {true, false}, wlist()}
-end)
 base("MotifNet.query", function() return {motif(), wlist(), T(5, 4), {1, 2, 2, 1, 1}, wlist()} end)
 base("RCN.forward", function()
   local net, H, W = rcn(), wlist(2), wlist()

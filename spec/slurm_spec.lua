@@ -3,7 +3,9 @@
 -- temp folder); doc/sweeps.md's own job script (experiments/nk-sweep.sbatch)
 -- runs a sharded nan_nk sweep as a job array; one task is cancelled, the
 -- doc's afterany merge names its shard, the task is resubmitted alone,
--- and the merge equals a local --jobs 1 sweep. Skipped (saying why)
+-- and the merge equals a local --jobs 1 sweep; then D3 (a resubmission
+-- with other arguments), D5 (a torn last line) and D8 (two tasks on one
+-- shard folder) inside Slurm tasks. Skipped (saying why)
 -- without root or slurm-wlm and munge (make deps installs them).
 
 local json = require "nm.json"
@@ -72,15 +74,38 @@ describe("a sweep on a real Slurm cluster", function()
     return t
   end
 
+  -- sbatch of the doc's script for some tasks, with the sweep arguments
+  -- args (default: the small grid) and sbatch options opts
+  local logs = "logs/nk-%A_%a.out"
+  local function submit(array, args, opts)
+    return "sbatch --parsable --output=" .. q(tmp .. "/" .. logs) .. " --array=" .. array .. " "
+           .. (opts or "") .. " experiments/nk-sweep.sbatch " .. (args or "--seeds 1 --quick")
+  end
+  local function log_of(job, task)
+    return support.read_file(tmp .. "/logs/nk-" .. job .. "_" .. task .. ".out")
+  end
+  -- "STATE EXIT" of an ended array task, e.g. "FAILED 2:0"
+  local function state(job, task)
+    local out = slurm("scontrol -o show job " .. job .. "_" .. task)
+    return (out:match("JobState=(%S+)") or "?") .. " " .. (out:match("ExitCode=(%S+)") or "?")
+  end
+  local grid_here
+  local function local_grid()
+    if grid_here then return grid_here end
+    local here = tmp .. "/local"
+    local _, err, rc = sh("cd " .. q(root) .. " && ./neuromic experiments/sweep.lua experiments/nan_nk.lua "
+                          .. "--set n=10,20,50,100,200,500 --set k=1,2,3,5 --seeds 1 --quick --jobs 1 --out "
+                          .. q(here) .. " -- --figure cell")
+    assert.equal(0, rc, err)
+    grid_here = finals(here)
+    return grid_here
+  end
+  local results            -- the shards of the first test, used again by the second
+
   it("runs doc/sweeps.md's job array, survives a cancelled task and merges to the local result", function()
-    local results = tmp .. "/nk"
+    results = tmp .. "/nk"
     local env = "SHARDS=4 RESULTS=" .. q(results)
-    local logs = q(tmp .. "/logs/nk-%A_%a.out")
     os.execute("mkdir -p " .. q(tmp .. "/logs"))
-    local function submit(array)
-      return "sbatch --parsable --output=" .. logs .. " --array=" .. array
-             .. " experiments/nk-sweep.sbatch --seeds 1 --quick"
-    end
     local out, err, rc = slurm(submit("1-4"), env)
     assert.equal(0, rc, err)
     local job = out:match("^(%d+)")
@@ -120,13 +145,68 @@ describe("a sweep on a real Slurm cluster", function()
     log = support.read_file(tmp .. "/logs/nk-" .. job3 .. "_2.out")
     assert.truthy(log:find("6 cells in shard 2/4, 6 already done, 0 to run", 1, true), log)
     -- the same grid in one local process
-    local here = tmp .. "/local"
-    out, err, rc = sh("cd " .. q(root) .. " && ./neuromic experiments/sweep.lua experiments/nan_nk.lua "
-                      .. "--set n=10,20,50,100,200,500 --set k=1,2,3,5 --seeds 1 --quick --jobs 1 --out "
-                      .. q(here) .. " -- --figure cell")
-    assert.equal(0, rc, err)
-    local a, b = finals(here), finals(results .. "/all")
+    local a, b = local_grid(), finals(results .. "/all")
     assert.equal(24, #a)
     assert.same(a, b)
+  end)
+
+  -- D3, D5 and D8 inside Slurm tasks: a resubmission with other arguments
+  -- is refused (the task fails with exit status 2, the shard untouched); a
+  -- torn last line is cut off and its cell run again; a second task on a
+  -- shard folder in use stops at once.
+  it("refuses other arguments, cuts a torn line and stops a second runner, in its tasks", function()
+    assert.is_string(results, "needs the first test's shards")
+    local env = "SHARDS=4 RESULTS=" .. q(results)
+    -- D3: shard 1 again, with another seed list
+    local before = support.read_file(results .. "/shard-1/sweep.jsonl")
+    local out, err, rc = slurm(submit("1", "--seeds 1-2 --quick"), env)
+    assert.equal(0, rc, err)
+    local job = out:match("^(%d+)")
+    wait_job(job)
+    local log = log_of(job, 1)
+    assert.truthy(log:find("was created for another sweep: seeds (saved [1], given [1,2])", 1, true), log)
+    assert.equal("FAILED 2:0", state(job, 1))
+    assert.equal(before, support.read_file(results .. "/shard-1/sweep.jsonl"))
+    -- D5: shard 2's last line torn (as by a kill in the middle of a write)
+    local path = results .. "/shard-2/sweep.jsonl"
+    local text = support.read_file(path)
+    support.write_file(path, text:sub(1, #text - 40))
+    out, err, rc = slurm(submit("2"), env)
+    assert.equal(0, rc, err)
+    job = out:match("^(%d+)")
+    wait_job(job)
+    log = log_of(job, 2)
+    assert.truthy(log:find("sweep: cutting off a torn last line of " .. path, 1, true), log)
+    assert.truthy(log:find("6 cells in shard 2/4, 5 already done, 1 to run", 1, true), log)
+    assert.equal("COMPLETED 0:0", state(job, 2))
+    local _, e2, r2 = sh("cd " .. q(root) .. " && ./neuromic experiments/sweep.lua merge " .. q(results)
+                         .. "/shard-1 " .. q(results) .. "/shard-2 " .. q(results) .. "/shard-3 "
+                         .. q(results) .. "/shard-4 --out " .. q(results .. "/all2"))
+    assert.equal(0, r2, e2)
+    assert.same(local_grid(), finals(results .. "/all2"))
+    -- D8: one shard folder, two tasks (1 CPU each, so both run at once)
+    local d8 = tmp .. "/d8"
+    local env8 = "SHARDS=1 RESULTS=" .. q(d8)
+    out, err, rc = slurm(submit("1", "--seeds 1-3 --quick", "--cpus-per-task=1"), env8)
+    assert.equal(0, rc, err)
+    local first = out:match("^(%d+)")
+    -- sweep.json is written under the lock: the first runner holds it
+    for _ = 1, 300 do
+      local f = io.open(d8 .. "/shard-1/sweep.json")
+      if f then f:close() break end
+      os.execute("sleep 0.1")
+    end
+    out, err, rc = slurm(submit("1", "--seeds 1-3 --quick", "--cpus-per-task=1"), env8)
+    assert.equal(0, rc, err)
+    local second = out:match("^(%d+)")
+    wait_job(second)
+    log = log_of(second, 1)
+    assert.truthy(log:find(d8:gsub("%p", "%%%0") .. "/shard%-1 is in use by another runner %(pid %d+ on %S+ since ",
+                           1), log)
+    assert.equal("FAILED 2:0", state(second, 1))
+    local running = state(first, 1)
+    slurm("scancel " .. first)
+    wait_job(first)
+    assert.equal("RUNNING", running:match("^%S+"), "the first task ended before the second started")
   end)
 end)

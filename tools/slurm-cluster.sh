@@ -6,7 +6,7 @@
 # spool and logs. Nothing is installed or started outside DIR.
 #
 #   tools/slurm-cluster.sh start DIR   # starts it; prints the SLURM_CONF to export
-#   tools/slurm-cluster.sh stop DIR    # stops every daemon it started, by PID
+#   tools/slurm-cluster.sh stop DIR    # cancels its jobs, stops every daemon it started, by PID
 #
 # start waits until the node is idle (about 1-2 s) and stops what it
 # started if anything fails. Clients need SLURM_CONF=DIR/slurm.conf.
@@ -15,6 +15,15 @@ cmd=${1:-}; dir=${2:-}
 [ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: $0 start|stop DIR" >&2; exit 2; }
 
 stop() {
+  # The jobs first: a job's slurmstepd and processes outlive slurmd.
+  ctld="$dir/slurmctld.pid"
+  if [ -s "$ctld" ] && kill -0 "$(cat "$ctld")" 2>/dev/null; then
+    SLURM_CONF="$dir/slurm.conf" scancel --user=root 2>/dev/null || true
+    i=0
+    while [ -n "$(SLURM_CONF="$dir/slurm.conf" squeue -h -o %i 2>/dev/null)" ] && [ $i -lt 150 ]; do
+      sleep 0.1; i=$((i + 1))
+    done
+  fi
   for d in slurmd slurmctld munged; do
     f="$dir/$d.pid"
     [ -s "$f" ] || continue

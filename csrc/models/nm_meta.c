@@ -1,6 +1,6 @@
 /*
-** nm_meta.c: the fused motif plasticity rule, its adjoint and the query
-** loss (see nm_meta.h), for float and double networks.
+** nm_meta.c: the motif network's query loss (see nm_meta.h), for float
+** and double networks.
 */
 #include <math.h>
 #include <string.h>
@@ -9,25 +9,7 @@
 
 #include "nm_meta.h"
 #include "nm_math.h"
-#include "nm_simd.h"
 #include "nm_vmath.h"
-
-/* The row kernels are compiled per ISA level (nm_simd.h) and picked at load
-** time by CPU feature. */
-#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
-#define NM_META_CLONES NM_HOT   /* nm_simd.h: the one multiversioning rule */
-#else
-#define NM_META_CLONES
-#endif
-
-int64_t nm_motif_work_size(const nm_motif_net *net) {
-  int64_t total = 0, maxn = 0;
-  for (int l = 0; l <= net->layers; l++) {
-    total += 4 * net->sizes[l] + (l > 0 ? net->sizes[l - 1] : 0);
-    if (net->sizes[l] > maxn) maxn = net->sizes[l];
-  }
-  return total + 6 * maxn;
-}
 
 int64_t nm_motif_query_work_size(const nm_motif_net *net, int64_t m) {
   int64_t total = 0, maxn = 0;
@@ -48,7 +30,10 @@ int nm_motif_check(const nm_motif_net *net) {
   return NM_OK;
 }
 
-/* The kernels, once per element type. */
+/* The kernels, once per element type. The query loss uses a few of the
+** pieces in nm_motif_gen.h (data, softplus, softmax); the others serve the
+** RCN kernels (nm_rcn.c). */
+#pragma GCC diagnostic ignored "-Wunused-function"
 #define real float
 #define FN(name) name##_f32
 #define GEMV cblas_sgemv
@@ -74,34 +59,6 @@ int nm_motif_check(const nm_motif_net *net) {
 #undef GEMV
 #undef GEMM
 #undef GER
-
-int64_t nm_motif_trace_size(const nm_motif_net *net) { return trace_size(net, TR_KINDS); }
-
-int nm_motif_forward(const nm_motif_net *net, const nm_tensor *const *W_out,
-                     const nm_tensor *const *W_in, const nm_tensor *const *B,
-                     const nm_tensor *x, int64_t label, const double *theta, void *trace) {
-  if (nm_motif_check(net) != NM_OK || label < 0 || label >= net->sizes[net->layers])
-    return NM_EINVAL;
-  /* one sample: small products, one BLAS thread */
-  int saved = nm_blas_serial_begin(0), st;
-  if (net->dtype == NM_FLOAT64) st = forward_f64(net, W_out, W_in, B, x, label, theta, trace);
-  else st = forward_f32(net, W_out, W_in, B, x, label, theta, trace);
-  nm_blas_serial_end(saved);
-  return st;
-}
-
-int nm_motif_backward(const nm_motif_net *net, const nm_tensor *const *G,
-                      const nm_tensor *const *W_in, const nm_tensor *const *B, void *trace,
-                      const double *theta, const int *need, double *theta_bar,
-                      const nm_tensor *const *Bbar, void *work) {
-  if (nm_motif_check(net) != NM_OK) return NM_EINVAL;
-  int saved = nm_blas_serial_begin(0), st;
-  if (net->dtype == NM_FLOAT64)
-    st = backward_f64(net, G, W_in, B, trace, theta, need, theta_bar, Bbar, work);
-  else st = backward_f32(net, G, W_in, B, trace, theta, need, theta_bar, Bbar, work);
-  nm_blas_serial_end(saved);
-  return st;
-}
 
 int nm_motif_query(const nm_motif_net *net, const nm_tensor *const *W, const nm_tensor *X,
                    const int64_t *labels, double *loss, int64_t *correct,

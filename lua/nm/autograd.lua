@@ -707,7 +707,9 @@ local function fused_scan(k, init, params, T, S, opts, tape)
       nbuf * (k.trace_bytes or 0)
   end
   local function prepare(list) if k.prepare then return k.prepare(list) end return list end
-  local function run_forward(pv, start)
+  -- tracked: the last segment runs with its traces into the segment
+  -- buffers, where backward finds it (it is not recomputed).
+  local function run_forward(pv, start, tracked)
     local out = k.state()
     if T == 0 then copy_list(out, start) return out end
     local p = prepare(pv)
@@ -715,12 +717,14 @@ local function fused_scan(k, init, params, T, S, opts, tape)
     for s = 1, ws.nseg do
       local t0 = (s - 1) * S
       local len = math.min(S, T - t0)
+      local keep = tracked and s == ws.nseg
       for j = 1, len do
         local src = j == 1 and ws.snaps[s] or ws.seg[j - 1]
         local dst = ws.seg[j]
-        if j == len then dst = s < ws.nseg and ws.snaps[s + 1] or out end
-        k.forward(dst, src, p, t0 + j)
+        if j == len and not keep then dst = s < ws.nseg and ws.snaps[s + 1] or out end
+        k.forward(dst, src, p, t0 + j, keep and ws.traces[j] or nil)
       end
+      if keep then copy_list(out, ws.seg[len]) end
     end
     return out
   end
@@ -729,7 +733,7 @@ local function fused_scan(k, init, params, T, S, opts, tape)
   if not tape then return run_forward(pvals, init) end
 
   local function forward(_, ...)
-    local out = run_forward(pvals, {...})
+    local out = run_forward(pvals, {...}, true)
     if ns == 1 then return out[1] end
     return out
   end
@@ -744,8 +748,10 @@ local function fused_scan(k, init, params, T, S, opts, tape)
     for s = ws.nseg, 1, -1 do
       local t0 = (s - 1) * S
       local len = math.min(S, T - t0)
-      for j = 1, len do
-        k.forward(ws.seg[j], j == 1 and ws.snaps[s] or ws.seg[j - 1], p, t0 + j, ws.traces[j])
+      if s < ws.nseg then                 -- the last segment is still there
+        for j = 1, len do
+          k.forward(ws.seg[j], j == 1 and ws.snaps[s] or ws.seg[j - 1], p, t0 + j, ws.traces[j])
+        end
       end
       for j = len, 1, -1 do
         k.backward(adj, j == 1 and ws.snaps[s] or ws.seg[j - 1], ws.seg[j], p, gp, t0 + j,
@@ -777,7 +783,9 @@ end
 -- its start state to the previous segment. Memory: ceil(T / S) stored
 -- states plus one segment (S steps), i.e. about 2 sqrt(T) states at
 -- S = sqrt(T), instead of T for a plain tape; the price is one more
--- forward pass.
+-- forward pass (with a fused kernel, less the last segment: a recorded
+-- unroll runs it with its traces into the segment buffers, and backward
+-- starts from them).
 --
 -- step is either
 --   a function (state, params, t) -> state: the generic form, recorded on
@@ -793,8 +801,11 @@ end
 --       forward(dst, src, p, t [, trace])   writes the state after step t
 --                           into dst from src; records the trace when given
 --       backward(adj, src, dst, p, gp, t, trace)   adj holds the adjoint of
---                           dst (step t's result) and is overwritten with
---                           that of src; adds the parameters' gradients to gp
+--                           dst (step t's result) and is made that of src:
+--                           overwritten, or its entries replaced by buffers
+--                           of the kernel's own if after step 1 they are the
+--                           caller's tensors again; adds the parameters'
+--                           gradients to gp
 --       prepare(list)    -> optional: what forward/backward get as p and gp
 --                           from the list of parameter values or gradients
 --       view(list)       -> optional: the adjoint list as backward takes it

@@ -2,8 +2,10 @@
 -- declarative spec. Every experiment gets the common options --help,
 -- --seed, --quick, --out, --resume; --jobs and --shard only when the spec
 -- says it honours them (jobs = true, shard = true), so that no script
--- offers an option it ignores. Bad input is a clear message on stderr
--- and exit status 2.
+-- offers an option it ignores; grid = true (a script whose grid of cells
+-- runs through nm.sweep's sweep.grid) gives --jobs, --shard and --merge
+-- DIR... (the shard folders as arguments). Bad input is a clear message
+-- on stderr and exit status 2.
 --
 --   local opts = cli.parse(arg, {
 --     name = "baselines", description = "BP, FA and DFA on Fashion-MNIST",
@@ -24,7 +26,8 @@
 -- finite), int (decimal), string, bool, list (comma-separated, no empty
 -- items). Extra fields in opts: _name (experiment name), _argv (the
 -- arguments), _explicit (set of options given on the command line),
--- _args (positional arguments, when spec.positional allows them) and
+-- _args (positional arguments, when spec.positional allows them; the
+-- shard folders after --merge for spec.grid) and
 -- _rest (everything after "--", when spec.passthrough is set).
 
 local cli = {}
@@ -157,13 +160,18 @@ local function builtin_options(spec, name)
     normalise{"overwrite", "bool", false, "replace the run already in --out"},
     normalise{"debug", "bool", false, "show the traceback of errors (or NEUROMIC_DEBUG=1)"},
   }
-  if spec.jobs then
+  if spec.jobs or spec.grid then
     list[#list + 1] = normalise{"jobs", "int", 1, "parallel worker processes", min = 1}
   end
-  if spec.shard then
+  if spec.shard or spec.grid then
     list[#list + 1] = normalise{"shard", "string", nil,
                                 "run only slice I of N (cells with index % N == I-1)",
                                 metavar = "I/N"}
+  end
+  if spec.grid then
+    list[#list + 1] = normalise{"merge", "bool", false, "gather the grids of the shard folders " ..
+                                "given as arguments (--merge DIR1 DIR2 ...) and finish the run " ..
+                                "in --out (doc/sweeps.md)"}
   end
   return list
 end
@@ -286,7 +294,8 @@ function cli.usage(spec, name)
   name = name or spec.name or "experiment"
   local script = spec.script or (arg and arg[0]) or (name .. ".lua")
   local lines = {}
-  local pos = spec.positional and (" " .. spec.positional) or ""
+  local pos = spec.positional and (" " .. spec.positional) or
+              (spec.grid and " [--merge SHARD_DIR...]" or "")
   local pass = spec.passthrough and (" [-- " .. spec.passthrough .. "]") or ""
   lines[#lines + 1] = format("usage: ./neuromic %s [options]%s%s", script, pos, pass)
   if spec.description then
@@ -401,7 +410,9 @@ function cli.try_parse(args, spec)
     elseif a:sub(1, 1) == "-" and #a > 1 and not tonumber(a) then
       return fail(format("unknown option '%s'", a))
     else
-      if not spec.positional then return fail(format("unexpected argument '%s'", a)) end
+      if not (spec.positional or spec.grid) then
+        return fail(format("unexpected argument '%s'", a))
+      end
       positional[#positional + 1] = a
     end
     i = i + 1
@@ -422,7 +433,16 @@ function cli.try_parse(args, spec)
   opts._name = name
   opts._argv = argv
   opts._explicit = explicit
-  if spec.positional then opts._args = positional end
+  if spec.grid and not spec.positional then
+    if opts.merge and opts.shard then return fail("--merge and --shard exclude each other") end
+    if opts.merge and #positional == 0 then
+      return fail("--merge needs the shard folders (--merge DIR1 DIR2 ... --out DIR)")
+    end
+    if not opts.merge and #positional > 0 then
+      return fail(format("unexpected argument '%s' (shard folders go after --merge)", positional[1]))
+    end
+  end
+  if spec.positional or spec.grid then opts._args = positional end
   if spec.passthrough then opts._rest = rest or {} end
   return opts
 end
@@ -460,6 +480,36 @@ function cli.plain(opts)
     if type(k) == "string" and k:sub(1, 1) ~= "_" and not NOT_RECORDED[k] then t[k] = v end
   end
   return t
+end
+
+-- Option text that reads back to v exactly (numbers as in JSON).
+local function arg_text(v)
+  if type(v) == "table" then
+    local parts = {}
+    for i, x in ipairs(v) do parts[i] = arg_text(x) end
+    return concat(parts, ",")
+  end
+  if type(v) == "number" then return require("nm.json").number_text(v) end
+  return tostring(v)
+end
+
+-- cli.argv(opts, spec [, except]) -> {"--name=value", ...}: the arguments
+-- that give the script of `spec` the values opts holds for its own
+-- options (every one, given or default; not the common ones), but those
+-- named in the set `except` (keys with '_'). How an experiment starts
+-- itself as the worker of one cell of its grid (nm.sweep's sweep.grid).
+function cli.argv(opts, spec, except)
+  local list = {}
+  for _, raw in ipairs(spec.options or {}) do
+    local o = normalise(raw)
+    local v = opts[o.key]
+    if not (except and except[o.key]) and v ~= nil then
+      for _, x in ipairs(o.multi and v or {v}) do
+        list[#list + 1] = "--" .. flag_of(o.name) .. "=" .. arg_text(x)
+      end
+    end
+  end
+  return list
 end
 
 -- cli.rules(program, list, kind [, model]) -> the definitions of the

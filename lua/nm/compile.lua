@@ -275,6 +275,19 @@ function Kernel:run(tensors, scalars, outs)
   for i, v in ipairs(vals) do
     if type(v) == "number" then outs[i]:fill(v) else outs[i]:copy(v) end
   end
+  -- The intermediates are tensors whose storage Lua's collector does not
+  -- see: collect every 64 MB of them, or an unroll of a large network
+  -- grows by gigabytes before the collector runs.
+  if not self.interp_bytes then
+    local n = 0
+    for _, node in ipairs(self.g.nodes) do n = n + numel(node.shape) end
+    self.interp_bytes = n * (self.g.dtype == "float64" and 8 or 4)
+  end
+  self.garbage = (self.garbage or 0) + self.interp_bytes
+  if self.garbage > 64 * 2 ^ 20 then
+    self.garbage = 0
+    collectgarbage("collect")
+  end
   return outs
 end
 
@@ -400,8 +413,8 @@ function Fn:grads(wrt)
     if wrt[i] then targets[#targets + 1] = n end
   end
   local grads = adjoint.grad(g, self.outputs, self.seeds, targets)
-  for i, gr in ipairs(grads) do
-    if gr == nil then grads[i] = g:bcast(g:const(0), targets[i].shape) end
+  for i = 1, #targets do          -- (grads has holes: an input no output depends on)
+    if grads[i] == nil then grads[i] = g:bcast(g:const(0), targets[i].shape) end
     if #targets[i].shape > 0 and #grads[i].shape == 0 then
       grads[i] = g:bcast(grads[i], targets[i].shape)
     end
@@ -579,7 +592,12 @@ function Fn:scan_kernel(o)
     for i, sh in ipairs(fwd.extra.trace_shapes) do t[i] = nm.zeros(sh, me.dtype) end
     return t
   end
-  local grads, tin, sin, gtheta64, fouts = nil, nil, nil, nil, {}
+  local tin, sin, gtheta64, fouts = nil, nil, nil, {}
+  -- The adjoint writes the gradients of a step's source into buffers of
+  -- its own (mine), then they become the adjoint list and the list's
+  -- former tensors (the caller's, orig) the next step's outputs: no copy.
+  -- After step 1 the caller's tensors hold the result again.
+  local mine, orig, gouts = nil, {}, {}
   function sk.prepare(list)
     local th = list[1]
     if th:dtype() ~= me.dtype then th = nm.zeros(th:size(), me.dtype):copy(th) end
@@ -599,15 +617,24 @@ function Fn:scan_kernel(o)
     local n = #tin
     for i = 1, ns do tin[n + i] = adjoint[i] end
     for i, x in ipairs(trace) do tin[n + ns + i] = x end
-    if not grads then
-      grads = {}
-      for i, sh in ipairs(a.output_shapes) do grads[i] = nm.zeros(sh, me.dtype) end
+    if not mine then
+      mine = {}
+      for i, sh in ipairs(a.output_shapes) do mine[i] = nm.zeros(sh, me.dtype) end
+      gouts[ns + 1] = mine[ns + 1]
     end
-    a:run(tin, sin, grads)
+    for i = 1, ns do
+      local x = adjoint[i]
+      if x ~= mine[i] then orig[i] = x; gouts[i] = mine[i] else gouts[i] = orig[i] end
+    end
+    a:run(tin, sin, gouts)
     for i = n + 1, #tin do tin[i] = nil end
-    local adj_ = adjoint
-    for i = 1, ns do adj_[i]:copy(grads[i]) end
-    local g = grads[ns + 1]
+    for i = 1, ns do adjoint[i] = gouts[i] end
+    if t == 1 then
+      for i = 1, ns do
+        if adjoint[i] == mine[i] then orig[i]:copy(mine[i]); adjoint[i] = orig[i] end
+      end
+    end
+    local g = mine[ns + 1]
     if gp[2]:dtype() ~= me.dtype then
       gtheta64 = gtheta64 or nm.zeros(g:size(), gp[2]:dtype())
       gp[2]:add(gtheta64:copy(g))

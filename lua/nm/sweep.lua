@@ -25,6 +25,10 @@ local function exists(path)
   return false
 end
 
+local function plural(n, what)
+  return format("%d %s%s", n, what, n == 1 and "" or "s")
+end
+
 local function say(msg)
   io.stderr:write(msg, "\n")
   io.stderr:flush()
@@ -429,7 +433,8 @@ end
 -- with different results, and cells of the grid that no shard finished
 -- (with the shard and the command that runs them). Nothing is written
 -- when shards disagree; missing cells still leave the partial merge.
-function sweep.merge(dirs, out)
+-- expect: the manifest (sweep.json less the shard) the shards must have.
+function sweep.merge(dirs, out, expect)
   local by_key, rows, problems = {}, {}, {}
   local manifest, first, conflict = nil, nil, false
   local shard_dir = {}          -- "I/N" -> directory
@@ -469,6 +474,18 @@ function sweep.merge(dirs, out)
       end
     end
   end
+  if expect and manifest then
+    local a, b = {}, {}
+    for k, v in pairs(manifest) do a[k] = v end
+    for k, v in pairs(expect) do b[k] = v end
+    a.shard, b.shard = nil, nil
+    local diffs = manifest_differences(a, b, "shards", "this run")
+    if #diffs > 0 then
+      conflict = true
+      problems[#problems + 1] = format("%s holds the grid of other options: %s", first,
+                                       concat(diffs, "; "))
+    end
+  end
   if conflict then return rows, problems, false end
   table.sort(rows, function(a, b)
     if a.index ~= b.index then return (a.index or 0) < (b.index or 0) end
@@ -499,6 +516,93 @@ function sweep.merge(dirs, out)
     end
   end
   return rows, problems, true
+end
+
+-- The grid folder inside a shard folder given to --merge: DIR/grid
+-- (where sweep.grid puts an experiment's grid) or DIR itself.
+local function grid_folder(d)
+  if not exists(d .. "/sweep.json") and exists(d .. "/grid/sweep.json") then return d .. "/grid" end
+  return d
+end
+
+-- sweep.grid(run, opts, grid) -> rows of the whole grid (sweep.jsonl
+-- lines, in cell order), summary. The one way an experiment runs its
+-- own grid of cells -- worker processes of itself, one per cell -- so
+-- that the grid shards and merges like any sweep. run: the experiment's
+-- run (nm.results); opts: its options (cli spec grid = true: --jobs,
+-- --shard, --merge DIR...); grid: experiment (the script, arg[0]), sets,
+-- seeds, args (for every cell: what makes the script a worker), dir
+-- (default run:path("grid")), quiet.
+--   plain:           runs every cell not yet in dir, then returns the rows.
+--   --shard I/N:     runs this shard's cells into dir, finishes the run as
+--                    a shard (final: shard, grid_dir, cells) and exits 0:
+--                    the experiment's tables and plots are the merge's.
+--   --merge DIR...:  gathers the grids of the shard folders (DIR/grid, or
+--                    DIR when it is a grid folder) into dir, refusing shards
+--                    of another grid or options, and returns the rows.
+-- A stop (SIGINT/SIGTERM), failed cells or a merge with problems end the
+-- script (130/143; 1 with the run failed); the messages say how to go on.
+function sweep.grid(run, opts, grid)
+  local dir = grid.dir or run:path("grid")
+  local name = opts._name or "experiment"
+  local cfg = {experiment = grid.experiment, sets = grid.sets or {}, seeds = grid.seeds,
+               args = grid.args or {}, out = dir, jobs = opts.jobs or 1, shard = opts.shard,
+               quiet = grid.quiet}
+  local merged_from = {}
+  for i, d in ipairs(opts.merge and opts._args or {}) do merged_from[i] = grid_folder(d) end
+  local summary
+  if opts.merge then
+    -- A merge that cannot finish leaves the run unbegun: merging again
+    -- into the same --out needs neither --resume nor --overwrite.
+    local ok, rows, problems, written = pcall(sweep.merge, merged_from, dir, manifest_of(cfg))
+    if not ok then
+      run:close()
+      cli.error(rows)
+    end
+    for _, p in ipairs(problems) do say(name .. ": merge: " .. p) end
+    if #problems > 0 then
+      run:close()
+      cli.error(format("merge: %s; %s", plural(#problems, "problem"), written and
+                       format("%s holds the %d cells found; merge again when the shards are complete",
+                              dir, #rows) or "nothing merged"), 1)
+    end
+    summary = {total = #rows, done = #rows, ran = 0, failed = 0}
+    if not cfg.quiet then
+      say(format("%s: merged %d cells from %d shards into %s", name, #rows, #merged_from, dir))
+    end
+  else
+    cfg.resume = exists(dir .. "/sweep.json")
+    local ok, res = pcall(sweep.run, cfg)
+    if not ok then run:fail(res, 2) end
+    summary = res
+    if summary.stopped then
+      run:write("stopped")
+      run:close()
+      say(format("%s: stopped; continue with the same command and --resume", name))
+      os.exit(summary.stopped == "SIGINT" and 130 or 143)
+    end
+    if summary.failed > 0 then
+      run:fail(format("%s of the grid failed; see %s/failures.jsonl", plural(summary.failed, "cell"), dir))
+    end
+  end
+  run:set("grid_dir", dir)
+  run:set("grid_cells_run", summary.ran)
+  if opts.shard then
+    local shard = format("%d/%d", opts.shard.index, opts.shard.count)
+    run:finish{shard = shard, grid_cells = summary.total}
+    if not cfg.quiet then
+      say(format("%s: shard %s done (%d cells in %s); when every shard is done, gather them with\n" ..
+                 "  ./neuromic %s --merge SHARD_FOLDERS... --out DIR (and the same options)",
+                 name, shard, summary.total, dir, grid.experiment))
+    end
+    os.exit(0)
+  end
+  local rows = {}
+  for _, r in ipairs(sweep.read(dir)) do
+    if type(r) == "table" and r.key then rows[#rows + 1] = r end
+  end
+  table.sort(rows, function(a, b) return (a.index or 0) < (b.index or 0) end)   -- finishing order aside
+  return rows, summary
 end
 
 local SPEC = {
@@ -547,7 +651,7 @@ function sweep.main(argv)
       local rows, problems, written = sweep.merge(dirs, opts.out)
       for _, p in ipairs(problems) do say("merge: " .. p) end
       if #problems > 0 then
-        say(format("merge: %d problems; %s", #problems, written
+        say(format("merge: %s; %s", plural(#problems, "problem"), written
                    and format("%s holds the %d cells found", opts.out, #rows) or "nothing written"))
         return 1
       end

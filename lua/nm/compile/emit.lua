@@ -20,8 +20,11 @@
 --   consumers would otherwise recompute something costly.
 -- - Sums are loop nests that accumulate in double; loops over the same
 --   shape whose inputs are ready are fused into one nest.
--- - Matrix-vector and matrix-matrix products call cblas (transposes as
---   flags, never copies); softmax is a three-pass loop as the core's.
+-- - Matrix-vector products are loop nests over the matrix (vectorised by
+--   the compiler, fused with the other passes over it; a library gemv
+--   would read the matrix once more, and was slower here even alone);
+--   matrix-matrix products call cblas (transposes as flags, never
+--   copies); softmax is a three-pass loop as the core's.
 -- Scalars are double locals; elements are `real` (float or double).
 
 local graph = require "nm.compile.graph"
@@ -129,6 +132,9 @@ function emit.c(g, outputs, opts)
   local order, uses, strong = analyse(g, outputs)
 
   -- Buffers: leaves read from in[], stored values in scratch or out[].
+  -- Every pointer is restrict: outputs and scratch slices overlap nothing
+  -- (neuromic.Kernel checks each call), inputs are only read, so the
+  -- compiler vectorises loops that write one array while reading others.
   local ptr = {}          -- node -> C expression of its array
   local scalar_name = {}  -- scalar node -> C expression
   local mat = {}          -- node -> true when stored
@@ -148,14 +154,14 @@ function emit.c(g, outputs, opts)
   for _, n in ipairs(inputs) do
     if n.kind == "tensor" then
       ptr[n] = cname(n.name)
-      decls[#decls + 1] = format("const real *const %s = in[%d];   /* %s */", ptr[n], slot,
+      decls[#decls + 1] = format("const real *const restrict %s = in[%d];   /* %s */", ptr[n], slot,
                                  graph.shape_str(n.shape))
       slot = slot + 1
     end
   end
   for _, n in ipairs(g.captured) do
     ptr[n] = cname("const" .. n.slot)
-    decls[#decls + 1] = format("const real *const %s = in[%d];   /* a constant %s */", ptr[n],
+    decls[#decls + 1] = format("const real *const restrict %s = in[%d];   /* a constant %s */", ptr[n],
                                slot, graph.shape_str(n.shape))
     slot = slot + 1
   end
@@ -214,10 +220,10 @@ function emit.c(g, outputs, opts)
       local k = output_of[n]
       local name = cname(k and ("out" .. k) or ("t" .. n.id))
       if k then
-        decls[#decls + 1] = format("real *const %s = out[%d];   /* output %d: %s */", name, k - 1,
+        decls[#decls + 1] = format("real *const restrict %s = out[%d];   /* output %d: %s */", name, k - 1,
                                    k, graph.shape_str(n.shape))
       else
-        decls[#decls + 1] = format("real *const %s = scratch + %d;   /* %s %s */", name, scratch,
+        decls[#decls + 1] = format("real *const restrict %s = scratch + %d;   /* %s %s */", name, scratch,
                                    n.op, graph.shape_str(n.shape))
         scratch = scratch + numel(n.shape)
       end
@@ -351,13 +357,8 @@ function emit.c(g, outputs, opts)
     return true
   end
   local nacc = 0
-  local blas_mv
   local function emit_loop(group)
     local dom = group[1].domain
-    if #group == 1 and (group[1].mode == "mv" or group[1].mode == "mvt")
-       and (ptr[group[1].matrix] and (mat[group[1].matrix] or #group[1].matrix.args == 0)) then
-      return blas_mv(group[1])                 -- alone over a stored matrix: cblas
-    end
     local pre, inner, post = {}, {}, {}
     local row_pre, row_post = {}, {}
     local I, J = "i", (#dom == 2) and "j" or nil
@@ -368,7 +369,14 @@ function emit.c(g, outputs, opts)
         nacc = nacc + 1
         local acc = "acc" .. nacc
         pre[#pre + 1] = format("double %s = 0;", acc)
-        inner[#inner + 1] = format("%s += %s;", acc, expr(n.args[1], I, J))
+        if J then
+          -- a row's partial sum in real (full vector width), rows summed in double
+          row_pre[#row_pre + 1] = format("real r%s = 0;", acc)
+          inner[#inner + 1] = format("r%s += %s;", acc, expr(n.args[1], I, J))
+          row_post[#row_post + 1] = format("%s += r%s;", acc, acc)
+        else
+          inner[#inner + 1] = format("%s += %s;", acc, expr(n.args[1], I, J))
+        end
         scalar_name[n] = "s" .. n.id
         post[#post + 1] = format("const double s%d = %s;", n.id, acc)
       elseif st.mode == "mv" then                -- y[i] = sum_j M[i,j] x[j]
@@ -406,12 +414,6 @@ function emit.c(g, outputs, opts)
     line("}")
     for _, s in ipairs(post) do line("%s", s) end
   end
-  blas_mv = function(st)
-    local n, base = st.node, st.matrix
-    line("cblas_%sgemv(CblasRowMajor, %s, %d, %d, 1, %s, %d, %s, 1, 0, %s, 1);",
-         is_float and "s" or "d", st.mode == "mvt" and "CblasTrans" or "CblasNoTrans",
-         base.shape[1], base.shape[2], ptr[base], base.shape[2], ptr[n.args[2]], ptr[n])
-  end
   local function emit_stmt(st)
     local n = st.node
     if st.kind == "scalar" then
@@ -428,8 +430,6 @@ function emit.c(g, outputs, opts)
       line("const double s%d = %s;", n.id, e)
     elseif st.kind == "scalar_out" then
       line("out[%d][0] = (real)%s;", st.k - 1, sexpr(n))
-    elseif st.kind == "mv" then
-      blas_mv(st)
     elseif st.kind == "mm" then
       local A, B = n.args[1], n.args[2]
       local ta, tb, a, b = "CblasNoTrans", "CblasNoTrans", A, B

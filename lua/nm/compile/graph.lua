@@ -70,16 +70,19 @@ local function fail(g, msg)
 end
 graph.fail = fail
 
-local function key_of(op, args, k)
+local function key_of(op, args, shape, k)
   local parts = {op}
   for i = 1, #args do parts[#parts + 1] = args[i].id end
   if k ~= nil then parts[#parts + 1] = "k" .. format("%.17g", k) end
+  -- the shape too: a broadcast or a unit vector of one scalar comes in
+  -- several shapes
+  parts[#parts + 1] = concat(shape, "x")
   return concat(parts, "|")
 end
 
 -- The one place nodes are made: shares an equal node if one exists.
 function Graph:node(op, args, shape, k, extra)
-  local key = extra == nil and key_of(op, args, k) or nil
+  local key = extra == nil and key_of(op, args, shape, k) or nil
   if key then
     local old = self.memo[key]
     if old then return old end
@@ -130,6 +133,11 @@ end
 local function is_scalar(x) return #x.shape == 0 end
 graph.is_scalar = is_scalar
 
+-- 0, or 0 broadcast to a shape.
+local function is_zero(x)
+  return is_const(x, 0) or (x.op == "bcast" and is_const(x.args[1], 0))
+end
+
 -- ---------------------------------------------------------------- elementwise
 
 local FOLD = {
@@ -151,14 +159,17 @@ function Graph:binary(op, a, b)
   local shape = bshape(self, op, a, b)
   if is_const(a) and is_const(b) then return self:const(FOLD[op](a.k, b.k)) end
   if op == "add" then
-    if is_const(a, 0) and #b.shape == #shape then return b end
-    if is_const(b, 0) and #a.shape == #shape then return a end
+    if is_zero(a) and #b.shape == #shape then return b end
+    if is_zero(b) and #a.shape == #shape then return a end
     if b.op == "neg" then return self:binary("sub", a, b.args[1]) end
   elseif op == "sub" then
-    if is_const(b, 0) and #a.shape == #shape then return a end
-    if is_const(a, 0) and #b.shape == #shape then return self:unary("neg", b) end
+    if is_zero(b) and #a.shape == #shape then return a end
+    if is_zero(a) and #b.shape == #shape then return self:unary("neg", b) end
     if b.op == "neg" then return self:binary("add", a, b.args[1]) end
   elseif op == "mul" then
+    -- a term scaled by a coefficient fixed at 0 vanishes (as the Lua step
+    -- skips it), whatever its elements
+    if is_const(a, 0) or is_const(b, 0) then return self:bcast(self:const(0), shape) end
     if is_const(a, 1) and #b.shape == #shape then return b end
     if is_const(b, 1) and #a.shape == #shape then return a end
     if is_const(a, -1) and #b.shape == #shape then return self:unary("neg", b) end
@@ -468,6 +479,10 @@ function Graph:index(v, i)
   end
   if v.op == "unit" then
     return v.k == i and v.args[1] or self:const(0)
+  end
+  if (v.op == "add" or v.op == "sub") and #v.args[1].shape == 1 and #v.args[2].shape == 1 then
+    -- an element of a sum of vectors (e.g. of units) is the sum of elements
+    return self:binary(v.op, self:index(v.args[1], i), self:index(v.args[2], i))
   end
   return self:node("index", {v}, {}, i)
 end

@@ -106,9 +106,37 @@ Sym.__mul = function(a, b)
 end
 Sym.__div = function(a, b) return ag.div(a, b) end
 
+-- The vector v with the entries listed in zero (1-based) replaced by 0:
+-- the sum of unit vectors of its other entries, so an element read by
+-- index is the entry itself or the constant 0 (which the graph folds).
+local function with_zeros(g, v, zero)
+  if #v.shape ~= 1 then fail(g, "zero: entries fixed at 0 need a vector input") end
+  local fixed = {}
+  for _, k in ipairs(zero) do
+    if math.type(k) ~= "integer" or k < 1 or k > v.shape[1] then
+      fail(g, format("zero: entry %s out of 1..%d", tostring(k), v.shape[1]))
+    end
+    fixed[k] = true
+  end
+  local sum
+  for k = 1, v.shape[1] do
+    if not fixed[k] then
+      local u = g:unit(g:index(v, k), k, v.shape)
+      sum = sum and g:binary("add", sum, u) or u
+    end
+  end
+  return sum or g:bcast(g:const(0), v.shape)
+end
+
 -- trace.run(dtype, spec, fn) -> graph, outputs, inputs
 --   spec: a list of argument descriptions, in the order fn takes them:
 --     {name = "W", shape = {n, m}}            a tensor
+--     {name = "theta", shape = {n}, zero = {k, ...}}   a vector whose
+--                                             entries k (1-based) are fixed
+--                                             at 0: terms they scale vanish
+--                                             from the graph (a separate
+--                                             kernel per set), their
+--                                             gradients are 0
 --     {name = "W", list = {{n1, m1}, ...}}    a list of tensors (fn gets a list)
 --     {name = "label", scalar = true}         a number given at call time
 --     {name = "net", value = v}               passed through as it is
@@ -123,7 +151,10 @@ function trace.run(dtype, spec, fn)
       for k, shape in ipairs(s.list) do l[k] = g:input(s.name .. "[" .. k .. "]", shape) end
       args[i] = l
     elseif s.scalar then args[i] = g:input(s.name, {}, "scalar")
-    else args[i] = g:input(s.name, s.shape) end
+    else
+      args[i] = g:input(s.name, s.shape)
+      if s.zero and #s.zero > 0 then args[i] = with_zeros(g, args[i], s.zero) end
+    end
   end
   if current then error("rule compiler: traces cannot nest", 2) end
   current = g

@@ -24,12 +24,11 @@
 -- The rule (rules/motifs.lua, or any meta rule of this model) gives
 --   step(net, W, theta, x, label, B) -> W'   the Lua reference (nm.autograd
 --                                            operations: runs on a tape)
---   kernel(net)   optional: the fused C step (forward + hand-derived
---                 adjoint, csrc/models/nm_meta.c) for the pathways C knows
---                 ("fa", "bp", "bp_detached"); with another pathway, or a
---                 rule without kernel, the inner loop runs the Lua step.
--- The query loss always runs in C (it does not depend on the pathway).
---
+-- For the pathways the compiler can trace ("fa", "bp", "bp_detached") the
+-- inner loop runs the step compiled by nm.compile (generated C step and
+-- adjoint); with another pathway, the rule's Lua step on a tape. The query
+-- loss always runs in C (csrc/models/nm_meta.c; it does not depend on the
+-- pathway).
 --   local net = motif_net.new{rule = rule.definition("motifs"), feedback = "fa"}
 --   local W, B = net:init(nm.generator(1))
 --   local WT = motif_net.unroll(net, W, B, X, labels, theta, T)
@@ -57,7 +56,7 @@ motif_net.options = {
   dtype = {default = "float32", doc = "network element type"},
 }
 
--- The pathways the C kernels implement.
+-- The pathways the network knows by name (the compiled step traces them).
 local C_FEEDBACK = {fa = true, bp = true, bp_detached = true}
 
 local Net = {}
@@ -81,8 +80,7 @@ end
 motif_net.definition = definition
 
 -- motif_net.new{rule =, sizes =, beta =, feedback =, dtype =} -> a network:
--- its widths, the rule, net.kernel (the network's C kernel: query loss)
--- and net.fused (whether the rule's C step runs the inner loop).
+-- its widths, the rule, net.kernel (the network's C kernel: query loss).
 function motif_net.new(o)
   o = o or {}
   local D = motif_net.options
@@ -105,12 +103,6 @@ function motif_net.new(o)
                                      feedback = net.pathway and "bp" or net.feedback})
   if not ok then fail("new: " .. tostring(k):gsub("^.-%(", "("), 2) end
   net.kernel = k
-  if net.rule.kernel and not net.pathway then
-    local okr, rk = pcall(net.rule.kernel, net)
-    if not okr then fail("new: rule '" .. net.rule.name .. "' kernel: " .. tostring(rk), 2) end
-    net.step_kernel = rk
-  end
-  net.fused = net.step_kernel ~= nil
   net.classes = net.sizes[#net.sizes]
   return net
 end
@@ -195,80 +187,56 @@ function motif_net.step(net, W, theta, x, label, B)
   return net.rule.step(net, W, theta, x, label, B)
 end
 
--- ---------------------------------------------------------------- fused
-
--- The tape operation of one fused step: arguments (theta, W_1..W_L),
--- results W'_1..W'_L. ctx keeps the inputs and the step's trace (vectors
--- only: a few thousand numbers).
-local function fused_forward(ctx, net, B, x, label, theta, ...)
-  local k = net.step_kernel
-  local W = {...}
-  local out = {}
-  for l = 1, net.layers do out[l] = nm.zeros(W[l]:size(), net.dtype) end
-  local trace = k:new_trace()
-  k:forward(out, W, B, x, label, theta, trace)
-  ctx.net, ctx.B, ctx.W, ctx.theta, ctx.trace = net, B, W, theta, trace
-  ctx.need = net.need             -- which theta gradients to compute (nil: all)
-  return out
+-- The coefficients (1-based) that are 0 in theta (a float64 tensor or a
+-- variable) and whose gradient is not needed (need: a list of booleans,
+-- nil for none needed): the compiled step leaves their terms out.
+local function fixed_zeros(theta, need)
+  local v = ag.value(theta)
+  local zero = {}
+  for r = 1, v:numel() do
+    if v:get(r) == 0 and not (need and need[r]) then zero[#zero + 1] = r end
+  end
+  return zero
 end
 
-local function fused_backward(ctx, gouts)
-  local net, L = ctx.net, ctx.net.layers
-  local G = {}
-  for l = 1, L do
-    G[l] = gouts[l] or nm.zeros(ctx.W[l]:size(), net.dtype)   -- owned: overwritten in place
+-- The network's rule compiled for its sizes, dtype and feedback, with the
+-- coefficients of `zero` fixed at 0 (once per network and set;
+-- motif_net.compiled_step).
+local function compiled_fn(net, B, zero)
+  net.compiled = net.compiled or {}
+  local key = table.concat(zero, ",")
+  local f = net.compiled[key]
+  if not f then
+    f = motif_net.compiled_step(net, B, {zero = zero})
+    net.compiled[key] = f
   end
-  local tb = nm.zeros(ctx.theta:numel(), "float64")
-  net.step_kernel:backward(G, ctx.W, ctx.B, ctx.trace, ctx.theta, tb, ctx.need)
-  local res = {nil, nil, nil, nil, tb}
-  for l = 1, L do res[5 + l] = G[l] end
-  return table.unpack(res, 1, 5 + L)
-end
-
-local fused_ops = {}
-
-local function need_fused(net, who)
-  if not net.fused then
-    fail(format("%s: rule '%s' has no C kernel for feedback '%s'", who, net.rule.name,
-                net.feedback), 3)
-  end
-end
-
--- motif_net.fused_step(net, W, theta, x, label [, B]) -> W' (a new list):
--- the rule's step through its C kernel. With variables it records one
--- node per step whose backward is the hand-derived adjoint. theta must be
--- a float64 tensor (or a variable holding one).
-function motif_net.fused_step(net, W, theta, x, label, B)
-  need_fused(net, "fused_step")
-  local L = net.layers
-  if not ag.is_var(theta) then
-    local tracked = false
-    for l = 1, L do if ag.is_var(W[l]) then tracked = true end end
-    if not tracked then
-      local out = {}
-      for l = 1, L do out[l] = nm.zeros(W[l]:size(), net.dtype) end
-      net.step_kernel:forward(out, W, B, x, label, theta)
-      return out
-    end
-  end
-  local op = fused_ops[L]
-  if not op then
-    op = ag.def("motif_step", fused_forward, fused_backward, L)
-    fused_ops[L] = op
-  end
-  return op(net, B, x, label, theta, table.unpack(W, 1, L))
+  return f
 end
 
 -- motif_net.step_into(net, out, W, theta, x, label [, B]): the untracked
 -- step written into the tensors of `out` (may be W: in place); through the
--- C kernel (allocates nothing) or the rule's Lua step.
+-- compiled step (allocates nothing after the first call) or, with a
+-- pathway the compiler cannot trace, the rule's Lua step.
 function motif_net.step_into(net, out, W, theta, x, label, B)
-  if net.fused then
-    net.step_kernel:forward(out, W, B, x, label, theta)
+  if net.pathway then
+    local Wn = net.rule.step(net, W, theta, x, label, B)
+    for l = 1, net.layers do out[l]:copy(Wn[l]) end
     return out
   end
-  local Wn = net.rule.step(net, W, theta, x, label, B)
-  for l = 1, net.layers do out[l]:copy(Wn[l]) end
+  local f = compiled_fn(net, B, fixed_zeros(theta))
+  local bufs = net.step_buffers
+  if not bufs then
+    bufs = {theta = nm.zeros(theta:numel(), net.dtype), W = {}}
+    for l = 1, net.layers do bufs.W[l] = nm.zeros(net.sizes[l + 1], net.sizes[l], net.dtype) end
+    net.step_buffers = bufs
+  end
+  local th = theta
+  if th:dtype() ~= net.dtype then th = bufs.theta:copy(theta) end
+  -- the kernel's outputs must not overlap its inputs: written into the
+  -- net's buffers, then copied when out is W
+  local inplace = out[1] == W[1]
+  f:call_into(inplace and bufs.W or out, W, th, x, label, B)
+  if inplace then for l = 1, net.layers do out[l]:copy(bufs.W[l]) end end
   return out
 end
 
@@ -292,30 +260,12 @@ function motif_net.scan_kernel(net, k, state_bytes)
           trace = function() return k:new_trace() end}
 end
 
--- The rule's C step as an ag.scan kernel over the weights (state W_1..W_L,
--- parameters {theta}) on the samples X:row(t), labels[t].
-local function scan_kernel(net, B, X, labels)
-  local k = net.step_kernel
-  local sk = motif_net.scan_kernel(net, k, weight_bytes(net))
-  function sk.state()
-    local w = {}
-    for l = 1, net.layers do w[l] = nm.zeros(net.sizes[l + 1], net.sizes[l], net.dtype) end
-    return w
-  end
-  function sk.forward(dst, src, p, t, trace)
-    k:forward(dst, src, B, X:row(t), labels[t], p[1], trace)
-  end
-  function sk.backward(adj, src, _, p, gp, _, trace)
-    k:backward(adj, src, B, trace, p[1], gp[1], net.need)
-  end
-  return sk
-end
-
-
 -- motif_net.compiled_step(net, B [, opts]) -> the network's meta rule
 -- compiled by nm.compile: a function over (W list, theta, x, label, B list)
 -- (net.rule.step(net, W, theta, x, label, B)), traced for net's sizes and
--- dtype and the shapes of B (nil without one). opts.mode as compile.fn's.
+-- dtype and the shapes of B (nil without one). opts.mode as compile.fn's;
+-- opts.zero: coefficients (1-based) fixed at 0, whose terms the kernels
+-- leave out (their gradients are 0).
 function motif_net.compiled_step(net, B, opts)
   opts = opts or {}
   local def = net.rule
@@ -325,7 +275,7 @@ function motif_net.compiled_step(net, B, opts)
   if math.type(nc) ~= "integer" then
     error(format("rule compiler: meta rule '%s' declares no coefficients.theta.size", def.name), 2)
   end
-  local spec = {{name = "W", list = W}, {name = "theta", shape = {nc}},
+  local spec = {{name = "W", list = W}, {name = "theta", shape = {nc}, zero = opts.zero},
                 {name = "x", shape = {net.sizes[1]}}, {name = "label", scalar = true}}
   if B then
     local shapes = {}
@@ -358,15 +308,17 @@ function motif_net.emit(path)
   io.stdout:write(f:source(), "\n", f:source(wrt))
 end
 
--- The rule's step compiled by nm.compile, as an ag.scan kernel: a rule
--- without a hand-written C kernel (a user's meta rule) runs so at C speed
--- with its generated adjoint (interpreted, with a notice, without a C
--- compiler). Its buffers are kept apart from the hand kernel's.
-local function compiled_kernel(net, B, X, labels)
-  net.compiled = net.compiled or motif_net.compiled_step(net, B)
+-- The rule's step compiled by nm.compile, as an ag.scan kernel: the
+-- generated step and adjoint, so a rule runs at C speed with its exact
+-- meta-gradient (interpreted, with a notice, without a C compiler).
+local function compiled_kernel(net, B, X, labels, zero)
+  -- buffers per kernel: the traces differ between sets of zeros
   net.compiled_workspaces = net.compiled_workspaces or {}
-  return net.compiled:scan_kernel{
-    cache = net.compiled_workspaces, state_bytes = weight_bytes(net),
+  local key = table.concat(zero, ",")
+  local ws = net.compiled_workspaces[key] or {}
+  net.compiled_workspaces[key] = ws
+  return compiled_fn(net, B, zero):scan_kernel{
+    cache = ws, state_bytes = weight_bytes(net),
     state = function()
       local w = {}
       for l = 1, net.layers do w[l] = nm.zeros(net.sizes[l + 1], net.sizes[l], net.dtype) end
@@ -381,28 +333,38 @@ end
 -- by ag.scan: one tape operation when theta (or W0 entries) are variables,
 -- checkpointed (segment starts stored every S = opts.segment or
 -- ceil(sqrt(T)) steps, each segment recomputed once during backward).
--- opts.mode: "unroll" (default: the rule's C step and its adjoint in
--- buffers reused across calls, about 2 sqrt(T) weight sets; the Lua step
--- when the rule has no kernel), "scan" (ag.scan over fused_step: a tape
--- per segment), "compiled" (the rule's step and adjoint generated by
--- nm.compile; what "unroll" means for a rule without a C kernel, unless a
--- pathway of the network has no compiled form) or "generic" (ag.scan over
--- the rule's Lua step on a tape; slow, the reference). opts.stats receives ag.scan's memory figures. The result's
--- gradients flow to theta (net.need selects which of its entries the C
--- adjoint computes) and to W0.
+-- opts.mode: "unroll" (default): "compiled", or "generic" when the
+-- network's pathway has no compiled form; "compiled" (the rule's step and
+-- adjoint generated by nm.compile, in buffers reused across calls, about
+-- 2 sqrt(T) weight sets); "generic" (ag.scan over the rule's Lua step on
+-- a tape; slow, the reference). opts.stats receives ag.scan's memory
+-- figures. The result's gradients flow to W0 and to theta; opts.need (a
+-- list of booleans per coefficient; default all) names the coefficients
+-- whose gradient is wanted: the compiled step leaves out the terms of the
+-- others that are 0 (their gradients are then 0).
 function motif_net.unroll(net, W0, B, X, labels, theta, T, opts)
   opts = opts or {}
   local mode = opts.mode or "unroll"
-  if mode == "unroll" and not net.fused then mode = net.pathway and "generic" or "compiled" end
+  if mode == "unroll" then mode = net.pathway and "generic" or "compiled" end
+  if mode == "compiled" and net.pathway then
+    fail(format("unroll: the pathway '%s' has no compiled form: use mode 'generic'",
+                net.feedback), 2)
+  end
+  if mode ~= "compiled" and mode ~= "generic" then
+    fail("unroll: mode must be 'unroll', 'compiled' or 'generic', got " .. tostring(mode), 2)
+  end
   local o = {segment = opts.segment, stats = opts.stats, collect = opts.collect,
              measure = opts.measure, gc = opts.gc}
   local step
-  if mode == "unroll" then
-    step = scan_kernel(net, B, X, labels)
-  elseif mode == "compiled" then
-    step = compiled_kernel(net, B, X, labels)
+  if mode == "compiled" then
+    local need = opts.need
+    if not need then
+      need = {}
+      for r = 1, ag.value(theta):numel() do need[r] = true end
+    end
+    step = compiled_kernel(net, B, X, labels, fixed_zeros(theta, need))
   else
-    local stepper = mode == "generic" and net.rule.step or motif_net.fused_step
+    local stepper = net.rule.step
     step = function(state, params, t) return stepper(net, state, params[1], X:row(t), labels[t], B) end
   end
   return ag.scan(step, W0, {theta}, T, o)
@@ -498,7 +460,7 @@ Learner.__index = Learner
 --   scale      per-coefficient scale s_r: theta_r = s_r phi_r and Adam
 --              moves phi ({[r] = s}, default 1 each)
 --   segment    checkpoint segment length (default ceil(sqrt(steps)))
---   mode       "unroll", "scan", "compiled" or "generic" (motif_net.unroll)
+--   mode       "unroll", "compiled" or "generic" (motif_net.unroll)
 function motif_net.learner(o)
   if type(o) ~= "table" or getmetatable(o.net) ~= Net then
     fail("learner: option 'net' (motif_net.new{...}) is required", 2)
@@ -526,8 +488,8 @@ function motif_net.learner(o)
     scale:set(r + 1, s)
   end
   local mode = o.mode or "unroll"
-  if mode ~= "unroll" and mode ~= "scan" and mode ~= "generic" and mode ~= "compiled" then
-    fail("learner: mode must be 'unroll', 'scan', 'compiled' or 'generic'", 2)
+  if mode ~= "unroll" and mode ~= "generic" and mode ~= "compiled" then
+    fail("learner: mode must be 'unroll', 'compiled' or 'generic'", 2)
   end
   local theta = motif_net.theta(o.theta0 or coef.init, n)
   local phi = nm.zeros(n, "float64"):div(theta, scale)
@@ -589,8 +551,7 @@ function Learner:loss(vars, task, g, stats, scan_opts)
   local net = self.net
   local W0, B = net:init(g)
   local theta = ag.mul(vars[1], self.scale)
-  net.need = self.need
-  local o = {segment = self.segment, stats = stats, mode = self.mode}
+  local o = {segment = self.segment, stats = stats, mode = self.mode, need = self.need}
   for k, v in pairs(scan_opts or {}) do o[k] = v end
   local WT = motif_net.unroll(net, W0, B, task.X, task.labels, theta, task.steps, o)
   local ce
