@@ -91,13 +91,23 @@ describe("sweep directories", function()
     assert.equal(1, lines_of(err), err)
     assert.truthy(err:find("is in use by another runner (pid " .. nm.sys.getpid(), 1, true), err)
     assert.is_nil(read(dir .. "/sweep.jsonl"))
+    -- a bare --resume while the holder has not written sweep.json yet names the
+    -- holder, not a missing file (it read sweep.json before the lock: a race under load)
+    _, err, rc = run_nm{sweep_script, "--resume", "--out", dir}
+    assert.equal(2, rc, err)
+    assert.equal(1, lines_of(err), err)
+    assert.truthy(err:find("is in use by another runner (pid " .. nm.sys.getpid(), 1, true), err)
     release()
+    _, err, rc = run_nm{sweep_script, "--resume", "--out", tmp .. "/empty-never-created"}
+    assert.equal(2, rc, err)
+    assert.truthy(err:find("holds no sweep (no sweep.json)", 1, true), err)
     -- a runner killed with SIGKILL leaves its lock file, but not the lock
     local pid = nm.sys.spawn({exe, sweep_script, echo, "--set", "a=1,2", "--out", dir, "--resume",
                           "--", "--sleep=0.2", "--steps=4"}, tmp .. "/locked.log")
     local t0 = nm.sys.clock()
     -- (sweep.json is written under the lock: once it is there, the lock is held)
-    while not read(dir .. "/sweep.json") and nm.sys.clock() - t0 < 10 do nm.sys.sleep(0.02) end
+    -- (generous: under a loaded machine the child can take seconds to start)
+    while not read(dir .. "/sweep.json") and nm.sys.clock() - t0 < 60 do nm.sys.sleep(0.02) end
     _, err, rc = run_nm{sweep_script, "--resume", "--out", dir}
     assert.equal(2, rc, err)
     assert.truthy(err:find("is in use by another runner (pid " .. pid .. " on ", 1, true), err)

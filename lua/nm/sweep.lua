@@ -684,6 +684,13 @@ function sweep.main(argv)
       if not (opts.resume and opts._explicit.out) then
         error("which experiment? (usage: sweep.lua EXPERIMENT --set NAME=V1,V2 ... or --resume --out DIR)", 0)
       end
+      if not exists(cfg.out .. "/sweep.json") then
+        -- A runner that has just taken the lock may not have written
+        -- sweep.json yet: name it rather than a missing file.
+        if exists(cfg.out .. "/sweep.lock") then sweep.lock(cfg.out)() end
+        error(format("%s holds no sweep (no sweep.json); start one with sweep.lua EXPERIMENT --out %s",
+                     cfg.out, cfg.out), 0)
+      end
       local m = json.read_file(cfg.out .. "/sweep.json")
       cfg.experiment, cfg.sets, cfg.seeds = m.experiment, m.sets, m.seeds
       cfg.args = (#opts._rest > 0) and opts._rest or m.args
