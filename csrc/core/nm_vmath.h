@@ -43,23 +43,6 @@
    r * (1.0f / 5040 + r * (1.0f / 40320)))))))
 #define NM_VATANH_POLY(w) (1.0f / 3 + w * (1.0f / 5 + w * (1.0f / 7 + w * (1.0f / 9))))
 #include "nm_vmath_gen.h"
-#undef real
-#undef NM_T
-#undef NM_M
-#undef NM_VU
-#undef NM_VMANT
-#undef NM_VBIAS
-#undef NM_VLN2
-#undef NM_VLN2HI
-#undef NM_VLN2LO
-#undef NM_VSQRTH
-#undef NM_VMIN
-#undef NM_VSUBSCALE
-#undef NM_VEXP_LO
-#undef NM_VEXP_HI
-#undef NM_VEXPM1_LO
-#undef NM_VEXPM1_POLY
-#undef NM_VATANH_POLY
 
 #define real double
 #define NM_T(name) name##_f64
@@ -87,22 +70,5 @@
   (1.0 / 3 + w * (1.0 / 5 + w * (1.0 / 7 + w * (1.0 / 9 + w * (1.0 / 11 + \
    w * (1.0 / 13 + w * (1.0 / 15 + w * (1.0 / 17 + w * (1.0 / 19 + w * (1.0 / 21))))))))))
 #include "nm_vmath_gen.h"
-#undef real
-#undef NM_T
-#undef NM_M
-#undef NM_VU
-#undef NM_VMANT
-#undef NM_VBIAS
-#undef NM_VLN2
-#undef NM_VLN2HI
-#undef NM_VLN2LO
-#undef NM_VSQRTH
-#undef NM_VMIN
-#undef NM_VSUBSCALE
-#undef NM_VEXP_LO
-#undef NM_VEXP_HI
-#undef NM_VEXPM1_LO
-#undef NM_VEXPM1_POLY
-#undef NM_VATANH_POLY
 
 #endif

@@ -11,7 +11,7 @@
 **   NM_VEXPM1_LO       below it, expm1 rounds to -1
 **   NM_VEXPM1_POLY(r)  (expm1(r) - r) / r^2 on |r| <= ln2 / 2
 **   NM_VATANH_POLY(z2) (atanh(z) / z - 1) / z^2 on z^2 <= 0.0295
-** No include guard on purpose. Every function is straight-line code (the
+** It undefines them at its end. No include guard on purpose. Every function is straight-line code (the
 ** clamps and special cases are selects), so GCC vectorises a loop that
 ** calls it; no fused multiply-adds (ISO C mode keeps -ffp-contract=off),
 ** so every instruction-set version gives the same bits.
@@ -156,3 +156,22 @@ static inline real NM_T(vsoftplus)(real x, real beta) {
 }
 
 #undef NM_VSHIFT
+
+/* The includer's per-type definitions end with this type. */
+#undef real
+#undef NM_T
+#undef NM_M
+#undef NM_VU
+#undef NM_VMANT
+#undef NM_VBIAS
+#undef NM_VLN2
+#undef NM_VLN2HI
+#undef NM_VLN2LO
+#undef NM_VSQRTH
+#undef NM_VMIN
+#undef NM_VSUBSCALE
+#undef NM_VEXP_LO
+#undef NM_VEXP_HI
+#undef NM_VEXPM1_LO
+#undef NM_VEXPM1_POLY
+#undef NM_VATANH_POLY
