@@ -446,8 +446,10 @@ end
 -- with different results, and cells of the grid that no shard finished
 -- (with the shard and the command that runs them). Nothing is written
 -- when shards disagree; missing cells still leave the partial merge.
--- expect: the manifest (sweep.json less the shard) the shards must have.
-function sweep.merge(dirs, out, expect)
+-- expect: the manifest (sweep.json less the shard) the shards must have;
+-- rerun(shard, dir): the command that finishes a shard's missing cells
+-- (default: sweep.lua --resume on the shard's folder).
+function sweep.merge(dirs, out, expect, rerun)
   local by_key, rows, problems = {}, {}, {}
   local manifest, first, conflict = nil, nil, false
   local shard_dir = {}          -- "I/N" -> directory
@@ -520,7 +522,8 @@ function sweep.merge(dirs, out, expect)
       if count then
         local s = format("%d/%d", c.index % count + 1, count)
         local d = shard_dir[s]
-        where = d and format("shard %s: rerun %s experiments/sweep.lua --resume --out %s", s, interp, d)
+        where = d and format("shard %s: rerun %s", s, rerun and rerun(s, d) or
+                             format("%s experiments/sweep.lua --resume --out %s", interp, d))
                   or format("shard %s, not given to merge: run it with --shard %s", s, s)
       else
         where = format("rerun %s experiments/sweep.lua --resume --out %s", interp, first)
@@ -562,13 +565,22 @@ function sweep.grid(run, opts, grid)
                args = grid.args or {}, out = dir, jobs = opts.jobs or 1, threads = opts.threads,
                shard = opts.shard,
                quiet = grid.quiet, grid = true}
-  local merged_from = {}
-  for i, d in ipairs(opts.merge and opts._args or {}) do merged_from[i] = grid_folder(d) end
+  local merged_from, shard_of_grid = {}, {}
+  for i, d in ipairs(opts.merge and opts._args or {}) do
+    merged_from[i] = grid_folder(d)
+    shard_of_grid[merged_from[i]] = d
+  end
+  -- A shard of an experiment's grid is finished by the experiment's own
+  -- command on the folder the user gave, not by sweep.lua on its grid.
+  local function rerun(s, d)
+    return format("%s %s --shard %s --out %s --resume (and the same options)", sweep.interpreter(),
+                  grid.experiment, s, shard_of_grid[d] or d)
+  end
   local summary
   if opts.merge then
     -- A merge that cannot finish leaves the run unbegun: merging again
     -- into the same --out needs neither --resume nor --overwrite.
-    local ok, rows, problems, written = pcall(sweep.merge, merged_from, dir, manifest_of(cfg))
+    local ok, rows, problems, written = pcall(sweep.merge, merged_from, dir, manifest_of(cfg), rerun)
     if not ok then
       run:close()
       cli.error(rows)
