@@ -245,6 +245,13 @@ describe("an experiment's grid, sharded and merged", function()
     return c
   end
 
+  it("names one script by one path however it is spelled", function()
+    assert.equal("experiments/a.lua", sweep.path_key("./x/../experiments//a.lua"))
+    assert.equal("/r/experiments/a.lua", sweep.path_key("/r/experiments/./b/../a.lua"))
+    assert.equal("../a.lua", sweep.path_key("../a.lua"))
+    assert.equal("a.lua", sweep.path_key("a.lua"))
+  end)
+
   it("gives nan_nk's figure grid's findings as one process does", function()
     local nk = root .. "/experiments/nan_nk.lua"
     local base = {nk, "--quick", "--grid-n", "20", "--fig5-n", "20", "--fig7-n", "20", "--runs", "3"}
@@ -308,7 +315,9 @@ describe("an experiment's grid, sharded and merged", function()
     assert.equal(nk .. " --shard 2/2 --out " .. d .. "/s2b --resume", hint, err)
     _, err, rc = run_nm(with("--shard", "2/2", "--out", d .. "/s2b", "--resume"))
     assert.equal(0, rc, err)
-    out2, err, rc = run_nm(with("--merge", d .. "/s1", d .. "/s2b", "--out", d .. "/m5"))
+    -- merged under another spelling of the script's path: the same experiment
+    local other = {root .. "/experiments/../experiments/./nan_nk.lua", table.unpack(base, 2)}
+    out2, err, rc = run_nm(joined(other, {"--merge", d .. "/s1", d .. "/s2b", "--out", d .. "/m5"}))
     assert.equal(0, rc, err)
     assert.equal(tables1, out2:match("\n## Tables\n.*$"))
     -- shards of another grid (--runs 4 here): refused, nothing merged

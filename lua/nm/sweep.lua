@@ -216,6 +216,21 @@ local function shown(v)
   return type(v) == "table" and json.encode(v) or tostring(v)
 end
 
+-- A script path spelled one way: "./x/../experiments//a.lua" and
+-- "experiments/a.lua" name the same experiment (lexically; links are not
+-- followed, and a relative path stays relative to the folder run from).
+local function path_key(p)
+  if type(p) ~= "string" then return p end
+  local absolute = p:sub(1, 1) == "/"
+  local parts = {}
+  for part in p:gmatch("[^/]+") do
+    if part == ".." and #parts > 0 and parts[#parts] ~= ".." then parts[#parts] = nil
+    elseif part ~= "." then parts[#parts + 1] = part end
+  end
+  return (absolute and "/" or "") .. concat(parts, "/")
+end
+sweep.path_key = path_key
+
 -- The fields in which two manifests differ, as "name (saved X, given Y)".
 local function manifest_differences(saved, given, saved_name, given_name)
   saved_name, given_name = saved_name or "saved", given_name or "given"
@@ -223,6 +238,7 @@ local function manifest_differences(saved, given, saved_name, given_name)
   for _, k in ipairs{"experiment", "sets", "seeds", "args", "quick", "shard"} do
     local a, b = saved[k], given[k]
     if k == "quick" then a, b = a or false, b or false end
+    if k == "experiment" and path_key(a) == path_key(b) then a = b end
     if shown(a) ~= shown(b) then
       diffs[#diffs + 1] = format("%s (%s %s, %s %s)", k, saved_name, shown(a), given_name, shown(b))
     end
