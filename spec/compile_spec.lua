@@ -191,6 +191,31 @@ describe("nm.compile", function()
     assert.are.equal(0, th.grad:get(4))
   end)
 
+  it("constant tensors: all-equal ones fold into the code, others are passed; both exact",
+     function()
+    local c = nm.tensor({0.5, -1, 2}, "float64")
+    local function cstep(W, v)
+      local ones = nm.ones(3, "float64")
+      local r = ag.mul(W, ag.outer(ag.mul(v, v), ones))      -- W .* (v.^2) 1^T
+      return ag.add(r, ag.outer(v, c))
+    end
+    local sp = {{name = "W", shape = {2, 3}}, {name = "v", shape = {2}}}
+    local f = compile.fn(cstep, sp, {name = "consts"})
+    -- one array passed (c); the ones became the number 1
+    assert.are.equal(1, #f.g.captured)
+    assert.are.equal(c, f.g.captured[1].value)
+    if f:compiled() then assert.falsy(f:source():find("const2", 1, true)) end
+    local W = nm.tensor({{1, 2, 3}, {-1, 0.5, 4}}, "float64")
+    local v = nm.tensor({0.3, -0.7}, "float64")
+    assert.is_true(rel(f:call(W, v), cstep(W, v)) < 1e-12)
+    local C = nm.tensor({{0.1, -2, 1}, {3, 0.2, -1}}, "float64")
+    local tape = ag.tape()
+    local vv = tape:leaf(v)
+    tape:backward(ag.sum(ag.mul(f:call(W, vv), C)))
+    local num = ag.numgrad(function() return ag.sum(ag.mul(cstep(W, v), C)) end, v)
+    assert.tensor_near(num, vv.grad, 1e-8)
+  end)
+
   it("inputs an output does not depend on get zero gradients of their own shapes", function()
     -- (two bugs this caught: a broadcast zero was shared between shapes,
     -- and a first input without gradient emptied the list of gradients)

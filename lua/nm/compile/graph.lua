@@ -112,13 +112,21 @@ function Graph:input(name, shape, kind)
   return n
 end
 
--- A tensor the traced code used as a constant (e.g. a vector of ones): it
--- is passed to the kernel at every call, never copied into the source.
+-- A tensor the traced code used as a constant: passed to the kernel at
+-- every call, never copied into the source; one whose elements are all
+-- equal (e.g. a vector of ones) becomes that number broadcast, which the
+-- generated loops fold (x * 1 costs nothing, and no array is read).
 function Graph:captured_tensor(t)
   local n = self.captured_node[t]
   if n then return n end
   if t:dtype() ~= self.dtype then
     fail(self, format("a constant tensor of %s in a %s rule", t:dtype(), self.dtype))
+  end
+  local lo = t:numel() > 0 and t:min()
+  if lo and lo == t:max() then
+    n = self:bcast(self:const(lo), t:size())
+    self.captured_node[t] = n
+    return n
   end
   n = self:node("captured", {}, t:size(), nil, {value = t, slot = #self.captured + 1})
   self.captured[#self.captured + 1] = n
