@@ -217,8 +217,12 @@ end
 
 -- ------------------------------------------------------------ jobs
 
+-- A diverged Table 1 run (a search candidate at too high a rate, the gate
+-- on z) is an outcome, logged with diverged = true and its accuracies as
+-- null; it must not stop the run.
 local run = results.open(opts, {name = "bmvr", dataset = "fashion-mnist, " .. concat(opts.datasets, ", "),
-                                columns = {"part", "data", "k", "method", "setting"}})
+                                columns = {"part", "data", "k", "method", "setting"},
+                                nonfinite = {train = true, test = true, validation = true}})
 local state = run:resume() or {done = 0, fig3 = {}, table1 = {}, chosen = {}}
 
 local jobs = {}
