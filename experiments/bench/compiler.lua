@@ -128,7 +128,8 @@ local function compiled_unroll(net, W, B, X, labels, T)
       for l = 1, net.layers do w[l] = nm.zeros(net.sizes[l + 1], net.sizes[l], net.dtype) end
       return w
     end,
-    args = function(src, th, t) return src, th, X:row(t), labels[t], B end}
+    args = function(src, th, t) return src, th, X:row(t), labels[t], B end,
+    steps = {[3] = X, [4] = labels}}
   return function(th) return ag.scan(sk, W, {th}, T) end, f
 end
 
