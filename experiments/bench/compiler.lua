@@ -240,7 +240,7 @@ else
   print("(b) PyTorch: " .. tostring(b.torch_error))
 end
 print("ratio = reference / generated (targets for (b): >= 20 tape, >= 5 PyTorch)")
-print(format("compiler: first use %.2f s (trace, adjoint, C, cc for 3 kernels), cache hit %.1f ms",
+print(format("compiler: first use %.2f s (trace, adjoint, C, cc for 4 kernels), cache hit %.1f ms",
              c.first_use, c.cache_hit * 1e3))
 print(json.encode({bench = "compiler", threads = opts.threads, steps = opts.steps,
                    dtype = opts.dtype, results = results}))
