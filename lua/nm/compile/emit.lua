@@ -117,7 +117,7 @@ local function analyse(g, outputs)
       uses[a] = (uses[a] or 0) + 1
       -- consumers that read the value as a stored array (a product's
       -- matrix may be an inline expression: mv loops are fused nests)
-      if n.op == "mm" or n.op == "softmax" or (n.op == "mv" and a == n.args[2]) then
+      if n.op == "mm" or n.op == "softmax" or (n.op == "mv" and a == n.args[2] and a.op ~= "bcast") then
         strong[a] = true
       end
       -- a vector inside a matrix loop would be recomputed per element
@@ -215,7 +215,8 @@ function emit.c(g, outputs, opts)
   for _, n in ipairs(order) do
     if n.op == "mm" or n.op == "softmax" or n.op == "mv" then
       for i, a in ipairs(n.args) do
-        if n.op == "mv" and i == 1 then goto inline end
+        -- (a product's matrix is an inline expression, a broadcast vector a number)
+        if n.op == "mv" and (i == 1 or a.op == "bcast") then goto inline end
         do
           local base = a.op == "t" and a.args[1] or a
           if not (ptr[base] or mat[base]) then mat[base] = true end
@@ -394,11 +395,11 @@ function emit.c(g, outputs, opts)
         nacc = nacc + 1
         local acc = "acc" .. nacc
         row_pre[#row_pre + 1] = format("real %s = 0;", acc)
-        inner[#inner + 1] = format("%s += %s * %s[j];", acc, expr(st.matrix, I, J), ptr[n.args[2]])
+        inner[#inner + 1] = format("%s += %s * %s;", acc, expr(st.matrix, I, J), expr(n.args[2], J))
         row_post[#row_post + 1] = format("%s[i] = (real)%s;", ptr[n], acc)
       elseif st.mode == "mvt" then               -- y[j] = sum_i M[i,j] x[i]
         pre[#pre + 1] = format("for (int64_t j = 0; j < %d; j++) %s[j] = 0;", dom[2], ptr[n])
-        inner[#inner + 1] = format("%s[j] += %s * %s[i];", ptr[n], expr(st.matrix, I, J), ptr[n.args[2]])
+        inner[#inner + 1] = format("%s[j] += %s * %s;", ptr[n], expr(st.matrix, I, J), expr(n.args[2], I))
       elseif st.mode == "store" then
         -- stored values are written through their own array
         local p = ptr[n]
