@@ -67,7 +67,8 @@ return {
       args = {"--runs=" .. table.concat(names, ",")},
       seeds = "1-5",
       quick = {seeds = "1-2"},
-      estimate_s = 360,     -- measured: 357 s for the seven runs of one seed
+      estimate_s = 2100,    -- extrapolated: 62 CPU s per 100-episode F_bio run (guards cells), x 6 for
+                          -- 600 episodes, x 6 runs (an older 357 s was for --episodes 100)
       measures = measures,
       claims = {
         {text = "F_bio beats FA with a learned rate only", a = "bio", b = "fa_lr", relation = ">"},
