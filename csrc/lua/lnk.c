@@ -658,8 +658,16 @@ static const luaL_Reg net_meth[] = {
   {"set_state", net_set_state}, {"refresh", net_refresh}, {NULL, NULL}
 };
 
+/* nm.kernels.nk.sigmoid(z): the networks' transfer function, z rounded to
+** float32, the float32 result as a number (for tests and plots). */
+static int nk_sigmoid(lua_State *L) {
+  float z = (float)luaL_checknumber(L, 1);
+  lua_pushnumber(L, (lua_Number)nm_nk_sigmoid(z));
+  return 1;
+}
+
 static const luaL_Reg nk_funcs[] = {
-  {"model", model_new}, {"network", net_new}, {NULL, NULL}
+  {"model", model_new}, {"network", net_new}, {"sigmoid", nk_sigmoid}, {NULL, NULL}
 };
 
 static void createmeta(lua_State *L, const char *name, const luaL_Reg *meth,

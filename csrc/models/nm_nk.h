@@ -84,7 +84,17 @@ typedef enum { NM_NK_HIDDEN = 0, NM_NK_OUTPUT = 1, NM_NK_DECODER = 2 } nm_nk_gro
 **            ANN: N x (H+1) row i: decoder node i's H weights, bias
 **            NN: none
 ** Each node: sigmoid(bias + sum w * input). NAN decoder of neuron h:
-** out_{h,i} = sigmoid(w_{h,i} * a_h + b_{h,i}). */
+** out_{h,i} = sigmoid(w_{h,i} * a_h + b_{h,i}).
+** Arithmetic (the same in every path): parameters are kept in double
+** (hidden ones as quanta); the sigmoid is nm_nk_sigmoid, in float32; a
+** node's pre-activation is a float32 chain of fmaf from its bias over its
+** inputs in index order, with the weights rounded to float (a hidden one
+** is its exact sum of quanta, rounded to float); the squared errors are
+** summed in double, over the samples in order, then over the outputs. */
+/* The networks' transfer function 1 / (1 + e^-z) in float32: a few ulp
+** from the exact value (below z = -87 it returns sigmoid(-87)). */
+float nm_nk_sigmoid(float z);
+
 typedef struct nm_nkhc {
   int kind, n, h, s;
   double range;              /* mutations are U[-range, range] */
@@ -94,13 +104,15 @@ typedef struct nm_nkhc {
   double *out;               /* H+1 */
   double *dec;               /* NAN: H x 2N as above; ANN: (H+1) x N, row j<H
                              ** the weights from hidden j, row H the biases */
+  float *decf;               /* dec rounded to float, kept in step with it */
   /* training data, copied in */
-  double *x;                 /* S x N, each -1 or 1 */
+  float *x;                  /* S x N, each -1 or 1 */
+  float *xt;                 /* the same, N x S */
   double *f;                 /* S */
   /* caches, valid unless `dirty` */
   int64_t *u;                /* H x S hidden pre-activations (quanta) */
-  double *a;                 /* H x S hidden activations */
-  double *y;                 /* S outputs */
+  float *a;                  /* H x S hidden activations */
+  float *y;                  /* S outputs */
   double *col;               /* NAN: H x N, ANN: N: per-output sums of squared
                              ** reconstruction errors over the samples */
   double *rec;               /* NAN: H per-neuron errors, ANN: 1, NN: none */
@@ -108,9 +120,13 @@ typedef struct nm_nkhc {
   int dirty;
   /* scratch */
   int64_t *u_save;           /* S */
-  double *a_save, *y_new, *zbuf, *terms;   /* S each */
-  double *col_new, *row;     /* N each */
-  double *nk_a;              /* H: naive evaluator's activations */
+  float *a_save, *y_new, *zbuf;   /* S each */
+  double *terms;             /* S: the output's squared errors */
+  float *sqerr;              /* S: one column's squared errors */
+  float *part;               /* NAN: H x N, ANN: N: block partial sums */
+  double *col_new;           /* N */
+  float *row;                /* N */
+  float *nk_a;               /* H: naive evaluator's activations */
   double *nk_col;            /* NAN: H x N, ANN: N: naive evaluator's sums */
   /* counters */
   int64_t cycles, accepted, ties;
