@@ -220,6 +220,14 @@ static size_t col_count(int kind, int n, int h) {
   return 0;
 }
 
+/* N rounded up to whole register blocks: the float copies of the
+** decoder and the inputs have rows of this length (zero padded), so that
+** the kernels run whole vectors only. */
+#define NK_BLOCK 32   /* ANN decoder nodes per register block */
+static int nk_padded(int n) {
+  return (n + NK_BLOCK - 1) / NK_BLOCK * NK_BLOCK;
+}
+
 static size_t rec_count(int kind, int h) {
   return kind == NM_NK_NAN ? (size_t)h : kind == NM_NK_ANN ? 1 : 0;
 }
@@ -230,8 +238,8 @@ static size_t rec_count(int kind, int h) {
   X(hid, int64_t, (size_t)h * (n + 1)) \
   X(out, double, (size_t)h + 1) \
   X(dec, double, dec_count(kind, n, h)) \
-  X(decf, float, dec_count(kind, n, h)) \
-  X(x, float, (size_t)s * n) \
+  X(decf, float, dec_count(kind, nk_padded(n), h)) \
+  X(x, float, (size_t)s * nk_padded(n)) \
   X(xt, float, (size_t)n * s) \
   X(f, double, (size_t)s) \
   X(u, int64_t, (size_t)h * s) \
@@ -245,7 +253,7 @@ static size_t rec_count(int kind, int h) {
   X(zbuf, float, (size_t)s) \
   X(terms, double, (size_t)s) \
   X(sqerr, float, (size_t)s) \
-  X(part, float, col_count(kind, n, h)) \
+  X(part, float, col_count(kind, nk_padded(n), h)) \
   X(col_new, double, (size_t)n) \
   X(row, float, (size_t)n) \
   X(nk_a, float, (size_t)h) \
@@ -269,6 +277,7 @@ void nm_nkhc_layout(nm_nkhc *c, int kind, int n, int h, int s, void *mem) {
   c->n = n;
   c->h = h;
   c->s = s;
+  c->np = nk_padded(n);
   c->range = 1.0;
   c->t_scale = 1.0;
   c->t_shift = 0.0;
@@ -294,10 +303,15 @@ static double uniform_pm1(nm_rng *g) {
   return 2.0 * nm_rng_uniform(g) - 1.0;
 }
 
-/* Decoder parameter q (flat index) to v, and its float copy. */
+/* Decoder parameter q (flat index) to v, and its float copy (rows of np). */
 static void set_dec(nm_nkhc *c, size_t q, double v) {
+  size_t n = (size_t)c->n, np = (size_t)c->np, qf;
+  if (c->kind == NM_NK_NAN)   /* row h: N weights, N biases */
+    qf = q / (2 * n) * 2 * np + q % (2 * n) / n * np + q % n;
+  else                        /* ANN: row j: N weights from hidden j; row H: biases */
+    qf = q / n * np + q % n;
   c->dec[q] = v;
-  c->decf[q] = (float)v;
+  c->decf[qf] = (float)v;
 }
 
 void nm_nkhc_init_weights(nm_nkhc *c, nm_rng *g) {
@@ -328,7 +342,7 @@ int nm_nkhc_set_data(nm_nkhc *c, const nm_tensor *x, const nm_tensor *f) {
   for (int s = 0; s < c->s; s++) {
     for (int i = 0; i < c->n; i++) {
       float v = (float)get(x, s * x->stride[0] + i * x->stride[1]);
-      c->x[(size_t)s * c->n + i] = v;
+      c->x[(size_t)s * c->np + i] = v;
       c->xt[(size_t)i * c->s + s] = v;
     }
     c->f[s] = get(f, s * f->stride[0]);
@@ -338,8 +352,6 @@ int nm_nkhc_set_data(nm_nkhc *c, const nm_tensor *x, const nm_tensor *f) {
 }
 
 /* ----------------------------------------------- cached forward pieces */
-
-#define NK_BLOCK 32   /* ANN decoder nodes per register block */
 
 /* The arithmetic, the same in every path (incremental, naive, test
 ** error): hidden pre-activations are exact integers (quanta); every
@@ -384,7 +396,7 @@ static void hidden_pre(const nm_nkhc *c, int h, int64_t *u) {
   int n = c->n;
   const int64_t *w = c->hid + (size_t)h * (n + 1);
   for (int s = 0; s < c->s; s++) {
-    const float *xs = c->x + (size_t)s * n;
+    const float *xs = c->x + (size_t)s * c->np;
     int64_t acc = w[n];
     for (int i = 0; i < n; i++)
       acc += xs[i] > 0 ? w[i] : -w[i];
@@ -419,18 +431,18 @@ NK_HOT static double output_pass(nm_nkhc *c, float *y) {
 
 /* NAN: every decoder column of neuron h into cols. */
 NK_HOT static void nan_columns(nm_nkhc *c, int h, double *cols) {
-  int S = c->s, N = c->n;
-  const float *w = c->decf + (size_t)h * 2 * N, *b = w + N;
+  int S = c->s, N = c->n, np = c->np;
+  const float *w = c->decf + (size_t)h * 2 * np, *b = w + np;
   const float *ah = c->a + (size_t)h * S;
   float *part = c->part;
-  for (int i = 0; i < N; i++) {
+  for (int i = 0; i < N; i++)
     cols[i] = 0.0;
+  for (int i = 0; i < np; i++)
     part[i] = 0.0f;
-  }
   for (int s = 0; s < S; s++) {
-    const float *xs = c->x + (size_t)s * N;
+    const float *xs = c->x + (size_t)s * np;
     float act = ah[s];
-    for (int i = 0; i < N; i++) {
+    for (int i = 0; i < np; i++) {     /* the padding is computed, never read */
       float d = nk_target(c, xs[i]) - nk_sig(fmaf(w[i], act, b[i]));
       part[i] += d * d;
     }
@@ -440,8 +452,9 @@ NK_HOT static void nan_columns(nm_nkhc *c, int h, double *cols) {
 
 /* NAN: one decoder column (h, i). */
 NK_HOT static double nan_column(nm_nkhc *c, int h, int i) {
-  int S = c->s, N = c->n;
-  float w = c->decf[(size_t)h * 2 * N + i], b = c->decf[(size_t)h * 2 * N + N + i];
+  int S = c->s;
+  size_t row = (size_t)h * 2 * c->np;
+  float w = c->decf[row + i], b = c->decf[row + c->np + i];
   const float *ah = c->a + (size_t)h * S, *xi = c->xt + (size_t)i * S;
   for (int s = 0; s < S; s++) {
     float d = nk_target(c, xi[s]) - nk_sig(fmaf(w, ah[s], b));
@@ -450,17 +463,18 @@ NK_HOT static double nan_column(nm_nkhc *c, int h, int i) {
   return nk_block_sum(c->sqerr, S);
 }
 
-/* ANN: decoder nodes i0 .. i0 + m - 1 of sample s: their squared errors
-** added to part[i0 ..]. With m a constant the pre-activations stay in
-** registers while the H weights are chained. */
-static inline void ann_block(const nm_nkhc *c, int s, int i0, int m, float *part) {
-  int S = c->s, N = c->n, H = c->h;
-  const float *bias = c->decf + (size_t)H * N + i0, *xs = c->x + (size_t)s * N + i0;
+/* ANN: decoder nodes i0 .. i0 + NK_BLOCK - 1 of sample s: their squared
+** errors added to part[i0 ..]. The pre-activations stay in registers while
+** the H weights are chained. */
+static inline void ann_block(const nm_nkhc *c, int s, int i0, float *part) {
+  enum { m = NK_BLOCK };
+  int S = c->s, np = c->np, H = c->h;
+  const float *bias = c->decf + (size_t)H * np + i0, *xs = c->x + (size_t)s * np + i0;
   float z[NK_BLOCK];
   for (int k = 0; k < m; k++)
     z[k] = bias[k];
   for (int j = 0; j < H; j++) {
-    const float *wj = c->decf + (size_t)j * N + i0;
+    const float *wj = c->decf + (size_t)j * np + i0;
     float act = c->a[(size_t)j * S + s];
     for (int k = 0; k < m; k++)
       z[k] = fmaf(wj[k], act, z[k]);
@@ -473,32 +487,29 @@ static inline void ann_block(const nm_nkhc *c, int s, int i0, int m, float *part
 
 /* ANN: every decoder column into cols. */
 NK_HOT static void ann_columns(nm_nkhc *c, double *cols) {
-  int S = c->s, N = c->n;
-  int full = N - N % NK_BLOCK;
+  int S = c->s, N = c->n, np = c->np;
   float *part = c->part;
-  for (int i = 0; i < N; i++) {
+  for (int i = 0; i < N; i++)
     cols[i] = 0.0;
+  for (int i = 0; i < np; i++)
     part[i] = 0.0f;
-  }
   for (int s = 0; s < S; s++) {
-    for (int i0 = 0; i0 < full; i0 += NK_BLOCK)
-      ann_block(c, s, i0, NK_BLOCK, part);
-    if (full < N)
-      ann_block(c, s, full, N - full, part);
+    for (int i0 = 0; i0 < np; i0 += NK_BLOCK)   /* the padding is computed, never read */
+      ann_block(c, s, i0, part);
     nk_flush(s, S, N, part, cols);
   }
 }
 
 /* ANN: one decoder column i. */
 NK_HOT static double ann_column(nm_nkhc *c, int i) {
-  int S = c->s, N = c->n, H = c->h;
+  int S = c->s, H = c->h;
   float *z = c->zbuf;
   const float *xi = c->xt + (size_t)i * S;
-  float bias = c->decf[(size_t)H * N + i];
+  float bias = c->decf[(size_t)H * c->np + i];
   for (int s = 0; s < S; s++)
     z[s] = bias;
   for (int j = 0; j < H; j++) {
-    float w = c->decf[(size_t)j * N + i];
+    float w = c->decf[(size_t)j * c->np + i];
     const float *aj = c->a + (size_t)j * S;
     for (int s = 0; s < S; s++)
       z[s] = fmaf(w, aj[s], z[s]);
@@ -812,7 +823,7 @@ NK_HOT void nm_nkhc_naive(nm_nkhc *c, double *task, double *rec) {
   }
   double sq = 0.0;
   for (int s = 0; s < S; s++) {
-    const float *xs = c->x + (size_t)s * N;
+    const float *xs = c->x + (size_t)s * c->np;
     for (int h = 0; h < H; h++) {
       const int64_t *w = c->hid + (size_t)h * (N + 1);
       int64_t u = w[N];

@@ -97,6 +97,7 @@ float nm_nk_sigmoid(float z);
 
 typedef struct nm_nkhc {
   int kind, n, h, s;
+  int np;                    /* N rounded up to 32: rows of decf and x */
   double range;              /* mutations are U[-range, range] */
   double t_scale, t_shift;   /* reconstruction target = t_scale*x + t_shift */
   /* parameters */
@@ -104,9 +105,10 @@ typedef struct nm_nkhc {
   double *out;               /* H+1 */
   double *dec;               /* NAN: H x 2N as above; ANN: (H+1) x N, row j<H
                              ** the weights from hidden j, row H the biases */
-  float *decf;               /* dec rounded to float, kept in step with it */
+  float *decf;               /* dec rounded to float, kept in step with it,
+                             ** in rows of np (NAN: np weights, np biases) */
   /* training data, copied in */
-  float *x;                  /* S x N, each -1 or 1 */
+  float *x;                  /* S x np, each -1 or 1 (padding 0) */
   float *xt;                 /* the same, N x S */
   double *f;                 /* S */
   /* caches, valid unless `dirty` */
@@ -123,7 +125,7 @@ typedef struct nm_nkhc {
   float *a_save, *y_new, *zbuf;   /* S each */
   double *terms;             /* S: the output's squared errors */
   float *sqerr;              /* S: one column's squared errors */
-  float *part;               /* NAN: H x N, ANN: N: block partial sums */
+  float *part;               /* NAN: H x np, ANN: np: block partial sums */
   double *col_new;           /* N */
   float *row;                /* N */
   float *nk_a;               /* H: naive evaluator's activations */
