@@ -465,6 +465,35 @@ describe("the hill climber", function()
     end
   end)
 
+  it("computes full passes exactly with huge hidden weights (integer path, not BLAS)", function()
+    -- full passes take the hidden layer from one double product while every
+    -- neuron's sum of |weights| stays below 2^52 quanta (exact in any
+    -- order), else from the integer loop; the caches always from integers
+    for _, kind in ipairs{"NN", "NAN", "ANN"} do
+      local m = nm.kernels.nk.model{n = 24, k = 3, generator = nm.generator(5)}
+      local X, F = m:dataset(150, nm.generator(6))
+      local net = nm.kernels.nk.network{kind = kind, x = X, f = F, generator = nm.generator(7)}
+      for j = 1, 25 do net:set("hidden", 2, j, (j % 2 == 0 and 1 or -1) * 60000 * (1 + j / 1e4)) end
+      net:refresh()
+      local t1, m1, r1 = net:errors()
+      local t2, m2, r2 = net:naive()
+      assert.are.equal(t1, t2)
+      assert.are.equal(m1, m2)
+      assert.are.same(r1, r2)
+      assert.are.equal(t1, net:test_error(X, F))
+      local t3 = net:test_error(X:narrow(1, 1, 70), F:narrow(1, 1, 70))   -- chunks of 64 and 6
+      assert.is_true(t3 > 0)
+      -- and back below the bound (BLAS), alike
+      for j = 1, 25 do net:set("hidden", 2, j, 0.5) end
+      net:refresh()
+      t1, m1, r1 = net:errors()
+      t2, m2, r2 = net:naive()
+      assert.are.equal(t1, t2)
+      assert.are.same(r1, r2)
+      assert.are.equal(t1, net:test_error(X, F))
+    end
+  end)
+
   it("resumes from a saved state exactly", function()
     local a = twins("ANN", 14, 50, 80)
     local g = nm.generator(6)

@@ -401,9 +401,8 @@ static int net_test_error(lua_State *L) {
   nm_tensor *x = nm_checktensor(L, 2);
   nm_tensor *f = nm_checktensor(L, 3);
   check_data(L, 2, x, f, c->n);
-  double *work = (double *)lua_newuserdatauv(L, sizeof(double) * (size_t)(c->n + c->h), 0);
   double mse;
-  if (nm_nkhc_task_error(c, x, f, &mse, work) != NM_OK)
+  if (nm_nkhc_task_error(c, x, f, &mse) != NM_OK)
     return luaL_argerror(L, 2, "inputs must be -1 or 1 (an NK data set)");
   lua_pushnumber(L, mse);
   return 1;

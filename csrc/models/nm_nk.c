@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "nm_math.h"
 #include "nm_nk.h"
 #include "nm_simd.h"
 
@@ -180,9 +181,14 @@ float nm_nk_sigmoid(float z) {
   return nk_sig(z);
 }
 
-/* A hidden pre-activation in quanta to its activation. */
+/* A hidden pre-activation in quanta (as a double: exact below 2^53) to
+** its activation. */
+static inline float nk_act_q(double uq) {
+  return nk_sig((float)(uq * 0x1p-32));
+}
+
 static inline float nk_hidden_act(int64_t u) {
-  return nk_sig((float)((double)u * 0x1p-32));
+  return nk_act_q((double)u);
 }
 
 /* Reconstruction target of input x (+-1): t_scale x + t_shift, exact. */
@@ -228,6 +234,9 @@ static int nk_padded(int n) {
   return (n + NK_BLOCK - 1) / NK_BLOCK * NK_BLOCK;
 }
 
+/* Samples per hidden-layer product of the full passes. */
+#define NK_CHUNK 64
+
 static size_t rec_count(int kind, int h) {
   return kind == NM_NK_NAN ? (size_t)h : kind == NM_NK_ANN ? 1 : 0;
 }
@@ -257,7 +266,10 @@ static size_t rec_count(int kind, int h) {
   X(col_new, double, (size_t)n) \
   X(row, float, (size_t)n) \
   X(nk_a, float, (size_t)h) \
-  X(nk_col, double, col_count(kind, n, h))
+  X(nk_col, double, col_count(kind, n, h)) \
+  X(nk_wd, double, (size_t)h * (n + 1)) \
+  X(nk_xd, double, (size_t)NK_CHUNK * n) \
+  X(nk_ud, double, (size_t)NK_CHUNK * h)
 
 static size_t nk_round64(size_t bytes) {
   return (bytes + 63) & ~(size_t)63;
@@ -807,6 +819,50 @@ int nm_nkhc_step(nm_nkhc *c, nm_rng *g, int64_t cycles) {
 
 /* ------------------------------------------------------ naive oracle */
 
+/* The hidden weights as doubles into nk_wd (exact: |q| <= 2^48); returns 1
+** when every hidden neuron's |bias| + sum of |weights| is below 2^53
+** quanta. Then every partial sum of its pre-activation, in any order, is an
+** integer below 2^53, so a double product computes it exactly (BLAS, any
+** blocking or thread count). */
+static int nk_prepare_wd(nm_nkhc *c) {
+  int N = c->n;
+  int ok = 1;
+  for (int h = 0; h < c->h; h++) {
+    const int64_t *w = c->hid + (size_t)h * (N + 1);
+    double *wd = c->nk_wd + (size_t)h * (N + 1), bound = 0.0;
+    for (int i = 0; i <= N; i++) {
+      wd[i] = (double)w[i];
+      bound += fabs(wd[i]);          /* each term exact, the sum an upper bound */
+    }
+    ok &= bound < 0x1p52;            /* margin for the bound's own rounding */
+  }
+  return ok;
+}
+
+/* Hidden pre-activations in quanta (exact integers as doubles) of m input
+** rows xd (m x N, +-1) into ud (m x H): one BLAS product when exact (see
+** nk_prepare_wd), else the integer loop of nm_nkhc_naive's definition. */
+static void nk_hidden_rows(nm_nkhc *c, int blas, const double *xd, int m, double *ud) {
+  int N = c->n, H = c->h;
+  if (blas) {
+    nm_blas_gemm(NM_FLOAT64, 0, 1, m, H, N, 1.0, xd, N, c->nk_wd, N + 1, 0.0, ud, H);
+    for (int r = 0; r < m; r++)
+      for (int h = 0; h < H; h++)
+        ud[(size_t)r * H + h] += c->nk_wd[(size_t)h * (N + 1) + N];
+    return;
+  }
+  for (int r = 0; r < m; r++) {
+    const double *xs = xd + (size_t)r * N;
+    for (int h = 0; h < H; h++) {
+      const int64_t *w = c->hid + (size_t)h * (N + 1);
+      int64_t u = w[N];
+      for (int i = 0; i < N; i++)
+        u += xs[i] > 0 ? w[i] : -w[i];
+      ud[(size_t)r * H + h] = (double)u;
+    }
+  }
+}
+
 /* Written to vectorise (and cloned per ISA level) like the incremental
 ** kernels, with the same arithmetic on every element (see "cached forward
 ** pieces"): hidden neuron h sums its bias, then its weights for i = 0..N-1
@@ -822,15 +878,19 @@ NK_HOT void nm_nkhc_naive(nm_nkhc *c, double *task, double *rec) {
     c->part[q] = 0.0f;
   }
   double sq = 0.0;
+  int blas = nk_prepare_wd(c);
   for (int s = 0; s < S; s++) {
     const float *xs = c->x + (size_t)s * c->np;
-    for (int h = 0; h < H; h++) {
-      const int64_t *w = c->hid + (size_t)h * (N + 1);
-      int64_t u = w[N];
-      for (int i = 0; i < N; i++)
-        u += xs[i] > 0 ? w[i] : -w[i];
-      act[h] = nk_hidden_act(u);
+    int r = s % NK_CHUNK;
+    if (r == 0) {                    /* the hidden layer of the next chunk */
+      int m = S - s < NK_CHUNK ? S - s : NK_CHUNK;
+      for (int q = 0; q < m; q++)
+        for (int i = 0; i < N; i++)
+          c->nk_xd[(size_t)q * N + i] = c->x[(size_t)(s + q) * c->np + i];
+      nk_hidden_rows(c, blas, c->nk_xd, m, c->nk_ud);
     }
+    for (int h = 0; h < H; h++)
+      act[h] = nk_act_q(c->nk_ud[(size_t)r * H + h]);
     float z = (float)c->out[H];
     for (int h = 0; h < H; h++)
       z = fmaf((float)c->out[h], act[h], z);
@@ -928,28 +988,28 @@ static int load_row(const nm_tensor *x, int64_t r, int n, double *row) {
   return bad;
 }
 
-NK_HOT int nm_nkhc_task_error(const nm_nkhc *c, const nm_tensor *x,
-                              const nm_tensor *f, double *mse, double *work) {
+NK_HOT int nm_nkhc_task_error(nm_nkhc *c, const nm_tensor *x, const nm_tensor *f,
+                              double *mse) {
   int N = c->n, H = c->h;
   int64_t S = x->size[0];
-  double *row = work;
-  float *act = (float *)(void *)(work + N);   /* H floats in H doubles */
+  float *act = c->nk_a;
+  int blas = nk_prepare_wd(c);
   double sq = 0.0;
-  for (int64_t s = 0; s < S; s++) {
-    if (load_row(x, s, N, row))
-      return NM_EINVAL;
-    for (int h = 0; h < H; h++) {
-      const int64_t *w = c->hid + (size_t)h * (N + 1);
-      int64_t u = w[N];
-      for (int i = 0; i < N; i++)
-        u += row[i] > 0 ? w[i] : -w[i];
-      act[h] = nk_hidden_act(u);
+  for (int64_t s0 = 0; s0 < S; s0 += NK_CHUNK) {
+    int m = S - s0 < NK_CHUNK ? (int)(S - s0) : NK_CHUNK;
+    for (int q = 0; q < m; q++)
+      if (load_row(x, s0 + q, N, c->nk_xd + (size_t)q * N))
+        return NM_EINVAL;
+    nk_hidden_rows(c, blas, c->nk_xd, m, c->nk_ud);
+    for (int q = 0; q < m; q++) {
+      for (int h = 0; h < H; h++)
+        act[h] = nk_act_q(c->nk_ud[(size_t)q * H + h]);
+      float z = (float)c->out[H];
+      for (int h = 0; h < H; h++)
+        z = fmaf((float)c->out[h], act[h], z);
+      double d = (double)nk_sig(z) - get(f, (s0 + q) * f->stride[0]);
+      sq += d * d;
     }
-    float z = (float)c->out[H];
-    for (int h = 0; h < H; h++)
-      z = fmaf((float)c->out[h], act[h], z);
-    double d = (double)nk_sig(z) - get(f, s * f->stride[0]);
-    sq += d * d;
   }
   *mse = sq / (double)S;
   return NM_OK;

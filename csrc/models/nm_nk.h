@@ -130,6 +130,8 @@ typedef struct nm_nkhc {
   float *row;                /* N */
   float *nk_a;               /* H: naive evaluator's activations */
   double *nk_col;            /* NAN: H x N, ANN: N: naive evaluator's sums */
+  double *nk_wd;             /* H x (N+1): the hidden quanta as doubles */
+  double *nk_xd, *nk_ud;     /* 64 x N inputs, 64 x H pre-activations (quanta) */
   /* counters */
   int64_t cycles, accepted, ties;
   /* the last cycle, for tests and traces */
@@ -184,9 +186,8 @@ int nm_nkhc_step_naive(nm_nkhc *c, nm_rng *g, int64_t cycles);
 ** path keeps. */
 void nm_nkhc_naive(nm_nkhc *c, double *task, double *rec);
 /* MSE of the output on another data set (x S2 x N of +-1, f S2), with
-** N + H doubles of workspace; returns NM_EINVAL (and *mse untouched) for
+** the network's scratch arrays; returns NM_EINVAL (and *mse untouched) for
 ** an input that is not +-1. */
-int nm_nkhc_task_error(const nm_nkhc *c, const nm_tensor *x,
-                       const nm_tensor *f, double *mse, double *work);
+int nm_nkhc_task_error(nm_nkhc *c, const nm_tensor *x, const nm_tensor *f, double *mse);
 
 #endif
