@@ -122,6 +122,24 @@ describe("nm.compile", function()
     end
   end)
 
+  it("the C kernel refuses an output that overlaps any tensor; inputs may share", function()
+    local f = compile.fn(function(a, b) return {ag.add(a, b), ag.mul(a, b)} end,
+                         {{name = "a", shape = {4}}, {name = "b", shape = {4}}}, {name = "pair"})
+    if not f:compiled() then pending(no_cc) return end
+    local M = nm.tensor({{1, 2, 3, 4}, {5, 6, 7, 8}, {0, 0, 0, 0}, {0, 0, 0, 0}}, "float64")
+    local a, b, o1, o2 = M:row(1), M:row(2), M:row(3), M:row(4)
+    f:call_into({o1, o2}, a, a)                                -- one input twice: fine
+    assert.are.same({2, 4, 6, 8}, o1:totable())
+    f:call_into({o1, o2}, a, b)
+    assert.are.same({5, 12, 21, 32}, o2:totable())
+    for _, case in ipairs{{{o1, o1}, a, b}, {{b, o2}, a, b}, {{o1, a}, a, b}, {{o1, o2}, o2, b}} do
+      assert.has_error(function() f:call_into(case[1], case[2], case[3]) end)
+    end
+    local whole = nm.zeros(8, "float64")             -- inputs that are views of one tensor
+    local ok, err = pcall(f.call_into, f, {o1, o2}, whole:narrow(1, 1, 4), whole:narrow(1, 5, 4))
+    assert.is_true(ok, tostring(err))
+  end)
+
   -- loss(theta, W1) = <W1', C1> + <W2', C2>
   local function loss(fn, theta, W, x, C)
     local o = fn(W, theta, x, 2)
@@ -189,6 +207,31 @@ describe("nm.compile", function()
     end
     assert.are.equal(0, th.grad:get(2))
     assert.are.equal(0, th.grad:get(4))
+  end)
+
+  it("constant tensors: all-equal ones fold into the code, others are passed; both exact",
+     function()
+    local c = nm.tensor({0.5, -1, 2}, "float64")
+    local function cstep(W, v)
+      local ones = nm.ones(3, "float64")
+      local r = ag.mul(W, ag.outer(ag.mul(v, v), ones))      -- W .* (v.^2) 1^T
+      return ag.add(r, ag.outer(v, c))
+    end
+    local sp = {{name = "W", shape = {2, 3}}, {name = "v", shape = {2}}}
+    local f = compile.fn(cstep, sp, {name = "consts"})
+    -- one array passed (c); the ones became the number 1
+    assert.are.equal(1, #f.g.captured)
+    assert.are.equal(c, f.g.captured[1].value)
+    if f:compiled() then assert.falsy(f:source():find("const2", 1, true)) end
+    local W = nm.tensor({{1, 2, 3}, {-1, 0.5, 4}}, "float64")
+    local v = nm.tensor({0.3, -0.7}, "float64")
+    assert.is_true(rel(f:call(W, v), cstep(W, v)) < 1e-12)
+    local C = nm.tensor({{0.1, -2, 1}, {3, 0.2, -1}}, "float64")
+    local tape = ag.tape()
+    local vv = tape:leaf(v)
+    tape:backward(ag.sum(ag.mul(f:call(W, vv), C)))
+    local num = ag.numgrad(function() return ag.sum(ag.mul(cstep(W, v), C)) end, v)
+    assert.tensor_near(num, vv.grad, 1e-8)
   end)
 
   it("inputs an output does not depend on get zero gradients of their own shapes", function()
@@ -348,14 +391,17 @@ describe("nm.compile on meta rules of the motif network", function()
     return th.grad
   end
 
-  local function compiled(net, W, B, X, labels, T)
+  -- stepped: the arguments that change with t given as sequences (the
+  -- fast path motif_net.unroll takes), else o.args alone
+  local function compiled(net, W, B, X, labels, T, stepped)
     local f = motif_net.compiled_step(net, B)
     local sk = f:scan_kernel{cache = {}, state = function()
         local w = {}
         for l = 1, net.layers do w[l] = nm.zeros(net.sizes[l + 1], net.sizes[l], "float64") end
         return w
       end,
-      args = function(src, th, t) return src, th, X:row(t), labels[t], B end}
+      args = function(src, th, t) return src, th, X:row(t), labels[t], B end,
+      steps = stepped and {[3] = X, [4] = labels} or nil}
     return function(th) return ag.scan(sk, W, {th}, T, {segment = 2}) end, f
   end
 
@@ -379,6 +425,9 @@ describe("nm.compile on meta rules of the motif network", function()
     local theta = nm.tensor({1e-2, 2e-2, 3e-2}, "float64")
     local unroll = compiled(net, W, B, X, labels, T)
     local gc = loss_grad(net, W, X, labels, theta, unroll)
+    -- the same with the stepped arguments given as sequences
+    local gs = loss_grad(net, W, X, labels, theta, compiled(net, W, B, X, labels, T, true))
+    assert.are.equal(0, (gs - gc):abs():max())
     local gg = loss_grad(net, W, X, labels, theta, function(th)
       return motif_net.unroll(net, W, B, X, labels, th, T, {mode = "generic"}) end)
     assert.is_true(rel(gc, gg) < 1e-12)

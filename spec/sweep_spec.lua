@@ -245,6 +245,13 @@ describe("an experiment's grid, sharded and merged", function()
     return c
   end
 
+  it("names one script by one path however it is spelled", function()
+    assert.equal("experiments/a.lua", sweep.path_key("./x/../experiments//a.lua"))
+    assert.equal("/r/experiments/a.lua", sweep.path_key("/r/experiments/./b/../a.lua"))
+    assert.equal("../a.lua", sweep.path_key("../a.lua"))
+    assert.equal("a.lua", sweep.path_key("a.lua"))
+  end)
+
   it("gives nan_nk's figure grid's findings as one process does", function()
     local nk = root .. "/experiments/nan_nk.lua"
     local base = {nk, "--quick", "--grid-n", "20", "--fig5-n", "20", "--fig7-n", "20", "--runs", "3"}
@@ -286,6 +293,33 @@ describe("an experiment's grid, sharded and merged", function()
     assert.equal(1, rc, err)
     assert.truthy(err:find("shard 2/2, not given to merge: run it with --shard 2/2", 1, true), err)
     assert.is_nil(read(d .. "/m2/results.json"))
+    -- a shard stopped before its last cell: the merge's message is the
+    -- experiment's own command on the folder given to --merge, and that
+    -- command finishes it (the state a stop leaves: status "stopped", the
+    -- last cell not in the grid's sweep.jsonl)
+    assert.equal(0, os.execute("cp -r '" .. d .. "/s2' '" .. d .. "/s2b'") and 0)
+    local res2 = json.read_file(d .. "/s2b/results.json")
+    res2.status = "stopped"
+    local rf = assert(io.open(d .. "/s2b/results.json", "w"))
+    rf:write(json.encode(res2))
+    rf:close()
+    local lines = {}
+    for line in io.lines(d .. "/s2b/grid/sweep.jsonl") do lines[#lines + 1] = line end
+    local f = assert(io.open(d .. "/s2b/grid/sweep.jsonl", "w"))
+    f:write(table.concat(lines, "\n", 1, #lines - 1), "\n")
+    f:close()
+    _, err, rc = run_nm(with("--merge", d .. "/s1", d .. "/s2b", "--out", d .. "/m5"))
+    assert.equal(1, rc, err)
+    local interp, hint = err:match("shard 2/2: rerun (%S+) (%S+ %-%-shard 2/2 %-%-out %S+ %-%-resume) %(and the same options%)")
+    assert.truthy(interp and interp:find("neuromic$"), err)
+    assert.equal(nk .. " --shard 2/2 --out " .. d .. "/s2b --resume", hint, err)
+    _, err, rc = run_nm(with("--shard", "2/2", "--out", d .. "/s2b", "--resume"))
+    assert.equal(0, rc, err)
+    -- merged under another spelling of the script's path: the same experiment
+    local other = {root .. "/experiments/../experiments/./nan_nk.lua", table.unpack(base, 2)}
+    out2, err, rc = run_nm(joined(other, {"--merge", d .. "/s1", d .. "/s2b", "--out", d .. "/m5"}))
+    assert.equal(0, rc, err)
+    assert.equal(tables1, out2:match("\n## Tables\n.*$"))
     -- shards of another grid (--runs 4 here): refused, nothing merged
     _, err, rc = run_nm{nk, "--quick", "--grid-n", "20", "--fig5-n", "20", "--fig7-n", "20",
                         "--runs", "4", "--merge", d .. "/s1", d .. "/s2", "--out", d .. "/m3"}

@@ -216,6 +216,21 @@ local function shown(v)
   return type(v) == "table" and json.encode(v) or tostring(v)
 end
 
+-- A script path spelled one way: "./x/../experiments//a.lua" and
+-- "experiments/a.lua" name the same experiment (lexically; links are not
+-- followed, and a relative path stays relative to the folder run from).
+local function path_key(p)
+  if type(p) ~= "string" then return p end
+  local absolute = p:sub(1, 1) == "/"
+  local parts = {}
+  for part in p:gmatch("[^/]+") do
+    if part == ".." and #parts > 0 and parts[#parts] ~= ".." then parts[#parts] = nil
+    elseif part ~= "." then parts[#parts + 1] = part end
+  end
+  return (absolute and "/" or "") .. concat(parts, "/")
+end
+sweep.path_key = path_key
+
 -- The fields in which two manifests differ, as "name (saved X, given Y)".
 local function manifest_differences(saved, given, saved_name, given_name)
   saved_name, given_name = saved_name or "saved", given_name or "given"
@@ -223,6 +238,7 @@ local function manifest_differences(saved, given, saved_name, given_name)
   for _, k in ipairs{"experiment", "sets", "seeds", "args", "quick", "shard"} do
     local a, b = saved[k], given[k]
     if k == "quick" then a, b = a or false, b or false end
+    if k == "experiment" and path_key(a) == path_key(b) then a = b end
     if shown(a) ~= shown(b) then
       diffs[#diffs + 1] = format("%s (%s %s, %s %s)", k, saved_name, shown(a), given_name, shown(b))
     end
@@ -446,8 +462,10 @@ end
 -- with different results, and cells of the grid that no shard finished
 -- (with the shard and the command that runs them). Nothing is written
 -- when shards disagree; missing cells still leave the partial merge.
--- expect: the manifest (sweep.json less the shard) the shards must have.
-function sweep.merge(dirs, out, expect)
+-- expect: the manifest (sweep.json less the shard) the shards must have;
+-- rerun(shard, dir): the command that finishes a shard's missing cells
+-- (default: sweep.lua --resume on the shard's folder).
+function sweep.merge(dirs, out, expect, rerun)
   local by_key, rows, problems = {}, {}, {}
   local manifest, first, conflict = nil, nil, false
   local shard_dir = {}          -- "I/N" -> directory
@@ -520,7 +538,8 @@ function sweep.merge(dirs, out, expect)
       if count then
         local s = format("%d/%d", c.index % count + 1, count)
         local d = shard_dir[s]
-        where = d and format("shard %s: rerun %s experiments/sweep.lua --resume --out %s", s, interp, d)
+        where = d and format("shard %s: rerun %s", s, rerun and rerun(s, d) or
+                             format("%s experiments/sweep.lua --resume --out %s", interp, d))
                   or format("shard %s, not given to merge: run it with --shard %s", s, s)
       else
         where = format("rerun %s experiments/sweep.lua --resume --out %s", interp, first)
@@ -562,13 +581,22 @@ function sweep.grid(run, opts, grid)
                args = grid.args or {}, out = dir, jobs = opts.jobs or 1, threads = opts.threads,
                shard = opts.shard,
                quiet = grid.quiet, grid = true}
-  local merged_from = {}
-  for i, d in ipairs(opts.merge and opts._args or {}) do merged_from[i] = grid_folder(d) end
+  local merged_from, shard_of_grid = {}, {}
+  for i, d in ipairs(opts.merge and opts._args or {}) do
+    merged_from[i] = grid_folder(d)
+    shard_of_grid[merged_from[i]] = d
+  end
+  -- A shard of an experiment's grid is finished by the experiment's own
+  -- command on the folder the user gave, not by sweep.lua on its grid.
+  local function rerun(s, d)
+    return format("%s %s --shard %s --out %s --resume (and the same options)", sweep.interpreter(),
+                  grid.experiment, s, shard_of_grid[d] or d)
+  end
   local summary
   if opts.merge then
     -- A merge that cannot finish leaves the run unbegun: merging again
     -- into the same --out needs neither --resume nor --overwrite.
-    local ok, rows, problems, written = pcall(sweep.merge, merged_from, dir, manifest_of(cfg))
+    local ok, rows, problems, written = pcall(sweep.merge, merged_from, dir, manifest_of(cfg), rerun)
     if not ok then
       run:close()
       cli.error(rows)

@@ -112,13 +112,21 @@ function Graph:input(name, shape, kind)
   return n
 end
 
--- A tensor the traced code used as a constant (e.g. a vector of ones): it
--- is passed to the kernel at every call, never copied into the source.
+-- A tensor the traced code used as a constant: passed to the kernel at
+-- every call, never copied into the source; one whose elements are all
+-- equal (e.g. a vector of ones) becomes that number broadcast, which the
+-- generated loops fold (x * 1 costs nothing, and no array is read).
 function Graph:captured_tensor(t)
   local n = self.captured_node[t]
   if n then return n end
   if t:dtype() ~= self.dtype then
     fail(self, format("a constant tensor of %s in a %s rule", t:dtype(), self.dtype))
+  end
+  local lo = t:numel() > 0 and t:min()
+  if lo and lo == t:max() then
+    n = self:bcast(self:const(lo), t:size())
+    self.captured_node[t] = n
+    return n
   end
   n = self:node("captured", {}, t:size(), nil, {value = t, slot = #self.captured + 1})
   self.captured[#self.captured + 1] = n
@@ -179,6 +187,18 @@ function Graph:binary(op, a, b)
     if is_scalar(a) and b.op == "neg" then return self:unary("neg", self:binary("mul", a, b.args[1])) end
     if is_scalar(a) and b.op == "mul" and is_scalar(b.args[1]) then
       return self:binary("mul", self:binary("mul", a, b.args[1]), b.args[2])
+    end
+    -- ... and out of elementwise products of tensors: X .* (s Y) = s (X .* Y),
+    -- X .* -Y = -(X .* Y), so equal products share one node whatever the
+    -- scalars around them (and a sum over one is computed once)
+    if not is_scalar(a) and not is_scalar(b) then
+      for _ = 1, 2 do
+        if b.op == "neg" then return self:unary("neg", self:binary("mul", a, b.args[1])) end
+        if b.op == "mul" and is_scalar(b.args[1]) and not is_scalar(b.args[2]) then
+          return self:binary("mul", b.args[1], self:binary("mul", a, b.args[2]))
+        end
+        a, b = b, a
+      end
     end
   elseif op == "div" then
     if is_const(b, 1) and #a.shape == #shape then return a end
@@ -343,10 +363,40 @@ function graph.combine(g, outputs)
         end
       end
       flatten(n, g:const(1))
+      -- products with one matrix merge: c A u + d A v = A (c u + d v), one
+      -- pass over A instead of two
+      local by_matrix, merged = {}, {}
+      for _, x in ipairs(order) do
+        if x.op == "mv" then
+          local A = x.args[1]
+          by_matrix[A] = by_matrix[A] or {}
+          table.insert(by_matrix[A], x)
+        end
+      end
+      for _, x0 in ipairs({table.unpack(order)}) do       -- (in order: reproducible code)
+        local list = x0.op == "mv" and by_matrix[x0.args[1]]
+        if list and #list > 1 and list[1] == x0 then
+          local A = x0.args[1]
+          local v
+          for _, x in ipairs(list) do
+            local t = g:binary("mul", coef[x], x.args[2])
+            v = v and g:binary("add", v, t) or t
+            merged[x] = true
+          end
+          local y = g:mv(A, v)
+          if merged[y] then merged[y] = nil; coef[y] = g:const(1)   -- (v holds its term)
+          elseif coef[y] == nil then order[#order + 1] = y; coef[y] = g:const(1)
+          else coef[y] = g:binary("add", coef[y], g:const(1)) end
+        end
+      end
       local r
       for _, x in ipairs(order) do
-        local t = g:binary("mul", coef[x], x)
-        r = r and g:binary("add", r, t) or t
+        if merged[x] then goto next end
+        do
+          local t = g:binary("mul", coef[x], x)
+          r = r and g:binary("add", r, t) or t
+        end
+        ::next::
       end
       if r ~= n then map[n] = r end
     elseif #n.args > 0 then
@@ -405,12 +455,21 @@ function Graph:sum(x)
   if s then return self:binary("mul", s, self:sum(X)) end
   if x.op == "bcast" then return self:binary("mul", self:const(self:numel(x)), x.args[1]) end
   if x.op == "outer" then return self:binary("mul", self:sum(x.args[1]), self:sum(x.args[2])) end
-  if x.op == "mul" and #x.args[1].shape == 2 then
-    -- sum(A .* a b^T) = a^T (A b): a matrix-vector product instead of a pass
-    local A, o = x.args[1], x.args[2]
-    if A.op == "outer" then A, o = o, A end
-    if o.op == "outer" and A.op ~= "outer" then
-      return self:dot(o.args[1], self:mv(A, o.args[2]))
+  if x.op == "mul" and #x.args[1].shape == 2 and #x.args[2].shape == 2 then
+    -- sum(A .* a b^T) = a^T (A b): a matrix-vector product instead of a
+    -- pass; A may be a product of matrices itself (A = B .* C)
+    local factors, outer = {}, nil
+    local function collect(f)
+      if f.op == "mul" and #f.args[1].shape == 2 and #f.args[2].shape == 2 then
+        collect(f.args[1]); collect(f.args[2])
+      elseif f.op == "outer" and not outer then outer = f
+      else factors[#factors + 1] = f end
+    end
+    collect(x)
+    if outer and #factors > 0 then
+      local A = factors[1]
+      for i = 2, #factors do A = self:binary("mul", A, factors[i]) end
+      return self:dot(outer.args[1], self:mv(A, outer.args[2]))
     end
   end
   if x.op == "add" or x.op == "sub" then

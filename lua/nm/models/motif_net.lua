@@ -325,6 +325,7 @@ local function compiled_kernel(net, B, X, labels, zero)
       return w
     end,
     args = function(src, th, t) return src, th, X:row(t), labels[t], B end,
+    steps = {[3] = X, [4] = labels},
   }
 end
 
