@@ -58,6 +58,13 @@ local function numel(shape)
   return n
 end
 
+-- The loop domain of a shape: a tensor of rank 3 is looped over as the
+-- matrix of its rows (first index) by its flattened remaining indices.
+local function dom2(shape)
+  if #shape <= 2 then return shape end
+  return {shape[1], numel(shape) // shape[1]}
+end
+
 local PRELUDE = [[
 #include <math.h>
 #include <stdint.h>
@@ -111,7 +118,7 @@ local function analyse(g, outputs)
   end
   for _, o in ipairs(outputs) do visit(o) end
   for _, n in ipairs(g.nodes) do if need[n] then order[#order + 1] = n end end
-  local uses, strong = {}, {}
+  local uses, strong, sliced = {}, {}, {}
   for _, n in ipairs(order) do
     for _, a in ipairs(n.args) do
       uses[a] = (uses[a] or 0) + 1
@@ -126,10 +133,14 @@ local function analyse(g, outputs)
         strong[a] = true
       end
       if n.op == "index" and #a.args > 0 then strong[a] = true end
+      -- a slice is a view into its stored tensor; a slice placed into a
+      -- tensor of rank 3 is read at flat positions
+      if n.op == "select" and #a.args > 0 then strong[a] = true; sliced[a] = true end
+      if n.op == "place" and #n.shape == 3 and #a.args > 0 then strong[a] = true end
     end
   end
   for _, o in ipairs(outputs) do uses[o] = (uses[o] or 0) + 1 end
-  return order, uses, strong
+  return order, uses, strong, sliced
 end
 
 -- ---------------------------------------------------------------- emitter
@@ -140,7 +151,7 @@ function emit.c(g, outputs, opts)
   local dtype = g.dtype
   local is_float = dtype == "float32"
   outputs = graph.combine(g, graph.strip_detach(g, outputs))
-  local order, uses, strong = analyse(g, outputs)
+  local order, uses, strong, sliced = analyse(g, outputs)
 
   -- Buffers: leaves read from in[], stored values in scratch or out[].
   -- Every pointer is restrict: outputs and scratch slices overlap nothing
@@ -194,7 +205,9 @@ function emit.c(g, outputs, opts)
   end
   local output_of = {}
   for k, o in ipairs(outputs) do
-    if output_of[o] == nil and not ptr[o] and not is_scalar(o) then output_of[o] = k end
+    if output_of[o] == nil and not ptr[o] and not is_scalar(o) and o.op ~= "select" then
+      output_of[o] = k
+    end
   end
   for _, n in ipairs(order) do
     if not is_scalar(n) and not ptr[n] then
@@ -203,7 +216,8 @@ function emit.c(g, outputs, opts)
         for _, a in ipairs(n.args) do w = w + wt(a) end
         weight[n] = w
         if output_of[n] or strong[n] or (uses[n] > 1 and w > 2) then mat[n] = true end
-        if n.op == "t" and (ptr[n.args[1]] or mat[n.args[1]]) and not output_of[n] then
+        if n.op == "t" and (ptr[n.args[1]] or mat[n.args[1]]) and not output_of[n] and
+           not sliced[n] then
           mat[n] = nil                 -- a transposed view: no copy
         end
       else
@@ -228,6 +242,11 @@ function emit.c(g, outputs, opts)
 
   local scratch = 0
   for _, n in ipairs(order) do
+    if n.op == "select" then           -- a view: the slice's first element
+      local base = n.args[1]
+      if not ptr[base] then error("emit: a slice of an unstored value") end
+      ptr[n] = format("(%s + %d)", ptr[base], (n.k - 1) * numel(n.shape))
+    end
     if mat[n] and not ptr[n] then
       local k = output_of[n]
       local name = cname(k and ("out" .. k) or ("t" .. n.id))
@@ -270,13 +289,18 @@ function emit.c(g, outputs, opts)
     local p = ptr[n]
     if p and (mat[n] or #n.args == 0) then
       if #n.shape == 1 then return format("%s[%s]", p, I) end
-      return format("%s[(%s) * %d + (%s)]", p, I, n.shape[2], J)
+      return format("%s[(%s) * %d + (%s)]", p, I, numel(n.shape) // n.shape[1], J)
     end
     local op, a = n.op, n.args
     if op == "t" then return expr(a[1], J, I)
     elseif op == "outer" then return format("(%s * %s)", expr(a[1], I), expr(a[2], J))
     elseif op == "bcast" then return is_float and ("(real)" .. sexpr(a[1])) or sexpr(a[1])
-    elseif op == "unit" then return format("((%s) == %d ? (real)%s : (real)0)", I, n.k - 1, sexpr(a[1]))
+    elseif op == "unit" then
+      local at = J and format("(%s) * %d + (%s)", I, numel(n.shape) // n.shape[1], J) or I
+      return format("((%s) == %d ? (real)%s : (real)0)", at, n.k - 1, sexpr(a[1]))
+    elseif op == "place" then               -- x in slice k of zeros
+      local x = #n.shape == 2 and expr(a[1], J) or format("%s[%s]", ptr[a[1]], J)
+      return format("((%s) == %d ? %s : (real)0)", I, n.k - 1, x)
     elseif op == "onehot" then
       return format("((%s) == (int64_t)%s - 1 ? (real)1 : (real)0)", I, sexpr(a[1]))
     elseif op == "add" then return format("(%s + %s)", expr(a[1], I, J), expr(a[2], I, J))
@@ -324,14 +348,14 @@ function emit.c(g, outputs, opts)
   for _, n in ipairs(order) do
     if is_scalar(n) then
       if n.op == "sum" then
-        stmts[#stmts + 1] = {kind = "loop", mode = "reduce", node = n, domain = n.args[1].shape,
+        stmts[#stmts + 1] = {kind = "loop", mode = "reduce", node = n, domain = dom2(n.args[1].shape),
                              deps = deps_of(n)}
       elseif n.op ~= "const" and n.op ~= "input" then
         stmts[#stmts + 1] = {kind = "scalar", node = n, deps = deps_of(n)}
       end
     elseif mat[n] and #n.args > 0 then
       if graph.ELEMENTWISE[n.op] then
-        stmts[#stmts + 1] = {kind = "loop", mode = "store", node = n, domain = n.shape,
+        stmts[#stmts + 1] = {kind = "loop", mode = "store", node = n, domain = dom2(n.shape),
                              target = n, deps = deps_of(n)}
       elseif n.op == "mv" then
         -- y = A x as a loop nest over A (or over E for A = E^T), so that
@@ -355,7 +379,8 @@ function emit.c(g, outputs, opts)
     elseif output_of[o] ~= k or not mat[o] then
       local d = {}
       if mat[o] and #o.args > 0 then d[o] = true else deps_of(o, d) end
-      stmts[#stmts + 1] = {kind = "loop", mode = "copy", node = o, k = k, domain = o.shape, deps = d}
+      stmts[#stmts + 1] = {kind = "loop", mode = "copy", node = o, k = k, domain = dom2(o.shape),
+                           deps = d}
     end
   end
 
@@ -437,7 +462,8 @@ function emit.c(g, outputs, opts)
       local e
       local a = n.args
       if n.op == "index" then
-        e = expr(a[1], tostring(n.k - 1))
+        if #a[1].shape == 1 then e = expr(a[1], tostring(n.k - 1))
+        else e = format("%s[%d]", ptr[a[1]], n.k - 1) end     -- stored: a flat position
       elseif graph.BINARY[n.op] then
         local sym = ({add = "+", sub = "-", mul = "*", div = "/"})[n.op]
         e = format("%s %s %s", sexpr(a[1]), sym, sexpr(a[2]))
