@@ -23,6 +23,7 @@
 --   ./neuromic experiments/microcircuit.lua --figure fig2 --out results/mc
 --   ./neuromic experiments/microcircuit.lua --figure fig2 --out results/mc --resume
 --   ./neuromic experiments/microcircuit.lua --figure fig2 --rules up=./my_rule.lua
+--   ./neuromic experiments/microcircuit.lua --figure fig2 --fig2-models microcircuit,fa,fa:lr=30
 --
 -- --rules pathway=rule,... gives a plastic pathway (up, ip, pi, down) a
 -- circuit rule of the microcircuit other than the paper's (a name from
@@ -105,8 +106,8 @@ local opts = cli.parse(arg, {
      "times this", min = 0},
     {"fig2-eta-down", "number", 0, "Fig. 2: W_down learning rate per ms (0: fixed random " ..
      "top-down weights, the feedback-alignment regime)", min = 0},
-    {"fig2-decay", "number", 0, "Fig. 2: over the last fraction F of the patterns every model's " ..
-     "learning rates fall linearly to 0 (0: constant rates)", min = 0},
+    {"fig2-decay", "number", 0, "Fig. 2: over the last fraction F of the patterns every learner's " ..
+     "rates fall linearly to 0 (0: constant rates; an item of --fig2-models may set its own)", min = 0},
     {"fig2-pi-start", "string", "random", "Fig. 2: W_pi at the start: random (U(-1, 1)) or " ..
      "mirror (-W_down, the paper's 'top-down weights = - interneuron-to-pyramidal weights'; " ..
      "with --fig2-scale-pi 0 it stays so, and only W_ip has to learn the self-predicting state)",
@@ -117,9 +118,10 @@ local opts = cli.parse(arg, {
     {"fig2-att-lr", "number", 100, "Fig. 2: learning rate of FA with the microcircuit's " ..
      "attenuation (fa_att; its gradients are smaller by the attenuation factors; 150 diverges)",
      min = 0},
-    {"fig2-models", "list", {"microcircuit", "shallow", "bp", "fa", "fa_att"}, "Fig. 2: models " ..
-     "(microcircuit, shallow, bp, fa, fa_att: FA with the microcircuit's attenuation)",
-     item = "string"},
+    {"fig2-models", "list", {"microcircuit", "shallow", "bp", "fa", "fa_att"}, "Fig. 2: learners " ..
+     "(microcircuit, shallow, bp, fa, fa_att: FA with the microcircuit's attenuation), each " ..
+     "optionally with its own settings, MODEL:lr=X:decay=F (lr: bp, fa, fa_att; decay as " ..
+     "--fig2-decay), e.g. fa,fa:lr=30,microcircuit:decay=0.5", item = "string"},
     -- theory
     {"theory-batch", "int", 200, "theory: inputs in the probe batch", quick = 50, min = 1},
     -- Fig. 3
@@ -207,9 +209,46 @@ end
 for _, a in ipairs(opts.fig2_init_up) do
   if not (a >= 0) then usage_error("--fig2-init-up: every value must be >= 0") end
 end
-for _, m in ipairs(opts.fig2_models) do
-  if not FIG2_MODELS[m] then
-    usage_error(format("unknown Fig. 2 model '%s' (microcircuit, shallow, bp, fa, fa_att)", m))
+-- Fig. 2 learners: each item of --fig2-models is MODEL[:lr=X][:decay=F],
+-- its own learner with its own rate (bp, fa, fa_att) or annealing, named
+-- by the item as given (results, metrics and plots), so that one run
+-- compares tuned learners on the same seed.
+local FIG2 = {}
+do
+  local seen = {}
+  for _, item in ipairs(opts.fig2_models) do
+    local model, rest = item:match("^([%w_]+)(.*)$")
+    if not FIG2_MODELS[model] then
+      usage_error(format("unknown Fig. 2 model '%s' (microcircuit, shallow, bp, fa, fa_att, " ..
+                         "each optionally :lr=X, :decay=F)", item))
+    end
+    if seen[item] then usage_error(format("--fig2-models: '%s' is given twice", item)) end
+    seen[item] = true
+    local spec = {id = item, model = model}
+    for key, value in (rest .. ":"):gmatch(":([^:=]*)=([^:]*)") do
+      local x = tonumber(value)
+      if key ~= "lr" and key ~= "decay" then
+        usage_error(format("--fig2-models '%s': unknown setting '%s' (lr, decay)", item, key))
+      end
+      if key == "lr" and (model == "microcircuit" or model == "shallow") then
+        usage_error(format("--fig2-models '%s': lr is for bp, fa, fa_att (the microcircuit's " ..
+                           "rates: --fig2-scale-up, -ip, -pi)", item))
+      end
+      if not x or x < 0 or x ~= x or (key == "decay" and x > 1) then
+        usage_error(format("--fig2-models '%s': %s must be a number%s", item, key,
+                           key == "decay" and " in [0, 1]" or " >= 0"))
+      end
+      if spec[key] then usage_error(format("--fig2-models '%s': %s given twice", item, key)) end
+      spec[key] = x
+    end
+    -- everything after the model must have been key=value pairs
+    if (rest .. ":"):gsub(":[^:=]*=[^:]*", "") ~= ":" then
+      usage_error(format("--fig2-models '%s': settings are :lr=X or :decay=F", item))
+    end
+    spec.decay = spec.decay or opts.fig2_decay
+    if model == "bp" or model == "fa" then spec.lr = spec.lr or opts.fig2_bp_lr
+    elseif model == "fa_att" then spec.lr = spec.lr or opts.fig2_att_lr end
+    FIG2[#FIG2 + 1] = spec
   end
 end
 
@@ -525,9 +564,9 @@ local function fig2(run)
 
   -- Each learner: train(x, u) on one pattern, evaluate(pattern) -> a
   -- logged row, state()/load(st) for checkpoints, weights() for the CRC.
-  local function microcircuit(name)
-    local su = opts.fig2_scale_up
-    local eta = {up = {name == "shallow" and 0 or FIG2_ETA.up[1] * su, FIG2_ETA.up[2] * su},
+  local function microcircuit(spec)
+    local name, su = spec.id, opts.fig2_scale_up
+    local eta = {up = {spec.model == "shallow" and 0 or FIG2_ETA.up[1] * su, FIG2_ETA.up[2] * su},
                  ip = FIG2_ETA.ip * opts.fig2_scale_ip, pi = FIG2_ETA.pi * opts.fig2_scale_pi,
                  down = opts.fig2_eta_down}
     local noise = nm.generator(opts.seed + 400)
@@ -580,14 +619,15 @@ local function fig2(run)
     end
   end
 
-  local function backprop(name)
-    local rulename = name == "bp" and "backprop" or "fa"
-    local att = name == "fa_att"
+  local function backprop(spec)
+    local name = spec.id
+    local rulename = spec.model == "bp" and "backprop" or "fa"
+    local att = spec.model == "fa_att"
     local net = nn.mlp{sizes = {30, 50, 10},
                        act = att and "microcircuit_softplus_hidden" or "microcircuit_softplus",
                        out = att and "microcircuit_softplus_output" or "microcircuit_softplus",
                        loss = "mse", rule = rulename, bias = false,
-                       params = {eta = att and opts.fig2_att_lr or opts.fig2_bp_lr},
+                       params = {eta = spec.lr},
                        gen = nm.generator(opts.seed), dtype = "float64", init = layer_uniform()}
     local R = nm.zeros(1, 10, "float64")
     return {
@@ -619,11 +659,13 @@ local function fig2(run)
   local resumed = s ~= nil
   if not s then s = {model = 1, pattern = 0, step = 0, final = {}} end
   local final = s.final
-  local models = opts.fig2_models
-  for mi = s.model, #models do
-    local name = models[mi]
-    local learner = (name == "microcircuit" or name == "shallow") and microcircuit(name) or backprop(name)
-    -- --fig2-decay: each rule's rate times a factor of the pattern number
+  for mi = s.model, #FIG2 do
+    local spec = FIG2[mi]
+    local name = spec.id
+    local learner = (spec.model == "microcircuit" or spec.model == "shallow") and microcircuit(spec)
+                    or backprop(spec)
+    -- --fig2-decay (or the item's decay): each rule's rate times a factor
+    -- of the pattern number
     local rules, base = learner.rules(), {}
     for i, r in ipairs(rules) do base[i] = r.p.eta end
     local seconds = 0
@@ -643,9 +685,9 @@ local function fig2(run)
       return s
     end
     local bar = progress.new{total = P, label = "Fig. 2 " .. name}
-    local decay_from = P * (1 - opts.fig2_decay)
+    local decay_from = P * (1 - spec.decay)
     for pat = s.pattern + 1, P do
-      if opts.fig2_decay > 0 then
+      if spec.decay > 0 then
         local factor = math.min(1, (P - pat + 1) / (P - decay_from))
         for i, r in ipairs(rules) do r.p.eta = base[i] * factor end
       end
@@ -662,7 +704,7 @@ local function fig2(run)
     end
     bar:finish()
     final[name] = {test_error = s.last.test_error, test_error_ff = s.last.test_error_ff,
-                   angle = s.last.angle, seconds = seconds,
+                   angle = s.last.angle, seconds = seconds, lr = spec.lr, decay = spec.decay,
                    apical_free = s.last.apical_free, mismatch_free = s.last.mismatch_free,
                    sp_angle_pi = s.last.sp_angle_pi, sp_angle_ip = s.last.sp_angle_ip,
                    weights_crc32 = weights_crc(learner.weights())}
@@ -678,8 +720,12 @@ local function fig2(run)
   maybe_plot(final.plots, "curves", rows, {out = run:path("alignment.png"), x = "pattern", y = "angle",
     group = "model", title = "Fig. 2: angle between W_up[2]^T and W_down[1] (B for FA), degrees",
     xlabel = "pattern"})
-  local mrows = {}
-  for _, r in ipairs(rows) do if r.model == "microcircuit" then mrows[#mrows + 1] = r end end
+  -- the self-predicting state of the first microcircuit learner
+  local mrows, first_mc = {}, nil
+  for _, spec in ipairs(FIG2) do
+    if spec.model == "microcircuit" then first_mc = first_mc or spec.id end
+  end
+  for _, r in ipairs(rows) do if r.model == first_mc then mrows[#mrows + 1] = r end end
   if #mrows > 0 then
     maybe_plot(final.plots, "curves", mrows, {out = run:path("self_predicting.png"), x = "pattern",
       y = {"apical_free", "mismatch_free"}, logy = true,
@@ -948,40 +994,42 @@ end
 
 function REPORT.fig2(f)
   local parts, rows = {}, {}
-  for _, m in ipairs{"microcircuit", "shallow", "bp", "fa", "fa_att"} do
-    local r = f[m]
+  local first_mc
+  for _, spec in ipairs(FIG2) do
+    local m, r = spec.id, f[spec.id]
     if type(r) == "table" then
+      if spec.model == "microcircuit" then first_mc = first_mc or m end
       parts[#parts + 1] = format("%s %.4g%s", m, num(r.test_error),
                                  type(r.angle) == "number" and format(" (angle %.0f deg)", r.angle) or "")
       rows[#rows + 1] = {label = format("Fig. 2 test ||r_N - r_trgt||^2, 30-50-10, %s", m),
                          ours = r.test_error, unit = "mse",
-                         paper = m == "microcircuit" and "below shallow" or nil,
+                         paper = spec.model == "microcircuit" and "below shallow" or nil,
                          note = format("%d patterns, from %.3g", num(f.patterns), num(f.test_error_initial))}
     end
   end
   local text = "Fig. 2 test error after " .. tostring(f.patterns) .. " patterns: " .. table.concat(parts, ", ")
-  local m = f.microcircuit
+  local m = first_mc and f[first_mc]
   if type(m) == "table" then
-    rows[#rows + 1] = {label = "Fig. 2 angle W_up[2]^T vs W_down[1], microcircuit", ours = m.angle,
+    rows[#rows + 1] = {label = "Fig. 2 angle W_up[2]^T vs W_down[1], " .. first_mc, ours = m.angle,
                        paper = "< ~45 deg", unit = "deg", note = "from ~90 deg"}
-    text = text .. format("\nFig. 2: the microcircuit trained for %.0f s (%s patterns x 1000 steps)",
-                          num(m.seconds), tostring(f.patterns))
+    text = text .. format("\nFig. 2: %s trained for %.0f s (%s patterns x 1000 steps)",
+                          first_mc, num(m.seconds), tostring(f.patterns))
     if type(m.apical_free) == "number" then
       text = text .. format("\nFig. 2 self-predicting state (no target): ||vA||^2 %.3g, " ..
                             "||u_2 - uI||^2 %.3g; angles to -W_down %.1f deg, to c W_up %.1f deg",
                             m.apical_free, num(m.mismatch_free), num(m.sp_angle_pi),
                             num(m.sp_angle_ip))
-      rows[#rows + 1] = {label = "Fig. 2 apical ||vA||^2 without target, microcircuit",
+      rows[#rows + 1] = {label = "Fig. 2 apical ||vA||^2 without target, " .. first_mc,
                          ours = m.apical_free, paper = "-> 0 (self-predicting)", unit = "mV^2",
                          note = format("angle of W_pi to -W_down %.1f deg", num(m.sp_angle_pi))}
     end
   end
   -- exact FA's alignment on the same task: the floor the microcircuit's
   -- angle is to be read against
-  for _, name in ipairs{"fa", "fa_att"} do
-    local r = f[name]
-    if type(r) == "table" and type(r.angle) == "number" then
-      rows[#rows + 1] = {label = format("Fig. 2 angle W_2^T vs B, %s (the FA floor on this task)", name),
+  for _, spec in ipairs(FIG2) do
+    local r = f[spec.id]
+    if (spec.model == "fa" or spec.model == "fa_att") and type(r) == "table" and type(r.angle) == "number" then
+      rows[#rows + 1] = {label = format("Fig. 2 angle W_2^T vs B, %s (the FA floor on this task)", spec.id),
                          ours = r.angle, paper = "~45 deg (microcircuit)", unit = "deg"}
     end
   end

@@ -1125,6 +1125,43 @@ describe("experiments/microcircuit.lua", function()
     os.execute(string.format("rm -rf %q %q", dir, tmp .. ".log"))
   end)
 
+  it("--fig2-models MODEL:lr=X:decay=F: learners with their own settings in one run", function()
+    local dir = tmp .. "-items"
+    local common = "--quick --figure fig2 --no-plot --fig2-patterns 4 --fig2-every 2 --fig2-test 20"
+    local function fig2(args, name)
+      assert.equal(0, run(common .. " " .. args .. " --out " .. dir .. "/" .. name))
+      return figures(dir .. "/" .. name .. "/fig2"), rows(dir .. "/" .. name .. "/fig2")
+    end
+    local both, brows = fig2("--fig2-models fa,fa:lr=30:decay=0.5,microcircuit:decay=0.5,fa_att:lr=50",
+                             "both")
+    -- each item is the learner the global options give, named by the item
+    local fa30 = fig2("--fig2-models fa --fig2-bp-lr 30 --fig2-decay 0.5", "fa30")
+    local mcd = fig2("--fig2-models microcircuit --fig2-decay 0.5", "mcd")
+    local att = fig2("--fig2-models fa_att --fig2-att-lr 50", "att")
+    local fa20 = fig2("--fig2-models fa", "fa20")
+    assert.equal(fa30.fa.weights_crc32, both["fa:lr=30:decay=0.5"].weights_crc32)
+    assert.equal(mcd.microcircuit.weights_crc32, both["microcircuit:decay=0.5"].weights_crc32)
+    assert.equal(att.fa_att.weights_crc32, both["fa_att:lr=50"].weights_crc32)
+    assert.equal(fa20.fa.weights_crc32, both.fa.weights_crc32)
+    assert.are_not.equal(both.fa.weights_crc32, both["fa:lr=30:decay=0.5"].weights_crc32)
+    assert.equal(30, both["fa:lr=30:decay=0.5"].lr)
+    assert.equal(0.5, both["microcircuit:decay=0.5"].decay)
+    assert.equal(20, both.fa.lr)
+    local models = {}
+    for _, r in ipairs(brows) do models[r.model] = true end
+    assert.same({fa = true, ["fa:lr=30:decay=0.5"] = true, ["microcircuit:decay=0.5"] = true,
+                 ["fa_att:lr=50"] = true}, models)
+    -- a bad item: one line naming it, status 2
+    for i, bad in ipairs{"fa:lr=x", "microcircuit:lr=3", "fa:decay=2", "fa,fa", "fa:foo=1",
+                         "fa:lr", "fa:lr=1:lr=2", "mlp"} do
+      assert.equal(2, run(common .. " --fig2-models " .. bad .. " --out " .. dir .. "/bad" .. i), bad)
+      local text = log()
+      assert.truthy(text:find("'" .. bad:match("^[^,]*") .. "'", 1, true), text)
+      assert.equal(1, select(2, text:gsub("\n", "")), text)
+    end
+    os.execute(string.format("rm -rf %q %q", dir, tmp .. ".log"))
+  end)
+
   it("--rules gives a pathway a user's rule; a bad one is one line and status 2", function()
     local dir = tmp .. "-rules"
     nm.sys.mkdir(dir)
