@@ -110,6 +110,23 @@ describe("nm.compile", function()
     for l = 1, 2 do assert.is_true(rel(out[l], ref[l]) < 1e-5) end
   end)
 
+  it("element functions equal the tensor operations' bit for bit (nm_vmath.h in every kernel)",
+     function()
+    for _, dt in ipairs{"float32", "float64"} do
+      local x = nm.tensor({-30, -2, -0.5, -1e-3, 0, 1e-3, 0.1, 0.7, 3, 20, 40}, dt)
+      for _, op in ipairs{"exp", "tanh", "sigmoid", "softplus", "dsoftplus", "softmax", "log"} do
+        local k = op:find("softplus") and 3 or nil
+        local function f(v)
+          if op == "log" then return ag.log(ag.add(ag.abs(v), 1e-3)) end
+          return ag[op](v, k)
+        end
+        local fc = compile.fn(f, {{name = "v", shape = {x:numel()}}}, {name = op, dtype = dt})
+        local a, b = fc:call(x), f(x)
+        assert.are.equal(0, (a - b):abs():max(), dt .. " " .. op)
+      end
+    end
+  end)
+
   it("call_into writes preallocated outputs and allocates no result", function()
     local W, theta, x = problem("float64")
     local out = {nm.zeros(5, 4, "float64"), nm.zeros(3, 5, "float64")}

@@ -27,6 +27,7 @@
 --   copies); softmax is a three-pass loop as the core's.
 -- Scalars are double locals; elements are `real` (float or double).
 
+local nm = require "neuromic"
 local graph = require "nm.compile.graph"
 
 local emit = {}
@@ -70,32 +71,14 @@ local PRELUDE = [[
 #include <stdint.h>
 #include <cblas.h>
 
+%s
 typedef %s real;
 #define M_(fn) %s
-/* Every innermost loop: no iteration reads what another writes (outputs
-   never overlap inputs, which the caller checks), so the compiler may
-   vectorise without versioning the loop on a runtime aliasing test (it
-   does not trust restrict on local pointers). */
-#if defined(__clang__)
-#define NM_IVDEP _Pragma("clang loop vectorize(assume_safety)")
-#elif defined(__GNUC__)
-#define NM_IVDEP _Pragma("GCC ivdep")
-#else
-#define NM_IVDEP
-#endif
+/* exp, log, tanh, the logistic function and soft-plus of an element: the
+   tensor operations' own (nm_vmath.h above), branch-free so loops calling
+   them vectorise; scalars (double) use libm, as Lua's math does. */
+#define V_(fn) %s
 
-/* The element functions, as neuromic's tensor kernels define them. */
-static inline real nm_sigmoid(real x) {
-  if (x >= 0) return (real)1 / ((real)1 + M_(exp)(-x));
-  real e = M_(exp)(x);
-  return e / ((real)1 + e);
-}
-static inline real nm_softplus(real x, real beta) {
-  real bx = beta * x;
-  real pos = bx > 0 ? bx : 0;
-  return (M_(log1p)(M_(exp)(-M_(fabs)(bx))) + pos) / beta;
-}
-/* Scalars are double whatever real is. */
 static inline double nm_sigmoid_d(double x) {
   if (x >= 0) return 1 / (1 + exp(-x));
   double e = exp(x);
@@ -398,6 +381,7 @@ function emit.c(g, outputs, opts)
     local dom = group[1].domain
     local pre, inner, post = {}, {}, {}
     local row_pre, row_post = {}, {}
+    local red = {}                     -- the sums the innermost loop accumulates
     local I, J = "i", (#dom == 2) and "j" or nil
     local function flat() return J and format("i * %d + j", dom[2]) or "i" end
     for _, st in ipairs(group) do
@@ -411,8 +395,10 @@ function emit.c(g, outputs, opts)
           row_pre[#row_pre + 1] = format("real r%s = 0;", acc)
           inner[#inner + 1] = format("r%s += %s;", acc, expr(n.args[1], I, J))
           row_post[#row_post + 1] = format("%s += r%s;", acc, acc)
+          red[#red + 1] = "r" .. acc
         else
           inner[#inner + 1] = format("%s += %s;", acc, expr(n.args[1], I, J))
+          red[#red + 1] = acc
         end
         scalar_name[n] = "s" .. n.id
         post[#post + 1] = format("const double s%d = %s;", n.id, acc)
@@ -421,6 +407,7 @@ function emit.c(g, outputs, opts)
         local acc = "acc" .. nacc
         row_pre[#row_pre + 1] = format("real %s = 0;", acc)
         inner[#inner + 1] = format("%s += %s * %s;", acc, expr(st.matrix, I, J), expr(n.args[2], J))
+        red[#red + 1] = acc
         row_post[#row_post + 1] = format("%s[i] = (real)%s;", ptr[n], acc)
       elseif st.mode == "mvt" then               -- y[j] = sum_i M[i,j] x[i]
         pre[#pre + 1] = format("for (int64_t j = 0; j < %d; j++) %s[j] = 0;", dom[2], ptr[n])
@@ -440,13 +427,21 @@ function emit.c(g, outputs, opts)
         inner[#inner + 1] = format("out[%d][%s] = %s;", st.k - 1, flat(), expr(n, I, J))
       end
     end
+    -- The innermost loop: no iteration reads what another writes, but
+    -- for the sums, in any order (outputs never overlap inputs, which the
+    -- caller checks): vectorised as OpenMP's simd directive says
+    -- (-fopenmp-simd), without a runtime aliasing test (GCC ignores
+    -- restrict on local pointers) and without -fassociative-math, which
+    -- would break the rounding steps of the element functions.
+    local simd = #red > 0 and ("#pragma omp simd reduction(+:" .. concat(red, ", ") .. ")")
+                 or "#pragma omp simd"
     for _, s in ipairs(pre) do line("%s", s) end
-    if not J then line("NM_IVDEP") end
+    if not J then body[#body + 1] = simd end
     line("for (int64_t i = 0; i < %d; i++) {", dom[1])
     local ind = "  "
     for _, s in ipairs(row_pre) do line("  %s", s) end
     if J then
-      line("  NM_IVDEP")
+      body[#body + 1] = simd
       line("  for (int64_t j = 0; j < %d; j++) {", dom[2]); ind = "    "
     end
     for _, s in ipairs(inner) do line("%s%s", ind, s) end
@@ -485,10 +480,12 @@ function emit.c(g, outputs, opts)
       line("{")
       line("  real m = %s[0];", x)
       line("  for (int64_t i = 1; i < %d; i++) if (%s[i] > m) m = %s[i];", len, x, x)
+      -- as the tensor operation computes it (csrc/core/nm_math_gen.h)
       line("  double s = 0;")
-      line("  for (int64_t i = 0; i < %d; i++) { %s[i] = M_(exp)(%s[i] - m); s += %s[i]; }",
-           len, y, x, y)
-      line("  for (int64_t i = 0; i < %d; i++) %s[i] = (real)(%s[i] / s);", len, y, y)
+      line("  for (int64_t i = 0; i < %d; i++) s += V_(vexp)(%s[i] - m);", len, x)
+      line("  const double inv = 1.0 / s;")
+      line("  for (int64_t i = 0; i < %d; i++) %s[i] = (real)(V_(vexp)(%s[i] - m) * inv);",
+           len, y, x)
       line("}")
     end
   end
@@ -555,7 +552,8 @@ function emit.c(g, outputs, opts)
       src[#src + 1] = "/* " .. l:gsub("%*/", "* /") .. " */"
     end
   end
-  src[#src + 1] = format(PRELUDE, is_float and "float" or "double", is_float and "fn##f" or "fn")
+  src[#src + 1] = format(PRELUDE, nm.build.vmath, is_float and "float" or "double",
+                         is_float and "fn##f" or "fn", is_float and "fn##_f32" or "fn##_f64")
   src[#src + 1] = format("int %s(real *const *in, real *const *out, real *scratch, const double *sc);", name)
   src[#src + 1] = format("int %s(real *const *in, real *const *out, real *scratch, const double *sc) {", name)
   src[#src + 1] = "  (void)in; (void)out; (void)scratch; (void)sc;"
@@ -571,18 +569,21 @@ end
 -- scalar: x is a double scalar (double functions), else an element (real).
 function emit.unary(op, x, k, scalar)
   local function m(f) return scalar and f or format("M_(%s)", f) end
-  local d = scalar and "_d" or ""
-  local function lit(v) return scalar and lit_(v) or "(real)" .. lit_(v) end
-  if op == "exp" or op == "log" or op == "sqrt" or op == "tanh" then
-    return format("%s(%s)", m(op), x)
+  local function v(f) return scalar and f or format("V_(v%s)", f) end
+  local function lit(x_) return scalar and lit_(x_) or "(real)" .. lit_(x_) end
+  if op == "exp" or op == "log" or op == "tanh" then
+    return format("%s(%s)", v(op), x)
+  elseif op == "sqrt" then return format("%s(%s)", m(op), x)
   elseif op == "abs" then return format("%s(%s)", m("fabs"), x)
-  elseif op == "sigmoid" then return format("nm_sigmoid%s(%s)", d, x)
+  elseif op == "sigmoid" then
+    return scalar and format("nm_sigmoid_d(%s)", x) or format("V_(vsigmoid)(%s)", x)
   elseif op == "relu" then return format("(%s > 0 ? %s : 0)", x, x)
   elseif op == "drelu" then return format("(%s > 0 ? 1 : 0)", x)
   elseif op == "sign" then return format("((%s > 0) - (%s < 0))", x, x)
-  elseif op == "softplus" then return format("nm_softplus%s(%s, %s)", d, x, lit(k))
+  elseif op == "softplus" then
+    return format("%s(%s, %s)", scalar and "nm_softplus_d" or "V_(vsoftplus)", x, lit(k))
   elseif op == "dsoftplus" then
-    return format("nm_sigmoid%s(%s * %s)", d, lit(k), x)
+    return format("%s(%s * %s)", scalar and "nm_sigmoid_d" or "V_(vsigmoid)", lit(k), x)
   elseif op == "pow" then
     if k == 2 then return format("(%s * %s)", x, x)
     elseif k == 0.5 then return format("%s(%s)", m("sqrt"), x)
