@@ -203,9 +203,12 @@ do
   local t0 = nm.sys.clock()       -- wall time: the compiler runs in a child process
   motif_net.compiled_step(net, B):traced_pair(wrt)
   local first = nm.sys.clock() - t0
-  t0 = nm.sys.clock()
-  motif_net.compiled_step(net, B):traced_pair(wrt)
-  local hit = nm.sys.clock() - t0
+  local hit = math.huge                  -- fastest of --repeats, as the timings above
+  for _ = 1, opts.repeats do
+    t0 = nm.sys.clock()
+    motif_net.compiled_step(net, B):traced_pair(wrt)
+    hit = math.min(hit, nm.sys.clock() - t0)
+  end
   compile.cache_dir = saved
   results.compile = {first_use = first, cache_hit = hit}
 end

@@ -66,10 +66,12 @@ function compile.toolchain()
   if want == "none" then cc = nil
   else cc = search_path(want and want ~= "" and want or nm.build.cc) end
   if not cc then toolchain = false return nil end
-  -- -fassociative-math lets GCC vectorise the sums (only their order of
-  -- summation changes); no contraction into FMA, NaN and infinities kept.
-  local flags = {"-O3", "-march=native", "-ffp-contract=off", "-fassociative-math",
-                 "-fno-signed-zeros", "-fno-trapping-math", "-fPIC", "-shared", "-std=c11", "-w"}
+  -- -fopenmp-simd: the generated loops say which sums may be vectorised
+  -- (only their order of summation changes) with OpenMP simd directives;
+  -- no -fassociative-math (it would undo the rounding steps of nm_vmath.h's
+  -- element functions), no contraction into FMA, NaN and infinities kept.
+  local flags = {"-O3", "-march=native", "-ffp-contract=off", "-fopenmp-simd",
+                 "-fno-trapping-math", "-fno-math-errno", "-fPIC", "-shared", "-std=c11", "-w"}
   for f in nm.build.blas_cflags:gmatch("%S+") do flags[#flags + 1] = f end
   local libs = {}
   for f in nm.build.blas_libs:gmatch("%S+") do libs[#libs + 1] = f end
@@ -145,12 +147,13 @@ local function build(tc, source, key, label)
   return so
 end
 
--- The version of the code generator: neuromic's version and a checksum of
--- the compiler's own files, so a changed generator never reuses old objects.
+-- The version of the code generator: neuromic's version and checksums of
+-- the element functions it includes and of the compiler's own files, so a
+-- changed generator never reuses old objects.
 local generator_version
 local function code_version()
   if generator_version then return generator_version end
-  local parts = {nm.version}
+  local parts = {nm.version, format("%08x", nm.crc32(nm.build.vmath))}
   for _, m in ipairs{"nm.compile", "nm.compile.graph", "nm.compile.trace", "nm.compile.adjoint",
                      "nm.compile.emit"} do
     local path = package.searchpath(m, package.path)

@@ -52,7 +52,7 @@ graph.BINARY = {add = true, sub = true, mul = true, div = true}
 -- Operations computed elementwise, so a loop over their shape can inline them.
 graph.ELEMENTWISE = {
   add = true, sub = true, mul = true, div = true, outer = true, t = true,
-  bcast = true, unit = true, onehot = true, detach = true,
+  bcast = true, unit = true, onehot = true, detach = true, place = true,
 }
 for k in pairs(graph.UNARY) do graph.ELEMENTWISE[k] = true end
 
@@ -228,9 +228,34 @@ function Graph:bcast(s, shape)
   return self:node("bcast", {s}, shape)
 end
 
--- A vector of a shape, zero but for element k (1-based), which is s.
+-- A tensor of a shape, zero but for element k (1-based, in row-major
+-- order over all its dimensions), which is s.
 function Graph:unit(s, k, shape)
   return self:node("unit", {s}, shape, k)
+end
+
+-- The slice i (1-based) of x along its first dimension: a row of a matrix,
+-- a matrix of a [L x n x m] tensor (a view of x, no copy).
+function Graph:select(x, i)
+  if #x.shape < 2 then
+    fail(self, "select: a matrix or a tensor of rank 3 expected, got " .. shape_str(x.shape))
+  end
+  if math.type(i) ~= "integer" or i < 1 or i > x.shape[1] then
+    fail(self, format("select: %s out of 1..%d", tostring(i), x.shape[1]))
+  end
+  if x.op == "place" then          -- a slice of a placed slice: it, or zeros
+    if x.k == i then return x.args[1] end
+    return self:bcast(self:const(0), {table.unpack(x.shape, 2)})
+  end
+  if x.op == "bcast" then return self:bcast(x.args[1], {table.unpack(x.shape, 2)}) end
+  return self:node("select", {x}, {table.unpack(x.shape, 2)}, i)
+end
+
+-- The tensor of a shape that is zero but for its slice i along the first
+-- dimension, which is x (select's adjoint).
+function Graph:place(x, i, shape)
+  if is_zero(x) then return self:bcast(self:const(0), shape) end
+  return self:node("place", {x}, shape, i)
 end
 
 -- onehot(n, label): 1 at the (1-based) label, 0 elsewhere.
@@ -268,6 +293,8 @@ function Graph:rebuild(n, args)
   elseif op == "index" then return self:index(args[1], n.k)
   elseif op == "bcast" then return self:bcast(args[1], n.shape)
   elseif op == "unit" then return self:unit(args[1], n.k, n.shape)
+  elseif op == "select" then return self:select(args[1], n.k)
+  elseif op == "place" then return self:place(args[1], n.k, n.shape)
   end
   return self:node(op, args, n.shape, n.k)
 end
@@ -531,16 +558,45 @@ function Graph:softmax(x)
   return self:node("softmax", {x}, x.shape)
 end
 
+-- Graph:index(v, i) -> element i (1-based, row-major over all of v's
+-- dimensions) of v; Graph:index_at(v, {i1, ...}) with one index per
+-- dimension.
+function Graph:index_at(v, idx)
+  if #idx ~= #v.shape or #v.shape == 0 then
+    fail(self, format("index: %d indices into a tensor of %s", #idx, shape_str(v.shape)))
+  end
+  local k = 0
+  for d = 1, #idx do
+    local i = idx[d]
+    if math.type(i) ~= "integer" or i < 1 or i > v.shape[d] then
+      fail(self, format("index: %s out of 1..%d (dimension %d)", tostring(i), v.shape[d], d))
+    end
+    k = k * v.shape[d] + (i - 1)
+  end
+  return self:index(v, k + 1)
+end
+
 function Graph:index(v, i)
-  if #v.shape ~= 1 then fail(self, "index: a vector expected, got " .. shape_str(v.shape)) end
-  if math.type(i) ~= "integer" or i < 1 or i > v.shape[1] then
-    fail(self, format("index: %s out of 1..%d", tostring(i), v.shape[1]))
+  if #v.shape == 0 then fail(self, "index: a tensor expected, got a scalar") end
+  local n = self:numel(v)
+  if math.type(i) ~= "integer" or i < 1 or i > n then
+    fail(self, format("index: %s out of 1..%d", tostring(i), n))
   end
   if v.op == "unit" then
     return v.k == i and v.args[1] or self:const(0)
   end
-  if (v.op == "add" or v.op == "sub") and #v.args[1].shape == 1 and #v.args[2].shape == 1 then
-    -- an element of a sum of vectors (e.g. of units) is the sum of elements
+  if v.op == "bcast" then return v.args[1] end
+  local slice = n // v.shape[1]
+  if v.op == "select" then                     -- an element of a slice of x
+    return self:index(v.args[1], (v.k - 1) * self:numel(v) + i)
+  end
+  if v.op == "place" then
+    local first = (v.k - 1) * slice
+    if i <= first or i > first + slice then return self:const(0) end
+    return self:index(v.args[1], i - first)
+  end
+  if (v.op == "add" or v.op == "sub") and not is_scalar(v.args[1]) and not is_scalar(v.args[2]) then
+    -- an element of a sum of tensors (e.g. of units) is the sum of elements
     return self:binary(v.op, self:index(v.args[1], i), self:index(v.args[2], i))
   end
   return self:node("index", {v}, {}, i)
