@@ -24,7 +24,13 @@
 --   the compiler, fused with the other passes over it; a library gemv
 --   would read the matrix once more, and was slower here even alone);
 --   matrix-matrix products call cblas (transposes as flags, never
---   copies); softmax is a three-pass loop as the core's.
+--   copies); softmax and log-softmax (of a vector or each row) are the
+--   core's loops; a slice along the first dimension is a pointer into its
+--   tensor; a tensor of rank 3 is looped over as a matrix of its rows.
+-- - Element functions (exp, log, tanh, sigmoid, softplus) are the tensor
+--   operations' own: the source of csrc/core/nm_vmath.h (nm.build.vmath)
+--   heads every kernel. Every innermost loop carries an OpenMP simd
+--   directive naming the sums it accumulates (compiled -fopenmp-simd).
 -- Scalars are double locals; elements are `real` (float or double).
 
 local nm = require "neuromic"
