@@ -522,6 +522,12 @@ function emit.c(g, outputs, opts)
     if n == 0 then ready_list[#ready_list + 1] = st end
   end
   local function finish(node)
+    -- once: a value can have several statements (a scalar and its copy
+    -- into an output slot, a stored output and a second output slot); a
+    -- second finish released the statements waiting on it and on something
+    -- not yet computed (the RCN's traced step read two of its products
+    -- before computing them)
+    if done[node] then return end
     done[node] = true
     for _, st in ipairs(dependents[node] or {}) do
       waiting[st] = waiting[st] - 1
