@@ -142,10 +142,7 @@ int nm_dot(const nm_tensor *x, const nm_tensor *y, double *out);
 ** are the same bits for any count. Smaller work runs in the caller. */
 #define NM_PAR_MADDS 1048576.0
 #define NM_PAR_ELEMS 32768
-/* 2 parts: this machine's two cores; at one thread a split product runs at
-** 0.94-0.99 of one BLAS call (6 parts: 0.80-0.90, each part packs the shared
-** operand again; measured in CPU time, doc/reports/performance.md). */
-#define NM_PAR_PARTS 2
+#define NM_PAR_PARTS 6
 /* Sets OpenBLAS to one thread and the pool to n threads (the caller
 ** included); NM_EINVAL unless 1 <= n <= NM_POOL_MAX. */
 int nm_set_threads(int n);
