@@ -37,7 +37,8 @@ CORE_SRC = $(wildcard csrc/core/*.c)
 MODEL_SRC = $(wildcard csrc/models/*.c)
 BIND_SRC = $(wildcard csrc/lua/*.c)
 MAIN_SRC = csrc/interp/neuromic.c
-CORE_OBJ = $(CORE_SRC:csrc/%.c=$(BUILD)/%.o) $(MODEL_SRC:csrc/%.c=$(BUILD)/%.o) $(BUILD)/version.o
+CORE_OBJ = $(CORE_SRC:csrc/%.c=$(BUILD)/%.o) $(MODEL_SRC:csrc/%.c=$(BUILD)/%.o) $(BUILD)/version.o \
+           $(BUILD)/vmath_source.o
 BIND_OBJ = $(BIND_SRC:csrc/lua/%.c=$(BUILD)/lua/%.o)
 MAIN_OBJ = $(BUILD)/interp/neuromic.o
 HEADERS  = $(wildcard csrc/*/*.h)
@@ -57,6 +58,20 @@ $(BUILD)/version.c: FORCE
 	   echo 'const char nm_build_blas_cflags[] = "$(strip $(BLAS_INC))";'; \
 	   echo 'const char nm_build_blas_libs[] = "$(strip $(BLAS_LIB))";'; } > $@.tmp
 	@cmp -s $@.tmp $@ || mv $@.tmp $@; rm -f $@.tmp
+
+# The text of nm_vmath.h (nm_vmath_gen.h inlined at its includes) as a C
+# string, nm.build.vmath: the rule compiler puts it in the kernels it
+# generates, so their exp, tanh, ... are the tensor operations' own.
+$(BUILD)/vmath_source.c: csrc/core/nm_vmath.h csrc/core/nm_vmath_gen.h
+	@mkdir -p $(BUILD)
+	@awk '/^#include "nm_vmath_gen.h"/ { while ((getline l < "csrc/core/nm_vmath_gen.h") > 0) \
+	       print l; close("csrc/core/nm_vmath_gen.h"); next } { print }' csrc/core/nm_vmath.h | \
+	 awk 'BEGIN { print "const char nm_vmath_source[] =" } \
+	      { gsub(/\\/, "&&"); gsub(/"/, "\\\\&"); print "  \"" $$0 "\\n\"" } \
+	      END { print "  ;" }' > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/vmath_source.o: $(BUILD)/vmath_source.c
+	$(CC) $(CFLAGS) -Wno-missing-variable-declarations -Wno-overlength-strings -c $< -o $@
 
 $(BUILD)/version.o: $(BUILD)/version.c
 	$(CC) $(CFLAGS) -Wno-missing-variable-declarations -include csrc/core/nm_tensor.h -c $< -o $@

@@ -22,7 +22,7 @@
 --
 --   ./neuromic experiments/meta_seeds.lua --guards results/h15/meta_guards \
 --       --methods results/h15/meta_methods --rcn results/h15/rcn \
---       --doc doc/results/meta_seeds.md
+--       --doc doc/reports/meta_seeds.md
 
 local cli = require "nm.cli"
 local json = require "nm.json"
@@ -238,8 +238,8 @@ end
 say("# Meta-learning over seeds (written by experiments/meta_seeds.lua; do not edit)")
 say()
 say("Fashion-MNIST 5-way tasks (K = 50, Q = 10), 784-170-130-100-70-10 softplus network, " ..
-    "exact meta-gradients through the 250 inner steps (`doc/results/metaplasticity.md`, " ..
-    "`doc/results/rcn.md`). Each cell of a sweep is one run on one seed; the seed sets the " ..
+    "exact meta-gradients through the 250 inner steps (`doc/reports/metaplasticity.md`, " ..
+    "`doc/reports/rcn.md`). Each cell of a sweep is one run on one seed; the seed sets the " ..
     "task stream, the initial weights, the held-out episodes and the 100 test episodes, so " ..
     "runs with the same seed are paired. Accuracies: meta-test query accuracy in percent of " ..
     "the final theta and of the theta with the best held-out accuracy, mean ± half-width of " ..

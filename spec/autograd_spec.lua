@@ -351,6 +351,46 @@ describe("nm.autograd scan (checkpointed unroll) on a non-motif rule", function(
     assert.tensor_near(w0 * 2, wv.grad, 1e-15)
   end)
 
+  it("with a kernel that replays: every step traced once, segments replayed, same gradients",
+     function()
+    -- the trace of step t: its increment c x_t, from which replay rebuilds
+    -- the state without reading X
+    local calls
+    local function replaying()
+      local k = fused({})
+      k.trace = function() return {nm.zeros(4, "float64")} end
+      local forward = k.forward
+      k.forward = function(dst, src, pr, t, trace)
+        calls.forward = calls.forward + 1
+        if trace then
+          calls.traced = calls.traced + 1
+          trace[1]:copy(X:row(t)):scale(pr[1]:get(2))
+        end
+        forward(dst, src, pr, t)
+      end
+      k.replay = function(dst, src, pr, t, trace)
+        calls.replay = calls.replay + 1
+        dst[1]:copy(src[1]):scale(1 - pr[1]:get(1)):add(trace[1])
+      end
+      return k
+    end
+    for _, S in ipairs{1, 3, 4, 13} do
+      calls = {forward = 0, traced = 0, replay = 0}
+      local gq0, gw0, out0 = grads(generic, S)
+      local stats = {}
+      local gq, gw, out = grads(replaying(), S, stats)
+      assert.tensor_near(out0, out, 1e-15)
+      assert.tensor_near(gq0, gq, 1e-13, "segment " .. S)
+      assert.tensor_near(gw0, gw, 1e-13, "segment " .. S)
+      local nseg = math.ceil(T / S)
+      -- T forward steps, all traced; the segments before the last replayed
+      -- but for their last step (the next segment's stored start)
+      local last = T - (nseg - 1) * S
+      assert.are.same({forward = T, traced = T, replay = T - last - (nseg - 1)}, calls, "S " .. S)
+      assert.are.equal((nseg + math.min(S, T)) * 32, stats.workspace_bytes)   -- trace_bytes 0
+    end
+  end)
+
   it("ag.checkpoint recomputes a function in backward", function()
     local tape = ag.tape()
     local x = tape:leaf(nm.tensor({0.3, -0.2}, "float64"))

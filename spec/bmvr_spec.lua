@@ -730,6 +730,39 @@ describe("experiments/bmvr.lua --table1-t0", function()
   end)
 end)
 
+describe("experiments/bmvr.lua --search", function()
+  local json = require "nm.json"
+  local support = require "spec.support"
+  local run, tmp = support.experiment("bmvr.lua")
+
+  -- A grid candidate that diverges (eta_w1 = 0.1 at k = 64 within 4
+  -- passes) is an outcome of the search: it used to stop the run as failed
+  -- ("validation is NaN") at full scale (~15 s of CPU).
+  it("records a diverged candidate and goes on to choose the rates", function()
+    local dir = tmp .. "-search"
+    assert.equal(0, run("--parts table1 --search --search-epochs 4 --datasets mnist-subset --ks 64 " ..
+                        "--epochs 1 --no-variants --no-plot --out " .. dir))
+    local diverged, searched = 0, 0
+    for _, row in ipairs(json.read_lines(dir .. "/metrics.jsonl")) do
+      if row.part == "search" then
+        searched = searched + 1
+        if row.diverged then
+          diverged = diverged + 1
+          assert.equal(json.null, row.validation)
+        else
+          assert.is_number(row.validation)
+        end
+      end
+    end
+    assert.equal(32 + 16, searched)            -- the whole grid: BMVR 4 x 4 x 2, backprop 4 x 4
+    assert.truthy(diverged > 0)
+    local r = json.read_file(dir .. "/results.json")
+    assert.equal("finished", r.status)
+    assert.truthy(support.read_file(dir .. "/table1.md"):find("| mnist-subset | 64 | bmvr | searched |", 1, true))
+    os.execute(string.format("rm -rf %q %q", dir, tmp .. ".log"))
+  end)
+end)
+
 describe("experiments/bmvr.lua and folded_ae.lua --rules", function()
   local support = require "spec.support"
   it("refuse a rule that is invalid or of another kind or model: one line each, status 2", function()

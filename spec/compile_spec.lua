@@ -110,6 +110,23 @@ describe("nm.compile", function()
     for l = 1, 2 do assert.is_true(rel(out[l], ref[l]) < 1e-5) end
   end)
 
+  it("element functions equal the tensor operations' bit for bit (nm_vmath.h in every kernel)",
+     function()
+    for _, dt in ipairs{"float32", "float64"} do
+      local x = nm.tensor({-30, -2, -0.5, -1e-3, 0, 1e-3, 0.1, 0.7, 3, 20, 40}, dt)
+      for _, op in ipairs{"exp", "tanh", "sigmoid", "softplus", "dsoftplus", "softmax", "log"} do
+        local k = op:find("softplus") and 3 or nil
+        local function f(v)
+          if op == "log" then return ag.log(ag.add(ag.abs(v), 1e-3)) end
+          return ag[op](v, k)
+        end
+        local fc = compile.fn(f, {{name = "v", shape = {x:numel()}}}, {name = op, dtype = dt})
+        local a, b = fc:call(x), f(x)
+        assert.are.equal(0, (a - b):abs():max(), dt .. " " .. op)
+      end
+    end
+  end)
+
   it("call_into writes preallocated outputs and allocates no result", function()
     local W, theta, x = problem("float64")
     local out = {nm.zeros(5, 4, "float64"), nm.zeros(3, 5, "float64")}
@@ -120,6 +137,24 @@ describe("nm.compile", function()
     if f64:compiled() then          -- the C kernel refuses outputs overlapping its inputs
       assert.has_error(function() f64:call_into({W[1], out[2]}, W, theta, x, 3) end)
     end
+  end)
+
+  it("the C kernel refuses an output that overlaps any tensor; inputs may share", function()
+    local f = compile.fn(function(a, b) return {ag.add(a, b), ag.mul(a, b)} end,
+                         {{name = "a", shape = {4}}, {name = "b", shape = {4}}}, {name = "pair"})
+    if not f:compiled() then pending(no_cc) return end
+    local M = nm.tensor({{1, 2, 3, 4}, {5, 6, 7, 8}, {0, 0, 0, 0}, {0, 0, 0, 0}}, "float64")
+    local a, b, o1, o2 = M:row(1), M:row(2), M:row(3), M:row(4)
+    f:call_into({o1, o2}, a, a)                                -- one input twice: fine
+    assert.are.same({2, 4, 6, 8}, o1:totable())
+    f:call_into({o1, o2}, a, b)
+    assert.are.same({5, 12, 21, 32}, o2:totable())
+    for _, case in ipairs{{{o1, o1}, a, b}, {{b, o2}, a, b}, {{o1, a}, a, b}, {{o1, o2}, o2, b}} do
+      assert.has_error(function() f:call_into(case[1], case[2], case[3]) end)
+    end
+    local whole = nm.zeros(8, "float64")             -- inputs that are views of one tensor
+    local ok, err = pcall(f.call_into, f, {o1, o2}, whole:narrow(1, 1, 4), whole:narrow(1, 5, 4))
+    assert.is_true(ok, tostring(err))
   end)
 
   -- loss(theta, W1) = <W1', C1> + <W2', C2>
@@ -214,6 +249,62 @@ describe("nm.compile", function()
     tape:backward(ag.sum(ag.mul(f:call(W, vv), C)))
     local num = ag.numgrad(function() return ag.sum(ag.mul(cstep(W, v), C)) end, v)
     assert.tensor_near(num, vv.grad, 1e-8)
+  end)
+
+  it("select (slices along the first dimension) and indexing of matrices and rank-3 tensors: " ..
+     "forward, adjoint = finite differences and the tape, also interpreted", function()
+    -- P [2 x 3 x 4], Hs [3 x 2 x 5] (e.g. chemicals), M [4 x 5], v [5]
+    local function sstep(P, Hs, M, v)
+      local h2 = ag.select(Hs, 1, 2)                      -- [2 x 5], a view
+      local r = ag.select(M, 1, 3)                        -- row 3 of M
+      local a, b, c = ag.index(P, 2, 1, 3), ag.index(P, 1, 3, 4), ag.index(M, 2, 5)
+      local y = ag.mv(h2, ag.mul(r, v))
+      local W = ag.add(ag.scale(ag.tanh(ag.select(Hs, 1, 1)), a),
+                       ag.scale(ag.outer(y, v), ag.mul(b, c)))
+      return {W, ag.scale(ag.mul(r, v), ag.index(ag.select(P, 1, 1), 2, 2)),
+              ag.mul(ag.select(Hs, 1, 3), ag.select(Hs, 1, 3)), h2}    -- (a slice as an output)
+    end
+    local sp = {{name = "P", shape = {2, 3, 4}}, {name = "Hs", shape = {3, 2, 5}},
+                {name = "M", shape = {4, 5}}, {name = "v", shape = {5}}}
+    local g = nm.generator(5)
+    local vals = {nm.zeros(2, 3, 4, "float64"):normal(g, 0, 1),
+                  nm.zeros(3, 2, 5, "float64"):normal(g, 0, 1),
+                  nm.zeros(4, 5, "float64"):normal(g, 0, 1), nm.zeros(5, "float64"):normal(g, 0, 1)}
+    local C = {nm.zeros(2, 5, "float64"):normal(g, 0, 1), nm.zeros(5, "float64"):normal(g, 0, 1),
+               nm.zeros(2, 5, "float64"):normal(g, 0, 1), nm.zeros(2, 5, "float64"):normal(g, 0, 1)}
+    local function sloss(fn, ...)
+      local out = fn(...)
+      local l = ag.sum(ag.mul(out[1], C[1]))
+      for k = 2, 4 do l = ag.add(l, ag.sum(ag.mul(out[k], C[k]))) end
+      return l
+    end
+    local tape0 = ag.tape()
+    local ref = {}
+    for i = 1, 4 do ref[i] = tape0:leaf(vals[i]) end
+    tape0:backward(sloss(sstep, table.unpack(ref)))
+    for _, mode in ipairs{"auto", "interpret"} do
+      local f = compile.fn(sstep, sp, {name = "slices", mode = mode})
+      local o, r = f:call(table.unpack(vals)), sstep(table.unpack(vals))
+      for k = 1, 4 do assert.is_true(rel(o[k], r[k]) < 1e-12, mode .. " output " .. k) end
+      local tape = ag.tape()
+      local vars = {}
+      for i = 1, 4 do vars[i] = tape:leaf(vals[i]) end
+      tape:backward(sloss(function(...) return f:call(...) end, table.unpack(vars)))
+      for i = 1, 4 do
+        local num = ag.numgrad(function() return sloss(sstep, table.unpack(vals)) end, vals[i])
+        assert.tensor_near(num, vars[i].grad, 1e-7)
+        assert.is_true(rel(vars[i].grad, ref[i].grad) < 1e-12, mode .. " gradient " .. i)
+      end
+    end
+    -- a slice along another dimension is named as not supported yet
+    local ok, err = pcall(compile.fn, function(M) return ag.select(M, 2, 1) end,
+                          {{name = "M", shape = {4, 5}}})
+    assert.is_false(ok)
+    assert.truthy(err:find("select: slices along the first dimension only", 1, true), err)
+    local ok2, err2 = pcall(compile.fn, function(P) return ag.mul(ag.index(P, 1, 4), P) end,
+                            {{name = "P", shape = {2, 3}}})
+    assert.is_false(ok2)
+    assert.truthy(err2:find("index: 4 out of 1..3 (dimension 2)", 1, true), err2)
   end)
 
   it("inputs an output does not depend on get zero gradients of their own shapes", function()
@@ -373,14 +464,17 @@ describe("nm.compile on meta rules of the motif network", function()
     return th.grad
   end
 
-  local function compiled(net, W, B, X, labels, T)
+  -- stepped: the arguments that change with t given as sequences (the
+  -- fast path motif_net.unroll takes), else o.args alone
+  local function compiled(net, W, B, X, labels, T, stepped)
     local f = motif_net.compiled_step(net, B)
     local sk = f:scan_kernel{cache = {}, state = function()
         local w = {}
         for l = 1, net.layers do w[l] = nm.zeros(net.sizes[l + 1], net.sizes[l], "float64") end
         return w
       end,
-      args = function(src, th, t) return src, th, X:row(t), labels[t], B end}
+      args = function(src, th, t) return src, th, X:row(t), labels[t], B end,
+      steps = stepped and {[3] = X, [4] = labels} or nil}
     return function(th) return ag.scan(sk, W, {th}, T, {segment = 2}) end, f
   end
 
@@ -404,6 +498,9 @@ describe("nm.compile on meta rules of the motif network", function()
     local theta = nm.tensor({1e-2, 2e-2, 3e-2}, "float64")
     local unroll = compiled(net, W, B, X, labels, T)
     local gc = loss_grad(net, W, X, labels, theta, unroll)
+    -- the same with the stepped arguments given as sequences
+    local gs = loss_grad(net, W, X, labels, theta, compiled(net, W, B, X, labels, T, true))
+    assert.are.equal(0, (gs - gc):abs():max())
     local gg = loss_grad(net, W, X, labels, theta, function(th)
       return motif_net.unroll(net, W, B, X, labels, th, T, {mode = "generic"}) end)
     assert.is_true(rel(gc, gg) < 1e-12)
@@ -425,6 +522,72 @@ describe("nm.compile on meta rules of the motif network", function()
     assert.is_true(rel(gc, gg) < 1e-12)
   end)
 
+  it("the RCN rule compiles: its step equals the hand-written C step and the Lua step, " ..
+     "its adjoint the tape, for every variant", function()
+    local rcn = require "nm.models.rcn"
+    -- (C for the two first, FA, whose P, K are rank 3 and b per synapse; the
+    -- others interpreted, the same graph: a compile costs seconds)
+    local variants = {{chemicals = 2, share = "layer", bias = "neuron"},
+                      {chemicals = 3, momentum = true, exponent = "L", motifs = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}},
+                      {chemicals = 1}, {chemicals = 2, share = "layer"},
+                      {chemicals = 2, bias = "neuron"}, {chemicals = 2, bias = "shared", motifs = {0, 3, 6, 7}},
+                      {chemicals = 2, share = "layer", bias = "none", momentum = true}}
+    for _, fb in ipairs{"fa", "bp"} do
+      for vi, cfg in ipairs(variants) do
+        if fb == "bp" and vi > 3 then break end             -- (BP: a few suffice)
+        local o = {rule = rule.definition("rcn"), sizes = {6, 5, 4, 3}, dtype = "float64", feedback = fb}
+        for k, v in pairs(cfg) do o[k] = v end
+        local net = rcn.new(o)
+        local g = nm.generator(vi)
+        local list = rcn.param_list(net, rcn.meta_params(net))
+        list[1]:uniform(g, -0.1, 0.1); list[2]:uniform(g, -0.3, 0.3); list[3]:uniform(g, 0.2, 0.6)
+        for i = 4, #list do list[i]:uniform(g, -0.05, 0.05) end
+        if net.bias == "none" then list[4]:zero() end          -- (kept at 0, as the learner does)
+        local Wx, B = net.mnet:init(g)
+        local H, W = rcn.initial_state(net, Wx, list[3])
+        for l = 1, 3 do H[l]:uniform(g, -0.5, 0.5) end
+        local x = nm.zeros(6, "float64"):uniform(g, 0, 1)
+        local f = rcn.compiled_step(net, B, {mode = (fb == "fa" and vi <= 2) and "auto" or "interpret"})
+        local S = rcn.flatten(net, H, W)
+        local b = net.bias == "neuron" and {list[4], list[5], list[6]} or list[4]
+        local out = f:call(S, list[1], list[2], list[3], b, x, 2, B)
+        local H1, W1 = rcn.fused_step(net, H, W, list, x, 2, B)
+        local Hc = rcn.unflatten(net, out)
+        local what = fb .. " variant " .. vi
+        for l = 1, 3 do
+          assert.is_true(rel(out[l], W1[l]) < 1e-12, what)
+          assert.is_true(rel(Hc[l], H1[l]) < 1e-12, what)
+        end
+        -- one step's adjoint (every state entry and meta-parameter) = the tape
+        local C = {}
+        for i = 1, #out do C[i] = nm.zeros(out[i]:size(), "float64"):normal(g, 0, 1) end
+        local function loss(res)
+          local l = ag.sum(ag.mul(res[1], C[1]))
+          for i = 2, #res do l = ag.add(l, ag.sum(ag.mul(res[i], C[i]))) end
+          return l
+        end
+        local function leaves(tape)
+          local s, p = {}, {}
+          for i, t in ipairs(S) do s[i] = tape:leaf(t) end
+          for i, t in ipairs(list) do p[i] = tape:leaf(t) end
+          return s, p
+        end
+        local t1, t2 = ag.tape(), ag.tape()
+        local s1, p1 = leaves(t1)
+        local b1 = net.bias == "neuron" and {p1[4], p1[5], p1[6]} or p1[4]
+        t1:backward(loss(f:call(s1, p1[1], p1[2], p1[3], b1, x, 2, B)))
+        local s2, p2 = leaves(t2)
+        t2:backward(loss(rcn.step(net, s2, p2, x, 2, B)))
+        for i = 1, #S do assert.is_true(rel(s1[i].grad, s2[i].grad) < 1e-12, what .. " state " .. i) end
+        for i = 1, #list do
+          if p2[i].grad then
+            assert.is_true(rel(p1[i].grad, p2[i].grad) < 1e-12, what .. " parameter " .. i)
+          end
+        end
+      end
+    end
+  end)
+
   it("neuromic --emit prints a meta rule's C; another kind is one line and exit status 2",
      function()
     local function run(args)
@@ -443,6 +606,9 @@ describe("nm.compile on meta rules of the motif network", function()
     assert.truthy(src:find("adjoint of tanh_error", 1, true))
     assert.truthy(src:find("tanh(5 e_l)", 1, true))            -- the equation as a comment
     assert.truthy(src:find("int nm_rule_kernel(", 1, true))
+    local code1, src1 = run("--emit rules/rcn.lua")                  -- an RCN rule too
+    assert.are.equal(0, code1, src1)
+    assert.truthy(src1:find("step of rcn", 1, true), src1:sub(1, 300))
     local code2, msg = run("--emit rules/hebb.lua")
     assert.are.equal(2, code2)
     local lines = 0

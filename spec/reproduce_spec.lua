@@ -74,6 +74,25 @@ describe("nm.reproduce measures and claims", function()
     assert.equal("too few seeds", d.verdict)
   end)
 
+  it("decide: Fisher's exact test on the counts of two 0/1 measures", function()
+    -- 0 of 10 failed with, 6 of 10 without: two-sided p = 0.01084 (the
+    -- hypergeometric sum by hand: (C(10,0) C(10,6) + C(10,6) C(10,0)) / C(20,6))
+    local on, off = {}, {}
+    for s = 1, 10 do on[s], off[s] = 0, s <= 6 and 1 or 0 end
+    local p = 2 * 210 / 38760
+    local d = reproduce.decide({a = "on", b = "off", relation = "<", test = "fisher"}, on, off, true)
+    assert.equal("holds", d.verdict)
+    assert.is_near(p, d.p, 1e-12)
+    assert.equal("0/10 vs 6/10", d.statistic)
+    d = reproduce.decide({a = "on", b = "off", relation = ">", test = "fisher"}, on, off, true)
+    assert.equal("does not hold", d.verdict)
+    -- 1 of 5 against 2 of 5: p = 1, nothing shown
+    d = reproduce.decide({a = "a", b = "b", relation = "<", test = "fisher"},
+                         {0, 0, 1, 0, 0}, {1, 0, 1, 0, 0}, true)
+    assert.equal("not shown", d.verdict)
+    assert.is_near(1, d.p, 1e-12)
+  end)
+
   it("check_family names the file and what is wrong", function()
     local function family(patch)
       local r = {name = "r", figure = "F", experiment = "experiments/bmvr.lua", seeds = "1-5",
@@ -90,6 +109,8 @@ describe("nm.reproduce measures and claims", function()
       {{measures = {{name = "m", label = "M"}}}, "needs path"},
       {{seeds = "1-x"}, "seeds"},
       {{args = {"--x={nope}"}}, "no variable {nope}"},
+      {{claims = {{text = "c", a = "m", b = "m", relation = ">", test = "chi2"}}}, "test must be"},
+      {{claims = {{text = "c", a = "m", value = 1, relation = ">", test = "fisher"}}}, "two 0/1 measures"},
     }
     for _, c in ipairs(cases) do
       local ok, err = pcall(reproduce.check_family, family(c[1]), "f.lua")

@@ -44,6 +44,9 @@ extern const char nm_version[];
 extern const char nm_build_cc[];
 extern const char nm_build_blas_cflags[];
 extern const char nm_build_blas_libs[];
+/* The text of nm_vmath.h, its per-type part inlined (build/vmath_source.c):
+** the rule compiler's generated kernels include it. */
+extern const char nm_vmath_source[];
 
 size_t nm_dtype_size(nm_dtype t);
 const char *nm_dtype_name(nm_dtype t);       /* "float32" / "float64" */

@@ -36,13 +36,15 @@ int luaopen_neuromic(lua_State *L) {
   lua_pushstring(L, nm_version);
   lua_setfield(L, module, "version");
   /* How this build was compiled: the rule compiler builds kernels alike. */
-  lua_createtable(L, 0, 4);
+  lua_createtable(L, 0, 5);
   lua_pushstring(L, nm_build_cc);
   lua_setfield(L, -2, "cc");
   lua_pushstring(L, nm_build_blas_cflags);
   lua_setfield(L, -2, "blas_cflags");
   lua_pushstring(L, nm_build_blas_libs);
   lua_setfield(L, -2, "blas_libs");
+  lua_pushstring(L, nm_vmath_source);
+  lua_setfield(L, -2, "vmath");
   lua_setfield(L, module, "build");
   lua_settop(L, module);
   return 1;

@@ -651,9 +651,10 @@ local ceil = math.ceil
 
 -- The buffers of a fused scan of T steps in segments of S, allocated once
 -- per (kernel.cache, T, S) and reused: ceil(T / S) stored states (segment
--- starts), S states and S traces for the segment being recomputed. A set
--- still held by a recorded unroll whose backward has not run (its result
--- variables alive) is not shared: a fresh one is made.
+-- starts), S states for the segment being recomputed, and S traces, or T
+-- with a kernel that replays (one per step, written by the forward pass).
+-- A set still held by a recorded unroll whose backward has not run (its
+-- result variables alive) is not shared: a fresh one is made.
 local function scan_buffers(k, T, S)
   local cache = k.cache or {}
   local key = T .. ":" .. S
@@ -662,10 +663,8 @@ local function scan_buffers(k, T, S)
   local nseg = math.max(1, ceil(T / S))
   ws = {snaps = {}, seg = {}, traces = {}, nseg = nseg, holder = setmetatable({}, {__mode = "v"})}
   for i = 1, nseg do ws.snaps[i] = k.state() end
-  for j = 1, math.min(S, math.max(T, 1)) do
-    ws.seg[j] = k.state()
-    ws.traces[j] = k.trace()
-  end
+  for j = 1, math.min(S, math.max(T, 1)) do ws.seg[j] = k.state() end
+  for j = 1, math.min(k.replay and T or S, math.max(T, 1)) do ws.traces[j] = k.trace() end
   if not cache[key] or cache[key].holder[1] == nil then cache[key] = ws end
   return ws
 end
@@ -699,16 +698,20 @@ end
 local function fused_scan(k, init, params, T, S, opts, tape)
   local ns, np = #init, #params
   local ws = scan_buffers(k, T, S)
+  local replay = k.replay ~= nil
   if opts.stats then
     local nbuf = #ws.seg
     opts.stats.snapshots, opts.stats.segment, opts.stats.segments = ws.nseg, S, ws.nseg
     opts.stats.state_bytes = k.state_bytes
     opts.stats.workspace_bytes = (ws.nseg + nbuf) * (k.state_bytes or 0) +
-      nbuf * (k.trace_bytes or 0)
+      #ws.traces * (k.trace_bytes or 0)
   end
   local function prepare(list) if k.prepare then return k.prepare(list) end return list end
+  -- The trace buffer of step t (j-th of its segment).
+  local function trace_of(t, j) return ws.traces[replay and t or j] end
   -- tracked: the last segment runs with its traces into the segment
-  -- buffers, where backward finds it (it is not recomputed).
+  -- buffers, where backward finds it (it is not recomputed); with a
+  -- replaying kernel every step writes its trace.
   local function run_forward(pv, start, tracked)
     local out = k.state()
     if T == 0 then copy_list(out, start) return out end
@@ -718,11 +721,12 @@ local function fused_scan(k, init, params, T, S, opts, tape)
       local t0 = (s - 1) * S
       local len = math.min(S, T - t0)
       local keep = tracked and s == ws.nseg
+      local traced = keep or (tracked and replay)
       for j = 1, len do
         local src = j == 1 and ws.snaps[s] or ws.seg[j - 1]
         local dst = ws.seg[j]
         if j == len and not keep then dst = s < ws.nseg and ws.snaps[s + 1] or out end
-        k.forward(dst, src, p, t0 + j, keep and ws.traces[j] or nil)
+        k.forward(dst, src, p, t0 + j, traced and trace_of(t0 + j, j) or nil)
       end
       if keep then copy_list(out, ws.seg[len]) end
     end
@@ -749,13 +753,22 @@ local function fused_scan(k, init, params, T, S, opts, tape)
       local t0 = (s - 1) * S
       local len = math.min(S, T - t0)
       if s < ws.nseg then                 -- the last segment is still there
-        for j = 1, len do
-          k.forward(ws.seg[j], j == 1 and ws.snaps[s] or ws.seg[j - 1], p, t0 + j, ws.traces[j])
+        -- (its last state is the next segment's start: not needed)
+        for j = 1, len - 1 do
+          local src = j == 1 and ws.snaps[s] or ws.seg[j - 1]
+          if replay then k.replay(ws.seg[j], src, p, t0 + j, ws.traces[t0 + j])
+          else k.forward(ws.seg[j], src, p, t0 + j, ws.traces[j]) end
+        end
+        if not replay then
+          k.forward(ws.seg[len], len == 1 and ws.snaps[s] or ws.seg[len - 1], p, t0 + len,
+                    ws.traces[len])
         end
       end
       for j = len, 1, -1 do
-        k.backward(adj, j == 1 and ws.snaps[s] or ws.seg[j - 1], ws.seg[j], p, gp, t0 + j,
-                   ws.traces[j])
+        local dst = ws.seg[j]
+        if replay and j == len and s < ws.nseg then dst = ws.snaps[s + 1] end
+        k.backward(adj, j == 1 and ws.snaps[s] or ws.seg[j - 1], dst, p, gp, t0 + j,
+                   trace_of(t0 + j, j))
       end
     end
     ws.holder[1] = nil
@@ -785,7 +798,9 @@ end
 -- S = sqrt(T), instead of T for a plain tape; the price is one more
 -- forward pass (with a fused kernel, less the last segment: a recorded
 -- unroll runs it with its traces into the segment buffers, and backward
--- starts from them).
+-- starts from them; with a kernel that replays, less again: each step is
+-- replayed from its recorded trace, and the last of each segment not at
+-- all, its result being the next segment's stored start).
 --
 -- step is either
 --   a function (state, params, t) -> state: the generic form, recorded on
@@ -800,6 +815,13 @@ end
 --       trace()          -> a fresh trace buffer (what backward needs of a step)
 --       forward(dst, src, p, t [, trace])   writes the state after step t
 --                           into dst from src; records the trace when given
+--       replay(dst, src, p, t, trace)   optional: the same state from src
+--                           and the trace that forward recorded, without
+--                           the work that made the trace (a rule's products
+--                           with the weights): then the recorded forward
+--                           pass keeps every step's trace (T traces, small
+--                           next to a state) and backward replays each
+--                           segment instead of running it forward again
 --       backward(adj, src, dst, p, gp, t, trace)   adj holds the adjoint of
 --                           dst (step t's result) and is made that of src:
 --                           overwritten, or its entries replaced by buffers

@@ -66,10 +66,12 @@ function compile.toolchain()
   if want == "none" then cc = nil
   else cc = search_path(want and want ~= "" and want or nm.build.cc) end
   if not cc then toolchain = false return nil end
-  -- -fassociative-math lets GCC vectorise the sums (only their order of
-  -- summation changes); no contraction into FMA, NaN and infinities kept.
-  local flags = {"-O3", "-march=native", "-ffp-contract=off", "-fassociative-math",
-                 "-fno-signed-zeros", "-fno-trapping-math", "-fPIC", "-shared", "-std=c11", "-w"}
+  -- -fopenmp-simd: the generated loops say which sums may be vectorised
+  -- (only their order of summation changes) with OpenMP simd directives;
+  -- no -fassociative-math (it would undo the rounding steps of nm_vmath.h's
+  -- element functions), no contraction into FMA, NaN and infinities kept.
+  local flags = {"-O3", "-march=native", "-ffp-contract=off", "-fopenmp-simd",
+                 "-fno-trapping-math", "-fno-math-errno", "-fPIC", "-shared", "-std=c11", "-w"}
   for f in nm.build.blas_cflags:gmatch("%S+") do flags[#flags + 1] = f end
   local libs = {}
   for f in nm.build.blas_libs:gmatch("%S+") do libs[#libs + 1] = f end
@@ -145,12 +147,13 @@ local function build(tc, source, key, label)
   return so
 end
 
--- The version of the code generator: neuromic's version and a checksum of
--- the compiler's own files, so a changed generator never reuses old objects.
+-- The version of the code generator: neuromic's version and checksums of
+-- the element functions it includes and of the compiler's own files, so a
+-- changed generator never reuses old objects.
 local generator_version
 local function code_version()
   if generator_version then return generator_version end
-  local parts = {nm.version}
+  local parts = {nm.version, format("%08x", nm.crc32(nm.build.vmath))}
   for _, m in ipairs{"nm.compile", "nm.compile.graph", "nm.compile.trace", "nm.compile.adjoint",
                      "nm.compile.emit"} do
     local path = package.searchpath(m, package.path)
@@ -437,14 +440,16 @@ function Fn:adjoint_kernel(wrt)
   return a
 end
 
--- The trace of the pair below: the forward vectors and scalars that the
--- gradients read, replaced in them by inputs.
+-- The trace of the kernels below: the forward vectors and scalars that
+-- the gradients and the outputs read, replaced in them by inputs (the
+-- adjoint's and the replay's).
 function Fn:trace_plan(wrt)
   local key = mask_of(wrt)
   self.plans = self.plans or {}
   if self.plans[key] then return self.plans[key] end
   local g = self.g
   local grads = graph.strip_detach(g, self:grads(wrt))
+  local outs = graph.strip_detach(g, self.outputs)
   local trace, seen = {}, {}
   local TRIVIAL = {const = true, input = true, captured = true, index = true, onehot = true,
                    unit = true, bcast = true, detach = true}
@@ -458,6 +463,7 @@ function Fn:trace_plan(wrt)
     for _, a in ipairs(n.args) do walk(a) end
   end
   for _, gr in ipairs(grads) do walk(gr) end
+  for _, o in ipairs(outs) do walk(o) end
   table.sort(trace, function(a, b) return a.id < b.id end)
   local map, tin = {}, {}
   for k, n in ipairs(trace) do
@@ -465,22 +471,25 @@ function Fn:trace_plan(wrt)
     tin[k] = map[n]
     if #n.shape == 0 then map[n] = g:index(map[n], 1) end
   end
-  local plan = {trace = trace, tin = tin, adj_out = graph.substitute(g, grads, map)}
+  local plan = {trace = trace, tin = tin, adj_out = graph.substitute(g, grads, map),
+                replay_out = graph.substitute(g, outs, map)}
   self.plans[key] = plan
   return plan
 end
 
--- Fn:traced_pair(wrt) -> forward, adjoint: the step writing, besides its
--- outputs, the vectors and scalars its adjoint reads (a trace: shapes in
--- forward.extra.trace_shapes), and the adjoint reading that trace instead
--- of recomputing the forward pass (the products with the weights). For a
--- checkpointed unroll, which runs every step of a segment forward again
--- before its backward.
+-- Fn:traced_pair(wrt) -> forward, adjoint, replay: the step writing,
+-- besides its outputs, the vectors and scalars its adjoint and its
+-- outputs read (a trace: shapes in forward.extra.trace_shapes); the
+-- adjoint reading that trace instead of recomputing the forward pass (the
+-- products with the weights); and the step's outputs from its inputs and
+-- the trace (for a rule, the weight update alone: one pass over each
+-- matrix). For a checkpointed unroll, whose backward needs every state of
+-- a segment again.
 function Fn:traced_pair(wrt)
   local key = mask_of(wrt)
   self.pairs = self.pairs or {}
   local p = self.pairs[key]
-  if p then return p[1], p[2] end
+  if p then return p[1], p[2], p[3] end
   local fwd = self:kernel("step with its trace", function()
     local plan = self:trace_plan(wrt)
     local fouts = {table.unpack(self.outputs)}
@@ -494,8 +503,14 @@ function Fn:traced_pair(wrt)
     for _, t in ipairs(plan.tin) do ins[#ins + 1] = t end
     return plan.adj_out, ins
   end, key)
-  self.pairs[key] = {fwd, adj}
-  return fwd, adj
+  local rep = self:kernel("step from the trace", function()
+    local plan = self:trace_plan(wrt)
+    local ins = {table.unpack(self.inputs)}
+    for _, t in ipairs(plan.tin) do ins[#ins + 1] = t end
+    return plan.replay_out, ins
+  end, key)
+  self.pairs[key] = {fwd, adj, rep}
+  return fwd, adj, rep
 end
 
 -- Fn:call(...) -> outputs (a list when the step returns several values).
@@ -573,14 +588,19 @@ end
 -- parameter vector (e.g. a meta rule's theta, any dtype: converted to the
 -- step's dtype once per unroll, its gradient accumulated in the caller's).
 -- o.state() -> a fresh state list; o.args(src, theta, t) -> the step's
--- arguments for step t (in spec order); o.cache: where ag.scan keeps the
--- buffers; o.state_bytes for its statistics.
+-- arguments for step t (in spec order); o.steps (optional): the argument
+-- positions that change with t, as sequences ({[3] = X, [4] = labels}:
+-- step t reads row t of the tensor X and element t of the list labels),
+-- so the others are flattened once per pass (o.args is then called once,
+-- with t = 1) and a step costs no Lua work beyond its kernel call;
+-- o.cache: where ag.scan keeps the buffers; o.state_bytes for its
+-- statistics.
 function Fn:scan_kernel(o)
   local me = self
   local ns = #self.spec[1].list
   local wrt = {}
   for i = 1, ns + 1 do wrt[i] = true end           -- the state and theta
-  local fwd, adj = self:traced_pair(wrt)
+  local fwd, adj, rep = self:traced_pair(wrt)
   local sk = {cache = o.cache, state = o.state, state_bytes = o.state_bytes}
   -- the adjoints arrive as the loss's gradients (maybe strided views)
   function sk.view(list)
@@ -592,7 +612,46 @@ function Fn:scan_kernel(o)
     for i, sh in ipairs(fwd.extra.trace_shapes) do t[i] = nm.zeros(sh, me.dtype) end
     return t
   end
-  local tin, sin, gtheta64, fouts = nil, nil, nil, {}
+  -- Where each spec argument lands in the flat tensor and scalar lists.
+  local tslot, sslot, nt, nsc = {}, {}, 0, 0
+  for i, sp in ipairs(self.spec) do
+    if sp.value ~= nil then -- passed through
+    elseif sp.list then tslot[i] = nt + 1; nt = nt + #sp.list
+    elseif sp.scalar then nsc = nsc + 1; sslot[i] = nsc
+    else nt = nt + 1; tslot[i] = nt end
+  end
+  local steps = o.steps
+  if steps and not (tslot[2] and not self.spec[2].list) then
+    error(format("%s: scan_kernel: the second argument must be the parameter tensor", self.label), 2)
+  end
+  -- Rows of the stepped tensors, made once per tensor (views, no copy).
+  local rows = setmetatable({}, {__mode = "k"})
+  local function row(X, t)
+    local r = rows[X]
+    if not r then r = {}; rows[X] = r end
+    local v = r[t]
+    if not v then v = X:row(t); r[t] = v end
+    return v
+  end
+  local tin, sin, pass = {}, {}, nil
+  -- The flat inputs of step t into tin, sin (state src, parameters p).
+  local function inputs(src, p, t)
+    if not steps then
+      tin, sin = me:flatten(tin, sin, o.args(src, p[1], t))
+      return
+    end
+    if pass ~= p then                      -- a new pass: the fixed arguments
+      pass = p
+      tin, sin = me:flatten(tin, sin, o.args(src, p[1], 1))
+    end
+    for i = 1, ns do tin[i] = src[i] end
+    for pos, seq in pairs(steps) do
+      if sslot[pos] then sin[sslot[pos]] = seq[t]
+      elseif nm.is_tensor(seq) then tin[tslot[pos]] = row(seq, t)
+      else tin[tslot[pos]] = dense(seq[t]) end
+    end
+  end
+  local gtheta64, fouts = nil, {}
   -- The adjoint writes the gradients of a step's source into buffers of
   -- its own (mine), then they become the adjoint list and the list's
   -- former tensors (the caller's, orig) the next step's outputs: no copy.
@@ -604,19 +663,26 @@ function Fn:scan_kernel(o)
     return {th, list[1]}
   end
   function sk.forward(dst, src, p, t, trace)
-    if not trace then return me:call_into(dst, o.args(src, p[1], t)) end
+    inputs(src, p, t)
+    for i = #tin, nt + 1, -1 do tin[i] = nil end
+    if not trace then return me.forward:run(tin, sin, dst) end
     local n = #dst
     for i = 1, n do fouts[i] = dst[i] end
     for i, x in ipairs(trace) do fouts[n + i] = x end
-    tin, sin = me:flatten(tin or {}, sin or {}, o.args(src, p[1], t))
     fwd:run(tin, sin, fouts)
+  end
+  function sk.replay(dst, src, p, t, trace)
+    inputs(src, p, t)
+    for i, x in ipairs(trace) do tin[nt + i] = x end
+    for i = #tin, nt + #trace + 1, -1 do tin[i] = nil end
+    rep:run(tin, sin, dst)
+    for i = #tin, nt + 1, -1 do tin[i] = nil end
   end
   function sk.backward(adjoint, src, _, p, gp, t, trace)
     local a = adj
-    tin, sin = me:flatten(tin or {}, sin or {}, o.args(src, p[1], t))
-    local n = #tin
-    for i = 1, ns do tin[n + i] = adjoint[i] end
-    for i, x in ipairs(trace) do tin[n + ns + i] = x end
+    inputs(src, p, t)
+    for i = 1, ns do tin[nt + i] = adjoint[i] end
+    for i, x in ipairs(trace) do tin[nt + ns + i] = x end
     if not mine then
       mine = {}
       for i, sh in ipairs(a.output_shapes) do mine[i] = nm.zeros(sh, me.dtype) end
@@ -627,7 +693,7 @@ function Fn:scan_kernel(o)
       if x ~= mine[i] then orig[i] = x; gouts[i] = mine[i] else gouts[i] = orig[i] end
     end
     a:run(tin, sin, gouts)
-    for i = n + 1, #tin do tin[i] = nil end
+    for i = #tin, nt + 1, -1 do tin[i] = nil end
     for i = 1, ns do adjoint[i] = gouts[i] end
     if t == 1 then
       for i = 1, ns do

@@ -179,6 +179,10 @@ local function check_family(fam, file)
         fail_in(file, cw .. ": 'within' needs delta > 0 (the margin)")
       end
       if c.delta ~= nil and type(c.delta) ~= "number" then fail_in(file, cw .. ": delta must be a number") end
+      if c.test ~= nil and c.test ~= "fisher" then fail_in(file, cw .. ": test must be \"fisher\" or absent (a t-test)") end
+      if c.test == "fisher" and (c.b == nil or c.relation == "within") then
+        fail_in(file, cw .. ": test = \"fisher\" compares the counts of two 0/1 measures: b = MEASURE, relation '<' or '>'")
+      end
     end
     if r.findings ~= nil and type(r.findings) ~= "string" then
       fail_in(file, where .. ".findings must be a path to a list of {claim, verdict, detail}")
@@ -354,7 +358,9 @@ end
 
 -- reproduce.decide(claim, a_by_seed, b_by_seed, paired) -> {test, statistic,
 -- p, verdict, diff, n}. verdict: "holds", "does not hold" (the opposite
--- is significant) or "not shown" (neither), or "too few seeds".
+-- is significant) or "not shown" (neither), or "too few seeds". A claim
+-- with test = "fisher" compares how often two 0/1 measures are 1 (such as
+-- failed runs) with Fisher's exact test instead of a t-test.
 function reproduce.decide(c, a, b, paired)
   local alpha = reproduce.ALPHA
   local delta = c.delta or 0
@@ -375,6 +381,24 @@ function reproduce.decide(c, a, b, paired)
   local out = {test = kind, n = #xs}
   if #xs < 2 or #ys < 2 then
     out.verdict = "too few seeds"
+    return out
+  end
+  if c.test == "fisher" then
+    -- counts of the event (a measure of 1 per seed) in a and in b:
+    -- Fisher's exact test, two-sided, of the 2 x 2 table
+    local ka, kb = 0, 0
+    for _, x in ipairs(xs) do ka = ka + (x ~= 0 and 1 or 0) end
+    for _, y in ipairs(ys) do kb = kb + (y ~= 0 and 1 or 0) end
+    out.test = format("Fisher's exact test (two-sided): %d of %d runs (%s) against %d of %d (%s)",
+                      ka, #xs, c.a, kb, #ys, c.b)
+    out.statistic = format("%d/%d vs %d/%d", ka, #xs, kb, #ys)
+    out.p = stats.fisher_exact(ka, #xs - ka, kb, #ys - kb)
+    out.diff = ka / #xs - kb / #ys
+    local fewer = ka / #xs < kb / #ys
+    local want_fewer = c.relation == "<"
+    if out.p < alpha and fewer == want_fewer and out.diff ~= 0 then out.verdict = "holds"
+    elseif out.p < alpha and out.diff ~= 0 then out.verdict = "does not hold"
+    else out.verdict = "not shown" end
     return out
   end
   local function test(d)

@@ -86,6 +86,8 @@ end
 RULES.bcast = function(g, n, go, add) add(1, g:sum(go)) end
 RULES.unit = function(g, n, go, add) add(1, g:index(go, n.k)) end
 RULES.index = function(g, n, go, add) add(1, g:unit(go, n.k, n.args[1].shape)) end
+RULES.select = function(g, n, go, add) add(1, g:place(go, n.k, n.args[1].shape)) end
+RULES.place = function(g, n, go, add) add(1, g:select(go, n.k)) end
 RULES.t = function(g, n, go, add) add(1, g:t(go)) end
 RULES.mv = function(g, n, go, add)
   local A, x = n.args[1], n.args[2]

@@ -27,6 +27,7 @@
 --   copies); softmax is a three-pass loop as the core's.
 -- Scalars are double locals; elements are `real` (float or double).
 
+local nm = require "neuromic"
 local graph = require "nm.compile.graph"
 
 local emit = {}
@@ -58,37 +59,26 @@ local function numel(shape)
   return n
 end
 
+-- The loop domain of a shape: a tensor of rank 3 is looped over as the
+-- matrix of its rows (first index) by its flattened remaining indices.
+local function dom2(shape)
+  if #shape <= 2 then return shape end
+  return {shape[1], numel(shape) // shape[1]}
+end
+
 local PRELUDE = [[
 #include <math.h>
 #include <stdint.h>
 #include <cblas.h>
 
+%s
 typedef %s real;
 #define M_(fn) %s
-/* Every innermost loop: no iteration reads what another writes (outputs
-   never overlap inputs, which the caller checks), so the compiler may
-   vectorise without versioning the loop on a runtime aliasing test (it
-   does not trust restrict on local pointers). */
-#if defined(__clang__)
-#define NM_IVDEP _Pragma("clang loop vectorize(assume_safety)")
-#elif defined(__GNUC__)
-#define NM_IVDEP _Pragma("GCC ivdep")
-#else
-#define NM_IVDEP
-#endif
+/* exp, log, tanh, the logistic function and soft-plus of an element: the
+   tensor operations' own (nm_vmath.h above), branch-free so loops calling
+   them vectorise; scalars (double) use libm, as Lua's math does. */
+#define V_(fn) %s
 
-/* The element functions, as neuromic's tensor kernels define them. */
-static inline real nm_sigmoid(real x) {
-  if (x >= 0) return (real)1 / ((real)1 + M_(exp)(-x));
-  real e = M_(exp)(x);
-  return e / ((real)1 + e);
-}
-static inline real nm_softplus(real x, real beta) {
-  real bx = beta * x;
-  real pos = bx > 0 ? bx : 0;
-  return (M_(log1p)(M_(exp)(-M_(fabs)(bx))) + pos) / beta;
-}
-/* Scalars are double whatever real is. */
 static inline double nm_sigmoid_d(double x) {
   if (x >= 0) return 1 / (1 + exp(-x));
   double e = exp(x);
@@ -111,13 +101,13 @@ local function analyse(g, outputs)
   end
   for _, o in ipairs(outputs) do visit(o) end
   for _, n in ipairs(g.nodes) do if need[n] then order[#order + 1] = n end end
-  local uses, strong = {}, {}
+  local uses, strong, sliced = {}, {}, {}
   for _, n in ipairs(order) do
     for _, a in ipairs(n.args) do
       uses[a] = (uses[a] or 0) + 1
       -- consumers that read the value as a stored array (a product's
       -- matrix may be an inline expression: mv loops are fused nests)
-      if n.op == "mm" or n.op == "softmax" or (n.op == "mv" and a == n.args[2]) then
+      if n.op == "mm" or n.op == "softmax" or (n.op == "mv" and a == n.args[2] and a.op ~= "bcast") then
         strong[a] = true
       end
       -- a vector inside a matrix loop would be recomputed per element
@@ -126,10 +116,14 @@ local function analyse(g, outputs)
         strong[a] = true
       end
       if n.op == "index" and #a.args > 0 then strong[a] = true end
+      -- a slice is a view into its stored tensor; a slice placed into a
+      -- tensor of rank 3 is read at flat positions
+      if n.op == "select" and #a.args > 0 then strong[a] = true; sliced[a] = true end
+      if n.op == "place" and #n.shape == 3 and #a.args > 0 then strong[a] = true end
     end
   end
   for _, o in ipairs(outputs) do uses[o] = (uses[o] or 0) + 1 end
-  return order, uses, strong
+  return order, uses, strong, sliced
 end
 
 -- ---------------------------------------------------------------- emitter
@@ -140,7 +134,7 @@ function emit.c(g, outputs, opts)
   local dtype = g.dtype
   local is_float = dtype == "float32"
   outputs = graph.combine(g, graph.strip_detach(g, outputs))
-  local order, uses, strong = analyse(g, outputs)
+  local order, uses, strong, sliced = analyse(g, outputs)
 
   -- Buffers: leaves read from in[], stored values in scratch or out[].
   -- Every pointer is restrict: outputs and scratch slices overlap nothing
@@ -194,7 +188,9 @@ function emit.c(g, outputs, opts)
   end
   local output_of = {}
   for k, o in ipairs(outputs) do
-    if output_of[o] == nil and not ptr[o] and not is_scalar(o) then output_of[o] = k end
+    if output_of[o] == nil and not ptr[o] and not is_scalar(o) and o.op ~= "select" then
+      output_of[o] = k
+    end
   end
   for _, n in ipairs(order) do
     if not is_scalar(n) and not ptr[n] then
@@ -203,7 +199,8 @@ function emit.c(g, outputs, opts)
         for _, a in ipairs(n.args) do w = w + wt(a) end
         weight[n] = w
         if output_of[n] or strong[n] or (uses[n] > 1 and w > 2) then mat[n] = true end
-        if n.op == "t" and (ptr[n.args[1]] or mat[n.args[1]]) and not output_of[n] then
+        if n.op == "t" and (ptr[n.args[1]] or mat[n.args[1]]) and not output_of[n] and
+           not sliced[n] then
           mat[n] = nil                 -- a transposed view: no copy
         end
       else
@@ -215,7 +212,8 @@ function emit.c(g, outputs, opts)
   for _, n in ipairs(order) do
     if n.op == "mm" or n.op == "softmax" or n.op == "mv" then
       for i, a in ipairs(n.args) do
-        if n.op == "mv" and i == 1 then goto inline end
+        -- (a product's matrix is an inline expression, a broadcast vector a number)
+        if n.op == "mv" and (i == 1 or a.op == "bcast") then goto inline end
         do
           local base = a.op == "t" and a.args[1] or a
           if not (ptr[base] or mat[base]) then mat[base] = true end
@@ -227,6 +225,11 @@ function emit.c(g, outputs, opts)
 
   local scratch = 0
   for _, n in ipairs(order) do
+    if n.op == "select" then           -- a view: the slice's first element
+      local base = n.args[1]
+      if not ptr[base] then error("emit: a slice of an unstored value") end
+      ptr[n] = format("(%s + %d)", ptr[base], (n.k - 1) * numel(n.shape))
+    end
     if mat[n] and not ptr[n] then
       local k = output_of[n]
       local name = cname(k and ("out" .. k) or ("t" .. n.id))
@@ -269,13 +272,18 @@ function emit.c(g, outputs, opts)
     local p = ptr[n]
     if p and (mat[n] or #n.args == 0) then
       if #n.shape == 1 then return format("%s[%s]", p, I) end
-      return format("%s[(%s) * %d + (%s)]", p, I, n.shape[2], J)
+      return format("%s[(%s) * %d + (%s)]", p, I, numel(n.shape) // n.shape[1], J)
     end
     local op, a = n.op, n.args
     if op == "t" then return expr(a[1], J, I)
     elseif op == "outer" then return format("(%s * %s)", expr(a[1], I), expr(a[2], J))
     elseif op == "bcast" then return is_float and ("(real)" .. sexpr(a[1])) or sexpr(a[1])
-    elseif op == "unit" then return format("((%s) == %d ? (real)%s : (real)0)", I, n.k - 1, sexpr(a[1]))
+    elseif op == "unit" then
+      local at = J and format("(%s) * %d + (%s)", I, numel(n.shape) // n.shape[1], J) or I
+      return format("((%s) == %d ? (real)%s : (real)0)", at, n.k - 1, sexpr(a[1]))
+    elseif op == "place" then               -- x in slice k of zeros
+      local x = #n.shape == 2 and expr(a[1], J) or format("%s[%s]", ptr[a[1]], J)
+      return format("((%s) == %d ? %s : (real)0)", I, n.k - 1, x)
     elseif op == "onehot" then
       return format("((%s) == (int64_t)%s - 1 ? (real)1 : (real)0)", I, sexpr(a[1]))
     elseif op == "add" then return format("(%s + %s)", expr(a[1], I, J), expr(a[2], I, J))
@@ -323,14 +331,14 @@ function emit.c(g, outputs, opts)
   for _, n in ipairs(order) do
     if is_scalar(n) then
       if n.op == "sum" then
-        stmts[#stmts + 1] = {kind = "loop", mode = "reduce", node = n, domain = n.args[1].shape,
+        stmts[#stmts + 1] = {kind = "loop", mode = "reduce", node = n, domain = dom2(n.args[1].shape),
                              deps = deps_of(n)}
       elseif n.op ~= "const" and n.op ~= "input" then
         stmts[#stmts + 1] = {kind = "scalar", node = n, deps = deps_of(n)}
       end
     elseif mat[n] and #n.args > 0 then
       if graph.ELEMENTWISE[n.op] then
-        stmts[#stmts + 1] = {kind = "loop", mode = "store", node = n, domain = n.shape,
+        stmts[#stmts + 1] = {kind = "loop", mode = "store", node = n, domain = dom2(n.shape),
                              target = n, deps = deps_of(n)}
       elseif n.op == "mv" then
         -- y = A x as a loop nest over A (or over E for A = E^T), so that
@@ -354,7 +362,8 @@ function emit.c(g, outputs, opts)
     elseif output_of[o] ~= k or not mat[o] then
       local d = {}
       if mat[o] and #o.args > 0 then d[o] = true else deps_of(o, d) end
-      stmts[#stmts + 1] = {kind = "loop", mode = "copy", node = o, k = k, domain = o.shape, deps = d}
+      stmts[#stmts + 1] = {kind = "loop", mode = "copy", node = o, k = k, domain = dom2(o.shape),
+                           deps = d}
     end
   end
 
@@ -372,6 +381,7 @@ function emit.c(g, outputs, opts)
     local dom = group[1].domain
     local pre, inner, post = {}, {}, {}
     local row_pre, row_post = {}, {}
+    local red = {}                     -- the sums the innermost loop accumulates
     local I, J = "i", (#dom == 2) and "j" or nil
     local function flat() return J and format("i * %d + j", dom[2]) or "i" end
     for _, st in ipairs(group) do
@@ -385,8 +395,10 @@ function emit.c(g, outputs, opts)
           row_pre[#row_pre + 1] = format("real r%s = 0;", acc)
           inner[#inner + 1] = format("r%s += %s;", acc, expr(n.args[1], I, J))
           row_post[#row_post + 1] = format("%s += r%s;", acc, acc)
+          red[#red + 1] = "r" .. acc
         else
           inner[#inner + 1] = format("%s += %s;", acc, expr(n.args[1], I, J))
+          red[#red + 1] = acc
         end
         scalar_name[n] = "s" .. n.id
         post[#post + 1] = format("const double s%d = %s;", n.id, acc)
@@ -394,11 +406,12 @@ function emit.c(g, outputs, opts)
         nacc = nacc + 1
         local acc = "acc" .. nacc
         row_pre[#row_pre + 1] = format("real %s = 0;", acc)
-        inner[#inner + 1] = format("%s += %s * %s[j];", acc, expr(st.matrix, I, J), ptr[n.args[2]])
+        inner[#inner + 1] = format("%s += %s * %s;", acc, expr(st.matrix, I, J), expr(n.args[2], J))
+        red[#red + 1] = acc
         row_post[#row_post + 1] = format("%s[i] = (real)%s;", ptr[n], acc)
       elseif st.mode == "mvt" then               -- y[j] = sum_i M[i,j] x[i]
         pre[#pre + 1] = format("for (int64_t j = 0; j < %d; j++) %s[j] = 0;", dom[2], ptr[n])
-        inner[#inner + 1] = format("%s[j] += %s * %s[i];", ptr[n], expr(st.matrix, I, J), ptr[n.args[2]])
+        inner[#inner + 1] = format("%s[j] += %s * %s;", ptr[n], expr(st.matrix, I, J), expr(n.args[2], I))
       elseif st.mode == "store" then
         -- stored values are written through their own array
         local p = ptr[n]
@@ -414,13 +427,21 @@ function emit.c(g, outputs, opts)
         inner[#inner + 1] = format("out[%d][%s] = %s;", st.k - 1, flat(), expr(n, I, J))
       end
     end
+    -- The innermost loop: no iteration reads what another writes, but
+    -- for the sums, in any order (outputs never overlap inputs, which the
+    -- caller checks): vectorised as OpenMP's simd directive says
+    -- (-fopenmp-simd), without a runtime aliasing test (GCC ignores
+    -- restrict on local pointers) and without -fassociative-math, which
+    -- would break the rounding steps of the element functions.
+    local simd = #red > 0 and ("#pragma omp simd reduction(+:" .. concat(red, ", ") .. ")")
+                 or "#pragma omp simd"
     for _, s in ipairs(pre) do line("%s", s) end
-    if not J then line("NM_IVDEP") end
+    if not J then body[#body + 1] = simd end
     line("for (int64_t i = 0; i < %d; i++) {", dom[1])
     local ind = "  "
     for _, s in ipairs(row_pre) do line("  %s", s) end
     if J then
-      line("  NM_IVDEP")
+      body[#body + 1] = simd
       line("  for (int64_t j = 0; j < %d; j++) {", dom[2]); ind = "    "
     end
     for _, s in ipairs(inner) do line("%s%s", ind, s) end
@@ -436,7 +457,8 @@ function emit.c(g, outputs, opts)
       local e
       local a = n.args
       if n.op == "index" then
-        e = expr(a[1], tostring(n.k - 1))
+        if #a[1].shape == 1 then e = expr(a[1], tostring(n.k - 1))
+        else e = format("%s[%d]", ptr[a[1]], n.k - 1) end     -- stored: a flat position
       elseif graph.BINARY[n.op] then
         local sym = ({add = "+", sub = "-", mul = "*", div = "/"})[n.op]
         e = format("%s %s %s", sexpr(a[1]), sym, sexpr(a[2]))
@@ -458,10 +480,12 @@ function emit.c(g, outputs, opts)
       line("{")
       line("  real m = %s[0];", x)
       line("  for (int64_t i = 1; i < %d; i++) if (%s[i] > m) m = %s[i];", len, x, x)
+      -- as the tensor operation computes it (csrc/core/nm_math_gen.h)
       line("  double s = 0;")
-      line("  for (int64_t i = 0; i < %d; i++) { %s[i] = M_(exp)(%s[i] - m); s += %s[i]; }",
-           len, y, x, y)
-      line("  for (int64_t i = 0; i < %d; i++) %s[i] = (real)(%s[i] / s);", len, y, y)
+      line("  for (int64_t i = 0; i < %d; i++) s += V_(vexp)(%s[i] - m);", len, x)
+      line("  const double inv = 1.0 / s;")
+      line("  for (int64_t i = 0; i < %d; i++) %s[i] = (real)(V_(vexp)(%s[i] - m) * inv);",
+           len, y, x)
       line("}")
     end
   end
@@ -528,7 +552,8 @@ function emit.c(g, outputs, opts)
       src[#src + 1] = "/* " .. l:gsub("%*/", "* /") .. " */"
     end
   end
-  src[#src + 1] = format(PRELUDE, is_float and "float" or "double", is_float and "fn##f" or "fn")
+  src[#src + 1] = format(PRELUDE, nm.build.vmath, is_float and "float" or "double",
+                         is_float and "fn##f" or "fn", is_float and "fn##_f32" or "fn##_f64")
   src[#src + 1] = format("int %s(real *const *in, real *const *out, real *scratch, const double *sc);", name)
   src[#src + 1] = format("int %s(real *const *in, real *const *out, real *scratch, const double *sc) {", name)
   src[#src + 1] = "  (void)in; (void)out; (void)scratch; (void)sc;"
@@ -544,18 +569,21 @@ end
 -- scalar: x is a double scalar (double functions), else an element (real).
 function emit.unary(op, x, k, scalar)
   local function m(f) return scalar and f or format("M_(%s)", f) end
-  local d = scalar and "_d" or ""
-  local function lit(v) return scalar and lit_(v) or "(real)" .. lit_(v) end
-  if op == "exp" or op == "log" or op == "sqrt" or op == "tanh" then
-    return format("%s(%s)", m(op), x)
+  local function v(f) return scalar and f or format("V_(v%s)", f) end
+  local function lit(x_) return scalar and lit_(x_) or "(real)" .. lit_(x_) end
+  if op == "exp" or op == "log" or op == "tanh" then
+    return format("%s(%s)", v(op), x)
+  elseif op == "sqrt" then return format("%s(%s)", m(op), x)
   elseif op == "abs" then return format("%s(%s)", m("fabs"), x)
-  elseif op == "sigmoid" then return format("nm_sigmoid%s(%s)", d, x)
+  elseif op == "sigmoid" then
+    return scalar and format("nm_sigmoid_d(%s)", x) or format("V_(vsigmoid)(%s)", x)
   elseif op == "relu" then return format("(%s > 0 ? %s : 0)", x, x)
   elseif op == "drelu" then return format("(%s > 0 ? 1 : 0)", x)
   elseif op == "sign" then return format("((%s > 0) - (%s < 0))", x, x)
-  elseif op == "softplus" then return format("nm_softplus%s(%s, %s)", d, x, lit(k))
+  elseif op == "softplus" then
+    return format("%s(%s, %s)", scalar and "nm_softplus_d" or "V_(vsoftplus)", x, lit(k))
   elseif op == "dsoftplus" then
-    return format("nm_sigmoid%s(%s * %s)", d, lit(k), x)
+    return format("%s(%s * %s)", scalar and "nm_sigmoid_d" or "V_(vsigmoid)", lit(k), x)
   elseif op == "pow" then
     if k == 2 then return format("(%s * %s)", x, x)
     elseif k == 0.5 then return format("%s(%s)", m("sqrt"), x)

@@ -52,7 +52,7 @@ graph.BINARY = {add = true, sub = true, mul = true, div = true}
 -- Operations computed elementwise, so a loop over their shape can inline them.
 graph.ELEMENTWISE = {
   add = true, sub = true, mul = true, div = true, outer = true, t = true,
-  bcast = true, unit = true, onehot = true, detach = true,
+  bcast = true, unit = true, onehot = true, detach = true, place = true,
 }
 for k in pairs(graph.UNARY) do graph.ELEMENTWISE[k] = true end
 
@@ -188,6 +188,18 @@ function Graph:binary(op, a, b)
     if is_scalar(a) and b.op == "mul" and is_scalar(b.args[1]) then
       return self:binary("mul", self:binary("mul", a, b.args[1]), b.args[2])
     end
+    -- ... and out of elementwise products of tensors: X .* (s Y) = s (X .* Y),
+    -- X .* -Y = -(X .* Y), so equal products share one node whatever the
+    -- scalars around them (and a sum over one is computed once)
+    if not is_scalar(a) and not is_scalar(b) then
+      for _ = 1, 2 do
+        if b.op == "neg" then return self:unary("neg", self:binary("mul", a, b.args[1])) end
+        if b.op == "mul" and is_scalar(b.args[1]) and not is_scalar(b.args[2]) then
+          return self:binary("mul", b.args[1], self:binary("mul", a, b.args[2]))
+        end
+        a, b = b, a
+      end
+    end
   elseif op == "div" then
     if is_const(b, 1) and #a.shape == #shape then return a end
   end
@@ -216,9 +228,34 @@ function Graph:bcast(s, shape)
   return self:node("bcast", {s}, shape)
 end
 
--- A vector of a shape, zero but for element k (1-based), which is s.
+-- A tensor of a shape, zero but for element k (1-based, in row-major
+-- order over all its dimensions), which is s.
 function Graph:unit(s, k, shape)
   return self:node("unit", {s}, shape, k)
+end
+
+-- The slice i (1-based) of x along its first dimension: a row of a matrix,
+-- a matrix of a [L x n x m] tensor (a view of x, no copy).
+function Graph:select(x, i)
+  if #x.shape < 2 then
+    fail(self, "select: a matrix or a tensor of rank 3 expected, got " .. shape_str(x.shape))
+  end
+  if math.type(i) ~= "integer" or i < 1 or i > x.shape[1] then
+    fail(self, format("select: %s out of 1..%d", tostring(i), x.shape[1]))
+  end
+  if x.op == "place" then          -- a slice of a placed slice: it, or zeros
+    if x.k == i then return x.args[1] end
+    return self:bcast(self:const(0), {table.unpack(x.shape, 2)})
+  end
+  if x.op == "bcast" then return self:bcast(x.args[1], {table.unpack(x.shape, 2)}) end
+  return self:node("select", {x}, {table.unpack(x.shape, 2)}, i)
+end
+
+-- The tensor of a shape that is zero but for its slice i along the first
+-- dimension, which is x (select's adjoint).
+function Graph:place(x, i, shape)
+  if is_zero(x) then return self:bcast(self:const(0), shape) end
+  return self:node("place", {x}, shape, i)
 end
 
 -- onehot(n, label): 1 at the (1-based) label, 0 elsewhere.
@@ -256,6 +293,8 @@ function Graph:rebuild(n, args)
   elseif op == "index" then return self:index(args[1], n.k)
   elseif op == "bcast" then return self:bcast(args[1], n.shape)
   elseif op == "unit" then return self:unit(args[1], n.k, n.shape)
+  elseif op == "select" then return self:select(args[1], n.k)
+  elseif op == "place" then return self:place(args[1], n.k, n.shape)
   end
   return self:node(op, args, n.shape, n.k)
 end
@@ -351,10 +390,40 @@ function graph.combine(g, outputs)
         end
       end
       flatten(n, g:const(1))
+      -- products with one matrix merge: c A u + d A v = A (c u + d v), one
+      -- pass over A instead of two
+      local by_matrix, merged = {}, {}
+      for _, x in ipairs(order) do
+        if x.op == "mv" then
+          local A = x.args[1]
+          by_matrix[A] = by_matrix[A] or {}
+          table.insert(by_matrix[A], x)
+        end
+      end
+      for _, x0 in ipairs({table.unpack(order)}) do       -- (in order: reproducible code)
+        local list = x0.op == "mv" and by_matrix[x0.args[1]]
+        if list and #list > 1 and list[1] == x0 then
+          local A = x0.args[1]
+          local v
+          for _, x in ipairs(list) do
+            local t = g:binary("mul", coef[x], x.args[2])
+            v = v and g:binary("add", v, t) or t
+            merged[x] = true
+          end
+          local y = g:mv(A, v)
+          if merged[y] then merged[y] = nil; coef[y] = g:const(1)   -- (v holds its term)
+          elseif coef[y] == nil then order[#order + 1] = y; coef[y] = g:const(1)
+          else coef[y] = g:binary("add", coef[y], g:const(1)) end
+        end
+      end
       local r
       for _, x in ipairs(order) do
-        local t = g:binary("mul", coef[x], x)
-        r = r and g:binary("add", r, t) or t
+        if merged[x] then goto next end
+        do
+          local t = g:binary("mul", coef[x], x)
+          r = r and g:binary("add", r, t) or t
+        end
+        ::next::
       end
       if r ~= n then map[n] = r end
     elseif #n.args > 0 then
@@ -413,12 +482,21 @@ function Graph:sum(x)
   if s then return self:binary("mul", s, self:sum(X)) end
   if x.op == "bcast" then return self:binary("mul", self:const(self:numel(x)), x.args[1]) end
   if x.op == "outer" then return self:binary("mul", self:sum(x.args[1]), self:sum(x.args[2])) end
-  if x.op == "mul" and #x.args[1].shape == 2 then
-    -- sum(A .* a b^T) = a^T (A b): a matrix-vector product instead of a pass
-    local A, o = x.args[1], x.args[2]
-    if A.op == "outer" then A, o = o, A end
-    if o.op == "outer" and A.op ~= "outer" then
-      return self:dot(o.args[1], self:mv(A, o.args[2]))
+  if x.op == "mul" and #x.args[1].shape == 2 and #x.args[2].shape == 2 then
+    -- sum(A .* a b^T) = a^T (A b): a matrix-vector product instead of a
+    -- pass; A may be a product of matrices itself (A = B .* C)
+    local factors, outer = {}, nil
+    local function collect(f)
+      if f.op == "mul" and #f.args[1].shape == 2 and #f.args[2].shape == 2 then
+        collect(f.args[1]); collect(f.args[2])
+      elseif f.op == "outer" and not outer then outer = f
+      else factors[#factors + 1] = f end
+    end
+    collect(x)
+    if outer and #factors > 0 then
+      local A = factors[1]
+      for i = 2, #factors do A = self:binary("mul", A, factors[i]) end
+      return self:dot(outer.args[1], self:mv(A, outer.args[2]))
     end
   end
   if x.op == "add" or x.op == "sub" then
@@ -480,16 +558,45 @@ function Graph:softmax(x)
   return self:node("softmax", {x}, x.shape)
 end
 
+-- Graph:index(v, i) -> element i (1-based, row-major over all of v's
+-- dimensions) of v; Graph:index_at(v, {i1, ...}) with one index per
+-- dimension.
+function Graph:index_at(v, idx)
+  if #idx ~= #v.shape or #v.shape == 0 then
+    fail(self, format("index: %d indices into a tensor of %s", #idx, shape_str(v.shape)))
+  end
+  local k = 0
+  for d = 1, #idx do
+    local i = idx[d]
+    if math.type(i) ~= "integer" or i < 1 or i > v.shape[d] then
+      fail(self, format("index: %s out of 1..%d (dimension %d)", tostring(i), v.shape[d], d))
+    end
+    k = k * v.shape[d] + (i - 1)
+  end
+  return self:index(v, k + 1)
+end
+
 function Graph:index(v, i)
-  if #v.shape ~= 1 then fail(self, "index: a vector expected, got " .. shape_str(v.shape)) end
-  if math.type(i) ~= "integer" or i < 1 or i > v.shape[1] then
-    fail(self, format("index: %s out of 1..%d", tostring(i), v.shape[1]))
+  if #v.shape == 0 then fail(self, "index: a tensor expected, got a scalar") end
+  local n = self:numel(v)
+  if math.type(i) ~= "integer" or i < 1 or i > n then
+    fail(self, format("index: %s out of 1..%d", tostring(i), n))
   end
   if v.op == "unit" then
     return v.k == i and v.args[1] or self:const(0)
   end
-  if (v.op == "add" or v.op == "sub") and #v.args[1].shape == 1 and #v.args[2].shape == 1 then
-    -- an element of a sum of vectors (e.g. of units) is the sum of elements
+  if v.op == "bcast" then return v.args[1] end
+  local slice = n // v.shape[1]
+  if v.op == "select" then                     -- an element of a slice of x
+    return self:index(v.args[1], (v.k - 1) * self:numel(v) + i)
+  end
+  if v.op == "place" then
+    local first = (v.k - 1) * slice
+    if i <= first or i > first + slice then return self:const(0) end
+    return self:index(v.args[1], i - first)
+  end
+  if (v.op == "add" or v.op == "sub") and not is_scalar(v.args[1]) and not is_scalar(v.args[2]) then
+    -- an element of a sum of tensors (e.g. of units) is the sum of elements
     return self:binary(v.op, self:index(v.args[1], i), self:index(v.args[2], i))
   end
   return self:node("index", {v}, {}, i)

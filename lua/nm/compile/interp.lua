@@ -52,9 +52,15 @@ function interp.run(g, outputs, env)
       elseif op == "bcast" then v = zeros(n.shape, dtype):fill(val[a[1]])
       elseif op == "unit" then
         v = zeros(n.shape, dtype)
-        v:set(n.k, val[a[1]])
+        v:view(v:numel()):set(n.k, val[a[1]])
+      elseif op == "select" then v = val[a[1]]:select(1, n.k):clone()
+      elseif op == "place" then
+        v = zeros(n.shape, dtype)
+        v:select(1, n.k):copy(val[a[1]])
       elseif op == "onehot" then v = ag.onehot(n.shape[1], math.tointeger(val[a[1]]), dtype)
-      elseif op == "index" then v = ag.index(val[a[1]], n.k)
+      elseif op == "index" then
+        local x = val[a[1]]
+        v = x:contiguous():view(x:numel()):get(n.k)
       elseif op == "t" or op == "mv" or op == "mm" or op == "outer" or op == "softmax" then
         local args = {}
         for i, x in ipairs(a) do args[i] = val[x] end

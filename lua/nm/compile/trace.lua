@@ -80,15 +80,22 @@ local function record(name, ...)
   elseif name == "outer" then return g:outer(arg(1), arg(2))
   elseif name == "softmax" then return g:softmax(arg(1))
   elseif name == "index" then
-    if n ~= 2 then fail(g, "index: one index into a vector is supported") end
-    return g:index(arg(1), a[2])
+    local idx = {}
+    for i = 2, n do idx[i - 1] = a[i] end
+    return g:index_at(arg(1), idx)
+  elseif name == "select" then
+    if a[2] ~= 1 then
+      fail(g, format("select: slices along the first dimension only (dimension %s given)",
+                     tostring(a[2])))
+    end
+    return g:select(arg(1), a[3])
   elseif name == "onehot" then
     if math.type(a[1]) ~= "integer" then fail(g, "onehot: the size must be an integer") end
     return g:onehot(a[1], arg(2))
   end
   fail(g, format("operation '%s' cannot be compiled yet (supported: elementwise arithmetic, " ..
                  "exp, log, sqrt, tanh, sigmoid, relu, abs, softplus, dsoftplus, pow, sum, " ..
-                 "mean, dot, index, t, mv, mm, outer, softmax, onehot)", name))
+                 "mean, dot, index, select, t, mv, mm, outer, softmax, onehot)", name))
 end
 
 ag.set_tracer(graph.Sym, record)

@@ -289,17 +289,19 @@ function motif_net.compiled_step(net, B, opts)
 end
 
 -- motif_net.emit(rule) prints the C that nm.compile generates for a meta
--- rule file of this network (its step and adjoint): `neuromic --emit rule`.
--- Errors are one line.
+-- rule file of this network or of the RCN built on it (its step and
+-- adjoint): `neuromic --emit rule`. Errors are one line.
 function motif_net.emit(path)
   local ok, def = pcall(rule.definition, path)
   if not ok then error(tostring(def):gsub("^[^:]*:%d+: ", ""), 0) end
-  if def.kind ~= "meta" or def.model ~= "motif_net" then
+  if def.kind ~= "meta" or (def.model ~= "motif_net" and def.model ~= "rcn") then
     error(format("--emit: rule '%s' is a %s rule%s; the compiler takes meta rules of the " ..
-                 "motif network so far (connection and circuit rules are written with in-place " ..
-                 "tensor methods it cannot trace yet)", def.name, def.kind,
+                 "motif and RCN networks so far (connection and circuit rules are written with " ..
+                 "in-place tensor methods it cannot trace yet)", def.name, def.kind,
                  def.model and (" of model '" .. def.model .. "'") or ""), 0)
   end
+  -- (the RCN builds on this network: loaded here, not at the top)
+  if def.model == "rcn" then return require("nm.models.rcn").emit(def) end
   local net = motif_net.new{rule = def, dtype = "float64"}
   local _, B = net:init(nm.generator(1))
   local f = motif_net.compiled_step(net, B, {mode = "interpret"})
@@ -325,6 +327,7 @@ local function compiled_kernel(net, B, X, labels, zero)
       return w
     end,
     args = function(src, th, t) return src, th, X:row(t), labels[t], B end,
+    steps = {[3] = X, [4] = labels},
   }
 end
 

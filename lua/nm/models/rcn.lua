@@ -15,6 +15,7 @@ local ag = require "nm.autograd"
 local rule = require "nm.rule"
 local meta = require "nm.models.meta"
 local motif_net = require "nm.models.motif_net"
+local compile = require "nm.compile"
 
 local rcn = {}
 
@@ -279,6 +280,64 @@ end
 -- list. Entries may be variables.
 function rcn.step(net, state, params, x, label, B)
   return net.rule.step(net, state, params, x, label, B)
+end
+
+-- ---------------------------------------------------------------- compiled step
+
+-- rcn.compiled_step(net, B [, opts]) -> the network's rule compiled by
+-- nm.compile: a function over (S, P, K, v, b, x, label, B) with S
+-- rcn.flatten's state and b the bias tensor (a list of them for neuron
+-- biases; B only with FA feedback), traced from net.rule.step for the
+-- net's sizes and dtype.
+-- opts.mode as compile.fn's. The model's inner loop runs the rule's
+-- hand-written C step (net.kernel): the generated one equals it but is
+-- slower (doc/compiler.md); this is what `neuromic --emit` prints.
+function rcn.compiled_step(net, B, opts)
+  opts = opts or {}
+  local def, NL, L = net.rule, net.layers, net.chemicals
+  local S = {}
+  for l = 1, NL do
+    S[l] = {net.sizes[l + 1], net.sizes[l]}
+    for c = 1, L do S[NL + (l - 1) * L + c] = {net.sizes[l + 1], net.sizes[l]} end
+  end
+  local p = rcn.meta_params(net)
+  local b
+  if net.bias == "neuron" then
+    local shapes = {}
+    for l = 1, NL do shapes[l] = p.b[l]:size() end
+    b = {name = "b", list = shapes}
+  else
+    b = {name = "b", shape = p.b:size()}
+  end
+  local spec = {{name = "S", list = S}, {name = "P", shape = p.P:size()},
+                {name = "K", shape = p.K:size()}, {name = "v", shape = p.v:size()}, b,
+                {name = "x", shape = {net.sizes[1]}}, {name = "label", scalar = true}}
+  if B then                          -- the feedback matrices (FA; none for BP)
+    local shapes = {}
+    for l = 1, #B do shapes[l] = B[l]:size() end
+    spec[8] = {name = "B", list = shapes}
+  end
+  return compile.fn(function(S_, P, K, v, b_, x, label, B_)
+    local theta = {P, K, v}
+    if net.bias == "neuron" then
+      for l = 1, NL do theta[3 + l] = b_[l] end
+    else
+      theta[4] = b_
+    end
+    return def.step(net, S_, theta, x, label, B_)
+  end, spec, {dtype = net.dtype, name = def.name, source = debug.getinfo(def.step, "S").short_src,
+              equation = def.equation, mode = opts.mode})
+end
+
+-- rcn.emit(def) prints the C of a meta rule of this model (its step and
+-- adjoint for the default parameters): `neuromic --emit rules/rcn.lua`.
+function rcn.emit(def)
+  local net = rcn.new{rule = def, dtype = "float64"}
+  local _, B = net.mnet:init(nm.generator(1))
+  local f = rcn.compiled_step(net, B, {mode = "interpret"})
+  local wrt = {}
+  for i = 1, #f.tensor_inputs do wrt[i] = true end
+  io.stdout:write(f:source(), "\n", f:source(wrt))
 end
 
 -- ---------------------------------------------------------------- fused step
