@@ -61,7 +61,7 @@ return {
       args = {"--figure=fig2", "--fig2-models=" .. table.concat(fig2_models, ",")},
       seeds = "1-5",
       quick = {seeds = "1-2"},
-      estimate_s = 520,     -- measured: 105-140 s CPU per microcircuit learner (4 of them), FA/BP seconds
+      estimate_s = 410,     -- measured (b31fb23): 410 s CPU per cell, ~100 s per microcircuit learner
       measures = fig2_measures,
       claims = {
         {text = "the microcircuit's error is below the shallow learner's (the paper's Fig. 2)",
