@@ -326,6 +326,7 @@ base("nk.network", function()
   local X, F = nk_data()
   return {{kind = "ANN", x = X, f = F, h = 2, generator = gen(), range = 1, target = "binary"}}
 end)
+base("nk.sigmoid", function() return {0.5} end)
 base("NKModel.partners", function() return {nk_model(), 2} end)
 base("NKModel.entry", function() return {nk_model(), 2, 3} end)
 base("NKModel.hash_entry", function() return {nk_model(), 2, 3} end)

@@ -401,9 +401,8 @@ static int net_test_error(lua_State *L) {
   nm_tensor *x = nm_checktensor(L, 2);
   nm_tensor *f = nm_checktensor(L, 3);
   check_data(L, 2, x, f, c->n);
-  double *work = (double *)lua_newuserdatauv(L, sizeof(double) * (size_t)(c->n + c->h), 0);
   double mse;
-  if (nm_nkhc_task_error(c, x, f, &mse, work) != NM_OK)
+  if (nm_nkhc_task_error(c, x, f, &mse) != NM_OK)
     return luaL_argerror(L, 2, "inputs must be -1 or 1 (an NK data set)");
   lua_pushnumber(L, mse);
   return 1;
@@ -658,8 +657,16 @@ static const luaL_Reg net_meth[] = {
   {"set_state", net_set_state}, {"refresh", net_refresh}, {NULL, NULL}
 };
 
+/* nm.kernels.nk.sigmoid(z): the networks' transfer function, z rounded to
+** float32, the float32 result as a number (for tests and plots). */
+static int nk_sigmoid(lua_State *L) {
+  float z = (float)luaL_checknumber(L, 1);
+  lua_pushnumber(L, (lua_Number)nm_nk_sigmoid(z));
+  return 1;
+}
+
 static const luaL_Reg nk_funcs[] = {
-  {"model", model_new}, {"network", net_new}, {NULL, NULL}
+  {"model", model_new}, {"network", net_new}, {"sigmoid", nk_sigmoid}, {NULL, NULL}
 };
 
 static void createmeta(lua_State *L, const char *name, const luaL_Reg *meth,

@@ -5,16 +5,18 @@
 #include <math.h>
 #include <string.h>
 
+#include "nm_math.h"
 #include "nm_nk.h"
 #include "nm_simd.h"
 
 /* The hot loops are written to vectorise. GCC at -O2 only vectorises
 ** them at -O3's cost model and once told that floating-point exceptions
-** are not observed (the clamps in nk_exp are branches otherwise); on
+** are not observed (the clamps in nk_sig are branches otherwise); on
 ** x86-64 the hot functions are also cloned for AVX2 and AVX-512 and
 ** picked at load time. None of this changes a result: the same IEEE
-** operations run in the same order on each element, and contraction into
-** fused multiply-adds stays off, so every clone and the naive oracle
+** operations run in the same order on each element, implicit contraction
+** into fused multiply-adds stays off and the explicit ones are fmaf
+** (correctly rounded everywhere), so every clone and the naive oracle
 ** compute the same bits (the spec checks it). */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("O3", "no-trapping-math", "fp-contract=off")
@@ -139,48 +141,59 @@ int nm_nk_dataset(const nm_nk *m, nm_rng *g, const nm_tensor *x,
 
 /* ----------------------------------------------------------- sigmoid */
 
-/* exp(x) by Cody-Waite reduction and a degree-13 Taylor polynomial (a few
-** ulp), written as straight-line arithmetic so that loops calling it
-** vectorise, and so that every path of the climber (incremental, naive,
-** scalar, vectorised) computes the same bits: no FMA contraction happens
-** under -std=c11. */
-static inline double nk_exp(double x) {
-  x = x < -708.0 ? -708.0 : x;
-  x = x > 708.0 ? 708.0 : x;
-  const double shifter = 0x1.8p52;
-  double t = x * 0x1.71547652b82fep0 + shifter;     /* round(x / ln 2) */
-  double n = t - shifter;
-  double r = x - n * 0x1.62e42fee00000p-1;           /* ln 2, high part */
-  r = r - n * 0x1.a39ef35793c76p-33;                 /* ln 2, low part */
-  double p = 1.0 / 6227020800.0;
-  p = p * r + 1.0 / 479001600.0;
-  p = p * r + 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
-  uint64_t bits;
+/* The networks' transfer function, in float32: sigma(z) = 1 / (1 + e^-z)
+** with e = exp(-|z|) (so it never overflows), as (z >= 0 ? 1 : e) / (1 + e).
+** exp by Cody-Waite reduction (|r| <= ln2 / 2) and a degree-7 Taylor
+** polynomial, with -|z| clamped at -87 so that 2^k stays a normal number:
+** below -87 it returns sigma(-87) < 1.7e-38 instead of a smaller value.
+** Accuracy against libm's double sigmoid: a few float ulp
+** (spec/nk_spec.lua measures it). Straight-line code, so the loops calling
+** it vectorise; the multiply-adds are explicit fmaf, correctly rounded on
+** every instruction set (one FMA instruction on the AVX2 and AVX-512
+** versions, libm's fmaf on the baseline), so every version and the naive
+** oracle compute the same bits. */
+static inline float nk_sig(float z) {
+  float x = -fabsf(z);
+  x = x < -87.0f ? -87.0f : x;
+  const float shifter = 0x1.8p23f;
+  float t = fmaf(x, 0x1.715476p0f, shifter);          /* round(x / ln 2) */
+  float k = t - shifter;
+  float r = fmaf(k, -0x1.62e4p-1f, x);                /* ln 2, high part */
+  r = fmaf(k, -0x1.7f7d1cp-20f, r);                   /* ln 2, low part */
+  float p = 1.0f / 5040;
+  p = fmaf(p, r, 1.0f / 720);
+  p = fmaf(p, r, 1.0f / 120);
+  p = fmaf(p, r, 1.0f / 24);
+  p = fmaf(p, r, 1.0f / 6);
+  p = fmaf(p, r, 0.5f);
+  p = fmaf(p, r, 1.0f);
+  p = fmaf(p, r, 1.0f);
+  uint32_t bits;
   memcpy(&bits, &t, sizeof bits);
-  bits = (bits + 1023) << 52;                        /* 2^n */
-  double scale;
+  bits = (bits - 0x4b400000u + 127u) << 23;           /* 2^k, k in [-126, 0] */
+  float scale;
   memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
+  float e = p * scale;
+  return (z >= 0.0f ? 1.0f : e) / (1.0f + e);
 }
 
-static inline double nk_sigmoid(double z) {
-  return 1.0 / (1.0 + nk_exp(-z));
+float nm_nk_sigmoid(float z) {
+  return nk_sig(z);
 }
 
-/* A hidden pre-activation in quanta to its activation. */
-static inline double nk_hidden_act(int64_t u) {
-  return nk_sigmoid((double)u * 0x1p-32);
+/* A hidden pre-activation in quanta (as a double: exact below 2^53) to
+** its activation. */
+static inline float nk_act_q(double uq) {
+  return nk_sig((float)(uq * 0x1p-32));
+}
+
+static inline float nk_hidden_act(int64_t u) {
+  return nk_act_q((double)u);
+}
+
+/* Reconstruction target of input x (+-1): t_scale x + t_shift, exact. */
+static inline float nk_target(const nm_nkhc *c, float x) {
+  return fmaf((float)c->t_scale, x, (float)c->t_shift);
 }
 
 /* ----------------------------------------------------------- networks */
@@ -213,35 +226,58 @@ static size_t col_count(int kind, int n, int h) {
   return 0;
 }
 
+/* N rounded up to whole register blocks: the float copies of the
+** decoder and the inputs have rows of this length (zero padded), so that
+** the kernels run whole vectors only. */
+#define NK_BLOCK 32   /* ANN decoder nodes per register block */
+static int nk_padded(int n) {
+  return (n + NK_BLOCK - 1) / NK_BLOCK * NK_BLOCK;
+}
+
+/* Samples per hidden-layer product of the full passes. */
+#define NK_CHUNK 64
+
 static size_t rec_count(int kind, int h) {
   return kind == NM_NK_NAN ? (size_t)h : kind == NM_NK_ANN ? 1 : 0;
 }
 
-/* Every array is 8-byte elements: counts them in one place. */
+/* Every array, in one place; each starts on a 64-byte boundary of the
+** block (so 8-byte arrays stay aligned after 4-byte ones). */
 #define NK_ARRAYS(X) \
   X(hid, int64_t, (size_t)h * (n + 1)) \
   X(out, double, (size_t)h + 1) \
   X(dec, double, dec_count(kind, n, h)) \
-  X(x, double, (size_t)s * n) \
+  X(decf, float, dec_count(kind, nk_padded(n), h)) \
+  X(x, float, (size_t)s * nk_padded(n)) \
+  X(xt, float, (size_t)n * s) \
   X(f, double, (size_t)s) \
   X(u, int64_t, (size_t)h * s) \
-  X(a, double, (size_t)h * s) \
-  X(y, double, (size_t)s) \
+  X(a, float, (size_t)h * s) \
+  X(y, float, (size_t)s) \
   X(col, double, col_count(kind, n, h)) \
   X(rec, double, rec_count(kind, h)) \
   X(u_save, int64_t, (size_t)s) \
-  X(a_save, double, (size_t)s) \
-  X(y_new, double, (size_t)s) \
-  X(zbuf, double, (size_t)s) \
+  X(a_save, float, (size_t)s) \
+  X(y_new, float, (size_t)s) \
+  X(zbuf, float, (size_t)s) \
   X(terms, double, (size_t)s) \
+  X(sqerr, float, (size_t)s) \
+  X(part, float, col_count(kind, nk_padded(n), h)) \
   X(col_new, double, (size_t)n) \
-  X(row, double, (size_t)n) \
-  X(nk_a, double, (size_t)h) \
-  X(nk_col, double, col_count(kind, n, h))
+  X(row, float, (size_t)n) \
+  X(nk_a, float, (size_t)h) \
+  X(nk_col, double, col_count(kind, n, h)) \
+  X(nk_wd, double, (size_t)h * (n + 1)) \
+  X(nk_xd, double, (size_t)NK_CHUNK * n) \
+  X(nk_ud, double, (size_t)NK_CHUNK * h)
+
+static size_t nk_round64(size_t bytes) {
+  return (bytes + 63) & ~(size_t)63;
+}
 
 size_t nm_nkhc_bytes(int kind, int n, int h, int s) {
   size_t total = 0;
-#define COUNT(name, type, count) total += (count) * sizeof(type);
+#define COUNT(name, type, count) total += nk_round64((count) * sizeof(type));
   NK_ARRAYS(COUNT)
 #undef COUNT
   return total;
@@ -253,13 +289,15 @@ void nm_nkhc_layout(nm_nkhc *c, int kind, int n, int h, int s, void *mem) {
   c->n = n;
   c->h = h;
   c->s = s;
+  c->np = nk_padded(n);
   c->range = 1.0;
   c->t_scale = 1.0;
   c->t_shift = 0.0;
   c->dirty = 1;
   char *p = mem;
   memset(mem, 0, nm_nkhc_bytes(kind, n, h, s));
-#define PLACE(name, type, count) c->name = (type *)(void *)p; p += (count) * sizeof(type);
+#define PLACE(name, type, count) \
+  c->name = (type *)(void *)p; p += nk_round64((count) * sizeof(type));
   NK_ARRAYS(PLACE)
 #undef PLACE
 }
@@ -277,6 +315,17 @@ static double uniform_pm1(nm_rng *g) {
   return 2.0 * nm_rng_uniform(g) - 1.0;
 }
 
+/* Decoder parameter q (flat index) to v, and its float copy (rows of np). */
+static void set_dec(nm_nkhc *c, size_t q, double v) {
+  size_t n = (size_t)c->n, np = (size_t)c->np, qf;
+  if (c->kind == NM_NK_NAN)   /* row h: N weights, N biases */
+    qf = q / (2 * n) * 2 * np + q % (2 * n) / n * np + q % n;
+  else                        /* ANN: row j: N weights from hidden j; row H: biases */
+    qf = q / n * np + q % n;
+  c->dec[q] = v;
+  c->decf[qf] = (float)v;
+}
+
 void nm_nkhc_init_weights(nm_nkhc *c, nm_rng *g) {
   size_t nh = (size_t)c->h * (c->n + 1);
   for (size_t i = 0; i < nh; i++)
@@ -285,7 +334,7 @@ void nm_nkhc_init_weights(nm_nkhc *c, nm_rng *g) {
     c->out[i] = uniform_pm1(g);
   size_t nd = dec_count(c->kind, c->n, c->h);
   for (size_t i = 0; i < nd; i++)
-    c->dec[i] = uniform_pm1(g);
+    set_dec(c, i, uniform_pm1(g));
   c->dirty = 1;
 }
 
@@ -303,8 +352,11 @@ int nm_nkhc_set_data(nm_nkhc *c, const nm_tensor *x, const nm_tensor *f) {
         return NM_EINVAL;
     }
   for (int s = 0; s < c->s; s++) {
-    for (int i = 0; i < c->n; i++)
-      c->x[(size_t)s * c->n + i] = get(x, s * x->stride[0] + i * x->stride[1]);
+    for (int i = 0; i < c->n; i++) {
+      float v = (float)get(x, s * x->stride[0] + i * x->stride[1]);
+      c->x[(size_t)s * c->np + i] = v;
+      c->xt[(size_t)i * c->s + s] = v;
+    }
     c->f[s] = get(f, s * f->stride[0]);
   }
   c->dirty = 1;
@@ -313,12 +365,50 @@ int nm_nkhc_set_data(nm_nkhc *c, const nm_tensor *x, const nm_tensor *f) {
 
 /* ----------------------------------------------- cached forward pieces */
 
+/* The arithmetic, the same in every path (incremental, naive, test
+** error): hidden pre-activations are exact integers (quanta); every
+** other pre-activation is a float32 chain of fmaf from the bias, over
+** the inputs in index order, with the double weights rounded to float;
+** activations are nk_sig. The output's squared errors (against the
+** double targets) are double and summed in double over the samples in
+** order. A reconstruction column's squared errors are float32, summed in
+** float over each block of NK_SBLOCK samples in order, and the block sums
+** are added in double in order (nk_block_sum); the N column sums are then
+** added in double in order. */
+
+#define NK_SBLOCK 16
+
+/* The float32 squared errors t[0 .. S-1] of one column, summed as above. */
+static double nk_block_sum(const float *t, int S) {
+  double sum = 0.0;
+  float part = 0.0f;
+  for (int s = 0; s < S; s++) {
+    part += t[s];
+    if (s % NK_SBLOCK == NK_SBLOCK - 1) {
+      sum += part;
+      part = 0.0f;
+    }
+  }
+  return sum + part;
+}
+
+/* Column sums: the block partials part[0 .. n-1] added into cols[], and
+** cleared, after sample s (every NK_SBLOCK samples, and after the last). */
+static inline void nk_flush(int s, int S, int n, float *part, double *cols) {
+  if (s % NK_SBLOCK != NK_SBLOCK - 1 && s != S - 1)
+    return;
+  for (int i = 0; i < n; i++) {
+    cols[i] += part[i];
+    part[i] = 0.0f;
+  }
+}
+
 /* Pre-activations of hidden neuron h over the training set. */
 static void hidden_pre(const nm_nkhc *c, int h, int64_t *u) {
   int n = c->n;
   const int64_t *w = c->hid + (size_t)h * (n + 1);
   for (int s = 0; s < c->s; s++) {
-    const double *xs = c->x + (size_t)s * n;
+    const float *xs = c->x + (size_t)s * c->np;
     int64_t acc = w[n];
     for (int i = 0; i < n; i++)
       acc += xs[i] > 0 ? w[i] : -w[i];
@@ -327,21 +417,22 @@ static void hidden_pre(const nm_nkhc *c, int h, int64_t *u) {
 }
 
 /* Outputs from the cached activations into y; returns the training MSE.
-** Each output sums bias, then weight h times a_h for h = 0..H-1. */
-NK_HOT static double output_pass(nm_nkhc *c, double *y) {
+** Each output chains bias, then weight h times a_h for h = 0..H-1. */
+NK_HOT static double output_pass(nm_nkhc *c, float *y) {
   int S = c->s, H = c->h;
-  double *z = c->zbuf;
+  float *z = c->zbuf;
+  float bias = (float)c->out[H];
   for (int s = 0; s < S; s++)
-    z[s] = c->out[H];
+    z[s] = bias;
   for (int h = 0; h < H; h++) {
-    double w = c->out[h];
-    const double *ah = c->a + (size_t)h * S;
+    float w = (float)c->out[h];
+    const float *ah = c->a + (size_t)h * S;
     for (int s = 0; s < S; s++)
-      z[s] += w * ah[s];
+      z[s] = fmaf(w, ah[s], z[s]);
   }
   for (int s = 0; s < S; s++) {
-    y[s] = nk_sigmoid(z[s]);
-    double d = y[s] - c->f[s];
+    y[s] = nk_sig(z[s]);
+    double d = (double)y[s] - c->f[s];
     c->terms[s] = d * d;
   }
   double sum = 0.0;
@@ -350,87 +441,96 @@ NK_HOT static double output_pass(nm_nkhc *c, double *y) {
   return sum / S;
 }
 
-/* NAN: every decoder column of neuron h into cols (N sums over s). */
+/* NAN: every decoder column of neuron h into cols. */
 NK_HOT static void nan_columns(nm_nkhc *c, int h, double *cols) {
-  int S = c->s, N = c->n;
-  const double *w = c->dec + (size_t)h * 2 * N, *b = w + N;
-  const double *ah = c->a + (size_t)h * S;
-  double ts = c->t_scale, tb = c->t_shift;
+  int S = c->s, N = c->n, np = c->np;
+  const float *w = c->decf + (size_t)h * 2 * np, *b = w + np;
+  const float *ah = c->a + (size_t)h * S;
+  float *part = c->part;
   for (int i = 0; i < N; i++)
     cols[i] = 0.0;
+  for (int i = 0; i < np; i++)
+    part[i] = 0.0f;
   for (int s = 0; s < S; s++) {
-    const double *xs = c->x + (size_t)s * N;
-    double act = ah[s];
-    for (int i = 0; i < N; i++) {
-      double d = (ts * xs[i] + tb) - nk_sigmoid(w[i] * act + b[i]);
-      cols[i] += d * d;
+    const float *xs = c->x + (size_t)s * np;
+    float act = ah[s];
+    for (int i = 0; i < np; i++) {     /* the padding is computed, never read */
+      float d = nk_target(c, xs[i]) - nk_sig(fmaf(w[i], act, b[i]));
+      part[i] += d * d;
     }
+    nk_flush(s, S, N, part, cols);
   }
 }
 
 /* NAN: one decoder column (h, i). */
 NK_HOT static double nan_column(nm_nkhc *c, int h, int i) {
-  int S = c->s, N = c->n;
-  double w = c->dec[(size_t)h * 2 * N + i], b = c->dec[(size_t)h * 2 * N + N + i];
-  const double *ah = c->a + (size_t)h * S;
-  double ts = c->t_scale, tb = c->t_shift;
+  int S = c->s;
+  size_t row = (size_t)h * 2 * c->np;
+  float w = c->decf[row + i], b = c->decf[row + c->np + i];
+  const float *ah = c->a + (size_t)h * S, *xi = c->xt + (size_t)i * S;
   for (int s = 0; s < S; s++) {
-    double d = (ts * c->x[(size_t)s * N + i] + tb) - nk_sigmoid(w * ah[s] + b);
-    c->terms[s] = d * d;
+    float d = nk_target(c, xi[s]) - nk_sig(fmaf(w, ah[s], b));
+    c->sqerr[s] = d * d;
   }
-  double sum = 0.0;
-  for (int s = 0; s < S; s++)
-    sum += c->terms[s];
-  return sum;
+  return nk_block_sum(c->sqerr, S);
 }
 
-/* ANN: every decoder column into cols. Node i sums bias, then weight j
-** times a_j for j = 0..H-1. */
+/* ANN: decoder nodes i0 .. i0 + NK_BLOCK - 1 of sample s: their squared
+** errors added to part[i0 ..]. The pre-activations stay in registers while
+** the H weights are chained. */
+static inline void ann_block(const nm_nkhc *c, int s, int i0, float *part) {
+  enum { m = NK_BLOCK };
+  int S = c->s, np = c->np, H = c->h;
+  const float *bias = c->decf + (size_t)H * np + i0, *xs = c->x + (size_t)s * np + i0;
+  float z[NK_BLOCK];
+  for (int k = 0; k < m; k++)
+    z[k] = bias[k];
+  for (int j = 0; j < H; j++) {
+    const float *wj = c->decf + (size_t)j * np + i0;
+    float act = c->a[(size_t)j * S + s];
+    for (int k = 0; k < m; k++)
+      z[k] = fmaf(wj[k], act, z[k]);
+  }
+  for (int k = 0; k < m; k++) {
+    float d = nk_target(c, xs[k]) - nk_sig(z[k]);
+    part[i0 + k] += d * d;
+  }
+}
+
+/* ANN: every decoder column into cols. */
 NK_HOT static void ann_columns(nm_nkhc *c, double *cols) {
-  int S = c->s, N = c->n, H = c->h;
-  const double *bias = c->dec + (size_t)H * N;
-  double ts = c->t_scale, tb = c->t_shift;
-  double *v = c->row;
+  int S = c->s, N = c->n, np = c->np;
+  float *part = c->part;
   for (int i = 0; i < N; i++)
     cols[i] = 0.0;
+  for (int i = 0; i < np; i++)
+    part[i] = 0.0f;
   for (int s = 0; s < S; s++) {
-    for (int i = 0; i < N; i++)
-      v[i] = bias[i];
-    for (int j = 0; j < H; j++) {
-      const double *wj = c->dec + (size_t)j * N;
-      double act = c->a[(size_t)j * S + s];
-      for (int i = 0; i < N; i++)
-        v[i] += wj[i] * act;
-    }
-    const double *xs = c->x + (size_t)s * N;
-    for (int i = 0; i < N; i++) {
-      double d = (ts * xs[i] + tb) - nk_sigmoid(v[i]);
-      cols[i] += d * d;
-    }
+    for (int i0 = 0; i0 < np; i0 += NK_BLOCK)   /* the padding is computed, never read */
+      ann_block(c, s, i0, part);
+    nk_flush(s, S, N, part, cols);
   }
 }
 
 /* ANN: one decoder column i. */
 NK_HOT static double ann_column(nm_nkhc *c, int i) {
-  int S = c->s, N = c->n, H = c->h;
-  double ts = c->t_scale, tb = c->t_shift;
-  double *z = c->zbuf;
+  int S = c->s, H = c->h;
+  float *z = c->zbuf;
+  const float *xi = c->xt + (size_t)i * S;
+  float bias = c->decf[(size_t)H * c->np + i];
   for (int s = 0; s < S; s++)
-    z[s] = c->dec[(size_t)H * N + i];
+    z[s] = bias;
   for (int j = 0; j < H; j++) {
-    double w = c->dec[(size_t)j * N + i];
-    const double *aj = c->a + (size_t)j * S;
+    float w = c->decf[(size_t)j * c->np + i];
+    const float *aj = c->a + (size_t)j * S;
     for (int s = 0; s < S; s++)
-      z[s] += w * aj[s];
+      z[s] = fmaf(w, aj[s], z[s]);
   }
   for (int s = 0; s < S; s++) {
-    double d = (ts * c->x[(size_t)s * N + i] + tb) - nk_sigmoid(z[s]);
-    c->terms[s] = d * d;
+    float d = nk_target(c, xi[s]) - nk_sig(z[s]);
+    c->sqerr[s] = d * d;
   }
-  double sum = 0.0;
-  for (int s = 0; s < S; s++)
-    sum += c->terms[s];
-  return sum;
+  return nk_block_sum(c->sqerr, S);
 }
 
 /* Reconstruction error from N column sums, optionally with column i
@@ -446,7 +546,7 @@ void nm_nkhc_refresh(nm_nkhc *c) {
   int S = c->s, N = c->n;
   for (int h = 0; h < c->h; h++) {
     int64_t *uh = c->u + (size_t)h * S;
-    double *ah = c->a + (size_t)h * S;
+    float *ah = c->a + (size_t)h * S;
     hidden_pre(c, h, uh);
     for (int s = 0; s < S; s++)
       ah[s] = nk_hidden_act(uh[s]);
@@ -496,8 +596,10 @@ double nm_nkhc_get(const nm_nkhc *c, int group, int i, int j) {
 void nm_nkhc_set(nm_nkhc *c, int group, int i, int j, double v) {
   if (group == NM_NK_HIDDEN)
     c->hid[(size_t)i * (c->n + 1) + j] = quantize(v);
+  else if (group == NM_NK_OUTPUT)
+    c->out[j] = v;
   else
-    *dparam(c, group, i, j) = v;
+    set_dec(c, (size_t)(dparam(c, group, i, j) - c->dec), v);
   c->dirty = 1;
 }
 
@@ -587,8 +689,8 @@ static void record(nm_nkhc *c, const choice *ch, double before, double after, in
   c->last_accepted = keep;
 }
 
-static void swap_ptr(double **p, double **q) {
-  double *t = *p;
+static void swap_ptr(float **p, float **q) {
+  float *t = *p;
   *p = *q;
   *q = t;
 }
@@ -596,11 +698,18 @@ static void swap_ptr(double **p, double **q) {
 /* Adds dq quanta times input j (j == N: the bias) to the pre-activations
 ** uh and recomputes the activations ah. */
 NK_HOT static void hidden_update(const nm_nkhc *c, int j, int64_t dq,
-                                 int64_t *uh, double *ah) {
-  int S = c->s, N = c->n;
+                                 int64_t *uh, float *ah) {
+  int S = c->s;
+  if (j == c->n) {
+    for (int s = 0; s < S; s++) {
+      uh[s] += dq;
+      ah[s] = nk_hidden_act(uh[s]);
+    }
+    return;
+  }
+  const float *xj = c->xt + (size_t)j * S;
   for (int s = 0; s < S; s++) {
-    int64_t step = j == N ? dq : (c->x[(size_t)s * N + j] > 0 ? dq : -dq);
-    uh[s] += step;
+    uh[s] += xj[s] > 0 ? dq : -dq;
     ah[s] = nk_hidden_act(uh[s]);
   }
 }
@@ -610,7 +719,7 @@ static void cycle_hidden(nm_nkhc *c, nm_rng *g, const choice *ch) {
   int64_t *w = c->hid + (size_t)h * (N + 1) + j;
   int64_t old = *w, neu = mutated_quanta(old, ch->delta), dq = neu - old;
   int64_t *uh = c->u + (size_t)h * S;
-  double *ah = c->a + (size_t)h * S;
+  float *ah = c->a + (size_t)h * S;
   /* apply in place, keeping the old row to revert */
   memcpy(c->u_save, uh, (size_t)S * sizeof *uh);
   memcpy(c->a_save, ah, (size_t)S * sizeof *ah);
@@ -664,7 +773,8 @@ static void cycle_output(nm_nkhc *c, nm_rng *g, const choice *ch) {
 
 static void cycle_decoder(nm_nkhc *c, nm_rng *g, const choice *ch) {
   double *w = dparam(c, NM_NK_DECODER, ch->i, ch->j), old = *w;
-  *w = old + ch->delta;
+  size_t q = (size_t)(w - c->dec);
+  set_dec(c, q, old + ch->delta);
   double before, after, column;
   double *cols;
   int i;
@@ -685,7 +795,7 @@ static void cycle_decoder(nm_nkhc *c, nm_rng *g, const choice *ch) {
     cols[i] = column;
     c->rec[c->kind == NM_NK_NAN ? ch->i : 0] = after;
   } else {
-    *w = old;
+    set_dec(c, q, old);
   }
   record(c, ch, before, after, keep);
 }
@@ -709,58 +819,109 @@ int nm_nkhc_step(nm_nkhc *c, nm_rng *g, int64_t cycles) {
 
 /* ------------------------------------------------------ naive oracle */
 
-/* Written to vectorise (and cloned per ISA level) like the incremental
-** kernels, with every sum in the order of the plain loops: hidden neuron h
-** sums its bias, then its weights for i = 0..N-1 (integers: exact); output
-** and ANN node i sum their bias, then weight h times a_h for h = 0..H-1. */
-NK_HOT void nm_nkhc_naive(nm_nkhc *c, double *task, double *rec) {
-  int S = c->s, N = c->n, H = c->h;
-  double ts = c->t_scale, tb = c->t_shift;
-  double *act = c->nk_a, *v = c->row;
-  size_t ncol = col_count(c->kind, N, H);
-  for (size_t q = 0; q < ncol; q++)
-    c->nk_col[q] = 0.0;
-  double sq = 0.0;
-  for (int s = 0; s < S; s++) {
-    const double *xs = c->x + (size_t)s * N;
+/* The hidden weights as doubles into nk_wd (exact: |q| <= 2^48); returns 1
+** when every hidden neuron's |bias| + sum of |weights| is below 2^53
+** quanta. Then every partial sum of its pre-activation, in any order, is an
+** integer below 2^53, so a double product computes it exactly (BLAS, any
+** blocking or thread count). */
+static int nk_prepare_wd(nm_nkhc *c) {
+  int N = c->n;
+  int ok = 1;
+  for (int h = 0; h < c->h; h++) {
+    const int64_t *w = c->hid + (size_t)h * (N + 1);
+    double *wd = c->nk_wd + (size_t)h * (N + 1), bound = 0.0;
+    for (int i = 0; i <= N; i++) {
+      wd[i] = (double)w[i];
+      bound += fabs(wd[i]);          /* each term exact, the sum an upper bound */
+    }
+    ok &= bound < 0x1p52;            /* margin for the bound's own rounding */
+  }
+  return ok;
+}
+
+/* Hidden pre-activations in quanta (exact integers as doubles) of m input
+** rows xd (m x N, +-1) into ud (m x H): one BLAS product when exact (see
+** nk_prepare_wd), else the integer loop of nm_nkhc_naive's definition. */
+static void nk_hidden_rows(nm_nkhc *c, int blas, const double *xd, int m, double *ud) {
+  int N = c->n, H = c->h;
+  if (blas) {
+    nm_blas_gemm(NM_FLOAT64, 0, 1, m, H, N, 1.0, xd, N, c->nk_wd, N + 1, 0.0, ud, H);
+    for (int r = 0; r < m; r++)
+      for (int h = 0; h < H; h++)
+        ud[(size_t)r * H + h] += c->nk_wd[(size_t)h * (N + 1) + N];
+    return;
+  }
+  for (int r = 0; r < m; r++) {
+    const double *xs = xd + (size_t)r * N;
     for (int h = 0; h < H; h++) {
       const int64_t *w = c->hid + (size_t)h * (N + 1);
       int64_t u = w[N];
       for (int i = 0; i < N; i++)
         u += xs[i] > 0 ? w[i] : -w[i];
-      act[h] = nk_hidden_act(u);
+      ud[(size_t)r * H + h] = (double)u;
     }
-    double z = c->out[H];
+  }
+}
+
+/* Written to vectorise (and cloned per ISA level) like the incremental
+** kernels, with the same arithmetic on every element (see "cached forward
+** pieces"): hidden neuron h sums its bias, then its weights for i = 0..N-1
+** (integers: exact); the output and ANN node i chain their bias, then
+** weight h times a_h for h = 0..H-1. It reads the double parameters (not
+** the kernels' float copies) and keeps no cache. */
+NK_HOT void nm_nkhc_naive(nm_nkhc *c, double *task, double *rec) {
+  int S = c->s, N = c->n, H = c->h;
+  float *act = c->nk_a, *v = c->row;
+  size_t ncol = col_count(c->kind, N, H);
+  for (size_t q = 0; q < ncol; q++) {
+    c->nk_col[q] = 0.0;
+    c->part[q] = 0.0f;
+  }
+  double sq = 0.0;
+  int blas = nk_prepare_wd(c);
+  for (int s = 0; s < S; s++) {
+    const float *xs = c->x + (size_t)s * c->np;
+    int r = s % NK_CHUNK;
+    if (r == 0) {                    /* the hidden layer of the next chunk */
+      int m = S - s < NK_CHUNK ? S - s : NK_CHUNK;
+      for (int q = 0; q < m; q++)
+        for (int i = 0; i < N; i++)
+          c->nk_xd[(size_t)q * N + i] = c->x[(size_t)(s + q) * c->np + i];
+      nk_hidden_rows(c, blas, c->nk_xd, m, c->nk_ud);
+    }
     for (int h = 0; h < H; h++)
-      z += c->out[h] * act[h];
-    double d = nk_sigmoid(z) - c->f[s];
+      act[h] = nk_act_q(c->nk_ud[(size_t)r * H + h]);
+    float z = (float)c->out[H];
+    for (int h = 0; h < H; h++)
+      z = fmaf((float)c->out[h], act[h], z);
+    double d = (double)nk_sig(z) - c->f[s];
     sq += d * d;
     if (c->kind == NM_NK_NAN) {
       for (int h = 0; h < H; h++) {
         const double *w = c->dec + (size_t)h * 2 * N, *b = w + N;
-        double *cols = c->nk_col + (size_t)h * N;
-        double ah = act[h];
+        float *part = c->part + (size_t)h * N;
+        float ah = act[h];
         for (int i = 0; i < N; i++) {
-          double e = (ts * xs[i] + tb) - nk_sigmoid(w[i] * ah + b[i]);
-          cols[i] += e * e;
+          float e = nk_target(c, xs[i]) - nk_sig(fmaf((float)w[i], ah, (float)b[i]));
+          part[i] += e * e;
         }
       }
     } else if (c->kind == NM_NK_ANN) {
       const double *bias = c->dec + (size_t)H * N;
       for (int i = 0; i < N; i++)
-        v[i] = bias[i];
+        v[i] = (float)bias[i];
       for (int h = 0; h < H; h++) {
         const double *wh = c->dec + (size_t)h * N;
-        double ah = act[h];
+        float ah = act[h];
         for (int i = 0; i < N; i++)
-          v[i] += wh[i] * ah;
+          v[i] = fmaf((float)wh[i], ah, v[i]);
       }
-      double *cols = c->nk_col;
       for (int i = 0; i < N; i++) {
-        double e = (ts * xs[i] + tb) - nk_sigmoid(v[i]);
-        cols[i] += e * e;
+        float e = nk_target(c, xs[i]) - nk_sig(v[i]);
+        c->part[i] += e * e;
       }
     }
+    nk_flush(s, S, (int)ncol, c->part, c->nk_col);
   }
   *task = sq / S;
   for (size_t r = 0; r < rec_count(c->kind, H); r++) {
@@ -805,33 +966,50 @@ int nm_nkhc_step_naive(nm_nkhc *c, nm_rng *g, int64_t cycles) {
   return NM_OK;
 }
 
-int nm_nkhc_task_error(const nm_nkhc *c, const nm_tensor *x,
-                       const nm_tensor *f, double *mse, double *work) {
+/* Row r of x (S2 x N, either dtype, any strides) into row; nonzero when
+** an entry is not +-1. */
+static int load_row(const nm_tensor *x, int64_t r, int n, double *row) {
+  int bad = 0;
+  if (x->dtype == NM_FLOAT64) {
+    const double *p = (const double *)x->data + r * x->stride[0];
+    for (int i = 0; i < n; i++) {
+      double v = p[i * x->stride[1]];
+      row[i] = v;
+      bad |= (v != 1.0) & (v != -1.0);
+    }
+  } else {
+    const float *p = (const float *)x->data + r * x->stride[0];
+    for (int i = 0; i < n; i++) {
+      double v = p[i * x->stride[1]];
+      row[i] = v;
+      bad |= (v != 1.0) & (v != -1.0);
+    }
+  }
+  return bad;
+}
+
+NK_HOT int nm_nkhc_task_error(nm_nkhc *c, const nm_tensor *x, const nm_tensor *f,
+                              double *mse) {
   int N = c->n, H = c->h;
   int64_t S = x->size[0];
-  double *row = work, *act = work + N;
-  for (int64_t s = 0; s < S; s++)
-    for (int i = 0; i < N; i++) {
-      double v = get(x, s * x->stride[0] + i * x->stride[1]);
-      if (v != 1.0 && v != -1.0)
-        return NM_EINVAL;
-    }
+  float *act = c->nk_a;
+  int blas = nk_prepare_wd(c);
   double sq = 0.0;
-  for (int64_t s = 0; s < S; s++) {
-    for (int i = 0; i < N; i++)
-      row[i] = get(x, s * x->stride[0] + i * x->stride[1]);
-    for (int h = 0; h < H; h++) {
-      const int64_t *w = c->hid + (size_t)h * (N + 1);
-      int64_t u = w[N];
-      for (int i = 0; i < N; i++)
-        u += row[i] > 0 ? w[i] : -w[i];
-      act[h] = nk_hidden_act(u);
+  for (int64_t s0 = 0; s0 < S; s0 += NK_CHUNK) {
+    int m = S - s0 < NK_CHUNK ? (int)(S - s0) : NK_CHUNK;
+    for (int q = 0; q < m; q++)
+      if (load_row(x, s0 + q, N, c->nk_xd + (size_t)q * N))
+        return NM_EINVAL;
+    nk_hidden_rows(c, blas, c->nk_xd, m, c->nk_ud);
+    for (int q = 0; q < m; q++) {
+      for (int h = 0; h < H; h++)
+        act[h] = nk_act_q(c->nk_ud[(size_t)q * H + h]);
+      float z = (float)c->out[H];
+      for (int h = 0; h < H; h++)
+        z = fmaf((float)c->out[h], act[h], z);
+      double d = (double)nk_sig(z) - get(f, (s0 + q) * f->stride[0]);
+      sq += d * d;
     }
-    double z = c->out[H];
-    for (int h = 0; h < H; h++)
-      z += c->out[h] * act[h];
-    double d = nk_sigmoid(z) - get(f, s * f->stride[0]);
-    sq += d * d;
   }
   *mse = sq / (double)S;
   return NM_OK;

@@ -84,9 +84,20 @@ typedef enum { NM_NK_HIDDEN = 0, NM_NK_OUTPUT = 1, NM_NK_DECODER = 2 } nm_nk_gro
 **            ANN: N x (H+1) row i: decoder node i's H weights, bias
 **            NN: none
 ** Each node: sigmoid(bias + sum w * input). NAN decoder of neuron h:
-** out_{h,i} = sigmoid(w_{h,i} * a_h + b_{h,i}). */
+** out_{h,i} = sigmoid(w_{h,i} * a_h + b_{h,i}).
+** Arithmetic (the same in every path): parameters are kept in double
+** (hidden ones as quanta); the sigmoid is nm_nk_sigmoid, in float32; a
+** node's pre-activation is a float32 chain of fmaf from its bias over its
+** inputs in index order, with the weights rounded to float (a hidden one
+** is its exact sum of quanta, rounded to float); the squared errors are
+** summed in double, over the samples in order, then over the outputs. */
+/* The networks' transfer function 1 / (1 + e^-z) in float32: a few ulp
+** from the exact value (below z = -87 it returns sigmoid(-87)). */
+float nm_nk_sigmoid(float z);
+
 typedef struct nm_nkhc {
   int kind, n, h, s;
+  int np;                    /* N rounded up to 32: rows of decf and x */
   double range;              /* mutations are U[-range, range] */
   double t_scale, t_shift;   /* reconstruction target = t_scale*x + t_shift */
   /* parameters */
@@ -94,13 +105,16 @@ typedef struct nm_nkhc {
   double *out;               /* H+1 */
   double *dec;               /* NAN: H x 2N as above; ANN: (H+1) x N, row j<H
                              ** the weights from hidden j, row H the biases */
+  float *decf;               /* dec rounded to float, kept in step with it,
+                             ** in rows of np (NAN: np weights, np biases) */
   /* training data, copied in */
-  double *x;                 /* S x N, each -1 or 1 */
+  float *x;                  /* S x np, each -1 or 1 (padding 0) */
+  float *xt;                 /* the same, N x S */
   double *f;                 /* S */
   /* caches, valid unless `dirty` */
   int64_t *u;                /* H x S hidden pre-activations (quanta) */
-  double *a;                 /* H x S hidden activations */
-  double *y;                 /* S outputs */
+  float *a;                  /* H x S hidden activations */
+  float *y;                  /* S outputs */
   double *col;               /* NAN: H x N, ANN: N: per-output sums of squared
                              ** reconstruction errors over the samples */
   double *rec;               /* NAN: H per-neuron errors, ANN: 1, NN: none */
@@ -108,10 +122,16 @@ typedef struct nm_nkhc {
   int dirty;
   /* scratch */
   int64_t *u_save;           /* S */
-  double *a_save, *y_new, *zbuf, *terms;   /* S each */
-  double *col_new, *row;     /* N each */
-  double *nk_a;              /* H: naive evaluator's activations */
+  float *a_save, *y_new, *zbuf;   /* S each */
+  double *terms;             /* S: the output's squared errors */
+  float *sqerr;              /* S: one column's squared errors */
+  float *part;               /* NAN: H x np, ANN: np: block partial sums */
+  double *col_new;           /* N */
+  float *row;                /* N */
+  float *nk_a;               /* H: naive evaluator's activations */
   double *nk_col;            /* NAN: H x N, ANN: N: naive evaluator's sums */
+  double *nk_wd;             /* H x (N+1): the hidden quanta as doubles */
+  double *nk_xd, *nk_ud;     /* 64 x N inputs, 64 x H pre-activations (quanta) */
   /* counters */
   int64_t cycles, accepted, ties;
   /* the last cycle, for tests and traces */
@@ -166,9 +186,8 @@ int nm_nkhc_step_naive(nm_nkhc *c, nm_rng *g, int64_t cycles);
 ** path keeps. */
 void nm_nkhc_naive(nm_nkhc *c, double *task, double *rec);
 /* MSE of the output on another data set (x S2 x N of +-1, f S2), with
-** N + H doubles of workspace; returns NM_EINVAL (and *mse untouched) for
+** the network's scratch arrays; returns NM_EINVAL (and *mse untouched) for
 ** an input that is not +-1. */
-int nm_nkhc_task_error(const nm_nkhc *c, const nm_tensor *x,
-                       const nm_tensor *f, double *mse, double *work);
+int nm_nkhc_task_error(nm_nkhc *c, const nm_tensor *x, const nm_tensor *f, double *mse);
 
 #endif

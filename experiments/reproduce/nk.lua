@@ -18,7 +18,7 @@ return {
       jobs_arg = "jobs",
       seeds = {1},
       quick = {seeds = {1}},
-      estimate_s = 1900,    -- measured: 1,794 CPU s (NAN, ANN) + 131 s (NN), doc/reports/nk.md
+      estimate_s = 900,     -- measured: 894 CPU s in the 1,440 cells (float32 climber), doc/reports/nk.md
       findings = "final.findings",
       findings_test = "Student and Welch t-tests over the 20 runs of each grid point, p < 0.05",
       measures = {},
