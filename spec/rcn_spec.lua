@@ -69,7 +69,8 @@ local function meta_loss(ep)
   return (ep.net.mnet.kernel:query(WT, ep.Xq, ep.labels_q))
 end
 
--- The meta-gradient through the fused unroll (or the generic tape).
+-- The meta-gradient through the fused unroll (how: "unroll", the hand C
+-- kernel), the generated one ("compiled") or the generic tape ("generic").
 local function meta_grad(ep, how, segment)
   local net, NL = ep.net, ep.net.layers
   local tape = ag.tape()
@@ -95,7 +96,8 @@ local function meta_grad(ep, how, segment)
     for i, v in ipairs(vars) do grads[i] = v.grad or nm.zeros(ep.list[i]:size(), "float64") end
     return grads, ag.value(loss)
   end
-  local res = rcn.unroll(net, H0, W0, ep.B, ep.X, ep.labels, vars, ep.T, {segment = segment or 3})
+  local res = rcn.unroll(net, H0, W0, ep.B, ep.X, ep.labels, vars, ep.T,
+                         {segment = segment or 3, mode = how == "compiled" and "compiled" or nil})
   for l = 1, NL do WT[l] = res[NL + l] end
   local loss = motif_net.fused_query_loss(net.mnet, WT, ep.Xq, ep.labels_q)
   tape:backward(loss)
@@ -301,6 +303,31 @@ describe("RCN meta-gradients", function()
         assert.is_true(math.abs(l1 - l2) < 1e-13)
         for j = 1, #g1 do
           assert.tensor_near(g1[j], g2[j], 1e-11, string.format("case %d S %d parameter %d", i, S, j))
+        end
+      end
+    end
+  end)
+
+  it("the generated step and adjoint (mode 'compiled') give the hand kernel's unroll and " ..
+     "meta-gradient, every case", function()
+    for i, cfg in ipairs(CASES) do
+      local c2 = {}
+      for k, v in pairs(cfg) do c2[k] = v end
+      if i % 3 == 0 then c2.feedback = "bp" end
+      local ep = setup(c2, 5, 60 + i)
+      local g1, l1 = meta_grad(ep, "unroll", 2)
+      local g2, l2 = meta_grad(ep, "compiled", 2)
+      assert.is_true(math.abs(l1 - l2) <= 1e-12 * math.abs(l1), string.format("variant %d: %.17g vs %.17g", i, l1, l2))
+      for j = 1, #g1 do
+        if j == 4 and ep.net.bias == "none" then
+          -- no bias term: the rule's step (and so the generated one) gives
+          -- b no gradient; the hand kernel's is of a bias it adds at 0
+          -- (never learned: the learner leaves b out with bias = "none")
+          assert.are.equal(0, g2[j]:clone():abs():max())
+        else
+          local scale = math.max(g1[j]:clone():abs():max(), 1e-300)
+          assert.is_true((g1[j] - g2[j]):abs():max() <= 1e-12 * scale,
+                         string.format("variant %d parameter %d", i, j))
         end
       end
     end

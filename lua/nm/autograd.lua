@@ -449,21 +449,44 @@ ag.pow = unary("pow", function(x, p) return new_like(x):pow(x, p) end,
                function(x, _, p) return new_like(x):pow(x, p - 1):scale(p) end)
 
 -- ag.sum(a), ag.mean(a): sums of all elements (numbers).
-ag.sum = def("sum", function(ctx, a)
+-- The sums of a matrix along dim (1: a vector of column sums, 2: of row
+-- sums), checked.
+local function dim_sums(name, a, dim)
+  if not is_tensor(a) or a:dim() ~= 2 or (dim ~= 1 and dim ~= 2) then
+    error(format("autograd: '%s': sums along a dimension (1 or 2) of a matrix", name), 4)
+  end
+  return a:sum(dim)
+end
+
+-- g (one entry per row (dim 2) or column (dim 1) of a) spread back over a.
+local function spread(a, g, dim, scale)
+  local r = nm.zeros(a:size(), a:dtype())
+  local ones = nm.ones(a:size(dim), a:dtype())
+  if dim == 2 then return r:addr(scale, g, ones) end
+  return r:addr(scale, ones, g)
+end
+
+-- ag.sum(a [, dim]): the sum of all elements (a number), or along dim of a
+-- matrix (1: column sums, 2: row sums; a vector). ag.mean likewise.
+ag.sum = def("sum", function(ctx, a, dim)
   if type(a) == "number" then return a end
-  ctx.a = a
+  ctx.a, ctx.dim = a, dim
+  if dim then return dim_sums("sum", a, dim) end
   return a:sum()
 end, function(ctx, g)
   if not ctx.a then return g end
+  if ctx.dim then return spread(ctx.a, g, ctx.dim, 1) end
   return new_like(ctx.a):fill(g)
 end)
 
-ag.mean = def("mean", function(ctx, a)
+ag.mean = def("mean", function(ctx, a, dim)
   if type(a) == "number" then return a end
-  ctx.a = a
+  ctx.a, ctx.dim = a, dim
+  if dim then return dim_sums("mean", a, dim):scale(1 / a:size(dim)) end
   return a:mean()
 end, function(ctx, g)
   if not ctx.a then return g end
+  if ctx.dim then return spread(ctx.a, g, ctx.dim, 1 / ctx.a:size(ctx.dim)) end
   return new_like(ctx.a):fill(g / ctx.a:numel())
 end)
 

@@ -584,11 +584,13 @@ end
 
 -- Fn:scan_kernel(o) -> a fused kernel for ag.scan (see there) that runs
 -- this compiled step and its generated adjoint, for a step whose first
--- argument is the state (a list of tensors) and whose second is the
--- parameter vector (e.g. a meta rule's theta, any dtype: converted to the
--- step's dtype once per unroll, its gradient accumulated in the caller's).
--- o.state() -> a fresh state list; o.args(src, theta, t) -> the step's
--- arguments for step t (in spec order); o.steps (optional): the argument
+-- argument is the state (a list of tensors) and whose next o.params
+-- (default 1) flat tensor inputs are the parameters (e.g. a meta rule's
+-- theta; any dtype: converted to the step's dtype once per pass, their
+-- gradients accumulated in the caller's). o.state() -> a fresh state
+-- list; o.args(src, theta, t) -> the step's arguments for step t (in spec
+-- order; theta: the parameter, or the list of them with o.params > 1);
+-- o.steps (optional): the argument
 -- positions that change with t, as sequences ({[3] = X, [4] = labels}:
 -- step t reads row t of the tensor X and element t of the list labels),
 -- so the others are flattened once per pass (o.args is then called once,
@@ -597,9 +599,9 @@ end
 -- statistics.
 function Fn:scan_kernel(o)
   local me = self
-  local ns = #self.spec[1].list
+  local ns, np = #self.spec[1].list, o.params or 1
   local wrt = {}
-  for i = 1, ns + 1 do wrt[i] = true end           -- the state and theta
+  for i = 1, ns + np do wrt[i] = true end           -- the state and the parameters
   local fwd, adj, rep = self:traced_pair(wrt)
   local sk = {cache = o.cache, state = o.state, state_bytes = o.state_bytes}
   -- the adjoints arrive as the loss's gradients (maybe strided views)
@@ -621,9 +623,7 @@ function Fn:scan_kernel(o)
     else nt = nt + 1; tslot[i] = nt end
   end
   local steps = o.steps
-  if steps and not (tslot[2] and not self.spec[2].list) then
-    error(format("%s: scan_kernel: the second argument must be the parameter tensor", self.label), 2)
-  end
+  local function params(p) if np == 1 then return p[1] end return p end
   -- Rows of the stepped tensors, made once per tensor (views, no copy).
   local rows = setmetatable({}, {__mode = "k"})
   local function row(X, t)
@@ -637,12 +637,12 @@ function Fn:scan_kernel(o)
   -- The flat inputs of step t into tin, sin (state src, parameters p).
   local function inputs(src, p, t)
     if not steps then
-      tin, sin = me:flatten(tin, sin, o.args(src, p[1], t))
+      tin, sin = me:flatten(tin, sin, o.args(src, params(p), t))
       return
     end
     if pass ~= p then                      -- a new pass: the fixed arguments
       pass = p
-      tin, sin = me:flatten(tin, sin, o.args(src, p[1], 1))
+      tin, sin = me:flatten(tin, sin, o.args(src, params(p), 1))
     end
     for i = 1, ns do tin[i] = src[i] end
     for pos, seq in pairs(steps) do
@@ -651,16 +651,21 @@ function Fn:scan_kernel(o)
       else tin[tslot[pos]] = dense(seq[t]) end
     end
   end
-  local gtheta64, fouts = nil, {}
+  local gconv, fouts = {}, {}
   -- The adjoint writes the gradients of a step's source into buffers of
   -- its own (mine), then they become the adjoint list and the list's
   -- former tensors (the caller's, orig) the next step's outputs: no copy.
   -- After step 1 the caller's tensors hold the result again.
   local mine, orig, gouts = nil, {}, {}
+  -- p: the parameters in the step's dtype, p.orig the caller's list
   function sk.prepare(list)
-    local th = list[1]
-    if th:dtype() ~= me.dtype then th = nm.zeros(th:size(), me.dtype):copy(th) end
-    return {th, list[1]}
+    local p = {orig = list}
+    for i = 1, np do
+      local th = list[i]
+      if th:dtype() ~= me.dtype then th = nm.zeros(th:size(), me.dtype):copy(th) end
+      p[i] = th
+    end
+    return p
   end
   function sk.forward(dst, src, p, t, trace)
     inputs(src, p, t)
@@ -686,7 +691,7 @@ function Fn:scan_kernel(o)
     if not mine then
       mine = {}
       for i, sh in ipairs(a.output_shapes) do mine[i] = nm.zeros(sh, me.dtype) end
-      gouts[ns + 1] = mine[ns + 1]
+      for i = 1, np do gouts[ns + i] = mine[ns + i] end
     end
     for i = 1, ns do
       local x = adjoint[i]
@@ -700,12 +705,14 @@ function Fn:scan_kernel(o)
         if adjoint[i] == mine[i] then orig[i]:copy(mine[i]); adjoint[i] = orig[i] end
       end
     end
-    local g = mine[ns + 1]
-    if gp[2]:dtype() ~= me.dtype then
-      gtheta64 = gtheta64 or nm.zeros(g:size(), gp[2]:dtype())
-      gp[2]:add(gtheta64:copy(g))
-    else
-      gp[2]:add(g)
+    for i = 1, np do
+      local g, into = mine[ns + i], gp.orig[i]
+      if into:dtype() ~= me.dtype then
+        gconv[i] = gconv[i] or nm.zeros(g:size(), into:dtype())
+        into:add(gconv[i]:copy(g))
+      else
+        into:add(g)
+      end
     end
   end
   return sk

@@ -105,8 +105,12 @@ RULES.outer = function(g, n, go, add)
   add(2, g:mv(g:t(go), a))
 end
 RULES.softmax = function(g, n, go, add)
-  -- y .* (g - <g, y>)
-  add(1, g:binary("mul", n, g:binary("sub", go, g:dot(go, n))))
+  -- y .* (g - <g, y>), per row of a matrix
+  add(1, g:binary("mul", n, g:binary("sub", go, g:row_sums_spread(g:binary("mul", go, n)))))
+end
+RULES.logsoftmax = function(g, n, go, add)
+  -- g - softmax(x) sum(g), per row of a matrix
+  add(1, g:binary("sub", go, g:binary("mul", g:softmax(n.args[1]), g:row_sums_spread(go))))
 end
 
 -- Which nodes lie on a path from some wanted input to some output (only

@@ -24,7 +24,13 @@
 --   the compiler, fused with the other passes over it; a library gemv
 --   would read the matrix once more, and was slower here even alone);
 --   matrix-matrix products call cblas (transposes as flags, never
---   copies); softmax is a three-pass loop as the core's.
+--   copies); softmax and log-softmax (of a vector or each row) are the
+--   core's loops; a slice along the first dimension is a pointer into its
+--   tensor; a tensor of rank 3 is looped over as a matrix of its rows.
+-- - Element functions (exp, log, tanh, sigmoid, softplus) are the tensor
+--   operations' own: the source of csrc/core/nm_vmath.h (nm.build.vmath)
+--   heads every kernel. Every innermost loop carries an OpenMP simd
+--   directive naming the sums it accumulates (compiled -fopenmp-simd).
 -- Scalars are double locals; elements are `real` (float or double).
 
 local nm = require "neuromic"
@@ -107,7 +113,8 @@ local function analyse(g, outputs)
       uses[a] = (uses[a] or 0) + 1
       -- consumers that read the value as a stored array (a product's
       -- matrix may be an inline expression: mv loops are fused nests)
-      if n.op == "mm" or n.op == "softmax" or (n.op == "mv" and a == n.args[2] and a.op ~= "bcast") then
+      if n.op == "mm" or n.op == "softmax" or n.op == "logsoftmax" or
+         (n.op == "mv" and a == n.args[2] and a.op ~= "bcast") then
         strong[a] = true
       end
       -- a vector inside a matrix loop would be recomputed per element
@@ -153,7 +160,10 @@ function emit.c(g, outputs, opts)
     used_names[name] = true
     return name
   end
-  for _, w in ipairs{"in", "out", "scratch", "sc", "i", "j", "m", "s", "real"} do used_names[w] = true end
+  for _, w in ipairs{"in", "out", "scratch", "sc", "i", "j", "m", "s", "real", "sx", "sy", "sr", "sm",
+                     "ss", "lse", "inv"} do
+    used_names[w] = true
+  end
   local inputs = opts.inputs or g.inputs
   local slot = 0
   for _, n in ipairs(inputs) do
@@ -210,7 +220,7 @@ function emit.c(g, outputs, opts)
   end
   -- Arguments of products must be arrays (or transposes of arrays).
   for _, n in ipairs(order) do
-    if n.op == "mm" or n.op == "softmax" or n.op == "mv" then
+    if n.op == "mm" or n.op == "softmax" or n.op == "logsoftmax" or n.op == "mv" then
       for i, a in ipairs(n.args) do
         -- (a product's matrix is an inline expression, a broadcast vector a number)
         if n.op == "mv" and (i == 1 or a.op == "bcast") then goto inline end
@@ -475,17 +485,24 @@ function emit.c(g, outputs, opts)
       line("cblas_%sgemm(CblasRowMajor, %s, %s, %d, %d, %d, 1, %s, %d, %s, %d, 0, %s, %d);",
            is_float and "s" or "d", ta, tb, n.shape[1], n.shape[2], A.shape[2],
            ptr[a], a.shape[2], ptr[b], b.shape[2], ptr[n], n.shape[2])
-    elseif st.kind == "softmax" then
-      local x, y, len = ptr[n.args[1]], ptr[n], n.shape[1]
-      line("{")
-      line("  real m = %s[0];", x)
-      line("  for (int64_t i = 1; i < %d; i++) if (%s[i] > m) m = %s[i];", len, x, x)
-      -- as the tensor operation computes it (csrc/core/nm_math_gen.h)
-      line("  double s = 0;")
-      line("  for (int64_t i = 0; i < %d; i++) s += V_(vexp)(%s[i] - m);", len, x)
-      line("  const double inv = 1.0 / s;")
-      line("  for (int64_t i = 0; i < %d; i++) %s[i] = (real)(V_(vexp)(%s[i] - m) * inv);",
-           len, y, x)
+    elseif st.kind == "softmax" or st.kind == "logsoftmax" then
+      -- each row as the tensor operation computes it (csrc/core/nm_math_gen.h)
+      local rows, len = 1, n.shape[1]
+      if #n.shape == 2 then rows, len = n.shape[1], n.shape[2] end
+      line("for (int64_t sr = 0; sr < %d; sr++) {", rows)
+      line("  const real *sx = %s + sr * %d;", ptr[n.args[1]], len)
+      line("  real *sy = %s + sr * %d;", ptr[n], len)
+      line("  real sm = sx[0];")
+      line("  for (int64_t i = 1; i < %d; i++) if (sx[i] > sm || sx[i] != sx[i]) sm = sx[i];", len)
+      line("  double ss = 0;")
+      line("  for (int64_t i = 0; i < %d; i++) ss += V_(vexp)(sx[i] - sm);", len)
+      if st.kind == "logsoftmax" then
+        line("  const real lse = (real)M_(log)((real)ss);")
+        line("  for (int64_t i = 0; i < %d; i++) sy[i] = (sx[i] - sm) - lse;", len)
+      else
+        line("  const double inv = 1.0 / ss;")
+        line("  for (int64_t i = 0; i < %d; i++) sy[i] = (real)(V_(vexp)(sx[i] - sm) * inv);", len)
+      end
       line("}")
     end
   end
@@ -505,6 +522,12 @@ function emit.c(g, outputs, opts)
     if n == 0 then ready_list[#ready_list + 1] = st end
   end
   local function finish(node)
+    -- once: a value can have several statements (a scalar and its copy
+    -- into an output slot, a stored output and a second output slot); a
+    -- second finish released the statements waiting on it and on something
+    -- not yet computed (the RCN's traced step read two of its products
+    -- before computing them)
+    if done[node] then return end
     done[node] = true
     for _, st in ipairs(dependents[node] or {}) do
       waiting[st] = waiting[st] - 1

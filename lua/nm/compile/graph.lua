@@ -290,6 +290,8 @@ function Graph:rebuild(n, args)
   elseif op == "outer" then return self:outer(args[1], args[2])
   elseif op == "t" then return self:t(args[1])
   elseif op == "sum" then return self:sum(args[1])
+  elseif op == "softmax" then return self:softmax(args[1])
+  elseif op == "logsoftmax" then return self:logsoftmax(args[1])
   elseif op == "index" then return self:index(args[1], n.k)
   elseif op == "bcast" then return self:bcast(args[1], n.shape)
   elseif op == "unit" then return self:unit(args[1], n.k, n.shape)
@@ -553,9 +555,32 @@ function Graph:mm(A, B)
   return self:node("mm", {A, B}, {A.shape[1], B.shape[2]})
 end
 
-function Graph:softmax(x)
-  if #x.shape ~= 1 then fail(self, "softmax: a vector expected, got " .. shape_str(x.shape)) end
-  return self:node("softmax", {x}, x.shape)
+-- softmax and log-softmax of a vector, or of each row of a matrix.
+local function row_op(g, op, x)
+  if #x.shape ~= 1 and #x.shape ~= 2 then
+    fail(g, op .. ": a vector or a matrix expected, got " .. shape_str(x.shape))
+  end
+  return g:node(op, {x}, x.shape)
+end
+function Graph:softmax(x) return row_op(self, "softmax", x) end
+function Graph:logsoftmax(x) return row_op(self, "logsoftmax", x) end
+
+-- The sums of a matrix along dim (1: column sums, 2: row sums): products
+-- with a vector of ones, which the generated loops fold.
+function Graph:sum_dim(x, dim)
+  if #x.shape ~= 2 or (dim ~= 1 and dim ~= 2) then
+    fail(self, format("sum: along dimension 1 or 2 of a matrix, got %s of %s", tostring(dim),
+                      shape_str(x.shape)))
+  end
+  if dim == 2 then return self:mv(x, self:bcast(self:const(1), {x.shape[2]})) end
+  return self:mv(self:t(x), self:bcast(self:const(1), {x.shape[1]}))
+end
+
+-- Row sums of a vector (its sum) or a matrix, spread back over its shape:
+-- the term the softmax adjoints subtract.
+function Graph:row_sums_spread(x)
+  if #x.shape == 1 then return self:sum(x) end
+  return self:outer(self:sum_dim(x, 2), self:bcast(self:const(1), {x.shape[2]}))
 end
 
 -- Graph:index(v, i) -> element i (1-based, row-major over all of v's

@@ -61,7 +61,8 @@ function interp.run(g, outputs, env)
       elseif op == "index" then
         local x = val[a[1]]
         v = x:contiguous():view(x:numel()):get(n.k)
-      elseif op == "t" or op == "mv" or op == "mm" or op == "outer" or op == "softmax" then
+      elseif op == "t" or op == "mv" or op == "mm" or op == "outer" or op == "softmax" or
+             op == "logsoftmax" then
         local args = {}
         for i, x in ipairs(a) do args[i] = val[x] end
         v = ag[op](table.unpack(args))

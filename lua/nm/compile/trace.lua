@@ -69,9 +69,15 @@ local function record(name, ...)
     end
     return g:unary(name, x, k)
   elseif name == "value" then return g:detach(arg(1))
-  elseif name == "sum" then return g:sum(arg(1))
+  elseif name == "sum" then
+    if a[2] ~= nil then return g:sum_dim(arg(1), a[2]) end
+    return g:sum(arg(1))
   elseif name == "mean" then
     local x = arg(1)
+    if a[2] ~= nil then
+      local s = g:sum_dim(x, a[2])
+      return g:binary("mul", g:const(1 / x.shape[a[2]]), s)
+    end
     return g:binary("mul", g:const(1 / g:numel(x)), g:sum(x))
   elseif name == "dot" then return g:dot(arg(1), arg(2))
   elseif name == "t" then return g:t(arg(1))
@@ -79,6 +85,16 @@ local function record(name, ...)
   elseif name == "mm" then return g:mm(arg(1), arg(2))
   elseif name == "outer" then return g:outer(arg(1), arg(2))
   elseif name == "softmax" then return g:softmax(arg(1))
+  elseif name == "logsoftmax" then return g:logsoftmax(arg(1))
+  elseif name == "cross_entropy" then
+    -- -log softmax(z)[label] = -<onehot(label), logsoftmax(z)>, the label
+    -- a number given at call time
+    local z = arg(1)
+    if #z.shape ~= 1 or type(a[2]) == "table" and not is_sym(a[2]) then
+      fail(g, "cross_entropy: one vector of logits and its label (a batch of rows with a " ..
+              "list of labels cannot be compiled yet)")
+    end
+    return g:unary("neg", g:dot(g:onehot(z.shape[1], arg(2)), g:logsoftmax(z)))
   elseif name == "index" then
     local idx = {}
     for i = 2, n do idx[i - 1] = a[i] end
@@ -95,7 +111,8 @@ local function record(name, ...)
   end
   fail(g, format("operation '%s' cannot be compiled yet (supported: elementwise arithmetic, " ..
                  "exp, log, sqrt, tanh, sigmoid, relu, abs, softplus, dsoftplus, pow, sum, " ..
-                 "mean, dot, index, select, t, mv, mm, outer, softmax, onehot)", name))
+                 "mean, dot, index, select, t, mv, mm, outer, softmax, logsoftmax, " ..
+                 "cross_entropy, onehot)", name))
 end
 
 ag.set_tracer(graph.Sym, record)
