@@ -18,16 +18,17 @@ local VARIANTS = {
 -- annealed) were picked on the test errors of seeds 1-5
 -- (doc/reports/microcircuit.md).
 local FIG2 = {
-  {"mc", "microcircuit", "microcircuit 30-50-10 (full dynamics, noise)", "below shallow", true},
-  {"mc_anneal25", "microcircuit:decay=0.25", "microcircuit, rates annealed over the last quarter"},
-  {"mc_anneal50", "microcircuit:decay=0.5", "microcircuit, rates annealed over the last half"},
+  {"mc", "microcircuit", "microcircuit (full dynamics)", "below shallow", true},
+  {"mc_anneal25", "microcircuit:decay=0.25", "microcircuit, annealed over the last 1/4"},
+  {"mc_anneal50", "microcircuit:decay=0.5", "microcircuit, annealed over the last 1/2"},
   {"shallow", "shallow", "shallow (output weights only)"},
-  {"bp", "bp", "backprop, lr 20", nil, true},
-  {"fa", "fa", "feedback alignment, lr 20 (default)", nil, true},
-  {"fa_lr30", "fa:lr=30", "feedback alignment, lr 30 (best constant rate)"},
-  {"fa_lr40_anneal", "fa:lr=40:decay=0.5", "feedback alignment, lr 40 annealed over the last half"},
-  {"fa_att", "fa_att", "feedback alignment with the microcircuit's attenuation, lr 100"},
+  {"bp", "bp", "BP, lr 20", nil, true},
+  {"fa", "fa", "FA, lr 20 (default)", nil, true},
+  {"fa_lr30", "fa:lr=30", "FA, lr 30 (best constant)"},
+  {"fa_lr40_anneal", "fa:lr=40:decay=0.5", "FA, lr 40 annealed over the last 1/2"},
+  {"fa_att", "fa_att", "FA with the attenuation, lr 100"},
 }
+-- (the angles and the self-predicting state per seed: the report)
 local fig2_models, fig2_measures = {}, {}
 for i, m in ipairs(FIG2) do
   local id = m[2]
@@ -36,13 +37,6 @@ for i, m in ipairs(FIG2) do
                       headline = m[5],
                       get = function(results) return results.final.figures.fig2[id].test_error end}
 end
-fig2_measures[#fig2_measures + 1] = {
-  name = "mc_angle", label = "microcircuit, angle of W_up[2]^T to W_down[1]", unit = "deg",
-  paper = "~45", get = function(results) return results.final.figures.fig2.microcircuit.angle end}
-fig2_measures[#fig2_measures + 1] = {
-  name = "mc_apical", label = "microcircuit, ||vA||^2 without target (self-predicting state)",
-  unit = "mV^2", paper = "-> 0",
-  get = function(results) return results.final.figures.fig2.microcircuit.apical_free end}
 
 local measures, values = {}, {}
 for i, v in ipairs(VARIANTS) do
@@ -67,7 +61,7 @@ return {
       args = {"--figure=fig2", "--fig2-models=" .. table.concat(fig2_models, ",")},
       seeds = "1-5",
       quick = {seeds = "1-2"},
-      estimate_s = 520,     -- measured: 105-140 s CPU per microcircuit learner (4 of them), FA/BP seconds
+      estimate_s = 410,     -- measured (b31fb23): 410 s CPU per cell, ~100 s per microcircuit learner
       measures = fig2_measures,
       claims = {
         {text = "the microcircuit's error is below the shallow learner's (the paper's Fig. 2)",
