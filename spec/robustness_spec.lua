@@ -998,3 +998,16 @@ describe("robustness: RCN kernel arguments are read raw", function()
     assert.is_false(H[1]:is_closed())
   end)
 end)
+
+describe("argument errors of nm.sys and nm.kernels functions", function()
+  -- they said "bad argument #1 to '?'" when called without a name (pcall,
+  -- a local alias): luaL_argerror finds names only in package.loaded
+  it("name the function with its namespace", function()
+    local ok, msg = pcall(nm.kernels.nk.sigmoid, "x")
+    assert.is_false(ok)
+    assert.truthy(msg:find("bad argument #1 to 'neuromic.kernels.nk.sigmoid'", 1, true), msg)
+    ok, msg = pcall(nm.sys.sleep, "x")
+    assert.is_false(ok)
+    assert.truthy(msg:find("bad argument #1 to 'neuromic.sys.sleep'", 1, true), msg)
+  end)
+end)

@@ -8,6 +8,29 @@
 #include "lnm.h"
 
 
+/* Registers the table at idx, and each table-valued field of it, in
+** package.loaded as NAME and NAME.FIELD, so that an argument error of a
+** function in nm.sys or nm.kernels.nk names it ('neuromic.kernels.nk.sigmoid')
+** as luaL_argerror names the module's top-level functions, instead of '?'. */
+static void register_names(lua_State *L, int idx, const char *name, int depth) {
+  idx = lua_absindex(L, idx);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushvalue(L, idx);
+  lua_setfield(L, -2, name);
+  lua_pop(L, 1);
+  if (depth == 0) return;
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TTABLE) {
+      lua_pushfstring(L, "%s.%s", name, lua_tostring(L, -2));
+      register_names(L, -2, lua_tostring(L, -1), depth - 1);
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+}
+
+
 int luaopen_neuromic(lua_State *L) {
   lua_newtable(L);                      /* module */
   int module = lua_gettop(L);
@@ -30,7 +53,11 @@ int luaopen_neuromic(lua_State *L) {
   nm_open_rcn(L, kernels, methods);
   nm_open_folded(L, kernels, methods);
   nm_open_kernel(L, kernels, methods);
+  register_names(L, kernels, "neuromic.kernels", 1);
   lua_setfield(L, module, "kernels");
+  lua_getfield(L, module, "sys");
+  register_names(L, -1, "neuromic.sys", 0);
+  lua_pop(L, 1);
   lua_pushvalue(L, methods);
   lua_setfield(L, module, "Tensor");
   lua_pushstring(L, nm_version);
