@@ -13,9 +13,9 @@
 -- z_c = 1 / (tau_min tau_c), y_c = 1 - z_c, y_0 = 1. With L = 1, K = 0,
 -- v = 1 and small arguments the rule is W += sum_r P[0,r] F^r, the motif
 -- rule (spec/rcn_spec.lua). The network, state, unroll and learner are in
--- lua/nm/models/rcn.lua; the fused C step in csrc/models/nm_rcn.c.
+-- lua/nm/models/rcn.lua; the step below runs on C kernels that nm.compile
+-- generates from it, with its exact adjoint (`neuromic --emit rules/rcn.lua`).
 
-local nm = require "neuromic"
 local ag = require "nm.autograd"
 
 local function finite(x) return x == x and x ~= math.huge and x ~= -math.huge end
@@ -119,13 +119,5 @@ return {
       out[l] = Wn
     end
     return out
-  end,
-  -- the fused C step: forward(H', W', H, W, B, x, label, p [, trace]),
-  -- backward(GH, GW, H, W, B, trace, p, gp, H'), new_trace(), info()
-  kernel = function(net)
-    return nm.kernels.rcn_net{sizes = net.sizes, beta = net.beta, feedback = net.feedback,
-                      dtype = net.dtype, chemicals = net.chemicals, decay = net.decay,
-                      gain = net.gain, motifs = net.motifs, momentum = net.momentum,
-                      neuron_bias = net.bias == "neuron"}
   end,
 }

@@ -1,7 +1,7 @@
 -- experiments/bench/rcn.lua: seconds per meta-step of the recurrent
 -- chemical network rule (rules/rcn.lua: an episode of --steps online steps
--- through the fused C step plus the exact meta-gradient through all of
--- them) against the number of chemicals L, beside the motif rule it
+-- through the C step that nm.compile generates from the rule, plus the
+-- exact meta-gradient through all of them by its generated adjoint) against the number of chemicals L, beside the motif rule it
 -- extends (same network, same episode); and the memory of a meta-step with
 -- per-synapse biases against the stated bound, for several inner-loop
 -- lengths. A benchmark: it asserts nothing.
@@ -9,8 +9,9 @@
 -- The memory bound of meta-training (bytes; E = bytes per element, N =
 -- sum_l n_l n_{l-1} synapses, S = ceil(sqrt(T)) the checkpoint segment):
 --   kept between meta-steps:
---     unroll buffers   (ceil(T/S) + S) (L + 1) N E + S traces (rcn.memory),
---                      allocated once and reused
+--     unroll buffers   (ceil(T/S) + S) (L + 1) N E + T traces (rcn.memory;
+--                      a trace: the vectors of one step, ~1/80 of a
+--                      state here), allocated once and reused
 --     meta-parameters  7 copies: values, gradient buffer, Adam's two
 --                      moments, and the rollback guard's previous values
 --                      and moments (per-synapse biases: L N E each)

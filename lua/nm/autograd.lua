@@ -725,7 +725,7 @@ local function fused_scan(k, init, params, T, S, opts, tape)
   if opts.stats then
     local nbuf = #ws.seg
     opts.stats.snapshots, opts.stats.segment, opts.stats.segments = ws.nseg, S, ws.nseg
-    opts.stats.state_bytes = k.state_bytes
+    opts.stats.state_bytes, opts.stats.trace_bytes = k.state_bytes, k.trace_bytes
     opts.stats.workspace_bytes = (ws.nseg + nbuf) * (k.state_bytes or 0) +
       #ws.traces * (k.trace_bytes or 0)
   end
@@ -863,7 +863,8 @@ end
 -- peak_tape_nodes, peak_tape_bytes (with measure = true), peak_kb = the
 -- largest collectgarbage("count") seen with a segment's tape fully
 -- recorded (after a full collection when opts.collect is set); a fused
--- kernel adds state_bytes and workspace_bytes, the size of its buffers).
+-- kernel adds state_bytes, trace_bytes (one trace) and workspace_bytes,
+-- the size of its buffers).
 function ag.scan(step, init, params, T, opts)
   opts = opts or {}
   if type(step) ~= "function" and type(step) ~= "table" then

@@ -596,14 +596,17 @@ end
 -- so the others are flattened once per pass (o.args is then called once,
 -- with t = 1) and a step costs no Lua work beyond its kernel call;
 -- o.cache: where ag.scan keeps the buffers; o.state_bytes for its
--- statistics.
+-- statistics (the kernel's trace_bytes: one step's trace).
 function Fn:scan_kernel(o)
   local me = self
   local ns, np = #self.spec[1].list, o.params or 1
   local wrt = {}
   for i = 1, ns + np do wrt[i] = true end           -- the state and the parameters
   local fwd, adj, rep = self:traced_pair(wrt)
-  local sk = {cache = o.cache, state = o.state, state_bytes = o.state_bytes}
+  local tb = 0
+  for _, sh in ipairs(fwd.extra.trace_shapes) do tb = tb + numel(sh) end
+  local sk = {cache = o.cache, state = o.state, state_bytes = o.state_bytes,
+              trace_bytes = tb * (self.dtype == "float64" and 8 or 4)}
   -- the adjoints arrive as the loss's gradients (maybe strided views)
   function sk.view(list)
     for i = 1, #list do list[i] = dense(list[i]) end
@@ -653,9 +656,10 @@ function Fn:scan_kernel(o)
   end
   local gconv, fouts = {}, {}
   -- The adjoint writes the gradients of a step's source into buffers of
-  -- its own (mine), then they become the adjoint list and the list's
-  -- former tensors (the caller's, orig) the next step's outputs: no copy.
-  -- After step 1 the caller's tensors hold the result again.
+  -- its own (mine, kept in o.cache), then they become the adjoint list and
+  -- the list's former tensors (the caller's, orig) the next step's
+  -- outputs: no copy. After step 1 the caller's tensors hold the result
+  -- again.
   local mine, orig, gouts = nil, {}, {}
   -- p: the parameters in the step's dtype, p.orig the caller's list
   function sk.prepare(list)
@@ -689,8 +693,12 @@ function Fn:scan_kernel(o)
     for i = 1, ns do tin[nt + i] = adjoint[i] end
     for i, x in ipairs(trace) do tin[nt + ns + i] = x end
     if not mine then
-      mine = {}
-      for i, sh in ipairs(a.output_shapes) do mine[i] = nm.zeros(sh, me.dtype) end
+      mine = o.cache and o.cache[a]        -- kept between unrolls, as ag.scan's buffers
+      if not mine then
+        mine = {}
+        for i, sh in ipairs(a.output_shapes) do mine[i] = nm.zeros(sh, me.dtype) end
+        if o.cache then o.cache[a] = mine end
+      end
       for i = 1, np do gouts[ns + i] = mine[ns + i] end
     end
     for i = 1, ns do
