@@ -70,8 +70,6 @@ local function wlist(chem)                  -- one weight-shaped tensor per laye
   return out
 end
 
-local function rcn() return nm.kernels.rcn_net{sizes = SIZES, chemicals = 2, decay = {0.5, 0.9}, gain = {1, 1}} end
-local function rcn_params() return {P = D(2, 10), K = D(2, 2), v = D(2), b = D(2)} end
 
 local function bmvr_net()
   -- k = 3 hidden, n = 4 inputs, m = 2 outputs
@@ -113,7 +111,7 @@ local BAD = {
   {"4-D tensor", function() return T(2, 1, 3, 2) end},
   {"generator", gen},
   {"NKModel", nk_model}, {"NKNet", nk_net},
-  {"MotifNet", motif}, {"RCN", rcn}, {"Microcircuit", mc_handle},
+  {"MotifNet", motif}, {"Microcircuit", mc_handle},
 }
 if HUGE_ALLOC_OK then
   BAD[#BAD + 1] = {"2^53", function() return 2 ^ 53 end}
@@ -138,7 +136,7 @@ collect("Tensor.", nm.Tensor)
 collect("Generator.", nm.Generator)
 local OBJECTS = {
   Tensor = T(2, 3), Generator = gen(), NKModel = nk_model(), NKNet = nk_net(),
-  MotifNet = motif(), RCN = rcn(), Microcircuit = mc_handle(),
+  MotifNet = motif(), Microcircuit = mc_handle(),
 }
 for kind, obj in pairs(OBJECTS) do
   local mt = getmetatable(obj)
@@ -345,22 +343,7 @@ base("NKNet.set_counts", function() return {nk_net(), 5, 2, 1} end)
 base("NKNet.set_state", function() local n = nk_net(); return {n, n:state()} end)
 -- Meta-learning kernels
 base("MotifNet.query", function() return {motif(), wlist(), T(5, 4), {1, 2, 2, 1, 1}, wlist()} end)
-base("RCN.forward", function()
-  local net, H, W = rcn(), wlist(2), wlist()
-  return {net, H, W, H, W, wlist(), T(4), 2, rcn_params(), net:new_trace()}
-end)
-base("RCN.backward", function()
-  local net, H, W, B = rcn(), wlist(2), wlist(), wlist()
-  local tr = net:new_trace()
-  net:forward(wlist(2), wlist(), H, W, B, T(4), 1, rcn_params(), tr)
-  return {net, wlist(2), wlist(), H, W, B, tr, rcn_params(),
-          {P = nm.zeros(2, 10, "float64"), K = nm.zeros(2, 2, "float64"), v = nm.zeros(2, "float64")}}
-end)
 base("nm.kernels.motif_net", function() return {{sizes = {4, 3, 2}, beta = 5, feedback = "bp", dtype = "float64"}} end)
-base("nm.kernels.rcn_net", function()
-  return {{sizes = {4, 3, 2}, beta = 5, feedback = "fa", dtype = "float64", chemicals = 2,
-           decay = {0.5, 0.9}, gain = {1, 1}, motifs = {0, 3}, momentum = true, neuron_bias = true}}
-end)
 -- Microcircuit
 base("Microcircuit.run", function() return {mc_handle(), 3, D(3), D(2), gen(), true} end)
 base("Microcircuit.set", function() return {mc_handle(), {dt = 0.05, sigma = 0}} end)
@@ -472,7 +455,6 @@ local function bases_of(name)
   if kind == "NKModel" then return {function() return {nk_model()} end} end
   if kind == "NKNet" then return {function() return {nk_net()} end} end
   if kind == "MotifNet" then return {function() return {motif()} end} end
-  if kind == "RCN" then return {function() return {rcn()} end} end
   if kind == "Microcircuit" then return {function() return {mc_handle()} end} end
   return {function() return {} end}
 end
@@ -977,25 +959,6 @@ describe("robustness: options tables whose metamethods close tensors", function(
     -- the same options as a plain table still build a network
     o.x = nm.tensor({{1, -1, 1}, {-1, -1, 1}}, "float64")
     assert.truthy(nm.kernels.nk.network(o))
-  end)
-end)
-
-describe("robustness: RCN kernel arguments are read raw", function()
-  -- Regression: a params table whose __index closed H[1] after the lists
-  -- were checked made the chemical update read freed memory (segfault).
-  it("net:forward with a proxy params table is an error, not a crash", function()
-    local g = nm.generator(1)
-    local net = nm.kernels.rcn_net{sizes = {4, 3, 2}, chemicals = 2, decay = {0.5, 0.9}, gain = {1, 1}}
-    local H = {nm.randn(g, 2, 3, 4), nm.randn(g, 2, 2, 3)}
-    local W = {nm.randn(g, 3, 4), nm.randn(g, 2, 3)}
-    local B = {nm.randn(g, 3, 4), nm.randn(g, 2, 3)}
-    local P = {P = nm.zeros(2, 10, "float64"), K = nm.zeros(2, 2, "float64"),
-               v = nm.zeros(2, "float64")}
-    local proxy = setmetatable({}, {__index = function(_, k) H[1]:close() return P[k] end})
-    local ok, msg = pcall(net.forward, net, H, W, H, W, B, nm.randn(g, 4), 1, proxy)
-    assert.is_false(ok)
-    assert.equal("string", type(msg))
-    assert.is_false(H[1]:is_closed())
   end)
 end)
 

@@ -50,7 +50,6 @@ int luaopen_neuromic(lua_State *L) {
   nm_open_bmvr(L, kernels, methods);
   nm_open_microcircuit(L, kernels, methods);
   nm_open_meta(L, kernels, methods);
-  nm_open_rcn(L, kernels, methods);
   nm_open_folded(L, kernels, methods);
   nm_open_kernel(L, kernels, methods);
   register_names(L, kernels, "neuromic.kernels", 1);

@@ -71,37 +71,6 @@ nm_dtype nm_dtype_field(lua_State *L, int arg, nm_dtype def);
 /* Turns a core status code into a Lua error ("interrupted!" for NM_EINTR). */
 int nm_status_error(lua_State *L, int status, const char *what);
 
-/* The motif network that neuromic.MotifNet (lmeta.c, where these live)
-** and neuromic.RCN (lrcn.c) are built on; every reader raises
-** "bad argument #arg (...)" naming what it expected. */
-/* Fields sizes, beta, feedback and dtype of the options table at arg. */
-void nm_read_motif_net(lua_State *L, int arg, nm_motif_net *net);
-/* "fa", "bp" or "bp_detached". */
-const char *nm_feedback_name(nm_feedback fb);
-/* Pushes the layer widths as a list; nm_add_motif_sizes adds "n0-...-nL" to b. */
-void nm_push_motif_sizes(lua_State *L, const nm_motif_net *net);
-void nm_add_motif_sizes(lua_State *L, luaL_Buffer *b, const nm_motif_net *net);
-/* A list at arg of one contiguous tensor of the net's dtype per layer,
-** [n_l x n_{l-1}] or, with chemicals > 0, [chemicals x n_l x n_{l-1}],
-** into out[] (nil entries give NULL when allow_nil). Read raw, so no
-** metamethod can close a tensor once checked; the caller keeps the list
-** on the stack, which keeps the tensors alive. */
-void nm_motif_weight_list(lua_State *L, int arg, const char *what, const nm_motif_net *net,
-                          int chemicals, int allow_nil, const nm_tensor **out);
-/* The feedback matrices B at arg with FA feedback (required); NULLs in
-** the backprop modes, where the argument is ignored. */
-void nm_motif_feedback_list(lua_State *L, int arg, const nm_motif_net *net,
-                            const nm_tensor **B);
-/* The data of a trace tensor at arg of at least `need` elements (made by
-** `maker`, named in the error), or, when absent, scratch in user value 1
-** of the object at index 1. */
-void *nm_motif_trace(lua_State *L, int arg, const nm_motif_net *net, int64_t need,
-                     const char *maker);
-/* The input x at arg: a 1-D tensor of n_0 values of the net's dtype. */
-const nm_tensor *nm_motif_input(lua_State *L, int arg, const nm_motif_net *net);
-/* A 1-based class label at arg, returned 0-based. */
-int64_t nm_motif_label(lua_State *L, int arg, const nm_motif_net *net);
-
 /* Submodule openers: each adds its functions to the table at absolute
 ** index `module` and its Tensor methods to the table at absolute index
 ** `methods`. Listed in lneuromic.c, which passes the module itself to the
@@ -119,7 +88,6 @@ void nm_open_plastic(lua_State *L, int kernels, int methods);
 void nm_open_bmvr(lua_State *L, int module, int methods);
 void nm_open_microcircuit(lua_State *L, int module, int methods);
 void nm_open_meta(lua_State *L, int module, int methods);
-void nm_open_rcn(lua_State *L, int module, int methods);
 void nm_open_folded(lua_State *L, int module, int methods);
 void nm_open_kernel(lua_State *L, int module, int methods);
 

@@ -321,8 +321,6 @@ static const struct { const char *kernels; int set; } hot_kernels[] = {
   {"nm_plastic: gate, bias, masked add, masked ger, Adam, activation derivative",
    NM_CLONES_V4},
   {"nm_folded: rates", NM_CLONES_V4},
-  {"nm_meta: motif row kernels", NM_CLONES_V4},
-  {"nm_rcn: motif and tanh row kernels", NM_CLONES_V4},
   {"nm_bmvr: fused row kernel", NM_CLONES_V3},
   {"nm_nk: hill-climber kernels", NM_CLONES_V4},
   {"nm_microcircuit: rates and updates", NM_CLONES_V4},

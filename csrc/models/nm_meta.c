@@ -30,35 +30,22 @@ int nm_motif_check(const nm_motif_net *net) {
   return NM_OK;
 }
 
-/* The kernels, once per element type. The query loss uses a few of the
-** pieces in nm_motif_gen.h (data, softplus, softmax); the others serve the
-** RCN kernels (nm_rcn.c). */
-#pragma GCC diagnostic ignored "-Wunused-function"
+/* The query loss, once per element type (nm_meta_gen.h). */
 #define real float
 #define FN(name) name##_f32
-#define GEMV cblas_sgemv
 #define GEMM cblas_sgemm
-#define GER cblas_sger
-#include "nm_motif_gen.h"
 #include "nm_meta_gen.h"
 #undef real
 #undef FN
-#undef GEMV
 #undef GEMM
-#undef GER
 
 #define real double
 #define FN(name) name##_f64
-#define GEMV cblas_dgemv
 #define GEMM cblas_dgemm
-#define GER cblas_dger
-#include "nm_motif_gen.h"
 #include "nm_meta_gen.h"
 #undef real
 #undef FN
-#undef GEMV
 #undef GEMM
-#undef GER
 
 int nm_motif_query(const nm_motif_net *net, const nm_tensor *const *W, const nm_tensor *X,
                    const int64_t *labels, double *loss, int64_t *correct,
