@@ -321,6 +321,27 @@ describe("RCN meta-gradients", function()
     end
   end)
 
+  it("compiled (C) and interpreted generated kernels give the same unroll and meta-gradient",
+     function()
+    local cfg = {chemicals = 2, share = "layer", bias = "neuron", momentum = true}
+    local c2 = {compile = "auto"}
+    for k, v in pairs(cfg) do c2[k] = v end
+    local a = setup(c2, 5, 70)
+    local b = setup(cfg, 5, 70)                              -- compile = "interpret"
+    if not require("nm.compile").toolchain() then
+      pending("no C compiler: both sides interpreted")
+      return
+    end
+    local ga, la = meta_grad(a, nil, 2)
+    local gb, lb = meta_grad(b, nil, 2)
+    assert.is_true(a.net.compiled.fa:compiled() and not b.net.compiled.fa:compiled())
+    assert.is_true(math.abs(la - lb) <= 1e-12 * math.abs(la))
+    for j = 1, #ga do
+      local scale = math.max(ga[j]:clone():abs():max(), 1e-300)
+      assert.is_true((ga[j] - gb[j]):abs():max() <= 1e-12 * scale, "parameter " .. j)
+    end
+  end)
+
   it("float32 kernels (fast tanh) agree with float64 ones", function()
     local e64 = setup({chemicals = 3, dtype = "float64", compile = "auto"}, 5, 11)
     local e32 = setup({chemicals = 3, dtype = "float32", compile = "auto"}, 5, 11)
