@@ -150,6 +150,11 @@ function emit.c(g, outputs, opts)
   local ptr = {}          -- node -> C expression of its array
   local scalar_name = {}  -- scalar node -> C expression
   local mat = {}          -- node -> true when stored
+  -- node -> true: a matrix read several times, computed once per element
+  -- into a local variable of each loop nest that reads it (no array: a
+  -- nest reads and writes no scratch for it), inline where read at
+  -- another element (a transpose)
+  local loc = {}
   -- C names: the rule's own names for its inputs, t<id> for stored values.
   local decls, used_names = {}, {}
   local function cname(base)
@@ -193,7 +198,7 @@ function emit.c(g, outputs, opts)
   -- Inline cost of a node's expression (stopping at stored values).
   local weight = {}
   local function wt(n)
-    if ptr[n] or mat[n] or is_scalar(n) or #n.args == 0 then return 0 end
+    if ptr[n] or mat[n] or loc[n] or is_scalar(n) or #n.args == 0 then return 0 end
     return weight[n] or 0
   end
   local output_of = {}
@@ -208,7 +213,10 @@ function emit.c(g, outputs, opts)
         local w = TRANSCENDENTAL[n.op] and 8 or 1
         for _, a in ipairs(n.args) do w = w + wt(a) end
         weight[n] = w
-        if output_of[n] or strong[n] or (uses[n] > 1 and w > 2) then mat[n] = true end
+        if output_of[n] or strong[n] then mat[n] = true
+        elseif uses[n] > 1 and w > 2 then
+          if #n.shape == 2 then loc[n] = true else mat[n] = true end
+        end
         if n.op == "t" and (ptr[n.args[1]] or mat[n.args[1]]) and not output_of[n] and
            not sliced[n] then
           mat[n] = nil                 -- a transposed view: no copy
@@ -232,6 +240,7 @@ function emit.c(g, outputs, opts)
       end
     end
   end
+  for n in pairs(mat) do loc[n] = nil end       -- (a product's argument is an array)
 
   local scratch = 0
   for _, n in ipairs(order) do
@@ -263,7 +272,28 @@ function emit.c(g, outputs, opts)
   end
   local expr_memo = {}
   local raw_expr
+  local nest_locals, nest_inner, nest_dom = nil, nil, nil   -- the nest being emitted
   expr = function(n, I, J)
+    if loc[n] then
+      -- once per element of the nest that reads it at its own element
+      if nest_locals and I == "i" and J == "j" and nest_dom and #nest_dom == 2 and
+         nest_dom[1] == n.shape[1] and nest_dom[2] == n.shape[2] then
+        local v = nest_locals[n]
+        if not v then
+          loc[n] = nil
+          local e = expr(n, I, J)
+          loc[n] = true
+          v = "v" .. n.id
+          nest_inner[#nest_inner + 1] = format("const real %s = %s;", v, e)
+          nest_locals[n] = v
+        end
+        return v
+      end
+      loc[n] = nil
+      local e = expr(n, I, J)
+      loc[n] = true
+      return e
+    end
     local key = I .. "|" .. (J or "")
     local m = expr_memo[n]
     if m and m[key] and not (m.mat ~= mat[n] or m.ptr ~= ptr[n]) then return m[key] end
@@ -392,6 +422,11 @@ function emit.c(g, outputs, opts)
     local pre, inner, post = {}, {}, {}
     local row_pre, row_post = {}, {}
     local red = {}                     -- the sums the innermost loop accumulates
+    -- (the arguments first: reading a local matrix value adds its
+    -- definition to inner before the statement that reads it)
+    local function push(st) inner[#inner + 1] = st end
+    expr_memo = {}                     -- expressions may name this nest's locals
+    nest_locals, nest_inner, nest_dom = {}, inner, dom
     local I, J = "i", (#dom == 2) and "j" or nil
     local function flat() return J and format("i * %d + j", dom[2]) or "i" end
     for _, st in ipairs(group) do
@@ -403,11 +438,11 @@ function emit.c(g, outputs, opts)
         if J then
           -- a row's partial sum in real (full vector width), rows summed in double
           row_pre[#row_pre + 1] = format("real r%s = 0;", acc)
-          inner[#inner + 1] = format("r%s += %s;", acc, expr(n.args[1], I, J))
+          push(format("r%s += %s;", acc, expr(n.args[1], I, J)))
           row_post[#row_post + 1] = format("%s += r%s;", acc, acc)
           red[#red + 1] = "r" .. acc
         else
-          inner[#inner + 1] = format("%s += %s;", acc, expr(n.args[1], I, J))
+          push(format("%s += %s;", acc, expr(n.args[1], I, J)))
           red[#red + 1] = acc
         end
         scalar_name[n] = "s" .. n.id
@@ -416,12 +451,12 @@ function emit.c(g, outputs, opts)
         nacc = nacc + 1
         local acc = "acc" .. nacc
         row_pre[#row_pre + 1] = format("real %s = 0;", acc)
-        inner[#inner + 1] = format("%s += %s * %s;", acc, expr(st.matrix, I, J), expr(n.args[2], J))
+        push(format("%s += %s * %s;", acc, expr(st.matrix, I, J), expr(n.args[2], J)))
         red[#red + 1] = acc
         row_post[#row_post + 1] = format("%s[i] = (real)%s;", ptr[n], acc)
       elseif st.mode == "mvt" then               -- y[j] = sum_i M[i,j] x[i]
         pre[#pre + 1] = format("for (int64_t j = 0; j < %d; j++) %s[j] = 0;", dom[2], ptr[n])
-        inner[#inner + 1] = format("%s[j] += %s * %s;", ptr[n], expr(st.matrix, I, J), expr(n.args[2], I))
+        push(format("%s[j] += %s * %s;", ptr[n], expr(st.matrix, I, J), expr(n.args[2], I)))
       elseif st.mode == "store" then
         -- stored values are written through their own array
         local p = ptr[n]
@@ -432,9 +467,9 @@ function emit.c(g, outputs, opts)
           e = expr(n, I, J)
           mat[n], ptr[n] = keep, saved
         end
-        inner[#inner + 1] = format("%s[%s] = %s;", p, flat(), e)
+        push(format("%s[%s] = %s;", p, flat(), e))
       else -- copy into an output slot
-        inner[#inner + 1] = format("out[%d][%s] = %s;", st.k - 1, flat(), expr(n, I, J))
+        push(format("out[%d][%s] = %s;", st.k - 1, flat(), expr(n, I, J)))
       end
     end
     -- The innermost loop: no iteration reads what another writes, but
@@ -445,6 +480,8 @@ function emit.c(g, outputs, opts)
     -- would break the rounding steps of the element functions.
     local simd = #red > 0 and ("#pragma omp simd reduction(+:" .. concat(red, ", ") .. ")")
                  or "#pragma omp simd"
+    nest_locals, nest_inner, nest_dom = nil, nil, nil
+    expr_memo = {}
     for _, s in ipairs(pre) do line("%s", s) end
     if not J then body[#body + 1] = simd end
     line("for (int64_t i = 0; i < %d; i++) {", dom[1])
