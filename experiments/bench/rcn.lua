@@ -15,6 +15,10 @@
 --     meta-parameters  7 copies: values, gradient buffer, Adam's two
 --                      moments, and the rollback guard's previous values
 --                      and moments (per-synapse biases: L N E each)
+--     kernels          the generated kernels' scratch and the adjoint's own
+--                      gradient buffers (rcn.kernel_bytes), and their
+--                      traced graphs (and C source, in the process that
+--                      compiled them: ~2-5 MB here, in the 6 MiB below)
 --   allocated by one meta-step, garbage afterwards: at most (5 + 8 L) N E
 --     (the episode's Xavier draws 2, initial chemicals L and weights 1,
 --     final state L + 1, chemical adjoints L, bias gradient L, query
@@ -146,7 +150,8 @@ for _, T in ipairs(opts.memory_steps) do
   local params = rcn.param_bytes(net) / 4                -- one copy of the meta-parameters
   local MiB = 1024 * 1024
   mem[#mem + 1] = {T = T, allocated = allocated, kept = kept, unroll = unroll, state = state,
-                   params = params, kept_bound = unroll + 7 * params + MiB,
+                   params = params, kernels = rcn.kernel_bytes(net),
+                   kept_bound = unroll + 7 * params + rcn.kernel_bytes(net) + 6 * MiB,
                    step_bound = (5 + 8 * L) * NE + MiB}
   ln, net = nil, nil
 end
@@ -162,8 +167,8 @@ for _, m in ipairs(mem) do
 end
 print("(state: chemicals + weights of all layers; unroll: the reused checkpoint buffers; kept: " ..
       "what the learner keeps alive between meta-steps, against unroll + 7 copies of the " ..
-      "meta-parameters + 1 MiB; allocated: what one meta-step allocates (garbage afterwards), " ..
-      "against (5 + 8 L) N E + 1 MiB)")
+      "meta-parameters + the generated kernels' buffers + 6 MiB; allocated: what one meta-step " ..
+      "allocates (garbage afterwards), against (5 + 8 L) N E + 1 MiB)")
 local out = os.getenv("NEUROMIC_BENCH_JSON")
 if out then
   local f = assert(io.open(out, "w"))

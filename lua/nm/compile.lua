@@ -347,6 +347,18 @@ end
 
 function Fn:compiled() return self.forward:compiled() end
 
+-- Fn:scratch_bytes() -> bytes of the scratch buffers (the intermediates a
+-- generated kernel keeps between calls) of this function's kernels built
+-- so far.
+function Fn:scratch_bytes()
+  local n, esize = 0, self.dtype == "float64" and 8 or 4
+  local function add(k) if k and k.scratch then n = n + k.scratch:numel() * esize end end
+  add(self.forward)
+  for _, a in pairs(self.adjoints) do add(a) end
+  for _, p in pairs(self.pairs or {}) do add(p[1]); add(p[2]); add(p[3]) end
+  return n
+end
+
 -- The C source of the step (and, with wrt, of its adjoint).
 function Fn:source(adj)
   if adj then return self:adjoint_kernel(adj):get_source() end
@@ -595,8 +607,9 @@ end
 -- step t reads row t of the tensor X and element t of the list labels),
 -- so the others are flattened once per pass (o.args is then called once,
 -- with t = 1) and a step costs no Lua work beyond its kernel call;
--- o.cache: where ag.scan keeps the buffers; o.state_bytes for its
--- statistics (the kernel's trace_bytes: one step's trace).
+-- o.cache: where ag.scan keeps the buffers (and the adjoint its own, in
+-- o.cache.adjoints: a state's and the parameters' gradients); o.state_bytes
+-- for its statistics (the kernel's trace_bytes: one step's trace).
 function Fn:scan_kernel(o)
   local me = self
   local ns, np = #self.spec[1].list, o.params or 1
@@ -693,11 +706,16 @@ function Fn:scan_kernel(o)
     for i = 1, ns do tin[nt + i] = adjoint[i] end
     for i, x in ipairs(trace) do tin[nt + ns + i] = x end
     if not mine then
-      mine = o.cache and o.cache[a]        -- kept between unrolls, as ag.scan's buffers
+      -- kept between unrolls in o.cache.adjoints, as ag.scan's buffers
+      local kept = o.cache and o.cache.adjoints
+      mine = kept and kept[a]
       if not mine then
         mine = {}
         for i, sh in ipairs(a.output_shapes) do mine[i] = nm.zeros(sh, me.dtype) end
-        if o.cache then o.cache[a] = mine end
+        if o.cache then
+          o.cache.adjoints = kept or {}
+          o.cache.adjoints[a] = mine
+        end
       end
       for i = 1, np do gouts[ns + i] = mine[ns + i] end
     end

@@ -89,7 +89,10 @@ function rcn.new(o)
   net.classes = mnet.classes
   net.use = {}
   for _, r in ipairs(net.motifs) do net.use[r] = true end
-  net.param_shapes = rcn.meta_params(net)       -- what calls are checked against
+  net.param_shapes = {}                          -- what calls are checked against
+  for i, q in ipairs(rcn.param_list(net, rcn.meta_params(net))) do
+    net.param_shapes[i] = {dtype = q:dtype(), size = q:size()}
+  end
   net.compile = o.compile or "auto"
   if net.compile ~= "auto" and net.compile ~= "compile" and net.compile ~= "interpret" then
     fail("new: compile must be 'auto', 'compile' or 'interpret', got " .. tostring(net.compile), 2)
@@ -406,14 +409,14 @@ local function check_args(net, who, H, W, B, params)
       check_tensor(who, format("B[%d]", l), B[l], net.dtype, {net.sizes[l + 1], net.sizes[l]})
     end
   end
-  local want = rcn.param_list(net, net.param_shapes)
+  local want = net.param_shapes
   if type(params) ~= "table" or ag.is_var(params) or nm.is_tensor(params) or #params ~= #want then
     fail(format("%s: params must be rcn.param_list's list of %d tensors", who, #want), 3)
   end
   local names = {"P", "K", "v"}
   for i, q in ipairs(want) do
     local name = names[i] or (net.bias == "neuron" and format("b[%d]", i - 3) or "b")
-    check_tensor(who, "params." .. name, params[i], q:dtype(), q:size())
+    check_tensor(who, "params." .. name, params[i], q.dtype, q.size)
   end
 end
 
@@ -569,6 +572,19 @@ function rcn.memory(net, T, S)
   local nseg = math.max(1, ceil(T / S))
   local trace = compiled_scan_kernel(net, B).trace_bytes
   return (nseg + math.min(S, math.max(T, 1))) * state + math.max(T, 1) * trace
+end
+
+-- rcn.kernel_bytes(net) -> bytes the network's generated kernels keep
+-- between calls, for those built so far: their scratch (intermediates) and
+-- the adjoint's own buffers (a state's and the parameters' gradients).
+function rcn.kernel_bytes(net)
+  local n = 0
+  for _, f in pairs(net.compiled or {}) do n = n + f:scratch_bytes() end
+  local ws = net.compiled_workspaces
+  for _, list in pairs(ws and ws.adjoints or {}) do
+    for _, t in ipairs(list) do n = n + t:numel() * (t:dtype() == "float64" and 8 or 4) end
+  end
+  return n
 end
 
 -- rcn.param_bytes(net) -> bytes of the meta-parameters with their
