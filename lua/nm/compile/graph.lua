@@ -552,6 +552,12 @@ function Graph:mm(A, B)
   if s then return scaled(self, s, self:mm(X, B)) end
   local r, Y = split_scalar(self, B)
   if r then return scaled(self, r, self:mm(A, Y)) end
+  if A.shape[2] == 1 and A.op == "t" and B.op ~= "t" then
+    -- a batch of one row (a circuit rule's e^T r_pre in the full
+    -- dynamics): the outer product of the two rows, inlined into the loop
+    -- over the matrix it updates instead of a library call with k = 1
+    return self:outer(self:select(A.args[1], 1), self:select(B, 1))
+  end
   return self:node("mm", {A, B}, {A.shape[1], B.shape[2]})
 end
 
