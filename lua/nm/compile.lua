@@ -868,19 +868,14 @@ function compile.state_step(o)
   for i, r in ipairs(refs) do
     local path = paths[i]
     if not tensors[i].view and r.input then
-      local f
-      f = finals[path] or r.sym
-      if f and f ~= r.input and not scratch[path] then cand[#cand + 1] = {i = i, final = f} end
+      local f = finals[path] or r.sym
+      if f ~= r.input and not scratch[path] then cand[#cand + 1] = {i = i, final = f} end
     end
   end
   -- tensors of s.state overwritten before being read are the rule's scratch
-  local need = {}
-  local function visit(n)
-    if need[n] then return end
-    need[n] = true
-    for _, a in ipairs(n.args) do visit(a) end
-  end
-  for _, c in ipairs(cand) do visit(c.final) end
+  local finals_list = {}
+  for k, c in ipairs(cand) do finals_list[k] = c.final end
+  local need = graph.reachable(finals_list)
   local outputs, inplace, written = {}, {}, {}
   for _, c in ipairs(cand) do
     local path = paths[c.i]

@@ -61,6 +61,9 @@
 -- set: then the caller takes dW/db (an optimiser, or a measure comparing
 -- updates). When the rule has a fused form and nothing is deferred, the
 -- fused form runs instead; the two are tested equal (spec/rules_spec.lua).
+-- With inst.use_compiled = true, update and the application run as one
+-- kernel the rule compiler generates from update (rule.compiled_update;
+-- doc/compiler.md), whether or not the rule has a fused form.
 --
 -- Error pathways. How errors travel back to hidden layer l, written once,
 -- in the connection rule that defines the pathway (rules/backprop.lua:

@@ -99,13 +99,7 @@ static inline double nm_softplus_d(double x, double beta) {
 -- ---------------------------------------------------------------- analysis
 
 local function analyse(g, outputs)
-  local need, order = {}, {}
-  local function visit(n)
-    if need[n] then return end
-    need[n] = true
-    for _, a in ipairs(n.args) do visit(a) end
-  end
-  for _, o in ipairs(outputs) do visit(o) end
+  local need, order = graph.reachable(outputs), {}
   for _, n in ipairs(g.nodes) do if need[n] then order[#order + 1] = n end end
   local uses, strong, sliced = {}, {}, {}
   for _, n in ipairs(order) do

@@ -307,6 +307,19 @@ function Graph:detach(x)
   return self:node("detach", {x}, x.shape)
 end
 
+-- graph.reachable(outputs) -> the set of nodes the outputs depend on
+-- (themselves included).
+function graph.reachable(outputs)
+  local need = {}
+  local function visit(n)
+    if need[n] then return end
+    need[n] = true
+    for _, a in ipairs(n.args) do visit(a) end
+  end
+  for _, o in ipairs(outputs) do visit(o) end
+  return need
+end
+
 -- graph.strip_detach(g, outputs) -> the outputs with every detach node
 -- replaced by its argument: forward code does not need them (they only
 -- stop gradients, which adjoint.grad has already formed).
