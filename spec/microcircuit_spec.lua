@@ -1005,6 +1005,31 @@ describe("microcircuit misuse (errors, never crashes; run under make sanitize to
       "bad argument #1 to 'microcircuit' (layers[2] field 'u' shares memory with field 'r0')")
   end)
 
+  it("a generated rule's kernel closed while the C loop calls it is an error, not a crash",
+     function()
+    if not require("nm.compile").toolchain() then
+      pending("no C compiler (NEUROMIC_CC=none): no kernels are bound to the C loop")
+      return
+    end
+    local net = mc.new{sizes = {3, 4, 2}, gen = nm.generator(2), sigma = 0, compiled = true,
+                       eta = {up = 0.1, ip = 0.1, pi = 0.1}}
+    local x = nm.tensor({0.5, 0.2, 0.9}, "float64")
+    net:run(x, 5)
+    local d = net.dyn[1]
+    assert.truthy(d.call)
+    d.cstep.kernel.kernel:close()
+    local ok, err = pcall(net.run, net, x, 5)
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("closed", 1, true), err)
+    local ok2, err2 = pcall(net.mc.set_rule, net.mc, 1, "up", d.call)
+    assert.is_false(ok2)
+    assert.truthy(tostring(err2):find("closed", 1, true), err2)
+    net.mc:set_rule(1, "up")                -- back to the built-in step
+    d.call = nil
+    net.compiled = false
+    net:run(x, 5)
+  end)
+
   it("keeps the memory of its tensors alive when they are closed", function()
     local function make() return mc.new{sizes = {3, 4, 2}, gen = nm.generator(1), eta = {up = 0.1}} end
     local a, b = make(), make()

@@ -519,19 +519,23 @@ static int m_set_rule(lua_State *L) {
   int k;
   nm_mc_pathway kind = check_connection(L, net, 2, &k);
   nm_mc_rule *r = &net->layer[k].rule[kind];
-  lua_getiuservalue(L, 1, 2);
-  if (lua_isnoneornil(L, 4)) {
-    memset(r, 0, sizeof *r);
-    lua_pushnil(L);
-  } else {
-    nm_kernel_call *c = nm_tokernelcall(L, 4);
+  int reset = lua_isnoneornil(L, 4);
+  nm_kernel_call *c = NULL;
+  if (!reset) {
+    c = nm_tokernelcall(L, 4);
     if (!nm_kernelcall_live(L, 4)) luaL_argerror(L, 4, "the kernel was closed");
+  }
+  lua_settop(L, 4);
+  lua_getiuservalue(L, 1, 2);
+  if (reset) {
+    memset(r, 0, sizeof *r);
+  } else {
     r->fn = (nm_mc_rule_fn)c->fn;
     r->in = c->in;
     r->scratch = c->scratch;
     r->sc = c->sc;
-    lua_pushvalue(L, 4);
   }
+  lua_pushvalue(L, 4);
   lua_rawseti(L, -2, k * 4 + (int)kind);       /* kept alive while set */
   return 0;
 }
