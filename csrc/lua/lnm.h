@@ -135,6 +135,7 @@ void nm_open_synth(lua_State *L, int module, int methods);
 void nm_open_plastic(lua_State *L, int kernels, int methods);
 void nm_open_bmvr(lua_State *L, int module, int methods);
 void nm_open_microcircuit(lua_State *L, int module, int methods);
+void nm_open_mlp(lua_State *L, int kernels, int methods);
 void nm_open_meta(lua_State *L, int module, int methods);
 void nm_open_rcn(lua_State *L, int module, int methods);
 void nm_open_folded(lua_State *L, int module, int methods);
