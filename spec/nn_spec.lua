@@ -307,6 +307,143 @@ describe("nn.mlp", function()
     assert.equal(0, allocated(function() dfa:train_batch(X, T) end, 20))
   end)
 
+  -- MLP:train_batch on one sample runs nm.kernels.mlp_step (the whole
+  -- step in one C call) where the network qualifies; a twin network
+  -- forced onto the general path (online = false) must end with the same
+  -- bits in every weight, bias and buffer.
+  describe("one-sample steps in one call equal forward, backward and update", function()
+    local cases = {
+      {rule = "fa", act = {"softplus", beta = 2}, sizes = {12, 9, 7, 6, 5}},
+      {rule = "backprop", act = "relu", masks = true, sizes = {12, 9, 7, 5}},
+      {rule = "dfa", act = "tanh", out = "identity", loss = "mse", sizes = {12, 9, 7, 5}},
+      {rule = "backprop", act = "sigmoid", out = "sigmoid", loss = "mse", dtype = "float64",
+       sizes = {12, 9, 5}},
+      {rule = "fa", act = "identity", sizes = {12, 9, 5}, bias = false},
+    }
+    for _, c in ipairs(cases) do
+      local what = string.format("%s, %s hidden, %s loss, %s", c.rule,
+                                 type(c.act) == "table" and "softplus(2)" or c.act,
+                                 c.loss or "xent", c.dtype or "float32")
+      it(what, function()
+        local dtype = c.dtype or "float32"
+        local function make()
+          local g = nm.generator(4)
+          local masks
+          if c.masks then masks = {nm.zeros(c.sizes[2], c.sizes[1], dtype):bernoulli(g, 0.6)} end
+          return nn.mlp{sizes = c.sizes, act = c.act, out = c.out, loss = c.loss, rule = c.rule,
+                        params = {eta = 0.3}, gen = g, dtype = dtype, masks = masks,
+                        bias = c.bias}
+        end
+        local fast, general = make(), make()
+        general.online = false
+        local g = nm.generator(9)
+        local n0, nL = c.sizes[1], c.sizes[#c.sizes]
+        for step = 1, 12 do
+          -- inputs as [n], [1 x n] and float64 rows; targets likewise
+          local X = nm.randn(g, 1, n0, step % 3 == 0 and "float64" or dtype)
+          local T = onehot(1, nL, step, step % 2 == 0 and "float64" or dtype)
+          if step % 4 == 1 then X, T = X:row(1), T:row(1) end
+          if step == 5 then   -- an annealed rate and a frozen layer are honoured
+            for _, net in ipairs{fast, general} do
+              net.conns[1].rule.p.eta = 0.05
+              net.conns[2].plastic = false
+            end
+          end
+          fast:train_batch(X, T)
+          general:train_batch(X, T)
+        end
+        assert.is_table(fast.online)          -- the one-call step did run
+        assert.equal(12, fast.updates)
+        assert.equal(general.updates, fast.updates)
+        local bf, bg = fast.cur, general.cur
+        for l = 1, fast.L do
+          local cf, cg = fast.conns[l], general.conns[l]
+          assert.equal(0, (cf.W - cg.W):abs():max())
+          if cf.b then assert.equal(0, (cf.b - cg.b):abs():max()) end
+          for _, k in ipairs{"A", "Y", "E"} do
+            assert.equal(0, (bf[k][l] - bg[k][l]):abs():max())
+          end
+        end
+        assert.is_true(fast.conns[1].W:all_finite())
+      end)
+    end
+
+    it("takes the general path where it does not apply, and again after a change", function()
+      local g = nm.generator(6)
+      local X, T = nm.randn(g, 8), onehot(1, 3, 1, "float32"):row(1)
+      local ss = nn.mlp{sizes = {8, 5, 3}, gen = nm.generator(1), rule = "sign_symmetry"}
+      ss:train_batch(X, T)
+      assert.is_false(ss.online)
+      local net = nn.mlp{sizes = {8, 5, 3}, gen = nm.generator(1), rule = "backprop"}
+      local twin = nn.mlp{sizes = {8, 5, 3}, gen = nm.generator(1), rule = "backprop"}
+      twin.online = false
+      local function both()
+        net:train_batch(X, T)
+        twin:train_batch(X, T)
+        assert.equal(0, (net.conns[1].W - twin.conns[1].W):abs():max())
+        assert.equal(0, (net.conns[2].W - twin.conns[2].W):abs():max())
+      end
+      both()
+      assert.is_table(net.online)
+      for _, m in ipairs{net, twin} do m:set_optimiser(optim.sgd{momentum = 0.9}) end
+      both()
+      for _, m in ipairs{net, twin} do m:set_optimiser(nil); m.conns[2]:set_rule("hebb") end
+      both()                                   -- hebb: not the delta rule
+      assert.is_nil(net.online)
+      both()
+      assert.is_false(net.online)
+      -- a wrong input still gets the general path's message
+      assert.has_error(function() net:train_batch(nm.zeros(9), T) end,
+        "nn: input of size [9] does not fit the input layer (8 units): expected [B x 8] or [8]")
+    end)
+
+    it("nm.kernels.mlp_step refuses operands that do not fit, and closed tensors", function()
+      local net = nn.mlp{sizes = {4, 3, 2}, gen = nm.generator(1), rule = "fa"}
+      local x, t = nm.zeros(4), nm.zeros(2)
+      net:train_batch(x, t)
+      local step = net.online.step
+      assert.is_false(step:run(nm.zeros(5), t, 0.1, 0.1))    -- not one sample of n_0
+      assert.is_false(step:run(nm.zeros(2, 4), t, 0.1, 0.1))
+      assert.is_false(step:run(x, nm.zeros(3), 0.1, 0.1))
+      assert.is_true(step:run(x, t, 0.1, false))
+      assert.has_error(function() step:run(x, t, "fast", 0.1) end)
+      local bs = net.cur
+      local function spec(over)
+        local layers = {}
+        for l = 1, 2 do
+          layers[l] = {W = net.conns[l].W, b = net.conns[l].b, A = bs.A[l], Y = bs.Y[l],
+                       E = bs.E[l], a1 = bs.a1[l], y1 = bs.y1[l], e1 = bs.e1[l],
+                       act = l == 1 and "relu" or "softmax"}
+        end
+        layers[1].Mt = net.paths.fa.state[1].B:t()
+        local s = {X = bs.X, x1 = bs.x1, T = bs.T, t1 = bs.t1, layers = layers}
+        over(s)
+        return s
+      end
+      assert.has_no_error(function() nm.kernels.mlp_step(spec(function() end)) end)
+      local bad = {
+        {function(s) s.layers[1].W = nm.zeros(3, 5) end, "weights must be"},
+        {function(s) s.layers[1].Mt = nil end, "feedback matrix"},
+        {function(s) s.layers[2].act = "relu" end, "xent needs softmax"},
+        {function(s) s.layers[1].act = "softmax" end, "softmax only on the output"},
+        {function(s) s.layers[1].act = "swish" end, "invalid option 'swish'"},
+        {function(s) s.layers[1].b = net.conns[1].W:row(1):narrow(1, 1, 3) end, "share memory"},
+        {function(s) s.layers[2].E = bs.A[2] end, "with their [n_l] views"},
+        {function(s) s.X = nm.zeros(1, 4, "float64"); s.x1 = s.X:row(1) end, "one dtype"},
+        {function(s) s.layers[1].A = 7 end, "must be an open tensor"},
+        {function(s) s.layers = {} end, "between 1 and 4096 layers"},
+      }
+      for _, b in ipairs(bad) do
+        local ok, err = pcall(nm.kernels.mlp_step, spec(b[1]))
+        assert.is_false(ok)
+        assert.truthy(tostring(err):find(b[2], 1, true), tostring(err))
+      end
+      bs.E[1]:close()
+      assert.has_error(function() step:run(x, t, 0.1, 0.1) end,
+        "mlp_step: a tensor of the network was closed")
+    end)
+  end)
+
   it("learns a small classification task (loss falls)", function()
     local g = nm.generator(21)
     local net = nn.mlp{sizes = {8, 16, 3}, act = "relu", gen = g, rule = "backprop",

@@ -50,6 +50,13 @@ local function mc_handle()
   return mc_module.new{sizes = {3, 4, 2}, gen = gen()}:handle()
 end
 
+-- A small MLP after one one-sample step (its .online.step: an MLPStep).
+local function mlp_net()
+  local net = require("nm.nn").mlp{sizes = {4, 3, 2}, gen = gen(), rule = "fa"}
+  net:train_batch(T(4), T(2))
+  return net
+end
+
 local function nk_model() return nm.kernels.nk.model{n = 6, k = 2, generator = gen()} end
 local function nk_data()
   return nm.tensor({{1, -1, 1}, {-1, -1, 1}, {1, 1, -1}, {-1, 1, 1}}, "float64"),
@@ -69,7 +76,6 @@ local function wlist(chem)                  -- one weight-shaped tensor per laye
   end
   return out
 end
-
 
 local function bmvr_net()
   -- k = 3 hidden, n = 4 inputs, m = 2 outputs
@@ -136,7 +142,7 @@ collect("Tensor.", nm.Tensor)
 collect("Generator.", nm.Generator)
 local OBJECTS = {
   Tensor = T(2, 3), Generator = gen(), NKModel = nk_model(), NKNet = nk_net(),
-  MotifNet = motif(), Microcircuit = mc_handle(),
+  MotifNet = motif(), Microcircuit = mc_handle(), MLPStep = mlp_net().online.step,
 }
 for kind, obj in pairs(OBJECTS) do
   local mt = getmetatable(obj)
@@ -349,6 +355,7 @@ base("Microcircuit.run", function() return {mc_handle(), 3, D(3), D(2), gen(), t
 base("Microcircuit.set", function() return {mc_handle(), {dt = 0.05, sigma = 0}} end)
 base("Microcircuit.set_eta", function() return {mc_handle(), 1, "pi", 0.5} end)
 base("Microcircuit.plasticity", function() return {mc_handle(), 1, "pi", 0.5} end)
+base("Microcircuit.set_rule", function() return {mc_handle(), 1, "pi", nil} end)
 base("Microcircuit.begin_step", function() return {mc_handle(), D(3), D(2)} end)
 base("Microcircuit.end_step", function() return {mc_handle(), true, gen()} end)
 base("Microcircuit.finish", function() return {mc_handle()} end)
@@ -362,6 +369,18 @@ local function mc_spec()
   return captured
 end
 base("nm.kernels.microcircuit", function() return {mc_spec()} end)
+-- The one-sample MLP step: the spec table nn.lua builds, captured, and
+-- the step object it made (mlp_net, above).
+local function mlp_spec()
+  local real, captured = nm.kernels.mlp_step, nil
+  nm.kernels.mlp_step = function(s) captured = s; return real(s) end
+  local ok, err = pcall(mlp_net)
+  nm.kernels.mlp_step = real
+  assert(ok, err)
+  return captured
+end
+base("nm.kernels.mlp_step", function() return {mlp_spec()} end)
+base("MLPStep.run", function() return {mlp_net().online.step, T(4), T(1, 2), 0.1, false} end)
 
 -- Functions left out of the battery (effects on processes, files, the
 -- signal handlers, or running time), each tested by hand below.
@@ -456,6 +475,7 @@ local function bases_of(name)
   if kind == "NKNet" then return {function() return {nk_net()} end} end
   if kind == "MotifNet" then return {function() return {motif()} end} end
   if kind == "Microcircuit" then return {function() return {mc_handle()} end} end
+  if kind == "MLPStep" then return {function() return {mlp_net().online.step} end} end
   return {function() return {} end}
 end
 

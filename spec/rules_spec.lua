@@ -334,6 +334,27 @@ describe("fused kernels equal their Lua rules", function()
     end
   end)
 
+  it("plastic_outer's bias change sums each column in double from the first sample on", function()
+    -- the exact promise (same bits as the plain column loop), also past a
+    -- block of 256 columns and for a post read down its columns
+    local g = nm.generator(3)
+    local f32 = nm.zeros(1, "float32")
+    local function round(x) f32:set(1, x); return f32:get(1) end
+    for _, c in ipairs{{B = 37, m = 300}, {B = 1, m = 5}, {B = 6, m = 260, transposed = true}} do
+      local post = c.transposed and nm.randn(g, c.m, c.B, "float32"):t() or
+                   nm.randn(g, c.B, c.m, "float32")
+      local pre = nm.randn(g, c.B, 4, "float32")
+      local W, b = nm.zeros(c.m, 4, "float32"), nm.randn(g, c.m, "float32")
+      local b0, alpha = b:clone(), -0.37
+      nm.kernels.plastic_outer(W, alpha, post, pre, nil, nil, b)
+      for i = 1, c.m do
+        local acc = 0
+        for s = 1, c.B do acc = acc + post:get(s, i) end
+        assert.equal(round(b0:get(i) + round(alpha * acc)), b:get(i))
+      end
+    end
+  end)
+
   it("mul_dact (fused activation backward) equals the derivative kernels", function()
     local g = nm.generator(6)
     for _, dtype in ipairs{"float64", "float32"} do

@@ -242,6 +242,7 @@ static int NM_T(reduce_all)(const nm_iter *it, const real *a, nm_redop op, doubl
 /* *finite = 1 when no element is NaN or infinite: x - x is 0 for a finite
 ** x and NaN otherwise, and or-ing the comparisons keeps the loop free of
 ** branches (vectorised; about the cost of a copy, far less than a sum). */
+NM_HOT
 static int NM_T(all_finite)(const nm_iter *it, const real *a, int *finite) {
   int bad = 0;
   NM_LOOP(it, const real, a, const real, a, const real, a, bad |= !(EL0 - EL0 == 0););

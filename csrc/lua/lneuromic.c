@@ -47,6 +47,7 @@ int luaopen_neuromic(lua_State *L) {
   int kernels = lua_gettop(L);
   nm_open_nk(L, kernels, methods);
   nm_open_plastic(L, kernels, methods);
+  nm_open_mlp(L, kernels, methods);
   nm_open_bmvr(L, kernels, methods);
   nm_open_microcircuit(L, kernels, methods);
   nm_open_meta(L, kernels, methods);

@@ -135,15 +135,26 @@ static nm_tensor scratch_matrix(nm_dtype dt, void *mem, int64_t rows, int64_t co
       for (int64_t i = 0; i < m; i++)                                            \
         G[s * m + i] = p[s * pr + i * pc] * g[s * gr + i * gc];                  \
   }                                                                              \
-  /* b += alpha * column sums of the B x m operand G. */                        \
+  /* b += alpha * column sums of the B x m operand G, each summed in double  \
+  ** from row 0 down; a block of columns at a time, row by row, so that a     \
+  ** row-major G is read along its rows (vectorised), not down each column. */\
   NM_HOT static void bias_##SUF(const nm_tensor *b, double alpha, const T *G,          \
                          int64_t B, int64_t m, int64_t gr, int64_t gc) {         \
+    enum { BLOCK = 256 };                                                        \
+    double acc[BLOCK];                                                           \
     T *bd = (T *)b->data;                                                        \
     int64_t bs = b->stride[0];                                                   \
-    for (int64_t i = 0; i < m; i++) {                                            \
-      double acc = 0;                                                            \
-      for (int64_t s = 0; s < B; s++) acc += G[s * gr + i * gc];                 \
-      bd[i * bs] += (T)(alpha * acc);                                            \
+    for (int64_t i0 = 0; i0 < m; i0 += BLOCK) {                                  \
+      int64_t len = m - i0 < BLOCK ? m - i0 : BLOCK;                             \
+      for (int64_t j = 0; j < len; j++) acc[j] = 0;                              \
+      for (int64_t s = 0; s < B; s++) {                                          \
+        const T *g = G + s * gr + i0 * gc;                                       \
+        if (gc == 1)                                                             \
+          for (int64_t j = 0; j < len; j++) acc[j] += g[j];                      \
+        else                                                                     \
+          for (int64_t j = 0; j < len; j++) acc[j] += g[j * gc];                 \
+      }                                                                          \
+      for (int64_t j = 0; j < len; j++) bd[(i0 + j) * bs] += (T)(alpha * acc[j]); \
     }                                                                            \
   }                                                                              \
   /* W += alpha * S .* mask (mask may be NULL); S contiguous m x n. */          \

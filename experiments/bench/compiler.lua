@@ -11,6 +11,12 @@
 --       generic autograd tape (the generated kernels ran at 1.00-1.17x the
 --       speed of its hand-written C ones, removed once they were equal:
 --       doc/compiler.md; PyTorch has no RCN peer here);
+--   (d) the microcircuit's four plastic pathways (rules/dendritic_prediction
+--       .lua, apical_silencing.lua) in the full dynamics: Euler steps of
+--       the 30-50-10 network with the steps generated from the rules (called
+--       by the C loop through function pointers) against its hand-written
+--       C plasticity (nm_mc_plasticity), and the plasticity's own share
+--       (the same steps without learning subtracted);
 -- and the compiler's own costs: first-use compile time (an empty cache) and
 -- the time a cache hit adds. Fastest of --repeats alternating runs, in
 -- CPU time of the process (os.clock; PyTorch's process_time), since wall
@@ -47,6 +53,8 @@ local opts = cli.parse(arg, {
     {"torch", "bool", true, "run the PyTorch side"},
     {"chemicals", "string", "1,2",
      "RCN chemicals per synapse for (c), a list; 'none' (or --no-generic) skips (c)"},
+    {"mc-steps", "int", 20000, "Euler steps per timed run of (d); 0 skips (d)", quick = 2000,
+     min = 0},
   },
 })
 
@@ -230,6 +238,48 @@ for L in (opts.generic and opts.chemicals or "none"):gmatch("%d+") do     -- (no
                                    grad_rel = rel_diff(out.generated.grad, out.generic.grad)}
 end
 
+-- (d) the microcircuit's plasticity: generated steps vs nm_mc_plasticity,
+-- Fig. 2 settings (noise; up, ip, pi plastic) and all four pathways.
+results.microcircuit = {}
+if opts.mc_steps > 0 then
+  local mc = require "nm.models.microcircuit"
+  local configs = {
+    {name = "Fig. 2 (up, ip, pi)", eta = {up = {0.0011875, 0.0005}, ip = 0.0011875, pi = 0.0059375}},
+    {name = "all four pathways", eta = {up = {0.0011875, 0.0005}, ip = 0.0011875, pi = 0.0059375,
+                                        down = 0.0005}},
+  }
+  for _, cf in ipairs(configs) do
+    local nets, x, target = {}, nil, nil
+    for _, side in ipairs{"generated", "hand", "generated_off", "hand_off"} do
+      nets[side] = mc.new{sizes = {30, 50, 10}, gen = nm.generator(4), noise_gen = nm.generator(5),
+                          sigma = 0.3, eta = cf.eta, compiled = side:find("^generated") ~= nil}
+    end
+    local g = nm.generator(6)
+    x = nm.zeros(30, "float64"):uniform(g, 0, 1)
+    target = nm.zeros(10, "float64"):uniform(g, 0, 1)
+    local function runner(side, learn)
+      return function() nets[side]:run(x, opts.mc_steps, target, {learn = learn}) end
+    end
+    nets.generated:run(x, 1, target)                  -- the kernels traced and compiled
+    nets.hand:run(x, 1, target)
+    local best = best_of({generated = runner("generated", true), hand = runner("hand", true),
+                          generated_off = runner("generated_off", false),
+                          hand_off = runner("hand_off", false)}, opts.repeats)
+    local worst = 0
+    for _, kind in ipairs{"up", "ip", "pi", "down"} do
+      for k, c in pairs(nets.hand[kind]) do
+        worst = math.max(worst, rel_diff(nets.generated[kind][k].W, c.W),
+                         rel_diff(nets.generated[kind][k].state.D, c.state.D))
+      end
+    end
+    local base = math.min(best.generated_off, best.hand_off)
+    results.microcircuit[#results.microcircuit + 1] = {
+      config = cf.name, steps = opts.mc_steps, generated = best.generated, hand = best.hand,
+      speed = best.hand / best.generated, dynamics = base,
+      plasticity_speed = (best.hand - base) / (best.generated - base), weights_rel = worst}
+  end
+end
+
 -- The compiler's own costs: first use (empty cache) and a cache hit.
 do
   local saved = compile.cache_dir
@@ -285,7 +335,15 @@ for _, r in ipairs(results.rcn) do
   print(format("%-34s %9.3fs %9.3fs %7.1fx  %.1e", format("(c) RCN, L = %d, vs generic tape",
                r.chemicals), r.generated, r.generic, r.ratio, r.grad_rel))
 end
-print("ratio = reference / generated (targets for (b): >= 20 tape, >= 5 PyTorch)")
+for _, r in ipairs(results.microcircuit) do
+  print(format("%-34s %9.3fs %9.3fs %7.2fx  %.1e (weights, traces)",
+               "(d) microcircuit, " .. r.config, r.generated, r.hand, r.speed, r.weights_rel))
+  print(format("%-34s %9.3fs %9.3fs %7.2fx  (dynamics alone %.3f s subtracted)",
+               "    its plasticity alone", r.generated - r.dynamics, r.hand - r.dynamics,
+               r.plasticity_speed, r.dynamics))
+end
+print("ratio = reference / generated (targets for (b): >= 20 tape, >= 5 PyTorch; " ..
+      "(d): >= 0.95 to remove the hand kernel)")
 print(format("compiler: first use %.2f s (trace, adjoint, C, cc for 4 kernels), cache hit %.1f ms",
              c.first_use, c.cache_hit * 1e3))
 print(json.encode({bench = "compiler", threads = opts.threads, steps = opts.steps,

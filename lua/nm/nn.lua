@@ -650,8 +650,87 @@ function MLP:update()
   if self.unchecked >= self.check_every then self:check_finite() end
 end
 
+-- The one-sample step in one C call: nm.kernels.mlp_step over this
+-- network's own buffers (those of batch size 1), for a network whose
+-- every connection learns by the fused delta rule (rules/backprop.lua's,
+-- which fa and dfa share) through the pathway bp, fa or dfa, with built-in
+-- activations. It runs the kernels that forward, backward and update run,
+-- in the same order on the same tensors, so the weights, buffers and
+-- counters after it are theirs bit for bit (spec/nn_spec.lua); it saves
+-- the interpreter between ~7 kernel calls per layer. Built on the first
+-- one-sample train_batch; false when the network does not qualify.
+local DIRECT_PATHWAYS = {bp = true, fa = true, dfa = true}
+local function online_step(self)
+  local delta = rule.definition("backprop").fused
+  local pw, st = self:path()
+  if not DIRECT_PATHWAYS[pw.name] or rule.pathway(pw.name) ~= pw then return false end
+  local bs = self:buffers(1)
+  if bs.q[1].pre ~= bs.X then return false end
+  local f = {bs = bs, feedback = self.feedback, loss = self.loss, W = {}, b = {}, mask = {},
+             rules = {}, acts = {}, beta = {}, etas = {}}
+  local layers = {}
+  for l = 1, self.L do
+    local c, act, q = self.conns[l], self.acts[l], bs.q[l]
+    local r, builtin = c.rule, nn.activations[act.name]
+    if not (r and r.def.fused == delta and r.use_fused) or q.W ~= c.W or q.b ~= c.b or
+       q.mask ~= c.mask or not builtin or builtin.f ~= act.f or builtin.df ~= act.df or
+       (act.name == "softmax" and l < self.L) then
+      return false
+    end
+    local Mt
+    if l < self.L then Mt = select(2, self:feedback_matrix(pw, st, l)) end
+    f.W[l], f.b[l], f.mask[l], f.rules[l], f.acts[l], f.beta[l] = c.W, c.b, c.mask, r, act,
+                                                                   act.beta
+    layers[l] = {W = c.W, b = c.b, mask = c.mask, Mt = Mt, A = bs.A[l], Y = bs.Y[l],
+                 E = bs.E[l], a1 = bs.a1[l], y1 = bs.y1[l], e1 = bs.e1[l], act = act.name,
+                 beta = act.beta or 1}
+  end
+  local ok, step = pcall(nm.kernels.mlp_step, {loss = self.loss,
+                         from_output = pw.source == "output", X = bs.X, x1 = bs.x1,
+                         T = bs.T, t1 = bs.t1, layers = layers})
+  if not ok then return false end
+  f.step = step
+  return f
+end
+
+-- The learning rates of an online step (false for a layer that does not
+-- learn) into f.etas, or false when the network changed since f was built
+-- or learns otherwise now (an optimiser, learning switched off).
+local function online_ready(self, f)
+  if self.optim or not rule.learning() or self.feedback ~= f.feedback or
+     self.loss ~= f.loss then
+    return false
+  end
+  local conns, acts, etas = self.conns, self.acts, f.etas
+  for l = 1, self.L do
+    local c, act = conns[l], acts[l]
+    local r = c.rule
+    if c.W ~= f.W[l] or c.b ~= f.b[l] or c.mask ~= f.mask[l] or r ~= f.rules[l] or
+       not r.use_fused or act ~= f.acts[l] or act.beta ~= f.beta[l] then
+      self.online = nil                  -- rebuilt on the next call
+      return false
+    end
+    etas[l] = c.plastic ~= false and r.p.eta
+  end
+  return true
+end
+
+local unpack = table.unpack
+
 -- forward + backward + update on one batch (or one sample).
 function MLP:train_batch(X, T)
+  local f = self.online
+  if f == nil and nm.is_tensor(X) and (X:dim() == 1 or (X:dim() == 2 and X:size(1) == 1)) then
+    f = online_step(self)
+    self.online = f
+  end
+  if f and online_ready(self, f) and f.step:run(X, T, unpack(f.etas, 1, self.L)) then
+    self.cur = f.bs
+    self.updates = self.updates + 1
+    self.unchecked = self.unchecked + 1
+    if self.unchecked >= self.check_every then self:check_finite() end
+    return
+  end
   self:forward(X)
   self:backward(T)
   self:update()

@@ -1,0 +1,192 @@
+/*
+** lmlp.c: nm.kernels.mlp_step, the one-sample training step of nn.lua's
+** MLP in one call (nm_mlp.c). nn.lua builds one per network from its own
+** buffers and calls it from MLP:train_batch; the results are those of the
+** step it replaces, bit for bit.
+*/
+#include <stddef.h>
+#include <string.h>
+
+#include "lnm.h"
+#include "nm_math.h"
+#include "nm_mlp.h"
+#include "nm_plastic.h"
+
+#define MLP_STEP_T "neuromic.MLPStep"
+#define PER_LAYER 10             /* W b mask Mt A Y E a1 y1 e1 */
+#define NET_TENSORS 4            /* X x1 T t1 */
+
+/* The userdata: the network's headers point into the tensor userdata,
+** which user value 1 keeps alive (a list: refs[i] at index 2i + 1, its
+** storage at 2i + 2). */
+typedef struct mlp_step {
+  nm_mlp net;
+  int nrefs;
+  nm_ltensor **refs;             /* into the same block, after the layers */
+} mlp_step;
+
+static const char *const act_names[] = {"identity", "relu", "sigmoid", "tanh", "softplus",
+                                        "softmax", NULL};
+
+/* The tensor in field `key` of the table at idx (NULL when nil and
+** optional), recorded in the reference list at index `list`. */
+static nm_tensor *field_tensor(lua_State *L, int idx, const char *key, int optional,
+                               mlp_step *s, int list, const char *where) {
+  lua_getfield(L, idx, key);
+  if (optional && lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  nm_ltensor *lt = (nm_ltensor *)luaL_testudata(L, -1, NM_TENSOR_T);
+  if (lt == NULL || nm_totensor(L, -1) == NULL)
+    luaL_error(L, "mlp_step: %s.%s must be an open tensor", where, key);
+  s->refs[s->nrefs++] = lt;
+  lua_getiuservalue(L, -1, 1);           /* its storage */
+  lua_rawseti(L, list, 2 * s->nrefs);
+  lua_rawseti(L, list, 2 * s->nrefs - 1);
+  return &lt->t;
+}
+
+/* nm.kernels.mlp_step{loss = "xent" | "mse", from_output = false,
+**   X = [1 x n_0], x1 = [n_0], T = [1 x n_L], t1 = [n_L],
+**   layers = {{W =, b =, mask =, Mt =, A =, Y =, E =, a1 =, y1 =, e1 =,
+**              act = name, beta = 1}, ...}} -> a step object
+** (see nm_mlp.h for the operands); an error naming what does not fit. */
+static int mlp_step_new(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_getfield(L, 1, "layers");
+  luaL_argcheck(L, lua_istable(L, -1), 1, "field 'layers' must be a list");
+  int layers = lua_gettop(L);
+  lua_Integer nl = luaL_len(L, layers);
+  luaL_argcheck(L, nl >= 1 && nl <= 4096, 1, "between 1 and 4096 layers expected");
+  int L_ = (int)nl, cap = L_ * PER_LAYER + NET_TENSORS;
+  size_t lay = sizeof(mlp_step) + (size_t)L_ * sizeof(nm_mlp_layer);
+  size_t bytes = lay + (size_t)cap * sizeof(nm_ltensor *);
+  mlp_step *s = (mlp_step *)lua_newuserdatauv(L, bytes, 1);
+  memset(s, 0, bytes);
+  int self = lua_gettop(L);
+  s->net.L = L_;
+  s->net.layer = (nm_mlp_layer *)(void *)(s + 1);
+  s->refs = (nm_ltensor **)(void *)((char *)s + lay);
+  lua_createtable(L, 2 * cap, 0);
+  int list = lua_gettop(L);
+  static const char *const losses[] = {"xent", "mse", NULL};
+  lua_getfield(L, 1, "loss");
+  s->net.loss = luaL_checkoption(L, -1, "xent", losses);
+  lua_getfield(L, 1, "from_output");
+  s->net.from_output = lua_toboolean(L, -1);
+  lua_pop(L, 2);
+  s->net.X = field_tensor(L, 1, "X", 0, s, list, "spec");
+  s->net.x1 = field_tensor(L, 1, "x1", 0, s, list, "spec");
+  s->net.T = field_tensor(L, 1, "T", 0, s, list, "spec");
+  s->net.t1 = field_tensor(L, 1, "t1", 0, s, list, "spec");
+  for (int l = 0; l < L_; l++) {
+    nm_mlp_layer *ly = &s->net.layer[l];
+    lua_rawgeti(L, layers, l + 1);
+    luaL_argcheck(L, lua_istable(L, -1), 1, "every layer must be a table");
+    int t = lua_gettop(L);
+    const char *w = "layer";
+    ly->W = field_tensor(L, t, "W", 0, s, list, w);
+    ly->b = field_tensor(L, t, "b", 1, s, list, w);
+    ly->mask = field_tensor(L, t, "mask", 1, s, list, w);
+    ly->Mt = field_tensor(L, t, "Mt", 1, s, list, w);
+    ly->A = field_tensor(L, t, "A", 0, s, list, w);
+    ly->Y = field_tensor(L, t, "Y", 0, s, list, w);
+    ly->E = field_tensor(L, t, "E", 0, s, list, w);
+    ly->a1 = field_tensor(L, t, "a1", 0, s, list, w);
+    ly->y1 = field_tensor(L, t, "y1", 0, s, list, w);
+    ly->e1 = field_tensor(L, t, "e1", 0, s, list, w);
+    lua_getfield(L, t, "act");
+    ly->act = luaL_checkoption(L, -1, NULL, act_names);
+    lua_getfield(L, t, "beta");
+    ly->beta = luaL_optnumber(L, -1, 1.0);
+    lua_settop(L, list);
+  }
+  const char *msg = nm_mlp_check(&s->net);
+  if (msg != NULL) return luaL_error(L, "mlp_step: %s", msg);
+  /* The kernels write W, b, the buffers: none may share memory with
+  ** another operand, except each buffer with its own 1-D view. */
+  for (int i = 0; i < s->nrefs; i++)
+    for (int j = i + 1; j < s->nrefs; j++) {
+      const nm_tensor *a = &s->refs[i]->t, *b = &s->refs[j]->t;
+      int view = a->data == b->data && nm_numel(a) == nm_numel(b);
+      int shared = a == b;                     /* the same tensor twice (identity: Y is A) */
+      if (!view && !shared && nm_overlap(a, b))
+        return luaL_error(L, "mlp_step: operands share memory");
+    }
+  lua_pushvalue(L, list);
+  lua_setiuservalue(L, self, 1);
+  lua_pushvalue(L, self);
+  luaL_setmetatable(L, MLP_STEP_T);
+  return 1;
+}
+
+/* step:run(x, t, eta_1, ..., eta_L) -> true, after one training step on
+** input x ([n_0] or [1 x n_0]) and target t ([n_L] or [1 x n_L]) with
+** learning rate eta_l for layer l (false: layer l does not learn); false,
+** having written nothing, when x or t is not one such sample (the caller
+** takes its general path, which says what is wrong). Allocates nothing. */
+static int mlp_step_run(lua_State *L) {
+  mlp_step *s = (mlp_step *)luaL_checkudata(L, 1, MLP_STEP_T);
+  const nm_tensor *x = nm_totensor(L, 2), *t = nm_totensor(L, 3);
+  double eta[64], *e = eta;
+  int learn[64], *on = learn;
+  int L_ = s->net.L;
+  if (L_ > 64) {            /* (allocates: only for networks of over 64 layers) */
+    e = (double *)lua_newuserdatauv(L, (size_t)L_ * (sizeof(double) + sizeof(int)), 0);
+    on = (int *)(void *)(e + L_);
+  }
+  for (int l = 0; l < L_; l++) {
+    int arg = 4 + l;
+    on[l] = lua_toboolean(L, arg);
+    e[l] = on[l] ? luaL_checknumber(L, arg) : 0.0;
+  }
+  if (x == NULL || t == NULL) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  /* Every operand still open. (The list holds each one's storage too: a
+  ** storage swapped by debug.setuservalue stays alive, written to.) */
+  for (int i = 0; i < s->nrefs; i++)
+    if (s->refs[i]->t.data == NULL)
+      return luaL_error(L, "mlp_step: a tensor of the network was closed");
+  /* What the general path's kernels would copy first (an input sharing
+  ** memory with what it is copied into, the target with the output
+  ** error) goes that way. */
+  const nm_mlp_layer *out = &s->net.layer[L_ - 1];
+  if ((x->data != s->net.X->data && nm_overlap(x, s->net.X)) ||
+      (t->data != s->net.T->data && nm_overlap(t, s->net.T)) ||
+      (t->data != out->E->data && nm_overlap(t, out->E))) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  int st = nm_mlp_step(&s->net, x, t, e, on);
+  if (st == NM_EINVAL) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (st != NM_OK) return nm_status_error(L, st, "mlp_step");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int mlp_step_tostring(lua_State *L) {
+  mlp_step *s = (mlp_step *)luaL_checkudata(L, 1, MLP_STEP_T);
+  lua_pushfstring(L, "neuromic.MLPStep (%d layers)", s->net.L);
+  return 1;
+}
+
+static const luaL_Reg step_meth[] = {{"run", mlp_step_run}, {NULL, NULL}};
+
+void nm_open_mlp(lua_State *L, int kernels, int methods) {
+  (void)methods;
+  luaL_newmetatable(L, MLP_STEP_T);
+  lua_newtable(L);
+  luaL_setfuncs(L, step_meth, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, mlp_step_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, mlp_step_new);
+  lua_setfield(L, kernels, "mlp_step");
+}

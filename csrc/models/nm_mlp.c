@@ -1,0 +1,125 @@
+/*
+** nm_mlp.c: one training step of a layered network on one sample (see
+** nm_mlp.h): the sequence of nn.lua's one-sample step over the core
+** kernels, without the interpreter between them.
+*/
+#include <math.h>
+
+#include "nm_mlp.h"
+#include "nm_math.h"
+#include "nm_plastic.h"
+
+static int is_row(const nm_tensor *t, int64_t n) {
+  return t != NULL && t->ndim == 2 && t->size[0] == 1 && t->size[1] == n && nm_is_contiguous(t);
+}
+static int is_vec(const nm_tensor *t, int64_t n) {
+  return t != NULL && t->ndim == 1 && t->size[0] == n && nm_is_contiguous(t);
+}
+/* One sample of n values: [n] or [1 x n]. */
+static int one_sample(const nm_tensor *t, int64_t n) {
+  return (t->ndim == 1 && t->size[0] == n) ||
+         (t->ndim == 2 && t->size[0] == 1 && t->size[1] == n);
+}
+
+const char *nm_mlp_check(const nm_mlp *net) {
+  if (net->L < 1) return "no layers";
+  if (net->loss != NM_MLP_XENT && net->loss != NM_MLP_MSE) return "unknown loss";
+  nm_dtype dt = net->X->dtype;
+  int64_t n0 = net->X->ndim == 2 ? net->X->size[1] : -1;
+  if (!is_row(net->X, n0) || !is_vec(net->x1, n0) || net->x1->data != net->X->data)
+    return "input buffers must be [1 x n_0] with their [n_0] view";
+  int64_t prev = n0;
+  for (int l = 0; l < net->L; l++) {
+    const nm_mlp_layer *ly = &net->layer[l];
+    int last = l == net->L - 1;
+    if (ly->W == NULL || ly->W->ndim != 2 || ly->W->size[1] != prev)
+      return "weights must be [n_l x n_{l-1}]";
+    int64_t n = ly->W->size[0];
+    const nm_tensor *all[] = {ly->W, ly->b, ly->mask, ly->Mt, ly->A, ly->Y, ly->E,
+                              ly->a1, ly->y1, ly->e1};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+      if (all[i] != NULL && all[i]->dtype != dt) return "all operands must have one dtype";
+    if (!nm_blas_compatible(ly->W)) return "weights need a unit stride";
+    if (ly->b != NULL && (ly->b->ndim != 1 || ly->b->size[0] != n)) return "bias must be [n_l]";
+    if (ly->mask != NULL && !nm_same_shape(ly->mask, ly->W)) return "mask must be shaped like W";
+    if (!is_row(ly->A, n) || !is_row(ly->Y, n) || !is_row(ly->E, n) || !is_vec(ly->a1, n) ||
+        !is_vec(ly->y1, n) || !is_vec(ly->e1, n) || ly->a1->data != ly->A->data ||
+        ly->y1->data != ly->Y->data || ly->e1->data != ly->E->data)
+      return "layer buffers must be [1 x n_l] with their [n_l] views";
+    if (ly->act < NM_ACT_IDENTITY || ly->act > NM_MLP_SOFTMAX) return "unknown activation";
+    if (ly->act == NM_MLP_SOFTMAX && !last) return "softmax only on the output layer";
+    if (ly->act == NM_ACT_SOFTPLUS && !(ly->beta > 0 && isfinite(ly->beta)))
+      return "softplus beta must be positive and finite";
+    if (last) {
+      if (net->loss == NM_MLP_XENT && ly->act != NM_MLP_SOFTMAX) return "xent needs softmax";
+      if (net->loss == NM_MLP_MSE && ly->act == NM_MLP_SOFTMAX) return "mse with softmax";
+      if (!is_row(net->T, n) || !is_vec(net->t1, n) || net->t1->data != net->T->data)
+        return "target buffers must be [1 x n_L] with their [n_L] view";
+      if (net->T->dtype != dt) return "all operands must have one dtype";
+    } else {
+      int64_t src = net->from_output ? net->layer[net->L - 1].W->size[0]
+                                     : net->layer[l + 1].W->size[0];
+      if (ly->Mt == NULL || ly->Mt->ndim != 2 || ly->Mt->size[0] != n ||
+          ly->Mt->size[1] != src || !nm_blas_compatible(ly->Mt))
+        return "feedback matrix must be [n_l x n_src] with a unit stride";
+    }
+    prev = n;
+  }
+  return NULL;
+}
+
+#define TRY(call) do { int st_ = (call); if (st_ != NM_OK) return st_; } while (0)
+
+int nm_mlp_step(const nm_mlp *net, const nm_tensor *x, const nm_tensor *t, const double *eta,
+                const int *learn) {
+  int L = net->L;
+  nm_mlp_layer *out = &net->layer[L - 1];
+  if (!one_sample(x, net->X->size[1]) || !one_sample(t, out->W->size[0])) return NM_EINVAL;
+  /* MLP:forward, one sample */
+  TRY(nm_copy(x->ndim == 1 ? net->x1 : net->X, x));
+  const nm_tensor *prev = net->x1;
+  for (int l = 0; l < L; l++) {
+    nm_mlp_layer *ly = &net->layer[l];
+    TRY(nm_gemv(ly->a1, 1.0, ly->W, prev, 0.0));
+    if (ly->b != NULL) TRY(nm_binary(ly->a1, ly->a1, ly->b, NM_ADD));
+    switch (ly->act) {
+      case NM_ACT_IDENTITY:
+        if (ly->Y->data != ly->A->data) TRY(nm_copy(ly->Y, ly->A));
+        break;
+      case NM_ACT_RELU: TRY(nm_unary(ly->Y, ly->A, NM_RELU, 0, 0)); break;
+      case NM_ACT_SIGMOID: TRY(nm_unary(ly->Y, ly->A, NM_SIGMOID, 0, 0)); break;
+      case NM_ACT_TANH: TRY(nm_unary(ly->Y, ly->A, NM_TANH, 0, 0)); break;
+      case NM_ACT_SOFTPLUS: TRY(nm_unary(ly->Y, ly->A, NM_SOFTPLUS, ly->beta, 0)); break;
+      default: TRY(nm_softmax(ly->Y, ly->A, 0)); break;
+    }
+    prev = ly->y1;
+  }
+  /* MLP:backward: targets, e_L, then the hidden errors */
+  const nm_tensor *T = t;
+  if (t->ndim == 1) {
+    TRY(nm_copy(net->t1, t));
+    T = net->T;
+  } else if (t->dtype != net->T->dtype) {
+    TRY(nm_copy(net->T, t));
+    T = net->T;
+  }
+  TRY(nm_binary(out->E, out->Y, T, NM_SUB));
+  if (net->loss == NM_MLP_MSE && out->act != NM_ACT_IDENTITY)
+    TRY(nm_mul_dact(out->E, out->A, out->Y, out->act, out->beta));
+  for (int l = L - 2; l >= 0; l--) {
+    nm_mlp_layer *ly = &net->layer[l];
+    const nm_tensor *src = net->from_output ? out->e1 : net->layer[l + 1].e1;
+    TRY(nm_gemv(ly->e1, 1.0, ly->Mt, src, 0.0));
+    if (ly->act != NM_ACT_IDENTITY) TRY(nm_mul_dact(ly->E, ly->A, ly->Y, ly->act, ly->beta));
+  }
+  /* MLP:update: the fused delta rule, layer by layer (no scratch is
+  ** needed without a gate at one sample) */
+  const nm_tensor *pre = net->X;
+  for (int l = 0; l < L; l++) {
+    nm_mlp_layer *ly = &net->layer[l];
+    if (learn[l])
+      TRY(nm_plastic_outer(ly->W, -eta[l] / 1.0, ly->E, NULL, pre, ly->mask, ly->b, NULL));
+    pre = ly->Y;
+  }
+  return NM_OK;
+}
