@@ -12,6 +12,7 @@
 -- and a copied transposed view would no longer be a view.
 
 local nm = require "neuromic"
+local rule = require "nm.rule"
 
 local scratch = setmetatable({}, {__mode = "k"})
 
@@ -34,7 +35,7 @@ return {
   end,
   update = function(q, p)
     local f, m = q[p.factor], q.mod
-    if type(m) ~= "userdata" then
+    if not rule.is_tensor(m) then
       q.dW:addmm(p.eta * (m or 1) / q.batch, q[p.factor .. "_t"], q.pre, 0)
       return
     end

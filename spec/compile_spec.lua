@@ -638,7 +638,8 @@ describe("nm.compile on meta rules of the motif network", function()
     end
   end)
 
-  it("neuromic --emit prints a meta rule's C; another kind is one line and exit status 2",
+  it("neuromic --emit prints a meta rule's C, a connection rule's and a microcircuit rule's; " ..
+     "another kind is one line and exit status 2",
      function()
     local function run(args)
       local out = os.tmpname()
@@ -659,14 +660,188 @@ describe("nm.compile on meta rules of the motif network", function()
     local code1, src1 = run("--emit rules/rcn.lua")                  -- an RCN rule too
     assert.are.equal(0, code1, src1)
     assert.truthy(src1:find("step of rcn", 1, true), src1:sub(1, 300))
-    local code2, msg = run("--emit rules/hebb.lua")
+    local code4, src4 = run("--emit rules/oja.lua")                   -- a connection rule
+    assert.are.equal(0, code4, src4)
+    assert.truthy(src4:find("in-place step of oja", 1, true), src4:sub(1, 300))
+    assert.truthy(src4:find("dW = eta <y x^T - y y^T W>", 1, true))
+    assert.truthy(src4:find("written in place: W", 1, true))
+    assert.truthy(src4:find("cblas_dgemm", 1, true))                    -- y^T y and (y^T y) W
+    local code5, src5 = run("--emit rules/dendritic_prediction.lua")  -- a circuit rule
+    assert.are.equal(0, code5, src5)
+    for _, what in ipairs{"up, full dynamics", "ip, full dynamics", "down, full dynamics",
+                          "up, steady state"} do
+      assert.truthy(src5:find(what, 1, true), what)
+    end
+    assert.truthy(src5:find("written in place: W, state.D", 1, true))
+    assert.truthy(src5:find("dW = eta (phi(u) - phi(c v)) r_pre^T", 1, true))
+    local code2, msg = run("--emit rules/bmvr.lua")
     assert.are.equal(2, code2)
     local lines = 0
     for _ in msg:gmatch("[^\n]+") do lines = lines + 1 end
     assert.are.equal(1, lines, msg)
-    assert.truthy(msg:find("connection rule", 1, true), msg)
+    assert.truthy(msg:find("circuit rule of model 'bmvr'", 1, true), msg)
     local code3, msg3 = run("--emit nosuchrule")
     assert.are.equal(2, code3)
     assert.truthy(msg3:find("nosuchrule", 1, true), msg3)
+  end)
+end)
+
+-- Connection and circuit rules write their steps with in-place tensor
+-- methods; traced on Refs (nm.compile.trace) they compile into kernels that
+-- update the same tensors in place (compile.state_step).
+describe("nm.compile on in-place steps (connection and circuit rules)", function()
+  local rule = require "nm.rule"
+  local nn = require "nm.nn"
+  setup(function() compile.cache_dir = function() return cache end end)
+  teardown(function() compile.cache_dir = real_cache_dir end)
+
+  local function copy(s)
+    local c = {}
+    for k, v in pairs(s) do
+      if nm.is_tensor(v) then c[k] = v:clone()
+      elseif type(v) == "table" then c[k] = copy(v)
+      else c[k] = v end
+    end
+    return c
+  end
+
+  it("every traced method, and reads of a tensor after, before and across its write " ..
+     "(W + W^T, y = y W), equal the step on tensors, compiled and interpreted", function()
+    local function step(s, p)
+      s.T:add(s.W, s.W:t())                 -- reads W transposed, before W is written
+      s.W:axpy(p.a, s.T)
+      s.D:mul(s.W)                          -- reads the new W
+      s.y:addmm(1, s.y, s.W, 0)             -- y = y W: a product over what it writes
+      s.W:add(s.W:t())                      -- W = W + W^T in place
+      s.e:scale(s.v, 0.5):sub(0.25):softplus(2):mul(s.v)
+      s.e:div(s.e, 3):neg():exp():add(1):log():sqrt():tanh():sigmoid()
+      s.f:copy(s.v):relu():abs():pow(2):sign()
+      s.b:fill(p.a):addmv(2, s.W, s.x, 0.5)
+      s.T:addr(0.25, s.x, s.b):zero():add(s.T, 1)
+    end
+    local g = nm.generator(2)
+    local s0 = {W = nm.zeros(4, 4, "float64"):normal(g, 0, 1), y = nm.zeros(1, 4, "float64"):normal(g, 0, 1),
+                D = nm.zeros(4, 4, "float64"):normal(g, 0, 1), T = nm.zeros(4, 4, "float64"),
+                v = nm.zeros(1, 4, "float64"):normal(g, 0, 1), e = nm.zeros(1, 4, "float64"),
+                f = nm.zeros(1, 4, "float64"), x = nm.zeros(4, "float64"):normal(g, 0, 1),
+                b = nm.zeros(4, "float64")}
+    for _, mode in ipairs{"auto", "interpret"} do
+      local ref, s = copy(s0), copy(s0)
+      local st = compile.state_step{step = step, s = s, p = {a = 0.3}, name = "every method",
+                                    mode = mode}
+      step(ref, {a = 0.3})
+      st:run()
+      for _, k in ipairs{"W", "y", "D", "T", "e", "f", "b"} do
+        assert.is_true(rel(s[k], ref[k]) < 1e-14, mode .. " " .. k .. " " .. rel(s[k], ref[k]))
+      end
+      table.sort(st.written)
+      assert.same({"D", "T", "W", "b", "e", "f", "y"}, st.written)
+    end
+  end)
+
+  it("a method it cannot trace names the rule's line and the method", function()
+    local s = {W = nm.zeros(3, 3, "float64")}
+    local ok, err = pcall(compile.state_step, {step = function(q) q.W:narrow(1, 1, 2):zero() end,
+                                               s = s, p = {}})
+    assert.is_false(ok)
+    assert.truthy(err:find("compile_spec.lua:%d+: the tensor method 'narrow'"), err)
+  end)
+
+  local function connection(name, params, o)
+    o = o or {}
+    local B, npre, npost = 6, 5, 4
+    local c = nn.connection{pre = npre, post = npost, bias = o.bias, dtype = o.dtype or "float64",
+                            gen = nm.generator(3), name = "c"}
+    local inst = rule.new(name, params)
+    c.rule = inst
+    if inst.def.init then c.state = inst.def.init(c, inst.p) end
+    local q = rule.quantities(c)
+    local g = nm.generator(4)
+    local dt = o.dtype or "float64"
+    q.pre = nm.zeros(B, npre, dt):uniform(g, 0, 1); q.pre_t = q.pre:t()
+    q.post = nm.zeros(B, npost, dt):uniform(g, 0, 1); q.post_t = q.post:t()
+    q.error = nm.zeros(B, npost, dt):normal(g, 0, 1); q.error_t = q.error:t()
+    q.a = nm.zeros(B, npost, dt):normal(g, 0, 1)
+    q.batch, q.ones = B, nm.ones(B, dt)
+    if o.mask then c.mask = nm.zeros(npost, npre, dt):bernoulli(g, 0.7); q.mask = c.mask end
+    if o.mod == "tensor" then q.mod = nm.zeros(B, npost, dt):uniform(nm.generator(8), 0, 1)
+    else q.mod = o.mod end
+    return c, inst, q
+  end
+
+  for _, case in ipairs{
+    {"hebb"}, {"hebb", nil, {mask = true}}, {"oja"}, {"oja", nil, {dtype = "float32"}},
+    {"three_factor", {factor = "error", eta = -0.1}, {mod = "tensor"}},
+    {"three_factor", {}, {mod = 0.5}}, {"fa", nil, {bias = true}},
+  } do
+    local name, params, o = case[1], case[2], case[3] or {}
+    it("connection rule " .. name .. " (" .. (o.dtype or "float64") ..
+       (o.mask and ", masked" or "") .. (o.mod and (", modulator " .. tostring(o.mod)) or "") ..
+       (o.bias and ", bias" or "") .. "): the compiled update equals its Lua update", function()
+      local c1, i1, q1 = connection(name, params, o)
+      local c2, i2, q2 = connection(name, params, o)
+      i1.use_fused = false
+      i2.use_compiled = true
+      for k = 1, 3 do
+        if o.mod == 0.5 then q1.mod, q2.mod = 0.5 * k, 0.5 * k end   -- read at every call
+        assert.is_true(rule.apply(i1, c1, q1))
+        assert.is_true(rule.apply(i2, c2, q2))
+      end
+      local tol = o.dtype == "float32" and 1e-6 or 1e-13
+      assert.is_true(rel(c2.W, c1.W) < tol, name .. " W " .. rel(c2.W, c1.W))
+      if c1.b then assert.is_true(rel(c2.b, c1.b) < tol, name .. " b") end
+      assert.is_false(rel(c2.W, c1.W:clone():zero()) == 0)      -- it learnt something
+      -- a new batch in the same quantities table: the kernel takes it
+      q1.pre:uniform(nm.generator(11), 0, 1); q2.pre:copy(q1.pre)
+      rule.apply(i1, c1, q1); rule.apply(i2, c2, q2)
+      assert.is_true(rel(c2.W, c1.W) < tol, name .. " after a new batch")
+    end)
+  end
+
+  it("a user's connection rule with state of its own (a sliding threshold) runs at C " ..
+     "speed: the compiled update equals its Lua update, state included", function()
+    -- BCM-like: dW = eta <(y .* (y - theta)) x^T>, theta a low-pass of <y>
+    local def = {
+      kind = "connection", name = "bcm_spec", equation = "dW = eta <y (y - theta) x^T>",
+      paper = "Bienenstock, Cooper & Munro 1982, J. Neurosci. 2:32-48",
+      needs = {"pre", "post"},
+      params = {eta = {default = 0.05, doc = "rate"}, tau = {default = 5, doc = "threshold filter"}},
+      init = function(conn)
+        local m = conn.W:size(1)
+        return {theta = nm.zeros(m, conn.W:dtype()):fill(0.3), y = nm.zeros(m, conn.W:dtype()),
+                G = nm.zeros(6, m, conn.W:dtype())}
+      end,
+      update = function(q, p)
+        local st = q.state
+        st.G:copy(q.post):addr(-1, q.ones, st.theta)             -- y - theta
+        st.G:mul(q.post)                                          -- y .* (y - theta)
+        q.dW:addmm(p.eta / q.batch, st.G:t(), q.pre, 0)
+        st.y:addmv(1 / q.batch, q.post_t, q.ones, 0)              -- <y>
+        st.theta:axpy(1 / p.tau, st.y):axpy(-1 / p.tau, st.theta)
+      end,
+    }
+    assert.same({}, rule.problems(def))
+    local function run(compiled)
+      local c = nn.connection{pre = 5, post = 4, dtype = "float64", gen = nm.generator(3), name = "c"}
+      local inst = rule.new(def)
+      c.rule, c.state = inst, def.init(c)
+      inst.use_compiled = compiled
+      local q = rule.quantities(c)
+      local g = nm.generator(4)
+      q.pre = nm.zeros(6, 5, "float64"):uniform(g, 0, 1); q.pre_t = q.pre:t()
+      q.post = nm.zeros(6, 4, "float64"):uniform(g, 0, 1); q.post_t = q.post:t()
+      q.batch, q.ones = 6, nm.ones(6, "float64")
+      for _ = 1, 4 do rule.apply(inst, c, q) end
+      return c, inst, q
+    end
+    local a = run(false)
+    local b, inst, q = run(true)
+    assert.is_true(rel(b.W, a.W) < 1e-13, rel(b.W, a.W))
+    assert.is_true(rel(b.state.theta, a.state.theta) < 1e-13)
+    -- theta is state (read, then written); G and y are overwritten before
+    -- they are read: the rule's scratch, not written back
+    local st = rule.compiled_update(inst, q)
+    table.sort(st.written)
+    assert.same({"W", "state.theta"}, st.written)
   end)
 end)

@@ -279,15 +279,18 @@ describe("microcircuit full dynamics", function()
     {rate = "logistic", noise = "dt", bias = false, lua = {}, tau_trgt = 0},
     {rate = "softplus", noise = "sqrt_dt", bias = true, lua = {"up", "ip", "pi", "down"}},
     {rate = "logistic", noise = "dt", bias = false, lua = {"up", "pi"}, tau_trgt = 0},
+    {rate = "softplus", noise = "sqrt_dt", bias = true, lua = {}, tau_trgt = 0.7, compiled = true},
+    {rate = "logistic", noise = "dt", bias = false, lua = {}, tau_trgt = 0, compiled = true},
   } do
-    local how = #case.lua == 0 and "C Euler step (fused rules)" or
+    local how = case.compiled and "C Euler step with the rules' generated kernels (nm.compile)" or
+                #case.lua == 0 and "C Euler step (fused rules)" or
                 "C Euler step with the rules of " .. table.concat(case.lua, ", ") .. " in Lua"
     it((how .. " equals a naive Lua reference (" .. case.rate .. ", noise " ..
        case.noise .. ", bias " .. tostring(case.bias) .. ", tau_trgt " ..
        tostring(case.tau_trgt or mc.defaults.tau_trgt) .. ")"), function()
       local g = nm.generator(21)
       local net = mc.new{sizes = {3, 5, 4, 2}, gen = g, sigma = 0.3, noise = case.noise,
-                         rules = lua_rules(case.lua),
+                         rules = lua_rules(case.lua), compiled = case.compiled,
                          rate = case.rate, bias = case.bias, tau_in = 0.4, tau_w = 0.5,
                          tau_trgt = case.tau_trgt,
                          eta = {up = {0.3, 0.2, 0.4}, ip = {0.2, 0.3}, pi = {0.25, 0.15},
@@ -350,6 +353,74 @@ describe("microcircuit full dynamics", function()
     assert.same(a.pyr[1].u:totable(), b.pyr[1].u:totable())
   end)
 
+  it("generated kernels (compiled = true) equal the hand-written C plasticity to 1e-12, " ..
+     "bound to the C loop; net:set and zero rates retrace", function()
+    local function make(compiled, bias)
+      return mc.new{sizes = {4, 6, 5, 3}, gen = nm.generator(8), sigma = 0.2, bias = bias,
+                    compiled = compiled, eta = {up = 0.05, ip = 0.04, pi = 0.06, down = 0.02}}
+    end
+    local function rel(a, b) return max_abs_diff(a, b) / math.max(b:clone():abs():max(), 1e-300) end
+    for _, bias in ipairs{false, true} do
+      local a, b = make(false, bias), make(true, bias)
+      local x, t = nm.tensor({0.3, -0.2, 0.8, 0.1}, "float64"), nm.tensor({0.5, 1.5, 2}, "float64")
+      local function both(steps, target, o)
+        a:run(x, steps, target, {gen = nm.generator(o)})
+        b:run(x, steps, target, {gen = nm.generator(o)})
+      end
+      both(300, t, 3)
+      a:set{theta = 2.5, g_A = 0.6}; b:set{theta = 2.5, g_A = 0.6}   -- constants traced in
+      both(200, t, 4)
+      a.ip[1].rule.p.eta = 0; b.ip[1].rule.p.eta = 0                 -- a pathway switched off
+      both(100, nil, 5)
+      a.ip[1].rule.p.eta = 0.03; b.ip[1].rule.p.eta = 0.03
+      both(100, t, 6)
+      for _, kind in ipairs(mc.pathways) do
+        for k, c in pairs(a[kind]) do
+          local d = b[kind][k]
+          assert.is_true(rel(d.W, c.W) < 1e-12, kind .. k .. " W " .. rel(d.W, c.W))
+          assert.is_true(rel(d.state.D, c.state.D) < 1e-12, kind .. k .. " D")
+          if c.b then
+            assert.is_true(rel(d.b, c.b) < 1e-12, kind .. k .. " b")
+            assert.is_true(rel(d.state.Db, c.state.Db) < 1e-12, kind .. k .. " Db")
+          end
+        end
+      end
+      assert.is_true(rel(b.pyr[1].u, a.pyr[1].u) < 1e-12)
+      -- the steps ran in the C loop through the bound kernels (a compiler
+      -- present), or interpreted between the C half-steps
+      local bound = 0
+      for _, d in ipairs(b.dyn) do if d.call then bound = bound + 1 end end
+      local has_cc = require("nm.compile").toolchain() ~= nil
+      assert.equal(has_cc and #b.dyn or 0, bound)
+      -- back to the built-in steps
+      b.compiled = false
+      both(10, t, 7)
+      for _, d in ipairs(b.dyn) do assert.is_nil(d.call) end
+      assert.is_true(rel(b.up[1].W, a.up[1].W) < 1e-12)
+    end
+  end)
+
+  it("compiled steady-state steps equal the rules' Lua steps (float64, float32)", function()
+    for _, dtype in ipairs{"float64", "float32"} do
+      local function make(compiled)
+        return mc.new{sizes = {6, 8, 4}, gen = nm.generator(3), mode = "steady", dtype = dtype,
+                      bias = true, compiled = compiled,
+                      eta = {up = {0.1, 0.05}, ip = 0.1, pi = 0.2, down = 0.03}}
+      end
+      local a, b = make(false), make(true)
+      local X = nm.zeros(5, 6, dtype):uniform(nm.generator(5), 0, 1)
+      local T = nm.zeros(5, 4, dtype):uniform(nm.generator(6), 0, 1)
+      for _ = 1, 10 do a:train_batch(X, T); b:train_batch(X, T) end
+      for _, kind in ipairs(mc.pathways) do
+        for k, c in pairs(a[kind]) do
+          local tol = (dtype == "float32" and 1e-6 or 1e-12) * math.max(1, c.W:clone():abs():max())
+          assert.is_true(max_abs_diff(b[kind][k].W, c.W) <= tol, dtype .. " " .. kind .. k)
+          if c.b then assert.is_true(max_abs_diff(b[kind][k].b, c.b) <= tol, kind .. k .. " b") end
+        end
+      end
+    end
+  end)
+
   it("takes a user's rule for one pathway (a path), in both modes and dtypes", function()
     local dir = os.tmpname()
     os.remove(dir)
@@ -370,6 +441,15 @@ describe("microcircuit full dynamics", function()
       local net = mc.new{sizes = {3, 4, 2}, gen = nm.generator(2), sigma = 0, rules = {up = file},
                          eta = {up = {0.5, 0}}}
       assert.equal("hebb_up", net.up[1].rule.name)
+      -- its step compiled by nm.compile: the numbers of its Lua step
+      local cn = mc.new{sizes = {3, 4, 2}, gen = nm.generator(2), sigma = 0, rules = {up = file},
+                        eta = {up = {0.5, 0}}, compiled = true}
+      local ln = mc.new{sizes = {3, 4, 2}, gen = nm.generator(2), sigma = 0, rules = {up = file},
+                        eta = {up = {0.5, 0}}}
+      local xx = nm.tensor({0.5, 0.2, 0.9}, "float64")
+      cn:run(xx, 50); ln:run(xx, 50)
+      assert.tensor_near(ln.up[1].W, cn.up[1].W, 1e-14)
+      assert.tensor_near(ln.up[1].state.D, cn.up[1].state.D, 1e-14)
       local x = nm.tensor({0.5, 0.2, 0.9}, "float64")
       local W0 = net.up[1].W:clone()
       net:run(x, 1)
@@ -421,10 +501,16 @@ describe("microcircuit full dynamics", function()
     assert.same(net.pyr[2].u:totable(), net2.pyr[2].u:totable())
   end)
 
-  for _, lua in ipairs{{}, {"up", "pi"}} do
-    it("allocates nothing per run call (rules in Lua: " .. table.concat(lua, ", ") .. ")", function()
+  for _, lua in ipairs{{}, {"up", "pi"}, "compiled"} do
+    local what = lua == "compiled" and "generated kernels" or "rules in Lua: " .. table.concat(lua, ", ")
+    it("allocates nothing per run call (" .. what .. ")", function()
+      if lua == "compiled" and not require("nm.compile").toolchain() then
+        pending("no C compiler (NEUROMIC_CC=none): the rules run interpreted, which allocates")
+        return
+      end
       local g = nm.generator(3)
-      local net = mc.new{sizes = {6, 8, 3}, gen = g, sigma = 0.2, rules = lua_rules(lua),
+      local net = mc.new{sizes = {6, 8, 3}, gen = g, sigma = 0.2, compiled = lua == "compiled",
+                         rules = lua_rules(lua == "compiled" and {} or lua),
                          eta = {up = 0.001, ip = 0.001, pi = 0.001}}
       local x, t = nm.zeros(6, "float64"):uniform(g, 0, 1), nm.zeros(3, "float64")
       net:run(x, 10, t)
@@ -917,6 +1003,31 @@ describe("microcircuit misuse (errors, never crashes; run under make sanitize to
     c.layers[2].u = c.r0:narrow(1, 2, 2)
     assert.has_error(function() nm.kernels.microcircuit(c) end,
       "bad argument #1 to 'microcircuit' (layers[2] field 'u' shares memory with field 'r0')")
+  end)
+
+  it("a generated rule's kernel closed while the C loop calls it is an error, not a crash",
+     function()
+    if not require("nm.compile").toolchain() then
+      pending("no C compiler (NEUROMIC_CC=none): no kernels are bound to the C loop")
+      return
+    end
+    local net = mc.new{sizes = {3, 4, 2}, gen = nm.generator(2), sigma = 0, compiled = true,
+                       eta = {up = 0.1, ip = 0.1, pi = 0.1}}
+    local x = nm.tensor({0.5, 0.2, 0.9}, "float64")
+    net:run(x, 5)
+    local d = net.dyn[1]
+    assert.truthy(d.call)
+    d.cstep.kernel.kernel:close()
+    local ok, err = pcall(net.run, net, x, 5)
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("closed", 1, true), err)
+    local ok2, err2 = pcall(net.mc.set_rule, net.mc, 1, "up", d.call)
+    assert.is_false(ok2)
+    assert.truthy(tostring(err2):find("closed", 1, true), err2)
+    net.mc:set_rule(1, "up")                -- back to the built-in step
+    d.call = nil
+    net.compiled = false
+    net:run(x, 5)
   end)
 
   it("keeps the memory of its tensors alive when they are closed", function()

@@ -6,9 +6,12 @@
 **
 **   local k, err = nm.kernels.load(path, symbol, key, layout)
 **   k:call(tensors, scalars)     -- tensors: inputs, outputs, then scratch
+**   local c = k:bind(tensors, scalars)   -- the same, checked once, for C
+**   c:set_scalars(scalars)       -- callers in C (nm_kernel_call) read them
 **
 ** layout = {dtype =, inputs = {numel, ...}, outputs = {numel, ...},
-** scalars = n, scratch = numel}. Every call checks each tensor (type,
+** scalars = n, scratch = numel, written = {i, ...}} (written: inputs the
+** kernel writes in place, 1-based; checked like outputs). Every call checks each tensor (type,
 ** dtype, contiguity, element count) and that no output overlaps another
 ** tensor, so a generated kernel only ever sees arrays of the sizes it was
 ** generated for. Loading checks that the object exports `nm_kernel_key`
@@ -21,9 +24,8 @@
 #include "nm_sys.h"
 
 #define KERNEL_T "neuromic.Kernel"
+#define KERNEL_CALL_T "neuromic.KernelCall"
 #define KERNEL_MAXARGS 512
-
-typedef int (*nm_kernel_fn)(void *const *in, void *const *out, void *scratch, const double *sc);
 
 typedef struct {
   void *handle;
@@ -32,6 +34,7 @@ typedef struct {
   int nin, nout, nscalar;
   int64_t scratch;
   int64_t numel[KERNEL_MAXARGS];   /* inputs then outputs */
+  unsigned char written[KERNEL_MAXARGS];   /* inputs written in place */
 } nm_kernel;
 
 static nm_kernel *checkkernel(lua_State *L, int arg) {
@@ -89,6 +92,20 @@ static int kernel_load(lua_State *L) {
   lua_pop(L, 2);
   if (k->nscalar < 0 || k->nscalar > KERNEL_MAXARGS || k->scratch < 0)
     return luaL_error(L, "nm.kernels.load: bad layout (scalars or scratch)");
+  lua_getfield(L, 4, "written");
+  if (!lua_isnil(L, -1)) {
+    if (!lua_istable(L, -1)) return luaL_error(L, "nm.kernels.load: layout.written must be a list");
+    int n = (int)luaL_len(L, -1);
+    for (int i = 1; i <= n; i++) {
+      lua_geti(L, -1, i);
+      lua_Integer w = lua_tointeger(L, -1);
+      if (!lua_isinteger(L, -1) || w < 1 || w > k->nin)
+        return luaL_error(L, "nm.kernels.load: layout.written[%d] must be an input's number", i);
+      k->written[w - 1] = 1;
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
   char err[512];
   void *h = nm_dl_open(path, err, sizeof err);
   if (!h) {
@@ -167,14 +184,12 @@ static int find_overlap(span *sp, int n, int *other) {
   return 0;
 }
 
-/* k:call(tensors, scalars): tensors = {inputs..., outputs..., scratch?} */
-static int kernel_call(lua_State *L) {
-  nm_kernel *k = checkkernel(L, 1);
+/* Checks the tensors (table at 2) and scalars (table at 3) of a call of
+** the kernel at 1 into ptr and sc; returns the number of tensors. */
+static int check_args(lua_State *L, nm_kernel *k, void **ptr, double *sc) {
   luaL_checktype(L, 2, LUA_TTABLE);
   int nt = k->nin + k->nout + (k->scratch > 0);
-  void *ptr[KERNEL_MAXARGS + 1];
   span sp[KERNEL_MAXARGS + 1];
-  double sc[KERNEL_MAXARGS];
   if ((int)luaL_len(L, 2) != nt)
     return luaL_error(L, "kernel: %d tensors expected (%d inputs, %d outputs%s), got %d", nt,
                       k->nin, k->nout, k->scratch > 0 ? ", scratch" : "", (int)luaL_len(L, 2));
@@ -198,11 +213,11 @@ static int kernel_call(lua_State *L) {
     ptr[i] = t->data;
     sp[i].lo = (const char *)t->data;
     sp[i].hi = sp[i].lo + (size_t)n * esize;
-    sp[i].written = i >= k->nin;
+    sp[i].written = i >= k->nin || k->written[i];
     sp[i].index = i + 1;
     lua_pop(L, 1);                          /* the table keeps it alive */
   }
-  /* Outputs and scratch are written: they must not overlap anything. */
+  /* Outputs, scratch and inputs written in place must not overlap anything. */
   int other = 0, bad = find_overlap(sp, nt, &other);
   if (bad)
     return luaL_error(L, "kernel: tensor %d overlaps tensor %d (outputs must be distinct)",
@@ -217,7 +232,96 @@ static int kernel_call(lua_State *L) {
       lua_pop(L, 1);
     }
   }
+  return nt;
+}
+
+/* k:call(tensors, scalars): tensors = {inputs..., outputs..., scratch?} */
+static int kernel_call(lua_State *L) {
+  nm_kernel *k = checkkernel(L, 1);
+  void *ptr[KERNEL_MAXARGS + 1];
+  double sc[KERNEL_MAXARGS];
+  int nt = check_args(L, k, ptr, sc);
   int status = k->fn(ptr, ptr + k->nin, k->scratch > 0 ? ptr[nt - 1] : NULL, sc);
+  if (status != 0) return luaL_error(L, "kernel: failed with status %d", status);
+  return 0;
+}
+
+/* k:bind(tensors, scalars) -> a KernelCall: the checked arguments of one
+** call, kept (their storages and the kernel in its user value), for C code
+** that runs the kernel itself (nm_tokernelcall; the microcircuit's
+** dynamics call its rules' kernels at every Euler step). */
+static int kernel_bind(lua_State *L) {
+  nm_kernel *k = checkkernel(L, 1);
+  void *ptr[KERNEL_MAXARGS + 1];
+  double sc[KERNEL_MAXARGS];
+  int nt = check_args(L, k, ptr, sc);
+  nm_kernel_call *c = (nm_kernel_call *)lua_newuserdatauv(
+      L, sizeof *c + (size_t)nt * sizeof(void *) + (size_t)(k->nscalar + 1) * sizeof(double), 1);
+  void **args = (void **)(void *)(c + 1);
+  double *scal = (double *)(void *)(args + nt);
+  memcpy(args, ptr, (size_t)nt * sizeof(void *));
+  memcpy(scal, sc, (size_t)k->nscalar * sizeof(double));
+  c->fn = k->fn;
+  c->in = args;
+  c->out = args + k->nin;
+  c->scratch = k->scratch > 0 ? args[nt - 1] : NULL;
+  c->sc = scal;
+  c->nscalar = k->nscalar;
+  int ud = lua_gettop(L);
+  /* user value: the kernel (its shared object stays loaded) and every
+  ** tensor's storage (the memory outlives a t:close()) */
+  lua_createtable(L, nt + 1, 0);
+  lua_pushvalue(L, 1);
+  lua_rawseti(L, -2, 1);
+  for (int i = 0; i < nt; i++) {
+    lua_geti(L, 2, i + 1);
+    lua_getiuservalue(L, -1, 1);
+    lua_rawseti(L, -3, i + 2);
+    lua_pop(L, 1);
+  }
+  lua_setiuservalue(L, ud, 1);
+  luaL_setmetatable(L, KERNEL_CALL_T);
+  return 1;
+}
+
+nm_kernel_call *nm_tokernelcall(lua_State *L, int arg) {
+  return (nm_kernel_call *)luaL_checkudata(L, arg, KERNEL_CALL_T);
+}
+
+int nm_kernelcall_live(lua_State *L, int arg) {
+  nm_tokernelcall(L, arg);
+  int live = 0;
+  if (lua_getiuservalue(L, arg, 1) == LUA_TTABLE && lua_rawgeti(L, -1, 1) == LUA_TUSERDATA) {
+    nm_kernel *k = (nm_kernel *)luaL_testudata(L, -1, KERNEL_T);
+    live = k != NULL && k->handle != NULL;
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return live;
+}
+
+/* c:set_scalars(list): the scalars of the next calls. */
+static int call_set_scalars(lua_State *L) {
+  nm_kernel_call *c = nm_tokernelcall(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  for (int i = 0; i < c->nscalar; i++) {
+    lua_geti(L, 2, i + 1);
+    int ok;
+    double v = (double)lua_tonumberx(L, -1, &ok);
+    if (!ok) return luaL_error(L, "kernel call: scalar %d is not a number", i + 1);
+    c->sc[i] = v;
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
+/* c:run(): one call. */
+static int call_run(lua_State *L) {
+  nm_kernel_call *c = nm_tokernelcall(L, 1);
+  lua_getiuservalue(L, 1, 1);
+  lua_rawgeti(L, -1, 1);
+  checkkernel(L, -1);                   /* not closed meanwhile */
+  int status = c->fn(c->in, c->out, c->scratch, c->sc);
   if (status != 0) return luaL_error(L, "kernel: failed with status %d", status);
   return 0;
 }
@@ -230,7 +334,11 @@ static int kernel_tostring(lua_State *L) {
 }
 
 static const luaL_Reg kernel_meth[] = {
-  {"call", kernel_call}, {"close", kernel_release}, {NULL, NULL}
+  {"call", kernel_call}, {"bind", kernel_bind}, {"close", kernel_release}, {NULL, NULL}
+};
+
+static const luaL_Reg call_meth[] = {
+  {"set_scalars", call_set_scalars}, {"run", call_run}, {NULL, NULL}
 };
 
 static const luaL_Reg kernel_metameth[] = {
@@ -247,6 +355,10 @@ void nm_open_kernel(lua_State *L, int module, int methods) {
   luaL_newmetatable(L, KERNEL_T);
   luaL_setfuncs(L, kernel_metameth, 0);
   luaL_newlib(L, kernel_meth);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, KERNEL_CALL_T);
+  luaL_newlib(L, call_meth);
   lua_setfield(L, -2, "__index");
   lua_pop(L, 1);
   lua_pushvalue(L, module);

@@ -14,6 +14,8 @@
 **                [b_ip, Db_ip], eta_down, eta_pi, eta_ip}, ..., {output layer}}}
 **   mc:run(steps, x [, target [, gen [, learn]]])
 **   mc:refresh();  mc:set{sigma = 0, ...};  mc:set_eta(k, "up", eta);  mc:params()
+**   mc:set_rule(k, "up", call | nil)   -- a compiled step (KernelCall) for
+**     that connection in place of the built-in one (nil: back to it)
 **   mc:begin_step(x [, target]); mc:plasticity(k, "up", eta) ...;
 **     mc:end_step(nudged [, gen]); ... mc:finish()   (mc:run's steps in parts)
 **
@@ -337,7 +339,7 @@ static int l_new(lua_State *L) {
   int64_t work = nm_mc_work_size(&net);
   lua_Integer nkeep = (lua_Integer)lua_rawlen(L, keep);
   lmc *m = (lmc *)lua_newuserdatauv(L, sizeof(lmc) + (size_t)work * sizeof(double) +
-                                           (size_t)nkeep * sizeof(void *), 1);
+                                           (size_t)nkeep * sizeof(void *), 2);
   nm_mc_net *obj = &m->net;
   memcpy(obj, &net, sizeof net);
   obj->work = (double *)(void *)(m + 1);
@@ -351,6 +353,8 @@ static int l_new(lua_State *L) {
   }
   lua_pushvalue(L, keep);
   lua_setiuservalue(L, -2, 1);
+  lua_newtable(L);                              /* user value 2: the rules' calls */
+  lua_setiuservalue(L, -2, 2);
   luaL_setmetatable(L, MICROCIRCUIT_T);
   nm_mc_refresh(obj);
   return 1;
@@ -371,6 +375,19 @@ static const double *checkvec(lua_State *L, int arg, int64_t n, int optional) {
     luaL_argerror(L, arg, lua_tostring(L, -1));
   }
   return (const double *)t->data;
+}
+
+/* Raises an error when a compiled rule's kernel was closed (its code
+** unloaded) while the network still calls it. */
+static void check_rules(lua_State *L, int i) {
+  if (lua_getiuservalue(L, i, 2) != LUA_TTABLE) luaL_error(L, "microcircuit: rules table missing");
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    if (!nm_kernelcall_live(L, lua_gettop(L)))
+      luaL_error(L, "microcircuit: the kernel of a compiled rule was closed");
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
 }
 
 /* A run's status as Lua sees it: nothing, or an error. */
@@ -399,6 +416,7 @@ static int m_run(lua_State *L) {
   int learn = lua_isnoneornil(L, 6) ? 1 : lua_toboolean(L, 6);
   check_input_disjoint(L, net, 3, "x", x, net->n0);
   if (target) check_input_disjoint(L, net, 4, "target", target, net->layer[net->N].n);
+  if (learn) check_rules(L, 1);
   return run_status(L, nm_mc_run(net, (int64_t)steps, x, target, g, learn));
 }
 
@@ -490,6 +508,35 @@ static int m_set_eta(lua_State *L) {
   nm_mc_layer *Lk = &net->layer[k];
   double *slot[] = {&Lk->eta_up, &Lk->eta_ip, &Lk->eta_pi, &Lk->eta_down};
   *slot[kind] = eta;
+  return 0;
+}
+
+/* mc:set_rule(k, "up" | "ip" | "pi" | "down", call | nil): the compiled
+** step (a KernelCall bound to this network's tensors) that mc:run takes
+** for that connection; nil: the built-in step again. */
+static int m_set_rule(lua_State *L) {
+  nm_mc_net *net = checkmc(L, 1);
+  int k;
+  nm_mc_pathway kind = check_connection(L, net, 2, &k);
+  nm_mc_rule *r = &net->layer[k].rule[kind];
+  int reset = lua_isnoneornil(L, 4);
+  nm_kernel_call *c = NULL;
+  if (!reset) {
+    c = nm_tokernelcall(L, 4);
+    if (!nm_kernelcall_live(L, 4)) luaL_argerror(L, 4, "the kernel was closed");
+  }
+  lua_settop(L, 4);
+  lua_getiuservalue(L, 1, 2);
+  if (reset) {
+    memset(r, 0, sizeof *r);
+  } else {
+    r->fn = (nm_mc_rule_fn)c->fn;
+    r->in = c->in;
+    r->scratch = c->scratch;
+    r->sc = c->sc;
+  }
+  lua_pushvalue(L, 4);
+  lua_rawseti(L, -2, k * 4 + (int)kind);       /* kept alive while set */
   return 0;
 }
 
@@ -624,6 +671,7 @@ static const luaL_Reg mc_methods[] = {
   {"set", m_set},
   {"set_eta", m_set_eta},
   {"plasticity", m_plasticity},
+  {"set_rule", m_set_rule},
   {"begin_step", m_begin_step},
   {"end_step", m_end_step},
   {"finish", m_finish},

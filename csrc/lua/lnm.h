@@ -107,6 +107,23 @@ int64_t nm_motif_label(lua_State *L, int arg, const nm_motif_net *net);
 ** `methods`. Listed in lneuromic.c, which passes the module itself to the
 ** tensor library's openers (nm_open_sys adds the namespace nm.sys) and
 ** the namespace nm.kernels to the openers of the model kernels. */
+/* A compiled rule kernel's calling convention (nm.compile, lkernel.c) and
+** one bound call of it (k:bind): arrays and scalars checked once, which C
+** code (a model's time loop) may call as often as it likes. The call
+** userdata owns them; keep it alive while they are used. */
+typedef int (*nm_kernel_fn)(void *const *in, void *const *out, void *scratch, const double *sc);
+typedef struct nm_kernel_call {
+  nm_kernel_fn fn;
+  void *const *in, *const *out;
+  void *scratch;
+  double *sc;
+  int nscalar;
+} nm_kernel_call;
+/* The KernelCall at arg (an argument error otherwise). */
+nm_kernel_call *nm_tokernelcall(lua_State *L, int arg);
+/* Whether the kernel of the KernelCall at arg is still loaded (k:close()). */
+int nm_kernelcall_live(lua_State *L, int arg);
+
 void nm_open_tensor(lua_State *L, int module, int methods);
 void nm_open_tensor_math(lua_State *L, int module, int methods);
 void nm_open_tensor_linalg(lua_State *L, int module, int methods);

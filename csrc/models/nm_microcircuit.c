@@ -257,17 +257,24 @@ void nm_mc_plasticity(nm_mc_net *net, int k, nm_mc_pathway pathway, double eta) 
   }
 }
 
+/* One connection's step: its compiled rule, or the built-in one. */
+static void connection_step(nm_mc_net *net, int k, nm_mc_pathway pathway, double eta) {
+  const nm_mc_rule *r = &net->layer[k].rule[pathway];
+  if (r->fn) r->fn(r->in, NULL, r->scratch, r->sc);
+  else nm_mc_plasticity(net, k, pathway, eta);
+}
+
 /* The four rules of every layer, from the rates and potentials of the
 ** present state (nm_mc_refresh just ran). */
 static void plasticity(nm_mc_net *net) {
   int N = net->N;
   for (int k = 1; k <= N; k++) {
     nm_mc_layer *L = &net->layer[k];
-    if (L->eta_up != 0) nm_mc_plasticity(net, k, NM_MC_UP, L->eta_up);
+    if (L->eta_up != 0) connection_step(net, k, NM_MC_UP, L->eta_up);
     if (k == N) break;
-    if (L->eta_ip != 0) nm_mc_plasticity(net, k, NM_MC_IP, L->eta_ip);
-    if (L->eta_pi != 0) nm_mc_plasticity(net, k, NM_MC_PI, L->eta_pi);
-    if (L->eta_down != 0) nm_mc_plasticity(net, k, NM_MC_DOWN, L->eta_down);
+    if (L->eta_ip != 0) connection_step(net, k, NM_MC_IP, L->eta_ip);
+    if (L->eta_pi != 0) connection_step(net, k, NM_MC_PI, L->eta_pi);
+    if (L->eta_down != 0) connection_step(net, k, NM_MC_DOWN, L->eta_down);
   }
 }
 

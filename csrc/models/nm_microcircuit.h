@@ -45,6 +45,17 @@ typedef enum {
   NM_MC_DOWN = 3    /* W_down: top-down onto the apical dendrite */
 } nm_mc_pathway;
 
+/* A plasticity step compiled by nm.compile (its calling convention): it
+** updates the weights and traces of one connection in place from the
+** arrays of the network it was bound to. NULL fn: the built-in step. */
+typedef int (*nm_mc_rule_fn)(void *const *in, void *const *out, void *scratch, const double *sc);
+typedef struct nm_mc_rule {
+  nm_mc_rule_fn fn;
+  void *const *in;
+  void *scratch;
+  const double *sc;
+} nm_mc_rule;
+
 /* Membrane and plasticity constants (times in ms, capacitance 1, rest 0). */
 typedef struct nm_mc_params {
   double dt;                      /* Euler step */
@@ -75,6 +86,7 @@ typedef struct nm_mc_layer {
   double *W_ip, *D_ip;            /* [n_{k+1} x n] */
   double *b_ip, *Db_ip;           /* [n_{k+1}] or NULL */
   double eta_down, eta_pi, eta_ip;
+  nm_mc_rule rule[4];             /* by nm_mc_pathway: compiled steps, or fn NULL */
 } nm_mc_layer;
 
 typedef struct nm_mc_net {

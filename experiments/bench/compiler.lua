@@ -10,6 +10,12 @@
 --   (c) the RCN chemical update (rules/rcn.lua, --chemicals L): its
 --       hand-written C step and adjoint (csrc/models/nm_rcn*), kept until
 --       the generated ones run at least 0.95x as fast;
+--   (d) the microcircuit's four plastic pathways (rules/dendritic_prediction
+--       .lua, apical_silencing.lua) in the full dynamics: Euler steps of
+--       the 30-50-10 network with the steps generated from the rules (called
+--       by the C loop through function pointers) against its hand-written
+--       C plasticity (nm_mc_plasticity), and the plasticity's own share
+--       (the same steps without learning subtracted);
 -- and the compiler's own costs: first-use compile time (an empty cache) and
 -- the time a cache hit adds. Fastest of --repeats alternating runs, in
 -- CPU time of the process (os.clock; PyTorch's process_time), since wall
@@ -45,6 +51,8 @@ local opts = cli.parse(arg, {
     {"python", "string", "/usr/bin/python3", "python with torch"},
     {"torch", "bool", true, "run the PyTorch side"},
     {"chemicals", "string", "1,2", "RCN chemicals per synapse for (c), a list; 'none' skips (c)"},
+    {"mc-steps", "int", 20000, "Euler steps per timed run of (d); 0 skips (d)", quick = 2000,
+     min = 0},
   },
 })
 
@@ -225,6 +233,48 @@ for L in opts.chemicals:gmatch("%d+") do
                                    grad_rel = rel_diff(out.generated.grad, out.hand.grad)}
 end
 
+-- (d) the microcircuit's plasticity: generated steps vs nm_mc_plasticity,
+-- Fig. 2 settings (noise; up, ip, pi plastic) and all four pathways.
+results.microcircuit = {}
+if opts.mc_steps > 0 then
+  local mc = require "nm.models.microcircuit"
+  local configs = {
+    {name = "Fig. 2 (up, ip, pi)", eta = {up = {0.0011875, 0.0005}, ip = 0.0011875, pi = 0.0059375}},
+    {name = "all four pathways", eta = {up = {0.0011875, 0.0005}, ip = 0.0011875, pi = 0.0059375,
+                                        down = 0.0005}},
+  }
+  for _, cf in ipairs(configs) do
+    local nets, x, target = {}, nil, nil
+    for _, side in ipairs{"generated", "hand", "generated_off", "hand_off"} do
+      nets[side] = mc.new{sizes = {30, 50, 10}, gen = nm.generator(4), noise_gen = nm.generator(5),
+                          sigma = 0.3, eta = cf.eta, compiled = side:find("^generated") ~= nil}
+    end
+    local g = nm.generator(6)
+    x = nm.zeros(30, "float64"):uniform(g, 0, 1)
+    target = nm.zeros(10, "float64"):uniform(g, 0, 1)
+    local function runner(side, learn)
+      return function() nets[side]:run(x, opts.mc_steps, target, {learn = learn}) end
+    end
+    nets.generated:run(x, 1, target)                  -- the kernels traced and compiled
+    nets.hand:run(x, 1, target)
+    local best = best_of({generated = runner("generated", true), hand = runner("hand", true),
+                          generated_off = runner("generated_off", false),
+                          hand_off = runner("hand_off", false)}, opts.repeats)
+    local worst = 0
+    for _, kind in ipairs{"up", "ip", "pi", "down"} do
+      for k, c in pairs(nets.hand[kind]) do
+        worst = math.max(worst, rel_diff(nets.generated[kind][k].W, c.W),
+                         rel_diff(nets.generated[kind][k].state.D, c.state.D))
+      end
+    end
+    local base = math.min(best.generated_off, best.hand_off)
+    results.microcircuit[#results.microcircuit + 1] = {
+      config = cf.name, steps = opts.mc_steps, generated = best.generated, hand = best.hand,
+      speed = best.hand / best.generated, dynamics = base,
+      plasticity_speed = (best.hand - base) / (best.generated - base), weights_rel = worst}
+  end
+end
+
 -- The compiler's own costs: first use (empty cache) and a cache hit.
 do
   local saved = compile.cache_dir
@@ -280,8 +330,15 @@ for _, r in ipairs(results.rcn) do
   print(format("%-34s %9.3fs %9.3fs %7.2fx  %.1e", format("(c) RCN, L = %d, vs hand-written C",
                r.chemicals), r.generated, r.hand, r.speed, r.grad_rel))
 end
+for _, r in ipairs(results.microcircuit) do
+  print(format("%-34s %9.3fs %9.3fs %7.2fx  %.1e (weights, traces)",
+               "(d) microcircuit, " .. r.config, r.generated, r.hand, r.speed, r.weights_rel))
+  print(format("%-34s %9.3fs %9.3fs %7.2fx  (dynamics alone %.3f s subtracted)",
+               "    its plasticity alone", r.generated - r.dynamics, r.hand - r.dynamics,
+               r.plasticity_speed, r.dynamics))
+end
 print("ratio = reference / generated (targets for (b): >= 20 tape, >= 5 PyTorch; " ..
-      "(c): >= 0.95 to remove the hand kernel)")
+      "(c), (d): >= 0.95 to remove the hand kernel)")
 print(format("compiler: first use %.2f s (trace, adjoint, C, cc for 4 kernels), cache hit %.1f ms",
              c.first_use, c.cache_hit * 1e3))
 print(json.encode({bench = "compiler", threads = opts.threads, steps = opts.steps,

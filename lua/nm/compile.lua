@@ -155,7 +155,7 @@ local function code_version()
   if generator_version then return generator_version end
   local parts = {nm.version, format("%08x", nm.crc32(nm.build.vmath))}
   for _, m in ipairs{"nm.compile", "nm.compile.graph", "nm.compile.trace", "nm.compile.adjoint",
-                     "nm.compile.emit"} do
+                     "nm.compile.emit", "nm.compile.interp"} do
     local path = package.searchpath(m, package.path)
     parts[#parts + 1] = path and format("%08x", nm.crc32(read_all(path))) or "?"
   end
@@ -187,7 +187,7 @@ end
 -- (a table of shape lists the caller needs, stored with the object).
 local function make_kernel(k)
   local self = setmetatable({g = k.g, label = k.label, comment = k.comment, make = k.make,
-                             targs = {}}, Kernel)
+                             targs = {}, inplace = k.inplace}, Kernel)
   local tc = k.mode ~= "interpret" and compile.toolchain() or nil
   if k.mode ~= "interpret" and not tc then
     if k.mode == "compile" then error("rule compiler: no C compiler", 0) end
@@ -222,7 +222,17 @@ local function make_kernel(k)
       if n.kind == "tensor" then lay.inputs[#lay.inputs + 1] = numel(n.shape) end
     end
     for _, n in ipairs(k.g.captured) do lay.inputs[#lay.inputs + 1] = numel(n.shape) end
-    for i, o in ipairs(self.outputs) do lay.outputs[i] = numel(o.shape) end
+    if self.inplace then
+      -- outputs written over inputs: no output tensors
+      local slot_of, n = {}, 0
+      for _, x in ipairs(self.inputs) do
+        if x.kind == "tensor" then n = n + 1; slot_of[x] = n end
+      end
+      lay.written = {}
+      for i, x in ipairs(self.inplace) do lay.written[i] = slot_of[x] end
+    else
+      for i, o in ipairs(self.outputs) do lay.outputs[i] = numel(o.shape) end
+    end
     build(tc, self.source, key, self.label)
     nm.sys.atomic_write(meta, json.encode({layout = lay, output_shapes = self.output_shapes,
                                        extra = self.extra}) .. "\n")
@@ -246,7 +256,9 @@ function Kernel:generate()
   self.outputs, self.inputs, self.extra = outputs, inputs, extra or {}
   self.output_shapes = shapes_of(outputs)
   self.source, self.layout = emit.c(self.g, outputs, {name = "nm_rule_kernel",
-                                                      comment = self.comment, inputs = inputs})
+                                                      comment = self.comment, inputs = inputs,
+                                                      inplace = self.inplace,
+                                                      combine = not self.inplace})
 end
 
 function Kernel:compiled() return self.kernel ~= nil end
@@ -275,8 +287,18 @@ function Kernel:run(tensors, scalars, outs)
     else si = si + 1; env[node] = scalars[si] end
   end
   local vals = interp.run(self.g, self.outputs, env)
-  for i, v in ipairs(vals) do
-    if type(v) == "number" then outs[i]:fill(v) else outs[i]:copy(v) end
+  if self.inplace then
+    -- every value first, then the stores (a value may be a view of an input)
+    for i, v in ipairs(vals) do if nm.is_tensor(v) then vals[i] = v:clone() end end
+    for i, v in ipairs(vals) do
+      local t = env[self.inplace[i]]
+      if type(v) == "number" then t:fill(v) else t:copy(v) end
+    end
+    vals = nil
+  else
+    for i, v in ipairs(vals) do
+      if type(v) == "number" then outs[i]:fill(v) else outs[i]:copy(v) end
+    end
   end
   -- The intermediates are tensors whose storage Lua's collector does not
   -- see: collect every 64 MB of them, or an unroll of a large network
@@ -717,5 +739,238 @@ function Fn:scan_kernel(o)
   end
   return sk
 end
+
+-- ---------------------------------------------------------------- connection and circuit rules
+
+-- A connection or circuit rule's step writes its change with in-place
+-- tensor methods over a table of named quantities (a circuit rule's state
+-- s, a connection's q). compile.state_step traces that step once, on
+-- traced tensors (nm.compile.trace's Refs) standing for the table's
+-- tensors, into one kernel that updates the same tensors in place: the
+-- weights and the rule state the step changes. What the table holds
+-- besides tensors is fixed in the kernel (numbers, such as a batch size or
+-- an attenuation, and functions, such as the model's rate function, are
+-- traced through), but for the rule's numeric parameters and the fields
+-- named in o.scalars, which are read at every call (a learning rate may
+-- change; a parameter that is 0 when traced is the constant 0, so a
+-- branch on it traces as it runs: a kernel per set of zero parameters).
+--
+--   local st = compile.state_step{step = def.step, s = s, p = inst.p, ...}
+--   st:run()          -- one step on s's tensors, with p's present values
+--
+-- o: step(s, p), s, p; name, source, equation (for messages and the C's
+-- comment); views = {field = other} (s[field] is other's transpose, a
+-- view); scratch = {field, ...} (tensors the step may overwrite whose
+-- values nobody reads afterwards: not written back); scalars = {field,
+-- ...} (numbers of s read at each call); zero = {field, ...} (tensors
+-- that start at 0 whatever they hold, e.g. a connection's dW); finish(s,
+-- p) optional: after the step, returns {field = value}, the values the
+-- kernel writes (a connection rule's W + dW); only those are written.
+-- dtype, mode as compile.fn's.
+--
+-- Written: every tensor of s (and of s.state) the step left holding
+-- another value, but the scratch fields, and tensors of s.state that the
+-- step overwrote before reading them (a rule's scratch, e.g. the batch
+-- mean T of mc.lowpass): the compiled step leaves those as they were.
+local StateStep = {}
+StateStep.__index = StateStep
+
+local function sorted_keys(t)
+  local ks = {}
+  for k in pairs(t) do ks[#ks + 1] = k end
+  table.sort(ks, function(a, b) return tostring(a) < tostring(b) end)
+  return ks
+end
+
+local function set_of(list)
+  local t = {}
+  for _, k in ipairs(list or {}) do t[k] = true end
+  return t
+end
+
+-- The tensor at a path of the table ("W", "state.D"): its field names.
+local function fields_of(path)
+  local sub = path:match("^state%.(.*)$")
+  if sub then return {"state", sub} end
+  return {path}
+end
+
+function compile.state_step(o)
+  local s, p = o.s, o.p
+  local dtype = o.dtype or "float64"
+  local tensors, paths, index_of = {}, {}, {}
+  local views, zero, scalar_fields, scratch = o.views or {}, set_of(o.zero), set_of(o.scalars),
+                                              set_of(o.scratch)
+  -- the tensors, in a fixed order (fields sorted; s.state's after s's)
+  local function collect(tab, prefix)
+    for _, k in ipairs(sorted_keys(tab)) do
+      local v = tab[k]
+      local path = prefix .. tostring(k)
+      if nm.is_tensor(v) and not views[path] and not index_of[v] then
+        if v:dtype() ~= dtype then
+          error(format("rule compiler: %s: %s is %s, the step is compiled for %s", o.name or "rule",
+                       path, v:dtype(), dtype), 0)
+        end
+        tensors[#tensors + 1] = {name = path, shape = v:size(), zero = zero[path], value = v}
+        paths[#tensors] = path
+        index_of[v] = #tensors
+      end
+    end
+  end
+  collect(s, "")
+  if type(s.state) == "table" then collect(s.state, "state.") end
+  for _, k in ipairs(sorted_keys(views)) do
+    if s[k] ~= nil or s[views[k]] ~= nil then
+      local base = index_of[s[views[k]]]
+      if not base then error("rule compiler: view '" .. k .. "' of a field that is no tensor", 0) end
+      tensors[#tensors + 1] = {name = k, view = base}
+      paths[#tensors] = k
+    end
+  end
+  -- the scalars: the rule's numeric parameters (not 0), the named fields
+  local scalars, sread = {}, {}
+  for _, k in ipairs(sorted_keys(p)) do
+    if type(p[k]) == "number" and p[k] ~= 0 then
+      scalars[#scalars + 1] = "p_" .. k; sread[#scalars] = {"p", k}
+    end
+  end
+  for _, k in ipairs(sorted_keys(scalar_fields)) do
+    if type(s[k]) == "number" then scalars[#scalars + 1] = k; sread[#scalars] = {"s", k} end
+  end
+  local zero_params = {}
+  for _, k in ipairs(sorted_keys(p)) do
+    if p[k] == 0 then zero_params[#zero_params + 1] = k end
+  end
+  local finals = {}
+  local g, refs = trace.run_refs(dtype, tensors, scalars, function(refs, sc)
+    local sp, pp, byname = {}, {}, {}
+    for i, r in ipairs(refs) do byname[paths[i]] = r end
+    for k, v in pairs(s) do
+      if k == "state" and type(v) == "table" then
+        local st = {}
+        for k2, v2 in pairs(v) do st[k2] = byname["state." .. tostring(k2)] or v2 end
+        sp.state = st
+      else
+        sp[k] = byname[k] or v
+      end
+    end
+    for k, v in pairs(p) do pp[k] = v end
+    for i, src in ipairs(sread) do
+      if src[1] == "p" then pp[src[2]] = sc[i] else sp[src[2]] = sc[i] end
+    end
+    o.step(sp, pp)
+    if o.finish then
+      for path, v in pairs(o.finish(sp, pp)) do finals[path] = trace.value_of(v) end
+    end
+  end)
+  -- what changed and is not scratch
+  local cand = {}
+  for i, r in ipairs(refs) do
+    local path = paths[i]
+    if not tensors[i].view and r.input then
+      local f = finals[path] or r.sym
+      if f ~= r.input and not scratch[path] then cand[#cand + 1] = {i = i, final = f} end
+    end
+  end
+  -- tensors of s.state overwritten before being read are the rule's scratch
+  local finals_list = {}
+  for k, c in ipairs(cand) do finals_list[k] = c.final end
+  local need = graph.reachable(finals_list)
+  local outputs, inplace, written = {}, {}, {}
+  for _, c in ipairs(cand) do
+    local path = paths[c.i]
+    if not (path:find("^state%.") and not need[refs[c.i].input]) then
+      outputs[#outputs + 1] = c.final
+      inplace[#inplace + 1] = refs[c.i].input
+      written[#written + 1] = path
+    end
+  end
+  local name = o.name or "rule"
+  if #outputs == 0 then
+    error(format("rule compiler: %s: the step changes no weight or state", name), 0)
+  end
+  local self = setmetatable({g = g, tensors = {}, paths = {}, sread = sread, sin = {},
+                             written = written, name = name, zero_params = zero_params, p = p,
+                             s = s}, StateStep)
+  local inputs = {}
+  for _, n in ipairs(g.inputs) do inputs[#inputs + 1] = n end
+  for _, t in ipairs(tensors) do
+    if not t.view and not t.zero then
+      local i = #self.tensors + 1
+      self.tensors[i], self.paths[i] = t.value, fields_of(t.name)
+    end
+  end
+  local label = name .. (o.source and (" (" .. o.source .. ")") or "")
+  local lines = {format("in-place step of %s", label)}
+  if o.equation then lines[#lines + 1] = o.equation end
+  local shapes = {}
+  for _, n in ipairs(g.inputs) do
+    shapes[#shapes + 1] = n.name .. (#n.shape > 0 and ("[" .. concat(n.shape, "x") .. "]") or "")
+  end
+  lines[#lines + 1] = "inputs: " .. concat(shapes, ", ")
+  lines[#lines + 1] = "written in place: " .. concat(written, ", ")
+  self.kernel = make_kernel{g = g, key = graph.signature(g) .. "|in place|" .. concat(written, ","),
+                            label = label, comment = concat(lines, "\n"), mode = o.mode,
+                            inplace = inplace, make = function() return outputs, inputs end}
+  return self
+end
+
+-- st:valid(p) -> whether the kernel still fits: the parameters 0 when
+-- traced are 0, the others are not, and the table holds tensors of the
+-- traced shapes (another tensor of the same shape, e.g. the next batch's
+-- input, is taken as it is; else trace again).
+function StateStep:valid(p)
+  for _, k in ipairs(self.zero_params) do if p[k] ~= 0 then return false end end
+  for _, src in ipairs(self.sread) do
+    if src[1] == "p" and p[src[2]] == 0 then return false end
+  end
+  local ts, s = self.tensors, self.s
+  for i, f in ipairs(self.paths) do
+    local t = s[f[1]]
+    if f[2] then t = t and t[f[2]] end
+    if not rawequal(t, ts[i]) then
+      if not nm.is_tensor(t) or not t:same_shape(ts[i]) then return false end
+      ts[i] = t:is_contiguous() and t or t:contiguous()
+    end
+  end
+  return true
+end
+
+-- The scalars of a call (p: the parameters, default those traced with).
+function StateStep:scalar_values(p)
+  p = p or self.p
+  local v = self.sin
+  for i, src in ipairs(self.sread) do
+    if src[1] == "p" then v[i] = p[src[2]] else v[i] = self.s[src[2]] end
+  end
+  return v
+end
+
+-- st:run([p]): one step on the traced table's tensors, with the present
+-- values of p (default: the table traced with) and of the scalar fields.
+function StateStep:run(p)
+  self.kernel:run(self.tensors, self:scalar_values(p), {})
+end
+
+-- st:bind([p]) -> a neuromic.KernelCall of this step on the traced
+-- table's tensors (for C code that runs it itself: call:set_scalars(
+-- st:scalar_values(p)) before a run when p changes), or nil when the step
+-- runs interpreted.
+function StateStep:bind(p)
+  local k = self.kernel
+  if not k.kernel then return nil end
+  local a = {}
+  for i, t in ipairs(self.tensors) do a[i] = t end
+  for _, c in ipairs(k.g.captured) do a[#a + 1] = c.value end
+  if k.scratch then a[#a + 1] = k.scratch end
+  return k.kernel:bind(a, self:scalar_values(p))
+end
+
+function StateStep:source() return self.kernel:get_source() end
+
+-- compile.value_of(x): the present value (a symbol) of a traced tensor,
+-- or x (for a state_step's finish).
+compile.value_of = trace.value_of
+function StateStep:compiled() return self.kernel:compiled() end
 
 return compile

@@ -61,6 +61,9 @@
 -- set: then the caller takes dW/db (an optimiser, or a measure comparing
 -- updates). When the rule has a fused form and nothing is deferred, the
 -- fused form runs instead; the two are tested equal (spec/rules_spec.lua).
+-- With inst.use_compiled = true, update and the application run as one
+-- kernel the rule compiler generates from update (rule.compiled_update;
+-- doc/compiler.md), whether or not the rule has a fused form.
 --
 -- Error pathways. How errors travel back to hidden layer l, written once,
 -- in the connection rule that defines the pathway (rules/backprop.lua:
@@ -87,6 +90,8 @@
 -- or instance to its pathway table; rule.pathways() lists the built-in
 -- ones in the order networks draw their state (PATHWAY_RULES below).
 -- nn.mlp and the motif network (nm.models.meta) both use them.
+
+local nm = require "neuromic"
 
 local rule = {}
 
@@ -559,6 +564,49 @@ local function check_needs(inst, q)
   end
 end
 
+-- rule.is_tensor(x): x is a tensor, or stands for one in a step the rule
+-- compiler traces (a rule that branches on what a quantity is asks this,
+-- not type(x) == "userdata").
+function rule.is_tensor(x)
+  if nm.is_tensor(x) then return true end
+  local mt = getmetatable(x)
+  return type(mt) == "table" and mt.__name == "nm.compile.Ref"
+end
+
+-- The compiled form of a connection rule (inst.use_compiled): its update
+-- traced by nm.compile with q's tensors, then W += dW (.* mask), b += db,
+-- in one kernel that changes W (b, and the rule state it keeps) in place.
+-- One per quantities table; traced again when a parameter becomes or stops
+-- being 0 or a quantity changes shape.
+local compiled = setmetatable({}, {__mode = "k"})
+
+local function compiled_update(inst, q)
+  local per = compiled[inst]
+  if not per then per = setmetatable({}, {__mode = "k"}); compiled[inst] = per end
+  local st = per[q]
+  if st and st:valid(inst.p) then return st end
+  local compile = require "nm.compile"
+  local def = inst.def
+  st = compile.state_step{
+    step = def.update, s = q, p = inst.p, name = def.name,
+    source = debug.getinfo(def.update, "S").short_src, equation = def.equation,
+    views = {pre_t = "pre", post_t = "post", error_t = "error"}, zero = {"dW", "db"},
+    scalars = {"mod"}, dtype = q.W:dtype(),
+    finish = function(s)
+      local ag = require "nm.autograd"
+      local value = compile.value_of
+      local dW = value(s.dW)
+      if s.mask then dW = ag.mul(dW, value(s.mask)) end
+      local out = {W = ag.add(value(s.W), dW)}
+      if def.bias and s.b and s.db then out.b = ag.add(value(s.b), value(s.db)) end
+      return out
+    end,
+  }
+  per[q] = st
+  return st
+end
+rule.compiled_update = compiled_update
+
 -- rule.apply(inst, conn, q) -> true when the weights (or, deferred, dW)
 -- changed, false when learning is off globally or for conn.
 function rule.apply(inst, conn, q)
@@ -568,6 +616,10 @@ function rule.apply(inst, conn, q)
     rule.require_kind(inst, "connection", nil, 3)
     check_needs(inst, q)
     inst.needs_checked = q
+  end
+  if inst.use_compiled and not q.defer then
+    compiled_update(inst, q):run(p)
+    return true
   end
   if def.fused and inst.use_fused and not q.defer then
     def.fused(q, p)
@@ -585,6 +637,24 @@ function rule.apply(inst, conn, q)
     db:zero()              -- the caller reads db: this rule leaves biases alone
   end
   return true
+end
+
+-- rule.emit(def) prints the C of a connection rule's compiled update
+-- (rule.compiled_update) for a connection of 5 presynaptic and 4
+-- postsynaptic cells (with a bias when the rule changes biases) and a batch
+-- of 8: `neuromic --emit rules/x.lua`.
+function rule.emit(def)
+  local inst = rule.new(def)
+  local B, n, m = 8, 5, 4
+  local function z(...) return nm.zeros(...) end
+  local conn = {W = z(m, n, "float64"), b = def.bias and z(m, "float64") or nil}
+  conn.state = def.init and def.init(conn, inst.p) or nil
+  local q = rule.quantities(conn)
+  q.pre, q.post, q.a, q.error = z(B, n, "float64"), z(B, m, "float64"), z(B, m, "float64"),
+                                z(B, m, "float64")
+  q.pre_t, q.post_t, q.error_t = q.pre:t(), q.post:t(), q.error:t()
+  q.batch, q.ones = B, nm.ones(B, "float64")
+  io.stdout:write(compiled_update(inst, q):source())
 end
 
 -- rule.require_kind(inst, kind [, model [, level]]) -> inst, or an error

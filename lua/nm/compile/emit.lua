@@ -99,13 +99,7 @@ static inline double nm_softplus_d(double x, double beta) {
 -- ---------------------------------------------------------------- analysis
 
 local function analyse(g, outputs)
-  local need, order = {}, {}
-  local function visit(n)
-    if need[n] then return end
-    need[n] = true
-    for _, a in ipairs(n.args) do visit(a) end
-  end
-  for _, o in ipairs(outputs) do visit(o) end
+  local need, order = graph.reachable(outputs), {}
   for _, n in ipairs(g.nodes) do if need[n] then order[#order + 1] = n end end
   local uses, strong, sliced = {}, {}, {}
   for _, n in ipairs(order) do
@@ -140,7 +134,10 @@ function emit.c(g, outputs, opts)
   local name = opts.name or "nm_rule_kernel"
   local dtype = g.dtype
   local is_float = dtype == "float32"
-  outputs = graph.combine(g, graph.strip_detach(g, outputs))
+  outputs = graph.strip_detach(g, outputs)
+  -- (opts.combine = false: the step's own order of operations, so that the
+  -- kernel gives the bits of the tensor operations it was traced from)
+  if opts.combine ~= false then outputs = graph.combine(g, outputs) end
   local order, uses, strong, sliced = analyse(g, outputs)
 
   -- Buffers: leaves read from in[], stored values in scratch or out[].
@@ -165,12 +162,32 @@ function emit.c(g, outputs, opts)
     used_names[w] = true
   end
   local inputs = opts.inputs or g.inputs
+  -- In-place kernels (opts.inplace: one input node per output) write each
+  -- output over that input: no out[] slots. A value is read from such an
+  -- array only before it is written (the scheduler below orders the
+  -- statements; in a shared loop nest every element is read first, and
+  -- the nest's stores come last), so the array needs one pointer only.
+  local inplace, written = opts.inplace, {}
+  if inplace then
+    for k = 1, #outputs do
+      local A = inplace[k]
+      if not A or A.op ~= "input" or A.kind ~= "tensor" or not graph.same_shape(A.shape, outputs[k].shape) then
+        error("emit: in-place output " .. k .. " needs a tensor input of its shape")
+      end
+      written[A] = k
+    end
+  end
   local slot = 0
   for _, n in ipairs(inputs) do
     if n.kind == "tensor" then
       ptr[n] = cname(n.name)
-      decls[#decls + 1] = format("const real *const restrict %s = in[%d];   /* %s */", ptr[n], slot,
-                                 graph.shape_str(n.shape))
+      if written[n] then
+        decls[#decls + 1] = format("real *const restrict %s = in[%d];   /* %s, written in place */",
+                                   ptr[n], slot, graph.shape_str(n.shape))
+      else
+        decls[#decls + 1] = format("const real *const restrict %s = in[%d];   /* %s */", ptr[n], slot,
+                                   graph.shape_str(n.shape))
+      end
       slot = slot + 1
     end
   end
@@ -225,6 +242,12 @@ function emit.c(g, outputs, opts)
         -- (a product's matrix is an inline expression, a broadcast vector a number)
         if n.op == "mv" and (i == 1 or a.op == "bcast") then goto inline end
         do
+          -- the transpose of a computed value: store the value, pass the
+          -- transpose as a flag (no copy)
+          if a.op == "t" and mat[a] and not output_of[a] and not sliced[a] and #a.args[1].args > 0 and
+             not is_scalar(a.args[1]) then
+            mat[a] = nil
+          end
           local base = a.op == "t" and a.args[1] or a
           if not (ptr[base] or mat[base]) then mat[base] = true end
         end
@@ -234,13 +257,43 @@ function emit.c(g, outputs, opts)
   end
 
   local scratch = 0
+  local late = {}         -- stored values written over an input: stored last in their nest
+  -- An output may be computed straight into the input it replaces only
+  -- when its loop reads that input at the element it writes: elementwise,
+  -- not through a transpose, a slice or a product (W + W^T, y = W y).
+  -- Otherwise it is stored in scratch and copied over the input afterwards.
+  local function reads_elsewhere(n, A)
+    if not graph.ELEMENTWISE[n.op] then return true end
+    local seen = {}
+    local function walk(x, moved)
+      for _, a in ipairs(x.args) do
+        if a == A then
+          if moved then return true end
+        elseif #a.args > 0 and not is_scalar(a) and not seen[a] and (not mat[a] or a.op == "select") then
+          seen[a] = true
+          if walk(a, moved or a.op == "t" or a.op == "select" or a.op == "outer" or
+                     not graph.ELEMENTWISE[a.op]) then return true end
+        end
+      end
+      return false
+    end
+    return walk(n, n.op == "t" or n.op == "outer")
+  end
+  if inplace then
+    for o, k in pairs(output_of) do
+      if mat[o] and reads_elsewhere(o, inplace[k]) then output_of[o] = nil end
+    end
+  end
   for _, n in ipairs(order) do
     if n.op == "select" then           -- a view: the slice's first element
       local base = n.args[1]
       if not ptr[base] then error("emit: a slice of an unstored value") end
       ptr[n] = format("(%s + %d)", ptr[base], (n.k - 1) * numel(n.shape))
     end
-    if mat[n] and not ptr[n] then
+    if mat[n] and not ptr[n] and output_of[n] and inplace then
+      ptr[n] = ptr[inplace[output_of[n]]]
+      late[n] = true
+    elseif mat[n] and not ptr[n] then
       local k = output_of[n]
       local name = cname(k and ("out" .. k) or ("t" .. n.id))
       if k then
@@ -377,6 +430,60 @@ function emit.c(g, outputs, opts)
     end
   end
 
+  local function done_by(w, st) return w.deps[st.node] == true end
+  -- In place: a statement that writes over input A waits for every other
+  -- statement that reads A (an anti-dependence). One that reads A only
+  -- element by element at the written element, in a loop over A's shape,
+  -- may share the writer's nest (soft[writer][node]): its reads come first.
+  local soft = {}
+  if inplace then
+    local function reads(st)
+      local acc, moved = {}, {}
+      local seen = {}
+      local function walk(n, t)
+        for _, a in ipairs(n.args) do
+          if written[a] then
+            acc[a] = true
+            if t or n.op == "select" or n.op == "index" or n.op == "mm" or n.op == "softmax" or
+               n.op == "logsoftmax" then moved[a] = true end
+          elseif #a.args > 0 and not is_scalar(a) and not seen[a] then
+            if not mat[a] or a.op == "select" then
+              seen[a] = true
+              walk(a, t or a.op == "t" or a.op == "select" or a.op == "outer")
+            end
+          end
+        end
+      end
+      if st.kind == "scalar_out" then return acc, moved end
+      walk(st.node, st.mode == "mvt")
+      return acc, moved
+    end
+    local writers = {}
+    for _, st in ipairs(stmts) do
+      local n = st.node
+      local A = (st.mode == "store" and late[n] and inplace[output_of[n]]) or
+                (st.mode == "copy" and inplace[st.k]) or nil
+      if A then writers[#writers + 1] = {st = st, A = A} end
+    end
+    for _, w in ipairs(writers) do
+      local dom = dom2(w.A.shape)
+      for _, st in ipairs(stmts) do
+        if st ~= w.st then
+          local acc, moved = reads(st)
+          if acc[w.A] and not done_by(w.st, st) then
+            w.st.deps[st.node] = true
+            local same = st.kind == "loop" and #st.domain == #dom and st.domain[1] == dom[1] and
+                         (#dom == 1 or st.domain[2] == dom[2])
+            if same and not moved[w.A] then
+              soft[w.st] = soft[w.st] or {}
+              soft[w.st][st.node] = true
+            end
+          end
+        end
+      end
+    end
+  end
+
   -- Code.
   local body = {}
   local function line(s, ...) body[#body + 1] = "  " .. format(s, ...) end
@@ -392,6 +499,7 @@ function emit.c(g, outputs, opts)
     local pre, inner, post = {}, {}, {}
     local row_pre, row_post = {}, {}
     local red = {}                     -- the sums the innermost loop accumulates
+    local stores = {}                  -- stores over inputs: after every read
     local I, J = "i", (#dom == 2) and "j" or nil
     local function flat() return J and format("i * %d + j", dom[2]) or "i" end
     for _, st in ipairs(group) do
@@ -432,7 +540,16 @@ function emit.c(g, outputs, opts)
           e = expr(n, I, J)
           mat[n], ptr[n] = keep, saved
         end
-        inner[#inner + 1] = format("%s[%s] = %s;", p, flat(), e)
+        if late[n] then
+          inner[#inner + 1] = format("const real v%d = %s;", n.id, e)
+          stores[#stores + 1] = format("%s[%s] = v%d;", p, flat(), n.id)
+        else
+          inner[#inner + 1] = format("%s[%s] = %s;", p, flat(), e)
+        end
+      elseif inplace then -- copy over the input the output replaces
+        nacc = nacc + 1
+        inner[#inner + 1] = format("const real c%d = %s;", nacc, expr(n, I, J))
+        stores[#stores + 1] = format("%s[%s] = c%d;", ptr[inplace[st.k]], flat(), nacc)
       else -- copy into an output slot
         inner[#inner + 1] = format("out[%d][%s] = %s;", st.k - 1, flat(), expr(n, I, J))
       end
@@ -455,6 +572,7 @@ function emit.c(g, outputs, opts)
       line("  for (int64_t j = 0; j < %d; j++) {", dom[2]); ind = "    "
     end
     for _, s in ipairs(inner) do line("%s%s", ind, s) end
+    for _, s in ipairs(stores) do line("%s%s", ind, s) end
     if J then line("  }") end
     for _, s in ipairs(row_post) do line("  %s", s) end
     line("}")
@@ -531,14 +649,16 @@ function emit.c(g, outputs, opts)
     done[node] = true
     for _, st in ipairs(dependents[node] or {}) do
       waiting[st] = waiting[st] - 1
-      if waiting[st] == 0 then ready_list[#ready_list + 1] = st end
+      if waiting[st] == 0 and not st.emitted then ready_list[#ready_list + 1] = st end
     end
   end
   local emitted = 0
   while #ready_list > 0 do
     -- cheap statements first (scalars, vectors, products by BLAS), so that
     -- as many passes over a matrix as possible are ready to share a nest
-    local function cost(st) return (st.kind == "loop" and #st.domain == 2) and 1 or 0 end
+    local function cost(st)
+      return (st.kind == "loop" and #st.domain == 2 and st.domain[1] > 1) and 1 or 0
+    end
     local pick = 1
     for i = 2, #ready_list do
       local a, b = ready_list[i], ready_list[pick]
@@ -556,11 +676,35 @@ function emit.c(g, outputs, opts)
           i = i + 1
         end
       end
+      -- writers over an input whose only pending statements read it in
+      -- this nest, element by element, join it (their stores come last)
+      local grown = true
+      while grown and next(soft) do
+        grown = false
+        local in_group = {}
+        for _, x in ipairs(group) do in_group[x.node] = true; x.emitted = true end
+        for _, x in ipairs(stmts) do
+          if not x.emitted and soft[x] and x.kind == "loop" and same(x.domain, st.domain) then
+            local ok = true
+            for d in pairs(x.deps) do
+              if not done[d] and not (in_group[d] and soft[x][d]) then ok = false break end
+            end
+            if ok then
+              group[#group + 1] = x
+              x.emitted = true
+              for i = #ready_list, 1, -1 do if ready_list[i] == x then table.remove(ready_list, i) end end
+              grown = true
+            end
+          end
+        end
+      end
+      for _, x in ipairs(group) do x.emitted = true end
       table.sort(group, function(a, b) return a.index < b.index end)
       emit_loop(group)
       emitted = emitted + #group
       for _, x in ipairs(group) do finish(x.node) end
     else
+      st.emitted = true
       emit_stmt(st)
       emitted = emitted + 1
       finish(st.node)

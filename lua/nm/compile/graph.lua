@@ -307,6 +307,19 @@ function Graph:detach(x)
   return self:node("detach", {x}, x.shape)
 end
 
+-- graph.reachable(outputs) -> the set of nodes the outputs depend on
+-- (themselves included).
+function graph.reachable(outputs)
+  local need = {}
+  local function visit(n)
+    if need[n] then return end
+    need[n] = true
+    for _, a in ipairs(n.args) do visit(a) end
+  end
+  for _, o in ipairs(outputs) do visit(o) end
+  return need
+end
+
 -- graph.strip_detach(g, outputs) -> the outputs with every detach node
 -- replaced by its argument: forward code does not need them (they only
 -- stop gradients, which adjoint.grad has already formed).
@@ -552,6 +565,12 @@ function Graph:mm(A, B)
   if s then return scaled(self, s, self:mm(X, B)) end
   local r, Y = split_scalar(self, B)
   if r then return scaled(self, r, self:mm(A, Y)) end
+  if A.shape[2] == 1 and A.op == "t" and B.op ~= "t" then
+    -- a batch of one row (a circuit rule's e^T r_pre in the full
+    -- dynamics): the outer product of the two rows, inlined into the loop
+    -- over the matrix it updates instead of a library call with k = 1
+    return self:outer(self:select(A.args[1], 1), self:select(B, 1))
+  end
   return self:node("mm", {A, B}, {A.shape[1], B.shape[2]})
 end
 

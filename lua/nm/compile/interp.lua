@@ -30,13 +30,7 @@ end
 -- nodes to their values (tensors or numbers).
 function interp.run(g, outputs, env)
   outputs = graph.strip_detach(g, outputs)
-  local need = {}
-  local function visit(n)
-    if need[n] then return end
-    need[n] = true
-    for _, a in ipairs(n.args) do visit(a) end
-  end
-  for _, o in ipairs(outputs) do visit(o) end
+  local need = graph.reachable(outputs)
   local val = {}
   local dtype = g.dtype
   for _, n in ipairs(g.nodes) do

@@ -198,4 +198,177 @@ function trace.run(dtype, spec, fn)
   return g, out, args
 end
 
+-- ---------------------------------------------------------------- traced tensors
+
+-- Connection and circuit rules write their step with the in-place methods
+-- of tensors (e:scale(v, c), e:sub(post, e), T:addmm(a, e_t, pre, 0),
+-- W:axpy(c, D)), which allocate nothing when the step runs on tensors.
+-- Traced, each tensor of the rule's state is a Ref: a name bound to one
+-- graph value after another. Its methods record the same operations as
+-- the autograd ones above (one tracer) and rebind the name, so the same
+-- rule code builds the graph of its step; what each name holds at the end
+-- is what the step wrote. r:t() is a transposed view that follows its
+-- tensor; arithmetic operators on a Ref give symbols (values).
+local Ref = {}
+Ref.__name = "nm.compile.Ref"
+trace.Ref = Ref
+
+local function is_ref(x) return getmetatable(x) == Ref end
+trace.is_ref = is_ref
+
+-- The present value of a Ref (a symbol), or x itself.
+local function val(x)
+  if is_ref(x) then
+    if x.base then return record("t", val(x.base)) end
+    return x.sym
+  end
+  return x
+end
+trace.value_of = val
+
+local function scalar_like(x)
+  if type(x) == "number" then return true end
+  local v = val(x)
+  return is_sym(v) and #v.shape == 0
+end
+
+local function bind(r, v)
+  if r.base then
+    fail(current, format("'%s' is a transposed view: a rule cannot write through it", r.name))
+  end
+  if is_sym(v) and #v.shape == 0 and #r.shape > 0 then
+    v = record("add", record("mul", 0, r.sym), v)          -- a number fills the tensor
+  end
+  if not is_sym(v) then v = record("add", record("mul", 0, r.sym), v) end
+  if is_sym(v) and #v.shape ~= #r.shape then
+    fail(current, format("'%s' %s cannot hold a value of %s", r.name, graph.shape_str(r.shape),
+                         graph.shape_str(v.shape)))
+  end
+  r.sym = v
+  return r
+end
+
+local M = {}      -- the methods
+
+local function binop(name)
+  M[name] = function(self, a, b)
+    if b == nil then return bind(self, record(name, val(self), val(a))) end
+    return bind(self, record(name, val(a), val(b)))
+  end
+end
+for _, name in ipairs{"add", "sub", "mul", "div"} do binop(name) end
+
+function M.scale(self, a, s)
+  if s == nil then return bind(self, record("mul", val(self), val(a))) end
+  return bind(self, record("mul", val(a), val(s)))
+end
+function M.neg(self, a) return bind(self, record("neg", val(a == nil and self or a))) end
+function M.copy(self, a) return bind(self, val(a)) end
+function M.zero(self) return bind(self, record("mul", 0, self.sym)) end
+function M.fill(self, v) return bind(self, val(v)) end
+function M.axpy(self, alpha, x) return bind(self, record("add", val(self), record("mul", val(alpha), val(x)))) end
+
+-- C = beta C + alpha op(A, B): addmm, addmv ([alpha,] A, B[, beta]).
+local function product(op)
+  return function(self, a1, a2, a3, a4)
+    local alpha, A, B, beta
+    if scalar_like(a1) then alpha, A, B, beta = a1, a2, a3, a4
+    else A, B, beta = a1, a2, a3 end
+    local r = record(op, val(A), val(B))
+    if alpha ~= nil and alpha ~= 1 then r = record("mul", val(alpha), r) end
+    if beta == 0 then return bind(self, r) end
+    local c = val(self)
+    if beta ~= nil and beta ~= 1 then c = record("mul", val(beta), c) end
+    return bind(self, record("add", c, r))
+  end
+end
+M.addmm, M.addmv = product("mm"), product("mv")
+function M.mm(self, A, B) return bind(self, record("mm", val(A), val(B))) end
+function M.mv(self, A, x) return bind(self, record("mv", val(A), val(x))) end
+function M.addr(self, alpha, x, y)
+  if y == nil then alpha, x, y = 1, alpha, x end
+  return bind(self, record("add", val(self), record("mul", val(alpha), record("outer", val(x), val(y)))))
+end
+
+-- Elementwise functions: t:f() in place, r:f(a) of a (softplus and
+-- dsoftplus take beta after it).
+for _, name in ipairs{"exp", "log", "sqrt", "tanh", "sigmoid", "relu", "abs", "sign", "drelu",
+                      "softplus", "dsoftplus", "pow"} do
+  M[name] = function(self, a, k)
+    if a == nil or (type(a) == "number" and k == nil) then
+      return bind(self, record(name, val(self), a))
+    end
+    return bind(self, record(name, val(a), k))
+  end
+end
+
+-- A new tensor holding the same value (a rule's scratch made on first use).
+function M.clone(self)
+  return setmetatable({name = self.name .. ":clone()", shape = {table.unpack(self.shape)},
+                       sym = val(self)}, Ref)
+end
+
+function M.t(self)
+  if self.base then return self.base end
+  self.tview = self.tview or setmetatable({base = self, name = self.name .. ":t()",
+                                            shape = {self.shape[2], self.shape[1]}}, Ref)
+  return self.tview
+end
+function M.size(self, d)
+  if d then return self.shape[d] end
+  return {table.unpack(self.shape)}
+end
+function M.dim(self) return #self.shape end
+function M.numel(self)
+  local n = 1
+  for _, d in ipairs(self.shape) do n = n * d end
+  return n
+end
+function M.dtype() return current and current.dtype end
+
+local FIELDS = {sym = true, base = true, input = true, tview = true, name = true, shape = true}
+Ref.__index = function(self, k)
+  local m = M[k]
+  if m or FIELDS[k] then return m end
+  local g = current
+  if g then g.where = user_line() end
+  fail(g or {}, format("the tensor method '%s' (on '%s') cannot be traced yet (supported: add, sub, " ..
+                       "mul, div, scale, neg, copy, zero, fill, axpy, addmm, addmv, addr, mm, mv, " ..
+                       "exp, log, sqrt, tanh, sigmoid, relu, abs, sign, drelu, softplus, dsoftplus, " ..
+                       "pow, clone, t, size, dim, numel)", tostring(k), rawget(self, "name") or "?"))
+end
+Ref.__add = function(a, b) return record("add", val(a), val(b)) end
+Ref.__sub = function(a, b) return record("sub", val(a), val(b)) end
+Ref.__mul = function(a, b) return val(a) * val(b) end
+Ref.__div = function(a, b) return record("div", val(a), val(b)) end
+Ref.__unm = function(a) return record("neg", val(a)) end
+Ref.__tostring = function(r) return format("Ref(%s %s)", r.name, graph.shape_str(r.shape)) end
+
+-- trace.run_refs(dtype, tensors, scalars, fn) -> graph, refs, scalar nodes
+--   tensors: a list of {name =, shape =, zero = true (starts at 0, not an
+--     input), view = i (r:t() of tensors[i])}; scalars: a list of names.
+--   fn(refs, scalar_nodes) runs the step; afterwards refs[i].sym holds
+--   what tensor i was left holding (refs[i].input its value on entry).
+function trace.run_refs(dtype, tensors, scalars, fn)
+  local g = graph.new(dtype)
+  local refs, sc = {}, {}
+  for i, t in ipairs(tensors) do
+    if t.view then
+      refs[i] = M.t(refs[t.view])
+    else
+      local r = setmetatable({name = t.name, shape = t.shape}, Ref)
+      if t.zero then r.sym = g:bcast(g:const(0), t.shape)
+      else r.sym = g:input(t.name, t.shape); r.input = r.sym end
+      refs[i] = r
+    end
+  end
+  for i, name in ipairs(scalars) do sc[i] = g:input(name, {}, "scalar") end
+  if current then error("rule compiler: traces cannot nest", 2) end
+  current = g
+  local ok, err = pcall(fn, refs, sc)
+  current = nil
+  if not ok then error(err, 0) end
+  return g, refs, sc
+end
+
 return trace

@@ -174,6 +174,9 @@ end
 --     for the noise (default: gen)
 --   rules = {up =, ip =, pi =, down =}: a circuit rule per pathway (a
 --     name, a path, a definition or an instance; default mc.default_rules)
+--   compiled = false: every rule's step runs as the kernel nm.compile
+--     generates from it (traced from rule.step; in the full dynamics the C
+--     loop calls them at every Euler step); net.compiled may be changed
 function mc.new(o)
   if type(o) ~= "table" or type(o.sizes) ~= "table" or #o.sizes < 2 then
     fail("mc.new{sizes = {n0, n1, ..., nN}, gen = generator, ...} expected", 2)
@@ -240,7 +243,8 @@ function mc.new(o)
   local net = setmetatable({N = N, sizes = sizes, dtype = dtype, mode = mode, p = p, eta = eta,
                             bias = not not o.bias, gen = o.gen, noise_gen = o.noise_gen or o.gen,
                             up = {}, down = {}, ip = {}, pi = {}, pyr = {}, int = {},
-                            bufs = {}, rule_states = {}}, Net)
+                            bufs = {}, rule_states = {}, compiled = not not o.compiled,
+                            cgen = 1}, Net)
   net.phi_fn = function(Y, U) return net:phi(Y, U) end
 
   local function connection(kind, k, pre, post, bias)
@@ -417,6 +421,59 @@ end
 
 -- ---------------------------------------------------------------- full dynamics
 
+-- The compiled step of d's rule (d = {conn, s}: a connection and the
+-- state its rule reads, of the dynamics or of a batch size), traced on
+-- first use, and again after the network's constants changed (Net:set) or
+-- when a rule parameter became or stopped being 0.
+local compile
+local function compiled_step(self, d)
+  local inst = d.conn.rule
+  local st = d.cstep
+  if st and d.cgen == self.cgen and st:valid(inst.p) then return st end
+  compile = compile or require "nm.compile"
+  local def = inst.def
+  st = compile.state_step{step = def.step, s = d.s, p = inst.p, name = def.name,
+                          source = debug.getinfo(def.step, "S").short_src,
+                          equation = def.equation, views = {e_t = "e"}, scratch = {"e"},
+                          dtype = self.dtype}
+  d.cstep, d.cgen, d.call = st, self.cgen, nil
+  return st
+end
+mc.compiled_step = compiled_step
+
+-- mc.emit(def) prints the C that nm.compile generates from a circuit rule
+-- of this model: its step on each pathway it drives (layer 1 of the
+-- 30-50-10 network of Fig. 2, full dynamics), then on the first pathway
+-- in the steady state (a batch of 10): `neuromic --emit rules/x.lua`.
+function mc.emit(def)
+  local rules, eta = {}, {}
+  for _, kind in ipairs(def.pathways or {def.pathway}) do rules[kind] = def; eta[kind] = 0.001 end
+  local parts = {}
+  local function add(d, net, what)
+    local st = compiled_step(net, d)
+    local src = st:source()
+    if #parts > 0 then                       -- the element functions once
+      src = src:match("^(.-\n)#include") .. src:match("(int nm_rule_kernel%(.*)$")
+    end
+    parts[#parts + 1] = format("/* ---- %s: %s, layer %d */\n%s", def.name, what, d.s.layer, src)
+  end
+  local net = mc.new{sizes = {30, 50, 10}, gen = nm.generator(1), eta = eta, rules = rules}
+  net:handle()
+  for _, d in ipairs(net.dyn) do
+    if d.s.layer == 1 and rules[d.s.pathway] then add(d, net, d.s.pathway .. ", full dynamics") end
+  end
+  local steady = mc.new{sizes = {30, 50, 10}, gen = nm.generator(1), eta = eta, rules = rules,
+                        mode = "steady"}
+  local bs = steady:buffers(10)
+  for _, d in ipairs(bs.s) do
+    if d.s.layer == 1 and rules[d.s.pathway] then
+      add(d, steady, d.s.pathway .. ", steady state, batch of 10")
+      break
+    end
+  end
+  io.stdout:write(table.concat(parts, "\n"))
+end
+
 local function effective_eta(conn)
   if conn.plastic == false then return 0 end
   return conn.rule.p.eta
@@ -503,6 +560,7 @@ function Net:set(o)
     end
   end
   for _, st in ipairs(self.rule_states) do st.c = attenuation(self, st.pathway, st.layer) end
+  self.cgen = self.cgen + 1            -- compiled steps traced with the old constants
   return self
 end
 
@@ -522,14 +580,30 @@ function Net:run(x, steps, target, opts)
     t = self.tbuf
   end
   local g = opts and opts.gen or self.noise_gen
-  -- the connections that learn, and whether all of them use the C kernel
+  -- the connections that learn, and whether the C loop runs all of them
+  -- (their compiled steps bound to it, or the paper's rules' kernel)
   local active, fused = self.active, true
   for i = #active, 1, -1 do active[i] = nil end
-  if learn then
-    for _, d in ipairs(self.dyn) do
-      if effective_eta(d.conn) ~= 0 then
-        active[#active + 1] = d
-        local inst = d.conn.rule
+  for _, d in ipairs(self.dyn) do
+    local on = learn and effective_eta(d.conn) ~= 0
+    if on and self.compiled then
+      local inst = d.conn.rule
+      local st = compiled_step(self, d)
+      if d.call then
+        d.call:set_scalars(st:scalar_values(inst.p))
+      else
+        d.call = st:bind(inst.p)
+        h:set_rule(d.s.layer, d.s.pathway, d.call)
+      end
+      fused = fused and d.call ~= nil
+    elseif d.call then                         -- compiled off: the built-in step again
+      h:set_rule(d.s.layer, d.s.pathway, nil)
+      d.call = nil
+    end
+    if on then
+      active[#active + 1] = d
+      local inst = d.conn.rule
+      if not self.compiled then
         fused = fused and inst.use_fused ~= false and inst.def.kernel == mc.kernel
       end
     end
@@ -543,8 +617,11 @@ function Net:run(x, steps, target, opts)
     for i = 1, #active do
       local d = active[i]
       local inst = d.conn.rule
-      local f = inst.use_fused ~= false and inst.def.kernel or inst.def.step
-      f(d.s, inst.p)
+      if self.compiled then d.cstep:run(inst.p)
+      else
+        local f = inst.use_fused ~= false and inst.def.kernel or inst.def.step
+        f(d.s, inst.p)
+      end
     end
     h:end_step(t ~= nil, g)
   end
@@ -798,7 +875,11 @@ function Net:steady_update()
   if not bs then fail("steady_update before steady_state", 2) end
   if not rule.learning() then return end
   for _, d in ipairs(bs.s) do
-    if d.conn.plastic ~= false then d.conn.rule.def.step(d.s, d.conn.rule.p) end
+    local inst = d.conn.rule
+    if d.conn.plastic ~= false then
+      if self.compiled then compiled_step(self, d):run(inst.p)
+      else inst.def.step(d.s, inst.p) end
+    end
   end
 end
 

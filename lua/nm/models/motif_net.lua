@@ -294,10 +294,16 @@ end
 function motif_net.emit(path)
   local ok, def = pcall(rule.definition, path)
   if not ok then error(tostring(def):gsub("^[^:]*:%d+: ", ""), 0) end
+  -- connection rules, and circuit rules of the microcircuit: their
+  -- in-place steps (nm.compile.state_step)
+  if def.kind == "connection" then return rule.emit(def) end
+  if def.kind == "circuit" and def.model == "microcircuit" then
+    return require("nm.models.microcircuit").emit(def)
+  end
   if def.kind ~= "meta" or (def.model ~= "motif_net" and def.model ~= "rcn") then
-    error(format("--emit: rule '%s' is a %s rule%s; the compiler takes meta rules of the " ..
-                 "motif and RCN networks so far (connection and circuit rules are written with " ..
-                 "in-place tensor methods it cannot trace yet)", def.name, def.kind,
+    error(format("--emit: rule '%s' is a %s rule%s; the compiler takes connection rules, " ..
+                 "circuit rules of the microcircuit and meta rules of the motif and RCN networks " ..
+                 "so far", def.name, def.kind,
                  def.model and (" of model '" .. def.model .. "'") or ""), 0)
   end
   -- (the RCN builds on this network: loaded here, not at the top)
