@@ -280,7 +280,10 @@ nn.MLP = MLP
 -- name), pathway (its table), paths[name] = {pathway, state[1..L-1]} (the
 -- state of every pathway drawn), updates (updates applied), keep_going,
 -- nonfinite (the first non-finite report with keep_going), optim
--- (optional: see MLP:set_optimiser), mod (modulator for rules).
+-- (optional: see MLP:set_optimiser), mod (modulator for rules), online
+-- (the one-call one-sample step of train_batch, built on first use; false
+-- when the network does not qualify; set it to false to always take the
+-- general path).
 -- The state of every built-in pathway (rule.pathways(): the FA and DFA
 -- matrices) is drawn after the weights, in that order, from the same
 -- generator with the weights' scheme, then the network's own pathway if
