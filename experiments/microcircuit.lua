@@ -77,6 +77,8 @@ local opts = cli.parse(arg, {
     {"rules", "list", {}, "circuit rules per pathway, pathway=rule (a name from rules/ or a path " ..
      "to a rule file), e.g. up=./my_rule.lua,pi=apical_silencing; unnamed pathways keep the " ..
      "paper's (up, ip, down: dendritic_prediction; pi: apical_silencing)", item = "string"},
+    {"compiled", "bool", false, "run every rule's step as the C kernel the rule compiler " ..
+     "generates from it (a rule written only in Lua then runs at C speed; doc/compiler.md)"},
     {"stop-after", "int", 0, "send SIGTERM to itself after N patterns or minibatches of each " ..
      "checkpointed figure (tests --resume)", min = 0},
     -- Fig. 1
@@ -155,7 +157,7 @@ local opts = cli.parse(arg, {
 -- them; a checkpoint or a finished figure is reused only when they are
 -- the same), besides the shared ones.
 local SHARED_OPTIONS = {"seed", "quick", "plot", "checkpoint_every", "stop_after", "threads", "out",
-                        "resume", "overwrite", "rules"}
+                        "resume", "overwrite", "rules", "compiled"}
 local FIGURE_OPTIONS = {
   fig1 = {"fig1_learn_ms", "fig1_eta_scale", "noise", "rate", "tau_trgt"},
   figS1 = {"s1_patterns", "s1_every", "s1_eta_scale", "s1_theta", "noise", "rate"},
@@ -387,6 +389,7 @@ local function fig1(run)
   local net = mc.new{sizes = {30, 50, 10}, gen = nm.generator(opts.seed), sigma = 0.1,
                      rate = softplus(), init = INIT, tau_trgt = opts.tau_trgt,
                      noise = opts.noise, self_predicting = true, rules = RULES,
+                     compiled = opts.compiled,
                      eta = {up = {FIG2_ETA.up[1] * s, FIG2_ETA.up[2] * s}, ip = FIG2_ETA.up[2] * s}}
   local g = nm.generator(opts.seed + 1)
   local x = nm.zeros(1, 30, "float64"):uniform(g, -1, 1)
@@ -453,7 +456,8 @@ local function figS1(run)
   local rate = softplus(opts.s1_theta)
   local k = opts.s1_eta_scale
   local net = mc.new{sizes = {30, 50, 10}, gen = nm.generator(opts.seed), sigma = 0.1, rate = rate, init = INIT,
-                     noise = opts.noise, rules = RULES, eta = {ip = 0.0002375 * k, pi = 0.0005 * k}}
+                     noise = opts.noise, rules = RULES, compiled = opts.compiled,
+                     eta = {ip = 0.0002375 * k, pi = 0.0005 * k}}
   local g = nm.generator(opts.seed + 1)
   local x = nm.zeros(30, "float64")
   local p = net.p
@@ -572,6 +576,7 @@ local function fig2(run)
     local noise = nm.generator(opts.seed + 400)
     local net = mc.new{sizes = {30, 50, 10}, gen = nm.generator(opts.seed), sigma = opts.fig2_sigma,
                        noise = opts.noise, rules = RULES, eta = eta, noise_gen = noise,
+                       compiled = opts.compiled,
                        tau_trgt = opts.tau_trgt, init = {up = opts.fig2_init_up, down = 1}}
     if opts.fig2_pi_start == "mirror" then net.pi[1].W:scale(net.down[1].W, -1) end
     -- the analytic self-predicting weights: W_pi = -W_down, W_ip = c W_up[2]
@@ -780,7 +785,7 @@ local function theory(run)
   for _, gval in ipairs(THEORY_G) do
     local function make()
       return mc.new{sizes = sizes, gen = nm.generator(opts.seed), mode = "steady", g_A = gval,
-                    rules = RULES,
+                    rules = RULES, compiled = opts.compiled,
                     g_som = gval, eta = {up = 1}}
     end
     local sym = make()
@@ -857,6 +862,7 @@ local function fig3_learner(variant, ds)
   local init = {up = {opts.init_up[1], opts.init_up[2], opts.init_up[3]}, down = opts.init_down}
   if #sizes == 3 then init.up = {opts.init_up[1], opts.init_up[3]} end
   local net = mc.new{sizes = sizes, gen = gen, dtype = "float32", mode = "steady", rules = RULES,
+                     compiled = opts.compiled,
                      rate = "logistic", bias = true, init = init, self_predicting = true, eta = eta}
   local UT = {}
   local probe_X = ds.test.X:narrow(1, 1, math.min(100, ds.test.n))

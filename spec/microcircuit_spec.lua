@@ -1296,6 +1296,14 @@ describe("experiments/microcircuit.lua", function()
     for _, key in ipairs{"output_error_end", "apical_after"} do
       assert.is_true(math.abs(paper[key] - user[key]) <= 1e-9 * math.abs(paper[key]), key)
     end
+    -- --compiled: the user's rule (and the others) as generated kernels
+    assert.equal(0, run(common .. " --rules up=" .. file .. " --compiled --out " .. dir .. "/compiled"))
+    local comp = figures(dir .. "/compiled/fig1")
+    local _, cres = figures(dir .. "/compiled")
+    assert.is_true(cres.options.compiled)
+    for _, key in ipairs{"output_error_end", "apical_after"} do
+      assert.is_true(math.abs(paper[key] - comp[key]) <= 1e-9 * math.abs(paper[key]), key)
+    end
     for _, case in ipairs{
       {"up=apical_silencing", "microcircuit: --rules: rule 'apical_silencing' drives pathway pi, not 'up'"},
       {"sideways=hebb", "microcircuit: --rules: no pathway 'sideways' (up, ip, pi, down)"},

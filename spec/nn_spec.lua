@@ -392,6 +392,15 @@ describe("nn.mlp", function()
       assert.is_nil(net.online)
       both()
       assert.is_false(net.online)
+      -- a rule compiled by the rule compiler runs its own kernel: the general path
+      net = nn.mlp{sizes = {8, 5, 3}, gen = nm.generator(1), rule = "backprop"}
+      twin = nn.mlp{sizes = {8, 5, 3}, gen = nm.generator(1), rule = "backprop"}
+      twin.online = false
+      both()
+      assert.is_table(net.online)
+      for _, m in ipairs{net, twin} do m.conns[1].rule.use_compiled = true end
+      both()
+      assert.is_nil(net.online)
       -- a wrong input still gets the general path's message
       assert.has_error(function() net:train_batch(nm.zeros(9), T) end,
         "nn: input of size [9] does not fit the input layer (8 units): expected [B x 8] or [8]")

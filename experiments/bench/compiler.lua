@@ -16,7 +16,8 @@
 --       the 30-50-10 network with the steps generated from the rules (called
 --       by the C loop through function pointers) against its hand-written
 --       C plasticity (nm_mc_plasticity), and the plasticity's own share
---       (the same steps without learning subtracted);
+--       (the same steps without learning subtracted); and a user's rule
+--       written only in Lua on W_up: generated vs its Lua step;
 -- and the compiler's own costs: first-use compile time (an empty cache) and
 -- the time a cache hit adds. Fastest of --repeats alternating runs, in
 -- CPU time of the process (os.clock; PyTorch's process_time), since wall
@@ -278,6 +279,27 @@ if opts.mc_steps > 0 then
       speed = best.hand / best.generated, dynamics = base,
       plasticity_speed = (best.hand - base) / (best.generated - base), weights_rel = worst}
   end
+  -- a user's rule written only in Lua (the paper's rule without its C
+  -- kernel) on W_up, Fig. 2 settings: its Lua step between the C half-steps
+  -- vs its generated kernel in the C loop
+  local def = {}
+  for k, v in pairs(rule.definition("dendritic_prediction")) do def[k] = v end
+  def.kernel, def.name = nil, "lua_up"
+  local nets = {}
+  for _, side in ipairs{"generated", "lua"} do
+    nets[side] = mc.new{sizes = {30, 50, 10}, gen = nm.generator(4), noise_gen = nm.generator(5),
+                        sigma = 0.3, eta = configs[1].eta, rules = {up = def},
+                        compiled = side == "generated"}
+  end
+  local g = nm.generator(6)
+  local x, target = nm.zeros(30, "float64"):uniform(g, 0, 1), nm.zeros(10, "float64"):uniform(g, 0, 1)
+  nets.generated:run(x, 1, target)
+  nets.lua:run(x, 1, target)
+  local best = best_of({generated = function() nets.generated:run(x, opts.mc_steps, target) end,
+                        lua = function() nets.lua:run(x, opts.mc_steps, target) end}, opts.repeats)
+  results.microcircuit_lua_rule = {generated = best.generated, lua = best.lua,
+                                   speed = best.lua / best.generated,
+                                   weights_rel = rel_diff(nets.generated.up[1].W, nets.lua.up[1].W)}
 end
 
 -- The compiler's own costs: first use (empty cache) and a cache hit.
@@ -341,6 +363,13 @@ for _, r in ipairs(results.microcircuit) do
   print(format("%-34s %9.3fs %9.3fs %7.2fx  (dynamics alone %.3f s subtracted)",
                "    its plasticity alone", r.generated - r.dynamics, r.hand - r.dynamics,
                r.plasticity_speed, r.dynamics))
+end
+do
+  local r = results.microcircuit_lua_rule
+  if r then
+    print(format("%-34s %9.3fs %9.3fs %7.2fx  %.1e", "(d) a Lua rule on W_up vs its Lua step",
+                 r.generated, r.lua, r.speed, r.weights_rel))
+  end
 end
 print("ratio = reference / generated (targets for (b): >= 20 tape, >= 5 PyTorch; " ..
       "(d): >= 0.95 to remove the hand kernel)")

@@ -280,7 +280,10 @@ nn.MLP = MLP
 -- name), pathway (its table), paths[name] = {pathway, state[1..L-1]} (the
 -- state of every pathway drawn), updates (updates applied), keep_going,
 -- nonfinite (the first non-finite report with keep_going), optim
--- (optional: see MLP:set_optimiser), mod (modulator for rules).
+-- (optional: see MLP:set_optimiser), mod (modulator for rules), online
+-- (the one-call one-sample step of train_batch, built on first use; false
+-- when the network does not qualify; set it to false to always take the
+-- general path).
 -- The state of every built-in pathway (rule.pathways(): the FA and DFA
 -- matrices) is drawn after the weights, in that order, from the same
 -- generator with the weights' scheme, then the network's own pathway if
@@ -653,7 +656,8 @@ end
 -- The one-sample step in one C call: nm.kernels.mlp_step over this
 -- network's own buffers (those of batch size 1), for a network whose
 -- every connection learns by the fused delta rule (rules/backprop.lua's,
--- which fa and dfa share) through the pathway bp, fa or dfa, with built-in
+-- which fa and dfa share; not compiled: rule.compiled_update) through the
+-- pathway bp, fa or dfa, with built-in
 -- activations. It runs the kernels that forward, backward and update run,
 -- in the same order on the same tensors, so the weights, buffers and
 -- counters after it are theirs bit for bit (spec/nn_spec.lua); it saves
@@ -672,7 +676,7 @@ local function online_step(self)
   for l = 1, self.L do
     local c, act, q = self.conns[l], self.acts[l], bs.q[l]
     local r, builtin = c.rule, nn.activations[act.name]
-    if not (r and r.def.fused == delta and r.use_fused) or q.W ~= c.W or q.b ~= c.b or
+    if not (r and r.def.fused == delta and r.use_fused) or r.use_compiled or q.W ~= c.W or q.b ~= c.b or
        q.mask ~= c.mask or not builtin or builtin.f ~= act.f or builtin.df ~= act.df or
        (act.name == "softmax" and l < self.L) then
       return false
@@ -706,7 +710,7 @@ local function online_ready(self, f)
     local c, act = conns[l], acts[l]
     local r = c.rule
     if c.W ~= f.W[l] or c.b ~= f.b[l] or c.mask ~= f.mask[l] or r ~= f.rules[l] or
-       not r.use_fused or act ~= f.acts[l] or act.beta ~= f.beta[l] then
+       not r.use_fused or r.use_compiled or act ~= f.acts[l] or act.beta ~= f.beta[l] then
       self.online = nil                  -- rebuilt on the next call
       return false
     end
