@@ -177,15 +177,14 @@ static int mlp_step_tostring(lua_State *L) {
 }
 
 static const luaL_Reg step_meth[] = {{"run", mlp_step_run}, {NULL, NULL}};
+static const luaL_Reg step_metameth[] = {{"__tostring", mlp_step_tostring}, {NULL, NULL}};
 
 void nm_open_mlp(lua_State *L, int kernels, int methods) {
   (void)methods;
   luaL_newmetatable(L, MLP_STEP_T);
-  lua_newtable(L);
-  luaL_setfuncs(L, step_meth, 0);
+  luaL_setfuncs(L, step_metameth, 0);
+  luaL_newlib(L, step_meth);
   lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, mlp_step_tostring);
-  lua_setfield(L, -2, "__tostring");
   lua_pop(L, 1);
   lua_pushcfunction(L, mlp_step_new);
   lua_setfield(L, kernels, "mlp_step");
