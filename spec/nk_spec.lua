@@ -72,7 +72,8 @@ describe("nm.kernels.nk models", function()
     assert.are.same(X1:totable(), X2:totable())
     assert.are.same(F1:totable(), F2:totable())
     -- "auto" stores small tables and hashes large ones
-    assert.is_true(nm.kernels.nk.model{n = 20, k = 15, generator = nm.generator(1)}:stored())
+    assert.is_true(nm.kernels.nk.model{n = 20, k = 10, generator = nm.generator(1)}:stored())
+    assert.is_false(nm.kernels.nk.model{n = 50, k = 10, generator = nm.generator(1)}:stored())
     assert.is_false(nm.kernels.nk.model{n = 1000, k = 15, generator = nm.generator(1)}:stored())
   end)
 
