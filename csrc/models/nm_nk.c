@@ -1092,7 +1092,7 @@ NK_HOT static void nk_test_pre(nm_nkhc *c) {
   c->tdirty = 0;
 }
 
-double nm_nkhc_test_mse(nm_nkhc *c) {
+NK_HOT double nm_nkhc_test_mse(nm_nkhc *c) {
   int H = c->h, ts = c->ts;
   if (c->tdirty)
     nk_test_pre(c);
