@@ -12,6 +12,7 @@
 
 #include "nm_microcircuit.h"
 #include "nm_simd.h"
+#include "nm_vmath.h"
 
 /* The per-element loops (rates, plasticity) are written to vectorise:
 ** GCC at -O2 only does so with -O3's cost model and once told that
@@ -74,84 +75,17 @@ int nm_mc_check_params(const nm_mc_params *p, const char **what) {
   return NM_OK;
 }
 
-/* sum of w^k / (2k + 1), k = 0..11, for w = z^2 <= 0.0296 (the last
-** term is below 1e-19): atanh(z) = z times this. Estrin's scheme. */
-static inline double atanh_series(double w) {
-  double w2 = w * w, w4 = w2 * w2, w8 = w4 * w4;
-  double a = (1.0 + w * (1.0 / 3.0)) + w2 * (1.0 / 5.0 + w * (1.0 / 7.0));
-  double b = (1.0 / 9.0 + w * (1.0 / 11.0)) + w2 * (1.0 / 13.0 + w * (1.0 / 15.0));
-  double c = (1.0 / 17.0 + w * (1.0 / 19.0)) + w2 * (1.0 / 21.0 + w * (1.0 / 23.0));
-  return a + w4 * b + w8 * c;
-}
-
-/* exp(x) for x <= 0, branch-free so that loops over it vectorise:
-** x = n ln2 + r with |r| <= ln2/2 (ln 2 in two parts, so r is exact),
-** exp(r) by its Taylor series to r^14 (about 1 ulp), times 2^n
-** built in the exponent bits. Below -708 the result is about 2^-1022. */
-static inline double exp_nonpositive(double x) {
-  x = x < -708.0 ? -708.0 : x;
-  const double shifter = 0x1.8p52;                  /* rounds to an integer */
-  double t = x * 0x1.71547652b82fep0 + shifter;     /* x / ln 2 */
-  double n = t - shifter;
-  double r = x - n * 0x1.62e42fee00000p-1;
-  r = r - n * 0x1.a39ef35793c76p-33;
-  /* sum of r^k / k!, k = 0..14, by Estrin's scheme (short dependency chains) */
-  double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
-  double p01 = 1.0 + r, p23 = 0.5 + r * (1.0 / 6.0);
-  double p45 = 1.0 / 24.0 + r * (1.0 / 120.0), p67 = 1.0 / 720.0 + r * (1.0 / 5040.0);
-  double p89 = 1.0 / 40320.0 + r * (1.0 / 362880.0);
-  double p1011 = 1.0 / 3628800.0 + r * (1.0 / 39916800.0);
-  double p1213 = 1.0 / 479001600.0 + r * (1.0 / 6227020800.0);
-  double p14 = 1.0 / 87178291200.0;
-  double q = (p01 + r2 * p23) + r4 * (p45 + r2 * p67) +
-             r8 * ((p89 + r2 * p1011) + r4 * (p1213 + r2 * p14));
-  /* unsigned: a NaN x gives meaningless bits (the result is NaN anyway)
-  ** but no signed overflow */
-  uint64_t bits;
-  memcpy(&bits, &t, sizeof bits);
-  bits = (bits - UINT64_C(0x4338000000000000) + 1023) << 52;   /* 2^n, n in [-1022, 0] */
-  double scale;
-  memcpy(&scale, &bits, sizeof scale);
-  return q * scale;
-}
-
-/* log(1 + y) for y in [0, 1], branch-free: w = 1 + y is m 2^e with
-** m in [sqrt(1/2), sqrt(2)), e in {0, 1}; log m = 2 atanh(z),
-** z = (m - 1)/(m + 1), |z| < 0.172, by its odd series; the last term
-** restores what rounding 1 + y lost (so tiny y keep full precision). */
-static inline double log1p_unit(double y) {
-  double w = 1.0 + y;
-  double big = w >= 1.41421356237309504880 ? 1.0 : 0.0;
-  double m = big != 0.0 ? 0.5 * w : w;
-  double z = (m - 1.0) / (m + 1.0);
-  double z2 = z * z;
-  double q = atanh_series(z2);
-  const double LN2_HI = 6.93147180369123816490e-01;
-  const double LN2_LO = 1.90821492927058770002e-10;
-  return big * LN2_HI + (big * LN2_LO + 2.0 * z * q) - ((w - 1.0) - y) / w;
-}
-
-/* r[i] = phi(c u[i]) for the rate function of p; r may be u. Soft-plus:
-** gamma (max(x, 0) + log(1 + exp(-|x|))); logistic: gamma / (1 + exp(-x))
-** as exp(-|x|) over 1 + exp(-|x|) for x < 0; both without overflow. */
+/* r[i] = phi(c u[i]) for the rate function of p; r may be u: gamma
+** softplus(x) or gamma logistic(x), x = beta (c u - theta), by nm_vmath.h's
+** element functions (those of the tensor operations, so the same bits as
+** Net:phi in Lua), without overflow. */
 MC_HOT
 static void phi_scaled(const nm_mc_params *p, double *r, const double *u, double c, int64_t n) {
   double beta = p->beta, theta = p->theta, gamma = p->gamma;
   if (p->rate == NM_MC_SOFTPLUS) {
-    for (int64_t i = 0; i < n; i++) {
-      double x = beta * (c * u[i] - theta);
-      double ax = x < 0 ? -x : x;
-      double pos = x > 0 ? x : 0.0;
-      r[i] = gamma * (pos + log1p_unit(exp_nonpositive(-ax)));
-    }
+    for (int64_t i = 0; i < n; i++) r[i] = gamma * vsoftplus_f64(beta * (c * u[i] - theta), 1.0);
   } else {
-    for (int64_t i = 0; i < n; i++) {
-      double x = beta * (c * u[i] - theta);
-      double ax = x < 0 ? -x : x;
-      double y = exp_nonpositive(-ax);
-      double num = x >= 0 ? 1.0 : y;
-      r[i] = gamma * num / (1.0 + y);
-    }
+    for (int64_t i = 0; i < n; i++) r[i] = gamma * vsigmoid_f64(beta * (c * u[i] - theta));
   }
 }
 
@@ -278,32 +212,6 @@ static void plasticity(nm_mc_net *net) {
   }
 }
 
-/* log(x) for x in (0, 1], branch-free: x = m 2^e with m in
-** [sqrt(1/2), sqrt(2)) from the exponent bits, log m = 2 atanh(z) as in
-** log1p_unit. x must be normal (here x >= 2^-53). */
-static inline double log_unit(double x) {
-  int64_t bits;
-  memcpy(&bits, &x, sizeof bits);
-  /* the biased exponent as a double without an integer conversion (which
-  ** AVX2 lacks): the bits of 2^52 + field, minus 2^52 */
-  int64_t ebits = (bits >> 52) | (int64_t)0x4330000000000000;
-  double e;
-  memcpy(&e, &ebits, sizeof e);
-  e -= 4503599627370496.0 + 1023.0;
-  bits = (bits & (int64_t)0x000fffffffffffff) | (int64_t)0x3ff0000000000000;   /* m in [1, 2) */
-  double m;
-  memcpy(&m, &bits, sizeof m);
-  double big = m >= 1.41421356237309504880 ? 1.0 : 0.0;
-  m = big != 0.0 ? 0.5 * m : m;
-  e += big;
-  double z = (m - 1.0) / (m + 1.0);
-  double z2 = z * z;
-  double q = atanh_series(z2);
-  const double LN2_HI = 6.93147180369123816490e-01;
-  const double LN2_LO = 1.90821492927058770002e-10;
-  return e * LN2_HI + (e * LN2_LO + 2.0 * z * q);
-}
-
 /* Box-Muller on pairs (a, b) of uniforms in [0, 1): radius
 ** sqrt(-2 log(1 - a)), angle 2 pi b; out[2i] = radius cos, out[2i+1] =
 ** radius sin. The angle is reduced exactly to a quarter turn q plus
@@ -312,7 +220,7 @@ MC_HOT
 static void box_muller(double *out, const double *a, const double *b, int64_t pairs) {
   const double TWO_PI = 6.28318530717958647693;
   for (int64_t i = 0; i < pairs; i++) {
-    double radius = sqrt(-2.0 * log_unit(1.0 - a[i]));
+    double radius = sqrt(-2.0 * vlog_f64(1.0 - a[i]));
     const double shifter = 0x1.8p52;
     double q = (4.0 * b[i] + shifter) - shifter;        /* nearest quarter, 0..4 */
     double t = TWO_PI * (b[i] - 0.25 * q);               /* |t| <= pi/4 */
