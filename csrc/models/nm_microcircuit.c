@@ -1,6 +1,6 @@
 /*
 ** nm_microcircuit.c: forward Euler dynamics of dendritic cortical
-** microcircuits with low-pass filtered dendritic-prediction plasticity
+** microcircuits, calling the plasticity steps bound to its connections
 ** (see nm_microcircuit.h for the equations).
 */
 #include <math.h>
@@ -14,7 +14,7 @@
 #include "nm_simd.h"
 #include "nm_vmath.h"
 
-/* The per-element loops (rates, plasticity) are written to vectorise:
+/* The per-element loops (rates, noise) are written to vectorise:
 ** GCC at -O2 only does so with -O3's cost model and once told that
 ** floating-point exceptions are not observed (the selects below evaluate
 ** both sides); on x86-64 they are also cloned for AVX2 and AVX-512 and
@@ -40,15 +40,11 @@ static int64_t noisy_units(const nm_mc_net *net) {
   return total;
 }
 
-/* Scratch layout: the induction factor e (largest population), then the
-** step's normal deviates (noisy units, rounded up to pairs), then the
-** uniforms they come from (two per pair). */
+/* Scratch layout: the step's normal deviates (noisy units, rounded up to
+** pairs), then the uniforms they come from (two per pair). */
 int64_t nm_mc_work_size(const nm_mc_net *net) {
-  int64_t m = net->n0;
-  for (int k = 1; k <= net->N; k++)
-    if (net->layer[k].n > m) m = net->layer[k].n;
   int64_t pairs = (noisy_units(net) + 1) / 2;
-  return m + 2 * pairs + 2 * pairs;
+  return 2 * pairs + 2 * pairs;
 }
 
 int nm_mc_check_params(const nm_mc_params *p, const char **what) {
@@ -75,22 +71,18 @@ int nm_mc_check_params(const nm_mc_params *p, const char **what) {
   return NM_OK;
 }
 
-/* r[i] = phi(c u[i]) for the rate function of p; r may be u: gamma
-** softplus(x) or gamma logistic(x), x = beta (c u - theta), by nm_vmath.h's
+/* r[i] = phi(u[i]) for the rate function of p (r may be u): gamma
+** softplus(x) or gamma logistic(x), x = beta (u - theta), by nm_vmath.h's
 ** element functions (those of the tensor operations, so the same bits as
 ** Net:phi in Lua), without overflow. */
 MC_HOT
-static void phi_scaled(const nm_mc_params *p, double *r, const double *u, double c, int64_t n) {
+void nm_mc_phi(const nm_mc_params *p, double *r, const double *u, int64_t n) {
   double beta = p->beta, theta = p->theta, gamma = p->gamma;
   if (p->rate == NM_MC_SOFTPLUS) {
-    for (int64_t i = 0; i < n; i++) r[i] = gamma * vsoftplus_f64(beta * (c * u[i] - theta), 1.0);
+    for (int64_t i = 0; i < n; i++) r[i] = gamma * vsoftplus_f64(beta * (u[i] - theta), 1.0);
   } else {
-    for (int64_t i = 0; i < n; i++) r[i] = gamma * vsigmoid_f64(beta * (c * u[i] - theta));
+    for (int64_t i = 0; i < n; i++) r[i] = gamma * vsigmoid_f64(beta * (u[i] - theta));
   }
-}
-
-void nm_mc_phi(const nm_mc_params *p, double *r, const double *u, int64_t n) {
-  phi_scaled(p, r, u, 1.0, n);
 }
 
 /* y = A x (+ b): A [m x n] row-major. */
@@ -101,32 +93,6 @@ static void matvec(double *y, const double *A, const double *x, const double *b,
     cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)m, (int)n, 1.0, A, (int)n, x, 1, 1.0, y, 1);
   } else {
     cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)m, (int)n, 1.0, A, (int)n, x, 1, 0.0, y, 1);
-  }
-}
-
-/* One low-pass plasticity step of an m x n connection, forward Euler:
-** W += c D, then D += a (e pre^T - D), element by element in one sweep. */
-MC_HOT
-static void lowpass_outer(double *restrict W, double *restrict D, const double *e,
-                          const double *pre, int64_t m, int64_t n, double a, double c) {
-  for (int64_t i = 0; i < m; i++) {
-    double ei = e[i];
-    double *restrict w = W + i * n, *restrict d = D + i * n;
-    for (int64_t j = 0; j < n; j++) {
-      double dj = d[j];
-      w[j] += c * dj;
-      d[j] = dj + a * (ei * pre[j] - dj);
-    }
-  }
-}
-
-/* The same for a bias (presynaptic rate 1). */
-static void lowpass_bias(double *restrict b, double *restrict Db, const double *e,
-                         int64_t m, double a, double c) {
-  for (int64_t i = 0; i < m; i++) {
-    double di = Db[i];
-    b[i] += c * di;
-    Db[i] = di + a * (e[i] - di);
   }
 }
 
@@ -154,48 +120,25 @@ void nm_mc_refresh(nm_mc_net *net) {
   }
 }
 
-void nm_mc_plasticity(nm_mc_net *net, int k, nm_mc_pathway pathway, double eta) {
-  const nm_mc_params *p = &net->p;
-  int N = net->N;
-  double a = p->dt / p->tau_w, c = p->dt * eta;
-  double *e = net->work;
-  nm_mc_layer *L = &net->layer[k];
-  if (pathway == NM_MC_UP) {
-    const double *pre = k == 1 ? net->r0 : net->layer[k - 1].r;
-    int64_t npre = k == 1 ? net->n0 : net->layer[k - 1].n;
-    double cB = p->g_B / (p->g_lk + p->g_B + (k < N ? p->g_A : 0.0));
-    phi_scaled(p, e, L->vB, cB, L->n);                   /* phi(vhatB) */
-    for (int64_t i = 0; i < L->n; i++) e[i] = L->r[i] - e[i];
-    lowpass_outer(L->W_up, L->D_up, e, pre, L->n, npre, a, c);
-    if (L->b_up) lowpass_bias(L->b_up, L->Db_up, e, L->n, a, c);
-    return;
-  }
-  nm_mc_layer *up = &net->layer[k + 1];
-  int64_t nI = up->n;
-  switch (pathway) {
-    case NM_MC_IP:
-      phi_scaled(p, e, L->vI, p->g_D / (p->g_lk + p->g_D), nI);   /* phi(vhatI) */
-      for (int64_t j = 0; j < nI; j++) e[j] = L->rI[j] - e[j];
-      lowpass_outer(L->W_ip, L->D_ip, e, L->r, nI, L->n, a, c);
-      if (L->b_ip) lowpass_bias(L->b_ip, L->Db_ip, e, nI, a, c);
-      break;
-    case NM_MC_PI:
-      for (int64_t i = 0; i < L->n; i++) e[i] = -L->vA[i];
-      lowpass_outer(L->W_pi, L->D_pi, e, L->rI, L->n, nI, a, c);
-      break;
-    default:                                             /* NM_MC_DOWN */
-      phi_scaled(p, e, L->vD, 1.0, L->n);                /* phi(W_down r_{k+1}) */
-      for (int64_t i = 0; i < L->n; i++) e[i] = L->r[i] - e[i];
-      lowpass_outer(L->W_down, L->D_down, e, up->r, L->n, nI, a, c);
-      break;
-  }
+/* One connection's step: the rule bound to it (nm_mc_rules_ready checked). */
+static void connection_step(nm_mc_net *net, int k, nm_mc_pathway pathway) {
+  const nm_mc_rule *r = &net->layer[k].rule[pathway];
+  r->fn(r->in, NULL, r->scratch, r->sc);
 }
 
-/* One connection's step: its compiled rule, or the built-in one. */
-static void connection_step(nm_mc_net *net, int k, nm_mc_pathway pathway, double eta) {
-  const nm_mc_rule *r = &net->layer[k].rule[pathway];
-  if (r->fn) r->fn(r->in, NULL, r->scratch, r->sc);
-  else nm_mc_plasticity(net, k, pathway, eta);
+int nm_mc_rules_ready(const nm_mc_net *net, int *k, nm_mc_pathway *pathway) {
+  for (int l = 1; l <= net->N; l++) {
+    const nm_mc_layer *L = &net->layer[l];
+    double eta[4] = {L->eta_up, L->eta_ip, L->eta_pi, L->eta_down};
+    for (int w = 0; w < (l < net->N ? 4 : 1); w++) {
+      if (eta[w] != 0 && L->rule[w].fn == NULL) {
+        *k = l;
+        *pathway = (nm_mc_pathway)w;
+        return 0;
+      }
+    }
+  }
+  return 1;
 }
 
 /* The four rules of every layer, from the rates and potentials of the
@@ -204,11 +147,11 @@ static void plasticity(nm_mc_net *net) {
   int N = net->N;
   for (int k = 1; k <= N; k++) {
     nm_mc_layer *L = &net->layer[k];
-    if (L->eta_up != 0) connection_step(net, k, NM_MC_UP, L->eta_up);
+    if (L->eta_up != 0) connection_step(net, k, NM_MC_UP);
     if (k == N) break;
-    if (L->eta_ip != 0) connection_step(net, k, NM_MC_IP, L->eta_ip);
-    if (L->eta_pi != 0) connection_step(net, k, NM_MC_PI, L->eta_pi);
-    if (L->eta_down != 0) connection_step(net, k, NM_MC_DOWN, L->eta_down);
+    if (L->eta_ip != 0) connection_step(net, k, NM_MC_IP);
+    if (L->eta_pi != 0) connection_step(net, k, NM_MC_PI);
+    if (L->eta_down != 0) connection_step(net, k, NM_MC_DOWN);
   }
 }
 
@@ -265,8 +208,8 @@ static void voltages(nm_mc_net *net, int nudged, nm_rng *g) {
   const double *xi = NULL;
   if (p->sigma > 0) {
     s = p->sigma * (p->noise == NM_MC_NOISE_DT ? dt : sqrt(dt));
-    int64_t m = nm_mc_work_size(net), count = noisy_units(net), pairs = (count + 1) / 2;
-    double *noise = net->work + (m - 4 * pairs);
+    int64_t count = noisy_units(net), pairs = (count + 1) / 2;
+    double *noise = net->work;
     step_normals(g, noise, noise + 2 * pairs, count);
     xi = noise;
   }
@@ -336,7 +279,10 @@ int nm_mc_finish(nm_mc_net *net) {
 
 int nm_mc_run(nm_mc_net *net, int64_t steps, const double *x, const double *target,
               nm_rng *g, int learn) {
+  int k;
+  nm_mc_pathway pathway;
   if (net->p.sigma > 0 && g == NULL) return NM_EINVAL;
+  if (learn && !nm_mc_rules_ready(net, &k, &pathway)) return NM_EINVAL;
   int status = NM_OK;
   for (int64_t t = 0; t < steps; t++) {
     nm_mc_begin_step(net, x, target);
