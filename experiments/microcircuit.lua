@@ -131,7 +131,11 @@ local opts = cli.parse(arg, {
     {"datasets", "list", {"mnist", "fashion"}, "Fig. 3: data sets (mnist: 60,000 / 10,000; " ..
      "mnist-subset: the 8,000 / 2,000 subset; fashion)", item = "string", quick = {"mnist-subset"}},
     {"variants", "list", {"microcircuit", "bp", "shallow", "frozen", "topdown"},
-     "Fig. 3: learners (microcircuit, bp, shallow, frozen, topdown)", item = "string"},
+     "Fig. 3: learners (microcircuit, bp, shallow, frozen: W_up[2] fixed, topdown)", item = "string"},
+    {"frozen-ip", "string", "fixed", "Fig. 3 frozen: W_ip[1], the interneurons that predict the " ..
+     "frozen layer 2, fixed with it (the self-predicting state stays exact) or plastic (as " ..
+     "before: they learn the nudged layer-2 potentials, which W_up[2] never follows; the " ..
+     "apical error they leave drove one seed of five to a collapse)", choices = {"fixed", "plastic"}},
     {"epochs", "int", 20, "Fig. 3: epochs on MNIST (or the subset)", quick = 2, min = 1},
     {"fashion-epochs", "int", 4, "Fig. 3: epochs on Fashion-MNIST", quick = 1, min = 1},
     {"train-subset", "int", 0, "Fig. 3: first N training images (0: all)", quick = 1000, min = 0},
@@ -167,7 +171,7 @@ local FIGURE_OPTIONS = {
           "fig2_init_up", "fig2_pi_start", "fig2_decay", "noise", "tau_trgt"},
   theory = {"theory_batch"},
   fig3 = {"datasets", "variants", "epochs", "fashion_epochs", "train_subset", "test_subset", "batch",
-          "eta_up", "eta_ip", "init_up", "init_down", "eta_down", "eta_pi", "bp_lr"},
+          "eta_up", "eta_ip", "init_up", "init_down", "eta_down", "eta_pi", "bp_lr", "frozen_ip"},
 }
 do   -- every option belongs somewhere (a new option must be listed above)
   local known = {figure = true}
@@ -855,7 +859,13 @@ local function fig3_learner(variant, ds)
   local up, ip = opts.eta_up, opts.eta_ip
   local sizes, eta = {784, 500, 500, 10}, {up = {up[1], up[2], up[3]}, ip = {ip[1], ip[2]}}
   if variant == "shallow" then eta = {up = {0, 0, up[3]}, ip = {0, 0}}
-  elseif variant == "frozen" then eta.up[2] = 0
+  elseif variant == "frozen" then
+    -- W_ip[1] stands for W_up[2] (the self-predicting state): frozen with it,
+    -- unless asked otherwise (a plastic W_ip[1] learns the nudged layer-2
+    -- potentials, drifts from W_up[2], and the apical potentials of layer 1
+    -- carry that drift as an error without a target)
+    eta.up[2] = 0
+    if opts.frozen_ip == "fixed" then eta.ip[1] = 0 end
   elseif variant == "topdown" then
     sizes = {784, 1000, 10}
     eta = {up = {up[1], up[3]}, ip = {ip[2]}, down = opts.eta_down, pi = opts.eta_pi}
@@ -883,7 +893,43 @@ local function fig3_learner(variant, ds)
     state = function() return net:state() end,
     load = function(st) net:load_state(st) end,
     weights = function() return mc_weights(net) end,
+    -- the plastic connections, W_up1 ... (results.json records them)
+    plastic = function()
+      local list = {}
+      for _, kind in ipairs{"up", "ip", "pi", "down"} do
+        for k = 1, #net[kind] do
+          if net[kind][k].plastic ~= false then list[#list + 1] = format("W_%s%d", kind, k) end
+        end
+      end
+      return list
+    end,
   }
+end
+
+-- Stops the run (status failed, one line) when the learner's test error
+-- has diverged after its last epoch (measures.diverged: above 50% and more
+-- than twice its best so far; chance is 90%), with its apical energy
+-- without a target before and after.
+local function check_diverged(run, dname, variant)
+  local sel = {}
+  for _, r in ipairs(run:metrics()) do
+    if r.dataset == dname and r.variant == variant then sel[#sel + 1] = r end
+  end
+  local errors = {}
+  for i, r in ipairs(sel) do errors[i] = r.test_error end
+  local at = measures.diverged(errors)
+  if not at then return end
+  local best = math.huge
+  for i = 1, at - 1 do best = math.min(best, errors[i]) end
+  local last, before, apical = sel[at], sel[at - 1], ""
+  if last.apical_energy_free and before.apical_energy_free then
+    apical = format("; ||vA||^2 without target %.3g after %.3g the epoch before (the " ..
+                    "self-predicting state is lost)", last.apical_energy_free,
+                    before.apical_energy_free)
+  end
+  run:fail(format("fig3: the %s learner diverged on %s in epoch %d: test error %.1f%% after a " ..
+                  "best of %.1f%%%s; lower its learning rates", variant, dname, last.epoch,
+                  100 * last.test_error, 100 * best, apical))
 end
 
 local function fig3(run)
@@ -939,12 +985,14 @@ local function fig3(run)
                      test_error = learner.errors(ds.test), seconds = seconds}
         if learner.apical then row.apical_energy_free = learner.apical() end
         run:log(row)
+        check_diverged(run, dname, variant)
       end
       bar:finish()
       local last = run:metrics()[#run:metrics()]
       final[dname][variant] = {test_error = last.test_error, train_error = learner.errors(ds.train),
                                epochs = epochs, seconds = seconds, train_n = ds.train.n,
-                               test_n = ds.test.n, weights_crc32 = weights_crc(learner.weights())}
+                               test_n = ds.test.n, weights_crc32 = weights_crc(learner.weights()),
+                               plastic = learner.plastic and learner.plastic() or nil}
       s.learner = nil
     end
   end

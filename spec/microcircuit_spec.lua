@@ -705,6 +705,47 @@ describe("microcircuit steady state", function()
       assert.is_true(grown < 4, "grew by " .. grown .. " KiB")
     end)
   end
+
+  it("a NaN or infinite input or target stops training with an error naming the connection", function()
+    -- before, the steady state went on with NaN weights (silent garbage)
+    local function fresh(every)
+      return mc.new{sizes = {3, 4, 2}, gen = nm.generator(5), mode = "steady", rate = "logistic",
+                    bias = true, self_predicting = true, check_every = every,
+                    eta = {up = {0.1, 0.1}, ip = 0.1}}
+    end
+    local g = nm.generator(6)
+    local X, T = nm.zeros(2, 3, "float64"):uniform(g, 0, 1), nm.zeros(2, 2, "float64"):uniform(g, -2, 2)
+    local net = fresh()
+    for _ = 1, 100 do net:train_batch(X, T) end              -- finite: no error
+    local function msg(what, conn, at)
+      return "rule 'dendritic_prediction' made the " .. what .. " of " .. conn .. " non-finite " ..
+             at .. " (a NaN or infinite input or target, or learning rates too large)"
+    end
+    local bad = X:clone()
+    bad:set(1, 2, 0 / 0)
+    net = fresh(1)
+    local ok, err = pcall(net.train_batch, net, bad, T)
+    assert.is_false(ok)
+    assert.truthy(err:find("microcircuit: steady_update: " .. msg("weights", "W_up1",
+                                                                   "at minibatch update 1"), 1, true), err)
+    -- by default every 64 samples (32 minibatches of 2): a NaN target at
+    -- update 21 is reported at update 32
+    local nan = T:clone()
+    nan:set(2, 1, 0 / 0)
+    net = fresh()
+    for _ = 1, 20 do net:train_batch(X, T) end
+    ok, err = pcall(function() for _ = 1, 20 do net:train_batch(X, nan) end end)
+    assert.is_false(ok)
+    assert.truthy(err:find("between minibatch updates 1 and 32", 1, true), err)
+    -- frozen connections are not checked (their weights cannot change)
+    net = fresh(1)
+    net.up[1].plastic = false
+    net.up[1].W:fill(0 / 0)
+    net.up[2].plastic, net.ip[1].plastic = false, false
+    net:train_batch(X, T)
+    assert.has_error(function() mc.new{sizes = {3, 2}, gen = g, check_every = 0} end,
+      "microcircuit: check_every must be a positive integer (samples between checks for NaN/inf)")
+  end)
 end)
 
 describe("microcircuit theory (small lambda)", function()
@@ -1111,6 +1152,44 @@ describe("experiments/microcircuit.lua", function()
     if f then f:close() end
     return text
   end
+
+  it("Fig. 3 frozen: W_up[2] fixed, and W_ip[1] with it unless --frozen-ip plastic", function()
+    -- before, W_ip[1] learnt the nudged layer-2 potentials while W_up[2]
+    -- stayed: on full MNIST seed 5 the apical error it left without a
+    -- target grew in epoch 4 until the network collapsed (67% test error)
+    local dir = tmp .. "-fig3"
+    local common = "--figure fig3 --quick --no-plot --datasets mnist-subset --train-subset 50 " ..
+                   "--test-subset 20 --epochs 1 --variants frozen,microcircuit,topdown"
+    local function final(args, name)
+      assert.equal(0, run(common .. " " .. args .. " --out " .. dir .. "/" .. name))
+      local res = json.read_file(dir .. "/" .. name .. "/fig3/results.json")
+      return res.final["mnist-subset"], res.options
+    end
+    local f, o = final("", "fixed")
+    assert.equal("fixed", o.frozen_ip)
+    assert.same({"W_up1", "W_up3", "W_ip2"}, f.frozen.plastic)
+    assert.same({"W_up1", "W_up2", "W_up3", "W_ip1", "W_ip2"}, f.microcircuit.plastic)
+    assert.same({"W_up1", "W_up2", "W_ip1", "W_pi1", "W_down1"}, f.topdown.plastic)
+    local fp = final("--frozen-ip plastic", "plastic")
+    assert.same({"W_up1", "W_up3", "W_ip1", "W_ip2"}, fp.frozen.plastic)
+    assert.not_equal(f.frozen.weights_crc32, fp.frozen.weights_crc32)
+    assert.equal(f.microcircuit.weights_crc32, fp.microcircuit.weights_crc32)
+    os.execute(string.format("rm -rf %q", dir))
+  end)
+
+  it("measures.diverged: an error curve that more than doubles above 50%, not a slow one", function()
+    local measures = require "nm.measures"
+    -- the frozen learner's first epochs on full MNIST, seed 5, before the fix
+    assert.equal(4, measures.diverged{0.1472, 0.1383, 0.1173, 0.7170, 0.6116})
+    assert.is_nil(measures.diverged{0.1472, 0.1383, 0.1173, 0.2, 0.21})   -- worse, below 50%
+    assert.is_nil(measures.diverged{0.91, 0.88, 0.92, 0.9})                -- never learnt
+    assert.is_nil(measures.diverged{0.30, 0.55})                           -- not twice the best
+    assert.equal(2, measures.diverged({0.30, 0.61}))
+    assert.equal(2, measures.diverged({0.1, 0.25}, 0.2))
+    assert.is_nil(measures.diverged{})
+    assert.has_error(function() measures.diverged{0.1, "x"} end,
+      "measures.diverged: errors[2] is not a number")
+  end)
 
   it("Fig. 2: per-pathway rates and the noise form reach the network; FA with attenuation", function()
     local dir = tmp .. "-fig2"

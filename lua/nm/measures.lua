@@ -26,6 +26,25 @@ function measures.angle(a, b)
   return deg(acos(c))
 end
 
+-- measures.diverged(errors [, above]) -> the first index i at which a
+-- learner's error curve (a list of test errors, one per epoch) has
+-- diverged: errors[i] > above (default 0.5) and more than twice the best
+-- of errors[1..i-1]; nil when none. A learner that got worse, not one that
+-- is slow: a first value, however high, never counts.
+function measures.diverged(errors, above)
+  above = above or 0.5
+  if type(errors) ~= "table" or type(above) ~= "number" then
+    error("measures.diverged: a list of errors and a number expected", 2)
+  end
+  local best = math.huge
+  for i, e in ipairs(errors) do
+    if type(e) ~= "number" then error(format("measures.diverged: errors[%d] is not a number", i), 2) end
+    if e > above and e > 2 * best then return i end
+    if e < best then best = e end
+  end
+  return nil
+end
+
 -- Fraction of rows of Y (scores [B x C]) whose argmax is the label: labels
 -- a Lua list of 1-based classes, or one-hot targets [B x C].
 function measures.accuracy(Y, labels)

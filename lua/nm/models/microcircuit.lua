@@ -175,6 +175,8 @@ end
 --     for the noise (default: gen)
 --   rules = {up =, ip =, pi =, down =}: a circuit rule per pathway (a
 --     name, a path, a definition or an instance; default mc.default_rules)
+--   check_every = 64: samples of the steady state between checks of the
+--     plastic weights for NaN/inf (Net:check_finite)
 --   compiled = true: every rule's step runs as the kernel nm.compile
 --     generates from it (traced from rule.step; in the full dynamics the C
 --     loop calls them at every Euler step); false: the Lua steps (the
@@ -193,6 +195,9 @@ function mc.new(o)
   local dtype = o.dtype or "float64"
   if dtype ~= "float64" and dtype ~= "float32" then fail("dtype must be 'float32' or 'float64'", 2) end
   local mode = o.mode or "dynamics"
+  if o.check_every ~= nil and (math.type(o.check_every) ~= "integer" or o.check_every < 1) then
+    fail("check_every must be a positive integer (samples between checks for NaN/inf)", 2)
+  end
   if mode ~= "dynamics" and mode ~= "steady" then fail("mode must be 'dynamics' or 'steady'", 2) end
 
   local p = {}
@@ -246,7 +251,8 @@ function mc.new(o)
                             bias = not not o.bias, gen = o.gen, noise_gen = o.noise_gen or o.gen,
                             up = {}, down = {}, ip = {}, pi = {}, pyr = {}, int = {},
                             bufs = {}, rule_states = {}, compiled = o.compiled ~= false,
-                            cgen = 1}, Net)
+                            cgen = 1, updates = 0, checked = 0, unchecked = 0,
+                            check_every = o.check_every or 64}, Net)
   net.phi_fn = function(Y, U) return net:phi(Y, U) end
 
   local function connection(kind, k, pre, post, bias)
@@ -854,9 +860,35 @@ function Net:steady_state(X, UT, sweeps)
   return bs
 end
 
+-- Stops training (an error, one line) when a plastic weight or bias of
+-- the steady state became NaN or infinite, naming the connection, its rule
+-- and the minibatch updates since the last check. Net:steady_update calls
+-- it once at least check_every samples were trained on since the last
+-- check (a pass over every plastic weight). Allocates nothing.
+function Net:check_finite()
+  local from = self.checked + 1
+  self.checked, self.unchecked = self.updates, 0
+  for _, kind in ipairs(KINDS) do
+    for k, c in pairs(self[kind]) do
+      if c.plastic ~= false then
+        local what = not c.W:all_finite() and "weights" or
+                     (c.b and not c.b:all_finite() and "biases") or nil
+        if what then
+          local at = from >= self.updates and format("at minibatch update %d", self.updates) or
+                     format("between minibatch updates %d and %d", from, self.updates)
+          fail(format("steady_update: rule '%s' made the %s of W_%s%d non-finite %s (a NaN or " ..
+                      "infinite input or target, or learning rates too large)", c.rule.name, what,
+                      kind, k, at), 3)
+        end
+      end
+    end
+  end
+end
+
 -- Applies every connection's rule once (its step) to the state of the
 -- last steady_state call, every change the batch mean. Respects plastic
--- switches. Allocates nothing.
+-- switches. Then checks the weights are finite (Net:check_finite), every
+-- check_every samples. Allocates nothing.
 function Net:steady_update()
   local bs = self.cur
   if not bs then fail("steady_update before steady_state", 2) end
@@ -868,6 +900,9 @@ function Net:steady_update()
       else inst.def.step(d.s, inst.p) end
     end
   end
+  self.updates = self.updates + 1
+  self.unchecked = self.unchecked + bs.B
+  if self.unchecked >= self.check_every then self:check_finite() end
 end
 
 -- steady_state + steady_update on one minibatch.
