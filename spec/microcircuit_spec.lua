@@ -482,10 +482,6 @@ describe("microcircuit full dynamics", function()
   for _, compiled in ipairs{true, false} do
     local what = compiled and "generated kernels" or "the rules' Lua steps"
     it("allocates nothing per run call (" .. what .. ")", function()
-      if compiled and not require("nm.compile").toolchain() then
-        pending("no C compiler (NEUROMIC_CC=none): the rules run interpreted, which allocates")
-        return
-      end
       local g = nm.generator(3)
       local net = mc.new{sizes = {6, 8, 3}, gen = g, sigma = 0.2, compiled = compiled,
                          eta = {up = 0.001, ip = 0.001, pi = 0.001}}
@@ -687,10 +683,6 @@ describe("microcircuit steady state", function()
   for _, compiled in ipairs{true, false} do
     it("allocates nothing per minibatch (" .. (compiled and "generated kernels" or "Lua steps") .. ")",
        function()
-      if compiled and not require("nm.compile").toolchain() then
-        pending("no C compiler (NEUROMIC_CC=none): the rules run interpreted, which allocates")
-        return
-      end
       local g = nm.generator(4)
       local net = mc.new{sizes = {8, 6, 4}, gen = g, dtype = "float32", mode = "steady",
                          rate = "logistic", bias = true, self_predicting = true, compiled = compiled,

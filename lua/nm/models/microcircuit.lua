@@ -50,10 +50,11 @@
 -- the paper does. Every rule's step runs as the C kernel nm.compile
 -- generates from it (compiled = true, the default): in the full dynamics
 -- the C loop (nm_mc_run) calls the kernels at every Euler step, a pattern
--- in one call. Without a C compiler (NEUROMIC_CC=none) the same kernels
--- run interpreted, and with compiled = false the rules' Lua steps run (the
--- reference): each Euler step then runs in C up to the rules, the rules
--- in Lua, then the potentials in C (the same numbers).
+-- in one call. With compiled = false, or without a C compiler
+-- (NEUROMIC_CC=none; the interpreted graph would run ~20x slower than
+-- them), the rules' Lua steps run (the reference): each Euler step then
+-- runs in C up to the rules, the rules in Lua, then the potentials in C
+-- (the same numbers to rounding).
 
 local nm = require "neuromic"
 local nn = require "nm.nn"
@@ -179,8 +180,8 @@ end
 --     plastic weights for NaN/inf (Net:check_finite)
 --   compiled = true: every rule's step runs as the kernel nm.compile
 --     generates from it (traced from rule.step; in the full dynamics the C
---     loop calls them at every Euler step); false: the Lua steps (the
---     reference, slower); net.compiled may be changed
+--     loop calls them at every Euler step); false (or no C compiler): the
+--     Lua steps (the reference, slower); net.compiled may be changed
 function mc.new(o)
   if type(o) ~= "table" or type(o.sizes) ~= "table" or #o.sizes < 2 then
     fail("mc.new{sizes = {n0, n1, ..., nN}, gen = generator, ...} expected", 2)
@@ -614,7 +615,8 @@ function Net:run(x, steps, target, opts)
     for i = 1, #active do
       local d = active[i]
       local inst = d.conn.rule
-      if self.compiled then d.cstep:run(inst.p) else inst.def.step(d.s, inst.p) end
+      if self.compiled and d.cstep:compiled() then d.cstep:run(inst.p)
+      else inst.def.step(d.s, inst.p) end
     end
     h:end_step(t ~= nil, g)
   end
@@ -896,8 +898,8 @@ function Net:steady_update()
   for _, d in ipairs(bs.s) do
     local inst = d.conn.rule
     if d.conn.plastic ~= false then
-      if self.compiled then compiled_step(self, d):run(inst.p)
-      else inst.def.step(d.s, inst.p) end
+      local st = self.compiled and compiled_step(self, d)
+      if st and st:compiled() then st:run(inst.p) else inst.def.step(d.s, inst.p) end
     end
   end
   self.updates = self.updates + 1
