@@ -183,7 +183,8 @@ local function run_cell()
   local task, rec, test = log(done)
   local cycles, kept = net:counts()
   run:finish{test = test, train = task, rec = rec, kept = kept, cycles = cycles,
-             train_s = elapsed0 + nm.sys.clock() - t0, cpu_s = cpu0 + os.clock()}
+             train_s = elapsed0 + nm.sys.clock() - t0, cpu_s = cpu0 + os.clock(),
+             mean_mse = mean_predictor_mse(Ftr, Fte)}
 end
 
 if opts.figure == "cell" then
@@ -264,7 +265,7 @@ local wanted = {}
 for _, s in ipairs(seeds) do wanted[s] = true end
 local params = {}
 for _, kv in ipairs(run_params()) do params[kv[1]] = tostring(kv[2]) end
-local final, early, dirs, cell_seconds = {}, {}, {}, {}
+local final, early, dirs, cell_seconds, mean_mse = {}, {}, {}, {}, {}
 for _, row in ipairs(rows) do
   local o = row.options or {}
   local same = wanted[row.seed] and member(opts.nets, o.net) and
@@ -285,6 +286,7 @@ for _, row in ipairs(rows) do
     list = early[net][n][k]
     list[#list + 1] = f.early_test
     dirs[concat({net, n, k, row.seed}, "/")] = row.dir
+    mean_mse[concat({n, k, row.seed}, "/")] = f.mean_mse
     cell_seconds[net] = (cell_seconds[net] or 0) + (f.cpu_s or 0)
   end
 end
@@ -294,14 +296,20 @@ for net, secs in pairs(cell_seconds) do
   cpu_total = cpu_total + secs
 end
 
--- The mean predictor's test MSE per grid point, averaged over the seeds.
+-- The mean predictor's test MSE per grid point, averaged over the seeds:
+-- as the cells recorded it (every network's cell of a point and seed sees
+-- the same data), else from the data made again (cells of older runs).
 local baseline = {}
 for _, n in ipairs(opts.grid_n) do
   for _, k in ipairs(opts.grid_k) do
     local sum = 0
     for _, seed in ipairs(seeds) do
-      local _, Ftr, _, Fte = point_data(seed, n, k)
-      sum = sum + mean_predictor_mse(Ftr, Fte)
+      local v = mean_mse[concat({n, k, seed}, "/")]
+      if v == nil then
+        local _, Ftr, _, Fte = point_data(seed, n, k)
+        v = mean_predictor_mse(Ftr, Fte)
+      end
+      sum = sum + v
     end
     baseline[n .. "/" .. k] = sum / #seeds
   end

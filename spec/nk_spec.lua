@@ -72,7 +72,8 @@ describe("nm.kernels.nk models", function()
     assert.are.same(X1:totable(), X2:totable())
     assert.are.same(F1:totable(), F2:totable())
     -- "auto" stores small tables and hashes large ones
-    assert.is_true(nm.kernels.nk.model{n = 20, k = 15, generator = nm.generator(1)}:stored())
+    assert.is_true(nm.kernels.nk.model{n = 20, k = 10, generator = nm.generator(1)}:stored())
+    assert.is_false(nm.kernels.nk.model{n = 50, k = 10, generator = nm.generator(1)}:stored())
     assert.is_false(nm.kernels.nk.model{n = 1000, k = 15, generator = nm.generator(1)}:stored())
   end)
 
@@ -576,6 +577,44 @@ describe("experiments/nan_nk.lua --rules", function()
     assert.equal(2, run("--quick --rules bmvr --out " .. out .. "-bad"))
     assert.matches("nan_nk: bmvr: rule 'bmvr' is a circuit rule of model 'bmvr', not of model 'nk'",
                    read(tmp .. ".log"), 1, true)
+    os.execute(string.format("rm -rf %q %q", tmp, tmp .. ".log"))
+  end)
+
+  -- The findings' mean-predictor column comes from the cells' records;
+  -- a grid whose cells lack them (older runs) makes the data again and
+  -- writes the same tables.
+  it("takes the mean predictor's MSE from the cells, equal to the data made again", function()
+    os.execute(string.format("mkdir -p %q", tmp))
+    local out = tmp .. "/out"
+    local args = "--quick --nets NAN,NN --grid-n 20 --grid-k 1,5 --fig5-n 20 --fig5-k 1 " ..
+                 "--fig7-n 20 --fig7-k 5 --runs 3 --cycles 60 --eval-every 30 --early 30 " ..
+                 "--samples 40 --jobs 2"
+    assert.equal(0, run(args .. " --out " .. out))
+    -- each cell's value against the data of its point (nan_nk's point_seed)
+    local lines, checked = {}, 0
+    for line in read(out .. "/grid/sweep.jsonl"):gmatch("[^\n]+") do
+      local r = json.decode(line)
+      local n, k = tonumber(r.options.n), tonumber(r.options.k)
+      local g = nm.generator((r.seed * 1000003 + n) * 1009 + k)
+      local m = nm.kernels.nk.model{n = n, k = k, generator = g}
+      local _, Ftr = m:dataset(40, g)
+      local _, Fte = m:dataset(40, g)
+      local mean, se = Ftr:mean(), 0
+      for i = 1, 40 do se = se + (Fte:get(i) - mean) ^ 2 end
+      assert.are.equal(se / 40, r.results.final.mean_mse)
+      checked = checked + 1
+      r.results.final.mean_mse = nil
+      lines[#lines + 1] = json.encode(r)
+    end
+    assert.are.equal(2 * 2 * 3, checked)
+    os.execute(string.format("cp -r %q %q", out .. "/grid", tmp .. "/old"))
+    write(tmp .. "/old/sweep.jsonl", table.concat(lines, "\n") .. "\n")
+    assert.equal(0, run(args .. " --out " .. tmp .. "/again --grid-dir " .. tmp .. "/old"))
+    local function tables(path)   -- the findings less the line with the grid's wall time
+      return (read(path):gsub("Grid wall time[^\n]*", ""))
+    end
+    assert.are.equal(tables(out .. "/findings.md"), tables(tmp .. "/again/findings.md"))
+    assert.matches("| 20 | 5 |", read(out .. "/findings.md"), 1, true)
     os.execute(string.format("rm -rf %q %q", tmp, tmp .. ".log"))
   end)
 end)

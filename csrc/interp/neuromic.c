@@ -1161,21 +1161,33 @@ static int protected_main(lua_State *L) {
   return 1;
 }
 
-/* OpenBLAS reads OPENBLAS_CORETYPE when it loads, before main: when it
-** fell back to kernels far below what this CPU can run (nm_math.h) and the
-** user did not choose, name the right ones and run this program again
-** (children inherit the variable, so this happens once). */
-static void choose_blas_kernels(char **argv) {
-  if (getenv("OPENBLAS_CORETYPE") != NULL) return;
-  const char *core = nm_blas_core_hint();
-  if (core == NULL || setenv("OPENBLAS_CORETYPE", core, 1) != 0) return;
+/* OpenBLAS reads OPENBLAS_CORETYPE and OPENBLAS_NUM_THREADS when it
+** loads, before main. When it fell back to kernels far below what this CPU
+** can run (nm_math.h) and the user did not choose, name the right ones;
+** when the user did not set its thread count, make it 1 (neuromic calls
+** OpenBLAS at one thread and runs its own pool, nm.threads; at load
+** OpenBLAS would otherwise start a thread per processor that spins for a
+** while: 5-25 ms of CPU in every process, as much as a small sweep cell's
+** work; nm.bench_direct_gemm still gets its threads, OpenBLAS starts them
+** when asked). Then run this program again (children inherit the
+** variables, so this happens once). */
+static void choose_blas_setup(char **argv) {
+  int core_set = 0, threads_set = 0;
+  if (getenv("OPENBLAS_CORETYPE") == NULL) {
+    const char *core = nm_blas_core_hint();
+    core_set = core != NULL && setenv("OPENBLAS_CORETYPE", core, 1) == 0;
+  }
+  if (getenv("OPENBLAS_NUM_THREADS") == NULL)
+    threads_set = setenv("OPENBLAS_NUM_THREADS", "1", 1) == 0;
+  if (!core_set && !threads_set) return;
   execv("/proc/self/exe", argv);
-  unsetenv("OPENBLAS_CORETYPE");     /* exec failed: go on as loaded */
+  if (core_set) unsetenv("OPENBLAS_CORETYPE");     /* exec failed: go on as loaded */
+  if (threads_set) unsetenv("OPENBLAS_NUM_THREADS");
 }
 
 int main(int argc, char **argv) {
   int status, ok;
-  choose_blas_kernels(argv);
+  choose_blas_setup(argv);
   lua_State *L = luaL_newstate();
   if (L == NULL) {
     report_message(argv[0], "cannot create state: not enough memory");

@@ -84,16 +84,18 @@ static int model_new(lua_State *L) {
   lua_getfield(L, 1, "table");
   if (lua_isnil(L, -1) || (lua_type(L, -1) == LUA_TSTRING &&
                            strcmp(lua_tostring(L, -1), "auto") == 0))
-    store = entries <= NM_NK_TABLE_MAX;
+    store = entries <= NM_NK_TABLE_AUTO;
   else if (lua_isboolean(L, -1))
     store = lua_toboolean(L, -1);
   else
     return luaL_argerror(L, 1, "option 'table' must be \"auto\", true or false");
   lua_pop(L, 1);
-  if (store && entries > NM_NK_TABLE_MAX * 8)   /* 256 MB: refuse, use the hash */
+  if (store && entries > NM_NK_TABLE_MAX)   /* refuse, use the hash */
     return luaL_argerror(L, 1, "option 'table': table too large to store (use false)");
   size_t bytes = sizeof(lmodel) + (size_t)n * (size_t)k * sizeof(int32_t);
   bytes = (bytes + 7) & ~(size_t)7;
+  size_t keys_at = bytes;
+  bytes += (size_t)n * sizeof(uint64_t);
   size_t table_at = bytes;
   if (store)
     bytes += entries * sizeof(double);
@@ -102,7 +104,7 @@ static int model_new(lua_State *L) {
   luaL_setmetatable(L, MODEL_T);
   char *base = (char *)lm;
   nm_nk_init(&lm->m, (int)n, (int)k, adjacent, g, (int32_t *)(void *)(base + sizeof(lmodel)),
-             store ? (double *)(void *)(base + table_at) : NULL);
+             (uint64_t *)(void *)(base + keys_at), store ? (double *)(void *)(base + table_at) : NULL);
   return 1;
 }
 

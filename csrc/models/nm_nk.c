@@ -50,20 +50,32 @@ static uint64_t mix64(uint64_t z) {
   return z ^ (z >> 31);
 }
 
-double nm_nk_hash_entry(uint64_t seed, int gene, uint32_t pattern) {
-  uint64_t z = mix64(seed + UINT64_C(0x9e3779b97f4a7c15) * ((uint64_t)gene + 1));
-  z = mix64(z ^ (((uint64_t)pattern + 1) * UINT64_C(0xd1342543de82ef95)));
+/* The hash in two steps: a key per gene (the first mix, kept in the
+** model's `keys`), then one mix per pattern. */
+static inline uint64_t nk_gene_key(uint64_t seed, int gene) {
+  return mix64(seed + UINT64_C(0x9e3779b97f4a7c15) * ((uint64_t)gene + 1));
+}
+
+static inline double nk_keyed_entry(uint64_t key, uint32_t pattern) {
+  uint64_t z = mix64(key ^ (((uint64_t)pattern + 1) * UINT64_C(0xd1342543de82ef95)));
   return (double)(z >> 11) * 0x1p-53;
 }
 
+double nm_nk_hash_entry(uint64_t seed, int gene, uint32_t pattern) {
+  return nk_keyed_entry(nk_gene_key(seed, gene), pattern);
+}
+
 void nm_nk_init(nm_nk *m, int n, int k, int adjacent, nm_rng *g,
-                int32_t *partners, double *table) {
+                int32_t *partners, uint64_t *keys, double *table) {
   m->n = n;
   m->k = k;
   m->adjacent = adjacent;
   m->partners = partners;
+  m->keys = keys;
   m->table = table;
   m->seed = nm_rng_next(g);
+  for (int i = 0; i < n; i++)
+    keys[i] = nk_gene_key(m->seed, i);
   for (int i = 0; i < n; i++) {
     int32_t *p = partners + (size_t)i * k;
     for (int j = 0; j < k; j++) {
@@ -89,17 +101,21 @@ void nm_nk_init(nm_nk *m, int n, int k, int adjacent, nm_rng *g,
     size_t per = (size_t)1 << (k + 1);
     for (int i = 0; i < n; i++)
       for (size_t pat = 0; pat < per; pat++)
-        table[(size_t)i * per + pat] = nm_nk_hash_entry(m->seed, i, (uint32_t)pat);
+        table[(size_t)i * per + pat] = nk_keyed_entry(keys[i], (uint32_t)pat);
   }
 }
 
-double nm_nk_entry(const nm_nk *m, int gene, uint32_t pattern) {
+static inline double nk_entry(const nm_nk *m, int gene, uint32_t pattern) {
   if (m->table)
     return m->table[((size_t)gene << (m->k + 1)) + pattern];
-  return nm_nk_hash_entry(m->seed, gene, pattern);
+  return nk_keyed_entry(m->keys[gene], pattern);
 }
 
-uint32_t nm_nk_pattern(const nm_nk *m, const unsigned char *bits, int gene) {
+double nm_nk_entry(const nm_nk *m, int gene, uint32_t pattern) {
+  return nk_entry(m, gene, pattern);
+}
+
+static inline uint32_t nk_pattern(const nm_nk *m, const unsigned char *bits, int gene) {
   const int32_t *p = m->partners + (size_t)gene * m->k;
   uint32_t pat = bits[gene] ? 1u : 0u;
   for (int j = 0; j < m->k; j++)
@@ -107,10 +123,14 @@ uint32_t nm_nk_pattern(const nm_nk *m, const unsigned char *bits, int gene) {
   return pat;
 }
 
+uint32_t nm_nk_pattern(const nm_nk *m, const unsigned char *bits, int gene) {
+  return nk_pattern(m, bits, gene);
+}
+
 double nm_nk_fitness(const nm_nk *m, const unsigned char *bits) {
   double sum = 0.0;
   for (int i = 0; i < m->n; i++)
-    sum += nm_nk_entry(m, i, nm_nk_pattern(m, bits, i));
+    sum += nk_entry(m, i, nk_pattern(m, bits, i));
   return sum / m->n;
 }
 
