@@ -78,8 +78,9 @@ local opts = cli.parse(arg, {
     {"rules", "list", {}, "circuit rules per pathway, pathway=rule (a name from rules/ or a path " ..
      "to a rule file), e.g. up=./my_rule.lua,pi=apical_silencing; unnamed pathways keep the " ..
      "paper's (up, ip, down: dendritic_prediction; pi: apical_silencing)", item = "string"},
-    {"compiled", "bool", false, "run every rule's step as the C kernel the rule compiler " ..
-     "generates from it (a rule written only in Lua then runs at C speed; doc/compiler.md)"},
+    {"compiled", "bool", true, "run every rule's step as the C kernel the rule compiler " ..
+     "generates from it (doc/compiler.md); --no-compiled: the rules' Lua steps (the reference, " ..
+     "slower)"},
     {"stop-after", "int", 0, "send SIGTERM to itself after N patterns or minibatches of each " ..
      "checkpointed figure (tests --resume)", min = 0},
     -- Fig. 1

@@ -9,8 +9,8 @@
 -- In the model's state s (lua/nm/models/microcircuit.lua): s.v the apical
 -- potential vA_k, s.pre the interneuron rates rI_k. The term is low-pass
 -- filtered (tau_w dD/dt = -D + term, dW/dt = eta D; mc.lowpass), or
--- applied once per pattern with tau_w = 0 (steady state). The kernel is
--- the same step in C.
+-- applied once per pattern with tau_w = 0 (steady state). The model runs
+-- the step as the C kernel nm.compile generates from it.
 
 local mc = require "nm.models.microcircuit"
 
@@ -29,5 +29,4 @@ return {
     s.e:neg(s.v)                           -- 0 - vA
     mc.lowpass(s, p)
   end,
-  kernel = mc.kernel,
 }

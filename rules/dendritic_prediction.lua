@@ -14,7 +14,8 @@
 -- (g_lk + g_D); 1 for down), s.pre the presynaptic rates. The term is
 -- low-pass filtered (tau_w dD/dt = -D + term, dW/dt = eta D; mc.lowpass),
 -- or applied once per pattern with tau_w = 0 (steady state). Biases: the
--- same with a presynaptic rate of 1. The kernel is the same step in C.
+-- same with a presynaptic rate of 1. The model runs the step as the C
+-- kernel nm.compile generates from it.
 
 local mc = require "nm.models.microcircuit"
 
@@ -38,5 +39,4 @@ return {
     s.e:sub(s.post, s.e)                   -- phi(u) - phi(c v)
     mc.lowpass(s, p)
   end,
-  kernel = mc.kernel,
 }

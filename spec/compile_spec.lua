@@ -157,6 +157,31 @@ describe("nm.compile", function()
     assert.is_true(ok, tostring(err))
   end)
 
+  it("a sum that is an output and a term of another output is rewritten once: one tanh each",
+     function()
+    -- before, the output kept its traced form and the other output's linear
+    -- combination a rewritten copy: each tanh was computed twice (the RCN's
+    -- chemicals with per-synapse biases)
+    local sh = {3, 4}
+    local function step(S1, S2, X, Y, Bm, k, v1, v2)
+      local function chem(S, c) return ag.add(S, ag.tanh(ag.add(ag.scale(ag.sub(X, Y), c), Bm))) end
+      local h1, h2 = chem(S1, k), chem(S2, v1)
+      return {h1, h2, ag.add(ag.scale(h1, v1), ag.scale(h2, v2))}
+    end
+    local spec = {}
+    for i, name in ipairs{"S1", "S2", "X", "Y", "Bm"} do spec[i] = {name = name, shape = sh} end
+    for _, name in ipairs{"k", "v1", "v2"} do spec[#spec + 1] = {name = name, scalar = true} end
+    local f = compile.fn(step, spec, {name = "shared_tanh"})
+    local _, calls = f:source():match("int nm_rule_kernel%(real.-\n}"):gsub("vtanh", "")
+    assert.equal(2, calls)
+    local g = nm.generator(3)
+    local args = {}
+    for i = 1, 5 do args[i] = nm.zeros(3, 4, "float64"):normal(g, 0, 1) end
+    args[6], args[7], args[8] = 0.7, -1.3, 0.4
+    local got, want = f:call(table.unpack(args)), step(table.unpack(args))
+    for i = 1, 3 do assert.is_true(rel(got[i], want[i]) < 1e-14, "output " .. i) end
+  end)
+
   -- loss(theta, W1) = <W1', C1> + <W2', C2>
   local function loss(fn, theta, W, x, C)
     local o = fn(W, theta, x, 2)

@@ -3,10 +3,10 @@
 -- rules/apical_silencing.lua, csrc/models/nm_microcircuit.c): the analytic
 -- self-predicting state keeps apical potentials at zero; the steady-state
 -- solution is the long-run fixed point of the full dynamics; the C Euler
--- step equals a naive Lua transcription of the equations (noise, low-pass
--- input and target, all four rules with traces, biases), and so do the
--- rules' Lua steps run inside the C dynamics (kernels off, or mixed); a
--- user's rule for one pathway; the rules against hand computation; the small-lambda theory (W_up
+-- step with the rules' generated kernels equals a naive Lua transcription
+-- of the equations (noise, low-pass input and target, all four rules with
+-- traces, biases), and so do the rules' Lua steps run inside the C
+-- dynamics (compiled = false, bit for bit as the kernels); a user's rule for one pathway; the rules against hand computation; the small-lambda theory (W_up
 -- changes follow BP with symmetric and FA with random top-down weights);
 -- allocation-free loops; errors for bad arguments.
 
@@ -19,19 +19,6 @@ local exp, log, sqrt = math.exp, math.log, math.sqrt
 local function max_abs_diff(a, b)
   local d = a:clone():sub(b):abs()
   return (d:max())
-end
-
--- The paper's rule of each pathway without its C kernel (a rule written
--- only in Lua), for the pathways listed.
-local function lua_rules(list)
-  local rules = {}
-  for _, kind in ipairs(list) do
-    local def = {}
-    for k, v in pairs(rule.definition(mc.default_rules[kind])) do def[k] = v end
-    def.kernel = nil
-    rules[kind] = def
-  end
-  return rules
 end
 
 -- ------------------------------------------------------------ naive reference
@@ -275,22 +262,19 @@ describe("microcircuit full dynamics", function()
   end)
 
   for _, case in ipairs{
-    {rate = "softplus", noise = "sqrt_dt", bias = true, lua = {}, tau_trgt = 0.7},
-    {rate = "logistic", noise = "dt", bias = false, lua = {}, tau_trgt = 0},
-    {rate = "softplus", noise = "sqrt_dt", bias = true, lua = {"up", "ip", "pi", "down"}},
-    {rate = "logistic", noise = "dt", bias = false, lua = {"up", "pi"}, tau_trgt = 0},
-    {rate = "softplus", noise = "sqrt_dt", bias = true, lua = {}, tau_trgt = 0.7, compiled = true},
-    {rate = "logistic", noise = "dt", bias = false, lua = {}, tau_trgt = 0, compiled = true},
+    {rate = "softplus", noise = "sqrt_dt", bias = true, tau_trgt = 0.7},
+    {rate = "logistic", noise = "dt", bias = false, tau_trgt = 0},
+    {rate = "softplus", noise = "sqrt_dt", bias = true, compiled = false},
+    {rate = "logistic", noise = "dt", bias = false, tau_trgt = 0, compiled = false},
   } do
-    local how = case.compiled and "C Euler step with the rules' generated kernels (nm.compile)" or
-                #case.lua == 0 and "C Euler step (fused rules)" or
-                "C Euler step with the rules of " .. table.concat(case.lua, ", ") .. " in Lua"
+    local how = case.compiled == false and "C Euler step with the rules' Lua steps" or
+                "C Euler step with the rules' generated kernels (nm.compile)"
     it((how .. " equals a naive Lua reference (" .. case.rate .. ", noise " ..
        case.noise .. ", bias " .. tostring(case.bias) .. ", tau_trgt " ..
        tostring(case.tau_trgt or mc.defaults.tau_trgt) .. ")"), function()
       local g = nm.generator(21)
       local net = mc.new{sizes = {3, 5, 4, 2}, gen = g, sigma = 0.3, noise = case.noise,
-                         rules = lua_rules(case.lua), compiled = case.compiled,
+                         compiled = case.compiled,
                          rate = case.rate, bias = case.bias, tau_in = 0.4, tau_w = 0.5,
                          tau_trgt = case.tau_trgt,
                          eta = {up = {0.3, 0.2, 0.4}, ip = {0.2, 0.3}, pi = {0.25, 0.15},
@@ -327,77 +311,71 @@ describe("microcircuit full dynamics", function()
     end)
   end
 
-  it("runs the rules' kernels between the C half-steps bit for bit as the fused step", function()
-    -- a kernel that is not mc.kernel itself (so no fused run) but calls it
-    local rules = {}
-    for _, kind in ipairs(mc.pathways) do
-      local def = {}
-      for k, v in pairs(rule.definition(mc.default_rules[kind])) do def[k] = v end
-      def.kernel = function(s, p) mc.kernel(s, p) end
-      rules[kind] = def
-    end
-    local function make(r)
-      return mc.new{sizes = {4, 6, 5, 3}, gen = nm.generator(8), sigma = 0.2, bias = true, rules = r,
-                    eta = {up = 0.05, ip = 0.04, pi = 0.06, down = 0.02}}
-    end
-    local a, b = make(), make(rules)
-    local x, t = nm.tensor({0.3, -0.2, 0.8, 0.1}, "float64"), nm.tensor({0.5, 1.5, 2}, "float64")
-    a:run(x, 40, t, {gen = nm.generator(3)})
-    b:run(x, 40, t, {gen = nm.generator(3)})
-    for _, kind in ipairs(mc.pathways) do
-      for k, c in pairs(a[kind]) do
-        assert.same(c.W:totable(), b[kind][k].W:totable(), kind .. k)
-        assert.same(c.state.D:totable(), b[kind][k].state.D:totable(), kind .. k)
-      end
-    end
-    assert.same(a.pyr[1].u:totable(), b.pyr[1].u:totable())
-  end)
-
-  it("generated kernels (compiled = true) equal the hand-written C plasticity to 1e-12, " ..
-     "bound to the C loop; net:set and zero rates retrace", function()
+  it("the generated kernels in the C loop equal the rules' Lua steps between the C half-steps " ..
+     "bit for bit", function()
     local function make(compiled, bias)
       return mc.new{sizes = {4, 6, 5, 3}, gen = nm.generator(8), sigma = 0.2, bias = bias,
                     compiled = compiled, eta = {up = 0.05, ip = 0.04, pi = 0.06, down = 0.02}}
     end
-    local function rel(a, b) return max_abs_diff(a, b) / math.max(b:clone():abs():max(), 1e-300) end
     for _, bias in ipairs{false, true} do
-      local a, b = make(false, bias), make(true, bias)
+      local a, b = make(true, bias), make(false, bias)
       local x, t = nm.tensor({0.3, -0.2, 0.8, 0.1}, "float64"), nm.tensor({0.5, 1.5, 2}, "float64")
-      local function both(steps, target, o)
-        a:run(x, steps, target, {gen = nm.generator(o)})
-        b:run(x, steps, target, {gen = nm.generator(o)})
-      end
-      both(300, t, 3)
-      a:set{theta = 2.5, g_A = 0.6}; b:set{theta = 2.5, g_A = 0.6}   -- constants traced in
-      both(200, t, 4)
-      a.ip[1].rule.p.eta = 0; b.ip[1].rule.p.eta = 0                 -- a pathway switched off
-      both(100, nil, 5)
-      a.ip[1].rule.p.eta = 0.03; b.ip[1].rule.p.eta = 0.03
-      both(100, t, 6)
+      a:run(x, 40, t, {gen = nm.generator(3)})
+      b:run(x, 40, t, {gen = nm.generator(3)})
       for _, kind in ipairs(mc.pathways) do
         for k, c in pairs(a[kind]) do
-          local d = b[kind][k]
-          assert.is_true(rel(d.W, c.W) < 1e-12, kind .. k .. " W " .. rel(d.W, c.W))
-          assert.is_true(rel(d.state.D, c.state.D) < 1e-12, kind .. k .. " D")
-          if c.b then
-            assert.is_true(rel(d.b, c.b) < 1e-12, kind .. k .. " b")
-            assert.is_true(rel(d.state.Db, c.state.Db) < 1e-12, kind .. k .. " Db")
-          end
+          assert.same(c.W:totable(), b[kind][k].W:totable(), kind .. k)
+          assert.same(c.state.D:totable(), b[kind][k].state.D:totable(), kind .. k)
+          if c.b then assert.same(c.b:totable(), b[kind][k].b:totable(), kind .. k .. " b") end
         end
       end
-      assert.is_true(rel(b.pyr[1].u, a.pyr[1].u) < 1e-12)
+      assert.same(a.pyr[1].u:totable(), b.pyr[1].u:totable())
+    end
+  end)
+
+  it("generated kernels (the default) equal the naive reference bound to the C loop; net:set " ..
+     "and zero rates retrace; learning with no kernel bound is an error", function()
+    for _, bias in ipairs{false, true} do
+      local g = nm.generator(8)
+      local b = mc.new{sizes = {4, 6, 5, 3}, gen = g, sigma = 0.2, bias = bias,
+                       eta = {up = 0.05, ip = 0.04, pi = 0.06, down = 0.02}}
+      if bias then
+        for _, c in ipairs(b.up) do c.b:uniform(g, -0.3, 0.3) end
+        for _, c in ipairs(b.ip) do c.b:uniform(g, -0.3, 0.3) end
+      end
+      local S = snapshot(b)
+      local x, t = nm.tensor({0.3, -0.2, 0.8, 0.1}, "float64"), nm.tensor({0.5, 1.5, 2}, "float64")
+      local function both(steps, target, o)
+        b:run(x, steps, target, {gen = nm.generator(o)})
+        naive_run(S, steps, x:totable(), target and target:totable(), nm.generator(o), true)
+        assert.is_true(worst_vs_naive(b, S) < 1e-12, "after seed " .. o .. ": " .. worst_vs_naive(b, S))
+      end
+      both(60, t, 3)
+      b:set{theta = 2.5, g_A = 0.6}                                  -- constants traced in
+      S.p.theta, S.p.g_A = 2.5, 0.6
+      both(40, t, 4)
+      b.ip[1].rule.p.eta = 0; S.C.ip[1].eta = 0                      -- a pathway switched off
+      both(20, nil, 5)
+      b.ip[1].rule.p.eta = 0.03; S.C.ip[1].eta = 0.03
+      both(20, t, 6)
       -- the steps ran in the C loop through the bound kernels (a compiler
       -- present), or interpreted between the C half-steps
       local bound = 0
       for _, d in ipairs(b.dyn) do if d.call then bound = bound + 1 end end
       local has_cc = require("nm.compile").toolchain() ~= nil
       assert.equal(has_cc and #b.dyn or 0, bound)
-      -- back to the built-in steps
+      -- the rules' Lua steps (unbound)
       b.compiled = false
       both(10, t, 7)
       for _, d in ipairs(b.dyn) do assert.is_nil(d.call) end
-      assert.is_true(rel(b.up[1].W, a.up[1].W) < 1e-12)
     end
+    -- the C object refuses to learn on a connection with eta ~= 0 and no kernel bound
+    local net = mc.new{sizes = {2, 3, 2}, gen = nm.generator(1), sigma = 0, eta = {up = 0.1}}
+    local h = net:handle()
+    h:set_eta(1, "up", 0.1)
+    assert.has_error(function() h:run(1, nm.zeros(2, "float64")) end,
+      "microcircuit: W_up1 learns (eta ~= 0) but has no rule bound (mc:set_rule)")
+    h:run(1, nm.zeros(2, "float64"), nil, nil, false)              -- learning off: fine
   end)
 
   it("compiled steady-state steps equal the rules' Lua steps (float64, float32)", function()
@@ -501,16 +479,11 @@ describe("microcircuit full dynamics", function()
     assert.same(net.pyr[2].u:totable(), net2.pyr[2].u:totable())
   end)
 
-  for _, lua in ipairs{{}, {"up", "pi"}, "compiled"} do
-    local what = lua == "compiled" and "generated kernels" or "rules in Lua: " .. table.concat(lua, ", ")
+  for _, compiled in ipairs{true, false} do
+    local what = compiled and "generated kernels" or "the rules' Lua steps"
     it("allocates nothing per run call (" .. what .. ")", function()
-      if lua == "compiled" and not require("nm.compile").toolchain() then
-        pending("no C compiler (NEUROMIC_CC=none): the rules run interpreted, which allocates")
-        return
-      end
       local g = nm.generator(3)
-      local net = mc.new{sizes = {6, 8, 3}, gen = g, sigma = 0.2, compiled = lua == "compiled",
-                         rules = lua_rules(lua == "compiled" and {} or lua),
+      local net = mc.new{sizes = {6, 8, 3}, gen = g, sigma = 0.2, compiled = compiled,
                          eta = {up = 0.001, ip = 0.001, pi = 0.001}}
       local x, t = nm.zeros(6, "float64"):uniform(g, 0, 1), nm.zeros(3, "float64")
       net:run(x, 10, t)
@@ -707,20 +680,23 @@ describe("microcircuit steady state", function()
     end)
   end
 
-  it("allocates nothing per minibatch", function()
-    local g = nm.generator(4)
-    local net = mc.new{sizes = {8, 6, 4}, gen = g, dtype = "float32", mode = "steady",
-                       rate = "logistic", bias = true, self_predicting = true,
-                       eta = {up = {0.1, 0.05}, ip = 0.05}}
-    local X, T = nm.zeros(10, 8):uniform(g, 0, 1), nm.zeros(10, 4):uniform(g, -2, 2)
-    net:train_batch(X, T)
-    collectgarbage("collect"); collectgarbage("stop")
-    local before = collectgarbage("count")
-    for _ = 1, 300 do net:train_batch(X, T) end
-    local grown = collectgarbage("count") - before
-    collectgarbage("restart")
-    assert.is_true(grown < 4, "grew by " .. grown .. " KiB")
-  end)
+  for _, compiled in ipairs{true, false} do
+    it("allocates nothing per minibatch (" .. (compiled and "generated kernels" or "Lua steps") .. ")",
+       function()
+      local g = nm.generator(4)
+      local net = mc.new{sizes = {8, 6, 4}, gen = g, dtype = "float32", mode = "steady",
+                         rate = "logistic", bias = true, self_predicting = true, compiled = compiled,
+                         eta = {up = {0.1, 0.05}, ip = 0.05}}
+      local X, T = nm.zeros(10, 8):uniform(g, 0, 1), nm.zeros(10, 4):uniform(g, -2, 2)
+      net:train_batch(X, T)
+      collectgarbage("collect"); collectgarbage("stop")
+      local before = collectgarbage("count")
+      for _ = 1, 300 do net:train_batch(X, T) end
+      local grown = collectgarbage("count") - before
+      collectgarbage("restart")
+      assert.is_true(grown < 4, "grew by " .. grown .. " KiB")
+    end)
+  end
 
   it("a NaN or infinite input or target stops training with an error naming the connection", function()
     -- before, the steady state went on with NaN weights (silent garbage)
@@ -824,7 +800,7 @@ describe("microcircuit rules", function()
       local def = rule.definition(name)
       assert.equal("circuit", def.kind)
       assert.equal("microcircuit", def.model)
-      assert.equal(mc.kernel, def.kernel)
+      assert.is_nil(def.kernel)                 -- the model compiles the step
       assert.truthy(def.paper:match("2018"))
       assert.truthy(rule.describe(name):find("tau_w"))
     end
@@ -844,9 +820,10 @@ describe("microcircuit rules", function()
       "microcircuit: rule 'bmvr' is a circuit rule of the model 'bmvr', not of the microcircuit")
     assert.has_error(function() mc.new{sizes = {3, 4, 2}, gen = g, rules = {sideways = "hebb"}} end,
       "microcircuit: rules has no pathway 'sideways' (up, ip, pi, down)")
-    local nokernel = lua_rules({"up"}).up
-    nokernel.params = {}
-    assert.has_error(function() mc.new{sizes = {3, 4, 2}, gen = g, rules = {up = nokernel}} end,
+    local noeta = {}
+    for k, v in pairs(rule.definition("dendritic_prediction")) do noeta[k] = v end
+    noeta.params = {}
+    assert.has_error(function() mc.new{sizes = {3, 4, 2}, gen = g, rules = {up = noeta}} end,
       "microcircuit: rule 'dendritic_prediction' must declare the parameter eta (the learning " ..
       "rate the model sets)")
   end)
@@ -1065,7 +1042,7 @@ describe("microcircuit misuse (errors, never crashes; run under make sanitize to
     local ok2, err2 = pcall(net.mc.set_rule, net.mc, 1, "up", d.call)
     assert.is_false(ok2)
     assert.truthy(tostring(err2):find("closed", 1, true), err2)
-    net.mc:set_rule(1, "up")                -- back to the built-in step
+    net.mc:set_rule(1, "up")                -- unbound
     d.call = nil
     net.compiled = false
     net:run(x, 5)
@@ -1075,14 +1052,14 @@ describe("microcircuit misuse (errors, never crashes; run under make sanitize to
     local function make() return mc.new{sizes = {3, 4, 2}, gen = nm.generator(1), eta = {up = 0.1}} end
     local a, b = make(), make()
     local x, t = nm.tensor({0.5, -0.2, 0.9}, "float64"), nm.tensor({1, 2}, "float64")
-    a:run(x, 20, t)
+    a:run(x, 20, t, {learn = false})
     local h = b:handle()
     for _, kind in ipairs{"up", "down", "ip", "pi"} do
       for _, c in pairs(b[kind]) do c.W:close(); c.state.D:close() end
     end
     for k = 1, 2 do b.pyr[k].u:close() end
     collectgarbage(); collectgarbage()
-    h:run(20, x, t, b.noise_gen)                      -- on the memory the object kept
+    h:run(20, x, t, b.noise_gen, false)               -- on the memory the object kept
     assert.equal(0, max_abs_diff(a.pyr[2].r, b.pyr[2].r))
     assert.equal(0, max_abs_diff(a.pyr[1].vA, b.pyr[1].vA))
   end)
@@ -1365,11 +1342,11 @@ describe("experiments/microcircuit.lua", function()
     nm.sys.mkdir(dir)
     local file = dir .. "/lua_up.lua"
     local f = assert(io.open(file, "w"))
-    -- the paper's rule written only in Lua (no kernel), under another name
+    -- the paper's rule under another name
     f:write([[
       local d = {}
       for k, v in pairs(require("nm.rule").definition("dendritic_prediction")) do d[k] = v end
-      d.kernel, d.name = nil, "lua_up"
+      d.name = "lua_up"
       return d
     ]])
     f:close()
@@ -1379,15 +1356,16 @@ describe("experiments/microcircuit.lua", function()
     local paper, user = figures(dir .. "/paper/fig1"), figures(dir .. "/user/fig1")
     local _, res = figures(dir .. "/user")
     assert.same({"up=" .. file}, res.options.rules)
-    -- the same numbers to rounding (Lua steps inside the C dynamics)
+    -- the same numbers (the same steps, compiled)
     for _, key in ipairs{"output_error_end", "apical_after"} do
       assert.is_true(math.abs(paper[key] - user[key]) <= 1e-9 * math.abs(paper[key]), key)
     end
-    -- --compiled: the user's rule (and the others) as generated kernels
-    assert.equal(0, run(common .. " --rules up=" .. file .. " --compiled --out " .. dir .. "/compiled"))
-    local comp = figures(dir .. "/compiled/fig1")
-    local _, cres = figures(dir .. "/compiled")
-    assert.is_true(cres.options.compiled)
+    -- --no-compiled: the rules' Lua steps inside the C dynamics
+    assert.equal(0, run(common .. " --rules up=" .. file .. " --no-compiled --out " .. dir .. "/lua"))
+    local comp = figures(dir .. "/lua/fig1")
+    local _, cres = figures(dir .. "/lua")
+    assert.is_false(cres.options.compiled)
+    assert.is_true(res.options.compiled)
     for _, key in ipairs{"output_error_end", "apical_after"} do
       assert.is_true(math.abs(paper[key] - comp[key]) <= 1e-9 * math.abs(paper[key]), key)
     end

@@ -354,7 +354,6 @@ base("nm.kernels.motif_net", function() return {{sizes = {4, 3, 2}, beta = 5, fe
 base("Microcircuit.run", function() return {mc_handle(), 3, D(3), D(2), gen(), true} end)
 base("Microcircuit.set", function() return {mc_handle(), {dt = 0.05, sigma = 0}} end)
 base("Microcircuit.set_eta", function() return {mc_handle(), 1, "pi", 0.5} end)
-base("Microcircuit.plasticity", function() return {mc_handle(), 1, "pi", 0.5} end)
 base("Microcircuit.set_rule", function() return {mc_handle(), 1, "pi", nil} end)
 base("Microcircuit.begin_step", function() return {mc_handle(), D(3), D(2)} end)
 base("Microcircuit.end_step", function() return {mc_handle(), true, gen()} end)

@@ -10,7 +10,8 @@
 **                      rounding; above, it overflows to inf
 **   NM_VEXPM1_LO       below it, expm1 rounds to -1
 **   NM_VEXPM1_POLY(r)  (expm1(r) - r) / r^2 on |r| <= ln2 / 2
-**   NM_VATANH_POLY(z2) (atanh(z) / z - 1) / z^2 on z^2 <= 0.0295
+**   NM_VATANH_POLY(z2) (atanh(z) / z - 1) / z^2 on z^2 <= 0.04
+**   NM_VTINY           2^-(NM_VMANT + 2)
 ** It undefines them at its end. No include guard on purpose. Every function is straight-line code (the
 ** clamps and special cases are selects), so GCC vectorises a loop that
 ** calls it; no fused multiply-adds (ISO C mode keeps -ffp-contract=off),
@@ -147,12 +148,29 @@ static inline real NM_T(vdsigmoid)(real x) {
   return e / (q * q);
 }
 
-/* log(1 + exp(bx)) / b = (log1p(exp(-|bx|)) + max(bx, 0)) / b: never
-** overflows, for any beta > 0. */
+/* log(1 + exp(bx)) / b = (log1p(e) + max(bx, 0)) / b, e = exp(-|bx|) in
+** [0, 1]: never overflows, for any beta > 0. e as in vexp, but its one
+** power of two 2^(n + NM_VMANT + 2) stays normal (n >= NM_VEXP_LO / ln 2)
+** and the scaling by NM_VTINY = 2^-(NM_VMANT + 2) rounds once, subnormal or
+** not. log1p(e) = 2 atanh(z) with one division: z = e / (2 + e) below 1/2,
+** and above log1p(e) = ln 2 + log((1 + e) / 2), z = (e - 1) / (e + 3)
+** (e - 1 exact); |z| <= 1/5 either way. The division gives t = 2z (2e / (2
+** + e) is e, exact, where e is subnormal). */
 static inline real NM_T(vsoftplus)(real x, real beta) {
   real bx = beta * x;
   real pos = bx > 0 ? bx : 0;
-  return (NM_T(vlog1p)(NM_T(vexp)(-NM_M(fabs)(bx))) + pos) / beta;
+  real a = -NM_M(fabs)(bx);
+  a = a < NM_VEXP_LO ? NM_VEXP_LO : a;
+  real n, r = NM_T(vm_reduce)(a, &n);
+  real p = (real)1 + (r + r * r * NM_VEXPM1_POLY(r));
+  real e = p * NM_T(vm_pow2)(n + (real)(NM_VMANT + 2)) * NM_VTINY;
+  real big = e >= (real)0.5 ? (real)1 : (real)0;
+  real t = (big != 0 ? (real)2 * e - (real)2 : (real)2 * e) / (e + ((real)2 + big));
+  real z = (real)0.5 * t;
+  real w = z * z;
+  real lm = t + t * (w * NM_VATANH_POLY(w));
+  real l = big * NM_VLN2HI + (lm + big * NM_VLN2LO);
+  return (l + pos) / beta;
 }
 
 #undef NM_VSHIFT
@@ -170,6 +188,7 @@ static inline real NM_T(vsoftplus)(real x, real beta) {
 #undef NM_VSQRTH
 #undef NM_VMIN
 #undef NM_VSUBSCALE
+#undef NM_VTINY
 #undef NM_VEXP_LO
 #undef NM_VEXP_HI
 #undef NM_VEXPM1_LO

@@ -14,9 +14,9 @@
 **                [b_ip, Db_ip], eta_down, eta_pi, eta_ip}, ..., {output layer}}}
 **   mc:run(steps, x [, target [, gen [, learn]]])
 **   mc:refresh();  mc:set{sigma = 0, ...};  mc:set_eta(k, "up", eta);  mc:params()
-**   mc:set_rule(k, "up", call | nil)   -- a compiled step (KernelCall) for
-**     that connection in place of the built-in one (nil: back to it)
-**   mc:begin_step(x [, target]); mc:plasticity(k, "up", eta) ...;
+**   mc:set_rule(k, "up", call | nil)   -- the compiled step (KernelCall) mc:run
+**     takes for that connection (nil: none; learning with eta != 0 then errs)
+**   mc:begin_step(x [, target]); (the rules' steps) ...;
 **     mc:end_step(nudged [, gen]); ... mc:finish()   (mc:run's steps in parts)
 **
 ** Every tensor must be a contiguous float64 tensor of the shape the layer
@@ -416,7 +416,16 @@ static int m_run(lua_State *L) {
   int learn = lua_isnoneornil(L, 6) ? 1 : lua_toboolean(L, 6);
   check_input_disjoint(L, net, 3, "x", x, net->n0);
   if (target) check_input_disjoint(L, net, 4, "target", target, net->layer[net->N].n);
-  if (learn) check_rules(L, 1);
+  if (learn) {
+    int k;
+    nm_mc_pathway kind;
+    check_rules(L, 1);
+    if (!nm_mc_rules_ready(net, &k, &kind)) {
+      static const char *const names[] = {"up", "ip", "pi", "down"};
+      return luaL_error(L, "microcircuit: W_%s%d learns (eta ~= 0) but has no rule bound "
+                           "(mc:set_rule)", names[kind], k);
+    }
+  }
   return run_status(L, nm_mc_run(net, (int64_t)steps, x, target, g, learn));
 }
 
@@ -513,7 +522,7 @@ static int m_set_eta(lua_State *L) {
 
 /* mc:set_rule(k, "up" | "ip" | "pi" | "down", call | nil): the compiled
 ** step (a KernelCall bound to this network's tensors) that mc:run takes
-** for that connection; nil: the built-in step again. */
+** for that connection; nil: none. */
 static int m_set_rule(lua_State *L) {
   nm_mc_net *net = checkmc(L, 1);
   int k;
@@ -537,17 +546,6 @@ static int m_set_rule(lua_State *L) {
   }
   lua_pushvalue(L, 4);
   lua_rawseti(L, -2, k * 4 + (int)kind);       /* kept alive while set */
-  return 0;
-}
-
-/* mc:plasticity(k, "up" | "ip" | "pi" | "down", eta): one plasticity
-** step of that connection from the present state (the step mc:run takes
-** for it). Allocates nothing. */
-static int m_plasticity(lua_State *L) {
-  nm_mc_net *net = checkmc(L, 1);
-  int k;
-  nm_mc_pathway kind = check_connection(L, net, 2, &k);
-  nm_mc_plasticity(net, k, kind, check_eta(L, 4));
   return 0;
 }
 
@@ -670,7 +668,6 @@ static const luaL_Reg mc_methods[] = {
   {"refresh", m_refresh},
   {"set", m_set},
   {"set_eta", m_set_eta},
-  {"plasticity", m_plasticity},
   {"set_rule", m_set_rule},
   {"begin_step", m_begin_step},
   {"end_step", m_end_step},

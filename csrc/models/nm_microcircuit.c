@@ -1,6 +1,6 @@
 /*
 ** nm_microcircuit.c: forward Euler dynamics of dendritic cortical
-** microcircuits with low-pass filtered dendritic-prediction plasticity
+** microcircuits, calling the plasticity steps bound to its connections
 ** (see nm_microcircuit.h for the equations).
 */
 #include <math.h>
@@ -12,8 +12,9 @@
 
 #include "nm_microcircuit.h"
 #include "nm_simd.h"
+#include "nm_vmath.h"
 
-/* The per-element loops (rates, plasticity) are written to vectorise:
+/* The per-element loops (rates, noise) are written to vectorise:
 ** GCC at -O2 only does so with -O3's cost model and once told that
 ** floating-point exceptions are not observed (the selects below evaluate
 ** both sides); on x86-64 they are also cloned for AVX2 and AVX-512 and
@@ -39,15 +40,11 @@ static int64_t noisy_units(const nm_mc_net *net) {
   return total;
 }
 
-/* Scratch layout: the induction factor e (largest population), then the
-** step's normal deviates (noisy units, rounded up to pairs), then the
-** uniforms they come from (two per pair). */
+/* Scratch layout: the step's normal deviates (noisy units, rounded up to
+** pairs), then the uniforms they come from (two per pair). */
 int64_t nm_mc_work_size(const nm_mc_net *net) {
-  int64_t m = net->n0;
-  for (int k = 1; k <= net->N; k++)
-    if (net->layer[k].n > m) m = net->layer[k].n;
   int64_t pairs = (noisy_units(net) + 1) / 2;
-  return m + 2 * pairs + 2 * pairs;
+  return 2 * pairs + 2 * pairs;
 }
 
 int nm_mc_check_params(const nm_mc_params *p, const char **what) {
@@ -74,89 +71,18 @@ int nm_mc_check_params(const nm_mc_params *p, const char **what) {
   return NM_OK;
 }
 
-/* sum of w^k / (2k + 1), k = 0..11, for w = z^2 <= 0.0296 (the last
-** term is below 1e-19): atanh(z) = z times this. Estrin's scheme. */
-static inline double atanh_series(double w) {
-  double w2 = w * w, w4 = w2 * w2, w8 = w4 * w4;
-  double a = (1.0 + w * (1.0 / 3.0)) + w2 * (1.0 / 5.0 + w * (1.0 / 7.0));
-  double b = (1.0 / 9.0 + w * (1.0 / 11.0)) + w2 * (1.0 / 13.0 + w * (1.0 / 15.0));
-  double c = (1.0 / 17.0 + w * (1.0 / 19.0)) + w2 * (1.0 / 21.0 + w * (1.0 / 23.0));
-  return a + w4 * b + w8 * c;
-}
-
-/* exp(x) for x <= 0, branch-free so that loops over it vectorise:
-** x = n ln2 + r with |r| <= ln2/2 (ln 2 in two parts, so r is exact),
-** exp(r) by its Taylor series to r^14 (about 1 ulp), times 2^n
-** built in the exponent bits. Below -708 the result is about 2^-1022. */
-static inline double exp_nonpositive(double x) {
-  x = x < -708.0 ? -708.0 : x;
-  const double shifter = 0x1.8p52;                  /* rounds to an integer */
-  double t = x * 0x1.71547652b82fep0 + shifter;     /* x / ln 2 */
-  double n = t - shifter;
-  double r = x - n * 0x1.62e42fee00000p-1;
-  r = r - n * 0x1.a39ef35793c76p-33;
-  /* sum of r^k / k!, k = 0..14, by Estrin's scheme (short dependency chains) */
-  double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
-  double p01 = 1.0 + r, p23 = 0.5 + r * (1.0 / 6.0);
-  double p45 = 1.0 / 24.0 + r * (1.0 / 120.0), p67 = 1.0 / 720.0 + r * (1.0 / 5040.0);
-  double p89 = 1.0 / 40320.0 + r * (1.0 / 362880.0);
-  double p1011 = 1.0 / 3628800.0 + r * (1.0 / 39916800.0);
-  double p1213 = 1.0 / 479001600.0 + r * (1.0 / 6227020800.0);
-  double p14 = 1.0 / 87178291200.0;
-  double q = (p01 + r2 * p23) + r4 * (p45 + r2 * p67) +
-             r8 * ((p89 + r2 * p1011) + r4 * (p1213 + r2 * p14));
-  /* unsigned: a NaN x gives meaningless bits (the result is NaN anyway)
-  ** but no signed overflow */
-  uint64_t bits;
-  memcpy(&bits, &t, sizeof bits);
-  bits = (bits - UINT64_C(0x4338000000000000) + 1023) << 52;   /* 2^n, n in [-1022, 0] */
-  double scale;
-  memcpy(&scale, &bits, sizeof scale);
-  return q * scale;
-}
-
-/* log(1 + y) for y in [0, 1], branch-free: w = 1 + y is m 2^e with
-** m in [sqrt(1/2), sqrt(2)), e in {0, 1}; log m = 2 atanh(z),
-** z = (m - 1)/(m + 1), |z| < 0.172, by its odd series; the last term
-** restores what rounding 1 + y lost (so tiny y keep full precision). */
-static inline double log1p_unit(double y) {
-  double w = 1.0 + y;
-  double big = w >= 1.41421356237309504880 ? 1.0 : 0.0;
-  double m = big != 0.0 ? 0.5 * w : w;
-  double z = (m - 1.0) / (m + 1.0);
-  double z2 = z * z;
-  double q = atanh_series(z2);
-  const double LN2_HI = 6.93147180369123816490e-01;
-  const double LN2_LO = 1.90821492927058770002e-10;
-  return big * LN2_HI + (big * LN2_LO + 2.0 * z * q) - ((w - 1.0) - y) / w;
-}
-
-/* r[i] = phi(c u[i]) for the rate function of p; r may be u. Soft-plus:
-** gamma (max(x, 0) + log(1 + exp(-|x|))); logistic: gamma / (1 + exp(-x))
-** as exp(-|x|) over 1 + exp(-|x|) for x < 0; both without overflow. */
+/* r[i] = phi(u[i]) for the rate function of p (r may be u): gamma
+** softplus(x) or gamma logistic(x), x = beta (u - theta), by nm_vmath.h's
+** element functions (those of the tensor operations, so the same bits as
+** Net:phi in Lua), without overflow. */
 MC_HOT
-static void phi_scaled(const nm_mc_params *p, double *r, const double *u, double c, int64_t n) {
+void nm_mc_phi(const nm_mc_params *p, double *r, const double *u, int64_t n) {
   double beta = p->beta, theta = p->theta, gamma = p->gamma;
   if (p->rate == NM_MC_SOFTPLUS) {
-    for (int64_t i = 0; i < n; i++) {
-      double x = beta * (c * u[i] - theta);
-      double ax = x < 0 ? -x : x;
-      double pos = x > 0 ? x : 0.0;
-      r[i] = gamma * (pos + log1p_unit(exp_nonpositive(-ax)));
-    }
+    for (int64_t i = 0; i < n; i++) r[i] = gamma * vsoftplus_f64(beta * (u[i] - theta), 1.0);
   } else {
-    for (int64_t i = 0; i < n; i++) {
-      double x = beta * (c * u[i] - theta);
-      double ax = x < 0 ? -x : x;
-      double y = exp_nonpositive(-ax);
-      double num = x >= 0 ? 1.0 : y;
-      r[i] = gamma * num / (1.0 + y);
-    }
+    for (int64_t i = 0; i < n; i++) r[i] = gamma * vsigmoid_f64(beta * (u[i] - theta));
   }
-}
-
-void nm_mc_phi(const nm_mc_params *p, double *r, const double *u, int64_t n) {
-  phi_scaled(p, r, u, 1.0, n);
 }
 
 /* y = A x (+ b): A [m x n] row-major. */
@@ -167,32 +93,6 @@ static void matvec(double *y, const double *A, const double *x, const double *b,
     cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)m, (int)n, 1.0, A, (int)n, x, 1, 1.0, y, 1);
   } else {
     cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)m, (int)n, 1.0, A, (int)n, x, 1, 0.0, y, 1);
-  }
-}
-
-/* One low-pass plasticity step of an m x n connection, forward Euler:
-** W += c D, then D += a (e pre^T - D), element by element in one sweep. */
-MC_HOT
-static void lowpass_outer(double *restrict W, double *restrict D, const double *e,
-                          const double *pre, int64_t m, int64_t n, double a, double c) {
-  for (int64_t i = 0; i < m; i++) {
-    double ei = e[i];
-    double *restrict w = W + i * n, *restrict d = D + i * n;
-    for (int64_t j = 0; j < n; j++) {
-      double dj = d[j];
-      w[j] += c * dj;
-      d[j] = dj + a * (ei * pre[j] - dj);
-    }
-  }
-}
-
-/* The same for a bias (presynaptic rate 1). */
-static void lowpass_bias(double *restrict b, double *restrict Db, const double *e,
-                         int64_t m, double a, double c) {
-  for (int64_t i = 0; i < m; i++) {
-    double di = Db[i];
-    b[i] += c * di;
-    Db[i] = di + a * (e[i] - di);
   }
 }
 
@@ -220,48 +120,25 @@ void nm_mc_refresh(nm_mc_net *net) {
   }
 }
 
-void nm_mc_plasticity(nm_mc_net *net, int k, nm_mc_pathway pathway, double eta) {
-  const nm_mc_params *p = &net->p;
-  int N = net->N;
-  double a = p->dt / p->tau_w, c = p->dt * eta;
-  double *e = net->work;
-  nm_mc_layer *L = &net->layer[k];
-  if (pathway == NM_MC_UP) {
-    const double *pre = k == 1 ? net->r0 : net->layer[k - 1].r;
-    int64_t npre = k == 1 ? net->n0 : net->layer[k - 1].n;
-    double cB = p->g_B / (p->g_lk + p->g_B + (k < N ? p->g_A : 0.0));
-    phi_scaled(p, e, L->vB, cB, L->n);                   /* phi(vhatB) */
-    for (int64_t i = 0; i < L->n; i++) e[i] = L->r[i] - e[i];
-    lowpass_outer(L->W_up, L->D_up, e, pre, L->n, npre, a, c);
-    if (L->b_up) lowpass_bias(L->b_up, L->Db_up, e, L->n, a, c);
-    return;
-  }
-  nm_mc_layer *up = &net->layer[k + 1];
-  int64_t nI = up->n;
-  switch (pathway) {
-    case NM_MC_IP:
-      phi_scaled(p, e, L->vI, p->g_D / (p->g_lk + p->g_D), nI);   /* phi(vhatI) */
-      for (int64_t j = 0; j < nI; j++) e[j] = L->rI[j] - e[j];
-      lowpass_outer(L->W_ip, L->D_ip, e, L->r, nI, L->n, a, c);
-      if (L->b_ip) lowpass_bias(L->b_ip, L->Db_ip, e, nI, a, c);
-      break;
-    case NM_MC_PI:
-      for (int64_t i = 0; i < L->n; i++) e[i] = -L->vA[i];
-      lowpass_outer(L->W_pi, L->D_pi, e, L->rI, L->n, nI, a, c);
-      break;
-    default:                                             /* NM_MC_DOWN */
-      phi_scaled(p, e, L->vD, 1.0, L->n);                /* phi(W_down r_{k+1}) */
-      for (int64_t i = 0; i < L->n; i++) e[i] = L->r[i] - e[i];
-      lowpass_outer(L->W_down, L->D_down, e, up->r, L->n, nI, a, c);
-      break;
-  }
+/* One connection's step: the rule bound to it (nm_mc_rules_ready checked). */
+static void connection_step(nm_mc_net *net, int k, nm_mc_pathway pathway) {
+  const nm_mc_rule *r = &net->layer[k].rule[pathway];
+  r->fn(r->in, NULL, r->scratch, r->sc);
 }
 
-/* One connection's step: its compiled rule, or the built-in one. */
-static void connection_step(nm_mc_net *net, int k, nm_mc_pathway pathway, double eta) {
-  const nm_mc_rule *r = &net->layer[k].rule[pathway];
-  if (r->fn) r->fn(r->in, NULL, r->scratch, r->sc);
-  else nm_mc_plasticity(net, k, pathway, eta);
+int nm_mc_rules_ready(const nm_mc_net *net, int *k, nm_mc_pathway *pathway) {
+  for (int l = 1; l <= net->N; l++) {
+    const nm_mc_layer *L = &net->layer[l];
+    double eta[4] = {L->eta_up, L->eta_ip, L->eta_pi, L->eta_down};
+    for (int w = 0; w < (l < net->N ? 4 : 1); w++) {
+      if (eta[w] != 0 && L->rule[w].fn == NULL) {
+        *k = l;
+        *pathway = (nm_mc_pathway)w;
+        return 0;
+      }
+    }
+  }
+  return 1;
 }
 
 /* The four rules of every layer, from the rates and potentials of the
@@ -270,38 +147,12 @@ static void plasticity(nm_mc_net *net) {
   int N = net->N;
   for (int k = 1; k <= N; k++) {
     nm_mc_layer *L = &net->layer[k];
-    if (L->eta_up != 0) connection_step(net, k, NM_MC_UP, L->eta_up);
+    if (L->eta_up != 0) connection_step(net, k, NM_MC_UP);
     if (k == N) break;
-    if (L->eta_ip != 0) connection_step(net, k, NM_MC_IP, L->eta_ip);
-    if (L->eta_pi != 0) connection_step(net, k, NM_MC_PI, L->eta_pi);
-    if (L->eta_down != 0) connection_step(net, k, NM_MC_DOWN, L->eta_down);
+    if (L->eta_ip != 0) connection_step(net, k, NM_MC_IP);
+    if (L->eta_pi != 0) connection_step(net, k, NM_MC_PI);
+    if (L->eta_down != 0) connection_step(net, k, NM_MC_DOWN);
   }
-}
-
-/* log(x) for x in (0, 1], branch-free: x = m 2^e with m in
-** [sqrt(1/2), sqrt(2)) from the exponent bits, log m = 2 atanh(z) as in
-** log1p_unit. x must be normal (here x >= 2^-53). */
-static inline double log_unit(double x) {
-  int64_t bits;
-  memcpy(&bits, &x, sizeof bits);
-  /* the biased exponent as a double without an integer conversion (which
-  ** AVX2 lacks): the bits of 2^52 + field, minus 2^52 */
-  int64_t ebits = (bits >> 52) | (int64_t)0x4330000000000000;
-  double e;
-  memcpy(&e, &ebits, sizeof e);
-  e -= 4503599627370496.0 + 1023.0;
-  bits = (bits & (int64_t)0x000fffffffffffff) | (int64_t)0x3ff0000000000000;   /* m in [1, 2) */
-  double m;
-  memcpy(&m, &bits, sizeof m);
-  double big = m >= 1.41421356237309504880 ? 1.0 : 0.0;
-  m = big != 0.0 ? 0.5 * m : m;
-  e += big;
-  double z = (m - 1.0) / (m + 1.0);
-  double z2 = z * z;
-  double q = atanh_series(z2);
-  const double LN2_HI = 6.93147180369123816490e-01;
-  const double LN2_LO = 1.90821492927058770002e-10;
-  return e * LN2_HI + (e * LN2_LO + 2.0 * z * q);
 }
 
 /* Box-Muller on pairs (a, b) of uniforms in [0, 1): radius
@@ -312,7 +163,7 @@ MC_HOT
 static void box_muller(double *out, const double *a, const double *b, int64_t pairs) {
   const double TWO_PI = 6.28318530717958647693;
   for (int64_t i = 0; i < pairs; i++) {
-    double radius = sqrt(-2.0 * log_unit(1.0 - a[i]));
+    double radius = sqrt(-2.0 * vlog_f64(1.0 - a[i]));
     const double shifter = 0x1.8p52;
     double q = (4.0 * b[i] + shifter) - shifter;        /* nearest quarter, 0..4 */
     double t = TWO_PI * (b[i] - 0.25 * q);               /* |t| <= pi/4 */
@@ -357,8 +208,8 @@ static void voltages(nm_mc_net *net, int nudged, nm_rng *g) {
   const double *xi = NULL;
   if (p->sigma > 0) {
     s = p->sigma * (p->noise == NM_MC_NOISE_DT ? dt : sqrt(dt));
-    int64_t m = nm_mc_work_size(net), count = noisy_units(net), pairs = (count + 1) / 2;
-    double *noise = net->work + (m - 4 * pairs);
+    int64_t count = noisy_units(net), pairs = (count + 1) / 2;
+    double *noise = net->work;
     step_normals(g, noise, noise + 2 * pairs, count);
     xi = noise;
   }
@@ -428,7 +279,10 @@ int nm_mc_finish(nm_mc_net *net) {
 
 int nm_mc_run(nm_mc_net *net, int64_t steps, const double *x, const double *target,
               nm_rng *g, int learn) {
+  int k;
+  nm_mc_pathway pathway;
   if (net->p.sigma > 0 && g == NULL) return NM_EINVAL;
+  if (learn && !nm_mc_rules_ready(net, &k, &pathway)) return NM_EINVAL;
   int status = NM_OK;
   for (int64_t t = 0; t < steps; t++) {
     nm_mc_begin_step(net, x, target);

@@ -3,8 +3,9 @@
 ** (Sacramento, Costa, Bengio & Senn 2018, "Dendritic cortical microcircuits
 ** approximate the backpropagation algorithm", NeurIPS 31): forward Euler
 ** steps of a whole network of two- and three-compartment pyramidal cells
-** and SST interneurons, with the four plasticity rules and their low-pass
-** traces. Never includes lua.h.
+** and SST interneurons; the plasticity of each connection is a step bound
+** to it (nm_mc_rule: compiled from a rule written in Lua). Never includes
+** lua.h.
 **
 ** Layers k = 0 (input rates), 1..N-1 (hidden), N (output). Hidden layer k
 ** has n_k pyramidal cells and n_{k+1} interneurons; interneuron j is nudged
@@ -47,7 +48,7 @@ typedef enum {
 
 /* A plasticity step compiled by nm.compile (its calling convention): it
 ** updates the weights and traces of one connection in place from the
-** arrays of the network it was bound to. NULL fn: the built-in step. */
+** arrays of the network it was bound to. NULL fn: none bound. */
 typedef int (*nm_mc_rule_fn)(void *const *in, void *const *out, void *scratch, const double *sc);
 typedef struct nm_mc_rule {
   nm_mc_rule_fn fn;
@@ -86,7 +87,7 @@ typedef struct nm_mc_layer {
   double *W_ip, *D_ip;            /* [n_{k+1} x n] */
   double *b_ip, *Db_ip;           /* [n_{k+1}] or NULL */
   double eta_down, eta_pi, eta_ip;
-  nm_mc_rule rule[4];             /* by nm_mc_pathway: compiled steps, or fn NULL */
+  nm_mc_rule rule[4];             /* by nm_mc_pathway: the bound steps, or fn NULL */
 } nm_mc_layer;
 
 typedef struct nm_mc_net {
@@ -123,14 +124,10 @@ void nm_mc_refresh(nm_mc_net *net);
 ** state at time t:
 **   r0 += dt/tau_in (x - r0);  ut += dt/tau_trgt (target - ut)   (tau 0: copies)
 **   rates and dendritic potentials as in nm_mc_refresh
-**   plasticity (when learn != 0), for each connection with eta != 0:
-**     W += dt eta D;  D += dt/tau_w (T - D)   with the induction term T
-**     up:   (phi(u_k) - phi(cB_k vB_k)) r_{k-1}^T,  cB_k = g_B/(g_lk+g_B+g_A)
-**           (output layer: g_B/(g_lk+g_B))
-**     ip:   (phi(uI_k) - phi(cD vI_k)) r_k^T,       cD = g_D/(g_lk+g_D)
-**     pi:   (0 - vA_k) rI_k^T
-**     down: (phi(u_k) - phi(vD_k)) r_{k+1}^T
-**     (biases: the same with a presynaptic rate of 1)
+**   plasticity (when learn != 0): the rule bound to each connection with
+**     eta != 0 (rule[].fn: a step nm.compile generated from the rule's
+**     Lua step, e.g. rules/dendritic_prediction.lua: W += dt eta D,
+**     D += dt/tau_w (T - D), T = (phi(u_k) - phi(cB_k vB_k)) r_{k-1}^T)
 **   interneurons k = 1..N-1:
 **     uI_k += dt (-g_lk uI + g_D (vI - uI) + g_som (u_{k+1} - uI)) + noise
 **   pyramidal cells k = 1..N-1:
@@ -142,7 +139,9 @@ void nm_mc_refresh(nm_mc_net *net);
 ** ceil(units / 2) pairs of uniforms (a, b) from g, in that order, and
 ** turns pair i into xi_{2i} = rho cos(2 pi b), xi_{2i+1} = rho sin(2 pi b),
 ** rho = sqrt(-2 log(1 - a)) (Box-Muller, vectorised; an odd last deviate
-** is dropped). g may be NULL only when sigma == 0. A connection with eta == 0 keeps its weights and
+** is dropped). g may be NULL only when sigma == 0. NM_EINVAL, nothing
+** run, when learning and a connection with eta != 0 has no rule bound (see
+** nm_mc_rules_ready). A connection with eta == 0 keeps its weights and
 ** its trace. After the last step the rates and potentials are refreshed
 ** (nm_mc_refresh), so they describe the final state. Polls nm_interrupted
 ** after every step (NM_EINTR leaves a consistent state); returns
@@ -151,12 +150,9 @@ void nm_mc_refresh(nm_mc_net *net);
 int nm_mc_run(nm_mc_net *net, int64_t steps, const double *x, const double *target,
               nm_rng *g, int learn);
 
-/* One plasticity step of one connection, the rule of `pathway` on layer k
-** with learning rate eta (the step nm_mc_run takes for it, from the
-** present rates and potentials): W += dt eta D; D += dt/tau_w (T - D).
-** k in 1..N, and k < N unless pathway is NM_MC_UP. Uses the scratch;
-** allocates nothing. */
-void nm_mc_plasticity(nm_mc_net *net, int k, nm_mc_pathway pathway, double eta);
+/* 1 when every connection with eta != 0 has a rule bound (rule[].fn);
+** else 0 and the first without one in *k, *pathway. */
+int nm_mc_rules_ready(const nm_mc_net *net, int *k, nm_mc_pathway *pathway);
 
 /* nm_mc_run's step in three parts, for a caller that runs plasticity
 ** rules of its own in between (one step: begin, the rules, end; after the
@@ -166,8 +162,8 @@ void nm_mc_plasticity(nm_mc_net *net, int k, nm_mc_pathway pathway, double eta);
 **          from g; NM_EINVAL when sigma > 0 and g is NULL, NM_EINTR when
 **          interrupted (the state stays consistent);
 **   finish: refresh; NM_ENONFINITE when a potential is NaN or infinite.
-** nm_mc_run is exactly these with nm_mc_plasticity for every connection
-** whose eta is not 0. */
+** nm_mc_run is exactly these with the bound rule of every connection
+** whose eta is not 0 in between. */
 void nm_mc_begin_step(nm_mc_net *net, const double *x, const double *target);
 int nm_mc_end_step(nm_mc_net *net, int nudged, nm_rng *g);
 int nm_mc_finish(nm_mc_net *net);

@@ -974,8 +974,10 @@ end
 
 -- st:run([p]): one step on the traced table's tensors, with the present
 -- values of p (default: the table traced with) and of the scalar fields.
+-- Allocates nothing (compiled).
+local no_outputs = {}
 function StateStep:run(p)
-  self.kernel:run(self.tensors, self:scalar_values(p), {})
+  self.kernel:run(self.tensors, self:scalar_values(p), no_outputs)
 end
 
 -- st:bind([p]) -> a neuromic.KernelCall of this step on the traced

@@ -38,10 +38,11 @@ local Run = {}
 Run.__index = Run
 
 -- Options that may differ between a run and its resumption: they change
--- how a run is carried out or shown, never its results.
+-- how a run is carried out or shown, never its results (threads and
+-- compiled, generated kernels or the rules' Lua steps: at most rounding).
 local VOLATILE = {resume = true, overwrite = true, debug = true, jobs = true, out = true,
                   threads = true, plot = true, checkpoint_every = true, stop_after = true,
-                  replot = true}
+                  replot = true, compiled = true}
 
 local FILES = {"results.json", "metrics.jsonl", "metrics.csv", "checkpoint.nmc",
                "checkpoint.nmc.1"}

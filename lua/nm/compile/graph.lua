@@ -378,10 +378,14 @@ function graph.combine(g, outputs)
       elseif op == "mul" and is_scalar(a[1]) then interior[a[2]] = true end
     end
   end
+  -- (an output is a use too: a sum that is an output and also a term of
+  -- another sum is rewritten once and shared, not left in its first form
+  -- beside the rewritten copy the other sum holds)
   local uses = {}
   for id = 1, nforward do
     for _, a in ipairs(g.nodes[id].args) do uses[a] = (uses[a] or 0) + 1 end
   end
+  for _, o in ipairs(outputs) do uses[o] = (uses[o] or 0) + 1 end
   for id = 1, nforward do
     local n = g.nodes[id]
     if (n.op == "add" or n.op == "sub") and not is_scalar(n) and interior[n] and uses[n] == 1 then

@@ -47,12 +47,14 @@
 -- Rows are samples: B = 1 in the full dynamics (every Euler step), the
 -- minibatch in the steady state (once per minibatch; tau_w = 0 there).
 -- mc.lowpass(s, p) applies the induction term the rule wrote into s.e as
--- the paper does. A rule's kernel is its C fast path for the full
--- dynamics; the paper's rules name mc.kernel (the step of
--- csrc/models/nm_microcircuit.c), and when every plastic connection's
--- rule does, a pattern runs as one fused C call (nm_mc_run); otherwise
--- each Euler step runs in C up to the rules, which run in Lua (or their
--- kernel), then the potentials in C (the same numbers to rounding).
+-- the paper does. Every rule's step runs as the C kernel nm.compile
+-- generates from it (compiled = true, the default): in the full dynamics
+-- the C loop (nm_mc_run) calls the kernels at every Euler step, a pattern
+-- in one call. With compiled = false, or without a C compiler
+-- (NEUROMIC_CC=none; the interpreted graph would run ~20x slower than
+-- them), the rules' Lua steps run (the reference): each Euler step then
+-- runs in C up to the rules, the rules in Lua, then the potentials in C
+-- (the same numbers to rounding).
 
 local nm = require "neuromic"
 local nn = require "nm.nn"
@@ -176,9 +178,10 @@ end
 --     name, a path, a definition or an instance; default mc.default_rules)
 --   check_every = 64: samples of the steady state between checks of the
 --     plastic weights for NaN/inf (Net:check_finite)
---   compiled = false: every rule's step runs as the kernel nm.compile
+--   compiled = true: every rule's step runs as the kernel nm.compile
 --     generates from it (traced from rule.step; in the full dynamics the C
---     loop calls them at every Euler step); net.compiled may be changed
+--     loop calls them at every Euler step); false (or no C compiler): the
+--     Lua steps (the reference, slower); net.compiled may be changed
 function mc.new(o)
   if type(o) ~= "table" or type(o.sizes) ~= "table" or #o.sizes < 2 then
     fail("mc.new{sizes = {n0, n1, ..., nN}, gen = generator, ...} expected", 2)
@@ -248,7 +251,7 @@ function mc.new(o)
   local net = setmetatable({N = N, sizes = sizes, dtype = dtype, mode = mode, p = p, eta = eta,
                             bias = not not o.bias, gen = o.gen, noise_gen = o.noise_gen or o.gen,
                             up = {}, down = {}, ip = {}, pi = {}, pyr = {}, int = {},
-                            bufs = {}, rule_states = {}, compiled = not not o.compiled,
+                            bufs = {}, rule_states = {}, compiled = o.compiled ~= false,
                             cgen = 1, updates = 0, checked = 0, unchecked = 0,
                             check_every = o.check_every or 64}, Net)
   net.phi_fn = function(Y, U) return net:phi(Y, U) end
@@ -352,7 +355,7 @@ local function rule_state(self, kind, k, t)
   local c = self[kind][k]
   local s = {W = c.W, b = c.b, state = c.state, pathway = kind, layer = k, net = self,
              pre = t.pre, post = t.post, u = t.u, v = t.v, e = t.e, e_t = t.e:t(),
-             batch = t.e:size(1), ones = t.ones, handle = t.handle,
+             batch = t.e:size(1), ones = t.ones,
              c = attenuation(self, kind, k), phi = self.phi_fn}
   self.rule_states[#self.rule_states + 1] = s
   return s
@@ -415,14 +418,6 @@ end
 function mc.lowpass_init(s)
   s.state.T = s.W:clone():zero()
   if s.b then s.state.Tb = s.b:clone():zero() end
-end
-
--- mc.kernel(s, p): the C step of the paper's rule of s.pathway on layer
--- s.layer of the full dynamics (nm_mc_plasticity), the kernel the paper's
--- rule files name. With it on every plastic connection a pattern runs as
--- one fused C call.
-function mc.kernel(s, p)
-  s.handle:plasticity(s.layer, s.pathway, p.eta)
 end
 
 -- ---------------------------------------------------------------- full dynamics
@@ -523,7 +518,7 @@ function Net:handle()
   for k = 1, self.N do
     local py, below = self.pyr[k], k == 1 and self.r0 or self.pyr[k - 1].r
     local function st(kind, t)
-      t.ones, t.handle, t.e = ones, self.mc, nm.zeros(1, t.post:size(2), "float64")
+      t.ones, t.e = ones, nm.zeros(1, t.post:size(2), "float64")
       self.dyn[#self.dyn + 1] = {conn = self[kind][k], s = rule_state(self, kind, k, t)}
     end
     st("up", {pre = row(below), post = row(py.r), u = row(py.u), v = row(py.vB)})
@@ -587,7 +582,7 @@ function Net:run(x, steps, target, opts)
   end
   local g = opts and opts.gen or self.noise_gen
   -- the connections that learn, and whether the C loop runs all of them
-  -- (their compiled steps bound to it, or the paper's rules' kernel)
+  -- (their compiled steps bound to it)
   local active, fused = self.active, true
   for i = #active, 1, -1 do active[i] = nil end
   for _, d in ipairs(self.dyn) do
@@ -602,16 +597,13 @@ function Net:run(x, steps, target, opts)
         h:set_rule(d.s.layer, d.s.pathway, d.call)
       end
       fused = fused and d.call ~= nil
-    elseif d.call then                         -- compiled off: the built-in step again
+    elseif d.call then                         -- off, or compiled off: unbound
       h:set_rule(d.s.layer, d.s.pathway, nil)
       d.call = nil
     end
     if on then
       active[#active + 1] = d
-      local inst = d.conn.rule
-      if not self.compiled then
-        fused = fused and inst.use_fused ~= false and inst.def.kernel == mc.kernel
-      end
+      fused = fused and self.compiled
     end
   end
   if fused then
@@ -623,11 +615,8 @@ function Net:run(x, steps, target, opts)
     for i = 1, #active do
       local d = active[i]
       local inst = d.conn.rule
-      if self.compiled then d.cstep:run(inst.p)
-      else
-        local f = inst.use_fused ~= false and inst.def.kernel or inst.def.step
-        f(d.s, inst.p)
-      end
+      if self.compiled and d.cstep:compiled() then d.cstep:run(inst.p)
+      else inst.def.step(d.s, inst.p) end
     end
     h:end_step(t ~= nil, g)
   end
@@ -909,8 +898,8 @@ function Net:steady_update()
   for _, d in ipairs(bs.s) do
     local inst = d.conn.rule
     if d.conn.plastic ~= false then
-      if self.compiled then compiled_step(self, d):run(inst.p)
-      else inst.def.step(d.s, inst.p) end
+      local st = self.compiled and compiled_step(self, d)
+      if st and st:compiled() then st:run(inst.p) else inst.def.step(d.s, inst.p) end
     end
   end
   self.updates = self.updates + 1
