@@ -149,7 +149,8 @@ local function run_cell()
   local Xtr, Ftr, Xte, Fte = point_data(opts.seed, opts.n, opts.k)
   local g = nm.generator(base + 1)
   local net = nk.new{kind = opts.net, x = Xtr, f = Ftr, generator = g, h = opts.h,
-                     range = opts.range, target = opts.target, rule = opts.rule}
+                     range = opts.range, target = opts.target, rule = opts.rule,
+                     test_x = Xte, test_f = Fte}   -- test errors kept up to date in O(S H)
   local s = run:resume()
   local done, elapsed0, cpu0 = 0, 0, 0
   if s then
@@ -160,7 +161,7 @@ local function run_cell()
   local t0 = nm.sys.clock()
   local function log(cycle)
     local task, rec = net:errors()
-    local test = net:test_error(Xte, Fte)
+    local test = net:test_error()
     run:log{cycle = cycle, net = opts.net, train = task, rec = rec, test = test}
     if cycle == opts.early then run:set("early_test", test) end
     return task, rec, test

@@ -377,6 +377,68 @@ local function same_cycle(x, y, where)
   end
 end
 
+describe("a network's kept test set", function()
+  for _, kind in ipairs{"NN", "NAN", "ANN"} do
+    it(kind .. ": test_error() equals test_error(Xt, Ft) bit for bit as weights change", function()
+      local m = nm.kernels.nk.model{n = 30, k = 4, generator = nm.generator(21)}
+      local X, F = m:dataset(80, nm.generator(22))
+      local Xt, Ft = m:dataset(70, nm.generator(23))
+      local net = nm.kernels.nk.network{kind = kind, x = X, f = F, generator = nm.generator(24),
+                                        h = 6, test_x = Xt, test_f = Ft}
+      local plain = nm.kernels.nk.network{kind = kind, x = X, f = F, generator = nm.generator(24),
+                                          h = 6}
+      local g, g2, seen = nm.generator(25), nm.generator(25), {}
+      local function check(where, twin)
+        local v = net:test_error()
+        assert.are.equal(net:test_error(Xt, Ft), v, where)
+        if twin then assert.are.equal(plain:test_error(Xt, Ft), v, where) end
+        seen[v] = true
+      end
+      check("start", true)
+      for r = 1, 30 do          -- kept hidden changes update the kept pre-activations
+        net:step(37, g)
+        plain:step(37, g2)
+        check("chunk " .. r, true)
+      end
+      net:perturb("hidden", 3, 31, 0.25)           -- a bias, set from Lua
+      net:set("hidden", 1, 2, 7.5)
+      check("set")
+      local w = net:weights()
+      w.hidden:set(2, 5, -3)
+      net:set_weights(w)
+      check("set_weights")
+      net:step_naive(40, g)
+      check("naive steps")
+      net:step(200, g)
+      check("after")
+      local n = 0
+      for _ in pairs(seen) do n = n + 1 end
+      assert.is_true(n > 20)                       -- the test error moved
+    end)
+  end
+
+  it("is an error when absent, malformed or not +-1", function()
+    local m = nm.kernels.nk.model{n = 8, k = 2, generator = nm.generator(1)}
+    local X, F = m:dataset(10, nm.generator(2))
+    local net = nm.kernels.nk.network{kind = "NN", x = X, f = F, generator = nm.generator(3)}
+    assert.has_error(function() net:test_error() end,
+                     "bad argument #1 to 'test_error' (tensor expected: this network keeps no " ..
+                     "test set (test_x, test_f of nm.kernels.nk.network))")
+    local function new(tx, tf)
+      return nm.kernels.nk.network{kind = "NN", x = X, f = F, generator = nm.generator(3),
+                                   test_x = tx, test_f = tf}
+    end
+    assert.has_error(function() new(X) end)
+    assert.has_error(function() new(nil, F) end)
+    assert.has_error(function() new(nm.zeros(10, 9, "float64"), F) end)
+    assert.has_error(function() new(X, nm.zeros(9, "float64")) end)
+    local ok, e = pcall(new, nm.zeros(10, 8, "float64"), F)
+    assert.is_false(ok)
+    assert.matches("test inputs must be -1 or 1", e, 1, true)
+    assert.are.equal(net:test_error(X, F), new(X, F):test_error())
+  end)
+end)
+
 describe("the hill climber", function()
   for _, kind in ipairs{"NN", "NAN", "ANN"} do
     it(kind .. ": incremental and naive scoring take every decision alike", function()

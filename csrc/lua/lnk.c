@@ -260,9 +260,10 @@ static double range_field(lua_State *L, int arg) {
 }
 
 /* nm.kernels.nk.network{kind = "NN"|"NAN"|"ANN", x = X [S x N], f = F [S],
-** generator = g, h = 10, range = 1.0, target = "input"|"binary"}: a
-** network with weights U[-1, 1] drawn from g and a copy of the training
-** set; allocates. */
+** generator = g, h = 10, range = 1.0, target = "input"|"binary",
+** test_x = Xt [St x N], test_f = Ft [St]}: a network with weights U[-1, 1]
+** drawn from g, a copy of the training set and of the test set when
+** given (net:test_error() without arguments); allocates. */
 static int net_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_getfield(L, 1, "kind");
@@ -295,6 +296,15 @@ static int net_new(lua_State *L) {
   nm_tensor *f = nm_totensor(L, -1);
   if (x == NULL || f == NULL)
     return luaL_argerror(L, 1, "options 'x' and 'f' must be tensors");
+  lua_getfield(L, 1, "test_x");
+  lua_getfield(L, 1, "test_f");
+  nm_tensor *tx = NULL, *tf = NULL;
+  if (!lua_isnil(L, -2) || !lua_isnil(L, -1)) {
+    tx = nm_totensor(L, -2);
+    tf = nm_totensor(L, -1);
+    if (tx == NULL || tf == NULL)
+      return luaL_argerror(L, 1, "options 'test_x' and 'test_f' must be tensors (both or neither)");
+  }
   if (x->ndim != 2) {
     char buf[64];
     lua_pushfstring(L, "inputs must be a matrix [S x N], got %s", nm_shape_str(x, buf, sizeof buf));
@@ -306,13 +316,21 @@ static int net_new(lua_State *L) {
                                   x->size[0] > (1 << 24) ? 0 : (int)x->size[0]);
   if (why != NULL)
     return luaL_argerror(L, 1, why);
-  int s = (int)x->size[0];
-  size_t bytes = nm_nkhc_bytes(kind, n, (int)h, s);
+  int s = (int)x->size[0], ts = 0;
+  if (tx != NULL) {
+    if (tx->ndim != 2 || tx->size[1] != n || tx->size[0] > (1 << 24))
+      return luaL_argerror(L, 1, "option 'test_x' must be [St x N] like 'x', St <= 2^24");
+    check_data(L, 1, tx, tf, n);
+    ts = (int)tx->size[0];
+  }
+  size_t bytes = nm_nkhc_bytes(kind, n, (int)h, s, ts);
   lnet *ln = (lnet *)lua_newuserdatauv(L, sizeof(lnet) + bytes, 0);
-  nm_nkhc_layout(&ln->c, kind, n, (int)h, s, (char *)ln + sizeof(lnet));
+  nm_nkhc_layout(&ln->c, kind, n, (int)h, s, ts, (char *)ln + sizeof(lnet));
   luaL_setmetatable(L, NET_T);
   if (nm_nkhc_set_data(&ln->c, x, f) != NM_OK)
     return luaL_argerror(L, 1, "inputs must be -1 or 1 (an NK data set)");
+  if (tx != NULL && nm_nkhc_set_test(&ln->c, tx, tf) != NM_OK)
+    return luaL_argerror(L, 1, "test inputs must be -1 or 1 (an NK data set)");
   ln->c.range = range;
   if (binary) {
     ln->c.t_scale = 0.5;   /* 0.5 x + 0.5: exactly 0 or 1 */
@@ -397,9 +415,18 @@ static int net_naive(lua_State *L) {
   return push_errors(L, c, task, rec);
 }
 
-/* net:test_error(X, F): MSE of the output on another data set. */
+/* net:test_error(X, F): MSE of the output on another data set;
+** net:test_error(): on the test set kept with the network (the same bits,
+** in O(St H)). */
 static int net_test_error(lua_State *L) {
   nm_nkhc *c = checknet(L, 1);
+  if (lua_isnoneornil(L, 2) && lua_isnoneornil(L, 3)) {
+    if (c->ts == 0)
+      return luaL_argerror(L, 2, "tensor expected: this network keeps no test set "
+                                 "(test_x, test_f of nm.kernels.nk.network)");
+    lua_pushnumber(L, nm_nkhc_test_mse(c));
+    return 1;
+  }
   nm_tensor *x = nm_checktensor(L, 2);
   nm_tensor *f = nm_checktensor(L, 3);
   check_data(L, 2, x, f, c->n);

@@ -216,6 +216,16 @@ static inline float nk_target(const nm_nkhc *c, float x) {
   return fmaf((float)c->t_scale, x, (float)c->t_shift);
 }
 
+/* The output's squared error on one sample with target f, from the
+** sample's hidden activations act[0 .. H-1] (the full passes' form). */
+static inline double nk_output_sqerr(const nm_nkhc *c, const float *act, double f) {
+  float z = (float)c->out[c->h];
+  for (int h = 0; h < c->h; h++)
+    z = fmaf((float)c->out[h], act[h], z);
+  double d = (double)nk_sig(z) - f;
+  return d * d;
+}
+
 /* ----------------------------------------------------------- networks */
 
 const char *nm_nkhc_check(int kind, int n, int h, int s) {
@@ -289,13 +299,16 @@ static size_t rec_count(int kind, int h) {
   X(nk_col, double, col_count(kind, n, h)) \
   X(nk_wd, double, (size_t)h * (n + 1)) \
   X(nk_xd, double, (size_t)NK_CHUNK * n) \
-  X(nk_ud, double, (size_t)NK_CHUNK * h)
+  X(nk_ud, double, (size_t)NK_CHUNK * h) \
+  X(txt, float, (size_t)n * ts) \
+  X(tf, double, (size_t)ts) \
+  X(tu, int64_t, (size_t)h * ts)
 
 static size_t nk_round64(size_t bytes) {
   return (bytes + 63) & ~(size_t)63;
 }
 
-size_t nm_nkhc_bytes(int kind, int n, int h, int s) {
+size_t nm_nkhc_bytes(int kind, int n, int h, int s, int ts) {
   size_t total = 0;
 #define COUNT(name, type, count) total += nk_round64((count) * sizeof(type));
   NK_ARRAYS(COUNT)
@@ -303,7 +316,7 @@ size_t nm_nkhc_bytes(int kind, int n, int h, int s) {
   return total;
 }
 
-void nm_nkhc_layout(nm_nkhc *c, int kind, int n, int h, int s, void *mem) {
+void nm_nkhc_layout(nm_nkhc *c, int kind, int n, int h, int s, int ts, void *mem) {
   memset(c, 0, sizeof *c);
   c->kind = kind;
   c->n = n;
@@ -315,7 +328,9 @@ void nm_nkhc_layout(nm_nkhc *c, int kind, int n, int h, int s, void *mem) {
   c->t_shift = 0.0;
   c->dirty = 1;
   char *p = mem;
-  memset(mem, 0, nm_nkhc_bytes(kind, n, h, s));
+  c->ts = ts;
+  c->tdirty = 1;
+  memset(mem, 0, nm_nkhc_bytes(kind, n, h, s, ts));
 #define PLACE(name, type, count) \
   c->name = (type *)(void *)p; p += nk_round64((count) * sizeof(type));
   NK_ARRAYS(PLACE)
@@ -356,6 +371,7 @@ void nm_nkhc_init_weights(nm_nkhc *c, nm_rng *g) {
   for (size_t i = 0; i < nd; i++)
     set_dec(c, i, uniform_pm1(g));
   c->dirty = 1;
+  c->tdirty = 1;
 }
 
 static double get(const nm_tensor *t, int64_t offset) {
@@ -614,9 +630,10 @@ double nm_nkhc_get(const nm_nkhc *c, int group, int i, int j) {
 }
 
 void nm_nkhc_set(nm_nkhc *c, int group, int i, int j, double v) {
-  if (group == NM_NK_HIDDEN)
+  if (group == NM_NK_HIDDEN) {
     c->hid[(size_t)i * (c->n + 1) + j] = quantize(v);
-  else if (group == NM_NK_OUTPUT)
+    c->tdirty = 1;
+  } else if (group == NM_NK_OUTPUT)
     c->out[j] = v;
   else
     set_dec(c, (size_t)(dparam(c, group, i, j) - c->dec), v);
@@ -734,6 +751,17 @@ NK_HOT static void hidden_update(const nm_nkhc *c, int j, int64_t dq,
   }
 }
 
+/* Adds dq quanta times inputs xj[0 .. S-1] (NULL: the bias) to u. */
+NK_HOT static void nk_add_quanta(const float *xj, int S, int64_t dq, int64_t *u) {
+  if (xj == NULL) {
+    for (int s = 0; s < S; s++)
+      u[s] += dq;
+    return;
+  }
+  for (int s = 0; s < S; s++)
+    u[s] += xj[s] > 0 ? dq : -dq;
+}
+
 static void cycle_hidden(nm_nkhc *c, nm_rng *g, const choice *ch) {
   int S = c->s, N = c->n, h = ch->i, j = ch->j;
   int64_t *w = c->hid + (size_t)h * (N + 1) + j;
@@ -769,6 +797,9 @@ static void cycle_hidden(nm_nkhc *c, nm_rng *g, const choice *ch) {
       c->rec[c->kind == NM_NK_NAN ? h : 0] = after;
       c->task = output_pass(c, c->y);
     }
+    if (c->ts > 0 && !c->tdirty)   /* the test set's pre-activations follow */
+      nk_add_quanta(j == N ? NULL : c->txt + (size_t)j * c->ts, c->ts, dq,
+                    c->tu + (size_t)h * c->ts);
   } else {
     *w = old;
     memcpy(uh, c->u_save, (size_t)S * sizeof *uh);
@@ -911,11 +942,7 @@ NK_HOT void nm_nkhc_naive(nm_nkhc *c, double *task, double *rec) {
     }
     for (int h = 0; h < H; h++)
       act[h] = nk_act_q(c->nk_ud[(size_t)r * H + h]);
-    float z = (float)c->out[H];
-    for (int h = 0; h < H; h++)
-      z = fmaf((float)c->out[h], act[h], z);
-    double d = (double)nk_sig(z) - c->f[s];
-    sq += d * d;
+    sq += nk_output_sqerr(c, act, c->f[s]);
     if (c->kind == NM_NK_NAN) {
       for (int h = 0; h < H; h++) {
         const double *w = c->dec + (size_t)h * 2 * N, *b = w + N;
@@ -1024,13 +1051,57 @@ NK_HOT int nm_nkhc_task_error(nm_nkhc *c, const nm_tensor *x, const nm_tensor *f
     for (int q = 0; q < m; q++) {
       for (int h = 0; h < H; h++)
         act[h] = nk_act_q(c->nk_ud[(size_t)q * H + h]);
-      float z = (float)c->out[H];
-      for (int h = 0; h < H; h++)
-        z = fmaf((float)c->out[h], act[h], z);
-      double d = (double)nk_sig(z) - get(f, (s0 + q) * f->stride[0]);
-      sq += d * d;
+      sq += nk_output_sqerr(c, act, get(f, (s0 + q) * f->stride[0]));
     }
   }
   *mse = sq / (double)S;
   return NM_OK;
+}
+
+/* ------------------------------------------------------- a kept test set */
+
+int nm_nkhc_set_test(nm_nkhc *c, const nm_tensor *x, const nm_tensor *f) {
+  int n = c->n, ts = c->ts;
+  for (int s = 0; s < ts; s++)
+    for (int i = 0; i < n; i++) {
+      double v = get(x, s * x->stride[0] + i * x->stride[1]);
+      if (v != 1.0 && v != -1.0)
+        return NM_EINVAL;
+    }
+  for (int s = 0; s < ts; s++) {
+    for (int i = 0; i < n; i++)
+      c->txt[(size_t)i * ts + s] = (float)get(x, s * x->stride[0] + i * x->stride[1]);
+    c->tf[s] = get(f, s * f->stride[0]);
+  }
+  c->tdirty = 1;
+  return NM_OK;
+}
+
+/* The test set's hidden pre-activations in quanta from the weights: exact
+** integers, as nk_hidden_rows computes them. */
+NK_HOT static void nk_test_pre(nm_nkhc *c) {
+  int n = c->n, ts = c->ts;
+  for (int h = 0; h < c->h; h++) {
+    const int64_t *w = c->hid + (size_t)h * (n + 1);
+    int64_t *u = c->tu + (size_t)h * ts;
+    for (int s = 0; s < ts; s++)
+      u[s] = w[n];
+    for (int i = 0; i < n; i++)
+      nk_add_quanta(c->txt + (size_t)i * ts, ts, w[i], u);
+  }
+  c->tdirty = 0;
+}
+
+NK_HOT double nm_nkhc_test_mse(nm_nkhc *c) {
+  int H = c->h, ts = c->ts;
+  if (c->tdirty)
+    nk_test_pre(c);
+  float *act = c->nk_a;
+  double sq = 0.0;
+  for (int s = 0; s < ts; s++) {
+    for (int h = 0; h < H; h++)
+      act[h] = nk_act_q((double)c->tu[(size_t)h * ts + s]);
+    sq += nk_output_sqerr(c, act, c->tf[s]);
+  }
+  return sq / (double)ts;
 }

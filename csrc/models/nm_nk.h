@@ -138,6 +138,14 @@ typedef struct nm_nkhc {
   double *nk_col;            /* NAN: H x N, ANN: N: naive evaluator's sums */
   double *nk_wd;             /* H x (N+1): the hidden quanta as doubles */
   double *nk_xd, *nk_ud;     /* 64 x N inputs, 64 x H pre-activations (quanta) */
+  /* a test set kept with the network (ts samples, 0: none) */
+  int ts;
+  float *txt;                /* N x ts inputs, -1 or 1 */
+  double *tf;                /* ts targets */
+  int64_t *tu;               /* H x ts hidden pre-activations (quanta), valid
+                             ** unless tdirty; kept changes of hidden weights
+                             ** update them as they update u */
+  int tdirty;
   /* counters */
   int64_t cycles, accepted, ties;
   /* the last cycle, for tests and traces */
@@ -147,11 +155,11 @@ typedef struct nm_nkhc {
 
 /* NULL when the sizes are valid, else a message. */
 const char *nm_nkhc_check(int kind, int n, int h, int s);
-/* Bytes of memory nm_nkhc_layout needs. */
-size_t nm_nkhc_bytes(int kind, int n, int h, int s);
+/* Bytes of memory nm_nkhc_layout needs (ts: test samples kept, or 0). */
+size_t nm_nkhc_bytes(int kind, int n, int h, int s, int ts);
 /* Points the arrays into `mem` (nm_nkhc_bytes(...) bytes, 8-aligned),
 ** zeroes everything, range = 1, targets = inputs. Caches start dirty. */
-void nm_nkhc_layout(nm_nkhc *c, int kind, int n, int h, int s, void *mem);
+void nm_nkhc_layout(nm_nkhc *c, int kind, int n, int h, int s, int ts, void *mem);
 /* Every parameter U[-1, 1] (hidden ones rounded to the grid), in the
 ** order hidden, output, decoder, row-major. */
 void nm_nkhc_init_weights(nm_nkhc *c, nm_rng *g);
@@ -195,5 +203,14 @@ void nm_nkhc_naive(nm_nkhc *c, double *task, double *rec);
 ** the network's scratch arrays; returns NM_EINVAL (and *mse untouched) for
 ** an input that is not +-1. */
 int nm_nkhc_task_error(nm_nkhc *c, const nm_tensor *x, const nm_tensor *f, double *mse);
+
+/* Copies the kept test set (x ts x N of +-1, f ts elements; ts as laid
+** out); NM_EINVAL for an input that is not +-1. */
+int nm_nkhc_set_test(nm_nkhc *c, const nm_tensor *x, const nm_tensor *f);
+/* MSE of the output on the kept test set: the same bits as
+** nm_nkhc_task_error on it. Its hidden pre-activations are recomputed
+** after a weight was set, else follow the climber's kept changes in
+** O(ts) each, so an evaluation costs O(ts H) instead of O(ts N H). */
+double nm_nkhc_test_mse(nm_nkhc *c);
 
 #endif

@@ -8,7 +8,7 @@
 --   net:run(g, 10000)                   -- 10,000 cycles (the rule's C kernel)
 --   local task, rec = net:errors()
 --
--- Options of nk.new: kind, x, f, generator, h, target as nm.kernels.nk.network
+-- Options of nk.new: kind, x, f, generator, h, target, test_x, test_f as nm.kernels.nk.network
 -- takes them; rule ["hillclimb"]; the rule's parameters by name (range:
 -- the network is made with the rule's range, so the kernel's mutations
 -- match the rule's). The rule's state s: net (the nm.kernels.nk.network), info
@@ -39,7 +39,8 @@ function nk.new(o)
   local range = inst.p.range
   if type(range) ~= "number" then range = o.range end
   local handle = nm.kernels.nk.network{kind = o.kind, x = o.x, f = o.f, generator = o.generator,
-                               h = o.h, range = range, target = o.target}
+                               h = o.h, range = range, target = o.target,
+                               test_x = o.test_x, test_f = o.test_f}
   local s = {net = handle, info = handle:info()}
   if inst.def.init then inst.def.init(s, inst.p) end
   return setmetatable({net = handle, rule = inst, s = s, kind = o.kind}, Net)
