@@ -52,7 +52,8 @@ local mc = require "nm.models.microcircuit"
 local format = string.format
 
 local FIGURES = {"fig1", "figS1", "fig2", "theory", "fig3"}
-local VARIANTS = {microcircuit = true, bp = true, shallow = true, frozen = true, topdown = true}
+local VARIANTS = {microcircuit = true, bp = true, shallow = true, frozen = true, topdown = true,
+                  bp_frozen = true}
 local FIG2_MODELS = {microcircuit = true, shallow = true, bp = true, fa = true, fa_att = true}
 
 local opts = cli.parse(arg, {
@@ -131,7 +132,9 @@ local opts = cli.parse(arg, {
     {"datasets", "list", {"mnist", "fashion"}, "Fig. 3: data sets (mnist: 60,000 / 10,000; " ..
      "mnist-subset: the 8,000 / 2,000 subset; fashion)", item = "string", quick = {"mnist-subset"}},
     {"variants", "list", {"microcircuit", "bp", "shallow", "frozen", "topdown"},
-     "Fig. 3: learners (microcircuit, bp, shallow, frozen: W_up[2] fixed, topdown)", item = "string"},
+     "Fig. 3: learners (microcircuit, bp, shallow, frozen: W_up[2] fixed, topdown; also " ..
+     "bp_frozen: backprop with the hidden-to-hidden weights fixed, frozen's reference)",
+     item = "string"},
     {"frozen-ip", "string", "fixed", "Fig. 3 frozen: W_ip[1], the interneurons that predict the " ..
      "frozen layer 2, fixed with it (the self-predicting state stays exact) or plastic (as " ..
      "before: they learn the nudged layer-2 potentials, which W_up[2] never follows; the " ..
@@ -155,6 +158,9 @@ local opts = cli.parse(arg, {
      "changes)", min = 0},
     {"bp-lr", "number", 0.5, "Fig. 3: BP learning rate (batch mean; 0.7 nearly " ..
      "diverges in the first epoch, 1.0 does)", min = 0},
+    {"bp-loss", "string", "mse", "Fig. 3: BP's output and loss: mse (logistic outputs, squared " ..
+     "error to the targets 0.1 / 0.8, the microcircuit's) or xent (softmax, cross-entropy to " ..
+     "one-hot targets; --bp-lr 0.3 suits it)", choices = {"mse", "xent"}},
   },
 })
 
@@ -171,7 +177,8 @@ local FIGURE_OPTIONS = {
           "fig2_init_up", "fig2_pi_start", "fig2_decay", "noise", "tau_trgt"},
   theory = {"theory_batch"},
   fig3 = {"datasets", "variants", "epochs", "fashion_epochs", "train_subset", "test_subset", "batch",
-          "eta_up", "eta_ip", "init_up", "init_down", "eta_down", "eta_pi", "bp_lr", "frozen_ip"},
+          "eta_up", "eta_ip", "init_up", "init_down", "eta_down", "eta_pi", "bp_lr", "bp_loss",
+          "frozen_ip"},
 }
 do   -- every option belongs somewhere (a new option must be listed above)
   local known = {figure = true}
@@ -824,6 +831,7 @@ end
 
 local PAPER = {microcircuit = 1.96, bp = 1.53, shallow = 8.4, frozen = 2.11, topdown = 2.48}
 local VARIANT_NAMES = {microcircuit = "784-500-500-10 microcircuit", bp = "784-500-500-10 backprop",
+                       bp_frozen = "backprop, W_2 frozen",
                        shallow = "shallow (output only)", frozen = "hidden-to-hidden frozen",
                        topdown = "784-1000-10, learned W_down"}
 
@@ -842,11 +850,24 @@ end
 -- apical() (microcircuits), state()/load(st), weights().
 local function fig3_learner(variant, ds)
   local gen = nm.generator(opts.seed)
-  if variant == "bp" then
-    local net = nn.mlp{sizes = {784, 500, 500, 10}, act = "sigmoid", out = "sigmoid", loss = "mse",
-                       rule = "backprop", params = {eta = opts.bp_lr}, gen = gen, init = layer_init()}
+  if variant == "bp" or variant == "bp_frozen" then
+    local xent = opts.bp_loss == "xent"
+    local net = nn.mlp{sizes = {784, 500, 500, 10}, act = "sigmoid", out = xent and "softmax" or
+                       "sigmoid", loss = xent and "xent" or "mse", rule = "backprop",
+                       params = {eta = opts.bp_lr}, gen = gen, init = layer_init()}
+    if variant == "bp_frozen" then net.conns[2].plastic = false end
+    local onehot = {}          -- per batch size: the one-hot targets of xent
     return {
-      train = function(b) net:train_batch(b.X, b.Y) end,
+      train = function(b)
+        local T = b.Y
+        if xent then
+          T = onehot[b.n]
+          if not T then T = nm.zeros(b.n, 10, b.Y:dtype()); onehot[b.n] = T end
+          T:zero()
+          for i = 1, b.n do T:set(i, b.labels[i], 1) end
+        end
+        net:train_batch(b.X, T)
+      end,
       errors = function(split)
         local _, acc = net:evaluate(split.X, split.Y, 1000, split.labels)
         return 1 - acc
@@ -854,6 +875,13 @@ local function fig3_learner(variant, ds)
       state = function() return net:state() end,
       load = function(st) net:load_state(st) end,
       weights = function() return mlp_weights(net) end,
+      plastic = function()
+        local list = {}
+        for l = 1, net.L do
+          if net.conns[l].plastic ~= false then list[#list + 1] = format("W%d", l) end
+        end
+        return list
+      end,
     }
   end
   local up, ip = opts.eta_up, opts.eta_ip
@@ -1121,13 +1149,14 @@ function REPORT.fig3(f)
         rows[#rows + 1] = {label = format("Fig. 3 test error, %s, %s", VARIANT_NAMES[v],
                                           d == "mnist-subset" and "MNIST subset" or d),
                            ours = r.test_error, unit = "%",
-                           paper = (d == "mnist" or d == "mnist-subset") and
+                           paper = (d == "mnist" or d == "mnist-subset") and PAPER[v] and
                                    format("%.2f%% (full MNIST)", PAPER[v]) or nil,
                            note = format("%s epoch%s, %s training images", tostring(r.epochs),
                                          r.epochs == 1 and "" or "s", tostring(r.train_n))}
       end
     end
-    lines[#lines + 1] = format("  %-30s %6.2f%s", VARIANT_NAMES[v], PAPER[v], table.concat(cells))
+    lines[#lines + 1] = format("  %-30s %6s%s", VARIANT_NAMES[v],
+                               PAPER[v] and format("%.2f", PAPER[v]) or "-", table.concat(cells))
   end
   lines[#lines + 1] = "  (mnist-subset = the 8,000/2,000 subset; epochs: mnist " .. opts.epochs ..
                       ", fashion " .. opts.fashion_epochs .. "; the paper trained on 60,000 MNIST digits)"

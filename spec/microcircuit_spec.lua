@@ -1145,7 +1145,7 @@ describe("experiments/microcircuit.lua", function()
     return text
   end
 
-  it("Fig. 3 frozen: W_up[2] fixed, and W_ip[1] with it unless --frozen-ip plastic", function()
+  it("Fig. 3 frozen: W_up[2] fixed, and W_ip[1] with it unless --frozen-ip plastic; bp_frozen, bp-loss", function()
     -- before, W_ip[1] learnt the nudged layer-2 potentials while W_up[2]
     -- stayed: on full MNIST seed 5 the apical error it left without a
     -- target grew in epoch 4 until the network collapsed (67% test error)
@@ -1166,6 +1166,14 @@ describe("experiments/microcircuit.lua", function()
     assert.same({"W_up1", "W_up3", "W_ip1", "W_ip2"}, fp.frozen.plastic)
     assert.not_equal(f.frozen.weights_crc32, fp.frozen.weights_crc32)
     assert.equal(f.microcircuit.weights_crc32, fp.microcircuit.weights_crc32)
+    -- backprop with W_2 fixed (frozen's reference), and with softmax / cross-entropy
+    local b = final("--variants bp,bp_frozen", "bp")
+    assert.same({"W1", "W2", "W3"}, b.bp.plastic)
+    assert.same({"W1", "W3"}, b.bp_frozen.plastic)
+    assert.not_equal(b.bp.weights_crc32, b.bp_frozen.weights_crc32)
+    local x, xo = final("--variants bp --bp-loss xent", "xent")
+    assert.equal("xent", xo.bp_loss)
+    assert.not_equal(b.bp.weights_crc32, x.bp.weights_crc32)
     os.execute(string.format("rm -rf %q", dir))
   end)
 
