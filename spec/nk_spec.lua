@@ -337,6 +337,31 @@ describe("nm.kernels.nk networks", function()
     assert.has_error(function() nk.new{kind = "NN", x = X, f = F, generator = g, rule = "hebb"} end,
                      "nk.new: rule 'hebb' is a connection rule, not a circuit rule")
   end)
+
+  -- nm.models.nk's networks pass their methods on to the kernel network;
+  -- passed on as tail calls, an argument error named the method '?'.
+  it("name the method in an argument error through nm.models.nk", function()
+    local m = nm.kernels.nk.model{n = 10, k = 3, generator = nm.generator(1)}
+    local X, F = m:dataset(20, nm.generator(2))
+    local net = nk.new{kind = "NN", x = X, f = F, generator = nm.generator(3)}
+    local cases = {
+      {"get", "bad argument #1 to 'get' (invalid option 'bad')"},
+      {"set", "bad argument #1 to 'set' (invalid option 'bad')"},
+      {"perturb", "bad argument #1 to 'perturb' (invalid option 'bad')"},
+      {"shape", "bad argument #1 to 'shape' (invalid option 'bad')"},
+      {"test_error", "bad argument #1 to 'test_error' (neuromic.Tensor expected, got string)"},
+      {"set_weights", "bad argument #1 to 'set_weights' (table expected, got string)"},
+    }
+    for _, c in ipairs(cases) do
+      local ok, msg = pcall(net[c[1]], net, "bad")
+      assert.is_false(ok)
+      assert.truthy(msg:find(c[2], 1, true), msg)
+    end
+    -- and the methods still return all their results
+    local a, b, c = net:counts()
+    assert.are.same({0, 0, 0}, {a, b, c})
+    assert.are.equal(select("#", net:errors()), select("#", net.net:errors()))
+  end)
 end)
 
 -- Two networks that start equal.

@@ -80,11 +80,21 @@ function Net:last()
   return self.net:last()
 end
 
--- The network's own methods (doc/nk.md).
-for _, name in ipairs{"errors", "naive", "test_error", "counts", "weights", "set_weights",
-                      "get", "set", "perturb", "shape", "state"} do
-  Net[name] = function(self, ...) return self.net[name](self.net, ...) end
-end
+-- The network's own methods (doc/nk.md). Each calls its method by name and
+-- not as a tail call, so an argument error names it ("bad argument #1 to
+-- 'get'") instead of '?'.
+local function results(...) return ... end
+function Net:errors(...) return results(self.net:errors(...)) end
+function Net:naive(...) return results(self.net:naive(...)) end
+function Net:test_error(...) return results(self.net:test_error(...)) end
+function Net:counts(...) return results(self.net:counts(...)) end
+function Net:weights(...) return results(self.net:weights(...)) end
+function Net:set_weights(...) return results(self.net:set_weights(...)) end
+function Net:get(...) return results(self.net:get(...)) end
+function Net:set(...) return results(self.net:set(...)) end
+function Net:perturb(...) return results(self.net:perturb(...)) end
+function Net:shape(...) return results(self.net:shape(...)) end
+function Net:state(...) return results(self.net:state(...)) end
 
 function Net:set_state(st)
   self.net:set_state(st)
