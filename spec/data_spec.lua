@@ -559,14 +559,8 @@ describe("synthetic teacher network", function()
     -- forward of given inputs equals the sampled outputs
     assert.same(Ya:totable(), a:forward(Xa):totable())
     local X, Y = nm.zeros(16, 4), nm.zeros(16, 2)
-    a:sample_into(X, Y)
-    collectgarbage("collect")
-    collectgarbage("stop")
-    local before = collectgarbage("count")
-    for _ = 1, 50 do a:sample_into(X, Y) end
-    local grown = collectgarbage("count") - before
-    collectgarbage("restart")
-    assert.is_true(grown < 1, "grew by " .. grown .. " KiB")
+    local grown = require("spec.support").allocated(function() a:sample_into(X, Y) end, 50)
+    assert.is_true(grown < 1024, "grew by " .. grown .. " bytes")
   end)
 
   it("rejects bad shapes and options", function()

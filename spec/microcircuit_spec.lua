@@ -487,12 +487,8 @@ describe("microcircuit full dynamics", function()
                          eta = {up = 0.001, ip = 0.001, pi = 0.001}}
       local x, t = nm.zeros(6, "float64"):uniform(g, 0, 1), nm.zeros(3, "float64")
       net:run(x, 10, t)
-      collectgarbage("collect"); collectgarbage("stop")
-      local before = collectgarbage("count")
-      for _ = 1, 2000 do net:run(x, 2, t) end
-      local grown = collectgarbage("count") - before
-      collectgarbage("restart")
-      assert.is_true(grown < 4, "grew by " .. grown .. " KiB")
+      local grown = require("spec.support").allocated(function() net:run(x, 2, t) end, 2000)
+      assert.is_true(grown < 4096, "grew by " .. grown .. " bytes")
     end)
   end
 end)
@@ -688,13 +684,8 @@ describe("microcircuit steady state", function()
                          rate = "logistic", bias = true, self_predicting = true, compiled = compiled,
                          eta = {up = {0.1, 0.05}, ip = 0.05}}
       local X, T = nm.zeros(10, 8):uniform(g, 0, 1), nm.zeros(10, 4):uniform(g, -2, 2)
-      net:train_batch(X, T)
-      collectgarbage("collect"); collectgarbage("stop")
-      local before = collectgarbage("count")
-      for _ = 1, 300 do net:train_batch(X, T) end
-      local grown = collectgarbage("count") - before
-      collectgarbage("restart")
-      assert.is_true(grown < 4, "grew by " .. grown .. " KiB")
+      local grown = require("spec.support").allocated(function() net:train_batch(X, T) end, 300)
+      assert.is_true(grown < 4096, "grew by " .. grown .. " bytes")
     end)
   end
 

@@ -61,20 +61,7 @@ local function max_fd_error(net, X, T)
   return worst
 end
 
--- Bytes allocated by n calls of f after a warm-up call (collector stopped).
--- (One call after the collection too: a full collection shrinks the Lua
--- stack, and the next deep call grows it back, which is not the code's.)
-local function allocated(f, n)
-  f()
-  collectgarbage("collect")
-  collectgarbage("stop")
-  f()
-  local before = collectgarbage("count")
-  for _ = 1, n do f() end
-  local after = collectgarbage("count")
-  collectgarbage("restart")
-  return (after - before) * 1024
-end
+local allocated = require("spec.support").allocated
 
 describe("nn.mlp", function()
   describe("backprop gradients equal central finite differences (float64)", function()

@@ -1,5 +1,6 @@
--- spec/support.lua: what several specs share for driving experiment scripts
--- as a user would (a child process of ./neuromic, exit codes, metrics).
+-- spec/support.lua: what several specs share: driving experiment scripts as
+-- a user would (a child process of ./neuromic, exit codes, metrics), and
+-- counting what a call allocates.
 local json = require "nm.json"
 
 local support = {}
@@ -7,6 +8,25 @@ local support = {}
 support.root = NEUROMIC_ROOT or "."
 -- `make sanitize` sets NEUROMIC_EXE to the sanitizer build.
 support.exe = os.getenv("NEUROMIC_EXE") or (support.root .. "/neuromic")
+
+-- Bytes allocated by n calls of f after a warm-up call (collector stopped;
+-- it is restarted even when f fails). One call after the collection too: a
+-- full collection shrinks the Lua stack, and the next deep call grows it
+-- back, which is not the code's.
+function support.allocated(f, n)
+  f()
+  collectgarbage("collect")
+  collectgarbage("stop")
+  local ok, grown = pcall(function()
+    f()
+    local before = collectgarbage("count")
+    for _ = 1, n do f() end
+    return (collectgarbage("count") - before) * 1024
+  end)
+  collectgarbage("restart")
+  if not ok then error(grown, 0) end
+  return grown
+end
 
 -- A runner for experiments/<script>: run(args) -> exit code (0, or e.g. 143
 -- after SIGTERM); its output goes to a log file next to a fresh temp name.
