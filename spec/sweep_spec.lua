@@ -79,6 +79,55 @@ describe("sweep directories", function()
     assert.truthy(err:find("2 cells in shard 1/2, 2 already done, 0 to run", 1, true), err)
   end)
 
+  it("grow on resume when only values or seeds are added (unsharded), keeping finished cells", function()
+    local dir = tmp .. "/grown"
+    local _, err, rc = run_nm{sweep_script, echo, "--set", "a=1,2", "--seeds", "1-2", "--out", dir}
+    assert.equal(0, rc, err)
+    local first = read(dir .. "/sweep.jsonl")
+    assert.equal(4, lines_of(first))
+    -- a value that is not the saved grid's is another sweep, not a growth
+    _, err, rc = run_nm{sweep_script, echo, "--set", "a=1,3", "--seeds", "1-2", "--out", dir, "--resume"}
+    assert.equal(2, rc, err)
+    assert.truthy(err:find("was created for another sweep: sets (", 1, true), err)
+    _, err, rc = run_nm{sweep_script, echo, "--set", "a=1,2,3", "--seeds", "1-3", "--out", dir,
+                        "--resume"}
+    assert.equal(0, rc, err)
+    assert.truthy(err:find("grid grown (a + 3; seeds + 3); its finished cells are kept", 1, true), err)
+    assert.truthy(err:find("9 cells, 4 already done, 5 to run", 1, true), err)
+    local all = read(dir .. "/sweep.jsonl")
+    assert.equal(9, lines_of(all))
+    assert.equal(first, all:sub(1, #first))              -- the first four records as they were
+    local m = json.decode(read(dir .. "/sweep.json"))
+    assert.same({"1", "2", "3"}, m.sets[1].values)
+    assert.same({1, 2, 3}, m.seeds)
+    -- a lone --resume now takes the grown grid
+    _, err, rc = run_nm{sweep_script, "--resume", "--out", dir}
+    assert.equal(0, rc, err)
+    assert.truthy(err:find("9 cells, 9 already done, 0 to run", 1, true), err)
+  end)
+
+  it("say what a growth adds, and refuse one with shards or other arguments", function()
+    local base = {experiment = "experiments/x.lua", sets = {{name = "a", values = {1, 2}}},
+                  seeds = {1, 2}, args = {}, quick = false}
+    local function with(changes)
+      local g = json.decode(json.encode(base))
+      for k, v in pairs(changes) do g[k] = v end
+      return g
+    end
+    assert.equal("a + 3", sweep.grid_growth(base, with{sets = {{name = "a", values = {1, 2, 3}}}}))
+    assert.equal("seeds + 4,5", sweep.grid_growth(base, with{seeds = {1, 2, 4, 5}}))
+    assert.equal("", sweep.grid_growth(base, with{sets = {{name = "a", values = {2, 1}}}}))
+    assert.equal("", sweep.grid_growth(base, with{experiment = "./experiments/x.lua"}))
+    assert.is_nil(sweep.grid_growth(base, with{seeds = {1, 3}}))
+    assert.is_nil(sweep.grid_growth(base, with{sets = {{name = "b", values = {1, 2}}}}))
+    assert.is_nil(sweep.grid_growth(base, with{sets = {{name = "a", values = {1, 2}},
+                                                       {name = "b", values = {1}}}}))
+    assert.is_nil(sweep.grid_growth(base, with{args = {"--steps=3"}}))
+    assert.is_nil(sweep.grid_growth(base, with{quick = true}))
+    assert.is_nil(sweep.grid_growth(base, with{shard = "1/2"}))
+    assert.is_nil(sweep.grid_growth(with{shard = "1/2"}, with{shard = "1/2", seeds = {1, 2, 3}}))
+  end)
+
   it("refuse a second runner while the first is alive, and not after it died (D8)", function()
     local dir = tmp .. "/locked"
     nm.sys.mkdir(dir)

@@ -247,6 +247,45 @@ local function manifest_differences(saved, given, saved_name, given_name)
 end
 sweep.manifest_differences = manifest_differences
 
+-- When GIVEN only grows SAVED's grid (more values of the same sets, more
+-- seeds; the same experiment, arguments and quick; no shards, whose cells
+-- are dealt by position), what it adds, as text ("" when only the order
+-- differs); else nil. The finished cells keep their keys, so they stay done.
+local function grid_growth(saved, given)
+  if saved.shard ~= nil or given.shard ~= nil then return nil end
+  if path_key(saved.experiment) ~= path_key(given.experiment) or shown(saved.args) ~= shown(given.args)
+     or (saved.quick or false) ~= (given.quick or false) then
+    return nil
+  end
+  local function added(old, new)
+    local have, extra = {}, {}
+    for _, v in ipairs(new or {}) do have[shown(v)] = true end
+    for _, v in ipairs(old or {}) do
+      if not have[shown(v)] then return nil end
+    end
+    local known = {}
+    for _, v in ipairs(old or {}) do known[shown(v)] = true end
+    for _, v in ipairs(new or {}) do
+      if not known[shown(v)] then extra[#extra + 1] = tostring(v) end
+    end
+    return extra
+  end
+  local a, b = saved.sets or {}, given.sets or {}
+  if #a ~= #b then return nil end
+  local parts = {}
+  for i = 1, #a do
+    if a[i].name ~= b[i].name then return nil end
+    local extra = added(a[i].values, b[i].values)
+    if not extra then return nil end
+    if #extra > 0 then parts[#parts + 1] = format("%s + %s", a[i].name, concat(extra, ",")) end
+  end
+  local seeds = added(saved.seeds, given.seeds)
+  if not seeds then return nil end
+  if #seeds > 0 then parts[#parts + 1] = "seeds + " .. concat(seeds, ",") end
+  return concat(parts, "; ")
+end
+sweep.grid_growth = grid_growth
+
 -- sweep.lock(dir) -> release function. DIR/sweep.lock is held with
 -- nm.sys.lock (flock: the kernel frees it when its runner dies, however it
 -- dies) and names its holder; a second runner on DIR fails naming it.
@@ -300,9 +339,18 @@ function sweep.run(cfg)
     release = sweep.lock(dir)
     local given = manifest_of(cfg)
     if exists(manifest_path) then
-      local diffs = manifest_differences(json.read_file(manifest_path), given)
-      if #diffs > 0 then
-        error(format("%s was created for another sweep: %s; resume it as it was or use another --out",
+      local saved = json.read_file(manifest_path)
+      local diffs = manifest_differences(saved, given)
+      local growth = #diffs > 0 and grid_growth(saved, given)
+      if growth then
+        nm.sys.atomic_write(manifest_path, json.encode(given, {indent = 2}) .. "\n")
+        if not cfg.quiet then
+          say(format("sweep %s: grid grown (%s); its finished cells are kept", dir,
+                     growth ~= "" and growth or "values reordered"))
+        end
+      elseif #diffs > 0 then
+        error(format("%s was created for another sweep: %s; resume it as it was, grow its grid " ..
+                     "(more values or seeds, unsharded), or use another --out",
                      dir, concat(diffs, "; ")), 0)
       end
     else
