@@ -178,6 +178,8 @@ describe("experiments/reproduce.lua", function()
     assert.truthy(text:find("^# x\n\nbefore\n<!%-%- reproduce:begin %-%->\n| family |"), text)
     assert.truthy(text:find("\n<!%-%- reproduce:end %-%->\nafter\n$"), text)
     assert.falsy(text:find("old table", 1, true))
+    -- with every result run, the line under the table says so (not "an estimated 0 s")
+    assert.truthy(text:find("); every result has run (`make reproduce", 1, true), text)
     for _, fam in ipairs(registry) do
       assert.truthy(text:find("(" .. out .. "/doc/" .. fam.family .. ".md)", 1, true), fam.family)
     end

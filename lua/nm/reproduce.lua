@@ -742,10 +742,11 @@ function reproduce.readme_table(families, doc_dir)
     if not summary then out[#out + 1] = format("| %s | - | - | - | not run yet | - |", link) end
   end
   out[#out + 1] = ""
+  local rest = todo > 0 and format("not run yet: an estimated %s on %d cores", hms(todo), reproduce.CORES)
+               or "every result has run"
   out[#out + 1] = format("CPU time of the runs behind this table: %s (about %s on %d cores); " ..
-                         "not run yet: an estimated %s on %d cores (`make reproduce ARGS=\"--list\"`).",
-                         hms(total_cpu), hms(total_cpu / reproduce.CORES), reproduce.CORES, hms(todo),
-                         reproduce.CORES)
+                         "%s (`make reproduce ARGS=\"--list\"`).",
+                         hms(total_cpu), hms(total_cpu / reproduce.CORES), reproduce.CORES, rest)
   return concat(out, "\n")
 end
 
