@@ -222,6 +222,29 @@ describe("neuromic package paths", function()
     assert.equal(root .. "\n", out)
   end)
 
+  it("warns, one line, when a C source of its tree is newer than itself (run make)", function()
+    -- a copy of the interpreter with a csrc/ of its own: a stale build
+    -- would pair the old C module with the present Lua libraries
+    local tree = tmpdir .. "/stale"
+    assert.truthy(os.execute("mkdir -p " .. q(tree .. "/csrc/models") .. " && cp " .. q(exe) .. " " ..
+                             q(tree .. "/neuromic") .. " && ln -s " .. q(root .. "/lua") .. " " ..
+                             q(tree .. "/lua") .. " && touch -d '+1 hour' " ..
+                             q(tree .. "/csrc/models/nm_new.c")))
+    local out, rc = run(q(tree .. "/neuromic") .. " -e 'io.write(\"ok\")' 2>&1 >/dev/null")
+    assert.equal(0, rc, out)
+    assert.equal("neuromic: warning: csrc/models/nm_new.c changed after this interpreter was " ..
+                 "built; run make\n", out)
+    -- older sources, files that are not C, or no csrc/ at all: silent
+    assert.truthy(os.execute("touch -d '-1 hour' " .. q(tree .. "/csrc/models/nm_new.c") ..
+                             " && touch -d '+1 hour' " .. q(tree .. "/csrc/models/notes.txt")))
+    out, rc = run(q(tree .. "/neuromic") .. " -e 'io.write(\"ok\")'")
+    assert.equal(0, rc, out)
+    assert.equal("ok", out)
+    -- and the tree under test is no stale build
+    out, rc = nm([[-e 'io.write("ok")']])
+    assert.equal("ok", out)
+  end)
+
   it("loads the C modules busted needs (lfs, system, term)", function()
     local out, rc = nm([[-e 'require "lfs"; require "system"; require "term"; print "ok"']],
                        { cwd = "/tmp" })

@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/select.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <readline/readline.h>
@@ -266,6 +268,51 @@ static void setup_paths(lua_State *L) {
   lua_setfield(L, package, "path");
   lua_pop(L, 1);                    /* package */
   lua_setglobal(L, "NEUROMIC_ROOT");
+}
+
+/* A source file of this checkout newer than the running interpreter: the
+** Lua libraries (read at run time) and the C module (linked in) may then
+** disagree, which shows up as a Lua error deep in a library rather than
+** as the user's mistake. Only in a source tree (csrc/ next to the
+** executable; an installed interpreter has none); a warning, not an
+** error, so a run started while C is being edited still runs. */
+static int newer_than(const struct timespec *a, const struct timespec *b) {
+  return a->tv_sec > b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec > b->tv_nsec);
+}
+
+static void warn_if_stale(lua_State *L) {
+  static const char *const dirs[] = {"csrc/core", "csrc/models", "csrc/lua", "csrc/interp", NULL};
+  struct stat exe, st;
+  lua_getglobal(L, "NEUROMIC_ROOT");
+  const char *root = lua_tostring(L, -1);
+  if (root == NULL || stat("/proc/self/exe", &exe) != 0) {
+    lua_pop(L, 1);
+    return;
+  }
+  for (int i = 0; dirs[i] != NULL; i++) {
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", root, dirs[i]);
+    DIR *d = opendir(path);
+    if (d == NULL) continue;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+      size_t len = strlen(e->d_name);
+      if (len < 3 || e->d_name[len - 2] != '.' ||
+          (e->d_name[len - 1] != 'c' && e->d_name[len - 1] != 'h'))
+        continue;
+      snprintf(path, sizeof path, "%s/%s/%s", root, dirs[i], e->d_name);
+      if (stat(path, &st) == 0 && newer_than(&st.st_mtim, &exe.st_mtim)) {
+        fprintf(stderr, "neuromic: warning: %s/%s changed after this interpreter was built; "
+                "run make\n", dirs[i], e->d_name);
+        fflush(stderr);
+        closedir(d);
+        lua_pop(L, 1);
+        return;
+      }
+    }
+    closedir(d);
+  }
+  lua_pop(L, 1);
 }
 
 /* The module is linked in: require "neuromic" finds it in package.preload. */
@@ -1135,6 +1182,7 @@ static int protected_main(lua_State *L) {
   luaL_openlibs(L);
   preload_module(L);
   setup_paths(L);
+  warn_if_stale(L);
   create_arg_table(L, argv, argc, script);
   set_nm_global(L);
   lua_gc(L, LUA_GCRESTART);
