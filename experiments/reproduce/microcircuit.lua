@@ -112,7 +112,7 @@ return {
               "--fig2-pi-start=mirror", "--fig2-scale-pi=0", "--fig2-scale-ip=300"},
       seeds = "1-5",
       quick = {seeds = "1-2"},
-      estimate_s = 130,     -- measured (7376312): 95-130 s CPU for the microcircuit learner, FA ~1 s each
+      estimate_s = 93,      -- measured (7376312): 93 s CPU per cell (the microcircuit learner; FA ~1 s each)
       measures = pifixed_measures,
       claims = {
         {text = "with W_pi fixed, the microcircuit's error is below FA's at its best constant rate",
