@@ -273,6 +273,11 @@ describe("nm.unroll: meta-gradients of connection rules' parameters", function()
                                   {params = {"eta"}, batch = 2})
     assert.equal(" W_up1 b_up1 W_up2 b_up2 W_down1 W_ip1 b_ip1 W_pi1 ", names(m))
     assert.same({"W_up1.eta", "W_up2.eta", "W_pi1.eta"}, m.names)
+    -- the C of the step and of its adjoint, named
+    local src = unroll.mlp(make({rule = "hebb"}), {params = {"eta"}, batch = 2,
+                                                   mode = "interpret"}):source()
+    assert.truthy(src:find("step of mlp training step (hebb, hebb) (nm.unroll)", 1, true))
+    assert.truthy(src:find("adjoint of mlp training step (hebb, hebb) (nm.unroll)", 1, true))
   end)
 
   it("checks its arguments", function()
