@@ -515,14 +515,16 @@ function MLP:forward(X)
   return Y[L]
 end
 
--- e = J_softmax^T g for each row, given y = softmax(a) and g = dL/dy in E:
--- e = y .* (g - <g, y>).
-local function softmax_vjp(bs, E, Y, S, ones_n)
+-- nn.softmax_vjp(E, Y, S, rows, ones_n): e = J_softmax^T g for each row,
+-- given y = softmax(a) and g = dL/dy in E: e = y .* (g - <g, y>) (S
+-- scratch like E, rows [B] scratch, ones_n a vector of n ones).
+local function softmax_vjp(E, Y, S, rows, ones_n)
   S:mul(E, Y)
-  bs.rows:addmv(1, S, ones_n, 0)
-  E:addr(-1, bs.rows, ones_n)
+  rows:addmv(1, S, ones_n, 0)
+  E:addr(-1, rows, ones_n)
   E:mul(Y)
 end
+nn.softmax_vjp = softmax_vjp
 
 -- E .*= f'(A): one fused pass for the built-in elementwise activations
 -- (E:mul_dact), the activation's df into scratch D then a product for
@@ -578,7 +580,7 @@ function MLP:backward(T, feedback)
     if act.elementwise then
       backprop_act(act, EL, A[L], Y[L], Dv[L])
     else
-      softmax_vjp(bs, EL, Y[L], Dv[L], bs.onesn[L])
+      softmax_vjp(EL, Y[L], Dv[L], bs.rows, bs.onesn[L])
     end
   end
   local single, src = bs.B == 1, pw.source == "output" and L or nil
@@ -593,7 +595,7 @@ function MLP:backward(T, feedback)
     if act.elementwise then
       backprop_act(act, E[l], A[l], Y[l], Dv[l])
     else
-      softmax_vjp(bs, E[l], Y[l], Dv[l], bs.onesn[l])
+      softmax_vjp(E[l], Y[l], Dv[l], bs.rows, bs.onesn[l])
     end
   end
   return E
