@@ -232,6 +232,16 @@ describe("threads", function()
     assert.same({{5, 6}, {1, 2}}, B:totable())
   end)
 
+  it("nm.sys.thread_cpu reads the calling thread's CPU time, within the process's", function()
+    local c0, t0 = os.clock(), nm.sys.thread_cpu()
+    local x = 0
+    for i = 1, 3000000 do x = x + i % 7 end
+    local c1, t1 = os.clock(), nm.sys.thread_cpu()
+    assert.is_true(x > 0)
+    assert.is_true(t1 > t0)
+    assert.is_true(t1 - t0 <= (c1 - c0) + 1e-3, (t1 - t0) .. " > " .. (c1 - c0))
+  end)
+
   it("nm.threads sets and reports the count and the processors", function()
     local saved, cores = nm.threads()
     assert.is_true(cores >= 1)
