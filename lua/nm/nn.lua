@@ -410,6 +410,7 @@ function MLP:buffers(B)
   bs = {B = B, A = {}, Y = {}, E = {}, Dv = {}, Yt = {}, Et = {}, q = {}}
   bs.X = nm.zeros(B, n[0], dt)
   bs.Y[0], bs.Yt[0] = bs.X, bs.X:t()
+  bs.inputs_t = setmetatable({[bs.X] = bs.Yt[0]}, {__mode = "k"})   -- input -> its transpose
   bs.ones = nm.ones(B, dt)
   for l = 1, L do
     bs.A[l] = nm.zeros(B, n[l], dt)
@@ -459,9 +460,9 @@ local function check_input(self, X)
 end
 
 -- A batch input of the network's dtype that BLAS can read is used in
--- place (no copy); the views the rules read are remade only when the
--- input tensor changes (data.batches serves one buffer throughout).
--- Anything else is copied into the buffer set's own X.
+-- place (no copy); the transposed view the rules read is made once per
+-- input tensor and kept while the tensor lives (data.batches serves two
+-- buffers in turn). Anything else is copied into the buffer set's own X.
 local function bind_input(bs, X, dtype)
   local src = X
   if X:dtype() ~= dtype or not X:is_contiguous() then
@@ -469,8 +470,10 @@ local function bind_input(bs, X, dtype)
     src = bs.X
   end
   if bs.Y[0] ~= src then
-    bs.Y[0], bs.Yt[0] = src, src:t()
-    bs.q[1].pre, bs.q[1].pre_t = src, bs.Yt[0]
+    local t = bs.inputs_t[src]
+    if not t then t = src:t(); bs.inputs_t[src] = t end
+    bs.Y[0], bs.Yt[0] = src, t
+    bs.q[1].pre, bs.q[1].pre_t = src, t
   end
 end
 
