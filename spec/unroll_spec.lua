@@ -346,6 +346,11 @@ print(u:fn():compiled(), string.format("%.17g %.17g", grad:get(1), grad:get(2)))
     local X = nm.zeros(6, 4, "float64")
     assert.truthy(err(function() u:run(u:theta(), u:state(), X, nm.zeros(6, 2, "float64")) end)
                   :find("T must be [steps * 2 x 3]", 1, true))
+    -- a diverging training is an error, not a NaN gradient
+    local ones = function(r, c) return nm.zeros(r, c, "float64"):fill(1) end
+    assert.truthy(err(function() u:gradient(ones(6, 4), ones(6, 3), ones(2, 4), ones(2, 3),
+                                            {theta = nm.tensor({math.huge, 1}, "float64")}) end)
+                  :find("unroll: gradient: W1 is not finite after 3 training steps (the training diverged", 1, true))
     assert.truthy(err(function() u:loss(u:theta(), u:state(), X, nm.zeros(6, 3, "float64"),
                                         nm.zeros(3, 4, "float64"), nm.zeros(2, 3, "float64")) end)
                   :find("Xq must be a [2 x 4] tensor", 1, true))
