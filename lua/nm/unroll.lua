@@ -202,8 +202,13 @@ function U:fixed()
       end
     end
   end
-  if self.model.mod and type(self.net.mod) == "number" then sc[#sc + 1] = {0, "mod"} end
-  return sc, concat(zero, ",")
+  local key = concat(zero, ",")
+  if self.model.mod then
+    -- a number read at every call; nil, or a tensor (a constant): in the kernel
+    if type(self.net.mod) == "number" then sc[#sc + 1] = {0, "mod"}; key = key .. "|mod"
+    elseif self.net.mod ~= nil then key = key .. "|" .. tostring(self.net.mod) end
+  end
+  return sc, key
 end
 
 local function scalar_values(self, sc)
