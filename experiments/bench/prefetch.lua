@@ -84,7 +84,17 @@ print("| threads | wall, gathered when served | wall, prefetched | ratio | train
       "CPU, when served | prefetched | ratio | process CPU, when served | prefetched | ratio | " ..
       "same bits |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
+-- The gathers alone: an epoch of batches served without training, at one
+-- thread (the most the training thread can shed).
 local saved = nm.threads()
+nm.threads(1)
+local only = data.batches(ds.train, opts.batch, {generator = nm.generator(4), prefetch = false})
+local gather_s = math.huge
+for _ = 1, opts.repeats do
+  local c0 = thread_cpu()
+  for _ in only:epoch() do end
+  gather_s = math.min(gather_s, thread_cpu() - c0)
+end
 for _, t in ipairs(opts.counts) do
   nm.threads(t)
   local plain, pre = setup(false), setup(true)
@@ -106,3 +116,5 @@ for _, t in ipairs(opts.counts) do
 end
 nm.threads(saved)
 print("ratio = gathered when served / prefetched (> 1: prefetching is faster)")
+print(string.format("an epoch's gathers alone: %.3f CPU s on one thread (the most a worker can " ..
+                    "take off the training thread)", gather_s))
