@@ -507,6 +507,33 @@ describe("the hill climber", function()
     end)
   end
 
+  -- The kernels score NK_BLOCK (32) columns at a time over tiles of samples:
+  -- N over several blocks with a partial last one, S neither a multiple of
+  -- the tile (8) nor of the 16-sample partial sums, and S a multiple of 8
+  -- whose last partial sum ends inside a tile.
+  for _, case in ipairs{{70, 61}, {45, 40}} do
+    for _, kind in ipairs{"NAN", "ANN"} do
+      it(string.format("%s: incremental and naive scoring agree at N = %d, S = %d", kind,
+                       case[1], case[2]), function()
+        local a, b = twins(kind, case[1], case[2], 43)
+        local ga, gb = nm.generator(78), nm.generator(78)
+        local hidden = 0
+        for c = 1, 400 do
+          a:step(1, ga)
+          b:step_naive(1, gb)
+          same_cycle(a:last(), b:last(), kind .. " cycle " .. c)
+          if a:last().group == "hidden" then hidden = hidden + 1 end
+        end
+        assert.is_true(hidden > 50)
+        local t1, m1, r1 = a:errors()
+        local t2, m2, r2 = a:naive()
+        assert.are.equal(t1, t2)
+        assert.are.equal(m1, m2)
+        assert.are.same(r1, r2)
+      end)
+    end
+  end
+
   it("keeps ties with probability 0.5, alike in both forms", function()
     -- saturated hidden neurons: changing an input weight changes nothing
     local a, b = model_twins("NAN", 16, 80, 60)

@@ -143,6 +143,7 @@ collect("Generator.", nm.Generator)
 local OBJECTS = {
   Tensor = T(2, 3), Generator = gen(), NKModel = nk_model(), NKNet = nk_net(),
   MotifNet = motif(), Microcircuit = mc_handle(), MLPStep = mlp_net().online.step,
+  Gather = nm.gather(4),
 }
 for kind, obj in pairs(OBJECTS) do
   local mt = getmetatable(obj)
@@ -380,6 +381,9 @@ local function mlp_spec()
 end
 base("nm.kernels.mlp_step", function() return {mlp_spec()} end)
 base("MLPStep.run", function() return {mlp_net().online.step, T(4), T(1, 2), 0.1, false} end)
+base("nm.gather", function() return {4} end)
+base("Gather.start", function() return {nm.gather(4), {3, 1, 2}, 1, T(2, 3), T(3, 3)} end,
+     function() return {nm.gather(4), nm.tensor({3, 1, 2}, "float64"), 2, T(2, 3), T(3, 3), D(2, 1), D(3, 1)} end)
 
 -- Functions left out of the battery (effects on processes, files, the
 -- signal handlers, or running time), each tested by hand below.
@@ -475,6 +479,7 @@ local function bases_of(name)
   if kind == "MotifNet" then return {function() return {motif()} end} end
   if kind == "Microcircuit" then return {function() return {mc_handle()} end} end
   if kind == "MLPStep" then return {function() return {mlp_net().online.step} end} end
+  if kind == "Gather" then return {function() return {nm.gather(4)} end} end
   return {function() return {} end}
 end
 

@@ -68,6 +68,31 @@ function support.write_file(path, s)
   assert(f:close())
 end
 
+-- The fenced blocks of a Markdown page, in order: {lang =, text =}.
+function support.doc_blocks(text)
+  local out = {}
+  for lang, body in text:gmatch("\n```(%w*)\n(.-)```") do out[#out + 1] = {lang = lang, text = body} end
+  return out
+end
+
+-- support.doc_files(page, dir) -> {[name] = path}: writes every Lua block
+-- of the page (a path under the repository root) whose first line is
+-- "-- some/path.lua: ..." as dir/some/path.lua, as a reader saving them
+-- would (doc/tutorial.md's rules).
+function support.doc_files(page, dir)
+  local out = {}
+  for _, b in ipairs(support.doc_blocks(support.read_file(support.root .. "/" .. page))) do
+    local file = b.lang == "lua" and b.text:match("^%-%- ([%w_%./%-]+%.lua):")
+    if file then
+      local path = dir .. "/" .. file
+      os.execute(string.format("mkdir -p %q", path:match("^(.*)/")))
+      support.write_file(path, b.text)
+      out[file] = path
+    end
+  end
+  return out
+end
+
 -- support.user_rule(dir, base, name) -> path: writes DIR/NAME.lua, a user's
 -- rule file that is the built-in rule BASE without its C kernel (so its Lua
 -- step runs), as a user would copy it.

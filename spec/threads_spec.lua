@@ -2,10 +2,12 @@
 -- the parts of large products, elementwise kernels and row gathers, cut
 -- by the shapes alone, so results are the same bits for 1, 2 and 3
 -- threads: at batch 1 (nothing is split) and at batch 100 (everything
--- large is).
+-- large is); the next minibatch gathered beside the training (nm.gather)
+-- changes nothing either.
 local nm = require "neuromic"
 local nn = require "nm.nn"
 local fae = require "nm.models.folded_ae"
+local data = require "nm.data"
 
 local function with_threads(n, f)
   local saved = nm.threads()
@@ -21,6 +23,15 @@ local function max_diff(a, b)
   return d
 end
 
+-- Copies of an MLP's weights and biases, appended to out.
+local function weights_of(net, out)
+  for l = 1, net.L do
+    out[#out + 1] = net.conns[l].W:clone()
+    out[#out + 1] = net.conns[l].b:clone()
+  end
+  return out
+end
+
 -- Three steps of an MLP; the weights, biases and last output.
 local function train_mlp(batch, rule, act, dtype)
   local g = nm.generator(5)
@@ -34,12 +45,7 @@ local function train_mlp(batch, rule, act, dtype)
     net:train_batch(X, T)
     Y = net:forward(X):clone()
   end
-  local out = {Y}
-  for l = 1, net.L do
-    out[#out + 1] = net.conns[l].W:clone()
-    out[#out + 1] = net.conns[l].b:clone()
-  end
-  return out
+  return weights_of(net, {Y})
 end
 
 -- Two minibatches of the folded autoencoder (settle, then learn).
@@ -129,6 +135,111 @@ describe("threads", function()
     for _, i in ipairs{1, 200, 400} do
       assert.equal(0, max_diff(R:select(1, i), X:select(1, idx[i])))
     end
+  end)
+
+  -- An epoch over data.batches, which gathers the next batch on a worker
+  -- while the current one trains (nm.gather): 1,050 rows, so the last
+  -- batch is partial and has its own buffers.
+  local function train_epochs(prefetch)
+    local g = nm.generator(21)
+    local n = 1050
+    local split = {X = nm.rand(g, n, 784), Y = nm.zeros(n, 10), labels = {}}
+    for i = 1, n do
+      split.labels[i] = (i * 7) % 10 + 1
+      split.Y:set(i, split.labels[i], 1)
+    end
+    local net = nn.mlp{sizes = {784, 64, 10}, act = "sigmoid", out = "softmax", loss = "xent",
+                       rule = "backprop", params = {eta = 0.1}, gen = nm.generator(3)}
+    local batches = data.batches(split, 100, {generator = nm.generator(4), prefetch = prefetch})
+    for _ = 1, 2 do
+      for b in batches:epoch() do net:train_batch(b.X, b.Y) end
+    end
+    return weights_of(net, {})
+  end
+
+  it("MLP epochs over prefetched minibatches: the same bits at 1, 2, 3 threads and unprefetched",
+     function()
+    local plain = with_threads(1, function() return train_epochs(false) end)
+    same_for_any_count(function() return train_epochs(true) end)
+    local one = with_threads(1, function() return train_epochs(true) end)
+    for i = 1, #plain do assert.equal(0, max_diff(plain[i], one[i]), "tensor " .. i) end
+  end)
+
+  it("nm.gather copies the rows index_rows copies, while the caller works", function()
+    local g = nm.generator(13)
+    local X, Y = nm.randn(g, 700, 300), nm.randn(g, 700, 3, "float64")
+    local gather = nm.gather(128)
+    local B1, B2 = nm.zeros(128, 300), nm.zeros(128, 3)        -- Y cast to float32
+    local R1, R2 = nm.zeros(128, 300), nm.zeros(128, 3)
+    local A, C = nm.randn(g, 200, 200), nm.zeros(200, 200)
+    for _, t in ipairs{1, 2, 3} do
+      with_threads(t, function()
+        for round = 1, 40 do
+          local idx = {}
+          for i = 1, 150 do idx[i] = g:integer(1, 700) end
+          local first = round % 23 + 1
+          gather:start(idx, first, B1, X, B2, Y)
+          C:mm(A, A:t()):sigmoid()              -- the caller's own (pooled) work meanwhile
+          gather:wait()
+          R1:index_rows(X, idx, first)
+          R2:index_rows(Y, idx, first)
+          assert.equal(0, max_diff(B1, R1), t .. " threads, round " .. round)
+          assert.equal(0, max_diff(B2, R2), t .. " threads, round " .. round)
+        end
+      end)
+    end
+    -- waiting twice, or with nothing started, returns; a running gather keeps
+    -- its tensors alive through a close and is waited for when collected
+    assert.equal(gather, gather:wait():wait())
+    with_threads(2, function()
+      local S = nm.randn(g, 5000, 300)
+      local D = nm.zeros(128, 300)
+      local idx = {}
+      for i = 1, 128 do idx[i] = 5000 - i end
+      local want = S:select(1, 4999):clone()
+      local h = nm.gather(128):start(idx, 1, D, S)
+      S:close()
+      h:wait()
+      assert.equal(0, max_diff(D:select(1, 1), want))
+      nm.gather(128):start(idx, 1, nm.zeros(128, 300), nm.randn(g, 5000, 300))
+      collectgarbage("collect")
+    end)
+  end)
+
+  it("nm.gather checks its arguments as index_rows does, naming the method", function()
+    local X = nm.tensor({{1, 2}, {3, 4}, {5, 6}})
+    local gather = nm.gather(2)
+    assert.equal(2, gather:rows())
+    assert.has_error(function() nm.gather(0) end,
+      "bad argument #1 to 'gather' (rows must be in [1, 2^26])")
+    assert.has_error(function() gather:start({1, 4}, 1, nm.zeros(2, 2), X) end,
+      "bad argument #1 to 'start' (index 4 at position 2 out of range [1, 3])")
+    assert.has_error(function() gather:start({1, 2}, 1, nm.zeros(2, 3), X) end,
+      "bad argument #4 to 'start' (row size mismatch, [2 x 3] vs [3 x 2])")
+    assert.has_error(function() gather:start({1, 2, 3}, 1, nm.zeros(3, 2), X) end,
+      "bad argument #3 to 'start' (3 rows, more than the gather's 2)")
+    assert.has_error(function() gather:start({1, 2}, 2, nm.zeros(2, 2), X) end,
+      "bad argument #1 to 'start' (2 rows from position 2 need more than the 2 indices of the list)")
+    assert.has_error(function() gather:start({1, 2}, 1, nm.zeros(2, 2)) end,
+      "bad argument #3 to 'start' (1 to 4 pairs of tensors B, X expected after idx and first)")
+    assert.has_error(function() gather:start({1, 2}, 1, nm.zeros(2, 2), X, nm.zeros(1, 2), X) end,
+      "bad argument #5 to 'start' (B2 has 1 rows, B1 2)")
+    local B = nm.zeros(2, 2)
+    assert.has_error(function() gather:start({1, 2}, 1, B, X, B, X) end,
+      "bad argument #5 to 'start' (B1 shares memory with B2)")
+    assert.has_error(function() gather:start({1, 2}, 1, X:narrow(1, 1, 2), X) end)
+    assert.equal(gather, gather:start({3, 1}, 1, B, X):wait())
+    assert.same({{5, 6}, {1, 2}}, B:totable())
+  end)
+
+  it("nm.sys.thread_cpu reads the calling thread's CPU time, within the process's", function()
+    local c0, t0 = os.clock(), nm.sys.thread_cpu()
+    local x = 0
+    for i = 1, 3000000 do x = x + i % 7 end
+    local c1, t1 = os.clock(), nm.sys.thread_cpu()
+    assert.is_true(x > 0)
+    assert.is_true(t1 > t0)
+    assert.is_true(t1 - t0 <= (c1 - c0) + 1e-3, (t1 - t0) .. " > " .. (c1 - c0))
   end)
 
   it("nm.threads sets and reports the count and the processors", function()

@@ -23,13 +23,6 @@ local function absolute(path)
   return (sh(string.format("cd %q && pwd", path)):gsub("\n$", ""))
 end
 
--- The fenced blocks of the page, in order: {lang =, text =}.
-local function blocks_of(doc)
-  local out = {}
-  for lang, text in doc:gmatch("\n```(%w*)\n(.-)```") do out[#out + 1] = {lang = lang, text = text} end
-  return out
-end
-
 local function lines_of(text)
   local out = {}
   for line in (text .. "\n"):gmatch("(.-)\n") do out[#out + 1] = line:gsub("%s+$", "") end
@@ -107,7 +100,7 @@ end
 
 describe("doc/tutorial.md", function()
   it("runs as written and prints what it shows", function()
-    local blocks = blocks_of(support.read_file(support.root .. "/doc/tutorial.md"))
+    local blocks = support.doc_blocks(support.read_file(support.root .. "/doc/tutorial.md"))
     local root, exe = absolute(support.root), support.exe
     if not exe:match("^/") then exe = root .. "/" .. exe:gsub("^%./", "") end
     local dir = os.tmpname()

@@ -9,6 +9,11 @@
 ** generation odd and waits until no worker is active, so that no worker
 ** ever reads a job half written. All shared counters are sequentially
 ** consistent atomics.
+**
+** Beside the jobs, one slot `side` holds a task (nm_pool_start) that no
+** worker has taken yet; an idle worker takes it (compare-and-swap to
+** NULL), runs it and marks it done. nm_pool_wait takes it back the same
+** way when no worker has, and runs it in the caller.
 */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -39,8 +44,12 @@ static struct {
   void *ctx;
   int64_t parts;
   atomic_llong next, left;
+  _Atomic(nm_task *) side;     /* a task waiting for a worker */
 } P = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {0}, 0, 1, 0, 0, 0,
-       NM_POOL_MAX, 0, NULL, NULL, 0, 0, 0};
+       NM_POOL_MAX, 0, NULL, NULL, 0, 0, 0, NULL};
+
+/* nm_task states */
+enum { TASK_IDLE = 0, TASK_POSTED = 1, TASK_DONE = 2 };
 
 static _Thread_local int in_part;
 
@@ -61,6 +70,17 @@ static void take_parts(void) {
   }
 }
 
+/* Runs the waiting task, if any and if this thread takes it first. */
+static int take_side(void) {
+  nm_task *t = atomic_load(&P.side);
+  if (t == NULL || !atomic_compare_exchange_strong(&P.side, &t, NULL)) return 0;
+  in_part = 1;                          /* its pool calls run inline */
+  t->fn(t->ctx);
+  in_part = 0;
+  atomic_store(&t->state, TASK_DONE);
+  return 1;
+}
+
 static void *worker(void *arg) {
   int index = (int)(intptr_t)arg;
   unsigned seen = atomic_load(&P.gen);
@@ -69,6 +89,7 @@ static void *worker(void *arg) {
     int spins = 0;
     for (;;) {
       if (index >= atomic_load(&P.stop_from)) return NULL;
+      if (take_side()) { spins = 0; continue; }
       g = atomic_load(&P.gen);
       if (g != seen && !(g & 1u)) break;
       if (++spins < SPINS) { relax(); continue; }
@@ -76,7 +97,9 @@ static void *worker(void *arg) {
       atomic_fetch_add(&P.sleepers, 1);
       for (;;) {
         g = atomic_load(&P.gen);
-        if ((g != seen && !(g & 1u)) || index >= atomic_load(&P.stop_from)) break;
+        if ((g != seen && !(g & 1u)) || index >= atomic_load(&P.stop_from) ||
+            atomic_load(&P.side) != NULL)
+          break;
         pthread_cond_wait(&P.wake, &P.lock);
       }
       atomic_fetch_sub(&P.sleepers, 1);
@@ -167,6 +190,47 @@ void nm_pool_run(int64_t parts, nm_pool_fn fn, void *ctx) {
     else sched_yield();                  /* a worker was descheduled mid-part */
   }
   atomic_store(&P.busy, 0);
+}
+
+void nm_task_init(nm_task *t) {
+  t->fn = NULL;
+  t->ctx = NULL;
+  atomic_store(&t->state, TASK_IDLE);
+}
+
+void nm_pool_start(nm_task *t, void (*fn)(void *ctx), void *ctx) {
+  nm_pool_wait(t);
+  t->fn = fn;
+  t->ctx = ctx;
+  nm_task *none = NULL;
+  if (P.workers == 0 || in_part) {
+    fn(ctx);
+    atomic_store(&t->state, TASK_DONE);
+    return;
+  }
+  atomic_store(&t->state, TASK_POSTED);
+  if (!atomic_compare_exchange_strong(&P.side, &none, t)) {   /* the slot is taken */
+    fn(ctx);
+    atomic_store(&t->state, TASK_DONE);
+    return;
+  }
+  wake_all();
+}
+
+void nm_pool_wait(nm_task *t) {
+  if (atomic_load(&t->state) == TASK_POSTED) {
+    nm_task *mine = t;
+    if (atomic_compare_exchange_strong(&P.side, &mine, NULL)) {   /* no worker took it */
+      t->fn(t->ctx);
+    } else {
+      int spins = 0;
+      while (atomic_load(&t->state) != TASK_DONE) {
+        if (++spins < SPINS) relax();
+        else sched_yield();
+      }
+    }
+  }
+  atomic_store(&t->state, TASK_IDLE);
 }
 
 int64_t nm_pool_bound(int64_t n, int64_t parts, int64_t align, int64_t p) {

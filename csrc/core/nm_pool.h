@@ -35,6 +35,25 @@ int nm_pool_cores(void);
 typedef void (*nm_pool_fn)(void *ctx, int64_t part);
 void nm_pool_run(int64_t parts, nm_pool_fn fn, void *ctx);
 
+/* A task run beside the caller: nm_pool_start hands fn(ctx) to a pool
+** worker and returns at once, so that the caller goes on (with its own
+** parallel jobs, whose parts the worker takes again once the task is
+** done); nm_pool_wait returns when the task has run. With no worker (one
+** thread), from inside a part, or while another task waits for a worker,
+** the task runs in nm_pool_start itself. A task not yet taken by a worker
+** when nm_pool_wait is called runs in the caller there. The caller keeps
+** the task and everything fn reads or writes alive, and touches none of
+** what fn writes, until nm_pool_wait returns. One task per nm_task at a
+** time; waiting on a task never started, or already waited for, returns. */
+typedef struct nm_task {
+  void (*fn)(void *ctx);
+  void *ctx;
+  _Atomic int state;            /* see nm_pool.c */
+} nm_task;
+void nm_task_init(nm_task *t);
+void nm_pool_start(nm_task *t, void (*fn)(void *ctx), void *ctx);
+void nm_pool_wait(nm_task *t);
+
 /* Part p's first item when n items are cut into `parts` near-equal parts
 ** whose bounds (but the last) are multiples of `align` (>= 1). */
 int64_t nm_pool_bound(int64_t n, int64_t parts, int64_t align, int64_t p);

@@ -201,6 +201,12 @@ double nm_clock_monotonic(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+double nm_thread_cpu(void) {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return -1.0;
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 int nm_children_cpu(double *user, double *sys) {
   struct rusage ru;
   if (getrusage(RUSAGE_CHILDREN, &ru) != 0) return -1;

@@ -45,6 +45,9 @@ uint64_t nm_fnv1a64(const void *data, size_t len);
 
 /* Seconds from an arbitrary fixed point, never going backwards. */
 double nm_clock_monotonic(void);
+/* CPU seconds of the calling thread (CLOCK_THREAD_CPUTIME_ID); -1 when
+** the clock cannot be read. */
+double nm_thread_cpu(void);
 
 /* CPU seconds (user, system) used so far by the children of this process
 ** that have ended and been waited for (with theirs: getrusage

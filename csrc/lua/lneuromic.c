@@ -43,6 +43,7 @@ int luaopen_neuromic(lua_State *L) {
   nm_open_io(L, module, methods);
   nm_open_sys(L, module, methods);
   nm_open_synth(L, module, methods);
+  nm_open_gather(L, module, methods);
   lua_newtable(L);                      /* nm.kernels: the model kernels */
   int kernels = lua_gettop(L);
   nm_open_nk(L, kernels, methods);

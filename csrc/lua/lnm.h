@@ -50,6 +50,15 @@ void nm_shape_argerror(lua_State *L, int arg, const char *name, const nm_tensor 
 ** read while they write would otherwise give silently wrong values. */
 void nm_check_disjoint(lua_State *L, int nout, int n, const int *args,
                        const char *const *names, const nm_tensor *const *ts);
+/* The checks of a row gather B <- rows idx[first ..] of X (B:index_rows,
+** nm.gather): B at arg bi, X at arg bi + 1, the indices at arg ii (a list,
+** or a 1-D tensor returned in *it, else NULL); row sizes, disjointness and
+** the list's length. Returns the rows of B. */
+int64_t nm_gather_check(lua_State *L, int bi, int ii, lua_Integer first, nm_tensor **it);
+/* The index at position pos of the list or tensor at arg ii, checked to be
+** a row of a tensor of nrows rows; 0-based. */
+int64_t nm_gather_index(lua_State *L, int ii, const nm_tensor *it, lua_Integer pos,
+                        int64_t nrows);
 /* Raises "bad argument #args[i] (names[i] was closed during the call)"
 ** for a closed tensor among ts[0..n-1] (NULL entries skipped): for the
 ** last check before a kernel when reading options ran metamethods. */
@@ -108,6 +117,7 @@ void nm_open_mlp(lua_State *L, int kernels, int methods);
 void nm_open_meta(lua_State *L, int module, int methods);
 void nm_open_folded(lua_State *L, int module, int methods);
 void nm_open_kernel(lua_State *L, int module, int methods);
+void nm_open_gather(lua_State *L, int module, int methods);
 
 int luaopen_neuromic(lua_State *L);
 

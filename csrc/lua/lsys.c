@@ -137,6 +137,15 @@ static int sys_clock(lua_State *L) {
   return 1;
 }
 
+/* nm.sys.thread_cpu() -> CPU seconds of the calling thread (the Lua
+** state's own thread, without the pool's workers). */
+static int sys_thread_cpu(lua_State *L) {
+  double t = nm_thread_cpu();
+  if (t < 0) return luaL_error(L, "thread_cpu: cannot read the thread's CPU clock");
+  lua_pushnumber(L, t);
+  return 1;
+}
+
 /* nm.sys.children_cpu() -> seconds (user + system), user, system: the CPU
 ** time of the ended and waited-for children so far. */
 static int sys_children_cpu(lua_State *L) {
@@ -363,6 +372,7 @@ static const luaL_Reg sys_funcs[] = {
   {"listdir", sys_listdir},
   {"clock", sys_clock},
   {"children_cpu", sys_children_cpu},
+  {"thread_cpu", sys_thread_cpu},
   {"isatty", sys_isatty},
   {"getpid", sys_getpid},
   {"sleep", sys_sleep},

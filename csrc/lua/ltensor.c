@@ -909,40 +909,33 @@ static lua_Integer index_at(lua_State *L, int arg, const nm_tensor *it, lua_Inte
   return v;
 }
 
-/* B:index_rows(X, idx [, first]) -> B
-** Row i of B (along dim 1) = row idx[first + i - 1] of X, for every row of
-** B; idx a list or 1-D tensor of 1-based row numbers, first default 1.
-** Rows must hold the same number of elements (shapes may differ: a
-** [B x 784] buffer takes rows of an [N x 28 x 28] tensor); dtypes are
-** converted. Allocates nothing. */
-static int m_index_rows(lua_State *L) {
-  nm_tensor *B = nm_checktensor(L, 1);
-  nm_tensor *X = nm_checktensor(L, 2);
-  nm_tensor *it = NULL;
+int64_t nm_gather_check(lua_State *L, int bi, int ii, lua_Integer first, nm_tensor **it) {
+  nm_tensor *B = nm_checktensor(L, bi);
+  nm_tensor *X = nm_checktensor(L, bi + 1);
   lua_Integer len;
-  if (lua_istable(L, 3)) len = luaL_len(L, 3);
+  *it = NULL;
+  if (lua_istable(L, ii)) len = luaL_len(L, ii);
   else {
-    it = nm_totensor(L, 3);
-    if (it == NULL || it->ndim != 1)
-      luaL_typeerror(L, 3, "list or 1-D tensor of row indices");
-    len = it->size[0];
+    *it = nm_totensor(L, ii);
+    if (*it == NULL || (*it)->ndim != 1)
+      luaL_typeerror(L, ii, "list or 1-D tensor of row indices");
+    len = (*it)->size[0];
   }
-  lua_Integer first = luaL_optinteger(L, 4, 1);
   if (B->ndim < 1 || X->ndim < 1) {
     lua_pushfstring(L, "rows of %s from %s: need tensors with at least one dimension",
                     pushshape(L, B), pushshape(L, X));
-    return luaL_argerror(L, 2, lua_tostring(L, -1));
+    luaL_argerror(L, bi + 1, lua_tostring(L, -1));
   }
   int64_t brow = 1, xrow = 1;
   for (int d = 1; d < B->ndim; d++) brow *= B->size[d];
   for (int d = 1; d < X->ndim; d++) xrow *= X->size[d];
   if (brow != xrow) {
     lua_pushfstring(L, "row size mismatch, %s vs %s", pushshape(L, B), pushshape(L, X));
-    return luaL_argerror(L, 2, lua_tostring(L, -1));
+    luaL_argerror(L, bi + 1, lua_tostring(L, -1));
   }
   {
     /* Rows are copied one by one: B must not hold rows still to be read. */
-    static const int args[2] = {1, 2};
+    const int args[2] = {bi, bi + 1};
     static const char *const names[2] = {"B", "X"};
     const nm_tensor *ts[2] = {B, X};
     nm_check_disjoint(L, 1, 2, args, names, ts);
@@ -952,22 +945,40 @@ static int m_index_rows(lua_State *L) {
   if (first < 1 || first - 1 > len || rows > len - (first - 1)) {
     lua_pushfstring(L, "%I rows from position %I need more than the %I indices of the list",
                     (lua_Integer)rows, first, len);
-    return luaL_argerror(L, 3, lua_tostring(L, -1));
+    luaL_argerror(L, ii, lua_tostring(L, -1));
   }
+  return rows;
+}
+
+int64_t nm_gather_index(lua_State *L, int ii, const nm_tensor *it, lua_Integer pos,
+                        int64_t nrows) {
+  lua_Integer j = index_at(L, ii, it, pos);
+  if (j < 1 || j > nrows) {
+    lua_pushfstring(L, "index %I at position %I out of range [1, %I]", j, pos,
+                    (lua_Integer)nrows);
+    luaL_argerror(L, ii, lua_tostring(L, -1));
+  }
+  return j - 1;
+}
+
+/* B:index_rows(X, idx [, first]) -> B
+** Row i of B (along dim 1) = row idx[first + i - 1] of X, for every row of
+** B; idx a list or 1-D tensor of 1-based row numbers, first default 1.
+** Rows must hold the same number of elements (shapes may differ: a
+** [B x 784] buffer takes rows of an [N x 28 x 28] tensor); dtypes are
+** converted. Allocates nothing. */
+static int m_index_rows(lua_State *L) {
+  nm_tensor *it;
+  lua_Integer first = luaL_optinteger(L, 4, 1);
+  int64_t rows = nm_gather_check(L, 1, 3, first, &it);
+  nm_tensor *B = nm_checktensor(L, 1), *X = nm_checktensor(L, 2);
   /* Indices are read and checked 512 at a time, then those rows copied
   ** (on the thread pool when there are many: nm_copy_rows). */
   int64_t idx[512];
   for (int64_t i0 = 0; i0 < rows; i0 += 512) {
     int64_t count = rows - i0 < 512 ? rows - i0 : 512;
-    for (int64_t i = 0; i < count; i++) {
-      lua_Integer j = index_at(L, 3, it, first + i0 + i);
-      if (j < 1 || j > X->size[0]) {
-        lua_pushfstring(L, "index %I at position %I out of range [1, %I]", j, first + i0 + i,
-                        (lua_Integer)X->size[0]);
-        return luaL_argerror(L, 3, lua_tostring(L, -1));
-      }
-      idx[i] = j - 1;
-    }
+    for (int64_t i = 0; i < count; i++)
+      idx[i] = nm_gather_index(L, 3, it, first + i0 + i, X->size[0]);
     /* Reading a list index may run an __index metamethod. */
     if (B->data == NULL || X->data == NULL)
       return luaL_error(L, "index_rows: a tensor was closed during the call");

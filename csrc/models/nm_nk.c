@@ -280,6 +280,7 @@ static size_t rec_count(int kind, int h) {
   X(decf, float, dec_count(kind, nk_padded(n), h)) \
   X(x, float, (size_t)s * nk_padded(n)) \
   X(xt, float, (size_t)n * s) \
+  X(xb, float, (size_t)s * nk_padded(n)) \
   X(f, double, (size_t)s) \
   X(u, int64_t, (size_t)h * s) \
   X(a, float, (size_t)h * s) \
@@ -392,6 +393,7 @@ int nm_nkhc_set_data(nm_nkhc *c, const nm_tensor *x, const nm_tensor *f) {
       float v = (float)get(x, s * x->stride[0] + i * x->stride[1]);
       c->x[(size_t)s * c->np + i] = v;
       c->xt[(size_t)i * c->s + s] = v;
+      c->xb[(size_t)(i / NK_BLOCK) * NK_BLOCK * c->s + (size_t)s * NK_BLOCK + i % NK_BLOCK] = v;
     }
     c->f[s] = get(f, s * f->stride[0]);
   }
@@ -429,7 +431,8 @@ static double nk_block_sum(const float *t, int S) {
 }
 
 /* Column sums: the block partials part[0 .. n-1] added into cols[], and
-** cleared, after sample s (every NK_SBLOCK samples, and after the last). */
+** cleared, after sample s (every NK_SBLOCK samples, and after the last).
+** The kernels call it per block of NK_BLOCK columns (n = NK_BLOCK). */
 static inline void nk_flush(int s, int S, int n, float *part, double *cols) {
   if (s % NK_SBLOCK != NK_SBLOCK - 1 && s != S - 1)
     return;
@@ -477,24 +480,32 @@ NK_HOT static double output_pass(nm_nkhc *c, float *y) {
   return sum / S;
 }
 
-/* NAN: every decoder column of neuron h into cols. */
+/* NAN: every decoder column of neuron h into cols, a block of NK_BLOCK
+** columns at a time over all samples (each column's sums in the order of
+** nk_flush), the block's partial sums kept in registers. */
 NK_HOT static void nan_columns(nm_nkhc *c, int h, double *cols) {
   int S = c->s, N = c->n, np = c->np;
-  const float *w = c->decf + (size_t)h * 2 * np, *b = w + np;
+  const float *w0 = c->decf + (size_t)h * 2 * np, *b0 = w0 + np;
   const float *ah = c->a + (size_t)h * S;
-  float *part = c->part;
-  for (int i = 0; i < N; i++)
-    cols[i] = 0.0;
-  for (int i = 0; i < np; i++)
-    part[i] = 0.0f;
-  for (int s = 0; s < S; s++) {
-    const float *xs = c->x + (size_t)s * np;
-    float act = ah[s];
-    for (int i = 0; i < np; i++) {     /* the padding is computed, never read */
-      float d = nk_target(c, xs[i]) - nk_sig(fmaf(w[i], act, b[i]));
-      part[i] += d * d;
+  for (int i0 = 0; i0 < np; i0 += NK_BLOCK) {   /* the padding is computed, never read */
+    const float *w = w0 + i0, *b = b0 + i0;
+    float part[NK_BLOCK];
+    double acc[NK_BLOCK];
+    for (int k = 0; k < NK_BLOCK; k++) {
+      part[k] = 0.0f;
+      acc[k] = 0.0;
     }
-    nk_flush(s, S, N, part, cols);
+    for (int s = 0; s < S; s++) {
+      const float *xs = c->xb + (size_t)i0 * S + (size_t)s * NK_BLOCK;
+      float act = ah[s];
+      for (int k = 0; k < NK_BLOCK; k++) {
+        float d = nk_target(c, xs[k]) - nk_sig(fmaf(w[k], act, b[k]));
+        part[k] += d * d;
+      }
+      nk_flush(s, S, NK_BLOCK, part, acc);
+    }
+    for (int k = 0; k < NK_BLOCK && i0 + k < N; k++)
+      cols[i0 + k] = acc[k];
   }
 }
 
@@ -511,40 +522,61 @@ NK_HOT static double nan_column(nm_nkhc *c, int h, int i) {
   return nk_block_sum(c->sqerr, S);
 }
 
-/* ANN: decoder nodes i0 .. i0 + NK_BLOCK - 1 of sample s: their squared
-** errors added to part[i0 ..]. The pre-activations stay in registers while
-** the H weights are chained. */
-static inline void ann_block(const nm_nkhc *c, int s, int i0, float *part) {
+/* Samples per tile of the ANN kernel. */
+#ifndef NK_NS
+#define NK_NS 8
+#endif
+
+/* ANN: decoder nodes i0 .. i0 + NK_BLOCK - 1 of samples s .. s + ns - 1
+** (ns <= NK_NS, a constant where it is inlined): their squared errors
+** added to part[] sample by sample and flushed into acc[]. The ns x NK_BLOCK pre-activations are independent
+** chains, so the chains of several samples overlap in the pipeline; each
+** chain is still bias, then weight j times a_j for j = 0..H-1. */
+static inline __attribute__((always_inline))
+void ann_tile(const nm_nkhc *c, int s, int ns, int i0, float *part, double *acc) {
   enum { m = NK_BLOCK };
   int S = c->s, np = c->np, H = c->h;
-  const float *bias = c->decf + (size_t)H * np + i0, *xs = c->x + (size_t)s * np + i0;
-  float z[NK_BLOCK];
-  for (int k = 0; k < m; k++)
-    z[k] = bias[k];
-  for (int j = 0; j < H; j++) {
-    const float *wj = c->decf + (size_t)j * np + i0;
-    float act = c->a[(size_t)j * S + s];
+  const float *bias = c->decf + (size_t)H * np + i0;
+  float z[NK_NS][NK_BLOCK];
+  for (int t = 0; t < ns; t++)
     for (int k = 0; k < m; k++)
-      z[k] = fmaf(wj[k], act, z[k]);
+      z[t][k] = bias[k];
+  for (int j = 0; j < H; j++) {
+    const float *wj = c->decf + (size_t)j * np + i0, *aj = c->a + (size_t)j * S + s;
+    for (int t = 0; t < ns; t++) {
+      float act = aj[t];
+      for (int k = 0; k < m; k++)
+        z[t][k] = fmaf(wj[k], act, z[t][k]);
+    }
   }
-  for (int k = 0; k < m; k++) {
-    float d = nk_target(c, xs[k]) - nk_sig(z[k]);
-    part[i0 + k] += d * d;
+  for (int t = 0; t < ns; t++) {
+    const float *xs = c->xb + (size_t)i0 * S + (size_t)(s + t) * NK_BLOCK;
+    for (int k = 0; k < m; k++) {
+      float d = nk_target(c, xs[k]) - nk_sig(z[t][k]);
+      part[k] += d * d;
+    }
+    nk_flush(s + t, S, m, part, acc);
   }
 }
 
-/* ANN: every decoder column into cols. */
+/* ANN: every decoder column into cols, a block of NK_BLOCK columns at a
+** time over all samples (each column's sums in the order of nk_flush). */
 NK_HOT static void ann_columns(nm_nkhc *c, double *cols) {
   int S = c->s, N = c->n, np = c->np;
-  float *part = c->part;
-  for (int i = 0; i < N; i++)
-    cols[i] = 0.0;
-  for (int i = 0; i < np; i++)
-    part[i] = 0.0f;
-  for (int s = 0; s < S; s++) {
-    for (int i0 = 0; i0 < np; i0 += NK_BLOCK)   /* the padding is computed, never read */
-      ann_block(c, s, i0, part);
-    nk_flush(s, S, N, part, cols);
+  for (int i0 = 0; i0 < np; i0 += NK_BLOCK) {   /* the padding is computed, never read */
+    float part[NK_BLOCK];
+    double acc[NK_BLOCK];
+    for (int k = 0; k < NK_BLOCK; k++) {
+      part[k] = 0.0f;
+      acc[k] = 0.0;
+    }
+    int s = 0;
+    for (; s + NK_NS <= S; s += NK_NS)
+      ann_tile(c, s, NK_NS, i0, part, acc);
+    for (; s < S; s++)
+      ann_tile(c, s, 1, i0, part, acc);
+    for (int k = 0; k < NK_BLOCK && i0 + k < N; k++)
+      cols[i0 + k] = acc[k];
   }
 }
 

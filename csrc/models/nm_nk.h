@@ -116,6 +116,8 @@ typedef struct nm_nkhc {
   /* training data, copied in */
   float *x;                  /* S x np, each -1 or 1 (padding 0) */
   float *xt;                 /* the same, N x S */
+  float *xb;                 /* the same in column blocks of 32: np/32 blocks
+                             ** of S x 32 (padding 0) */
   double *f;                 /* S */
   /* caches, valid unless `dirty` */
   int64_t *u;                /* H x S hidden pre-activations (quanta) */

@@ -442,14 +442,18 @@ function Fn:grads(wrt)
   if self.grad_nodes[key] then return self.grad_nodes[key] end
   local g = self.g
   if not self.seeds then
-    self.seeds = {}
-    for i, o in ipairs(self.outputs) do self.seeds[i] = g:input("seed" .. i, o.shape) end
+    -- a scalar output's seed is a tensor of one element (as it is passed)
+    self.seeds, self.seed_values = {}, {}
+    for i, o in ipairs(self.outputs) do
+      self.seeds[i] = g:input("seed" .. i, #o.shape > 0 and o.shape or {1})
+      self.seed_values[i] = #o.shape > 0 and self.seeds[i] or g:index(self.seeds[i], 1)
+    end
   end
   local targets = {}
   for i, n in ipairs(self.tensor_inputs) do
     if wrt[i] then targets[#targets + 1] = n end
   end
-  local grads = adjoint.grad(g, self.outputs, self.seeds, targets)
+  local grads = adjoint.grad(g, self.outputs, self.seed_values, targets)
   for i = 1, #targets do          -- (grads has holes: an input no output depends on)
     if grads[i] == nil then grads[i] = g:bcast(g:const(0), targets[i].shape) end
     if #targets[i].shape > 0 and #grads[i].shape == 0 then

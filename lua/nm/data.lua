@@ -568,9 +568,13 @@ Batches.__index = Batches
 
 -- data.batches(split, size [, opts]) -> iterator object.
 -- opts: shuffle (default true), generator (nm.generator) or seed,
--- drop_last (default false: the last, smaller batch is served too).
--- Buffers are allocated here, once: each epoch gathers rows into them,
--- so the batch tensors are overwritten by the next batch.
+-- drop_last (default false: the last, smaller batch is served too),
+-- prefetch (default true: while the caller works on a batch, the next one
+-- is gathered on a worker of the thread pool, nm.gather; with one thread
+-- it is gathered when the current one is served). Buffers are allocated
+-- here, once: each epoch gathers rows into them, so a batch's tensors are
+-- overwritten by a later batch (with prefetch, by the one after next,
+-- while the next is in use: a batch is valid until the next step).
 function data.batches(split, size, opts)
   opts = opts or {}
   if type(split) ~= "table" or not nm.is_tensor(split.X) then
@@ -591,12 +595,15 @@ function data.batches(split, size, opts)
   for _, key in ipairs{"X", "Y", "y"} do
     if split[key] then self.keys[#self.keys + 1] = key end
   end
+  -- a buffer set: the tensors by key, and pairs = {B1, X1, B2, X2, ...} for nm.gather
   local function buffers(rows)
-    local b = {}
+    local b = {pairs = {}}
     for _, key in ipairs(self.keys) do
       local shape = split[key]:size()
       shape[1] = rows
       b[key] = nm.zeros(shape, split[key]:dtype())
+      b.pairs[#b.pairs + 1] = b[key]
+      b.pairs[#b.pairs + 1] = split[key]
     end
     return b
   end
@@ -604,6 +611,10 @@ function data.batches(split, size, opts)
   local rem = n % size
   self.rem = (rem > 0 and not self.drop_last) and buffers(rem) or nil
   self.count = self.drop_last and n // size or (n + size - 1) // size
+  if opts.prefetch ~= false and self.count > 1 then
+    self.full2 = buffers(size)          -- full batches alternate between two sets
+    self.gather = nm.gather(size)
+  end
   self.batch = {labels = {}, index = {}}
   return self
 end
@@ -613,15 +624,20 @@ function Batches:__len()
   return self.count
 end
 
+local unpack = table.unpack
+
 -- Iterator over one epoch: shuffles (when enabled) starting from the
 -- identity, so an epoch's order depends only on the generator's state at
 -- its start (save g:state() before an epoch to resume it); skip > 0 passes
 -- over that many batches without gathering them. Each step returns the
 -- same table b with b.X, b.Y, b.y (buffers, views of none), b.labels,
 -- b.index (rows of the split), b.n (rows in this batch), b.i (batch
--- number), b.first (position in the epoch order). Allocates nothing.
+-- number), b.first (position in the epoch order). The batches are the
+-- same with and without prefetch, for any thread count. Allocates nothing.
 function Batches:epoch(skip)
   local perm, n, size = self.perm, self.n, self.size
+  local gather = self.gather
+  if gather then gather:wait() end      -- an epoch left before its end may have one running
   for i = 1, n do perm[i] = i end
   if self.shuffle then shuffle(self.generator, perm) end
   self.epochs = self.epochs + 1
@@ -629,17 +645,35 @@ function Batches:epoch(skip)
   local labels = split.labels
   local i = skip or 0
   local count = self.count
+  local cur, pending = nil, nil          -- the set served last; the set being gathered
+  -- the set for batch j: the partial last batch has its own, full ones
+  -- alternate (never the set served last, which the caller may still read)
+  local function set_for(j)
+    if j * size > n then return self.rem end
+    if gather and cur == self.full then return self.full2 end
+    return self.full
+  end
   return function()
     if i >= count then return nil end
     i = i + 1
     local first = (i - 1) * size + 1
     local rows = math.min(size, n - first + 1)
-    local buf = rows == size and self.full or self.rem
-    for k = 1, #keys do
-      local key = keys[k]
-      buf[key]:index_rows(split[key], perm, first)
-      b[key] = buf[key]
+    local buf = pending
+    if buf then
+      gather:wait()
+    else
+      buf = set_for(i)
+      for k = 1, #keys do
+        local key = keys[k]
+        buf[key]:index_rows(split[key], perm, first)
+      end
     end
+    cur, pending = buf, nil
+    if gather and i < count then         -- the next batch, beside the caller
+      pending = set_for(i + 1)
+      gather:start(perm, first + rows, unpack(pending.pairs))
+    end
+    for k = 1, #keys do b[keys[k]] = buf[keys[k]] end
     local index, lab = b.index, b.labels
     for j = 1, rows do
       local r = perm[first + j - 1]

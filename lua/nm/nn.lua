@@ -410,6 +410,7 @@ function MLP:buffers(B)
   bs = {B = B, A = {}, Y = {}, E = {}, Dv = {}, Yt = {}, Et = {}, q = {}}
   bs.X = nm.zeros(B, n[0], dt)
   bs.Y[0], bs.Yt[0] = bs.X, bs.X:t()
+  bs.inputs_t = setmetatable({[bs.X] = bs.Yt[0]}, {__mode = "k"})   -- input -> its transpose
   bs.ones = nm.ones(B, dt)
   for l = 1, L do
     bs.A[l] = nm.zeros(B, n[l], dt)
@@ -459,9 +460,9 @@ local function check_input(self, X)
 end
 
 -- A batch input of the network's dtype that BLAS can read is used in
--- place (no copy); the views the rules read are remade only when the
--- input tensor changes (data.batches serves one buffer throughout).
--- Anything else is copied into the buffer set's own X.
+-- place (no copy); the transposed view the rules read is made once per
+-- input tensor and kept while the tensor lives (data.batches serves two
+-- buffers in turn). Anything else is copied into the buffer set's own X.
 local function bind_input(bs, X, dtype)
   local src = X
   if X:dtype() ~= dtype or not X:is_contiguous() then
@@ -469,8 +470,10 @@ local function bind_input(bs, X, dtype)
     src = bs.X
   end
   if bs.Y[0] ~= src then
-    bs.Y[0], bs.Yt[0] = src, src:t()
-    bs.q[1].pre, bs.q[1].pre_t = src, bs.Yt[0]
+    local t = bs.inputs_t[src]
+    if not t then t = src:t(); bs.inputs_t[src] = t end
+    bs.Y[0], bs.Yt[0] = src, t
+    bs.q[1].pre, bs.q[1].pre_t = src, t
   end
 end
 
@@ -512,14 +515,16 @@ function MLP:forward(X)
   return Y[L]
 end
 
--- e = J_softmax^T g for each row, given y = softmax(a) and g = dL/dy in E:
--- e = y .* (g - <g, y>).
-local function softmax_vjp(bs, E, Y, S, ones_n)
+-- nn.softmax_vjp(E, Y, S, rows, ones_n): e = J_softmax^T g for each row,
+-- given y = softmax(a) and g = dL/dy in E: e = y .* (g - <g, y>) (S
+-- scratch like E, rows [B] scratch, ones_n a vector of n ones).
+local function softmax_vjp(E, Y, S, rows, ones_n)
   S:mul(E, Y)
-  bs.rows:addmv(1, S, ones_n, 0)
-  E:addr(-1, bs.rows, ones_n)
+  rows:addmv(1, S, ones_n, 0)
+  E:addr(-1, rows, ones_n)
   E:mul(Y)
 end
+nn.softmax_vjp = softmax_vjp
 
 -- E .*= f'(A): one fused pass for the built-in elementwise activations
 -- (E:mul_dact), the activation's df into scratch D then a product for
@@ -575,7 +580,7 @@ function MLP:backward(T, feedback)
     if act.elementwise then
       backprop_act(act, EL, A[L], Y[L], Dv[L])
     else
-      softmax_vjp(bs, EL, Y[L], Dv[L], bs.onesn[L])
+      softmax_vjp(EL, Y[L], Dv[L], bs.rows, bs.onesn[L])
     end
   end
   local single, src = bs.B == 1, pw.source == "output" and L or nil
@@ -590,7 +595,7 @@ function MLP:backward(T, feedback)
     if act.elementwise then
       backprop_act(act, E[l], A[l], Y[l], Dv[l])
     else
-      softmax_vjp(bs, E[l], Y[l], Dv[l], bs.onesn[l])
+      softmax_vjp(E[l], Y[l], Dv[l], bs.rows, bs.onesn[l])
     end
   end
   return E

@@ -302,6 +302,22 @@ for _, name in ipairs{"exp", "log", "sqrt", "tanh", "sigmoid", "relu", "abs", "s
   end
 end
 
+-- The derivatives nn's activations write (d:dtanh(a), d:dsigmoid(a)) and
+-- softmax of each row (y:softmax(a)), so a network's own activation code
+-- traces (nm.unroll).
+function M.dtanh(self, a)
+  local y = record("tanh", val(a == nil and self or a))
+  return bind(self, record("sub", 1, record("mul", y, y)))
+end
+function M.dsigmoid(self, a)
+  local y = record("sigmoid", val(a == nil and self or a))
+  return bind(self, record("mul", y, record("sub", 1, y)))
+end
+function M.softmax(self, a) return bind(self, record("softmax", val(a == nil and self or a))) end
+function M.logsoftmax(self, a) return bind(self, record("logsoftmax", val(a == nil and self or a))) end
+-- t:dot(u): the sum of the elementwise product, a value (a scalar symbol).
+function M.dot(self, a) return record("dot", val(self), val(a)) end
+
 -- A new tensor holding the same value (a rule's scratch made on first use).
 function M.clone(self)
   return setmetatable({name = self.name .. ":clone()", shape = {table.unpack(self.shape)},
@@ -335,8 +351,21 @@ Ref.__index = function(self, k)
   fail(g or {}, format("the tensor method '%s' (on '%s') cannot be traced yet (supported: add, sub, " ..
                        "mul, div, scale, neg, copy, zero, fill, axpy, addmm, addmv, addr, mm, mv, " ..
                        "exp, log, sqrt, tanh, sigmoid, relu, abs, sign, drelu, softplus, dsoftplus, " ..
-                       "pow, clone, t, size, dim, numel)", tostring(k), rawget(self, "name") or "?"))
+                       "dtanh, dsigmoid, softmax, logsoftmax, dot, pow, clone, t, size, dim, numel)", tostring(k), rawget(self, "name") or "?"))
 end
+-- trace.ref(name, x) -> a new traced tensor holding x (a symbol, a Ref's
+-- value, or a tensor: a constant of the step), inside a trace: for code
+-- that runs in-place tensor methods over values of a compile.fn step (a
+-- network's layers and its rules' updates, nm.unroll).
+-- trace.ref(name, nil, shape): one holding zeros of that shape.
+function trace.ref(name, x, shape)
+  local g = current
+  if not g then error("rule compiler: trace.ref outside a trace", 2) end
+  local v
+  if x == nil then v = g:bcast(g:const(0), shape) else v = operand(g, val(x), "ref", 1) end
+  return setmetatable({name = name, shape = {table.unpack(v.shape)}, sym = v}, Ref)
+end
+
 Ref.__add = function(a, b) return record("add", val(a), val(b)) end
 Ref.__sub = function(a, b) return record("sub", val(a), val(b)) end
 Ref.__mul = function(a, b) return val(a) * val(b) end

@@ -729,12 +729,15 @@ end
 -- ---------------------------------------------------------------- steady state
 
 -- Batch buffers (rows are samples) for batch size B, and the rule
--- states of every connection (bs.s). Made once per batch size.
+-- states of every connection (bs.s). Made once per batch size, by
+-- self.zeros(B, m) when set (nm.unroll traces the steady state on traced
+-- tensors), else nm.zeros.
 function Net:buffers(B)
   local bs = self.bufs[B]
   if bs then return bs end
   local dt, N, n = self.dtype, self.N, self.sizes
-  local function z(m) return nm.zeros(B, m, dt) end
+  local zeros = self.zeros
+  local function z(m) return zeros and zeros(B, m) or nm.zeros(B, m, dt) end
   bs = {B = B, ones = nm.ones(B, dt), R = {}, VB = {}, U = {}, E = {},
         VI = {}, UI = {}, RI = {}, EI = {}, VA = {}, VD = {}, ED = {}, EA = {}, s = {}}
   bs.R[0] = z(n[0])
@@ -764,7 +767,7 @@ function Net:buffers(B)
 end
 
 local function check_batch(self, X, what, n)
-  if not nm.is_tensor(X) or X:dim() ~= 2 or X:size(2) ~= n then
+  if not rule.is_tensor(X) or X:dim() ~= 2 or X:size(2) ~= n then
     local got = nm.is_tensor(X) and "[" .. table.concat(X:size(), " x ") .. "]" or type(X)
     fail(format("%s must be a [B x %d] tensor, got %s", what, n, got), 3)
   end

@@ -1,0 +1,690 @@
+-- nm/unroll.lua: meta-gradients of plasticity rules' parameters. A network
+-- trained by its rules on T minibatches, then scored on a query batch: the
+-- query loss is a function of the rules' numeric parameters (a learning
+-- rate eta, BCM's tau, ...) and of the initial weights, and this module
+-- gives its exact gradient, for connection rules in an nn.mlp and for
+-- circuit rules in a microcircuit trained in the steady state.
+--
+--   local unroll = require "nm.unroll"
+--   local u = unroll.mlp(net, {params = {"eta"}, batch = 8})
+--   local loss, g = u:gradient(X, T, Xq, Tq)   -- g[k] = d loss / d (u.names[k])
+--
+-- One training step is traced from the model's own code run on traced
+-- tensors (nm.compile.trace's Refs), with the learned parameters standing
+-- for entries of one vector theta: for an nn.mlp, net:train_batch's
+-- forward pass, error pathway and rule.apply of every connection's
+-- update(q, p) (nn's Connection.forward, activations and their
+-- derivatives, losses, softmax_vjp, the pathway's matrix); for a
+-- microcircuit, Net:steady_state and Net:steady_update with every circuit
+-- rule's step(s, p). nm.compile generates the step's C and, by reverse
+-- mode on the same graph, its adjoint; they run as ag.scan's fused kernel
+-- (checkpointed: about 2 sqrt(T) states kept), and the query loss, also
+-- traced from the model's code, as a compiled function on the same tape.
+-- Without a C compiler the same graphs run interpreted.
+--
+-- The step reads: the weights, biases and the rule states' tensors that
+-- it reads (the unrolled state; rule state written before it is read,
+-- Oja's C, is the rule's scratch and left out), theta, the step's
+-- minibatch and targets, the rules' other numeric parameters and a
+-- numeric modulator (net.mod) as numbers read at every call (a parameter
+-- that is 0 when traced is the constant 0, as in rule.compiled_update: a
+-- kernel per set of zero parameters); the pathway's state (FA's B, DFA's
+-- D) and masks are constants of the step, passed at every call. Not
+-- supported: an optimiser on the network (the rules' changes are applied
+-- as they are), rule state that nests tables of tensors (rule.lowpass),
+-- batch sizes that change within an unroll, the microcircuit's full
+-- dynamics (C without an adjoint).
+
+local nm = require "neuromic"
+local ag = require "nm.autograd"
+local compile = require "nm.compile"
+local trace = require "nm.compile.trace"
+local graph = require "nm.compile.graph"
+local nn = require "nm.nn"
+
+local unroll = {}
+
+local format, concat = string.format, table.concat
+
+local function fail(msg, level) error("unroll: " .. msg, (level or 1) + 1) end
+
+local function sorted_keys(t)
+  local ks = {}
+  for k in pairs(t) do ks[#ks + 1] = k end
+  table.sort(ks, function(a, b) return tostring(a) < tostring(b) end)
+  return ks
+end
+
+local U = {}
+U.__index = U
+
+-- The common part of an unroll: model = {net =, conns = {{name =, c =
+-- (a connection: W, b, state, rule, plastic)}, ...}, n_in =, n_out =,
+-- step = function(u, W, b, st, P, X, T, mod) -> {[i] = {W =, b =}} (new
+-- values per connection; the rule states' Refs are read after it),
+-- loss = function(u, W, b, Xq, Tq) -> a scalar symbol, what (its name),
+-- setup = function(u) (optional: the traces' constants), mod = true (a
+-- numeric net.mod is read at every call), equation (for the C's comment)};
+-- o as unroll.mlp's.
+local function new_unroll(model, o, level)
+  level = (level or 1) + 1
+  local net = model.net
+  local B = o.batch
+  if math.type(B) ~= "integer" or B < 1 then fail(model.what .. ": batch must be a positive integer", level) end
+  local Bq = o.query_batch or B
+  if math.type(Bq) ~= "integer" or Bq < 1 then
+    fail(model.what .. ": query_batch must be a positive integer", level)
+  end
+  if o.mode ~= nil and o.mode ~= "auto" and o.mode ~= "compile" and o.mode ~= "interpret" then
+    fail(model.what .. ": mode must be 'auto', 'compile' or 'interpret', got " .. tostring(o.mode), level)
+  end
+  local self = setmetatable({net = net, model = model, conns = model.conns, B = B, Bq = Bq,
+                             dtype = net.dtype, mode = o.mode, segment = o.segment, names = {},
+                             learned = {}, state_names = {}, slots = {}, shapes = {}, fns = {},
+                             workspaces = {}}, U)
+  -- the learned parameters: theta's entries
+  local want = o.params
+  if type(want) ~= "table" then fail(model.what .. ": params must be a list of parameter names", level) end
+  local per_conn = want[1] == nil and next(want) ~= nil
+  if per_conn then
+    for key in pairs(want) do
+      local ok = false
+      for i, e in ipairs(self.conns) do ok = ok or key == i or key == e.name end
+      if not ok then fail(format("%s: params names no connection '%s'", model.what, tostring(key)), level) end
+    end
+  end
+  local found = {}
+  for i, e in ipairs(self.conns) do
+    local c = e.c
+    local inst = c.rule
+    local list = per_conn and (want[i] or want[e.name] or {}) or want
+    self.learned[i] = {}
+    for _, k in ipairs(list) do
+      local v = inst.p[k]
+      if type(v) == "number" and (per_conn or c.plastic ~= false) then
+        self.names[#self.names + 1] = format("%s.%s", e.name, k)
+        self.learned[i][k] = #self.names
+        found[k] = true
+      elseif per_conn then
+        fail(format("%s: rule '%s' of %s has no numeric parameter '%s'", model.what, inst.name,
+                    e.name, tostring(k)), level)
+      end
+    end
+  end
+  if not per_conn then
+    for _, k in ipairs(want) do
+      if not found[k] then
+        fail(format("%s: no plastic connection's rule has a numeric parameter '%s'", model.what,
+                    tostring(k)), level)
+      end
+    end
+  end
+  if #self.names == 0 then fail(model.what .. ": no parameter to learn", level) end
+  if model.setup then model.setup(self) end
+  -- the state: every connection's W and b, and the tensors of its rule
+  -- state; a first trace leaves out the rule state the step writes before
+  -- reading it (Oja's C; the steady microcircuit's T) or never touches
+  local full = {}
+  for i, e in ipairs(self.conns) do
+    local c = e.c
+    full[i] = {W = true, b = c.b ~= nil, state = {}}
+    if type(c.state) == "table" then
+      for _, k in ipairs(sorted_keys(c.state)) do
+        local v = c.state[k]
+        if nm.is_tensor(v) then
+          if v:dtype() ~= net.dtype then
+            fail(format("%s: rule state %s.%s is %s, the network %s", model.what, e.name,
+                        tostring(k), v:dtype(), net.dtype), level)
+          end
+          full[i].state[#full[i].state + 1] = k
+        elseif type(v) == "table" then
+          fail(format("%s: the state of rule '%s' nests tables (%s.%s): not supported yet",
+                      model.what, c.rule.name, e.name, tostring(k)), level)
+        end
+      end
+    elseif c.state ~= nil then
+      fail(format("%s: the state of rule '%s' is not a table of tensors", model.what, c.rule.name), level)
+    end
+  end
+  self:layout(full)
+  local sc = self:fixed()
+  local g, outs = trace.run(net.dtype, self:spec(sc), function(S, theta, X, T, ...)
+    return self:step_graph(S, theta, X, T, sc, {...})
+  end)
+  local keep = {}
+  local identity = {}
+  for i, o in ipairs(outs) do if o == g.inputs[i] then identity[i] = true end end
+  local others = {}
+  for i, o in ipairs(outs) do if not identity[i] then others[#others + 1] = o end end
+  local reach = graph.reachable(others)
+  for i, e in ipairs(self.conns) do
+    keep[i] = {W = true, b = full[i].b, state = {}}
+    for _, k in ipairs(full[i].state) do
+      local slot = self.slots[i].state[k]
+      if reach[g.inputs[slot]] then keep[i].state[#keep[i].state + 1] = k end
+    end
+  end
+  self:layout(keep)
+  self:fn()           -- compiled now: a kernel that fails, fails here
+  return self
+end
+
+-- The state's layout from keep[i] = {W = true, b = bool, state = {keys}}.
+function U:layout(keep)
+  self.state_names, self.shapes, self.slots = {}, {}, {}
+  for i, e in ipairs(self.conns) do
+    local c, slot = e.c, {state = {}}
+    self.slots[i] = slot
+    local function add(name, t)
+      self.state_names[#self.state_names + 1] = name
+      self.shapes[#self.shapes + 1] = t:size()
+      return #self.state_names
+    end
+    slot.W = add(e.name, c.W)
+    if keep[i].b then slot.b = add(e.bname or (e.name .. ".b"), c.b) end
+    for _, k in ipairs(keep[i].state) do
+      slot.state[k] = add(format("%s.%s", e.name, tostring(k)), c.state[k])
+    end
+  end
+end
+
+-- The rules' numeric parameters that are not learned (read at every call)
+-- and the modulator: {connection, name} per scalar input, and the key of
+-- the ones that are 0 (fixed in the kernel).
+function U:fixed()
+  local sc, zero = {}, {}
+  for i, e in ipairs(self.conns) do
+    local p = e.c.rule.p
+    for _, k in ipairs(sorted_keys(p)) do
+      if type(p[k]) == "number" and not self.learned[i][k] then
+        if p[k] == 0 then zero[#zero + 1] = i .. "." .. k
+        else sc[#sc + 1] = {i, k} end
+      end
+    end
+  end
+  local key = concat(zero, ",")
+  if self.model.mod then
+    -- a number read at every call; nil, or a tensor (a constant): in the kernel
+    if type(self.net.mod) == "number" then sc[#sc + 1] = {0, "mod"}; key = key .. "|mod"
+    elseif self.net.mod ~= nil then key = key .. "|" .. tostring(self.net.mod) end
+  end
+  return sc, key
+end
+
+local function scalar_values(self, sc)
+  local out = {}
+  for i, s in ipairs(sc) do
+    if s[1] == 0 then out[i] = self.net.mod else out[i] = self.conns[s[1]].c.rule.p[s[2]] end
+  end
+  return out
+end
+
+-- The traced refs of the state list S (symbols; a rule state left out of
+-- the state holds zeros): W, b, rule states per connection.
+function U:refs(S)
+  local W, b, st = {}, {}, {}
+  for i, e in ipairs(self.conns) do
+    local slot, c = self.slots[i], e.c
+    W[i] = trace.ref(self.state_names[slot.W], S[slot.W])
+    if slot.b then b[i] = trace.ref(self.state_names[slot.b], S[slot.b]) end
+    if type(c.state) == "table" then
+      st[i] = {}
+      for k, v in pairs(c.state) do
+        local j = slot.state[k]
+        if j then st[i][k] = trace.ref(self.state_names[j], S[j])
+        elseif nm.is_tensor(v) then st[i][k] = trace.ref(e.name .. "." .. tostring(k), nil, v:size())
+        else st[i][k] = v end
+      end
+    end
+  end
+  return W, b, st
+end
+
+-- One training step, traced: the next state list from S.
+function U:step_graph(S, theta, X, T, sc, scalars)
+  local W, b, st = self:refs(S)
+  local P, mod = {}, self.net.mod
+  for i, s in ipairs(sc) do if s[1] == 0 then mod = scalars[i] end end
+  for i, e in ipairs(self.conns) do
+    local p = {}
+    for k, v in pairs(e.c.rule.p) do p[k] = v end
+    for k, j in pairs(self.learned[i]) do p[k] = ag.index(theta, j) end
+    for j, s in ipairs(sc) do if s[1] == i then p[s[2]] = scalars[j] end end
+    P[i] = p
+  end
+  local new = self.model.step(self, W, b, st, P, trace.ref("X", X), trace.ref("T", T), mod)
+  local out = {}
+  for i = 1, #self.conns do
+    local slot = self.slots[i]
+    out[slot.W] = trace.value_of(new[i] and new[i].W or W[i])
+    if slot.b then out[slot.b] = trace.value_of(new[i] and new[i].b or b[i]) end
+    for k, j in pairs(slot.state) do out[j] = trace.value_of(st[i][k]) end
+  end
+  return out
+end
+
+function U:spec(sc)
+  local list = {}
+  for i, sh in ipairs(self.shapes) do list[i] = sh end
+  local spec = {{name = "state", list = list}, {name = "theta", shape = {#self.names}},
+                {name = "X", shape = {self.B, self.model.n_in}},
+                {name = "T", shape = {self.B, self.model.n_out}}}
+  for _, s in ipairs(sc) do
+    spec[#spec + 1] = {name = s[1] == 0 and "mod" or format("%s.%s", self.conns[s[1]].name, s[2]),
+                       scalar = true}
+  end
+  return spec
+end
+
+-- The compiled step for the present set of zero parameters (traced once
+-- per set), the scalar inputs it reads.
+function U:fn()
+  local sc, key = self:fixed()
+  local f = self.fns[key]
+  if f then return f, sc, key end
+  local rules = {}
+  for i, e in ipairs(self.conns) do rules[i] = e.c.rule.name end
+  f = compile.fn(function(S, theta, X, T, ...)
+    return self:step_graph(S, theta, X, T, sc, {...})
+  end, self:spec(sc), {dtype = self.dtype, mode = self.mode, source = "nm.unroll",
+                       name = format("%s training step (%s)", self.model.what, concat(rules, ", ")),
+                       equation = self.model.equation})
+  self.fns[key] = f
+  return f, sc, key
+end
+
+-- The query loss, compiled: the model's loss on Xq, Tq after the unroll,
+-- as a function of the state list.
+function U:loss_fn()
+  if self.lfn then return self.lfn end
+  local Bq = self.Bq
+  self.lfn = compile.fn(function(S, Xq, Tq)
+    local W, b = self:refs(S)
+    return self.model.loss(self, W, b, trace.ref("Xq", Xq), trace.ref("Tq", Tq))
+  end, {{name = "state", list = {table.unpack(self.shapes)}},
+        {name = "Xq", shape = {Bq, self.model.n_in}}, {name = "Tq", shape = {Bq, self.model.n_out}}},
+  {dtype = self.dtype, mode = self.mode, name = self.model.what .. " query loss", source = "nm.unroll"})
+  return self.lfn
+end
+
+-- ---------------------------------------------------------------- nn.mlp
+
+-- The network's forward pass on traced tensors: A[l], Y[l] (Y[0] = X).
+local function forward(net, W, b, X, ones)
+  local A, Y = {}, {[0] = X}
+  for l = 1, net.L do
+    local act = net.acts[l]
+    local shape = {X.shape[1], net.sizes[l]}
+    A[l] = trace.ref("A" .. l, nil, shape)
+    nn.Connection.forward({W = W[l], Wt = W[l]:t(), b = b[l]}, A[l], Y[l - 1], ones)
+    Y[l] = act.name == "identity" and A[l] or trace.ref("Y" .. l, nil, shape)
+    act.f(Y[l], A[l], act.beta)
+  end
+  return A, Y
+end
+
+-- E .*= f'(A), or the softmax's Jacobian-vector product (MLP:backward's).
+local function backprop_act(act, E, A, Y, ones_n)
+  if act.name == "identity" then return end
+  if act.elementwise then
+    local D = trace.ref("D", nil, E.shape)
+    act.df(D, A, Y, act.beta)
+    E:mul(D)
+  else
+    nn.softmax_vjp(E, Y, trace.ref("S", nil, E.shape), trace.ref("rows", nil, {E.shape[1]}), ones_n)
+  end
+end
+
+-- One step of net:train_batch (MLP:forward, MLP:backward, MLP:update and
+-- rule.apply), on traced tensors.
+local function mlp_step(u, W, b, st, P, X, T, mod)
+  local net, L, B = u.net, u.net.L, u.B
+  local ones = u.ones
+  local A, Y = forward(net, W, b, X, ones)
+  -- backward: the output error, then the pathway's
+  local E = {}
+  E[L] = trace.ref("E" .. L, nil, {B, net.sizes[L]})
+  nn.losses[net.loss].grad(E[L], Y[L], T)
+  if net.loss == "mse" then backprop_act(net.acts[L], E[L], A[L], Y[L], u.ones_n[L]) end
+  local pw, pst = net:path()
+  for l = L - 1, 1, -1 do
+    local src = pw.source == "output" and L or l + 1
+    local stl = {}
+    for k, v in pairs(pst[l] or {}) do
+      stl[k] = nm.is_tensor(v) and trace.ref(format("%s[%d].%s", pw.name, l, tostring(k)), v) or v
+    end
+    local M = pw.matrix(W[src], stl)
+    E[l] = trace.ref("E" .. l, nil, {B, net.sizes[l]})
+    E[l]:addmm(1, E[src], M, 0)
+    backprop_act(net.acts[l], E[l], A[l], Y[l], u.ones_n[l])
+  end
+  -- every rule's update (MLP:update, rule.apply)
+  local new = {}
+  for l = 1, L do
+    local c = net.conns[l]
+    local inst = c.rule
+    local def = inst.def
+    if c.plastic ~= false then
+      local q = {pre = Y[l - 1], pre_t = Y[l - 1]:t(), post = Y[l], post_t = Y[l]:t(), a = A[l],
+                 error = E[l], error_t = E[l]:t(), W = W[l], b = b[l], mask = c.mask, mod = mod,
+                 state = st[l], batch = B, ones = ones,
+                 dW = trace.ref("dW", nil, c.W:size()),
+                 db = b[l] and trace.ref("db", nil, c.b:size()) or nil}
+      for _, k in ipairs(def.needs or {}) do
+        if q[k] == nil then
+          fail(format("rule '%s' needs quantity '%s', which layer %d does not provide", inst.name,
+                      k, l), 0)
+        end
+      end
+      def.update(q, P[l])
+      local dW = trace.value_of(q.dW)
+      if c.mask then dW = ag.mul(dW, c.mask) end
+      new[l] = {W = ag.add(trace.value_of(W[l]), dW)}
+      if def.bias and b[l] then new[l].b = ag.add(trace.value_of(b[l]), trace.value_of(q.db)) end
+    end
+  end
+  return new
+end
+
+local function mlp_loss(u, W, b, Xq, Tq)
+  local net, L = u.net, u.net.L
+  local A, Y = forward(net, W, b, Xq, u.ones_q)
+  return nn.losses[net.loss].value(A[L], Y[L], Tq, trace.ref("S", nil, {u.Bq, net.sizes[L]}))
+end
+
+-- unroll.mlp(net, o) -> an unroll of net's training (net:train_batch on
+-- each minibatch). o.params: the names of the parameters learned, {"eta"}
+-- (in every plastic layer whose rule has that numeric parameter) or per
+-- layer, {[1] = {"eta"}, [2] = {"eta", "tau"}}; o.batch: the minibatch
+-- size B (also of the query batch unless o.query_batch); o.mode: "auto"
+-- (default: compiled when a C compiler exists), "compile" or "interpret";
+-- o.segment: ag.scan's segment length. Fields: names (the learned
+-- parameters, "W1.eta", ...: theta's entries), state_names (the unrolled
+-- state's tensors: "W1", "b1", "W1.theta", ...), shapes (theirs).
+function unroll.mlp(net, o)
+  o = o or {}
+  if getmetatable(net) ~= nn.MLP then fail("mlp: an nn.mlp network expected", 2) end
+  if net.optim then
+    fail("mlp: the network has an optimiser; the unroll applies the rules' changes as they are " ..
+         "(remove it with net:set_optimiser(nil))", 2)
+  end
+  local conns = {}
+  for l = 1, net.L do
+    local c = net.conns[l]
+    local name = c.name or ("W" .. l)
+    conns[l] = {name = name, bname = name:gsub("^W", "b"), c = c}
+  end
+  local dt = net.dtype
+  local model = {net = net, conns = conns, what = "mlp", n_in = net.sizes[0],
+                 n_out = net.sizes[net.L], step = mlp_step, loss = mlp_loss, mod = true,
+                 equation = format("%s, loss %s, pathway %s", concat(net.sizes, "-", 0, net.L),
+                                   net.loss, net.feedback)}
+  -- constants of the traces: vectors of ones
+  model.setup = function(u)
+    u.ones, u.ones_q, u.ones_n = nm.ones(u.B, dt), nm.ones(u.Bq, dt), {}
+    for l = 1, net.L do
+      if not net.acts[l].elementwise then u.ones_n[l] = nm.ones(net.sizes[l], dt) end
+    end
+  end
+  return new_unroll(model, o, 2)
+end
+
+-- ---------------------------------------------------------------- microcircuit
+
+local MC_KINDS = {"up", "down", "ip", "pi"}
+
+-- The microcircuit net as the steady state's code sees it, with traced
+-- tensors for its connections' weights, biases and rule states, the
+-- parameters P (theta's entries among them) for its rules, and buffers
+-- made of traced tensors (Net:buffers' self.zeros): its own methods
+-- (steady_state, steady_update, forward) then trace.
+local function mc_shadow(u, W, b, st, P)
+  local net = u.net
+  local sh = setmetatable({}, getmetatable(net))
+  for k, v in pairs(net) do sh[k] = v end
+  sh.bufs, sh.rule_states, sh.cur = {}, {}, nil
+  sh.compiled, sh.check_every, sh.unchecked, sh.updates = false, math.huge, 0, 0
+  sh.zeros = function(B, m) return trace.ref("buffer", nil, {B, m}) end
+  for _, kind in ipairs(MC_KINDS) do sh[kind] = {} end
+  for i, e in ipairs(u.conns) do
+    local c = e.c
+    sh[e.kind][e.k] = {W = W[i], Wt = W[i]:t(), b = b[i], state = st[i], plastic = c.plastic,
+                       name = c.name, rule = {def = c.rule.def, p = P and P[i] or c.rule.p,
+                                              name = c.rule.name}}
+  end
+  return sh
+end
+
+-- One minibatch of net:train_batch (Net:steady_state, Net:steady_update:
+-- every plastic connection's circuit rule), on traced tensors.
+local function mc_step(u, W, b, st, P, X, T)
+  local sh = mc_shadow(u, W, b, st, P)
+  sh:steady_state(X, T, u.sweeps)
+  sh:steady_update()
+  return {}           -- the weights' and biases' traced tensors hold the new values
+end
+
+-- The query loss: 1/2 the squared distance of the output potentials of
+-- the feed-forward pass (net:forward: no target) from the target
+-- potentials, a batch mean.
+local function mc_loss(u, W, b, Xq, Tq)
+  local sh = mc_shadow(u, W, b, {})
+  sh:forward(Xq)
+  local D = trace.ref("D", nil, Tq.shape)
+  D:sub(sh.cur.U[sh.N], Tq)
+  return 0.5 * D:dot(D) / u.Bq
+end
+
+-- unroll.microcircuit(net, o) -> an unroll of a microcircuit's training in
+-- the steady state (mode = "steady": net:train_batch(X, UT [, sweeps]) on
+-- each minibatch, every plastic connection's circuit rule applied once),
+-- for the parameters of its circuit rules: o.params {"eta"} (every plastic
+-- connection) or per connection {W_up1 = {"eta"}, ...}; o.sweeps (default
+-- 1) as train_batch's; the other options as unroll.mlp's. T: the target
+-- potentials; the query loss is 1/2 <||u_N - u_trgt||^2> of the
+-- feed-forward pass on Xq against Tq. The full dynamics run in C without
+-- an adjoint: not unrolled.
+function unroll.microcircuit(net, o)
+  o = o or {}
+  if type(net) ~= "table" or type(net.steady_state) ~= "function" or not net.up then
+    fail("microcircuit: a network of nm.models.microcircuit expected", 2)
+  end
+  if net.mode ~= "steady" then
+    fail("microcircuit: the full dynamics run in C without an adjoint; meta-gradients go " ..
+         "through the steady state (mc.new{mode = 'steady'})", 2)
+  end
+  for _, k in ipairs(o.params or {}) do
+    if k == "tau_w" or k == "dt" then
+      fail(format("microcircuit: '%s' is not read in the steady state (tau_w is 0 there)", k), 2)
+    end
+  end
+  local conns = {}
+  local function add(kind, k)
+    local c = net[kind][k]
+    conns[#conns + 1] = {name = c.name, bname = c.name:gsub("^W", "b"), c = c, kind = kind, k = k}
+  end
+  for k = 1, net.N do add("up", k) end
+  for k = 1, net.N - 1 do add("down", k); add("ip", k); add("pi", k) end
+  local model = {net = net, conns = conns, what = "microcircuit", n_in = net.sizes[0],
+                 n_out = net.sizes[net.N], step = mc_step, loss = mc_loss,
+                 equation = format("microcircuit %s, steady state", concat(net.sizes, "-", 0, net.N)),
+                 setup = function(u) u.sweeps = o.sweeps or 1 end}
+  return new_unroll(model, o, 2)
+end
+
+-- u:theta() -> the learned parameters' present values (a float64 tensor,
+-- in the order of u.names).
+function U:theta()
+  local th = nm.zeros(#self.names, "float64")
+  for j, ks in pairs(self.learned) do
+    for k, i in pairs(ks) do th:set(i, self.conns[j].c.rule.p[k]) end
+  end
+  return th
+end
+
+-- u:set(theta): writes theta's values into the rules' parameters.
+function U:set(theta)
+  theta = ag.value(theta)
+  for j, ks in pairs(self.learned) do
+    for k, i in pairs(ks) do self.conns[j].c.rule.p[k] = theta:get(i) end
+  end
+  return self
+end
+
+-- u:state() -> the network's present weights, biases and rule states (copies,
+-- in the order of u.state_names): the unroll's initial state.
+function U:state()
+  local out = {}
+  for j, e in ipairs(self.conns) do
+    local c, slot = e.c, self.slots[j]
+    out[slot.W] = c.W:clone()
+    if slot.b then out[slot.b] = c.b:clone() end
+    for k, i in pairs(slot.state) do out[i] = c.state[k]:clone() end
+  end
+  return out
+end
+
+-- u:load(S): copies a state list into the network's tensors.
+function U:load(S)
+  for j, e in ipairs(self.conns) do
+    local c, slot = e.c, self.slots[j]
+    c.W:copy(ag.value(S[slot.W]))
+    if slot.b then c.b:copy(ag.value(S[slot.b])) end
+    for k, i in pairs(slot.state) do c.state[k]:copy(ag.value(S[i])) end
+  end
+  return self
+end
+
+-- The minibatches as a list of [B x n] tensors of the network's dtype: a
+-- list, or one tensor of steps * B rows (views of its rows).
+local function batches(self, X, n, what, steps)
+  local dt = self.dtype
+  local list = {}
+  if nm.is_tensor(X) then
+    if X:dim() ~= 2 or X:size(2) ~= n or X:size(1) % self.B ~= 0 then
+      fail(format("%s must be [steps * %d x %d] or a list of [%d x %d] tensors", what, self.B, n,
+                  self.B, n), 3)
+    end
+    if X:dtype() ~= dt then X = nm.zeros(X:size(), dt):copy(X) end
+    X = X:contiguous()
+    for t = 1, X:size(1) // self.B do list[t] = X:narrow(1, (t - 1) * self.B + 1, self.B) end
+  elseif type(X) == "table" then
+    for t, x in ipairs(X) do
+      if not nm.is_tensor(x) or x:dim() ~= 2 or x:size(1) ~= self.B or x:size(2) ~= n then
+        fail(format("%s[%d] must be a [%d x %d] tensor", what, t, self.B, n), 3)
+      end
+      if x:dtype() ~= dt then x = nm.zeros(x:size(), dt):copy(x) end
+      list[t] = x:contiguous()
+    end
+  else
+    fail(what .. " must be a tensor or a list of tensors", 3)
+  end
+  if steps and #list ~= steps then
+    fail(format("%s has %d minibatches, the inputs %d", what, #list, steps), 3)
+  end
+  return list
+end
+
+local function dense_of(self, X, rows, n, what)
+  if not nm.is_tensor(X) or X:dim() ~= 2 or X:size(1) ~= rows or X:size(2) ~= n then
+    fail(format("%s must be a [%d x %d] tensor", what, rows, n), 3)
+  end
+  if X:dtype() ~= self.dtype then X = nm.zeros(X:size(), self.dtype):copy(X) end
+  return X:contiguous()
+end
+
+-- u:run(theta, S0, X, T [, stats]) -> the state list after training on the
+-- minibatches of X, T (a variable list when theta or S0 holds variables:
+-- one node of their tape). X: a list of [B x n_0] tensors or one
+-- [steps * B x n_0] tensor; T likewise, [B x n_L] (targets as nn takes them).
+function U:run(theta, S0, X, T, stats)
+  local Xl = batches(self, X, self.model.n_in, "X")
+  local Tl = batches(self, T, self.model.n_out, "T", #Xl)
+  if #S0 ~= #self.shapes then fail(format("run: the state list must hold %d tensors", #self.shapes), 2) end
+  local f, sc, key = self:fn()
+  local scalars = scalar_values(self, sc)
+  local ws = self.workspaces[key] or {}
+  self.workspaces[key] = ws
+  local esize = self.dtype == "float64" and 8 or 4
+  local bytes = 0
+  for _, sh in ipairs(self.shapes) do
+    local n = 1
+    for _, d in ipairs(sh) do n = n * d end
+    bytes = bytes + n * esize
+  end
+  local shapes, dt = self.shapes, self.dtype
+  local k = f:scan_kernel{
+    cache = ws, state_bytes = bytes,
+    state = function()
+      local s = {}
+      for i, sh in ipairs(shapes) do s[i] = nm.zeros(sh, dt) end
+      return s
+    end,
+    args = function(src, th) return src, th, Xl[1], Tl[1], table.unpack(scalars, 1, #sc) end,
+    steps = {[3] = Xl, [4] = Tl},
+  }
+  self.steps_run = #Xl
+  return ag.scan(k, S0, {theta}, #Xl, {segment = self.segment, stats = stats})
+end
+
+-- The query loss after the unroll; errors name the method `who`.
+local function query_loss(self, who, theta, S0, X, T, Xq, Tq, stats)
+  local ST = self:run(theta, S0, X, T, stats)
+  Xq = dense_of(self, Xq, self.Bq, self.model.n_in, "Xq")
+  Tq = dense_of(self, Tq, self.Bq, self.model.n_out, "Tq")
+  -- a diverged training is an error, not a NaN gradient
+  local why = "(the training diverged: smaller rates, or a NaN or infinite input or target)"
+  for i, x in ipairs(ST) do
+    if not ag.value(x):all_finite() then
+      fail(format("%s: %s is not finite after %d training steps %s", who, self.state_names[i],
+                  self.steps_run, why), 3)
+    end
+  end
+  local loss = ag.sum(self:loss_fn():call(ST, Xq, Tq))
+  local v = ag.value(loss)
+  if v ~= v or v == math.huge or v == -math.huge then
+    fail(format("%s: the query loss is %s after %d training steps %s", who, tostring(v),
+                self.steps_run, why), 3)
+  end
+  return loss
+end
+
+-- u:loss(theta, S0, X, T, Xq, Tq [, stats]) -> the query loss after the
+-- unroll (a number, or a variable of theta's or S0's tape). Xq [Bq x n_0],
+-- Tq [Bq x n_L]. A weight that is not finite after training, or a loss
+-- that is not, is an error.
+function U:loss(theta, S0, X, T, Xq, Tq, stats)
+  return query_loss(self, "loss", theta, S0, X, T, Xq, Tq, stats)
+end
+
+-- u:gradient(X, T, Xq, Tq [, o]) -> loss, g (float64 [#u.names], the
+-- gradient for theta = u:theta(), the rules' present values), gS (with
+-- o.state = true: the gradients for the initial state u:state(), a list).
+-- o.theta, o.S0: other values to differentiate at; o.stats: ag.scan's
+-- figures.
+function U:gradient(X, T, Xq, Tq, o)
+  o = o or {}
+  local tape = ag.tape()
+  local theta = tape:leaf(o.theta and ag.value(o.theta):clone() or self:theta())
+  local S0 = o.S0 or self:state()
+  local vars = {}
+  for i, s in ipairs(S0) do vars[i] = o.state and tape:leaf(ag.value(s)) or ag.value(s) end
+  local loss = query_loss(self, "gradient", theta, vars, X, T, Xq, Tq, o.stats)
+  tape:backward(loss)
+  local gS
+  if o.state then
+    gS = {}
+    for i, v in ipairs(vars) do gS[i] = v.grad or nm.zeros(v.value:size(), self.dtype) end
+  end
+  return ag.value(loss), theta.grad or nm.zeros(#self.names, "float64"), gS
+end
+
+-- u:source() -> the generated C of the training step and of its adjoint.
+function U:source()
+  local f = self:fn()
+  local wrt = {}
+  for i = 1, #self.shapes + 1 do wrt[i] = true end
+  return f:source() .. "\n" .. f:source(wrt)
+end
+
+return unroll
