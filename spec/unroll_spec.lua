@@ -280,6 +280,39 @@ describe("nm.unroll: meta-gradients of connection rules' parameters", function()
     assert.truthy(src:find("adjoint of mlp training step (hebb, hebb) (nm.unroll)", 1, true))
   end)
 
+  it("with the compiler hidden (NEUROMIC_CC=none) runs interpreted, one-line notice, same " ..
+     "gradients", function()
+    local script = os.tmpname() .. ".lua"
+    support.write_file(script, [[
+local nm = require "neuromic"
+local nn = require "nm.nn"
+local unroll = require "nm.unroll"
+local net = nn.mlp{sizes = {4, 5, 3}, act = "tanh", rule = "fa", params = {eta = 0.05},
+                   gen = nm.generator(1), dtype = "float64"}
+local g = nm.generator(5)
+local X, T = nm.zeros(12, 4, "float64"):normal(g, 0, 1), nm.zeros(12, 3, "float64"):uniform(g, 0, 1)
+local u = unroll.mlp(net, {params = {"eta"}, batch = 3})
+local _, grad = u:gradient(X, T, X:narrow(1, 1, 3), T:narrow(1, 1, 3))
+print(u:fn():compiled(), string.format("%.17g %.17g", grad:get(1), grad:get(2)))
+]])
+    local function run(env)
+      local out, err = support.sh(format("cd %s && %s NEUROMIC_CACHE=%s %s %s", support.q(support.root),
+                                         env, support.q(cache), support.q(support.exe), support.q(script)))
+      return out, err
+    end
+    local without, notice = run("NEUROMIC_CC=none")
+    local with = run("")
+    os.remove(script)
+    assert.truthy(notice:find("^neuromic: no C compiler found"), notice)
+    local a, b = without:match("^false%s(%S+) (%S+)\n$")
+    assert.is_not_nil(a, without)
+    local compiled, c, d = with:match("^(%a+)%s(%S+) (%S+)\n$")
+    if compiled == "true" then
+      assert.is_true(math.abs(a - c) <= 1e-10 * math.abs(c) and math.abs(b - d) <= 1e-10 * math.abs(d),
+                     without .. " vs " .. with)
+    end
+  end)
+
   it("checks its arguments", function()
     local net = make({rule = "hebb"})
     local function err(f)
@@ -313,6 +346,11 @@ describe("nm.unroll: meta-gradients of connection rules' parameters", function()
     local X = nm.zeros(6, 4, "float64")
     assert.truthy(err(function() u:run(u:theta(), u:state(), X, nm.zeros(6, 2, "float64")) end)
                   :find("T must be [steps * 2 x 3]", 1, true))
+    -- a diverging training is an error, not a NaN gradient
+    local ones = function(r, c) return nm.zeros(r, c, "float64"):fill(1) end
+    assert.truthy(err(function() u:gradient(ones(6, 4), ones(6, 3), ones(2, 4), ones(2, 3),
+                                            {theta = nm.tensor({math.huge, 1}, "float64")}) end)
+                  :find("unroll: gradient: W1 is not finite after 3 training steps (the training diverged", 1, true))
     assert.truthy(err(function() u:loss(u:theta(), u:state(), X, nm.zeros(6, 3, "float64"),
                                         nm.zeros(3, 4, "float64"), nm.zeros(2, 3, "float64")) end)
                   :find("Xq must be a [2 x 4] tensor", 1, true))

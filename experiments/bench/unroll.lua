@@ -1,7 +1,8 @@
 -- experiments/bench/unroll.lua: seconds per meta-step of a connection
 -- rule's parameters (nm.unroll: --steps training minibatches of a
 -- network learning by the rule, then the exact gradient of the query loss
--- with respect to every layer's learning rate) through the generated C
+-- with respect to every layer's learning rate; and of the microcircuit's
+-- circuit rules in the steady state) through the generated C
 -- step and adjoint, against the same graphs interpreted through the tensor
 -- operations (the path without a C compiler), in the same run at the same
 -- thread count; fastest of --repeats alternating runs in CPU time of the
@@ -32,6 +33,8 @@ local opts = cli.parse(arg, {
     {"repeats", "int", 3, "timed meta-steps per side (alternating); the fastest counts",
      quick = 1, min = 1},
     {"dtype", "string", "float32", "network element type", choices = {"float32", "float64"}},
+    {"microcircuit", "bool", true, "also the microcircuit in the steady state (the paper's " ..
+     "rules, every pathway plastic, the same sizes)"},
   },
 })
 
@@ -44,15 +47,32 @@ local Xq = nm.zeros(opts.batch, n0, opts.dtype):uniform(g, 0, 1)
 local Tq = nm.zeros(opts.batch, nL, opts.dtype)
 for i = 1, opts.batch do Tq:set(i, (i * 3) % nL + 1, 1) end
 
+-- The microcircuit's targets: potentials.
+local UT, UTq = T:clone():mul(2):add(-0.5), Tq:clone():mul(2):add(-0.5)
+
+local cases = {}
+for _, name in ipairs(opts.rules) do cases[#cases + 1] = name end
+if opts.microcircuit then cases[#cases + 1] = "microcircuit" end
+
 local rows = {}
-for _, name in ipairs(opts.rules) do
+for _, name in ipairs(cases) do
   local sides = {}
+  local Tt, Ttq = T, Tq
+  if name == "microcircuit" then Tt, Ttq = UT, UTq end
   for _, mode in ipairs{"compile", "interpret"} do
-    local net = nn.mlp{sizes = opts.sizes, act = "tanh", rule = name, params = {eta = 0.01},
-                       gen = nm.generator(2), dtype = opts.dtype}
+    local u
     local t0 = nm.sys.clock()
-    local u = unroll.mlp(net, {params = {"eta"}, batch = opts.batch, mode = mode})
-    u:gradient(X, T, Xq, Tq)               -- every kernel built (and compiled)
+    if name == "microcircuit" then
+      local mc = require "nm.models.microcircuit"
+      local net = mc.new{sizes = opts.sizes, gen = nm.generator(2), dtype = opts.dtype,
+                         mode = "steady", eta = {up = 0.01, ip = 0.01, pi = 0.01, down = 0.01}}
+      u = unroll.microcircuit(net, {params = {"eta"}, batch = opts.batch, mode = mode})
+    else
+      local net = nn.mlp{sizes = opts.sizes, act = "tanh", rule = name, params = {eta = 0.01},
+                         gen = nm.generator(2), dtype = opts.dtype}
+      u = unroll.mlp(net, {params = {"eta"}, batch = opts.batch, mode = mode})
+    end
+    u:gradient(X, Tt, Xq, Ttq)             -- every kernel built (and compiled)
     sides[mode] = {u = u, W0 = u:state(), first = nm.sys.clock() - t0, best = math.huge}
   end
   for _ = 1, opts.repeats do
@@ -60,7 +80,7 @@ for _, name in ipairs(opts.rules) do
       local s = sides[mode]
       collectgarbage("collect")
       local t0 = os.clock()
-      s.loss, s.grad = s.u:gradient(X, T, Xq, Tq, {S0 = s.W0})
+      s.loss, s.grad = s.u:gradient(X, Tt, Xq, Ttq, {S0 = s.W0})
       s.best = math.min(s.best, os.clock() - t0)
     end
   end
@@ -70,8 +90,9 @@ for _, name in ipairs(opts.rules) do
                      speed = i.best / c.best, grad_rel = rel, first_use = c.first}
 end
 
-print(format("meta-step: %d minibatches of %d on %s (%s, tanh, softmax cross-entropy), " ..
-             "gradient of every layer's eta; %d thread(s), fastest of %d", opts.steps, opts.batch,
+print(format("meta-step: %d minibatches of %d on %s (%s, tanh, softmax cross-entropy; the " ..
+             "microcircuit: steady state, every pathway), gradient of every connection's eta; " ..
+             "%d thread(s), fastest of %d", opts.steps, opts.batch,
              table.concat(opts.sizes, "-"), opts.dtype, opts.threads, opts.repeats))
 print(format("%-16s %10s %12s %8s %12s %14s", "rule", "generated", "interpreted", "speed",
              "grad rel.", "first use (s)"))

@@ -202,8 +202,13 @@ function U:fixed()
       end
     end
   end
-  if self.model.mod and type(self.net.mod) == "number" then sc[#sc + 1] = {0, "mod"} end
-  return sc, concat(zero, ",")
+  local key = concat(zero, ",")
+  if self.model.mod then
+    -- a number read at every call; nil, or a tensor (a constant): in the kernel
+    if type(self.net.mod) == "number" then sc[#sc + 1] = {0, "mod"}; key = key .. "|mod"
+    elseif self.net.mod ~= nil then key = key .. "|" .. tostring(self.net.mod) end
+  end
+  return sc, key
 end
 
 local function scalar_values(self, sc)
@@ -618,17 +623,38 @@ function U:run(theta, S0, X, T, stats)
     args = function(src, th) return src, th, Xl[1], Tl[1], table.unpack(scalars, 1, #sc) end,
     steps = {[3] = Xl, [4] = Tl},
   }
+  self.steps_run = #Xl
   return ag.scan(k, S0, {theta}, #Xl, {segment = self.segment, stats = stats})
+end
+
+-- The query loss after the unroll; errors name the method `who`.
+local function query_loss(self, who, theta, S0, X, T, Xq, Tq, stats)
+  local ST = self:run(theta, S0, X, T, stats)
+  Xq = dense_of(self, Xq, self.Bq, self.model.n_in, "Xq")
+  Tq = dense_of(self, Tq, self.Bq, self.model.n_out, "Tq")
+  -- a diverged training is an error, not a NaN gradient
+  local why = "(the training diverged: smaller rates, or a NaN or infinite input or target)"
+  for i, x in ipairs(ST) do
+    if not ag.value(x):all_finite() then
+      fail(format("%s: %s is not finite after %d training steps %s", who, self.state_names[i],
+                  self.steps_run, why), 3)
+    end
+  end
+  local loss = ag.sum(self:loss_fn():call(ST, Xq, Tq))
+  local v = ag.value(loss)
+  if v ~= v or v == math.huge or v == -math.huge then
+    fail(format("%s: the query loss is %s after %d training steps %s", who, tostring(v),
+                self.steps_run, why), 3)
+  end
+  return loss
 end
 
 -- u:loss(theta, S0, X, T, Xq, Tq [, stats]) -> the query loss after the
 -- unroll (a number, or a variable of theta's or S0's tape). Xq [Bq x n_0],
--- Tq [Bq x n_L].
+-- Tq [Bq x n_L]. A weight that is not finite after training, or a loss
+-- that is not, is an error.
 function U:loss(theta, S0, X, T, Xq, Tq, stats)
-  local ST = self:run(theta, S0, X, T, stats)
-  Xq = dense_of(self, Xq, self.Bq, self.model.n_in, "Xq")
-  Tq = dense_of(self, Tq, self.Bq, self.model.n_out, "Tq")
-  return ag.sum(self:loss_fn():call(ST, Xq, Tq))
+  return query_loss(self, "loss", theta, S0, X, T, Xq, Tq, stats)
 end
 
 -- u:gradient(X, T, Xq, Tq [, o]) -> loss, g (float64 [#u.names], the
@@ -643,7 +669,7 @@ function U:gradient(X, T, Xq, Tq, o)
   local S0 = o.S0 or self:state()
   local vars = {}
   for i, s in ipairs(S0) do vars[i] = o.state and tape:leaf(ag.value(s)) or ag.value(s) end
-  local loss = self:loss(theta, vars, X, T, Xq, Tq, o.stats)
+  local loss = query_loss(self, "gradient", theta, vars, X, T, Xq, Tq, o.stats)
   tape:backward(loss)
   local gS
   if o.state then
