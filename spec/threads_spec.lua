@@ -154,6 +154,12 @@ describe("threads", function()
     for _ = 1, 2 do
       for b in batches:epoch() do net:train_batch(b.X, b.Y) end
     end
+    if prefetch then   -- 11 batches per epoch: the next one of each but the last
+      local runs, on_worker = batches:gathers()
+      assert.equal(20, runs)
+      assert.is_true(on_worker <= runs)
+      if nm.threads() == 1 then assert.equal(0, on_worker) end
+    end
     return weights_of(net, {})
   end
 
@@ -162,6 +168,9 @@ describe("threads", function()
     local plain = with_threads(1, function() return train_epochs(false) end)
     same_for_any_count(function() return train_epochs(true) end)
     local one = with_threads(1, function() return train_epochs(true) end)
+    local plain_batches = data.batches({X = nm.zeros(10, 2)}, 3, {prefetch = false})
+    for _ in plain_batches:epoch() do end
+    assert.same({0, 0}, {plain_batches:gathers()})
     for i = 1, #plain do assert.equal(0, max_diff(plain[i], one[i]), "tensor " .. i) end
   end)
 
@@ -188,6 +197,28 @@ describe("threads", function()
         end
       end)
     end
+    -- a worker takes the copies when it is free before the caller waits
+    with_threads(2, function()
+      local runs, on_worker = gather:counts()
+      assert.equal(120, runs)                  -- 40 rounds at 1, 2 and 3 threads
+      local idx = {}
+      for i = 1, 128 do idx[i] = i end
+      local t0 = nm.sys.clock()
+      repeat
+        gather:start(idx, 1, B1, X)
+        nm.sys.sleep(0.01)
+        local r, w = gather:counts()
+        runs, on_worker = r, w
+      until on_worker > 0 or nm.sys.clock() - t0 > 5
+      assert.is_true(on_worker > 0, "no worker took a gather in 5 s")
+    end)
+    with_threads(1, function()                 -- one thread: the caller copies
+      local r0, w0 = gather:counts()
+      gather:start({1}, 1, B1:narrow(1, 1, 1), X)
+      local r1, w1 = gather:counts()
+      assert.equal(r0 + 1, r1)
+      assert.equal(w0, w1)
+    end)
     -- waiting twice, or with nothing started, returns; a running gather keeps
     -- its tensors alive through a close and is waited for when collected
     assert.equal(gather, gather:wait():wait())

@@ -77,6 +77,7 @@ static int take_side(void) {
   in_part = 1;                          /* its pool calls run inline */
   t->fn(t->ctx);
   in_part = 0;
+  t->on_worker = 1;
   atomic_store(&t->state, TASK_DONE);
   return 1;
 }
@@ -195,6 +196,7 @@ void nm_pool_run(int64_t parts, nm_pool_fn fn, void *ctx) {
 void nm_task_init(nm_task *t) {
   t->fn = NULL;
   t->ctx = NULL;
+  t->on_worker = 0;
   atomic_store(&t->state, TASK_IDLE);
 }
 
@@ -202,6 +204,7 @@ void nm_pool_start(nm_task *t, void (*fn)(void *ctx), void *ctx) {
   nm_pool_wait(t);
   t->fn = fn;
   t->ctx = ctx;
+  t->on_worker = 0;
   nm_task *none = NULL;
   if (P.workers == 0 || in_part) {
     fn(ctx);

@@ -49,6 +49,7 @@ typedef struct nm_task {
   void (*fn)(void *ctx);
   void *ctx;
   _Atomic int state;            /* see nm_pool.c */
+  int on_worker;                /* the last run was on a worker (after nm_pool_wait) */
 } nm_task;
 void nm_task_init(nm_task *t);
 void nm_pool_start(nm_task *t, void (*fn)(void *ctx), void *ctx);

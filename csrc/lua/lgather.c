@@ -25,6 +25,7 @@
 typedef struct gather {
   nm_task task;
   int64_t cap, rows;
+  int64_t started, on_worker;    /* starts, and those a worker ran */
   int npairs, running;
   nm_tensor dst[GATHER_PAIRS], src[GATHER_PAIRS];   /* header copies */
   int64_t idx[];                 /* cap row indices, 0-based */
@@ -44,6 +45,7 @@ static void gather_finish(lua_State *L, gather *g, int self) {
   if (!g->running) return;
   nm_pool_wait(&g->task);
   g->running = 0;
+  g->on_worker += g->task.on_worker;
   for (int i = 1; i <= PINS; i++) {
     lua_pushnil(L);
     lua_setiuservalue(L, self, i);
@@ -143,6 +145,7 @@ static int gather_start(lua_State *L) {
   g->npairs = npairs;
   g->rows = rows;
   g->running = 1;
+  g->started++;
   nm_pool_start(&g->task, gather_run, g);
   lua_settop(L, 1);
   return 1;
@@ -161,6 +164,17 @@ static int gather_rows(lua_State *L) {
   return 1;
 }
 
+/* g:counts() -> starts so far, and how many of them a worker of the pool
+** ran (the others ran in the caller: one thread, or no worker free before
+** the caller needed the rows); a running gather is waited for first. */
+static int gather_counts(lua_State *L) {
+  gather *g = checkgather(L, 1);
+  gather_finish(L, g, 1);
+  lua_pushinteger(L, (lua_Integer)g->started);
+  lua_pushinteger(L, (lua_Integer)g->on_worker);
+  return 2;
+}
+
 /* __gc and __close: a running gather is waited for. */
 static int gather_release(lua_State *L) {
   gather_finish(L, checkgather(L, 1), 1);
@@ -175,7 +189,8 @@ static int gather_tostring(lua_State *L) {
 }
 
 static const luaL_Reg gather_meth[] = {
-  {"start", gather_start}, {"wait", gather_wait}, {"rows", gather_rows}, {NULL, NULL}};
+  {"start", gather_start}, {"wait", gather_wait}, {"rows", gather_rows},
+  {"counts", gather_counts}, {NULL, NULL}};
 static const luaL_Reg gather_metameth[] = {
   {"__gc", gather_release}, {"__close", gather_release}, {"__tostring", gather_tostring},
   {NULL, NULL}};

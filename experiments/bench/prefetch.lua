@@ -82,8 +82,8 @@ print(string.format("MLP 784-%d-10 %s %s, batch %d, %d training rows (%s): secon
                     opts.rule, opts.batch, ds.train.X:size(1), opts.data, opts.repeats))
 print("| threads | wall, gathered when served | wall, prefetched | ratio | training thread " ..
       "CPU, when served | prefetched | ratio | process CPU, when served | prefetched | ratio | " ..
-      "same bits |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+      "prefetches a worker ran | same bits |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 -- The gathers alone: an epoch of batches served without training, at one
 -- thread (the most the training thread can shed).
 local saved = nm.threads()
@@ -110,9 +110,11 @@ for _, t in ipairs(opts.counts) do
       best[k + 4] = math.min(best[k + 4], c)
     end
   end
-  print(string.format("| %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %s |",
-                      t, best[1], best[2], best[1] / best[2], best[3], best[4], best[3] / best[4],
-                      best[5], best[6], best[5] / best[6], same_bits(plain, pre) and "yes" or "NO"))
+  local runs, on_worker = pre.batches:gathers()
+  print(string.format("| %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | " ..
+                      "%d of %d | %s |", t, best[1], best[2], best[1] / best[2], best[3], best[4],
+                      best[3] / best[4], best[5], best[6], best[5] / best[6], on_worker, runs,
+                      same_bits(plain, pre) and "yes" or "NO"))
 end
 nm.threads(saved)
 print("ratio = gathered when served / prefetched (> 1: prefetching is faster)")

@@ -624,6 +624,14 @@ function Batches:__len()
   return self.count
 end
 
+-- Prefetched batches so far, and how many of them a worker gathered (the
+-- others were gathered by the caller: one thread, or no worker free in
+-- time); 0, 0 without prefetch.
+function Batches:gathers()
+  if not self.gather then return 0, 0 end
+  return self.gather:counts()
+end
+
 local unpack = table.unpack
 
 -- Iterator over one epoch: shuffles (when enabled) starting from the
