@@ -819,6 +819,27 @@ describe("nm.compile on in-place steps (connection and circuit rules)", function
     end)
   end
 
+  it("rule.lowpass compiled: the wrapped rule's parameters, fixed in the kernel, trace " ..
+     "again when they change (the kernel kept the old rate before)", function()
+    local function run(compiled)
+      local inst = rule.lowpass("hebb", {tau = 2})
+      local c = nn.connection{pre = 3, post = 2, dtype = "float64", gen = nm.generator(1), rule = inst}
+      inst.use_compiled = compiled
+      local q = rule.quantities(c)
+      q.pre, q.post = nm.tensor({{1, 0, 2}}, "float64"), nm.tensor({{2, 1}}, "float64")
+      q.pre_t, q.post_t, q.batch, q.ones, q.state = q.pre:t(), q.post:t(), 1, nm.ones(1, "float64"), c.state
+      rule.apply(inst, c, q)
+      inst.inner.p.eta = 1                  -- the wrapped rule's rate changes
+      rule.apply(inst, c, q)
+      local n = support.allocated(function() rule.apply(inst, c, q) end, 20)
+      return c.W, n
+    end
+    local lua = run(false)
+    local comp, bytes = run(true)
+    assert.is_true(rel(comp, lua) < 1e-13, rel(comp, lua))
+    if compile.toolchain() then assert.equal(0, bytes) end    -- the check allocates nothing
+  end)
+
   it("a user's connection rule with state of its own (a sliding threshold) runs at C " ..
      "speed: the compiled update equals its Lua update, state included", function()
     -- BCM-like: dW = eta <(y .* (y - theta)) x^T>, theta a low-pass of <y>

@@ -580,11 +580,41 @@ end
 -- being 0 or a quantity changes shape.
 local compiled = setmetatable({}, {__mode = "k"})
 
+-- The parameters of the instances a rule wraps (rule.lowpass's inner
+-- rule) are numbers its update reads from a closure, fixed in the kernel:
+-- a snapshot of them is kept with the kernel, and a change traces again.
+-- (Compared without allocating: rule.apply runs it at every update.)
+local function wrapped_snapshot(inst)
+  local snap, x = {}, inst.inner
+  while x do
+    local p = {}
+    for k, v in pairs(x.p) do p[k] = v end
+    snap[#snap + 1] = {p = x.p, values = p}
+    x = x.inner
+  end
+  return snap
+end
+
+local function wrapped_same(inst, snap)
+  local x, i = inst.inner, 0
+  while x do
+    i = i + 1
+    local s = snap[i]
+    if not s or s.p ~= x.p then return false end
+    for k, v in pairs(x.p) do if s.values[k] ~= v then return false end end
+    for k in pairs(s.values) do if x.p[k] == nil then return false end end
+    x = x.inner
+  end
+  return i == #snap
+end
+
 local function compiled_update(inst, q)
   local per = compiled[inst]
   if not per then per = setmetatable({}, {__mode = "k"}); compiled[inst] = per end
   local st = per[q]
-  if st and st:valid(inst.p) then return st end
+  if st and st:valid(inst.p) and (not st.wrapped or wrapped_same(inst, st.wrapped)) then
+    return st
+  end
   local compile = require "nm.compile"
   local def = inst.def
   st = compile.state_step{
@@ -602,6 +632,7 @@ local function compiled_update(inst, q)
       return out
     end,
   }
+  st.wrapped = inst.inner and wrapped_snapshot(inst) or nil
   per[q] = st
   return st
 end
