@@ -8,6 +8,7 @@ local reproduce = require "nm.reproduce"
 local stats = require "nm.stats"
 local json = require "nm.json"
 local support = require "spec.support"
+local plot = require "nm.plot"
 
 local q = support.q
 
@@ -192,6 +193,19 @@ describe("experiments/reproduce.lua", function()
     assert.truthy(err:find("2 cells, 2 already done, 0 to run", 1, true), err)
     local after = json.read_file(out .. "/doc/bmvr.json")
     assert.same(before.results, after.results)
+  end)
+
+  it("the comparison plot prints labels as given (no gnuplot enhanced text: W_pi stays W_pi)", function()
+    if not plot.gnuplot() then
+      pending("gnuplot not found: the plot is not written")
+      return
+    end
+    -- the cells ran above: this only rewrites the microcircuit family's report and plots
+    local _, err, rc = run(string.format("--quick --only microcircuit --out %s --readme %s", q(out), q(readme)))
+    assert.equal(0, rc, err)
+    local svg = support.read_file(out .. "/doc/microcircuit-fig2-pifixed.svg")
+    assert.truthy(svg:find("microcircuit, W_pi = -W_down fixed, W_ip 300x, test error", 1, true))
+    assert.truthy(svg:find("Fig. 2 with W_pi fixed at -W_down and W_ip at 300x", 1, true))
   end)
 
   it("shards, merged by --report, give the figures of one run", function()

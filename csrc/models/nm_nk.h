@@ -133,7 +133,7 @@ typedef struct nm_nkhc {
   float *a_save, *y_new, *zbuf;   /* S each */
   double *terms;             /* S: the output's squared errors */
   float *sqerr;              /* S: one column's squared errors */
-  float *part;               /* NAN: H x np, ANN: np: block partial sums */
+  float *part;               /* NAN: H x np, ANN: np: the naive pass's block partial sums */
   double *col_new;           /* N */
   float *row;                /* N */
   float *nk_a;               /* H: naive evaluator's activations */

@@ -594,7 +594,9 @@ local function result_plot(o, fam, res)
     if s.n >= 1 then rows[#rows + 1] = s end
   end
   if #rows == 0 or o.no_plot then return nil end
-  local lines = {"$d << EOD"}
+  -- labels and titles as given: enhanced text would print W_pi as W with a
+  -- subscript p followed by i
+  local lines = {"set termoption noenhanced", "$d << EOD"}
   for i, s in ipairs(rows) do
     local paper = type(s.paper) == "number" and format("%.17g", s.paper) or "NaN"
     lines[#lines + 1] = format("%d %.17g %.17g %.17g %s", i, s.mean, s.low or s.mean, s.high or s.mean, paper)
