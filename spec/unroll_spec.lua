@@ -57,7 +57,10 @@ local function make(case)
                   eta = case.eta, rules = case.rules, compiled = false}
   end
   local r, params = case.rule, case.params
-  if type(r) == "table" then           -- a definition: an instance per layer
+  if case.instance then                -- an instance per layer, made by the case
+    r = {}
+    for l = 1, #(case.sizes or {4, 5, 3}) - 1 do r[l] = case.instance() end
+  elseif type(r) == "table" then       -- a definition: an instance per layer
     r = {}
     for l = 1, #(case.sizes or {4, 5, 3}) - 1 do r[l] = rule.new(case.rule, case.params) end
     params = nil
@@ -122,7 +125,13 @@ local function tensor_of(u, net, i)
     local slot = u.slots[j]
     if slot.W == i then return c.W end
     if slot.b == i then return c.b end
-    for k, j in pairs(slot.state) do if j == i then return c.state[k] end end
+    for path, j in pairs(slot.state) do
+      if j == i then                         -- "theta", or nested: "inner.theta"
+        local t = c.state
+        for k in path:gmatch("[^.]+") do t = t[k] end
+        return t
+      end
+    end
   end
   error("no state " .. name)
 end
@@ -197,6 +206,10 @@ local CASES = {
    params = {eta = 0.05, tau = 2}},
   {name = "tutorial my_sign", tutorial = "my_rules/my_sign.lua", learn = {"eta"},
    sizes = {4, 5, 4, 3}},
+  {name = "rule.lowpass of the tutorial's BCM: the filter's tau (BCM's theta nested in the state)",
+   learn = {"tau"}, instance = function()
+     return rule.lowpass(rule.new(tutorial["my_rules/bcm.lua"], {eta = 0.05, tau = 2}), {tau = 3})
+   end},
   -- circuit rules: the microcircuit in the steady state, every pathway plastic
   {name = "microcircuit: dendritic_prediction (up, ip, down), apical_silencing (pi)",
    model = "microcircuit", learn = {"eta"},
@@ -273,6 +286,22 @@ describe("nm.unroll: meta-gradients of connection rules' parameters", function()
                                   {params = {"eta"}, batch = 2})
     assert.equal(" W_up1 b_up1 W_up2 b_up2 W_down1 W_ip1 b_ip1 W_pi1 ", names(m))
     assert.same({"W_up1.eta", "W_up2.eta", "W_pi1.eta"}, m.names)
+    -- a wrapped rule's parameters are numbers in the kernel: a change traces again
+    local function lowpass() return rule.lowpass(rule.new("hebb", {eta = 0.05}), {tau = 3}) end
+    local d = data({})
+    local function loss_of(net)
+      local u = unroll.mlp(net, {params = {"tau"}, batch = B, mode = "interpret"})
+      return u, u:loss(u:theta(), u:state(), d.X, d.T, d.Xq, d.Tq)
+    end
+    local n1 = make({instance = lowpass})
+    local u1, before = loss_of(n1)
+    for _, c in ipairs(n1.conns) do c.rule.inner.p.eta = 0.2 end
+    local after = u1:loss(u1:theta(), u1:state(), d.X, d.T, d.Xq, d.Tq)
+    local n2 = make({instance = lowpass})
+    for _, c in ipairs(n2.conns) do c.rule.inner.p.eta = 0.2 end
+    local _, fresh = loss_of(n2)
+    assert.is_true(before ~= after)
+    assert.equal(fresh, after)
     -- the C of the step and of its adjoint, named
     local src = unroll.mlp(make({rule = "hebb"}), {params = {"eta"}, batch = 2,
                                                    mode = "interpret"}):source()

@@ -29,11 +29,12 @@
 -- numeric modulator (net.mod) as numbers read at every call (a parameter
 -- that is 0 when traced is the constant 0, as in rule.compiled_update: a
 -- kernel per set of zero parameters); the pathway's state (FA's B, DFA's
--- D) and masks are constants of the step, passed at every call. Not
--- supported: an optimiser on the network (the rules' changes are applied
--- as they are), rule state that nests tables of tensors (rule.lowpass),
--- batch sizes that change within an unroll, the microcircuit's full
--- dynamics (C without an adjoint).
+-- D) and masks are constants of the step, passed at every call; the
+-- parameters of a wrapped rule (rule.lowpass's inner one) are numbers in
+-- the kernel, their values part of its key. Rule state may nest tables
+-- (paths "inner.theta"). Not supported: an optimiser on the network (the
+-- rules' changes are applied as they are), batch sizes that change within
+-- an unroll, the microcircuit's full dynamics (C without an adjoint).
 
 local nm = require "neuromic"
 local ag = require "nm.autograd"
@@ -53,6 +54,33 @@ local function sorted_keys(t)
   for k in pairs(t) do ks[#ks + 1] = k end
   table.sort(ks, function(a, b) return tostring(a) < tostring(b) end)
   return ks
+end
+
+-- The tensors of a rule state, nested tables included (rule.lowpass keeps
+-- its inner rule's state in st.inner): {path = "inner.C", t = tensor}, in
+-- a fixed order.
+local function state_tensors(tab, prefix, out, seen)
+  out, seen = out or {}, seen or {}
+  if seen[tab] then return out end
+  seen[tab] = true
+  for _, k in ipairs(sorted_keys(tab)) do
+    local v = tab[k]
+    local path = (prefix or "") .. tostring(k)
+    if nm.is_tensor(v) then out[#out + 1] = {path = path, t = v}
+    elseif type(v) == "table" then state_tensors(v, path .. ".", out, seen) end
+  end
+  return out
+end
+
+-- The value at a path ("inner.C") of a table.
+local function at_path(tab, path)
+  for k in path:gmatch("[^.]+") do
+    if type(tab) ~= "table" then return nil end
+    local v = tab[k]
+    if v == nil then v = tab[tonumber(k)] end
+    tab = v
+  end
+  return tab
 end
 
 local U = {}
@@ -129,18 +157,12 @@ local function new_unroll(model, o, level)
     local c = e.c
     full[i] = {W = true, b = c.b ~= nil, state = {}}
     if type(c.state) == "table" then
-      for _, k in ipairs(sorted_keys(c.state)) do
-        local v = c.state[k]
-        if nm.is_tensor(v) then
-          if v:dtype() ~= net.dtype then
-            fail(format("%s: rule state %s.%s is %s, the network %s", model.what, e.name,
-                        tostring(k), v:dtype(), net.dtype), level)
-          end
-          full[i].state[#full[i].state + 1] = k
-        elseif type(v) == "table" then
-          fail(format("%s: the state of rule '%s' nests tables (%s.%s): not supported yet",
-                      model.what, c.rule.name, e.name, tostring(k)), level)
+      for _, x in ipairs(state_tensors(c.state)) do
+        if x.t:dtype() ~= net.dtype then
+          fail(format("%s: rule state %s.%s is %s, the network %s", model.what, e.name, x.path,
+                      x.t:dtype(), net.dtype), level)
         end
+        full[i].state[#full[i].state + 1] = x.path
       end
     elseif c.state ~= nil then
       fail(format("%s: the state of rule '%s' is not a table of tensors", model.what, c.rule.name), level)
@@ -182,8 +204,8 @@ function U:layout(keep)
     end
     slot.W = add(e.name, c.W)
     if keep[i].b then slot.b = add(e.bname or (e.name .. ".b"), c.b) end
-    for _, k in ipairs(keep[i].state) do
-      slot.state[k] = add(format("%s.%s", e.name, tostring(k)), c.state[k])
+    for _, path in ipairs(keep[i].state) do
+      slot.state[path] = add(format("%s.%s", e.name, path), at_path(c.state, path))
     end
   end
 end
@@ -200,6 +222,15 @@ function U:fixed()
         if p[k] == 0 then zero[#zero + 1] = i .. "." .. k
         else sc[#sc + 1] = {i, k} end
       end
+    end
+  end
+  -- the parameters of wrapped rules (rule.lowpass's inner one) are numbers
+  -- in the kernel: their values key it
+  for _, e in ipairs(self.conns) do
+    local x = e.c.rule.inner
+    while x do
+      for _, k in ipairs(sorted_keys(x.p)) do zero[#zero + 1] = k .. "=" .. tostring(x.p[k]) end
+      x = x.inner
     end
   end
   local key = concat(zero, ",")
@@ -228,13 +259,20 @@ function U:refs(S)
     W[i] = trace.ref(self.state_names[slot.W], S[slot.W])
     if slot.b then b[i] = trace.ref(self.state_names[slot.b], S[slot.b]) end
     if type(c.state) == "table" then
-      st[i] = {}
-      for k, v in pairs(c.state) do
-        local j = slot.state[k]
-        if j then st[i][k] = trace.ref(self.state_names[j], S[j])
-        elseif nm.is_tensor(v) then st[i][k] = trace.ref(e.name .. "." .. tostring(k), nil, v:size())
-        else st[i][k] = v end
+      -- a copy of the state's tables, its tensors traced
+      local function copy(tab, prefix)
+        local out = {}
+        for k, v in pairs(tab) do
+          local path = prefix .. tostring(k)
+          local j = slot.state[path]
+          if j then out[k] = trace.ref(self.state_names[j], S[j])
+          elseif nm.is_tensor(v) then out[k] = trace.ref(e.name .. "." .. path, nil, v:size())
+          elseif type(v) == "table" then out[k] = copy(v, path .. ".")
+          else out[k] = v end
+        end
+        return out
       end
+      st[i] = copy(c.state, "")
     end
   end
   return W, b, st
@@ -258,7 +296,7 @@ function U:step_graph(S, theta, X, T, sc, scalars)
     local slot = self.slots[i]
     out[slot.W] = trace.value_of(new[i] and new[i].W or W[i])
     if slot.b then out[slot.b] = trace.value_of(new[i] and new[i].b or b[i]) end
-    for k, j in pairs(slot.state) do out[j] = trace.value_of(st[i][k]) end
+    for path, j in pairs(slot.state) do out[j] = trace.value_of(at_path(st[i], path)) end
   end
   return out
 end
@@ -539,7 +577,7 @@ function U:state()
     local c, slot = e.c, self.slots[j]
     out[slot.W] = c.W:clone()
     if slot.b then out[slot.b] = c.b:clone() end
-    for k, i in pairs(slot.state) do out[i] = c.state[k]:clone() end
+    for path, i in pairs(slot.state) do out[i] = at_path(c.state, path):clone() end
   end
   return out
 end
@@ -550,7 +588,7 @@ function U:load(S)
     local c, slot = e.c, self.slots[j]
     c.W:copy(ag.value(S[slot.W]))
     if slot.b then c.b:copy(ag.value(S[slot.b])) end
-    for k, i in pairs(slot.state) do c.state[k]:copy(ag.value(S[i])) end
+    for path, i in pairs(slot.state) do at_path(c.state, path):copy(ag.value(S[i])) end
   end
   return self
 end
