@@ -2,8 +2,9 @@
 -- trained by its rules on T minibatches, then scored on a query batch: the
 -- query loss is a function of the rules' numeric parameters (a learning
 -- rate eta, BCM's tau, ...) and of the initial weights, and this module
--- gives its exact gradient, for connection rules in an nn.mlp and for
--- circuit rules in a microcircuit trained in the steady state.
+-- gives its exact gradient, for connection rules in an nn.mlp, for
+-- circuit rules in a microcircuit trained in the steady state and for a
+-- BMVR network's (unroll.bmvr: net:train's per-sample pass).
 --
 --   local unroll = require "nm.unroll"
 --   local u = unroll.mlp(net, {params = {"eta"}, batch = 8})
@@ -87,13 +88,17 @@ local U = {}
 U.__index = U
 
 -- The common part of an unroll: model = {net =, conns = {{name =, c =
--- (a connection: W, b, state, rule, plastic)}, ...}, n_in =, n_out =,
--- step = function(u, W, b, st, P, X, T, mod) -> {[i] = {W =, b =}} (new
--- values per connection; the rule states' Refs are read after it),
--- loss = function(u, W, b, Xq, Tq) -> a scalar symbol, what (its name),
--- setup = function(u) (optional: the traces' constants), mod = true (a
--- numeric net.mod is read at every call), equation (for the C's comment)};
--- o as unroll.mlp's.
+-- (a connection: W, b, state, rule, plastic; without a rule, a tensor W
+-- of the state that no rule drives)}, ...}, n_in =, n_out =, step =
+-- function(u, W, b, st, P, X, T, mod, extra) -> {[i] = {W =, b =}} (new
+-- values per connection; the rule states' Refs are read after it), loss =
+-- function(u, W, b, Xq, Tq) -> a scalar symbol, what (its name), setup =
+-- function(u) (optional: the traces' constants), mod = true (a numeric
+-- net.mod is read at every call), constant = {name = true} (parameters
+-- that are numbers in the kernel, their values part of its key), extra =
+-- {names}, extra_values = function(u, steps) -> {[name] = {per step}}
+-- (scalars that change from step to step: extra[name] in the step),
+-- equation (for the C's comment)}; o as unroll.mlp's.
 local function new_unroll(model, o, level)
   level = (level or 1) + 1
   local net = model.net
@@ -127,6 +132,10 @@ local function new_unroll(model, o, level)
     local inst = c.rule
     local list = per_conn and (want[i] or want[e.name] or {}) or want
     self.learned[i] = {}
+    if not inst and per_conn and #list > 0 then
+      fail(format("%s: %s is driven by no rule", model.what, e.name), level)
+    end
+    if not inst then list = {} end
     for _, k in ipairs(list) do
       local v = inst.p[k]
       if type(v) == "number" and (per_conn or c.plastic ~= false) then
@@ -215,19 +224,22 @@ end
 -- the ones that are 0 (fixed in the kernel).
 function U:fixed()
   local sc, zero = {}, {}
+  local constant = self.model.constant or {}
   for i, e in ipairs(self.conns) do
-    local p = e.c.rule.p
+    local p = e.c.rule and e.c.rule.p or {}
     for _, k in ipairs(sorted_keys(p)) do
       if type(p[k]) == "number" and not self.learned[i][k] then
         if p[k] == 0 then zero[#zero + 1] = i .. "." .. k
+        elseif constant[k] then zero[#zero + 1] = format("%d.%s=%.17g", i, k, p[k])
         else sc[#sc + 1] = {i, k} end
+      elseif type(p[k]) == "string" and constant[k] then zero[#zero + 1] = i .. "." .. k .. "=" .. p[k]
       end
     end
   end
   -- the parameters of wrapped rules (rule.lowpass's inner one) are numbers
   -- in the kernel: their values key it
   for _, e in ipairs(self.conns) do
-    local x = e.c.rule.inner
+    local x = e.c.rule and e.c.rule.inner
     while x do
       for _, k in ipairs(sorted_keys(x.p)) do zero[#zero + 1] = k .. "=" .. tostring(x.p[k]) end
       x = x.inner
@@ -284,13 +296,17 @@ function U:step_graph(S, theta, X, T, sc, scalars)
   local P, mod = {}, self.net.mod
   for i, s in ipairs(sc) do if s[1] == 0 then mod = scalars[i] end end
   for i, e in ipairs(self.conns) do
-    local p = {}
-    for k, v in pairs(e.c.rule.p) do p[k] = v end
-    for k, j in pairs(self.learned[i]) do p[k] = ag.index(theta, j) end
-    for j, s in ipairs(sc) do if s[1] == i then p[s[2]] = scalars[j] end end
-    P[i] = p
+    if e.c.rule then
+      local p = {}
+      for k, v in pairs(e.c.rule.p) do p[k] = v end
+      for k, j in pairs(self.learned[i]) do p[k] = ag.index(theta, j) end
+      for j, s in ipairs(sc) do if s[1] == i then p[s[2]] = scalars[j] end end
+      P[i] = p
+    end
   end
-  local new = self.model.step(self, W, b, st, P, trace.ref("X", X), trace.ref("T", T), mod)
+  local extra = {}
+  for j, name in ipairs(self.model.extra or {}) do extra[name] = scalars[#sc + j] end
+  local new = self.model.step(self, W, b, st, P, trace.ref("X", X), trace.ref("T", T), mod, extra)
   local out = {}
   for i = 1, #self.conns do
     local slot = self.slots[i]
@@ -311,6 +327,7 @@ function U:spec(sc)
     spec[#spec + 1] = {name = s[1] == 0 and "mod" or format("%s.%s", self.conns[s[1]].name, s[2]),
                        scalar = true}
   end
+  for _, name in ipairs(self.model.extra or {}) do spec[#spec + 1] = {name = name, scalar = true} end
   return spec
 end
 
@@ -321,7 +338,9 @@ function U:fn()
   local f = self.fns[key]
   if f then return f, sc, key end
   local rules = {}
-  for i, e in ipairs(self.conns) do rules[i] = e.c.rule.name end
+  for _, e in ipairs(self.conns) do
+    if e.c.rule then rules[#rules + 1] = e.c.rule.name end
+  end
   f = compile.fn(function(S, theta, X, T, ...)
     return self:step_graph(S, theta, X, T, sc, {...})
   end, self:spec(sc), {dtype = self.dtype, mode = self.mode, source = "nm.unroll",
@@ -550,6 +569,115 @@ function unroll.microcircuit(net, o)
   return new_unroll(model, o, 2)
 end
 
+-- ---------------------------------------------------------------- BMVR
+
+-- The BMVR net as its per-sample code sees it: traced weights (and the
+-- running mean zbar), quantities and pathway states made of traced
+-- vectors (bmvr.make_state), its rules' states st.
+local function bmvr_shadow(u, W, st, track_mean)
+  local net = u.net
+  local sh = setmetatable({}, getmetatable(net))
+  for k, v in pairs(net) do sh[k] = v end
+  for i, e in ipairs(u.conns) do sh[e.name] = W[i] end
+  sh.track_mean = track_mean
+  local bm = require "nm.models.bmvr"
+  local q, states = bm.make_state(sh, function(size) return trace.ref("buffer", nil, {size}) end,
+                                  function(pw) return st[u.index[pw]] or {} end)
+  return sh, q, states, bm
+end
+
+-- Sample r of the [rows x n] traced X: X^T e_r (e_r a constant one-hot).
+local function bmvr_row(u, X, r, n)
+  local x = trace.ref("x", nil, {n})
+  return x:mv(X:t(), u.onehot[X.shape[1]][r])
+end
+
+-- One step: net:train's Lua pass (bmvr.sample_step) on the step's B
+-- samples, t samples seen before them.
+local function bmvr_step(u, W, b, st, P, X, T, mod, extra)
+  local sh, q, states, bm = bmvr_shadow(u, W, st, u.net.track_mean)
+  local Pp = {}
+  for i, e in ipairs(u.conns) do Pp[e.name] = P[i] end
+  q.t = extra.t
+  for r = 1, u.B do
+    q.x, q.y = bmvr_row(u, X, r, u.net.n), bmvr_row(u, T, r, u.net.m)
+    bm.sample_step(sh, q, states, Pp)
+  end
+  return {}             -- the weights' traced tensors hold the new values
+end
+
+-- The query loss: net:evaluate's mean ||y - y_hat||^2 (zbar frozen), with
+-- the network's per-sample quantities.
+local function bmvr_loss(u, W, b, Xq, Tq)
+  local sh, q, _, bm = bmvr_shadow(u, W, {}, false)
+  local loss = 0
+  for r = 1, u.Bq do
+    q.x, q.y = bmvr_row(u, Xq, r, u.net.n), bmvr_row(u, Tq, r, u.net.m)
+    bm.quantities(sh, q)
+    loss = loss + q.e:dot(q.e)
+  end
+  return loss / u.Bq
+end
+
+-- unroll.bmvr(net, o) -> an unroll of a BMVR network's training
+-- (net:train's per-sample pass: every plastic pathway's circuit rule, in
+-- the order W1, W2T, Q, R, the running mean zbar tracked) on T blocks of
+-- o.batch samples, for its rules' parameters: o.params {"eta"} (every
+-- plastic pathway) or per pathway {W1 = {"eta"}, ...}; t0 and gate are
+-- numbers and names in the kernel (their values key it), the rate decay
+-- reads the samples seen (net.t at the start). The query loss is
+-- net:evaluate's mean ||y - y_hat||^2 on Xq, Tq (Tq the labels, [Bq x m]).
+-- The other options as unroll.mlp's. The state: W1, W2T, Q (R when
+-- decoupled) and zbar.
+function unroll.bmvr(net, o)
+  o = o or {}
+  if type(net) ~= "table" or not net.W1 or not net.W2T or not net.rules or not net.states then
+    fail("bmvr: a network of nm.models.bmvr expected", 2)
+  end
+  for _, k in ipairs(o.params or {}) do
+    if k == "t0" then fail("bmvr: 't0' is compared with 0 in the rate decay; not learnable", 2) end
+  end
+  if type(o.params) == "table" then
+    for _, list in pairs(o.params) do
+      if type(list) == "table" then
+        for _, k in ipairs(list) do
+          if k == "t0" then fail("bmvr: 't0' is compared with 0 in the rate decay; not learnable", 2) end
+        end
+      end
+    end
+  end
+  local conns, index = {}, {}
+  for _, pw in ipairs{"W1", "W2T", "Q", "R"} do
+    if net[pw] then
+      local inst = net.rules[pw]
+      conns[#conns + 1] = {name = pw, c = {W = net[pw], rule = inst,
+                                           state = inst and net.states[pw].state or nil}}
+      index[pw] = #conns
+    end
+  end
+  conns[#conns + 1] = {name = "zbar", c = {W = net.zbar}}
+  local model = {net = net, conns = conns, what = "bmvr", n_in = net.n, n_out = net.m,
+                 step = bmvr_step, loss = bmvr_loss, constant = {t0 = true, gate = true},
+                 extra = {"t"},
+                 extra_values = function(u, steps)
+                   local t = {}
+                   for i = 1, steps do t[i] = net.t + (i - 1) * u.B end
+                   return {t = t}
+                 end,
+                 equation = format("bmvr %d-%d-%d, relu %s, rules %s", net.n, net.k, net.m,
+                                   tostring(net.relu), net:rule_names()),
+                 setup = function(u)
+                   u.index, u.onehot = index, {}
+                   for _, rows in ipairs{u.B, u.Bq} do
+                     u.onehot[rows] = {}
+                     for r = 1, rows do
+                       u.onehot[rows][r] = nm.zeros(rows, net.dtype):set(r, 1)
+                     end
+                   end
+                 end}
+  return new_unroll(model, o, 2)
+end
+
 -- u:theta() -> the learned parameters' present values (a float64 tensor,
 -- in the order of u.names).
 function U:theta()
@@ -651,6 +779,16 @@ function U:run(theta, S0, X, T, stats)
     bytes = bytes + n * esize
   end
   local shapes, dt = self.shapes, self.dtype
+  -- the scalars that change from step to step, after the others
+  local steps, first = {[3] = Xl, [4] = Tl}, {}
+  if self.model.extra then
+    local values = self.model.extra_values(self, #Xl)
+    for j, name in ipairs(self.model.extra) do
+      steps[4 + #sc + j], first[j] = values[name], values[name][1]
+    end
+    for j, v in ipairs(first) do scalars[#sc + j] = v end
+  end
+  local nsc = #sc + #first
   local k = f:scan_kernel{
     cache = ws, state_bytes = bytes,
     state = function()
@@ -658,8 +796,8 @@ function U:run(theta, S0, X, T, stats)
       for i, sh in ipairs(shapes) do s[i] = nm.zeros(sh, dt) end
       return s
     end,
-    args = function(src, th) return src, th, Xl[1], Tl[1], table.unpack(scalars, 1, #sc) end,
-    steps = {[3] = Xl, [4] = Tl},
+    args = function(src, th) return src, th, Xl[1], Tl[1], table.unpack(scalars, 1, nsc) end,
+    steps = steps,
   }
   self.steps_run = #Xl
   return ag.scan(k, S0, {theta}, #Xl, {segment = self.segment, stats = stats})

@@ -323,10 +323,13 @@ end
 -- graph.strip_detach(g, outputs) -> the outputs with every detach node
 -- replaced by its argument: forward code does not need them (they only
 -- stop gradients, which adjoint.grad has already formed).
+-- A detach whose argument depends on another (a rule that cuts a path in
+-- each of several steps) maps to its argument with those stripped too:
+-- nodes come in the order they were made, arguments first.
 function graph.strip_detach(g, outputs)
   local map = {}
   for _, n in ipairs(g.nodes) do
-    if n.op == "detach" then map[n] = map[n.args[1]] or n.args[1] end
+    if n.op == "detach" then map[n] = graph.substitute(g, {n.args[1]}, map)[1] end
   end
   if next(map) == nil then return outputs end
   return graph.substitute(g, outputs, map)

@@ -315,6 +315,13 @@ function M.dsigmoid(self, a)
 end
 function M.softmax(self, a) return bind(self, record("softmax", val(a == nil and self or a))) end
 function M.logsoftmax(self, a) return bind(self, record("logsoftmax", val(a == nil and self or a))) end
+-- m:gt(a, b): 1 where a > b, else 0 (a ReLU's gate, d:gt(u, 0)): drelu of
+-- a - b, with a zero derivative; t:gt(b) of t.
+function M.gt(self, a, b)
+  if b == nil then a, b = self, a end                    -- t:gt(b): t's mask
+  if b == 0 then return bind(self, record("drelu", val(a))) end
+  return bind(self, record("drelu", record("sub", val(a), val(b))))
+end
 -- t:dot(u): the sum of the elementwise product, a value (a scalar symbol).
 function M.dot(self, a) return record("dot", val(self), val(a)) end
 
@@ -351,7 +358,7 @@ Ref.__index = function(self, k)
   fail(g or {}, format("the tensor method '%s' (on '%s') cannot be traced yet (supported: add, sub, " ..
                        "mul, div, scale, neg, copy, zero, fill, axpy, addmm, addmv, addr, mm, mv, " ..
                        "exp, log, sqrt, tanh, sigmoid, relu, abs, sign, drelu, softplus, dsoftplus, " ..
-                       "dtanh, dsigmoid, softmax, logsoftmax, dot, pow, clone, t, size, dim, numel)", tostring(k), rawget(self, "name") or "?"))
+                       "dtanh, dsigmoid, softmax, logsoftmax, gt, dot, pow, clone, t, size, dim, numel)", tostring(k), rawget(self, "name") or "?"))
 end
 -- trace.ref(name, x) -> a new traced tensor holding x (a symbol, a Ref's
 -- value, or a tensor: a constant of the step), inside a trace: for code

@@ -169,9 +169,13 @@ end
 -- states; their pre and post by pathway.
 local PRE_POST = {W1 = {"x", "v"}, W2T = {"y", "z"}, Q = {"n", "z"}, R = {"z", "n"}}
 
-local function make_state(self)
+-- bmvr.make_state(self [, vec, rule_state]) -> q, states: the quantities
+-- of self's weights and the pathways' states; vec(size) makes each vector
+-- (default zeros of the network's dtype), rule_state(pw) each rule's own
+-- state (default: a new table its init fills). nm.unroll passes traced ones.
+function bmvr.make_state(self, vec, rule_state)
   local k, m, dt = self.k, self.m, self.dtype
-  local v = function(size) return nm.zeros(size, dt) end
+  local v = vec or function(size) return nm.zeros(size, dt) end
   local q = {
     W1 = self.W1, W2T = self.W2T, Q = self.Q, R = self.R, zbar = self.zbar, t = 0,
     relu = self.relu, u = v(k), h = v(k), z = v(k), d = v(k), dz = v(k), a = v(k), n = v(k),
@@ -182,9 +186,10 @@ local function make_state(self)
   }
   local states = {}
   for pw, inst in pairs(self.rules) do
-    local s = setmetatable({W = self[pw], pathway = pw, c = v(k), g = v(k), state = {},
+    local s = setmetatable({W = self[pw], pathway = pw, c = v(k), g = v(k),
+                            state = rule_state and rule_state(pw) or {},
                             post = q[PRE_POST[pw][2]]}, {__index = q})
-    if inst.def.init then inst.def.init(s, inst.p) end
+    if not rule_state and inst.def.init then inst.def.init(s, inst.p) end
     states[pw] = s
   end
   return q, states
@@ -216,7 +221,7 @@ function bmvr.new(o)
   end
   if self.decoupled then self.R = self.Q:clone() end
   self.rules = make_rules(o, self.decoupled)
-  self.s, self.states = make_state(self)
+  self.s, self.states = bmvr.make_state(self)
   return self
 end
 
@@ -258,8 +263,9 @@ local function hidden(self, s)
   s.z:sub(s.h, s.zbar)                            -- z = h - zbar
 end
 
--- The network's quantities of the sample q.x, q.y (see the header).
-local function quantities(self, q)
+-- bmvr.quantities(self, q): the network's quantities of the sample q.x,
+-- q.y (see the header).
+function bmvr.quantities(self, q)
   hidden(self, q)
   q.a:mv(q.W2T, q.y)                              -- a = W2T y
   if q.R then q.n:mv(q.R, q.z) else q.n:mv(q.Qt, q.z) end   -- n = R z or Q^T z
@@ -307,18 +313,26 @@ function Net:train(X, Y, o)
   for i = 1, count do
     local r = o.order and math.tointeger(o.order:get(i)) or i
     q.x, q.y = X:row(r), Y:row(r)
-    quantities(self, q)
-    for _, pw in ipairs(bmvr.pathways) do
-      local s = states[pw]
-      if s then
-        s.pre = q[PRE_POST[pw][1]]
-        self.rules[pw].def.step(s, self.rules[pw].p)
-      end
-    end
-    q.t = q.t + 1
+    bmvr.sample_step(self, q, states)
   end
   self.t = q.t
   return self.t
+end
+
+-- bmvr.sample_step(self, q, states [, P]): one sample q.x, q.y: the
+-- quantities, then each plastic pathway's rule step (parameters P[pw], by
+-- default the instances'), t advanced. Net:train's Lua pass, and what
+-- nm.unroll traces.
+function bmvr.sample_step(self, q, states, P)
+  bmvr.quantities(self, q)
+  for _, pw in ipairs(bmvr.pathways) do
+    local s = states[pw]
+    if s then
+      s.pre = q[PRE_POST[pw][1]]
+      self.rules[pw].def.step(s, P and P[pw] or self.rules[pw].p)
+    end
+  end
+  q.t = q.t + 1
 end
 
 -- The rules' instances when exactly the pathways of `list` learn, all by
