@@ -424,18 +424,22 @@ local function bmvr_reference(case, d, theta, names, poke)
   return (net:evaluate(d.Xq, d.Tq)), net
 end
 
-local function bmvr_check(case, mode)
-  local d = bmvr_data()
-  local u = unroll.bmvr(bmvr_net(case), {params = case.learn, batch = B, segment = 2, mode = mode})
+-- A model's unroll u against its reference (m.reference(case, d, theta,
+-- names, poke) -> query loss, trained network; m.weight(net, name) -> the
+-- network's tensor of a state name): the loss and the trained state
+-- equal, the gradients for every learned parameter and for entries of
+-- every initial state tensor equal central finite differences. Returns
+-- the largest relative difference, g, gS, a report.
+local function model_check(m, case, u, d)
   local loss, g, gS = u:gradient(d.X, d.T, d.Xq, d.Tq, {state = true})
   local theta = {}
   for i = 1, #u.names do theta[i] = u:theta():get(i) end
-  local ref_loss, trained = bmvr_reference(case, d, theta, u.names)
+  local ref_loss, trained = m.reference(case, d, theta, u.names)
   assert.is_true(math.abs(loss - ref_loss) <= 1e-12 * math.abs(ref_loss),
                  format("%s loss %.17g vs %.17g", case.name, loss, ref_loss))
   local ST = u:run(u:theta(), u:state(), d.X, d.T)
   for i = 1, #ST do
-    local ref = trained[u.state_names[i]]
+    local ref = m.weight(trained, u.state_names[i])
     local diff = (ST[i] - ref):abs():max() / math.max(1, ref:clone():abs():max())
     assert.is_true(diff < 1e-12, format("%s: %s after training differs by %g", case.name,
                                         u.state_names[i], diff))
@@ -450,24 +454,32 @@ local function bmvr_check(case, mode)
     local h = 1e-4 * math.max(math.abs(theta[i]), 1e-2)
     local tp, tm = {table.unpack(theta)}, {table.unpack(theta)}
     tp[i], tm[i] = theta[i] + h, theta[i] - h
-    cmp(u.names[i], g:get(i), (bmvr_reference(case, d, tp, u.names) -
-                               bmvr_reference(case, d, tm, u.names)) / (2 * h))
+    cmp(u.names[i], g:get(i), (m.reference(case, d, tp, u.names) -
+                               m.reference(case, d, tm, u.names)) / (2 * h))
   end
   for _, pr in ipairs(probes(u)) do
     local i = pr[1]
     local function poke_by(h)
       return function(net)
-        local t = net[u.state_names[i]]
+        local t = m.weight(net, u.state_names[i])
         if #pr == 3 then t:set(pr[2], pr[3], t:get(pr[2], pr[3]) + h)
         else t:set(pr[2], t:get(pr[2]) + h) end
       end
     end
     local h = 1e-5
-    local fd = (bmvr_reference(case, d, theta, u.names, poke_by(h)) -
-                bmvr_reference(case, d, theta, u.names, poke_by(-h))) / (2 * h)
+    local fd = (m.reference(case, d, theta, u.names, poke_by(h)) -
+                m.reference(case, d, theta, u.names, poke_by(-h))) / (2 * h)
     cmp(u.state_names[i], #pr == 3 and gS[i]:get(pr[2], pr[3]) or gS[i]:get(pr[2]), fd)
   end
-  return worst, g, gS, table.concat(report, ", "), u
+  return worst, g, gS, table.concat(report, ", ")
+end
+
+local function bmvr_check(case, mode)
+  local u = unroll.bmvr(bmvr_net(case), {params = case.learn, batch = B, segment = 2, mode = mode})
+  local worst, g, gS, report = model_check({reference = bmvr_reference,
+                                            weight = function(net, name) return net[name] end},
+                                           case, u, bmvr_data())
+  return worst, g, gS, report, u
 end
 
 local BMVR_CASES = {
@@ -546,5 +558,134 @@ describe("nm.unroll: meta-gradients of BMVR's circuit rules", function()
     assert.is_true(before ~= after)
     assert.is_true(math.abs(after - fresh:evaluate(d.Xq, d.Tq)) <= 1e-12 * after)
     assert.truthy(u:source():find("bmvr training step (bmvr, bmvr, bmvr) (nm.unroll)", 1, true))
+  end)
+end)
+
+-- The folded autoencoder (nm.models.folded_ae): its circuit rule
+-- (rules/folded_ae.lua, pathways W and G) after a settle truncated to a
+-- fixed number of plain Euler steps (settle_steps), traced through the
+-- model's Lua path; the reference trains with net:train_batch(X,
+-- {settle_steps = n}) on the fused C kernels (nm.kernels.folded, the
+-- rule's plastic_outer kernel) and scores with net:reconstruction_mse.
+local fae = require "nm.models.folded_ae"
+local FAE_STEPS = 4            -- Euler steps per settle
+
+local function fae_data()
+  local g = nm.generator(5)
+  local function x(r) return nm.zeros(r, 5, "float64"):normal(g, 0, 1) end
+  local X = x(STEPS * B)
+  return {X = X, T = X, Xq = x(B), Tq = x(B)}
+end
+
+local function fae_net(case)
+  local o = {sizes = {5, 4, 3}, gen = nm.generator(1), dtype = "float64", lambda = 0.3, dt = 0.2,
+             eta_W = 0.05, eta_G = 0.04}
+  for k, v in pairs(case.o) do o[k] = v end
+  return fae.new(o)
+end
+
+local function fae_weight(net, name)
+  local path, k = name:match("^(%a)(%d+)$")
+  return net[path][tonumber(k)]
+end
+
+-- The network's query loss after training with rule parameters theta (in
+-- u.names' order) and optionally an initial weight poked.
+local function fae_reference(case, d, theta, names, poke)
+  local net = fae_net(case)
+  for i, name in ipairs(names) do
+    local path, k = name:match("^(.+)%.(.+)$")
+    net.rules[path].p[k] = theta[i]
+  end
+  if poke then poke(net) end
+  for t = 1, STEPS do net:train_batch(d.X:narrow(1, (t - 1) * B + 1, B), {settle_steps = FAE_STEPS}) end
+  return net:reconstruction_mse(d.Xq), net
+end
+
+local function fae_check(case, mode)
+  local u = unroll.folded_ae(fae_net(case), {params = case.learn, batch = B, segment = 2, mode = mode,
+                                             settle_steps = FAE_STEPS})
+  local worst, g, gS, report = model_check({reference = fae_reference, weight = fae_weight},
+                                           case, u, fae_data())
+  return worst, g, gS, report, u
+end
+
+local FAE_CASES = {
+  {name = "folded_ae: tanh, hard clamp, energy form (W.eta, G.eta)", learn = {"eta"}, o = {}},
+  {name = "folded_ae: sigmoid, soft clamp, compartments, G.eta only", learn = {G = {"eta"}},
+   o = {phi = "sigmoid", clamp = "soft", beta = 0.5, form = "compartments", dt = 0.1}},
+}
+
+describe("nm.unroll: meta-gradients of the folded autoencoder's circuit rule", function()
+  setup(function() compile.cache_dir = function() return cache end end)
+  teardown(function() compile.cache_dir = real_cache_dir end)
+
+  it("settle_steps = n settles by n plain Euler steps: the adaptive settle's Euler path with " ..
+     "that cap and no tolerance gives the same state", function()
+    local d = fae_data()
+    local x = d.X:narrow(1, 1, B)
+    local a, b = fae_net({o = {}}), fae_net({o = {}})
+    local ia = a:settle(x, {settle_steps = FAE_STEPS})
+    b:settle(x, {solver = "euler", adapt = false, tol = 0, max_iter = FAE_STEPS})
+    assert.equal(FAE_STEPS, ia.iterations)
+    for i = 0, 2 do
+      local ua, ub = a.cur.U[i], b.cur.U[i]
+      assert.is_true((ua - ub):abs():max() <= 1e-12 * math.max(1, ub:clone():abs():max()))
+    end
+    assert.is_true(math.abs(ia.energy - b.info.energy) <= 1e-12 * math.abs(b.info.energy))
+    assert.truthy(select(2, pcall(a.settle, a, x, {settle_steps = 1.5}))
+                  :find("option 'settle_steps' must be false or an integer >= 0", 1, true))
+  end)
+
+  for _, case in ipairs(FAE_CASES) do
+    it(case.name .. ": gradients for the rates and the initial weights equal central finite " ..
+       "differences of the network (train_batch with settle_steps, reconstruction_mse); " ..
+       "interpreted equal", function()
+      local worst, g, gS, report, u = fae_check(case)
+      assert.is_true(worst < 1e-6, case.name .. ": " .. report)
+      if os.getenv("UNROLL_REPORT") then
+        io.stderr:write(format("%s: max %.2g (%s)\n", case.name, worst, report))
+      end
+      local d = fae_data()
+      local ui = unroll.folded_ae(fae_net(case), {params = case.learn, batch = B, segment = 2,
+                                                  mode = "interpret", settle_steps = FAE_STEPS})
+      assert.same(u.state_names, ui.state_names)
+      interpreted_equal(case.name, ui, d, g, gS)
+    end)
+  end
+
+  it("fails when the adjoint misses a path: the rule's step with r_pre cut from the gradient " ..
+     "(same numbers) is off by far more than the tolerance", function()
+    local def = {}
+    for k, v in pairs(rule.definition("folded_ae")) do def[k] = v end
+    def.name, def.kernel = "folded_ae_cut", nil
+    def.step = function(s, p)
+      local r = s.r
+      if not nm.is_tensor(r) then r = ag.value(compile.value_of(r)) end
+      s.dV:addmm(p.eta / s.batch, s.e_t, r, 0)
+    end
+    local worst, _, _, report = fae_check({name = "folded_ae_cut", learn = {"eta"},
+                                           o = {rules = {W = def, G = def}}})
+    if os.getenv("UNROLL_REPORT") then io.stderr:write(format("folded_ae_cut: max %.2g (%s)\n", worst, report)) end
+    assert.is_true(worst > 1e-2, report)
+  end)
+
+  it("checks its arguments", function()
+    local function err(f)
+      local ok, e = pcall(f)
+      assert.is_false(ok)
+      return e
+    end
+    local net = fae_net({o = {}})
+    assert.truthy(err(function() unroll.folded_ae({}, {params = {"eta"}, batch = 2, settle_steps = 2}) end)
+                  :find("a network of nm.models.folded_ae expected", 1, true))
+    assert.truthy(err(function() unroll.folded_ae(net, {params = {"eta"}, batch = 2}) end)
+                  :find("settle_steps (the fixed number of Euler steps per settle)", 1, true))
+    assert.truthy(err(function() unroll.folded_ae(net, {params = {"tau"}, batch = 2, settle_steps = 2}) end)
+                  :find("no plastic connection's rule has a numeric parameter 'tau'", 1, true))
+    local u = unroll.folded_ae(net, {params = {W = {"eta"}}, batch = B, mode = "interpret",
+                                     settle_steps = 2})
+    assert.same({"W.eta"}, u.names)
+    assert.same({"W1", "W2", "G0", "G1"}, u.state_names)
   end)
 end)

@@ -3,8 +3,10 @@
 -- query loss is a function of the rules' numeric parameters (a learning
 -- rate eta, BCM's tau, ...) and of the initial weights, and this module
 -- gives its exact gradient, for connection rules in an nn.mlp, for
--- circuit rules in a microcircuit trained in the steady state and for a
--- BMVR network's (unroll.bmvr: net:train's per-sample pass).
+-- circuit rules in a microcircuit trained in the steady state, for a
+-- BMVR network's (unroll.bmvr: net:train's per-sample pass) and for a
+-- folded autoencoder's (unroll.folded_ae: a settle of a fixed number of
+-- Euler steps, then the rule).
 --
 --   local unroll = require "nm.unroll"
 --   local u = unroll.mlp(net, {params = {"eta"}, batch = 8})
@@ -35,7 +37,8 @@
 -- the kernel, their values part of its key. Rule state may nest tables
 -- (paths "inner.theta"). Not supported: an optimiser on the network (the
 -- rules' changes are applied as they are), batch sizes that change within
--- an unroll, the microcircuit's full dynamics (C without an adjoint).
+-- an unroll, the microcircuit's full dynamics (C without an adjoint), the
+-- folded autoencoder's adaptive settle (branches on values).
 
 local nm = require "neuromic"
 local ag = require "nm.autograd"
@@ -122,7 +125,7 @@ local function new_unroll(model, o, level)
   if per_conn then
     for key in pairs(want) do
       local ok = false
-      for i, e in ipairs(self.conns) do ok = ok or key == i or key == e.name end
+      for i, e in ipairs(self.conns) do ok = ok or key == i or key == e.name or key == e.pname end
       if not ok then fail(format("%s: params names no connection '%s'", model.what, tostring(key)), level) end
     end
   end
@@ -130,7 +133,7 @@ local function new_unroll(model, o, level)
   for i, e in ipairs(self.conns) do
     local c = e.c
     local inst = c.rule
-    local list = per_conn and (want[i] or want[e.name] or {}) or want
+    local list = per_conn and (want[i] or want[e.name] or want[e.pname] or {}) or want
     self.learned[i] = {}
     if not inst and per_conn and #list > 0 then
       fail(format("%s: %s is driven by no rule", model.what, e.name), level)
@@ -139,7 +142,7 @@ local function new_unroll(model, o, level)
     for _, k in ipairs(list) do
       local v = inst.p[k]
       if type(v) == "number" and (per_conn or c.plastic ~= false) then
-        self.names[#self.names + 1] = format("%s.%s", e.name, k)
+        self.names[#self.names + 1] = format("%s.%s", e.pname or e.name, k)
         self.learned[i][k] = #self.names
         found[k] = true
       elseif per_conn then
@@ -675,6 +678,101 @@ function unroll.bmvr(net, o)
                      end
                    end
                  end}
+  return new_unroll(model, o, 2)
+end
+
+-- ---------------------------------------------------------------- folded autoencoder
+
+-- The folded autoencoder as its own code sees it: traced weights W_i, G_i
+-- (its rules' dendrite states V), buffers of traced tensors (Net:buffers'
+-- self.zeros), the rules of pathways W and G with parameters P, Lua paths
+-- only (no fused kernels, no value tests: net.traced).
+local function fae_shadow(u, W, P)
+  local net = u.net
+  local sh = setmetatable({}, getmetatable(net))
+  for k, v in pairs(net) do sh[k] = v end
+  sh.W, sh.G, sh.Wt, sh.Gt, sh.cW, sh.cG = {}, {}, {}, {}, {}, {}
+  sh.bufs, sh.info, sh.cur, sh.cur_settings, sh.changes = {}, {}, nil, nil, nil
+  sh.fused, sh.traced, sh.optim, sh.use_kernel = false, true, nil, false
+  sh.zeros = function(B, m) return trace.ref("buffer", nil, {B, m}) end
+  for i, e in ipairs(u.conns) do
+    local path, k = e.path, e.k
+    local V = W[i]
+    sh[path][k] = V
+    sh[path .. "t"][k] = V:t()
+    sh["c" .. path][k] = {V = V, name = e.name, plastic = net["c" .. path][k].plastic,
+                          dV = trace.ref("d" .. e.name, nil, V.shape)}
+  end
+  if P then
+    sh.rules = {}
+    for _, path in ipairs{"W", "G"} do
+      local inst = net.rules[path]
+      sh.rules[path] = {def = inst.def, name = inst.name, p = P[u.index[path]]}
+    end
+  end
+  return sh
+end
+
+-- One minibatch of net:train_batch with settle_steps = n: fae.fixed_settle
+-- (n plain Euler steps), then Net:learn (every plastic dendrite's rule).
+local function fae_step(u, W, b, st, P, X)
+  local sh = fae_shadow(u, W, P)
+  sh:train_batch(X, u.settings)
+  return {}             -- the weights' traced tensors hold the new values
+end
+
+-- The query loss: Net:reconstruction_mse's on Xq (decode(encode(Xq)), the
+-- poster's test), as a traced scalar.
+local function fae_loss(u, W, b, Xq)
+  local sh = fae_shadow(u, W)
+  return sh:reconstruction_mse(Xq)
+end
+
+-- unroll.folded_ae(net, o) -> an unroll of a folded autoencoder's training
+-- (net:train_batch(X, {settle_steps = n}) on each minibatch: the truncated
+-- settle fae.fixed_settle, n = o.settle_steps plain Euler steps from the
+-- W-path state, then both pathways' rules at the final state) for its
+-- rules' numeric parameters: o.params {"eta"} (both pathways: names
+-- "W.eta", "G.eta") or per pathway {W = {"eta"}}. The gradient is exact
+-- for this fixed-step settle, not for net:settle's adaptive one (its
+-- convergence test, dt halvings and momentum restarts are branches on
+-- values). The query loss is net:reconstruction_mse(Xq); T is not read
+-- (give X). The state: W_1..W_N, G_0..G_{N-1}. The network's other
+-- settings (lambda, beta, clamp, form, dt, tau, start) are read when the
+-- unroll is made (constants of its kernel); other options as unroll.mlp's.
+function unroll.folded_ae(net, o)
+  o = o or {}
+  if type(net) ~= "table" or not net.cW or not net.cG or not net.rules or not net.N then
+    fail("folded_ae: a network of nm.models.folded_ae expected", 2)
+  end
+  local n = o.settle_steps
+  if math.type(n) ~= "integer" or n < 0 then
+    fail("folded_ae: settle_steps (the fixed number of Euler steps per settle) must be an " ..
+         "integer >= 0", 2)
+  end
+  if net.optim then
+    fail("folded_ae: the network has an optimiser; the unroll applies the rules' changes as " ..
+         "they are (remove it with net:set_optimiser(nil))", 2)
+  end
+  if net.o.schedule ~= "fixed_point" or net.o.start == "keep" then
+    fail("folded_ae: schedule 'fixed_point' and start 'forward' or 'zero' needed", 2)
+  end
+  local conns, index = {}, {}
+  for i = 1, net.N do
+    conns[#conns + 1] = {name = "W" .. i, path = "W", k = i,
+                         c = {W = net.W[i], rule = i == 1 and net.rules.W or nil}}
+  end
+  for i = 0, net.N - 1 do
+    conns[#conns + 1] = {name = "G" .. i, path = "G", k = i,
+                         c = {W = net.G[i], rule = i == 0 and net.rules.G or nil}}
+  end
+  -- the rule of a pathway sits on its first dendrite, named by the pathway
+  index.W, index.G = 1, net.N + 1
+  conns[1].pname, conns[net.N + 1].pname = "W", "G"
+  local model = {net = net, conns = conns, what = "folded_ae", n_in = net.sizes[0],
+                 n_out = net.sizes[0], step = fae_step, loss = fae_loss,
+                 equation = format("folded_ae %s, %d Euler steps per settle", net:describe(), n),
+                 setup = function(u) u.index, u.settings = index, {settle_steps = n} end}
   return new_unroll(model, o, 2)
 end
 

@@ -92,6 +92,7 @@ fae.defaults = {
   adapt = true,            -- halve dt when the energy rises (restart the momentum)
   tol = 1e-3,              -- converged when max |dE/du| <= tol
   max_iter = 400,          -- iteration cap per settle (then: counted as not converged)
+  settle_steps = false,    -- n: settle by exactly n plain Euler steps (fae.fixed_settle)
   start = "forward",       -- initial state: "forward" (W path), "zero", "keep"
   schedule = "fixed_point",-- plasticity after settling, or "continuous" (every step)
   eta_W = 0.01, eta_G = 0.01,
@@ -142,13 +143,21 @@ local function check_settings(o)
                  tostring(o.max_iter)), 3)
   end
   for k in pairs(CHOICES) do check_choice(o, k) end
+  local n = o.settle_steps
+  if n ~= false and (math.type(n) ~= "integer" or n < 0) then
+    error(format("folded_ae: option 'settle_steps' must be false or an integer >= 0, got %s",
+                 tostring(n)), 3)
+  end
+  if n and o.schedule == "continuous" then
+    error("folded_ae: settle_steps needs schedule 'fixed_point'", 3)
+  end
   if o.schedule == "continuous" and o.solver ~= "euler" then
     error("folded_ae: schedule 'continuous' needs solver 'euler' (plasticity runs along the dynamics)", 3)
   end
 end
 
 local SETTINGS = {"lambda", "beta", "clamp", "form", "g_l", "g_e", "tau", "solver", "dt",
-                  "momentum", "adapt", "tol", "max_iter", "start", "schedule"}
+                  "momentum", "adapt", "tol", "max_iter", "settle_steps", "start", "schedule"}
 
 -- ---------------------------------------------------------------- construction
 
@@ -272,32 +281,36 @@ end
 -- Buffers for batch size B: target X, potentials U, rates R, rate
 -- derivatives D, predictions PW (W_i r_{i-1}) and PG (G_i r_{i+1}),
 -- mismatches EW and EG, velocities V (du/dt), scratch T, momentum M,
--- per-row residuals, and the rules' states (qW[i], qG[i]).
+-- per-row residuals, and the rules' states (qW[i], qG[i]). The [B x n]
+-- ones are made by self.zeros(B, n) when set (nm.unroll traces a settle
+-- and the rules' steps on traced tensors), else nm.zeros.
 function Net:buffers(B)
   local bs = self.bufs[B]
   if bs then return bs end
   local N, n, dt = self.N, self.sizes, self.dtype
+  local zeros = self.zeros
+  local function z(m) return zeros and zeros(B, m) or nm.zeros(B, m, dt) end
   bs = {B = B, U = {}, R = {}, D = {}, PW = {}, PG = {}, EW = {}, EWt = {}, EG = {}, EGt = {},
         V = {}, T = {}, M = {}, Rt = {}, rowmax = {}, qW = {}, qG = {}}
-  bs.X = nm.zeros(B, n[0], dt)
-  bs.NX = nm.zeros(B, n[0], dt)                       -- u_0 - x (soft clamp)
+  bs.X = z(n[0])
+  bs.NX = z(n[0])                       -- u_0 - x (soft clamp)
   for i = 0, N do
-    bs.U[i] = nm.zeros(B, n[i], dt)
+    bs.U[i] = z(n[i])
     local lin = self.acts[i].name == "identity"
-    bs.R[i] = lin and bs.U[i] or nm.zeros(B, n[i], dt)
-    bs.D[i] = nm.zeros(B, n[i], dt)
+    bs.R[i] = lin and bs.U[i] or z(n[i])
+    bs.D[i] = z(n[i])
     if lin then bs.D[i]:fill(1) end
     bs.Rt[i] = bs.R[i]:t()
-    bs.V[i] = nm.zeros(B, n[i], dt)
-    bs.T[i] = nm.zeros(B, n[i], dt)
-    bs.M[i] = nm.zeros(B, n[i], dt)
+    bs.V[i] = z(n[i])
+    bs.T[i] = z(n[i])
+    bs.M[i] = z(n[i])
     bs.rowmax[i] = nm.zeros(B, dt)
     if i >= 1 then
-      bs.PW[i], bs.EW[i] = nm.zeros(B, n[i], dt), nm.zeros(B, n[i], dt)
+      bs.PW[i], bs.EW[i] = z(n[i]), z(n[i])
       bs.EWt[i] = bs.EW[i]:t()
     end
     if i <= N - 1 then
-      bs.PG[i], bs.EG[i] = nm.zeros(B, n[i], dt), nm.zeros(B, n[i], dt)
+      bs.PG[i], bs.EG[i] = z(n[i]), z(n[i])
       bs.EGt[i] = bs.EG[i]:t()
     end
   end
@@ -319,8 +332,8 @@ function Net:buffers(B)
 end
 
 local function check_rows(self, X, n, what, fname)
-  if not nm.is_tensor(X) or X:dim() ~= 2 or X:size(2) ~= n then
-    local shape = nm.is_tensor(X) and ("[" .. table.concat(X:size(), " x ") .. "]")
+  if not rule.is_tensor(X) or X:dim() ~= 2 or X:size(2) ~= n then
+    local shape = rule.is_tensor(X) and ("[" .. table.concat(X:size(), " x ") .. "]")
                   or type(X)
     error(format("bad argument #1 to '%s' (%s must be a [B x %d] tensor, got %s)", fname, what,
                  n, shape), 3)
@@ -343,11 +356,18 @@ end
 
 -- ---------------------------------------------------------------- energy and dynamics
 
--- e = u - p; returns ||e||^2.
+-- e = u - p; returns ||e||^2 (0 on traced tensors: self.traced).
 local function mismatch(self, E, U, P)
   if self.fused then return folded.mismatch(E, U, P) end
   E:sub(U, P)
+  if self.traced then return 0 end
   return E:dot(E)
+end
+
+-- max |V| (NaN when V holds one); 0 on traced tensors (self.traced).
+local function vnorm(self, V)
+  if self.traced then return 0 end
+  return V:norm(huge)
 end
 
 -- One evaluation at the current potentials U: rates, predictions,
@@ -376,7 +396,7 @@ local function evaluate(self, bs, c)
     E = E + c.beta * mismatch(self, NX, U[0], bs.X)
   end
   local comp = c.form == "compartments"
-  if comp then
+  if comp and not self.traced then
     -- Missing dendritic inputs are potentials of 0 that still conduct: the
     -- top apical dendrite adds (1-lambda)/2 ||u_N||^2, area 0's basal one
     -- lambda/2 ||u_0||^2 (when area 0 is not clamped).
@@ -409,7 +429,7 @@ local function evaluate(self, bs, c)
             Vi:add(Ti)
           end
           if inv_tau ~= 1 then Vi:scale(inv_tau) end
-          local m = Vi:norm(huge)
+          local m = vnorm(self, Vi)
           if m > vmax or m ~= m then vmax = m end
         end
       else
@@ -439,7 +459,7 @@ local function evaluate(self, bs, c)
           Vi:axpy((1 - lam) * ge * gamma, Ti)
         end
         Vi:scale(inv_tau)
-        local m = Vi:norm(huge)
+        local m = vnorm(self, Vi)
         if m > vmax or m ~= m then vmax = m end
       end
     end
@@ -509,10 +529,52 @@ local function start_state(self, bs, c)
   if c.top then U[N]:copy(c.top) end
 end
 
+-- fae.fixed_settle(net, bs, c) -> E, vmax: the truncated settle of
+-- settle_steps = n: from the initial state (start), exactly n plain Euler
+-- steps u_i += dt du_i/dt of the free areas (no convergence test, no
+-- change of dt, no momentum), then one evaluation at the final state (the
+-- mismatches the rules read); E and vmax as evaluate's. Net:settle runs it
+-- when settle_steps is set; nm.unroll traces it (net.traced: no value
+-- tests), so its gradient is exact for this settle, not the adaptive one.
+function fae.fixed_settle(net, bs, c)
+  start_state(net, bs, c)
+  local U, V = bs.U, bs.V
+  for _ = 1, c.settle_steps do
+    evaluate(net, bs, c)
+    c.input_fixed = true
+    for i = 0, net.N do
+      if c.free[i] then
+        if net.fused then folded.step(U[i], nil, V[i], c.dt, 0) else U[i]:axpy(c.dt, V[i]) end
+      end
+    end
+  end
+  local E, vmax = evaluate(net, bs, c)
+  net.cur = bs
+  return E, vmax
+end
+
+-- settle's info after fae.fixed_settle.
+local function fixed_settle_info(self, bs, c)
+  local E, vmax = fae.fixed_settle(self, bs, c)
+  local info = self.info
+  if self.traced then return info end
+  local res = vmax * c.tau / speed(c)
+  info.iterations, info.energy, info.residual, info.dt = c.settle_steps, E / bs.B, res, c.dt
+  info.converged = res <= c.tol
+  info.nonconverged = info.converged and 0 or count_unconverged(self, bs, c, c.tol)
+  info.halvings = 0
+  local st = self.stats
+  st.settles, st.samples = st.settles + 1, st.samples + bs.B
+  st.nonconverged = st.nonconverged + info.nonconverged
+  st.iterations = st.iterations + c.settle_steps
+  return info
+end
+
 -- net:settle(X [, o]) -> info. Presents the batch X [B x n_0] and lets the
 -- potentials follow tau du/dt = -dE/du (or the compartment dynamics) until
 -- max |dE/du| <= tol or max_iter steps. o overrides any setting for this
--- call (lambda, beta, clamp, form, solver, dt, tol, max_iter, start, ...)
+-- call (lambda, beta, clamp, form, solver, dt, tol, max_iter, start, ...;
+-- settle_steps = n: exactly n plain Euler steps instead, fae.fixed_settle)
 -- and may give top = Z [B x n_N] to clamp the top area, trace = {} to
 -- collect the mean energy per sample after every evaluation, and
 -- on_eval = function(net, bs, c) called after every evaluation.
@@ -530,6 +592,7 @@ function Net:settle(X, o)
     error(format("bad argument #2 to 'settle' (top has %d rows, X has %d)", c.top:size(1), B), 2)
   end
   if X ~= bs.X then bs.X:copy(X) end
+  if c.settle_steps then return fixed_settle_info(self, bs, c) end
   start_state(self, bs, c)
   local N, U, V, M = self.N, bs.U, bs.V, bs.M
   local trace, on_eval = o and o.trace, o and o.on_eval
@@ -754,7 +817,7 @@ function Net:reconstruction_mse(X, batch)
   local n, se, first = X:size(1), 0, 1
   while first <= n do
     local rows = math.min(batch, n - first + 1)
-    local xb = X:narrow(1, first, rows)
+    local xb = rows == n and X or X:narrow(1, first, rows)
     local bs = self:buffers(rows)
     local Xr = self:reconstruct(xb)
     bs.T[0]:sub(Xr, xb)
