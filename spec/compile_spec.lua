@@ -659,8 +659,8 @@ describe("nm.compile on meta rules of the motif network", function()
     end
   end)
 
-  it("neuromic --emit prints a meta rule's C, a connection rule's and a microcircuit rule's; " ..
-     "another kind is one line and exit status 2",
+  it("neuromic --emit prints a meta rule's C, a connection rule's, a microcircuit rule's and " ..
+     "a BMVR or folded-AE rule's training step; the hill climber is one line and exit status 2",
      function()
     local function run(args)
       local out = os.tmpname()
@@ -695,12 +695,25 @@ describe("nm.compile on meta rules of the motif network", function()
     end
     assert.truthy(src5:find("written in place: W, state.D", 1, true))
     assert.truthy(src5:find("dW = eta (phi(u) - phi(c v)) r_pre^T", 1, true))
-    local code2, msg = run("--emit rules/bmvr.lua")
+    -- BMVR's and the folded autoencoder's, traced in their training steps
+    for _, case in ipairs{{"bmvr", "W1 += eta g.*(a - Q n) x^T", "6-4-3 BMVR network"},
+                          {"folded_ae", "dV = eta <(u_post - V r_pre) r_pre^T>",
+                           "5-4-3 folded autoencoder"}} do
+      local c, s = run("--emit rules/" .. case[1] .. ".lua")
+      assert.are.equal(0, c, s)
+      assert.truthy(s:find("/* " .. case[1] .. ": " .. case[2], 1, true), s:sub(1, 300))
+      assert.truthy(s:find(case[3], 1, true), s:sub(1, 300))
+      assert.truthy(s:find("step of " .. case[1] .. " training step", 1, true))
+      assert.truthy(s:find("adjoint of " .. case[1] .. " training step", 1, true))
+      assert.truthy(s:find("int nm_rule_kernel(", 1, true))
+    end
+    local code2, msg = run("--emit rules/hillclimb.lua")            -- no step to trace
     assert.are.equal(2, code2)
     local lines = 0
     for _ in msg:gmatch("[^\n]+") do lines = lines + 1 end
     assert.are.equal(1, lines, msg)
-    assert.truthy(msg:find("circuit rule of model 'bmvr'", 1, true), msg)
+    assert.truthy(msg:find("random hill climber", 1, true), msg)
+    assert.truthy(msg:find("no traceable training step or gradient", 1, true), msg)
     local code3, msg3 = run("--emit nosuchrule")
     assert.are.equal(2, code3)
     assert.truthy(msg3:find("nosuchrule", 1, true), msg3)

@@ -961,4 +961,31 @@ function U:source()
   return f:source() .. "\n" .. f:source(wrt)
 end
 
+-- unroll.emit(def) prints the C of a BMVR or folded-autoencoder circuit
+-- rule (def, kind "circuit", model "bmvr" or "folded_ae") traced in its
+-- model's training step, and the step's adjoint (u:source()): a 6-4-3
+-- BMVR network (every pathway the rule drives learns by it), 4 samples a
+-- step; a 5-4-3 folded autoencoder (both pathways by the rule), a batch
+-- of 4, 2 Euler steps per settle; eta learned: `neuromic --emit rules/x.lua`.
+function unroll.emit(def)
+  local u, what
+  if def.model == "bmvr" then
+    local net = require("nm.models.bmvr").new{n = 6, m = 3, k = 4, dtype = "float64", seed = 1,
+                                              rules = def}
+    u = unroll.bmvr(net, {params = {"eta"}, batch = 4, mode = "interpret"})
+    what = "unroll.bmvr: net:train's per-sample pass on a 6-4-3 BMVR network, 4 samples a step"
+  else
+    local rules = {}
+    for _, pw in ipairs(def.pathways or {def.pathway}) do rules[pw] = def end
+    local net = require("nm.models.folded_ae").new{sizes = {5, 4, 3}, gen = nm.generator(1),
+                                                   dtype = "float64", rules = rules}
+    u = unroll.folded_ae(net, {params = {"eta"}, batch = 4, mode = "interpret", settle_steps = 2})
+    what = "unroll.folded_ae: net:train_batch on a 5-4-3 folded autoencoder, a batch of 4, " ..
+           "2 Euler steps per settle"
+  end
+  local eq = tostring(def.equation or ""):gsub("%*/", "* /")
+  io.stdout:write(format("/* %s: %s\n   traced in %s; the training step, then its adjoint */\n",
+                         def.name, eq, what), u:source())
+end
+
 return unroll

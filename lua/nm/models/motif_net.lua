@@ -290,7 +290,9 @@ end
 
 -- motif_net.emit(rule) prints the C that nm.compile generates for a meta
 -- rule file of this network or of the RCN built on it (its step and
--- adjoint): `neuromic --emit rule`. Errors are one line.
+-- adjoint), for a connection rule (rule.emit), a microcircuit rule
+-- (mc.emit), a BMVR or folded-autoencoder rule (unroll.emit: its model's
+-- training step and adjoint): `neuromic --emit rule`. Errors are one line.
 function motif_net.emit(path)
   local ok, def = pcall(rule.definition, path)
   if not ok then error(tostring(def):gsub("^[^:]*:%d+: ", ""), 0) end
@@ -300,10 +302,19 @@ function motif_net.emit(path)
   if def.kind == "circuit" and def.model == "microcircuit" then
     return require("nm.models.microcircuit").emit(def)
   end
+  -- BMVR's and the folded autoencoder's, traced in their training steps
+  if def.kind == "circuit" and (def.model == "bmvr" or def.model == "folded_ae") then
+    return require("nm.unroll").emit(def)
+  end
+  if def.kind == "circuit" and def.model == "nk" then
+    error(format("--emit: rule '%s' is the NK model's random hill climber (random proposals, " ..
+                 "kept or reverted by comparing errors): no traceable training step or gradient " ..
+                 "to compile", def.name), 0)
+  end
   if def.kind ~= "meta" or (def.model ~= "motif_net" and def.model ~= "rcn") then
     error(format("--emit: rule '%s' is a %s rule%s; the compiler takes connection rules, " ..
-                 "circuit rules of the microcircuit and meta rules of the motif and RCN networks " ..
-                 "so far", def.name, def.kind,
+                 "circuit rules of the microcircuit, BMVR and folded autoencoder and meta rules " ..
+                 "of the motif and RCN networks so far", def.name, def.kind,
                  def.model and (" of model '" .. def.model .. "'") or ""), 0)
   end
   -- (the RCN builds on this network: loaded here, not at the top)
