@@ -14,10 +14,8 @@ local support = require "spec.support"
 local format = string.format
 
 -- Each spec run builds its kernels afresh in its own cache folder.
-local cache = os.tmpname()
-os.remove(cache)
-nm.sys.mkdir(cache)
-local real_cache_dir = compile.cache_dir
+local kernels = support.compile_cache()
+local cache = kernels.dir
 
 local function rm_rf(path) os.execute(format("rm -rf %q", path)) end
 
@@ -68,9 +66,9 @@ local no_cc = "no C compiler (NEUROMIC_CC=none, or none installed): only the int
               "path is tested"
 
 describe("nm.compile", function()
-  setup(function() compile.cache_dir = function() return cache end end)
+  setup(kernels.use)
   teardown(function()
-    compile.cache_dir = real_cache_dir
+    kernels.restore()
     rm_rf(cache)
   end)
 
@@ -510,12 +508,8 @@ end)
 describe("nm.compile on meta rules of the motif network", function()
   local motif_net = require "nm.models.motif_net"
   local rule = require "nm.rule"
-  local saved
-  setup(function()
-    saved = compile.cache_dir
-    compile.cache_dir = function() return cache end
-  end)
-  teardown(function() compile.cache_dir = saved end)
+  setup(kernels.use)
+  teardown(kernels.restore)
 
   -- A small network and episode, float64.
   local function setup_net(name, feedback)
@@ -726,8 +720,8 @@ end)
 describe("nm.compile on in-place steps (connection and circuit rules)", function()
   local rule = require "nm.rule"
   local nn = require "nm.nn"
-  setup(function() compile.cache_dir = function() return cache end end)
-  teardown(function() compile.cache_dir = real_cache_dir end)
+  setup(kernels.use)
+  teardown(kernels.restore)
 
   local function copy(s)
     local c = {}

@@ -9,6 +9,22 @@ support.root = NEUROMIC_ROOT or "."
 -- `make sanitize` sets NEUROMIC_EXE to the sanitizer build.
 support.exe = os.getenv("NEUROMIC_EXE") or (support.root .. "/neuromic")
 
+-- A private cache folder for the rule compiler's kernels, so a spec builds
+-- them afresh: c.dir; c.use() points nm.compile at it, c.restore() back.
+function support.compile_cache()
+  local nm = require "neuromic"
+  local compile = require "nm.compile"
+  local dir = os.tmpname()
+  os.remove(dir)
+  nm.sys.mkdir(dir)
+  local real = compile.cache_dir
+  return {
+    dir = dir,
+    use = function() compile.cache_dir = function() return dir end end,
+    restore = function() compile.cache_dir = real end,
+  }
+end
+
 -- Bytes allocated by n calls of f after a warm-up call (collector stopped;
 -- it is restarted even when f fails). One call after the collection too: a
 -- full collection shrinks the Lua stack, and the next deep call grows it

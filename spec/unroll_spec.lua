@@ -24,10 +24,9 @@ local support = require "spec.support"
 
 local format = string.format
 
-local cache = os.tmpname()
-os.remove(cache)
-nm.sys.mkdir(cache)
-local real_cache_dir = compile.cache_dir
+-- Each spec run builds its kernels afresh in its own cache folder.
+local kernels = support.compile_cache()
+local cache = kernels.dir
 
 local STEPS, B = 5, 3
 
@@ -231,9 +230,9 @@ local CASES = {
 }
 
 describe("nm.unroll: meta-gradients of connection rules' parameters", function()
-  setup(function() compile.cache_dir = function() return cache end end)
+  setup(kernels.use)
   teardown(function()
-    compile.cache_dir = real_cache_dir
+    kernels.restore()
     os.execute(format("rm -rf %q %q", cache, tutorial_dir))
   end)
 
@@ -493,8 +492,8 @@ local BMVR_CASES = {
 }
 
 describe("nm.unroll: meta-gradients of BMVR's circuit rules", function()
-  setup(function() compile.cache_dir = function() return cache end end)
-  teardown(function() compile.cache_dir = real_cache_dir end)
+  setup(kernels.use)
+  teardown(kernels.restore)
 
   for _, case in ipairs(BMVR_CASES) do
     it(case.name .. ": gradients for every rate and the initial weights equal central finite " ..
@@ -617,8 +616,8 @@ local FAE_CASES = {
 }
 
 describe("nm.unroll: meta-gradients of the folded autoencoder's circuit rule", function()
-  setup(function() compile.cache_dir = function() return cache end end)
-  teardown(function() compile.cache_dir = real_cache_dir end)
+  setup(kernels.use)
+  teardown(kernels.restore)
 
   it("settle_steps = n settles by n plain Euler steps: the adaptive settle's Euler path with " ..
      "that cap and no tolerance gives the same state", function()
