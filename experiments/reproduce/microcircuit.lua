@@ -32,14 +32,21 @@ local FIG2 = {
   {"fa_att", "fa_att", "FA with the attenuation, lr 100"},
 }
 -- (the angles and the self-predicting state per seed: the report)
-local fig2_models, fig2_measures = {}, {}
-for i, m in ipairs(FIG2) do
-  local id = m[2]
-  fig2_models[i] = id
-  fig2_measures[i] = {name = m[1], label = m[3] .. ", test error", unit = "mse", paper = m[4],
-                      headline = m[5],
-                      get = function(results) return results.final.figures.fig2[id].test_error end}
+
+-- Fig. 2 learners {name, --fig2-models item, label, paper, headline} ->
+-- the --fig2-models list and a test-error measure per learner.
+local function fig2_learners(rows)
+  local models, measures = {}, {}
+  for i, m in ipairs(rows) do
+    local id = m[2]
+    models[i] = id
+    measures[i] = {name = m[1], label = m[3] .. ", test error", unit = "mse", paper = m[4],
+                   headline = m[5],
+                   get = function(results) return results.final.figures.fig2[id].test_error end}
+  end
+  return models, measures
 end
+local fig2_models, fig2_measures = fig2_learners(FIG2)
 
 -- Fig. 2 with W_pi fixed at -W_down (the paper's Fig. 1A relation) and W_ip
 -- learning from random at W_up's multiple of the paper's rates (300x, the
@@ -53,14 +60,7 @@ local PIFIXED = {
   {"fa_lr30", "fa:lr=30", "FA, lr 30 (best constant)"},
   {"fa_lr40_anneal", "fa:lr=40:decay=0.5", "FA, lr 40 annealed over the last 1/2"},
 }
-local pifixed_models, pifixed_measures = {}, {}
-for i, m in ipairs(PIFIXED) do
-  local id = m[2]
-  pifixed_models[i] = id
-  pifixed_measures[i] = {name = m[1], label = m[3] .. ", test error", unit = "mse", paper = m[4],
-                         headline = m[5],
-                         get = function(results) return results.final.figures.fig2[id].test_error end}
-end
+local pifixed_models, pifixed_measures = fig2_learners(PIFIXED)
 
 local measures, values = {}, {}
 for i, v in ipairs(VARIANTS) do
