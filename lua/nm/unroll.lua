@@ -86,6 +86,14 @@ local function at_path(tab, path)
   return tab
 end
 
+-- A network object that shares net's fields and methods: the models'
+-- shadows below replace the fields their traced code must not touch.
+local function shallow_copy(net)
+  local sh = setmetatable({}, getmetatable(net))
+  for k, v in pairs(net) do sh[k] = v end
+  return sh
+end
+
 local U = {}
 U.__index = U
 
@@ -377,8 +385,7 @@ end
 -- Its own train_batch, forward and loss_value then trace.
 local function mlp_shadow(u, W, b, st, P, mod)
   local net = u.net
-  local sh = setmetatable({}, nn.MLP)
-  for k, v in pairs(net) do sh[k] = v end
+  local sh = shallow_copy(net)
   sh.bufs, sh.tcache, sh.cur, sh.conns, sh.paths = {}, {}, nil, {}, {}
   sh.online, sh.optim, sh.mod, sh.nonfinite = false, nil, mod, nil
   sh.check_every, sh.checked, sh.unchecked, sh.updates = math.huge, 0, 0, 0
@@ -461,8 +468,7 @@ local MC_KINDS = {"up", "down", "ip", "pi"}
 -- (steady_state, steady_update, forward) then trace.
 local function mc_shadow(u, W, b, st, P)
   local net = u.net
-  local sh = setmetatable({}, getmetatable(net))
-  for k, v in pairs(net) do sh[k] = v end
+  local sh = shallow_copy(net)
   sh.bufs, sh.rule_states, sh.cur = {}, {}, nil
   sh.compiled, sh.check_every, sh.unchecked, sh.updates = false, math.huge, 0, 0
   sh.zeros = function(B, m) return trace.ref("buffer", nil, {B, m}) end
@@ -540,8 +546,7 @@ end
 -- vectors (bmvr.make_state), its rules' states st.
 local function bmvr_shadow(u, W, st, track_mean)
   local net = u.net
-  local sh = setmetatable({}, getmetatable(net))
-  for k, v in pairs(net) do sh[k] = v end
+  local sh = shallow_copy(net)
   for i, e in ipairs(u.conns) do sh[e.name] = W[i] end
   sh.track_mean = track_mean
   local bm = require "nm.models.bmvr"
@@ -650,8 +655,7 @@ end
 -- only (no fused kernels, no value tests: net.traced).
 local function fae_shadow(u, W, P)
   local net = u.net
-  local sh = setmetatable({}, getmetatable(net))
-  for k, v in pairs(net) do sh[k] = v end
+  local sh = shallow_copy(net)
   sh.W, sh.G, sh.Wt, sh.Gt, sh.cW, sh.cG = {}, {}, {}, {}, {}, {}
   sh.bufs, sh.info, sh.cur, sh.cur_settings, sh.changes = {}, {}, nil, nil, nil
   sh.fused, sh.traced, sh.optim, sh.use_kernel = false, true, nil, false
