@@ -237,6 +237,35 @@ describe("threads", function()
     end)
   end)
 
+  -- Online learning (batch 1) over data.batches at 2 threads: every kernel
+  -- of the step and the one-sample gathers stay in the caller, so no
+  -- worker is woken or kept spinning (nm.pool_counts); a minibatch epoch
+  -- of the same data does offer work to the workers.
+  it("a batch-1 epoch hands no work to the pool; a batch-100 one does", function()
+    local g = nm.generator(23)
+    local n = 300
+    local split = {X = nm.rand(g, n, 784), Y = nm.zeros(n, 47)}
+    for i = 1, n do split.Y:set(i, (i * 7) % 10 + 1, 1) end
+    local function counts(batch, rule)
+      return with_threads(2, function()
+        local net = nn.mlp{sizes = {784, 170, 130, 100, 70, 47}, act = {"softplus", beta = 10},
+                           out = "softmax", loss = "xent", rule = rule,
+                           params = {eta = 0.003}, gen = nm.generator(3), init = "xavier"}
+        local batches = data.batches(split, batch, {generator = nm.generator(4)})
+        local j0, t0 = nm.pool_counts()
+        for b in batches:epoch() do net:train_batch(b.X, b.Y) end
+        local j1, t1 = nm.pool_counts()
+        return {j1 - j0, t1 - t0, batches:gathers()}
+      end)
+    end
+    for _, rule in ipairs{"fa", "backprop"} do
+      local c = counts(1, rule)
+      assert.same({0, 0, n - 1, 0}, c, rule)
+    end
+    local c = counts(100, "fa")
+    assert.is_true(c[1] > 0 and c[2] == 2 and c[3] == 2, table.concat(c, " "))
+  end)
+
   it("nm.gather checks its arguments as index_rows does, naming the method", function()
     local X = nm.tensor({{1, 2}, {3, 4}, {5, 6}})
     local gather = nm.gather(2)

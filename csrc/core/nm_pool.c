@@ -45,8 +45,9 @@ static struct {
   int64_t parts;
   atomic_llong next, left;
   _Atomic(nm_task *) side;     /* a task waiting for a worker */
+  atomic_llong jobs, tasks;    /* nm_pool_counts */
 } P = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {0}, 0, 1, 0, 0, 0,
-       NM_POOL_MAX, 0, NULL, NULL, 0, 0, 0, NULL};
+       NM_POOL_MAX, 0, NULL, NULL, 0, 0, 0, NULL, 0, 0};
 
 /* nm_task states */
 enum { TASK_IDLE = 0, TASK_POSTED = 1, TASK_DONE = 2 };
@@ -183,6 +184,7 @@ void nm_pool_run(int64_t parts, nm_pool_fn fn, void *ctx) {
   atomic_store(&P.left, parts);
   atomic_store(&P.next, 0);
   atomic_fetch_add(&P.gen, 1);           /* even: published */
+  atomic_fetch_add(&P.jobs, 1);
   wake_all();
   take_parts();
   int spins = 0;
@@ -217,6 +219,7 @@ void nm_pool_start(nm_task *t, void (*fn)(void *ctx), void *ctx) {
     atomic_store(&t->state, TASK_DONE);
     return;
   }
+  atomic_fetch_add(&P.tasks, 1);
   wake_all();
 }
 
@@ -234,6 +237,11 @@ void nm_pool_wait(nm_task *t) {
     }
   }
   atomic_store(&t->state, TASK_IDLE);
+}
+
+void nm_pool_counts(int64_t *jobs, int64_t *tasks) {
+  *jobs = atomic_load(&P.jobs);
+  *tasks = atomic_load(&P.tasks);
 }
 
 int64_t nm_pool_bound(int64_t n, int64_t parts, int64_t align, int64_t p) {

@@ -55,6 +55,14 @@ void nm_task_init(nm_task *t);
 void nm_pool_start(nm_task *t, void (*fn)(void *ctx), void *ctx);
 void nm_pool_wait(nm_task *t);
 
+/* Work handed to the workers since the process started: *jobs, the
+** nm_pool_run calls whose parts the workers were offered (those run in
+** the caller alone are not counted), *tasks, the nm_pool_start tasks
+** posted for a worker (not those run in the caller at once). Work that
+** reaches neither counter never wakes or occupies a worker: a batch-1
+** training step counts none (spec/threads_spec.lua). */
+void nm_pool_counts(int64_t *jobs, int64_t *tasks);
+
 /* Part p's first item when n items are cut into `parts` near-equal parts
 ** whose bounds (but the last) are multiples of `align` (>= 1). */
 int64_t nm_pool_bound(int64_t n, int64_t parts, int64_t align, int64_t p);

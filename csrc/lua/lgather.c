@@ -6,7 +6,11 @@
 ** to a worker of the thread pool (nm_pool_start), so that they run while
 ** the caller goes on; g:wait() returns when they are done. data.batches
 ** gathers the next minibatch this way while the current one trains. The
-** rows are those index_rows copies, whoever copies them.
+** rows are those index_rows copies, whoever copies them. A gather of
+** fewer than NM_PAR_ELEMS elements in all (a batch of one sample) is
+** copied in the caller at start: handing it over would cost more than
+** the copy, and would keep a worker spinning between the caller's
+** short steps.
 **
 ** While a gather runs, the userdata's user values keep the tensors and
 ** their storages alive, so that neither the collector nor a close frees
@@ -16,6 +20,7 @@
 #include <string.h>
 
 #include "lnm.h"
+#include "nm_math.h"
 #include "nm_pool.h"
 
 #define GATHER_T "neuromic.Gather"
@@ -125,6 +130,7 @@ static int gather_start(lua_State *L) {
     g->idx[i] = nm_gather_index(L, 2, it, first + i, xrows);
   /* Reading a list index may run an __index metamethod: the headers are
   ** taken, and the tensors checked open, after the indices. */
+  int64_t elems = 0;
   for (int p = 0; p < npairs; p++) {
     int args[2] = {4 + 2 * p, 5 + 2 * p};
     static const char *const names[2] = {"B", "X"};
@@ -134,6 +140,17 @@ static int gather_start(lua_State *L) {
     nm_check_open(L, 2, args, names, ts);
     g->dst[p] = *ts[0];
     g->src[p] = *ts[1];
+    elems += nm_numel(ts[0]);
+  }
+  g->npairs = npairs;
+  g->rows = rows;
+  g->started++;
+  if (elems < NM_PAR_ELEMS) {            /* small: copied here and now */
+    gather_run(g);
+    lua_settop(L, 1);
+    return 1;
+  }
+  for (int p = 0; p < npairs; p++) {
     for (int k = 0; k < 2; k++) {        /* pin the tensor and its storage */
       int arg = 4 + 2 * p + k, slot = 1 + 4 * p + 2 * k;
       lua_pushvalue(L, arg);
@@ -142,10 +159,7 @@ static int gather_start(lua_State *L) {
       lua_setiuservalue(L, 1, slot + 1);
     }
   }
-  g->npairs = npairs;
-  g->rows = rows;
   g->running = 1;
-  g->started++;
   nm_pool_start(&g->task, gather_run, g);
   lua_settop(L, 1);
   return 1;

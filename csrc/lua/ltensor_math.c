@@ -833,6 +833,18 @@ static int f_threads(lua_State *L) {
   return 2;
 }
 
+/* nm.pool_counts() -> the jobs whose parts the pool's workers were
+** offered and the tasks posted for a worker since the process started
+** (nm_pool_counts): work small enough to stay in the caller counts in
+** neither. */
+static int f_pool_counts(lua_State *L) {
+  int64_t jobs, tasks;
+  nm_pool_counts(&jobs, &tasks);
+  lua_pushinteger(L, (lua_Integer)jobs);
+  lua_pushinteger(L, (lua_Integer)tasks);
+  return 2;
+}
+
 /* nm.blas_core() -> the name of the kernels OpenBLAS runs (its
 ** openblas_get_corename: "SkylakeX", "Haswell", "Prescott", ...). */
 static int f_blas_core(lua_State *L) {
@@ -841,7 +853,7 @@ static int f_blas_core(lua_State *L) {
 }
 
 static const luaL_Reg module_funcs[] = {
-  {"threads", f_threads}, {"blas_core", f_blas_core},
+  {"threads", f_threads}, {"pool_counts", f_pool_counts}, {"blas_core", f_blas_core},
   {"mm", f_mm}, {"mv", f_mv}, {"outer", f_outer}, {"dot", m_dot},
   {"bench_direct_gemm", f_bench_direct_gemm}, {"ulp_scan", f_ulp_scan},
   {NULL, NULL}

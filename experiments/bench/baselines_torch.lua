@@ -6,7 +6,12 @@
 --   * online learning (batch 1) of the same network on the first
 --     --online-samples images;
 --   * online learning (batch 1) of a deep softplus network (--deep-sizes,
---     784-170-130-100-70-47) by feedback alignment (--deep-rules).
+--     784-170-130-100-70-47; softplus slope --deep-beta 10, Xavier-uniform
+--     weights and feedback matrices, zero biases, as the meta-plasticity
+--     model's network) by feedback alignment (--deep-rules) at --deep-lr
+--     0.003: it learns there (test accuracy ~0.48 after 2,000 images on
+--     both sides), where at --lr 0.1, slope 1 and PyTorch's init it stays
+--     at chance (0.10).
 -- Prints seconds (wall clock and CPU time of the process), samples per
 -- second, test accuracy after training, and the ratio PyTorch time /
 -- neuromic time in CPU time (the machine may be shared) and wall clock:
@@ -47,6 +52,8 @@ local opts = cli.parse(arg, {
      item = "int"},
     {"deep-samples", "int", 2000, "training images of the deep online job", quick = 500, min = 1},
     {"deep-rules", "list", {"fa"}, "rules of the deep online job (bp, fa)", item = "string"},
+    {"deep-lr", "number", 0.003, "learning rate of the deep online job (both)", min = 0},
+    {"deep-beta", "number", 10, "softplus slope of the deep online job (both)", min = 0},
     {"repeats", "int", 3, "timed runs per job and side; the fastest counts", quick = 1, min = 1},
     {"python", "string", "/usr/bin/python3", "python with torch"},
     {"torch", "bool", true, "run the PyTorch side"},
@@ -75,8 +82,10 @@ local function ours(job, rule)
     Y, Yte = widen(Y), widen(Yte)
   end
   local split = {X = X, Y = Y, n = n}
-  local net = nn.mlp{sizes = job.sizes, act = job.act, out = "softmax", loss = "xent",
-                     rule = RULE[rule], params = {eta = opts.lr}, gen = nm.generator(1)}
+  local act = job.beta and {job.act, beta = job.beta} or job.act
+  local net = nn.mlp{sizes = job.sizes, act = act, out = "softmax", loss = "xent",
+                     rule = RULE[rule], params = {eta = job.lr}, gen = nm.generator(1),
+                     init = job.init}
   local batches = data.batches(split, batch, {generator = nm.generator(2), shuffle = batch > 1})
   collectgarbage("collect")
   local t0, c0 = nm.sys.clock(), os.clock()
@@ -99,8 +108,9 @@ local function torch(job, rule)
                                    "--threads", t, "--rule", rule, "--act", job.act,
                                    "--sizes", table.concat(sizes, ","),
                                    "--batch", tostring(job.batch),
-                                   "--samples", tostring(job.n), "--lr", format("%.17g", opts.lr),
-                                   "--data", data.fashion_dir}
+                                   "--samples", tostring(job.n), "--lr", format("%.17g", job.lr),
+                                   "--beta", format("%.17g", job.beta or 1),
+                                   "--init", job.init or "pytorch", "--data", data.fashion_dir}
   local line = out:match("(%b{})%s*$")
   local ok, res = pcall(json.decode, line or "")
   if not ok or type(res) ~= "table" then
@@ -134,9 +144,9 @@ local function sgemm_peak(threads)
 end
 
 local peak = sgemm_peak(opts.threads)
-print(format("neuromic %s vs PyTorch (CPU), %d thread%s, Fashion-MNIST, SGD lr %g; " ..
+print(format("neuromic %s vs PyTorch (CPU), %d thread%s, Fashion-MNIST, SGD lr %g (deep: %g); " ..
              "sgemm peak %.1f GFLOP/s (direct 1024^3, %d OpenBLAS thread%s)",
-             nm.version, opts.threads, opts.threads > 1 and "s" or "", opts.lr, peak,
+             nm.version, opts.threads, opts.threads > 1 and "s" or "", opts.lr, opts.deep_lr, peak,
              opts.threads, opts.threads > 1 and "s" or ""))
 print(format("%-36s %-4s %8s %8s %9s %8s %8s %9s %8s %8s %8s %7s", "job", "rule", "nm s",
              "nm cpu", "nm us/smp", "nm acc", "torch s", "torch cpu", "torch acc", "x (cpu)",
@@ -146,12 +156,14 @@ local act_name = opts.act
 local jobs = {
   epoch = {name = format("epoch 784-256-10 %s, batch %d", act_name, opts.batch),
            batch = opts.batch, n = opts.samples, sizes = {784, 256, 10}, act = act_name,
-           rules = opts.rules},
+           rules = opts.rules, lr = opts.lr},
   online = {name = format("online 784-256-10 %s, batch 1", act_name), batch = 1,
-            n = opts.online_samples, sizes = {784, 256, 10}, act = act_name, rules = opts.rules},
-  deep = {name = format("online %s softplus, batch 1", table.concat(opts.deep_sizes, "-")),
+            n = opts.online_samples, sizes = {784, 256, 10}, act = act_name, rules = opts.rules,
+            lr = opts.lr},
+  deep = {name = format("online %s softplus%g, batch 1", table.concat(opts.deep_sizes, "-"),
+                        opts.deep_beta),
           batch = 1, n = opts.deep_samples, sizes = opts.deep_sizes, act = "softplus",
-          rules = opts.deep_rules},
+          rules = opts.deep_rules, lr = opts.deep_lr, beta = opts.deep_beta, init = "xavier"},
 }
 for _, key in ipairs(opts.jobs_run) do
   local job = jobs[key]

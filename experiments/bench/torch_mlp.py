@@ -45,6 +45,10 @@ def main():
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--samples", type=int, default=60000, help="training samples (one pass)")
     ap.add_argument("--lr", type=float, default=0.1)
+    ap.add_argument("--beta", type=float, default=1.0, help="softplus slope")
+    ap.add_argument("--init", choices=["pytorch", "xavier"], default="pytorch",
+                    help="weights and feedback matrices: torch.nn.Linear's U(+-1/sqrt(fan_in)) "
+                         "with its bias init, or Xavier-uniform with zero biases")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     ap.add_argument("--repeats", type=int, default=1, help="timed runs; the fastest counts")
@@ -79,16 +83,24 @@ def main():
             return g.mm(B), g.t().mm(x), g.sum(0), None
 
     sizes = [int(v) for v in a.sizes.split(",")]
-    # feedback matrices like the layers' init: U(+-1/sqrt(fan_in))
-    Bs = [None] + [torch.empty(sizes[l + 1], sizes[l]).uniform_(-sizes[l] ** -0.5, sizes[l] ** -0.5)
+    # feedback matrices like the layers' init
+    def bound(l):
+        if a.init == "xavier":
+            return (6.0 / (sizes[l] + sizes[l + 1])) ** 0.5
+        return sizes[l] ** -0.5
+    Bs = [None] + [torch.empty(sizes[l + 1], sizes[l]).uniform_(-bound(l), bound(l))
                    for l in range(1, len(sizes) - 1)]
     act = {"relu": torch.relu, "sigmoid": torch.sigmoid,
-           "softplus": torch.nn.functional.softplus}[a.act]
+           "softplus": lambda h: torch.nn.functional.softplus(h, beta=a.beta)}[a.act]
     lossf = torch.nn.CrossEntropyLoss()
     perm = torch.randperm(X.shape[0])[:n] if a.batch > 1 else torch.arange(n)
     best, best_cpu, acc = float("inf"), float("inf"), None
     for _ in range(max(a.repeats, 1)):
         layers = [torch.nn.Linear(sizes[l], sizes[l + 1]) for l in range(len(sizes) - 1)]
+        if a.init == "xavier":
+            for lin in layers:
+                torch.nn.init.xavier_uniform_(lin.weight)
+                torch.nn.init.zeros_(lin.bias)
 
         def forward(x):
             h = x

@@ -570,8 +570,9 @@ Batches.__index = Batches
 -- opts: shuffle (default true), generator (nm.generator) or seed,
 -- drop_last (default false: the last, smaller batch is served too),
 -- prefetch (default true: while the caller works on a batch, the next one
--- is gathered on a worker of the thread pool, nm.gather; with one thread
--- it is gathered when the current one is served). Buffers are allocated
+-- is gathered on a worker of the thread pool, nm.gather; with one thread,
+-- or for a batch of fewer than 32,768 values, it is gathered when the
+-- current one is served). Buffers are allocated
 -- here, once: each epoch gathers rows into them, so a batch's tensors are
 -- overwritten by a later batch (with prefetch, by the one after next,
 -- while the next is in use: a batch is valid until the next step).
