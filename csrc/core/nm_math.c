@@ -449,7 +449,11 @@ int nm_softmax(nm_tensor *r, const nm_tensor *a, int take_log) {
     as0 = a->stride[0]; as1 = a->stride[1];
     rs0 = r->stride[0]; rs1 = r->stride[1];
   }
-  return TYPED(a->dtype, softmax, r->data, rs0, rs1, a->data, as0, as1, rows, cols, take_log);
+  /* the exponentials can be kept in r between the passes when r is a or
+  ** shares no memory with it */
+  int keep = (r->data == a->data && rs0 == as0 && rs1 == as1) || !nm_overlap(r, a);
+  return TYPED(a->dtype, softmax, r->data, rs0, rs1, a->data, as0, as1, rows, cols, take_log,
+               keep);
 }
 
 /* ---------------------------------------------------------------------- */

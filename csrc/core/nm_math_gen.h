@@ -332,7 +332,7 @@ static int NM_T(reduce_dim)(const nm_iter *it, real *r, const real *a, double *r
 NM_HOT
 static int NM_T(softmax)(real *r, int64_t rs0, int64_t rs1, const real *a,
                          int64_t as0, int64_t as1, int64_t rows, int64_t cols,
-                         int take_log) {
+                         int take_log, int keep) {
   int64_t work = 0;
   if (cols == 0) return NM_OK;
   for (int64_t i = 0; i < rows; i++) {
@@ -341,7 +341,18 @@ static int NM_T(softmax)(real *r, int64_t rs0, int64_t rs1, const real *a,
     real m = x[0];
     for (int64_t j = 1; j < cols; j++) if (x[j * as1] > m || x[j * as1] != x[j * as1]) m = x[j * as1];
     double sum = 0;
-    for (int64_t j = 0; j < cols; j++) sum += NM_T(vexp)(x[j * as1] - m);
+    keep = keep && !take_log;
+    if (keep && as1 == 1 && rs1 == 1) {   /* each exponential once, kept in y */
+      for (int64_t j = 0; j < cols; j++) y[j] = NM_T(vexp)(x[j] - m);    /* vectorised */
+      for (int64_t j = 0; j < cols; j++) sum += y[j];
+    } else if (keep)
+      for (int64_t j = 0; j < cols; j++) {
+        real e = NM_T(vexp)(x[j * as1] - m);
+        y[j * rs1] = e;
+        sum += e;
+      }
+    else
+      for (int64_t j = 0; j < cols; j++) sum += NM_T(vexp)(x[j * as1] - m);
     if (take_log) {
       /* (x - m) - log(sum), never x - (m + log(sum)): m + log(sum) rounds
       ** away log(sum) when m is large. */
@@ -349,7 +360,10 @@ static int NM_T(softmax)(real *r, int64_t rs0, int64_t rs1, const real *a,
       for (int64_t j = 0; j < cols; j++) y[j * rs1] = (x[j * as1] - m) - lse;
     } else {
       double inv = 1.0 / sum;
-      for (int64_t j = 0; j < cols; j++) y[j * rs1] = (real)(NM_T(vexp)(x[j * as1] - m) * inv);
+      if (keep)
+        for (int64_t j = 0; j < cols; j++) y[j * rs1] = (real)(y[j * rs1] * inv);
+      else
+        for (int64_t j = 0; j < cols; j++) y[j * rs1] = (real)(NM_T(vexp)(x[j * as1] - m) * inv);
     }
     if ((work += cols) >= NM_CHUNK) { work = 0; if (nm_interrupted) return NM_EINTR; }
   }
