@@ -13,7 +13,10 @@
 ** Beside the jobs, one slot `side` holds a task (nm_pool_start) that no
 ** worker has taken yet; an idle worker takes it (compare-and-swap to
 ** NULL), runs it and marks it done. nm_pool_wait takes it back the same
-** way when no worker has, and runs it in the caller.
+** way when no worker has, and runs it in the caller. A worker running a
+** task in steps puts it back into the slot (compare-and-swap from NULL)
+** when a job was published since it looked, takes the job's parts first,
+** and takes the task again after; workers look for a job before a task.
 */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -71,16 +74,34 @@ static void take_parts(void) {
   }
 }
 
-/* Runs the waiting task, if any and if this thread takes it first. */
-static int take_side(void) {
+/* Runs the waiting task, if any and if this thread takes it first. A task
+** in steps goes back into the slot, not done, when the job generation
+** moved from `seen` (a job to take first) and the slot is free. */
+static int take_side(unsigned seen) {
   nm_task *t = atomic_load(&P.side);
   if (t == NULL || !atomic_compare_exchange_strong(&P.side, &t, NULL)) return 0;
   in_part = 1;                          /* its pool calls run inline */
-  t->fn(t->ctx);
-  in_part = 0;
   t->on_worker = 1;
+  if (t->step == NULL) {
+    t->fn(t->ctx);
+  } else {
+    while (!t->step(t->ctx)) {
+      nm_task *none = NULL;
+      if (atomic_load(&P.gen) != seen && atomic_compare_exchange_strong(&P.side, &none, t)) {
+        in_part = 0;
+        return 1;                       /* still TASK_POSTED, back in the slot */
+      }
+    }
+  }
+  in_part = 0;
   atomic_store(&t->state, TASK_DONE);
   return 1;
+}
+
+/* Runs what is left of task t in the caller. */
+static void run_rest(nm_task *t) {
+  if (t->step == NULL) t->fn(t->ctx);
+  else while (!t->step(t->ctx)) {}
 }
 
 static void *worker(void *arg) {
@@ -91,9 +112,9 @@ static void *worker(void *arg) {
     int spins = 0;
     for (;;) {
       if (index >= atomic_load(&P.stop_from)) return NULL;
-      if (take_side()) { spins = 0; continue; }
       g = atomic_load(&P.gen);
-      if (g != seen && !(g & 1u)) break;
+      if (g != seen && !(g & 1u)) break;          /* a job's parts before a task */
+      if (take_side(seen)) { spins = 0; continue; }
       if (++spins < SPINS) { relax(); continue; }
       pthread_mutex_lock(&P.lock);
       atomic_fetch_add(&P.sleepers, 1);
@@ -197,25 +218,27 @@ void nm_pool_run(int64_t parts, nm_pool_fn fn, void *ctx) {
 
 void nm_task_init(nm_task *t) {
   t->fn = NULL;
+  t->step = NULL;
   t->ctx = NULL;
   t->on_worker = 0;
   atomic_store(&t->state, TASK_IDLE);
 }
 
-void nm_pool_start(nm_task *t, void (*fn)(void *ctx), void *ctx) {
+static void start(nm_task *t, void (*fn)(void *ctx), int (*step)(void *ctx), void *ctx) {
   nm_pool_wait(t);
   t->fn = fn;
+  t->step = step;
   t->ctx = ctx;
   t->on_worker = 0;
   nm_task *none = NULL;
   if (P.workers == 0 || in_part) {
-    fn(ctx);
+    run_rest(t);
     atomic_store(&t->state, TASK_DONE);
     return;
   }
   atomic_store(&t->state, TASK_POSTED);
   if (!atomic_compare_exchange_strong(&P.side, &none, t)) {   /* the slot is taken */
-    fn(ctx);
+    run_rest(t);
     atomic_store(&t->state, TASK_DONE);
     return;
   }
@@ -223,18 +246,22 @@ void nm_pool_start(nm_task *t, void (*fn)(void *ctx), void *ctx) {
   wake_all();
 }
 
+void nm_pool_start(nm_task *t, void (*fn)(void *ctx), void *ctx) { start(t, fn, NULL, ctx); }
+
+void nm_pool_start_steps(nm_task *t, int (*step)(void *ctx), void *ctx) {
+  start(t, NULL, step, ctx);
+}
+
 void nm_pool_wait(nm_task *t) {
-  if (atomic_load(&t->state) == TASK_POSTED) {
+  int spins = 0;
+  while (atomic_load(&t->state) == TASK_POSTED) {
     nm_task *mine = t;
-    if (atomic_compare_exchange_strong(&P.side, &mine, NULL)) {   /* no worker took it */
-      t->fn(t->ctx);
-    } else {
-      int spins = 0;
-      while (atomic_load(&t->state) != TASK_DONE) {
-        if (++spins < SPINS) relax();
-        else sched_yield();
-      }
+    if (atomic_compare_exchange_strong(&P.side, &mine, NULL)) {   /* in the slot: ours now */
+      run_rest(t);
+      break;
     }
+    if (++spins < SPINS) relax();        /* a worker runs it (or a step of it) */
+    else sched_yield();
   }
   atomic_store(&t->state, TASK_IDLE);
 }

@@ -47,6 +47,7 @@ void nm_pool_run(int64_t parts, nm_pool_fn fn, void *ctx);
 ** time; waiting on a task never started, or already waited for, returns. */
 typedef struct nm_task {
   void (*fn)(void *ctx);
+  int (*step)(void *ctx);
   void *ctx;
   _Atomic int state;            /* see nm_pool.c */
   int on_worker;                /* the last run was on a worker (after nm_pool_wait) */
@@ -54,6 +55,13 @@ typedef struct nm_task {
 void nm_task_init(nm_task *t);
 void nm_pool_start(nm_task *t, void (*fn)(void *ctx), void *ctx);
 void nm_pool_wait(nm_task *t);
+/* The same for a task in steps: step(ctx) does a short piece of the work
+** and returns 1 when none is left, else 0. A worker running the task stops
+** between two steps when the caller starts a parallel job (nm_pool_run),
+** takes the job's parts, and then goes on with the task; the caller waiting
+** for it runs the steps left. So a task started just before a job delays
+** none of its parts by more than one step. */
+void nm_pool_start_steps(nm_task *t, int (*step)(void *ctx), void *ctx);
 
 /* Work handed to the workers since the process started: *jobs, the
 ** nm_pool_run calls whose parts the workers were offered (those run in

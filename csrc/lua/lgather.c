@@ -30,8 +30,9 @@
 typedef struct gather {
   nm_task task;
   int64_t cap, rows;
-  int64_t started, on_worker;    /* starts, and those a worker ran */
-  int npairs, running;
+  int64_t started, on_worker;    /* starts, and those a worker ran (a part of) */
+  int64_t pos;                   /* the next row to copy, of pair `pair` */
+  int npairs, running, pair;
   nm_tensor dst[GATHER_PAIRS], src[GATHER_PAIRS];   /* header copies */
   int64_t idx[];                 /* cap row indices, 0-based */
 } gather;
@@ -39,10 +40,32 @@ typedef struct gather {
 /* User values: 1 .. 4 * GATHER_PAIRS, the tensors and their storages. */
 enum { PINS = 4 * GATHER_PAIRS };
 
-static void gather_run(void *ctx) {
-  gather *g = (gather *)ctx;
+static void gather_run(gather *g) {
   for (int p = 0; p < g->npairs; p++)
     nm_copy_rows(&g->dst[p], 0, &g->src[p], g->idx, g->rows);
+}
+
+/* Rows per step: a few microseconds of copying, the longest a job started
+** meanwhile waits for the worker. */
+#define GATHER_STEP_BYTES 32768
+
+/* One step of the copies (nm_pool_start_steps): the next rows of a pair. */
+static int gather_step(void *ctx) {
+  gather *g = (gather *)ctx;
+  if (g->pair >= g->npairs) return 1;
+  const nm_tensor *src = &g->src[g->pair];
+  int64_t row_bytes = (int64_t)nm_dtype_size(src->dtype);
+  for (int d = 1; d < src->ndim; d++) row_bytes *= src->size[d];
+  int64_t n = row_bytes > 0 ? GATHER_STEP_BYTES / row_bytes : g->rows;
+  if (n < 1) n = 1;
+  if (n > g->rows - g->pos) n = g->rows - g->pos;
+  nm_copy_rows(&g->dst[g->pair], g->pos, src, g->idx + g->pos, n);
+  g->pos += n;
+  if (g->pos >= g->rows) {
+    g->pos = 0;
+    g->pair++;
+  }
+  return g->pair >= g->npairs;
 }
 
 /* Waits for the running gather, then lets go of its tensors. */
@@ -159,8 +182,10 @@ static int gather_start(lua_State *L) {
       lua_setiuservalue(L, 1, slot + 1);
     }
   }
+  g->pos = 0;
+  g->pair = 0;
   g->running = 1;
-  nm_pool_start(&g->task, gather_run, g);
+  nm_pool_start_steps(&g->task, gather_step, g);
   lua_settop(L, 1);
   return 1;
 }
