@@ -38,7 +38,8 @@ def find(folder, stem):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch.set_num_threads (its BLAS reads OPENBLAS_NUM_THREADS)")
     ap.add_argument("--rule", choices=["bp", "fa"], default="bp")
     ap.add_argument("--act", choices=["relu", "sigmoid", "softplus"], default="relu")
     ap.add_argument("--sizes", default="784,256,10", help="layer widths, comma-separated")
