@@ -294,6 +294,47 @@ describe("nn.mlp", function()
     assert.equal(0, allocated(function() dfa:train_batch(X, T) end, 20))
   end)
 
+  it("runs on buffers a caller's allocator makes (net.zeros): the same bits; one sample takes " ..
+     "the batch path", function()
+    local function pair(r)
+      local function make()
+        return nn.mlp{sizes = {6, 5, 4, 3}, act = "sigmoid", gen = nm.generator(3),
+                      dtype = "float64", rule = r, density = {0.7, 0.8, 1}}
+      end
+      local a, z = make(), make()
+      local made = {}
+      z.zeros = function(...)
+        local sizes = {...}
+        made[#made + 1] = sizes
+        if sizes[2] then return nm.zeros(sizes[1], sizes[2], "float64") end
+        return nm.zeros(sizes[1], "float64")
+      end
+      return a, z, made
+    end
+    local g = nm.generator(8)
+    local X, T = nm.randn(g, 4, 6, "float64"), onehot(4, 3, 1)
+    for _, r in ipairs{"fa", "hebb", "sign_symmetry"} do
+      local a, z, made = pair(r)
+      for _ = 1, 3 do a:train_batch(X, T); z:train_batch(X, T) end
+      assert.is_true(#made > 0, r)
+      local n = #made
+      z:train_batch(X, T)
+      assert.equal(n, #made, r .. ": buffers made once per batch size")
+      a:train_batch(X, T)
+      for l = 1, 3 do
+        assert.equal(0, (a.conns[l].W - z.conns[l].W):abs():max(), r .. " W" .. l)
+        assert.equal(0, (a.conns[l].b - z.conns[l].b):abs():max(), r .. " b" .. l)
+      end
+      assert.equal(0, (a.cur.E[1] - z.cur.E[1]):abs():max(), r .. " errors")
+      -- one sample [1 x n]: the allocator's buffers have no 1-D views
+      local y = a:forward(X:narrow(1, 2, 1)):clone()
+      local yz = z:forward(X:narrow(1, 2, 1))
+      assert.is_nil(z.cur.x1)
+      assert.equal(1, made[#made][1])
+      assert.tensor_near(y, yz, 1e-14)
+    end
+  end)
+
   -- MLP:train_batch on one sample runs nm.kernels.mlp_step (the whole
   -- step in one C call) where the network qualifies; a twin network
   -- forced onto the general path (online = false) must end with the same

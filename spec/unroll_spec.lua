@@ -313,6 +313,32 @@ describe("nm.unroll: meta-gradients of connection rules' parameters", function()
     assert.truthy(src:find("adjoint of mlp training step (hebb, hebb) (nm.unroll)", 1, true))
   end)
 
+  it("traces the network's own backward pass for every built-in activation (E:mul_dact) and " ..
+     "one sample a step: the weights equal train_batch's", function()
+    for _, c in ipairs{{act = "relu", bs = 3}, {act = {"softplus", beta = 2}, bs = 3},
+                       {act = "sigmoid", out = "sigmoid", loss = "mse", bs = 3},
+                       {act = "tanh", out = "tanh", loss = "mse", bs = 1},
+                       {act = "relu", out = "softmax", loss = "mse", bs = 2}} do
+      local case = {rule = "backprop", act = c.act, out = c.out, loss = c.loss,
+                    sizes = {4, 5, 4, 3}}
+      local what = format("%s hidden, %s out, batch %d", type(c.act) == "table" and "softplus" or
+                          c.act, c.out or "softmax", c.bs)
+      local d = data(case)
+      local u = unroll.mlp(make(case), {params = {"eta"}, batch = c.bs, mode = "interpret"})
+      local X, T = d.X:narrow(1, 1, 3 * c.bs), d.T:narrow(1, 1, 3 * c.bs)
+      local ST = u:run(u:theta(), u:state(), X, T)
+      local net = make(case)
+      for t = 1, 3 do
+        net:train_batch(X:narrow(1, (t - 1) * c.bs + 1, c.bs), T:narrow(1, (t - 1) * c.bs + 1, c.bs))
+      end
+      for i = 1, #ST do
+        local ref = tensor_of(u, net, i)
+        local diff = (ST[i] - ref):abs():max() / math.max(1, ref:clone():abs():max())
+        assert.is_true(diff < 1e-12, format("%s: %s differs by %g", what, u.state_names[i], diff))
+      end
+    end
+  end)
+
   it("with the compiler hidden (NEUROMIC_CC=none) runs interpreted, one-line notice, same " ..
      "gradients", function()
     local script = os.tmpname() .. ".lua"

@@ -283,7 +283,8 @@ nn.MLP = MLP
 -- (optional: see MLP:set_optimiser), mod (modulator for rules), online
 -- (the one-call one-sample step of train_batch, built on first use; false
 -- when the network does not qualify; set it to false to always take the
--- general path).
+-- general path), zeros (optional: what makes the buffers, see
+-- MLP:buffers).
 -- The state of every built-in pathway (rule.pathways(): the FA and DFA
 -- matrices) is drawn after the weights, in that order, from the same
 -- generator with the weights' scheme, then the network's own pathway if
@@ -403,32 +404,40 @@ end
 -- outputs Y (Y[0] is the input), errors E, derivative scratch Dv, target
 -- buffer T, a vector of ones, transposed views, and the rule quantities
 -- q[l] of every connection. B == 1 also gets 1-D views (x1, a1, y1, e1).
+-- The buffers are made by self.zeros(B [, n]) when it is set (nm.unroll
+-- runs this network's forward, backward and update on traced tensors:
+-- the batch path, no 1-D views), else nm.zeros.
 function MLP:buffers(B)
   local bs = self.bufs[B]
   if bs then return bs end
   local dt, L, n = self.dtype, self.L, self.sizes
+  local zeros = self.zeros
+  local function z(m)
+    if zeros then return m and zeros(B, m) or zeros(B) end
+    return m and nm.zeros(B, m, dt) or nm.zeros(B, dt)
+  end
   bs = {B = B, A = {}, Y = {}, E = {}, Dv = {}, Yt = {}, Et = {}, q = {}}
-  bs.X = nm.zeros(B, n[0], dt)
+  bs.X = z(n[0])
   bs.Y[0], bs.Yt[0] = bs.X, bs.X:t()
   bs.inputs_t = setmetatable({[bs.X] = bs.Yt[0]}, {__mode = "k"})   -- input -> its transpose
   bs.ones = nm.ones(B, dt)
   for l = 1, L do
-    bs.A[l] = nm.zeros(B, n[l], dt)
-    bs.Y[l] = self.acts[l].name == "identity" and bs.A[l] or nm.zeros(B, n[l], dt)
-    bs.E[l] = nm.zeros(B, n[l], dt)
-    bs.Dv[l] = nm.zeros(B, n[l], dt)
+    bs.A[l] = z(n[l])
+    bs.Y[l] = self.acts[l].name == "identity" and bs.A[l] or z(n[l])
+    bs.E[l] = z(n[l])
+    bs.Dv[l] = z(n[l])
     bs.Yt[l], bs.Et[l] = bs.Y[l]:t(), bs.E[l]:t()
   end
-  bs.T = nm.zeros(B, n[L], dt)
-  bs.LS = nm.zeros(B, n[L], dt)          -- loss scratch
-  bs.rows = nm.zeros(B, dt)              -- per-row sums (softmax backward)
+  bs.T = z(n[L])
+  bs.LS = z(n[L])                        -- loss scratch
+  bs.rows = z()                          -- per-row sums (softmax backward)
   bs.onesn = {}                          -- ones per layer width (softmax backward)
   for l = 1, L do
     if not self.acts[l].elementwise then bs.onesn[l] = nm.ones(n[l], dt) end
   end
   bs.pred = nm.zeros(B, "float64")       -- argmax indices (accuracy)
   bs.tpred = nm.zeros(B, "float64")
-  if B == 1 then
+  if B == 1 and not zeros then
     bs.x1, bs.t1 = bs.X:select(1, 1), bs.T:select(1, 1)
     bs.a1, bs.y1, bs.e1 = {}, {}, {}
     bs.y1[0] = bs.x1
@@ -449,7 +458,7 @@ function MLP:buffers(B)
 end
 
 local function check_input(self, X)
-  if not nm.is_tensor(X) then error("nn: input must be a tensor", 3) end
+  if not rule.is_tensor(X) then error("nn: input must be a tensor", 3) end
   local n0 = self.sizes[0]
   local d = X:dim()
   if (d == 1 and X:size(1) ~= n0) or (d == 2 and X:size(2) ~= n0) or d < 1 or d > 2 then
@@ -463,9 +472,10 @@ end
 -- place (no copy); the transposed view the rules read is made once per
 -- input tensor and kept while the tensor lives (data.batches serves two
 -- buffers in turn). Anything else is copied into the buffer set's own X.
+-- A traced input (nm.unroll) is used in place.
 local function bind_input(bs, X, dtype)
   local src = X
-  if X:dtype() ~= dtype or not X:is_contiguous() then
+  if nm.is_tensor(X) and (X:dtype() ~= dtype or not X:is_contiguous()) then
     bs.X:copy(X)
     src = bs.X
   end
@@ -487,28 +497,25 @@ end
 function MLP:forward(X)
   check_input(self, X)
   local L, conns, acts = self.L, self.conns, self.acts
-  local bs
   local vector = X:dim() == 1
-  if vector or X:size(1) == 1 then     -- one sample: matrix-vector products
-    bs = self:buffers(1)
+  local bs = self:buffers(vector and 1 or X:size(1))
+  local A, Y = bs.A, bs.Y
+  if bs.x1 then                        -- one sample: matrix-vector products
     if vector then bs.x1:copy(X) else bs.X:copy(X) end
     local a1, y1 = bs.a1, bs.y1
     for l = 1, L do
-      local c, act = conns[l], acts[l]
-      a1[l]:addmv(1, c.W, y1[l - 1], 0)
-      if c.b then a1[l]:add(c.b) end
-      act.f(bs.Y[l], bs.A[l], act.beta)
+      local act = acts[l]
+      conns[l]:forward(a1[l], y1[l - 1])
+      act.f(Y[l], A[l], act.beta)
     end
     self.cur = bs
-    return vector and y1[L] or bs.Y[L]
+    return vector and y1[L] or Y[L]
   end
-  bs = self:buffers(X:size(1))
   bind_input(bs, X, self.dtype)
-  local A, Y, ones = bs.A, bs.Y, bs.ones
+  local ones = bs.ones
   for l = 1, L do
-    local c, act = conns[l], acts[l]
-    A[l]:addmm(1, Y[l - 1], c.Wt, 0)
-    if c.b then A[l]:addr(1, ones, c.b) end
+    local act = acts[l]
+    conns[l]:forward(A[l], Y[l - 1], ones)
     act.f(Y[l], A[l], act.beta)
   end
   self.cur = bs
@@ -542,7 +549,7 @@ local function backprop_act(act, E, A, Y, D)
 end
 
 local function targets_of(self, bs, T)
-  if not nm.is_tensor(T) then error("nn: targets must be a tensor", 3) end
+  if not rule.is_tensor(T) then error("nn: targets must be a tensor", 3) end
   if T:dim() == 1 then
     if bs.B ~= 1 or T:size(1) ~= self.sizes[self.L] then
       error(format("nn: targets [%d] do not fit the output (%d units, batch %d)",
@@ -583,7 +590,7 @@ function MLP:backward(T, feedback)
       softmax_vjp(EL, Y[L], Dv[L], bs.rows, bs.onesn[L])
     end
   end
-  local single, src = bs.B == 1, pw.source == "output" and L or nil
+  local single, src = bs.e1 ~= nil, pw.source == "output" and L or nil
   for l = L - 1, 1, -1 do
     local M, Mt = self:feedback_matrix(pw, st, l)
     if single then

@@ -14,11 +14,10 @@
 --
 -- One training step is traced from the model's own code run on traced
 -- tensors (nm.compile.trace's Refs), with the learned parameters standing
--- for entries of one vector theta: for an nn.mlp, net:train_batch's
--- forward pass, error pathway and rule.apply of every connection's
--- update(q, p) (nn's Connection.forward, activations and their
--- derivatives, losses, softmax_vjp, the pathway's matrix); for a
--- microcircuit, Net:steady_state and Net:steady_update with every circuit
+-- for entries of one vector theta: for an nn.mlp, its own train_batch
+-- (MLP:forward, MLP:backward through the pathway, MLP:update: rule.apply
+-- of every connection's Lua update(q, p)) on a copy with traced weights
+-- and buffers (MLP:buffers' self.zeros); for a microcircuit, Net:steady_state and Net:steady_update with every circuit
 -- rule's step(s, p). nm.compile generates the step's C and, by reverse
 -- mode on the same graph, its adjoint; they run as ag.scan's fused kernel
 -- (checkpointed: about 2 sqrt(T) states kept), and the query loss, also
@@ -85,6 +84,14 @@ local function at_path(tab, path)
     tab = v
   end
   return tab
+end
+
+-- A network object that shares net's fields and methods: the models'
+-- shadows below replace the fields their traced code must not touch.
+local function shallow_copy(net)
+  local sh = setmetatable({}, getmetatable(net))
+  for k, v in pairs(net) do sh[k] = v end
+  return sh
 end
 
 local U = {}
@@ -369,87 +376,56 @@ end
 
 -- ---------------------------------------------------------------- nn.mlp
 
--- The network's forward pass on traced tensors: A[l], Y[l] (Y[0] = X).
-local function forward(net, W, b, X, ones)
-  local A, Y = {}, {[0] = X}
+-- The network as its own code sees it: a copy of net with traced weights,
+-- biases and rule states, each connection's rule with the parameters P
+-- (theta's entries among them) and its Lua update (rule.apply's general
+-- path: no fused or compiled form), the pathway's state as traced
+-- constants (sign symmetry's S:sign(W) traces), buffers of traced tensors
+-- (MLP:buffers' self.zeros), no optimiser, online step or finiteness check.
+-- Its own train_batch, forward and loss_value then trace.
+local function mlp_shadow(u, W, b, st, P, mod)
+  local net = u.net
+  local sh = shallow_copy(net)
+  sh.bufs, sh.tcache, sh.cur, sh.conns, sh.paths = {}, {}, nil, {}, {}
+  sh.online, sh.optim, sh.mod, sh.nonfinite = false, nil, mod, nil
+  sh.check_every, sh.checked, sh.unchecked, sh.updates = math.huge, 0, 0, 0
+  sh.zeros = function(...) return trace.ref("buffer", nil, {...}) end
   for l = 1, net.L do
-    local act = net.acts[l]
-    local shape = {X.shape[1], net.sizes[l]}
-    A[l] = trace.ref("A" .. l, nil, shape)
-    nn.Connection.forward({W = W[l], Wt = W[l]:t(), b = b[l]}, A[l], Y[l - 1], ones)
-    Y[l] = act.name == "identity" and A[l] or trace.ref("Y" .. l, nil, shape)
-    act.f(Y[l], A[l], act.beta)
-  end
-  return A, Y
-end
-
--- E .*= f'(A), or the softmax's Jacobian-vector product (MLP:backward's).
-local function backprop_act(act, E, A, Y, ones_n)
-  if act.name == "identity" then return end
-  if act.elementwise then
-    local D = trace.ref("D", nil, E.shape)
-    act.df(D, A, Y, act.beta)
-    E:mul(D)
-  else
-    nn.softmax_vjp(E, Y, trace.ref("S", nil, E.shape), trace.ref("rows", nil, {E.shape[1]}), ones_n)
-  end
-end
-
--- One step of net:train_batch (MLP:forward, MLP:backward, MLP:update and
--- rule.apply), on traced tensors.
-local function mlp_step(u, W, b, st, P, X, T, mod)
-  local net, L, B = u.net, u.net.L, u.B
-  local ones = u.ones
-  local A, Y = forward(net, W, b, X, ones)
-  -- backward: the output error, then the pathway's
-  local E = {}
-  E[L] = trace.ref("E" .. L, nil, {B, net.sizes[L]})
-  nn.losses[net.loss].grad(E[L], Y[L], T)
-  if net.loss == "mse" then backprop_act(net.acts[L], E[L], A[L], Y[L], u.ones_n[L]) end
-  local pw, pst = net:path()
-  for l = L - 1, 1, -1 do
-    local src = pw.source == "output" and L or l + 1
-    local stl = {}
-    for k, v in pairs(pst[l] or {}) do
-      stl[k] = nm.is_tensor(v) and trace.ref(format("%s[%d].%s", pw.name, l, tostring(k)), v) or v
-    end
-    local M = pw.matrix(W[src], stl)
-    E[l] = trace.ref("E" .. l, nil, {B, net.sizes[l]})
-    E[l]:addmm(1, E[src], M, 0)
-    backprop_act(net.acts[l], E[l], A[l], Y[l], u.ones_n[l])
-  end
-  -- every rule's update (MLP:update, rule.apply)
-  local new = {}
-  for l = 1, L do
     local c = net.conns[l]
     local inst = c.rule
-    local def = inst.def
-    if c.plastic ~= false then
-      local q = {pre = Y[l - 1], pre_t = Y[l - 1]:t(), post = Y[l], post_t = Y[l]:t(), a = A[l],
-                 error = E[l], error_t = E[l]:t(), W = W[l], b = b[l], mask = c.mask, mod = mod,
-                 state = st[l], batch = B, ones = ones,
-                 dW = trace.ref("dW", nil, c.W:size()),
-                 db = b[l] and trace.ref("db", nil, c.b:size()) or nil}
-      for _, k in ipairs(def.needs or {}) do
-        if q[k] == nil then
-          fail(format("rule '%s' needs quantity '%s', which layer %d does not provide", inst.name,
-                      k, l), 0)
-        end
-      end
-      def.update(q, P[l])
-      local dW = trace.value_of(q.dW)
-      if c.mask then dW = ag.mul(dW, c.mask) end
-      new[l] = {W = ag.add(trace.value_of(W[l]), dW)}
-      if def.bias and b[l] then new[l].b = ag.add(trace.value_of(b[l]), trace.value_of(q.db)) end
+    sh.conns[l] = setmetatable({W = W[l], Wt = W[l]:t(), b = b[l], mask = c.mask, state = st[l],
+                                plastic = c.plastic, name = c.name, n_pre = c.n_pre,
+                                n_post = c.n_post, dtype = c.dtype,
+                                rule = {def = inst.def, name = inst.name, p = P and P[l] or inst.p,
+                                        inner = inst.inner, use_fused = false,
+                                        use_compiled = false}},
+                               nn.Connection)
+  end
+  local pw, pst = net:path()
+  local traced = {}
+  for l, s in ipairs(pst) do
+    traced[l] = {}
+    for k, v in pairs(s) do
+      traced[l][k] = nm.is_tensor(v) and trace.ref(format("%s[%d].%s", pw.name, l, tostring(k)), v)
+                     or v
     end
   end
-  return new
+  sh.paths[pw.name] = {pathway = pw, state = traced}
+  return sh
 end
 
+-- One step: net:train_batch (MLP:forward, MLP:backward, MLP:update with
+-- rule.apply of every connection's rule), the network's own code.
+local function mlp_step(u, W, b, st, P, X, T, mod)
+  mlp_shadow(u, W, b, st, P, mod):train_batch(X, T)
+  return {}           -- the weights' and biases' traced tensors hold the new values
+end
+
+-- The query loss: net:forward, then net:loss_value.
 local function mlp_loss(u, W, b, Xq, Tq)
-  local net, L = u.net, u.net.L
-  local A, Y = forward(net, W, b, Xq, u.ones_q)
-  return nn.losses[net.loss].value(A[L], Y[L], Tq, trace.ref("S", nil, {u.Bq, net.sizes[L]}))
+  local sh = mlp_shadow(u, W, b, {})
+  sh:forward(Xq)
+  return sh:loss_value(Tq)
 end
 
 -- unroll.mlp(net, o) -> an unroll of net's training (net:train_batch on
@@ -474,18 +450,10 @@ function unroll.mlp(net, o)
     local name = c.name or ("W" .. l)
     conns[l] = {name = name, bname = name:gsub("^W", "b"), c = c}
   end
-  local dt = net.dtype
   local model = {net = net, conns = conns, what = "mlp", n_in = net.sizes[0],
                  n_out = net.sizes[net.L], step = mlp_step, loss = mlp_loss, mod = true,
                  equation = format("%s, loss %s, pathway %s", concat(net.sizes, "-", 0, net.L),
                                    net.loss, net.feedback)}
-  -- constants of the traces: vectors of ones
-  model.setup = function(u)
-    u.ones, u.ones_q, u.ones_n = nm.ones(u.B, dt), nm.ones(u.Bq, dt), {}
-    for l = 1, net.L do
-      if not net.acts[l].elementwise then u.ones_n[l] = nm.ones(net.sizes[l], dt) end
-    end
-  end
   return new_unroll(model, o, 2)
 end
 
@@ -500,8 +468,7 @@ local MC_KINDS = {"up", "down", "ip", "pi"}
 -- (steady_state, steady_update, forward) then trace.
 local function mc_shadow(u, W, b, st, P)
   local net = u.net
-  local sh = setmetatable({}, getmetatable(net))
-  for k, v in pairs(net) do sh[k] = v end
+  local sh = shallow_copy(net)
   sh.bufs, sh.rule_states, sh.cur = {}, {}, nil
   sh.compiled, sh.check_every, sh.unchecked, sh.updates = false, math.huge, 0, 0
   sh.zeros = function(B, m) return trace.ref("buffer", nil, {B, m}) end
@@ -579,8 +546,7 @@ end
 -- vectors (bmvr.make_state), its rules' states st.
 local function bmvr_shadow(u, W, st, track_mean)
   local net = u.net
-  local sh = setmetatable({}, getmetatable(net))
-  for k, v in pairs(net) do sh[k] = v end
+  local sh = shallow_copy(net)
   for i, e in ipairs(u.conns) do sh[e.name] = W[i] end
   sh.track_mean = track_mean
   local bm = require "nm.models.bmvr"
@@ -689,8 +655,7 @@ end
 -- only (no fused kernels, no value tests: net.traced).
 local function fae_shadow(u, W, P)
   local net = u.net
-  local sh = setmetatable({}, getmetatable(net))
-  for k, v in pairs(net) do sh[k] = v end
+  local sh = shallow_copy(net)
   sh.W, sh.G, sh.Wt, sh.Gt, sh.cW, sh.cG = {}, {}, {}, {}, {}, {}
   sh.bufs, sh.info, sh.cur, sh.cur_settings, sh.changes = {}, {}, nil, nil, nil
   sh.fused, sh.traced, sh.optim, sh.use_kernel = false, true, nil, false

@@ -315,6 +315,22 @@ function M.dsigmoid(self, a)
 end
 function M.softmax(self, a) return bind(self, record("softmax", val(a == nil and self or a))) end
 function M.logsoftmax(self, a) return bind(self, record("logsoftmax", val(a == nil and self or a))) end
+-- e:mul_dact(a, y, act [, beta]): e .*= f'(a), the fused derivative nn's
+-- backward pass runs for its built-in activations (y = f(a): sigmoid and
+-- tanh read it, as the C kernel does).
+function M.mul_dact(self, a, y, act, beta)
+  local d
+  if act == "identity" then return self
+  elseif act == "relu" then d = record("drelu", val(a))
+  elseif act == "sigmoid" then d = record("mul", val(y), record("sub", 1, val(y)))
+  elseif act == "tanh" then d = record("sub", 1, record("mul", val(y), val(y)))
+  elseif act == "softplus" then d = record("dsoftplus", val(a), beta or 1)
+  else
+    fail(current, format("mul_dact: unknown activation '%s' (identity, relu, sigmoid, tanh, " ..
+                         "softplus)", tostring(act)))
+  end
+  return bind(self, record("mul", val(self), d))
+end
 -- m:gt(a, b): 1 where a > b, else 0 (a ReLU's gate, d:gt(u, 0)): drelu of
 -- a - b, with a zero derivative; t:gt(b) of t.
 function M.gt(self, a, b)
@@ -358,7 +374,7 @@ Ref.__index = function(self, k)
   fail(g or {}, format("the tensor method '%s' (on '%s') cannot be traced yet (supported: add, sub, " ..
                        "mul, div, scale, neg, copy, zero, fill, axpy, addmm, addmv, addr, mm, mv, " ..
                        "exp, log, sqrt, tanh, sigmoid, relu, abs, sign, drelu, softplus, dsoftplus, " ..
-                       "dtanh, dsigmoid, softmax, logsoftmax, gt, dot, pow, clone, t, size, dim, numel)", tostring(k), rawget(self, "name") or "?"))
+                       "dtanh, dsigmoid, mul_dact, softmax, logsoftmax, gt, dot, pow, clone, t, size, dim, numel)", tostring(k), rawget(self, "name") or "?"))
 end
 -- trace.ref(name, x) -> a new traced tensor holding x (a symbol, a Ref's
 -- value, or a tensor: a constant of the step), inside a trace: for code
