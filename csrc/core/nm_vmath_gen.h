@@ -171,7 +171,7 @@ static inline real NM_T(vsoftplus)(real x, real beta) {
   ** arithmetic, where x86 takes a slow microcode assist per instruction. */
   const real small = (real)1 / (real)((NM_VU)1 << (NM_VMANT + 7));
   NM_VU eb = NM_T(vm_bits)(e), sb = NM_T(vm_bits)(small);
-  real ec = NM_T(vm_real)(eb < sb ? sb : eb);        /* e >= 0: on the bits, as above */
+  real ec = NM_T(vm_real)(eb < sb ? sb : eb);  /* e >= 0 or NaN: on the bits (nm_vmath.h) */
   real big = ec >= (real)0.5 ? (real)1 : (real)0;
   real t = (big != 0 ? (real)2 * ec - (real)2 : (real)2 * ec) / (ec + ((real)2 + big));
   real z = (real)0.5 * t;
