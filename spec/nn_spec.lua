@@ -502,12 +502,16 @@ describe("nn.mlp", function()
         "nn: train_online needs X [N x n_0] and T [N x n_L] (rows are samples)")
       assert.has_error(function() net:train_online(X, T, 3, 4) end,
         "nn: train_online: rows 3 .. 6 are not in X [5 x 4] and T [5 x 2]")
+      assert.has_error(function() net:train_online(X, T, math.maxinteger - 1, 3) end)
+      assert.has_error(function() net:train_online(X, T, 2, 1.5) end)
       net:train_online(X, T, 5, 0)
       assert.equal(0, net.updates)
       net:train_online(X, T)
       assert.equal(5, net.updates)
       local step = net.online.step
       assert.is_false(step:run_rows(X, T, 5, 2, 0.1, 0.1))          -- past the last row
+      assert.is_false(step:run_rows(X, T, math.maxinteger - 1, 3, 0.1, 0.1))
+      assert.is_false(step:run_rows(X, T, 2, math.maxinteger, 0.1, 0.1))
       assert.is_false(step:run_rows(X:t(), T, 1, 1, 0.1, 0.1))      -- [4 x 5]: not n_0 wide
       assert.is_false(step:run_rows(net.cur.X, T, 1, 1, 0.1, 0.1))  -- the network's own buffer
       assert.is_true(step:run_rows(X, T, 1, 5, 0.1, false))

@@ -192,8 +192,9 @@ int nm_mlp_rows(const nm_mlp *net, const nm_tensor *X, const nm_tensor *Tg, int6
   nm_mlp_layer *out = &net->layer[L - 1];
   *done = 0;
   if (X->ndim != 2 || Tg->ndim != 2 || X->size[1] != net->X->size[1] ||
-      Tg->size[1] != out->W->size[0] || first < 0 || count < 0 ||
-      first + count > X->size[0] || first + count > Tg->size[0] || !nm_mlp_rows_fit(net))
+      Tg->size[1] != out->W->size[0] || first < 0 || count < 0 || first > X->size[0] ||
+      count > X->size[0] - first || first > Tg->size[0] || count > Tg->size[0] - first ||
+      !nm_mlp_rows_fit(net))
     return NM_EINVAL;
   if (count == 0) return NM_OK;
   size_t es = nm_dtype_size(net->X->dtype);

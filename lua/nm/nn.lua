@@ -769,9 +769,11 @@ function MLP:train_online(X, T, first, count)
   first = first or 1
   count = count or N - first + 1
   if math.type(first) ~= "integer" or math.type(count) ~= "integer" or first < 1 or count < 0 or
-     first + count - 1 > N then
+     first > N + 1 or count > N - first + 1 then
+    local last = math.type(first) == "integer" and math.type(count) == "integer" and
+                 first + count - 1
     error(format("nn: train_online: rows %s .. %s are not in X [%d x %d] and T [%d x %d]",
-                 tostring(first), tostring(count and first and first + count - 1),
+                 tostring(first), tostring(last),
                  X:size(1), X:size(2), T:size(1), T:size(2)), 2)
   end
   local last = first + count - 1
