@@ -72,32 +72,43 @@
     }                                                                             \
     return NM_OK;                                                                 \
   }                                                                               \
+  /* r[q] = sum over the k rows of a[i lda + q] x_i, q < 4 NM_MV_LANES */        \
+  static inline void mvt_block_##SUF(int64_t k, const T *a, int64_t lda,          \
+                                     const T *x, T *r) {                          \
+    V c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};                                     \
+    for (int64_t i = 0; i < k; i++, a += lda) {                                   \
+      T xi = x[i];                                                                \
+      c0 += load_##SUF(a) * xi;                                                   \
+      c1 += load_##SUF(a + NM_MV_LANES) * xi;                                     \
+      c2 += load_##SUF(a + 2 * NM_MV_LANES) * xi;                                 \
+      c3 += load_##SUF(a + 3 * NM_MV_LANES) * xi;                                 \
+    }                                                                             \
+    store_##SUF(r, c0);                                                           \
+    store_##SUF(r + NM_MV_LANES, c1);                                             \
+    store_##SUF(r + 2 * NM_MV_LANES, c2);                                         \
+    store_##SUF(r + 3 * NM_MV_LANES, c3);                                         \
+  }                                                                               \
   NM_HOT int nm_mvt_##SUF(int64_t k, int64_t m, T alpha, const T *A, int64_t lda, \
                           const T *x, T beta, T *y) {                             \
     enum { BLOCK = 4 * NM_MV_LANES };                                             \
+    T r[BLOCK];                                                                   \
     int64_t j0 = 0;                                                               \
     for (; j0 + BLOCK <= m; j0 += BLOCK) {                                        \
-      V c0 = {0}, c1 = {0}, c2 = {0}, c3 = {0};                                   \
-      const T *a = A + j0;                                                        \
-      for (int64_t i = 0; i < k; i++, a += lda) {                                 \
-        T xi = x[i];                                                              \
-        c0 += load_##SUF(a) * xi;                                                 \
-        c1 += load_##SUF(a + NM_MV_LANES) * xi;                                   \
-        c2 += load_##SUF(a + 2 * NM_MV_LANES) * xi;                               \
-        c3 += load_##SUF(a + 3 * NM_MV_LANES) * xi;                               \
-      }                                                                           \
-      T r[BLOCK];                                                                 \
-      store_##SUF(r, c0);                                                         \
-      store_##SUF(r + NM_MV_LANES, c1);                                           \
-      store_##SUF(r + 2 * NM_MV_LANES, c2);                                       \
-      store_##SUF(r + 3 * NM_MV_LANES, c3);                                       \
+      mvt_block_##SUF(k, A + j0, lda, x, r);                                      \
       for (int q = 0; q < BLOCK; q++)                                             \
         y[j0 + q] = finish_##SUF(r[q], alpha, beta, y + j0 + q);                  \
       if (nm_interrupted) return NM_EINTR;                                        \
     }                                                                             \
-    if (j0 < m) {                       /* the last m mod BLOCK columns */        \
+    if (j0 < m && m >= BLOCK) {                                                   \
+      /* the last m mod BLOCK columns: the block ending at column m, overlapping  \
+      ** the one before (each column's sum is the same whichever block has it) */ \
+      const int64_t jb = m - BLOCK;                                               \
+      mvt_block_##SUF(k, A + jb, lda, x, r);                                      \
+      for (int64_t q = j0 - jb; q < BLOCK; q++)                                   \
+        y[jb + q] = finish_##SUF(r[q], alpha, beta, y + jb + q);                  \
+    } else if (j0 < m) {                /* fewer than BLOCK columns in all */     \
       const int64_t w = m - j0;                                                   \
-      T r[BLOCK] = {0};                                                           \
+      for (int64_t q = 0; q < w; q++) r[q] = 0;                                   \
       const T *a = A + j0;                                                        \
       for (int64_t i = 0; i < k; i++, a += lda) {                                 \
         T xi = x[i];                                                              \
