@@ -587,12 +587,14 @@ void nm_blas_gemm(nm_dtype dt, int ta, int tb, int m, int n, int k, double alpha
                   const void *A, int lda, const void *B, int ldb, double beta, void *C,
                   int ldc) {
   gemm_job j = {dt, ta, tb, m, n, k, lda, ldb, ldc, n >= m, alpha, beta, A, B, C, 1};
-  if ((double)m * (double)n * (double)k >= NM_PAR_MADDS) {
+  double madds = (double)m * (double)n * (double)k;
+  if (madds >= NM_PAR_MADDS) {
     /* cut the larger output dimension: the other operand is read by every
     ** part (BLAS packs it again in each), the smaller one of the two */
     int64_t dim = j.by_cols ? n : m;
-    j.parts = dim / 32;
+    j.parts = madds >= 3 * NM_PAR_PART_MADDS ? (int64_t)(madds / NM_PAR_PART_MADDS) : 2;
     if (j.parts > NM_PAR_PARTS) j.parts = NM_PAR_PARTS;
+    if (j.parts > dim / 32) j.parts = dim / 32;
     if (j.parts < 1) j.parts = 1;
   }
   if (j.parts == 1) gemm_call(&j, m, n, j.A, j.B, j.C);

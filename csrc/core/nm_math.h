@@ -139,13 +139,22 @@ int nm_dot(const nm_tensor *x, const nm_tensor *y, double *out);
 
 /* Threads. OpenBLAS always runs on one thread; neuromic's own pool
 ** (nm_pool.h) runs the parts of large kernels: a product of at least
-** NM_PAR_MADDS multiply-adds is cut into at most NM_PAR_PARTS blocks of the
-** larger output dimension, each a one-thread BLAS call, and an elementwise
-** kernel over one line of at least 2 NM_PAR_ELEMS elements into at most
-** NM_PAR_PARTS slices. The cuts depend on the shapes only, so every output
-** element is computed by the same call whatever the thread count: results
-** are the same bits for any count. Smaller work runs in the caller. */
+** NM_PAR_MADDS multiply-adds is cut into blocks of the larger output
+** dimension (of at least 32 rows or columns), each a one-thread BLAS call:
+** two blocks, or one per NM_PAR_PART_MADDS multiply-adds when that makes
+** more (at most NM_PAR_PARTS). An elementwise kernel over one line of at
+** least 2 NM_PAR_ELEMS elements is cut into at most NM_PAR_PARTS slices.
+** The cuts depend on the shapes only, so every output element is computed
+** by the same call whatever the thread count: results are the same bits
+** for any count. (One block per thread instead would not be: OpenBLAS's
+** SkylakeX kernels sum some elements of a block of C differently from the
+** whole product, those of the last columns' tail and those of blocks small
+** enough for its small-matrix kernels.) Every block packs the operand the
+** blocks share again, hence few and large blocks: at one thread the
+** epoch's products (20M multiply-adds) cost ~3% more in two blocks than
+** whole, ~18% more in six. Smaller work runs in the caller. */
 #define NM_PAR_MADDS 1048576.0
+#define NM_PAR_PART_MADDS 16777216.0
 #define NM_PAR_ELEMS 32768
 #define NM_PAR_PARTS 6
 /* Sets OpenBLAS to one thread and the pool to n threads (the caller
