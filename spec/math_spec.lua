@@ -942,6 +942,70 @@ describe("matrix products", function()
     end)
   end
 
+  -- nm_matvec.h's order of every rounding, replayed in Lua: each product
+  -- and sum rounded to the type (string.pack "f" for float32), so the
+  -- kernels must give these bits exactly, whatever vector width runs.
+  for _, dt in ipairs(DTYPES) do
+    local r = dt == "float32" and function(v) return (string.unpack("f", string.pack("f", v))) end
+              or function(v) return v end
+    local function ref_dot(A, i, x, n)         -- row i of A with x, 16 lanes
+      local s = {}
+      for k = 0, 15 do s[k] = 0 end
+      local nb = n // 16 * 16
+      for j = 0, nb - 1 do
+        local k = j % 16
+        s[k] = r(s[k] + r(A:get(i, j + 1) * x:get(j + 1)))
+      end
+      for _, h in ipairs{8, 4, 2, 1} do
+        for k = 0, h - 1 do s[k] = r(s[k] + s[k + h]) end
+      end
+      local v = s[0]
+      for j = nb, n - 1 do v = r(v + r(A:get(i, j + 1) * x:get(j + 1))) end
+      return v
+    end
+    local function finish(v, alpha, beta, y0)
+      local o = alpha == 1 and v or r(r(alpha) * v)
+      return beta == 0 and o or r(o + r(r(beta) * y0))
+    end
+
+    it("matrix-vector products and rank-1 updates follow nm_matvec.h's order bit for bit, " .. dt,
+       function()
+      local gen = lcg(79)
+      for trial, sh in ipairs{{1, 1}, {3, 15}, {5, 16}, {7, 17}, {9, 33}, {4, 47}, {70, 100},
+                              {6, 130}, {67, 3}, {130, 70}} do
+        local m, n = sh[1], sh[2]
+        local A = random({ m, n }, dt, "contig", gen)
+        local x, y = random({ n }, dt, "contig", gen), random({ m }, dt, "contig", gen)
+        local alpha, beta = trial % 2 == 0 and 1 or r(gen(-2, 2)), trial % 3 == 0 and 0 or r(gen(-2, 2))
+        local y0 = y:clone()
+        y:addmv(alpha, A, x, beta)
+        for i = 1, m do
+          assert.equal(finish(ref_dot(A, i, x, n), alpha, beta, y0:get(i)), y:get(i),
+                       ("mv %dx%d row %d"):format(m, n, i))
+        end
+        -- the transposed product: the rows of A in order, for each column
+        local z = random({ n }, dt, "contig", gen)
+        local z0 = z:clone()
+        z:addmv(alpha, A:t(), y0, beta)
+        for j = 1, n do
+          local v = 0
+          for i = 1, m do v = r(v + r(A:get(i, j) * y0:get(i))) end
+          assert.equal(finish(v, alpha, beta, z0:get(j)), z:get(j), ("mvt %dx%d col %d"):format(m, n, j))
+        end
+        -- rank-1: c_i = alpha x_i rounded, then a_ij + c_i u_j
+        local W0 = A:clone()
+        A:addr(alpha, y0, x)
+        for i = 1, m do
+          local c = r(r(alpha) * y0:get(i))
+          for j = 1, n do
+            assert.equal(r(W0:get(i, j) + r(c * x:get(j))), A:get(i, j),
+                         ("addr %dx%d (%d, %d)"):format(m, n, i, j))
+          end
+        end
+      end
+    end)
+  end
+
   it("large transposed products agree with the naive loop", function()
     local gen = lcg(73)
     local A = random({ 70, 90 }, "float64", "transposed", gen)

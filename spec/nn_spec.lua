@@ -434,6 +434,89 @@ describe("nn.mlp", function()
         "nn: input of size [9] does not fit the input layer (8 units): expected [B x 8] or [8]")
     end)
 
+    -- MLP:train_online: rows in C, each layer's update fused with the next
+    -- sample's product (nm_matvec.h's rank1_mv): the bits of train_batch on
+    -- each row of a twin on the general path, buffers and counters too.
+    -- Widths around the 16 lanes and the 4-row blocks; stretches that end at
+    -- the finiteness checks (check_every 7); a layer frozen half way.
+    for _, c in ipairs {
+      {rule = "fa", act = {"softplus", beta = 10}, sizes = {37, 21, 16, 17, 5}, dtype = "float32"},
+      {rule = "backprop", act = "tanh", sizes = {50, 33, 3, 10}, dtype = "float64"},
+      {rule = "dfa", act = "relu", out = "identity", loss = "mse", sizes = {19, 15, 64, 4},
+       dtype = "float32", bias = false, eta = 0.01},
+      {rule = "fa", act = "sigmoid", out = "sigmoid", loss = "mse", sizes = {70, 130, 47},
+       dtype = "float64"},
+      {rule = "backprop", act = "relu", masks = true, sizes = {12, 9, 5}, dtype = "float32"},
+    } do
+      it(string.format("train_online over rows: %s, %s, %s%s", c.rule, c.dtype,
+                       table.concat(c.sizes, "-"), c.masks and ", masked (row by row)" or ""),
+         function()
+        local dtype = c.dtype
+        local function make()
+          local g = nm.generator(4)
+          local masks
+          if c.masks then masks = {nm.zeros(c.sizes[2], c.sizes[1], dtype):bernoulli(g, 0.6)} end
+          local net = nn.mlp{sizes = c.sizes, act = c.act, out = c.out, loss = c.loss, rule = c.rule,
+                             params = {eta = c.eta or 0.2}, gen = g, dtype = dtype, bias = c.bias,
+                             masks = masks, init = "xavier", check_every = 7}
+          return net
+        end
+        local fast, general = make(), make()
+        general.online = false
+        local g = nm.generator(9)
+        local n0, nL, N = c.sizes[1], c.sizes[#c.sizes], 40
+        local X = nm.randn(g, N, n0, "float64")         -- cast row by row, as train_batch does
+        local T = onehot(N, nL, 3, dtype)
+        fast:train_online(X, T, 1, 13)
+        for r = 1, 13 do general:train_batch(X:narrow(1, r, 1), T:narrow(1, r, 1)) end
+        for _, net in ipairs{fast, general} do net.conns[2].plastic = false end
+        fast:train_online(X, T, 14)
+        for r = 14, N do general:train_batch(X:narrow(1, r, 1), T:narrow(1, r, 1)) end
+        assert.equal(N, fast.updates)
+        assert.equal(general.updates, fast.updates)
+        assert.equal(general.checked, fast.checked)
+        assert.equal(general.unchecked, fast.unchecked)
+        local bf, bg = fast.cur, general.cur
+        for l = 1, fast.L do
+          local cf, cg = fast.conns[l], general.conns[l]
+          assert.equal(0, (cf.W - cg.W):abs():max(), "W" .. l)
+          if cf.b then assert.equal(0, (cf.b - cg.b):abs():max(), "b" .. l) end
+          for _, k in ipairs{"A", "Y", "E"} do
+            assert.equal(0, (bf[k][l] - bg[k][l]):abs():max(), k .. l)
+          end
+        end
+        assert.is_true(fast.conns[1].W:all_finite())
+        local step = fast.online and fast.online.step
+        if c.masks then
+          assert.is_false(step:run_rows(X, T, 1, 2, 0.1, 0.1))   -- masks: row by row
+        else
+          assert.is_true(step:run_rows(X, T, 1, 2, table.unpack(fast.online.etas, 1, fast.L)))
+        end
+      end)
+    end
+
+    it("train_online checks its rows; run_rows declines what does not fit", function()
+      local net = nn.mlp{sizes = {4, 3, 2}, gen = nm.generator(1), rule = "fa"}
+      local X, T = nm.zeros(5, 4), nm.zeros(5, 2)
+      assert.has_error(function() net:train_online(X:row(1), T) end,
+        "nn: train_online needs X [N x n_0] and T [N x n_L] (rows are samples)")
+      assert.has_error(function() net:train_online(X, T, 3, 4) end,
+        "nn: train_online: rows 3 .. 6 are not in X [5 x 4] and T [5 x 2]")
+      assert.has_error(function() net:train_online(X, T, math.maxinteger - 1, 3) end)
+      assert.has_error(function() net:train_online(X, T, 2, 1.5) end)
+      net:train_online(X, T, 5, 0)
+      assert.equal(0, net.updates)
+      net:train_online(X, T)
+      assert.equal(5, net.updates)
+      local step = net.online.step
+      assert.is_false(step:run_rows(X, T, 5, 2, 0.1, 0.1))          -- past the last row
+      assert.is_false(step:run_rows(X, T, math.maxinteger - 1, 3, 0.1, 0.1))
+      assert.is_false(step:run_rows(X, T, 2, math.maxinteger, 0.1, 0.1))
+      assert.is_false(step:run_rows(X:t(), T, 1, 1, 0.1, 0.1))      -- [4 x 5]: not n_0 wide
+      assert.is_false(step:run_rows(net.cur.X, T, 1, 1, 0.1, 0.1))  -- the network's own buffer
+      assert.is_true(step:run_rows(X, T, 1, 5, 0.1, false))
+    end)
+
     it("nm.kernels.mlp_step refuses operands that do not fit, and closed tensors", function()
       local net = nn.mlp{sizes = {4, 3, 2}, gen = nm.generator(1), rule = "fa"}
       local x, t = nm.zeros(4), nm.zeros(2)

@@ -12,6 +12,7 @@
 #include <cblas.h>
 
 #include "nm_math.h"
+#include "nm_matvec.h"
 #include "nm_pool.h"
 #include "nm_simd.h"
 #include "nm_vmath.h"
@@ -140,15 +141,6 @@ static int blas_layout(const nm_tensor *t, nm_blasmat *out) {
     return 1;
   }
   return 0;
-}
-
-/* Outer products with at most this many elements skip BLAS. */
-#define NM_SMALL_GER 1024
-
-/* A BLAS increment for a vector of n elements, 0 when BLAS can't take it. */
-static int blas_inc(const nm_tensor *v) {
-  int64_t inc = v->size[0] > 1 ? v->stride[0] : 1;
-  return (inc >= 1 && inc <= INT_MAX && v->size[0] <= INT_MAX) ? (int)inc : 0;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -499,6 +491,10 @@ int nm_gemm(nm_tensor *C, double alpha, const nm_tensor *A, const nm_tensor *B,
                b.data, b.stride[0], b.stride[1], beta, c.data, c.stride[0], c.stride[1]);
 }
 
+/* A vector the matvec kernels take: unit stride (any stride for one
+** element). */
+static int unit_vector(const nm_tensor *v) { return v->size[0] <= 1 || v->stride[0] == 1; }
+
 int nm_gemv(nm_tensor *y, double alpha, const nm_tensor *A, const nm_tensor *x,
             double beta) {
   if (!is_vector(y) || !is_matrix(A) || !is_vector(x)) return NM_EINVAL;
@@ -508,11 +504,14 @@ int nm_gemv(nm_tensor *y, double alpha, const nm_tensor *A, const nm_tensor *x,
   if (m == 0) return NM_OK;
   if (n == 0) return scale_only(y, beta);
   nm_blasmat la;
-  int incx = blas_inc(x), incy = blas_inc(y);
-  if (blas_layout(A, &la) && incx && incy) {
-    TYPED(y->dtype, gemv_blas, (int)m, (int)n, alpha, la, A->data, x->data, incx, beta,
-          y->data, incy);
-    return NM_OK;
+  if (blas_layout(A, &la) && unit_vector(x) && unit_vector(y)) {
+    int f64 = y->dtype == NM_FLOAT64;
+    if (!la.trans)
+      return f64 ? nm_mv_f64(m, n, alpha, A->data, la.ld, x->data, beta, y->data)
+                 : nm_mv_f32(m, n, (float)alpha, A->data, la.ld, x->data, (float)beta, y->data);
+    /* the storage is A^T [n x m] row-major */
+    return f64 ? nm_mvt_f64(n, m, alpha, A->data, la.ld, x->data, beta, y->data)
+               : nm_mvt_f32(n, m, (float)alpha, A->data, la.ld, x->data, (float)beta, y->data);
   }
   return TYPED(y->dtype, gemv_loops, m, n, alpha, A->data, A->stride[0], A->stride[1],
                x->data, x->stride[0], beta, y->data, y->stride[0]);
@@ -525,14 +524,10 @@ int nm_ger(nm_tensor *A, double alpha, const nm_tensor *x, const nm_tensor *y) {
   if (x->size[0] != m || y->size[0] != n) return NM_EINVAL;
   if (m == 0 || n == 0) return NM_OK;
   nm_blasmat la;
-  int incx = blas_inc(x), incy = blas_inc(y);
-  /* Small updates (the per-step Hebbian case) are faster in the plain
-  ** loop, which the compiler vectorises, than through the BLAS call. */
-  if (m * n > NM_SMALL_GER && blas_layout(A, &la) && incx && incy) {
-    TYPED(A->dtype, ger_blas, (int)m, (int)n, alpha, x->data, incx, y->data, incy, la,
-          A->data);
-    return NM_OK;
-  }
+  if (blas_layout(A, &la) && !la.trans && unit_vector(x) && unit_vector(y))
+    return A->dtype == NM_FLOAT64
+           ? nm_rank1_f64(m, n, alpha, x->data, y->data, A->data, la.ld)
+           : nm_rank1_f32(m, n, (float)alpha, x->data, y->data, A->data, la.ld);
   return TYPED(A->dtype, ger_loops, m, n, alpha, x->data, x->stride[0], y->data,
                y->stride[0], A->data, A->stride[0], A->stride[1]);
 }

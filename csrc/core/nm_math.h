@@ -120,10 +120,15 @@ int nm_softmax(nm_tensor *r, const nm_tensor *a, int take_log);
 /* C = alpha A B + beta C: C [m x n], A [m x k], B [k x n]. */
 int nm_gemm(nm_tensor *C, double alpha, const nm_tensor *A, const nm_tensor *B,
             double beta);
-/* y = alpha A x + beta y: y [m], A [m x n], x [n]. */
+/* y = alpha A x + beta y: y [m], A [m x n], x [n]. Not BLAS: with unit-
+** stride vectors and a matrix BLAS could take, nm_matvec.h's kernels
+** (nm_mv, or nm_mvt for a transposed view), in their documented order;
+** other strides in the plain loop (sums in double). */
 int nm_gemv(nm_tensor *y, double alpha, const nm_tensor *A, const nm_tensor *x,
             double beta);
-/* A += alpha x y^T: A [m x n], x [m], y [n]. */
+/* A += alpha x y^T: A [m x n], x [m], y [n]. Not BLAS: nm_matvec.h's
+** nm_rank1 for unit-stride rows and vectors, else the plain loop with the
+** same rounding (c_i = alpha x_i, then a_ij += c_i y_j). */
 int nm_ger(nm_tensor *A, double alpha, const nm_tensor *x, const nm_tensor *y);
 /* A += alpha (x y^T) .* mask, mask [m x n]; where mask == 0 A is left
 ** exactly as it was (even when x or y hold inf or NaN). */

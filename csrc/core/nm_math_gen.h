@@ -402,15 +402,6 @@ static int NM_T(gemv_loops)(int64_t m, int64_t n, real alpha, const real *A,
   return NM_OK;
 }
 
-static void NM_T(gemv_blas)(int m, int n, real alpha, nm_blasmat a, const real *A,
-                            const real *x, int incx, real beta, real *y, int incy) {
-  /* a.trans: the storage is A^T [n x m] row-major. */
-  if (a.trans)
-    NM_BLAS(gemv)(CblasRowMajor, CblasTrans, n, m, alpha, A, a.ld, x, incx, beta, y, incy);
-  else
-    NM_BLAS(gemv)(CblasRowMajor, CblasNoTrans, m, n, alpha, A, a.ld, x, incx, beta, y, incy);
-}
-
 static int NM_T(ger_loops)(int64_t m, int64_t n, real alpha, const real *x, int64_t xs,
                            const real *y, int64_t ys, real *A, int64_t as0, int64_t as1) {
   for (int64_t i = 0; i < m; i++) {
@@ -421,13 +412,6 @@ static int NM_T(ger_loops)(int64_t m, int64_t n, real alpha, const real *x, int6
     if ((i & 1023) == 1023 && nm_interrupted) return NM_EINTR;
   }
   return NM_OK;
-}
-
-static void NM_T(ger_blas)(int m, int n, real alpha, const real *x, int incx,
-                           const real *y, int incy, nm_blasmat a, real *A) {
-  /* A^T += alpha y x^T when the storage is the transpose. */
-  if (a.trans) NM_BLAS(ger)(CblasRowMajor, n, m, alpha, y, incy, x, incx, A, a.ld);
-  else NM_BLAS(ger)(CblasRowMajor, m, n, alpha, x, incx, y, incy, A, a.ld);
 }
 
 NM_HOT

@@ -164,12 +164,21 @@ static inline real NM_T(vsoftplus)(real x, real beta) {
   real n, r = NM_T(vm_reduce)(a, &n);
   real p = (real)1 + (r + r * r * NM_VEXPM1_POLY(r));
   real e = p * NM_T(vm_pow2)(n + (real)(NM_VMANT + 2)) * NM_VTINY;
-  real big = e >= (real)0.5 ? (real)1 : (real)0;
-  real t = (big != 0 ? (real)2 * e - (real)2 : (real)2 * e) / (e + ((real)2 + big));
+  /* Below 2^-(NM_VMANT + 7), log1p(e) is e itself in the steps below
+  ** (2 + e rounds to 2, the series' correction to nothing): they run on
+  ** the clamped ec and e is taken back afterwards, the same bits, but no
+  ** subnormal e (bx below about -87 in float32) reaches their
+  ** arithmetic, where x86 takes a slow microcode assist per instruction. */
+  const real small = (real)1 / (real)((NM_VU)1 << (NM_VMANT + 7));
+  NM_VU eb = NM_T(vm_bits)(e), sb = NM_T(vm_bits)(small);
+  real ec = NM_T(vm_real)(eb < sb ? sb : eb);  /* e >= 0 or NaN: on the bits (nm_vmath.h) */
+  real big = ec >= (real)0.5 ? (real)1 : (real)0;
+  real t = (big != 0 ? (real)2 * ec - (real)2 : (real)2 * ec) / (ec + ((real)2 + big));
   real z = (real)0.5 * t;
   real w = z * z;
   real lm = t + t * (w * NM_VATANH_POLY(w));
   real l = big * NM_VLN2HI + (lm + big * NM_VLN2LO);
+  l = e < small ? e : l;
   return (l + pos) / beta;
 }
 

@@ -21,6 +21,7 @@
 ** storage at 2i + 2). */
 typedef struct mlp_step {
   nm_mlp net;
+  void *scratch;                 /* nm_mlp_rows_scratch elements (list.scratch) */
   int nrefs;
   nm_ltensor **refs;             /* into the same block, after the layers */
 } mlp_step;
@@ -114,10 +115,36 @@ static int mlp_step_new(lua_State *L) {
       if (!view && !shared && nm_overlap(a, b))
         return luaL_error(L, "mlp_step: operands share memory");
     }
+  size_t es = nm_dtype_size(s->net.X->dtype);
+  s->scratch = lua_newuserdatauv(L, nm_mlp_rows_scratch(&s->net) * es + es, 0);
+  lua_setfield(L, list, "scratch");
   lua_pushvalue(L, list);
   lua_setiuservalue(L, self, 1);
   lua_pushvalue(L, self);
   luaL_setmetatable(L, MLP_STEP_T);
+  return 1;
+}
+
+/* The learning rates from argument `arg` on (false: the layer does not
+** learn) into e and on (64 layers; more in a userdata left on the stack:
+** only for networks of over 64 layers does a step allocate). */
+static void read_etas(lua_State *L, const mlp_step *s, int arg, double **e, int **on) {
+  int L_ = s->net.L;
+  if (L_ > 64) {
+    *e = (double *)lua_newuserdatauv(L, (size_t)L_ * (sizeof(double) + sizeof(int)), 0);
+    *on = (int *)(void *)(*e + L_);
+  }
+  for (int l = 0; l < L_; l++) {
+    (*on)[l] = lua_toboolean(L, arg + l);
+    (*e)[l] = (*on)[l] ? luaL_checknumber(L, arg + l) : 0.0;
+  }
+}
+
+/* A step's status as run and run_rows return it: false for NM_EINVAL
+** (nothing written), true for NM_OK, else an error. */
+static int step_result(lua_State *L, int st) {
+  if (st != NM_EINVAL && st != NM_OK) return nm_status_error(L, st, "mlp_step");
+  lua_pushboolean(L, st == NM_OK);
   return 1;
 }
 
@@ -132,15 +159,7 @@ static int mlp_step_run(lua_State *L) {
   double eta[64], *e = eta;
   int learn[64], *on = learn;
   int L_ = s->net.L;
-  if (L_ > 64) {            /* (allocates: only for networks of over 64 layers) */
-    e = (double *)lua_newuserdatauv(L, (size_t)L_ * (sizeof(double) + sizeof(int)), 0);
-    on = (int *)(void *)(e + L_);
-  }
-  for (int l = 0; l < L_; l++) {
-    int arg = 4 + l;
-    on[l] = lua_toboolean(L, arg);
-    e[l] = on[l] ? luaL_checknumber(L, arg) : 0.0;
-  }
+  read_etas(L, s, 4, &e, &on);
   if (x == NULL || t == NULL) {
     lua_pushboolean(L, 0);
     return 1;
@@ -160,14 +179,44 @@ static int mlp_step_run(lua_State *L) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  int st = nm_mlp_step(&s->net, x, t, e, on);
-  if (st == NM_EINVAL) {
+  return step_result(L, nm_mlp_step(&s->net, x, t, e, on));
+}
+
+/* step:run_rows(X, T, first, count, eta_1, ..., eta_L) -> true, after
+** `count` training steps on rows first .. first + count - 1 (1-based) of
+** X [N x n_0] and T [N x n_L] in order, each update fused with the next
+** sample's forward pass (nm_mlp_rows): the results of step:run on each
+** row in turn, bit for bit. false, having written nothing, when X or T
+** does not fit, the rows are out of range, or the network does not
+** (masks); the caller then takes the step one row at a time. Allocates
+** nothing. */
+static int mlp_step_run_rows(lua_State *L) {
+  mlp_step *s = (mlp_step *)luaL_checkudata(L, 1, MLP_STEP_T);
+  const nm_tensor *X = nm_totensor(L, 2), *T = nm_totensor(L, 3);
+  lua_Integer first = luaL_checkinteger(L, 4), count = luaL_checkinteger(L, 5);
+  double eta[64], *e = eta;
+  int learn[64], *on = learn;
+  read_etas(L, s, 6, &e, &on);
+  if (X == NULL || T == NULL || X->ndim != 2 || T->ndim != 2 || first < 1 || count < 0 ||
+      first - 1 > X->size[0] || count > X->size[0] - (first - 1) ||
+      first - 1 > T->size[0] || count > T->size[0] - (first - 1) ||
+      !nm_mlp_rows_fit(&s->net)) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  if (st != NM_OK) return nm_status_error(L, st, "mlp_step");
-  lua_pushboolean(L, 1);
-  return 1;
+  for (int i = 0; i < s->nrefs; i++)
+    if (s->refs[i]->t.data == NULL)
+      return luaL_error(L, "mlp_step: a tensor of the network was closed");
+  /* inputs and targets sharing memory with the network's tensors go the
+  ** general way (which copies or reads them as it does) */
+  for (int i = 0; i < s->nrefs; i++)
+    if (nm_overlap(X, &s->refs[i]->t) || nm_overlap(T, &s->refs[i]->t)) {
+      lua_pushboolean(L, 0);
+      return 1;
+    }
+  int64_t done;
+  return step_result(L, nm_mlp_rows(&s->net, X, T, first - 1, count, e, on, s->scratch,
+                                    &done));
 }
 
 static int mlp_step_tostring(lua_State *L) {
@@ -176,7 +225,8 @@ static int mlp_step_tostring(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg step_meth[] = {{"run", mlp_step_run}, {NULL, NULL}};
+static const luaL_Reg step_meth[] = {{"run", mlp_step_run}, {"run_rows", mlp_step_run_rows},
+                                     {NULL, NULL}};
 static const luaL_Reg step_metameth[] = {{"__tostring", mlp_step_tostring}, {NULL, NULL}};
 
 void nm_open_mlp(lua_State *L, int kernels, int methods) {

@@ -4,9 +4,11 @@
 ** kernels, without the interpreter between them.
 */
 #include <math.h>
+#include <string.h>
 
 #include "nm_mlp.h"
 #include "nm_math.h"
+#include "nm_matvec.h"
 #include "nm_plastic.h"
 
 static int is_row(const nm_tensor *t, int64_t n) {
@@ -70,31 +72,24 @@ const char *nm_mlp_check(const nm_mlp *net) {
 
 #define TRY(call) do { int st_ = (call); if (st_ != NM_OK) return st_; } while (0)
 
-int nm_mlp_step(const nm_mlp *net, const nm_tensor *x, const nm_tensor *t, const double *eta,
-                const int *learn) {
+/* The activation of layer ly: Y = f(A). */
+static int activate(nm_mlp_layer *ly) {
+  switch (ly->act) {
+    case NM_ACT_IDENTITY:
+      if (ly->Y->data != ly->A->data) return nm_copy(ly->Y, ly->A);
+      return NM_OK;
+    case NM_ACT_RELU: return nm_unary(ly->Y, ly->A, NM_RELU, 0, 0);
+    case NM_ACT_SIGMOID: return nm_unary(ly->Y, ly->A, NM_SIGMOID, 0, 0);
+    case NM_ACT_TANH: return nm_unary(ly->Y, ly->A, NM_TANH, 0, 0);
+    case NM_ACT_SOFTPLUS: return nm_unary(ly->Y, ly->A, NM_SOFTPLUS, ly->beta, 0);
+    default: return nm_softmax(ly->Y, ly->A, 0);
+  }
+}
+
+/* MLP:backward for target t (one sample), then nothing else. */
+static int backward(const nm_mlp *net, const nm_tensor *t) {
   int L = net->L;
   nm_mlp_layer *out = &net->layer[L - 1];
-  if (!one_sample(x, net->X->size[1]) || !one_sample(t, out->W->size[0])) return NM_EINVAL;
-  /* MLP:forward, one sample */
-  TRY(nm_copy(x->ndim == 1 ? net->x1 : net->X, x));
-  const nm_tensor *prev = net->x1;
-  for (int l = 0; l < L; l++) {
-    nm_mlp_layer *ly = &net->layer[l];
-    TRY(nm_gemv(ly->a1, 1.0, ly->W, prev, 0.0));
-    if (ly->b != NULL) TRY(nm_binary(ly->a1, ly->a1, ly->b, NM_ADD));
-    switch (ly->act) {
-      case NM_ACT_IDENTITY:
-        if (ly->Y->data != ly->A->data) TRY(nm_copy(ly->Y, ly->A));
-        break;
-      case NM_ACT_RELU: TRY(nm_unary(ly->Y, ly->A, NM_RELU, 0, 0)); break;
-      case NM_ACT_SIGMOID: TRY(nm_unary(ly->Y, ly->A, NM_SIGMOID, 0, 0)); break;
-      case NM_ACT_TANH: TRY(nm_unary(ly->Y, ly->A, NM_TANH, 0, 0)); break;
-      case NM_ACT_SOFTPLUS: TRY(nm_unary(ly->Y, ly->A, NM_SOFTPLUS, ly->beta, 0)); break;
-      default: TRY(nm_softmax(ly->Y, ly->A, 0)); break;
-    }
-    prev = ly->y1;
-  }
-  /* MLP:backward: targets, e_L, then the hidden errors */
   const nm_tensor *T = t;
   if (t->ndim == 1) {
     TRY(nm_copy(net->t1, t));
@@ -112,14 +107,129 @@ int nm_mlp_step(const nm_mlp *net, const nm_tensor *x, const nm_tensor *t, const
     TRY(nm_gemv(ly->e1, 1.0, ly->Mt, src, 0.0));
     if (ly->act != NM_ACT_IDENTITY) TRY(nm_mul_dact(ly->E, ly->A, ly->Y, ly->act, ly->beta));
   }
-  /* MLP:update: the fused delta rule, layer by layer (no scratch is
-  ** needed without a gate at one sample) */
+  return NM_OK;
+}
+
+/* MLP:update: the fused delta rule, layer by layer (no scratch is needed
+** without a gate at one sample). */
+static int update(const nm_mlp *net, const double *eta, const int *learn) {
   const nm_tensor *pre = net->X;
-  for (int l = 0; l < L; l++) {
+  for (int l = 0; l < net->L; l++) {
     nm_mlp_layer *ly = &net->layer[l];
     if (learn[l])
       TRY(nm_plastic_outer(ly->W, -eta[l] / 1.0, ly->E, NULL, pre, ly->mask, ly->b, NULL));
     pre = ly->Y;
   }
   return NM_OK;
+}
+
+int nm_mlp_step(const nm_mlp *net, const nm_tensor *x, const nm_tensor *t, const double *eta,
+                const int *learn) {
+  int L = net->L;
+  nm_mlp_layer *out = &net->layer[L - 1];
+  if (!one_sample(x, net->X->size[1]) || !one_sample(t, out->W->size[0])) return NM_EINVAL;
+  /* MLP:forward, one sample */
+  TRY(nm_copy(x->ndim == 1 ? net->x1 : net->X, x));
+  const nm_tensor *prev = net->x1;
+  for (int l = 0; l < L; l++) {
+    nm_mlp_layer *ly = &net->layer[l];
+    TRY(nm_gemv(ly->a1, 1.0, ly->W, prev, 0.0));
+    if (ly->b != NULL) TRY(nm_binary(ly->a1, ly->a1, ly->b, NM_ADD));
+    TRY(activate(ly));
+    prev = ly->y1;
+  }
+  TRY(backward(net, t));
+  return update(net, eta, learn);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Steps over rows, each update fused with the next sample's forward pass */
+
+/* The layers' inputs n_{l-1}, summed: the scratch nm_mlp_rows needs, in
+** elements of the net's dtype. */
+size_t nm_mlp_rows_scratch(const nm_mlp *net) {
+  size_t n = 0;
+  for (int l = 0; l < net->L; l++) n += (size_t)net->layer[l].W->size[1];
+  return n;
+}
+
+int nm_mlp_rows_fit(const nm_mlp *net) {
+  for (int l = 0; l < net->L; l++) {
+    const nm_tensor *W = net->layer[l].W;
+    if (net->layer[l].mask != NULL || W->stride[1] != 1 ||
+        (W->size[0] > 1 && W->stride[0] < W->size[1]))
+      return 0;
+  }
+  return 1;
+}
+
+/* A [1 x n] header over row r of M. */
+static nm_tensor row_of(const nm_tensor *M, int64_t r) {
+  nm_tensor v = *M;
+  v.size[0] = 1;
+  v.data = (char *)M->data + (size_t)(r * M->stride[0]) * nm_dtype_size(M->dtype);
+  return v;
+}
+
+/* Layer l's pending update (the delta rule of the last step: e_l in E,
+** its input saved in u) and then its product a1 = W v, in one pass over
+** W: nm_plastic_outer's bias part and nm_ger's rank-1 kernel, then
+** nm_gemv's product, with their bits (nm_matvec.h). */
+static int fused_layer(nm_mlp_layer *ly, double alpha, const void *u, const nm_tensor *v) {
+  const nm_tensor *W = ly->W;
+  int64_t m = W->size[0], n = W->size[1], lda = m > 1 ? W->stride[0] : n;
+  if (ly->b != NULL) nm_plastic_outer_bias(ly->b, alpha, ly->E);
+  if (W->dtype == NM_FLOAT64)
+    return nm_rank1_mv_f64(m, n, alpha, ly->E->data, u, W->data, lda, v->data, ly->a1->data);
+  return nm_rank1_mv_f32(m, n, (float)alpha, ly->E->data, u, W->data, lda, v->data,
+                         ly->a1->data);
+}
+
+int nm_mlp_rows(const nm_mlp *net, const nm_tensor *X, const nm_tensor *Tg, int64_t first,
+                int64_t count, const double *eta, const int *learn, void *scratch,
+                int64_t *done) {
+  int L = net->L;
+  nm_mlp_layer *out = &net->layer[L - 1];
+  *done = 0;
+  if (X->ndim != 2 || Tg->ndim != 2 || X->size[1] != net->X->size[1] ||
+      Tg->size[1] != out->W->size[0] || first < 0 || count < 0 || first > X->size[0] ||
+      count > X->size[0] - first || first > Tg->size[0] || count > Tg->size[0] - first ||
+      !nm_mlp_rows_fit(net))
+    return NM_EINVAL;
+  if (count == 0) return NM_OK;
+  size_t es = nm_dtype_size(net->X->dtype);
+  int pending = 0;             /* the last step's update is not yet applied */
+  for (int64_t s = 0; s < count; s++) {
+    nm_tensor x = row_of(X, first + s), t = row_of(Tg, first + s);
+    /* forward, each learning layer's pending update fused with its product */
+    TRY(nm_copy(net->X, &x));
+    const nm_tensor *prev = net->x1;
+    char *u = (char *)scratch;
+    for (int l = 0; l < L; l++) {
+      nm_mlp_layer *ly = &net->layer[l];
+      if (pending && learn[l]) TRY(fused_layer(ly, -eta[l] / 1.0, u, prev));
+      else TRY(nm_gemv(ly->a1, 1.0, ly->W, prev, 0.0));
+      if (ly->b != NULL) TRY(nm_binary(ly->a1, ly->a1, ly->b, NM_ADD));
+      TRY(activate(ly));
+      u += (size_t)ly->W->size[1] * es;
+      prev = ly->y1;
+    }
+    TRY(backward(net, &t));
+    /* the inputs of this step's update, which the next forward overwrites */
+    u = (char *)scratch;
+    prev = net->x1;
+    for (int l = 0; l < L; l++) {
+      size_t bytes = (size_t)net->layer[l].W->size[1] * es;
+      memcpy(u, prev->data, bytes);
+      u += bytes;
+      prev = net->layer[l].y1;
+    }
+    pending = 1;
+    *done = s + 1;
+    if (nm_interrupted && s + 1 < count) break;
+  }
+  /* the last update, as MLP:update applies it (its inputs are still in the
+  ** buffers) */
+  TRY(update(net, eta, learn));
+  return nm_interrupted && *done < count ? NM_EINTR : NM_OK;
 }

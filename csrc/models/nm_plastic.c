@@ -90,26 +90,19 @@ static void gemm(nm_dtype dt, int64_t M, int64_t N, int64_t K, double alpha,
                  C->data, (int)lc.ld);
 }
 
-/* W (m x n) += alpha x y^T for vectors given by pointer and stride. */
-static void ger(nm_dtype dt, const nm_tensor *W, double alpha, const void *x, int64_t incx,
-                const void *y, int64_t incy) {
-  blas_layout lw;
+/* W (m x n) += alpha x y^T for vectors given by pointer and stride: nm_ger
+** (nm_matvec.h's rank-1 update, the bits nm_mlp.h's fused step repeats). */
+static int ger(const nm_tensor *W, double alpha, const void *x, int64_t incx, const void *y,
+               int64_t incy) {
+  nm_tensor w = *W, xv, yv;
   int64_t m = W->size[0], n = W->size[1];
-  if (m == 0 || n == 0) return;
-  layout_of(W, &lw);
-  if (incx == 0) incx = 1;   /* one element: any stride */
-  if (incy == 0) incy = 1;
-  if (lw.trans == CblasTrans) {  /* W^T += alpha y x^T */
-    const void *t = x; x = y; y = t;
-    int64_t ti = incx; incx = incy; incy = ti;
-    int64_t tm = m; m = n; n = tm;
-  }
-  if (dt == NM_FLOAT32)
-    cblas_sger(CblasRowMajor, (int)m, (int)n, (float)alpha, (const float *)x, (int)incx,
-               (const float *)y, (int)incy, (float *)W->data, (int)lw.ld);
-  else
-    cblas_dger(CblasRowMajor, (int)m, (int)n, alpha, (const double *)x, (int)incx,
-               (const double *)y, (int)incy, (double *)W->data, (int)lw.ld);
+  nm_init_contiguous(&xv, W->dtype, 1, &m);
+  nm_init_contiguous(&yv, W->dtype, 1, &n);
+  xv.data = (void *)(uintptr_t)x;
+  yv.data = (void *)(uintptr_t)y;
+  xv.stride[0] = incx;
+  yv.stride[0] = incy;
+  return nm_ger(&w, alpha, &xv, &yv);
 }
 
 /* A scratch matrix header over `mem`, contiguous rows x cols. */
@@ -251,6 +244,13 @@ size_t nm_plastic_outer_scratch(const nm_tensor *W, const nm_tensor *post,
   return need;
 }
 
+void nm_plastic_outer_bias(const nm_tensor *b, double alpha, const nm_tensor *post) {
+  int64_t B = nrows(post), m = ncols(post), gr = rstride(post), gc = cstride(post);
+  if (B == 0) return;
+  if (b->dtype == NM_FLOAT32) bias_f(b, alpha, (const float *)post->data, B, m, gr, gc);
+  else bias_d(b, alpha, (const double *)post->data, B, m, gr, gc);
+}
+
 int nm_plastic_outer(const nm_tensor *W, double alpha, const nm_tensor *post,
                      const nm_tensor *gate, const nm_tensor *pre,
                      const nm_tensor *mask, const nm_tensor *b, void *scratch) {
@@ -280,7 +280,7 @@ int nm_plastic_outer(const nm_tensor *W, double alpha, const nm_tensor *post,
   if (B == 1) {
     int64_t incp = cstride(pre);
     if (mask == NULL)
-      ger(dt, W, alpha, G, gc, pre->data, incp);
+      return ger(W, alpha, G, gc, pre->data, incp);
     else if (dt == NM_FLOAT32)
       ger_masked_f(W, alpha, (const float *)G, gc, (const float *)pre->data, incp, mask);
     else
@@ -333,29 +333,26 @@ int nm_plastic_oja(const nm_tensor *W, double alpha, const nm_tensor *Y,
   int64_t B = nrows(Y), m = W->size[0], n = W->size[1];
   if (m == 0 || n == 0) return NM_OK;
   if (B == 1) {
-    /* r = x - W^T y, then W += alpha y r^T: r uses the old W. */
-    blas_layout lw;
-    layout_of(W, &lw);
+    /* r = x - W^T y (nm_gemv on W's transposed header), then
+    ** W += alpha y r^T: r uses the old W. */
     int64_t incy = cstride(Y) ? cstride(Y) : 1, incx = cstride(X);
-    /* W^T y: with W stored as is, that is a Trans gemv of W. */
-    CBLAS_TRANSPOSE op = flip(lw.trans, 1);
-    int rows = lw.trans == CblasNoTrans ? (int)m : (int)n;
-    int cols = lw.trans == CblasNoTrans ? (int)n : (int)m;
-    if (dt == NM_FLOAT32) {
-      float *r = (float *)scratch;
-      copy_vec_f(r, (const float *)X->data, n, incx);
-      cblas_sgemv(CblasRowMajor, op, rows, cols, -1.0f, (const float *)W->data, (int)lw.ld,
-                  (const float *)Y->data, (int)incy, 1.0f, r, 1);
-      if (mask == NULL) ger(dt, W, alpha, Y->data, incy, r, 1);
-      else ger_masked_f(W, alpha, (const float *)Y->data, incy, r, 1, mask);
-    } else {
-      double *r = (double *)scratch;
-      copy_vec_d(r, (const double *)X->data, n, incx);
-      cblas_dgemv(CblasRowMajor, op, rows, cols, -1.0, (const double *)W->data, (int)lw.ld,
-                  (const double *)Y->data, (int)incy, 1.0, r, 1);
-      if (mask == NULL) ger(dt, W, alpha, Y->data, incy, r, 1);
-      else ger_masked_d(W, alpha, (const double *)Y->data, incy, r, 1, mask);
-    }
+    nm_tensor wt = *W, yv, rv;
+    wt.size[0] = n; wt.size[1] = m;
+    wt.stride[0] = W->stride[1]; wt.stride[1] = W->stride[0];
+    nm_init_contiguous(&yv, dt, 1, &m);
+    yv.data = Y->data;
+    yv.stride[0] = incy;
+    nm_init_contiguous(&rv, dt, 1, &n);
+    rv.data = scratch;
+    if (dt == NM_FLOAT32) copy_vec_f((float *)scratch, (const float *)X->data, n, incx);
+    else copy_vec_d((double *)scratch, (const double *)X->data, n, incx);
+    int st = nm_gemv(&rv, -1.0, &wt, &yv, 1.0);
+    if (st != NM_OK) return st;
+    if (mask == NULL) return ger(W, alpha, Y->data, incy, scratch, 1);
+    if (dt == NM_FLOAT32)
+      ger_masked_f(W, alpha, (const float *)Y->data, incy, (const float *)scratch, 1, mask);
+    else
+      ger_masked_d(W, alpha, (const double *)Y->data, incy, (const double *)scratch, 1, mask);
     return NM_OK;
   }
   size_t es = nm_dtype_size(dt);

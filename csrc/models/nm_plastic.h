@@ -27,6 +27,9 @@
 int nm_plastic_outer(const nm_tensor *W, double alpha, const nm_tensor *post,
                      const nm_tensor *gate, const nm_tensor *pre,
                      const nm_tensor *mask, const nm_tensor *b, void *scratch);
+/* Its bias part alone: b += alpha * sum over rows of post (no gate), the
+** bits nm_plastic_outer writes into b. */
+void nm_plastic_outer_bias(const nm_tensor *b, double alpha, const nm_tensor *post);
 size_t nm_plastic_outer_scratch(const nm_tensor *W, const nm_tensor *post,
                                 const nm_tensor *gate, const nm_tensor *mask);
 

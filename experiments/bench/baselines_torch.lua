@@ -4,7 +4,8 @@
 --     Fashion-MNIST's 60,000 training images, by backprop and by feedback
 --     alignment (plain SGD, softmax cross-entropy);
 --   * online learning (batch 1) of the same network on the first
---     --online-samples images;
+--     --online-samples images, in order (neuromic: net:train_online, each
+--     layer's update fused with the next sample's forward pass);
 --   * online learning (batch 1) of a deep softplus network (--deep-sizes,
 --     784-170-130-100-70-47; softplus slope --deep-beta 10, Xavier-uniform
 --     weights and feedback matrices, zero biases, as the meta-plasticity
@@ -89,10 +90,14 @@ local function ours(job, rule)
   local net = nn.mlp{sizes = job.sizes, act = act, out = "softmax", loss = "xent",
                      rule = RULE[rule], params = {eta = job.lr}, gen = nm.generator(1),
                      init = job.init}
-  local batches = data.batches(split, batch, {generator = nm.generator(2), shuffle = batch > 1})
+  local batches = batch > 1 and data.batches(split, batch, {generator = nm.generator(2)})
   collectgarbage("collect")
   local t0, c0 = nm.sys.clock(), os.clock()
-  for b in batches:epoch() do net:train_batch(b.X, b.Y) end
+  if batches then
+    for b in batches:epoch() do net:train_batch(b.X, b.Y) end
+  else            -- online: the rows in order (as the PyTorch side), net:train_online
+    net:train_online(X, Y)
+  end
   local seconds, cpu = nm.sys.clock() - t0, os.clock() - c0
   local _, acc = net:evaluate(Xte, Yte, 1000)
   return {seconds = seconds, cpu_seconds = cpu, test_accuracy = acc}

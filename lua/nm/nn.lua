@@ -752,6 +752,49 @@ function MLP:train_batch(X, T)
   self:update()
 end
 
+-- Online learning over rows: one training step (train_batch) on each of
+-- rows first .. first + count - 1 of X [N x n_0] with targets T [N x n_L],
+-- in order (first = 1 and count = the rest by default). The same weights,
+-- buffers and counters as those calls bit for bit (spec/nn_spec.lua); for
+-- a network the one-sample C step serves (see online_step), the rows run
+-- in C in stretches that end where train_batch would check the weights,
+-- each layer's update fused with the next sample's pass through it
+-- (nm.kernels.mlp_step's run_rows: the weights are read once per step
+-- instead of twice). Otherwise train_batch on each row (a view per row).
+function MLP:train_online(X, T, first, count)
+  if not nm.is_tensor(X) or X:dim() ~= 2 or not nm.is_tensor(T) or T:dim() ~= 2 then
+    error("nn: train_online needs X [N x n_0] and T [N x n_L] (rows are samples)", 2)
+  end
+  local N = math.min(X:size(1), T:size(1))
+  first = first or 1
+  count = count or N - first + 1
+  if math.type(first) ~= "integer" or math.type(count) ~= "integer" or first < 1 or count < 0 or
+     first > N + 1 or count > N - first + 1 then
+    local last = math.type(first) == "integer" and math.type(count) == "integer" and
+                 first + count - 1
+    error(format("nn: train_online: rows %s .. %s are not in X [%d x %d] and T [%d x %d]",
+                 tostring(first), tostring(last),
+                 X:size(1), X:size(2), T:size(1), T:size(2)), 2)
+  end
+  local last = first + count - 1
+  local f = self.online
+  if f == nil and count > 0 then
+    f = online_step(self)
+    self.online = f
+  end
+  local i = first
+  while f and i <= last and online_ready(self, f) do
+    local n = math.max(1, math.min(last - i + 1, self.check_every - self.unchecked))
+    if not f.step:run_rows(X, T, i, n, unpack(f.etas, 1, self.L)) then break end
+    self.cur = f.bs
+    self.updates = self.updates + n
+    self.unchecked = self.unchecked + n
+    if self.unchecked >= self.check_every then self:check_finite() end
+    i = i + n
+  end
+  for r = i, last do self:train_batch(X:narrow(1, r, 1), T:narrow(1, r, 1)) end
+end
+
 -- An optimiser (nm.optim) that consumes the rules' changes; nil removes it.
 function MLP:set_optimiser(opt)
   self.optim = opt
