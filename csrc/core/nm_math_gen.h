@@ -335,13 +335,13 @@ static int NM_T(softmax)(real *r, int64_t rs0, int64_t rs1, const real *a,
                          int take_log, int keep) {
   int64_t work = 0;
   if (cols == 0) return NM_OK;
+  keep = keep && !take_log;              /* the log form needs no exponential kept */
   for (int64_t i = 0; i < rows; i++) {
     const real *x = a + i * as0;
     real *y = r + i * rs0;
     real m = x[0];
     for (int64_t j = 1; j < cols; j++) if (x[j * as1] > m || x[j * as1] != x[j * as1]) m = x[j * as1];
     double sum = 0;
-    keep = keep && !take_log;
     if (keep && as1 == 1 && rs1 == 1) {   /* each exponential once, kept in y */
       for (int64_t j = 0; j < cols; j++) y[j] = NM_T(vexp)(x[j] - m);    /* vectorised */
       for (int64_t j = 0; j < cols; j++) sum += y[j];
