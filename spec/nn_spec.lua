@@ -340,6 +340,32 @@ describe("nn.mlp", function()
   -- forced onto the general path (fused = false) must end with the same
   -- bits in every weight, bias and buffer.
   describe("one-sample steps in one call equal forward, backward and update", function()
+    -- A network and its twin on the general path end alike: counters, and
+    -- every weight, bias and buffer bit for bit (`when` names the moment).
+    local function same_as_twin(fast, general, when)
+      when = when and (" " .. when) or ""
+      assert.equal(general.updates, fast.updates)
+      assert.equal(general.checked, fast.checked)
+      assert.equal(general.unchecked, fast.unchecked)
+      local bf, bg = fast.cur, general.cur
+      assert.equal(bg.B, bf.B)
+      for l = 1, fast.L do
+        local cf, cg = fast.conns[l], general.conns[l]
+        assert.equal(0, (cf.W - cg.W):abs():max(), "W" .. l .. when)
+        if cf.b then assert.equal(0, (cf.b - cg.b):abs():max(), "b" .. l .. when) end
+        for _, k in ipairs{"A", "Y", "E"} do
+          assert.equal(0, (bf[k][l] - bg[k][l]):abs():max(), k .. l .. when)
+        end
+      end
+    end
+    -- An annealed rate and a frozen layer, in both networks.
+    local function anneal_and_freeze(...)
+      for _, net in ipairs{...} do
+        net.conns[1].rule.p.eta = 0.05
+        net.conns[2].plastic = false
+      end
+    end
+
     local cases = {
       {rule = "fa", act = {"softplus", beta = 2}, sizes = {12, 9, 7, 6, 5}},
       {rule = "backprop", act = "relu", masks = true, sizes = {12, 9, 7, 5}},
@@ -371,27 +397,13 @@ describe("nn.mlp", function()
           local X = nm.randn(g, 1, n0, step % 3 == 0 and "float64" or dtype)
           local T = onehot(1, nL, step, step % 2 == 0 and "float64" or dtype)
           if step % 4 == 1 then X, T = X:row(1), T:row(1) end
-          if step == 5 then   -- an annealed rate and a frozen layer are honoured
-            for _, net in ipairs{fast, general} do
-              net.conns[1].rule.p.eta = 0.05
-              net.conns[2].plastic = false
-            end
-          end
+          if step == 5 then anneal_and_freeze(fast, general) end   -- honoured
           fast:train_batch(X, T)
           general:train_batch(X, T)
         end
         assert.is_table(fast.fused[1])          -- the one-call step did run
         assert.equal(12, fast.updates)
-        assert.equal(general.updates, fast.updates)
-        local bf, bg = fast.cur, general.cur
-        for l = 1, fast.L do
-          local cf, cg = fast.conns[l], general.conns[l]
-          assert.equal(0, (cf.W - cg.W):abs():max())
-          if cf.b then assert.equal(0, (cf.b - cg.b):abs():max()) end
-          for _, k in ipairs{"A", "Y", "E"} do
-            assert.equal(0, (bf[k][l] - bg[k][l]):abs():max())
-          end
-        end
+        same_as_twin(fast, general)
         assert.is_true(fast.conns[1].W:all_finite())
       end)
     end
@@ -473,18 +485,7 @@ describe("nn.mlp", function()
         fast:train_online(X, T, 14)
         for r = 14, N do general:train_batch(X:narrow(1, r, 1), T:narrow(1, r, 1)) end
         assert.equal(N, fast.updates)
-        assert.equal(general.updates, fast.updates)
-        assert.equal(general.checked, fast.checked)
-        assert.equal(general.unchecked, fast.unchecked)
-        local bf, bg = fast.cur, general.cur
-        for l = 1, fast.L do
-          local cf, cg = fast.conns[l], general.conns[l]
-          assert.equal(0, (cf.W - cg.W):abs():max(), "W" .. l)
-          if cf.b then assert.equal(0, (cf.b - cg.b):abs():max(), "b" .. l) end
-          for _, k in ipairs{"A", "Y", "E"} do
-            assert.equal(0, (bf[k][l] - bg[k][l]):abs():max(), k .. l)
-          end
-        end
+        same_as_twin(fast, general)
         assert.is_true(fast.conns[1].W:all_finite())
         local step = fast.fused[1] and fast.fused[1].step
         if c.masks then
@@ -539,28 +540,12 @@ describe("nn.mlp", function()
           local x = step % 3 == 0 and X64:narrow(1, first, B) or
                     step % 4 == 0 and Xt:narrow(2, first, B):t() or X:narrow(1, first, B)
           local t = step % 2 == 0 and T64:narrow(1, first, B) or T:narrow(1, first, B)
-          if step == 5 then
-            for _, net in ipairs{fast, general} do
-              net.conns[1].rule.p.eta = 0.05
-              net.conns[2].plastic = false
-            end
-          end
+          if step == 5 then anneal_and_freeze(fast, general) end
           fast:train_batch(x, t)
           general:train_batch(x, t)
-          assert.equal(general.updates, fast.updates)
-          assert.equal(general.checked, fast.checked)
-          assert.equal(general.unchecked, fast.unchecked)
-          local bf, bg = fast.cur, general.cur
-          assert.equal(bg.B, bf.B)
-          for l = 1, fast.L do
-            local cf, cg = fast.conns[l], general.conns[l]
-            assert.equal(0, (cf.W - cg.W):abs():max(), "W" .. l .. " after batch " .. step)
-            if cf.b then assert.equal(0, (cf.b - cg.b):abs():max(), "b" .. l) end
-            for _, k in ipairs{"A", "Y", "E"} do
-              assert.equal(0, (bf[k][l] - bg[k][l]):abs():max(), k .. l)
-            end
-          end
+          same_as_twin(fast, general, "after batch " .. step)
           -- the input as the general path binds it: in place, or copied into X
+          local bf, bg = fast.cur, general.cur
           assert.equal(0, (bf.Y[0] - bg.Y[0]):abs():max())
           assert.equal(bg.Y[0] == x, bf.Y[0] == x)
           assert.equal(bf.Y[0], bf.q[1].pre)

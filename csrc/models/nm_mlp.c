@@ -112,9 +112,11 @@ static int activate(nm_mlp_layer *ly) {
   }
 }
 
-/* MLP:backward for target t (one sample), then nothing else. */
+/* MLP:backward for target t (one sample, or B > 1 rows: targets_of's
+** copy, then E_l = E_src M_l through the transpose of Mt), then nothing
+** else. */
 static int backward(const nm_mlp *net, const nm_tensor *t) {
-  int L = net->L;
+  int L = net->L, batch = net->X->size[0] > 1;
   nm_mlp_layer *out = &net->layer[L - 1];
   const nm_tensor *T = t;
   if (t->ndim == 1) {
@@ -129,8 +131,13 @@ static int backward(const nm_mlp *net, const nm_tensor *t) {
     TRY(nm_mul_dact(out->E, out->A, out->Y, out->act, out->beta));
   for (int l = L - 2; l >= 0; l--) {
     nm_mlp_layer *ly = &net->layer[l];
-    const nm_tensor *src = net->from_output ? out->e1 : net->layer[l + 1].e1;
-    TRY(nm_gemv(ly->e1, 1.0, ly->Mt, src, 0.0));
+    const nm_mlp_layer *src = net->from_output ? out : &net->layer[l + 1];
+    if (batch) {
+      nm_tensor M = transposed(ly->Mt);
+      TRY(nm_gemm(ly->E, 1.0, src->E, &M, 0.0));
+    } else {
+      TRY(nm_gemv(ly->e1, 1.0, ly->Mt, src->e1, 0.0));
+    }
     if (ly->act != NM_ACT_IDENTITY) TRY(nm_mul_dact(ly->E, ly->A, ly->Y, ly->act, ly->beta));
   }
   return NM_OK;
@@ -196,22 +203,7 @@ static int batch_step(const nm_mlp *net, const nm_tensor *x, const nm_tensor *t,
     TRY(activate(ly));
     prev = ly->Y;
   }
-  /* MLP:backward: targets in place, or copied as targets_of does */
-  const nm_tensor *T = t;
-  if (t->dtype != dt) {
-    TRY(nm_copy(net->T, t));
-    T = net->T;
-  }
-  TRY(nm_binary(out->E, out->Y, T, NM_SUB));
-  if (net->loss == NM_MLP_MSE && out->act != NM_ACT_IDENTITY)
-    TRY(nm_mul_dact(out->E, out->A, out->Y, out->act, out->beta));
-  for (int l = L - 2; l >= 0; l--) {
-    nm_mlp_layer *ly = &net->layer[l];
-    const nm_tensor *src = net->from_output ? out->E : net->layer[l + 1].E;
-    nm_tensor M = transposed(ly->Mt);
-    TRY(nm_gemm(ly->E, 1.0, src, &M, 0.0));
-    if (ly->act != NM_ACT_IDENTITY) TRY(nm_mul_dact(ly->E, ly->A, ly->Y, ly->act, ly->beta));
-  }
+  TRY(backward(net, t));
   return update(net, in, eta, learn);
 }
 
