@@ -185,22 +185,32 @@ static int fused_layer(nm_mlp_layer *ly, double alpha, const void *u, const nm_t
                          ly->a1->data);
 }
 
+/* The rows first .. first + count - 1, or those listed at order[first ..]
+** (checked here, before any step runs), all in 0 .. rows - 1. */
+static int rows_in(int64_t rows, int64_t first, int64_t count, const int64_t *order) {
+  if (first < 0 || count < 0) return 0;
+  if (order == NULL) return first <= rows && count <= rows - first;
+  for (int64_t s = 0; s < count; s++)
+    if (order[first + s] < 0 || order[first + s] >= rows) return 0;
+  return 1;
+}
+
 int nm_mlp_rows(const nm_mlp *net, const nm_tensor *X, const nm_tensor *Tg, int64_t first,
-                int64_t count, const double *eta, const int *learn, void *scratch,
-                int64_t *done) {
+                int64_t count, const int64_t *order, const double *eta, const int *learn,
+                void *scratch, int64_t *done) {
   int L = net->L;
   nm_mlp_layer *out = &net->layer[L - 1];
   *done = 0;
   if (X->ndim != 2 || Tg->ndim != 2 || X->size[1] != net->X->size[1] ||
-      Tg->size[1] != out->W->size[0] || first < 0 || count < 0 || first > X->size[0] ||
-      count > X->size[0] - first || first > Tg->size[0] || count > Tg->size[0] - first ||
-      !nm_mlp_rows_fit(net))
+      Tg->size[1] != out->W->size[0] || !rows_in(X->size[0], first, count, order) ||
+      !rows_in(Tg->size[0], first, count, order) || !nm_mlp_rows_fit(net))
     return NM_EINVAL;
   if (count == 0) return NM_OK;
   size_t es = nm_dtype_size(net->X->dtype);
   int pending = 0;             /* the last step's update is not yet applied */
   for (int64_t s = 0; s < count; s++) {
-    nm_tensor x = row_of(X, first + s), t = row_of(Tg, first + s);
+    int64_t r = order != NULL ? order[first + s] : first + s;
+    nm_tensor x = row_of(X, r), t = row_of(Tg, r);
     /* forward, each learning layer's pending update fused with its product */
     TRY(nm_copy(net->X, &x));
     const nm_tensor *prev = net->x1;
