@@ -847,6 +847,34 @@ describe("experiments/baselines.lua", function()
     os.execute(string.format("rm -rf %q %q %q", a, b, tmp .. ".log"))
   end)
 
+  -- --batch 1 trains through net:train_online in stretches that end at the
+  -- evaluations, checkpoints and --stop-after: a run stopped and resumed
+  -- part way through an epoch ends as an uninterrupted one; plain SGD
+  -- takes the fused path, Adam row by row.
+  it("--batch 1 resumes after SIGTERM to the same metrics and weights", function()
+    local common = "--quick --dataset mnist-subset --arch 32 --rules bp,fa --epochs 2 " ..
+                   "--train-subset 300 --test-subset 100 --probe 50 --no-plot --batch 1 " ..
+                   "--eval-every 120 --checkpoint-every 50 --stop-after 333"
+    for _, optim_ in ipairs{"--optim sgd --lr 0.01", "--optim adam"} do
+      local c = common .. " " .. optim_
+      local a, b = tmp .. "-a", tmp .. "-b"
+      assert.equal(0, run(c:gsub("%-%-stop%-after 333", "--stop-after 100000") .. " --out " .. a))
+      assert.equal(143, run(c .. " --out " .. b))
+      assert.equal(0, run(c .. " --resume --out " .. b))
+      local ra, rb = json.read_file(a .. "/results.json"), json.read_file(b .. "/results.json")
+      assert.equal(1, rb.resumed)
+      local r = rows(a)
+      assert.equal(2 * (1 + 2 * 3), #r)         -- per cell: step 0, then 120, 240, 300 per epoch
+      assert.equal(540, r[6].step)
+      assert.equal(600, r[7].step)
+      assert.same(r, rows(b))
+      for i, cell in ipairs(ra.final.cells) do
+        assert.equal(cell.weights_crc32, rb.final.cells[i].weights_crc32)
+      end
+      os.execute(string.format("rm -rf %q %q %q", a, b, tmp .. ".log"))
+    end
+  end)
+
   -- A rule file of the user's: a copy of fa.lua under another name must
   -- give exactly fa's cell (same loop, angles, weights); an invalid one
   -- is one line per problem and exit status 2; a diverging one stops.
