@@ -21,6 +21,10 @@
 -- --checkpoint-every batches and on SIGINT/SIGTERM; --resume continues
 -- bit-identically. Non-finite weights or loss stop the run with one line
 -- naming the rule, the connection and the update (--keep-going goes on).
+-- At --batch 1 each epoch's order goes to net:train_online, which fuses
+-- each layer's update with the next sample's forward pass where the
+-- network allows (plain SGD: --optim sgd) and otherwise trains row by row:
+-- the results of the batch loop, bit for bit.
 
 local nm = require "neuromic"
 local cli = require "nm.cli"
