@@ -175,14 +175,14 @@ static nm_tensor row_of(const nm_tensor *M, int64_t r) {
 ** its input saved in u) and then its product a1 = W v, in one pass over
 ** W: nm_plastic_outer's bias part and nm_ger's rank-1 kernel, then
 ** nm_gemv's product, with their bits (nm_matvec.h). */
-static int fused_layer(nm_mlp_layer *ly, double alpha, const void *u, const nm_tensor *v) {
+static void fused_layer(nm_mlp_layer *ly, double alpha, const void *u, const nm_tensor *v) {
   const nm_tensor *W = ly->W;
   int64_t m = W->size[0], n = W->size[1], lda = m > 1 ? W->stride[0] : n;
   if (ly->b != NULL) nm_plastic_outer_bias(ly->b, alpha, ly->E);
   if (W->dtype == NM_FLOAT64)
-    return nm_rank1_mv_f64(m, n, alpha, ly->E->data, u, W->data, lda, v->data, ly->a1->data);
-  return nm_rank1_mv_f32(m, n, (float)alpha, ly->E->data, u, W->data, lda, v->data,
-                         ly->a1->data);
+    nm_rank1_mv_f64(m, n, alpha, ly->E->data, u, W->data, lda, v->data, ly->a1->data);
+  else
+    nm_rank1_mv_f32(m, n, (float)alpha, ly->E->data, u, W->data, lda, v->data, ly->a1->data);
 }
 
 /* The rows first .. first + count - 1, or those listed at order[first ..]
@@ -217,7 +217,7 @@ int nm_mlp_rows(const nm_mlp *net, const nm_tensor *X, const nm_tensor *Tg, int6
     char *u = (char *)scratch;
     for (int l = 0; l < L; l++) {
       nm_mlp_layer *ly = &net->layer[l];
-      if (pending && learn[l]) TRY(fused_layer(ly, -eta[l] / 1.0, u, prev));
+      if (pending && learn[l]) fused_layer(ly, -eta[l] / 1.0, u, prev);
       else TRY(nm_gemv(ly->a1, 1.0, ly->W, prev, 0.0));
       if (ly->b != NULL) TRY(nm_binary(ly->a1, ly->a1, ly->b, NM_ADD));
       TRY(activate(ly));
