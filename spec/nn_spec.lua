@@ -685,6 +685,169 @@ describe("nn.mlp", function()
       assert.is_true(step:run_rows(X, T, 1, 5, 0.1, false))
     end)
 
+    -- train_online through an epoch's order (data.batches's
+    -- Batches:epoch_order(), the draw Batches:epoch makes): the bits of
+    -- data.batches at batch size 1 + train_batch with the same generator
+    -- seed, on a twin on the general path (online = false); weights,
+    -- biases, buffers, counters and the generator's next draw. Two epochs,
+    -- the second in two calls (first/count, as a resumed run takes it) with
+    -- a layer frozen in between; stretches end at the checks (check_every 7).
+    local data = require "nm.data"
+    for _, c in ipairs {
+      {rule = "fa", act = {"softplus", beta = 10}, sizes = {37, 21, 16, 17, 5}, dtype = "float32"},
+      {rule = "backprop", act = "tanh", sizes = {50, 33, 3, 10}, dtype = "float64"},
+      {rule = "dfa", act = "relu", out = "identity", loss = "mse", sizes = {19, 15, 64, 4},
+       dtype = "float32", bias = false, eta = 0.01},
+      {rule = "fa", act = "sigmoid", sizes = {20, 17, 6}, dtype = "float64", xdtype = "float32"},
+      {rule = "backprop", act = "relu", masks = true, sizes = {12, 9, 5}, dtype = "float32"},
+    } do
+      it(string.format("train_online through a shuffled order: %s, %s, %s%s", c.rule, c.dtype,
+                       table.concat(c.sizes, "-"), c.masks and ", masked (row by row)" or ""),
+         function()
+        local dtype = c.dtype
+        local function make()
+          local g = nm.generator(4)
+          local masks
+          if c.masks then masks = {nm.zeros(c.sizes[2], c.sizes[1], dtype):bernoulli(g, 0.6)} end
+          return nn.mlp{sizes = c.sizes, act = c.act, out = c.out, loss = c.loss, rule = c.rule,
+                        params = {eta = c.eta or 0.2}, gen = g, dtype = dtype, bias = c.bias,
+                        masks = masks, init = "xavier", check_every = 7}
+        end
+        local fast, general = make(), make()
+        general.fused = false
+        local g = nm.generator(9)
+        local n0, nL, N = c.sizes[1], c.sizes[#c.sizes], 37
+        local split = {X = nm.randn(g, N, n0, c.xdtype or "float64"), Y = onehot(N, nL, 3, dtype)}
+        local bf_, bg_ = data.batches(split, 1, {seed = 21}), data.batches(split, 1, {seed = 21})
+        local mid = 16
+        for epoch = 1, 2 do
+          local order = bf_:epoch_order()
+          if epoch == 1 then
+            fast:train_online(split.X, split.Y, {order = order})
+          else
+            fast:train_online(split.X, split.Y, {order = order, first = 1, count = mid})
+            fast.conns[2].plastic = false
+            fast:train_online(split.X, split.Y, {order = order, first = mid + 1})
+          end
+          local k = 0
+          for b in bg_:epoch() do
+            k = k + 1
+            if epoch == 2 and k == mid + 1 then general.conns[2].plastic = false end
+            general:train_batch(b.X, b.Y)
+          end
+        end
+        assert.equal(2 * N, fast.updates)
+        assert.equal(general.updates, fast.updates)
+        assert.equal(general.checked, fast.checked)
+        assert.equal(general.unchecked, fast.unchecked)
+        assert.equal(bg_.epochs, bf_.epochs)
+        assert.equal(bg_.generator:integer(1, 1 << 40), bf_.generator:integer(1, 1 << 40))
+        local bf, bg = fast.cur, general.cur
+        for l = 1, fast.L do
+          local cf, cg = fast.conns[l], general.conns[l]
+          assert.equal(0, (cf.W - cg.W):abs():max(), "W" .. l)
+          if cf.b then assert.equal(0, (cf.b - cg.b):abs():max(), "b" .. l) end
+          for _, k in ipairs{"A", "Y", "E"} do
+            assert.equal(0, (bf[k][l] - bg[k][l]):abs():max(), k .. l)
+          end
+        end
+        assert.is_true(fast.conns[1].W:all_finite())
+        -- the order was taken: the last sample is the epoch's last row, not row N
+        local last = bf_.perm[N]
+        assert.is_true(last ~= N)
+        local x = split.X:narrow(1, last, 1):cast(dtype)
+        assert.equal(0, (bf.X - x):abs():max())
+        if c.masks then assert.is_false(fast.fused[1].step:run_order(split.X, split.Y, {1}, 1, 1,
+                                                                  0.1, 0.1))
+        else assert.is_table(fast.fused[1]) end
+      end)
+    end
+
+    it("train_online checks its order; run_order reads it as index_rows", function()
+      local net = nn.mlp{sizes = {4, 3, 2}, gen = nm.generator(1), rule = "fa"}
+      local X, T = nm.zeros(5, 4), nm.zeros(6, 2)
+      local function err(o, msg)
+        local ok, e = pcall(net.train_online, net, X, T, o)
+        assert.is_false(ok)
+        assert.equal(msg, e)
+      end
+      err({order = 3}, "nn: train_online: opts.order must be a list of row numbers")
+      err({order = {1, 2, 6}},
+          "nn: train_online: order[3] = 6 is not a row of X [5 x 4] and T [6 x 2]")
+      err({order = {1, 0}}, "nn: train_online: order[2] = 0 is not a row of X [5 x 4] and T [6 x 2]")
+      err({order = {1, 2.5}},
+          "nn: train_online: order[2] = 2.5 is not a row of X [5 x 4] and T [6 x 2]")
+      err({order = {1, 2}, first = 2, count = 2},
+          "nn: train_online: positions 2 .. 3 are not in the order (2 rows)")
+      err({order = {1, 2}, first = 4}, "nn: train_online: positions 4 .. 2 are not in the order (2 rows)")
+      err({order = {1, 2}, first = math.maxinteger, count = 3},
+          "nn: train_online: positions 9223372036854775807 .. -9223372036854775807 are not in " ..
+          "the order (2 rows)")
+      assert.equal(0, net.updates)                   -- nothing trained before the check
+      net:train_online(X, T, {order = {1, 2, 0}, first = 1, count = 2})   -- only those used
+      net:train_online(X, T, {order = {5, 4, 3}, first = 3, count = 0})
+      net:train_online(X, T, {order = {}})
+      assert.equal(2, net.updates)
+      local step = net.fused[1].step
+      local e = {0.1, 0.1}
+      local function bad(msg, ...)
+        local ok, m = pcall(step.run_order, step, ...)
+        assert.is_false(ok)
+        assert.truthy(tostring(m):find(msg, 1, true), tostring(m))
+      end
+      bad("index 6 at position 2 out of range [1, 5]", X, T, {1, 6}, 1, 2, 0.1, 0.1)
+      bad("index 0 at position 1 out of range [1, 5]", X, T, {0}, 1, 1, 0.1, 0.1)
+      bad("index at position 2 is not an integer", X, T, {1, "x"}, 1, 2, 0.1, 0.1)
+      bad("2 rows from position 2 need more than the 2 indices", X, T, {1, 2}, 2, 2, 0.1, 0.1)
+      bad("2 rows from position 0 need more", X, T, {1, 2}, 0, 2, 0.1, 0.1)
+      bad("table expected", X, T, nm.ones(2), 1, 2, 0.1, 0.1)
+      assert.is_false(step:run_order(X:t(), T, {1}, 1, 1, 0.1, 0.1))   -- not n_0 wide
+      assert.is_false(step:run_order(net.cur.X, T, {1}, 1, 1, 0.1, 0.1))
+      assert.is_false(step:run_order(X, T, {1}, 1, -1, 0.1, 0.1))
+      assert.equal(2, net.updates)
+      assert.is_true(step:run_order(X, T, {5, 1, 5}, 1, 3, table.unpack(e)))
+      -- no allocation once the stretch's index scratch is there
+      local order = {}
+      for i = 1, 64 do order[i] = (i * 3) % 5 + 1 end
+      local opts = {order = order}
+      assert.equal(0, allocated(function() net:train_online(X, T, opts) end, 5))
+      -- a list read through its metamethods, as index_rows reads one
+      local sly = setmetatable({}, {__len = function() return 2 end,
+                                   __index = function(_, i) return i end})
+      assert.is_true(step:run_order(X, T, sly, 1, 2, 0.1, 0.1))
+    end)
+
+    it("train_online through an order keeps the finiteness checks and their messages", function()
+      local function make(keep)
+        return nn.mlp{sizes = {6, 5, 4}, act = "identity", out = "identity", loss = "mse",
+                      rule = "backprop", params = {eta = 1e18}, gen = nm.generator(3),
+                      check_every = 5, keep_going = keep}
+      end
+      local g = nm.generator(2)
+      local split = {X = nm.randn(g, 30, 6), Y = nm.randn(g, 30, 4)}
+      local msgs = {}
+      for i, way in ipairs{"order", "batches"} do
+        local net, b = make(false), data.batches(split, 1, {seed = 5})
+        local ok, e = pcall(function()
+          if way == "order" then net:train_online(split.X, split.Y, {order = b:epoch_order()})
+          else for bt in b:epoch() do net:train_batch(bt.X, bt.Y) end end
+        end)
+        assert.is_false(ok)
+        msgs[i] = e
+        local going = make(true)
+        b = data.batches(split, 1, {seed = 5})
+        if way == "order" then going:train_online(split.X, split.Y, {order = b:epoch_order()})
+        else for bt in b:epoch() do going:train_batch(bt.X, bt.Y) end end
+        msgs[i + 2] = going.nonfinite
+        assert.equal(30, going.updates)
+      end
+      assert.truthy(msgs[1]:find("^nn: rule 'backprop' made the weights of connection W%d " ..
+                                 "non%-finite between updates %d+ and %d+$"), msgs[1])
+      assert.equal(msgs[2], msgs[1])
+      assert.equal(msgs[4], msgs[3])
+      assert.equal(msgs[1], msgs[3])
+    end)
+
     it("nm.kernels.mlp_step refuses operands that do not fit, and closed tensors", function()
       local net = nn.mlp{sizes = {4, 3, 2}, gen = nm.generator(1), rule = "fa"}
       local x, t = nm.zeros(4), nm.zeros(2)
@@ -850,6 +1013,34 @@ describe("experiments/baselines.lua", function()
       assert.equal(c.test_accuracy, rb.final.cells[i].test_accuracy)
     end
     os.execute(string.format("rm -rf %q %q %q", a, b, tmp .. ".log"))
+  end)
+
+  -- --batch 1 trains through net:train_online in stretches that end at the
+  -- evaluations, checkpoints and --stop-after: a run stopped and resumed
+  -- part way through an epoch ends as an uninterrupted one; plain SGD
+  -- takes the fused path, Adam row by row.
+  it("--batch 1 resumes after SIGTERM to the same metrics and weights", function()
+    local common = "--quick --dataset mnist-subset --arch 32 --rules bp,fa --epochs 2 " ..
+                   "--train-subset 300 --test-subset 100 --probe 50 --no-plot --batch 1 " ..
+                   "--eval-every 120 --checkpoint-every 50 --stop-after 333"
+    for _, optim_ in ipairs{"--optim sgd --lr 0.01", "--optim adam"} do
+      local c = common .. " " .. optim_
+      local a, b = tmp .. "-a", tmp .. "-b"
+      assert.equal(0, run(c:gsub("%-%-stop%-after 333", "--stop-after 100000") .. " --out " .. a))
+      assert.equal(143, run(c .. " --out " .. b))
+      assert.equal(0, run(c .. " --resume --out " .. b))
+      local ra, rb = json.read_file(a .. "/results.json"), json.read_file(b .. "/results.json")
+      assert.equal(1, rb.resumed)
+      local r = rows(a)
+      assert.equal(2 * (1 + 2 * 3), #r)         -- per cell: step 0, then 120, 240, 300 per epoch
+      assert.equal(540, r[6].step)
+      assert.equal(600, r[7].step)
+      assert.same(r, rows(b))
+      for i, cell in ipairs(ra.final.cells) do
+        assert.equal(cell.weights_crc32, rb.final.cells[i].weights_crc32)
+      end
+      os.execute(string.format("rm -rf %q %q %q", a, b, tmp .. ".log"))
+    end
   end)
 
   -- A rule file of the user's: a copy of fa.lua under another name must

@@ -385,6 +385,7 @@ base("nm.kernels.mlp_step", function() return {mlp_spec()} end,
 base("MLPStep.run", function() return {mlp_net().fused[1].step, T(4), T(1, 2), 0.1, false} end,
      function() return {mlp_net(true).fused[3].step, T(3, 4), D(3, 2), 0.1, false} end)
 base("MLPStep.run_rows", function() return {mlp_net().fused[1].step, T(3, 4), T(3, 2), 1, 3, 0.1, false} end)
+base("MLPStep.run_order", function() return {mlp_net().fused[1].step, T(3, 4), T(3, 2), {3, 1, 2}, 1, 3, 0.1, false} end)
 base("nm.gather", function() return {4} end)
 base("Gather.start", function() return {nm.gather(4), {3, 1, 2}, 1, T(2, 3), T(3, 3)} end,
      function() return {nm.gather(4), nm.tensor({3, 1, 2}, "float64"), 2, T(2, 3), T(3, 3), D(2, 1), D(3, 1)} end)

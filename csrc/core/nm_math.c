@@ -506,12 +506,15 @@ int nm_gemv(nm_tensor *y, double alpha, const nm_tensor *A, const nm_tensor *x,
   nm_blasmat la;
   if (blas_layout(A, &la) && unit_vector(x) && unit_vector(y)) {
     int f64 = y->dtype == NM_FLOAT64;
-    if (!la.trans)
-      return f64 ? nm_mv_f64(m, n, alpha, A->data, la.ld, x->data, beta, y->data)
-                 : nm_mv_f32(m, n, (float)alpha, A->data, la.ld, x->data, (float)beta, y->data);
-    /* the storage is A^T [n x m] row-major */
-    return f64 ? nm_mvt_f64(n, m, alpha, A->data, la.ld, x->data, beta, y->data)
-               : nm_mvt_f32(n, m, (float)alpha, A->data, la.ld, x->data, (float)beta, y->data);
+    if (!la.trans) {
+      if (f64) nm_mv_f64(m, n, alpha, A->data, la.ld, x->data, beta, y->data);
+      else nm_mv_f32(m, n, (float)alpha, A->data, la.ld, x->data, (float)beta, y->data);
+    } else if (f64) {           /* the storage is A^T [n x m] row-major */
+      nm_mvt_f64(n, m, alpha, A->data, la.ld, x->data, beta, y->data);
+    } else {
+      nm_mvt_f32(n, m, (float)alpha, A->data, la.ld, x->data, (float)beta, y->data);
+    }
+    return NM_OK;
   }
   return TYPED(y->dtype, gemv_loops, m, n, alpha, A->data, A->stride[0], A->stride[1],
                x->data, x->stride[0], beta, y->data, y->stride[0]);
@@ -524,10 +527,11 @@ int nm_ger(nm_tensor *A, double alpha, const nm_tensor *x, const nm_tensor *y) {
   if (x->size[0] != m || y->size[0] != n) return NM_EINVAL;
   if (m == 0 || n == 0) return NM_OK;
   nm_blasmat la;
-  if (blas_layout(A, &la) && !la.trans && unit_vector(x) && unit_vector(y))
-    return A->dtype == NM_FLOAT64
-           ? nm_rank1_f64(m, n, alpha, x->data, y->data, A->data, la.ld)
-           : nm_rank1_f32(m, n, (float)alpha, x->data, y->data, A->data, la.ld);
+  if (blas_layout(A, &la) && !la.trans && unit_vector(x) && unit_vector(y)) {
+    if (A->dtype == NM_FLOAT64) nm_rank1_f64(m, n, alpha, x->data, y->data, A->data, la.ld);
+    else nm_rank1_f32(m, n, (float)alpha, x->data, y->data, A->data, la.ld);
+    return NM_OK;
+  }
   return TYPED(A->dtype, ger_loops, m, n, alpha, x->data, x->stride[0], y->data,
                y->stride[0], A->data, A->stride[0], A->stride[1]);
 }

@@ -66,7 +66,7 @@ static int mlp_step_new(lua_State *L) {
   int L_ = (int)nl, cap = L_ * PER_LAYER + NET_TENSORS;
   size_t lay = sizeof(mlp_step) + (size_t)L_ * sizeof(nm_mlp_layer);
   size_t bytes = lay + (size_t)cap * sizeof(nm_ltensor *);
-  mlp_step *s = (mlp_step *)lua_newuserdatauv(L, bytes, 1);
+  mlp_step *s = (mlp_step *)lua_newuserdatauv(L, bytes, 2);
   memset(s, 0, bytes);
   int self = lua_gettop(L);
   s->net.L = L_;
@@ -206,6 +206,31 @@ static int mlp_step_run(lua_State *L) {
   return step_result(L, nm_mlp_step(&s->net, x, t, e, on));
 }
 
+/* The rows of step:run_rows and step:run_order: false, having written
+** nothing, when X or T is not a 2-D tensor or shares memory with the
+** network's tensors (the caller takes the general way, which copies or
+** reads them as it does), else nm_mlp_rows's result as step_result gives
+** it; first 1-based. */
+static int run_rows(lua_State *L, mlp_step *s, const nm_tensor *X, const nm_tensor *T,
+                    lua_Integer first, lua_Integer count, const int64_t *order,
+                    const double *e, const int *on) {
+  for (int i = 0; i < s->nrefs; i++)
+    if (s->refs[i]->t.data == NULL)
+      return luaL_error(L, "mlp_step: a tensor of the network was closed");
+  if (X == NULL || T == NULL || first < 1) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  for (int i = 0; i < s->nrefs; i++)
+    if (nm_overlap(X, &s->refs[i]->t) || nm_overlap(T, &s->refs[i]->t)) {
+      lua_pushboolean(L, 0);
+      return 1;
+    }
+  int64_t done;
+  return step_result(L, nm_mlp_rows(&s->net, X, T, first - 1, count, order, e, on, s->scratch,
+                                    &done));
+}
+
 /* step:run_rows(X, T, first, count, eta_1, ..., eta_L) -> true, after
 ** `count` training steps on rows first .. first + count - 1 (1-based) of
 ** X [N x n_0] and T [N x n_L] in order, each update fused with the next
@@ -223,23 +248,43 @@ static int mlp_step_run_rows(lua_State *L) {
   read_etas(L, s, 6, &e, &on);
   /* shapes, the rows' range and the network's fit are nm_mlp_rows's checks
   ** (NM_EINVAL: false) */
-  if (X == NULL || T == NULL || first < 1) {
+  return run_rows(L, s, X, T, first, count, NULL, e, on);
+}
+
+/* step:run_order(X, T, order, first, count, eta_1, ..., eta_L) -> true,
+** after `count` training steps as step:run_rows's, on rows order[first],
+** ..., order[first + count - 1] of X and T: order a list of 1-based row
+** numbers, read as B:index_rows reads one (an error for a position past
+** its end, an index that is not an integer or not a row of X and T).
+** false as step:run_rows. Allocates nothing once a stretch of `count`
+** rows has been run (the 0-based rows are kept in the step's user value
+** 2, grown when too small). */
+static int mlp_step_run_order(lua_State *L) {
+  mlp_step *s = (mlp_step *)luaL_checkudata(L, 1, MLP_STEP_T);
+  const nm_tensor *X = nm_totensor(L, 2), *T = nm_totensor(L, 3);
+  lua_Integer first = luaL_checkinteger(L, 5), count = luaL_checkinteger(L, 6);
+  double eta[64], *e = eta;
+  int learn[64], *on = learn;
+  read_etas(L, s, 7, &e, &on);
+  if (X == NULL || T == NULL || X->ndim != 2 || T->ndim != 2 || count < 0) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  for (int i = 0; i < s->nrefs; i++)
-    if (s->refs[i]->t.data == NULL)
-      return luaL_error(L, "mlp_step: a tensor of the network was closed");
-  /* inputs and targets sharing memory with the network's tensors go the
-  ** general way (which copies or reads them as it does) */
-  for (int i = 0; i < s->nrefs; i++)
-    if (nm_overlap(X, &s->refs[i]->t) || nm_overlap(T, &s->refs[i]->t)) {
-      lua_pushboolean(L, 0);
-      return 1;
-    }
-  int64_t done;
-  return step_result(L, nm_mlp_rows(&s->net, X, T, first - 1, count, e, on, s->scratch,
-                                    &done));
+  luaL_checktype(L, 4, LUA_TTABLE);
+  lua_Integer len = luaL_len(L, 4);
+  if (first < 1 || first - 1 > len || count > len - (first - 1))
+    return luaL_argerror(L, 4, lua_pushfstring(L, "%I rows from position %I need more than the "
+                                                  "%I indices of the list", count, first, len));
+  int64_t rows = X->size[0] < T->size[0] ? X->size[0] : T->size[0];
+  int64_t *idx = (int64_t *)nm_scratch(L, 1, 2, (size_t)count * sizeof(int64_t));
+  lua_getiuservalue(L, 1, 2);    /* kept on the stack: a metamethod may replace it */
+  for (lua_Integer i = 0; i < count; i++)
+    idx[i] = nm_gather_index(L, 4, NULL, first + i, rows);
+  /* reading a list may run metamethods: run_rows checks every tensor is
+  ** still open (X and T are read again; nm_mlp_rows checks the rows) */
+  X = nm_totensor(L, 2);
+  T = nm_totensor(L, 3);
+  return run_rows(L, s, X, T, 1, count, idx, e, on);
 }
 
 static int mlp_step_tostring(lua_State *L) {
@@ -249,7 +294,9 @@ static int mlp_step_tostring(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg step_meth[] = {{"run", mlp_step_run}, {"run_rows", mlp_step_run_rows},
+static const luaL_Reg step_meth[] = {{"run", mlp_step_run},
+                                     {"run_rows", mlp_step_run_rows},
+                                     {"run_order", mlp_step_run_order},
                                      {NULL, NULL}};
 static const luaL_Reg step_metameth[] = {{"__tostring", mlp_step_tostring}, {NULL, NULL}};
 

@@ -332,7 +332,6 @@ static const struct { const char *kernels; int set; } hot_kernels[] = {
   {"nm_matvec: matrix-vector products, rank-1 updates, the fused update and product",
    NM_CLONES_V4},
   {"nm_folded: rates", NM_CLONES_V4},
-  {"nm_bmvr: fused row kernel", NM_CLONES_V3},
   {"nm_nk: hill-climber kernels", NM_CLONES_V4},
   {"nm_microcircuit: rates and updates", NM_CLONES_V4},
 };

@@ -10,49 +10,27 @@
 #include <cblas.h>
 
 #include "nm_bmvr.h"
-#include "nm_simd.h"
+#include "nm_matvec.h"
 
 /* Rows per block in the blocked (gemm) forward passes. */
 #define NM_BMVR_BLOCK 256
 
-/* The fused row kernel is compiled for x86-64-v3 (AVX2) as well as the
-** baseline and picked at load time by CPU feature (nm_simd.h), since the
-** build targets x86-64-v2 while OpenBLAS, which it competes with, picks AVX2
-** kernels itself. Not for AVX-512: measured slower (issue 17). */
-#if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
-#define NM_BMVR_CLONES NM_HOT_V3   /* nm_simd.h: the one multiversioning rule */
-#else
-#define NM_BMVR_CLONES
-#endif
-
 /* The kernels, once per element type. */
 #define real float
 #define FN(name) name##_f32
-#define GEMV cblas_sgemv
-#define GER cblas_sger
 #define GEMM cblas_sgemm
-#define SCAL cblas_sscal
 #include "nm_bmvr_gen.h"
 #undef real
 #undef FN
-#undef GEMV
-#undef GER
 #undef GEMM
-#undef SCAL
 
 #define real double
 #define FN(name) name##_f64
-#define GEMV cblas_dgemv
-#define GER cblas_dger
 #define GEMM cblas_dgemm
-#define SCAL cblas_dscal
 #include "nm_bmvr_gen.h"
 #undef real
 #undef FN
-#undef GEMV
-#undef GER
 #undef GEMM
-#undef SCAL
 
 int64_t nm_bmvr_work_size(int64_t k, int64_t m) {
   return 5 * k + 2 * m;

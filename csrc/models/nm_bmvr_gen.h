@@ -17,27 +17,9 @@ static int64_t FN(order_row)(const nm_tensor *order, int64_t s, int64_t rows) {
   return (int64_t)v - 1;
 }
 
-/* The W1 update of one sample fused with the forward pass of the next:
-** row by row, W1[j] += eta c[j] xp (skipped when c[j] = 0, as for
-** inactive ReLU units) and then u[j] = W1[j] . x while the row is still
-** in cache, so W1 streams through memory once per sample instead of
-** twice (gemv + ger). Eight partial sums let the compiler vectorise. */
-NM_BMVR_CLONES
-static void FN(update_forward)(int k, int n, real *W1, real eta, const real *c,
-                               const real *xp, const real *x, real *u) {
-  for (int j = 0; j < k; j++) {
-    real *w = W1 + (size_t)j * n;
-    const real cj = eta * c[j];
-    if (cj != 0)
-      for (int i = 0; i < n; i++) w[i] += cj * xp[i];
-    real acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-      for (int l = 0; l < 8; l++) acc[l] += w[i + l] * x[i + l];
-    real sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (; i < n; i++) sum += w[i] * x[i];
-    u[j] = sum;
-  }
+/* W = s W, elementwise (the decay before a rank-1 update). */
+static void FN(scale)(int64_t count, real s, real *W) {
+  for (int64_t i = 0; i < count; i++) W[i] *= s;
 }
 
 /* u = W1 x and z = u (linear) or relu(u) - zbar (ReLU, zbar first moved
@@ -47,7 +29,7 @@ static void FN(update_forward)(int k, int n, real *W1, real eta, const real *c,
 static double FN(hidden_step)(const nm_bmvr_opts *o, int k, int n, const real *W1,
                               real *zbar, const real *x, real *u, real *z, int have_u) {
   double sum = 0;
-  if (!have_u) GEMV(CblasRowMajor, CblasNoTrans, k, n, 1, W1, n, x, 1, 0, u, 1);
+  if (!have_u) FN(nm_mv)(k, n, 1, W1, n, x, 0, u);
   if (!o->relu) {
     for (int j = 0; j < k; j++) { z[j] = u[j]; sum += z[j]; }
     return sum;
@@ -98,26 +80,26 @@ static int FN(train)(const nm_bmvr_net *net, const nm_bmvr_opts *o,
     double decay = o->t0 > 0 ? 1.0 / (1.0 + (double)t / o->t0) : 1.0;
     real eta_w1 = (real)(o->eta_w1 * decay), eta_w2 = (real)(o->eta_w2 * decay);
     const int have_u = x_pending != NULL;
-    if (have_u) {
-      FN(update_forward)(k, n, W1, eta_pending, c, x_pending, x, u);
+    if (have_u) {                   /* the pending W1 update, then u = W1 x */
+      FN(nm_rank1_mv)(k, n, eta_pending, c, x_pending, W1, n, x, u);
       x_pending = NULL;
     }
     double check = FN(hidden_step)(o, k, n, W1, zbar, x, u, z, have_u);
 
     if (!backprop) {
       /* c = a - Q n: the apical current minus the interneuron inhibition */
-      GEMV(CblasRowMajor, CblasNoTrans, k, m, 1, W2T, m, y, 1, 0, a, 1);
+      FN(nm_mv)(k, m, 1, W2T, m, y, 0, a);
       if (R != NULL)
-        GEMV(CblasRowMajor, CblasNoTrans, k, k, 1, R, k, z, 1, 0, nv, 1);
+        FN(nm_mv)(k, k, 1, R, k, z, 0, nv);
       else
-        GEMV(CblasRowMajor, CblasTrans, k, k, 1, Q, k, z, 1, 0, nv, 1);
+        FN(nm_mvt)(k, k, 1, Q, k, z, 0, nv);
       memcpy(c, a, (size_t)k * sizeof(real));
-      GEMV(CblasRowMajor, CblasNoTrans, k, k, -1, Q, k, nv, 1, 1, c, 1);
+      FN(nm_mv)(k, k, -1, Q, k, nv, 1, c);
     } else {
       /* d = W2T (y - W2T^T z): the error sent back through the weights */
       memcpy(e, y, (size_t)m * sizeof(real));
-      GEMV(CblasRowMajor, CblasTrans, k, m, -1, W2T, m, z, 1, 1, e, 1);
-      GEMV(CblasRowMajor, CblasNoTrans, k, m, 1, W2T, m, e, 1, 0, c, 1);
+      FN(nm_mvt)(k, m, -1, W2T, m, z, 1, e);
+      FN(nm_mv)(k, m, 1, W2T, m, e, 0, c);
     }
     if (o->relu && (backprop || o->gate != NM_BMVR_GATE_NONE)) {
       /* the ReLU's derivative is 1(u > 0), or 1(z > 0) when the mean
@@ -132,20 +114,20 @@ static int FN(train)(const nm_bmvr_net *net, const nm_bmvr_opts *o,
     eta_pending = eta_w1;
     if (!backprop) {
       real eta_q = (real)(o->eta_q * decay);
-      SCAL(k * m, 1 - eta_w2, W2T, 1);
-      GER(CblasRowMajor, k, m, eta_w2, z, 1, y, 1, W2T, m);
-      SCAL(k * k, 1 - eta_q, Q, 1);
-      GER(CblasRowMajor, k, k, eta_q, z, 1, nv, 1, Q, k);
+      FN(scale)((int64_t)k * m, 1 - eta_w2, W2T);
+      FN(nm_rank1)(k, m, eta_w2, z, y, W2T, m);
+      FN(scale)((int64_t)k * k, 1 - eta_q, Q);
+      FN(nm_rank1)(k, k, eta_q, z, nv, Q, k);
       if (R != NULL) {
-        SCAL(k * k, 1 - eta_q, R, 1);
-        GER(CblasRowMajor, k, k, eta_q, nv, 1, z, 1, R, k);
+        FN(scale)((int64_t)k * k, 1 - eta_q, R);
+        FN(nm_rank1)(k, k, eta_q, nv, z, R, k);
       }
     } else {
-      GER(CblasRowMajor, k, m, eta_w2, z, 1, e, 1, W2T, m);
+      FN(nm_rank1)(k, m, eta_w2, z, e, W2T, m);
     }
     t++;
   }
-  if (x_pending != NULL) GER(CblasRowMajor, k, n, eta_pending, c, 1, x_pending, 1, W1, n);
+  if (x_pending != NULL) FN(nm_rank1)(k, n, eta_pending, c, x_pending, W1, n);
   *tp = t;
   return status;
 }

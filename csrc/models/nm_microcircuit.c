@@ -8,8 +8,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include <cblas.h>
-
+#include "nm_matvec.h"
 #include "nm_microcircuit.h"
 #include "nm_simd.h"
 #include "nm_vmath.h"
@@ -85,14 +84,15 @@ void nm_mc_phi(const nm_mc_params *p, double *r, const double *u, int64_t n) {
   }
 }
 
-/* y = A x (+ b): A [m x n] row-major. */
+/* y = A x (+ b): A [m x n] row-major, nm_matvec.h's product and order
+** (the bias added last). */
 static void matvec(double *y, const double *A, const double *x, const double *b,
                    int64_t m, int64_t n) {
   if (b) {
     for (int64_t i = 0; i < m; i++) y[i] = b[i];
-    cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)m, (int)n, 1.0, A, (int)n, x, 1, 1.0, y, 1);
+    nm_mv_f64(m, n, 1.0, A, n, x, 1.0, y);
   } else {
-    cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)m, (int)n, 1.0, A, (int)n, x, 1, 0.0, y, 1);
+    nm_mv_f64(m, n, 1.0, A, n, x, 0.0, y);
   }
 }
 
@@ -113,8 +113,7 @@ void nm_mc_refresh(nm_mc_net *net) {
       int64_t nnext = net->layer[k + 1].n;
       matvec(L->vD, L->W_down, net->layer[k + 1].r, NULL, L->n, nnext);
       for (int64_t i = 0; i < L->n; i++) L->vA[i] = L->vD[i];
-      cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)L->n, (int)nnext, 1.0, L->W_pi,
-                  (int)nnext, L->rI, 1, 1.0, L->vA, 1);
+      nm_mv_f64(L->n, nnext, 1.0, L->W_pi, nnext, L->rI, 1.0, L->vA);
       matvec(L->vI, L->W_ip, L->r, L->b_ip, nnext, L->n);
     }
   }

@@ -247,39 +247,49 @@ static nm_tensor row_of(const nm_tensor *M, int64_t r) {
 ** its input saved in u) and then its product a1 = W v, in one pass over
 ** W: nm_plastic_outer's bias part and nm_ger's rank-1 kernel, then
 ** nm_gemv's product, with their bits (nm_matvec.h). */
-static int fused_layer(nm_mlp_layer *ly, double alpha, const void *u, const nm_tensor *v) {
+static void fused_layer(nm_mlp_layer *ly, double alpha, const void *u, const nm_tensor *v) {
   const nm_tensor *W = ly->W;
   int64_t m = W->size[0], n = W->size[1], lda = m > 1 ? W->stride[0] : n;
   if (ly->b != NULL) nm_plastic_outer_bias(ly->b, alpha, ly->E);
   if (W->dtype == NM_FLOAT64)
-    return nm_rank1_mv_f64(m, n, alpha, ly->E->data, u, W->data, lda, v->data, ly->a1->data);
-  return nm_rank1_mv_f32(m, n, (float)alpha, ly->E->data, u, W->data, lda, v->data,
-                         ly->a1->data);
+    nm_rank1_mv_f64(m, n, alpha, ly->E->data, u, W->data, lda, v->data, ly->a1->data);
+  else
+    nm_rank1_mv_f32(m, n, (float)alpha, ly->E->data, u, W->data, lda, v->data, ly->a1->data);
+}
+
+/* The rows first .. first + count - 1, or those listed at order[first ..]
+** (checked here, before any step runs), all in 0 .. rows - 1. */
+static int rows_in(int64_t rows, int64_t first, int64_t count, const int64_t *order) {
+  if (first < 0 || count < 0) return 0;
+  if (order == NULL) return first <= rows && count <= rows - first;
+  for (int64_t s = 0; s < count; s++)
+    if (order[first + s] < 0 || order[first + s] >= rows) return 0;
+  return 1;
 }
 
 int nm_mlp_rows(const nm_mlp *net, const nm_tensor *X, const nm_tensor *Tg, int64_t first,
-                int64_t count, const double *eta, const int *learn, void *scratch,
-                int64_t *done) {
+                int64_t count, const int64_t *order, const double *eta, const int *learn,
+                void *scratch, int64_t *done) {
   int L = net->L;
   nm_mlp_layer *out = &net->layer[L - 1];
   *done = 0;
   if (X->ndim != 2 || Tg->ndim != 2 || X->size[1] != net->X->size[1] ||
-      Tg->size[1] != out->W->size[0] || first < 0 || count < 0 || first > X->size[0] ||
-      count > X->size[0] - first || first > Tg->size[0] || count > Tg->size[0] - first ||
-      !nm_mlp_rows_fit(net))
+      Tg->size[1] != out->W->size[0] || !rows_in(X->size[0], first, count, order) ||
+      !rows_in(Tg->size[0], first, count, order) || !nm_mlp_rows_fit(net))
     return NM_EINVAL;
   if (count == 0) return NM_OK;
   size_t es = nm_dtype_size(net->X->dtype);
   int pending = 0;             /* the last step's update is not yet applied */
   for (int64_t s = 0; s < count; s++) {
-    nm_tensor x = row_of(X, first + s), t = row_of(Tg, first + s);
+    int64_t r = order != NULL ? order[first + s] : first + s;
+    nm_tensor x = row_of(X, r), t = row_of(Tg, r);
     /* forward, each learning layer's pending update fused with its product */
     TRY(nm_copy(net->X, &x));
     const nm_tensor *prev = net->x1;
     char *u = (char *)scratch;
     for (int l = 0; l < L; l++) {
       nm_mlp_layer *ly = &net->layer[l];
-      if (pending && learn[l]) TRY(fused_layer(ly, -eta[l] / 1.0, u, prev));
+      if (pending && learn[l]) fused_layer(ly, -eta[l] / 1.0, u, prev);
       else TRY(nm_gemv(ly->a1, 1.0, ly->W, prev, 0.0));
       if (ly->b != NULL) TRY(nm_binary(ly->a1, ly->a1, ly->b, NM_ADD));
       TRY(activate(ly));

@@ -61,19 +61,22 @@ int nm_mlp_step(const nm_mlp *net, const nm_tensor *x, const nm_tensor *t, const
 
 /* Steps over rows first .. first + count - 1 (0-based) of X [N x n_0] and
 ** targets T [N x n_L] (any dtype: copied as nm_mlp_step copies [1 x n]
-** rows), in order: the network's weights, biases and buffers after it are
+** rows), in order; with order non-NULL, over rows order[first] ..
+** order[first + count - 1] instead (0-based row numbers, in that order;
+** a shuffled epoch). The network's weights, biases and buffers after it are
 ** those after `count` calls of nm_mlp_step on those rows, bit for bit, but
 ** each learning layer's update is applied in one pass with the next
 ** sample's product through the layer (nm_matvec.h's fused kernel), so
 ** the weights are read once per step instead of twice; the last update is
 ** applied before returning, so no deferred change outlives the call.
 ** scratch: nm_mlp_rows_scratch(net) elements of the net's dtype. *done is
-** the steps run. NM_EINVAL, having run none, when the shapes do not fit or
-** the network does not (nm_mlp_rows_fit); NM_EINTR when interrupted
-** between steps (the steps run are complete, their updates applied). */
+** the steps run. NM_EINVAL, having run none, when the shapes do not fit, a
+** row is out of range (every listed one is checked first) or the network
+** does not fit (nm_mlp_rows_fit); NM_EINTR when interrupted between steps
+** (the steps run are complete, their updates applied). */
 int nm_mlp_rows(const nm_mlp *net, const nm_tensor *X, const nm_tensor *T, int64_t first,
-                int64_t count, const double *eta, const int *learn, void *scratch,
-                int64_t *done);
+                int64_t count, const int64_t *order, const double *eta, const int *learn,
+                void *scratch, int64_t *done);
 size_t nm_mlp_rows_scratch(const nm_mlp *net);
 /* Non-zero when nm_mlp_rows can run the network: one-sample buffers, no
 ** masks, weights with contiguous rows. */

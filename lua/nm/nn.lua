@@ -769,42 +769,76 @@ end
 
 -- Online learning over rows: one training step (train_batch) on each of
 -- rows first .. first + count - 1 of X [N x n_0] with targets T [N x n_L],
--- in order (first = 1 and count = the rest by default). The same weights,
--- buffers and counters as those calls bit for bit (spec/nn_spec.lua); for
--- a network the one-sample C step serves (see fused_step), the rows run
--- in C in stretches that end where train_batch would check the weights,
--- each layer's update fused with the next sample's pass through it
--- (nm.kernels.mlp_step's run_rows: the weights are read once per step
--- instead of twice). Otherwise train_batch on each row (a view per row).
+-- in order (first = 1 and count = the rest by default). With opts =
+-- {order = list [, first =, count =]}: on rows order[first], ...,
+-- order[first + count - 1] instead (order a list of 1-based row numbers,
+-- e.g. a shuffled epoch's, data.batches's Batches:epoch_order(); first =
+-- 1 and count = the rest of the list by default; every position used is
+-- checked before any step). The same weights, buffers and counters as
+-- those calls bit for bit (spec/nn_spec.lua); for a network the one-sample
+-- C step serves (see fused_step), the rows run in C in stretches that end
+-- where train_batch would check the weights, each layer's update fused
+-- with the next sample's pass through it (nm.kernels.mlp_step's run_rows
+-- and run_order: the weights are read once per step instead of twice).
+-- Otherwise train_batch on each row (a view per row).
 function MLP:train_online(X, T, first, count)
   if not nm.is_tensor(X) or X:dim() ~= 2 or not nm.is_tensor(T) or T:dim() ~= 2 then
     error("nn: train_online needs X [N x n_0] and T [N x n_L] (rows are samples)", 2)
   end
   local N = math.min(X:size(1), T:size(1))
+  local order, len = nil, N
+  if type(first) == "table" then
+    order, first, count = first.order, first.first, first.count
+    if type(order) ~= "table" then
+      error("nn: train_online: opts.order must be a list of row numbers", 2)
+    end
+    len = #order
+  end
   first = first or 1
-  count = count or N - first + 1
+  count = count or len - first + 1
   if math.type(first) ~= "integer" or math.type(count) ~= "integer" or first < 1 or count < 0 or
-     first > N + 1 or count > N - first + 1 then
+     first > len + 1 or count > len - first + 1 then
     local last = math.type(first) == "integer" and math.type(count) == "integer" and
                  first + count - 1
+    if order then
+      error(format("nn: train_online: positions %s .. %s are not in the order (%d rows)",
+                   tostring(first), tostring(last), len), 2)
+    end
     error(format("nn: train_online: rows %s .. %s are not in X [%d x %d] and T [%d x %d]",
                  tostring(first), tostring(last),
                  X:size(1), X:size(2), T:size(1), T:size(2)), 2)
   end
   local last = first + count - 1
+  if order then
+    for p = first, last do
+      local r = order[p]
+      if math.type(r) ~= "integer" or r < 1 or r > N then
+        error(format("nn: train_online: order[%d] = %s is not a row of X [%d x %d] and T [%d x %d]",
+                     p, tostring(r), X:size(1), X:size(2), T:size(1), T:size(2)), 2)
+      end
+    end
+  end
   local i = first
   while i <= last do
     local f = fused_for(self, 1)
     if not f then break end
     local n = math.max(1, math.min(last - i + 1, self.check_every - self.unchecked))
-    if not f.step:run_rows(X, T, i, n, unpack(f.etas, 1, self.L)) then break end
+    local step = f.step
+    if order then
+      if not step:run_order(X, T, order, i, n, unpack(f.etas, 1, self.L)) then break end
+    elseif not step:run_rows(X, T, i, n, unpack(f.etas, 1, self.L)) then
+      break
+    end
     self.cur = f.bs
     self.updates = self.updates + n
     self.unchecked = self.unchecked + n
     if self.unchecked >= self.check_every then self:check_finite() end
     i = i + n
   end
-  for r = i, last do self:train_batch(X:narrow(1, r, 1), T:narrow(1, r, 1)) end
+  for p = i, last do
+    local r = order and order[p] or p
+    self:train_batch(X:narrow(1, r, 1), T:narrow(1, r, 1))
+  end
 end
 
 -- An optimiser (nm.optim) that consumes the rules' changes; nil removes it.
