@@ -290,6 +290,25 @@ describe("permutation and sample", function()
     assert.same(q, p:totable())
   end)
 
+  it("shuffle(list) is the loop of g:integer(1, i) swaps, as permutation(n)", function()
+    for _, n in ipairs({0, 1, 2, 7, 1000}) do
+      local g, h, k = nm.generator(n + 5), nm.generator(n + 5), nm.generator(n + 5)
+      local list, want = {}, {}
+      for i = 1, n do list[i] = (i % 3 == 0) and ("s" .. i) or i; want[i] = list[i] end
+      for i = n, 2, -1 do
+        local j = h:integer(1, i)
+        want[i], want[j] = want[j], want[i]
+      end
+      assert.equal(list, g:shuffle(list))
+      assert.same(want, list)
+      assert.equal(h:state(), g:state())
+      local p, q = k:permutation(n), {}
+      for i = 1, n do q[i] = i end
+      assert.same(p:totable(), nm.generator(n + 5):shuffle(q))
+    end
+    assert.has_error(function() nm.generator(1):shuffle(5) end)
+  end)
+
   it("every position of a permutation is uniform", function()
     local g, counts, trials = nm.generator(17), {}, 12000
     for i = 1, 4 do counts[i] = 0 end

@@ -164,6 +164,26 @@ static int g_permutation(lua_State *L) {
   return 1;
 }
 
+/* g:shuffle(list) -> list: list[1 .. #list] in random order, in place, by
+** Fisher-Yates: for i = #list down to 2, swap list[i] and list[j] with j =
+** g:integer(1, i) (the draws of g:permutation and of that loop written in
+** Lua, so either gives the same order). Raw table access (no
+** metamethods); allocates nothing. */
+static int g_shuffle(lua_State *L) {
+  nm_rng *g = checkgen(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_Integer n = (lua_Integer)lua_rawlen(L, 2);
+  for (lua_Integer i = n; i >= 2; i--) {
+    lua_Integer j = (lua_Integer)nm_rng_integer(g, 1, (int64_t)i);
+    lua_rawgeti(L, 2, i);
+    lua_rawgeti(L, 2, j);
+    lua_rawseti(L, 2, i);        /* list[i] = the old list[j] */
+    lua_rawseti(L, 2, j);        /* list[j] = the old list[i] */
+  }
+  lua_settop(L, 2);
+  return 1;
+}
+
 /* g:sample(n, k): a float64 tensor of k distinct values of 1..n in random
 ** order (sampling without replacement). Allocates the tensor and O(k)
 ** workspace, whatever n. */
@@ -337,7 +357,8 @@ static const luaL_Reg random_funcs[] = {
 static const luaL_Reg generator_meth[] = {
   {"seed", g_seed},           {"uniform", g_uniform},   {"normal", g_normal},
   {"integer", g_integer},     {"bernoulli", g_bernoulli}, {"bits", g_bits},
-  {"permutation", g_permutation}, {"sample", g_sample}, {"clone", g_clone},
+  {"permutation", g_permutation}, {"shuffle", g_shuffle}, {"sample", g_sample},
+  {"clone", g_clone},
   {"jump", g_jump},           {"state", g_state},       {"set_state", g_set_state},
   {NULL, NULL}
 };

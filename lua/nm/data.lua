@@ -200,13 +200,7 @@ end
 
 -- Rows 1..n of a list, or a copy of `rows` shuffled by g (Fisher-Yates
 -- with g:integer, so the order depends on the generator alone).
-local function shuffle(g, rows)
-  for i = #rows, 2, -1 do
-    local j = g:integer(1, i)
-    rows[i], rows[j] = rows[j], rows[i]
-  end
-  return rows
-end
+local function shuffle(g, rows) return g:shuffle(rows) end   -- Fisher-Yates, in C
 
 local function range(n)
   local r = {}
