@@ -1,8 +1,9 @@
 /*
-** lmlp.c: nm.kernels.mlp_step, the one-sample training step of nn.lua's
-** MLP in one call (nm_mlp.c). nn.lua builds one per network from its own
-** buffers and calls it from MLP:train_batch; the results are those of the
-** step it replaces, bit for bit.
+** lmlp.c: nm.kernels.mlp_step, the training step of nn.lua's MLP on one
+** sample or one minibatch in one call (nm_mlp.c). nn.lua builds one per
+** network and batch size from its own buffers and calls it from
+** MLP:train_batch; the results are those of the step it replaces, bit for
+** bit.
 */
 #include <stddef.h>
 #include <string.h>
@@ -14,7 +15,7 @@
 
 #define MLP_STEP_T "neuromic.MLPStep"
 #define PER_LAYER 10             /* W b mask Mt A Y E a1 y1 e1 */
-#define NET_TENSORS 4            /* X x1 T t1 */
+#define NET_TENSORS 5            /* X x1 T t1 ones */
 
 /* The userdata: the network's headers point into the tensor userdata,
 ** which user value 1 keeps alive (a list: refs[i] at index 2i + 1, its
@@ -49,10 +50,12 @@ static nm_tensor *field_tensor(lua_State *L, int idx, const char *key, int optio
 }
 
 /* nm.kernels.mlp_step{loss = "xent" | "mse", from_output = false,
-**   X = [1 x n_0], x1 = [n_0], T = [1 x n_L], t1 = [n_L],
+**   X = [B x n_0], x1 = [n_0], T = [B x n_L], t1 = [n_L], ones = [B],
 **   layers = {{W =, b =, mask =, Mt =, A =, Y =, E =, a1 =, y1 =, e1 =,
 **              act = name, beta = 1}, ...}} -> a step object
-** (see nm_mlp.h for the operands); an error naming what does not fit. */
+** (see nm_mlp.h for the operands: the 1-D views x1, t1, a1, y1, e1 for
+** B = 1 only, ones for B > 1 with biases); an error naming what does not
+** fit. */
 static int mlp_step_new(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_getfield(L, 1, "layers");
@@ -78,9 +81,10 @@ static int mlp_step_new(lua_State *L) {
   s->net.from_output = lua_toboolean(L, -1);
   lua_pop(L, 2);
   s->net.X = field_tensor(L, 1, "X", 0, s, list, "spec");
-  s->net.x1 = field_tensor(L, 1, "x1", 0, s, list, "spec");
+  s->net.x1 = field_tensor(L, 1, "x1", 1, s, list, "spec");
   s->net.T = field_tensor(L, 1, "T", 0, s, list, "spec");
-  s->net.t1 = field_tensor(L, 1, "t1", 0, s, list, "spec");
+  s->net.t1 = field_tensor(L, 1, "t1", 1, s, list, "spec");
+  s->net.ones = field_tensor(L, 1, "ones", 1, s, list, "spec");
   for (int l = 0; l < L_; l++) {
     nm_mlp_layer *ly = &s->net.layer[l];
     lua_rawgeti(L, layers, l + 1);
@@ -94,9 +98,9 @@ static int mlp_step_new(lua_State *L) {
     ly->A = field_tensor(L, t, "A", 0, s, list, w);
     ly->Y = field_tensor(L, t, "Y", 0, s, list, w);
     ly->E = field_tensor(L, t, "E", 0, s, list, w);
-    ly->a1 = field_tensor(L, t, "a1", 0, s, list, w);
-    ly->y1 = field_tensor(L, t, "y1", 0, s, list, w);
-    ly->e1 = field_tensor(L, t, "e1", 0, s, list, w);
+    ly->a1 = field_tensor(L, t, "a1", 1, s, list, w);
+    ly->y1 = field_tensor(L, t, "y1", 1, s, list, w);
+    ly->e1 = field_tensor(L, t, "e1", 1, s, list, w);
     lua_getfield(L, t, "act");
     ly->act = luaL_checkoption(L, -1, NULL, act_names);
     lua_getfield(L, t, "beta");
@@ -148,11 +152,27 @@ static int step_result(lua_State *L, int st) {
   return 1;
 }
 
-/* step:run(x, t, eta_1, ..., eta_L) -> true, after one training step on
-** input x ([n_0] or [1 x n_0]) and target t ([n_L] or [1 x n_L]) with
-** learning rate eta_l for layer l (false: layer l does not learn); false,
-** having written nothing, when x or t is not one such sample (the caller
-** takes its general path, which says what is wrong). Allocates nothing. */
+/* 1 when tensor v shares memory with a tensor of the network other than
+** `own` (the buffer it may be: exactly that view). */
+static int shares_memory(const mlp_step *s, const nm_tensor *v, const nm_tensor *own) {
+  if (v->data == own->data && nm_same_shape(v, own) &&
+      memcmp(v->stride, own->stride, sizeof v->stride) == 0)
+    return 0;
+  for (int i = 0; i < s->nrefs; i++)
+    if (nm_overlap(v, &s->refs[i]->t)) return 1;
+  return 0;
+}
+
+/* step:run(x, t, eta_1, ..., eta_L) -> true, after one training step with
+** learning rate eta_l for layer l (false: layer l does not learn): for a
+** step over one-sample buffers on input x ([n_0] or [1 x n_0]) and target
+** t ([n_L] or [1 x n_L]), for one over buffers of B > 1 rows on the batch
+** X [B x n_0] and T [B x n_L] (X read in place when of the network's
+** dtype and contiguous, else copied: the caller's forward pass sees the
+** same); false, having written nothing, when x or t is not that
+** (the caller takes its general path, which says what is wrong), or when
+** a batch's X or T shares memory with the network's tensors. Allocates
+** nothing. */
 static int mlp_step_run(lua_State *L) {
   mlp_step *s = (mlp_step *)luaL_checkudata(L, 1, MLP_STEP_T);
   const nm_tensor *x = nm_totensor(L, 2), *t = nm_totensor(L, 3);
@@ -171,11 +191,15 @@ static int mlp_step_run(lua_State *L) {
       return luaL_error(L, "mlp_step: a tensor of the network was closed");
   /* What the general path's kernels would copy first (an input sharing
   ** memory with what it is copied into, the target with the output
-  ** error) goes that way. */
+  ** error; for a batch, read in place, anything of the network's) goes
+  ** that way. */
   const nm_mlp_layer *out = &s->net.layer[L_ - 1];
-  if ((x->data != s->net.X->data && nm_overlap(x, s->net.X)) ||
-      (t->data != s->net.T->data && nm_overlap(t, s->net.T)) ||
-      (t->data != out->E->data && nm_overlap(t, out->E))) {
+  int shared = s->net.X->size[0] > 1
+               ? shares_memory(s, x, s->net.X) || shares_memory(s, t, s->net.T)
+               : (x->data != s->net.X->data && nm_overlap(x, s->net.X)) ||
+                 (t->data != s->net.T->data && nm_overlap(t, s->net.T)) ||
+                 (t->data != out->E->data && nm_overlap(t, out->E));
+  if (shared) {
     lua_pushboolean(L, 0);
     return 1;
   }
@@ -213,8 +237,8 @@ static int run_rows(lua_State *L, mlp_step *s, const nm_tensor *X, const nm_tens
 ** sample's forward pass (nm_mlp_rows): the results of step:run on each
 ** row in turn, bit for bit. false, having written nothing, when X or T
 ** does not fit, the rows are out of range, or the network does not
-** (masks); the caller then takes the step one row at a time. Allocates
-** nothing. */
+** (masks, or buffers of more than one row); the caller then takes the
+** step one row at a time. Allocates nothing. */
 static int mlp_step_run_rows(lua_State *L) {
   mlp_step *s = (mlp_step *)luaL_checkudata(L, 1, MLP_STEP_T);
   const nm_tensor *X = nm_totensor(L, 2), *T = nm_totensor(L, 3);
@@ -265,7 +289,8 @@ static int mlp_step_run_order(lua_State *L) {
 
 static int mlp_step_tostring(lua_State *L) {
   mlp_step *s = (mlp_step *)luaL_checkudata(L, 1, MLP_STEP_T);
-  lua_pushfstring(L, "neuromic.MLPStep (%d layers)", s->net.L);
+  lua_pushfstring(L, "neuromic.MLPStep (%d layers, batch %I)", s->net.L,
+                  (lua_Integer)s->net.X->size[0]);
   return 1;
 }
 

@@ -280,11 +280,11 @@ nn.MLP = MLP
 -- name), pathway (its table), paths[name] = {pathway, state[1..L-1]} (the
 -- state of every pathway drawn), updates (updates applied), keep_going,
 -- nonfinite (the first non-finite report with keep_going), optim
--- (optional: see MLP:set_optimiser), mod (modulator for rules), online
--- (the one-call one-sample step of train_batch, built on first use; false
--- when the network does not qualify; set it to false to always take the
--- general path), zeros (optional: what makes the buffers, see
--- MLP:buffers).
+-- (optional: see MLP:set_optimiser), mod (modulator for rules), fused
+-- (train_batch's one-call steps by batch size, each built on first use
+-- with that size, false when the network does not qualify; set fused to
+-- false to always take the general path), zeros (optional: what makes the
+-- buffers, see MLP:buffers).
 -- The state of every built-in pathway (rule.pathways(): the FA and DFA
 -- matrices) is drawn after the weights, in that order, from the same
 -- generator with the weights' scheme, then the network's own pathway if
@@ -302,7 +302,7 @@ function nn.mlp(o)
     end
   end
   local net = setmetatable({L = L, sizes = {}, dtype = o.dtype or "float32", conns = {},
-                            acts = {}, paths = {}, tcache = {},
+                            acts = {}, paths = {}, tcache = {}, fused = {},
                             bufs = {}, updates = 0, keep_going = o.keep_going == true,
                             check_every = o.check_every or 64, checked = 0, unchecked = 0}, MLP)
   for l = 0, L do net.sizes[l] = sizes[l + 1] end
@@ -665,23 +665,24 @@ function MLP:update()
   if self.unchecked >= self.check_every then self:check_finite() end
 end
 
--- The one-sample step in one C call: nm.kernels.mlp_step over this
--- network's own buffers (those of batch size 1), for a network whose
--- every connection learns by the fused delta rule (rules/backprop.lua's,
--- which fa and dfa share; not compiled: rule.compiled_update) through the
--- pathway bp, fa or dfa, with built-in
--- activations. It runs the kernels that forward, backward and update run,
--- in the same order on the same tensors, so the weights, buffers and
+-- The training step in one C call: nm.kernels.mlp_step over this
+-- network's own buffers of batch size B, for a network whose every
+-- connection learns by the fused delta rule (rules/backprop.lua's, which
+-- fa and dfa share; not compiled: rule.compiled_update) through the
+-- pathway bp, fa or dfa, with built-in activations (and, for B > 1, no
+-- masks). It runs the kernels that forward, backward and update run, in
+-- the same order on the same tensors, so the weights, buffers and
 -- counters after it are theirs bit for bit (spec/nn_spec.lua); it saves
--- the interpreter between ~7 kernel calls per layer. Built on the first
--- one-sample train_batch; false when the network does not qualify.
+-- the interpreter and the bindings' checks between ~7 kernel calls per
+-- layer. Built on the first train_batch with batch size B (kept in
+-- self.fused[B]); false when the network does not qualify.
 local DIRECT_PATHWAYS = {bp = true, fa = true, dfa = true}
-local function online_step(self)
+local function fused_step(self, B)
   local delta = rule.definition("backprop").fused
   local pw, st = self:path()
   if not DIRECT_PATHWAYS[pw.name] or rule.pathway(pw.name) ~= pw then return false end
-  local bs = self:buffers(1)
-  if bs.q[1].pre ~= bs.X then return false end
+  local bs = self:buffers(B)
+  if B == 1 and bs.q[1].pre ~= bs.X then return false end
   local f = {bs = bs, feedback = self.feedback, loss = self.loss, W = {}, b = {}, mask = {},
              rules = {}, acts = {}, beta = {}, etas = {}}
   local layers = {}
@@ -698,22 +699,31 @@ local function online_step(self)
     f.W[l], f.b[l], f.mask[l], f.rules[l], f.acts[l], f.beta[l] = c.W, c.b, c.mask, r, act,
                                                                    act.beta
     layers[l] = {W = c.W, b = c.b, mask = c.mask, Mt = Mt, A = bs.A[l], Y = bs.Y[l],
-                 E = bs.E[l], a1 = bs.a1[l], y1 = bs.y1[l], e1 = bs.e1[l], act = act.name,
-                 beta = act.beta or 1}
+                 E = bs.E[l], a1 = bs.a1 and bs.a1[l], y1 = bs.y1 and bs.y1[l],
+                 e1 = bs.e1 and bs.e1[l], act = act.name, beta = act.beta or 1}
   end
   local ok, step = pcall(nm.kernels.mlp_step, {loss = self.loss,
                          from_output = pw.source == "output", X = bs.X, x1 = bs.x1,
-                         T = bs.T, t1 = bs.t1, layers = layers})
+                         T = bs.T, t1 = bs.t1, ones = B > 1 and bs.ones or nil, layers = layers})
   if not ok then return false end
   f.step = step
   return f
 end
 
--- The learning rates of an online step (false for a layer that does not
--- learn) into f.etas, or false when the network changed since f was built
--- or learns otherwise now (an optimiser, learning switched off).
-local function online_ready(self, f)
-  if self.optim or not rule.learning() or self.feedback ~= f.feedback or
+-- The step of batch size B (made on first use), with its learning rates
+-- (false for a layer that does not learn) in f.etas; false when there is
+-- none (self.fused = false: never), or the network learns otherwise now
+-- (an optimiser, learning switched off), or it changed since the step was
+-- made (then it is made again on the next call).
+local function fused_for(self, B)
+  local fused = self.fused
+  if not fused then return false end
+  local f = fused[B]
+  if f == nil then
+    f = fused_step(self, B)
+    fused[B] = f
+  end
+  if not f or self.optim or not rule.learning() or self.feedback ~= f.feedback or
      self.loss ~= f.loss then
     return false
   end
@@ -723,29 +733,34 @@ local function online_ready(self, f)
     local r = c.rule
     if c.W ~= f.W[l] or c.b ~= f.b[l] or c.mask ~= f.mask[l] or r ~= f.rules[l] or
        not r.use_fused or r.use_compiled or act ~= f.acts[l] or act.beta ~= f.beta[l] then
-      self.online = nil                  -- rebuilt on the next call
+      fused[B] = nil                     -- made again on the next call
       return false
     end
     etas[l] = c.plastic ~= false and r.p.eta
   end
-  return true
+  return f
 end
 
 local unpack = table.unpack
 
--- forward + backward + update on one batch (or one sample).
+-- forward + backward + update on one batch (or one sample): for a
+-- network the one-call step serves (fused_step), that step.
 function MLP:train_batch(X, T)
-  local f = self.online
-  if f == nil and nm.is_tensor(X) and (X:dim() == 1 or (X:dim() == 2 and X:size(1) == 1)) then
-    f = online_step(self)
-    self.online = f
-  end
-  if f and online_ready(self, f) and f.step:run(X, T, unpack(f.etas, 1, self.L)) then
-    self.cur = f.bs
-    self.updates = self.updates + 1
-    self.unchecked = self.unchecked + 1
-    if self.unchecked >= self.check_every then self:check_finite() end
-    return
+  if self.fused and nm.is_tensor(X) then
+    local d = X:dim()
+    local B = d == 1 and 1 or d == 2 and X:size(1)
+    if B and B > 1 then check_input(self, X) end
+    local f = B and B >= 1 and fused_for(self, B)
+    if f then
+      if B > 1 then bind_input(f.bs, X, self.dtype) end   -- the input as forward takes it
+      if f.step:run(B > 1 and f.bs.Y[0] or X, T, unpack(f.etas, 1, self.L)) then
+        self.cur = f.bs
+        self.updates = self.updates + 1
+        self.unchecked = self.unchecked + B
+        if self.unchecked >= self.check_every then self:check_finite() end
+        return
+      end
+    end
   end
   self:forward(X)
   self:backward(T)
@@ -762,7 +777,7 @@ end
 -- 1 and count = the rest of the list by default; every position used is
 -- checked before any step). The same weights, buffers and counters as
 -- those calls bit for bit (spec/nn_spec.lua); for a network the one-sample
--- C step serves (see online_step), the rows run in C in stretches that end
+-- C step serves (see fused_step), the rows run in C in stretches that end
 -- where train_batch would check the weights, each layer's update fused
 -- with the next sample's pass through it (nm.kernels.mlp_step's run_rows
 -- and run_order: the weights are read once per step instead of twice).
@@ -804,13 +819,10 @@ function MLP:train_online(X, T, first, count)
       end
     end
   end
-  local f = self.online
-  if f == nil and count > 0 then
-    f = online_step(self)
-    self.online = f
-  end
   local i = first
-  while f and i <= last and online_ready(self, f) do
+  while i <= last do
+    local f = fused_for(self, 1)
+    if not f then break end
     local n = math.max(1, math.min(last - i + 1, self.check_every - self.unchecked))
     local step = f.step
     if order then
