@@ -21,6 +21,10 @@
 -- --checkpoint-every batches and on SIGINT/SIGTERM; --resume continues
 -- bit-identically. Non-finite weights or loss stop the run with one line
 -- naming the rule, the connection and the update (--keep-going goes on).
+-- At --batch 1 each epoch's order goes to net:train_online, which fuses
+-- each layer's update with the next sample's forward pass where the
+-- network allows (plain SGD: --optim sgd) and otherwise trains row by row:
+-- the results of the batch loop, bit for bit.
 
 local nm = require "neuromic"
 local cli = require "nm.cli"
@@ -39,6 +43,7 @@ local format = string.format
 -- "bp" is the name results and tables have always used for backprop.
 local ALIAS = {bp = "backprop"}
 local MAX_WIDTH = 1 << 24   -- units per hidden layer (a 784 x 2^24 matrix is 49 GiB)
+local ONLINE_STRETCH = 1000 -- samples per net:train_online call at --batch 1
 
 local SPEC = {
   name = "baselines",
@@ -243,10 +248,10 @@ local function run_cell(ci)
     epoch, order_state = e, order:state()
     done = e == first_epoch and skip or 0
     local t0 = nm.sys.clock()
-    for b in batches:epoch(done) do
-      net:train_batch(b.X, b.Y)
-      done = done + 1
-      s.step, s.batches = s.step + 1, s.batches + 1
+    -- after n more batches of the epoch
+    local function trained(n)
+      done = done + n
+      s.step, s.batches = s.step + n, s.batches + n
       bar:update((e - 1) * nb + done)
       if opts.eval_every > 0 and done % opts.eval_every == 0 and done < nb then
         train_time = train_time + (nm.sys.clock() - t0)
@@ -254,6 +259,29 @@ local function run_cell(ci)
         t0 = nm.sys.clock()
       end
       run:poll(s.batches, state)   -- batches of the whole run: --stop-after, checkpoints
+    end
+    if opts.batch == 1 then
+      -- Online: the epoch's order (the draw batches:epoch makes) through
+      -- net:train_online, each layer's update fused with the next
+      -- sample's pass where the network allows (plain SGD), in stretches
+      -- that end where an evaluation, a checkpoint or --stop-after falls
+      -- and every ONLINE_STRETCH samples (signals, progress): the results
+      -- of training batch by batch, bit for bit.
+      local online = {order = batches:epoch_order()}
+      while done < nb do
+        local n = math.min(nb - done, ONLINE_STRETCH)
+        if opts.eval_every > 0 then n = math.min(n, opts.eval_every - done % opts.eval_every) end
+        local due = run:poll_due(s.batches)
+        if due then n = math.min(n, due - s.batches) end
+        online.first, online.count = done + 1, n
+        net:train_online(ds.train.X, ds.train.Y, online)
+        trained(n)
+      end
+    else
+      for b in batches:epoch(done) do
+        net:train_batch(b.X, b.Y)
+        trained(1)
+      end
     end
     train_time = train_time + (nm.sys.clock() - t0)
     run:log(evaluate(cell, net, ds, e, s.step, train_time))

@@ -471,6 +471,40 @@ describe("minibatches", function()
     for j = 1, 64 do assert.equal(full[3 * 64 + j], rest[j]) end
   end)
 
+  it("epoch_order draws the order an epoch serves, from the same draws", function()
+    -- batch size 1 (the online case) and 64, with and without prefetch;
+    -- epochs of epoch() and epoch_order() interleaved on one object give
+    -- the orders of epoch() alone, and leave the generator where it does
+    for _, c in ipairs{{1, true}, {1, false}, {64, true}} do
+      local size, prefetch = c[1], c[2]
+      local ref = data.batches(ds.train, size, {seed = 13})
+      local mixed = data.batches(ds.train, size, {seed = 13, prefetch = prefetch})
+      for e = 1, 3 do
+        local want = epoch_order(ref)
+        local got
+        if e == 2 then
+          got = epoch_order(mixed)
+        else
+          local o = mixed:epoch_order()
+          assert.equal(mixed.perm, o)                        -- the object's own list
+          got = table.move(o, 1, 1000, 1, {})
+        end
+        assert.same(want, got)
+        assert.equal(ref.epochs, mixed.epochs)
+      end
+      assert.equal(ref.generator:integer(1, 1 << 40), mixed.generator:integer(1, 1 << 40))
+    end
+    local plain = data.batches(ds.train, 1, {shuffle = false, seed = 13}):epoch_order()
+    for r = 1, 1000 do assert.equal(r, plain[r]) end
+    -- an epoch left part way (a prefetch running) and then ordered afresh
+    local ref = data.batches(ds.train, 64, {seed = 4})
+    local part = data.batches(ds.train, 64, {seed = 4})
+    local step = part:epoch()
+    step(); step()
+    epoch_order(ref)
+    assert.same(epoch_order(ref), table.move(part:epoch_order(), 1, 1000, 1, {}))
+  end)
+
   it("allocates nothing per batch", function()
     local it = data.batches(ds.train, 8, {seed = 3})
     local step = it:epoch()

@@ -337,9 +337,35 @@ describe("nn.mlp", function()
 
   -- MLP:train_batch on one sample runs nm.kernels.mlp_step (the whole
   -- step in one C call) where the network qualifies; a twin network
-  -- forced onto the general path (online = false) must end with the same
+  -- forced onto the general path (fused = false) must end with the same
   -- bits in every weight, bias and buffer.
   describe("one-sample steps in one call equal forward, backward and update", function()
+    -- A network and its twin on the general path end alike: counters, and
+    -- every weight, bias and buffer bit for bit (`when` names the moment).
+    local function same_as_twin(fast, general, when)
+      when = when and (" " .. when) or ""
+      assert.equal(general.updates, fast.updates)
+      assert.equal(general.checked, fast.checked)
+      assert.equal(general.unchecked, fast.unchecked)
+      local bf, bg = fast.cur, general.cur
+      assert.equal(bg.B, bf.B)
+      for l = 1, fast.L do
+        local cf, cg = fast.conns[l], general.conns[l]
+        assert.equal(0, (cf.W - cg.W):abs():max(), "W" .. l .. when)
+        if cf.b then assert.equal(0, (cf.b - cg.b):abs():max(), "b" .. l .. when) end
+        for _, k in ipairs{"A", "Y", "E"} do
+          assert.equal(0, (bf[k][l] - bg[k][l]):abs():max(), k .. l .. when)
+        end
+      end
+    end
+    -- An annealed rate and a frozen layer, in both networks.
+    local function anneal_and_freeze(...)
+      for _, net in ipairs{...} do
+        net.conns[1].rule.p.eta = 0.05
+        net.conns[2].plastic = false
+      end
+    end
+
     local cases = {
       {rule = "fa", act = {"softplus", beta = 2}, sizes = {12, 9, 7, 6, 5}},
       {rule = "backprop", act = "relu", masks = true, sizes = {12, 9, 7, 5}},
@@ -363,7 +389,7 @@ describe("nn.mlp", function()
                         bias = c.bias}
         end
         local fast, general = make(), make()
-        general.online = false
+        general.fused = false
         local g = nm.generator(9)
         local n0, nL = c.sizes[1], c.sizes[#c.sizes]
         for step = 1, 12 do
@@ -371,27 +397,13 @@ describe("nn.mlp", function()
           local X = nm.randn(g, 1, n0, step % 3 == 0 and "float64" or dtype)
           local T = onehot(1, nL, step, step % 2 == 0 and "float64" or dtype)
           if step % 4 == 1 then X, T = X:row(1), T:row(1) end
-          if step == 5 then   -- an annealed rate and a frozen layer are honoured
-            for _, net in ipairs{fast, general} do
-              net.conns[1].rule.p.eta = 0.05
-              net.conns[2].plastic = false
-            end
-          end
+          if step == 5 then anneal_and_freeze(fast, general) end   -- honoured
           fast:train_batch(X, T)
           general:train_batch(X, T)
         end
-        assert.is_table(fast.online)          -- the one-call step did run
+        assert.is_table(fast.fused[1])          -- the one-call step did run
         assert.equal(12, fast.updates)
-        assert.equal(general.updates, fast.updates)
-        local bf, bg = fast.cur, general.cur
-        for l = 1, fast.L do
-          local cf, cg = fast.conns[l], general.conns[l]
-          assert.equal(0, (cf.W - cg.W):abs():max())
-          if cf.b then assert.equal(0, (cf.b - cg.b):abs():max()) end
-          for _, k in ipairs{"A", "Y", "E"} do
-            assert.equal(0, (bf[k][l] - bg[k][l]):abs():max())
-          end
-        end
+        same_as_twin(fast, general)
         assert.is_true(fast.conns[1].W:all_finite())
       end)
     end
@@ -401,10 +413,10 @@ describe("nn.mlp", function()
       local X, T = nm.randn(g, 8), onehot(1, 3, 1, "float32"):row(1)
       local ss = nn.mlp{sizes = {8, 5, 3}, gen = nm.generator(1), rule = "sign_symmetry"}
       ss:train_batch(X, T)
-      assert.is_false(ss.online)
+      assert.is_false(ss.fused[1])
       local net = nn.mlp{sizes = {8, 5, 3}, gen = nm.generator(1), rule = "backprop"}
       local twin = nn.mlp{sizes = {8, 5, 3}, gen = nm.generator(1), rule = "backprop"}
-      twin.online = false
+      twin.fused = false
       local function both()
         net:train_batch(X, T)
         twin:train_batch(X, T)
@@ -412,23 +424,23 @@ describe("nn.mlp", function()
         assert.equal(0, (net.conns[2].W - twin.conns[2].W):abs():max())
       end
       both()
-      assert.is_table(net.online)
+      assert.is_table(net.fused[1])
       for _, m in ipairs{net, twin} do m:set_optimiser(optim.sgd{momentum = 0.9}) end
       both()
       for _, m in ipairs{net, twin} do m:set_optimiser(nil); m.conns[2]:set_rule("hebb") end
       both()                                   -- hebb: not the delta rule
-      assert.is_nil(net.online)
+      assert.is_nil(net.fused[1])
       both()
-      assert.is_false(net.online)
+      assert.is_false(net.fused[1])
       -- a rule compiled by the rule compiler runs its own kernel: the general path
       net = nn.mlp{sizes = {8, 5, 3}, gen = nm.generator(1), rule = "backprop"}
       twin = nn.mlp{sizes = {8, 5, 3}, gen = nm.generator(1), rule = "backprop"}
-      twin.online = false
+      twin.fused = false
       both()
-      assert.is_table(net.online)
+      assert.is_table(net.fused[1])
       for _, m in ipairs{net, twin} do m.conns[1].rule.use_compiled = true end
       both()
-      assert.is_nil(net.online)
+      assert.is_nil(net.fused[1])
       -- a wrong input still gets the general path's message
       assert.has_error(function() net:train_batch(nm.zeros(9), T) end,
         "nn: input of size [9] does not fit the input layer (8 units): expected [B x 8] or [8]")
@@ -462,7 +474,7 @@ describe("nn.mlp", function()
           return net
         end
         local fast, general = make(), make()
-        general.online = false
+        general.fused = false
         local g = nm.generator(9)
         local n0, nL, N = c.sizes[1], c.sizes[#c.sizes], 40
         local X = nm.randn(g, N, n0, "float64")         -- cast row by row, as train_batch does
@@ -473,27 +485,183 @@ describe("nn.mlp", function()
         fast:train_online(X, T, 14)
         for r = 14, N do general:train_batch(X:narrow(1, r, 1), T:narrow(1, r, 1)) end
         assert.equal(N, fast.updates)
-        assert.equal(general.updates, fast.updates)
-        assert.equal(general.checked, fast.checked)
-        assert.equal(general.unchecked, fast.unchecked)
-        local bf, bg = fast.cur, general.cur
-        for l = 1, fast.L do
-          local cf, cg = fast.conns[l], general.conns[l]
-          assert.equal(0, (cf.W - cg.W):abs():max(), "W" .. l)
-          if cf.b then assert.equal(0, (cf.b - cg.b):abs():max(), "b" .. l) end
-          for _, k in ipairs{"A", "Y", "E"} do
-            assert.equal(0, (bf[k][l] - bg[k][l]):abs():max(), k .. l)
-          end
-        end
+        same_as_twin(fast, general)
         assert.is_true(fast.conns[1].W:all_finite())
-        local step = fast.online and fast.online.step
+        local step = fast.fused[1] and fast.fused[1].step
         if c.masks then
           assert.is_false(step:run_rows(X, T, 1, 2, 0.1, 0.1))   -- masks: row by row
         else
-          assert.is_true(step:run_rows(X, T, 1, 2, table.unpack(fast.online.etas, 1, fast.L)))
+          assert.is_true(step:run_rows(X, T, 1, 2, table.unpack(fast.fused[1].etas, 1, fast.L)))
         end
       end)
     end
+
+    -- MLP:train_batch on B > 1 rows runs the batch step in one C call
+    -- (nm.kernels.mlp_step over the buffers of B rows) where the network
+    -- qualifies: a twin on the general path (fused = false) must end with
+    -- the same bits in every weight, bias, buffer and counter. Odd batch
+    -- sizes, one-sample steps between batches, float64 and transposed
+    -- inputs (copied), float64 targets (copied), an annealed rate, a layer
+    -- frozen halfway, finiteness checks every 20 samples.
+    for _, c in ipairs {
+      {rule = "backprop", act = "relu", sizes = {37, 21, 10}, dtype = "float32"},
+      {rule = "fa", act = "sigmoid", sizes = {37, 21, 16, 10}, dtype = "float32"},
+      {rule = "dfa", act = "tanh", sizes = {19, 15, 17, 6}, dtype = "float64"},
+      {rule = "fa", act = {"softplus", beta = 10}, sizes = {20, 33, 5}, dtype = "float64"},
+      {rule = "backprop", act = "relu", out = "identity", loss = "mse", sizes = {12, 9, 7, 4},
+       dtype = "float64", bias = false},
+      {rule = "fa", act = "tanh", out = "sigmoid", loss = "mse", sizes = {12, 17, 4},
+       dtype = "float32"},
+      {rule = "dfa", act = "softplus", out = "tanh", loss = "mse", sizes = {30, 16, 8, 3},
+       dtype = "float32"},
+    } do
+      local act = type(c.act) == "table" and "softplus(10)" or c.act
+      it(string.format("train_batch in one call: %s, %s hidden, %s/%s, %s, %s", c.rule, act,
+                       c.out or "softmax", c.loss or "xent", c.dtype,
+                       table.concat(c.sizes, "-")), function()
+        local dtype = c.dtype
+        local function make()
+          return nn.mlp{sizes = c.sizes, act = c.act, out = c.out, loss = c.loss, rule = c.rule,
+                        params = {eta = 0.2}, gen = nm.generator(4), dtype = dtype,
+                        bias = c.bias, check_every = 20}
+        end
+        local fast, general = make(), make()
+        general.fused = false
+        local g = nm.generator(9)
+        local n0, nL, N = c.sizes[1], c.sizes[#c.sizes], 64
+        local X = nm.randn(g, N, n0, dtype)
+        local X64 = nm.randn(g, N, n0, "float64")
+        local Xt = nm.randn(g, n0, N, dtype)       -- its transpose: not contiguous
+        local T = onehot(N, nL, 3, dtype)
+        local T64 = onehot(N, nL, 5, "float64")
+        local first, step = 1, 0
+        for _, B in ipairs{7, 13, 1, 2, 7, 5, 13, 3, 7, 5} do
+          step = step + 1
+          local x = step % 3 == 0 and X64:narrow(1, first, B) or
+                    step % 4 == 0 and Xt:narrow(2, first, B):t() or X:narrow(1, first, B)
+          local t = step % 2 == 0 and T64:narrow(1, first, B) or T:narrow(1, first, B)
+          if step == 5 then anneal_and_freeze(fast, general) end
+          fast:train_batch(x, t)
+          general:train_batch(x, t)
+          same_as_twin(fast, general, "after batch " .. step)
+          -- the input as the general path binds it: in place, or copied into X
+          local bf, bg = fast.cur, general.cur
+          assert.equal(0, (bf.Y[0] - bg.Y[0]):abs():max())
+          assert.equal(bg.Y[0] == x, bf.Y[0] == x)
+          assert.equal(bf.Y[0], bf.q[1].pre)
+          first = first + B
+        end
+        for _, B in ipairs{7, 13, 2, 5, 3} do
+          assert.is_table(fast.fused[B], "the batch step of " .. B .. " rows ran")
+        end
+        assert.is_true(fast.conns[1].W:all_finite())
+      end)
+    end
+
+    it("train_batch in one call: masks fall back, shapes and shared memory decline", function()
+      local g = nm.generator(3)
+      local function make(masked)
+        return nn.mlp{sizes = {6, 6, 3}, gen = nm.generator(1), rule = "backprop",
+                      masks = masked and {nm.zeros(6, 6):bernoulli(nm.generator(2), 0.5)}}
+      end
+      -- a masked network: the one-sample step serves, the batch step does not
+      local net, twin = make(true), make(true)
+      twin.fused = false
+      local X, T = nm.randn(g, 5, 6), onehot(5, 3, 1, "float32")
+      for _ = 1, 3 do
+        net:train_batch(X, T)
+        twin:train_batch(X, T)
+        net:train_batch(X:row(2), T:row(2))
+        twin:train_batch(X:row(2), T:row(2))
+      end
+      assert.is_false(net.fused[5])
+      assert.is_table(net.fused[1])
+      for l = 1, 2 do assert.equal(0, (net.conns[l].W - twin.conns[l].W):abs():max()) end
+      -- shapes that do not fit: the general path's errors, as before
+      net = make()
+      net:train_batch(X, T)
+      local step = net.fused[5].step
+      assert.is_true(step:run(X, T, 0.1, 0.1))
+      assert.has_error(function() net:train_batch(X, onehot(5, 4, 1, "float32")) end,
+        "nn: targets [5 x 4] do not fit the output [5 x 3]")
+      assert.has_error(function() net:train_batch(X, onehot(4, 3, 1, "float32")) end,
+        "nn: targets [4 x 3] do not fit the output [5 x 3]")
+      assert.has_error(function() net:train_batch(nm.zeros(5, 7), T) end,
+        "nn: input of size [5 x 7] does not fit the input layer (6 units): expected [B x 6] or [6]")
+      assert.is_false(step:run(nm.zeros(4, 6), T, 0.1, 0.1))      -- not B rows
+      assert.is_false(step:run(X, nm.zeros(5, 4), 0.1, 0.1))
+      assert.is_false(step:run(X:row(1), T, 0.1, 0.1))
+      -- inputs or targets that share memory with the network: the general way
+      local bs = net.fused[5].bs
+      assert.is_false(step:run(bs.A[1], T, 0.1, 0.1))
+      assert.is_false(step:run(X, bs.E[2], 0.1, 0.1))
+      assert.is_true(step:run(bs.X, bs.T, 0.1, 0.1))             -- its own buffers are fine
+      assert.truthy(tostring(step):find("batch 5", 1, true))
+      bs.E[1]:close()
+      assert.has_error(function() step:run(X, T, 0.1, 0.1) end,
+        "mlp_step: a tensor of the network was closed")
+      -- batch buffers refuse views, masks, and need ones with biases
+      net = make()
+      bs = net:buffers(4)
+      local function spec(over)
+        local layers = {}
+        for l = 1, 2 do
+          layers[l] = {W = net.conns[l].W, b = net.conns[l].b, A = bs.A[l], Y = bs.Y[l],
+                       E = bs.E[l], act = l == 1 and "relu" or "softmax"}
+        end
+        layers[1].Mt = net.conns[2].W:t()
+        local s = {X = bs.X, T = bs.T, ones = bs.ones, layers = layers}
+        over(s)
+        return s
+      end
+      assert.has_no_error(function() nm.kernels.mlp_step(spec(function() end)) end)
+      for _, b in ipairs{
+        {function(s) s.ones = nil end, "ones must be [B]"},
+        {function(s) s.ones = nm.ones(3) end, "ones must be [B]"},
+        {function(s) s.x1 = bs.X:row(1) end, "without a view"},
+        {function(s) s.layers[1].a1 = bs.A[1]:row(1) end, "without views"},
+        {function(s) s.layers[1].mask = nm.ones(6, 6) end, "takes no masks"},
+        {function(s) s.T = nm.zeros(3, 3) end, "target buffer must be [B x n_L]"},
+      } do
+        local ok, err = pcall(nm.kernels.mlp_step, spec(b[1]))
+        assert.is_false(ok)
+        assert.truthy(tostring(err):find(b[2], 1, true), tostring(err))
+      end
+    end)
+
+    it("train_batch in one call: non-finite weights stop at the same update", function()
+      for _, keep_going in ipairs{false, true} do
+        local function make()
+          return nn.mlp{sizes = {8, 6, 3}, gen = nm.generator(1), rule = "fa",
+                        check_every = 20, keep_going = keep_going}
+        end
+        local fast, general = make(), make()
+        general.fused = false
+        local g = nm.generator(5)
+        local X, T = nm.randn(g, 7, 8), onehot(7, 3, 2, "float32")
+        local out = {}
+        for i, net in ipairs{fast, general} do
+          local ok, err = pcall(function()
+            for k = 1, 12 do
+              if k == 5 then net.conns[2].W:set(2, 3, 0 / 0) end
+              net:train_batch(X, T)
+            end
+          end)
+          out[i] = {ok = ok, err = err, updates = net.updates, nonfinite = net.nonfinite}
+        end
+        assert.is_table(fast.fused[7])
+        assert.same(out[2], out[1])
+        if keep_going then
+          assert.equal(12, out[1].updates)
+          assert.truthy(tostring(out[1].nonfinite):find("non-finite between updates 4 and 6", 1, true))
+        else
+          assert.is_false(out[1].ok)
+          assert.equal(6, out[1].updates)
+          assert.equal("nn: rule 'fa' made the weights of connection W1 non-finite between " ..
+                       "updates 4 and 6", out[1].err)
+        end
+      end
+    end)
 
     it("train_online checks its rows; run_rows declines what does not fit", function()
       local net = nn.mlp{sizes = {4, 3, 2}, gen = nm.generator(1), rule = "fa"}
@@ -508,7 +676,7 @@ describe("nn.mlp", function()
       assert.equal(0, net.updates)
       net:train_online(X, T)
       assert.equal(5, net.updates)
-      local step = net.online.step
+      local step = net.fused[1].step
       assert.is_false(step:run_rows(X, T, 5, 2, 0.1, 0.1))          -- past the last row
       assert.is_false(step:run_rows(X, T, math.maxinteger - 1, 3, 0.1, 0.1))
       assert.is_false(step:run_rows(X, T, 2, math.maxinteger, 0.1, 0.1))
@@ -517,11 +685,174 @@ describe("nn.mlp", function()
       assert.is_true(step:run_rows(X, T, 1, 5, 0.1, false))
     end)
 
+    -- train_online through an epoch's order (data.batches's
+    -- Batches:epoch_order(), the draw Batches:epoch makes): the bits of
+    -- data.batches at batch size 1 + train_batch with the same generator
+    -- seed, on a twin on the general path (online = false); weights,
+    -- biases, buffers, counters and the generator's next draw. Two epochs,
+    -- the second in two calls (first/count, as a resumed run takes it) with
+    -- a layer frozen in between; stretches end at the checks (check_every 7).
+    local data = require "nm.data"
+    for _, c in ipairs {
+      {rule = "fa", act = {"softplus", beta = 10}, sizes = {37, 21, 16, 17, 5}, dtype = "float32"},
+      {rule = "backprop", act = "tanh", sizes = {50, 33, 3, 10}, dtype = "float64"},
+      {rule = "dfa", act = "relu", out = "identity", loss = "mse", sizes = {19, 15, 64, 4},
+       dtype = "float32", bias = false, eta = 0.01},
+      {rule = "fa", act = "sigmoid", sizes = {20, 17, 6}, dtype = "float64", xdtype = "float32"},
+      {rule = "backprop", act = "relu", masks = true, sizes = {12, 9, 5}, dtype = "float32"},
+    } do
+      it(string.format("train_online through a shuffled order: %s, %s, %s%s", c.rule, c.dtype,
+                       table.concat(c.sizes, "-"), c.masks and ", masked (row by row)" or ""),
+         function()
+        local dtype = c.dtype
+        local function make()
+          local g = nm.generator(4)
+          local masks
+          if c.masks then masks = {nm.zeros(c.sizes[2], c.sizes[1], dtype):bernoulli(g, 0.6)} end
+          return nn.mlp{sizes = c.sizes, act = c.act, out = c.out, loss = c.loss, rule = c.rule,
+                        params = {eta = c.eta or 0.2}, gen = g, dtype = dtype, bias = c.bias,
+                        masks = masks, init = "xavier", check_every = 7}
+        end
+        local fast, general = make(), make()
+        general.fused = false
+        local g = nm.generator(9)
+        local n0, nL, N = c.sizes[1], c.sizes[#c.sizes], 37
+        local split = {X = nm.randn(g, N, n0, c.xdtype or "float64"), Y = onehot(N, nL, 3, dtype)}
+        local bf_, bg_ = data.batches(split, 1, {seed = 21}), data.batches(split, 1, {seed = 21})
+        local mid = 16
+        for epoch = 1, 2 do
+          local order = bf_:epoch_order()
+          if epoch == 1 then
+            fast:train_online(split.X, split.Y, {order = order})
+          else
+            fast:train_online(split.X, split.Y, {order = order, first = 1, count = mid})
+            fast.conns[2].plastic = false
+            fast:train_online(split.X, split.Y, {order = order, first = mid + 1})
+          end
+          local k = 0
+          for b in bg_:epoch() do
+            k = k + 1
+            if epoch == 2 and k == mid + 1 then general.conns[2].plastic = false end
+            general:train_batch(b.X, b.Y)
+          end
+        end
+        assert.equal(2 * N, fast.updates)
+        assert.equal(general.updates, fast.updates)
+        assert.equal(general.checked, fast.checked)
+        assert.equal(general.unchecked, fast.unchecked)
+        assert.equal(bg_.epochs, bf_.epochs)
+        assert.equal(bg_.generator:integer(1, 1 << 40), bf_.generator:integer(1, 1 << 40))
+        local bf, bg = fast.cur, general.cur
+        for l = 1, fast.L do
+          local cf, cg = fast.conns[l], general.conns[l]
+          assert.equal(0, (cf.W - cg.W):abs():max(), "W" .. l)
+          if cf.b then assert.equal(0, (cf.b - cg.b):abs():max(), "b" .. l) end
+          for _, k in ipairs{"A", "Y", "E"} do
+            assert.equal(0, (bf[k][l] - bg[k][l]):abs():max(), k .. l)
+          end
+        end
+        assert.is_true(fast.conns[1].W:all_finite())
+        -- the order was taken: the last sample is the epoch's last row, not row N
+        local last = bf_.perm[N]
+        assert.is_true(last ~= N)
+        local x = split.X:narrow(1, last, 1):cast(dtype)
+        assert.equal(0, (bf.X - x):abs():max())
+        if c.masks then assert.is_false(fast.fused[1].step:run_order(split.X, split.Y, {1}, 1, 1,
+                                                                  0.1, 0.1))
+        else assert.is_table(fast.fused[1]) end
+      end)
+    end
+
+    it("train_online checks its order; run_order reads it as index_rows", function()
+      local net = nn.mlp{sizes = {4, 3, 2}, gen = nm.generator(1), rule = "fa"}
+      local X, T = nm.zeros(5, 4), nm.zeros(6, 2)
+      local function err(o, msg)
+        local ok, e = pcall(net.train_online, net, X, T, o)
+        assert.is_false(ok)
+        assert.equal(msg, e)
+      end
+      err({order = 3}, "nn: train_online: opts.order must be a list of row numbers")
+      err({order = {1, 2, 6}},
+          "nn: train_online: order[3] = 6 is not a row of X [5 x 4] and T [6 x 2]")
+      err({order = {1, 0}}, "nn: train_online: order[2] = 0 is not a row of X [5 x 4] and T [6 x 2]")
+      err({order = {1, 2.5}},
+          "nn: train_online: order[2] = 2.5 is not a row of X [5 x 4] and T [6 x 2]")
+      err({order = {1, 2}, first = 2, count = 2},
+          "nn: train_online: positions 2 .. 3 are not in the order (2 rows)")
+      err({order = {1, 2}, first = 4}, "nn: train_online: positions 4 .. 2 are not in the order (2 rows)")
+      err({order = {1, 2}, first = math.maxinteger, count = 3},
+          "nn: train_online: positions 9223372036854775807 .. -9223372036854775807 are not in " ..
+          "the order (2 rows)")
+      assert.equal(0, net.updates)                   -- nothing trained before the check
+      net:train_online(X, T, {order = {1, 2, 0}, first = 1, count = 2})   -- only those used
+      net:train_online(X, T, {order = {5, 4, 3}, first = 3, count = 0})
+      net:train_online(X, T, {order = {}})
+      assert.equal(2, net.updates)
+      local step = net.fused[1].step
+      local e = {0.1, 0.1}
+      local function bad(msg, ...)
+        local ok, m = pcall(step.run_order, step, ...)
+        assert.is_false(ok)
+        assert.truthy(tostring(m):find(msg, 1, true), tostring(m))
+      end
+      bad("index 6 at position 2 out of range [1, 5]", X, T, {1, 6}, 1, 2, 0.1, 0.1)
+      bad("index 0 at position 1 out of range [1, 5]", X, T, {0}, 1, 1, 0.1, 0.1)
+      bad("index at position 2 is not an integer", X, T, {1, "x"}, 1, 2, 0.1, 0.1)
+      bad("2 rows from position 2 need more than the 2 indices", X, T, {1, 2}, 2, 2, 0.1, 0.1)
+      bad("2 rows from position 0 need more", X, T, {1, 2}, 0, 2, 0.1, 0.1)
+      bad("table expected", X, T, nm.ones(2), 1, 2, 0.1, 0.1)
+      assert.is_false(step:run_order(X:t(), T, {1}, 1, 1, 0.1, 0.1))   -- not n_0 wide
+      assert.is_false(step:run_order(net.cur.X, T, {1}, 1, 1, 0.1, 0.1))
+      assert.is_false(step:run_order(X, T, {1}, 1, -1, 0.1, 0.1))
+      assert.equal(2, net.updates)
+      assert.is_true(step:run_order(X, T, {5, 1, 5}, 1, 3, table.unpack(e)))
+      -- no allocation once the stretch's index scratch is there
+      local order = {}
+      for i = 1, 64 do order[i] = (i * 3) % 5 + 1 end
+      local opts = {order = order}
+      assert.equal(0, allocated(function() net:train_online(X, T, opts) end, 5))
+      -- a list read through its metamethods, as index_rows reads one
+      local sly = setmetatable({}, {__len = function() return 2 end,
+                                   __index = function(_, i) return i end})
+      assert.is_true(step:run_order(X, T, sly, 1, 2, 0.1, 0.1))
+    end)
+
+    it("train_online through an order keeps the finiteness checks and their messages", function()
+      local function make(keep)
+        return nn.mlp{sizes = {6, 5, 4}, act = "identity", out = "identity", loss = "mse",
+                      rule = "backprop", params = {eta = 1e18}, gen = nm.generator(3),
+                      check_every = 5, keep_going = keep}
+      end
+      local g = nm.generator(2)
+      local split = {X = nm.randn(g, 30, 6), Y = nm.randn(g, 30, 4)}
+      local msgs = {}
+      for i, way in ipairs{"order", "batches"} do
+        local net, b = make(false), data.batches(split, 1, {seed = 5})
+        local ok, e = pcall(function()
+          if way == "order" then net:train_online(split.X, split.Y, {order = b:epoch_order()})
+          else for bt in b:epoch() do net:train_batch(bt.X, bt.Y) end end
+        end)
+        assert.is_false(ok)
+        msgs[i] = e
+        local going = make(true)
+        b = data.batches(split, 1, {seed = 5})
+        if way == "order" then going:train_online(split.X, split.Y, {order = b:epoch_order()})
+        else for bt in b:epoch() do going:train_batch(bt.X, bt.Y) end end
+        msgs[i + 2] = going.nonfinite
+        assert.equal(30, going.updates)
+      end
+      assert.truthy(msgs[1]:find("^nn: rule 'backprop' made the weights of connection W%d " ..
+                                 "non%-finite between updates %d+ and %d+$"), msgs[1])
+      assert.equal(msgs[2], msgs[1])
+      assert.equal(msgs[4], msgs[3])
+      assert.equal(msgs[1], msgs[3])
+    end)
+
     it("nm.kernels.mlp_step refuses operands that do not fit, and closed tensors", function()
       local net = nn.mlp{sizes = {4, 3, 2}, gen = nm.generator(1), rule = "fa"}
       local x, t = nm.zeros(4), nm.zeros(2)
       net:train_batch(x, t)
-      local step = net.online.step
+      local step = net.fused[1].step
       assert.is_false(step:run(nm.zeros(5), t, 0.1, 0.1))    -- not one sample of n_0
       assert.is_false(step:run(nm.zeros(2, 4), t, 0.1, 0.1))
       assert.is_false(step:run(x, nm.zeros(3), 0.1, 0.1))
@@ -682,6 +1013,34 @@ describe("experiments/baselines.lua", function()
       assert.equal(c.test_accuracy, rb.final.cells[i].test_accuracy)
     end
     os.execute(string.format("rm -rf %q %q %q", a, b, tmp .. ".log"))
+  end)
+
+  -- --batch 1 trains through net:train_online in stretches that end at the
+  -- evaluations, checkpoints and --stop-after: a run stopped and resumed
+  -- part way through an epoch ends as an uninterrupted one; plain SGD
+  -- takes the fused path, Adam row by row.
+  it("--batch 1 resumes after SIGTERM to the same metrics and weights", function()
+    local common = "--quick --dataset mnist-subset --arch 32 --rules bp,fa --epochs 2 " ..
+                   "--train-subset 300 --test-subset 100 --probe 50 --no-plot --batch 1 " ..
+                   "--eval-every 120 --checkpoint-every 50 --stop-after 333"
+    for _, optim_ in ipairs{"--optim sgd --lr 0.01", "--optim adam"} do
+      local c = common .. " " .. optim_
+      local a, b = tmp .. "-a", tmp .. "-b"
+      assert.equal(0, run(c:gsub("%-%-stop%-after 333", "--stop-after 100000") .. " --out " .. a))
+      assert.equal(143, run(c .. " --out " .. b))
+      assert.equal(0, run(c .. " --resume --out " .. b))
+      local ra, rb = json.read_file(a .. "/results.json"), json.read_file(b .. "/results.json")
+      assert.equal(1, rb.resumed)
+      local r = rows(a)
+      assert.equal(2 * (1 + 2 * 3), #r)         -- per cell: step 0, then 120, 240, 300 per epoch
+      assert.equal(540, r[6].step)
+      assert.equal(600, r[7].step)
+      assert.same(r, rows(b))
+      for i, cell in ipairs(ra.final.cells) do
+        assert.equal(cell.weights_crc32, rb.final.cells[i].weights_crc32)
+      end
+      os.execute(string.format("rm -rf %q %q %q", a, b, tmp .. ".log"))
+    end
   end)
 
   -- A rule file of the user's: a copy of fa.lua under another name must

@@ -50,10 +50,11 @@ local function mc_handle()
   return mc_module.new{sizes = {3, 4, 2}, gen = gen()}:handle()
 end
 
--- A small MLP after one one-sample step (its .online.step: an MLPStep).
-local function mlp_net()
+-- A small MLP after one one-sample step (its .fused[1].step: an MLPStep),
+-- or (batch) after one step on a batch of 3 rows (its .fused[3].step).
+local function mlp_net(batch)
   local net = require("nm.nn").mlp{sizes = {4, 3, 2}, gen = gen(), rule = "fa"}
-  net:train_batch(T(4), T(2))
+  if batch then net:train_batch(T(3, 4), T(3, 2)) else net:train_batch(T(4), T(2)) end
   return net
 end
 
@@ -142,7 +143,7 @@ collect("Tensor.", nm.Tensor)
 collect("Generator.", nm.Generator)
 local OBJECTS = {
   Tensor = T(2, 3), Generator = gen(), NKModel = nk_model(), NKNet = nk_net(),
-  MotifNet = motif(), Microcircuit = mc_handle(), MLPStep = mlp_net().online.step,
+  MotifNet = motif(), Microcircuit = mc_handle(), MLPStep = mlp_net().fused[1].step,
   Gather = nm.gather(4),
 }
 for kind, obj in pairs(OBJECTS) do
@@ -371,17 +372,20 @@ end
 base("nm.kernels.microcircuit", function() return {mc_spec()} end)
 -- The one-sample MLP step: the spec table nn.lua builds, captured, and
 -- the step object it made (mlp_net, above).
-local function mlp_spec()
+local function mlp_spec(batch)
   local real, captured = nm.kernels.mlp_step, nil
   nm.kernels.mlp_step = function(s) captured = s; return real(s) end
-  local ok, err = pcall(mlp_net)
+  local ok, err = pcall(mlp_net, batch)
   nm.kernels.mlp_step = real
   assert(ok, err)
   return captured
 end
-base("nm.kernels.mlp_step", function() return {mlp_spec()} end)
-base("MLPStep.run", function() return {mlp_net().online.step, T(4), T(1, 2), 0.1, false} end)
-base("MLPStep.run_rows", function() return {mlp_net().online.step, T(3, 4), T(3, 2), 1, 3, 0.1, false} end)
+base("nm.kernels.mlp_step", function() return {mlp_spec()} end,
+     function() return {mlp_spec(true)} end)
+base("MLPStep.run", function() return {mlp_net().fused[1].step, T(4), T(1, 2), 0.1, false} end,
+     function() return {mlp_net(true).fused[3].step, T(3, 4), D(3, 2), 0.1, false} end)
+base("MLPStep.run_rows", function() return {mlp_net().fused[1].step, T(3, 4), T(3, 2), 1, 3, 0.1, false} end)
+base("MLPStep.run_order", function() return {mlp_net().fused[1].step, T(3, 4), T(3, 2), {3, 1, 2}, 1, 3, 0.1, false} end)
 base("nm.gather", function() return {4} end)
 base("Gather.start", function() return {nm.gather(4), {3, 1, 2}, 1, T(2, 3), T(3, 3)} end,
      function() return {nm.gather(4), nm.tensor({3, 1, 2}, "float64"), 2, T(2, 3), T(3, 3), D(2, 1), D(3, 1)} end)
@@ -479,7 +483,7 @@ local function bases_of(name)
   if kind == "NKNet" then return {function() return {nk_net()} end} end
   if kind == "MotifNet" then return {function() return {motif()} end} end
   if kind == "Microcircuit" then return {function() return {mc_handle()} end} end
-  if kind == "MLPStep" then return {function() return {mlp_net().online.step} end} end
+  if kind == "MLPStep" then return {function() return {mlp_net().fused[1].step} end} end
   if kind == "Gather" then return {function() return {nm.gather(4)} end} end
   return {function() return {} end}
 end

@@ -370,6 +370,20 @@ describe("a diverging run", function()
     assert.equal("failed", json.read_file(tmp .. "/nf/results.json").status)
     assert.equal(1, count_lines(tmp .. "/nf/metrics.jsonl"))
   end)
+
+  it("run:poll_due names the next step run:poll acts on: a checkpoint or --stop-after", function()
+    local opts = cli.try_parse({"--out", tmp .. "/due"}, {name = "inproc"})
+    local r = results.open(opts, {quiet = true, checkpoint_every = 50, stop_after = 333})
+    local want = {[0] = 50, [49] = 50, [50] = 100, [300] = 333, [332] = 333, [333] = 350,
+                  [1000] = 1050}
+    for step, due in pairs(want) do assert.equal(due, r:poll_due(step), step) end
+    r.checkpoint_every = 0
+    assert.equal(333, r:poll_due(10))
+    assert.is_nil(r:poll_due(333))
+    r.stop_after = nil
+    assert.is_nil(r:poll_due(0))
+    r:close()
+  end)
 end)
 
 describe("writes", function()

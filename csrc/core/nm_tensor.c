@@ -133,7 +133,20 @@ typedef struct rows_job {
   int64_t dst_row, count, parts;
   const int64_t *idx;
   size_t row_bytes;              /* a source row's bytes when contiguous, else 0 */
+  int direct;                    /* rows of one dtype and length, both contiguous: memmove */
 } rows_job;
+
+/* The elements after the first dimension of t, and whether they are
+** contiguous. */
+static int64_t row_elems(const nm_tensor *t, int *packed) {
+  int64_t row = 1;
+  *packed = 1;
+  for (int d = t->ndim - 1; d >= 1; d--) {
+    if (t->size[d] != 1 && t->stride[d] != row) *packed = 0;
+    row *= t->size[d];
+  }
+  return row;
+}
 
 /* Asks for the cache lines of source row `row` (when its bytes are
 ** contiguous). The rows of a shuffled epoch lie anywhere in the source:
@@ -153,21 +166,25 @@ static void rows_part(void *ctx, int64_t part) {
   for (int64_t i = lo; i < hi && i < lo + 2; i++) prefetch_row(j, j->idx[i]);
   for (int64_t i = lo; i < hi; i++) {
     if (i + 2 < hi) prefetch_row(j, j->idx[i + 2]);
-    nm_copy_row(j->dst, j->dst_row + i, j->src, j->idx[i]);
+    if (j->direct) {           /* the bytes nm_copy_row's nm_copy moves, without its checks */
+      size_t es = nm_dtype_size(j->src->dtype);
+      memmove((char *)j->dst->data + (size_t)((j->dst_row + i) * j->dst->stride[0]) * es,
+              (const char *)j->src->data + (size_t)(j->idx[i] * j->src->stride[0]) * es,
+              j->row_bytes);
+    } else {
+      nm_copy_row(j->dst, j->dst_row + i, j->src, j->idx[i]);
+    }
   }
 }
 
 void nm_copy_rows(const nm_tensor *dst, int64_t dst_row, const nm_tensor *src,
                   const int64_t *idx, int64_t count) {
-  rows_job j = {dst, src, dst_row, count, 1, idx, 0};
-  int64_t row = 1, span = 1;
-  int packed = 1;                /* the dimensions after the first are contiguous */
-  for (int d = src->ndim - 1; d >= 1; d--) {
-    if (src->size[d] != 1 && src->stride[d] != span) packed = 0;
-    span *= src->size[d];
-    row *= src->size[d];
-  }
+  rows_job j = {dst, src, dst_row, count, 1, idx, 0, 0};
+  int packed, dst_packed;        /* the dimensions after the first are contiguous */
+  int64_t row = row_elems(src, &packed), dst_row_n = row_elems(dst, &dst_packed);
   if (packed && src->ndim >= 1) j.row_bytes = (size_t)row * nm_dtype_size(src->dtype);
+  j.direct = j.row_bytes > 0 && dst->ndim >= 1 && dst_packed && dst_row_n == row &&
+             dst->dtype == src->dtype;
   if (count >= 2 && row * count >= 2 * NM_PAR_ELEMS) {
     j.parts = row * count / NM_PAR_ELEMS;
     if (j.parts > NM_PAR_PARTS) j.parts = NM_PAR_PARTS;

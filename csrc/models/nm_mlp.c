@@ -1,6 +1,6 @@
 /*
-** nm_mlp.c: one training step of a layered network on one sample (see
-** nm_mlp.h): the sequence of nn.lua's one-sample step over the core
+** nm_mlp.c: one training step of a layered network on one sample or one
+** minibatch (see nm_mlp.h): the sequence of nn.lua's step over the core
 ** kernels, without the interpreter between them.
 */
 #include <math.h>
@@ -11,8 +11,9 @@
 #include "nm_matvec.h"
 #include "nm_plastic.h"
 
-static int is_row(const nm_tensor *t, int64_t n) {
-  return t != NULL && t->ndim == 2 && t->size[0] == 1 && t->size[1] == n && nm_is_contiguous(t);
+/* [B x n], contiguous. */
+static int is_rows(const nm_tensor *t, int64_t B, int64_t n) {
+  return t != NULL && t->ndim == 2 && t->size[0] == B && t->size[1] == n && nm_is_contiguous(t);
 }
 static int is_vec(const nm_tensor *t, int64_t n) {
   return t != NULL && t->ndim == 1 && t->size[0] == n && nm_is_contiguous(t);
@@ -22,14 +23,30 @@ static int one_sample(const nm_tensor *t, int64_t n) {
   return (t->ndim == 1 && t->size[0] == n) ||
          (t->ndim == 2 && t->size[0] == 1 && t->size[1] == n);
 }
+/* A buffer of B rows with its 1-D view (B = 1) or without one (B > 1). */
+static int buffer_ok(const nm_tensor *t, const nm_tensor *view, int64_t B, int64_t n) {
+  if (!is_rows(t, B, n)) return 0;
+  if (B > 1) return view == NULL;
+  return is_vec(view, n) && view->data == t->data;
+}
+/* The header of t transposed (W^T for the forward product, M from Mt). */
+static nm_tensor transposed(const nm_tensor *t) {
+  nm_tensor u = *t;
+  nm_view_transpose(&u, 0, 1);
+  return u;
+}
 
 const char *nm_mlp_check(const nm_mlp *net) {
   if (net->L < 1) return "no layers";
   if (net->loss != NM_MLP_XENT && net->loss != NM_MLP_MSE) return "unknown loss";
   nm_dtype dt = net->X->dtype;
+  int64_t B = net->X->ndim == 2 ? net->X->size[0] : -1;
   int64_t n0 = net->X->ndim == 2 ? net->X->size[1] : -1;
-  if (!is_row(net->X, n0) || !is_vec(net->x1, n0) || net->x1->data != net->X->data)
-    return "input buffers must be [1 x n_0] with their [n_0] view";
+  if (B < 1) return "input buffer must be [B x n_0] with B >= 1";
+  if (!buffer_ok(net->X, net->x1, B, n0))
+    return B == 1 ? "input buffers must be [1 x n_0] with their [n_0] view"
+                  : "input buffer must be [B x n_0] without a view";
+  int biased = 0;
   int64_t prev = n0;
   for (int l = 0; l < net->L; l++) {
     const nm_mlp_layer *ly = &net->layer[l];
@@ -42,12 +59,16 @@ const char *nm_mlp_check(const nm_mlp *net) {
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
       if (all[i] != NULL && all[i]->dtype != dt) return "all operands must have one dtype";
     if (!nm_blas_compatible(ly->W)) return "weights need a unit stride";
+    nm_tensor Wt = transposed(ly->W);
+    if (B > 1 && !nm_blas_matrix_ok(&Wt)) return "weights must suit BLAS";
     if (ly->b != NULL && (ly->b->ndim != 1 || ly->b->size[0] != n)) return "bias must be [n_l]";
+    biased |= ly->b != NULL;
     if (ly->mask != NULL && !nm_same_shape(ly->mask, ly->W)) return "mask must be shaped like W";
-    if (!is_row(ly->A, n) || !is_row(ly->Y, n) || !is_row(ly->E, n) || !is_vec(ly->a1, n) ||
-        !is_vec(ly->y1, n) || !is_vec(ly->e1, n) || ly->a1->data != ly->A->data ||
-        ly->y1->data != ly->Y->data || ly->e1->data != ly->E->data)
-      return "layer buffers must be [1 x n_l] with their [n_l] views";
+    if (ly->mask != NULL && B > 1) return "a batch step takes no masks";
+    if (!buffer_ok(ly->A, ly->a1, B, n) || !buffer_ok(ly->Y, ly->y1, B, n) ||
+        !buffer_ok(ly->E, ly->e1, B, n))
+      return B == 1 ? "layer buffers must be [1 x n_l] with their [n_l] views"
+                    : "layer buffers must be [B x n_l] without views";
     if (ly->act < NM_ACT_IDENTITY || ly->act > NM_MLP_SOFTMAX) return "unknown activation";
     if (ly->act == NM_MLP_SOFTMAX && !last) return "softmax only on the output layer";
     if (ly->act == NM_ACT_SOFTPLUS && !(ly->beta > 0 && isfinite(ly->beta)))
@@ -55,8 +76,9 @@ const char *nm_mlp_check(const nm_mlp *net) {
     if (last) {
       if (net->loss == NM_MLP_XENT && ly->act != NM_MLP_SOFTMAX) return "xent needs softmax";
       if (net->loss == NM_MLP_MSE && ly->act == NM_MLP_SOFTMAX) return "mse with softmax";
-      if (!is_row(net->T, n) || !is_vec(net->t1, n) || net->t1->data != net->T->data)
-        return "target buffers must be [1 x n_L] with their [n_L] view";
+      if (!buffer_ok(net->T, net->t1, B, n))
+        return B == 1 ? "target buffers must be [1 x n_L] with their [n_L] view"
+                      : "target buffer must be [B x n_L] without a view";
       if (net->T->dtype != dt) return "all operands must have one dtype";
     } else {
       int64_t src = net->from_output ? net->layer[net->L - 1].W->size[0]
@@ -64,9 +86,13 @@ const char *nm_mlp_check(const nm_mlp *net) {
       if (ly->Mt == NULL || ly->Mt->ndim != 2 || ly->Mt->size[0] != n ||
           ly->Mt->size[1] != src || !nm_blas_compatible(ly->Mt))
         return "feedback matrix must be [n_l x n_src] with a unit stride";
+      nm_tensor M = transposed(ly->Mt);
+      if (B > 1 && !nm_blas_matrix_ok(&M)) return "feedback matrix must suit BLAS";
     }
     prev = n;
   }
+  if (net->ones != NULL && net->ones->dtype != dt) return "all operands must have one dtype";
+  if (B > 1 && biased && !is_vec(net->ones, B)) return "ones must be [B] (the bias product)";
   return NULL;
 }
 
@@ -86,9 +112,11 @@ static int activate(nm_mlp_layer *ly) {
   }
 }
 
-/* MLP:backward for target t (one sample), then nothing else. */
+/* MLP:backward for target t (one sample, or B > 1 rows: targets_of's
+** copy, then E_l = E_src M_l through the transpose of Mt), then nothing
+** else. */
 static int backward(const nm_mlp *net, const nm_tensor *t) {
-  int L = net->L;
+  int L = net->L, batch = net->X->size[0] > 1;
   nm_mlp_layer *out = &net->layer[L - 1];
   const nm_tensor *T = t;
   if (t->ndim == 1) {
@@ -103,28 +131,36 @@ static int backward(const nm_mlp *net, const nm_tensor *t) {
     TRY(nm_mul_dact(out->E, out->A, out->Y, out->act, out->beta));
   for (int l = L - 2; l >= 0; l--) {
     nm_mlp_layer *ly = &net->layer[l];
-    const nm_tensor *src = net->from_output ? out->e1 : net->layer[l + 1].e1;
-    TRY(nm_gemv(ly->e1, 1.0, ly->Mt, src, 0.0));
+    const nm_mlp_layer *src = net->from_output ? out : &net->layer[l + 1];
+    if (batch) {
+      nm_tensor M = transposed(ly->Mt);
+      TRY(nm_gemm(ly->E, 1.0, src->E, &M, 0.0));
+    } else {
+      TRY(nm_gemv(ly->e1, 1.0, ly->Mt, src->e1, 0.0));
+    }
     if (ly->act != NM_ACT_IDENTITY) TRY(nm_mul_dact(ly->E, ly->A, ly->Y, ly->act, ly->beta));
   }
   return NM_OK;
 }
 
-/* MLP:update: the fused delta rule, layer by layer (no scratch is needed
-** without a gate at one sample). */
-static int update(const nm_mlp *net, const double *eta, const int *learn) {
-  const nm_tensor *pre = net->X;
+/* MLP:update: the fused delta rule (alpha -eta/B), layer by layer, the
+** first layer's input `in` (no scratch is needed without a gate and, for
+** B > 1, without a mask). */
+static int update(const nm_mlp *net, const nm_tensor *in, const double *eta, const int *learn) {
+  double B = (double)net->X->size[0];
+  const nm_tensor *pre = in;
   for (int l = 0; l < net->L; l++) {
     nm_mlp_layer *ly = &net->layer[l];
     if (learn[l])
-      TRY(nm_plastic_outer(ly->W, -eta[l] / 1.0, ly->E, NULL, pre, ly->mask, ly->b, NULL));
+      TRY(nm_plastic_outer(ly->W, -eta[l] / B, ly->E, NULL, pre, ly->mask, ly->b, NULL));
     pre = ly->Y;
   }
   return NM_OK;
 }
 
-int nm_mlp_step(const nm_mlp *net, const nm_tensor *x, const nm_tensor *t, const double *eta,
-                const int *learn) {
+/* The step on one sample (nn.lua's path over the 1-D views). */
+static int sample_step(const nm_mlp *net, const nm_tensor *x, const nm_tensor *t,
+                       const double *eta, const int *learn) {
   int L = net->L;
   nm_mlp_layer *out = &net->layer[L - 1];
   if (!one_sample(x, net->X->size[1]) || !one_sample(t, out->W->size[0])) return NM_EINVAL;
@@ -139,7 +175,42 @@ int nm_mlp_step(const nm_mlp *net, const nm_tensor *x, const nm_tensor *t, const
     prev = ly->y1;
   }
   TRY(backward(net, t));
-  return update(net, eta, learn);
+  return update(net, net->X, eta, learn);
+}
+
+/* The step on a batch of B > 1 rows (nn.lua's 2-D path). */
+static int batch_step(const nm_mlp *net, const nm_tensor *x, const nm_tensor *t,
+                      const double *eta, const int *learn) {
+  int L = net->L;
+  nm_mlp_layer *out = &net->layer[L - 1];
+  int64_t B = net->X->size[0];
+  nm_dtype dt = net->X->dtype;
+  if (x->ndim != 2 || x->size[0] != B || x->size[1] != net->X->size[1] || t->ndim != 2 ||
+      t->size[0] != B || t->size[1] != out->W->size[0])
+    return NM_EINVAL;
+  /* MLP:forward: the input read in place, or copied as bind_input does */
+  const nm_tensor *in = x;
+  if (x->dtype != dt || !nm_is_contiguous(x)) {
+    TRY(nm_copy(net->X, x));
+    in = net->X;
+  }
+  const nm_tensor *prev = in;
+  for (int l = 0; l < L; l++) {
+    nm_mlp_layer *ly = &net->layer[l];
+    nm_tensor Wt = transposed(ly->W);
+    TRY(nm_gemm(ly->A, 1.0, prev, &Wt, 0.0));
+    if (ly->b != NULL) TRY(nm_ger(ly->A, 1.0, net->ones, ly->b));
+    TRY(activate(ly));
+    prev = ly->Y;
+  }
+  TRY(backward(net, t));
+  return update(net, in, eta, learn);
+}
+
+int nm_mlp_step(const nm_mlp *net, const nm_tensor *x, const nm_tensor *t, const double *eta,
+                const int *learn) {
+  if (net->X->size[0] == 1) return sample_step(net, x, t, eta, learn);
+  return batch_step(net, x, t, eta, learn);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -154,6 +225,7 @@ size_t nm_mlp_rows_scratch(const nm_mlp *net) {
 }
 
 int nm_mlp_rows_fit(const nm_mlp *net) {
+  if (net->X->size[0] != 1) return 0;
   for (int l = 0; l < net->L; l++) {
     const nm_tensor *W = net->layer[l].W;
     if (net->layer[l].mask != NULL || W->stride[1] != 1 ||
@@ -185,22 +257,32 @@ static void fused_layer(nm_mlp_layer *ly, double alpha, const void *u, const nm_
     nm_rank1_mv_f32(m, n, (float)alpha, ly->E->data, u, W->data, lda, v->data, ly->a1->data);
 }
 
+/* The rows first .. first + count - 1, or those listed at order[first ..]
+** (checked here, before any step runs), all in 0 .. rows - 1. */
+static int rows_in(int64_t rows, int64_t first, int64_t count, const int64_t *order) {
+  if (first < 0 || count < 0) return 0;
+  if (order == NULL) return first <= rows && count <= rows - first;
+  for (int64_t s = 0; s < count; s++)
+    if (order[first + s] < 0 || order[first + s] >= rows) return 0;
+  return 1;
+}
+
 int nm_mlp_rows(const nm_mlp *net, const nm_tensor *X, const nm_tensor *Tg, int64_t first,
-                int64_t count, const double *eta, const int *learn, void *scratch,
-                int64_t *done) {
+                int64_t count, const int64_t *order, const double *eta, const int *learn,
+                void *scratch, int64_t *done) {
   int L = net->L;
   nm_mlp_layer *out = &net->layer[L - 1];
   *done = 0;
   if (X->ndim != 2 || Tg->ndim != 2 || X->size[1] != net->X->size[1] ||
-      Tg->size[1] != out->W->size[0] || first < 0 || count < 0 || first > X->size[0] ||
-      count > X->size[0] - first || first > Tg->size[0] || count > Tg->size[0] - first ||
-      !nm_mlp_rows_fit(net))
+      Tg->size[1] != out->W->size[0] || !rows_in(X->size[0], first, count, order) ||
+      !rows_in(Tg->size[0], first, count, order) || !nm_mlp_rows_fit(net))
     return NM_EINVAL;
   if (count == 0) return NM_OK;
   size_t es = nm_dtype_size(net->X->dtype);
   int pending = 0;             /* the last step's update is not yet applied */
   for (int64_t s = 0; s < count; s++) {
-    nm_tensor x = row_of(X, first + s), t = row_of(Tg, first + s);
+    int64_t r = order != NULL ? order[first + s] : first + s;
+    nm_tensor x = row_of(X, r), t = row_of(Tg, r);
     /* forward, each learning layer's pending update fused with its product */
     TRY(nm_copy(net->X, &x));
     const nm_tensor *prev = net->x1;
@@ -230,6 +312,6 @@ int nm_mlp_rows(const nm_mlp *net, const nm_tensor *X, const nm_tensor *Tg, int6
   }
   /* the last update, as MLP:update applies it (its inputs are still in the
   ** buffers) */
-  TRY(update(net, eta, learn));
+  TRY(update(net, net->X, eta, learn));
   return nm_interrupted && *done < count ? NM_EINTR : NM_OK;
 }

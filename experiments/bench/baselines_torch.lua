@@ -5,7 +5,13 @@
 --     alignment (plain SGD, softmax cross-entropy);
 --   * online learning (batch 1) of the same network on the first
 --     --online-samples images, in order (neuromic: net:train_online, each
---     layer's update fused with the next sample's forward pass);
+--     layer's update fused with the next sample's forward pass); with
+--     --shuffle in a random order on both sides, as a shuffled epoch
+--     trains (neuromic: data.batches's Batches:epoch_order() and
+--     net:train_online(X, Y, {order = ...}); PyTorch: torch.randperm, each
+--     row gathered); with --per-sample neuromic takes data.batches at batch
+--     1 and net:train_batch per sample instead (shuffled or not: the path
+--     before train_online, for comparison);
 --   * online learning (batch 1) of a deep softplus network (--deep-sizes,
 --     784-170-130-100-70-47; softplus slope --deep-beta 10, Xavier-uniform
 --     weights and feedback matrices, zero biases, as the meta-plasticity
@@ -29,6 +35,7 @@
 -- setting with the faster wall clock counts, and both are printed.
 --
 --   ./neuromic experiments/bench/baselines_torch.lua [--threads 1] [--act sigmoid] [--quick]
+--   ./neuromic experiments/bench/baselines_torch.lua --jobs-run online,deep --shuffle
 
 local nm = require "neuromic"
 local cli = require "nm.cli"
@@ -61,6 +68,9 @@ local opts = cli.parse(arg, {
     {"repeats", "int", 3, "timed runs per job and side; the fastest counts", quick = 1, min = 1},
     {"python", "string", "/usr/bin/python3", "python with torch"},
     {"torch", "bool", true, "run the PyTorch side"},
+    {"shuffle", "bool", false, "online jobs: the samples in a shuffled order (both sides)"},
+    {"per-sample", "bool", false, "online jobs: neuromic trains by data.batches (batch 1) and " ..
+     "net:train_batch per sample instead of net:train_online"},
   },
 })
 
@@ -90,12 +100,16 @@ local function ours(job, rule)
   local net = nn.mlp{sizes = job.sizes, act = act, out = "softmax", loss = "xent",
                      rule = RULE[rule], params = {eta = job.lr}, gen = nm.generator(1),
                      init = job.init}
-  local batches = batch > 1 and data.batches(split, batch, {generator = nm.generator(2)})
+  local via_batches = batch > 1 or opts.per_sample
+  local batches = (via_batches or opts.shuffle) and
+                  data.batches(split, batch, {generator = nm.generator(2), shuffle = batch > 1 or opts.shuffle})
   collectgarbage("collect")
   local t0, c0 = nm.sys.clock(), os.clock()
-  if batches then
+  if via_batches then
     for b in batches:epoch() do net:train_batch(b.X, b.Y) end
-  else            -- online: the rows in order (as the PyTorch side), net:train_online
+  elseif batches then  -- online, shuffled: the epoch's order through net:train_online
+    net:train_online(X, Y, {order = batches:epoch_order()})
+  else                 -- online: the rows in order (as the PyTorch side), net:train_online
     net:train_online(X, Y)
   end
   local seconds, cpu = nm.sys.clock() - t0, os.clock() - c0
@@ -119,7 +133,8 @@ local function torch(job, rule, intra)
                                    "--batch", tostring(job.batch),
                                    "--samples", tostring(job.n), "--lr", format("%.17g", job.lr),
                                    "--beta", format("%.17g", job.beta or 1),
-                                   "--init", job.init or "pytorch", "--data", data.fashion_dir}
+                                   "--init", job.init or "pytorch", "--data", data.fashion_dir,
+                                   opts.shuffle and job.batch == 1 and "--shuffle" or nil}
   local line = out:match("(%b{})%s*$")
   local ok, res = pcall(json.decode, line or "")
   if not ok or type(res) ~= "table" then
@@ -160,15 +175,16 @@ print(format("neuromic %s vs PyTorch (CPU), %d thread%s, Fashion-MNIST, SGD lr %
              nm.version, opts.threads, opts.threads > 1 and "s" or "", opts.lr, opts.deep_lr))
 local rows, results = {}, {}
 local act_name = opts.act
+local online_how = (opts.shuffle and ", shuffled" or "") .. (opts.per_sample and ", per sample" or "")
 local jobs = {
   epoch = {name = format("epoch 784-256-10 %s, batch %d", act_name, opts.batch),
            batch = opts.batch, n = opts.samples, sizes = {784, 256, 10}, act = act_name,
            rules = opts.rules, lr = opts.lr},
-  online = {name = format("online 784-256-10 %s, batch 1", act_name), batch = 1,
+  online = {name = format("online 784-256-10 %s, batch 1%s", act_name, online_how), batch = 1,
             n = opts.online_samples, sizes = {784, 256, 10}, act = act_name, rules = opts.rules,
             lr = opts.lr},
-  deep = {name = format("online %s softplus%g, batch 1", table.concat(opts.deep_sizes, "-"),
-                        opts.deep_beta),
+  deep = {name = format("online %s softplus%g, batch 1%s", table.concat(opts.deep_sizes, "-"),
+                        opts.deep_beta, online_how),
           batch = 1, n = opts.deep_samples, sizes = opts.deep_sizes, act = "softplus",
           rules = opts.deep_rules, lr = opts.deep_lr, beta = opts.deep_beta, init = "xavier"},
 }
@@ -247,4 +263,5 @@ print(format("sgemm peak %.1f GFLOP/s (direct 1024^3, %d OpenBLAS thread%s; the 
              opts.threads > 1 and "s" or ""))
 print("x = PyTorch time / neuromic time (> 1: neuromic faster); %bound = the epoch's flops at " ..
       "the sgemm peak / neuromic's seconds (CPU time at 1 thread, wall clock at more)")
-print("json " .. json.encode({threads = opts.threads, sgemm_peak_gflops = peak, rows = rows}))
+print("json " .. json.encode({threads = opts.threads, shuffle = opts.shuffle, per_sample = opts.per_sample,
+                             sgemm_peak_gflops = peak, rows = rows}))

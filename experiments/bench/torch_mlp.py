@@ -53,6 +53,9 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--data", default="/usr/share/datasets/fashion-mnist")
     ap.add_argument("--repeats", type=int, default=1, help="timed runs; the fastest counts")
+    ap.add_argument("--shuffle", action="store_true",
+                    help="batch 1: the samples in a random order (torch.randperm), each row "
+                         "gathered as a minibatch's rows are; default: in order, row views")
     a = ap.parse_args()
 
     try:
@@ -94,7 +97,11 @@ def main():
     act = {"relu": torch.relu, "sigmoid": torch.sigmoid,
            "softplus": lambda h: torch.nn.functional.softplus(h, beta=a.beta)}[a.act]
     lossf = torch.nn.CrossEntropyLoss()
-    perm = torch.randperm(X.shape[0])[:n] if a.batch > 1 else torch.arange(n)
+    gathered = a.batch > 1 or a.shuffle
+    if a.batch > 1:
+        perm = torch.randperm(X.shape[0])[:n]
+    else:
+        perm = torch.randperm(n) if a.shuffle else torch.arange(n)
     best, best_cpu, acc = float("inf"), float("inf"), None
     for _ in range(max(a.repeats, 1)):
         layers = [torch.nn.Linear(sizes[l], sizes[l + 1]) for l in range(len(sizes) - 1)]
@@ -119,7 +126,7 @@ def main():
         t0, c0 = time.perf_counter(), time.process_time()
         for i in range(0, n, a.batch):
             idx = perm[i:i + a.batch]
-            xb, yb = (X[idx], y[idx]) if a.batch > 1 else (X[i:i + 1], y[i:i + 1])
+            xb, yb = (X[idx], y[idx]) if gathered else (X[i:i + 1], y[i:i + 1])
             opt.zero_grad(set_to_none=True)
             loss = lossf(forward(xb), yb)
             loss.backward()

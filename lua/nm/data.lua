@@ -635,6 +635,22 @@ end
 
 local unpack = table.unpack
 
+-- The next epoch's order without its batches: the split's rows (1-based)
+-- in the order Batches:epoch serves them, drawn as it draws it (from the
+-- identity, shuffled when enabled: the same draws from the generator, and
+-- epochs + 1), so an epoch of batch size 1 can be trained on the split
+-- directly, net:train_online(split.X, split.Y, {order = b:epoch_order()}),
+-- with the results of the batches. The list is self.perm, overwritten by
+-- the next epoch. Allocates nothing.
+function Batches:epoch_order()
+  local perm = self.perm
+  if self.gather then self.gather:wait() end -- an epoch left before its end may have one running
+  for i = 1, self.n do perm[i] = i end
+  if self.shuffle then shuffle(self.generator, perm) end
+  self.epochs = self.epochs + 1
+  return perm
+end
+
 -- Iterator over one epoch: shuffles (when enabled) starting from the
 -- identity, so an epoch's order depends only on the generator's state at
 -- its start (save g:state() before an epoch to resume it); skip > 0 passes
@@ -644,12 +660,8 @@ local unpack = table.unpack
 -- number), b.first (position in the epoch order). The batches are the
 -- same with and without prefetch, for any thread count. Allocates nothing.
 function Batches:epoch(skip)
-  local perm, n, size = self.perm, self.n, self.size
+  local perm, n, size = self:epoch_order(), self.n, self.size
   local gather = self.gather
-  if gather then gather:wait() end      -- an epoch left before its end may have one running
-  for i = 1, n do perm[i] = i end
-  if self.shuffle then shuffle(self.generator, perm) end
-  self.epochs = self.epochs + 1
   local split, keys, b = self.split, self.keys, self.batch
   local labels = split.labels
   local i = skip or 0

@@ -280,11 +280,11 @@ nn.MLP = MLP
 -- name), pathway (its table), paths[name] = {pathway, state[1..L-1]} (the
 -- state of every pathway drawn), updates (updates applied), keep_going,
 -- nonfinite (the first non-finite report with keep_going), optim
--- (optional: see MLP:set_optimiser), mod (modulator for rules), online
--- (the one-call one-sample step of train_batch, built on first use; false
--- when the network does not qualify; set it to false to always take the
--- general path), zeros (optional: what makes the buffers, see
--- MLP:buffers).
+-- (optional: see MLP:set_optimiser), mod (modulator for rules), fused
+-- (train_batch's one-call steps by batch size, each built on first use
+-- with that size, false when the network does not qualify; set fused to
+-- false to always take the general path), zeros (optional: what makes the
+-- buffers, see MLP:buffers).
 -- The state of every built-in pathway (rule.pathways(): the FA and DFA
 -- matrices) is drawn after the weights, in that order, from the same
 -- generator with the weights' scheme, then the network's own pathway if
@@ -302,7 +302,7 @@ function nn.mlp(o)
     end
   end
   local net = setmetatable({L = L, sizes = {}, dtype = o.dtype or "float32", conns = {},
-                            acts = {}, paths = {}, tcache = {},
+                            acts = {}, paths = {}, tcache = {}, fused = {},
                             bufs = {}, updates = 0, keep_going = o.keep_going == true,
                             check_every = o.check_every or 64, checked = 0, unchecked = 0}, MLP)
   for l = 0, L do net.sizes[l] = sizes[l + 1] end
@@ -665,23 +665,24 @@ function MLP:update()
   if self.unchecked >= self.check_every then self:check_finite() end
 end
 
--- The one-sample step in one C call: nm.kernels.mlp_step over this
--- network's own buffers (those of batch size 1), for a network whose
--- every connection learns by the fused delta rule (rules/backprop.lua's,
--- which fa and dfa share; not compiled: rule.compiled_update) through the
--- pathway bp, fa or dfa, with built-in
--- activations. It runs the kernels that forward, backward and update run,
--- in the same order on the same tensors, so the weights, buffers and
+-- The training step in one C call: nm.kernels.mlp_step over this
+-- network's own buffers of batch size B, for a network whose every
+-- connection learns by the fused delta rule (rules/backprop.lua's, which
+-- fa and dfa share; not compiled: rule.compiled_update) through the
+-- pathway bp, fa or dfa, with built-in activations (and, for B > 1, no
+-- masks). It runs the kernels that forward, backward and update run, in
+-- the same order on the same tensors, so the weights, buffers and
 -- counters after it are theirs bit for bit (spec/nn_spec.lua); it saves
--- the interpreter between ~7 kernel calls per layer. Built on the first
--- one-sample train_batch; false when the network does not qualify.
+-- the interpreter and the bindings' checks between ~7 kernel calls per
+-- layer. Built on the first train_batch with batch size B (kept in
+-- self.fused[B]); false when the network does not qualify.
 local DIRECT_PATHWAYS = {bp = true, fa = true, dfa = true}
-local function online_step(self)
+local function fused_step(self, B)
   local delta = rule.definition("backprop").fused
   local pw, st = self:path()
   if not DIRECT_PATHWAYS[pw.name] or rule.pathway(pw.name) ~= pw then return false end
-  local bs = self:buffers(1)
-  if bs.q[1].pre ~= bs.X then return false end
+  local bs = self:buffers(B)
+  if B == 1 and bs.q[1].pre ~= bs.X then return false end
   local f = {bs = bs, feedback = self.feedback, loss = self.loss, W = {}, b = {}, mask = {},
              rules = {}, acts = {}, beta = {}, etas = {}}
   local layers = {}
@@ -698,22 +699,31 @@ local function online_step(self)
     f.W[l], f.b[l], f.mask[l], f.rules[l], f.acts[l], f.beta[l] = c.W, c.b, c.mask, r, act,
                                                                    act.beta
     layers[l] = {W = c.W, b = c.b, mask = c.mask, Mt = Mt, A = bs.A[l], Y = bs.Y[l],
-                 E = bs.E[l], a1 = bs.a1[l], y1 = bs.y1[l], e1 = bs.e1[l], act = act.name,
-                 beta = act.beta or 1}
+                 E = bs.E[l], a1 = bs.a1 and bs.a1[l], y1 = bs.y1 and bs.y1[l],
+                 e1 = bs.e1 and bs.e1[l], act = act.name, beta = act.beta or 1}
   end
   local ok, step = pcall(nm.kernels.mlp_step, {loss = self.loss,
                          from_output = pw.source == "output", X = bs.X, x1 = bs.x1,
-                         T = bs.T, t1 = bs.t1, layers = layers})
+                         T = bs.T, t1 = bs.t1, ones = B > 1 and bs.ones or nil, layers = layers})
   if not ok then return false end
   f.step = step
   return f
 end
 
--- The learning rates of an online step (false for a layer that does not
--- learn) into f.etas, or false when the network changed since f was built
--- or learns otherwise now (an optimiser, learning switched off).
-local function online_ready(self, f)
-  if self.optim or not rule.learning() or self.feedback ~= f.feedback or
+-- The step of batch size B (made on first use), with its learning rates
+-- (false for a layer that does not learn) in f.etas; false when there is
+-- none (self.fused = false: never), or the network learns otherwise now
+-- (an optimiser, learning switched off), or it changed since the step was
+-- made (then it is made again on the next call).
+local function fused_for(self, B)
+  local fused = self.fused
+  if not fused then return false end
+  local f = fused[B]
+  if f == nil then
+    f = fused_step(self, B)
+    fused[B] = f
+  end
+  if not f or self.optim or not rule.learning() or self.feedback ~= f.feedback or
      self.loss ~= f.loss then
     return false
   end
@@ -723,29 +733,34 @@ local function online_ready(self, f)
     local r = c.rule
     if c.W ~= f.W[l] or c.b ~= f.b[l] or c.mask ~= f.mask[l] or r ~= f.rules[l] or
        not r.use_fused or r.use_compiled or act ~= f.acts[l] or act.beta ~= f.beta[l] then
-      self.online = nil                  -- rebuilt on the next call
+      fused[B] = nil                     -- made again on the next call
       return false
     end
     etas[l] = c.plastic ~= false and r.p.eta
   end
-  return true
+  return f
 end
 
 local unpack = table.unpack
 
--- forward + backward + update on one batch (or one sample).
+-- forward + backward + update on one batch (or one sample): for a
+-- network the one-call step serves (fused_step), that step.
 function MLP:train_batch(X, T)
-  local f = self.online
-  if f == nil and nm.is_tensor(X) and (X:dim() == 1 or (X:dim() == 2 and X:size(1) == 1)) then
-    f = online_step(self)
-    self.online = f
-  end
-  if f and online_ready(self, f) and f.step:run(X, T, unpack(f.etas, 1, self.L)) then
-    self.cur = f.bs
-    self.updates = self.updates + 1
-    self.unchecked = self.unchecked + 1
-    if self.unchecked >= self.check_every then self:check_finite() end
-    return
+  if self.fused and nm.is_tensor(X) then
+    local d = X:dim()
+    local B = d == 1 and 1 or d == 2 and X:size(1)
+    if B and B > 1 then check_input(self, X) end
+    local f = B and B >= 1 and fused_for(self, B)
+    if f then
+      if B > 1 then bind_input(f.bs, X, self.dtype) end   -- the input as forward takes it
+      if f.step:run(B > 1 and f.bs.Y[0] or X, T, unpack(f.etas, 1, self.L)) then
+        self.cur = f.bs
+        self.updates = self.updates + 1
+        self.unchecked = self.unchecked + B
+        if self.unchecked >= self.check_every then self:check_finite() end
+        return
+      end
+    end
   end
   self:forward(X)
   self:backward(T)
@@ -754,45 +769,76 @@ end
 
 -- Online learning over rows: one training step (train_batch) on each of
 -- rows first .. first + count - 1 of X [N x n_0] with targets T [N x n_L],
--- in order (first = 1 and count = the rest by default). The same weights,
--- buffers and counters as those calls bit for bit (spec/nn_spec.lua); for
--- a network the one-sample C step serves (see online_step), the rows run
--- in C in stretches that end where train_batch would check the weights,
--- each layer's update fused with the next sample's pass through it
--- (nm.kernels.mlp_step's run_rows: the weights are read once per step
--- instead of twice). Otherwise train_batch on each row (a view per row).
+-- in order (first = 1 and count = the rest by default). With opts =
+-- {order = list [, first =, count =]}: on rows order[first], ...,
+-- order[first + count - 1] instead (order a list of 1-based row numbers,
+-- e.g. a shuffled epoch's, data.batches's Batches:epoch_order(); first =
+-- 1 and count = the rest of the list by default; every position used is
+-- checked before any step). The same weights, buffers and counters as
+-- those calls bit for bit (spec/nn_spec.lua); for a network the one-sample
+-- C step serves (see fused_step), the rows run in C in stretches that end
+-- where train_batch would check the weights, each layer's update fused
+-- with the next sample's pass through it (nm.kernels.mlp_step's run_rows
+-- and run_order: the weights are read once per step instead of twice).
+-- Otherwise train_batch on each row (a view per row).
 function MLP:train_online(X, T, first, count)
   if not nm.is_tensor(X) or X:dim() ~= 2 or not nm.is_tensor(T) or T:dim() ~= 2 then
     error("nn: train_online needs X [N x n_0] and T [N x n_L] (rows are samples)", 2)
   end
   local N = math.min(X:size(1), T:size(1))
+  local order, len = nil, N
+  if type(first) == "table" then
+    order, first, count = first.order, first.first, first.count
+    if type(order) ~= "table" then
+      error("nn: train_online: opts.order must be a list of row numbers", 2)
+    end
+    len = #order
+  end
   first = first or 1
-  count = count or N - first + 1
+  count = count or len - first + 1
   if math.type(first) ~= "integer" or math.type(count) ~= "integer" or first < 1 or count < 0 or
-     first > N + 1 or count > N - first + 1 then
+     first > len + 1 or count > len - first + 1 then
     local last = math.type(first) == "integer" and math.type(count) == "integer" and
                  first + count - 1
+    if order then
+      error(format("nn: train_online: positions %s .. %s are not in the order (%d rows)",
+                   tostring(first), tostring(last), len), 2)
+    end
     error(format("nn: train_online: rows %s .. %s are not in X [%d x %d] and T [%d x %d]",
                  tostring(first), tostring(last),
                  X:size(1), X:size(2), T:size(1), T:size(2)), 2)
   end
   local last = first + count - 1
-  local f = self.online
-  if f == nil and count > 0 then
-    f = online_step(self)
-    self.online = f
+  if order then
+    for p = first, last do
+      local r = order[p]
+      if math.type(r) ~= "integer" or r < 1 or r > N then
+        error(format("nn: train_online: order[%d] = %s is not a row of X [%d x %d] and T [%d x %d]",
+                     p, tostring(r), X:size(1), X:size(2), T:size(1), T:size(2)), 2)
+      end
+    end
   end
   local i = first
-  while f and i <= last and online_ready(self, f) do
+  while i <= last do
+    local f = fused_for(self, 1)
+    if not f then break end
     local n = math.max(1, math.min(last - i + 1, self.check_every - self.unchecked))
-    if not f.step:run_rows(X, T, i, n, unpack(f.etas, 1, self.L)) then break end
+    local step = f.step
+    if order then
+      if not step:run_order(X, T, order, i, n, unpack(f.etas, 1, self.L)) then break end
+    elseif not step:run_rows(X, T, i, n, unpack(f.etas, 1, self.L)) then
+      break
+    end
     self.cur = f.bs
     self.updates = self.updates + n
     self.unchecked = self.unchecked + n
     if self.unchecked >= self.check_every then self:check_finite() end
     i = i + n
   end
-  for r = i, last do self:train_batch(X:narrow(1, r, 1), T:narrow(1, r, 1)) end
+  for p = i, last do
+    local r = order and order[p] or p
+    self:train_batch(X:narrow(1, r, 1), T:narrow(1, r, 1))
+  end
 end
 
 -- An optimiser (nm.optim) that consumes the rules' changes; nil removes it.

@@ -558,6 +558,21 @@ function Run:poll(step, get_state)
   if stop then self:stop() end
 end
 
+-- run:poll_due(step) -> the first step after `step` at which run:poll
+-- acts whatever the signals (a checkpoint, or the stop_after step), or nil
+-- when there is none: a loop that runs several steps between calls of
+-- run:poll (online learning through net:train_online) ends its stretches
+-- there, so checkpoints and stops fall on the steps they would with a call
+-- per step.
+function Run:poll_due(step)
+  local due
+  local every = self.checkpoint_every
+  if every and every > 0 then due = (step // every + 1) * every end
+  local stop = self.stop_after
+  if stop and stop > step and (not due or stop < due) then due = stop end
+  return due
+end
+
 -- run:stop(): records the stop in results.json and exits 128 + signal.
 function Run:stop()
   local _, name, sig = nm.sys.stop_requested()

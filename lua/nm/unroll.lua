@@ -387,7 +387,7 @@ local function mlp_shadow(u, W, b, st, P, mod)
   local net = u.net
   local sh = shallow_copy(net)
   sh.bufs, sh.tcache, sh.cur, sh.conns, sh.paths = {}, {}, nil, {}, {}
-  sh.online, sh.optim, sh.mod, sh.nonfinite = false, nil, mod, nil
+  sh.fused, sh.optim, sh.mod, sh.nonfinite = false, nil, mod, nil
   sh.check_every, sh.checked, sh.unchecked, sh.updates = math.huge, 0, 0, 0
   sh.zeros = function(...) return trace.ref("buffer", nil, {...}) end
   for l = 1, net.L do
