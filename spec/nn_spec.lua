@@ -688,7 +688,7 @@ describe("nn.mlp", function()
     -- train_online through an epoch's order (data.batches's
     -- Batches:epoch_order(), the draw Batches:epoch makes): the bits of
     -- data.batches at batch size 1 + train_batch with the same generator
-    -- seed, on a twin on the general path (online = false); weights,
+    -- seed, on a twin on the general path (fused = false); weights,
     -- biases, buffers, counters and the generator's next draw. Two epochs,
     -- the second in two calls (first/count, as a resumed run takes it) with
     -- a layer frozen in between; stretches end at the checks (check_every 7).
@@ -788,6 +788,9 @@ describe("nn.mlp", function()
       net:train_online(X, T, {order = {5, 4, 3}, first = 3, count = 0})
       net:train_online(X, T, {order = {}})
       assert.equal(2, net.updates)
+      net:train_online(X, T, {first = 5})             -- no order: the rows
+      assert.equal(3, net.updates)
+      err({first = 5, count = 2}, "nn: train_online: rows 5 .. 6 are not in X [5 x 4] and T [6 x 2]")
       local step = net.fused[1].step
       local e = {0.1, 0.1}
       local function bad(msg, ...)
@@ -804,7 +807,7 @@ describe("nn.mlp", function()
       assert.is_false(step:run_order(X:t(), T, {1}, 1, 1, 0.1, 0.1))   -- not n_0 wide
       assert.is_false(step:run_order(net.cur.X, T, {1}, 1, 1, 0.1, 0.1))
       assert.is_false(step:run_order(X, T, {1}, 1, -1, 0.1, 0.1))
-      assert.equal(2, net.updates)
+      assert.equal(3, net.updates)
       assert.is_true(step:run_order(X, T, {5, 1, 5}, 1, 3, table.unpack(e)))
       -- no allocation once the stretch's index scratch is there
       local order = {}

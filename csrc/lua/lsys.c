@@ -332,6 +332,7 @@ static const struct { const char *kernels; int set; } hot_kernels[] = {
   {"nm_matvec: matrix-vector products, rank-1 updates, the fused update and product",
    NM_CLONES_V4},
   {"nm_folded: rates", NM_CLONES_V4},
+  {"nm_bmvr: weight decay", NM_CLONES_V4},
   {"nm_nk: hill-climber kernels", NM_CLONES_V4},
   {"nm_microcircuit: rates and updates", NM_CLONES_V4},
 };

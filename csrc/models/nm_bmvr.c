@@ -11,6 +11,7 @@
 
 #include "nm_bmvr.h"
 #include "nm_matvec.h"
+#include "nm_simd.h"
 
 /* Rows per block in the blocked (gemm) forward passes. */
 #define NM_BMVR_BLOCK 256

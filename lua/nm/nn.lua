@@ -769,8 +769,9 @@ end
 
 -- Online learning over rows: one training step (train_batch) on each of
 -- rows first .. first + count - 1 of X [N x n_0] with targets T [N x n_L],
--- in order (first = 1 and count = the rest by default). With opts =
--- {order = list [, first =, count =]}: on rows order[first], ...,
+-- in order (first = 1 and count = the rest by default; or given as opts =
+-- {first =, count =}). With opts = {order = list [, first =, count =]}:
+-- on rows order[first], ...,
 -- order[first + count - 1] instead (order a list of 1-based row numbers,
 -- e.g. a shuffled epoch's, data.batches's Batches:epoch_order(); first =
 -- 1 and count = the rest of the list by default; every position used is
@@ -789,10 +790,10 @@ function MLP:train_online(X, T, first, count)
   local order, len = nil, N
   if type(first) == "table" then
     order, first, count = first.order, first.first, first.count
-    if type(order) ~= "table" then
+    if order ~= nil and type(order) ~= "table" then
       error("nn: train_online: opts.order must be a list of row numbers", 2)
     end
-    len = #order
+    len = order and #order or N
   end
   first = first or 1
   count = count or len - first + 1
