@@ -163,6 +163,13 @@ static int shares_memory(const mlp_step *s, const nm_tensor *v, const nm_tensor 
   return 0;
 }
 
+/* An error when a tensor of the network was closed since the step was
+** made (its memory is gone; the step must not write to it). */
+static void check_open(lua_State *L, const mlp_step *s) {
+  for (int i = 0; i < s->nrefs; i++)
+    if (s->refs[i]->t.data == NULL) luaL_error(L, "mlp_step: a tensor of the network was closed");
+}
+
 /* step:run(x, t, eta_1, ..., eta_L) -> true, after one training step with
 ** learning rate eta_l for layer l (false: layer l does not learn): for a
 ** step over one-sample buffers on input x ([n_0] or [1 x n_0]) and target
@@ -186,9 +193,7 @@ static int mlp_step_run(lua_State *L) {
   }
   /* Every operand still open. (The list holds each one's storage too: a
   ** storage swapped by debug.setuservalue stays alive, written to.) */
-  for (int i = 0; i < s->nrefs; i++)
-    if (s->refs[i]->t.data == NULL)
-      return luaL_error(L, "mlp_step: a tensor of the network was closed");
+  check_open(L, s);
   /* What the general path's kernels would copy first (an input sharing
   ** memory with what it is copied into, the target with the output
   ** error; for a batch, read in place, anything of the network's) goes
@@ -214,9 +219,7 @@ static int mlp_step_run(lua_State *L) {
 static int run_rows(lua_State *L, mlp_step *s, const nm_tensor *X, const nm_tensor *T,
                     lua_Integer first, lua_Integer count, const int64_t *order,
                     const double *e, const int *on) {
-  for (int i = 0; i < s->nrefs; i++)
-    if (s->refs[i]->t.data == NULL)
-      return luaL_error(L, "mlp_step: a tensor of the network was closed");
+  check_open(L, s);
   if (X == NULL || T == NULL || first < 1) {
     lua_pushboolean(L, 0);
     return 1;
