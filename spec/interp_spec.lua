@@ -253,6 +253,81 @@ describe("neuromic package paths", function()
   end)
 end)
 
+-- The CPU's instruction-set extensions from /proc/cpuinfo, as a set.
+local function cpu_flags()
+  local f = io.open("/proc/cpuinfo")
+  if not f then return nil end
+  local flags = {}
+  for line in f:lines() do
+    local list = line:match("^flags%s*:%s*(.*)$")
+    if list then
+      for flag in list:gmatch("%S+") do flags[flag] = true end
+      break
+    end
+  end
+  f:close()
+  return flags
+end
+
+describe("neuromic and OpenBLAS's kernels", function()
+  -- the interpreter is started without OPENBLAS_CORETYPE, as a user's shell starts it
+  local function core(env)
+    local out, rc = nm([[-e 'io.write(nm.blas_core())']], { env = "env -u OPENBLAS_CORETYPE " .. (env or "") })
+    assert.equal(0, rc, out)
+    return out:lower()
+  end
+
+  -- the kernels the CPU's features allow: "avx512", "avx2" or nil
+  local function best_isa()
+    local flags = cpu_flags()
+    if not flags then return nil, "no /proc/cpuinfo to read the CPU's features from" end
+    if flags.avx512f and flags.avx512bw and flags.avx512dq and flags.avx512vl and flags.avx512cd then
+      return "avx512"
+    elseif flags.avx2 and flags.fma then
+      return "avx2"
+    end
+    return nil, "this CPU has neither AVX-512 nor AVX2 with FMA: OpenBLAS's choice stands"
+  end
+
+  it("advises the kernels the CPU's features allow in place of lesser ones", function()
+    local isa, why = best_isa()
+    if not isa then pending(why) return end
+    local advice = require("neuromic").blas_core_advice
+    if isa == "avx512" then
+      -- an SSE3 fallback (a virtual "Xeon Processor") and an AVX2 family's
+      -- kernels alike give way to SkylakeX's; AVX-512 kernels stay
+      for _, core in ipairs { "Prescott", "Core2", "Sandybridge", "Haswell", "Zen", "unknown" } do
+        assert.equal("SKYLAKEX", advice(core), core)
+      end
+      for _, core in ipairs { "SkylakeX", "Cooperlake", "SapphireRapids" } do
+        assert.is_nil(advice(core), core)
+      end
+    else
+      for _, core in ipairs { "Prescott", "Core2", "Sandybridge", "unknown" } do
+        assert.equal("HASWELL", advice(core), core)
+      end
+      for _, core in ipairs { "Haswell", "Zen" } do assert.is_nil(advice(core), core) end
+    end
+  end)
+
+  it("runs AVX-512 kernels on a CPU with AVX-512, AVX2 ones with AVX2 and FMA", function()
+    local isa, why = best_isa()
+    if not isa then pending(why) return end
+    local got = core()
+    if isa == "avx512" then
+      assert.truthy(got == "skylakex" or got == "cooperlake" or got == "sapphirerapids", got)
+    else
+      for _, weak in ipairs { "prescott", "core2", "penryn", "nehalem", "sandybridge", "unknown" } do
+        assert.are_not.equal(weak, got)
+      end
+    end
+  end)
+
+  it("keeps the kernels the user names in OPENBLAS_CORETYPE", function()
+    assert.equal("prescott", core("OPENBLAS_CORETYPE=Prescott"))
+  end)
+end)
+
 describe("neuromic REPL on piped input", function()
   it("prints expression values without '=' and runs statements", function()
     local out, rc = nm("-i", { stdin = table.concat({

@@ -284,6 +284,7 @@ base("nm.sys.isatty", function() return {2} end)
 base("nm.sys.wait", function() return {-1, true} end)
 base("nm.threads", function() return {(nm.threads())} end)
 base("nm.blas_core", function() return {} end)
+base("nm.blas_core_advice", function() return {"Haswell"} end, function() return {} end)
 -- Synthetic data and gather
 base("nm.synth_teacher", function()
   return {gen(), T(5, 3), T(5, 2), {T(4, 3), T(2, 4)}, {phi = "tanh", gains = {1, 2}, hidden = {T(5, 4)}}}

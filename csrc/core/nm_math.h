@@ -164,11 +164,16 @@ int nm_set_threads(int n);
 ** loads; on a model it does not know (a virtual machine reporting a generic
 ** "Xeon Processor") it falls back to Prescott's SSE3 kernels, about 3x
 ** slower than its AVX-512 ones on the minibatch products. Returns the
-** OPENBLAS_CORETYPE that names the kernels for this CPU's features
-** ("SKYLAKEX", "HASWELL") when OpenBLAS chose such a fallback, else NULL.
-** The variable is read when the library loads: the interpreter sets it and
-** runs itself again (csrc/interp/neuromic.c). */
+** OPENBLAS_CORETYPE that names the kernels for this CPU's features when
+** OpenBLAS chose lesser ones -- "SKYLAKEX" on a CPU with AVX-512 (F, BW,
+** DQ, VL, CD) unless OpenBLAS runs AVX-512 kernels already, "HASWELL" with
+** AVX2 and FMA in place of such a fallback -- else NULL. The variable is
+** read when the library loads: the interpreter sets it and runs itself
+** again (csrc/interp/neuromic.c); an OPENBLAS_CORETYPE the user set is
+** kept (not asked here). */
 const char *nm_blas_core_hint(void);
+/* The same for OpenBLAS's choice `core` (a corename; NULL: none). */
+const char *nm_blas_core_for(const char *core);
 /* C = alpha op(A) op(B) + beta C as cblas_?gemm takes it (row-major; ta,
 ** tb: op transposes), cut into parts as above. */
 void nm_blas_gemm(nm_dtype dt, int ta, int tb, int m, int n, int k, double alpha,

@@ -852,8 +852,22 @@ static int f_blas_core(lua_State *L) {
   return 1;
 }
 
+/* nm.blas_core_advice([core]) -> the OPENBLAS_CORETYPE that names the
+** kernels this CPU's features allow when OpenBLAS runs lesser ones (those
+** of `core`, default the running ones), or nil: what ./neuromic sets before
+** it runs itself again, and what to set before loading the module into
+** another interpreter. */
+static int f_blas_core_advice(lua_State *L) {
+  const char *core = luaL_optstring(L, 1, openblas_get_corename());
+  const char *advice = nm_blas_core_for(core);
+  if (advice == NULL) lua_pushnil(L);
+  else lua_pushstring(L, advice);
+  return 1;
+}
+
 static const luaL_Reg module_funcs[] = {
   {"threads", f_threads}, {"pool_counts", f_pool_counts}, {"blas_core", f_blas_core},
+  {"blas_core_advice", f_blas_core_advice},
   {"mm", f_mm}, {"mv", f_mv}, {"outer", f_outer}, {"dot", m_dot},
   {"bench_direct_gemm", f_bench_direct_gemm}, {"ulp_scan", f_ulp_scan},
   {NULL, NULL}
