@@ -405,6 +405,7 @@ describe("nm.results", function()
     assert.equal("finished", res.status)
     assert.equal("echo", res.experiment)
     assert.equal(nm.version, res.version)
+    assert.equal(nm.blas_core(), res.blas_core)        -- the same environment's kernels
     assert.equal("none", res.dataset)
     assert.equal(2, res.seed)
     assert.is_true(res.quick)

@@ -236,6 +236,7 @@ function results.open(opts, info)
     quick = opts.quick,
     dataset = info.dataset,
     version = nm.version,
+    blas_core = nm.blas_core(),    -- OpenBLAS's kernels: their sums' last bits differ
     lua = _VERSION,
     started = started,
     status = "running",
