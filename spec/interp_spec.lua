@@ -296,17 +296,17 @@ describe("neuromic and OpenBLAS's kernels", function()
     if isa == "avx512" then
       -- an SSE3 fallback (a virtual "Xeon Processor") and an AVX2 family's
       -- kernels alike give way to SkylakeX's; AVX-512 kernels stay
-      for _, core in ipairs { "Prescott", "Core2", "Sandybridge", "Haswell", "Zen", "unknown" } do
-        assert.equal("SKYLAKEX", advice(core), core)
+      for _, name in ipairs { "Prescott", "Core2", "Sandybridge", "Haswell", "Zen", "unknown" } do
+        assert.equal("SKYLAKEX", advice(name), name)
       end
-      for _, core in ipairs { "SkylakeX", "Cooperlake", "SapphireRapids" } do
-        assert.is_nil(advice(core), core)
+      for _, name in ipairs { "SkylakeX", "Cooperlake", "SapphireRapids" } do
+        assert.is_nil(advice(name), name)
       end
     else
-      for _, core in ipairs { "Prescott", "Core2", "Sandybridge", "unknown" } do
-        assert.equal("HASWELL", advice(core), core)
+      for _, name in ipairs { "Prescott", "Core2", "Sandybridge", "unknown" } do
+        assert.equal("HASWELL", advice(name), name)
       end
-      for _, core in ipairs { "Haswell", "Zen" } do assert.is_nil(advice(core), core) end
+      for _, name in ipairs { "Haswell", "Zen" } do assert.is_nil(advice(name), name) end
     end
   end)
 

@@ -628,9 +628,8 @@ const char *nm_blas_core_for(const char *core) {
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
       __builtin_cpu_supports("avx512cd"))
-    /* also when OpenBLAS took an AVX2 family's kernels for a model it
-    ** identifies by family only: on AMD Zen 5, SkylakeX's sgemm runs 1.8x
-    ** faster than Haswell's */
+    /* also in place of an AVX2 family's kernels (Haswell's, Zen's): on
+    ** AMD Zen 5 SkylakeX's sgemm runs 1.8x faster than Haswell's */
     return wide ? NULL : "SKYLAKEX";
   if (weak && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "HASWELL";
 #else
