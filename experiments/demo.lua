@@ -64,7 +64,7 @@ local steps = {
   {name = "nan_nk", script = "nan_nk.lua", title = "Neurons as autoencoders on NK-model regression",
    setup = "NK grid N = 20, 100 and K = 1, 5; 4 runs of 400 hill-climbing cycles on 200 genomes",
    caveat = "a pipeline check: the paper's findings need the full grid (20 runs of 10,000 " ..
-            "cycles, 15 min)",
+            "cycles, 960 cells: 2.4 min on 2 cores)",
    report = "nk"},
   {name = "metaplasticity", script = "metaplasticity.lua", title = "Meta-learned plasticity (10 motifs)",
    setup = "Fashion-MNIST 5-way tasks, 6 training and 4 query images per class, 4 episodes",
