@@ -50,6 +50,15 @@ if nm.sys.isa_versions then                -- (an older build, timed for compari
 else
   print(format("CPU: %s; this build has no nm.sys.isa_versions", cpu_model()))
 end
+-- OpenBLAS's products: the kernels it runs, and whether the CPU allows better
+-- ones (an OPENBLAS_CORETYPE set by the user is kept by ./neuromic)
+if nm.blas_core_advice then
+  local advice, set = nm.blas_core_advice(), os.getenv("OPENBLAS_CORETYPE")
+  print(format("OpenBLAS products (sgemm, dgemm): %s kernels%s%s", nm.blas_core(),
+               set and format(" (OPENBLAS_CORETYPE=%s)", set) or "",
+               advice and format("; this CPU allows %s's: unset OPENBLAS_CORETYPE or set it to %s",
+                                 advice, advice) or ""))
+end
 print()
 
 local OPS = {"exp", "log", "tanh", "sigmoid", "softplus", "dsigmoid", "dtanh", "dsoftplus"}
