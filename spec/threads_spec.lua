@@ -137,6 +137,29 @@ describe("threads", function()
     end
   end)
 
+  it("an Adam step big enough to split: the same bits at 1, 2, 3 threads, each element as the formula",
+     function()
+    local g = nm.generator(13)
+    local n = 200003                          -- 6 parts, the last one short
+    local p0, d = nm.randn(g, n, "float64"), nm.randn(g, n, "float64")
+    local m0, v0 = nm.randn(g, n, "float64"):mul(0.1), nm.rand(g, n, "float64")
+    local function step()
+      local p, m, v = p0:clone(), m0:clone(), v0:clone()
+      p:adam_update(d, m, v, -1, 0.9, 0.999, 1e-8, 0.01, 1.5)
+      return {p, m, v}
+    end
+    same_for_any_count(step)
+    local p, m, v = table.unpack(with_threads(3, step))
+    for _, i in ipairs{1, 64, 33334, 100000, 166667, n} do
+      local gi = d:get(i)
+      local mi = 0.9 * m0:get(i) + 0.1 * -1 * gi
+      local vi = 0.999 * v0:get(i) + 0.001 * gi * gi
+      assert.near(mi, m:get(i), 1e-15)
+      assert.near(vi, v:get(i), 1e-15)
+      assert.near(p0:get(i) + 0.01 * mi / (math.sqrt(vi) * 1.5 + 1e-8), p:get(i), 1e-12)
+    end
+  end)
+
   -- An epoch over data.batches, which gathers the next batch on a worker
   -- while the current one trains (nm.gather): 1,050 rows, so the last
   -- batch is partial and has its own buffers.
