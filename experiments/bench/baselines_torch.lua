@@ -171,8 +171,9 @@ end
 -- fastest counts, as for the jobs themselves: one measurement at the start
 -- misjudges the bound when the machine's speed drifts during the run.
 local peak = sgemm_peak(opts.threads)
-print(format("neuromic %s vs PyTorch (CPU), %d thread%s, Fashion-MNIST, SGD lr %g (deep: %g)",
-             nm.version, opts.threads, opts.threads > 1 and "s" or "", opts.lr, opts.deep_lr))
+print(format("neuromic %s vs PyTorch (CPU), %d thread%s, Fashion-MNIST, SGD lr %g (deep: %g); " ..
+             "OpenBLAS's %s kernels (PyTorch's peer inherits the environment)", nm.version, opts.threads,
+             opts.threads > 1 and "s" or "", opts.lr, opts.deep_lr, nm.blas_core()))
 local rows, results = {}, {}
 local act_name = opts.act
 local online_how = (opts.shuffle and ", shuffled" or "") .. (opts.per_sample and ", per sample" or "")
@@ -264,4 +265,4 @@ print(format("sgemm peak %.1f GFLOP/s (direct 1024^3, %d OpenBLAS thread%s; the 
 print("x = PyTorch time / neuromic time (> 1: neuromic faster); %bound = the epoch's flops at " ..
       "the sgemm peak / neuromic's seconds (CPU time at 1 thread, wall clock at more)")
 print("json " .. json.encode({threads = opts.threads, shuffle = opts.shuffle, per_sample = opts.per_sample,
-                             sgemm_peak_gflops = peak, rows = rows}))
+                             sgemm_peak_gflops = peak, blas_core = nm.blas_core(), rows = rows}))

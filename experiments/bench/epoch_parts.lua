@@ -112,8 +112,9 @@ end
 
 local gflops = 2 * 1024 ^ 3 * 10 / best.peak / 1e9
 local bound = flops / (gflops * 1e9)
-print(format("epoch %s %s/softmax, %s, batch %d, %d rows, 1 thread; sgemm peak %.1f GFLOP/s, " ..
-             "bound %.3f s", table.concat(sizes, "-"), opts.act, opts.rule, B, N, gflops, bound))
+print(format("epoch %s %s/softmax, %s, batch %d, %d rows, 1 thread; sgemm peak %.1f GFLOP/s " ..
+             "(OpenBLAS's %s kernels), bound %.3f s", table.concat(sizes, "-"), opts.act, opts.rule,
+             B, N, gflops, nm.blas_core(), bound))
 print(format("%-28s %9s %12s", "part", "CPU s", "% of bound"))
 local rows = {
   {"products alone", best.products},
