@@ -457,6 +457,41 @@ describe("minibatches", function()
     end
   end)
 
+  it("reads the split's labels only for the batches whose b.labels is read", function()
+    -- a split whose labels count their reads; the rows of b.labels and
+    -- b.index are those of a batch served whole, in any order of reading
+    local reads, store = 0, ds.train.labels
+    local split = {X = ds.train.X, Y = ds.train.Y, labels = setmetatable({}, {
+      __index = function(_, r) reads = reads + 1; return store[r] end,
+      __len = function() return #store end})}
+    local it = data.batches(split, 100, {seed = 7, prefetch = false})
+    local ref = data.batches(ds.train, 100, {seed = 7, prefetch = false})
+    local step_ref = ref:epoch()
+    for b in it:epoch() do
+      local r = step_ref()
+      if b.i % 3 == 0 then
+        local index, labels = b.index, b.labels
+        assert.equal(b.n, #labels)
+        for j = 1, b.n do
+          assert.equal(r.index[j], index[j])
+          assert.equal(r.labels[j], labels[j])
+        end
+        assert.equal(labels, b.labels)          -- made once a step
+      end
+    end
+    assert.equal(#store // 100 // 3 * 100, reads)
+    -- the last, partial batch: lists as long as the batch
+    local small = data.batches(ds.train, 700, {seed = 7})
+    local last
+    for b in small:epoch() do
+      if b.i == 1 then assert.equal(700, #b.labels) end
+      last = b
+    end
+    assert.equal(#store % 700, last.n)
+    assert.equal(last.n, #last.labels)
+    assert.equal(last.n, #last.index)
+  end)
+
   it("an epoch started with skip resumes the same order", function()
     local g = nm.generator(11)
     local state = g:state()
@@ -508,12 +543,18 @@ describe("minibatches", function()
   it("allocates nothing per batch", function()
     local it = data.batches(ds.train, 8, {seed = 3})
     local step = it:epoch()
-    step()
+    local b = step()
+    local _ = b.labels[1] + b.index[1]
     collectgarbage("collect")
     collectgarbage("stop")
     local before = collectgarbage("count")
     local n = 1
-    while step() do n = n + 1 end
+    while true do
+      b = step()
+      if not b then break end
+      n = n + 1
+      if n % 2 == 0 then _ = b.labels[b.n] + b.index[b.n] end   -- the lists, read or not
+    end
     local grown = collectgarbage("count") - before
     collectgarbage("restart")
     assert.equal(125, n)
