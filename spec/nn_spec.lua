@@ -464,20 +464,27 @@ describe("nn.mlp", function()
       return fast, general
     end
 
+    -- The networks both train_online twin tables run: widths around the 16
+    -- lanes and the 4-row blocks, the `fourth` one each table's own, then a
+    -- masked one (row by row).
+    local function online_cases(fourth)
+      return {
+        {rule = "fa", act = {"softplus", beta = 10}, sizes = {37, 21, 16, 17, 5}, dtype = "float32"},
+        {rule = "backprop", act = "tanh", sizes = {50, 33, 3, 10}, dtype = "float64"},
+        {rule = "dfa", act = "relu", out = "identity", loss = "mse", sizes = {19, 15, 64, 4},
+         dtype = "float32", bias = false, eta = 0.01},
+        fourth,
+        {rule = "backprop", act = "relu", masks = true, sizes = {12, 9, 5}, dtype = "float32"},
+      }
+    end
+
     -- MLP:train_online: rows in C, each layer's update fused with the next
     -- sample's product (nm_matvec.h's rank1_mv): the bits of train_batch on
     -- each row of a twin on the general path, buffers and counters too.
     -- Widths around the 16 lanes and the 4-row blocks; stretches that end at
     -- the finiteness checks (check_every 7); a layer frozen half way.
-    for _, c in ipairs {
-      {rule = "fa", act = {"softplus", beta = 10}, sizes = {37, 21, 16, 17, 5}, dtype = "float32"},
-      {rule = "backprop", act = "tanh", sizes = {50, 33, 3, 10}, dtype = "float64"},
-      {rule = "dfa", act = "relu", out = "identity", loss = "mse", sizes = {19, 15, 64, 4},
-       dtype = "float32", bias = false, eta = 0.01},
-      {rule = "fa", act = "sigmoid", out = "sigmoid", loss = "mse", sizes = {70, 130, 47},
-       dtype = "float64"},
-      {rule = "backprop", act = "relu", masks = true, sizes = {12, 9, 5}, dtype = "float32"},
-    } do
+    for _, c in ipairs(online_cases {rule = "fa", act = "sigmoid", out = "sigmoid", loss = "mse",
+                                     sizes = {70, 130, 47}, dtype = "float64"}) do
       it(string.format("train_online over rows: %s, %s, %s%s", c.rule, c.dtype,
                        table.concat(c.sizes, "-"), c.masks and ", masked (row by row)" or ""),
          function()
@@ -701,14 +708,8 @@ describe("nn.mlp", function()
     -- the second in two calls (first/count, as a resumed run takes it) with
     -- a layer frozen in between; stretches end at the checks (check_every 7).
     local data = require "nm.data"
-    for _, c in ipairs {
-      {rule = "fa", act = {"softplus", beta = 10}, sizes = {37, 21, 16, 17, 5}, dtype = "float32"},
-      {rule = "backprop", act = "tanh", sizes = {50, 33, 3, 10}, dtype = "float64"},
-      {rule = "dfa", act = "relu", out = "identity", loss = "mse", sizes = {19, 15, 64, 4},
-       dtype = "float32", bias = false, eta = 0.01},
-      {rule = "fa", act = "sigmoid", sizes = {20, 17, 6}, dtype = "float64", xdtype = "float32"},
-      {rule = "backprop", act = "relu", masks = true, sizes = {12, 9, 5}, dtype = "float32"},
-    } do
+    for _, c in ipairs(online_cases {rule = "fa", act = "sigmoid", sizes = {20, 17, 6},
+                                     dtype = "float64", xdtype = "float32"}) do
       it(string.format("train_online through a shuffled order: %s, %s, %s%s", c.rule, c.dtype,
                        table.concat(c.sizes, "-"), c.masks and ", masked (row by row)" or ""),
          function()

@@ -298,6 +298,11 @@ static void unary_part(void *ctx, int64_t part) {
   if (st != NM_OK) j->status = st;
 }
 
+int64_t nm_elementwise_parts(int64_t n) {
+  if (n < 2 * NM_PAR_ELEMS) return 1;
+  return n / NM_PAR_ELEMS < NM_PAR_PARTS ? n / NM_PAR_ELEMS : NM_PAR_PARTS;
+}
+
 int nm_unary(nm_tensor *r, const nm_tensor *a, nm_unop op, double p, double q) {
   if (!same2(r, a)) return NM_EINVAL;
   if ((op == NM_SOFTPLUS || op == NM_DSOFTPLUS) && !(p > 0)) return NM_EINVAL;
@@ -308,8 +313,7 @@ int nm_unary(nm_tensor *r, const nm_tensor *a, nm_unop op, double p, double q) {
   if (it.ndim == 1 && it.size[0] >= 2 * NM_PAR_ELEMS && it.stride[0][0] >= 0 &&
       it.stride[1][0] >= 0) {
     unary_job j = {it, r->dtype, r->data, a->data, op, p, q, 0, NM_OK};
-    j.parts = it.size[0] / NM_PAR_ELEMS;
-    if (j.parts > NM_PAR_PARTS) j.parts = NM_PAR_PARTS;
+    j.parts = nm_elementwise_parts(it.size[0]);
     nm_pool_run(j.parts, unary_part, &j);
     return j.status;
   }

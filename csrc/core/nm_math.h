@@ -157,6 +157,9 @@ int nm_dot(const nm_tensor *x, const nm_tensor *y, double *out);
 #define NM_PAR_PART_MADDS 16777216.0
 #define NM_PAR_ELEMS 32768
 #define NM_PAR_PARTS 6
+/* The parts of an elementwise kernel over one line of n elements: 1 below
+** 2 NM_PAR_ELEMS, else n / NM_PAR_ELEMS, at most NM_PAR_PARTS. */
+int64_t nm_elementwise_parts(int64_t n);
 /* Sets OpenBLAS to one thread and the pool to n threads (the caller
 ** included); NM_EINVAL unless 1 <= n <= NM_POOL_MAX. */
 int nm_set_threads(int n);

@@ -185,9 +185,8 @@ void nm_copy_rows(const nm_tensor *dst, int64_t dst_row, const nm_tensor *src,
   if (packed && src->ndim >= 1) j.row_bytes = (size_t)row * nm_dtype_size(src->dtype);
   j.direct = j.row_bytes > 0 && dst->ndim >= 1 && dst_packed && dst_row_n == row &&
              dst->dtype == src->dtype;
-  if (count >= 2 && row * count >= 2 * NM_PAR_ELEMS) {
-    j.parts = row * count / NM_PAR_ELEMS;
-    if (j.parts > NM_PAR_PARTS) j.parts = NM_PAR_PARTS;
+  if (count >= 2) {
+    j.parts = nm_elementwise_parts(row * count);
     if (j.parts > count) j.parts = count;
   }
   nm_pool_run(j.parts, rows_part, &j);

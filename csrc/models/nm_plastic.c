@@ -425,12 +425,8 @@ int nm_adam_update(const nm_tensor *p, const nm_tensor *d, const nm_tensor *m,
   ** the same in any part, so the bits do not depend on the thread count);
   ** whole in the caller, a 784 x 256 layer's steps cost a two-thread
   ** Adam epoch about 3% */
-  if (j.n >= 2 * NM_PAR_ELEMS) {
-    j.parts = j.n / NM_PAR_ELEMS;
-    if (j.parts > NM_PAR_PARTS) j.parts = NM_PAR_PARTS;
-  }
-  if (j.parts == 1) adam_part(&j, 0);
-  else nm_pool_run(j.parts, adam_part, &j);
+  j.parts = nm_elementwise_parts(j.n);
+  nm_pool_run(j.parts, adam_part, &j);
   return NM_OK;
 }
 
@@ -502,10 +498,7 @@ int nm_mul_dact(const nm_tensor *E, const nm_tensor *A, const nm_tensor *Y, int 
   dact_job j = {E->dtype, E->data, A->data, Y != NULL ? Y->data : NULL, nm_numel(E), act,
                 beta, 1};
   /* long ones in parts that depend on the length only (nm_math.h) */
-  if (j.n >= 2 * NM_PAR_ELEMS) {
-    j.parts = j.n / NM_PAR_ELEMS;
-    if (j.parts > NM_PAR_PARTS) j.parts = NM_PAR_PARTS;
-  }
+  j.parts = nm_elementwise_parts(j.n);
   nm_pool_run(j.parts, dact_part, &j);
   return NM_OK;
 }

@@ -771,11 +771,10 @@ end
 -- rows first .. first + count - 1 of X [N x n_0] with targets T [N x n_L],
 -- in order (first = 1 and count = the rest by default; or given as opts =
 -- {first =, count =}). With opts = {order = list [, first =, count =]}:
--- on rows order[first], ...,
--- order[first + count - 1] instead (order a list of 1-based row numbers,
--- e.g. a shuffled epoch's, data.batches's Batches:epoch_order(); first =
--- 1 and count = the rest of the list by default; every position used is
--- checked before any step). The same weights, buffers and counters as
+-- on rows order[first], ..., order[first + count - 1] instead (order a
+-- list of 1-based row numbers, e.g. a shuffled epoch's, data.batches's
+-- Batches:epoch_order(); first = 1 and count = the rest of the list by
+-- default; every position used is checked before any step). The same weights, buffers and counters as
 -- those calls bit for bit (spec/nn_spec.lua); for a network the one-sample
 -- C step serves (see fused_step), the rows run in C in stretches that end
 -- where train_batch would check the weights, each layer's update fused
