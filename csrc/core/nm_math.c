@@ -286,8 +286,8 @@ typedef struct unary_job {
 
 static void unary_part(void *ctx, int64_t part) {
   unary_job *j = ctx;
-  int64_t n = j->it.size[0];
-  int64_t lo = nm_pool_bound(n, j->parts, 64, part), hi = nm_pool_bound(n, j->parts, 64, part + 1);
+  int64_t lo, hi;
+  nm_elementwise_slice(j->it.size[0], j->parts, part, &lo, &hi);
   if (hi <= lo) return;
   nm_iter it = j->it;
   it.size[0] = hi - lo;
@@ -301,6 +301,11 @@ static void unary_part(void *ctx, int64_t part) {
 int64_t nm_elementwise_parts(int64_t n) {
   if (n < 2 * NM_PAR_ELEMS) return 1;
   return n / NM_PAR_ELEMS < NM_PAR_PARTS ? n / NM_PAR_ELEMS : NM_PAR_PARTS;
+}
+
+void nm_elementwise_slice(int64_t n, int64_t parts, int64_t part, int64_t *lo, int64_t *hi) {
+  *lo = nm_pool_bound(n, parts, 64, part);
+  *hi = nm_pool_bound(n, parts, 64, part + 1);
 }
 
 int nm_unary(nm_tensor *r, const nm_tensor *a, nm_unop op, double p, double q) {

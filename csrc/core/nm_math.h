@@ -160,6 +160,10 @@ int nm_dot(const nm_tensor *x, const nm_tensor *y, double *out);
 /* The parts of an elementwise kernel over one line of n elements: 1 below
 ** 2 NM_PAR_ELEMS, else n / NM_PAR_ELEMS, at most NM_PAR_PARTS. */
 int64_t nm_elementwise_parts(int64_t n);
+/* Part `part`'s elements [*lo, *hi) of those n elements cut into `parts`
+** (bounds on multiples of 64 elements, so that parts share no cache line
+** and vector loops run whole); *hi <= *lo when the part is empty. */
+void nm_elementwise_slice(int64_t n, int64_t parts, int64_t part, int64_t *lo, int64_t *hi);
 /* Sets OpenBLAS to one thread and the pool to n threads (the caller
 ** included); NM_EINVAL unless 1 <= n <= NM_POOL_MAX. */
 int nm_set_threads(int n);

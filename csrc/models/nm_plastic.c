@@ -398,7 +398,8 @@ typedef struct adam_job {
 
 static void adam_part(void *ctx, int64_t part) {
   const adam_job *j = ctx;
-  int64_t lo = nm_pool_bound(j->n, j->parts, 64, part), hi = nm_pool_bound(j->n, j->parts, 64, part + 1);
+  int64_t lo, hi;
+  nm_elementwise_slice(j->n, j->parts, part, &lo, &hi);
   if (hi <= lo) return;
   size_t off = (size_t)lo * nm_dtype_size(j->dt);
   if (j->dt == NM_FLOAT32)
@@ -474,8 +475,8 @@ typedef struct dact_job {
 
 static void dact_part(void *ctx, int64_t part) {
   const dact_job *j = ctx;
-  int64_t lo = nm_pool_bound(j->n, j->parts, 64, part);
-  int64_t hi = nm_pool_bound(j->n, j->parts, 64, part + 1);
+  int64_t lo, hi;
+  nm_elementwise_slice(j->n, j->parts, part, &lo, &hi);
   if (hi <= lo) return;
   if (j->dt == NM_FLOAT32)
     dact_f((float *)j->e + lo, (const float *)j->a + lo,

@@ -198,9 +198,8 @@ end
 
 -- ---------------------------------------------------------- selections
 
--- Rows 1..n of a list, or a copy of `rows` shuffled by g (Fisher-Yates
--- with g:integer, so the order depends on the generator alone).
-local function shuffle(g, rows) return g:shuffle(rows) end   -- Fisher-Yates, in C
+-- Orders are shuffled by g:shuffle (Fisher-Yates with g:integer's draws,
+-- in C), so they depend on the generator alone.
 
 local function range(n)
   local r = {}
@@ -221,7 +220,7 @@ local function select_subset(spec, labels, ncls, g, what)
   if spec == nil then return range(n) end
   if math.type(spec) == "integer" then spec = {n = spec} end
   if type(spec) ~= "table" then fail(what .. " must be a count or a table", 3) end
-  local order = spec.random and shuffle(g, range(n)) or range(n)
+  local order = spec.random and g:shuffle(range(n)) or range(n)
   local keep = {}
   if spec.per_class ~= nil then
     local k = spec.per_class
@@ -277,7 +276,7 @@ local function carve_validation(pool, labels, ncls, count, stratify, g)
   end
   local isval = {}
   for c = 1, ncls do
-    local rows = shuffle(g, copy(byclass[c]))
+    local rows = g:shuffle(copy(byclass[c]))
     for i = 1, quota[c] do isval[rows[i]] = true end
   end
   local val, train = {}, {}
@@ -660,7 +659,7 @@ function Batches:epoch_order()
   local perm = self.perm
   if self.gather then self.gather:wait() end -- an epoch left before its end may have one running
   for i = 1, self.n do perm[i] = i end
-  if self.shuffle then shuffle(self.generator, perm) end
+  if self.shuffle then self.generator:shuffle(perm) end
   self.epochs = self.epochs + 1
   return perm
 end

@@ -774,8 +774,8 @@ end
 -- on rows order[first], ..., order[first + count - 1] instead (order a
 -- list of 1-based row numbers, e.g. a shuffled epoch's, data.batches's
 -- Batches:epoch_order(); first = 1 and count = the rest of the list by
--- default; every position used is checked before any step). The same weights, buffers and counters as
--- those calls bit for bit (spec/nn_spec.lua); for a network the one-sample
+-- default; every position used is checked before any step). The same
+-- weights, buffers and counters as those calls bit for bit (spec/nn_spec.lua); for a network the one-sample
 -- C step serves (see fused_step), the rows run in C in stretches that end
 -- where train_batch would check the weights, each layer's update fused
 -- with the next sample's pass through it (nm.kernels.mlp_step's run_rows
